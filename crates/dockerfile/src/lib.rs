@@ -1,0 +1,1 @@
+//! Dockerfile frontend: BuildKit-compatible parser, typed instructions and the stage model.

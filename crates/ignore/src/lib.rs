@@ -1,0 +1,1 @@
+//! .dockerignore parsing and Docker's pattern matching semantics.

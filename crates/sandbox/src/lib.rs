@@ -1,0 +1,1 @@
+//! Running a command against a root filesystem without privilege: user namespaces, chroot fallback.
