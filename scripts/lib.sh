@@ -21,5 +21,6 @@ ensure_packages() {
 
 # What the test suite uses: a real registry, newuidmap/newgidmap, a static busybox for
 # test root filesystems, htpasswd for basic-auth registries, setcap/getfattr for
-# capability and xattr tests.
-TEST_PACKAGES=(docker-registry uidmap busybox-static apache2-utils libcap2-bin attr passwd)
+# capability and xattr tests, and a real dockerd (Debian's docker.io) with openssl-made
+# TLS certificates for the --engine dood/dind tests.
+TEST_PACKAGES=(docker-registry uidmap busybox-static apache2-utils libcap2-bin attr passwd docker.io openssl util-linux)

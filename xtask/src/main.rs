@@ -1,17 +1,36 @@
 //! `cargo xtask <task>`: developer tasks that are easier to write in Rust than in shell.
 
+mod bench;
+
 use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  bench [--quick] [--runs N] [--peers a,b] [--out FILE] [WORKLOAD...]
+        build the benchmark workloads with rbuild and each peer on this machine
+        (docker build with BuildKit, buildah bud), alternating runs, and write
+        a Markdown table of medians and ratios (default docs/benchmarks.md)
+  help  this text";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("help") | None => {
-            println!("usage: cargo xtask <task>\n\ntasks:\n  help    this text");
-            ExitCode::SUCCESS
+    let result = match args.first().map(String::as_str) {
+        Some("help") | Some("--help") | None => {
+            println!("{USAGE}");
+            Ok(())
         }
+        Some("bench") => bench::main(&args[1..]),
         Some(other) => {
-            eprintln!("xtask: unknown task `{other}` (try `cargo xtask help`)");
-            ExitCode::from(2)
+            eprintln!("xtask: unknown task `{other}`\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
         }
     }
 }

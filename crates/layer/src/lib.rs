@@ -1,6 +1,27 @@
 //! Layer tarballs: applying layers onto a directory safely, and writing deterministic
 //! compressed layers from a change set.
+//!
+//! - [`apply_layer`] extracts a (gzip/zstd/plain) layer with OCI whiteout semantics, never
+//!   writing outside the target.
+//! - [`write_layer`] / [`write_dir_layer`] write a deterministic layer and return its diff id,
+//!   digest and size, computed in the same single pass.
+//! - [`list_entries`] reads a layer's entry metadata.
 
+pub mod apply;
 pub mod change;
+pub mod compression;
+pub mod entry;
+pub mod error;
+pub mod idmap;
+pub mod list;
+mod path;
+pub mod write;
 
+pub use apply::{apply_layer, ApplyOptions, ApplyStats, DeviceNodes, Ownership};
 pub use change::Change;
+pub use compression::Compression;
+pub use entry::{EntryInfo, EntryKind};
+pub use error::{Error, Result};
+pub use idmap::{IdMap, IdRange};
+pub use list::list_entries;
+pub use write::{write_dir_layer, write_layer, LayerInfo, WriteOptions};

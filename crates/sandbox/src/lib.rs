@@ -1,1 +1,127 @@
 //! Running a command against a root filesystem without privilege: user namespaces, chroot fallback.
+//!
+//! A tokio (multi-threaded) process cannot unshare a user namespace, so every step runs in
+//! a helper: the rbuild binary re-executed as `rbuild __rbuild-sandbox-helper`, which must
+//! call [`maybe_run_helper`] first thing in `main`. The helper receives a [`StepSpec`] on a
+//! control socket (fd 3), sets up the namespaces (or a chroot), runs the command and
+//! reports back. See docs/sandbox.md.
+
+mod helper;
+mod idmap;
+mod probe;
+mod protocol;
+pub mod rootpath;
+mod runner;
+mod spec;
+mod stubs;
+mod sys;
+mod user;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+pub use idmap::{parse_subid, SubIdRange};
+pub use probe::{Capabilities, Check, NamespaceChecks};
+pub use runner::OutputStream;
+pub use spec::{
+    BindMount, FileBind, IdMapping, Isolation, Network, Rootfs, StepOutcome, StepSpec, StepStatus,
+    Stub, StubKind, UserIds, DEFAULT_PATH,
+};
+pub use stubs::remove_stubs;
+pub use user::resolve_user;
+
+/// The first argument that turns the rbuild binary into the sandbox helper.
+pub const HELPER_ARG: &str = "__rbuild-sandbox-helper";
+
+/// Call first thing in `main`: if this process was started as the sandbox helper, runs the
+/// helper and never returns; otherwise does nothing.
+pub fn maybe_run_helper() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(HELPER_ARG) {
+        helper::main(&args[1..]);
+    }
+}
+
+/// Why a step could not run (a step that ran and failed is a [`StepOutcome`] instead).
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("sandbox setup failed at {stage}: {message}")]
+    Helper { stage: String, message: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SandboxError {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        SandboxError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Runs steps through a helper executable.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    program: PathBuf,
+    args: Vec<String>,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    /// Uses this very executable (`/proc/self/exe __rbuild-sandbox-helper`) as the helper.
+    pub fn new() -> Self {
+        Sandbox {
+            program: PathBuf::from("/proc/self/exe"),
+            args: vec![HELPER_ARG.to_string()],
+        }
+    }
+
+    /// Uses another executable whose `main` calls [`maybe_run_helper`].
+    pub fn with_helper(program: impl Into<PathBuf>) -> Self {
+        Sandbox {
+            program: program.into(),
+            args: vec![HELPER_ARG.to_string()],
+        }
+    }
+
+    /// What this machine allows; probed once per process (in a helper child, a few ms).
+    pub fn probe(&self) -> &'static Capabilities {
+        static CAPS: OnceLock<Capabilities> = OnceLock::new();
+        CAPS.get_or_init(|| probe::probe_with(&self.program, &self.args))
+    }
+
+    /// The isolation `requested` resolves to on this machine.
+    pub fn resolve_isolation(&self, requested: Isolation) -> Result<Isolation, SandboxError> {
+        match requested {
+            Isolation::Auto => self.probe().auto.clone().map_err(SandboxError::Unavailable),
+            other => Ok(other),
+        }
+    }
+
+    /// Runs one step, calling `output` with each chunk the command writes. Blocking (call it
+    /// from `spawn_blocking`): it returns once the step and everything it started are gone.
+    /// A non-zero exit is an `Ok` outcome; `Err` means the sandbox could not run the step.
+    pub fn run(
+        &self,
+        spec: &StepSpec,
+        output: &mut dyn FnMut(OutputStream, &[u8]),
+    ) -> Result<StepOutcome, SandboxError> {
+        let isolation = self.resolve_isolation(spec.isolation)?;
+        runner::run_step(&self.program, &self.args, spec, isolation, output)
+    }
+}
+
+#[cfg(feature = "test-support")]
+pub mod test_support;

@@ -1,9 +1,17 @@
 //! One module per subcommand. Each exposes a clap `Args` struct and a `run` function
 //! returning the process exit code.
 
+pub mod build;
+pub mod images;
+pub mod info;
+mod native;
 pub mod parse;
+pub mod registry;
 
 use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use rbuild_store::Store;
 
 /// Options every subcommand accepts.
 #[derive(clap::Args, Debug, Clone)]
@@ -11,4 +19,20 @@ pub struct Globals {
     /// The store directory (default: $RBUILD_ROOT, else ~/.local/share/rbuild, or /var/lib/rbuild for root).
     #[arg(long, global = true, env = "RBUILD_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
+}
+
+impl Globals {
+    /// The store directory: `--root`, `$RBUILD_ROOT`, or the default for this user.
+    pub fn store_root(&self) -> Result<PathBuf> {
+        match &self.root {
+            Some(root) => Ok(root.clone()),
+            None => Ok(rbuild_store::default_root()?),
+        }
+    }
+
+    /// Opens (creating if needed) the store.
+    pub fn open_store(&self) -> Result<Store> {
+        let root = self.store_root()?;
+        Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))
+    }
 }

@@ -1,0 +1,82 @@
+//! Base images: the [`BaseImages`] trait the caller implements (the CLI pulls missing
+//! images; tests use [`LocalImages`]), loading an image's config and layers, and `scratch`.
+
+use rbuild_image::{Descriptor, ImageConfig, Platform, RootFs};
+use rbuild_store::{ImageRecord, Store};
+
+/// Resolves a FROM (or `COPY --from`, `RUN --mount from=`) image reference to an image in
+/// the store, fetching it first if the implementation can.
+pub trait BaseImages {
+    /// `reference` is as written after expansion (`busybox`, `alpine:3.19`, `x@sha256:..`).
+    fn resolve(
+        &self,
+        store: &Store,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<ImageRecord, String>;
+}
+
+/// Resolves only images already in the store (by name, short name, digest or id).
+pub struct LocalImages;
+
+impl BaseImages for LocalImages {
+    fn resolve(
+        &self,
+        store: &Store,
+        reference: &str,
+        _platform: &Platform,
+    ) -> Result<ImageRecord, String> {
+        store
+            .resolve(reference)
+            .map_err(|e| format!("base image {reference:?}: {e}"))
+    }
+}
+
+/// An image's config and its layers (bottom first).
+#[derive(Debug, Clone)]
+pub(crate) struct LoadedImage {
+    pub config: ImageConfig,
+    pub layers: Vec<Descriptor>,
+}
+
+pub(crate) fn load(store: &Store, record: &ImageRecord) -> Result<LoadedImage, String> {
+    let manifest = store
+        .read_manifest(&record.image_manifest.digest)
+        .map_err(|e| format!("reading manifest {}: {e}", record.image_manifest.digest))?;
+    let config = store
+        .read_config(&record.config)
+        .map_err(|e| format!("reading config {}: {e}", record.config))?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(format!(
+            "image {} lists {} diff_ids for {} layers",
+            record.config,
+            config.rootfs.diff_ids.len(),
+            manifest.layers.len()
+        ));
+    }
+    Ok(LoadedImage {
+        config,
+        layers: manifest.layers,
+    })
+}
+
+/// BuildKit's `emptyImage`: what `FROM scratch` starts from.
+pub(crate) fn scratch(platform: &Platform) -> LoadedImage {
+    let mut config = ImageConfig {
+        architecture: platform.architecture.clone(),
+        os: platform.os.clone(),
+        variant: platform.variant.clone(),
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids: Vec::new(),
+            extra: Default::default(),
+        },
+        ..Default::default()
+    };
+    config.config.working_dir = "/".into();
+    config.config.env = vec![format!("PATH={}", rbuild_sandbox::DEFAULT_PATH)];
+    LoadedImage {
+        config,
+        layers: Vec::new(),
+    }
+}

@@ -1,0 +1,321 @@
+//! Writing into a root filesystem without ever leaving it: container paths are resolved
+//! with every symlink and `..` kept inside the root, missing directories are created, and
+//! the final component of a destination is replaced, never followed.
+
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use rbuild_sandbox::rootpath::host_path_in_root;
+
+/// Owner and mode applied to what a COPY writes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Ownership {
+    /// `None` keeps the source's owner.
+    pub owner: Option<(u32, u32)>,
+    /// `None` keeps the source's permission bits.
+    pub mode: Option<u32>,
+}
+
+/// `path` split into normal components, `..` popping (never above the root), as the
+/// container sees an absolute path.
+pub(crate) fn clean_components(path: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(n) => out.push(n.to_string_lossy().into_owned()),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Go's `path.Join("/", base, rel)` for container paths; absolute `rel` wins.
+pub(crate) fn join_container(base: &str, rel: &str) -> String {
+    let joined = if rel.starts_with('/') {
+        rel.to_string()
+    } else {
+        format!("{base}/{rel}")
+    };
+    format!("/{}", clean_components(&joined).join("/"))
+}
+
+/// The host path of directory `container_path` in `root`, creating missing directories
+/// (mode 0755, owned by `owner`). Fails when a component exists and is not a directory.
+pub(crate) fn ensure_dir(
+    root: &Path,
+    container_path: &str,
+    owner: (u32, u32),
+) -> Result<PathBuf, String> {
+    ensure_dir_at(root, container_path, owner, 0)
+}
+
+/// Symlinks followed before giving up, as the kernel does (ELOOP).
+const MAX_LINKS: usize = 40;
+
+fn ensure_dir_at(
+    root: &Path,
+    container_path: &str,
+    owner: (u32, u32),
+    depth: usize,
+) -> Result<PathBuf, String> {
+    if depth > MAX_LINKS {
+        return Err(format!(
+            "too many levels of symbolic links resolving {container_path}"
+        ));
+    }
+    let mut prefix = String::new();
+    let mut host = root.to_path_buf();
+    for comp in clean_components(container_path) {
+        prefix.push('/');
+        prefix.push_str(&comp);
+        match host_path_in_root(root, &prefix).map_err(|e| format!("resolving {prefix}: {e}"))? {
+            Some(existing) => {
+                let md = fs::metadata(&existing).map_err(|e| format!("reading {prefix}: {e}"))?;
+                if !md.is_dir() {
+                    return Err(format!("{prefix} exists and is not a directory"));
+                }
+                host = existing;
+            }
+            None => {
+                let new = host.join(&comp);
+                if let Ok(target) = fs::read_link(&new) {
+                    // A dangling symlink: create what it points to, inside the root.
+                    let parent = if prefix.len() > comp.len() + 1 {
+                        &prefix[..prefix.len() - comp.len() - 1]
+                    } else {
+                        "/"
+                    };
+                    let resolved = join_container(parent, &target.to_string_lossy());
+                    host = ensure_dir_at(root, &resolved, owner, depth + 1)?;
+                    prefix = if resolved == "/" {
+                        String::new()
+                    } else {
+                        resolved
+                    };
+                    continue;
+                }
+                fs::create_dir(&new).map_err(|e| format!("creating directory {prefix}: {e}"))?;
+                fs::set_permissions(&new, fs::Permissions::from_mode(0o755))
+                    .map_err(|e| format!("setting mode of {prefix}: {e}"))?;
+                lchown(&new, owner.0, owner.1).map_err(|e| format!("chown of {prefix}: {e}"))?;
+                host = new;
+            }
+        }
+    }
+    Ok(host)
+}
+
+/// Whether `container_path` is an existing directory in `root` (symlinks resolved inside).
+pub(crate) fn is_dir_in_root(root: &Path, container_path: &str) -> bool {
+    matches!(host_path_in_root(root, container_path), Ok(Some(p)) if p.is_dir())
+}
+
+pub(crate) fn lchown(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+}
+
+/// Sets a path's mtime (and atime) without following a symlink.
+pub(crate) fn set_mtime(path: &Path, secs: i64, nanos: i64) -> std::io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let t = libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: nanos as _,
+    };
+    let times = [t, t];
+    // SAFETY: `c` is a valid NUL-terminated path and `times` two valid timespecs.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Removes whatever non-directory is at `dst` (a symlink is removed, not followed).
+fn clear_non_dir(dst: &Path) -> Result<(), String> {
+    match fs::symlink_metadata(dst) {
+        Ok(md) if md.is_dir() => Err(format!(
+            "cannot replace directory {} with a non-directory",
+            dst.display()
+        )),
+        Ok(_) => fs::remove_file(dst).map_err(|e| format!("replacing {}: {e}", dst.display())),
+        Err(_) => Ok(()),
+    }
+}
+
+fn apply_meta(
+    dst: &Path,
+    src_md: &fs::Metadata,
+    own: Ownership,
+    is_link: bool,
+) -> Result<(), String> {
+    let (uid, gid) = own.owner.unwrap_or((src_md.uid(), src_md.gid()));
+    lchown(dst, uid, gid).map_err(|e| format!("chown of {}: {e}", dst.display()))?;
+    if !is_link {
+        // After chown, which clears setuid/setgid bits.
+        let mode = own.mode.unwrap_or(src_md.mode() & 0o7777);
+        fs::set_permissions(dst, fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("chmod of {}: {e}", dst.display()))?;
+    }
+    set_mtime(dst, src_md.mtime(), src_md.mtime_nsec())
+        .map_err(|e| format!("setting mtime of {}: {e}", dst.display()))
+}
+
+/// Copies one non-directory (file or symlink, never followed) from `src` to `dst`.
+pub(crate) fn copy_leaf(src: &Path, dst: &Path, own: Ownership) -> Result<(), String> {
+    let md = fs::symlink_metadata(src).map_err(|e| format!("reading {}: {e}", src.display()))?;
+    clear_non_dir(dst)?;
+    let ft = md.file_type();
+    if ft.is_symlink() {
+        let target =
+            fs::read_link(src).map_err(|e| format!("reading link {}: {e}", src.display()))?;
+        std::os::unix::fs::symlink(&target, dst)
+            .map_err(|e| format!("creating link {}: {e}", dst.display()))?;
+        apply_meta(dst, &md, own, true)
+    } else if ft.is_file() {
+        let mut input =
+            fs::File::open(src).map_err(|e| format!("opening {}: {e}", src.display()))?;
+        let mut output = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(dst)
+            .map_err(|e| format!("creating {}: {e}", dst.display()))?;
+        std::io::copy(&mut input, &mut output)
+            .map_err(|e| format!("copying {}: {e}", src.display()))?;
+        drop(output);
+        apply_meta(dst, &md, own, false)
+    } else {
+        Err(format!(
+            "{} is a special file (device, fifo or socket); COPY does not support it",
+            src.display()
+        ))
+    }
+}
+
+/// Creates (or reuses) directory `dst` and gives it `src`'s metadata.
+pub(crate) fn make_dir_like(
+    src_md: &fs::Metadata,
+    dst: &Path,
+    own: Ownership,
+) -> Result<(), String> {
+    match fs::symlink_metadata(dst) {
+        Ok(md) if md.is_dir() => {}
+        Ok(_) => {
+            fs::remove_file(dst).map_err(|e| format!("replacing {}: {e}", dst.display()))?;
+            fs::create_dir(dst).map_err(|e| format!("creating {}: {e}", dst.display()))?;
+        }
+        Err(_) => fs::create_dir(dst).map_err(|e| format!("creating {}: {e}", dst.display()))?,
+    }
+    apply_meta(dst, src_md, own, false)
+}
+
+/// What to do with one entry of a directory being copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Filter {
+    Include,
+    /// Excluded itself, but something below it may be included (a `!` exception).
+    Descend,
+    Skip,
+}
+
+/// Copies the contents of directory `src` into existing directory `dst`, asking `filter`
+/// about each entry by its path relative to `src`. Directory mtimes are set after their
+/// children are written so they keep the source's.
+pub(crate) fn copy_dir_contents(
+    src: &Path,
+    dst: &Path,
+    own: Ownership,
+    filter: &dyn Fn(&Path, bool) -> Filter,
+) -> Result<(), String> {
+    copy_dir_rec(src, dst, Path::new(""), own, filter)
+}
+
+fn copy_dir_rec(
+    src: &Path,
+    dst: &Path,
+    rel: &Path,
+    own: Ownership,
+    filter: &dyn Fn(&Path, bool) -> Filter,
+) -> Result<(), String> {
+    let mut names: Vec<_> = fs::read_dir(src)
+        .map_err(|e| format!("reading directory {}: {e}", src.display()))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("reading directory {}: {e}", src.display()))?;
+    names.sort();
+    for name in names {
+        let s = src.join(&name);
+        let d = dst.join(&name);
+        let r = rel.join(&name);
+        let md = fs::symlink_metadata(&s).map_err(|e| format!("reading {}: {e}", s.display()))?;
+        match filter(&r, md.is_dir()) {
+            Filter::Skip => continue,
+            Filter::Descend if md.is_dir() => {
+                // Only create the directory if something inside ends up included.
+                let staged = d.exists();
+                if !staged {
+                    fs::create_dir(&d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+                }
+                copy_dir_rec(&s, &d, &r, own, filter)?;
+                let empty = fs::read_dir(&d)
+                    .map(|mut it| it.next().is_none())
+                    .unwrap_or(false);
+                if !staged && empty {
+                    fs::remove_dir(&d).map_err(|e| format!("removing {}: {e}", d.display()))?;
+                } else {
+                    apply_meta(&d, &md, own, false)?;
+                }
+            }
+            Filter::Descend => continue,
+            Filter::Include if md.is_dir() => {
+                make_dir_like(&md, &d, own)?;
+                copy_dir_rec(&s, &d, &r, own, filter)?;
+                // Writing children changed the mtime: put the source's back.
+                set_mtime(&d, md.mtime(), md.mtime_nsec())
+                    .map_err(|e| format!("setting mtime of {}: {e}", d.display()))?;
+            }
+            Filter::Include => copy_leaf(&s, &d, own)?,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ensure_dir_stays_inside_root_through_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        std::os::unix::fs::symlink("/../../outside", root.join("link")).unwrap();
+        let host = ensure_dir(&root, "/link/sub", (0, 0)).unwrap();
+        assert!(host.starts_with(&root), "{host:?} left the root");
+        assert!(root.join("outside/sub").is_dir());
+        assert!(!dir.path().join("outside").exists());
+    }
+
+    #[test]
+    fn join_container_cleans() {
+        assert_eq!(join_container("/app", "x/../y"), "/app/y");
+        assert_eq!(join_container("/app", "/abs"), "/abs");
+        assert_eq!(join_container("/", "../.."), "/");
+    }
+}

@@ -1,0 +1,221 @@
+//! BuildKit's history strings (`created_by`), reproduced from dockerfile2llb's
+//! `commitToHistory` calls, and the Go value formatting they rely on (`%q`, `%v`,
+//! `time.Duration`), plus RFC 3339 timestamps.
+
+/// BuildKit appends this to every instruction that ran against the filesystem state
+/// (RUN, COPY, ADD), but not to WORKDIR or config-only instructions.
+pub(crate) const BUILDKIT_SUFFIX: &str = " # buildkit";
+
+/// Go's `strconv.Quote` for the ASCII/UTF-8 text Dockerfiles contain.
+pub(crate) fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\x07' => out.push_str("\\a"),
+            '\x08' => out.push_str("\\b"),
+            '\x0c' => out.push_str("\\f"),
+            '\x0b' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `fmt.Sprintf("%q", []string{...})`: `["a" "b"]`.
+pub(crate) fn go_quote_list(words: &[String]) -> String {
+    let quoted: Vec<String> = words.iter().map(|w| go_quote(w)).collect();
+    format!("[{}]", quoted.join(" "))
+}
+
+/// `fmt.Sprintf("%v", []string{...})`: `[a b]`.
+pub(crate) fn go_list(words: &[String]) -> String {
+    format!("[{}]", words.join(" "))
+}
+
+/// `fmt.Sprintf("%q", rune(n))` for the small integers HEALTHCHECK's Retries holds.
+fn go_quote_rune(n: i64) -> String {
+    match n {
+        0 => "'\\x00'".into(),
+        7 => "'\\a'".into(),
+        8 => "'\\b'".into(),
+        9 => "'\\t'".into(),
+        10 => "'\\n'".into(),
+        11 => "'\\v'".into(),
+        12 => "'\\f'".into(),
+        13 => "'\\r'".into(),
+        39 => "'\\''".into(),
+        92 => "'\\\\'".into(),
+        n if (0..0x20).contains(&n) || n == 0x7f => format!("'\\x{n:02x}'"),
+        n => match u32::try_from(n).ok().and_then(char::from_u32) {
+            Some(c) => format!("'{c}'"),
+            None => format!("'\\x{n:x}'"),
+        },
+    }
+}
+
+/// Go's `time.Duration.String()` for a number of nanoseconds.
+pub(crate) fn go_duration(ns: i64) -> String {
+    if ns == 0 {
+        return "0s".into();
+    }
+    let neg = ns < 0;
+    let u = ns.unsigned_abs();
+    let body = if u < 1_000_000_000 {
+        let (unit, scale) = if u < 1_000 {
+            ("ns", 1u64)
+        } else if u < 1_000_000 {
+            ("µs", 1_000)
+        } else {
+            ("ms", 1_000_000)
+        };
+        format!("{}{}", fraction(u, scale), unit)
+    } else {
+        let total_secs = u / 1_000_000_000;
+        let frac_ns = u % 1_000_000_000;
+        let hours = total_secs / 3600;
+        let minutes = (total_secs % 3600) / 60;
+        let secs = total_secs % 60;
+        let secs_text = fraction(secs * 1_000_000_000 + frac_ns, 1_000_000_000);
+        if hours > 0 {
+            format!("{hours}h{minutes}m{secs_text}s")
+        } else if minutes > 0 {
+            format!("{minutes}m{secs_text}s")
+        } else {
+            format!("{secs_text}s")
+        }
+    };
+    if neg {
+        format!("-{body}")
+    } else {
+        body
+    }
+}
+
+/// `value / scale` with Go's trailing-zero-free fraction.
+fn fraction(value: u64, scale: u64) -> String {
+    let whole = value / scale;
+    let rest = value % scale;
+    if rest == 0 {
+        return whole.to_string();
+    }
+    let width = scale.to_string().len() - 1;
+    let digits = format!("{rest:0width$}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+/// `fmt.Sprintf("HEALTHCHECK %q", &HealthConfig{...})` as BuildKit writes it.
+pub(crate) fn healthcheck(h: &rbuild_image::Healthcheck) -> String {
+    format!(
+        "HEALTHCHECK &{{{} {} {} {} {} {}}}",
+        go_quote_list(&h.test),
+        go_quote(&go_duration(h.interval)),
+        go_quote(&go_duration(h.timeout)),
+        go_quote(&go_duration(h.start_period)),
+        go_quote(&go_duration(h.start_interval)),
+        go_quote_rune(h.retries)
+    )
+}
+
+/// BuildKit's `runCommandString`: the build args in scope prefixed as `|N K=v ...`.
+pub(crate) fn run_command_string(build_args: &[(String, String)], argv: &[String]) -> String {
+    let mut words: Vec<String> = Vec::new();
+    if !build_args.is_empty() {
+        words.push(format!("|{}", build_args.len()));
+        words.extend(build_args.iter().map(|(k, v)| format!("{k}={v}")));
+    }
+    words.extend(argv.iter().cloned());
+    words.join(" ")
+}
+
+/// RFC 3339 UTC with nanoseconds trimmed as Go's `time.RFC3339Nano` does.
+pub(crate) fn rfc3339(secs: i64, nanos: u32) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let mut out = format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    );
+    if nanos > 0 {
+        let digits = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+    out.push('Z');
+    out
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_formats() {
+        assert_eq!(go_quote_list(&["a".into(), "b c".into()]), r#"["a" "b c"]"#);
+        assert_eq!(go_duration(30_000_000_000), "30s");
+        assert_eq!(go_duration(300_000_000_000), "5m0s");
+        assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
+        assert_eq!(go_duration(1_500_000_000), "1.5s");
+        assert_eq!(go_duration(100_000_000), "100ms");
+        assert_eq!(go_quote_rune(3), "'\\x03'");
+        assert_eq!(
+            run_command_string(
+                &[("A".into(), "1".into())],
+                &["/bin/sh".into(), "-c".into(), "x".into()]
+            ),
+            "|1 A=1 /bin/sh -c x"
+        );
+    }
+
+    #[test]
+    fn healthcheck_matches_docker_history() {
+        let h = rbuild_image::Healthcheck {
+            test: vec![
+                "CMD-SHELL".into(),
+                "curl -f http://localhost/ || exit 1".into(),
+            ],
+            interval: 300_000_000_000,
+            timeout: 3_000_000_000,
+            ..Default::default()
+        };
+        assert_eq!(
+            healthcheck(&h),
+            r#"HEALTHCHECK &{["CMD-SHELL" "curl -f http://localhost/ || exit 1"] "5m0s" "3s" "0s" "0s" '\x00'}"#
+        );
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(1_700_000_000, 500_000_000),
+            "2023-11-14T22:13:20.5Z"
+        );
+    }
+}

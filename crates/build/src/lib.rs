@@ -1,0 +1,217 @@
+//! The native build executor: a Dockerfile and a context in, an image in the store out,
+//! with BuildKit's semantics for instructions, config and history.
+//!
+//! The pipeline (one module per job):
+//! parse ([`rbuild_dockerfile`]) → plan the stages the target needs → per stage: resolve the
+//! base ([`base`]) and lay out its root filesystem ([`workdir`]) → run each instruction
+//! ([`stage`]: config-only ones edit the config; RUN ([`run`]) and COPY/ADD ([`copy`])
+//! change the filesystem, [`snapshot`] finds what changed and [`commit`] stores it as a
+//! layer) → write config and manifest, then tag.
+//!
+//! ```no_run
+//! use rbuild_build::{build, BuildRequest, LocalImages, PlainProgress};
+//! # fn demo(store: &rbuild_store::Store) -> Result<(), rbuild_build::BuildError> {
+//! let text = std::fs::read_to_string("Dockerfile").unwrap();
+//! let request = BuildRequest::new(".", text).with_tag("app:latest");
+//! let result = build(&request, store, &LocalImages, &mut PlainProgress::stderr())?;
+//! println!("{}", result.image_id);
+//! # Ok(()) }
+//! ```
+
+pub mod base;
+mod commit;
+mod copy;
+pub mod error;
+mod fsops;
+mod history;
+mod mounts;
+pub mod progress;
+mod run;
+mod snapshot;
+mod sources;
+mod stage;
+mod workdir;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use rbuild_dockerfile::{parse_dockerfile, BuildOptions, Platform as DfPlatform};
+use rbuild_image::{Digest, Platform};
+use rbuild_layer::{Compression, WriteOptions};
+use rbuild_sandbox::{Isolation, Network, Sandbox};
+use rbuild_store::Store;
+
+pub use base::{BaseImages, LocalImages};
+pub use error::BuildError;
+pub use progress::{Event, JsonProgress, NoProgress, PlainProgress, Progress};
+
+/// Everything a build needs besides the store and the base images.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The build context directory.
+    pub context_dir: PathBuf,
+    pub dockerfile_text: String,
+    /// The Dockerfile's name as shown in errors (`Dockerfile`).
+    pub dockerfile_name: String,
+    /// The Dockerfile's path, to find `<name>.dockerignore` beside it; `None` means only
+    /// the context's `.dockerignore` is looked at.
+    pub dockerfile_path: Option<PathBuf>,
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`: a stage name; `None` builds the last stage.
+    pub target: Option<String>,
+    /// Tags given to the result (`app:latest`), applied only once the image is complete.
+    pub tags: Vec<String>,
+    /// `--label`s added to the image config (no history entry, as BuildKit).
+    pub labels: BTreeMap<String, String>,
+    /// Accepted for the CLI; this executor has no step cache yet, so every build is fresh.
+    pub no_cache: bool,
+    /// `os/arch[/variant]`; `None` is the host. Only the host's architecture can be built.
+    pub platform: Option<String>,
+    /// RUN's network when the instruction says nothing (`--network=default`).
+    pub network: Network,
+    pub isolation: Isolation,
+    /// `--secret id=...,src=PATH`: secret id → file.
+    pub secrets: BTreeMap<String, PathBuf>,
+    /// SOURCE_DATE_EPOCH: the config's and history's `created`, and the clamp of layer
+    /// mtimes.
+    pub source_date_epoch: Option<i64>,
+    pub compression: Compression,
+    /// The sandbox helper executable (a binary whose `main` calls
+    /// `rbuild_sandbox::maybe_run_helper`); `None` is this executable.
+    pub helper: Option<PathBuf>,
+}
+
+impl BuildRequest {
+    /// A request with Docker's defaults: `Dockerfile`, no args, host network, auto isolation.
+    pub fn new(context_dir: impl Into<PathBuf>, dockerfile_text: impl Into<String>) -> Self {
+        BuildRequest {
+            context_dir: context_dir.into(),
+            dockerfile_text: dockerfile_text.into(),
+            dockerfile_name: "Dockerfile".into(),
+            dockerfile_path: None,
+            build_args: BTreeMap::new(),
+            target: None,
+            tags: Vec::new(),
+            labels: BTreeMap::new(),
+            no_cache: false,
+            platform: None,
+            network: Network::Host,
+            isolation: Isolation::Auto,
+            secrets: BTreeMap::new(),
+            source_date_epoch: None,
+            compression: Compression::Gzip,
+            helper: None,
+        }
+    }
+
+    pub fn with_tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    pub fn with_build_arg(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.build_args.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// What a successful build made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildResult {
+    /// The manifest digest (what the tags point at).
+    pub manifest: Digest,
+    /// Docker's image id: the config digest.
+    pub image_id: Digest,
+    pub tags: Vec<String>,
+}
+
+fn to_df_platform(p: &Platform) -> DfPlatform {
+    DfPlatform {
+        os: p.os.clone(),
+        architecture: p.architecture.clone(),
+        variant: (!p.variant.is_empty()).then(|| p.variant.clone()),
+    }
+}
+
+/// Builds the image `request` describes into `store`. Nothing is tagged unless the whole
+/// build succeeds; the per-build working directories are removed whatever happens.
+pub fn build(
+    request: &BuildRequest,
+    store: &Store,
+    bases: &dyn BaseImages,
+    progress: &mut dyn Progress,
+) -> Result<BuildResult, BuildError> {
+    let started = Instant::now();
+    let host = Platform::host();
+    let platform = match &request.platform {
+        None => host.clone(),
+        Some(text) => {
+            let p = DfPlatform::parse(text).map_err(BuildError::other)?;
+            let wanted = Platform::new(&p.os, &p.architecture, p.variant.as_deref().unwrap_or(""))
+                .normalized();
+            if wanted.os != host.os || wanted.architecture != host.architecture {
+                return Err(BuildError::other(format!(
+                    "platform {text} is not this machine's ({}/{}); cross-platform builds are not supported yet",
+                    host.os, host.architecture
+                )));
+            }
+            wanted
+        }
+    };
+    let dockerfile = parse_dockerfile(&request.dockerfile_name, &request.dockerfile_text)?;
+    for w in &dockerfile.warnings {
+        progress.event(&Event::Warning {
+            message: format!("{}: {w:?}", request.dockerfile_name),
+        });
+    }
+    let opts = BuildOptions {
+        target: request.target.clone(),
+        build_args: request.build_args.clone(),
+        target_platform: to_df_platform(&platform),
+        build_platform: to_df_platform(&host),
+    };
+    let plan = dockerfile.build_plan(&opts)?;
+    let unused = dockerfile.unused_build_args(&opts);
+    if !unused.is_empty() {
+        progress.event(&Event::Warning {
+            message: format!("one or more build-args {unused:?} were not consumed"),
+        });
+    }
+    let sandbox = match &request.helper {
+        Some(p) => Sandbox::with_helper(p),
+        None => Sandbox::new(),
+    };
+    let write_options = WriteOptions {
+        compression: request.compression,
+        source_date_epoch: request.source_date_epoch,
+        ..Default::default()
+    };
+    let mut builder = stage::Builder::new(stage::BuilderParts {
+        request,
+        store,
+        bases,
+        dockerfile: &dockerfile,
+        opts: &opts,
+        platform,
+        sandbox,
+        write_options,
+    })?;
+    let names: Vec<String> = plan.order.iter().map(|&i| builder.stage_label(i)).collect();
+    progress.event(&Event::BuildStarted { stages: names });
+    for &index in &plan.order {
+        builder.run_stage(index, progress)?;
+    }
+    let (record, tags) = builder.finish(plan.target)?;
+    progress.event(&Event::BuildDone {
+        image_id: record.config.to_string(),
+        manifest: record.manifest.digest.to_string(),
+        tags: tags.clone(),
+        seconds: progress::seconds(started.elapsed()),
+    });
+    Ok(BuildResult {
+        manifest: record.manifest.digest,
+        image_id: record.config,
+        tags,
+    })
+}

@@ -1,0 +1,200 @@
+//! `RUN --mount`: each mount becomes a bind mount of the sandbox.
+//!
+//! * `cache`: a directory under the store's `cache-mounts` state directory, keyed by `id`
+//!   (default: the target), kept between builds; never part of a layer.
+//! * `bind`: the context (after `.dockerignore`), a stage or an image; read-only by
+//!   default; `rw` gets a throw-away copy, so writes are discarded as in BuildKit.
+//! * `tmpfs`: an empty throw-away directory (no size limit is enforced).
+//! * `secret`: the file given for the id, read-only at `/run/secrets/<id>` (or `target`).
+//! * `ssh`, secret `env=`, `from=` on a cache mount: refused with an error naming the flag.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use rbuild_dockerfile::instructions::{MountFlag, MountType};
+use rbuild_sandbox::BindMount;
+
+use crate::error::Result;
+use crate::fsops::{self, Ownership};
+use crate::sources::SourceRoot;
+use crate::stage::{Builder, Origin, StageState};
+
+/// A file-system-safe name for a cache id.
+fn cache_dir_name(id: &str) -> String {
+    let digest = rbuild_image::Digest::of(id.as_bytes());
+    let readable: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    format!("{readable}-{}", &digest.hex()[..16])
+}
+
+impl Builder<'_> {
+    pub(crate) fn prepare_mounts(
+        &mut self,
+        st: &StageState,
+        origin: &Origin<'_>,
+        mounts: &[MountFlag],
+    ) -> Result<Vec<BindMount>> {
+        let mut binds = Vec::new();
+        for flag in mounts {
+            let m = flag
+                .parsed
+                .as_ref()
+                .ok_or_else(|| origin.error(format!("--mount={}: not expanded", flag.spec)))?;
+            let unsupported = |what: &str| {
+                origin.error(format!(
+                    "--mount={}: {what} is not supported yet",
+                    flag.spec
+                ))
+            };
+            let target = m
+                .target
+                .as_deref()
+                .map(|t| fsops::join_container(&st.workdir(), t));
+            match m.kind {
+                MountType::Ssh => return Err(unsupported("type=ssh")),
+                MountType::Cache => {
+                    if m.from.is_some() {
+                        return Err(unsupported("a cache mount with from="));
+                    }
+                    let target = target.ok_or_else(|| {
+                        origin.error(format!("--mount={}: target is required", flag.spec))
+                    })?;
+                    let id = m.id.clone().unwrap_or_else(|| target.clone());
+                    let root = self
+                        .store
+                        .state_dir("cache-mounts")
+                        .map_err(|e| origin.error(format!("cache mount directory: {e}")))?;
+                    let dir = root.join(cache_dir_name(&id));
+                    if !dir.exists() {
+                        std::fs::create_dir(&dir)
+                            .map_err(|e| origin.error(format!("creating cache {id:?}: {e}")))?;
+                        std::fs::set_permissions(
+                            &dir,
+                            std::fs::Permissions::from_mode(m.mode.unwrap_or(0o755)),
+                        )
+                        .map_err(|e| origin.error(format!("cache {id:?}: {e}")))?;
+                        fsops::lchown(&dir, m.uid.unwrap_or(0), m.gid.unwrap_or(0))
+                            .map_err(|e| origin.error(format!("cache {id:?}: {e}")))?;
+                    }
+                    binds.push(BindMount {
+                        source: dir,
+                        target,
+                        readonly: m.read_only,
+                    });
+                }
+                MountType::Tmpfs => {
+                    let target = target.ok_or_else(|| {
+                        origin.error(format!("--mount={}: target is required", flag.spec))
+                    })?;
+                    let dir = self.dir.new_dir("tmpfs")?;
+                    binds.push(BindMount {
+                        source: dir,
+                        target,
+                        readonly: false,
+                    });
+                }
+                MountType::Secret => {
+                    if m.env.is_some() {
+                        return Err(unsupported("secret env="));
+                    }
+                    let id =
+                        m.id.clone()
+                            .or_else(|| {
+                                m.target
+                                    .as_ref()
+                                    .and_then(|t| t.rsplit('/').next().map(str::to_string))
+                            })
+                            .unwrap_or_default();
+                    let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
+                    match self.request.secrets.get(&id) {
+                        Some(path) => binds.push(BindMount {
+                            source: path.clone(),
+                            target,
+                            readonly: true,
+                        }),
+                        None if m.required => {
+                            return Err(origin
+                                .error(format!("secret {id:?} is required but was not provided")))
+                        }
+                        None => {}
+                    }
+                }
+                MountType::Bind => {
+                    let target = target.ok_or_else(|| {
+                        origin.error(format!("--mount={}: target is required", flag.spec))
+                    })?;
+                    let source = self.bind_source(
+                        st,
+                        m.from.as_deref(),
+                        m.source.as_deref().unwrap_or("/"),
+                        !m.read_only,
+                    );
+                    let source =
+                        source.map_err(|e| origin.error(format!("--mount={}: {e}", flag.spec)))?;
+                    binds.push(BindMount {
+                        source,
+                        target,
+                        readonly: m.read_only,
+                    });
+                }
+            }
+        }
+        Ok(binds)
+    }
+
+    /// The host path to bind for a bind mount. The context and writable mounts are copied
+    /// (the context so that `.dockerignore`d files stay invisible, writable ones so that
+    /// writes are thrown away).
+    fn bind_source(
+        &mut self,
+        st: &StageState,
+        from: Option<&str>,
+        source: &str,
+        writable: bool,
+    ) -> std::result::Result<PathBuf, String> {
+        let from_root = match from {
+            Some(f) => Some(self.root_of_from(st.index, f)?),
+            None => None,
+        };
+        let root = match &from_root {
+            Some(r) => SourceRoot::Rootfs(r),
+            None => SourceRoot::Context {
+                dir: &self.request.context_dir,
+                ignore: self.ignore.as_ref(),
+            },
+        };
+        let mut found = root.expand(source)?;
+        if found.len() != 1 {
+            return Err(format!(
+                "source {source:?} names {} paths, expected one",
+                found.len()
+            ));
+        }
+        let src = found.remove(0);
+        if from.is_some() && !writable {
+            return Ok(src.host);
+        }
+        let copy_root = self.dir.new_dir("bind").map_err(|e| e.to_string())?;
+        let md =
+            std::fs::metadata(&src.host).map_err(|e| format!("{}: {e}", src.host.display()))?;
+        let keep = Ownership::default();
+        if md.is_dir() {
+            let filter = root.filter_for(&src);
+            fsops::copy_dir_contents(&src.host, &copy_root, keep, &filter)?;
+            Ok(copy_root)
+        } else {
+            let file = copy_root.join("file");
+            fsops::copy_leaf(&src.host, &file, keep)?;
+            Ok(file)
+        }
+    }
+}

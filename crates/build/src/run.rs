@@ -1,0 +1,322 @@
+//! RUN: the command line as BuildKit builds it (SHELL, exec form, heredocs), its
+//! environment (image Env + ARGs in scope + proxy args, none persisted), user, working
+//! directory and network; the step runs in the sandbox and its changes become a layer.
+
+use rbuild_dockerfile::instructions::{Network as RunNetwork, Run, Security, ShellOrExec};
+use rbuild_dockerfile::stages::PROXY_ARGS;
+use rbuild_dockerfile::syntax::{chomp_heredoc_content, must_parse_heredoc};
+use rbuild_sandbox::{
+    FileBind, Isolation, Network, OutputStream, Rootfs, Sandbox, SandboxError, StepOutcome,
+    StepSpec, UserIds, DEFAULT_PATH,
+};
+use rbuild_snapshot::{overlay_changes, OverlayDirs};
+
+use crate::error::{BuildError, Result};
+use crate::history::{go_quote, run_command_string, BUILDKIT_SUFFIX};
+use crate::progress::{Event, Progress};
+use crate::snapshot::Index;
+use crate::stage::{Builder, Origin, StageState};
+use crate::workdir::apply_layers;
+
+/// Lines of output shown in a failed RUN's error.
+const TAIL_LINES: usize = 10;
+
+/// A shebang heredoc BuildKit writes to a file and runs: (container path, content).
+type Script = Option<(String, String)>;
+
+/// The argv BuildKit runs for `run`, and a script to bind for a shebang heredoc.
+fn run_args(run: &Run, shell: &[String]) -> (Vec<String>, Script) {
+    let mut script = None;
+    let args = match &run.cmd {
+        ShellOrExec::Exec(v) => return (v.clone(), None),
+        ShellOrExec::Shell(s) if run.heredocs.is_empty() => s.clone(),
+        ShellOrExec::Shell(s) => match must_parse_heredoc(s) {
+            Some(_) => {
+                let doc = &run.heredocs[0];
+                let data = if doc.chomp {
+                    chomp_heredoc_content(&doc.content)
+                } else {
+                    doc.content.clone()
+                };
+                if data.starts_with("#!") {
+                    // BuildKit writes a shebang script to /dev/pipes/<name> and runs that.
+                    let path = format!("/dev/pipes/{}", doc.name);
+                    script = Some((path.clone(), data));
+                    path
+                } else {
+                    data
+                }
+            }
+            None => {
+                // More than a lone heredoc: hand the whole text to the shell.
+                let mut full = s.clone();
+                for doc in &run.heredocs {
+                    let data = if doc.chomp {
+                        chomp_heredoc_content(&doc.content)
+                    } else {
+                        doc.content.clone()
+                    };
+                    full.push('\n');
+                    full.push_str(&data);
+                    full.push_str(&doc.name);
+                }
+                full
+            }
+        },
+    };
+    let mut argv = shell.to_vec();
+    argv.push(args);
+    (argv, script)
+}
+
+impl Builder<'_> {
+    pub(crate) fn dispatch_run(
+        &mut self,
+        st: &mut StageState,
+        origin: &Origin<'_>,
+        run: &Run,
+        step: usize,
+        progress: &mut dyn Progress,
+    ) -> Result<u64> {
+        if run.security == Security::Insecure {
+            return Err(origin.error("RUN --security=insecure is not supported"));
+        }
+        let (argv, script) = run_args(run, &st.shell());
+        let mut binds = self.prepare_mounts(st, origin, &run.mounts)?;
+        if let Some((path, data)) = script {
+            let dir = self.dir.new_dir("heredoc")?;
+            let host = dir.join("script");
+            std::fs::write(&host, data)
+                .map_err(|e| origin.error(format!("writing the heredoc script: {e}")))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| origin.error(format!("writing the heredoc script: {e}")))?;
+            binds.push(rbuild_sandbox::BindMount {
+                source: host,
+                target: path,
+                readonly: true,
+            });
+        }
+
+        let mut env: Vec<String> = st.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if !st.env.iter().any(|(k, _)| k == "PATH") {
+            env.push(format!("PATH={DEFAULT_PATH}"));
+        }
+        for (k, v) in &self.request.build_args {
+            if PROXY_ARGS.contains(&k.as_str()) && !st.env.iter().any(|(ek, _)| ek == k) {
+                env.push(format!("{k}={v}"));
+            }
+        }
+        let user = if st.config.config.user.is_empty() {
+            UserIds::default()
+        } else {
+            rbuild_sandbox::resolve_user(&st.rootfs, &st.config.config.user)
+                .map_err(|e| origin.error(e))?
+        };
+        let network = match run.network {
+            RunNetwork::Default => self.request.network,
+            RunNetwork::None => Network::None,
+            RunNetwork::Host => Network::Host,
+        };
+        let isolation = self
+            .sandbox
+            .resolve_isolation(self.request.isolation)
+            .map_err(|e| origin.error(format!("could not run the step: {e}")))?;
+        let mut spec = StepSpec {
+            rootfs: Rootfs::Dir(st.rootfs.clone()),
+            argv: argv.clone(),
+            env,
+            cwd: st.workdir(),
+            user,
+            hostname: "rbuild".into(),
+            etc_files: Vec::<FileBind>::new(),
+            binds,
+            network,
+            isolation,
+        };
+        let on_overlay = if isolation == Isolation::Userns {
+            self.run_on_overlay(st, origin, &mut spec, step, progress)?
+        } else {
+            None
+        };
+        let size = match on_overlay {
+            Some(size) => size,
+            None => {
+                spec.rootfs = Rootfs::Dir(st.rootfs.clone());
+                self.run_in_place(st, origin, &spec, step, progress)?
+            }
+        };
+        // BuildKit shows each ARG with the value the step saw (an ENV of the same name wins).
+        let shown_args: Vec<(String, String)> = st
+            .build_args
+            .iter()
+            .map(|(k, v)| {
+                let seen = st
+                    .env
+                    .iter()
+                    .rev()
+                    .find(|(ek, _)| ek == k)
+                    .map_or(v, |(_, ev)| ev);
+                (k.clone(), seen.clone())
+            })
+            .collect();
+        let created_by = format!(
+            "RUN {}{BUILDKIT_SUFFIX}",
+            run_command_string(&shown_args, &argv)
+        );
+        self.add_history(st, created_by, true);
+        Ok(size)
+    }
+
+    /// Runs the step on an overlay whose only lower layer is the stage's rootfs
+    /// (`rbuild-snapshot`'s overlay snapshotter): the upperdir is the change set. The
+    /// layer written from it is then applied to the rootfs for the next step. `None` when
+    /// the sandbox could not mount the overlay (the caller then runs the step in place).
+    fn run_on_overlay(
+        &mut self,
+        st: &mut StageState,
+        origin: &Origin<'_>,
+        spec: &mut StepSpec,
+        step: usize,
+        progress: &mut dyn Progress,
+    ) -> Result<Option<u64>> {
+        let parent = self.dir.new_dir("overlay")?;
+        let dirs = OverlayDirs::create(&parent).map_err(|e| origin.error(e.to_string()))?;
+        let lowers = vec![st.rootfs.clone()];
+        spec.rootfs = dirs.rootfs(lowers.clone());
+        let outcome = match execute(&self.sandbox, spec, &st.label, step, progress) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                progress.event(&Event::Warning {
+                    message: format!(
+                        "overlay step failed to start ({e}); running it on the rootfs directly"
+                    ),
+                });
+                let _ = std::fs::remove_dir_all(&parent);
+                return Ok(None);
+            }
+        };
+        if !outcome.status.success() {
+            let _ = std::fs::remove_dir_all(&parent);
+            return Err(failure(origin, spec, &outcome));
+        }
+        let changes = overlay_changes(&dirs.upperdir, &lowers, &outcome.stubs)
+            .map_err(|e| origin.error(format!("reading the step's changes: {e}")))?;
+        let size = self
+            .commit_changes(st, &dirs.upperdir, &changes)
+            .map_err(|e| origin.error(e))?;
+        let layer = st
+            .layers
+            .last()
+            .cloned()
+            .expect("commit_changes pushed a layer");
+        apply_layers(self.store, &[layer], &st.rootfs)?;
+        let _ = std::fs::remove_dir_all(&parent);
+        Ok(Some(size))
+    }
+
+    /// Runs the step directly on the stage's rootfs; changes are found by walking it
+    /// before and after (chroot isolation, or no overlay).
+    fn run_in_place(
+        &mut self,
+        st: &mut StageState,
+        origin: &Origin<'_>,
+        spec: &StepSpec,
+        step: usize,
+        progress: &mut dyn Progress,
+    ) -> Result<u64> {
+        let before = Index::scan(&st.rootfs).map_err(|e| origin.error(e))?;
+        let outcome = execute(&self.sandbox, spec, &st.label, step, progress)
+            .map_err(|e| origin.error(format!("could not run the step: {e}")))?;
+        rbuild_sandbox::remove_stubs(&st.rootfs, &outcome.stubs)
+            .map_err(|e| origin.error(format!("removing the sandbox's mount points: {e}")))?;
+        if !outcome.status.success() {
+            return Err(failure(origin, spec, &outcome));
+        }
+        self.commit(st, &before).map_err(|e| origin.error(e))
+    }
+}
+
+/// Runs `spec`, reporting each output line as a progress event.
+fn execute(
+    sandbox: &Sandbox,
+    spec: &StepSpec,
+    label: &str,
+    step: usize,
+    progress: &mut dyn Progress,
+) -> std::result::Result<StepOutcome, SandboxError> {
+    let mut pending = String::new();
+    let mut emit = |bytes: &[u8], progress: &mut dyn Progress| {
+        pending.push_str(&String::from_utf8_lossy(bytes));
+        while let Some(i) = pending.find('\n') {
+            let line: String = pending.drain(..=i).collect();
+            progress.event(&Event::StepOutput {
+                stage: label.to_string(),
+                step,
+                line: line.trim_end().to_string(),
+            });
+        }
+    };
+    let outcome = sandbox.run(spec, &mut |_: OutputStream, bytes: &[u8]| {
+        emit(bytes, progress)
+    });
+    if !pending.is_empty() {
+        progress.event(&Event::StepOutput {
+            stage: label.to_string(),
+            step,
+            line: pending,
+        });
+    }
+    outcome
+}
+
+/// The error of a RUN that ran and failed: the command, how it ended, its last output.
+fn failure(origin: &Origin<'_>, spec: &StepSpec, outcome: &StepOutcome) -> BuildError {
+    let mut message = format!(
+        "process {} did not complete successfully: {}",
+        go_quote(&spec.argv.join(" ")),
+        outcome.status
+    );
+    let tail: Vec<&String> = outcome.tail.iter().rev().take(TAIL_LINES).collect();
+    if !tail.is_empty() {
+        message.push_str("\n  last output:");
+        for line in tail.into_iter().rev() {
+            message.push_str(&format!("\n    {line}"));
+        }
+    }
+    if let Some(hint) = outcome.failure_hint() {
+        message.push_str(&format!("\n  hint: {hint}"));
+    }
+    origin.error(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rbuild_dockerfile::instructions::Instruction;
+
+    fn run_of(text: &str) -> Run {
+        let df = rbuild_dockerfile::parse_dockerfile("Dockerfile", text).unwrap();
+        match &df.stages[0].commands[0].instruction {
+            Instruction::Run(r) => r.clone(),
+            other => panic!("not a RUN: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn heredoc_forms() {
+        let sh = vec!["/bin/sh".to_string(), "-c".to_string()];
+        let (argv, script) = run_args(&run_of("FROM x\nRUN <<EOF\necho hi\nEOF\n"), &sh);
+        assert_eq!(argv, vec!["/bin/sh", "-c", "echo hi\n"]);
+        assert!(script.is_none());
+        let (argv, script) = run_args(&run_of("FROM x\nRUN <<EOF\n#!/bin/sh\necho hi\nEOF\n"), &sh);
+        assert_eq!(argv, vec!["/bin/sh", "-c", "/dev/pipes/EOF"]);
+        assert_eq!(script.unwrap().1, "#!/bin/sh\necho hi\n");
+        let (argv, _) = run_of_exec();
+        assert_eq!(argv, vec!["a", "b"]);
+    }
+
+    fn run_of_exec() -> (Vec<String>, Script) {
+        run_args(&run_of("FROM x\nRUN [\"a\", \"b\"]\n"), &[])
+    }
+}

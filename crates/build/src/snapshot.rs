@@ -1,0 +1,156 @@
+//! TEMPORARY walk-and-compare snapshotter, private to this crate until `rbuild-snapshot`
+//! (being written by the sandbox engineer) is usable; then this module is to be replaced by
+//! it. Before a step, [`Index::scan`] records every path's metadata; after it,
+//! [`Index::changes`] walks again and reports what differs as `rbuild_layer::Change`s.
+//!
+//! Change detection: a non-directory changed when its inode, type, mode, owner, size, mtime
+//! or ctime changed (ctime catches same-size rewrites within one mtime tick). Directories
+//! are compared without ctime: the sandbox's mount stubs are removed afterwards and their
+//! parents' mtimes restored, but ctime cannot be restored. A deleted path is reported once,
+//! at its top-most deleted ancestor.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use rbuild_layer::Change;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Meta {
+    ino: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    link: Option<PathBuf>,
+}
+
+impl Meta {
+    fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    fn same(&self, other: &Meta) -> bool {
+        let common = self.ino == other.ino
+            && self.mode == other.mode
+            && self.uid == other.uid
+            && self.gid == other.gid
+            && self.mtime == other.mtime
+            && self.link == other.link;
+        if self.is_dir() {
+            common
+        } else {
+            common && self.size == other.size && self.ctime == other.ctime
+        }
+    }
+}
+
+/// Metadata of every path under a root, keyed by the path relative to it.
+pub(crate) struct Index {
+    entries: BTreeMap<PathBuf, Meta>,
+}
+
+impl Index {
+    pub(crate) fn scan(root: &Path) -> Result<Index, String> {
+        let mut entries = BTreeMap::new();
+        for entry in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
+            let entry = entry.map_err(|e| format!("scanning {}: {e}", root.display()))?;
+            let md = entry
+                .metadata()
+                .map_err(|e| format!("reading {}: {e}", entry.path().display()))?;
+            let link = if md.file_type().is_symlink() {
+                Some(
+                    std::fs::read_link(entry.path())
+                        .map_err(|e| format!("reading link {}: {e}", entry.path().display()))?,
+                )
+            } else {
+                None
+            };
+            let rel = entry
+                .path()
+                .strip_prefix(root)
+                .expect("walkdir stays under its root")
+                .to_path_buf();
+            entries.insert(
+                rel,
+                Meta {
+                    ino: md.ino(),
+                    mode: md.mode(),
+                    uid: md.uid(),
+                    gid: md.gid(),
+                    size: md.size(),
+                    mtime: (md.mtime(), md.mtime_nsec()),
+                    ctime: (md.ctime(), md.ctime_nsec()),
+                    link,
+                },
+            );
+        }
+        Ok(Index { entries })
+    }
+
+    /// What changed between `self` (before) and the root's current state.
+    pub(crate) fn changes(&self, root: &Path) -> Result<Vec<Change>, String> {
+        let after = Index::scan(root)?;
+        let mut changes = Vec::new();
+        for (path, meta) in &after.entries {
+            match self.entries.get(path) {
+                Some(old) if old.same(meta) => {}
+                _ => changes.push(Change::Upsert(path.clone())),
+            }
+        }
+        let mut deleted_dirs: Vec<&Path> = Vec::new();
+        for path in self.entries.keys() {
+            if after.entries.contains_key(path) {
+                continue;
+            }
+            if deleted_dirs.iter().any(|d| path.starts_with(d)) {
+                continue;
+            }
+            deleted_dirs.push(path);
+            changes.push(Change::Delete(path.clone()));
+        }
+        Ok(changes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_added_modified_and_deleted_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/keep"), "1").unwrap();
+        std::fs::write(root.join("a/b/edit"), "1").unwrap();
+        std::fs::create_dir_all(root.join("gone/deep")).unwrap();
+        let before = Index::scan(root).unwrap();
+        std::fs::write(root.join("a/b/edit"), "2").unwrap();
+        std::fs::write(root.join("new"), "x").unwrap();
+        std::fs::remove_dir_all(root.join("gone")).unwrap();
+        let changes = before.changes(root).unwrap();
+        assert!(
+            changes.contains(&Change::Upsert("a/b/edit".into())),
+            "{changes:?}"
+        );
+        assert!(
+            changes.contains(&Change::Upsert("new".into())),
+            "{changes:?}"
+        );
+        assert!(
+            changes.contains(&Change::Delete("gone".into())),
+            "{changes:?}"
+        );
+        assert!(
+            !changes.contains(&Change::Delete("gone/deep".into())),
+            "{changes:?}"
+        );
+        assert!(
+            !changes.contains(&Change::Upsert("a/b/keep".into())),
+            "{changes:?}"
+        );
+    }
+}

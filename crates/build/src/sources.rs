@@ -1,0 +1,281 @@
+//! Where COPY/ADD sources come from: the build context (with `.dockerignore` applied and no
+//! way out of it) or another stage's / image's root filesystem (symlinks resolved inside
+//! it), with Go `filepath.Match` wildcards expanded.
+
+use std::path::{Path, PathBuf};
+
+use rbuild_ignore::PatternMatcher;
+use rbuild_sandbox::rootpath::host_path_in_root;
+
+use crate::fsops::Filter;
+
+/// A tree COPY reads from.
+pub(crate) enum SourceRoot<'a> {
+    Context {
+        dir: &'a Path,
+        ignore: Option<&'a PatternMatcher>,
+    },
+    Rootfs(&'a Path),
+}
+
+/// One source after wildcard expansion.
+#[derive(Debug, Clone)]
+pub(crate) struct Source {
+    /// Where to read it on the host (top-level symlinks followed).
+    pub host: PathBuf,
+    /// The cleaned path relative to the source root (`""` for the root itself).
+    pub rel: String,
+}
+
+impl Source {
+    /// The name a file gets when copied into a directory.
+    pub(crate) fn base_name(&self) -> String {
+        self.rel.rsplit('/').next().unwrap_or("").to_string()
+    }
+}
+
+fn has_wildcard(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+impl SourceRoot<'_> {
+    fn is_context(&self) -> bool {
+        matches!(self, SourceRoot::Context { .. })
+    }
+
+    /// The cleaned relative path of `src`; `..` leaving the context is an error.
+    fn clean(&self, src: &str) -> Result<Vec<String>, String> {
+        let mut comps: Vec<String> = Vec::new();
+        for c in src.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => {
+                    if comps.pop().is_none() && self.is_context() {
+                        return Err(format!("{src:?} is outside the build context"));
+                    }
+                }
+                other => comps.push(other.to_string()),
+            }
+        }
+        Ok(comps)
+    }
+
+    fn excluded(&self, rel: &str) -> bool {
+        match self {
+            SourceRoot::Context {
+                ignore: Some(m), ..
+            } => !rel.is_empty() && m.matches_or_parent_matches(rel),
+            _ => false,
+        }
+    }
+
+    /// Resolves one literal path (no wildcards).
+    fn literal(&self, src: &str, rel: &str) -> Result<Source, String> {
+        match self {
+            SourceRoot::Context { dir, .. } => {
+                if self.excluded(rel) {
+                    return Err(format!("{src:?} is excluded by .dockerignore"));
+                }
+                let host = dir.join(rel);
+                if std::fs::symlink_metadata(&host).is_err() {
+                    return Err(format!("{src:?} not found in the build context"));
+                }
+                let real = host
+                    .canonicalize()
+                    .map_err(|e| format!("{src:?} cannot be resolved in the build context: {e}"))?;
+                let root = dir
+                    .canonicalize()
+                    .map_err(|e| format!("build context {}: {e}", dir.display()))?;
+                if !real.starts_with(&root) {
+                    return Err(format!(
+                        "{src:?} is a symlink pointing outside the build context"
+                    ));
+                }
+                Ok(Source {
+                    host: real,
+                    rel: rel.to_string(),
+                })
+            }
+            SourceRoot::Rootfs(root) => match host_path_in_root(root, &format!("/{rel}")) {
+                Ok(Some(host)) => Ok(Source {
+                    host,
+                    rel: rel.to_string(),
+                }),
+                Ok(None) => Err(format!("{src:?} not found")),
+                Err(e) => Err(format!("{src:?}: {e}")),
+            },
+        }
+    }
+
+    /// Expands `src` (possibly with wildcards) to the sources it names, sorted.
+    pub(crate) fn expand(&self, src: &str) -> Result<Vec<Source>, String> {
+        let comps = self.clean(src)?;
+        if !has_wildcard(src) {
+            return Ok(vec![self.literal(src, &comps.join("/"))?]);
+        }
+        let mut candidates: Vec<String> = vec![String::new()];
+        for comp in &comps {
+            let mut next = Vec::new();
+            for prefix in &candidates {
+                if !has_wildcard(comp) {
+                    next.push(join_rel(prefix, comp));
+                    continue;
+                }
+                let Ok(dir) = self.literal(src, prefix) else {
+                    continue;
+                };
+                let Ok(entries) = std::fs::read_dir(&dir.host) else {
+                    continue;
+                };
+                let mut names: Vec<String> = entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
+                names.sort();
+                for name in names {
+                    let rel = join_rel(prefix, &name);
+                    if go_match(comp, &name) && !self.excluded(&rel) {
+                        next.push(rel);
+                    }
+                }
+            }
+            candidates = next;
+        }
+        let found: Vec<Source> = candidates
+            .iter()
+            .filter_map(|rel| self.literal(src, rel).ok())
+            .collect();
+        if found.is_empty() {
+            return Err(format!(
+                "no source files were specified: {src:?} matches nothing in the build context"
+            ));
+        }
+        Ok(found)
+    }
+
+    /// The filter for copying directory `source`'s contents: `.dockerignore` rules by
+    /// the path relative to the context.
+    pub(crate) fn filter_for<'s>(
+        &'s self,
+        source: &'s Source,
+    ) -> impl Fn(&Path, bool) -> Filter + 's {
+        move |rel: &Path, is_dir: bool| {
+            let SourceRoot::Context {
+                ignore: Some(m), ..
+            } = self
+            else {
+                return Filter::Include;
+            };
+            let full = join_rel(&source.rel, &rel.to_string_lossy());
+            if !m.matches_or_parent_matches(&full) {
+                Filter::Include
+            } else if is_dir && !m.can_skip_dir(&full) {
+                Filter::Descend
+            } else {
+                Filter::Skip
+            }
+        }
+    }
+}
+
+fn join_rel(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}/{name}")
+    }
+}
+
+/// Go's `filepath.Match` for one path component: `*`, `?`, `[...]` (ranges, `^`
+/// negation) and `\` escapes.
+pub(crate) fn go_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    match_from(&p, &n)
+}
+
+fn match_from(p: &[char], n: &[char]) -> bool {
+    match p.first() {
+        None => n.is_empty(),
+        Some('*') => (0..=n.len()).any(|i| match_from(&p[1..], &n[i..])),
+        Some('?') => !n.is_empty() && match_from(&p[1..], &n[1..]),
+        Some('[') => {
+            let Some(c) = n.first() else { return false };
+            match class(&p[1..], *c) {
+                Some((hit, used)) => hit && match_from(&p[1 + used..], &n[1..]),
+                None => false,
+            }
+        }
+        Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && match_from(&p[2..], &n[1..]),
+        Some(c) => n.first() == Some(c) && match_from(&p[1..], &n[1..]),
+    }
+}
+
+/// Matches `c` against the class starting after `[`; returns (matched, chars used incl. `]`).
+fn class(p: &[char], c: char) -> Option<(bool, usize)> {
+    let mut i = 0;
+    let negate = p.first() == Some(&'^');
+    if negate {
+        i += 1;
+    }
+    let mut hit = false;
+    let mut first = true;
+    while i < p.len() {
+        if p[i] == ']' && !first {
+            return Some((hit != negate, i + 1));
+        }
+        first = false;
+        let lo = if p[i] == '\\' && i + 1 < p.len() {
+            i += 1;
+            p[i]
+        } else {
+            p[i]
+        };
+        i += 1;
+        let mut hi = lo;
+        if i + 1 < p.len() && p[i] == '-' && p[i + 1] != ']' {
+            hi = p[i + 1];
+            i += 2;
+        }
+        if lo <= c && c <= hi {
+            hit = true;
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_match_table() {
+        assert!(go_match("*.txt", "a.txt"));
+        assert!(!go_match("*.txt", "a.md"));
+        assert!(go_match("a?c", "abc"));
+        assert!(go_match("[a-c]x", "bx"));
+        assert!(!go_match("[^a-c]x", "bx"));
+        assert!(go_match("\\*", "*"));
+    }
+
+    #[test]
+    fn context_escapes_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("ctx");
+        std::fs::create_dir(&ctx).unwrap();
+        std::fs::write(dir.path().join("secret"), "x").unwrap();
+        std::os::unix::fs::symlink("../secret", ctx.join("link")).unwrap();
+        let root = SourceRoot::Context {
+            dir: &ctx,
+            ignore: None,
+        };
+        assert!(root
+            .expand("../secret")
+            .unwrap_err()
+            .contains("outside the build context"));
+        assert!(root
+            .expand("link")
+            .unwrap_err()
+            .contains("symlink pointing outside"));
+    }
+}

@@ -1,0 +1,600 @@
+//! Running the stages: the builder that owns the build's state, a stage's FROM (base
+//! image, `scratch` or an earlier stage, then the base's ONBUILD triggers) and the dispatch
+//! of each instruction. Config-only instructions are handled here; RUN is in `run.rs`,
+//! COPY/ADD in `copy.rs`, `RUN --mount` in `mounts.rs`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use rbuild_dockerfile::instructions::{Command, Instruction, ShellOrExec};
+use rbuild_dockerfile::{parse_dockerfile, Base, BuildOptions, Dockerfile};
+use rbuild_ignore::PatternMatcher;
+use rbuild_image::{Descriptor, History, ImageConfig, Platform};
+use rbuild_layer::WriteOptions;
+use rbuild_sandbox::Sandbox;
+use rbuild_store::{ImageRecord, Store};
+
+use crate::base::{self, BaseImages, LoadedImage};
+use crate::commit::commit_layer;
+use crate::error::{BuildError, Result};
+use crate::fsops;
+use crate::history::{self, go_list, go_quote_list};
+use crate::progress::{seconds, Event, Progress};
+use crate::snapshot::Index;
+use crate::workdir::{apply_layers, BuildDir};
+use crate::BuildRequest;
+
+/// BuildKit's history comment on every entry a Dockerfile build adds.
+const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
+
+pub(crate) struct BuilderParts<'a> {
+    pub request: &'a BuildRequest,
+    pub store: &'a Store,
+    pub bases: &'a dyn BaseImages,
+    pub dockerfile: &'a Dockerfile,
+    pub opts: &'a BuildOptions,
+    pub platform: Platform,
+    pub sandbox: Sandbox,
+    pub write_options: WriteOptions,
+}
+
+/// A finished stage: its image and its root filesystem (kept for `COPY --from`).
+pub(crate) struct StageOutput {
+    pub image: LoadedImage,
+    pub rootfs: PathBuf,
+}
+
+/// The state of the stage being built (BuildKit's `dispatchState`).
+pub(crate) struct StageState {
+    pub index: usize,
+    pub label: String,
+    pub config: ImageConfig,
+    pub layers: Vec<Descriptor>,
+    pub rootfs: PathBuf,
+    /// The LLB state's environment: image Env, then ARG values and ENVs as declared. Used
+    /// for expansion and as RUN's environment.
+    pub env: Vec<(String, String)>,
+    /// The stage's ARGs with their values, for RUN's history string.
+    pub build_args: Vec<(String, String)>,
+    /// CMD was set in this stage (an ENTRYPOINT then keeps it).
+    pub cmd_set: bool,
+}
+
+impl StageState {
+    pub(crate) fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
+    pub(crate) fn workdir(&self) -> String {
+        if self.config.config.working_dir.is_empty() {
+            "/".into()
+        } else {
+            self.config.config.working_dir.clone()
+        }
+    }
+
+    pub(crate) fn shell(&self) -> Vec<String> {
+        if self.config.config.shell.is_empty() {
+            vec!["/bin/sh".into(), "-c".into()]
+        } else {
+            self.config.config.shell.clone()
+        }
+    }
+}
+
+pub(crate) struct Builder<'a> {
+    pub request: &'a BuildRequest,
+    pub store: &'a Store,
+    pub bases: &'a dyn BaseImages,
+    pub df: &'a Dockerfile,
+    pub opts: &'a BuildOptions,
+    pub platform: Platform,
+    pub sandbox: Sandbox,
+    pub write_options: WriteOptions,
+    pub global: Vec<(String, String)>,
+    pub dir: BuildDir,
+    pub ignore: Option<PatternMatcher>,
+    pub done: BTreeMap<usize, StageOutput>,
+    /// Images used by `--from`, extracted once per build.
+    pub image_roots: BTreeMap<String, PathBuf>,
+}
+
+/// Where a command came from, for error messages.
+pub(crate) struct Origin<'c> {
+    pub file: String,
+    pub cmd: &'c Command,
+}
+
+impl Origin<'_> {
+    pub(crate) fn error(&self, message: impl Into<String>) -> BuildError {
+        BuildError::Step {
+            file: self.file.clone(),
+            line: self.cmd.location.start_line,
+            instruction: self.cmd.location.original.clone(),
+            message: message.into(),
+        }
+    }
+}
+
+fn env_pairs(env: &[String]) -> Vec<(String, String)> {
+    env.iter()
+        .map(|e| match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (e.clone(), String::new()),
+        })
+        .collect()
+}
+
+impl<'a> Builder<'a> {
+    pub(crate) fn new(parts: BuilderParts<'a>) -> Result<Self> {
+        let global = parts.dockerfile.global_args(parts.opts)?;
+        let dockerfile_path = parts.request.dockerfile_path.clone().unwrap_or_else(|| {
+            parts
+                .request
+                .context_dir
+                .join(&parts.request.dockerfile_name)
+        });
+        let ignore =
+            match rbuild_ignore::read_ignore_file(&parts.request.context_dir, &dockerfile_path) {
+                Ok(Some((path, patterns))) => Some(
+                    PatternMatcher::from_ignore_file(&patterns)
+                        .map_err(|e| BuildError::other(format!("{}: {e}", path.display())))?,
+                ),
+                Ok(None) => None,
+                Err(e) => return Err(BuildError::other(format!("reading the ignore file: {e}"))),
+            };
+        Ok(Builder {
+            request: parts.request,
+            store: parts.store,
+            bases: parts.bases,
+            df: parts.dockerfile,
+            opts: parts.opts,
+            platform: parts.platform,
+            sandbox: parts.sandbox,
+            write_options: parts.write_options,
+            global,
+            dir: BuildDir::create(parts.store)?,
+            ignore,
+            done: BTreeMap::new(),
+            image_roots: BTreeMap::new(),
+        })
+    }
+
+    pub(crate) fn stage_label(&self, index: usize) -> String {
+        self.df.stages[index]
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{index}"))
+    }
+
+    /// `created` of history entries and of the config: SOURCE_DATE_EPOCH, else now.
+    pub(crate) fn created(&self) -> String {
+        match self.request.source_date_epoch {
+            Some(epoch) => history::rfc3339(epoch, 0),
+            None => {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                history::rfc3339(now.as_secs() as i64, now.subsec_nanos())
+            }
+        }
+    }
+
+    pub(crate) fn add_history(&self, st: &mut StageState, created_by: String, with_layer: bool) {
+        st.config.history.push(History {
+            created: Some(self.created()),
+            created_by,
+            comment: HISTORY_COMMENT.into(),
+            empty_layer: !with_layer,
+            ..Default::default()
+        });
+    }
+
+    /// Stores what changed since `before` as the stage's next layer; returns its size.
+    pub(crate) fn commit(
+        &self,
+        st: &mut StageState,
+        before: &Index,
+    ) -> std::result::Result<u64, String> {
+        let changes = before.changes(&st.rootfs)?;
+        let rootfs = st.rootfs.clone();
+        self.commit_changes(st, &rootfs, &changes)
+    }
+
+    /// Stores `changes` (read from `source_root`) as the stage's next layer; returns its
+    /// size.
+    pub(crate) fn commit_changes(
+        &self,
+        st: &mut StageState,
+        source_root: &std::path::Path,
+        changes: &[rbuild_layer::Change],
+    ) -> std::result::Result<u64, String> {
+        let layer = commit_layer(self.store, source_root, changes, &self.write_options)?;
+        let size = layer.descriptor.size;
+        st.layers.push(layer.descriptor);
+        st.config.rootfs.diff_ids.push(layer.diff_id);
+        Ok(size)
+    }
+
+    fn load_image(&self, reference: &str) -> std::result::Result<LoadedImage, String> {
+        if reference.eq_ignore_ascii_case("scratch") {
+            return Ok(base::scratch(&self.platform));
+        }
+        let record = self.bases.resolve(self.store, reference, &self.platform)?;
+        base::load(self.store, &record)
+    }
+
+    /// The root filesystem a `--from` names: an earlier stage (name or index) or an image.
+    pub(crate) fn root_of_from(
+        &mut self,
+        current: usize,
+        from: &str,
+    ) -> std::result::Result<PathBuf, String> {
+        let stage = self
+            .df
+            .stage_by_name(from)
+            .or_else(|| from.parse::<usize>().ok().filter(|&i| i < current));
+        if let Some(i) = stage {
+            return self.done.get(&i).map(|o| o.rootfs.clone()).ok_or_else(|| {
+                format!("stage {from:?} has not been built (it must come before this stage)")
+            });
+        }
+        if let Some(root) = self.image_roots.get(from) {
+            return Ok(root.clone());
+        }
+        let image = self.load_image(from)?;
+        let root = self.dir.new_dir("from-image").map_err(|e| e.to_string())?;
+        apply_layers(self.store, &image.layers, &root).map_err(|e| e.to_string())?;
+        self.image_roots.insert(from.to_string(), root.clone());
+        Ok(root)
+    }
+
+    pub(crate) fn run_stage(&mut self, index: usize, progress: &mut dyn Progress) -> Result<()> {
+        let stage = &self.df.stages[index];
+        let label = self.stage_label(index);
+        let from_origin = Origin {
+            file: self.df.file.clone(),
+            cmd: &stage.from,
+        };
+        let started = Instant::now();
+        let base = self.df.stage_base(index, &self.global)?;
+        let (base_name, image) = match &base {
+            Base::Stage(i) => (
+                self.stage_label(*i),
+                self.done
+                    .get(i)
+                    .map(|o| o.image.clone())
+                    .ok_or_else(|| from_origin.error("base stage was not built"))?,
+            ),
+            Base::Image(reference) => (
+                reference.clone(),
+                self.load_image(reference)
+                    .map_err(|e| from_origin.error(e))?,
+            ),
+        };
+        let triggers = image.config.config.on_build.clone();
+        let steps = 1 + triggers.len() + stage.commands.len();
+        progress.event(&Event::StepStarted {
+            stage: label.clone(),
+            step: 1,
+            steps,
+            text: format!("FROM {base_name}"),
+        });
+        let rootfs = self.dir.new_dir(&format!("rootfs-{index}"))?;
+        apply_layers(self.store, &image.layers, &rootfs)?;
+        let mut config = image.config.clone();
+        // Docker runs a base's triggers once, in the child; they are not inherited.
+        config.config.on_build.clear();
+        let mut st = StageState {
+            index,
+            label: label.clone(),
+            env: env_pairs(&config.config.env),
+            config,
+            layers: image.layers.clone(),
+            rootfs,
+            build_args: Vec::new(),
+            cmd_set: false,
+        };
+        progress.event(&Event::StepDone {
+            stage: label.clone(),
+            step: 1,
+            seconds: seconds(started.elapsed()),
+            layer_size: None,
+        });
+
+        let trigger_file = format!("ONBUILD trigger of {base_name}");
+        let mut trigger_cmds = Vec::new();
+        for trigger in &triggers {
+            let parsed = parse_dockerfile(&trigger_file, &format!("FROM scratch\n{trigger}\n"))?;
+            let cmd = parsed
+                .stages
+                .first()
+                .and_then(|s| s.commands.first())
+                .cloned()
+                .ok_or_else(|| {
+                    BuildError::other(format!("{trigger_file}: {trigger:?} is not an instruction"))
+                })?;
+            if matches!(
+                cmd.instruction,
+                Instruction::OnBuild(_) | Instruction::Maintainer(_)
+            ) {
+                return Err(BuildError::other(format!(
+                    "{trigger_file}: {} isn't allowed as an ONBUILD trigger",
+                    cmd.instruction.keyword()
+                )));
+            }
+            trigger_cmds.push(cmd);
+        }
+        let commands = trigger_cmds
+            .iter()
+            .map(|c| (trigger_file.clone(), c))
+            .chain(stage.commands.iter().map(|c| (self.df.file.clone(), c)));
+        for (n, (file, cmd)) in commands.enumerate() {
+            let step = n + 2;
+            let started = Instant::now();
+            progress.event(&Event::StepStarted {
+                stage: label.clone(),
+                step,
+                steps,
+                text: cmd.location.original.clone(),
+            });
+            let origin = Origin { file, cmd };
+            let layer_size = self.dispatch(&mut st, &origin, step, progress)?;
+            progress.event(&Event::StepDone {
+                stage: label.clone(),
+                step,
+                seconds: seconds(started.elapsed()),
+                layer_size,
+            });
+        }
+        let output = StageOutput {
+            image: LoadedImage {
+                config: st.config,
+                layers: st.layers,
+            },
+            rootfs: st.rootfs,
+        };
+        self.done.insert(index, output);
+        Ok(())
+    }
+
+    /// Carries out one instruction; returns the size of the layer it made, if any.
+    fn dispatch(
+        &mut self,
+        st: &mut StageState,
+        origin: &Origin<'_>,
+        step: usize,
+        progress: &mut dyn Progress,
+    ) -> Result<Option<u64>> {
+        let expanded = origin.cmd.expand(&origin.file, &self.df.lexer(), &st.env)?;
+        let cfg = &mut st.config.config;
+        let created_by = match &expanded.instruction {
+            Instruction::From(_) => return Err(origin.error("FROM inside a stage")),
+            Instruction::Run(run) => {
+                return self.dispatch_run(st, origin, run, step, progress).map(Some)
+            }
+            Instruction::Copy(copy) => {
+                return self
+                    .dispatch_copy(st, origin, &copy.clone().into())
+                    .map(Some)
+            }
+            Instruction::Add(add) => {
+                return self
+                    .dispatch_copy(st, origin, &add.clone().into())
+                    .map(Some)
+            }
+            Instruction::Workdir(w) => return self.dispatch_workdir(st, origin, &w.path),
+            Instruction::Env(env) => {
+                let mut msg = String::from("ENV");
+                for pair in &env.pairs {
+                    cfg.env
+                        .retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != pair.key);
+                    cfg.env.push(format!("{}={}", pair.key, pair.value));
+                    msg.push_str(&format!(" {}={}", pair.key, pair.value));
+                }
+                for pair in &env.pairs {
+                    st.set_env(&pair.key, &pair.value);
+                }
+                msg
+            }
+            Instruction::Arg(arg) => {
+                let mut parts = Vec::new();
+                for decl in &arg.args {
+                    let value = self.df.stage_arg_value(
+                        &decl.key,
+                        decl.value.as_deref(),
+                        &self.global,
+                        self.opts,
+                    );
+                    match &value {
+                        Some(v) => {
+                            parts.push(format!("{}={v}", decl.key));
+                            st.set_env(&decl.key, v);
+                        }
+                        None => parts.push(decl.key.clone()),
+                    }
+                    st.build_args.retain(|(k, _)| k != &decl.key);
+                    st.build_args
+                        .push((decl.key.clone(), value.unwrap_or_default()));
+                }
+                format!("ARG {}", parts.join(" "))
+            }
+            Instruction::Label(label) => {
+                let mut msg = String::from("LABEL");
+                for pair in &label.pairs {
+                    cfg.labels.insert(pair.key.clone(), pair.value.clone());
+                    msg.push_str(&format!(" {}={}", pair.key, pair.value));
+                }
+                msg
+            }
+            Instruction::Maintainer(m) => {
+                st.config.author = m.maintainer.clone();
+                format!("MAINTAINER {}", m.maintainer)
+            }
+            Instruction::Expose(expose) => {
+                let mut added = BTreeMap::new();
+                for spec in &expose.ports {
+                    for port in expand_port_spec(spec).map_err(|e| origin.error(e))? {
+                        added.insert(port, ());
+                    }
+                }
+                for port in added.keys() {
+                    cfg.exposed_ports.insert(port.clone(), Default::default());
+                }
+                let shown: Vec<String> = added.keys().map(|p| format!("{p}:{{}}")).collect();
+                format!("EXPOSE map[{}]", shown.join(" "))
+            }
+            Instruction::Volume(v) => {
+                for path in &v.volumes {
+                    if path.trim().is_empty() {
+                        return Err(origin.error("VOLUME specified can not be an empty string"));
+                    }
+                    cfg.volumes.insert(path.clone(), Default::default());
+                }
+                format!("VOLUME {}", go_list(&v.volumes))
+            }
+            Instruction::User(u) => {
+                cfg.user = u.user.clone();
+                format!("USER {}", u.user)
+            }
+            Instruction::Cmd(c) => {
+                let args = command_args(&c.cmd, &st.shell());
+                st.config.config.cmd = Some(args.clone());
+                st.cmd_set = true;
+                format!("CMD {}", go_quote_list(&args))
+            }
+            Instruction::Entrypoint(e) => {
+                let args = command_args(&e.cmd, &st.shell());
+                st.config.config.entrypoint = Some(args.clone());
+                if !st.cmd_set {
+                    st.config.config.cmd = None;
+                }
+                format!("ENTRYPOINT {}", go_quote_list(&args))
+            }
+            Instruction::Healthcheck(h) => {
+                let hc = rbuild_image::Healthcheck {
+                    test: h.test.clone(),
+                    interval: h.interval,
+                    timeout: h.timeout,
+                    start_period: h.start_period,
+                    start_interval: h.start_interval,
+                    retries: h.retries,
+                    ..Default::default()
+                };
+                let msg = history::healthcheck(&hc);
+                cfg.healthcheck = Some(hc);
+                msg
+            }
+            Instruction::Shell(s) => {
+                cfg.shell = s.shell.clone();
+                format!("SHELL {}", go_list(&s.shell))
+            }
+            Instruction::StopSignal(s) => {
+                cfg.stop_signal = s.signal.clone();
+                format!("STOPSIGNAL {}", s.signal)
+            }
+            Instruction::OnBuild(o) => {
+                cfg.on_build.push(o.expression.clone());
+                format!("ONBUILD {}", o.expression)
+            }
+        };
+        self.add_history(st, created_by, false);
+        Ok(None)
+    }
+
+    /// WORKDIR: sets the config and creates the directory (owned by USER, as BuildKit) in
+    /// a layer of its own, except for `/`.
+    fn dispatch_workdir(
+        &mut self,
+        st: &mut StageState,
+        origin: &Origin<'_>,
+        path: &str,
+    ) -> Result<Option<u64>> {
+        let wd = fsops::join_container(&st.workdir(), path);
+        st.config.config.working_dir = wd.clone();
+        if wd == "/" {
+            self.add_history(st, format!("WORKDIR {wd}"), false);
+            return Ok(None);
+        }
+        let owner = if st.config.config.user.is_empty() {
+            (0, 0)
+        } else {
+            let ids = rbuild_sandbox::resolve_user(&st.rootfs, &st.config.config.user)
+                .map_err(|e| origin.error(e))?;
+            (ids.uid, ids.gid)
+        };
+        let before = Index::scan(&st.rootfs).map_err(|e| origin.error(e))?;
+        fsops::ensure_dir(&st.rootfs, &wd, owner).map_err(|e| origin.error(e))?;
+        let size = self.commit(st, &before).map_err(|e| origin.error(e))?;
+        self.add_history(st, format!("WORKDIR {wd}"), true);
+        Ok(Some(size))
+    }
+
+    /// Writes the target stage's image and tags it.
+    pub(crate) fn finish(mut self, target: usize) -> Result<(ImageRecord, Vec<String>)> {
+        let created = self.created();
+        let output = self
+            .done
+            .remove(&target)
+            .ok_or_else(|| BuildError::other("the target stage was not built"))?;
+        let mut config = output.image.config;
+        config.created = Some(created);
+        for (k, v) in &self.request.labels {
+            config.config.labels.insert(k.clone(), v.clone());
+        }
+        let record = self
+            .store
+            .put_image(&config, &output.image.layers)
+            .map_err(|e| BuildError::other(format!("storing the image: {e}")))?;
+        let mut tags = Vec::new();
+        for tag in &self.request.tags {
+            self.store
+                .tag(tag, &record.manifest)
+                .map_err(|e| BuildError::other(format!("tagging {tag:?}: {e}")))?;
+            tags.push(tag.clone());
+        }
+        Ok((record, tags))
+    }
+}
+
+/// Exec form as is; shell form through the SHELL.
+pub(crate) fn command_args(cmd: &ShellOrExec, shell: &[String]) -> Vec<String> {
+    match cmd {
+        ShellOrExec::Exec(v) => v.clone(),
+        ShellOrExec::Shell(s) => {
+            let mut args = shell.to_vec();
+            args.push(s.clone());
+            args
+        }
+    }
+}
+
+/// `80`, `80/udp`, `8000-8002/tcp` → `80/tcp`, ... (Docker's `nat.ParsePortSpecs`).
+fn expand_port_spec(spec: &str) -> std::result::Result<Vec<String>, String> {
+    let (ports, proto) = match spec.split_once('/') {
+        Some((p, proto)) => (p, proto.to_lowercase()),
+        None => (spec, "tcp".to_string()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("invalid proto: {proto}"));
+    }
+    let bad = || format!("invalid containerPort: {ports}");
+    let (lo, hi) = match ports.split_once('-') {
+        Some((a, b)) => (
+            a.parse::<u16>().map_err(|_| bad())?,
+            b.parse::<u16>().map_err(|_| bad())?,
+        ),
+        None => {
+            let p = ports.parse::<u16>().map_err(|_| bad())?;
+            (p, p)
+        }
+    };
+    if hi < lo {
+        return Err(format!(
+            "invalid range specified for container port: {ports}"
+        ));
+    }
+    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+}

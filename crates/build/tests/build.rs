@@ -1,0 +1,889 @@
+//! End-to-end builds with real RUN steps. Needs root (CI runs it as root) and Debian's
+//! busybox-static. The binary is its own sandbox helper, so it has its own `main`.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use rbuild_build::{build, BuildError, BuildRequest, BuildResult, Event, LocalImages, Progress};
+use rbuild_image::{media_types, Descriptor, ImageConfig, Platform, RootFs};
+use rbuild_layer::{
+    apply_layer, list_entries, write_dir_layer, ApplyOptions, EntryInfo, WriteOptions,
+};
+use rbuild_sandbox::test_support::{busybox_rootfs, require_root, run_tests};
+use rbuild_sandbox::Isolation;
+use rbuild_store::Store;
+
+fn main() -> ExitCode {
+    rbuild_sandbox::maybe_run_helper();
+    run_tests(&[
+        (
+            "config_instructions_and_history",
+            config_instructions_and_history,
+        ),
+        (
+            "run_env_user_workdir_and_build_args",
+            run_env_user_workdir_and_build_args,
+        ),
+        ("copy_semantics", copy_semantics),
+        (
+            "multi_stage_copy_from_and_target",
+            multi_stage_copy_from_and_target,
+        ),
+        (
+            "dockerignore_exclusion_is_an_error",
+            dockerignore_exclusion_is_an_error,
+        ),
+        (
+            "sources_outside_the_context_are_errors",
+            sources_outside_the_context_are_errors,
+        ),
+        (
+            "failing_run_reports_command_code_and_output",
+            failing_run_reports_command_code_and_output,
+        ),
+        (
+            "onbuild_is_stored_and_triggers_run_in_child",
+            onbuild_is_stored_and_triggers_run_in_child,
+        ),
+        ("add_extracts_local_tar", add_extracts_local_tar),
+        ("run_heredoc_and_exec_form", run_heredoc_and_exec_form),
+        ("secret_and_cache_mounts", secret_and_cache_mounts),
+        (
+            "unknown_target_and_stage_are_errors",
+            unknown_target_and_stage_are_errors,
+        ),
+        (
+            "overlay_and_chroot_steps_make_the_same_layer",
+            overlay_and_chroot_steps_make_the_same_layer,
+        ),
+    ])
+}
+
+/// A store holding `busybox:latest` (busybox + applets + passwd/group), and a context dir.
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    store: Store,
+    context: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        require_root();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path().join("store")).expect("open store");
+        let base = tmp.path().join("base");
+        std::fs::create_dir(&base).unwrap();
+        busybox_rootfs(&base);
+        let mut writer = store.blob_writer().unwrap();
+        let info = write_dir_layer(&base, &mut writer, &WriteOptions::default()).unwrap();
+        let blob = writer.commit(Some(&info.digest)).unwrap();
+        let host = Platform::host();
+        let mut config = ImageConfig {
+            architecture: host.architecture.clone(),
+            os: host.os.clone(),
+            rootfs: RootFs {
+                kind: "layers".into(),
+                diff_ids: vec![info.diff_id],
+                extra: Default::default(),
+            },
+            ..Default::default()
+        };
+        config.config.env =
+            vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()];
+        config.config.cmd = Some(vec!["sh".into()]);
+        let record = store
+            .put_image(
+                &config,
+                &[Descriptor::new(
+                    media_types::OCI_LAYER_GZIP,
+                    blob.digest,
+                    blob.size,
+                )],
+            )
+            .unwrap();
+        store.tag("busybox:latest", &record.manifest).unwrap();
+        let context = tmp.path().join("context");
+        std::fs::create_dir(&context).unwrap();
+        Fixture {
+            _tmp: tmp,
+            store,
+            context,
+        }
+    }
+
+    fn file(&self, rel: &str, content: &str, mode: u32) -> &Self {
+        let path = self.context.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        self
+    }
+
+    fn request(&self, dockerfile: &str) -> BuildRequest {
+        BuildRequest::new(&self.context, dockerfile).with_tag("test:latest")
+    }
+
+    fn build(&self, request: &BuildRequest) -> Result<(BuildResult, Recorder), BuildError> {
+        let mut rec = Recorder::default();
+        let result = build(request, &self.store, &LocalImages, &mut rec)?;
+        Ok((result, rec))
+    }
+
+    fn build_ok(&self, dockerfile: &str) -> Built {
+        self.built(&self.request(dockerfile))
+    }
+
+    fn built(&self, request: &BuildRequest) -> Built {
+        let (result, events) = match self.build(request) {
+            Ok(r) => r,
+            Err(e) => panic!("build failed:\n{e}"),
+        };
+        let config = self.store.read_config(&result.image_id).unwrap();
+        let record = self.store.resolve("test:latest").unwrap();
+        assert_eq!(
+            record.manifest.digest, result.manifest,
+            "the tag points at the built manifest"
+        );
+        let manifest = self.store.read_manifest(&result.manifest).unwrap();
+        Built {
+            config,
+            layers: manifest.layers,
+            events,
+        }
+    }
+
+    fn build_err(&self, dockerfile: &str) -> String {
+        match self.build(&self.request(dockerfile)) {
+            Ok(_) => panic!("build of\n{dockerfile}\nunexpectedly succeeded"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// All layers applied into a fresh directory.
+    fn flatten(&self, built: &Built) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for layer in &built.layers {
+            let blob = self.store.open_blob(&layer.digest).unwrap();
+            apply_layer(blob, dir.path(), &ApplyOptions::default()).unwrap();
+        }
+        dir
+    }
+
+    fn entries(&self, layer: &Descriptor) -> Vec<EntryInfo> {
+        list_entries(self.store.open_blob(&layer.digest).unwrap()).unwrap()
+    }
+}
+
+struct Built {
+    config: ImageConfig,
+    layers: Vec<Descriptor>,
+    events: Recorder,
+}
+
+impl Built {
+    /// History entries this build added (after busybox's none).
+    fn history(&self) -> Vec<(String, bool)> {
+        self.config
+            .history
+            .iter()
+            .map(|h| (h.created_by.clone(), h.empty_layer))
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct Recorder {
+    events: Vec<Event>,
+}
+
+impl Progress for Recorder {
+    fn event(&mut self, event: &Event) {
+        self.events.push(event.clone());
+    }
+}
+
+impl Recorder {
+    fn output(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::StepOutput { line, .. } => Some(line.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn h(s: &str, empty: bool) -> (String, bool) {
+    (s.to_string(), empty)
+}
+
+fn config_instructions_and_history() {
+    let fx = Fixture::new();
+    let built = fx.build_ok(
+        "FROM busybox\n\
+         MAINTAINER someone\n\
+         ARG VERSION=1.0\n\
+         ENV APP=/app GREETING=\"hello world\"\n\
+         ENV DIR=$APP/data\n\
+         LABEL version=$VERSION \"com.example.name\"=demo\n\
+         EXPOSE 80 53/udp 8000-8001\n\
+         VOLUME /data /logs\n\
+         USER app\n\
+         CMD [\"serve\", \"--port\", \"80\"]\n\
+         ENTRYPOINT [\"/bin/sh\", \"-c\"]\n\
+         HEALTHCHECK --interval=5m --timeout=3s CMD wget -q localhost || exit 1\n\
+         STOPSIGNAL SIGTERM\n\
+         SHELL [\"/bin/sh\", \"-ec\"]\n\
+         ONBUILD RUN echo child\n",
+    );
+    let c = &built.config.config;
+    assert_eq!(built.config.author, "someone");
+    assert!(c.env.contains(&"APP=/app".to_string()), "{:?}", c.env);
+    assert!(
+        c.env.contains(&"GREETING=hello world".to_string()),
+        "{:?}",
+        c.env
+    );
+    assert!(c.env.contains(&"DIR=/app/data".to_string()), "{:?}", c.env);
+    assert!(
+        !c.env.iter().any(|e| e.starts_with("VERSION=")),
+        "ARG values are not persisted: {:?}",
+        c.env
+    );
+    assert_eq!(c.labels.get("version").map(String::as_str), Some("1.0"));
+    assert_eq!(
+        c.labels.get("com.example.name").map(String::as_str),
+        Some("demo")
+    );
+    let ports: Vec<&String> = c.exposed_ports.keys().collect();
+    assert_eq!(ports, ["53/udp", "80/tcp", "8000/tcp", "8001/tcp"]);
+    assert_eq!(c.volumes.keys().collect::<Vec<_>>(), ["/data", "/logs"]);
+    assert_eq!(c.user, "app");
+    assert_eq!(
+        c.entrypoint,
+        Some(vec!["/bin/sh".to_string(), "-c".to_string()])
+    );
+    assert_eq!(
+        c.cmd,
+        Some(vec!["serve".to_string(), "--port".into(), "80".into()]),
+        "CMD set in this stage survives ENTRYPOINT"
+    );
+    let hc = c.healthcheck.as_ref().expect("healthcheck");
+    assert_eq!(
+        hc.test,
+        vec![
+            "CMD-SHELL".to_string(),
+            "wget -q localhost || exit 1".into()
+        ]
+    );
+    assert_eq!((hc.interval, hc.timeout), (300_000_000_000, 3_000_000_000));
+    assert_eq!(c.stop_signal, "SIGTERM");
+    assert_eq!(c.shell, vec!["/bin/sh".to_string(), "-ec".into()]);
+    assert_eq!(c.on_build, vec!["RUN echo child".to_string()]);
+    assert_eq!(
+        built.layers.len(),
+        1,
+        "config-only instructions add no layer"
+    );
+    assert_eq!(
+        built.history(),
+        vec![
+            h("MAINTAINER someone", true),
+            h("ARG VERSION=1.0", true),
+            h("ENV APP=/app GREETING=hello world", true),
+            h("ENV DIR=/app/data", true),
+            h("LABEL version=1.0 com.example.name=demo", true),
+            h(
+                "EXPOSE map[53/udp:{} 80/tcp:{} 8000/tcp:{} 8001/tcp:{}]",
+                true
+            ),
+            h("VOLUME [/data /logs]", true),
+            h("USER app", true),
+            h(r#"CMD ["serve" "--port" "80"]"#, true),
+            h(r#"ENTRYPOINT ["/bin/sh" "-c"]"#, true),
+            h(
+                r#"HEALTHCHECK &{["CMD-SHELL" "wget -q localhost || exit 1"] "5m0s" "3s" "0s" "0s" '\x00'}"#,
+                true
+            ),
+            h("STOPSIGNAL SIGTERM", true),
+            h("SHELL [/bin/sh -ec]", true),
+            h("ONBUILD RUN echo child", true),
+        ]
+    );
+    assert!(built
+        .config
+        .history
+        .iter()
+        .all(|h| h.comment == "buildkit.dockerfile.v0"));
+
+    // ENTRYPOINT without a CMD in the same stage resets the inherited CMD.
+    let built = fx.build_ok("FROM busybox\nENTRYPOINT [\"echo\"]\n");
+    assert_eq!(built.config.config.cmd, None, "busybox's CMD [sh] is reset");
+}
+
+fn run_env_user_workdir_and_build_args() {
+    let fx = Fixture::new();
+    let df = "FROM busybox\n\
+              ARG FLAVOR=plain\n\
+              ENV LEVEL=3\n\
+              RUN echo \"$FLAVOR $LEVEL\" > /flavor && echo visible\n\
+              WORKDIR /srv/sub\n\
+              USER app\n\
+              WORKDIR /home/app/made\n\
+              RUN id -u > uid && pwd > cwd\n";
+    let mut request = fx
+        .request(df)
+        .with_build_arg("FLAVOR", "spicy")
+        .with_build_arg("UNUSED", "x");
+    request.source_date_epoch = Some(1_700_000_000);
+    let built = fx.built(&request);
+    let root = fx.flatten(&built);
+    let r = root.path();
+    assert_eq!(
+        std::fs::read_to_string(r.join("flavor")).unwrap(),
+        "spicy 3\n"
+    );
+    assert!(r.join("srv/sub").is_dir(), "WORKDIR creates the directory");
+    assert_eq!(std::fs::metadata(r.join("srv/sub")).unwrap().uid(), 0);
+    let made = std::fs::metadata(r.join("home/app/made")).unwrap();
+    assert_eq!(
+        (made.uid(), made.gid()),
+        (1000, 1000),
+        "WORKDIR after USER is owned by the user"
+    );
+    assert_eq!(
+        std::fs::read_to_string(r.join("home/app/made/uid")).unwrap(),
+        "1000\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(r.join("home/app/made/cwd")).unwrap(),
+        "/home/app/made\n"
+    );
+    assert_eq!(built.config.config.working_dir, "/home/app/made");
+    assert!(
+        !built
+            .config
+            .config
+            .env
+            .iter()
+            .any(|e| e.starts_with("FLAVOR")),
+        "ARG is not persisted"
+    );
+    assert!(
+        built.events.output().contains(&"visible".to_string()),
+        "RUN output is reported"
+    );
+    let warned = built
+        .events
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Warning { message } if message.contains("UNUSED")));
+    assert!(warned, "unused build arg warns");
+    assert_eq!(
+        built.history(),
+        vec![
+            h("ARG FLAVOR=spicy", true),
+            h("ENV LEVEL=3", true),
+            h("RUN |1 FLAVOR=spicy /bin/sh -c echo \"$FLAVOR $LEVEL\" > /flavor && echo visible # buildkit", false),
+            h("WORKDIR /srv/sub", false),
+            h("USER app", true),
+            h("WORKDIR /home/app/made", false),
+            h("RUN |1 FLAVOR=spicy /bin/sh -c id -u > uid && pwd > cwd # buildkit", false),
+        ]
+    );
+    assert_eq!(built.layers.len(), 5, "busybox + RUN + 2 WORKDIR + RUN");
+    assert_eq!(built.config.rootfs.diff_ids.len(), 5);
+    assert_eq!(
+        built.config.created.as_deref(),
+        Some("2023-11-14T22:13:20Z"),
+        "SOURCE_DATE_EPOCH"
+    );
+    assert!(built
+        .config
+        .history
+        .iter()
+        .all(|h| h.created.as_deref() == Some("2023-11-14T22:13:20Z")));
+    // The RUN layer holds only what the step wrote.
+    let names: Vec<String> = fx
+        .entries(&built.layers[1])
+        .iter()
+        .map(|e| e.path.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["flavor"],
+        "sandbox mount points do not leak into the layer"
+    );
+}
+
+fn copy_semantics() {
+    let fx = Fixture::new();
+    fx.file("hello.txt", "hi\n", 0o640)
+        .file("bin/tool.sh", "#!/bin/sh\n", 0o755)
+        .file("dir/a.txt", "a", 0o644)
+        .file("dir/nested/b.txt", "b", 0o600)
+        .file("g/one.conf", "1", 0o644)
+        .file("g/two.conf", "2", 0o644)
+        .file("g/skip.txt", "x", 0o644);
+    let mtime = std::fs::metadata(fx.context.join("hello.txt"))
+        .unwrap()
+        .mtime();
+    let built = fx.build_ok(
+        "FROM busybox\n\
+         COPY hello.txt /hello.txt\n\
+         COPY bin/tool.sh dir /opt/\n\
+         COPY g/*.conf /etc/app/\n\
+         COPY --chown=app:wheel --chmod=600 hello.txt /home/app/new/owned\n\
+         COPY --chown=1234 dir/a.txt /numeric\n\
+         WORKDIR /rel\n\
+         COPY hello.txt .\n",
+    );
+    let root = fx.flatten(&built);
+    let r = root.path();
+    let hello = std::fs::metadata(r.join("hello.txt")).unwrap();
+    assert_eq!(hello.mode() & 0o7777, 0o640, "mode preserved");
+    assert_eq!(
+        (hello.uid(), hello.gid()),
+        (0, 0),
+        "context files belong to root"
+    );
+    assert_eq!(hello.mtime(), mtime, "mtime preserved");
+    assert_eq!(
+        std::fs::metadata(r.join("opt/tool.sh")).unwrap().mode() & 0o7777,
+        0o755
+    );
+    assert_eq!(
+        std::fs::read_to_string(r.join("opt/a.txt")).unwrap(),
+        "a",
+        "a directory's contents are copied"
+    );
+    assert_eq!(
+        std::fs::metadata(r.join("opt/nested/b.txt"))
+            .unwrap()
+            .mode()
+            & 0o7777,
+        0o600
+    );
+    assert!(!r.join("opt/dir").exists(), "not the directory itself");
+    assert!(r.join("etc/app/one.conf").is_file() && r.join("etc/app/two.conf").is_file());
+    assert!(
+        !r.join("etc/app/skip.txt").exists(),
+        "glob only matches *.conf"
+    );
+    let owned = std::fs::metadata(r.join("home/app/new/owned")).unwrap();
+    assert_eq!(
+        (owned.uid(), owned.gid(), owned.mode() & 0o7777),
+        (1000, 10, 0o600),
+        "--chown by name, --chmod"
+    );
+    let numeric = std::fs::metadata(r.join("numeric")).unwrap();
+    assert_eq!(
+        (numeric.uid(), numeric.gid()),
+        (1234, 1234),
+        "a uid without group gives the same gid"
+    );
+    assert!(
+        r.join("rel/hello.txt").is_file(),
+        "relative dest is under WORKDIR"
+    );
+    let history = built.history();
+    assert_eq!(history[0], h("COPY hello.txt /hello.txt # buildkit", false));
+    assert_eq!(
+        history[1],
+        h("COPY bin/tool.sh dir /opt/ # buildkit", false)
+    );
+    assert_eq!(history[2], h("COPY g/*.conf /etc/app/ # buildkit", false));
+
+    let err = fx.build_err("FROM busybox\nCOPY hello.txt bin/tool.sh /notadir\n");
+    assert!(
+        err.contains("must be a directory and end with a /"),
+        "{err}"
+    );
+}
+
+fn multi_stage_copy_from_and_target() {
+    let fx = Fixture::new();
+    let df = "ARG BASE=busybox\n\
+              FROM $BASE AS builder\n\
+              RUN mkdir -p /out && echo built > /out/artifact && chown 1000:1000 /out/artifact\n\
+              FROM busybox AS unused\n\
+              RUN exit 1\n\
+              FROM scratch AS final\n\
+              COPY --from=builder /out/artifact /artifact\n\
+              COPY --from=0 /bin/busybox /bin/busybox\n\
+              FROM builder AS debug\n\
+              RUN echo debug > /debug\n";
+    let mut request = fx.request(df);
+    request.target = Some("final".into());
+    let built = fx.built(&request);
+    let root = fx.flatten(&built);
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("artifact")).unwrap(),
+        "built\n"
+    );
+    let md = std::fs::metadata(root.path().join("artifact")).unwrap();
+    assert_eq!(md.uid(), 1000, "COPY --from keeps the owner");
+    assert!(
+        root.path().join("bin/busybox").is_file(),
+        "--from by stage index"
+    );
+    assert!(!root.path().join("debug").exists());
+    assert_eq!(built.layers.len(), 2, "scratch + two COPY layers");
+    assert_eq!(
+        built.config.config.env,
+        vec![format!("PATH={}", rbuild_sandbox::DEFAULT_PATH)],
+        "scratch has PATH"
+    );
+    let started: Vec<String> = built
+        .events
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::BuildStarted { stages } => Some(stages.clone()),
+            _ => None,
+        })
+        .next()
+        .unwrap();
+    assert_eq!(
+        started,
+        vec!["builder", "final"],
+        "the failing unused stage is not built"
+    );
+
+    // Without --target the last stage builds, FROM an earlier stage.
+    let built = fx.built(&fx.request(df));
+    let root = fx.flatten(&built);
+    assert!(root.path().join("debug").is_file() && root.path().join("out/artifact").is_file());
+}
+
+fn dockerignore_exclusion_is_an_error() {
+    let fx = Fixture::new();
+    fx.file(".dockerignore", "secret.txt\nlogs\n!logs/keep.log\n", 0o644)
+        .file("secret.txt", "s", 0o644)
+        .file("ok.txt", "ok", 0o644)
+        .file("logs/drop.log", "d", 0o644)
+        .file("logs/keep.log", "k", 0o644);
+    let err = fx.build_err("FROM busybox\nCOPY secret.txt /\n");
+    assert!(
+        err.contains("secret.txt") && err.contains(".dockerignore"),
+        "{err}"
+    );
+    assert!(err.contains("Dockerfile:2"), "names the line: {err}");
+    let built = fx.build_ok("FROM busybox\nCOPY . /ctx/\n");
+    let root = fx.flatten(&built);
+    assert!(root.path().join("ctx/ok.txt").is_file());
+    assert!(
+        !root.path().join("ctx/secret.txt").exists(),
+        "ignored file not copied"
+    );
+    assert!(!root.path().join("ctx/logs/drop.log").exists());
+    assert!(
+        root.path().join("ctx/logs/keep.log").is_file(),
+        "! exception re-includes"
+    );
+}
+
+fn sources_outside_the_context_are_errors() {
+    let fx = Fixture::new();
+    std::fs::write(fx.context.parent().unwrap().join("outside.txt"), "x").unwrap();
+    std::os::unix::fs::symlink("../outside.txt", fx.context.join("link")).unwrap();
+    let err = fx.build_err("FROM busybox\nCOPY ../outside.txt /\n");
+    assert!(err.contains("outside the build context"), "{err}");
+    let err = fx.build_err("FROM busybox\nCOPY link /\n");
+    assert!(
+        err.contains("link") && err.contains("outside the build context"),
+        "{err}"
+    );
+    let err = fx.build_err("FROM busybox\nCOPY missing.txt /\n");
+    assert!(
+        err.contains("missing.txt") && err.contains("not found"),
+        "{err}"
+    );
+    let err = fx.build_err("FROM busybox\nADD https://example.com/x /x\n");
+    assert!(err.contains("ADD from URL is not supported yet"), "{err}");
+    assert!(
+        fx.store.resolve("test:latest").is_err(),
+        "nothing tagged after failures"
+    );
+}
+
+fn failing_run_reports_command_code_and_output() {
+    let fx = Fixture::new();
+    let err =
+        fx.build_err("FROM busybox\nRUN echo first line && echo about to fail >&2 && exit 3\n");
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(err.contains("RUN echo first line"), "{err}");
+    assert!(err.contains("/bin/sh -c echo first line"), "{err}");
+    assert!(err.contains("exit code 3"), "{err}");
+    assert!(err.contains("about to fail"), "last output shown: {err}");
+    assert!(
+        fx.store.resolve("test:latest").is_err(),
+        "no tag on failure"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(fx.store.state_dir("build").unwrap())
+        .unwrap()
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "build working directories are removed on error"
+    );
+    let err = fx.build_err("FROM busybox\nRUN --mount=type=ssh true\n");
+    assert!(err.contains("type=ssh is not supported"), "{err}");
+    let err = fx.build_err("FROM busybox\nCOPY --frm=a x y\n");
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("--frm"),
+        "{err}"
+    );
+}
+
+fn onbuild_is_stored_and_triggers_run_in_child() {
+    let fx = Fixture::new();
+    let parent = fx.build_ok("FROM busybox\nONBUILD RUN echo triggered > /triggered\n");
+    assert_eq!(
+        parent.config.config.on_build,
+        vec!["RUN echo triggered > /triggered".to_string()]
+    );
+    fx.store
+        .tag(
+            "parent:latest",
+            &fx.store.resolve("test:latest").unwrap().manifest,
+        )
+        .unwrap();
+    let child = fx.build_ok("FROM parent\nRUN cat /triggered\n");
+    assert!(
+        child.config.config.on_build.is_empty(),
+        "triggers are not inherited"
+    );
+    assert!(
+        child.events.output().contains(&"triggered".to_string()),
+        "trigger ran before the stage's RUN"
+    );
+    assert!(child
+        .history()
+        .iter()
+        .any(|(c, _)| c == "RUN /bin/sh -c echo triggered > /triggered # buildkit"));
+}
+
+fn add_extracts_local_tar() {
+    let fx = Fixture::new();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir(src.path().join("pkg")).unwrap();
+    std::fs::write(src.path().join("pkg/data"), "payload").unwrap();
+    let mut out = std::fs::File::create(fx.context.join("pkg.tar.gz")).unwrap();
+    write_dir_layer(src.path(), &mut out, &WriteOptions::default()).unwrap();
+    fx.file("plain.txt", "p", 0o644);
+    let built = fx.build_ok("FROM busybox\nADD pkg.tar.gz /opt/\nADD plain.txt /plain\n");
+    let root = fx.flatten(&built);
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("opt/pkg/data")).unwrap(),
+        "payload"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("plain")).unwrap(),
+        "p"
+    );
+    assert_eq!(
+        built.history()[0],
+        h("ADD pkg.tar.gz /opt/ # buildkit", false)
+    );
+}
+
+fn run_heredoc_and_exec_form() {
+    let fx = Fixture::new();
+    let built = fx.build_ok(
+        "FROM busybox\n\
+         RUN <<EOF\n\
+         echo one > /one\n\
+         echo two > /two\n\
+         EOF\n\
+         RUN [\"/bin/sh\", \"-c\", \"echo exec > /exec\"]\n\
+         COPY <<EOF /inline.txt\n\
+         inline $HOSTNAME\n\
+         EOF\n\
+         RUN <<EOF\n\
+         #!/bin/sh\n\
+         echo shebang > /shebang\n\
+         EOF\n\
+         WORKDIR /etc\n",
+    );
+    let root = fx.flatten(&built);
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("one")).unwrap(),
+        "one\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("two")).unwrap(),
+        "two\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("exec")).unwrap(),
+        "exec\n"
+    );
+    assert!(std::fs::read_to_string(root.path().join("inline.txt"))
+        .unwrap()
+        .starts_with("inline"));
+    let history = built.history();
+    assert_eq!(
+        history[0],
+        h(
+            "RUN /bin/sh -c echo one > /one\necho two > /two\n # buildkit",
+            false
+        )
+    );
+    assert_eq!(
+        history[1],
+        h("RUN /bin/sh -c echo exec > /exec # buildkit", false)
+    );
+    assert_eq!(history[2], h("COPY <<EOF /inline.txt # buildkit", false));
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("shebang")).unwrap(),
+        "shebang\n"
+    );
+    assert_eq!(
+        history[3],
+        h("RUN /bin/sh -c /dev/pipes/EOF # buildkit", false)
+    );
+    assert!(
+        !root.path().join("dev/pipes").exists(),
+        "the script mount is not in a layer"
+    );
+    // WORKDIR of an existing directory still makes a layer, the empty tar BuildKit's
+    // differ produces (1024 zero bytes).
+    assert_eq!(history[4], h("WORKDIR /etc", false));
+    assert_eq!(
+        built.config.rootfs.diff_ids.last().unwrap().to_string(),
+        "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+    );
+}
+
+fn secret_and_cache_mounts() {
+    let fx = Fixture::new();
+    let secret = fx.context.parent().unwrap().join("token");
+    std::fs::write(&secret, "s3cr3t").unwrap();
+    let mut request = fx.request(
+        "FROM busybox\n\
+         RUN --mount=type=secret,id=token cat /run/secrets/token > /copied\n\
+         RUN --mount=type=cache,target=/cache echo run >> /cache/log && wc -l < /cache/log > /count\n\
+         RUN --mount=type=tmpfs,target=/scratch touch /scratch/x\n",
+    );
+    request.secrets = BTreeMap::from([("token".to_string(), secret.clone())]);
+    let built = fx.built(&request);
+    let root = fx.flatten(&built);
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("copied")).unwrap(),
+        "s3cr3t"
+    );
+    assert!(
+        !root.path().join("run/secrets/token").exists(),
+        "the secret is not in a layer"
+    );
+    assert!(
+        !root.path().join("run").exists(),
+        "nor the mount point the sandbox made for it"
+    );
+    assert!(
+        !root.path().join("cache").exists(),
+        "cache mount point removed"
+    );
+    assert!(
+        !root.path().join("scratch").exists(),
+        "tmpfs mount point removed"
+    );
+    assert!(
+        !root.path().join("cache/log").exists(),
+        "cache content is not in a layer"
+    );
+    assert!(
+        !root.path().join("scratch/x").exists(),
+        "tmpfs content is not in a layer"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("count"))
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    let built = fx.built(&request);
+    let root = fx.flatten(&built);
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("count"))
+            .unwrap()
+            .trim(),
+        "2",
+        "cache persists between builds"
+    );
+    request.secrets.clear();
+    let err = fx
+        .build(&request)
+        .err()
+        .expect("missing secret file makes cat fail")
+        .to_string();
+    assert!(err.contains("exit code"), "{err}");
+}
+
+fn unknown_target_and_stage_are_errors() {
+    let fx = Fixture::new();
+    let mut request = fx.request("FROM busybox AS a\nRUN true\n");
+    request.target = Some("nope".into());
+    let err = fx
+        .build(&request)
+        .err()
+        .expect("unknown target")
+        .to_string();
+    assert!(err.contains("nope"), "{err}");
+    let err = fx.build_err("FROM busybox\nCOPY --from=nosuchimage /x /x\n");
+    assert!(err.contains("nosuchimage"), "{err}");
+    let err = fx.build_err("FROM nosuchbase\n");
+    assert!(
+        err.contains("nosuchbase") && err.contains("Dockerfile:1"),
+        "{err}"
+    );
+    let _ = Path::new("");
+}
+
+/// The overlay snapshotter (userns) and the walk-and-compare one (chroot) must give the
+/// same layer for the same step: the layer is what the step did, not how it was observed.
+fn overlay_and_chroot_steps_make_the_same_layer() {
+    let fx = Fixture::new();
+    let df = "FROM busybox\n\
+              RUN mkdir -p /srv/data && echo x > /srv/data/f && rm /bin/ls && chmod 700 /root\n";
+    let mut diff_ids = Vec::new();
+    for isolation in [Isolation::Userns, Isolation::Chroot] {
+        let mut request = fx.request(df);
+        request.isolation = isolation;
+        request.source_date_epoch = Some(1_000_000_000);
+        let built = fx.built(&request);
+        let warnings: Vec<&Event> = built
+            .events
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Warning { .. }))
+            .collect();
+        assert!(warnings.is_empty(), "{isolation}: {warnings:?}");
+        let entries = fx.entries(built.layers.last().unwrap());
+        let names: Vec<String> = entries
+            .iter()
+            .map(|e| e.path.to_string_lossy().trim_end_matches('/').to_string())
+            .collect();
+        assert!(
+            names.contains(&"bin/.wh.ls".to_string()),
+            "{isolation}: deletion recorded: {names:?}"
+        );
+        assert!(
+            names.contains(&"srv/data/f".to_string()),
+            "{isolation}: {names:?}"
+        );
+        assert!(
+            names.contains(&"root".to_string()),
+            "{isolation}: chmod recorded: {names:?}"
+        );
+        diff_ids.push(built.config.rootfs.diff_ids.last().unwrap().clone());
+    }
+    assert_eq!(
+        diff_ids[0], diff_ids[1],
+        "both snapshotters give the same layer"
+    );
+}

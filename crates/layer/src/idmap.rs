@@ -1,0 +1,87 @@
+//! Mapping container uids/gids to host ids, for extracting a rootfs that a user namespace
+//! will later see with the container's ids (rootless builds).
+
+/// One contiguous range: container ids `container_start..container_start+len` are host ids
+/// `host_start..host_start+len` (the format of `/proc/<pid>/uid_map`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    pub container_start: u32,
+    pub host_start: u32,
+    pub len: u32,
+}
+
+/// uid and gid mappings. An id outside every range has no host id: extraction fails on it
+/// rather than guessing, because a wrong owner is silent corruption.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdMap {
+    pub uids: Vec<IdRange>,
+    pub gids: Vec<IdRange>,
+}
+
+impl IdMap {
+    /// The usual rootless layout: container root is the calling user, container ids
+    /// `1..=count` come from a subordinate range starting at `sub_start`.
+    pub fn rootless(
+        host_uid: u32,
+        host_gid: u32,
+        sub_uid_start: u32,
+        sub_gid_start: u32,
+        count: u32,
+    ) -> Self {
+        let ranges = |host: u32, sub: u32| {
+            vec![
+                IdRange {
+                    container_start: 0,
+                    host_start: host,
+                    len: 1,
+                },
+                IdRange {
+                    container_start: 1,
+                    host_start: sub,
+                    len: count,
+                },
+            ]
+        };
+        IdMap {
+            uids: ranges(host_uid, sub_uid_start),
+            gids: ranges(host_gid, sub_gid_start),
+        }
+    }
+
+    /// The host uid of container uid `id`, if mapped.
+    pub fn host_uid(&self, id: u64) -> Option<u32> {
+        map_id(&self.uids, id)
+    }
+
+    /// The host gid of container gid `id`, if mapped.
+    pub fn host_gid(&self, id: u64) -> Option<u32> {
+        map_id(&self.gids, id)
+    }
+}
+
+fn map_id(ranges: &[IdRange], id: u64) -> Option<u32> {
+    ranges.iter().find_map(|r| {
+        let offset = id.checked_sub(u64::from(r.container_start))?;
+        if offset < u64::from(r.len) {
+            u32::try_from(u64::from(r.host_start) + offset).ok()
+        } else {
+            None
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rootless_map_puts_root_on_the_user_and_others_in_the_subrange() {
+        let map = IdMap::rootless(1000, 1001, 100_000, 200_000, 65536);
+        assert_eq!(map.host_uid(0), Some(1000));
+        assert_eq!(map.host_gid(0), Some(1001));
+        assert_eq!(map.host_uid(1), Some(100_000));
+        assert_eq!(map.host_gid(33), Some(200_032));
+        assert_eq!(map.host_uid(65536), Some(165_535));
+        assert_eq!(map.host_uid(65537), None);
+    }
+}

@@ -1,0 +1,367 @@
+//! Writing a deterministic, compressed layer from a change set, computing its diff id,
+//! digest and size in the same single streaming pass:
+//!
+//! `tar → tee(sha256 = diff id) → gzip | zstd | none → tee(sha256 = digest, size) → out`
+
+mod header;
+mod plan;
+mod source;
+mod tee;
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
+
+use gzp::{deflate::Gzip, par::compress::ParCompressBuilder, ZWriter};
+use rbuild_image::Digest;
+use rustix::fs::{FileType, Mode, OFlags};
+
+use crate::change::Change;
+use crate::compression::Compression;
+use crate::error::{Error, IoContext, Result};
+use crate::path::join;
+use header::TarEntry;
+use plan::{Opaque, Planned};
+use tee::HashingWriter;
+
+/// How to write a layer.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    pub compression: Compression,
+    /// Compression level; `None` means [`Compression::default_level`]. gzip takes 0–9,
+    /// zstd 1–22.
+    pub level: Option<u32>,
+    /// SOURCE_DATE_EPOCH: every mtime newer than this is clamped to it.
+    pub source_date_epoch: Option<i64>,
+    /// Compression threads for gzip; 0 means all cores. The output does not depend on it.
+    pub threads: usize,
+    /// Leave out all xattrs (they are kept by default, except host-only ones such as
+    /// `security.selinux` and overlay bookkeeping).
+    pub no_xattrs: bool,
+}
+
+/// What was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// sha256 of the uncompressed tar (goes into the image config's `rootfs.diff_ids`).
+    pub diff_id: Digest,
+    /// sha256 of the bytes written to `out` (the blob digest in the manifest).
+    pub digest: Digest,
+    /// Bytes written to `out`.
+    pub size: u64,
+    /// Bytes of the uncompressed tar.
+    pub uncompressed_size: u64,
+    pub media_type: &'static str,
+}
+
+/// gzp's block size. Fixed, because the compressed bytes (and so the digest) depend on it.
+const GZIP_BLOCK_SIZE: usize = 128 * 1024;
+
+/// Bytes buffered between the tar writer and the hash + compression stages.
+const TAR_BUFFER: usize = 1 << 20;
+
+/// Writes the layer for `changes` (paths relative to `source_root`) to `out`.
+pub fn write_layer<W: Write + Send>(
+    source_root: &Path,
+    changes: &[Change],
+    out: W,
+    options: &WriteOptions,
+) -> Result<LayerInfo> {
+    let planned = plan::plan(changes)?;
+    let root = rustix::fs::open(
+        source_root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| format!("opening source root {}", source_root.display()))?;
+    let mut tar_writer = TarWriter {
+        root: root.as_fd(),
+        root_path: source_root,
+        options,
+        hardlinks: HashMap::new(),
+    };
+    let level = options.level.unwrap_or(options.compression.default_level());
+    let mut sink = HashingWriter::new(out);
+    let diff = match options.compression {
+        Compression::None => {
+            tar_writer
+                .write_all(HashingWriter::new(&mut sink), &planned)?
+                .into_parts()
+                .1
+        }
+        Compression::Zstd => {
+            if !(1..=22).contains(&level) {
+                return Err(bad_level("zstd", level));
+            }
+            let encoder = zstd::Encoder::new(&mut sink, level as i32)
+                .ctx(|| "starting the zstd encoder".into())?;
+            let diff = tar_writer.write_all(HashingWriter::new(encoder), &planned)?;
+            let (encoder, diff) = diff.into_parts();
+            encoder
+                .finish()
+                .ctx(|| "finishing the zstd stream".into())?;
+            diff
+        }
+        Compression::Gzip => {
+            if level > 9 {
+                return Err(bad_level("gzip", level));
+            }
+            let threads = match options.threads {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            };
+            std::thread::scope(|scope| -> Result<tee::Hashed> {
+                let builder = ParCompressBuilder::<Gzip>::new()
+                    .num_threads(threads)
+                    .and_then(|b| b.buffer_size(GZIP_BLOCK_SIZE))
+                    .map_err(|e| io::Error::other(e.to_string()))
+                    .ctx(|| "configuring parallel gzip".into())?
+                    .compression_level(gzp::Compression::new(level));
+                let mut gzip = builder.from_borrowed_writer(&mut sink, scope);
+                let written = tar_writer
+                    .write_all(HashingWriter::new(&mut gzip), &planned)
+                    .map(|tee| tee.into_parts().1);
+                // Always finish: dropping an unfinished gzp writer panics on errors.
+                let finished = gzip.finish();
+                let diff = written?;
+                finished
+                    .map_err(|e| io::Error::other(e.to_string()))
+                    .ctx(|| "finishing the gzip stream".into())?;
+                Ok(diff)
+            })?
+        }
+    };
+    let (_, blob) = sink.into_parts();
+    Ok(LayerInfo {
+        diff_id: diff.digest,
+        digest: blob.digest,
+        size: blob.bytes,
+        uncompressed_size: diff.bytes,
+        media_type: options.compression.oci_media_type(),
+    })
+}
+
+/// Writes a layer holding everything under `source_root` (every path an upsert), for base
+/// images and tests.
+pub fn write_dir_layer<W: Write + Send>(
+    source_root: &Path,
+    out: W,
+    options: &WriteOptions,
+) -> Result<LayerInfo> {
+    let mut changes = Vec::new();
+    for entry in walkdir::WalkDir::new(source_root)
+        .min_depth(1)
+        .follow_links(false)
+    {
+        let entry = entry.map_err(|e| Error::Io {
+            context: format!("walking {}", source_root.display()),
+            source: e.into(),
+        })?;
+        let relative = entry
+            .path()
+            .strip_prefix(source_root)
+            .expect("walkdir yields paths below its root");
+        changes.push(Change::Upsert(relative.to_path_buf()));
+    }
+    write_layer(source_root, &changes, out, options)
+}
+
+fn bad_level(format: &str, level: u32) -> Error {
+    Error::Io {
+        context: format!("compression level {level} for {format}"),
+        source: io::Error::new(io::ErrorKind::InvalidInput, "level out of range"),
+    }
+}
+
+struct TarWriter<'a> {
+    root: BorrowedFd<'a>,
+    root_path: &'a Path,
+    options: &'a WriteOptions,
+    /// (dev, ino) → tar name of the first path written for a multiply-linked file.
+    hardlinks: HashMap<(u64, u64), Vec<u8>>,
+}
+
+impl TarWriter<'_> {
+    /// Writes every planned entry and the end-of-archive marker; returns the writer.
+    fn write_all<T: Write>(&mut self, target: T, planned: &[Planned]) -> Result<T> {
+        // Tar writes 512-byte headers and 8 KiB copies; encoders and hashers run much faster
+        // on large chunks.
+        let mut builder = tar::Builder::new(io::BufWriter::with_capacity(TAR_BUFFER, target));
+        for entry in planned {
+            match entry {
+                Planned::Upsert { components, opaque } => {
+                    self.write_upsert(&mut builder, components, *opaque)?
+                }
+                Planned::Whiteout { components } => {
+                    let (name, parent) = components.split_last().expect("whiteouts name a path");
+                    let mut marker = OsString::from(".wh.");
+                    marker.push(name);
+                    write_marker(&mut builder, parent, &marker)?;
+                }
+            }
+        }
+        builder
+            .into_inner()
+            .and_then(|buffered| buffered.into_inner().map_err(|e| e.into_error()))
+            .ctx(|| "finishing the layer tar".into())
+    }
+
+    fn write_upsert<T: Write>(
+        &mut self,
+        builder: &mut tar::Builder<T>,
+        components: &[OsString],
+        opaque: Opaque,
+    ) -> Result<()> {
+        if components.is_empty() {
+            // An opaque root: only the marker (the root itself has no entry).
+            return write_marker(builder, components, ".wh..wh..opq".as_ref());
+        }
+        let shown = || join(components).display().to_string();
+        let source = source::read_source(
+            self.root,
+            self.root_path,
+            components,
+            !self.options.no_xattrs,
+        )?;
+        let mut name = join(components).into_os_string().into_vec();
+        let mtime = match self.options.source_date_epoch {
+            Some(epoch) => source.mtime.min(epoch),
+            None => source.mtime,
+        }
+        .max(0) as u64;
+        let mut entry = TarEntry {
+            name: Vec::new(),
+            kind: tar::EntryType::Regular,
+            mode: source.mode,
+            uid: source.uid,
+            gid: source.gid,
+            mtime,
+            size: 0,
+            link: None,
+            device: None,
+            xattrs: &source.xattrs,
+        };
+        let mut data: Option<std::fs::File> = None;
+        match source.kind {
+            FileType::RegularFile => {
+                let first = (source.nlink > 1)
+                    .then(|| self.hardlinks.get(&(source.dev, source.ino)).cloned())
+                    .flatten();
+                if let Some(first) = first {
+                    entry.kind = tar::EntryType::Link;
+                    entry.link = Some(first);
+                } else {
+                    if source.nlink > 1 {
+                        self.hardlinks
+                            .insert((source.dev, source.ino), name.clone());
+                    }
+                    entry.size = source.size;
+                    data = source.file;
+                }
+            }
+            FileType::Directory => {
+                entry.kind = tar::EntryType::Directory;
+                name.push(b'/');
+            }
+            FileType::Symlink => {
+                entry.kind = tar::EntryType::Symlink;
+                entry.link = source.link_target;
+            }
+            FileType::CharacterDevice | FileType::BlockDevice => {
+                entry.kind = if source.kind == FileType::CharacterDevice {
+                    tar::EntryType::Char
+                } else {
+                    tar::EntryType::Block
+                };
+                let dev = source.rdev;
+                entry.device = Some((rustix::fs::major(dev), rustix::fs::minor(dev)));
+            }
+            FileType::Fifo => entry.kind = tar::EntryType::Fifo,
+            FileType::Socket | FileType::Unknown => unreachable!("read_source refuses these"),
+        }
+        if opaque == Opaque::Required && source.kind != FileType::Directory {
+            return Err(Error::Change {
+                path: shown(),
+                reason: "marked opaque but is not a directory".into(),
+            });
+        }
+        entry.name = name;
+        let appended = match data {
+            Some(file) => {
+                let expected = entry.size;
+                let mut content = ExactReader {
+                    inner: file,
+                    left: expected,
+                };
+                header::append(builder, &entry, &mut content)
+            }
+            None => header::append(builder, &entry, io::empty()),
+        };
+        appended.ctx(|| format!("writing {:?} into the layer", shown()))?;
+        if opaque != Opaque::No && source.kind == FileType::Directory {
+            write_marker(builder, components, ".wh..wh..opq".as_ref())?;
+        }
+        Ok(())
+    }
+}
+
+/// A whiteout or opaque marker: an empty regular file with fixed metadata, so layers do not
+/// depend on when a deletion happened.
+fn write_marker<T: Write>(
+    builder: &mut tar::Builder<T>,
+    parent: &[OsString],
+    marker: &std::ffi::OsStr,
+) -> Result<()> {
+    let mut name = join(parent).into_os_string().into_vec();
+    if !name.is_empty() {
+        name.push(b'/');
+    }
+    name.extend_from_slice(marker.as_bytes());
+    let no_xattrs = Default::default();
+    let entry = TarEntry {
+        name,
+        kind: tar::EntryType::Regular,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+        size: 0,
+        link: None,
+        device: None,
+        xattrs: &no_xattrs,
+    };
+    header::append(builder, &entry, io::empty()).ctx(|| {
+        format!(
+            "writing {} into the layer",
+            String::from_utf8_lossy(&entry.name)
+        )
+    })
+}
+
+/// Yields exactly `left` bytes of a file, failing if it shrank and ignoring growth, since
+/// the header already promised the size.
+struct ExactReader<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for ExactReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while the layer was being written",
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}

@@ -1,0 +1,91 @@
+//! `rbuild info [--json]`: what isolation this machine allows and what `auto` picks.
+
+use rbuild_sandbox::{Capabilities, Check, Sandbox, SubIdRange};
+
+use crate::cmd::Globals;
+
+#[derive(clap::Args, Debug)]
+pub struct InfoArgs {
+    /// Print the probe results as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn check_line(check: &Check) -> String {
+    match (&check.ok, &check.error) {
+        (true, _) => "yes".to_string(),
+        (false, Some(e)) => format!("no ({e})"),
+        (false, None) => "no".to_string(),
+    }
+}
+
+fn ranges(ranges: &[SubIdRange]) -> String {
+    if ranges.is_empty() {
+        return "none".to_string();
+    }
+    ranges
+        .iter()
+        .map(|r| {
+            format!(
+                "{}-{} ({} ids)",
+                r.start,
+                u64::from(r.start) + u64::from(r.count) - 1,
+                r.count
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn tool(path: &Option<std::path::PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "not found (Debian package uidmap)".to_string())
+}
+
+/// The report as text, one fact per line.
+pub fn render_text(caps: &Capabilities) -> String {
+    let mut out = String::new();
+    let mut line = |label: &str, value: String| out.push_str(&format!("{label:<28} {value}\n"));
+    line("user", format!("{} (uid {})", caps.user, caps.euid));
+    line("user namespaces", check_line(&caps.checks.userns));
+    line("subuid ranges", ranges(&caps.subuid_ranges));
+    line("subgid ranges", ranges(&caps.subgid_ranges));
+    line("newuidmap", tool(&caps.newuidmap));
+    line("newgidmap", tool(&caps.newgidmap));
+    let ids = if caps.euid == 0 {
+        "all (real root)".to_string()
+    } else if caps.full_id_range() {
+        "subordinate ranges".to_string()
+    } else {
+        "single id only: chown to other ids fails; add a subuid/subgid range".to_string()
+    };
+    line("ids in a step", ids);
+    line(
+        "overlayfs in a userns",
+        check_line(&caps.checks.overlay_in_userns),
+    );
+    line(
+        "fresh /proc in a userns",
+        check_line(&caps.checks.fresh_proc),
+    );
+    line("chroot", check_line(&caps.checks.chroot));
+    line(
+        "isolation auto picks",
+        match &caps.auto {
+            Ok(isolation) => isolation.to_string(),
+            Err(e) => format!("nothing: {e}"),
+        },
+    );
+    out
+}
+
+pub fn run(_globals: &Globals, args: InfoArgs) -> anyhow::Result<u8> {
+    let caps = Sandbox::new().probe();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(caps)?);
+    } else {
+        print!("{}", render_text(caps));
+    }
+    Ok(0)
+}

@@ -1,0 +1,421 @@
+//! `rbuild build --engine native` (the default): the command line resolved into a request
+//! for rbuild's own executor, base images pulled on demand, and the result exported.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rbuild_build::{BaseImages, BuildRequest, JsonProgress, NoProgress, PlainProgress, Progress};
+use rbuild_image::{Platform, Reference};
+use rbuild_registry::Client;
+use rbuild_sandbox::{Isolation, Network};
+use rbuild_store::archive::{self, ArchiveFormat};
+use rbuild_store::{ImageRecord, Store};
+
+use super::build::{
+    parse_build_args, parse_labels, parse_output, BuildArgs, IsolationArg, NetworkArg, ProgressArg,
+};
+use super::registry::{self, RegistryOptions};
+use super::Globals;
+
+/// Where a finished image goes besides the store.
+enum Export {
+    Archive(ArchiveFormat, PathBuf),
+    Local(PathBuf),
+    Push,
+}
+
+pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
+    if args.cache_repo.is_some() {
+        bail!("--cache-repo: the shared layer cache is not implemented yet; build without it");
+    }
+    let store = globals.open_store()?;
+    let registry_options = RegistryOptions {
+        insecure_registries: args.insecure_registries.clone(),
+        ca_files: Vec::new(),
+        mirrors: args.registry_mirrors.clone(),
+    };
+    let client = registry_options.client();
+    let runtime = registry::runtime()?;
+
+    let raw_context = args
+        .context
+        .as_deref()
+        .or(args.context_flag.as_deref())
+        .ok_or_else(|| anyhow!("no build context given"))?;
+    // Holds a context unpacked from a tar until the build is over.
+    let mut unpacked = None;
+    let context_dir = context_dir(&store, raw_context, &mut unpacked)?;
+    let (dockerfile_name, dockerfile_path, dockerfile_text) =
+        read_dockerfile(&context_dir, args.file.as_deref())?;
+
+    let mut secret_files = None;
+    let mut request = BuildRequest::new(&context_dir, dockerfile_text);
+    request.dockerfile_name = dockerfile_name;
+    request.dockerfile_path = dockerfile_path;
+    request.build_args = parse_build_args(&args.build_args, |k| std::env::var(k).ok())?;
+    request.target = args.target.clone();
+    request.tags = args.tags.clone();
+    request.tags.extend(args.destinations.iter().cloned());
+    request.labels = parse_labels(&args.labels)?;
+    request.no_cache = args.no_cache;
+    request.platform = args.platform.clone();
+    request.network = match args.network {
+        NetworkArg::Default | NetworkArg::Host => Network::Host,
+        NetworkArg::None => Network::None,
+    };
+    request.isolation = match args.isolation {
+        IsolationArg::Auto => Isolation::Auto,
+        IsolationArg::Userns => Isolation::Userns,
+        IsolationArg::Chroot => Isolation::Chroot,
+    };
+    request.secrets = secrets(&store, &args.secrets, &mut secret_files)?;
+    request.source_date_epoch = source_date_epoch(args.reproducible)?;
+
+    let push = (args.push || !args.destinations.is_empty()) && !args.no_push;
+    let mut exports = Vec::new();
+    for spec in &args.outputs {
+        let spec = parse_output(spec)?;
+        match (spec.kind.as_str(), spec.dest) {
+            ("docker", Some(dest)) => exports.push(Export::Archive(ArchiveFormat::Docker, dest)),
+            ("oci", Some(dest)) => exports.push(Export::Archive(ArchiveFormat::Oci, dest)),
+            ("local", Some(dest)) => exports.push(Export::Local(dest)),
+            ("registry", _) if !args.no_push => exports.push(Export::Push),
+            _ => {}
+        }
+    }
+    if push && !exports.iter().any(|e| matches!(e, Export::Push)) {
+        exports.push(Export::Push);
+    }
+    if let Some(path) = &args.tar_path {
+        exports.push(Export::Archive(ArchiveFormat::Docker, path.clone()));
+    }
+    if exports.iter().any(|e| matches!(e, Export::Push)) && request.tags.is_empty() {
+        bail!("--push needs at least one -t/--tag (or --destination) naming where to push");
+    }
+
+    let bases = PullingBases {
+        client: client.clone(),
+        runtime: &runtime,
+        always_pull: args.pull,
+        pulled: Mutex::new(Vec::new()),
+    };
+    let quiet = args.quiet || args.progress == ProgressArg::Quiet;
+    let mut plain;
+    let mut json;
+    let mut none = NoProgress;
+    let progress: &mut dyn Progress = if quiet {
+        &mut none
+    } else if args.progress == ProgressArg::Json {
+        json = JsonProgress::stderr();
+        &mut json
+    } else {
+        plain = PlainProgress::stderr();
+        &mut plain
+    };
+    let result = rbuild_build::build(&request, &store, &bases, progress)?;
+    drop(unpacked);
+    drop(secret_files);
+
+    let record = store
+        .resolve(&result.manifest.to_string())
+        .context("reading back the built image")?;
+    let mut pushed = None;
+    for export in &exports {
+        match export {
+            Export::Archive(format, dest) => write_archive(&store, &record, *format, dest)?,
+            Export::Local(dest) => write_local(&store, &record, dest)?,
+            Export::Push => {
+                for tag in &request.tags {
+                    let digest = push_tag(&store, &client, &runtime, &record, tag)?;
+                    if !quiet {
+                        eprintln!("pushed {tag}@{digest}");
+                    }
+                    pushed.get_or_insert(digest);
+                }
+            }
+        }
+    }
+    if let Some(path) = &args.iidfile {
+        write_file(path, &result.image_id.to_string())?;
+    }
+    let digest = pushed.unwrap_or_else(|| result.manifest.clone());
+    if let Some(path) = &args.digest_file {
+        write_file(path, &digest.to_string())?;
+    }
+    if let Some(path) = &args.metadata_file {
+        let metadata = serde_json::json!({
+            "containerimage.digest": digest.to_string(),
+            "containerimage.config.digest": result.image_id.to_string(),
+            "image.name": request.tags.join(","),
+        });
+        write_file(path, &serde_json::to_string_pretty(&metadata)?)?;
+    }
+    if quiet {
+        println!("{}", result.image_id);
+    }
+    Ok(0)
+}
+
+/// Base images from the store, pulled from their registry when missing (or always with
+/// `--pull`, once per build).
+struct PullingBases<'r> {
+    client: Client,
+    runtime: &'r tokio::runtime::Runtime,
+    always_pull: bool,
+    pulled: Mutex<Vec<String>>,
+}
+
+impl BaseImages for PullingBases<'_> {
+    fn resolve(
+        &self,
+        store: &Store,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<ImageRecord, String> {
+        let parsed =
+            Reference::parse(reference).map_err(|e| format!("base image {reference:?}: {e}"))?;
+        let name = parsed.to_string();
+        let mut pulled = self.pulled.lock().map_err(|e| e.to_string())?;
+        if !self.always_pull || pulled.contains(&name) {
+            if let Ok(record) = store.resolve(&name) {
+                return Ok(record);
+            }
+        }
+        let digest = self
+            .runtime
+            .block_on(registry::pull(&self.client, store, &parsed, platform))
+            .map_err(|e| format!("pulling {reference}: {e:#}"))?;
+        pulled.push(name);
+        store
+            .resolve(&digest.to_string())
+            .map_err(|e| format!("base image {reference}: {e}"))
+    }
+}
+
+/// A directory context is used where it is; a tar (a file, or `-` for stdin) is unpacked
+/// into a private directory in the store, with the same safety as a layer.
+fn context_dir(store: &Store, raw: &str, keep: &mut Option<tempfile::TempDir>) -> Result<PathBuf> {
+    let raw = raw.strip_prefix("dir://").unwrap_or(raw);
+    let tar: Option<Box<dyn std::io::Read>> = if raw == "-" {
+        Some(Box::new(std::io::stdin().lock()))
+    } else if let Some(path) = raw.strip_prefix("tar://") {
+        Some(Box::new(
+            File::open(path).with_context(|| format!("opening {path}"))?,
+        ))
+    } else if raw.contains("://") {
+        bail!(
+            "the context {raw:?} is a URL; only local directories and tar archives are supported"
+        );
+    } else if Path::new(raw).is_file() {
+        Some(Box::new(
+            File::open(raw).with_context(|| format!("opening {raw}"))?,
+        ))
+    } else {
+        None
+    };
+    let Some(tar) = tar else {
+        let dir = PathBuf::from(raw);
+        if !dir.is_dir() {
+            bail!("the build context {raw:?} is not a directory or a tar archive");
+        }
+        return Ok(dir);
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("context-")
+        .tempdir_in(store.state_dir("tmp")?)
+        .context("creating a directory for the context")?;
+    let options = rbuild_layer::ApplyOptions {
+        ownership: rbuild_layer::Ownership::Ignore,
+        ..Default::default()
+    };
+    rbuild_layer::apply_layer(tar, tmp.path(), &options)
+        .map_err(|e| anyhow!("unpacking the build context: {e}"))?;
+    let dir = tmp.path().to_path_buf();
+    *keep = Some(tmp);
+    Ok(dir)
+}
+
+/// The Dockerfile's name for messages, its path (for `Dockerfile.dockerignore`) and text.
+fn read_dockerfile(
+    context: &Path,
+    file: Option<&str>,
+) -> Result<(String, Option<PathBuf>, String)> {
+    match file {
+        Some("-") => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading the Dockerfile from standard input")?;
+            Ok(("Dockerfile".into(), None, text))
+        }
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the Dockerfile {path}"))?;
+            Ok((path.to_string(), Some(PathBuf::from(path)), text))
+        }
+        None => {
+            let path = context.join("Dockerfile");
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading the Dockerfile {}", path.display()))?;
+            Ok(("Dockerfile".into(), Some(path), text))
+        }
+    }
+}
+
+/// `--secret id=ID,src=PATH` and `id=ID,env=VAR`. An env secret is written to a private
+/// file that lives as long as `keep`; a missing file or variable is an error before any
+/// work starts.
+fn secrets(
+    store: &Store,
+    specs: &[String],
+    keep: &mut Option<tempfile::TempDir>,
+) -> Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        let mut id = None;
+        let mut src = None;
+        let mut env = None;
+        for part in spec.split(',') {
+            match part.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+                Some(("env", v)) => env = Some(v.to_string()),
+                Some(("type", "file" | "env")) => {}
+                _ => bail!("--secret {spec:?}: expected id=ID,src=PATH or id=ID,env=VAR"),
+            }
+        }
+        let id = id.ok_or_else(|| anyhow!("--secret {spec:?} needs id=ID"))?;
+        let path = match (src, env) {
+            (Some(path), None) => {
+                if !path.is_file() {
+                    bail!(
+                        "--secret id={id}: the file {} does not exist",
+                        path.display()
+                    );
+                }
+                path
+            }
+            (None, Some(var)) => {
+                let value = std::env::var(&var).map_err(|_| {
+                    anyhow!("--secret id={id}: the environment variable {var} is not set")
+                })?;
+                if keep.is_none() {
+                    *keep = Some(
+                        tempfile::Builder::new()
+                            .prefix("secrets-")
+                            .tempdir_in(store.state_dir("tmp")?)?,
+                    );
+                }
+                let dir = keep
+                    .as_ref()
+                    .map(|d| d.path().to_path_buf())
+                    .unwrap_or_default();
+                let path = dir.join(format!("secret-{}", out.len()));
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)?;
+                f.write_all(value.as_bytes())?;
+                path
+            }
+            _ => bail!("--secret {spec:?}: give exactly one of src=PATH and env=VAR"),
+        };
+        out.insert(id, path);
+    }
+    Ok(out)
+}
+
+/// `--reproducible` pins timestamps to the epoch, as Kaniko's flag does; otherwise
+/// `SOURCE_DATE_EPOCH` is honoured when set.
+fn source_date_epoch(reproducible: bool) -> Result<Option<i64>> {
+    if reproducible {
+        return Ok(Some(0));
+    }
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => {
+            Ok(Some(v.trim().parse().with_context(|| {
+                format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")
+            })?))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn write_archive(
+    store: &Store,
+    record: &ImageRecord,
+    format: ArchiveFormat,
+    dest: &Path,
+) -> Result<()> {
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file next to {}", dest.display()))?;
+    archive::save(store, std::slice::from_ref(record), format, &mut tmp)
+        .with_context(|| format!("writing {}", dest.display()))?;
+    tmp.persist(dest)
+        .with_context(|| format!("writing {}", dest.display()))?;
+    Ok(())
+}
+
+/// `-o type=local,dest=DIR`: the image's filesystem, layers applied in order.
+fn write_local(store: &Store, record: &ImageRecord, dest: &Path) -> Result<()> {
+    std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+    let manifest = store.read_manifest(&record.image_manifest.digest)?;
+    let options = rbuild_layer::ApplyOptions {
+        ownership: if is_root() {
+            rbuild_layer::Ownership::Preserve
+        } else {
+            rbuild_layer::Ownership::Ignore
+        },
+        ..Default::default()
+    };
+    for layer in &manifest.layers {
+        let blob = store.open_blob(&layer.digest)?;
+        rbuild_layer::apply_layer(blob, dest, &options).map_err(|e| {
+            anyhow!(
+                "writing layer {} into {}: {e}",
+                layer.digest,
+                dest.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn push_tag(
+    store: &Store,
+    client: &Client,
+    runtime: &tokio::runtime::Runtime,
+    record: &ImageRecord,
+    tag: &str,
+) -> Result<rbuild_image::Digest> {
+    let destination = Reference::parse(tag)?;
+    let (descriptor, manifest) = store.image_manifest(&record.manifest)?;
+    let bytes = store.read_blob(&descriptor.digest)?;
+    runtime.block_on(registry::push(
+        client,
+        store,
+        &destination,
+        &manifest,
+        bytes::Bytes::from(bytes),
+        &descriptor.media_type,
+    ))
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}

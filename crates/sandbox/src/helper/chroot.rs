@@ -1,0 +1,196 @@
+//! The chroot isolation, for root inside a container whose seccomp profile forbids user
+//! namespaces: no mounts at all. Device nodes and /etc files the rootfs lacks are created
+//! as stubs (removed by the snapshotter); the helper is a child subreaper so it can kill
+//! whatever the step leaves behind.
+
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use crate::protocol::{send, FromHelper};
+use crate::rootpath::{open_in_root, CreateAs};
+use crate::spec::{IdMapping, Rootfs, StepSpec, Stub};
+use crate::sys::{cpath, cvt, decode_status, errno_name, fork, set_pdeathsig, waitpid};
+
+use super::{exec::exec_command, HelperError};
+
+/// (name, major, minor) of the nodes a step gets when the rootfs lacks them.
+const DEV_NODES: [(&str, u32, u32); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+fn signal_set(signals: &[libc::c_int]) -> libc::sigset_t {
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::sigemptyset(&mut set) };
+    for &s in signals {
+        unsafe { libc::sigaddset(&mut set, s) };
+    }
+    set
+}
+
+/// Creates what the rootfs lacks for the step; returns the stubs.
+fn prepare_rootfs(root: &OwnedFd, spec: &StepSpec) -> Result<Vec<Stub>, HelperError> {
+    let mut stubs = Vec::new();
+    let mut ignored = Vec::new();
+    for (name, major, minor) in DEV_NODES {
+        let path = format!("/dev/{name}");
+        if open_in_root(root.as_fd(), &path, CreateAs::Nothing, &mut ignored).is_ok() {
+            continue;
+        }
+        // Without CAP_MKNOD the step simply has no such node.
+        let _ = open_in_root(
+            root.as_fd(),
+            &path,
+            CreateAs::CharDevice(libc::makedev(major, minor)),
+            &mut stubs,
+        );
+    }
+    for file in &spec.etc_files {
+        if open_in_root(root.as_fd(), &file.target, CreateAs::Nothing, &mut ignored).is_ok() {
+            // An existing file is left as the image has it: there is no way to overlay it.
+            continue;
+        }
+        let content = std::fs::read(&file.source).map_err(|e| {
+            HelperError::new("etc files", format!("{}: {e}", file.source.display()))
+        })?;
+        let fd = open_in_root(root.as_fd(), &file.target, CreateAs::File, &mut stubs)
+            .map_err(|e| HelperError::new("etc files", format!("{}: {e}", file.target)))?;
+        let path = crate::sys::fd_path(fd.as_fd());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&content))
+            .map_err(|e| HelperError::new("etc files", format!("{}: {e}", file.target)))?;
+    }
+    let mut cwd_created = Vec::new();
+    open_in_root(root.as_fd(), &spec.cwd, CreateAs::Dir, &mut cwd_created)
+        .map_err(|e| HelperError::new("working directory", format!("{}: {e}", spec.cwd)))?;
+    Ok(stubs)
+}
+
+/// SIGKILLs every remaining descendant (they are re-parented to us as subreaper) and reaps
+/// them all.
+fn kill_descendants(pgid: libc::pid_t) {
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let me = unsafe { libc::getpid() };
+    loop {
+        for pid in children_of(me) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        match waitpid(-1, 0) {
+            Ok(_) => continue,
+            Err(_) => break, // ECHILD: nothing left.
+        }
+    }
+}
+
+fn children_of(parent: libc::pid_t) -> Vec<libc::pid_t> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // The command name may contain spaces; fields resume after the last ')'.
+                    let rest = &stat[stat.rfind(')')? + 2..];
+                    rest.split(' ').nth(1)?.parse::<libc::pid_t>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
+pub fn run(spec: &StepSpec, control: &UnixStream) -> Result<(), HelperError> {
+    let Rootfs::Dir(rootfs) = &spec.rootfs else {
+        return Err(HelperError::new(
+            "chroot",
+            "an overlay rootfs needs userns isolation (use the copy snapshotter with chroot)",
+        ));
+    };
+    // SIGTERM, not SIGKILL, on rbuild's death: we must live long enough to kill the step.
+    set_pdeathsig(libc::SIGTERM).map_err(|e| HelperError::new("prctl", e.to_string()))?;
+    cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
+        .map_err(|e| HelperError::new("prctl", e.to_string()))?;
+    let handled = signal_set(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD]);
+    let mut old_mask: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::sigprocmask(libc::SIG_BLOCK, &handled, &mut old_mask) };
+    let sigfd = cvt(unsafe { libc::signalfd(-1, &handled, libc::SFD_CLOEXEC) })
+        .map_err(|e| HelperError::new("signalfd", e.to_string()))?;
+    let sigfd = unsafe { OwnedFd::from_raw_fd(sigfd) };
+
+    let root_c = cpath(rootfs).map_err(|e| HelperError::new("chroot", e.to_string()))?;
+    let root_fd = cvt(unsafe {
+        libc::open(
+            root_c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })
+    .map_err(|e| HelperError::new("chroot", format!("{}: {e}", rootfs.display())))?;
+    let root_fd = unsafe { OwnedFd::from_raw_fd(root_fd) };
+    let stubs = prepare_rootfs(&root_fd, spec)?;
+    send(control, &FromHelper::Stubs(stubs))
+        .map_err(|e| HelperError::new("control", e.to_string()))?;
+
+    let child = fork().map_err(|e| HelperError::new("fork", e.to_string()))?;
+    if child == 0 {
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
+        unsafe { libc::setsid() };
+        let _ = set_pdeathsig(libc::SIGKILL);
+        let e = match chroot_into(&root_fd) {
+            Ok(()) => exec_command(spec, IdMapping::None),
+            Err(e) => e,
+        };
+        let _ = send(control, &e.into_message());
+        unsafe { libc::_exit(127) };
+    }
+
+    loop {
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let n = unsafe {
+            libc::read(
+                sigfd.as_raw_fd(),
+                (&mut info as *mut libc::signalfd_siginfo).cast(),
+                std::mem::size_of::<libc::signalfd_siginfo>(),
+            )
+        };
+        if n < 0 {
+            continue;
+        }
+        if info.ssi_signo as libc::c_int != libc::SIGCHLD {
+            kill_descendants(child);
+            return Err(HelperError::new("signal", "the build was interrupted"));
+        }
+        // Reap everything that ended; stop when the command itself did.
+        while let Ok((pid, status)) = waitpid(-1, libc::WNOHANG) {
+            if pid == 0 {
+                break;
+            }
+            if pid == child {
+                kill_descendants(child);
+                let (code, signal) = decode_status(status);
+                let _ = send(control, &FromHelper::Exited { code, signal });
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn chroot_into(root: &OwnedFd) -> Result<(), HelperError> {
+    cvt(unsafe { libc::fchdir(root.as_raw_fd()) })
+        .map_err(|e| HelperError::new("chroot", format!("fchdir: {e}")))?;
+    let dot = c".";
+    cvt(unsafe { libc::chroot(dot.as_ptr()) })
+        .map_err(|e| HelperError::new("chroot", format!("chroot: {}", errno_name(&e))))?;
+    let slash = c"/";
+    cvt(unsafe { libc::chdir(slash.as_ptr()) })
+        .map_err(|e| HelperError::new("chroot", format!("chdir /: {e}")))?;
+    Ok(())
+}

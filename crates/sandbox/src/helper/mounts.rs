@@ -1,0 +1,298 @@
+//! The mount namespace of a userns step: rootfs, /proc, /dev, /sys, bound files, pivot_root.
+//!
+//! Every mount target inside the rootfs is resolved with [`open_in_root`] and mounted through
+//! its `/proc/self/fd/N` path, so a symlink in the rootfs can never redirect a mount onto the
+//! host.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use crate::rootpath::{open_in_root, CreateAs};
+use crate::spec::{Network, Rootfs, StepSpec, Stub};
+use crate::sys::{cpath, cvt, errno_name, fd_path, mount};
+
+use super::HelperError;
+
+const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+fn err(stage: &str, what: impl std::fmt::Display, e: io::Error) -> HelperError {
+    HelperError::new(stage, format!("{what}: {}", errno_name(&e)))
+}
+
+fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    let c = cpath(path)?;
+    let fd = cvt(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Mounts the step's root and returns its host path.
+fn mount_root(rootfs: &Rootfs) -> Result<PathBuf, HelperError> {
+    match rootfs {
+        Rootfs::Dir(dir) => {
+            // pivot_root needs the new root to be a mount point.
+            mount(
+                Some(&dir.to_string_lossy()),
+                dir,
+                None,
+                libc::MS_BIND | libc::MS_REC,
+                None,
+            )
+            .map_err(|e| err("mount rootfs", format!("bind {}", dir.display()), e))?;
+            Ok(dir.clone())
+        }
+        Rootfs::Overlay {
+            lowerdirs,
+            upperdir,
+            workdir,
+            merged,
+        } => {
+            let all = lowerdirs.iter().chain([upperdir, workdir]);
+            for p in all {
+                let s = p.to_string_lossy();
+                if s.contains(',') || s.contains(':') {
+                    return Err(HelperError::new(
+                        "mount overlay",
+                        format!("overlay directory {s:?} contains ',' or ':', which overlayfs options cannot express"),
+                    ));
+                }
+            }
+            if lowerdirs.is_empty() {
+                return Err(HelperError::new(
+                    "mount overlay",
+                    "no lower directory given",
+                ));
+            }
+            // overlayfs lists the top-most layer first; the spec lists the base first.
+            let lower: Vec<String> = lowerdirs
+                .iter()
+                .rev()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect();
+            let data = format!(
+                "lowerdir={},upperdir={},workdir={},userxattr",
+                lower.join(":"),
+                upperdir.display(),
+                workdir.display()
+            );
+            mount(Some("overlay"), merged, Some("overlay"), 0, Some(&data)).map_err(|e| {
+                err(
+                    "mount overlay",
+                    format!("overlay on {} ({data})", merged.display()),
+                    e,
+                )
+            })?;
+            Ok(merged.clone())
+        }
+    }
+}
+
+fn mount_proc(root: BorrowedFd<'_>, stubs: &mut Vec<Stub>) -> Result<(), HelperError> {
+    let target = open_in_root(root, "/proc", CreateAs::Dir, stubs)
+        .map_err(|e| err("mount /proc", "creating /proc", e))?;
+    let path = fd_path(target.as_fd());
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    if mount(Some("proc"), &path, Some("proc"), flags, None).is_ok() {
+        return Ok(());
+    }
+    // A fresh procfs is refused when the host /proc has masked paths (inside containers);
+    // the host's /proc bound recursively keeps those masks.
+    mount(
+        Some("/proc"),
+        &path,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .map_err(|e| err("mount /proc", "binding the host /proc", e))
+}
+
+fn mount_dev(root: BorrowedFd<'_>, stubs: &mut Vec<Stub>) -> Result<(), HelperError> {
+    let target = open_in_root(root, "/dev", CreateAs::Dir, stubs)
+        .map_err(|e| err("mount /dev", "creating /dev", e))?;
+    mount(
+        Some("tmpfs"),
+        &fd_path(target.as_fd()),
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("mode=755,size=65536k"),
+    )
+    .map_err(|e| err("mount /dev", "tmpfs", e))?;
+    drop(target);
+    // Reopen: the descriptor above names the directory under the tmpfs, this one the tmpfs.
+    let mut ignored = Vec::new();
+    let dev = open_in_root(root, "/dev", CreateAs::Nothing, &mut ignored)
+        .map_err(|e| err("mount /dev", "reopening /dev", e))?;
+    let dev_path = fd_path(dev.as_fd());
+    for node in DEV_NODES {
+        let host = format!("/dev/{node}");
+        let file = dev_path.join(node);
+        std::fs::File::create(&file)
+            .map_err(|e| err("mount /dev", format!("creating {node}"), e))?;
+        mount(Some(&host), &file, None, libc::MS_BIND, None)
+            .map_err(|e| err("mount /dev", format!("binding {host}"), e))?;
+    }
+    let pts = dev_path.join("pts");
+    std::fs::create_dir(&pts).map_err(|e| err("mount /dev", "creating pts", e))?;
+    mount(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(|e| err("mount /dev", "devpts", e))?;
+    let shm = dev_path.join("shm");
+    std::fs::create_dir(&shm).map_err(|e| err("mount /dev", "creating shm", e))?;
+    mount(
+        Some("shm"),
+        &shm,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some("mode=1777,size=65536k"),
+    )
+    .map_err(|e| err("mount /dev", "shm tmpfs", e))?;
+    let links = [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ];
+    for (name, target) in links {
+        std::os::unix::fs::symlink(target, dev_path.join(name))
+            .map_err(|e| err("mount /dev", format!("symlink {name}"), e))?;
+    }
+    Ok(())
+}
+
+fn mount_sys(root: BorrowedFd<'_>, stubs: &mut Vec<Stub>) -> Result<(), HelperError> {
+    let target = open_in_root(root, "/sys", CreateAs::Dir, stubs)
+        .map_err(|e| err("mount /sys", "creating /sys", e))?;
+    // Host sysfs files belong to ids outside the namespace, so the step cannot write them.
+    mount(
+        Some("/sys"),
+        &fd_path(target.as_fd()),
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .map_err(|e| err("mount /sys", "binding the host /sys", e))
+}
+
+fn bind_into(
+    root: BorrowedFd<'_>,
+    source: &Path,
+    target: &str,
+    readonly: bool,
+    stubs: &mut Vec<Stub>,
+) -> Result<(), HelperError> {
+    let stage = "bind mount";
+    let meta = std::fs::metadata(source)
+        .map_err(|e| err(stage, format!("source {}", source.display()), e))?;
+    let kind = if meta.is_dir() {
+        CreateAs::Dir
+    } else {
+        CreateAs::File
+    };
+    let fd = open_in_root(root, target, kind, stubs)
+        .map_err(|e| err(stage, format!("target {target}"), e))?;
+    mount(
+        Some(&source.to_string_lossy()),
+        &fd_path(fd.as_fd()),
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .map_err(|e| err(stage, format!("{} on {target}", source.display()), e))?;
+    if readonly {
+        let mut ignored = Vec::new();
+        let mounted = open_in_root(root, target, CreateAs::Nothing, &mut ignored)
+            .map_err(|e| err(stage, format!("reopening {target}"), e))?;
+        mount(
+            None,
+            &fd_path(mounted.as_fd()),
+            None,
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_REC,
+            None,
+        )
+        .map_err(|e| err(stage, format!("read-only remount of {target}"), e))?;
+    }
+    Ok(())
+}
+
+/// Brings `lo` up in a fresh network namespace.
+fn loopback_up() -> Result<(), HelperError> {
+    let sock =
+        cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })
+            .map_err(|e| err("network", "socket", e))?;
+    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    use std::os::fd::AsRawFd;
+    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })
+        .map_err(|e| err("network", "SIOCGIFFLAGS lo", e))?;
+    unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })
+        .map_err(|e| err("network", "SIOCSIFFLAGS lo up", e))?;
+    Ok(())
+}
+
+/// Builds the step's mount namespace and makes the rootfs `/`. Returns the placeholders it
+/// had to create in the rootfs.
+pub fn setup(spec: &StepSpec) -> Result<Vec<Stub>, HelperError> {
+    // Nothing we mount may propagate back to the host.
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+    .map_err(|e| err("mount", "making / private", e))?;
+    let root_path = mount_root(&spec.rootfs)?;
+    let root = open_dir(&root_path).map_err(|e| err("mount rootfs", root_path.display(), e))?;
+    let mut stubs = Vec::new();
+    mount_proc(root.as_fd(), &mut stubs)?;
+    mount_dev(root.as_fd(), &mut stubs)?;
+    mount_sys(root.as_fd(), &mut stubs)?;
+    for file in &spec.etc_files {
+        bind_into(root.as_fd(), &file.source, &file.target, false, &mut stubs)?;
+    }
+    for bind in &spec.binds {
+        bind_into(
+            root.as_fd(),
+            &bind.source,
+            &bind.target,
+            bind.readonly,
+            &mut stubs,
+        )?;
+    }
+    if spec.network == Network::None {
+        loopback_up()?;
+    }
+    // The working directory is created like runc does: it is a real change, not a stub.
+    let mut cwd_created = Vec::new();
+    open_in_root(root.as_fd(), &spec.cwd, CreateAs::Dir, &mut cwd_created)
+        .map_err(|e| err("working directory", &spec.cwd, e))?;
+
+    let root_c = cpath(&root_path).map_err(|e| err("pivot_root", root_path.display(), e))?;
+    cvt(unsafe { libc::chdir(root_c.as_ptr()) })
+        .map_err(|e| err("pivot_root", format!("chdir {}", root_path.display()), e))?;
+    let dot = c".";
+    cvt(unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) as libc::c_int })
+        .map_err(|e| err("pivot_root", root_path.display(), e))?;
+    // The old root is now stacked on top of the new one: detach it.
+    cvt(unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) })
+        .map_err(|e| err("pivot_root", "detaching the old root", e))?;
+    let slash = c"/";
+    cvt(unsafe { libc::chdir(slash.as_ptr()) }).map_err(|e| err("pivot_root", "chdir /", e))?;
+    Ok(stubs)
+}

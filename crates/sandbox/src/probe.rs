@@ -1,0 +1,296 @@
+//! What this machine allows: probed once per process in a helper child.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use crate::idmap::{find_tool, ranges_for_current_user, SubIdRange};
+use crate::spec::Isolation;
+use crate::sys::{cpath, cvt, errno_name, fork, waitpid};
+
+/// The outcome of one check: `Ok` or the reason it failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Check {
+    fn from_result(r: Result<(), String>) -> Check {
+        match r {
+            Ok(()) => Check {
+                ok: true,
+                error: None,
+            },
+            Err(e) => Check {
+                ok: false,
+                error: Some(e),
+            },
+        }
+    }
+}
+
+/// The namespace checks, made in the helper (a single-threaded process).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NamespaceChecks {
+    pub userns: Check,
+    pub overlay_in_userns: Check,
+    pub fresh_proc: Check,
+    pub chroot: Check,
+}
+
+/// What isolation this process can use.
+#[derive(Debug, Clone, Serialize)]
+pub struct Capabilities {
+    pub euid: u32,
+    pub user: String,
+    pub subuid_ranges: Vec<SubIdRange>,
+    pub subgid_ranges: Vec<SubIdRange>,
+    pub newuidmap: Option<PathBuf>,
+    pub newgidmap: Option<PathBuf>,
+    #[serde(flatten)]
+    pub checks: NamespaceChecks,
+    /// What `--isolation auto` picks, or why nothing works (JSON: `"userns"` or `{"error": ...}`).
+    #[serde(serialize_with = "serialize_auto")]
+    pub auto: Result<Isolation, String>,
+}
+
+fn serialize_auto<S: serde::Serializer>(
+    auto: &Result<Isolation, String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Failure<'a> {
+        error: &'a str,
+    }
+    match auto {
+        Ok(isolation) => isolation.serialize(serializer),
+        Err(error) => Failure { error }.serialize(serializer),
+    }
+}
+
+impl Capabilities {
+    /// Whether userns steps get more than a single id (root, or subids plus the tools).
+    pub fn full_id_range(&self) -> bool {
+        self.euid == 0
+            || (!self.subuid_ranges.is_empty()
+                && !self.subgid_ranges.is_empty()
+                && self.newuidmap.is_some()
+                && self.newgidmap.is_some())
+    }
+}
+
+/// Runs `helper probe` and assembles the capabilities.
+pub(crate) fn probe_with(program: &std::path::Path, args: &[String]) -> Capabilities {
+    let euid = unsafe { libc::geteuid() };
+    let checks = Command::new(program)
+        .args(args)
+        .arg("probe")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("running the probe helper {}: {e}", program.display()))
+        .and_then(|out| {
+            serde_json::from_slice::<NamespaceChecks>(&out.stdout).map_err(|e| {
+                format!(
+                    "probe helper gave no result ({}; {e}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )
+            })
+        })
+        .unwrap_or_else(|e| {
+            let failed = Check {
+                ok: false,
+                error: Some(e),
+            };
+            NamespaceChecks {
+                userns: failed.clone(),
+                overlay_in_userns: failed.clone(),
+                fresh_proc: failed.clone(),
+                chroot: failed,
+            }
+        });
+    let auto = decide_auto(euid, &checks);
+    Capabilities {
+        euid,
+        user: crate::idmap::current_user_label(),
+        subuid_ranges: ranges_for_current_user(std::path::Path::new("/etc/subuid"), euid),
+        subgid_ranges: ranges_for_current_user(std::path::Path::new("/etc/subgid"), euid),
+        newuidmap: find_tool("newuidmap"),
+        newgidmap: find_tool("newgidmap"),
+        checks,
+        auto,
+    }
+}
+
+fn decide_auto(euid: u32, checks: &NamespaceChecks) -> Result<Isolation, String> {
+    if checks.userns.ok {
+        return Ok(Isolation::Userns);
+    }
+    if euid == 0 && checks.chroot.ok {
+        return Ok(Isolation::Chroot);
+    }
+    let userns_err = checks.userns.error.as_deref().unwrap_or("failed");
+    let chroot_err = if euid == 0 {
+        format!(
+            "chroot: {}",
+            checks.chroot.error.as_deref().unwrap_or("failed")
+        )
+    } else {
+        "chroot: needs root (CAP_SYS_CHROOT), we run as uid ".to_string() + &euid.to_string()
+    };
+    Err(format!(
+        "no isolation available. Tried user namespaces: {userns_err} — blocked by seccomp \
+         (e.g. Docker's default profile), AppArmor, or the sysctls user.max_user_namespaces / \
+         kernel.unprivileged_userns_clone / kernel.apparmor_restrict_unprivileged_userns. Tried {chroot_err}. \
+         To fix: run the container with `--security-opt seccomp=unconfined` (and AppArmor unconfined), \
+         or run rbuild as root in the container (chroot isolation), or enable unprivileged user namespaces on the host"
+    ))
+}
+
+// ----- helper side -----
+
+/// Runs `f` in a forked child and returns its verdict (sent back through a pipe).
+fn in_child(f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    let mut fds = [0; 2];
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }).map_err(|e| e.to_string())?;
+    let pid = fork().map_err(|e| e.to_string())?;
+    if pid == 0 {
+        unsafe { libc::close(fds[0]) };
+        let verdict = match f() {
+            Ok(()) => String::new(),
+            Err(e) => e,
+        };
+        let msg = if verdict.is_empty() {
+            "ok".to_string()
+        } else {
+            verdict
+        };
+        unsafe { libc::write(fds[1], msg.as_ptr().cast(), msg.len()) };
+        unsafe { libc::_exit(0) };
+    }
+    unsafe { libc::close(fds[1]) };
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    loop {
+        let n = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n as usize]);
+    }
+    unsafe { libc::close(fds[0]) };
+    let _ = waitpid(pid, 0);
+    match String::from_utf8_lossy(&got).as_ref() {
+        "ok" => Ok(()),
+        "" => Err("the probe process died".into()),
+        e => Err(e.to_string()),
+    }
+}
+
+fn write_file(path: &str, content: &str) -> Result<(), String> {
+    std::fs::write(path, content).map_err(|e| format!("writing {path}: {e}"))
+}
+
+/// Enters a new user namespace mapping only ourselves to root (enough to test what the
+/// kernel allows) plus mount and PID namespaces.
+fn enter_userns() -> Result<(), String> {
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    cvt(unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID) })
+        .map_err(|e| format!("unshare(CLONE_NEWUSER): {}", errno_name(&e)))?;
+    write_file("/proc/self/setgroups", "deny")?;
+    write_file("/proc/self/uid_map", &format!("0 {uid} 1"))?;
+    write_file("/proc/self/gid_map", &format!("0 {gid} 1"))?;
+    crate::sys::mount(
+        None,
+        std::path::Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+    .map_err(|e| format!("making / private: {}", errno_name(&e)))
+}
+
+fn try_overlay(dir: &std::path::Path) -> Result<(), String> {
+    enter_userns()?;
+    for d in ["lower", "upper", "work", "merged"] {
+        std::fs::create_dir(dir.join(d)).map_err(|e| format!("mkdir {d}: {e}"))?;
+    }
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={},userxattr",
+        dir.join("lower").display(),
+        dir.join("upper").display(),
+        dir.join("work").display()
+    );
+    crate::sys::mount(
+        Some("overlay"),
+        &dir.join("merged"),
+        Some("overlay"),
+        0,
+        Some(&data),
+    )
+    .map_err(|e| format!("mount overlay in {}: {}", dir.display(), errno_name(&e)))?;
+    std::fs::write(dir.join("merged/probe"), b"x")
+        .map_err(|e| format!("writing to the overlay: {e}"))
+}
+
+fn try_proc(dir: &std::path::Path) -> Result<(), String> {
+    enter_userns()?;
+    // procfs must be mounted from inside the new PID namespace.
+    in_child(|| {
+        let target = dir.join("proc");
+        std::fs::create_dir(&target).map_err(|e| format!("mkdir: {e}"))?;
+        crate::sys::mount(
+            Some("proc"),
+            &target,
+            Some("proc"),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            None,
+        )
+        .map_err(|e| format!("mount proc: {}", errno_name(&e)))
+    })
+}
+
+fn try_chroot() -> Result<(), String> {
+    let slash = cpath(std::path::Path::new("/")).map_err(|e| e.to_string())?;
+    cvt(unsafe { libc::chroot(slash.as_ptr()) })
+        .map(|_| ())
+        .map_err(|e| format!("chroot: {}", errno_name(&e)))
+}
+
+/// The helper's `probe` command: prints [`NamespaceChecks`] as JSON on stdout.
+pub fn helper_probe() {
+    let scratch = std::env::temp_dir().join(format!("rbuild-probe-{}", std::process::id()));
+    let checks = match std::fs::create_dir(&scratch) {
+        Err(e) => {
+            let c = Check::from_result(Err(format!("creating {}: {e}", scratch.display())));
+            NamespaceChecks {
+                userns: Check::from_result(in_child(enter_userns)),
+                overlay_in_userns: c.clone(),
+                fresh_proc: c,
+                chroot: Check::from_result(in_child(try_chroot)),
+            }
+        }
+        Ok(()) => {
+            let overlay_dir = scratch.join("overlay");
+            let _ = std::fs::create_dir(&overlay_dir);
+            let checks = NamespaceChecks {
+                userns: Check::from_result(in_child(enter_userns)),
+                overlay_in_userns: Check::from_result(in_child(|| try_overlay(&overlay_dir))),
+                fresh_proc: Check::from_result(in_child(|| try_proc(&scratch))),
+                chroot: Check::from_result(in_child(try_chroot)),
+            };
+            // overlayfs leaves work/work with mode 000, which would stop the removal.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(
+                overlay_dir.join("work/work"),
+                std::fs::Permissions::from_mode(0o700),
+            );
+            let _ = std::fs::remove_dir_all(&scratch);
+            checks
+        }
+    };
+    println!("{}", serde_json::to_string(&checks).unwrap_or_default());
+}

@@ -1,0 +1,58 @@
+//! Messages between rbuild and its helper over the control socket: one JSON value per line.
+
+use std::io::{BufRead, Write};
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::spec::{IdMapping, StepSpec, Stub};
+
+/// The file descriptor the control socket has in the helper.
+pub const CONTROL_FD: i32 = 3;
+
+/// rbuild → helper.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToHelper {
+    /// The step to run, with the isolation already resolved (never `Auto`).
+    Run(Box<StepSpec>),
+    /// The id maps of the helper's user namespace were written.
+    Mapped(IdMapping),
+    /// Writing the id maps failed.
+    MapFailed(String),
+}
+
+/// helper → rbuild.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FromHelper {
+    /// The helper (this host pid) unshared its user namespace and waits for its id maps.
+    Unshared { pid: i32 },
+    /// Placeholders created in the rootfs.
+    Stubs(Vec<Stub>),
+    /// Setup failed before the command could start.
+    Error { stage: String, message: String },
+    /// The command ended.
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+}
+
+/// Writes one message as one line in a single write, so messages from several processes
+/// sharing the socket never interleave.
+pub fn send<T: Serialize>(mut w: impl Write, msg: &T) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    w.write_all(&line)
+}
+
+/// Reads one message; `None` at end of stream.
+pub fn recv<T: DeserializeOwned>(r: &mut impl BufRead) -> std::io::Result<Option<T>> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    serde_json::from_str(&line)
+        .map(Some)
+        .map_err(|e| std::io::Error::other(format!("bad control message {line:?}: {e}")))
+}

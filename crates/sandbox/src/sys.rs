@@ -1,0 +1,121 @@
+//! Thin wrappers over the few raw syscalls the helper needs, returning `io::Result`.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::Path;
+
+pub fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+pub fn cpath(p: &Path) -> io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn opt_cstring(s: Option<&str>) -> io::Result<Option<CString>> {
+    s.map(|s| CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL)))
+        .transpose()
+}
+
+/// mount(2). `target` may be a `/proc/self/fd/N` path naming a descriptor.
+pub fn mount(
+    source: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
+    let source = opt_cstring(source)?;
+    let fstype = opt_cstring(fstype)?;
+    let data = opt_cstring(data)?;
+    let target = cpath(target)?;
+    cvt(unsafe {
+        libc::mount(
+            source.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            target.as_ptr(),
+            fstype.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            flags,
+            data.as_ref()
+                .map_or(std::ptr::null(), |s| s.as_ptr().cast()),
+        )
+    })?;
+    Ok(())
+}
+
+/// The path by which the kernel resolves a descriptor (for mount targets).
+pub fn fd_path(fd: BorrowedFd<'_>) -> std::path::PathBuf {
+    format!("/proc/self/fd/{}", fd.as_raw_fd()).into()
+}
+
+/// fork(2). Only called from the helper, which is single-threaded.
+pub fn fork() -> io::Result<libc::pid_t> {
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(pid)
+    }
+}
+
+/// Waits for `pid`, retrying on EINTR.
+pub fn waitpid(pid: libc::pid_t, flags: libc::c_int) -> io::Result<(libc::pid_t, libc::c_int)> {
+    loop {
+        let mut status = 0;
+        let r = unsafe { libc::waitpid(pid, &mut status, flags) };
+        if r >= 0 {
+            return Ok((r, status));
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
+/// Splits a wait status into (exit code, signal).
+pub fn decode_status(status: libc::c_int) -> (Option<i32>, Option<i32>) {
+    if libc::WIFEXITED(status) {
+        (Some(libc::WEXITSTATUS(status)), None)
+    } else if libc::WIFSIGNALED(status) {
+        (None, Some(libc::WTERMSIG(status)))
+    } else {
+        (None, None)
+    }
+}
+
+pub fn set_pdeathsig(sig: libc::c_int) -> io::Result<()> {
+    cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) })?;
+    Ok(())
+}
+
+pub fn set_cloexec(fd: libc::c_int, on: bool) -> io::Result<()> {
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    let flags = if on {
+        flags | libc::FD_CLOEXEC
+    } else {
+        flags & !libc::FD_CLOEXEC
+    };
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, flags) })?;
+    Ok(())
+}
+
+pub fn errno_name(err: &io::Error) -> String {
+    let name = match err.raw_os_error() {
+        Some(libc::EPERM) => "EPERM",
+        Some(libc::EACCES) => "EACCES",
+        Some(libc::EINVAL) => "EINVAL",
+        Some(libc::ENOSPC) => "ENOSPC",
+        Some(libc::ENOSYS) => "ENOSYS",
+        Some(libc::ENOENT) => "ENOENT",
+        Some(libc::EUSERS) => "EUSERS",
+        Some(libc::ENODEV) => "ENODEV",
+        _ => return err.to_string(),
+    };
+    format!("{name} ({err})")
+}

@@ -1,0 +1,580 @@
+//! Real steps in real namespaces (no mocks). Needs root (CI runs it as root), busybox-static,
+//! uidmap (newuidmap/newgidmap) and util-linux's runuser.
+//!
+//! This binary is also the sandbox helper (`__rbuild-sandbox-helper`) and a small driver
+//! (`__driver SPEC_JSON`) run as another user or killed by the tests.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use rbuild_sandbox::test_support::{busybox_rootfs, require_root, run_tests};
+use rbuild_sandbox::{
+    resolve_user, Isolation, Network, OutputStream, Rootfs, Sandbox, SandboxError, StepOutcome,
+    StepSpec, StubKind,
+};
+
+const DRIVER_ARG: &str = "__driver";
+
+fn main() -> ExitCode {
+    rbuild_sandbox::maybe_run_helper();
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(DRIVER_ARG) {
+        return driver(&args[2]);
+    }
+    run_tests(&[
+        (
+            "probe_as_root_finds_userns_and_chroot",
+            probe_as_root_finds_userns_and_chroot,
+        ),
+        ("exit_codes_and_signals", exit_codes_and_signals),
+        ("env_cwd_and_user_userns", env_cwd_and_user_userns),
+        ("env_cwd_and_user_chroot", env_cwd_and_user_chroot),
+        (
+            "etc_files_are_bound_not_written",
+            etc_files_are_bound_not_written,
+        ),
+        ("devices_and_proc_work", devices_and_proc_work),
+        (
+            "missing_command_is_a_clear_error",
+            missing_command_is_a_clear_error,
+        ),
+        (
+            "background_process_is_killed_userns",
+            background_process_is_killed_userns,
+        ),
+        (
+            "background_process_is_killed_chroot",
+            background_process_is_killed_chroot,
+        ),
+        ("network_none_has_only_lo", network_none_has_only_lo),
+        (
+            "sigterm_to_rbuild_kills_the_step_userns",
+            sigterm_to_rbuild_kills_the_step_userns,
+        ),
+        (
+            "sigterm_to_rbuild_kills_the_step_chroot",
+            sigterm_to_rbuild_kills_the_step_chroot,
+        ),
+        (
+            "unprivileged_with_subuid_range",
+            unprivileged_with_subuid_range,
+        ),
+        (
+            "unprivileged_single_id_mapping",
+            unprivileged_single_id_mapping,
+        ),
+        ("unprivileged_overlay_rootfs", unprivileged_overlay_rootfs),
+        ("overhead_of_run_true", overhead_of_run_true),
+    ])
+}
+
+/// Runs the spec given as JSON and prints the outcome on the last line of stdout.
+fn driver(spec_json: &str) -> ExitCode {
+    let spec: StepSpec = serde_json::from_str(spec_json).expect("driver spec");
+    let mut out = |_: OutputStream, bytes: &[u8]| {
+        use std::io::Write;
+        let _ = std::io::stdout().write_all(bytes);
+        let _ = std::io::stdout().flush();
+    };
+    match Sandbox::new().run(&spec, &mut out) {
+        Ok(outcome) => {
+            println!(
+                "\nOUTCOME code={:?} mapping={:?} hint={}",
+                outcome.status.code,
+                outcome.id_mapping,
+                outcome.failure_hint().unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("\nERROR {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn sandbox() -> Sandbox {
+    Sandbox::new()
+}
+
+fn rootfs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    busybox_rootfs(dir.path());
+    dir
+}
+
+fn sh(root: &Path, script: &str, isolation: Isolation) -> StepSpec {
+    let mut spec = StepSpec::new(
+        Rootfs::Dir(root.to_path_buf()),
+        vec!["/bin/sh".into(), "-c".into(), script.into()],
+    );
+    spec.isolation = isolation;
+    spec
+}
+
+fn run(spec: &StepSpec) -> (StepOutcome, String) {
+    let mut output = Vec::new();
+    let outcome = sandbox()
+        .run(spec, &mut |_, b| output.extend_from_slice(b))
+        .unwrap_or_else(|e| panic!("step {:?} could not run: {e}", spec.argv));
+    (outcome, String::from_utf8_lossy(&output).into_owned())
+}
+
+fn probe_as_root_finds_userns_and_chroot() {
+    require_root();
+    let caps = sandbox().probe();
+    assert!(caps.checks.userns.ok, "{caps:?}");
+    assert!(caps.checks.chroot.ok, "{caps:?}");
+    assert!(caps.checks.overlay_in_userns.ok, "{caps:?}");
+    assert_eq!(caps.auto, Ok(Isolation::Userns));
+    assert!(caps.full_id_range());
+}
+
+fn exit_codes_and_signals() {
+    require_root();
+    let root = rootfs();
+    for isolation in [Isolation::Userns, Isolation::Chroot] {
+        let (outcome, _) = run(&sh(root.path(), "exit 3", isolation));
+        assert_eq!(outcome.status.code, Some(3), "{isolation}");
+        assert_eq!(outcome.isolation, isolation);
+        let (outcome, _) = run(&sh(
+            root.path(),
+            "echo hi; echo oops; kill -9 $$",
+            isolation,
+        ));
+        assert_eq!(outcome.status.signal, Some(9), "{isolation}");
+        assert_eq!(outcome.tail, vec!["hi".to_string(), "oops".to_string()]);
+        let (outcome, out) = run(&sh(root.path(), "echo ok", isolation));
+        assert!(outcome.status.success());
+        assert_eq!(out, "ok\n");
+    }
+}
+
+fn env_cwd_and_user(isolation: Isolation) {
+    require_root();
+    let root = rootfs();
+    let mut spec = sh(
+        root.path(),
+        "echo \"$FOO\"; pwd; id -u; id -g; id -G; touch mine",
+        isolation,
+    );
+    spec.env.push("FOO=bar baz".into());
+    spec.cwd = "/work/dir".into();
+    spec.user = resolve_user(root.path(), "app").unwrap();
+    std::fs::create_dir_all(root.path().join("work/dir")).unwrap();
+    std::os::unix::fs::chown(root.path().join("work/dir"), Some(1000), Some(1000)).unwrap();
+    let (outcome, out) = run(&spec);
+    assert!(outcome.status.success(), "{out}");
+    assert_eq!(out, "bar baz\n/work/dir\n1000\n1000\n1000 10\n");
+    let meta = std::fs::metadata(root.path().join("work/dir/mine")).unwrap();
+    // Real root maps ids 1:1, so the host sees the step's ids.
+    assert_eq!((meta.uid(), meta.gid()), (1000, 1000));
+
+    // A missing working directory is created, as runc does.
+    let mut spec = sh(root.path(), "pwd", isolation);
+    spec.cwd = "/new/wd".into();
+    let (_, out) = run(&spec);
+    assert_eq!(out, "/new/wd\n");
+    assert!(root.path().join("new/wd").is_dir());
+}
+
+fn env_cwd_and_user_userns() {
+    env_cwd_and_user(Isolation::Userns);
+}
+
+fn env_cwd_and_user_chroot() {
+    env_cwd_and_user(Isolation::Chroot);
+}
+
+fn etc_files_are_bound_not_written() {
+    require_root();
+    let root = rootfs();
+    std::fs::write(root.path().join("etc/hosts"), "original\n").unwrap();
+    let mut spec = sh(
+        root.path(),
+        "cat /etc/hosts; cat /etc/hostname; hostname; test -f /etc/resolv.conf && echo resolv",
+        Isolation::Userns,
+    );
+    spec.hostname = "buildhost".into();
+    let (outcome, out) = run(&spec);
+    assert!(outcome.status.success(), "{out}");
+    assert!(out.contains("127.0.0.1\tlocalhost buildhost\n"), "{out}");
+    assert!(out.contains("buildhost\nbuildhost\n"), "{out}");
+    assert!(out.contains("resolv"), "{out}");
+    // The rootfs's own file is untouched; the missing ones exist only as empty stubs,
+    // reported so the snapshotter can remove them.
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("etc/hosts")).unwrap(),
+        "original\n"
+    );
+    assert_eq!(
+        std::fs::read(root.path().join("etc/hostname")).unwrap(),
+        b""
+    );
+    let stub_paths: Vec<&str> = outcome.stubs.iter().map(|s| s.path.as_str()).collect();
+    assert!(stub_paths.contains(&"/etc/hostname"), "{stub_paths:?}");
+    assert!(!stub_paths.contains(&"/etc/hosts"), "{stub_paths:?}");
+    assert!(outcome.stubs.iter().all(|s| s.kind == StubKind::File));
+    let etc_mtime = std::fs::metadata(root.path().join("etc")).unwrap().mtime();
+    std::thread::sleep(Duration::from_millis(20));
+    let (outcome, _) = run(&spec);
+    assert!(
+        outcome.stubs.is_empty(),
+        "an existing stub is reused, not re-created"
+    );
+    std::fs::remove_file(root.path().join("etc/hostname")).unwrap();
+    std::fs::remove_file(root.path().join("etc/resolv.conf")).unwrap();
+    let before = std::fs::metadata(root.path().join("etc")).unwrap();
+    let (outcome, _) = run(&spec);
+    assert_ne!(
+        std::fs::metadata(root.path().join("etc"))
+            .unwrap()
+            .mtime_nsec(),
+        before.mtime_nsec()
+    );
+    rbuild_sandbox::remove_stubs(root.path(), &outcome.stubs).unwrap();
+    assert!(!root.path().join("etc/hostname").exists());
+    let after = std::fs::metadata(root.path().join("etc")).unwrap();
+    assert_eq!(
+        (after.mtime(), after.mtime_nsec()),
+        (before.mtime(), before.mtime_nsec())
+    );
+    assert!(etc_mtime <= after.mtime());
+}
+
+fn devices_and_proc_work() {
+    require_root();
+    let root = rootfs();
+    for isolation in [Isolation::Userns, Isolation::Chroot] {
+        let (outcome, out) = run(&sh(
+            root.path(),
+            "echo x > /dev/null && head -c 5 /dev/zero | wc -c && head -c 3 /dev/urandom | wc -c",
+            isolation,
+        ));
+        assert!(outcome.status.success(), "{isolation}: {out}");
+        assert_eq!(out, "5\n3\n", "{isolation}");
+    }
+    // userns gets a PID namespace: the shell is a child of our init (pid 1).
+    let (_, out) = run(&sh(root.path(), "echo $$; ls /proc/1/", Isolation::Userns));
+    assert!(out.starts_with("2\n"), "{out}");
+    // chroot mode creates missing device nodes as stubs; userns puts /dev on a tmpfs.
+    let root = rootfs();
+    let (outcome, _) = run(&sh(root.path(), "true", Isolation::Chroot));
+    assert!(outcome
+        .stubs
+        .iter()
+        .any(|s| s.path == "/dev/null" && s.kind == StubKind::CharDevice));
+    let (outcome, _) = run(&sh(root.path(), "true", Isolation::Userns));
+    assert!(
+        outcome.stubs.iter().all(|s| !s.path.starts_with("/dev/")),
+        "{:?}",
+        outcome.stubs
+    );
+}
+
+fn missing_command_is_a_clear_error() {
+    require_root();
+    let root = rootfs();
+    for isolation in [Isolation::Userns, Isolation::Chroot] {
+        let mut spec = sh(root.path(), "", isolation);
+        spec.argv = vec!["no-such-tool".into()];
+        match sandbox().run(&spec, &mut |_, _| {}) {
+            Err(SandboxError::Helper { stage, message }) => {
+                assert_eq!(stage, "exec");
+                assert!(
+                    message.contains("no-such-tool") && message.contains("not found"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected an exec error, got {other:?}"),
+        }
+    }
+}
+
+fn processes_with(marker: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            e.file_name().to_str()?.parse::<u32>().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.starts_with(marker).then_some(cmdline)
+        })
+        .collect()
+}
+
+fn background_process_is_killed(isolation: Isolation, marker: &str) {
+    require_root();
+    let marker = &format!("{marker}{}", std::process::id());
+    let root = rootfs();
+    let started = Instant::now();
+    // The background sleep keeps stdout open: the step only ends because it is killed.
+    let (outcome, _) = run(&sh(
+        root.path(),
+        &format!("sleep {marker} & echo started"),
+        isolation,
+    ));
+    assert!(outcome.status.success());
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(
+        processes_with(&format!("sleep {marker}")),
+        Vec::<String>::new()
+    );
+}
+
+fn background_process_is_killed_userns() {
+    background_process_is_killed(Isolation::Userns, "4241");
+}
+
+fn background_process_is_killed_chroot() {
+    background_process_is_killed(Isolation::Chroot, "4242");
+}
+
+fn network_none_has_only_lo() {
+    require_root();
+    let root = rootfs();
+    let mut spec = sh(root.path(), "cat /proc/net/dev", Isolation::Userns);
+    spec.network = Network::None;
+    let (outcome, out) = run(&spec);
+    assert!(outcome.status.success(), "{out}");
+    let interfaces: Vec<&str> = out
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(interfaces, vec!["lo"], "{out}");
+}
+
+fn mounts_mentioning(path: &Path) -> Vec<String> {
+    let needle = path.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_string)
+        .collect()
+}
+
+fn sigterm_to_rbuild_kills_the_step(isolation: Isolation, marker: &str) {
+    require_root();
+    // Unique per run, so leftovers of another run cannot confuse the count.
+    let marker = &format!("{marker}{}", std::process::id());
+    let root = rootfs();
+    let spec = sh(
+        root.path(),
+        &format!("sleep {marker} & echo started; sleep {marker}"),
+        isolation,
+    );
+    let mut driver = Command::new(std::env::current_exe().unwrap())
+        .args([DRIVER_ARG, &serde_json::to_string(&spec).unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Whatever happens below, the driver must not outlive the test.
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+    let _guard = KillOnDrop(driver.id());
+    let mut stdout = driver.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("started") {
+        use std::io::Read;
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "driver ended before the step started");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let pattern = format!("sleep {marker}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while processes_with(&pattern).len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(processes_with(&pattern).len(), 2);
+    unsafe { libc::kill(driver.id() as i32, libc::SIGTERM) };
+    driver.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_with(&pattern).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(processes_with(&pattern), Vec::<String>::new());
+    assert_eq!(mounts_mentioning(root.path()), Vec::<String>::new());
+}
+
+fn sigterm_to_rbuild_kills_the_step_userns() {
+    sigterm_to_rbuild_kills_the_step(Isolation::Userns, "4243");
+}
+
+fn sigterm_to_rbuild_kills_the_step_chroot() {
+    sigterm_to_rbuild_kills_the_step(Isolation::Chroot, "4244");
+}
+
+/// Creates `name` if missing, and sets (or removes) its subordinate id ranges.
+fn ensure_user(name: &str, subid_start: Option<u32>) -> u32 {
+    if Command::new("id").arg(name).output().unwrap().status.code() != Some(0) {
+        let status = Command::new("useradd").args(["-m", name]).status().unwrap();
+        assert!(status.success(), "useradd {name} failed");
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let content = std::fs::read_to_string(file).unwrap_or_default();
+        let mut lines: Vec<String> = content
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{name}:")))
+            .map(str::to_string)
+            .collect();
+        if let Some(start) = subid_start {
+            lines.push(format!("{name}:{start}:65536"));
+        }
+        let mut text = lines.join("\n");
+        text.push('\n');
+        std::fs::write(file, text).unwrap();
+    }
+    let out = Command::new("id").args(["-u", name]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// A rootfs owned by `uid`, in a directory only it (and root) can use.
+fn rootfs_owned_by(uid: u32) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rootfs");
+    std::fs::create_dir(&root).unwrap();
+    busybox_rootfs(&root);
+    let walk = Command::new("chown")
+        .args([
+            "-R",
+            "-h",
+            &format!("{uid}:{uid}"),
+            &dir.path().to_string_lossy(),
+        ])
+        .status()
+        .unwrap();
+    assert!(walk.success());
+    (dir, root)
+}
+
+/// Runs the driver as `user` (via runuser) and returns its stdout.
+fn run_as(user: &str, spec: &StepSpec) -> String {
+    let out = Command::new("runuser")
+        .args(["-u", user, "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args([DRIVER_ARG, &serde_json::to_string(spec).unwrap()])
+        .env("TMPDIR", "/tmp")
+        .output()
+        .expect("runuser (util-linux) is needed");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn unprivileged_with_subuid_range() {
+    require_root();
+    let uid = ensure_user("rbuildtest", Some(200000));
+    let (_dir, root) = rootfs_owned_by(uid);
+    let spec = sh(
+        &root,
+        "id -u; touch /f /g && chown 1000:1000 /f && chown 65535 /g && echo chowned",
+        Isolation::Userns,
+    );
+    let out = run_as("rbuildtest", &spec);
+    assert!(out.contains("0\nchowned\n"), "{out}");
+    assert!(out.contains("OUTCOME code=Some(0) mapping=SubIds"), "{out}");
+    // Container id N maps to host id 200000 + N - 1 (id 0 is the user itself).
+    let f = std::fs::metadata(root.join("f")).unwrap();
+    assert_eq!((f.uid(), f.gid()), (200999, 200999));
+    assert_eq!(std::fs::metadata(root.join("g")).unwrap().uid(), 265534);
+    assert_eq!(std::fs::metadata(root.join("bin")).unwrap().uid(), uid);
+    // The USER switch works too.
+    let mut spec = sh(&root, "id -u; id -G", Isolation::Userns);
+    spec.user = resolve_user(&root, "app").unwrap();
+    let out = run_as("rbuildtest", &spec);
+    assert!(out.contains("1000\n1000 10\n"), "{out}");
+}
+
+fn unprivileged_single_id_mapping() {
+    require_root();
+    let uid = ensure_user("rbuildtest2", None);
+    let (_dir, root) = rootfs_owned_by(uid);
+    let spec = sh(&root, "touch /f && chown 1000 /f", Isolation::Userns);
+    let out = run_as("rbuildtest2", &spec);
+    assert!(out.contains("mapping=SingleId"), "{out}");
+    assert!(out.contains("OUTCOME code=Some(1)"), "{out}");
+    assert!(
+        out.contains("/etc/subuid") && out.contains("rbuildtest2:100000:65536"),
+        "{out}"
+    );
+    let mut spec = sh(&root, "id -u", Isolation::Userns);
+    spec.user = resolve_user(&root, "app").unwrap();
+    let out = run_as("rbuildtest2", &spec);
+    assert!(
+        out.contains("ERROR")
+            && out.contains("is not mapped")
+            && out.contains("rbuildtest2:100000:65536"),
+        "{out}"
+    );
+    // Root-owned files in the rootfs stay the user's own files on the host.
+    assert_eq!(std::fs::metadata(root.join("f")).unwrap().uid(), uid);
+}
+
+fn overhead_of_run_true() {
+    require_root();
+    let root = rootfs();
+    for isolation in [Isolation::Userns, Isolation::Chroot] {
+        let spec = sh(root.path(), "true", isolation);
+        run(&spec);
+        let rounds = 20;
+        let started = Instant::now();
+        for _ in 0..rounds {
+            assert!(run(&spec).0.status.success());
+        }
+        let per_step = started.elapsed() / rounds;
+        println!(
+            "  RUN true with {isolation}: {:.1} ms per step",
+            per_step.as_secs_f64() * 1000.0
+        );
+        assert!(
+            per_step < Duration::from_secs(1),
+            "{isolation}: {per_step:?}"
+        );
+    }
+}
+
+fn unprivileged_overlay_rootfs() {
+    require_root();
+    let uid = ensure_user("rbuildtest", Some(200000));
+    let (dir, lower) = rootfs_owned_by(uid);
+    let parent = dir.path().join("ovl");
+    for sub in ["", "upper", "work", "merged"] {
+        std::fs::create_dir_all(parent.join(sub)).unwrap();
+        std::os::unix::fs::chown(parent.join(sub), Some(uid), Some(uid)).unwrap();
+    }
+    let rootfs = Rootfs::Overlay {
+        lowerdirs: vec![lower.clone()],
+        upperdir: parent.join("upper"),
+        workdir: parent.join("work"),
+        merged: parent.join("merged"),
+    };
+    let mut spec = StepSpec::new(
+        rootfs,
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "rm /bin/cat && touch /new && chown 1000 /new".into(),
+        ],
+    );
+    spec.isolation = Isolation::Userns;
+    let out = run_as("rbuildtest", &spec);
+    assert!(out.contains("OUTCOME code=Some(0) mapping=SubIds"), "{out}");
+    // The lower is untouched; the upper has the new file (host id 200999) and a whiteout.
+    assert!(lower.join("bin/cat").exists());
+    assert_eq!(
+        std::fs::metadata(parent.join("upper/new")).unwrap().uid(),
+        200999
+    );
+    let whiteout = std::fs::symlink_metadata(parent.join("upper/bin/cat")).unwrap();
+    use std::os::unix::fs::FileTypeExt;
+    assert!(whiteout.file_type().is_char_device() && whiteout.rdev() == 0);
+}

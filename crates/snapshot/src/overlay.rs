@@ -1,0 +1,156 @@
+//! The overlay snapshotter: the step writes into a fresh upperdir of an overlay mounted by
+//! the sandbox helper; afterwards the upperdir *is* the change set.
+
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use rbuild_layer::Change;
+use rbuild_sandbox::{Rootfs, Stub};
+
+use crate::meta::read_meta;
+use crate::normalize::{normalize, relative};
+
+/// The three directories an overlay step needs, under one parent.
+#[derive(Debug, Clone)]
+pub struct OverlayDirs {
+    pub upperdir: PathBuf,
+    pub workdir: PathBuf,
+    pub merged: PathBuf,
+}
+
+impl OverlayDirs {
+    /// Creates `upper`, `work` and `merged` in `parent` (which must be on a filesystem that
+    /// can hold an overlay upperdir: not overlayfs itself).
+    pub fn create(parent: &Path) -> io::Result<Self> {
+        let dirs = OverlayDirs {
+            upperdir: parent.join("upper"),
+            workdir: parent.join("work"),
+            merged: parent.join("merged"),
+        };
+        for dir in [&dirs.upperdir, &dirs.workdir, &dirs.merged] {
+            std::fs::create_dir(dir).map_err(|e| {
+                io::Error::new(e.kind(), format!("creating {}: {e}", dir.display()))
+            })?;
+        }
+        Ok(dirs)
+    }
+
+    /// The sandbox rootfs for a step on `lowerdirs` (base first).
+    pub fn rootfs(&self, lowerdirs: Vec<PathBuf>) -> Rootfs {
+        Rootfs::Overlay {
+            lowerdirs,
+            upperdir: self.upperdir.clone(),
+            workdir: self.workdir.clone(),
+            merged: self.merged.clone(),
+        }
+    }
+}
+
+fn is_whiteout(meta: &std::fs::Metadata) -> bool {
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+fn is_opaque(path: &Path) -> bool {
+    ["user.overlay.opaque", "trusted.overlay.opaque"]
+        .iter()
+        .any(|name| matches!(xattr::get(path, name), Ok(Some(v)) if v == b"y"))
+}
+
+/// The top-most lower entry at `rel`, honouring whiteouts and opaque dirs of upper lowers.
+fn lower_entry(lowerdirs: &[PathBuf], rel: &Path) -> Option<PathBuf> {
+    for lower in lowerdirs.iter().rev() {
+        let candidate = lower.join(rel);
+        match std::fs::symlink_metadata(&candidate) {
+            Ok(m) if is_whiteout(&m) => return None,
+            Ok(_) => return Some(candidate),
+            Err(_) => {
+                // An opaque ancestor in this lower hides everything below it in lower ones.
+                let hidden = rel
+                    .ancestors()
+                    .skip(1)
+                    .any(|a| !a.as_os_str().is_empty() && is_opaque(&lower.join(a)));
+                if hidden {
+                    return None;
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Converts an upperdir into changes. `lowerdirs` (base first) are consulted to drop
+/// directories that were only copied up (e.g. for a stub) and are otherwise unchanged, and to
+/// tell a directory replacing a non-directory (a plain `Upsert`) from one replacing a
+/// directory wholesale (`OpaqueDir`). `stubs` are removed from the upperdir first.
+pub fn overlay_changes(
+    upperdir: &Path,
+    lowerdirs: &[PathBuf],
+    stubs: &[Stub],
+) -> io::Result<Vec<Change>> {
+    rbuild_sandbox::remove_stubs(upperdir, stubs).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("removing sandbox stubs from {}: {e}", upperdir.display()),
+        )
+    })?;
+    let mut changes = Vec::new();
+    collect(upperdir, upperdir, lowerdirs, &mut changes)?;
+    Ok(normalize(changes))
+}
+
+/// Walks `dir` of the upperdir; returns whether anything below it is a change.
+fn collect(
+    upper: &Path,
+    dir: &Path,
+    lowers: &[PathBuf],
+    out: &mut Vec<Change>,
+) -> io::Result<bool> {
+    let mut any = false;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", dir.display())))?;
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        let rel = relative(upper, &path);
+        let meta = std::fs::symlink_metadata(&path)?;
+        if is_whiteout(&meta) {
+            out.push(Change::Delete(rel));
+            any = true;
+            continue;
+        }
+        if !meta.is_dir() {
+            out.push(Change::Upsert(rel));
+            any = true;
+            continue;
+        }
+        let lower = lower_entry(lowers, &rel);
+        let lower_is_dir = lower
+            .as_ref()
+            .and_then(|p| std::fs::symlink_metadata(p).ok())
+            .is_some_and(|m| m.is_dir());
+        if is_opaque(&path) && lower_is_dir {
+            out.push(Change::OpaqueDir(rel));
+            collect(upper, &path, lowers, out)?;
+            any = true;
+            continue;
+        }
+        let mark = out.len();
+        out.push(Change::Upsert(rel.clone()));
+        let below = collect(upper, &path, lowers, out)?;
+        let unchanged_copy_up = !below
+            && match &lower {
+                Some(lower) if lower_is_dir => {
+                    read_meta(&path)?.same_visible_metadata(&read_meta(lower)?)
+                }
+                _ => false,
+            };
+        if unchanged_copy_up {
+            out.remove(mark);
+        } else {
+            any = true;
+        }
+    }
+    Ok(any)
+}

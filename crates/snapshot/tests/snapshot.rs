@@ -1,0 +1,343 @@
+//! Both snapshotters on real steps (no mocks): the same step must give the same changes.
+//! Needs root (CI runs it as root) and busybox-static.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use rbuild_sandbox::test_support::{busybox_rootfs, require_root, run_tests};
+use rbuild_sandbox::{Isolation, Rootfs, Sandbox, StepOutcome, StepSpec};
+use rbuild_snapshot::{index_tree, overlay_changes, Change, OverlayDirs, WalkSnapshot};
+
+fn main() -> ExitCode {
+    rbuild_sandbox::maybe_run_helper();
+    run_tests(&[
+        ("noop_step_changes_nothing", noop_step_changes_nothing),
+        ("create_modify_delete", create_modify_delete),
+        (
+            "dir_replaced_by_file_and_back",
+            dir_replaced_by_file_and_back,
+        ),
+        ("dir_replaced_wholesale", dir_replaced_wholesale),
+        ("links_modes_owners_fifos", links_modes_owners_fifos),
+        (
+            "xattrs_and_capabilities_survive",
+            xattrs_and_capabilities_survive,
+        ),
+        (
+            "failing_step_still_reports_changes",
+            failing_step_still_reports_changes,
+        ),
+        ("hundred_thousand_files", hundred_thousand_files),
+        (
+            "snapshot_times_for_10000_files",
+            snapshot_times_for_10000_files,
+        ),
+    ])
+}
+
+fn step(rootfs: Rootfs, script: &str, isolation: Isolation) -> StepOutcome {
+    let mut spec = StepSpec::new(rootfs, vec!["/bin/sh".into(), "-c".into(), script.into()]);
+    spec.isolation = isolation;
+    let mut output = Vec::new();
+    let outcome = Sandbox::new()
+        .run(&spec, &mut |_, b| output.extend_from_slice(b))
+        .unwrap_or_else(|e| panic!("step {script:?}: {e}"));
+    assert!(
+        outcome.status.success() || script.contains("exit"),
+        "step {script:?} failed: {}",
+        String::from_utf8_lossy(&output)
+    );
+    outcome
+}
+
+struct Results {
+    overlay: Vec<Change>,
+    walk: Vec<Change>,
+    base: PathBuf,
+    walk_dir: PathBuf,
+    upper: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+/// Runs `script` on a busybox rootfs prepared by `setup`, once with the overlay snapshotter
+/// (userns) and once with the walk snapshotter (chroot).
+fn both(setup: &dyn Fn(&Path), script: &str) -> Results {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    std::fs::create_dir(&base).unwrap();
+    busybox_rootfs(&base);
+    setup(&base);
+
+    let dirs = OverlayDirs::create(&tmp.path().join("ovl").tap_mkdir()).unwrap();
+    let outcome = step(dirs.rootfs(vec![base.clone()]), script, Isolation::Userns);
+    let overlay =
+        overlay_changes(&dirs.upperdir, std::slice::from_ref(&base), &outcome.stubs).unwrap();
+
+    let walk_dir = tmp.path().join("walk");
+    let snapshot = WalkSnapshot::prepare(&base, &walk_dir).unwrap();
+    let outcome = step(snapshot.rootfs(), script, Isolation::Chroot);
+    let walk = snapshot.changes(&outcome.stubs).unwrap();
+    Results {
+        overlay,
+        walk,
+        base,
+        walk_dir,
+        upper: dirs.upperdir,
+        _tmp: tmp,
+    }
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> Self;
+}
+
+impl TapMkdir for PathBuf {
+    fn tap_mkdir(self) -> Self {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
+
+fn up(p: &str) -> Change {
+    Change::Upsert(p.into())
+}
+
+fn del(p: &str) -> Change {
+    Change::Delete(p.into())
+}
+
+/// The set of paths that result from applying `changes` to `base` (OCI whiteout semantics),
+/// given `result` (the upper or changed tree) to tell files from directories.
+fn applied(base: &Path, changes: &[Change], result: &Path) -> BTreeSet<PathBuf> {
+    let mut paths: BTreeSet<PathBuf> = index_tree(base).unwrap().into_keys().collect();
+    let remove_below = |paths: &mut BTreeSet<PathBuf>, p: &Path, including: bool| {
+        paths.retain(|q| !(q.starts_with(p) && (including || q != p)));
+    };
+    for change in changes {
+        match change {
+            Change::Delete(p) => remove_below(&mut paths, p, true),
+            Change::OpaqueDir(p) => {
+                remove_below(&mut paths, p, true);
+                paths.insert(p.clone());
+            }
+            Change::Upsert(p) => {
+                if !result.join(p).symlink_metadata().unwrap().is_dir() {
+                    remove_below(&mut paths, p, false);
+                }
+                paths.insert(p.clone());
+            }
+        }
+    }
+    paths
+}
+
+fn noop_step_changes_nothing() {
+    // /etc/hostname and /etc/resolv.conf are missing, so the sandbox creates stubs for them.
+    let r = both(&|_| {}, "true");
+    assert_eq!(r.overlay, Vec::<Change>::new());
+    assert_eq!(r.walk, Vec::<Change>::new());
+    assert!(!r.walk_dir.join("etc/hostname").exists());
+    assert!(!r.upper.join("etc/hostname").exists());
+}
+
+fn create_modify_delete() {
+    let r = both(
+        &|base| {
+            std::fs::write(base.join("etc/a"), "a\n").unwrap();
+            std::fs::write(base.join("etc/b"), "b\n").unwrap();
+            std::fs::create_dir_all(base.join("d/e")).unwrap();
+            std::fs::write(base.join("d/e/x"), "x").unwrap();
+        },
+        "echo new > /new && echo more >> /etc/a && rm /etc/b && rm -r /d && mkdir -p /n/m && touch /n/m/f",
+    );
+    assert_eq!(
+        r.overlay,
+        vec![
+            del("d"),
+            up("etc"),
+            up("etc/a"),
+            del("etc/b"),
+            up("n"),
+            up("n/m"),
+            up("n/m/f"),
+            up("new"),
+        ]
+    );
+    assert_eq!(r.walk, r.overlay);
+}
+
+fn dir_replaced_by_file_and_back() {
+    let r = both(
+        &|base| {
+            std::fs::create_dir(base.join("r")).unwrap();
+            std::fs::write(base.join("r/child"), "c").unwrap();
+            std::fs::write(base.join("f"), "f").unwrap();
+        },
+        "rm -r /r && echo x > /r && rm /f && mkdir /f && touch /f/in",
+    );
+    assert_eq!(r.overlay, vec![up("f"), up("f/in"), up("r")]);
+    assert_eq!(r.walk, r.overlay);
+}
+
+fn dir_replaced_wholesale() {
+    let r = both(
+        &|base| {
+            std::fs::create_dir(base.join("o")).unwrap();
+            std::fs::write(base.join("o/old1"), "1").unwrap();
+            std::fs::write(base.join("o/old2"), "2").unwrap();
+        },
+        "rm -r /o && mkdir /o && touch /o/new",
+    );
+    assert_eq!(r.overlay, vec![Change::OpaqueDir("o".into()), up("o/new")]);
+    // The walk snapshotter says the same with per-child deletes.
+    assert_eq!(
+        r.walk,
+        vec![up("o"), up("o/new"), del("o/old1"), del("o/old2")]
+    );
+    let expected: BTreeSet<PathBuf> = index_tree(&r.walk_dir).unwrap().into_keys().collect();
+    assert_eq!(applied(&r.base, &r.overlay, &r.upper), expected);
+    assert_eq!(applied(&r.base, &r.walk, &r.walk_dir), expected);
+}
+
+fn links_modes_owners_fifos() {
+    let r = both(
+        &|base| std::fs::write(base.join("etc/a"), "a").unwrap(),
+        "ln /etc/a /etc/a-link && ln -s /etc/a /sym && touch /suid && chmod 4755 /suid \
+         && touch /owned && chown 1000:1000 /owned && mkfifo /fifo && chmod 1770 /tmp",
+    );
+    let expected = vec![
+        up("etc"),
+        up("etc/a"),
+        up("etc/a-link"),
+        up("fifo"),
+        up("owned"),
+        up("suid"),
+        up("sym"),
+        up("tmp"),
+    ];
+    assert_eq!(r.overlay, expected);
+    assert_eq!(r.walk, expected);
+    use std::os::unix::fs::MetadataExt;
+    for root in [&r.upper, &r.walk_dir] {
+        let a = std::fs::metadata(root.join("etc/a")).unwrap();
+        assert_eq!(
+            a.ino(),
+            std::fs::metadata(root.join("etc/a-link")).unwrap().ino()
+        );
+        assert_eq!(
+            std::fs::metadata(root.join("suid")).unwrap().mode() & 0o7777,
+            0o4755
+        );
+        assert_eq!(std::fs::metadata(root.join("owned")).unwrap().uid(), 1000);
+    }
+}
+
+fn xattrs_and_capabilities_survive() {
+    // busybox has no setfattr/setcap: the base carries them, the step rewrites the files.
+    let set = |base: &Path| {
+        std::fs::write(base.join("etc/x"), "x").unwrap();
+        xattr::set(base.join("etc/x"), "user.test", b"v1").unwrap();
+        std::fs::write(base.join("etc/cap"), "c").unwrap();
+        // security.capability v2 for cap_net_raw (bit 13), permitted+effective.
+        let mut cap = vec![0u8; 20];
+        cap[..4].copy_from_slice(&0x0200_0001u32.to_le_bytes());
+        cap[4..8].copy_from_slice(&(1u32 << 13).to_le_bytes());
+        xattr::set(base.join("etc/cap"), "security.capability", &cap).unwrap();
+    };
+    let r = both(&set, "echo y >> /etc/x && echo d >> /etc/cap");
+    assert_eq!(r.overlay, vec![up("etc"), up("etc/cap"), up("etc/x")]);
+    assert_eq!(r.walk, r.overlay);
+    for root in [&r.upper, &r.walk_dir] {
+        assert_eq!(
+            xattr::get(root.join("etc/x"), "user.test").unwrap(),
+            Some(b"v1".to_vec())
+        );
+    }
+    // Writing a file drops its capabilities, in both.
+    assert_eq!(
+        xattr::get(r.walk_dir.join("etc/cap"), "security.capability").unwrap(),
+        None
+    );
+
+    // An xattr-only change (made from outside, as no busybox applet can) is an Upsert.
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    std::fs::create_dir(&base).unwrap();
+    busybox_rootfs(&base);
+    set(&base);
+    let snapshot = WalkSnapshot::prepare(&base, &tmp.path().join("w")).unwrap();
+    xattr::set(tmp.path().join("w/etc/x"), "user.test", b"v2").unwrap();
+    assert_eq!(snapshot.changes(&[]).unwrap(), vec![up("etc"), up("etc/x")]);
+}
+
+fn failing_step_still_reports_changes() {
+    let r = both(&|_| {}, "touch /half && exit 7");
+    assert_eq!(r.overlay, vec![up("half")]);
+    assert_eq!(r.walk, r.overlay);
+}
+
+fn hundred_thousand_files() {
+    let started = Instant::now();
+    let r = both(
+        &|_| {},
+        "mkdir /many && cd /many && seq 1 100000 | xargs touch",
+    );
+    assert_eq!(r.overlay.len(), 100_001);
+    assert_eq!(r.walk, r.overlay);
+    println!(
+        "  100,000 new files, both snapshotters: {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn snapshot_times_for_10000_files() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    std::fs::create_dir(&base).unwrap();
+    busybox_rootfs(&base);
+    for d in 0..100 {
+        let dir = base.join(format!("data/{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..100 {
+            std::fs::write(dir.join(f.to_string()), format!("{d}-{f}")).unwrap();
+        }
+    }
+    let script = "echo x >> /data/5/5 && rm /data/7/7 && touch /data/new";
+
+    let t = Instant::now();
+    let snapshot = WalkSnapshot::prepare(&base, &tmp.path().join("walk")).unwrap();
+    let copy_index = t.elapsed();
+    let outcome = step(snapshot.rootfs(), script, Isolation::Chroot);
+    let t = Instant::now();
+    let walk = snapshot.changes(&outcome.stubs).unwrap();
+    let compare = t.elapsed();
+
+    let dirs = OverlayDirs::create(&tmp.path().join("ovl").tap_mkdir()).unwrap();
+    let outcome = step(dirs.rootfs(vec![base.clone()]), script, Isolation::Userns);
+    let t = Instant::now();
+    let overlay =
+        overlay_changes(&dirs.upperdir, std::slice::from_ref(&base), &outcome.stubs).unwrap();
+    let convert = t.elapsed();
+    println!(
+        "  10,000 files: walk copy+index {:.0} ms, walk compare {:.0} ms, overlay convert {:.1} ms",
+        copy_index.as_secs_f64() * 1e3,
+        compare.as_secs_f64() * 1e3,
+        convert.as_secs_f64() * 1e3
+    );
+    let expected = vec![
+        up("data"),
+        up("data/5"),
+        up("data/5/5"),
+        del("data/7/7"),
+        up("data/new"),
+    ];
+    // data/7 changed too (an entry was removed from it).
+    let mut expected = expected;
+    expected.insert(3, up("data/7"));
+    assert_eq!(overlay, expected);
+    assert_eq!(walk, expected);
+}

@@ -1,0 +1,216 @@
+//! Writing blobs: a temp file in the store, hashed while written, fsynced, verified and only
+//! then renamed to `blobs/sha256/<hex>`. A blob under its final name is always complete.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::PathBuf;
+
+use rbuild_image::{Descriptor, Digest, Hasher};
+
+use crate::error::{IoContext, Result, StoreError};
+use crate::{fsutil, lock, Store};
+
+/// A blob that is now in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedBlob {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+impl CommittedBlob {
+    /// A descriptor of this blob with `media_type`.
+    pub fn descriptor(&self, media_type: &str) -> Descriptor {
+        Descriptor::new(media_type, self.digest.clone(), self.size)
+    }
+}
+
+/// Streams a blob into the store. Dropping it without `commit` deletes the temp file; a
+/// process killed mid-write leaves an unlocked temp file that `gc` removes.
+pub struct BlobWriter<'s> {
+    store: &'s Store,
+    file: Option<BufWriter<File>>,
+    temp: PathBuf,
+    hasher: Hasher,
+    size: u64,
+}
+
+impl std::fmt::Debug for BlobWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobWriter")
+            .field("temp", &self.temp)
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+impl Write for BlobWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("blob writer already finished"))?;
+        let n = file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.file.as_mut() {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl BlobWriter<'_> {
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Finishes the blob: fsync, verify against `expected` (if given), then rename into place.
+    /// On a mismatch nothing is stored and the temp file is removed.
+    pub fn commit(mut self, expected: Option<&Digest>) -> Result<CommittedBlob> {
+        let writer = self.file.take().expect("file present until commit");
+        let file = writer
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .at("write blob temp file", &self.temp)?;
+        file.sync_all().at("fsync blob temp file", &self.temp)?;
+        let digest = std::mem::take(&mut self.hasher).finish();
+        if let Some(expected) = expected {
+            if *expected != digest {
+                return Err(StoreError::DigestMismatch {
+                    what: format!("blob being written to {}", self.store.root.display()),
+                    expected: expected.clone(),
+                    actual: digest,
+                    size: self.size,
+                });
+            }
+        }
+        let target = self.store.blob_path(&digest);
+        {
+            // Shared gc lock: the lease entry and the rename happen together, never in the
+            // middle of a gc run that could otherwise list, miss and delete this blob.
+            let _gc = lock::shared(&self.store.gc_lock)?;
+            self.store.lease_digest(&digest)?;
+            std::fs::rename(&self.temp, &target).at("rename blob into place at", &target)?;
+        }
+        fsutil::sync_dir(&self.store.blobs)?;
+        drop(file);
+        self.temp = PathBuf::new();
+        Ok(CommittedBlob {
+            digest,
+            size: self.size,
+        })
+    }
+}
+
+impl Drop for BlobWriter<'_> {
+    fn drop(&mut self) {
+        if !self.temp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+impl Store {
+    /// Starts writing a blob.
+    pub fn blob_writer(&self) -> Result<BlobWriter<'_>> {
+        let (file, temp) = fsutil::create_temp(self, "blob")?;
+        // Locked for as long as the writer lives, so gc can tell it from a dead one's leftover.
+        lock::try_exclusive(&file);
+        Ok(BlobWriter {
+            store: self,
+            file: Some(BufWriter::with_capacity(1 << 20, file)),
+            temp,
+            hasher: Hasher::new(),
+            size: 0,
+        })
+    }
+
+    /// Stores `bytes`, verifying them against `expected` if given.
+    pub fn put_bytes(&self, bytes: &[u8], expected: Option<&Digest>) -> Result<CommittedBlob> {
+        let digest = Digest::of(bytes);
+        if let Some(expected) = expected {
+            if *expected != digest {
+                return Err(StoreError::DigestMismatch {
+                    what: "blob content".into(),
+                    expected: expected.clone(),
+                    actual: digest,
+                    size: bytes.len() as u64,
+                });
+            }
+        }
+        if self.protect(&digest)? {
+            return Ok(CommittedBlob {
+                digest,
+                size: bytes.len() as u64,
+            });
+        }
+        let mut w = self.blob_writer()?;
+        w.write_all(bytes)
+            .at("write blob temp file", &w.temp.clone())?;
+        w.commit(Some(&digest))
+    }
+
+    /// Stores everything `reader` yields, verifying against `expected` if given.
+    pub fn put_blob(
+        &self,
+        reader: &mut dyn Read,
+        expected: Option<&Digest>,
+    ) -> Result<CommittedBlob> {
+        let mut w = self.blob_writer()?;
+        let temp = w.temp.clone();
+        io::copy(reader, &mut w).at("copy blob into", &temp)?;
+        w.commit(expected)
+    }
+
+    /// Whether the blob is present.
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Opens a blob for reading; a clear error if it is missing. The content is not rehashed
+    /// here (layers are large); use `read_blob` for small verified reads and `fsck` for all.
+    pub fn open_blob(&self, digest: &Digest) -> Result<File> {
+        let path = self.blob_path(digest);
+        match File::open(&path) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound {
+                digest: digest.clone(),
+                store: self.root.clone(),
+            }),
+            Err(e) => Err(e).at("open blob", &path),
+        }
+    }
+
+    /// The size of a stored blob.
+    pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
+        let file = self.open_blob(digest)?;
+        Ok(file
+            .metadata()
+            .at("stat blob", &self.blob_path(digest))?
+            .len())
+    }
+
+    /// Reads a whole blob and checks it still hashes to its name (for manifests and configs).
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        let path = self.blob_path(digest);
+        self.open_blob(digest)?
+            .read_to_end(&mut bytes)
+            .at("read blob", &path)?;
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            return Err(StoreError::DigestMismatch {
+                what: format!("stored blob {}", path.display()),
+                expected: digest.clone(),
+                actual,
+                size: bytes.len() as u64,
+            });
+        }
+        Ok(bytes)
+    }
+}

@@ -1,0 +1,57 @@
+//! Durable file replacement: write a temp file in the store, fsync it, rename it over the
+//! target, fsync the directory. A crash leaves either the old file or the new one.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use crate::error::{IoContext, Result};
+use crate::Store;
+
+/// Creates a new, uniquely named file in the store's temp directory.
+pub(crate) fn create_temp(store: &Store, prefix: &str) -> Result<(File, PathBuf)> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    loop {
+        let n = store.temp_counter.fetch_add(1, Ordering::Relaxed);
+        let path = store.tmp.join(format!(
+            "{prefix}-{}-{n}-{nanos:09}.partial",
+            std::process::id()
+        ));
+        match OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(file) => return Ok((file, path)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).at("create temp file", &path),
+        }
+    }
+}
+
+/// fsyncs a directory so a rename in it survives a power loss.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .at("fsync directory", dir)
+}
+
+/// Atomically replaces `target` with `bytes`.
+pub(crate) fn write_atomic(store: &Store, target: &Path, bytes: &[u8]) -> Result<()> {
+    let (mut file, temp) = create_temp(store, "file")?;
+    let result = (|| {
+        file.write_all(bytes).at("write", &temp)?;
+        file.sync_all().at("fsync", &temp)?;
+        std::fs::rename(&temp, target).at("rename temp file into place at", target)?;
+        sync_dir(target.parent().unwrap_or(Path::new(".")))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}

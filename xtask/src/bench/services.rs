@@ -1,0 +1,170 @@
+//! The real services a benchmark run needs, started for the run and stopped after it: a
+//! registry on 127.0.0.1 (bases come from it, pushes go to it) and a private dockerd for the
+//! BuildKit peer. Base images are made locally: no public registry is reachable here.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use rbuild_testutil::{busybox_rootfs, Dockerd, Registry};
+
+use super::workloads::Base;
+
+/// Debian's docker client: the newer one earlier on some PATHs lacks the builder bits the
+/// daemon of Debian's docker.io expects.
+pub const DEBIAN_DOCKER: &str = "/usr/bin/docker";
+
+pub struct Services {
+    registry: Registry,
+    dockerd: Dockerd,
+    bases: RefCell<HashMap<&'static str, String>>,
+}
+
+pub fn base_name(base: Base) -> &'static str {
+    match base {
+        Base::Busybox => "busybox",
+        Base::Debian => "debian",
+    }
+}
+
+impl Services {
+    pub fn start(_work: &Path) -> Result<Services> {
+        eprintln!("==> starting a registry and a private dockerd");
+        Ok(Services {
+            registry: Registry::start(),
+            dockerd: Dockerd::start(),
+            bases: RefCell::new(HashMap::new()),
+        })
+    }
+
+    pub fn docker_host(&self) -> String {
+        self.dockerd.host()
+    }
+
+    pub fn registry_addr(&self) -> String {
+        self.registry.host()
+    }
+
+    /// The reference of `base` in the local registry, made on first use.
+    pub fn base(&self, base: Base, work: &Path) -> Result<String> {
+        let name = base_name(base);
+        if let Some(r) = self.bases.borrow().get(name) {
+            return Ok(r.clone());
+        }
+        let rootfs = work.join("bases").join(name);
+        if !rootfs.join("bin").exists() {
+            std::fs::create_dir_all(&rootfs)?;
+            match base {
+                Base::Busybox => busybox_rootfs(&rootfs),
+                Base::Debian => debootstrap(&rootfs)?,
+            }
+        }
+        let reference = format!("{}/bench/{name}:latest", self.registry.host());
+        self.dockerd.import_rootfs(&rootfs, &reference);
+        self.dockerd.docker_ok(&["push", &reference]);
+        self.bases.borrow_mut().insert(name, reference.clone());
+        Ok(reference)
+    }
+}
+
+/// A minimal Debian bookworm from the machine's own apt mirror (a few minutes, once: the
+/// result is kept under target/bench/bases).
+fn debootstrap(rootfs: &Path) -> Result<()> {
+    let mirror = match std::env::var("RBUILD_BENCH_MIRROR") {
+        Ok(m) => m,
+        Err(_) => apt_mirror().context(
+            "no bookworm mirror found in /etc/apt/sources.list*; set RBUILD_BENCH_MIRROR",
+        )?,
+    };
+    let status = Command::new("debootstrap")
+        .args(["--variant=minbase", "bookworm"])
+        .arg(rootfs)
+        .arg(&mirror)
+        .status()
+        .context("running debootstrap (apt-get install debootstrap)")?;
+    if !status.success() {
+        bail!("debootstrap of bookworm from {mirror} failed");
+    }
+    Ok(())
+}
+
+/// The mirror this machine's apt uses for bookworm, from one-line `.list` files or deb822
+/// `.sources` files.
+fn apt_mirror() -> Option<String> {
+    let mut files = vec![std::path::PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        files.extend(dir.flatten().map(|e| e.path()));
+    }
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        if let Some(uri) = mirror_in(&text) {
+            return Some(uri);
+        }
+    }
+    None
+}
+
+fn mirror_in(text: &str) -> Option<String> {
+    // One-line form: deb [options] URI SUITE COMPONENTS...
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() != Some(&"deb") {
+            continue;
+        }
+        let mut i = 1;
+        if words.get(i).is_some_and(|w| w.starts_with('[')) {
+            while i < words.len() && !words[i].ends_with(']') {
+                i += 1;
+            }
+            i += 1;
+        }
+        if words.get(i + 1) == Some(&"bookworm") {
+            return words.get(i).map(|s| s.to_string());
+        }
+    }
+    // deb822 form: paragraphs with Types:, URIs:, Suites:.
+    for para in text.split("\n\n") {
+        let field = |name: &str| {
+            para.lines()
+                .find(|l| l.to_ascii_lowercase().starts_with(name))
+                .map(|l| {
+                    l[name.len()..]
+                        .split_whitespace()
+                        .map(String::from)
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        if field("types:").iter().any(|t| t == "deb")
+            && field("suites:").iter().any(|s| s == "bookworm")
+        {
+            return field("uris:").into_iter().next();
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_mirror_in_both_apt_formats() {
+        let one_line =
+            "# c\ndeb [arch=amd64 signed-by=/k.gpg] http://m.example/debian bookworm main\n";
+        assert_eq!(
+            mirror_in(one_line).as_deref(),
+            Some("http://m.example/debian")
+        );
+        let deb822 = "Types: deb\nURIs: http://n.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n";
+        assert_eq!(
+            mirror_in(deb822).as_deref(),
+            Some("http://n.example/debian")
+        );
+        assert_eq!(mirror_in("deb http://x.example/debian trixie main\n"), None);
+    }
+}
