@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 
 use measure::Sample;
 use tools::Tool;
-use workloads::{Base, Mode, Workload};
+use workloads::{Mode, Workload};
 
 struct Options {
     quick: bool,
@@ -331,6 +331,7 @@ mod services;
 
 #[cfg(test)]
 mod tests {
+    use super::workloads::Base;
     use super::*;
 
     #[test]

@@ -133,12 +133,6 @@ impl Tool {
             }
         }
     }
-
-    /// Whether the tool's peak memory is its own: a docker client's is not (the daemon
-    /// does the work), so its RSS column says so instead of showing a misleading number.
-    pub fn rss_is_meaningful(&self) -> bool {
-        !matches!(self.kind, Kind::DockerBuildkit { .. })
-    }
 }
 
 #[cfg(test)]
