@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The README's first command: prepares a fresh machine (Debian 12, root) and runs a real job.
+# The README's first command: prepares a fresh machine (Debian 12, root) and runs a real
+# multi-stage build with RUN steps, from nothing: the base image is made locally from
+# Debian's static busybox (no public registry is needed), then examples/hello is built on it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -7,10 +9,37 @@ cd "$(dirname "$0")/.."
 ensure_packages "${TEST_PACKAGES[@]}"
 echo "==> building rbuild (release)"
 cargo build --release --quiet --bin rbuild
-RBUILD=target/release/rbuild
+RBUILD=$PWD/target/release/rbuild
 echo "==> $($RBUILD --version)"
-echo "==> rbuild parse --dump examples/hello/Dockerfile"
-$RBUILD parse --dump examples/hello/Dockerfile
-echo "==> rbuild parse --json examples/hello/Dockerfile (stages)"
-$RBUILD parse --json examples/hello/Dockerfile | head -c 2000; echo
-echo "==> done: the binary is $RBUILD"
+$RBUILD info
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+echo "==> making a busybox base image from /bin/busybox"
+mkdir -p "$work/base/rootfs/bin" "$work/base/rootfs/etc" "$work/base/rootfs/tmp" "$work/base/rootfs/root"
+chmod 1777 "$work/base/rootfs/tmp"
+cp /bin/busybox "$work/base/rootfs/bin/busybox"
+for applet in $(/bin/busybox --list); do
+    [ "$applet" = busybox ] || ln -s busybox "$work/base/rootfs/bin/$applet"
+done
+echo 'root:x:0:0:root:/root:/bin/sh' > "$work/base/rootfs/etc/passwd"
+echo 'root:x:0:' > "$work/base/rootfs/etc/group"
+cat > "$work/base/Dockerfile" <<'DOCKERFILE'
+FROM scratch
+COPY rootfs/ /
+ENV PATH=/bin
+CMD ["sh"]
+DOCKERFILE
+$RBUILD build --progress plain -t busybox:latest "$work/base"
+
+echo "==> building examples/hello (two stages, a RUN heredoc, COPY --from)"
+$RBUILD build --progress plain -t hello:latest -o "type=local,dest=$work/hello-rootfs" examples/hello
+echo "==> the image's /greeting.txt says: $(cat "$work/hello-rootfs/greeting.txt")"
+$RBUILD images
+
+cat <<EOF
+==> done. The binary is $RBUILD; images are in the store (${RBUILD_ROOT:-the default store}).
+    Run the image with Docker:   $RBUILD save hello:latest -o hello.tar && docker load -i hello.tar && docker run --rm hello:latest
+    Or look at its files:        $RBUILD build -o type=local,dest=DIR examples/hello
+EOF

@@ -231,3 +231,38 @@ fn secrets_reach_run_but_never_the_image() {
     // ...but no layer holds /run/secrets/tok.
     assert!(!out_dir.join("run/secrets/tok").exists());
 }
+
+#[test]
+fn built_image_runs_in_docker_after_save_and_load() {
+    require_root("native builds and a private dockerd in this test");
+    let root = store_with_busybox();
+    let ok_build = ok(rbuild(root.path())
+        .args([
+            "build",
+            "-q",
+            "-t",
+            "hello:run",
+            "--build-arg",
+            "BASE=busybox:latest",
+        ])
+        .arg(example_dir())
+        .output()
+        .unwrap());
+    let image_id = String::from_utf8_lossy(&ok_build.stdout).trim().to_string();
+    assert!(image_id.starts_with("sha256:"), "{image_id}");
+    let archive = root.path().join("hello.tar");
+    ok(rbuild(root.path())
+        .args(["save", "hello:run", "--format", "docker", "-o"])
+        .arg(&archive)
+        .output()
+        .unwrap());
+
+    let daemon = rbuild_testutil::Dockerd::start();
+    let loaded = daemon.docker_ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(loaded.contains("hello:run"), "{loaded}");
+    // Docker computes the same image id from the same config.
+    let id = daemon.docker_ok(&["image", "inspect", "-f", "{{.Id}}", "hello:run"]);
+    assert_eq!(id.trim(), image_id);
+    let output = daemon.docker_ok(&["run", "--rm", "--network", "none", "hello:run"]);
+    assert_eq!(output, "hello from a container built by rbuild\n");
+}
