@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::Path;
 
 use rbuild_dockerfile::instructions::{Add, Copy, InlineSource};
-use rbuild_layer::{apply_layer, ApplyOptions};
+use rbuild_layer::apply_layer;
 
 use crate::error::Result;
 use crate::fsops::{self, Ownership};
@@ -85,6 +85,27 @@ fn resolve_chown(rootfs: &Path, spec: &str) -> std::result::Result<(u32, u32), S
     }
 }
 
+/// A rootless build only has container root (the user itself, in a single-id user
+/// namespace): any other `--chown` owner would need subordinate ids, not mapped yet.
+fn check_rootless_chown(
+    name: &str,
+    spec: &str,
+    (uid, gid): (u32, u32),
+) -> std::result::Result<(), String> {
+    if fsops::running_as_root() || (uid, gid) == (0, 0) {
+        return Ok(());
+    }
+    let id = if uid != 0 {
+        format!("uid {uid}")
+    } else {
+        format!("gid {gid}")
+    };
+    Err(format!(
+        "{name} --chown={spec}: rootless builds cannot give files to {id} yet \
+         (run as root, or without --chown)"
+    ))
+}
+
 /// A local file ADD unpacks: gzip, zstd or plain tar (by content, not name).
 fn is_archive(path: &Path) -> bool {
     let mut head = [0u8; 512];
@@ -129,7 +150,11 @@ impl Builder<'_> {
         }
         let own = Ownership {
             owner: match &spec.chown {
-                Some(c) => Some(resolve_chown(&st.rootfs, c).map_err(|e| origin.error(e))?),
+                Some(c) => {
+                    let ids = resolve_chown(&st.rootfs, c).map_err(|e| origin.error(e))?;
+                    check_rootless_chown(name, c, ids).map_err(|e| origin.error(e))?;
+                    Some(ids)
+                }
                 // Files from the context belong to root; from a stage or image they keep
                 // their owners (BuildKit).
                 None if spec.from.is_none() => Some((0, 0)),
@@ -204,7 +229,7 @@ impl Builder<'_> {
                 apply_layer(
                     std::io::BufReader::new(file),
                     &target,
-                    &ApplyOptions::default(),
+                    &crate::workdir::layer_apply_options(),
                 )
                 .map_err(|e| fail(format!("extracting {}: {e}", source.rel)))?;
             } else {
@@ -278,7 +303,7 @@ fn write_inline(path: &Path, data: &str, own: Ownership) -> std::result::Result<
     std::io::Write::write_all(&mut f, data.as_bytes())
         .map_err(|e| format!("writing {}: {e}", path.display()))?;
     let (uid, gid) = own.owner.unwrap_or((0, 0));
-    fsops::lchown(path, uid, gid).map_err(|e| format!("chown of {}: {e}", path.display()))?;
+    fsops::chown_in_build(path, uid, gid)?;
     std::fs::set_permissions(
         path,
         std::fs::Permissions::from_mode(own.mode.unwrap_or(0o644)),

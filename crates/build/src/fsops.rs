@@ -103,7 +103,8 @@ fn ensure_dir_at(
                 fs::create_dir(&new).map_err(|e| format!("creating directory {prefix}: {e}"))?;
                 fs::set_permissions(&new, fs::Permissions::from_mode(0o755))
                     .map_err(|e| format!("setting mode of {prefix}: {e}"))?;
-                lchown(&new, owner.0, owner.1).map_err(|e| format!("chown of {prefix}: {e}"))?;
+                chown_in_build(&new, owner.0, owner.1)
+                    .map_err(|e| format!("creating directory {prefix}: {e}"))?;
                 host = new;
             }
         }
@@ -118,6 +119,37 @@ pub(crate) fn is_dir_in_root(root: &Path, container_path: &str) -> bool {
 
 pub(crate) fn lchown(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+}
+
+/// Whether the build runs as host root (euid 0); otherwise it is a rootless build.
+pub(crate) fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The effective uid and gid of this process.
+pub(crate) fn current_ids() -> (u32, u32) {
+    // SAFETY: geteuid/getegid have no preconditions and cannot fail.
+    unsafe { (libc::geteuid(), libc::getegid()) }
+}
+
+/// Gives `path` (never followed) to container owner `uid:gid`. A rootless build runs as
+/// container root in a single-id user namespace, so there container root *is* the user:
+/// files the user owns already have the right owner (the layer writer records them as
+/// 0:0) and the chown is skipped. Any other owner would need subordinate ids, which a
+/// rootless build does not map yet, so it fails instead of silently changing the owner.
+pub(crate) fn chown_in_build(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    if running_as_root() {
+        return lchown(path, uid, gid).map_err(|e| format!("chown of {}: {e}", path.display()));
+    }
+    if (uid, gid) == (0, 0) || (uid, gid) == current_ids() {
+        return Ok(());
+    }
+    Err(format!(
+        "chown of {} to {uid}:{gid}: rootless builds cannot give files to uid {uid} yet \
+         (run as root)",
+        path.display()
+    ))
 }
 
 /// Sets a path's mtime (and atime) without following a symlink.
@@ -164,7 +196,7 @@ fn apply_meta(
     is_link: bool,
 ) -> Result<(), String> {
     let (uid, gid) = own.owner.unwrap_or((src_md.uid(), src_md.gid()));
-    lchown(dst, uid, gid).map_err(|e| format!("chown of {}: {e}", dst.display()))?;
+    chown_in_build(dst, uid, gid)?;
     if !is_link {
         // After chown, which clears setuid/setgid bits.
         let mode = own.mode.unwrap_or(src_md.mode() & 0o7777);

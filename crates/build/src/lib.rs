@@ -185,6 +185,9 @@ pub fn build(
     let write_options = WriteOptions {
         compression: request.compression,
         source_date_epoch: request.source_date_epoch,
+        // Rootless, what container root creates (RUN in the single-id user namespace,
+        // COPY, WORKDIR) is owned by the user on disk: record it as 0:0.
+        map_owner: (!fsops::running_as_root()).then(fsops::current_ids),
         ..Default::default()
     };
     let mut builder = stage::Builder::new(stage::BuilderParts {

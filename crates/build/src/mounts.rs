@@ -82,7 +82,7 @@ impl Builder<'_> {
                             std::fs::Permissions::from_mode(m.mode.unwrap_or(0o755)),
                         )
                         .map_err(|e| origin.error(format!("cache {id:?}: {e}")))?;
-                        fsops::lchown(&dir, m.uid.unwrap_or(0), m.gid.unwrap_or(0))
+                        fsops::chown_in_build(&dir, m.uid.unwrap_or(0), m.gid.unwrap_or(0))
                             .map_err(|e| origin.error(format!("cache {id:?}: {e}")))?;
                     }
                     binds.push(BindMount {

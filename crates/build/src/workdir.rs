@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rbuild_image::Descriptor;
-use rbuild_layer::{apply_layer, ApplyOptions};
+use rbuild_layer::{apply_layer, ApplyOptions, Ownership};
 use rbuild_store::Store;
 
 use crate::error::{io_msg, BuildError, Result};
@@ -55,13 +55,30 @@ impl Drop for BuildDir {
     }
 }
 
+/// How this process extracts layers. As root, owners are preserved. Rootless, chown is
+/// not permitted, so files stay owned by the user, who is container root in the sandbox's
+/// single-id user namespace (and the layer writer records the user's ids as 0:0).
+/// Keeping the image's other owners would need extraction inside a user namespace with
+/// subordinate ids mapped (`Ownership::Map`); that is not done yet.
+pub(crate) fn layer_apply_options() -> ApplyOptions {
+    if crate::fsops::running_as_root() {
+        ApplyOptions::default()
+    } else {
+        ApplyOptions {
+            ownership: Ownership::Ignore,
+            ..ApplyOptions::default()
+        }
+    }
+}
+
 /// Applies `layers` (bottom first) from the store onto `dir`.
 pub(crate) fn apply_layers(store: &Store, layers: &[Descriptor], dir: &Path) -> Result<()> {
+    let options = layer_apply_options();
     for layer in layers {
         let blob = store
             .open_blob(&layer.digest)
             .map_err(|e| BuildError::other(format!("opening layer {}: {e}", layer.digest)))?;
-        apply_layer(std::io::BufReader::new(blob), dir, &ApplyOptions::default()).map_err(|e| {
+        apply_layer(std::io::BufReader::new(blob), dir, &options).map_err(|e| {
             BuildError::other(format!(
                 "applying layer {} onto {}: {e}",
                 layer.digest,

@@ -266,3 +266,170 @@ fn built_image_runs_in_docker_after_save_and_load() {
     let output = daemon.docker_ok(&["run", "--rm", "--network", "none", "hello:run"]);
     assert_eq!(output, "hello from a container built by rbuild\n");
 }
+
+/// Creates `name` if missing, with no subordinate id ranges, and returns its uid and gid.
+fn user_without_subids(name: &str) -> (u32, u32) {
+    if !Command::new("id")
+        .arg(name)
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        let status = Command::new("useradd").args(["-m", name]).status().unwrap();
+        assert!(status.success(), "useradd {name} failed");
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let content = std::fs::read_to_string(file).unwrap_or_default();
+        let kept: String = content
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{name}:")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(file, kept).unwrap();
+    }
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id").args([flag, name]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    (id("-u"), id("-g"))
+}
+
+/// Every entry of every layer blob in an OCI archive (config and manifest blobs are
+/// skipped: they are not tars).
+fn oci_layer_entries(archive: &Path) -> Vec<rbuild_layer::EntryInfo> {
+    let mut outer = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    let mut entries = Vec::new();
+    for entry in outer.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if !entry.path().unwrap().starts_with("blobs/sha256") {
+            continue;
+        }
+        let mut blob = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut blob).unwrap();
+        if blob.first() == Some(&b'{') {
+            continue;
+        }
+        entries.extend(rbuild_layer::list_entries(blob.as_slice()).unwrap());
+    }
+    entries
+}
+
+#[test]
+fn unprivileged_user_without_subids_builds_from_an_image() {
+    require_root("creating a user and running rbuild as it in this test");
+    let user = "rbuildnosub";
+    let (uid, gid) = user_without_subids(user);
+    assert_ne!(uid, 0);
+
+    // Everything the user touches lives in one world-traversable directory, including a
+    // copy of the binary (the target dir may not be reachable by other users).
+    let work = tempfile::tempdir().unwrap();
+    let chmod = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap()
+    };
+    chmod(work.path(), 0o755);
+    let bin = work.path().join("rbuild");
+    std::fs::copy(env!("CARGO_BIN_EXE_rbuild"), &bin).unwrap();
+    chmod(&bin, 0o755);
+
+    // The base image, built as root and handed over as an archive.
+    let base_store = store_with_busybox();
+    let archive = work.path().join("busybox.tar");
+    ok(rbuild(base_store.path())
+        .args(["save", "busybox:latest", "-o"])
+        .arg(&archive)
+        .output()
+        .unwrap());
+    chmod(&archive, 0o644);
+
+    let store = work.path().join("store");
+    let ctx = work.path().join("ctx");
+    let home = work.path().join("home");
+    for dir in [&store, &ctx, &home] {
+        std::fs::create_dir(dir).unwrap();
+    }
+    std::fs::write(ctx.join("f.txt"), "from the context\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:latest\nWORKDIR /app\nCOPY f.txt .\nRUN echo hi > /app/run.txt\n",
+    )
+    .unwrap();
+    let owned = Command::new("chown")
+        .args(["-R", &format!("{uid}:{gid}")])
+        .args([&store, &ctx, &home])
+        .status()
+        .unwrap();
+    assert!(owned.success());
+
+    let as_user = |args: &[&str]| -> Output {
+        Command::new("runuser")
+            .args(["-u", user, "--", "env"])
+            .arg(format!("HOME={}", home.display()))
+            .arg(format!("TMPDIR={}", home.display()))
+            .arg(&bin)
+            .arg("--root")
+            .arg(&store)
+            .args(args)
+            .env_remove("RBUILD_ENGINE")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .output()
+            .expect("runuser (util-linux) is needed")
+    };
+    ok(as_user(&["load", "-i", archive.to_str().unwrap()]));
+    let oci = work.path().join("app.oci.tar");
+    // The user writes the archive into its own home.
+    let oci_in_home = home.join("app.oci.tar");
+    ok(as_user(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "app:1",
+        "-o",
+        &format!("type=oci,dest={}", oci_in_home.display()),
+        ctx.to_str().unwrap(),
+    ]));
+    std::fs::rename(&oci_in_home, &oci).unwrap();
+
+    // Files created by container root (WORKDIR, COPY, RUN) are root's in the layers, not
+    // the host user's.
+    let entries = oci_layer_entries(&oci);
+    for wanted in ["app/", "app/f.txt", "app/run.txt"] {
+        let found: Vec<_> = entries
+            .iter()
+            .filter(|e| {
+                e.path.to_string_lossy().trim_end_matches('/') == wanted.trim_end_matches('/')
+            })
+            .collect();
+        assert!(!found.is_empty(), "{wanted} is in no layer");
+        for entry in found {
+            assert_eq!(
+                (entry.uid, entry.gid),
+                (0, 0),
+                "{wanted} is recorded with the host user's ids"
+            );
+        }
+    }
+    // Giving files to another id would need subordinate ids: a clear error, not EPERM.
+    let chown_ctx = home.join("chown-ctx");
+    std::fs::create_dir(&chown_ctx).unwrap();
+    std::fs::write(chown_ctx.join("f.txt"), "x\n").unwrap();
+    std::fs::write(
+        chown_ctx.join("Dockerfile"),
+        "FROM busybox:latest\nCOPY --chown=1000 f.txt /x\n",
+    )
+    .unwrap();
+    let err = fails(as_user(&["build", chown_ctx.to_str().unwrap()]));
+    assert!(
+        err.contains("COPY --chown=1000: rootless builds cannot give files to uid 1000 yet"),
+        "{err}"
+    );
+
+    // The base image's files are still root's too.
+    let busybox = entries
+        .iter()
+        .find(|e| e.path.to_string_lossy() == "bin/busybox")
+        .expect("bin/busybox is in the base layer");
+    assert_eq!((busybox.uid, busybox.gid), (0, 0));
+}

@@ -163,12 +163,12 @@ fn env_cwd_and_user(isolation: Isolation) {
     spec.env.push("FOO=bar baz".into());
     spec.cwd = "/app/dir".into();
     spec.user = resolve_user(root.path(), "app").unwrap();
-    std::fs::create_dir_all(root.path().join("work/dir")).unwrap();
-    std::os::unix::fs::chown(root.path().join("work/dir"), Some(1000), Some(1000)).unwrap();
+    std::fs::create_dir_all(root.path().join("app/dir")).unwrap();
+    std::os::unix::fs::chown(root.path().join("app/dir"), Some(1000), Some(1000)).unwrap();
     let (outcome, out) = run(&spec);
     assert!(outcome.status.success(), "{out}");
     assert_eq!(out, "bar baz\n/app/dir\n1000\n1000\n1000 10\n");
-    let meta = std::fs::metadata(root.path().join("work/dir/mine")).unwrap();
+    let meta = std::fs::metadata(root.path().join("app/dir/mine")).unwrap();
     // Real root maps ids 1:1, so the host sees the step's ids.
     assert_eq!((meta.uid(), meta.gid()), (1000, 1000));
 

@@ -41,6 +41,10 @@ pub struct WriteOptions {
     /// Leave out all xattrs (they are kept by default, except host-only ones such as
     /// `security.selinux` and overlay bookkeeping).
     pub no_xattrs: bool,
+    /// `(host_uid, host_gid)` recorded as owner 0 (uid and gid separately; other ids are
+    /// kept). A rootless build's files, created by container root in a single-id user
+    /// namespace, are owned on disk by the user's host ids, which mean root in the image.
+    pub map_owner: Option<(u32, u32)>,
 }
 
 /// What was written.
@@ -232,12 +236,27 @@ impl TarWriter<'_> {
             None => source.mtime,
         }
         .max(0) as u64;
+        let (uid, gid) = match self.options.map_owner {
+            Some((host_uid, host_gid)) => (
+                if source.uid == u64::from(host_uid) {
+                    0
+                } else {
+                    source.uid
+                },
+                if source.gid == u64::from(host_gid) {
+                    0
+                } else {
+                    source.gid
+                },
+            ),
+            None => (source.uid, source.gid),
+        };
         let mut entry = TarEntry {
             name: Vec::new(),
             kind: tar::EntryType::Regular,
             mode: source.mode,
-            uid: source.uid,
-            gid: source.gid,
+            uid,
+            gid,
             mtime,
             size: 0,
             link: None,
