@@ -6,36 +6,9 @@
 /// (RUN, COPY, ADD), but not to WORKDIR or config-only instructions.
 pub(crate) const BUILDKIT_SUFFIX: &str = " # buildkit";
 
-/// Go's `strconv.Quote` for the ASCII/UTF-8 text Dockerfiles contain.
-pub(crate) fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            '\x07' => out.push_str("\\a"),
-            '\x08' => out.push_str("\\b"),
-            '\x0c' => out.push_str("\\f"),
-            '\x0b' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// `fmt.Sprintf("%q", []string{...})`: `["a" "b"]`.
-pub(crate) fn go_quote_list(words: &[String]) -> String {
-    let quoted: Vec<String> = words.iter().map(|w| go_quote(w)).collect();
-    format!("[{}]", quoted.join(" "))
-}
+// Go's `strconv.Quote` and `%q` of a string list: the parser's own, checked against
+// BuildKit's dump files.
+pub(crate) use rbuild_dockerfile::syntax::quote::{go_quote, go_quote_list};
 
 /// `fmt.Sprintf("%v", []string{...})`: `[a b]`.
 pub(crate) fn go_list(words: &[String]) -> String {

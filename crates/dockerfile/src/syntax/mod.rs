@@ -6,7 +6,7 @@ mod heredoc;
 mod line_parsers;
 mod node;
 mod parser;
-mod quote;
+pub mod quote;
 mod split_command;
 
 pub use directives::Directive;
