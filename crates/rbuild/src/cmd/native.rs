@@ -13,7 +13,7 @@ use rbuild_build::{BaseImages, BuildRequest, JsonProgress, NoProgress, PlainProg
 use rbuild_image::{Platform, Reference};
 use rbuild_registry::Client;
 use rbuild_sandbox::{Isolation, Network};
-use rbuild_store::archive::{self, ArchiveFormat};
+use rbuild_store::archive::ArchiveFormat;
 use rbuild_store::{ImageRecord, Store};
 
 use super::build::{
@@ -127,7 +127,12 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
     let mut pushed = None;
     for export in &exports {
         match export {
-            Export::Archive(format, dest) => write_archive(&store, &record, *format, dest)?,
+            Export::Archive(format, dest) => super::images::write_archive_file(
+                &store,
+                std::slice::from_ref(&record),
+                *format,
+                dest,
+            )?,
             Export::Local(dest) => write_local(&store, &record, dest)?,
             Export::Push => {
                 for tag in &request.tags {
@@ -345,25 +350,6 @@ fn source_date_epoch(reproducible: bool) -> Result<Option<i64>> {
         }
         _ => Ok(None),
     }
-}
-
-fn write_archive(
-    store: &Store,
-    record: &ImageRecord,
-    format: ArchiveFormat,
-    dest: &Path,
-) -> Result<()> {
-    let dir = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a file next to {}", dest.display()))?;
-    archive::save(store, std::slice::from_ref(record), format, &mut tmp)
-        .with_context(|| format!("writing {}", dest.display()))?;
-    tmp.persist(dest)
-        .with_context(|| format!("writing {}", dest.display()))?;
-    Ok(())
 }
 
 /// `-o type=local,dest=DIR`: the image's filesystem, layers applied in order.
