@@ -7,10 +7,15 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  bench [--quick] [--runs N] [--peers a,b] [--out FILE] [WORKLOAD...]
-        build the benchmark workloads with rbuild and each peer on this machine
-        (docker build with BuildKit, buildah bud), alternating runs, and write
-        a Markdown table of medians and ratios (default docs/benchmarks.md)
+  bench [--quick] [--runs N] [--heavy-runs N] [--peers a,b] [--out FILE]
+        [--bin-dir DIR] [--list] [WORKLOAD...]
+        run the benchmark workloads with rbuild and each peer on this machine
+        (docker build with BuildKit, buildah bud, skopeo, tar | gzip/pigz),
+        alternating runs, and write a Markdown report of medians and ratios
+        (default docs/benchmarks.md). --quick: smaller data, one run, no slow
+        workloads; --heavy-runs: runs of the rows moving hundreds of MB;
+        --bin-dir: use DIR/rbuild and DIR/examples/layer_bench instead of
+        building them; --list: the workloads
   help  this text";
 
 fn main() -> ExitCode {

@@ -1,7 +1,7 @@
 //! Base images: the [`BaseImages`] trait the caller implements (the CLI pulls missing
 //! images; tests use [`LocalImages`]), loading an image's config and layers, and `scratch`.
 
-use rbuild_image::{Descriptor, ImageConfig, Platform, RootFs};
+use rbuild_image::{Descriptor, Digest, ImageConfig, Platform, RootFs};
 use rbuild_store::{ImageRecord, Store};
 
 /// Resolves a FROM (or `COPY --from`, `RUN --mount from=`) image reference to an image in
@@ -37,6 +37,9 @@ impl BaseImages for LocalImages {
 pub(crate) struct LoadedImage {
     pub config: ImageConfig,
     pub layers: Vec<Descriptor>,
+    /// What names this image in cache keys: its manifest digest (a stage's output: the
+    /// key of its file system).
+    pub id: Digest,
 }
 
 pub(crate) fn load(store: &Store, record: &ImageRecord) -> Result<LoadedImage, String> {
@@ -57,6 +60,7 @@ pub(crate) fn load(store: &Store, record: &ImageRecord) -> Result<LoadedImage, S
     Ok(LoadedImage {
         config,
         layers: manifest.layers,
+        id: record.image_manifest.digest.clone(),
     })
 }
 
@@ -78,5 +82,6 @@ pub(crate) fn scratch(platform: &Platform) -> LoadedImage {
     LoadedImage {
         config,
         layers: Vec::new(),
+        id: Digest::of(b"scratch"),
     }
 }

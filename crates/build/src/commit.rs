@@ -6,6 +6,8 @@ use rbuild_image::{Descriptor, Digest};
 use rbuild_layer::{write_layer, Change, WriteOptions};
 use rbuild_store::Store;
 
+use crate::fsops::Owners;
+
 /// A layer that is now in the store.
 pub(crate) struct CommittedLayer {
     pub descriptor: Descriptor,
@@ -23,8 +25,15 @@ pub(crate) fn commit_layer(
     let mut writer = store
         .blob_writer()
         .map_err(|e| format!("starting a layer blob: {e}"))?;
-    let info = write_layer(root, changes, &mut writer, options)
-        .map_err(|e| format!("writing the layer: {e}"))?;
+    // Rootless with subordinate ids, container root reads the files: the image's other
+    // users may keep some private, and it sees their owners as the container's ids.
+    let info = match crate::fsops::owners() {
+        Owners::Mapped(container_root) => {
+            container_root.write_layer(root, changes, &mut writer, options)
+        }
+        _ => write_layer(root, changes, &mut writer, options).map_err(|e| e.to_string()),
+    }
+    .map_err(|e| format!("writing the layer: {e}"))?;
     let blob = writer
         .commit(Some(&info.digest))
         .map_err(|e| format!("storing the layer: {e}"))?;

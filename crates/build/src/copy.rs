@@ -1,17 +1,21 @@
 //! COPY and ADD: sources from the context (after `.dockerignore`), another stage or an
-//! image; wildcards; directory-contents semantics; `--chown`/`--chmod`; ADD's local tar
-//! auto-extraction. Everything is written inside the stage's rootfs only.
+//! image, and for ADD http(s) downloads and git repositories; wildcards; directory-contents
+//! semantics; `--chown`/`--chmod` (octal or symbolic); `--exclude`; `--parents`; `--link`;
+//! ADD's archive auto-extraction. Everything is written inside the stage's rootfs only.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rbuild_dockerfile::instructions::{Add, Copy, InlineSource};
+use rbuild_image::Digest;
 use rbuild_layer::apply_layer;
 
+use crate::chmod::Chmod;
 use crate::error::Result;
 use crate::fsops::{self, Ownership};
+use crate::remote::{self, GitRef};
 use crate::snapshot::Index;
-use crate::sources::{Source, SourceRoot};
+use crate::sources::{CopyFilters, Source, SourceRoot};
 use crate::stage::{Builder, Origin, StageState};
 
 /// What COPY and ADD have in common.
@@ -23,10 +27,13 @@ pub(crate) struct CopySpec {
     pub from: Option<String>,
     pub chown: Option<String>,
     pub chmod: Option<String>,
+    pub link: bool,
     pub parents: bool,
     pub exclude: Vec<String>,
     pub checksum: Option<String>,
-    pub unpack: bool,
+    /// ADD `--unpack`: `None` unpacks local archives and leaves downloads alone.
+    pub unpack: Option<bool>,
+    pub keep_git_dir: Option<bool>,
 }
 
 impl From<Copy> for CopySpec {
@@ -39,10 +46,12 @@ impl From<Copy> for CopySpec {
             from: c.from,
             chown: c.chown,
             chmod: c.chmod,
+            link: c.link,
             parents: c.parents,
             exclude: c.exclude,
             checksum: None,
-            unpack: false,
+            unpack: None,
+            keep_git_dir: None,
         }
     }
 }
@@ -57,20 +66,14 @@ impl From<Add> for CopySpec {
             from: None,
             chown: a.chown,
             chmod: a.chmod,
+            link: a.link,
             parents: false,
             exclude: a.exclude,
             checksum: a.checksum,
-            unpack: a.unpack.unwrap_or(true),
+            unpack: a.unpack,
+            keep_git_dir: a.keep_git_dir,
         }
     }
-}
-
-fn is_remote(src: &str) -> bool {
-    let lower = src.to_ascii_lowercase();
-    lower.starts_with("http://")
-        || lower.starts_with("https://")
-        || lower.starts_with("git@")
-        || lower.starts_with("git://")
 }
 
 /// `--chown=user[:group]`: names resolved in the rootfs; a missing group means the same
@@ -85,25 +88,17 @@ fn resolve_chown(rootfs: &Path, spec: &str) -> std::result::Result<(u32, u32), S
     }
 }
 
-/// A rootless build only has container root (the user itself, in a single-id user
-/// namespace): any other `--chown` owner would need subordinate ids, not mapped yet.
+/// A rootless build can only give files to ids its user namespace maps: container root
+/// alone without subordinate ids, root and the subordinate ranges with them.
 fn check_rootless_chown(
     name: &str,
     spec: &str,
     (uid, gid): (u32, u32),
 ) -> std::result::Result<(), String> {
-    if fsops::running_as_root() || (uid, gid) == (0, 0) {
-        return Ok(());
+    match fsops::owners().cannot_own(uid, gid) {
+        None => Ok(()),
+        Some(why) => Err(format!("{name} --chown={spec}: {why}")),
     }
-    let id = if uid != 0 {
-        format!("uid {uid}")
-    } else {
-        format!("gid {gid}")
-    };
-    Err(format!(
-        "{name} --chown={spec}: rootless builds cannot give files to {id} yet \
-         (run as root, or without --chown)"
-    ))
 }
 
 /// A local file ADD unpacks: gzip, zstd or plain tar (by content, not name).
@@ -126,6 +121,103 @@ fn is_archive(path: &Path) -> bool {
         || (head.len() >= 262 && &head[257..262] == b"ustar")
 }
 
+/// Where one COPY/ADD writes: the stage's rootfs, or for `--link` an empty directory that
+/// becomes the layer on its own.
+struct Target<'t> {
+    root: &'t Path,
+    /// The destination as a container path (made absolute against WORKDIR).
+    dest: String,
+    dest_is_dir: bool,
+    own: Ownership,
+    /// Owner of directories the copy creates.
+    dir_owner: (u32, u32),
+}
+
+impl Target<'_> {
+    /// The host path a single non-directory named `name` is written to.
+    fn leaf(&self, name: &str) -> std::result::Result<PathBuf, String> {
+        let (parent, file_name) = if self.dest_is_dir {
+            (self.dest.clone(), name.to_string())
+        } else {
+            split_dest(&self.dest)
+        };
+        Ok(self.ensure_dir(&parent)?.join(file_name))
+    }
+
+    /// The destination directory (created).
+    fn dir(&self) -> std::result::Result<PathBuf, String> {
+        self.ensure_dir(&self.dest)
+    }
+
+    /// `container_path` as a directory, created if missing: owned like the copied files,
+    /// with the octal `--chmod` as mode if there is one (BuildKit), else 0755.
+    fn ensure_dir(&self, container_path: &str) -> std::result::Result<PathBuf, String> {
+        let mode = Chmod::created_dir_mode(self.own.mode.as_ref());
+        let mut missing = Vec::new();
+        if mode != 0o755 {
+            let mut prefix = String::new();
+            for comp in fsops::clean_components(container_path) {
+                prefix.push('/');
+                prefix.push_str(&comp);
+                if !missing.is_empty() || !fsops::is_dir_in_root(self.root, &prefix) {
+                    missing.push(prefix.clone());
+                }
+            }
+        }
+        let host = fsops::ensure_dir(self.root, container_path, self.dir_owner)?;
+        for created in &missing {
+            if let Ok(Some(path)) = rbuild_sandbox::rootpath::host_path_in_root(self.root, created)
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| format!("chmod of {created}: {e}"))?;
+            }
+        }
+        Ok(host)
+    }
+}
+
+impl CopySpec {
+    /// The checks BuildKit makes before touching any file (flag values, which sources a
+    /// flag allows), so that they win over "not found" errors of the sources.
+    pub(crate) fn check(&self) -> std::result::Result<(), String> {
+        if let Some(text) = &self.chmod {
+            Chmod::parse(text)?;
+        }
+        check_checksum(self)?;
+        if !self.is_add {
+            if let Some(src) = self.sources.iter().find(|s| remote::is_http_source(s)) {
+                return Err(format!("source can't be a URL for COPY: {src}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `--checksum=sha256:<hex>`: where BuildKit accepts it, parsed.
+fn check_checksum(spec: &CopySpec) -> std::result::Result<Option<Digest>, String> {
+    let Some(text) = &spec.checksum else {
+        return Ok(None);
+    };
+    if !spec.is_add {
+        return Err("checksum can't be specified for COPY".into());
+    }
+    if spec.sources.len() != 1 {
+        return Err("checksum can't be specified for multiple sources".into());
+    }
+    let src = &spec.sources[0];
+    if remote::parse_git_ref(src).is_some() {
+        // A git checksum is a commit id, checked after the fetch.
+        return Ok(None);
+    }
+    if !remote::is_http_source(src) {
+        return Err("checksum requires HTTP(S) or Git sources".into());
+    }
+    text.parse::<Digest>()
+        .map(Some)
+        .map_err(|e| format!("invalid --checksum={text}: {e}"))
+}
+
 impl Builder<'_> {
     pub(crate) fn dispatch_copy(
         &mut self,
@@ -134,47 +226,25 @@ impl Builder<'_> {
         spec: &CopySpec,
     ) -> Result<u64> {
         let name = if spec.is_add { "ADD" } else { "COPY" };
-        if spec.parents {
-            return Err(origin.error("COPY --parents is not supported yet"));
-        }
-        if !spec.exclude.is_empty() {
-            return Err(origin.error(format!("{name} --exclude is not supported yet")));
-        }
-        if spec.checksum.is_some() {
-            return Err(origin.error("ADD --checksum is only valid for URL sources, and ADD from URL is not supported yet"));
-        }
-        if spec.is_add {
-            if let Some(src) = spec.sources.iter().find(|s| is_remote(s)) {
-                return Err(origin.error(format!("ADD from URL is not supported yet: {src}")));
-            }
-        }
-        let own = Ownership {
-            owner: match &spec.chown {
-                Some(c) => {
-                    let ids = resolve_chown(&st.rootfs, c).map_err(|e| origin.error(e))?;
-                    check_rootless_chown(name, c, ids).map_err(|e| origin.error(e))?;
-                    Some(ids)
-                }
-                // Files from the context belong to root; from a stage or image they keep
-                // their owners (BuildKit).
-                None if spec.from.is_none() => Some((0, 0)),
-                None => None,
-            },
-            mode: match &spec.chmod {
-                Some(m) => Some(
-                    u32::from_str_radix(m, 8)
-                        .ok()
-                        .filter(|m| *m <= 0o7777)
-                        .ok_or_else(|| {
-                            origin.error(format!(
-                                "invalid --chmod={m}: only octal modes are supported"
-                            ))
-                        })?,
-                ),
-                None => None,
-            },
+        let chmod = match &spec.chmod {
+            Some(text) => Some(Chmod::parse(text).map_err(|e| origin.error(e))?),
+            None => None,
         };
-        let dir_owner = own.owner.unwrap_or((0, 0));
+        spec.check().map_err(|e| origin.error(e))?;
+        let checksum = check_checksum(spec).map_err(|e| origin.error(e))?;
+        let filters = CopyFilters::new(&spec.exclude).map_err(|e| origin.error(e))?;
+        let owner = match &spec.chown {
+            Some(c) => {
+                let ids = resolve_chown(&st.rootfs, c).map_err(|e| origin.error(e))?;
+                check_rootless_chown(name, c, ids).map_err(|e| origin.error(e))?;
+                Some(ids)
+            }
+            // Files from the context or a download belong to root; from a stage or image
+            // they keep their owners (BuildKit).
+            None if spec.from.is_none() => Some((0, 0)),
+            None => None,
+        };
+        let own = Ownership { owner, mode: chmod };
         let from_root = match &spec.from {
             Some(from) => Some(
                 self.root_of_from(st.index, from)
@@ -182,91 +252,257 @@ impl Builder<'_> {
             ),
             None => None,
         };
-        let root = match &from_root {
-            Some(r) => SourceRoot::Rootfs(r),
-            None => SourceRoot::Context {
-                dir: &self.request.context_dir,
-                ignore: self.ignore.as_ref(),
-            },
+        // BuildKit links (copies into an empty tree merged on top) only without --chmod.
+        let link = spec.link && spec.chmod.is_none();
+        let out = if link {
+            self.dir.new_dir("link")?
+        } else {
+            st.rootfs.clone()
         };
-        let mut sources: Vec<Source> = Vec::new();
-        for src in &spec.sources {
-            let found = root
-                .expand(src)
-                .map_err(|e| origin.error(format!("{name} failed: {e}")))?;
-            sources.extend(found);
-        }
         let count = spec.sources.len() + spec.inline.len();
         let dest = fsops::join_container(&st.workdir(), &spec.dest);
         let dest_says_dir =
             spec.dest.ends_with('/') || spec.dest == "." || spec.dest.ends_with("/.");
-        if count > 1 && !dest_says_dir && !fsops::is_dir_in_root(&st.rootfs, &dest) {
+        let dest_exists_as_dir = fsops::is_dir_in_root(&out, &dest);
+        if count > 1 && !dest_says_dir && !dest_exists_as_dir {
             return Err(origin.error(format!(
                 "When using {name} with more than one source file, the destination must be a directory and end with a /"
             )));
         }
-        let dest_is_dir = count > 1 || dest_says_dir || fsops::is_dir_in_root(&st.rootfs, &dest);
+        let target = Target {
+            root: &out,
+            dest,
+            dest_is_dir: count > 1 || dest_says_dir || dest_exists_as_dir,
+            own,
+            dir_owner: owner.unwrap_or((0, 0)),
+        };
 
-        let before = Index::scan(&st.rootfs).map_err(|e| origin.error(e))?;
+        let before = Index::scan(&out).map_err(|e| origin.error(e))?;
         let fail = |e: String| origin.error(format!("{name} failed: {e}"));
-        for source in &sources {
-            let md = std::fs::metadata(&source.host)
-                .map_err(|e| fail(format!("{}: {e}", source.host.display())))?;
-            if md.is_dir() {
-                let target = fsops::ensure_dir(&st.rootfs, &dest, dir_owner).map_err(fail)?;
-                let filter = root.filter_for(source);
-                fsops::copy_dir_contents(&source.host, &target, own, &filter).map_err(fail)?;
-            } else if spec.is_add && spec.unpack && from_root.is_none() && is_archive(&source.host)
-            {
-                if spec.chown.is_some() || spec.chmod.is_some() {
-                    return Err(fail(
-                        "--chown/--chmod on an extracted archive is not supported yet".into(),
-                    ));
+        for src in &spec.sources {
+            if spec.is_add {
+                if let Some(git) = remote::parse_git_ref(src) {
+                    self.add_git(spec, &git, &target, &filters).map_err(fail)?;
+                    continue;
                 }
-                let target = fsops::ensure_dir(&st.rootfs, &dest, dir_owner).map_err(fail)?;
-                let file = std::fs::File::open(&source.host)
-                    .map_err(|e| fail(format!("{}: {e}", source.host.display())))?;
-                apply_layer(
-                    std::io::BufReader::new(file),
-                    &target,
-                    &crate::workdir::layer_apply_options(),
-                )
-                .map_err(|e| fail(format!("extracting {}: {e}", source.rel)))?;
-            } else {
-                let (parent, file_name) = if dest_is_dir {
-                    (dest.clone(), source.base_name())
-                } else {
-                    split_dest(&dest)
-                };
-                let dir = fsops::ensure_dir(&st.rootfs, &parent, dir_owner).map_err(fail)?;
-                fsops::copy_leaf(&source.host, &dir.join(&file_name), own).map_err(fail)?;
+                if remote::is_http_source(src) {
+                    self.add_http(spec, src, checksum.as_ref(), &target)
+                        .map_err(fail)?;
+                    continue;
+                }
+            }
+            let root = match &from_root {
+                Some(r) => SourceRoot::Rootfs(r),
+                None => SourceRoot::Context {
+                    dir: &self.request.context_dir,
+                    ignore: self.ignore.as_ref(),
+                },
+            };
+            let found = root
+                .copy_sources(src, spec.parents, &filters)
+                .map_err(fail)?;
+            let unpack =
+                spec.is_add && spec.unpack.unwrap_or(true) && from_root.is_none() && !spec.parents;
+            for (source, filters) in &found {
+                copy_source(&root, source, &target, filters, unpack).map_err(fail)?;
             }
         }
         for inline in &spec.inline {
-            let (parent, file_name) = if dest_is_dir {
-                (dest.clone(), inline.path.clone())
-            } else {
-                split_dest(&dest)
-            };
-            let dir = fsops::ensure_dir(&st.rootfs, &parent, dir_owner).map_err(fail)?;
-            write_inline(&dir.join(&file_name), &inline.data, own).map_err(fail)?;
+            let path = target.leaf(&inline.path).map_err(fail)?;
+            write_inline(&path, &inline.data, own).map_err(fail)?;
         }
-        let size = self.commit(st, &before).map_err(|e| origin.error(e))?;
-        let mut msg = String::from(name);
-        for src in &spec.sources {
-            msg.push_str(&format!(" {src}"));
-        }
-        for inline in &spec.inline {
-            msg.push_str(&format!(" <<{}", inline.path));
-        }
-        msg.push_str(&format!(
-            " {}{}",
-            spec.dest,
-            crate::history::BUILDKIT_SUFFIX
-        ));
-        self.add_history(st, msg, true);
+        let size = if link {
+            let changes = before.changes(&out).map_err(|e| origin.error(e))?;
+            let size = self
+                .commit_changes(st, &out, &changes)
+                .map_err(|e| origin.error(e))?;
+            // The rootfs takes the layer as an image's next layer: what it replaces is
+            // replaced (a symlink at the destination included), never followed.
+            let layer = st.layers.last().cloned().expect("just committed");
+            crate::workdir::apply_layers(self.store, &[layer], &st.rootfs)?;
+            size
+        } else {
+            self.commit(st, &before).map_err(|e| origin.error(e))?
+        };
+        // The history entry is added by the caller, `layer_step`, which adds the same
+        // entry for a cache hit.
         Ok(size)
     }
+
+    /// ADD of an http(s) URL: the memoised download, verified against `--checksum`,
+    /// named after the URL's last path element; extracted only with `--unpack=true`.
+    fn add_http(
+        &mut self,
+        spec: &CopySpec,
+        url: &str,
+        checksum: Option<&Digest>,
+        target: &Target<'_>,
+    ) -> std::result::Result<(), String> {
+        let (path, digest) = self.fetcher.fetch(url)?;
+        if let Some(want) = checksum {
+            if &digest != want {
+                return Err(format!(
+                    "digest mismatch for {}: {digest} (expected: {want})",
+                    remote::redact_url(url)
+                ));
+            }
+        }
+        if spec.unpack == Some(true) && is_archive(&path) {
+            return extract(&path, target);
+        }
+        let leaf = target.leaf(&remote::url_file_name(url))?;
+        fsops::copy_leaf(&path, &leaf, target.own)
+    }
+
+    /// ADD of a git repository: its tree (at `#ref`, below `:subdir`) copied into the
+    /// destination, without `.git` unless `--keep-git-dir`.
+    fn add_git(
+        &mut self,
+        spec: &CopySpec,
+        git: &GitRef,
+        target: &Target<'_>,
+        filters: &CopyFilters,
+    ) -> std::result::Result<(), String> {
+        let keep = spec.keep_git_dir.unwrap_or(false);
+        let (checkout, commit) =
+            self.fetcher
+                .checkout(&git.remote, git.reference.as_deref(), keep)?;
+        if let Some(want) = &spec.checksum {
+            // BuildKit: the checksum is the commit id or a prefix of it.
+            if !commit.starts_with(want.as_str()) {
+                return Err(format!("expected checksum to match {want}, got {commit}"));
+            }
+        }
+        let root = SourceRoot::Rootfs(&checkout);
+        let sub = git.subdir.as_deref().unwrap_or("/");
+        for source in root.expand(sub)? {
+            copy_source(&root, &source, target, filters, false)?;
+        }
+        Ok(())
+    }
+}
+
+/// Copies one expanded source: a directory's contents (filtered), an archive ADD
+/// extracts, or a single file or symlink.
+fn copy_source(
+    root: &SourceRoot<'_>,
+    source: &Source,
+    target: &Target<'_>,
+    filters: &CopyFilters,
+    unpack: bool,
+) -> std::result::Result<(), String> {
+    let md =
+        std::fs::metadata(&source.host).map_err(|e| format!("{}: {e}", source.host.display()))?;
+    if md.is_dir() {
+        let dir = target.dir()?;
+        let filter = root.filter_for(source, filters);
+        fsops::copy_dir_contents(&source.host, &dir, target.own, &filter)
+    } else if unpack && is_archive(&source.host) {
+        extract(&source.host, target)
+    } else {
+        fsops::copy_leaf(&source.host, &target.leaf(&source.base_name())?, target.own)
+    }
+}
+
+/// Extracts an archive ADD unpacks into the destination directory. `--chown` gives every
+/// extracted entry its owner (BuildKit passes it to the untar); `--chmod` does not apply
+/// to archive contents in BuildKit either.
+fn extract(archive: &Path, target: &Target<'_>) -> std::result::Result<(), String> {
+    let dir = target.dir()?;
+    let open = || {
+        std::fs::File::open(archive)
+            .map(std::io::BufReader::new)
+            .map_err(|e| format!("{}: {e}", archive.display()))
+    };
+    match fsops::container_root() {
+        // Rootless with subordinate ids: container root keeps the archive's owners, as a
+        // root build does.
+        Some(root) => {
+            let file =
+                std::fs::File::open(archive).map_err(|e| format!("{}: {e}", archive.display()))?;
+            root.apply_layer(&file, &dir)
+        }
+        None => apply_layer(open()?, &dir, &crate::workdir::layer_apply_options())
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+    }
+    .map_err(|e| format!("extracting {}: {e}", archive.display()))?;
+    let Some((uid, gid)) = target.own.owner.filter(|o| *o != (0, 0)) else {
+        return Ok(());
+    };
+    let entries = rbuild_layer::list_entries(open()?)
+        .map_err(|e| format!("reading {}: {e}", archive.display()))?;
+    for entry in entries {
+        let rel = fsops::clean_components(&format!("/{}", entry.path.to_string_lossy()));
+        let Some((leaf, parents)) = rel.split_last() else {
+            continue;
+        };
+        if leaf.starts_with(".wh.") {
+            continue;
+        }
+        // The parent resolved inside the destination; the entry itself never followed.
+        let parent = format!("/{}", parents.join("/"));
+        let Ok(Some(host_parent)) = rbuild_sandbox::rootpath::host_path_in_root(&dir, &parent)
+        else {
+            continue;
+        };
+        let path = host_parent.join(leaf);
+        let Ok(md) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        fsops::chown_in_build(&path, uid, gid)?;
+        if !md.file_type().is_symlink() {
+            // chown cleared setuid/setgid: put the archive's bits back.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(md.mode_bits()))
+                .map_err(|e| format!("chmod of {}: {e}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+trait ModeBits {
+    fn mode_bits(&self) -> u32;
+}
+
+impl ModeBits for std::fs::Metadata {
+    fn mode_bits(&self) -> u32 {
+        use std::os::unix::fs::MetadataExt;
+        self.mode() & 0o7777
+    }
+}
+
+/// BuildKit's `created_by` for COPY/ADD: the flags it records, the sources as written,
+/// heredoc names and the destination.
+pub(crate) fn history_text(name: &str, spec: &CopySpec) -> String {
+    let mut msg = String::from(name);
+    if spec.parents {
+        msg.push_str(" --parents");
+    }
+    if let Some(c) = &spec.chown {
+        msg.push_str(&format!(" --chown={c}"));
+    }
+    if let Some(m) = &spec.chmod {
+        msg.push_str(&format!(" --chmod={m}"));
+    }
+    for src in &spec.sources {
+        // BuildKit records a URL as written; credentials in it must not reach the image.
+        msg.push(' ');
+        if spec.is_add && (remote::is_http_source(src) || remote::parse_git_ref(src).is_some()) {
+            msg.push_str(&remote::redact_url(src));
+        } else {
+            msg.push_str(src);
+        }
+    }
+    for inline in &spec.inline {
+        msg.push_str(&format!(" <<{}", inline.path));
+    }
+    msg.push_str(&format!(
+        " {}{}",
+        spec.dest,
+        crate::history::BUILDKIT_SUFFIX
+    ));
+    msg
 }
 
 /// `/a/b/c` → (`/a/b`, `c`).
@@ -293,6 +529,16 @@ fn write_inline(path: &Path, data: &str, own: Ownership) -> std::result::Result<
         }
         std::fs::remove_file(path).map_err(|e| format!("replacing {}: {e}", path.display()))?;
     }
+    let mode = own.mode.map_or(0o644, |m| m.apply(0o644, false));
+    if let Some(root) = fsops::container_root() {
+        // Rootless with subordinate ids: the destination may belong to a mapped id, so
+        // container root writes it, from an unlinked temp file it is handed.
+        let content = inline_temp_file(data)?;
+        let (uid, gid) = own.owner.unwrap_or((0, 0));
+        return root
+            .copy_file(&content, path, Some((uid, gid)), Some(mode), None)
+            .map_err(|e| format!("creating {}: {e}", path.display()));
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -304,9 +550,27 @@ fn write_inline(path: &Path, data: &str, own: Ownership) -> std::result::Result<
         .map_err(|e| format!("writing {}: {e}", path.display()))?;
     let (uid, gid) = own.owner.unwrap_or((0, 0));
     fsops::chown_in_build(path, uid, gid)?;
-    std::fs::set_permissions(
-        path,
-        std::fs::Permissions::from_mode(own.mode.unwrap_or(0o644)),
-    )
-    .map_err(|e| format!("chmod of {}: {e}", path.display()))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod of {}: {e}", path.display()))
+}
+
+/// `data` in an anonymous file (created in the temp directory and unlinked at once).
+fn inline_temp_file(data: &str) -> std::result::Result<std::fs::File, String> {
+    use std::io::{Seek, Write};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let path = std::env::temp_dir().join(format!("rbuild-heredoc-{}-{nanos}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| format!("creating {}: {e}", path.display()))?;
+    let _ = std::fs::remove_file(&path);
+    f.write_all(data.as_bytes())
+        .and_then(|()| f.rewind())
+        .map_err(|e| format!("writing a heredoc source: {e}"))?;
+    Ok(f)
 }

@@ -8,7 +8,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use rbuild_layer::IdMap;
 use rbuild_sandbox::rootpath::host_path_in_root;
+use rbuild_sandbox::{ContainerRoot, Sandbox};
 
 /// Owner and mode applied to what a COPY writes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -16,7 +21,7 @@ pub(crate) struct Ownership {
     /// `None` keeps the source's owner.
     pub owner: Option<(u32, u32)>,
     /// `None` keeps the source's permission bits.
-    pub mode: Option<u32>,
+    pub mode: Option<crate::chmod::Chmod>,
 }
 
 /// `path` split into normal components, `..` popping (never above the root), as the
@@ -100,9 +105,7 @@ fn ensure_dir_at(
                     };
                     continue;
                 }
-                fs::create_dir(&new).map_err(|e| format!("creating directory {prefix}: {e}"))?;
-                fs::set_permissions(&new, fs::Permissions::from_mode(0o755))
-                    .map_err(|e| format!("setting mode of {prefix}: {e}"))?;
+                create_dir(&new, 0o755).map_err(|e| format!("creating directory {prefix}: {e}"))?;
                 chown_in_build(&new, owner.0, owner.1)
                     .map_err(|e| format!("creating directory {prefix}: {e}"))?;
                 host = new;
@@ -133,23 +136,154 @@ pub(crate) fn current_ids() -> (u32, u32) {
     unsafe { (libc::geteuid(), libc::getegid()) }
 }
 
-/// Gives `path` (never followed) to container owner `uid:gid`. A rootless build runs as
-/// container root in a single-id user namespace, so there container root *is* the user:
-/// files the user owns already have the right owner (the layer writer records them as
-/// 0:0) and the chown is skipped. Any other owner would need subordinate ids, which a
-/// rootless build does not map yet, so it fails instead of silently changing the owner.
+/// How container ids become owners on disk in this build.
+#[derive(Clone)]
+pub(crate) enum Owners {
+    /// Host root: container ids are host ids.
+    Root,
+    /// Rootless with a subordinate range: container 0 is the user, 1.. the range, as in the
+    /// userns steps; chowns and layer extraction go through a helper that is root in such
+    /// a namespace.
+    Mapped(Rc<ContainerRoot>),
+    /// Rootless without a range: only container root exists, and it is the user.
+    SingleId,
+}
+
+impl Owners {
+    /// The owners of a build by this process: `Mapped` when the user has a subordinate
+    /// range (the helper is started here), else `SingleId`. When the helper cannot start
+    /// (user namespaces refused, so no RUN step could run either), `SingleId` and a warning
+    /// saying owners are flattened.
+    pub(crate) fn for_build(sandbox: &Sandbox) -> (Owners, Option<String>) {
+        if running_as_root() {
+            return (Owners::Root, None);
+        }
+        if rbuild_sandbox::subid_map().is_none() {
+            return (Owners::SingleId, None);
+        }
+        match sandbox.container_root() {
+            Ok(root) => (Owners::Mapped(Rc::new(root)), None),
+            Err(e) => (
+                Owners::SingleId,
+                Some(format!(
+                    "this user has subordinate ids, but no user namespace could be set up to \
+                     give files their owners ({e}): files are extracted and written as \
+                     container root's only"
+                )),
+            ),
+        }
+    }
+
+    /// Container → host ids, `None` for root (identity).
+    pub(crate) fn id_map(&self) -> Option<IdMap> {
+        match self {
+            Owners::Root => None,
+            Owners::Mapped(root) => Some(root.id_map().clone()),
+            Owners::SingleId => {
+                let (uid, gid) = current_ids();
+                Some(IdMap::single(uid, gid))
+            }
+        }
+    }
+
+    /// The container owner of a file with host owner `uid:gid` in a rootfs of this build
+    /// (ids outside the map are kept as they are).
+    pub(crate) fn container_ids(&self, uid: u32, gid: u32) -> (u32, u32) {
+        match self.id_map() {
+            None => (uid, gid),
+            Some(map) => (
+                map.container_uid(uid.into()).unwrap_or(uid),
+                map.container_gid(gid.into()).unwrap_or(gid),
+            ),
+        }
+    }
+
+    /// Why `uid:gid` cannot own files in this build, if it cannot.
+    pub(crate) fn cannot_own(&self, uid: u32, gid: u32) -> Option<String> {
+        let map = self.id_map()?;
+        let id = if map.host_uid(uid.into()).is_none() {
+            format!("uid {uid}")
+        } else if map.host_gid(gid.into()).is_none() {
+            format!("gid {gid}")
+        } else {
+            return None;
+        };
+        let user = rbuild_sandbox::current_user_label();
+        Some(match self {
+            Owners::SingleId => format!(
+                "rootless builds cannot give files to {id} without subordinate ids: add a \
+                 range for {user} to /etc/subuid and /etc/subgid (e.g. `{user}:100000:65536`) \
+                 and install newuidmap/newgidmap (Debian package uidmap), or run as root"
+            ),
+            _ => format!(
+                "{id} is outside the subordinate ranges of {user} (/etc/subuid, /etc/subgid)"
+            ),
+        })
+    }
+}
+
+thread_local! {
+    /// The owners of the build running on this thread. A build runs on one thread, and the
+    /// places that give files owners (COPY, WORKDIR, mounts) are many small functions; a
+    /// scoped thread-local spares threading it through all of them.
+    static OWNERS: RefCell<Option<Owners>> = const { RefCell::new(None) };
+}
+
+/// Makes `owners` this thread's build owners until the guard drops (the previous ones are
+/// put back then, so nested builds on one thread stay correct).
+pub(crate) struct OwnersScope(Option<Owners>);
+
+impl OwnersScope {
+    pub(crate) fn enter(owners: Owners) -> OwnersScope {
+        OwnersScope(OWNERS.with(|o| o.borrow_mut().replace(owners)))
+    }
+}
+
+impl Drop for OwnersScope {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        OWNERS.with(|o| *o.borrow_mut() = previous);
+    }
+}
+
+/// This thread's build owners; outside a build, what this process would use without a
+/// helper (root, or single-id).
+pub(crate) fn owners() -> Owners {
+    OWNERS.with(|o| o.borrow().clone()).unwrap_or_else(|| {
+        if running_as_root() {
+            Owners::Root
+        } else {
+            Owners::SingleId
+        }
+    })
+}
+
+/// Gives `path` (never followed) to container owner `uid:gid`. As root that is a plain
+/// lchown. Rootless with a subordinate range, container root inside the build's user
+/// namespace does it (a file already owned right is left alone, which is the common case of
+/// files for container root). Rootless without a range, container root *is* the user:
+/// files the user owns already have the right owner and any other owner fails clearly.
 pub(crate) fn chown_in_build(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
-    if running_as_root() {
+    let owners = owners();
+    if let Owners::Root = owners {
         return lchown(path, uid, gid).map_err(|e| format!("chown of {}: {e}", path.display()));
     }
-    if (uid, gid) == (0, 0) || (uid, gid) == current_ids() {
+    if let Some(why) = owners.cannot_own(uid, gid) {
+        return Err(format!("chown of {} to {uid}:{gid}: {why}", path.display()));
+    }
+    let map = owners.id_map().expect("rootless builds have an id map");
+    let host = (map.host_uid(uid.into()), map.host_gid(gid.into()));
+    let md = fs::symlink_metadata(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    if host == (Some(md.uid()), Some(md.gid())) {
         return Ok(());
     }
-    Err(format!(
-        "chown of {} to {uid}:{gid}: rootless builds cannot give files to uid {uid} yet \
-         (run as root)",
-        path.display()
-    ))
+    match &owners {
+        Owners::Mapped(root) => root.lchown(path, uid, gid),
+        // Single id: the only mapped owner is the user, who owns what it creates; a file
+        // copied from elsewhere with another owner cannot be given to it without CAP_CHOWN.
+        _ => lchown(path, host.0.unwrap_or(uid), host.1.unwrap_or(gid))
+            .map_err(|e| format!("chown of {}: {e}", path.display())),
+    }
 }
 
 /// Sets a path's mtime (and atime) without following a symlink.
@@ -177,6 +311,56 @@ pub(crate) fn set_mtime(path: &Path, secs: i64, nanos: i64) -> std::io::Result<(
     }
 }
 
+/// Rootless with subordinate ids, every write into a rootfs goes through container root:
+/// it may write into directories the image gives to other users and give files any mapped
+/// owner, which the user itself may not (its files would also stop being its own halfway
+/// through a COPY). Paths are resolved here, inside the root, before they are handed over.
+pub(crate) fn container_root() -> Option<Rc<ContainerRoot>> {
+    match owners() {
+        Owners::Mapped(root) => Some(root),
+        _ => None,
+    }
+}
+
+/// Fails clearly when this build cannot give files to `uid:gid`.
+fn check_owner(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    match owners().cannot_own(uid, gid) {
+        Some(why) => Err(format!("chown of {} to {uid}:{gid}: {why}", path.display())),
+        None => Ok(()),
+    }
+}
+
+/// A new directory with `mode` (whatever the umask).
+fn create_dir(path: &Path, mode: u32) -> Result<(), String> {
+    if let Some(root) = container_root() {
+        return root.create_dir(path, mode);
+    }
+    fs::create_dir(path).map_err(|e| e.to_string())?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())
+}
+
+/// Removes a non-directory, or with `dir` an empty directory.
+fn remove(path: &Path, dir: bool) -> Result<(), String> {
+    if let Some(root) = container_root() {
+        return root.remove(path, dir);
+    }
+    if dir {
+        fs::remove_dir(path)
+    } else {
+        fs::remove_file(path)
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// [`set_mtime`] on a path of the rootfs being written.
+fn set_mtime_in_build(path: &Path, secs: i64, nanos: i64) -> Result<(), String> {
+    match container_root() {
+        Some(root) => root.set_metadata(path, None, None, Some((secs, nanos))),
+        None => set_mtime(path, secs, nanos).map_err(|e| e.to_string()),
+    }
+    .map_err(|e| format!("setting mtime of {}: {e}", path.display()))
+}
+
 /// Removes whatever non-directory is at `dst` (a symlink is removed, not followed).
 fn clear_non_dir(dst: &Path) -> Result<(), String> {
     match fs::symlink_metadata(dst) {
@@ -184,7 +368,7 @@ fn clear_non_dir(dst: &Path) -> Result<(), String> {
             "cannot replace directory {} with a non-directory",
             dst.display()
         )),
-        Ok(_) => fs::remove_file(dst).map_err(|e| format!("replacing {}: {e}", dst.display())),
+        Ok(_) => remove(dst, false).map_err(|e| format!("replacing {}: {e}", dst.display())),
         Err(_) => Ok(()),
     }
 }
@@ -195,11 +379,27 @@ fn apply_meta(
     own: Ownership,
     is_link: bool,
 ) -> Result<(), String> {
-    let (uid, gid) = own.owner.unwrap_or((src_md.uid(), src_md.gid()));
+    // A source's own owner is a host id of another rootfs of this build (or of the
+    // context): in the image it means the container id the build's map gives it.
+    let (uid, gid) = own
+        .owner
+        .unwrap_or_else(|| owners().container_ids(src_md.uid(), src_md.gid()));
+    let mode = own.mode.map_or(src_md.mode() & 0o7777, |m| {
+        m.apply(src_md.mode(), src_md.is_dir())
+    });
+    if let Some(root) = container_root() {
+        check_owner(dst, uid, gid)?;
+        let mtime = (src_md.mtime(), src_md.mtime_nsec());
+        return root.set_metadata(
+            dst,
+            Some((uid, gid)),
+            (!is_link).then_some(mode),
+            Some(mtime),
+        );
+    }
     chown_in_build(dst, uid, gid)?;
     if !is_link {
         // After chown, which clears setuid/setgid bits.
-        let mode = own.mode.unwrap_or(src_md.mode() & 0o7777);
         fs::set_permissions(dst, fs::Permissions::from_mode(mode))
             .map_err(|e| format!("chmod of {}: {e}", dst.display()))?;
     }
@@ -215,12 +415,29 @@ pub(crate) fn copy_leaf(src: &Path, dst: &Path, own: Ownership) -> Result<(), St
     if ft.is_symlink() {
         let target =
             fs::read_link(src).map_err(|e| format!("reading link {}: {e}", src.display()))?;
-        std::os::unix::fs::symlink(&target, dst)
-            .map_err(|e| format!("creating link {}: {e}", dst.display()))?;
+        match container_root() {
+            Some(root) => root.symlink(&target, dst),
+            None => std::os::unix::fs::symlink(&target, dst).map_err(|e| e.to_string()),
+        }
+        .map_err(|e| format!("creating link {}: {e}", dst.display()))?;
         apply_meta(dst, &md, own, true)
     } else if ft.is_file() {
         let mut input =
             fs::File::open(src).map_err(|e| format!("opening {}: {e}", src.display()))?;
+        if let Some(root) = container_root() {
+            // One request: content, owner, mode and mtime (as apply_meta would set them).
+            let (uid, gid) = own
+                .owner
+                .unwrap_or_else(|| owners().container_ids(md.uid(), md.gid()));
+            check_owner(dst, uid, gid)?;
+            let mode = own
+                .mode
+                .map_or(md.mode() & 0o7777, |m| m.apply(md.mode(), false));
+            let mtime = (md.mtime(), md.mtime_nsec());
+            return root
+                .copy_file(&input, dst, Some((uid, gid)), Some(mode), Some(mtime))
+                .map_err(|e| format!("copying {} to {}: {e}", src.display(), dst.display()));
+        }
         let mut output = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -249,10 +466,10 @@ pub(crate) fn make_dir_like(
     match fs::symlink_metadata(dst) {
         Ok(md) if md.is_dir() => {}
         Ok(_) => {
-            fs::remove_file(dst).map_err(|e| format!("replacing {}: {e}", dst.display()))?;
-            fs::create_dir(dst).map_err(|e| format!("creating {}: {e}", dst.display()))?;
+            remove(dst, false).map_err(|e| format!("replacing {}: {e}", dst.display()))?;
+            create_dir(dst, 0o700).map_err(|e| format!("creating {}: {e}", dst.display()))?;
         }
-        Err(_) => fs::create_dir(dst).map_err(|e| format!("creating {}: {e}", dst.display()))?,
+        Err(_) => create_dir(dst, 0o700).map_err(|e| format!("creating {}: {e}", dst.display()))?,
     }
     apply_meta(dst, src_md, own, false)
 }
@@ -302,14 +519,14 @@ fn copy_dir_rec(
                 // Only create the directory if something inside ends up included.
                 let staged = d.exists();
                 if !staged {
-                    fs::create_dir(&d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+                    create_dir(&d, 0o755).map_err(|e| format!("creating {}: {e}", d.display()))?;
                 }
                 copy_dir_rec(&s, &d, &r, own, filter)?;
                 let empty = fs::read_dir(&d)
                     .map(|mut it| it.next().is_none())
                     .unwrap_or(false);
                 if !staged && empty {
-                    fs::remove_dir(&d).map_err(|e| format!("removing {}: {e}", d.display()))?;
+                    remove(&d, true).map_err(|e| format!("removing {}: {e}", d.display()))?;
                 } else {
                     apply_meta(&d, &md, own, false)?;
                 }
@@ -319,8 +536,7 @@ fn copy_dir_rec(
                 make_dir_like(&md, &d, own)?;
                 copy_dir_rec(&s, &d, &r, own, filter)?;
                 // Writing children changed the mtime: put the source's back.
-                set_mtime(&d, md.mtime(), md.mtime_nsec())
-                    .map_err(|e| format!("setting mtime of {}: {e}", d.display()))?;
+                set_mtime_in_build(&d, md.mtime(), md.mtime_nsec())?;
             }
             Filter::Include => copy_leaf(&s, &d, own)?,
         }

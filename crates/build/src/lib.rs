@@ -19,17 +19,22 @@
 //! ```
 
 pub mod base;
+pub mod cache;
+mod chmod;
 mod commit;
+mod content_hash;
 mod copy;
 pub mod error;
 mod fsops;
 mod history;
 mod mounts;
 pub mod progress;
+mod remote;
 mod run;
 mod snapshot;
 mod sources;
 mod stage;
+mod step_cache;
 mod workdir;
 
 use std::collections::BTreeMap;
@@ -43,6 +48,7 @@ use rbuild_sandbox::{Isolation, Network, Sandbox};
 use rbuild_store::Store;
 
 pub use base::{BaseImages, LocalImages};
+pub use cache::{cache_mount_dir, NoRemoteCache, RemoteCache};
 pub use error::BuildError;
 pub use progress::{Event, JsonProgress, NoProgress, PlainProgress, Progress};
 
@@ -64,8 +70,12 @@ pub struct BuildRequest {
     pub tags: Vec<String>,
     /// `--label`s added to the image config (no history entry, as BuildKit).
     pub labels: BTreeMap<String, String>,
-    /// Accepted for the CLI; this executor has no step cache yet, so every build is fresh.
+    /// `--no-cache`: run every step (results are still recorded for later builds).
     pub no_cache: bool,
+    /// `--no-cache-filter`: stages (names or indexes) whose steps all run.
+    pub no_cache_filter: Vec<String>,
+    /// Report for each cache miss which input changed since the last build of that step.
+    pub explain_misses: bool,
     /// `os/arch[/variant]`; `None` is the host. Only the host's architecture can be built.
     pub platform: Option<String>,
     /// RUN's network when the instruction says nothing (`--network=default`).
@@ -73,10 +83,15 @@ pub struct BuildRequest {
     pub isolation: Isolation,
     /// `--secret id=...,src=PATH`: secret id → file.
     pub secrets: BTreeMap<String, PathBuf>,
+    /// `--ssh id[=socket]`: ssh id → the ssh-agent socket forwarded to
+    /// `RUN --mount=type=ssh`.
+    pub ssh: BTreeMap<String, PathBuf>,
     /// SOURCE_DATE_EPOCH: the config's and history's `created`, and the clamp of layer
     /// mtimes.
     pub source_date_epoch: Option<i64>,
     pub compression: Compression,
+    /// `--compression-level`; `None` is the format's default.
+    pub compression_level: Option<u32>,
     /// The sandbox helper executable (a binary whose `main` calls
     /// `rbuild_sandbox::maybe_run_helper`); `None` is this executable.
     pub helper: Option<PathBuf>,
@@ -95,12 +110,16 @@ impl BuildRequest {
             tags: Vec::new(),
             labels: BTreeMap::new(),
             no_cache: false,
+            no_cache_filter: Vec::new(),
+            explain_misses: false,
             platform: None,
             network: Network::Host,
             isolation: Isolation::Auto,
             secrets: BTreeMap::new(),
+            ssh: BTreeMap::new(),
             source_date_epoch: None,
             compression: Compression::Gzip,
+            compression_level: None,
             helper: None,
         }
     }
@@ -117,13 +136,18 @@ impl BuildRequest {
 }
 
 /// What a successful build made.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BuildResult {
     /// The manifest digest (what the tags point at).
     pub manifest: Digest,
     /// Docker's image id: the config digest.
     pub image_id: Digest,
     pub tags: Vec<String>,
+    /// Cache records of the steps of this build that made layers (hits and new ones), in
+    /// build order: what `--cache-to` exports.
+    pub cache_records: Vec<rbuild_store::CacheRecord>,
+    /// `RUN --mount=type=cache` directories the build used: (id, directory).
+    pub cache_mounts: Vec<(String, PathBuf)>,
 }
 
 fn to_df_platform(p: &Platform) -> DfPlatform {
@@ -134,12 +158,24 @@ fn to_df_platform(p: &Platform) -> DfPlatform {
     }
 }
 
-/// Builds the image `request` describes into `store`. Nothing is tagged unless the whole
-/// build succeeds; the per-build working directories are removed whatever happens.
+/// Builds the image `request` describes into `store`, with the store's own step cache.
+/// Nothing is tagged unless the whole build succeeds; the per-build working directories are
+/// removed whatever happens.
 pub fn build(
     request: &BuildRequest,
     store: &Store,
     bases: &dyn BaseImages,
+    progress: &mut dyn Progress,
+) -> Result<BuildResult, BuildError> {
+    build_with_cache(request, store, bases, &NoRemoteCache, progress)
+}
+
+/// [`build`], also looking up steps the store has no record of in `remote`.
+pub fn build_with_cache(
+    request: &BuildRequest,
+    store: &Store,
+    bases: &dyn BaseImages,
+    remote: &dyn RemoteCache,
     progress: &mut dyn Progress,
 ) -> Result<BuildResult, BuildError> {
     let started = Instant::now();
@@ -182,14 +218,21 @@ pub fn build(
         Some(p) => Sandbox::with_helper(p),
         None => Sandbox::new(),
     };
+    // Rootless, files get owners through the build's user namespace mapping (a helper that
+    // is container root, when the user has subordinate ids), and layers record the
+    // container ids of the host ids on disk. Kept for the whole build (see fsops).
+    let (owners, owners_warning) = fsops::Owners::for_build(&sandbox);
+    if let Some(message) = owners_warning {
+        progress.event(&Event::Warning { message });
+    }
     let write_options = WriteOptions {
         compression: request.compression,
+        level: request.compression_level,
         source_date_epoch: request.source_date_epoch,
-        // Rootless, what container root creates (RUN in the single-id user namespace,
-        // COPY, WORKDIR) is owned by the user on disk: record it as 0:0.
-        map_owner: (!fsops::running_as_root()).then(fsops::current_ids),
+        id_map: owners.id_map(),
         ..Default::default()
     };
+    let _owners = fsops::OwnersScope::enter(owners);
     let mut builder = stage::Builder::new(stage::BuilderParts {
         request,
         store,
@@ -199,6 +242,7 @@ pub fn build(
         platform,
         sandbox,
         write_options,
+        remote,
     })?;
     let names: Vec<String> = plan.order.iter().map(|&i| builder.stage_label(i)).collect();
     progress.event(&Event::BuildStarted { stages: names });
@@ -206,6 +250,12 @@ pub fn build(
         builder.run_stage(index, progress)?;
     }
     let (record, tags) = builder.finish(plan.target)?;
+    // The cache is bounded by default: over the bound, the least recently used records go.
+    if let Err(e) = store.bound_cache(rbuild_store::default_cache_bound(store.root())) {
+        progress.event(&Event::Warning {
+            message: format!("bounding the build cache: {e}"),
+        });
+    }
     progress.event(&Event::BuildDone {
         image_id: record.config.to_string(),
         manifest: record.manifest.digest.to_string(),
@@ -216,5 +266,7 @@ pub fn build(
         manifest: record.manifest.digest,
         image_id: record.config,
         tags,
+        cache_records: std::mem::take(&mut builder.used_records),
+        cache_mounts: std::mem::take(&mut builder.cache_mounts_used),
     })
 }

@@ -6,7 +6,11 @@
 //!   default; `rw` gets a throw-away copy, so writes are discarded as in BuildKit.
 //! * `tmpfs`: an empty throw-away directory (no size limit is enforced).
 //! * `secret`: the file given for the id, read-only at `/run/secrets/<id>` (or `target`).
-//! * `ssh`, secret `env=`, `from=` on a cache mount: refused with an error naming the flag.
+//! * `ssh`: the ssh-agent socket given for the id (`default` unless `id=`), at `target` or
+//!   `/run/buildkit/ssh_agent.N` (N counting the step's ssh mounts); `SSH_AUTH_SOCK` points
+//!   at the first one unless the environment sets it. Without a socket for the id, a
+//!   `required` mount is an error and an optional one is left out (BuildKit).
+//! * secret `env=`, `from=` on a cache mount: refused with an error naming the flag.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -19,21 +23,31 @@ use crate::fsops::{self, Ownership};
 use crate::sources::SourceRoot;
 use crate::stage::{Builder, Origin, StageState};
 
-/// A file-system-safe name for a cache id.
-fn cache_dir_name(id: &str) -> String {
-    let digest = rbuild_image::Digest::of(id.as_bytes());
-    let readable: String = id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(40)
-        .collect();
-    format!("{readable}-{}", &digest.hex()[..16])
+/// Where BuildKit puts the `index`-th ssh mount of a step without a `target`.
+fn ssh_target(index: usize) -> String {
+    format!("/run/buildkit/ssh_agent.{index}")
+}
+
+/// `SSH_AUTH_SOCK=<first ssh mount>` for a step with ssh mounts whose environment does not
+/// set it (BuildKit sets it whether or not the agent was forwarded).
+pub(crate) fn ssh_auth_sock(
+    st: &StageState,
+    mounts: &[MountFlag],
+    env: &[String],
+) -> Option<String> {
+    if env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+        return None;
+    }
+    let first = mounts
+        .iter()
+        .filter_map(|f| f.parsed.as_ref())
+        .find(|m| m.kind == MountType::Ssh)?;
+    let target = first
+        .target
+        .as_deref()
+        .map(|t| fsops::join_container(&st.workdir(), t))
+        .unwrap_or_else(|| ssh_target(0));
+    Some(format!("SSH_AUTH_SOCK={target}"))
 }
 
 impl Builder<'_> {
@@ -44,6 +58,7 @@ impl Builder<'_> {
         mounts: &[MountFlag],
     ) -> Result<Vec<BindMount>> {
         let mut binds = Vec::new();
+        let mut ssh_index = 0;
         for flag in mounts {
             let m = flag
                 .parsed
@@ -60,7 +75,34 @@ impl Builder<'_> {
                 .as_deref()
                 .map(|t| fsops::join_container(&st.workdir(), t));
             match m.kind {
-                MountType::Ssh => return Err(unsupported("type=ssh")),
+                MountType::Ssh => {
+                    let target = target.unwrap_or_else(|| ssh_target(ssh_index));
+                    ssh_index += 1;
+                    if m.source.is_some() {
+                        return Err(origin.error("ssh does not support source"));
+                    }
+                    if m.uid.is_some_and(|u| u != 0)
+                        || m.gid.is_some_and(|g| g != 0)
+                        || m.mode.is_some_and(|mode| mode != 0o600)
+                    {
+                        // The agent's own socket is bound; its owner and mode are the host's.
+                        return Err(unsupported("an ssh mount with uid, gid or mode"));
+                    }
+                    let id = m.id.clone().unwrap_or_else(|| "default".into());
+                    match self.request.ssh.get(&id) {
+                        Some(socket) => binds.push(BindMount {
+                            source: socket.clone(),
+                            target,
+                            readonly: false,
+                        }),
+                        None if m.required => {
+                            return Err(origin.error(format!(
+                                "no SSH key {id:?} forwarded from the client (pass --ssh {id}[=SOCKET])"
+                            )))
+                        }
+                        None => {}
+                    }
+                }
                 MountType::Cache => {
                     if m.from.is_some() {
                         return Err(unsupported("a cache mount with from="));
@@ -69,11 +111,11 @@ impl Builder<'_> {
                         origin.error(format!("--mount={}: target is required", flag.spec))
                     })?;
                     let id = m.id.clone().unwrap_or_else(|| target.clone());
-                    let root = self
-                        .store
-                        .state_dir("cache-mounts")
-                        .map_err(|e| origin.error(format!("cache mount directory: {e}")))?;
-                    let dir = root.join(cache_dir_name(&id));
+                    let dir = crate::cache::cache_mount_dir(self.store, &id)
+                        .map_err(|e| origin.error(e))?;
+                    if !self.cache_mounts_used.iter().any(|(i, _)| i == &id) {
+                        self.cache_mounts_used.push((id.clone(), dir.clone()));
+                    }
                     if !dir.exists() {
                         std::fs::create_dir(&dir)
                             .map_err(|e| origin.error(format!("creating cache {id:?}: {e}")))?;
@@ -188,7 +230,8 @@ impl Builder<'_> {
             std::fs::metadata(&src.host).map_err(|e| format!("{}: {e}", src.host.display()))?;
         let keep = Ownership::default();
         if md.is_dir() {
-            let filter = root.filter_for(&src);
+            let no_filters = crate::sources::CopyFilters::default();
+            let filter = root.filter_for(&src, &no_filters);
             fsops::copy_dir_contents(&src.host, &copy_root, keep, &filter)?;
             Ok(copy_root)
         } else {

@@ -32,6 +32,20 @@ pub enum Event {
         seconds: f64,
         layer_size: Option<u64>,
     },
+    /// A step's result came from the cache (`source`: `local` or `registry`); nothing ran.
+    StepCached {
+        stage: String,
+        step: usize,
+        layer_size: u64,
+        source: String,
+    },
+    /// A step's cache key had no record (only with explain-misses): which of its inputs
+    /// changed since the last build of this step.
+    CacheMiss {
+        stage: String,
+        step: usize,
+        reason: String,
+    },
     /// Something the user should know that does not stop the build.
     Warning { message: String },
     /// The image is in the store.
@@ -101,6 +115,13 @@ impl<W: Write> Progress for PlainProgress<W> {
                 ),
                 None => writeln!(self.out, "#{step} DONE {}", secs(*seconds)),
             },
+            Event::StepCached { step, source, .. } => match source.as_str() {
+                "local" => writeln!(self.out, "#{step} CACHED"),
+                other => writeln!(self.out, "#{step} CACHED (from the {other} cache)"),
+            },
+            Event::CacheMiss { step, reason, .. } => {
+                writeln!(self.out, "#{step} cache miss: {reason}")
+            }
             Event::Warning { message } => writeln!(self.out, "WARNING: {message}"),
             Event::BuildDone {
                 image_id,

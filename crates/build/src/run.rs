@@ -107,12 +107,19 @@ impl Builder<'_> {
                 env.push(format!("{k}={v}"));
             }
         }
+        env.extend(crate::mounts::ssh_auth_sock(st, &run.mounts, &env));
         let user = if st.config.config.user.is_empty() {
             UserIds::default()
         } else {
             rbuild_sandbox::resolve_user(&st.rootfs, &st.config.config.user)
                 .map_err(|e| origin.error(e))?
         };
+        // runc (under BuildKit and the classic builder) sets HOME from passwd when unset.
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            let home =
+                rbuild_sandbox::home_dir(&st.rootfs, user.uid).map_err(|e| origin.error(e))?;
+            env.push(format!("HOME={home}"));
+        }
         let network = match run.network {
             RunNetwork::Default => self.request.network,
             RunNetwork::None => Network::None,
@@ -134,7 +141,7 @@ impl Builder<'_> {
             network,
             isolation,
         };
-        let on_overlay = if isolation == Isolation::Userns {
+        let on_overlay = if isolation == Isolation::Userns && self.sandbox.overlay_worth_trying() {
             self.run_on_overlay(st, origin, &mut spec, step, progress)?
         } else {
             None
@@ -146,6 +153,12 @@ impl Builder<'_> {
                 self.run_in_place(st, origin, &spec, step, progress)?
             }
         };
+        Ok(size)
+    }
+
+    /// The argv a RUN runs and its history entry's `created_by`.
+    pub(crate) fn run_command(&self, st: &StageState, run: &Run) -> (Vec<String>, String) {
+        let (argv, _) = run_args(run, &st.shell());
         // BuildKit shows each ARG with the value the step saw (an ENV of the same name wins).
         let shown_args: Vec<(String, String)> = st
             .build_args
@@ -164,8 +177,7 @@ impl Builder<'_> {
             "RUN {}{BUILDKIT_SUFFIX}",
             run_command_string(&shown_args, &argv)
         );
-        self.add_history(st, created_by, true);
-        Ok(size)
+        (argv, created_by)
     }
 
     /// Runs the step on an overlay whose only lower layer is the stage's rootfs
@@ -184,14 +196,18 @@ impl Builder<'_> {
         let dirs = OverlayDirs::create(&parent).map_err(|e| origin.error(e.to_string()))?;
         let lowers = vec![st.rootfs.clone()];
         spec.rootfs = dirs.rootfs(lowers.clone());
-        let outcome = match execute(&self.sandbox, spec, &st.label, step, progress) {
+        let mut outcome = match execute(&self.sandbox, spec, &st.label, step, progress) {
             Ok(outcome) => outcome,
             Err(e) => {
-                progress.event(&Event::Warning {
-                    message: format!(
-                        "overlay step failed to start ({e}); running it on the rootfs directly"
-                    ),
-                });
+                // Remembered for the build: later steps go straight to the rootfs.
+                if self.sandbox.overlay_failed() {
+                    progress.event(&Event::Warning {
+                        message: format!(
+                            "overlay step failed to start ({e}); running this and later \
+                             steps on the rootfs directly"
+                        ),
+                    });
+                }
                 let _ = std::fs::remove_dir_all(&parent);
                 return Ok(None);
             }
@@ -200,6 +216,7 @@ impl Builder<'_> {
             let _ = std::fs::remove_dir_all(&parent);
             return Err(failure(origin, spec, &outcome));
         }
+        keep_system_mount_points(&mut outcome.stubs);
         let changes = overlay_changes(&dirs.upperdir, &lowers, &outcome.stubs)
             .map_err(|e| origin.error(format!("reading the step's changes: {e}")))?;
         let size = self
@@ -226,8 +243,9 @@ impl Builder<'_> {
         progress: &mut dyn Progress,
     ) -> Result<u64> {
         let before = Index::scan(&st.rootfs).map_err(|e| origin.error(e))?;
-        let outcome = execute(&self.sandbox, spec, &st.label, step, progress)
+        let mut outcome = execute(&self.sandbox, spec, &st.label, step, progress)
             .map_err(|e| origin.error(format!("could not run the step: {e}")))?;
+        keep_system_mount_points(&mut outcome.stubs);
         rbuild_sandbox::remove_stubs(&st.rootfs, &outcome.stubs)
             .map_err(|e| origin.error(format!("removing the sandbox's mount points: {e}")))?;
         if !outcome.status.success() {
@@ -235,6 +253,13 @@ impl Builder<'_> {
         }
         self.commit(st, &before).map_err(|e| origin.error(e))
     }
+}
+
+/// BuildKit's runc leaves the /dev, /proc and /sys mount points it had to create in the
+/// step's layer (docs/fidelity.md); the other mount points (RUN --mount targets, /etc
+/// files) go, as current BuildKit removes them.
+fn keep_system_mount_points(stubs: &mut Vec<rbuild_sandbox::Stub>) {
+    stubs.retain(|s| !matches!(s.path.as_str(), "/dev" | "/proc" | "/sys"));
 }
 
 /// Runs `spec`, reporting each output line as a progress event.

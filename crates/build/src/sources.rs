@@ -34,7 +34,7 @@ impl Source {
     }
 }
 
-fn has_wildcard(s: &str) -> bool {
+pub(crate) fn has_wildcard(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
@@ -107,6 +107,46 @@ impl SourceRoot<'_> {
         }
     }
 
+    /// What one COPY/ADD source names, each with the filters to copy a directory's
+    /// contents with. Plainly: the wildcard matches. With `--parents`, the path is kept
+    /// below the root, or below a `/./` pivot (`a/./b/c` keeps `b/c`): the source becomes
+    /// the pivot directory and the rest an include pattern (BuildKit); a literal path
+    /// must exist, a pattern may match nothing.
+    pub(crate) fn copy_sources(
+        &self,
+        src: &str,
+        parents: bool,
+        filters: &CopyFilters,
+    ) -> Result<Vec<(Source, CopyFilters)>, String> {
+        if !parents {
+            return Ok(self
+                .expand(src)?
+                .into_iter()
+                .map(|s| (s, filters.clone()))
+                .collect());
+        }
+        let (pivot, pattern) = match src.split_once("/./") {
+            Some((pivot, pattern)) => (pivot.to_string(), pattern.to_string()),
+            None => ("/".to_string(), src.to_string()),
+        };
+        let pattern = self.clean(&pattern)?.join("/");
+        if !has_wildcard(&pivot) && !has_wildcard(&pattern) {
+            // Fails with the usual "not found" / ".dockerignore" message.
+            self.expand(&format!("{pivot}/{pattern}"))?;
+        }
+        let with_include = CopyFilters {
+            exclude: filters.exclude.clone(),
+            include: (!pattern.is_empty())
+                .then(|| IncludePattern::new(&pattern))
+                .transpose()?,
+        };
+        Ok(self
+            .expand(&pivot)?
+            .into_iter()
+            .map(|s| (s, with_include.clone()))
+            .collect())
+    }
+
     /// Expands `src` (possibly with wildcards) to the sources it names, sorted.
     pub(crate) fn expand(&self, src: &str) -> Result<Vec<Source>, String> {
         let comps = self.clean(src)?;
@@ -154,27 +194,122 @@ impl SourceRoot<'_> {
     }
 
     /// The filter for copying directory `source`'s contents: `.dockerignore` rules by
-    /// the path relative to the context.
+    /// the path relative to the context, then the COPY's own `filters` by the path
+    /// relative to `source`.
     pub(crate) fn filter_for<'s>(
         &'s self,
         source: &'s Source,
+        filters: &'s CopyFilters,
     ) -> impl Fn(&Path, bool) -> Filter + 's {
         move |rel: &Path, is_dir: bool| {
+            let rel = rel.to_string_lossy();
+            let own = filters.decide(&rel, is_dir);
             let SourceRoot::Context {
                 ignore: Some(m), ..
             } = self
             else {
-                return Filter::Include;
+                return own;
             };
-            let full = join_rel(&source.rel, &rel.to_string_lossy());
-            if !m.matches_or_parent_matches(&full) {
+            let full = join_rel(&source.rel, &rel);
+            let ignored = if !m.matches_or_parent_matches(&full) {
                 Filter::Include
             } else if is_dir && !m.can_skip_dir(&full) {
                 Filter::Descend
             } else {
                 Filter::Skip
-            }
+            };
+            combine(ignored, own)
         }
+    }
+}
+
+/// Both filters must let an entry in; a directory either only descends into is created
+/// only if something below it is copied.
+fn combine(a: Filter, b: Filter) -> Filter {
+    match (a, b) {
+        (Filter::Skip, _) | (_, Filter::Skip) => Filter::Skip,
+        (Filter::Descend, _) | (_, Filter::Descend) => Filter::Descend,
+        _ => Filter::Include,
+    }
+}
+
+/// A COPY's filters besides `.dockerignore`, matched against paths relative to each
+/// source directory (BuildKit's copy include/exclude patterns; a source that is itself a
+/// file is never filtered).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CopyFilters {
+    /// `--exclude` patterns (`.dockerignore` syntax, `!` exceptions allowed).
+    pub exclude: Option<PatternMatcher>,
+    /// `--parents`: the one pattern what is copied must match (or be inside a match of).
+    pub include: Option<IncludePattern>,
+}
+
+impl CopyFilters {
+    pub(crate) fn new(exclude: &[String]) -> Result<CopyFilters, String> {
+        let exclude = if exclude.is_empty() {
+            None
+        } else {
+            Some(PatternMatcher::new(exclude).map_err(|e| format!("--exclude: {e}"))?)
+        };
+        Ok(CopyFilters {
+            exclude,
+            include: None,
+        })
+    }
+
+    fn decide(&self, rel: &str, is_dir: bool) -> Filter {
+        let excluded = match &self.exclude {
+            Some(m) if m.matches_or_parent_matches(rel) => {
+                if is_dir && !m.can_skip_dir(rel) {
+                    Filter::Descend
+                } else {
+                    Filter::Skip
+                }
+            }
+            _ => Filter::Include,
+        };
+        let included = match &self.include {
+            None => Filter::Include,
+            Some(p) if p.matcher.matches_or_parent_matches(rel) => Filter::Include,
+            Some(p) if is_dir && p.may_match_below(rel) => Filter::Descend,
+            Some(_) => Filter::Skip,
+        };
+        combine(excluded, included)
+    }
+}
+
+/// The include pattern of `COPY --parents`.
+#[derive(Debug, Clone)]
+pub(crate) struct IncludePattern {
+    matcher: PatternMatcher,
+    components: Vec<String>,
+}
+
+impl IncludePattern {
+    pub(crate) fn new(pattern: &str) -> Result<IncludePattern, String> {
+        let matcher = PatternMatcher::new([pattern])
+            .map_err(|e| format!("--parents pattern {pattern:?}: {e}"))?;
+        Ok(IncludePattern {
+            matcher,
+            components: pattern
+                .split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .map(str::to_string)
+                .collect(),
+        })
+    }
+
+    /// Whether something inside directory `rel` could match (pruning the walk).
+    fn may_match_below(&self, rel: &str) -> bool {
+        if self.components.iter().any(|c| c.contains("**")) {
+            return true;
+        }
+        let parts: Vec<&str> = rel.split('/').collect();
+        parts.len() < self.components.len()
+            && parts
+                .iter()
+                .zip(&self.components)
+                .all(|(part, pattern)| go_match(pattern, part))
     }
 }
 

@@ -10,18 +10,20 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use rbuild_dockerfile::instructions::{Command, Instruction, ShellOrExec};
 use rbuild_dockerfile::{parse_dockerfile, Base, BuildOptions, Dockerfile};
 use rbuild_ignore::PatternMatcher;
-use rbuild_image::{Descriptor, History, ImageConfig, Platform};
+use rbuild_image::{Descriptor, Digest, History, ImageConfig, Platform};
 use rbuild_layer::WriteOptions;
 use rbuild_sandbox::Sandbox;
-use rbuild_store::{ImageRecord, Store};
+use rbuild_store::{CacheRecord, ImageRecord, Store};
 
 use crate::base::{self, BaseImages, LoadedImage};
+use crate::cache::{KeyBuilder, RemoteCache};
 use crate::commit::commit_layer;
 use crate::error::{BuildError, Result};
 use crate::fsops;
 use crate::history::{self, go_list, go_quote_list};
 use crate::progress::{seconds, Event, Progress};
 use crate::snapshot::Index;
+use crate::step_cache::{base_key, stage_skips_cache, StepEnd};
 use crate::workdir::{apply_layers, BuildDir};
 use crate::BuildRequest;
 
@@ -37,12 +39,16 @@ pub(crate) struct BuilderParts<'a> {
     pub platform: Platform,
     pub sandbox: Sandbox,
     pub write_options: WriteOptions,
+    pub remote: &'a dyn RemoteCache,
 }
 
-/// A finished stage: its image and its root filesystem (kept for `COPY --from`).
+/// A finished stage: its image and its root filesystem (kept for `COPY --from`; only the
+/// first `applied` layers are on it: cache hits are applied when something reads it).
 pub(crate) struct StageOutput {
     pub image: LoadedImage,
     pub rootfs: PathBuf,
+    pub applied: usize,
+    pub fs_key: Digest,
 }
 
 /// The state of the stage being built (BuildKit's `dispatchState`).
@@ -59,6 +65,18 @@ pub(crate) struct StageState {
     pub build_args: Vec<(String, String)>,
     /// CMD was set in this stage (an ENTRYPOINT then keeps it).
     pub cmd_set: bool,
+    /// How many of `layers` are applied on `rootfs` (hits are applied only when a later
+    /// step needs the files).
+    pub applied: usize,
+    /// The cache key of the file system the next step starts from.
+    pub fs_key: Digest,
+    /// Every step of this stage runs (`--no-cache`, `--no-cache-filter`).
+    pub no_cache: bool,
+    /// When the stage's last layer step ran: the `created` of the config-only history
+    /// entries after it.
+    pub clock: Option<String>,
+    /// History entries of this stage still waiting for a `created` time.
+    pub undated: Vec<usize>,
 }
 
 impl StageState {
@@ -99,6 +117,15 @@ pub(crate) struct Builder<'a> {
     pub done: BTreeMap<usize, StageOutput>,
     /// Images used by `--from`, extracted once per build.
     pub image_roots: BTreeMap<String, PathBuf>,
+    /// ADD's downloads and git checkouts, each fetched once per build.
+    pub fetcher: crate::remote::Fetcher,
+    pub remote: &'a dyn RemoteCache,
+    /// Cache records of the layer steps run or reused so far.
+    pub used_records: Vec<CacheRecord>,
+    /// `RUN --mount=type=cache` directories used: (id, directory).
+    pub cache_mounts_used: Vec<(String, PathBuf)>,
+    /// Registry-cache hits whose layers are not fetched yet, by layer digest.
+    pub pending_remote: std::cell::RefCell<BTreeMap<Digest, CacheRecord>>,
 }
 
 /// Where a command came from, for error messages.
@@ -112,8 +139,9 @@ impl Origin<'_> {
         BuildError::Step {
             file: self.file.clone(),
             line: self.cmd.location.start_line,
-            instruction: self.cmd.location.original.clone(),
-            message: message.into(),
+            // A URL's credentials never reach an error.
+            instruction: crate::remote::redact_credentials(&self.cmd.location.original),
+            message: crate::remote::redact_credentials(&message.into()),
         }
     }
 }
@@ -159,6 +187,11 @@ impl<'a> Builder<'a> {
             ignore,
             done: BTreeMap::new(),
             image_roots: BTreeMap::new(),
+            fetcher: crate::remote::Fetcher::new(parts.store),
+            remote: parts.remote,
+            used_records: Vec::new(),
+            cache_mounts_used: Vec::new(),
+            pending_remote: Default::default(),
         })
     }
 
@@ -169,8 +202,8 @@ impl<'a> Builder<'a> {
             .unwrap_or_else(|| format!("stage-{index}"))
     }
 
-    /// `created` of history entries and of the config: SOURCE_DATE_EPOCH, else now.
-    pub(crate) fn created(&self) -> String {
+    /// The time a step runs: SOURCE_DATE_EPOCH, else now.
+    pub(crate) fn now(&self) -> String {
         match self.request.source_date_epoch {
             Some(epoch) => history::rfc3339(epoch, 0),
             None => {
@@ -182,14 +215,33 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Adds a history entry. Its `created` is the time of the layer step it belongs to or
+    /// follows (see [`Builder::date_history`]), so that a rebuild served from the cache
+    /// repeats the first build's times and gives the same image.
     pub(crate) fn add_history(&self, st: &mut StageState, created_by: String, with_layer: bool) {
         st.config.history.push(History {
-            created: Some(self.created()),
+            created: st.clock.clone(),
             created_by,
             comment: HISTORY_COMMENT.into(),
             empty_layer: !with_layer,
             ..Default::default()
         });
+        if st.clock.is_none() || with_layer {
+            st.undated.push(st.config.history.len() - 1);
+        }
+    }
+
+    /// A layer step ran (or was reused) at `time`: it dates its own entry, the config-only
+    /// entries before it that had no time yet, and those after it until the next one.
+    pub(crate) fn date_history(&self, st: &mut StageState, time: &str) {
+        let time = match self.request.source_date_epoch {
+            Some(epoch) => history::rfc3339(epoch, 0),
+            None => time.to_string(),
+        };
+        for i in st.undated.drain(..) {
+            st.config.history[i].created = Some(time.clone());
+        }
+        st.clock = Some(time);
     }
 
     /// Stores what changed since `before` as the stage's next layer; returns its size.
@@ -218,7 +270,7 @@ impl<'a> Builder<'a> {
         Ok(size)
     }
 
-    fn load_image(&self, reference: &str) -> std::result::Result<LoadedImage, String> {
+    pub(crate) fn load_image(&self, reference: &str) -> std::result::Result<LoadedImage, String> {
         if reference.eq_ignore_ascii_case("scratch") {
             return Ok(base::scratch(&self.platform));
         }
@@ -237,9 +289,23 @@ impl<'a> Builder<'a> {
             .stage_by_name(from)
             .or_else(|| from.parse::<usize>().ok().filter(|&i| i < current));
         if let Some(i) = stage {
-            return self.done.get(&i).map(|o| o.rootfs.clone()).ok_or_else(|| {
-                format!("stage {from:?} has not been built (it must come before this stage)")
-            });
+            let (layers, applied) = {
+                let output = self.done.get(&i).ok_or_else(|| {
+                    format!("stage {from:?} has not been built (it must come before this stage)")
+                })?;
+                (output.image.layers.clone(), output.applied)
+            };
+            let output_root = self.done[&i].rootfs.clone();
+            if applied < layers.len() {
+                self.fetch_pending(&layers[applied..])
+                    .map_err(|e| e.to_string())?;
+                apply_layers(self.store, &layers[applied..], &output_root)
+                    .map_err(|e| e.to_string())?;
+                if let Some(output) = self.done.get_mut(&i) {
+                    output.applied = layers.len();
+                }
+            }
+            return Ok(output_root);
         }
         if let Some(root) = self.image_roots.get(from) {
             return Ok(root.clone());
@@ -260,19 +326,25 @@ impl<'a> Builder<'a> {
         };
         let started = Instant::now();
         let base = self.df.stage_base(index, &self.global)?;
-        let (base_name, image) = match &base {
-            Base::Stage(i) => (
-                self.stage_label(*i),
-                self.done
+        let (base_name, image, fs_key) = match &base {
+            Base::Stage(i) => {
+                let output = self
+                    .done
                     .get(i)
-                    .map(|o| o.image.clone())
-                    .ok_or_else(|| from_origin.error("base stage was not built"))?,
-            ),
-            Base::Image(reference) => (
-                reference.clone(),
-                self.load_image(reference)
-                    .map_err(|e| from_origin.error(e))?,
-            ),
+                    .ok_or_else(|| from_origin.error("base stage was not built"))?;
+                (
+                    self.stage_label(*i),
+                    output.image.clone(),
+                    output.fs_key.clone(),
+                )
+            }
+            Base::Image(reference) => {
+                let image = self
+                    .load_image(reference)
+                    .map_err(|e| from_origin.error(e))?;
+                let key = base_key(&image.id, &self.platform);
+                (reference.clone(), image, key)
+            }
         };
         let triggers = image.config.config.on_build.clone();
         let steps = 1 + triggers.len() + stage.commands.len();
@@ -282,8 +354,9 @@ impl<'a> Builder<'a> {
             steps,
             text: format!("FROM {base_name}"),
         });
+        // Empty until a step that runs needs it: a stage served from the cache is never
+        // extracted.
         let rootfs = self.dir.new_dir(&format!("rootfs-{index}"))?;
-        apply_layers(self.store, &image.layers, &rootfs)?;
         let mut config = image.config.clone();
         // Docker runs a base's triggers once, in the child; they are not inherited.
         config.config.on_build.clear();
@@ -296,6 +369,16 @@ impl<'a> Builder<'a> {
             rootfs,
             build_args: Vec::new(),
             cmd_set: false,
+            applied: 0,
+            fs_key,
+            no_cache: stage_skips_cache(
+                self.request.no_cache,
+                &self.request.no_cache_filter,
+                index,
+                stage.name.as_deref(),
+            ),
+            clock: None,
+            undated: Vec::new(),
         };
         progress.event(&Event::StepDone {
             stage: label.clone(),
@@ -338,23 +421,37 @@ impl<'a> Builder<'a> {
                 stage: label.clone(),
                 step,
                 steps,
-                text: cmd.location.original.clone(),
+                text: crate::remote::redact_credentials(&cmd.location.original),
             });
             let origin = Origin { file, cmd };
-            let layer_size = self.dispatch(&mut st, &origin, step, progress)?;
-            progress.event(&Event::StepDone {
-                stage: label.clone(),
-                step,
-                seconds: seconds(started.elapsed()),
-                layer_size,
-            });
+            match self.dispatch(&mut st, &origin, step, progress)? {
+                // The cache reported the hit itself.
+                Some(StepEnd::Cached) => {}
+                end => progress.event(&Event::StepDone {
+                    stage: label.clone(),
+                    step,
+                    seconds: seconds(started.elapsed()),
+                    layer_size: match end {
+                        Some(StepEnd::Ran(size)) => Some(size),
+                        _ => None,
+                    },
+                }),
+            }
+        }
+        if !st.undated.is_empty() {
+            // No layer step dated these: a stage of config-only steps, built now.
+            let now = self.now();
+            self.date_history(&mut st, &now);
         }
         let output = StageOutput {
             image: LoadedImage {
                 config: st.config,
                 layers: st.layers,
+                id: st.fs_key.clone(),
             },
             rootfs: st.rootfs,
+            applied: st.applied,
+            fs_key: st.fs_key,
         };
         self.done.insert(index, output);
         Ok(())
@@ -367,31 +464,56 @@ impl<'a> Builder<'a> {
         origin: &Origin<'_>,
         step: usize,
         progress: &mut dyn Progress,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Option<StepEnd>> {
         let expanded = origin.cmd.expand(&origin.file, &self.df.lexer(), &st.env)?;
         let cfg = &mut st.config.config;
         let created_by = match &expanded.instruction {
             Instruction::From(_) => return Err(origin.error("FROM inside a stage")),
             Instruction::Run(run) => {
-                return self.dispatch_run(st, origin, run, step, progress).map(Some)
-            }
-            Instruction::Copy(copy) => {
+                let (argv, created_by) = self.run_command(st, run);
+                let key = self.run_key(st, origin, &expanded.instruction, &argv)?;
                 return self
-                    .dispatch_copy(st, origin, &copy.clone().into())
-                    .map(Some)
+                    .layer_step(
+                        st,
+                        Some(key),
+                        created_by,
+                        step,
+                        progress,
+                        |b, st, progress| b.dispatch_run(st, origin, run, step, progress),
+                    )
+                    .map(Some);
             }
-            Instruction::Add(add) => {
+            Instruction::Copy(_) | Instruction::Add(_) => {
+                let spec: crate::copy::CopySpec = match &expanded.instruction {
+                    Instruction::Copy(c) => c.clone().into(),
+                    Instruction::Add(a) => a.clone().into(),
+                    _ => unreachable!(),
+                };
+                let key = self.copy_key(st, origin, &expanded.instruction, &spec)?;
+                let created_by =
+                    crate::copy::history_text(if spec.is_add { "ADD" } else { "COPY" }, &spec);
                 return self
-                    .dispatch_copy(st, origin, &add.clone().into())
-                    .map(Some)
+                    .layer_step(st, key, created_by, step, progress, |b, st, _| {
+                        b.dispatch_copy(st, origin, &spec)
+                    })
+                    .map(Some);
             }
-            Instruction::Workdir(w) => return self.dispatch_workdir(st, origin, &w.path),
+            Instruction::Workdir(w) => {
+                return self.dispatch_workdir(st, origin, &w.path, step, progress)
+            }
             Instruction::Env(env) => {
                 let mut msg = String::from("ENV");
                 for pair in &env.pairs {
-                    cfg.env
-                        .retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != pair.key);
-                    cfg.env.push(format!("{}={}", pair.key, pair.value));
+                    // BuildKit's addEnv: a variable already set keeps its place.
+                    let entry = format!("{}={}", pair.key, pair.value);
+                    let existing = cfg
+                        .env
+                        .iter_mut()
+                        .find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == pair.key);
+                    match existing {
+                        Some(e) => *e = entry,
+                        None => cfg.env.push(entry),
+                    }
                     msg.push_str(&format!(" {}={}", pair.key, pair.value));
                 }
                 for pair in &env.pairs {
@@ -462,6 +584,8 @@ impl<'a> Builder<'a> {
             Instruction::Cmd(c) => {
                 let args = command_args(&c.cmd, &st.shell());
                 st.config.config.cmd = Some(args.clone());
+                // BuildKit sets it on every CMD (not on ENTRYPOINT).
+                st.config.config.args_escaped = true;
                 st.cmd_set = true;
                 format!("CMD {}", go_quote_list(&args))
             }
@@ -496,8 +620,9 @@ impl<'a> Builder<'a> {
                 format!("STOPSIGNAL {}", s.signal)
             }
             Instruction::OnBuild(o) => {
+                // BuildKit records no history entry for ONBUILD.
                 cfg.on_build.push(o.expression.clone());
-                format!("ONBUILD {}", o.expression)
+                return Ok(None);
             }
         };
         self.add_history(st, created_by, false);
@@ -511,34 +636,59 @@ impl<'a> Builder<'a> {
         st: &mut StageState,
         origin: &Origin<'_>,
         path: &str,
-    ) -> Result<Option<u64>> {
+        step: usize,
+        progress: &mut dyn Progress,
+    ) -> Result<Option<StepEnd>> {
         let wd = fsops::join_container(&st.workdir(), path);
         st.config.config.working_dir = wd.clone();
         if wd == "/" {
             self.add_history(st, format!("WORKDIR {wd}"), false);
             return Ok(None);
         }
-        let owner = if st.config.config.user.is_empty() {
-            (0, 0)
-        } else {
-            let ids = rbuild_sandbox::resolve_user(&st.rootfs, &st.config.config.user)
-                .map_err(|e| origin.error(e))?;
-            (ids.uid, ids.gid)
-        };
-        let before = Index::scan(&st.rootfs).map_err(|e| origin.error(e))?;
-        fsops::ensure_dir(&st.rootfs, &wd, owner).map_err(|e| origin.error(e))?;
-        let size = self.commit(st, &before).map_err(|e| origin.error(e))?;
-        self.add_history(st, format!("WORKDIR {wd}"), true);
-        Ok(Some(size))
+        let mut key = KeyBuilder::new(&st.fs_key);
+        key.add("workdir", wd.clone());
+        key.add("user", st.config.config.user.clone());
+        let created_by = format!("WORKDIR {wd}");
+        let end = self.layer_step(st, Some(key), created_by, step, progress, |b, st, _| {
+            let owner = if st.config.config.user.is_empty() {
+                (0, 0)
+            } else {
+                let ids = rbuild_sandbox::resolve_user(&st.rootfs, &st.config.config.user)
+                    .map_err(|e| origin.error(e))?;
+                (ids.uid, ids.gid)
+            };
+            let before = Index::scan(&st.rootfs).map_err(|e| origin.error(e))?;
+            fsops::ensure_dir(&st.rootfs, &wd, owner).map_err(|e| origin.error(e))?;
+            b.commit(st, &before).map_err(|e| origin.error(e))
+        })?;
+        Ok(Some(end))
     }
 
     /// Writes the target stage's image and tags it.
-    pub(crate) fn finish(mut self, target: usize) -> Result<(ImageRecord, Vec<String>)> {
-        let created = self.created();
+    pub(crate) fn finish(&mut self, target: usize) -> Result<(ImageRecord, Vec<String>)> {
+        // The image was made when its newest step was: a build served from the cache gives
+        // the image of the build that filled it.
+        let created = {
+            let history = &self
+                .done
+                .get(&target)
+                .ok_or_else(|| BuildError::other("the target stage was not built"))?
+                .image
+                .config
+                .history;
+            history
+                .iter()
+                .filter_map(|h| h.created.clone())
+                .max_by(|a, b| {
+                    crate::step_cache::time_order(a).cmp(&crate::step_cache::time_order(b))
+                })
+                .unwrap_or_else(|| self.now())
+        };
         let output = self
             .done
             .remove(&target)
             .ok_or_else(|| BuildError::other("the target stage was not built"))?;
+        self.fetch_pending(&output.image.layers)?;
         let mut config = output.image.config;
         config.created = Some(created);
         for (k, v) in &self.request.labels {

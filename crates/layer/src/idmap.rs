@@ -1,5 +1,6 @@
-//! Mapping container uids/gids to host ids, for extracting a rootfs that a user namespace
-//! will later see with the container's ids (rootless builds).
+//! Mapping between container uids/gids and host ids: for extracting a rootfs that a user
+//! namespace will later see with the container's ids, and for writing a layer from files a
+//! user namespace created (rootless builds), whose owners on disk are host ids.
 
 /// One contiguous range: container ids `container_start..container_start+len` are host ids
 /// `host_start..host_start+len` (the format of `/proc/<pid>/uid_map`).
@@ -48,6 +49,22 @@ impl IdMap {
         }
     }
 
+    /// Only container root, as the calling user: what an unprivileged process may map
+    /// without subordinate ids.
+    pub fn single(host_uid: u32, host_gid: u32) -> Self {
+        let range = |host: u32| {
+            vec![IdRange {
+                container_start: 0,
+                host_start: host,
+                len: 1,
+            }]
+        };
+        IdMap {
+            uids: range(host_uid),
+            gids: range(host_gid),
+        }
+    }
+
     /// The host uid of container uid `id`, if mapped.
     pub fn host_uid(&self, id: u64) -> Option<u32> {
         map_id(&self.uids, id)
@@ -57,6 +74,29 @@ impl IdMap {
     pub fn host_gid(&self, id: u64) -> Option<u32> {
         map_id(&self.gids, id)
     }
+}
+
+impl IdMap {
+    /// The container uid of host uid `id`, if mapped (the inverse of [`IdMap::host_uid`]).
+    pub fn container_uid(&self, id: u64) -> Option<u32> {
+        unmap_id(&self.uids, id)
+    }
+
+    /// The container gid of host gid `id`, if mapped.
+    pub fn container_gid(&self, id: u64) -> Option<u32> {
+        unmap_id(&self.gids, id)
+    }
+}
+
+fn unmap_id(ranges: &[IdRange], id: u64) -> Option<u32> {
+    ranges.iter().find_map(|r| {
+        let offset = id.checked_sub(u64::from(r.host_start))?;
+        if offset < u64::from(r.len) {
+            u32::try_from(u64::from(r.container_start) + offset).ok()
+        } else {
+            None
+        }
+    })
 }
 
 fn map_id(ranges: &[IdRange], id: u64) -> Option<u32> {
@@ -83,5 +123,21 @@ mod tests {
         assert_eq!(map.host_gid(33), Some(200_032));
         assert_eq!(map.host_uid(65536), Some(165_535));
         assert_eq!(map.host_uid(65537), None);
+    }
+
+    #[test]
+    fn container_ids_invert_host_ids() {
+        let map = IdMap::rootless(1000, 1001, 100_000, 200_000, 65536);
+        assert_eq!(map.container_uid(1000), Some(0));
+        assert_eq!(map.container_gid(1001), Some(0));
+        assert_eq!(map.container_uid(100_000), Some(1));
+        assert_eq!(map.container_gid(200_032), Some(33));
+        assert_eq!(map.container_uid(165_535), Some(65536));
+        assert_eq!(map.container_uid(165_536), None);
+        assert_eq!(map.container_uid(0), None);
+        let single = IdMap::single(1000, 1000);
+        assert_eq!(single.container_uid(1000), Some(0));
+        assert_eq!(single.container_uid(1001), None);
+        assert_eq!(single.host_gid(0), Some(1000));
     }
 }

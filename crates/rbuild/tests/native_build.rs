@@ -6,54 +6,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use rbuild_testutil::{busybox_rootfs, require_root, Registry};
+use rbuild_testutil::{require_root, Registry};
 
-fn rbuild(root: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbuild"));
-    cmd.arg("--root")
-        .arg(root)
-        .env_remove("RBUILD_ENGINE")
-        .env_remove("SOURCE_DATE_EPOCH");
-    cmd
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "rbuild failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn fails(out: Output) -> String {
-    assert!(
-        !out.status.success(),
-        "rbuild should have failed:\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A store holding `busybox:latest`, built by rbuild from a local rootfs.
-fn store_with_busybox() -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
-    let ctx = tempfile::tempdir().unwrap();
-    busybox_rootfs(&ctx.path().join("rootfs"));
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        "FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\nCMD [\"sh\"]\n",
-    )
-    .unwrap();
-    ok(rbuild(root.path())
-        .args(["-q", "-t", "busybox:latest"])
-        .arg(ctx.path())
-        .output()
-        .unwrap());
-    root
-}
+mod common;
+use common::{fails, ok, rbuild, store_with_busybox};
 
 fn example_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello")
@@ -422,7 +378,7 @@ fn unprivileged_user_without_subids_builds_from_an_image() {
     .unwrap();
     let err = fails(as_user(&["build", chown_ctx.to_str().unwrap()]));
     assert!(
-        err.contains("COPY --chown=1000: rootless builds cannot give files to uid 1000 yet"),
+        err.contains("COPY --chown=1000: rootless builds cannot give files to uid 1000 without subordinate ids"),
         "{err}"
     );
 
@@ -432,4 +388,70 @@ fn unprivileged_user_without_subids_builds_from_an_image() {
         .find(|e| e.path.to_string_lossy() == "bin/busybox")
         .expect("bin/busybox is in the base layer");
     assert_eq!((busybox.uid, busybox.gid), (0, 0));
+}
+
+/// The step cache through the command line: `CACHED` lines, `--explain-misses`,
+/// `--no-cache-filter`, and `rbuild prune --keep-storage`.
+#[test]
+fn cache_hits_misses_explanations_and_prune() {
+    require_root("native builds in this test");
+    let root = store_with_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("app.txt"), "1\n").unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox AS base\nRUN echo base > /base\n\
+         FROM base\nCOPY app.txt /app.txt\nRUN cat /app.txt\n",
+    )
+    .unwrap();
+    let build = |extra: &[&str]| -> String {
+        // A fixed epoch: a step that runs again makes the same layer (no new mtimes).
+        let out = ok(rbuild(root.path())
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["build", "--progress", "plain", "-t", "app"])
+            .args(extra)
+            .arg(ctx.path())
+            .output()
+            .unwrap());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let cold = build(&[]);
+    assert!(!cold.contains("CACHED"), "{cold}");
+    let warm = build(&[]);
+    assert_eq!(warm.matches("CACHED").count(), 3, "{warm}");
+
+    std::fs::write(ctx.path().join("app.txt"), "2\n").unwrap();
+    let changed = build(&["--explain-misses"]);
+    assert_eq!(changed.matches("CACHED").count(), 1, "{changed}");
+    assert!(
+        changed.contains("cache miss: source app.txt changed"),
+        "{changed}"
+    );
+    assert!(
+        changed.contains("cache miss: the step before it changed"),
+        "{changed}"
+    );
+
+    // The base stage runs again; its layer is the same, so the next stage still hits.
+    let filtered = build(&["--no-cache-filter", "base"]);
+    assert!(filtered.contains("#2 DONE"), "{filtered}");
+    assert_eq!(filtered.matches("CACHED").count(), 2, "{filtered}");
+
+    // The image keeps its layers; dropping the cache makes the next build run the steps
+    // of the stage that is not in the image.
+    let out = ok(rbuild(root.path())
+        .args(["prune", "--keep-storage", "0"])
+        .output()
+        .unwrap());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("build cache records"), "{text}");
+    let after = build(&[]);
+    assert_eq!(after.matches("CACHED").count(), 0, "{after}");
+    let err = fails(
+        rbuild(root.path())
+            .args(["prune", "--filter", "label=x"])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("only until=DURATION"), "{err}");
 }

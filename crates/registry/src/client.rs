@@ -16,8 +16,8 @@ use crate::auth::credentials::{Credential, DockerConfig, Found};
 use crate::auth::token::{fetch_token, TokenCache};
 use crate::error::{describe_error_body, ErrorKind, RegistryError, Result};
 use crate::transport::{
-    ca_certificates, is_loopback_host, send_with_retries, Endpoint, RequestSpec, RetryPolicy,
-    DEFAULT_CERT_DIRS,
+    ca_certificates, client_identity, default_cert_dirs, has_cert_dir, is_loopback_host,
+    send_with_retries, Endpoint, RequestSpec, RetryPolicy,
 };
 
 /// How the client reaches registries and where it finds credentials.
@@ -27,7 +27,8 @@ pub struct ClientOptions {
     pub insecure_registries: Vec<String>,
     /// Extra CA bundles trusted for every registry.
     pub ca_files: Vec<PathBuf>,
-    /// Directories holding `<host[:port]>/*.crt` (default: Docker's and containers' certs.d).
+    /// Directories holding `<host[:port]>/*.crt` (CAs) and `*.cert`/`*.key` (a client
+    /// certificate); default: Docker's, containers' and rbuild's own certs.d.
     pub cert_dirs: Vec<PathBuf>,
     /// Mirrors (`host[:port]`, optionally with `http://`/`https://`) tried first for docker.io.
     pub mirrors: Vec<String>,
@@ -46,7 +47,7 @@ impl Default for ClientOptions {
         ClientOptions {
             insecure_registries: Vec::new(),
             ca_files: Vec::new(),
-            cert_dirs: DEFAULT_CERT_DIRS.iter().map(PathBuf::from).collect(),
+            cert_dirs: default_cert_dirs(),
             mirrors: Vec::new(),
             docker_config: DockerConfig::from_env(),
             retry: RetryPolicy::default(),
@@ -109,11 +110,13 @@ impl Client {
         } else {
             registry.to_string()
         };
-        let insecure =
-            is_loopback_host(&host)
-                || self.inner.options.insecure_registries.iter().any(|r| {
-                    r == &host || r == crate::transport::strip_port(&host) || r == registry
-                });
+        let options = &self.inner.options;
+        // Loopback speaks http as with Docker, unless certs.d holds certificates for it.
+        let insecure = (is_loopback_host(&host) && !has_cert_dir(&host, &options.cert_dirs))
+            || options
+                .insecure_registries
+                .iter()
+                .any(|r| r == &host || r == crate::transport::strip_port(&host) || r == registry);
         Endpoint {
             registry: registry.to_string(),
             host,
@@ -160,6 +163,9 @@ impl Client {
             .read_timeout(opts.read_timeout);
         for cert in certs {
             builder = builder.add_root_certificate(cert);
+        }
+        if let Some(identity) = client_identity(host, &opts.cert_dirs)? {
+            builder = builder.identity(identity);
         }
         let client = builder.build().map_err(|e| {
             RegistryError::new(

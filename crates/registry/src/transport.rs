@@ -80,6 +80,87 @@ pub fn ca_certificates(
     Ok(certs)
 }
 
+/// rbuild's own certs dir, searched after Docker's and containers': `$XDG_CONFIG_HOME/rbuild/
+/// certs.d`, else `~/.config/rbuild/certs.d`. Laid out as Docker's: `<host[:port]>/*.crt`
+/// (CAs), `*.cert` with `*.key` (a client certificate).
+pub fn user_cert_dir() -> Option<PathBuf> {
+    let config = match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(std::env::var_os("HOME")?).join(".config"),
+    };
+    Some(config.join("rbuild").join("certs.d"))
+}
+
+/// The cert dirs a default client searches: Docker's, containers' and rbuild's own.
+pub fn default_cert_dirs() -> Vec<PathBuf> {
+    DEFAULT_CERT_DIRS
+        .iter()
+        .map(PathBuf::from)
+        .chain(user_cert_dir())
+        .collect()
+}
+
+/// Whether some cert dir holds TLS material for `host` (then it is spoken to over https even
+/// on loopback: someone set up certificates for it).
+pub fn has_cert_dir(host: &str, cert_dirs: &[PathBuf]) -> bool {
+    cert_dirs.iter().any(|dir| dir.join(host).is_dir())
+}
+
+/// The client certificate for `host`, as Docker finds it: in `<dir>/<host[:port]>/`, a
+/// `NAME.cert` and its `NAME.key` (PEM), the first pair by name in the first dir that has one.
+/// A certificate without its key (or a key without its certificate) is an error.
+pub fn client_identity(host: &str, cert_dirs: &[PathBuf]) -> Result<Option<reqwest::Identity>> {
+    for dir in cert_dirs {
+        let host_dir = dir.join(host);
+        let Ok(entries) = std::fs::read_dir(&host_dir) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        let fail = |file: &Path, msg: String| {
+            RegistryError::new(
+                format!("load client certificate {}", file.display()),
+                ErrorKind::Config,
+                msg,
+            )
+        };
+        for key in files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "key"))
+        {
+            if !key.with_extension("cert").is_file() {
+                return Err(fail(
+                    key,
+                    format!(
+                        "missing client certificate {}",
+                        key.with_extension("cert").display()
+                    ),
+                ));
+            }
+        }
+        let Some(cert) = files
+            .iter()
+            .find(|p| p.extension().is_some_and(|x| x == "cert"))
+        else {
+            continue;
+        };
+        let key = cert.with_extension("key");
+        let mut pem = std::fs::read(cert).map_err(|e| fail(cert, e.to_string()))?;
+        let key_pem = std::fs::read(&key)
+            .map_err(|e| fail(cert, format!("missing key {}: {e}", key.display())))?;
+        pem.push(b'\n');
+        pem.extend_from_slice(&key_pem);
+        let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+            fail(
+                cert,
+                format!("not a PEM certificate and key ({}): {e}", key.display()),
+            )
+        })?;
+        return Ok(Some(identity));
+    }
+    Ok(None)
+}
+
 fn read_pem_bundle(file: &Path) -> Result<Vec<reqwest::Certificate>> {
     let fail = |msg: String| {
         RegistryError::new(
@@ -281,7 +362,22 @@ pub async fn send_with_retries(
 }
 
 fn is_transient(e: &reqwest::Error) -> bool {
-    e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
+    (e.is_connect() || e.is_timeout() || e.is_request() || e.is_body())
+        && !is_certificate_refusal(e)
+}
+
+/// A TLS handshake that failed over a certificate (the server's untrusted, or ours refused by
+/// a registry that wants a client certificate) fails the same way every time: no retries.
+/// rustls's error is not reachable through reqwest's types, so its text is matched.
+fn is_certificate_refusal(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if err.to_string().to_ascii_lowercase().contains("certificate") {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -348,5 +444,45 @@ mod tests {
         assert!(ca_certificates("h:5000", &[certs_d], &[])
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn client_certificates_are_found_as_docker_lays_them_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+        let dirs = [first.clone(), second.clone()];
+        assert!(client_identity("h:5000", &dirs).unwrap().is_none());
+        assert!(!has_cert_dir("h:5000", &dirs));
+
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["client".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let host = second.join("h:5000");
+        std::fs::create_dir_all(&host).unwrap();
+        assert!(has_cert_dir("h:5000", &dirs));
+        // A key alone is an error naming the certificate it lacks.
+        std::fs::write(host.join("client.key"), key.serialize_pem()).unwrap();
+        let err = client_identity("h:5000", &dirs).unwrap_err().to_string();
+        assert!(
+            err.contains("missing client certificate") && err.contains("client.cert"),
+            "{err}"
+        );
+        std::fs::write(host.join("client.cert"), cert.pem()).unwrap();
+        assert!(client_identity("h:5000", &dirs).unwrap().is_some());
+        // Only this host's directory counts.
+        assert!(client_identity("other:5000", &dirs).unwrap().is_none());
+        // A certificate without its key is an error too.
+        std::fs::remove_file(host.join("client.key")).unwrap();
+        let err = client_identity("h:5000", &dirs).unwrap_err().to_string();
+        assert!(err.contains("missing key"), "{err}");
+    }
+
+    #[test]
+    fn rbuilds_own_cert_dir_follows_xdg() {
+        let dirs = default_cert_dirs();
+        assert_eq!(dirs[0], PathBuf::from("/etc/docker/certs.d"));
+        assert!(dirs.last().unwrap().ends_with("rbuild/certs.d"), "{dirs:?}");
     }
 }

@@ -67,6 +67,72 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
     found
 }
 
+/// The subordinate ranges and setuid tools an unprivileged user needs for a ranged map.
+struct SubIdSetup {
+    uid: u32,
+    gid: u32,
+    subuids: Vec<SubIdRange>,
+    subgids: Vec<SubIdRange>,
+    newuidmap: PathBuf,
+    newgidmap: PathBuf,
+}
+
+/// What an unprivileged caller has for a ranged mapping; `None` when a range or a tool is
+/// missing (or when the caller is root, which needs neither).
+fn subid_setup() -> Option<SubIdSetup> {
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if uid == 0 {
+        return None;
+    }
+    let subuids = ranges_for_current_user(Path::new("/etc/subuid"), uid);
+    let subgids = ranges_for_current_user(Path::new("/etc/subgid"), gid_owner_id(uid));
+    if subuids.is_empty() || subgids.is_empty() {
+        return None;
+    }
+    Some(SubIdSetup {
+        uid,
+        gid,
+        subuids,
+        subgids,
+        newuidmap: find_tool("newuidmap")?,
+        newgidmap: find_tool("newgidmap")?,
+    })
+}
+
+/// The container → host id map every user namespace of this process gets when the caller
+/// is unprivileged and has subordinate ranges and newuidmap/newgidmap: container 0 is the
+/// caller, 1.. the ranges in order. `None` for root (identity) and for a single-id mapping.
+pub fn subid_map() -> Option<rbuild_layer::IdMap> {
+    let setup = subid_setup()?;
+    Some(rbuild_layer::IdMap {
+        uids: map_ranges(setup.uid, &setup.subuids),
+        gids: map_ranges(setup.gid, &setup.subgids),
+    })
+}
+
+/// Container ranges: 0 → `own_id`, then each subordinate range from container id 1 on
+/// (stopping before the 32-bit id space runs out).
+fn map_ranges(own_id: u32, ranges: &[SubIdRange]) -> Vec<rbuild_layer::IdRange> {
+    let mut out = vec![rbuild_layer::IdRange {
+        container_start: 0,
+        host_start: own_id,
+        len: 1,
+    }];
+    let mut next_inside: u64 = 1;
+    for range in ranges {
+        if next_inside + u64::from(range.count) > u64::from(u32::MAX) {
+            break;
+        }
+        out.push(rbuild_layer::IdRange {
+            container_start: next_inside as u32,
+            host_start: range.start,
+            len: range.count,
+        });
+        next_inside += u64::from(range.count);
+    }
+    out
+}
+
 /// Writes the id maps of the process `pid`, which has just unshared its user namespace.
 /// Returns which kind of mapping it got.
 pub fn write_maps(pid: i32) -> Result<IdMapping, String> {
@@ -76,14 +142,9 @@ pub fn write_maps(pid: i32) -> Result<IdMapping, String> {
         write_proc_map(pid, "gid_map", "0 0 4294967295\n")?;
         return Ok(IdMapping::Identity);
     }
-    let subuids = ranges_for_current_user(Path::new("/etc/subuid"), uid);
-    let subgids = ranges_for_current_user(Path::new("/etc/subgid"), gid_owner_id(uid));
-    let tools = (find_tool("newuidmap"), find_tool("newgidmap"));
-    if let ((Some(newuidmap), Some(newgidmap)), false, false) =
-        (tools, subuids.is_empty(), subgids.is_empty())
-    {
-        run_map_tool(&newuidmap, pid, uid, &subuids)?;
-        run_map_tool(&newgidmap, pid, gid, &subgids)?;
+    if let Some(setup) = subid_setup() {
+        run_map_tool(&setup.newuidmap, pid, &map_ranges(uid, &setup.subuids))?;
+        run_map_tool(&setup.newgidmap, pid, &map_ranges(gid, &setup.subgids))?;
         return Ok(IdMapping::SubIds);
     }
     // Without subordinate ids an unprivileged process may only map itself, and must give
@@ -104,21 +165,16 @@ fn write_proc_map(pid: i32, file: &str, content: &str) -> Result<(), String> {
     std::fs::write(&path, content).map_err(|e| format!("writing {path:?} ({content:?}): {e}"))
 }
 
-/// `newuidmap PID 0 ID 1 1 START COUNT [next START COUNT]...`: the caller becomes root, the
+/// `newuidmap PID 0 ID 1 1 START COUNT [2 START COUNT]...`: the caller becomes root, the
 /// subordinate ranges follow from id 1 on.
-fn run_map_tool(tool: &Path, pid: i32, own_id: u32, ranges: &[SubIdRange]) -> Result<(), String> {
-    let mut args = vec![pid.to_string(), "0".into(), own_id.to_string(), "1".into()];
-    let mut next_inside: u64 = 1;
+fn run_map_tool(tool: &Path, pid: i32, ranges: &[rbuild_layer::IdRange]) -> Result<(), String> {
+    let mut args = vec![pid.to_string()];
     for range in ranges {
-        if next_inside + u64::from(range.count) > u64::from(u32::MAX) {
-            break;
-        }
         args.extend([
-            next_inside.to_string(),
-            range.start.to_string(),
-            range.count.to_string(),
+            range.container_start.to_string(),
+            range.host_start.to_string(),
+            range.len.to_string(),
         ]);
-        next_inside += u64::from(range.count);
     }
     let output = Command::new(tool)
         .args(&args)
@@ -158,5 +214,31 @@ mod tests {
             ]
         );
         assert!(parse_subid(content, Some("carol"), 7).is_empty());
+    }
+
+    #[test]
+    fn map_ranges_put_the_caller_first_and_the_ranges_after() {
+        let ranges = map_ranges(
+            1000,
+            &[
+                SubIdRange {
+                    start: 100000,
+                    count: 65536,
+                },
+                SubIdRange {
+                    start: 300000,
+                    count: 10,
+                },
+            ],
+        );
+        let map = rbuild_layer::IdMap {
+            uids: ranges.clone(),
+            gids: ranges,
+        };
+        assert_eq!(map.host_uid(0), Some(1000));
+        assert_eq!(map.host_uid(1), Some(100000));
+        assert_eq!(map.host_uid(65536), Some(165535));
+        assert_eq!(map.host_uid(65537), Some(300000));
+        assert_eq!(map.host_uid(65547), None);
     }
 }

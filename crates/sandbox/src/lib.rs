@@ -6,6 +6,7 @@
 //! control socket (fd 3), sets up the namespaces (or a chroot), runs the command and
 //! reports back. See docs/sandbox.md.
 
+mod asroot;
 mod helper;
 mod idmap;
 mod probe;
@@ -18,9 +19,11 @@ mod sys;
 mod user;
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
-pub use idmap::{parse_subid, SubIdRange};
+pub use asroot::ContainerRoot;
+pub use idmap::{current_user_label, parse_subid, subid_map, SubIdRange};
 pub use probe::{Capabilities, Check, NamespaceChecks};
 pub use runner::OutputStream;
 pub use spec::{
@@ -28,7 +31,7 @@ pub use spec::{
     Stub, StubKind, UserIds, DEFAULT_PATH,
 };
 pub use stubs::remove_stubs;
-pub use user::resolve_user;
+pub use user::{home_dir, resolve_user};
 
 /// The first argument that turns the rbuild binary into the sandbox helper.
 pub const HELPER_ARG: &str = "__rbuild-sandbox-helper";
@@ -71,6 +74,8 @@ impl SandboxError {
 pub struct Sandbox {
     program: PathBuf,
     args: Vec<String>,
+    /// Set once an overlay rootfs failed to start; shared by clones.
+    overlay_failed: Arc<AtomicBool>,
 }
 
 impl Default for Sandbox {
@@ -82,10 +87,7 @@ impl Default for Sandbox {
 impl Sandbox {
     /// Uses this very executable (`/proc/self/exe __rbuild-sandbox-helper`) as the helper.
     pub fn new() -> Self {
-        Sandbox {
-            program: PathBuf::from("/proc/self/exe"),
-            args: vec![HELPER_ARG.to_string()],
-        }
+        Self::with_helper("/proc/self/exe")
     }
 
     /// Uses another executable whose `main` calls [`maybe_run_helper`].
@@ -93,6 +95,7 @@ impl Sandbox {
         Sandbox {
             program: program.into(),
             args: vec![HELPER_ARG.to_string()],
+            overlay_failed: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -110,6 +113,26 @@ impl Sandbox {
         }
     }
 
+    /// Whether steps should still try an overlay rootfs: true until one failed to start
+    /// with this sandbox (or a clone of it), so a build that found overlayfs unusable does
+    /// not retry it on every step.
+    pub fn overlay_worth_trying(&self) -> bool {
+        !self.overlay_failed.load(Ordering::Relaxed)
+    }
+
+    /// Records that an overlay rootfs failed to start. True only the first time, so the
+    /// caller warns once.
+    pub fn overlay_failed(&self) -> bool {
+        !self.overlay_failed.swap(true, Ordering::Relaxed)
+    }
+
+    /// Starts a [`ContainerRoot`]: a helper that is root in a user namespace with the same
+    /// subordinate-id mapping the userns steps get, for extracting layers and chowning
+    /// files as container root. Unprivileged callers with a subordinate range only.
+    pub fn container_root(&self) -> Result<ContainerRoot, SandboxError> {
+        ContainerRoot::start(&self.program, &self.args)
+    }
+
     /// Runs one step, calling `output` with each chunk the command writes. Blocking (call it
     /// from `spawn_blocking`): it returns once the step and everything it started are gone.
     /// A non-zero exit is an `Ok` outcome; `Err` means the sandbox could not run the step.
@@ -125,3 +148,19 @@ impl Sandbox {
 
 #[cfg(feature = "test-support")]
 pub mod test_support;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overlay_failure_is_remembered_and_reported_once_across_clones() {
+        let sandbox = Sandbox::with_helper("/nonexistent");
+        let clone = sandbox.clone();
+        assert!(sandbox.overlay_worth_trying());
+        assert!(clone.overlay_failed(), "the first failure is news");
+        assert!(!sandbox.overlay_worth_trying());
+        assert!(!clone.overlay_worth_trying());
+        assert!(!sandbox.overlay_failed(), "later failures are not");
+    }
+}

@@ -75,6 +75,18 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<UserIds, String> {
     })
 }
 
+/// The home directory runc gives a process of `uid` when its environment has no HOME: the
+/// first /etc/passwd entry with that uid, else `/`.
+pub fn home_dir(rootfs: &Path, uid: u32) -> Result<String, String> {
+    let passwd = read_db(rootfs, "etc/passwd")?;
+    let uid = uid.to_string();
+    Ok(passwd
+        .iter()
+        .find(|f| f.get(2) == Some(&uid))
+        .and_then(|f| f.get(5).cloned())
+        .unwrap_or_else(|| "/".into()))
+}
+
 /// Reads a colon-separated database; a missing file is an empty database (scratch images).
 fn read_db(rootfs: &Path, rel: &str) -> Result<Vec<Vec<String>>, String> {
     let path = crate::rootpath::host_path_in_root(rootfs, rel)
@@ -118,6 +130,14 @@ mod tests {
         )
         .unwrap();
         dir
+    }
+
+    #[test]
+    fn home_comes_from_passwd_by_uid() {
+        let dir = rootfs();
+        assert_eq!(home_dir(dir.path(), 1000).unwrap(), "/home/app");
+        assert_eq!(home_dir(dir.path(), 0).unwrap(), "/root");
+        assert_eq!(home_dir(dir.path(), 4242).unwrap(), "/");
     }
 
     #[test]

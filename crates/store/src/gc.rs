@@ -119,7 +119,9 @@ impl Store {
                 source,
             })?
         };
-        let (reachable, _) = self.reachable(&index, true)?;
+        let (mut reachable, _) = self.reachable(&index, true)?;
+        // Layers of build-cache records are live until the cache drops the record.
+        reachable.extend(self.cache_roots()?);
         let mut candidates = Vec::new();
         for entry in std::fs::read_dir(&self.blobs).at("list blobs in", &self.blobs)? {
             let entry = entry.at("list blobs in", &self.blobs)?;

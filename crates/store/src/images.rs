@@ -92,6 +92,34 @@ impl Store {
         Ok(desc)
     }
 
+    /// Stores an index (or Docker manifest list) exactly as given after checking that every
+    /// manifest it lists is in the store, and lists it in the index as untagged if new. The
+    /// entry's media type is the index's own (`mediaType`, else OCI's).
+    pub fn put_index_bytes(&self, bytes: &[u8]) -> Result<Descriptor> {
+        let index = Index::from_slice(bytes).map_err(json_err("index being stored".into()))?;
+        for child in &index.manifests {
+            if !self.protect(&child.digest)? {
+                return Err(StoreError::Invalid(format!(
+                    "cannot store index: it lists manifest {} ({}) which is not in the store",
+                    child.digest,
+                    child
+                        .platform
+                        .as_ref()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default()
+                )));
+            }
+        }
+        let blob = self.put_bytes(bytes, None)?;
+        let media_type = index
+            .media_type
+            .clone()
+            .unwrap_or_else(|| media_types::OCI_INDEX.to_string());
+        let desc = blob.descriptor(&media_type);
+        self.add_untagged(&desc)?;
+        Ok(desc)
+    }
+
     /// Stores a manifest we built, in canonical JSON.
     pub fn put_manifest(&self, manifest: &Manifest) -> Result<Descriptor> {
         let bytes = manifest

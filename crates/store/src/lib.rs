@@ -9,10 +9,12 @@
 //! <root>/leases/<pid>-<n>.lease    digests a live process has written but not yet indexed
 //! <root>/locks/index.lock          flock serialising index.json read-modify-write
 //! <root>/locks/gc.lock             flock: gc exclusive, blob commits shared
+//! <root>/cache/                    build-cache records (see `cache.rs`)
 //! ```
 
 pub mod archive;
 mod blob;
+mod cache;
 mod error;
 mod fsutil;
 mod gc;
@@ -27,6 +29,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 pub use blob::{BlobWriter, CommittedBlob};
+pub use cache::{
+    default_cache_bound, CachePrunePolicy, CachePruneReport, CacheRecord, CacheUsage, KeyInputs,
+};
 pub use error::{Result, StoreError};
 pub use gc::{FsckReport, GcOptions, GcReport};
 pub use images::{ImageRecord, ImageSummary};

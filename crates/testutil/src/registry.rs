@@ -28,7 +28,23 @@ impl Registry {
         Self::start_inner(Some((user, pass)))
     }
 
+    /// A registry speaking TLS only, with this server certificate and key (PEM files), that
+    /// requires client certificates signed by `client_ca`.
+    pub fn start_with_client_tls(certificate: &Path, key: &Path, client_ca: &Path) -> Registry {
+        let tls = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n    clientcas:\n      - {}\n",
+            certificate.display(),
+            key.display(),
+            client_ca.display()
+        );
+        Self::start_with(None, Some(tls))
+    }
+
     fn start_inner(auth: Option<(&str, &str)>) -> Registry {
+        Self::start_with(auth, None)
+    }
+
+    fn start_with(auth: Option<(&str, &str)>, tls: Option<String>) -> Registry {
         crate::require_binary(DOCKER_REGISTRY, "docker-registry");
         let dir = tempfile::Builder::new()
             .prefix("rbuild-test-registry-")
@@ -40,6 +56,9 @@ impl Registry {
              delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.path().join("data").display()
         );
+        if let Some(tls) = &tls {
+            config.push_str(tls);
+        }
         if let Some((user, pass)) = auth {
             let htpasswd = dir.path().join("htpasswd");
             write_htpasswd(&htpasswd, user, pass);
@@ -66,7 +85,12 @@ impl Registry {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         // `/v2/` answers 200 (open) or 401 (auth) once the registry listens.
-        while !matches!(http_status(port, "/v2/", &[]), Some(200 | 401)) {
+        // A TLS registry cannot answer plain http: it is up once it accepts connections.
+        let up = || match tls {
+            None => matches!(http_status(port, "/v2/", &[]), Some(200 | 401)),
+            Some(_) => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        };
+        while !up() {
             let exited = registry.child.try_wait().unwrap();
             if exited.is_some() || Instant::now() > deadline {
                 let log = std::fs::read_to_string(registry._dir.path().join("registry.log"))

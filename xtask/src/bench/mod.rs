@@ -1,8 +1,12 @@
-//! `cargo xtask bench`: builds the workloads with rbuild and with each peer on this machine,
+//! `cargo xtask bench`: runs the workloads with rbuild and with each peer on this machine,
 //! alternating runs (A B A B ...) so that the machine's drift cancels out, and writes a
-//! Markdown table of medians and per-pair ratios.
+//! Markdown report of medians and per-pair ratios.
 
 mod measure;
+mod plan;
+mod report;
+mod sections;
+mod services;
 mod tools;
 mod workloads;
 
@@ -10,40 +14,100 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use measure::Sample;
-use tools::Tool;
-use workloads::{Mode, Workload};
+use report::Section;
+use tools::Builder;
 
-struct Options {
-    quick: bool,
-    runs: usize,
-    peers: Vec<String>,
-    out: PathBuf,
-    only: Vec<String>,
+/// Every row group the harness knows, in the order it runs them.
+pub const WORKLOADS: &[(&str, &str)] = &[
+    ("tiny", "cold build: busybox, one COPY, one RUN"),
+    (
+        "large-diff",
+        "cold build: one RUN writing 10,000 files, 300 MB",
+    ),
+    ("many-steps", "cold build: 30 small COPY/RUN steps"),
+    ("multi-stage", "cold build: two independent builder stages"),
+    (
+        "apt",
+        "cold build: apt-get install into Debian (slow: debootstrap once)",
+    ),
+    (
+        "step-overhead",
+        "RUN true × N against none: per-step cost, userns and chroot",
+    ),
+    (
+        "snapshot",
+        "10,000 files, 250 MB on Debian: overlay (userns) and walk (chroot) snapshots",
+    ),
+    (
+        "cache-ten-steps",
+        "cold, warm, one change, registry cache: 10-step Dockerfile",
+    ),
+    (
+        "cache-large-diff",
+        "cold, warm, one change, registry cache: large-diff build",
+    ),
+    (
+        "push",
+        "push of a 500 MB image to an empty local registry (and skopeo copy)",
+    ),
+    (
+        "pull",
+        "pull of a 500 MB image into an empty store (and skopeo copy)",
+    ),
+    (
+        "layer-write",
+        "one layer of a 1 GB tree against tar | gzip and tar | pigz",
+    ),
+];
+
+/// Left out unless named, or unless the run is a full one.
+const SLOW: &[&str] = &["apt"];
+
+pub struct Options {
+    pub quick: bool,
+    /// Timed runs of the cheap rows.
+    pub runs: usize,
+    /// Timed runs of the rows that move hundreds of megabytes.
+    pub heavy_runs: usize,
+    pub peers: Vec<String>,
+    pub out: PathBuf,
+    pub only: Vec<String>,
+    /// Use the rbuild binary and layer_bench example in this directory instead of building.
+    pub bin_dir: Option<PathBuf>,
 }
 
-fn parse_options(args: &[String]) -> Result<Options> {
+const USAGE_OPTIONS: &str = "--quick, --runs N, --heavy-runs N, --peers a,b, --out FILE, \
+                             --bin-dir DIR, --list";
+
+fn parse_options(args: &[String]) -> Result<Option<Options>> {
     let mut o = Options {
         quick: false,
         runs: 3,
+        heavy_runs: 0,
         peers: vec!["docker-buildkit".into(), "buildah".into()],
         out: PathBuf::from("docs/benchmarks.md"),
         only: Vec::new(),
+        bin_dir: None,
     };
+    let number = |v: Option<&String>, flag: &str| -> Result<usize> {
+        v.with_context(|| format!("{flag} needs a number"))?
+            .parse()
+            .with_context(|| format!("{flag} needs a number"))
+    };
+    let mut runs_given = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => o.quick = true,
             "--runs" => {
-                o.runs = it
-                    .next()
-                    .context("--runs needs a number")?
-                    .parse()
-                    .context("--runs needs a number")?
+                o.runs = number(it.next(), "--runs")?;
+                runs_given = true;
             }
+            "--heavy-runs" => o.heavy_runs = number(it.next(), "--heavy-runs")?,
             "--peers" => {
                 o.peers = it
                     .next()
@@ -54,84 +118,169 @@ fn parse_options(args: &[String]) -> Result<Options> {
                     .collect()
             }
             "--out" => o.out = PathBuf::from(it.next().context("--out needs a file")?),
-            flag if flag.starts_with('-') => bail!("unknown option {flag}"),
-            name => o.only.push(name.to_string()),
+            "--bin-dir" => {
+                o.bin_dir = Some(PathBuf::from(it.next().context("--bin-dir needs a dir")?))
+            }
+            "--list" => {
+                for (name, what) in WORKLOADS {
+                    println!("{name:<18} {what}");
+                }
+                return Ok(None);
+            }
+            flag if flag.starts_with('-') => {
+                bail!("unknown option {flag} (known: {USAGE_OPTIONS})")
+            }
+            name => {
+                if !WORKLOADS.iter().any(|(n, _)| *n == name) {
+                    bail!(
+                        "unknown workload {name} (known: {})",
+                        WORKLOADS
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                o.only.push(name.to_string())
+            }
         }
     }
-    if o.quick {
-        o.runs = o.runs.min(2);
+    if o.quick && !runs_given {
+        o.runs = 1;
     }
     if o.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    Ok(o)
+    if o.heavy_runs == 0 {
+        o.heavy_runs = o.runs;
+    }
+    for p in &o.peers {
+        if !["docker-buildkit", "buildah"].contains(&p.as_str()) {
+            bail!("unknown peer {p} (known: docker-buildkit, buildah)");
+        }
+    }
+    Ok(Some(o))
 }
 
-/// The results of one workload: per tool, one sample per timed run.
-struct Row {
-    workload: &'static str,
-    what: &'static str,
-    samples: Vec<(String, Vec<Sample>)>,
+impl Options {
+    pub fn selected(&self, name: &str) -> bool {
+        if self.only.is_empty() {
+            !(self.quick && SLOW.contains(&name))
+        } else {
+            self.only.iter().any(|n| n == name)
+        }
+    }
+}
+
+/// Everything the sections need.
+pub struct Bench<'a> {
+    pub opts: &'a Options,
+    pub work: PathBuf,
+    pub logs: PathBuf,
+    pub services: &'a services::Services,
+    pub rbuild_bin: PathBuf,
+    pub layer_bench_bin: PathBuf,
+    pub rbuild: Builder,
+    pub peers: Vec<Builder>,
+    pub scale: workloads::Scale,
 }
 
 pub fn main(args: &[String]) -> Result<()> {
-    let opts = parse_options(args)?;
+    let Some(opts) = parse_options(args)? else {
+        return Ok(());
+    };
     let repo = repo_root()?;
-    let work = repo.join("target/bench");
-    fs::create_dir_all(work.join("logs"))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| if t.is_absolute() { t } else { repo.join(t) })
+        .unwrap_or_else(|| repo.join("target"));
+    let work = target.join("bench");
+    let logs = work.join("logs");
+    let _ = fs::remove_dir_all(&logs);
+    fs::create_dir_all(&logs)?;
 
-    let selected: Vec<Workload> = workloads::all()
-        .into_iter()
-        .filter(|w| opts.only.is_empty() || opts.only.iter().any(|n| n == w.name))
-        .filter(|w| !(opts.quick && w.slow) || opts.only.iter().any(|n| n == w.name))
-        .collect();
-    if selected.is_empty() {
-        bail!("no workload selected (known: {})", names().join(", "));
-    }
-
-    eprintln!("==> building rbuild (release)");
-    let status = Command::new(env!("CARGO"))
-        .current_dir(&repo)
-        .args(["build", "--release", "--quiet", "--bin", "rbuild"])
-        .status()?;
-    if !status.success() {
-        bail!("building rbuild failed");
-    }
-    let rbuild_bin = repo.join("target/release/rbuild");
-
-    let env = services::Services::start(&work)?;
-    let mut tools = vec![Tool::rbuild(rbuild_bin, work.join("rbuild-root"))];
-    for peer in &opts.peers {
-        match peer.as_str() {
-            "docker-buildkit" => tools.push(Tool::docker_buildkit(
-                PathBuf::from(services::DEBIAN_DOCKER),
-                env.docker_host(),
-            )),
-            "buildah" => tools.push(Tool::buildah(&work)),
-            other => bail!("unknown peer {other} (known: docker-buildkit, buildah)"),
+    services::ensure_packages()?;
+    let bins = match &opts.bin_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            eprintln!("==> building rbuild and layer_bench (release)");
+            let status = Command::new(env!("CARGO"))
+                .current_dir(&repo)
+                .args([
+                    "build",
+                    "--release",
+                    "--quiet",
+                    "-p",
+                    "rbuild",
+                    "--bin",
+                    "rbuild",
+                ])
+                .args(["-p", "rbuild-layer", "--example", "layer_bench"])
+                .status()?;
+            if !status.success() {
+                bail!("building rbuild failed");
+            }
+            target.join("release")
         }
+    };
+    let rbuild_bin = bins.join("rbuild");
+    let layer_bench_bin = bins.join("examples/layer_bench");
+    if !rbuild_bin.is_file() {
+        bail!("{} is missing", rbuild_bin.display());
     }
 
-    let mut rows = Vec::new();
-    for w in &selected {
-        let from = env.base(w.base, &work)?;
-        eprintln!("==> {} ({})", w.name, w.what);
-        rows.push(run_workload(w, &from, &tools, &opts, &work, &env)?);
+    let started = Instant::now();
+    let load_before = load_average();
+    let svc = services::Services::start()?;
+    let store = work.join("stores");
+    tools::remove_tree(&store)?;
+    let mut peers = Vec::new();
+    for p in &opts.peers {
+        peers.push(match p.as_str() {
+            "docker-buildkit" => {
+                Builder::docker_buildkit(PathBuf::from(tools::DEBIAN_DOCKER), svc.docker_host())
+            }
+            _ => Builder::buildah(&store.join("buildah")),
+        });
     }
-    let versions: Vec<(String, String)> = tools
-        .iter()
-        .map(|t| (t.name.to_string(), version_of(t)))
-        .collect();
-    let report = render(&rows, &tools, &versions, &opts);
-    fs::write(repo.join(&opts.out), &report)
-        .with_context(|| format!("writing {}", opts.out.display()))?;
-    println!("{report}");
-    eprintln!("==> wrote {}", opts.out.display());
+    let bench = Bench {
+        opts: &opts,
+        logs: logs.clone(),
+        services: &svc,
+        rbuild: Builder::rbuild(rbuild_bin.clone(), store.join("rbuild")),
+        rbuild_bin,
+        layer_bench_bin,
+        peers,
+        scale: if opts.quick {
+            workloads::Scale::quick()
+        } else {
+            workloads::Scale::full()
+        },
+        work: work.clone(),
+    };
+    let result = sections::run_all(&bench);
+    let versions = versions(&bench);
+    let elapsed = started.elapsed();
+    // Leave no overlay mounts of Buildah's behind; the services stop when dropped.
+    let _ = tools::remove_tree(&store);
+    drop(svc);
+    let sections = result?;
+    let load = format!("{load_before} at the start, {} at the end", load_average());
+    let text = render(&sections, &versions, &opts, elapsed.as_secs(), &load);
+    let out = repo.join(&opts.out);
+    let old = fs::read_to_string(&out).unwrap_or_default();
+    let text = match report::kept_part(&old) {
+        Some(kept) => format!("{text}{kept}"),
+        None => format!("{text}{}\n", report::KEEP_MARKER),
+    };
+    fs::write(&out, &text).with_context(|| format!("writing {}", out.display()))?;
+    println!("{text}");
+    eprintln!(
+        "==> wrote {} (logs in {})",
+        opts.out.display(),
+        logs.display()
+    );
     Ok(())
-}
-
-fn names() -> Vec<&'static str> {
-    workloads::all().iter().map(|w| w.name).collect()
 }
 
 fn repo_root() -> Result<PathBuf> {
@@ -142,170 +291,130 @@ fn repo_root() -> Result<PathBuf> {
         .to_path_buf())
 }
 
-fn run_workload(
-    w: &Workload,
-    from: &str,
-    tools: &[Tool],
-    opts: &Options,
-    work: &Path,
-    env: &services::Services,
-) -> Result<Row> {
-    let ctx = work.join("contexts").join(w.name);
-    let _ = fs::remove_dir_all(&ctx);
-    fs::create_dir_all(&ctx)?;
-    (w.make)(&ctx, from)?;
-    let tag = |t: &Tool| format!("{}/bench/{}-{}:latest", env.registry_addr(), w.name, t.name);
-    let log = |t: &Tool, run: &str| {
-        work.join("logs")
-            .join(format!("{}-{}-{run}.log", w.name, t.name))
-    };
-
-    // Priming builds: the warm-up run for cold workloads, the cache for warm ones, the
-    // image to push for the push workload. Their failures show up in the timed runs.
-    for t in tools {
-        let _ = measure::run(
-            t.build(&ctx, &tag(t), w.mode == Mode::Cold),
-            &log(t, "prime"),
-        )?;
-    }
-    let mut samples: Vec<(String, Vec<Sample>)> = tools
-        .iter()
-        .map(|t| (t.name.to_string(), Vec::new()))
-        .collect();
-    for run in 0..opts.runs {
-        for (i, t) in tools.iter().enumerate() {
-            if w.mode == Mode::OneChange {
-                let file = w
-                    .changed_file
-                    .expect("one-change workloads name their file");
-                fs::write(
-                    ctx.join(file),
-                    format!("changed for run {run} of {}\n", t.name),
-                )?;
-            }
-            let cmd = match w.mode {
-                Mode::Cold => t.build(&ctx, &tag(t), true),
-                Mode::Warm | Mode::OneChange => t.build(&ctx, &tag(t), false),
-                Mode::Push => t.push(&tag(t)),
-            };
-            let s = measure::run(cmd, &log(t, &run.to_string()))?;
-            eprintln!(
-                "    {:<16} run {run}: {:>8.2}s {}",
-                t.name,
-                s.wall.as_secs_f64(),
-                s.error.as_deref().unwrap_or("")
-            );
-            samples[i].1.push(s);
-        }
-    }
-    Ok(Row {
-        workload: w.name,
-        what: w.what,
-        samples,
-    })
-}
-
-fn version_of(t: &Tool) -> String {
-    let mut c = t.version();
+fn first_line(mut c: Command) -> String {
     match c.output() {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout).to_string()
+                + &String::from_utf8_lossy(&o.stderr);
+            text.lines().next().unwrap_or("").trim().to_string()
+        }
         _ => "unknown".to_string(),
     }
 }
 
-fn fmt_secs(s: Option<f64>) -> String {
-    s.map(|v| format!("{v:.2} s")).unwrap_or_else(|| "—".into())
+fn cmd(program: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(program);
+    c.args(args);
+    c
 }
 
-/// Renders the report: a table of medians, then rbuild's ratio to each peer per pair of
-/// runs (median of the per-pair ratios, so that drift between pairs cancels out).
-fn render(rows: &[Row], tools: &[Tool], versions: &[(String, String)], opts: &Options) -> String {
+fn versions(b: &Bench) -> Vec<(String, String)> {
+    let source = match &b.opts.bin_dir {
+        Some(_) => "binary given with --bin-dir".to_string(),
+        None => {
+            let commit = cmd_output("git", &["rev-parse", "--short", "HEAD"]);
+            let dirty =
+                !cmd_output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+            format!(
+                "built from commit {commit}{}",
+                if dirty {
+                    " with uncommitted changes"
+                } else {
+                    ""
+                }
+            )
+        }
+    };
+    let mut v = vec![(
+        "rbuild".to_string(),
+        format!("{} ({source})", first_line(b.rbuild.version())),
+    )];
+    for p in &b.peers {
+        v.push((p.name.clone(), first_line(p.version())));
+    }
+    for (name, c) in [
+        ("skopeo", cmd("skopeo", &["--version"])),
+        ("runc", cmd("runc", &["--version"])),
+        ("docker-registry", cmd("docker-registry", &["--version"])),
+        ("gzip", cmd("gzip", &["--version"])),
+        ("pigz", cmd("pigz", &["--version"])),
+        ("GNU tar", cmd("tar", &["--version"])),
+    ] {
+        v.push((name.to_string(), first_line(c)));
+    }
+    v
+}
+
+/// The 1-minute load average: other work on the machine during the run shows here.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().map(String::from))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn render(
+    sections: &[Section],
+    versions: &[(String, String)],
+    opts: &Options,
+    secs: u64,
+    load: &str,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# Benchmarks\n");
     let _ = writeln!(
         s,
-        "Written by `cargo xtask bench{}`; {} timed run(s) per tool after one priming run, \
-         tools alternating. Machine: {} cores, {}, kernel {}. Date: {}.\n",
+        "Written by `cargo xtask bench{}{}` in {} min {} s on {}. Machine: {} cores ({}), {}, \
+         kernel {}, {}; load average {load}. {} timed run(s) per tool for the quick rows \
+         and {} for the rows that move hundreds of megabytes, tools alternating; a cell is \
+         the median, a ratio the median of the per-pair ratios.\n",
         if opts.quick { " --quick" } else { "" },
-        opts.runs,
+        if opts.only.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", opts.only.join(" "))
+        },
+        secs / 60,
+        secs % 60,
+        cmd_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
+        cpu_model(),
         mem_total(),
-        command_line("uname", &["-r"]),
-        command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        cmd_output("uname", &["-r"]),
+        filesystem(),
+        opts.runs,
+        opts.heavy_runs,
     );
     let _ = writeln!(s, "| tool | version |\n|---|---|");
     for (name, v) in versions {
-        let _ = writeln!(s, "| {name} | {v} |");
+        let _ = writeln!(s, "| {name} | {} |", v.replace('|', "/"));
     }
     let _ = writeln!(s);
-    let mut header = String::from("| workload | what |");
-    let mut rule = String::from("|---|---|");
-    for t in tools {
-        let _ = write!(header, " {} |", t.name);
-        rule.push_str("---|");
-        if !t.is_rbuild() {
-            let _ = write!(header, " rbuild/{} |", t.name);
-            rule.push_str("---|");
-        }
+    for sec in sections {
+        s.push_str(&report::render_section(sec));
     }
-    header.push_str(" rbuild peak RSS |");
-    rule.push_str("---|");
-    let _ = writeln!(s, "{header}\n{rule}");
-    for row in rows {
-        let mut line = format!("| {} | {} |", row.workload, row.what);
-        let rbuild = &row.samples[0].1;
-        for (t, (_, samples)) in tools.iter().zip(&row.samples) {
-            let failed = samples.iter().find_map(|x| x.error.clone());
-            let mut secs: Vec<f64> = samples
-                .iter()
-                .filter(|x| x.error.is_none())
-                .map(|x| x.wall.as_secs_f64())
-                .collect();
-            match (&failed, measure::median(&mut secs)) {
-                (Some(e), _) => {
-                    let _ = write!(line, " {} |", e.replace('|', "/"));
-                }
-                (None, m) => {
-                    let _ = write!(line, " {} |", fmt_secs(m));
-                }
-            }
-            if !t.is_rbuild() {
-                let mut ratios: Vec<f64> = rbuild
-                    .iter()
-                    .zip(samples)
-                    .filter(|(a, b)| a.error.is_none() && b.error.is_none())
-                    .map(|(a, b)| a.wall.as_secs_f64() / b.wall.as_secs_f64())
-                    .collect();
-                let _ = match measure::median(&mut ratios) {
-                    Some(r) => write!(line, " {r:.2} |"),
-                    None => write!(line, " — |"),
-                };
-            }
-        }
-        let peak = rbuild.iter().map(|x| x.max_rss_kib).max().unwrap_or(0);
-        let _ = write!(line, " {} MiB |", peak / 1024);
-        let _ = writeln!(s, "{line}");
-    }
-    let _ = writeln!(
-        s,
-        "\nA ratio under 1 means rbuild was faster. \"—\" means no pair of runs succeeded; \
-         a cell starting with \"failed:\" quotes the tool's last line of output. The docker \
-         client's memory is not the build's (the daemon does the work), so only rbuild's \
-         peak RSS is shown.\n\n{}",
-        notes_for(tools)
-    );
     s
 }
 
-fn notes_for(tools: &[Tool]) -> String {
-    let peers: Vec<&str> = tools
-        .iter()
-        .filter(|t| !t.is_rbuild())
-        .map(|t| t.name)
-        .collect();
-    format!("Peers measured in this run: {}.", peers.join(", "))
+fn cmd_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn cpu_model() -> String {
+    fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_string())
+        .unwrap_or_else(|| "unknown CPU".into())
 }
 
 fn mem_total() -> String {
@@ -314,88 +423,63 @@ fn mem_total() -> String {
         .find(|l| l.starts_with("MemTotal:"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kib| kib.parse::<u64>().ok())
-        .map(|kib| format!("{} GiB RAM", kib / 1024 / 1024))
+        .map(|kib| format!("{} GiB RAM", (kib + 512 * 1024) / 1024 / 1024))
         .unwrap_or_else(|| "unknown RAM".into())
 }
 
-fn command_line(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
+fn filesystem() -> String {
+    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let t = mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1) == Some(&"/")).then(|| f.get(2).copied().unwrap_or("?"))
+        })
+        .next_back()
+        .unwrap_or("unknown");
+    format!("{t} root file system")
 }
 
-mod services;
+/// `dir` made empty.
+pub fn fresh_dir(dir: &Path) -> Result<PathBuf> {
+    tools::remove_tree(dir)?;
+    fs::create_dir_all(dir)?;
+    Ok(dir.to_path_buf())
+}
 
 #[cfg(test)]
 mod tests {
-    use super::workloads::Base;
     use super::*;
 
+    fn opts(args: &[&str]) -> Result<Option<Options>> {
+        parse_options(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
     #[test]
-    fn options_parse_and_reject_unknown_flags() {
-        let o = parse_options(&["--quick".into(), "tiny".into()]).unwrap();
+    fn options_parse_and_reject_unknown_flags_and_workloads() {
+        let o = opts(&["--quick", "tiny"]).unwrap().unwrap();
         assert!(o.quick);
         assert_eq!(o.only, vec!["tiny".to_string()]);
-        assert!(o.runs <= 2);
-        assert!(parse_options(&["--bogus".into()]).is_err());
-        assert!(parse_options(&["--runs".into(), "0".into()]).is_err());
-        let o = parse_options(&["--peers".into(), "buildah".into()]).unwrap();
+        assert_eq!(o.runs, 1);
+        assert!(o.selected("tiny") && !o.selected("push"));
+        assert!(opts(&["--bogus"]).is_err());
+        assert!(opts(&["no-such-workload"]).is_err());
+        assert!(opts(&["--runs", "0"]).is_err());
+        let o = opts(&["--peers", "buildah", "--runs", "5"])
+            .unwrap()
+            .unwrap();
         assert_eq!(o.peers, vec!["buildah".to_string()]);
+        assert_eq!((o.runs, o.heavy_runs), (5, 5));
+        assert!(opts(&["--peers", "kaniko"]).is_err());
     }
 
     #[test]
-    fn report_shows_failures_and_ratios() {
-        use std::time::Duration;
-        let tools = vec![
-            Tool::rbuild("rbuild".into(), "/r".into()),
-            Tool::buildah(Path::new("/w")),
-        ];
-        let ok = |secs: f64| Sample {
-            wall: Duration::from_secs_f64(secs),
-            max_rss_kib: 2048,
-            error: None,
-        };
-        let rows = vec![Row {
-            workload: "tiny",
-            what: "w",
-            samples: vec![
-                ("rbuild".into(), vec![ok(1.0), ok(2.0)]),
-                ("buildah".into(), vec![ok(4.0), ok(4.0)]),
-            ],
-        }];
-        let opts = parse_options(&[]).unwrap();
-        let text = render(&rows, &tools, &[], &opts);
-        assert!(
-            text.contains("| tiny | w | 1.50 s | 4.00 s | 0.38 |"),
-            "{text}"
-        );
-        let failed = vec![Row {
-            workload: "tiny",
-            what: "w",
-            samples: vec![
-                (
-                    "rbuild".into(),
-                    vec![Sample {
-                        error: Some("failed: no | engine".into()),
-                        ..ok(1.0)
-                    }],
-                ),
-                ("buildah".into(), vec![ok(4.0)]),
-            ],
-        }];
-        let text = render(&failed, &tools, &[], &opts);
-        assert!(text.contains("failed: no / engine"), "{text}");
-        assert!(text.contains("| 4.00 s | — |"), "{text}");
-    }
-
-    #[test]
-    fn base_images_are_named_per_kind() {
-        assert_ne!(
-            services::base_name(Base::Busybox),
-            services::base_name(Base::Debian)
-        );
+    fn quick_leaves_out_the_slow_workloads_unless_named() {
+        let o = opts(&["--quick"]).unwrap().unwrap();
+        assert!(!o.selected("apt") && o.selected("tiny"));
+        let o = opts(&["--quick", "apt"]).unwrap().unwrap();
+        assert!(o.selected("apt"));
+        let o = opts(&[]).unwrap().unwrap();
+        assert!(o.selected("apt"));
     }
 }

@@ -1,42 +1,90 @@
-//! The builders compared: rbuild and the peers found on this machine, each as the command
+//! The programs compared: rbuild and the peers found on this machine, each as the command
 //! lines a user would type.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use anyhow::{Context, Result};
+
+/// Debian's docker client: the newer one earlier on some PATHs lacks the builder bits the
+/// daemon of Debian's docker.io expects.
+pub const DEBIAN_DOCKER: &str = "/usr/bin/docker";
+
+/// How a build uses its cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cache<'a> {
+    /// No build cache at all (`--no-cache`).
+    Off,
+    /// The tool's local cache, as a plain rebuild uses it.
+    Local,
+    /// Build (with the local cache) and export the cache to this registry reference.
+    ExportTo(&'a str),
+    /// Build importing the cache from this registry reference.
+    ImportFrom(&'a str),
+}
+
 /// A builder under test.
-pub struct Tool {
-    pub name: &'static str,
+#[derive(Clone)]
+pub struct Builder {
+    pub name: String,
     kind: Kind,
 }
 
+#[derive(Clone)]
 enum Kind {
-    Rbuild { bin: PathBuf, root: PathBuf },
-    DockerBuildkit { docker: PathBuf, host: String },
-    Buildah { root: PathBuf, runroot: PathBuf },
+    Rbuild {
+        bin: PathBuf,
+        root: PathBuf,
+        isolation: Option<&'static str>,
+    },
+    Docker {
+        docker: PathBuf,
+        host: String,
+    },
+    Buildah {
+        root: PathBuf,
+        runroot: PathBuf,
+    },
 }
 
-impl Tool {
-    pub fn rbuild(bin: PathBuf, root: PathBuf) -> Tool {
-        Tool {
-            name: "rbuild",
-            kind: Kind::Rbuild { bin, root },
+impl Builder {
+    pub fn rbuild(bin: PathBuf, root: PathBuf) -> Builder {
+        Builder {
+            name: "rbuild".into(),
+            kind: Kind::Rbuild {
+                bin,
+                root,
+                isolation: None,
+            },
         }
     }
 
-    pub fn docker_buildkit(docker: PathBuf, host: String) -> Tool {
-        Tool {
-            name: "docker-buildkit",
-            kind: Kind::DockerBuildkit { docker, host },
+    /// rbuild forced to one isolation (`userns` or `chroot`), named `rbuild-<isolation>`.
+    pub fn rbuild_isolated(bin: PathBuf, root: PathBuf, isolation: &'static str) -> Builder {
+        Builder {
+            name: format!("rbuild-{isolation}"),
+            kind: Kind::Rbuild {
+                bin,
+                root,
+                isolation: Some(isolation),
+            },
         }
     }
 
-    pub fn buildah(work: &Path) -> Tool {
-        Tool {
-            name: "buildah",
+    pub fn docker_buildkit(docker: PathBuf, host: String) -> Builder {
+        Builder {
+            name: "docker-buildkit".into(),
+            kind: Kind::Docker { docker, host },
+        }
+    }
+
+    /// Buildah as root on overlay, with its own storage under `dir`.
+    pub fn buildah(dir: &Path) -> Builder {
+        Builder {
+            name: "buildah".into(),
             kind: Kind::Buildah {
-                root: work.join("buildah-root"),
-                runroot: work.join("buildah-runroot"),
+                root: dir.join("root"),
+                runroot: dir.join("runroot"),
             },
         }
     }
@@ -45,28 +93,45 @@ impl Tool {
         matches!(self.kind, Kind::Rbuild { .. })
     }
 
-    /// The command that builds `context` as `tag`, without build cache when `no_cache`.
-    pub fn build(&self, context: &Path, tag: &str, no_cache: bool) -> Command {
+    /// The rbuild store (an OCI layout) this builder writes, if it is rbuild.
+    pub fn rbuild_root(&self) -> Option<&Path> {
         match &self.kind {
-            Kind::Rbuild { bin, root } => {
+            Kind::Rbuild { root, .. } => Some(root),
+            _ => None,
+        }
+    }
+
+    /// The same builder on another, private store (for "empty store" runs); docker keeps
+    /// its daemon (its reset empties the daemon instead).
+    pub fn with_store(&self, dir: &Path) -> Builder {
+        let kind = match &self.kind {
+            Kind::Rbuild { bin, isolation, .. } => Kind::Rbuild {
+                bin: bin.clone(),
+                root: dir.join("root"),
+                isolation: *isolation,
+            },
+            Kind::Docker { .. } => self.kind.clone(),
+            Kind::Buildah { .. } => Kind::Buildah {
+                root: dir.join("root"),
+                runroot: dir.join("runroot"),
+            },
+        };
+        Builder {
+            name: self.name.clone(),
+            kind,
+        }
+    }
+
+    fn base_command(&self) -> Command {
+        match &self.kind {
+            Kind::Rbuild { bin, root, .. } => {
                 let mut c = Command::new(bin);
-                c.arg("--root")
-                    .arg(root)
-                    .args(["build", "--progress", "plain"]);
-                if no_cache {
-                    c.arg("--no-cache");
-                }
-                c.args(["-t", tag]).arg(context);
+                c.arg("--root").arg(root);
                 c
             }
-            Kind::DockerBuildkit { docker, host } => {
+            Kind::Docker { docker, host } => {
                 let mut c = Command::new(docker);
-                c.env("DOCKER_BUILDKIT", "1")
-                    .args(["-H", host, "build", "--progress", "plain"]);
-                if no_cache {
-                    c.arg("--no-cache");
-                }
-                c.args(["-t", tag]).arg(context);
+                c.env("DOCKER_BUILDKIT", "1").args(["-H", host]);
                 c
             }
             Kind::Buildah { root, runroot } => {
@@ -75,62 +140,222 @@ impl Tool {
                     .arg(root)
                     .arg("--runroot")
                     .arg(runroot)
-                    .args(["--storage-driver", "overlay", "bud", "--runtime", "runc"])
-                    .args(["--tls-verify=false", "--layers"]);
-                if no_cache {
-                    c.arg("--no-cache");
-                }
-                c.args(["-t", tag]).arg(context);
+                    .args(["--storage-driver", "overlay"]);
                 c
             }
         }
     }
 
-    /// The command that pushes `tag` (a reference into the local registry).
-    pub fn push(&self, tag: &str) -> Command {
+    /// The commands that build `context` as `tag` (one, except docker's cache export,
+    /// which is a build with the inline cache and a push).
+    pub fn build(&self, context: &Path, tag: &str, cache: Cache) -> Vec<Command> {
+        let mut c = self.base_command();
+        let mut after = Vec::new();
         match &self.kind {
-            Kind::Rbuild { bin, root } => {
-                let mut c = Command::new(bin);
-                c.arg("--root").arg(root).args(["push", tag]);
-                c
+            Kind::Rbuild { isolation, .. } => {
+                c.args(["build", "--progress", "plain"]);
+                if let Some(i) = isolation {
+                    c.args(["--isolation", i]);
+                }
+                match cache {
+                    Cache::Off => {
+                        c.arg("--no-cache");
+                    }
+                    Cache::Local => {}
+                    Cache::ExportTo(r) => {
+                        c.arg("--cache-to")
+                            .arg(format!("type=registry,ref={r},mode=max"));
+                    }
+                    Cache::ImportFrom(r) => {
+                        c.arg("--cache-from").arg(format!("type=registry,ref={r}"));
+                    }
+                }
+                c.args(["-t", tag]);
             }
-            Kind::DockerBuildkit { docker, host } => {
-                let mut c = Command::new(docker);
-                c.args(["-H", host, "push", tag]);
-                c
+            Kind::Docker { .. } => {
+                // The private dockerd has no bridge (several daemons coexist), and host
+                // networking is what rbuild's RUN steps get by default.
+                c.args(["build", "--progress", "plain", "--network", "host"]);
+                match cache {
+                    Cache::Off => {
+                        c.arg("--no-cache");
+                    }
+                    Cache::Local => {}
+                    // Debian's docker 20.10 has no buildx, hence no --cache-to: the cache
+                    // travels inline in the pushed image (mode=min, every layer of the
+                    // final stage).
+                    Cache::ExportTo(r) => {
+                        c.args(["--build-arg", "BUILDKIT_INLINE_CACHE=1", "-t", r]);
+                        let mut push = self.base_command();
+                        push.args(["push", r]);
+                        after.push(push);
+                    }
+                    Cache::ImportFrom(r) => {
+                        c.args(["--cache-from", r]);
+                    }
+                }
+                c.args(["-t", tag]);
+            }
+            Kind::Buildah { .. } => {
+                c.args(["bud", "--runtime", "runc", "--network", "host"])
+                    .args(["--tls-verify=false", "--layers"]);
+                match cache {
+                    Cache::Off => {
+                        c.arg("--no-cache");
+                    }
+                    Cache::Local => {}
+                    Cache::ExportTo(r) => {
+                        c.args(["--cache-to", r]);
+                    }
+                    Cache::ImportFrom(r) => {
+                        c.args(["--cache-from", r]);
+                    }
+                }
+                c.args(["-t", tag]);
+            }
+        }
+        c.arg(context);
+        let mut all = vec![c];
+        all.extend(after);
+        all
+    }
+
+    /// Where this tool's registry cache for `repo` lives: a tagged reference, except for
+    /// Buildah, whose `--cache-to/--cache-from` take a repository.
+    pub fn cache_ref(&self, repo: &str) -> String {
+        match &self.kind {
+            Kind::Buildah { .. } => repo.to_string(),
+            _ => format!("{repo}:cache"),
+        }
+    }
+
+    /// The commands that push the stored image `source` to `dest` (a reference into a
+    /// local registry).
+    pub fn push(&self, source: &str, dest: &str) -> Vec<Command> {
+        let mut c = self.base_command();
+        match &self.kind {
+            Kind::Rbuild { .. } => {
+                c.args(["push", source, dest]);
+                vec![c]
+            }
+            Kind::Docker { .. } => {
+                let mut tag = self.base_command();
+                tag.args(["tag", source, dest]);
+                c.args(["push", dest]);
+                vec![tag, c]
+            }
+            Kind::Buildah { .. } => {
+                c.args(["push", "--tls-verify=false", source])
+                    .arg(format!("docker://{dest}"));
+                vec![c]
+            }
+        }
+    }
+
+    /// The command that pulls `reference` into the tool's store.
+    pub fn pull(&self, reference: &str) -> Command {
+        let mut c = self.base_command();
+        match &self.kind {
+            Kind::Rbuild { .. } => c.args(["pull", reference]),
+            Kind::Docker { .. } => c.args(["pull", reference]),
+            Kind::Buildah { .. } => c.args(["pull", "--tls-verify=false", reference]),
+        };
+        c
+    }
+
+    /// Empties the tool's store and cache, as on a fresh CI machine (not timed).
+    pub fn reset(&self) -> Result<()> {
+        match &self.kind {
+            Kind::Rbuild { root, .. } => remove_tree(root),
+            Kind::Docker { .. } => {
+                let mut c = self.base_command();
+                c.args(["system", "prune", "--all", "--force"]);
+                let out = c.output().context("running docker system prune")?;
+                anyhow::ensure!(
+                    out.status.success(),
+                    "docker system prune failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                Ok(())
             }
             Kind::Buildah { root, runroot } => {
-                let mut c = Command::new("buildah");
-                c.arg("--root")
-                    .arg(root)
-                    .arg("--runroot")
-                    .arg(runroot)
-                    .args(["--storage-driver", "overlay", "push", "--tls-verify=false"])
-                    .arg(tag)
-                    .arg(format!("docker://{tag}"));
-                c
+                remove_tree(root)?;
+                remove_tree(runroot)
             }
+        }
+    }
+
+    /// How many build steps of the log `text` were answered from the cache, as each tool
+    /// prints it: BuildKit's `#N CACHED` for a vertex named `[stage i/n] INSTRUCTION`
+    /// (FROM excluded), Buildah's `--> Using cache`, rbuild's `CACHED`.
+    pub fn cached_steps(&self, text: &str) -> usize {
+        match &self.kind {
+            Kind::Rbuild { .. } => text.lines().filter(|l| l.contains("CACHED")).count(),
+            Kind::Docker { .. } => buildkit_cached_steps(text),
+            Kind::Buildah { .. } => text
+                .lines()
+                .filter(|l| l.trim_start().starts_with("--> Using cache"))
+                .count(),
         }
     }
 
     /// The command that prints the tool's version, for the report.
     pub fn version(&self) -> Command {
+        let mut c = self.base_command();
         match &self.kind {
-            Kind::Rbuild { bin, .. } => {
-                let mut c = Command::new(bin);
-                c.arg("--version");
-                c
-            }
-            Kind::DockerBuildkit { docker, host } => {
-                let mut c = Command::new(docker);
-                c.args(["-H", host, "version", "--format", "{{.Server.Version}}"]);
-                c
-            }
-            Kind::Buildah { .. } => {
-                let mut c = Command::new("buildah");
-                c.arg("--version");
-                c
-            }
+            Kind::Rbuild { .. } | Kind::Buildah { .. } => c.arg("--version"),
+            Kind::Docker { .. } => c.args(["version", "--format", "{{.Server.Version}}"]),
+        };
+        c
+    }
+}
+
+fn buildkit_cached_steps(text: &str) -> usize {
+    let mut steps = std::collections::HashSet::new();
+    let mut cached = std::collections::HashSet::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix('#') else {
+            continue;
+        };
+        let Some((id, what)) = rest.split_once(' ') else {
+            continue;
+        };
+        if what.starts_with('[') && !what.contains("] FROM ") {
+            steps.insert(id.to_string());
+        } else if what.trim() == "CACHED" {
+            cached.insert(id.to_string());
+        }
+    }
+    steps.intersection(&cached).count()
+}
+
+/// Removes a directory tree, first detaching whatever is mounted inside it (Buildah's
+/// overlay driver mounts its own storage directory).
+pub fn remove_tree(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    detach_mounts_under(dir);
+    std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))
+}
+
+fn detach_mounts_under(root: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let Ok(root) = root.canonicalize() else {
+        return;
+    };
+    let mut mounts: Vec<&str> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| Path::new(m).starts_with(&root))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        if let Ok(c) = std::ffi::CString::new(m) {
+            // SAFETY: a valid NUL-terminated path; a failed unmount is harmless here.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
         }
     }
 }
@@ -145,16 +370,19 @@ mod tests {
             .collect()
     }
 
+    fn all() -> Vec<Builder> {
+        vec![
+            Builder::rbuild("rbuild".into(), "/r".into()),
+            Builder::docker_buildkit("docker".into(), "unix:///d.sock".into()),
+            Builder::buildah(Path::new("/w")),
+        ]
+    }
+
     #[test]
     fn cold_builds_disable_the_cache_for_every_tool() {
-        let tools = [
-            Tool::rbuild("rbuild".into(), "/r".into()),
-            Tool::docker_buildkit("docker".into(), "unix:///d.sock".into()),
-            Tool::buildah(Path::new("/w")),
-        ];
-        for t in &tools {
-            let cold = argv(&t.build(Path::new("/ctx"), "x:1", true));
-            let warm = argv(&t.build(Path::new("/ctx"), "x:1", false));
+        for t in &all() {
+            let cold = argv(&t.build(Path::new("/ctx"), "x:1", Cache::Off)[0]);
+            let warm = argv(&t.build(Path::new("/ctx"), "x:1", Cache::Local)[0]);
             assert!(cold.contains(&"--no-cache".to_string()), "{}", t.name);
             assert!(!warm.contains(&"--no-cache".to_string()), "{}", t.name);
             assert_eq!(cold.last().unwrap(), "/ctx");
@@ -162,9 +390,50 @@ mod tests {
     }
 
     #[test]
+    fn registry_cache_flags_per_tool() {
+        let tools = all();
+        let export = |t: &Builder| {
+            t.build(Path::new("/c"), "t", Cache::ExportTo("r/c:1"))
+                .iter()
+                .map(argv)
+                .collect::<Vec<_>>()
+        };
+        let rbuild = export(&tools[0]);
+        assert!(rbuild[0].contains(&"type=registry,ref=r/c:1,mode=max".to_string()));
+        let docker = export(&tools[1]);
+        assert!(docker[0].contains(&"BUILDKIT_INLINE_CACHE=1".to_string()));
+        assert_eq!(docker[1][docker[1].len() - 2..], ["push", "r/c:1"]);
+        let buildah = export(&tools[2]);
+        assert!(buildah[0].windows(2).any(|w| w == ["--cache-to", "r/c:1"]));
+        let import = argv(&tools[0].build(Path::new("/c"), "t", Cache::ImportFrom("r/c:1"))[0]);
+        assert!(import.contains(&"type=registry,ref=r/c:1".to_string()));
+    }
+
+    #[test]
     fn buildah_uses_runc_because_crun_refuses_cgroup_v1() {
-        let a = argv(&Tool::buildah(Path::new("/w")).build(Path::new("/c"), "t", false));
+        let a =
+            argv(&Builder::buildah(Path::new("/w")).build(Path::new("/c"), "t", Cache::Local)[0]);
         let i = a.iter().position(|x| x == "--runtime").unwrap();
         assert_eq!(a[i + 1], "runc");
+    }
+
+    #[test]
+    fn counts_cached_steps_as_each_tool_prints_them() {
+        let docker = &all()[1];
+        let log = "#4 [1/3] FROM r/b@sha256:ab\n#4 CACHED\n#5 [2/3] COPY a /a\n#5 CACHED\n\
+                   #6 [3/3] RUN true\n#6 DONE 0.1s\n#7 exporting to image\n";
+        assert_eq!(docker.cached_steps(log), 1);
+        let buildah = &all()[2];
+        assert_eq!(
+            buildah.cached_steps("STEP 2/3: COPY a /a\n--> Using cache 12ab\nSTEP 3/3: RUN true\n"),
+            1
+        );
+    }
+
+    #[test]
+    fn a_private_store_changes_only_the_store() {
+        let r = Builder::rbuild("rbuild".into(), "/r".into()).with_store(Path::new("/e"));
+        assert_eq!(r.rbuild_root(), Some(Path::new("/e/root")));
+        assert_eq!(r.name, "rbuild");
     }
 }

@@ -22,6 +22,7 @@ use rustix::fs::{FileType, Mode, OFlags};
 use crate::change::Change;
 use crate::compression::Compression;
 use crate::error::{Error, IoContext, Result};
+use crate::idmap::IdMap;
 use crate::path::join;
 use header::TarEntry;
 use plan::{Opaque, Planned};
@@ -41,10 +42,12 @@ pub struct WriteOptions {
     /// Leave out all xattrs (they are kept by default, except host-only ones such as
     /// `security.selinux` and overlay bookkeeping).
     pub no_xattrs: bool,
-    /// `(host_uid, host_gid)` recorded as owner 0 (uid and gid separately; other ids are
-    /// kept). A rootless build's files, created by container root in a single-id user
-    /// namespace, are owned on disk by the user's host ids, which mean root in the image.
-    pub map_owner: Option<(u32, u32)>,
+    /// Host ids on disk → the ids recorded in the layer, through the inverse of this
+    /// container → host map (uid and gid separately; an id the map does not cover is
+    /// recorded as it is). A rootless build's files, created in a user namespace, are owned
+    /// on disk by host ids (the user for container root, the subordinate range for the
+    /// others), which mean the container's ids in the image.
+    pub id_map: Option<IdMap>,
 }
 
 /// What was written.
@@ -236,18 +239,10 @@ impl TarWriter<'_> {
             None => source.mtime,
         }
         .max(0) as u64;
-        let (uid, gid) = match self.options.map_owner {
-            Some((host_uid, host_gid)) => (
-                if source.uid == u64::from(host_uid) {
-                    0
-                } else {
-                    source.uid
-                },
-                if source.gid == u64::from(host_gid) {
-                    0
-                } else {
-                    source.gid
-                },
+        let (uid, gid) = match &self.options.id_map {
+            Some(map) => (
+                map.container_uid(source.uid).map_or(source.uid, u64::from),
+                map.container_gid(source.gid).map_or(source.gid, u64::from),
             ),
             None => (source.uid, source.gid),
         };

@@ -82,12 +82,24 @@ pub struct BuildArgs {
     /// Do not use cached layers.
     #[arg(long)]
     pub no_cache: bool,
+    /// Do not use cached layers for these stages (names or indexes; repeatable or
+    /// comma-separated).
+    #[arg(long, value_name = "STAGE", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+    /// Say for each step that misses the cache which of its inputs changed since the last
+    /// build of that step.
+    #[arg(long)]
+    pub explain_misses: bool,
     /// Always pull base images, even when a copy is present.
     #[arg(long)]
     pub pull: bool,
     /// A secret for RUN --mount=type=secret: `id=ID,src=PATH` or `id=ID,env=VAR`.
     #[arg(long = "secret", value_name = "id=ID,src=PATH|env=VAR")]
     pub secrets: Vec<String>,
+    /// An ssh-agent for RUN --mount=type=ssh: `default` (or another id) for the agent at
+    /// $SSH_AUTH_SOCK, or `ID=SOCKET`.
+    #[arg(long = "ssh", value_name = "default|ID[=SOCKET]")]
+    pub ssh: Vec<String>,
     /// The network of RUN steps.
     #[arg(long, value_enum, default_value_t = NetworkArg::Default)]
     pub network: NetworkArg,
@@ -139,12 +151,39 @@ pub struct BuildArgs {
     /// Kaniko: write the image as a docker archive to this path.
     #[arg(long, value_name = "PATH")]
     pub tar_path: Option<PathBuf>,
-    /// Kaniko: a repository for cached layers.
+    /// Kaniko: read and write the step cache in this repository (tag `buildcache`).
     #[arg(long, value_name = "REPO")]
     pub cache_repo: Option<String>,
+    /// Export the step cache to a registry (repeatable):
+    /// `type=registry,ref=REPO[:TAG][,mode=min|max][,mounts=true]`.
+    #[arg(long = "cache-to", value_name = "type=registry,ref=REPO[:TAG],...")]
+    pub cache_to: Vec<String>,
+    /// Use a step cache from a registry (repeatable): `type=registry,ref=REPO[:TAG]`.
+    #[arg(long = "cache-from", value_name = "type=registry,ref=REPO[:TAG]")]
+    pub cache_from: Vec<String>,
     /// Kaniko: strip timestamps for a reproducible image.
     #[arg(long)]
     pub reproducible: bool,
+    /// Layer compression (native engine): gzip, zstd (smaller and faster; Docker ≥ 23 reads
+    /// it) or none.
+    #[arg(long, value_enum, default_value_t)]
+    pub compression: CompressionArg,
+    /// Compression level: gzip 0–9 (default 6), zstd 1–22 (default 3).
+    #[arg(long, value_name = "N")]
+    pub compression_level: Option<u32>,
+    /// Clamp file times in new layers and set the image's times to this Unix time, so the
+    /// same inputs give the same digest (default: $SOURCE_DATE_EPOCH).
+    #[arg(long, value_name = "SECONDS")]
+    pub source_date_epoch: Option<i64>,
+}
+
+/// `--compression`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CompressionArg {
+    #[default]
+    Gzip,
+    Zstd,
+    None,
 }
 
 /// `KEY=VALUE` pairs; a bare `KEY` takes its value from `lookup` (Docker leaves it out when
@@ -268,6 +307,10 @@ fn refuse_native_only(args: &BuildArgs) -> Result<()> {
             "--secret (the daemon's classic builder has no secret mounts)",
         ),
         (
+            !args.ssh.is_empty(),
+            "--ssh (the daemon's classic builder has no ssh mounts)",
+        ),
+        (
             args.isolation != IsolationArg::Auto,
             "--isolation (the daemon isolates RUN steps itself)",
         ),
@@ -276,10 +319,20 @@ fn refuse_native_only(args: &BuildArgs) -> Result<()> {
             "--load-into-store (the image stays in the daemon; use -o type=docker)",
         ),
         (
-            args.cache_repo.is_some(),
-            "--cache-repo (the daemon caches locally)",
+            args.cache_repo.is_some() || !args.cache_to.is_empty() || !args.cache_from.is_empty(),
+            "--cache-to, --cache-from and --cache-repo (the daemon's builder keeps its cache \
+             locally)",
         ),
         (args.reproducible, "--reproducible"),
+        (
+            !args.no_cache_filter.is_empty() || args.explain_misses,
+            "--no-cache-filter and --explain-misses",
+        ),
+        (
+            args.compression != CompressionArg::Gzip || args.compression_level.is_some(),
+            "--compression and --compression-level",
+        ),
+        (args.source_date_epoch.is_some(), "--source-date-epoch"),
     ];
     for (present, what) in unsupported {
         if present {

@@ -2,11 +2,13 @@
 //! returning the process exit code.
 
 pub mod build;
+pub mod fsck;
 pub mod images;
 pub mod info;
 mod native;
 pub mod parse;
 pub mod registry;
+mod registry_cache;
 
 use std::path::PathBuf;
 

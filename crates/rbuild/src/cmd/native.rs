@@ -17,9 +17,11 @@ use rbuild_store::archive::ArchiveFormat;
 use rbuild_store::{ImageRecord, Store};
 
 use super::build::{
-    parse_build_args, parse_labels, parse_output, BuildArgs, IsolationArg, NetworkArg, ProgressArg,
+    parse_build_args, parse_labels, parse_output, BuildArgs, CompressionArg, IsolationArg,
+    NetworkArg, ProgressArg,
 };
-use super::registry::{self, RegistryOptions};
+use super::registry::{self, RegistryOptions, TransferProgressArg};
+use super::registry_cache::{CacheFlags, CacheIo, Notes};
 use super::Globals;
 
 /// Where a finished image goes besides the store.
@@ -30,9 +32,7 @@ enum Export {
 }
 
 pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
-    if args.cache_repo.is_some() {
-        bail!("--cache-repo: the shared layer cache is not implemented yet; build without it");
-    }
+    let cache_flags = CacheFlags::parse(args)?;
     let store = globals.open_store()?;
     let registry_options = RegistryOptions {
         insecure_registries: args.insecure_registries.clone(),
@@ -63,6 +63,8 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
     request.tags.extend(args.destinations.iter().cloned());
     request.labels = parse_labels(&args.labels)?;
     request.no_cache = args.no_cache;
+    request.no_cache_filter = args.no_cache_filter.clone();
+    request.explain_misses = args.explain_misses;
     request.platform = args.platform.clone();
     request.network = match args.network {
         NetworkArg::Default | NetworkArg::Host => Network::Host,
@@ -74,7 +76,10 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
         IsolationArg::Chroot => Isolation::Chroot,
     };
     request.secrets = secrets(&store, &args.secrets, &mut secret_files)?;
-    request.source_date_epoch = source_date_epoch(args.reproducible)?;
+    request.ssh = ssh_agents(&args.ssh)?;
+    request.source_date_epoch = source_date_epoch(args.source_date_epoch, args.reproducible)?;
+    (request.compression, request.compression_level) =
+        compression(args.compression, args.compression_level)?;
 
     let push = (args.push || !args.destinations.is_empty()) && !args.no_push;
     let mut exports = Vec::new();
@@ -98,13 +103,22 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
         bail!("--push needs at least one -t/--tag (or --destination) naming where to push");
     }
 
+    let quiet = args.quiet || args.progress == ProgressArg::Quiet;
+    // Base pulls and `--push` report in the build's style.
+    let transfer_progress = registry::progress_reporter(if quiet {
+        TransferProgressArg::Quiet
+    } else if args.progress == ProgressArg::Json {
+        TransferProgressArg::Json
+    } else {
+        TransferProgressArg::Plain
+    });
     let bases = PullingBases {
         client: client.clone(),
         runtime: &runtime,
         always_pull: args.pull,
         pulled: Mutex::new(Vec::new()),
+        progress: transfer_progress.as_ref(),
     };
-    let quiet = args.quiet || args.progress == ProgressArg::Quiet;
     let mut plain;
     let mut json;
     let mut none = NoProgress;
@@ -117,7 +131,20 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
         plain = PlainProgress::stderr();
         &mut plain
     };
-    let result = rbuild_build::build(&request, &store, &bases, progress)?;
+    let notes = match (quiet, args.progress) {
+        (true, _) => Notes::Quiet,
+        (false, ProgressArg::Json) => Notes::Json,
+        (false, _) => Notes::Plain,
+    };
+    let cache_io = CacheIo {
+        client: &client,
+        runtime: &runtime,
+        store: &store,
+        notes,
+    };
+    let imported = cache_flags.import(&cache_io, progress);
+    let result =
+        rbuild_build::build_with_cache(&request, &store, &bases, imported.remote(), progress)?;
     drop(unpacked);
     drop(secret_files);
 
@@ -136,7 +163,14 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
             Export::Local(dest) => write_local(&store, &record, dest)?,
             Export::Push => {
                 for tag in &request.tags {
-                    let digest = push_tag(&store, &client, &runtime, &record, tag)?;
+                    let digest = push_tag(
+                        &store,
+                        &client,
+                        &runtime,
+                        &record,
+                        tag,
+                        transfer_progress.as_ref(),
+                    )?;
                     if !quiet {
                         eprintln!("pushed {tag}@{digest}");
                     }
@@ -145,6 +179,7 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
             }
         }
     }
+    cache_flags.export(&cache_io, &imported, &result, progress)?;
     if let Some(path) = &args.iidfile {
         write_file(path, &result.image_id.to_string())?;
     }
@@ -173,6 +208,7 @@ struct PullingBases<'r> {
     runtime: &'r tokio::runtime::Runtime,
     always_pull: bool,
     pulled: Mutex<Vec<String>>,
+    progress: &'r dyn rbuild_transfer::Progress,
 }
 
 impl BaseImages for PullingBases<'_> {
@@ -191,14 +227,22 @@ impl BaseImages for PullingBases<'_> {
                 return Ok(record);
             }
         }
-        let digest = self
+        let options = rbuild_transfer::PullOptions {
+            platforms: rbuild_transfer::PlatformChoice::One(platform.clone()),
+            ..Default::default()
+        };
+        let record = self
             .runtime
-            .block_on(registry::pull(&self.client, store, &parsed, platform))
-            .map_err(|e| format!("pulling {reference}: {e:#}"))?;
+            .block_on(rbuild_transfer::pull(
+                &self.client,
+                store,
+                &parsed,
+                &options,
+                self.progress,
+            ))
+            .map_err(|e| format!("pulling {reference}: {e}"))?;
         pulled.push(name);
-        store
-            .resolve(&digest.to_string())
-            .map_err(|e| format!("base image {reference}: {e}"))
+        Ok(record)
     }
 }
 
@@ -272,6 +316,46 @@ fn read_dockerfile(
     }
 }
 
+/// `--ssh default` / `--ssh ID` (the agent at `$SSH_AUTH_SOCK`) and `--ssh ID=SOCKET`. The
+/// socket must exist, so a missing agent fails before any work starts.
+fn ssh_agents(specs: &[String]) -> Result<BTreeMap<String, PathBuf>> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        let (id, socket) = match spec.split_once('=') {
+            Some((id, path)) => (id, Some(path)),
+            None => (spec.as_str(), None),
+        };
+        if id.is_empty() {
+            bail!("--ssh {spec:?}: expected default, ID or ID=SOCKET");
+        }
+        let socket = match socket {
+            Some(path) if path.contains(',') => {
+                bail!("--ssh {id}: give one ssh-agent socket (key files are not supported)")
+            }
+            Some(path) => PathBuf::from(path),
+            None => std::env::var_os("SSH_AUTH_SOCK")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "--ssh {id}: SSH_AUTH_SOCK is not set; start an ssh-agent or give --ssh {id}=SOCKET"
+                    )
+                })?,
+        };
+        let md = std::fs::metadata(&socket)
+            .map_err(|e| anyhow!("--ssh {id}: the ssh-agent socket {}: {e}", socket.display()))?;
+        if !md.file_type().is_socket() {
+            bail!(
+                "--ssh {id}: {} is not a socket (an ssh-agent socket is needed; key files are not supported)",
+                socket.display()
+            );
+        }
+        out.insert(id.to_string(), socket);
+    }
+    Ok(out)
+}
+
 /// `--secret id=ID,src=PATH` and `id=ID,env=VAR`. An env secret is written to a private
 /// file that lives as long as `keep`; a missing file or variable is an error before any
 /// work starts.
@@ -336,9 +420,35 @@ fn secrets(
     Ok(out)
 }
 
-/// `--reproducible` pins timestamps to the epoch, as Kaniko's flag does; otherwise
-/// `SOURCE_DATE_EPOCH` is honoured when set.
-fn source_date_epoch(reproducible: bool) -> Result<Option<i64>> {
+/// `--compression` and `--compression-level`, the level checked against the format's range.
+fn compression(
+    choice: CompressionArg,
+    level: Option<u32>,
+) -> Result<(rbuild_layer::Compression, Option<u32>)> {
+    let (compression, range) = match choice {
+        CompressionArg::Gzip => (rbuild_layer::Compression::Gzip, 0..=9),
+        CompressionArg::Zstd => (rbuild_layer::Compression::Zstd, 1..=22),
+        CompressionArg::None => (rbuild_layer::Compression::None, 0..=0),
+    };
+    match level {
+        Some(_) if choice == CompressionArg::None => {
+            bail!("--compression-level does not apply to --compression none")
+        }
+        Some(n) if !range.contains(&n) => bail!(
+            "--compression-level {n} is out of range for {choice:?}: use {}–{}",
+            range.start(),
+            range.end()
+        ),
+        _ => Ok((compression, level)),
+    }
+}
+
+/// `--source-date-epoch N` first; `--reproducible` pins timestamps to the epoch, as Kaniko's
+/// flag does; otherwise `SOURCE_DATE_EPOCH` is honoured when set.
+fn source_date_epoch(flag: Option<i64>, reproducible: bool) -> Result<Option<i64>> {
+    if flag.is_some() {
+        return Ok(flag);
+    }
     if reproducible {
         return Ok(Some(0));
     }
@@ -388,18 +498,17 @@ fn push_tag(
     runtime: &tokio::runtime::Runtime,
     record: &ImageRecord,
     tag: &str,
+    progress: &dyn rbuild_transfer::Progress,
 ) -> Result<rbuild_image::Digest> {
     let destination = Reference::parse(tag)?;
-    let (descriptor, manifest) = store.image_manifest(&record.manifest)?;
-    let bytes = store.read_blob(&descriptor.digest)?;
-    runtime.block_on(registry::push(
+    Ok(runtime.block_on(rbuild_transfer::push(
         client,
         store,
+        &record.manifest,
         &destination,
-        &manifest,
-        bytes::Bytes::from(bytes),
-        &descriptor.media_type,
-    ))
+        &rbuild_transfer::PushOptions::default(),
+        progress,
+    ))?)
 }
 
 fn write_file(path: &Path, text: &str) -> Result<()> {

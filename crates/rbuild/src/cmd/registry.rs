@@ -1,20 +1,17 @@
-//! Registry commands: `pull`, `push`, `login`, `logout`. All protocol logic is in
-//! rbuild-registry; this module moves blobs between it and the store.
+//! Registry commands: `pull`, `push`, `login`, `logout`. The protocol is rbuild-registry's,
+//! moving images between it and the store is rbuild-transfer's; this module parses flags.
 
 use std::io::Read as _;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use bytes::Bytes;
-use futures_util::{StreamExt as _, TryStreamExt as _};
-use rbuild_image::{media_types, Digest, Manifest, Platform, Reference};
-use rbuild_registry::{resolve_platform, Client, ClientOptions, SyncWriter};
-use rbuild_store::Store;
+use rbuild_image::{Platform, Reference};
+use rbuild_registry::{Client, ClientOptions};
+use rbuild_transfer::{
+    JsonProgress, NoProgress, PlainProgress, PlatformChoice, Progress, PullOptions, PushOptions,
+};
 
 use super::Globals;
-
-/// Blobs moved at once per image (pull and push).
-const PARALLEL_BLOBS: usize = 3;
 
 /// Registry connection options shared by the commands.
 #[derive(clap::Args, Debug, Clone)]
@@ -48,6 +45,51 @@ pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// How `pull` and `push` report what they do (on stderr).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransferProgressArg {
+    /// A line per blob: `Pushing sha256:… 12.3 MiB`, `Layer already exists`, `Pulled`.
+    #[default]
+    Plain,
+    /// One JSON event per line.
+    Json,
+    /// Nothing; only the result on stdout.
+    Quiet,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TransferProgressArgs {
+    /// Progress output.
+    #[arg(long, value_enum, default_value_t)]
+    pub progress: TransferProgressArg,
+    /// No progress; print only the digest.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+impl TransferProgressArgs {
+    fn is_quiet(&self) -> bool {
+        self.quiet || self.progress == TransferProgressArg::Quiet
+    }
+
+    fn reporter(&self) -> Box<dyn Progress> {
+        progress_reporter(if self.quiet {
+            TransferProgressArg::Quiet
+        } else {
+            self.progress
+        })
+    }
+}
+
+/// The reporter for a progress choice (also used by `build` for base pulls and `--push`).
+pub(super) fn progress_reporter(choice: TransferProgressArg) -> Box<dyn Progress> {
+    match choice {
+        TransferProgressArg::Plain => Box::new(PlainProgress::stderr()),
+        TransferProgressArg::Json => Box::new(JsonProgress::stderr()),
+        TransferProgressArg::Quiet => Box::new(NoProgress),
+    }
+}
+
 // ---------------------------------------------------------------- pull
 
 /// Pull an image from a registry into the store.
@@ -56,79 +98,59 @@ pub struct PullArgs {
     /// The image, e.g. alpine:3.20 or localhost:5000/app@sha256:...
     pub image: String,
     /// The platform to pull from a multi-platform image (default: this host's).
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    #[arg(
+        long,
+        value_name = "OS/ARCH[/VARIANT]",
+        conflicts_with = "all_platforms"
+    )]
     pub platform: Option<String>,
+    /// Pull every platform of a multi-platform image and keep its index unchanged.
+    #[arg(long, short = 'a')]
+    pub all_platforms: bool,
+    #[command(flatten)]
+    pub progress: TransferProgressArgs,
     #[command(flatten)]
     pub registry: RegistryOptions,
 }
 
 pub fn run_pull(globals: &Globals, args: PullArgs) -> Result<u8> {
     let reference = Reference::parse(&args.image)?;
-    let platform = match &args.platform {
-        Some(p) => p.parse::<Platform>()?,
-        None => Platform::host(),
+    let platforms = match (&args.platform, args.all_platforms) {
+        (_, true) => PlatformChoice::All,
+        (Some(p), false) => PlatformChoice::One(p.parse::<Platform>()?),
+        (None, false) => PlatformChoice::One(Platform::host()),
     };
     let store = globals.open_store()?;
     let client = args.registry.client();
-    let digest = runtime()?.block_on(pull(&client, &store, &reference, &platform))?;
-    println!("{}: pulled {digest}", reference.familiar());
+    let options = PullOptions {
+        platforms,
+        // An explicit --platform must match, as with `docker pull --platform`.
+        require_platform: args.platform.is_some(),
+        ..PullOptions::default()
+    };
+    let reporter = args.progress.reporter();
+    let record = runtime()?.block_on(rbuild_transfer::pull(
+        &client,
+        &store,
+        &reference,
+        &options,
+        reporter.as_ref(),
+    ))?;
+    if args.progress.is_quiet() {
+        println!("{}", record.manifest.digest);
+    } else {
+        println!(
+            "{}: pulled {}",
+            reference.familiar(),
+            record.manifest.digest
+        );
+    }
     Ok(0)
-}
-
-pub(super) async fn pull(
-    client: &Client,
-    store: &Store,
-    reference: &Reference,
-    platform: &Platform,
-) -> Result<Digest> {
-    let mut raw = client.get_manifest(reference).await?;
-    if raw.is_index() {
-        let entry = resolve_platform(&raw, platform)?;
-        raw = client
-            .get_manifest_by_digest(reference, &entry.digest)
-            .await?;
-    }
-    let manifest = Manifest::from_slice(&raw.bytes)
-        .with_context(|| format!("manifest {} of {reference} is malformed", raw.digest))?;
-    let blobs: Vec<_> = std::iter::once(&manifest.config)
-        .chain(&manifest.layers)
-        .filter(|d| !store.has_blob(&d.digest))
-        .collect();
-    futures_util::stream::iter(blobs)
-        .map(|blob| async move {
-            let mut sink = SyncWriter(store.blob_writer()?);
-            client
-                .pull_blob(
-                    reference.registry(),
-                    reference.repository(),
-                    &blob.digest,
-                    blob.size,
-                    &mut sink,
-                )
-                .await?;
-            sink.into_inner().commit(Some(&blob.digest))?;
-            anyhow::Ok(())
-        })
-        .buffer_unordered(PARALLEL_BLOBS)
-        .try_collect::<Vec<()>>()
-        .await?;
-    let descriptor = store.put_manifest_bytes(&raw.bytes)?;
-    if reference.tag().is_some() {
-        let name = match reference.digest() {
-            // `name:tag@digest` tags the name; the digest only pinned what was fetched.
-            Some(_) => reference
-                .with_tag(reference.tag().unwrap_or("latest"))?
-                .to_string(),
-            None => reference.to_string(),
-        };
-        store.tag(&name, &descriptor)?;
-    }
-    Ok(raw.digest)
 }
 
 // ---------------------------------------------------------------- push
 
-/// Push an image from the store to a registry.
+/// Push an image from the store to a registry (a multi-platform index with all its platforms).
 #[derive(clap::Args, Debug)]
 pub struct PushArgs {
     /// The image in the store (name, id or digest).
@@ -138,6 +160,8 @@ pub struct PushArgs {
     /// Write the pushed manifest digest to this file.
     #[arg(long, value_name = "FILE")]
     pub digest_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub progress: TransferProgressArgs,
     #[command(flatten)]
     pub registry: RegistryOptions,
 }
@@ -150,60 +174,26 @@ pub fn run_push(globals: &Globals, args: PushArgs) -> Result<u8> {
     if destination.digest().is_some() {
         bail!("cannot push to {destination}: the destination must be a tag, not a digest");
     }
-    let (descriptor, manifest) = store.image_manifest(&record.manifest)?;
-    let bytes = store.read_blob(&descriptor.digest)?;
     let client = args.registry.client();
-    let digest = runtime()?.block_on(push(
+    let reporter = args.progress.reporter();
+    let digest = runtime()?.block_on(rbuild_transfer::push(
         &client,
         &store,
+        &record.manifest,
         &destination,
-        &manifest,
-        Bytes::from(bytes),
-        &descriptor.media_type,
+        &PushOptions::default(),
+        reporter.as_ref(),
     ))?;
     if let Some(file) = &args.digest_file {
         std::fs::write(file, digest.to_string())
             .with_context(|| format!("writing the digest to {}", file.display()))?;
     }
-    println!("{}: pushed {digest}", destination.familiar());
-    Ok(0)
-}
-
-pub(super) async fn push(
-    client: &Client,
-    store: &Store,
-    destination: &Reference,
-    manifest: &Manifest,
-    bytes: Bytes,
-    media_type: &str,
-) -> Result<Digest> {
-    let (registry, repository) = (destination.registry(), destination.repository());
-    // The store is an OCI image layout, so a blob's file is blobs/sha256/<hex>.
-    let blob_dir = store.layout_dir().join("blobs").join("sha256");
-    futures_util::stream::iter(std::iter::once(&manifest.config).chain(&manifest.layers))
-        .map(|blob| {
-            let path = blob_dir.join(blob.digest.hex());
-            async move {
-                if !client
-                    .blob_exists(registry, repository, &blob.digest)
-                    .await?
-                {
-                    client
-                        .push_blob_from_file(registry, repository, &path, &blob.digest, blob.size)
-                        .await?;
-                }
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(PARALLEL_BLOBS)
-        .try_collect::<Vec<()>>()
-        .await?;
-    let media_type = if media_type.is_empty() {
-        media_types::OCI_MANIFEST
+    if args.progress.is_quiet() {
+        println!("{digest}");
     } else {
-        media_type
-    };
-    Ok(client.push_manifest(destination, bytes, media_type).await?)
+        println!("{}: pushed {digest}", destination.familiar());
+    }
+    Ok(0)
 }
 
 // ---------------------------------------------------------------- login / logout

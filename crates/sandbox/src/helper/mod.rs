@@ -1,6 +1,7 @@
 //! The helper process: rbuild re-executed as `__rbuild-sandbox-helper`, single-threaded, so
 //! it may unshare a user namespace and fork freely.
 
+mod asroot;
 mod chroot;
 mod exec;
 mod mounts;
@@ -50,6 +51,9 @@ pub fn main(args: &[String]) -> ! {
     if crate::sys::set_cloexec(CONTROL_FD, true).is_err() {
         eprintln!("rbuild sandbox helper: no control socket on fd {CONTROL_FD}; this command is internal to rbuild");
         std::process::exit(125);
+    }
+    if args.first().map(String::as_str) == Some(crate::asroot::AS_ROOT_ARG) {
+        asroot::main();
     }
     let control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
     let Ok(read_half) = control.try_clone() else {

@@ -1,0 +1,406 @@
+//! Running a layer-making step (RUN, COPY, ADD, WORKDIR) through the cache: compute its
+//! key, reuse a record on a hit (nothing runs and nothing is extracted), otherwise bring
+//! the stage's rootfs up to date, run the step and record what it made.
+//!
+//! The file system a stage stands on is named by `StageState::fs_key`: the base image's
+//! manifest digest (with the platform), then after each layer step
+//! `digest(step key, layer diff id)`. Chaining on the layer's content, not just on the
+//! step key, keeps a re-run step with different output (a `--no-cache` run of a random
+//! RUN) from being combined with cached results computed on top of the old output.
+
+use rbuild_dockerfile::instructions::{Instruction, MountType};
+use rbuild_image::{Descriptor, Digest, Hasher};
+use rbuild_store::CacheRecord;
+
+use crate::cache::{explain_miss, KeyBuilder};
+use crate::content_hash::digest_source;
+use crate::copy::CopySpec;
+use crate::error::{BuildError, Result};
+use crate::progress::{Event, Progress};
+use crate::remote::{is_http_source, parse_git_ref, redact_url};
+use crate::sources::{CopyFilters, SourceRoot};
+use crate::stage::{Builder, Origin, StageState};
+use crate::workdir::apply_layers;
+
+/// How a layer step ended.
+pub(crate) enum StepEnd {
+    /// Made a layer of this size by running.
+    Ran(u64),
+    /// Reused a cached layer of this size.
+    Cached,
+}
+
+/// The file system after a layer step: the step's key and the layer's content.
+pub(crate) fn result_key(step_key: &Digest, diff_id: &Digest) -> Digest {
+    let mut h = Hasher::new();
+    h.update(b"rbuild fs v1\n");
+    h.update(step_key.to_string().as_bytes());
+    h.update(b"\n");
+    h.update(diff_id.to_string().as_bytes());
+    h.finish()
+}
+
+/// What a stage's first file system is: a base image (by manifest digest) or `scratch`,
+/// on a platform.
+pub(crate) fn base_key(base_id: &Digest, platform: &rbuild_image::Platform) -> Digest {
+    let mut h = Hasher::new();
+    h.update(b"rbuild base v1\n");
+    h.update(base_id.to_string().as_bytes());
+    h.update(
+        format!(
+            "\n{}/{}/{}",
+            platform.os, platform.architecture, platform.variant
+        )
+        .as_bytes(),
+    );
+    h.finish()
+}
+
+impl Builder<'_> {
+    /// Applies the layers the stage has that its rootfs does not have yet (cache hits).
+    pub(crate) fn materialize(&self, st: &mut StageState) -> Result<()> {
+        if st.applied < st.layers.len() {
+            self.fetch_pending(&st.layers[st.applied..])?;
+            apply_layers(self.store, &st.layers[st.applied..], &st.rootfs)?;
+            st.applied = st.layers.len();
+        }
+        Ok(())
+    }
+
+    /// The key of what a `--from` (or bind mount `from=`) names: an earlier stage's file
+    /// system or an image's manifest digest.
+    fn key_of_from(&self, current: usize, from: &str) -> std::result::Result<Digest, String> {
+        let stage = self
+            .df
+            .stage_by_name(from)
+            .or_else(|| from.parse::<usize>().ok().filter(|&i| i < current));
+        if let Some(i) = stage {
+            return self.done.get(&i).map(|o| o.fs_key.clone()).ok_or_else(|| {
+                format!("stage {from:?} has not been built (it must come before this stage)")
+            });
+        }
+        let image = self.load_image(from)?;
+        Ok(base_key(&image.id, &self.platform))
+    }
+
+    /// Adds the content of `src` in the build context to `key`.
+    fn add_context_source(
+        &self,
+        key: &mut KeyBuilder,
+        label: &str,
+        src: &str,
+        parents: bool,
+        filters: &CopyFilters,
+    ) -> std::result::Result<(), String> {
+        let root = SourceRoot::Context {
+            dir: &self.request.context_dir,
+            ignore: self.ignore.as_ref(),
+        };
+        for (source, filters) in root.copy_sources(src, parents, filters)? {
+            let filter = root.filter_for(&source, &filters);
+            digest_source(&source.host, &source.rel, &filter)?.add_to(key, label);
+        }
+        Ok(())
+    }
+
+    /// The key of a RUN: what it runs, with what environment, as whom, where, and the
+    /// content of what it binds. Proxy build args are left out, as BuildKit does.
+    pub(crate) fn run_key(
+        &self,
+        st: &StageState,
+        origin: &Origin<'_>,
+        instruction: &Instruction,
+        argv: &[String],
+    ) -> Result<KeyBuilder> {
+        let Instruction::Run(run) = instruction else {
+            unreachable!("run_key of a non-RUN");
+        };
+        let mut key = KeyBuilder::new(&st.fs_key);
+        key.add("instruction", json(instruction));
+        key.add("command", json(&argv));
+        for (k, v) in &st.env {
+            key.add(format!("env {k}"), v.clone());
+        }
+        key.add("user", st.config.config.user.clone());
+        key.add("workdir", st.workdir());
+        key.add("network", format!("{:?}", self.request.network));
+        for flag in &run.mounts {
+            let Some(m) = &flag.parsed else { continue };
+            if m.kind != MountType::Bind {
+                continue; // cache, tmpfs, secret, ssh: by id and target, in the instruction
+            }
+            let source = m.source.as_deref().unwrap_or("/");
+            let label = format!("mount {}", m.target.as_deref().unwrap_or(""));
+            match &m.from {
+                Some(from) => {
+                    let k = self
+                        .key_of_from(st.index, from)
+                        .map_err(|e| origin.error(format!("--mount={}: {e}", flag.spec)))?;
+                    key.add(format!("{label} from"), k.to_string());
+                }
+                None => self
+                    .add_context_source(&mut key, &label, source, false, &CopyFilters::default())
+                    .map_err(|e| origin.error(format!("--mount={}: {e}", flag.spec)))?,
+            }
+        }
+        Ok(key)
+    }
+
+    /// The key of a COPY/ADD: the instruction, where it copies to, and the content of what
+    /// it copies. An http source is keyed by its `--checksum` when given (a hit then
+    /// downloads nothing), else by the content of its download (memoised: the copy reuses
+    /// it); a git source by the commit its reference resolves to.
+    pub(crate) fn copy_key(
+        &mut self,
+        st: &StageState,
+        origin: &Origin<'_>,
+        instruction: &Instruction,
+        spec: &CopySpec,
+    ) -> Result<Option<KeyBuilder>> {
+        let name = if spec.is_add { "ADD" } else { "COPY" };
+        spec.check().map_err(|e| origin.error(e))?;
+        let mut key = KeyBuilder::new(&st.fs_key);
+        key.add("instruction", json(instruction));
+        key.add("workdir", st.workdir());
+        match &spec.from {
+            Some(from) => {
+                let k = self
+                    .key_of_from(st.index, from)
+                    .map_err(|e| origin.error(format!("--from={from}: {e}")))?;
+                key.add("from", k.to_string());
+            }
+            None => {
+                let filters = CopyFilters::new(&spec.exclude).map_err(|e| origin.error(e))?;
+                let fail = |e: String| origin.error(format!("{name} failed: {e}"));
+                for src in &spec.sources {
+                    if spec.is_add && is_http_source(src) {
+                        let content = match &spec.checksum {
+                            Some(sum) => sum.clone(),
+                            None => self.fetcher.fetch(src).map_err(fail)?.1.to_string(),
+                        };
+                        key.add(format!("url {}", redact_url(src)), content);
+                    } else if let Some(git) = spec.is_add.then(|| parse_git_ref(src)).flatten() {
+                        let keep = spec.keep_git_dir.unwrap_or(false);
+                        let (_, commit) = self
+                            .fetcher
+                            .checkout(&git.remote, git.reference.as_deref(), keep)
+                            .map_err(fail)?;
+                        key.add(format!("git {}", redact_url(src)), commit);
+                    } else {
+                        self.add_context_source(&mut key, "source", src, spec.parents, &filters)
+                            .map_err(fail)?;
+                    }
+                }
+            }
+        }
+        Ok(Some(key))
+    }
+
+    /// A name for "this step of this Dockerfile", under which the inputs of its last key
+    /// are kept for explaining a miss.
+    fn step_position(&self, st: &StageState, step: usize) -> String {
+        let context = std::fs::canonicalize(&self.request.context_dir)
+            .unwrap_or_else(|_| self.request.context_dir.clone());
+        format!(
+            "{}\n{}\n{}\n{step}",
+            context.display(),
+            self.request.dockerfile_name,
+            st.label
+        )
+    }
+
+    /// The record for `key`: the store's own, else the remote cache's (its layer fetched
+    /// and recorded locally, so the next build hits locally).
+    fn lookup(
+        &self,
+        key: &Digest,
+        progress: &mut dyn Progress,
+    ) -> Option<(CacheRecord, &'static str)> {
+        match self.store.cache_lookup(key) {
+            Ok(Some(record)) => return Some((record, "local")),
+            Ok(None) => {}
+            Err(e) => progress.event(&Event::Warning {
+                message: format!("reading the build cache: {e}"),
+            }),
+        }
+        let record = self.remote.lookup(key)?;
+        if matches!(self.store.protect(&record.layer.digest), Ok(true)) {
+            // The layer is here already (another image or an earlier import has it).
+            if let Err(e) = self.store.cache_put(&record) {
+                progress.event(&Event::Warning {
+                    message: format!("recording a registry cache hit: {e}"),
+                });
+            }
+        } else {
+            // Fetched only if something needs its files or the image keeps it: a hit in a
+            // stage that later hits make irrelevant costs nothing.
+            self.pending_remote
+                .borrow_mut()
+                .insert(record.layer.digest.clone(), record.clone());
+        }
+        Some((record, "registry"))
+    }
+
+    /// Fetches the registry-cache layers among `layers` that are not in the store yet, and
+    /// records them locally so that the next build hits without the registry.
+    pub(crate) fn fetch_pending(&self, layers: &[Descriptor]) -> Result<()> {
+        for layer in layers {
+            let Some(record) = self.pending_remote.borrow().get(&layer.digest).cloned() else {
+                continue;
+            };
+            self.remote
+                .fetch_layer(self.store, &record)
+                .and_then(|()| {
+                    self.store
+                        .cache_put(&record)
+                        .map_err(|e| format!("recording it: {e}"))
+                })
+                .map_err(|e| {
+                    BuildError::other(format!(
+                        "layer {} of the registry cache: {e} (build with --no-cache, or \
+                         without --cache-from, to run the steps instead)",
+                        record.layer.digest
+                    ))
+                })?;
+            self.pending_remote.borrow_mut().remove(&layer.digest);
+        }
+        Ok(())
+    }
+
+    /// Runs a layer step through the cache. `run` does the step on the (materialised)
+    /// rootfs and commits exactly one layer; `created_by` is its history entry.
+    pub(crate) fn layer_step(
+        &mut self,
+        st: &mut StageState,
+        key: Option<KeyBuilder>,
+        created_by: String,
+        step: usize,
+        progress: &mut dyn Progress,
+        run: impl FnOnce(&mut Self, &mut StageState, &mut dyn Progress) -> Result<u64>,
+    ) -> Result<StepEnd> {
+        let position = self.step_position(st, step);
+        let unkeyed = Digest::of(created_by.as_bytes());
+        let mut key = key;
+        if let Some(k) = &mut key {
+            // How the layer is written decides its bytes: a zstd build must not reuse a gzip
+            // layer, nor a SOURCE_DATE_EPOCH build an unclamped one.
+            let w = &self.write_options;
+            k.add(
+                "layer format",
+                format!(
+                    "{:?} level={:?} epoch={:?} xattrs={}",
+                    w.compression, w.level, w.source_date_epoch, !w.no_xattrs
+                ),
+            );
+        }
+        if let Some(k) = &key {
+            let digest = k.key();
+            if !st.no_cache {
+                if let Some((record, source)) = self.lookup(&digest, progress) {
+                    st.layers.push(record.layer.clone());
+                    st.config.rootfs.diff_ids.push(record.diff_id.clone());
+                    self.add_history(st, created_by, true);
+                    self.date_history(st, &record.created);
+                    st.fs_key = result_key(&digest, &record.diff_id);
+                    let size = record.layer.size;
+                    self.used_records.push(record);
+                    let _ = self
+                        .store
+                        .cache_record_inputs(&position, &k.explain_inputs());
+                    progress.event(&Event::StepCached {
+                        stage: st.label.clone(),
+                        step,
+                        layer_size: size,
+                        source: source.into(),
+                    });
+                    return Ok(StepEnd::Cached);
+                }
+            }
+            if self.request.explain_misses {
+                let reason = if st.no_cache {
+                    "--no-cache".to_string()
+                } else {
+                    let previous = self.store.cache_last_inputs(&position);
+                    explain_miss(previous.as_ref(), &k.explain_inputs())
+                };
+                progress.event(&Event::CacheMiss {
+                    stage: st.label.clone(),
+                    step,
+                    reason,
+                });
+            }
+        }
+        self.materialize(st)?;
+        let size = run(self, st, progress)?;
+        st.applied = st.layers.len();
+        let layer = st
+            .layers
+            .last()
+            .cloned()
+            .expect("a layer step made a layer");
+        let diff_id = st
+            .config
+            .rootfs
+            .diff_ids
+            .last()
+            .cloned()
+            .expect("a layer step made a layer");
+        let created = self.now();
+        self.add_history(st, created_by, true);
+        self.date_history(st, &created);
+        match key {
+            Some(k) => {
+                let digest = k.key();
+                st.fs_key = result_key(&digest, &diff_id);
+                let record = CacheRecord {
+                    key: digest,
+                    layer,
+                    diff_id,
+                    created,
+                };
+                if let Err(e) = self.store.cache_put(&record) {
+                    progress.event(&Event::Warning {
+                        message: format!("recording the step in the build cache: {e}"),
+                    });
+                }
+                let _ = self
+                    .store
+                    .cache_record_inputs(&position, &k.explain_inputs());
+                self.used_records.push(record);
+            }
+            None => {
+                // Not keyable: later steps chain on the content it made.
+                st.fs_key = result_key(&unkeyed, &diff_id);
+            }
+        }
+        Ok(StepEnd::Ran(size))
+    }
+}
+
+/// Orders RFC 3339 UTC times as written by this crate (`2024-01-02T03:04:05.5Z`): the
+/// seconds part, then the fraction padded to nanoseconds.
+pub(crate) fn time_order(t: &str) -> (String, String) {
+    let t = t.trim_end_matches('Z');
+    match t.split_once('.') {
+        Some((secs, frac)) => (secs.to_string(), format!("{frac:0<9}")),
+        None => (t.to_string(), "0".repeat(9)),
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// Whether a stage's steps skip the cache (`--no-cache`, or `--no-cache-filter` naming it
+/// by name or index).
+pub(crate) fn stage_skips_cache(
+    no_cache: bool,
+    filter: &[String],
+    index: usize,
+    name: Option<&str>,
+) -> bool {
+    no_cache
+        || filter.iter().any(|f| {
+            name.is_some_and(|n| n.eq_ignore_ascii_case(f)) || f.parse::<usize>() == Ok(index)
+        })
+}

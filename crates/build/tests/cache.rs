@@ -1,0 +1,423 @@
+//! The local step cache, end to end with real RUN steps: what hits, what misses, and that a
+//! hit reproduces the first build exactly. Needs root and Debian's busybox-static. The
+//! binary is its own sandbox helper, so it has its own `main`.
+
+mod support;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use std::cell::RefCell;
+
+use rbuild_build::{build_with_cache, BuildRequest, LocalImages, RemoteCache};
+use rbuild_image::Digest;
+use rbuild_sandbox::test_support::run_tests;
+use rbuild_store::CachePrunePolicy;
+use rbuild_store::{CacheRecord, Store};
+use support::{serve_dir, Fixture};
+
+fn main() -> ExitCode {
+    rbuild_sandbox::maybe_run_helper();
+    run_tests(&[
+        (
+            "warm_rebuild_runs_nothing_and_gives_the_same_image",
+            warm_rebuild_runs_nothing_and_gives_the_same_image,
+        ),
+        (
+            "comments_unrelated_files_touch_ignored_files_and_labels_hit",
+            comments_unrelated_files_touch_ignored_files_and_labels_hit,
+        ),
+        (
+            "content_and_mode_changes_miss_from_that_step_and_are_explained",
+            content_and_mode_changes_miss_from_that_step_and_are_explained,
+        ),
+        (
+            "build_args_invalidate_only_steps_that_see_them",
+            build_args_invalidate_only_steps_that_see_them,
+        ),
+        ("no_cache_and_no_cache_filter", no_cache_and_no_cache_filter),
+        (
+            "bind_mount_content_counts_secret_content_does_not",
+            bind_mount_content_counts_secret_content_does_not,
+        ),
+        (
+            "stages_served_from_the_cache_are_extracted_only_when_read",
+            stages_served_from_the_cache_are_extracted_only_when_read,
+        ),
+        (
+            "add_url_is_keyed_by_content_or_checksum",
+            add_url_is_keyed_by_content_or_checksum,
+        ),
+        (
+            "remote_hits_fetch_only_the_layers_that_are_needed",
+            remote_hits_fetch_only_the_layers_that_are_needed,
+        ),
+        (
+            "cache_keeps_layers_through_gc_and_prune_drops_them",
+            cache_keeps_layers_through_gc_and_prune_drops_them,
+        ),
+    ])
+}
+
+/// FROM(1) ARG(2) ENV(3) WORKDIR(4) COPY(5) COPY(6) RUN random(7) RUN(8) LABEL(9).
+const APP: &str = "FROM busybox
+# a comment
+ARG V=1
+ENV A=1
+WORKDIR /app
+COPY app.txt ./
+COPY dir/ ./dir/
+RUN head -c 16 /dev/urandom | od -x > random && echo ran-$V
+RUN cat app.txt > copy && ls dir > listing
+LABEL x=1
+";
+
+fn app_fixture() -> Fixture {
+    let fx = Fixture::new();
+    fx.file("app.txt", "hello\n", 0o644)
+        .file("dir/a", "a\n", 0o644)
+        .file("dir/skip.log", "log 1\n", 0o644)
+        .file("unrelated.txt", "1\n", 0o644)
+        .file(".dockerignore", "dir/*.log\n", 0o644);
+    fx
+}
+
+fn steps(list: &[(String, usize)]) -> Vec<usize> {
+    list.iter().map(|(_, s)| *s).collect()
+}
+
+fn warm_rebuild_runs_nothing_and_gives_the_same_image() {
+    let fx = app_fixture();
+    let started = Instant::now();
+    let (first, events) = fx.run(&fx.request(APP));
+    let cold = started.elapsed();
+    assert_eq!(
+        steps(&events.ran()),
+        vec![4, 5, 6, 7, 8],
+        "cold: every layer step runs"
+    );
+    assert!(events.cached().is_empty());
+
+    let started = Instant::now();
+    let (second, events) = fx.run(&fx.request(APP));
+    let warm = started.elapsed();
+    assert_eq!(steps(&events.cached()), vec![4, 5, 6, 7, 8]);
+    assert!(events.ran().is_empty(), "nothing runs: {:?}", events.ran());
+    assert!(
+        events.output().is_empty(),
+        "no RUN printed anything: {:?}",
+        events.output()
+    );
+    // The random RUN's layer, history times and so the whole image are the first build's.
+    assert_eq!(second.manifest, first.manifest);
+    assert_eq!(second.image_id, first.image_id);
+    assert_eq!(second.cache_records, first.cache_records);
+    assert_eq!(first.cache_records.len(), 5);
+    eprintln!("    cold {cold:?}, warm {warm:?}");
+}
+
+fn comments_unrelated_files_touch_ignored_files_and_labels_hit() {
+    let fx = app_fixture();
+    let (first, _) = fx.run(&fx.request(APP));
+    // A changed comment (which also moves every line), an unrelated file, a touched copied
+    // file, a changed ignored file and a changed LABEL.
+    let dockerfile = APP
+        .replace("# a comment", "# another comment\n\n# and one more")
+        .replace("LABEL x=1", "LABEL x=2");
+    fx.file("unrelated.txt", "2\n", 0o644)
+        .file("dir/skip.log", "log 2\n", 0o644);
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(fx.context.join("app.txt"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let (second, events) = fx.run(&fx.request(&dockerfile));
+    assert_eq!(steps(&events.cached()), vec![4, 5, 6, 7, 8]);
+    assert!(events.ran().is_empty());
+    let layers = |r: &rbuild_build::BuildResult| -> Vec<String> {
+        r.cache_records
+            .iter()
+            .map(|c| c.layer.digest.to_string())
+            .collect()
+    };
+    assert_eq!(layers(&second), layers(&first));
+    assert_ne!(second.image_id, first.image_id, "the label did change");
+}
+
+fn content_and_mode_changes_miss_from_that_step_and_are_explained() {
+    let fx = app_fixture();
+    fx.run(&fx.request(APP));
+    fx.file("app.txt", "changed\n", 0o644);
+    let mut request = fx.request(APP);
+    request.explain_misses = true;
+    let (_, events) = fx.run(&request);
+    assert_eq!(steps(&events.cached()), vec![4]);
+    assert_eq!(steps(&events.ran()), vec![5, 6, 7, 8]);
+    let misses = events.misses();
+    assert_eq!(misses[0], "#5 source app.txt changed", "{misses:?}");
+    assert_eq!(misses[1], "#6 the step before it changed", "{misses:?}");
+
+    // Same content, another mode: a different file in the image, so a miss.
+    fx.file("app.txt", "changed\n", 0o755);
+    let (_, events) = fx.run(&request);
+    assert_eq!(steps(&events.ran()), vec![5, 6, 7, 8]);
+    assert_eq!(events.misses()[0], "#5 source app.txt changed");
+
+    // A file added inside a copied directory.
+    fx.file("dir/b", "b\n", 0o644);
+    let (_, events) = fx.run(&request);
+    assert_eq!(steps(&events.cached()), vec![4, 5]);
+    assert_eq!(events.misses()[0], "#6 source dir/b is new");
+}
+
+fn build_args_invalidate_only_steps_that_see_them() {
+    let fx = app_fixture();
+    fx.run(&fx.request(APP));
+    let (_, events) = fx.run(&fx.request(APP).with_build_arg("V", "2"));
+    assert_eq!(steps(&events.cached()), vec![4, 5, 6]);
+    assert_eq!(steps(&events.ran()), vec![7, 8]);
+    assert!(events.output().contains(&"ran-2".to_string()));
+
+    // An ARG declared only in a later stage does not touch the earlier one.
+    let two = "FROM busybox AS a\nRUN echo a > /a\n\
+               FROM a AS b\nARG ONLY_B=x\nRUN echo $ONLY_B > /b\n";
+    fx.run(&fx.request(two));
+    let (_, events) = fx.run(&fx.request(two).with_build_arg("ONLY_B", "y"));
+    assert_eq!(events.cached(), vec![("a".to_string(), 2)]);
+    assert_eq!(events.ran(), vec![("b".to_string(), 3)]);
+    // Proxy args are not part of the key (BuildKit).
+    let (_, events) = fx.run(
+        &fx.request(two)
+            .with_build_arg("ONLY_B", "y")
+            .with_build_arg("HTTP_PROXY", "http://proxy.invalid:3128"),
+    );
+    assert_eq!(steps(&events.cached()), vec![2, 3]);
+}
+
+fn no_cache_and_no_cache_filter() {
+    let fx = app_fixture();
+    let (first, _) = fx.run(&fx.request(APP));
+    let mut request = fx.request(APP);
+    request.no_cache = true;
+    let (second, events) = fx.run(&request);
+    assert!(events.cached().is_empty());
+    assert_eq!(steps(&events.ran()), vec![4, 5, 6, 7, 8]);
+    assert_ne!(
+        second.cache_records[3].diff_id, first.cache_records[3].diff_id,
+        "the random step really ran again"
+    );
+    // The next build hits the newest results.
+    let (third, events) = fx.run(&fx.request(APP));
+    assert_eq!(steps(&events.cached()), vec![4, 5, 6, 7, 8]);
+    assert_eq!(third.manifest, second.manifest);
+
+    let two = "FROM busybox AS a\nRUN echo a > /a\nFROM a AS b\nRUN echo b > /b\n";
+    fx.run(&fx.request(two));
+    let mut request = fx.request(two);
+    request.no_cache_filter = vec!["b".into()];
+    let (_, events) = fx.run(&request);
+    assert_eq!(events.cached(), vec![("a".to_string(), 2)]);
+    assert_eq!(events.ran(), vec![("b".to_string(), 2)]);
+}
+
+fn bind_mount_content_counts_secret_content_does_not() {
+    let fx = Fixture::new();
+    fx.file("data.txt", "1\n", 0o644);
+    let secret = fx.tmp.path().join("token");
+    std::fs::write(&secret, "s3cret-1").unwrap();
+    let df = "FROM busybox\n\
+              RUN --mount=type=secret,id=tok wc -c < /run/secrets/tok > /n\n\
+              RUN --mount=type=bind,source=data.txt,target=/d cat /d > /out\n";
+    let request = |fx: &Fixture| -> BuildRequest {
+        let mut r = fx.request(df);
+        r.secrets.insert("tok".into(), secret.clone());
+        r
+    };
+    fx.run(&request(&fx));
+    std::fs::write(&secret, "s3cret-2").unwrap();
+    let (_, events) = fx.run(&request(&fx));
+    assert_eq!(
+        steps(&events.cached()),
+        vec![2, 3],
+        "a secret is not an input"
+    );
+    fx.file("data.txt", "2\n", 0o644);
+    let (_, events) = fx.run(&request(&fx));
+    assert_eq!(steps(&events.cached()), vec![2]);
+    assert_eq!(steps(&events.ran()), vec![3], "the bound file is");
+}
+
+fn stages_served_from_the_cache_are_extracted_only_when_read() {
+    let fx = Fixture::new();
+    let df = |last: &str| {
+        format!(
+            "FROM busybox AS a\nRUN echo hi > /f\n\
+             FROM busybox AS b\nCOPY --from=a /f /g\nRUN cat /g > /h\nRUN {last}\n"
+        )
+    };
+    fx.run(&fx.request(&df("true")));
+    // Only the last step changes: it runs on a rootfs made from the cached layers.
+    let (_, events) = fx.run(&fx.request(&df("cat /g /h")));
+    assert_eq!(
+        events.cached(),
+        vec![
+            ("a".to_string(), 2),
+            ("b".to_string(), 2),
+            ("b".to_string(), 3)
+        ]
+    );
+    assert_eq!(events.output(), vec!["hi", "hi"]);
+    // A COPY --from that must run reads stage a's rootfs, made from its cached layer.
+    let (_, events) = fx.run(&fx.request(
+        "FROM busybox AS a\nRUN echo hi > /f\nFROM busybox\nCOPY --from=a /f /other\nRUN cat /other\n",
+    ));
+    assert_eq!(events.cached(), vec![("a".to_string(), 2)]);
+    assert_eq!(events.output(), vec!["hi"]);
+}
+
+fn cache_keeps_layers_through_gc_and_prune_drops_them() {
+    let fx = app_fixture();
+    let (first, _) = fx.run(&fx.request(APP));
+    // No image refers to the layers any more; the cache still does.
+    fx.store.untag("test:latest").unwrap();
+    fx.store.remove_untagged().unwrap();
+    fx.store.gc().unwrap();
+    for record in &first.cache_records {
+        assert!(fx.store.has_blob(&record.layer.digest));
+    }
+    let usage = fx.store.cache_usage().unwrap();
+    assert_eq!(usage.records, 5);
+    assert!(usage.bytes > 0);
+    let (_, events) = fx.run(&fx.request(APP));
+    assert_eq!(steps(&events.cached()), vec![4, 5, 6, 7, 8]);
+
+    // Records used recently survive an age limit; a size limit of zero drops them all.
+    let (report, _) = fx
+        .store
+        .prune_cache(&CachePrunePolicy {
+            unused_for: Some(Duration::from_secs(3600)),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(report.removed_records, 0);
+    fx.store.untag("test:latest").unwrap();
+    fx.store.remove_untagged().unwrap();
+    // As `rbuild prune` would run: in a process holding no lease on the build's blobs.
+    fx.store.release_lease();
+    let (report, gc) = fx
+        .store
+        .prune_cache(&CachePrunePolicy {
+            keep_bytes: Some(0),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(report.removed_records, 5);
+    assert!(gc.freed_bytes > 0);
+    assert!(!fx.store.has_blob(&first.cache_records[3].layer.digest));
+    let (_, events) = fx.run(&fx.request(APP));
+    assert!(events.cached().is_empty());
+    assert_eq!(steps(&events.ran()), vec![4, 5, 6, 7, 8]);
+}
+
+fn add_url_is_keyed_by_content_or_checksum() {
+    let fx = Fixture::new();
+    let served = fx.tmp.path().join("served");
+    std::fs::create_dir(&served).unwrap();
+    std::fs::write(served.join("file.txt"), "v1\n").unwrap();
+    let port = serve_dir(served.clone());
+    let df = format!("FROM busybox\nADD http://127.0.0.1:{port}/file.txt /f\nRUN cat /f\n");
+    fx.run(&fx.request(&df));
+    let (_, events) = fx.run(&fx.request(&df));
+    assert_eq!(
+        steps(&events.cached()),
+        vec![2, 3],
+        "same download, same key"
+    );
+    std::fs::write(served.join("file.txt"), "v2\n").unwrap();
+    let (_, events) = fx.run(&fx.request(&df));
+    assert!(events.cached().is_empty(), "{:?}", events.cached());
+    assert_eq!(events.output(), vec!["v2"]);
+
+    // With --checksum the key is the checksum: a hit downloads nothing, so it holds even
+    // when the server is gone.
+    let sum = rbuild_image::Digest::of(b"v2\n");
+    let df = format!(
+        "FROM busybox\nADD --checksum={sum} http://127.0.0.1:{port}/file.txt /f\nRUN cat /f\n"
+    );
+    fx.run(&fx.request(&df));
+    std::fs::remove_file(served.join("file.txt")).unwrap();
+    let (_, events) = fx.run(&fx.request(&df));
+    assert_eq!(steps(&events.cached()), vec![2, 3]);
+}
+
+/// Another store's records, as a `--cache-from` import would offer them; counts fetches.
+struct OtherStore<'a> {
+    store: &'a Store,
+    fetched: RefCell<Vec<Digest>>,
+}
+
+impl RemoteCache for OtherStore<'_> {
+    fn lookup(&self, key: &Digest) -> Option<CacheRecord> {
+        self.store.cache_lookup(key).ok().flatten()
+    }
+    fn fetch_layer(&self, store: &Store, record: &CacheRecord) -> Result<(), String> {
+        self.fetched.borrow_mut().push(record.layer.digest.clone());
+        let bytes = self
+            .store
+            .read_blob(&record.layer.digest)
+            .map_err(|e| e.to_string())?;
+        store
+            .put_bytes(&bytes, Some(&record.layer.digest))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn remote_hits_fetch_only_the_layers_that_are_needed() {
+    // Machine A fills its cache; B has the base image but no records.
+    let a = Fixture::new();
+    let b = Fixture::new();
+    let df = "FROM busybox AS tools\nRUN echo tool > /tool && echo big > /big\n\
+              FROM busybox\nCOPY --from=tools /tool /tool\nRUN cat /tool > /copy\n";
+    let (built_a, _) = a.run(&a.request(df));
+    let tools_layer = built_a.cache_records[0].layer.digest.clone();
+    let remote = OtherStore {
+        store: &a.store,
+        fetched: RefCell::new(Vec::new()),
+    };
+    let mut events = support::Recorder::default();
+    let built_b = build_with_cache(&b.request(df), &b.store, &LocalImages, &remote, &mut events)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        steps(&events.cached()),
+        vec![2, 2, 3],
+        "every step is a remote hit"
+    );
+    assert!(events.ran().is_empty());
+    assert_eq!(built_b.manifest, built_a.manifest, "the same image");
+    // The tools stage's layer is read by nothing that runs and is not in the image.
+    assert!(!remote.fetched.borrow().contains(&tools_layer));
+    assert!(!b.store.has_blob(&tools_layer));
+    assert_eq!(
+        remote.fetched.borrow().len(),
+        2,
+        "just the image's two new layers"
+    );
+    // What was fetched is recorded locally; the next build fetches nothing more.
+    let mut events = support::Recorder::default();
+    build_with_cache(&b.request(df), &b.store, &LocalImages, &remote, &mut events)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(steps(&events.cached()), vec![2, 2, 3]);
+    assert_eq!(remote.fetched.borrow().len(), 2);
+    let sources: Vec<String> = events
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            rbuild_build::Event::StepCached { source, .. } => Some(source.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sources, vec!["registry", "local", "local"]);
+}

@@ -1,0 +1,595 @@
+//! COPY/ADD features beyond the basics, end to end with real parts: `ADD <url>` against a
+//! real local HTTP server (with `--checksum`), `ADD` of a git repository served by a real
+//! `git daemon`, `--exclude`, `--parents`, `--link`, symbolic `--chmod`, `--chown` on an
+//! extracted archive, and `RUN --mount=type=ssh` with a real `ssh-agent`. Needs root and
+//! Debian's busybox-static, git and openssh-client. The binary is its own sandbox helper.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+mod support;
+use std::sync::{Arc, Mutex};
+use support::Fixture;
+
+use rbuild_image::Digest;
+use rbuild_sandbox::test_support::run_tests;
+
+fn main() -> ExitCode {
+    rbuild_sandbox::maybe_run_helper();
+    run_tests(&[
+        ("add_url_and_checksum", add_url_and_checksum),
+        ("add_git_repository", add_git_repository),
+        ("copy_exclude", copy_exclude),
+        ("copy_parents", copy_parents),
+        (
+            "copy_link_does_not_follow_dest",
+            copy_link_does_not_follow_dest,
+        ),
+        ("symbolic_chmod", symbolic_chmod),
+        ("add_archive_with_chown", add_archive_with_chown),
+        ("run_mount_ssh_agent", run_mount_ssh_agent),
+    ])
+}
+
+fn assert_has(err: &str, needle: &str) {
+    assert!(err.contains(needle), "expected {needle:?} in:\n{err}");
+}
+
+/// A tiny real HTTP/1.1 server on 127.0.0.1: fixed routes, counts requests per path.
+struct HttpServer {
+    port: u16,
+    hits: Arc<Mutex<BTreeMap<String, usize>>>,
+}
+
+/// A route: body and extra headers.
+type Routes = BTreeMap<String, (Vec<u8>, Vec<String>)>;
+
+impl HttpServer {
+    fn start(routes: Routes) -> HttpServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+        let counted = hits.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    continue;
+                }
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let path = request_line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("/")
+                    .to_string();
+                *counted.lock().unwrap().entry(path.clone()).or_default() += 1;
+                let response = match routes.get(&path) {
+                    Some((body, headers)) => {
+                        let mut head = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n",
+                            body.len()
+                        );
+                        for h in headers {
+                            head.push_str(h);
+                            head.push_str("\r\n");
+                        }
+                        head.push_str("\r\n");
+                        let mut out = head.into_bytes();
+                        out.extend_from_slice(body);
+                        out
+                    }
+                    None => {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_vec()
+                    }
+                };
+                let _ = stream.write_all(&response);
+            }
+        });
+        HttpServer { port, hits }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+fn add_url_and_checksum() {
+    let fx = Fixture::new();
+    fx.file("local.txt", "local", 0o644);
+    let tar = make_tar(&fx, &[("inside.txt", "in the tar", 0o644)]);
+    let routes = Routes::from([
+        (
+            "/files/hello.txt".to_string(),
+            (
+                b"hello from http\n".to_vec(),
+                vec!["Last-Modified: Wed, 21 Oct 2015 07:28:00 GMT".to_string()],
+            ),
+        ),
+        ("/plain".to_string(), (b"plain".to_vec(), vec![])),
+        ("/data.tar".to_string(), (tar, vec![])),
+    ]);
+    let server = HttpServer::start(routes);
+    let hello = server.url("/files/hello.txt");
+    let plain = server.url("/plain");
+    let good = Digest::of(b"plain");
+    let built = fx.build_ok(&format!(
+        "FROM busybox\n\
+         ADD {hello} /downloads/\n\
+         ADD --chown=app:wheel --chmod=640 {hello} /owned.txt\n\
+         ADD --checksum={good} {plain} /plain-file\n\
+         ADD {tar_url} /tars/\n\
+         ADD --unpack=true {tar_url} /unpacked/\n",
+        tar_url = server.url("/data.tar"),
+    ));
+    assert_eq!(built.read("downloads/hello.txt"), "hello from http\n");
+    let md = built.meta("downloads/hello.txt");
+    assert_eq!(md.mode() & 0o7777, 0o600, "downloads are 0600");
+    assert_eq!((md.uid(), md.gid()), (0, 0));
+    assert_eq!(md.mtime(), 1_445_412_480, "mtime from Last-Modified");
+    let owned = built.meta("owned.txt");
+    assert_eq!(
+        (owned.uid(), owned.gid(), owned.mode() & 0o7777),
+        (1000, 10, 0o640),
+        "--chown/--chmod apply to downloads"
+    );
+    assert_eq!(built.read("plain-file"), "plain");
+    assert_eq!(
+        built.meta("plain-file").mtime(),
+        0,
+        "no Last-Modified: the epoch"
+    );
+    assert!(
+        built.path("tars/data.tar").is_file(),
+        "a downloaded archive is not extracted by default"
+    );
+    assert_eq!(built.read("unpacked/inside.txt"), "in the tar");
+    assert_eq!(
+        server.hits("/files/hello.txt"),
+        1,
+        "one download per URL per build"
+    );
+    assert!(built.created_by().contains(&format!(
+        "ADD --chown=app:wheel --chmod=640 {hello} /owned.txt # buildkit"
+    )));
+
+    // Credentials in a URL reach neither the history nor an error.
+    let secret_url = plain.replace("http://", "http://user:s3cret@");
+    let built = fx.build_ok(&format!("FROM busybox\nADD {secret_url} /with-creds\n"));
+    assert_eq!(built.read("with-creds"), "plain");
+    let history = built.created_by().join("\n");
+    assert!(
+        !history.contains("s3cret") && history.contains("xxxxx@"),
+        "{history}"
+    );
+    let err = fx.build_err(&format!(
+        "FROM busybox\nADD {} /x\n",
+        secret_url.replace("/plain", "/nope")
+    ));
+    // The Dockerfile line the error quotes is the user's own text; the rest is ours.
+    let ours = err.split_once('\n').map_or("", |(_, rest)| rest);
+    assert!(!ours.contains("s3cret") && ours.contains("xxxxx@"), "{err}");
+
+    let bad = Digest::of(b"something else");
+    let err = fx.build_err(&format!("FROM busybox\nADD --checksum={bad} {plain} /x\n"));
+    assert_has(&err, "digest mismatch");
+    assert_has(&err, &good.to_string());
+    assert_has(&err, &bad.to_string());
+    let err = fx.build_err(&format!(
+        "FROM busybox\nADD --checksum={good} local.txt /x\n"
+    ));
+    assert_has(&err, "checksum requires HTTP(S) or Git sources");
+    let err = fx.build_err(&format!("FROM busybox\nADD {} /x\n", server.url("/nope")));
+    assert_has(&err, "404");
+    let err = fx.build_err(&format!("FROM busybox\nCOPY {plain} /x\n"));
+    assert_has(&err, "source can't be a URL for COPY");
+}
+
+/// A tar file (made with the real `tar`) of `files`; returns its bytes.
+fn make_tar(fx: &Fixture, files: &[(&str, &str, u32)]) -> Vec<u8> {
+    let src = fx.tmp.path().join(format!("tar-src-{}", files.len()));
+    for (rel, content, mode) in files {
+        let path = src.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    let out = fx.tmp.path().join(format!("out-{}.tar", files.len()));
+    let status = Command::new("tar")
+        .arg("-cf")
+        .arg(&out)
+        .arg("-C")
+        .arg(&src)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(status.success());
+    std::fs::read(out).unwrap()
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git is installed");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills a child started in its own process group, and the group, when dropped (`git
+/// daemon` runs `git-daemon` as a child of a wrapper, which would outlive a plain kill).
+struct Reaper(std::process::Child);
+
+impl Reaper {
+    fn spawn(command: &mut Command) -> Reaper {
+        use std::os::unix::process::CommandExt;
+        let what = format!("{command:?}");
+        Reaper(
+            command
+                .process_group(0)
+                .spawn()
+                .unwrap_or_else(|e| panic!("{what}: {e}")),
+        )
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory-safety preconditions; the group is our child's.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGTERM) };
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn add_git_repository() {
+    let fx = Fixture::new();
+    let repos = fx.tmp.path().join("repos");
+    let repo = repos.join("proj.git");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::create_dir_all(repo.join("sub")).unwrap();
+    std::fs::write(repo.join("README"), "v1\n").unwrap();
+    std::fs::write(repo.join("sub/inner.txt"), "inner\n").unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "one"]);
+    git(&repo, &["tag", "v1"]);
+    let v1 = git(&repo, &["rev-parse", "HEAD"]);
+    std::fs::write(repo.join("README"), "v2\n").unwrap();
+    git(&repo, &["commit", "-q", "-am", "two"]);
+    let port = free_port();
+    let _daemon = Reaper::spawn(
+        Command::new("git")
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &format!("--base-path={}", repos.display()),
+            ])
+            .arg(&repos)
+            // It logs the readiness probe's hang-up.
+            .stderr(std::process::Stdio::null()),
+    );
+    let url = format!("git://127.0.0.1:{port}/proj.git");
+    let mut ready = false;
+    for _ in 0..50 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(ready, "git daemon did not start");
+    let built = fx.build_ok(&format!(
+        "FROM busybox\n\
+         ADD {url} /head/\n\
+         ADD {url}#v1 /tagged/\n\
+         ADD --checksum={v1} {url}#v1:sub /subdir/\n\
+         ADD --keep-git-dir=true {url}#v1 /withgit/\n"
+    ));
+    assert_eq!(built.read("head/README"), "v2\n", "the default branch");
+    assert!(!built.path("head/.git").exists(), "no .git by default");
+    assert_eq!(built.read("tagged/README"), "v1\n");
+    assert_eq!(built.read("tagged/sub/inner.txt"), "inner\n");
+    assert_eq!(built.read("subdir/inner.txt"), "inner\n", "#ref:subdir");
+    assert!(built.path("withgit/.git").is_dir(), "--keep-git-dir");
+    let err = fx.build_err(&format!(
+        "FROM busybox\nADD --checksum=0123456789abcdef {url}#v1 /x/\n"
+    ));
+    assert_has(&err, "expected checksum to match 0123456789abcdef");
+    assert_has(&err, &v1);
+}
+
+fn copy_exclude() {
+    let fx = Fixture::new();
+    fx.file("dir1/a.txt", "a", 0o644)
+        .file("dir1/b.md", "b", 0o644)
+        .file("dir1/sub/c.md", "c", 0o644)
+        .file("dir1/sub/keep.md", "k", 0o644)
+        .file("dir2/x.md", "x", 0o644)
+        .file("dir2/y.txt", "y", 0o644);
+    let built = fx.build_ok(
+        "FROM busybox\n\
+         COPY --exclude=**/*.md --exclude=!**/keep.md dir1 /ex/\n\
+         COPY --exclude=*.md dir* /wild/\n\
+         ADD --exclude=sub dir1 /added/\n",
+    );
+    assert!(built.path("ex/a.txt").is_file());
+    assert!(!built.path("ex/b.md").exists(), "excluded");
+    assert!(!built.path("ex/sub/c.md").exists(), "excluded below too");
+    assert_eq!(
+        built.read("ex/sub/keep.md"),
+        "k",
+        "a ! exception re-includes"
+    );
+    assert!(built.path("wild/a.txt").is_file() && built.path("wild/y.txt").is_file());
+    assert!(!built.path("wild/b.md").exists() && !built.path("wild/x.md").exists());
+    assert!(
+        built.path("wild/sub/c.md").is_file(),
+        "*.md only matches at the top of each source"
+    );
+    assert!(built.path("added/b.md").is_file());
+    assert!(
+        !built.path("added/sub").exists(),
+        "a directory is excluded whole"
+    );
+    let err = fx.build_err("FROM busybox\nCOPY --exclude=! dir1 /x/\n");
+    assert_has(&err, "--exclude");
+}
+
+fn copy_parents() {
+    let fx = Fixture::new();
+    fx.file("a/b/c.txt", "c", 0o644)
+        .file("a/b/d.md", "d", 0o644)
+        .file("x/y/z.txt", "z", 0o644)
+        .file("other.txt", "o", 0o644);
+    std::fs::set_permissions(fx.context.join("a"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    let built = fx.build_ok(
+        "FROM busybox\n\
+         COPY --parents a/b/c.txt /p1/\n\
+         COPY --parents a/./b/c.txt /p2/\n\
+         COPY --parents */*/*.txt /p3/\n\
+         COPY --parents x/y /p4\n\
+         COPY --parents nomatch*/q /p5/\n",
+    );
+    assert_eq!(built.read("p1/a/b/c.txt"), "c");
+    assert!(!built.path("p1/a/b/d.md").exists());
+    assert_eq!(
+        built.mode("p1/a"),
+        0o750,
+        "parent directories keep the source's metadata"
+    );
+    assert_eq!(built.read("p2/b/c.txt"), "c", "/./ pivots");
+    assert!(!built.path("p2/a").exists());
+    assert_eq!(built.read("p3/a/b/c.txt"), "c");
+    assert_eq!(built.read("p3/x/y/z.txt"), "z");
+    assert!(!built.path("p3/a/b/d.md").exists() && !built.path("p3/other.txt").exists());
+    assert_eq!(built.read("p4/x/y/z.txt"), "z");
+    assert!(
+        built.path("p5").is_dir() && std::fs::read_dir(built.path("p5")).unwrap().count() == 0,
+        "a pattern matching nothing copies nothing"
+    );
+    assert!(built
+        .created_by()
+        .contains(&"COPY --parents a/b/c.txt /p1/ # buildkit".to_string()));
+    let err = fx.build_err("FROM busybox\nCOPY --parents a/nope.txt /p/\n");
+    assert_has(&err, "not found");
+}
+
+fn copy_link_does_not_follow_dest() {
+    let fx = Fixture::new();
+    fx.file("f.txt", "f", 0o644);
+    let built = fx.build_ok(
+        "FROM busybox\n\
+         RUN mkdir /real /real2 && ln -s /real /linkdir && ln -s /real2 /plaindir\n\
+         COPY --link f.txt /linkdir/\n\
+         COPY f.txt /plaindir/\n",
+    );
+    assert!(
+        built.meta("linkdir").is_dir(),
+        "--link replaces the symlink at the destination with a directory"
+    );
+    assert_eq!(built.read("linkdir/f.txt"), "f");
+    assert!(
+        !built.path("real/f.txt").exists(),
+        "the symlink was not followed"
+    );
+    assert!(
+        built.meta("plaindir").file_type().is_symlink() && built.path("real2/f.txt").is_file(),
+        "plain COPY follows it"
+    );
+    let link_layer = &built.layers[built.layers.len() - 2];
+    let mut paths = fx.layer_paths(link_layer);
+    paths.sort();
+    assert_eq!(
+        paths,
+        vec!["linkdir", "linkdir/f.txt"],
+        "the layer holds only the copy"
+    );
+}
+
+fn symbolic_chmod() {
+    let fx = Fixture::new();
+    fx.file("f.txt", "f", 0o664)
+        .file("d/plain.txt", "p", 0o640)
+        .file("d/run.sh", "r", 0o740)
+        .file("d/sub/x", "x", 0o600);
+    std::fs::set_permissions(
+        fx.context.join("d/sub"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let built = fx.build_ok(
+        "FROM busybox\n\
+         COPY --chmod=u+x,g-w f.txt /s1\n\
+         COPY --chmod=a=rX d /s2/\n\
+         COPY --chmod=go=u-w f.txt /s3\n",
+    );
+    assert_eq!(built.mode("s1"), 0o744);
+    assert_eq!(built.mode("s2/plain.txt"), 0o444);
+    assert_eq!(built.mode("s2/run.sh"), 0o555, "X: executable files");
+    assert_eq!(built.mode("s2/sub"), 0o555, "X: directories");
+    assert_eq!(built.mode("s2/sub/x"), 0o444);
+    assert_eq!(built.mode("s3"), 0o644);
+    assert!(built
+        .created_by()
+        .contains(&"COPY --chmod=u+x,g-w f.txt /s1 # buildkit".to_string()));
+    let err = fx.build_err("FROM busybox\nCOPY --chmod=u+z f.txt /x\n");
+    assert_has(&err, "invalid chmod parameter: 'u+z'");
+    let err = fx.build_err("FROM busybox\nCOPY --chmod=0999 f.txt /x\n");
+    assert_has(&err, "it should be octal string and between 0 and 07777");
+}
+
+fn add_archive_with_chown() {
+    let fx = Fixture::new();
+    let tar = make_tar(
+        &fx,
+        &[("top.txt", "t", 0o640), ("bin/tool", "#!/bin/sh\n", 0o4755)],
+    );
+    std::fs::write(fx.context.join("t.tar"), tar).unwrap();
+    let built = fx.build_ok("FROM busybox\nADD --chown=1234:5678 --chmod=600 t.tar /x/\n");
+    for rel in ["x", "x/top.txt", "x/bin", "x/bin/tool"] {
+        let md = built.meta(rel);
+        assert_eq!(
+            (md.uid(), md.gid()),
+            (1234, 5678),
+            "{rel} owned as --chown says"
+        );
+    }
+    assert_eq!(
+        built.mode("x/top.txt"),
+        0o640,
+        "--chmod does not apply to archive contents"
+    );
+    assert_eq!(
+        built.mode("x/bin/tool"),
+        0o4755,
+        "setuid survives the chown"
+    );
+}
+
+fn run_mount_ssh_agent() {
+    let fx = Fixture::new();
+    let dir = fx.tmp.path().join("ssh");
+    std::fs::create_dir(&dir).unwrap();
+    let socket = dir.join("agent.sock");
+    let _agent = Reaper::spawn(
+        Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(std::process::Stdio::null()),
+    );
+    for _ in 0..50 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let key = dir.join("id_ed25519");
+    let status = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "rbuild-test-key",
+            "-f",
+        ])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = Command::new("ssh-add")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &socket)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "ssh-add of the test key");
+
+    // ssh-add and its libraries, copied into the image at the host's paths.
+    let ssh_add = PathBuf::from("/usr/bin/ssh-add");
+    let mut files = vec![ssh_add.clone()];
+    let ldd = Command::new("ldd").arg(&ssh_add).output().unwrap();
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        if let Some(path) = line.split_whitespace().find(|w| w.starts_with('/')) {
+            files.push(PathBuf::from(path));
+        }
+    }
+    for file in &files {
+        let dest = fx.context.join("sys").join(file.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(file, &dest).unwrap();
+    }
+    let mut request = fx.request(
+        "FROM busybox\n\
+         COPY sys/ /\n\
+         RUN --mount=type=ssh echo \"$SSH_AUTH_SOCK\" > /sock && ssh-add -l > /keys\n\
+         RUN --mount=type=ssh,id=other,target=/agent ssh-add -l > /keys2\n\
+         RUN --mount=type=ssh,id=absent test ! -e /run/buildkit/ssh_agent.0 && touch /optional-ok\n",
+    );
+    request.ssh = BTreeMap::from([
+        ("default".to_string(), socket.clone()),
+        ("other".to_string(), socket.clone()),
+    ]);
+    let built = fx.built(&request);
+    assert_eq!(built.read("sock").trim(), "/run/buildkit/ssh_agent.0");
+    let keys = built.read("keys");
+    assert!(
+        keys.contains("rbuild-test-key") && keys.contains("ED25519"),
+        "the agent's key is listed in the step: {keys:?}"
+    );
+    assert!(
+        built.read("keys2").contains("rbuild-test-key"),
+        "id= and target="
+    );
+    assert!(
+        built.path("optional-ok").exists(),
+        "an optional ssh mount without an agent"
+    );
+    assert!(
+        !built.path("run/buildkit").exists() && !built.path("agent").exists(),
+        "the socket mount points are not in a layer"
+    );
+    let mut request = fx.request("FROM busybox\nRUN --mount=type=ssh,required=true true\n");
+    request.ssh.clear();
+    let err = fx.build(&request).expect_err("no agent").to_string();
+    assert_has(&err, "no SSH key \"default\" forwarded");
+}

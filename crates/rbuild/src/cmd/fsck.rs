@@ -1,0 +1,57 @@
+//! `rbuild fsck`: rehash every blob in the store and check that everything the index reaches
+//! is present. Exit status 1 when something is corrupt or missing.
+
+use anyhow::Result;
+
+use super::Globals;
+
+/// Verify the store: every blob's content against its digest, every referenced blob present.
+#[derive(clap::Args, Debug)]
+pub struct FsckArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(globals: &Globals, args: FsckArgs) -> Result<u8> {
+    let store = globals.open_store()?;
+    let report = store.fsck()?;
+    let code = if report.is_ok() { 0 } else { 1 };
+    if args.json {
+        let json = serde_json::json!({
+            "ok": report.is_ok(),
+            "blobs_checked": report.blobs_checked,
+            "corrupt": report.corrupt.iter().map(|(name, actual)| serde_json::json!({
+                "digest": name.to_string(),
+                "content_digest": actual.to_string(),
+            })).collect::<Vec<_>>(),
+            "missing": report.missing.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            "stray_files": report.stray_files,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(code);
+    }
+    for (name, actual) in &report.corrupt {
+        println!("corrupt: blob {name} now hashes to {actual}");
+    }
+    for digest in &report.missing {
+        println!("missing: blob {digest} is referenced by an image but not in the store");
+    }
+    for name in &report.stray_files {
+        println!("stray: blobs/sha256/{name} is not named by a digest (ignored)");
+    }
+    println!(
+        "checked {} blobs in {}: {} corrupt, {} missing",
+        report.blobs_checked,
+        store.root().display(),
+        report.corrupt.len(),
+        report.missing.len()
+    );
+    if code != 0 {
+        eprintln!(
+            "error: the store is damaged; remove the images that use these blobs (`rbuild rmi`) \
+             and pull or build them again"
+        );
+    }
+    Ok(code)
+}

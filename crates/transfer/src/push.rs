@@ -1,0 +1,245 @@
+//! Push: an image or a whole index from the store to a registry.
+
+use bytes::Bytes;
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use rbuild_image::{media_types, Descriptor, Digest, Index, Manifest, Reference};
+use rbuild_registry::{Client, PushOutcome};
+use rbuild_store::Store;
+
+use crate::error::{Result, TransferError};
+use crate::progress::{Event, Progress};
+use crate::sources::{mount_source, record_blob_source};
+
+/// How to push.
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// Blobs uploaded at once.
+    pub parallel_blobs: usize,
+    /// Ask the registry to mount blobs from another repository they came from.
+    pub cross_repository_mount: bool,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions {
+            parallel_blobs: crate::DEFAULT_PARALLEL_BLOBS,
+            cross_repository_mount: true,
+        }
+    }
+}
+
+/// A manifest read from the store, ready to send.
+struct StoredManifest {
+    descriptor: Descriptor,
+    bytes: Bytes,
+    manifest: Manifest,
+}
+
+/// Pushes `source` (a manifest or an index descriptor from the store, e.g.
+/// `ImageRecord::manifest`) to `destination` (a tag, or a digest equal to the source's) and
+/// returns the digest the destination now points to. An index is pushed whole: every
+/// platform's blobs and manifest, then the index, each byte for byte, so every digest is
+/// unchanged. Blobs are leased in the store first, so gc cannot delete them mid-push.
+pub async fn push(
+    client: &Client,
+    store: &Store,
+    source: &Descriptor,
+    destination: &Reference,
+    options: &PushOptions,
+    progress: &dyn Progress,
+) -> Result<Digest> {
+    let source_bytes = Bytes::from(read_protected(store, &source.digest)?);
+    let (manifests, index) = if media_types::is_index(&source.media_type) {
+        let index = Index::from_slice(&source_bytes).map_err(|e| {
+            TransferError::Invalid(format!(
+                "index {} in the store is malformed: {e}",
+                source.digest
+            ))
+        })?;
+        let mut manifests = Vec::with_capacity(index.manifests.len());
+        for entry in &index.manifests {
+            if !media_types::is_manifest(&entry.media_type) {
+                return Err(TransferError::Invalid(format!(
+                    "index {} lists {} of type {}; only image manifests can be pushed",
+                    source.digest, entry.digest, entry.media_type
+                )));
+            }
+            manifests.push(read_manifest(store, entry)?);
+        }
+        (manifests, Some(source_bytes))
+    } else {
+        (vec![read_manifest(store, source)?], None)
+    };
+
+    // Each blob once, even when platforms share layers.
+    let mut blobs: Vec<&Descriptor> = Vec::new();
+    for stored in &manifests {
+        for blob in std::iter::once(&stored.manifest.config).chain(&stored.manifest.layers) {
+            if !blobs.iter().any(|b| b.digest == blob.digest) {
+                blobs.push(blob);
+            }
+        }
+    }
+    for blob in &blobs {
+        if !store.protect(&blob.digest)? {
+            return Err(TransferError::Invalid(format!(
+                "cannot push {destination}: blob {} ({}) is missing from the store (run `rbuild fsck`)",
+                blob.digest, blob.media_type
+            )));
+        }
+    }
+    futures_util::stream::iter(blobs)
+        .map(|blob| push_blob(client, store, destination, blob, options, progress))
+        .buffer_unordered(options.parallel_blobs.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+
+    let media_type = |d: &Descriptor, fallback: &str| {
+        if d.media_type.is_empty() {
+            fallback.to_string()
+        } else {
+            d.media_type.clone()
+        }
+    };
+    let top = match index {
+        Some(bytes) => {
+            // The platforms' manifests go up by digest, then the index under the tag.
+            for stored in &manifests {
+                let by_digest = destination.with_digest(stored.descriptor.digest.clone());
+                let digest = push_manifest(
+                    client,
+                    &by_digest,
+                    stored.bytes.clone(),
+                    &media_type(&stored.descriptor, media_types::OCI_MANIFEST),
+                    progress,
+                )
+                .await?;
+                check_digest(&stored.descriptor.digest, &digest)?;
+            }
+            push_manifest(
+                client,
+                destination,
+                bytes,
+                &media_type(source, media_types::OCI_INDEX),
+                progress,
+            )
+            .await?
+        }
+        None => {
+            let stored = &manifests[0];
+            push_manifest(
+                client,
+                destination,
+                stored.bytes.clone(),
+                &media_type(&stored.descriptor, media_types::OCI_MANIFEST),
+                progress,
+            )
+            .await?
+        }
+    };
+    check_digest(&source.digest, &top)?;
+    progress.event(&Event::Pushed {
+        reference: destination.to_string(),
+        digest: top.clone(),
+    });
+    Ok(top)
+}
+
+fn check_digest(expected: &Digest, got: &Digest) -> Result<()> {
+    if expected != got {
+        return Err(TransferError::Invalid(format!(
+            "pushed manifest hashes to {got}, not {expected} as stored"
+        )));
+    }
+    Ok(())
+}
+
+/// Leases a blob, then reads and verifies it.
+fn read_protected(store: &Store, digest: &Digest) -> Result<Vec<u8>> {
+    store.protect(digest)?;
+    Ok(store.read_blob(digest)?)
+}
+
+fn read_manifest(store: &Store, descriptor: &Descriptor) -> Result<StoredManifest> {
+    let bytes = read_protected(store, &descriptor.digest)?;
+    let manifest = Manifest::from_slice(&bytes).map_err(|e| {
+        TransferError::Invalid(format!(
+            "manifest {} in the store is malformed: {e}",
+            descriptor.digest
+        ))
+    })?;
+    Ok(StoredManifest {
+        descriptor: descriptor.clone(),
+        bytes: Bytes::from(bytes),
+        manifest,
+    })
+}
+
+async fn push_manifest(
+    client: &Client,
+    reference: &Reference,
+    bytes: Bytes,
+    media_type: &str,
+    progress: &dyn Progress,
+) -> Result<Digest> {
+    let digest = client.push_manifest(reference, bytes, media_type).await?;
+    progress.event(&Event::ManifestPushed {
+        reference: reference.to_string(),
+        digest: digest.clone(),
+        media_type: media_type.to_string(),
+    });
+    Ok(digest)
+}
+
+/// One blob: skipped if the registry has it, mounted if it came from another repository of
+/// the same registry, else uploaded from its file in the store.
+async fn push_blob(
+    client: &Client,
+    store: &Store,
+    destination: &Reference,
+    blob: &Descriptor,
+    options: &PushOptions,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let (registry, repository) = (destination.registry(), destination.repository());
+    // The store is an OCI image layout, so a blob's file is blobs/sha256/<hex>.
+    let path = store
+        .layout_dir()
+        .join("blobs")
+        .join("sha256")
+        .join(blob.digest.hex());
+    let (digest, size) = (blob.digest.clone(), blob.size);
+    let from = options
+        .cross_repository_mount
+        .then(|| mount_source(store, &blob.digest, registry, repository))
+        .flatten();
+    let event = match from {
+        Some(from) => {
+            match client
+                .mount_or_push_blob(registry, repository, &from, &path, &digest, size)
+                .await?
+            {
+                PushOutcome::AlreadyExists => Event::BlobExists { digest, size },
+                PushOutcome::Mounted => Event::BlobMounted { digest, size, from },
+                PushOutcome::Uploaded => Event::BlobPushed { digest, size },
+            }
+        }
+        None => {
+            if client.blob_exists(registry, repository, &digest).await? {
+                Event::BlobExists { digest, size }
+            } else {
+                progress.event(&Event::BlobPushing {
+                    digest: digest.clone(),
+                    size,
+                });
+                client
+                    .push_blob_from_file(registry, repository, &path, &digest, size)
+                    .await?;
+                Event::BlobPushed { digest, size }
+            }
+        }
+    };
+    progress.event(&event);
+    record_blob_source(store, &blob.digest, registry, repository)?;
+    Ok(())
+}

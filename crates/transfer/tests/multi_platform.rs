@@ -1,0 +1,293 @@
+//! Pull and push between a store and a real `docker-registry`: a hand-made two-platform index
+//! (amd64 and arm64 configs over one busybox layer) goes up whole and comes back into an
+//! empty store with every digest unchanged; blobs are skipped, mounted and leased.
+
+use std::process::Command;
+
+use rbuild_image::{media_types, Descriptor, Digest, ImageConfig, Index, Platform, Reference};
+use rbuild_registry::{Client, ClientOptions};
+use rbuild_store::{ImageRecord, Store};
+use rbuild_testutil::{busybox_rootfs, Registry};
+use rbuild_transfer::{
+    pull, push, Event, NoProgress, PlatformChoice, PullOptions, PushOptions, RecordingProgress,
+};
+
+fn client(dir: &std::path::Path) -> Client {
+    Client::new(ClientOptions {
+        // No credentials from the machine's own Docker config.
+        docker_config: rbuild_registry::DockerConfig::in_dir(dir.join("docker-config")),
+        ..ClientOptions::default()
+    })
+}
+
+/// A gzip layer of a busybox rootfs, made with tar and gzip; returns (descriptor, diff id).
+fn busybox_layer(store: &Store, dir: &std::path::Path) -> (Descriptor, Digest) {
+    let rootfs = dir.join("rootfs");
+    busybox_rootfs(&rootfs);
+    let tar = Command::new("tar")
+        .args(["--sort=name", "--owner=0", "--group=0", "--mtime=@0", "-C"])
+        .arg(&rootfs)
+        .args(["-cf", "-", "."])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let tar_path = dir.join("layer.tar");
+    std::fs::write(&tar_path, &tar.stdout).unwrap();
+    let gz = Command::new("gzip")
+        .args(["-n", "-c"])
+        .arg(&tar_path)
+        .output()
+        .unwrap();
+    assert!(gz.status.success());
+    let blob = store.put_bytes(&gz.stdout, None).unwrap();
+    (
+        blob.descriptor(media_types::OCI_LAYER_GZIP),
+        Digest::of(&tar.stdout),
+    )
+}
+
+fn image_for(store: &Store, arch: &str, layer: &Descriptor, diff_id: &Digest) -> Descriptor {
+    let config = ImageConfig::from_slice(
+        serde_json::json!({
+            "architecture": arch,
+            "os": "linux",
+            "config": {"Cmd": ["/bin/sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    let record = store
+        .put_image(&config, std::slice::from_ref(layer))
+        .unwrap();
+    let mut desc = record.manifest;
+    desc.platform = Some(Platform::new("linux", arch, ""));
+    desc
+}
+
+/// The stored index: two platforms over one layer. Returns (index descriptor, manifests).
+fn two_platform_index(store: &Store, dir: &std::path::Path) -> (Descriptor, Vec<Descriptor>) {
+    let (layer, diff_id) = busybox_layer(store, dir);
+    let manifests = vec![
+        image_for(store, "amd64", &layer, &diff_id),
+        image_for(store, "arm64", &layer, &diff_id),
+    ];
+    let index = Index {
+        manifests: manifests.clone(),
+        ..Index::default()
+    };
+    let desc = store
+        .put_index_bytes(&index.to_canonical_json().unwrap())
+        .unwrap();
+    assert_eq!(desc.media_type, media_types::OCI_INDEX);
+    (desc, manifests)
+}
+
+fn count(events: &[Event], pred: impl Fn(&Event) -> bool) -> usize {
+    events.iter().filter(|e| pred(e)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_platform_index_round_trips_with_digests_unchanged() {
+    let registry = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let client = client(tmp.path());
+    let source = Store::open(tmp.path().join("source")).unwrap();
+    let (index_desc, manifests) = two_platform_index(&source, tmp.path());
+    let destination: Reference = format!("{}/multi/app:v1", registry.host()).parse().unwrap();
+
+    let progress = RecordingProgress::default();
+    let pushed = push(
+        &client,
+        &source,
+        &index_desc,
+        &destination,
+        &PushOptions::default(),
+        &progress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(pushed, index_desc.digest);
+    let events = progress.events();
+    // One shared layer and two configs, each uploaded once; two manifests and the index.
+    assert_eq!(
+        count(&events, |e| matches!(e, Event::BlobPushed { .. })),
+        3,
+        "{events:#?}"
+    );
+    assert_eq!(
+        count(&events, |e| matches!(e, Event::ManifestPushed { .. })),
+        3
+    );
+
+    // Again: the registry has everything.
+    let progress = RecordingProgress::default();
+    push(
+        &client,
+        &source,
+        &index_desc,
+        &destination,
+        &PushOptions::default(),
+        &progress,
+    )
+    .await
+    .unwrap();
+    let events = progress.events();
+    assert_eq!(
+        count(&events, |e| matches!(e, Event::BlobExists { .. })),
+        3,
+        "{events:#?}"
+    );
+    assert_eq!(count(&events, |e| matches!(e, Event::BlobPushed { .. })), 0);
+
+    // To another repository of the same registry: mounted, not uploaded.
+    let copy: Reference = format!("{}/multi/copy:v1", registry.host())
+        .parse()
+        .unwrap();
+    let progress = RecordingProgress::default();
+    push(
+        &client,
+        &source,
+        &index_desc,
+        &copy,
+        &PushOptions::default(),
+        &progress,
+    )
+    .await
+    .unwrap();
+    let events = progress.events();
+    assert_eq!(
+        count(
+            &events,
+            |e| matches!(e, Event::BlobMounted { from, .. } if from == "multi/app")
+        ),
+        3,
+        "{events:#?}"
+    );
+
+    // All platforms into an empty store: the index and both manifests, byte for byte.
+    let all = Store::open(tmp.path().join("all")).unwrap();
+    let options = PullOptions {
+        platforms: PlatformChoice::All,
+        ..PullOptions::default()
+    };
+    let record = pull(&client, &all, &copy, &options, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(record.manifest.digest, index_desc.digest);
+    assert_eq!(record.manifest.media_type, media_types::OCI_INDEX);
+    assert_eq!(record.names, [copy.to_string()]);
+    assert_eq!(
+        all.read_blob(&index_desc.digest).unwrap(),
+        source.read_blob(&index_desc.digest).unwrap()
+    );
+    for manifest in &manifests {
+        assert_eq!(
+            all.read_blob(&manifest.digest).unwrap(),
+            source.read_blob(&manifest.digest).unwrap()
+        );
+        let parsed = all.read_manifest(&manifest.digest).unwrap();
+        for blob in std::iter::once(&parsed.config).chain(&parsed.layers) {
+            assert!(all.has_blob(&blob.digest), "{} missing", blob.digest);
+        }
+    }
+    assert!(all.fsck().unwrap().is_ok());
+    // And it pushes back whole from there.
+    let again: Reference = format!("{}/multi/again:v1", registry.host())
+        .parse()
+        .unwrap();
+    let digest = push(
+        &client,
+        &all,
+        &record.manifest,
+        &again,
+        &PushOptions::default(),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(digest, index_desc.digest);
+
+    // One platform: that manifest alone, its config's architecture the one asked for.
+    let one = Store::open(tmp.path().join("one")).unwrap();
+    let options = PullOptions {
+        platforms: PlatformChoice::One("linux/arm64".parse().unwrap()),
+        ..PullOptions::default()
+    };
+    let progress = RecordingProgress::default();
+    let record: ImageRecord = pull(&client, &one, &copy, &options, &progress)
+        .await
+        .unwrap();
+    assert_eq!(record.manifest.digest, manifests[1].digest);
+    assert_eq!(
+        one.read_config(&record.config).unwrap().architecture,
+        "arm64"
+    );
+    assert!(!one.has_blob(&index_desc.digest));
+    assert!(!one.has_blob(&manifests[0].digest));
+    let events = progress.events();
+    assert_eq!(
+        count(&events, |e| matches!(e, Event::BlobPulled { .. })),
+        2,
+        "{events:#?}"
+    );
+
+    // A platform the index lacks is a clear error naming what it has.
+    let err = pull(
+        &client,
+        &Store::open(tmp.path().join("none")).unwrap(),
+        &copy,
+        &PullOptions {
+            platforms: PlatformChoice::One("linux/s390x".parse().unwrap()),
+            ..PullOptions::default()
+        },
+        &NoProgress,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("linux/s390x") && err.contains("linux/arm64"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_being_pushed_are_leased_against_a_concurrent_prune() {
+    let registry = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("store");
+    let image = {
+        let store = Store::open(&root).unwrap();
+        let (layer, diff_id) = busybox_layer(&store, tmp.path());
+        image_for(&store, "amd64", &layer, &diff_id)
+        // The writer's lease ends here: nothing but the push's own lease protects the blobs.
+    };
+    let pusher = Store::open(&root).unwrap();
+    pusher.remove_untagged().unwrap();
+    let destination: Reference = format!("{}/leased:v1", registry.host()).parse().unwrap();
+    push(
+        &client(tmp.path()),
+        &pusher,
+        &image,
+        &destination,
+        &PushOptions::default(),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+
+    // Another process's prune (a second open of the store holds its own locks).
+    let pruner = Store::open(&root).unwrap();
+    let report = pruner.gc().unwrap();
+    assert!(report.removed_blobs.is_empty(), "{report:?}");
+    let manifest = pusher.read_manifest(&image.digest).unwrap();
+    for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
+        assert!(pusher.has_blob(&blob.digest));
+    }
+    // Once the pusher is gone, the unreferenced blobs are collectable.
+    drop(pusher);
+    let report = pruner.gc().unwrap();
+    assert_eq!(report.removed_blobs.len(), 3, "{report:?}");
+}
