@@ -12,4 +12,5 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "==> cargo test"
-cargo test --workspace --no-fail-fast 2>&1 | tee target/test.log
+mkdir -p "${CARGO_TARGET_DIR:-target}"
+cargo test --workspace --no-fail-fast 2>&1 | tee "${CARGO_TARGET_DIR:-target}/test.log"

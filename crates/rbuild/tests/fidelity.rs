@@ -10,7 +10,11 @@
 //! one fails this test until the list is updated). What is compared and what is ignored is
 //! explained at [`imgdiff`] and in docs/fidelity.md.
 //!
-//! Runs as root (dockerd); needs the Debian packages docker.io, busybox-static and python3.
+//! [`real_world_debian_images_equal_docker_buildkit_images`] does (a) vs (b) for real
+//! applications (apt, pip, npm, cargo) on a Debian base made by debootstrap.
+//!
+//! Runs as root (dockerd); needs the Debian packages docker.io, busybox-static, python3 and
+//! debootstrap, and (the Debian test) the package registries' network.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -18,7 +22,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use rbuild_testutil::{busybox_rootfs, require_binary, Dockerd, DOCKER_CLI};
+use rbuild_testutil::{busybox_rootfs, debian_rootfs, require_binary, Dockerd, DOCKER_CLI};
 
 /// The base every case builds FROM, made by rbuild and loaded into the daemon.
 const BASE: &str = "fidelity-base:1";
@@ -29,17 +33,23 @@ const SECRET: &str = "fidelity-token\n";
 /// A case's build options (its directory holds only the Dockerfile and its context).
 struct Case {
     name: &'static str,
+    /// The directory under testdata/fidelity (several Debian cases share one).
+    dir: &'static str,
     build_args: &'static [&'static str],
     target: Option<&'static str>,
     secret: bool,
+    /// Gets [`CA_BUNDLE`] as the secret `ca` (the real-world cases download over HTTPS).
+    ca_secret: bool,
 }
 
 const fn case(name: &'static str) -> Case {
     Case {
         name,
+        dir: name,
         build_args: &[],
         target: None,
         secret: false,
+        ca_secret: false,
     }
 }
 
@@ -79,6 +89,32 @@ const CASES: &[Case] = &[
     case("shell_stopsignal"),
     case("user_workdir"),
 ];
+
+/// The base the real-world cases build FROM: a Debian bookworm minbase from debootstrap.
+const DEBIAN_BASE: &str = "fidelity-debian:1";
+
+/// The real-world cases ([`real_world_debian_images_equal_docker_buildkit_images`]): targets
+/// of `testdata/fidelity/debian_apps`, built FROM [`DEBIAN_BASE`]. Each gets the secret `ca`,
+/// this machine's CA bundle, for the package managers that speak HTTPS.
+const DEBIAN_CASES: &[Case] = &[
+    debian_case("debian_apt", "apt"),
+    debian_case("debian_python", "python"),
+    debian_case("debian_node", "node"),
+    debian_case("debian_rust", "rust"),
+];
+
+const fn debian_case(name: &'static str, target: &'static str) -> Case {
+    Case {
+        dir: "debian_apps",
+        target: Some(target),
+        ca_secret: true,
+        ..case(name)
+    }
+}
+
+/// The CA bundle the Debian cases get as the secret `ca` (with update-ca-certificates'
+/// additions, e.g. a proxy's CA).
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Which two images a comparison is between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +222,41 @@ const KNOWN_DIFFERENCES: &[Known] = &[
         DOCKER,
         "redundant-opaque",
         &["only in B: /tree/keep/.wh..wh..opq"],
+    ),
+    // The real-world cases: dpkg's new directories (in BuildKit's layers, each new
+    // directory of a package gets an opaque marker) and v0.8's RUN --mount stubs.
+    known(
+        "debian_apt",
+        DOCKER,
+        "redundant-opaque",
+        &["/.wh..wh..opq  [opaque]"],
+    ),
+    known(
+        "debian_python",
+        DOCKER,
+        "redundant-opaque",
+        &["/.wh..wh..opq  [opaque]"],
+    ),
+    known(
+        "debian_python",
+        DOCKER,
+        "mount-stubs",
+        &["only in B: /run/secrets  [dir"],
+    ),
+    known(
+        "debian_node",
+        DOCKER,
+        "redundant-opaque",
+        &["/.wh..wh..opq  [opaque]"],
+    ),
+    known(
+        "debian_node",
+        DOCKER,
+        "mount-stubs",
+        &[
+            "only in B: /run/secrets  [dir",
+            "only in B: /root/.npm  [dir",
+        ],
     ),
     // --engine dood runs the daemon's classic builder.
     known(
@@ -414,24 +485,49 @@ fn docker(daemon: &Dockerd) -> Command {
 fn make_base(root: &Path, daemon: &Dockerd, work: &Path) {
     let ctx = work.join("base");
     base_rootfs(&ctx.join("rootfs"));
+    import_base(root, daemon, &ctx, BASE, "sh");
+}
+
+/// Makes [`DEBIAN_BASE`] from a fresh debootstrap, the same image in rbuild and the daemon.
+fn make_debian_base(root: &Path, daemon: &Dockerd, work: &Path) {
+    let ctx = work.join("debian-base");
+    let rootfs = ctx.join("rootfs");
+    debian_rootfs(&rootfs);
+    // debootstrap made device nodes in /dev; an image has an empty /dev (the runtime
+    // mounts one).
+    for entry in std::fs::read_dir(rootfs.join("dev")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    import_base(root, daemon, &ctx, DEBIAN_BASE, "bash");
+}
+
+/// Builds `FROM scratch` + `COPY rootfs/ /` of `ctx` as `tag` with rbuild and loads the very
+/// same image (same id) into the daemon.
+fn import_base(root: &Path, daemon: &Dockerd, ctx: &Path, tag: &str, shell: &str) {
     std::fs::write(
         ctx.join("Dockerfile"),
-        "FROM scratch\nCOPY rootfs/ /\nCMD [\"sh\"]\n",
+        format!("FROM scratch\nCOPY rootfs/ /\nCMD [\"{shell}\"]\n"),
     )
     .unwrap();
+
     ok(
         "rbuild build (base)",
         rbuild(root, daemon)
-            .args(["build", "-q", "-t", BASE])
-            .arg(&ctx)
+            .args(["build", "-q", "-t", tag])
+            .arg(ctx)
             .output()
             .unwrap(),
     );
-    let archive = work.join("base.tar");
+    let archive = ctx.join("base.tar");
     ok(
         "rbuild save",
         rbuild(root, daemon)
-            .args(["save", BASE, "-o"])
+            .args(["save", tag, "-o"])
             .arg(&archive)
             .output()
             .unwrap(),
@@ -448,12 +544,12 @@ fn make_base(root: &Path, daemon: &Dockerd, work: &Path) {
     let ours = ok(
         "rbuild inspect",
         rbuild(root, daemon)
-            .args(["inspect", BASE])
+            .args(["inspect", tag])
             .output()
             .unwrap(),
     );
     let ours: serde_json::Value = serde_json::from_slice(&ours.stdout).unwrap();
-    let theirs = daemon.docker_ok(&["image", "inspect", "-f", "{{.Id}}", BASE]);
+    let theirs = daemon.docker_ok(&["image", "inspect", "-f", "{{.Id}}", tag]);
     assert_eq!(
         ours[0]["Id"].as_str().unwrap(),
         theirs.trim(),
@@ -475,6 +571,10 @@ fn option_args(case: &Case, secret_file: &Path) -> Vec<String> {
         args.push("--secret".into());
         args.push(format!("id=token,src={}", secret_file.display()));
     }
+    if case.ca_secret {
+        args.push("--secret".into());
+        args.push(format!("id=ca,src={CA_BUNDLE}"));
+    }
     args
 }
 
@@ -487,7 +587,7 @@ fn build_native(root: &Path, daemon: &Dockerd, case: &Case, args: &[String], des
             .args(args)
             .arg("-o")
             .arg(format!("type=docker,dest={}", dest.display()))
-            .arg(cases_dir().join(case.name))
+            .arg(cases_dir().join(case.dir))
             .output()
             .unwrap(),
     );
@@ -502,7 +602,7 @@ fn build_docker(daemon: &Dockerd, case: &Case, args: &[String], dest: &Path) {
             .env("DOCKER_BUILDKIT", "1")
             .args(["build", "-q", "--network", "host", "-t", &tag])
             .args(args)
-            .arg(cases_dir().join(case.name))
+            .arg(cases_dir().join(case.dir))
             .output()
             .unwrap(),
     );
@@ -531,7 +631,7 @@ fn build_dood(
         .args(args)
         .arg("-o")
         .arg(format!("type=docker,dest={}", dest.display()))
-        .arg(cases_dir().join(case.name))
+        .arg(cases_dir().join(case.dir))
         .output()
         .unwrap();
     if out.status.success() {
@@ -557,10 +657,14 @@ fn build_dood(
 /// - the layer digests and the image id, which follow from the mtimes.
 ///
 /// [`history_extras`] adds what imgdiff leaves out: `author` and the history `comment`.
-fn imgdiff(a: &Path, b: &Path, pair: Pair) -> Vec<String> {
+///
+/// `extra` are more imgdiff options: the real-world cases ignore what package managers write
+/// differently on every run (`--ignore-from`, `--ignore`).
+fn imgdiff(a: &Path, b: &Path, pair: Pair, extra: &[String]) -> Vec<String> {
     let mut cmd = Command::new("python3");
     cmd.arg(imgdiff_script())
-        .args(["--per-layer", "--strict-integrity"]);
+        .args(["--per-layer", "--strict-integrity"])
+        .args(extra);
     if pair == Pair::NativeVsDocker {
         cmd.arg("--created-by");
     }
@@ -744,7 +848,7 @@ fn native_and_dood_images_equal_docker_buildkit_images() {
         "{} is missing",
         imgdiff_script().display()
     );
-    let listed: BTreeSet<&str> = CASES.iter().map(|c| c.name).collect();
+    let listed: BTreeSet<&str> = CASES.iter().chain(DEBIAN_CASES).map(|c| c.dir).collect();
     let on_disk: BTreeSet<String> = std::fs::read_dir(cases_dir())
         .unwrap()
         .map(|e| e.unwrap())
@@ -754,10 +858,11 @@ fn native_and_dood_images_equal_docker_buildkit_images() {
     assert_eq!(
         listed,
         on_disk.iter().map(String::as_str).collect(),
-        "every directory of testdata/fidelity needs an entry in CASES"
+        "every directory of testdata/fidelity needs an entry in CASES or DEBIAN_CASES"
     );
+    let names: BTreeSet<&str> = CASES.iter().chain(DEBIAN_CASES).map(|c| c.name).collect();
     for k in KNOWN_DIFFERENCES {
-        assert!(listed.contains(k.case), "unknown case {}", k.case);
+        assert!(names.contains(k.case), "unknown case {}", k.case);
     }
 
     let daemon = Dockerd::start();
@@ -787,18 +892,71 @@ fn native_and_dood_images_equal_docker_buildkit_images() {
         let vs_docker = judge(
             case.name,
             Pair::NativeVsDocker,
-            &imgdiff(&native, &buildkit, Pair::NativeVsDocker),
+            &imgdiff(&native, &buildkit, Pair::NativeVsDocker, &[]),
             &mut problems,
         );
         let found = match build_dood(&root, &daemon, case, &args, &dood) {
             Ok(()) => {
                 assert_classic_history(case.name, &dood, &mut problems);
-                imgdiff(&dood, &native, Pair::DoodVsNative)
+                imgdiff(&dood, &native, Pair::DoodVsNative, &[])
             }
             Err(output) => vec![format!("[build] the dood build failed: {output}")],
         };
         let vs_native = judge(case.name, Pair::DoodVsNative, &found, &mut problems);
         writeln!(table, "| {} | {vs_docker} | {vs_native} |", case.name).unwrap();
+    }
+    println!("{table}");
+    assert!(
+        problems.is_empty(),
+        "{} problem(s):\n{}\n\n{table}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+/// The real-world cases: apt-get install, a pip-installed Python app, an `npm ci` Node app
+/// and a Rust app built by cargo in a builder stage and copied into a slim stage, all on a
+/// Debian bookworm minbase made by debootstrap from this machine's apt mirror. rbuild native
+/// vs the daemon's BuildKit only: `--engine dood` drives the classic builder, which has no
+/// `RUN --mount` (docs/engines.md). Needs the network the package managers use (apt's
+/// mirror, PyPI, npm, crates.io) and the Debian package debootstrap.
+#[test]
+fn real_world_debian_images_equal_docker_buildkit_images() {
+    require_binary("/usr/bin/python3", "python3");
+    let ignore_file = repo_root().join("../shared/tools/ignore-nondeterministic.txt");
+    assert!(
+        ignore_file.is_file(),
+        "{} is missing",
+        ignore_file.display()
+    );
+    // Only the shared list of what package managers write differently on every run: these
+    // cases need no further ignore.
+    let ignores = [
+        "--ignore-from".to_string(),
+        ignore_file.display().to_string(),
+    ];
+
+    let daemon = Dockerd::start();
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    make_debian_base(&root, &daemon, work.path());
+    let unused_secret = work.path().join("secret");
+
+    let mut problems = Vec::new();
+    let mut table = String::from("| case | native vs docker |\n|---|---|\n");
+    for case in DEBIAN_CASES {
+        let args = option_args(case, &unused_secret);
+        let dir = work.path().join(case.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (native, buildkit) = (dir.join("native.tar"), dir.join("docker.tar"));
+        std::thread::scope(|scope| {
+            let docker = scope.spawn(|| build_docker(&daemon, case, &args, &buildkit));
+            build_native(&root, &daemon, case, &args, &native);
+            docker.join().expect("docker build panicked");
+        });
+        let found = imgdiff(&native, &buildkit, Pair::NativeVsDocker, &ignores);
+        let verdict = judge(case.name, Pair::NativeVsDocker, &found, &mut problems);
+        writeln!(table, "| {} | {verdict} |", case.name).unwrap();
     }
     println!("{table}");
     assert!(
