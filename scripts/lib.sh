@@ -23,4 +23,4 @@ ensure_packages() {
 # test root filesystems, htpasswd for basic-auth registries, setcap/getfattr for
 # capability and xattr tests, and a real dockerd (Debian's docker.io) with openssl-made
 # TLS certificates for the --engine dood/dind tests.
-TEST_PACKAGES=(docker-registry uidmap busybox-static apache2-utils libcap2-bin attr passwd docker.io openssl util-linux)
+TEST_PACKAGES=(docker-registry uidmap busybox-static apache2-utils libcap2-bin attr passwd docker.io openssl util-linux git openssh-client debootstrap python3 tar)
