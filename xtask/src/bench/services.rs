@@ -147,7 +147,7 @@ fn busybox_rootfs(dir: &Path) -> Result<()> {
 fn debootstrap(rootfs: &Path) -> Result<()> {
     let mirror = match std::env::var("RBUILD_BENCH_MIRROR") {
         Ok(m) => m,
-        Err(_) => apt_mirror().context(
+        Err(_) => rbuild_testutil::apt_mirror().context(
             "no bookworm mirror found in /etc/apt/sources.list*; set RBUILD_BENCH_MIRROR",
         )?,
     };
@@ -161,83 +161,4 @@ fn debootstrap(rootfs: &Path) -> Result<()> {
         bail!("debootstrap of bookworm from {mirror} failed");
     }
     Ok(())
-}
-
-/// The mirror this machine's apt uses for bookworm, from one-line `.list` files or deb822
-/// `.sources` files.
-fn apt_mirror() -> Option<String> {
-    let mut files = vec![std::path::PathBuf::from("/etc/apt/sources.list")];
-    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        files.extend(dir.flatten().map(|e| e.path()));
-    }
-    for f in files {
-        let Ok(text) = std::fs::read_to_string(&f) else {
-            continue;
-        };
-        if let Some(uri) = mirror_in(&text) {
-            return Some(uri);
-        }
-    }
-    None
-}
-
-fn mirror_in(text: &str) -> Option<String> {
-    // One-line form: deb [options] URI SUITE COMPONENTS...
-    for line in text.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words.first() != Some(&"deb") {
-            continue;
-        }
-        let mut i = 1;
-        if words.get(i).is_some_and(|w| w.starts_with('[')) {
-            while i < words.len() && !words[i].ends_with(']') {
-                i += 1;
-            }
-            i += 1;
-        }
-        if words.get(i + 1) == Some(&"bookworm") {
-            return words.get(i).map(|s| s.to_string());
-        }
-    }
-    // deb822 form: paragraphs with Types:, URIs:, Suites:.
-    for para in text.split("\n\n") {
-        let field = |name: &str| {
-            para.lines()
-                .find(|l| l.to_ascii_lowercase().starts_with(name))
-                .map(|l| {
-                    l[name.len()..]
-                        .split_whitespace()
-                        .map(String::from)
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default()
-        };
-        if field("types:").iter().any(|t| t == "deb")
-            && field("suites:").iter().any(|s| s == "bookworm")
-        {
-            return field("uris:").into_iter().next();
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_mirror_in_both_apt_formats() {
-        let one_line =
-            "# c\ndeb [arch=amd64 signed-by=/k.gpg] http://m.example/debian bookworm main\n";
-        assert_eq!(
-            mirror_in(one_line).as_deref(),
-            Some("http://m.example/debian")
-        );
-        let deb822 = "Types: deb\nURIs: http://n.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n";
-        assert_eq!(
-            mirror_in(deb822).as_deref(),
-            Some("http://n.example/debian")
-        );
-        assert_eq!(mirror_in("deb http://x.example/debian trixie main\n"), None);
-    }
 }
