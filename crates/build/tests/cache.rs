@@ -379,6 +379,8 @@ fn remote_hits_fetch_only_the_layers_that_are_needed() {
     // Machine A fills its cache; B has the base image but no records.
     let a = Fixture::new();
     let b = Fixture::new();
+    // The same base on both machines (each fixture's base layer has its own file times).
+    copy_image(&a.store, &b.store, "busybox:latest");
     let df = "FROM busybox AS tools\nRUN echo tool > /tool && echo big > /big\n\
               FROM busybox\nCOPY --from=tools /tool /tool\nRUN cat /tool > /copy\n";
     let (built_a, _) = a.run(&a.request(df));
@@ -420,4 +422,17 @@ fn remote_hits_fetch_only_the_layers_that_are_needed() {
         })
         .collect();
     assert_eq!(sources, vec!["registry", "local", "local"]);
+}
+
+/// Copies image `name` from one store to another, blobs and manifest as they are.
+fn copy_image(from: &Store, to: &Store, name: &str) {
+    let record = from.resolve(name).unwrap();
+    let manifest = from.read_manifest(&record.image_manifest.digest).unwrap();
+    for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
+        to.put_bytes(&from.read_blob(&d.digest).unwrap(), Some(&d.digest))
+            .unwrap();
+    }
+    let bytes = from.read_blob(&record.image_manifest.digest).unwrap();
+    let manifest = to.put_manifest_bytes(&bytes).unwrap();
+    to.tag(name, &manifest).unwrap();
 }
