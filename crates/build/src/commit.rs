@@ -22,6 +22,7 @@ pub(crate) fn commit_layer(
     changes: &[Change],
     options: &WriteOptions,
 ) -> Result<CommittedLayer, String> {
+    let _t = crate::phases::Phase::Write.timer();
     let mut writer = store
         .blob_writer()
         .map_err(|e| format!("starting a layer blob: {e}"))?;

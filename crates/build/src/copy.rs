@@ -185,6 +185,13 @@ impl CopySpec {
             Chmod::parse(text)?;
         }
         check_checksum(self)?;
+        if self.is_add {
+            for src in &self.sources {
+                if let Some(git) = remote::git_source(src) {
+                    check_git_flags(self, &git?)?;
+                }
+            }
+        }
         if !self.is_add {
             if let Some(src) = self.sources.iter().find(|s| remote::is_http_source(s)) {
                 return Err(format!("source can't be a URL for COPY: {src}"));
@@ -192,6 +199,22 @@ impl CopySpec {
         }
         Ok(())
     }
+}
+
+/// A git URL's query against the flags (BuildKit's `convert_copy.go`): `?checksum=` and
+/// `--checksum`, `?keep-git-dir=` and `--keep-git-dir`, must agree when both are given.
+fn check_git_flags(spec: &CopySpec, git: &GitRef) -> std::result::Result<(), String> {
+    if let (Some(flag), Some(query)) = (&spec.checksum, &git.checksum) {
+        if flag != query {
+            return Err(format!("checksum mismatch {flag:?} != {query:?}"));
+        }
+    }
+    if let (Some(flag), Some(query)) = (spec.keep_git_dir, git.keep_git_dir) {
+        if flag != query {
+            return Err("inconsistent keep-git-dir configuration".into());
+        }
+    }
+    Ok(())
 }
 
 /// `--checksum=sha256:<hex>`: where BuildKit accepts it, parsed.
@@ -220,7 +243,7 @@ fn check_checksum(spec: &CopySpec) -> std::result::Result<Option<Digest>, String
 
 impl Builder<'_> {
     pub(crate) fn dispatch_copy(
-        &mut self,
+        &self,
         st: &mut StageState,
         origin: &Origin<'_>,
         spec: &CopySpec,
@@ -332,13 +355,13 @@ impl Builder<'_> {
     /// ADD of an http(s) URL: the memoised download, verified against `--checksum`,
     /// named after the URL's last path element; extracted only with `--unpack=true`.
     fn add_http(
-        &mut self,
+        &self,
         spec: &CopySpec,
         url: &str,
         checksum: Option<&Digest>,
         target: &Target<'_>,
     ) -> std::result::Result<(), String> {
-        let (path, digest) = self.fetcher.fetch(url)?;
+        let (path, digest) = crate::stage::lock(&self.fetcher).fetch(url)?;
         if let Some(want) = checksum {
             if &digest != want {
                 return Err(format!(
@@ -354,20 +377,27 @@ impl Builder<'_> {
         fsops::copy_leaf(&path, &leaf, target.own)
     }
 
-    /// ADD of a git repository: its tree (at `#ref`, below `:subdir`) copied into the
-    /// destination, without `.git` unless `--keep-git-dir`.
+    /// ADD of a git repository: its tree (at `#ref` / `?ref=`, below `:subdir` /
+    /// `?subdir=`) copied into the destination, without `.git` unless `--keep-git-dir` or
+    /// `?keep-git-dir`.
     fn add_git(
-        &mut self,
+        &self,
         spec: &CopySpec,
         git: &GitRef,
         target: &Target<'_>,
         filters: &CopyFilters,
     ) -> std::result::Result<(), String> {
-        let keep = spec.keep_git_dir.unwrap_or(false);
+        let checksum = git.checksum.as_ref().or(spec.checksum.as_ref());
+        if let Some(want) = checksum {
+            if want.is_empty() || !want.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "invalid checksum {want} for Git URL, expected hex commit hash"
+                ));
+            }
+        }
         let (checkout, commit) =
-            self.fetcher
-                .checkout(&git.remote, git.reference.as_deref(), keep)?;
-        if let Some(want) = &spec.checksum {
+            crate::stage::lock(&self.fetcher).checkout_ref(git, spec.keep_git_dir)?;
+        if let Some(want) = checksum {
             // BuildKit: the checksum is the commit id or a prefix of it.
             if !commit.starts_with(want.as_str()) {
                 return Err(format!("expected checksum to match {want}, got {commit}"));

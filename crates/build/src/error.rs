@@ -19,6 +19,9 @@ pub enum BuildError {
     /// A failure outside any one instruction (store, working directories, base images).
     #[error("{0}")]
     Other(String),
+    /// A stage stopped before its next step because a stage running beside it failed.
+    #[error("stopped: another stage failed")]
+    Cancelled,
 }
 
 impl BuildError {

@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use rbuild_layer::IdMap;
 use rbuild_sandbox::rootpath::host_path_in_root;
@@ -144,7 +144,7 @@ pub(crate) enum Owners {
     /// Rootless with a subordinate range: container 0 is the user, 1.. the range, as in the
     /// userns steps; chowns and layer extraction go through a helper that is root in such
     /// a namespace.
-    Mapped(Rc<ContainerRoot>),
+    Mapped(Arc<ContainerRoot>),
     /// Rootless without a range: only container root exists, and it is the user.
     SingleId,
 }
@@ -162,7 +162,7 @@ impl Owners {
             return (Owners::SingleId, None);
         }
         match sandbox.container_root() {
-            Ok(root) => (Owners::Mapped(Rc::new(root)), None),
+            Ok(root) => (Owners::Mapped(Arc::new(root)), None),
             Err(e) => (
                 Owners::SingleId,
                 Some(format!(
@@ -223,9 +223,9 @@ impl Owners {
 }
 
 thread_local! {
-    /// The owners of the build running on this thread. A build runs on one thread, and the
-    /// places that give files owners (COPY, WORKDIR, mounts) are many small functions; a
-    /// scoped thread-local spares threading it through all of them.
+    /// The owners of the build running on this thread (each thread running a stage enters
+    /// the build's). The places that give files owners (COPY, WORKDIR, mounts) are many
+    /// small functions; a scoped thread-local spares threading it through all of them.
     static OWNERS: RefCell<Option<Owners>> = const { RefCell::new(None) };
 }
 
@@ -315,7 +315,7 @@ pub(crate) fn set_mtime(path: &Path, secs: i64, nanos: i64) -> std::io::Result<(
 /// it may write into directories the image gives to other users and give files any mapped
 /// owner, which the user itself may not (its files would also stop being its own halfway
 /// through a COPY). Paths are resolved here, inside the root, before they are handed over.
-pub(crate) fn container_root() -> Option<Rc<ContainerRoot>> {
+pub(crate) fn container_root() -> Option<Arc<ContainerRoot>> {
     match owners() {
         Owners::Mapped(root) => Some(root),
         _ => None,

@@ -28,13 +28,17 @@ pub mod error;
 mod fsops;
 mod history;
 mod mounts;
+pub mod phases;
 pub mod progress;
 mod remote;
 mod run;
+mod schedule;
 mod snapshot;
 mod sources;
+pub mod ssh_agent;
 mod stage;
 mod step_cache;
+pub mod tty_progress;
 mod workdir;
 
 use std::collections::BTreeMap;
@@ -50,6 +54,7 @@ use rbuild_store::Store;
 pub use base::{BaseImages, LocalImages};
 pub use cache::{cache_mount_dir, NoRemoteCache, RemoteCache};
 pub use error::BuildError;
+pub use phases::{Phase, PhaseTimes};
 pub use progress::{Event, JsonProgress, NoProgress, PlainProgress, Progress};
 
 /// Everything a build needs besides the store and the base images.
@@ -95,6 +100,8 @@ pub struct BuildRequest {
     /// The sandbox helper executable (a binary whose `main` calls
     /// `rbuild_sandbox::maybe_run_helper`); `None` is this executable.
     pub helper: Option<PathBuf>,
+    /// How many independent stages may run at once; `None` is the number of cores.
+    pub max_parallel_stages: Option<usize>,
 }
 
 impl BuildRequest {
@@ -121,6 +128,7 @@ impl BuildRequest {
             compression: Compression::Gzip,
             compression_level: None,
             helper: None,
+            max_parallel_stages: None,
         }
     }
 
@@ -148,6 +156,9 @@ pub struct BuildResult {
     pub cache_records: Vec<rbuild_store::CacheRecord>,
     /// `RUN --mount=type=cache` directories the build used: (id, directory).
     pub cache_mounts: Vec<(String, PathBuf)>,
+    /// Where this build's time went (process-wide counters, so builds running at the same
+    /// time in one process see each other's time).
+    pub phases: PhaseTimes,
 }
 
 fn to_df_platform(p: &Platform) -> DfPlatform {
@@ -164,7 +175,7 @@ fn to_df_platform(p: &Platform) -> DfPlatform {
 pub fn build(
     request: &BuildRequest,
     store: &Store,
-    bases: &dyn BaseImages,
+    bases: &(dyn BaseImages + Sync),
     progress: &mut dyn Progress,
 ) -> Result<BuildResult, BuildError> {
     build_with_cache(request, store, bases, &NoRemoteCache, progress)
@@ -174,11 +185,12 @@ pub fn build(
 pub fn build_with_cache(
     request: &BuildRequest,
     store: &Store,
-    bases: &dyn BaseImages,
-    remote: &dyn RemoteCache,
+    bases: &(dyn BaseImages + Sync),
+    remote: &(dyn RemoteCache + Sync),
     progress: &mut dyn Progress,
 ) -> Result<BuildResult, BuildError> {
     let started = Instant::now();
+    let phases_before = phases::snapshot();
     let host = Platform::host();
     let platform = match &request.platform {
         None => host.clone(),
@@ -233,7 +245,7 @@ pub fn build_with_cache(
         ..Default::default()
     };
     let _owners = fsops::OwnersScope::enter(owners);
-    let mut builder = stage::Builder::new(stage::BuilderParts {
+    let builder = stage::Builder::new(stage::BuilderParts {
         request,
         store,
         bases,
@@ -246,9 +258,7 @@ pub fn build_with_cache(
     })?;
     let names: Vec<String> = plan.order.iter().map(|&i| builder.stage_label(i)).collect();
     progress.event(&Event::BuildStarted { stages: names });
-    for &index in &plan.order {
-        builder.run_stage(index, progress)?;
-    }
+    schedule::run_stages(&builder, &plan, progress)?;
     let (record, tags) = builder.finish(plan.target)?;
     // The cache is bounded by default: over the bound, the least recently used records go.
     if let Err(e) = store.bound_cache(rbuild_store::default_cache_bound(store.root())) {
@@ -262,11 +272,14 @@ pub fn build_with_cache(
         tags: tags.clone(),
         seconds: progress::seconds(started.elapsed()),
     });
+    let cache_records = std::mem::take(&mut *stage::lock(&builder.used_records));
+    let cache_mounts = std::mem::take(&mut *stage::lock(&builder.cache_mounts_used));
     Ok(BuildResult {
         manifest: record.manifest.digest,
         image_id: record.config,
         tags,
-        cache_records: std::mem::take(&mut builder.used_records),
-        cache_mounts: std::mem::take(&mut builder.cache_mounts_used),
+        cache_records,
+        cache_mounts,
+        phases: phases::snapshot().since(&phases_before),
     })
 }

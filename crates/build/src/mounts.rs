@@ -6,7 +6,8 @@
 //!   default; `rw` gets a throw-away copy, so writes are discarded as in BuildKit.
 //! * `tmpfs`: an empty throw-away directory (no size limit is enforced).
 //! * `secret`: the file given for the id, read-only at `/run/secrets/<id>` (or `target`).
-//! * `ssh`: the ssh-agent socket given for the id (`default` unless `id=`), at `target` or
+//! * `ssh`: the ssh-agent socket given for the id (`default` unless `id=`; for key files,
+//!   the socket of the private agent the caller started, see `ssh_agent`), at `target` or
 //!   `/run/buildkit/ssh_agent.N` (N counting the step's ssh mounts); `SSH_AUTH_SOCK` points
 //!   at the first one unless the environment sets it. Without a socket for the id, a
 //!   `required` mount is an error and an optional one is left out (BuildKit).
@@ -52,7 +53,7 @@ pub(crate) fn ssh_auth_sock(
 
 impl Builder<'_> {
     pub(crate) fn prepare_mounts(
-        &mut self,
+        &self,
         st: &StageState,
         origin: &Origin<'_>,
         mounts: &[MountFlag],
@@ -97,7 +98,7 @@ impl Builder<'_> {
                         }),
                         None if m.required => {
                             return Err(origin.error(format!(
-                                "no SSH key {id:?} forwarded from the client (pass --ssh {id}[=SOCKET])"
+                                "no SSH key {id:?} forwarded from the client (pass --ssh {id}[=SOCKET|KEYFILE])"
                             )))
                         }
                         None => {}
@@ -113,8 +114,11 @@ impl Builder<'_> {
                     let id = m.id.clone().unwrap_or_else(|| target.clone());
                     let dir = crate::cache::cache_mount_dir(self.store, &id)
                         .map_err(|e| origin.error(e))?;
-                    if !self.cache_mounts_used.iter().any(|(i, _)| i == &id) {
-                        self.cache_mounts_used.push((id.clone(), dir.clone()));
+                    {
+                        let mut used = crate::stage::lock(&self.cache_mounts_used);
+                        if !used.iter().any(|(i, _)| i == &id) {
+                            used.push((id.clone(), dir.clone()));
+                        }
                     }
                     if !dir.exists() {
                         std::fs::create_dir(&dir)
@@ -197,7 +201,7 @@ impl Builder<'_> {
     /// (the context so that `.dockerignore`d files stay invisible, writable ones so that
     /// writes are thrown away).
     fn bind_source(
-        &mut self,
+        &self,
         st: &StageState,
         from: Option<&str>,
         source: &str,

@@ -55,6 +55,9 @@ pub enum Event {
         tags: Vec<String>,
         seconds: f64,
     },
+    /// Where the time went, by phase (after the build and anything done with its result,
+    /// such as a push).
+    Phases { phases: crate::phases::PhaseTimes },
 }
 
 /// Receives build events as they happen.
@@ -63,22 +66,37 @@ pub trait Progress {
 }
 
 /// Human-readable lines, as `docker build --progress=plain` shows them.
+///
+/// Steps are numbered `#N` in the order they start, over the whole build (as BuildKit
+/// numbers its vertices): the lines of stages running at once interleave, and the number
+/// says which step a line belongs to. In a one-stage build `#N` is the step number.
 pub struct PlainProgress<W: Write> {
     out: W,
+    numbers: std::collections::HashMap<(String, usize), usize>,
 }
 
 impl PlainProgress<std::io::Stderr> {
     /// Writes to stderr.
     pub fn stderr() -> Self {
-        PlainProgress {
-            out: std::io::stderr(),
-        }
+        PlainProgress::new(std::io::stderr())
     }
 }
 
 impl<W: Write> PlainProgress<W> {
     pub fn new(out: W) -> Self {
-        PlainProgress { out }
+        PlainProgress {
+            out,
+            numbers: Default::default(),
+        }
+    }
+
+    /// The build-wide number of a stage's step (new steps get the next one).
+    fn number(&mut self, stage: &str, step: usize) -> usize {
+        let next = self.numbers.len() + 1;
+        *self
+            .numbers
+            .entry((stage.to_string(), step))
+            .or_insert(next)
     }
 }
 
@@ -99,28 +117,48 @@ impl<W: Write> Progress for PlainProgress<W> {
                 steps,
                 text,
             } => {
-                writeln!(self.out, "#{step} [{stage} {step}/{steps}] {text}")
+                let n = self.number(stage, *step);
+                writeln!(self.out, "#{n} [{stage} {step}/{steps}] {text}")
             }
-            Event::StepOutput { step, line, .. } => writeln!(self.out, "#{step} {line}"),
+            Event::StepOutput { stage, step, line } => {
+                let n = self.number(stage, *step);
+                writeln!(self.out, "#{n} {line}")
+            }
             Event::StepDone {
+                stage,
                 step,
                 seconds,
                 layer_size,
+            } => {
+                let n = self.number(stage, *step);
+                match layer_size {
+                    Some(size) => writeln!(
+                        self.out,
+                        "#{n} DONE {} (layer {size} bytes)",
+                        secs(*seconds)
+                    ),
+                    None => writeln!(self.out, "#{n} DONE {}", secs(*seconds)),
+                }
+            }
+            Event::StepCached {
+                stage,
+                step,
+                source,
                 ..
-            } => match layer_size {
-                Some(size) => writeln!(
-                    self.out,
-                    "#{step} DONE {} (layer {size} bytes)",
-                    secs(*seconds)
-                ),
-                None => writeln!(self.out, "#{step} DONE {}", secs(*seconds)),
-            },
-            Event::StepCached { step, source, .. } => match source.as_str() {
-                "local" => writeln!(self.out, "#{step} CACHED"),
-                other => writeln!(self.out, "#{step} CACHED (from the {other} cache)"),
-            },
-            Event::CacheMiss { step, reason, .. } => {
-                writeln!(self.out, "#{step} cache miss: {reason}")
+            } => {
+                let n = self.number(stage, *step);
+                match source.as_str() {
+                    "local" => writeln!(self.out, "#{n} CACHED"),
+                    other => writeln!(self.out, "#{n} CACHED (from the {other} cache)"),
+                }
+            }
+            Event::CacheMiss {
+                stage,
+                step,
+                reason,
+            } => {
+                let n = self.number(stage, *step);
+                writeln!(self.out, "#{n} cache miss: {reason}")
             }
             Event::Warning { message } => writeln!(self.out, "WARNING: {message}"),
             Event::BuildDone {
@@ -139,6 +177,7 @@ impl<W: Write> Progress for PlainProgress<W> {
                 }
                 r
             }
+            Event::Phases { phases } => writeln!(self.out, "phases: {phases}"),
         };
     }
 }
@@ -194,15 +233,58 @@ mod tests {
             text: "RUN echo hi".into(),
         };
         let mut plain = PlainProgress::new(Vec::new());
+        plain.event(&started("build", 1, "FROM busybox"));
         plain.event(&event);
         assert_eq!(
             String::from_utf8(plain.out).unwrap(),
-            "#2 [build 2/3] RUN echo hi\n"
+            "#1 [build 1/2] FROM busybox\n#2 [build 2/3] RUN echo hi\n"
         );
         let mut json = JsonProgress::new(Vec::new());
         json.event(&event);
         let value: serde_json::Value = serde_json::from_slice(&json.out).unwrap();
         assert_eq!(value["event"], "step_started");
         assert_eq!(value["text"], "RUN echo hi");
+    }
+
+    fn started(stage: &str, step: usize, text: &str) -> Event {
+        Event::StepStarted {
+            stage: stage.into(),
+            step,
+            steps: 2,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn plain_numbers_steps_of_interleaved_stages_build_wide() {
+        let mut plain = PlainProgress::new(Vec::new());
+        let output = |stage: &str, line: &str| Event::StepOutput {
+            stage: stage.into(),
+            step: 2,
+            line: line.into(),
+        };
+        let done = |stage: &str| Event::StepDone {
+            stage: stage.into(),
+            step: 2,
+            seconds: 0.5,
+            layer_size: None,
+        };
+        for event in [
+            started("one", 1, "FROM a"),
+            started("two", 1, "FROM b"),
+            started("one", 2, "RUN x"),
+            started("two", 2, "RUN y"),
+            output("one", "from one"),
+            output("two", "from two"),
+            done("two"),
+            done("one"),
+        ] {
+            plain.event(&event);
+        }
+        assert_eq!(
+            String::from_utf8(plain.out).unwrap(),
+            "#1 [one 1/2] FROM a\n#2 [two 1/2] FROM b\n#3 [one 2/2] RUN x\n\
+             #4 [two 2/2] RUN y\n#3 from one\n#4 from two\n#4 DONE 0.5s\n#3 DONE 0.5s\n"
+        );
     }
 }

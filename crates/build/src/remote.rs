@@ -141,16 +141,34 @@ impl Fetcher {
         Ok((path, digest))
     }
 
-    /// Clones `remote` at `reference` (a branch, tag or commit; `None` is the default
-    /// branch) with the `git` binary, once per build; returns the checkout (with `.git`
-    /// only when `keep_git_dir`) and the commit id checked out.
-    pub(crate) fn checkout(
+    /// Clones an ADD's git source at its reference (a branch, tag or commit; none is the
+    /// default branch) with the `git` binary, once per build, as its query and the
+    /// `--keep-git-dir` flag ask (`.git` kept or not, submodules or not); returns the
+    /// checkout and the commit id checked out.
+    pub(crate) fn checkout_ref(
+        &mut self,
+        git: &GitRef,
+        keep_git_dir_flag: Option<bool>,
+    ) -> Result<(PathBuf, String), String> {
+        self.checkout_with(
+            &git.remote,
+            git.reference.as_deref(),
+            git.keep_git_dir(keep_git_dir_flag),
+            git.submodules,
+        )
+    }
+
+    fn checkout_with(
         &mut self,
         remote: &str,
         reference: Option<&str>,
         keep_git_dir: bool,
+        submodules: bool,
     ) -> Result<(PathBuf, String), String> {
-        let key = format!("{remote}#{}#{keep_git_dir}", reference.unwrap_or(""));
+        let key = format!(
+            "{remote}#{}#{keep_git_dir}#{submodules}",
+            reference.unwrap_or("")
+        );
         if let Some(p) = self.checkouts.get(&key) {
             return Ok(p.clone());
         }
@@ -180,14 +198,16 @@ impl Fetcher {
         // A commit id may not be advertised; fetch it directly, else by name.
         git(&["fetch", "-q", "--depth=1", "--no-tags", "origin", wanted])?;
         git(&["checkout", "-q", "FETCH_HEAD"])?;
-        git(&[
-            "submodule",
-            "update",
-            "-q",
-            "--init",
-            "--recursive",
-            "--depth=1",
-        ])?;
+        if submodules {
+            git(&[
+                "submodule",
+                "update",
+                "-q",
+                "--init",
+                "--recursive",
+                "--depth=1",
+            ])?;
+        }
         let commit = git(&["rev-parse", "HEAD"])?;
         if !keep_git_dir {
             std::fs::remove_dir_all(dir.join(".git"))
@@ -299,24 +319,53 @@ fn percent_decode(s: &str) -> String {
 
 /// Whether ADD treats `src` as an http(s) download (a `.git` URL is a repository).
 pub(crate) fn is_http_source(src: &str) -> bool {
-    (src.starts_with("http://") || src.starts_with("https://")) && parse_git_ref(src).is_none()
+    (src.starts_with("http://") || src.starts_with("https://")) && git_source(src).is_none()
 }
 
-/// A git source of ADD: the remote, and the `#ref[:subdir]` fragment.
+/// A git source of ADD: the remote, and what its `#ref[:subdir]` fragment and its
+/// `?ref=…&subdir=…` query ask for (BuildKit's `dfgitutil.GitRef`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct GitRef {
+    /// The URL without fragment and query: what `git` fetches from.
     pub remote: String,
+    /// A branch, tag or commit; `?tag=` and `?branch=` give `refs/tags/…`, `refs/heads/…`.
     pub reference: Option<String>,
     pub subdir: Option<String>,
+    /// `?checksum=` / `?commit=`: the commit id or a prefix of it.
+    pub checksum: Option<String>,
+    /// `?keep-git-dir[=BOOL]`.
+    pub keep_git_dir: Option<bool>,
+    /// `?submodules=false` skips the submodules.
+    pub submodules: bool,
+}
+
+impl GitRef {
+    /// Whether the checkout keeps `.git`: the query's `keep-git-dir`, else the flag's.
+    pub(crate) fn keep_git_dir(&self, flag: Option<bool>) -> bool {
+        self.keep_git_dir.or(flag).unwrap_or(false)
+    }
+}
+
+/// [`git_source`] for a source already checked (by `CopySpec::check`).
+pub(crate) fn parse_git_ref(src: &str) -> Option<GitRef> {
+    git_source(src).and_then(Result::ok)
 }
 
 /// Recognises what BuildKit treats as a git repository: `git@host:path`, `git://…`,
 /// `ssh://…`, and http(s) URLs whose path ends in `.git`, with an optional
-/// `#ref[:subdir]`.
-pub(crate) fn parse_git_ref(src: &str) -> Option<GitRef> {
-    let (remote, fragment) = match src.split_once('#') {
+/// `#ref[:subdir]` fragment and `?key=value&…` query (`ref`, `tag`, `branch`, `subdir`,
+/// `checksum`/`commit`, `keep-git-dir`, `submodules`). `None`: not a git source;
+/// `Some(Err)`: a git source whose fragment or query BuildKit refuses, with its message.
+pub(crate) fn git_source(src: &str) -> Option<Result<GitRef, String>> {
+    // As Go's url.Parse: the fragment is everything after the first '#', the query what
+    // lies between the first '?' and the fragment.
+    let (before_fragment, fragment) = match src.split_once('#') {
         Some((r, f)) => (r, Some(f)),
         None => (src, None),
+    };
+    let (remote, query) = match before_fragment.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (before_fragment, None),
     };
     let is_git = remote.starts_with("git@")
         || remote.starts_with("git://")
@@ -326,24 +375,147 @@ pub(crate) fn parse_git_ref(src: &str) -> Option<GitRef> {
     if !is_git {
         return None;
     }
-    let (reference, subdir) = match fragment {
-        None => (None, None),
-        Some(f) => {
-            let (r, s) = match f.split_once(':') {
-                Some((r, s)) => (r, Some(s)),
-                None => (f, None),
-            };
-            (
-                (!r.is_empty()).then(|| r.to_string()),
-                s.filter(|s| !s.is_empty()).map(str::to_string),
-            )
+    let mut git = GitRef {
+        remote: remote.to_string(),
+        reference: None,
+        subdir: None,
+        checksum: None,
+        keep_git_dir: None,
+        submodules: true,
+    };
+    if let Some(f) = fragment.filter(|f| !f.is_empty()) {
+        let (r, s) = f.split_once(':').unwrap_or((f, ""));
+        git.reference = (!r.is_empty()).then(|| r.to_string());
+        // BuildKit cleans the fragment's subdir (path.Join("/", subdir), leading / dropped).
+        let cleaned = clean_subdir(s);
+        git.subdir = (!cleaned.is_empty()).then_some(cleaned);
+    }
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        if let Err(e) = load_query(&mut git, q) {
+            return Some(Err(format!("{}: {e}", redact_url(src))));
+        }
+    }
+    Some(Ok(git))
+}
+
+/// `path.Join("/", p)` without its leading `/`: `.` and `..` resolved, never above the
+/// root.
+fn clean_subdir(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    parts.join("/")
+}
+
+/// BuildKit's `GitRef.loadQuery`: every key once, with a value (the boolean ones may
+/// omit it), none unknown; a query ref or subdir that differs from the fragment's is a
+/// conflict; `tag` and `branch` exclude each other.
+fn load_query(git: &mut GitRef, query: &str) -> Result<(), String> {
+    let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        values
+            .entry(query_decode(k))
+            .or_default()
+            .push(query_decode(v));
+    }
+    // Go's strconv.ParseBool.
+    let boolean = |key: &str, v: &str| -> Result<bool, String> {
+        match v {
+            "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+            "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+            other => Err(format!("invalid {key} value: {other:?}")),
         }
     };
-    Some(GitRef {
-        remote: remote.to_string(),
-        reference,
-        subdir,
-    })
+    let (mut tag, mut branch) = (None, None);
+    for (key, v) in &values {
+        if v.len() > 1 {
+            return Err(format!("query {key:?} has multiple values"));
+        }
+        let value = v.first().filter(|v| !v.is_empty());
+        let is_boolean = matches!(
+            key.as_str(),
+            "submodules" | "keep-git-dir" | "fetch-by-commit"
+        );
+        let Some(value) = value else {
+            if !is_boolean {
+                return Err(format!("query {key:?} has no value"));
+            }
+            match key.as_str() {
+                "keep-git-dir" => git.keep_git_dir = Some(true),
+                "submodules" => git.submodules = true,
+                _ => return Err(format!("query {key:?} is not supported yet")),
+            }
+            continue;
+        };
+        match key.as_str() {
+            "ref" => {
+                if let Some(r) = git.reference.as_ref().filter(|r| *r != value) {
+                    return Err(format!("ref conflicts: {r:?} vs {value:?}"));
+                }
+                git.reference = Some(value.clone());
+            }
+            "tag" => tag = Some(value.clone()),
+            "branch" => branch = Some(value.clone()),
+            "subdir" => {
+                if let Some(s) = git.subdir.as_ref().filter(|s| *s != value) {
+                    return Err(format!("subdir conflicts: {s:?} vs {value:?}"));
+                }
+                // Compared as written (BuildKit), used cleaned as the fragment's.
+                git.subdir = Some(clean_subdir(value)).filter(|s| !s.is_empty());
+            }
+            "checksum" | "commit" => git.checksum = Some(value.clone()),
+            "keep-git-dir" => git.keep_git_dir = Some(boolean(key, value)?),
+            "submodules" => git.submodules = boolean(key, value)?,
+            // Checkout time is what a checkout gets anyway; BuildKit's mtime=commit and
+            // fetch-by-commit are refused rather than ignored.
+            "mtime" => match value.as_str() {
+                "checkout" => {}
+                "commit" => return Err("query \"mtime=commit\" is not supported yet".into()),
+                other => {
+                    return Err(format!(
+                        "invalid mtime value: {other:?} (must be \"checkout\" or \"commit\")"
+                    ))
+                }
+            },
+            "fetch-by-commit" => return Err(format!("query {key:?} is not supported yet")),
+            _ => return Err(format!("unexpected query {key:?}")),
+        }
+    }
+    let mut set_ref = |prefix: &str, name: String| -> Result<(), String> {
+        let full = if name.starts_with(prefix) {
+            name
+        } else {
+            format!("{prefix}{name}")
+        };
+        if let Some(r) = git.reference.as_ref().filter(|r| **r != full) {
+            return Err(format!("ref conflicts: {r:?} vs {full:?}"));
+        }
+        git.reference = Some(full);
+        Ok(())
+    };
+    if let Some(tag) = tag {
+        set_ref("refs/tags/", tag)?;
+    }
+    if let Some(branch) = branch {
+        if values.contains_key("tag") {
+            return Err("branch conflicts with tag".into());
+        }
+        set_ref("refs/heads/", branch)?;
+    }
+    Ok(())
+}
+
+/// A query key or value as Go's `url.ParseQuery` decodes it (`+` is a space).
+fn query_decode(s: &str) -> String {
+    percent_decode(&s.replace('+', " "))
 }
 
 #[cfg(test)]
@@ -392,5 +564,44 @@ mod tests {
         assert_eq!(r.subdir.as_deref(), Some("sub"));
         assert!(parse_git_ref("git@h:o/r").is_some());
         assert!(parse_git_ref("dir/file").is_none());
+        let r = parse_git_ref("https://h/repo.git#:../a/./b/").unwrap();
+        assert_eq!((r.reference, r.subdir.as_deref()), (None, Some("a/b")));
+    }
+
+    #[test]
+    fn git_queries_as_buildkit() {
+        let r = parse_git_ref("https://h/repo.git?ref=v1&subdir=sub&keep-git-dir").unwrap();
+        assert_eq!(r.remote, "https://h/repo.git");
+        assert_eq!(r.reference.as_deref(), Some("v1"));
+        assert_eq!(r.subdir.as_deref(), Some("sub"));
+        assert_eq!(r.keep_git_dir, Some(true));
+        assert!(!is_http_source("https://h/repo.git?ref=v1"));
+        let r = parse_git_ref("git@h:o/r.git?tag=v1&checksum=abc&submodules=false").unwrap();
+        assert_eq!(r.remote, "git@h:o/r.git");
+        assert_eq!(r.reference.as_deref(), Some("refs/tags/v1"));
+        assert_eq!(r.checksum.as_deref(), Some("abc"));
+        assert!(!r.submodules);
+        let r = parse_git_ref("https://h/r.git?branch=refs/heads/dev").unwrap();
+        assert_eq!(r.reference.as_deref(), Some("refs/heads/dev"));
+        // Fragment and query agree: fine; disagree: a conflict.
+        let r = parse_git_ref("https://h/r.git?ref=v1#v1:sub").unwrap();
+        assert_eq!(r.subdir.as_deref(), Some("sub"));
+        let err = |src: &str| git_source(src).unwrap().unwrap_err();
+        assert!(err("https://h/r.git?ref=v2#v1").contains(r#"ref conflicts: "v1" vs "v2""#));
+        assert!(err("https://h/r.git?subdir=b#:a").contains("subdir conflicts"));
+        assert!(err("https://h/r.git?tag=a&branch=b").contains("branch conflicts with tag"));
+        assert!(err("https://h/r.git?foo=1").contains(r#"unexpected query "foo""#));
+        assert!(err("https://h/r.git?ref=").contains(r#"query "ref" has no value"#));
+        assert!(err("https://h/r.git?ref=a&ref=b").contains("multiple values"));
+        assert!(err("https://h/r.git?keep-git-dir=maybe").contains("invalid keep-git-dir"));
+        assert!(err("https://h/r.git?mtime=commit").contains("not supported yet"));
+        assert!(err("https://h/r.git?mtime=x").contains("invalid mtime value"));
+        assert!(parse_git_ref("https://h/r.git?mtime=checkout").is_some());
+        let r = parse_git_ref("https://h/r.git?subdir=/a/../b/").unwrap();
+        assert_eq!(r.subdir.as_deref(), Some("b"));
+        assert!(err("https://u:pw@h/r.git?x=1").starts_with("https://xxxxx@h/r.git"));
+        // The query of a plain download is the server's business.
+        assert!(git_source("https://h/file.tar?foo=1").is_none());
+        assert!(is_http_source("https://h/file.tar?foo=1"));
     }
 }

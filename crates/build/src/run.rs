@@ -16,7 +16,6 @@ use crate::history::{go_quote, run_command_string, BUILDKIT_SUFFIX};
 use crate::progress::{Event, Progress};
 use crate::snapshot::Index;
 use crate::stage::{Builder, Origin, StageState};
-use crate::workdir::apply_layers;
 
 /// Lines of output shown in a failed RUN's error.
 const TAIL_LINES: usize = 10;
@@ -71,7 +70,7 @@ fn run_args(run: &Run, shell: &[String]) -> (Vec<String>, Script) {
 
 impl Builder<'_> {
     pub(crate) fn dispatch_run(
-        &mut self,
+        &self,
         st: &mut StageState,
         origin: &Origin<'_>,
         run: &Run,
@@ -182,10 +181,10 @@ impl Builder<'_> {
 
     /// Runs the step on an overlay whose only lower layer is the stage's rootfs
     /// (`rbuild-snapshot`'s overlay snapshotter): the upperdir is the change set. The
-    /// layer written from it is then applied to the rootfs for the next step. `None` when
+    /// layer written from it is applied to the rootfs when a later step needs it. `None` when
     /// the sandbox could not mount the overlay (the caller then runs the step in place).
     fn run_on_overlay(
-        &mut self,
+        &self,
         st: &mut StageState,
         origin: &Origin<'_>,
         spec: &mut StepSpec,
@@ -217,25 +216,25 @@ impl Builder<'_> {
             return Err(failure(origin, spec, &outcome));
         }
         keep_system_mount_points(&mut outcome.stubs);
-        let changes = overlay_changes(&dirs.upperdir, &lowers, &outcome.stubs)
-            .map_err(|e| origin.error(format!("reading the step's changes: {e}")))?;
+        let snapshot = crate::phases::Phase::Snapshot;
+        let changes = crate::phases::timed(snapshot, || {
+            overlay_changes(&dirs.upperdir, &lowers, &outcome.stubs)
+        })
+        .map_err(|e| origin.error(format!("reading the step's changes: {e}")))?;
         let size = self
             .commit_changes(st, &dirs.upperdir, &changes)
             .map_err(|e| origin.error(e))?;
-        let layer = st
-            .layers
-            .last()
-            .cloned()
-            .expect("commit_changes pushed a layer");
-        apply_layers(self.store, &[layer], &st.rootfs)?;
-        let _ = std::fs::remove_dir_all(&parent);
+        // The layer reaches the rootfs only if a later step needs the files. The upper
+        // directory stays until the build directory goes (in the background): removing
+        // its files now would hold up the next step.
+        st.layer_off_rootfs = true;
         Ok(Some(size))
     }
 
     /// Runs the step directly on the stage's rootfs; changes are found by walking it
     /// before and after (chroot isolation, or no overlay).
     fn run_in_place(
-        &mut self,
+        &self,
         st: &mut StageState,
         origin: &Origin<'_>,
         spec: &StepSpec,
@@ -270,6 +269,7 @@ fn execute(
     step: usize,
     progress: &mut dyn Progress,
 ) -> std::result::Result<StepOutcome, SandboxError> {
+    let _t = crate::phases::Phase::Run.timer();
     let mut pending = String::new();
     let mut emit = |bytes: &[u8], progress: &mut dyn Progress| {
         pending.push_str(&String::from_utf8_lossy(bytes));

@@ -54,6 +54,7 @@ pub(crate) struct Index {
 
 impl Index {
     pub(crate) fn scan(root: &Path) -> Result<Index, String> {
+        let _t = crate::phases::Phase::Snapshot.timer();
         let mut entries = BTreeMap::new();
         for entry in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
             let entry = entry.map_err(|e| format!("scanning {}: {e}", root.display()))?;
@@ -92,6 +93,7 @@ impl Index {
 
     /// What changed between `self` (before) and the root's current state.
     pub(crate) fn changes(&self, root: &Path) -> Result<Vec<Change>, String> {
+        let _t = crate::phases::Phase::Snapshot.timer();
         let after = Index::scan(root)?;
         let mut changes = Vec::new();
         for (path, meta) in &after.entries {

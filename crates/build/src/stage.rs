@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rbuild_dockerfile::instructions::{Command, Instruction, ShellOrExec};
@@ -33,13 +35,13 @@ const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
 pub(crate) struct BuilderParts<'a> {
     pub request: &'a BuildRequest,
     pub store: &'a Store,
-    pub bases: &'a dyn BaseImages,
+    pub bases: &'a (dyn BaseImages + Sync),
     pub dockerfile: &'a Dockerfile,
     pub opts: &'a BuildOptions,
     pub platform: Platform,
     pub sandbox: Sandbox,
     pub write_options: WriteOptions,
-    pub remote: &'a dyn RemoteCache,
+    pub remote: &'a (dyn RemoteCache + Sync),
 }
 
 /// A finished stage: its image and its root filesystem (kept for `COPY --from`; only the
@@ -68,6 +70,9 @@ pub(crate) struct StageState {
     /// How many of `layers` are applied on `rootfs` (hits are applied only when a later
     /// step needs the files).
     pub applied: usize,
+    /// The step just run left its layer off the rootfs (an overlay step: the change is in
+    /// its upper directory); it is applied with the layers of cache hits, when needed.
+    pub layer_off_rootfs: bool,
     /// The cache key of the file system the next step starts from.
     pub fs_key: Digest,
     /// Every step of this stage runs (`--no-cache`, `--no-cache-filter`).
@@ -102,10 +107,12 @@ impl StageState {
     }
 }
 
+/// The build's state, shared by the threads that run independent stages at once: what
+/// changes during the build is behind locks (held briefly, never across a RUN).
 pub(crate) struct Builder<'a> {
     pub request: &'a BuildRequest,
     pub store: &'a Store,
-    pub bases: &'a dyn BaseImages,
+    pub bases: &'a (dyn BaseImages + Sync),
     pub df: &'a Dockerfile,
     pub opts: &'a BuildOptions,
     pub platform: Platform,
@@ -114,18 +121,20 @@ pub(crate) struct Builder<'a> {
     pub global: Vec<(String, String)>,
     pub dir: BuildDir,
     pub ignore: Option<PatternMatcher>,
-    pub done: BTreeMap<usize, StageOutput>,
+    pub done: Mutex<BTreeMap<usize, StageOutput>>,
     /// Images used by `--from`, extracted once per build.
-    pub image_roots: BTreeMap<String, PathBuf>,
+    pub image_roots: Mutex<BTreeMap<String, PathBuf>>,
     /// ADD's downloads and git checkouts, each fetched once per build.
-    pub fetcher: crate::remote::Fetcher,
-    pub remote: &'a dyn RemoteCache,
+    pub fetcher: Mutex<crate::remote::Fetcher>,
+    pub remote: &'a (dyn RemoteCache + Sync),
     /// Cache records of the layer steps run or reused so far.
-    pub used_records: Vec<CacheRecord>,
+    pub used_records: Mutex<Vec<CacheRecord>>,
     /// `RUN --mount=type=cache` directories used: (id, directory).
-    pub cache_mounts_used: Vec<(String, PathBuf)>,
+    pub cache_mounts_used: Mutex<Vec<(String, PathBuf)>>,
     /// Registry-cache hits whose layers are not fetched yet, by layer digest.
-    pub pending_remote: std::cell::RefCell<BTreeMap<Digest, CacheRecord>>,
+    pub pending_remote: Mutex<BTreeMap<Digest, CacheRecord>>,
+    /// A stage failed: the stages running beside it stop before their next step.
+    pub cancelled: AtomicBool,
 }
 
 /// Where a command came from, for error messages.
@@ -185,13 +194,14 @@ impl<'a> Builder<'a> {
             global,
             dir: BuildDir::create(parts.store)?,
             ignore,
-            done: BTreeMap::new(),
-            image_roots: BTreeMap::new(),
-            fetcher: crate::remote::Fetcher::new(parts.store),
+            done: Default::default(),
+            image_roots: Default::default(),
+            fetcher: Mutex::new(crate::remote::Fetcher::new(parts.store)),
             remote: parts.remote,
-            used_records: Vec::new(),
-            cache_mounts_used: Vec::new(),
+            used_records: Default::default(),
+            cache_mounts_used: Default::default(),
             pending_remote: Default::default(),
+            cancelled: AtomicBool::new(false),
         })
     }
 
@@ -280,7 +290,7 @@ impl<'a> Builder<'a> {
 
     /// The root filesystem a `--from` names: an earlier stage (name or index) or an image.
     pub(crate) fn root_of_from(
-        &mut self,
+        &self,
         current: usize,
         from: &str,
     ) -> std::result::Result<PathBuf, String> {
@@ -289,35 +299,34 @@ impl<'a> Builder<'a> {
             .stage_by_name(from)
             .or_else(|| from.parse::<usize>().ok().filter(|&i| i < current));
         if let Some(i) = stage {
-            let (layers, applied) = {
-                let output = self.done.get(&i).ok_or_else(|| {
-                    format!("stage {from:?} has not been built (it must come before this stage)")
-                })?;
-                (output.image.layers.clone(), output.applied)
-            };
-            let output_root = self.done[&i].rootfs.clone();
-            if applied < layers.len() {
-                self.fetch_pending(&layers[applied..])
+            // The lock is held while the stage's rootfs is brought up to date: two stages
+            // reading it at once must not both apply its layers.
+            let mut done = lock(&self.done);
+            let output = done.get_mut(&i).ok_or_else(|| {
+                format!("stage {from:?} has not been built (it must come before this stage)")
+            })?;
+            let layers = output.image.layers.clone();
+            if output.applied < layers.len() {
+                self.fetch_pending(&layers[output.applied..])
                     .map_err(|e| e.to_string())?;
-                apply_layers(self.store, &layers[applied..], &output_root)
+                apply_layers(self.store, &layers[output.applied..], &output.rootfs)
                     .map_err(|e| e.to_string())?;
-                if let Some(output) = self.done.get_mut(&i) {
-                    output.applied = layers.len();
-                }
+                output.applied = layers.len();
             }
-            return Ok(output_root);
+            return Ok(output.rootfs.clone());
         }
-        if let Some(root) = self.image_roots.get(from) {
+        let mut roots = lock(&self.image_roots);
+        if let Some(root) = roots.get(from) {
             return Ok(root.clone());
         }
         let image = self.load_image(from)?;
         let root = self.dir.new_dir("from-image").map_err(|e| e.to_string())?;
         apply_layers(self.store, &image.layers, &root).map_err(|e| e.to_string())?;
-        self.image_roots.insert(from.to_string(), root.clone());
+        roots.insert(from.to_string(), root.clone());
         Ok(root)
     }
 
-    pub(crate) fn run_stage(&mut self, index: usize, progress: &mut dyn Progress) -> Result<()> {
+    pub(crate) fn run_stage(&self, index: usize, progress: &mut dyn Progress) -> Result<()> {
         let stage = &self.df.stages[index];
         let label = self.stage_label(index);
         let from_origin = Origin {
@@ -328,8 +337,8 @@ impl<'a> Builder<'a> {
         let base = self.df.stage_base(index, &self.global)?;
         let (base_name, image, fs_key) = match &base {
             Base::Stage(i) => {
-                let output = self
-                    .done
+                let done = lock(&self.done);
+                let output = done
                     .get(i)
                     .ok_or_else(|| from_origin.error("base stage was not built"))?;
                 (
@@ -370,6 +379,7 @@ impl<'a> Builder<'a> {
             build_args: Vec::new(),
             cmd_set: false,
             applied: 0,
+            layer_off_rootfs: false,
             fs_key,
             no_cache: stage_skips_cache(
                 self.request.no_cache,
@@ -416,6 +426,9 @@ impl<'a> Builder<'a> {
             .chain(stage.commands.iter().map(|c| (self.df.file.clone(), c)));
         for (n, (file, cmd)) in commands.enumerate() {
             let step = n + 2;
+            if self.cancelled.load(Ordering::SeqCst) {
+                return Err(BuildError::Cancelled);
+            }
             let started = Instant::now();
             progress.event(&Event::StepStarted {
                 stage: label.clone(),
@@ -453,13 +466,13 @@ impl<'a> Builder<'a> {
             applied: st.applied,
             fs_key: st.fs_key,
         };
-        self.done.insert(index, output);
+        lock(&self.done).insert(index, output);
         Ok(())
     }
 
     /// Carries out one instruction; returns the size of the layer it made, if any.
     fn dispatch(
-        &mut self,
+        &self,
         st: &mut StageState,
         origin: &Origin<'_>,
         step: usize,
@@ -632,7 +645,7 @@ impl<'a> Builder<'a> {
     /// WORKDIR: sets the config and creates the directory (owned by USER, as BuildKit) in
     /// a layer of its own, except for `/`.
     fn dispatch_workdir(
-        &mut self,
+        &self,
         st: &mut StageState,
         origin: &Origin<'_>,
         path: &str,
@@ -665,12 +678,12 @@ impl<'a> Builder<'a> {
     }
 
     /// Writes the target stage's image and tags it.
-    pub(crate) fn finish(&mut self, target: usize) -> Result<(ImageRecord, Vec<String>)> {
+    pub(crate) fn finish(&self, target: usize) -> Result<(ImageRecord, Vec<String>)> {
         // The image was made when its newest step was: a build served from the cache gives
         // the image of the build that filled it.
         let created = {
-            let history = &self
-                .done
+            let done = lock(&self.done);
+            let history = &done
                 .get(&target)
                 .ok_or_else(|| BuildError::other("the target stage was not built"))?
                 .image
@@ -684,8 +697,7 @@ impl<'a> Builder<'a> {
                 })
                 .unwrap_or_else(|| self.now())
         };
-        let output = self
-            .done
+        let output = lock(&self.done)
             .remove(&target)
             .ok_or_else(|| BuildError::other("the target stage was not built"))?;
         self.fetch_pending(&output.image.layers)?;
@@ -707,6 +719,12 @@ impl<'a> Builder<'a> {
         }
         Ok((record, tags))
     }
+}
+
+/// Locks `mutex`; a thread that panicked while holding it has already failed the build, so
+/// its data is still used (the panic is reported by the thread's join).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Exec form as is; shell form through the SHELL.

@@ -75,9 +75,12 @@ impl Builder<'_> {
             .stage_by_name(from)
             .or_else(|| from.parse::<usize>().ok().filter(|&i| i < current));
         if let Some(i) = stage {
-            return self.done.get(&i).map(|o| o.fs_key.clone()).ok_or_else(|| {
-                format!("stage {from:?} has not been built (it must come before this stage)")
-            });
+            return crate::stage::lock(&self.done)
+                .get(&i)
+                .map(|o| o.fs_key.clone())
+                .ok_or_else(|| {
+                    format!("stage {from:?} has not been built (it must come before this stage)")
+                });
         }
         let image = self.load_image(from)?;
         Ok(base_key(&image.id, &self.platform))
@@ -92,6 +95,7 @@ impl Builder<'_> {
         parents: bool,
         filters: &CopyFilters,
     ) -> std::result::Result<(), String> {
+        let _t = crate::phases::Phase::Cache.timer();
         let root = SourceRoot::Context {
             dir: &self.request.context_dir,
             ignore: self.ignore.as_ref(),
@@ -151,7 +155,7 @@ impl Builder<'_> {
     /// downloads nothing), else by the content of its download (memoised: the copy reuses
     /// it); a git source by the commit its reference resolves to.
     pub(crate) fn copy_key(
-        &mut self,
+        &self,
         st: &StageState,
         origin: &Origin<'_>,
         instruction: &Instruction,
@@ -176,14 +180,17 @@ impl Builder<'_> {
                     if spec.is_add && is_http_source(src) {
                         let content = match &spec.checksum {
                             Some(sum) => sum.clone(),
-                            None => self.fetcher.fetch(src).map_err(fail)?.1.to_string(),
+                            None => crate::stage::lock(&self.fetcher)
+                                .fetch(src)
+                                .map_err(fail)?
+                                .1
+                                .to_string(),
                         };
                         key.add(format!("url {}", redact_url(src)), content);
                     } else if let Some(git) = spec.is_add.then(|| parse_git_ref(src)).flatten() {
-                        let keep = spec.keep_git_dir.unwrap_or(false);
-                        let (_, commit) = self
-                            .fetcher
-                            .checkout(&git.remote, git.reference.as_deref(), keep)
+                        // The same checkout the ADD then copies (one fetch per build).
+                        let (_, commit) = crate::stage::lock(&self.fetcher)
+                            .checkout_ref(&git, spec.keep_git_dir)
                             .map_err(fail)?;
                         key.add(format!("git {}", redact_url(src)), commit);
                     } else {
@@ -216,6 +223,7 @@ impl Builder<'_> {
         key: &Digest,
         progress: &mut dyn Progress,
     ) -> Option<(CacheRecord, &'static str)> {
+        let _t = crate::phases::Phase::Cache.timer();
         match self.store.cache_lookup(key) {
             Ok(Some(record)) => return Some((record, "local")),
             Ok(None) => {}
@@ -234,8 +242,7 @@ impl Builder<'_> {
         } else {
             // Fetched only if something needs its files or the image keeps it: a hit in a
             // stage that later hits make irrelevant costs nothing.
-            self.pending_remote
-                .borrow_mut()
+            crate::stage::lock(&self.pending_remote)
                 .insert(record.layer.digest.clone(), record.clone());
         }
         Some((record, "registry"))
@@ -245,9 +252,13 @@ impl Builder<'_> {
     /// records them locally so that the next build hits without the registry.
     pub(crate) fn fetch_pending(&self, layers: &[Descriptor]) -> Result<()> {
         for layer in layers {
-            let Some(record) = self.pending_remote.borrow().get(&layer.digest).cloned() else {
+            let Some(record) = crate::stage::lock(&self.pending_remote)
+                .get(&layer.digest)
+                .cloned()
+            else {
                 continue;
             };
+            let _t = crate::phases::Phase::Pull.timer();
             self.remote
                 .fetch_layer(self.store, &record)
                 .and_then(|()| {
@@ -262,7 +273,7 @@ impl Builder<'_> {
                         record.layer.digest
                     ))
                 })?;
-            self.pending_remote.borrow_mut().remove(&layer.digest);
+            crate::stage::lock(&self.pending_remote).remove(&layer.digest);
         }
         Ok(())
     }
@@ -270,13 +281,13 @@ impl Builder<'_> {
     /// Runs a layer step through the cache. `run` does the step on the (materialised)
     /// rootfs and commits exactly one layer; `created_by` is its history entry.
     pub(crate) fn layer_step(
-        &mut self,
+        &self,
         st: &mut StageState,
         key: Option<KeyBuilder>,
         created_by: String,
         step: usize,
         progress: &mut dyn Progress,
-        run: impl FnOnce(&mut Self, &mut StageState, &mut dyn Progress) -> Result<u64>,
+        run: impl FnOnce(&Self, &mut StageState, &mut dyn Progress) -> Result<u64>,
     ) -> Result<StepEnd> {
         let position = self.step_position(st, step);
         let unkeyed = Digest::of(created_by.as_bytes());
@@ -303,7 +314,7 @@ impl Builder<'_> {
                     self.date_history(st, &record.created);
                     st.fs_key = result_key(&digest, &record.diff_id);
                     let size = record.layer.size;
-                    self.used_records.push(record);
+                    crate::stage::lock(&self.used_records).push(record);
                     let _ = self
                         .store
                         .cache_record_inputs(&position, &k.explain_inputs());
@@ -332,7 +343,15 @@ impl Builder<'_> {
         }
         self.materialize(st)?;
         let size = run(self, st, progress)?;
-        st.applied = st.layers.len();
+        // A step that changed the rootfs in place has its layer on it; an overlay step's
+        // layer is applied when a later step needs the files (never, after a stage's last
+        // step).
+        st.applied = if st.layer_off_rootfs {
+            st.layers.len() - 1
+        } else {
+            st.layers.len()
+        };
+        st.layer_off_rootfs = false;
         let layer = st
             .layers
             .last()
@@ -366,7 +385,7 @@ impl Builder<'_> {
                 let _ = self
                     .store
                     .cache_record_inputs(&position, &k.explain_inputs());
-                self.used_records.push(record);
+                crate::stage::lock(&self.used_records).push(record);
             }
             None => {
                 // Not keyable: later steps chain on the content it made.

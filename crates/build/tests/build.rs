@@ -57,6 +57,14 @@ fn main() -> ExitCode {
             "overlay_and_chroot_steps_make_the_same_layer",
             overlay_and_chroot_steps_make_the_same_layer,
         ),
+        (
+            "independent_stages_run_at_the_same_time",
+            independent_stages_run_at_the_same_time,
+        ),
+        (
+            "a_failing_stage_stops_the_stages_beside_it",
+            a_failing_stage_stops_the_stages_beside_it,
+        ),
     ])
 }
 
@@ -729,4 +737,88 @@ fn overlay_and_chroot_steps_make_the_same_layer() {
         diff_ids[0], diff_ids[1],
         "both snapshotters give the same layer"
     );
+}
+
+/// Two stages that can only finish if they run at the same time: each leaves a mark in a
+/// cache mount they share and waits (up to `WAIT` × 0.05 s) for the other's.
+const MEETING_STAGES: &str = "ARG WAIT=600\n\
+    FROM busybox AS one\n\
+    ARG WAIT\n\
+    RUN --mount=type=cache,id=meet,target=/meet sh -c 'touch /meet/one; n=0; \
+        while [ ! -e /meet/two ]; do n=$((n+1)); \
+        if [ $n -gt $WAIT ]; then echo one never met two; exit 1; fi; sleep 0.05; done; \
+        echo one > /one'\n\
+    FROM busybox AS two\n\
+    ARG WAIT\n\
+    RUN --mount=type=cache,id=meet,target=/meet sh -c 'touch /meet/two; n=0; \
+        while [ ! -e /meet/one ]; do n=$((n+1)); \
+        if [ $n -gt $WAIT ]; then echo two never met one; exit 1; fi; sleep 0.05; done; \
+        echo two > /two'\n\
+    FROM busybox\n\
+    COPY --from=one /one /one\n\
+    COPY --from=two /two /two\n";
+
+fn independent_stages_run_at_the_same_time() {
+    let fx = Fixture::new();
+    let mut request = fx.request(MEETING_STAGES);
+    request.max_parallel_stages = Some(2);
+    let built = fx.built(&request);
+    assert_eq!(built.read("one"), "one\n");
+    assert_eq!(built.read("two"), "two\n");
+    // Both RUN steps (step 3, after FROM and ARG) started before either finished, and the
+    // progress saw it.
+    let position =
+        |want: &dyn Fn(&Event) -> bool| built.events.events.iter().position(want).expect("event");
+    let started = |name: &'static str| {
+        position(
+            &move |e: &Event| matches!(e, Event::StepStarted { stage, step: 3, .. } if stage == name),
+        )
+    };
+    let done = |name: &'static str| {
+        position(
+            &move |e: &Event| matches!(e, Event::StepDone { stage, step: 3, .. } if stage == name),
+        )
+    };
+    assert!(started("one") < done("two") && started("two") < done("one"));
+
+    // One stage at a time, the same Dockerfile cannot finish: the knob is honoured and the
+    // meeting above was real.
+    let fx = Fixture::new();
+    let mut request = fx.request(MEETING_STAGES);
+    request.max_parallel_stages = Some(1);
+    request.build_args.insert("WAIT".into(), "10".into());
+    let err = fx.build(&request).unwrap_err().to_string();
+    assert!(err.contains("one never met two"), "{err}");
+}
+
+fn a_failing_stage_stops_the_stages_beside_it() {
+    let fx = Fixture::new();
+    // Stage two waits until stage one has started failing, then runs a little longer: by
+    // the time its step ends, stage one has failed and its next step must not start.
+    let df = "FROM busybox AS one\n\
+              RUN --mount=type=cache,id=meet,target=/meet sh -c 'touch /meet/failing; exit 3'\n\
+              FROM busybox AS two\n\
+              RUN --mount=type=cache,id=meet,target=/meet sh -c 'n=0; \
+                  while [ ! -e /meet/failing ] && [ $n -lt 600 ]; do n=$((n+1)); sleep 0.05; done; \
+                  sleep 1'\n\
+              RUN echo never > /never\n\
+              FROM busybox\n\
+              COPY --from=one /etc/passwd /a\n\
+              COPY --from=two /etc/passwd /b\n";
+    let mut request = fx.request(df);
+    request.max_parallel_stages = Some(2);
+    let (result, events) = match fx.build_with_events(&request) {
+        (Err(e), events) => (e.to_string(), events),
+        (Ok(_), _) => panic!("the build must fail"),
+    };
+    assert!(result.contains("exit code 3"), "{result}");
+    assert!(
+        !result.contains("another stage failed"),
+        "the error is the failing stage's own: {result}"
+    );
+    let third_step_of_two = events
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::StepStarted { stage, step: 3, .. } if stage == "two"));
+    assert!(!third_step_of_two, "stage two stopped before its next step");
 }

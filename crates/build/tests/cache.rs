@@ -7,7 +7,7 @@ mod support;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
-use std::cell::RefCell;
+use std::sync::Mutex;
 
 use rbuild_build::{build_with_cache, BuildRequest, LocalImages, RemoteCache};
 use rbuild_image::Digest;
@@ -355,7 +355,7 @@ fn add_url_is_keyed_by_content_or_checksum() {
 /// Another store's records, as a `--cache-from` import would offer them; counts fetches.
 struct OtherStore<'a> {
     store: &'a Store,
-    fetched: RefCell<Vec<Digest>>,
+    fetched: Mutex<Vec<Digest>>,
 }
 
 impl RemoteCache for OtherStore<'_> {
@@ -363,7 +363,10 @@ impl RemoteCache for OtherStore<'_> {
         self.store.cache_lookup(key).ok().flatten()
     }
     fn fetch_layer(&self, store: &Store, record: &CacheRecord) -> Result<(), String> {
-        self.fetched.borrow_mut().push(record.layer.digest.clone());
+        self.fetched
+            .lock()
+            .unwrap()
+            .push(record.layer.digest.clone());
         let bytes = self
             .store
             .read_blob(&record.layer.digest)
@@ -387,7 +390,7 @@ fn remote_hits_fetch_only_the_layers_that_are_needed() {
     let tools_layer = built_a.cache_records[0].layer.digest.clone();
     let remote = OtherStore {
         store: &a.store,
-        fetched: RefCell::new(Vec::new()),
+        fetched: Mutex::new(Vec::new()),
     };
     let mut events = support::Recorder::default();
     let built_b = build_with_cache(&b.request(df), &b.store, &LocalImages, &remote, &mut events)
@@ -400,10 +403,10 @@ fn remote_hits_fetch_only_the_layers_that_are_needed() {
     assert!(events.ran().is_empty());
     assert_eq!(built_b.manifest, built_a.manifest, "the same image");
     // The tools stage's layer is read by nothing that runs and is not in the image.
-    assert!(!remote.fetched.borrow().contains(&tools_layer));
+    assert!(!remote.fetched.lock().unwrap().contains(&tools_layer));
     assert!(!b.store.has_blob(&tools_layer));
     assert_eq!(
-        remote.fetched.borrow().len(),
+        remote.fetched.lock().unwrap().len(),
         2,
         "just the image's two new layers"
     );
@@ -412,7 +415,7 @@ fn remote_hits_fetch_only_the_layers_that_are_needed() {
     build_with_cache(&b.request(df), &b.store, &LocalImages, &remote, &mut events)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(steps(&events.cached()), vec![2, 2, 3]);
-    assert_eq!(remote.fetched.borrow().len(), 2);
+    assert_eq!(remote.fetched.lock().unwrap().len(), 2);
     let sources: Vec<String> = events
         .events
         .iter()

@@ -32,6 +32,8 @@ fn main() -> ExitCode {
         ("symbolic_chmod", symbolic_chmod),
         ("add_archive_with_chown", add_archive_with_chown),
         ("run_mount_ssh_agent", run_mount_ssh_agent),
+        ("add_git_url_query", add_git_url_query),
+        ("run_mount_ssh_key_files", run_mount_ssh_key_files),
     ])
 }
 
@@ -274,8 +276,16 @@ impl Drop for Reaper {
     }
 }
 
-fn add_git_repository() {
-    let fx = Fixture::new();
+/// A repository `proj.git` served by a real `git daemon`: `README` is "v1\n" at tag `v1`
+/// and "v2\n" on `main`, `sub/inner.txt` in both.
+struct ServedRepo {
+    _daemon: Reaper,
+    repo: PathBuf,
+    url: String,
+    v1: String,
+}
+
+fn serve_git_repo(fx: &Fixture) -> ServedRepo {
     let repos = fx.tmp.path().join("repos");
     let repo = repos.join("proj.git");
     std::fs::create_dir_all(&repo).unwrap();
@@ -290,7 +300,7 @@ fn add_git_repository() {
     std::fs::write(repo.join("README"), "v2\n").unwrap();
     git(&repo, &["commit", "-q", "-am", "two"]);
     let port = free_port();
-    let _daemon = Reaper::spawn(
+    let daemon = Reaper::spawn(
         Command::new("git")
             .args([
                 "daemon",
@@ -314,6 +324,17 @@ fn add_git_repository() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert!(ready, "git daemon did not start");
+    ServedRepo {
+        _daemon: daemon,
+        repo,
+        url,
+        v1,
+    }
+}
+
+fn add_git_repository() {
+    let fx = Fixture::new();
+    let ServedRepo { url, v1, .. } = &serve_git_repo(&fx);
     let built = fx.build_ok(&format!(
         "FROM busybox\n\
          ADD {url} /head/\n\
@@ -331,7 +352,7 @@ fn add_git_repository() {
         "FROM busybox\nADD --checksum=0123456789abcdef {url}#v1 /x/\n"
     ));
     assert_has(&err, "expected checksum to match 0123456789abcdef");
-    assert_has(&err, &v1);
+    assert_has(&err, v1);
 }
 
 fn copy_exclude() {
@@ -544,20 +565,7 @@ fn run_mount_ssh_agent() {
         .unwrap();
     assert!(status.success(), "ssh-add of the test key");
 
-    // ssh-add and its libraries, copied into the image at the host's paths.
-    let ssh_add = PathBuf::from("/usr/bin/ssh-add");
-    let mut files = vec![ssh_add.clone()];
-    let ldd = Command::new("ldd").arg(&ssh_add).output().unwrap();
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        if let Some(path) = line.split_whitespace().find(|w| w.starts_with('/')) {
-            files.push(PathBuf::from(path));
-        }
-    }
-    for file in &files {
-        let dest = fx.context.join("sys").join(file.strip_prefix("/").unwrap());
-        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        std::fs::copy(file, &dest).unwrap();
-    }
+    copy_ssh_add_into_context(&fx);
     let mut request = fx.request(
         "FROM busybox\n\
          COPY sys/ /\n\
@@ -592,4 +600,230 @@ fn run_mount_ssh_agent() {
     request.ssh.clear();
     let err = fx.build(&request).expect_err("no agent").to_string();
     assert_has(&err, "no SSH key \"default\" forwarded");
+}
+
+/// The host's ssh-add and its libraries, put in the context under `sys/` at the host's
+/// paths (`COPY sys/ /` puts them in the image: busybox has no ssh-add).
+fn copy_ssh_add_into_context(fx: &Fixture) {
+    let ssh_add = PathBuf::from("/usr/bin/ssh-add");
+    let mut files = vec![ssh_add.clone()];
+    let ldd = Command::new("ldd").arg(&ssh_add).output().unwrap();
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        if let Some(path) = line.split_whitespace().find(|w| w.starts_with('/')) {
+            files.push(PathBuf::from(path));
+        }
+    }
+    for file in &files {
+        let dest = fx.context.join("sys").join(file.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(file, &dest).unwrap();
+    }
+}
+
+/// BuildKit's query form of git URLs (`?ref=`, `?tag=`, `?branch=`, `?subdir=`,
+/// `?checksum=`, `?keep-git-dir`), alone and with a fragment that agrees, and its errors.
+fn add_git_url_query() {
+    let fx = Fixture::new();
+    let served = serve_git_repo(&fx);
+    let (url, v1) = (&served.url, &served.v1);
+    let short = &v1[..12];
+    let built = fx.build_ok(&format!(
+        "FROM busybox\n\
+         ADD {url}?ref=v1 /ref/\n\
+         ADD {url}?tag=v1&subdir=sub /tag-subdir/\n\
+         ADD {url}?branch=main /branch/\n\
+         ADD {url}?ref=v1&checksum={short} /checksum/\n\
+         ADD --checksum={short} {url}?tag=v1&commit={short} /both-checksums/\n\
+         ADD {url}?ref=v1&keep-git-dir=true /withgit/\n\
+         ADD {url}?ref=v1#v1:sub /agreeing-fragment/\n"
+    ));
+    assert_eq!(built.read("ref/README"), "v1\n", "?ref=");
+    assert_eq!(
+        built.read("tag-subdir/inner.txt"),
+        "inner\n",
+        "?tag=&subdir="
+    );
+    assert!(!built.path("tag-subdir/README").exists(), "only the subdir");
+    assert_eq!(built.read("branch/README"), "v2\n", "?branch=");
+    assert_eq!(built.read("checksum/README"), "v1\n", "?checksum=");
+    assert_eq!(built.read("both-checksums/README"), "v1\n");
+    assert!(!built.path("ref/.git").exists(), "no .git by default");
+    assert!(built.path("withgit/.git").is_dir(), "?keep-git-dir=true");
+    assert_eq!(built.read("agreeing-fragment/inner.txt"), "inner\n");
+    assert!(
+        built
+            .created_by()
+            .iter()
+            .any(|c| c.contains(&format!("ADD {url}?tag=v1&subdir=sub /tag-subdir/"))),
+        "history records the URL as written: {:?}",
+        built.created_by()
+    );
+
+    // The step cache keys a git source by the commit its ref resolves to: moving the
+    // branch runs the step again, with the new content.
+    let dockerfile = format!("FROM busybox\nADD {url}?branch=main /b/\n");
+    assert_eq!(fx.build_ok(&dockerfile).read("b/README"), "v2\n");
+    std::fs::write(served.repo.join("README"), "v3\n").unwrap();
+    git(&served.repo, &["commit", "-q", "-am", "three"]);
+    let again = fx.build_ok(&dockerfile);
+    assert_eq!(
+        again.read("b/README"),
+        "v3\n",
+        "a moved branch is a cache miss"
+    );
+    assert!(
+        again.events.cached().is_empty(),
+        "{:?}",
+        again.events.cached()
+    );
+
+    for (add, needle) in [
+        (
+            format!("ADD {url}?ref=v1&checksum=0123456789abcdef /x/"),
+            "expected checksum to match 0123456789abcdef".to_string(),
+        ),
+        (
+            format!("ADD {url}?ref=v1&checksum=zz /x/"),
+            "invalid checksum zz for Git URL, expected hex commit hash".to_string(),
+        ),
+        (
+            format!("ADD --checksum=aaaa {url}?ref=v1&checksum=bbbb /x/"),
+            r#"checksum mismatch "aaaa" != "bbbb""#.to_string(),
+        ),
+        (
+            format!("ADD --keep-git-dir=false {url}?keep-git-dir=true /x/"),
+            "inconsistent keep-git-dir configuration".to_string(),
+        ),
+        (
+            format!("ADD {url}?ref=main#v1 /x/"),
+            r#"ref conflicts: "v1" vs "main""#.to_string(),
+        ),
+        (
+            format!("ADD {url}?tag=v1&branch=main /x/"),
+            "branch conflicts with tag".to_string(),
+        ),
+        (
+            format!("ADD {url}?depth=1 /x/"),
+            r#"unexpected query "depth""#.to_string(),
+        ),
+        (
+            format!("ADD {url}?ref= /x/"),
+            r#"query "ref" has no value"#.to_string(),
+        ),
+        (format!("ADD {url}?tag=v9 /x/"), "refs/tags/v9".to_string()),
+    ] {
+        let err = fx.build_err(&format!("FROM busybox\n{add}\n"));
+        assert_has(&err, &needle);
+        assert_has(&err, "Dockerfile:2: ADD");
+    }
+}
+
+/// `--ssh ID=KEYFILE`: a real key made by ssh-keygen, loaded into a private ssh-agent
+/// that a RUN step reaches through the ssh mount; the agent is gone once dropped. A key
+/// with a passphrase is refused, naming the file, without prompting.
+fn run_mount_ssh_key_files() {
+    use rbuild_build::ssh_agent::SshAgent;
+    let fx = Fixture::new();
+    let dir = fx.tmp.path().join("keys");
+    std::fs::create_dir(&dir).unwrap();
+    let keygen = |name: &str, passphrase: &str| {
+        let key = dir.join(name);
+        let status = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", passphrase, "-C", name, "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(status.success(), "ssh-keygen");
+        key
+    };
+    let key = keygen("rbuild-key-file", "");
+    let other = keygen("rbuild-other-key", "");
+    // ssh-add insists on 0600 for files it opens; a key handed over by buildx need not be.
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let fingerprint = |key: &Path| {
+        let out = Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(key.with_extension("pub"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.split_whitespace().nth(1).unwrap().to_string()
+    };
+    let agents = fx.tmp.path().join("agents");
+    let agent = SshAgent::start(&agents, &[key.clone(), other.clone()])
+        .unwrap_or_else(|e| panic!("starting the agent: {e}"));
+    let socket = agent.socket().to_path_buf();
+    assert!(socket.starts_with(&agents), "{}", socket.display());
+    let private = socket.parent().unwrap();
+    assert_eq!(
+        std::fs::metadata(private).unwrap().permissions().mode() & 0o777,
+        0o700,
+        "the agent's directory is private"
+    );
+
+    copy_ssh_add_into_context(&fx);
+    let mut request = fx.request(
+        "FROM busybox\n\
+         COPY sys/ /\n\
+         RUN --mount=type=ssh ssh-add -l > /keys\n",
+    );
+    request.ssh = BTreeMap::from([("default".to_string(), socket.clone())]);
+    let built = fx.built(&request);
+    let keys = built.read("keys");
+    for (name, key) in [("rbuild-key-file", &key), ("rbuild-other-key", &other)] {
+        let fp = fingerprint(key);
+        assert!(
+            keys.lines().any(|l| l.contains(&fp) && l.contains(name)),
+            "{name} ({fp}) is listed through the forwarded agent: {keys:?}"
+        );
+    }
+    // No layer holds the private key.
+    let secret = std::fs::read_to_string(&key).unwrap();
+    let body = secret.lines().nth(1).unwrap();
+    let flat = fx.flatten(&built);
+    for file in regular_files(flat.path()) {
+        let bytes = std::fs::read(&file).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(body), "{} holds the key", file.display());
+    }
+
+    let pid = agent.pid();
+    drop(agent);
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the agent is stopped when dropped"
+    );
+    assert!(!private.exists(), "its directory is removed");
+
+    let locked = keygen("rbuild-locked-key", "hunter2xyz");
+    let err = SshAgent::start(&agents, &[key.clone(), locked.clone()]).unwrap_err();
+    assert_has(&err, &locked.display().to_string());
+    assert_has(&err, "passphrase");
+    assert!(!err.contains("hunter2xyz"), "no secret in the message");
+    assert_eq!(
+        std::fs::read_dir(&agents).unwrap().count(),
+        0,
+        "a failed start leaves no agent directory behind"
+    );
+    let not_a_key = dir.join("rbuild-key-file.pub");
+    let err = SshAgent::start(&agents, std::slice::from_ref(&not_a_key)).unwrap_err();
+    assert_has(&err, &not_a_key.display().to_string());
+}
+
+/// The regular files below `root` (symlinks are not followed).
+fn regular_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() {
+                out.push(entry.path());
+            }
+        }
+    }
+    out
 }

@@ -24,4 +24,4 @@ pub use entry::{EntryInfo, EntryKind};
 pub use error::{Error, Result};
 pub use idmap::{IdMap, IdRange};
 pub use list::list_entries;
-pub use write::{write_dir_layer, write_layer, LayerInfo, WriteOptions};
+pub use write::{compress_time, write_dir_layer, write_layer, LayerInfo, WriteOptions};

@@ -455,3 +455,93 @@ fn cache_hits_misses_explanations_and_prune() {
     );
     assert!(err.contains("only until=DURATION"), "{err}");
 }
+
+#[test]
+fn ssh_key_files_reach_run_through_a_private_agent() {
+    require_root("native builds in this test");
+    let root = store_with_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let keygen = |name: &str, passphrase: &str| {
+        let key = keys.path().join(name);
+        let status = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", passphrase, "-C", name, "-f"])
+            .arg(&key)
+            .status()
+            .expect("ssh-keygen (openssh-client) is installed");
+        assert!(status.success());
+        key
+    };
+    let key = keygen("rbuild-cli-key", "");
+    let fingerprint = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(key.with_extension("pub"))
+        .output()
+        .unwrap();
+    let fingerprint = String::from_utf8_lossy(&fingerprint.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    // busybox has no ssh-add: the host's, with its libraries, at the host's paths.
+    let ssh_add = Path::new("/usr/bin/ssh-add");
+    let mut files = vec![ssh_add.to_path_buf()];
+    let ldd = Command::new("ldd").arg(ssh_add).output().unwrap();
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        if let Some(path) = line.split_whitespace().find(|w| w.starts_with('/')) {
+            files.push(path.into());
+        }
+    }
+    for file in &files {
+        let dest = ctx.path().join("sys").join(file.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(file, &dest).unwrap();
+    }
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox:latest\n\
+         COPY sys/ /\n\
+         RUN --mount=type=ssh /usr/bin/ssh-add -l > /keys\n",
+    )
+    .unwrap();
+    let out_dir = ctx.path().join("out");
+    let build = |ssh: &str| {
+        rbuild(root.path())
+            .args(["build", "-q", "--ssh", ssh, "-o"])
+            .arg(format!("type=local,dest={}", out_dir.display()))
+            .arg(ctx.path())
+            .output()
+            .unwrap()
+    };
+    ok(build(&format!("default={}", key.display())));
+    let listed = std::fs::read_to_string(out_dir.join("keys")).unwrap();
+    assert!(
+        listed.contains(&fingerprint) && listed.contains("rbuild-cli-key"),
+        "the key is listed through the forwarded agent: {listed:?}"
+    );
+    // The private agent is gone with the build: no socket is left in the store.
+    let mut stack = vec![root.path().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let kind = entry.file_type().unwrap();
+            use std::os::unix::fs::FileTypeExt;
+            assert!(!kind.is_socket(), "{} was left", entry.path().display());
+            if kind.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+
+    let locked = keygen("rbuild-locked-key", "hunter2xyz");
+    let err = fails(build(&format!(
+        "default={},{}",
+        key.display(),
+        locked.display()
+    )));
+    assert!(err.contains(&locked.display().to_string()), "{err}");
+    assert!(err.contains("passphrase"), "{err}");
+    assert!(!err.contains("hunter2xyz"), "{err}");
+    let err = fails(build("default=/nonexistent/key"));
+    assert!(err.contains("/nonexistent/key"), "{err}");
+}

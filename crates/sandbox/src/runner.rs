@@ -43,14 +43,21 @@ impl Drop for EtcScratch {
 
 fn scratch_dir() -> Result<EtcScratch, SandboxError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "rbuild-step-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir(&dir)
-        .map_err(|e| SandboxError::io(format!("creating {}", dir.display()), e))?;
-    Ok(EtcScratch(dir))
+    loop {
+        let dir = std::env::temp_dir().join(format!(
+            "rbuild-step-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(EtcScratch(dir)),
+            // Left by a killed process that had our pid: take the next name.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(SandboxError::io(format!("creating {}", dir.display()), e));
+            }
+        }
+    }
 }
 
 /// Adds /etc/hosts, /etc/hostname and /etc/resolv.conf unless the spec has its own.

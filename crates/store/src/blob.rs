@@ -69,15 +69,15 @@ impl BlobWriter<'_> {
         self.size
     }
 
-    /// Finishes the blob: fsync, verify against `expected` (if given), then rename into place.
-    /// On a mismatch nothing is stored and the temp file is removed.
+    /// Finishes the blob: verify against `expected` (if given), then fsync and rename into
+    /// place, unless the store already holds it (then the temp file goes and the stored blob
+    /// is leased). On a mismatch nothing is stored and the temp file is removed.
     pub fn commit(mut self, expected: Option<&Digest>) -> Result<CommittedBlob> {
         let writer = self.file.take().expect("file present until commit");
         let file = writer
             .into_inner()
             .map_err(|e| e.into_error())
             .at("write blob temp file", &self.temp)?;
-        file.sync_all().at("fsync blob temp file", &self.temp)?;
         let digest = std::mem::take(&mut self.hasher).finish();
         if let Some(expected) = expected {
             if *expected != digest {
@@ -89,6 +89,18 @@ impl BlobWriter<'_> {
                 });
             }
         }
+        // The same bytes are often stored again (every empty RUN step writes the same
+        // layer): then the stored copy, made durable when it was written, stands, and this
+        // one is dropped without an fsync. A stored copy of another size is damaged: replaced.
+        let stored_size = || std::fs::metadata(self.store.blob_path(&digest)).map(|m| m.len());
+        if self.store.protect(&digest)? && stored_size().ok() == Some(self.size) {
+            drop(file);
+            return Ok(CommittedBlob {
+                digest,
+                size: self.size,
+            });
+        }
+        file.sync_all().at("fsync blob temp file", &self.temp)?;
         let target = self.store.blob_path(&digest);
         {
             // Shared gc lock: the lease entry and the rename happen together, never in the

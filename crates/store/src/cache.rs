@@ -119,6 +119,8 @@ impl Store {
     }
 
     /// Stores `record` (replacing one with the same key). Its layer must be in the store.
+    /// Not fsynced (a step pays for no fsync here): a power cut may lose the record or
+    /// leave it empty, which later reads as a miss.
     pub fn cache_put(&self, record: &CacheRecord) -> Result<()> {
         let dir = self.cache_records_dir()?;
         let bytes = serde_json::to_vec(record).map_err(|source| StoreError::Json {
@@ -134,7 +136,7 @@ impl Store {
             });
         }
         self.lease_digest(&record.layer.digest)?;
-        fsutil::write_atomic(
+        fsutil::replace_file(
             self,
             &dir.join(format!("{}.json", record.key.hex())),
             &bytes,
@@ -160,7 +162,7 @@ impl Store {
             what: "cache inputs".into(),
             source,
         })?;
-        fsutil::write_atomic(self, &path, &bytes)
+        fsutil::replace_file(self, &path, &bytes)
     }
 
     fn cache_record_files(&self) -> Result<Vec<RecordFile>> {
@@ -176,7 +178,7 @@ impl Store {
                 continue;
             };
             let Ok(record) = serde_json::from_slice::<CacheRecord>(&bytes) else {
-                // Written atomically, so this is damage, not a half-written file.
+                // Damage, or a record a power cut emptied (records are not fsynced).
                 let _ = std::fs::remove_file(&path);
                 continue;
             };

@@ -55,3 +55,18 @@ pub(crate) fn write_atomic(store: &Store, target: &Path, bytes: &[u8]) -> Result
     }
     result
 }
+
+/// Atomically replaces `target` with `bytes`, without fsync: for records whose loss or
+/// truncation by a power cut only costs a cache miss (their readers treat an empty or
+/// unparsable file as absent). Readers never see a half-written file while the system runs.
+pub(crate) fn replace_file(store: &Store, target: &Path, bytes: &[u8]) -> Result<()> {
+    let (mut file, temp) = create_temp(store, "file")?;
+    let result = (|| {
+        file.write_all(bytes).at("write", &temp)?;
+        std::fs::rename(&temp, target).at("rename temp file into place at", target)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}

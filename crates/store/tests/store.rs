@@ -60,6 +60,54 @@ fn blob_writer_commits_verified_content_under_its_digest() {
 }
 
 #[test]
+fn writing_a_stored_blob_again_keeps_the_stored_copy_and_leases_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Store::open(dir.path()).unwrap();
+    let stored = first.put_bytes(b"empty layer", None).unwrap();
+    let path = blobs_dir(dir.path()).join(stored.digest.hex());
+    let inode =
+        |p: &std::path::Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let before = inode(&path);
+    // Another process writes the same bytes while the first still holds its lease.
+    let second = Store::open(dir.path()).unwrap();
+    let mut w = second.blob_writer().unwrap();
+    w.write_all(b"empty layer").unwrap();
+    let again = w.commit(Some(&stored.digest)).unwrap();
+    assert_eq!(again, stored);
+    assert_eq!(inode(&path), before, "the stored blob was not replaced");
+    assert!(files_in(&dir.path().join("tmp")).is_empty());
+    // A wrong expectation is still refused though the digest is stored.
+    let mut w = second.blob_writer().unwrap();
+    w.write_all(b"empty layer").unwrap();
+    let wrong = Digest::of(b"other");
+    assert!(matches!(
+        w.commit(Some(&wrong)).unwrap_err(),
+        StoreError::DigestMismatch { .. }
+    ));
+    // The second writer's lease alone keeps the blob from gc.
+    first.release_lease();
+    second.gc_with(&NO_GRACE).unwrap();
+    assert!(second.has_blob(&stored.digest));
+    second.release_lease();
+    second.gc_with(&NO_GRACE).unwrap();
+    assert!(!second.has_blob(&stored.digest));
+}
+
+#[test]
+fn writing_a_blob_again_repairs_a_truncated_stored_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let stored = store.put_bytes(b"layer bytes", None).unwrap();
+    let path = blobs_dir(dir.path()).join(stored.digest.hex());
+    std::fs::write(&path, b"layer").unwrap();
+    let mut w = store.blob_writer().unwrap();
+    w.write_all(b"layer bytes").unwrap();
+    w.commit(Some(&stored.digest)).unwrap();
+    assert_eq!(store.read_blob(&stored.digest).unwrap(), b"layer bytes");
+    assert!(files_in(&dir.path().join("tmp")).is_empty());
+}
+
+#[test]
 fn dropped_writer_leaves_no_blob_and_no_temp_file() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();

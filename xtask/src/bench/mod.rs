@@ -35,6 +35,14 @@ pub const WORKLOADS: &[(&str, &str)] = &[
         "cold build: apt-get install into Debian (slow: debootstrap once)",
     ),
     (
+        "pip",
+        "cold build: apt-get install python3-pip, pip install of an app (slow)",
+    ),
+    (
+        "npm",
+        "cold build: apt-get install nodejs npm, npm ci of an app (slow)",
+    ),
+    (
         "step-overhead",
         "RUN true × N against none: per-step cost, userns and chroot",
     ),
@@ -65,7 +73,7 @@ pub const WORKLOADS: &[(&str, &str)] = &[
 ];
 
 /// Left out unless named, or unless the run is a full one.
-const SLOW: &[&str] = &["apt"];
+const SLOW: &[&str] = &["apt", "pip", "npm"];
 
 pub struct Options {
     pub quick: bool,
@@ -481,5 +489,14 @@ mod tests {
         assert!(o.selected("apt"));
         let o = opts(&[]).unwrap().unwrap();
         assert!(o.selected("apt"));
+        for slow in ["pip", "npm"] {
+            assert!(
+                !opts(&["--quick"]).unwrap().unwrap().selected(slow),
+                "{slow}"
+            );
+            let o = opts(&["--quick", slow]).unwrap().unwrap();
+            assert!(o.selected(slow) && !o.selected("apt"), "{slow}");
+            assert!(opts(&[]).unwrap().unwrap().selected(slow), "{slow}");
+        }
     }
 }

@@ -26,7 +26,8 @@ pub fn kept_part(old: &str) -> Option<&str> {
 }
 
 /// rbuild's per-step times from its `--progress plain` log: `#N [stage i/n] INSTR` and
-/// `#N DONE 1.2s (layer ...)`, and the total from `writing image ... done (Ts)`.
+/// `#N DONE 1.2s (layer ...)`, the total from `writing image ... done (Ts)`, and the time
+/// per phase from its last line, `phases: pull 0.00s, extract ...`.
 pub fn rbuild_step_times(log: &str) -> String {
     let mut names: Vec<(String, String)> = Vec::new();
     let mut parts = Vec::new();
@@ -58,7 +59,17 @@ pub fn rbuild_step_times(log: &str) -> String {
             }
         }
     }
+    parts.extend(rbuild_phases(log));
     parts.join("; ")
+}
+
+/// rbuild's time per phase from its `--progress plain` log: its last `phases: …` line
+/// (`phases: pull 0.00s, extract 1.20s, …`), if it printed one.
+pub fn rbuild_phases(log: &str) -> Option<String> {
+    log.lines()
+        .rev()
+        .find(|l| l.starts_with("phases: "))
+        .map(|l| l.trim_end().to_string())
 }
 
 /// Columns named `rbuild...` are rbuild (the first is the one the ratios compare); the
@@ -220,6 +231,22 @@ mod tests {
             "`FROM r/busybox:latest` 2.0s; `RUN for i in $(seq 1 10)…` 15.7s (layer \
              30078674 bytes); total 18.4s"
         );
+        let with_phases = format!(
+            "{log}phases: pull 0.00s, extract 1.20s, run 14.10s, snapshot 0.30s, write 1.00s \
+             (compress 0.70s), push 0.00s, cache 0.01s\n"
+        );
+        assert_eq!(
+            super::rbuild_step_times(&with_phases),
+            "`FROM r/busybox:latest` 2.0s; `RUN for i in $(seq 1 10)…` 15.7s (layer \
+             30078674 bytes); total 18.4s; phases: pull 0.00s, extract 1.20s, run 14.10s, \
+             snapshot 0.30s, write 1.00s (compress 0.70s), push 0.00s, cache 0.01s"
+        );
+        let two_builds = "phases: pull 1.00s\n#1 [x 1/1] FROM y\nphases: pull 0.00s, run 2.00s\n";
+        assert_eq!(
+            super::rbuild_phases(two_builds).as_deref(),
+            Some("phases: pull 0.00s, run 2.00s")
+        );
+        assert_eq!(super::rbuild_phases("#1 DONE 0.1s\n"), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use anyhow::Result;
 use rbuild_testutil::Registry;
 
-use super::plan::{per_step, run_row, Plan};
+use super::plan::{per_step, run_row, Plan, Row};
 use super::report::{self, Section};
 use super::tools::{remove_tree, Builder, Cache};
 use super::workloads::{self, Context};
@@ -67,22 +67,23 @@ fn announce(name: &str, what: &str) {
 /// untimed build first (which also brings the base image into each tool's store).
 fn cold_plans<'a>(
     b: &Bench,
-    name: &str,
+    ctx: &Context,
     dir: &Path,
     tools: &[Builder],
     warm_up: bool,
 ) -> Vec<Plan<'a>> {
+    let secrets = ctx.secrets;
     tools
         .iter()
         .map(|t| {
-            let (t, dir, tag) = (t.clone(), dir.to_path_buf(), b.tag(name, &t.name));
+            let (t, dir, tag) = (t.clone(), dir.to_path_buf(), b.tag(ctx.name, &t.name));
             let prime = if warm_up {
-                t.build(&dir, &tag, Cache::Off)
+                t.build_with_secrets(&dir, &tag, Cache::Off, secrets)
             } else {
                 Vec::new()
             };
             Plan::new(&t.name.clone(), move |_| {
-                Ok(t.build(&dir, &tag, Cache::Off))
+                Ok(t.build_with_secrets(&dir, &tag, Cache::Off, secrets))
             })
             .prime(prime, false)
         })
@@ -97,6 +98,8 @@ fn cold_builds(b: &Bench) -> Result<Option<Section>> {
         (workloads::steps("many-steps", 30), false),
         (workloads::multi_stage(), false),
         (workloads::apt(), true),
+        (workloads::pip(), true),
+        (workloads::npm(), true),
     ];
     // Only the first build on each base is warmed up: it brings the base into the stores,
     // and the rows after it run on a machine already warm.
@@ -114,7 +117,7 @@ fn cold_builds(b: &Bench) -> Result<Option<Section>> {
         };
         let warm_up = !warm_bases.contains(&ctx.base);
         warm_bases.push(ctx.base);
-        let plans = cold_plans(b, ctx.name, &dir, &b.builders(), warm_up);
+        let plans = cold_plans(b, &ctx, &dir, &b.builders(), warm_up);
         rows.push(run_row(ctx.name, &ctx.what, plans, runs, &b.logs));
     }
     let notes = rows
@@ -143,8 +146,11 @@ fn cold_builds(b: &Bench) -> Result<Option<Section>> {
                 dockerd here has no bridge). Peak RSS is the largest single process of \
                 rbuild's tree (which includes the RUN commands, e.g. apt-get); the docker \
                 client does no work and Buildah's is one process among several, so the \
-                peers' memory is not shown. The notes give rbuild's own per-step times \
-                (its `--progress plain` output) for its last run."
+                peers' memory is not shown. The pip and npm rows get the machine's CA \
+                bundle as the build secret `ca` (their package managers speak HTTPS, \
+                perhaps through a proxy with its own CA); it is in no layer. The notes give rbuild's own per-step times \
+                (its `--progress plain` output) for its last run, and where its time went \
+                (its `phases:` line: wall time per phase, summed over threads)."
             .into(),
         rows,
     }))
@@ -172,7 +178,7 @@ fn step_overhead(b: &Bench) -> Result<Option<Section>> {
     ] {
         announce(ctx.name, &ctx.what);
         let dir = b.context(&ctx)?;
-        let plans = cold_plans(b, ctx.name, &dir, &tools, warm_up);
+        let plans = cold_plans(b, &ctx, &dir, &tools, warm_up);
         rows.push(run_row(ctx.name, &ctx.what, plans, b.opts.runs, &b.logs));
     }
     let derived = per_step(
@@ -184,7 +190,7 @@ fn step_overhead(b: &Bench) -> Result<Option<Section>> {
     );
     rows.push(derived);
     Ok(Some(Section {
-        notes: vec![],
+        notes: phase_notes(b, &rows),
         title: "Per-step overhead".into(),
         intro: format!(
             "Cold builds of `FROM busybox` + `ENV` with and without {n} `RUN true` steps; the \
@@ -272,7 +278,8 @@ fn snapshot(b: &Bench) -> Result<Option<Section>> {
                 `tar | pigz -6` of just those changes, made beforehand on the host: the \
                 issue's bar is a whole rbuild step (run the command, find the changes, \
                 write the layer) under the time of tar | gzip alone. The notes give the \
-                RUN step's own time from rbuild's output."
+                RUN step's own time from rbuild's output, and its time per phase (run, \
+                snapshot, write)."
             .into(),
         rows: vec![row],
         notes,
@@ -314,7 +321,7 @@ fn cache(b: &Bench) -> Result<Option<Section>> {
             rows.push(run_row(
                 &row_name,
                 &format!("{}, `--no-cache`", ctx.what),
-                cold_plans(b, name, &dir, &tools, true),
+                cold_plans(b, &ctx, &dir, &tools, true),
                 runs,
                 &b.logs,
             ));
@@ -400,7 +407,7 @@ fn cache(b: &Bench) -> Result<Option<Section>> {
         rows.push(row);
     }
     Ok((!rows.is_empty()).then(|| Section {
-        notes: vec![],
+        notes: phase_notes(b, &rows),
         title: "Cache".into(),
         intro: "For each Dockerfile: a cold build (`--no-cache`; for large-diff see the \
                 cold builds' large-diff row, the same Dockerfile); a rebuild with nothing \
@@ -655,4 +662,23 @@ fn layer_write(b: &Bench) -> Result<Option<Section>> {
         ),
         rows: vec![row],
     }))
+}
+
+/// `ROW (TOOL): phases: …` for each rbuild cell of `rows`, from the `phases:` line of its
+/// last timed run's log; rows without one (derived rows, failed runs) are left out.
+fn phase_notes(b: &Bench, rows: &[Row]) -> Vec<String> {
+    let mut notes = Vec::new();
+    for row in rows {
+        for cell in row.cells.iter().filter(|c| c.tool.starts_with("rbuild")) {
+            let last = cell.samples.len().saturating_sub(1);
+            let log = b
+                .logs
+                .join(format!("{}-{}-{last}.log", row.name, cell.tool));
+            let text = fs::read_to_string(log).unwrap_or_default();
+            if let Some(phases) = report::rbuild_phases(&text) {
+                notes.push(format!("{} ({}): {phases}", row.name, cell.tool));
+            }
+        }
+    }
+    notes
 }

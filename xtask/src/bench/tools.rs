@@ -149,6 +149,18 @@ impl Builder {
     /// The commands that build `context` as `tag` (one, except docker's cache export,
     /// which is a build with the inline cache and a push).
     pub fn build(&self, context: &Path, tag: &str, cache: Cache) -> Vec<Command> {
+        self.build_with_secrets(context, tag, cache, &[])
+    }
+
+    /// [`Builder::build`] with build secrets (`id`, source file) for
+    /// `RUN --mount=type=secret`: every tool takes `--secret id=ID,src=FILE`.
+    pub fn build_with_secrets(
+        &self,
+        context: &Path,
+        tag: &str,
+        cache: Cache,
+        secrets: &[(&str, &str)],
+    ) -> Vec<Command> {
         let mut c = self.base_command();
         let mut after = Vec::new();
         match &self.kind {
@@ -213,6 +225,9 @@ impl Builder {
                 }
                 c.args(["-t", tag]);
             }
+        }
+        for (id, src) in secrets {
+            c.arg("--secret").arg(format!("id={id},src={src}"));
         }
         c.arg(context);
         let mut all = vec![c];
@@ -407,6 +422,34 @@ mod tests {
         assert!(buildah[0].windows(2).any(|w| w == ["--cache-to", "r/c:1"]));
         let import = argv(&tools[0].build(Path::new("/c"), "t", Cache::ImportFrom("r/c:1"))[0]);
         assert!(import.contains(&"type=registry,ref=r/c:1".to_string()));
+    }
+
+    #[test]
+    fn every_tool_passes_build_secrets_as_id_and_source() {
+        for t in &all() {
+            let plain = argv(&t.build(Path::new("/ctx"), "x:1", Cache::Off)[0]);
+            assert!(!plain.contains(&"--secret".to_string()), "{}", t.name);
+            let a = argv(
+                &t.build_with_secrets(
+                    Path::new("/ctx"),
+                    "x:1",
+                    Cache::Off,
+                    &[("ca", "/certs/ca.crt"), ("token", "/t")],
+                )[0],
+            );
+            assert!(
+                a.windows(2)
+                    .any(|w| w == ["--secret", "id=ca,src=/certs/ca.crt"]),
+                "{}: {a:?}",
+                t.name
+            );
+            assert!(
+                a.windows(2).any(|w| w == ["--secret", "id=token,src=/t"]),
+                "{}: {a:?}",
+                t.name
+            );
+            assert_eq!(a.last().unwrap(), "/ctx", "{}", t.name);
+        }
     }
 
     #[test]

@@ -25,8 +25,41 @@ pub struct Context {
     pub cacheable_steps: usize,
     /// The file a "one change" rebuild rewrites.
     pub changed_file: Option<&'static str>,
+    /// Build secrets (`id`, source file) every tool passes with `--secret id=ID,src=FILE`.
+    pub secrets: &'static [(&'static str, &'static str)],
     pub make: MakeContext,
 }
+
+/// The machine's CA bundle (with update-ca-certificates' additions, e.g. a proxy's CA),
+/// given as the secret `ca` to the package managers that speak HTTPS: through a variable of
+/// their RUN step only, so it is in no layer and no config.
+pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The apps of the real-world fidelity cases (testdata/fidelity/debian_apps), built here too.
+const PYTHON_APP: &[(&str, &str)] = &[
+    (
+        "app.py",
+        include_str!("../../../testdata/fidelity/debian_apps/python/app.py"),
+    ),
+    (
+        "requirements.txt",
+        include_str!("../../../testdata/fidelity/debian_apps/python/requirements.txt"),
+    ),
+];
+const NODE_APP: &[(&str, &str)] = &[
+    (
+        "index.js",
+        include_str!("../../../testdata/fidelity/debian_apps/node/index.js"),
+    ),
+    (
+        "package.json",
+        include_str!("../../../testdata/fidelity/debian_apps/node/package.json"),
+    ),
+    (
+        "package-lock.json",
+        include_str!("../../../testdata/fidelity/debian_apps/node/package-lock.json"),
+    ),
+];
 
 /// The sizes the workloads use; `--quick` shrinks the large ones for smoke runs.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +109,7 @@ pub fn tiny() -> Context {
         base: Base::Busybox,
         cacheable_steps: 2,
         changed_file: None,
+        secrets: &[],
         make: Box::new(|dir, from| {
             write(dir, "hello.txt", "hello\n")?;
             write(
@@ -100,6 +134,7 @@ pub fn large_diff(files: usize) -> Context {
         base: Base::Busybox,
         cacheable_steps: 2,
         changed_file: Some("app.txt"),
+        secrets: &[],
         make: Box::new(move |dir, from| {
             write(dir, "app.txt", "app 0\n")?;
             write(
@@ -125,6 +160,7 @@ pub fn steps(name: &'static str, n: usize) -> Context {
         base: Base::Busybox,
         cacheable_steps: n,
         changed_file: Some(if files >= 15 { "f7.txt" } else { "f2.txt" }),
+        secrets: &[],
         make: Box::new(move |dir, from| {
             let mut dockerfile = format!("FROM {from}\n");
             for step in 0..n {
@@ -148,6 +184,7 @@ pub fn multi_stage() -> Context {
         base: Base::Busybox,
         cacheable_steps: 4,
         changed_file: None,
+        secrets: &[],
         make: Box::new(|dir, from| {
             write(
                 dir,
@@ -172,6 +209,7 @@ pub fn push_image(bytes: u64) -> Context {
         base: Base::Busybox,
         cacheable_steps: 2,
         changed_file: None,
+        secrets: &[],
         make: Box::new(move |dir, from| {
             write(
                 dir,
@@ -197,6 +235,7 @@ pub fn run_true(run_steps: usize) -> Context {
         base: Base::Busybox,
         cacheable_steps: run_steps,
         changed_file: None,
+        secrets: &[],
         make: Box::new(move |dir, from| {
             let mut dockerfile = format!("FROM {from}\nENV BENCH=1\n");
             for _ in 0..run_steps {
@@ -229,6 +268,7 @@ pub fn snapshot(files: usize) -> Context {
         base: Base::Debian,
         cacheable_steps: 1,
         changed_file: None,
+        secrets: &[],
         make: Box::new(move |dir, from| {
             write(
                 dir,
@@ -246,6 +286,7 @@ pub fn apt() -> Context {
         base: Base::Debian,
         cacheable_steps: 1,
         changed_file: None,
+        secrets: &[],
         make: Box::new(|dir, from| {
             write(
                 dir,
@@ -254,6 +295,71 @@ pub fn apt() -> Context {
                     "FROM {from}\nRUN apt-get update -qq && \
                      apt-get install -y -qq --no-install-recommends curl ca-certificates && \
                      rm -rf /var/lib/apt/lists/*\n"
+                ),
+            )
+        }),
+    }
+}
+
+/// A Python app on Debian: pip from apt, then `pip install -r requirements.txt` from the
+/// package index (over HTTPS, hence the CA secret), checked by running the app in the same
+/// step.
+pub fn pip() -> Context {
+    Context {
+        name: "pip",
+        what: "apt-get install python3-pip, then pip install of a small app's requirements \
+               (network: the apt mirror and the package index)"
+            .into(),
+        base: Base::Debian,
+        cacheable_steps: 3,
+        changed_file: None,
+        secrets: &[("ca", CA_BUNDLE)],
+        make: Box::new(|dir, from| {
+            for (name, text) in PYTHON_APP {
+                write(dir, &format!("app/{name}"), text)?;
+            }
+            write(
+                dir,
+                "Dockerfile",
+                &format!(
+                    "FROM {from}\nRUN apt-get update -qq && \
+                     apt-get install -y -qq --no-install-recommends python3-pip && \
+                     rm -rf /var/lib/apt/lists/*\nWORKDIR /app\nCOPY app/ ./\n\
+                     RUN --mount=type=secret,id=ca PIP_CERT=/run/secrets/ca \
+                     pip install --no-cache-dir --break-system-packages -r requirements.txt \
+                     && python3 app.py\n"
+                ),
+            )
+        }),
+    }
+}
+
+/// A Node app on Debian: nodejs and npm from apt, then `npm ci` from package-lock.json
+/// (over HTTPS, hence the CA secret), checked by running the app in the same step.
+pub fn npm() -> Context {
+    Context {
+        name: "npm",
+        what: "apt-get install nodejs npm, then npm ci of a small app \
+               (network: the apt mirror and the package registry)"
+            .into(),
+        base: Base::Debian,
+        cacheable_steps: 3,
+        changed_file: None,
+        secrets: &[("ca", CA_BUNDLE)],
+        make: Box::new(|dir, from| {
+            for (name, text) in NODE_APP {
+                write(dir, &format!("app/{name}"), text)?;
+            }
+            write(
+                dir,
+                "Dockerfile",
+                &format!(
+                    "FROM {from}\nRUN apt-get update -qq && \
+                     apt-get install -y -qq --no-install-recommends nodejs npm && \
+                     rm -rf /var/lib/apt/lists/*\nWORKDIR /app\nCOPY app/ ./\n\
+                     RUN --mount=type=secret,id=ca npm_config_cafile=/run/secrets/ca \
+                     npm ci --no-audit --no-fund --no-update-notifier \
+                     && rm -rf /root/.npm && node index.js\n"
                 ),
             )
         }),
@@ -336,6 +442,8 @@ mod tests {
             run_true(0),
             run_true(3),
             apt(),
+            pip(),
+            npm(),
             snapshot(200),
         ]
     }
@@ -360,7 +468,13 @@ mod tests {
 
     #[test]
     fn step_contexts_have_the_steps_they_claim() {
-        for c in [steps("ten-steps", 10), steps("many-steps", 30), run_true(4)] {
+        for c in [
+            steps("ten-steps", 10),
+            steps("many-steps", 30),
+            run_true(4),
+            pip(),
+            npm(),
+        ] {
             let dir = tempfile::tempdir().unwrap();
             (c.make)(dir.path(), "b").unwrap();
             let text = fs::read_to_string(dir.path().join("Dockerfile")).unwrap();
@@ -369,6 +483,52 @@ mod tests {
                 .filter(|l| l.starts_with("RUN ") || l.starts_with("COPY "))
                 .count();
             assert_eq!(layer_steps, c.cacheable_steps, "{}:\n{text}", c.name);
+        }
+    }
+
+    #[test]
+    fn real_world_apps_are_the_fidelity_apps_and_get_the_ca_only_as_a_secret() {
+        let apps = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../testdata/fidelity/debian_apps");
+        for (c, app, files, installer) in [
+            (
+                pip(),
+                "python",
+                &["app.py", "requirements.txt"][..],
+                "pip install",
+            ),
+            (
+                npm(),
+                "node",
+                &["index.js", "package.json", "package-lock.json"][..],
+                "npm ci",
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            (c.make)(dir.path(), "b").unwrap();
+            for f in files {
+                assert_eq!(
+                    fs::read(dir.path().join("app").join(f)).unwrap(),
+                    fs::read(apps.join(app).join(f)).unwrap(),
+                    "{}: {f}",
+                    c.name
+                );
+            }
+            assert_eq!(c.secrets, &[("ca", CA_BUNDLE)], "{}", c.name);
+            let text = fs::read_to_string(dir.path().join("Dockerfile")).unwrap();
+            let run = text
+                .lines()
+                .find(|l| l.contains(installer))
+                .unwrap_or_else(|| panic!("{}: no {installer} in\n{text}", c.name));
+            // The bundle is mounted for this step only and never copied into the image.
+            assert!(
+                run.starts_with("RUN --mount=type=secret,id=ca "),
+                "{}: {run}",
+                c.name
+            );
+            assert!(run.contains("=/run/secrets/ca "), "{}: {run}", c.name);
+            assert!(!text.contains("ca-certificates.crt"), "{}", c.name);
+            assert_eq!(c.base, Base::Debian, "{}", c.name);
         }
     }
 

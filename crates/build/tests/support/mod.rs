@@ -85,6 +85,16 @@ impl Fixture {
         Ok((result, rec))
     }
 
+    /// Builds `request`: its outcome and the events, also of a build that failed.
+    pub fn build_with_events(
+        &self,
+        request: &BuildRequest,
+    ) -> (Result<BuildResult, BuildError>, Recorder) {
+        let mut rec = Recorder::default();
+        let result = build(request, &self.store, &LocalImages, &mut rec);
+        (result, rec)
+    }
+
     /// Builds `request`, which must succeed: the result and the events.
     pub fn run(&self, request: &BuildRequest) -> (BuildResult, Recorder) {
         match self.build(request) {

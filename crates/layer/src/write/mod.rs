@@ -7,6 +7,7 @@ mod header;
 mod plan;
 mod source;
 mod tee;
+mod timing;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -27,6 +28,7 @@ use crate::path::join;
 use header::TarEntry;
 use plan::{Opaque, Planned};
 use tee::HashingWriter;
+pub use timing::compress_time;
 
 /// How to write a layer.
 #[derive(Debug, Clone, Default)]
@@ -105,11 +107,10 @@ pub fn write_layer<W: Write + Send>(
             }
             let encoder = zstd::Encoder::new(&mut sink, level as i32)
                 .ctx(|| "starting the zstd encoder".into())?;
-            let diff = tar_writer.write_all(HashingWriter::new(encoder), &planned)?;
-            let (encoder, diff) = diff.into_parts();
-            encoder
-                .finish()
-                .ctx(|| "finishing the zstd stream".into())?;
+            let diff =
+                tar_writer.write_all(HashingWriter::new(timing::Timed(encoder)), &planned)?;
+            let (timing::Timed(encoder), diff) = diff.into_parts();
+            timing::finishing(|| encoder.finish()).ctx(|| "finishing the zstd stream".into())?;
             diff
         }
         Compression::Gzip => {
@@ -129,10 +130,10 @@ pub fn write_layer<W: Write + Send>(
                     .compression_level(gzp::Compression::new(level));
                 let mut gzip = builder.from_borrowed_writer(&mut sink, scope);
                 let written = tar_writer
-                    .write_all(HashingWriter::new(&mut gzip), &planned)
+                    .write_all(HashingWriter::new(timing::Timed(&mut gzip)), &planned)
                     .map(|tee| tee.into_parts().1);
                 // Always finish: dropping an unfinished gzp writer panics on errors.
-                let finished = gzip.finish();
+                let finished = timing::finishing(|| gzip.finish());
                 let diff = written?;
                 finished
                     .map_err(|e| io::Error::other(e.to_string()))

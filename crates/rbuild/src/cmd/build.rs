@@ -97,8 +97,9 @@ pub struct BuildArgs {
     #[arg(long = "secret", value_name = "id=ID,src=PATH|env=VAR")]
     pub secrets: Vec<String>,
     /// An ssh-agent for RUN --mount=type=ssh: `default` (or another id) for the agent at
-    /// $SSH_AUTH_SOCK, or `ID=SOCKET`.
-    #[arg(long = "ssh", value_name = "default|ID[=SOCKET]")]
+    /// $SSH_AUTH_SOCK, `ID=SOCKET`, or `ID=KEYFILE[,KEYFILE...]` (loaded into a private
+    /// agent for the build).
+    #[arg(long = "ssh", value_name = "default|ID[=SOCKET|KEYFILE[,KEYFILE...]]")]
     pub ssh: Vec<String>,
     /// The network of RUN steps.
     #[arg(long, value_enum, default_value_t = NetworkArg::Default)]
@@ -171,6 +172,9 @@ pub struct BuildArgs {
     /// Compression level: gzip 0–9 (default 6), zstd 1–22 (default 3).
     #[arg(long, value_name = "N")]
     pub compression_level: Option<u32>,
+    /// How many independent stages run at the same time (default: the number of cores).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_parallelism: Option<u32>,
     /// Clamp file times in new layers and set the image's times to this Unix time, so the
     /// same inputs give the same digest (default: $SOURCE_DATE_EPOCH).
     #[arg(long, value_name = "SECONDS")]
@@ -333,6 +337,10 @@ fn refuse_native_only(args: &BuildArgs) -> Result<()> {
             "--compression and --compression-level",
         ),
         (args.source_date_epoch.is_some(), "--source-date-epoch"),
+        (
+            args.max_parallelism.is_some(),
+            "--max-parallelism (the daemon schedules its own steps)",
+        ),
     ];
     for (present, what) in unsupported {
         if present {

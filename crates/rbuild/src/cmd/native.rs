@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
+use rbuild_build::tty_progress::{stderr_is_terminal, TtyPrinter, TtyProgress};
 use rbuild_build::{BaseImages, BuildRequest, JsonProgress, NoProgress, PlainProgress, Progress};
 use rbuild_image::{Platform, Reference};
 use rbuild_registry::Client;
@@ -33,6 +34,7 @@ enum Export {
 
 pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
     let cache_flags = CacheFlags::parse(args)?;
+    let phases_before = rbuild_build::phases::snapshot();
     let store = globals.open_store()?;
     let registry_options = RegistryOptions {
         insecure_registries: args.insecure_registries.clone(),
@@ -54,6 +56,8 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
         read_dockerfile(&context_dir, args.file.as_deref())?;
 
     let mut secret_files = None;
+    // Private ssh-agents for `--ssh ID=KEYFILE`, stopped when the build is over.
+    let mut ssh_key_agents = Vec::new();
     let mut request = BuildRequest::new(&context_dir, dockerfile_text);
     request.dockerfile_name = dockerfile_name;
     request.dockerfile_path = dockerfile_path;
@@ -76,8 +80,9 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
         IsolationArg::Chroot => Isolation::Chroot,
     };
     request.secrets = secrets(&store, &args.secrets, &mut secret_files)?;
-    request.ssh = ssh_agents(&args.ssh)?;
+    request.ssh = ssh_agents(&store, &args.ssh, &mut ssh_key_agents)?;
     request.source_date_epoch = source_date_epoch(args.source_date_epoch, args.reproducible)?;
+    request.max_parallel_stages = args.max_parallelism.map(|n| n as usize);
     (request.compression, request.compression_level) =
         compression(args.compression, args.compression_level)?;
 
@@ -103,38 +108,45 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
         bail!("--push needs at least one -t/--tag (or --destination) naming where to push");
     }
 
-    let quiet = args.quiet || args.progress == ProgressArg::Quiet;
-    // Base pulls and `--push` report in the build's style.
-    let transfer_progress = registry::progress_reporter(if quiet {
-        TransferProgressArg::Quiet
-    } else if args.progress == ProgressArg::Json {
-        TransferProgressArg::Json
-    } else {
-        TransferProgressArg::Plain
-    });
+    let mode = progress_mode(args.progress, args.quiet);
+    let quiet = mode == ProgressMode::Quiet;
+    let mut tty = (mode == ProgressMode::Tty).then(|| TtyProgress::stderr(colour_wanted()));
+    // Base pulls and `--push` report in the build's style (above the live view in a terminal).
+    let transfer_progress: Box<dyn rbuild_transfer::Progress> = match &tty {
+        Some(tty) => Box::new(TransferLines(tty.printer())),
+        None => registry::progress_reporter(match mode {
+            ProgressMode::Quiet => TransferProgressArg::Quiet,
+            ProgressMode::Json => TransferProgressArg::Json,
+            _ => TransferProgressArg::Plain,
+        }),
+    };
     let bases = PullingBases {
         client: client.clone(),
         runtime: &runtime,
         always_pull: args.pull,
         pulled: Mutex::new(Vec::new()),
+        pulling: Mutex::new(BTreeMap::new()),
         progress: transfer_progress.as_ref(),
     };
     let mut plain;
     let mut json;
     let mut none = NoProgress;
-    let progress: &mut dyn Progress = if quiet {
-        &mut none
-    } else if args.progress == ProgressArg::Json {
-        json = JsonProgress::stderr();
-        &mut json
-    } else {
-        plain = PlainProgress::stderr();
-        &mut plain
+    let progress: &mut dyn Progress = match (mode, tty.as_mut()) {
+        (_, Some(tty)) => tty,
+        (ProgressMode::Quiet, _) => &mut none,
+        (ProgressMode::Json, _) => {
+            json = JsonProgress::stderr();
+            &mut json
+        }
+        _ => {
+            plain = PlainProgress::stderr();
+            &mut plain
+        }
     };
-    let notes = match (quiet, args.progress) {
-        (true, _) => Notes::Quiet,
-        (false, ProgressArg::Json) => Notes::Json,
-        (false, _) => Notes::Plain,
+    let notes = match mode {
+        ProgressMode::Quiet => Notes::Quiet,
+        ProgressMode::Json => Notes::Json,
+        ProgressMode::Plain | ProgressMode::Tty => Notes::Plain,
     };
     let cache_io = CacheIo {
         client: &client,
@@ -147,6 +159,7 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
         rbuild_build::build_with_cache(&request, &store, &bases, imported.remote(), progress)?;
     drop(unpacked);
     drop(secret_files);
+    drop(ssh_key_agents);
 
     let record = store
         .resolve(&result.manifest.to_string())
@@ -180,6 +193,8 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
         }
     }
     cache_flags.export(&cache_io, &imported, &result, progress)?;
+    let phases = rbuild_build::phases::snapshot().since(&phases_before);
+    progress.event(&rbuild_build::Event::Phases { phases });
     if let Some(path) = &args.iidfile {
         write_file(path, &result.image_id.to_string())?;
     }
@@ -192,6 +207,7 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
             "containerimage.digest": digest.to_string(),
             "containerimage.config.digest": result.image_id.to_string(),
             "image.name": request.tags.join(","),
+            "rbuild.phases": phases,
         });
         write_file(path, &serde_json::to_string_pretty(&metadata)?)?;
     }
@@ -201,6 +217,49 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// How the build reports, `auto` resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProgressMode {
+    Quiet,
+    Plain,
+    Json,
+    Tty,
+}
+
+/// `auto` is the live view when stderr is a terminal that can move its cursor (not
+/// `TERM=dumb`), plain lines otherwise (CI logs, pipes); `tty` is the live view anyway.
+fn progress_mode(arg: ProgressArg, quiet: bool) -> ProgressMode {
+    match arg {
+        _ if quiet => ProgressMode::Quiet,
+        ProgressArg::Quiet => ProgressMode::Quiet,
+        ProgressArg::Plain => ProgressMode::Plain,
+        ProgressArg::Json => ProgressMode::Json,
+        ProgressArg::Tty => ProgressMode::Tty,
+        ProgressArg::Auto => {
+            let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
+            if stderr_is_terminal() && !dumb {
+                ProgressMode::Tty
+            } else {
+                ProgressMode::Plain
+            }
+        }
+    }
+}
+
+/// Colour unless `NO_COLOR` is set to something (no-color.org).
+fn colour_wanted() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Transfer lines (base pulls, pushes) printed above the live view, not through it.
+struct TransferLines(TtyPrinter);
+
+impl rbuild_transfer::Progress for TransferLines {
+    fn event(&self, event: &rbuild_transfer::Event) {
+        self.0.line(&rbuild_transfer::plain_line(event));
+    }
+}
+
 /// Base images from the store, pulled from their registry when missing (or always with
 /// `--pull`, once per build).
 struct PullingBases<'r> {
@@ -208,6 +267,9 @@ struct PullingBases<'r> {
     runtime: &'r tokio::runtime::Runtime,
     always_pull: bool,
     pulled: Mutex<Vec<String>>,
+    /// One lock per image name: stages (and the build's look-ahead) asking for the same
+    /// image wait for one pull, while different images are pulled at the same time.
+    pulling: Mutex<BTreeMap<String, std::sync::Arc<Mutex<()>>>>,
     progress: &'r dyn rbuild_transfer::Progress,
 }
 
@@ -221,12 +283,25 @@ impl BaseImages for PullingBases<'_> {
         let parsed =
             Reference::parse(reference).map_err(|e| format!("base image {reference:?}: {e}"))?;
         let name = parsed.to_string();
-        let mut pulled = self.pulled.lock().map_err(|e| e.to_string())?;
-        if !self.always_pull || pulled.contains(&name) {
+        let name_lock = self
+            .pulling
+            .lock()
+            .map_err(|e| e.to_string())?
+            .entry(name.clone())
+            .or_default()
+            .clone();
+        let _pulling = name_lock.lock().map_err(|e| e.to_string())?;
+        let pulled_already = self
+            .pulled
+            .lock()
+            .map_err(|e| e.to_string())?
+            .contains(&name);
+        if !self.always_pull || pulled_already {
             if let Ok(record) = store.resolve(&name) {
                 return Ok(record);
             }
         }
+        let _t = rbuild_build::Phase::Pull.timer();
         let options = rbuild_transfer::PullOptions {
             platforms: rbuild_transfer::PlatformChoice::One(platform.clone()),
             ..Default::default()
@@ -241,7 +316,7 @@ impl BaseImages for PullingBases<'_> {
                 self.progress,
             ))
             .map_err(|e| format!("pulling {reference}: {e}"))?;
-        pulled.push(name);
+        self.pulled.lock().map_err(|e| e.to_string())?.push(name);
         Ok(record)
     }
 }
@@ -316,41 +391,50 @@ fn read_dockerfile(
     }
 }
 
-/// `--ssh default` / `--ssh ID` (the agent at `$SSH_AUTH_SOCK`) and `--ssh ID=SOCKET`. The
-/// socket must exist, so a missing agent fails before any work starts.
-fn ssh_agents(specs: &[String]) -> Result<BTreeMap<String, PathBuf>> {
-    use std::os::unix::fs::FileTypeExt;
+/// `--ssh default` / `--ssh ID` (the agent at `$SSH_AUTH_SOCK`) and `--ssh ID=PATH[,PATH…]`
+/// where the paths are one agent socket or private key files (as buildx). Key files are
+/// loaded into a private ssh-agent that lives as long as `keep`. A missing path, a key with
+/// a passphrase or a missing agent fails before any work starts.
+fn ssh_agents(
+    store: &Store,
+    specs: &[String],
+    keep: &mut Vec<rbuild_build::ssh_agent::SshAgent>,
+) -> Result<BTreeMap<String, PathBuf>> {
+    use rbuild_build::ssh_agent::{classify_ssh_paths, SshAgent, SshSource};
     let mut out = BTreeMap::new();
     for spec in specs {
-        let (id, socket) = match spec.split_once('=') {
-            Some((id, path)) => (id, Some(path)),
+        let (id, paths) = match spec.split_once('=') {
+            Some((id, paths)) => (id, Some(paths)),
             None => (spec.as_str(), None),
         };
         if id.is_empty() {
-            bail!("--ssh {spec:?}: expected default, ID or ID=SOCKET");
+            bail!("--ssh {spec:?}: expected default, ID or ID=SOCKET|KEYFILE[,KEYFILE…]");
         }
-        let socket = match socket {
-            Some(path) if path.contains(',') => {
-                bail!("--ssh {id}: give one ssh-agent socket (key files are not supported)")
-            }
-            Some(path) => PathBuf::from(path),
-            None => std::env::var_os("SSH_AUTH_SOCK")
+        let paths: Vec<PathBuf> = match paths {
+            Some(paths) => paths
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect(),
+            None => vec![std::env::var_os("SSH_AUTH_SOCK")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
                 .ok_or_else(|| {
                     anyhow!(
-                        "--ssh {id}: SSH_AUTH_SOCK is not set; start an ssh-agent or give --ssh {id}=SOCKET"
+                        "--ssh {id}: SSH_AUTH_SOCK is not set; start an ssh-agent or give --ssh {id}=SOCKET|KEYFILE"
                     )
-                })?,
+                })?],
         };
-        let md = std::fs::metadata(&socket)
-            .map_err(|e| anyhow!("--ssh {id}: the ssh-agent socket {}: {e}", socket.display()))?;
-        if !md.file_type().is_socket() {
-            bail!(
-                "--ssh {id}: {} is not a socket (an ssh-agent socket is needed; key files are not supported)",
-                socket.display()
-            );
-        }
+        let socket = match classify_ssh_paths(&paths).map_err(|e| anyhow!("--ssh {id}: {e}"))? {
+            SshSource::Socket(socket) => socket,
+            SshSource::Keys(keys) => {
+                let agent = SshAgent::start(&store.state_dir("tmp")?, &keys)
+                    .map_err(|e| anyhow!("--ssh {id}: {e}"))?;
+                let socket = agent.socket().to_path_buf();
+                keep.push(agent);
+                socket
+            }
+        };
         out.insert(id.to_string(), socket);
     }
     Ok(out)
@@ -500,6 +584,7 @@ fn push_tag(
     tag: &str,
     progress: &dyn rbuild_transfer::Progress,
 ) -> Result<rbuild_image::Digest> {
+    let _t = rbuild_build::Phase::Push.timer();
     let destination = Reference::parse(tag)?;
     Ok(runtime.block_on(rbuild_transfer::push(
         client,

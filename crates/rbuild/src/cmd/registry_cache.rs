@@ -56,7 +56,7 @@ pub(super) enum Imported {
 }
 
 impl Imported {
-    pub(super) fn remote(&self) -> &dyn RemoteCache {
+    pub(super) fn remote(&self) -> &(dyn RemoteCache + Sync) {
         match self {
             Imported::None(n) => n,
             Imported::Registry(r) => r,

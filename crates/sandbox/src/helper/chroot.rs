@@ -79,6 +79,13 @@ fn kill_descendants(pgid: libc::pid_t) {
     unsafe { libc::kill(-pgid, libc::SIGKILL) };
     let me = unsafe { libc::getpid() };
     loop {
+        // No child left means no descendant left (an orphan is re-parented to us, the
+        // subreaper, before its parent is gone): the usual case, with no /proc to read.
+        match waitpid(-1, libc::WNOHANG) {
+            Err(_) => break,
+            Ok((0, _)) => {}
+            Ok(_) => continue,
+        }
         for pid in children_of(me) {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
@@ -89,7 +96,22 @@ fn kill_descendants(pgid: libc::pid_t) {
     }
 }
 
+/// The children of `parent` (this single-threaded helper, which has some): from
+/// `/proc/PID/task/PID/children` where the kernel has it, else (or when that list, which
+/// the kernel does not promise complete while children come and go, is empty) by reading
+/// every process's parent from `/proc/*/stat`.
 fn children_of(parent: libc::pid_t) -> Vec<libc::pid_t> {
+    let listed: Vec<libc::pid_t> =
+        std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+            .map(|list| {
+                list.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+    if !listed.is_empty() {
+        return listed;
+    }
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };

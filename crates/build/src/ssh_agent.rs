@@ -1,0 +1,271 @@
+//! `--ssh ID=PATH[,PATH…]`: what the paths name, and a private `ssh-agent` for key files.
+//!
+//! As docker buildx, an ssh id is forwarded from one agent socket or from private key
+//! files. For key files a private `ssh-agent -D` is started on a socket in a fresh 0700
+//! directory, the keys are loaded into it with `ssh-add -` (the key reaches the agent
+//! through a pipe from the file; it is never copied, logged or written anywhere), and the
+//! agent is stopped and its directory removed when the [`SshAgent`] is dropped, whether the
+//! build succeeded or not.
+
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What the paths of one `--ssh ID=…` name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SshSource {
+    /// An ssh-agent's socket, forwarded as it is.
+    Socket(PathBuf),
+    /// Private key files, to be loaded into a private agent.
+    Keys(Vec<PathBuf>),
+}
+
+/// Tells sockets from key files by `stat` (following symlinks, as BuildKit): one socket,
+/// or one or more regular files, never both (BuildKit's rules). A missing path is an error
+/// naming it.
+pub fn classify_ssh_paths(paths: &[PathBuf]) -> Result<SshSource, String> {
+    let mut socket = None;
+    let mut keys = Vec::new();
+    for path in paths {
+        let md = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if md.file_type().is_socket() {
+            if socket.is_some() {
+                return Err("only a single ssh-agent socket is allowed per id".into());
+            }
+            socket = Some(path.clone());
+        } else if md.is_file() {
+            keys.push(path.clone());
+        } else {
+            return Err(format!(
+                "{} is neither an ssh-agent socket nor a private key file",
+                path.display()
+            ));
+        }
+    }
+    match (socket, keys.is_empty()) {
+        (Some(s), true) => Ok(SshSource::Socket(s)),
+        (None, false) => Ok(SshSource::Keys(keys)),
+        (Some(_), false) => Err("mixing ssh-agent sockets and key files is not allowed".into()),
+        (None, true) => Err("no ssh-agent socket or key file given".into()),
+    }
+}
+
+/// A private `ssh-agent` holding some keys; stopped (and its socket removed) on drop.
+#[derive(Debug)]
+pub struct SshAgent {
+    child: Child,
+    dir: PathBuf,
+    socket: PathBuf,
+}
+
+/// Longest socket path we create: `sun_path` holds 108 bytes with the terminating NUL on
+/// Linux, less on other systems.
+const MAX_SOCKET_PATH: usize = 100;
+
+impl SshAgent {
+    /// Starts `ssh-agent` on a socket in a new private directory below `parent` (below the
+    /// system's temporary directory when that path would be too long for a socket) and
+    /// loads `keys` into it. A key protected by a passphrase is an error naming the file;
+    /// nothing ever prompts.
+    pub fn start(parent: &Path, keys: &[PathBuf]) -> Result<SshAgent, String> {
+        let dir = private_dir(parent)
+            .or_else(|_| private_dir(&std::env::temp_dir()))
+            .map_err(|e| format!("creating a directory for the ssh-agent: {e}"))?;
+        let socket = dir.join("agent.sock");
+        // Its messages go to a file, not a pipe nobody reads once it runs.
+        let log = dir.join("agent.log");
+        let stderr = match std::fs::File::create(&log) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(format!("creating {}: {e}", log.display()));
+            }
+        };
+        let mut command = Command::new("ssh-agent");
+        command
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .env_remove("SSH_AUTH_SOCK");
+        // SAFETY: prctl is async-signal-safe and touches no memory of this process.
+        // The agent gets SIGTERM should this process die without dropping it (killed): no
+        // agent holding the keys outlives the build. (The signal follows the thread that
+        // started the agent: start it on a thread that outlives the build.)
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let spawned = command.spawn();
+        let child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(format!(
+                    "starting ssh-agent (is openssh-client installed?): {e}"
+                ));
+            }
+        };
+        // From here on, Drop stops the agent and removes the directory on every error.
+        let mut agent = SshAgent { child, dir, socket };
+        agent.wait_for_socket()?;
+        for key in keys {
+            agent.add(key)?;
+        }
+        Ok(agent)
+    }
+
+    /// The agent's socket, to bind into RUN steps.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn wait_for_socket(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let is_socket =
+                std::fs::symlink_metadata(&self.socket).is_ok_and(|md| md.file_type().is_socket());
+            if is_socket {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default();
+                return Err(format!("ssh-agent exited ({status}): {}", log.trim()));
+            }
+            if Instant::now() > deadline {
+                return Err("ssh-agent did not create its socket within 10s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `ssh-add - < key`: the key goes from the file to ssh-add's stdin (so its mode does
+    /// not matter, as with buildx, and no copy is made). ssh-add runs in its own session
+    /// without a terminal, askpass or stdin left to read from, so a passphrase cannot be
+    /// asked for: it fails instead.
+    fn add(&mut self, key: &Path) -> Result<(), String> {
+        let file = std::fs::File::open(key).map_err(|e| format!("{}: {e}", key.display()))?;
+        let mut command = Command::new("ssh-add");
+        command
+            .arg("-q")
+            .arg("-")
+            .env("SSH_AUTH_SOCK", &self.socket)
+            .env("SSH_ASKPASS_REQUIRE", "never")
+            .env_remove("SSH_ASKPASS")
+            .env_remove("DISPLAY")
+            .stdin(Stdio::from(file))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // SAFETY: setsid is async-signal-safe and touches no memory of this process.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let out = command
+            .output()
+            .map_err(|e| format!("running ssh-add (is openssh-client installed?): {e}"))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("passphrase") {
+            return Err(format!(
+                "the ssh key {} is protected by a passphrase, which a build cannot ask for: \
+                 load it into an ssh-agent and pass the agent's socket (--ssh ID=SOCKET) instead",
+                key.display()
+            ));
+        }
+        // ssh-add names the key "(stdin)"; its messages never contain key material.
+        let reason = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("Enter passphrase"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(format!(
+            "loading the ssh key {} into the build's ssh-agent failed (is it a private key \
+             file?): {}",
+            key.display(),
+            reason.replace(" \"(stdin)\"", "").replace("(stdin)", "key")
+        ))
+    }
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        // SIGTERM lets the agent remove its socket; then make sure it is gone.
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A new directory only we can enter, named so that a socket in it fits in `sun_path`.
+fn private_dir(parent: &Path) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(parent)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let dir = parent.join(format!("ssh-{}-{nanos:x}", std::process::id()));
+    if dir.join("agent.sock").as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(std::io::Error::other("path too long for a socket"));
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_classified_by_stat() {
+        let tmp = std::env::temp_dir().join(format!("rbuild-ssh-classify-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let key = tmp.join("key");
+        std::fs::write(&key, "not read here").unwrap();
+        let sock = tmp.join("sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        assert_eq!(
+            classify_ssh_paths(&[key.clone(), key.clone()]),
+            Ok(SshSource::Keys(vec![key.clone(), key.clone()]))
+        );
+        assert_eq!(
+            classify_ssh_paths(std::slice::from_ref(&sock)),
+            Ok(SshSource::Socket(sock.clone()))
+        );
+        let err = classify_ssh_paths(&[sock.clone(), key.clone()]).unwrap_err();
+        assert!(err.contains("mixing"), "{err}");
+        let err = classify_ssh_paths(&[sock.clone(), sock.clone()]).unwrap_err();
+        assert!(err.contains("single"), "{err}");
+        let missing = tmp.join("missing");
+        let err = classify_ssh_paths(std::slice::from_ref(&missing)).unwrap_err();
+        assert!(err.contains(&missing.display().to_string()), "{err}");
+        let err = classify_ssh_paths(std::slice::from_ref(&tmp)).unwrap_err();
+        assert!(err.contains("neither"), "{err}");
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+}
