@@ -14,9 +14,9 @@
 //! * secret `env=`, `from=` on a cache mount: refused with an error naming the flag.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use rbuild_dockerfile::instructions::{MountFlag, MountType};
+use rbuild_dockerfile::instructions::{MountFlag, MountType, Sharing};
 use rbuild_sandbox::BindMount;
 
 use crate::error::Result;
@@ -52,13 +52,17 @@ pub(crate) fn ssh_auth_sock(
 }
 
 impl Builder<'_> {
+    /// The bind mounts of a RUN's `--mount` flags, and the locks of its `sharing=locked`
+    /// (and `private`) cache mounts, to be held until the step ends.
     pub(crate) fn prepare_mounts(
         &self,
         st: &StageState,
         origin: &Origin<'_>,
         mounts: &[MountFlag],
-    ) -> Result<Vec<BindMount>> {
+    ) -> Result<(Vec<BindMount>, Vec<CacheLock>)> {
         let mut binds = Vec::new();
+        // (index in `binds`, cache directory, sharing) of the caches that are not shared.
+        let mut exclusive: Vec<(usize, PathBuf, Sharing)> = Vec::new();
         let mut ssh_index = 0;
         for flag in mounts {
             let m = flag
@@ -120,9 +124,14 @@ impl Builder<'_> {
                             used.push((id.clone(), dir.clone()));
                         }
                     }
-                    if !dir.exists() {
-                        std::fs::create_dir(&dir)
-                            .map_err(|e| origin.error(format!("creating cache {id:?}: {e}")))?;
+                    // Stages running at once may both get here first: whoever creates the
+                    // directory gives it its mode and owner, the other uses it.
+                    let created = match std::fs::create_dir(&dir) {
+                        Ok(()) => true,
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                        Err(e) => return Err(origin.error(format!("creating cache {id:?}: {e}"))),
+                    };
+                    if created {
                         std::fs::set_permissions(
                             &dir,
                             std::fs::Permissions::from_mode(m.mode.unwrap_or(0o755)),
@@ -130,6 +139,12 @@ impl Builder<'_> {
                         .map_err(|e| origin.error(format!("cache {id:?}: {e}")))?;
                         fsops::chown_in_build(&dir, m.uid.unwrap_or(0), m.gid.unwrap_or(0))
                             .map_err(|e| origin.error(format!("cache {id:?}: {e}")))?;
+                    }
+                    match m.sharing {
+                        Some(sharing @ (Sharing::Locked | Sharing::Private)) => {
+                            exclusive.push((binds.len(), dir.clone(), sharing))
+                        }
+                        Some(Sharing::Shared) | None => {}
                     }
                     binds.push(BindMount {
                         source: dir,
@@ -194,7 +209,28 @@ impl Builder<'_> {
                 }
             }
         }
-        Ok(binds)
+        // In one order (by directory), so that two steps locking the same caches cannot
+        // each hold one and wait for the other.
+        exclusive.sort_by(|a, b| a.1.cmp(&b.1));
+        let mut locks = Vec::new();
+        for (index, dir, sharing) in exclusive {
+            let fail =
+                |e: std::io::Error| origin.error(format!("locking cache {}: {e}", dir.display()));
+            match sharing {
+                // BuildKit: one step at a time uses the cache; the others wait.
+                Sharing::Locked => locks.push(
+                    CacheLock::acquire(&dir, true)
+                        .map_err(fail)?
+                        .expect("blocking"),
+                ),
+                // BuildKit: a step that finds the cache in use gets a cache of its own.
+                _ => match CacheLock::acquire(&dir, false).map_err(fail)? {
+                    Some(lock) => locks.push(lock),
+                    None => binds[index].source = self.dir.new_dir("cache-private")?,
+                },
+            }
+        }
+        Ok((binds, locks))
     }
 
     /// The host path to bind for a bind mount. The context and writable mounts are copied
@@ -242,6 +278,44 @@ impl Builder<'_> {
             let file = copy_root.join("file");
             fsops::copy_leaf(&src.host, &file, keep)?;
             Ok(file)
+        }
+    }
+}
+
+/// A `RUN --mount=type=cache` directory held by one step (`sharing=locked`, or a `private`
+/// cache that was free): an exclusive `flock` on `<dir>.lock`, released when dropped at the
+/// end of the step. Each acquisition opens the file anew, so it excludes other threads of
+/// this build (stages running at once) as well as other builds on the same store.
+pub(crate) struct CacheLock(#[allow(dead_code)] std::fs::File);
+
+impl CacheLock {
+    /// Waits for the lock (`blocking`), or returns `None` when it is held elsewhere.
+    fn acquire(dir: &Path, blocking: bool) -> std::io::Result<Option<CacheLock>> {
+        use std::os::fd::AsRawFd;
+        let mut name = dir.file_name().unwrap_or_default().to_os_string();
+        name.push(".lock");
+        let path = dir.with_file_name(name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        let operation = if blocking {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_EX | libc::LOCK_NB
+        };
+        loop {
+            // SAFETY: flock on a descriptor this function owns.
+            if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+                return Ok(Some(CacheLock(file)));
+            }
+            let err = std::io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EWOULDBLOCK) if !blocking => return Ok(None),
+                _ => return Err(err),
+            }
         }
     }
 }

@@ -81,7 +81,9 @@ impl Builder<'_> {
             return Err(origin.error("RUN --security=insecure is not supported"));
         }
         let (argv, script) = run_args(run, &st.shell());
-        let mut binds = self.prepare_mounts(st, origin, &run.mounts)?;
+        // The cache locks are held until the step has run (dropped at the end of this
+        // function).
+        let (mut binds, _cache_locks) = self.prepare_mounts(st, origin, &run.mounts)?;
         if let Some((path, data)) = script {
             let dir = self.dir.new_dir("heredoc")?;
             let host = dir.join("script");
@@ -180,8 +182,9 @@ impl Builder<'_> {
     }
 
     /// Runs the step on an overlay whose only lower layer is the stage's rootfs
-    /// (`rbuild-snapshot`'s overlay snapshotter): the upperdir is the change set. The
-    /// layer written from it is applied to the rootfs when a later step needs it. `None` when
+    /// (`rbuild-snapshot`'s overlay snapshotter): the upperdir is the change set, and then
+    /// moves into the rootfs (or, rootless, its layer is applied when a later step needs
+    /// the files). `None` when
     /// the sandbox could not mount the overlay (the caller then runs the step in place).
     fn run_on_overlay(
         &self,
@@ -224,10 +227,29 @@ impl Builder<'_> {
         let size = self
             .commit_changes(st, &dirs.upperdir, &changes)
             .map_err(|e| origin.error(e))?;
-        // The layer reaches the rootfs only if a later step needs the files. The upper
-        // directory stays until the build directory goes (in the background): removing
-        // its files now would hold up the next step.
-        st.layer_off_rootfs = true;
+        // As root, the upper directory's entries move into the rootfs (renames, no
+        // extraction). Otherwise (rootless, where the moves would need container root for
+        // every entry) the layer reaches the rootfs only if a later step needs the files.
+        // What stays in the upper directory goes with the build directory, in the
+        // background: removing files now would hold up the next step.
+        if matches!(crate::fsops::owners(), crate::fsops::Owners::Root) {
+            let _t = crate::phases::Phase::Extract.timer();
+            if let Err(e) = rbuild_snapshot::merge_upper(&dirs.upperdir, &st.rootfs, &changes) {
+                // Half merged: the stage starts a fresh rootfs from its layers when a
+                // later step needs one.
+                progress.event(&Event::Warning {
+                    message: format!(
+                        "moving the step's changes into the stage's root failed ({e}); \
+                         its layers will be extracted again"
+                    ),
+                });
+                st.rootfs = self.dir.new_dir(&format!("rootfs-{}", st.index))?;
+                st.applied = 0;
+                st.layer_off_rootfs = true;
+            }
+        } else {
+            st.layer_off_rootfs = true;
+        }
         Ok(Some(size))
     }
 

@@ -70,8 +70,9 @@ pub(crate) struct StageState {
     /// How many of `layers` are applied on `rootfs` (hits are applied only when a later
     /// step needs the files).
     pub applied: usize,
-    /// The step just run left its layer off the rootfs (an overlay step: the change is in
-    /// its upper directory); it is applied with the layers of cache hits, when needed.
+    /// The step just run left its layer off the rootfs (a rootless overlay step: the
+    /// change is in its upper directory); `applied` says what the rootfs has, and the rest
+    /// is applied with the layers of cache hits, when needed.
     pub layer_off_rootfs: bool,
     /// The cache key of the file system the next step starts from.
     pub fs_key: Digest,

@@ -343,14 +343,12 @@ impl Builder<'_> {
         }
         self.materialize(st)?;
         let size = run(self, st, progress)?;
-        // A step that changed the rootfs in place has its layer on it; an overlay step's
+        // A step that changed the rootfs has its layer on it; a rootless overlay step's
         // layer is applied when a later step needs the files (never, after a stage's last
-        // step).
-        st.applied = if st.layer_off_rootfs {
-            st.layers.len() - 1
-        } else {
-            st.layers.len()
-        };
+        // step): `applied` stays where `materialize` left it.
+        if !st.layer_off_rootfs {
+            st.applied = st.layers.len();
+        }
         st.layer_off_rootfs = false;
         let layer = st
             .layers

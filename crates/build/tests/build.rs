@@ -65,6 +65,10 @@ fn main() -> ExitCode {
             "a_failing_stage_stops_the_stages_beside_it",
             a_failing_stage_stops_the_stages_beside_it,
         ),
+        (
+            "cache_mount_sharing_between_stages_running_at_once",
+            cache_mount_sharing_between_stages_running_at_once,
+        ),
     ])
 }
 
@@ -821,4 +825,31 @@ fn a_failing_stage_stops_the_stages_beside_it() {
         .iter()
         .any(|e| matches!(e, Event::StepStarted { stage, step: 3, .. } if stage == "two"));
     assert!(!third_step_of_two, "stage two stopped before its next step");
+}
+
+fn cache_mount_sharing_between_stages_running_at_once() {
+    let fx = Fixture::new();
+    // Each stage marks the cache busy for a second; with sharing=locked they never see each
+    // other's mark. With sharing=private the second gets a cache of its own, so its file is
+    // its own too. (The stages run at once: see independent_stages_run_at_the_same_time.)
+    let stage = |name: &str| {
+        format!(
+            "FROM busybox AS {name}\n\
+             RUN --mount=type=cache,id=locked,target=/c,sharing=locked sh -c \
+                 'if [ -e /c/busy ]; then echo {name} saw the other inside; exit 1; fi; \
+                  touch /c/busy; sleep 1; rm /c/busy'\n\
+             RUN --mount=type=cache,id=private,target=/p,sharing=private sh -c \
+                 'echo {name} > /p/owner; sleep 1; cat /p/owner > /owner'\n"
+        )
+    };
+    let df = format!(
+        "{}{}FROM busybox\nCOPY --from=one /owner /one\nCOPY --from=two /owner /two\n",
+        stage("one"),
+        stage("two")
+    );
+    let mut request = fx.request(&df);
+    request.max_parallel_stages = Some(2);
+    let built = fx.built(&request);
+    assert_eq!(built.read("one"), "one\n");
+    assert_eq!(built.read("two"), "two\n");
 }

@@ -16,7 +16,7 @@ fn ctx(e: io::Error, what: &str, p: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()))
 }
 
-fn set_times(path: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
+pub(crate) fn set_times(path: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
     let times = [
         libc::timespec {
             tv_sec: meta.atime(),
@@ -42,7 +42,11 @@ fn set_times(path: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
     Ok(())
 }
 
-fn copy_owner_mode_xattrs(src: &Path, dst: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
+pub(crate) fn copy_owner_mode_xattrs(
+    src: &Path,
+    dst: &Path,
+    meta: &std::fs::Metadata,
+) -> io::Result<()> {
     std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))
         .map_err(|e| ctx(e, "chown", dst))?;
     if !meta.file_type().is_symlink() {

@@ -14,6 +14,6 @@ pub mod overlay;
 pub mod walk;
 
 pub use meta::is_overlay_private_xattr;
-pub use overlay::{overlay_changes, OverlayDirs};
+pub use overlay::{merge_upper, overlay_changes, OverlayDirs};
 pub use rbuild_layer::Change;
 pub use walk::{index_tree, MetadataIndex, WalkSnapshot};

@@ -154,3 +154,102 @@ fn collect(
     }
     Ok(any)
 }
+
+/// Moves what an overlay step left in `upper` into `root`, the step's only lower
+/// directory, so that `root` becomes the step's result without extracting the layer
+/// written from it: one rename per new or changed file instead of decompressing and writing
+/// it all again. `changes` are the upper directory's (from [`overlay_changes`], which has
+/// removed the stubs). Directories get the upper's owner, mode, xattrs and times; deleted
+/// paths and the old contents of opaque directories go. Every path is checked with
+/// `lstat` and the list has each ancestor before its children, so nothing follows a symlink
+/// out of `root`. Needs the permissions of root over both trees. On error `root` is half
+/// merged and must not be used.
+pub fn merge_upper(upper: &Path, root: &Path, changes: &[Change]) -> io::Result<()> {
+    let context = |what: &str, path: &Path, e: io::Error| {
+        io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+    };
+    let mut dirs: Vec<&Path> = Vec::new();
+    for change in changes {
+        match change {
+            Change::Delete(rel) => {
+                remove_path(&root.join(rel)).map_err(|e| context("removing", rel, e))?;
+            }
+            Change::OpaqueDir(rel) => {
+                let target = root.join(rel);
+                remove_path(&target).map_err(|e| context("removing", rel, e))?;
+                std::fs::create_dir(&target).map_err(|e| context("creating", rel, e))?;
+                dirs.push(rel);
+            }
+            Change::Upsert(rel) => {
+                let source = upper.join(rel);
+                let target = root.join(rel);
+                let meta =
+                    std::fs::symlink_metadata(&source).map_err(|e| context("reading", rel, e))?;
+                let existing = std::fs::symlink_metadata(&target);
+                if meta.is_dir() {
+                    match existing {
+                        Ok(m) if m.is_dir() => {}
+                        Ok(_) => {
+                            remove_path(&target).map_err(|e| context("removing", rel, e))?;
+                            std::fs::create_dir(&target)
+                                .map_err(|e| context("creating", rel, e))?;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            std::fs::create_dir(&target)
+                                .map_err(|e| context("creating", rel, e))?;
+                        }
+                        Err(e) => return Err(context("reading", rel, e)),
+                    }
+                    dirs.push(rel);
+                } else {
+                    if existing.is_ok_and(|m| m.is_dir()) {
+                        std::fs::remove_dir_all(&target)
+                            .map_err(|e| context("removing", rel, e))?;
+                    }
+                    // Replaces a file or symlink there; hard links between moved files
+                    // stay links (the inode moves).
+                    std::fs::rename(&source, &target).map_err(|e| context("moving", rel, e))?;
+                    strip_overlay_xattrs(&target);
+                }
+            }
+        }
+    }
+    // Metadata last: moving entries in changes a directory's times.
+    for rel in dirs.iter().rev() {
+        let source = upper.join(rel);
+        let target = root.join(rel);
+        let meta = std::fs::symlink_metadata(&source).map_err(|e| context("reading", rel, e))?;
+        if let Ok(names) = xattr::list(&target) {
+            for name in names {
+                let private = crate::meta::is_overlay_private_xattr(name.as_encoded_bytes());
+                if private || !matches!(xattr::get(&source, &name), Ok(Some(_))) {
+                    let _ = xattr::remove(&target, &name);
+                }
+            }
+        }
+        crate::copy::copy_owner_mode_xattrs(&source, &target, &meta)?;
+        strip_overlay_xattrs(&target);
+        crate::copy::set_times(&target, &meta).map_err(|e| context("setting times of", rel, e))?;
+    }
+    Ok(())
+}
+
+/// Drops overlayfs's own xattrs (a copy-up's origin, say) from a path moved out of an
+/// upper directory: the tree may be a lower directory of the next overlay step.
+fn strip_overlay_xattrs(path: &Path) {
+    for name in xattr::list(path).into_iter().flatten() {
+        if crate::meta::is_overlay_private_xattr(name.as_encoded_bytes()) {
+            let _ = xattr::remove(path, &name);
+        }
+    }
+}
+
+/// Removes `path` whatever it is (a directory with its contents); absent is fine.
+fn remove_path(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}

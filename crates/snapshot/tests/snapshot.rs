@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use rbuild_sandbox::test_support::{busybox_rootfs, require_root, run_tests};
 use rbuild_sandbox::{Isolation, Rootfs, Sandbox, StepOutcome, StepSpec};
-use rbuild_snapshot::{index_tree, overlay_changes, Change, OverlayDirs, WalkSnapshot};
+use rbuild_snapshot::{
+    index_tree, merge_upper, overlay_changes, Change, OverlayDirs, WalkSnapshot,
+};
 
 fn main() -> ExitCode {
     rbuild_sandbox::maybe_run_helper();
@@ -75,6 +77,10 @@ fn both(setup: &dyn Fn(&Path), script: &str) -> Results {
     let outcome = step(dirs.rootfs(vec![base.clone()]), script, Isolation::Userns);
     let overlay =
         overlay_changes(&dirs.upperdir, std::slice::from_ref(&base), &outcome.stubs).unwrap();
+    // (Not for the 100,000-file case: three more copies of it would only cost CI time.)
+    if overlay.len() < 10_000 {
+        assert_merge_equals_applying_the_layer(tmp.path(), &base, &dirs.upperdir, &overlay);
+    }
 
     let walk_dir = tmp.path().join("walk");
     let snapshot = WalkSnapshot::prepare(&base, &walk_dir).unwrap();
@@ -87,6 +93,84 @@ fn both(setup: &dyn Fn(&Path), script: &str) -> Results {
         walk_dir,
         upper: dirs.upperdir,
         _tmp: tmp,
+    }
+}
+
+/// Moving the upper directory into a copy of the base (`merge_upper`, what a root build
+/// does after an overlay step) gives the tree that writing the step's layer and applying it
+/// onto another copy gives (what it did before, and what a rootless build still does).
+fn assert_merge_equals_applying_the_layer(
+    tmp: &Path,
+    base: &Path,
+    upper: &Path,
+    changes: &[Change],
+) {
+    use rbuild_layer::{apply_layer, write_layer, ApplyOptions, WriteOptions};
+    use rbuild_snapshot::copy::copy_tree;
+    let applied = tmp.join("applied");
+    copy_tree(base, &applied).unwrap();
+    let mut layer = Vec::new();
+    write_layer(upper, changes, &mut layer, &WriteOptions::default()).unwrap();
+    apply_layer(layer.as_slice(), &applied, &ApplyOptions::default()).unwrap();
+
+    let merged = tmp.join("merged");
+    copy_tree(base, &merged).unwrap();
+    let upper_copy = tmp.join("upper-copy");
+    copy_tree(upper, &upper_copy).unwrap();
+    merge_upper(&upper_copy, &merged, changes).unwrap();
+
+    let want = index_tree(&applied).unwrap();
+    let got = index_tree(&merged).unwrap();
+    let mut want_paths: Vec<_> = want.keys().collect();
+    let mut got_paths: Vec<_> = got.keys().collect();
+    want_paths.sort();
+    got_paths.sort();
+    assert_eq!(
+        got_paths, want_paths,
+        "merged and applied trees hold the same paths"
+    );
+    for (path, w) in &want {
+        let g = &got[path];
+        let what = format!("{} after merging", path.display());
+        assert_eq!(
+            (g.mode, g.uid, g.gid, g.rdev, &g.link_target, &g.xattrs),
+            (w.mode, w.uid, w.gid, w.rdev, &w.link_target, &w.xattrs),
+            "{what}"
+        );
+        // Layers keep whole seconds; the moved files keep their nanoseconds too, which
+        // every layer written from them drops again.
+        if !w.is_dir() {
+            assert_eq!((g.size, g.mtime.0), (w.size, w.mtime.0), "{what}");
+        }
+        if w.is_regular() {
+            assert_eq!(
+                std::fs::read(merged.join(path)).unwrap(),
+                std::fs::read(applied.join(path)).unwrap(),
+                "{what}"
+            );
+        }
+    }
+    // Hard links stay links.
+    let links = |index: &rbuild_snapshot::MetadataIndex| {
+        let mut by_inode: std::collections::BTreeMap<u64, Vec<PathBuf>> = Default::default();
+        for (path, meta) in index {
+            if meta.is_regular() && meta.nlink > 1 {
+                by_inode.entry(meta.ino).or_default().push(path.clone());
+            }
+        }
+        let mut groups: Vec<Vec<PathBuf>> = by_inode
+            .into_values()
+            .map(|mut v| {
+                v.sort();
+                v
+            })
+            .collect();
+        groups.sort();
+        groups
+    };
+    assert_eq!(links(&got), links(&want), "hard link groups");
+    for dir in [applied, merged, upper_copy] {
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
 
@@ -322,6 +406,7 @@ fn snapshot_times_for_10000_files() {
     let overlay =
         overlay_changes(&dirs.upperdir, std::slice::from_ref(&base), &outcome.stubs).unwrap();
     let convert = t.elapsed();
+    assert_merge_equals_applying_the_layer(tmp.path(), &base, &dirs.upperdir, &overlay);
     println!(
         "  10,000 files: walk copy+index {:.0} ms, walk compare {:.0} ms, overlay convert {:.1} ms",
         copy_index.as_secs_f64() * 1e3,
