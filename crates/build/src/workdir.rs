@@ -120,6 +120,11 @@ fn remove_in_background(path: &Path, contents: bool) -> bool {
         // Its own process group: a Ctrl-C meant for the build does not stop it halfway.
         .process_group(0)
         .spawn()
+        // Reaped by a thread while this process lives (a long-running caller collects no
+        // zombies); if the process ends first, `rm` goes on without it.
+        .map(|mut child| {
+            std::thread::spawn(move || child.wait());
+        })
         .is_ok()
 }
 
@@ -132,12 +137,13 @@ fn remove_in_background(path: &Path, contents: bool) -> bool {
 /// Other file systems ignore or refuse the flag; either is fine.
 fn spread_subdirectories(dir: &Path) {
     use std::os::fd::AsRawFd;
-    const FS_TOPDIR_FL: libc::c_long = 0x0002_0000;
+    const FS_TOPDIR_FL: libc::c_int = 0x0002_0000;
     let Ok(file) = std::fs::File::open(dir) else {
         return;
     };
-    let mut flags: libc::c_long = 0;
-    // SAFETY: FS_IOC_GETFLAGS/SETFLAGS read and write one long through the pointer.
+    let mut flags: libc::c_int = 0;
+    // SAFETY: FS_IOC_GETFLAGS/SETFLAGS read and write one int through the pointer (the
+    // kernel's file systems and chattr use an int, whatever the ioctl's name says).
     unsafe {
         if libc::ioctl(file.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) != 0 {
             return;
