@@ -306,14 +306,8 @@ impl<'a> Builder<'a> {
             let output = done.get_mut(&i).ok_or_else(|| {
                 format!("stage {from:?} has not been built (it must come before this stage)")
             })?;
-            let layers = output.image.layers.clone();
-            if output.applied < layers.len() {
-                self.fetch_pending(&layers[output.applied..])
-                    .map_err(|e| e.to_string())?;
-                apply_layers(self.store, &layers[output.applied..], &output.rootfs)
-                    .map_err(|e| e.to_string())?;
-                output.applied = layers.len();
-            }
+            self.catch_up(&output.image.layers, &mut output.applied, &output.rootfs)
+                .map_err(|e| e.to_string())?;
             return Ok(output.rootfs.clone());
         }
         let mut roots = lock(&self.image_roots);

@@ -59,10 +59,21 @@ pub(crate) fn base_key(base_id: &Digest, platform: &rbuild_image::Platform) -> D
 impl Builder<'_> {
     /// Applies the layers the stage has that its rootfs does not have yet (cache hits).
     pub(crate) fn materialize(&self, st: &mut StageState) -> Result<()> {
-        if st.applied < st.layers.len() {
-            self.fetch_pending(&st.layers[st.applied..])?;
-            apply_layers(self.store, &st.layers[st.applied..], &st.rootfs)?;
-            st.applied = st.layers.len();
+        self.catch_up(&st.layers, &mut st.applied, &st.rootfs)
+    }
+
+    /// Brings `rootfs`, which has the first `applied` of `layers`, up to all of them:
+    /// fetches the registry-cache layers among the rest, applies them, and counts them.
+    pub(crate) fn catch_up(
+        &self,
+        layers: &[Descriptor],
+        applied: &mut usize,
+        rootfs: &std::path::Path,
+    ) -> Result<()> {
+        if *applied < layers.len() {
+            self.fetch_pending(&layers[*applied..])?;
+            apply_layers(self.store, &layers[*applied..], rootfs)?;
+            *applied = layers.len();
         }
         Ok(())
     }

@@ -12,7 +12,6 @@
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -20,7 +19,6 @@ use std::sync::Mutex;
 use rbuild_layer::{Change, Compression, IdMap, LayerInfo, WriteOptions};
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::CONTROL_FD;
 use crate::spec::IdMapping;
 use crate::SandboxError;
 
@@ -149,16 +147,7 @@ impl ContainerRoot {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        unsafe {
-            command.pre_exec(move || {
-                if theirs_raw == CONTROL_FD {
-                    crate::sys::set_cloexec(CONTROL_FD, false)?;
-                } else {
-                    crate::sys::cvt(libc::dup2(theirs_raw, CONTROL_FD))?;
-                }
-                Ok(())
-            });
-        }
+        crate::protocol::pass_control_socket(&mut command, theirs_raw);
         let child = command.spawn().map_err(|e| {
             SandboxError::io(
                 format!("starting the sandbox helper {}", program.display()),

@@ -9,6 +9,24 @@ use crate::spec::{IdMapping, StepSpec, Stub};
 /// The file descriptor the control socket has in the helper.
 pub const CONTROL_FD: i32 = 3;
 
+/// Makes `command`'s child find `socket` (this process's end for the helper, opened
+/// close-on-exec) as [`CONTROL_FD`], open across its exec.
+pub(crate) fn pass_control_socket(command: &mut std::process::Command, socket: i32) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only dup2 and fcntl run, both async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            // dup2 clears close-on-exec on the copy; if it is already fd 3, clear it by hand.
+            if socket == CONTROL_FD {
+                crate::sys::set_cloexec(CONTROL_FD, false)?;
+            } else {
+                crate::sys::cvt(libc::dup2(socket, CONTROL_FD))?;
+            }
+            Ok(())
+        });
+    }
+}
+
 /// rbuild → helper.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -4,13 +4,12 @@ use std::collections::VecDeque;
 use std::io::{BufReader, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
-use crate::protocol::{recv, send, FromHelper, ToHelper, CONTROL_FD};
+use crate::protocol::{recv, send, FromHelper, ToHelper};
 use crate::spec::{FileBind, IdMapping, Isolation, StepOutcome, StepSpec, StepStatus, Stub};
 use crate::SandboxError;
 
@@ -162,17 +161,7 @@ pub(crate) fn run_step(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    unsafe {
-        command.pre_exec(move || {
-            // dup2 clears close-on-exec on the copy; if it is already fd 3, clear it by hand.
-            if theirs_raw == CONTROL_FD {
-                crate::sys::set_cloexec(CONTROL_FD, false)?;
-            } else {
-                crate::sys::cvt(libc::dup2(theirs_raw, CONTROL_FD))?;
-            }
-            Ok(())
-        });
-    }
+    crate::protocol::pass_control_socket(&mut command, theirs_raw);
     let mut child = command.spawn().map_err(|e| {
         SandboxError::io(
             format!("starting the sandbox helper {}", program.display()),
