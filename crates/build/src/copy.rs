@@ -14,7 +14,6 @@ use crate::chmod::Chmod;
 use crate::error::Result;
 use crate::fsops::{self, Ownership};
 use crate::remote::{self, GitRef};
-use crate::snapshot::Index;
 use crate::sources::{CopyFilters, Source, SourceRoot};
 use crate::stage::{Builder, Origin, StageState};
 
@@ -300,7 +299,7 @@ impl Builder<'_> {
             dir_owner: owner.unwrap_or((0, 0)),
         };
 
-        let before = Index::scan(&out).map_err(|e| origin.error(e))?;
+        let before = self.scan(&out).map_err(|e| origin.error(e))?;
         let fail = |e: String| origin.error(format!("{name} failed: {e}"));
         for src in &spec.sources {
             if spec.is_add {

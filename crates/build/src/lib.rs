@@ -38,6 +38,7 @@ mod sources;
 pub mod ssh_agent;
 mod stage;
 mod step_cache;
+mod trees;
 pub mod tty_progress;
 mod workdir;
 
@@ -56,6 +57,8 @@ pub use cache::{cache_mount_dir, NoRemoteCache, RemoteCache};
 pub use error::BuildError;
 pub use phases::{Phase, PhaseTimes};
 pub use progress::{Event, JsonProgress, NoProgress, PlainProgress, Progress};
+pub use trees::prune_trees;
+pub use workdir::empty_trash;
 
 /// Everything a build needs besides the store and the base images.
 #[derive(Debug, Clone)]

@@ -150,6 +150,7 @@ impl Builder<'_> {
         let size = match on_overlay {
             Some(size) => size,
             None => {
+                self.own_rootfs(st)?;
                 spec.rootfs = Rootfs::Dir(st.rootfs.clone());
                 self.run_in_place(st, origin, &spec, step, progress)?
             }

@@ -24,6 +24,7 @@ struct Meta {
     size: u64,
     mtime: (i64, i64),
     ctime: (i64, i64),
+    nlink: u64,
     link: Option<PathBuf>,
 }
 
@@ -32,7 +33,12 @@ impl Meta {
         self.mode & libc::S_IFMT == libc::S_IFDIR
     }
 
-    fn same(&self, other: &Meta) -> bool {
+    /// With `links_shared`, the files are links into a tree other builds link to as well
+    /// (`crate::trees`): their link count, and with it their ctime, changes whenever
+    /// another build links or unlinks them, so ctime only counts when the link count is the
+    /// same. Nothing is lost: rbuild's own writes into such a root replace files (a new
+    /// inode), they never write into a shared one.
+    fn same(&self, other: &Meta, links_shared: bool) -> bool {
         let common = self.ino == other.ino
             && self.mode == other.mode
             && self.uid == other.uid
@@ -42,7 +48,8 @@ impl Meta {
         if self.is_dir() {
             common
         } else {
-            common && self.size == other.size && self.ctime == other.ctime
+            let ctime_counts = !links_shared || self.nlink == other.nlink;
+            common && self.size == other.size && (!ctime_counts || self.ctime == other.ctime)
         }
     }
 }
@@ -50,10 +57,21 @@ impl Meta {
 /// Metadata of every path under a root, keyed by the path relative to it.
 pub(crate) struct Index {
     entries: BTreeMap<PathBuf, Meta>,
+    links_shared: bool,
 }
 
 impl Index {
     pub(crate) fn scan(root: &Path) -> Result<Index, String> {
+        Index::scan_root(root, false)
+    }
+
+    /// [`Index::scan`] of a root whose files are links into a shared tree (see
+    /// [`Meta::same`]).
+    pub(crate) fn scan_shared(root: &Path) -> Result<Index, String> {
+        Index::scan_root(root, true)
+    }
+
+    fn scan_root(root: &Path, links_shared: bool) -> Result<Index, String> {
         let _t = crate::phases::Phase::Snapshot.timer();
         let mut entries = BTreeMap::new();
         for entry in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
@@ -84,11 +102,15 @@ impl Index {
                     size: md.size(),
                     mtime: (md.mtime(), md.mtime_nsec()),
                     ctime: (md.ctime(), md.ctime_nsec()),
+                    nlink: md.nlink(),
                     link,
                 },
             );
         }
-        Ok(Index { entries })
+        Ok(Index {
+            entries,
+            links_shared,
+        })
     }
 
     /// What changed between `self` (before) and the root's current state.
@@ -98,7 +120,7 @@ impl Index {
         let mut changes = Vec::new();
         for (path, meta) in &after.entries {
             match self.entries.get(path) {
-                Some(old) if old.same(meta) => {}
+                Some(old) if old.same(meta, self.links_shared) => {}
                 _ => changes.push(Change::Upsert(path.clone())),
             }
         }
@@ -153,6 +175,30 @@ mod tests {
         assert!(
             !changes.contains(&Change::Upsert("a/b/keep".into())),
             "{changes:?}"
+        );
+    }
+
+    #[test]
+    fn links_made_elsewhere_change_nothing_in_a_shared_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, other) = (dir.path().join("root"), dir.path().join("other"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(root.join("linked"), "1").unwrap();
+        std::fs::write(root.join("replaced"), "1").unwrap();
+        let shared = Index::scan_shared(&root).unwrap();
+        let strict = Index::scan(&root).unwrap();
+        // Another build links the file (its ctime changes), and this one replaces another.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::hard_link(root.join("linked"), other.join("linked")).unwrap();
+        std::fs::remove_file(root.join("replaced")).unwrap();
+        std::fs::write(root.join("replaced"), "2").unwrap();
+        let changes = shared.changes(&root).unwrap();
+        assert_eq!(changes, vec![Change::Upsert("replaced".into())]);
+        let changes = strict.changes(&root).unwrap();
+        assert!(
+            changes.contains(&Change::Upsert("linked".into())),
+            "a private root still counts ctime: {changes:?}"
         );
     }
 }

@@ -136,6 +136,13 @@ pub(crate) struct Builder<'a> {
     pub pending_remote: Mutex<BTreeMap<Digest, CacheRecord>>,
     /// A stage failed: the stages running beside it stop before their next step.
     pub cancelled: AtomicBool,
+    /// The store's shared extracted trees (`None` when they cannot be used).
+    pub trees: Option<crate::trees::Trees>,
+    /// Layers this build made by running steps: a tree is made only of layers that will be
+    /// wanted again (a base image's, cached steps'), not of a `--no-cache` run's.
+    pub made_here: Mutex<std::collections::HashSet<Digest>>,
+    /// Stage roots whose files are links into a shared tree.
+    pub shared_roots: Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 /// Where a command came from, for error messages.
@@ -203,6 +210,9 @@ impl<'a> Builder<'a> {
             cache_mounts_used: Default::default(),
             pending_remote: Default::default(),
             cancelled: AtomicBool::new(false),
+            trees: crate::trees::Trees::open(parts.store).ok(),
+            made_here: Default::default(),
+            shared_roots: Default::default(),
         })
     }
 
@@ -275,6 +285,7 @@ impl<'a> Builder<'a> {
         changes: &[rbuild_layer::Change],
     ) -> std::result::Result<u64, String> {
         let layer = commit_layer(self.store, source_root, changes, &self.write_options)?;
+        lock(&self.made_here).insert(layer.descriptor.digest.clone());
         let size = layer.descriptor.size;
         st.layers.push(layer.descriptor);
         st.config.rootfs.diff_ids.push(layer.diff_id);
@@ -315,8 +326,24 @@ impl<'a> Builder<'a> {
             return Ok(root.clone());
         }
         let image = self.load_image(from)?;
-        let root = self.dir.new_dir("from-image").map_err(|e| e.to_string())?;
-        apply_layers(self.store, &image.layers, &root).map_err(|e| e.to_string())?;
+        // Only read (COPY --from, read-only binds; a writable bind gets a copy): the
+        // image's shared tree itself serves.
+        let shared = match &self.trees {
+            Some(trees) if !image.layers.is_empty() => trees
+                .get_or_make(&image.layers, &|layers, dir| {
+                    apply_layers(self.store, layers, dir)
+                })
+                .ok(),
+            _ => None,
+        };
+        let root = match shared {
+            Some(tree) => tree,
+            None => {
+                let root = self.dir.new_dir("from-image").map_err(|e| e.to_string())?;
+                apply_layers(self.store, &image.layers, &root).map_err(|e| e.to_string())?;
+                root
+            }
+        };
         roots.insert(from.to_string(), root.clone());
         Ok(root)
     }
@@ -665,7 +692,7 @@ impl<'a> Builder<'a> {
                     .map_err(|e| origin.error(e))?;
                 (ids.uid, ids.gid)
             };
-            let before = Index::scan(&st.rootfs).map_err(|e| origin.error(e))?;
+            let before = b.scan(&st.rootfs).map_err(|e| origin.error(e))?;
             fsops::ensure_dir(&st.rootfs, &wd, owner).map_err(|e| origin.error(e))?;
             b.commit(st, &before).map_err(|e| origin.error(e))
         })?;

@@ -72,10 +72,75 @@ impl Builder<'_> {
     ) -> Result<()> {
         if *applied < layers.len() {
             self.fetch_pending(&layers[*applied..])?;
+            if *applied == 0 {
+                *applied = self.start_from_tree(layers, rootfs)?;
+            }
             apply_layers(self.store, &layers[*applied..], rootfs)?;
             *applied = layers.len();
         }
         Ok(())
+    }
+
+    /// Fills the empty `rootfs` with links to the shared tree of as many of `layers` as
+    /// will be wanted again (those this build did not make), making the tree if needed;
+    /// returns how many layers it has. 0 when the build must not share files (see
+    /// [`crate::trees`]).
+    fn start_from_tree(&self, layers: &[Descriptor], rootfs: &std::path::Path) -> Result<usize> {
+        let Some(trees) = self.trees.as_ref().filter(|_| self.may_share_files()) else {
+            return Ok(0);
+        };
+        let wanted_again = {
+            let made = crate::stage::lock(&self.made_here);
+            layers
+                .iter()
+                .position(|l| made.contains(&l.digest))
+                .unwrap_or(layers.len())
+        };
+        if wanted_again == 0 {
+            return Ok(0);
+        }
+        let tree = trees.get_or_make(&layers[..wanted_again], &|layers, dir| {
+            apply_layers(self.store, layers, dir)
+        })?;
+        crate::trees::link(&tree, rootfs)?;
+        crate::stage::lock(&self.shared_roots).insert(rootfs.to_path_buf());
+        Ok(wanted_again)
+    }
+
+    /// Whether this build's stage roots may be links into shared trees: its RUN steps run
+    /// on an overlay, so nothing writes into a rootfs file in place.
+    pub(crate) fn may_share_files(&self) -> bool {
+        let userns = matches!(
+            self.sandbox.resolve_isolation(self.request.isolation),
+            Ok(rbuild_sandbox::Isolation::Userns)
+        );
+        userns
+            && self.sandbox.overlay_worth_trying()
+            && self.sandbox.probe().checks.overlay_in_userns.ok
+    }
+
+    /// Gives the stage a rootfs of its own (extracted, not linked) before a step that
+    /// writes into it in place.
+    pub(crate) fn own_rootfs(&self, st: &mut StageState) -> Result<()> {
+        if !crate::stage::lock(&self.shared_roots).remove(&st.rootfs) {
+            return Ok(());
+        }
+        st.rootfs = self.dir.new_dir(&format!("rootfs-{}", st.index))?;
+        st.applied = 0;
+        let layers = &st.layers[..st.layers.len()];
+        self.catch_up(layers, &mut st.applied, &st.rootfs)
+    }
+
+    /// The before-index of a step that writes into `root` (COPY, WORKDIR).
+    pub(crate) fn scan(
+        &self,
+        root: &std::path::Path,
+    ) -> std::result::Result<crate::snapshot::Index, String> {
+        if crate::stage::lock(&self.shared_roots).contains(root) {
+            crate::snapshot::Index::scan_shared(root)
+        } else {
+            crate::snapshot::Index::scan(root)
+        }
     }
 
     /// The key of what a `--from` (or bind mount `from=`) names: an earlier stage's file

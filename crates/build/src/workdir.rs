@@ -97,6 +97,33 @@ impl Drop for BuildDir {
 /// Starts a detached `rm -rf` of `path` (or of everything in it, with `contents`); it
 /// outlives this process if it has to. `rm` never follows symlinks. False if it did not
 /// start.
+/// `rbuild prune`: removes what finished builds left in `<store>/trash` (normally removed
+/// in the background by the next build), now. Returns how many build directories went.
+pub fn empty_trash(store: &Store) -> std::io::Result<usize> {
+    let trash = store.root().join("trash");
+    let entries = match std::fs::read_dir(&trash) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let path = entry?.path();
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => removed += 1,
+            // A background remover got there first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", path.display()),
+                ))
+            }
+        }
+    }
+    Ok(removed)
+}
+
 fn remove_in_background(path: &Path, contents: bool) -> bool {
     use std::os::unix::process::CommandExt;
     let mut command = std::process::Command::new("rm");

@@ -69,6 +69,10 @@ fn main() -> ExitCode {
             "cache_mount_sharing_between_stages_running_at_once",
             cache_mount_sharing_between_stages_running_at_once,
         ),
+        (
+            "builds_share_an_extracted_base_and_never_change_it",
+            builds_share_an_extracted_base_and_never_change_it,
+        ),
     ])
 }
 
@@ -852,4 +856,63 @@ fn cache_mount_sharing_between_stages_running_at_once() {
     let built = fx.built(&request);
     assert_eq!(built.read("one"), "one\n");
     assert_eq!(built.read("two"), "two\n");
+}
+
+/// The base is extracted once into `<store>/trees` and each build's stage rootfs is made of
+/// links to it: steps that append to, delete and overwrite base files change the build's
+/// image and never the shared tree, which the next build sees as it was.
+fn builds_share_an_extracted_base_and_never_change_it() {
+    let fx = Fixture::new();
+    fx.file("group", "from the context\n", 0o644);
+    let df = "FROM busybox\n\
+              RUN stat -c %i /bin/busybox > /inode && echo appended >> /etc/passwd && \
+                  rm /bin/ls && mkdir -p /srv && echo x > /srv/f\n\
+              COPY group /etc/group\n\
+              RUN cat /etc/passwd /etc/group > /seen\n";
+    let mut request = fx.request(df);
+    request.no_cache = true;
+    request.isolation = Isolation::Userns;
+    let trees = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(fx.store.root().join("trees"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for round in 1..=2 {
+        let built = fx.built(&request);
+        let seen = built.read("seen");
+        assert!(seen.contains("appended"), "round {round}: {seen}");
+        assert!(seen.contains("from the context"), "round {round}: {seen}");
+        assert!(!built.path("bin/ls").exists(), "round {round}");
+        assert_eq!(built.read("srv/f"), "x\n", "round {round}");
+
+        let found = trees();
+        assert_eq!(
+            found.len(),
+            1,
+            "round {round}: one tree for one base: {found:?}"
+        );
+        let tree = &found[0];
+        let passwd = std::fs::read_to_string(tree.join("etc/passwd")).unwrap();
+        assert!(!passwd.contains("appended"), "the tree changed: {passwd}");
+        assert!(
+            std::fs::read_to_string(tree.join("etc/group"))
+                .unwrap()
+                .starts_with("root:x:0:"),
+            "the tree changed"
+        );
+        assert!(tree.join("bin/ls").exists(), "the tree lost /bin/ls");
+        assert!(!tree.join("srv").exists(), "the tree gained /srv");
+        // The step saw the tree's own busybox: a link, not a copy.
+        let inode = std::fs::metadata(tree.join("bin/busybox")).unwrap().ino();
+        assert_eq!(
+            built.read("inode").trim(),
+            inode.to_string(),
+            "round {round}: the rootfs links the shared tree"
+        );
+    }
 }

@@ -6,6 +6,7 @@
 //! - [`write_layer`] / [`write_dir_layer`] write a deterministic layer and return its diff id,
 //!   digest and size, computed in the same single pass.
 //! - [`list_entries`] reads a layer's entry metadata.
+//! - [`link_tree`] makes a private view of an extracted tree out of hard links.
 
 pub mod apply;
 pub mod change;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod idmap;
 pub mod list;
 mod path;
+pub mod tree;
 pub mod write;
 
 pub use apply::{apply_layer, ApplyOptions, ApplyStats, DeviceNodes, Ownership};
@@ -24,4 +26,5 @@ pub use entry::{EntryInfo, EntryKind};
 pub use error::{Error, Result};
 pub use idmap::{IdMap, IdRange};
 pub use list::list_entries;
+pub use tree::{link_tree, LinkStats};
 pub use write::{compress_time, write_dir_layer, write_layer, LayerInfo, WriteOptions};

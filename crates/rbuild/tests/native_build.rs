@@ -437,6 +437,16 @@ fn cache_hits_misses_explanations_and_prune() {
     assert!(filtered.contains("#2 DONE"), "{filtered}");
     assert_eq!(filtered.matches("CACHED").count(), 2, "{filtered}");
 
+    // The builds started from one shared extracted tree of the base (and of the cached
+    // base stage, for the COPY that missed).
+    let trees = || {
+        std::fs::read_dir(root.path().join("trees"))
+            .map(|d| d.flatten().filter(|e| e.path().is_dir()).count())
+            .unwrap_or(0)
+    };
+    let trees_before = trees();
+    assert!(trees_before >= 1, "no extracted tree was shared");
+
     // The image keeps its layers; dropping the cache makes the next build run the steps
     // of the stage that is not in the image.
     let out = ok(rbuild(root.path())
@@ -445,6 +455,13 @@ fn cache_hits_misses_explanations_and_prune() {
         .unwrap());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("build cache records"), "{text}");
+    // The extracted base trees the builds shared go too (they are made again when needed).
+    assert!(
+        text.contains(&format!("Removed {trees_before} extracted base trees")),
+        "{text}"
+    );
+    assert!(text.contains("finished build directories"), "{text}");
+    assert_eq!(trees(), 0, "prune leaves no tree");
     let after = build(&[]);
     assert_eq!(after.matches("CACHED").count(), 0, "{after}");
     let err = fails(

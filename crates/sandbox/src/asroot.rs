@@ -38,6 +38,11 @@ pub(crate) enum Request {
     ApplyLayer {
         dir: Vec<u8>,
     },
+    /// Fill the empty directory `dst` with hard links to `src`'s files (`link_tree`).
+    LinkTree {
+        src: Vec<u8>,
+        dst: Vec<u8>,
+    },
     /// `lchown(path, uid, gid)` with container ids.
     Lchown {
         path: Vec<u8>,
@@ -215,6 +220,19 @@ impl ContainerRoot {
                 dir: path_bytes(dir),
             },
             Some(blob.as_raw_fd()),
+        )
+    }
+
+    /// Fills the empty directory `dst` with hard links to the files under `src` and copies
+    /// of its directories ([`rbuild_layer::link_tree`]), as container root: linking files
+    /// of other container users is permitted there, and not to the caller.
+    pub fn link_tree(&self, src: &Path, dst: &Path) -> Result<(), String> {
+        self.call(
+            &Request::LinkTree {
+                src: path_bytes(src),
+                dst: path_bytes(dst),
+            },
+            None,
         )
     }
 

@@ -72,6 +72,9 @@ pub const WORKLOADS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The peers rbuild is compared with (all by default; `--peers` picks some).
+const PEERS: &[&str] = &["docker-buildkit", "buildah", "buildah-rootless"];
+
 /// Left out unless named, or unless the run is a full one.
 const SLOW: &[&str] = &["apt", "pip", "npm"];
 
@@ -96,7 +99,7 @@ fn parse_options(args: &[String]) -> Result<Option<Options>> {
         quick: false,
         runs: 3,
         heavy_runs: 0,
-        peers: vec!["docker-buildkit".into(), "buildah".into()],
+        peers: PEERS.iter().map(|p| p.to_string()).collect(),
         out: PathBuf::from("docs/benchmarks.md"),
         only: Vec::new(),
         bin_dir: None,
@@ -163,8 +166,8 @@ fn parse_options(args: &[String]) -> Result<Option<Options>> {
         o.heavy_runs = o.runs;
     }
     for p in &o.peers {
-        if !["docker-buildkit", "buildah"].contains(&p.as_str()) {
-            bail!("unknown peer {p} (known: docker-buildkit, buildah)");
+        if !PEERS.contains(&p.as_str()) {
+            bail!("unknown peer {p} (known: {})", PEERS.join(", "));
         }
     }
     Ok(Some(o))
@@ -244,12 +247,21 @@ pub fn main(args: &[String]) -> Result<()> {
     tools::remove_tree(&store)?;
     let mut peers = Vec::new();
     for p in &opts.peers {
-        peers.push(match p.as_str() {
+        let peer = match p.as_str() {
             "docker-buildkit" => {
                 Builder::docker_buildkit(PathBuf::from(tools::DEBIAN_DOCKER), svc.docker_host())
             }
+            "buildah-rootless" => {
+                let user = services::rootless_user(services::ROOTLESS_USER).context(
+                    "setting up the user of rootless Buildah (leave it out with --peers \
+                     docker-buildkit,buildah)",
+                )?;
+                Builder::buildah_rootless(&store.join("buildah-rootless"), user)
+            }
             _ => Builder::buildah(&store.join("buildah")),
-        });
+        };
+        peer.prepare_store()?;
+        peers.push(peer);
     }
     let bench = Bench {
         opts: &opts,
@@ -479,6 +491,10 @@ mod tests {
         assert_eq!(o.peers, vec!["buildah".to_string()]);
         assert_eq!((o.runs, o.heavy_runs), (5, 5));
         assert!(opts(&["--peers", "kaniko"]).is_err());
+        let o = opts(&[]).unwrap().unwrap();
+        assert_eq!(o.peers, ["docker-buildkit", "buildah", "buildah-rootless"]);
+        let o = opts(&["--peers", "buildah-rootless"]).unwrap().unwrap();
+        assert_eq!(o.peers, ["buildah-rootless"]);
     }
 
     #[test]

@@ -77,17 +77,32 @@ fn cold_plans<'a>(
         .iter()
         .map(|t| {
             let (t, dir, tag) = (t.clone(), dir.to_path_buf(), b.tag(ctx.name, &t.name));
+            let name = t.name.clone();
+            let build = move || -> Result<Vec<Command>> {
+                // A rootless builder's user may need its own copy of a secret file.
+                let owned = t.readable_secrets(secrets)?;
+                let secrets: Vec<(&str, &str)> = owned
+                    .iter()
+                    .map(|(i, s)| (i.as_str(), s.as_str()))
+                    .collect();
+                Ok(t.build_with_secrets(&dir, &tag, Cache::Off, &secrets))
+            };
             let prime = if warm_up {
-                t.build_with_secrets(&dir, &tag, Cache::Off, secrets)
+                build().unwrap_or_else(|e| vec![failing(&e)])
             } else {
                 Vec::new()
             };
-            Plan::new(&t.name.clone(), move |_| {
-                Ok(t.build_with_secrets(&dir, &tag, Cache::Off, secrets))
-            })
-            .prime(prime, false)
+            Plan::new(&name, move |_| build()).prime(prime, false)
         })
         .collect()
+}
+
+/// A command that fails saying `e` (a priming step whose setup failed shows up in its log).
+fn failing(e: &anyhow::Error) -> Command {
+    let mut c = Command::new("sh");
+    c.args(["-c", "echo \"error: $1\"; exit 1", "sh"])
+        .arg(format!("{e:#}"));
+    c
 }
 
 fn cold_builds(b: &Bench) -> Result<Option<Section>> {
@@ -143,14 +158,19 @@ fn cold_builds(b: &Bench) -> Result<Option<Section>> {
                 which pulls it). The time is the whole command, from start to the image \
                 tagged in the tool's store. RUN steps get the host network with every tool \
                 (rbuild's default; `--network host` for docker and Buildah, whose private \
-                dockerd here has no bridge). Peak RSS is the largest single process of \
-                rbuild's tree (which includes the RUN commands, e.g. apt-get); the docker \
-                client does no work and Buildah's is one process among several, so the \
-                peers' memory is not shown. The pip and npm rows get the machine's CA \
-                bundle as the build secret `ca` (their package managers speak HTTPS, \
-                perhaps through a proxy with its own CA); it is in no layer. The notes give rbuild's own per-step times \
-                (its `--progress plain` output) for its last run, and where its time went \
-                (its `phases:` line: wall time per phase, summed over threads)."
+                dockerd here has no bridge). buildah-rootless is the same Buildah run as an \
+                unprivileged user (`runuser -u USER -- env HOME=… XDG_RUNTIME_DIR=… \
+                buildah …`) with a subordinate id range: its user namespace maps those ids, \
+                its overlay is the kernel's own (mounted inside that namespace), its storage \
+                is its user's; rbuild itself runs as root here. Peak RSS is the largest \
+                single process of rbuild's tree (which includes the RUN commands, e.g. \
+                apt-get); the docker client does no work and Buildah's is one process among \
+                several, so the peers' memory is not shown. The pip and npm rows get the \
+                machine's CA bundle as the build secret `ca` (their package managers speak \
+                HTTPS, perhaps through a proxy with its own CA); it is in no layer. The notes \
+                give rbuild's own per-step times (its `--progress plain` output) for its last \
+                run, and where its time went (its `phases:` line: wall time per phase, summed \
+                over threads)."
             .into(),
         rows,
     }))
@@ -419,8 +439,9 @@ fn cache(b: &Bench) -> Result<Option<Section>> {
                 buildx, hence no `--cache-to`: its cache travels inline \
                 (`--build-arg BUILDKIT_INLINE_CACHE=1`, pushed, then `--cache-from REF` after \
                 `docker system prune --all`). Buildah: `bud --layers --cache-to REPO`, then \
-                `--cache-from REPO` on a fresh storage root. \"k/n cached\" counts the \
-                steps each tool's log reports as answered from the cache in the last run \
+                `--cache-from REPO` on a fresh storage root (buildah-rootless the same, as its \
+                user). \"k/n cached\" counts the steps each tool's log reports as answered \
+                from the cache in the last run \
                 (BuildKit's `CACHED`, Buildah's `Using cache`, rbuild's `CACHED`); \
                 \"unsupported\" means exporting the cache failed, with the tool's error."
             .into(),
@@ -571,8 +592,9 @@ fn registry(b: &Bench) -> Result<Option<Section>> {
                 and Buildah keep layers uncompressed and compress them while pushing; rbuild \
                 stores them compressed. Pull: from the local registry into an empty store \
                 (rbuild: a new `--root`; skopeo: a new OCI layout directory; docker: after \
-                `docker system prune --all`; Buildah: a new storage root). rbuild and skopeo \
-                store the blobs; Docker and Buildah also decompress and unpack them."
+                `docker system prune --all`; Buildah, root or rootless: a new storage \
+                root). rbuild and skopeo store the blobs; Docker and Buildah also decompress \
+                and unpack them."
             .into(),
         rows,
     }))

@@ -100,6 +100,11 @@ fn handle(request: Request, fd: Option<OwnedFd>) -> Result<(), String> {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         }
+        Request::LinkTree { src, dst } => {
+            rbuild_layer::link_tree(&bytes_path(src), &bytes_path(dst))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
         Request::Lchown { path, uid, gid } => {
             std::os::unix::fs::lchown(bytes_path(path), Some(uid), Some(gid))
                 .map_err(|e| e.to_string())

@@ -1,0 +1,308 @@
+//! Extracted trees shared between builds: `<store>/trees/<key>` holds the result of
+//! applying a list of layers (a base image's, or those of steps served from the cache),
+//! extracted once and never modified afterwards. A stage starts from one by filling its
+//! empty rootfs with hard links to it ([`rbuild_layer::link_tree`]: a directory per
+//! directory and a link per file, about 0.15 s for a Debian base against seconds to
+//! extract it), so the base is extracted once per store, not once per build.
+//!
+//! Only builds whose rootfs files are never written in place may link: RUN steps on an
+//! overlay (the rootfs is a lower directory; the upper directory's entries replace files
+//! by rename) — COPY, ADD and layer extraction always unlink before they create. A step
+//! that has to run on the rootfs itself (no overlay) first gets a rootfs of its own
+//! (`Builder::own_rootfs`).
+//!
+//! Concurrency: a tree appears by rename, complete, or not at all (two builds making the
+//! same one each make it in a temporary directory; the second rename loses and its copy
+//! is dropped). Each build holds a shared lock on `<store>/locks/trees.lock` from start to
+//! end; removing trees (the least recently used beyond [`KEEP_TREES`], or `rbuild prune`)
+//! needs the exclusive lock, taken without waiting, so no tree goes while a build may be
+//! linking it.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rbuild_image::{Descriptor, Hasher};
+use rbuild_store::Store;
+
+use crate::fsops::Owners;
+
+/// Trees kept beyond those used most recently are removed when a build starts and no
+/// other build is running.
+pub(crate) const KEEP_TREES: usize = 16;
+
+/// Trees not used for this long are removed likewise.
+const UNUSED_FOR: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+const LOCK_FILE: &str = "trees.lock";
+
+/// `flock(file, operation)`; whether it was granted.
+fn flock(file: &File, operation: libc::c_int) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor the caller owns.
+    unsafe { libc::flock(file.as_raw_fd(), operation) == 0 }
+}
+
+fn current_uid() -> u32 {
+    // SAFETY: getuid cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// The store's extracted trees, with this build's shared lock on them.
+pub(crate) struct Trees {
+    dir: PathBuf,
+    _lock: File,
+    counter: AtomicU64,
+}
+
+fn lock_path(store: &Store) -> PathBuf {
+    store.root().join("locks").join(LOCK_FILE)
+}
+
+fn open_lock(store: &Store) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(lock_path(store))
+}
+
+/// How the files of a tree are owned: trees made by root, by a rootless user with a
+/// subordinate range and by one without differ on disk.
+fn owners_tag(owners: &Owners) -> String {
+    match owners {
+        Owners::Root => "root".into(),
+        Owners::SingleId => format!("single {}", current_uid()),
+        Owners::Mapped(root) => format!("mapped {} {:?}", current_uid(), root.id_map()),
+    }
+}
+
+impl Trees {
+    /// Opens the store's trees for a build: removes what is beyond the bounds when no other
+    /// build holds the lock, then holds it shared until dropped.
+    pub(crate) fn open(store: &Store) -> std::io::Result<Trees> {
+        let dir = store
+            .state_dir("trees")
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let lock = open_lock(store)?;
+        if flock(&lock, libc::LOCK_EX | libc::LOCK_NB) {
+            let _ = trim(&dir, KEEP_TREES, Some(UNUSED_FOR));
+        }
+        if !flock(&lock, libc::LOCK_SH) {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Trees {
+            dir,
+            _lock: lock,
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    /// Where the tree of `layers` (bottom first) lives, whether or not it exists.
+    fn path_of(&self, layers: &[Descriptor], owners: &Owners) -> PathBuf {
+        let mut h = Hasher::new();
+        h.update(b"rbuild tree v1\n");
+        h.update(owners_tag(owners).as_bytes());
+        for layer in layers {
+            h.update(b"\n");
+            h.update(layer.digest.to_string().as_bytes());
+        }
+        self.dir.join(h.finish().hex())
+    }
+
+    /// The tree of `layers[..n]` for the largest `n` (at most `layers.len()`) that has one.
+    pub(crate) fn deepest(&self, layers: &[Descriptor]) -> Option<(usize, PathBuf)> {
+        let owners = crate::fsops::owners();
+        (1..=layers.len())
+            .rev()
+            .map(|n| (n, self.path_of(&layers[..n], &owners)))
+            .find(|(_, path)| path.is_dir())
+    }
+
+    /// The tree of all of `layers`: found, or made from the deepest tree below it (linked)
+    /// plus the layers above that, by `apply(layers, dir)`.
+    pub(crate) fn get_or_make(
+        &self,
+        layers: &[Descriptor],
+        apply: &dyn Fn(&[Descriptor], &Path) -> crate::error::Result<()>,
+    ) -> crate::error::Result<PathBuf> {
+        let owners = crate::fsops::owners();
+        let path = self.path_of(layers, &owners);
+        if path.is_dir() {
+            touch_used(&path);
+            return Ok(path);
+        }
+        let fail = |what: &str, p: &Path, e: &dyn std::fmt::Display| {
+            crate::error::BuildError::other(format!("{what} {}: {e}", p.display()))
+        };
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.dir.join(format!(
+            "tmp-{}-{n}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        ));
+        std::fs::create_dir(&tmp).map_err(|e| fail("creating", &tmp, &e))?;
+        let made = (|| {
+            let below = self.deepest(&layers[..layers.len() - 1]);
+            let start = match &below {
+                Some((k, tree)) => {
+                    link(tree, &tmp)?;
+                    touch_used(tree);
+                    *k
+                }
+                None => 0,
+            };
+            apply(&layers[start..], &tmp)
+        })();
+        if let Err(e) = made {
+            remove(&tmp, &owners);
+            return Err(e);
+        }
+        if let Err(e) = std::fs::rename(&tmp, &path) {
+            // Another build made the same tree meanwhile: theirs is as good.
+            remove(&tmp, &owners);
+            if !path.is_dir() {
+                return Err(fail("moving the extracted tree to", &path, &e));
+            }
+        }
+        touch_used(&path);
+        Ok(path)
+    }
+}
+
+/// Fills the empty directory `dst` with links to `tree` (as container root when the tree's
+/// files belong to other container users).
+pub(crate) fn link(tree: &Path, dst: &Path) -> crate::error::Result<()> {
+    let _t = crate::phases::Phase::Extract.timer();
+    match crate::fsops::owners() {
+        Owners::Mapped(root) => root.link_tree(tree, dst),
+        _ => rbuild_layer::link_tree(tree, dst)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+    }
+    .map_err(|e| {
+        crate::error::BuildError::other(format!(
+            "linking {} into {}: {e}",
+            tree.display(),
+            dst.display()
+        ))
+    })
+}
+
+/// Records a use of `tree` (the mtime of `<tree>.used`), for removing the least recently
+/// used ones.
+fn touch_used(tree: &Path) {
+    let mut marker = tree.as_os_str().to_owned();
+    marker.push(".used");
+    let _ = std::fs::write(marker, b"");
+}
+
+fn remove(path: &Path, owners: &Owners) {
+    match owners {
+        Owners::Mapped(root) => {
+            let _ = root.remove_all(path);
+        }
+        _ => {
+            let _ = std::fs::remove_dir_all(path);
+        }
+    }
+}
+
+/// Removes trees beyond the `keep` most recently used and those unused for `unused_for`,
+/// and temporary directories of builds that ended before finishing theirs. The caller holds
+/// the exclusive lock. Returns how many trees went.
+fn trim(dir: &Path, keep: usize, unused_for: Option<std::time::Duration>) -> usize {
+    let owners = crate::fsops::owners();
+    let mut trees = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("tmp-") {
+            remove(&entry.path(), &owners);
+        } else if let Some(tree) = name.strip_suffix(".used") {
+            if !dir.join(tree).is_dir() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        } else {
+            let used = std::fs::metadata(dir.join(format!("{name}.used")))
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            trees.push((used, entry.path()));
+        }
+    }
+    trees.sort_by_key(|t| std::cmp::Reverse(t.0));
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for (i, (used, path)) in trees.into_iter().enumerate() {
+        let stale = unused_for.is_some_and(|d| now.duration_since(used).is_ok_and(|age| age > d));
+        if i >= keep || stale {
+            remove(&path, &owners);
+            let mut marker = path.into_os_string();
+            marker.push(".used");
+            let _ = std::fs::remove_file(marker);
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// `rbuild prune`: removes every tree, unless a build is running (then none). Returns how
+/// many went, or `None` when a build held them.
+pub fn prune_trees(store: &Store) -> std::io::Result<Option<usize>> {
+    let dir = store.root().join("trees");
+    if !dir.is_dir() {
+        return Ok(Some(0));
+    }
+    let lock = open_lock(store)?;
+    if !flock(&lock, libc::LOCK_EX | libc::LOCK_NB) {
+        return Ok(None);
+    }
+    Ok(Some(trim(&dir, 0, None)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trim_keeps_the_most_recently_used_and_drops_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = std::time::SystemTime::now();
+        for (name, age_secs) in [("old", 300), ("newest", 0), ("middle", 100)] {
+            std::fs::create_dir_all(dir.path().join(name).join("etc")).unwrap();
+            let marker = dir.path().join(format!("{name}.used"));
+            std::fs::write(&marker, b"").unwrap();
+            let used = now - std::time::Duration::from_secs(age_secs);
+            std::fs::File::options()
+                .write(true)
+                .open(&marker)
+                .unwrap()
+                .set_modified(used)
+                .unwrap();
+        }
+        std::fs::create_dir(dir.path().join("tmp-1-2-3")).unwrap();
+        std::fs::write(dir.path().join("gone.used"), b"").unwrap();
+
+        assert_eq!(trim(dir.path(), 2, None), 1);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["middle", "middle.used", "newest", "newest.used"]);
+
+        // Unused for longer than the bound: gone whatever the count.
+        assert_eq!(
+            trim(dir.path(), 10, Some(std::time::Duration::from_secs(50))),
+            1
+        );
+        assert!(dir.path().join("newest").is_dir());
+        assert!(!dir.path().join("middle").exists());
+    }
+}
