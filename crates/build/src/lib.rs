@@ -31,6 +31,7 @@ mod mounts;
 pub mod phases;
 pub mod progress;
 mod remote;
+mod root_tasks;
 mod run;
 mod schedule;
 mod snapshot;
@@ -57,6 +58,7 @@ pub use cache::{cache_mount_dir, NoRemoteCache, RemoteCache};
 pub use error::BuildError;
 pub use phases::{Phase, PhaseTimes};
 pub use progress::{Event, JsonProgress, NoProgress, PlainProgress, Progress};
+pub use root_tasks::register_root_tasks;
 pub use trees::prune_trees;
 pub use workdir::empty_trash;
 

@@ -9,7 +9,7 @@ use rbuild_sandbox::{
     FileBind, Isolation, Network, OutputStream, Rootfs, Sandbox, SandboxError, StepOutcome,
     StepSpec, UserIds, DEFAULT_PATH,
 };
-use rbuild_snapshot::{overlay_changes, OverlayDirs};
+use rbuild_snapshot::OverlayDirs;
 
 use crate::error::{BuildError, Result};
 use crate::history::{go_quote, run_command_string, BUILDKIT_SUFFIX};
@@ -222,7 +222,7 @@ impl Builder<'_> {
         keep_system_mount_points(&mut outcome.stubs);
         let snapshot = crate::phases::Phase::Snapshot;
         let changes = crate::phases::timed(snapshot, || {
-            overlay_changes(&dirs.upperdir, &lowers, &outcome.stubs)
+            crate::root_tasks::overlay_changes(&dirs.upperdir, &lowers, &outcome.stubs)
         })
         .map_err(|e| origin.error(format!("reading the step's changes: {e}")))?;
         let size = self

@@ -73,46 +73,137 @@ impl Index {
 
     fn scan_root(root: &Path, links_shared: bool) -> Result<Index, String> {
         let _t = crate::phases::Phase::Snapshot.timer();
-        let mut entries = BTreeMap::new();
-        for entry in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
-            let entry = entry.map_err(|e| format!("scanning {}: {e}", root.display()))?;
-            let md = entry
-                .metadata()
-                .map_err(|e| format!("reading {}: {e}", entry.path().display()))?;
-            let link = if md.file_type().is_symlink() {
-                Some(
-                    std::fs::read_link(entry.path())
-                        .map_err(|e| format!("reading link {}: {e}", entry.path().display()))?,
-                )
-            } else {
-                None
-            };
-            let rel = entry
-                .path()
-                .strip_prefix(root)
-                .expect("walkdir stays under its root")
-                .to_path_buf();
-            entries.insert(
-                rel,
-                Meta {
-                    ino: md.ino(),
-                    mode: md.mode(),
-                    uid: md.uid(),
-                    gid: md.gid(),
-                    size: md.size(),
-                    mtime: (md.mtime(), md.mtime_nsec()),
-                    ctime: (md.ctime(), md.ctime_nsec()),
-                    nlink: md.nlink(),
-                    link,
-                },
-            );
-        }
+        let entries = match crate::fsops::container_root() {
+            // Rootless with subordinate ids, other container users' private directories are
+            // closed to this process: container root walks the tree.
+            Some(container_root) => {
+                let path = root
+                    .to_str()
+                    .ok_or_else(|| format!("{} is not UTF-8", root.display()))?;
+                let encoded = container_root
+                    .run_task(crate::root_tasks::SCAN_INDEX, path)
+                    .map_err(|e| format!("scanning {}: {e}", root.display()))?;
+                decode_entries(&encoded)?
+            }
+            None => walk(root)?,
+        };
         Ok(Index {
             entries,
             links_shared,
         })
     }
+}
 
+/// Every path's metadata under `root`, by path relative to it.
+fn walk(root: &Path) -> Result<BTreeMap<PathBuf, Meta>, String> {
+    let mut entries = BTreeMap::new();
+    for entry in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
+        let entry = entry.map_err(|e| format!("scanning {}: {e}", root.display()))?;
+        let md = entry
+            .metadata()
+            .map_err(|e| format!("reading {}: {e}", entry.path().display()))?;
+        let link = if md.file_type().is_symlink() {
+            Some(
+                std::fs::read_link(entry.path())
+                    .map_err(|e| format!("reading link {}: {e}", entry.path().display()))?,
+            )
+        } else {
+            None
+        };
+        let rel = entry
+            .path()
+            .strip_prefix(root)
+            .expect("walkdir stays under its root")
+            .to_path_buf();
+        entries.insert(
+            rel,
+            Meta {
+                ino: md.ino(),
+                mode: md.mode(),
+                uid: md.uid(),
+                gid: md.gid(),
+                size: md.size(),
+                mtime: (md.mtime(), md.mtime_nsec()),
+                ctime: (md.ctime(), md.ctime_nsec()),
+                nlink: md.nlink(),
+                link,
+            },
+        );
+    }
+    Ok(entries)
+}
+
+/// [`walk`]'s result as bytes, for a container-root task: per entry the path, the numbers,
+/// the symlink target (empty for none), each ended by a NUL (which no path holds).
+pub(crate) fn scan_task(root: &str) -> Result<Vec<u8>, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::new();
+    for (path, m) in walk(Path::new(root))? {
+        out.extend_from_slice(path.as_os_str().as_bytes());
+        out.push(0);
+        out.extend_from_slice(
+            format!(
+                "{} {} {} {} {} {} {} {} {} {}",
+                m.ino,
+                m.mode,
+                m.uid,
+                m.gid,
+                m.size,
+                m.mtime.0,
+                m.mtime.1,
+                m.ctime.0,
+                m.ctime.1,
+                m.nlink
+            )
+            .as_bytes(),
+        );
+        out.push(0);
+        if let Some(link) = &m.link {
+            out.extend_from_slice(link.as_os_str().as_bytes());
+        }
+        out.push(0);
+    }
+    Ok(out)
+}
+
+fn decode_entries(bytes: &[u8]) -> Result<BTreeMap<PathBuf, Meta>, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let bad = || "the container-root helper sent a malformed index".to_string();
+    let mut fields = bytes.split(|&b| b == 0);
+    let mut entries = BTreeMap::new();
+    while let Some(path) = fields.next() {
+        if path.is_empty() {
+            break; // the split after the last NUL
+        }
+        let numbers = fields.next().ok_or_else(bad)?;
+        let link = fields.next().ok_or_else(bad)?;
+        let n: Vec<i64> = std::str::from_utf8(numbers)
+            .map_err(|_| bad())?
+            .split(' ')
+            .map(|x| x.parse::<i64>().map_err(|_| bad()))
+            .collect::<Result<_, _>>()?;
+        let [ino, mode, uid, gid, size, mts, mtn, cts, ctn, nlink] = n[..] else {
+            return Err(bad());
+        };
+        entries.insert(
+            PathBuf::from(std::ffi::OsStr::from_bytes(path)),
+            Meta {
+                ino: ino as u64,
+                mode: mode as u32,
+                uid: uid as u32,
+                gid: gid as u32,
+                size: size as u64,
+                mtime: (mts, mtn),
+                ctime: (cts, ctn),
+                nlink: nlink as u64,
+                link: (!link.is_empty()).then(|| PathBuf::from(std::ffi::OsStr::from_bytes(link))),
+            },
+        );
+    }
+    Ok(entries)
+}
+
+impl Index {
     /// What changed between `self` (before) and the root's current state.
     pub(crate) fn changes(&self, root: &Path) -> Result<Vec<Change>, String> {
         let _t = crate::phases::Phase::Snapshot.timer();

@@ -54,6 +54,8 @@ enum Command {
 
 fn main() -> ExitCode {
     // A re-executed sandbox helper must run before anything else (no threads, no parsing).
+    // Before the helper check: the container-root worker is this executable again.
+    rbuild_build::register_root_tasks();
     rbuild_sandbox::maybe_run_helper();
     let subcommands: Vec<String> = Cli::command()
         .get_subcommands()

@@ -166,6 +166,8 @@ fn rootless_build_with_subordinate_ids_keeps_owners_like_root() {
         ctx.join("Dockerfile"),
         "FROM base:1\n\
          RUN touch /x && chown 123:456 /x\n\
+         RUN mkdir -p /home/p && echo s > /home/p/secret && chown -R 1000:1000 /home/p \
+             && chmod 700 /home/p\n\
          COPY --chown=1000:1000 f.txt /home/u/copied\n\
          COPY many/ /home/u/many/\n\
          COPY --chown=1000:1000 <<EOF /home/u/inline\n\
@@ -173,6 +175,7 @@ fn rootless_build_with_subordinate_ids_keeps_owners_like_root() {
          EOF\n\
          ADD owned.tar /home/u/\n\
          RUN touch /home/u/f /suid && ls -ln /home/u/f /suid\n\
+         RUN echo more >> /home/p/secret\n\
          USER 1000\n\
          RUN touch /tmp/y\n",
     )
@@ -254,6 +257,11 @@ fn rootless_build_with_subordinate_ids_keeps_owners_like_root() {
     assert_eq!(owner_in(&rootless, "tmp/y").0, 1000);
     assert_eq!(owner_in(&rootless, "home/u/inline"), (1000, 1000, 0o644));
     assert_eq!(owner_in(&rootless, "home/u/data/t"), (1000, 1000, 0o640));
+    // A directory only 1000 may read (apt leaves such ones, owned by `_apt`): the steps
+    // after it list the rootfs, and the step writing inside it lists its upper directory,
+    // through container root.
+    assert_eq!(owner_in(&rootless, "home/p"), (1000, 1000, 0o700));
+    assert_eq!(owner_in(&rootless, "home/p/secret"), (1000, 1000, 0o644));
     let many: Vec<_> = rootless
         .iter()
         .flat_map(|(_, entries)| entries)

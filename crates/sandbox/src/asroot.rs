@@ -43,6 +43,12 @@ pub(crate) enum Request {
         src: Vec<u8>,
         dst: Vec<u8>,
     },
+    /// Run the registered task `name` on `input`; its output goes to the file sent as the
+    /// packet's descriptor.
+    Task {
+        name: String,
+        input: String,
+    },
     /// `lchown(path, uid, gid)` with container ids.
     Lchown {
         path: Vec<u8>,
@@ -120,6 +126,27 @@ pub(crate) enum Reply {
         size: u64,
         uncompressed_size: u64,
     },
+}
+
+/// Work a library above this crate gives the container-root worker: reading trees that
+/// other container users keep private (0700 directories the caller cannot list), say. Input
+/// and output are the task's own encoding.
+pub type RootTask = fn(&str) -> Result<Vec<u8>, String>;
+
+static ROOT_TASKS: std::sync::OnceLock<&'static [(&'static str, RootTask)]> =
+    std::sync::OnceLock::new();
+
+/// Registers the tasks [`ContainerRoot::run_task`] can run. The worker is this executable
+/// started again, so call it in `main` before [`crate::maybe_run_helper`]. The first call
+/// wins.
+pub fn register_root_tasks(tasks: &'static [(&'static str, RootTask)]) {
+    let _ = ROOT_TASKS.set(tasks);
+}
+
+pub(crate) fn root_task(name: &str) -> Option<RootTask> {
+    ROOT_TASKS
+        .get()
+        .and_then(|tasks| tasks.iter().find(|(n, _)| *n == name).map(|(_, t)| *t))
 }
 
 /// A process that is root in a user namespace mapped like the userns steps (container 0 →
@@ -234,6 +261,32 @@ impl ContainerRoot {
             },
             None,
         )
+    }
+
+    /// Runs the task `name` (see [`register_root_tasks`]) on `input` as container root and
+    /// returns its output.
+    pub fn run_task(&self, name: &str, input: &str) -> Result<Vec<u8>, String> {
+        use std::io::{Read, Seek};
+        // SAFETY: a NUL-terminated name; the descriptor returned is owned here.
+        let fd = unsafe { libc::memfd_create(c"rbuild-task".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` was just created and nothing else owns it.
+        let mut output = unsafe { File::from_raw_fd(fd) };
+        self.call(
+            &Request::Task {
+                name: name.to_string(),
+                input: input.to_string(),
+            },
+            Some(output.as_raw_fd()),
+        )?;
+        let mut bytes = Vec::new();
+        output
+            .seek(std::io::SeekFrom::Start(0))
+            .and_then(|_| output.read_to_end(&mut bytes))
+            .map_err(|e| format!("reading the output of {name}: {e}"))?;
+        Ok(bytes)
     }
 
     /// `lchown` to container ids `uid:gid`; fails clearly for an id outside the mapping.

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-pub use asroot::ContainerRoot;
+pub use asroot::{register_root_tasks, ContainerRoot, RootTask};
 pub use idmap::{current_user_label, parse_subid, subid_map, SubIdRange};
 pub use probe::{Capabilities, Check, NamespaceChecks};
 pub use runner::OutputStream;
