@@ -45,13 +45,6 @@ impl BuildDir {
             .map_err(|e| BuildError::other(io_msg("creating build directory", &path, &e)))?;
         spread_subdirectories(&path);
         let trash = store.state_dir("trash").ok();
-        if let Some(trash) = &trash {
-            // What an earlier build's remover did not finish (it was killed with its
-            // container, say) goes now, beside this build.
-            if std::fs::read_dir(trash).is_ok_and(|mut d| d.next().is_some()) {
-                remove_in_background(trash, true);
-            }
-        }
         Ok(BuildDir {
             trash,
             path,
@@ -82,9 +75,8 @@ impl Drop for BuildDir {
             // result is already being used. The store never refers to anything in it.
             if let Some(name) = self.path.file_name() {
                 let target = trash.join(name);
-                if std::fs::rename(&self.path, &target).is_ok()
-                    && remove_in_background(&target, false)
-                {
+                if std::fs::rename(&self.path, &target).is_ok() {
+                    remove_old_trash(trash, TRASH_GRACE);
                     return;
                 }
                 let _ = std::fs::remove_dir_all(&target);
@@ -94,9 +86,67 @@ impl Drop for BuildDir {
     }
 }
 
-/// Starts a detached `rm -rf` of `path` (or of everything in it, with `contents`); it
-/// outlives this process if it has to. `rm` never follows symlinks. False if it did not
-/// start.
+/// How long a finished build's directory waits in `<store>/trash` before it is removed
+/// (unless the file system runs short of space). Why wait: on ext4 without a journal an
+/// inode freed in the last minute (up to six while its inode table block is dirty) is
+/// skipped, one by one, by every allocation in its block group, and the emptiest groups —
+/// those just freed — are where new directories go. A build removing the previous build's
+/// thousands of files while it creates its own paid for that on each file it created
+/// (a 2,000-file RUN: 0.3 s on a quiet file system, 1–2 s beside a removal). Builds that
+/// follow one another within the grace remove nothing; BuildKit likewise keeps what it
+/// made until its garbage collection.
+const TRASH_GRACE: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// Removes (in the background) what has waited in `trash` for longer than `grace`, or
+/// everything when the file system is short of space.
+fn remove_old_trash(trash: &Path, grace: std::time::Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let old = trash_due(trash, grace, now, short_of_space(trash));
+    if !old.is_empty() {
+        remove_in_background(&old);
+    }
+}
+
+/// The entries of `trash` that arrived more than `grace` before `now` (seconds since the
+/// epoch), or all of them.
+fn trash_due(trash: &Path, grace: std::time::Duration, now: i64, all: bool) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(trash) else {
+        return Vec::new();
+    };
+    // The rename into the trash set the entry's ctime: its time of arrival.
+    entries
+        .flatten()
+        .filter(|e| {
+            all || e
+                .metadata()
+                .is_ok_and(|m| now - m.ctime() > grace.as_secs() as i64)
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Less than 10% of the file system (or 5 GiB) free.
+fn short_of_space(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return true;
+    };
+    // SAFETY: a valid NUL-terminated path and a zeroed struct for the kernel to fill.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return true;
+    }
+    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    let size = st.f_blocks as u64 * st.f_frsize as u64;
+    free < (size / 10).max(5 << 30)
+}
+
+/// Starts a detached `rm -rf` of `paths`; it outlives this process if it has to. `rm`
+/// never follows symlinks. False if it did not start.
 /// `rbuild prune`: removes what finished builds left in `<store>/trash` (normally removed
 /// in the background by the next build), now. Returns how many build directories went.
 pub fn empty_trash(store: &Store) -> std::io::Result<usize> {
@@ -124,22 +174,14 @@ pub fn empty_trash(store: &Store) -> std::io::Result<usize> {
     Ok(removed)
 }
 
-fn remove_in_background(path: &Path, contents: bool) -> bool {
+fn remove_in_background(paths: &[PathBuf]) -> bool {
     use std::os::unix::process::CommandExt;
     let mut command = std::process::Command::new("rm");
-    command.arg("-rf").arg("--one-file-system").arg("--");
-    if contents {
-        match std::fs::read_dir(path) {
-            Ok(entries) => {
-                for entry in entries.flatten() {
-                    command.arg(entry.path());
-                }
-            }
-            Err(_) => return false,
-        }
-    } else {
-        command.arg(path);
-    }
+    command
+        .arg("-rf")
+        .arg("--one-file-system")
+        .arg("--")
+        .args(paths);
     command
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -223,4 +265,26 @@ pub(crate) fn apply_layers(store: &Store, layers: &[Descriptor], dir: &Path) -> 
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trash_keeps_recent_builds_for_a_while() {
+        let trash = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(trash.path().join("1-0-0/rootfs-0-1")).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!(trash_due(trash.path(), TRASH_GRACE, now, false).is_empty());
+        let later = now + TRASH_GRACE.as_secs() as i64 + 5;
+        assert_eq!(
+            trash_due(trash.path(), TRASH_GRACE, later, false),
+            vec![trash.path().join("1-0-0")]
+        );
+        assert_eq!(trash_due(trash.path(), TRASH_GRACE, now, true).len(), 1);
+    }
 }
