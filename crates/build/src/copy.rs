@@ -200,6 +200,48 @@ impl CopySpec {
     }
 }
 
+/// One source of a `COPY --from` done by container root (`crate::root_tasks`).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct CopyFromInput {
+    from: PathBuf,
+    src: String,
+    parents: bool,
+    exclude: Vec<String>,
+    root: PathBuf,
+    dest: String,
+    dest_is_dir: bool,
+    owner: Option<(u32, u32)>,
+    chmod: Option<String>,
+    dir_owner: (u32, u32),
+}
+
+/// Copies one `COPY --from` source as [`Builder::dispatch_copy`] does, in the
+/// container-root helper (there this process is root, so files are written and owned
+/// directly).
+pub(crate) fn copy_from_task(input: &str) -> std::result::Result<Vec<u8>, String> {
+    let input: CopyFromInput = serde_json::from_str(input).map_err(|e| e.to_string())?;
+    let filters = CopyFilters::new(&input.exclude)?;
+    let mode = match &input.chmod {
+        Some(text) => Some(Chmod::parse(text)?),
+        None => None,
+    };
+    let target = Target {
+        root: &input.root,
+        dest: input.dest.clone(),
+        dest_is_dir: input.dest_is_dir,
+        own: Ownership {
+            owner: input.owner,
+            mode,
+        },
+        dir_owner: input.dir_owner,
+    };
+    let root = SourceRoot::Rootfs(&input.from);
+    for (source, filters) in &root.copy_sources(&input.src, input.parents, &filters)? {
+        copy_source(&root, source, &target, filters, false)?;
+    }
+    Ok(Vec::new())
+}
+
 /// A git URL's query against the flags (BuildKit's `convert_copy.go`): `?checksum=` and
 /// `--checksum`, `?keep-git-dir=` and `--keep-git-dir`, must agree when both are given.
 fn check_git_flags(spec: &CopySpec, git: &GitRef) -> std::result::Result<(), String> {
@@ -312,6 +354,27 @@ impl Builder<'_> {
                         .map_err(fail)?;
                     continue;
                 }
+            }
+            if let (Some(from), Some(container_root)) = (&from_root, fsops::container_root()) {
+                // Rootless with subordinate ids: another stage's files may sit in
+                // directories only their container owner can read; container root copies.
+                let input = CopyFromInput {
+                    from: from.clone(),
+                    src: src.clone(),
+                    parents: spec.parents,
+                    exclude: spec.exclude.clone(),
+                    root: out.clone(),
+                    dest: target.dest.clone(),
+                    dest_is_dir: target.dest_is_dir,
+                    owner,
+                    chmod: spec.chmod.clone(),
+                    dir_owner: target.dir_owner,
+                };
+                let input = serde_json::to_string(&input).map_err(|e| fail(e.to_string()))?;
+                container_root
+                    .run_task(crate::root_tasks::COPY_FROM, &input)
+                    .map_err(fail)?;
+                continue;
             }
             let root = match &from_root {
                 Some(r) => SourceRoot::Rootfs(r),

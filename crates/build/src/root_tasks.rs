@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub(crate) const OVERLAY_CHANGES: &str = "overlay-changes";
 /// The before/after index of a step that writes into the rootfs (`crate::snapshot`).
 pub(crate) const SCAN_INDEX: &str = "scan-index";
+/// One source of a `COPY --from` (`crate::copy`).
+pub(crate) const COPY_FROM: &str = "copy-from";
 
 /// Registers the tasks with the sandbox. Call first thing in `main`, before
 /// `rbuild_sandbox::maybe_run_helper` (the worker is this executable started again).
@@ -22,6 +24,7 @@ pub fn register_root_tasks() {
     rbuild_sandbox::register_root_tasks(&[
         (OVERLAY_CHANGES, overlay_changes_task),
         (SCAN_INDEX, crate::snapshot::scan_task),
+        (COPY_FROM, crate::copy::copy_from_task),
     ]);
 }
 

@@ -164,7 +164,11 @@ fn rootless_build_with_subordinate_ids_keeps_owners_like_root() {
     }
     std::fs::write(
         ctx.join("Dockerfile"),
-        "FROM base:1\n\
+        "FROM base:1 AS private\n\
+         RUN mkdir -p /home/p2/dist && echo built > /home/p2/dist/out \
+             && chown -R 1000:1000 /home/p2 && chmod 700 /home/p2\n\
+         FROM base:1\n\
+         COPY --from=private /home/p2/dist/ /dist/\n\
          RUN touch /x && chown 123:456 /x\n\
          RUN mkdir -p /home/p && echo s > /home/p/secret && chown -R 1000:1000 /home/p \
              && chmod 700 /home/p\n\
@@ -262,6 +266,8 @@ fn rootless_build_with_subordinate_ids_keeps_owners_like_root() {
     // through container root.
     assert_eq!(owner_in(&rootless, "home/p"), (1000, 1000, 0o700));
     assert_eq!(owner_in(&rootless, "home/p/secret"), (1000, 1000, 0o644));
+    // Copied out of such a directory of another stage (container root reads it).
+    assert_eq!(owner_in(&rootless, "dist/out"), (1000, 1000, 0o644));
     let many: Vec<_> = rootless
         .iter()
         .flat_map(|(_, entries)| entries)
