@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use rbuild_testutil::{require_root, Registry};
 
 mod common;
-use common::{fails, ok, rbuild, store_with_busybox};
+use common::{fails, ok, rbuild, store_with_busybox, test_user, user_workspace};
 
 fn example_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello")
@@ -223,34 +223,6 @@ fn built_image_runs_in_docker_after_save_and_load() {
     assert_eq!(output, "hello from a container built by rbuild\n");
 }
 
-/// Creates `name` if missing, with no subordinate id ranges, and returns its uid and gid.
-fn user_without_subids(name: &str) -> (u32, u32) {
-    if !Command::new("id")
-        .arg(name)
-        .output()
-        .unwrap()
-        .status
-        .success()
-    {
-        let status = Command::new("useradd").args(["-m", name]).status().unwrap();
-        assert!(status.success(), "useradd {name} failed");
-    }
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        let content = std::fs::read_to_string(file).unwrap_or_default();
-        let kept: String = content
-            .lines()
-            .filter(|l| !l.starts_with(&format!("{name}:")))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        std::fs::write(file, kept).unwrap();
-    }
-    let id = |flag: &str| -> u32 {
-        let out = Command::new("id").args([flag, name]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-    };
-    (id("-u"), id("-g"))
-}
-
 /// Every entry of every layer blob in an OCI archive (config and manifest blobs are
 /// skipped: they are not tars).
 fn oci_layer_entries(archive: &Path) -> Vec<rbuild_layer::EntryInfo> {
@@ -275,19 +247,14 @@ fn oci_layer_entries(archive: &Path) -> Vec<rbuild_layer::EntryInfo> {
 fn unprivileged_user_without_subids_builds_from_an_image() {
     require_root("creating a user and running rbuild as it in this test");
     let user = "rbuildnosub";
-    let (uid, gid) = user_without_subids(user);
+    let (uid, gid) = test_user(user, None);
     assert_ne!(uid, 0);
 
-    // Everything the user touches lives in one world-traversable directory, including a
-    // copy of the binary (the target dir may not be reachable by other users).
-    let work = tempfile::tempdir().unwrap();
+    // Everything the user touches lives in one world-traversable directory.
+    let (work, bin) = user_workspace();
     let chmod = |p: &Path, mode: u32| {
         std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap()
     };
-    chmod(work.path(), 0o755);
-    let bin = work.path().join("rbuild");
-    std::fs::copy(env!("CARGO_BIN_EXE_rbuild"), &bin).unwrap();
-    chmod(&bin, 0o755);
 
     // The base image, built as root and handed over as an archive.
     let base_store = store_with_busybox();

@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use rbuild_testutil::{busybox_rootfs, require_binary, require_root};
 
 mod common;
-use common::{fails, ok};
+use common::{fails, ok, test_user, user_workspace};
 
 /// The test user and its subordinate range (kept apart from other tests' ranges).
 const USER: &str = "rbuildsubids";
@@ -31,35 +31,6 @@ fn rbuild_as_root(bin: &Path, root: &Path) -> Command {
         .env_remove("RBUILD_ENGINE")
         .env("SOURCE_DATE_EPOCH", EPOCH);
     cmd
-}
-
-/// Creates the user if needed and gives it exactly one subordinate uid and gid range.
-fn user_with_subids() -> (u32, u32) {
-    let exists = Command::new("id")
-        .arg(USER)
-        .output()
-        .unwrap()
-        .status
-        .success();
-    if !exists {
-        let status = Command::new("useradd").args(["-m", USER]).status().unwrap();
-        assert!(status.success(), "useradd {USER} failed");
-    }
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        let content = std::fs::read_to_string(file).unwrap_or_default();
-        let mut kept: String = content
-            .lines()
-            .filter(|l| !l.starts_with(&format!("{USER}:")))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        kept.push_str(&format!("{USER}:{SUB_START}:{SUB_COUNT}\n"));
-        std::fs::write(file, kept).unwrap();
-    }
-    let id = |flag: &str| -> u32 {
-        let out = Command::new("id").args([flag, USER]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-    };
-    (id("-u"), id("-g"))
 }
 
 /// Every layer entry of the image in OCI archive `archive`, layer by layer (bottom first),
@@ -113,18 +84,13 @@ fn rootless_build_with_subordinate_ids_keeps_owners_like_root() {
     require_root("creating a user with a subordinate id range in this test");
     require_binary("/usr/bin/newuidmap", "uidmap");
     require_binary("/usr/bin/newgidmap", "uidmap");
-    let (uid, gid) = user_with_subids();
+    let (uid, gid) = test_user(USER, Some((SUB_START, SUB_COUNT)));
 
-    // Everything the user touches lives in one world-traversable directory, including a
-    // copy of the binary (the target dir may not be reachable by other users).
-    let work = tempfile::tempdir().unwrap();
+    // Everything the user touches lives in one world-traversable directory.
+    let (work, bin) = user_workspace();
     let chmod = |p: &Path, mode: u32| {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
     };
-    chmod(work.path(), 0o755);
-    let bin = work.path().join("rbuild");
-    std::fs::copy(env!("CARGO_BIN_EXE_rbuild"), &bin).unwrap();
-    chmod(&bin, 0o755);
 
     // The base, built as root: files owned by 1000:1000 and a setuid file of 1000's.
     let root_store = work.path().join("root-store");

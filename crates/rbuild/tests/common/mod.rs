@@ -57,3 +57,48 @@ pub fn store_with_busybox() -> tempfile::TempDir {
         .unwrap());
     root
 }
+
+/// Creates the user `name` if missing and gives it exactly the subordinate uid and gid range
+/// `subids` (start, count), or none; returns its uid and gid.
+pub fn test_user(name: &str, subids: Option<(u32, u32)>) -> (u32, u32) {
+    let exists = Command::new("id")
+        .arg(name)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if !exists {
+        let status = Command::new("useradd").args(["-m", name]).status().unwrap();
+        assert!(status.success(), "useradd {name} failed");
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let content = std::fs::read_to_string(file).unwrap_or_default();
+        let mut kept: String = content
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{name}:")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if let Some((start, count)) = subids {
+            kept.push_str(&format!("{name}:{start}:{count}\n"));
+        }
+        std::fs::write(file, kept).unwrap();
+    }
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id").args([flag, name]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    (id("-u"), id("-g"))
+}
+
+/// A world-traversable directory for a test user's files, holding a copy of the rbuild
+/// binary (the target directory may not be reachable by other users); returns it and the
+/// binary's path.
+pub fn user_workspace() -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = work.path().join("rbuild");
+    std::fs::copy(env!("CARGO_BIN_EXE_rbuild"), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (work, bin)
+}
