@@ -73,6 +73,10 @@ fn main() -> ExitCode {
             "builds_share_an_extracted_base_and_never_change_it",
             builds_share_an_extracted_base_and_never_change_it,
         ),
+        (
+            "builds_at_once_make_one_extracted_tree",
+            builds_at_once_make_one_extracted_tree,
+        ),
     ])
 }
 
@@ -915,4 +919,37 @@ fn builds_share_an_extracted_base_and_never_change_it() {
             "round {round}: the rootfs links the shared tree"
         );
     }
+}
+
+/// Builds on one store at the same time, each needing the base's tree before it exists: one
+/// tree is kept, the others' copies are dropped, and every build sees the whole base.
+fn builds_at_once_make_one_extracted_tree() {
+    let fx = Fixture::new();
+    let mut request = fx.request("FROM busybox\nRUN ls /bin/busybox /etc/passwd > /seen\n");
+    request.no_cache = true;
+    request.isolation = Isolation::Userns;
+    std::thread::scope(|scope| {
+        // `run`, not `built`: the builds race for the tag, which `built` checks.
+        let builds: Vec<_> = (0..3).map(|_| scope.spawn(|| fx.run(&request))).collect();
+        for build in builds {
+            let (result, _) = build.join().expect("a build panicked");
+            let manifest = fx.store.read_manifest(&result.manifest).unwrap();
+            let seen = fx
+                .entries(manifest.layers.last().unwrap())
+                .into_iter()
+                .find(|e| e.path.to_string_lossy() == "seen")
+                .expect("the step's file is in its layer");
+            assert_eq!(seen.size, "/bin/busybox\n/etc/passwd\n".len() as u64);
+        }
+    });
+    let entries: Vec<String> = std::fs::read_dir(fx.store.root().join("trees"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let trees = entries.iter().filter(|n| !n.ends_with(".used")).count();
+    assert_eq!(trees, 1, "{entries:?}");
+    assert!(
+        !entries.iter().any(|n| n.starts_with("tmp-")),
+        "a losing copy was left: {entries:?}"
+    );
 }
