@@ -99,10 +99,18 @@ impl Builder<'_> {
         if wanted_again == 0 {
             return Ok(0);
         }
-        let tree = trees.get_or_make(&layers[..wanted_again], &|layers, dir| {
-            apply_layers(self.store, layers, dir)
-        })?;
-        crate::trees::link(&tree, rootfs)?;
+        let linked = trees
+            .get_or_make(&layers[..wanted_again], &|layers, dir| {
+                apply_layers(self.store, layers, dir)
+            })
+            .and_then(|tree| crate::trees::link(&tree, rootfs));
+        if linked.is_err() {
+            // Sharing is an optimisation (a tree on another file system, a link count at
+            // its limit): the rootfs, perhaps half linked, starts again empty and the
+            // layers are extracted into it as they would be without trees.
+            crate::trees::empty_dir(rootfs)?;
+            return Ok(0);
+        }
         crate::stage::lock(&self.shared_roots).insert(rootfs.to_path_buf());
         Ok(wanted_again)
     }
@@ -127,8 +135,7 @@ impl Builder<'_> {
         }
         st.rootfs = self.dir.new_dir(&format!("rootfs-{}", st.index))?;
         st.applied = 0;
-        let layers = &st.layers[..st.layers.len()];
-        self.catch_up(layers, &mut st.applied, &st.rootfs)
+        self.catch_up(&st.layers, &mut st.applied, &st.rootfs)
     }
 
     /// The before-index of a step that writes into `root` (COPY, WORKDIR).

@@ -193,6 +193,14 @@ pub(crate) fn link(tree: &Path, dst: &Path) -> crate::error::Result<()> {
     })
 }
 
+/// Removes everything in `dir` (whoever of the build's container users owns it), leaving
+/// it empty.
+pub(crate) fn empty_dir(dir: &Path) -> crate::error::Result<()> {
+    remove(dir, &crate::fsops::owners());
+    std::fs::create_dir(dir)
+        .map_err(|e| crate::error::BuildError::other(format!("creating {}: {e}", dir.display())))
+}
+
 /// Records a use of `tree` (the mtime of `<tree>.used`), for removing the least recently
 /// used ones.
 fn touch_used(tree: &Path) {
