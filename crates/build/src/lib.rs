@@ -59,8 +59,7 @@ pub use error::BuildError;
 pub use phases::{Phase, PhaseTimes};
 pub use progress::{Event, JsonProgress, NoProgress, PlainProgress, Progress};
 pub use root_tasks::register_root_tasks;
-pub use trees::prune_trees;
-pub use workdir::empty_trash;
+pub use trees::{prune_build_state, PrunedBuildState};
 
 /// Everything a build needs besides the store and the base images.
 #[derive(Debug, Clone)]

@@ -260,9 +260,30 @@ fn trim(dir: &Path, keep: usize, unused_for: Option<std::time::Duration>) -> usi
     removed
 }
 
-/// `rbuild prune`: removes every tree, unless a build is running (then none). Returns how
-/// many went, or `None` when a build held them.
-pub fn prune_trees(store: &Store) -> std::io::Result<Option<usize>> {
+/// What `rbuild prune` removed of the build state.
+#[derive(Debug)]
+pub struct PrunedBuildState {
+    /// Finished builds' directories removed from the trash.
+    pub trash: std::io::Result<usize>,
+    /// Extracted trees removed, or `None` when a running build held them.
+    pub trees: std::io::Result<Option<usize>>,
+}
+
+/// `rbuild prune`: empties the trash and removes every extracted tree (unless a build is
+/// running). Rootless with subordinate ids, container root removes them: their files
+/// belong to container users.
+pub fn prune_build_state(store: &Store) -> PrunedBuildState {
+    let (owners, _) = Owners::for_build(&rbuild_sandbox::Sandbox::new());
+    let _scope = crate::fsops::OwnersScope::enter(owners);
+    PrunedBuildState {
+        trash: crate::workdir::empty_trash(store),
+        trees: prune_trees(store),
+    }
+}
+
+/// Removes every tree, unless a build is running (then none). Returns how many went, or
+/// `None` when a build held them.
+fn prune_trees(store: &Store) -> std::io::Result<Option<usize>> {
     let dir = store.root().join("trees");
     if !dir.is_dir() {
         return Ok(Some(0));

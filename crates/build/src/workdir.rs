@@ -148,8 +148,8 @@ fn short_of_space(path: &Path) -> bool {
 /// Starts a detached `rm -rf` of `paths`; it outlives this process if it has to. `rm`
 /// never follows symlinks. False if it did not start.
 /// `rbuild prune`: removes what finished builds left in `<store>/trash` (normally removed
-/// in the background by the next build), now. Returns how many build directories went.
-pub fn empty_trash(store: &Store) -> std::io::Result<usize> {
+/// after a while by a later build), now. Returns how many build directories went.
+pub(crate) fn empty_trash(store: &Store) -> std::io::Result<usize> {
     let trash = store.root().join("trash");
     let entries = match std::fs::read_dir(&trash) {
         Ok(entries) => entries,
@@ -159,7 +159,11 @@ pub fn empty_trash(store: &Store) -> std::io::Result<usize> {
     let mut removed = 0;
     for entry in entries {
         let path = entry?.path();
-        match std::fs::remove_dir_all(&path) {
+        let outcome = match crate::fsops::owners() {
+            Owners::Mapped(root) => root.remove_all(&path).map_err(std::io::Error::other),
+            _ => std::fs::remove_dir_all(&path),
+        };
+        match outcome {
             Ok(()) => removed += 1,
             // A background remover got there first.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

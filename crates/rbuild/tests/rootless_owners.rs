@@ -297,6 +297,23 @@ fn rootless_build_with_subordinate_ids_keeps_owners_like_root() {
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "left in the store: {leftovers:?}");
 
+    // The extracted base trees hold files of container users; prune removes them through
+    // container root.
+    let trees = || -> usize {
+        std::fs::read_dir(store.join("trees"))
+            .map(|d| d.flatten().filter(|e| e.path().is_dir()).count())
+            .unwrap_or(0)
+    };
+    let before = trees();
+    assert!(before >= 1, "the rootless build shared no extracted tree");
+    let pruned = ok(as_user(&["prune"]));
+    let text = String::from_utf8_lossy(&pruned.stdout);
+    assert!(
+        text.contains(&format!("Removed {before} extracted base trees")),
+        "{text}"
+    );
+    assert_eq!(trees(), 0, "prune left trees: {text}");
+
     // An id outside the range: a clear error naming it.
     let err = fails(as_user(&["build", bad_ctx.to_str().unwrap()]));
     assert!(

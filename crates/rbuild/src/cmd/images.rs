@@ -333,11 +333,12 @@ pub fn run_prune(globals: &Globals, args: PruneArgs) -> Result<u8> {
             cache.removed_records, cache.kept_records
         );
     }
-    match rbuild_build::empty_trash(&store) {
+    let state = rbuild_build::prune_build_state(&store);
+    match state.trash {
         Ok(n) => println!("Removed {n} finished build directories"),
         Err(e) => eprintln!("warning: emptying the store's trash: {e}"),
     }
-    match rbuild_build::prune_trees(&store) {
+    match state.trees {
         Ok(Some(n)) => println!("Removed {n} extracted base trees"),
         Ok(None) => println!("Kept the extracted base trees: a build is using them"),
         Err(e) => eprintln!("warning: removing the extracted base trees: {e}"),
