@@ -305,49 +305,51 @@ pub fn apt() -> Context {
 /// package index (over HTTPS, hence the CA secret), checked by running the app in the same
 /// step.
 pub fn pip() -> Context {
-    Context {
-        name: "pip",
-        what: "apt-get install python3-pip, then pip install of a small app's requirements \
-               (network: the apt mirror and the package index)"
-            .into(),
-        base: Base::Debian,
-        cacheable_steps: 3,
-        changed_file: None,
-        secrets: &[("ca", CA_BUNDLE)],
-        make: Box::new(|dir, from| {
-            for (name, text) in PYTHON_APP {
-                write(dir, &format!("app/{name}"), text)?;
-            }
-            write(
-                dir,
-                "Dockerfile",
-                &format!(
-                    "FROM {from}\nRUN apt-get update -qq && \
-                     apt-get install -y -qq --no-install-recommends python3-pip && \
-                     rm -rf /var/lib/apt/lists/*\nWORKDIR /app\nCOPY app/ ./\n\
-                     RUN --mount=type=secret,id=ca PIP_CERT=/run/secrets/ca \
-                     pip install --no-cache-dir --break-system-packages -r requirements.txt \
-                     && python3 app.py\n"
-                ),
-            )
-        }),
-    }
+    debian_app(
+        "pip",
+        "apt-get install python3-pip, then pip install of a small app's requirements \
+         (network: the apt mirror and the package index)",
+        "python3-pip",
+        PYTHON_APP,
+        "PIP_CERT=/run/secrets/ca \
+         pip install --no-cache-dir --break-system-packages -r requirements.txt \
+         && python3 app.py",
+    )
 }
 
 /// A Node app on Debian: nodejs and npm from apt, then `npm ci` from package-lock.json
 /// (over HTTPS, hence the CA secret), checked by running the app in the same step.
 pub fn npm() -> Context {
+    debian_app(
+        "npm",
+        "apt-get install nodejs npm, then npm ci of a small app \
+         (network: the apt mirror and the package registry)",
+        "nodejs npm",
+        NODE_APP,
+        "npm_config_cafile=/run/secrets/ca \
+         npm ci --no-audit --no-fund --no-update-notifier \
+         && rm -rf /root/.npm && node index.js",
+    )
+}
+
+/// An app on Debian: `packages` from apt, the app's `files` copied to /app, then `install`
+/// (its package manager, with the CA bundle as the build secret `ca`) in one step.
+fn debian_app(
+    name: &'static str,
+    what: &str,
+    packages: &'static str,
+    files: &'static [(&'static str, &'static str)],
+    install: &'static str,
+) -> Context {
     Context {
-        name: "npm",
-        what: "apt-get install nodejs npm, then npm ci of a small app \
-               (network: the apt mirror and the package registry)"
-            .into(),
+        name,
+        what: what.into(),
         base: Base::Debian,
         cacheable_steps: 3,
         changed_file: None,
         secrets: &[("ca", CA_BUNDLE)],
-        make: Box::new(|dir, from| {
-            for (name, text) in NODE_APP {
+        make: Box::new(move |dir, from| {
+            for (name, text) in files {
                 write(dir, &format!("app/{name}"), text)?;
             }
             write(
@@ -355,11 +357,9 @@ pub fn npm() -> Context {
                 "Dockerfile",
                 &format!(
                     "FROM {from}\nRUN apt-get update -qq && \
-                     apt-get install -y -qq --no-install-recommends nodejs npm && \
+                     apt-get install -y -qq --no-install-recommends {packages} && \
                      rm -rf /var/lib/apt/lists/*\nWORKDIR /app\nCOPY app/ ./\n\
-                     RUN --mount=type=secret,id=ca npm_config_cafile=/run/secrets/ca \
-                     npm ci --no-audit --no-fund --no-update-notifier \
-                     && rm -rf /root/.npm && node index.js\n"
+                     RUN --mount=type=secret,id=ca {install}\n"
                 ),
             )
         }),
