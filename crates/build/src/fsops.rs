@@ -136,6 +136,33 @@ pub(crate) fn current_ids() -> (u32, u32) {
     unsafe { (libc::geteuid(), libc::getegid()) }
 }
 
+/// `flock(file, operation)`, retried when a signal interrupts it: `Ok(false)` when a
+/// non-blocking request finds the lock held elsewhere.
+pub(crate) fn flock(file: &fs::File, operation: libc::c_int) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock on a descriptor the caller owns.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+            return Ok(true);
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) if operation & libc::LOCK_NB != 0 => return Ok(false),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Removes the tree `path` (never following symlinks): as container root when its files
+/// belong to the build's container users.
+pub(crate) fn remove_tree(path: &Path, owners: &Owners) -> std::io::Result<()> {
+    match owners {
+        Owners::Mapped(root) => root.remove_all(path).map_err(std::io::Error::other),
+        _ => fs::remove_dir_all(path),
+    }
+}
+
 /// How container ids become owners on disk in this build.
 #[derive(Clone)]
 pub(crate) enum Owners {

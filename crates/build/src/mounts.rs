@@ -291,7 +291,6 @@ pub(crate) struct CacheLock(#[allow(dead_code)] std::fs::File);
 impl CacheLock {
     /// Waits for the lock (`blocking`), or returns `None` when it is held elsewhere.
     fn acquire(dir: &Path, blocking: bool) -> std::io::Result<Option<CacheLock>> {
-        use std::os::fd::AsRawFd;
         let mut name = dir.file_name().unwrap_or_default().to_os_string();
         name.push(".lock");
         let path = dir.with_file_name(name);
@@ -305,17 +304,6 @@ impl CacheLock {
         } else {
             libc::LOCK_EX | libc::LOCK_NB
         };
-        loop {
-            // SAFETY: flock on a descriptor this function owns.
-            if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
-                return Ok(Some(CacheLock(file)));
-            }
-            let err = std::io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EWOULDBLOCK) if !blocking => return Ok(None),
-                _ => return Err(err),
-            }
-        }
+        Ok(fsops::flock(&file, operation)?.then_some(CacheLock(file)))
     }
 }

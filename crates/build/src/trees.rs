@@ -36,18 +36,6 @@ const UNUSED_FOR: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 
 
 const LOCK_FILE: &str = "trees.lock";
 
-/// `flock(file, operation)`; whether it was granted.
-fn flock(file: &File, operation: libc::c_int) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on a descriptor the caller owns.
-    unsafe { libc::flock(file.as_raw_fd(), operation) == 0 }
-}
-
-fn current_uid() -> u32 {
-    // SAFETY: getuid cannot fail.
-    unsafe { libc::getuid() }
-}
-
 /// The store's extracted trees, with this build's shared lock on them.
 pub(crate) struct Trees {
     dir: PathBuf,
@@ -73,8 +61,12 @@ fn open_lock(store: &Store) -> std::io::Result<File> {
 fn owners_tag(owners: &Owners) -> String {
     match owners {
         Owners::Root => "root".into(),
-        Owners::SingleId => format!("single {}", current_uid()),
-        Owners::Mapped(root) => format!("mapped {} {:?}", current_uid(), root.id_map()),
+        Owners::SingleId => format!("single {}", crate::fsops::current_ids().0),
+        Owners::Mapped(root) => format!(
+            "mapped {} {:?}",
+            crate::fsops::current_ids().0,
+            root.id_map()
+        ),
     }
 }
 
@@ -86,12 +78,10 @@ impl Trees {
             .state_dir("trees")
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let lock = open_lock(store)?;
-        if flock(&lock, libc::LOCK_EX | libc::LOCK_NB) {
+        if crate::fsops::flock(&lock, libc::LOCK_EX | libc::LOCK_NB)? {
             let _ = trim(&dir, KEEP_TREES, Some(UNUSED_FOR));
         }
-        if !flock(&lock, libc::LOCK_SH) {
-            return Err(std::io::Error::last_os_error());
-        }
+        crate::fsops::flock(&lock, libc::LOCK_SH)?;
         Ok(Trees {
             dir,
             _lock: lock,
@@ -159,12 +149,12 @@ impl Trees {
             apply(&layers[start..], &tmp)
         })();
         if let Err(e) = made {
-            remove(&tmp, &owners);
+            let _ = crate::fsops::remove_tree(&tmp, &owners);
             return Err(e);
         }
         if let Err(e) = std::fs::rename(&tmp, &path) {
             // Another build made the same tree meanwhile: theirs is as good.
-            remove(&tmp, &owners);
+            let _ = crate::fsops::remove_tree(&tmp, &owners);
             if !path.is_dir() {
                 return Err(fail("moving the extracted tree to", &path, &e));
             }
@@ -196,7 +186,7 @@ pub(crate) fn link(tree: &Path, dst: &Path) -> crate::error::Result<()> {
 /// Removes everything in `dir` (whoever of the build's container users owns it), leaving
 /// it empty.
 pub(crate) fn empty_dir(dir: &Path) -> crate::error::Result<()> {
-    remove(dir, &crate::fsops::owners());
+    let _ = crate::fsops::remove_tree(dir, &crate::fsops::owners());
     std::fs::create_dir(dir)
         .map_err(|e| crate::error::BuildError::other(format!("creating {}: {e}", dir.display())))
 }
@@ -207,17 +197,6 @@ fn touch_used(tree: &Path) {
     let mut marker = tree.as_os_str().to_owned();
     marker.push(".used");
     let _ = std::fs::write(marker, b"");
-}
-
-fn remove(path: &Path, owners: &Owners) {
-    match owners {
-        Owners::Mapped(root) => {
-            let _ = root.remove_all(path);
-        }
-        _ => {
-            let _ = std::fs::remove_dir_all(path);
-        }
-    }
 }
 
 /// Removes trees beyond the `keep` most recently used and those unused for `unused_for`,
@@ -232,7 +211,7 @@ fn trim(dir: &Path, keep: usize, unused_for: Option<std::time::Duration>) -> usi
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with("tmp-") {
-            remove(&entry.path(), &owners);
+            let _ = crate::fsops::remove_tree(&entry.path(), &owners);
         } else if let Some(tree) = name.strip_suffix(".used") {
             if !dir.join(tree).is_dir() {
                 let _ = std::fs::remove_file(entry.path());
@@ -250,7 +229,7 @@ fn trim(dir: &Path, keep: usize, unused_for: Option<std::time::Duration>) -> usi
     for (i, (used, path)) in trees.into_iter().enumerate() {
         let stale = unused_for.is_some_and(|d| now.duration_since(used).is_ok_and(|age| age > d));
         if i >= keep || stale {
-            remove(&path, &owners);
+            let _ = crate::fsops::remove_tree(&path, &owners);
             let mut marker = path.into_os_string();
             marker.push(".used");
             let _ = std::fs::remove_file(marker);
@@ -289,7 +268,7 @@ fn prune_trees(store: &Store) -> std::io::Result<Option<usize>> {
         return Ok(Some(0));
     }
     let lock = open_lock(store)?;
-    if !flock(&lock, libc::LOCK_EX | libc::LOCK_NB) {
+    if !crate::fsops::flock(&lock, libc::LOCK_EX | libc::LOCK_NB)? {
         return Ok(None);
     }
     Ok(Some(trim(&dir, 0, None)))

@@ -159,11 +159,7 @@ pub(crate) fn empty_trash(store: &Store) -> std::io::Result<usize> {
     let mut removed = 0;
     for entry in entries {
         let path = entry?.path();
-        let outcome = match crate::fsops::owners() {
-            Owners::Mapped(root) => root.remove_all(&path).map_err(std::io::Error::other),
-            _ => std::fs::remove_dir_all(&path),
-        };
-        match outcome {
+        match crate::fsops::remove_tree(&path, &crate::fsops::owners()) {
             Ok(()) => removed += 1,
             // A background remover got there first.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
