@@ -24,3 +24,27 @@ ensure_packages() {
 # capability and xattr tests, and a real dockerd (Debian's docker.io) with openssl-made
 # TLS certificates for the --engine dood/dind tests.
 TEST_PACKAGES=(docker-registry uidmap busybox-static apache2-utils libcap2-bin attr passwd docker.io openssl util-linux git openssh-client debootstrap python3 tar)
+
+# What building rbuild and running the README's example need: a C compiler and linker for
+# the crates that build C, and the static busybox the example's base image is made from.
+SETUP_PACKAGES=(gcc libc6-dev busybox-static ca-certificates)
+
+# The Rust toolchain the workspace needs (rust-version in Cargo.toml).
+MIN_RUST=1.85
+
+# Fails with how to get one when cargo is missing or older than $MIN_RUST.
+require_rust() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "rbuild needs a Rust toolchain, version $MIN_RUST or newer, and cargo is not on PATH." >&2
+        echo "Install one with rustup (https://rustup.rs), then run this script again:" >&2
+        echo "    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y" >&2
+        echo '    . "$HOME/.cargo/env"' >&2
+        return 1
+    fi
+    local have
+    have=$(cargo --version | awk '{print $2}')
+    if [ "$(printf '%s\n%s\n' "$MIN_RUST" "$have" | sort -V | head -n1)" != "$MIN_RUST" ]; then
+        echo "rbuild needs Rust $MIN_RUST or newer; cargo here is $have (rustup update stable)" >&2
+        return 1
+    fi
+}

@@ -6,10 +6,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-ensure_packages "${TEST_PACKAGES[@]}"
+require_rust
+ensure_packages "${SETUP_PACKAGES[@]}"
 echo "==> building rbuild (release)"
 cargo build --release --quiet --bin rbuild
-RBUILD=$PWD/target/release/rbuild
+# Installed where root's and users' PATH look (a user without root gets ~/.local/bin).
+if [ "$(id -u)" = 0 ]; then
+    BIN_DIR=/usr/local/bin
+else
+    BIN_DIR=$HOME/.local/bin
+fi
+mkdir -p "$BIN_DIR"
+install -m 0755 target/release/rbuild "$BIN_DIR/rbuild"
+RBUILD=$BIN_DIR/rbuild
+echo "==> installed $RBUILD"
 echo "==> $($RBUILD --version)"
 $RBUILD info
 
@@ -39,7 +49,7 @@ echo "==> the image's /greeting.txt says: $(cat "$work/hello-rootfs/greeting.txt
 $RBUILD images
 
 cat <<EOF
-==> done. The binary is $RBUILD; images are in the store (${RBUILD_ROOT:-the default store}).
+==> done. rbuild is installed as $RBUILD; images are in the store (${RBUILD_ROOT:-the default store}).
     Run the image with Docker:   $RBUILD save hello:latest -o hello.tar && docker load -i hello.tar && docker run --rm hello:latest
     Or look at its files:        $RBUILD build -o type=local,dest=DIR examples/hello
 EOF

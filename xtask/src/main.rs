@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: developer tasks that are easier to write in Rust than in shell.
 
 mod bench;
+mod builder_image;
 
 use std::process::ExitCode;
 
@@ -16,6 +17,11 @@ tasks:
         workloads; --heavy-runs: runs of the rows moving hundreds of MB;
         --bin-dir: use DIR/rbuild and DIR/examples/layer_bench instead of
         building them; --list: the workloads
+  builder-image OUT_DIR
+        build a static, stripped rbuild (debug info in OUT_DIR/rbuild.debug) and,
+        with it, the builder images from the repository's Dockerfile:
+        OUT_DIR/rbuild.tar (rbuild:latest) and OUT_DIR/rbuild-debug.tar
+        (rbuild:debug), both docker-loadable
   help  this text";
 
 fn main() -> ExitCode {
@@ -26,6 +32,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some("bench") => bench::main(&args[1..]),
+        Some("builder-image") => builder_image::main(&args[1..]),
         Some(other) => {
             eprintln!("xtask: unknown task `{other}`\n\n{USAGE}");
             return ExitCode::from(2);

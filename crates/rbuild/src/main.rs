@@ -50,6 +50,13 @@ enum Command {
     Fsck(cmd::fsck::FsckArgs),
     /// Show what isolation this machine allows (user namespaces, subuids, overlay, chroot).
     Info(cmd::info::InfoArgs),
+    /// Build with Kaniko's executor flags and their Kaniko meaning (also run as
+    /// `/kaniko/executor`); see docs/kaniko.md.
+    #[command(disable_help_flag = true)]
+    Kaniko {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,16 +64,28 @@ fn main() -> ExitCode {
     // Before the helper check: the container-root worker is this executable again.
     rbuild_build::register_root_tasks();
     rbuild_sandbox::maybe_run_helper();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv
+        .first()
+        .is_some_and(|a| cmd::kaniko::invoked_as_executor(a))
+    {
+        // Kaniko's executor: every argument is Kaniko's; the store comes from RBUILD_ROOT.
+        let args: Vec<String> = argv[1..]
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let globals = cmd::Globals {
+            root: std::env::var_os("RBUILD_ROOT").map(std::path::PathBuf::from),
+        };
+        return exit(cmd::kaniko::run(&globals, &args));
+    }
     let subcommands: Vec<String> = Cli::command()
         .get_subcommands()
         .flat_map(|c| {
             std::iter::once(c.get_name().to_string()).chain(c.get_all_aliases().map(str::to_string))
         })
         .collect();
-    let cli = Cli::parse_from(cmd::build::with_default_subcommand(
-        std::env::args_os().collect(),
-        &subcommands,
-    ));
+    let cli = Cli::parse_from(cmd::build::with_default_subcommand(argv, &subcommands));
     let result = match cli.command {
         Command::Info(args) => cmd::info::run(&cli.globals, args),
         Command::Fsck(args) => cmd::fsck::run(&cli.globals, args),
@@ -83,7 +102,12 @@ fn main() -> ExitCode {
         Command::Push(args) => cmd::registry::run_push(&cli.globals, args),
         Command::Login(args) => cmd::registry::run_login(&cli.globals, args),
         Command::Logout(args) => cmd::registry::run_logout(&cli.globals, args),
+        Command::Kaniko { args } => cmd::kaniko::run(&cli.globals, &args),
     };
+    exit(result)
+}
+
+fn exit(result: anyhow::Result<u8>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {

@@ -25,6 +25,9 @@ use crate::transport::{
 pub struct ClientOptions {
     /// Registries (`host[:port]` or `host`) spoken to over plain http, besides loopback ones.
     pub insecure_registries: Vec<String>,
+    /// Registries (`host[:port]` or `host`) whose TLS certificates are not verified (Kaniko's
+    /// `--skip-tls-verify`); https is still used, only the certificate check is skipped.
+    pub skip_tls_verify: Vec<String>,
     /// Extra CA bundles trusted for every registry.
     pub ca_files: Vec<PathBuf>,
     /// Directories holding `<host[:port]>/*.crt` (CAs) and `*.cert`/`*.key` (a client
@@ -46,6 +49,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             insecure_registries: Vec::new(),
+            skip_tls_verify: Vec::new(),
             ca_files: Vec::new(),
             cert_dirs: default_cert_dirs(),
             mirrors: Vec::new(),
@@ -56,6 +60,12 @@ impl Default for ClientOptions {
             read_timeout: Duration::from_secs(120),
         }
     }
+}
+
+/// Whether `list` names `host` (`host:port` exactly, or the host without its port).
+fn names_host(list: &[String], host: &str) -> bool {
+    list.iter()
+        .any(|r| r == host || r == crate::transport::strip_port(host))
 }
 
 /// A registry client; cheap to clone, and clones share connections and cached tokens, so
@@ -113,10 +123,8 @@ impl Client {
         let options = &self.inner.options;
         // Loopback speaks http as with Docker, unless certs.d holds certificates for it.
         let insecure = (is_loopback_host(&host) && !has_cert_dir(&host, &options.cert_dirs))
-            || options
-                .insecure_registries
-                .iter()
-                .any(|r| r == &host || r == crate::transport::strip_port(&host) || r == registry);
+            || names_host(&options.insecure_registries, &host)
+            || options.insecure_registries.iter().any(|r| r == registry);
         Endpoint {
             registry: registry.to_string(),
             host,
@@ -163,6 +171,9 @@ impl Client {
             .read_timeout(opts.read_timeout);
         for cert in certs {
             builder = builder.add_root_certificate(cert);
+        }
+        if names_host(&opts.skip_tls_verify, host) {
+            builder = builder.danger_accept_invalid_certs(true);
         }
         if let Some(identity) = client_identity(host, &opts.cert_dirs)? {
             builder = builder.identity(identity);

@@ -140,6 +140,12 @@ pub struct BuildArgs {
     /// A registry reached over plain HTTP or with an untrusted certificate (repeatable).
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+    /// Speak https to this registry without verifying its certificate; repeatable.
+    #[arg(long = "skip-tls-verify-registry", value_name = "HOST[:PORT]")]
+    pub skip_tls_verify_registries: Vec<String>,
+    /// Trust this CA bundle (PEM) for every registry, besides certs.d; repeatable.
+    #[arg(long = "registry-ca", value_name = "FILE")]
+    pub registry_certificates: Vec<PathBuf>,
     /// Also put the result into rbuild's image store.
     #[arg(long)]
     pub load_into_store: bool,
@@ -328,6 +334,11 @@ fn refuse_native_only(args: &BuildArgs) -> Result<()> {
              locally)",
         ),
         (args.reproducible, "--reproducible"),
+        (
+            !args.skip_tls_verify_registries.is_empty() || !args.registry_certificates.is_empty(),
+            "--skip-tls-verify-registry and --registry-ca (the daemon's own registry settings \
+             apply)",
+        ),
         (
             !args.no_cache_filter.is_empty() || args.explain_misses,
             "--no-cache-filter and --explain-misses",

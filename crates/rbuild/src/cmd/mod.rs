@@ -5,6 +5,7 @@ pub mod build;
 pub mod fsck;
 pub mod images;
 pub mod info;
+pub mod kaniko;
 mod native;
 pub mod parse;
 pub mod registry;

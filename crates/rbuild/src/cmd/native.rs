@@ -38,7 +38,8 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
     let store = globals.open_store()?;
     let registry_options = RegistryOptions {
         insecure_registries: args.insecure_registries.clone(),
-        ca_files: Vec::new(),
+        skip_tls_verify: args.skip_tls_verify_registries.clone(),
+        ca_files: args.registry_certificates.clone(),
         mirrors: args.registry_mirrors.clone(),
     };
     let client = registry_options.client();

@@ -19,6 +19,9 @@ pub struct RegistryOptions {
     /// Talk plain http to this registry (host[:port]); loopback registries always use http.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub insecure_registries: Vec<String>,
+    /// Speak https to this registry without verifying its certificate; repeatable.
+    #[arg(long = "skip-tls-verify-registry", value_name = "HOST")]
+    pub skip_tls_verify: Vec<String>,
     /// Trust this CA bundle (PEM) in addition to certs.d and the built-in roots.
     #[arg(long = "ca-file", value_name = "FILE")]
     pub ca_files: Vec<PathBuf>,
@@ -31,6 +34,7 @@ impl RegistryOptions {
     pub(super) fn client(&self) -> Client {
         Client::new(ClientOptions {
             insecure_registries: self.insecure_registries.clone(),
+            skip_tls_verify: self.skip_tls_verify.clone(),
             ca_files: self.ca_files.clone(),
             mirrors: self.mirrors.clone(),
             ..ClientOptions::default()

@@ -1,0 +1,301 @@
+//! The builder images (`cargo xtask builder-image`): loaded into a real dockerd and run with
+//! rbuild as the container's entrypoint and Docker's default security options, as a CI job
+//! or a Kubernetes Job runs them. Runs as root (CI does); needs Debian's docker.io,
+//! docker-registry and apache2-utils.
+//!
+//! The images are read from `$RBUILD_BUILDER_IMAGE_DIR` (scripts/test.sh builds them there
+//! before the tests); without it, this test builds them with `cargo xtask builder-image`
+//! into `target/builder-image` (a release build in its own target directory).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rbuild_testutil::{busybox_rootfs, http_status, require_root, Dockerd, Registry};
+
+/// The largest `rbuild:latest` may be (the issue's bound is 80 MB; it is far smaller).
+const MAX_IMAGE_BYTES: u64 = 80 * 1000 * 1000;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("the crate is two levels below the repository")
+        .to_path_buf()
+}
+
+fn image_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("RBUILD_BUILDER_IMAGE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let repo = repo_root();
+    let out = repo.join("target/builder-image");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&repo)
+        .args(["xtask", "builder-image"])
+        .arg(&out)
+        // `cargo test` holds target/'s lock while tests run.
+        .env("CARGO_TARGET_DIR", repo.join("target/dist"))
+        .status()
+        .expect("cannot run cargo xtask builder-image");
+    assert!(status.success(), "cargo xtask builder-image failed");
+    out
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "exit {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Base64 of `text` (for a Basic authorization header).
+fn base64(text: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+const BASE_DOCKERFILE: &str = "FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\nCMD [\"sh\"]\n";
+
+/// Every RUN --mount kind, a chown'd, a setuid and a hard-linked file, and a stage bound from.
+const APP_DOCKERFILE: &str = r#"FROM base:1 AS helper
+RUN echo made-in-helper > /made.txt
+
+FROM base:1
+COPY --chown=1000:1000 data.txt /owned/data.txt
+RUN --mount=type=secret,id=token wc -c < /run/secrets/token > /secret-size.txt
+RUN --mount=type=cache,target=/var/cache/app echo run >> /var/cache/app/log && cp /var/cache/app/log /cache-seen.txt
+RUN --mount=type=bind,source=data.txt,target=/mnt/data.txt cp /mnt/data.txt /bound.txt
+RUN --mount=type=bind,from=helper,source=/made.txt,target=/mnt/made.txt cp /mnt/made.txt /from-stage.txt
+RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && ls /scratch > /tmpfs-seen.txt
+RUN cp /bin/busybox /suid && chmod 4755 /suid && ln /bound.txt /bound-link.txt && id -u > /uid.txt
+"#;
+
+const SECRET: &str = "s3cr3t-value-of-the-test";
+
+struct Fixture {
+    daemon: Dockerd,
+    ctx: tempfile::TempDir,
+    store: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = image_dir();
+        let daemon = Dockerd::start();
+        for file in ["rbuild.tar", "rbuild-debug.tar"] {
+            let path = dir.join(file);
+            daemon.docker_ok(&["load", "-i", path.to_str().unwrap()]);
+        }
+        let ctx = tempfile::tempdir().unwrap();
+        busybox_rootfs(&ctx.path().join("base/rootfs"));
+        write(&ctx.path().join("base/Dockerfile"), BASE_DOCKERFILE);
+        write(&ctx.path().join("app/Dockerfile"), APP_DOCKERFILE);
+        write(&ctx.path().join("app/data.txt"), "from the context\n");
+        write(&ctx.path().join("secret.txt"), SECRET);
+        let store = tempfile::tempdir().unwrap();
+        Fixture { daemon, ctx, store }
+    }
+
+    /// `docker run --rm` of `image` with rbuild as its entrypoint (the image's own), the
+    /// contexts at /ctx, the store at /var/lib/rbuild and `out` at /out.
+    fn rbuild(&self, image: &str, extra: &[&str], out: &Path, args: &[&str]) -> Output {
+        let ctx = format!("{}:/ctx:ro", self.ctx.path().display());
+        let store = format!("{}:/var/lib/rbuild", self.store.path().display());
+        let out = format!("{}:/out", out.display());
+        let mut all = vec!["run", "--rm", "-v", &ctx, "-v", &store, "-v", &out];
+        all.extend_from_slice(extra);
+        all.push(image);
+        all.extend_from_slice(args);
+        self.daemon.docker(&all)
+    }
+}
+
+#[test]
+fn builder_images_build_push_and_cache_with_rbuild_as_the_entrypoint() {
+    require_root("running dockerd");
+    let fx = Fixture::new();
+
+    // The plain image: small, no shell, rbuild as entrypoint.
+    let size: u64 = fx
+        .daemon
+        .docker_ok(&["image", "inspect", "--format", "{{.Size}}", "rbuild:latest"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(size < MAX_IMAGE_BYTES, "rbuild:latest is {size} bytes");
+    let version = fx
+        .daemon
+        .docker(&["run", "--rm", "rbuild:latest", "--version"]);
+    assert!(
+        String::from_utf8_lossy(&version.stdout).contains("rbuild"),
+        "{}",
+        describe(&version)
+    );
+    let shell = fx.daemon.docker(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/bin/sh",
+        "rbuild:latest",
+        "-c",
+        "true",
+    ]);
+    assert!(
+        !shell.status.success(),
+        "rbuild:latest must have no shell: {}",
+        describe(&shell)
+    );
+
+    // A build with every RUN --mount kind, rbuild as PID 1, default security options.
+    let out = tempfile::tempdir().unwrap();
+    let base = fx.rbuild(
+        "rbuild:latest",
+        &[],
+        out.path(),
+        &["build", "-q", "-t", "base:1", "/ctx/base"],
+    );
+    assert!(base.status.success(), "base: {}", describe(&base));
+    let app = fx.rbuild(
+        "rbuild:latest",
+        &["--network", "none"],
+        out.path(),
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--secret",
+            "id=token,src=/ctx/secret.txt",
+            "-t",
+            "app:1",
+            "-o",
+            "type=local,dest=/out/rootfs",
+            "/ctx/app",
+        ],
+    );
+    assert!(app.status.success(), "app: {}", describe(&app));
+    let rootfs = out.path().join("rootfs");
+    let read = |p: &str| {
+        std::fs::read_to_string(rootfs.join(p))
+            .unwrap_or_else(|e| panic!("{p}: {e}\n{}", describe(&app)))
+    };
+    assert_eq!(read("secret-size.txt").trim(), SECRET.len().to_string());
+    assert_eq!(read("cache-seen.txt"), "run\n");
+    assert_eq!(read("bound.txt"), "from the context\n");
+    assert_eq!(read("from-stage.txt"), "made-in-helper\n");
+    assert_eq!(read("tmpfs-seen.txt"), "x\n");
+    assert_eq!(read("uid.txt"), "0\n");
+    for leaked in [
+        "run/secrets/token",
+        "var/cache/app/log",
+        "mnt/data.txt",
+        "mnt/made.txt",
+        "scratch/x",
+    ] {
+        assert!(
+            !rootfs.join(leaked).exists(),
+            "{leaked} reached the image: {}",
+            describe(&app)
+        );
+    }
+    for line in String::from_utf8_lossy(&app.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&app.stderr).lines())
+    {
+        assert!(!line.contains(SECRET), "the secret was printed: {line}");
+    }
+    use std::os::unix::fs::MetadataExt;
+    let suid = std::fs::metadata(rootfs.join("suid")).unwrap();
+    assert_eq!(suid.mode() & 0o7777, 0o4755);
+    let owned = std::fs::metadata(rootfs.join("owned/data.txt")).unwrap();
+    assert_eq!((owned.uid(), owned.gid()), (1000, 1000));
+    let bound = std::fs::metadata(rootfs.join("bound.txt")).unwrap();
+    let link = std::fs::metadata(rootfs.join("bound-link.txt")).unwrap();
+    assert_eq!(bound.ino(), link.ino(), "the hard link was not kept");
+
+    // rbuild:debug as GitLab runs it: a shell script logs in and pushes with Kaniko's
+    // command line and a registry cache.
+    let (user, pass) = ("ci-user", "ci-pass-of-the-test");
+    let registry = Registry::start_with_htpasswd(user, pass);
+    let host = registry.host();
+    let script = format!(
+        "set -e\n\
+         echo \"$CI_REGISTRY_PASSWORD\" | rbuild login -u \"$CI_REGISTRY_USER\" --password-stdin {host}\n\
+         /kaniko/executor --context dir://{ctx} --dockerfile Dockerfile \
+           --destination {host}/team/app:1 --cache=true \
+           --image-name-with-digest-file /out/image-digest.txt --verbosity info\n",
+        ctx = "/ctx/kaniko"
+    );
+    let user_env = format!("CI_REGISTRY_USER={user}");
+    let pass_env = format!("CI_REGISTRY_PASSWORD={pass}");
+    let auth = format!("Basic {}", base64(&format!("{user}:{pass}")));
+    let accept = "application/vnd.docker.distribution.manifest.v2+json, \
+                  application/vnd.oci.image.manifest.v1+json";
+    let status = |repo: &str, tag: &str| {
+        http_status(
+            registry.port(),
+            &format!("/v2/{repo}/manifests/{tag}"),
+            &[("Authorization", auth.as_str()), ("Accept", accept)],
+        )
+    };
+    write(
+        &fx.ctx.path().join("kaniko/Dockerfile"),
+        "FROM base:1\nRUN --mount=type=cache,target=/var/cache/k head -c 64 /dev/urandom | od -A n -x > /random.txt\nCOPY data.txt /data.txt\n",
+    );
+    write(&fx.ctx.path().join("kaniko/data.txt"), "kaniko context\n");
+    let kaniko = fx.rbuild(
+        "rbuild:debug",
+        &[
+            "--network",
+            "host",
+            "-e",
+            &user_env,
+            "-e",
+            &pass_env,
+            "--entrypoint",
+            "",
+        ],
+        out.path(),
+        &["sh", "-c", &script],
+    );
+    assert!(kaniko.status.success(), "kaniko: {}", describe(&kaniko));
+    assert_eq!(status("team/app", "1"), Some(200), "{}", describe(&kaniko));
+    assert_eq!(
+        status("team/app/cache", "buildcache"),
+        Some(200),
+        "the registry cache was not pushed: {}",
+        describe(&kaniko)
+    );
+    let digest_line = std::fs::read_to_string(out.path().join("image-digest.txt")).unwrap();
+    assert!(
+        digest_line.starts_with(&format!("{host}/team/app@sha256:")),
+        "{digest_line:?}"
+    );
+    assert!(
+        !describe(&kaniko).contains(pass),
+        "the password was printed"
+    );
+}

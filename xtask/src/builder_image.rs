@@ -1,0 +1,230 @@
+//! `cargo xtask builder-image OUT_DIR`: the static rbuild binary and the builder images
+//! (`rbuild:latest`, `rbuild:debug`) built from the repository's `Dockerfile` by that binary.
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// The busybox the debug image carries: Debian's busybox-static.
+const BUSYBOX: &str = "/bin/busybox";
+
+/// The CA bundle the images trust (Debian's ca-certificates).
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+pub fn main(args: &[String]) -> Result<()> {
+    let [out] = args else {
+        bail!("usage: cargo xtask builder-image OUT_DIR");
+    };
+    let repo = repo_root()?;
+    let out = std::path::absolute(out).context("resolving OUT_DIR")?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+
+    let binary = build_static_binary(&repo, &out)?;
+    let context = out.join("context");
+    lay_out_context(&context, &binary)?;
+    for (target, tag, file) in [
+        ("rbuild", "rbuild:latest", "rbuild.tar"),
+        ("debug", "rbuild:debug", "rbuild-debug.tar"),
+    ] {
+        let archive = out.join(file);
+        run(Command::new(&binary)
+            .arg("--root")
+            .arg(out.join("store"))
+            .args([
+                "build",
+                "--progress",
+                "plain",
+                "--target",
+                target,
+                "-t",
+                tag,
+            ])
+            .arg("-f")
+            .arg(repo.join("Dockerfile"))
+            .arg("-o")
+            .arg(format!("type=docker,dest={}", archive.display()))
+            .arg(&context))?;
+        let size = std::fs::metadata(&archive)?.len();
+        println!("{tag}: {} ({:.1} MiB)", archive.display(), mib(size));
+    }
+    Ok(())
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn repo_root() -> Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask has no parent directory")
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("starting {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed ({status})");
+    }
+    Ok(())
+}
+
+/// A release rbuild linked statically (glibc with `crt-static`), its debug info split off
+/// into `OUT_DIR/rbuild.debug` and linked back by `.gnu_debuglink`.
+fn build_static_binary(repo: &Path, out: &Path) -> Result<PathBuf> {
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(repo)
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "rbuild",
+                "--bin",
+                "rbuild",
+            ])
+            .args(["--target", TARGET])
+            // With --target, these flags reach the target's crates only, not build scripts.
+            .env("RUSTFLAGS", "-C target-feature=+crt-static"),
+    )?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("target"));
+    let built = target_dir.join(TARGET).join("release").join("rbuild");
+    if has_interpreter(&built)? {
+        bail!(
+            "{} is dynamically linked; crt-static was not applied",
+            built.display()
+        );
+    }
+    let binary = out.join("rbuild");
+    let debug = out.join("rbuild.debug");
+    run(Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(&built)
+        .arg(&debug))?;
+    run(Command::new("objcopy")
+        .arg("--strip-all")
+        .arg(format!("--add-gnu-debuglink={}", debug.display()))
+        .arg(&built)
+        .arg(&binary))?;
+    let size = std::fs::metadata(&binary)?.len();
+    println!(
+        "static binary: {} ({:.1} MiB; debug info in {})",
+        binary.display(),
+        mib(size),
+        debug.display()
+    );
+    Ok(binary)
+}
+
+/// Whether an ELF64 file asks for a dynamic loader (has a PT_INTERP program header).
+fn has_interpreter(path: &Path) -> Result<bool> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let field = |at: usize, len: usize| -> Result<u64> {
+        let bytes = data
+            .get(at..at + len)
+            .with_context(|| format!("{} is truncated", path.display()))?;
+        let mut v = 0u64;
+        for (i, b) in bytes.iter().enumerate() {
+            v |= u64::from(*b) << (8 * i);
+        }
+        Ok(v)
+    };
+    if data.get(..4) != Some(b"\x7fELF") || data.get(4) != Some(&2) {
+        bail!("{} is not a 64-bit ELF file", path.display());
+    }
+    let phoff = field(0x20, 8)? as usize;
+    let phentsize = field(0x36, 2)? as usize;
+    let phnum = field(0x38, 2)? as usize;
+    const PT_INTERP: u64 = 3;
+    for i in 0..phnum {
+        if field(phoff + i * phentsize, 4)? == PT_INTERP {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn write(path: &Path, content: &[u8], mode: u32) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, content).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+fn dir(path: &Path, mode: u32) -> Result<()> {
+    std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+/// The build context the repository's Dockerfile expects (see its header).
+fn lay_out_context(context: &Path, binary: &Path) -> Result<()> {
+    if context.exists() {
+        std::fs::remove_dir_all(context)
+            .with_context(|| format!("removing the old {}", context.display()))?;
+    }
+    let rootfs = context.join("rootfs");
+    let rbuild = std::fs::read(binary)?;
+    write(&rootfs.join("usr/local/bin/rbuild"), &rbuild, 0o755)?;
+    let ca = std::fs::read(CA_BUNDLE)
+        .with_context(|| format!("reading {CA_BUNDLE} (install Debian's ca-certificates)"))?;
+    write(
+        &rootfs.join("etc/ssl/certs/ca-certificates.crt"),
+        &ca,
+        0o644,
+    )?;
+    write(
+        &rootfs.join("etc/passwd"),
+        b"root:x:0:0:root:/root:/sbin/nologin\nbuild:x:1000:1000:build:/home/build:/sbin/nologin\n",
+        0o644,
+    )?;
+    write(
+        &rootfs.join("etc/group"),
+        b"root:x:0:\nbuild:x:1000:\n",
+        0o644,
+    )?;
+    dir(&rootfs.join("kaniko"), 0o755)?;
+    symlink("/usr/local/bin/rbuild", rootfs.join("kaniko/executor"))?;
+    dir(&rootfs.join("tmp"), 0o1777)?;
+    dir(&rootfs.join("root"), 0o700)?;
+    dir(&rootfs.join("var/lib/rbuild"), 0o700)?;
+    dir(&rootfs.join("workspace"), 0o755)?;
+    dir(&context.join("home/build"), 0o700)?;
+
+    let debug = context.join("debug");
+    let busybox = std::fs::read(BUSYBOX)
+        .with_context(|| format!("reading {BUSYBOX} (install Debian's busybox-static)"))?;
+    if has_interpreter(Path::new(BUSYBOX))? {
+        bail!("{BUSYBOX} is dynamically linked; install Debian's busybox-static");
+    }
+    write(&debug.join("busybox/busybox"), &busybox, 0o755)?;
+    let list = Command::new(BUSYBOX)
+        .arg("--list")
+        .output()
+        .with_context(|| format!("running {BUSYBOX} --list"))?;
+    if !list.status.success() {
+        bail!("{BUSYBOX} --list failed");
+    }
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let applet = applet.trim();
+        if applet.is_empty() || applet == "busybox" || applet.contains('/') {
+            continue;
+        }
+        symlink("busybox", debug.join("busybox").join(applet))?;
+    }
+    dir(&debug.join("bin"), 0o755)?;
+    symlink("/busybox/sh", debug.join("bin/sh"))?;
+    Ok(())
+}
