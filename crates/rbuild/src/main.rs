@@ -46,6 +46,8 @@ enum Command {
     Login(cmd::registry::LoginArgs),
     /// Remove stored registry credentials.
     Logout(cmd::registry::LogoutArgs),
+    /// Compare two images: files, layers, config and history (exit 0 equal, 1 different).
+    Diff(cmd::diff::DiffArgs),
     /// Verify the store: rehash every blob, check referenced blobs are present.
     Fsck(cmd::fsck::FsckArgs),
     /// Show what isolation this machine allows (user namespaces, subuids, overlay, chroot).
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info(args) => cmd::info::run(&cli.globals, args),
         Command::Fsck(args) => cmd::fsck::run(&cli.globals, args),
+        Command::Diff(args) => cmd::diff::run(&cli.globals, args),
         Command::Build(args) => cmd::build::run(&cli.globals, *args),
         Command::Parse(args) => cmd::parse::run(&cli.globals, args),
         Command::Images(args) => cmd::images::run_images(&cli.globals, args),

@@ -2,6 +2,7 @@
 //! returning the process exit code.
 
 pub mod build;
+pub mod diff;
 pub mod fsck;
 pub mod images;
 pub mod info;
