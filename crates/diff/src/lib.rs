@@ -198,7 +198,7 @@ fn read_from_store(store: &Store, manifest: &Digest) -> Result<Image> {
         )))?;
     let config: Value = serde_json::from_slice(&config_bytes)
         .map_err(|e| DiffError::Invalid(format!("the config {}: {e}", manifest.config.digest)))?;
-    let diff_ids = config
+    let diff_ids: Vec<String> = config
         .pointer("/rootfs/diff_ids")
         .and_then(Value::as_array)
         .map(|ids| {
@@ -207,16 +207,38 @@ fn read_from_store(store: &Store, manifest: &Digest) -> Result<Image> {
                 .collect()
         })
         .unwrap_or_default();
+    if diff_ids.len() != manifest.layers.len() {
+        return Err(DiffError::Invalid(format!(
+            "the manifest lists {} layers and the config {} diff ids",
+            manifest.layers.len(),
+            diff_ids.len()
+        )));
+    }
     let mut filesystem = Filesystem::default();
-    for layer in &manifest.layers {
+    for (layer, diff_id) in manifest.layers.iter().zip(&diff_ids) {
         let blob = store
             .open_blob(&layer.digest)
             .map_err(store_err(format!("opening the layer {}", layer.digest)))?;
         let reader = rbuild_layer::compression::decompressing_reader(std::io::BufReader::new(blob))
             .map_err(io_err(format!("reading the layer {}", layer.digest)))?;
+        let mut hashing = HashingReader {
+            inner: reader,
+            hasher: sha2::Sha256::default(),
+        };
         filesystem
-            .apply(reader)
+            .apply(&mut hashing)
             .map_err(|e| DiffError::Invalid(format!("the layer {}: {e}", layer.digest)))?;
+        // The tar reader stops at the end-of-archive blocks: hash the padding after them too.
+        std::io::copy(&mut hashing, &mut std::io::sink())
+            .map_err(io_err(format!("reading the layer {}", layer.digest)))?;
+        use sha2::Digest as _;
+        let found = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));
+        if &found != diff_id {
+            return Err(DiffError::Invalid(format!(
+                "the layer {} unpacks to {found}, but the config says {diff_id}",
+                layer.digest
+            )));
+        }
     }
     filesystem.resolve_hardlinks();
     Ok(Image {
@@ -224,6 +246,21 @@ fn read_from_store(store: &Store, manifest: &Digest) -> Result<Image> {
         diff_ids,
         filesystem,
     })
+}
+
+/// Hashes what is read through it (a layer's uncompressed stream, for its diff id).
+struct HashingReader<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest as _;
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// What to leave out of a comparison.
@@ -238,7 +275,17 @@ pub struct Options {
 }
 
 impl Options {
+    /// Whether `path` or a directory above it matches an ignore pattern.
     fn ignored(&self, path: &str) -> bool {
+        let mut candidates = vec![path];
+        let mut rest = path;
+        while let Some(i) = rest.rfind('/') {
+            if i == 0 {
+                break;
+            }
+            rest = &rest[..i];
+            candidates.push(rest);
+        }
         self.ignore.iter().any(|pattern| {
             let pattern = pattern.trim_end_matches('/');
             let pattern = if pattern.starts_with('/') {
@@ -246,9 +293,9 @@ impl Options {
             } else {
                 format!("/{pattern}")
             };
-            path == pattern
-                || path.starts_with(&format!("{pattern}/"))
-                || wildcard(pattern.as_bytes(), path.as_bytes())
+            candidates
+                .iter()
+                .any(|c| wildcard(pattern.as_bytes(), c.as_bytes()))
         })
     }
 }
@@ -328,6 +375,12 @@ mod tests {
         assert!(o.ignored("/var/log/apt/history.log"));
         assert!(!o.ignored("/var/logs"));
         assert!(o.ignored("/tmp/a/b.pyc"));
+        let o = Options {
+            ignore: vec!["*/__pycache__".into()],
+            ..Options::default()
+        };
+        assert!(o.ignored("/usr/lib/x/__pycache__/y.cpython-311.opt"));
+        assert!(!o.ignored("/usr/lib/x/__pycache"));
         assert!(!o.ignored("/tmp/a/b.py"));
     }
 

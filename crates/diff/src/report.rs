@@ -176,9 +176,28 @@ pub(crate) fn compare_entries(
     }
 }
 
-/// The config fields compared: everything in `config` (the runtime config), the platform,
-/// the author, and `created` unless timestamps are ignored. Missing, null and empty values
-/// are the same (BuildKit and Docker disagree about which they write).
+/// The runtime config fields compared: those of the OCI image spec and Docker's additions
+/// that an image carries to its containers. Docker's classic builder also writes fields of
+/// the container it built in (`Hostname`, `Image`, `AttachStdin`, ...), which no runtime reads.
+const CONFIG_FIELDS: &[&str] = &[
+    "User",
+    "ExposedPorts",
+    "Env",
+    "Entrypoint",
+    "Cmd",
+    "Volumes",
+    "WorkingDir",
+    "Labels",
+    "StopSignal",
+    "ArgsEscaped",
+    "Healthcheck",
+    "Shell",
+    "OnBuild",
+];
+
+/// The config fields compared: [`CONFIG_FIELDS`] of the runtime config, the platform, the
+/// author, and `created` unless timestamps are ignored. Missing, null and empty values are
+/// the same (BuildKit and Docker disagree about which they write).
 pub(crate) fn compare_config(report: &mut Report, a: &Value, b: &Value, options: &Options) {
     let empty = |v: Option<&Value>| -> Value {
         match v {
@@ -190,17 +209,11 @@ pub(crate) fn compare_config(report: &mut Report, a: &Value, b: &Value, options:
             Some(v) => v.clone(),
         }
     };
-    let mut keys: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
-    for v in [a, b] {
-        if let Some(obj) = v.get("config").and_then(Value::as_object) {
-            keys.extend(obj.keys().cloned());
-        }
-    }
-    for key in keys {
-        let va = empty(a.get("config").and_then(|c| c.get(&key)));
-        let vb = empty(b.get("config").and_then(|c| c.get(&key)));
+    for key in CONFIG_FIELDS {
+        let va = empty(a.get("config").and_then(|c| c.get(*key)));
+        let vb = empty(b.get("config").and_then(|c| c.get(*key)));
         if va != vb {
-            report.config.push(Change::changed(key, va, vb));
+            report.config.push(Change::changed(*key, va, vb));
         }
     }
     let mut top = vec!["os", "architecture", "variant", "os.version", "author"];

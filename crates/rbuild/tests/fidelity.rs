@@ -1,5 +1,6 @@
 //! The fidelity suite: every case in `testdata/fidelity/` is built three ways against one
-//! private dockerd, and the images are compared with `../shared/tools/imgdiff.py`:
+//! private dockerd, and the images are compared with `rbuild diff` (the project's own
+//! comparison, [`image_diff`]):
 //!
 //! (a) `rbuild build` with the native engine (`-o type=docker`),
 //! (b) `DOCKER_BUILDKIT=1 docker build` (the daemon's own BuildKit), then `docker save`,
@@ -8,12 +9,12 @@
 //! (a) must equal (b), and (c) must equal (a), except for the entries of
 //! [`KNOWN_DIFFERENCES`], each of which must still differ in the documented way (so fixing
 //! one fails this test until the list is updated). What is compared and what is ignored is
-//! explained at [`imgdiff`] and in docs/fidelity.md.
+//! explained at [`image_diff`] and in docs/fidelity.md.
 //!
 //! [`real_world_debian_images_equal_docker_buildkit_images`] does (a) vs (b) for real
 //! applications (apt, pip, npm, cargo) on a Debian base made by debootstrap.
 //!
-//! Runs as root (dockerd); needs the Debian packages docker.io, busybox-static, python3 and
+//! Runs as root (dockerd); needs the Debian packages docker.io, busybox-static and
 //! debootstrap, and (the Debian test) the package registries' network.
 
 use std::collections::BTreeSet;
@@ -22,7 +23,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use rbuild_testutil::{busybox_rootfs, debian_rootfs, require_binary, Dockerd, DOCKER_CLI};
+use rbuild_testutil::{busybox_rootfs, debian_rootfs, Dockerd, DOCKER_CLI};
 
 /// The base every case builds FROM, made by rbuild and loaded into the daemon.
 const BASE: &str = "fidelity-base:1";
@@ -284,7 +285,12 @@ const KNOWN_DIFFERENCES: &[Known] = &[
         &["the --chmod option requires BuildKit"],
     ),
     known("env_forms", DOOD, "classic-mount-points", NO_MOUNT_POINTS),
-    known("env_forms", DOOD, "classic-hostname", &["/env.txt: size"]),
+    known(
+        "env_forms",
+        DOOD,
+        "classic-hostname",
+        &["/env.txt: size", "/env.txt: sha256"],
+    ),
     known(
         "from_stage_config",
         DOOD,
@@ -301,7 +307,7 @@ const KNOWN_DIFFERENCES: &[Known] = &[
         "kaniko_copy_symlink",
         DOOD,
         "classic-scratch-workdir",
-        &["WorkingDir: \"\" != \"/\""],
+        &["WorkingDir: null != \"/\""],
     ),
     known(
         "kaniko_copyadd_chmod",
@@ -359,7 +365,7 @@ const KNOWN_DIFFERENCES: &[Known] = &[
         "onbuild_maintainer",
         DOOD,
         "classic-onbuild-history",
-        &["history entries: 6 (empty_layer=5) != 4 (empty_layer=3)"],
+        &["history entries: 6 != 4", "empty_layer sequence differs"],
     ),
     known(
         "run_deletions",
@@ -412,10 +418,6 @@ fn repo_root() -> PathBuf {
 
 fn cases_dir() -> PathBuf {
     repo_root().join("testdata/fidelity")
-}
-
-fn imgdiff_script() -> PathBuf {
-    repo_root().join("../shared/tools/imgdiff.py")
 }
 
 fn output_text(out: &Output) -> String {
@@ -643,60 +645,146 @@ fn build_dood(
 
 /// Compares two docker archives; returns the differences, one per line (empty = equal).
 ///
-/// imgdiff compares the flattened file tree (type, mode, uid, gid, size, sha256, link
-/// target, device numbers, xattrs, hardlink groups), each layer entry by entry
-/// (`--per-layer`: same layer boundaries, same whiteouts), the config fields Env Cmd
-/// Entrypoint WorkingDir User ExposedPorts Volumes Labels StopSignal Healthcheck Shell
-/// OnBuild ArgsEscaped and the platform, the layer count, the history entries with their
-/// `empty_layer` flags and `created_by` strings (`--created-by`), and each layer's sha256
-/// against `rootfs.diff_ids` (`--strict-integrity`).
+/// `rbuild diff` compares the flattened file tree (type, mode, uid, gid, size, sha256, link
+/// target, device numbers, xattrs, hardlink groups), each layer entry by entry (same layer
+/// boundaries, same whiteouts), the runtime config fields and the platform, the history
+/// entries (`created_by`, `empty_layer`, `comment`, `author`), and checks every layer
+/// against `rootfs.diff_ids`.
 ///
-/// Ignored, because they differ between two runs of the same builder:
-/// - file mtimes (imgdiff's default): RUN and WORKDIR stamp the time of the build;
-/// - the config's and the history's `created` timestamps (imgdiff never compares them);
-/// - the layer digests and the image id, which follow from the mtimes.
+/// Ignored (`--ignore-timestamps`), because they differ between two runs of the same
+/// builder: file mtimes (RUN and WORKDIR stamp the time of the build), the config's and the
+/// history's `created`, and the diff ids and image id, which follow from the mtimes.
 ///
-/// [`history_extras`] adds what imgdiff leaves out: `author` and the history `comment`.
+/// The dood pair leaves out the history's `created_by`, `comment` and `author`: see
+/// [`assert_classic_history`].
 ///
-/// `extra` are more imgdiff options: the real-world cases ignore what package managers write
-/// differently on every run (`--ignore-from`, `--ignore`).
-fn imgdiff(a: &Path, b: &Path, pair: Pair, extra: &[String]) -> Vec<String> {
-    let mut cmd = Command::new("python3");
-    cmd.arg(imgdiff_script())
-        .args(["--per-layer", "--strict-integrity"])
-        .args(extra);
-    if pair == Pair::NativeVsDocker {
-        cmd.arg("--created-by");
+/// `ignores` are paths left out: the real-world cases ignore what package managers write
+/// differently on every run (testdata/fidelity-nondeterministic.txt).
+fn image_diff(a: &Path, b: &Path, pair: Pair, ignores: &[String]) -> Vec<String> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+    cmd.args(["diff", "--json", "--ignore-timestamps"]);
+    for path in ignores {
+        cmd.arg("--ignore").arg(path);
     }
     let out = cmd
-        .args(["--json", "-", "-q"])
         .arg(format!("docker-archive:{}", a.display()))
         .arg(format!("docker-archive:{}", b.display()))
         .output()
         .unwrap();
     assert!(
         matches!(out.status.code(), Some(0 | 1)),
-        "imgdiff failed: {}",
+        "rbuild diff failed: {}",
         output_text(&out)
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("imgdiff's JSON: {e}: {}", output_text(&out)));
-    let mut lines = Vec::new();
-    if let Some(sections) = report["sections"].as_object() {
-        for (section, entries) in sections {
-            for entry in entries.as_array().into_iter().flatten() {
-                lines.push(format!("[{section}] {}", entry.as_str().unwrap_or("?")));
-            }
-        }
-    }
+        .unwrap_or_else(|e| panic!("rbuild diff's JSON: {e}: {}", output_text(&out)));
+    let lines = render_report(&report);
     assert_eq!(
         lines.is_empty(),
         report["equal"] == true,
-        "imgdiff's verdict and its sections disagree: {report}"
+        "rbuild diff's verdict and its sections disagree: {report}"
     );
     let mut lines = without_rerecorded_dirs(lines);
-    if pair == Pair::NativeVsDocker {
-        lines.extend(history_extras(a, b));
+    if pair == Pair::DoodVsNative {
+        lines.retain(|l| {
+            !(l.starts_with("[history] [")
+                && ["created_by", "comment", "author"]
+                    .iter()
+                    .any(|f| l.contains(&format!("] {f}:"))))
+        });
+    }
+    lines
+}
+
+/// A JSON value as a difference line shows it: strings bare, the rest as JSON.
+fn shown(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// One line per difference of an `rbuild diff --json` report:
+/// `[files] only in A: PATH  [KIND MODE UID:GID]`, `[files] PATH: FIELD A -> B`, the same
+/// per layer as `[layer[i]] ...`, `[layers] layer count: A != B`, `[config] KEY: A != B`,
+/// `[history] [i] FIELD: 'A' != 'B'`, `[history] history entries: A != B`.
+fn render_report(report: &serde_json::Value) -> Vec<String> {
+    let entry_line = |prefix: &str, what: &str, a: &serde_json::Value, b: &serde_json::Value| {
+        let side = |v: &serde_json::Value| {
+            let kind = v["kind"].as_str().unwrap_or("?");
+            if kind == "opaque" || kind == "whiteout" {
+                format!("[{kind}]")
+            } else {
+                format!("[{kind} {} {}]", shown(&v["mode"]), shown(&v["owner"]))
+            }
+        };
+        if a.is_null() {
+            format!("{prefix} only in B: {what}  {}", side(b))
+        } else if b.is_null() {
+            format!("{prefix} only in A: {what}  {}", side(a))
+        } else {
+            let (path, field) = what.rsplit_once(' ').unwrap_or((what, "?"));
+            format!("{prefix} {path}: {field} {} -> {}", shown(a), shown(b))
+        }
+    };
+    let mut lines = Vec::new();
+    let changes = |section: &str| report[section].as_array().cloned().unwrap_or_default();
+    for c in changes("files") {
+        let what = c["what"].as_str().unwrap_or("?");
+        lines.push(entry_line("[files]", what, &c["a"], &c["b"]));
+    }
+    for c in changes("layers") {
+        let what = c["what"].as_str().unwrap_or("?");
+        if what == "layers" {
+            lines.push(format!("[layers] layer count: {} != {}", c["a"], c["b"]));
+        } else if let Some((index, rest)) = what.strip_prefix('[').and_then(|w| w.split_once("] "))
+        {
+            lines.push(entry_line(
+                &format!("[layer[{index}]]"),
+                rest,
+                &c["a"],
+                &c["b"],
+            ));
+        } else {
+            lines.push(format!("[layers] {what}: {} != {}", c["a"], c["b"]));
+        }
+    }
+    for c in changes("config") {
+        let what = c["what"].as_str().unwrap_or("?");
+        lines.push(format!("[config] {what}: {} != {}", c["a"], c["b"]));
+    }
+    // `empty_layer` flags are reported as one sequence (entries that differ in count differ
+    // in sequence too).
+    let mut empty_layers_differ = Vec::new();
+    for c in changes("history") {
+        let what = c["what"].as_str().unwrap_or("?");
+        if what == "entries" {
+            lines.push(format!(
+                "[history] history entries: {} != {}",
+                c["a"], c["b"]
+            ));
+            empty_layers_differ.push("count".to_string());
+            continue;
+        }
+        if let Some(index) = what.strip_suffix(" empty_layer") {
+            empty_layers_differ.push(index.to_string());
+            continue;
+        }
+        let quoted = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => format!("'{s}'"),
+            other => other.to_string(),
+        };
+        lines.push(format!(
+            "[history] {what}: {} != {}",
+            quoted(&c["a"]),
+            quoted(&c["b"])
+        ));
+    }
+    if !empty_layers_differ.is_empty() {
+        lines.push(format!(
+            "[history] empty_layer sequence differs ({})",
+            empty_layers_differ.join(", ")
+        ));
     }
     lines
 }
@@ -747,29 +835,6 @@ fn archive_config(path: &Path) -> serde_json::Value {
     let manifest: serde_json::Value = serde_json::from_slice(&read("manifest.json")).unwrap();
     let config = manifest[0]["Config"].as_str().unwrap().to_string();
     serde_json::from_slice(&read(&config)).unwrap()
-}
-
-/// `author` and each history entry's `comment` and `author`, which imgdiff does not compare.
-fn history_extras(a: &Path, b: &Path) -> Vec<String> {
-    let (a, b) = (archive_config(a), archive_config(b));
-    let mut lines = Vec::new();
-    if a["author"] != b["author"] {
-        lines.push(format!("[author] {} != {}", a["author"], b["author"]));
-    }
-    let empty = Vec::new();
-    let ha = a["history"].as_array().unwrap_or(&empty);
-    let hb = b["history"].as_array().unwrap_or(&empty);
-    for (i, (ea, eb)) in ha.iter().zip(hb).enumerate() {
-        for field in ["comment", "author"] {
-            if ea[field] != eb[field] {
-                lines.push(format!(
-                    "[history] [{i}] {field}: {} != {}",
-                    ea[field], eb[field]
-                ));
-            }
-        }
-    }
-    lines
 }
 
 /// `--engine dood` drives the daemon's classic builder (docs/engines.md), whose history
@@ -842,12 +907,6 @@ fn judge(case: &str, pair: Pair, found: &[String], problems: &mut Vec<String>) -
 
 #[test]
 fn native_and_dood_images_equal_docker_buildkit_images() {
-    require_binary("/usr/bin/python3", "python3");
-    assert!(
-        imgdiff_script().is_file(),
-        "{} is missing",
-        imgdiff_script().display()
-    );
     let listed: BTreeSet<&str> = CASES.iter().chain(DEBIAN_CASES).map(|c| c.dir).collect();
     let on_disk: BTreeSet<String> = std::fs::read_dir(cases_dir())
         .unwrap()
@@ -892,13 +951,13 @@ fn native_and_dood_images_equal_docker_buildkit_images() {
         let vs_docker = judge(
             case.name,
             Pair::NativeVsDocker,
-            &imgdiff(&native, &buildkit, Pair::NativeVsDocker, &[]),
+            &image_diff(&native, &buildkit, Pair::NativeVsDocker, &[]),
             &mut problems,
         );
         let found = match build_dood(&root, &daemon, case, &args, &dood) {
             Ok(()) => {
                 assert_classic_history(case.name, &dood, &mut problems);
-                imgdiff(&dood, &native, Pair::DoodVsNative, &[])
+                image_diff(&dood, &native, Pair::DoodVsNative, &[])
             }
             Err(output) => vec![format!("[build] the dood build failed: {output}")],
         };
@@ -922,19 +981,16 @@ fn native_and_dood_images_equal_docker_buildkit_images() {
 /// mirror, PyPI, npm, crates.io) and the Debian package debootstrap.
 #[test]
 fn real_world_debian_images_equal_docker_buildkit_images() {
-    require_binary("/usr/bin/python3", "python3");
-    let ignore_file = repo_root().join("../shared/tools/ignore-nondeterministic.txt");
-    assert!(
-        ignore_file.is_file(),
-        "{} is missing",
-        ignore_file.display()
-    );
-    // Only the shared list of what package managers write differently on every run: these
-    // cases need no further ignore.
-    let ignores = [
-        "--ignore-from".to_string(),
-        ignore_file.display().to_string(),
-    ];
+    // Only the list of what package managers write differently on every run: these cases
+    // need no further ignore.
+    let ignore_file = repo_root().join("testdata/fidelity-nondeterministic.txt");
+    let ignores: Vec<String> = std::fs::read_to_string(&ignore_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", ignore_file.display()))
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
 
     let daemon = Dockerd::start();
     let work = tempfile::tempdir().unwrap();
@@ -954,7 +1010,7 @@ fn real_world_debian_images_equal_docker_buildkit_images() {
             build_native(&root, &daemon, case, &args, &native);
             docker.join().expect("docker build panicked");
         });
-        let found = imgdiff(&native, &buildkit, Pair::NativeVsDocker, &ignores);
+        let found = image_diff(&native, &buildkit, Pair::NativeVsDocker, &ignores);
         let verdict = judge(case.name, Pair::NativeVsDocker, &found, &mut problems);
         writeln!(table, "| {} | {verdict} |", case.name).unwrap();
     }
