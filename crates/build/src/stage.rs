@@ -391,6 +391,21 @@ impl<'a> Builder<'a> {
         let mut config = image.config.clone();
         // Docker runs a base's triggers once, in the child; they are not inherited.
         config.config.on_build.clear();
+        // BuildKit's dispatchStages ("make sure that PATH is always set"): a base whose
+        // config sets no PATH (an imported image, `FROM scratch`) gets the default one in
+        // the stage's config and environment, except on Windows.
+        if !self.platform.os.eq_ignore_ascii_case("windows")
+            && !config
+                .config
+                .env
+                .iter()
+                .any(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == "PATH")
+        {
+            config
+                .config
+                .env
+                .push(format!("PATH={}", rbuild_sandbox::DEFAULT_PATH));
+        }
         let mut st = StageState {
             index,
             label: label.clone(),

@@ -1,0 +1,93 @@
+//! Behaviours of today's BuildKit (v0.32, Dockerfile frontend 1.26) where older builders
+//! (the legacy builder, BuildKit v0.8 in docker 20.10) differ; each test names what BuildKit
+//! does (see docs/fidelity.md, "BuildKit v0.32"). Needs root; the binary is its own sandbox
+//! helper, so it has its own `main`.
+
+mod support;
+use support::Fixture;
+
+use std::process::ExitCode;
+
+use rbuild_image::{media_types, Descriptor, ImageConfig, Platform, RootFs};
+use rbuild_layer::{write_dir_layer, WriteOptions};
+use rbuild_sandbox::test_support::{busybox_rootfs, run_tests};
+
+fn main() -> ExitCode {
+    rbuild_sandbox::maybe_run_helper();
+    run_tests(&[(
+        "default_path_for_a_base_without_one",
+        default_path_for_a_base_without_one,
+    )])
+}
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Stores the files of `root` as a one-layer image tagged `tag` whose config has no Env at
+/// all (what `docker import` or another tool makes), after `edit` changed it.
+fn put_image(fx: &Fixture, root: &std::path::Path, tag: &str, edit: impl FnOnce(&mut ImageConfig)) {
+    let mut writer = fx.store.blob_writer().unwrap();
+    let info = write_dir_layer(root, &mut writer, &WriteOptions::default()).unwrap();
+    let blob = writer.commit(Some(&info.digest)).unwrap();
+    let host = Platform::host();
+    let mut config = ImageConfig {
+        architecture: host.architecture.clone(),
+        os: host.os.clone(),
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids: vec![info.diff_id],
+            extra: Default::default(),
+        },
+        ..Default::default()
+    };
+    edit(&mut config);
+    let record = fx
+        .store
+        .put_image(
+            &config,
+            &[Descriptor::new(
+                media_types::OCI_LAYER_GZIP,
+                blob.digest,
+                blob.size,
+            )],
+        )
+        .unwrap();
+    fx.store.tag(tag, &record.manifest).unwrap();
+}
+
+/// A busybox image with no Env (no PATH), tagged `imported:1`.
+fn imported_busybox(fx: &Fixture) {
+    let root = fx.tmp.path().join("imported-root");
+    std::fs::create_dir(&root).unwrap();
+    busybox_rootfs(&root);
+    put_image(fx, &root, "imported:1", |_| {});
+}
+
+/// BuildKit's dispatchStages: "make sure that PATH is always set". A stage whose base sets
+/// no PATH gets the default one in its config, and `$PATH` expands to it.
+fn default_path_for_a_base_without_one() {
+    let fx = Fixture::new();
+    imported_busybox(&fx);
+    let built = fx.build_ok(
+        "FROM imported:1\nENV PATH=/opt/venv/bin:$PATH\nRUN echo \"$PATH\" > /path.txt\n",
+    );
+    assert_eq!(
+        built.config.config.env,
+        vec![format!(
+            "PATH=/opt/venv/bin:{}",
+            DEFAULT_PATH.trim_start_matches("PATH=")
+        )]
+    );
+    assert_eq!(
+        built.read("path.txt"),
+        "/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+    );
+    // Without an ENV the config still gets it.
+    let built = fx.build_ok("FROM imported:1\nLABEL a=b\n");
+    assert_eq!(built.config.config.env, vec![DEFAULT_PATH.to_string()]);
+    // A base that sets PATH keeps its own, with no second entry.
+    let built = fx.build_ok("FROM busybox\nENV A=1\n");
+    assert_eq!(
+        built.config.config.env,
+        vec![DEFAULT_PATH.to_string(), "A=1".to_string()]
+    );
+}
