@@ -14,10 +14,13 @@ use rbuild_sandbox::test_support::{busybox_rootfs, run_tests};
 
 fn main() -> ExitCode {
     rbuild_sandbox::maybe_run_helper();
-    run_tests(&[(
-        "default_path_for_a_base_without_one",
-        default_path_for_a_base_without_one,
-    )])
+    run_tests(&[
+        (
+            "default_path_for_a_base_without_one",
+            default_path_for_a_base_without_one,
+        ),
+        ("run_gets_the_users_groups", run_gets_the_users_groups),
+    ])
 }
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -90,4 +93,39 @@ fn default_path_for_a_base_without_one() {
         built.config.config.env,
         vec![DEFAULT_PATH.to_string(), "A=1".to_string()]
     );
+}
+
+/// BuildKit's runc executor: `GetUser` takes the supplementary groups /etc/group lists for
+/// the user (none for `uid:gid`, or a named group), and `ensureAdditionalGids` puts the
+/// primary group first among them.
+fn run_gets_the_users_groups() {
+    let fx = Fixture::new();
+    // The base's /etc/group: root:x:0:, wheel:x:10:app, app:x:1000:.
+    let built = fx.build_ok(
+        "FROM busybox\n\
+         RUN grep ^Groups: /proc/self/status > /root.txt\n\
+         USER app\n\
+         RUN grep ^Groups: /proc/self/status > /tmp/app.txt\n\
+         USER 1000\n\
+         RUN grep ^Groups: /proc/self/status > /tmp/uid.txt\n\
+         USER 1000:1000\n\
+         RUN grep ^Groups: /proc/self/status > /tmp/uidgid.txt\n\
+         USER app:wheel\n\
+         RUN grep ^Groups: /proc/self/status > /tmp/named.txt\n",
+    );
+    let groups = |rel: &str| -> Vec<u32> {
+        let text = built.read(rel);
+        let mut ids: Vec<u32> = text
+            .trim_start_matches("Groups:")
+            .split_whitespace()
+            .map(|g| g.parse().unwrap_or_else(|e| panic!("{rel}: {text:?}: {e}")))
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    assert_eq!(groups("root.txt"), vec![0]);
+    assert_eq!(groups("tmp/app.txt"), vec![10, 1000]);
+    assert_eq!(groups("tmp/uid.txt"), vec![10, 1000]);
+    assert_eq!(groups("tmp/uidgid.txt"), vec![1000]);
+    assert_eq!(groups("tmp/named.txt"), vec![10]);
 }
