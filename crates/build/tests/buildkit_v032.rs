@@ -20,6 +20,10 @@ fn main() -> ExitCode {
             default_path_for_a_base_without_one,
         ),
         ("run_gets_the_users_groups", run_gets_the_users_groups),
+        (
+            "copy_wildcard_matching_nothing_is_skipped",
+            copy_wildcard_matching_nothing_is_skipped,
+        ),
     ])
 }
 
@@ -128,4 +132,27 @@ fn run_gets_the_users_groups() {
     assert_eq!(groups("tmp/uid.txt"), vec![10, 1000]);
     assert_eq!(groups("tmp/uidgid.txt"), vec![1000]);
     assert_eq!(groups("tmp/named.txt"), vec![10]);
+}
+
+/// BuildKit's `convert_copy.go` copies every local source with `AllowWildcard: true,
+/// AllowEmptyWildcard: true`, and the file op backend returns without copying when a
+/// pattern matches nothing. Measured with BuildKit v0.32.2: `COPY foo nomatch* /` copies
+/// `foo`; `COPY nomatch* /none/` succeeds with an empty layer and no `/none`.
+fn copy_wildcard_matching_nothing_is_skipped() {
+    let fx = Fixture::new();
+    fx.file("foo", "contents0", 0o644);
+    let built = fx.build_ok(
+        "FROM busybox\nCOPY foo nomatch* /\nCOPY nomatch* /none/\nCOPY nomatch* /nodir\n",
+    );
+    assert_eq!(built.read("foo"), "contents0");
+    assert!(!built.path("none").exists());
+    assert!(!built.path("nodir").exists());
+    // One layer per COPY; the last two hold nothing.
+    assert_eq!(built.layers.len(), 4);
+    assert_eq!(fx.layer_paths(&built.layers[1]), vec!["foo".to_string()]);
+    assert!(fx.layer_paths(&built.layers[2]).is_empty());
+    assert!(fx.layer_paths(&built.layers[3]).is_empty());
+    // A literal source that is missing is still an error.
+    let err = fx.build_err("FROM busybox\nCOPY foo missing /\n");
+    assert!(err.contains("missing"), "{err}");
 }
