@@ -51,6 +51,10 @@ pub(crate) struct StageOutput {
     pub rootfs: PathBuf,
     pub applied: usize,
     pub fs_key: Digest,
+    /// The stage's environment at its end (ENVs and ARG values) and its ARGs: a stage built
+    /// `FROM` this one starts with them (BuildKit's `dispatchState.init`).
+    pub env: Vec<(String, String)>,
+    pub build_args: Vec<(String, String)>,
 }
 
 /// The state of the stage being built (BuildKit's `dispatchState`).
@@ -357,7 +361,11 @@ impl<'a> Builder<'a> {
         };
         let started = Instant::now();
         let base = self.df.stage_base(index, &self.global)?;
-        let (base_name, image, fs_key) = match &base {
+        // A stage built FROM an earlier one carries on with that stage's LLB state: its ARG
+        // values stay in the environment and its ARGs in RUN's history (BuildKit's
+        // `dispatchState.init`: `ds.state = ds.base.state`, `ds.buildArgs = append(ds.buildArgs,
+        // ds.base.buildArgs...)`); the legacy builder starts from the image config alone.
+        let (base_name, image, fs_key, inherited) = match &base {
             Base::Stage(i) => {
                 let done = lock(&self.done);
                 let output = done
@@ -367,6 +375,7 @@ impl<'a> Builder<'a> {
                     self.stage_label(*i),
                     output.image.clone(),
                     output.fs_key.clone(),
+                    Some((output.env.clone(), output.build_args.clone())),
                 )
             }
             Base::Image(reference) => {
@@ -374,7 +383,7 @@ impl<'a> Builder<'a> {
                     .load_image(reference)
                     .map_err(|e| from_origin.error(e))?;
                 let key = base_key(&image.id, &self.platform);
-                (reference.clone(), image, key)
+                (reference.clone(), image, key, None)
             }
         };
         let triggers = image.config.config.on_build.clone();
@@ -406,14 +415,27 @@ impl<'a> Builder<'a> {
                 .env
                 .push(format!("PATH={}", rbuild_sandbox::DEFAULT_PATH));
         }
+        let (env, build_args) = match inherited {
+            Some((mut env, build_args)) => {
+                // Then the image config's Env on top, as BuildKit's dispatchStages does.
+                for (k, v) in env_pairs(&config.config.env) {
+                    match env.iter_mut().find(|(ek, _)| *ek == k) {
+                        Some(e) => e.1 = v,
+                        None => env.push((k, v)),
+                    }
+                }
+                (env, build_args)
+            }
+            None => (env_pairs(&config.config.env), Vec::new()),
+        };
         let mut st = StageState {
             index,
             label: label.clone(),
-            env: env_pairs(&config.config.env),
+            env,
             config,
             layers: image.layers.clone(),
             rootfs,
-            build_args: Vec::new(),
+            build_args,
             cmd_set: false,
             applied: 0,
             layer_off_rootfs: false,
@@ -502,6 +524,8 @@ impl<'a> Builder<'a> {
             rootfs: st.rootfs,
             applied: st.applied,
             fs_key: st.fs_key,
+            env: st.env,
+            build_args: st.build_args,
         };
         lock(&self.done).insert(index, output);
         Ok(())
@@ -587,9 +611,13 @@ impl<'a> Builder<'a> {
                         }
                         None => parts.push(decl.key.clone()),
                     }
-                    st.build_args.retain(|(k, _)| k != &decl.key);
-                    st.build_args
-                        .push((decl.key.clone(), value.unwrap_or_default()));
+                    // BuildKit's runCommandString shows a redeclared ARG at its first
+                    // place, with the newest value.
+                    let value = value.unwrap_or_default();
+                    match st.build_args.iter_mut().find(|(k, _)| k == &decl.key) {
+                        Some(entry) => entry.1 = value,
+                        None => st.build_args.push((decl.key.clone(), value)),
+                    }
                 }
                 format!("ARG {}", parts.join(" "))
             }

@@ -24,6 +24,11 @@ fn main() -> ExitCode {
             "copy_wildcard_matching_nothing_is_skipped",
             copy_wildcard_matching_nothing_is_skipped,
         ),
+        ("arg_name_is_not_expanded", arg_name_is_not_expanded),
+        (
+            "stage_from_stage_keeps_arg_values",
+            stage_from_stage_keeps_arg_values,
+        ),
     ])
 }
 
@@ -155,4 +160,84 @@ fn copy_wildcard_matching_nothing_is_skipped() {
     // A literal source that is missing is still an error.
     let err = fx.build_err("FROM busybox\nCOPY foo missing /\n");
     assert!(err.contains("missing"), "{err}");
+}
+
+/// BuildKit's `dispatch` expands every instruction but ARG ("ARG command value could be
+/// ignored, so defer handling the expansion error": `!isArg`), and `dispatchArg` expands only
+/// the default value. Measured with BuildKit v0.32.2: `ARG ${name}=value` declares a
+/// variable named `${name}` (history `ARG ${name}=value`), and `$FOO` stays empty.
+fn arg_name_is_not_expanded() {
+    let fx = Fixture::new();
+    let built =
+        fx.build_ok("FROM busybox\nARG name=FOO\nARG ${name}=value\nRUN echo \"[$FOO]\" > /foo\n");
+    assert_eq!(built.read("foo"), "[]\n");
+    let history = built.created_by();
+    assert!(
+        history.contains(&"ARG ${name}=value".to_string()),
+        "{history:?}"
+    );
+    assert!(
+        history.contains(
+            &"RUN |2 name=FOO ${name}=value /bin/sh -c echo \"[$FOO]\" > /foo # buildkit"
+                .to_string()
+        ),
+        "{history:?}"
+    );
+}
+
+/// BuildKit's `dispatchState.init`: a stage built FROM an earlier stage takes its LLB state
+/// (`ds.state = ds.base.state`, the ARG values in its environment) and its ARGs
+/// (`ds.buildArgs = append(ds.buildArgs, ds.base.buildArgs...)`). Measured with BuildKit
+/// v0.32.2: the child's RUN sees `FLAVOR=spicy`, `LABEL l=$FLAVOR` gives `spicy`, and the
+/// RUN's history lists the parent's ARGs (`RUN |1 FLAVOR=spicy ...`).
+fn stage_from_stage_keeps_arg_values() {
+    let fx = Fixture::new();
+    let dockerfile = "FROM busybox AS base\n\
+                      ARG FLAVOR=spicy\n\
+                      ENV KEPT=1\n\
+                      FROM base\n\
+                      RUN echo \"flavor=$FLAVOR kept=$KEPT\" > /child\n\
+                      LABEL l=$FLAVOR\n\
+                      ARG FLAVOR\n\
+                      ARG OTHER=o\n\
+                      RUN echo \"$FLAVOR $OTHER\" > /second\n";
+    let built = fx.build_ok(dockerfile);
+    assert_eq!(built.read("child"), "flavor=spicy kept=1\n");
+    assert_eq!(built.read("second"), "spicy o\n");
+    assert_eq!(
+        built.config.config.labels.get("l").map(String::as_str),
+        Some("spicy")
+    );
+    // ARG values never reach the config's Env.
+    assert!(!built
+        .config
+        .config
+        .env
+        .iter()
+        .any(|e| e.starts_with("FLAVOR")));
+    let history = built.created_by();
+    assert!(
+        history.contains(
+            &"RUN |1 FLAVOR=spicy /bin/sh -c echo \"flavor=$FLAVOR kept=$KEPT\" > /child # buildkit"
+                .to_string()
+        ),
+        "{history:?}"
+    );
+    assert!(
+        history.contains(
+            &"RUN |2 FLAVOR=spicy OTHER=o /bin/sh -c echo \"$FLAVOR $OTHER\" > /second # buildkit"
+                .to_string()
+        ),
+        "{history:?}"
+    );
+    // The inherited value also names a `COPY --from` stage (the stage graph agrees).
+    let built = fx.build_ok(
+        "FROM busybox AS src\nRUN echo from-src > /made\n\
+         FROM busybox AS base\nARG SRC=src\n\
+         FROM base\nCOPY --from=$SRC /made /copied\n",
+    );
+    assert_eq!(built.read("copied"), "from-src\n");
+    // A --build-arg reaches the parent's ARG, and through it the child.
+    let built = fx.built(&fx.request(dockerfile).with_build_arg("FLAVOR", "mild"));
+    assert_eq!(built.read("child"), "flavor=mild kept=1\n");
 }

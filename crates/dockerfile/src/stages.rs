@@ -317,7 +317,8 @@ impl Dockerfile {
     }
 
     /// The environment a stage's command at `upto` sees for expansion: the ARGs and ENVs
-    /// declared in the stage before it (global ARGs only where redeclared).
+    /// declared in the stage before it (global ARGs only where redeclared), after those of
+    /// the stage it is built FROM, if any.
     pub fn stage_env(
         &self,
         stage: usize,
@@ -326,7 +327,14 @@ impl Dockerfile {
         opts: &BuildOptions,
     ) -> Result<Vec<(String, String)>, Error> {
         let lexer = self.lexer();
-        let mut env: Vec<(String, String)> = Vec::new();
+        // A stage built FROM an earlier stage starts with that stage's ARG values and ENVs
+        // (BuildKit's `dispatchState.init` takes the base stage's state).
+        let mut env: Vec<(String, String)> = match self.stage_base(stage, global) {
+            Ok(Base::Stage(i)) if i < stage => {
+                self.stage_env(i, self.stages[i].commands.len(), global, opts)?
+            }
+            _ => Vec::new(),
+        };
         for cmd in self.stages[stage].commands.iter().take(upto) {
             match &cmd.instruction {
                 Instruction::Arg(_) | Instruction::Env(_) => {
