@@ -728,12 +728,13 @@ impl<'a> Builder<'a> {
         key.add("user", st.config.config.user.clone());
         let created_by = format!("WORKDIR {wd}");
         let end = self.layer_step(st, Some(key), created_by, step, progress, |b, st, _| {
+            // BuildKit's `llb.Mkdir(wd, 0755, llb.WithParents(true), llb.WithUser(user))`:
+            // the owner of a file operation, not a RUN's user (see `fileop_user`).
             let owner = if st.config.config.user.is_empty() {
                 (0, 0)
             } else {
-                let ids = rbuild_sandbox::resolve_user(&st.rootfs, &st.config.config.user)
-                    .map_err(|e| origin.error(e))?;
-                (ids.uid, ids.gid)
+                crate::fileop_user::file_op_owner(&st.rootfs, &st.config.config.user)
+                    .map_err(|e| origin.error(e))?
             };
             let before = b.scan(&st.rootfs).map_err(|e| origin.error(e))?;
             fsops::ensure_dir(&st.rootfs, &wd, owner).map_err(|e| origin.error(e))?;

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
             "stage_from_stage_keeps_arg_values",
             stage_from_stage_keeps_arg_values,
         ),
+        ("workdir_owner_like_buildkit", workdir_owner_like_buildkit),
     ])
 }
 
@@ -240,4 +241,55 @@ fn stage_from_stage_keeps_arg_values() {
     // A --build-arg reaches the parent's ARG, and through it the child.
     let built = fx.built(&fx.request(dockerfile).with_build_arg("FLAVOR", "mild"));
     assert_eq!(built.read("child"), "flavor=mild kept=1\n");
+}
+
+/// BuildKit creates WORKDIR with `llb.Mkdir(wd, 0755, llb.WithParents(true),
+/// llb.WithUser(user))`: `WithUser` parses `root` and numbers as ids, and the solver's
+/// `readUser` gives an id user the same group id and a name missing from /etc/passwd (or a
+/// missing file) id 0. Measured with BuildKit v0.32.2, `FROM scratch` (no /etc/passwd):
+/// `USER root` → /a 0:0, `USER 1000` → /b and /b/c 1000:1000, `USER nobody` → /d 0:0,
+/// `USER 1000:5` → /e 1000:5, `USER 7:wheel` → /g 7:7; with the passwd and group of the
+/// busybox base: `USER app` → 1000:1000, `USER 1000` → 1000:1000, `USER app:wheel` →
+/// 1000:10, `USER nobody` → 0:0.
+fn workdir_owner_like_buildkit() {
+    use std::os::unix::fs::MetadataExt;
+    let fx = Fixture::new();
+    let root = fx.tmp.path().join("no-passwd-root");
+    std::fs::create_dir(&root).unwrap();
+    busybox_rootfs(&root);
+    std::fs::remove_file(root.join("etc/passwd")).unwrap();
+    std::fs::remove_file(root.join("etc/group")).unwrap();
+    put_image(&fx, &root, "nopasswd:1", |_| {});
+    let owner = |built: &support::Built, rel: &str| {
+        let md = built.meta(rel);
+        (md.uid(), md.gid())
+    };
+    let built = fx.build_ok(
+        "FROM nopasswd:1\n\
+         USER root\nWORKDIR /a\n\
+         USER 1000\nWORKDIR /b/c\n\
+         USER nobody\nWORKDIR /d\n\
+         USER 1000:5\nWORKDIR /e\n\
+         USER 7:wheel\nWORKDIR /g\n",
+    );
+    assert_eq!(owner(&built, "a"), (0, 0));
+    assert_eq!(owner(&built, "b"), (1000, 1000));
+    assert_eq!(owner(&built, "b/c"), (1000, 1000));
+    assert_eq!(owner(&built, "d"), (0, 0));
+    assert_eq!(owner(&built, "e"), (1000, 5));
+    assert_eq!(owner(&built, "g"), (7, 7));
+    let built = fx.build_ok(
+        "FROM busybox\n\
+         USER app\nWORKDIR /f\n\
+         USER 1000\nWORKDIR /h\n\
+         USER app:wheel\nWORKDIR /i\n\
+         USER nobody\nWORKDIR /j\n",
+    );
+    assert_eq!(owner(&built, "f"), (1000, 1000));
+    assert_eq!(owner(&built, "h"), (1000, 1000));
+    assert_eq!(owner(&built, "i"), (1000, 10));
+    assert_eq!(owner(&built, "j"), (0, 0));
+    // A RUN as a user no passwd lists still fails, as under BuildKit's runc executor.
+    let err = fx.build_err("FROM busybox\nUSER nobody\nRUN true\n");
+    assert!(err.contains("nobody"), "{err}");
 }
