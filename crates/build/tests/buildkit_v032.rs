@@ -30,6 +30,14 @@ fn main() -> ExitCode {
             stage_from_stage_keeps_arg_values,
         ),
         ("workdir_owner_like_buildkit", workdir_owner_like_buildkit),
+        (
+            "chmod_applies_to_created_destination_dirs",
+            chmod_applies_to_created_destination_dirs,
+        ),
+        (
+            "json_with_a_comment_is_shell_form",
+            json_with_a_comment_is_shell_form,
+        ),
     ])
 }
 
@@ -292,4 +300,73 @@ fn workdir_owner_like_buildkit() {
     // A RUN as a user no passwd lists still fails, as under BuildKit's runc executor.
     let err = fx.build_err("FROM busybox\nUSER nobody\nRUN true\n");
     assert!(err.contains("nobody"), "{err}");
+}
+
+/// Measured with BuildKit v0.32.2 (`FROM scratch`): `COPY --chmod=600 dir /new/`, `ADD
+/// --chmod=600 dir /addnew/` and `COPY --chmod=600 file /new2/a/` give the destination
+/// directories they create (parents too) the `--chmod` mode, as the copied entries;
+/// BuildKit v0.8 left them 0755.
+fn chmod_applies_to_created_destination_dirs() {
+    let fx = Fixture::new();
+    fx.file("dir/f", "f\n", 0o644)
+        .file("dir/sub/s", "s\n", 0o644)
+        .file("file", "file\n", 0o644);
+    let built = fx.build_ok(
+        "FROM busybox\n\
+         COPY --chmod=600 dir /new/\n\
+         COPY --chmod=600 file /new2/a/\n\
+         ADD --chmod=600 dir /addnew/\n\
+         ADD --chmod=640 file /addnew2/b/\n",
+    );
+    for (path, mode) in [
+        ("new", 0o600),
+        ("new/f", 0o600),
+        ("new/sub", 0o600),
+        ("new/sub/s", 0o600),
+        ("new2", 0o600),
+        ("new2/a", 0o600),
+        ("new2/a/file", 0o600),
+        ("addnew", 0o600),
+        ("addnew/f", 0o600),
+        ("addnew/sub", 0o600),
+        ("addnew/sub/s", 0o600),
+        ("addnew2", 0o640),
+        ("addnew2/b", 0o640),
+        ("addnew2/b/file", 0o640),
+    ] {
+        assert_eq!(built.mode(path), mode, "{path}");
+    }
+}
+
+/// Dockerfile 1.26 takes `ENTRYPOINT ["x"] # comment` as shell form (a comment is only a
+/// comment at the start of a line, and the rest is not a JSON array). Measured with
+/// BuildKit v0.32.2: Entrypoint `["/bin/sh", "-c", "[\"x\"] # comment"]`, and the same
+/// for CMD.
+fn json_with_a_comment_is_shell_form() {
+    let fx = Fixture::new();
+    let built =
+        fx.build_ok("FROM busybox\nENTRYPOINT [\"x\"] # comment\nCMD [\"y\", \"z\"]   # other\n");
+    assert_eq!(
+        built.config.config.entrypoint,
+        Some(vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            "[\"x\"] # comment".to_string()
+        ])
+    );
+    assert_eq!(
+        built.config.config.cmd,
+        Some(vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            "[\"y\", \"z\"]   # other".to_string()
+        ])
+    );
+    assert!(
+        built
+            .created_by()
+            .contains(&"CMD [\"/bin/sh\" \"-c\" \"[\\\"y\\\", \\\"z\\\"]   # other\"]".to_string()),
+        "{:?}",
+        built.created_by()
+    );
 }
