@@ -745,8 +745,11 @@ impl<'a> Builder<'a> {
 
     /// Writes the target stage's image and tags it.
     pub(crate) fn finish(&self, target: usize) -> Result<(ImageRecord, Vec<String>)> {
-        // The image was made when its newest step was: a build served from the cache gives
-        // the image of the build that filled it.
+        // The image was made when its last history entry was (BuildKit's patchImageConfig:
+        // the base's `created` is dropped, the last dated entry gives it): a build served
+        // from the cache gives the image of the build that filled it. With
+        // SOURCE_DATE_EPOCH a later time is clamped to the epoch ("if epoch is set then
+        // clamp creation time"), so a base image's own time never shows.
         let created = {
             let done = lock(&self.done);
             let history = &done
@@ -755,13 +758,23 @@ impl<'a> Builder<'a> {
                 .image
                 .config
                 .history;
-            history
+            let last = history
                 .iter()
-                .filter_map(|h| h.created.clone())
-                .max_by(|a, b| {
-                    crate::step_cache::time_order(a).cmp(&crate::step_cache::time_order(b))
-                })
-                .unwrap_or_else(|| self.now())
+                .rev()
+                .find_map(|h| h.created.clone())
+                .unwrap_or_else(|| self.now());
+            match self.request.source_date_epoch {
+                Some(epoch) => {
+                    let epoch = history::rfc3339(epoch, 0);
+                    if crate::step_cache::time_order(&last) > crate::step_cache::time_order(&epoch)
+                    {
+                        epoch
+                    } else {
+                        last
+                    }
+                }
+                None => last,
+            }
         };
         let output = lock(&self.done)
             .remove(&target)

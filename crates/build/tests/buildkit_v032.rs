@@ -38,6 +38,10 @@ fn main() -> ExitCode {
             "json_with_a_comment_is_shell_form",
             json_with_a_comment_is_shell_form,
         ),
+        (
+            "source_date_epoch_sets_created",
+            source_date_epoch_sets_created,
+        ),
     ])
 }
 
@@ -369,4 +373,52 @@ fn json_with_a_comment_is_shell_form() {
         "{:?}",
         built.created_by()
     );
+}
+
+/// BuildKit's exporter (`patchImageConfig`, `exporter/containerimage/writer.go`) with
+/// SOURCE_DATE_EPOCH: the frontend drops the base's `created` (`img.Created = nil`), the
+/// config's `created` is the last history entry's, clamped to the epoch; the entries the
+/// build adds get the epoch, the base's own entries keep their times ("Retain the
+/// timestamp for the base image layers").
+fn source_date_epoch_sets_created() {
+    let fx = Fixture::new();
+    let root = fx.tmp.path().join("dated-root");
+    std::fs::create_dir(&root).unwrap();
+    busybox_rootfs(&root);
+    let base_time = "2030-01-02T03:04:05Z";
+    put_image(&fx, &root, "dated:1", |config| {
+        config.created = Some(base_time.into());
+        config.config.env = vec![DEFAULT_PATH.into()];
+        config.history = vec![rbuild_image::History {
+            created: Some(base_time.into()),
+            created_by: "base layer".into(),
+            ..Default::default()
+        }];
+    });
+    let epoch = 1_700_000_000;
+    let epoch_text = "2023-11-14T22:13:20Z";
+    for dockerfile in [
+        "FROM dated:1\nRUN echo x > /x\nLABEL a=b\n",
+        "FROM dated:1\nLABEL a=b\n",
+        // No entry of its own: the base's time, clamped.
+        "FROM dated:1\n",
+    ] {
+        let mut request = fx.request(dockerfile);
+        request.source_date_epoch = Some(epoch);
+        let built = fx.built(&request);
+        assert_eq!(
+            built.config.created.as_deref(),
+            Some(epoch_text),
+            "{dockerfile}"
+        );
+        let times: Vec<Option<&str>> = built
+            .config
+            .history
+            .iter()
+            .map(|h| h.created.as_deref())
+            .collect();
+        let mut want = vec![Some(base_time)];
+        want.resize(built.config.history.len(), Some(epoch_text));
+        assert_eq!(times, want, "{dockerfile}");
+    }
 }
