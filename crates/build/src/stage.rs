@@ -567,8 +567,8 @@ impl<'a> Builder<'a> {
                 let created_by =
                     crate::copy::history_text(if spec.is_add { "ADD" } else { "COPY" }, &spec);
                 return self
-                    .layer_step(st, key, created_by, step, progress, |b, st, _| {
-                        b.dispatch_copy(st, origin, &spec)
+                    .layer_step(st, key, created_by, step, progress, |b, st, progress| {
+                        b.dispatch_copy(st, origin, &spec, progress)
                     })
                     .map(Some);
             }
@@ -727,19 +727,32 @@ impl<'a> Builder<'a> {
         key.add("workdir", wd.clone());
         key.add("user", st.config.config.user.clone());
         let created_by = format!("WORKDIR {wd}");
-        let end = self.layer_step(st, Some(key), created_by, step, progress, |b, st, _| {
-            // BuildKit's `llb.Mkdir(wd, 0755, llb.WithParents(true), llb.WithUser(user))`:
-            // the owner of a file operation, not a RUN's user (see `fileop_user`).
-            let owner = if st.config.config.user.is_empty() {
-                (0, 0)
-            } else {
-                crate::fileop_user::file_op_owner(&st.rootfs, &st.config.config.user)
-                    .map_err(|e| origin.error(e))?
-            };
-            let before = b.scan(&st.rootfs).map_err(|e| origin.error(e))?;
-            fsops::ensure_dir(&st.rootfs, &wd, owner).map_err(|e| origin.error(e))?;
-            b.commit(st, &before).map_err(|e| origin.error(e))
-        })?;
+        let end = self.layer_step(
+            st,
+            Some(key),
+            created_by,
+            step,
+            progress,
+            |b, st, progress| {
+                // BuildKit's `llb.Mkdir(wd, 0755, llb.WithParents(true), llb.WithUser(user))`:
+                // the owner of a file operation, not a RUN's user (see `fileop_user`).
+                let owner = if st.config.config.user.is_empty() {
+                    (0, 0)
+                } else {
+                    let user = &st.config.config.user;
+                    let owner = crate::fileop_user::file_op_owner(&st.rootfs, user)
+                        .map_err(|e| origin.error(e))?;
+                    if let Some(message) = owner.warning(&format!("WORKDIR {wd} under USER {user}"))
+                    {
+                        progress.event(&crate::progress::Event::Warning { message });
+                    }
+                    owner.ids()
+                };
+                let before = b.scan(&st.rootfs).map_err(|e| origin.error(e))?;
+                fsops::ensure_dir(&st.rootfs, &wd, owner).map_err(|e| origin.error(e))?;
+                b.commit(st, &before).map_err(|e| origin.error(e))
+            },
+        )?;
         Ok(Some(end))
     }
 

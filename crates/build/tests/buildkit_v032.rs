@@ -30,6 +30,7 @@ fn main() -> ExitCode {
             stage_from_stage_keeps_arg_values,
         ),
         ("workdir_owner_like_buildkit", workdir_owner_like_buildkit),
+        ("chown_like_buildkit", chown_like_buildkit),
         (
             "chmod_applies_to_created_destination_dirs",
             chmod_applies_to_created_destination_dirs,
@@ -421,4 +422,63 @@ fn source_date_epoch_sets_created() {
         want.resize(built.config.history.len(), Some(epoch_text));
         assert_eq!(times, want, "{dockerfile}");
     }
+}
+
+/// `COPY --chown` goes through the same `llb.WithUser` and `readUser` as WORKDIR. Measured
+/// with BuildKit v0.32.2, `FROM scratch`: `--chown=root:root` → 0:0, `7:wheel` → 7:7,
+/// `nobody` → 0:0, `1000` → 1000:1000, `nobody:5` → 0:5. rbuild warns about the names it
+/// did not find.
+fn chown_like_buildkit() {
+    use std::os::unix::fs::MetadataExt;
+    let fx = Fixture::new();
+    let root = fx.tmp.path().join("no-passwd-root");
+    std::fs::create_dir(&root).unwrap();
+    busybox_rootfs(&root);
+    std::fs::remove_file(root.join("etc/passwd")).unwrap();
+    std::fs::remove_file(root.join("etc/group")).unwrap();
+    put_image(&fx, &root, "nopasswd:1", |_| {});
+    fx.file("f", "f\n", 0o644);
+    let built = fx.build_ok(
+        "FROM nopasswd:1\n\
+         COPY --chown=root:root f /a\n\
+         COPY --chown=7:wheel f /b\n\
+         COPY --chown=nobody f /c\n\
+         COPY --chown=1000 f /d\n\
+         COPY --chown=nobody:5 f /e\n",
+    );
+    for (path, ids) in [
+        ("a", (0, 0)),
+        ("b", (7, 7)),
+        ("c", (0, 0)),
+        ("d", (1000, 1000)),
+        ("e", (0, 5)),
+    ] {
+        let md = built.meta(path);
+        assert_eq!((md.uid(), md.gid()), ids, "{path}");
+    }
+    let warnings: Vec<String> = built
+        .events
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            rbuild_build::Event::Warning { message } => Some(message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("COPY --chown=7:wheel") && w.contains("group \"wheel\"")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("COPY --chown=nobody:") && w.contains("user \"nobody\"")),
+        "{warnings:?}"
+    );
+    assert!(
+        !warnings.iter().any(|w| w.contains("root:root")),
+        "root needs no passwd: {warnings:?}"
+    );
 }
