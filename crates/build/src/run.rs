@@ -122,6 +122,15 @@ impl Builder<'_> {
         if !user.groups.contains(&user.gid) {
             user.groups.insert(0, user.gid);
         }
+        // Rootless, a supplementary group the user namespace does not map cannot exist in
+        // it (with a single-id mapping only 0 does, e.g. Alpine's root listed in `wheel`):
+        // it is left out rather than failing every step. The primary group is kept, so an
+        // unmapped one still fails with a message saying why.
+        if let Some(map) = crate::fsops::owners().id_map() {
+            let primary = user.gid;
+            user.groups
+                .retain(|&g| g == primary || map.host_gid(g.into()).is_some());
+        }
         // runc (under BuildKit and the classic builder) sets HOME from passwd when unset.
         if !env.iter().any(|e| e.starts_with("HOME=")) {
             let home =
