@@ -539,7 +539,13 @@ impl<'a> Builder<'a> {
         step: usize,
         progress: &mut dyn Progress,
     ) -> Result<Option<StepEnd>> {
-        let expanded = origin.cmd.expand(&origin.file, &self.df.lexer(), &st.env)?;
+        let expanded = match &origin.cmd.instruction {
+            // BuildKit's dispatch expands every instruction but ARG ("ARG command value could
+            // be ignored, so defer handling the expansion error"): an ARG's default is
+            // expanded below, only when no --build-arg replaces it.
+            Instruction::Arg(_) => origin.cmd.clone(),
+            _ => origin.cmd.expand(&origin.file, &self.df.lexer(), &st.env)?,
+        };
         let cfg = &mut st.config.config;
         let created_by = match &expanded.instruction {
             Instruction::From(_) => return Err(origin.error("FROM inside a stage")),
@@ -598,9 +604,18 @@ impl<'a> Builder<'a> {
             Instruction::Arg(arg) => {
                 let mut parts = Vec::new();
                 for decl in &arg.args {
+                    let default = match &decl.value {
+                        Some(raw) if !self.opts.build_args.contains_key(&decl.key) => Some(
+                            self.df
+                                .lexer()
+                                .process_word(raw, &st.env)
+                                .map_err(|e| origin.error(e.to_string()))?,
+                        ),
+                        other => other.clone(),
+                    };
                     let value = self.df.stage_arg_value(
                         &decl.key,
-                        decl.value.as_deref(),
+                        default.as_deref(),
                         &self.global,
                         self.opts,
                     );

@@ -26,6 +26,10 @@ fn main() -> ExitCode {
         ),
         ("arg_name_is_not_expanded", arg_name_is_not_expanded),
         (
+            "arg_default_is_expanded_only_when_used",
+            arg_default_is_expanded_only_when_used,
+        ),
+        (
             "stage_from_stage_keeps_arg_values",
             stage_from_stage_keeps_arg_values,
         ),
@@ -481,4 +485,29 @@ fn chown_like_buildkit() {
         !warnings.iter().any(|w| w.contains("root:root")),
         "root needs no passwd: {warnings:?}"
     );
+}
+
+/// `dispatchArg` expands an ARG's default only when no build arg replaces it (`if hasValue
+/// { ... } else if hasDefault { ... ProcessWord(*arg.Value, env) ... }`), and `dispatch`
+/// defers ARG's expansion for that reason. Measured with BuildKit v0.32.2: `ARG
+/// A=${B:?required}` builds with `build-arg:A=x` (label `a=x`) and fails without it.
+fn arg_default_is_expanded_only_when_used() {
+    let fx = Fixture::new();
+    let dockerfile = "FROM busybox AS base\nLABEL b=c\n\
+                      FROM busybox\nARG A=${B:?required}\n\
+                      COPY --from=base /bin/busybox /copied\n";
+    let request = fx
+        .request("FROM busybox\nARG A=${B:?required}\nLABEL a=$A\n")
+        .with_build_arg("A", "x");
+    let built = fx.built(&request);
+    assert_eq!(
+        built.config.config.labels.get("a").map(String::as_str),
+        Some("x")
+    );
+    assert!(built.created_by().contains(&"ARG A=x".to_string()));
+    let err = fx.build_err("FROM busybox\nARG A=${B:?required}\nLABEL a=$A\n");
+    assert!(err.contains("required"), "{err}");
+    // The stage graph reads ARGs the same way.
+    let built = fx.built(&fx.request(dockerfile).with_build_arg("A", "x"));
+    assert!(built.path("copied").is_file());
 }

@@ -337,22 +337,28 @@ impl Dockerfile {
         };
         for cmd in self.stages[stage].commands.iter().take(upto) {
             match &cmd.instruction {
-                Instruction::Arg(_) | Instruction::Env(_) => {
-                    let expanded = cmd.expand(&self.file, &lexer, &env)?;
-                    match expanded.instruction {
-                        Instruction::Arg(a) => {
-                            for d in a.args {
-                                if let Some(v) =
-                                    self.stage_arg_value(&d.key, d.value.as_deref(), global, opts)
-                                {
-                                    env.push((d.key, v));
-                                }
-                            }
+                // As the executor: an ARG's default is expanded only when no --build-arg
+                // replaces it (BuildKit defers the ARG's expansion error).
+                Instruction::Arg(a) => {
+                    for d in &a.args {
+                        let default = match &d.value {
+                            Some(raw) if !opts.build_args.contains_key(&d.key) => Some(
+                                lexer
+                                    .process_word(raw, &env)
+                                    .map_err(|e| self.error_at(cmd, None, e.to_string()))?,
+                            ),
+                            other => other.clone(),
+                        };
+                        if let Some(v) =
+                            self.stage_arg_value(&d.key, default.as_deref(), global, opts)
+                        {
+                            env.push((d.key.clone(), v));
                         }
-                        Instruction::Env(e) => {
-                            env.extend(e.pairs.into_iter().map(|p| (p.key, p.value)));
-                        }
-                        _ => {}
+                    }
+                }
+                Instruction::Env(_) => {
+                    if let Instruction::Env(e) = cmd.expand(&self.file, &lexer, &env)?.instruction {
+                        env.extend(e.pairs.into_iter().map(|p| (p.key, p.value)));
                     }
                 }
                 _ => {}
