@@ -507,6 +507,21 @@ fn arg_default_is_expanded_only_when_used() {
     assert!(built.created_by().contains(&"ARG A=x".to_string()));
     let err = fx.build_err("FROM busybox\nARG A=${B:?required}\nLABEL a=$A\n");
     assert!(err.contains("required"), "{err}");
+    // Each default sees the ARGs before it on the same line (the state is updated per
+    // ARG); ENV's words all see the environment from before the line. Measured with
+    // v0.32.2: `ARG A=1 B=$A` gives `B=1`, `ENV C=2 D=$C` gives `D=`.
+    let built = fx.build_ok("FROM busybox\nARG A=1 B=$A\nENV C=2 D=$C\nLABEL b=$B d=$D\n");
+    assert_eq!(
+        built.config.config.labels.get("b").map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(
+        built.config.config.labels.get("d").map(String::as_str),
+        Some("")
+    );
+    let history = built.created_by();
+    assert!(history.contains(&"ARG A=1 B=1".to_string()), "{history:?}");
+    assert!(history.contains(&"ENV C=2 D=".to_string()), "{history:?}");
     // The stage graph reads ARGs the same way.
     let built = fx.built(&fx.request(dockerfile).with_build_arg("A", "x"));
     assert!(built.path("copied").is_file());
