@@ -97,9 +97,11 @@ impl CacheIndex {
     /// the ref has stay (another builder's, exported concurrently or earlier). Our records
     /// are marked used `today`; a mount id both have takes ours (newer contents).
     pub fn merge_ours_win(&mut self, ours: &CacheIndex, today: u32) {
-        // A record from before `lastUsed` existed starts its clock now.
+        // A record from before `lastUsed` existed starts its clock now; a day after today
+        // (a writer with a wrong clock) counts as today, so no record escapes expiry.
         for key in self.records.keys() {
-            self.last_used.entry(key.clone()).or_insert(today);
+            let day = self.last_used.entry(key.clone()).or_insert(today);
+            *day = (*day).min(today);
         }
         for (key, record) in &ours.records {
             self.records.insert(key.clone(), record.clone());
@@ -378,6 +380,10 @@ mod tests {
         assert_eq!(current.records.len(), 3);
         // The record only the ref had starts its clock at the merge.
         assert_eq!(current.last_used[&Digest::of(&[3])], 100);
+        // A day in the future counts as today.
+        current.last_used.insert(Digest::of(&[3]), 5000);
+        current.merge_ours_win(&ours, 101);
+        assert_eq!(current.last_used[&Digest::of(&[3])], 101);
         let (config, manifest) = current.encode();
         let decoded = decode_index(&manifest, &config).unwrap();
         assert_eq!(decoded, current);
