@@ -75,18 +75,6 @@ impl From<Add> for CopySpec {
     }
 }
 
-/// `--chown=user[:group]`: names resolved in the rootfs; a missing group means the same
-/// numeric id as the user (Docker's documented rule).
-fn resolve_chown(rootfs: &Path, spec: &str) -> std::result::Result<(u32, u32), String> {
-    let ids =
-        rbuild_sandbox::resolve_user(rootfs, spec).map_err(|e| format!("--chown={spec}: {e}"))?;
-    if spec.contains(':') {
-        Ok((ids.uid, ids.gid))
-    } else {
-        Ok((ids.uid, ids.uid))
-    }
-}
-
 /// A rootless build can only give files to ids its user namespace maps: container root
 /// alone without subordinate ids, root and the subordinate ranges with them.
 fn check_rootless_chown(
@@ -288,6 +276,7 @@ impl Builder<'_> {
         st: &mut StageState,
         origin: &Origin<'_>,
         spec: &CopySpec,
+        progress: &mut dyn crate::progress::Progress,
     ) -> Result<u64> {
         let name = if spec.is_add { "ADD" } else { "COPY" };
         let chmod = match &spec.chmod {
@@ -299,7 +288,15 @@ impl Builder<'_> {
         let filters = CopyFilters::new(&spec.exclude).map_err(|e| origin.error(e))?;
         let owner = match &spec.chown {
             Some(c) => {
-                let ids = resolve_chown(&st.rootfs, c).map_err(|e| origin.error(e))?;
+                // `llb.WithUser(cfg.chown)`, resolved as BuildKit's file operations do:
+                // `root` and ids need no passwd, a user id alone is also the group id, a
+                // name no file lists is 0 (with a warning here).
+                let owner = crate::fileop_user::file_op_owner(&st.rootfs, c)
+                    .map_err(|e| origin.error(format!("--chown={c}: {e}")))?;
+                if let Some(message) = owner.warning(&format!("{name} --chown={c}")) {
+                    progress.event(&crate::progress::Event::Warning { message });
+                }
+                let ids = owner.ids();
                 check_rootless_chown(name, c, ids).map_err(|e| origin.error(e))?;
                 Some(ids)
             }

@@ -25,6 +25,7 @@ mod commit;
 mod content_hash;
 mod copy;
 pub mod error;
+mod fileop_user;
 mod fsops;
 mod history;
 mod mounts;

@@ -7,7 +7,7 @@ use rbuild_dockerfile::stages::PROXY_ARGS;
 use rbuild_dockerfile::syntax::{chomp_heredoc_content, must_parse_heredoc};
 use rbuild_sandbox::{
     FileBind, Isolation, Network, OutputStream, Rootfs, Sandbox, SandboxError, StepOutcome,
-    StepSpec, UserIds, DEFAULT_PATH,
+    StepSpec, DEFAULT_PATH,
 };
 use rbuild_snapshot::OverlayDirs;
 
@@ -109,12 +109,28 @@ impl Builder<'_> {
             }
         }
         env.extend(crate::mounts::ssh_auth_sock(st, &run.mounts, &env));
-        let user = if st.config.config.user.is_empty() {
-            UserIds::default()
+        let mut user = if st.config.config.user.is_empty() {
+            // BuildKit's GetUser resolves the default user as "0" (root's supplementary
+            // groups from /etc/group), and ignores a passwd or group file it cannot read.
+            rbuild_sandbox::resolve_user(&st.rootfs, "0").unwrap_or_default()
         } else {
             rbuild_sandbox::resolve_user(&st.rootfs, &st.config.config.user)
                 .map_err(|e| origin.error(e))?
         };
+        // BuildKit's ensureAdditionalGids: the primary group is also a supplementary group
+        // of the step's process (`id` lists it under `groups=`).
+        if !user.groups.contains(&user.gid) {
+            user.groups.insert(0, user.gid);
+        }
+        // Rootless, a supplementary group the user namespace does not map cannot exist in
+        // it (with a single-id mapping only 0 does, e.g. Alpine's root listed in `wheel`):
+        // it is left out rather than failing every step. The primary group is kept, so an
+        // unmapped one still fails with a message saying why.
+        if let Some(map) = crate::fsops::owners().id_map() {
+            let primary = user.gid;
+            user.groups
+                .retain(|&g| g == primary || map.host_gid(g.into()).is_some());
+        }
         // runc (under BuildKit and the classic builder) sets HOME from passwd when unset.
         if !env.iter().any(|e| e.starts_with("HOME=")) {
             let home =

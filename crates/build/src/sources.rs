@@ -147,7 +147,8 @@ impl SourceRoot<'_> {
             .collect())
     }
 
-    /// Expands `src` (possibly with wildcards) to the sources it names, sorted.
+    /// Expands `src` (possibly with wildcards) to the sources it names, sorted: a literal
+    /// path must exist, a pattern may match nothing (an empty list).
     pub(crate) fn expand(&self, src: &str) -> Result<Vec<Source>, String> {
         let comps = self.clean(src)?;
         if !has_wildcard(src) {
@@ -181,16 +182,12 @@ impl SourceRoot<'_> {
             }
             candidates = next;
         }
-        let found: Vec<Source> = candidates
+        // A pattern that matches nothing names no source, whether or not other sources
+        // match: BuildKit copies every local source with `AllowEmptyWildcard: true`.
+        Ok(candidates
             .iter()
             .filter_map(|rel| self.literal(src, rel).ok())
-            .collect();
-        if found.is_empty() {
-            return Err(format!(
-                "no source files were specified: {src:?} matches nothing in the build context"
-            ));
-        }
-        Ok(found)
+            .collect())
     }
 
     /// The filter for copying directory `source`'s contents: `.dockerignore` rules by

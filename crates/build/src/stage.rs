@@ -51,6 +51,10 @@ pub(crate) struct StageOutput {
     pub rootfs: PathBuf,
     pub applied: usize,
     pub fs_key: Digest,
+    /// The stage's environment at its end (ENVs and ARG values) and its ARGs: a stage built
+    /// `FROM` this one starts with them (BuildKit's `dispatchState.init`).
+    pub env: Vec<(String, String)>,
+    pub build_args: Vec<(String, String)>,
 }
 
 /// The state of the stage being built (BuildKit's `dispatchState`).
@@ -357,7 +361,11 @@ impl<'a> Builder<'a> {
         };
         let started = Instant::now();
         let base = self.df.stage_base(index, &self.global)?;
-        let (base_name, image, fs_key) = match &base {
+        // A stage built FROM an earlier one carries on with that stage's LLB state: its ARG
+        // values stay in the environment and its ARGs in RUN's history (BuildKit's
+        // `dispatchState.init`: `ds.state = ds.base.state`, `ds.buildArgs = append(ds.buildArgs,
+        // ds.base.buildArgs...)`); the legacy builder starts from the image config alone.
+        let (base_name, image, fs_key, inherited) = match &base {
             Base::Stage(i) => {
                 let done = lock(&self.done);
                 let output = done
@@ -367,6 +375,7 @@ impl<'a> Builder<'a> {
                     self.stage_label(*i),
                     output.image.clone(),
                     output.fs_key.clone(),
+                    Some((output.env.clone(), output.build_args.clone())),
                 )
             }
             Base::Image(reference) => {
@@ -374,7 +383,7 @@ impl<'a> Builder<'a> {
                     .load_image(reference)
                     .map_err(|e| from_origin.error(e))?;
                 let key = base_key(&image.id, &self.platform);
-                (reference.clone(), image, key)
+                (reference.clone(), image, key, None)
             }
         };
         let triggers = image.config.config.on_build.clone();
@@ -391,14 +400,42 @@ impl<'a> Builder<'a> {
         let mut config = image.config.clone();
         // Docker runs a base's triggers once, in the child; they are not inherited.
         config.config.on_build.clear();
+        // BuildKit's dispatchStages ("make sure that PATH is always set"): a base whose
+        // config sets no PATH (an imported image, `FROM scratch`) gets the default one in
+        // the stage's config and environment, except on Windows.
+        if !self.platform.os.eq_ignore_ascii_case("windows")
+            && !config
+                .config
+                .env
+                .iter()
+                .any(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == "PATH")
+        {
+            config
+                .config
+                .env
+                .push(format!("PATH={}", rbuild_sandbox::DEFAULT_PATH));
+        }
+        let (env, build_args) = match inherited {
+            Some((mut env, build_args)) => {
+                // Then the image config's Env on top, as BuildKit's dispatchStages does.
+                for (k, v) in env_pairs(&config.config.env) {
+                    match env.iter_mut().find(|(ek, _)| *ek == k) {
+                        Some(e) => e.1 = v,
+                        None => env.push((k, v)),
+                    }
+                }
+                (env, build_args)
+            }
+            None => (env_pairs(&config.config.env), Vec::new()),
+        };
         let mut st = StageState {
             index,
             label: label.clone(),
-            env: env_pairs(&config.config.env),
+            env,
             config,
             layers: image.layers.clone(),
             rootfs,
-            build_args: Vec::new(),
+            build_args,
             cmd_set: false,
             applied: 0,
             layer_off_rootfs: false,
@@ -487,6 +524,8 @@ impl<'a> Builder<'a> {
             rootfs: st.rootfs,
             applied: st.applied,
             fs_key: st.fs_key,
+            env: st.env,
+            build_args: st.build_args,
         };
         lock(&self.done).insert(index, output);
         Ok(())
@@ -500,7 +539,13 @@ impl<'a> Builder<'a> {
         step: usize,
         progress: &mut dyn Progress,
     ) -> Result<Option<StepEnd>> {
-        let expanded = origin.cmd.expand(&origin.file, &self.df.lexer(), &st.env)?;
+        let expanded = match &origin.cmd.instruction {
+            // BuildKit's dispatch expands every instruction but ARG ("ARG command value could
+            // be ignored, so defer handling the expansion error"): an ARG's default is
+            // expanded below, only when no --build-arg replaces it.
+            Instruction::Arg(_) => origin.cmd.clone(),
+            _ => origin.cmd.expand(&origin.file, &self.df.lexer(), &st.env)?,
+        };
         let cfg = &mut st.config.config;
         let created_by = match &expanded.instruction {
             Instruction::From(_) => return Err(origin.error("FROM inside a stage")),
@@ -528,8 +573,8 @@ impl<'a> Builder<'a> {
                 let created_by =
                     crate::copy::history_text(if spec.is_add { "ADD" } else { "COPY" }, &spec);
                 return self
-                    .layer_step(st, key, created_by, step, progress, |b, st, _| {
-                        b.dispatch_copy(st, origin, &spec)
+                    .layer_step(st, key, created_by, step, progress, |b, st, progress| {
+                        b.dispatch_copy(st, origin, &spec, progress)
                     })
                     .map(Some);
             }
@@ -559,9 +604,18 @@ impl<'a> Builder<'a> {
             Instruction::Arg(arg) => {
                 let mut parts = Vec::new();
                 for decl in &arg.args {
+                    let default = match &decl.value {
+                        Some(raw) if !self.opts.build_args.contains_key(&decl.key) => Some(
+                            self.df
+                                .lexer()
+                                .process_word(raw, &st.env)
+                                .map_err(|e| origin.error(e.to_string()))?,
+                        ),
+                        other => other.clone(),
+                    };
                     let value = self.df.stage_arg_value(
                         &decl.key,
-                        decl.value.as_deref(),
+                        default.as_deref(),
                         &self.global,
                         self.opts,
                     );
@@ -572,9 +626,13 @@ impl<'a> Builder<'a> {
                         }
                         None => parts.push(decl.key.clone()),
                     }
-                    st.build_args.retain(|(k, _)| k != &decl.key);
-                    st.build_args
-                        .push((decl.key.clone(), value.unwrap_or_default()));
+                    // BuildKit's runCommandString shows a redeclared ARG at its first
+                    // place, with the newest value.
+                    let value = value.unwrap_or_default();
+                    match st.build_args.iter_mut().find(|(k, _)| k == &decl.key) {
+                        Some(entry) => entry.1 = value,
+                        None => st.build_args.push((decl.key.clone(), value)),
+                    }
                 }
                 format!("ARG {}", parts.join(" "))
             }
@@ -684,25 +742,42 @@ impl<'a> Builder<'a> {
         key.add("workdir", wd.clone());
         key.add("user", st.config.config.user.clone());
         let created_by = format!("WORKDIR {wd}");
-        let end = self.layer_step(st, Some(key), created_by, step, progress, |b, st, _| {
-            let owner = if st.config.config.user.is_empty() {
-                (0, 0)
-            } else {
-                let ids = rbuild_sandbox::resolve_user(&st.rootfs, &st.config.config.user)
-                    .map_err(|e| origin.error(e))?;
-                (ids.uid, ids.gid)
-            };
-            let before = b.scan(&st.rootfs).map_err(|e| origin.error(e))?;
-            fsops::ensure_dir(&st.rootfs, &wd, owner).map_err(|e| origin.error(e))?;
-            b.commit(st, &before).map_err(|e| origin.error(e))
-        })?;
+        let end = self.layer_step(
+            st,
+            Some(key),
+            created_by,
+            step,
+            progress,
+            |b, st, progress| {
+                // BuildKit's `llb.Mkdir(wd, 0755, llb.WithParents(true), llb.WithUser(user))`:
+                // the owner of a file operation, not a RUN's user (see `fileop_user`).
+                let owner = if st.config.config.user.is_empty() {
+                    (0, 0)
+                } else {
+                    let user = &st.config.config.user;
+                    let owner = crate::fileop_user::file_op_owner(&st.rootfs, user)
+                        .map_err(|e| origin.error(e))?;
+                    if let Some(message) = owner.warning(&format!("WORKDIR {wd} under USER {user}"))
+                    {
+                        progress.event(&crate::progress::Event::Warning { message });
+                    }
+                    owner.ids()
+                };
+                let before = b.scan(&st.rootfs).map_err(|e| origin.error(e))?;
+                fsops::ensure_dir(&st.rootfs, &wd, owner).map_err(|e| origin.error(e))?;
+                b.commit(st, &before).map_err(|e| origin.error(e))
+            },
+        )?;
         Ok(Some(end))
     }
 
     /// Writes the target stage's image and tags it.
     pub(crate) fn finish(&self, target: usize) -> Result<(ImageRecord, Vec<String>)> {
-        // The image was made when its newest step was: a build served from the cache gives
-        // the image of the build that filled it.
+        // The image was made when its last history entry was (BuildKit's patchImageConfig:
+        // the base's `created` is dropped, the last dated entry gives it): a build served
+        // from the cache gives the image of the build that filled it. With
+        // SOURCE_DATE_EPOCH a later time is clamped to the epoch ("if epoch is set then
+        // clamp creation time"), so a base image's own time never shows.
         let created = {
             let done = lock(&self.done);
             let history = &done
@@ -711,13 +786,23 @@ impl<'a> Builder<'a> {
                 .image
                 .config
                 .history;
-            history
+            let last = history
                 .iter()
-                .filter_map(|h| h.created.clone())
-                .max_by(|a, b| {
-                    crate::step_cache::time_order(a).cmp(&crate::step_cache::time_order(b))
-                })
-                .unwrap_or_else(|| self.now())
+                .rev()
+                .find_map(|h| h.created.clone())
+                .unwrap_or_else(|| self.now());
+            match self.request.source_date_epoch {
+                Some(epoch) => {
+                    let epoch = history::rfc3339(epoch, 0);
+                    if crate::step_cache::time_order(&last) > crate::step_cache::time_order(&epoch)
+                    {
+                        epoch
+                    } else {
+                        last
+                    }
+                }
+                None => last,
+            }
         };
         let output = lock(&self.done)
             .remove(&target)

@@ -317,7 +317,8 @@ impl Dockerfile {
     }
 
     /// The environment a stage's command at `upto` sees for expansion: the ARGs and ENVs
-    /// declared in the stage before it (global ARGs only where redeclared).
+    /// declared in the stage before it (global ARGs only where redeclared), after those of
+    /// the stage it is built FROM, if any.
     pub fn stage_env(
         &self,
         stage: usize,
@@ -326,25 +327,38 @@ impl Dockerfile {
         opts: &BuildOptions,
     ) -> Result<Vec<(String, String)>, Error> {
         let lexer = self.lexer();
-        let mut env: Vec<(String, String)> = Vec::new();
+        // A stage built FROM an earlier stage starts with that stage's ARG values and ENVs
+        // (BuildKit's `dispatchState.init` takes the base stage's state).
+        let mut env: Vec<(String, String)> = match self.stage_base(stage, global) {
+            Ok(Base::Stage(i)) if i < stage => {
+                self.stage_env(i, self.stages[i].commands.len(), global, opts)?
+            }
+            _ => Vec::new(),
+        };
         for cmd in self.stages[stage].commands.iter().take(upto) {
             match &cmd.instruction {
-                Instruction::Arg(_) | Instruction::Env(_) => {
-                    let expanded = cmd.expand(&self.file, &lexer, &env)?;
-                    match expanded.instruction {
-                        Instruction::Arg(a) => {
-                            for d in a.args {
-                                if let Some(v) =
-                                    self.stage_arg_value(&d.key, d.value.as_deref(), global, opts)
-                                {
-                                    env.push((d.key, v));
-                                }
-                            }
+                // As the executor: an ARG's default is expanded only when no --build-arg
+                // replaces it (BuildKit defers the ARG's expansion error).
+                Instruction::Arg(a) => {
+                    for d in &a.args {
+                        let default = match &d.value {
+                            Some(raw) if !opts.build_args.contains_key(&d.key) => Some(
+                                lexer
+                                    .process_word(raw, &env)
+                                    .map_err(|e| self.error_at(cmd, None, e.to_string()))?,
+                            ),
+                            other => other.clone(),
+                        };
+                        if let Some(v) =
+                            self.stage_arg_value(&d.key, default.as_deref(), global, opts)
+                        {
+                            env.push((d.key.clone(), v));
                         }
-                        Instruction::Env(e) => {
-                            env.extend(e.pairs.into_iter().map(|p| (p.key, p.value)));
-                        }
-                        _ => {}
+                    }
+                }
+                Instruction::Env(_) => {
+                    if let Instruction::Env(e) = cmd.expand(&self.file, &lexer, &env)?.instruction {
+                        env.extend(e.pairs.into_iter().map(|p| (p.key, p.value)));
                     }
                 }
                 _ => {}

@@ -4,14 +4,19 @@
 //! Merge protocol (registries have no compare-and-swap on tags):
 //! 1. push every layer blob first (skipped when present, mounted from another repository
 //!    of the same registry when known there), so the step below is a few small requests;
-//! 2. read the tag's current cache, merge (union of records and mounts), push the config
-//!    and the manifest under the tag — unless the current cache already covers ours;
+//! 2. read the tag's current cache, merge — this build's records win for the keys both
+//!    have (BuildKit's export replaces the ref with the build's records, so the next
+//!    importer gets this build's image), the keys only the ref has stay, each of ours is
+//!    marked used today and records unused for longer than `expire-unused` are dropped —
+//!    and push the config and the manifest under the tag, unless the current cache already
+//!    holds ours as they are;
 //! 3. wait a short, jittered settle delay and read the tag again: if another writer's
-//!    manifest replaced ours without our records (it read before we wrote), go back to 2.
+//!    manifest replaced ours without our keys (it read before we wrote), go back to 2.
 //!    Bounded by [`MAX_ATTEMPTS`].
 //!
-//! Two writers racing both end with a tag holding the union, as long as a writer's step 2
-//! takes less than the settle delay of the other — it is four small requests.
+//! Two writers racing both end with a tag holding the union of their keys, as long as a
+//! writer's step 2 takes less than the settle delay of the other — it is four small
+//! requests. For a key both wrote, the last writer's record stays.
 //!
 //! A damaged rbuild cache under the tag is replaced; anything else (an image, another tool's
 //! cache) is never overwritten: the export fails saying so.
@@ -71,6 +76,8 @@ pub struct ExportReport {
     pub total_records: usize,
     /// Read-merge-write rounds it took (0: the ref already had everything).
     pub attempts: usize,
+    /// Records of the ref dropped as unused for longer than `expire-unused`.
+    pub expired: usize,
     /// Records left out (their layer is no longer in the store).
     pub warnings: Vec<String>,
 }
@@ -82,6 +89,23 @@ pub fn export(
     store: &Store,
     target: &CacheTarget,
     input: &ExportInput<'_>,
+) -> Result<ExportReport, String> {
+    let today = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| (d.as_secs() / 86_400) as u32)
+        .unwrap_or(0);
+    export_on_day(client, handle, store, target, input, today)
+}
+
+/// [`export`] as if run on `today` (days since 1970-01-01, UTC): what the records' last
+/// use and their expiry are counted in.
+pub fn export_on_day(
+    client: &Client,
+    handle: &Handle,
+    store: &Store,
+    target: &CacheTarget,
+    input: &ExportInput<'_>,
+    today: u32,
 ) -> Result<ExportReport, String> {
     let mut report = ExportReport::default();
     let mut ours = CacheIndex::default();
@@ -103,6 +127,8 @@ pub fn export(
             ));
             continue;
         }
+        // A key seen twice in one build (two stages running the same step) keeps the
+        // first result, the one later steps chained on.
         ours.records
             .entry(record.key.clone())
             .or_insert_with(|| record.clone());
@@ -120,7 +146,7 @@ pub fn export(
 
     handle.block_on(async {
         push_layers(client, store, target, &layers, input.sources, &mut report).await?;
-        merge_and_publish(client, store, target, &ours, &mut report).await
+        merge_and_publish(client, store, target, &ours, today, &mut report).await
     })?;
     Ok(report)
 }
@@ -221,6 +247,7 @@ async fn merge_and_publish(
     store: &Store,
     target: &CacheTarget,
     ours: &CacheIndex,
+    today: u32,
     report: &mut ExportReport,
 ) -> Result<(), String> {
     let reference = &target.reference;
@@ -241,12 +268,15 @@ async fn merge_and_publish(
                 return Err(format!("reading the cache at {reference}: {e}"))
             }
         };
-        if current.covers(ours) && same_mounts(&current, ours) {
+        if current.holds(ours, today) {
             report.total_records = current.records.len();
             return Ok(());
         }
         let mut merged = current;
-        merged.merge_records_keep_mine_mounts_theirs(ours);
+        merged.merge_ours_win(ours, today);
+        if let Some(days) = target.expire_unused_days {
+            report.expired = merged.expire_unused(today, days);
+        }
         let pushed = publish(client, store, reference, &merged).await?;
         report.attempts = attempt;
         report.total_records = merged.records.len();
@@ -266,17 +296,6 @@ async fn merge_and_publish(
         "the cache at {reference} kept being replaced by other writers; gave up after \
          {MAX_ATTEMPTS} attempts"
     ))
-}
-
-/// Whether every mount of `ours` is in `current` with the same layer (a mount's contents
-/// change from build to build, so a different layer must be published).
-fn same_mounts(current: &CacheIndex, ours: &CacheIndex) -> bool {
-    ours.mounts.iter().all(|(id, m)| {
-        current
-            .mounts
-            .get(id)
-            .is_some_and(|c| c.layer.digest == m.layer.digest)
-    })
 }
 
 /// Pushes the config blob and the manifest of `index` under the tag; returns the manifest

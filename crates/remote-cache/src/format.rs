@@ -4,8 +4,9 @@
 //!
 //! ```json
 //! {
-//!   "version": 1,
-//!   "records": [{"key": "sha256:…", "layer": 0, "diffId": "sha256:…", "created": "…"}],
+//!   "version": 2,
+//!   "records": [{"key": "sha256:…", "layer": 0, "diffId": "sha256:…", "created": "…",
+//!                "lastUsed": "2026-12-06"}],
 //!   "mounts": [{"id": "apt", "layer": 1, "diffId": "sha256:…"}]
 //! }
 //! ```
@@ -24,8 +25,10 @@ use serde::{Deserialize, Serialize};
 pub const CACHE_CONFIG_MEDIA_TYPE: &str = "application/vnd.rbuild.cache.config.v1+json";
 /// Annotation on the manifest naming what it is, for people browsing the registry.
 pub const CACHE_ANNOTATION: &str = "dev.rbuild.cache";
-/// The config format's version.
-const VERSION: u32 = 1;
+/// The config format's version written: 2 added `lastUsed` to records. Version 1 configs
+/// (no `lastUsed`) are still read.
+const VERSION: u32 = 2;
+const READABLE_VERSIONS: &[u32] = &[1, 2];
 /// A config larger than this is refused (a big cache is a few hundred KiB).
 pub const MAX_CONFIG_SIZE: u64 = 16 << 20;
 
@@ -55,6 +58,10 @@ struct RecordEntry {
     layer: usize,
     diff_id: Digest,
     created: String,
+    /// The day (UTC, `YYYY-MM-DD`) a build last exported this record: what the expiry of
+    /// unused records goes by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_used: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -78,21 +85,59 @@ pub struct MountLayer {
 pub struct CacheIndex {
     pub records: BTreeMap<Digest, CacheRecord>,
     pub mounts: BTreeMap<String, MountLayer>,
+    /// The day (days since 1970-01-01, UTC) each record was last exported by a build;
+    /// records read from a version 1 config have none.
+    pub last_used: BTreeMap<Digest, u32>,
 }
 
 impl CacheIndex {
-    /// Adds what `other` has and `self` lacks. For a key both have, `self`'s record stays
-    /// (either is a valid result of the step; keeping the one already shared avoids churn).
-    /// For a mount id both have, `other`'s wins (it is the newer contents).
-    pub fn merge_records_keep_mine_mounts_theirs(&mut self, other: &CacheIndex) {
-        for (key, record) in &other.records {
-            self.records
-                .entry(key.clone())
-                .or_insert_with(|| record.clone());
+    /// Merges this build's `ours` into the ref's current contents (`self`), as BuildKit's
+    /// export replaces the ref with the build's records: for a key both have, ours wins
+    /// (the result this build used or made is what the next importer must get); keys only
+    /// the ref has stay (another builder's, exported concurrently or earlier). Our records
+    /// are marked used `today`; a mount id both have takes ours (newer contents).
+    pub fn merge_ours_win(&mut self, ours: &CacheIndex, today: u32) {
+        // A record from before `lastUsed` existed starts its clock now; a day after today
+        // (a writer with a wrong clock) counts as today, so no record escapes expiry.
+        for key in self.records.keys() {
+            let day = self.last_used.entry(key.clone()).or_insert(today);
+            *day = (*day).min(today);
         }
-        for (id, mount) in &other.mounts {
+        for (key, record) in &ours.records {
+            self.records.insert(key.clone(), record.clone());
+            self.last_used.insert(key.clone(), today);
+        }
+        for (id, mount) in &ours.mounts {
             self.mounts.insert(id.clone(), mount.clone());
         }
+    }
+
+    /// Drops the records no build has exported for more than `max_unused_days` days before
+    /// `today`; returns how many.
+    pub fn expire_unused(&mut self, today: u32, max_unused_days: u32) -> usize {
+        let before = self.records.len();
+        let last_used = &self.last_used;
+        self.records.retain(|key, _| {
+            last_used
+                .get(key)
+                .is_none_or(|&day| today.saturating_sub(day) <= max_unused_days)
+        });
+        let records = &self.records;
+        self.last_used.retain(|key, _| records.contains_key(key));
+        before - self.records.len()
+    }
+
+    /// Whether this index already holds `ours` exactly as a merge would leave it: every
+    /// record with the same result, marked used `today`, and every mount with the same
+    /// layer. Then an export has nothing to write.
+    pub fn holds(&self, ours: &CacheIndex, today: u32) -> bool {
+        ours.records.iter().all(|(key, record)| {
+            self.records.get(key) == Some(record) && self.last_used.get(key) == Some(&today)
+        }) && ours.mounts.iter().all(|(id, m)| {
+            self.mounts
+                .get(id)
+                .is_some_and(|c| c.layer.digest == m.layer.digest)
+        })
     }
 
     /// Whether every key and mount id of `other` is here (with any layer).
@@ -137,6 +182,7 @@ impl CacheIndex {
                     layer: position[&r.layer.digest],
                     diff_id: r.diff_id.clone(),
                     created: r.created.clone(),
+                    last_used: self.last_used.get(&r.key).map(|&day| format_day(day)),
                 })
                 .collect(),
             mounts: self
@@ -195,9 +241,9 @@ pub fn decode_manifest(bytes: &[u8]) -> Result<Manifest, String> {
 pub fn decode_index(manifest: &Manifest, config_bytes: &[u8]) -> Result<CacheIndex, String> {
     let config: CacheConfig = serde_json::from_slice(config_bytes)
         .map_err(|e| format!("the cache config is not valid: {e}"))?;
-    if config.version != VERSION {
+    if !READABLE_VERSIONS.contains(&config.version) {
         return Err(format!(
-            "the cache config has version {}, this rbuild reads version {VERSION}",
+            "the cache config has version {}, this rbuild reads versions {READABLE_VERSIONS:?}",
             config.version
         ));
     }
@@ -217,6 +263,11 @@ pub fn decode_index(manifest: &Manifest, config_bytes: &[u8]) -> Result<CacheInd
             diff_id: r.diff_id,
             created: r.created,
         };
+        if let Some(day) = &r.last_used {
+            let day = parse_day(day)
+                .ok_or_else(|| format!("the cache config has a bad lastUsed {day:?}"))?;
+            index.last_used.insert(r.key.clone(), day);
+        }
         index.records.insert(r.key, record);
     }
     for m in config.mounts {
@@ -231,6 +282,44 @@ pub fn decode_index(manifest: &Manifest, config_bytes: &[u8]) -> Result<CacheInd
         index.mounts.insert(m.id, mount);
     }
     Ok(index)
+}
+
+/// Days since 1970-01-01 as `YYYY-MM-DD` (proleptic Gregorian calendar, UTC).
+pub fn format_day(days: u32) -> String {
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// `YYYY-MM-DD` (from 1970 on) as days since 1970-01-01; `None` if it is not such a date.
+pub fn parse_day(text: &str) -> Option<u32> {
+    let mut parts = text.split('-');
+    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        return None;
+    }
+    let (y, m, d): (i64, i64, i64) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let days = u32::try_from(days).ok()?;
+    // Reject days that do not exist (2026-02-30).
+    (format_day(days) == text).then_some(days)
 }
 
 #[cfg(test)]
@@ -254,6 +343,7 @@ mod tests {
         CacheIndex {
             records: records.iter().map(|r| (r.key.clone(), r.clone())).collect(),
             mounts: BTreeMap::new(),
+            last_used: BTreeMap::new(),
         }
     }
 
@@ -278,14 +368,72 @@ mod tests {
     }
 
     #[test]
-    fn merge_keeps_existing_records_and_unions() {
-        let mut mine = index(&[record(1, 1)]);
-        let theirs = index(&[record(1, 5), record(2, 2)]);
-        assert!(!mine.covers(&theirs));
-        mine.merge_records_keep_mine_mounts_theirs(&theirs);
-        assert!(mine.covers(&theirs));
-        assert_eq!(mine.records[&Digest::of(&[1])], record(1, 1));
-        assert_eq!(mine.records.len(), 2);
+    fn merge_takes_ours_for_shared_keys_and_unions() {
+        let mut current = index(&[record(1, 1), record(3, 3)]);
+        let ours = index(&[record(1, 5), record(2, 2)]);
+        assert!(!current.covers(&ours));
+        current.merge_ours_win(&ours, 100);
+        assert!(current.covers(&ours));
+        assert!(current.holds(&ours, 100));
+        assert!(!current.holds(&ours, 101));
+        assert_eq!(current.records[&Digest::of(&[1])], record(1, 5));
+        assert_eq!(current.records.len(), 3);
+        // The record only the ref had starts its clock at the merge.
+        assert_eq!(current.last_used[&Digest::of(&[3])], 100);
+        // A day in the future counts as today.
+        current.last_used.insert(Digest::of(&[3]), 5000);
+        current.merge_ours_win(&ours, 101);
+        assert_eq!(current.last_used[&Digest::of(&[3])], 101);
+        let (config, manifest) = current.encode();
+        let decoded = decode_index(&manifest, &config).unwrap();
+        assert_eq!(decoded, current);
+    }
+
+    #[test]
+    fn unused_records_expire() {
+        let mut current = index(&[record(1, 1), record(2, 2), record(3, 3)]);
+        current.last_used.insert(Digest::of(&[1]), 80);
+        current.last_used.insert(Digest::of(&[2]), 86);
+        current.last_used.insert(Digest::of(&[3]), 100);
+        assert_eq!(current.expire_unused(100, 14), 1);
+        assert!(!current.records.contains_key(&Digest::of(&[1])));
+        assert!(!current.last_used.contains_key(&Digest::of(&[1])));
+        assert_eq!(current.records.len(), 2, "14 days unused is kept");
+        assert_eq!(current.expire_unused(100, 0), 1);
+        assert_eq!(current.records.len(), 1);
+    }
+
+    #[test]
+    fn days_round_trip() {
+        assert_eq!(format_day(0), "1970-01-01");
+        assert_eq!(parse_day("1970-01-01"), Some(0));
+        assert_eq!(format_day(20_793), "2026-12-06");
+        for day in [0, 59, 60, 365, 10_956, 20_793, 40_000] {
+            assert_eq!(parse_day(&format_day(day)), Some(day));
+        }
+        for bad in [
+            "2026-02-30",
+            "1969-12-31",
+            "2026-1-01",
+            "x",
+            "2026-13-01",
+            "2026-12-06-1",
+        ] {
+            assert_eq!(parse_day(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn version_1_configs_are_read() {
+        let (config, manifest) = index(&[record(1, 1)]).encode();
+        let v1 = String::from_utf8(config)
+            .unwrap()
+            .replace("\"version\":2", "\"version\":1");
+        let decoded = decode_index(&manifest, v1.as_bytes()).unwrap();
+        assert_eq!(decoded.records.len(), 1);
+        assert!(decoded.last_used.is_empty());
+        let v3 = v1.replace("\"version\":1", "\"version\":3");
+        assert!(decode_index(&manifest, v3.as_bytes()).is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub mod format;
 mod import;
 pub mod spec;
 
-pub use export::{export, ExportInput, ExportReport, MAX_ATTEMPTS};
+pub use export::{export, export_on_day, ExportInput, ExportReport, MAX_ATTEMPTS};
 pub use format::{CacheIndex, MountLayer, CACHE_CONFIG_MEDIA_TYPE};
 pub use import::{ImportEvent, MountRestore, RegistryCache};
 pub use spec::{

@@ -1,11 +1,15 @@
 //! The command-line spellings of a registry cache: buildx's `--cache-to` / `--cache-from`
-//! (`type=registry,ref=REPO[:TAG][,mode=min|max][,mounts=true]`) and Kaniko's
+//! (`type=registry,ref=REPO[:TAG][,mode=min|max][,mounts=true][,expire-unused=Nd|never]`)
+//! and Kaniko's
 //! `--cache-repo REPO`.
 
 use rbuild_image::Reference;
 
 /// The tag a cache is kept under when the ref names none (and always for `--cache-repo`).
 pub const DEFAULT_CACHE_TAG: &str = "buildcache";
+/// Records no build has exported for this many days are dropped from a ref at the next
+/// export that writes it (`expire-unused=`).
+pub const DEFAULT_EXPIRE_UNUSED_DAYS: u32 = 14;
 
 /// Which steps' layers are exported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -25,6 +29,9 @@ pub struct CacheTarget {
     pub mode: Mode,
     /// Also export the contents of `RUN --mount=type=cache` directories.
     pub mounts: bool,
+    /// Drop records of the ref no build has exported for more than this many days
+    /// (`None`: never).
+    pub expire_unused_days: Option<u32>,
 }
 
 /// Parses a `--cache-to` value.
@@ -34,6 +41,7 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheTarget, String> {
         reference: cache_reference("--cache-to", spec, &fields)?,
         mode: Mode::Min,
         mounts: false,
+        expire_unused_days: Some(DEFAULT_EXPIRE_UNUSED_DAYS),
     };
     for (key, value) in &fields {
         match (key.as_str(), value.as_str()) {
@@ -46,10 +54,11 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheTarget, String> {
                 ))
             }
             ("mounts", v) => target.mounts = parse_bool("--cache-to", spec, "mounts", v)?,
+            ("expire-unused", v) => target.expire_unused_days = parse_expiry(spec, v)?,
             (other, _) => {
                 return Err(format!(
                     "--cache-to {spec:?}: the attribute {other:?} is not supported \
-                     (supported: type, ref, mode, mounts)"
+                     (supported: type, ref, mode, mounts, expire-unused)"
                 ))
             }
         }
@@ -62,7 +71,10 @@ pub fn parse_cache_from(spec: &str) -> Result<Reference, String> {
     let fields = fields("--cache-from", spec)?;
     let reference = cache_reference("--cache-from", spec, &fields)?;
     for (key, _) in &fields {
-        if !matches!(key.as_str(), "type" | "ref" | "mode" | "mounts") {
+        if !matches!(
+            key.as_str(),
+            "type" | "ref" | "mode" | "mounts" | "expire-unused"
+        ) {
             return Err(format!(
                 "--cache-from {spec:?}: the attribute {key:?} is not supported \
                  (supported: type, ref)"
@@ -88,7 +100,22 @@ pub fn cache_repo_target(repo: &str) -> Result<CacheTarget, String> {
             .map_err(|e| e.to_string())?,
         mode: Mode::Max,
         mounts: false,
+        expire_unused_days: Some(DEFAULT_EXPIRE_UNUSED_DAYS),
     })
+}
+
+/// `expire-unused=Nd` (whole days, at least 1) or `never`.
+fn parse_expiry(spec: &str, value: &str) -> Result<Option<u32>, String> {
+    if value == "never" {
+        return Ok(None);
+    }
+    match value.strip_suffix('d').and_then(|n| n.parse::<u32>().ok()) {
+        Some(days) if days >= 1 => Ok(Some(days)),
+        _ => Err(format!(
+            "--cache-to {spec:?}: expire-unused={value:?} is not a number of days (like 14d) \
+             or never"
+        )),
+    }
 }
 
 fn fields(flag: &str, spec: &str) -> Result<Vec<(String, String)>, String> {
@@ -171,6 +198,16 @@ mod tests {
         assert_eq!(t.reference.tag(), Some("v1"));
         assert_eq!(t.mode, Mode::Max);
         assert!(t.mounts);
+        assert_eq!(t.expire_unused_days, Some(DEFAULT_EXPIRE_UNUSED_DAYS));
+        let t = parse_cache_to("type=registry,ref=r/c,expire-unused=30d").unwrap();
+        assert_eq!(t.expire_unused_days, Some(30));
+        let t = parse_cache_to("type=registry,ref=r/c,expire-unused=never").unwrap();
+        assert_eq!(t.expire_unused_days, None);
+        for bad in ["0d", "14", "2w", "-1d"] {
+            let e =
+                parse_cache_to(&format!("type=registry,ref=r/c,expire-unused={bad}")).unwrap_err();
+            assert!(e.contains("not a number of days"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -334,7 +334,7 @@ fn damaged_foreign_and_lying_caches_are_never_trusted() {
     lie.diff_id = Digest::of(b"something else");
     let index = CacheIndex {
         records: [(lie.key.clone(), lie.clone())].into_iter().collect(),
-        mounts: Default::default(),
+        ..Default::default()
     };
     let (config, manifest) = index.encode();
     push_raw(
@@ -474,6 +474,7 @@ fn a_cache_mount_layer_that_escapes_its_directory_is_refused() {
         )]
         .into_iter()
         .collect(),
+        ..Default::default()
     };
     let blob_path = store_a
         .layout_dir()

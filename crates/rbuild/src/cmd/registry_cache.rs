@@ -171,7 +171,7 @@ impl CacheFlags {
             }
             notes.say(&format!(
                 "exporting cache: {} layers, {} pushed, {} already there{} to {} \
-                 ({} steps{}, {} in the cache)",
+                 ({} steps{}, {} in the cache{})",
                 report.layers,
                 report.pushed,
                 report.already_there,
@@ -188,6 +188,11 @@ impl CacheFlags {
                     String::new()
                 },
                 report.total_records,
+                if report.expired > 0 {
+                    format!(", {} unused for too long dropped", report.expired)
+                } else {
+                    String::new()
+                },
             ));
         }
         Ok(())

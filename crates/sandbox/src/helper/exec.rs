@@ -30,8 +30,9 @@ fn try_exec(spec: &StepSpec, mapping: IdMapping) -> Result<std::convert::Infalli
     let user = &spec.user;
     let groups: Vec<libc::gid_t> = user.groups.clone();
     if let Err(e) = cvt(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) }) {
-        // With a single-id mapping setgroups(2) is denied; that only matters if groups were asked for.
-        if !(groups.is_empty() && e.raw_os_error() == Some(libc::EPERM)) {
+        // With a single-id mapping setgroups(2) is denied; that only matters if groups
+        // beyond the primary one (which setresgid sets) were asked for.
+        if !(groups.iter().all(|&g| g == user.gid) && e.raw_os_error() == Some(libc::EPERM)) {
             let msg = if mapping == IdMapping::SingleId {
                 format!(
                     "{e}; {}",
