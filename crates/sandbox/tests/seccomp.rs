@@ -96,7 +96,7 @@ fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some(DRIVER_ARG) {
         return driver(&args[2]);
     }
-    run_tests(&[
+    let result = run_tests(&[
         (
             "ordinary_work_runs_under_the_filter_userns",
             ordinary_work_runs_under_the_filter_userns,
@@ -134,7 +134,11 @@ fn main() -> ExitCode {
             unconfined_runs_without_a_filter,
         ),
         ("overhead_of_the_filter", overhead_of_the_filter),
-    ])
+    ]);
+    if let Some(dir) = PROBE.get().and_then(|probe| probe.parent()) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    result
 }
 
 /// Runs the spec given as JSON and prints the output, then `OUTCOME code=...`.
@@ -156,9 +160,11 @@ fn driver(spec_json: &str) -> ExitCode {
     }
 }
 
+/// The compiled probe (in a directory of its own, removed when the tests end).
+static PROBE: OnceLock<PathBuf> = OnceLock::new();
+
 /// The probe, compiled once per test process.
 fn probe_binary() -> &'static Path {
-    static PROBE: OnceLock<PathBuf> = OnceLock::new();
     PROBE.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("rbuild-seccomp-probe-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
