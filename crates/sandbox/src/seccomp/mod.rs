@@ -514,6 +514,16 @@ mod tests {
             4,
             "only these four differ"
         );
+        for name in CHROOT_REFUSED {
+            let Some((_, number)) = arch().unwrap().1.iter().find(|(n, _)| n == name) else {
+                panic!("{name} is not an x86_64 syscall")
+            };
+            assert!(!chroot.allow.contains_key(number), "{name}");
+            assert!(
+                chroot.errno.values().all(|set| !set.contains(number)),
+                "{name}"
+            );
+        }
     }
 
     #[test]
