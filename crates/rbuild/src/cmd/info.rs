@@ -47,11 +47,11 @@ fn tool(path: &Option<std::path::PathBuf>) -> String {
 fn seccomp_line(seccomp: &Result<SeccompSummary, SeccompError>) -> String {
     match seccomp {
         Ok(s) => format!(
-            "{} ({} syscalls allowed, {} of them only with certain arguments; chroot also refuses {})",
+            "{} ({} syscalls allowed, {} of them only with certain arguments; chroot isolation \
+             also refuses ptrace, process_vm_*, chroot)",
             s.profile,
             s.allowed_syscalls,
             s.conditional_syscalls.len(),
-            ["ptrace", "process_vm_*", "chroot"].join(", ")
         ),
         Err(e) => format!("unavailable ({e})"),
     }

@@ -160,8 +160,9 @@ fn syscall_name(number: i64) -> String {
 
 /// (major, minor) of the running kernel, for the profile's `minKernel` entries.
 fn kernel_version() -> Result<(u32, u32), SeccompError> {
-    // SAFETY: uname fills the zeroed struct it is given; its fields are NUL-terminated.
+    // SAFETY: utsname is plain arrays of bytes, for which all zeroes is a valid value.
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: uname writes into the struct it is given, which lives across the call.
     if unsafe { libc::uname(&mut uts) } != 0 {
         return Err(SeccompError::Profile(format!(
             "uname: {}",
