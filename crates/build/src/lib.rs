@@ -51,7 +51,7 @@ use std::time::Instant;
 use rbuild_dockerfile::{parse_dockerfile, BuildOptions, Platform as DfPlatform};
 use rbuild_image::{Digest, Platform};
 use rbuild_layer::{Compression, WriteOptions};
-use rbuild_sandbox::{Isolation, Network, Sandbox};
+use rbuild_sandbox::{Isolation, Network, Sandbox, Seccomp};
 use rbuild_store::Store;
 
 pub use base::{BaseImages, LocalImages};
@@ -91,6 +91,8 @@ pub struct BuildRequest {
     /// RUN's network when the instruction says nothing (`--network=default`).
     pub network: Network,
     pub isolation: Isolation,
+    /// `--security-opt seccomp=unconfined` turns off the seccomp filter of RUN steps.
+    pub seccomp: Seccomp,
     /// `--secret id=...,src=PATH`: secret id → file.
     pub secrets: BTreeMap<String, PathBuf>,
     /// `--ssh id[=socket]`: ssh id → the ssh-agent socket forwarded to
@@ -127,6 +129,7 @@ impl BuildRequest {
             platform: None,
             network: Network::Host,
             isolation: Isolation::Auto,
+            seccomp: Seccomp::DockerDefault,
             secrets: BTreeMap::new(),
             ssh: BTreeMap::new(),
             source_date_epoch: None,
@@ -234,7 +237,14 @@ pub fn build_with_cache(
     let sandbox = match &request.helper {
         Some(p) => Sandbox::with_helper(p),
         None => Sandbox::new(),
-    };
+    }
+    .with_seccomp(request.seccomp);
+    if request.seccomp == Seccomp::Unconfined {
+        progress.event(&Event::Warning {
+            message: "RUN steps run without a seccomp filter (--security-opt seccomp=unconfined)"
+                .into(),
+        });
+    }
     // Rootless, files get owners through the build's user namespace mapping (a helper that
     // is container root, when the user has subordinate ids), and layers record the
     // container ids of the host ids on disk. Kept for the whole build (see fsops).

@@ -13,6 +13,7 @@ mod probe;
 mod protocol;
 pub mod rootpath;
 mod runner;
+pub mod seccomp;
 mod spec;
 mod stubs;
 mod sys;
@@ -26,6 +27,7 @@ pub use asroot::{register_root_tasks, ContainerRoot, RootTask};
 pub use idmap::{current_user_label, parse_subid, subid_map, SubIdRange};
 pub use probe::{Capabilities, Check, NamespaceChecks};
 pub use runner::OutputStream;
+pub use seccomp::{Seccomp, SeccompError, SeccompSummary};
 pub use spec::{
     BindMount, FileBind, IdMapping, Isolation, Network, Rootfs, StepOutcome, StepSpec, StepStatus,
     Stub, StubKind, UserIds, DEFAULT_PATH,
@@ -76,6 +78,8 @@ pub struct Sandbox {
     args: Vec<String>,
     /// Set once an overlay rootfs failed to start; shared by clones.
     overlay_failed: Arc<AtomicBool>,
+    /// The seccomp filter steps run under.
+    seccomp: Seccomp,
 }
 
 impl Default for Sandbox {
@@ -96,7 +100,19 @@ impl Sandbox {
             program: program.into(),
             args: vec![HELPER_ARG.to_string()],
             overlay_failed: Arc::new(AtomicBool::new(false)),
+            seccomp: Seccomp::default(),
         }
+    }
+
+    /// Runs steps under `seccomp` instead of Docker's default profile.
+    pub fn with_seccomp(mut self, seccomp: Seccomp) -> Self {
+        self.seccomp = seccomp;
+        self
+    }
+
+    /// The seccomp filter steps run under.
+    pub fn seccomp(&self) -> Seccomp {
+        self.seccomp
     }
 
     /// What this machine allows; probed once per process (in a helper child, a few ms).
@@ -142,7 +158,14 @@ impl Sandbox {
         output: &mut dyn FnMut(OutputStream, &[u8]),
     ) -> Result<StepOutcome, SandboxError> {
         let isolation = self.resolve_isolation(spec.isolation)?;
-        runner::run_step(&self.program, &self.args, spec, isolation, output)
+        let filter = match self.seccomp {
+            Seccomp::DockerDefault => Some(
+                seccomp::filter_for(isolation)
+                    .map_err(|e| SandboxError::Unavailable(e.to_string()))?,
+            ),
+            Seccomp::Unconfined => None,
+        };
+        runner::run_step(&self.program, &self.args, spec, isolation, filter, output)
     }
 }
 

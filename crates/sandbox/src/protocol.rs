@@ -31,8 +31,9 @@ pub(crate) fn pass_control_socket(command: &mut std::process::Command, socket: i
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ToHelper {
-    /// The step to run, with the isolation already resolved (never `Auto`).
-    Run(Box<StepSpec>),
+    /// The step to run, with the isolation already resolved (never `Auto`), and the seccomp
+    /// filter its command runs under (`None`: unconfined).
+    Run(Box<StepSpec>, Option<crate::seccomp::StepFilter>),
     /// The id maps of the helper's user namespace were written.
     Mapped(IdMapping),
     /// Writing the id maps failed.

@@ -145,6 +145,7 @@ pub(crate) fn run_step(
     args: &[String],
     spec: &StepSpec,
     isolation: Isolation,
+    seccomp: Option<&crate::seccomp::StepFilter>,
     output: &mut dyn FnMut(OutputStream, &[u8]),
 ) -> Result<StepOutcome, SandboxError> {
     let scratch = scratch_dir()?;
@@ -211,7 +212,10 @@ pub(crate) fn run_step(
     };
     drop(tx);
 
-    let send_result = send(&ours, &ToHelper::Run(Box::new(spec.clone())));
+    let send_result = send(
+        &ours,
+        &ToHelper::Run(Box::new(spec.clone()), seccomp.cloned()),
+    );
     let mut id_mapping = IdMapping::None;
     let mut stubs: Vec<Stub> = Vec::new();
     let mut status: Option<StepStatus> = None;

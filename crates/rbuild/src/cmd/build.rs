@@ -107,6 +107,10 @@ pub struct BuildArgs {
     /// How RUN steps are isolated (native engine).
     #[arg(long, value_enum, default_value_t = IsolationArg::Auto)]
     pub isolation: IsolationArg,
+    /// `seccomp=unconfined`: RUN steps without Docker's default seccomp filter (native
+    /// engine).
+    #[arg(long = "security-opt", value_name = "seccomp=unconfined")]
+    pub security_opts: Vec<String>,
     /// Where the result goes: `type=oci|docker|local|registry[,dest=PATH]` (repeatable).
     #[arg(short = 'o', long = "output", value_name = "type=...,dest=...")]
     pub outputs: Vec<String>,
@@ -323,6 +327,10 @@ fn refuse_native_only(args: &BuildArgs) -> Result<()> {
         (
             args.isolation != IsolationArg::Auto,
             "--isolation (the daemon isolates RUN steps itself)",
+        ),
+        (
+            !args.security_opts.is_empty(),
+            "--security-opt (the daemon applies its own seccomp profile)",
         ),
         (
             args.load_into_store,

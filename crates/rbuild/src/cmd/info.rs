@@ -1,6 +1,6 @@
 //! `rbuild info [--json]`: what isolation this machine allows and what `auto` picks.
 
-use rbuild_sandbox::{Capabilities, Check, Sandbox, SubIdRange};
+use rbuild_sandbox::{Capabilities, Check, Sandbox, SeccompError, SeccompSummary, SubIdRange};
 
 use crate::cmd::Globals;
 
@@ -43,8 +43,38 @@ fn tool(path: &Option<std::path::PathBuf>) -> String {
         .unwrap_or_else(|| "not found (Debian package uidmap)".to_string())
 }
 
+/// The seccomp line: the profile steps run under, or why there is none.
+fn seccomp_line(seccomp: &Result<SeccompSummary, SeccompError>) -> String {
+    match seccomp {
+        Ok(s) => format!(
+            "{} ({} syscalls allowed, {} of them only with certain arguments; chroot isolation \
+             also refuses ptrace, process_vm_*, chroot)",
+            s.profile,
+            s.allowed_syscalls,
+            s.conditional_syscalls.len(),
+        ),
+        Err(e) => format!("unavailable ({e})"),
+    }
+}
+
+/// The report as JSON: the probe's fields plus `seccomp` (the summary, or `{"error": ...}`).
+pub fn render_json(
+    caps: &Capabilities,
+    seccomp: &Result<SeccompSummary, SeccompError>,
+) -> anyhow::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(caps)?;
+    let seccomp = match seccomp {
+        Ok(summary) => serde_json::to_value(summary)?,
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    };
+    if let Some(map) = value.as_object_mut() {
+        map.insert("seccomp".into(), seccomp);
+    }
+    Ok(value)
+}
+
 /// The report as text, one fact per line.
-pub fn render_text(caps: &Capabilities) -> String {
+pub fn render_text(caps: &Capabilities, seccomp: &Result<SeccompSummary, SeccompError>) -> String {
     let mut out = String::new();
     let mut line = |label: &str, value: String| out.push_str(&format!("{label:<28} {value}\n"));
     line("user", format!("{} (uid {})", caps.user, caps.euid));
@@ -70,6 +100,7 @@ pub fn render_text(caps: &Capabilities) -> String {
         check_line(&caps.checks.fresh_proc),
     );
     line("chroot", check_line(&caps.checks.chroot));
+    line("seccomp", seccomp_line(seccomp));
     line(
         "isolation auto picks",
         match &caps.auto {
@@ -82,10 +113,14 @@ pub fn render_text(caps: &Capabilities) -> String {
 
 pub fn run(_globals: &Globals, args: InfoArgs) -> anyhow::Result<u8> {
     let caps = Sandbox::new().probe();
+    let seccomp = rbuild_sandbox::seccomp::summary();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(caps)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&render_json(caps, &seccomp)?)?
+        );
     } else {
-        print!("{}", render_text(caps));
+        print!("{}", render_text(caps, &seccomp));
     }
     Ok(0)
 }

@@ -13,7 +13,7 @@ use rbuild_build::tty_progress::{stderr_is_terminal, TtyPrinter, TtyProgress};
 use rbuild_build::{BaseImages, BuildRequest, JsonProgress, NoProgress, PlainProgress, Progress};
 use rbuild_image::{Platform, Reference};
 use rbuild_registry::Client;
-use rbuild_sandbox::{Isolation, Network};
+use rbuild_sandbox::{Isolation, Network, Seccomp};
 use rbuild_store::archive::ArchiveFormat;
 use rbuild_store::{ImageRecord, Store};
 
@@ -80,6 +80,7 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
         IsolationArg::Userns => Isolation::Userns,
         IsolationArg::Chroot => Isolation::Chroot,
     };
+    request.seccomp = security_opts(&args.security_opts)?;
     request.secrets = secrets(&store, &args.secrets, &mut secret_files)?;
     request.ssh = ssh_agents(&store, &args.ssh, &mut ssh_key_agents)?;
     request.source_date_epoch = source_date_epoch(args.source_date_epoch, args.reproducible)?;
@@ -599,4 +600,22 @@ fn push_tag(
 
 fn write_file(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// `--security-opt` values: only `seccomp=unconfined` (and `seccomp=default`) exist here.
+fn security_opts(opts: &[String]) -> Result<Seccomp> {
+    let mut seccomp = Seccomp::DockerDefault;
+    for opt in opts {
+        match opt.split_once('=') {
+            Some(("seccomp", value)) => {
+                seccomp = value
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("--security-opt {opt}: {e}"))?;
+            }
+            _ => anyhow::bail!(
+                "--security-opt {opt:?} is not supported: the only option is seccomp=unconfined"
+            ),
+        }
+    }
+    Ok(seccomp)
 }

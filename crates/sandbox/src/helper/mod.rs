@@ -61,7 +61,10 @@ pub fn main(args: &[String]) -> ! {
     };
     let mut reader = BufReader::new(read_half);
     let spec = match recv::<ToHelper>(&mut reader) {
-        Ok(Some(ToHelper::Run(spec))) => spec,
+        Ok(Some(ToHelper::Run(spec, seccomp))) => {
+            crate::seccomp::set_step_filter(seccomp);
+            spec
+        }
         _ => std::process::exit(125),
     };
     let result = match spec.isolation {
