@@ -2,6 +2,7 @@
 //! into the library crates, which hold all the logic.
 
 mod cmd;
+mod init;
 
 use std::process::ExitCode;
 
@@ -57,6 +58,8 @@ fn main() -> ExitCode {
     // Before the helper check: the container-root worker is this executable again.
     rbuild_build::register_root_tasks();
     rbuild_sandbox::maybe_run_helper();
+    // As a container's PID 1, leave PID 1 to a minimal init that forwards signals and reaps.
+    init::become_init_if_pid1();
     let subcommands: Vec<String> = Cli::command()
         .get_subcommands()
         .flat_map(|c| {

@@ -36,6 +36,10 @@ pub use user::{home_dir, resolve_user};
 /// The first argument that turns the rbuild binary into the sandbox helper.
 pub const HELPER_ARG: &str = "__rbuild-sandbox-helper";
 
+/// The helper's second argument, `--parent=PID`: the process that started it and whose
+/// death it watches for.
+pub(crate) const PARENT_ARG: &str = "--parent=";
+
 /// Call first thing in `main`: if this process was started as the sandbox helper, runs the
 /// helper and never returns; otherwise does nothing.
 pub fn maybe_run_helper() {
@@ -94,7 +98,13 @@ impl Sandbox {
     pub fn with_helper(program: impl Into<PathBuf>) -> Self {
         Sandbox {
             program: program.into(),
-            args: vec![HELPER_ARG.to_string()],
+            // The helper checks that its parent is still this process: `getppid() == 1` is
+            // no proof of a dead parent when rbuild itself is PID 1 (a container's
+            // entrypoint).
+            args: vec![
+                HELPER_ARG.to_string(),
+                format!("{PARENT_ARG}{}", std::process::id()),
+            ],
             overlay_failed: Arc::new(AtomicBool::new(false)),
         }
     }

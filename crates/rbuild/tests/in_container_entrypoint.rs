@@ -1,0 +1,243 @@
+//! rbuild as a container's PID 1: a real private dockerd runs an image with
+//! `--entrypoint /usr/local/bin/rbuild` (never `sh -c`, which would be PID 1 instead), with
+//! Docker's default security options (root, default seccomp: chroot isolation). Every RUN
+//! must work although the helper's parent is PID 1, and `docker stop` must end a build
+//! promptly (the init rbuild becomes forwards SIGTERM). Runs as root (CI does); needs the
+//! Debian packages docker.io and busybox-static.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rbuild_testutil::{busybox_rootfs, require_root, Dockerd};
+
+const IMAGE: &str = "rbuild-entrypoint:test";
+const RBUILD_IN_IMAGE: &str = "/usr/local/bin/rbuild";
+
+/// One daemon at a time: two cores are not enough to start two and build in both.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A base stage from the busybox rootfs in the context, then RUN steps on it: writes, the
+/// environment, a working directory, a step reading what an earlier one wrote, a step
+/// leaving an orphan behind (re-parented to the step's reaper, not to rbuild's init).
+const APP_DOCKERFILE: &str = "FROM scratch AS base
+COPY rootfs/ /
+ENV PATH=/bin
+FROM base
+ENV GREETING=hello-from-env
+WORKDIR /app/dir
+RUN echo marker > /marker && pwd > pwd.txt && id -u > /uid.txt
+RUN echo \"$GREETING\" > /greeting.txt
+RUN (sleep 1 &) ; cat /greeting.txt > /second.txt
+";
+
+/// A step that runs until stopped, announcing itself first.
+const SLOW_DOCKERFILE: &str = "FROM scratch
+COPY rootfs/ /
+RUN echo STEP-STARTED && sleep 600
+";
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The shared libraries (and the dynamic loader) `ldd` lists for `binary`.
+fn shared_libraries(binary: &str) -> Vec<PathBuf> {
+    let out = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .expect("cannot run ldd (Debian package libc-bin)");
+    assert!(out.status.success(), "ldd {binary} failed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|line| {
+            let path = match line.split_once("=>") {
+                Some((_, right)) => right.split_whitespace().next()?,
+                None => line.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+/// Puts `source` (symlinks followed) at the same absolute path under `root`.
+fn copy_at_same_path(source: &Path, root: &Path) {
+    let real = std::fs::canonicalize(source).unwrap();
+    let dest = root.join(source.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    if std::fs::hard_link(&real, &dest).is_err() {
+        std::fs::copy(&real, &dest).unwrap();
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// A daemon holding [`IMAGE`]: busybox, rbuild with its libraries, and build contexts
+/// under /ctx, each with a busybox `rootfs/` for its base stage.
+fn daemon_with_rbuild_image(contexts: &[(&str, &[(&str, &str)])]) -> Dockerd {
+    let daemon = Dockerd::start();
+    let image = tempfile::tempdir().unwrap();
+    let root = image.path();
+    busybox_rootfs(root);
+    let binary = env!("CARGO_BIN_EXE_rbuild");
+    let in_image = root.join(RBUILD_IN_IMAGE.trim_start_matches('/'));
+    std::fs::create_dir_all(in_image.parent().unwrap()).unwrap();
+    if std::fs::hard_link(binary, &in_image).is_err() {
+        std::fs::copy(binary, &in_image).unwrap();
+    }
+    for library in shared_libraries(binary) {
+        copy_at_same_path(&library, root);
+    }
+    for (name, files) in contexts {
+        let ctx = root.join("ctx").join(name);
+        busybox_rootfs(&ctx.join("rootfs"));
+        for (path, text) in *files {
+            write(&ctx.join(path), text);
+        }
+    }
+    daemon.import_rootfs(root, IMAGE);
+    daemon
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "exit {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `docker run --rm --network none -v OUT:/out --entrypoint rbuild IMAGE ARGS...`: rbuild
+/// is the container's PID 1, with Docker's default security options.
+fn run_rbuild(daemon: &Dockerd, out: &Path, args: &[&str]) -> Output {
+    let volume = format!("{}:/out", out.display());
+    let mut all = vec![
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &volume,
+        "--entrypoint",
+        RBUILD_IN_IMAGE,
+        IMAGE,
+    ];
+    all.extend_from_slice(args);
+    daemon.docker(&all)
+}
+
+fn read(path: &Path, run: &Output) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {} after the build ({e}); the container run:\n{}",
+            path.display(),
+            describe(run)
+        )
+    })
+}
+
+#[test]
+fn builds_with_rbuild_as_the_container_entrypoint() {
+    require_root("starting dockerd for the in-container build");
+    let _guard = serial();
+    let daemon = daemon_with_rbuild_image(&[("app", &[("Dockerfile", APP_DOCKERFILE)])]);
+    let out = tempfile::tempdir().unwrap();
+    let run = run_rbuild(
+        &daemon,
+        out.path(),
+        &[
+            "--root",
+            "/store",
+            "build",
+            "--progress",
+            "plain",
+            "-o",
+            "type=local,dest=/out/rootfs",
+            "/ctx/app",
+        ],
+    );
+    assert!(
+        run.status.success(),
+        "the build with rbuild as PID 1 failed:\n{}",
+        describe(&run)
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !stderr.contains("Connection reset"),
+        "a helper took PID 1 for a dead parent:\n{}",
+        describe(&run)
+    );
+    let rootfs = out.path().join("rootfs");
+    assert_eq!(read(&rootfs.join("marker"), &run), "marker\n");
+    assert_eq!(read(&rootfs.join("app/dir/pwd.txt"), &run), "/app/dir\n");
+    assert_eq!(read(&rootfs.join("uid.txt"), &run), "0\n");
+    assert_eq!(read(&rootfs.join("greeting.txt"), &run), "hello-from-env\n");
+    assert_eq!(read(&rootfs.join("second.txt"), &run), "hello-from-env\n");
+}
+
+#[test]
+fn docker_stop_ends_a_build_run_as_the_entrypoint_promptly() {
+    require_root("starting dockerd for the in-container build");
+    let _guard = serial();
+    let daemon = daemon_with_rbuild_image(&[("slow", &[("Dockerfile", SLOW_DOCKERFILE)])]);
+    let name = "rbuild-entrypoint-stop";
+    let started = daemon.docker(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "none",
+        "--entrypoint",
+        RBUILD_IN_IMAGE,
+        IMAGE,
+        "--root",
+        "/store",
+        "build",
+        "--progress",
+        "plain",
+        "/ctx/slow",
+    ]);
+    assert!(started.status.success(), "{}", describe(&started));
+    // Wait until the step runs.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let logs = daemon.docker(&["logs", name]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&logs.stdout),
+            String::from_utf8_lossy(&logs.stderr)
+        );
+        if text.contains("STEP-STARTED") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slow step never started:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A stop timeout far above what forwarding needs: without forwarding, PID 1 ignores
+    // SIGTERM and docker waits all of it before SIGKILL.
+    let stop_started = Instant::now();
+    let stopped = daemon.docker(&["stop", "-t", "60", name]);
+    let took = stop_started.elapsed();
+    assert!(stopped.status.success(), "{}", describe(&stopped));
+    let code = daemon.docker_ok(&["inspect", "-f", "{{.State.ExitCode}}", name]);
+    let _ = daemon.docker(&["rm", "-f", name]);
+    assert!(
+        took < Duration::from_secs(20),
+        "docker stop took {took:?}: SIGTERM was not forwarded to the build"
+    );
+    assert_eq!(
+        code.trim(),
+        "143",
+        "the container should end as the build did, killed by SIGTERM (128 + 15)"
+    );
+}
