@@ -38,6 +38,19 @@ COPY rootfs/ /
 RUN echo STEP-STARTED && sleep 600
 ";
 
+/// RUN --mount in chroot mode (no mount(2) under Docker's default seccomp): a cache, a
+/// secret and a bind, each over a target with content of its own.
+const MOUNTS_DOCKERFILE: &str = "FROM scratch AS base
+COPY rootfs/ /
+ENV PATH=/bin
+FROM base
+RUN mkdir -p /var/cache/app /opt/target && echo image > /opt/target/orig.txt && echo image-cache > /var/cache/app/orig.txt
+RUN --mount=type=cache,target=/var/cache/app ls -A /var/cache/app > /cache-listing && echo one > /var/cache/app/from-step
+RUN --mount=type=cache,target=/var/cache/app cat /var/cache/app/from-step > /cache-seen
+RUN --mount=type=secret,id=ca busybox sha256sum < /run/secrets/ca > /secret-sum
+RUN --mount=type=bind,source=data,target=/opt/target cat /opt/target/ctx.txt > /bind-seen
+";
+
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -240,4 +253,75 @@ fn docker_stop_ends_a_build_run_as_the_entrypoint_promptly() {
         "143",
         "the container should end as the build did, killed by SIGTERM (128 + 15)"
     );
+}
+
+#[test]
+fn run_mounts_work_with_rbuild_as_the_entrypoint_in_chroot_mode() {
+    require_root("starting dockerd for the in-container build");
+    let _guard = serial();
+    let secret = "in-container-secret-value";
+    let daemon = daemon_with_rbuild_image(&[(
+        "mounts",
+        &[
+            ("Dockerfile", MOUNTS_DOCKERFILE),
+            ("data/ctx.txt", "from the context\n"),
+            ("secret.txt", secret),
+        ],
+    )]);
+    let out = tempfile::tempdir().unwrap();
+    let run = run_rbuild(
+        &daemon,
+        out.path(),
+        &[
+            "--root",
+            "/store",
+            "build",
+            "--progress",
+            "plain",
+            "--secret",
+            "id=ca,src=/ctx/mounts/secret.txt",
+            "-o",
+            "type=local,dest=/out/rootfs",
+            "/ctx/mounts",
+        ],
+    );
+    assert!(
+        run.status.success(),
+        "the build failed:\n{}",
+        describe(&run)
+    );
+    let rootfs = out.path().join("rootfs");
+    let expected_sum = Command::new("busybox")
+        .arg("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(secret.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(
+        read(&rootfs.join("secret-sum"), &run),
+        String::from_utf8(expected_sum.stdout).unwrap(),
+        "the step read the secret"
+    );
+    assert_eq!(read(&rootfs.join("cache-listing"), &run), "");
+    assert_eq!(read(&rootfs.join("cache-seen"), &run), "one\n");
+    assert_eq!(read(&rootfs.join("bind-seen"), &run), "from the context\n");
+    // None of the mounts' files reached the image; the targets have their content back.
+    assert_eq!(read(&rootfs.join("opt/target/orig.txt"), &run), "image\n");
+    assert!(!rootfs.join("opt/target/ctx.txt").exists());
+    assert!(!rootfs.join("var/cache/app/from-step").exists());
+    assert_eq!(
+        read(&rootfs.join("var/cache/app/orig.txt"), &run),
+        "image-cache\n"
+    );
+    assert!(
+        !rootfs.join("run/secrets").exists(),
+        "the secret's directory leaked"
+    );
+    let log = describe(&run);
+    assert!(!log.contains(secret), "the secret is in the build's output");
 }

@@ -137,6 +137,18 @@ pub fn run(spec: &StepSpec, control: &UnixStream) -> Result<(), HelperError> {
             "an overlay rootfs needs userns isolation (use the copy snapshotter with chroot)",
         ));
     };
+    // No mount(2) here: the caller puts a mount's content in the rootfs itself (rbuild's
+    // build crate does for RUN --mount). Never drop one silently.
+    if let Some(bind) = spec.binds.first() {
+        return Err(HelperError::new(
+            "mounts",
+            format!(
+                "chroot isolation cannot mount {} on {}: it uses no mount(2); place the content in the root instead",
+                bind.source.display(),
+                bind.target
+            ),
+        ));
+    }
     // SIGTERM, not SIGKILL, on rbuild's death: we must live long enough to kill the step.
     set_pdeathsig(libc::SIGTERM).map_err(|e| HelperError::new("prctl", e.to_string()))?;
     cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
