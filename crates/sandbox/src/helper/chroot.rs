@@ -37,6 +37,13 @@ fn signal_set(signals: &[libc::c_int]) -> libc::sigset_t {
 fn prepare_rootfs(root: &OwnedFd, spec: &StepSpec) -> Result<Vec<Stub>, HelperError> {
     let mut stubs = Vec::new();
     let mut ignored = Vec::new();
+    // The mount points the userns path creates, in its order, so that one Dockerfile gives
+    // one image whatever the isolation (the build keeps these three, as BuildKit's runc
+    // leaves them). Nothing is mounted on them here.
+    for dir in ["/proc", "/dev", "/sys"] {
+        open_in_root(root.as_fd(), dir, CreateAs::Dir, &mut stubs)
+            .map_err(|e| HelperError::new("mount points", format!("{dir}: {e}")))?;
+    }
     for (name, major, minor) in DEV_NODES {
         let path = format!("/dev/{name}");
         if open_in_root(root.as_fd(), &path, CreateAs::Nothing, &mut ignored).is_ok() {
