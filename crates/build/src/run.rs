@@ -85,6 +85,12 @@ impl Builder<'_> {
             .sandbox
             .resolve_isolation(self.request.isolation)
             .map_err(|e| origin.error(format!("could not run the step: {e}")))?;
+        if isolation == Isolation::Chroot {
+            // Once per build: a kernel without (full) Landlock confines chroot steps less.
+            if let Some(message) = self.sandbox.chroot_confinement_warning() {
+                progress.event(&Event::Warning { message });
+            }
+        }
         // The cache locks are held until the step has run (dropped at the end of this
         // function).
         let (mut binds, mut plans, _cache_locks) =

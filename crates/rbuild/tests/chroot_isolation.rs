@@ -84,3 +84,106 @@ fn chroot_and_userns_give_the_same_files() {
     assert!(userns.contains_key("srv/second"));
     assert_eq!(userns, chroot, "the two isolations gave different files");
 }
+
+/// A step that tries to leave its root every way the issue found, recording each result:
+/// a fresh /proc, then `/proc/1/root` and `/proc/$PPID/root` to read a canary and write
+/// beside it; signalling a process outside; a device node; a chroot escape.
+pub const ESCAPE_DOCKERFILE: &str = r#"FROM busybox:latest
+ARG CANARY
+ARG OUTSIDE
+ARG VICTIM
+RUN busybox mount -t proc proc /proc 2>/dev/null; echo "mount:$?" > /results; \
+    busybox cat /proc/1/root$CANARY >> /results 2>/dev/null; \
+    busybox cat /proc/$PPID/root$CANARY >> /results 2>/dev/null; \
+    echo pwned > /proc/1/root$OUTSIDE/written 2>/dev/null; \
+    busybox kill -9 $VICTIM 2>/dev/null; echo "kill:$?" >> /results; \
+    busybox mknod /tmp/mem c 1 1 2>/dev/null; echo "mknod:$?" >> /results; \
+    echo x > /tmp/mem 2>/dev/null; \
+    busybox chroot / /bin/busybox true 2>/dev/null; echo "chroot:$?" >> /results; \
+    busybox umount /proc 2>/dev/null; true
+"#;
+
+#[test]
+fn a_chroot_step_cannot_leave_its_root() {
+    require_root("chroot isolation");
+    let store = common::store_with_busybox();
+    let outside = tempfile::tempdir().unwrap();
+    let canary = outside.path().join("canary.txt");
+    std::fs::write(&canary, "CANARY-outside-the-root\n").unwrap();
+    let mut victim = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), ESCAPE_DOCKERFILE).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("rootfs");
+    let built = rbuild(store.path())
+        .args(["build", "--isolation", "chroot", "--progress", "plain"])
+        .arg(format!("--build-arg=CANARY={}", canary.display()))
+        .arg(format!("--build-arg=OUTSIDE={}", outside.path().display()))
+        .arg(format!("--build-arg=VICTIM={}", victim.id()))
+        .arg("-o")
+        .arg(format!("type=local,dest={}", dest.display()))
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    let victim_alive = victim.try_wait().unwrap().is_none();
+    let _ = victim.kill();
+    let _ = victim.wait();
+    let built = ok(built);
+    let results = std::fs::read_to_string(dest.join("results")).unwrap();
+    assert!(
+        !results.contains("CANARY"),
+        "the step read a file outside its root:\n{results}"
+    );
+    assert!(
+        !outside.path().join("written").exists(),
+        "the step wrote outside its root"
+    );
+    assert!(
+        results.contains("mount:") && !results.contains("mount:0"),
+        "mounting a fresh /proc must be refused:\n{results}"
+    );
+    assert!(victim_alive, "the step killed a process outside: {results}");
+    assert!(!results.contains("kill:0"), "{results}");
+    assert!(
+        !results.contains("mknod:0"),
+        "mknod of a device must be refused:\n{results}"
+    );
+    // `echo x > /tmp/mem` after a refused mknod makes a plain file.
+    if let Ok(meta) = std::fs::symlink_metadata(dest.join("tmp/mem")) {
+        assert!(meta.is_file(), "a device node reached the image: {meta:?}");
+    }
+    assert!(
+        results.contains("chroot:") && !results.contains("chroot:0"),
+        "chroot (an escape's first move) must be refused:\n{results}"
+    );
+    // This kernel has Landlock with scoping: nothing to warn about, and info says so.
+    let info = ok(rbuild(store.path())
+        .args(["info", "--json"])
+        .output()
+        .unwrap());
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let log = String::from_utf8_lossy(&built.stderr);
+    match info["landlock"].as_i64() {
+        Some(abi) if abi >= 6 => assert!(
+            !log.contains("chroot isolation"),
+            "no warning with Landlock ABI {abi}:\n{log}"
+        ),
+        _ => assert_eq!(
+            log.matches("chroot isolation").count(),
+            1,
+            "one warning without full Landlock ({}):\n{log}",
+            info["landlock"]
+        ),
+    }
+    let landlock = &info["landlock"];
+    assert!(
+        landlock.is_i64()
+            || landlock
+                .as_str()
+                .is_some_and(|s| s.starts_with("unavailable: ")),
+        "info's landlock field: {landlock}"
+    );
+}

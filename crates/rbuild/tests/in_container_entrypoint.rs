@@ -51,6 +51,26 @@ RUN --mount=type=secret,id=ca busybox sha256sum < /run/secrets/ca > /secret-sum
 RUN --mount=type=bind,source=data,target=/opt/target cat /opt/target/ctx.txt > /bind-seen
 ";
 
+/// A step trying to leave its root inside the container: a fresh /proc, then the canary in
+/// the container's own `/` through `/proc/1/root` and `/proc/$PPID/root`, a write there,
+/// SIGTERM to PID 1 (rbuild's init, which would pass it on and end the build), a device
+/// node, a chroot.
+const ESCAPE_DOCKERFILE: &str = r#"FROM scratch AS base
+COPY rootfs/ /
+ENV PATH=/bin
+FROM base
+RUN busybox mount -t proc proc /proc 2>/dev/null; echo "mount:$?" > /results; \
+    busybox cat /proc/1/root/canary.txt >> /results 2>/dev/null; \
+    busybox cat /proc/$PPID/root/canary.txt >> /results 2>/dev/null; \
+    echo pwned > /proc/1/root/written 2>/dev/null; \
+    busybox kill -TERM 1 2>/dev/null; echo "kill:$?" >> /results; \
+    busybox kill -TERM $PPID 2>/dev/null; echo "kill-parent:$?" >> /results; \
+    busybox mknod /tmp/mem c 1 1 2>/dev/null; echo "mknod:$?" >> /results; \
+    busybox chroot / /bin/busybox true 2>/dev/null; echo "chroot:$?" >> /results; \
+    busybox sleep 1; true
+RUN test -e /results
+"#;
+
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -241,6 +261,7 @@ fn docker_stop_ends_a_build_run_as_the_entrypoint_promptly() {
     let stop_started = Instant::now();
     let stopped = daemon.docker(&["stop", "-t", "60", name]);
     let took = stop_started.elapsed();
+    eprintln!("docker stop took {took:?}");
     assert!(stopped.status.success(), "{}", describe(&stopped));
     let code = daemon.docker_ok(&["inspect", "-f", "{{.State.ExitCode}}", name]);
     let _ = daemon.docker(&["rm", "-f", name]);
@@ -324,4 +345,63 @@ fn run_mounts_work_with_rbuild_as_the_entrypoint_in_chroot_mode() {
     );
     let log = describe(&run);
     assert!(!log.contains(secret), "the secret is in the build's output");
+}
+
+#[test]
+fn a_step_cannot_leave_its_root_in_a_default_docker_run() {
+    require_root("starting dockerd for the in-container build");
+    let _guard = serial();
+    let daemon = daemon_with_rbuild_image(&[("escape", &[("Dockerfile", ESCAPE_DOCKERFILE)])]);
+    let out = tempfile::tempdir().unwrap();
+    let info = run_rbuild(&daemon, out.path(), &["info", "--json"]);
+    assert!(info.status.success(), "{}", describe(&info));
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["auto"], "chroot", "info: {info:#}");
+    eprintln!(
+        "landlock under Docker's default seccomp: {}",
+        info["landlock"]
+    );
+    // The canary lives in the container's own `/`, outside the build's root.
+    let volume = format!("{}:/out", out.path().display());
+    let run = daemon.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &volume,
+        "--entrypoint",
+        "/bin/sh",
+        IMAGE,
+        "-c",
+        "echo CANARY-in-the-container > /canary.txt && \
+         exec /usr/local/bin/rbuild --root /store build --progress plain \
+         -o type=local,dest=/out/rootfs /ctx/escape",
+    ]);
+    assert!(
+        run.status.success(),
+        "the build failed (or a signal reached it):\n{}",
+        describe(&run)
+    );
+    let results = read(&out.path().join("rootfs/results"), &run);
+    assert!(
+        !results.contains("CANARY"),
+        "read outside the root:\n{results}"
+    );
+    assert!(!results.contains("mount:0"), "{results}");
+    assert!(!results.contains("kill:0"), "signalled PID 1:\n{results}");
+    assert!(
+        !results.contains("kill-parent:0"),
+        "signalled the helper:\n{results}"
+    );
+    assert!(!results.contains("mknod:0"), "{results}");
+    assert!(
+        results.contains("chroot:") && !results.contains("chroot:0"),
+        "{results}"
+    );
+    let log = describe(&run);
+    match info["landlock"].as_i64() {
+        Some(abi) if abi >= 6 => assert!(!log.contains("chroot isolation"), "{log}"),
+        _ => assert_eq!(log.matches("chroot isolation").count(), 1, "{log}"),
+    }
 }

@@ -9,6 +9,7 @@
 mod asroot;
 mod helper;
 mod idmap;
+pub mod landlock;
 mod probe;
 mod protocol;
 pub mod rootpath;
@@ -80,6 +81,8 @@ pub struct Sandbox {
     args: Vec<String>,
     /// Set once an overlay rootfs failed to start; shared by clones.
     overlay_failed: Arc<AtomicBool>,
+    /// Set once the build was told that chroot steps are not fully confined.
+    confinement_warned: Arc<AtomicBool>,
 }
 
 impl Default for Sandbox {
@@ -106,6 +109,7 @@ impl Sandbox {
                 format!("{PARENT_ARG}{}", std::process::id()),
             ],
             overlay_failed: Arc::new(AtomicBool::new(false)),
+            confinement_warned: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -134,6 +138,14 @@ impl Sandbox {
     /// caller warns once.
     pub fn overlay_failed(&self) -> bool {
         !self.overlay_failed.swap(true, Ordering::Relaxed)
+    }
+
+    /// For a build with chroot isolation: the warning to print when Landlock cannot confine
+    /// its steps fully (no Landlock, or an ABI without scoping), the first time only (for
+    /// this sandbox and its clones).
+    pub fn chroot_confinement_warning(&self) -> Option<String> {
+        let warning = landlock::weak_confinement_warning(&self.probe().landlock)?;
+        (!self.confinement_warned.swap(true, Ordering::Relaxed)).then_some(warning)
     }
 
     /// Starts a [`ContainerRoot`]: a helper that is root in a user namespace with the same

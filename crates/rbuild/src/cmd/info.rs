@@ -71,6 +71,10 @@ pub fn render_text(caps: &Capabilities) -> String {
     );
     line("chroot", check_line(&caps.checks.chroot));
     line(
+        "landlock (chroot steps)",
+        rbuild_sandbox::landlock::describe(&caps.landlock),
+    );
+    line(
         "isolation auto picks",
         match &caps.auto {
             Ok(isolation) => isolation.to_string(),

@@ -185,7 +185,7 @@ pub fn run(spec: &StepSpec, control: &UnixStream) -> Result<(), HelperError> {
         unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
         unsafe { libc::setsid() };
         let _ = set_pdeathsig(libc::SIGKILL);
-        let e = match chroot_into(&root_fd) {
+        let e = match chroot_into(&root_fd).and_then(|()| confine(&root_fd)) {
             Ok(()) => exec_command(spec, IdMapping::None),
             Err(e) => e,
         };
@@ -222,6 +222,17 @@ pub fn run(spec: &StepSpec, control: &UnixStream) -> Result<(), HelperError> {
             }
         }
     }
+}
+
+/// Landlock to the root and the capabilities a chroot step must not have (see
+/// `crate::landlock`). A kernel without Landlock leaves the chroot and the dropped
+/// capabilities (the build warned once); a Landlock that is there but fails is an error.
+fn confine(root: &OwnedFd) -> Result<(), HelperError> {
+    if crate::landlock::kernel_abi().is_ok() {
+        crate::landlock::restrict_to_root(root.as_fd())
+            .map_err(|e| HelperError::new("landlock", e))?;
+    }
+    crate::landlock::drop_capabilities().map_err(|e| HelperError::new("capabilities", e))
 }
 
 fn chroot_into(root: &OwnedFd) -> Result<(), HelperError> {
