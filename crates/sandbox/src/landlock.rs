@@ -131,17 +131,21 @@ pub fn drop_capabilities() -> Result<(), String> {
         if KEPT_CAPS.contains(&cap) {
             continue;
         }
+        // Dropping needs CAP_SETPCAP even for a capability already gone (a container
+        // started with fewer): only drop what is there. 1: in the set; 0: not; -1: unknown.
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) } != 1 {
+            continue;
+        }
         // SAFETY: prctl with integer arguments only.
         let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
         if r != 0 {
             let e = std::io::Error::last_os_error();
-            // EINVAL: a capability this kernel does not know.
-            if e.raw_os_error() != Some(libc::EINVAL) {
-                return Err(format!(
-                    "dropping capability {cap} from the bounding set: {}",
-                    errno_name(&e)
-                ));
-            }
+            return Err(format!(
+                "dropping capability {cap} from the bounding set: {} (rbuild needs CAP_SETPCAP \
+                 to take it from chroot steps)",
+                errno_name(&e)
+            ));
         }
     }
     // SAFETY: prctl with integer arguments only.
