@@ -67,6 +67,10 @@ fn main() -> ExitCode {
         ),
         ("unprivileged_overlay_rootfs", unprivileged_overlay_rootfs),
         ("overhead_of_run_true", overhead_of_run_true),
+        (
+            "steps_run_when_rbuild_is_pid_1",
+            steps_run_when_rbuild_is_pid_1,
+        ),
     ])
 }
 
@@ -577,4 +581,24 @@ fn unprivileged_overlay_rootfs() {
     let whiteout = std::fs::symlink_metadata(parent.join("upper/bin/cat")).unwrap();
     use std::os::unix::fs::FileTypeExt;
     assert!(whiteout.file_type().is_char_device() && whiteout.rdev() == 0);
+}
+
+/// The driver as PID 1 of a new PID namespace (rbuild as a container's entrypoint, without
+/// the init it forks there): a helper whose parent is PID 1 must not take it for dead.
+fn steps_run_when_rbuild_is_pid_1() {
+    require_root();
+    let root = rootfs();
+    for isolation in [Isolation::Userns, Isolation::Chroot] {
+        let spec = sh(root.path(), "echo ran-under-pid-1", isolation);
+        let out = Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child", "--mount-proc", "--"])
+            .arg(std::env::current_exe().unwrap())
+            .args([DRIVER_ARG, &serde_json::to_string(&spec).unwrap()])
+            .output()
+            .expect("unshare (util-linux) is needed");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(text.contains("ran-under-pid-1"), "{isolation}: {text}");
+        assert!(text.contains("OUTCOME code=Some(0)"), "{isolation}: {text}");
+    }
 }
