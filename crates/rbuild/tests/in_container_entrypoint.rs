@@ -52,7 +52,8 @@ RUN --mount=type=bind,source=data,target=/opt/target cat /opt/target/ctx.txt > /
 ";
 
 /// A step trying to leave its root inside the container: a fresh /proc, then the canary in
-/// the container's own `/` through `/proc/1/root` and `/proc/$PPID/root`, a write there,
+/// the container's own `/` through `/proc/1/root` and `/proc/$PPID/root`, a write into its
+/// /out (bound from the test's directory),
 /// SIGTERM to PID 1 (rbuild's init, which would pass it on and end the build), a device
 /// node, a chroot.
 const ESCAPE_DOCKERFILE: &str = r#"FROM scratch AS base
@@ -62,7 +63,7 @@ FROM base
 RUN busybox mount -t proc proc /proc 2>/dev/null; echo "mount:$?" > /results; \
     busybox cat /proc/1/root/canary.txt >> /results 2>/dev/null; \
     busybox cat /proc/$PPID/root/canary.txt >> /results 2>/dev/null; \
-    echo pwned > /proc/1/root/written 2>/dev/null; \
+    echo pwned > /proc/1/root/out/written 2>/dev/null; \
     busybox kill -TERM 1 2>/dev/null; echo "kill:$?" >> /results; \
     busybox kill -TERM $PPID 2>/dev/null; echo "kill-parent:$?" >> /results; \
     busybox mknod /tmp/mem c 1 1 2>/dev/null; echo "mknod:$?" >> /results; \
@@ -387,6 +388,10 @@ fn a_step_cannot_leave_its_root_in_a_default_docker_run() {
     assert!(
         !results.contains("CANARY"),
         "read outside the root:\n{results}"
+    );
+    assert!(
+        !out.path().join("written").exists(),
+        "the step wrote into the container's /out"
     );
     assert!(!results.contains("mount:0"), "{results}");
     assert!(!results.contains("kill:0"), "signalled PID 1:\n{results}");
