@@ -410,3 +410,81 @@ fn a_step_cannot_leave_its_root_in_a_default_docker_run() {
         _ => assert_eq!(log.matches("chroot isolation").count(), 1, "{log}"),
     }
 }
+
+/// Two RUN steps, for counting warnings.
+const TWO_STEPS_DOCKERFILE: &str = "FROM scratch AS base
+COPY rootfs/ /
+ENV PATH=/bin
+FROM base
+RUN echo one > /one
+RUN echo two > /two
+";
+
+#[test]
+fn without_landlock_the_build_says_so_once_and_info_shows_why() {
+    require_root("starting dockerd for the in-container build");
+    let _guard = serial();
+    let daemon = daemon_with_rbuild_image(&[("two", &[("Dockerfile", TWO_STEPS_DOCKERFILE)])]);
+    // A seccomp profile refusing Landlock's syscalls (EPERM), as an older Docker's would.
+    let profile_dir = tempfile::tempdir().unwrap();
+    let profile = profile_dir.path().join("no-landlock.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}"#,
+    )
+    .unwrap();
+    let seccomp = format!("seccomp={}", profile.display());
+    let out = tempfile::tempdir().unwrap();
+    let volume = format!("{}:/out", out.path().display());
+    let docker_run = |args: &[&str]| {
+        let mut all = vec![
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--security-opt",
+            &seccomp,
+            "-v",
+            &volume,
+            "--entrypoint",
+            RBUILD_IN_IMAGE,
+            IMAGE,
+        ];
+        all.extend_from_slice(args);
+        daemon.docker(&all)
+    };
+    let info = docker_run(&["info", "--json"]);
+    assert!(info.status.success(), "{}", describe(&info));
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let landlock = info["landlock"].as_str().unwrap_or_default().to_string();
+    assert!(
+        landlock.starts_with("unavailable: ") && landlock.contains("EPERM"),
+        "info: {info:#}"
+    );
+    let text = docker_run(&["info"]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains(&landlock),
+        "{}",
+        describe(&text)
+    );
+    let run = docker_run(&[
+        "--root",
+        "/store",
+        "build",
+        "--isolation",
+        "chroot",
+        "--progress",
+        "plain",
+        "-o",
+        "type=local,dest=/out/rootfs",
+        "/ctx/two",
+    ]);
+    assert!(run.status.success(), "{}", describe(&run));
+    let log = describe(&run);
+    assert_eq!(
+        log.matches("chroot isolation without Landlock").count(),
+        1,
+        "one warning for the build:\n{log}"
+    );
+    assert_eq!(read(&out.path().join("rootfs/two"), &run), "two\n");
+}
