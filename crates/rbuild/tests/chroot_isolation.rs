@@ -187,3 +187,65 @@ fn a_chroot_step_cannot_leave_its_root() {
         "info's landlock field: {landlock}"
     );
 }
+
+/// Serves `body` over HTTP on a local port, to every connection, until the test ends.
+fn http_server(body: &'static str) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let mut request = [0u8; 1024];
+            let _ = conn.read(&mut request);
+            let _ = write!(
+                conn,
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn network_none_refuses_tcp_in_chroot_mode() {
+    require_root("chroot isolation");
+    let store = common::store_with_busybox();
+    let port = http_server("served\n");
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM busybox:latest\n\
+             RUN wget -q -O /with-net http://127.0.0.1:{port}/\n\
+             RUN --network=none wget -q -O /tmp/x http://127.0.0.1:{port}/ && echo connected > /no-net || echo refused > /no-net\n"
+        ),
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("rootfs");
+    ok(rbuild(store.path())
+        .args([
+            "build",
+            "--isolation",
+            "chroot",
+            "--progress",
+            "plain",
+            "-o",
+        ])
+        .arg(format!("type=local,dest={}", dest.display()))
+        .arg(ctx.path())
+        .output()
+        .unwrap());
+    assert_eq!(
+        std::fs::read_to_string(dest.join("with-net")).unwrap(),
+        "served\n",
+        "a step has the host's network by default"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("no-net")).unwrap(),
+        "refused\n",
+        "--network=none must refuse TCP"
+    );
+}

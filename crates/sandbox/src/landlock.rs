@@ -12,8 +12,8 @@
 use std::os::fd::BorrowedFd;
 
 use landlock::{
-    Access, AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, Ruleset, RulesetAttr,
-    RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, Ruleset,
+    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 
 use crate::sys::errno_name;
@@ -23,6 +23,9 @@ pub const SCOPING_ABI: i32 = 6;
 
 /// The ABI the rules are written for; a kernel with less gets what it has.
 const TARGET_ABI: ABI = ABI::V6;
+
+/// The Landlock ABI that can refuse TCP (Linux 6.7), for `--network=none` in chroot mode.
+pub const TCP_ABI: i32 = 4;
 
 /// The kernel's Landlock ABI version, or why there is none.
 pub fn kernel_abi() -> Result<i32, String> {
@@ -84,14 +87,21 @@ pub fn weak_confinement_warning(abi: &Result<i32, String>) -> Option<String> {
 
 /// Restricts this process (the forked step, before exec) to `root`: every file right
 /// beneath it except creating device nodes, nothing elsewhere; signals and abstract unix
-/// sockets scoped to the step. Sets no_new_privs (Landlock requires it without
+/// sockets scoped to the step; with `no_tcp`, no TCP bind or connect at all (the caller
+/// checks the kernel has ABI [`TCP_ABI`]). Sets no_new_privs (Landlock requires it without
 /// CAP_SYS_ADMIN). Returns whether the kernel enforced all of it.
-pub fn restrict_to_root(root: BorrowedFd<'_>) -> Result<bool, String> {
+pub fn restrict_to_root(root: BorrowedFd<'_>, no_tcp: bool) -> Result<bool, String> {
     let all = AccessFs::from_all(TARGET_ABI);
     let devices: BitFlags<AccessFs> = AccessFs::MakeChar | AccessFs::MakeBlock;
+    let tcp: BitFlags<AccessNet> = if no_tcp {
+        AccessNet::from_all(ABI::V4)
+    } else {
+        BitFlags::empty()
+    };
     let status = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
         .handle_access(all)
+        .and_then(|r| if no_tcp { r.handle_access(tcp) } else { Ok(r) })
         .and_then(|r| r.scope(Scope::AbstractUnixSocket | Scope::Signal))
         .and_then(|r| r.create())
         .and_then(|r| r.add_rule(PathBeneath::new(root, all & !devices)))
@@ -125,10 +135,15 @@ const KEPT_CAPS: [u32; 12] = [
 /// CAP_SYS_MODULE, CAP_SYS_RAWIO, CAP_SYS_BOOT, CAP_SYS_TIME, CAP_DAC_READ_SEARCH
 /// (open_by_handle_at escapes), CAP_MAC_*, CAP_NET_ADMIN, CAP_SYSLOG, CAP_BPF,
 /// CAP_PERFMON, CAP_MKNOD and CAP_SYS_CHROOT.
-pub fn drop_capabilities() -> Result<(), String> {
+/// With `no_network`, CAP_NET_RAW goes too (raw sockets would bypass the TCP rules).
+pub fn drop_capabilities(no_network: bool) -> Result<(), String> {
+    let kept: Vec<u32> = KEPT_CAPS
+        .into_iter()
+        .filter(|&cap| !(no_network && cap == CAP_NET_RAW))
+        .collect();
     let last = last_cap();
     for cap in 0..=last {
-        if KEPT_CAPS.contains(&cap) {
+        if kept.contains(&cap) {
             continue;
         }
         // Dropping needs CAP_SETPCAP even for a capability already gone (a container
@@ -178,7 +193,7 @@ pub fn drop_capabilities() -> Result<(), String> {
         ));
     }
     let mut keep = [0u32; 2];
-    for cap in KEPT_CAPS {
+    for &cap in &kept {
         keep[(cap / 32) as usize] |= 1 << (cap % 32);
     }
     for (word, kept) in data.iter_mut().zip(keep) {
@@ -202,6 +217,8 @@ pub fn drop_capabilities() -> Result<(), String> {
     }
     Ok(())
 }
+
+const CAP_NET_RAW: u32 = 13;
 
 #[repr(C)]
 struct CapHeader {

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 
 use crate::protocol::{send, FromHelper};
 use crate::rootpath::{open_in_root, CreateAs};
-use crate::spec::{IdMapping, Rootfs, StepSpec, Stub};
+use crate::spec::{IdMapping, Network, Rootfs, StepSpec, Stub};
 use crate::sys::{cpath, cvt, decode_status, errno_name, fork, set_pdeathsig, waitpid};
 
 use super::{exec::exec_command, HelperError};
@@ -185,7 +185,7 @@ pub fn run(spec: &StepSpec, control: &UnixStream) -> Result<(), HelperError> {
         unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
         unsafe { libc::setsid() };
         let _ = set_pdeathsig(libc::SIGKILL);
-        let e = match chroot_into(&root_fd).and_then(|()| confine(&root_fd)) {
+        let e = match chroot_into(&root_fd).and_then(|()| confine(&root_fd, spec.network)) {
             Ok(()) => exec_command(spec, IdMapping::None),
             Err(e) => e,
         };
@@ -227,12 +227,30 @@ pub fn run(spec: &StepSpec, control: &UnixStream) -> Result<(), HelperError> {
 /// Landlock to the root and the capabilities a chroot step must not have (see
 /// `crate::landlock`). A kernel without Landlock leaves the chroot and the dropped
 /// capabilities (the build warned once); a Landlock that is there but fails is an error.
-fn confine(root: &OwnedFd) -> Result<(), HelperError> {
-    if crate::landlock::kernel_abi().is_ok() {
-        crate::landlock::restrict_to_root(root.as_fd())
+/// There is no network namespace here: `Network::None` refuses TCP through Landlock
+/// (ABI 4) and drops CAP_NET_RAW, and is an error where the kernel cannot.
+fn confine(root: &OwnedFd, network: Network) -> Result<(), HelperError> {
+    let abi = crate::landlock::kernel_abi();
+    let no_network = network == Network::None;
+    if no_network {
+        let enough = matches!(abi, Ok(v) if v >= crate::landlock::TCP_ABI);
+        if !enough {
+            return Err(HelperError::new(
+                "network",
+                format!(
+                    "--network=none with chroot isolation refuses TCP through Landlock ABI {} (Linux 6.7), \
+                     and this kernel has {}; use userns isolation for a network namespace",
+                    crate::landlock::TCP_ABI,
+                    crate::landlock::describe(&abi)
+                ),
+            ));
+        }
+    }
+    if abi.is_ok() {
+        crate::landlock::restrict_to_root(root.as_fd(), no_network)
             .map_err(|e| HelperError::new("landlock", e))?;
     }
-    crate::landlock::drop_capabilities().map_err(|e| HelperError::new("capabilities", e))
+    crate::landlock::drop_capabilities(no_network).map_err(|e| HelperError::new("capabilities", e))
 }
 
 fn chroot_into(root: &OwnedFd) -> Result<(), HelperError> {
