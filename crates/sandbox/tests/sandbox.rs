@@ -71,6 +71,10 @@ fn main() -> ExitCode {
             "steps_run_when_rbuild_is_pid_1",
             steps_run_when_rbuild_is_pid_1,
         ),
+        (
+            "chroot_refuses_a_bind_it_cannot_mount",
+            chroot_refuses_a_bind_it_cannot_mount,
+        ),
     ])
 }
 
@@ -601,4 +605,29 @@ fn steps_run_when_rbuild_is_pid_1() {
         assert!(text.contains("ran-under-pid-1"), "{isolation}: {text}");
         assert!(text.contains("OUTCOME code=Some(0)"), "{isolation}: {text}");
     }
+}
+
+/// chroot isolation has no mount(2): a bind handed to it is an error naming it, never
+/// dropped (the build places RUN --mount content itself).
+fn chroot_refuses_a_bind_it_cannot_mount() {
+    require_root();
+    let root = rootfs();
+    let source = tempfile::tempdir().unwrap();
+    let mut spec = sh(root.path(), "touch /ran", Isolation::Chroot);
+    spec.binds.push(rbuild_sandbox::BindMount {
+        source: source.path().to_path_buf(),
+        target: "/mnt/cache".into(),
+        readonly: false,
+    });
+    match sandbox().run(&spec, &mut |_, _| {}) {
+        Err(SandboxError::Helper { stage, message }) => {
+            assert_eq!(stage, "mounts");
+            assert!(message.contains("/mnt/cache"), "{message}");
+        }
+        other => panic!("expected a mounts error, got {other:?}"),
+    }
+    assert!(
+        !root.path().join("ran").exists(),
+        "the step ran without its mount"
+    );
 }
