@@ -21,6 +21,7 @@
 pub mod base;
 pub mod cache;
 mod chmod;
+mod chroot_mounts;
 mod commit;
 mod content_hash;
 mod copy;

@@ -12,12 +12,18 @@
 //!   at the first one unless the environment sets it. Without a socket for the id, a
 //!   `required` mount is an error and an optional one is left out (BuildKit).
 //! * secret `env=`, `from=` on a cache mount: refused with an error naming the flag.
+//!
+//! With chroot isolation there is no mount(2): `chroot_mounts` puts each mount's content in
+//! the root for the step instead, as each [`MountPlan`] says. There every cache is used by
+//! one step at a time (it is moved into the root), and every bind source is a copy.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rbuild_dockerfile::instructions::{MountFlag, MountType, Sharing};
-use rbuild_sandbox::BindMount;
+use rbuild_sandbox::{BindMount, Isolation};
+
+use crate::chroot_mounts::{MountKind, MountPlan};
 
 use crate::error::Result;
 use crate::fsops::{self, Ownership};
@@ -52,15 +58,20 @@ pub(crate) fn ssh_auth_sock(
 }
 
 impl Builder<'_> {
-    /// The bind mounts of a RUN's `--mount` flags, and the locks of its `sharing=locked`
-    /// (and `private`) cache mounts, to be held until the step ends.
+    /// The bind mounts of a RUN's `--mount` flags, how each is realised without mount(2)
+    /// (chroot isolation), and the locks of its `sharing=locked` (and `private`) cache
+    /// mounts, to be held until the step ends. With chroot isolation every cache is locked
+    /// (moved into the root, it cannot be shared) and every bind source copied.
     pub(crate) fn prepare_mounts(
         &self,
         st: &StageState,
         origin: &Origin<'_>,
         mounts: &[MountFlag],
-    ) -> Result<(Vec<BindMount>, Vec<CacheLock>)> {
+        isolation: Isolation,
+    ) -> Result<(Vec<BindMount>, Vec<MountPlan>, Vec<CacheLock>)> {
+        let chroot = isolation == Isolation::Chroot;
         let mut binds = Vec::new();
+        let mut plans = Vec::new();
         // (index in `binds`, cache directory, sharing) of the caches that are not shared.
         let mut exclusive: Vec<(usize, PathBuf, Sharing)> = Vec::new();
         let mut ssh_index = 0;
@@ -95,11 +106,17 @@ impl Builder<'_> {
                     }
                     let id = m.id.clone().unwrap_or_else(|| "default".into());
                     match self.request.ssh.get(&id) {
-                        Some(socket) => binds.push(BindMount {
-                            source: socket.clone(),
-                            target,
-                            readonly: false,
-                        }),
+                        Some(socket) => {
+                            binds.push(BindMount {
+                                source: socket.clone(),
+                                target,
+                                readonly: false,
+                            });
+                            plans.push(MountPlan {
+                                kind: MountKind::SshAgent,
+                                label: format!("--mount={}", flag.spec),
+                            });
+                        }
                         None if m.required => {
                             return Err(origin.error(format!(
                                 "no SSH key {id:?} forwarded from the client (pass --ssh {id}[=SOCKET|KEYFILE])"
@@ -144,12 +161,19 @@ impl Builder<'_> {
                         Some(sharing @ (Sharing::Locked | Sharing::Private)) => {
                             exclusive.push((binds.len(), dir.clone(), sharing))
                         }
+                        Some(Sharing::Shared) | None if chroot => {
+                            exclusive.push((binds.len(), dir.clone(), Sharing::Locked))
+                        }
                         Some(Sharing::Shared) | None => {}
                     }
                     binds.push(BindMount {
                         source: dir,
                         target,
                         readonly: m.read_only,
+                    });
+                    plans.push(MountPlan {
+                        kind: MountKind::Cache,
+                        label: format!("--mount={}", flag.spec),
                     });
                 }
                 MountType::Tmpfs => {
@@ -161,6 +185,10 @@ impl Builder<'_> {
                         source: dir,
                         target,
                         readonly: false,
+                    });
+                    plans.push(MountPlan {
+                        kind: MountKind::Scratch,
+                        label: format!("--mount={}", flag.spec),
                     });
                 }
                 MountType::Secret => {
@@ -177,11 +205,21 @@ impl Builder<'_> {
                             .unwrap_or_default();
                     let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
                     match self.request.secrets.get(&id) {
-                        Some(path) => binds.push(BindMount {
-                            source: path.clone(),
-                            target,
-                            readonly: true,
-                        }),
+                        Some(path) => {
+                            binds.push(BindMount {
+                                source: path.clone(),
+                                target,
+                                readonly: true,
+                            });
+                            plans.push(MountPlan {
+                                kind: MountKind::Secret {
+                                    uid: m.uid.unwrap_or(0),
+                                    gid: m.gid.unwrap_or(0),
+                                    mode: m.mode.unwrap_or(0o400),
+                                },
+                                label: format!("--mount={}", flag.spec),
+                            });
+                        }
                         None if m.required => {
                             return Err(origin
                                 .error(format!("secret {id:?} is required but was not provided")))
@@ -197,7 +235,8 @@ impl Builder<'_> {
                         st,
                         m.from.as_deref(),
                         m.source.as_deref().unwrap_or("/"),
-                        !m.read_only,
+                        // In chroot mode the source is moved into the root: always a copy.
+                        !m.read_only || chroot,
                     );
                     let source =
                         source.map_err(|e| origin.error(format!("--mount={}: {e}", flag.spec)))?;
@@ -205,6 +244,10 @@ impl Builder<'_> {
                         source,
                         target,
                         readonly: m.read_only,
+                    });
+                    plans.push(MountPlan {
+                        kind: MountKind::Scratch,
+                        label: format!("--mount={}", flag.spec),
                     });
                 }
             }
@@ -230,7 +273,7 @@ impl Builder<'_> {
                 },
             }
         }
-        Ok((binds, locks))
+        Ok((binds, plans, locks))
     }
 
     /// The host path to bind for a bind mount. The context and writable mounts are copied

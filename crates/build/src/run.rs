@@ -81,9 +81,20 @@ impl Builder<'_> {
             return Err(origin.error("RUN --security=insecure is not supported"));
         }
         let (argv, script) = run_args(run, &st.shell());
+        let isolation = self
+            .sandbox
+            .resolve_isolation(self.request.isolation)
+            .map_err(|e| origin.error(format!("could not run the step: {e}")))?;
+        if isolation == Isolation::Chroot {
+            // Once per build: a kernel without (full) Landlock confines chroot steps less.
+            if let Some(message) = self.sandbox.chroot_confinement_warning() {
+                progress.event(&Event::Warning { message });
+            }
+        }
         // The cache locks are held until the step has run (dropped at the end of this
         // function).
-        let (mut binds, _cache_locks) = self.prepare_mounts(st, origin, &run.mounts)?;
+        let (mut binds, mut plans, _cache_locks) =
+            self.prepare_mounts(st, origin, &run.mounts, isolation)?;
         if let Some((path, data)) = script {
             let dir = self.dir.new_dir("heredoc")?;
             let host = dir.join("script");
@@ -96,6 +107,10 @@ impl Builder<'_> {
                 source: host,
                 target: path,
                 readonly: true,
+            });
+            plans.push(crate::chroot_mounts::MountPlan {
+                kind: crate::chroot_mounts::MountKind::Scratch,
+                label: "the heredoc script".into(),
             });
         }
 
@@ -142,10 +157,6 @@ impl Builder<'_> {
             RunNetwork::None => Network::None,
             RunNetwork::Host => Network::Host,
         };
-        let isolation = self
-            .sandbox
-            .resolve_isolation(self.request.isolation)
-            .map_err(|e| origin.error(format!("could not run the step: {e}")))?;
         let mut spec = StepSpec {
             rootfs: Rootfs::Dir(st.rootfs.clone()),
             argv: argv.clone(),
@@ -168,7 +179,7 @@ impl Builder<'_> {
             None => {
                 self.own_rootfs(st)?;
                 spec.rootfs = Rootfs::Dir(st.rootfs.clone());
-                self.run_in_place(st, origin, &spec, step, progress)?
+                self.run_in_place(st, origin, &spec, &plans, step, progress)?
             }
         };
         Ok(size)
@@ -271,21 +282,49 @@ impl Builder<'_> {
     }
 
     /// Runs the step directly on the stage's rootfs; changes are found by walking it
-    /// before and after (chroot isolation, or no overlay).
+    /// before and after (chroot isolation, or no overlay). With chroot isolation the
+    /// mounts are placed in the rootfs (`plans`, see `chroot_mounts`) after the first walk
+    /// and taken away before the second.
     fn run_in_place(
         &self,
         st: &mut StageState,
         origin: &Origin<'_>,
         spec: &StepSpec,
+        plans: &[crate::chroot_mounts::MountPlan],
         step: usize,
         progress: &mut dyn Progress,
     ) -> Result<u64> {
         let before = Index::scan(&st.rootfs).map_err(|e| origin.error(e))?;
-        let mut outcome = execute(&self.sandbox, spec, &st.label, step, progress)
-            .map_err(|e| origin.error(format!("could not run the step: {e}")))?;
-        keep_system_mount_points(&mut outcome.stubs);
-        rbuild_sandbox::remove_stubs(&st.rootfs, &outcome.stubs)
+        let mut placed = None;
+        let mut chroot_spec;
+        let spec = if spec.isolation == Isolation::Chroot && !spec.binds.is_empty() {
+            let stash = self.dir.new_dir("mount-stash")?;
+            placed = Some(
+                crate::chroot_mounts::place(&st.rootfs, &spec.binds, plans, &stash)
+                    .map_err(|e| origin.error(e))?,
+            );
+            chroot_spec = spec.clone();
+            chroot_spec.binds.clear();
+            &chroot_spec
+        } else {
+            spec
+        };
+        let executed = execute(&self.sandbox, spec, &st.label, step, progress);
+        // The sandbox's stubs go first (they may sit in a mount's target parents), then
+        // the mounts, whether or not the step ran.
+        let stubs_removed = match &executed {
+            Ok(outcome) => {
+                let mut stubs = outcome.stubs.clone();
+                keep_system_mount_points(&mut stubs);
+                rbuild_sandbox::remove_stubs(&st.rootfs, &stubs)
+            }
+            Err(_) => Ok(()),
+        };
+        let restored = placed.map_or(Ok(()), |p| p.restore());
+        let outcome = executed.map_err(|e| origin.error(format!("could not run the step: {e}")))?;
+        stubs_removed
             .map_err(|e| origin.error(format!("removing the sandbox's mount points: {e}")))?;
+        restored.map_err(|e| origin.error(e))?;
         if !outcome.status.success() {
             return Err(failure(origin, spec, &outcome));
         }

@@ -2,6 +2,7 @@
 //! into the library crates, which hold all the logic.
 
 mod cmd;
+mod init;
 
 use std::process::ExitCode;
 
@@ -66,6 +67,8 @@ fn main() -> ExitCode {
     // Before the helper check: the container-root worker is this executable again.
     rbuild_build::register_root_tasks();
     rbuild_sandbox::maybe_run_helper();
+    // As a container's PID 1, leave PID 1 to a minimal init that forwards signals and reaps.
+    init::become_init_if_pid1();
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if argv
         .first()

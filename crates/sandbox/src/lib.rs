@@ -9,6 +9,7 @@
 mod asroot;
 mod helper;
 mod idmap;
+pub mod landlock;
 mod probe;
 mod protocol;
 pub mod rootpath;
@@ -37,6 +38,10 @@ pub use user::{home_dir, resolve_user};
 
 /// The first argument that turns the rbuild binary into the sandbox helper.
 pub const HELPER_ARG: &str = "__rbuild-sandbox-helper";
+
+/// The helper's second argument, `--parent=PID`: the process that started it and whose
+/// death it watches for.
+pub(crate) const PARENT_ARG: &str = "--parent=";
 
 /// Call first thing in `main`: if this process was started as the sandbox helper, runs the
 /// helper and never returns; otherwise does nothing.
@@ -80,6 +85,8 @@ pub struct Sandbox {
     overlay_failed: Arc<AtomicBool>,
     /// The seccomp filter steps run under.
     seccomp: Seccomp,
+    /// Set once the build was told that chroot steps are not fully confined.
+    confinement_warned: Arc<AtomicBool>,
 }
 
 impl Default for Sandbox {
@@ -98,9 +105,16 @@ impl Sandbox {
     pub fn with_helper(program: impl Into<PathBuf>) -> Self {
         Sandbox {
             program: program.into(),
-            args: vec![HELPER_ARG.to_string()],
+            // The helper checks that its parent is still this process: `getppid() == 1` is
+            // no proof of a dead parent when rbuild itself is PID 1 (a container's
+            // entrypoint).
+            args: vec![
+                HELPER_ARG.to_string(),
+                format!("{PARENT_ARG}{}", std::process::id()),
+            ],
             overlay_failed: Arc::new(AtomicBool::new(false)),
             seccomp: Seccomp::default(),
+            confinement_warned: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -140,6 +154,14 @@ impl Sandbox {
     /// caller warns once.
     pub fn overlay_failed(&self) -> bool {
         !self.overlay_failed.swap(true, Ordering::Relaxed)
+    }
+
+    /// For a build with chroot isolation: the warning to print when Landlock cannot confine
+    /// its steps fully (no Landlock, or an ABI without scoping), the first time only (for
+    /// this sandbox and its clones).
+    pub fn chroot_confinement_warning(&self) -> Option<String> {
+        let warning = landlock::weak_confinement_warning(&self.probe().landlock)?;
+        (!self.confinement_warned.swap(true, Ordering::Relaxed)).then_some(warning)
     }
 
     /// Starts a [`ContainerRoot`]: a helper that is root in a user namespace with the same

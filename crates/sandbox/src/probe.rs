@@ -52,9 +52,23 @@ pub struct Capabilities {
     pub newgidmap: Option<PathBuf>,
     #[serde(flatten)]
     pub checks: NamespaceChecks,
+    /// How chroot steps are confined: the kernel's Landlock ABI version, or why there is
+    /// none (JSON: `6`, or `"unavailable: ..."`).
+    #[serde(serialize_with = "serialize_landlock")]
+    pub landlock: Result<i32, String>,
     /// What `--isolation auto` picks, or why nothing works (JSON: `"userns"` or `{"error": ...}`).
     #[serde(serialize_with = "serialize_auto")]
     pub auto: Result<Isolation, String>,
+}
+
+fn serialize_landlock<S: serde::Serializer>(
+    landlock: &Result<i32, String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match landlock {
+        Ok(abi) => serializer.serialize_i32(*abi),
+        Err(why) => serializer.serialize_str(&format!("unavailable: {why}")),
+    }
 }
 
 fn serialize_auto<S: serde::Serializer>(
@@ -121,6 +135,7 @@ pub(crate) fn probe_with(program: &std::path::Path, args: &[String]) -> Capabili
         newuidmap: find_tool("newuidmap"),
         newgidmap: find_tool("newgidmap"),
         checks,
+        landlock: crate::landlock::kernel_abi(),
         auto,
     }
 }

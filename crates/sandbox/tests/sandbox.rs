@@ -67,6 +67,14 @@ fn main() -> ExitCode {
         ),
         ("unprivileged_overlay_rootfs", unprivileged_overlay_rootfs),
         ("overhead_of_run_true", overhead_of_run_true),
+        (
+            "steps_run_when_rbuild_is_pid_1",
+            steps_run_when_rbuild_is_pid_1,
+        ),
+        (
+            "chroot_refuses_a_bind_it_cannot_mount",
+            chroot_refuses_a_bind_it_cannot_mount,
+        ),
     ])
 }
 
@@ -583,4 +591,49 @@ fn unprivileged_overlay_rootfs() {
     let whiteout = std::fs::symlink_metadata(parent.join("upper/bin/cat")).unwrap();
     use std::os::unix::fs::FileTypeExt;
     assert!(whiteout.file_type().is_char_device() && whiteout.rdev() == 0);
+}
+
+/// The driver as PID 1 of a new PID namespace (rbuild as a container's entrypoint, without
+/// the init it forks there): a helper whose parent is PID 1 must not take it for dead.
+fn steps_run_when_rbuild_is_pid_1() {
+    require_root();
+    let root = rootfs();
+    for isolation in [Isolation::Userns, Isolation::Chroot] {
+        let spec = sh(root.path(), "echo ran-under-pid-1", isolation);
+        let out = Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child", "--mount-proc", "--"])
+            .arg(std::env::current_exe().unwrap())
+            .args([DRIVER_ARG, &serde_json::to_string(&spec).unwrap()])
+            .output()
+            .expect("unshare (util-linux) is needed");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(text.contains("ran-under-pid-1"), "{isolation}: {text}");
+        assert!(text.contains("OUTCOME code=Some(0)"), "{isolation}: {text}");
+    }
+}
+
+/// chroot isolation has no mount(2): a bind handed to it is an error naming it, never
+/// dropped (the build places RUN --mount content itself).
+fn chroot_refuses_a_bind_it_cannot_mount() {
+    require_root();
+    let root = rootfs();
+    let source = tempfile::tempdir().unwrap();
+    let mut spec = sh(root.path(), "touch /ran", Isolation::Chroot);
+    spec.binds.push(rbuild_sandbox::BindMount {
+        source: source.path().to_path_buf(),
+        target: "/mnt/cache".into(),
+        readonly: false,
+    });
+    match sandbox().run(&spec, &mut |_, _| {}) {
+        Err(SandboxError::Helper { stage, message }) => {
+            assert_eq!(stage, "mounts");
+            assert!(message.contains("/mnt/cache"), "{message}");
+        }
+        other => panic!("expected a mounts error, got {other:?}"),
+    }
+    assert!(
+        !root.path().join("ran").exists(),
+        "the step ran without its mount"
+    );
 }

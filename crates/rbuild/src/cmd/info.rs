@@ -102,6 +102,10 @@ pub fn render_text(caps: &Capabilities, seccomp: &Result<SeccompSummary, Seccomp
     line("chroot", check_line(&caps.checks.chroot));
     line("seccomp", seccomp_line(seccomp));
     line(
+        "landlock (chroot steps)",
+        rbuild_sandbox::landlock::describe(&caps.landlock),
+    );
+    line(
         "isolation auto picks",
         match &caps.auto {
             Ok(isolation) => isolation.to_string(),

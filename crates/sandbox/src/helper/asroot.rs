@@ -42,7 +42,7 @@ fn serve() -> Result<(), String> {
     let _ = unsafe { libc::setgroups(0, std::ptr::null()) };
     // Unsharing and changing credentials both clear the parent-death signal: set it again.
     set_pdeathsig(libc::SIGKILL).map_err(|e| format!("prctl: {e}"))?;
-    if unsafe { libc::getppid() } == 1 {
+    if !super::parent_alive() {
         return Err("rbuild exited during setup".into());
     }
     send_packet(CONTROL_FD, &Reply::Done, None).map_err(|e| format!("writing to rbuild: {e}"))?;

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 
 use crate::protocol::{send, FromHelper};
 use crate::rootpath::{open_in_root, CreateAs};
-use crate::spec::{IdMapping, Rootfs, StepSpec, Stub};
+use crate::spec::{IdMapping, Network, Rootfs, StepSpec, Stub};
 use crate::sys::{cpath, cvt, decode_status, errno_name, fork, set_pdeathsig, waitpid};
 
 use super::{exec::exec_command, HelperError};
@@ -37,6 +37,13 @@ fn signal_set(signals: &[libc::c_int]) -> libc::sigset_t {
 fn prepare_rootfs(root: &OwnedFd, spec: &StepSpec) -> Result<Vec<Stub>, HelperError> {
     let mut stubs = Vec::new();
     let mut ignored = Vec::new();
+    // The mount points the userns path creates, in its order, so that one Dockerfile gives
+    // one image whatever the isolation (the build keeps these three, as BuildKit's runc
+    // leaves them). Nothing is mounted on them here.
+    for dir in ["/proc", "/dev", "/sys"] {
+        open_in_root(root.as_fd(), dir, CreateAs::Dir, &mut stubs)
+            .map_err(|e| HelperError::new("mount points", format!("{dir}: {e}")))?;
+    }
     for (name, major, minor) in DEV_NODES {
         let path = format!("/dev/{name}");
         if open_in_root(root.as_fd(), &path, CreateAs::Nothing, &mut ignored).is_ok() {
@@ -137,6 +144,18 @@ pub fn run(spec: &StepSpec, control: &UnixStream) -> Result<(), HelperError> {
             "an overlay rootfs needs userns isolation (use the copy snapshotter with chroot)",
         ));
     };
+    // No mount(2) here: the caller puts a mount's content in the rootfs itself (rbuild's
+    // build crate does for RUN --mount). Never drop one silently.
+    if let Some(bind) = spec.binds.first() {
+        return Err(HelperError::new(
+            "mounts",
+            format!(
+                "chroot isolation cannot mount {} on {}: it uses no mount(2); place the content in the root instead",
+                bind.source.display(),
+                bind.target
+            ),
+        ));
+    }
     // SIGTERM, not SIGKILL, on rbuild's death: we must live long enough to kill the step.
     set_pdeathsig(libc::SIGTERM).map_err(|e| HelperError::new("prctl", e.to_string()))?;
     cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
@@ -166,7 +185,7 @@ pub fn run(spec: &StepSpec, control: &UnixStream) -> Result<(), HelperError> {
         unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
         unsafe { libc::setsid() };
         let _ = set_pdeathsig(libc::SIGKILL);
-        let e = match chroot_into(&root_fd) {
+        let e = match chroot_into(&root_fd).and_then(|()| confine(&root_fd, spec.network)) {
             Ok(()) => exec_command(spec, IdMapping::None),
             Err(e) => e,
         };
@@ -203,6 +222,35 @@ pub fn run(spec: &StepSpec, control: &UnixStream) -> Result<(), HelperError> {
             }
         }
     }
+}
+
+/// Landlock to the root and the capabilities a chroot step must not have (see
+/// `crate::landlock`). A kernel without Landlock leaves the chroot and the dropped
+/// capabilities (the build warned once); a Landlock that is there but fails is an error.
+/// There is no network namespace here: `Network::None` refuses TCP through Landlock
+/// (ABI 4) and drops CAP_NET_RAW, and is an error where the kernel cannot.
+fn confine(root: &OwnedFd, network: Network) -> Result<(), HelperError> {
+    let abi = crate::landlock::kernel_abi();
+    let no_network = network == Network::None;
+    if no_network {
+        let enough = matches!(abi, Ok(v) if v >= crate::landlock::TCP_ABI);
+        if !enough {
+            return Err(HelperError::new(
+                "network",
+                format!(
+                    "--network=none with chroot isolation refuses TCP through Landlock ABI {} (Linux 6.7), \
+                     and this kernel has {}; use userns isolation for a network namespace",
+                    crate::landlock::TCP_ABI,
+                    crate::landlock::describe(&abi)
+                ),
+            ));
+        }
+    }
+    if abi.is_ok() {
+        crate::landlock::restrict_to_root(root.as_fd(), no_network)
+            .map_err(|e| HelperError::new("landlock", e))?;
+    }
+    crate::landlock::drop_capabilities(no_network).map_err(|e| HelperError::new("capabilities", e))
 }
 
 fn chroot_into(root: &OwnedFd) -> Result<(), HelperError> {

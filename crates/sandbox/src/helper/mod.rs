@@ -10,6 +10,7 @@ mod userns;
 use std::io::BufReader;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::protocol::{recv, send, FromHelper, ToHelper, CONTROL_FD};
 use crate::spec::Isolation;
@@ -37,15 +38,35 @@ impl HelperError {
     }
 }
 
+/// The pid of the process that started the helper (`--parent=PID`), 0 when not given.
+static EXPECTED_PARENT: AtomicI32 = AtomicI32::new(0);
+
+/// Whether the process that started the helper is still its parent. A parent that died is
+/// replaced by a reaper (init, a subreaper): comparing with the pid it had, not with 1,
+/// keeps this right when rbuild itself is PID 1 (a container's entrypoint). Without a
+/// `--parent=` argument only the parent-death signal guards.
+pub(crate) fn parent_alive() -> bool {
+    let expected = EXPECTED_PARENT.load(Ordering::Relaxed);
+    // SAFETY: getppid has no preconditions.
+    expected == 0 || unsafe { libc::getppid() } == expected
+}
+
 /// The helper's entry point; `args` are the arguments after `__rbuild-sandbox-helper`.
 pub fn main(args: &[String]) -> ! {
+    let args = match args.first().and_then(|a| a.strip_prefix(crate::PARENT_ARG)) {
+        Some(pid) => {
+            EXPECTED_PARENT.store(pid.parse().unwrap_or(-1), Ordering::Relaxed);
+            &args[1..]
+        }
+        None => args,
+    };
     if args.first().map(String::as_str) == Some("probe") {
         crate::probe::helper_probe();
         std::process::exit(0);
     }
     // Our parent must not leave us running if it dies while we set up.
     let _ = crate::sys::set_pdeathsig(libc::SIGKILL);
-    if unsafe { libc::getppid() } == 1 {
+    if !parent_alive() {
         std::process::exit(125);
     }
     if crate::sys::set_cloexec(CONTROL_FD, true).is_err() {

@@ -57,8 +57,8 @@ pub fn run(
         .map_err(|e| HelperError::new("id map", format!("setresuid(0): {e}")))?;
     // Unsharing and changing credentials both clear the parent-death signal: set it again.
     set_pdeathsig(libc::SIGKILL).map_err(|e| HelperError::new("prctl", e.to_string()))?;
-    if unsafe { libc::getppid() } == 1 {
-        // Re-parented to init: rbuild is already gone.
+    if !super::parent_alive() {
+        // Re-parented to a reaper: rbuild is already gone.
         return Err(HelperError::new("prctl", "rbuild exited during setup"));
     }
     let hostname = spec.hostname.as_bytes();

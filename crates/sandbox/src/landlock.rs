@@ -1,0 +1,269 @@
+//! Confining a chroot step, which has no namespaces: Landlock limits its file access to its
+//! root (mounts are placed inside the root in chroot mode) and, from ABI 6 (Linux 6.12),
+//! scopes its signals and abstract unix sockets to itself; the capabilities that break a
+//! chroot or reach other processes are dropped before exec.
+//!
+//! Landlock comes through the `landlock` crate (by the Landlock author, Mickaël Salaün),
+//! in its best-effort mode: an older kernel enforces what it has. Where the kernel has no
+//! Landlock the step runs unconfined (chroot and dropped capabilities only): the build
+//! says so once ([`crate::Sandbox::chroot_confinement_warning`]) and `rbuild info` shows
+//! the `landlock` field.
+
+use std::os::fd::BorrowedFd;
+
+use landlock::{
+    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, Ruleset,
+    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+};
+
+use crate::sys::errno_name;
+
+/// The Landlock ABI that scopes signals and abstract unix sockets (Linux 6.12).
+pub const SCOPING_ABI: i32 = 6;
+
+/// The ABI the rules are written for; a kernel with less gets what it has.
+const TARGET_ABI: ABI = ABI::V6;
+
+/// The Landlock ABI that can refuse TCP (Linux 6.7), for `--network=none` in chroot mode.
+pub const TCP_ABI: i32 = 4;
+
+/// The kernel's Landlock ABI version, or why there is none.
+pub fn kernel_abi() -> Result<i32, String> {
+    // SAFETY: landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION) only returns
+    // the ABI version; it reads no memory.
+    let version = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            1u32, // LANDLOCK_CREATE_RULESET_VERSION
+        )
+    };
+    if version >= 1 {
+        return Ok(version as i32);
+    }
+    let err = std::io::Error::last_os_error();
+    Err(match err.raw_os_error() {
+        Some(libc::ENOSYS) => "the kernel has no Landlock (ENOSYS; Linux 5.13+ with CONFIG_SECURITY_LANDLOCK)".to_string(),
+        Some(libc::EOPNOTSUPP) => {
+            "Landlock is built in but not enabled (EOPNOTSUPP; add landlock to the lsm= boot parameter)".to_string()
+        }
+        Some(libc::EPERM) => {
+            "landlock_create_ruleset is refused (EPERM; a seccomp profile forbids it)".to_string()
+        }
+        _ => format!("landlock_create_ruleset: {}", errno_name(&err)),
+    })
+}
+
+/// What `rbuild info` and the build's warning say about chroot confinement.
+pub fn describe(abi: &Result<i32, String>) -> String {
+    match abi {
+        Ok(v) if *v >= SCOPING_ABI => format!("ABI {v}"),
+        Ok(v) => format!(
+            "ABI {v} (file access only: signals and abstract unix sockets are scoped from ABI {SCOPING_ABI}, Linux 6.12)"
+        ),
+        Err(why) => format!("unavailable: {why}"),
+    }
+}
+
+/// The warning a build with chroot isolation prints once, if the confinement is weaker
+/// than it should be.
+pub fn weak_confinement_warning(abi: &Result<i32, String>) -> Option<String> {
+    match abi {
+        Ok(v) if *v >= SCOPING_ABI => None,
+        Ok(v) => Some(format!(
+            "chroot isolation: this kernel's Landlock is ABI {v}, so RUN steps are confined to \
+             their root for files but may signal other processes of the same user and reach \
+             abstract unix sockets (scoping needs ABI {SCOPING_ABI}, Linux 6.12)"
+        )),
+        Err(why) => Some(format!(
+            "chroot isolation without Landlock ({why}): RUN steps are only chrooted, with \
+             dangerous capabilities dropped; they may signal other root processes and reach \
+             abstract unix sockets. Use user namespaces (e.g. `--security-opt \
+             seccomp=unconfined`) or a kernel with Landlock for a confined build"
+        )),
+    }
+}
+
+/// Restricts this process (the forked step, before exec) to `root`: every file right
+/// beneath it except creating device nodes, nothing elsewhere; signals and abstract unix
+/// sockets scoped to the step; with `no_tcp`, no TCP bind or connect at all (the caller
+/// checks the kernel has ABI [`TCP_ABI`]). Sets no_new_privs (Landlock requires it without
+/// CAP_SYS_ADMIN). Returns whether the kernel enforced all of it.
+pub fn restrict_to_root(root: BorrowedFd<'_>, no_tcp: bool) -> Result<bool, String> {
+    let all = AccessFs::from_all(TARGET_ABI);
+    let devices: BitFlags<AccessFs> = AccessFs::MakeChar | AccessFs::MakeBlock;
+    let tcp: BitFlags<AccessNet> = if no_tcp {
+        AccessNet::from_all(ABI::V4)
+    } else {
+        BitFlags::empty()
+    };
+    let status = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(all)
+        .and_then(|r| if no_tcp { r.handle_access(tcp) } else { Ok(r) })
+        .and_then(|r| r.scope(Scope::AbstractUnixSocket | Scope::Signal))
+        .and_then(|r| r.create())
+        .and_then(|r| r.add_rule(PathBeneath::new(root, all & !devices)))
+        .and_then(|r| r.restrict_self())
+        .map_err(|e| format!("Landlock: {e}"))?;
+    Ok(status.ruleset == RulesetStatus::FullyEnforced)
+}
+
+/// Capabilities a chroot step keeps: Docker's (and BuildKit's) default set without
+/// CAP_MKNOD and CAP_SYS_CHROOT. CAP_SYS_CHROOT is what a chroot escape needs (chroot into
+/// a subdirectory, then walk up); device nodes a step could create in its root would reach
+/// the host's devices (the sandbox creates /dev/null & co. itself, before the step).
+const KEPT_CAPS: [u32; 12] = [
+    0,  // CAP_CHOWN
+    1,  // CAP_DAC_OVERRIDE
+    3,  // CAP_FOWNER
+    4,  // CAP_FSETID
+    5,  // CAP_KILL
+    6,  // CAP_SETGID
+    7,  // CAP_SETUID
+    8,  // CAP_SETPCAP
+    10, // CAP_NET_BIND_SERVICE
+    13, // CAP_NET_RAW
+    29, // CAP_AUDIT_WRITE
+    31, // CAP_SETFCAP
+];
+
+/// Drops every capability but [`KEPT_CAPS`] from the bounding, ambient, inheritable,
+/// permitted and effective sets of this process (the forked step, before exec). Among them
+/// CAP_SYS_ADMIN (mount, e.g. a fresh /proc to reach /proc/1/root), CAP_SYS_PTRACE,
+/// CAP_SYS_MODULE, CAP_SYS_RAWIO, CAP_SYS_BOOT, CAP_SYS_TIME, CAP_DAC_READ_SEARCH
+/// (open_by_handle_at escapes), CAP_MAC_*, CAP_NET_ADMIN, CAP_SYSLOG, CAP_BPF,
+/// CAP_PERFMON, CAP_MKNOD and CAP_SYS_CHROOT.
+/// With `no_network`, CAP_NET_RAW goes too (raw sockets would bypass the TCP rules).
+pub fn drop_capabilities(no_network: bool) -> Result<(), String> {
+    let kept: Vec<u32> = KEPT_CAPS
+        .into_iter()
+        .filter(|&cap| !(no_network && cap == CAP_NET_RAW))
+        .collect();
+    let last = last_cap();
+    for cap in 0..=last {
+        if kept.contains(&cap) {
+            continue;
+        }
+        // Dropping needs CAP_SETPCAP even for a capability already gone (a container
+        // started with fewer): only drop what is there. 1: in the set; 0: not; -1: unknown.
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) } != 1 {
+            continue;
+        }
+        // SAFETY: prctl with integer arguments only.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(format!(
+                "dropping capability {cap} from the bounding set: {} (rbuild needs CAP_SETPCAP \
+                 to take it from chroot steps)",
+                errno_name(&e)
+            ));
+        }
+    }
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    let mut header = CapHeader {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: header and two data structs, as capget with version 3 expects.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return Err(format!(
+            "capget: {}",
+            errno_name(&std::io::Error::last_os_error())
+        ));
+    }
+    let mut keep = [0u32; 2];
+    for &cap in &kept {
+        keep[(cap / 32) as usize] |= 1 << (cap % 32);
+    }
+    for (word, kept) in data.iter_mut().zip(keep) {
+        word.effective &= kept;
+        word.permitted &= kept;
+        word.inheritable &= kept;
+    }
+    // SAFETY: as above, with the sets only narrowed.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        )
+    } != 0
+    {
+        return Err(format!(
+            "capset: {}",
+            errno_name(&std::io::Error::last_os_error())
+        ));
+    }
+    Ok(())
+}
+
+const CAP_NET_RAW: u32 = 13;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// The highest capability number the kernel knows.
+fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(63)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_description_names_the_abi_or_the_reason() {
+        assert_eq!(describe(&Ok(6)), "ABI 6");
+        assert!(describe(&Ok(4)).contains("ABI 4 (file access only"));
+        assert_eq!(
+            describe(&Err("no Landlock".into())),
+            "unavailable: no Landlock"
+        );
+        assert_eq!(weak_confinement_warning(&Ok(7)), None);
+        assert!(weak_confinement_warning(&Err("x".into()))
+            .unwrap()
+            .contains("without Landlock (x)"));
+    }
+
+    #[test]
+    fn kept_capabilities_exclude_the_dangerous_ones() {
+        for dangerous in [21, 19, 16, 17, 22, 25, 2, 32, 33, 12, 34, 39, 38, 27, 18] {
+            assert!(!KEPT_CAPS.contains(&dangerous), "{dangerous} is kept");
+        }
+    }
+}
