@@ -85,10 +85,13 @@ impl Capabilities {
 /// Runs `helper probe` and assembles the capabilities.
 pub(crate) fn probe_with(program: &std::path::Path, args: &[String]) -> Capabilities {
     let euid = unsafe { libc::geteuid() };
-    let checks = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .arg("probe")
-        .stdin(std::process::Stdio::null())
+        .stdin(std::process::Stdio::null());
+    crate::protocol::prepare_helper_command(&mut command, None, &["TMPDIR"]);
+    let checks = command
         .output()
         .map_err(|e| format!("running the probe helper {}: {e}", program.display()))
         .and_then(|out| {

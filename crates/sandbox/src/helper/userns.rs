@@ -91,6 +91,13 @@ fn run_init(spec: &StepSpec, control: &UnixStream, mapping: IdMapping) -> i32 {
     if let Err(e) = set_pdeathsig(libc::SIGKILL) {
         return report(HelperError::new("prctl", e.to_string()));
     }
+    // The step's processes share our uid. Non-dumpable, we are out of their reach: no
+    // ptrace or pidfd_getfd (our control socket), no /proc/1/environ, mem or fd; that needs
+    // CAP_SYS_PTRACE over the namespace our memory was created in, the host's.
+    // SAFETY: prctl with integer arguments only changes a flag of this process.
+    if let Err(e) = cvt(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }) {
+        return report(HelperError::new("prctl", format!("PR_SET_DUMPABLE: {e}")));
+    }
     let stubs = match mounts::setup(spec) {
         Ok(stubs) => stubs,
         Err(e) => return report(e),
