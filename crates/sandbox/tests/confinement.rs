@@ -33,6 +33,14 @@ fn main() -> ExitCode {
             "rbuild_state_stays_out_unprivileged",
             rbuild_state_stays_out_unprivileged,
         ),
+        (
+            "host_stays_out_of_reach_as_root",
+            host_stays_out_of_reach_as_root,
+        ),
+        (
+            "host_stays_out_of_reach_unprivileged",
+            host_stays_out_of_reach_unprivileged,
+        ),
     ])
 }
 
@@ -126,5 +134,196 @@ fn rbuild_state_stays_out_unprivileged() {
             "{user}: {out}"
         );
         assert_nothing_leaked(user, &out);
+    }
+}
+
+/// The host state the attacks aim at, made and checked by the test.
+struct Targets {
+    /// A freezer cgroup holding a host process the step tries to freeze.
+    cgroup: std::path::PathBuf,
+    victim: std::process::Child,
+    stat_interval: String,
+    /// The transparent hugepage mode the host has, and one the step tries to set.
+    thp_before: Option<String>,
+    thp_attempt: &'static str,
+}
+
+const STAT_INTERVAL: &str = "/proc/sys/vm/stat_interval";
+const THP: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
+
+impl Targets {
+    fn new(name: &str) -> Targets {
+        let cgroup = Path::new("/sys/fs/cgroup/freezer").join(format!("rbuild-{name}"));
+        let _ = std::fs::create_dir(&cgroup);
+        assert!(
+            cgroup.join("freezer.state").exists(),
+            "no v1 freezer cgroup at {}",
+            cgroup.display()
+        );
+        let victim = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        std::fs::write(cgroup.join("cgroup.procs"), victim.id().to_string()).unwrap();
+        let thp_before = std::fs::read_to_string(THP).ok();
+        let thp_attempt = match &thp_before {
+            Some(t) if t.contains("[never]") => "always",
+            _ => "never",
+        };
+        Targets {
+            cgroup,
+            victim,
+            stat_interval: std::fs::read_to_string(STAT_INTERVAL).unwrap(),
+            thp_before,
+            thp_attempt,
+        }
+    }
+
+    /// One line per attack; each prints `LEAK:what` if the step got through, `BROKEN:what`
+    /// if something a step needs stopped working.
+    fn script(&self) -> String {
+        let interval: u32 = self.stat_interval.trim().parse().unwrap();
+        let freezer = Path::new("/sys/fs/cgroup/freezer")
+            .join(self.cgroup.file_name().unwrap())
+            .join("freezer.state");
+        [
+            format!(
+                "echo {} > {STAT_INTERVAL} && echo LEAK:sysctl",
+                interval + 6
+            ),
+            format!("echo {} > {THP} && echo LEAK:thp", self.thp_attempt),
+            format!("echo FROZEN > {} && echo LEAK:freezer", freezer.display()),
+            "echo h > /proc/sysrq-trigger && echo LEAK:sysrq".to_string(),
+            "echo x > /devnodes/null3 && echo LEAK:rootfs-null".to_string(),
+            "echo rbuild-confinement-test > /devnodes/kmsg && echo LEAK:rootfs-kmsg".to_string(),
+            "echo x > /mnt/image/null3 && echo LEAK:bind-null".to_string(),
+            "test \"$(head -c 1 /proc/timer_list | wc -c)\" = 0 || echo LEAK:timer_list"
+                .to_string(),
+            "test \"$(head -c 1 /proc/keys | wc -c)\" = 0 || echo LEAK:keys".to_string(),
+            "test \"$(head -c 1 /proc/kcore | wc -c)\" = 0 || echo LEAK:kcore".to_string(),
+            "test \"$(ls -A /sys/firmware | wc -l)\" = 0 || echo LEAK:firmware".to_string(),
+            "grep -v ':/$' /proc/self/cgroup | sed 's/^/LEAK:cgroupns /'".to_string(),
+            "echo x > /dev/null || echo BROKEN:dev-null".to_string(),
+            "test \"$(head -c 4 /dev/zero | wc -c)\" = 4 || echo BROKEN:dev-zero".to_string(),
+            "cat /proc/self/status > /dev/null || echo BROKEN:proc".to_string(),
+            "echo DONE".to_string(),
+        ]
+        .join("; ")
+    }
+
+    /// Fails (after restoring the host) if any attack got through.
+    fn check(mut self, who: &str, out: &str) {
+        let interval = std::fs::read_to_string(STAT_INTERVAL).unwrap();
+        let thp = std::fs::read_to_string(THP).ok();
+        let frozen = std::fs::read_to_string(self.cgroup.join("freezer.state")).unwrap();
+        self.restore();
+        let alive = self.victim.try_wait().unwrap().is_none();
+        assert!(
+            out.contains("DONE"),
+            "{who}: the step did not finish:\n{out}"
+        );
+        assert!(
+            !out.contains("LEAK:") && !out.contains("BROKEN:"),
+            "{who}:\n{out}"
+        );
+        assert_eq!(interval, self.stat_interval, "{who}: host sysctl changed");
+        assert_eq!(thp, self.thp_before, "{who}: host THP mode changed");
+        assert_eq!(frozen.trim(), "THAWED", "{who}: host cgroup frozen");
+        assert!(alive, "{who}: the host process in the cgroup died");
+    }
+}
+
+impl Targets {
+    /// Puts the host back as it was, whatever the step did.
+    fn restore(&self) {
+        // A frozen process cannot even die: thaw first.
+        let _ = std::fs::write(self.cgroup.join("freezer.state"), "THAWED");
+        let _ = std::fs::write(STAT_INTERVAL, &self.stat_interval);
+        if let Some(before) = &self.thp_before {
+            if let Some(mode) = before.split('[').nth(1).and_then(|m| m.split(']').next()) {
+                let _ = std::fs::write(THP, mode);
+            }
+        }
+    }
+}
+
+impl Drop for Targets {
+    fn drop(&mut self) {
+        self.restore();
+        let _ = self.victim.kill();
+        let _ = self.victim.wait();
+        let _ = std::fs::remove_dir(&self.cgroup);
+    }
+}
+
+/// Device nodes an image could ship: null (1:3) and kmsg (1:11), mode 0666.
+fn make_device_nodes(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, minor) in [("null3", 3), ("kmsg", 11)] {
+        let path = rbuild_sandbox_cpath(&dir.join(name));
+        // SAFETY: mknod with a NUL-terminated path.
+        let r = unsafe {
+            libc::mknod(
+                path.as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(1, minor),
+            )
+        };
+        assert_eq!(r, 0, "mknod {name}: {}", std::io::Error::last_os_error());
+        // SAFETY: as above; mknod's mode is filtered by the umask.
+        unsafe { libc::chmod(path.as_ptr(), 0o666) };
+    }
+}
+
+fn rbuild_sandbox_cpath(path: &Path) -> std::ffi::CString {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap()
+}
+
+/// A busybox rootfs with device nodes in /devnodes, and a directory with device nodes to
+/// bind at /mnt/image (as `RUN --mount=type=bind,from=IMAGE` does); both owned by `uid`.
+fn attack_rootfs(dir: &Path, uid: u32) -> StepSpec {
+    let root = dir.join("rootfs");
+    std::fs::create_dir(&root).unwrap();
+    busybox_rootfs(&root);
+    make_device_nodes(&root.join("devnodes"));
+    let image = dir.join("image");
+    make_device_nodes(&image);
+    chown_tree(dir, uid);
+    let mut spec = sh(&root, "");
+    spec.binds.push(rbuild_sandbox::BindMount {
+        source: image,
+        target: "/mnt/image".into(),
+        readonly: false,
+    });
+    spec
+}
+
+fn host_stays_out_of_reach_as_root() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = attack_rootfs(dir.path(), 0);
+    let targets = Targets::new("confine-root");
+    spec.argv[2] = targets.script();
+    let (_, out) = run(&spec);
+    targets.check("root", &out);
+    // What Docker's containers get for a write to a kernel tunable.
+    assert!(
+        out.contains("stat_interval: Read-only file system"),
+        "{out}"
+    );
+}
+
+fn host_stays_out_of_reach_unprivileged() {
+    require_root();
+    for (user, range) in [("rbuildconf1", Some(300000)), ("rbuildconf2", None)] {
+        let uid = ensure_user(user, range);
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = attack_rootfs(dir.path(), uid);
+        let targets = Targets::new(&format!("confine-{user}"));
+        spec.argv[2] = targets.script();
+        let out = run_as(user, &spec, &[]);
+        assert!(out.contains("OUTCOME"), "{user}: {out}");
+        targets.check(user, &out);
     }
 }

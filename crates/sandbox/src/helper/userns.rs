@@ -25,7 +25,19 @@ pub fn run(
     if spec.network == Network::None {
         flags |= libc::CLONE_NEWNET;
     }
-    cvt(unsafe { libc::unshare(flags) }).map_err(|e| {
+    // A cgroup namespace: the step sees its own cgroup as the root (/proc/self/cgroup),
+    // as in a Docker container; its cgroupfs is read-only either way (mounts.rs).
+    // SAFETY: unshare takes flags only.
+    let unshared = cvt(unsafe { libc::unshare(flags | libc::CLONE_NEWCGROUP) });
+    let unshared = match unshared {
+        // A kernel built without cgroup namespaces: the rest still holds.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            // SAFETY: as above.
+            cvt(unsafe { libc::unshare(flags) })
+        }
+        other => other,
+    };
+    unshared.map_err(|e| {
         HelperError::new(
             "unshare",
             format!(
