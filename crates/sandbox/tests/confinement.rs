@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             "host_stays_out_of_reach_unprivileged",
             host_stays_out_of_reach_unprivileged,
         ),
+        ("capabilities_are_dockers", capabilities_are_dockers),
     ])
 }
 
@@ -325,5 +326,68 @@ fn host_stays_out_of_reach_unprivileged() {
         let out = run_as(user, &spec, &[]);
         assert!(out.contains("OUTCOME"), "{user}: {out}");
         targets.check(user, &out);
+    }
+}
+
+/// The capability lines of /proc/self/status, as `(name, mask)`.
+fn cap_lines(out: &str) -> Vec<(String, u64)> {
+    out.lines()
+        .filter_map(|l| {
+            let (name, hex) = l.split_once(":\t")?;
+            name.starts_with("Cap").then(|| {
+                (
+                    name.to_string(),
+                    u64::from_str_radix(hex.trim(), 16).unwrap(),
+                )
+            })
+        })
+        .collect()
+}
+
+fn capabilities_are_dockers() {
+    require_root();
+    let mask = rbuild_sandbox::caps::docker_cap_mask();
+    assert_eq!(mask, 0xa804_25fb);
+    let root = rootfs();
+    // Things Docker's set does not allow: mounting, setting the hostname.
+    let script = "grep ^Cap /proc/self/status; \
+                  /bin/busybox mount -t tmpfs t /tmp 2>/dev/null && echo LEAK:mount; \
+                  hostname other 2>/dev/null && echo LEAK:hostname; \
+                  chown 123:456 /tmp && echo chown-ok";
+    let (outcome, out) = run(&sh(root.path(), script));
+    assert!(outcome.status.success(), "{out}");
+    assert!(!out.contains("LEAK:"), "{out}");
+    assert!(
+        out.contains("chown-ok"),
+        "CAP_CHOWN is in Docker's set: {out}"
+    );
+    let caps = cap_lines(&out);
+    let expected = [
+        ("CapInh", 0),
+        ("CapPrm", mask),
+        ("CapEff", mask),
+        ("CapBnd", mask),
+        ("CapAmb", 0),
+    ];
+    let expected: Vec<(String, u64)> = expected.iter().map(|(n, m)| (n.to_string(), *m)).collect();
+    assert_eq!(caps, expected, "{out}");
+    // Another user: nothing effective, the same bounding set (what a setuid program gets).
+    let mut spec = sh(root.path(), "grep ^Cap /proc/self/status");
+    spec.user = rbuild_sandbox::resolve_user(root.path(), "app").unwrap();
+    let (_, out) = run(&spec);
+    let caps = cap_lines(&out);
+    assert!(caps.contains(&("CapEff".to_string(), 0)), "{out}");
+    assert!(caps.contains(&("CapBnd".to_string(), mask)), "{out}");
+    // Unprivileged users get the same set.
+    for (user, range) in [("rbuildconf1", Some(300000)), ("rbuildconf2", None)] {
+        let uid = ensure_user(user, range);
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        std::fs::create_dir(&root).unwrap();
+        busybox_rootfs(&root);
+        chown_tree(dir.path(), uid);
+        let out = run_as(user, &sh(&root, "grep ^Cap /proc/self/status"), &[]);
+        let caps = cap_lines(&out);
+        assert_eq!(caps, expected, "{user}: {out}");
     }
 }

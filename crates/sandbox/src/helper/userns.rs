@@ -123,7 +123,13 @@ fn run_init(spec: &StepSpec, control: &UnixStream, mapping: IdMapping) -> i32 {
     };
     if child == 0 {
         unsafe { libc::setsid() };
-        let e = exec_command(spec, mapping);
+        // Docker's default set and no more, before the user switch (which needs SETUID and
+        // SETGID, both kept): the step's root, and any setuid program its user runs, gets
+        // at most these. Init keeps its own (it reaps, nothing more).
+        let e = match crate::caps::drop_to_docker_caps() {
+            Ok(()) => exec_command(spec, mapping),
+            Err(e) => HelperError::new("capabilities", format!("dropping to Docker's set: {e}")),
+        };
         let _ = send(control, &e.into_message());
         unsafe { libc::_exit(127) };
     }
