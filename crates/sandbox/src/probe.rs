@@ -39,6 +39,8 @@ pub struct NamespaceChecks {
     pub overlay_in_userns: Check,
     pub fresh_proc: Check,
     pub chroot: Check,
+    /// `unshare(CLONE_NEWCGROUP)` inside a user namespace.
+    pub cgroupns: Check,
 }
 
 /// What isolation this process can use.
@@ -55,6 +57,8 @@ pub struct Capabilities {
     /// What `--isolation auto` picks, or why nothing works (JSON: `"userns"` or `{"error": ...}`).
     #[serde(serialize_with = "serialize_auto")]
     pub auto: Result<Isolation, String>,
+    /// What confines a step with the isolation `auto` picks.
+    pub confinement: crate::confine::Confinement,
 }
 
 fn serialize_auto<S: serde::Serializer>(
@@ -112,11 +116,12 @@ pub(crate) fn probe_with(program: &std::path::Path, args: &[String]) -> Capabili
                 userns: failed.clone(),
                 overlay_in_userns: failed.clone(),
                 fresh_proc: failed.clone(),
-                chroot: failed,
+                chroot: failed.clone(),
+                cgroupns: failed,
             }
         });
     let auto = decide_auto(euid, &checks);
-    Capabilities {
+    let mut caps = Capabilities {
         euid,
         user: crate::idmap::current_user_label(),
         subuid_ranges: ranges_for_current_user(std::path::Path::new("/etc/subuid"), euid),
@@ -125,7 +130,10 @@ pub(crate) fn probe_with(program: &std::path::Path, args: &[String]) -> Capabili
         newgidmap: find_tool("newgidmap"),
         checks,
         auto,
-    }
+        confinement: crate::confine::Confinement::default(),
+    };
+    caps.confinement = crate::confine::Confinement::of(&caps);
+    caps
 }
 
 fn decide_auto(euid: u32, checks: &NamespaceChecks) -> Result<Isolation, String> {
@@ -256,6 +264,14 @@ fn try_proc(dir: &std::path::Path) -> Result<(), String> {
     })
 }
 
+fn try_cgroupns() -> Result<(), String> {
+    enter_userns()?;
+    // SAFETY: unshare takes flags only.
+    cvt(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) })
+        .map(|_| ())
+        .map_err(|e| format!("unshare(CLONE_NEWCGROUP): {}", errno_name(&e)))
+}
+
 fn try_chroot() -> Result<(), String> {
     let slash = cpath(std::path::Path::new("/")).map_err(|e| e.to_string())?;
     cvt(unsafe { libc::chroot(slash.as_ptr()) })
@@ -274,6 +290,7 @@ pub fn helper_probe() {
                 overlay_in_userns: c.clone(),
                 fresh_proc: c,
                 chroot: Check::from_result(in_child(try_chroot)),
+                cgroupns: Check::from_result(in_child(try_cgroupns)),
             }
         }
         Ok(()) => {
@@ -284,6 +301,7 @@ pub fn helper_probe() {
                 overlay_in_userns: Check::from_result(in_child(|| try_overlay(&overlay_dir))),
                 fresh_proc: Check::from_result(in_child(|| try_proc(&scratch))),
                 chroot: Check::from_result(in_child(try_chroot)),
+                cgroupns: Check::from_result(in_child(try_cgroupns)),
             };
             // overlayfs leaves work/work with mode 000, which would stop the removal.
             use std::os::unix::fs::PermissionsExt;

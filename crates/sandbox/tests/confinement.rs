@@ -42,6 +42,10 @@ fn main() -> ExitCode {
             host_stays_out_of_reach_unprivileged,
         ),
         ("capabilities_are_dockers", capabilities_are_dockers),
+        (
+            "the_report_names_the_confinement",
+            the_report_names_the_confinement,
+        ),
     ])
 }
 
@@ -390,4 +394,39 @@ fn capabilities_are_dockers() {
         let caps = cap_lines(&out);
         assert_eq!(caps, expected, "{user}: {out}");
     }
+}
+
+/// What `rbuild info` prints comes from the probe: as root on this host, userns steps.
+fn the_report_names_the_confinement() {
+    require_root();
+    let caps = Sandbox::new().probe();
+    assert!(caps.checks.cgroupns.ok, "{:?}", caps.checks.cgroupns);
+    let json = serde_json::to_value(caps).unwrap();
+    let c = &json["confinement"];
+    assert_eq!(c["isolation"], "userns", "{c:#}");
+    assert!(
+        c["id_mapping"].as_str().unwrap().contains("identity"),
+        "{c:#}"
+    );
+    assert_eq!(c["cgroup_namespace"], true, "{c:#}");
+    let names = |key: &str| -> Vec<String> {
+        c[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key}: {c:#}"))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(names("masked_paths").contains(&"/proc/kcore".to_string()));
+    assert!(names("readonly_paths").contains(&"/proc/sys".to_string()));
+    let capabilities = names("capabilities");
+    assert_eq!(capabilities.len(), 14, "{capabilities:?}");
+    assert!(capabilities.contains(&"CAP_NET_BIND_SERVICE".to_string()));
+    assert!(!capabilities.contains(&"CAP_SYS_ADMIN".to_string()));
+    // The keys the seccomp and Landlock support fill.
+    let keys = c.as_object().unwrap();
+    assert!(
+        keys.contains_key("seccomp") && keys.contains_key("landlock"),
+        "{c:#}"
+    );
 }
