@@ -382,6 +382,24 @@ fn capabilities_are_dockers() {
     let caps = cap_lines(&out);
     assert!(caps.contains(&("CapEff".to_string(), 0)), "{out}");
     assert!(caps.contains(&("CapBnd".to_string(), mask)), "{out}");
+    // A setuid-root program that user runs works as under `docker build`: busybox `su` to
+    // a root without a password gives a root shell holding Docker's set, no more.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(root.path().join("etc/shadow"), "root::19000:0:99999:7:::\n").unwrap();
+    std::fs::set_permissions(
+        root.path().join("bin/busybox"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    let mut spec = sh(
+        root.path(),
+        "id -u; /bin/busybox su -c 'id -u; grep ^Cap /proc/self/status' root",
+    );
+    spec.user = rbuild_sandbox::resolve_user(root.path(), "app").unwrap();
+    let (outcome, out) = run(&spec);
+    assert!(outcome.status.success(), "{out}");
+    assert!(out.starts_with("1000\n0\n"), "{out}");
+    assert_eq!(cap_lines(&out), expected, "{out}");
     // Unprivileged users get the same set.
     for (user, range) in [("rbuildconf1", Some(300000)), ("rbuildconf2", None)] {
         let uid = ensure_user(user, range);
