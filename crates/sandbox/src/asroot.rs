@@ -179,7 +179,7 @@ impl ContainerRoot {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        crate::protocol::pass_control_socket(&mut command, theirs_raw);
+        crate::protocol::prepare_helper_command(&mut command, Some(theirs_raw), &["TMPDIR"]);
         let child = command.spawn().map_err(|e| {
             SandboxError::io(
                 format!("starting the sandbox helper {}", program.display()),

@@ -7,6 +7,8 @@
 //! reports back. See docs/sandbox.md.
 
 mod asroot;
+pub mod caps;
+pub mod confine;
 mod helper;
 mod idmap;
 pub mod landlock;

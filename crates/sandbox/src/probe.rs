@@ -39,6 +39,8 @@ pub struct NamespaceChecks {
     pub overlay_in_userns: Check,
     pub fresh_proc: Check,
     pub chroot: Check,
+    /// `unshare(CLONE_NEWCGROUP)` inside a user namespace.
+    pub cgroupns: Check,
 }
 
 /// What isolation this process can use.
@@ -59,6 +61,8 @@ pub struct Capabilities {
     /// What `--isolation auto` picks, or why nothing works (JSON: `"userns"` or `{"error": ...}`).
     #[serde(serialize_with = "serialize_auto")]
     pub auto: Result<Isolation, String>,
+    /// What confines a step with the isolation `auto` picks.
+    pub confinement: crate::confine::Confinement,
 }
 
 fn serialize_landlock<S: serde::Serializer>(
@@ -99,10 +103,13 @@ impl Capabilities {
 /// Runs `helper probe` and assembles the capabilities.
 pub(crate) fn probe_with(program: &std::path::Path, args: &[String]) -> Capabilities {
     let euid = unsafe { libc::geteuid() };
-    let checks = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .arg("probe")
-        .stdin(std::process::Stdio::null())
+        .stdin(std::process::Stdio::null());
+    crate::protocol::prepare_helper_command(&mut command, None, &["TMPDIR"]);
+    let checks = command
         .output()
         .map_err(|e| format!("running the probe helper {}: {e}", program.display()))
         .and_then(|out| {
@@ -123,11 +130,12 @@ pub(crate) fn probe_with(program: &std::path::Path, args: &[String]) -> Capabili
                 userns: failed.clone(),
                 overlay_in_userns: failed.clone(),
                 fresh_proc: failed.clone(),
-                chroot: failed,
+                chroot: failed.clone(),
+                cgroupns: failed,
             }
         });
     let auto = decide_auto(euid, &checks);
-    Capabilities {
+    let mut caps = Capabilities {
         euid,
         user: crate::idmap::current_user_label(),
         subuid_ranges: ranges_for_current_user(std::path::Path::new("/etc/subuid"), euid),
@@ -137,7 +145,10 @@ pub(crate) fn probe_with(program: &std::path::Path, args: &[String]) -> Capabili
         checks,
         landlock: crate::landlock::kernel_abi(),
         auto,
-    }
+        confinement: crate::confine::Confinement::default(),
+    };
+    caps.confinement = crate::confine::Confinement::of(&caps);
+    caps
 }
 
 fn decide_auto(euid: u32, checks: &NamespaceChecks) -> Result<Isolation, String> {
@@ -268,6 +279,14 @@ fn try_proc(dir: &std::path::Path) -> Result<(), String> {
     })
 }
 
+fn try_cgroupns() -> Result<(), String> {
+    enter_userns()?;
+    // SAFETY: unshare takes flags only.
+    cvt(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) })
+        .map(|_| ())
+        .map_err(|e| format!("unshare(CLONE_NEWCGROUP): {}", errno_name(&e)))
+}
+
 fn try_chroot() -> Result<(), String> {
     let slash = cpath(std::path::Path::new("/")).map_err(|e| e.to_string())?;
     cvt(unsafe { libc::chroot(slash.as_ptr()) })
@@ -286,6 +305,7 @@ pub fn helper_probe() {
                 overlay_in_userns: c.clone(),
                 fresh_proc: c,
                 chroot: Check::from_result(in_child(try_chroot)),
+                cgroupns: Check::from_result(in_child(try_cgroupns)),
             }
         }
         Ok(()) => {
@@ -296,6 +316,7 @@ pub fn helper_probe() {
                 overlay_in_userns: Check::from_result(in_child(|| try_overlay(&overlay_dir))),
                 fresh_proc: Check::from_result(in_child(|| try_proc(&scratch))),
                 chroot: Check::from_result(in_child(try_chroot)),
+                cgroupns: Check::from_result(in_child(try_cgroupns)),
             };
             // overlayfs leaves work/work with mode 000, which would stop the removal.
             use std::os::unix::fs::PermissionsExt;

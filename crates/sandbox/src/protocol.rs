@@ -10,18 +10,38 @@ use crate::spec::{IdMapping, StepSpec, Stub};
 pub const CONTROL_FD: i32 = 3;
 
 /// Makes `command`'s child find `socket` (this process's end for the helper, opened
-/// close-on-exec) as [`CONTROL_FD`], open across its exec.
-pub(crate) fn pass_control_socket(command: &mut std::process::Command, socket: i32) {
+/// close-on-exec) as [`CONTROL_FD`], open across its exec, and nothing else of rbuild's:
+/// every other descriptor above stderr is marked close-on-exec (rbuild may have inherited
+/// descriptors without that flag from whoever started it, and a step must see none).
+/// The environment is cleared too (rbuild's may hold registry tokens and secret values);
+/// `pass_env` names the variables the helper needs (only `TMPDIR`, for the probe and the
+/// as-root worker; a step's helper gets none).
+pub(crate) fn prepare_helper_command(
+    command: &mut std::process::Command,
+    socket: Option<i32>,
+    pass_env: &[&str],
+) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: between fork and exec only dup2 and fcntl run, both async-signal-safe.
+    command.env_clear();
+    for name in pass_env {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    // SAFETY: between fork and exec only dup2, fcntl and close_range run, all
+    // async-signal-safe system calls; nothing allocates.
     unsafe {
         command.pre_exec(move || {
-            // dup2 clears close-on-exec on the copy; if it is already fd 3, clear it by hand.
-            if socket == CONTROL_FD {
-                crate::sys::set_cloexec(CONTROL_FD, false)?;
-            } else {
-                crate::sys::cvt(libc::dup2(socket, CONTROL_FD))?;
+            if let Some(socket) = socket {
+                // dup2 clears close-on-exec on the copy; if it is already fd 3, clear it by hand.
+                if socket == CONTROL_FD {
+                    crate::sys::set_cloexec(CONTROL_FD, false)?;
+                } else {
+                    crate::sys::cvt(libc::dup2(socket, CONTROL_FD))?;
+                }
             }
+            let first = if socket.is_some() { CONTROL_FD + 1 } else { 3 };
+            crate::sys::cloexec_from(first);
             Ok(())
         });
     }

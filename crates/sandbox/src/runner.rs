@@ -162,7 +162,7 @@ pub(crate) fn run_step(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    crate::protocol::pass_control_socket(&mut command, theirs_raw);
+    crate::protocol::prepare_helper_command(&mut command, Some(theirs_raw), &[]);
     let mut child = command.spawn().map_err(|e| {
         SandboxError::io(
             format!("starting the sandbox helper {}", program.display()),

@@ -80,6 +80,9 @@ impl Store {
         ] {
             std::fs::create_dir_all(dir).at("create store directory", dir)?;
         }
+        // Extracted images keep their setuid files and (as root) device nodes: no other
+        // local user may reach anything in here. An older store made 0755 is tightened.
+        make_private(&store.root)?;
         store.init_layout_file()?;
         store.init_index()?;
         Ok(store)
@@ -105,6 +108,7 @@ impl Store {
         }
         let dir = self.root.join(name);
         std::fs::create_dir_all(&dir).at("create state directory", &dir)?;
+        make_private(&dir)?;
         Ok(dir)
     }
 
@@ -140,4 +144,18 @@ impl Store {
         // The hex is validated by `Digest`, so this never leaves the blobs directory.
         self.blobs.join(digest.hex())
     }
+}
+
+/// Makes `dir` 0700 unless it already is closed to group and others.
+fn make_private(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir)
+        .at("stat store directory", dir)?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .at("make store directory private (0700)", dir)?;
+    }
+    Ok(())
 }

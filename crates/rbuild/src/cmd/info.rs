@@ -112,6 +112,32 @@ pub fn render_text(caps: &Capabilities, seccomp: &Result<SeccompSummary, Seccomp
             Err(e) => format!("nothing: {e}"),
         },
     );
+    let c = &caps.confinement;
+    let list = |items: &[String]| {
+        if items.is_empty() {
+            "none".to_string()
+        } else {
+            items.join(", ")
+        }
+    };
+    line("step id mapping", c.id_mapping.clone());
+    line("step masked paths", list(&c.masked_paths));
+    line("step read-only paths", list(&c.readonly_paths));
+    line("step /sys", c.sys.clone());
+    line("step nodev mounts", c.nodev.clone());
+    line("step capabilities", list(&c.capabilities));
+    line(
+        "step cgroup namespace",
+        if c.cgroup_namespace { "yes" } else { "no" }.to_string(),
+    );
+    line(
+        "step seccomp",
+        c.seccomp.clone().unwrap_or_else(|| "none".into()),
+    );
+    line(
+        "step landlock",
+        c.landlock.clone().unwrap_or_else(|| "none".into()),
+    );
     out
 }
 

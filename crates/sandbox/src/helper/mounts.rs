@@ -8,13 +8,15 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use crate::confine::{DEV_NODES, MASKED_PATHS, READONLY_PATHS};
 use crate::rootpath::{open_in_root, CreateAs};
 use crate::spec::{Network, Rootfs, StepSpec, Stub};
-use crate::sys::{cpath, cvt, errno_name, fd_path, mount};
+use crate::sys::{
+    cpath, cvt, errno_name, fd_path, mount, restrict_mounts, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC,
+    MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
+};
 
 use super::HelperError;
-
-const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 fn err(stage: &str, what: impl std::fmt::Display, e: io::Error) -> HelperError {
     HelperError::new(stage, format!("{what}: {}", errno_name(&e)))
@@ -44,6 +46,10 @@ fn mount_root(rootfs: &Rootfs) -> Result<PathBuf, HelperError> {
                 None,
             )
             .map_err(|e| err("mount rootfs", format!("bind {}", dir.display()), e))?;
+            // Device nodes an image ships (or a root step's host ids would honour) open
+            // nothing: Docker's rootfs is nodev too.
+            restrict_mounts(dir, MOUNT_ATTR_NODEV)
+                .map_err(|e| err("mount rootfs", format!("nodev on {}", dir.display()), e))?;
             Ok(dir.clone())
         }
         Rootfs::Overlay {
@@ -80,7 +86,14 @@ fn mount_root(rootfs: &Rootfs) -> Result<PathBuf, HelperError> {
                 upperdir.display(),
                 workdir.display()
             );
-            mount(Some("overlay"), merged, Some("overlay"), 0, Some(&data)).map_err(|e| {
+            mount(
+                Some("overlay"),
+                merged,
+                Some("overlay"),
+                libc::MS_NODEV,
+                Some(&data),
+            )
+            .map_err(|e| {
                 err(
                     "mount overlay",
                     format!("overlay on {} ({data})", merged.display()),
@@ -97,19 +110,77 @@ fn mount_proc(root: BorrowedFd<'_>, stubs: &mut Vec<Stub>) -> Result<(), HelperE
         .map_err(|e| err("mount /proc", "creating /proc", e))?;
     let path = fd_path(target.as_fd());
     let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    if mount(Some("proc"), &path, Some("proc"), flags, None).is_ok() {
-        return Ok(());
+    if mount(Some("proc"), &path, Some("proc"), flags, None).is_err() {
+        // A fresh procfs is refused when the host /proc has masked paths (inside
+        // containers); the host's /proc bound recursively keeps those masks, and ours go
+        // on top.
+        mount(
+            Some("/proc"),
+            &path,
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )
+        .map_err(|e| err("mount /proc", "binding the host /proc", e))?;
     }
-    // A fresh procfs is refused when the host /proc has masked paths (inside containers);
-    // the host's /proc bound recursively keeps those masks.
-    mount(
-        Some("/proc"),
-        &path,
-        None,
-        libc::MS_BIND | libc::MS_REC,
-        None,
-    )
-    .map_err(|e| err("mount /proc", "binding the host /proc", e))
+    confine_paths(root, "/proc/")
+}
+
+/// Masks and write-protects the paths of [`MASKED_PATHS`] and [`READONLY_PATHS`] under
+/// `prefix` (`/proc/` or `/sys/`), which must be mounted already.
+fn confine_paths(root: BorrowedFd<'_>, prefix: &str) -> Result<(), HelperError> {
+    let stage = "confine";
+    let mut ignored = Vec::new();
+    for path in MASKED_PATHS.iter().filter(|p| p.starts_with(prefix)) {
+        let target = match open_in_root(root, path, CreateAs::Nothing, &mut ignored) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(err(stage, format!("opening {path}"), e)),
+        };
+        let target_path = fd_path(target.as_fd());
+        let is_dir = std::fs::metadata(&target_path)
+            .map_err(|e| err(stage, format!("stat {path}"), e))?
+            .is_dir();
+        if is_dir {
+            mount(
+                Some("tmpfs"),
+                &target_path,
+                Some("tmpfs"),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                Some("mode=0555,size=4k"),
+            )
+            .map_err(|e| err(stage, format!("masking {path} with an empty tmpfs"), e))?;
+        } else {
+            mount(Some("/dev/null"), &target_path, None, libc::MS_BIND, None)
+                .map_err(|e| err(stage, format!("masking {path} with /dev/null"), e))?;
+        }
+    }
+    for path in READONLY_PATHS.iter().filter(|p| p.starts_with(prefix)) {
+        let target = match open_in_root(root, path, CreateAs::Nothing, &mut ignored) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(err(stage, format!("opening {path}"), e)),
+        };
+        let target_path = fd_path(target.as_fd());
+        mount(
+            Some(&target_path.to_string_lossy()),
+            &target_path,
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )
+        .map_err(|e| err(stage, format!("binding {path} onto itself"), e))?;
+        drop(target);
+        // Reopen: the descriptor above names what lies under the new mount.
+        let mounted = open_in_root(root, path, CreateAs::Nothing, &mut ignored)
+            .map_err(|e| err(stage, format!("reopening {path}"), e))?;
+        restrict_mounts(
+            &fd_path(mounted.as_fd()),
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        )
+        .map_err(|e| err(stage, format!("making {path} read-only"), e))?;
+    }
+    Ok(())
 }
 
 fn mount_dev(root: BorrowedFd<'_>, stubs: &mut Vec<Stub>) -> Result<(), HelperError> {
@@ -174,7 +245,9 @@ fn mount_dev(root: BorrowedFd<'_>, stubs: &mut Vec<Stub>) -> Result<(), HelperEr
 fn mount_sys(root: BorrowedFd<'_>, stubs: &mut Vec<Stub>) -> Result<(), HelperError> {
     let target = open_in_root(root, "/sys", CreateAs::Dir, stubs)
         .map_err(|e| err("mount /sys", "creating /sys", e))?;
-    // Host sysfs files belong to ids outside the namespace, so the step cannot write them.
+    // A fresh sysfs needs the network namespace to be ours, which it is not with the host
+    // network: bind the host's, then make it and every mount below it read-only. Without
+    // that a root build's step (host root's ids) could write sysfs and cgroupfs files.
     mount(
         Some("/sys"),
         &fd_path(target.as_fd()),
@@ -182,7 +255,23 @@ fn mount_sys(root: BorrowedFd<'_>, stubs: &mut Vec<Stub>) -> Result<(), HelperEr
         libc::MS_BIND | libc::MS_REC,
         None,
     )
-    .map_err(|e| err("mount /sys", "binding the host /sys", e))
+    .map_err(|e| err("mount /sys", "binding the host /sys", e))?;
+    drop(target);
+    let mut ignored = Vec::new();
+    let sys = open_in_root(root, "/sys", CreateAs::Nothing, &mut ignored)
+        .map_err(|e| err("mount /sys", "reopening /sys", e))?;
+    restrict_mounts(
+        &fd_path(sys.as_fd()),
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+    )
+    .map_err(|e| {
+        err(
+            "mount /sys",
+            "making /sys read-only (mount_setattr, Linux 5.12)",
+            e,
+        )
+    })?;
+    confine_paths(root, "/sys/")
 }
 
 fn bind_into(
@@ -210,19 +299,24 @@ fn bind_into(
         None,
     )
     .map_err(|e| err(stage, format!("{} on {target}", source.display()), e))?;
+    drop(fd);
+    // Sources come from images, other stages and the context: their device nodes must
+    // open nothing, as on Docker's bind mounts of them.
+    let mut attrs = MOUNT_ATTR_NODEV;
     if readonly {
-        let mut ignored = Vec::new();
-        let mounted = open_in_root(root, target, CreateAs::Nothing, &mut ignored)
-            .map_err(|e| err(stage, format!("reopening {target}"), e))?;
-        mount(
-            None,
-            &fd_path(mounted.as_fd()),
-            None,
-            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_REC,
-            None,
-        )
-        .map_err(|e| err(stage, format!("read-only remount of {target}"), e))?;
+        attrs |= MOUNT_ATTR_RDONLY;
     }
+    let mut ignored = Vec::new();
+    let mounted = open_in_root(root, target, CreateAs::Nothing, &mut ignored)
+        .map_err(|e| err(stage, format!("reopening {target}"), e))?;
+    restrict_mounts(&fd_path(mounted.as_fd()), attrs).map_err(|e| {
+        let what = if readonly {
+            "read-only, nodev"
+        } else {
+            "nodev"
+        };
+        err(stage, format!("making {target} {what}"), e)
+    })?;
     Ok(())
 }
 

@@ -25,7 +25,19 @@ pub fn run(
     if spec.network == Network::None {
         flags |= libc::CLONE_NEWNET;
     }
-    cvt(unsafe { libc::unshare(flags) }).map_err(|e| {
+    // A cgroup namespace: the step sees its own cgroup as the root (/proc/self/cgroup),
+    // as in a Docker container; its cgroupfs is read-only either way (mounts.rs).
+    // SAFETY: unshare takes flags only.
+    let unshared = cvt(unsafe { libc::unshare(flags | libc::CLONE_NEWCGROUP) });
+    let unshared = match unshared {
+        // A kernel built without cgroup namespaces: the rest still holds.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            // SAFETY: as above.
+            cvt(unsafe { libc::unshare(flags) })
+        }
+        other => other,
+    };
+    unshared.map_err(|e| {
         HelperError::new(
             "unshare",
             format!(
@@ -91,6 +103,13 @@ fn run_init(spec: &StepSpec, control: &UnixStream, mapping: IdMapping) -> i32 {
     if let Err(e) = set_pdeathsig(libc::SIGKILL) {
         return report(HelperError::new("prctl", e.to_string()));
     }
+    // The step's processes share our uid. Non-dumpable, we are out of their reach: no
+    // ptrace or pidfd_getfd (our control socket), no /proc/1/environ, mem or fd; that needs
+    // CAP_SYS_PTRACE over the namespace our memory was created in, the host's.
+    // SAFETY: prctl with integer arguments only changes a flag of this process.
+    if let Err(e) = cvt(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }) {
+        return report(HelperError::new("prctl", format!("PR_SET_DUMPABLE: {e}")));
+    }
     let stubs = match mounts::setup(spec) {
         Ok(stubs) => stubs,
         Err(e) => return report(e),
@@ -104,7 +123,13 @@ fn run_init(spec: &StepSpec, control: &UnixStream, mapping: IdMapping) -> i32 {
     };
     if child == 0 {
         unsafe { libc::setsid() };
-        let e = exec_command(spec, mapping);
+        // Docker's default set and no more, before the user switch (which needs SETUID and
+        // SETGID, both kept): the step's root, and any setuid program its user runs, gets
+        // at most these. Init keeps its own (it reaps, nothing more).
+        let e = match crate::caps::drop_to_docker_caps() {
+            Ok(()) => exec_command(spec, mapping),
+            Err(e) => HelperError::new("capabilities", format!("dropping to Docker's set: {e}")),
+        };
         let _ = send(control, &e.into_message());
         unsafe { libc::_exit(127) };
     }
