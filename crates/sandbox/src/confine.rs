@@ -61,6 +61,18 @@ pub struct Confinement {
     pub landlock: Option<String>,
 }
 
+/// The filter a step of `isolation` runs under, in a few words.
+fn seccomp_line(isolation: crate::Isolation) -> String {
+    match crate::seccomp::summary() {
+        Ok(s) if isolation == crate::Isolation::Chroot => format!(
+            "{} ({} syscalls allowed), and ptrace, process_vm_*, chroot refused",
+            s.profile, s.allowed_syscalls
+        ),
+        Ok(s) => format!("{} ({} syscalls allowed)", s.profile, s.allowed_syscalls),
+        Err(e) => format!("unavailable: {e}"),
+    }
+}
+
 impl Confinement {
     /// The confinement a step gets on this machine with the isolation `auto` picks.
     pub fn of(caps: &crate::Capabilities) -> Confinement {
@@ -92,15 +104,21 @@ impl Confinement {
                     .map(|(_, name)| name.to_string())
                     .collect(),
                 cgroup_namespace: caps.checks.cgroupns.ok,
-                seccomp: None,
-                landlock: None,
+                seccomp: Some(seccomp_line(crate::Isolation::Userns)),
+                landlock: Some("not used: the step's mount namespace holds it in its root".into()),
             },
             Ok(crate::Isolation::Chroot) => Confinement {
                 isolation: Some(crate::Isolation::Chroot),
                 id_mapping: "none: container ids are host ids (no user namespace)".into(),
                 sys: "none unless the rootfs has one".into(),
                 nodev: "none".into(),
-                capabilities: vec!["rbuild's own".into()],
+                capabilities: crate::caps::DOCKER_CAPS
+                    .iter()
+                    .map(|(_, name)| name.to_string())
+                    .filter(|name| !name.ends_with("MKNOD") && !name.ends_with("SYS_CHROOT"))
+                    .collect(),
+                seccomp: Some(seccomp_line(crate::Isolation::Chroot)),
+                landlock: Some(crate::landlock::describe(&caps.landlock)),
                 ..Confinement::default()
             },
             _ => Confinement {
