@@ -185,7 +185,14 @@ pub fn run(spec: &StepSpec, control: &UnixStream) -> Result<(), HelperError> {
         unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
         unsafe { libc::setsid() };
         let _ = set_pdeathsig(libc::SIGKILL);
-        let e = match chroot_into(&root_fd).and_then(|()| confine(&root_fd, spec.network)) {
+        // The seccomp filter before Landlock and the capability drop: as real root it then
+        // needs no no_new_privs of its own.
+        let e = match chroot_into(&root_fd)
+            .and_then(|()| {
+                crate::seccomp::install_step_filter().map_err(|e| HelperError::new("seccomp", e))
+            })
+            .and_then(|()| confine(&root_fd, spec.network))
+        {
             Ok(()) => exec_command(spec, IdMapping::None),
             Err(e) => e,
         };

@@ -27,9 +27,8 @@ fn unmapped_hint(kind: &str, id: u32, mapping: IdMapping) -> String {
 }
 
 fn try_exec(spec: &StepSpec, mapping: IdMapping) -> Result<std::convert::Infallible, HelperError> {
-    // Before the user switch drops our capabilities: with CAP_SYS_ADMIN no no_new_privs is
-    // needed, so setuid programs keep working in the step.
-    crate::seccomp::install_step_filter().map_err(|e| HelperError::new("seccomp", e))?;
+    // The seccomp filter is already installed (userns.rs, chroot.rs): before capabilities
+    // are dropped, so that with CAP_SYS_ADMIN it needs no no_new_privs.
     let user = &spec.user;
     let groups: Vec<libc::gid_t> = user.groups.clone();
     if let Err(e) = cvt(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) }) {

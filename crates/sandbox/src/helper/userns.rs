@@ -126,9 +126,17 @@ fn run_init(spec: &StepSpec, control: &UnixStream, mapping: IdMapping) -> i32 {
         // Docker's default set and no more, before the user switch (which needs SETUID and
         // SETGID, both kept): the step's root, and any setuid program its user runs, gets
         // at most these. Init keeps its own (it reaps, nothing more).
-        let e = match crate::caps::drop_to_docker_caps() {
+        // The seccomp filter first: with CAP_SYS_ADMIN (still held here) it needs no
+        // no_new_privs, so setuid programs keep working in the step.
+        let e = match crate::seccomp::install_step_filter()
+            .map_err(|e| HelperError::new("seccomp", e))
+            .and_then(|()| {
+                crate::caps::drop_to_docker_caps().map_err(|e| {
+                    HelperError::new("capabilities", format!("dropping to Docker's set: {e}"))
+                })
+            }) {
             Ok(()) => exec_command(spec, mapping),
-            Err(e) => HelperError::new("capabilities", format!("dropping to Docker's set: {e}")),
+            Err(e) => e,
         };
         let _ = send(control, &e.into_message());
         unsafe { libc::_exit(127) };
