@@ -84,7 +84,9 @@ impl TransferProgressArgs {
 /// The reporter for a progress choice (also used by `build` for base pulls and `--push`).
 pub(super) fn progress_reporter(choice: TransferProgressArg) -> Box<dyn Progress> {
     match choice {
-        TransferProgressArg::Plain => Box::new(PlainProgress::stderr()),
+        TransferProgressArg::Plain => Box::new(PlainProgress::new(
+            crate::escape::EscapingWriter::new(std::io::stderr()),
+        )),
         TransferProgressArg::Json => Box::new(JsonProgress::stderr()),
         TransferProgressArg::Quiet => Box::new(NoProgress),
     }

@@ -1,0 +1,139 @@
+//! Hostile build inputs through the command line (docs/security.md): nothing outside the
+//! context is read as build input, errors are printed once with control characters
+//! escaped, and invalid `--chown` ids are refused.
+
+mod common;
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use common::{fails, ok, rbuild};
+
+const SECRET: &str = "s3cr3t-token-value";
+
+fn build(root: &Path, ctx: &Path, extra: &[&str]) -> std::process::Output {
+    rbuild(root)
+        .args(["build", "-q"])
+        .args(extra)
+        .arg(ctx)
+        .env("RBUILD_TEST_SECRET", SECRET)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_dockerfile_symlink_out_of_the_context_reads_nothing_from_the_host() {
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let host_file = outside.path().join("host-secret");
+    std::fs::write(&host_file, format!("{SECRET}\n")).unwrap();
+    for target in [
+        Path::new("/proc/self/environ").to_path_buf(),
+        host_file.clone(),
+        Path::new("../../../../../../../../..").join(host_file.strip_prefix("/").unwrap()),
+    ] {
+        let ctx = tempfile::tempdir().unwrap();
+        symlink(&target, ctx.path().join("Dockerfile")).unwrap();
+        let stderr = fails(build(root.path(), ctx.path(), &[]));
+        assert!(
+            stderr.contains("unable to open the Dockerfile") && !stderr.contains(SECRET),
+            "{target:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_context_tarball_with_a_dockerfile_symlink_reads_nothing_from_the_host() {
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let host_file = outside.path().join("host-secret");
+    std::fs::write(&host_file, format!("{SECRET}\n")).unwrap();
+    let tar_path = outside.path().join("ctx.tar");
+    let mut tar = tar::Builder::new(std::fs::File::create(&tar_path).unwrap());
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Symlink);
+    header.set_size(0);
+    header.set_mode(0o777);
+    tar.append_link(&mut header, "Dockerfile", &host_file)
+        .unwrap();
+    tar.finish().unwrap();
+    drop(tar);
+    let stderr = fails(build(root.path(), &tar_path, &[]));
+    assert!(
+        stderr.contains("unable to open the Dockerfile") && !stderr.contains(SECRET),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn symlinks_inside_the_context_and_dash_f_outside_it_are_read() {
+    let root = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::create_dir(ctx.path().join("sub")).unwrap();
+    std::fs::write(
+        ctx.path().join("sub/real.Dockerfile"),
+        "FROM scratch\nLABEL from=inside\n",
+    )
+    .unwrap();
+    // An absolute target resolves from the context root, as in BuildKit.
+    symlink("/sub/real.Dockerfile", ctx.path().join("Dockerfile")).unwrap();
+    ok(build(root.path(), ctx.path(), &["-t", "inside:1"]));
+    // `-f` names the user's own file: read from where it is, even outside the context.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let dockerfile = elsewhere.path().join("Dockerfile.outside");
+    std::fs::write(&dockerfile, "FROM scratch\nLABEL from=outside\n").unwrap();
+    ok(build(
+        root.path(),
+        ctx.path(),
+        &["-t", "outside:1", "-f", dockerfile.to_str().unwrap()],
+    ));
+    let inspect = ok(rbuild(root.path())
+        .args(["inspect", "inside:1", "outside:1"])
+        .output()
+        .unwrap());
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        text.contains("\"inside\"") && text.contains("\"outside\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_parse_error_is_printed_once_with_control_characters_escaped() {
+    let root = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nENV A=1\nCOPPY \x1b]0;owned\x07 \x1b[2J b\n",
+    )
+    .unwrap();
+    let stderr = fails(build(root.path(), ctx.path(), &[]));
+    assert_eq!(
+        stderr.matches("unknown instruction: COPPY").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\x1b') && !stderr.contains('\x07'),
+        "raw control characters reached the terminal: {stderr:?}"
+    );
+    assert!(stderr.contains("\\x1b]0;owned\\x07 \\x1b[2J"), "{stderr}");
+}
+
+#[test]
+fn an_out_of_range_chown_id_is_refused_naming_it() {
+    let root = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("a"), "a").unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY --chown=4294967295:4294967295 a /a\n",
+    )
+    .unwrap();
+    let stderr = fails(build(root.path(), ctx.path(), &[]));
+    assert!(
+        stderr.contains("Dockerfile:2")
+            && stderr.contains("user id 4294967295 is out of range (ids go from 0 to 4294967294)"),
+        "{stderr}"
+    );
+}
