@@ -137,3 +137,70 @@ fn an_out_of_range_chown_id_is_refused_naming_it() {
         "{stderr}"
     );
 }
+
+/// A registry that answers every request with headers and then one byte every 200 ms.
+fn slow_loris_registry() -> String {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 1000\r\n\r\n";
+                if stream.write_all(answer.as_bytes()).is_err() {
+                    return;
+                }
+                while stream.write_all(b" ").is_ok() {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            });
+        }
+    });
+    host
+}
+
+#[test]
+fn pull_from_a_slow_loris_registry_ends_at_the_registry_timeout() {
+    let host = slow_loris_registry();
+    let root = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let stderr = fails(
+        rbuild(root.path())
+            .args(["pull", "--registry-timeout", "1.5"])
+            .arg(format!("{host}/evil/image:latest"))
+            .output()
+            .unwrap(),
+    );
+    let took = started.elapsed();
+    assert!(
+        stderr.contains("timed out") && stderr.contains("request timeout of 1.5s"),
+        "{stderr}"
+    );
+    assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+    // The same from the environment, as CI would configure it.
+    let stderr = fails(
+        rbuild(root.path())
+            .args(["pull"])
+            .arg(format!("{host}/evil/image:latest"))
+            .env("RBUILD_REGISTRY_TIMEOUT", "1")
+            .output()
+            .unwrap(),
+    );
+    assert!(stderr.contains("request timeout of 1s"), "{stderr}");
+    let stderr = fails(
+        rbuild(root.path())
+            .args(["pull", "--registry-timeout", "0"])
+            .arg(format!("{host}/evil/image:latest"))
+            .output()
+            .unwrap(),
+    );
+    assert!(stderr.contains("a timeout must be over 0"), "{stderr}");
+}

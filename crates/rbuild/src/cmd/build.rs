@@ -140,6 +140,8 @@ pub struct BuildArgs {
     /// A registry reached over plain HTTP or with an untrusted certificate (repeatable).
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+    #[command(flatten)]
+    pub registry_timeouts: super::registry::RegistryTimeouts,
     /// Also put the result into rbuild's image store.
     #[arg(long)]
     pub load_into_store: bool,
@@ -340,6 +342,11 @@ fn refuse_native_only(args: &BuildArgs) -> Result<()> {
         (
             args.max_parallelism.is_some(),
             "--max-parallelism (the daemon schedules its own steps)",
+        ),
+        (
+            args.registry_timeouts.any_set(),
+            "--registry-timeout and the other registry timeouts (the daemon pulls and pushes \
+             with its own)",
         ),
     ];
     for (present, what) in unsupported {

@@ -40,6 +40,7 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
         insecure_registries: args.insecure_registries.clone(),
         ca_files: Vec::new(),
         mirrors: args.registry_mirrors.clone(),
+        timeouts: args.registry_timeouts.clone(),
     };
     let client = registry_options.client();
     let runtime = registry::runtime()?;
