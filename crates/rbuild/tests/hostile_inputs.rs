@@ -204,3 +204,31 @@ fn pull_from_a_slow_loris_registry_ends_at_the_registry_timeout() {
     );
     assert!(stderr.contains("a timeout must be over 0"), "{stderr}");
 }
+
+/// What a RUN step prints reaches plain progress with its control characters escaped (as
+/// `docker build --progress plain` shows them), so a step cannot clear or retitle the
+/// terminal of whoever reads the log.
+#[test]
+fn run_output_in_plain_progress_has_control_characters_escaped() {
+    let root = common::store_with_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox:latest\nRUN printf 'before\\033[2J\\033]0;title\\007after\\n'\n",
+    )
+    .unwrap();
+    let out = ok(rbuild(root.path())
+        .args(["build", "--progress", "plain", "--no-cache"])
+        .arg(ctx.path())
+        .output()
+        .unwrap());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("before\\x1b[2J\\x1b]0;title\\x07after"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\x1b') && !stderr.contains('\x07'),
+        "raw control characters in the progress: {stderr:?}"
+    );
+}
