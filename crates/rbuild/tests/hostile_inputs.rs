@@ -232,3 +232,40 @@ fn run_output_in_plain_progress_has_control_characters_escaped() {
         "raw control characters in the progress: {stderr:?}"
     );
 }
+
+/// COPY sources resolve symlinks inside the context, as BuildKit does: a link to a host
+/// file copies nothing from the host, a link with an absolute target inside the context
+/// copies the context's file.
+#[test]
+fn copy_sources_resolve_symlinks_inside_the_context() {
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let host_file = outside.path().join("host-secret");
+    std::fs::write(&host_file, SECRET).unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    symlink(&host_file, ctx.path().join("to-host")).unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY to-host /x\n",
+    )
+    .unwrap();
+    let stderr = fails(build(root.path(), ctx.path(), &[]));
+    assert!(
+        stderr.contains("not found in the build context") && !stderr.contains(SECRET),
+        "{stderr}"
+    );
+    // The same absolute target, recreated inside the context, is what is copied.
+    let inside = ctx.path().join(host_file.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
+    std::fs::write(&inside, "context copy").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    ok(build(
+        root.path(),
+        ctx.path(),
+        &["-o", &format!("type=local,dest={}", out.path().display())],
+    ));
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("x")).unwrap(),
+        "context copy"
+    );
+}
