@@ -269,3 +269,44 @@ fn copy_sources_resolve_symlinks_inside_the_context() {
         "context copy"
     );
 }
+
+#[test]
+fn an_oversized_dockerfile_is_refused_before_it_is_read() {
+    let root = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    // Sparse: 9 GiB claimed, nothing on disk; reading it whole would exhaust memory.
+    let file = std::fs::File::create(ctx.path().join("Dockerfile")).unwrap();
+    file.set_len(9 << 30).unwrap();
+    let stderr = fails(build(root.path(), ctx.path(), &[]));
+    assert!(
+        stderr.contains("unable to open the Dockerfile")
+            && stderr.contains("larger than the limit of 8388608 bytes"),
+        "{stderr}"
+    );
+    // The same through standard input.
+    let mut child = rbuild(root.path())
+        .args(["build", "-q", "-f", "-"])
+        .arg(ctx.path())
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write as _;
+        let line = [b'#'; 4096];
+        // Stops when rbuild closes the pipe after the limit.
+        for _ in 0..4096 {
+            if stdin.write_all(&line).is_err() {
+                break;
+            }
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let stderr = fails(out);
+    assert!(
+        stderr.contains("on standard input is larger than the limit of 8388608 bytes"),
+        "{stderr}"
+    );
+}

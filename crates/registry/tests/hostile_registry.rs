@@ -377,6 +377,12 @@ fn manifest_with(layers: usize, config_size: u64) -> Vec<u8> {
 
 #[test]
 fn too_many_layers_or_a_huge_config_are_refused_before_any_blob() {
+    if !rbuild_testutil::memory_limited(
+        "too_many_layers_or_a_huge_config_are_refused_before_any_blob",
+        1 << 30,
+    ) {
+        return;
+    }
     use rbuild_registry::manifest::{MAX_CONFIG_BYTES, MAX_LAYERS};
     let cases = [
         (
