@@ -76,23 +76,29 @@ impl SourceRoot<'_> {
                 if self.excluded(rel) {
                     return Err(format!("{src:?} is excluded by .dockerignore"));
                 }
-                let host = dir.join(rel);
-                if std::fs::symlink_metadata(&host).is_err() {
-                    return Err(format!("{src:?} not found in the build context"));
-                }
-                let real = host
-                    .canonicalize()
-                    .map_err(|e| format!("{src:?} cannot be resolved in the build context: {e}"))?;
-                let root = dir
-                    .canonicalize()
-                    .map_err(|e| format!("build context {}: {e}", dir.display()))?;
-                if !real.starts_with(&root) {
-                    return Err(format!(
-                        "{src:?} is a symlink pointing outside the build context"
-                    ));
+                // Symlinks resolve inside the context, as BuildKit resolves them in its
+                // copy of it: `link -> /etc/passwd` names the context's own etc/passwd.
+                let host = match host_path_in_root(dir, &format!("/{rel}")) {
+                    Ok(Some(host)) => host,
+                    Ok(None) => return Err(format!("{src:?} not found in the build context")),
+                    Err(e) => {
+                        return Err(format!(
+                            "{src:?} cannot be resolved in the build context: {e}"
+                        ))
+                    }
+                };
+                // What a symlink leads to must not be excluded either: BuildKit never
+                // receives an excluded file.
+                if let Ok(real_rel) = host.strip_prefix(dir) {
+                    let real_rel = real_rel.to_string_lossy();
+                    if real_rel != rel && self.excluded(&real_rel) {
+                        return Err(format!(
+                            "{src:?} leads to {real_rel:?}, which is excluded by .dockerignore"
+                        ));
+                    }
                 }
                 Ok(Source {
-                    host: real,
+                    host,
                     rel: rel.to_string(),
                 })
             }
@@ -405,9 +411,23 @@ mod tests {
             .expand("../secret")
             .unwrap_err()
             .contains("outside the build context"));
-        assert!(root
+        // A symlink out of the context resolves inside it (BuildKit): to ctx/secret,
+        // which does not exist, never to the host's file.
+        assert!(root.expand("link").unwrap_err().contains("not found"));
+        std::os::unix::fs::symlink(dir.path().join("secret"), ctx.join("abs")).unwrap();
+        assert!(root.expand("abs").unwrap_err().contains("not found"));
+        std::fs::write(ctx.join("secret"), "inside").unwrap();
+        let found = root.expand("link").unwrap();
+        assert_eq!(std::fs::read(&found[0].host).unwrap(), b"inside");
+        // An excluded file is not reachable through a symlink either.
+        let ignore = PatternMatcher::new(["secret"]).unwrap();
+        let filtered = SourceRoot::Context {
+            dir: &ctx,
+            ignore: Some(&ignore),
+        };
+        assert!(filtered
             .expand("link")
             .unwrap_err()
-            .contains("symlink pointing outside"));
+            .contains("excluded by .dockerignore"));
     }
 }

@@ -46,7 +46,7 @@ impl Expander<'_> {
     }
     /// Heredoc bodies are expanded with quotes left alone (BuildKit's `ExpandRaw`).
     fn inline(&self, sources: &[InlineSource]) -> R<Vec<InlineSource>> {
-        let raw = (*self.lexer).with_skip_process_quotes(true);
+        let raw = self.lexer.clone().with_skip_process_quotes(true);
         sources
             .iter()
             .map(|s| {
@@ -95,6 +95,7 @@ pub fn expand_instruction(
             c.dest = x.word(&c.dest)?;
             c.from = x.opt(&c.from)?;
             c.chown = x.opt(&c.chown)?;
+            check_chown(c.chown.as_deref())?;
             c.chmod = x.opt(&c.chmod)?;
             c.exclude = x.all(&c.exclude)?;
             Instruction::Copy(c)
@@ -105,6 +106,7 @@ pub fn expand_instruction(
             a.inline_sources = x.inline(&a.inline_sources)?;
             a.dest = x.word(&a.dest)?;
             a.chown = x.opt(&a.chown)?;
+            check_chown(a.chown.as_deref())?;
             a.chmod = x.opt(&a.chmod)?;
             a.checksum = x.opt(&a.checksum)?;
             a.exclude = x.all(&a.exclude)?;
@@ -145,6 +147,34 @@ pub fn expand_instruction(
         }
         other => other.clone(),
     })
+}
+
+/// The largest user or group id: 4294967295 is `(uid_t)-1`, which `chown` takes as "leave
+/// unchanged", so accepting it would silently leave files owned by root.
+pub const MAX_ID: u32 = u32::MAX - 1;
+
+/// Refuses a numeric `--chown` user or group that is not a valid id (over [`MAX_ID`]);
+/// names are resolved later against the image's /etc/passwd and /etc/group.
+fn check_chown(chown: Option<&str>) -> R<()> {
+    let Some(spec) = chown else {
+        return Ok(());
+    };
+    let (user, group) = match spec.split_once(':') {
+        Some((user, group)) => (user, Some(group)),
+        None => (spec, None),
+    };
+    for (what, part) in [("user", Some(user)), ("group", group)] {
+        let Some(part) = part.filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if part.parse::<u32>().map_or(true, |id| id > MAX_ID) {
+            return Err(format!(
+                "--chown={spec}: {what} id {part} is out of range (ids go from 0 to {MAX_ID})"
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Command {

@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod instructions;
+pub mod limits;
 pub mod syntax;
 
 pub use error::{Error, Source};

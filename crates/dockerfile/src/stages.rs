@@ -3,13 +3,15 @@
 //! and the stage dependency graph.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-use rbuild_shell::Lexer;
+use rbuild_shell::{ExpansionBudget, Lexer};
 use serde::Serialize;
 
 use crate::error::{Error, Source};
 use crate::expand::expand_instruction;
 use crate::instructions::{parse_command, Command, Instruction, MountType};
+use crate::limits::{MAX_DOCKERFILE_BYTES, MAX_EXPANSION_BYTES, MAX_INSTRUCTIONS, MAX_STAGES};
 use crate::syntax::{self, Directive, Warning};
 
 /// Build arguments usable without an ARG declaration (they reach RUN only).
@@ -130,7 +132,29 @@ pub struct Dockerfile {
     pub stages: Vec<Stage>,
     #[serde(skip)]
     text: String,
+    /// Shared by every lexer of this Dockerfile: bounds the total text expansion produces.
+    #[serde(skip)]
+    budget: SharedBudget,
 }
+
+/// The expansion budget of a [`Dockerfile`]: bookkeeping, not content, so it never makes
+/// two Dockerfiles differ.
+#[derive(Debug, Clone)]
+struct SharedBudget(Arc<ExpansionBudget>);
+
+impl Default for SharedBudget {
+    fn default() -> Self {
+        SharedBudget(ExpansionBudget::new(MAX_EXPANSION_BYTES))
+    }
+}
+
+impl PartialEq for SharedBudget {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for SharedBudget {}
 
 /// What a stage builds on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -173,12 +197,41 @@ pub struct BuildPlan {
 /// Parses a Dockerfile: syntax, typed instructions and stages. `file` is used in errors.
 pub fn parse_dockerfile(file: &str, text: &str) -> Result<Dockerfile, Error> {
     let source = Source::new(file, text);
+    if text.len() as u64 > MAX_DOCKERFILE_BYTES {
+        return Err(Error {
+            file: file.to_string(),
+            line: 1,
+            column: 1,
+            message: format!(
+                "the Dockerfile is {} bytes, more than the limit of {MAX_DOCKERFILE_BYTES}",
+                text.len()
+            ),
+            source_line: None,
+        });
+    }
     let parsed =
         syntax::parse(text).map_err(|e| source.error(e.start_line, e.end_line, None, e.message))?;
     let mut meta_args = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
+    if parsed.ast.children.len() > MAX_INSTRUCTIONS {
+        let node = &parsed.ast.children[MAX_INSTRUCTIONS];
+        return Err(source.error(
+            node.start_line,
+            node.end_line,
+            None,
+            format!("more than the limit of {MAX_INSTRUCTIONS} instructions"),
+        ));
+    }
     for node in &parsed.ast.children {
         let cmd = parse_command(node, &source)?;
+        if matches!(cmd.instruction, Instruction::From(_)) && stages.len() == MAX_STAGES {
+            return Err(source.error(
+                node.start_line,
+                node.end_line,
+                None,
+                format!("more than the limit of {MAX_STAGES} build stages"),
+            ));
+        }
         match (&cmd.instruction, stages.last_mut()) {
             (Instruction::From(f), _) => stages.push(Stage {
                 index: stages.len(),
@@ -206,6 +259,7 @@ pub fn parse_dockerfile(file: &str, text: &str) -> Result<Dockerfile, Error> {
         meta_args,
         stages,
         text: text.to_string(),
+        budget: SharedBudget::default(),
     })
 }
 
@@ -224,8 +278,10 @@ impl Dockerfile {
     }
 
     /// A lexer with this file's escape character.
+    /// A lexer with this file's escape character, sharing this file's expansion budget
+    /// ([`crate::limits::MAX_EXPANSION_BYTES`]).
     pub fn lexer(&self) -> Lexer {
-        Lexer::new(self.escape)
+        Lexer::new(self.escape).with_budget(self.budget.0.clone())
     }
 
     /// The stage with this name (case-insensitive).
@@ -336,35 +392,47 @@ impl Dockerfile {
             _ => Vec::new(),
         };
         for cmd in self.stages[stage].commands.iter().take(upto) {
-            match &cmd.instruction {
-                // As the executor: an ARG's default is expanded only when no --build-arg
-                // replaces it (BuildKit defers the ARG's expansion error).
-                Instruction::Arg(a) => {
-                    for d in &a.args {
-                        let default = match &d.value {
-                            Some(raw) if !opts.build_args.contains_key(&d.key) => Some(
-                                lexer
-                                    .process_word(raw, &env)
-                                    .map_err(|e| self.error_at(cmd, None, e.to_string()))?,
-                            ),
-                            other => other.clone(),
-                        };
-                        if let Some(v) =
-                            self.stage_arg_value(&d.key, default.as_deref(), global, opts)
-                        {
-                            env.push((d.key.clone(), v));
-                        }
-                    }
-                }
-                Instruction::Env(_) => {
-                    if let Instruction::Env(e) = cmd.expand(&self.file, &lexer, &env)?.instruction {
-                        env.extend(e.pairs.into_iter().map(|p| (p.key, p.value)));
-                    }
-                }
-                _ => {}
-            }
+            self.extend_env(cmd, &lexer, &mut env, global, opts)?;
         }
         Ok(env)
+    }
+
+    /// Adds what an ARG or ENV command declares to a stage's expansion environment.
+    fn extend_env(
+        &self,
+        cmd: &Command,
+        lexer: &Lexer,
+        env: &mut Vec<(String, String)>,
+        global: &[(String, String)],
+        opts: &BuildOptions,
+    ) -> Result<(), Error> {
+        match &cmd.instruction {
+            // As the executor: an ARG's default is expanded only when no --build-arg
+            // replaces it (BuildKit defers the ARG's expansion error).
+            Instruction::Arg(a) => {
+                for d in &a.args {
+                    let default = match &d.value {
+                        Some(raw) if !opts.build_args.contains_key(&d.key) => Some(
+                            lexer
+                                .process_word(raw, &*env)
+                                .map_err(|e| self.error_at(cmd, None, e.to_string()))?,
+                        ),
+                        other => other.clone(),
+                    };
+                    if let Some(v) = self.stage_arg_value(&d.key, default.as_deref(), global, opts)
+                    {
+                        env.push((d.key.clone(), v));
+                    }
+                }
+            }
+            Instruction::Env(_) => {
+                if let Instruction::Env(e) = cmd.expand(&self.file, lexer, &*env)?.instruction {
+                    env.extend(e.pairs.into_iter().map(|p| (p.key, p.value)));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// What stage `stage` is built on: FROM expanded with the global scope, then matched
@@ -436,16 +504,19 @@ impl Dockerfile {
             });
         }
         let lexer = self.lexer();
-        for (n, cmd) in s.commands.iter().enumerate() {
+        // Built as the commands are walked (not recomputed per command, which would make
+        // planning quadratic in the number of instructions).
+        let mut env: Vec<(String, String)> = Vec::new();
+        for cmd in &s.commands {
             let uses_from = match &cmd.instruction {
                 Instruction::Copy(c) => c.from.is_some(),
                 Instruction::Run(r) => !r.mounts.is_empty(),
                 _ => false,
             };
             if !uses_from {
+                self.extend_env(cmd, &lexer, &mut env, global, opts)?;
                 continue;
             }
-            let env = self.stage_env(stage, n, global, opts)?;
             let expanded = cmd.expand(&self.file, &lexer, &env)?;
             let mut froms = Vec::new();
             match &expanded.instruction {

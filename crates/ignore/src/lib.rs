@@ -20,12 +20,14 @@ mod compile;
 mod error;
 mod glob_syntax;
 mod ignore_file;
+mod in_root;
 mod lookup;
 mod matcher;
 mod path_clean;
 
 pub use error::IgnoreError;
 pub use ignore_file::{IgnoreFile, Pattern};
-pub use lookup::{ignore_file_candidates, read_ignore_file};
+pub use in_root::{display_in_root, open_in_root, read_file_in_root, InRootError};
+pub use lookup::{ignore_file_candidates, read_ignore_file, MAX_IGNORE_FILE_BYTES};
 pub use matcher::PatternMatcher;
 pub use path_clean::{clean, dir};

@@ -203,3 +203,50 @@ fn dockerfile_specific_ignore_file_comes_first() {
     assert_eq!(path, dir.path().join("Dockerfile.dockerignore"));
     assert_eq!(patterns[0].text, "specific");
 }
+
+#[test]
+fn ignore_files_that_are_symlinks_resolve_inside_their_directory() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("host-file"), "host-pattern\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dockerfile = dir.path().join("Dockerfile");
+    std::os::unix::fs::symlink(
+        outside.path().join("host-file"),
+        dir.path().join(".dockerignore"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        "../../../../../../../../../../../../..".to_string()
+            + outside.path().join("host-file").to_str().unwrap(),
+        dir.path().join("Dockerfile.dockerignore"),
+    )
+    .unwrap();
+    assert!(
+        read_ignore_file(dir.path(), &dockerfile).unwrap().is_none(),
+        "a symlink out of the context reads nothing from the host"
+    );
+    // A symlink to a file inside the context is followed, as BuildKit does.
+    std::fs::write(dir.path().join("real-ignore"), "inside\n").unwrap();
+    std::fs::remove_file(dir.path().join(".dockerignore")).unwrap();
+    std::os::unix::fs::symlink("/real-ignore", dir.path().join(".dockerignore")).unwrap();
+    let (_, patterns) = read_ignore_file(dir.path(), &dockerfile).unwrap().unwrap();
+    assert_eq!(patterns[0].text, "inside");
+}
+
+#[test]
+fn an_oversized_or_special_ignore_file_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let dockerfile = dir.path().join("Dockerfile");
+    std::fs::create_dir(dir.path().join(".dockerignore")).unwrap();
+    let err = read_ignore_file(dir.path(), &dockerfile).unwrap_err();
+    assert!(
+        err.to_string().contains(".dockerignore") && err.to_string().contains("not a regular"),
+        "{err}"
+    );
+    std::fs::remove_dir(dir.path().join(".dockerignore")).unwrap();
+    let big = std::fs::File::create(dir.path().join(".dockerignore")).unwrap();
+    big.set_len(rbuild_ignore::MAX_IGNORE_FILE_BYTES + 1)
+        .unwrap();
+    let err = read_ignore_file(dir.path(), &dockerfile).unwrap_err();
+    assert!(err.to_string().contains("larger than the limit"), "{err}");
+}

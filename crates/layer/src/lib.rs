@@ -19,7 +19,10 @@ mod path;
 pub mod tree;
 pub mod write;
 
-pub use apply::{apply_layer, ApplyOptions, ApplyStats, DeviceNodes, Ownership};
+pub use apply::{
+    apply_layer, ApplyOptions, ApplyStats, DeviceNodes, Ownership, TarBounds,
+    MAX_SPECIAL_ENTRY_BYTES,
+};
 pub use change::Change;
 pub use compression::Compression;
 pub use entry::{EntryInfo, EntryKind};

@@ -10,7 +10,7 @@ use crate::error::{IoContext, Result};
 /// streamed past, never held.
 pub fn list_entries<R: Read>(reader: R) -> Result<Vec<EntryInfo>> {
     let reader = decompressing_reader(reader).ctx(|| "reading the layer's first bytes".into())?;
-    let mut archive = tar::Archive::new(reader);
+    let mut archive = tar::Archive::new(crate::TarBounds::new(reader));
     let mut infos = Vec::new();
     for entry in archive.entries().ctx(|| "reading the layer tar".into())? {
         let mut entry = entry.ctx(|| "reading the next layer tar entry".into())?;

@@ -2,6 +2,7 @@
 //! into the library crates, which hold all the logic.
 
 mod cmd;
+mod escape;
 mod init;
 
 use std::process::ExitCode;
@@ -117,8 +118,73 @@ fn exit(result: anyhow::Result<u8>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_text(&err));
             ExitCode::from(1)
         }
+    }
+}
+
+/// The error and its causes, `: `-separated like anyhow's `{:#}`, but with each message
+/// shown once (a wrapper whose text already includes its cause's, such as a build error
+/// around a located Dockerfile error, would otherwise print it twice) and with control
+/// characters escaped (messages quote Dockerfiles and registries' replies).
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let message = cause.to_string();
+        if message.is_empty() || text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    escape::escape_controls(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Located;
+    impl std::fmt::Display for Located {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Dockerfile:3:1: unknown instruction: COPPY\n   3 | COPPY a b")
+        }
+    }
+    impl std::error::Error for Located {}
+
+    #[derive(Debug)]
+    struct Wrapper(Located);
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}", self.0)
+        }
+    }
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn each_message_is_printed_once_and_controls_escaped() {
+        let err = anyhow::Error::new(Wrapper(Located));
+        assert_eq!(
+            error_text(&err),
+            "Dockerfile:3:1: unknown instruction: COPPY\n   3 | COPPY a b"
+        );
+        let err = anyhow::Error::new(Wrapper(Located)).context("building ctx");
+        assert_eq!(
+            error_text(&err),
+            "building ctx: Dockerfile:3:1: unknown instruction: COPPY\n   3 | COPPY a b"
+        );
+        let err = anyhow::anyhow!("registry said: \x1b]0;pwned\x07").context("pulling");
+        assert_eq!(
+            error_text(&err),
+            "pulling: registry said: \\x1b]0;pwned\\x07"
+        );
     }
 }

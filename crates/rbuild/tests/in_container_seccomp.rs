@@ -184,7 +184,12 @@ fn chroot_steps_in_a_default_container_run_under_rbuilds_filter() {
         .collect();
     assert_eq!(
         control,
-        ["ptrace_traceme=ok", "chroot=errno:1", "clone3=errno:38", "nnp=1"],
+        [
+            "ptrace_traceme=ok",
+            "chroot=errno:1",
+            "clone3=errno:38",
+            "nnp=1"
+        ],
         "{describe}"
     );
 }

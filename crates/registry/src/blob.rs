@@ -96,8 +96,11 @@ impl Client {
         let mut received: u64 = 0;
         let mut resumes = 0;
         let max_resumes = self.options().retry.max_retries;
+        // One deadline for the whole download, resumes included: a registry dripping
+        // bytes must not be able to keep it going forever.
+        let deadline = self.blob_deadline();
         loop {
-            let mut spec = RequestSpec::new(Method::GET, url.clone());
+            let mut spec = RequestSpec::new(Method::GET, url.clone()).deadline(deadline);
             if received > 0 {
                 spec = spec.header(RANGE, &format!("bytes={received}-"));
             }
@@ -149,6 +152,9 @@ impl Client {
                 })?;
             if received == expected_size {
                 break;
+            }
+            if deadline.passed() {
+                return Err((deadline.error(operation), received > 0));
             }
             if resumes >= max_resumes {
                 let why = dropped.unwrap_or_else(|| "the connection closed early".into());
@@ -366,7 +372,8 @@ impl Client {
                 path: path.to_path_buf(),
                 offset: 0,
                 len: size,
-            });
+            })
+            .deadline(self.blob_deadline());
         let response = self
             .send(operation, endpoint, &[push_scope(repository)], &spec)
             .await?;
@@ -389,6 +396,7 @@ impl Client {
     ) -> Result<()> {
         let scopes = [push_scope(repository)];
         let chunk = self.options().chunk_size.max(1);
+        let deadline = self.blob_deadline();
         let mut offset = 0;
         while offset < size {
             let len = chunk.min(size - offset);
@@ -399,7 +407,8 @@ impl Client {
                     path: path.to_path_buf(),
                     offset,
                     len,
-                });
+                })
+                .deadline(deadline);
             let response = self.send(operation, endpoint, &scopes, &spec).await?;
             if response.status() != StatusCode::ACCEPTED {
                 return Err(self.status_error(operation, response).await);

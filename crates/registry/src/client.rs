@@ -14,10 +14,11 @@ use reqwest::{Response, StatusCode};
 use crate::auth::challenge::{parse_challenges, Challenge};
 use crate::auth::credentials::{Credential, DockerConfig, Found};
 use crate::auth::token::{fetch_token, TokenCache};
+use crate::body::{read_prefix, MAX_ERROR_BODY_BYTES};
 use crate::error::{describe_error_body, ErrorKind, RegistryError, Result};
 use crate::transport::{
     ca_certificates, client_identity, default_cert_dirs, has_cert_dir, is_loopback_host,
-    send_with_retries, Endpoint, RequestSpec, RetryPolicy,
+    send_with_retries, Deadline, Endpoint, RequestSpec, RetryPolicy,
 };
 
 /// How the client reaches registries and where it finds credentials.
@@ -40,10 +41,25 @@ pub struct ClientOptions {
     pub retry: RetryPolicy,
     /// Chunk size for chunked uploads, when a registry refuses a monolithic PUT.
     pub chunk_size: u64,
+    /// Connecting (TCP and TLS) to a registry or token server must succeed within this.
     pub connect_timeout: Duration,
     /// A read that stalls this long fails (and a blob download resumes from where it was).
     pub read_timeout: Duration,
+    /// Each request but blob transfers (manifests, tokens, existence checks, upload
+    /// sessions) must be over, retries and body included, within this.
+    pub request_timeout: Duration,
+    /// One blob download or upload must be over, resumes and retries included, within this.
+    pub blob_timeout: Duration,
 }
+
+/// Default of [`ClientOptions::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of [`ClientOptions::read_timeout`].
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default of [`ClientOptions::request_timeout`].
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default of [`ClientOptions::blob_timeout`]: a 4 GiB layer at 1.2 MB/s.
+pub const DEFAULT_BLOB_TIMEOUT: Duration = Duration::from_secs(3600);
 
 impl Default for ClientOptions {
     fn default() -> Self {
@@ -56,8 +72,10 @@ impl Default for ClientOptions {
             docker_config: DockerConfig::from_env(),
             retry: RetryPolicy::default(),
             chunk_size: 16 * 1024 * 1024,
-            connect_timeout: Duration::from_secs(30),
-            read_timeout: Duration::from_secs(120),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            blob_timeout: DEFAULT_BLOB_TIMEOUT,
         }
     }
 }
@@ -168,7 +186,9 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(opts.connect_timeout)
-            .read_timeout(opts.read_timeout);
+            .read_timeout(opts.read_timeout)
+            // A backstop: requests sent through `send_with_retries` carry their own.
+            .timeout(opts.request_timeout.max(opts.blob_timeout));
         for cert in certs {
             builder = builder.add_root_certificate(cert);
         }
@@ -272,6 +292,7 @@ impl Client {
                 &all_scopes,
                 found.as_ref(),
                 &self.no_credentials_note(&endpoint.registry),
+                &Deadline::after(self.inner.options.request_timeout, "request"),
             )
             .await?;
             self.inner
@@ -319,11 +340,19 @@ impl Client {
     ) -> Result<Response> {
         let http = self.http_for(operation, &endpoint.host)?;
         let policy = &self.inner.options.retry;
+        let deadline = self.deadline_of(spec);
         let mut authorization = self.cached_authorization(endpoint, scopes);
         let mut answered_challenge = false;
         loop {
-            let response =
-                send_with_retries(operation, &http, spec, authorization.as_ref(), policy).await?;
+            let response = send_with_retries(
+                operation,
+                &http,
+                spec,
+                authorization.as_ref(),
+                policy,
+                &deadline,
+            )
+            .await?;
             let status = response.status();
             if status == StatusCode::UNAUTHORIZED && !answered_challenge {
                 answered_challenge = true;
@@ -343,11 +372,22 @@ impl Client {
                 }
             }
             if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-                let body = response.bytes().await.unwrap_or_default();
+                let body = read_prefix(response, MAX_ERROR_BODY_BYTES).await;
                 return Err(self.unauthorized(operation, endpoint, status, &body));
             }
             return Ok(response);
         }
+    }
+
+    /// The deadline `spec` carries, else the request timeout from now.
+    pub(crate) fn deadline_of(&self, spec: &RequestSpec) -> Deadline {
+        spec.deadline
+            .unwrap_or_else(|| Deadline::after(self.inner.options.request_timeout, "request"))
+    }
+
+    /// A deadline for one blob transfer, from now.
+    pub(crate) fn blob_deadline(&self) -> Deadline {
+        Deadline::after(self.inner.options.blob_timeout, "blob")
     }
 
     /// Like `send`, following redirects by hand: credentials go only to the registry's own host.
@@ -359,6 +399,10 @@ impl Client {
         spec: &RequestSpec,
     ) -> Result<Response> {
         const MAX_REDIRECTS: usize = 10;
+        // One deadline for the request and the redirects it leads to.
+        let mut spec = spec.clone();
+        spec.deadline = Some(self.deadline_of(&spec));
+        let spec = &spec;
         let mut response = self.send(operation, endpoint, scopes, spec).await?;
         for _ in 0..MAX_REDIRECTS {
             if !response.status().is_redirection() {
@@ -391,6 +435,7 @@ impl Client {
                     &next_spec,
                     None,
                     &self.inner.options.retry,
+                    &self.deadline_of(&next_spec),
                 )
                 .await?
             };
@@ -405,7 +450,7 @@ impl Client {
     /// An error for an unexpected status, with the registry's own error text.
     pub(crate) async fn status_error(&self, operation: &str, response: Response) -> RegistryError {
         let status = response.status();
-        let body = response.bytes().await.unwrap_or_default();
+        let body = read_prefix(response, MAX_ERROR_BODY_BYTES).await;
         let kind = if status == StatusCode::NOT_FOUND {
             ErrorKind::NotFound
         } else {

@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod blob;
+mod body;
 mod client;
 pub mod error;
 mod login;
@@ -15,6 +16,7 @@ pub mod transport;
 
 pub use auth::credentials::{Credential, DockerConfig};
 pub use blob::PushOutcome;
+pub use body::{MAX_ERROR_BODY_BYTES, MAX_MANIFEST_BYTES, MAX_TOKEN_BYTES};
 pub use client::{Client, ClientOptions};
 pub use error::{ErrorKind, RegistryError, Result};
 pub use manifest::{resolve_platform, RawManifest};

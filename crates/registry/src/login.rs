@@ -22,7 +22,8 @@ impl Client {
         let url = format!("{}/v2/", endpoint.base_url());
         let spec = RequestSpec::new(Method::GET, url);
         let policy = &self.options().retry;
-        let probe = send_with_retries(&operation, &http, &spec, None, policy).await?;
+        let deadline = self.deadline_of(&spec);
+        let probe = send_with_retries(&operation, &http, &spec, None, policy, &deadline).await?;
         let status = probe.status();
         if status == StatusCode::UNAUTHORIZED {
             let challenges: Vec<_> = probe
@@ -40,13 +41,14 @@ impl Client {
                 source: "the given username and password".to_string(),
             };
             if let Some(bearer) = challenges.iter().find(|c| c.scheme == "bearer") {
-                fetch_token(&operation, &http, bearer, &[], Some(&found), "").await?;
+                fetch_token(&operation, &http, bearer, &[], Some(&found), "", &deadline).await?;
             } else {
                 let spec = spec.header(
                     AUTHORIZATION,
                     &format!("Basic {}", BASE64.encode(format!("{username}:{password}"))),
                 );
-                let answer = send_with_retries(&operation, &http, &spec, None, policy).await?;
+                let answer =
+                    send_with_retries(&operation, &http, &spec, None, policy, &deadline).await?;
                 if !answer.status().is_success() {
                     return Err(RegistryError::new(
                         &operation,

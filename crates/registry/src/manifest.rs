@@ -20,7 +20,69 @@ const DOCKER_SCHEMA1: &[&str] = &[
 ];
 /// Manifests larger than this are refused, as containerd does, so a hostile registry cannot
 /// make us buffer an arbitrary amount.
-const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
+const MAX_MANIFEST_SIZE: usize = crate::body::MAX_MANIFEST_BYTES;
+
+/// Layers in one image manifest. Docker cannot run an image deeper than 127 layers
+/// (overlayfs), so a manifest listing more than this is refused before any blob is fetched.
+pub const MAX_LAYERS: usize = 1000;
+
+/// The largest image config accepted (real ones are a few kilobytes; the config is read
+/// into memory).
+pub const MAX_CONFIG_BYTES: u64 = 8 << 20;
+
+/// Refuses an image manifest with more than [`MAX_LAYERS`] layers or a config over
+/// [`MAX_CONFIG_BYTES`]. Other manifests (indexes, rbuild's cache manifests, whose config
+/// is not an image config) are left to their readers.
+fn check_image_manifest(operation: &str, bytes: &[u8]) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Config {
+        #[serde(rename = "mediaType", default)]
+        media_type: String,
+        #[serde(default)]
+        size: u64,
+    }
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        config: Option<Config>,
+        #[serde(default)]
+        layers: Vec<serde::de::IgnoredAny>,
+    }
+    let Ok(Probe {
+        config: Some(config),
+        layers,
+    }) = serde_json::from_slice::<Probe>(bytes)
+    else {
+        return Ok(());
+    };
+    let image_config = matches!(
+        config.media_type.as_str(),
+        rbuild_image::media_types::OCI_CONFIG | rbuild_image::media_types::DOCKER_CONFIG
+    );
+    if !image_config {
+        return Ok(());
+    }
+    if layers.len() > MAX_LAYERS {
+        return Err(RegistryError::new(
+            operation,
+            ErrorKind::Protocol,
+            format!(
+                "the image has {} layers, more than the limit of {MAX_LAYERS}",
+                layers.len()
+            ),
+        ));
+    }
+    if config.size > MAX_CONFIG_BYTES {
+        return Err(RegistryError::new(
+            operation,
+            ErrorKind::Protocol,
+            format!(
+                "the image config is {} bytes, more than the limit of {MAX_CONFIG_BYTES}",
+                config.size
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// The manifest types we accept.
 pub const ACCEPTED_MANIFEST_TYPES: &[&str] = &[
@@ -151,6 +213,8 @@ impl Client {
         let spec =
             RequestSpec::new(Method::GET, url).header(ACCEPT, &ACCEPTED_MANIFEST_TYPES.join(", "));
         let scopes = [pull_scope(reference.repository())];
+        let deadline = self.deadline_of(&spec);
+        let spec = spec.deadline(deadline);
         let response = self
             .send_following_redirects(operation, endpoint, &scopes, &spec)
             .await?;
@@ -168,23 +232,14 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
             .unwrap_or_default();
-        if response
-            .content_length()
-            .is_some_and(|n| n as usize > MAX_MANIFEST_SIZE)
-        {
-            return Err(RegistryError::new(
-                operation,
-                ErrorKind::Protocol,
-                format!("manifest larger than {MAX_MANIFEST_SIZE} bytes"),
-            ));
-        }
-        let bytes = response.bytes().await.map_err(|e| {
-            RegistryError::new(
-                operation,
-                ErrorKind::Transport,
-                crate::error::describe_transport(e),
-            )
-        })?;
+        let bytes = crate::body::read_capped(
+            operation,
+            response,
+            "manifest",
+            MAX_MANIFEST_SIZE,
+            &deadline,
+        )
+        .await?;
         let media_type = if ACCEPTED_MANIFEST_TYPES.contains(&content_type.as_str()) {
             content_type
         } else {
@@ -207,6 +262,7 @@ impl Client {
                 ),
             ));
         }
+        check_image_manifest(operation, &bytes)?;
         let digest = Digest::of(&bytes);
         if let Some(pinned) = reference.digest() {
             if &digest != pinned {

@@ -3,7 +3,7 @@
 //! with bounded exponential-backoff retries on 429, 5xx and connection errors.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
@@ -239,6 +239,62 @@ fn file_body(path: &Path, offset: u64, len: u64) -> std::io::Result<reqwest::Bod
     Ok(reqwest::Body::wrap_stream(stream))
 }
 
+/// When a request must be over: every attempt, every wait between attempts and the
+/// reading of its body. Without it a registry sending one byte every minute keeps a pull
+/// waiting forever (an idle-read timeout never fires).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    pub at: Instant,
+    /// The limit it was set from, for messages.
+    pub limit: Duration,
+    /// Which limit: "request" (`ClientOptions::request_timeout`) or "blob"
+    /// (`ClientOptions::blob_timeout`).
+    pub which: &'static str,
+}
+
+impl Deadline {
+    pub fn after(limit: Duration, which: &'static str) -> Deadline {
+        Deadline {
+            at: Instant::now() + limit,
+            limit,
+            which,
+        }
+    }
+
+    /// Time left, or `None` once it has passed.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.at
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+    }
+
+    pub fn passed(&self) -> bool {
+        self.remaining().is_none()
+    }
+
+    /// The error for a request that ran past this deadline.
+    pub fn error(&self, operation: &str) -> RegistryError {
+        RegistryError::new(
+            operation,
+            ErrorKind::Transport,
+            format!(
+                "timed out: the registry did not finish answering within the {} timeout of {}",
+                self.which,
+                describe_duration(self.limit)
+            ),
+        )
+    }
+}
+
+/// `300s`, `1.5s`.
+pub fn describe_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
 /// Everything needed to (re)build one HTTP request.
 #[derive(Debug, Clone)]
 pub struct RequestSpec {
@@ -246,6 +302,9 @@ pub struct RequestSpec {
     pub url: String,
     pub headers: HeaderMap,
     pub body: BodySource,
+    /// When the request must be over; `None` means the client's request timeout from the
+    /// moment it is sent.
+    pub deadline: Option<Deadline>,
 }
 
 impl RequestSpec {
@@ -255,7 +314,13 @@ impl RequestSpec {
             url: url.into(),
             headers: HeaderMap::new(),
             body: BodySource::Empty,
+            deadline: None,
         }
+    }
+
+    pub fn deadline(mut self, deadline: Deadline) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     pub fn header(mut self, name: reqwest::header::HeaderName, value: &str) -> Self {
@@ -302,17 +367,22 @@ fn is_retryable_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
 }
 
-/// Sends `spec` with `authorization`, retrying transient failures. A final retryable status is
-/// returned as a response for the caller to describe.
+/// Sends `spec` with `authorization`, retrying transient failures until `deadline`. A final
+/// retryable status is returned as a response for the caller to describe. The response's
+/// body must be read before the deadline too (each attempt carries what is left of it).
 pub async fn send_with_retries(
     operation: &str,
     http: &reqwest::Client,
     spec: &RequestSpec,
     authorization: Option<&HeaderValue>,
     policy: &RetryPolicy,
+    deadline: &Deadline,
 ) -> Result<Response> {
     let mut attempt = 0;
     loop {
+        let Some(remaining) = deadline.remaining() else {
+            return Err(deadline.error(operation));
+        };
         let body = spec.body.to_body().map_err(|e| {
             RegistryError::new(
                 operation,
@@ -322,7 +392,8 @@ pub async fn send_with_retries(
         })?;
         let mut builder = http
             .request(spec.method.clone(), &spec.url)
-            .headers(spec.headers.clone());
+            .headers(spec.headers.clone())
+            .timeout(remaining);
         if !matches!(spec.body, BodySource::Empty) || spec.method == Method::PUT {
             builder = builder
                 .header(reqwest::header::CONTENT_LENGTH, spec.body.len())
@@ -338,11 +409,20 @@ pub async fn send_with_retries(
                 let wait = retry_after(resp.headers())
                     .unwrap_or_else(|| policy.delay(attempt))
                     .min(policy.max_delay);
+                if deadline.remaining().is_none_or(|left| left <= wait) {
+                    // No time for another attempt: this answer is the last one.
+                    return Ok(resp);
+                }
                 tokio::time::sleep(wait).await;
             }
             Ok(resp) => return Ok(resp),
+            Err(_) if deadline.passed() => return Err(deadline.error(operation)),
             Err(e) if can_retry && is_transient(&e) => {
-                tokio::time::sleep(policy.delay(attempt)).await;
+                let wait = policy.delay(attempt);
+                if deadline.remaining().is_none_or(|left| left <= wait) {
+                    return Err(deadline.error(operation));
+                }
+                tokio::time::sleep(wait).await;
             }
             Err(e) => {
                 return Err(RegistryError::new(

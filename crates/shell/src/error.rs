@@ -31,6 +31,16 @@ pub enum ExpandErrorKind {
     NestedTooDeeply {
         limit: usize,
     },
+    /// The expanded word is longer than the lexer's bound ([`crate::MAX_WORD_BYTES`] by
+    /// default).
+    WordTooLong {
+        limit: usize,
+    },
+    /// The expansions sharing an [`crate::ExpansionBudget`] (one Dockerfile's) have
+    /// produced more text than it allows.
+    BudgetExhausted {
+        limit: u64,
+    },
 }
 
 impl fmt::Display for ExpandErrorKind {
@@ -55,6 +65,16 @@ impl fmt::Display for ExpandErrorKind {
             Self::NestedTooDeeply { limit } => {
                 write!(f, "substitutions nested more than {limit} deep")
             }
+            Self::WordTooLong { limit } => {
+                write!(
+                    f,
+                    "the expanded word is longer than the limit of {limit} bytes"
+                )
+            }
+            Self::BudgetExhausted { limit } => write!(
+                f,
+                "variable expansion produced more than the limit of {limit} bytes in total"
+            ),
         }
     }
 }

@@ -21,4 +21,4 @@ mod word;
 
 pub use env::Env;
 pub use error::{ExpandError, ExpandErrorKind};
-pub use lexer::{Expansion, Lexer};
+pub use lexer::{Expansion, ExpansionBudget, Lexer, MAX_WORD_BYTES};

@@ -131,8 +131,20 @@ pub(crate) fn replace_first(re: &Regex, value: &str, replacement: &str) -> Strin
 /// `${V//p/r}`: BuildKit uses Go's `Regexp.ReplaceAllString`, so the replacement is a Go
 /// template (`$0`/`${0}` is the match, `$$` a dollar, other `$name` empty) and an empty
 /// match right after a previous match is not replaced. Both are reproduced here.
+#[cfg(test)]
 pub(crate) fn replace_all(re: &Regex, value: &str, replacement: &str) -> String {
-    let mut out = String::with_capacity(value.len());
+    replace_all_within(re, value, replacement, usize::MAX).unwrap_or_default()
+}
+
+/// [`replace_all`], giving up (`None`) as soon as the result would exceed `max_bytes`: a
+/// long replacement for every character of a long value multiplies their lengths.
+pub(crate) fn replace_all_within(
+    re: &Regex,
+    value: &str,
+    replacement: &str,
+    max_bytes: usize,
+) -> Option<String> {
+    let mut out = String::with_capacity(value.len().min(max_bytes));
     let mut last_match_end = 0;
     let mut search_pos = 0;
     while search_pos <= value.len() {
@@ -140,8 +152,10 @@ pub(crate) fn replace_all(re: &Regex, value: &str, replacement: &str) -> String 
             break;
         };
         out.push_str(&value[last_match_end..found.start()]);
-        if found.end() > last_match_end || found.start() == 0 {
-            expand_go_template(replacement, found.as_str(), &mut out);
+        if (found.end() > last_match_end || found.start() == 0)
+            && !expand_go_template(replacement, found.as_str(), &mut out, max_bytes)
+        {
+            return None;
         }
         last_match_end = found.end();
         let width = value[search_pos..].chars().next().map_or(0, char::len_utf8);
@@ -155,13 +169,22 @@ pub(crate) fn replace_all(re: &Regex, value: &str, replacement: &str) -> String 
         }
     }
     out.push_str(&value[last_match_end..]);
-    out
+    (out.len() <= max_bytes).then_some(out)
 }
 
-/// Go's `Regexp.Expand` for a regex whose only group is the whole match.
-fn expand_go_template(template: &str, whole_match: &str, out: &mut String) {
+/// Go's `Regexp.Expand` for a regex whose only group is the whole match. Returns false
+/// (leaving `out` partial) once `out` exceeds `max_bytes`: each `$0` repeats the match.
+fn expand_go_template(
+    template: &str,
+    whole_match: &str,
+    out: &mut String,
+    max_bytes: usize,
+) -> bool {
     let mut rest = template;
     while let Some(dollar) = rest.find('$') {
+        if out.len() > max_bytes {
+            return false;
+        }
         out.push_str(&rest[..dollar]);
         rest = &rest[dollar + 1..];
         if let Some(after) = rest.strip_prefix('$') {
@@ -181,6 +204,7 @@ fn expand_go_template(template: &str, whole_match: &str, out: &mut String) {
         }
     }
     out.push_str(rest);
+    out.len() <= max_bytes
 }
 
 /// `name` or `{name}` at the start of `text` (name: letters, digits, `_`; non-empty).

@@ -142,6 +142,7 @@ impl ShellWord<'_> {
             };
             if let Some(text) = special {
                 result.push_str(&text);
+                self.bounded(result.len())?;
                 if ch == '$' {
                     fields.add_string(&mut self.words_buffer, &text);
                 } else {
@@ -234,6 +235,7 @@ impl ShellWord<'_> {
                 Some('$') => {
                     let value = self.dollar()?;
                     result.push_str(&value);
+                    self.bounded(result.len())?;
                 }
                 Some(mut ch) => {
                     self.scanner.next();
@@ -421,11 +423,36 @@ impl ShellWord<'_> {
                 reason,
             },
         })?;
-        Ok(if replace_all {
-            pattern::replace_all(&re, &value, &replacement)
+        let replaced = if replace_all {
+            pattern::replace_all_within(&re, &value, &replacement, self.lexer.max_word_bytes)
         } else {
-            pattern::replace_first(&re, &value, &replacement)
-        })
+            Some(pattern::replace_first(&re, &value, &replacement))
+        };
+        match replaced {
+            Some(text) => {
+                self.bounded(text.len())?;
+                Ok(text)
+            }
+            None => Err(self.too_long()),
+        }
+    }
+
+    /// Fails once a word being built is longer than the lexer's bound: without it, words
+    /// that double a variable (`ARG a1=${a0}${a0}`, `a2=${a1}${a1}`, …) grow exponentially.
+    fn bounded(&self, len: usize) -> Result<(), Fail> {
+        if len > self.lexer.max_word_bytes {
+            return Err(self.too_long());
+        }
+        Ok(())
+    }
+
+    fn too_long(&self) -> Fail {
+        Fail {
+            offset: self.scanner.offset(),
+            kind: ExpandErrorKind::WordTooLong {
+                limit: self.lexer.max_word_bytes,
+            },
+        }
     }
 
     /// The word inside `${...}` up to `stop`. Any failure that leaves the input exhausted

@@ -209,6 +209,10 @@ enum Stashed {
 /// Metadata files larger than this go to the store instead of memory.
 const IN_MEMORY_LIMIT: u64 = 1 << 20;
 
+/// All the metadata files kept in memory together: past this, they go to the store too, so
+/// an archive of many small files cannot fill memory.
+const IN_MEMORY_TOTAL_LIMIT: u64 = 64 << 20;
+
 /// Reads a Docker or OCI archive (optionally gzip-compressed), verifies every
 /// content-addressed blob against its name, stores the images and applies the archive's tags.
 pub fn load<R: Read>(store: &Store, input: R) -> Result<Vec<LoadedImage>> {
@@ -221,8 +225,10 @@ pub fn load<R: Read>(store: &Store, input: R) -> Result<Vec<LoadedImage>> {
     } else {
         Box::new(buffered)
     };
-    let mut archive = tar::Archive::new(reader);
+    // Oversized long names and PAX headers are refused before the tar crate buffers them.
+    let mut archive = tar::Archive::new(rbuild_layer::TarBounds::new(reader));
     let mut files: HashMap<String, Stashed> = HashMap::new();
+    let mut in_memory: u64 = 0;
     let entries = archive
         .entries()
         .map_err(|source| io_err("read archive", "<input>", source))?;
@@ -273,7 +279,10 @@ pub fn load<R: Read>(store: &Store, input: R) -> Result<Vec<LoadedImage>> {
                     other => other,
                 })?;
             files.insert(path, Stashed::Blob(blob));
-        } else if entry.size() <= IN_MEMORY_LIMIT {
+        } else if entry.size() <= IN_MEMORY_LIMIT
+            && in_memory + entry.size() <= IN_MEMORY_TOTAL_LIMIT
+        {
+            in_memory += entry.size();
             let mut bytes = Vec::with_capacity(entry.size() as usize);
             entry
                 .read_to_end(&mut bytes)

@@ -189,3 +189,31 @@ fn not_an_archive_is_a_clear_error() {
     let err = load(&store, builder.into_inner().unwrap().as_slice()).unwrap_err();
     assert!(err.to_string().contains("neither index.json"), "{err}");
 }
+
+/// An archive member with a GNU long name claiming (and sending) 8 GiB is refused at its
+/// header instead of being buffered (docs/security.md).
+#[test]
+fn a_huge_long_name_in_an_archive_is_refused_at_its_header() {
+    if !rbuild_testutil::memory_limited(
+        "a_huge_long_name_in_an_archive_is_refused_at_its_header",
+        1 << 30,
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::GNULongName);
+    header.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+    header.set_size(8 << 30);
+    header.set_cksum();
+    let input = std::io::Read::chain(
+        std::io::Cursor::new(header.as_bytes().to_vec()),
+        std::io::Read::take(std::io::repeat(b'a'), 8 << 30),
+    );
+    let err = load(&store, input).unwrap_err().to_string();
+    assert!(
+        err.contains("GNU long name of 8589934592 bytes is larger than the limit"),
+        "{err}"
+    );
+}

@@ -5,12 +5,14 @@
 //! Each helper fails loudly (panics with the Debian package to install) instead of skipping:
 //! a test that silently does nothing proves nothing.
 
+mod bounded;
 mod debian;
 mod dockerd;
 mod net;
 mod registry;
 mod rootfs;
 
+pub use bounded::memory_limited;
 pub use debian::{apt_mirror, bookworm_mirror_in, debian_rootfs, DEBOOTSTRAP};
 pub use dockerd::{Dockerd, DockerdOptions, DOCKERD, DOCKER_CLI};
 pub use net::{free_port, http_status};

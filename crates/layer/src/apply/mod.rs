@@ -4,6 +4,7 @@
 
 pub mod options;
 
+mod bounds;
 mod metadata;
 
 use std::collections::HashSet;
@@ -23,6 +24,7 @@ use crate::path::{
     join, list_dir, normalize_entry_name, open_dir_for_update, open_dir_in_root, remove_all_at,
     ParentSymlinks, ResolvedDir,
 };
+pub use bounds::{TarBounds, MAX_SPECIAL_ENTRY_BYTES};
 pub use options::{ApplyOptions, ApplyStats, DeviceNodes, Ownership};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -44,7 +46,8 @@ pub fn apply_layer<R: Read>(
     )
     .ctx(|| format!("opening target directory {}", target_dir.display()))?;
     let reader = decompressing_reader(reader).ctx(|| "reading the layer's first bytes".into())?;
-    let mut archive = tar::Archive::new(reader);
+    // Oversized long names and PAX headers are refused before the tar crate buffers them.
+    let mut archive = tar::Archive::new(TarBounds::new(reader));
     let mut applier = Applier {
         root,
         options,

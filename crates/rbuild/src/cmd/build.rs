@@ -150,6 +150,8 @@ pub struct BuildArgs {
     /// Trust this CA bundle (PEM) for every registry, besides certs.d; repeatable.
     #[arg(long = "registry-ca", value_name = "FILE")]
     pub registry_certificates: Vec<PathBuf>,
+    #[command(flatten)]
+    pub registry_timeouts: super::registry::RegistryTimeouts,
     /// Also put the result into rbuild's image store.
     #[arg(long)]
     pub load_into_store: bool,
@@ -359,6 +361,11 @@ fn refuse_native_only(args: &BuildArgs) -> Result<()> {
         (
             args.max_parallelism.is_some(),
             "--max-parallelism (the daemon schedules its own steps)",
+        ),
+        (
+            args.registry_timeouts.any_set(),
+            "--registry-timeout and the other registry timeouts (the daemon pulls and pushes \
+             with its own)",
         ),
     ];
     for (present, what) in unsupported {

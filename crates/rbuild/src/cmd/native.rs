@@ -41,6 +41,7 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
         skip_tls_verify: args.skip_tls_verify_registries.clone(),
         ca_files: args.registry_certificates.clone(),
         mirrors: args.registry_mirrors.clone(),
+        timeouts: args.registry_timeouts.clone(),
     };
     let client = registry_options.client();
     let runtime = registry::runtime()?;
@@ -141,7 +142,8 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
             &mut json
         }
         _ => {
-            plain = PlainProgress::stderr();
+            // RUN output and instruction text are untrusted: escape control characters.
+            plain = PlainProgress::new(crate::escape::EscapingWriter::new(std::io::stderr()));
             &mut plain
         }
     };
@@ -367,30 +369,68 @@ fn context_dir(store: &Store, raw: &str, keep: &mut Option<tempfile::TempDir>) -
 }
 
 /// The Dockerfile's name for messages, its path (for `Dockerfile.dockerignore`) and text.
+/// Read as BuildKit reads it: from the directory that holds it (the context by default, the
+/// `-f` file's directory otherwise) with symlinks resolved inside that directory, so a
+/// Dockerfile that links to a host file reads nothing from the host.
 fn read_dockerfile(
     context: &Path,
     file: Option<&str>,
 ) -> Result<(String, Option<PathBuf>, String)> {
+    let limit = rbuild_dockerfile::limits::MAX_DOCKERFILE_BYTES;
     match file {
         Some("-") => {
-            let mut text = String::new();
+            let mut bytes = Vec::new();
             std::io::stdin()
-                .read_to_string(&mut text)
+                .take(limit + 1)
+                .read_to_end(&mut bytes)
                 .context("reading the Dockerfile from standard input")?;
+            if bytes.len() as u64 > limit {
+                bail!("the Dockerfile on standard input is larger than the limit of {limit} bytes");
+            }
+            let text = String::from_utf8(bytes)
+                .map_err(|_| anyhow!("the Dockerfile on standard input is not UTF-8"))?;
             Ok(("Dockerfile".into(), None, text))
         }
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading the Dockerfile {path}"))?;
-            Ok((path.to_string(), Some(PathBuf::from(path)), text))
+            let path = PathBuf::from(path);
+            let text = read_dockerfile_in_dir(&path)?;
+            Ok((path.display().to_string(), Some(path), text))
         }
         None => {
             let path = context.join("Dockerfile");
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading the Dockerfile {}", path.display()))?;
+            let text = read_dockerfile_in_dir(&path)?;
             Ok(("Dockerfile".into(), Some(path), text))
         }
     }
+}
+
+/// Reads `path` from inside its parent directory; `Dockerfile` falls back to `dockerfile`
+/// (BuildKit's moby/moby#10858 rule).
+fn read_dockerfile_in_dir(path: &Path) -> Result<String> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("the Dockerfile path {} names no file", path.display()))?;
+    let limit = rbuild_dockerfile::limits::MAX_DOCKERFILE_BYTES;
+    let mut result = rbuild_ignore::read_file_in_root(dir, Path::new(name), limit);
+    if matches!(result, Err(rbuild_ignore::InRootError::NotFound)) && name == "Dockerfile" {
+        if let Ok(bytes) = rbuild_ignore::read_file_in_root(dir, Path::new("dockerfile"), limit) {
+            result = Ok(bytes);
+        }
+    }
+    let bytes = result.map_err(|err| match err {
+        rbuild_ignore::InRootError::NotFound => anyhow!(
+            "unable to open the Dockerfile {}: no such file inside {} (symlinks are resolved \
+             inside that directory, as BuildKit does)",
+            path.display(),
+            dir.display()
+        ),
+        other => anyhow!("unable to open the Dockerfile {}: {other}", path.display()),
+    })?;
+    String::from_utf8(bytes).map_err(|_| anyhow!("the Dockerfile {} is not UTF-8", path.display()))
 }
 
 /// `--ssh default` / `--ssh ID` (the agent at `$SSH_AUTH_SOCK`) and `--ssh ID=PATH[,PATH…]`

@@ -3,6 +3,7 @@
 
 use std::io::Read as _;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use rbuild_image::{Platform, Reference};
@@ -28,17 +29,80 @@ pub struct RegistryOptions {
     /// A Docker Hub mirror (host[:port] or URL) tried before Docker Hub; repeatable.
     #[arg(long = "registry-mirror", value_name = "MIRROR")]
     pub mirrors: Vec<String>,
+    #[command(flatten)]
+    pub timeouts: RegistryTimeouts,
+}
+
+/// How long registry requests may take (seconds, fractions allowed). Each also reads an
+/// environment variable, for CI configuration.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RegistryTimeouts {
+    /// Total time for one registry request (manifest, token, existence check), retries and
+    /// body included [default: 300].
+    #[arg(long = "registry-timeout", env = "RBUILD_REGISTRY_TIMEOUT", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub request: Option<Duration>,
+    /// Total time for one blob download or upload, resumes and retries included
+    /// [default: 3600].
+    #[arg(long = "registry-blob-timeout", env = "RBUILD_REGISTRY_BLOB_TIMEOUT", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub blob: Option<Duration>,
+    /// A registry connection that sends nothing for this long fails (and is retried)
+    /// [default: 120].
+    #[arg(long = "registry-idle-timeout", env = "RBUILD_REGISTRY_IDLE_TIMEOUT", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub idle: Option<Duration>,
+    /// Time to connect to a registry (TCP and TLS) [default: 30].
+    #[arg(long = "registry-connect-timeout", env = "RBUILD_REGISTRY_CONNECT_TIMEOUT", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub connect: Option<Duration>,
+}
+
+impl RegistryTimeouts {
+    pub(super) fn any_set(&self) -> bool {
+        self.request.is_some()
+            || self.blob.is_some()
+            || self.idle.is_some()
+            || self.connect.is_some()
+    }
+
+    fn apply(&self, options: &mut ClientOptions) {
+        if let Some(d) = self.request {
+            options.request_timeout = d;
+        }
+        if let Some(d) = self.blob {
+            options.blob_timeout = d;
+        }
+        if let Some(d) = self.idle {
+            options.read_timeout = d;
+        }
+        if let Some(d) = self.connect {
+            options.connect_timeout = d;
+        }
+    }
+}
+
+/// A positive number of seconds (`30`, `0.5`).
+fn parse_seconds(text: &str) -> std::result::Result<Duration, String> {
+    let seconds: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(seconds > 0.0 && seconds <= 7.0 * 86400.0) {
+        return Err(format!(
+            "{text:?}: a timeout must be over 0 and at most a week"
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 impl RegistryOptions {
     pub(super) fn client(&self) -> Client {
-        Client::new(ClientOptions {
+        let mut options = ClientOptions {
             insecure_registries: self.insecure_registries.clone(),
             skip_tls_verify: self.skip_tls_verify.clone(),
             ca_files: self.ca_files.clone(),
             mirrors: self.mirrors.clone(),
             ..ClientOptions::default()
-        })
+        };
+        self.timeouts.apply(&mut options);
+        Client::new(options)
     }
 }
 
@@ -88,7 +152,9 @@ impl TransferProgressArgs {
 /// The reporter for a progress choice (also used by `build` for base pulls and `--push`).
 pub(super) fn progress_reporter(choice: TransferProgressArg) -> Box<dyn Progress> {
     match choice {
-        TransferProgressArg::Plain => Box::new(PlainProgress::stderr()),
+        TransferProgressArg::Plain => Box::new(PlainProgress::new(
+            crate::escape::EscapingWriter::new(std::io::stderr()),
+        )),
         TransferProgressArg::Json => Box::new(JsonProgress::stderr()),
         TransferProgressArg::Quiet => Box::new(NoProgress),
     }

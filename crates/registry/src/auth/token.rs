@@ -10,7 +10,9 @@ use base64::Engine as _;
 
 use super::challenge::Challenge;
 use super::credentials::{Credential, Found};
+use crate::body::{read_capped, read_prefix, MAX_ERROR_BODY_BYTES, MAX_TOKEN_BYTES};
 use crate::error::{describe_error_body, describe_transport, ErrorKind, RegistryError, Result};
+use crate::transport::Deadline;
 
 /// Token servers may omit `expires_in`; the spec says to assume 60 seconds.
 const DEFAULT_TOKEN_LIFETIME: u64 = 60;
@@ -64,6 +66,7 @@ pub async fn fetch_token(
     scopes: &[String],
     credential: Option<&Found>,
     no_credentials_note: &str,
+    deadline: &Deadline,
 ) -> Result<(String, Duration)> {
     let realm = challenge.param("realm").ok_or_else(|| {
         RegistryError::new(
@@ -111,7 +114,13 @@ pub async fn fetch_token(
             req
         }
     };
-    let response = request.send().await.map_err(|e| {
+    let Some(remaining) = deadline.remaining() else {
+        return Err(deadline.error(operation));
+    };
+    let response = request.timeout(remaining).send().await.map_err(|e| {
+        if deadline.passed() {
+            return deadline.error(&format!("{operation}: token server {realm_host}"));
+        }
         RegistryError::new(
             operation,
             ErrorKind::Transport,
@@ -119,7 +128,18 @@ pub async fn fetch_token(
         )
     })?;
     let status = response.status();
-    let body = response.bytes().await.unwrap_or_default();
+    let body = if status.is_success() {
+        read_capped(
+            &format!("{operation}: token server {realm_host}"),
+            response,
+            "token answer",
+            MAX_TOKEN_BYTES,
+            deadline,
+        )
+        .await?
+    } else {
+        read_prefix(response, MAX_ERROR_BODY_BYTES).await
+    };
     if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
         let why = match credential {
             Some(found) => format!("credentials from {} were rejected", found.source),
