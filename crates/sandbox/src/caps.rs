@@ -110,6 +110,30 @@ pub fn drop_to_docker_caps() -> io::Result<()> {
     Ok(())
 }
 
+/// This process's effective capability set, as a bit mask.
+pub fn effective() -> io::Result<u64> {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget fills two CapData structs for version 3, which `data` provides.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::from(data[0].effective) | (u64::from(data[1].effective) << 32))
+}
+
+/// CAP_SYS_ADMIN's number.
+pub const CAP_SYS_ADMIN: u32 = 21;
+
 #[cfg(test)]
 mod tests {
     use super::*;

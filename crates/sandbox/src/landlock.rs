@@ -88,9 +88,12 @@ pub fn weak_confinement_warning(abi: &Result<i32, String>) -> Option<String> {
 /// Restricts this process (the forked step, before exec) to `root`: every file right
 /// beneath it except creating device nodes, nothing elsewhere; signals and abstract unix
 /// sockets scoped to the step; with `no_tcp`, no TCP bind or connect at all (the caller
-/// checks the kernel has ABI [`TCP_ABI`]). Sets no_new_privs (Landlock requires it without
-/// CAP_SYS_ADMIN). Returns whether the kernel enforced all of it.
+/// checks the kernel has ABI [`TCP_ABI`]). Sets no_new_privs only without CAP_SYS_ADMIN
+/// (where Landlock requires it). Returns whether the kernel enforced all of it.
 pub fn restrict_to_root(root: BorrowedFd<'_>, no_tcp: bool) -> Result<bool, String> {
+    let holds_sys_admin = crate::caps::effective()
+        .map(|caps| caps & (1 << crate::caps::CAP_SYS_ADMIN) != 0)
+        .unwrap_or(false);
     let all = AccessFs::from_all(TARGET_ABI);
     let devices: BitFlags<AccessFs> = AccessFs::MakeChar | AccessFs::MakeBlock;
     let tcp: BitFlags<AccessNet> = if no_tcp {
@@ -105,6 +108,10 @@ pub fn restrict_to_root(root: BorrowedFd<'_>, no_tcp: bool) -> Result<bool, Stri
         .and_then(|r| r.scope(Scope::AbstractUnixSocket | Scope::Signal))
         .and_then(|r| r.create())
         .and_then(|r| r.add_rule(PathBeneath::new(root, all & !devices)))
+        // Landlock needs no_new_privs only from a caller without CAP_SYS_ADMIN; as real root
+        // (a host) it is left unset, so setuid programs work in the step as under
+        // `docker build`.
+        .map(|r| r.no_new_privs(!holds_sys_admin))
         .and_then(|r| r.restrict_self())
         .map_err(|e| format!("Landlock: {e}"))?;
     Ok(status.ruleset == RulesetStatus::FullyEnforced)
