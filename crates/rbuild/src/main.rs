@@ -67,6 +67,20 @@ fn main() -> ExitCode {
         std::env::args_os().collect(),
         &subcommands,
     ));
+    let what = match &cli.command {
+        Command::Build(_) => "build",
+        Command::Pull(_) => "pull",
+        Command::Push(_) => "push",
+        Command::Load(_) => "load",
+        Command::Save(_) => "save",
+        Command::Prune(_) => "prune",
+        _ => "rbuild",
+    };
+    if let Err(e) = cmd::cancel::install(what) {
+        eprintln!(
+            "warning: Ctrl-C will not clean up after itself: installing signal handlers: {e}"
+        );
+    }
     let result = match cli.command {
         Command::Info(args) => cmd::info::run(&cli.globals, args),
         Command::Fsck(args) => cmd::fsck::run(&cli.globals, args),
@@ -84,6 +98,13 @@ fn main() -> ExitCode {
         Command::Login(args) => cmd::registry::run_login(&cli.globals, args),
         Command::Logout(args) => cmd::registry::run_logout(&cli.globals, args),
     };
+    if cmd::cancel::cancelled() {
+        // The signal watcher is removing the build's files and ends the process with the
+        // signal's exit code; whatever the interrupted command returned is not the outcome.
+        loop {
+            std::thread::park();
+        }
+    }
     match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
