@@ -171,6 +171,7 @@ pub fn write_dir_layer<W: Write + Send>(
         let relative = entry
             .path()
             .strip_prefix(source_root)
+            // Cannot fail: walkdir yields only paths below the root it was given.
             .expect("walkdir yields paths below its root");
         changes.push(Change::Upsert(relative.to_path_buf()));
     }
@@ -204,6 +205,8 @@ impl TarWriter<'_> {
                     self.write_upsert(&mut builder, components, *opaque)?
                 }
                 Planned::Whiteout { components } => {
+                    // Cannot fail: the plan never makes a whiteout of the root (a
+                    // deleted root is refused when the change set is planned).
                     let (name, parent) = components.split_last().expect("whiteouts name a path");
                     let mut marker = OsString::from(".wh.");
                     marker.push(name);
