@@ -61,7 +61,7 @@ pub use error::BuildError;
 pub use phases::{Phase, PhaseTimes};
 pub use progress::{Event, JsonProgress, NoProgress, PlainProgress, Progress};
 pub use root_tasks::register_root_tasks;
-pub use scratch::{remove_live_dirs, sweep_dead, ScratchDir, Swept};
+pub use scratch::{begin_cancel, cancelling, remove_live_dirs, sweep_dead, ScratchDir, Swept};
 pub use secrets::SecretFiles;
 pub use trees::{prune_build_state, PrunedBuildState};
 

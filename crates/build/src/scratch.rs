@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use rbuild_store::Store;
@@ -41,6 +41,21 @@ struct LiveDir {
 
 /// The directories this process owns now.
 static LIVE: Mutex<Vec<LiveDir>> = Mutex::new(Vec::new());
+
+/// Set when the process is being cancelled: no new step starts (a step whose helper was
+/// just killed must not fall back to another way of running it).
+static CANCELLING: AtomicBool = AtomicBool::new(false);
+
+/// Marks the process as cancelled (a SIGINT or SIGTERM arrived): steps not yet started do
+/// not start, and a step whose sandbox was stopped is not run again another way.
+pub fn begin_cancel() {
+    CANCELLING.store(true, Ordering::SeqCst);
+}
+
+/// Whether [`begin_cancel`] was called.
+pub fn cancelling() -> bool {
+    CANCELLING.load(Ordering::SeqCst)
+}
 
 fn live() -> std::sync::MutexGuard<'static, Vec<LiveDir>> {
     // A thread that panicked while holding the list left it whole (every change is one push
@@ -133,25 +148,52 @@ fn same_inode(file: &File, path: &Path) -> bool {
 }
 
 /// Removes every directory this process registered, secrets first: what a SIGINT or
-/// SIGTERM handler does before the process exits. Build directories move into the store's
-/// trash (one rename) and a detached `rm` removes them; those whose files belong to
-/// subordinate ids wait there for the next `rbuild prune`. Returns the paths handled.
-pub fn remove_live_dirs() -> Vec<PathBuf> {
+/// SIGTERM handler does before the process exits. The directories are claimed first (taken
+/// off the list, so the build's own clean-up, running as its steps fail, leaves them alone):
+/// secret directories are removed and build directories move into the store's trash (one
+/// rename each, harmless to a step still running in them). Then `stop` runs (it stops the
+/// steps), and a detached `rm` removes the moved directories — except those whose files
+/// belong to subordinate ids, which wait in the trash for the next `rbuild prune`. Returns
+/// the paths handled.
+pub fn remove_live_dirs(stop: impl FnOnce()) -> Vec<PathBuf> {
+    begin_cancel();
     let mut dirs = std::mem::take(&mut *live());
     dirs.sort_by_key(|d| d.kind != DirKind::Secrets);
-    let mut handled = Vec::new();
-    for dir in dirs {
+    let mut moved = Vec::new();
+    for dir in &dirs {
         match dir.kind {
             DirKind::Secrets | DirKind::Other => {
                 let _ = std::fs::remove_dir_all(&dir.path);
             }
             DirKind::Build => {
-                discard_build_dir(&dir.path, dir.trash.as_deref(), dir.owners.as_ref(), true)
+                let mapped = matches!(dir.owners, Some(Owners::Mapped(_)));
+                match (&dir.trash, dir.path.file_name()) {
+                    (Some(trash), Some(name))
+                        if std::fs::rename(&dir.path, trash.join(name)).is_ok() =>
+                    {
+                        if !mapped {
+                            moved.push(trash.join(name));
+                        }
+                    }
+                    _ => discard_build_dir(&dir.path, None, dir.owners.as_ref(), false),
+                }
             }
         }
-        handled.push(dir.path);
     }
-    handled
+    stop();
+    if !moved.is_empty() {
+        crate::workdir::remove_in_background(&moved);
+    }
+    // A thread of the build that was between two file operations when its directory moved
+    // may have made part of the path again (a `create_dir_all`): once it has seen that no
+    // step may start, remove that too.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    for dir in &dirs {
+        if dir.kind == DirKind::Build && std::fs::symlink_metadata(&dir.path).is_ok() {
+            discard_build_dir(&dir.path, dir.trash.as_deref(), None, true);
+        }
+    }
+    dirs.into_iter().map(|d| d.path).collect()
 }
 
 /// Moves a build directory into `trash` and, unless its files need container root to go,

@@ -70,7 +70,16 @@ impl Drop for BuildDir {
         let path = self.dir.path();
         // remove_dir_all never follows symlinks, so a rootfs cannot make this escape.
         if let Owners::Mapped(root) = &self.owners {
-            let _ = root.remove_all(path);
+            if root.remove_all(path).is_ok() {
+                return;
+            }
+            // Container root is gone (stopped with the build): the trash keeps the
+            // directory for `rbuild prune`.
+            if let (Some(trash), Some(name)) = (&self.trash, path.file_name()) {
+                if std::fs::rename(path, trash.join(name)).is_ok() {
+                    return;
+                }
+            }
         } else if let Some(trash) = &self.trash {
             // Removing a build's files takes seconds for thousands of them (each unlink
             // can wait for a discard on the block device), and nothing waits for it: the

@@ -390,3 +390,143 @@ fn fails_to_resolve(root: &Path, name: &str) -> bool {
         .status
         .success()
 }
+
+/// A user with subordinate ids for the rootless test (its own name and range).
+const ROOTLESS_USER: &str = "rbuildcrash";
+const ROOTLESS_SUB_START: u32 = 600_000;
+
+#[test]
+fn rootless_builds_killed_or_cancelled_leave_nothing_after_prune() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root("creating a user with a subordinate id range in this test");
+    rbuild_testutil::require_binary("/usr/bin/newuidmap", "uidmap");
+    rbuild_testutil::require_binary("/usr/bin/setpriv", "util-linux");
+    let (uid, gid) = common::test_user(ROOTLESS_USER, Some((ROOTLESS_SUB_START, 65_536)));
+    let (work, bin) = common::user_workspace();
+
+    // The base, built and saved by root, loaded by the user.
+    let root_store = work.path().join("root-store");
+    add_busybox(&root_store);
+    let archive = work.path().join("base.tar");
+    ok(rbuild(&root_store)
+        .args(["save", "busybox:latest", "-o"])
+        .arg(&archive)
+        .output()
+        .unwrap());
+    std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = work.path().join("store");
+    let ctx = work.path().join("ctx");
+    let home = work.path().join("home");
+    for dir in [&store, &ctx, &home] {
+        std::fs::create_dir(dir).unwrap();
+    }
+    let owned = Command::new("chown")
+        .args(["-R", &format!("{uid}:{gid}")])
+        .args([&store, &ctx, &home])
+        .status()
+        .unwrap();
+    assert!(owned.success());
+    // setpriv execs rbuild itself, so the child's pid is rbuild's.
+    let as_user = |args: &[&str]| -> Command {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
+            .args(["--clear-groups", "--"])
+            .arg(&bin)
+            .arg("--root")
+            .arg(&store)
+            .args(args)
+            .env("HOME", &home)
+            .env("TMPDIR", &home)
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("RBUILD_ENGINE");
+        command
+    };
+    ok(as_user(&["load", "-i", archive.to_str().unwrap()])
+        .output()
+        .unwrap());
+
+    let marker = format!("rootless-marker-{}", std::process::id());
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM busybox\n\
+             RUN mkdir /owned && chown 1000:1000 /owned && echo data > /owned/f\n\
+             RUN --mount=type=secret,id=token grep -q s3cr3t /run/secrets/token && sleep 300 && echo {marker}\n"
+        ),
+    )
+    .unwrap();
+    for how in ["kill -9", "SIGINT"] {
+        let value = secret_value("rootless");
+        let mut child = as_user(&[
+            "build",
+            "--progress",
+            "plain",
+            "--secret",
+            "id=token,env=RB_TEST_TOKEN",
+        ])
+        .arg(&ctx)
+        .env("RB_TEST_TOKEN", &value)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        wait_until(
+            "the rootless step to start",
+            Duration::from_secs(120),
+            || !processes_with(&marker).is_empty(),
+        );
+        let secret_dirs = secret_leftovers(&store, &value);
+        assert!(
+            !secret_dirs.is_empty() && secret_dirs.iter().all(|p| !p.starts_with(&store)),
+            "the secret should be on a memory file system while the build runs: {secret_dirs:?}"
+        );
+        let signal = if how == "SIGINT" {
+            libc::SIGINT
+        } else {
+            libc::SIGKILL
+        };
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        let exit = wait_code(&mut child);
+        let log = stderr_of(&mut child);
+        if how == "SIGINT" {
+            assert_eq!(exit, 130, "{log}");
+            assert!(log.contains("cancelled"), "{log}");
+            // Nothing of the build is left where builds run, and no secret anywhere.
+            assert_eq!(entries(&store, "build"), Vec::<PathBuf>::new(), "{log}");
+            assert_eq!(secret_leftovers(&store, &value), Vec::<PathBuf>::new());
+        }
+        wait_until(
+            "the step's processes to end",
+            Duration::from_secs(10),
+            || processes_with(&marker).is_empty(),
+        );
+        // The user's prune removes the rest, files of subordinate ids included.
+        let out = as_user(&["prune"]).output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{how}: {said}");
+        assert_eq!(
+            entries(&store, "build"),
+            Vec::<PathBuf>::new(),
+            "{how}: {said}"
+        );
+        assert_eq!(
+            entries(&store, "trash"),
+            Vec::<PathBuf>::new(),
+            "{how}: {said}"
+        );
+        assert_eq!(
+            secret_leftovers(&store, &value),
+            Vec::<PathBuf>::new(),
+            "{how}"
+        );
+        let fsck = as_user(&["fsck"]).output().unwrap();
+        assert!(
+            fsck.status.success(),
+            "{}",
+            String::from_utf8_lossy(&fsck.stdout)
+        );
+    }
+}

@@ -75,8 +75,10 @@ fn cancel(what: &str, signal: libc::c_int) -> ! {
         "SIGTERM"
     };
     eprintln!("\n{what} cancelled ({name}): stopping its steps and removing its files");
-    stop_children();
-    rbuild_build::remove_live_dirs();
+    // The build's directories are claimed (and secrets removed) before its steps are
+    // stopped, so that the build's own clean-up, running as the steps fail, leaves them to
+    // this thread; no step starts from then on.
+    rbuild_build::remove_live_dirs(stop_children);
     std::process::exit(128 + signal);
 }
 
