@@ -178,10 +178,22 @@ fn sigint_and_sigterm_cancel_the_build_and_leave_nothing() {
         wait_until("the step to start", Duration::from_secs(60), || {
             !processes_with(&marker).is_empty()
         });
-        assert!(!entries(root.path(), "build").is_empty());
+        let build_dirs = entries(root.path(), "build");
+        assert!(!build_dirs.is_empty());
+        let secrets = secret_leftovers(root.path(), &value);
         assert!(
-            !secret_leftovers(root.path(), &value).is_empty(),
+            !secrets.is_empty(),
             "the secret should exist while the build runs"
+        );
+        // Another command sweeps what dead builds left: a live build's directories and
+        // secrets are not that, and the build goes on.
+        fsck_clean(root.path());
+        ok(rbuild(root.path()).arg("prune").output().unwrap());
+        assert_eq!(entries(root.path(), "build"), build_dirs);
+        assert_eq!(secret_leftovers(root.path(), &value), secrets);
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build should still run"
         );
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(child.id() as libc::pid_t, signal) };
