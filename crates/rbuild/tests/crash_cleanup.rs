@@ -153,14 +153,21 @@ fn sigint_and_sigterm_cancel_the_build_and_leave_nothing() {
     require_root("native builds in this test");
     let root = tempfile::tempdir().unwrap();
     add_busybox(root.path());
-    for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+    // (signal, to the whole process group as a terminal's Ctrl-C does, exit code)
+    for (signal, group, code) in [
+        (libc::SIGINT, false, 130),
+        (libc::SIGTERM, false, 143),
+        (libc::SIGINT, true, 130),
+    ] {
         let value = secret_value("signal");
         let marker = format!("marker-{signal}-{}", std::process::id());
         let ctx = context(&format!(
             "FROM busybox\n\
              RUN --mount=type=secret,id=token test -s /run/secrets/token && sleep 300 && echo {marker}\n"
         ));
+        use std::os::unix::process::CommandExt;
         let mut child = rbuild(root.path())
+            .process_group(0)
             .args([
                 "build",
                 "--progress",
@@ -195,11 +202,16 @@ fn sigint_and_sigterm_cancel_the_build_and_leave_nothing() {
             child.try_wait().unwrap().is_none(),
             "the build should still run"
         );
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        let target = if group {
+            -(child.id() as libc::pid_t)
+        } else {
+            child.id() as libc::pid_t
+        };
+        // SAFETY: kill(2) on our own child's pid, or its own process group.
+        unsafe { libc::kill(target, signal) };
         let exit = wait_code(&mut child);
         let log = stderr_of(&mut child);
-        assert_eq!(exit, code, "signal {signal}: {log}");
+        assert_eq!(exit, code, "signal {signal} (group: {group}): {log}");
         assert!(log.contains("cancelled"), "signal {signal}: {log}");
         assert!(!log.contains("panicked"), "{log}");
         assert!(!log.contains(&value), "the secret value was printed: {log}");

@@ -17,6 +17,9 @@ static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
 static CANCELLED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(signal: libc::c_int) {
+    // At once, not when the watcher runs: a Ctrl-C reaches the step's processes too, and
+    // the build must not report their death as a failure of its own.
+    CANCELLED.store(true, Ordering::SeqCst);
     let fd = PIPE_WRITE.load(Ordering::Relaxed);
     if fd >= 0 {
         let byte = signal as u8;
