@@ -1,7 +1,7 @@
 //! What a build leaves when it is killed, interrupted or runs out of space: builds killed
 //! with SIGKILL at random moments (a secret from the environment, a registry cache export)
-//! leave nothing after the next command and `rbuild prune`; SIGINT and SIGTERM say
-//! "cancelled", stop the step and exit 130 / 143 with nothing left behind; a store on a full
+//! leave nothing after the next command and `rbuild prune`; SIGINT, SIGTERM and SIGHUP say
+//! "cancelled", stop the step and exit 130 / 143 / 129 with nothing left behind; a store on a full
 //! file system gives a clean error (no panic), still passes `rbuild fsck`, and builds again
 //! once there is room. Runs as root (CI does).
 
@@ -158,6 +158,7 @@ fn sigint_and_sigterm_cancel_the_build_and_leave_nothing() {
         (libc::SIGINT, false, 130),
         (libc::SIGTERM, false, 143),
         (libc::SIGINT, true, 130),
+        (libc::SIGHUP, false, 129),
     ] {
         let value = secret_value("signal");
         let marker = format!("marker-{signal}-{}", std::process::id());

@@ -1,12 +1,13 @@
-//! SIGINT and SIGTERM: say the command was cancelled, stop the step's processes, remove the
-//! build's directories and secrets, exit 130 or 143 (128 + the signal, as a shell reports).
+//! SIGINT, SIGTERM (and SIGHUP, a closed terminal): say the command was cancelled, stop the
+//! step's processes, remove the build's directories and secrets, exit 130, 143 (129): 128 +
+//! the signal, as a shell reports.
 //!
 //! The handler itself only writes the signal's number to a pipe (all it may safely do); a
 //! thread waiting on the pipe does the rest. The handlers are plain `sigaction`s, so they
 //! are reset to the default in every program the build starts (exec does that), and the
 //! signal mask is left alone (a blocked mask would be inherited by the steps).
 
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::os::fd::{FromRawFd as _, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
@@ -54,10 +55,18 @@ pub fn install(what: &'static str) -> std::io::Result<()> {
                 cancel(what, libc::c_int::from(byte[0]));
             }
         })?;
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: a zeroed sigaction with a handler that only calls write(2); sa_mask
-        // emptied by sigemptyset before use.
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: zeroed sigaction structs for the kernel to fill or read; the handler only
+        // stores an atomic and calls write(2); sa_mask emptied by sigemptyset before use.
         unsafe {
+            // A signal the parent ignores stays ignored (`nohup`, a shell's background job
+            // ignoring SIGINT): the user asked for the build to survive it.
+            let mut previous: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signal, std::ptr::null(), &mut previous) == 0
+                && previous.sa_sigaction == libc::SIG_IGN
+            {
+                continue;
+            }
             let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
             action.sa_flags = libc::SA_RESTART;
@@ -72,12 +81,16 @@ pub fn install(what: &'static str) -> std::io::Result<()> {
 
 fn cancel(what: &str, signal: libc::c_int) -> ! {
     CANCELLED.store(true, Ordering::SeqCst);
-    let name = if signal == libc::SIGINT {
-        "SIGINT"
-    } else {
-        "SIGTERM"
+    let name = match signal {
+        libc::SIGINT => "SIGINT",
+        libc::SIGHUP => "SIGHUP",
+        _ => "SIGTERM",
     };
-    eprintln!("\n{what} cancelled ({name}): stopping its steps and removing its files");
+    // Not eprintln!, which panics when stderr is gone (a closed terminal: SIGHUP).
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n{what} cancelled ({name}): stopping its steps and removing its files"
+    );
     // The build's directories are claimed (and secrets removed) before its steps are
     // stopped, so that the build's own clean-up, running as the steps fail, leaves them to
     // this thread; no step starts from then on.
