@@ -42,6 +42,33 @@ struct LiveDir {
 /// The directories this process owns now.
 static LIVE: Mutex<Vec<LiveDir>> = Mutex::new(Vec::new());
 
+/// Helper processes that must not outlive this one but are not its children (an ssh-agent,
+/// kept by a shell): the signal handler stops them.
+static PROCESSES: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+pub(crate) fn register_process(pid: i32) {
+    PROCESSES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(pid);
+}
+
+pub(crate) fn unregister_process(pid: i32) {
+    PROCESSES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .retain(|p| *p != pid);
+}
+
+/// Whether `pid` runs (exists and is not a zombie waiting to be reaped).
+pub(crate) fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
 /// Set when the process is being cancelled: no new step starts (a step whose helper was
 /// just killed must not fall back to another way of running it).
 static CANCELLING: AtomicBool = AtomicBool::new(false);
@@ -69,6 +96,12 @@ pub struct OwnedDir {
     path: PathBuf,
     /// The directory itself, opened: its flock marks the owner as alive.
     _lock: File,
+}
+
+impl std::fmt::Debug for OwnedDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("OwnedDir").field(&self.path).finish()
+    }
 }
 
 impl OwnedDir {
@@ -157,6 +190,12 @@ fn same_inode(file: &File, path: &Path) -> bool {
 /// the paths handled.
 pub fn remove_live_dirs(stop: impl FnOnce()) -> Vec<PathBuf> {
     begin_cancel();
+    let processes = std::mem::take(&mut *PROCESSES.lock().unwrap_or_else(|p| p.into_inner()));
+    for pid in processes {
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is a registered
+        // helper's, still running until its keeper, a child of ours, reaps it.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
     let mut dirs = std::mem::take(&mut *live());
     dirs.sort_by_key(|d| d.kind != DirKind::Secrets);
     let mut moved = Vec::new();
@@ -263,7 +302,7 @@ fn open_dir_nofollow(path: &Path) -> io::Result<File> {
 /// What [`sweep_dead`] removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Swept {
-    /// Secret directories of dead builds (in memory file systems or the store).
+    /// Secret directories (and ssh-agent directories) of dead builds.
     pub secrets: usize,
     /// Build directories of dead builds (moved to the trash, being removed).
     pub builds: usize,
@@ -298,6 +337,14 @@ pub fn sweep_dead(store: &Store, remove_now: bool) -> Swept {
     for (path, _lock) in dead_dirs(&tmp, "secrets-", Some(uid)) {
         if std::fs::remove_dir_all(&path).is_ok() {
             swept.secrets += 1;
+        }
+    }
+    // Dead builds' ssh-agents died with them (PR_SET_PDEATHSIG); their sockets remain.
+    for parent in [&tmp, &std::env::temp_dir()] {
+        for (path, _lock) in dead_dirs(parent, crate::ssh_agent::DIR_PREFIX, Some(uid)) {
+            if std::fs::remove_dir_all(&path).is_ok() {
+                swept.secrets += 1;
+            }
         }
     }
     for (path, _lock) in dead_dirs(&tmp, CONTEXT_PREFIX, Some(uid)) {

@@ -555,3 +555,64 @@ fn rootless_builds_killed_or_cancelled_leave_nothing_after_prune() {
         );
     }
 }
+
+#[test]
+fn a_killed_build_leaves_no_ssh_agent_and_no_agent_directory() {
+    require_root("native builds in this test");
+    let root = tempfile::tempdir().unwrap();
+    add_busybox(root.path());
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("crash-key");
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "crash-key", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen (openssh-client) is installed");
+    assert!(status.success());
+    let marker = format!("ssh-marker-{}", std::process::id());
+    let ctx = context(&format!(
+        "FROM busybox\nRUN --mount=type=ssh test -S $SSH_AUTH_SOCK && sleep 300 && echo {marker}\n"
+    ));
+    let mut child = rbuild(root.path())
+        .args(["build", "--progress", "plain", "--ssh"])
+        .arg(format!("default={}", key.display()))
+        .arg(ctx.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the step to start", Duration::from_secs(60), || {
+        !processes_with(&marker).is_empty()
+    });
+    let prefix = format!("rbuild-ssh-{}-", child.id());
+    let agent_dirs = || -> Vec<PathBuf> {
+        entries(root.path(), "tmp")
+            .into_iter()
+            .chain(
+                std::fs::read_dir(std::env::temp_dir())
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.path()),
+            )
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+            })
+            .collect()
+    };
+    let dirs = agent_dirs();
+    assert_eq!(dirs.len(), 1, "one agent directory while the build runs");
+    let socket = dirs[0].join("agent.sock").display().to_string();
+    assert!(
+        !processes_with(&socket).is_empty(),
+        "the agent runs on {socket}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The agent, holding the key, dies with the build; the next command removes its files.
+    wait_until("the agent to end", Duration::from_secs(10), || {
+        processes_with(&socket).is_empty()
+    });
+    ok(rbuild(root.path()).arg("images").output().unwrap());
+    assert_eq!(agent_dirs(), Vec::<PathBuf>::new());
+}
