@@ -87,10 +87,12 @@ fn cancel(what: &str, signal: libc::c_int) -> ! {
         _ => "SIGTERM",
     };
     // Not eprintln!, which panics when stderr is gone (a closed terminal: SIGHUP).
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n{what} cancelled ({name}): stopping its steps and removing its files"
-    );
+    let doing = if what == "build" {
+        ": stopping its steps and removing its files"
+    } else {
+        ""
+    };
+    let _ = writeln!(std::io::stderr(), "\n{what} cancelled ({name}){doing}");
     // The build's directories are claimed (and secrets removed) before its steps are
     // stopped, so that the build's own clean-up, running as the steps fail, leaves them to
     // this thread; no step starts from then on.
