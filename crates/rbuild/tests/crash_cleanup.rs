@@ -420,57 +420,94 @@ fn fails_to_resolve(root: &Path, name: &str) -> bool {
 const ROOTLESS_USER: &str = "rbuildcrash";
 const ROOTLESS_SUB_START: u32 = 600_000;
 
-#[test]
-fn rootless_builds_killed_or_cancelled_leave_nothing_after_prune() {
-    use std::os::unix::fs::PermissionsExt;
-    require_root("creating a user with a subordinate id range in this test");
-    rbuild_testutil::require_binary("/usr/bin/newuidmap", "uidmap");
-    rbuild_testutil::require_binary("/usr/bin/setpriv", "util-linux");
-    let (uid, gid) = common::test_user(ROOTLESS_USER, Some((ROOTLESS_SUB_START, 65_536)));
-    let (work, bin) = common::user_workspace();
+/// A user with subordinate ids, a store of its own (at `store`, created here unless it
+/// exists) holding busybox, and a context directory it owns.
+struct Rootless {
+    /// Holds the binary, the context and the home directory.
+    _work: tempfile::TempDir,
+    bin: PathBuf,
+    uid: u32,
+    gid: u32,
+    store: PathBuf,
+    ctx: PathBuf,
+    home: PathBuf,
+}
 
-    // The base, built and saved by root, loaded by the user.
-    let root_store = work.path().join("root-store");
-    add_busybox(&root_store);
-    let archive = work.path().join("base.tar");
-    ok(rbuild(&root_store)
-        .args(["save", "busybox:latest", "-o"])
-        .arg(&archive)
-        .output()
-        .unwrap());
-    std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let store = work.path().join("store");
-    let ctx = work.path().join("ctx");
-    let home = work.path().join("home");
-    for dir in [&store, &ctx, &home] {
-        std::fs::create_dir(dir).unwrap();
+impl Rootless {
+    fn new(store: Option<PathBuf>) -> Rootless {
+        use std::os::unix::fs::PermissionsExt;
+        require_root("creating a user with a subordinate id range in this test");
+        rbuild_testutil::require_binary("/usr/bin/newuidmap", "uidmap");
+        rbuild_testutil::require_binary("/usr/bin/setpriv", "util-linux");
+        let (uid, gid) = common::test_user(ROOTLESS_USER, Some((ROOTLESS_SUB_START, 65_536)));
+        let (work, bin) = common::user_workspace();
+        // The base, built and saved by root, loaded by the user.
+        let root_store = work.path().join("root-store");
+        add_busybox(&root_store);
+        let archive = work.path().join("base.tar");
+        ok(rbuild(&root_store)
+            .args(["save", "busybox:latest", "-o"])
+            .arg(&archive)
+            .output()
+            .unwrap());
+        std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = store.unwrap_or_else(|| work.path().join("store"));
+        let ctx = work.path().join("ctx");
+        let home = work.path().join("home");
+        for dir in [&store, &ctx, &home] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        let owned = Command::new("chown")
+            .args(["-R", &format!("{uid}:{gid}")])
+            .args([&store, &ctx, &home])
+            .status()
+            .unwrap();
+        assert!(owned.success());
+        let user = Rootless {
+            _work: work,
+            bin,
+            uid,
+            gid,
+            store,
+            ctx,
+            home,
+        };
+        ok(user
+            .rbuild(&["load", "-i", archive.to_str().unwrap()])
+            .output()
+            .unwrap());
+        user
     }
-    let owned = Command::new("chown")
-        .args(["-R", &format!("{uid}:{gid}")])
-        .args([&store, &ctx, &home])
-        .status()
-        .unwrap();
-    assert!(owned.success());
-    // setpriv execs rbuild itself, so the child's pid is rbuild's.
-    let as_user = |args: &[&str]| -> Command {
+
+    /// rbuild as the user on its store. setpriv execs rbuild itself, so the child's pid is
+    /// rbuild's.
+    fn rbuild(&self, args: &[&str]) -> Command {
         let mut command = Command::new("setpriv");
         command
-            .args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
+            .args([
+                "--reuid",
+                &self.uid.to_string(),
+                "--regid",
+                &self.gid.to_string(),
+            ])
             .args(["--clear-groups", "--"])
-            .arg(&bin)
+            .arg(&self.bin)
             .arg("--root")
-            .arg(&store)
+            .arg(&self.store)
             .args(args)
-            .env("HOME", &home)
-            .env("TMPDIR", &home)
+            .env("HOME", &self.home)
+            .env("TMPDIR", &self.home)
             .env_remove("XDG_RUNTIME_DIR")
             .env_remove("RBUILD_ENGINE");
         command
-    };
-    ok(as_user(&["load", "-i", archive.to_str().unwrap()])
-        .output()
-        .unwrap());
+    }
+}
 
+#[test]
+fn rootless_builds_killed_or_cancelled_leave_nothing_after_prune() {
+    let user = Rootless::new(None);
+    let (store, ctx) = (user.store.as_path(), user.ctx.as_path());
+    let as_user = |args: &[&str]| user.rbuild(args);
     let marker = format!("rootless-marker-{}", std::process::id());
     std::fs::write(
         ctx.join("Dockerfile"),
@@ -490,7 +527,7 @@ fn rootless_builds_killed_or_cancelled_leave_nothing_after_prune() {
             "--secret",
             "id=token,env=RB_TEST_TOKEN",
         ])
-        .arg(&ctx)
+        .arg(ctx)
         .env("RB_TEST_TOKEN", &value)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -501,9 +538,9 @@ fn rootless_builds_killed_or_cancelled_leave_nothing_after_prune() {
             Duration::from_secs(120),
             || !processes_with(&marker).is_empty(),
         );
-        let secret_dirs = secret_leftovers(&store, &value);
+        let secret_dirs = secret_leftovers(store, &value);
         assert!(
-            !secret_dirs.is_empty() && secret_dirs.iter().all(|p| !p.starts_with(&store)),
+            !secret_dirs.is_empty() && secret_dirs.iter().all(|p| !p.starts_with(store)),
             "the secret should be on a memory file system while the build runs: {secret_dirs:?}"
         );
         let signal = if how == "SIGINT" {
@@ -519,8 +556,8 @@ fn rootless_builds_killed_or_cancelled_leave_nothing_after_prune() {
             assert_eq!(exit, 130, "{log}");
             assert!(log.contains("cancelled"), "{log}");
             // Nothing of the build is left where builds run, and no secret anywhere.
-            assert_eq!(entries(&store, "build"), Vec::<PathBuf>::new(), "{log}");
-            assert_eq!(secret_leftovers(&store, &value), Vec::<PathBuf>::new());
+            assert_eq!(entries(store, "build"), Vec::<PathBuf>::new(), "{log}");
+            assert_eq!(secret_leftovers(store, &value), Vec::<PathBuf>::new());
         }
         wait_until(
             "the step's processes to end",
@@ -533,17 +570,17 @@ fn rootless_builds_killed_or_cancelled_leave_nothing_after_prune() {
             + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{how}: {said}");
         assert_eq!(
-            entries(&store, "build"),
+            entries(store, "build"),
             Vec::<PathBuf>::new(),
             "{how}: {said}"
         );
         assert_eq!(
-            entries(&store, "trash"),
+            entries(store, "trash"),
             Vec::<PathBuf>::new(),
             "{how}: {said}"
         );
         assert_eq!(
-            secret_leftovers(&store, &value),
+            secret_leftovers(store, &value),
             Vec::<PathBuf>::new(),
             "{how}"
         );
@@ -615,4 +652,50 @@ fn a_killed_build_leaves_no_ssh_agent_and_no_agent_directory() {
     });
     ok(rbuild(root.path()).arg("images").output().unwrap());
     assert_eq!(agent_dirs(), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_full_rootless_store_is_a_clean_error_and_still_passes_fsck() {
+    let fs = SmallFs::mount("48m");
+    let user = Rootless::new(Some(fs.path().join("store")));
+    std::fs::write(
+        user.ctx.join("Dockerfile"),
+        "FROM busybox\nRUN head -c 30000000 /dev/urandom > /big\n",
+    )
+    .unwrap();
+    let ctx = user.ctx.to_str().unwrap();
+    let out = user
+        .rbuild(&["build", "--progress", "plain", "-t", "big:1", ctx])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the build should not fit: {log}");
+    assert_ne!(out.status.code(), Some(101), "rbuild panicked: {log}");
+    assert!(!log.contains("panicked"), "{log}");
+    // Container root writes the layer into a pipe: the store's error, not the pipe's.
+    assert!(log.contains("No space left on device"), "{log}");
+    assert!(!log.contains("Broken pipe"), "{log}");
+    assert!(log.contains("needed more than"), "{log}");
+    let fsck = user.rbuild(&["fsck"]).output().unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    fs.resize("160m");
+    let out = user
+        .rbuild(&["build", "-q", "-t", "big:1", ctx])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fsck = user.rbuild(&["fsck"]).output().unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
 }
