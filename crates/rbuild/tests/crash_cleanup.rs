@@ -323,6 +323,13 @@ fn builds_killed_at_random_moments_leave_nothing_after_prune() {
         "{said}"
     );
     assert_eq!(secret_leftovers(root.path(), &value), Vec::<PathBuf>::new());
+    // No scratch directory either (only temp blob files, collected 30 s after their
+    // writer died, may remain).
+    let scratch: Vec<PathBuf> = entries(root.path(), "tmp")
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(scratch, Vec::<PathBuf>::new(), "{said}");
     fsck_clean(root.path());
     // The next build succeeds, cache export included, and leaves no build directory.
     let out = build(kills).output().unwrap();
