@@ -298,6 +298,7 @@ pub(crate) fn chown_in_build(path: &Path, uid: u32, gid: u32) -> Result<(), Stri
     if let Some(why) = owners.cannot_own(uid, gid) {
         return Err(format!("chown of {} to {uid}:{gid}: {why}", path.display()));
     }
+    // Cannot fail: only `Owners::Root` has no id map, and it returned above.
     let map = owners.id_map().expect("rootless builds have an id map");
     let host = (map.host_uid(uid.into()), map.host_gid(gid.into()));
     let md = fs::symlink_metadata(path).map_err(|e| format!("reading {}: {e}", path.display()))?;

@@ -36,6 +36,8 @@ mod remote;
 mod root_tasks;
 mod run;
 mod schedule;
+pub mod scratch;
+pub mod secrets;
 mod snapshot;
 mod sources;
 pub mod ssh_agent;
@@ -61,6 +63,8 @@ pub use error::BuildError;
 pub use phases::{Phase, PhaseTimes};
 pub use progress::{Event, JsonProgress, NoProgress, PlainProgress, Progress};
 pub use root_tasks::register_root_tasks;
+pub use scratch::{begin_cancel, cancelling, remove_live_dirs, sweep_dead, ScratchDir, Swept};
+pub use secrets::SecretFiles;
 pub use trees::{prune_build_state, PrunedBuildState};
 
 /// Everything a build needs besides the store and the base images.

@@ -264,6 +264,8 @@ impl Builder<'_> {
                 Sharing::Locked => locks.push(
                     CacheLock::acquire(&dir, true)
                         .map_err(fail)?
+                        // Cannot fail: a blocking acquire waits; only a non-blocking
+                        // one returns None.
                         .expect("blocking"),
                 ),
                 // BuildKit: a step that finds the cache in use gets a cache of its own.

@@ -64,6 +64,7 @@ impl Fetcher {
         Ok(self
             .dir
             .as_ref()
+            // Cannot fail: set just above when it was unset.
             .expect("created above")
             .join(self.counter.to_string()))
     }
@@ -81,6 +82,7 @@ impl Fetcher {
                 .map_err(|e| format!("creating the HTTP client: {e}"))?;
             self.client = Some(client);
         }
+        // Cannot fail: set just above when it was unset.
         let client = self.client.as_ref().expect("created above");
         let shown = redact_url(url);
         // reqwest's messages repeat the URL, credentials included: redact them.

@@ -222,12 +222,19 @@ impl Builder<'_> {
         step: usize,
         progress: &mut dyn Progress,
     ) -> Result<Option<u64>> {
+        if crate::scratch::cancelling() {
+            return Err(origin.error("the build was cancelled"));
+        }
         let parent = self.dir.new_dir("overlay")?;
         let dirs = OverlayDirs::create(&parent).map_err(|e| origin.error(e.to_string()))?;
         let lowers = vec![st.rootfs.clone()];
         spec.rootfs = dirs.rootfs(lowers.clone());
         let mut outcome = match execute(&self.sandbox, spec, &st.label, step, progress) {
             Ok(outcome) => outcome,
+            // The build is being cancelled: its helper was stopped on purpose.
+            Err(_) if crate::scratch::cancelling() => {
+                return Err(origin.error("the build was cancelled"));
+            }
             Err(e) => {
                 // Remembered for the build: later steps go straight to the rootfs.
                 if self.sandbox.overlay_failed() {
@@ -294,6 +301,9 @@ impl Builder<'_> {
         step: usize,
         progress: &mut dyn Progress,
     ) -> Result<u64> {
+        if crate::scratch::cancelling() {
+            return Err(origin.error("the build was cancelled"));
+        }
         let before = Index::scan(&st.rootfs).map_err(|e| origin.error(e))?;
         let mut placed = None;
         let mut chroot_spec;

@@ -113,6 +113,7 @@ fn walk(root: &Path) -> Result<BTreeMap<PathBuf, Meta>, String> {
         let rel = entry
             .path()
             .strip_prefix(root)
+            // Cannot fail: walkdir yields only paths below the root it was given.
             .expect("walkdir stays under its root")
             .to_path_buf();
         entries.insert(

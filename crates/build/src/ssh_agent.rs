@@ -7,11 +7,13 @@
 //! agent is stopped and its directory removed when the [`SshAgent`] is dropped, whether the
 //! build succeeded or not.
 
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::scratch::{DirKind, OwnedDir};
 
 /// What the paths of one `--ssh ID=…` name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,8 +57,13 @@ pub fn classify_ssh_paths(paths: &[PathBuf]) -> Result<SshSource, String> {
 /// A private `ssh-agent` holding some keys; stopped (and its socket removed) on drop.
 #[derive(Debug)]
 pub struct SshAgent {
+    /// The shell that keeps the agent (see `start`).
     child: Child,
-    dir: PathBuf,
+    /// The agent itself, the shell's child.
+    agent_pid: i32,
+    /// Locked while the agent runs, so that the next rbuild command removes it should this
+    /// process be killed (see `crate::scratch`).
+    dir: OwnedDir,
     socket: PathBuf,
 }
 
@@ -73,47 +80,59 @@ impl SshAgent {
         let dir = private_dir(parent)
             .or_else(|_| private_dir(&std::env::temp_dir()))
             .map_err(|e| format!("creating a directory for the ssh-agent: {e}"))?;
-        let socket = dir.join("agent.sock");
+        let socket = dir.path().join("agent.sock");
         // Its messages go to a file, not a pipe nobody reads once it runs.
-        let log = dir.join("agent.log");
+        let log = dir.path().join("agent.log");
         let stderr = match std::fs::File::create(&log) {
             Ok(f) => f,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
+                let _ = std::fs::remove_dir_all(dir.path());
                 return Err(format!("creating {}: {e}", log.display()));
             }
         };
-        let mut command = Command::new("ssh-agent");
+        // ssh-agent is set-group-id on Debian, and executing such a program clears
+        // PR_SET_PDEATHSIG: a build killed with SIGKILL would leave the agent running with
+        // the keys loaded. So a shell keeps it: it starts the agent, says its pid, and kills
+        // it as soon as its stdin — a pipe only this process writes to — reaches its end,
+        // which happens when this process drops the agent or dies in any way.
+        let mut command = Command::new("sh");
         command
-            .arg("-D")
-            .arg("-a")
+            .arg("-c")
+            .arg(SUPERVISOR)
+            .arg("rbuild-ssh-agent")
             .arg(&socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .stderr(stderr)
             .env_remove("SSH_AUTH_SOCK");
-        // SAFETY: prctl is async-signal-safe and touches no memory of this process.
-        // The agent gets SIGTERM should this process die without dropping it (killed): no
-        // agent holding the keys outlives the build. (The signal follows the thread that
-        // started the agent: start it on a thread that outlives the build.)
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
         let spawned = command.spawn();
-        let child = match spawned {
+        let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(format!(
-                    "starting ssh-agent (is openssh-client installed?): {e}"
-                ));
+                let _ = std::fs::remove_dir_all(dir.path());
+                return Err(format!("starting sh for ssh-agent: {e}"));
             }
         };
+        let agent_pid = read_pid(&mut child);
+        let Some(agent_pid) = agent_pid else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            let _ = std::fs::remove_dir_all(dir.path());
+            return Err(format!(
+                "starting ssh-agent (is openssh-client installed?): {}",
+                log.trim()
+            ));
+        };
+        // Stopped by the signal handler too, should the build be cancelled.
+        crate::scratch::register_process(agent_pid);
         // From here on, Drop stops the agent and removes the directory on every error.
-        let mut agent = SshAgent { child, dir, socket };
+        let mut agent = SshAgent {
+            child,
+            agent_pid,
+            dir,
+            socket,
+        };
         agent.wait_for_socket()?;
         for key in keys {
             agent.add(key)?;
@@ -128,7 +147,7 @@ impl SshAgent {
 
     /// The agent's process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.agent_pid.unsigned_abs()
     }
 
     fn wait_for_socket(&mut self) -> Result<(), String> {
@@ -139,9 +158,10 @@ impl SshAgent {
             if is_socket {
                 return Ok(());
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                let log = std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default();
-                return Err(format!("ssh-agent exited ({status}): {}", log.trim()));
+            if !crate::scratch::process_alive(self.agent_pid) {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default();
+                return Err(format!("ssh-agent exited: {}", log.trim()));
             }
             if Instant::now() > deadline {
                 return Err("ssh-agent did not create its socket within 10s".into());
@@ -206,9 +226,13 @@ impl SshAgent {
 
 impl Drop for SshAgent {
     fn drop(&mut self) {
-        // SIGTERM lets the agent remove its socket; then make sure it is gone.
-        // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        crate::scratch::unregister_process(self.agent_pid);
+        // SIGTERM lets the agent remove its socket; the shell, its stdin closed, makes sure
+        // the agent is gone, reaps it and exits.
+        // SAFETY: kill has no memory-safety preconditions; the pid is the shell's child,
+        // which cannot be reused before the shell (still running) reaps it.
+        unsafe { libc::kill(self.agent_pid, libc::SIGTERM) };
+        drop(self.child.stdin.take());
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -218,22 +242,46 @@ impl Drop for SshAgent {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // Unless the signal handler took it (and removes it).
+        if self.dir.unregister() {
+            let _ = std::fs::remove_dir_all(self.dir.path());
+        }
     }
 }
 
-/// A new directory only we can enter, named so that a socket in it fits in `sun_path`.
-fn private_dir(parent: &Path) -> std::io::Result<PathBuf> {
+/// The shell that keeps the agent: `$1` is the socket. Its stdin is a pipe from rbuild; the
+/// agent's is /dev/null (an asynchronous command's, without job control), its stdout too
+/// (it prints shell commands there, and the pipe the shell says the pid through is closed
+/// once read).
+const SUPERVISOR: &str = r#"ssh-agent -D -a "$1" >/dev/null &
+echo "$!"
+exec >/dev/null
+read line
+kill "$!" 2>/dev/null
+wait"#;
+
+/// The agent's pid, the first line the shell writes.
+fn read_pid(child: &mut Child) -> Option<i32> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take()?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line).ok()?;
+    line.trim().parse().ok().filter(|pid| *pid > 0)
+}
+
+/// The prefix of an ssh-agent's directory (not `ssh-`, which OpenSSH's own agents use in
+/// the system's temporary directory: the sweep must never take theirs).
+pub(crate) const DIR_PREFIX: &str = "rbuild-ssh-";
+
+/// A new directory only we can enter (locked while we live), named so that a socket in it
+/// fits in `sun_path`.
+fn private_dir(parent: &Path) -> std::io::Result<OwnedDir> {
     std::fs::create_dir_all(parent)?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let dir = parent.join(format!("ssh-{}-{nanos:x}", std::process::id()));
-    if dir.join("agent.sock").as_os_str().len() > MAX_SOCKET_PATH {
+    let dir = OwnedDir::create(parent, DIR_PREFIX, 0o700, DirKind::Secrets, None, None)?;
+    if dir.path().join("agent.sock").as_os_str().len() > MAX_SOCKET_PATH {
+        let _ = std::fs::remove_dir(dir.path());
         return Err(std::io::Error::other("path too long for a socket"));
     }
-    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     Ok(dir)
 }
 

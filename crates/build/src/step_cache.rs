@@ -433,18 +433,17 @@ impl Builder<'_> {
             st.applied = st.layers.len();
         }
         st.layer_off_rootfs = false;
-        let layer = st
-            .layers
-            .last()
-            .cloned()
-            .expect("a layer step made a layer");
+        // Every layer step commits a layer (an empty change set too), so these are there;
+        // an error rather than a panic if a future step kind forgets to.
+        let no_layer = || BuildError::other(format!("{created_by}: the step made no layer"));
+        let layer = st.layers.last().cloned().ok_or_else(no_layer)?;
         let diff_id = st
             .config
             .rootfs
             .diff_ids
             .last()
             .cloned()
-            .expect("a layer step made a layer");
+            .ok_or_else(no_layer)?;
         let created = self.now();
         self.add_history(st, created_by, true);
         self.date_history(st, &created);

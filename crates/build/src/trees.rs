@@ -242,19 +242,24 @@ fn trim(dir: &Path, keep: usize, unused_for: Option<std::time::Duration>) -> usi
 /// What `rbuild prune` removed of the build state.
 #[derive(Debug)]
 pub struct PrunedBuildState {
+    /// What dead builds left (secrets, build directories, unpacked contexts), removed.
+    pub dead: crate::scratch::Swept,
     /// Finished builds' directories removed from the trash.
     pub trash: std::io::Result<usize>,
     /// Extracted trees removed, or `None` when a running build held them.
     pub trees: std::io::Result<Option<usize>>,
 }
 
-/// `rbuild prune`: empties the trash and removes every extracted tree (unless a build is
+/// `rbuild prune`: removes what dead builds left, empties the trash and removes every extracted tree (unless a build is
 /// running). Rootless with subordinate ids, container root removes them: their files
 /// belong to container users.
 pub fn prune_build_state(store: &Store) -> PrunedBuildState {
     let (owners, _) = Owners::for_build(&rbuild_sandbox::Sandbox::new());
     let _scope = crate::fsops::OwnersScope::enter(owners);
+    // Dead builds' directories first: they go through the trash.
+    let dead = crate::scratch::sweep_dead(store, true);
     PrunedBuildState {
+        dead,
         trash: crate::workdir::empty_trash(store),
         trees: prune_trees(store),
     }

@@ -10,10 +10,12 @@ use rbuild_store::Store;
 
 use crate::error::{io_msg, BuildError, Result};
 use crate::fsops::Owners;
+use crate::scratch::{DirKind, OwnedDir};
 
-/// The build's scratch directory; removed on drop.
+/// The build's scratch directory; removed on drop. Locked while the build runs (see
+/// [`crate::scratch`]), so that after a crash the next rbuild command knows it is dead.
 pub(crate) struct BuildDir {
-    path: PathBuf,
+    dir: OwnedDir,
     counter: AtomicU64,
     /// `<store>/trash`: where the directory goes at the end, to be removed in the
     /// background.
@@ -25,38 +27,34 @@ pub(crate) struct BuildDir {
 
 impl BuildDir {
     pub(crate) fn create(store: &Store) -> Result<BuildDir> {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
         let parent = store
             .state_dir("build")
             .map_err(|e| BuildError::other(format!("creating the build state directory: {e}")))?;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let name = format!(
-            "{}-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed),
-            nanos
-        );
         spread_subdirectories(&parent);
-        let path = parent.join(name);
-        std::fs::create_dir(&path)
-            .map_err(|e| BuildError::other(io_msg("creating build directory", &path, &e)))?;
-        spread_subdirectories(&path);
         let trash = store.state_dir("trash").ok();
+        let owners = crate::fsops::owners();
+        let dir = OwnedDir::create(
+            &parent,
+            "",
+            0o755,
+            DirKind::Build,
+            trash.clone(),
+            Some(owners.clone()),
+        )
+        .map_err(|e| BuildError::other(format!("creating the build directory: {e}")))?;
+        spread_subdirectories(dir.path());
         Ok(BuildDir {
             trash,
-            path,
+            dir,
             counter: AtomicU64::new(0),
-            owners: crate::fsops::owners(),
+            owners,
         })
     }
 
     /// A new empty directory inside the build directory (`<label>-<n>`).
     pub(crate) fn new_dir(&self, label: &str) -> Result<PathBuf> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
-        let path = self.path.join(format!("{label}-{n}"));
+        let path = self.dir.path().join(format!("{label}-{n}"));
         std::fs::create_dir(&path)
             .map_err(|e| BuildError::other(io_msg("creating directory", &path, &e)))?;
         Ok(path)
@@ -65,24 +63,38 @@ impl BuildDir {
 
 impl Drop for BuildDir {
     fn drop(&mut self) {
+        // Taken off the signal handler's list; if the handler already has it, it removes it.
+        if !self.dir.unregister() {
+            return;
+        }
+        let path = self.dir.path();
         // remove_dir_all never follows symlinks, so a rootfs cannot make this escape.
         if let Owners::Mapped(root) = &self.owners {
-            let _ = root.remove_all(&self.path);
+            if root.remove_all(path).is_ok() {
+                return;
+            }
+            // Container root is gone (stopped with the build): the trash keeps the
+            // directory for `rbuild prune`.
+            if let (Some(trash), Some(name)) = (&self.trash, path.file_name()) {
+                if std::fs::rename(path, trash.join(name)).is_ok() {
+                    return;
+                }
+            }
         } else if let Some(trash) = &self.trash {
             // Removing a build's files takes seconds for thousands of them (each unlink
             // can wait for a discard on the block device), and nothing waits for it: the
             // directory moves out of the way and a detached `rm` removes it while the
             // result is already being used. The store never refers to anything in it.
-            if let Some(name) = self.path.file_name() {
+            if let Some(name) = path.file_name() {
                 let target = trash.join(name);
-                if std::fs::rename(&self.path, &target).is_ok() {
+                if std::fs::rename(path, &target).is_ok() {
                     remove_old_trash(trash, TRASH_GRACE);
                     return;
                 }
                 let _ = std::fs::remove_dir_all(&target);
             }
         }
-        let _ = std::fs::remove_dir_all(&self.path);
+        let _ = std::fs::remove_dir_all(path);
     }
 }
 
@@ -145,8 +157,6 @@ fn short_of_space(path: &Path) -> bool {
     free < (size / 10).max(5 << 30)
 }
 
-/// Starts a detached `rm -rf` of `paths`; it outlives this process if it has to. `rm`
-/// never follows symlinks. False if it did not start.
 /// `rbuild prune`: removes what finished builds left in `<store>/trash` (normally removed
 /// after a while by a later build), now. Returns how many build directories went.
 pub(crate) fn empty_trash(store: &Store) -> std::io::Result<usize> {
@@ -174,7 +184,9 @@ pub(crate) fn empty_trash(store: &Store) -> std::io::Result<usize> {
     Ok(removed)
 }
 
-fn remove_in_background(paths: &[PathBuf]) -> bool {
+/// Starts a detached `rm -rf` of `paths`; it outlives this process if it has to. `rm`
+/// never follows symlinks. False if it did not start.
+pub(crate) fn remove_in_background(paths: &[PathBuf]) -> bool {
     use std::os::unix::process::CommandExt;
     let mut command = std::process::Command::new("rm");
     command

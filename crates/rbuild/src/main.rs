@@ -83,6 +83,7 @@ fn main() -> ExitCode {
         let globals = cmd::Globals {
             root: std::env::var_os("RBUILD_ROOT").map(std::path::PathBuf::from),
         };
+        install_cancel("build");
         return exit(cmd::kaniko::run(&globals, &args));
     }
     let subcommands: Vec<String> = Cli::command()
@@ -92,6 +93,16 @@ fn main() -> ExitCode {
         })
         .collect();
     let cli = Cli::parse_from(cmd::build::with_default_subcommand(argv, &subcommands));
+    let what = match &cli.command {
+        Command::Build(_) | Command::Kaniko { .. } => "build",
+        Command::Pull(_) => "pull",
+        Command::Push(_) => "push",
+        Command::Load(_) => "load",
+        Command::Save(_) => "save",
+        Command::Prune(_) => "prune",
+        _ => "rbuild",
+    };
+    install_cancel(what);
     let result = match cli.command {
         Command::Info(args) => cmd::info::run(&cli.globals, args),
         Command::Fsck(args) => cmd::fsck::run(&cli.globals, args),
@@ -114,7 +125,23 @@ fn main() -> ExitCode {
     exit(result)
 }
 
+/// SIGINT/SIGTERM/SIGHUP clean up the command's files (see cmd/cancel.rs).
+fn install_cancel(what: &'static str) {
+    if let Err(e) = cmd::cancel::install(what) {
+        eprintln!(
+            "warning: Ctrl-C will not clean up after itself: installing signal handlers: {e}"
+        );
+    }
+}
+
 fn exit(result: anyhow::Result<u8>) -> ExitCode {
+    if cmd::cancel::cancelled() {
+        // The signal watcher is removing the build's files and ends the process with the
+        // signal's exit code; whatever the interrupted command returned is not the outcome.
+        loop {
+            std::thread::park();
+        }
+    }
     match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {

@@ -195,6 +195,7 @@ impl CacheIndex {
                 })
                 .collect(),
         };
+        // Cannot fail: a struct of strings, numbers and string-keyed maps always serialises.
         let config_bytes = serde_json::to_vec(&config).expect("the cache config serialises");
         let config_descriptor = Descriptor::new(
             CACHE_CONFIG_MEDIA_TYPE,

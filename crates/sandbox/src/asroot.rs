@@ -458,6 +458,11 @@ impl ContainerRoot {
                 });
             (copier.join(), reply)
         });
+        // A store that cannot take the layer (a full disk) ends the copier first, and the
+        // helper then fails on a broken pipe: the copier's error is the cause.
+        if let (Ok(Err(e)), Err(_) | Ok(Some((Reply::Failed(_), _)))) = (&copied, &reply) {
+            return Err(format!("storing the layer: {e}"));
+        }
         let layer = match reply? {
             Some((
                 Reply::Layer {

@@ -49,7 +49,10 @@ impl Write for BlobWriter<'_> {
             .file
             .as_mut()
             .ok_or_else(|| io::Error::other("blob writer already finished"))?;
-        let n = file.write(buf)?;
+        let n = match file.write(buf) {
+            Ok(n) => n,
+            Err(e) => return Err(out_of_space(e, &self.temp, self.size + buf.len() as u64)),
+        };
         self.hasher.update(&buf[..n]);
         self.size += n as u64;
         Ok(n)
@@ -57,10 +60,40 @@ impl Write for BlobWriter<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         match self.file.as_mut() {
-            Some(f) => f.flush(),
+            Some(f) => f
+                .flush()
+                .map_err(|e| out_of_space(e, &self.temp, self.size)),
             None => Ok(()),
         }
     }
+}
+
+/// ENOSPC or EDQUOT (a quota is a full disk too, for the user).
+pub fn is_out_of_space(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::StorageFull
+        || error.kind() == io::ErrorKind::QuotaExceeded
+        || error.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error())
+        || error.raw_os_error() == Some(rustix::io::Errno::DQUOT.raw_os_error())
+}
+
+/// A full file system, said plainly: which file, how much it needed, how much is free
+/// (the caller adds what was being written). Other errors pass through unchanged.
+pub(crate) fn out_of_space(error: io::Error, path: &std::path::Path, needed: u64) -> io::Error {
+    if !is_out_of_space(&error) {
+        return error;
+    }
+    let free = fsutil::free_bytes(path)
+        .map(|free| format!("{} free", fsutil::human_bytes(free)))
+        .unwrap_or_else(|| "free space unknown".into());
+    io::Error::new(
+        io::ErrorKind::StorageFull,
+        format!(
+            "{error}: writing {} needed more than {} ({free} on its file system); free some \
+             space there (`rbuild prune`) or put the store elsewhere (--root)",
+            path.display(),
+            fsutil::human_bytes(needed),
+        ),
+    )
 }
 
 impl BlobWriter<'_> {
@@ -73,10 +106,14 @@ impl BlobWriter<'_> {
     /// place, unless the store already holds it (then the temp file goes and the stored blob
     /// is leased). On a mismatch nothing is stored and the temp file is removed.
     pub fn commit(mut self, expected: Option<&Digest>) -> Result<CommittedBlob> {
-        let writer = self.file.take().expect("file present until commit");
+        let writer = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("blob writer already finished"))
+            .at("write blob temp file", &self.temp)?;
         let file = writer
             .into_inner()
-            .map_err(|e| e.into_error())
+            .map_err(|e| out_of_space(e.into_error(), &self.temp, self.size))
             .at("write blob temp file", &self.temp)?;
         let digest = std::mem::take(&mut self.hasher).finish();
         if let Some(expected) = expected {
@@ -100,7 +137,9 @@ impl BlobWriter<'_> {
                 size: self.size,
             });
         }
-        file.sync_all().at("fsync blob temp file", &self.temp)?;
+        file.sync_all()
+            .map_err(|e| out_of_space(e, &self.temp, self.size))
+            .at("fsync blob temp file", &self.temp)?;
         let target = self.store.blob_path(&digest);
         {
             // Shared gc lock: the lease entry and the rename happen together, never in the

@@ -248,6 +248,7 @@ impl Store {
                     remove_record(&f.path)?;
                     report.removed_records += 1;
                     let d = &f.record.layer.digest;
+                    // Cannot fail: every record's layer was counted into `sharers` above.
                     let n = sharers.get_mut(d).expect("counted above");
                     *n -= 1;
                     if *n == 0 {

@@ -70,3 +70,28 @@ pub(crate) fn replace_file(store: &Store, target: &Path, bytes: &[u8]) -> Result
     }
     result
 }
+
+/// Bytes an unprivileged writer may still use on the file system holding `path` (its
+/// directory, when `path` itself does not exist yet).
+pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
+    let probe = if path.exists() { path } else { path.parent()? };
+    rustix::fs::statvfs(probe)
+        .ok()
+        .map(|st| st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// `1.5 GiB`, `300 MiB`, `12 KiB`, `512 B`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

@@ -15,6 +15,10 @@ use rbuild_image::{media_types, Descriptor, Digest, Hasher};
 use crate::error::{IoContext, Result, StoreError};
 use crate::{lease, lock, Store};
 
+/// How long gc leaves an unlocked blob or lease temp file: its writer locks it right after
+/// creating it, so a few seconds would do; this is generous for a slow or stopped machine.
+const LOCKED_TEMP_GRACE: Duration = Duration::from_secs(30);
+
 /// What gc may remove besides unreachable blobs.
 #[derive(Debug, Clone)]
 pub struct GcOptions {
@@ -168,7 +172,19 @@ impl Store {
                 .ok()
                 .and_then(|m| now.duration_since(m).ok())
                 .unwrap_or_default();
-            if age < options.temp_grace {
+            // Blob and lease writers lock their temp file right after creating it: unlocked
+            // for longer than that moment, it belongs to a dead process (a killed build's
+            // layer, possibly gigabytes). Other temp files are never locked: the full grace.
+            let name = entry.file_name();
+            let locked_kind = ["blob-", "lease-"]
+                .iter()
+                .any(|p| name.to_string_lossy().starts_with(p));
+            let grace = if locked_kind {
+                options.temp_grace.min(LOCKED_TEMP_GRACE)
+            } else {
+                options.temp_grace
+            };
+            if age < grace {
                 continue;
             }
             std::fs::remove_file(&path).at("remove stale temp file", &path)?;

@@ -195,6 +195,7 @@ impl Store {
         }
         let mut out = Vec::with_capacity(order.len());
         for digest in order {
+            // Cannot fail: `order` lists each digest once, as it was put into `by_digest`.
             let (manifest, mut names) = by_digest.remove(&digest).expect("collected above");
             names.sort();
             names.dedup();

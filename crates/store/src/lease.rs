@@ -60,6 +60,7 @@ impl Store {
         if guard.is_none() {
             *guard = Some(Lease::create(self)?);
         }
+        // Cannot fail: set just above when it was unset.
         guard.as_mut().expect("lease just created").record(digest)
     }
 

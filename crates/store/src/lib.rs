@@ -28,11 +28,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
-pub use blob::{BlobWriter, CommittedBlob};
+pub use blob::{is_out_of_space, BlobWriter, CommittedBlob};
 pub use cache::{
     default_cache_bound, CachePrunePolicy, CachePruneReport, CacheRecord, CacheUsage, KeyInputs,
 };
 pub use error::{Result, StoreError};
+pub use fsutil::human_bytes;
 pub use gc::{FsckReport, GcOptions, GcReport};
 pub use images::{ImageRecord, ImageSummary};
 pub use root::default_root;

@@ -534,3 +534,48 @@ fn gc_refuses_to_run_when_a_reachable_manifest_is_unreadable() {
     assert!(err.to_string().contains("nothing was deleted"), "{err}");
     assert_eq!(files_in(&blobs_dir(dir.path())), before);
 }
+
+#[test]
+fn gc_removes_a_dead_writers_blob_temp_file_without_waiting_ten_minutes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let a_minute_ago = std::time::SystemTime::now() - Duration::from_secs(60);
+    // A killed build's half-written layer (never locked again), and an index replacement
+    // left by a killed process (never locked at all: it keeps the full grace).
+    for name in ["blob-999999-0-1.partial", "file-999999-1-1.partial"] {
+        let path = dir.path().join("tmp").join(name);
+        std::fs::write(&path, vec![0u8; 4096]).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(a_minute_ago)
+            .unwrap();
+    }
+    // A live writer of the same age is locked: kept.
+    let mut live = store.blob_writer().unwrap();
+    live.write_all(b"in flight").unwrap();
+    live.flush().unwrap();
+    for entry in std::fs::read_dir(dir.path().join("tmp")).unwrap().flatten() {
+        std::fs::File::options()
+            .write(true)
+            .open(entry.path())
+            .unwrap()
+            .set_modified(a_minute_ago)
+            .unwrap();
+    }
+    let report = store.gc().unwrap();
+    assert_eq!(report.removed_temp_files, 1);
+    let mut left = files_in(&dir.path().join("tmp"));
+    left.sort();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left.iter().any(|n| n == "file-999999-1-1.partial"),
+        "{left:?}"
+    );
+    assert!(
+        !left.iter().any(|n| n == "blob-999999-0-1.partial"),
+        "{left:?}"
+    );
+    live.commit(None).unwrap();
+}

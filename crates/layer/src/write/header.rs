@@ -45,6 +45,7 @@ pub(crate) fn append<W: Write>(
         let mut header = tar::Header::new_ustar();
         header.set_entry_type(tar::EntryType::XHeader);
         set_bytes(
+            // Cannot fail: the header was made by new_ustar.
             &mut header.as_ustar_mut().expect("ustar").name,
             &pax_name(&entry.name),
         );
@@ -60,6 +61,7 @@ pub(crate) fn append<W: Write>(
     let mut header = tar::Header::new_ustar();
     header.set_entry_type(entry.kind);
     {
+        // Cannot fail: the header was made by new_ustar.
         let ustar = header.as_ustar_mut().expect("ustar");
         // A long name is in the PAX record; the field keeps a truncated prefix, as Go does.
         set_bytes(

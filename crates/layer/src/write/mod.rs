@@ -3,6 +3,7 @@
 //!
 //! `tar → tee(sha256 = diff id) → gzip | zstd | none → tee(sha256 = digest, size) → out`
 
+mod fused;
 mod header;
 mod plan;
 mod source;
@@ -16,7 +17,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
-use gzp::{deflate::Gzip, par::compress::ParCompressBuilder, ZWriter};
+use gzp::{deflate::Gzip, par::compress::ParCompressBuilder};
 use rbuild_image::Digest;
 use rustix::fs::{FileType, Mode, OFlags};
 
@@ -128,16 +129,15 @@ pub fn write_layer<W: Write + Send>(
                     .map_err(|e| io::Error::other(e.to_string()))
                     .ctx(|| "configuring parallel gzip".into())?
                     .compression_level(gzp::Compression::new(level));
-                let mut gzip = builder.from_borrowed_writer(&mut sink, scope);
+                let mut gzip = fused::Fused::new(builder.from_borrowed_writer(&mut sink, scope));
                 let written = tar_writer
                     .write_all(HashingWriter::new(timing::Timed(&mut gzip)), &planned)
                     .map(|tee| tee.into_parts().1);
-                // Always finish: dropping an unfinished gzp writer panics on errors.
+                // Always finish: dropping an unfinished gzp writer panics on errors. After a
+                // failed write, `Fused` returns that error instead of calling into gzp.
                 let finished = timing::finishing(|| gzip.finish());
                 let diff = written?;
-                finished
-                    .map_err(|e| io::Error::other(e.to_string()))
-                    .ctx(|| "finishing the gzip stream".into())?;
+                finished.ctx(|| "finishing the gzip stream".into())?;
                 Ok(diff)
             })?
         }
@@ -171,6 +171,7 @@ pub fn write_dir_layer<W: Write + Send>(
         let relative = entry
             .path()
             .strip_prefix(source_root)
+            // Cannot fail: walkdir yields only paths below the root it was given.
             .expect("walkdir yields paths below its root");
         changes.push(Change::Upsert(relative.to_path_buf()));
     }
@@ -204,6 +205,8 @@ impl TarWriter<'_> {
                     self.write_upsert(&mut builder, components, *opaque)?
                 }
                 Planned::Whiteout { components } => {
+                    // Cannot fail: the plan never makes a whiteout of the root (a
+                    // deleted root is refused when the change set is planned).
                     let (name, parent) = components.split_last().expect("whiteouts name a path");
                     let mut marker = OsString::from(".wh.");
                     marker.push(name);

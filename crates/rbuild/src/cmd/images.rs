@@ -334,6 +334,13 @@ pub fn run_prune(globals: &Globals, args: PruneArgs) -> Result<u8> {
         );
     }
     let state = rbuild_build::prune_build_state(&store);
+    if state.dead.total() > 0 {
+        println!(
+            "Removed {} directories that crashed builds left ({} of them holding secrets)",
+            state.dead.total(),
+            state.dead.secrets
+        );
+    }
     match state.trash {
         Ok(n) => println!("Removed {n} finished build directories"),
         Err(e) => eprintln!("warning: emptying the store's trash: {e}"),

@@ -2,6 +2,7 @@
 //! returning the process exit code.
 
 pub mod build;
+pub mod cancel;
 pub mod diff;
 pub mod fsck;
 pub mod images;
@@ -34,9 +35,13 @@ impl Globals {
         }
     }
 
-    /// Opens (creating if needed) the store.
+    /// Opens (creating if needed) the store, and removes what crashed builds left in it
+    /// (their secrets first; see `rbuild_build::sweep_dead`).
     pub fn open_store(&self) -> Result<Store> {
         let root = self.store_root()?;
-        Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))
+        let store = Store::open(&root)
+            .with_context(|| format!("opening the store at {}", root.display()))?;
+        rbuild_build::sweep_dead(&store, false);
+        Ok(store)
     }
 }

@@ -3,8 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read as _, Write as _};
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -327,7 +326,11 @@ impl BaseImages for PullingBases<'_> {
 
 /// A directory context is used where it is; a tar (a file, or `-` for stdin) is unpacked
 /// into a private directory in the store, with the same safety as a layer.
-fn context_dir(store: &Store, raw: &str, keep: &mut Option<tempfile::TempDir>) -> Result<PathBuf> {
+fn context_dir(
+    store: &Store,
+    raw: &str,
+    keep: &mut Option<rbuild_build::ScratchDir>,
+) -> Result<PathBuf> {
     let raw = raw.strip_prefix("dir://").unwrap_or(raw);
     let tar: Option<Box<dyn std::io::Read>> = if raw == "-" {
         Some(Box::new(std::io::stdin().lock()))
@@ -353,9 +356,7 @@ fn context_dir(store: &Store, raw: &str, keep: &mut Option<tempfile::TempDir>) -
         }
         return Ok(dir);
     };
-    let tmp = tempfile::Builder::new()
-        .prefix("context-")
-        .tempdir_in(store.state_dir("tmp")?)
+    let tmp = rbuild_build::ScratchDir::for_context(store)
         .context("creating a directory for the context")?;
     let options = rbuild_layer::ApplyOptions {
         ownership: rbuild_layer::Ownership::Ignore,
@@ -482,13 +483,13 @@ fn ssh_agents(
     Ok(out)
 }
 
-/// `--secret id=ID,src=PATH` and `id=ID,env=VAR`. An env secret is written to a private
-/// file that lives as long as `keep`; a missing file or variable is an error before any
-/// work starts.
+/// `--secret id=ID,src=PATH` and `id=ID,env=VAR`. An env secret's value is written to a
+/// private directory on a memory file system (see `rbuild_build::SecretFiles`) that lives
+/// as long as `keep`; a missing file or variable is an error before any work starts.
 fn secrets(
     store: &Store,
     specs: &[String],
-    keep: &mut Option<tempfile::TempDir>,
+    keep: &mut Option<rbuild_build::SecretFiles>,
 ) -> Result<BTreeMap<String, PathBuf>> {
     let mut out = BTreeMap::new();
     for spec in specs {
@@ -516,28 +517,29 @@ fn secrets(
                 path
             }
             (None, Some(var)) => {
-                let value = std::env::var(&var).map_err(|_| {
+                let value = std::env::var_os(&var).ok_or_else(|| {
                     anyhow!("--secret id={id}: the environment variable {var} is not set")
                 })?;
-                if keep.is_none() {
-                    *keep = Some(
-                        tempfile::Builder::new()
-                            .prefix("secrets-")
-                            .tempdir_in(store.state_dir("tmp")?)?,
-                    );
-                }
-                let dir = keep
-                    .as_ref()
-                    .map(|d| d.path().to_path_buf())
-                    .unwrap_or_default();
-                let path = dir.join(format!("secret-{}", out.len()));
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)?;
-                f.write_all(value.as_bytes())?;
-                path
+                let files = match keep {
+                    Some(files) => files,
+                    None => {
+                        let files = rbuild_build::SecretFiles::create(store)
+                            .context("creating a private directory for --secret values")?;
+                        if files.on_disk() {
+                            eprintln!(
+                                "warning: no memory file system (tmpfs at $XDG_RUNTIME_DIR or \
+                                 /dev/shm) is writable: --secret values are kept in {} until \
+                                 the build ends",
+                                files.dir().display()
+                            );
+                        }
+                        keep.insert(files)
+                    }
+                };
+                use std::os::unix::ffi::OsStrExt as _;
+                files
+                    .add(value.as_bytes())
+                    .with_context(|| format!("--secret id={id}"))?
             }
             _ => bail!("--secret {spec:?}: give exactly one of src=PATH and env=VAR"),
         };
