@@ -505,8 +505,12 @@ impl Dockerfile {
         }
         let lexer = self.lexer();
         // Built as the commands are walked (not recomputed per command, which would make
-        // planning quadratic in the number of instructions).
-        let mut env: Vec<(String, String)> = Vec::new();
+        // planning quadratic in the number of instructions), from the base stage's if the
+        // stage is built FROM one (as `stage_env`).
+        let mut env: Vec<(String, String)> = match self.stage_base(stage, global)? {
+            Base::Stage(i) => self.stage_env(i, self.stages[i].commands.len(), global, opts)?,
+            Base::Image(_) => Vec::new(),
+        };
         for cmd in &s.commands {
             let uses_from = match &cmd.instruction {
                 Instruction::Copy(c) => c.from.is_some(),
