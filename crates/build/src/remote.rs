@@ -76,8 +76,11 @@ impl Fetcher {
         }
         let path = self.new_path()?;
         if self.client.is_none() {
+            // reqwest's blocking client ends every request after 30 s by default, which cuts
+            // large downloads off: the whole download gets its own, longer deadline instead.
             let client = reqwest::blocking::Client::builder()
                 .connect_timeout(Duration::from_secs(30))
+                .timeout(DOWNLOAD_DEADLINE)
                 .build()
                 .map_err(|e| format!("creating the HTTP client: {e}"))?;
             self.client = Some(client);
@@ -178,12 +181,23 @@ impl Fetcher {
         let dir = self.new_path()?;
         std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let git = |args: &[&str]| -> Result<String, String> {
-            let out = Command::new("git")
+            let mut command = Command::new("git");
+            command
                 .args(args)
                 .current_dir(&dir)
                 .env("GIT_TERMINAL_PROMPT", "0")
-                .output()
-                .map_err(|e| format!("running git (is it installed?): {e}"))?;
+                // A transfer slower than 1 KB/s for two minutes is abandoned (git's own
+                // idle bound for http); ssh gives up on a dead server after two minutes.
+                .env("GIT_HTTP_LOW_SPEED_LIMIT", "1000")
+                .env("GIT_HTTP_LOW_SPEED_TIME", "120");
+            if std::env::var_os("GIT_SSH_COMMAND").is_none() {
+                command.env(
+                    "GIT_SSH_COMMAND",
+                    "ssh -o ConnectTimeout=30 -o ServerAliveInterval=30 -o ServerAliveCountMax=4",
+                );
+            }
+            let out = output_within(&mut command, GIT_DEADLINE)
+                .map_err(|e| format!("git {} of {shown}: {e}", args.first().unwrap_or(&"")))?;
             if !out.status.success() {
                 let stderr = String::from_utf8_lossy(&out.stderr);
                 return Err(format!(
@@ -358,6 +372,69 @@ pub(crate) fn parse_git_ref(src: &str) -> Option<GitRef> {
 /// `#ref[:subdir]` fragment and `?key=value&…` query (`ref`, `tag`, `branch`, `subdir`,
 /// `checksum`/`commit`, `keep-git-dir`, `submodules`). `None`: not a git source;
 /// `Some(Err)`: a git source whose fragment or query BuildKit refuses, with its message.
+/// The longest an `ADD <url>` download may take, body included.
+const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(3600);
+
+/// The longest one git command of an `ADD <git>` source may take.
+const GIT_DEADLINE: Duration = Duration::from_secs(1800);
+
+/// Runs `command` to completion, its output collected, or kills it at `deadline`.
+fn output_within(
+    command: &mut Command,
+    deadline: Duration,
+) -> Result<std::process::Output, String> {
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running git (is it installed?): {e}"))?;
+    // Drained on threads, so a chatty command never blocks on a full pipe.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut data = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut data);
+            }
+            data
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let started = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "did not finish within {} s (killed)",
+                    deadline.as_secs()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("waiting for git: {e}")),
+        }
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
+}
+
 pub(crate) fn git_source(src: &str) -> Option<Result<GitRef, String>> {
     // As Go's url.Parse: the fragment is everything after the first '#', the query what
     // lies between the first '?' and the fragment.
@@ -554,6 +631,22 @@ mod tests {
             "https://xxxxx@h/x?y=z@w"
         );
         assert_eq!(redact_url("https://h/x"), "https://h/x");
+    }
+
+    #[test]
+    fn commands_end_at_their_deadline() {
+        let out = output_within(
+            Command::new("sh").args(["-c", "echo out; echo err >&2"]),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        assert_eq!(out.stdout, b"out\n");
+        assert_eq!(out.stderr, b"err\n");
+        let started = std::time::Instant::now();
+        let err =
+            output_within(Command::new("sleep").arg("30"), Duration::from_millis(300)).unwrap_err();
+        assert!(err.contains("did not finish within"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[test]
