@@ -20,6 +20,7 @@ pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, serde_json::E
 pub fn to_string<T: Serialize + ?Sized>(value: &T) -> Result<String, serde_json::Error> {
     let bytes = to_vec(value)?;
     // serde_json only ever writes UTF-8.
+    // Cannot fail: serde_json writes UTF-8.
     Ok(String::from_utf8(bytes).expect("serde_json writes UTF-8"))
 }
 

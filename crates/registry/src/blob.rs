@@ -78,6 +78,7 @@ impl Client {
                 Err((e, _)) => last_error = Some(e),
             }
         }
+        // Cannot fail: the endpoint list always holds the registry itself, so the loop ran.
         Err(last_error.expect("at least the registry itself is tried"))
     }
 

@@ -172,6 +172,7 @@ pub(crate) fn run_step(
     drop(theirs_fd);
 
     let (tx, rx) = mpsc::channel();
+    // Cannot fail: both streams were set to Stdio::piped() above.
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let readers = [

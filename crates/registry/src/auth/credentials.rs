@@ -222,6 +222,7 @@ impl DockerConfig {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(write_error)?;
         let tmp = dir.join(format!(".config.json.{}.tmp", std::process::id()));
+        // Cannot fail: a JSON value with string keys always serialises.
         let mut bytes = serde_json::to_vec_pretty(config).expect("JSON map serialises");
         bytes.push(b'\n');
         let result = (|| {
