@@ -94,6 +94,9 @@ fn main() -> ExitCode {
         .collect();
     let cli = Cli::parse_from(cmd::build::with_default_subcommand(argv, &subcommands));
     let what = match &cli.command {
+        // The daemon engines handle SIGINT/SIGTERM themselves: they stop the daemon's build
+        // (and a private daemon) before exiting.
+        Command::Build(args) if args.engine != cmd::build::EngineKind::Native => "",
         Command::Build(_) | Command::Kaniko { .. } => "build",
         Command::Pull(_) => "pull",
         Command::Push(_) => "push",
@@ -102,7 +105,9 @@ fn main() -> ExitCode {
         Command::Prune(_) => "prune",
         _ => "rbuild",
     };
-    install_cancel(what);
+    if !what.is_empty() {
+        install_cancel(what);
+    }
     let result = match cli.command {
         Command::Info(args) => cmd::info::run(&cli.globals, args),
         Command::Fsck(args) => cmd::fsck::run(&cli.globals, args),
