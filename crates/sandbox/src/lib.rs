@@ -14,6 +14,7 @@ mod idmap;
 pub mod landlock;
 mod probe;
 mod protocol;
+pub mod root_range;
 pub mod rootpath;
 mod runner;
 pub mod seccomp;
