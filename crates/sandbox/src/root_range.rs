@@ -60,8 +60,10 @@ impl RootRange {
 
 /// The range of root builds of the store at `store_root`: root's lines of /etc/subuid and
 /// /etc/subgid when there are any, else the range recorded in the store, else a new
-/// reserved range (recorded there).
-pub fn root_range(store_root: &Path) -> Result<RootRange, String> {
+/// reserved range (recorded there). `None` when this process is root of a user namespace
+/// that maps too few ids for a block of rbuild's (a container's, say): it is not host root
+/// then, and steps keep its identity map.
+pub fn root_range(store_root: &Path) -> Result<Option<RootRange>, String> {
     let read = |file: &str| match std::fs::read_to_string(file) {
         Ok(content) => Ok(content),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
@@ -70,17 +72,105 @@ pub fn root_range(store_root: &Path) -> Result<RootRange, String> {
     let subuid = read("/etc/subuid")?;
     let subgid = read("/etc/subgid")?;
     if let Some(range) = range_from_subid_files(&subuid, &subgid)? {
-        return Ok(range);
+        return Ok(Some(range));
     }
     let record = store_root.join(RECORD_FILE);
     match std::fs::read(&record) {
-        Ok(bytes) => return parse_record(&bytes).map_err(|e| format!("{}: {e}", record.display())),
+        Ok(bytes) => {
+            return parse_record(&bytes)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", record.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("reading {}: {e}", record.display())),
     }
-    let range = reserve(&subuid, &subgid)?;
+    let own = OwnIds::read()?;
+    let range = match reserve(&subuid, &subgid, &own) {
+        Ok(range) => range,
+        Err(_) if !own.initial => return Ok(None),
+        Err(e) => return Err(e),
+    };
     write_record(&record, &range)?;
-    Ok(range)
+    Ok(Some(range))
+}
+
+/// The ids this process's user namespace maps (the `inside` side of its maps, as
+/// `[start, end)`), and whether it is the initial namespace (all ids, to themselves).
+pub struct OwnIds {
+    uids: Vec<(u64, u64)>,
+    gids: Vec<(u64, u64)>,
+    initial: bool,
+}
+
+impl OwnIds {
+    /// The initial namespace's: every id.
+    pub fn initial() -> OwnIds {
+        OwnIds {
+            uids: vec![(0, 1 << 32)],
+            gids: vec![(0, 1 << 32)],
+            initial: true,
+        }
+    }
+
+    fn read() -> Result<OwnIds, String> {
+        let read =
+            |file: &str| std::fs::read_to_string(file).map_err(|e| format!("reading {file}: {e}"));
+        let (uid_map, gid_map) = (read("/proc/self/uid_map")?, read("/proc/self/gid_map")?);
+        Ok(OwnIds::parse(&uid_map, &gid_map))
+    }
+
+    /// From the text of /proc/self/uid_map and gid_map.
+    pub fn parse(uid_map: &str, gid_map: &str) -> OwnIds {
+        let inside = |map: &str| -> Vec<(u64, u64)> {
+            map.lines()
+                .filter_map(|line| {
+                    let mut fields = line.split_whitespace();
+                    let start: u64 = fields.next()?.parse().ok()?;
+                    let _outside: u64 = fields.next()?.parse().ok()?;
+                    let count: u64 = fields.next()?.parse().ok()?;
+                    Some((start, start + count))
+                })
+                .collect()
+        };
+        let full =
+            |map: &str| map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
+        OwnIds {
+            uids: inside(uid_map),
+            gids: inside(gid_map),
+            initial: full(uid_map) && full(gid_map),
+        }
+    }
+
+    fn holds(&self, start: u64, end: u64) -> bool {
+        let within = |ranges: &[(u64, u64)]| ranges.iter().any(|&(s, e)| s <= start && end <= e);
+        within(&self.uids) && within(&self.gids)
+    }
+}
+
+/// Where a root build's range comes from on this host, in a sentence (`rbuild info`).
+pub fn describe() -> String {
+    let read = |file: &str| std::fs::read_to_string(file).unwrap_or_default();
+    match range_from_subid_files(&read("/etc/subuid"), &read("/etc/subgid")) {
+        Ok(Some(range)) => format!(
+            "container 0..{} = an unprivileged host range: uids {}.., gids {}.. (root's \
+             /etc/subuid and /etc/subgid)",
+            range.count - 1,
+            range.uid_start,
+            range.gid_start
+        ),
+        Ok(None) => match OwnIds::read()
+            .and_then(|own| reserve(&read("/etc/subuid"), &read("/etc/subgid"), &own))
+        {
+            Ok(range) => format!(
+                "container 0..{} = an unprivileged host range reserved by rbuild and recorded \
+                 in the store ({RECORD_FILE}; a new store takes host ids {}..)",
+                range.count - 1,
+                range.uid_start
+            ),
+            Err(e) => e,
+        },
+        Err(e) => e,
+    }
 }
 
 /// Root's range from the subordinate id files: `None` when neither names root; an error
@@ -126,9 +216,10 @@ pub fn range_from_subid_files(subuid: &str, subgid: &str) -> Result<Option<RootR
 }
 
 /// The first block of [`ROOT_RANGE_LEN`] ids from [`RESERVED_BASE`] on that no line of
-/// either subordinate id file (any user's) touches; the last block, which would hold id
-/// 4294967295 ("no id" to the kernel), is never taken.
-pub fn reserve(subuid: &str, subgid: &str) -> Result<RootRange, String> {
+/// either subordinate id file (any user's) touches and that `own` (this process's user
+/// namespace) maps; the last block, which would hold id 4294967295 ("no id" to the
+/// kernel), is never taken.
+pub fn reserve(subuid: &str, subgid: &str, own: &OwnIds) -> Result<RootRange, String> {
     let taken: Vec<(u64, u64)> = [subuid, subgid]
         .iter()
         .flat_map(|content| all_ranges(content))
@@ -137,7 +228,7 @@ pub fn reserve(subuid: &str, subgid: &str) -> Result<RootRange, String> {
     for k in 0..blocks - 1 {
         let start = u64::from(RESERVED_BASE) + k * u64::from(ROOT_RANGE_LEN);
         let end = start + u64::from(ROOT_RANGE_LEN);
-        if taken.iter().all(|&(s, e)| e <= start || s >= end) {
+        if own.holds(start, end) && taken.iter().all(|&(s, e)| e <= start || s >= end) {
             let start = start as u32;
             return Ok(RootRange {
                 uid_start: start,
@@ -149,7 +240,8 @@ pub fn reserve(subuid: &str, subgid: &str) -> Result<RootRange, String> {
     }
     Err(format!(
         "no free block of {ROOT_RANGE_LEN} ids from {RESERVED_BASE} on: /etc/subuid and \
-         /etc/subgid hand them all out; give root a range there"
+         /etc/subgid hand them all out, or this user namespace does not map them; give root \
+         a range in /etc/subuid and /etc/subgid"
     ))
 }
 
@@ -210,18 +302,31 @@ fn write_record(record: &Path, range: &RootRange) -> Result<(), String> {
     })
 }
 
-/// A new 0600 file in `dir` with a name no other process uses.
+/// A new 0600 file in `dir` with a name no other process or thread uses (builds of one
+/// process may start together).
 fn tempfile_in(dir: &Path) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
     use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join(format!(".{RECORD_FILE}.{}", std::process::id()));
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)?;
-    Ok((path, file))
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let path = dir.join(format!(
+            ".{RECORD_FILE}.{}.{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path);
+        match opened {
+            Ok(file) => return Ok((path, file)),
+            // Left by a killed process that had our pid: take the next name.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -231,8 +336,10 @@ mod tests {
     #[test]
     fn a_store_keeps_its_range_across_builds() {
         let dir = tempfile::tempdir().unwrap();
-        let first = root_range(dir.path()).unwrap();
-        assert_eq!(root_range(dir.path()).unwrap(), first);
+        let first = root_range(dir.path())
+            .unwrap()
+            .expect("root of the initial namespace");
+        assert_eq!(root_range(dir.path()).unwrap(), Some(first));
         let record = dir.path().join(RECORD_FILE);
         match first.source {
             RootRangeSource::Reserved => {
@@ -248,6 +355,38 @@ mod tests {
             RootRangeSource::SubIdFiles => assert!(!record.exists()),
         }
         assert!(first.uid_start > 0 && first.gid_start > 0);
+    }
+
+    #[test]
+    fn builds_starting_together_agree_on_the_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let ranges: Vec<RootRange> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| root_range(dir.path()).unwrap().unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(ranges.iter().all(|r| *r == ranges[0]), "{ranges:?}");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != RECORD_FILE)
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn a_namespace_mapping_few_ids_gets_a_block_inside_or_none() {
+        // A container's namespace of 65536 ids: no block of rbuild's fits.
+        let small = OwnIds::parse("0 100000 65536\n", "0 100000 65536\n");
+        assert!(!small.initial);
+        assert!(reserve("", "", &small).is_err());
+        // One mapping ids from 2^31 + 2^16 on: the block there is taken.
+        let base = u64::from(RESERVED_BASE) + u64::from(ROOT_RANGE_LEN);
+        let wide = format!("0 0 65536\n{base} 1000000 131072\n");
+        let range = reserve("", "", &OwnIds::parse(&wide, &wide)).unwrap();
+        assert_eq!(u64::from(range.uid_start), base);
+        assert!(OwnIds::parse("0 0 4294967295\n", "         0          0 4294967295\n").initial);
     }
 
     #[test]
@@ -290,7 +429,7 @@ mod tests {
 
     #[test]
     fn reserved_range_skips_blocks_others_hold() {
-        let range = reserve("alice:100000:65536\n", "").unwrap();
+        let range = reserve("alice:100000:65536\n", "", &OwnIds::initial()).unwrap();
         assert_eq!(
             (range.uid_start, range.gid_start),
             (RESERVED_BASE, RESERVED_BASE)
@@ -298,18 +437,18 @@ mod tests {
         assert_eq!(range.source, RootRangeSource::Reserved);
         // A line reaching one id into the first block (in either file) moves it on.
         let subgid = format!("bob:{}:2\n", RESERVED_BASE - 1);
-        let range = reserve("", &subgid).unwrap();
+        let range = reserve("", &subgid, &OwnIds::initial()).unwrap();
         assert_eq!(range.uid_start, RESERVED_BASE + ROOT_RANGE_LEN);
         // Everything from the base on handed out: no block, and a clear error.
         let all = format!("big:{RESERVED_BASE}:{}\n", 1u64 << 31);
-        let err = reserve(&all, "").unwrap_err();
+        let err = reserve(&all, "", &OwnIds::initial()).unwrap_err();
         assert!(err.contains("no free block"), "{err}");
     }
 
     #[test]
     fn the_range_is_recorded_and_reused_and_a_forged_record_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let first = reserve("", "").unwrap();
+        let first = reserve("", "", &OwnIds::initial()).unwrap();
         write_record(&dir.path().join(RECORD_FILE), &first).unwrap();
         let bytes = std::fs::read(dir.path().join(RECORD_FILE)).unwrap();
         assert_eq!(parse_record(&bytes).unwrap(), first);

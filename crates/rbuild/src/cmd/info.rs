@@ -84,7 +84,7 @@ pub fn render_text(caps: &Capabilities, seccomp: &Result<SeccompSummary, Seccomp
     line("newuidmap", tool(&caps.newuidmap));
     line("newgidmap", tool(&caps.newgidmap));
     let ids = if caps.euid == 0 {
-        "all (real root)".to_string()
+        "65536, an unprivileged host range (see the step's confinement)".to_string()
     } else if caps.full_id_range() {
         "subordinate ranges".to_string()
     } else {
