@@ -387,14 +387,14 @@ fn set_mtime_follow(path: &Path, secs: i64, nanos: i64) -> io::Result<()> {
 
 /// A socket in the step's root whose connections are forwarded to an ssh agent's socket
 /// (which is outside the root, and may be on another filesystem, so it cannot be linked).
-struct AgentProxy {
+pub(crate) struct AgentProxy {
     /// Written to stop the accepting thread.
     stop: OwnedFd,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl AgentProxy {
-    fn start(listener: UnixListener, agent: PathBuf) -> io::Result<AgentProxy> {
+    pub(crate) fn start(listener: UnixListener, agent: PathBuf) -> io::Result<AgentProxy> {
         let mut fds = [0; 2];
         // SAFETY: `fds` has room for the two descriptors pipe2 writes.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -406,7 +406,7 @@ impl AgentProxy {
         Ok(AgentProxy { stop, thread })
     }
 
-    fn stop(self) {
+    pub(crate) fn stop(self) {
         // SAFETY: writes one byte from a valid buffer to a pipe we own.
         unsafe { libc::write(self.stop.as_raw_fd(), b"x".as_ptr().cast(), 1) };
         let _ = self.thread.join();

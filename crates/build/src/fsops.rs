@@ -12,6 +12,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use rbuild_layer::IdMap;
+use rbuild_sandbox::root_range::RootRange;
 use rbuild_sandbox::rootpath::host_path_in_root;
 use rbuild_sandbox::{ContainerRoot, Sandbox};
 
@@ -174,6 +175,11 @@ pub(crate) enum Owners {
     Mapped(Arc<ContainerRoot>),
     /// Rootless without a range: only container root exists, and it is the user.
     SingleId,
+    /// Host root whose userns steps map container ids to an unprivileged host range
+    /// (root's /etc/subuid line or rbuild's reserved one): files carry the range's host
+    /// ids on disk. This process, still host root, chowns and extracts with the map itself
+    /// (as dockerd does with userns-remap); only the steps run as the range.
+    Ranged(RootRange),
 }
 
 impl Owners {
@@ -181,14 +187,31 @@ impl Owners {
     /// range (the helper is started here), else `SingleId`. When the helper cannot start
     /// (user namespaces refused, so no RUN step could run either), `SingleId` and a warning
     /// saying owners are flattened.
-    pub(crate) fn for_build(sandbox: &Sandbox) -> (Owners, Option<String>) {
+    ///
+    /// As root, `Ranged` when steps run in a user namespace (`userns_steps`): its range is
+    /// root's in /etc/subuid and /etc/subgid, else the one recorded in the store at
+    /// `store_root` (reserved there the first time). Chroot steps keep host ids (`Root`).
+    pub(crate) fn for_build(
+        sandbox: &Sandbox,
+        userns_steps: bool,
+        store_root: &Path,
+    ) -> Result<(Owners, Option<String>), String> {
         if running_as_root() {
-            return (Owners::Root, None);
+            if !userns_steps {
+                return Ok((Owners::Root, None));
+            }
+            let range = rbuild_sandbox::root_range::root_range(store_root)
+                .map_err(|e| format!("choosing the id range of root's steps: {e}"))?;
+            return Ok(match range {
+                Some(range) => (Owners::Ranged(range), None),
+                // Root of a namespace too small for a range: not host root anyway.
+                None => (Owners::Root, None),
+            });
         }
         if rbuild_sandbox::subid_map().is_none() {
-            return (Owners::SingleId, None);
+            return Ok((Owners::SingleId, None));
         }
-        match sandbox.container_root() {
+        Ok(match sandbox.container_root() {
             Ok(root) => (Owners::Mapped(Arc::new(root)), None),
             Err(e) => (
                 Owners::SingleId,
@@ -198,7 +221,7 @@ impl Owners {
                      container root's only"
                 )),
             ),
-        }
+        })
     }
 
     /// Container → host ids, `None` for root (identity).
@@ -206,6 +229,7 @@ impl Owners {
         match self {
             Owners::Root => None,
             Owners::Mapped(root) => Some(root.id_map().clone()),
+            Owners::Ranged(range) => Some(range.id_map()),
             Owners::SingleId => {
                 let (uid, gid) = current_ids();
                 Some(IdMap::single(uid, gid))
@@ -241,6 +265,11 @@ impl Owners {
                 "rootless builds cannot give files to {id} without subordinate ids: add a \
                  range for {user} to /etc/subuid and /etc/subgid (e.g. `{user}:100000:65536`) \
                  and install newuidmap/newgidmap (Debian package uidmap), or run as root"
+            ),
+            Owners::Ranged(range) => format!(
+                "{id} is outside the {} container ids root's steps map (host ids {}.. and \
+                 gids {}.., see `rbuild info`)",
+                range.count, range.uid_start, range.gid_start
             ),
             _ => format!(
                 "{id} is outside the subordinate ranges of {user} (/etc/subuid, /etc/subgid)"
@@ -312,6 +341,49 @@ pub(crate) fn chown_in_build(path: &Path, uid: u32, gid: u32) -> Result<(), Stri
         _ => lchown(path, host.0.unwrap_or(uid), host.1.unwrap_or(gid))
             .map_err(|e| format!("chown of {}: {e}", path.display())),
     }
+}
+
+/// Gives every entry of the tree `dir` whose owner is a container id outside `range` (a
+/// cache directory filled with host ids = container ids: by a root build before ranges, or
+/// by a remote cache import) the range's host ids, keeping modes (a chown clears setuid
+/// bits). Never follows symlinks. `dir` itself goes last: once it belongs to the range the
+/// tree is done, and a walk cut short is taken up again next time.
+pub(crate) fn shift_into_range(dir: &Path, range: &RootRange) -> Result<(), String> {
+    let top = fs::symlink_metadata(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+    let inside = |id: u32, start: u32| id >= start && id - start < range.count;
+    if inside(top.uid(), range.uid_start) && inside(top.gid(), range.gid_start) {
+        return Ok(());
+    }
+    let shift = |path: &Path, md: &fs::Metadata| -> Result<(), String> {
+        let shifted = |id: u32, start: u32| {
+            if inside(id, start) || id >= range.count {
+                id
+            } else {
+                start + id
+            }
+        };
+        let (uid, gid) = (
+            shifted(md.uid(), range.uid_start),
+            shifted(md.gid(), range.gid_start),
+        );
+        if (uid, gid) == (md.uid(), md.gid()) {
+            return Ok(());
+        }
+        lchown(path, uid, gid).map_err(|e| format!("chown of {}: {e}", path.display()))?;
+        if !md.file_type().is_symlink() {
+            fs::set_permissions(path, fs::Permissions::from_mode(md.mode() & 0o7777))
+                .map_err(|e| format!("chmod of {}: {e}", path.display()))?;
+        }
+        Ok(())
+    };
+    for entry in walkdir::WalkDir::new(dir).min_depth(1).follow_links(false) {
+        let entry = entry.map_err(|e| format!("walking {}: {e}", dir.display()))?;
+        let md = entry
+            .metadata()
+            .map_err(|e| format!("reading {}: {e}", entry.path().display()))?;
+        shift(entry.path(), &md)?;
+    }
+    shift(dir, &top)
 }
 
 /// Sets a path's mtime (and atime) without following a symlink.

@@ -253,10 +253,20 @@ pub fn build_with_cache(
     // Rootless, files get owners through the build's user namespace mapping (a helper that
     // is container root, when the user has subordinate ids), and layers record the
     // container ids of the host ids on disk. Kept for the whole build (see fsops).
-    let (owners, owners_warning) = fsops::Owners::for_build(&sandbox);
+    // As root, steps in a user namespace run as an unprivileged host range instead.
+    let userns_steps = matches!(
+        sandbox.resolve_isolation(request.isolation),
+        Ok(rbuild_sandbox::Isolation::Userns)
+    );
+    let (owners, owners_warning) = fsops::Owners::for_build(&sandbox, userns_steps, store.root())
+        .map_err(BuildError::other)?;
     if let Some(message) = owners_warning {
         progress.event(&Event::Warning { message });
     }
+    let sandbox = match &owners {
+        fsops::Owners::Ranged(range) => sandbox.with_root_range(*range),
+        _ => sandbox,
+    };
     let write_options = WriteOptions {
         compression: request.compression,
         level: request.compression_level,

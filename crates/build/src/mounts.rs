@@ -68,8 +68,12 @@ impl Builder<'_> {
         origin: &Origin<'_>,
         mounts: &[MountFlag],
         isolation: Isolation,
-    ) -> Result<(Vec<BindMount>, Vec<MountPlan>, Vec<CacheLock>)> {
+    ) -> Result<(Vec<BindMount>, Vec<MountPlan>, Vec<Held>)> {
         let chroot = isolation == Isolation::Chroot;
+        // A root build's userns step runs as an unprivileged host range: it cannot read
+        // root's secret files or connect to root's agent sockets as they are.
+        let ranged = !chroot && matches!(fsops::owners(), fsops::Owners::Ranged(_));
+        let mut held = Vec::new();
         let mut binds = Vec::new();
         let mut plans = Vec::new();
         // (index in `binds`, cache directory, sharing) of the caches that are not shared.
@@ -107,8 +111,17 @@ impl Builder<'_> {
                     let id = m.id.clone().unwrap_or_else(|| "default".into());
                     match self.request.ssh.get(&id) {
                         Some(socket) => {
+                            let source = if ranged {
+                                let (relay, path) = self
+                                    .agent_relay(socket)
+                                    .map_err(|e| origin.error(format!("--mount={}: {e}", flag.spec)))?;
+                                held.push(Held::Agent(relay));
+                                path
+                            } else {
+                                socket.clone()
+                            };
                             binds.push(BindMount {
-                                source: socket.clone(),
+                                source,
                                 target,
                                 readonly: false,
                             });
@@ -155,6 +168,11 @@ impl Builder<'_> {
                         )
                         .map_err(|e| origin.error(format!("cache {id:?}: {e}")))?;
                         fsops::chown_in_build(&dir, m.uid.unwrap_or(0), m.gid.unwrap_or(0))
+                            .map_err(|e| origin.error(format!("cache {id:?}: {e}")))?;
+                    } else if let fsops::Owners::Ranged(range) = fsops::owners() {
+                        // Filled by an identity-mapped root build or a remote cache import
+                        // (container ids as host ids): shifted into the range once.
+                        fsops::shift_into_range(&dir, &range)
                             .map_err(|e| origin.error(format!("cache {id:?}: {e}")))?;
                     }
                     match m.sharing {
@@ -206,8 +224,19 @@ impl Builder<'_> {
                     let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
                     match self.request.secrets.get(&id) {
                         Some(path) => {
+                            let source = if ranged {
+                                self.secret_copy(
+                                    path,
+                                    m.uid.unwrap_or(0),
+                                    m.gid.unwrap_or(0),
+                                    m.mode.unwrap_or(0o400),
+                                )
+                                .map_err(|e| origin.error(format!("--mount={}: {e}", flag.spec)))?
+                            } else {
+                                path.clone()
+                            };
                             binds.push(BindMount {
-                                source: path.clone(),
+                                source,
                                 target,
                                 readonly: true,
                             });
@@ -255,32 +284,83 @@ impl Builder<'_> {
         // In one order (by directory), so that two steps locking the same caches cannot
         // each hold one and wait for the other.
         exclusive.sort_by(|a, b| a.1.cmp(&b.1));
-        let mut locks = Vec::new();
         for (index, dir, sharing) in exclusive {
             let fail =
                 |e: std::io::Error| origin.error(format!("locking cache {}: {e}", dir.display()));
             match sharing {
                 // BuildKit: one step at a time uses the cache; the others wait.
-                Sharing::Locked => locks.push(
+                Sharing::Locked => held.push(Held::Cache(
                     CacheLock::acquire(&dir, true)
                         .map_err(fail)?
                         // Cannot fail: a blocking acquire waits; only a non-blocking
                         // one returns None.
                         .expect("blocking"),
-                ),
+                )),
                 // BuildKit: a step that finds the cache in use gets a cache of its own.
                 _ => match CacheLock::acquire(&dir, false).map_err(fail)? {
-                    Some(lock) => locks.push(lock),
+                    Some(lock) => held.push(Held::Cache(lock)),
                     None => binds[index].source = self.dir.new_dir("cache-private")?,
                 },
             }
         }
-        Ok((binds, plans, locks))
+        Ok((binds, plans, held))
     }
 
     /// The host path to bind for a bind mount. The context and writable mounts are copied
     /// (the context so that `.dockerignore`d files stay invisible, writable ones so that
     /// writes are thrown away).
+    /// A ranged root build's copy of the secret at `path`, given to container `uid:gid` with
+    /// `mode` (BuildKit's defaults 0:0 0400), in a directory of the build only container
+    /// root enters. It goes with the build directory; the secret's path and content are in
+    /// no message.
+    fn secret_copy(
+        &self,
+        path: &Path,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    ) -> std::result::Result<PathBuf, String> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let dir = self.dir.new_dir("secret").map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("making the secret's directory private: {e}"))?;
+        let content = std::fs::read(path).map_err(|e| format!("reading the secret: {e}"))?;
+        let copy = dir.join("secret");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&copy)
+            .map_err(|e| format!("creating the secret's copy: {e}"))?;
+        file.write_all(&content)
+            .map_err(|e| format!("writing the secret's copy: {e}"))?;
+        drop(file);
+        fsops::chown_in_build(&copy, uid, gid)?;
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(mode & 0o7777))
+            .map_err(|e| format!("chmod {mode:o} of the secret's copy: {e}"))?;
+        Ok(copy)
+    }
+
+    /// A ranged root build's socket forwarding to the agent socket `agent`, container
+    /// root's with mode 0600 (BuildKit's defaults), as long as the relay is held.
+    fn agent_relay(&self, agent: &Path) -> std::result::Result<(AgentRelay, PathBuf), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.dir.new_dir("ssh").map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("making the agent's directory private: {e}"))?;
+        let socket = dir.join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket)
+            .map_err(|e| format!("creating the agent socket {}: {e}", socket.display()))?;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("chmod of the agent socket: {e}"))?;
+        fsops::chown_in_build(&socket, 0, 0)?;
+        let proxy = crate::chroot_mounts::AgentProxy::start(listener, agent.to_path_buf())
+            .map_err(|e| format!("forwarding the agent: {e}"))?;
+        Ok((AgentRelay(Some(proxy)), socket))
+    }
+
     fn bind_source(
         &self,
         st: &StageState,
@@ -323,6 +403,23 @@ impl Builder<'_> {
             let file = copy_root.join("file");
             fsops::copy_leaf(&src.host, &file, keep)?;
             Ok(file)
+        }
+    }
+}
+
+/// What a step holds until it has run (dropped at its end).
+pub(crate) enum Held {
+    Cache(#[allow(dead_code)] CacheLock),
+    Agent(#[allow(dead_code)] AgentRelay),
+}
+
+/// A ranged root build's forwarding to an ssh agent, stopped when dropped.
+pub(crate) struct AgentRelay(Option<crate::chroot_mounts::AgentProxy>);
+
+impl Drop for AgentRelay {
+    fn drop(&mut self) {
+        if let Some(proxy) = self.0.take() {
+            proxy.stop();
         }
     }
 }

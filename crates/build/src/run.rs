@@ -227,6 +227,12 @@ impl Builder<'_> {
         }
         let parent = self.dir.new_dir("overlay")?;
         let dirs = OverlayDirs::create(&parent).map_err(|e| origin.error(e.to_string()))?;
+        if let crate::fsops::Owners::Ranged(_) = crate::fsops::owners() {
+            // The range's root mounts the overlay: its upper and work directories are its.
+            for dir in [&dirs.upperdir, &dirs.workdir, &dirs.merged] {
+                crate::fsops::chown_in_build(dir, 0, 0).map_err(|e| origin.error(e))?;
+            }
+        }
         let lowers = vec![st.rootfs.clone()];
         spec.rootfs = dirs.rootfs(lowers.clone());
         let mut outcome = match execute(&self.sandbox, spec, &st.label, step, progress) {
@@ -267,7 +273,10 @@ impl Builder<'_> {
         // every entry) the layer reaches the rootfs only if a later step needs the files.
         // What stays in the upper directory goes with the build directory, in the
         // background: removing files now would hold up the next step.
-        if matches!(crate::fsops::owners(), crate::fsops::Owners::Root) {
+        if matches!(
+            crate::fsops::owners(),
+            crate::fsops::Owners::Root | crate::fsops::Owners::Ranged(_)
+        ) {
             let _t = crate::phases::Phase::Extract.timer();
             if let Err(e) = rbuild_snapshot::merge_upper(&dirs.upperdir, &st.rootfs, &changes) {
                 // Half merged: the stage starts a fresh rootfs from its layers when a

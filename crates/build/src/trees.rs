@@ -61,6 +61,7 @@ fn open_lock(store: &Store) -> std::io::Result<File> {
 fn owners_tag(owners: &Owners) -> String {
     match owners {
         Owners::Root => "root".into(),
+        Owners::Ranged(range) => format!("range {:?}", range.id_map()),
         Owners::SingleId => format!("single {}", crate::fsops::current_ids().0),
         Owners::Mapped(root) => format!(
             "mapped {} {:?}",
@@ -136,6 +137,14 @@ impl Trees {
                 .unwrap_or(0)
         ));
         std::fs::create_dir(&tmp).map_err(|e| fail("creating", &tmp, &e))?;
+        if let Owners::Ranged(_) = owners {
+            // The tree's root is container root's, as a rootless build's is the user's
+            // (steps see it as a `RUN --mount=from=` target).
+            if let Err(e) = crate::fsops::chown_in_build(&tmp, 0, 0) {
+                let _ = std::fs::remove_dir(&tmp);
+                return Err(crate::error::BuildError::other(e));
+            }
+        }
         let made = (|| {
             let below = self.deepest(&layers[..layers.len() - 1]);
             let start = match &below {
@@ -254,7 +263,13 @@ pub struct PrunedBuildState {
 /// running). Rootless with subordinate ids, container root removes them: their files
 /// belong to container users.
 pub fn prune_build_state(store: &Store) -> PrunedBuildState {
-    let (owners, _) = Owners::for_build(&rbuild_sandbox::Sandbox::new());
+    // Trees of every ownership mode go: as root (even a ranged build's trees) this
+    // process removes them itself.
+    let sandbox = rbuild_sandbox::Sandbox::new();
+    let owners = match Owners::for_build(&sandbox, false, store.root()) {
+        Ok((owners, _)) => owners,
+        Err(_) => crate::fsops::owners(),
+    };
     let _scope = crate::fsops::OwnersScope::enter(owners);
     // Dead builds' directories first: they go through the trash.
     let dead = crate::scratch::sweep_dead(store, true);

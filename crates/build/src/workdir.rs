@@ -1,6 +1,7 @@
 //! Per-build scratch space: one directory under the store's `build` state directory, holding
 //! every stage's root filesystem, removed when the build ends (success or error).
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -43,6 +44,13 @@ impl BuildDir {
         )
         .map_err(|e| BuildError::other(format!("creating the build directory: {e}")))?;
         spread_subdirectories(dir.path());
+        if let Owners::Ranged(_) = owners {
+            // The steps' helper names the rootfs (a mount point) through this directory
+            // once it has the range's ids: they may pass through it, not list it.
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).map_err(
+                |e| BuildError::other(io_msg("opening build directory", dir.path(), &e)),
+            )?;
+        }
         Ok(BuildDir {
             trash,
             dir,
@@ -57,6 +65,11 @@ impl BuildDir {
         let path = self.dir.path().join(format!("{label}-{n}"));
         std::fs::create_dir(&path)
             .map_err(|e| BuildError::other(io_msg("creating directory", &path, &e)))?;
+        if let Owners::Ranged(_) = self.owners {
+            // Rootfs, overlay and scratch directories: container root's, as a rootless
+            // build's are the user's (who is container root).
+            crate::fsops::chown_in_build(&path, 0, 0).map_err(BuildError::other)?;
+        }
         Ok(path)
     }
 }
@@ -240,14 +253,18 @@ fn spread_subdirectories(dir: &Path) {
 /// container-root helper is in use). As root, owners are preserved. Rootless, chown is not
 /// permitted, so files stay owned by the user, who is container root in the sandbox's
 /// user namespace (and the layer writer records the user's ids as 0:0).
+/// As root with a ranged build, the owners are shifted into the range.
 pub(crate) fn layer_apply_options() -> ApplyOptions {
-    if crate::fsops::running_as_root() {
-        ApplyOptions::default()
-    } else {
-        ApplyOptions {
+    match crate::fsops::owners() {
+        Owners::Ranged(range) => ApplyOptions {
+            ownership: Ownership::Map(range.id_map()),
+            ..ApplyOptions::default()
+        },
+        _ if crate::fsops::running_as_root() => ApplyOptions::default(),
+        _ => ApplyOptions {
             ownership: Ownership::Ignore,
             ..ApplyOptions::default()
-        }
+        },
     }
 }
 

@@ -212,7 +212,7 @@ impl ContainerRoot {
             }
             Err(e) => return Err(setup(format!("reading from the helper: {e}"))),
         };
-        let mapped = match crate::idmap::write_maps(pid) {
+        let mapped = match crate::idmap::write_maps(pid, None) {
             Ok(IdMapping::SubIds) => Ok(IdMapping::SubIds),
             Ok(other) => Err(format!(
                 "the user namespace got a {other:?} id mapping, not the subordinate ranges"

@@ -81,7 +81,7 @@ impl Confinement {
             Ok(crate::Isolation::Userns) => Confinement {
                 isolation: Some(crate::Isolation::Userns),
                 id_mapping: if caps.euid == 0 {
-                    "identity: container ids are host ids (rbuild runs as root)".into()
+                    crate::root_range::describe()
                 } else if caps.full_id_range() {
                     format!(
                         "container 0 = host uid {}, 1.. = the subordinate ranges of {}",

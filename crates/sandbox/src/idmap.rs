@@ -134,9 +134,27 @@ fn map_ranges(own_id: u32, ranges: &[SubIdRange]) -> Vec<rbuild_layer::IdRange> 
 }
 
 /// Writes the id maps of the process `pid`, which has just unshared its user namespace.
-/// Returns which kind of mapping it got.
-pub fn write_maps(pid: i32) -> Result<IdMapping, String> {
+/// Returns which kind of mapping it got. As root, `root_range` (when given) is mapped
+/// instead of the identity: root may write any map itself, no newuidmap needed.
+pub fn write_maps(
+    pid: i32,
+    root_range: Option<&crate::root_range::RootRange>,
+) -> Result<IdMapping, String> {
+    // SAFETY: geteuid/getegid have no preconditions.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if let (0, Some(range)) = (uid, root_range) {
+        write_proc_map(
+            pid,
+            "uid_map",
+            &format!("0 {} {}\n", range.uid_start, range.count),
+        )?;
+        write_proc_map(
+            pid,
+            "gid_map",
+            &format!("0 {} {}\n", range.gid_start, range.count),
+        )?;
+        return Ok(IdMapping::RootRange);
+    }
     if uid == 0 {
         write_proc_map(pid, "uid_map", "0 0 4294967295\n")?;
         write_proc_map(pid, "gid_map", "0 0 4294967295\n")?;

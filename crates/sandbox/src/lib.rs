@@ -14,6 +14,7 @@ mod idmap;
 pub mod landlock;
 mod probe;
 mod protocol;
+pub mod root_range;
 pub mod rootpath;
 mod runner;
 pub mod seccomp;
@@ -89,6 +90,9 @@ pub struct Sandbox {
     seccomp: Seccomp,
     /// Set once the build was told that chroot steps are not fully confined.
     confinement_warned: Arc<AtomicBool>,
+    /// Run as root, the unprivileged host range userns steps map container ids to; `None`
+    /// keeps the identity map (see [`Sandbox::with_root_range`]).
+    root_range: Option<root_range::RootRange>,
 }
 
 impl Default for Sandbox {
@@ -117,7 +121,21 @@ impl Sandbox {
             overlay_failed: Arc::new(AtomicBool::new(false)),
             seccomp: Seccomp::default(),
             confinement_warned: Arc::new(AtomicBool::new(false)),
+            root_range: None,
         }
+    }
+
+    /// As root, maps the container ids of userns steps to `range` (unprivileged host ids)
+    /// instead of to themselves. Ignored when not running as root (the caller's own ids and
+    /// subordinate ranges are mapped then) and by chroot steps.
+    pub fn with_root_range(mut self, range: root_range::RootRange) -> Self {
+        self.root_range = Some(range);
+        self
+    }
+
+    /// The range set by [`Sandbox::with_root_range`].
+    pub fn root_range(&self) -> Option<&root_range::RootRange> {
+        self.root_range.as_ref()
     }
 
     /// Runs steps under `seccomp` instead of Docker's default profile.
@@ -189,7 +207,15 @@ impl Sandbox {
             ),
             Seccomp::Unconfined => None,
         };
-        runner::run_step(&self.program, &self.args, spec, isolation, filter, output)
+        runner::run_step(
+            &self.program,
+            &self.args,
+            spec,
+            isolation,
+            self.root_range.as_ref(),
+            filter,
+            output,
+        )
     }
 }
 

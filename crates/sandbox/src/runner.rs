@@ -145,6 +145,7 @@ pub(crate) fn run_step(
     args: &[String],
     spec: &StepSpec,
     isolation: Isolation,
+    root_range: Option<&crate::root_range::RootRange>,
     seccomp: Option<&crate::seccomp::StepFilter>,
     output: &mut dyn FnMut(OutputStream, &[u8]),
 ) -> Result<StepOutcome, SandboxError> {
@@ -241,7 +242,7 @@ pub(crate) fn run_step(
                 });
             }
             Event::Control(FromHelper::Unshared { pid }) => {
-                let reply = match crate::idmap::write_maps(pid) {
+                let reply = match crate::idmap::write_maps(pid, root_range) {
                     Ok(kind) => {
                         id_mapping = kind;
                         ToHelper::Mapped(kind)

@@ -193,6 +193,9 @@ pub enum IdMapping {
     SubIds,
     /// Only the caller's own uid/gid exist inside (as 0/0): no subuid range or no newuidmap.
     SingleId,
+    /// A root build: container ids 0.. map to an unprivileged host range (root's
+    /// /etc/subuid line or rbuild's reserved range, see [`crate::root_range`]).
+    RootRange,
     /// No user namespace (chroot isolation).
     None,
 }

@@ -414,7 +414,8 @@ fn capabilities_are_dockers() {
     }
 }
 
-/// What `rbuild info` prints comes from the probe: as root on this host, userns steps.
+/// What `rbuild info` prints comes from the probe: as root on this host, userns steps whose
+/// ids are an unprivileged range.
 fn the_report_names_the_confinement() {
     require_root();
     let caps = Sandbox::new().probe();
@@ -423,7 +424,10 @@ fn the_report_names_the_confinement() {
     let c = &json["confinement"];
     assert_eq!(c["isolation"], "userns", "{c:#}");
     assert!(
-        c["id_mapping"].as_str().unwrap().contains("identity"),
+        c["id_mapping"]
+            .as_str()
+            .unwrap()
+            .contains("container 0..65535 = an unprivileged host range"),
         "{c:#}"
     );
     assert_eq!(c["cgroup_namespace"], true, "{c:#}");

@@ -83,8 +83,10 @@ pub fn render_text(caps: &Capabilities, seccomp: &Result<SeccompSummary, Seccomp
     line("subgid ranges", ranges(&caps.subgid_ranges));
     line("newuidmap", tool(&caps.newuidmap));
     line("newgidmap", tool(&caps.newgidmap));
-    let ids = if caps.euid == 0 {
-        "all (real root)".to_string()
+    let ids = if caps.euid == 0 && caps.auto == Ok(rbuild_sandbox::Isolation::Userns) {
+        "65536, an unprivileged host range (see the step's confinement)".to_string()
+    } else if caps.euid == 0 {
+        "all, host ids (real root, no user namespace)".to_string()
     } else if caps.full_id_range() {
         "subordinate ranges".to_string()
     } else {

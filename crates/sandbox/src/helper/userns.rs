@@ -2,11 +2,13 @@
 //! builds the mounts and runs the command as its child.
 
 use std::io::BufRead;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 
 use crate::protocol::{recv, send, FromHelper, ToHelper};
-use crate::spec::{IdMapping, Network, StepSpec};
-use crate::sys::{cvt, decode_status, errno_name, fork, set_pdeathsig, waitpid};
+use crate::spec::{IdMapping, Network, Rootfs, StepSpec};
+use crate::sys::{cpath, cvt, decode_status, errno_name, fork, set_pdeathsig, waitpid};
 
 use super::{exec::exec_command, mounts, HelperError};
 
@@ -63,6 +65,13 @@ pub fn run(
             ))
         }
     };
+    let pinned;
+    let spec = if mapping == IdMapping::RootRange {
+        pinned = pin_paths(spec)?;
+        &pinned.0
+    } else {
+        spec
+    };
     cvt(unsafe { libc::setresgid(0, 0, 0) })
         .map_err(|e| HelperError::new("id map", format!("setresgid(0): {e}")))?;
     cvt(unsafe { libc::setresuid(0, 0, 0) })
@@ -90,6 +99,79 @@ pub fn run(
             format!("the step's init process ended abnormally (code {code:?}, signal {signal:?})"),
         )),
     }
+}
+
+/// A root build's step is root of a namespace whose ids are unprivileged host ids: once it
+/// takes them (setresuid below) it cannot walk the store (0700, host root's) or rbuild's
+/// scratch directories to the paths its mounts need. Until then it still has host root's
+/// uid (its capabilities count only in the new namespace, so only what host root owns
+/// opens): every such path is opened now and used as `/proc/self/fd/N` from then on, a
+/// link walked without checking the directories above it. Opened after
+/// unshare(CLONE_NEWNS), they belong to the step's mount namespace, as overlayfs requires
+/// of its layers. A directory that gets a mount on top and is opened again afterwards (the
+/// rootfs, the overlay's merged directory) is named through its parent instead, since
+/// only a lookup by name crosses into the mount: that parent must be open to the range's
+/// root (rbuild makes it so). The descriptors are close-on-exec: the command gets none.
+fn pin_paths(spec: &StepSpec) -> Result<(StepSpec, Vec<OwnedFd>), HelperError> {
+    let mut fds = Vec::new();
+    let mut pinned = spec.clone();
+    pinned.rootfs = match &spec.rootfs {
+        Rootfs::Dir(dir) => Rootfs::Dir(pin_in_parent(dir, &mut fds)?),
+        Rootfs::Overlay {
+            lowerdirs,
+            upperdir,
+            workdir,
+            merged,
+        } => Rootfs::Overlay {
+            lowerdirs: lowerdirs
+                .iter()
+                .map(|d| pin(d, &mut fds))
+                .collect::<Result<_, _>>()?,
+            upperdir: pin(upperdir, &mut fds)?,
+            workdir: pin(workdir, &mut fds)?,
+            merged: pin_in_parent(merged, &mut fds)?,
+        },
+    };
+    for file in &mut pinned.etc_files {
+        file.source = pin(&file.source, &mut fds)?;
+    }
+    for bind in &mut pinned.binds {
+        bind.source = pin(&bind.source, &mut fds)?;
+    }
+    Ok((pinned, fds))
+}
+
+/// Opens `path` (`O_PATH`, close-on-exec) into `fds`; returns its `/proc/self/fd/N` name.
+fn pin(path: &Path, fds: &mut Vec<OwnedFd>) -> Result<PathBuf, HelperError> {
+    let c = cpath(path).map_err(|e| pin_error(path, e))?;
+    // SAFETY: open with a NUL-terminated path; the descriptor is owned below.
+    let fd = cvt(unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) })
+        .map_err(|e| pin_error(path, e))?;
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+    Ok(PathBuf::from(format!("/proc/self/fd/{fd}")))
+}
+
+/// `path` named through its pinned parent directory.
+fn pin_in_parent(path: &Path, fds: &mut Vec<OwnedFd>) -> Result<PathBuf, HelperError> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(HelperError::new(
+            "id map",
+            format!("{} has no parent directory", path.display()),
+        ));
+    };
+    Ok(pin(parent, fds)?.join(name))
+}
+
+fn pin_error(path: &Path, e: std::io::Error) -> HelperError {
+    HelperError::new(
+        "id map",
+        format!(
+            "opening {} before taking the build's id range: {}",
+            path.display(),
+            errno_name(&e)
+        ),
+    )
 }
 
 /// PID 1 of the step: sets up mounts, runs the command, reaps everything, and reports the

@@ -1,0 +1,475 @@
+//! The unprivileged host id range a root build's user namespaces map container ids to
+//! ("root never means host root"): `root`'s subordinate range in /etc/subuid and
+//! /etc/subgid when the administrator gave it one, else a range rbuild reserves for itself
+//! above 2^31 and records in the store, so that every build of that store reuses it (the
+//! trees extracted for one range serve the next build). See docs/sandbox.md, "Root's id
+//! range".
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::idmap::{parse_subid, SubIdRange};
+
+/// Ids a root build maps: container ids 0..65535, as a rootless build with a usual
+/// `/etc/subuid` line gets.
+pub const ROOT_RANGE_LEN: u32 = 65536;
+
+/// Where rbuild's own ranges start: 2^31, far above the ranges `useradd` hands out
+/// (100000 up, 65536 per user: it would take 32000 users to reach it) and above the ids
+/// systemd reserves for its dynamic users and containers (below 2^31).
+pub const RESERVED_BASE: u32 = 1 << 31;
+
+/// The record's file name in the store's root.
+pub const RECORD_FILE: &str = "userns-range.json";
+
+/// Where a root build's range comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RootRangeSource {
+    /// `root:START:COUNT` (or `0:...`) lines of /etc/subuid and /etc/subgid.
+    SubIdFiles,
+    /// rbuild's reserved range, recorded in the store.
+    Reserved,
+}
+
+/// Container ids 0..`count` map to host uids `uid_start..` and gids `gid_start..`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootRange {
+    pub uid_start: u32,
+    pub gid_start: u32,
+    pub count: u32,
+    pub source: RootRangeSource,
+}
+
+impl RootRange {
+    /// The container → host id map of this range.
+    pub fn id_map(&self) -> rbuild_layer::IdMap {
+        let range = |host_start| rbuild_layer::IdRange {
+            container_start: 0,
+            host_start,
+            len: self.count,
+        };
+        rbuild_layer::IdMap {
+            uids: vec![range(self.uid_start)],
+            gids: vec![range(self.gid_start)],
+        }
+    }
+}
+
+/// The range of root builds of the store at `store_root`: root's lines of /etc/subuid and
+/// /etc/subgid when there are any, else the range recorded in the store, else a new
+/// reserved range (recorded there). `None` when this process is root of a user namespace
+/// that maps too few ids for a block of rbuild's (a container's, say): it is not host root
+/// then, and steps keep its identity map.
+pub fn root_range(store_root: &Path) -> Result<Option<RootRange>, String> {
+    let read = |file: &str| match std::fs::read_to_string(file) {
+        Ok(content) => Ok(content),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(format!("reading {file}: {e}")),
+    };
+    let subuid = read("/etc/subuid")?;
+    let subgid = read("/etc/subgid")?;
+    if let Some(range) = range_from_subid_files(&subuid, &subgid)? {
+        return Ok(Some(range));
+    }
+    let record = store_root.join(RECORD_FILE);
+    match std::fs::read(&record) {
+        Ok(bytes) => {
+            return parse_record(&bytes)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", record.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("reading {}: {e}", record.display())),
+    }
+    let own = OwnIds::read()?;
+    let range = match reserve(&subuid, &subgid, &own) {
+        Ok(range) => range,
+        Err(_) if !own.initial => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    write_record(&record, &range)?;
+    Ok(Some(range))
+}
+
+/// The ids this process's user namespace maps (the `inside` side of its maps, as
+/// `[start, end)`), and whether it is the initial namespace (all ids, to themselves).
+pub struct OwnIds {
+    uids: Vec<(u64, u64)>,
+    gids: Vec<(u64, u64)>,
+    initial: bool,
+}
+
+impl OwnIds {
+    /// The initial namespace's: every id.
+    pub fn initial() -> OwnIds {
+        OwnIds {
+            uids: vec![(0, 1 << 32)],
+            gids: vec![(0, 1 << 32)],
+            initial: true,
+        }
+    }
+
+    fn read() -> Result<OwnIds, String> {
+        let read =
+            |file: &str| std::fs::read_to_string(file).map_err(|e| format!("reading {file}: {e}"));
+        let (uid_map, gid_map) = (read("/proc/self/uid_map")?, read("/proc/self/gid_map")?);
+        Ok(OwnIds::parse(&uid_map, &gid_map))
+    }
+
+    /// From the text of /proc/self/uid_map and gid_map.
+    pub fn parse(uid_map: &str, gid_map: &str) -> OwnIds {
+        let inside = |map: &str| -> Vec<(u64, u64)> {
+            map.lines()
+                .filter_map(|line| {
+                    let mut fields = line.split_whitespace();
+                    let start: u64 = fields.next()?.parse().ok()?;
+                    let _outside: u64 = fields.next()?.parse().ok()?;
+                    let count: u64 = fields.next()?.parse().ok()?;
+                    Some((start, start + count))
+                })
+                .collect()
+        };
+        let full =
+            |map: &str| map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
+        OwnIds {
+            uids: inside(uid_map),
+            gids: inside(gid_map),
+            initial: full(uid_map) && full(gid_map),
+        }
+    }
+
+    fn holds(&self, start: u64, end: u64) -> bool {
+        let within = |ranges: &[(u64, u64)]| ranges.iter().any(|&(s, e)| s <= start && end <= e);
+        within(&self.uids) && within(&self.gids)
+    }
+}
+
+/// Where a root build's range comes from on this host, in a sentence (`rbuild info`).
+pub fn describe() -> String {
+    let read = |file: &str| std::fs::read_to_string(file).unwrap_or_default();
+    match range_from_subid_files(&read("/etc/subuid"), &read("/etc/subgid")) {
+        Ok(Some(range)) => format!(
+            "container 0..{} = an unprivileged host range: uids {}.., gids {}.. (root's \
+             /etc/subuid and /etc/subgid)",
+            range.count - 1,
+            range.uid_start,
+            range.gid_start
+        ),
+        Ok(None) => match OwnIds::read()
+            .and_then(|own| reserve(&read("/etc/subuid"), &read("/etc/subgid"), &own))
+        {
+            Ok(range) => format!(
+                "container 0..{} = an unprivileged host range reserved by rbuild and recorded \
+                 in the store ({RECORD_FILE}; a new store takes host ids {}..)",
+                range.count - 1,
+                range.uid_start
+            ),
+            Err(e) => e,
+        },
+        Err(e) => e,
+    }
+}
+
+/// Root's range from the subordinate id files: `None` when neither names root; an error
+/// when they name it in a way that cannot serve (one file only, too short, or reaching
+/// host id 0), since ignoring an administrator's line would be a silent surprise.
+pub fn range_from_subid_files(subuid: &str, subgid: &str) -> Result<Option<RootRange>, String> {
+    let uids = parse_subid(subuid, Some("root"), 0);
+    let gids = parse_subid(subgid, Some("root"), 0);
+    if uids.is_empty() && gids.is_empty() {
+        return Ok(None);
+    }
+    let pick = |ranges: &[SubIdRange], file: &str| -> Result<u32, String> {
+        if ranges.is_empty() {
+            return Err(format!(
+                "{file} has no range for root while the other file has one: give root a \
+                 range of {ROOT_RANGE_LEN} ids in both /etc/subuid and /etc/subgid, or in \
+                 neither (rbuild then reserves one from {RESERVED_BASE} on)"
+            ));
+        }
+        let range = ranges
+            .iter()
+            .find(|r| r.count >= ROOT_RANGE_LEN)
+            .ok_or_else(|| {
+                format!("root's ranges in {file} are shorter than the {ROOT_RANGE_LEN} ids a build maps")
+            })?;
+        if range.start == 0
+            || u64::from(range.start) + u64::from(ROOT_RANGE_LEN) > u64::from(u32::MAX)
+        {
+            return Err(format!(
+                "root's range {}:{} in {file} would map a container id to host id 0 or past \
+                 the last id",
+                range.start, range.count
+            ));
+        }
+        Ok(range.start)
+    };
+    Ok(Some(RootRange {
+        uid_start: pick(&uids, "/etc/subuid")?,
+        gid_start: pick(&gids, "/etc/subgid")?,
+        count: ROOT_RANGE_LEN,
+        source: RootRangeSource::SubIdFiles,
+    }))
+}
+
+/// The first block of [`ROOT_RANGE_LEN`] ids from [`RESERVED_BASE`] on that no line of
+/// either subordinate id file (any user's) touches and that `own` (this process's user
+/// namespace) maps; the last block, which would hold id 4294967295 ("no id" to the
+/// kernel), is never taken.
+pub fn reserve(subuid: &str, subgid: &str, own: &OwnIds) -> Result<RootRange, String> {
+    let taken: Vec<(u64, u64)> = [subuid, subgid]
+        .iter()
+        .flat_map(|content| all_ranges(content))
+        .collect();
+    let blocks = (u64::from(u32::MAX) + 1 - u64::from(RESERVED_BASE)) / u64::from(ROOT_RANGE_LEN);
+    for k in 0..blocks - 1 {
+        let start = u64::from(RESERVED_BASE) + k * u64::from(ROOT_RANGE_LEN);
+        let end = start + u64::from(ROOT_RANGE_LEN);
+        if own.holds(start, end) && taken.iter().all(|&(s, e)| e <= start || s >= end) {
+            let start = start as u32;
+            return Ok(RootRange {
+                uid_start: start,
+                gid_start: start,
+                count: ROOT_RANGE_LEN,
+                source: RootRangeSource::Reserved,
+            });
+        }
+    }
+    Err(format!(
+        "no free block of {ROOT_RANGE_LEN} ids from {RESERVED_BASE} on: /etc/subuid and \
+         /etc/subgid hand them all out, or this user namespace does not map them; give root \
+         a range in /etc/subuid and /etc/subgid"
+    ))
+}
+
+/// Every `owner:start:count` range of a subordinate id file, whoever owns it, as
+/// `[start, end)`.
+fn all_ranges(content: &str) -> Vec<(u64, u64)> {
+    content
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|line| {
+            let mut fields = line.trim().split(':').skip(1);
+            let start: u64 = fields.next()?.parse().ok()?;
+            let count: u64 = fields.next()?.parse().ok()?;
+            Some((start, start + count))
+        })
+        .collect()
+}
+
+/// A recorded range, checked as untrusted input: only a reserved range of the usual
+/// length, inside rbuild's block and short of the last id, is taken.
+fn parse_record(bytes: &[u8]) -> Result<RootRange, String> {
+    let range: RootRange = serde_json::from_slice(bytes)
+        .map_err(|e| format!("not a recorded id range ({e}); remove it to reserve one again"))?;
+    let inside = |start: u32| {
+        start >= RESERVED_BASE
+            && u64::from(start) + u64::from(range.count) < u64::from(u32::MAX)
+            && (start - RESERVED_BASE) % ROOT_RANGE_LEN == 0
+    };
+    if range.source != RootRangeSource::Reserved
+        || range.count != ROOT_RANGE_LEN
+        || !inside(range.uid_start)
+        || !inside(range.gid_start)
+    {
+        return Err(format!(
+            "the recorded range {}:{} (gids {}) is not one rbuild reserves ({ROOT_RANGE_LEN} \
+             ids from {RESERVED_BASE} on); remove it to reserve one again",
+            range.uid_start, range.count, range.gid_start
+        ));
+    }
+    Ok(range)
+}
+
+/// Writes the record whole or not at all (a temporary file renamed over it): builds
+/// starting together compute the same block and agree.
+fn write_record(record: &Path, range: &RootRange) -> Result<(), String> {
+    let dir = record
+        .parent()
+        .ok_or_else(|| format!("{} has no parent directory", record.display()))?;
+    let context =
+        |e: std::io::Error| format!("recording the id range in {}: {e}", record.display());
+    let mut tmp = tempfile_in(dir).map_err(context)?;
+    let json = serde_json::to_vec(range).map_err(|e| format!("encoding the id range: {e}"))?;
+    tmp.1.write_all(&json).map_err(context)?;
+    tmp.1.sync_all().map_err(context)?;
+    std::fs::rename(&tmp.0, record).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp.0);
+        context(e)
+    })
+}
+
+/// A new 0600 file in `dir` with a name no other process or thread uses (builds of one
+/// process may start together).
+fn tempfile_in(dir: &Path) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let path = dir.join(format!(
+            ".{RECORD_FILE}.{}.{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path);
+        match opened {
+            Ok(file) => return Ok((path, file)),
+            // Left by a killed process that had our pid: take the next name.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_keeps_its_range_across_builds() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = root_range(dir.path())
+            .unwrap()
+            .expect("root of the initial namespace");
+        assert_eq!(root_range(dir.path()).unwrap(), Some(first));
+        let record = dir.path().join(RECORD_FILE);
+        match first.source {
+            RootRangeSource::Reserved => {
+                assert_eq!(
+                    parse_record(&std::fs::read(&record).unwrap()).unwrap(),
+                    first
+                );
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&record).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600);
+            }
+            // This host gives root a range: nothing is reserved, nothing recorded.
+            RootRangeSource::SubIdFiles => assert!(!record.exists()),
+        }
+        assert!(first.uid_start > 0 && first.gid_start > 0);
+    }
+
+    #[test]
+    fn builds_starting_together_agree_on_the_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let ranges: Vec<RootRange> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| root_range(dir.path()).unwrap().unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(ranges.iter().all(|r| *r == ranges[0]), "{ranges:?}");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != RECORD_FILE)
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn a_namespace_mapping_few_ids_gets_a_block_inside_or_none() {
+        // A container's namespace of 65536 ids: no block of rbuild's fits.
+        let small = OwnIds::parse("0 100000 65536\n", "0 100000 65536\n");
+        assert!(!small.initial);
+        assert!(reserve("", "", &small).is_err());
+        // One mapping ids from 2^31 + 2^16 on: the block there is taken.
+        let base = u64::from(RESERVED_BASE) + u64::from(ROOT_RANGE_LEN);
+        let wide = format!("0 0 65536\n{base} 1000000 131072\n");
+        let range = reserve("", "", &OwnIds::parse(&wide, &wide)).unwrap();
+        assert_eq!(u64::from(range.uid_start), base);
+        assert!(OwnIds::parse("0 0 4294967295\n", "         0          0 4294967295\n").initial);
+    }
+
+    #[test]
+    fn root_lines_in_both_files_give_the_range() {
+        let subuid = "alice:100000:65536\nroot:1000000:131072\n";
+        let subgid = "0:2000000:65536\n";
+        let range = range_from_subid_files(subuid, subgid).unwrap().unwrap();
+        assert_eq!(
+            range,
+            RootRange {
+                uid_start: 1_000_000,
+                gid_start: 2_000_000,
+                count: ROOT_RANGE_LEN,
+                source: RootRangeSource::SubIdFiles,
+            }
+        );
+        let map = range.id_map();
+        assert_eq!(map.host_uid(0), Some(1_000_000));
+        assert_eq!(map.host_gid(65535), Some(2_065_535));
+        assert_eq!(map.host_uid(65536), None);
+    }
+
+    #[test]
+    fn no_root_line_means_none_and_bad_root_lines_are_errors() {
+        assert_eq!(
+            range_from_subid_files("alice:100000:65536\n", "").unwrap(),
+            None
+        );
+        let err = range_from_subid_files("root:1000000:65536\n", "").unwrap_err();
+        assert!(err.contains("/etc/subgid has no range for root"), "{err}");
+        let err =
+            range_from_subid_files("root:1000000:1000\n", "root:1000000:65536\n").unwrap_err();
+        assert!(err.contains("shorter"), "{err}");
+        let err = range_from_subid_files("root:0:65536\n", "root:0:65536\n").unwrap_err();
+        assert!(err.contains("host id 0"), "{err}");
+        let err =
+            range_from_subid_files("root:4294960000:65536\n", "root:100000:65536\n").unwrap_err();
+        assert!(err.contains("past the last id"), "{err}");
+    }
+
+    #[test]
+    fn reserved_range_skips_blocks_others_hold() {
+        let range = reserve("alice:100000:65536\n", "", &OwnIds::initial()).unwrap();
+        assert_eq!(
+            (range.uid_start, range.gid_start),
+            (RESERVED_BASE, RESERVED_BASE)
+        );
+        assert_eq!(range.source, RootRangeSource::Reserved);
+        // A line reaching one id into the first block (in either file) moves it on.
+        let subgid = format!("bob:{}:2\n", RESERVED_BASE - 1);
+        let range = reserve("", &subgid, &OwnIds::initial()).unwrap();
+        assert_eq!(range.uid_start, RESERVED_BASE + ROOT_RANGE_LEN);
+        // Everything from the base on handed out: no block, and a clear error.
+        let all = format!("big:{RESERVED_BASE}:{}\n", 1u64 << 31);
+        let err = reserve(&all, "", &OwnIds::initial()).unwrap_err();
+        assert!(err.contains("no free block"), "{err}");
+    }
+
+    #[test]
+    fn the_range_is_recorded_and_reused_and_a_forged_record_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = reserve("", "", &OwnIds::initial()).unwrap();
+        write_record(&dir.path().join(RECORD_FILE), &first).unwrap();
+        let bytes = std::fs::read(dir.path().join(RECORD_FILE)).unwrap();
+        assert_eq!(parse_record(&bytes).unwrap(), first);
+        for forged in [
+            r#"{"uid_start":0,"gid_start":0,"count":65536,"source":"reserved"}"#.to_string(),
+            format!(
+                r#"{{"uid_start":{RESERVED_BASE},"gid_start":{RESERVED_BASE},"count":4294967295,"source":"reserved"}}"#
+            ),
+            format!(
+                r#"{{"uid_start":4294901760,"gid_start":{RESERVED_BASE},"count":65536,"source":"reserved"}}"#
+            ),
+            format!(
+                r#"{{"uid_start":{RESERVED_BASE},"gid_start":{RESERVED_BASE},"count":65536,"source":"sub_id_files"}}"#
+            ),
+            "not json".to_string(),
+        ] {
+            let err = parse_record(forged.as_bytes()).unwrap_err();
+            assert!(
+                err.contains("remove it to reserve one again"),
+                "{forged}: {err}"
+            );
+        }
+    }
+}
