@@ -105,6 +105,21 @@ pub fn render_text(caps: &Capabilities, seccomp: &Result<SeccompSummary, Seccomp
         "landlock (chroot steps)",
         rbuild_sandbox::landlock::describe(&caps.landlock),
     );
+    let restricted = &caps.checks.restricted;
+    line(
+        "restricted: seccomp notify",
+        check_line(&restricted.seccomp_user_notif),
+    );
+    line(
+        "restricted: ptrace child",
+        check_line(&restricted.ptrace_child),
+    );
+    line(
+        "isolation restricted",
+        "in progress: builds are refused (the supervisor works; steps do not yet run in \
+         place and layers do not yet get the recorded owners)"
+            .to_string(),
+    );
     line(
         "isolation auto picks",
         match &caps.auto {

@@ -1,0 +1,582 @@
+//! The seccomp user-notification supervisor: runs a child under the restricted filter
+//! (`filter::program`) and answers its ownership calls, recording the owner each call asks
+//! for in an [`OwnershipTable`] instead of changing the file (which an unprivileged user
+//! cannot do). The disk keeps the build user's ids; the table says what the image gets.
+//!
+//! This is emulation, not a security boundary: a step runs as the same uid as its
+//! supervisor, so nothing it could do through a wrong answer is more than it can do anyway.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::sys::{cvt, fork, waitpid};
+
+/// The owner a restricted step gave a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Owners recorded by the supervisor, by inode (device and inode number): a rename or a
+/// hard link keeps its entry, as it keeps a real owner.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnershipTable {
+    owners: BTreeMap<(u64, u64), Owner>,
+}
+
+impl OwnershipTable {
+    /// The recorded owner of the inode `(dev, ino)`.
+    pub fn get(&self, dev: u64, ino: u64) -> Option<Owner> {
+        self.owners.get(&(dev, ino)).copied()
+    }
+
+    /// The recorded owner of `path` (not following a final symlink), `None` if no step
+    /// changed it.
+    pub fn owner_of(&self, path: &Path) -> io::Result<Option<Owner>> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(self.get(meta.dev(), meta.ino()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.owners.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty()
+    }
+}
+
+/// How a supervised child ended, and what it chowned.
+#[derive(Debug)]
+pub struct Finished {
+    /// The raw wait status of the child.
+    pub status: libc::c_int,
+    pub table: OwnershipTable,
+}
+
+impl Finished {
+    /// The exit code, or `None` if a signal ended the child.
+    pub fn exit_code(&self) -> Option<i32> {
+        crate::sys::decode_status(self.status).0
+    }
+}
+
+/// Runs `argv[0]` (an absolute path) with `argv` under the restricted filter, supervised.
+/// Blocking; returns once the command and every process that inherited the filter are gone.
+pub fn run_command(argv: &[&str]) -> io::Result<Finished> {
+    let args: Vec<CString> = argv
+        .iter()
+        .map(|a| CString::new(*a).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL)))
+        .collect::<io::Result<_>>()?;
+    let Some(program) = args.first() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no command"));
+    };
+    let mut pointers: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    pointers.push(std::ptr::null());
+    // Everything the child touches is built before the fork: it may be a copy of a
+    // multi-threaded process, where only async-signal-safe calls are allowed.
+    run_supervised(|| {
+        // SAFETY: `program` and `pointers` (NUL-terminated, pointing into `args`) outlive
+        // the call; execv returns only on failure.
+        unsafe { libc::execv(program.as_ptr(), pointers.as_ptr()) };
+        127
+    })
+}
+
+/// Forks a child that installs the restricted filter, hands its listener to this process
+/// and runs `body` (its return value is the exit code); then answers the child's
+/// notifications until it is gone. `body` must be async-signal-safe (no allocation) when
+/// the caller is multi-threaded.
+pub(crate) fn run_supervised(body: impl FnOnce() -> i32) -> io::Result<Finished> {
+    let program = super::filter::program();
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(program.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "filter too long"))?,
+        filter: program.as_ptr().cast_mut(),
+    };
+    let mut pair = [0; 2];
+    // SAFETY: socketpair writes two descriptors into `pair`.
+    cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            pair.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: both descriptors were just created and are owned here only.
+    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+    let pid = fork()?;
+    if pid == 0 {
+        drop(ours);
+        // SAFETY: prctl and seccomp take plain values and `fprog`, which points at
+        // `program`, alive until exec or exit.
+        let listener = unsafe {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                -1
+            } else {
+                libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                    &fprog as *const libc::sock_fprog,
+                ) as libc::c_int
+            }
+        };
+        if listener < 0 {
+            let errno = io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO);
+            send_status(theirs.as_raw_fd(), errno, None);
+            // SAFETY: leaving the forked child without running the parent's destructors.
+            unsafe { libc::_exit(126) };
+        }
+        let sent = send_status(theirs.as_raw_fd(), 0, Some(listener));
+        // SAFETY: the listener must not stay in the child: a step could answer its own
+        // notifications with it.
+        unsafe { libc::close(listener) };
+        drop(theirs);
+        if !sent {
+            // SAFETY: as above.
+            unsafe { libc::_exit(126) };
+        }
+        let code = body();
+        // SAFETY: as above.
+        unsafe { libc::_exit(code) };
+    }
+    drop(theirs);
+    let received = recv_status(ours.as_raw_fd());
+    let listener = match received {
+        Ok((0, Some(fd))) => fd,
+        other => {
+            let _ = waitpid(pid, 0);
+            let why = match other {
+                Ok((errno, _)) if errno != 0 => {
+                    crate::sys::errno_name(&io::Error::from_raw_os_error(errno))
+                }
+                Ok(_) => "no listener descriptor came back".to_string(),
+                Err(e) => e.to_string(),
+            };
+            return Err(io::Error::other(format!(
+                "seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER): {why}"
+            )));
+        }
+    };
+    supervise(pid, &listener)
+}
+
+/// Sends `errno` and, if given, a descriptor (SCM_RIGHTS). Async-signal-safe.
+fn send_status(sock: libc::c_int, errno: i32, fd: Option<libc::c_int>) -> bool {
+    let payload = errno.to_ne_bytes();
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr().cast_mut().cast(),
+        iov_len: payload.len(),
+    };
+    // Room for one cmsghdr and an int, 8-byte aligned.
+    let mut control = [0u64; 4];
+    // SAFETY: an all-zero msghdr is valid; the pointers set below outlive sendmsg, and the
+    // cmsg writes stay inside `control` (CMSG_SPACE(4) = 24 <= 32 bytes).
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if let Some(fd) = fd {
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as _;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd);
+        }
+        libc::sendmsg(sock, &msg, 0) == payload.len() as isize
+    }
+}
+
+/// Receives what [`send_status`] sent.
+fn recv_status(sock: libc::c_int) -> io::Result<(i32, Option<OwnedFd>)> {
+    let mut payload = [0u8; 4];
+    let mut iov = libc::iovec {
+        iov_base: payload.as_mut_ptr().cast(),
+        iov_len: payload.len(),
+    };
+    let mut control = [0u64; 4];
+    // SAFETY: as in send_status; the received descriptor (if any) is taken into an OwnedFd
+    // exactly once.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let n = libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n as usize != payload.len() {
+            return Err(io::Error::other("the filtered child died before reporting"));
+        }
+        let mut fd = None;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if !cmsg.is_null()
+            && (*cmsg).cmsg_level == libc::SOL_SOCKET
+            && (*cmsg).cmsg_type == libc::SCM_RIGHTS
+        {
+            let raw = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+            fd = Some(OwnedFd::from_raw_fd(raw));
+        }
+        Ok((i32::from_ne_bytes(payload), fd))
+    }
+}
+
+/// Answers notifications until the child has been reaped and no process holds the filter.
+fn supervise(child: libc::pid_t, listener: &OwnedFd) -> io::Result<Finished> {
+    let mut table = OwnershipTable::default();
+    let mut status = None;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // The timeout is for reaping: a zombie child still holds the filter, so the
+        // listener hangs up only once the child is reaped.
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, 20) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(err);
+        }
+        if pfd.revents & libc::POLLIN != 0 {
+            answer_one(listener, &mut table)?;
+            continue;
+        }
+        if status.is_none() {
+            let (pid, st) = waitpid(child, libc::WNOHANG)?;
+            if pid == child {
+                status = Some(st);
+            }
+        }
+        if let Some(status) = status {
+            if pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+                return Ok(Finished { status, table });
+            }
+        }
+    }
+}
+
+fn answer_one(listener: &OwnedFd, table: &mut OwnershipTable) -> io::Result<()> {
+    // SAFETY: an all-zero seccomp_notif is what the kernel requires for RECV.
+    let mut request: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+    // SAFETY: RECV fills `request`, a seccomp_notif.
+    if unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_RECV,
+            &mut request,
+        )
+    } < 0
+    {
+        let err = io::Error::last_os_error();
+        // ENOENT: the caller died (or was interrupted) before we received it.
+        return match err.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::EINTR) => Ok(()),
+            _ => Err(err),
+        };
+    }
+    let error = match record_chown(listener, &request, table) {
+        Ok(()) => 0,
+        Err(errno) => -errno,
+    };
+    let response = libc::seccomp_notif_resp {
+        id: request.id,
+        val: 0,
+        error,
+        flags: 0,
+    };
+    // SAFETY: SEND reads `response`, a seccomp_notif_resp.
+    if unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_SEND,
+            &response,
+        )
+    } < 0
+    {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ENOENT) {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// The arguments of a chown-family call, as `fchownat` takes them.
+struct ChownCall {
+    dirfd: libc::c_int,
+    path: Option<u64>,
+    uid: u32,
+    gid: u32,
+    flags: libc::c_int,
+}
+
+fn decode(nr: libc::c_long, a: [u64; 6]) -> Option<ChownCall> {
+    // Ids are 32-bit; -1 (as u32: u32::MAX) means "unchanged", as in the kernel.
+    let id = |v: u64| v as u32;
+    let call = match nr {
+        libc::SYS_fchownat => ChownCall {
+            dirfd: a[0] as libc::c_int,
+            path: Some(a[1]),
+            uid: id(a[2]),
+            gid: id(a[3]),
+            flags: a[4] as libc::c_int,
+        },
+        libc::SYS_fchown => ChownCall {
+            dirfd: a[0] as libc::c_int,
+            path: None,
+            uid: id(a[1]),
+            gid: id(a[2]),
+            flags: libc::AT_EMPTY_PATH,
+        },
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_chown | libc::SYS_lchown => ChownCall {
+            dirfd: libc::AT_FDCWD,
+            path: Some(a[0]),
+            uid: id(a[1]),
+            gid: id(a[2]),
+            flags: if nr == libc::SYS_lchown {
+                libc::AT_SYMLINK_NOFOLLOW
+            } else {
+                0
+            },
+        },
+        _ => return None,
+    };
+    Some(call)
+}
+
+/// Resolves the file a chown-family call names, in the caller's view (its root, cwd and
+/// descriptors through /proc), and records the owner it asks for. Errors are the errno the
+/// real call would have given.
+fn record_chown(
+    listener: &OwnedFd,
+    request: &libc::seccomp_notif,
+    table: &mut OwnershipTable,
+) -> Result<(), i32> {
+    let call = decode(request.data.nr as libc::c_long, request.data.args).ok_or(libc::ENOSYS)?;
+    if call.flags & !(libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH) != 0 {
+        return Err(libc::EINVAL);
+    }
+    let pid = request.pid;
+    let path = match call.path {
+        Some(address) => {
+            let mem = std::fs::File::open(format!("/proc/{pid}/mem")).map_err(errno_of)?;
+            // The pid named the caller when the notification arrived; checking the id
+            // after opening proves it was not recycled in between.
+            // SAFETY: ID_VALID reads a u64.
+            if unsafe {
+                libc::ioctl(
+                    listener.as_raw_fd(),
+                    libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
+                    &request.id,
+                )
+            } < 0
+            {
+                return Err(libc::ENOENT);
+            }
+            read_c_string(&mem, address)?
+        }
+        None => Vec::new(),
+    };
+    let stat = stat_target(pid, call.dirfd, &path, call.flags)?;
+    let current = table.get(stat.st_dev, stat.st_ino).unwrap_or(Owner {
+        uid: stat.st_uid,
+        gid: stat.st_gid,
+    });
+    let owner = Owner {
+        uid: if call.uid == u32::MAX {
+            current.uid
+        } else {
+            call.uid
+        },
+        gid: if call.gid == u32::MAX {
+            current.gid
+        } else {
+            call.gid
+        },
+    };
+    table.owners.insert((stat.st_dev, stat.st_ino), owner);
+    Ok(())
+}
+
+fn errno_of(e: io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// Reads a NUL-terminated string from the caller's memory, a page at a time (a string may
+/// end just before an unmapped page).
+fn read_c_string(mem: &std::fs::File, address: u64) -> Result<Vec<u8>, i32> {
+    const CHUNK: u64 = 4096;
+    let limit = libc::PATH_MAX as usize;
+    let mut out = Vec::new();
+    let mut at = address;
+    while out.len() < limit {
+        let mut buf = vec![0u8; (CHUNK - at % CHUNK) as usize];
+        let n = mem.read_at(&mut buf, at).map_err(|_| libc::EFAULT)?;
+        if n == 0 {
+            return Err(libc::EFAULT);
+        }
+        if let Some(end) = buf[..n].iter().position(|b| *b == 0) {
+            out.extend_from_slice(&buf[..end]);
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n]);
+        at += n as u64;
+    }
+    Err(libc::ENAMETOOLONG)
+}
+
+fn stat_target(
+    pid: u32,
+    dirfd: libc::c_int,
+    path: &[u8],
+    flags: libc::c_int,
+) -> Result<libc::stat, i32> {
+    if path.is_empty() && flags & libc::AT_EMPTY_PATH == 0 {
+        return Err(libc::ENOENT);
+    }
+    let (base, relative) = if path.first() == Some(&b'/') {
+        let start = path.iter().position(|b| *b != b'/').unwrap_or(path.len());
+        (format!("/proc/{pid}/root"), &path[start..])
+    } else if dirfd == libc::AT_FDCWD {
+        (format!("/proc/{pid}/cwd"), path)
+    } else if dirfd < 0 {
+        return Err(libc::EBADF);
+    } else {
+        (format!("/proc/{pid}/fd/{dirfd}"), path)
+    };
+    let base = CString::new(base).map_err(|_| libc::EINVAL)?;
+    // No interior NUL: read_c_string stopped at the first one.
+    let relative = CString::new(relative).map_err(|_| libc::EINVAL)?;
+    // SAFETY: open takes a valid C string; the descriptor is owned right away.
+    let base_fd = unsafe { libc::open(base.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if base_fd < 0 {
+        return Err(errno_of(io::Error::last_os_error()));
+    }
+    // SAFETY: just opened, owned here only.
+    let base_fd = unsafe { OwnedFd::from_raw_fd(base_fd) };
+    let mut at_flags = flags & libc::AT_SYMLINK_NOFOLLOW;
+    if relative.as_bytes().is_empty() {
+        at_flags |= libc::AT_EMPTY_PATH;
+    }
+    // SAFETY: an all-zero stat is valid; fstatat fills it.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor, C string and stat buffer.
+    if unsafe { libc::fstatat(base_fd.as_raw_fd(), relative.as_ptr(), &mut stat, at_flags) } < 0 {
+        return Err(errno_of(io::Error::last_os_error()));
+    }
+    Ok(stat)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// Runs `script` with /bin/sh under the filter, in `dir`.
+    fn sh(dir: &Path, script: &str) -> Finished {
+        let script = format!("cd '{}' && {script}", dir.display());
+        run_command(&["/bin/sh", "-c", &script]).expect("supervised shell")
+    }
+
+    fn disk_owner(path: &Path) -> (u32, u32) {
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        (meta.uid(), meta.gid())
+    }
+
+    #[test]
+    fn chown_is_answered_success_recorded_and_kept_off_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"x").unwrap();
+        let before = disk_owner(&dir.path().join("f"));
+        let done = sh(dir.path(), "chown 1234:5678 f && chown :99 f");
+        assert_eq!(done.exit_code(), Some(0), "chown must look successful");
+        assert_eq!(
+            done.table.owner_of(&dir.path().join("f")).unwrap(),
+            Some(Owner { uid: 1234, gid: 99 }),
+            "the second chown keeps the recorded uid (-1 means unchanged)"
+        );
+        assert_eq!(
+            disk_owner(&dir.path().join("f")),
+            before,
+            "the disk keeps its owner, even when the supervisor's user could chown"
+        );
+    }
+
+    #[test]
+    fn lchown_records_the_link_and_chown_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("target"), b"x").unwrap();
+        std::os::unix::fs::symlink("target", dir.path().join("link")).unwrap();
+        let done = sh(dir.path(), "chown -h 7:8 link && chown 9:10 link");
+        assert_eq!(done.exit_code(), Some(0));
+        assert_eq!(
+            done.table.owner_of(&dir.path().join("link")).unwrap(),
+            Some(Owner { uid: 7, gid: 8 })
+        );
+        assert_eq!(
+            done.table.owner_of(&dir.path().join("target")).unwrap(),
+            Some(Owner { uid: 9, gid: 10 })
+        );
+        assert_eq!(done.table.len(), 2);
+    }
+
+    #[test]
+    fn chown_of_a_missing_file_fails_as_the_kernel_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let done = sh(
+            dir.path(),
+            "chown 1:1 missing 2> err.txt; echo $? > rc.txt; true",
+        );
+        assert_eq!(done.exit_code(), Some(0));
+        assert!(done.table.is_empty(), "{:?}", done.table);
+        let err = std::fs::read_to_string(dir.path().join("err.txt")).unwrap();
+        assert!(err.contains("No such file"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("rc.txt")).unwrap(),
+            "1\n"
+        );
+    }
+
+    #[test]
+    fn a_step_sees_itself_as_root_and_identity_changes_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let done = sh(dir.path(), "id -u > uid.txt && id -g > gid.txt");
+        assert_eq!(done.exit_code(), Some(0));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("uid.txt")).unwrap(),
+            "0\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("gid.txt")).unwrap(),
+            "0\n"
+        );
+    }
+
+    #[test]
+    fn the_exit_status_of_the_command_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(sh(dir.path(), "exit 3").exit_code(), Some(3));
+        let missing = run_command(&["/nonexistent/program"]).unwrap();
+        assert_eq!(missing.exit_code(), Some(127));
+    }
+}
