@@ -573,6 +573,25 @@ mod tests {
     }
 
     #[test]
+    fn the_step_does_not_hold_the_listener() {
+        // With the listener, a step could answer its own notifications (and record any
+        // owner it likes without the supervisor): the kernel makes it close-on-exec and the
+        // child closes it before running its body anyway.
+        let dir = tempfile::tempdir().unwrap();
+        let done = sh(dir.path(), "ls -l /proc/$$/fd/ > fds.txt");
+        assert_eq!(done.exit_code(), Some(0));
+        let fds = std::fs::read_to_string(dir.path().join("fds.txt")).unwrap();
+        assert!(
+            fds.contains("fds.txt"),
+            "the listing is of the right process: {fds}"
+        );
+        assert!(
+            !fds.contains("seccomp"),
+            "a listener leaked into the step: {fds}"
+        );
+    }
+
+    #[test]
     fn the_exit_status_of_the_command_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(sh(dir.path(), "exit 3").exit_code(), Some(3));
