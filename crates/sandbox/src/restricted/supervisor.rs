@@ -115,6 +115,9 @@ pub(crate) fn run_supervised(body: impl FnOnce() -> i32) -> io::Result<Finished>
     let pid = fork()?;
     if pid == 0 {
         drop(ours);
+        // Its own process group, so whatever it leaves running can be ended with it.
+        // SAFETY: setpgid on ourselves.
+        unsafe { libc::setpgid(0, 0) };
         // SAFETY: prctl and seccomp take plain values and `fprog`, which points at
         // `program`, alive until exec or exit.
         let listener = unsafe {
@@ -260,11 +263,14 @@ fn supervise(child: libc::pid_t, listener: &OwnedFd) -> io::Result<Finished> {
             answer_one(listener, &mut table)?;
             continue;
         }
-        if status.is_none() {
-            let (pid, st) = waitpid(child, libc::WNOHANG)?;
-            if pid == child {
-                status = Some(st);
-            }
+        if status.is_none() && exited(child)? {
+            // As when a container's init exits: what the step left running (in its
+            // process group) ends with it, or it would keep the filter, and this loop,
+            // alive. The zombie still holds the group id, so no other process has it.
+            // SAFETY: signals our own child's process group.
+            unsafe { libc::kill(-child, libc::SIGKILL) };
+            let (_, st) = waitpid(child, 0)?;
+            status = Some(st);
         }
         if let Some(status) = status {
             if pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
@@ -272,6 +278,31 @@ fn supervise(child: libc::pid_t, listener: &OwnedFd) -> io::Result<Finished> {
             }
         }
     }
+}
+
+/// Whether `child` has exited, without reaping it.
+fn exited(child: libc::pid_t) -> io::Result<bool> {
+    // SAFETY: an all-zero siginfo_t is valid; waitid fills it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid on our own child with a valid siginfo_t.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            child as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    if r < 0 {
+        let err = io::Error::last_os_error();
+        return if err.raw_os_error() == Some(libc::EINTR) {
+            Ok(false)
+        } else {
+            Err(err)
+        };
+    }
+    // SAFETY: waitid succeeded; si_pid is 0 if no child changed state.
+    Ok(unsafe { info.si_pid() } == child)
 }
 
 fn answer_one(listener: &OwnedFd, table: &mut OwnershipTable) -> io::Result<()> {
@@ -494,7 +525,7 @@ mod tests {
 
     /// Runs `script` with /bin/sh under the filter, in `dir`.
     fn sh(dir: &Path, script: &str) -> Finished {
-        let script = format!("cd '{}' && {script}", dir.display());
+        let script = format!("cd '{}' || exit 99\n{script}", dir.display());
         run_command(&["/bin/sh", "-c", &script]).expect("supervised shell")
     }
 
@@ -573,6 +604,32 @@ mod tests {
     }
 
     #[test]
+    fn a_recursive_chown_records_every_entry_through_directory_descriptors() {
+        // coreutils' `chown -R` walks with fts and chowns relative to directory descriptors
+        // (fchownat(dirfd, name, ...)), as dpkg and tar do: the supervisor resolves each
+        // name in the caller's descriptor.
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("a/b")).unwrap();
+        std::fs::write(tree.join("a/b/file"), b"x").unwrap();
+        std::fs::write(tree.join("top"), b"x").unwrap();
+        std::os::unix::fs::symlink("top", tree.join("a/link")).unwrap();
+        let done = sh(dir.path(), "chown -R 100:101 tree");
+        assert_eq!(done.exit_code(), Some(0));
+        let expected = Owner { uid: 100, gid: 101 };
+        for entry in ["", "a", "a/b", "a/b/file", "top", "a/link"] {
+            assert_eq!(
+                done.table.owner_of(&tree.join(entry)).unwrap(),
+                Some(expected),
+                "{entry:?} in {:?}",
+                done.table
+            );
+        }
+        assert_eq!(done.table.len(), 6, "{:?}", done.table);
+        assert_ne!(disk_owner(&tree.join("a/b/file")), (100, 101));
+    }
+
+    #[test]
     fn the_step_does_not_hold_the_listener() {
         // With the listener, a step could answer its own notifications (and record any
         // owner it likes without the supervisor): the kernel makes it close-on-exec and the
@@ -589,6 +646,33 @@ mod tests {
             !fds.contains("seccomp"),
             "a listener leaked into the step: {fds}"
         );
+    }
+
+    #[test]
+    fn what_a_step_leaves_running_ends_with_it() {
+        // Without this, the background sleep would hold the filter and the supervisor
+        // would wait for it (as a container's init exiting ends its processes).
+        let dir = tempfile::tempdir().unwrap();
+        let started = std::time::Instant::now();
+        let done = sh(dir.path(), "sleep 600 & echo $! > bg.txt; exit 0");
+        assert_eq!(done.exit_code(), Some(0));
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+        let pid = std::fs::read_to_string(dir.path().join("bg.txt")).unwrap();
+        // Killed: gone, or a zombie awaiting its reaper, within moments (the listener may
+        // hang up while the killed process is still on its way out).
+        let status_file = format!("/proc/{}/status", pid.trim());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match std::fs::read_to_string(&status_file) {
+                Err(_) => break,
+                Ok(status) if status.contains("State:\tZ") => break,
+                Ok(status) => assert!(
+                    std::time::Instant::now() < deadline,
+                    "the background process survived its step: {status}"
+                ),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     #[test]
