@@ -10,16 +10,26 @@ const NATIVE_ARCH: u32 = 0xc000_003e;
 #[cfg(target_arch = "aarch64")]
 const NATIVE_ARCH: u32 = 0xc000_00b7;
 
-/// The ownership calls the supervisor answers and records (see `supervisor`).
+/// The calls the supervisor answers and records (see `supervisor`): ownership changes and
+/// the creation of nodes (devices need root).
 #[cfg(target_arch = "x86_64")]
 pub(crate) const NOTIFIED: &[libc::c_long] = &[
     libc::SYS_chown,
     libc::SYS_lchown,
     libc::SYS_fchown,
     libc::SYS_fchownat,
+    libc::SYS_mknod,
+    libc::SYS_mknodat,
 ];
 #[cfg(target_arch = "aarch64")]
-pub(crate) const NOTIFIED: &[libc::c_long] = &[libc::SYS_fchown, libc::SYS_fchownat];
+pub(crate) const NOTIFIED: &[libc::c_long] =
+    &[libc::SYS_fchown, libc::SYS_fchownat, libc::SYS_mknodat];
+
+/// The node-creating calls among [`NOTIFIED`].
+#[cfg(target_arch = "x86_64")]
+pub(crate) const MKNOD: &[libc::c_long] = &[libc::SYS_mknod, libc::SYS_mknodat];
+#[cfg(target_arch = "aarch64")]
+pub(crate) const MKNOD: &[libc::c_long] = &[libc::SYS_mknodat];
 
 /// Calls that succeed without doing anything, so a step believes it is root with every
 /// capability: the identity changes and `capset` (what package managers and daemons do when

@@ -7,8 +7,9 @@
 //! possible) in a root filesystem the build user owns, under a seccomp filter of rbuild's
 //! own stacked on the runtime's. Root-only calls that only need to *look* successful
 //! (`set*id`, `setgroups`, `capset`) and the `get*id` queries succeed with no effect; the
-//! ownership calls go to a user-notification supervisor that records the owner asked for
-//! in an [`OwnershipTable`] for the layer writer, since the disk cannot hold it.
+//! ownership calls and device `mknod` go to a user-notification supervisor that records
+//! the owner or device asked for in an [`OwnershipTable`] for the layer writer, since the
+//! disk cannot hold them.
 //!
 //! What exists so far: the filter, the supervisor and its table, and the probes `rbuild
 //! info` reports. Builds with this isolation are refused ([`NOT_YET`]) until steps run in
@@ -24,14 +25,14 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::probe::Check;
-pub use supervisor::{run_command, Finished, Owner, OwnershipTable};
+pub use supervisor::{run_command, Device, DeviceKind, Finished, Owner, OwnershipTable};
 
 /// Why a build with `--isolation restricted` is refused for now: what is still missing.
 pub const NOT_YET: &str = "isolation `restricted` cannot build yet: its seccomp supervisor \
      and ownership table work (`rbuild info` checks them here), but rbuild does not yet lay \
      a stage's root filesystem out in place and run RUN steps there, the layer writer does \
-     not yet apply the recorded owners, and chmod, device nodes and xattrs are not yet \
-     recorded; refusing rather than writing an image whose owners and modes differ from \
+     not yet apply the recorded owners and device nodes, and modes (chmod) and xattrs are \
+     not yet recorded; refusing rather than writing an image whose owners and modes differ from \
      the Dockerfile's. Where user namespaces or chroot work, use `--isolation auto`";
 
 /// The prerequisites of the `restricted` isolation, measured in the probe helper.

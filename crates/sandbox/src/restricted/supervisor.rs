@@ -22,11 +22,30 @@ pub struct Owner {
     pub gid: u32,
 }
 
-/// Owners recorded by the supervisor, by inode (device and inode number): a rename or a
-/// hard link keeps its entry, as it keeps a real owner.
+/// The kind of a device node a restricted step created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    Char,
+    Block,
+}
+
+/// A device node a restricted step created: on disk an empty regular file (only root may
+/// create device nodes), in the image this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Device {
+    pub kind: DeviceKind,
+    pub major: u32,
+    pub minor: u32,
+    /// The permission bits, after the step's umask.
+    pub mode: u32,
+}
+
+/// What the supervisor recorded, by inode (device and inode number): a rename or a hard
+/// link keeps its entry, as it keeps a real owner.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OwnershipTable {
     owners: BTreeMap<(u64, u64), Owner>,
+    devices: BTreeMap<(u64, u64), Device>,
 }
 
 impl OwnershipTable {
@@ -43,12 +62,23 @@ impl OwnershipTable {
         Ok(self.get(meta.dev(), meta.ino()))
     }
 
+    /// The device node `path` stands for, `None` if it is not one a step created.
+    pub fn device_of(&self, path: &Path) -> io::Result<Option<Device>> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(self.devices.get(&(meta.dev(), meta.ino())).copied())
+    }
+
+    /// How many inodes have something recorded.
     pub fn len(&self) -> usize {
-        self.owners.len()
+        self.owners
+            .keys()
+            .chain(self.devices.keys().filter(|k| !self.owners.contains_key(k)))
+            .count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.owners.is_empty()
+        self.owners.is_empty() && self.devices.is_empty()
     }
 }
 
@@ -324,15 +354,23 @@ fn answer_one(listener: &OwnedFd, table: &mut OwnershipTable) -> io::Result<()> 
             _ => Err(err),
         };
     }
-    let error = match record_chown(listener, &request, table) {
-        Ok(()) => 0,
-        Err(errno) => -errno,
+    let nr = request.data.nr as libc::c_long;
+    let answer = if super::filter::MKNOD.contains(&nr) {
+        record_mknod(listener, &request, table)
+    } else {
+        record_chown(listener, &request, table).map(|()| Answer::Success)
+    };
+    let (error, flags) = match answer {
+        Ok(Answer::Success) => (0, 0),
+        // The kernel runs the call itself, as if unfiltered.
+        Ok(Answer::Continue) => (0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
+        Err(errno) => (-errno, 0),
     };
     let response = libc::seccomp_notif_resp {
         id: request.id,
         val: 0,
         error,
-        flags: 0,
+        flags,
     };
     // SAFETY: SEND reads `response`, a seccomp_notif_resp.
     if unsafe {
@@ -349,6 +387,14 @@ fn answer_one(listener: &OwnedFd, table: &mut OwnershipTable) -> io::Result<()> 
         }
     }
     Ok(())
+}
+
+/// How the supervisor answers a call it does not fail.
+enum Answer {
+    /// Success without the call having run.
+    Success,
+    /// Let the kernel run it (nothing to emulate: a FIFO, a socket, a regular file).
+    Continue,
 }
 
 /// The arguments of a chown-family call, as `fchownat` takes them.
@@ -409,23 +455,7 @@ fn record_chown(
     }
     let pid = request.pid;
     let path = match call.path {
-        Some(address) => {
-            let mem = std::fs::File::open(format!("/proc/{pid}/mem")).map_err(errno_of)?;
-            // The pid named the caller when the notification arrived; checking the id
-            // after opening proves it was not recycled in between.
-            // SAFETY: ID_VALID reads a u64.
-            if unsafe {
-                libc::ioctl(
-                    listener.as_raw_fd(),
-                    libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
-                    &request.id,
-                )
-            } < 0
-            {
-                return Err(libc::ENOENT);
-            }
-            read_c_string(&mem, address)?
-        }
+        Some(address) => caller_path(listener, request, address)?,
         None => Vec::new(),
     };
     let stat = stat_target(pid, call.dirfd, &path, call.flags)?;
@@ -447,6 +477,103 @@ fn record_chown(
     };
     table.owners.insert((stat.st_dev, stat.st_ino), owner);
     Ok(())
+}
+
+/// Reads the path argument at `address` in the caller's memory.
+fn caller_path(
+    listener: &OwnedFd,
+    request: &libc::seccomp_notif,
+    address: u64,
+) -> Result<Vec<u8>, i32> {
+    let mem = std::fs::File::open(format!("/proc/{}/mem", request.pid)).map_err(errno_of)?;
+    // The pid named the caller when the notification arrived; checking the id after
+    // opening proves it was not recycled in between.
+    // SAFETY: ID_VALID reads a u64.
+    if unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
+            &request.id,
+        )
+    } < 0
+    {
+        return Err(libc::ENOENT);
+    }
+    read_c_string(&mem, address)
+}
+
+/// `mknod`/`mknodat` of a character or block device: an unprivileged user cannot create
+/// one, so the supervisor creates an empty regular file in its place (owner-writable) and
+/// records the device; other kinds run as they are.
+fn record_mknod(
+    listener: &OwnedFd,
+    request: &libc::seccomp_notif,
+    table: &mut OwnershipTable,
+) -> Result<Answer, i32> {
+    let a = request.data.args;
+    let nr = request.data.nr as libc::c_long;
+    let (dirfd, address, mode, dev) = if nr == libc::SYS_mknodat {
+        (a[0] as libc::c_int, a[1], a[2] as u32, a[3] as u32)
+    } else {
+        (libc::AT_FDCWD, a[0], a[1] as u32, a[2] as u32)
+    };
+    let kind = match mode & libc::S_IFMT {
+        libc::S_IFCHR => DeviceKind::Char,
+        libc::S_IFBLK => DeviceKind::Block,
+        _ => return Ok(Answer::Continue),
+    };
+    let path = caller_path(listener, request, address)?;
+    if path.is_empty() {
+        return Err(libc::ENOENT);
+    }
+    let (base, relative) = open_base(request.pid, dirfd, &path)?;
+    if relative.as_bytes().is_empty() {
+        // The caller named its root directory.
+        return Err(libc::EEXIST);
+    }
+    let umask = caller_umask(request.pid).unwrap_or(0o022);
+    // SAFETY: valid descriptor and C string; a regular file needs no device number.
+    if unsafe {
+        libc::mknodat(
+            base.as_raw_fd(),
+            relative.as_ptr(),
+            libc::S_IFREG | 0o600,
+            0,
+        )
+    } < 0
+    {
+        return Err(errno_of(io::Error::last_os_error()));
+    }
+    // SAFETY: an all-zero stat is valid; fstatat fills it.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor, C string and stat buffer.
+    if unsafe {
+        libc::fstatat(
+            base.as_raw_fd(),
+            relative.as_ptr(),
+            &mut stat,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    } < 0
+    {
+        return Err(errno_of(io::Error::last_os_error()));
+    }
+    // The kernel's 32-bit device number encoding (new_decode_dev).
+    let device = Device {
+        kind,
+        major: (dev & 0xfff00) >> 8,
+        minor: (dev & 0xff) | ((dev >> 12) & 0xfff00),
+        mode: mode & 0o7777 & !umask,
+    };
+    table.devices.insert((stat.st_dev, stat.st_ino), device);
+    Ok(Answer::Success)
+}
+
+/// The caller's umask, from /proc/PID/status.
+fn caller_umask(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
 }
 
 fn errno_of(e: io::Error) -> i32 {
@@ -476,15 +603,9 @@ fn read_c_string(mem: &std::fs::File, address: u64) -> Result<Vec<u8>, i32> {
     Err(libc::ENAMETOOLONG)
 }
 
-fn stat_target(
-    pid: u32,
-    dirfd: libc::c_int,
-    path: &[u8],
-    flags: libc::c_int,
-) -> Result<libc::stat, i32> {
-    if path.is_empty() && flags & libc::AT_EMPTY_PATH == 0 {
-        return Err(libc::ENOENT);
-    }
+/// Opens the directory a path argument is relative to, in the caller's view (its root, cwd
+/// or descriptor through /proc), and returns it with the rest of the path.
+fn open_base(pid: u32, dirfd: libc::c_int, path: &[u8]) -> Result<(OwnedFd, CString), i32> {
     let (base, relative) = if path.first() == Some(&b'/') {
         let start = path.iter().position(|b| *b != b'/').unwrap_or(path.len());
         (format!("/proc/{pid}/root"), &path[start..])
@@ -504,7 +625,19 @@ fn stat_target(
         return Err(errno_of(io::Error::last_os_error()));
     }
     // SAFETY: just opened, owned here only.
-    let base_fd = unsafe { OwnedFd::from_raw_fd(base_fd) };
+    Ok((unsafe { OwnedFd::from_raw_fd(base_fd) }, relative))
+}
+
+fn stat_target(
+    pid: u32,
+    dirfd: libc::c_int,
+    path: &[u8],
+    flags: libc::c_int,
+) -> Result<libc::stat, i32> {
+    if path.is_empty() && flags & libc::AT_EMPTY_PATH == 0 {
+        return Err(libc::ENOENT);
+    }
+    let (base_fd, relative) = open_base(pid, dirfd, path)?;
     let mut at_flags = flags & libc::AT_SYMLINK_NOFOLLOW;
     if relative.as_bytes().is_empty() {
         at_flags |= libc::AT_EMPTY_PATH;
@@ -627,6 +760,68 @@ mod tests {
         }
         assert_eq!(done.table.len(), 6, "{:?}", done.table);
         assert_ne!(disk_owner(&tree.join("a/b/file")), (100, 101));
+    }
+
+    /// This process's umask, from /proc (umask(2) would change it under other threads).
+    fn own_umask() -> u32 {
+        super::caller_umask(std::process::id()).expect("Umask in /proc/self/status")
+    }
+
+    #[test]
+    fn device_nodes_become_placeholders_recorded_as_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let done = sh(
+            dir.path(),
+            "mknod cdev c 1 3 && mknod bdev b 259 70000 && chown 0:6 bdev && mkfifo fifo",
+        );
+        assert_eq!(done.exit_code(), Some(0));
+        let mode = 0o666 & !own_umask();
+        assert_eq!(
+            done.table.device_of(&dir.path().join("cdev")).unwrap(),
+            Some(Device {
+                kind: DeviceKind::Char,
+                major: 1,
+                minor: 3,
+                mode
+            })
+        );
+        assert_eq!(
+            done.table.device_of(&dir.path().join("bdev")).unwrap(),
+            Some(Device {
+                kind: DeviceKind::Block,
+                major: 259,
+                minor: 70000,
+                mode
+            }),
+            "a minor above 255 uses the kernel's split encoding"
+        );
+        assert_eq!(
+            done.table.owner_of(&dir.path().join("bdev")).unwrap(),
+            Some(Owner { uid: 0, gid: 6 })
+        );
+        use std::os::unix::fs::FileTypeExt;
+        let cdev = std::fs::symlink_metadata(dir.path().join("cdev")).unwrap();
+        assert!(cdev.is_file() && cdev.len() == 0, "a placeholder: {cdev:?}");
+        // A FIFO needs no privilege: the kernel made a real one.
+        let fifo = std::fs::symlink_metadata(dir.path().join("fifo")).unwrap();
+        assert!(fifo.file_type().is_fifo());
+        assert_eq!(
+            done.table.device_of(&dir.path().join("fifo")).unwrap(),
+            None
+        );
+        assert_eq!(done.table.len(), 2);
+    }
+
+    #[test]
+    fn mknod_over_an_existing_file_fails_as_the_kernel_would() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("taken"), b"keep").unwrap();
+        let done = sh(dir.path(), "mknod taken c 1 3 2> err.txt; echo $? > rc.txt");
+        assert_eq!(done.exit_code(), Some(0));
+        assert!(done.table.is_empty(), "{:?}", done.table);
+        let err = std::fs::read_to_string(dir.path().join("err.txt")).unwrap();
+        assert!(err.contains("File exists"), "{err}");
+        assert_eq!(std::fs::read(dir.path().join("taken")).unwrap(), b"keep");
     }
 
     #[test]
