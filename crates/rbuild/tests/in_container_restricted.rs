@@ -172,6 +172,13 @@ fn assert_restricted_prerequisites(out: &Path, run: &Output) {
         "ptrace of our own child, seeing a chroot Docker refuses: {info:#}"
     );
 
+    // And says what the isolation cannot do, even once it builds.
+    let cannot = info["restricted"]["cannot"].to_string();
+    assert!(
+        cannot.contains("mount, unshare") && cannot.contains("another user"),
+        "{info:#}"
+    );
+
     // Asked for by name, the isolation refuses the build, naming what is missing.
     assert_eq!(read(out, "restricted.rc", run), "1\n");
     let refused = read(out, "restricted.out", run);

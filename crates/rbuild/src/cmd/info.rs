@@ -69,6 +69,12 @@ pub fn render_json(
     };
     if let Some(map) = value.as_object_mut() {
         map.insert("seccomp".into(), seccomp);
+        if let Some(restricted) = map.get_mut("restricted").and_then(|r| r.as_object_mut()) {
+            restricted.insert(
+                "cannot".into(),
+                serde_json::to_value(rbuild_sandbox::restricted::LIMITS)?,
+            );
+        }
     }
     Ok(value)
 }
@@ -116,9 +122,13 @@ pub fn render_text(caps: &Capabilities, seccomp: &Result<SeccompSummary, Seccomp
     );
     line(
         "isolation restricted",
-        "in progress: builds are refused (the supervisor works; steps do not yet run in \
-         place and layers do not yet get the recorded owners)"
+        "in progress: builds are refused (steps do not yet run in place and layers do \
+         not yet get the recorded owners)"
             .to_string(),
+    );
+    line(
+        "restricted cannot",
+        rbuild_sandbox::restricted::LIMITS.join("; "),
     );
     line(
         "isolation auto picks",

@@ -35,6 +35,17 @@ pub const NOT_YET: &str = "isolation `restricted` cannot build yet: its seccomp 
      not yet recorded; refusing rather than writing an image whose owners and modes differ from \
      the Dockerfile's. Where user namespaces or chroot work, use `--isolation auto`";
 
+/// What a step cannot do under this isolation, even once it builds: `rbuild info` lists it.
+pub const LIMITS: &[&str] = &[
+    "mount, unshare, setns, chroot: refused by the runtime's seccomp profile before rbuild's \
+     filter sees them (as under docker build)",
+    "running as another user with that user's permissions (USER and su/setpriv change \
+     nothing: every process is the build user)",
+    "setuid and file-capability programs (no_new_privs ignores them)",
+    "bypassing file permissions as root does (the build user's permissions apply)",
+    "syscalls of a foreign ABI (i386, x32): root-only ones fail with EPERM",
+];
+
 /// The prerequisites of the `restricted` isolation, measured in the probe helper.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestrictedChecks {
