@@ -81,9 +81,9 @@ fn jump_if_equal(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
 pub(crate) fn program() -> Vec<libc::sock_filter> {
     let mut p = vec![
         stmt(BPF_LD_W_ABS, DATA_ARCH),
-        // Foreign architecture: skip to the final ALLOW (the next instruction and the
-        // answers below it).
-        jump_if_equal(NATIVE_ARCH, 0, 0),
+        // A foreign architecture is left to the outer filters and the kernel.
+        jump_if_equal(NATIVE_ARCH, 1, 0),
+        stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW),
         stmt(BPF_LD_W_ABS, DATA_NR),
     ];
     let answers = NOTIFIED
@@ -95,9 +95,6 @@ pub(crate) fn program() -> Vec<libc::sock_filter> {
         p.push(stmt(BPF_RET_K, action));
     }
     p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW));
-    // The arch check's false branch lands on the final ALLOW.
-    let skip = p.len() - 3;
-    p[1].jf = u8::try_from(skip).unwrap_or(u8::MAX);
     p
 }
 
@@ -106,12 +103,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_foreign_architecture_branch_lands_on_allow() {
+    fn a_foreign_architecture_is_allowed_and_the_native_one_checked() {
         let p = program();
-        let target = 2 + usize::from(p[1].jf);
-        assert_eq!(target, p.len() - 1, "jf must fit in a u8 and reach the end");
-        assert_eq!(p[target].code, BPF_RET_K);
-        assert_eq!(p[target].k, libc::SECCOMP_RET_ALLOW);
+        assert_eq!((p[0].code, p[0].k), (BPF_LD_W_ABS, DATA_ARCH));
+        assert_eq!(
+            (p[1].code, p[1].k, p[1].jt, p[1].jf),
+            (BPF_JEQ_K, NATIVE_ARCH, 1, 0)
+        );
+        assert_eq!((p[2].code, p[2].k), (BPF_RET_K, libc::SECCOMP_RET_ALLOW));
+        assert_eq!((p[3].code, p[3].k), (BPF_LD_W_ABS, DATA_NR));
+        let last = p.last().unwrap();
+        assert_eq!((last.code, last.k), (BPF_RET_K, libc::SECCOMP_RET_ALLOW));
     }
 
     #[test]

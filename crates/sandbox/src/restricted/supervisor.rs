@@ -201,7 +201,14 @@ pub(crate) fn run_supervised(body: impl FnOnce() -> i32) -> io::Result<Finished>
             )));
         }
     };
-    supervise(pid, &listener)
+    let finished = supervise(pid, &listener);
+    if finished.is_err() {
+        // Nobody answers the step any more: end it rather than leave it blocked.
+        // SAFETY: signals our own child's process group.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let _ = waitpid(pid, 0);
+    }
+    finished
 }
 
 /// Sends `errno` and, if given, a descriptor (SCM_RIGHTS). Async-signal-safe.
