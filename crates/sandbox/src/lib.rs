@@ -14,6 +14,7 @@ mod idmap;
 pub mod landlock;
 mod probe;
 mod protocol;
+pub mod restricted;
 pub mod root_range;
 pub mod rootpath;
 mod runner;
@@ -200,6 +201,9 @@ impl Sandbox {
         output: &mut dyn FnMut(OutputStream, &[u8]),
     ) -> Result<StepOutcome, SandboxError> {
         let isolation = self.resolve_isolation(spec.isolation)?;
+        if isolation == Isolation::Restricted {
+            return Err(SandboxError::Unavailable(restricted::NOT_YET.to_string()));
+        }
         let filter = match self.seccomp {
             Seccomp::DockerDefault => Some(
                 seccomp::filter_for(isolation)

@@ -18,7 +18,7 @@ pub struct Check {
 }
 
 impl Check {
-    fn from_result(r: Result<(), String>) -> Check {
+    pub(crate) fn from_result(r: Result<(), String>) -> Check {
         match r {
             Ok(()) => Check {
                 ok: true,
@@ -41,6 +41,10 @@ pub struct NamespaceChecks {
     pub chroot: Check,
     /// `unshare(CLONE_NEWCGROUP)` inside a user namespace.
     pub cgroupns: Check,
+    /// The prerequisites of the `restricted` isolation (seccomp user notification,
+    /// ptrace of our own children).
+    #[serde(default)]
+    pub restricted: crate::restricted::RestrictedChecks,
 }
 
 /// What isolation this process can use.
@@ -131,7 +135,11 @@ pub(crate) fn probe_with(program: &std::path::Path, args: &[String]) -> Capabili
                 overlay_in_userns: failed.clone(),
                 fresh_proc: failed.clone(),
                 chroot: failed.clone(),
-                cgroupns: failed,
+                cgroupns: failed.clone(),
+                restricted: crate::restricted::RestrictedChecks {
+                    seccomp_user_notif: failed.clone(),
+                    ptrace_child: failed,
+                },
             }
         });
     let auto = decide_auto(euid, &checks);
@@ -306,6 +314,7 @@ pub fn helper_probe() {
                 fresh_proc: c,
                 chroot: Check::from_result(in_child(try_chroot)),
                 cgroupns: Check::from_result(in_child(try_cgroupns)),
+                restricted: crate::restricted::RestrictedChecks::default(),
             }
         }
         Ok(()) => {
@@ -317,6 +326,7 @@ pub fn helper_probe() {
                 fresh_proc: Check::from_result(in_child(|| try_proc(&scratch))),
                 chroot: Check::from_result(in_child(try_chroot)),
                 cgroupns: Check::from_result(in_child(try_cgroupns)),
+                restricted: crate::restricted::probe(&scratch),
             };
             // overlayfs leaves work/work with mode 000, which would stop the removal.
             use std::os::unix::fs::PermissionsExt;

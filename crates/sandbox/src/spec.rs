@@ -15,6 +15,10 @@ pub enum Isolation {
     Userns,
     /// Plain `chroot` as root, for containers whose seccomp profile forbids user namespaces.
     Chroot,
+    /// No namespace and no chroot (a non-root user under a runtime's default seccomp
+    /// profile): the step runs in place under a supervising seccomp filter. In progress:
+    /// steps are refused with what is missing (see `restricted::NOT_YET`).
+    Restricted,
 }
 
 impl std::str::FromStr for Isolation {
@@ -24,8 +28,9 @@ impl std::str::FromStr for Isolation {
             "auto" => Ok(Isolation::Auto),
             "userns" => Ok(Isolation::Userns),
             "chroot" => Ok(Isolation::Chroot),
+            "restricted" => Ok(Isolation::Restricted),
             other => Err(format!(
-                "unknown isolation {other:?}: expected auto, userns or chroot"
+                "unknown isolation {other:?}: expected auto, userns, chroot or restricted"
             )),
         }
     }
@@ -37,6 +42,7 @@ impl std::fmt::Display for Isolation {
             Isolation::Auto => "auto",
             Isolation::Userns => "userns",
             Isolation::Chroot => "chroot",
+            Isolation::Restricted => "restricted",
         })
     }
 }

@@ -36,6 +36,9 @@ pub enum IsolationArg {
     Auto,
     Userns,
     Chroot,
+    /// Non-root with no user namespace and no chroot (a Kubernetes restricted pod): in
+    /// progress, builds are refused naming what is missing.
+    Restricted,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

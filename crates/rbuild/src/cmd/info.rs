@@ -69,6 +69,12 @@ pub fn render_json(
     };
     if let Some(map) = value.as_object_mut() {
         map.insert("seccomp".into(), seccomp);
+        if let Some(restricted) = map.get_mut("restricted").and_then(|r| r.as_object_mut()) {
+            restricted.insert(
+                "cannot".into(),
+                serde_json::to_value(rbuild_sandbox::restricted::LIMITS)?,
+            );
+        }
     }
     Ok(value)
 }
@@ -106,6 +112,25 @@ pub fn render_text(caps: &Capabilities, seccomp: &Result<SeccompSummary, Seccomp
     line(
         "landlock (chroot steps)",
         rbuild_sandbox::landlock::describe(&caps.landlock),
+    );
+    let restricted = &caps.checks.restricted;
+    line(
+        "restricted: seccomp notify",
+        check_line(&restricted.seccomp_user_notif),
+    );
+    line(
+        "restricted: ptrace child",
+        check_line(&restricted.ptrace_child),
+    );
+    line(
+        "isolation restricted",
+        "in progress: builds are refused (steps do not yet run in place and layers do \
+         not yet get the recorded owners)"
+            .to_string(),
+    );
+    line(
+        "restricted cannot",
+        rbuild_sandbox::restricted::LIMITS.join("; "),
     );
     line(
         "isolation auto picks",

@@ -32,6 +32,11 @@ enum Export {
 }
 
 pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
+    // Before opening the store or pulling anything: the build could not give a correct
+    // image.
+    if args.isolation == IsolationArg::Restricted {
+        bail!("{}", rbuild_sandbox::restricted::NOT_YET);
+    }
     let cache_flags = CacheFlags::parse(args)?;
     let phases_before = rbuild_build::phases::snapshot();
     let store = globals.open_store()?;
@@ -79,6 +84,7 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
         IsolationArg::Auto => Isolation::Auto,
         IsolationArg::Userns => Isolation::Userns,
         IsolationArg::Chroot => Isolation::Chroot,
+        IsolationArg::Restricted => Isolation::Restricted,
     };
     request.seccomp = security_opts(&args.security_opts)?;
     request.secrets = secrets(&store, &args.secrets, &mut secret_files)?;

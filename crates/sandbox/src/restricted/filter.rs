@@ -1,0 +1,141 @@
+//! The seccomp filter of a restricted step: root-only calls answered by the kernel (fake
+//! success) or by the supervisor (recorded ownership), everything else left to the filters
+//! already in place (Docker's default profile, which still refuses mount, unshare, chroot).
+
+/// `AUDIT_ARCH_*` of the architecture this binary runs on: the filter answers only native
+/// syscalls; others (i386 or x32 on x86_64) pass through to the outer filters and the
+/// kernel, which refuse root-only calls with EPERM (a failed step, never a wrong image).
+#[cfg(target_arch = "x86_64")]
+const NATIVE_ARCH: u32 = 0xc000_003e;
+#[cfg(target_arch = "aarch64")]
+const NATIVE_ARCH: u32 = 0xc000_00b7;
+
+/// The calls the supervisor answers and records (see `supervisor`): ownership changes and
+/// the creation of nodes (devices need root).
+#[cfg(target_arch = "x86_64")]
+pub(crate) const NOTIFIED: &[libc::c_long] = &[
+    libc::SYS_chown,
+    libc::SYS_lchown,
+    libc::SYS_fchown,
+    libc::SYS_fchownat,
+    libc::SYS_mknod,
+    libc::SYS_mknodat,
+];
+#[cfg(target_arch = "aarch64")]
+pub(crate) const NOTIFIED: &[libc::c_long] =
+    &[libc::SYS_fchown, libc::SYS_fchownat, libc::SYS_mknodat];
+
+/// The node-creating calls among [`NOTIFIED`].
+#[cfg(target_arch = "x86_64")]
+pub(crate) const MKNOD: &[libc::c_long] = &[libc::SYS_mknod, libc::SYS_mknodat];
+#[cfg(target_arch = "aarch64")]
+pub(crate) const MKNOD: &[libc::c_long] = &[libc::SYS_mknodat];
+
+/// Calls that succeed without doing anything, so a step believes it is root with every
+/// capability: the identity changes and `capset` (what package managers and daemons do when
+/// dropping privileges) and the identity queries, which answer 0. Charliecloud's list
+/// (`ch_core.c`), plus the `get*id` calls.
+pub(crate) const FAKED: &[libc::c_long] = &[
+    libc::SYS_setuid,
+    libc::SYS_setgid,
+    libc::SYS_setreuid,
+    libc::SYS_setregid,
+    libc::SYS_setresuid,
+    libc::SYS_setresgid,
+    libc::SYS_setfsuid,
+    libc::SYS_setfsgid,
+    libc::SYS_setgroups,
+    libc::SYS_capset,
+    libc::SYS_getuid,
+    libc::SYS_geteuid,
+    libc::SYS_getgid,
+    libc::SYS_getegid,
+];
+
+const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+/// Offsets in `struct seccomp_data`.
+const DATA_NR: u32 = 0;
+const DATA_ARCH: u32 = 4;
+
+fn stmt(code: u16, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+fn jump_if_equal(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    libc::sock_filter {
+        code: BPF_JEQ_K,
+        jt,
+        jf,
+        k,
+    }
+}
+
+/// The filter as classic BPF: two instructions per syscall (compare, answer).
+pub(crate) fn program() -> Vec<libc::sock_filter> {
+    let mut p = vec![
+        stmt(BPF_LD_W_ABS, DATA_ARCH),
+        // A foreign architecture is left to the outer filters and the kernel.
+        jump_if_equal(NATIVE_ARCH, 1, 0),
+        stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW),
+        stmt(BPF_LD_W_ABS, DATA_NR),
+    ];
+    let answers = NOTIFIED
+        .iter()
+        .map(|nr| (*nr, libc::SECCOMP_RET_USER_NOTIF))
+        .chain(FAKED.iter().map(|nr| (*nr, libc::SECCOMP_RET_ERRNO)));
+    for (nr, action) in answers {
+        p.push(jump_if_equal(nr as u32, 0, 1));
+        p.push(stmt(BPF_RET_K, action));
+    }
+    p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW));
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_foreign_architecture_is_allowed_and_the_native_one_checked() {
+        let p = program();
+        assert_eq!((p[0].code, p[0].k), (BPF_LD_W_ABS, DATA_ARCH));
+        assert_eq!(
+            (p[1].code, p[1].k, p[1].jt, p[1].jf),
+            (BPF_JEQ_K, NATIVE_ARCH, 1, 0)
+        );
+        assert_eq!((p[2].code, p[2].k), (BPF_RET_K, libc::SECCOMP_RET_ALLOW));
+        assert_eq!((p[3].code, p[3].k), (BPF_LD_W_ABS, DATA_NR));
+        let last = p.last().unwrap();
+        assert_eq!((last.code, last.k), (BPF_RET_K, libc::SECCOMP_RET_ALLOW));
+    }
+
+    #[test]
+    fn every_listed_call_has_its_answer() {
+        let p = program();
+        for nr in NOTIFIED {
+            let at = p
+                .iter()
+                .position(|i| i.code == BPF_JEQ_K && i.k == *nr as u32);
+            let at = at.unwrap_or_else(|| panic!("syscall {nr} not compared"));
+            assert_eq!(p[at + 1].k, libc::SECCOMP_RET_USER_NOTIF);
+        }
+        for nr in FAKED {
+            let at = p
+                .iter()
+                .position(|i| i.code == BPF_JEQ_K && i.k == *nr as u32);
+            let at = at.unwrap_or_else(|| panic!("syscall {nr} not compared"));
+            assert_eq!(
+                p[at + 1].k,
+                libc::SECCOMP_RET_ERRNO,
+                "ERRNO with data 0: success"
+            );
+        }
+    }
+}
