@@ -214,10 +214,61 @@ pub fn describe(image: &Image, base: BaseCounts) -> Result<Value, String> {
     }))
 }
 
-/// The description as the text stored in a golden file: pretty JSON and a final newline.
+/// Adds the image's `created` and the `created` of each history entry past the base (as
+/// `times`), for cases about time (`SOURCE_DATE_EPOCH`), where the times are the result.
+pub fn add_times(description: &mut Value, image: &Image, base: BaseCounts) {
+    let history: Vec<Value> = history(&image.config)
+        .iter()
+        .skip(base.history)
+        .map(|h| h.get("created").cloned().unwrap_or(Value::Null))
+        .collect();
+    description["times"] = json!({
+        "created": image.config.get("created").cloned().unwrap_or(Value::Null),
+        "history": history,
+    });
+}
+
+/// The description as the text stored in a golden file: JSON with one layer entry per line
+/// (so a changed file is a one-line change), the rest pretty-printed, and a final newline.
 pub fn to_golden_text(description: &Value) -> String {
-    let mut text = serde_json::to_string_pretty(description).unwrap_or_default();
-    text.push('\n');
+    let compact = |v: &Value| serde_json::to_string(v).unwrap_or_default();
+    let pretty = |v: &Value| {
+        serde_json::to_string_pretty(v)
+            .unwrap_or_default()
+            .replace('\n', "\n  ")
+    };
+    let empty = Vec::new();
+    let Some(layers) = description.get("layers").and_then(Value::as_array) else {
+        // Not an image's description (a build's error, say): plain pretty JSON.
+        return format!(
+            "{}\n",
+            serde_json::to_string_pretty(description).unwrap_or_default()
+        );
+    };
+    let mut text = String::from("{\n  \"layers\": [");
+    for (i, layer) in layers.iter().enumerate() {
+        text.push_str(if i == 0 { "\n    [" } else { ",\n    [" });
+        let entries = layer.as_array().unwrap_or(&empty);
+        for (j, entry) in entries.iter().enumerate() {
+            text.push_str(if j == 0 { "\n      " } else { ",\n      " });
+            text.push_str(&compact(entry));
+        }
+        text.push_str(if entries.is_empty() { "]" } else { "\n    ]" });
+    }
+    text.push_str(if layers.is_empty() {
+        "],\n"
+    } else {
+        "\n  ],\n"
+    });
+    text.push_str(&format!(
+        "  \"config\": {},\n  \"history\": {}",
+        pretty(&description["config"]),
+        pretty(&description["history"])
+    ));
+    if let Some(times) = description.get("times") {
+        text.push_str(&format!(",\n  \"times\": {}", pretty(times)));
+    }
+    text.push_str("\n}\n");
     text
 }
 
@@ -444,6 +495,14 @@ mod tests {
         let b = describe(&image(&[base_layer(7), build_layer(9)], history()), base).unwrap();
         assert_eq!(to_golden_text(&a), to_golden_text(&b));
         assert!(differences(&a, &b).is_empty());
+        // The golden text is JSON that reads back to the description.
+        let text = to_golden_text(&a);
+        let back: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, a);
+        assert!(
+            text.contains("\n      {\"path\":\"/etc/app/conf\",\"kind\":\"file\","),
+            "{text}"
+        );
 
         // A directory whose mode changes is kept, and the difference is named by path.
         use tar::EntryType::*;
