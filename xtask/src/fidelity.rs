@@ -249,6 +249,25 @@ impl Drop for BuildKit {
     }
 }
 
+/// Holds an exclusive lock on the daemon's state directory for the whole run: two runs
+/// would stop each other's daemon.
+fn lock_state(state: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(state).with_context(|| format!("creating {}", state.display()))?;
+    let path = state.join("xtask.lock");
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns; no memory is shared with the call.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked != 0 {
+        bail!(
+            "another `cargo xtask fidelity` is running ({} is locked); wait for it to finish",
+            path.display()
+        );
+    }
+    Ok(file)
+}
+
 /// What a build gave: an image archive, or the error it printed.
 enum Built {
     Image(PathBuf),
@@ -328,13 +347,25 @@ fn build_buildkit(buildkit: &BuildKit, base: &str, case: &Case, work: &Path) -> 
 /// BuildKit's error line: the last `ERROR:`/`error:` line of buildctl's output, without
 /// what varies between runs (the step's timing prefix).
 pub fn buildkit_error_line(stderr: &str) -> String {
-    stderr
+    let line = stderr
         .lines()
         .rev()
         .find(|l| l.starts_with("error:") || l.contains("ERROR:"))
         .unwrap_or_else(|| stderr.lines().last().unwrap_or(""))
-        .trim()
-        .to_string()
+        .trim();
+    // Snapshot ids are random: `checksum of ref v57r...::m9ka...: "/x": not found`.
+    const REF: &str = "of ref ";
+    match line.find(REF) {
+        Some(i) => match line[i + REF.len()..].find(": ") {
+            Some(j) => format!(
+                "{}<ref>{}",
+                &line[..i + REF.len()],
+                &line[i + REF.len() + j..]
+            ),
+            None => line.to_string(),
+        },
+        None => line.to_string(),
+    }
 }
 
 fn describe_archive(path: &Path, base: BaseCounts, times: bool) -> Result<Value> {
@@ -392,6 +423,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let store = work.join("store");
     let registry = Registry::start();
     let state = root.join("target/xtask-fidelity/buildkit");
+    let _lock = lock_state(&state)?;
     eprintln!("fidelity: starting the reference BuildKit");
     let buildkit = BuildKit::start(&reference, &state, &registry.host())?;
 
@@ -546,6 +578,15 @@ mod tests {
         assert_eq!(
             buildkit_error_line(stderr),
             "error: failed to solve: process \"/bin/sh -c false\" did not complete successfully: exit code: 1"
+        );
+    }
+
+    #[test]
+    fn random_snapshot_ids_are_left_out_of_error_lines() {
+        let stderr = "error: failed to solve: failed to compute cache key: failed to calculate checksum of ref v57rgy::m9kaw: \"/x\": not found\n";
+        assert_eq!(
+            buildkit_error_line(stderr),
+            "error: failed to solve: failed to compute cache key: failed to calculate checksum of ref <ref>: \"/x\": not found"
         );
     }
 
