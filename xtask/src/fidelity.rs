@@ -416,13 +416,17 @@ pub fn main(args: &[String]) -> Result<()> {
             .current_dir(&root)
             .args(["build", "-q", "-p", "rbuild", "--bin", "rbuild"]),
     )?;
-    let bin = root.join("target/debug/rbuild");
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|d| if d.is_absolute() { d } else { root.join(d) })
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target_dir.join("debug/rbuild");
 
     let work = tempfile::tempdir().context("creating a work directory")?;
     let work = work.path();
     let store = work.join("store");
     let registry = Registry::start();
-    let state = root.join("target/xtask-fidelity/buildkit");
+    let state = target_dir.join("xtask-fidelity/buildkit");
     let _lock = lock_state(&state)?;
     eprintln!("fidelity: starting the reference BuildKit");
     let buildkit = BuildKit::start(&reference, &state, &registry.host())?;
