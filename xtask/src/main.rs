@@ -2,6 +2,7 @@
 
 mod bench;
 mod builder_image;
+mod fidelity;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,10 @@ tasks:
         with it, the builder images from the repository's Dockerfile:
         OUT_DIR/rbuild.tar (rbuild:latest) and OUT_DIR/rbuild-debug.tar
         (rbuild:debug), both docker-loadable
+  fidelity --reference DIR [--update] [CASE...]
+        build every case of testdata/buildkit-cases with the reference BuildKit
+        (DIR/start.sh) and with rbuild; --update writes the goldens, else checks
+        them and rbuild's images against BuildKit's
   help  this text";
 
 fn main() -> ExitCode {
@@ -33,6 +38,7 @@ fn main() -> ExitCode {
         }
         Some("bench") => bench::main(&args[1..]),
         Some("builder-image") => builder_image::main(&args[1..]),
+        Some("fidelity") => fidelity::main(&args[1..]),
         Some(other) => {
             eprintln!("xtask: unknown task `{other}`\n\n{USAGE}");
             return ExitCode::from(2);

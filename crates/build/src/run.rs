@@ -47,16 +47,13 @@ fn run_args(run: &Run, shell: &[String]) -> (Vec<String>, Script) {
                 }
             }
             None => {
-                // More than a lone heredoc: hand the whole text to the shell.
+                // More than a lone heredoc: hand the whole text to the shell, bodies as
+                // written (the shell strips a `<<-` body's tabs itself; BuildKit's history
+                // keeps them).
                 let mut full = s.clone();
                 for doc in &run.heredocs {
-                    let data = if doc.chomp {
-                        chomp_heredoc_content(&doc.content)
-                    } else {
-                        doc.content.clone()
-                    };
                     full.push('\n');
-                    full.push_str(&data);
+                    full.push_str(&doc.content);
                     full.push_str(&doc.name);
                 }
                 full
@@ -163,7 +160,8 @@ impl Builder<'_> {
             env,
             cwd: st.workdir(),
             user,
-            hostname: "rbuild".into(),
+            // BuildKit's runc executor names every RUN container so.
+            hostname: "buildkitsandbox".into(),
             etc_files: Vec::<FileBind>::new(),
             binds,
             network,

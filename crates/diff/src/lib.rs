@@ -7,6 +7,7 @@
 //! directory ([`ImageSource`]); archives and layouts go through the store's own loader, so
 //! every blob is verified against its digest before it is read here.
 
+pub mod describe;
 mod flatten;
 mod report;
 

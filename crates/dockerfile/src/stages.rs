@@ -318,6 +318,7 @@ impl Dockerfile {
     pub fn global_args(&self, opts: &BuildOptions) -> Result<Vec<(String, String)>, Error> {
         let lexer = self.lexer();
         let mut scope = opts.predefined_args();
+        scope.push(("TARGETSTAGE".to_string(), self.target_stage_name(opts)));
         for cmd in &self.meta_args {
             let Instruction::Arg(arg) = &cmd.instruction else {
                 continue;
@@ -342,6 +343,19 @@ impl Dockerfile {
         Ok(scope)
     }
 
+    /// BuildKit's `TARGETSTAGE`: the `--target` stage, else the last stage's name, else
+    /// `default` (Dockerfile 1.26; `testTargetStageNameArg`).
+    pub fn target_stage_name(&self, opts: &BuildOptions) -> String {
+        match opts.target.as_deref() {
+            Some(t) if !t.is_empty() => t.to_string(),
+            _ => self
+                .stages
+                .last()
+                .and_then(|s| s.name.clone())
+                .unwrap_or_else(|| "default".to_string()),
+        }
+    }
+
     /// The value of a stage-level `ARG key[=default]`: the `--build-arg`, else the default
     /// (already expanded), else the global ARG of that name, else a predefined platform arg.
     pub fn stage_arg_value(
@@ -361,7 +375,8 @@ impl Dockerfile {
             Instruction::Arg(a) => a.args.iter().any(|d| d.key == key),
             _ => false,
         });
-        let predefined = opts.predefined_args().iter().any(|(k, _)| k == key);
+        let predefined =
+            key == "TARGETSTAGE" || opts.predefined_args().iter().any(|(k, _)| k == key);
         if declared_globally || predefined {
             return global
                 .iter()

@@ -89,7 +89,15 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
     request.seccomp = security_opts(&args.security_opts)?;
     request.secrets = secrets(&store, &args.secrets, &mut secret_files)?;
     request.ssh = ssh_agents(&store, &args.ssh, &mut ssh_key_agents)?;
-    request.source_date_epoch = source_date_epoch(args.source_date_epoch, args.reproducible)?;
+    // BuildKit takes the epoch from the build argument SOURCE_DATE_EPOCH.
+    let epoch_arg = match request.build_args.get("SOURCE_DATE_EPOCH") {
+        Some(v) if !v.is_empty() => Some(v.trim().parse::<i64>().with_context(|| {
+            format!("--build-arg SOURCE_DATE_EPOCH={v:?} is not a number of seconds")
+        })?),
+        _ => None,
+    };
+    request.source_date_epoch =
+        source_date_epoch(args.source_date_epoch.or(epoch_arg), args.reproducible)?;
     request.max_parallel_stages = args.max_parallelism.map(|n| n as usize);
     (request.compression, request.compression_level) =
         compression(args.compression, args.compression_level)?;

@@ -1,0 +1,608 @@
+//! `cargo xtask fidelity --reference DIR [--update] [CASE...]`: builds every case of
+//! `testdata/buildkit-cases/` with the reference BuildKit (`DIR/start.sh`, a private
+//! buildkitd) and with rbuild, from the same base image, and
+//!
+//! - with `--update`, writes each case's `golden.json` from BuildKit's image;
+//! - without it, checks that every golden is current (BuildKit still makes that image) and
+//!   that rbuild's image is BuildKit's, but for the cases whose `case.json` names a known
+//!   difference, which must still differ (so a fix shows up).
+//!
+//! The base is made by rbuild from files in the repository (`base/` of the cases beside the
+//! machine's static busybox), pushed to a private local registry and handed to BuildKit as
+//! the named context `buildkit-cases-base`, so both builders start from the very same image.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rbuild_diff::describe::{self, BaseCounts};
+use rbuild_diff::{read_image, ImageSource};
+use rbuild_testutil::{busybox_rootfs, Registry};
+use serde_json::Value;
+
+/// The name every case's Dockerfile builds `FROM`.
+pub const BASE_NAME: &str = "buildkit-cases-base";
+
+const USAGE: &str = "usage: cargo xtask fidelity --reference DIR [--update] [CASE...]";
+
+struct Options {
+    reference: PathBuf,
+    update: bool,
+    cases: Vec<String>,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut reference = None;
+    let mut update = false;
+    let mut cases = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--reference" => {
+                let dir = it
+                    .next()
+                    .ok_or_else(|| anyhow!("--reference needs a DIR\n{USAGE}"))?;
+                reference = Some(PathBuf::from(dir));
+            }
+            "--update" => update = true,
+            flag if flag.starts_with('-') => bail!("unknown option {flag}\n{USAGE}"),
+            case => cases.push(case.to_string()),
+        }
+    }
+    let reference = reference.ok_or_else(|| anyhow!("--reference DIR is required\n{USAGE}"))?;
+    Ok(Options {
+        reference,
+        update,
+        cases,
+    })
+}
+
+/// One case directory and its `case.json`.
+pub struct Case {
+    pub name: String,
+    pub dir: PathBuf,
+    pub spec: Value,
+}
+
+impl Case {
+    fn strings(&self, key: &str) -> Vec<String> {
+        self.spec
+            .get(key)
+            .and_then(Value::as_array)
+            .map(|v| {
+                v.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn text(&self, key: &str) -> Option<String> {
+        self.spec
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
+
+    /// The build context: `context/`, or an empty directory when the case has none.
+    fn context(&self, work: &Path) -> Result<PathBuf> {
+        let dir = self.dir.join("context");
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        let empty = work.join(format!("{}-empty-context", self.name));
+        std::fs::create_dir_all(&empty)?;
+        Ok(empty)
+    }
+
+    /// `(id, path)` of each secret: `secrets/ID` in the case directory.
+    fn secrets(&self) -> Vec<(String, PathBuf)> {
+        self.strings("secrets")
+            .into_iter()
+            .map(|id| {
+                let path = self.dir.join("secrets").join(&id);
+                (id, path)
+            })
+            .collect()
+    }
+}
+
+fn cases_dir(root: &Path) -> PathBuf {
+    root.join("testdata/buildkit-cases")
+}
+
+/// Every case (a directory with a `case.json`), sorted by name.
+fn read_cases(root: &Path) -> Result<Vec<Case>> {
+    let mut cases = Vec::new();
+    let dir = cases_dir(root);
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let spec_path = path.join("case.json");
+        if !spec_path.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&spec_path)
+            .with_context(|| format!("reading {}", spec_path.display()))?;
+        let spec: Value = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {}", spec_path.display()))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        cases.push(Case {
+            name,
+            dir: path,
+            spec,
+        });
+    }
+    cases.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(cases)
+}
+
+fn run(what: &str, cmd: &mut Command) -> Result<Output> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("starting {what} ({:?})", cmd.get_program()))?;
+    Ok(out)
+}
+
+fn run_ok(what: &str, cmd: &mut Command) -> Result<Output> {
+    let out = run(what, cmd)?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
+}
+
+/// The base's root filesystem: busybox with all its applets, and `base/etc` of the cases.
+fn base_rootfs(root: &Path, dir: &Path) -> Result<()> {
+    busybox_rootfs(dir);
+    let list = run_ok(
+        "busybox --list",
+        Command::new(dir.join("bin/busybox")).arg("--list"),
+    )?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let link = dir.join("bin").join(applet);
+        if applet != "busybox" && std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink("busybox", &link)
+                .with_context(|| format!("linking {}", link.display()))?;
+        }
+    }
+    for file in ["passwd", "group"] {
+        let source = cases_dir(root).join("base/etc").join(file);
+        std::fs::copy(&source, dir.join("etc").join(file))
+            .with_context(|| format!("copying {}", source.display()))?;
+    }
+    Ok(())
+}
+
+fn rbuild(bin: &Path, store: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--root")
+        .arg(store)
+        .env_remove("RBUILD_ENGINE")
+        .env_remove("SOURCE_DATE_EPOCH");
+    cmd
+}
+
+/// The daemon started by `start.sh`, stopped on drop.
+struct BuildKit {
+    script: PathBuf,
+    state: PathBuf,
+    addr: String,
+}
+
+impl BuildKit {
+    fn start(reference: &Path, state: &Path, registry: &str) -> Result<BuildKit> {
+        let script = reference.join("start.sh");
+        if !script.is_file() {
+            bail!("{} is missing: --reference names the directory of the reference BuildKit (start.sh, buildkitd.xz, buildctl.xz)", script.display());
+        }
+        // A daemon left running from an earlier run would lack this run's registry.
+        let _ = Command::new("bash")
+            .arg(&script)
+            .args(["--stop", "--state"])
+            .arg(state)
+            .output();
+        let out = run_ok(
+            "the reference BuildKit's start.sh",
+            Command::new("bash")
+                .arg(&script)
+                .arg("--state")
+                .arg(state)
+                .args(["--insecure", registry]),
+        )?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let addr = text
+            .lines()
+            .find_map(|l| l.strip_prefix("BUILDKIT_HOST="))
+            .ok_or_else(|| anyhow!("start.sh printed no BUILDKIT_HOST: {text}"))?
+            .to_string();
+        Ok(BuildKit {
+            script,
+            state: state.to_path_buf(),
+            addr,
+        })
+    }
+
+    fn buildctl(&self) -> Command {
+        let mut cmd = Command::new(self.state.join("bin/buildctl"));
+        cmd.arg("--addr").arg(&self.addr);
+        cmd
+    }
+}
+
+impl Drop for BuildKit {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(&self.script)
+            .args(["--stop", "--state"])
+            .arg(&self.state)
+            .output();
+    }
+}
+
+/// Holds an exclusive lock on the daemon's state directory for the whole run: two runs
+/// would stop each other's daemon.
+fn lock_state(state: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(state).with_context(|| format!("creating {}", state.display()))?;
+    let path = state.join("xtask.lock");
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns; no memory is shared with the call.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked != 0 {
+        bail!(
+            "another `cargo xtask fidelity` is running ({} is locked); wait for it to finish",
+            path.display()
+        );
+    }
+    Ok(file)
+}
+
+/// What a build gave: an image archive, or the error it printed.
+enum Built {
+    Image(PathBuf),
+    Failed(String),
+}
+
+fn build_rbuild(bin: &Path, store: &Path, case: &Case, work: &Path) -> Result<Built> {
+    let dest = work.join(format!("{}-rbuild.tar", case.name));
+    let mut cmd = rbuild(bin, store);
+    cmd.args(["build", "-q", "--progress", "plain", "-f"])
+        .arg(case.dir.join("Dockerfile"))
+        .arg("-o")
+        .arg(format!("type=docker,dest={}", dest.display()));
+    for arg in case.strings("build_args") {
+        cmd.arg("--build-arg").arg(arg);
+    }
+    if let Some(target) = case.text("target") {
+        cmd.arg("--target").arg(target);
+    }
+    for (id, path) in case.secrets() {
+        cmd.arg("--secret")
+            .arg(format!("id={id},src={}", path.display()));
+    }
+    cmd.arg(case.context(work)?);
+    let out = run("rbuild build", &mut cmd)?;
+    if out.status.success() {
+        Ok(Built::Image(dest))
+    } else {
+        Ok(Built::Failed(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+}
+
+fn build_buildkit(buildkit: &BuildKit, base: &str, case: &Case, work: &Path) -> Result<Built> {
+    let dest = work.join(format!("{}-buildkit.tar", case.name));
+    let mut cmd = buildkit.buildctl();
+    cmd.args([
+        "build",
+        "--progress",
+        "plain",
+        "--frontend",
+        "dockerfile.v0",
+    ])
+    .arg("--local")
+    .arg(format!("context={}", case.context(work)?.display()))
+    .arg("--local")
+    .arg(format!("dockerfile={}", case.dir.display()))
+    .arg("--opt")
+    .arg(format!("context:{BASE_NAME}=docker-image://{base}"))
+    .arg("--output")
+    .arg(format!(
+        "type=docker,name=buildkit-cases/{}:1,dest={}",
+        case.name,
+        dest.display()
+    ));
+    for arg in case.strings("build_args") {
+        cmd.arg("--opt").arg(format!("build-arg:{arg}"));
+    }
+    if let Some(target) = case.text("target") {
+        cmd.arg("--opt").arg(format!("target={target}"));
+    }
+    for (id, path) in case.secrets() {
+        cmd.arg("--secret")
+            .arg(format!("id={id},src={}", path.display()));
+    }
+    let out = run("buildctl build", &mut cmd)?;
+    if out.status.success() {
+        Ok(Built::Image(dest))
+    } else {
+        Ok(Built::Failed(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+}
+
+/// BuildKit's error line: the last `ERROR:`/`error:` line of buildctl's output, without
+/// what varies between runs (the step's timing prefix).
+pub fn buildkit_error_line(stderr: &str) -> String {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("error:") || l.contains("ERROR:"))
+        .unwrap_or_else(|| stderr.lines().last().unwrap_or(""))
+        .trim();
+    // Snapshot ids are random: `checksum of ref v57r...::m9ka...: "/x": not found`.
+    const REF: &str = "of ref ";
+    match line.find(REF) {
+        Some(i) => match line[i + REF.len()..].find(": ") {
+            Some(j) => format!(
+                "{}<ref>{}",
+                &line[..i + REF.len()],
+                &line[i + REF.len() + j..]
+            ),
+            None => line.to_string(),
+        },
+        None => line.to_string(),
+    }
+}
+
+fn describe_archive(path: &Path, base: BaseCounts, times: bool) -> Result<Value> {
+    let image = read_image(&ImageSource::Archive(path.to_path_buf(), None), None)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let mut description =
+        describe::describe(&image, base).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    if times {
+        describe::add_times(&mut description, &image, base);
+    }
+    Ok(description)
+}
+
+/// The golden of a case from BuildKit's result.
+fn golden_of(built: &Built, base: BaseCounts, times: bool) -> Result<Value> {
+    match built {
+        Built::Image(path) => describe_archive(path, base, times),
+        Built::Failed(stderr) => Ok(serde_json::json!({ "error": buildkit_error_line(stderr) })),
+    }
+}
+
+pub fn main(args: &[String]) -> Result<()> {
+    let options = parse(args)?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .context("finding the repository")?;
+    let reference = options
+        .reference
+        .canonicalize()
+        .with_context(|| format!("--reference {}", options.reference.display()))?;
+    let mut cases = read_cases(&root)?;
+    if !options.cases.is_empty() {
+        for wanted in &options.cases {
+            if !cases.iter().any(|c| &c.name == wanted) {
+                bail!("no case {wanted:?} in {}", cases_dir(&root).display());
+            }
+        }
+        cases.retain(|c| options.cases.contains(&c.name));
+    }
+    let started = Instant::now();
+
+    eprintln!("fidelity: building rbuild");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run_ok(
+        "cargo build -p rbuild",
+        Command::new(cargo)
+            .current_dir(&root)
+            .args(["build", "-q", "-p", "rbuild", "--bin", "rbuild"]),
+    )?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|d| if d.is_absolute() { d } else { root.join(d) })
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target_dir.join("debug/rbuild");
+
+    let work = tempfile::tempdir().context("creating a work directory")?;
+    let work = work.path();
+    let store = work.join("store");
+    let registry = Registry::start();
+    let state = target_dir.join("xtask-fidelity/buildkit");
+    let _lock = lock_state(&state)?;
+    eprintln!("fidelity: starting the reference BuildKit");
+    let buildkit = BuildKit::start(&reference, &state, &registry.host())?;
+
+    eprintln!("fidelity: making the base image");
+    let base_ctx = work.join("base");
+    base_rootfs(&root, &base_ctx.join("rootfs"))?;
+    std::fs::write(
+        base_ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY rootfs/ /\nCMD [\"sh\"]\n",
+    )?;
+    run_ok(
+        "rbuild build (the base)",
+        rbuild(&bin, &store)
+            .args(["build", "-q", "-t", BASE_NAME])
+            .arg(&base_ctx),
+    )?;
+    let pushed = format!("{}/{BASE_NAME}:1", registry.host());
+    run_ok(
+        "rbuild push (the base)",
+        rbuild(&bin, &store).args(["push", BASE_NAME, &pushed]),
+    )?;
+    let store_handle = rbuild_store::Store::open(&store).context("opening the store")?;
+    let base_image = read_image(&ImageSource::Store(BASE_NAME.into()), Some(&store_handle))
+        .context("reading the base")?;
+    let base = BaseCounts::of(&base_image);
+
+    let mut problems = Vec::new();
+    let mut rows = Vec::new();
+    for case in &cases {
+        let case_started = Instant::now();
+        let theirs = build_buildkit(&buildkit, &pushed, case, work)?;
+        let ours = build_rbuild(&bin, &store, case, work)?;
+        let times = case.spec.get("times").and_then(Value::as_bool) == Some(true);
+        let golden = golden_of(&theirs, base, times)?;
+        let golden_path = case.dir.join("golden.json");
+        let expected_error = case.text("error");
+        match (&theirs, &expected_error) {
+            (Built::Failed(stderr), None) => problems.push(format!(
+                "{}: BuildKit failed: {}",
+                case.name,
+                buildkit_error_line(stderr)
+            )),
+            (Built::Image(_), Some(_)) => problems.push(format!(
+                "{}: case.json expects an error, but BuildKit built the image",
+                case.name
+            )),
+            _ => {}
+        }
+        if options.update {
+            std::fs::write(&golden_path, describe::to_golden_text(&golden))
+                .with_context(|| format!("writing {}", golden_path.display()))?;
+        } else {
+            let stored: Value = std::fs::read_to_string(&golden_path)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or(Value::Null);
+            let stale = describe::differences(&stored, &golden);
+            if !stale.is_empty() {
+                problems.push(format!(
+                    "{}: golden.json is not what BuildKit makes now (cargo xtask fidelity --reference DIR --update {}):\n  {}",
+                    case.name,
+                    case.name,
+                    stale.join("\n  ")
+                ));
+            }
+        }
+        let outcome: std::result::Result<String, String> = match (&ours, &expected_error) {
+            (Built::Failed(stderr), Some(wanted)) if stderr.contains(wanted.as_str()) => {
+                Ok("same error".into())
+            }
+            (Built::Failed(stderr), Some(wanted)) => Err(format!(
+                "rbuild's error does not contain {wanted:?}:\n{stderr}"
+            )),
+            (Built::Failed(stderr), None) => Err(format!("rbuild failed:\n{stderr}")),
+            (Built::Image(_), Some(_)) => Err("rbuild built what must fail".into()),
+            (Built::Image(path), None) => {
+                let found = describe_archive(path, base, times)?;
+                let differences = describe::differences(&golden, &found);
+                if differences.is_empty() {
+                    Ok("equal".into())
+                } else {
+                    Err(format!(
+                        "rbuild's image differs from BuildKit's:\n  {}",
+                        differences.join("\n  ")
+                    ))
+                }
+            }
+        };
+        let verdict = match (outcome, case.text("known_difference")) {
+            (Ok(verdict), None) => verdict,
+            (Err(problem), None) => {
+                problems.push(format!("{}: {problem}", case.name));
+                "different".to_string()
+            }
+            (Err(_), Some(reason)) => format!("known: {reason}"),
+            (Ok(verdict), Some(reason)) => {
+                problems.push(format!(
+                    "{}: the known difference ({reason}) is gone: remove it from case.json and docs/fidelity.md",
+                    case.name
+                ));
+                verdict
+            }
+        };
+        eprintln!(
+            "fidelity: {:<40} {verdict} ({:.1} s)",
+            case.name,
+            case_started.elapsed().as_secs_f64()
+        );
+        rows.push((case.name.clone(), verdict));
+    }
+    drop(buildkit);
+
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, verdict) in &rows {
+        *counts
+            .entry(verdict.split(':').next().unwrap_or(""))
+            .or_default() += 1;
+    }
+    eprintln!(
+        "fidelity: {} cases in {:.0} s: {counts:?}",
+        rows.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        for p in &problems {
+            eprintln!("fidelity: {p}");
+        }
+        bail!("{} problems (above)", problems.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_need_a_reference() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(parse(&args(&["--update"])).is_err());
+        let o = parse(&args(&["--reference", "r", "--update", "a", "b"])).unwrap();
+        assert!(o.update);
+        assert_eq!(o.reference, PathBuf::from("r"));
+        assert_eq!(o.cases, ["a", "b"]);
+        assert!(parse(&args(&["--reference", "r", "--bogus"])).is_err());
+    }
+
+    #[test]
+    fn the_error_line_is_buildkits_last_error() {
+        let stderr = "#1 [internal] load\n#5 ERROR: process \"/bin/sh -c false\" did not complete successfully: exit code: 1\n------\n > [2/2] RUN false:\n------\nerror: failed to solve: process \"/bin/sh -c false\" did not complete successfully: exit code: 1\n";
+        assert_eq!(
+            buildkit_error_line(stderr),
+            "error: failed to solve: process \"/bin/sh -c false\" did not complete successfully: exit code: 1"
+        );
+    }
+
+    #[test]
+    fn random_snapshot_ids_are_left_out_of_error_lines() {
+        let stderr = "error: failed to solve: failed to compute cache key: failed to calculate checksum of ref v57rgy::m9kaw: \"/x\": not found\n";
+        assert_eq!(
+            buildkit_error_line(stderr),
+            "error: failed to solve: failed to compute cache key: failed to calculate checksum of ref <ref>: \"/x\": not found"
+        );
+    }
+
+    #[test]
+    fn every_case_has_a_spec_and_a_golden() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let cases = read_cases(&root).unwrap();
+        assert!(!cases.is_empty());
+        for case in cases {
+            assert!(case.dir.join("Dockerfile").is_file(), "{}", case.name);
+            assert!(case.dir.join("golden.json").is_file(), "{}", case.name);
+            assert!(case.text("ports").is_some(), "{}: no `ports`", case.name);
+        }
+    }
+}
