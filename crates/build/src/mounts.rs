@@ -225,13 +225,18 @@ impl Builder<'_> {
                     match self.request.secrets.get(&id) {
                         Some(path) => {
                             let source = if ranged {
-                                self.secret_copy(
-                                    path,
-                                    m.uid.unwrap_or(0),
-                                    m.gid.unwrap_or(0),
-                                    m.mode.unwrap_or(0o400),
-                                )
-                                .map_err(|e| origin.error(format!("--mount={}: {e}", flag.spec)))?
+                                let (copy, path) = self
+                                    .secret_copy(
+                                        path,
+                                        m.uid.unwrap_or(0),
+                                        m.gid.unwrap_or(0),
+                                        m.mode.unwrap_or(0o400),
+                                    )
+                                    .map_err(|e| {
+                                        origin.error(format!("--mount={}: {e}", flag.spec))
+                                    })?;
+                                held.push(Held::Secret(copy));
+                                path
                             } else {
                                 path.clone()
                             };
@@ -306,41 +311,29 @@ impl Builder<'_> {
         Ok((binds, plans, held))
     }
 
-    /// The host path to bind for a bind mount. The context and writable mounts are copied
-    /// (the context so that `.dockerignore`d files stay invisible, writable ones so that
-    /// writes are thrown away).
-    /// A ranged root build's copy of the secret at `path`, given to container `uid:gid` with
-    /// `mode` (BuildKit's defaults 0:0 0400), in a directory of the build only container
-    /// root enters. It goes with the build directory; the secret's path and content are in
-    /// no message.
+    /// A ranged root build's copy of a secret for one step, owned and moded as the mount
+    /// asks (in host ids of the range): in a private directory of its own on a memory file
+    /// system where one is writable (never on a disk then), removed when the step ends (the
+    /// returned holder), or by the next rbuild command after a crash (the directory is
+    /// locked as the build's secrets are).
     fn secret_copy(
         &self,
         path: &Path,
         uid: u32,
         gid: u32,
         mode: u32,
-    ) -> std::result::Result<PathBuf, String> {
-        use std::io::Write;
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        let dir = self.dir.new_dir("secret").map_err(|e| e.to_string())?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("making the secret's directory private: {e}"))?;
+    ) -> std::result::Result<(crate::secrets::SecretFiles, PathBuf), String> {
+        use std::os::unix::fs::PermissionsExt;
         let content = std::fs::read(path).map_err(|e| format!("reading the secret: {e}"))?;
-        let copy = dir.join("secret");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o400)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&copy)
-            .map_err(|e| format!("creating the secret's copy: {e}"))?;
-        file.write_all(&content)
+        let mut files = crate::secrets::SecretFiles::create(self.store)
+            .map_err(|e| format!("a directory for the secret's copy: {e}"))?;
+        let copy = files
+            .add(&content)
             .map_err(|e| format!("writing the secret's copy: {e}"))?;
-        drop(file);
         fsops::chown_in_build(&copy, uid, gid)?;
         std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(mode & 0o7777))
             .map_err(|e| format!("chmod {mode:o} of the secret's copy: {e}"))?;
-        Ok(copy)
+        Ok((files, copy))
     }
 
     /// A ranged root build's socket forwarding to the agent socket `agent`, container
@@ -411,6 +404,8 @@ impl Builder<'_> {
 pub(crate) enum Held {
     Cache(#[allow(dead_code)] CacheLock),
     Agent(#[allow(dead_code)] AgentRelay),
+    /// A ranged root build's copy of a secret, removed when dropped.
+    Secret(#[allow(dead_code)] crate::secrets::SecretFiles),
 }
 
 /// A ranged root build's forwarding to an ssh agent, stopped when dropped.

@@ -50,20 +50,28 @@ struct CapData {
 /// this process did not have). Call as root, before switching to the step's user, with
 /// CAP_SETPCAP still held. Async-signal-safe: no allocation, system calls only.
 pub fn drop_to_docker_caps() -> io::Result<()> {
-    let keep = docker_cap_mask();
+    drop_all_but(docker_cap_mask())
+}
+
+/// Leaves this process with the capabilities of `keep` (a bit mask) at most: the others are
+/// dropped from the bounding set, the ambient set is cleared, the inheritable set emptied,
+/// and effective and permitted become `keep` (less what this process did not have). A
+/// capability already out of the bounding set is not dropped again (that would need
+/// CAP_SETPCAP, which a container may lack). Async-signal-safe: no allocation.
+pub fn drop_all_but(keep: u64) -> io::Result<()> {
     for cap in 0..64u32 {
         if keep & (1 << cap) != 0 {
+            continue;
+        }
+        // 1: in the bounding set; 0: not; -1: past the last capability this kernel knows.
+        // SAFETY: prctl with integer arguments only reads this process's bounding set.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) } != 1 {
             continue;
         }
         // SAFETY: prctl with integer arguments only changes this process's bounding set.
         let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
         if r < 0 {
-            let err = io::Error::last_os_error();
-            // Past the last capability this kernel knows.
-            if err.raw_os_error() == Some(libc::EINVAL) {
-                break;
-            }
-            return Err(err);
+            return Err(io::Error::last_os_error());
         }
     }
     // SAFETY: as above, for the ambient set. EINVAL: a kernel before 4.3, which has none.
@@ -71,22 +79,7 @@ pub fn drop_to_docker_caps() -> io::Result<()> {
     if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
         return Err(io::Error::last_os_error());
     }
-    let mut header = CapHeader {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    // SAFETY: capget fills two CapData structs for version 3, which `data` provides.
-    if unsafe {
-        libc::syscall(
-            libc::SYS_capget,
-            &mut header as *mut CapHeader,
-            data.as_mut_ptr(),
-        )
-    } < 0
-    {
-        return Err(io::Error::last_os_error());
-    }
+    let (mut header, mut data) = capget()?;
     for (i, slot) in data.iter_mut().enumerate() {
         let keep_half = (keep >> (32 * i)) as u32;
         let permitted = slot.permitted & keep_half;
@@ -96,7 +89,7 @@ pub fn drop_to_docker_caps() -> io::Result<()> {
             inheritable: 0,
         };
     }
-    // SAFETY: as for capget; capset only reads the structs.
+    // SAFETY: capset only reads the header and the two data structs.
     if unsafe {
         libc::syscall(
             libc::SYS_capset,
@@ -110,8 +103,8 @@ pub fn drop_to_docker_caps() -> io::Result<()> {
     Ok(())
 }
 
-/// This process's effective capability set, as a bit mask.
-pub fn effective() -> io::Result<u64> {
+/// This process's capability sets (capget, version 3).
+fn capget() -> io::Result<(CapHeader, [CapData; 2])> {
     let mut header = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,
@@ -128,6 +121,12 @@ pub fn effective() -> io::Result<u64> {
     {
         return Err(io::Error::last_os_error());
     }
+    Ok((header, data))
+}
+
+/// This process's effective capability set, as a bit mask.
+pub fn effective() -> io::Result<u64> {
+    let (_, data) = capget()?;
     Ok(u64::from(data[0].effective) | (u64::from(data[1].effective) << 32))
 }
 

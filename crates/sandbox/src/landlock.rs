@@ -117,136 +117,36 @@ pub fn restrict_to_root(root: BorrowedFd<'_>, no_tcp: bool) -> Result<bool, Stri
     Ok(status.ruleset == RulesetStatus::FullyEnforced)
 }
 
-/// Capabilities a chroot step keeps: Docker's (and BuildKit's) default set without
-/// CAP_MKNOD and CAP_SYS_CHROOT. CAP_SYS_CHROOT is what a chroot escape needs (chroot into
-/// a subdirectory, then walk up); device nodes a step could create in its root would reach
-/// the host's devices (the sandbox creates /dev/null & co. itself, before the step).
-const KEPT_CAPS: [u32; 12] = [
-    0,  // CAP_CHOWN
-    1,  // CAP_DAC_OVERRIDE
-    3,  // CAP_FOWNER
-    4,  // CAP_FSETID
-    5,  // CAP_KILL
-    6,  // CAP_SETGID
-    7,  // CAP_SETUID
-    8,  // CAP_SETPCAP
-    10, // CAP_NET_BIND_SERVICE
-    13, // CAP_NET_RAW
-    29, // CAP_AUDIT_WRITE
-    31, // CAP_SETFCAP
-];
-
-/// Drops every capability but [`KEPT_CAPS`] from the bounding, ambient, inheritable,
-/// permitted and effective sets of this process (the forked step, before exec). Among them
-/// CAP_SYS_ADMIN (mount, e.g. a fresh /proc to reach /proc/1/root), CAP_SYS_PTRACE,
-/// CAP_SYS_MODULE, CAP_SYS_RAWIO, CAP_SYS_BOOT, CAP_SYS_TIME, CAP_DAC_READ_SEARCH
-/// (open_by_handle_at escapes), CAP_MAC_*, CAP_NET_ADMIN, CAP_SYSLOG, CAP_BPF,
-/// CAP_PERFMON, CAP_MKNOD and CAP_SYS_CHROOT.
-/// With `no_network`, CAP_NET_RAW goes too (raw sockets would bypass the TCP rules).
-pub fn drop_capabilities(no_network: bool) -> Result<(), String> {
-    let kept: Vec<u32> = KEPT_CAPS
-        .into_iter()
-        .filter(|&cap| !(no_network && cap == CAP_NET_RAW))
-        .collect();
-    let last = last_cap();
-    for cap in 0..=last {
-        if kept.contains(&cap) {
-            continue;
-        }
-        // Dropping needs CAP_SETPCAP even for a capability already gone (a container
-        // started with fewer): only drop what is there. 1: in the set; 0: not; -1: unknown.
-        // SAFETY: prctl with integer arguments only.
-        if unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) } != 1 {
-            continue;
-        }
-        // SAFETY: prctl with integer arguments only.
-        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-        if r != 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(format!(
-                "dropping capability {cap} from the bounding set: {} (rbuild needs CAP_SETPCAP \
-                 to take it from chroot steps)",
-                errno_name(&e)
-            ));
-        }
-    }
-    // SAFETY: prctl with integer arguments only.
-    unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
-    let mut header = CapHeader {
-        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    // SAFETY: header and two data structs, as capget with version 3 expects.
-    if unsafe {
-        libc::syscall(
-            libc::SYS_capget,
-            &mut header as *mut CapHeader,
-            data.as_mut_ptr(),
-        )
-    } != 0
-    {
-        return Err(format!(
-            "capget: {}",
-            errno_name(&std::io::Error::last_os_error())
-        ));
-    }
-    let mut keep = [0u32; 2];
-    for &cap in &kept {
-        keep[(cap / 32) as usize] |= 1 << (cap % 32);
-    }
-    for (word, kept) in data.iter_mut().zip(keep) {
-        word.effective &= kept;
-        word.permitted &= kept;
-        word.inheritable &= kept;
-    }
-    // SAFETY: as above, with the sets only narrowed.
-    if unsafe {
-        libc::syscall(
-            libc::SYS_capset,
-            &mut header as *mut CapHeader,
-            data.as_ptr(),
-        )
-    } != 0
-    {
-        return Err(format!(
-            "capset: {}",
-            errno_name(&std::io::Error::last_os_error())
-        ));
-    }
-    Ok(())
-}
-
+/// CAP_MKNOD and CAP_SYS_CHROOT, which chroot steps lose beyond Docker's set:
+/// CAP_SYS_CHROOT is what a chroot escape needs (chroot into a subdirectory, then walk up);
+/// device nodes a step could create in its root would reach the host's devices (the
+/// sandbox creates /dev/null & co. itself, before the step).
+const CAP_MKNOD: u32 = 27;
+const CAP_SYS_CHROOT: u32 = 18;
 const CAP_NET_RAW: u32 = 13;
 
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: libc::c_int,
+/// The capabilities a chroot step keeps, as a bit mask.
+fn chroot_caps(no_network: bool) -> u64 {
+    let mut keep =
+        crate::caps::docker_cap_mask() & !(1u64 << CAP_MKNOD) & !(1u64 << CAP_SYS_CHROOT);
+    if no_network {
+        keep &= !(1u64 << CAP_NET_RAW);
+    }
+    keep
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-/// The highest capability number the kernel knows.
-fn last_cap() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(63)
+/// Leaves this process (the forked step, before exec) with Docker's default capabilities
+/// less CAP_MKNOD and CAP_SYS_CHROOT: gone are, among others, CAP_SYS_ADMIN (mount, e.g. a
+/// fresh /proc to reach /proc/1/root), CAP_SYS_PTRACE, CAP_SYS_MODULE, CAP_SYS_RAWIO,
+/// CAP_DAC_READ_SEARCH (open_by_handle_at escapes), CAP_NET_ADMIN, CAP_BPF.
+/// With `no_network`, CAP_NET_RAW goes too (raw sockets would bypass the TCP rules).
+pub fn drop_capabilities(no_network: bool) -> Result<(), String> {
+    crate::caps::drop_all_but(chroot_caps(no_network)).map_err(|e| {
+        format!(
+            "dropping capabilities: {} (rbuild needs CAP_SETPCAP to take them from chroot steps)",
+            errno_name(&e)
+        )
+    })
 }
 
 #[cfg(test)]
@@ -270,7 +170,13 @@ mod tests {
     #[test]
     fn kept_capabilities_exclude_the_dangerous_ones() {
         for dangerous in [21, 19, 16, 17, 22, 25, 2, 32, 33, 12, 34, 39, 38, 27, 18] {
-            assert!(!KEPT_CAPS.contains(&dangerous), "{dangerous} is kept");
+            assert_eq!(
+                chroot_caps(false) & (1 << dangerous),
+                0,
+                "{dangerous} is kept"
+            );
         }
+        assert_eq!(chroot_caps(false).count_ones(), 12);
+        assert_eq!(chroot_caps(true) & (1 << CAP_NET_RAW), 0);
     }
 }
