@@ -351,7 +351,7 @@ impl Builder<'_> {
         fsops::chown_in_build(&socket, 0, 0)?;
         let proxy = crate::chroot_mounts::AgentProxy::start(listener, agent.to_path_buf())
             .map_err(|e| format!("forwarding the agent: {e}"))?;
-        Ok((AgentRelay(Some(proxy)), socket))
+        Ok((AgentRelay(Some(proxy), dir), socket))
     }
 
     fn bind_source(
@@ -408,14 +408,17 @@ pub(crate) enum Held {
     Secret(#[allow(dead_code)] crate::secrets::SecretFiles),
 }
 
-/// A ranged root build's forwarding to an ssh agent, stopped when dropped.
-pub(crate) struct AgentRelay(Option<crate::chroot_mounts::AgentProxy>);
+/// A ranged root build's forwarding to an ssh agent, stopped when dropped, and the
+/// directory of its socket, removed then (a socket leading to the user's keys outlives its
+/// step nowhere).
+pub(crate) struct AgentRelay(Option<crate::chroot_mounts::AgentProxy>, PathBuf);
 
 impl Drop for AgentRelay {
     fn drop(&mut self) {
         if let Some(proxy) = self.0.take() {
             proxy.stop();
         }
+        let _ = std::fs::remove_dir_all(&self.1);
     }
 }
 
