@@ -267,7 +267,9 @@ fn builds_killed_at_random_moments_leave_nothing_after_prune() {
     add_busybox(root.path());
     let cache = format!("{}/cache/crash", registry.host());
     // Several layers of incompressible data, a secret in one step, a second stage: there is
-    // work (and files, and a cache export) at every moment a kill may land.
+    // work (and files, and a cache export) at every moment a kill may land. The last step
+    // lasts longer than the latest kill (4.2 s), so a fast machine does not finish builds
+    // before they are killed.
     let ctx = context(
         "FROM busybox AS tools\n\
          ARG ROUND\n\
@@ -277,7 +279,7 @@ fn builds_killed_at_random_moments_leave_nothing_after_prune() {
          RUN --mount=type=secret,id=token test -s /run/secrets/token && head -c 4000000 /dev/urandom > /a\n\
          COPY --from=tools /tool /tool\n\
          RUN for i in 1 2 3 4 5 6 7 8; do head -c 500000 /dev/urandom > /f$i; done && echo $ROUND\n\
-         RUN sleep 1 && head -c 2000000 /dev/urandom > /b\n",
+         RUN sleep 5 && head -c 2000000 /dev/urandom > /b\n",
     );
     let value = secret_value("kill");
     let build = |round: usize| {
