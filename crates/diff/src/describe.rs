@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 use crate::{FileMeta, Image};
 
 /// The runtime config fields described, in this order (`config` of the image config).
-const CONFIG_FIELDS: &[&str] = &[
+pub(crate) const CONFIG_FIELDS: &[&str] = &[
     "User",
     "ExposedPorts",
     "Env",

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::describe::CONFIG_FIELDS;
 use crate::flatten::{FileMeta, Filesystem};
 use crate::Options;
 
@@ -176,28 +177,11 @@ pub(crate) fn compare_entries(
     }
 }
 
-/// The runtime config fields compared: those of the OCI image spec and Docker's additions
-/// that an image carries to its containers. Docker's classic builder also writes fields of
-/// the container it built in (`Hostname`, `Image`, `AttachStdin`, ...), which no runtime reads.
-const CONFIG_FIELDS: &[&str] = &[
-    "User",
-    "ExposedPorts",
-    "Env",
-    "Entrypoint",
-    "Cmd",
-    "Volumes",
-    "WorkingDir",
-    "Labels",
-    "StopSignal",
-    "ArgsEscaped",
-    "Healthcheck",
-    "Shell",
-    "OnBuild",
-];
-
-/// The config fields compared: [`CONFIG_FIELDS`] of the runtime config, the platform, the
-/// author, and `created` unless timestamps are ignored. Missing, null and empty values are
-/// the same (BuildKit and Docker disagree about which they write).
+/// The config fields compared: [`CONFIG_FIELDS`] of the runtime config (the OCI image spec's
+/// and Docker's additions an image carries to its containers; not the fields of the build
+/// container Docker's classic builder also writes, which no runtime reads), the platform,
+/// the author, and `created` unless timestamps are ignored. Missing, null and empty values
+/// are the same (BuildKit and Docker disagree about which they write).
 pub(crate) fn compare_config(report: &mut Report, a: &Value, b: &Value, options: &Options) {
     let empty = |v: Option<&Value>| -> Value {
         match v {
