@@ -5,11 +5,14 @@
 //! single-id map). Runs as root (CI does); needs the Debian packages docker.io and
 //! busybox-static.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 use std::sync::Mutex;
 
 use rbuild_testutil::{busybox_rootfs, require_root, Dockerd};
+
+mod common;
+use common::{copy_at_same_path, shared_libraries};
 
 /// The image holding rbuild, its shared libraries and the build contexts.
 const IMAGE: &str = "rbuild-in-container:test";
@@ -66,53 +69,6 @@ const BASE_DOCKERFILE: &str = "FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\nCMD 
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The shared libraries (and the dynamic loader) `ldd` lists for `binary`.
-fn shared_libraries(binary: &str) -> Vec<PathBuf> {
-    let out = Command::new("ldd")
-        .arg(binary)
-        .output()
-        .expect("cannot run ldd (Debian package libc-bin)");
-    assert!(
-        out.status.success(),
-        "ldd {binary} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let libraries: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|line| {
-            // `libc.so.6 => /lib/.../libc.so.6 (0x...)` or `/lib64/ld-linux-x86-64.so.2 (0x...)`;
-            // the vdso has no file.
-            let path = match line.split_once("=>") {
-                Some((_, right)) => right.split_whitespace().next()?,
-                None => line.split_whitespace().next()?,
-            };
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect();
-    assert!(
-        libraries
-            .iter()
-            .any(|l| l.to_string_lossy().contains("ld-")),
-        "ldd {binary} listed no dynamic loader:\n{text}"
-    );
-    libraries
-}
-
-/// Puts the file `source` names (following symlinks: Debian's loader path is one) at the
-/// same absolute path under `root`.
-fn copy_at_same_path(source: &Path, root: &Path) {
-    let real = std::fs::canonicalize(source)
-        .unwrap_or_else(|e| panic!("cannot resolve {}: {e}", source.display()));
-    let dest = root.join(source.strip_prefix("/").unwrap());
-    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-    // A hard link is instant for the large debug binary; a copy when across filesystems.
-    if std::fs::hard_link(&real, &dest).is_err() {
-        std::fs::copy(&real, &dest)
-            .unwrap_or_else(|e| panic!("cannot copy {}: {e}", real.display()));
-    }
 }
 
 /// The user of the second test, as Docker's `--user` takes it.

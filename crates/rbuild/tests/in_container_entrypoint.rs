@@ -5,12 +5,15 @@
 //! promptly (the init rbuild becomes forwards SIGTERM). Runs as root (CI does); needs the
 //! Debian packages docker.io and busybox-static.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rbuild_testutil::{busybox_rootfs, require_root, Dockerd};
+
+mod common;
+use common::{copy_at_same_path, shared_libraries};
 
 const IMAGE: &str = "rbuild-entrypoint:test";
 const RBUILD_IN_IMAGE: &str = "/usr/local/bin/rbuild";
@@ -74,36 +77,6 @@ RUN test -e /results
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The shared libraries (and the dynamic loader) `ldd` lists for `binary`.
-fn shared_libraries(binary: &str) -> Vec<PathBuf> {
-    let out = Command::new("ldd")
-        .arg(binary)
-        .output()
-        .expect("cannot run ldd (Debian package libc-bin)");
-    assert!(out.status.success(), "ldd {binary} failed");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|line| {
-            let path = match line.split_once("=>") {
-                Some((_, right)) => right.split_whitespace().next()?,
-                None => line.split_whitespace().next()?,
-            };
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect()
-}
-
-/// Puts `source` (symlinks followed) at the same absolute path under `root`.
-fn copy_at_same_path(source: &Path, root: &Path) {
-    let real = std::fs::canonicalize(source).unwrap();
-    let dest = root.join(source.strip_prefix("/").unwrap());
-    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-    if std::fs::hard_link(&real, &dest).is_err() {
-        std::fs::copy(&real, &dest).unwrap();
-    }
 }
 
 fn write(path: &Path, text: &str) {

@@ -5,10 +5,13 @@
 //! before producing anything. Runs as root (CI does); needs the Debian packages docker.io
 //! and busybox-static.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use rbuild_testutil::{busybox_rootfs, require_root, Dockerd};
+
+mod common;
+use common::{copy_at_same_path, shared_libraries};
 
 const IMAGE: &str = "rbuild-in-container-restricted:test";
 
@@ -35,32 +38,6 @@ const APP_DOCKERFILE: &str = r#"FROM scratch
 COPY data.txt /data.txt
 RUN --mount=type=bind,source=tools/bin,target=/bin ["/bin/sh", "-c", "chown 0:0 /data.txt"]
 "#;
-
-fn shared_libraries(binary: &str) -> Vec<PathBuf> {
-    let out = Command::new("ldd").arg(binary).output().expect("ldd");
-    assert!(out.status.success(), "ldd {binary} failed");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|line| {
-            let path = match line.split_once("=>") {
-                Some((_, right)) => right.split_whitespace().next()?,
-                None => line.split_whitespace().next()?,
-            };
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect()
-}
-
-/// Puts `source` (symlinks followed) at the same absolute path under `root`.
-fn copy_at_same_path(source: &Path, root: &Path) {
-    let real = std::fs::canonicalize(source).unwrap();
-    let dest = root.join(source.strip_prefix("/").unwrap());
-    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-    if std::fs::hard_link(&real, &dest).is_err() {
-        std::fs::copy(&real, &dest).unwrap();
-    }
-}
 
 fn daemon_with_rbuild_image() -> Dockerd {
     let daemon = Dockerd::start();

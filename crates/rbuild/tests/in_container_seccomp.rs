@@ -4,10 +4,13 @@
 //! there but would reach outside a chroot: `ptrace`, `process_vm_readv`, `chroot`. Runs as
 //! root (CI does); needs the Debian packages docker.io, busybox-static and gcc with libc6-dev.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use rbuild_testutil::{busybox_rootfs, require_root, Dockerd};
+
+mod common;
+use common::{copy_at_same_path, shared_libraries};
 
 const IMAGE: &str = "rbuild-in-container-seccomp:test";
 
@@ -52,33 +55,6 @@ echo BUILD-DONE
 const APP_DOCKERFILE: &str = "FROM base:1
 RUN probe ptrace_traceme process_vm_readv chroot clone3 nnp > /answers.txt && id -u > /uid.txt
 ";
-
-/// The shared libraries (and the dynamic loader) `ldd` lists for `binary`.
-fn shared_libraries(binary: &str) -> Vec<PathBuf> {
-    let out = Command::new("ldd").arg(binary).output().expect("ldd");
-    assert!(out.status.success(), "ldd {binary} failed");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|line| {
-            let path = match line.split_once("=>") {
-                Some((_, right)) => right.split_whitespace().next()?,
-                None => line.split_whitespace().next()?,
-            };
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect()
-}
-
-/// Puts `source` (symlinks followed) at the same absolute path under `root`.
-fn copy_at_same_path(source: &Path, root: &Path) {
-    let real = std::fs::canonicalize(source).unwrap();
-    let dest = root.join(source.strip_prefix("/").unwrap());
-    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-    if std::fs::hard_link(&real, &dest).is_err() {
-        std::fs::copy(&real, &dest).unwrap();
-    }
-}
 
 fn compile_probe(dest: &Path) {
     let dir = tempfile::tempdir().unwrap();
