@@ -66,7 +66,7 @@ enum Command {
 fn main() -> ExitCode {
     // A re-executed sandbox helper must run before anything else (no threads, no parsing).
     // Before the helper check: the container-root worker is this executable again.
-    rbuild_build::register_root_tasks();
+    rbuild_executor::register_root_tasks();
     rbuild_sandbox::maybe_run_helper();
     // As a container's PID 1, leave PID 1 to a minimal init that forwards signals and reaps.
     init::become_init_if_pid1();

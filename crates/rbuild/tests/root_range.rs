@@ -183,7 +183,7 @@ fn a_cache_filled_with_container_ids_as_host_ids_is_shifted_into_the_range() {
     // are container ids, a setuid file, and an owner beyond the range's 65536 ids.
     let dir = {
         let opened = rbuild_store::Store::open(store.path()).unwrap();
-        rbuild_build::cache_mount_dir(&opened, "old").unwrap()
+        rbuild_executor::cache_mount_dir(&opened, "old").unwrap()
     };
     std::fs::create_dir_all(dir.join("sub")).unwrap();
     std::fs::write(dir.join("sub/old"), "old\n").unwrap();

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read as _;
 use std::path::Path;
 
-use rbuild_build::{cache_mount_dir, RemoteCache};
+use rbuild_executor::{cache_mount_dir, RemoteCache};
 use rbuild_image::{Descriptor, Digest, Hasher, Reference};
 use rbuild_registry::{Client, ErrorKind, SyncWriter};
 use rbuild_store::{CacheRecord, Store};

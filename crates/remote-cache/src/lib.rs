@@ -6,7 +6,7 @@
 //!
 //! - [`spec`]: the command-line spellings.
 //! - [`format`]: the cache manifest and its config, encoded and checked.
-//! - [`RegistryCache`]: `--cache-from`, the executor's [`rbuild_build::RemoteCache`].
+//! - [`RegistryCache`]: `--cache-from`, the executor's [`rbuild_executor::RemoteCache`].
 //! - [`export()`]: `--cache-to`, merging with what the ref holds.
 
 mod export;

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use rbuild_build::RemoteCache;
+use rbuild_executor::RemoteCache;
 use rbuild_image::{Descriptor, Digest, Reference};
 use rbuild_layer::WriteOptions;
 use rbuild_registry::Client;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Barrier};
 
 use bytes::Bytes;
-use rbuild_build::{cache_mount_dir, RemoteCache};
+use rbuild_executor::{cache_mount_dir, RemoteCache};
 use rbuild_image::{media_types, Descriptor, Digest, Reference};
 use rbuild_layer::WriteOptions;
 use rbuild_registry::Client;

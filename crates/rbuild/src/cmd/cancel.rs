@@ -96,7 +96,7 @@ fn cancel(what: &str, signal: libc::c_int) -> ! {
     // The build's directories are claimed (and secrets removed) before its steps are
     // stopped, so that the build's own clean-up, running as the steps fail, leaves them to
     // this thread; no step starts from then on.
-    rbuild_build::remove_live_dirs(stop_children);
+    rbuild_executor::remove_live_dirs(stop_children);
     std::process::exit(128 + signal);
 }
 

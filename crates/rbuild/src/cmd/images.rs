@@ -333,7 +333,7 @@ pub fn run_prune(globals: &Globals, args: PruneArgs) -> Result<u8> {
             cache.removed_records, cache.kept_records
         );
     }
-    let state = rbuild_build::prune_build_state(&store);
+    let state = rbuild_executor::prune_build_state(&store);
     if state.dead.total() > 0 {
         println!(
             "Removed {} directories that crashed builds left ({} of them holding secrets)",

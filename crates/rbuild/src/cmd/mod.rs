@@ -36,12 +36,12 @@ impl Globals {
     }
 
     /// Opens (creating if needed) the store, and removes what crashed builds left in it
-    /// (their secrets first; see `rbuild_build::sweep_dead`).
+    /// (their secrets first; see `rbuild_executor::sweep_dead`).
     pub fn open_store(&self) -> Result<Store> {
         let root = self.store_root()?;
         let store = Store::open(&root)
             .with_context(|| format!("opening the store at {}", root.display()))?;
-        rbuild_build::sweep_dead(&store, false);
+        rbuild_executor::sweep_dead(&store, false);
         Ok(store)
     }
 }

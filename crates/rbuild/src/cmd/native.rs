@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
-use rbuild_build::tty_progress::{stderr_is_terminal, TtyPrinter, TtyProgress};
-use rbuild_build::{BaseImages, BuildRequest, JsonProgress, NoProgress, PlainProgress, Progress};
+use rbuild_executor::tty_progress::{stderr_is_terminal, TtyPrinter, TtyProgress};
+use rbuild_executor::{
+    BaseImages, BuildRequest, JsonProgress, NoProgress, PlainProgress, Progress,
+};
 use rbuild_image::{Platform, Reference};
 use rbuild_registry::Client;
 use rbuild_sandbox::{Isolation, Network, Seccomp};
@@ -38,7 +40,7 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
         bail!("{}", rbuild_sandbox::restricted::NOT_YET);
     }
     let cache_flags = CacheFlags::parse(args)?;
-    let phases_before = rbuild_build::phases::snapshot();
+    let phases_before = rbuild_executor::phases::snapshot();
     let store = globals.open_store()?;
     let registry_options = RegistryOptions {
         insecure_registries: args.insecure_registries.clone(),
@@ -173,7 +175,7 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
     };
     let imported = cache_flags.import(&cache_io, progress);
     let result =
-        rbuild_build::build_with_cache(&request, &store, &bases, imported.remote(), progress)?;
+        rbuild_executor::build_with_cache(&request, &store, &bases, imported.remote(), progress)?;
     drop(unpacked);
     drop(secret_files);
     drop(ssh_key_agents);
@@ -210,8 +212,8 @@ pub fn run(globals: &Globals, args: &BuildArgs) -> Result<u8> {
         }
     }
     cache_flags.export(&cache_io, &imported, &result, progress)?;
-    let phases = rbuild_build::phases::snapshot().since(&phases_before);
-    progress.event(&rbuild_build::Event::Phases { phases });
+    let phases = rbuild_executor::phases::snapshot().since(&phases_before);
+    progress.event(&rbuild_executor::Event::Phases { phases });
     if let Some(path) = &args.iidfile {
         write_file(path, &result.image_id.to_string())?;
     }
@@ -318,7 +320,7 @@ impl BaseImages for PullingBases<'_> {
                 return Ok(record);
             }
         }
-        let _t = rbuild_build::Phase::Pull.timer();
+        let _t = rbuild_executor::Phase::Pull.timer();
         let options = rbuild_transfer::PullOptions {
             platforms: rbuild_transfer::PlatformChoice::One(platform.clone()),
             ..Default::default()
@@ -343,7 +345,7 @@ impl BaseImages for PullingBases<'_> {
 fn context_dir(
     store: &Store,
     raw: &str,
-    keep: &mut Option<rbuild_build::ScratchDir>,
+    keep: &mut Option<rbuild_executor::ScratchDir>,
 ) -> Result<PathBuf> {
     let raw = raw.strip_prefix("dir://").unwrap_or(raw);
     let tar: Option<Box<dyn std::io::Read>> = if raw == "-" {
@@ -370,7 +372,7 @@ fn context_dir(
         }
         return Ok(dir);
     };
-    let tmp = rbuild_build::ScratchDir::for_context(store)
+    let tmp = rbuild_executor::ScratchDir::for_context(store)
         .context("creating a directory for the context")?;
     let options = rbuild_layer::ApplyOptions {
         ownership: rbuild_layer::Ownership::Ignore,
@@ -455,9 +457,9 @@ fn read_dockerfile_in_dir(path: &Path) -> Result<String> {
 fn ssh_agents(
     store: &Store,
     specs: &[String],
-    keep: &mut Vec<rbuild_build::ssh_agent::SshAgent>,
+    keep: &mut Vec<rbuild_executor::ssh_agent::SshAgent>,
 ) -> Result<BTreeMap<String, PathBuf>> {
-    use rbuild_build::ssh_agent::{classify_ssh_paths, SshAgent, SshSource};
+    use rbuild_executor::ssh_agent::{classify_ssh_paths, SshAgent, SshSource};
     let mut out = BTreeMap::new();
     for spec in specs {
         let (id, paths) = match spec.split_once('=') {
@@ -498,12 +500,12 @@ fn ssh_agents(
 }
 
 /// `--secret id=ID,src=PATH` and `id=ID,env=VAR`. An env secret's value is written to a
-/// private directory on a memory file system (see `rbuild_build::SecretFiles`) that lives
+/// private directory on a memory file system (see `rbuild_executor::SecretFiles`) that lives
 /// as long as `keep`; a missing file or variable is an error before any work starts.
 fn secrets(
     store: &Store,
     specs: &[String],
-    keep: &mut Option<rbuild_build::SecretFiles>,
+    keep: &mut Option<rbuild_executor::SecretFiles>,
 ) -> Result<BTreeMap<String, PathBuf>> {
     let mut out = BTreeMap::new();
     for spec in specs {
@@ -537,7 +539,7 @@ fn secrets(
                 let files = match keep {
                     Some(files) => files,
                     None => {
-                        let files = rbuild_build::SecretFiles::create(store)
+                        let files = rbuild_executor::SecretFiles::create(store)
                             .context("creating a private directory for --secret values")?;
                         if files.on_disk() {
                             eprintln!(
@@ -642,7 +644,7 @@ fn push_tag(
     tag: &str,
     progress: &dyn rbuild_transfer::Progress,
 ) -> Result<rbuild_image::Digest> {
-    let _t = rbuild_build::Phase::Push.timer();
+    let _t = rbuild_executor::Phase::Push.timer();
     let destination = Reference::parse(tag)?;
     Ok(runtime.block_on(rbuild_transfer::push(
         client,

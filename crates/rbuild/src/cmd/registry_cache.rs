@@ -3,7 +3,7 @@
 //! and exported after it succeeded. The work is in `rbuild-remote-cache`.
 
 use anyhow::{anyhow, Context, Result};
-use rbuild_build::{BuildResult, Event, NoRemoteCache, Progress, RemoteCache};
+use rbuild_executor::{BuildResult, Event, NoRemoteCache, Progress, RemoteCache};
 use rbuild_image::Reference;
 use rbuild_registry::Client;
 use rbuild_remote_cache::{

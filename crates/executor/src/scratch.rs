@@ -221,7 +221,7 @@ pub fn remove_live_dirs(stop: impl FnOnce()) -> Vec<PathBuf> {
     }
     stop();
     if !moved.is_empty() {
-        crate::workdir::remove_in_background(&moved);
+        crate::build_dir::remove_in_background(&moved);
     }
     // A thread of the build that was between two file operations when its directory moved
     // may have made part of the path again (a `create_dir_all`): once it has seen that no
@@ -248,7 +248,7 @@ pub(crate) fn discard_build_dir(
         let target = trash.join(name);
         if std::fs::rename(path, &target).is_ok() {
             if now && !mapped {
-                crate::workdir::remove_in_background(&[target]);
+                crate::build_dir::remove_in_background(&[target]);
             }
             return;
         }
@@ -376,7 +376,7 @@ pub fn sweep_dead(store: &Store, remove_now: bool) -> Swept {
                 let _ = crate::fsops::remove_tree(path, &owners);
             }
         } else if !matches!(owners, Owners::Mapped(_)) && !moved.is_empty() {
-            crate::workdir::remove_in_background(&moved);
+            crate::build_dir::remove_in_background(&moved);
         }
     }
     swept

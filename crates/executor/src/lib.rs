@@ -3,14 +3,14 @@
 //!
 //! The pipeline (one module per job):
 //! parse ([`rbuild_dockerfile`]) → plan the stages the target needs → per stage: resolve the
-//! base ([`base`]) and lay out its root filesystem ([`workdir`]) → run each instruction
+//! base ([`base`]) and lay out its root filesystem ([`build_dir`]) → run each instruction
 //! ([`stage`]: config-only ones edit the config; RUN ([`run`]) and COPY/ADD ([`copy`])
 //! change the filesystem, [`snapshot`] finds what changed and [`commit`] stores it as a
 //! layer) → write config and manifest, then tag.
 //!
 //! ```no_run
-//! use rbuild_build::{build, BuildRequest, LocalImages, PlainProgress};
-//! # fn demo(store: &rbuild_store::Store) -> Result<(), rbuild_build::BuildError> {
+//! use rbuild_executor::{build, BuildRequest, LocalImages, PlainProgress};
+//! # fn demo(store: &rbuild_store::Store) -> Result<(), rbuild_executor::BuildError> {
 //! let text = std::fs::read_to_string("Dockerfile").unwrap();
 //! let request = BuildRequest::new(".", text).with_tag("app:latest");
 //! let result = build(&request, store, &LocalImages, &mut PlainProgress::stderr())?;
@@ -19,12 +19,14 @@
 //! ```
 
 pub mod base;
+mod build_dir;
 pub mod cache;
 mod chmod;
 mod chroot_mounts;
 mod commit;
 mod content_hash;
 mod copy;
+mod downloads;
 pub mod error;
 mod fileop_user;
 mod fsops;
@@ -32,7 +34,6 @@ mod history;
 mod mounts;
 pub mod phases;
 pub mod progress;
-mod remote;
 mod root_tasks;
 mod run;
 mod schedule;
@@ -45,7 +46,6 @@ mod stage;
 mod step_cache;
 mod trees;
 pub mod tty_progress;
-mod workdir;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

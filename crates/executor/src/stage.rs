@@ -18,6 +18,7 @@ use rbuild_sandbox::Sandbox;
 use rbuild_store::{CacheRecord, ImageRecord, Store};
 
 use crate::base::{self, BaseImages, LoadedImage};
+use crate::build_dir::{apply_layers, BuildDir};
 use crate::cache::{KeyBuilder, RemoteCache};
 use crate::commit::commit_layer;
 use crate::error::{BuildError, Result};
@@ -26,7 +27,6 @@ use crate::history::{self, go_list, go_quote_list};
 use crate::progress::{seconds, Event, Progress};
 use crate::snapshot::Index;
 use crate::step_cache::{base_key, stage_skips_cache, StepEnd};
-use crate::workdir::{apply_layers, BuildDir};
 use crate::BuildRequest;
 
 /// BuildKit's history comment on every entry a Dockerfile build adds.
@@ -130,7 +130,7 @@ pub(crate) struct Builder<'a> {
     /// Images used by `--from`, extracted once per build.
     pub image_roots: Mutex<BTreeMap<String, PathBuf>>,
     /// ADD's downloads and git checkouts, each fetched once per build.
-    pub fetcher: Mutex<crate::remote::Fetcher>,
+    pub fetcher: Mutex<crate::downloads::Fetcher>,
     pub remote: &'a (dyn RemoteCache + Sync),
     /// Cache records of the layer steps run or reused so far.
     pub used_records: Mutex<Vec<CacheRecord>>,
@@ -161,8 +161,8 @@ impl Origin<'_> {
             file: self.file.clone(),
             line: self.cmd.location.start_line,
             // A URL's credentials never reach an error.
-            instruction: crate::remote::redact_credentials(&self.cmd.location.original),
-            message: crate::remote::redact_credentials(&message.into()),
+            instruction: crate::downloads::redact_credentials(&self.cmd.location.original),
+            message: crate::downloads::redact_credentials(&message.into()),
         }
     }
 }
@@ -208,7 +208,7 @@ impl<'a> Builder<'a> {
             ignore,
             done: Default::default(),
             image_roots: Default::default(),
-            fetcher: Mutex::new(crate::remote::Fetcher::new(parts.store)),
+            fetcher: Mutex::new(crate::downloads::Fetcher::new(parts.store)),
             remote: parts.remote,
             used_records: Default::default(),
             cache_mounts_used: Default::default(),
@@ -493,7 +493,7 @@ impl<'a> Builder<'a> {
                 stage: label.clone(),
                 step,
                 steps,
-                text: crate::remote::redact_credentials(&cmd.location.original),
+                text: crate::downloads::redact_credentials(&cmd.location.original),
             });
             let origin = Origin { file, cmd };
             match self.dispatch(&mut st, &origin, step, progress)? {

@@ -275,7 +275,7 @@ pub fn prune_build_state(store: &Store) -> PrunedBuildState {
     let dead = crate::scratch::sweep_dead(store, true);
     PrunedBuildState {
         dead,
-        trash: crate::workdir::empty_trash(store),
+        trash: crate::build_dir::empty_trash(store),
         trees: prune_trees(store),
     }
 }

@@ -11,9 +11,9 @@ use rbuild_image::Digest;
 use rbuild_layer::apply_layer;
 
 use crate::chmod::Chmod;
+use crate::downloads::{self, GitRef};
 use crate::error::Result;
 use crate::fsops::{self, Ownership};
-use crate::remote::{self, GitRef};
 use crate::sources::{CopyFilters, Source, SourceRoot};
 use crate::stage::{Builder, Origin, StageState};
 
@@ -174,13 +174,13 @@ impl CopySpec {
         check_checksum(self)?;
         if self.is_add {
             for src in &self.sources {
-                if let Some(git) = remote::git_source(src) {
+                if let Some(git) = downloads::git_source(src) {
                     check_git_flags(self, &git?)?;
                 }
             }
         }
         if !self.is_add {
-            if let Some(src) = self.sources.iter().find(|s| remote::is_http_source(s)) {
+            if let Some(src) = self.sources.iter().find(|s| downloads::is_http_source(s)) {
                 return Err(format!("source can't be a URL for COPY: {src}"));
             }
         }
@@ -258,11 +258,11 @@ fn check_checksum(spec: &CopySpec) -> std::result::Result<Option<Digest>, String
         return Err("checksum can't be specified for multiple sources".into());
     }
     let src = &spec.sources[0];
-    if remote::parse_git_ref(src).is_some() {
+    if downloads::parse_git_ref(src).is_some() {
         // A git checksum is a commit id, checked after the fetch.
         return Ok(None);
     }
-    if !remote::is_http_source(src) {
+    if !downloads::is_http_source(src) {
         return Err("checksum requires HTTP(S) or Git sources".into());
     }
     text.parse::<Digest>()
@@ -342,11 +342,11 @@ impl Builder<'_> {
         let fail = |e: String| origin.error(format!("{name} failed: {e}"));
         for src in &spec.sources {
             if spec.is_add {
-                if let Some(git) = remote::parse_git_ref(src) {
+                if let Some(git) = downloads::parse_git_ref(src) {
                     self.add_git(spec, &git, &target, &filters).map_err(fail)?;
                     continue;
                 }
-                if remote::is_http_source(src) {
+                if downloads::is_http_source(src) {
                     self.add_http(spec, src, checksum.as_ref(), &target)
                         .map_err(fail)?;
                     continue;
@@ -402,7 +402,7 @@ impl Builder<'_> {
             // replaced (a symlink at the destination included), never followed.
             // Cannot fail: commit_changes pushed this step's layer just above.
             let layer = st.layers.last().cloned().expect("just committed");
-            crate::workdir::apply_layers(self.store, &[layer], &st.rootfs)?;
+            crate::build_dir::apply_layers(self.store, &[layer], &st.rootfs)?;
             size
         } else {
             self.commit(st, &before).map_err(|e| origin.error(e))?
@@ -426,14 +426,14 @@ impl Builder<'_> {
             if &digest != want {
                 return Err(format!(
                     "digest mismatch for {}: {digest} (expected: {want})",
-                    remote::redact_url(url)
+                    downloads::redact_url(url)
                 ));
             }
         }
         if spec.unpack == Some(true) && is_archive(&path) {
             return extract(&path, target);
         }
-        let leaf = target.leaf(&remote::url_file_name(url))?;
+        let leaf = target.leaf(&downloads::url_file_name(url))?;
         fsops::copy_leaf(&path, &leaf, target.own)
     }
 
@@ -512,7 +512,7 @@ fn extract(archive: &Path, target: &Target<'_>) -> std::result::Result<(), Strin
                 std::fs::File::open(archive).map_err(|e| format!("{}: {e}", archive.display()))?;
             root.apply_layer(&file, &dir)
         }
-        None => apply_layer(open()?, &dir, &crate::workdir::layer_apply_options())
+        None => apply_layer(open()?, &dir, &crate::build_dir::layer_apply_options())
             .map(|_| ())
             .map_err(|e| e.to_string()),
     }
@@ -578,8 +578,10 @@ pub(crate) fn history_text(name: &str, spec: &CopySpec) -> String {
     for src in &spec.sources {
         // BuildKit records a URL as written; credentials in it must not reach the image.
         msg.push(' ');
-        if spec.is_add && (remote::is_http_source(src) || remote::parse_git_ref(src).is_some()) {
-            msg.push_str(&remote::redact_url(src));
+        if spec.is_add
+            && (downloads::is_http_source(src) || downloads::parse_git_ref(src).is_some())
+        {
+            msg.push_str(&downloads::redact_url(src));
         } else {
             msg.push_str(src);
         }

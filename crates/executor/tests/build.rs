@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::ExitCode;
 
-use rbuild_build::Event;
+use rbuild_executor::Event;
 use rbuild_layer::{write_dir_layer, WriteOptions};
 use rbuild_sandbox::test_support::run_tests;
 use rbuild_sandbox::Isolation;

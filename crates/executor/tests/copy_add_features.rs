@@ -722,7 +722,7 @@ fn add_git_url_query() {
 /// that a RUN step reaches through the ssh mount; the agent is gone once dropped. A key
 /// with a passphrase is refused, naming the file, without prompting.
 fn run_mount_ssh_key_files() {
-    use rbuild_build::ssh_agent::SshAgent;
+    use rbuild_executor::ssh_agent::SshAgent;
     let fx = Fixture::new();
     let dir = fx.tmp.path().join("keys");
     std::fs::create_dir(&dir).unwrap();

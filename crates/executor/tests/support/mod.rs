@@ -6,7 +6,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use rbuild_build::{build, BuildError, BuildRequest, BuildResult, Event, LocalImages, Progress};
+use rbuild_executor::{build, BuildError, BuildRequest, BuildResult, Event, LocalImages, Progress};
 use rbuild_image::{media_types, Descriptor, ImageConfig, Platform, RootFs};
 use rbuild_layer::{
     apply_layer, list_entries, write_dir_layer, ApplyOptions, EntryInfo, WriteOptions,

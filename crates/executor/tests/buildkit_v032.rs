@@ -465,7 +465,7 @@ fn chown_like_buildkit() {
         .events
         .iter()
         .filter_map(|e| match e {
-            rbuild_build::Event::Warning { message } => Some(message.clone()),
+            rbuild_executor::Event::Warning { message } => Some(message.clone()),
             _ => None,
         })
         .collect();

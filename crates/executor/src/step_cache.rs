@@ -12,15 +12,15 @@ use rbuild_dockerfile::instructions::{Instruction, MountType};
 use rbuild_image::{Descriptor, Digest, Hasher};
 use rbuild_store::CacheRecord;
 
+use crate::build_dir::apply_layers;
 use crate::cache::{explain_miss, KeyBuilder};
 use crate::content_hash::digest_source;
 use crate::copy::CopySpec;
+use crate::downloads::{is_http_source, parse_git_ref, redact_url};
 use crate::error::{BuildError, Result};
 use crate::progress::{Event, Progress};
-use crate::remote::{is_http_source, parse_git_ref, redact_url};
 use crate::sources::{CopyFilters, SourceRoot};
 use crate::stage::{Builder, Origin, StageState};
-use crate::workdir::apply_layers;
 
 /// How a layer step ended.
 pub(crate) enum StepEnd {

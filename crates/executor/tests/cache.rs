@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use std::sync::Mutex;
 
-use rbuild_build::{build_with_cache, BuildRequest, LocalImages, RemoteCache};
+use rbuild_executor::{build_with_cache, BuildRequest, LocalImages, RemoteCache};
 use rbuild_image::Digest;
 use rbuild_sandbox::test_support::run_tests;
 use rbuild_store::CachePrunePolicy;
@@ -136,7 +136,7 @@ fn comments_unrelated_files_touch_ignored_files_and_labels_hit() {
     let (second, events) = fx.run(&fx.request(&dockerfile));
     assert_eq!(steps(&events.cached()), vec![4, 5, 6, 7, 8]);
     assert!(events.ran().is_empty());
-    let layers = |r: &rbuild_build::BuildResult| -> Vec<String> {
+    let layers = |r: &rbuild_executor::BuildResult| -> Vec<String> {
         r.cache_records
             .iter()
             .map(|c| c.layer.digest.to_string())
@@ -420,7 +420,7 @@ fn remote_hits_fetch_only_the_layers_that_are_needed() {
         .events
         .iter()
         .filter_map(|e| match e {
-            rbuild_build::Event::StepCached { source, .. } => Some(source.clone()),
+            rbuild_executor::Event::StepCached { source, .. } => Some(source.clone()),
             _ => None,
         })
         .collect();
