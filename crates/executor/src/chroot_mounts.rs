@@ -518,6 +518,7 @@ mod tests {
             source: cache.clone(),
             target: "/var/cache".into(),
             readonly: false,
+            remove_source: false,
         }];
         let plans = [MountPlan {
             kind: MountKind::Cache,

@@ -124,6 +124,7 @@ impl Builder<'_> {
                                 source,
                                 target,
                                 readonly: false,
+                                remove_source: false,
                             });
                             plans.push(MountPlan {
                                 kind: MountKind::SshAgent,
@@ -188,6 +189,7 @@ impl Builder<'_> {
                         source: dir,
                         target,
                         readonly: m.read_only,
+                        remove_source: false,
                     });
                     plans.push(MountPlan {
                         kind: MountKind::Cache,
@@ -203,6 +205,7 @@ impl Builder<'_> {
                         source: dir,
                         target,
                         readonly: false,
+                        remove_source: false,
                     });
                     plans.push(MountPlan {
                         kind: MountKind::Scratch,
@@ -224,7 +227,12 @@ impl Builder<'_> {
                     let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
                     match self.request.secrets.get(&id) {
                         Some(path) => {
-                            let source = if ranged {
+                            // Under a user namespace the step gets a copy of its own, owned
+                            // and moded as asked, which its init unlinks once mounted. In
+                            // chroot mode the file is placed in the root for the step
+                            // (`chroot_mounts`), and removed after it.
+                            let copied = !chroot;
+                            let source = if copied {
                                 let (copy, path) = self
                                     .secret_copy(
                                         path,
@@ -244,6 +252,7 @@ impl Builder<'_> {
                                 source,
                                 target,
                                 readonly: true,
+                                remove_source: copied,
                             });
                             plans.push(MountPlan {
                                 kind: MountKind::Secret {
@@ -278,6 +287,7 @@ impl Builder<'_> {
                         source,
                         target,
                         readonly: m.read_only,
+                        remove_source: false,
                     });
                     plans.push(MountPlan {
                         kind: MountKind::Scratch,
@@ -311,11 +321,12 @@ impl Builder<'_> {
         Ok((binds, plans, held))
     }
 
-    /// A ranged root build's copy of a secret for one step, owned and moded as the mount
-    /// asks (in host ids of the range): in a private directory of its own on a memory file
-    /// system where one is writable (never on a disk then), removed when the step ends (the
-    /// returned holder), or by the next rbuild command after a crash (the directory is
-    /// locked as the build's secrets are).
+    /// A step's copy of a secret, owned and moded as the mount asks (container ids, given
+    /// as the build's owners allow: see [`fsops::chown_in_build`]): in a private directory
+    /// of its own on a memory file system where one is writable (never on a disk then),
+    /// owned by container root so that the step's init can unlink the copy once it is
+    /// mounted. The directory goes when the step ends (the returned holder), or with the
+    /// next rbuild command after a crash (it is locked as the build's secrets are).
     fn secret_copy(
         &self,
         path: &Path,
@@ -330,9 +341,11 @@ impl Builder<'_> {
         let copy = files
             .add(&content)
             .map_err(|e| format!("writing the secret's copy: {e}"))?;
-        fsops::chown_in_build(&copy, uid, gid)?;
+        // The mode first: rootless, the copy is no longer the user's once given away.
         std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(mode & 0o7777))
             .map_err(|e| format!("chmod {mode:o} of the secret's copy: {e}"))?;
+        fsops::chown_in_build(&copy, uid, gid)?;
+        fsops::chown_in_build(files.dir(), 0, 0)?;
         Ok((files, copy))
     }
 
@@ -404,7 +417,7 @@ impl Builder<'_> {
 pub(crate) enum Held {
     Cache(#[allow(dead_code)] CacheLock),
     Agent(#[allow(dead_code)] AgentRelay),
-    /// A ranged root build's copy of a secret, removed when dropped.
+    /// A step's copy of a secret (its directory; the file is unlinked once mounted), removed when dropped.
     Secret(#[allow(dead_code)] crate::secrets::SecretFiles),
 }
 

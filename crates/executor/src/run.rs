@@ -104,6 +104,7 @@ impl Builder<'_> {
                 source: host,
                 target: path,
                 readonly: true,
+                remove_source: false,
             });
             plans.push(crate::chroot_mounts::MountPlan {
                 kind: crate::chroot_mounts::MountKind::Scratch,

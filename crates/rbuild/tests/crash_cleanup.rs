@@ -708,3 +708,85 @@ fn a_full_rootless_store_is_a_clean_error_and_still_passes_fsck() {
         String::from_utf8_lossy(&fsck.stdout)
     );
 }
+
+/// Runs a build whose step holds a secret from a file (outside the store and the memory file
+/// systems) mounted with an owner and mode of its own, and checks, while the step runs, that
+/// the step reads it as asked but no copy of it is left on any file system rbuild writes to:
+/// the step's init unlinked the copy once mounted, so a kill -9 from then on leaves nothing.
+fn check_secret_copy_unlinked(
+    mut build: Command,
+    secret_file: &Path,
+    store: &Path,
+    marker: &str,
+    value: &str,
+) {
+    let mut child = build
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the step to start", Duration::from_secs(120), || {
+        !processes_with(marker).is_empty() || child.try_wait().unwrap().is_some()
+    });
+    let running = child.try_wait().unwrap().is_none();
+    let leftovers = secret_leftovers(store, value);
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let exit = wait_code(&mut child);
+    let log = stderr_of(&mut child);
+    assert!(running, "the step should have reached its sleep: {log}");
+    assert_eq!(
+        leftovers,
+        Vec::<PathBuf>::new(),
+        "a copy of the secret outlived its mount: {log}"
+    );
+    assert_eq!(exit, 143, "{log}");
+    assert!(std::fs::read_to_string(secret_file)
+        .unwrap()
+        .contains(value));
+}
+
+/// The step's view of the secret, checked by the step itself: its content, and the owner and
+/// mode the mount asked for. The shell's `$0` carries the marker the test waits for.
+fn secret_step(marker: &str, value: &str) -> String {
+    format!(
+        "FROM busybox\n\
+         RUN --mount=type=secret,id=token,uid=1000,gid=10,mode=0440 sh -c 'test \"$(cat /run/secrets/token)\" = {value} && test \"$(stat -c %u:%g:%a /run/secrets/token)\" = 1000:10:440 && sleep 300; exit 1' {marker}\n"
+    )
+}
+
+#[test]
+fn a_steps_secret_copy_is_unlinked_before_its_command_runs() {
+    require_root("native builds in this test");
+    let root = tempfile::tempdir().unwrap();
+    add_busybox(root.path());
+    let value = secret_value("unlinked");
+    let marker = format!("root-secret-marker-{}", std::process::id());
+    let ctx = context(&secret_step(&marker, &value));
+    let secrets = tempfile::tempdir().unwrap();
+    let secret_file = secrets.path().join("token");
+    std::fs::write(&secret_file, &value).unwrap();
+    let mut build = rbuild(root.path());
+    build
+        .args(["build", "--progress", "plain", "--secret"])
+        .arg(format!("id=token,src={}", secret_file.display()))
+        .arg(ctx.path());
+    check_secret_copy_unlinked(build, &secret_file, root.path(), &marker, &value);
+}
+
+#[test]
+fn a_rootless_steps_secret_copy_is_unlinked_before_its_command_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    let user = Rootless::new(None);
+    let value = secret_value("rootless-unlinked");
+    let marker = format!("user-secret-marker-{}", std::process::id());
+    std::fs::write(user.ctx.join("Dockerfile"), secret_step(&marker, &value)).unwrap();
+    let secret_file = user.home.join("token");
+    std::fs::write(&secret_file, &value).unwrap();
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut build = user.rbuild(&["build", "--progress", "plain", "--secret"]);
+    build
+        .arg(format!("id=token,src={}", secret_file.display()))
+        .arg(&user.ctx);
+    check_secret_copy_unlinked(build, &secret_file, &user.store, &marker, &value);
+}

@@ -100,6 +100,12 @@ pub struct BindMount {
     /// Absolute path inside the container.
     pub target: String,
     pub readonly: bool,
+    /// The source is a copy made for this step alone (a secret): the step's init unlinks it
+    /// once it is mounted, before the command starts, so no file holding it outlives the
+    /// mount on any file system, whatever happens to rbuild afterwards. Its directory must
+    /// be writable by the step's root (container root owns it).
+    #[serde(default)]
+    pub remove_source: bool,
 }
 
 /// Everything needed to run one step.

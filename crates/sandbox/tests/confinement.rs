@@ -300,6 +300,7 @@ fn attack_rootfs(dir: &Path, uid: u32) -> StepSpec {
         source: image,
         target: "/mnt/image".into(),
         readonly: false,
+        remove_source: false,
     });
     spec
 }

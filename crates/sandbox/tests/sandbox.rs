@@ -624,6 +624,7 @@ fn chroot_refuses_a_bind_it_cannot_mount() {
         source: source.path().to_path_buf(),
         target: "/mnt/cache".into(),
         readonly: false,
+        remove_source: false,
     });
     match sandbox().run(&spec, &mut |_, _| {}) {
         Err(SandboxError::Helper { stage, message }) => {

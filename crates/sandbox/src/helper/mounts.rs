@@ -368,6 +368,16 @@ pub fn setup(spec: &StepSpec) -> Result<Vec<Stub>, HelperError> {
             bind.readonly,
             &mut stubs,
         )?;
+        if bind.remove_source {
+            // The mount holds the file now; its name goes before the command can run.
+            std::fs::remove_file(&bind.source).map_err(|e| {
+                err(
+                    "bind mount",
+                    format!("removing the step's copy {}", bind.source.display()),
+                    e,
+                )
+            })?;
+        }
     }
     if spec.network == Network::None {
         loopback_up()?;

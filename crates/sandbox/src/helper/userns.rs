@@ -136,7 +136,13 @@ fn pin_paths(spec: &StepSpec) -> Result<(StepSpec, Vec<OwnedFd>), HelperError> {
         file.source = pin(&file.source, &mut fds)?;
     }
     for bind in &mut pinned.binds {
-        bind.source = pin(&bind.source, &mut fds)?;
+        // A source to unlink after mounting is named through its directory, which the
+        // unlink needs.
+        bind.source = if bind.remove_source {
+            pin_in_parent(&bind.source, &mut fds)?
+        } else {
+            pin(&bind.source, &mut fds)?
+        };
     }
     Ok((pinned, fds))
 }
