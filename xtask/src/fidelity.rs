@@ -602,7 +602,11 @@ mod tests {
         for case in cases {
             assert!(case.dir.join("Dockerfile").is_file(), "{}", case.name);
             assert!(case.dir.join("golden.json").is_file(), "{}", case.name);
-            assert!(case.text("ports").is_some(), "{}: no `ports`", case.name);
+            assert!(
+                case.text("ports").is_some() || case.text("origin").is_some(),
+                "{}: no `ports` nor `origin`",
+                case.name
+            );
         }
     }
 }

@@ -12,6 +12,9 @@ use std::process::{Command, Output};
 
 use rbuild_testutil::{busybox_rootfs, http_status, require_root, Dockerd, Registry};
 
+mod common;
+use common::golden::{base_context, base_counts, cases, judge, BASE_NAME};
+
 /// The largest `rbuild:latest` may be (the bound is 80 MB; it is far smaller).
 const MAX_IMAGE_BYTES: u64 = 80 * 1000 * 1000;
 
@@ -297,5 +300,123 @@ fn builder_images_build_push_and_cache_with_rbuild_as_the_entrypoint() {
     assert!(
         !describe(&kaniko).contains(pass),
         "the password was printed"
+    );
+}
+
+/// The golden cases that cover what differs most between isolations: every `RUN --mount`
+/// kind (secret, cache, bind from the context and from a stage, tmpfs), owners from
+/// `COPY --chown` and `RUN chown`, setuid/setgid bits, hard links, users and groups,
+/// multi-stage builds, and an error case.
+const IN_CONTAINER_CASES: &[&str] = &[
+    "mounts",
+    "mounts_more",
+    "secrets",
+    "secret_params",
+    "secret_required",
+    "copy_chown",
+    "copy_link",
+    "copy_symlinks",
+    "run_owners_links",
+    "user_groups",
+    "multistage",
+    "heredoc_run_copy",
+];
+
+/// BuildKit's own cases built in `rbuild:latest` with rbuild as the container's entrypoint and
+/// Docker's default security options (chroot mode: no namespaces, no mount(2)), each image
+/// compared with the golden BuildKit v0.32.2 made (known differences of chroot mode must
+/// still differ, as on the host).
+#[test]
+fn golden_cases_built_in_the_builder_image_equal_buildkits() {
+    require_root("running dockerd");
+    let daemon = Dockerd::start();
+    let archive = image_dir().join("rbuild.tar");
+    daemon.docker_ok(&["load", "-i", archive.to_str().unwrap()]);
+    let work = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    base_context(work.path());
+    let cases_dir = common::golden::cases_dir().canonicalize().unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec![
+            "run".to_string(),
+            "--rm".into(),
+            "--network".into(),
+            "none".into(),
+            "-v".into(),
+            format!("{}:/cases:ro", cases_dir.display()),
+            "-v".into(),
+            format!("{}:/work", work.path().display()),
+            "-v".into(),
+            format!("{}:/var/lib/rbuild", store.path().display()),
+            "rbuild:latest".into(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        daemon.docker(&all)
+    };
+    let base = run(&["build", "-q", "-t", BASE_NAME, "/work/base"]);
+    assert!(base.status.success(), "base: {}", describe(&base));
+    let counts = base_counts(store.path());
+    let mut failures = Vec::new();
+    let mut rows = Vec::new();
+    let selected: Vec<_> = cases()
+        .into_iter()
+        .filter(|c| IN_CONTAINER_CASES.contains(&c.name.as_str()))
+        .collect();
+    assert_eq!(
+        selected.len(),
+        IN_CONTAINER_CASES.len(),
+        "a listed case is missing"
+    );
+    for case in selected {
+        let dest = format!("/work/{}.tar", case.name);
+        let context = if case.dir.join("context").is_dir() {
+            format!("/cases/{}/context", case.name)
+        } else {
+            std::fs::create_dir_all(work.path().join("empty")).unwrap();
+            "/work/empty".into()
+        };
+        let mut args = vec![
+            "build".to_string(),
+            "-q".into(),
+            "--progress".into(),
+            "plain".into(),
+            "-f".into(),
+            format!("/cases/{}/Dockerfile", case.name),
+            "-o".into(),
+            format!("type=docker,dest={dest}"),
+        ];
+        for arg in case.strings("build_args") {
+            args.extend(["--build-arg".into(), arg]);
+        }
+        if let Some(target) = case.text("target") {
+            args.extend(["--target".into(), target.to_string()]);
+        }
+        for id in case.strings("secrets") {
+            args.extend([
+                "--secret".into(),
+                format!("id={id},src=/cases/{}/secrets/{id}", case.name),
+            ]);
+        }
+        args.push(context);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run(&args);
+        let built = if out.status.success() {
+            Ok(work.path().join(format!("{}.tar", case.name)))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        };
+        let (verdict, problem) = judge(&case, built, counts, "chroot");
+        if let Some(problem) = problem {
+            failures.push(format!("{}: {problem}", case.name));
+        }
+        rows.push(format!("| {} | {verdict} |", case.name));
+    }
+    eprintln!("in rbuild:latest\n{}", rows.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} cases differ from BuildKit's in the builder image:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
     );
 }
