@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use rustix::process::{getegid, geteuid};
 use serde::Serialize;
 
 use crate::spec::IdMapping;
@@ -16,7 +17,7 @@ pub struct SubIdRange {
 
 /// The current user's name from the host's /etc/passwd, if it has one.
 pub fn current_user_name() -> Option<String> {
-    let uid = unsafe { libc::geteuid() };
+    let uid = geteuid().as_raw();
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|line| {
         let mut fields = line.split(':');
@@ -28,7 +29,7 @@ pub fn current_user_name() -> Option<String> {
 
 /// The current user's name, or its uid when it has none (for messages).
 pub fn current_user_label() -> String {
-    current_user_name().unwrap_or_else(|| unsafe { libc::geteuid() }.to_string())
+    current_user_name().unwrap_or_else(|| geteuid().as_raw().to_string())
 }
 
 /// Parses subordinate id file `content`, keeping the ranges of user `name` or numeric `id`.
@@ -80,7 +81,7 @@ struct SubIdSetup {
 /// What an unprivileged caller has for a ranged mapping; `None` when a range or a tool is
 /// missing (or when the caller is root, which needs neither).
 fn subid_setup() -> Option<SubIdSetup> {
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let (uid, gid) = (geteuid().as_raw(), getegid().as_raw());
     if uid == 0 {
         return None;
     }
@@ -140,8 +141,7 @@ pub fn write_maps(
     pid: i32,
     root_range: Option<&crate::root_range::RootRange>,
 ) -> Result<IdMapping, String> {
-    // SAFETY: geteuid/getegid have no preconditions.
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let (uid, gid) = (geteuid().as_raw(), getegid().as_raw());
     if let (0, Some(range)) = (uid, root_range) {
         write_proc_map(
             pid,

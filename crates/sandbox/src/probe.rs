@@ -1,13 +1,18 @@
 //! What this machine allows: probed once per process in a helper child.
 
+use std::ffi::CString;
+use std::io;
 use std::path::PathBuf;
 use std::process::Command;
 
+use rustix::mount::{mount, mount_change, MountFlags, MountPropagationFlags};
+use rustix::pipe::{pipe_with, PipeFlags};
+use rustix::process::{getegid, geteuid};
 use serde::{Deserialize, Serialize};
 
 use crate::idmap::{find_tool, ranges_for_current_user, SubIdRange};
 use crate::spec::Isolation;
-use crate::sys::{cpath, cvt, errno_name, fork, waitpid};
+use crate::sys::{cvt, errno_name, fork, waitpid};
 
 /// The outcome of one check: `Ok` or the reason it failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,7 +111,7 @@ impl Capabilities {
 
 /// Runs `helper probe` and assembles the capabilities.
 pub(crate) fn probe_with(program: &std::path::Path, args: &[String]) -> Capabilities {
-    let euid = unsafe { libc::geteuid() };
+    let euid = rustix::process::geteuid().as_raw();
     let mut command = Command::new(program);
     command
         .args(args)
@@ -188,11 +193,11 @@ fn decide_auto(euid: u32, checks: &NamespaceChecks) -> Result<Isolation, String>
 
 /// Runs `f` in a forked child and returns its verdict (sent back through a pipe).
 fn in_child(f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
-    let mut fds = [0; 2];
-    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }).map_err(|e| e.to_string())?;
+    let (read_end, write_end) =
+        pipe_with(PipeFlags::CLOEXEC).map_err(|e| io::Error::from(e).to_string())?;
     let pid = fork().map_err(|e| e.to_string())?;
     if pid == 0 {
-        unsafe { libc::close(fds[0]) };
+        drop(read_end);
         let verdict = match f() {
             Ok(()) => String::new(),
             Err(e) => e,
@@ -202,20 +207,24 @@ fn in_child(f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
         } else {
             verdict
         };
-        unsafe { libc::write(fds[1], msg.as_ptr().cast(), msg.len()) };
+        // A verdict is far below the pipe's capacity: one write takes it whole.
+        let _ = rustix::io::write(&write_end, msg.as_bytes());
+        // SAFETY: _exit ends this forked child at once, without running the helper's
+        // atexit handlers or flushing buffers it shares with the helper.
         unsafe { libc::_exit(0) };
     }
-    unsafe { libc::close(fds[1]) };
+    drop(write_end);
     let mut buf = vec![0u8; 4096];
     let mut got = Vec::new();
     loop {
-        let n = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            break;
+        match rustix::io::read(&read_end, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => break,
         }
-        got.extend_from_slice(&buf[..n as usize]);
     }
-    unsafe { libc::close(fds[0]) };
+    drop(read_end);
     let _ = waitpid(pid, 0);
     match String::from_utf8_lossy(&got).as_ref() {
         "ok" => Ok(()),
@@ -231,20 +240,20 @@ fn write_file(path: &str, content: &str) -> Result<(), String> {
 /// Enters a new user namespace mapping only ourselves to root (enough to test what the
 /// kernel allows) plus mount and PID namespaces.
 fn enter_userns() -> Result<(), String> {
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let (uid, gid) = (geteuid().as_raw(), getegid().as_raw());
+    // SAFETY: unshare takes flags only, and these (no CLONE_FILES, CLONE_FS or CLONE_VM)
+    // change no memory or descriptor of this process: new namespaces only change what later
+    // calls see. (rustix's unshare is unsafe for that very reason.)
     cvt(unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID) })
         .map_err(|e| format!("unshare(CLONE_NEWUSER): {}", errno_name(&e)))?;
     write_file("/proc/self/setgroups", "deny")?;
     write_file("/proc/self/uid_map", &format!("0 {uid} 1"))?;
     write_file("/proc/self/gid_map", &format!("0 {gid} 1"))?;
-    crate::sys::mount(
-        None,
-        std::path::Path::new("/"),
-        None,
-        libc::MS_REC | libc::MS_PRIVATE,
-        None,
+    mount_change(
+        "/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
     )
-    .map_err(|e| format!("making / private: {}", errno_name(&e)))
+    .map_err(|e| format!("making / private: {}", errno_name(&e.into())))
 }
 
 fn try_overlay(dir: &std::path::Path) -> Result<(), String> {
@@ -258,14 +267,22 @@ fn try_overlay(dir: &std::path::Path) -> Result<(), String> {
         dir.join("upper").display(),
         dir.join("work").display()
     );
-    crate::sys::mount(
-        Some("overlay"),
-        &dir.join("merged"),
-        Some("overlay"),
-        0,
-        Some(&data),
+    let options =
+        CString::new(data).map_err(|_| format!("{} contains a NUL byte", dir.display()))?;
+    mount(
+        "overlay",
+        dir.join("merged"),
+        "overlay",
+        MountFlags::empty(),
+        Some(options.as_c_str()),
     )
-    .map_err(|e| format!("mount overlay in {}: {}", dir.display(), errno_name(&e)))?;
+    .map_err(|e| {
+        format!(
+            "mount overlay in {}: {}",
+            dir.display(),
+            errno_name(&e.into())
+        )
+    })?;
     std::fs::write(dir.join("merged/probe"), b"x")
         .map_err(|e| format!("writing to the overlay: {e}"))
 }
@@ -276,30 +293,27 @@ fn try_proc(dir: &std::path::Path) -> Result<(), String> {
     in_child(|| {
         let target = dir.join("proc");
         std::fs::create_dir(&target).map_err(|e| format!("mkdir: {e}"))?;
-        crate::sys::mount(
-            Some("proc"),
+        mount(
+            "proc",
             &target,
-            Some("proc"),
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            "proc",
+            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
             None,
         )
-        .map_err(|e| format!("mount proc: {}", errno_name(&e)))
+        .map_err(|e| format!("mount proc: {}", errno_name(&e.into())))
     })
 }
 
 fn try_cgroupns() -> Result<(), String> {
     enter_userns()?;
-    // SAFETY: unshare takes flags only.
+    // SAFETY: as in enter_userns: a new cgroup namespace changes no memory or descriptor.
     cvt(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) })
         .map(|_| ())
         .map_err(|e| format!("unshare(CLONE_NEWCGROUP): {}", errno_name(&e)))
 }
 
 fn try_chroot() -> Result<(), String> {
-    let slash = cpath(std::path::Path::new("/")).map_err(|e| e.to_string())?;
-    cvt(unsafe { libc::chroot(slash.as_ptr()) })
-        .map(|_| ())
-        .map_err(|e| format!("chroot: {}", errno_name(&e)))
+    rustix::process::chroot(c"/").map_err(|e| format!("chroot: {}", errno_name(&e.into())))
 }
 
 /// The helper's `probe` command: prints [`NamespaceChecks`] as JSON on stdout.
