@@ -17,6 +17,7 @@ use landlock::{
 };
 
 use crate::sys::errno_name;
+use crate::SandboxError;
 
 /// The Landlock ABI that scopes signals and abstract unix sockets (Linux 6.12).
 pub const SCOPING_ABI: i32 = 6;
@@ -90,7 +91,7 @@ pub fn weak_confinement_warning(abi: &Result<i32, String>) -> Option<String> {
 /// sockets scoped to the step; with `no_tcp`, no TCP bind or connect at all (the caller
 /// checks the kernel has ABI [`TCP_ABI`]). Sets no_new_privs only without CAP_SYS_ADMIN
 /// (where Landlock requires it). Returns whether the kernel enforced all of it.
-pub fn restrict_to_root(root: BorrowedFd<'_>, no_tcp: bool) -> Result<bool, String> {
+pub fn restrict_to_root(root: BorrowedFd<'_>, no_tcp: bool) -> Result<bool, SandboxError> {
     let holds_sys_admin = crate::caps::effective()
         .map(|caps| caps & (1 << crate::caps::CAP_SYS_ADMIN) != 0)
         .unwrap_or(false);
@@ -112,8 +113,7 @@ pub fn restrict_to_root(root: BorrowedFd<'_>, no_tcp: bool) -> Result<bool, Stri
         // (a host) it is left unset, so setuid programs work in the step as under
         // `docker build`.
         .map(|r| r.no_new_privs(!holds_sys_admin))
-        .and_then(|r| r.restrict_self())
-        .map_err(|e| format!("Landlock: {e}"))?;
+        .and_then(|r| r.restrict_self())?;
     Ok(status.ruleset == RulesetStatus::FullyEnforced)
 }
 
@@ -140,13 +140,8 @@ fn chroot_caps(no_network: bool) -> u64 {
 /// fresh /proc to reach /proc/1/root), CAP_SYS_PTRACE, CAP_SYS_MODULE, CAP_SYS_RAWIO,
 /// CAP_DAC_READ_SEARCH (open_by_handle_at escapes), CAP_NET_ADMIN, CAP_BPF.
 /// With `no_network`, CAP_NET_RAW goes too (raw sockets would bypass the TCP rules).
-pub fn drop_capabilities(no_network: bool) -> Result<(), String> {
-    crate::caps::drop_all_but(chroot_caps(no_network)).map_err(|e| {
-        format!(
-            "dropping capabilities: {} (rbuild needs CAP_SETPCAP to take them from chroot steps)",
-            errno_name(&e)
-        )
-    })
+pub fn drop_capabilities(no_network: bool) -> Result<(), SandboxError> {
+    crate::caps::drop_all_but(chroot_caps(no_network)).map_err(SandboxError::Capabilities)
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::idmap::{find_tool, ranges_for_current_user, SubIdRange};
 use crate::spec::Isolation;
-use crate::sys::{cvt, errno_name, fork, waitpid};
+use crate::sys::{cvt, fork, waitpid};
+use crate::SandboxError;
 
 /// The outcome of one check: `Ok` or the reason it failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,8 +192,9 @@ fn decide_auto(euid: u32, checks: &NamespaceChecks) -> Result<Isolation, String>
 
 // ----- helper side -----
 
-/// Runs `f` in a forked child and returns its verdict (sent back through a pipe).
-fn in_child(f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+/// Runs `f` in a forked child and returns its verdict, as the text it sent back through a
+/// pipe (what [`Check`] holds).
+fn in_child(f: impl FnOnce() -> Result<(), SandboxError>) -> Result<(), String> {
     let (read_end, write_end) =
         pipe_with(PipeFlags::CLOEXEC).map_err(|e| io::Error::from(e).to_string())?;
     let pid = fork().map_err(|e| e.to_string())?;
@@ -200,7 +202,7 @@ fn in_child(f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
         drop(read_end);
         let verdict = match f() {
             Ok(()) => String::new(),
-            Err(e) => e,
+            Err(e) => e.to_string(),
         };
         let msg = if verdict.is_empty() {
             "ok".to_string()
@@ -233,19 +235,19 @@ fn in_child(f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
     }
 }
 
-fn write_file(path: &str, content: &str) -> Result<(), String> {
-    std::fs::write(path, content).map_err(|e| format!("writing {path}: {e}"))
+fn write_file(path: &str, content: &str) -> Result<(), SandboxError> {
+    std::fs::write(path, content).map_err(|e| SandboxError::io(format!("writing {path}"), e))
 }
 
 /// Enters a new user namespace mapping only ourselves to root (enough to test what the
 /// kernel allows) plus mount and PID namespaces.
-fn enter_userns() -> Result<(), String> {
+fn enter_userns() -> Result<(), SandboxError> {
     let (uid, gid) = (geteuid().as_raw(), getegid().as_raw());
     // SAFETY: unshare takes flags only, and these (no CLONE_FILES, CLONE_FS or CLONE_VM)
     // change no memory or descriptor of this process: new namespaces only change what later
     // calls see. (rustix's unshare is unsafe for that very reason.)
     cvt(unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID) })
-        .map_err(|e| format!("unshare(CLONE_NEWUSER): {}", errno_name(&e)))?;
+        .map_err(|e| SandboxError::sys("unshare(CLONE_NEWUSER)", e))?;
     write_file("/proc/self/setgroups", "deny")?;
     write_file("/proc/self/uid_map", &format!("0 {uid} 1"))?;
     write_file("/proc/self/gid_map", &format!("0 {gid} 1"))?;
@@ -253,13 +255,13 @@ fn enter_userns() -> Result<(), String> {
         "/",
         MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
     )
-    .map_err(|e| format!("making / private: {}", errno_name(&e.into())))
+    .map_err(|e| SandboxError::sys("making / private", e))
 }
 
-fn try_overlay(dir: &std::path::Path) -> Result<(), String> {
+fn try_overlay(dir: &std::path::Path) -> Result<(), SandboxError> {
     enter_userns()?;
     for d in ["lower", "upper", "work", "merged"] {
-        std::fs::create_dir(dir.join(d)).map_err(|e| format!("mkdir {d}: {e}"))?;
+        std::fs::create_dir(dir.join(d)).map_err(|e| SandboxError::io(format!("mkdir {d}"), e))?;
     }
     let data = format!(
         "lowerdir={},upperdir={},workdir={},userxattr",
@@ -267,8 +269,10 @@ fn try_overlay(dir: &std::path::Path) -> Result<(), String> {
         dir.join("upper").display(),
         dir.join("work").display()
     );
-    let options =
-        CString::new(data).map_err(|_| format!("{} contains a NUL byte", dir.display()))?;
+    let mount_call = format!("mount overlay in {}", dir.display());
+    // A NUL byte in the path: what mount(2) would say of it.
+    let options = CString::new(data)
+        .map_err(|_| SandboxError::sys(&mount_call, io::Error::from_raw_os_error(libc::EINVAL)))?;
     mount(
         "overlay",
         dir.join("merged"),
@@ -276,23 +280,17 @@ fn try_overlay(dir: &std::path::Path) -> Result<(), String> {
         MountFlags::empty(),
         Some(options.as_c_str()),
     )
-    .map_err(|e| {
-        format!(
-            "mount overlay in {}: {}",
-            dir.display(),
-            errno_name(&e.into())
-        )
-    })?;
+    .map_err(|e| SandboxError::sys(&mount_call, e))?;
     std::fs::write(dir.join("merged/probe"), b"x")
-        .map_err(|e| format!("writing to the overlay: {e}"))
+        .map_err(|e| SandboxError::io("writing to the overlay", e))
 }
 
-fn try_proc(dir: &std::path::Path) -> Result<(), String> {
+fn try_proc(dir: &std::path::Path) -> Result<(), SandboxError> {
     enter_userns()?;
     // procfs must be mounted from inside the new PID namespace.
     in_child(|| {
         let target = dir.join("proc");
-        std::fs::create_dir(&target).map_err(|e| format!("mkdir: {e}"))?;
+        std::fs::create_dir(&target).map_err(|e| SandboxError::io("mkdir", e))?;
         mount(
             "proc",
             &target,
@@ -300,20 +298,21 @@ fn try_proc(dir: &std::path::Path) -> Result<(), String> {
             MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
             None,
         )
-        .map_err(|e| format!("mount proc: {}", errno_name(&e.into())))
+        .map_err(|e| SandboxError::sys("mount proc", e))
     })
+    .map_err(SandboxError::Probe)
 }
 
-fn try_cgroupns() -> Result<(), String> {
+fn try_cgroupns() -> Result<(), SandboxError> {
     enter_userns()?;
     // SAFETY: as in enter_userns: a new cgroup namespace changes no memory or descriptor.
     cvt(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) })
         .map(|_| ())
-        .map_err(|e| format!("unshare(CLONE_NEWCGROUP): {}", errno_name(&e)))
+        .map_err(|e| SandboxError::sys("unshare(CLONE_NEWCGROUP)", e))
 }
 
-fn try_chroot() -> Result<(), String> {
-    rustix::process::chroot(c"/").map_err(|e| format!("chroot: {}", errno_name(&e.into())))
+fn try_chroot() -> Result<(), SandboxError> {
+    rustix::process::chroot(c"/").map_err(|e| SandboxError::sys("chroot", e))
 }
 
 /// The helper's `probe` command: prints [`NamespaceChecks`] as JSON on stdout.

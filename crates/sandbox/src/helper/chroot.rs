@@ -210,7 +210,8 @@ pub fn run(spec: &StepSpec, control: &UnixStream) -> Result<(), HelperError> {
         // needs no no_new_privs of its own.
         let e = match chroot_into(&root_fd)
             .and_then(|()| {
-                crate::seccomp::install_step_filter().map_err(|e| HelperError::new("seccomp", e))
+                crate::seccomp::install_step_filter()
+                    .map_err(|e| HelperError::new("seccomp", e.to_string()))
             })
             .and_then(|()| confine(&root_fd, spec.network))
         {
@@ -274,9 +275,10 @@ fn confine(root: &OwnedFd, network: Network) -> Result<(), HelperError> {
     }
     if abi.is_ok() {
         crate::landlock::restrict_to_root(root.as_fd(), no_network)
-            .map_err(|e| HelperError::new("landlock", e))?;
+            .map_err(|e| HelperError::new("landlock", e.to_string()))?;
     }
-    crate::landlock::drop_capabilities(no_network).map_err(|e| HelperError::new("capabilities", e))
+    crate::landlock::drop_capabilities(no_network)
+        .map_err(|e| HelperError::new("capabilities", e.to_string()))
 }
 
 fn chroot_into(root: &OwnedFd) -> Result<(), HelperError> {

@@ -226,7 +226,7 @@ fn run_init(spec: &StepSpec, control: &UnixStream, mapping: IdMapping) -> i32 {
         // The seccomp filter first: with CAP_SYS_ADMIN (still held here) it needs no
         // no_new_privs, so setuid programs keep working in the step.
         let e = match crate::seccomp::install_step_filter()
-            .map_err(|e| HelperError::new("seccomp", e))
+            .map_err(|e| HelperError::new("seccomp", e.to_string()))
             .and_then(|()| {
                 crate::caps::drop_to_docker_caps().map_err(|e| {
                     HelperError::new("capabilities", format!("dropping to Docker's set: {e}"))
