@@ -67,7 +67,7 @@ pub struct Capabilities {
     /// How chroot steps are confined: the kernel's Landlock ABI version, or why there is
     /// none (JSON: `6`, or `"unavailable: ..."`).
     #[serde(serialize_with = "serialize_landlock")]
-    pub landlock: Result<i32, String>,
+    pub landlock: Result<i32, crate::landlock::LandlockUnavailable>,
     /// What `--isolation auto` picks, or why nothing works (JSON: `"userns"` or `{"error": ...}`).
     #[serde(serialize_with = "serialize_auto")]
     pub auto: Result<Isolation, String>,
@@ -76,7 +76,7 @@ pub struct Capabilities {
 }
 
 fn serialize_landlock<S: serde::Serializer>(
-    landlock: &Result<i32, String>,
+    landlock: &Result<i32, crate::landlock::LandlockUnavailable>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     match landlock {

@@ -167,7 +167,9 @@ pub fn cloexec_from(first: libc::c_int) {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit writes into the struct we own, which lives across the call.
+    // SAFETY: getrlimit writes into the struct we own, which lives across the call. Not
+    // rustix's getrlimit: it treats the call as infallible, and a seccomp profile that
+    // refuses prlimit64 would leave its result unset (here: 1024 descriptors).
     let last = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
         limit.rlim_cur.min(1 << 20) as libc::c_int
     } else {
