@@ -3,9 +3,8 @@
 use std::ffi::CString;
 use std::io;
 
-use rustix::fs::Mode;
+use rustix::fs::{Gid, Mode, Uid};
 use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
-use rustix::{fs::Gid, fs::Uid};
 
 use crate::spec::{IdMapping, StepSpec};
 
