@@ -17,6 +17,10 @@ pub enum SandboxError {
     /// and what to change. Not a failed step.
     #[error("{0}")]
     Unavailable(String),
+    /// `--isolation auto` finds nothing that works here (what each check said, what to
+    /// change). Not a failed step.
+    #[error(transparent)]
+    NoIsolation(#[from] crate::NoIsolation),
     /// The helper reported that setting up the step failed, at `stage`.
     #[error("sandbox setup failed at {stage}: {message}")]
     Helper { stage: String, message: String },

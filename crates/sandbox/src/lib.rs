@@ -32,7 +32,7 @@ use std::sync::{Arc, OnceLock};
 pub use asroot::{register_root_tasks, ContainerRoot, RootTask};
 pub use error::SandboxError;
 pub use idmap::{current_user_label, parse_subid, subid_map, SubIdRange};
-pub use probe::{Capabilities, Check, NamespaceChecks};
+pub use probe::{Capabilities, Check, NamespaceChecks, NoIsolation};
 pub use runner::OutputStream;
 pub use seccomp::{Seccomp, SeccompError, SeccompSummary};
 pub use spec::{
@@ -137,7 +137,7 @@ impl Sandbox {
     /// The isolation `requested` resolves to on this machine.
     pub fn resolve_isolation(&self, requested: Isolation) -> Result<Isolation, SandboxError> {
         match requested {
-            Isolation::Auto => self.probe().auto.clone().map_err(SandboxError::Unavailable),
+            Isolation::Auto => Ok(self.probe().auto.clone()?),
             other => Ok(other),
         }
     }

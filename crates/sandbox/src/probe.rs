@@ -70,7 +70,7 @@ pub struct Capabilities {
     pub landlock: Result<i32, crate::landlock::LandlockUnavailable>,
     /// What `--isolation auto` picks, or why nothing works (JSON: `"userns"` or `{"error": ...}`).
     #[serde(serialize_with = "serialize_auto")]
-    pub auto: Result<Isolation, String>,
+    pub auto: Result<Isolation, NoIsolation>,
     /// What confines a step with the isolation `auto` picks.
     pub confinement: crate::confine::Confinement,
 }
@@ -86,16 +86,19 @@ fn serialize_landlock<S: serde::Serializer>(
 }
 
 fn serialize_auto<S: serde::Serializer>(
-    auto: &Result<Isolation, String>,
+    auto: &Result<Isolation, NoIsolation>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     #[derive(Serialize)]
-    struct Failure<'a> {
-        error: &'a str,
+    struct Failure {
+        error: String,
     }
     match auto {
         Ok(isolation) => isolation.serialize(serializer),
-        Err(error) => Failure { error }.serialize(serializer),
+        Err(e) => Failure {
+            error: e.to_string(),
+        }
+        .serialize(serializer),
     }
 }
 
@@ -165,29 +168,44 @@ pub(crate) fn probe_with(program: &std::path::Path, args: &[String]) -> Capabili
     caps
 }
 
-fn decide_auto(euid: u32, checks: &NamespaceChecks) -> Result<Isolation, String> {
+/// Why `--isolation auto` finds nothing that works on this machine: what the user namespace
+/// and chroot checks said, and what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "no isolation available. Tried user namespaces: {userns} — blocked by seccomp \
+     (e.g. Docker's default profile), AppArmor, or the sysctls user.max_user_namespaces / \
+     kernel.unprivileged_userns_clone / kernel.apparmor_restrict_unprivileged_userns. Tried {chroot}. \
+     To fix: run the container with `--security-opt seccomp=unconfined` (and AppArmor unconfined), \
+     or run rbuild as root in the container (chroot isolation), or enable unprivileged user namespaces on the host"
+)]
+pub struct NoIsolation {
+    /// Why a user namespace could not be created.
+    pub userns: String,
+    /// Why chroot cannot serve (`chroot: ...`, or that it needs root).
+    pub chroot: String,
+}
+
+fn decide_auto(euid: u32, checks: &NamespaceChecks) -> Result<Isolation, NoIsolation> {
     if checks.userns.ok {
         return Ok(Isolation::Userns);
     }
     if euid == 0 && checks.chroot.ok {
         return Ok(Isolation::Chroot);
     }
-    let userns_err = checks.userns.error.as_deref().unwrap_or("failed");
-    let chroot_err = if euid == 0 {
+    let userns = checks
+        .userns
+        .error
+        .clone()
+        .unwrap_or_else(|| "failed".into());
+    let chroot = if euid == 0 {
         format!(
             "chroot: {}",
             checks.chroot.error.as_deref().unwrap_or("failed")
         )
     } else {
-        "chroot: needs root (CAP_SYS_CHROOT), we run as uid ".to_string() + &euid.to_string()
+        format!("chroot: needs root (CAP_SYS_CHROOT), we run as uid {euid}")
     };
-    Err(format!(
-        "no isolation available. Tried user namespaces: {userns_err} — blocked by seccomp \
-         (e.g. Docker's default profile), AppArmor, or the sysctls user.max_user_namespaces / \
-         kernel.unprivileged_userns_clone / kernel.apparmor_restrict_unprivileged_userns. Tried {chroot_err}. \
-         To fix: run the container with `--security-opt seccomp=unconfined` (and AppArmor unconfined), \
-         or run rbuild as root in the container (chroot isolation), or enable unprivileged user namespaces on the host"
-    ))
+    Err(NoIsolation { userns, chroot })
 }
 
 // ----- helper side -----
@@ -352,4 +370,62 @@ pub fn helper_probe() {
         }
     };
     println!("{}", serde_json::to_string(&checks).unwrap_or_default());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checks(userns: Result<(), String>, chroot: Result<(), String>) -> NamespaceChecks {
+        NamespaceChecks {
+            userns: Check::from_result(userns),
+            overlay_in_userns: Check::from_result(Ok(())),
+            fresh_proc: Check::from_result(Ok(())),
+            chroot: Check::from_result(chroot),
+            cgroupns: Check::from_result(Ok(())),
+            restricted: crate::restricted::RestrictedChecks::default(),
+        }
+    }
+
+    #[test]
+    fn auto_names_what_each_mode_said_when_nothing_works() {
+        let blocked = || Err("unshare(CLONE_NEWUSER): EPERM".to_string());
+        assert_eq!(
+            decide_auto(1000, &checks(Ok(()), blocked())),
+            Ok(Isolation::Userns)
+        );
+        assert_eq!(
+            decide_auto(0, &checks(blocked(), Ok(()))),
+            Ok(Isolation::Chroot)
+        );
+        let err = decide_auto(1000, &checks(blocked(), Ok(()))).unwrap_err();
+        assert_eq!(
+            err,
+            NoIsolation {
+                userns: "unshare(CLONE_NEWUSER): EPERM".into(),
+                chroot: "chroot: needs root (CAP_SYS_CHROOT), we run as uid 1000".into(),
+            }
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "no isolation available. Tried user namespaces: unshare(CLONE_NEWUSER): EPERM — blocked by seccomp (e.g. Docker's default profile)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("Tried chroot: needs root (CAP_SYS_CHROOT), we run as uid 1000. To fix: run the container with `--security-opt seccomp=unconfined`"),
+            "{text}"
+        );
+        // As root, chroot's own failure is named; the sandbox's error keeps the type.
+        let err = decide_auto(0, &checks(blocked(), Err("chroot: EPERM".into()))).unwrap_err();
+        assert!(
+            err.to_string().contains("Tried chroot: chroot: EPERM."),
+            "{err}"
+        );
+        assert!(matches!(
+            SandboxError::from(err),
+            SandboxError::NoIsolation(_)
+        ));
+    }
 }
