@@ -58,8 +58,10 @@ impl TerminalSize {
 
 /// The size of the terminal on stderr, if stderr is one.
 fn stderr_size() -> Option<(usize, usize)> {
-    // SAFETY: TIOCGWINSZ writes one `winsize` into the zeroed struct we own.
+    // SAFETY: winsize is plain integers, for which all zeroes is a valid value.
     let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into the struct we own; on a descriptor that
+    // is no terminal it fails and writes nothing.
     let ok = unsafe { libc::ioctl(2, libc::TIOCGWINSZ, &mut size) } == 0;
     (ok && size.ws_col > 0).then(|| (size.ws_col as usize, (size.ws_row as usize).max(1)))
 }

@@ -276,7 +276,8 @@ fn ownership_preserve_map_and_ignore() {
         .owned_file("a", b"a", 0o4755, 1000, 1001)
         .owned_file("b", b"b", 0o644, 0, 0)
         .finish();
-    let me = (unsafe { libc::geteuid() }, unsafe { libc::getegid() });
+    // SAFETY: geteuid and getegid have no preconditions and touch no memory of ours.
+    let me = unsafe { (libc::geteuid(), libc::getegid()) };
 
     let t = tempfile::tempdir().unwrap();
     let options = ApplyOptions {

@@ -3,9 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use rustix::process::{getegid, geteuid};
 use serde::Serialize;
 
 use crate::spec::IdMapping;
+use crate::SandboxError;
 
 /// One `name:start:count` line that applies to the current user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -16,7 +18,7 @@ pub struct SubIdRange {
 
 /// The current user's name from the host's /etc/passwd, if it has one.
 pub fn current_user_name() -> Option<String> {
-    let uid = unsafe { libc::geteuid() };
+    let uid = geteuid().as_raw();
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|line| {
         let mut fields = line.split(':');
@@ -28,7 +30,7 @@ pub fn current_user_name() -> Option<String> {
 
 /// The current user's name, or its uid when it has none (for messages).
 pub fn current_user_label() -> String {
-    current_user_name().unwrap_or_else(|| unsafe { libc::geteuid() }.to_string())
+    current_user_name().unwrap_or_else(|| geteuid().as_raw().to_string())
 }
 
 /// Parses subordinate id file `content`, keeping the ranges of user `name` or numeric `id`.
@@ -80,7 +82,7 @@ struct SubIdSetup {
 /// What an unprivileged caller has for a ranged mapping; `None` when a range or a tool is
 /// missing (or when the caller is root, which needs neither).
 fn subid_setup() -> Option<SubIdSetup> {
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let (uid, gid) = (geteuid().as_raw(), getegid().as_raw());
     if uid == 0 {
         return None;
     }
@@ -133,15 +135,24 @@ fn map_ranges(own_id: u32, ranges: &[SubIdRange]) -> Vec<rbuild_layer::IdRange> 
     out
 }
 
-/// Writes the id maps of the process `pid`, which has just unshared its user namespace.
-/// Returns which kind of mapping it got. As root, `root_range` (when given) is mapped
-/// instead of the identity: root may write any map itself, no newuidmap needed.
+/// [`write_id_maps`] with the error as text, for the container-root worker (which moves to
+/// the root-filesystem crate this round and sends the text to its helper); it takes the
+/// typed error once it has moved.
 pub fn write_maps(
     pid: i32,
     root_range: Option<&crate::root_range::RootRange>,
 ) -> Result<IdMapping, String> {
-    // SAFETY: geteuid/getegid have no preconditions.
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    write_id_maps(pid, root_range).map_err(|e| e.to_string())
+}
+
+/// Writes the id maps of the process `pid`, which has just unshared its user namespace.
+/// Returns which kind of mapping it got. As root, `root_range` (when given) is mapped
+/// instead of the identity: root may write any map itself, no newuidmap needed.
+pub fn write_id_maps(
+    pid: i32,
+    root_range: Option<&crate::root_range::RootRange>,
+) -> Result<IdMapping, SandboxError> {
+    let (uid, gid) = (geteuid().as_raw(), getegid().as_raw());
     if let (0, Some(range)) = (uid, root_range) {
         write_proc_map(
             pid,
@@ -178,14 +189,19 @@ fn gid_owner_id(uid: u32) -> u32 {
     uid
 }
 
-fn write_proc_map(pid: i32, file: &str, content: &str) -> Result<(), String> {
+fn write_proc_map(pid: i32, file: &str, content: &str) -> Result<(), SandboxError> {
     let path = format!("/proc/{pid}/{file}");
-    std::fs::write(&path, content).map_err(|e| format!("writing {path:?} ({content:?}): {e}"))
+    std::fs::write(&path, content)
+        .map_err(|e| SandboxError::io(format!("writing {path:?} ({content:?})"), e))
 }
 
 /// `newuidmap PID 0 ID 1 1 START COUNT [2 START COUNT]...`: the caller becomes root, the
 /// subordinate ranges follow from id 1 on.
-fn run_map_tool(tool: &Path, pid: i32, ranges: &[rbuild_layer::IdRange]) -> Result<(), String> {
+fn run_map_tool(
+    tool: &Path,
+    pid: i32,
+    ranges: &[rbuild_layer::IdRange],
+) -> Result<(), SandboxError> {
     let mut args = vec![pid.to_string()];
     for range in ranges {
         args.extend([
@@ -197,15 +213,14 @@ fn run_map_tool(tool: &Path, pid: i32, ranges: &[rbuild_layer::IdRange]) -> Resu
     let output = Command::new(tool)
         .args(&args)
         .output()
-        .map_err(|e| format!("running {}: {e}", tool.display()))?;
+        .map_err(|e| SandboxError::io(format!("running {}", tool.display()), e))?;
     if !output.status.success() {
-        return Err(format!(
-            "{} {} failed ({}): {}",
-            tool.display(),
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
+        return Err(SandboxError::MapTool {
+            tool: tool.to_path_buf(),
+            args: args.join(" "),
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
     }
     Ok(())
 }

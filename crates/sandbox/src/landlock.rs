@@ -17,6 +17,7 @@ use landlock::{
 };
 
 use crate::sys::errno_name;
+use crate::SandboxError;
 
 /// The Landlock ABI that scopes signals and abstract unix sockets (Linux 6.12).
 pub const SCOPING_ABI: i32 = 6;
@@ -27,8 +28,24 @@ const TARGET_ABI: ABI = ABI::V6;
 /// The Landlock ABI that can refuse TCP (Linux 6.7), for `--network=none` in chroot mode.
 pub const TCP_ABI: i32 = 4;
 
+/// Why this machine offers a step no Landlock (a missing feature, not a failure).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LandlockUnavailable {
+    #[error("the kernel has no Landlock (ENOSYS; Linux 5.13+ with CONFIG_SECURITY_LANDLOCK)")]
+    NotInKernel,
+    #[error(
+        "Landlock is built in but not enabled (EOPNOTSUPP; add landlock to the lsm= boot parameter)"
+    )]
+    NotEnabled,
+    #[error("landlock_create_ruleset is refused (EPERM; a seccomp profile forbids it)")]
+    Refused,
+    /// Another errno.
+    #[error("landlock_create_ruleset: {}", errno_name(&std::io::Error::from_raw_os_error(*.errno)))]
+    Failed { errno: i32 },
+}
+
 /// The kernel's Landlock ABI version, or why there is none.
-pub fn kernel_abi() -> Result<i32, String> {
+pub fn kernel_abi() -> Result<i32, LandlockUnavailable> {
     // SAFETY: landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION) only returns
     // the ABI version; it reads no memory.
     let version = unsafe {
@@ -42,21 +59,18 @@ pub fn kernel_abi() -> Result<i32, String> {
     if version >= 1 {
         return Ok(version as i32);
     }
-    let err = std::io::Error::last_os_error();
-    Err(match err.raw_os_error() {
-        Some(libc::ENOSYS) => "the kernel has no Landlock (ENOSYS; Linux 5.13+ with CONFIG_SECURITY_LANDLOCK)".to_string(),
-        Some(libc::EOPNOTSUPP) => {
-            "Landlock is built in but not enabled (EOPNOTSUPP; add landlock to the lsm= boot parameter)".to_string()
-        }
-        Some(libc::EPERM) => {
-            "landlock_create_ruleset is refused (EPERM; a seccomp profile forbids it)".to_string()
-        }
-        _ => format!("landlock_create_ruleset: {}", errno_name(&err)),
+    Err(match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::ENOSYS) => LandlockUnavailable::NotInKernel,
+        Some(libc::EOPNOTSUPP) => LandlockUnavailable::NotEnabled,
+        Some(libc::EPERM) => LandlockUnavailable::Refused,
+        errno => LandlockUnavailable::Failed {
+            errno: errno.unwrap_or(0),
+        },
     })
 }
 
 /// What `rbuild info` and the build's warning say about chroot confinement.
-pub fn describe(abi: &Result<i32, String>) -> String {
+pub fn describe(abi: &Result<i32, LandlockUnavailable>) -> String {
     match abi {
         Ok(v) if *v >= SCOPING_ABI => format!("ABI {v}"),
         Ok(v) => format!(
@@ -68,7 +82,7 @@ pub fn describe(abi: &Result<i32, String>) -> String {
 
 /// The warning a build with chroot isolation prints once, if the confinement is weaker
 /// than it should be.
-pub fn weak_confinement_warning(abi: &Result<i32, String>) -> Option<String> {
+pub fn weak_confinement_warning(abi: &Result<i32, LandlockUnavailable>) -> Option<String> {
     match abi {
         Ok(v) if *v >= SCOPING_ABI => None,
         Ok(v) => Some(format!(
@@ -90,7 +104,7 @@ pub fn weak_confinement_warning(abi: &Result<i32, String>) -> Option<String> {
 /// sockets scoped to the step; with `no_tcp`, no TCP bind or connect at all (the caller
 /// checks the kernel has ABI [`TCP_ABI`]). Sets no_new_privs only without CAP_SYS_ADMIN
 /// (where Landlock requires it). Returns whether the kernel enforced all of it.
-pub fn restrict_to_root(root: BorrowedFd<'_>, no_tcp: bool) -> Result<bool, String> {
+pub fn restrict_to_root(root: BorrowedFd<'_>, no_tcp: bool) -> Result<bool, SandboxError> {
     let holds_sys_admin = crate::caps::effective()
         .map(|caps| caps & (1 << crate::caps::CAP_SYS_ADMIN) != 0)
         .unwrap_or(false);
@@ -112,8 +126,7 @@ pub fn restrict_to_root(root: BorrowedFd<'_>, no_tcp: bool) -> Result<bool, Stri
         // (a host) it is left unset, so setuid programs work in the step as under
         // `docker build`.
         .map(|r| r.no_new_privs(!holds_sys_admin))
-        .and_then(|r| r.restrict_self())
-        .map_err(|e| format!("Landlock: {e}"))?;
+        .and_then(|r| r.restrict_self())?;
     Ok(status.ruleset == RulesetStatus::FullyEnforced)
 }
 
@@ -140,13 +153,8 @@ fn chroot_caps(no_network: bool) -> u64 {
 /// fresh /proc to reach /proc/1/root), CAP_SYS_PTRACE, CAP_SYS_MODULE, CAP_SYS_RAWIO,
 /// CAP_DAC_READ_SEARCH (open_by_handle_at escapes), CAP_NET_ADMIN, CAP_BPF.
 /// With `no_network`, CAP_NET_RAW goes too (raw sockets would bypass the TCP rules).
-pub fn drop_capabilities(no_network: bool) -> Result<(), String> {
-    crate::caps::drop_all_but(chroot_caps(no_network)).map_err(|e| {
-        format!(
-            "dropping capabilities: {} (rbuild needs CAP_SETPCAP to take them from chroot steps)",
-            errno_name(&e)
-        )
-    })
+pub fn drop_capabilities(no_network: bool) -> Result<(), SandboxError> {
+    crate::caps::drop_all_but(chroot_caps(no_network)).map_err(SandboxError::Capabilities)
 }
 
 #[cfg(test)]
@@ -158,13 +166,23 @@ mod tests {
         assert_eq!(describe(&Ok(6)), "ABI 6");
         assert!(describe(&Ok(4)).contains("ABI 4 (file access only"));
         assert_eq!(
-            describe(&Err("no Landlock".into())),
-            "unavailable: no Landlock"
+            describe(&Err(LandlockUnavailable::NotInKernel)),
+            "unavailable: the kernel has no Landlock (ENOSYS; Linux 5.13+ with CONFIG_SECURITY_LANDLOCK)"
         );
         assert_eq!(weak_confinement_warning(&Ok(7)), None);
-        assert!(weak_confinement_warning(&Err("x".into()))
+        assert!(weak_confinement_warning(&Err(LandlockUnavailable::Refused))
             .unwrap()
-            .contains("without Landlock (x)"));
+            .contains("without Landlock (landlock_create_ruleset is refused (EPERM;"));
+        assert_eq!(
+            LandlockUnavailable::Failed {
+                errno: libc::EINVAL
+            }
+            .to_string(),
+            format!(
+                "landlock_create_ruleset: EINVAL ({})",
+                std::io::Error::from_raw_os_error(libc::EINVAL)
+            )
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 mod asroot;
 pub mod caps;
 pub mod confine;
+mod error;
 mod helper;
 mod idmap;
 pub mod landlock;
@@ -29,8 +30,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 pub use asroot::{register_root_tasks, ContainerRoot, RootTask};
+pub use error::SandboxError;
 pub use idmap::{current_user_label, parse_subid, subid_map, SubIdRange};
-pub use probe::{Capabilities, Check, NamespaceChecks};
+pub use probe::{Capabilities, Check, NamespaceChecks, NoIsolation};
 pub use runner::OutputStream;
 pub use seccomp::{Seccomp, SeccompError, SeccompSummary};
 pub use spec::{
@@ -53,30 +55,6 @@ pub fn maybe_run_helper() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(HELPER_ARG) {
         helper::main(&args[1..]);
-    }
-}
-
-/// Why a step could not run (a step that ran and failed is a [`StepOutcome`] instead).
-#[derive(Debug, thiserror::Error)]
-pub enum SandboxError {
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("sandbox setup failed at {stage}: {message}")]
-    Helper { stage: String, message: String },
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl SandboxError {
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        SandboxError::Io {
-            context: context.into(),
-            source,
-        }
     }
 }
 
@@ -159,7 +137,7 @@ impl Sandbox {
     /// The isolation `requested` resolves to on this machine.
     pub fn resolve_isolation(&self, requested: Isolation) -> Result<Isolation, SandboxError> {
         match requested {
-            Isolation::Auto => self.probe().auto.clone().map_err(SandboxError::Unavailable),
+            Isolation::Auto => Ok(self.probe().auto.clone()?),
             other => Ok(other),
         }
     }

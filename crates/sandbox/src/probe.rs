@@ -1,13 +1,19 @@
 //! What this machine allows: probed once per process in a helper child.
 
+use std::ffi::CString;
+use std::io;
 use std::path::PathBuf;
 use std::process::Command;
 
+use rustix::mount::{mount, mount_change, MountFlags, MountPropagationFlags};
+use rustix::pipe::{pipe_with, PipeFlags};
+use rustix::process::{getegid, geteuid};
 use serde::{Deserialize, Serialize};
 
 use crate::idmap::{find_tool, ranges_for_current_user, SubIdRange};
 use crate::spec::Isolation;
-use crate::sys::{cpath, cvt, errno_name, fork, waitpid};
+use crate::sys::{cvt, fork, waitpid};
+use crate::SandboxError;
 
 /// The outcome of one check: `Ok` or the reason it failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,16 +67,16 @@ pub struct Capabilities {
     /// How chroot steps are confined: the kernel's Landlock ABI version, or why there is
     /// none (JSON: `6`, or `"unavailable: ..."`).
     #[serde(serialize_with = "serialize_landlock")]
-    pub landlock: Result<i32, String>,
+    pub landlock: Result<i32, crate::landlock::LandlockUnavailable>,
     /// What `--isolation auto` picks, or why nothing works (JSON: `"userns"` or `{"error": ...}`).
     #[serde(serialize_with = "serialize_auto")]
-    pub auto: Result<Isolation, String>,
+    pub auto: Result<Isolation, NoIsolation>,
     /// What confines a step with the isolation `auto` picks.
     pub confinement: crate::confine::Confinement,
 }
 
 fn serialize_landlock<S: serde::Serializer>(
-    landlock: &Result<i32, String>,
+    landlock: &Result<i32, crate::landlock::LandlockUnavailable>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     match landlock {
@@ -80,16 +86,19 @@ fn serialize_landlock<S: serde::Serializer>(
 }
 
 fn serialize_auto<S: serde::Serializer>(
-    auto: &Result<Isolation, String>,
+    auto: &Result<Isolation, NoIsolation>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     #[derive(Serialize)]
-    struct Failure<'a> {
-        error: &'a str,
+    struct Failure {
+        error: String,
     }
     match auto {
         Ok(isolation) => isolation.serialize(serializer),
-        Err(error) => Failure { error }.serialize(serializer),
+        Err(e) => Failure {
+            error: e.to_string(),
+        }
+        .serialize(serializer),
     }
 }
 
@@ -106,7 +115,7 @@ impl Capabilities {
 
 /// Runs `helper probe` and assembles the capabilities.
 pub(crate) fn probe_with(program: &std::path::Path, args: &[String]) -> Capabilities {
-    let euid = unsafe { libc::geteuid() };
+    let euid = rustix::process::geteuid().as_raw();
     let mut command = Command::new(program);
     command
         .args(args)
@@ -159,63 +168,83 @@ pub(crate) fn probe_with(program: &std::path::Path, args: &[String]) -> Capabili
     caps
 }
 
-fn decide_auto(euid: u32, checks: &NamespaceChecks) -> Result<Isolation, String> {
+/// Why `--isolation auto` finds nothing that works on this machine: what the user namespace
+/// and chroot checks said, and what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "no isolation available. Tried user namespaces: {userns} — blocked by seccomp \
+     (e.g. Docker's default profile), AppArmor, or the sysctls user.max_user_namespaces / \
+     kernel.unprivileged_userns_clone / kernel.apparmor_restrict_unprivileged_userns. Tried {chroot}. \
+     To fix: run the container with `--security-opt seccomp=unconfined` (and AppArmor unconfined), \
+     or run rbuild as root in the container (chroot isolation), or enable unprivileged user namespaces on the host"
+)]
+pub struct NoIsolation {
+    /// Why a user namespace could not be created.
+    pub userns: String,
+    /// Why chroot cannot serve (`chroot: ...`, or that it needs root).
+    pub chroot: String,
+}
+
+fn decide_auto(euid: u32, checks: &NamespaceChecks) -> Result<Isolation, NoIsolation> {
     if checks.userns.ok {
         return Ok(Isolation::Userns);
     }
     if euid == 0 && checks.chroot.ok {
         return Ok(Isolation::Chroot);
     }
-    let userns_err = checks.userns.error.as_deref().unwrap_or("failed");
-    let chroot_err = if euid == 0 {
+    let userns = checks
+        .userns
+        .error
+        .clone()
+        .unwrap_or_else(|| "failed".into());
+    let chroot = if euid == 0 {
         format!(
             "chroot: {}",
             checks.chroot.error.as_deref().unwrap_or("failed")
         )
     } else {
-        "chroot: needs root (CAP_SYS_CHROOT), we run as uid ".to_string() + &euid.to_string()
+        format!("chroot: needs root (CAP_SYS_CHROOT), we run as uid {euid}")
     };
-    Err(format!(
-        "no isolation available. Tried user namespaces: {userns_err} — blocked by seccomp \
-         (e.g. Docker's default profile), AppArmor, or the sysctls user.max_user_namespaces / \
-         kernel.unprivileged_userns_clone / kernel.apparmor_restrict_unprivileged_userns. Tried {chroot_err}. \
-         To fix: run the container with `--security-opt seccomp=unconfined` (and AppArmor unconfined), \
-         or run rbuild as root in the container (chroot isolation), or enable unprivileged user namespaces on the host"
-    ))
+    Err(NoIsolation { userns, chroot })
 }
 
 // ----- helper side -----
 
-/// Runs `f` in a forked child and returns its verdict (sent back through a pipe).
-fn in_child(f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
-    let mut fds = [0; 2];
-    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }).map_err(|e| e.to_string())?;
+/// Runs `f` in a forked child and returns its verdict, as the text it sent back through a
+/// pipe (what [`Check`] holds).
+fn in_child(f: impl FnOnce() -> Result<(), SandboxError>) -> Result<(), String> {
+    let (read_end, write_end) =
+        pipe_with(PipeFlags::CLOEXEC).map_err(|e| io::Error::from(e).to_string())?;
     let pid = fork().map_err(|e| e.to_string())?;
     if pid == 0 {
-        unsafe { libc::close(fds[0]) };
+        drop(read_end);
         let verdict = match f() {
             Ok(()) => String::new(),
-            Err(e) => e,
+            Err(e) => e.to_string(),
         };
         let msg = if verdict.is_empty() {
             "ok".to_string()
         } else {
             verdict
         };
-        unsafe { libc::write(fds[1], msg.as_ptr().cast(), msg.len()) };
+        // A verdict is far below the pipe's capacity: one write takes it whole.
+        let _ = rustix::io::write(&write_end, msg.as_bytes());
+        // SAFETY: _exit ends this forked child at once, without running the helper's
+        // atexit handlers or flushing buffers it shares with the helper.
         unsafe { libc::_exit(0) };
     }
-    unsafe { libc::close(fds[1]) };
+    drop(write_end);
     let mut buf = vec![0u8; 4096];
     let mut got = Vec::new();
     loop {
-        let n = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            break;
+        match rustix::io::read(&read_end, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => break,
         }
-        got.extend_from_slice(&buf[..n as usize]);
     }
-    unsafe { libc::close(fds[0]) };
+    drop(read_end);
     let _ = waitpid(pid, 0);
     match String::from_utf8_lossy(&got).as_ref() {
         "ok" => Ok(()),
@@ -224,33 +253,33 @@ fn in_child(f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
     }
 }
 
-fn write_file(path: &str, content: &str) -> Result<(), String> {
-    std::fs::write(path, content).map_err(|e| format!("writing {path}: {e}"))
+fn write_file(path: &str, content: &str) -> Result<(), SandboxError> {
+    std::fs::write(path, content).map_err(|e| SandboxError::io(format!("writing {path}"), e))
 }
 
 /// Enters a new user namespace mapping only ourselves to root (enough to test what the
 /// kernel allows) plus mount and PID namespaces.
-fn enter_userns() -> Result<(), String> {
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+fn enter_userns() -> Result<(), SandboxError> {
+    let (uid, gid) = (geteuid().as_raw(), getegid().as_raw());
+    // SAFETY: unshare takes flags only, and these (no CLONE_FILES, CLONE_FS or CLONE_VM)
+    // change no memory or descriptor of this process: new namespaces only change what later
+    // calls see. (rustix's unshare is unsafe for that very reason.)
     cvt(unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID) })
-        .map_err(|e| format!("unshare(CLONE_NEWUSER): {}", errno_name(&e)))?;
+        .map_err(|e| SandboxError::sys("unshare(CLONE_NEWUSER)", e))?;
     write_file("/proc/self/setgroups", "deny")?;
     write_file("/proc/self/uid_map", &format!("0 {uid} 1"))?;
     write_file("/proc/self/gid_map", &format!("0 {gid} 1"))?;
-    crate::sys::mount(
-        None,
-        std::path::Path::new("/"),
-        None,
-        libc::MS_REC | libc::MS_PRIVATE,
-        None,
+    mount_change(
+        "/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
     )
-    .map_err(|e| format!("making / private: {}", errno_name(&e)))
+    .map_err(|e| SandboxError::sys("making / private", e))
 }
 
-fn try_overlay(dir: &std::path::Path) -> Result<(), String> {
+fn try_overlay(dir: &std::path::Path) -> Result<(), SandboxError> {
     enter_userns()?;
     for d in ["lower", "upper", "work", "merged"] {
-        std::fs::create_dir(dir.join(d)).map_err(|e| format!("mkdir {d}: {e}"))?;
+        std::fs::create_dir(dir.join(d)).map_err(|e| SandboxError::io(format!("mkdir {d}"), e))?;
     }
     let data = format!(
         "lowerdir={},upperdir={},workdir={},userxattr",
@@ -258,48 +287,50 @@ fn try_overlay(dir: &std::path::Path) -> Result<(), String> {
         dir.join("upper").display(),
         dir.join("work").display()
     );
-    crate::sys::mount(
-        Some("overlay"),
-        &dir.join("merged"),
-        Some("overlay"),
-        0,
-        Some(&data),
+    let mount_call = format!("mount overlay in {}", dir.display());
+    // A NUL byte in the path: what mount(2) would say of it.
+    let options = CString::new(data)
+        .map_err(|_| SandboxError::sys(&mount_call, io::Error::from_raw_os_error(libc::EINVAL)))?;
+    mount(
+        "overlay",
+        dir.join("merged"),
+        "overlay",
+        MountFlags::empty(),
+        Some(options.as_c_str()),
     )
-    .map_err(|e| format!("mount overlay in {}: {}", dir.display(), errno_name(&e)))?;
+    .map_err(|e| SandboxError::sys(&mount_call, e))?;
     std::fs::write(dir.join("merged/probe"), b"x")
-        .map_err(|e| format!("writing to the overlay: {e}"))
+        .map_err(|e| SandboxError::io("writing to the overlay", e))
 }
 
-fn try_proc(dir: &std::path::Path) -> Result<(), String> {
+fn try_proc(dir: &std::path::Path) -> Result<(), SandboxError> {
     enter_userns()?;
     // procfs must be mounted from inside the new PID namespace.
     in_child(|| {
         let target = dir.join("proc");
-        std::fs::create_dir(&target).map_err(|e| format!("mkdir: {e}"))?;
-        crate::sys::mount(
-            Some("proc"),
+        std::fs::create_dir(&target).map_err(|e| SandboxError::io("mkdir", e))?;
+        mount(
+            "proc",
             &target,
-            Some("proc"),
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            "proc",
+            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
             None,
         )
-        .map_err(|e| format!("mount proc: {}", errno_name(&e)))
+        .map_err(|e| SandboxError::sys("mount proc", e))
     })
+    .map_err(SandboxError::Probe)
 }
 
-fn try_cgroupns() -> Result<(), String> {
+fn try_cgroupns() -> Result<(), SandboxError> {
     enter_userns()?;
-    // SAFETY: unshare takes flags only.
+    // SAFETY: as in enter_userns: a new cgroup namespace changes no memory or descriptor.
     cvt(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) })
         .map(|_| ())
-        .map_err(|e| format!("unshare(CLONE_NEWCGROUP): {}", errno_name(&e)))
+        .map_err(|e| SandboxError::sys("unshare(CLONE_NEWCGROUP)", e))
 }
 
-fn try_chroot() -> Result<(), String> {
-    let slash = cpath(std::path::Path::new("/")).map_err(|e| e.to_string())?;
-    cvt(unsafe { libc::chroot(slash.as_ptr()) })
-        .map(|_| ())
-        .map_err(|e| format!("chroot: {}", errno_name(&e)))
+fn try_chroot() -> Result<(), SandboxError> {
+    rustix::process::chroot(c"/").map_err(|e| SandboxError::sys("chroot", e))
 }
 
 /// The helper's `probe` command: prints [`NamespaceChecks`] as JSON on stdout.
@@ -339,4 +370,62 @@ pub fn helper_probe() {
         }
     };
     println!("{}", serde_json::to_string(&checks).unwrap_or_default());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checks(userns: Result<(), String>, chroot: Result<(), String>) -> NamespaceChecks {
+        NamespaceChecks {
+            userns: Check::from_result(userns),
+            overlay_in_userns: Check::from_result(Ok(())),
+            fresh_proc: Check::from_result(Ok(())),
+            chroot: Check::from_result(chroot),
+            cgroupns: Check::from_result(Ok(())),
+            restricted: crate::restricted::RestrictedChecks::default(),
+        }
+    }
+
+    #[test]
+    fn auto_names_what_each_mode_said_when_nothing_works() {
+        let blocked = || Err("unshare(CLONE_NEWUSER): EPERM".to_string());
+        assert_eq!(
+            decide_auto(1000, &checks(Ok(()), blocked())),
+            Ok(Isolation::Userns)
+        );
+        assert_eq!(
+            decide_auto(0, &checks(blocked(), Ok(()))),
+            Ok(Isolation::Chroot)
+        );
+        let err = decide_auto(1000, &checks(blocked(), Ok(()))).unwrap_err();
+        assert_eq!(
+            err,
+            NoIsolation {
+                userns: "unshare(CLONE_NEWUSER): EPERM".into(),
+                chroot: "chroot: needs root (CAP_SYS_CHROOT), we run as uid 1000".into(),
+            }
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "no isolation available. Tried user namespaces: unshare(CLONE_NEWUSER): EPERM — blocked by seccomp (e.g. Docker's default profile)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("Tried chroot: needs root (CAP_SYS_CHROOT), we run as uid 1000. To fix: run the container with `--security-opt seccomp=unconfined`"),
+            "{text}"
+        );
+        // As root, chroot's own failure is named; the sandbox's error keeps the type.
+        let err = decide_auto(0, &checks(blocked(), Err("chroot: EPERM".into()))).unwrap_err();
+        assert!(
+            err.to_string().contains("Tried chroot: chroot: EPERM."),
+            "{err}"
+        );
+        assert!(matches!(
+            SandboxError::from(err),
+            SandboxError::NoIsolation(_)
+        ));
+    }
 }

@@ -11,6 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::idmap::{parse_subid, SubIdRange};
+use crate::SandboxError;
 
 /// Ids a root build maps: container ids 0..65535, as a rootless build with a usual
 /// `/etc/subuid` line gets.
@@ -63,11 +64,11 @@ impl RootRange {
 /// reserved range (recorded there). `None` when this process is root of a user namespace
 /// that maps too few ids for a block of rbuild's (a container's, say): it is not host root
 /// then, and steps keep its identity map.
-pub fn root_range(store_root: &Path) -> Result<Option<RootRange>, String> {
+pub fn root_range(store_root: &Path) -> Result<Option<RootRange>, SandboxError> {
     let read = |file: &str| match std::fs::read_to_string(file) {
         Ok(content) => Ok(content),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(format!("reading {file}: {e}")),
+        Err(e) => Err(SandboxError::io(format!("reading {file}"), e)),
     };
     let subuid = read("/etc/subuid")?;
     let subgid = read("/etc/subgid")?;
@@ -79,10 +80,10 @@ pub fn root_range(store_root: &Path) -> Result<Option<RootRange>, String> {
         Ok(bytes) => {
             return parse_record(&bytes)
                 .map(Some)
-                .map_err(|e| format!("{}: {e}", record.display()))
+                .map_err(|e| SandboxError::IdRange(format!("{}: {e}", record.display())))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("reading {}: {e}", record.display())),
+        Err(e) => return Err(SandboxError::io(format!("reading {}", record.display()), e)),
     }
     let own = OwnIds::read()?;
     let range = match reserve(&subuid, &subgid, &own) {
@@ -112,9 +113,11 @@ impl OwnIds {
         }
     }
 
-    fn read() -> Result<OwnIds, String> {
-        let read =
-            |file: &str| std::fs::read_to_string(file).map_err(|e| format!("reading {file}: {e}"));
+    fn read() -> Result<OwnIds, SandboxError> {
+        let read = |file: &str| {
+            std::fs::read_to_string(file)
+                .map_err(|e| SandboxError::io(format!("reading {file}"), e))
+        };
         let (uid_map, gid_map) = (read("/proc/self/uid_map")?, read("/proc/self/gid_map")?);
         Ok(OwnIds::parse(&uid_map, &gid_map))
     }
@@ -167,43 +170,48 @@ pub fn describe() -> String {
                 range.count - 1,
                 range.uid_start
             ),
-            Err(e) => e,
+            Err(e) => e.to_string(),
         },
-        Err(e) => e,
+        Err(e) => e.to_string(),
     }
 }
 
 /// Root's range from the subordinate id files: `None` when neither names root; an error
 /// when they name it in a way that cannot serve (one file only, too short, or reaching
 /// host id 0), since ignoring an administrator's line would be a silent surprise.
-pub fn range_from_subid_files(subuid: &str, subgid: &str) -> Result<Option<RootRange>, String> {
+pub fn range_from_subid_files(
+    subuid: &str,
+    subgid: &str,
+) -> Result<Option<RootRange>, SandboxError> {
     let uids = parse_subid(subuid, Some("root"), 0);
     let gids = parse_subid(subgid, Some("root"), 0);
     if uids.is_empty() && gids.is_empty() {
         return Ok(None);
     }
-    let pick = |ranges: &[SubIdRange], file: &str| -> Result<u32, String> {
+    let pick = |ranges: &[SubIdRange], file: &str| -> Result<u32, SandboxError> {
         if ranges.is_empty() {
-            return Err(format!(
+            return Err(SandboxError::IdRange(format!(
                 "{file} has no range for root while the other file has one: give root a \
                  range of {ROOT_RANGE_LEN} ids in both /etc/subuid and /etc/subgid, or in \
                  neither (rbuild then reserves one from {RESERVED_BASE} on)"
-            ));
+            )));
         }
         let range = ranges
             .iter()
             .find(|r| r.count >= ROOT_RANGE_LEN)
             .ok_or_else(|| {
-                format!("root's ranges in {file} are shorter than the {ROOT_RANGE_LEN} ids a build maps")
+                SandboxError::IdRange(format!(
+                    "root's ranges in {file} are shorter than the {ROOT_RANGE_LEN} ids a build maps"
+                ))
             })?;
         if range.start == 0
             || u64::from(range.start) + u64::from(ROOT_RANGE_LEN) > u64::from(u32::MAX)
         {
-            return Err(format!(
+            return Err(SandboxError::IdRange(format!(
                 "root's range {}:{} in {file} would map a container id to host id 0 or past \
                  the last id",
                 range.start, range.count
-            ));
+            )));
         }
         Ok(range.start)
     };
@@ -219,7 +227,7 @@ pub fn range_from_subid_files(subuid: &str, subgid: &str) -> Result<Option<RootR
 /// either subordinate id file (any user's) touches and that `own` (this process's user
 /// namespace) maps; the last block, which would hold id 4294967295 ("no id" to the
 /// kernel), is never taken.
-pub fn reserve(subuid: &str, subgid: &str, own: &OwnIds) -> Result<RootRange, String> {
+pub fn reserve(subuid: &str, subgid: &str, own: &OwnIds) -> Result<RootRange, SandboxError> {
     let taken: Vec<(u64, u64)> = [subuid, subgid]
         .iter()
         .flat_map(|content| all_ranges(content))
@@ -238,11 +246,11 @@ pub fn reserve(subuid: &str, subgid: &str, own: &OwnIds) -> Result<RootRange, St
             });
         }
     }
-    Err(format!(
+    Err(SandboxError::IdRange(format!(
         "no free block of {ROOT_RANGE_LEN} ids from {RESERVED_BASE} on: /etc/subuid and \
          /etc/subgid hand them all out, or this user namespace does not map them; give root \
          a range in /etc/subuid and /etc/subgid"
-    ))
+    )))
 }
 
 /// Every `owner:start:count` range of a subordinate id file, whoever owns it, as
@@ -262,9 +270,12 @@ fn all_ranges(content: &str) -> Vec<(u64, u64)> {
 
 /// A recorded range, checked as untrusted input: only a reserved range of the usual
 /// length, inside rbuild's block and short of the last id, is taken.
-fn parse_record(bytes: &[u8]) -> Result<RootRange, String> {
-    let range: RootRange = serde_json::from_slice(bytes)
-        .map_err(|e| format!("not a recorded id range ({e}); remove it to reserve one again"))?;
+fn parse_record(bytes: &[u8]) -> Result<RootRange, SandboxError> {
+    let range: RootRange = serde_json::from_slice(bytes).map_err(|e| {
+        SandboxError::IdRange(format!(
+            "not a recorded id range ({e}); remove it to reserve one again"
+        ))
+    })?;
     let inside = |start: u32| {
         start >= RESERVED_BASE
             && u64::from(start) + u64::from(range.count) < u64::from(u32::MAX)
@@ -275,25 +286,27 @@ fn parse_record(bytes: &[u8]) -> Result<RootRange, String> {
         || !inside(range.uid_start)
         || !inside(range.gid_start)
     {
-        return Err(format!(
+        return Err(SandboxError::IdRange(format!(
             "the recorded range {}:{} (gids {}) is not one rbuild reserves ({ROOT_RANGE_LEN} \
              ids from {RESERVED_BASE} on); remove it to reserve one again",
             range.uid_start, range.count, range.gid_start
-        ));
+        )));
     }
     Ok(range)
 }
 
 /// Writes the record whole or not at all (a temporary file renamed over it): builds
 /// starting together compute the same block and agree.
-fn write_record(record: &Path, range: &RootRange) -> Result<(), String> {
-    let dir = record
-        .parent()
-        .ok_or_else(|| format!("{} has no parent directory", record.display()))?;
-    let context =
-        |e: std::io::Error| format!("recording the id range in {}: {e}", record.display());
+fn write_record(record: &Path, range: &RootRange) -> Result<(), SandboxError> {
+    let dir = record.parent().ok_or_else(|| {
+        SandboxError::IdRange(format!("{} has no parent directory", record.display()))
+    })?;
+    let context = |e: std::io::Error| {
+        SandboxError::io(format!("recording the id range in {}", record.display()), e)
+    };
     let mut tmp = tempfile_in(dir).map_err(context)?;
-    let json = serde_json::to_vec(range).map_err(|e| format!("encoding the id range: {e}"))?;
+    let json = serde_json::to_vec(range)
+        .map_err(|e| SandboxError::IdRange(format!("encoding the id range: {e}")))?;
     tmp.1.write_all(&json).map_err(context)?;
     tmp.1.sync_all().map_err(context)?;
     std::fs::rename(&tmp.0, record).map_err(|e| {
@@ -416,15 +429,19 @@ mod tests {
             None
         );
         let err = range_from_subid_files("root:1000000:65536\n", "").unwrap_err();
-        assert!(err.contains("/etc/subgid has no range for root"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("/etc/subgid has no range for root"),
+            "{err}"
+        );
         let err =
             range_from_subid_files("root:1000000:1000\n", "root:1000000:65536\n").unwrap_err();
-        assert!(err.contains("shorter"), "{err}");
+        assert!(err.to_string().contains("shorter"), "{err}");
         let err = range_from_subid_files("root:0:65536\n", "root:0:65536\n").unwrap_err();
-        assert!(err.contains("host id 0"), "{err}");
+        assert!(err.to_string().contains("host id 0"), "{err}");
         let err =
             range_from_subid_files("root:4294960000:65536\n", "root:100000:65536\n").unwrap_err();
-        assert!(err.contains("past the last id"), "{err}");
+        assert!(err.to_string().contains("past the last id"), "{err}");
     }
 
     #[test]
@@ -442,7 +459,8 @@ mod tests {
         // Everything from the base on handed out: no block, and a clear error.
         let all = format!("big:{RESERVED_BASE}:{}\n", 1u64 << 31);
         let err = reserve(&all, "", &OwnIds::initial()).unwrap_err();
-        assert!(err.contains("no free block"), "{err}");
+        assert!(matches!(err, SandboxError::IdRange(_)), "{err:?}");
+        assert!(err.to_string().contains("no free block"), "{err}");
     }
 
     #[test]
@@ -467,7 +485,7 @@ mod tests {
         ] {
             let err = parse_record(forged.as_bytes()).unwrap_err();
             assert!(
-                err.contains("remove it to reserve one again"),
+                err.to_string().contains("remove it to reserve one again"),
                 "{forged}: {err}"
             );
         }

@@ -242,12 +242,13 @@ pub(crate) fn run_step(
                 });
             }
             Event::Control(FromHelper::Unshared { pid }) => {
-                let reply = match crate::idmap::write_maps(pid, root_range) {
+                let reply = match crate::idmap::write_id_maps(pid, root_range) {
                     Ok(kind) => {
                         id_mapping = kind;
                         ToHelper::Mapped(kind)
                     }
-                    Err(msg) => ToHelper::MapFailed(msg),
+                    // The helper reports it back as the "id map" stage's failure.
+                    Err(e) => ToHelper::MapFailed(e.to_string()),
                 };
                 let _ = send(&ours, &reply);
             }

@@ -1,12 +1,17 @@
 //! Removing the placeholders a step's sandbox created (see [`Stub`]).
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::path::Path;
+
+use rustix::fs::{
+    statat, unlinkat, utimensat, AtFlags, FileType, Timespec, Timestamps, CWD, UTIME_OMIT,
+};
+use rustix::io::Errno;
 
 use crate::rootpath::{open_in_root, CreateAs};
 use crate::spec::{Stub, StubKind};
-use crate::sys::{cpath, cvt, fd_path};
+use crate::sys::fd_path;
 
 /// Removes `stubs` from `root` (the rootfs the step ran on, or the overlay upperdir), newest
 /// first, each only if it is still the kind that was created (a directory only if empty:
@@ -30,51 +35,40 @@ pub fn remove_stubs(root: &Path, stubs: &[Stub]) -> io::Result<()> {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
             Err(e) => return Err(e),
         };
-        let name_c = cpath(Path::new(name))?;
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        let found = unsafe {
-            libc::fstatat(
-                parent_fd.as_raw_fd(),
-                name_c.as_ptr(),
-                &mut st,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if found != 0 {
+        let Ok(st) = statat(&parent_fd, name, AtFlags::SYMLINK_NOFOLLOW) else {
             continue;
-        }
-        let kind = st.st_mode & libc::S_IFMT;
+        };
+        let kind = FileType::from_raw_mode(st.st_mode);
         let (matches, flags) = match stub.kind {
-            StubKind::Dir => (kind == libc::S_IFDIR, libc::AT_REMOVEDIR),
-            StubKind::File => (kind == libc::S_IFREG, 0),
-            StubKind::CharDevice => (kind == libc::S_IFCHR && st.st_rdev != 0, 0),
+            StubKind::Dir => (kind == FileType::Directory, AtFlags::REMOVEDIR),
+            StubKind::File => (kind == FileType::RegularFile, AtFlags::empty()),
+            StubKind::CharDevice => (
+                kind == FileType::CharacterDevice && st.st_rdev != 0,
+                AtFlags::empty(),
+            ),
         };
         if !matches {
             continue;
         }
         // The parent fd is O_PATH, so unlink and utimes go through its /proc/self/fd path.
-        let parent_path = cpath(&fd_path(parent_fd.as_fd()))?;
-        let target = cpath(&fd_path(parent_fd.as_fd()).join(name))?;
-        let removed = unsafe { libc::unlinkat(libc::AT_FDCWD, target.as_ptr(), flags) };
-        if removed != 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::ENOTEMPTY) {
-                continue;
-            }
-            return Err(err);
+        let parent_path = fd_path(parent_fd.as_fd());
+        match unlinkat(CWD, parent_path.join(name), flags) {
+            Ok(()) => {}
+            Err(Errno::NOTEMPTY) => continue,
+            Err(e) => return Err(e.into()),
         }
         let (sec, nsec) = stub.parent_mtime;
-        let times = [
-            libc::timespec {
+        let times = Timestamps {
+            last_access: Timespec {
                 tv_sec: 0,
-                tv_nsec: libc::UTIME_OMIT,
+                tv_nsec: UTIME_OMIT,
             },
-            libc::timespec {
+            last_modification: Timespec {
                 tv_sec: sec,
                 tv_nsec: nsec,
             },
-        ];
-        cvt(unsafe { libc::utimensat(libc::AT_FDCWD, parent_path.as_ptr(), times.as_ptr(), 0) })?;
+        };
+        utimensat(CWD, &parent_path, &times, AtFlags::empty())?;
     }
     Ok(())
 }

@@ -1,9 +1,13 @@
-//! Thin wrappers over the few raw syscalls the helper needs, returning `io::Result`.
+//! Thin wrappers over the few system calls the helper needs, returning `io::Result`: on
+//! rustix where it has the call, raw where it has not or where the call runs between fork
+//! and exec.
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::Path;
+
+use rustix::process::{Pid, Signal, WaitOptions};
 
 pub fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
@@ -16,36 +20,6 @@ pub fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
 pub fn cpath(p: &Path) -> io::Result<CString> {
     use std::os::unix::ffi::OsStrExt;
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
-fn opt_cstring(s: Option<&str>) -> io::Result<Option<CString>> {
-    s.map(|s| CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL)))
-        .transpose()
-}
-
-/// mount(2). `target` may be a `/proc/self/fd/N` path naming a descriptor.
-pub fn mount(
-    source: Option<&str>,
-    target: &Path,
-    fstype: Option<&str>,
-    flags: libc::c_ulong,
-    data: Option<&str>,
-) -> io::Result<()> {
-    let source = opt_cstring(source)?;
-    let fstype = opt_cstring(fstype)?;
-    let data = opt_cstring(data)?;
-    let target = cpath(target)?;
-    cvt(unsafe {
-        libc::mount(
-            source.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
-            target.as_ptr(),
-            fstype.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
-            flags,
-            data.as_ref()
-                .map_or(std::ptr::null(), |s| s.as_ptr().cast()),
-        )
-    })?;
-    Ok(())
 }
 
 /// `struct mount_attr` of mount_setattr(2).
@@ -74,7 +48,7 @@ pub fn restrict_mounts(target: &Path, attrs: u64) -> io::Result<()> {
         userns_fd: 0,
     };
     // SAFETY: the path is NUL-terminated and the attribute struct lives across the call,
-    // its size passed along.
+    // its size passed along; the kernel only reads both. rustix has no mount_setattr.
     let r = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
@@ -98,6 +72,10 @@ pub fn fd_path(fd: BorrowedFd<'_>) -> std::path::PathBuf {
 
 /// fork(2). Only called from the helper, which is single-threaded.
 pub fn fork() -> io::Result<libc::pid_t> {
+    // SAFETY: every caller is the helper (or a child it forked), a single-threaded process:
+    // no other thread can hold a lock (the allocator's, stdio's) the child would inherit
+    // locked, so the child may run ordinary Rust code until it execs or exits. rustix has
+    // no fork: it cannot make that promise for its callers.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         Err(io::Error::last_os_error())
@@ -106,17 +84,25 @@ pub fn fork() -> io::Result<libc::pid_t> {
     }
 }
 
-/// Waits for `pid`, retrying on EINTR.
+/// Waits for `pid` (-1: any child), retrying on EINTR. With `WNOHANG` and no child ended,
+/// returns pid 0.
 pub fn waitpid(pid: libc::pid_t, flags: libc::c_int) -> io::Result<(libc::pid_t, libc::c_int)> {
+    let options = WaitOptions::from_bits_retain(flags as u32);
     loop {
-        let mut status = 0;
-        let r = unsafe { libc::waitpid(pid, &mut status, flags) };
-        if r >= 0 {
-            return Ok((r, status));
-        }
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EINTR) {
-            return Err(err);
+        let waited = if pid == -1 {
+            rustix::process::wait(options)
+        } else {
+            // waitpid(0) would wait for the process group, which no caller wants.
+            let Some(pid) = Pid::from_raw(pid) else {
+                return Err(io::Error::from_raw_os_error(libc::EINVAL));
+            };
+            rustix::process::waitpid(Some(pid), options)
+        };
+        match waited {
+            Ok(Some((pid, status))) => return Ok((pid.as_raw_nonzero().get(), status.as_raw())),
+            Ok(None) => return Ok((0, 0)),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -132,18 +118,28 @@ pub fn decode_status(status: libc::c_int) -> (Option<i32>, Option<i32>) {
     }
 }
 
+/// Asks the kernel to send `sig` to this process when the thread that forked it ends.
 pub fn set_pdeathsig(sig: libc::c_int) -> io::Result<()> {
-    cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) })?;
+    let signal =
+        Signal::from_named_raw(sig).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    rustix::process::set_parent_process_death_signal(Some(signal))?;
     Ok(())
 }
 
+/// Sets or clears close-on-exec on descriptor number `fd`, which may not be open (then
+/// EBADF). Async-signal-safe (called between fork and exec). Raw `fcntl`, not rustix's: a
+/// `BorrowedFd` would claim the descriptor is open, which is what this finds out.
 pub fn set_cloexec(fd: libc::c_int, on: bool) -> io::Result<()> {
+    // SAFETY: F_GETFD only reads the flags of a descriptor number; one that is not open
+    // fails with EBADF and nothing else happens.
     let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
     let flags = if on {
         flags | libc::FD_CLOEXEC
     } else {
         flags & !libc::FD_CLOEXEC
     };
+    // SAFETY: F_SETFD changes only the close-on-exec flag of that descriptor, which no Rust
+    // object's invariant depends on.
     cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, flags) })?;
     Ok(())
 }
@@ -153,7 +149,9 @@ pub fn set_cloexec(fd: libc::c_int, on: bool) -> io::Result<()> {
 /// descriptor up to the soft limit.
 pub fn cloexec_from(first: libc::c_int) {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-    // SAFETY: close_range only changes descriptor flags of this process.
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC closes nothing: it only marks this
+    // process's descriptors close-on-exec, which no Rust object's invariant depends on. A
+    // raw syscall because rustix's wrappers are not promised async-signal-safe.
     let r = unsafe {
         libc::syscall(
             libc::SYS_close_range,
@@ -169,7 +167,9 @@ pub fn cloexec_from(first: libc::c_int) {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit writes into the struct we own.
+    // SAFETY: getrlimit writes into the struct we own, which lives across the call. Not
+    // rustix's getrlimit: it treats the call as infallible, and a seccomp profile that
+    // refuses prlimit64 would leave its result unset (here: 1024 descriptors).
     let last = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
         limit.rlim_cur.min(1 << 20) as libc::c_int
     } else {

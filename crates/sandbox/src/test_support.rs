@@ -43,7 +43,7 @@ pub fn busybox_rootfs(root: &Path) {
 /// Fails the test with a clear message unless we run as root.
 pub fn require_root() {
     assert_eq!(
-        unsafe { libc::geteuid() },
+        rustix::process::geteuid().as_raw(),
         0,
         "this test needs root (it creates users, namespaces and chroots); CI runs it as root"
     );

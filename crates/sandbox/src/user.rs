@@ -3,18 +3,19 @@
 use std::path::Path;
 
 use crate::spec::UserIds;
+use crate::SandboxError;
 
 /// Resolves `user` (`name`, `uid`, `name:group`, `uid:gid`, ...) against `rootfs`'s
 /// /etc/passwd and /etc/group, as Docker does: a numeric user missing from passwd gets gid 0;
 /// supplementary groups are those listing the user by name (only when no group is given
 /// explicitly, as runc does).
-pub fn resolve_user(rootfs: &Path, user: &str) -> Result<UserIds, String> {
+pub fn resolve_user(rootfs: &Path, user: &str) -> Result<UserIds, SandboxError> {
     let (user_part, group_part) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
     if user_part.is_empty() {
-        return Err(format!("invalid user {user:?}: empty user name"));
+        return Err(SandboxError::EmptyUserName(user.to_string()));
     }
     let passwd = read_db(rootfs, "etc/passwd")?;
     let group = read_db(rootfs, "etc/group")?;
@@ -30,11 +31,7 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<UserIds, String> {
             parse_id(fields.get(3), "gid", user_part)?,
         ),
         (None, Ok(uid)) => (None, uid, 0),
-        (None, Err(_)) => {
-            return Err(format!(
-                "unable to find user {user_part}: no matching entries in passwd file"
-            ))
-        }
+        (None, Err(_)) => return Err(SandboxError::NoSuchUser(user_part.to_string())),
     };
 
     if let Some(group_part) = group_part {
@@ -45,9 +42,7 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<UserIds, String> {
                 .find(|f| f.first().map(String::as_str) == Some(group_part))
                 .map(|f| parse_id(f.get(2), "gid", group_part))
                 .transpose()?
-                .ok_or_else(|| {
-                    format!("unable to find group {group_part}: no matching entries in group file")
-                })?,
+                .ok_or_else(|| SandboxError::NoSuchGroup(group_part.to_string()))?,
         };
         return Ok(UserIds {
             uid,
@@ -77,7 +72,7 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<UserIds, String> {
 
 /// The home directory runc gives a process of `uid` when its environment has no HOME: the
 /// first /etc/passwd entry with that uid, else `/`.
-pub fn home_dir(rootfs: &Path, uid: u32) -> Result<String, String> {
+pub fn home_dir(rootfs: &Path, uid: u32) -> Result<String, SandboxError> {
     let passwd = read_db(rootfs, "etc/passwd")?;
     let uid = uid.to_string();
     Ok(passwd
@@ -88,15 +83,15 @@ pub fn home_dir(rootfs: &Path, uid: u32) -> Result<String, String> {
 }
 
 /// Reads a colon-separated database; a missing file is an empty database (scratch images).
-fn read_db(rootfs: &Path, rel: &str) -> Result<Vec<Vec<String>>, String> {
+fn read_db(rootfs: &Path, rel: &str) -> Result<Vec<Vec<String>>, SandboxError> {
     let path = crate::rootpath::host_path_in_root(rootfs, rel)
-        .map_err(|e| format!("resolving /{rel} in {}: {e}", rootfs.display()))?;
+        .map_err(|e| SandboxError::io(format!("resolving /{rel} in {}", rootfs.display()), e))?;
     let content = match path {
         None => return Ok(Vec::new()),
         Some(p) => match std::fs::read_to_string(&p) {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(format!("reading {}: {e}", p.display())),
+            Err(e) => return Err(SandboxError::io(format!("reading {}", p.display()), e)),
         },
     };
     Ok(content
@@ -106,10 +101,13 @@ fn read_db(rootfs: &Path, rel: &str) -> Result<Vec<Vec<String>>, String> {
         .collect())
 }
 
-fn parse_id(field: Option<&String>, what: &str, entry: &str) -> Result<u32, String> {
+fn parse_id(field: Option<&String>, what: &'static str, entry: &str) -> Result<u32, SandboxError> {
     field
         .and_then(|f| f.parse().ok())
-        .ok_or_else(|| format!("invalid {what} in the entry for {entry:?}"))
+        .ok_or_else(|| SandboxError::BadUserEntry {
+            field: what,
+            entry: entry.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -173,10 +171,26 @@ mod tests {
                 groups: vec![]
             }
         );
+        // Typed, so a caller can tell a user the image lacks from a failed read; the text
+        // is Docker's.
         let err = resolve_user(dir.path(), "nobody").unwrap_err();
-        assert!(err.contains("unable to find user nobody"), "{err}");
+        assert!(
+            matches!(&err, SandboxError::NoSuchUser(name) if name == "nobody"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("unable to find user nobody"),
+            "{err}"
+        );
         let err = resolve_user(dir.path(), "app:nogroup").unwrap_err();
-        assert!(err.contains("unable to find group nogroup"), "{err}");
+        assert!(
+            matches!(&err, SandboxError::NoSuchGroup(name) if name == "nogroup"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("unable to find group nogroup"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -187,6 +201,9 @@ mod tests {
         std::os::unix::fs::symlink("/../../etc/shadow-missing", dir.path().join("etc/passwd"))
             .unwrap();
         let err = resolve_user(dir.path(), "root").unwrap_err();
-        assert!(err.contains("unable to find user root"), "{err}");
+        assert!(
+            err.to_string().contains("unable to find user root"),
+            "{err}"
+        );
     }
 }

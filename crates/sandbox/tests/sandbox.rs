@@ -386,6 +386,8 @@ fn sigterm_to_rbuild_kills_the_step(isolation: Isolation, marker: &str) {
     struct KillOnDrop(u32);
     impl Drop for KillOnDrop {
         fn drop(&mut self) {
+            // SAFETY: kill takes integers only; the driver is our child and not yet
+            // reaped (`wait` below runs after this guard's kill), so its pid is not reused.
             unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
         }
     }
@@ -405,6 +407,7 @@ fn sigterm_to_rbuild_kills_the_step(isolation: Isolation, marker: &str) {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(processes_with(&pattern).len(), 2);
+    // SAFETY: kill takes integers only; the driver is our child, not yet reaped.
     unsafe { libc::kill(driver.id() as i32, libc::SIGTERM) };
     driver.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -28,6 +28,8 @@ pub(crate) fn set_times(path: &Path, meta: &std::fs::Metadata) -> io::Result<()>
         },
     ];
     let c = cpath(path)?;
+    // SAFETY: a NUL-terminated path and an array of two timespecs, both alive across the
+    // call; the kernel only reads them.
     if unsafe {
         libc::utimensat(
             libc::AT_FDCWD,
@@ -52,6 +54,7 @@ pub(crate) fn copy_owner_mode_xattrs(
     if !meta.file_type().is_symlink() {
         // After chown, which clears setuid/setgid bits.
         let c = cpath(dst)?;
+        // SAFETY: chmod only reads the NUL-terminated path, alive across the call.
         if unsafe { libc::chmod(c.as_ptr(), meta.mode() & 0o7777) } != 0 {
             return Err(ctx(io::Error::last_os_error(), "chmod", dst));
         }
@@ -104,6 +107,7 @@ fn copy_dir(
             std::fs::copy(&from, &to).map_err(|e| ctx(e, "copying", &from))?;
         } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() || ft.is_socket() {
             let c = cpath(&to)?;
+            // SAFETY: mknod only reads the NUL-terminated path, alive across the call.
             if unsafe { libc::mknod(c.as_ptr(), meta.mode(), meta.rdev()) } != 0 {
                 return Err(ctx(io::Error::last_os_error(), "mknod", &to));
             }

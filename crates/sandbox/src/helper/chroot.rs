@@ -3,14 +3,20 @@
 //! as stubs (removed by the snapshotter); the helper is a child subreaper so it can kill
 //! whatever the step leaves behind.
 
-use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+
+use rustix::fs::{open, Mode, OFlags};
+use rustix::process::{
+    chdir, chroot, fchdir, getpid, kill_process, kill_process_group, set_child_subreaper, setsid,
+    Pid, Signal,
+};
 
 use crate::protocol::{send, FromHelper};
 use crate::rootpath::{open_in_root, CreateAs};
 use crate::spec::{IdMapping, Network, Rootfs, StepSpec, Stub};
-use crate::sys::{cpath, cvt, decode_status, errno_name, fork, set_pdeathsig, waitpid};
+use crate::sys::{cvt, decode_status, errno_name, fork, set_pdeathsig, waitpid};
 
 use super::{exec::exec_command, HelperError};
 
@@ -24,10 +30,17 @@ const DEV_NODES: [(&str, u32, u32); 6] = [
     ("tty", 5, 0),
 ];
 
+/// A signal set of `signals`, for sigprocmask and signalfd (rustix has neither: its signal
+/// masks are for runtimes that own all signal handling).
 fn signal_set(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigset_t is a plain bit array, for which all zeroes is a valid value (the
+    // empty set, which sigemptyset makes it anyway).
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sigemptyset and sigaddset only write into the set we own; a number that is no
+    // signal fails with EINVAL and changes nothing.
     unsafe { libc::sigemptyset(&mut set) };
     for &s in signals {
+        // SAFETY: as above.
         unsafe { libc::sigaddset(&mut set, s) };
     }
     set
@@ -83,8 +96,11 @@ fn prepare_rootfs(root: &OwnedFd, spec: &StepSpec) -> Result<Vec<Stub>, HelperEr
 /// SIGKILLs every remaining descendant (they are re-parented to us as subreaper) and reaps
 /// them all.
 fn kill_descendants(pgid: libc::pid_t) {
-    unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    let me = unsafe { libc::getpid() };
+    if let Some(group) = Pid::from_raw(pgid) {
+        // ESRCH: the group is gone already.
+        let _ = kill_process_group(group, Signal::KILL);
+    }
+    let me = getpid().as_raw_nonzero().get();
     loop {
         // No child left means no descendant left (an orphan is re-parented to us, the
         // subreaper, before its parent is gone): the usual case, with no /proc to read.
@@ -93,8 +109,8 @@ fn kill_descendants(pgid: libc::pid_t) {
             Ok((0, _)) => {}
             Ok(_) => continue,
         }
-        for pid in children_of(me) {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+        for pid in children_of(me).into_iter().filter_map(Pid::from_raw) {
+            let _ = kill_process(pid, Signal::KILL);
         }
         match waitpid(-1, 0) {
             Ok(_) => continue,
@@ -158,38 +174,44 @@ pub fn run(spec: &StepSpec, control: &UnixStream) -> Result<(), HelperError> {
     }
     // SIGTERM, not SIGKILL, on rbuild's death: we must live long enough to kill the step.
     set_pdeathsig(libc::SIGTERM).map_err(|e| HelperError::new("prctl", e.to_string()))?;
-    cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
-        .map_err(|e| HelperError::new("prctl", e.to_string()))?;
+    set_child_subreaper(Some(getpid())).map_err(|e| HelperError::new("prctl", e.to_string()))?;
     let handled = signal_set(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD]);
+    // SAFETY: as in signal_set: the empty set is a valid sigset_t.
     let mut old_mask: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sigprocmask reads one set and writes the other, both ours and alive across
+    // the call; blocking signals in this single-threaded helper breaks no Rust invariant
+    // (they are read from the signalfd instead).
     unsafe { libc::sigprocmask(libc::SIG_BLOCK, &handled, &mut old_mask) };
+    // SAFETY: signalfd(-1, ...) only reads the set and returns a new descriptor.
     let sigfd = cvt(unsafe { libc::signalfd(-1, &handled, libc::SFD_CLOEXEC) })
         .map_err(|e| HelperError::new("signalfd", e.to_string()))?;
+    // SAFETY: `sigfd` was just returned by signalfd and is owned by nothing else.
     let sigfd = unsafe { OwnedFd::from_raw_fd(sigfd) };
 
-    let root_c = cpath(rootfs).map_err(|e| HelperError::new("chroot", e.to_string()))?;
-    let root_fd = cvt(unsafe {
-        libc::open(
-            root_c.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    })
+    let root_fd = open(
+        rootfs,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
     .map_err(|e| HelperError::new("chroot", format!("{}: {e}", rootfs.display())))?;
-    let root_fd = unsafe { OwnedFd::from_raw_fd(root_fd) };
     let stubs = prepare_rootfs(&root_fd, spec)?;
     send(control, &FromHelper::Stubs(stubs))
         .map_err(|e| HelperError::new("control", e.to_string()))?;
 
     let child = fork().map_err(|e| HelperError::new("fork", e.to_string()))?;
     if child == 0 {
+        // SAFETY: restores the mask saved above (a valid set, alive across the call); the
+        // command must not start with our signals blocked.
         unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
-        unsafe { libc::setsid() };
+        // EPERM only if we lead a group already, which a fresh child does not.
+        let _ = setsid();
         let _ = set_pdeathsig(libc::SIGKILL);
         // The seccomp filter before Landlock and the capability drop: as real root it then
         // needs no no_new_privs of its own.
         let e = match chroot_into(&root_fd)
             .and_then(|()| {
-                crate::seccomp::install_step_filter().map_err(|e| HelperError::new("seccomp", e))
+                crate::seccomp::install_step_filter()
+                    .map_err(|e| HelperError::new("seccomp", e.to_string()))
             })
             .and_then(|()| confine(&root_fd, spec.network))
         {
@@ -197,22 +219,20 @@ pub fn run(spec: &StepSpec, control: &UnixStream) -> Result<(), HelperError> {
             Err(e) => e,
         };
         let _ = send(control, &e.into_message());
+        // SAFETY: _exit ends this forked child at once, without running the parent's
+        // atexit handlers or flushing buffers it shares with the helper.
         unsafe { libc::_exit(127) };
     }
 
     loop {
-        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-        let n = unsafe {
-            libc::read(
-                sigfd.as_raw_fd(),
-                (&mut info as *mut libc::signalfd_siginfo).cast(),
-                std::mem::size_of::<libc::signalfd_siginfo>(),
-            )
-        };
-        if n < 0 {
-            continue;
+        // One `struct signalfd_siginfo` per read; its first field is `ssi_signo` (u32).
+        let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+        match rustix::io::read(&sigfd, &mut info) {
+            Ok(n) if n == info.len() => {}
+            _ => continue,
         }
-        if info.ssi_signo as libc::c_int != libc::SIGCHLD {
+        let signo = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
+        if signo as libc::c_int != libc::SIGCHLD {
             kill_descendants(child);
             return Err(HelperError::new("signal", "the build was interrupted"));
         }
@@ -255,19 +275,22 @@ fn confine(root: &OwnedFd, network: Network) -> Result<(), HelperError> {
     }
     if abi.is_ok() {
         crate::landlock::restrict_to_root(root.as_fd(), no_network)
-            .map_err(|e| HelperError::new("landlock", e))?;
+            .map_err(|e| HelperError::new("landlock", e.to_string()))?;
     }
-    crate::landlock::drop_capabilities(no_network).map_err(|e| HelperError::new("capabilities", e))
+    crate::landlock::drop_capabilities(no_network)
+        .map_err(|e| HelperError::new("capabilities", e.to_string()))
 }
 
 fn chroot_into(root: &OwnedFd) -> Result<(), HelperError> {
-    cvt(unsafe { libc::fchdir(root.as_raw_fd()) })
-        .map_err(|e| HelperError::new("chroot", format!("fchdir: {e}")))?;
-    let dot = c".";
-    cvt(unsafe { libc::chroot(dot.as_ptr()) })
-        .map_err(|e| HelperError::new("chroot", format!("chroot: {}", errno_name(&e))))?;
-    let slash = c"/";
-    cvt(unsafe { libc::chdir(slash.as_ptr()) })
-        .map_err(|e| HelperError::new("chroot", format!("chdir /: {e}")))?;
+    fchdir(root)
+        .map_err(|e| HelperError::new("chroot", format!("fchdir: {}", io::Error::from(e))))?;
+    chroot(c".").map_err(|e| {
+        HelperError::new(
+            "chroot",
+            format!("chroot: {}", errno_name(&io::Error::from(e))),
+        )
+    })?;
+    chdir(c"/")
+        .map_err(|e| HelperError::new("chroot", format!("chdir /: {}", io::Error::from(e))))?;
     Ok(())
 }

@@ -3,8 +3,10 @@
 use std::ffi::CString;
 use std::io;
 
+use rustix::fs::{Gid, Mode, Uid};
+use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
+
 use crate::spec::{IdMapping, StepSpec};
-use crate::sys::cvt;
 
 use super::HelperError;
 
@@ -30,8 +32,11 @@ fn try_exec(spec: &StepSpec, mapping: IdMapping) -> Result<std::convert::Infalli
     // The seccomp filter is already installed (userns.rs, chroot.rs): before capabilities
     // are dropped, so that with CAP_SYS_ADMIN it needs no no_new_privs.
     let user = &spec.user;
+    // The raw calls below change this thread's credentials only (libc's change every
+    // thread's): the same here, in a single-threaded child of the helper.
     let groups: Vec<libc::gid_t> = user.groups.clone();
-    if let Err(e) = cvt(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) }) {
+    let gids: Vec<Gid> = groups.iter().map(|&g| Gid::from_raw(g)).collect();
+    if let Err(e) = set_thread_groups(&gids).map_err(io::Error::from) {
         // With a single-id mapping setgroups(2) is denied; that only matters if groups
         // beyond the primary one (which setresgid sets) were asked for.
         if !(groups.iter().all(|&g| g == user.gid) && e.raw_os_error() == Some(libc::EPERM)) {
@@ -46,7 +51,8 @@ fn try_exec(spec: &StepSpec, mapping: IdMapping) -> Result<std::convert::Infalli
             return Err(HelperError::new("setgroups", format!("{groups:?}: {msg}")));
         }
     }
-    if let Err(e) = cvt(unsafe { libc::setresgid(user.gid, user.gid, user.gid) }) {
+    let gid = Gid::from_raw(user.gid);
+    if let Err(e) = set_thread_res_gid(gid, gid, gid).map_err(io::Error::from) {
         let msg = if e.raw_os_error() == Some(libc::EINVAL) {
             unmapped_hint("gid", user.gid, mapping)
         } else {
@@ -54,7 +60,8 @@ fn try_exec(spec: &StepSpec, mapping: IdMapping) -> Result<std::convert::Infalli
         };
         return Err(HelperError::new("setgid", msg));
     }
-    if let Err(e) = cvt(unsafe { libc::setresuid(user.uid, user.uid, user.uid) }) {
+    let uid = Uid::from_raw(user.uid);
+    if let Err(e) = set_thread_res_uid(uid, uid, uid).map_err(io::Error::from) {
         let msg = if e.raw_os_error() == Some(libc::EINVAL) {
             unmapped_hint("uid", user.uid, mapping)
         } else {
@@ -64,9 +71,13 @@ fn try_exec(spec: &StepSpec, mapping: IdMapping) -> Result<std::convert::Infalli
     }
     let cwd = CString::new(spec.cwd.as_str())
         .map_err(|_| HelperError::new("chdir", "working directory contains NUL"))?;
-    cvt(unsafe { libc::chdir(cwd.as_ptr()) })
-        .map_err(|e| HelperError::new("chdir", format!("working directory {:?}: {e}", spec.cwd)))?;
-    unsafe { libc::umask(0o022) };
+    rustix::process::chdir(cwd.as_c_str()).map_err(|e| {
+        HelperError::new(
+            "chdir",
+            format!("working directory {:?}: {}", spec.cwd, io::Error::from(e)),
+        )
+    })?;
+    rustix::process::umask(Mode::from_raw_mode(0o022));
 
     let env: Vec<CString> = spec
         .env
@@ -107,6 +118,10 @@ fn try_exec(spec: &StepSpec, mapping: IdMapping) -> Result<std::convert::Infalli
         let Ok(c) = CString::new(candidate.as_str()) else {
             continue;
         };
+        // SAFETY: the path and every argv/env entry are NUL-terminated CStrings, and both
+        // pointer arrays end with a null pointer; all outlive the call. On success nothing
+        // of this process remains; on failure it returns and changed nothing. (rustix's
+        // execve is unsafe for the same pointers.)
         unsafe { libc::execve(c.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr()) };
         let err = io::Error::last_os_error();
         match err.raw_os_error() {

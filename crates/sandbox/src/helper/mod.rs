@@ -47,8 +47,8 @@ static EXPECTED_PARENT: AtomicI32 = AtomicI32::new(0);
 /// `--parent=` argument only the parent-death signal guards.
 pub(crate) fn parent_alive() -> bool {
     let expected = EXPECTED_PARENT.load(Ordering::Relaxed);
-    // SAFETY: getppid has no preconditions.
-    expected == 0 || unsafe { libc::getppid() } == expected
+    let parent = rustix::process::getppid().map_or(0, |pid| pid.as_raw_nonzero().get());
+    expected == 0 || parent == expected
 }
 
 /// The helper's entry point; `args` are the arguments after `__rbuild-sandbox-helper`.
@@ -76,6 +76,8 @@ pub fn main(args: &[String]) -> ! {
     if args.first().map(String::as_str) == Some(crate::asroot::AS_ROOT_ARG) {
         asroot::main();
     }
+    // SAFETY: fd 3 is open (set_cloexec above succeeded on it): rbuild hands the helper its
+    // end of the control socket there, and nothing else in this process owns or closes it.
     let control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
     let Ok(read_half) = control.try_clone() else {
         std::process::exit(125);

@@ -4,33 +4,48 @@
 //! its `/proc/self/fd/N` path, so a symlink in the rootfs can never redirect a mount onto the
 //! host.
 
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{open, Mode, OFlags};
+use rustix::mount::{
+    mount_bind, mount_bind_recursive, mount_change, unmount, MountFlags, MountPropagationFlags,
+    UnmountFlags,
+};
+use rustix::process::{chdir, pivot_root};
 
 use crate::confine::{DEV_NODES, MASKED_PATHS, READONLY_PATHS};
 use crate::rootpath::{open_in_root, CreateAs};
 use crate::spec::{Network, Rootfs, StepSpec, Stub};
 use crate::sys::{
-    cpath, cvt, errno_name, fd_path, mount, restrict_mounts, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC,
+    cvt, errno_name, fd_path, restrict_mounts, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC,
     MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
 };
 
 use super::HelperError;
 
-fn err(stage: &str, what: impl std::fmt::Display, e: io::Error) -> HelperError {
-    HelperError::new(stage, format!("{what}: {}", errno_name(&e)))
+fn err(stage: &str, what: impl std::fmt::Display, e: impl Into<io::Error>) -> HelperError {
+    HelperError::new(stage, format!("{what}: {}", errno_name(&e.into())))
 }
 
 fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    let c = cpath(path)?;
-    let fd = cvt(unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    })?;
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// A fresh filesystem (no source to bind): mount(2) with `options` as its data.
+fn mount_fs(
+    fstype: &CStr,
+    target: &Path,
+    flags: MountFlags,
+    options: Option<&CStr>,
+) -> rustix::io::Result<()> {
+    rustix::mount::mount(fstype, target, fstype, flags, options)
 }
 
 /// Mounts the step's root and returns its host path.
@@ -38,14 +53,8 @@ fn mount_root(rootfs: &Rootfs) -> Result<PathBuf, HelperError> {
     match rootfs {
         Rootfs::Dir(dir) => {
             // pivot_root needs the new root to be a mount point.
-            mount(
-                Some(&dir.to_string_lossy()),
-                dir,
-                None,
-                libc::MS_BIND | libc::MS_REC,
-                None,
-            )
-            .map_err(|e| err("mount rootfs", format!("bind {}", dir.display()), e))?;
+            mount_bind_recursive(dir, dir)
+                .map_err(|e| err("mount rootfs", format!("bind {}", dir.display()), e))?;
             // Device nodes an image ships (or a root step's host ids would honour) open
             // nothing: Docker's rootfs is nodev too.
             restrict_mounts(dir, MOUNT_ATTR_NODEV)
@@ -86,14 +95,13 @@ fn mount_root(rootfs: &Rootfs) -> Result<PathBuf, HelperError> {
                 upperdir.display(),
                 workdir.display()
             );
-            mount(
-                Some("overlay"),
-                merged,
-                Some("overlay"),
-                libc::MS_NODEV,
-                Some(&data),
-            )
-            .map_err(|e| {
+            let options = CString::new(data.as_str()).map_err(|_| {
+                HelperError::new(
+                    "mount overlay",
+                    format!("overlay options {data:?} contain a NUL byte"),
+                )
+            })?;
+            mount_fs(c"overlay", merged, MountFlags::NODEV, Some(&options)).map_err(|e| {
                 err(
                     "mount overlay",
                     format!("overlay on {} ({data})", merged.display()),
@@ -109,19 +117,13 @@ fn mount_proc(root: BorrowedFd<'_>, stubs: &mut Vec<Stub>) -> Result<(), HelperE
     let target = open_in_root(root, "/proc", CreateAs::Dir, stubs)
         .map_err(|e| err("mount /proc", "creating /proc", e))?;
     let path = fd_path(target.as_fd());
-    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    if mount(Some("proc"), &path, Some("proc"), flags, None).is_err() {
+    let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    if mount_fs(c"proc", &path, flags, None).is_err() {
         // A fresh procfs is refused when the host /proc has masked paths (inside
         // containers); the host's /proc bound recursively keeps those masks, and ours go
         // on top.
-        mount(
-            Some("/proc"),
-            &path,
-            None,
-            libc::MS_BIND | libc::MS_REC,
-            None,
-        )
-        .map_err(|e| err("mount /proc", "binding the host /proc", e))?;
+        mount_bind_recursive("/proc", &path)
+            .map_err(|e| err("mount /proc", "binding the host /proc", e))?;
     }
     confine_paths(root, "/proc/")
 }
@@ -142,16 +144,15 @@ fn confine_paths(root: BorrowedFd<'_>, prefix: &str) -> Result<(), HelperError> 
             .map_err(|e| err(stage, format!("stat {path}"), e))?
             .is_dir();
         if is_dir {
-            mount(
-                Some("tmpfs"),
+            mount_fs(
+                c"tmpfs",
                 &target_path,
-                Some("tmpfs"),
-                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                Some("mode=0555,size=4k"),
+                MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+                Some(c"mode=0555,size=4k"),
             )
             .map_err(|e| err(stage, format!("masking {path} with an empty tmpfs"), e))?;
         } else {
-            mount(Some("/dev/null"), &target_path, None, libc::MS_BIND, None)
+            mount_bind("/dev/null", &target_path)
                 .map_err(|e| err(stage, format!("masking {path} with /dev/null"), e))?;
         }
     }
@@ -162,14 +163,8 @@ fn confine_paths(root: BorrowedFd<'_>, prefix: &str) -> Result<(), HelperError> 
             Err(e) => return Err(err(stage, format!("opening {path}"), e)),
         };
         let target_path = fd_path(target.as_fd());
-        mount(
-            Some(&target_path.to_string_lossy()),
-            &target_path,
-            None,
-            libc::MS_BIND | libc::MS_REC,
-            None,
-        )
-        .map_err(|e| err(stage, format!("binding {path} onto itself"), e))?;
+        mount_bind_recursive(&target_path, &target_path)
+            .map_err(|e| err(stage, format!("binding {path} onto itself"), e))?;
         drop(target);
         // Reopen: the descriptor above names what lies under the new mount.
         let mounted = open_in_root(root, path, CreateAs::Nothing, &mut ignored)
@@ -186,12 +181,11 @@ fn confine_paths(root: BorrowedFd<'_>, prefix: &str) -> Result<(), HelperError> 
 fn mount_dev(root: BorrowedFd<'_>, stubs: &mut Vec<Stub>) -> Result<(), HelperError> {
     let target = open_in_root(root, "/dev", CreateAs::Dir, stubs)
         .map_err(|e| err("mount /dev", "creating /dev", e))?;
-    mount(
-        Some("tmpfs"),
+    mount_fs(
+        c"tmpfs",
         &fd_path(target.as_fd()),
-        Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        Some("mode=755,size=65536k"),
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        Some(c"mode=755,size=65536k"),
     )
     .map_err(|e| err("mount /dev", "tmpfs", e))?;
     drop(target);
@@ -205,27 +199,25 @@ fn mount_dev(root: BorrowedFd<'_>, stubs: &mut Vec<Stub>) -> Result<(), HelperEr
         let file = dev_path.join(node);
         std::fs::File::create(&file)
             .map_err(|e| err("mount /dev", format!("creating {node}"), e))?;
-        mount(Some(&host), &file, None, libc::MS_BIND, None)
-            .map_err(|e| err("mount /dev", format!("binding {host}"), e))?;
+        mount_bind(&host, &file).map_err(|e| err("mount /dev", format!("binding {host}"), e))?;
     }
     let pts = dev_path.join("pts");
     std::fs::create_dir(&pts).map_err(|e| err("mount /dev", "creating pts", e))?;
-    mount(
-        Some("devpts"),
+    mount_fs(
+        c"devpts",
         &pts,
-        Some("devpts"),
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620"),
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        Some(c"newinstance,ptmxmode=0666,mode=0620"),
     )
     .map_err(|e| err("mount /dev", "devpts", e))?;
     let shm = dev_path.join("shm");
     std::fs::create_dir(&shm).map_err(|e| err("mount /dev", "creating shm", e))?;
-    mount(
-        Some("shm"),
+    rustix::mount::mount(
+        "shm",
         &shm,
-        Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        Some("mode=1777,size=65536k"),
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        Some(c"mode=1777,size=65536k"),
     )
     .map_err(|e| err("mount /dev", "shm tmpfs", e))?;
     let links = [
@@ -248,14 +240,8 @@ fn mount_sys(root: BorrowedFd<'_>, stubs: &mut Vec<Stub>) -> Result<(), HelperEr
     // A fresh sysfs needs the network namespace to be ours, which it is not with the host
     // network: bind the host's, then make it and every mount below it read-only. Without
     // that a root build's step (host root's ids) could write sysfs and cgroupfs files.
-    mount(
-        Some("/sys"),
-        &fd_path(target.as_fd()),
-        None,
-        libc::MS_BIND | libc::MS_REC,
-        None,
-    )
-    .map_err(|e| err("mount /sys", "binding the host /sys", e))?;
+    mount_bind_recursive("/sys", fd_path(target.as_fd()))
+        .map_err(|e| err("mount /sys", "binding the host /sys", e))?;
     drop(target);
     let mut ignored = Vec::new();
     let sys = open_in_root(root, "/sys", CreateAs::Nothing, &mut ignored)
@@ -291,14 +277,8 @@ fn bind_into(
     };
     let fd = open_in_root(root, target, kind, stubs)
         .map_err(|e| err(stage, format!("target {target}"), e))?;
-    mount(
-        Some(&source.to_string_lossy()),
-        &fd_path(fd.as_fd()),
-        None,
-        libc::MS_BIND | libc::MS_REC,
-        None,
-    )
-    .map_err(|e| err(stage, format!("{} on {target}", source.display()), e))?;
+    mount_bind_recursive(source, fd_path(fd.as_fd()))
+        .map_err(|e| err(stage, format!("{} on {target}", source.display()), e))?;
     drop(fd);
     // Sources come from images, other stages and the context: their device nodes must
     // open nothing, as on Docker's bind mounts of them.
@@ -321,19 +301,30 @@ fn bind_into(
 }
 
 /// Brings `lo` up in a fresh network namespace.
+/// Raw libc: rustix's socket calls are behind its `net` feature, and its ioctl is unsafe
+/// and generic; two interface ioctls do not warrant either.
 fn loopback_up() -> Result<(), HelperError> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: socket takes integers only and returns a new descriptor.
     let sock =
         cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })
             .map_err(|e| err("network", "socket", e))?;
+    // SAFETY: `sock` was just returned by socket and is owned by nothing else.
     let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    // SAFETY: ifreq is plain integers and byte arrays (and a union of such), for which all
+    // zeroes is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
         *dst = *src as libc::c_char;
     }
-    use std::os::fd::AsRawFd;
+    // SAFETY: SIOCGIFFLAGS reads the NUL-terminated name from and writes the flags into
+    // `req`, a whole ifreq alive across the call.
     cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })
         .map_err(|e| err("network", "SIOCGIFFLAGS lo", e))?;
+    // SAFETY: SIOCGIFFLAGS has just set `ifru_flags`, the union field read here; every bit
+    // pattern is a valid c_short.
     unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS only reads the name and flags from `req`, alive across the call.
     cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })
         .map_err(|e| err("network", "SIOCSIFFLAGS lo up", e))?;
     Ok(())
@@ -343,12 +334,9 @@ fn loopback_up() -> Result<(), HelperError> {
 /// had to create in the rootfs.
 pub fn setup(spec: &StepSpec) -> Result<Vec<Stub>, HelperError> {
     // Nothing we mount may propagate back to the host.
-    mount(
-        None,
-        Path::new("/"),
-        None,
-        libc::MS_REC | libc::MS_PRIVATE,
-        None,
+    mount_change(
+        "/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
     )
     .map_err(|e| err("mount", "making / private", e))?;
     let root_path = mount_root(&spec.rootfs)?;
@@ -387,16 +375,12 @@ pub fn setup(spec: &StepSpec) -> Result<Vec<Stub>, HelperError> {
     open_in_root(root.as_fd(), &spec.cwd, CreateAs::Dir, &mut cwd_created)
         .map_err(|e| err("working directory", &spec.cwd, e))?;
 
-    let root_c = cpath(&root_path).map_err(|e| err("pivot_root", root_path.display(), e))?;
-    cvt(unsafe { libc::chdir(root_c.as_ptr()) })
+    chdir(&root_path)
         .map_err(|e| err("pivot_root", format!("chdir {}", root_path.display()), e))?;
-    let dot = c".";
-    cvt(unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) as libc::c_int })
-        .map_err(|e| err("pivot_root", root_path.display(), e))?;
+    pivot_root(c".", c".").map_err(|e| err("pivot_root", root_path.display(), e))?;
     // The old root is now stacked on top of the new one: detach it.
-    cvt(unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) })
+    unmount(c".", UnmountFlags::DETACH)
         .map_err(|e| err("pivot_root", "detaching the old root", e))?;
-    let slash = c"/";
-    cvt(unsafe { libc::chdir(slash.as_ptr()) }).map_err(|e| err("pivot_root", "chdir /", e))?;
+    chdir(c"/").map_err(|e| err("pivot_root", "chdir /", e))?;
     Ok(stubs)
 }

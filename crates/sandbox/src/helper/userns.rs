@@ -1,14 +1,19 @@
 //! The userns isolation: unshare, wait for id maps, fork the PID namespace's init, which
 //! builds the mounts and runs the command as its child.
 
-use std::io::BufRead;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::io::{self, BufRead};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{open, Mode, OFlags};
+use rustix::process::{getpid, set_dumpable_behavior, setsid, DumpableBehavior};
+use rustix::system::sethostname;
+use rustix::thread::{set_thread_res_gid, set_thread_res_uid, Gid, Uid};
+
 use crate::protocol::{recv, send, FromHelper, ToHelper};
 use crate::spec::{IdMapping, Network, Rootfs, StepSpec};
-use crate::sys::{cpath, cvt, decode_status, errno_name, fork, set_pdeathsig, waitpid};
+use crate::sys::{cvt, decode_status, errno_name, fork, set_pdeathsig, waitpid};
 
 use super::{exec::exec_command, mounts, HelperError};
 
@@ -29,7 +34,9 @@ pub fn run(
     }
     // A cgroup namespace: the step sees its own cgroup as the root (/proc/self/cgroup),
     // as in a Docker container; its cgroupfs is read-only either way (mounts.rs).
-    // SAFETY: unshare takes flags only.
+    // SAFETY: unshare takes flags only, and none of them (no CLONE_FILES, CLONE_FS or
+    // CLONE_VM) changes what this process's memory or descriptors are: new namespaces only
+    // change what later calls see. (rustix's unshare is unsafe for that very reason.)
     let unshared = cvt(unsafe { libc::unshare(flags | libc::CLONE_NEWCGROUP) });
     let unshared = match unshared {
         // A kernel built without cgroup namespaces: the rest still holds.
@@ -51,7 +58,7 @@ pub fn run(
     send(
         control,
         &FromHelper::Unshared {
-            pid: unsafe { libc::getpid() },
+            pid: getpid().as_raw_nonzero().get(),
         },
     )
     .map_err(|e| HelperError::new("control", e.to_string()))?;
@@ -72,23 +79,30 @@ pub fn run(
     } else {
         spec
     };
-    cvt(unsafe { libc::setresgid(0, 0, 0) })
-        .map_err(|e| HelperError::new("id map", format!("setresgid(0): {e}")))?;
-    cvt(unsafe { libc::setresuid(0, 0, 0) })
-        .map_err(|e| HelperError::new("id map", format!("setresuid(0): {e}")))?;
+    // This thread's credentials only (libc's calls change every thread's): the same in the
+    // single-threaded helper.
+    set_thread_res_gid(Gid::ROOT, Gid::ROOT, Gid::ROOT)
+        .map_err(|e| HelperError::new("id map", format!("setresgid(0): {}", io::Error::from(e))))?;
+    set_thread_res_uid(Uid::ROOT, Uid::ROOT, Uid::ROOT)
+        .map_err(|e| HelperError::new("id map", format!("setresuid(0): {}", io::Error::from(e))))?;
     // Unsharing and changing credentials both clear the parent-death signal: set it again.
     set_pdeathsig(libc::SIGKILL).map_err(|e| HelperError::new("prctl", e.to_string()))?;
     if !super::parent_alive() {
         // Re-parented to a reaper: rbuild is already gone.
         return Err(HelperError::new("prctl", "rbuild exited during setup"));
     }
-    let hostname = spec.hostname.as_bytes();
-    cvt(unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) })
-        .map_err(|e| HelperError::new("hostname", format!("{:?}: {e}", spec.hostname)))?;
+    sethostname(spec.hostname.as_bytes()).map_err(|e| {
+        HelperError::new(
+            "hostname",
+            format!("{:?}: {}", spec.hostname, io::Error::from(e)),
+        )
+    })?;
 
     let init = fork().map_err(|e| HelperError::new("fork", e.to_string()))?;
     if init == 0 {
         let code = run_init(spec, control, mapping);
+        // SAFETY: _exit ends this forked child at once, without running the helper's
+        // atexit handlers or flushing buffers it shares with the helper.
         unsafe { libc::_exit(code) };
     }
     let (_, status) = waitpid(init, 0).map_err(|e| HelperError::new("wait", e.to_string()))?;
@@ -149,13 +163,11 @@ fn pin_paths(spec: &StepSpec) -> Result<(StepSpec, Vec<OwnedFd>), HelperError> {
 
 /// Opens `path` (`O_PATH`, close-on-exec) into `fds`; returns its `/proc/self/fd/N` name.
 fn pin(path: &Path, fds: &mut Vec<OwnedFd>) -> Result<PathBuf, HelperError> {
-    let c = cpath(path).map_err(|e| pin_error(path, e))?;
-    // SAFETY: open with a NUL-terminated path; the descriptor is owned below.
-    let fd = cvt(unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) })
-        .map_err(|e| pin_error(path, e))?;
-    // SAFETY: `fd` was just opened and is owned by nothing else.
-    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
-    Ok(PathBuf::from(format!("/proc/self/fd/{fd}")))
+    let fd = open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| pin_error(path, e.into()))?;
+    let name = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    fds.push(fd);
+    Ok(name)
 }
 
 /// `path` named through its pinned parent directory.
@@ -194,9 +206,11 @@ fn run_init(spec: &StepSpec, control: &UnixStream, mapping: IdMapping) -> i32 {
     // The step's processes share our uid. Non-dumpable, we are out of their reach: no
     // ptrace or pidfd_getfd (our control socket), no /proc/1/environ, mem or fd; that needs
     // CAP_SYS_PTRACE over the namespace our memory was created in, the host's.
-    // SAFETY: prctl with integer arguments only changes a flag of this process.
-    if let Err(e) = cvt(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }) {
-        return report(HelperError::new("prctl", format!("PR_SET_DUMPABLE: {e}")));
+    if let Err(e) = set_dumpable_behavior(DumpableBehavior::NotDumpable) {
+        return report(HelperError::new(
+            "prctl",
+            format!("PR_SET_DUMPABLE: {}", io::Error::from(e)),
+        ));
     }
     let stubs = match mounts::setup(spec) {
         Ok(stubs) => stubs,
@@ -210,14 +224,15 @@ fn run_init(spec: &StepSpec, control: &UnixStream, mapping: IdMapping) -> i32 {
         Err(e) => return report(HelperError::new("fork", e.to_string())),
     };
     if child == 0 {
-        unsafe { libc::setsid() };
+        // EPERM only if we lead a group already, which a fresh child does not.
+        let _ = setsid();
         // Docker's default set and no more, before the user switch (which needs SETUID and
         // SETGID, both kept): the step's root, and any setuid program its user runs, gets
         // at most these. Init keeps its own (it reaps, nothing more).
         // The seccomp filter first: with CAP_SYS_ADMIN (still held here) it needs no
         // no_new_privs, so setuid programs keep working in the step.
         let e = match crate::seccomp::install_step_filter()
-            .map_err(|e| HelperError::new("seccomp", e))
+            .map_err(|e| HelperError::new("seccomp", e.to_string()))
             .and_then(|()| {
                 crate::caps::drop_to_docker_caps().map_err(|e| {
                     HelperError::new("capabilities", format!("dropping to Docker's set: {e}"))
@@ -227,6 +242,8 @@ fn run_init(spec: &StepSpec, control: &UnixStream, mapping: IdMapping) -> i32 {
             Err(e) => e,
         };
         let _ = send(control, &e.into_message());
+        // SAFETY: as for init above: end this forked child without the helper's atexit
+        // handlers.
         unsafe { libc::_exit(127) };
     }
     loop {

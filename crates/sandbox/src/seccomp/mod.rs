@@ -382,9 +382,10 @@ fn install_program(program: &[u64]) -> std::io::Result<()> {
 /// which a userns step has (and real root has): setuid programs in the step (`su`, `ping`,
 /// `passwd`) keep working, as under Docker. Only where that is refused (chroot isolation in
 /// a container without CAP_SYS_ADMIN) is `no_new_privs` set, since the filter matters more.
-pub(crate) fn install_step_filter() -> Result<(), String> {
+pub(crate) fn install_step_filter() -> Result<(), crate::SandboxError> {
+    use crate::SandboxError;
     let Some(filter) = HELPER_FILTER.get() else {
-        return Err("rbuild sent no seccomp decision with the step".into());
+        return Err(SandboxError::NoSeccompDecision);
     };
     let Some(filter) = filter else {
         return Ok(());
@@ -395,14 +396,15 @@ pub(crate) fn install_step_filter() -> Result<(), String> {
             Err(e) if i == 0 && e.raw_os_error() == Some(libc::EACCES) => {
                 // SAFETY: prctl with integer arguments only.
                 if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-                    return Err(format!(
-                        "prctl(PR_SET_NO_NEW_PRIVS): {}",
-                        std::io::Error::last_os_error()
+                    return Err(SandboxError::sys(
+                        "prctl(PR_SET_NO_NEW_PRIVS)",
+                        std::io::Error::last_os_error(),
                     ));
                 }
-                install_program(program).map_err(|e| format!("seccomp(SET_MODE_FILTER): {e}"))?;
+                install_program(program)
+                    .map_err(|e| SandboxError::sys("seccomp(SET_MODE_FILTER)", e))?;
             }
-            Err(e) => return Err(format!("seccomp(SET_MODE_FILTER): {e}")),
+            Err(e) => return Err(SandboxError::sys("seccomp(SET_MODE_FILTER)", e)),
         }
     }
     Ok(())
