@@ -1,0 +1,90 @@
+//! Ending what a restricted step left running. In the helper, which is a child subreaper
+//! (`PR_SET_CHILD_SUBREAPER`), every orphan of the step is re-parented to it, including
+//! processes that left the step's process group (`setsid`, a daemonizing double fork): they
+//! are its children and can be killed and reaped. Elsewhere (the probe, unit tests) only the
+//! step's process group is reached.
+
+use std::io;
+
+use crate::sys::waitpid;
+
+/// Whether this process is a child subreaper.
+pub(super) fn is_subreaper() -> bool {
+    let mut flag: libc::c_int = 0;
+    // SAFETY: PR_GET_CHILD_SUBREAPER writes one int through the pointer.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_GET_CHILD_SUBREAPER,
+            &mut flag as *mut libc::c_int,
+            0,
+            0,
+            0,
+        )
+    };
+    r == 0 && flag != 0
+}
+
+/// Makes this process a child subreaper.
+pub(super) fn become_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with plain values.
+    crate::sys::cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }).map(|_| ())
+}
+
+/// SIGKILLs the process group `pgid` and, as subreaper, every child of this process; reaps
+/// the children that are gone without waiting. Returns whether no child is left.
+pub(super) fn kill_and_reap(pgid: libc::pid_t, subreaper: bool) -> bool {
+    // SAFETY: signals the step's own process group (the step's pid is its id, and the
+    // zombie or live leader keeps the id from being reused).
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    if !subreaper {
+        return true;
+    }
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    for pid in children_of(me) {
+        // SAFETY: a child of ours, not yet reaped (so its pid is not reused).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    loop {
+        match waitpid(-1, libc::WNOHANG) {
+            Ok((0, _)) => return false,
+            Ok(_) => continue,
+            // ECHILD: nothing left.
+            Err(_) => return true,
+        }
+    }
+}
+
+/// The children of `parent` (this single-threaded helper): from
+/// `/proc/PID/task/PID/children`, else (a kernel without it, or a list the kernel does not
+/// promise complete while children come and go) every process whose parent it is in
+/// `/proc/*/stat`.
+fn children_of(parent: libc::pid_t) -> Vec<libc::pid_t> {
+    let listed: Vec<libc::pid_t> =
+        std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+            .map(|list| {
+                list.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+    if !listed.is_empty() {
+        return listed;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // The command name may contain spaces; fields resume after the last ')'.
+                    let rest = &stat[stat.rfind(')')? + 2..];
+                    rest.split(' ').nth(1)?.parse::<libc::pid_t>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
