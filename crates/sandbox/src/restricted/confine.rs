@@ -51,8 +51,9 @@ fn read() -> BitFlags<AccessFs> {
 
 /// Resolves the protected paths (symlinks included: Landlock sees real paths) and lays
 /// out the rules. A protected path that does not exist is skipped (nothing to protect);
-/// protecting `/` itself would leave the step nothing and is an error.
-pub(crate) fn plan(protected: &Protected) -> Result<Vec<Rule>, String> {
+/// protecting `/` itself would leave the step nothing and is an error. Also returns the
+/// resolved protected paths, which the supervisor refuses to act on.
+pub(crate) fn plan(protected: &Protected) -> Result<(Vec<Rule>, Vec<PathBuf>), String> {
     let resolve = |paths: &[PathBuf]| -> Result<BTreeSet<PathBuf>, String> {
         let mut out = BTreeSet::new();
         for path in paths {
@@ -76,7 +77,8 @@ pub(crate) fn plan(protected: &Protected) -> Result<Vec<Rule>, String> {
     let read_only = resolve(&protected.read_only)?;
     let mut rules = Vec::new();
     lay_out(Path::new("/"), full(), &hidden, &read_only, &mut rules)?;
-    Ok(rules)
+    let denied = hidden.iter().chain(read_only.iter()).cloned().collect();
+    Ok((rules, denied))
 }
 
 /// The rules for the entries of `dir`, an ancestor of a protected path, whose tree gets at
@@ -174,7 +176,8 @@ mod tests {
             hidden: vec![root.join("store"), root.join("missing")],
             read_only: vec![root.join("bin")],
         };
-        let rules = plan(&protected).unwrap();
+        let (rules, denied) = plan(&protected).unwrap();
+        assert_eq!(denied, vec![root.join("store"), root.join("bin")]);
         let rule = |p: &Path| rules.iter().find(|r| r.path == p).map(|r| r.access);
         assert_eq!(rule(Path::new("/")), Some(AccessFs::ReadDir.into()));
         assert_eq!(rule(&root), Some(AccessFs::ReadDir.into()));

@@ -24,6 +24,7 @@ mod filter;
 mod notify;
 mod ptrace;
 mod reap;
+mod resolve;
 pub(crate) mod step;
 mod supervisor;
 mod table;

@@ -1,15 +1,22 @@
 //! Answers one notification of the restricted filter: resolves the file a chown-family or
 //! mknod call names in the caller's view and records what it asks for.
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::FileExt;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
 
+use super::resolve::{
+    caller_path, errno_of, open_base, open_parent, open_target, refuse_denied, stat_of,
+};
 use super::table::{Device, DeviceKind, Owner, OwnershipTable};
 
 /// Receives one notification and answers it; errors only when the listener itself fails.
-pub(super) fn answer_one(listener: &OwnedFd, table: &mut OwnershipTable) -> io::Result<()> {
+/// A call naming a file in `denied` (rbuild's own, kept from the step) fails with EACCES.
+pub(super) fn answer_one(
+    listener: &OwnedFd,
+    table: &mut OwnershipTable,
+    denied: &[PathBuf],
+) -> io::Result<()> {
     // SAFETY: an all-zero seccomp_notif is what the kernel requires for RECV.
     let mut request: libc::seccomp_notif = unsafe { std::mem::zeroed() };
     // SAFETY: RECV fills `request`, a seccomp_notif.
@@ -30,9 +37,9 @@ pub(super) fn answer_one(listener: &OwnedFd, table: &mut OwnershipTable) -> io::
     }
     let nr = request.data.nr as libc::c_long;
     let answer = if super::filter::MKNOD.contains(&nr) {
-        record_mknod(listener, &request, table)
+        record_mknod(listener, &request, table, denied)
     } else {
-        record_chown(listener, &request, table).map(|()| Answer::Success)
+        record_chown(listener, &request, table, denied).map(|()| Answer::Success)
     };
     let (error, flags) = match answer {
         Ok(Answer::Success) => (0, 0),
@@ -117,11 +124,13 @@ fn decode(nr: libc::c_long, a: [u64; 6]) -> Option<ChownCall> {
 
 /// Resolves the file a chown-family call names, in the caller's view (its root, cwd and
 /// descriptors through /proc), and records the owner it asks for. Errors are the errno the
-/// real call would have given.
+/// real call would have given. As the kernel does on a real chown (even by root), the
+/// setuid bit, and the setgid bit of a group-executable file, are cleared on the disk.
 fn record_chown(
     listener: &OwnedFd,
     request: &libc::seccomp_notif,
     table: &mut OwnershipTable,
+    denied: &[PathBuf],
 ) -> Result<(), i32> {
     let call = decode(request.data.nr as libc::c_long, request.data.args).ok_or(libc::ENOSYS)?;
     if call.flags & !(libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH) != 0 {
@@ -132,7 +141,10 @@ fn record_chown(
         Some(address) => caller_path(listener, request, address)?,
         None => Vec::new(),
     };
-    let stat = stat_target(pid, call.dirfd, &path, call.flags)?;
+    let target = open_target(pid, call.dirfd, &path, call.flags)?;
+    refuse_denied(&target, denied)?;
+    let stat = stat_of(&target)?;
+    clear_setid_bits(&target, &stat)?;
     let current = table.get(stat.st_dev, stat.st_ino).unwrap_or(Owner {
         uid: stat.st_uid,
         gid: stat.st_gid,
@@ -153,27 +165,24 @@ fn record_chown(
     Ok(())
 }
 
-/// Reads the path argument at `address` in the caller's memory.
-fn caller_path(
-    listener: &OwnedFd,
-    request: &libc::seccomp_notif,
-    address: u64,
-) -> Result<Vec<u8>, i32> {
-    let mem = std::fs::File::open(format!("/proc/{}/mem", request.pid)).map_err(errno_of)?;
-    // The pid named the caller when the notification arrived; checking the id after
-    // opening proves it was not recycled in between.
-    // SAFETY: ID_VALID reads a u64.
-    if unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
-            &request.id,
-        )
-    } < 0
-    {
-        return Err(libc::ENOENT);
+/// What `chown_common` in the kernel does to a non-directory: clears S_ISUID, and S_ISGID
+/// when the group may execute (otherwise it marks mandatory locking, and stays).
+fn clear_setid_bits(target: &OwnedFd, stat: &libc::stat) -> Result<(), i32> {
+    let kind = stat.st_mode & libc::S_IFMT;
+    if kind == libc::S_IFDIR || kind == libc::S_IFLNK {
+        return Ok(());
     }
-    read_c_string(&mem, address)
+    let mut cleared = libc::S_ISUID;
+    if stat.st_mode & libc::S_IXGRP != 0 {
+        cleared |= libc::S_ISGID;
+    }
+    if stat.st_mode & cleared == 0 {
+        return Ok(());
+    }
+    let through = format!("/proc/self/fd/{}", target.as_raw_fd());
+    let mode = stat.st_mode & 0o7777 & !cleared;
+    std::fs::set_permissions(&through, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .map_err(errno_of)
 }
 
 /// `mknod`/`mknodat` of a character or block device: an unprivileged user cannot create
@@ -183,6 +192,7 @@ fn record_mknod(
     listener: &OwnedFd,
     request: &libc::seccomp_notif,
     table: &mut OwnershipTable,
+    denied: &[PathBuf],
 ) -> Result<Answer, i32> {
     let a = request.data.args;
     let nr = request.data.nr as libc::c_long;
@@ -201,10 +211,8 @@ fn record_mknod(
         return Err(libc::ENOENT);
     }
     let (base, relative) = open_base(request.pid, dirfd, &path)?;
-    if relative.as_bytes().is_empty() {
-        // The caller named its root directory.
-        return Err(libc::EEXIST);
-    }
+    let (base, relative) = open_parent(base, &relative)?;
+    refuse_denied(&base, denied)?;
     let umask = caller_umask(request.pid).unwrap_or(0o022);
     // SAFETY: valid descriptor and C string; a regular file needs no device number.
     if unsafe {
@@ -248,79 +256,4 @@ pub(super) fn caller_umask(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
     u32::from_str_radix(line.trim(), 8).ok()
-}
-
-fn errno_of(e: io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(libc::EIO)
-}
-
-/// Reads a NUL-terminated string from the caller's memory, a page at a time (a string may
-/// end just before an unmapped page).
-fn read_c_string(mem: &std::fs::File, address: u64) -> Result<Vec<u8>, i32> {
-    const CHUNK: u64 = 4096;
-    let limit = libc::PATH_MAX as usize;
-    let mut out = Vec::new();
-    let mut at = address;
-    while out.len() < limit {
-        let mut buf = vec![0u8; (CHUNK - at % CHUNK) as usize];
-        let n = mem.read_at(&mut buf, at).map_err(|_| libc::EFAULT)?;
-        if n == 0 {
-            return Err(libc::EFAULT);
-        }
-        if let Some(end) = buf[..n].iter().position(|b| *b == 0) {
-            out.extend_from_slice(&buf[..end]);
-            return Ok(out);
-        }
-        out.extend_from_slice(&buf[..n]);
-        at += n as u64;
-    }
-    Err(libc::ENAMETOOLONG)
-}
-
-/// Opens the directory a path argument is relative to, in the caller's view (its root, cwd
-/// or descriptor through /proc), and returns it with the rest of the path.
-fn open_base(pid: u32, dirfd: libc::c_int, path: &[u8]) -> Result<(OwnedFd, CString), i32> {
-    let (base, relative) = if path.first() == Some(&b'/') {
-        let start = path.iter().position(|b| *b != b'/').unwrap_or(path.len());
-        (format!("/proc/{pid}/root"), &path[start..])
-    } else if dirfd == libc::AT_FDCWD {
-        (format!("/proc/{pid}/cwd"), path)
-    } else if dirfd < 0 {
-        return Err(libc::EBADF);
-    } else {
-        (format!("/proc/{pid}/fd/{dirfd}"), path)
-    };
-    let base = CString::new(base).map_err(|_| libc::EINVAL)?;
-    // No interior NUL: read_c_string stopped at the first one.
-    let relative = CString::new(relative).map_err(|_| libc::EINVAL)?;
-    // SAFETY: open takes a valid C string; the descriptor is owned right away.
-    let base_fd = unsafe { libc::open(base.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-    if base_fd < 0 {
-        return Err(errno_of(io::Error::last_os_error()));
-    }
-    // SAFETY: just opened, owned here only.
-    Ok((unsafe { OwnedFd::from_raw_fd(base_fd) }, relative))
-}
-
-fn stat_target(
-    pid: u32,
-    dirfd: libc::c_int,
-    path: &[u8],
-    flags: libc::c_int,
-) -> Result<libc::stat, i32> {
-    if path.is_empty() && flags & libc::AT_EMPTY_PATH == 0 {
-        return Err(libc::ENOENT);
-    }
-    let (base_fd, relative) = open_base(pid, dirfd, path)?;
-    let mut at_flags = flags & libc::AT_SYMLINK_NOFOLLOW;
-    if relative.as_bytes().is_empty() {
-        at_flags |= libc::AT_EMPTY_PATH;
-    }
-    // SAFETY: an all-zero stat is valid; fstatat fills it.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid descriptor, C string and stat buffer.
-    if unsafe { libc::fstatat(base_fd.as_raw_fd(), relative.as_ptr(), &mut stat, at_flags) } < 0 {
-        return Err(errno_of(io::Error::last_os_error()));
-    }
-    Ok(stat)
 }

@@ -78,7 +78,7 @@ pub(crate) fn run(
     if let Some(why) = refusal(spec) {
         return Err(HelperError::new("isolation", why));
     }
-    let rules = confine::plan(&protected).map_err(|e| HelperError::new("landlock", e))?;
+    let (rules, denied) = confine::plan(&protected).map_err(|e| HelperError::new("landlock", e))?;
     // A missing working directory is created, as runc does (owned by the build user on
     // disk, which the image shows as root).
     std::fs::create_dir_all(&spec.cwd).map_err(|e| {
@@ -111,6 +111,7 @@ pub(crate) fn run(
             127
         },
         Some(signals.as_fd()),
+        &denied,
     )
     .map_err(|e| HelperError::new("supervisor", e.to_string()))?;
     send_result(control, finished.table, finished.status)

@@ -1,0 +1,171 @@
+//! Finding the file a notified call names, in the caller's view (its root, cwd and
+//! descriptors through /proc), and refusing the ones rbuild keeps from its steps: the
+//! supervisor is not under the step's Landlock rules, so it must not become the step's way
+//! around them (a device placeholder created in rbuild's store, setuid bits cleared there).
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+/// Reads the path argument at `address` in the caller's memory.
+pub(super) fn caller_path(
+    listener: &OwnedFd,
+    request: &libc::seccomp_notif,
+    address: u64,
+) -> Result<Vec<u8>, i32> {
+    let mem = std::fs::File::open(format!("/proc/{}/mem", request.pid)).map_err(errno_of)?;
+    // The pid named the caller when the notification arrived; checking the id after
+    // opening proves it was not recycled in between.
+    // SAFETY: ID_VALID reads a u64.
+    if unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
+            &request.id,
+        )
+    } < 0
+    {
+        return Err(libc::ENOENT);
+    }
+    read_c_string(&mem, address)
+}
+
+pub(super) fn errno_of(e: io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// Reads a NUL-terminated string from the caller's memory, a page at a time (a string may
+/// end just before an unmapped page).
+fn read_c_string(mem: &std::fs::File, address: u64) -> Result<Vec<u8>, i32> {
+    const CHUNK: u64 = 4096;
+    let limit = libc::PATH_MAX as usize;
+    let mut out = Vec::new();
+    let mut at = address;
+    while out.len() < limit {
+        let mut buf = vec![0u8; (CHUNK - at % CHUNK) as usize];
+        let n = mem.read_at(&mut buf, at).map_err(|_| libc::EFAULT)?;
+        if n == 0 {
+            return Err(libc::EFAULT);
+        }
+        if let Some(end) = buf[..n].iter().position(|b| *b == 0) {
+            out.extend_from_slice(&buf[..end]);
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n]);
+        at += n as u64;
+    }
+    Err(libc::ENAMETOOLONG)
+}
+
+/// Opens the directory a path argument is relative to, in the caller's view (its root, cwd
+/// or descriptor through /proc), and returns it with the rest of the path.
+pub(super) fn open_base(
+    pid: u32,
+    dirfd: libc::c_int,
+    path: &[u8],
+) -> Result<(OwnedFd, CString), i32> {
+    let (base, relative) = if path.first() == Some(&b'/') {
+        let start = path.iter().position(|b| *b != b'/').unwrap_or(path.len());
+        (format!("/proc/{pid}/root"), &path[start..])
+    } else if dirfd == libc::AT_FDCWD {
+        (format!("/proc/{pid}/cwd"), path)
+    } else if dirfd < 0 {
+        return Err(libc::EBADF);
+    } else {
+        (format!("/proc/{pid}/fd/{dirfd}"), path)
+    };
+    let base = CString::new(base).map_err(|_| libc::EINVAL)?;
+    // No interior NUL: read_c_string stopped at the first one.
+    let relative = CString::new(relative).map_err(|_| libc::EINVAL)?;
+    // SAFETY: open takes a valid C string; the descriptor is owned right away.
+    let base_fd = unsafe { libc::open(base.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if base_fd < 0 {
+        return Err(errno_of(io::Error::last_os_error()));
+    }
+    // SAFETY: just opened, owned here only.
+    Ok((unsafe { OwnedFd::from_raw_fd(base_fd) }, relative))
+}
+
+fn owned(fd: libc::c_int) -> Result<OwnedFd, i32> {
+    if fd < 0 {
+        return Err(errno_of(io::Error::last_os_error()));
+    }
+    // SAFETY: a descriptor just returned by the kernel, owned here only.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens (`O_PATH`) the file a chown-family call names: `path` relative to `dirfd` in the
+/// caller's view, a final symlink followed unless `AT_SYMLINK_NOFOLLOW`, the descriptor
+/// itself for an empty path with `AT_EMPTY_PATH`.
+pub(super) fn open_target(
+    pid: u32,
+    dirfd: libc::c_int,
+    path: &[u8],
+    flags: libc::c_int,
+) -> Result<OwnedFd, i32> {
+    if path.is_empty() && flags & libc::AT_EMPTY_PATH == 0 {
+        return Err(libc::ENOENT);
+    }
+    let (base, relative) = open_base(pid, dirfd, path)?;
+    if relative.as_bytes().is_empty() {
+        return Ok(base);
+    }
+    let mut open_flags = libc::O_PATH | libc::O_CLOEXEC;
+    if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
+        open_flags |= libc::O_NOFOLLOW;
+    }
+    // SAFETY: a valid directory descriptor and C string.
+    owned(unsafe { libc::openat(base.as_raw_fd(), relative.as_ptr(), open_flags) })
+}
+
+/// Opens (`O_PATH`) the directory in which `relative` (from [`open_base`]) would be
+/// created, and returns it with the last component. `EEXIST` when nothing is left to
+/// create (the caller named its root or a bare run of slashes).
+pub(super) fn open_parent(base: OwnedFd, relative: &CString) -> Result<(OwnedFd, CString), i32> {
+    let bytes = relative.as_bytes();
+    let end = bytes.iter().rposition(|b| *b != b'/').map_or(0, |i| i + 1);
+    let trimmed = &bytes[..end];
+    if trimmed.is_empty() {
+        return Err(libc::EEXIST);
+    }
+    let (dir, name) = match trimmed.iter().rposition(|b| *b == b'/') {
+        Some(slash) => (&trimmed[..slash + 1], &trimmed[slash + 1..]),
+        None => (&b""[..], trimmed),
+    };
+    let name = CString::new(name).map_err(|_| libc::EINVAL)?;
+    if dir.is_empty() {
+        return Ok((base, name));
+    }
+    let dir = CString::new(dir).map_err(|_| libc::EINVAL)?;
+    let open_flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    // SAFETY: a valid directory descriptor and C string.
+    let parent = owned(unsafe { libc::openat(base.as_raw_fd(), dir.as_ptr(), open_flags) })?;
+    Ok((parent, name))
+}
+
+/// `EACCES` if `fd` is (or is below) a path the step must not reach, or its path cannot
+/// be told. The descriptor pins the file: a later rename cannot move the check's target.
+pub(super) fn refuse_denied(fd: &OwnedFd, denied: &[PathBuf]) -> Result<(), i32> {
+    if denied.is_empty() {
+        return Ok(());
+    }
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|_| libc::EACCES)?;
+    if denied.iter().any(|d| real.starts_with(d)) {
+        return Err(libc::EACCES);
+    }
+    Ok(())
+}
+
+/// `fstat` of an `O_PATH` descriptor.
+pub(super) fn stat_of(fd: &OwnedFd) -> Result<libc::stat, i32> {
+    // SAFETY: an all-zero stat is valid; fstat fills it.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor and stat buffer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } < 0 {
+        return Err(errno_of(io::Error::last_os_error()));
+    }
+    Ok(stat)
+}
