@@ -39,6 +39,15 @@ pub(super) fn kill_and_reap(pgid: libc::pid_t, subreaper: bool) -> bool {
     if !subreaper {
         return true;
     }
+    // No child left means no descendant left (an orphan is re-parented to us, the
+    // subreaper, before its parent is gone): the usual case, with no /proc to read.
+    loop {
+        match waitpid(-1, libc::WNOHANG) {
+            Ok((0, _)) => break,
+            Ok(_) => continue,
+            Err(_) => return true,
+        }
+    }
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
     for pid in children_of(me) {

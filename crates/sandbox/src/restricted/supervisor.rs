@@ -232,6 +232,12 @@ fn supervise(
     denied: &[PathBuf],
 ) -> io::Result<Finished> {
     let subreaper = super::reap::is_subreaper();
+    // Readable when the child exits, so its end is seen at once rather than at the next
+    // poll timeout; where pidfd_open is refused (an old seccomp profile) the timeout does.
+    // SAFETY: pidfd_open takes a pid and flags; the result is a new descriptor or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child, 0) } as libc::c_int;
+    // SAFETY: a descriptor just returned by the kernel, owned here only.
+    let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
     let mut table = OwnershipTable::default();
     let mut status = None;
     let mut ending: Option<Instant> = None;
@@ -248,11 +254,20 @@ fn supervise(
                 events: libc::POLLIN,
                 revents: 0,
             },
+            libc::pollfd {
+                // Once the child is reaped its pidfd stays readable: no longer polled.
+                fd: match (&pidfd, status) {
+                    (Some(fd), None) => fd.as_raw_fd(),
+                    _ => -1,
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // The timeout is for reaping: a zombie still holds the filter, so the listener
         // hangs up only once every process that had it is reaped.
-        // SAFETY: two valid pollfds (a negative fd is ignored by poll).
-        let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, 20) };
+        // SAFETY: three valid pollfds (a negative fd is ignored by poll).
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), 3, 20) };
         if n < 0 {
             let err = io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EINTR) {
