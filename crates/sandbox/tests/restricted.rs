@@ -46,10 +46,15 @@ const CHECKS: &[(&str, fn())] = &[
         "overhead_of_a_step_and_of_chown",
         overhead_of_a_step_and_of_chown,
     ),
+    (
+        "rbuild_killed_mid_step_kills_the_whole_step",
+        rbuild_killed_mid_step_kills_the_whole_step,
+    ),
 ];
 
 fn main() -> ExitCode {
     rbuild_sandbox::maybe_run_helper();
+    rbuild_sandbox::test_support::maybe_run_driver();
     if std::env::args().nth(1).as_deref() == Some(INSIDE_ARG) {
         // In the container: every check, then a marker the host looks for.
         let code = run_tests(CHECKS);
@@ -304,6 +309,57 @@ fn what_cannot_be_emulated_is_refused_up_front() {
     });
     assert!(unavailable(&mounted).contains("cannot mount"));
     assert!(!work.join("ran").exists(), "a refused step ran");
+}
+
+/// rbuild (here a driver process running the step) killed outright while the step runs:
+/// the helper (parent-death signal SIGTERM) kills the step's command, what it started in
+/// the background, and what left its process group, before it goes.
+fn rbuild_killed_mid_step_kills_the_whole_step() {
+    host_or_inside();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let spec = step(
+        work,
+        "sleep 603 & echo $! > in-group; setsid sleep 604 & echo $! > own-session; \
+         echo $$ > main; echo started; sleep 605",
+    );
+    let mut driver = Command::new("/proc/self/exe")
+        .args([
+            rbuild_sandbox::test_support::DRIVER_ARG,
+            &serde_json::to_string(&spec).unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = driver.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("started") {
+        use std::io::Read;
+        let n = stdout.read(&mut buf).unwrap();
+        if n == 0 {
+            let _ = driver.kill();
+            panic!("the driver ended first: {}", String::from_utf8_lossy(&seen));
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let pids: Vec<String> = ["in-group", "own-session", "main"]
+        .iter()
+        .map(|name| std::fs::read_to_string(work.join(name)).unwrap())
+        .collect();
+    assert!(
+        pids.iter().all(|pid| !gone(pid)),
+        "{pids:?} before the kill"
+    );
+    driver.kill().unwrap();
+    driver.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for pid in &pids {
+        while !gone(pid) {
+            assert!(Instant::now() < deadline, "{} outlived rbuild", pid.trim());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// Prints what a restricted `true` step costs (helper, filter, Landlock rules, supervisor,
