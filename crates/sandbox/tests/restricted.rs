@@ -244,6 +244,16 @@ fn landlock_keeps_the_step_from_rbuilds_files() {
     }
     assert!(!output.contains("rbuild's store"), "{output}");
     assert_eq!(beside_after.unwrap(), "rbuild's binary\n");
+    // A working directory in rbuild's store is neither created there nor entered.
+    let in_store = step(&store.join("blobs/new-workdir"), "touch ran");
+    let err = sandbox
+        .run(&in_store, &mut |_, _| {})
+        .expect_err("a working directory in the store");
+    assert!(
+        err.to_string().contains("rbuild keeps from its steps"),
+        "{err}"
+    );
+    assert!(!store.join("blobs/new-workdir").exists());
     assert_eq!(
         std::fs::read_to_string(store.join("canary")).unwrap(),
         "rbuild's store\n"
@@ -298,6 +308,13 @@ fn what_cannot_be_emulated_is_refused_up_front() {
         why.contains("cannot run a step as user 1000:1000") && why.contains("permissions"),
         "{why}"
     );
+    // Root with another group runs (root's permissions do not depend on groups).
+    let mut root_with_group = step(work, "touch ran-as-root-with-group");
+    root_with_group.user.gid = 10;
+    root_with_group.user.groups = vec![1, 10];
+    let (outcome, output) = run(&sandbox, &root_with_group);
+    assert_eq!(outcome.status.code, Some(0), "{output}");
+    assert!(work.join("ran-as-root-with-group").exists());
     let mut elsewhere = step(work, "touch ran");
     elsewhere.rootfs = Rootfs::Dir(work.to_path_buf());
     assert!(unavailable(&elsewhere).contains("in place"));

@@ -56,6 +56,10 @@ pub const LIMITS: &[&str] = &[
     "setuid and file-capability programs (no_new_privs ignores them)",
     "bypassing file permissions as root does (the build user's permissions apply)",
     "syscalls of a foreign ABI (i386, x32): root-only ones fail with EPERM",
+    "--network=none (no network namespace) and mounts (RUN --mount content is laid out in \
+     place instead)",
+    "creating entries directly in a directory that holds rbuild's own files (Landlock \
+     grants whole trees only)",
 ];
 
 /// The prerequisites of the `restricted` isolation, measured in the probe helper.

@@ -7,6 +7,7 @@
 use std::io::BufRead;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 
 use super::confine::{self, Protected};
 use super::table::OwnershipTable;
@@ -27,7 +28,10 @@ pub fn refusal(spec: &StepSpec) -> Option<String> {
             spec.rootfs
         ));
     }
-    if spec.user.uid != 0 || spec.user.gid != 0 || spec.user.groups.iter().any(|g| *g != 0) {
+    // Only the uid matters: root's permissions do not depend on its groups, and the layer
+    // writer gives what the step creates the step's own uid and gid (`USER root:wheel`,
+    // Alpine's root with its supplementary groups run as they are).
+    if spec.user.uid != 0 {
         return Some(format!(
             "{isolation} cannot run a step as user {}:{}: every process is the build user, \
              shown as root; a non-root USER would run with root's view instead of that \
@@ -80,7 +84,19 @@ pub(crate) fn run(
     }
     let (rules, denied) = confine::plan(&protected).map_err(|e| HelperError::new("landlock", e))?;
     // A missing working directory is created, as runc does (owned by the build user on
-    // disk, which the image shows as root).
+    // disk, which the image shows as root) — by the helper, outside the step's Landlock
+    // rules, so never among rbuild's own files. The path is the step's: its symlinks are
+    // resolved first, as far as they exist.
+    if let Some(protected) = protected_prefix(Path::new(&spec.cwd), &denied) {
+        return Err(HelperError::new(
+            "chdir",
+            format!(
+                "working directory {:?} is inside {}, which rbuild keeps from its steps",
+                spec.cwd,
+                protected.display()
+            ),
+        ));
+    }
     std::fs::create_dir_all(&spec.cwd).map_err(|e| {
         HelperError::new(
             "chdir",
@@ -115,6 +131,29 @@ pub(crate) fn run(
     )
     .map_err(|e| HelperError::new("supervisor", e.to_string()))?;
     send_result(control, finished.table, finished.status)
+}
+
+/// The protected path `path` is in (or is), after resolving its longest existing prefix.
+fn protected_prefix<'a>(path: &Path, denied: &'a [PathBuf]) -> Option<&'a Path> {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    let resolved = loop {
+        match std::fs::canonicalize(existing) {
+            Ok(real) => break real,
+            Err(_) => match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name.to_os_string());
+                    existing = parent;
+                }
+                _ => break PathBuf::from("/"),
+            },
+        }
+    };
+    let full: PathBuf = rest.iter().rev().fold(resolved, |p, name| p.join(name));
+    denied
+        .iter()
+        .find(|d| full.starts_with(d))
+        .map(PathBuf::as_path)
 }
 
 fn send_result(
