@@ -207,6 +207,8 @@ fn landlock_keeps_the_step_from_rbuilds_files() {
     // A file beside the helper binary, as rbuild's own would be (the running binary
     // itself cannot be opened for writing by anyone: ETXTBSY).
     let beside = bin_dir.join(format!("restricted-canary-{}", std::process::id()));
+    // Another top-level tree than the work dir's (/tmp).
+    let elsewhere = tempfile::tempdir_in("/home").unwrap();
     std::fs::write(&beside, "rbuild's binary\n").unwrap();
     // Each attempt runs in a subshell and prints its exit code (its complaint, on stderr,
     // is dropped); the work dir stays writable.
@@ -215,9 +217,11 @@ fn landlock_keeps_the_step_from_rbuilds_files() {
          (rm -f {store}/canary) 2>/dev/null; echo remove=$?; (echo x >> {beside}) 2>/dev/null; echo binary=$?; \
          (touch {bin}/planted) 2>/dev/null; echo bin=$?; (test -x {binary}) 2>/dev/null; echo exec=$?; \
          (cat {beside}) 2>/dev/null; echo read-bin=$?; \
+         (echo moved > tomove && mv tomove {elsewhere}/moved) 2>/dev/null; echo move=$?; \
          (mknod {store}/blobs/dev c 1 3) 2>/dev/null; echo mknod=$?; \
          (chown 0:0 {store}/canary) 2>/dev/null; echo chown=$?; (echo ok > written) 2>/dev/null; echo work=$?",
         store = store.display(),
+        elsewhere = elsewhere.path().display(),
         beside = beside.display(),
         binary = binary.display(),
         bin = bin_dir.display()
@@ -239,11 +243,16 @@ fn landlock_keeps_the_step_from_rbuilds_files() {
     for refused in ["read", "plant", "remove", "binary", "bin", "mknod", "chown"] {
         assert_ne!(code(refused), "0", "{refused}:\n{output}");
     }
-    for allowed in ["exec", "read-bin", "work"] {
+    // A rename from one top-level tree to another (pip's /tmp to /usr/local) works.
+    for allowed in ["exec", "read-bin", "work", "move"] {
         assert_eq!(code(allowed), "0", "{allowed}:\n{output}");
     }
     assert!(!output.contains("rbuild's store"), "{output}");
     assert_eq!(beside_after.unwrap(), "rbuild's binary\n");
+    assert_eq!(
+        std::fs::read_to_string(elsewhere.path().join("moved")).unwrap(),
+        "moved\n"
+    );
     // A working directory in rbuild's store is neither created there nor entered.
     let in_store = step(&store.join("blobs/new-workdir"), "touch ran");
     let err = sandbox
