@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use rbuild_sandbox::restricted::{Device, DeviceKind, Owner, OwnershipTable, Protected};
+use rbuild_sandbox::restricted::{
+    Device, DeviceKind, Owner, OwnershipTable, Protected, POD_CREDENTIALS,
+};
 use rbuild_sandbox::test_support::{busybox_rootfs, require_root, run_tests};
 use rbuild_sandbox::{Isolation, Rootfs, Sandbox, SandboxError, StepOutcome, StepSpec};
 
@@ -253,6 +255,15 @@ fn landlock_keeps_the_step_from_rbuilds_files() {
         std::fs::read_to_string(elsewhere.path().join("moved")).unwrap(),
         "moved\n"
     );
+    // The pod's service account token (the container image has a stand-in), hidden with no
+    // `Protected` entry of its own.
+    if std::env::args().nth(1).as_deref() == Some(INSIDE_ARG) {
+        let token = format!("{}/serviceaccount/token", POD_CREDENTIALS[0]);
+        assert_eq!(std::fs::read_to_string(&token).unwrap(), "pod-token\n");
+        let (outcome, output) = run(&Sandbox::new(), &step(&work, &format!("cat {token}")));
+        assert_ne!(outcome.status.code, Some(0), "{output}");
+        assert!(!output.contains("pod-token"), "{output}");
+    }
     // A working directory in rbuild's store is neither created there nor entered.
     let in_store = step(&store.join("blobs/new-workdir"), "touch ran");
     let err = sandbox
@@ -467,6 +478,10 @@ fn restricted_image(daemon: &rbuild_testutil::Dockerd) {
     for applet in ["mknod", "setsid", "mount", "unshare", "chroot"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
+    // A stand-in for the service account token kubelet mounts into every pod.
+    let token = root.join(POD_CREDENTIALS[0].trim_start_matches('/'));
+    std::fs::create_dir_all(token.join("serviceaccount")).unwrap();
+    std::fs::write(token.join("serviceaccount/token"), "pod-token\n").unwrap();
     let binary = std::fs::canonicalize("/proc/self/exe").unwrap();
     let target = root.join(IN_IMAGE.trim_start_matches('/'));
     std::fs::create_dir_all(target.parent().unwrap()).unwrap();

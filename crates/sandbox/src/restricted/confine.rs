@@ -33,6 +33,18 @@ pub struct Protected {
     pub read_only: Vec<PathBuf>,
 }
 
+/// Credentials a pod's runtime mounts into every container, which a RUN step never sees
+/// under `docker build` or BuildKit: Kubernetes' service account token, and the cloud
+/// providers' workload identity tokens. Always hidden (where they exist).
+pub const POD_CREDENTIALS: &[&str] = &[
+    "/var/run/secrets/kubernetes.io",
+    "/run/secrets/kubernetes.io",
+    "/var/run/secrets/eks.amazonaws.com",
+    "/run/secrets/eks.amazonaws.com",
+    "/var/run/secrets/azure",
+    "/run/secrets/azure",
+];
+
 /// One Landlock rule: `access` to everything beneath `path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Rule {
@@ -73,7 +85,9 @@ pub(crate) fn plan(protected: &Protected) -> Result<(Vec<Rule>, Vec<PathBuf>), S
         }
         Ok(out)
     };
-    let hidden = resolve(&protected.hidden)?;
+    let mut wanted_hidden = protected.hidden.clone();
+    wanted_hidden.extend(POD_CREDENTIALS.iter().map(PathBuf::from));
+    let hidden = resolve(&wanted_hidden)?;
     let read_only = resolve(&protected.read_only)?;
     let mut rules = Vec::new();
     lay_out(Path::new("/"), full(), &hidden, &read_only, &mut rules)?;

@@ -34,7 +34,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::probe::Check;
-pub use confine::Protected;
+pub use confine::{Protected, POD_CREDENTIALS};
 pub use step::refusal;
 pub use supervisor::{run_command, Finished};
 pub use table::{Device, DeviceKind, Owner, OwnershipTable};
