@@ -112,11 +112,18 @@ pub(crate) fn run(
     if !crate::helper::parent_alive() {
         return Err(HelperError::new("helper", "rbuild is gone"));
     }
+    // SAFETY: getpid has no preconditions.
+    let helper = unsafe { libc::getpid() };
     let finished = super::supervisor::run_supervised_until(
         || {
             // SAFETY: restores the mask the helper had; the pointer is to a live sigset_t.
             unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
             let _ = set_pdeathsig(libc::SIGKILL);
+            // A helper that died before the line above sent no signal: never run unwatched.
+            // SAFETY: getppid has no preconditions.
+            if unsafe { libc::getppid() } != helper {
+                return 127;
+            }
             let failure = crate::seccomp::install_step_filter()
                 .map_err(|e| HelperError::new("seccomp", e))
                 .and_then(|()| {
