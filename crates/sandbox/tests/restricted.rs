@@ -220,10 +220,13 @@ fn landlock_keeps_the_step_from_rbuilds_files() {
          (touch {bin}/planted) 2>/dev/null; echo bin=$?; (test -x {binary}) 2>/dev/null; echo exec=$?; \
          (cat {beside}) 2>/dev/null; echo read-bin=$?; \
          (echo moved > tomove && mv tomove {elsewhere}/moved) 2>/dev/null; echo move=$?; \
+         (kill -0 {rbuild}) 2>/dev/null; echo signal=$?; \
+         (cat /proc/{rbuild}/environ) 2>/dev/null; echo environ=$?; \
          (mknod {store}/blobs/dev c 1 3) 2>/dev/null; echo mknod=$?; \
          (chown 0:0 {store}/canary) 2>/dev/null; echo chown=$?; (echo ok > written) 2>/dev/null; echo work=$?",
         store = store.display(),
         elsewhere = elsewhere.path().display(),
+        rbuild = std::process::id(),
         beside = beside.display(),
         binary = binary.display(),
         bin = bin_dir.display()
@@ -242,7 +245,11 @@ fn landlock_keeps_the_step_from_rbuilds_files() {
     };
     // mknod and chown are answered by the supervisor, outside the step's Landlock domain:
     // it refuses them there too.
-    for refused in ["read", "plant", "remove", "binary", "bin", "mknod", "chown"] {
+    // Nor may it signal rbuild or read its environment (Landlock's signal scoping and its
+    // ptrace rule), though both run as the same uid.
+    for refused in [
+        "read", "plant", "remove", "binary", "bin", "mknod", "chown", "signal", "environ",
+    ] {
         assert_ne!(code(refused), "0", "{refused}:\n{output}");
     }
     // A rename from one top-level tree to another (pip's /tmp to /usr/local) works.

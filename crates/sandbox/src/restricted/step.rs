@@ -103,6 +103,13 @@ pub(crate) fn run(
             format!("creating working directory {:?}: {e}", spec.cwd),
         )
     })?;
+    // No capability for the helper and the step, as in a restricted pod: where rbuild runs
+    // as real root (a host, the tests) the step must not bypass file permissions nor
+    // Landlock's ptrace rule (root's CAP_SYS_PTRACE reads rbuild's environment through
+    // /proc). Before the filter, which fakes capset. The supervisor needs none: it acts on
+    // the step's files as their owner.
+    crate::caps::drop_all_but(0)
+        .map_err(|e| HelperError::new("capabilities", format!("dropping every capability: {e}")))?;
     // SIGTERM, not SIGKILL, on rbuild's death: the helper must live to kill the step.
     set_pdeathsig(libc::SIGTERM).map_err(|e| HelperError::new("prctl", e.to_string()))?;
     super::reap::become_subreaper()
