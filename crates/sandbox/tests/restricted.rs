@@ -116,6 +116,7 @@ fn owners_devices_and_modes_come_back_in_the_table() {
     let disk_before = std::fs::metadata(work).unwrap();
     let script = "touch f && chown 123:456 f && mknod d c 1 3 && chmod u+s f \
                   && chown -R 7:8 tree && touch g && chmod u+s g && chown 5:5 g \
+                  && cp /bin/busybox ping && /usr/sbin/setcap cap_net_raw+p ping \
                   && id -u && id -g";
     let (outcome, output) = run(&Sandbox::new(), &step(work, script));
     assert_eq!(outcome.status.code, Some(0), "{output}");
@@ -146,7 +147,12 @@ fn owners_devices_and_modes_come_back_in_the_table() {
         ),
         "{device:?}"
     );
-    assert_eq!(table.len(), 5, "{table:?}");
+    assert_eq!(table.len(), 6, "{table:?}");
+    let capability = table.capability_of(&work.join("ping")).unwrap();
+    assert!(
+        matches!(&capability, Some(Some(value)) if value.len() >= 20),
+        "setcap's file capability: {capability:?}"
+    );
     // The disk: the build user's ids (chown was not done), the setuid bit set for real.
     let f = std::fs::metadata(work.join("f")).unwrap();
     assert_eq!((f.uid(), f.gid()), (disk_before.uid(), disk_before.gid()));
@@ -493,7 +499,15 @@ fn restricted_image(daemon: &rbuild_testutil::Dockerd) {
     let target = root.join(IN_IMAGE.trim_start_matches('/'));
     std::fs::create_dir_all(target.parent().unwrap()).unwrap();
     std::fs::copy(&binary, &target).unwrap();
-    for library in shared_libraries(&binary) {
+    // setcap (libcap2-bin) at its own path, for the file capability check.
+    let setcap = Path::new("/usr/sbin/setcap");
+    let at = root.join("usr/sbin/setcap");
+    std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+    std::fs::copy(setcap, &at).expect("setcap (Debian package libcap2-bin)");
+    for library in shared_libraries(&binary)
+        .into_iter()
+        .chain(shared_libraries(setcap))
+    {
         let real = std::fs::canonicalize(&library).unwrap();
         let at = root.join(library.strip_prefix("/").unwrap());
         std::fs::create_dir_all(at.parent().unwrap()).unwrap();

@@ -112,6 +112,7 @@ pub(crate) fn program() -> Vec<libc::sock_filter> {
     ];
     let answers = NOTIFIED
         .iter()
+        .chain(super::xattr::CALLS)
         .map(|nr| (*nr, libc::SECCOMP_RET_USER_NOTIF))
         .chain(FAKED.iter().map(|nr| (*nr, libc::SECCOMP_RET_ERRNO)))
         .chain(
@@ -148,7 +149,7 @@ mod tests {
     #[test]
     fn every_listed_call_has_its_answer() {
         let p = program();
-        for nr in NOTIFIED {
+        for nr in NOTIFIED.iter().chain(super::super::xattr::CALLS) {
             let at = p
                 .iter()
                 .position(|i| i.code == BPF_JEQ_K && i.k == *nr as u32);

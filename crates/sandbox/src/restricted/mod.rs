@@ -7,9 +7,9 @@
 //! possible) in a root filesystem the build user owns, under a seccomp filter of rbuild's
 //! own stacked on the runtime's. Root-only calls that only need to *look* successful
 //! (`set*id`, `setgroups`, `capset`) and the `get*id` queries succeed with no effect; the
-//! ownership calls and device `mknod` go to a user-notification supervisor that records
-//! the owner or device asked for in an [`OwnershipTable`] for the layer writer, since the
-//! disk cannot hold them.
+//! ownership calls, device `mknod` and file capabilities (`security.capability`) go to a
+//! user-notification supervisor that records what was asked for in an [`OwnershipTable`]
+//! for the layer writer, since the disk cannot hold them.
 //!
 //! What exists so far: the filter, the supervisor and its table, Landlock rules that keep
 //! the step from rbuild's own files, the in-place runner ([`crate::Sandbox::run`] with
@@ -28,6 +28,7 @@ mod resolve;
 pub(crate) mod step;
 mod supervisor;
 mod table;
+mod xattr;
 
 use std::path::Path;
 
@@ -43,9 +44,8 @@ pub use table::{Device, DeviceKind, Owner, OwnershipTable};
 pub const NOT_YET: &str = "isolation `restricted` cannot build yet: its steps run in place \
      under the seccomp supervisor and Landlock (`rbuild info` checks them here), but rbuild \
      does not yet lay a stage's root filesystem out in the builder's own `/`, the layer writer \
-     does not yet apply the recorded owners and device nodes, and xattrs are not yet \
-     recorded; refusing rather than writing an image whose owners and modes differ from the \
-     Dockerfile's. Where user namespaces or chroot work, use `--isolation auto`";
+     does not yet apply the recorded owners, device nodes and file capabilities; refusing \
+     rather than writing an image whose owners and modes differ from the Dockerfile's. Where user namespaces or chroot work, use `--isolation auto`";
 
 /// What a step cannot do under this isolation, even once it builds: `rbuild info` lists it.
 pub const LIMITS: &[&str] = &[

@@ -38,6 +38,8 @@ pub(super) fn answer_one(
     let nr = request.data.nr as libc::c_long;
     let answer = if super::filter::MKNOD.contains(&nr) {
         record_mknod(listener, &request, table, denied)
+    } else if super::xattr::CALLS.contains(&nr) {
+        super::xattr::record_xattr(listener, &request, table, denied)
     } else {
         record_chown(listener, &request, table, denied).map(|()| Answer::Success)
     };
@@ -71,7 +73,7 @@ pub(super) fn answer_one(
 }
 
 /// How the supervisor answers a call it does not fail.
-enum Answer {
+pub(super) enum Answer {
     /// Success without the call having run.
     Success,
     /// Let the kernel run it (nothing to emulate: a FIFO, a socket, a regular file).
@@ -162,6 +164,12 @@ fn record_chown(
         },
     };
     table.set_owner((stat.st_dev, stat.st_ino), owner);
+    // A real chown of a non-directory drops its file capabilities too.
+    if stat.st_mode & libc::S_IFMT != libc::S_IFDIR
+        && matches!(table.capability((stat.st_dev, stat.st_ino)), Some(Some(_)))
+    {
+        table.set_capability((stat.st_dev, stat.st_ino), None);
+    }
     Ok(())
 }
 

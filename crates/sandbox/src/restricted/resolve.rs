@@ -52,6 +52,45 @@ pub(super) fn caller_path(
     Ok(path)
 }
 
+/// Reads `len` bytes at `address` in the caller's memory (an xattr value), checking the
+/// notification is still pending afterwards as [`caller_path`] does.
+pub(super) fn caller_bytes(
+    listener: &OwnedFd,
+    request: &libc::seccomp_notif,
+    address: u64,
+    len: usize,
+) -> Result<Vec<u8>, i32> {
+    let pid = request.pid as libc::pid_t;
+    let mut buf = vec![0u8; len];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: address as usize as *mut libc::c_void,
+        iov_len: len,
+    };
+    // SAFETY: writes at most `len` bytes into `buf`, which has `len`; the remote range is
+    // only read, in the other process, by the kernel.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        if !matches!(err.raw_os_error(), Some(libc::EPERM | libc::ENOSYS)) {
+            return Err(libc::EFAULT);
+        }
+        let mem = std::fs::File::open(format!("/proc/{pid}/mem")).map_err(errno_of)?;
+        notification_still_valid(listener, request)?;
+        mem.read_exact_at(&mut buf, address)
+            .map_err(|_| libc::EFAULT)?;
+        return Ok(buf);
+    }
+    if n as usize != len {
+        return Err(libc::EFAULT);
+    }
+    notification_still_valid(listener, request)?;
+    Ok(buf)
+}
+
 fn notification_still_valid(listener: &OwnedFd, request: &libc::seccomp_notif) -> Result<(), i32> {
     // SAFETY: ID_VALID reads a u64.
     if unsafe {

@@ -263,3 +263,82 @@ fn the_exit_status_of_the_command_is_kept() {
     let missing = run_command(&["/nonexistent/program"]).unwrap();
     assert_eq!(missing.exit_code(), Some(127));
 }
+
+/// `security.capability` of `path` on the disk, `None` if it has none.
+fn disk_capability(path: &Path) -> Option<Vec<u8>> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut buf = [0u8; 64];
+    // SAFETY: valid C strings and a buffer of the size given.
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            c"security.capability".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    (n >= 0).then(|| buf[..n as usize].to_vec())
+}
+
+#[test]
+fn file_capabilities_are_recorded_not_written_and_dropped_by_chown_or_removal() {
+    let setcap = "/usr/sbin/setcap";
+    assert!(
+        Path::new(setcap).exists(),
+        "this test needs setcap (Debian package libcap2-bin)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["ping", "chowned", "removed", "plain"] {
+        std::fs::write(dir.path().join(name), b"#!/bin/sh\n").unwrap();
+    }
+    let done = sh(
+        dir.path(),
+        &format!(
+            "{setcap} cap_net_raw+p ping && {setcap} cap_net_raw+p chowned && chown 1:1 chowned \
+             && {setcap} cap_net_raw+p removed && {setcap} -r removed"
+        ),
+    );
+    assert_eq!(done.exit_code(), Some(0), "setcap must look successful");
+    let ping = done
+        .table
+        .capability_of(&dir.path().join("ping"))
+        .unwrap()
+        .expect("recorded")
+        .expect("set, not removed");
+    assert!(ping.len() == 20 || ping.len() == 24, "{ping:?}");
+    let permitted = u32::from_le_bytes([ping[4], ping[5], ping[6], ping[7]]);
+    const CAP_NET_RAW: u32 = 13;
+    assert_ne!(permitted & (1 << CAP_NET_RAW), 0, "{ping:?}");
+    assert_eq!(
+        disk_capability(&dir.path().join("ping")),
+        None,
+        "the disk has no file capability, even where the supervisor's user could write it"
+    );
+    for dropped in ["chowned", "removed"] {
+        assert_eq!(
+            done.table.capability_of(&dir.path().join(dropped)).unwrap(),
+            Some(None),
+            "{dropped}"
+        );
+    }
+    assert_eq!(
+        done.table.capability_of(&dir.path().join("plain")).unwrap(),
+        None
+    );
+}
+
+#[test]
+fn a_malformed_capability_is_refused_as_the_kernel_would() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), b"x").unwrap();
+    // A 4-byte value: no vfs_cap_data revision has that size.
+    let done = sh(
+        dir.path(),
+        "python3 -c \"import os; os.setxattr('f', 'security.capability', b'\\x00\\x00\\x00\\x02')\" \
+         2> err.txt; echo $? > rc.txt",
+    );
+    assert_eq!(done.exit_code(), Some(0));
+    let err = std::fs::read_to_string(dir.path().join("err.txt")).unwrap();
+    assert!(err.contains("Invalid argument"), "{err}");
+    assert!(done.table.is_empty(), "{:?}", done.table);
+}

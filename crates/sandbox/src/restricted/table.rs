@@ -40,6 +40,9 @@ pub struct Device {
 pub struct OwnershipTable {
     owners: BTreeMap<(u64, u64), Owner>,
     devices: BTreeMap<(u64, u64), Device>,
+    /// `security.capability` values (file capabilities, `setcap`), which only a process
+    /// with CAP_SETFCAP may write; `None`: removed (by `removexattr` or a chown).
+    capabilities: BTreeMap<(u64, u64), Option<Vec<u8>>>,
 }
 
 /// [`OwnershipTable`] on the control socket: JSON maps take only string keys.
@@ -47,6 +50,7 @@ pub struct OwnershipTable {
 struct TableWire {
     owners: Vec<(u64, u64, Owner)>,
     devices: Vec<(u64, u64, Device)>,
+    capabilities: Vec<(u64, u64, Option<Vec<u8>>)>,
 }
 
 impl From<TableWire> for OwnershipTable {
@@ -59,6 +63,11 @@ impl From<TableWire> for OwnershipTable {
                 .collect(),
             devices: wire
                 .devices
+                .into_iter()
+                .map(|(d, i, v)| ((d, i), v))
+                .collect(),
+            capabilities: wire
+                .capabilities
                 .into_iter()
                 .map(|(d, i, v)| ((d, i), v))
                 .collect(),
@@ -76,6 +85,11 @@ impl From<OwnershipTable> for TableWire {
                 .collect(),
             devices: table
                 .devices
+                .into_iter()
+                .map(|((d, i), v)| (d, i, v))
+                .collect(),
+            capabilities: table
+                .capabilities
                 .into_iter()
                 .map(|((d, i), v)| (d, i, v))
                 .collect(),
@@ -106,14 +120,32 @@ impl OwnershipTable {
 
     /// How many inodes have something recorded.
     pub fn len(&self) -> usize {
-        self.owners
-            .keys()
-            .chain(self.devices.keys().filter(|k| !self.owners.contains_key(k)))
-            .count()
+        let mut keys: std::collections::BTreeSet<&(u64, u64)> = self.owners.keys().collect();
+        keys.extend(self.devices.keys());
+        keys.extend(self.capabilities.keys());
+        keys.len()
+    }
+
+    /// The `security.capability` the step gave `path` (not following a final symlink):
+    /// `None` if it set or removed none, `Some(None)` if it removed it.
+    pub fn capability_of(&self, path: &Path) -> io::Result<Option<Option<Vec<u8>>>> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(self.capabilities.get(&(meta.dev(), meta.ino())).cloned())
+    }
+
+    /// The recorded `security.capability` state of an inode (see [`Self::capability_of`]).
+    pub fn capability(&self, key: (u64, u64)) -> Option<Option<&[u8]>> {
+        self.capabilities.get(&key).map(|v| v.as_deref())
+    }
+
+    /// Every recorded `security.capability` change, by `(dev, ino)`.
+    pub fn capabilities(&self) -> impl Iterator<Item = ((u64, u64), Option<&[u8]>)> + '_ {
+        self.capabilities.iter().map(|(k, v)| (*k, v.as_deref()))
     }
 
     pub fn is_empty(&self) -> bool {
-        self.owners.is_empty() && self.devices.is_empty()
+        self.owners.is_empty() && self.devices.is_empty() && self.capabilities.is_empty()
     }
 
     /// Every recorded owner, by `(dev, ino)`.
@@ -132,5 +164,9 @@ impl OwnershipTable {
 
     pub(super) fn set_device(&mut self, key: (u64, u64), device: Device) {
         self.devices.insert(key, device);
+    }
+
+    pub(super) fn set_capability(&mut self, key: (u64, u64), value: Option<Vec<u8>>) {
+        self.capabilities.insert(key, value);
     }
 }
