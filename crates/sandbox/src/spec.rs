@@ -217,13 +217,14 @@ pub struct StepOutcome {
     pub stubs: Vec<Stub>,
     /// The last lines of the combined output, for error messages.
     pub tail: Vec<String>,
-    /// Restricted isolation only: the owners and device nodes the step asked for, which the
-    /// disk does not hold (the layer writer applies them).
+    /// Restricted isolation only: the owners, device nodes and file capabilities the step
+    /// asked for, which the disk does not hold (the layer writer applies them).
     pub ownership: Option<crate::restricted::OwnershipTable>,
 }
 
 impl StepOutcome {
-    /// An explanation to add to a failure message, when the id mapping is the likely cause.
+    /// An explanation to add to a failure message, when the id mapping (or, under
+    /// restricted isolation, a refused call) is the likely cause.
     pub fn failure_hint(&self) -> Option<String> {
         if !self.status.success()
             && self.isolation == Isolation::Restricted
