@@ -33,6 +33,10 @@ const CHECKS: &[(&str, fn())] = &[
         leftover_processes_are_killed_even_outside_the_group,
     ),
     (
+        "orphans_are_reaped_while_the_step_runs",
+        orphans_are_reaped_while_the_step_runs,
+    ),
+    (
         "landlock_keeps_the_step_from_rbuilds_files",
         landlock_keeps_the_step_from_rbuilds_files,
     ),
@@ -196,6 +200,22 @@ fn leftover_processes_are_killed_even_outside_the_group() {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+fn orphans_are_reaped_while_the_step_runs() {
+    host_or_inside();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    // 30 short-lived orphans (double forks), then a count of the zombies whose parent is
+    // the step's parent (the helper, their subreaper) while the step still runs.
+    let script = "for i in $(seq 30); do (sh -c 'exit 0' &); done; sleep 1; \
+                  zombies=0; for status in /proc/[0-9]*/status; do \
+                  grep -q '^State:.Z' $status 2>/dev/null && \
+                  grep -qx \"PPid:.$PPID\" $status && zombies=$((zombies+1)); done; \
+                  echo zombies=$zombies";
+    let (outcome, output) = run(&Sandbox::new(), &step(work, script));
+    assert_eq!(outcome.status.code, Some(0), "{output}");
+    assert!(output.contains("zombies=0"), "{output}");
 }
 
 fn landlock_keeps_the_step_from_rbuilds_files() {

@@ -64,6 +64,37 @@ pub(super) fn kill_and_reap(pgid: libc::pid_t, subreaper: bool) -> bool {
     }
 }
 
+/// As subreaper, reaps the children that have exited other than `step` (orphans of the
+/// step re-parented here), without waiting, while the step runs: a build that daemonizes
+/// many short-lived processes must not fill the pod's pid limit with zombies. `step`
+/// itself is left for the caller, who needs its status.
+pub(super) fn reap_orphans(step: libc::pid_t) {
+    loop {
+        // SAFETY: an all-zero siginfo_t is valid; waitid fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on our own children with a valid siginfo_t; WNOWAIT leaves the
+        // child waitable, so the step's status is not taken here.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: waitid succeeded; si_pid is 0 if no child changed state.
+        let pid = if r == 0 { unsafe { info.si_pid() } } else { 0 };
+        if pid == 0 || pid == step {
+            // Nothing exited, or the step itself is the first waitable one: the caller
+            // reaps it (and the rest after it).
+            return;
+        }
+        if waitpid(pid, libc::WNOHANG).is_err() {
+            return;
+        }
+    }
+}
+
 /// The children of `parent` (this single-threaded helper): from
 /// `/proc/PID/task/PID/children`, else (a kernel without it, or a list the kernel does not
 /// promise complete while children come and go) every process whose parent it is in

@@ -279,6 +279,9 @@ fn supervise(
             answer_one(listener, &mut table, denied)?;
             continue;
         }
+        if subreaper && status.is_none() {
+            super::reap::reap_orphans(child);
+        }
         if pfds[1].revents & libc::POLLIN != 0 && !interrupted {
             interrupted = true;
             ending.get_or_insert_with(Instant::now);
