@@ -72,6 +72,8 @@ pub struct Sandbox {
     /// Run as root, the unprivileged host range userns steps map container ids to; `None`
     /// keeps the identity map (see [`Sandbox::with_root_range`]).
     root_range: Option<root_range::RootRange>,
+    /// What restricted steps must not reach (see [`Sandbox::with_protected`]).
+    protected: restricted::Protected,
 }
 
 impl Default for Sandbox {
@@ -101,7 +103,16 @@ impl Sandbox {
             seccomp: Seccomp::default(),
             confinement_warned: Arc::new(AtomicBool::new(false)),
             root_range: None,
+            protected: restricted::Protected::default(),
         }
+    }
+
+    /// Keeps restricted steps (which run in the builder's own `/`) away from `protected`:
+    /// rbuild's store, the build's scratch and secret directories, credentials. The
+    /// directory of the helper executable is always added as read-only.
+    pub fn with_protected(mut self, protected: restricted::Protected) -> Self {
+        self.protected = protected;
+        self
     }
 
     /// As root, maps the container ids of userns steps to `range` (unprivileged host ids)
@@ -179,9 +190,14 @@ impl Sandbox {
         output: &mut dyn FnMut(OutputStream, &[u8]),
     ) -> Result<StepOutcome, SandboxError> {
         let isolation = self.resolve_isolation(spec.isolation)?;
-        if isolation == Isolation::Restricted {
-            return Err(SandboxError::Unavailable(restricted::NOT_YET.to_string()));
-        }
+        let protected = if isolation == Isolation::Restricted {
+            if let Some(why) = restricted::refusal(spec) {
+                return Err(SandboxError::Unavailable(why));
+            }
+            Some(self.protected_with_helper()?)
+        } else {
+            None
+        };
         let filter = match self.seccomp {
             Seccomp::DockerDefault => Some(
                 seccomp::filter_for(isolation)
@@ -195,9 +211,24 @@ impl Sandbox {
             spec,
             isolation,
             self.root_range.as_ref(),
-            filter,
+            runner::Confinement {
+                seccomp: filter,
+                protected: protected.as_ref(),
+            },
             output,
         )
+    }
+
+    /// [`Sandbox::with_protected`]'s paths plus the helper executable's directory
+    /// (read-only: a step must not replace rbuild's binary).
+    fn protected_with_helper(&self) -> Result<restricted::Protected, SandboxError> {
+        let mut protected = self.protected.clone();
+        let helper = std::fs::canonicalize(&self.program)
+            .map_err(|e| SandboxError::io(format!("resolving {}", self.program.display()), e))?;
+        if let Some(dir) = helper.parent() {
+            protected.read_only.push(dir.to_path_buf());
+        }
+        Ok(protected)
     }
 }
 

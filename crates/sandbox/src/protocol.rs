@@ -58,6 +58,9 @@ pub enum ToHelper {
     Mapped(IdMapping),
     /// Writing the id maps failed.
     MapFailed(String),
+    /// Sent right after `Run` for a restricted step: what of the builder's file system the
+    /// step must not reach.
+    Protect(crate::restricted::Protected),
 }
 
 /// helper → rbuild.
@@ -70,6 +73,8 @@ pub enum FromHelper {
     Stubs(Vec<Stub>),
     /// Setup failed before the command could start.
     Error { stage: String, message: String },
+    /// What a restricted step's supervisor recorded (sent before `Exited`).
+    Ownership(crate::restricted::OwnershipTable),
     /// The command ended.
     Exited {
         code: Option<i32>,

@@ -138,6 +138,14 @@ impl Tail {
     }
 }
 
+/// What confines a step beyond its isolation.
+pub(crate) struct Confinement<'a> {
+    /// The seccomp filter its command runs under (`None`: unconfined).
+    pub seccomp: Option<&'a crate::seccomp::StepFilter>,
+    /// Restricted isolation only: what of the builder's file system it must not reach.
+    pub protected: Option<&'a crate::restricted::Protected>,
+}
+
 /// Runs one step with `isolation` (already resolved). Blocks until the step and everything
 /// it started are gone.
 pub(crate) fn run_step(
@@ -146,13 +154,17 @@ pub(crate) fn run_step(
     spec: &StepSpec,
     isolation: Isolation,
     root_range: Option<&crate::root_range::RootRange>,
-    seccomp: Option<&crate::seccomp::StepFilter>,
+    confinement: Confinement<'_>,
     output: &mut dyn FnMut(OutputStream, &[u8]),
 ) -> Result<StepOutcome, SandboxError> {
+    let Confinement { seccomp, protected } = confinement;
     let scratch = scratch_dir()?;
     let mut spec = spec.clone();
     spec.isolation = isolation;
-    add_etc_files(&mut spec, &scratch.0)?;
+    // In place (restricted), the stage's own /etc files are the step's: nothing is bound.
+    if isolation != Isolation::Restricted {
+        add_etc_files(&mut spec, &scratch.0)?;
+    }
 
     let (ours, theirs) = UnixStream::pair().map_err(|e| SandboxError::io("socketpair", e))?;
     let theirs_fd: OwnedFd = theirs.into();
@@ -221,6 +233,11 @@ pub(crate) fn run_step(
     let mut id_mapping = IdMapping::None;
     let mut stubs: Vec<Stub> = Vec::new();
     let mut status: Option<StepStatus> = None;
+    let send_result = match (send_result, protected) {
+        (Ok(()), Some(protected)) => send(&ours, &ToHelper::Protect(protected.clone())),
+        (result, _) => result,
+    };
+    let mut ownership = None;
     let mut error: Option<SandboxError> = send_result
         .err()
         .map(|e| SandboxError::io("sending the step to the helper", e));
@@ -253,6 +270,7 @@ pub(crate) fn run_step(
                 let _ = send(&ours, &reply);
             }
             Event::Control(FromHelper::Stubs(mut s)) => stubs.append(&mut s),
+            Event::Control(FromHelper::Ownership(table)) => ownership = Some(table),
             Event::Control(FromHelper::Error { stage, mut message }) => {
                 if id_mapping == IdMapping::SingleId && message.contains("single-id mapping") {
                     message.push_str(&format!(
@@ -293,5 +311,6 @@ pub(crate) fn run_step(
         id_mapping,
         stubs,
         tail: tail.finish(),
+        ownership,
     })
 }

@@ -16,8 +16,9 @@ pub enum Isolation {
     /// Plain `chroot` as root, for containers whose seccomp profile forbids user namespaces.
     Chroot,
     /// No namespace and no chroot (a non-root user under a runtime's default seccomp
-    /// profile): the step runs in place under a supervising seccomp filter. In progress:
-    /// steps are refused with what is missing (see `restricted::NOT_YET`).
+    /// profile): the step runs in place (its root is the builder's own `/`) under a
+    /// supervising seccomp filter and Landlock. In progress: the CLI refuses builds with it
+    /// (see `restricted::NOT_YET`) until the executor lays stages out in place.
     Restricted,
 }
 
@@ -222,11 +223,29 @@ pub struct StepOutcome {
     pub stubs: Vec<Stub>,
     /// The last lines of the combined output, for error messages.
     pub tail: Vec<String>,
+    /// Restricted isolation only: the owners, device nodes and file capabilities the step
+    /// asked for, which the disk does not hold (the layer writer applies them).
+    pub ownership: Option<crate::restricted::OwnershipTable>,
 }
 
 impl StepOutcome {
-    /// An explanation to add to a failure message, when the id mapping is the likely cause.
+    /// An explanation to add to a failure message, when the id mapping (or, under
+    /// restricted isolation, a refused call) is the likely cause.
     pub fn failure_hint(&self) -> Option<String> {
+        if !self.status.success()
+            && self.isolation == Isolation::Restricted
+            && self
+                .tail
+                .iter()
+                .any(|l| l.contains("Operation not permitted") || l.contains("EPERM"))
+        {
+            return Some(
+                "this step ran with isolation `restricted`, where mount, unshare, setns, \
+                 chroot and kernel modules are refused (EPERM, as under docker build without \
+                 privileges) and every process is the build user with root's view faked"
+                    .into(),
+            );
+        }
         if self.status.success() || self.id_mapping != IdMapping::SingleId {
             return None;
         }

@@ -3,7 +3,7 @@
 
 mod asroot;
 mod chroot;
-mod exec;
+pub(crate) mod exec;
 mod mounts;
 mod userns;
 
@@ -93,7 +93,7 @@ pub fn main(args: &[String]) -> ! {
     let result = match spec.isolation {
         Isolation::Userns => userns::run(&spec, &control, &mut reader),
         Isolation::Chroot => chroot::run(&spec, &control),
-        Isolation::Restricted => Err(HelperError::new("isolation", crate::restricted::NOT_YET)),
+        Isolation::Restricted => crate::restricted::step::run(&spec, &control, &mut reader),
         Isolation::Auto => Err(HelperError::new(
             "isolation",
             "rbuild must resolve `auto` before starting the helper",

@@ -52,6 +52,30 @@ pub(crate) const FAKED: &[libc::c_long] = &[
     libc::SYS_getegid,
 ];
 
+/// Calls that cannot be emulated without privileges (mounting, new namespaces, changing the
+/// root, kernel modules): refused with EPERM, as Docker's default profile refuses them to a
+/// process without capabilities, so a step fails the same way wherever rbuild runs (as
+/// root on a host too) and never changes the builder's own mounts or root.
+pub(crate) const REFUSED: &[libc::c_long] = &[
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_unshare,
+    libc::SYS_setns,
+    libc::SYS_chroot,
+    libc::SYS_pivot_root,
+    libc::SYS_open_tree,
+    libc::SYS_move_mount,
+    libc::SYS_fsopen,
+    libc::SYS_fsconfig,
+    libc::SYS_fsmount,
+    libc::SYS_fspick,
+    libc::SYS_mount_setattr,
+    libc::SYS_init_module,
+    libc::SYS_finit_module,
+    libc::SYS_delete_module,
+    libc::SYS_kexec_load,
+];
+
 const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
 const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
@@ -88,8 +112,14 @@ pub(crate) fn program() -> Vec<libc::sock_filter> {
     ];
     let answers = NOTIFIED
         .iter()
+        .chain(super::xattr::CALLS)
         .map(|nr| (*nr, libc::SECCOMP_RET_USER_NOTIF))
-        .chain(FAKED.iter().map(|nr| (*nr, libc::SECCOMP_RET_ERRNO)));
+        .chain(FAKED.iter().map(|nr| (*nr, libc::SECCOMP_RET_ERRNO)))
+        .chain(
+            REFUSED
+                .iter()
+                .map(|nr| (*nr, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32)),
+        );
     for (nr, action) in answers {
         p.push(jump_if_equal(nr as u32, 0, 1));
         p.push(stmt(BPF_RET_K, action));
@@ -119,7 +149,7 @@ mod tests {
     #[test]
     fn every_listed_call_has_its_answer() {
         let p = program();
-        for nr in NOTIFIED {
+        for nr in NOTIFIED.iter().chain(super::super::xattr::CALLS) {
             let at = p
                 .iter()
                 .position(|i| i.code == BPF_JEQ_K && i.k == *nr as u32);
@@ -135,6 +165,17 @@ mod tests {
                 p[at + 1].k,
                 libc::SECCOMP_RET_ERRNO,
                 "ERRNO with data 0: success"
+            );
+        }
+        for nr in REFUSED {
+            let at = p
+                .iter()
+                .position(|i| i.code == BPF_JEQ_K && i.k == *nr as u32);
+            let at = at.unwrap_or_else(|| panic!("syscall {nr} not compared"));
+            assert_eq!(
+                p[at + 1].k,
+                libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+                "refused with EPERM"
             );
         }
     }

@@ -7,33 +7,45 @@
 //! possible) in a root filesystem the build user owns, under a seccomp filter of rbuild's
 //! own stacked on the runtime's. Root-only calls that only need to *look* successful
 //! (`set*id`, `setgroups`, `capset`) and the `get*id` queries succeed with no effect; the
-//! ownership calls and device `mknod` go to a user-notification supervisor that records
-//! the owner or device asked for in an [`OwnershipTable`] for the layer writer, since the
-//! disk cannot hold them.
+//! ownership calls, device `mknod` and file capabilities (`security.capability`) go to a
+//! user-notification supervisor that records what was asked for in an [`OwnershipTable`]
+//! for the layer writer, since the disk cannot hold them.
 //!
-//! What exists so far: the filter, the supervisor and its table, and the probes `rbuild
-//! info` reports. Builds with this isolation are refused ([`NOT_YET`]) until steps run in
-//! place and the layer writer applies the table: an image with the build user's ids where
-//! the Dockerfile asked for root's would be a wrong image.
+//! What exists so far: the filter, the supervisor and its table, Landlock rules that keep
+//! the step from rbuild's own files, the in-place runner ([`crate::Sandbox::run`] with
+//! [`crate::Isolation::Restricted`] returns the table in [`crate::StepOutcome::ownership`]),
+//! and the probes `rbuild info` reports. Builds with this isolation are still refused
+//! ([`NOT_YET`], by the CLI) until the executor lays a stage out in place and the layer
+//! writer applies the table: an image with the build user's ids where the Dockerfile asked
+//! for root's would be a wrong image.
 
+mod confine;
 mod filter;
+mod notify;
 mod ptrace;
+mod reap;
+mod resolve;
+pub(crate) mod step;
 mod supervisor;
+mod table;
+mod xattr;
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::probe::Check;
-pub use supervisor::{run_command, Device, DeviceKind, Finished, Owner, OwnershipTable};
+pub use confine::{Protected, POD_CREDENTIALS};
+pub use step::refusal;
+pub use supervisor::{run_command, Finished};
+pub use table::{Device, DeviceKind, Owner, OwnershipTable};
 
 /// Why a build with `--isolation restricted` is refused for now: what is still missing.
-pub const NOT_YET: &str = "isolation `restricted` cannot build yet: its seccomp supervisor \
-     and ownership table work (`rbuild info` checks them here), but rbuild does not yet lay \
-     a stage's root filesystem out in place and run RUN steps there, the layer writer does \
-     not yet apply the recorded owners and device nodes, and modes (chmod) and xattrs are \
-     not yet recorded; refusing rather than writing an image whose owners and modes differ from \
-     the Dockerfile's. Where user namespaces or chroot work, use `--isolation auto`";
+pub const NOT_YET: &str = "isolation `restricted` cannot build yet: its steps run in place \
+     under the seccomp supervisor and Landlock (`rbuild info` checks them here), but rbuild \
+     does not yet lay a stage's root filesystem out in the builder's own `/`, the layer writer \
+     does not yet apply the recorded owners, device nodes and file capabilities; refusing \
+     rather than writing an image whose owners and modes differ from the Dockerfile's. Where user namespaces or chroot work, use `--isolation auto`";
 
 /// What a step cannot do under this isolation, even once it builds: `rbuild info` lists it.
 pub const LIMITS: &[&str] = &[
@@ -44,6 +56,10 @@ pub const LIMITS: &[&str] = &[
     "setuid and file-capability programs (no_new_privs ignores them)",
     "bypassing file permissions as root does (the build user's permissions apply)",
     "syscalls of a foreign ABI (i386, x32): root-only ones fail with EPERM",
+    "--network=none (no network namespace) and mounts (RUN --mount content is laid out in \
+     place instead)",
+    "creating entries directly in a directory that holds rbuild's own files (Landlock \
+     grants whole trees only)",
 ];
 
 /// The prerequisites of the `restricted` isolation, measured in the probe helper.

@@ -6,81 +6,15 @@
 //! This is emulation, not a security boundary: a step runs as the same uid as its
 //! supervisor, so nothing it could do through a wrong answer is more than it can do anyway.
 
-use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
+use super::notify::answer_one;
+use super::table::OwnershipTable;
 use crate::sys::{cvt, fork, waitpid};
-
-/// The owner a restricted step gave a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Owner {
-    pub uid: u32,
-    pub gid: u32,
-}
-
-/// The kind of a device node a restricted step created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceKind {
-    Char,
-    Block,
-}
-
-/// A device node a restricted step created: on disk an empty regular file (only root may
-/// create device nodes), in the image this.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Device {
-    pub kind: DeviceKind,
-    pub major: u32,
-    pub minor: u32,
-    /// The permission bits, after the step's umask.
-    pub mode: u32,
-}
-
-/// What the supervisor recorded, by inode (device and inode number): a rename or a hard
-/// link keeps its entry, as it keeps a real owner.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OwnershipTable {
-    owners: BTreeMap<(u64, u64), Owner>,
-    devices: BTreeMap<(u64, u64), Device>,
-}
-
-impl OwnershipTable {
-    /// The recorded owner of the inode `(dev, ino)`.
-    pub fn get(&self, dev: u64, ino: u64) -> Option<Owner> {
-        self.owners.get(&(dev, ino)).copied()
-    }
-
-    /// The recorded owner of `path` (not following a final symlink), `None` if no step
-    /// changed it.
-    pub fn owner_of(&self, path: &Path) -> io::Result<Option<Owner>> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::symlink_metadata(path)?;
-        Ok(self.get(meta.dev(), meta.ino()))
-    }
-
-    /// The device node `path` stands for, `None` if it is not one a step created.
-    pub fn device_of(&self, path: &Path) -> io::Result<Option<Device>> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::symlink_metadata(path)?;
-        Ok(self.devices.get(&(meta.dev(), meta.ino())).copied())
-    }
-
-    /// How many inodes have something recorded.
-    pub fn len(&self) -> usize {
-        self.owners
-            .keys()
-            .chain(self.devices.keys().filter(|k| !self.owners.contains_key(k)))
-            .count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.owners.is_empty() && self.devices.is_empty()
-    }
-}
 
 /// How a supervised child ended, and what it chowned.
 #[derive(Debug)]
@@ -124,6 +58,17 @@ pub fn run_command(argv: &[&str]) -> io::Result<Finished> {
 /// notifications until it is gone. `body` must be async-signal-safe (no allocation) when
 /// the caller is multi-threaded.
 pub(crate) fn run_supervised(body: impl FnOnce() -> i32) -> io::Result<Finished> {
+    run_supervised_until(body, None, &[])
+}
+
+/// [`run_supervised`], killing the step when `interrupt` (a signalfd) becomes readable, and
+/// refusing (EACCES) the calls that name a file in `denied` (canonical paths the step must
+/// not reach: the supervisor works outside the step's Landlock rules).
+pub(crate) fn run_supervised_until(
+    body: impl FnOnce() -> i32,
+    interrupt: Option<BorrowedFd<'_>>,
+    denied: &[PathBuf],
+) -> io::Result<Finished> {
     let program = super::filter::program();
     let fprog = libc::sock_fprog {
         len: u16::try_from(program.len())
@@ -201,12 +146,11 @@ pub(crate) fn run_supervised(body: impl FnOnce() -> i32) -> io::Result<Finished>
             )));
         }
     };
-    let finished = supervise(pid, &listener);
+    let finished = supervise(pid, &listener, interrupt, denied);
     if finished.is_err() {
         // Nobody answers the step any more: end it rather than leave it blocked.
-        // SAFETY: signals our own child's process group.
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
-        let _ = waitpid(pid, 0);
+        super::reap::kill_and_reap(pid, super::reap::is_subreaper());
+        let _ = waitpid(pid, libc::WNOHANG);
     }
     finished
 }
@@ -275,20 +219,55 @@ fn recv_status(sock: libc::c_int) -> io::Result<(i32, Option<OwnedFd>)> {
     }
 }
 
+/// How long what a step left running may take to die after SIGKILL (a process blocked in
+/// uninterruptible sleep on a hung file system may take long): past it the step fails.
+const LEFTOVER_DEADLINE: Duration = Duration::from_secs(30);
+
 /// Answers notifications until the child has been reaped and no process holds the filter.
-fn supervise(child: libc::pid_t, listener: &OwnedFd) -> io::Result<Finished> {
+/// `interrupt` (a signalfd) readable means the build was interrupted: the step is killed.
+fn supervise(
+    child: libc::pid_t,
+    listener: &OwnedFd,
+    interrupt: Option<BorrowedFd<'_>>,
+    denied: &[PathBuf],
+) -> io::Result<Finished> {
+    let subreaper = super::reap::is_subreaper();
+    // Readable when the child exits, so its end is seen at once rather than at the next
+    // poll timeout; where pidfd_open is refused (an old seccomp profile) the timeout does.
+    // SAFETY: pidfd_open takes a pid and flags; the result is a new descriptor or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child, 0) } as libc::c_int;
+    // SAFETY: a descriptor just returned by the kernel, owned here only.
+    let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
     let mut table = OwnershipTable::default();
     let mut status = None;
+    let mut ending: Option<Instant> = None;
+    let mut interrupted = false;
     loop {
-        let mut pfd = libc::pollfd {
-            fd: listener.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // The timeout is for reaping: a zombie child still holds the filter, so the
-        // listener hangs up only once the child is reaped.
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, 20) };
+        let mut pfds = [
+            libc::pollfd {
+                fd: listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: interrupt.map_or(-1, |fd| fd.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                // Once the child is reaped its pidfd stays readable: no longer polled.
+                fd: match (&pidfd, status) {
+                    (Some(fd), None) => fd.as_raw_fd(),
+                    _ => -1,
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // The timeout is for reaping: a zombie still holds the filter, so the listener
+        // hangs up only once every process that had it is reaped.
+        // SAFETY: three valid pollfds (a negative fd is ignored by poll).
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), 3, 20) };
         if n < 0 {
             let err = io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EINTR) {
@@ -296,23 +275,43 @@ fn supervise(child: libc::pid_t, listener: &OwnedFd) -> io::Result<Finished> {
             }
             return Err(err);
         }
-        if pfd.revents & libc::POLLIN != 0 {
-            answer_one(listener, &mut table)?;
+        if pfds[0].revents & libc::POLLIN != 0 {
+            answer_one(listener, &mut table, denied)?;
             continue;
         }
-        if status.is_none() && exited(child)? {
-            // As when a container's init exits: what the step left running (in its
-            // process group) ends with it, or it would keep the filter, and this loop,
-            // alive. The zombie still holds the group id, so no other process has it.
-            // SAFETY: signals our own child's process group.
-            unsafe { libc::kill(-child, libc::SIGKILL) };
+        if subreaper && status.is_none() {
+            super::reap::reap_orphans(child);
+        }
+        if pfds[1].revents & libc::POLLIN != 0 && !interrupted {
+            interrupted = true;
+            ending.get_or_insert_with(Instant::now);
+        }
+        if status.is_none() && (interrupted || exited(child)?) {
+            // As when a container's init exits: what the step left running ends with it,
+            // or it would keep the filter, and this loop, alive. The zombie still holds the
+            // group id, so no other process has it.
+            super::reap::kill_and_reap(child, false);
             let (_, st) = waitpid(child, 0)?;
             status = Some(st);
+            ending.get_or_insert_with(Instant::now);
         }
-        if let Some(status) = status {
-            if pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
-                return Ok(Finished { status, table });
+        let Some(status) = status else { continue };
+        let all_reaped = super::reap::kill_and_reap(child, subreaper);
+        let hung_up = pfds[0].revents & (libc::POLLHUP | libc::POLLERR) != 0;
+        if all_reaped && hung_up {
+            if interrupted {
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "the build was interrupted: the step was killed",
+                ));
             }
+            return Ok(Finished { status, table });
+        }
+        if ending.is_some_and(|since| since.elapsed() > LEFTOVER_DEADLINE) {
+            return Err(io::Error::other(format!(
+                "processes the step left running were still there {}s after SIGKILL",
+                LEFTOVER_DEADLINE.as_secs()
+            )));
         }
     }
 }
@@ -342,546 +341,6 @@ fn exited(child: libc::pid_t) -> io::Result<bool> {
     Ok(unsafe { info.si_pid() } == child)
 }
 
-fn answer_one(listener: &OwnedFd, table: &mut OwnershipTable) -> io::Result<()> {
-    // SAFETY: an all-zero seccomp_notif is what the kernel requires for RECV.
-    let mut request: libc::seccomp_notif = unsafe { std::mem::zeroed() };
-    // SAFETY: RECV fills `request`, a seccomp_notif.
-    if unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_RECV,
-            &mut request,
-        )
-    } < 0
-    {
-        let err = io::Error::last_os_error();
-        // ENOENT: the caller died (or was interrupted) before we received it.
-        return match err.raw_os_error() {
-            Some(libc::ENOENT) | Some(libc::EINTR) => Ok(()),
-            _ => Err(err),
-        };
-    }
-    let nr = request.data.nr as libc::c_long;
-    let answer = if super::filter::MKNOD.contains(&nr) {
-        record_mknod(listener, &request, table)
-    } else {
-        record_chown(listener, &request, table).map(|()| Answer::Success)
-    };
-    let (error, flags) = match answer {
-        Ok(Answer::Success) => (0, 0),
-        // The kernel runs the call itself, as if unfiltered.
-        Ok(Answer::Continue) => (0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
-        Err(errno) => (-errno, 0),
-    };
-    let response = libc::seccomp_notif_resp {
-        id: request.id,
-        val: 0,
-        error,
-        flags,
-    };
-    // SAFETY: SEND reads `response`, a seccomp_notif_resp.
-    if unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_SEND,
-            &response,
-        )
-    } < 0
-    {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::ENOENT) {
-            return Err(err);
-        }
-    }
-    Ok(())
-}
-
-/// How the supervisor answers a call it does not fail.
-enum Answer {
-    /// Success without the call having run.
-    Success,
-    /// Let the kernel run it (nothing to emulate: a FIFO, a socket, a regular file).
-    Continue,
-}
-
-/// The arguments of a chown-family call, as `fchownat` takes them.
-struct ChownCall {
-    dirfd: libc::c_int,
-    path: Option<u64>,
-    uid: u32,
-    gid: u32,
-    flags: libc::c_int,
-}
-
-fn decode(nr: libc::c_long, a: [u64; 6]) -> Option<ChownCall> {
-    // Ids are 32-bit; -1 (as u32: u32::MAX) means "unchanged", as in the kernel.
-    let id = |v: u64| v as u32;
-    let call = match nr {
-        libc::SYS_fchownat => ChownCall {
-            dirfd: a[0] as libc::c_int,
-            path: Some(a[1]),
-            uid: id(a[2]),
-            gid: id(a[3]),
-            flags: a[4] as libc::c_int,
-        },
-        libc::SYS_fchown => ChownCall {
-            dirfd: a[0] as libc::c_int,
-            path: None,
-            uid: id(a[1]),
-            gid: id(a[2]),
-            flags: libc::AT_EMPTY_PATH,
-        },
-        #[cfg(target_arch = "x86_64")]
-        libc::SYS_chown | libc::SYS_lchown => ChownCall {
-            dirfd: libc::AT_FDCWD,
-            path: Some(a[0]),
-            uid: id(a[1]),
-            gid: id(a[2]),
-            flags: if nr == libc::SYS_lchown {
-                libc::AT_SYMLINK_NOFOLLOW
-            } else {
-                0
-            },
-        },
-        _ => return None,
-    };
-    Some(call)
-}
-
-/// Resolves the file a chown-family call names, in the caller's view (its root, cwd and
-/// descriptors through /proc), and records the owner it asks for. Errors are the errno the
-/// real call would have given.
-fn record_chown(
-    listener: &OwnedFd,
-    request: &libc::seccomp_notif,
-    table: &mut OwnershipTable,
-) -> Result<(), i32> {
-    let call = decode(request.data.nr as libc::c_long, request.data.args).ok_or(libc::ENOSYS)?;
-    if call.flags & !(libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH) != 0 {
-        return Err(libc::EINVAL);
-    }
-    let pid = request.pid;
-    let path = match call.path {
-        Some(address) => caller_path(listener, request, address)?,
-        None => Vec::new(),
-    };
-    let stat = stat_target(pid, call.dirfd, &path, call.flags)?;
-    let current = table.get(stat.st_dev, stat.st_ino).unwrap_or(Owner {
-        uid: stat.st_uid,
-        gid: stat.st_gid,
-    });
-    let owner = Owner {
-        uid: if call.uid == u32::MAX {
-            current.uid
-        } else {
-            call.uid
-        },
-        gid: if call.gid == u32::MAX {
-            current.gid
-        } else {
-            call.gid
-        },
-    };
-    table.owners.insert((stat.st_dev, stat.st_ino), owner);
-    Ok(())
-}
-
-/// Reads the path argument at `address` in the caller's memory.
-fn caller_path(
-    listener: &OwnedFd,
-    request: &libc::seccomp_notif,
-    address: u64,
-) -> Result<Vec<u8>, i32> {
-    let mem = std::fs::File::open(format!("/proc/{}/mem", request.pid)).map_err(errno_of)?;
-    // The pid named the caller when the notification arrived; checking the id after
-    // opening proves it was not recycled in between.
-    // SAFETY: ID_VALID reads a u64.
-    if unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
-            &request.id,
-        )
-    } < 0
-    {
-        return Err(libc::ENOENT);
-    }
-    read_c_string(&mem, address)
-}
-
-/// `mknod`/`mknodat` of a character or block device: an unprivileged user cannot create
-/// one, so the supervisor creates an empty regular file in its place (owner-writable) and
-/// records the device; other kinds run as they are.
-fn record_mknod(
-    listener: &OwnedFd,
-    request: &libc::seccomp_notif,
-    table: &mut OwnershipTable,
-) -> Result<Answer, i32> {
-    let a = request.data.args;
-    let nr = request.data.nr as libc::c_long;
-    let (dirfd, address, mode, dev) = if nr == libc::SYS_mknodat {
-        (a[0] as libc::c_int, a[1], a[2] as u32, a[3] as u32)
-    } else {
-        (libc::AT_FDCWD, a[0], a[1] as u32, a[2] as u32)
-    };
-    let kind = match mode & libc::S_IFMT {
-        libc::S_IFCHR => DeviceKind::Char,
-        libc::S_IFBLK => DeviceKind::Block,
-        _ => return Ok(Answer::Continue),
-    };
-    let path = caller_path(listener, request, address)?;
-    if path.is_empty() {
-        return Err(libc::ENOENT);
-    }
-    let (base, relative) = open_base(request.pid, dirfd, &path)?;
-    if relative.as_bytes().is_empty() {
-        // The caller named its root directory.
-        return Err(libc::EEXIST);
-    }
-    let umask = caller_umask(request.pid).unwrap_or(0o022);
-    // SAFETY: valid descriptor and C string; a regular file needs no device number.
-    if unsafe {
-        libc::mknodat(
-            base.as_raw_fd(),
-            relative.as_ptr(),
-            libc::S_IFREG | 0o600,
-            0,
-        )
-    } < 0
-    {
-        return Err(errno_of(io::Error::last_os_error()));
-    }
-    // SAFETY: an all-zero stat is valid; fstatat fills it.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid descriptor, C string and stat buffer.
-    if unsafe {
-        libc::fstatat(
-            base.as_raw_fd(),
-            relative.as_ptr(),
-            &mut stat,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    } < 0
-    {
-        return Err(errno_of(io::Error::last_os_error()));
-    }
-    // The kernel's 32-bit device number encoding (new_decode_dev).
-    let device = Device {
-        kind,
-        major: (dev & 0xfff00) >> 8,
-        minor: (dev & 0xff) | ((dev >> 12) & 0xfff00),
-        mode: mode & 0o7777 & !umask,
-    };
-    table.devices.insert((stat.st_dev, stat.st_ino), device);
-    Ok(Answer::Success)
-}
-
-/// The caller's umask, from /proc/PID/status.
-fn caller_umask(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
-    u32::from_str_radix(line.trim(), 8).ok()
-}
-
-fn errno_of(e: io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(libc::EIO)
-}
-
-/// Reads a NUL-terminated string from the caller's memory, a page at a time (a string may
-/// end just before an unmapped page).
-fn read_c_string(mem: &std::fs::File, address: u64) -> Result<Vec<u8>, i32> {
-    const CHUNK: u64 = 4096;
-    let limit = libc::PATH_MAX as usize;
-    let mut out = Vec::new();
-    let mut at = address;
-    while out.len() < limit {
-        let mut buf = vec![0u8; (CHUNK - at % CHUNK) as usize];
-        let n = mem.read_at(&mut buf, at).map_err(|_| libc::EFAULT)?;
-        if n == 0 {
-            return Err(libc::EFAULT);
-        }
-        if let Some(end) = buf[..n].iter().position(|b| *b == 0) {
-            out.extend_from_slice(&buf[..end]);
-            return Ok(out);
-        }
-        out.extend_from_slice(&buf[..n]);
-        at += n as u64;
-    }
-    Err(libc::ENAMETOOLONG)
-}
-
-/// Opens the directory a path argument is relative to, in the caller's view (its root, cwd
-/// or descriptor through /proc), and returns it with the rest of the path.
-fn open_base(pid: u32, dirfd: libc::c_int, path: &[u8]) -> Result<(OwnedFd, CString), i32> {
-    let (base, relative) = if path.first() == Some(&b'/') {
-        let start = path.iter().position(|b| *b != b'/').unwrap_or(path.len());
-        (format!("/proc/{pid}/root"), &path[start..])
-    } else if dirfd == libc::AT_FDCWD {
-        (format!("/proc/{pid}/cwd"), path)
-    } else if dirfd < 0 {
-        return Err(libc::EBADF);
-    } else {
-        (format!("/proc/{pid}/fd/{dirfd}"), path)
-    };
-    let base = CString::new(base).map_err(|_| libc::EINVAL)?;
-    // No interior NUL: read_c_string stopped at the first one.
-    let relative = CString::new(relative).map_err(|_| libc::EINVAL)?;
-    // SAFETY: open takes a valid C string; the descriptor is owned right away.
-    let base_fd = unsafe { libc::open(base.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-    if base_fd < 0 {
-        return Err(errno_of(io::Error::last_os_error()));
-    }
-    // SAFETY: just opened, owned here only.
-    Ok((unsafe { OwnedFd::from_raw_fd(base_fd) }, relative))
-}
-
-fn stat_target(
-    pid: u32,
-    dirfd: libc::c_int,
-    path: &[u8],
-    flags: libc::c_int,
-) -> Result<libc::stat, i32> {
-    if path.is_empty() && flags & libc::AT_EMPTY_PATH == 0 {
-        return Err(libc::ENOENT);
-    }
-    let (base_fd, relative) = open_base(pid, dirfd, path)?;
-    let mut at_flags = flags & libc::AT_SYMLINK_NOFOLLOW;
-    if relative.as_bytes().is_empty() {
-        at_flags |= libc::AT_EMPTY_PATH;
-    }
-    // SAFETY: an all-zero stat is valid; fstatat fills it.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid descriptor, C string and stat buffer.
-    if unsafe { libc::fstatat(base_fd.as_raw_fd(), relative.as_ptr(), &mut stat, at_flags) } < 0 {
-        return Err(errno_of(io::Error::last_os_error()));
-    }
-    Ok(stat)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::MetadataExt;
-
-    /// Runs `script` with /bin/sh under the filter, in `dir`.
-    fn sh(dir: &Path, script: &str) -> Finished {
-        let script = format!("cd '{}' || exit 99\n{script}", dir.display());
-        run_command(&["/bin/sh", "-c", &script]).expect("supervised shell")
-    }
-
-    fn disk_owner(path: &Path) -> (u32, u32) {
-        let meta = std::fs::symlink_metadata(path).unwrap();
-        (meta.uid(), meta.gid())
-    }
-
-    #[test]
-    fn chown_is_answered_success_recorded_and_kept_off_the_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("f"), b"x").unwrap();
-        let before = disk_owner(&dir.path().join("f"));
-        let done = sh(dir.path(), "chown 1234:5678 f && chown :99 f");
-        assert_eq!(done.exit_code(), Some(0), "chown must look successful");
-        assert_eq!(
-            done.table.owner_of(&dir.path().join("f")).unwrap(),
-            Some(Owner { uid: 1234, gid: 99 }),
-            "the second chown keeps the recorded uid (-1 means unchanged)"
-        );
-        assert_eq!(
-            disk_owner(&dir.path().join("f")),
-            before,
-            "the disk keeps its owner, even when the supervisor's user could chown"
-        );
-    }
-
-    #[test]
-    fn lchown_records_the_link_and_chown_the_target() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("target"), b"x").unwrap();
-        std::os::unix::fs::symlink("target", dir.path().join("link")).unwrap();
-        let done = sh(dir.path(), "chown -h 7:8 link && chown 9:10 link");
-        assert_eq!(done.exit_code(), Some(0));
-        assert_eq!(
-            done.table.owner_of(&dir.path().join("link")).unwrap(),
-            Some(Owner { uid: 7, gid: 8 })
-        );
-        assert_eq!(
-            done.table.owner_of(&dir.path().join("target")).unwrap(),
-            Some(Owner { uid: 9, gid: 10 })
-        );
-        assert_eq!(done.table.len(), 2);
-    }
-
-    #[test]
-    fn chown_of_a_missing_file_fails_as_the_kernel_would() {
-        let dir = tempfile::tempdir().unwrap();
-        let done = sh(
-            dir.path(),
-            "chown 1:1 missing 2> err.txt; echo $? > rc.txt; true",
-        );
-        assert_eq!(done.exit_code(), Some(0));
-        assert!(done.table.is_empty(), "{:?}", done.table);
-        let err = std::fs::read_to_string(dir.path().join("err.txt")).unwrap();
-        assert!(err.contains("No such file"), "{err}");
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("rc.txt")).unwrap(),
-            "1\n"
-        );
-    }
-
-    #[test]
-    fn a_step_sees_itself_as_root_and_identity_changes_succeed() {
-        let dir = tempfile::tempdir().unwrap();
-        let done = sh(dir.path(), "id -u > uid.txt && id -g > gid.txt");
-        assert_eq!(done.exit_code(), Some(0));
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("uid.txt")).unwrap(),
-            "0\n"
-        );
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("gid.txt")).unwrap(),
-            "0\n"
-        );
-    }
-
-    #[test]
-    fn a_recursive_chown_records_every_entry_through_directory_descriptors() {
-        // coreutils' `chown -R` walks with fts and chowns relative to directory descriptors
-        // (fchownat(dirfd, name, ...)), as dpkg and tar do: the supervisor resolves each
-        // name in the caller's descriptor.
-        let dir = tempfile::tempdir().unwrap();
-        let tree = dir.path().join("tree");
-        std::fs::create_dir_all(tree.join("a/b")).unwrap();
-        std::fs::write(tree.join("a/b/file"), b"x").unwrap();
-        std::fs::write(tree.join("top"), b"x").unwrap();
-        std::os::unix::fs::symlink("top", tree.join("a/link")).unwrap();
-        let done = sh(dir.path(), "chown -R 100:101 tree");
-        assert_eq!(done.exit_code(), Some(0));
-        let expected = Owner { uid: 100, gid: 101 };
-        for entry in ["", "a", "a/b", "a/b/file", "top", "a/link"] {
-            assert_eq!(
-                done.table.owner_of(&tree.join(entry)).unwrap(),
-                Some(expected),
-                "{entry:?} in {:?}",
-                done.table
-            );
-        }
-        assert_eq!(done.table.len(), 6, "{:?}", done.table);
-        assert_ne!(disk_owner(&tree.join("a/b/file")), (100, 101));
-    }
-
-    /// This process's umask, from /proc (umask(2) would change it under other threads).
-    fn own_umask() -> u32 {
-        super::caller_umask(std::process::id()).expect("Umask in /proc/self/status")
-    }
-
-    #[test]
-    fn device_nodes_become_placeholders_recorded_as_devices() {
-        let dir = tempfile::tempdir().unwrap();
-        let done = sh(
-            dir.path(),
-            "mknod cdev c 1 3 && mknod bdev b 259 70000 && chown 0:6 bdev && mkfifo fifo",
-        );
-        assert_eq!(done.exit_code(), Some(0));
-        let mode = 0o666 & !own_umask();
-        assert_eq!(
-            done.table.device_of(&dir.path().join("cdev")).unwrap(),
-            Some(Device {
-                kind: DeviceKind::Char,
-                major: 1,
-                minor: 3,
-                mode
-            })
-        );
-        assert_eq!(
-            done.table.device_of(&dir.path().join("bdev")).unwrap(),
-            Some(Device {
-                kind: DeviceKind::Block,
-                major: 259,
-                minor: 70000,
-                mode
-            }),
-            "a minor above 255 uses the kernel's split encoding"
-        );
-        assert_eq!(
-            done.table.owner_of(&dir.path().join("bdev")).unwrap(),
-            Some(Owner { uid: 0, gid: 6 })
-        );
-        use std::os::unix::fs::FileTypeExt;
-        let cdev = std::fs::symlink_metadata(dir.path().join("cdev")).unwrap();
-        assert!(cdev.is_file() && cdev.len() == 0, "a placeholder: {cdev:?}");
-        // A FIFO needs no privilege: the kernel made a real one.
-        let fifo = std::fs::symlink_metadata(dir.path().join("fifo")).unwrap();
-        assert!(fifo.file_type().is_fifo());
-        assert_eq!(
-            done.table.device_of(&dir.path().join("fifo")).unwrap(),
-            None
-        );
-        assert_eq!(done.table.len(), 2);
-    }
-
-    #[test]
-    fn mknod_over_an_existing_file_fails_as_the_kernel_would() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("taken"), b"keep").unwrap();
-        let done = sh(dir.path(), "mknod taken c 1 3 2> err.txt; echo $? > rc.txt");
-        assert_eq!(done.exit_code(), Some(0));
-        assert!(done.table.is_empty(), "{:?}", done.table);
-        let err = std::fs::read_to_string(dir.path().join("err.txt")).unwrap();
-        assert!(err.contains("File exists"), "{err}");
-        assert_eq!(std::fs::read(dir.path().join("taken")).unwrap(), b"keep");
-    }
-
-    #[test]
-    fn the_step_does_not_hold_the_listener() {
-        // With the listener, a step could answer its own notifications (and record any
-        // owner it likes without the supervisor): the kernel makes it close-on-exec and the
-        // child closes it before running its body anyway.
-        let dir = tempfile::tempdir().unwrap();
-        let done = sh(dir.path(), "ls -l /proc/$$/fd/ > fds.txt");
-        assert_eq!(done.exit_code(), Some(0));
-        let fds = std::fs::read_to_string(dir.path().join("fds.txt")).unwrap();
-        assert!(
-            fds.contains("fds.txt"),
-            "the listing is of the right process: {fds}"
-        );
-        assert!(
-            !fds.contains("seccomp"),
-            "a listener leaked into the step: {fds}"
-        );
-    }
-
-    #[test]
-    fn what_a_step_leaves_running_ends_with_it() {
-        // Without this, the background sleep would hold the filter and the supervisor
-        // would wait for it (as a container's init exiting ends its processes).
-        let dir = tempfile::tempdir().unwrap();
-        let started = std::time::Instant::now();
-        let done = sh(dir.path(), "sleep 600 & echo $! > bg.txt; exit 0");
-        assert_eq!(done.exit_code(), Some(0));
-        assert!(started.elapsed() < std::time::Duration::from_secs(60));
-        let pid = std::fs::read_to_string(dir.path().join("bg.txt")).unwrap();
-        // Killed: gone, or a zombie awaiting its reaper, within moments (the listener may
-        // hang up while the killed process is still on its way out).
-        let status_file = format!("/proc/{}/status", pid.trim());
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match std::fs::read_to_string(&status_file) {
-                Err(_) => break,
-                Ok(status) if status.contains("State:\tZ") => break,
-                Ok(status) => assert!(
-                    std::time::Instant::now() < deadline,
-                    "the background process survived its step: {status}"
-                ),
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-
-    #[test]
-    fn the_exit_status_of_the_command_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(sh(dir.path(), "exit 3").exit_code(), Some(3));
-        let missing = run_command(&["/nonexistent/program"]).unwrap();
-        assert_eq!(missing.exit_code(), Some(127));
-    }
-}
+#[path = "supervisor_tests.rs"]
+mod tests;

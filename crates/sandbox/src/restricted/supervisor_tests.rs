@@ -1,0 +1,344 @@
+//! The supervisor's tests: real supervised shells, in this test process (not a
+//! subreaper: only the step's process group is reached).
+
+use super::super::table::{Device, DeviceKind, Owner};
+use super::*;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// Runs `script` with /bin/sh under the filter, in `dir`.
+fn sh(dir: &Path, script: &str) -> Finished {
+    let script = format!("cd '{}' || exit 99\n{script}", dir.display());
+    run_command(&["/bin/sh", "-c", &script]).expect("supervised shell")
+}
+
+fn disk_owner(path: &Path) -> (u32, u32) {
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    (meta.uid(), meta.gid())
+}
+
+#[test]
+fn chown_is_answered_success_recorded_and_kept_off_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), b"x").unwrap();
+    let before = disk_owner(&dir.path().join("f"));
+    let done = sh(dir.path(), "chown 1234:5678 f && chown :99 f");
+    assert_eq!(done.exit_code(), Some(0), "chown must look successful");
+    assert_eq!(
+        done.table.owner_of(&dir.path().join("f")).unwrap(),
+        Some(Owner { uid: 1234, gid: 99 }),
+        "the second chown keeps the recorded uid (-1 means unchanged)"
+    );
+    assert_eq!(
+        disk_owner(&dir.path().join("f")),
+        before,
+        "the disk keeps its owner, even when the supervisor's user could chown"
+    );
+}
+
+#[test]
+fn a_chown_clears_setid_bits_on_the_disk_as_the_kernel_does() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let modes = [
+        ("suid", 0o4755),
+        ("sgid-exec", 0o2755),
+        ("sgid-noexec", 0o2644),
+    ];
+    for (name, mode) in modes {
+        std::fs::write(dir.path().join(name), b"x").unwrap();
+        std::fs::set_permissions(dir.path().join(name), std::fs::Permissions::from_mode(mode))
+            .unwrap();
+    }
+    std::fs::create_dir(dir.path().join("sgid-dir")).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("sgid-dir"),
+        std::fs::Permissions::from_mode(0o2755),
+    )
+    .unwrap();
+    let done = sh(dir.path(), "chown 1:2 suid sgid-exec sgid-noexec sgid-dir");
+    assert_eq!(done.exit_code(), Some(0));
+    let mode = |name: &str| {
+        std::fs::symlink_metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode("suid"), 0o755);
+    assert_eq!(mode("sgid-exec"), 0o755);
+    assert_eq!(mode("sgid-noexec"), 0o2644, "no group exec: the bit stays");
+    assert_eq!(mode("sgid-dir"), 0o2755, "a directory keeps its bits");
+    assert_eq!(done.table.len(), 4);
+}
+
+#[test]
+fn lchown_records_the_link_and_chown_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("target"), b"x").unwrap();
+    std::os::unix::fs::symlink("target", dir.path().join("link")).unwrap();
+    let done = sh(dir.path(), "chown -h 7:8 link && chown 9:10 link");
+    assert_eq!(done.exit_code(), Some(0));
+    assert_eq!(
+        done.table.owner_of(&dir.path().join("link")).unwrap(),
+        Some(Owner { uid: 7, gid: 8 })
+    );
+    assert_eq!(
+        done.table.owner_of(&dir.path().join("target")).unwrap(),
+        Some(Owner { uid: 9, gid: 10 })
+    );
+    assert_eq!(done.table.len(), 2);
+}
+
+#[test]
+fn chown_of_a_missing_file_fails_as_the_kernel_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = sh(
+        dir.path(),
+        "chown 1:1 missing 2> err.txt; echo $? > rc.txt; true",
+    );
+    assert_eq!(done.exit_code(), Some(0));
+    assert!(done.table.is_empty(), "{:?}", done.table);
+    let err = std::fs::read_to_string(dir.path().join("err.txt")).unwrap();
+    assert!(err.contains("No such file"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("rc.txt")).unwrap(),
+        "1\n"
+    );
+}
+
+#[test]
+fn a_step_sees_itself_as_root_and_identity_changes_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = sh(dir.path(), "id -u > uid.txt && id -g > gid.txt");
+    assert_eq!(done.exit_code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("uid.txt")).unwrap(),
+        "0\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("gid.txt")).unwrap(),
+        "0\n"
+    );
+}
+
+#[test]
+fn a_recursive_chown_records_every_entry_through_directory_descriptors() {
+    // coreutils' `chown -R` walks with fts and chowns relative to directory descriptors
+    // (fchownat(dirfd, name, ...)), as dpkg and tar do: the supervisor resolves each
+    // name in the caller's descriptor.
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("a/b")).unwrap();
+    std::fs::write(tree.join("a/b/file"), b"x").unwrap();
+    std::fs::write(tree.join("top"), b"x").unwrap();
+    std::os::unix::fs::symlink("top", tree.join("a/link")).unwrap();
+    let done = sh(dir.path(), "chown -R 100:101 tree");
+    assert_eq!(done.exit_code(), Some(0));
+    let expected = Owner { uid: 100, gid: 101 };
+    for entry in ["", "a", "a/b", "a/b/file", "top", "a/link"] {
+        assert_eq!(
+            done.table.owner_of(&tree.join(entry)).unwrap(),
+            Some(expected),
+            "{entry:?} in {:?}",
+            done.table
+        );
+    }
+    assert_eq!(done.table.len(), 6, "{:?}", done.table);
+    assert_ne!(disk_owner(&tree.join("a/b/file")), (100, 101));
+}
+
+/// This process's umask, from /proc (umask(2) would change it under other threads).
+fn own_umask() -> u32 {
+    super::super::notify::caller_umask(std::process::id()).expect("Umask in /proc/self/status")
+}
+
+#[test]
+fn device_nodes_become_placeholders_recorded_as_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = sh(
+        dir.path(),
+        "mknod cdev c 1 3 && mknod bdev b 259 70000 && chown 0:6 bdev && mkfifo fifo",
+    );
+    assert_eq!(done.exit_code(), Some(0));
+    let mode = 0o666 & !own_umask();
+    assert_eq!(
+        done.table.device_of(&dir.path().join("cdev")).unwrap(),
+        Some(Device {
+            kind: DeviceKind::Char,
+            major: 1,
+            minor: 3,
+            mode
+        })
+    );
+    assert_eq!(
+        done.table.device_of(&dir.path().join("bdev")).unwrap(),
+        Some(Device {
+            kind: DeviceKind::Block,
+            major: 259,
+            minor: 70000,
+            mode
+        }),
+        "a minor above 255 uses the kernel's split encoding"
+    );
+    assert_eq!(
+        done.table.owner_of(&dir.path().join("bdev")).unwrap(),
+        Some(Owner { uid: 0, gid: 6 })
+    );
+    use std::os::unix::fs::FileTypeExt;
+    let cdev = std::fs::symlink_metadata(dir.path().join("cdev")).unwrap();
+    assert!(cdev.is_file() && cdev.len() == 0, "a placeholder: {cdev:?}");
+    // A FIFO needs no privilege: the kernel made a real one.
+    let fifo = std::fs::symlink_metadata(dir.path().join("fifo")).unwrap();
+    assert!(fifo.file_type().is_fifo());
+    assert_eq!(
+        done.table.device_of(&dir.path().join("fifo")).unwrap(),
+        None
+    );
+    assert_eq!(done.table.len(), 2);
+}
+
+#[test]
+fn mknod_over_an_existing_file_fails_as_the_kernel_would() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("taken"), b"keep").unwrap();
+    let done = sh(dir.path(), "mknod taken c 1 3 2> err.txt; echo $? > rc.txt");
+    assert_eq!(done.exit_code(), Some(0));
+    assert!(done.table.is_empty(), "{:?}", done.table);
+    let err = std::fs::read_to_string(dir.path().join("err.txt")).unwrap();
+    assert!(err.contains("File exists"), "{err}");
+    assert_eq!(std::fs::read(dir.path().join("taken")).unwrap(), b"keep");
+}
+
+#[test]
+fn the_step_does_not_hold_the_listener() {
+    // With the listener, a step could answer its own notifications (and record any
+    // owner it likes without the supervisor): the kernel makes it close-on-exec and the
+    // child closes it before running its body anyway.
+    let dir = tempfile::tempdir().unwrap();
+    let done = sh(dir.path(), "ls -l /proc/$$/fd/ > fds.txt");
+    assert_eq!(done.exit_code(), Some(0));
+    let fds = std::fs::read_to_string(dir.path().join("fds.txt")).unwrap();
+    assert!(
+        fds.contains("fds.txt"),
+        "the listing is of the right process: {fds}"
+    );
+    assert!(
+        !fds.contains("seccomp"),
+        "a listener leaked into the step: {fds}"
+    );
+}
+
+#[test]
+fn what_a_step_leaves_running_ends_with_it() {
+    // Without this, the background sleep would hold the filter and the supervisor
+    // would wait for it (as a container's init exiting ends its processes).
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let done = sh(dir.path(), "sleep 600 & echo $! > bg.txt; exit 0");
+    assert_eq!(done.exit_code(), Some(0));
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    let pid = std::fs::read_to_string(dir.path().join("bg.txt")).unwrap();
+    // Killed: gone, or a zombie awaiting its reaper, within moments (the listener may
+    // hang up while the killed process is still on its way out).
+    let status_file = format!("/proc/{}/status", pid.trim());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match std::fs::read_to_string(&status_file) {
+            Err(_) => break,
+            Ok(status) if status.contains("State:\tZ") => break,
+            Ok(status) => assert!(
+                std::time::Instant::now() < deadline,
+                "the background process survived its step: {status}"
+            ),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_exit_status_of_the_command_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(sh(dir.path(), "exit 3").exit_code(), Some(3));
+    let missing = run_command(&["/nonexistent/program"]).unwrap();
+    assert_eq!(missing.exit_code(), Some(127));
+}
+
+/// `security.capability` of `path` on the disk, `None` if it has none.
+fn disk_capability(path: &Path) -> Option<Vec<u8>> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut buf = [0u8; 64];
+    // SAFETY: valid C strings and a buffer of the size given.
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            c"security.capability".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    (n >= 0).then(|| buf[..n as usize].to_vec())
+}
+
+#[test]
+fn file_capabilities_are_recorded_not_written_and_dropped_by_chown_or_removal() {
+    let setcap = "/usr/sbin/setcap";
+    assert!(
+        Path::new(setcap).exists(),
+        "this test needs setcap (Debian package libcap2-bin)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["ping", "chowned", "removed", "plain"] {
+        std::fs::write(dir.path().join(name), b"#!/bin/sh\n").unwrap();
+    }
+    let done = sh(
+        dir.path(),
+        &format!(
+            "{setcap} cap_net_raw+p ping && {setcap} cap_net_raw+p chowned && chown 1:1 chowned \
+             && {setcap} cap_net_raw+p removed && {setcap} -r removed"
+        ),
+    );
+    assert_eq!(done.exit_code(), Some(0), "setcap must look successful");
+    let ping = done
+        .table
+        .capability_of(&dir.path().join("ping"))
+        .unwrap()
+        .expect("recorded")
+        .expect("set, not removed");
+    assert!(ping.len() == 20 || ping.len() == 24, "{ping:?}");
+    let permitted = u32::from_le_bytes([ping[4], ping[5], ping[6], ping[7]]);
+    const CAP_NET_RAW: u32 = 13;
+    assert_ne!(permitted & (1 << CAP_NET_RAW), 0, "{ping:?}");
+    assert_eq!(
+        disk_capability(&dir.path().join("ping")),
+        None,
+        "the disk has no file capability, even where the supervisor's user could write it"
+    );
+    for dropped in ["chowned", "removed"] {
+        assert_eq!(
+            done.table.capability_of(&dir.path().join(dropped)).unwrap(),
+            Some(None),
+            "{dropped}"
+        );
+    }
+    assert_eq!(
+        done.table.capability_of(&dir.path().join("plain")).unwrap(),
+        None
+    );
+}
+
+#[test]
+fn a_malformed_capability_is_refused_as_the_kernel_would() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), b"x").unwrap();
+    // A 4-byte value: no vfs_cap_data revision has that size.
+    let done = sh(
+        dir.path(),
+        "python3 -c \"import os; os.setxattr('f', 'security.capability', b'\\x00\\x00\\x00\\x02')\" \
+         2> err.txt; echo $? > rc.txt",
+    );
+    assert_eq!(done.exit_code(), Some(0));
+    let err = std::fs::read_to_string(dir.path().join("err.txt")).unwrap();
+    assert!(err.contains("Invalid argument"), "{err}");
+    assert!(done.table.is_empty(), "{:?}", done.table);
+}
