@@ -24,7 +24,7 @@ const TAIL_LINES: usize = 10;
 type Script = Option<(String, String)>;
 
 /// The argv BuildKit runs for `run`, and a script to bind for a shebang heredoc.
-fn run_args(run: &Run, shell: &[String]) -> (Vec<String>, Script) {
+pub(crate) fn run_args(run: &Run, shell: &[String]) -> (Vec<String>, Script) {
     let mut script = None;
     let args = match &run.cmd {
         ShellOrExec::Exec(v) => return (v.clone(), None),
@@ -184,8 +184,8 @@ impl Builder<'_> {
     }
 
     /// The argv a RUN runs and its history entry's `created_by`.
-    pub(crate) fn run_command(&self, st: &StageState, run: &Run) -> (Vec<String>, String) {
-        let (argv, _) = run_args(run, &st.shell());
+    /// The history text of a RUN running `argv`.
+    pub(crate) fn run_created_by(&self, st: &StageState, argv: &[String]) -> String {
         // BuildKit shows each ARG with the value the step saw (an ENV of the same name wins).
         let shown_args: Vec<(String, String)> = st
             .build_args
@@ -200,11 +200,10 @@ impl Builder<'_> {
                 (k.clone(), seen.clone())
             })
             .collect();
-        let created_by = format!(
+        format!(
             "RUN {}{BUILDKIT_SUFFIX}",
-            run_command_string(&shown_args, &argv)
-        );
-        (argv, created_by)
+            run_command_string(&shown_args, argv)
+        )
     }
 
     /// Runs the step on an overlay whose only lower layer is the stage's rootfs

@@ -19,11 +19,12 @@ use rbuild_store::{CacheRecord, ImageRecord, Store};
 
 use crate::base::{self, BaseImages, LoadedImage};
 use crate::build_dir::{apply_layers, BuildDir};
-use crate::cache::{KeyBuilder, RemoteCache};
+use crate::cache::RemoteCache;
 use crate::commit::commit_layer;
 use crate::error::{BuildError, Result};
 use crate::fsops;
 use crate::history::{self, go_list, go_quote_list};
+use crate::op::StepOp;
 use crate::progress::{seconds, Event, Progress};
 use crate::snapshot::Index;
 use crate::step_cache::{base_key, stage_skips_cache, StepEnd};
@@ -100,6 +101,18 @@ impl StageState {
             "/".into()
         } else {
             self.config.config.working_dir.clone()
+        }
+    }
+
+    /// What lowering reads of this stage (`lower.rs`).
+    pub(crate) fn view(&self) -> crate::lower::StageView<'_> {
+        crate::lower::StageView {
+            index: self.index,
+            fs_key: &self.fs_key,
+            env: &self.env,
+            user: &self.config.config.user,
+            workdir: self.workdir(),
+            shell: self.shell(),
         }
     }
 
@@ -550,12 +563,15 @@ impl<'a> Builder<'a> {
         let created_by = match &expanded.instruction {
             Instruction::From(_) => return Err(origin.error("FROM inside a stage")),
             Instruction::Run(run) => {
-                let (argv, created_by) = self.run_command(st, run);
-                let key = self.run_key(st, origin, &expanded.instruction, &argv)?;
+                let op = self
+                    .lowering()
+                    .run(&st.view(), run)
+                    .map_err(|e| origin.error(e))?;
+                let created_by = self.run_created_by(st, &op.command);
                 return self
                     .layer_step(
                         st,
-                        Some(key),
+                        &StepOp::Run(op),
                         created_by,
                         step,
                         progress,
@@ -569,11 +585,11 @@ impl<'a> Builder<'a> {
                     Instruction::Add(a) => a.clone().into(),
                     _ => unreachable!(),
                 };
-                let key = self.copy_key(st, origin, &expanded.instruction, &spec)?;
+                let op = self.lower_copy(st, origin, &spec)?;
                 let created_by =
                     crate::copy::history_text(if spec.is_add { "ADD" } else { "COPY" }, &spec);
                 return self
-                    .layer_step(st, key, created_by, step, progress, |b, st, progress| {
+                    .layer_step(st, &op, created_by, step, progress, |b, st, progress| {
                         b.dispatch_copy(st, origin, &spec, progress)
                     })
                     .map(Some);
@@ -738,13 +754,11 @@ impl<'a> Builder<'a> {
             self.add_history(st, format!("WORKDIR {wd}"), false);
             return Ok(None);
         }
-        let mut key = KeyBuilder::new(&st.fs_key);
-        key.add("workdir", wd.clone());
-        key.add("user", st.config.config.user.clone());
+        let op = self.lowering().workdir(&st.view(), &wd);
         let created_by = format!("WORKDIR {wd}");
         let end = self.layer_step(
             st,
-            Some(key),
+            &StepOp::Workdir(op),
             created_by,
             step,
             progress,

@@ -8,16 +8,16 @@
 //! step key, keeps a re-run step with different output (a `--no-cache` run of a random
 //! RUN) from being combined with cached results computed on top of the old output.
 
-use rbuild_dockerfile::instructions::{Instruction, MountType};
 use rbuild_image::{Descriptor, Digest, Hasher};
 use rbuild_store::CacheRecord;
 
 use crate::build_dir::apply_layers;
-use crate::cache::{explain_miss, KeyBuilder};
 use crate::content_hash::digest_source;
 use crate::copy::CopySpec;
-use crate::downloads::{is_http_source, parse_git_ref, redact_url};
+use crate::downloads::GitRef;
 use crate::error::{BuildError, Result};
+use crate::lower::{layer_format, LowerError, Lowering, SourceKeys};
+use crate::op::{explain_miss, StepOp};
 use crate::progress::{Event, Progress};
 use crate::sources::{CopyFilters, SourceRoot};
 use crate::stage::{Builder, Origin, StageState};
@@ -150,140 +150,32 @@ impl Builder<'_> {
         }
     }
 
-    /// The key of what a `--from` (or bind mount `from=`) names: an earlier stage's file
-    /// system or an image's manifest digest.
-    fn key_of_from(&self, current: usize, from: &str) -> std::result::Result<Digest, String> {
-        let stage = self
-            .df
-            .stage_by_name(from)
-            .or_else(|| from.parse::<usize>().ok().filter(|&i| i < current));
-        if let Some(i) = stage {
-            return crate::stage::lock(&self.done)
-                .get(&i)
-                .map(|o| o.fs_key.clone())
-                .ok_or_else(|| {
-                    format!("stage {from:?} has not been built (it must come before this stage)")
-                });
+    /// The lowering of this build's steps: its network and layer format, and the builder
+    /// itself for what must be read.
+    pub(crate) fn lowering(&self) -> Lowering<'_> {
+        Lowering {
+            build_network: format!("{:?}", self.request.network),
+            layer_format: layer_format(&self.write_options),
+            keys: self,
         }
-        let image = self.load_image(from)?;
-        Ok(base_key(&image.id, &self.platform))
     }
 
-    /// Adds the content of `src` in the build context to `key`.
-    fn add_context_source(
-        &self,
-        key: &mut KeyBuilder,
-        label: &str,
-        src: &str,
-        parents: bool,
-        filters: &CopyFilters,
-    ) -> std::result::Result<(), String> {
-        let _t = crate::phases::Phase::Cache.timer();
-        let root = SourceRoot::Context {
-            dir: &self.request.context_dir,
-            ignore: self.ignore.as_ref(),
-        };
-        for (source, filters) in root.copy_sources(src, parents, filters)? {
-            let filter = root.filter_for(&source, &filters);
-            digest_source(&source.host, &source.rel, &filter)?.add_to(key, label);
-        }
-        Ok(())
-    }
-
-    /// The key of a RUN: what it runs, with what environment, as whom, where, and the
-    /// content of what it binds. Proxy build args are left out, as BuildKit does.
-    pub(crate) fn run_key(
+    /// The op of a COPY/ADD, its errors placed under the instruction.
+    pub(crate) fn lower_copy(
         &self,
         st: &StageState,
         origin: &Origin<'_>,
-        instruction: &Instruction,
-        argv: &[String],
-    ) -> Result<KeyBuilder> {
-        let Instruction::Run(run) = instruction else {
-            unreachable!("run_key of a non-RUN");
-        };
-        let mut key = KeyBuilder::new(&st.fs_key);
-        key.add("instruction", json(instruction));
-        key.add("command", json(&argv));
-        for (k, v) in &st.env {
-            key.add(format!("env {k}"), v.clone());
-        }
-        key.add("user", st.config.config.user.clone());
-        key.add("workdir", st.workdir());
-        key.add("network", format!("{:?}", self.request.network));
-        for flag in &run.mounts {
-            let Some(m) = &flag.parsed else { continue };
-            if m.kind != MountType::Bind {
-                continue; // cache, tmpfs, secret, ssh: by id and target, in the instruction
-            }
-            let source = m.source.as_deref().unwrap_or("/");
-            let label = format!("mount {}", m.target.as_deref().unwrap_or(""));
-            match &m.from {
-                Some(from) => {
-                    let k = self
-                        .key_of_from(st.index, from)
-                        .map_err(|e| origin.error(format!("--mount={}: {e}", flag.spec)))?;
-                    key.add(format!("{label} from"), k.to_string());
-                }
-                None => self
-                    .add_context_source(&mut key, &label, source, false, &CopyFilters::default())
-                    .map_err(|e| origin.error(format!("--mount={}: {e}", flag.spec)))?,
-            }
-        }
-        Ok(key)
-    }
-
-    /// The key of a COPY/ADD: the instruction, where it copies to, and the content of what
-    /// it copies. An http source is keyed by its `--checksum` when given (a hit then
-    /// downloads nothing), else by the content of its download (memoised: the copy reuses
-    /// it); a git source by the commit its reference resolves to.
-    pub(crate) fn copy_key(
-        &self,
-        st: &StageState,
-        origin: &Origin<'_>,
-        instruction: &Instruction,
         spec: &CopySpec,
-    ) -> Result<Option<KeyBuilder>> {
+    ) -> Result<StepOp> {
         let name = if spec.is_add { "ADD" } else { "COPY" };
-        spec.check().map_err(|e| origin.error(e))?;
-        let mut key = KeyBuilder::new(&st.fs_key);
-        key.add("instruction", json(instruction));
-        key.add("workdir", st.workdir());
-        match &spec.from {
-            Some(from) => {
-                let k = self
-                    .key_of_from(st.index, from)
-                    .map_err(|e| origin.error(format!("--from={from}: {e}")))?;
-                key.add("from", k.to_string());
-            }
-            None => {
-                let filters = CopyFilters::new(&spec.exclude).map_err(|e| origin.error(e))?;
-                let fail = |e: String| origin.error(format!("{name} failed: {e}"));
-                for src in &spec.sources {
-                    if spec.is_add && is_http_source(src) {
-                        let content = match &spec.checksum {
-                            Some(sum) => sum.clone(),
-                            None => crate::stage::lock(&self.fetcher)
-                                .fetch(src)
-                                .map_err(fail)?
-                                .1
-                                .to_string(),
-                        };
-                        key.add(format!("url {}", redact_url(src)), content);
-                    } else if let Some(git) = spec.is_add.then(|| parse_git_ref(src)).flatten() {
-                        // The same checkout the ADD then copies (one fetch per build).
-                        let (_, commit) = crate::stage::lock(&self.fetcher)
-                            .checkout_ref(&git, spec.keep_git_dir)
-                            .map_err(fail)?;
-                        key.add(format!("git {}", redact_url(src)), commit);
-                    } else {
-                        self.add_context_source(&mut key, "source", src, spec.parents, &filters)
-                            .map_err(fail)?;
-                    }
-                }
-            }
-        }
-        Ok(Some(key))
+        self.lowering()
+            .copy(&st.view(), spec)
+            .map(StepOp::Copy)
+            .map_err(|e| match e {
+                LowerError::Invalid(e) => origin.error(e),
+                LowerError::From(from, e) => origin.error(format!("--from={from}: {e}")),
+                LowerError::Read(e) => origin.error(format!("{name} failed: {e}")),
+            })
     }
 
     /// A name for "this step of this Dockerfile", under which the inputs of its last key
@@ -361,68 +253,53 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// Runs a layer step through the cache. `run` does the step on the (materialised)
-    /// rootfs and commits exactly one layer; `created_by` is its history entry.
+    /// Runs a layer step through the cache: `op` is the step lowered, its key looked up
+    /// locally then in the registry cache; on a miss `run` does the step on the
+    /// (materialised) rootfs and commits exactly one layer. `created_by` is its history
+    /// entry.
     pub(crate) fn layer_step(
         &self,
         st: &mut StageState,
-        key: Option<KeyBuilder>,
+        op: &StepOp,
         created_by: String,
         step: usize,
         progress: &mut dyn Progress,
         run: impl FnOnce(&Self, &mut StageState, &mut dyn Progress) -> Result<u64>,
     ) -> Result<StepEnd> {
         let position = self.step_position(st, step);
-        let unkeyed = Digest::of(created_by.as_bytes());
-        let mut key = key;
-        if let Some(k) = &mut key {
-            // How the layer is written decides its bytes: a zstd build must not reuse a gzip
-            // layer, nor a SOURCE_DATE_EPOCH build an unclamped one.
-            let w = &self.write_options;
-            k.add(
-                "layer format",
-                format!(
-                    "{:?} level={:?} epoch={:?} xattrs={}",
-                    w.compression, w.level, w.source_date_epoch, !w.no_xattrs
-                ),
-            );
-        }
-        if let Some(k) = &key {
-            let digest = k.key();
-            if !st.no_cache {
-                if let Some((record, source)) = self.lookup(&digest, progress) {
-                    st.layers.push(record.layer.clone());
-                    st.config.rootfs.diff_ids.push(record.diff_id.clone());
-                    self.add_history(st, created_by, true);
-                    self.date_history(st, &record.created);
-                    st.fs_key = result_key(&digest, &record.diff_id);
-                    let size = record.layer.size;
-                    crate::stage::lock(&self.used_records).push(record);
-                    let _ = self
-                        .store
-                        .cache_record_inputs(&position, &k.explain_inputs());
-                    progress.event(&Event::StepCached {
-                        stage: st.label.clone(),
-                        step,
-                        layer_size: size,
-                        source: source.into(),
-                    });
-                    return Ok(StepEnd::Cached);
-                }
-            }
-            if self.request.explain_misses {
-                let reason = if st.no_cache {
-                    "--no-cache".to_string()
-                } else {
-                    let previous = self.store.cache_last_inputs(&position);
-                    explain_miss(previous.as_ref(), &k.explain_inputs())
-                };
-                progress.event(&Event::CacheMiss {
+        // One encoding of the op gives both the key and what explains a miss.
+        let (digest, inputs) = (op.key(), op.explain_inputs());
+        if !st.no_cache {
+            if let Some((record, source)) = self.lookup(&digest, progress) {
+                st.layers.push(record.layer.clone());
+                st.config.rootfs.diff_ids.push(record.diff_id.clone());
+                self.add_history(st, created_by, true);
+                self.date_history(st, &record.created);
+                st.fs_key = result_key(&digest, &record.diff_id);
+                let size = record.layer.size;
+                crate::stage::lock(&self.used_records).push(record);
+                let _ = self.store.cache_record_inputs(&position, &inputs);
+                progress.event(&Event::StepCached {
                     stage: st.label.clone(),
                     step,
-                    reason,
+                    layer_size: size,
+                    source: source.into(),
                 });
+                return Ok(StepEnd::Cached);
             }
+        }
+        if self.request.explain_misses {
+            let reason = if st.no_cache {
+                "--no-cache".to_string()
+            } else {
+                let previous = self.store.cache_last_inputs(&position);
+                explain_miss(previous.as_ref(), &inputs)
+            };
+            progress.event(&Event::CacheMiss {
+                stage: st.label.clone(),
+                step,
+                reason,
+            });
         }
         self.materialize(st)?;
         let size = run(self, st, progress)?;
@@ -447,32 +324,76 @@ impl Builder<'_> {
         let created = self.now();
         self.add_history(st, created_by, true);
         self.date_history(st, &created);
-        match key {
-            Some(k) => {
-                let digest = k.key();
-                st.fs_key = result_key(&digest, &diff_id);
-                let record = CacheRecord {
-                    key: digest,
-                    layer,
-                    diff_id,
-                    created,
-                };
-                if let Err(e) = self.store.cache_put(&record) {
-                    progress.event(&Event::Warning {
-                        message: format!("recording the step in the build cache: {e}"),
-                    });
-                }
-                let _ = self
-                    .store
-                    .cache_record_inputs(&position, &k.explain_inputs());
-                crate::stage::lock(&self.used_records).push(record);
-            }
-            None => {
-                // Not keyable: later steps chain on the content it made.
-                st.fs_key = result_key(&unkeyed, &diff_id);
-            }
+        st.fs_key = result_key(&digest, &diff_id);
+        let record = CacheRecord {
+            key: digest,
+            layer,
+            diff_id,
+            created,
+        };
+        if let Err(e) = self.store.cache_put(&record) {
+            progress.event(&Event::Warning {
+                message: format!("recording the step in the build cache: {e}"),
+            });
         }
+        let _ = self.store.cache_record_inputs(&position, &inputs);
+        crate::stage::lock(&self.used_records).push(record);
         Ok(StepEnd::Ran(size))
+    }
+}
+
+/// What lowering reads: the build context, finished stages, images, downloads.
+impl SourceKeys for Builder<'_> {
+    fn context_entries(
+        &self,
+        src: &str,
+        parents: bool,
+        filters: &CopyFilters,
+    ) -> std::result::Result<Vec<(String, Digest)>, String> {
+        let _t = crate::phases::Phase::Cache.timer();
+        let root = SourceRoot::Context {
+            dir: &self.request.context_dir,
+            ignore: self.ignore.as_ref(),
+        };
+        let mut entries = Vec::new();
+        for (source, filters) in root.copy_sources(src, parents, filters)? {
+            let filter = root.filter_for(&source, &filters);
+            entries.extend(digest_source(&source.host, &source.rel, &filter)?.entries);
+        }
+        Ok(entries)
+    }
+
+    /// An earlier stage's file-system key, or an image's base key (its manifest digest).
+    fn key_of_from(&self, current: usize, from: &str) -> std::result::Result<Digest, String> {
+        let stage = self
+            .df
+            .stage_by_name(from)
+            .or_else(|| from.parse::<usize>().ok().filter(|&i| i < current));
+        if let Some(i) = stage {
+            return crate::stage::lock(&self.done)
+                .get(&i)
+                .map(|o| o.fs_key.clone())
+                .ok_or_else(|| {
+                    format!("stage {from:?} has not been built (it must come before this stage)")
+                });
+        }
+        let image = self.load_image(from)?;
+        Ok(base_key(&image.id, &self.platform))
+    }
+
+    fn url_content(&self, url: &str) -> std::result::Result<Digest, String> {
+        Ok(crate::stage::lock(&self.fetcher).fetch(url)?.1)
+    }
+
+    fn git_commit(
+        &self,
+        git: &GitRef,
+        keep_git_dir: Option<bool>,
+    ) -> std::result::Result<String, String> {
+        // The same checkout the ADD then copies (one fetch per build).
+        Ok(crate::stage::lock(&self.fetcher)
+            .checkout_ref(git, keep_git_dir)?
+            .1)
     }
 }
 
@@ -484,10 +405,6 @@ pub(crate) fn time_order(t: &str) -> (String, String) {
         Some((secs, frac)) => (secs.to_string(), format!("{frac:0<9}")),
         None => (t.to_string(), "0".repeat(9)),
     }
-}
-
-fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// Whether a stage's steps skip the cache (`--no-cache`, or `--no-cache-filter` naming it
