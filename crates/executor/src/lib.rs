@@ -205,7 +205,9 @@ pub fn build_with_cache(
     progress: &mut dyn Progress,
 ) -> Result<BuildResult, BuildError> {
     let started = Instant::now();
-    let phases_before = phases::snapshot();
+    // This build's own phase times (builds at once in one process do not mix theirs).
+    let build_phases = phases::BuildPhases::new();
+    let _phases = build_phases.enter();
     let host = Platform::host();
     let platform = match &request.platform {
         None => host.clone(),
@@ -287,6 +289,7 @@ pub fn build_with_cache(
         sandbox,
         write_options,
         remote,
+        phases: build_phases.clone(),
     })?;
     let names: Vec<String> = plan.order.iter().map(|&i| builder.stage_label(i)).collect();
     progress.event(&Event::BuildStarted { stages: names });
@@ -312,6 +315,6 @@ pub fn build_with_cache(
         tags,
         cache_records,
         cache_mounts,
-        phases: phases::snapshot().since(&phases_before),
+        phases: build_phases.times(),
     })
 }

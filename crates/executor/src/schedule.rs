@@ -18,6 +18,22 @@ use crate::fsops::{Owners, OwnersScope};
 use crate::progress::{Event, Progress};
 use crate::stage::{lock, Builder};
 
+/// What a thread the build starts takes from it: how files are owned and the build's phase
+/// counters (both kept per thread, see `fsops::owners` and `phases`). Left when dropped.
+struct BuildThread {
+    _owners: OwnersScope,
+    _phases: crate::phases::BuildPhasesScope,
+}
+
+impl BuildThread {
+    fn enter(builder: &Builder<'_>, owners: Owners) -> Self {
+        BuildThread {
+            _owners: OwnersScope::enter(owners),
+            _phases: builder.phases.enter(),
+        }
+    }
+}
+
 /// What a stage thread tells the thread that called the build.
 enum Message {
     Event(Event),
@@ -53,7 +69,7 @@ pub(crate) fn run_stages(
             for reference in bases {
                 let owners = owners.clone();
                 scope.spawn(move || {
-                    let _owners = OwnersScope::enter(owners);
+                    let _build = BuildThread::enter(builder, owners);
                     let _ = builder
                         .bases
                         .resolve(builder.store, &reference, &builder.platform);
@@ -105,7 +121,7 @@ fn run_level(
             let queue = &queue;
             let owners = owners.clone();
             scope.spawn(move || {
-                let _owners = OwnersScope::enter(owners);
+                let _build = BuildThread::enter(builder, owners);
                 loop {
                     // (A `while let` would hold the queue's lock for the whole stage.)
                     let next = lock(queue).pop_front();

@@ -43,6 +43,7 @@ pub(crate) struct BuilderParts<'a> {
     pub sandbox: Sandbox,
     pub write_options: WriteOptions,
     pub remote: &'a (dyn RemoteCache + Sync),
+    pub phases: crate::phases::BuildPhases,
 }
 
 /// A finished stage: its image and its root filesystem (kept for `COPY --from`; only the
@@ -160,6 +161,8 @@ pub(crate) struct Builder<'a> {
     pub made_here: Mutex<std::collections::HashSet<Digest>>,
     /// Stage roots whose files are links into a shared tree.
     pub shared_roots: Mutex<std::collections::HashSet<PathBuf>>,
+    /// This build's phase counters, entered on every thread the build runs on.
+    pub phases: crate::phases::BuildPhases,
 }
 
 /// Where a command came from, for error messages.
@@ -230,6 +233,7 @@ impl<'a> Builder<'a> {
             trees: crate::trees::Trees::open(parts.store).ok(),
             made_here: Default::default(),
             shared_roots: Default::default(),
+            phases: parts.phases,
         })
     }
 
