@@ -13,7 +13,41 @@ pub trait RemoteCache {
     /// The record for `key`, if this cache has one.
     fn lookup(&self, key: &Digest) -> Option<CacheRecord>;
     /// Brings the layer of `record` into `store`, verified against its digest.
-    fn fetch_layer(&self, store: &Store, record: &CacheRecord) -> Result<(), String>;
+    fn fetch_layer(&self, store: &Store, record: &CacheRecord) -> Result<(), RemoteCacheError>;
+}
+
+/// Why a remote cache could not bring a layer into the store.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RemoteCacheError {
+    pub kind: RemoteCacheErrorKind,
+    pub message: String,
+}
+
+/// What kind of failure a [`RemoteCacheError`] is (the registry client's kinds, grouped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteCacheErrorKind {
+    /// The registry does not have the blob (or the cache has no record of it).
+    NotFound,
+    /// The registry refused the credentials (or had none).
+    Unauthorized,
+    /// The registry could not be reached or answered out of protocol.
+    Unreachable,
+    /// What came is not what the cache claimed (digest, size or diff id mismatch).
+    Untrusted,
+    /// The local store could not take the layer.
+    Store,
+    /// There is no remote cache.
+    Unavailable,
+}
+
+impl RemoteCacheError {
+    pub fn new(kind: RemoteCacheErrorKind, message: impl Into<String>) -> Self {
+        RemoteCacheError {
+            kind,
+            message: message.into(),
+        }
+    }
 }
 
 /// No remote cache.
@@ -23,17 +57,20 @@ impl RemoteCache for NoRemoteCache {
     fn lookup(&self, _key: &Digest) -> Option<CacheRecord> {
         None
     }
-    fn fetch_layer(&self, _store: &Store, _record: &CacheRecord) -> Result<(), String> {
-        Err("no remote cache".into())
+    fn fetch_layer(&self, _store: &Store, _record: &CacheRecord) -> Result<(), RemoteCacheError> {
+        Err(RemoteCacheError::new(
+            RemoteCacheErrorKind::Unavailable,
+            "no remote cache",
+        ))
     }
 }
 
 /// The directory that holds `RUN --mount=type=cache,id=ID` between builds. A remote cache
 /// importing mount contents (`mounts=true`) fills it before the build.
-pub fn cache_mount_dir(store: &Store, id: &str) -> Result<PathBuf, String> {
+pub fn cache_mount_dir(store: &Store, id: &str) -> Result<PathBuf, crate::BuildError> {
     let root = store
         .state_dir("cache-mounts")
-        .map_err(|e| format!("cache mount directory: {e}"))?;
+        .map_err(crate::BuildError::store("cache mount directory"))?;
     Ok(root.join(cache_dir_name(id)))
 }
 

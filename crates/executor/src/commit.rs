@@ -6,7 +6,10 @@ use rbuild_image::{Descriptor, Digest};
 use rbuild_layer::{write_layer, Change, WriteOptions};
 use rbuild_store::Store;
 
+use crate::context::BuildContext;
 use crate::fsops::Owners;
+use crate::snapshot::Index;
+use crate::state::StageState;
 
 /// A layer that is now in the store.
 pub(crate) struct CommittedLayer {
@@ -42,4 +45,33 @@ pub(crate) fn commit_layer(
         descriptor: Descriptor::new(info.media_type, blob.digest, blob.size),
         diff_id: info.diff_id,
     })
+}
+
+impl BuildContext<'_> {
+    /// Stores what changed since `before` as the stage's next layer; returns its size.
+    pub(crate) fn commit(
+        &self,
+        st: &mut StageState,
+        before: &Index,
+    ) -> std::result::Result<u64, String> {
+        let changes = before.changes(&st.rootfs)?;
+        let rootfs = st.rootfs.clone();
+        self.commit_changes(st, &rootfs, &changes)
+    }
+
+    /// Stores `changes` (read from `source_root`) as the stage's next layer; returns its
+    /// size.
+    pub(crate) fn commit_changes(
+        &self,
+        st: &mut StageState,
+        source_root: &std::path::Path,
+        changes: &[rbuild_layer::Change],
+    ) -> std::result::Result<u64, String> {
+        let layer = commit_layer(self.store, source_root, changes, &self.write_options)?;
+        crate::context::lock(&self.shared.made_here).insert(layer.descriptor.digest.clone());
+        let size = layer.descriptor.size;
+        st.layers.push(layer.descriptor);
+        st.config.rootfs.diff_ids.push(layer.diff_id);
+        Ok(size)
+    }
 }

@@ -24,8 +24,11 @@ pub mod cache;
 mod chmod;
 mod chroot_mounts;
 mod commit;
+mod config_ops;
 mod content_hash;
+mod context;
 mod copy;
+mod copy_spec;
 mod downloads;
 pub mod error;
 mod fileop_user;
@@ -45,6 +48,8 @@ mod snapshot;
 mod sources;
 pub mod ssh_agent;
 mod stage;
+mod stage_rootfs;
+mod state;
 mod step_cache;
 mod trees;
 pub mod tty_progress;
@@ -60,7 +65,9 @@ use rbuild_sandbox::{Isolation, Network, Sandbox, Seccomp};
 use rbuild_store::Store;
 
 pub use base::{BaseImages, LocalImages};
-pub use cache::{cache_mount_dir, NoRemoteCache, RemoteCache};
+pub use cache::{
+    cache_mount_dir, NoRemoteCache, RemoteCache, RemoteCacheError, RemoteCacheErrorKind,
+};
 pub use error::BuildError;
 pub use phases::{Phase, PhaseTimes};
 pub use progress::{Event, JsonProgress, NoProgress, PlainProgress, Progress};
@@ -279,7 +286,7 @@ pub fn build_with_cache(
         ..Default::default()
     };
     let _owners = fsops::OwnersScope::enter(owners);
-    let builder = stage::Builder::new(stage::BuilderParts {
+    let builder = context::BuildContext::new(context::ContextParts {
         request,
         store,
         bases,
@@ -307,8 +314,8 @@ pub fn build_with_cache(
         tags: tags.clone(),
         seconds: progress::seconds(started.elapsed()),
     });
-    let cache_records = std::mem::take(&mut *stage::lock(&builder.used_records));
-    let cache_mounts = std::mem::take(&mut *stage::lock(&builder.cache_mounts_used));
+    let cache_records = std::mem::take(&mut *context::lock(&builder.shared.used_records));
+    let cache_mounts = std::mem::take(&mut *context::lock(&builder.shared.cache_mounts_used));
     Ok(BuildResult {
         manifest: record.manifest.digest,
         image_id: record.config,

@@ -5,15 +5,17 @@
 //! no I/O and is tested without root or a sandbox.
 
 use rbuild_dockerfile::instructions::{
-    Mount, MountFlag, MountType, Network as RunNetwork, Run, Security, Sharing,
+    Mount, MountFlag, MountType, Network as RunNetwork, Run, Security, Sharing, ShellOrExec,
 };
+use rbuild_dockerfile::syntax::{chomp_heredoc_content, must_parse_heredoc};
 use rbuild_image::Digest;
 use rbuild_layer::WriteOptions;
 
-use crate::copy::CopySpec;
+use crate::copy_spec::CopySpec;
 use crate::downloads::{is_http_source, parse_git_ref, redact_url, GitRef};
 use crate::op::{CopyOp, LayerFormat, MountContent, MountOp, RunOp, SourceContent, WorkdirOp};
 use crate::sources::CopyFilters;
+use crate::state::StageState;
 
 /// What lowering reads of the stage it lowers into.
 pub(crate) struct StageView<'s> {
@@ -29,6 +31,20 @@ pub(crate) struct StageView<'s> {
     pub workdir: String,
     /// SHELL, `/bin/sh -c` when unset.
     pub shell: Vec<String>,
+}
+
+impl StageState {
+    /// What lowering reads of this stage (`lower.rs`).
+    pub(crate) fn view(&self) -> StageView<'_> {
+        StageView {
+            index: self.index,
+            fs_key: &self.fs_key,
+            env: &self.env,
+            user: &self.config.config.user,
+            workdir: self.workdir(),
+            shell: self.shell(),
+        }
+    }
 }
 
 /// The lookups lowering needs beyond the instruction and the stage: each returns the
@@ -73,7 +89,7 @@ impl Lowering<'_> {
     /// environment, user, working directory, network and mounts. An error names the mount
     /// that could not be keyed.
     pub(crate) fn run(&self, stage: &StageView<'_>, run: &Run) -> Result<RunOp, String> {
-        let (argv, script) = crate::run::run_args(run, &stage.shell);
+        let (argv, script) = run_args(run, &stage.shell);
         let mut mounts = Vec::with_capacity(run.mounts.len());
         for flag in &run.mounts {
             mounts.push(
@@ -252,6 +268,51 @@ impl Lowering<'_> {
             layer_format: self.layer_format.clone(),
         }
     }
+}
+
+/// A shebang heredoc BuildKit writes to a file and runs: (container path, content).
+type Script = Option<(String, String)>;
+
+/// The argv BuildKit runs for `run`, and a script to bind for a shebang heredoc.
+pub(crate) fn run_args(run: &Run, shell: &[String]) -> (Vec<String>, Script) {
+    let mut script = None;
+    let args = match &run.cmd {
+        ShellOrExec::Exec(v) => return (v.clone(), None),
+        ShellOrExec::Shell(s) if run.heredocs.is_empty() => s.clone(),
+        ShellOrExec::Shell(s) => match must_parse_heredoc(s) {
+            Some(_) => {
+                let doc = &run.heredocs[0];
+                let data = if doc.chomp {
+                    chomp_heredoc_content(&doc.content)
+                } else {
+                    doc.content.clone()
+                };
+                if data.starts_with("#!") {
+                    // BuildKit writes a shebang script to /dev/pipes/<name> and runs that.
+                    let path = format!("/dev/pipes/{}", doc.name);
+                    script = Some((path.clone(), data));
+                    path
+                } else {
+                    data
+                }
+            }
+            None => {
+                // More than a lone heredoc: hand the whole text to the shell, bodies as
+                // written (the shell strips a `<<-` body's tabs itself; BuildKit's history
+                // keeps them).
+                let mut full = s.clone();
+                for doc in &run.heredocs {
+                    full.push('\n');
+                    full.push_str(&doc.content);
+                    full.push_str(&doc.name);
+                }
+                full
+            }
+        },
+    };
+    let mut argv = shell.to_vec();
+    argv.push(args);
+    (argv, script)
 }
 
 /// Why a COPY/ADD could not be lowered; the caller words it under the instruction.

@@ -271,3 +271,16 @@ fn workdir_lowers_path_user_and_parent() {
     assert_eq!(op.user, "app");
     assert_eq!(op.parent, fx.parent);
 }
+
+#[test]
+fn heredoc_forms_as_buildkit_runs_them() {
+    let sh = vec!["/bin/sh".to_string(), "-c".to_string()];
+    let (argv, script) = run_args(&run_of("RUN <<EOF\necho hi\nEOF"), &sh);
+    assert_eq!(argv, vec!["/bin/sh", "-c", "echo hi\n"]);
+    assert!(script.is_none());
+    let (argv, script) = run_args(&run_of("RUN <<EOF\n#!/bin/sh\necho hi\nEOF"), &sh);
+    assert_eq!(argv, vec!["/bin/sh", "-c", "/dev/pipes/EOF"]);
+    assert_eq!(script.map(|s| s.1).as_deref(), Some("#!/bin/sh\necho hi\n"));
+    let (argv, _) = run_args(&run_of(r#"RUN ["a", "b"]"#), &[]);
+    assert_eq!(argv, vec!["a", "b"]);
+}

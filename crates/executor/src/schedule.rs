@@ -13,10 +13,10 @@ use std::sync::{mpsc, Mutex};
 
 use rbuild_dockerfile::{Base, BuildPlan};
 
+use crate::context::{lock, BuildContext};
 use crate::error::{BuildError, Result};
 use crate::fsops::{Owners, OwnersScope};
 use crate::progress::{Event, Progress};
-use crate::stage::{lock, Builder};
 
 /// What a thread the build starts takes from it: how files are owned and the build's phase
 /// counters (both kept per thread, see `fsops::owners` and `phases`). Left when dropped.
@@ -26,7 +26,7 @@ struct BuildThread {
 }
 
 impl BuildThread {
-    fn enter(builder: &Builder<'_>, owners: Owners) -> Self {
+    fn enter(builder: &BuildContext<'_>, owners: Owners) -> Self {
         BuildThread {
             _owners: OwnersScope::enter(owners),
             _phases: builder.phases.enter(),
@@ -51,7 +51,7 @@ impl Progress for Forward {
 
 /// Runs the stages of `plan` (all of `plan.order`).
 pub(crate) fn run_stages(
-    builder: &Builder<'_>,
+    builder: &BuildContext<'_>,
     plan: &BuildPlan,
     progress: &mut dyn Progress,
 ) -> Result<()> {
@@ -90,7 +90,7 @@ pub(crate) fn run_stages(
 }
 
 /// The distinct images the plan's stages start from (not `scratch`, not stages).
-fn base_images(builder: &Builder<'_>, plan: &BuildPlan) -> BTreeSet<String> {
+fn base_images(builder: &BuildContext<'_>, plan: &BuildPlan) -> BTreeSet<String> {
     plan.order
         .iter()
         .filter_map(|&i| match builder.df.stage_base(i, &builder.global) {
@@ -106,7 +106,7 @@ fn base_images(builder: &Builder<'_>, plan: &BuildPlan) -> BTreeSet<String> {
 /// the others stop before their next step, and the error of the first failing stage (in
 /// the plan's order) is the build's.
 fn run_level(
-    builder: &Builder<'_>,
+    builder: &BuildContext<'_>,
     level: &[usize],
     threads: usize,
     owners: &Owners,
@@ -128,7 +128,7 @@ fn run_level(
                     let Some(index) = next else { break };
                     let result = builder.run_stage(index, &mut Forward(tx.clone()));
                     if result.is_err() {
-                        builder.cancelled.store(true, Ordering::SeqCst);
+                        builder.shared.cancelled.store(true, Ordering::SeqCst);
                     }
                     let _ = tx.send(Message::Done(index, result));
                 }

@@ -1,6 +1,7 @@
-//! Running a layer-making step (RUN, COPY, ADD, WORKDIR) through the cache: compute its
-//! key, reuse a record on a hit (nothing runs and nothing is extracted), otherwise bring
-//! the stage's rootfs up to date, run the step and record what it made.
+//! Running a layer-making step (RUN, COPY, ADD, WORKDIR) through the cache: key its lowered
+//! op (`op.rs`), reuse a record on a hit (nothing runs and nothing is extracted), otherwise
+//! bring the stage's rootfs up to date (`stage_rootfs.rs`), run the step and record what it
+//! made. Also what lowering reads ([`SourceKeys`] for the build context).
 //!
 //! The file system a stage stands on is named by `StageState::fs_key`: the base image's
 //! manifest digest (with the platform), then after each layer step
@@ -11,16 +12,17 @@
 use rbuild_image::{Descriptor, Digest, Hasher};
 use rbuild_store::CacheRecord;
 
-use crate::build_dir::apply_layers;
+use crate::cache::{RemoteCacheError, RemoteCacheErrorKind};
 use crate::content_hash::digest_source;
-use crate::copy::CopySpec;
+use crate::context::{BuildContext, Origin};
+use crate::copy_spec::CopySpec;
 use crate::downloads::GitRef;
 use crate::error::{BuildError, Result};
 use crate::lower::{layer_format, LowerError, Lowering, SourceKeys};
 use crate::op::{explain_miss, StepOp};
 use crate::progress::{Event, Progress};
 use crate::sources::{CopyFilters, SourceRoot};
-use crate::stage::{Builder, Origin, StageState};
+use crate::state::StageState;
 
 /// How a layer step ended.
 pub(crate) enum StepEnd {
@@ -56,101 +58,7 @@ pub(crate) fn base_key(base_id: &Digest, platform: &rbuild_image::Platform) -> D
     h.finish()
 }
 
-impl Builder<'_> {
-    /// Applies the layers the stage has that its rootfs does not have yet (cache hits).
-    pub(crate) fn materialize(&self, st: &mut StageState) -> Result<()> {
-        self.catch_up(&st.layers, &mut st.applied, &st.rootfs)
-    }
-
-    /// Brings `rootfs`, which has the first `applied` of `layers`, up to all of them:
-    /// fetches the registry-cache layers among the rest, applies them, and counts them.
-    pub(crate) fn catch_up(
-        &self,
-        layers: &[Descriptor],
-        applied: &mut usize,
-        rootfs: &std::path::Path,
-    ) -> Result<()> {
-        if *applied < layers.len() {
-            self.fetch_pending(&layers[*applied..])?;
-            if *applied == 0 {
-                *applied = self.start_from_tree(layers, rootfs)?;
-            }
-            apply_layers(self.store, &layers[*applied..], rootfs)?;
-            *applied = layers.len();
-        }
-        Ok(())
-    }
-
-    /// Fills the empty `rootfs` with links to the shared tree of as many of `layers` as
-    /// will be wanted again (those this build did not make), making the tree if needed;
-    /// returns how many layers it has. 0 when the build must not share files (see
-    /// [`crate::trees`]).
-    fn start_from_tree(&self, layers: &[Descriptor], rootfs: &std::path::Path) -> Result<usize> {
-        let Some(trees) = self.trees.as_ref().filter(|_| self.may_share_files()) else {
-            return Ok(0);
-        };
-        let wanted_again = {
-            let made = crate::stage::lock(&self.made_here);
-            layers
-                .iter()
-                .position(|l| made.contains(&l.digest))
-                .unwrap_or(layers.len())
-        };
-        if wanted_again == 0 {
-            return Ok(0);
-        }
-        let linked = trees
-            .get_or_make(&layers[..wanted_again], &|layers, dir| {
-                apply_layers(self.store, layers, dir)
-            })
-            .and_then(|tree| crate::trees::link(&tree, rootfs));
-        if linked.is_err() {
-            // Sharing is an optimisation (a tree on another file system, a link count at
-            // its limit): the rootfs, perhaps half linked, starts again empty and the
-            // layers are extracted into it as they would be without trees.
-            crate::trees::empty_dir(rootfs)?;
-            return Ok(0);
-        }
-        crate::stage::lock(&self.shared_roots).insert(rootfs.to_path_buf());
-        Ok(wanted_again)
-    }
-
-    /// Whether this build's stage roots may be links into shared trees: its RUN steps run
-    /// on an overlay, so nothing writes into a rootfs file in place.
-    pub(crate) fn may_share_files(&self) -> bool {
-        let userns = matches!(
-            self.sandbox.resolve_isolation(self.request.isolation),
-            Ok(rbuild_sandbox::Isolation::Userns)
-        );
-        userns
-            && self.sandbox.overlay_worth_trying()
-            && self.sandbox.probe().checks.overlay_in_userns.ok
-    }
-
-    /// Gives the stage a rootfs of its own (extracted, not linked) before a step that
-    /// writes into it in place.
-    pub(crate) fn own_rootfs(&self, st: &mut StageState) -> Result<()> {
-        if !crate::stage::lock(&self.shared_roots).remove(&st.rootfs) {
-            return Ok(());
-        }
-        st.rootfs = self.dir.new_dir(&format!("rootfs-{}", st.index))?;
-        st.applied = 0;
-        self.catch_up(&st.layers, &mut st.applied, &st.rootfs)
-    }
-
-    /// The before-index of a step that writes into `root` (COPY, WORKDIR).
-    pub(crate) fn scan(
-        &self,
-        root: &std::path::Path,
-    ) -> std::result::Result<crate::snapshot::Index, String> {
-        if crate::stage::lock(&self.shared_roots).contains(root) {
-            crate::snapshot::Index::scan_shared(root)
-        } else {
-            crate::snapshot::Index::scan(root)
-        }
-    }
-
-    /// The lowering of this build's steps: its network and layer format, and the builder
+impl BuildContext<'_> {
     /// itself for what must be read.
     pub(crate) fn lowering(&self) -> Lowering<'_> {
         Lowering {
@@ -217,7 +125,7 @@ impl Builder<'_> {
         } else {
             // Fetched only if something needs its files or the image keeps it: a hit in a
             // stage that later hits make irrelevant costs nothing.
-            crate::stage::lock(&self.pending_remote)
+            crate::context::lock(&self.shared.pending_remote)
                 .insert(record.layer.digest.clone(), record.clone());
         }
         Some((record, "registry"))
@@ -227,7 +135,7 @@ impl Builder<'_> {
     /// records them locally so that the next build hits without the registry.
     pub(crate) fn fetch_pending(&self, layers: &[Descriptor]) -> Result<()> {
         for layer in layers {
-            let Some(record) = crate::stage::lock(&self.pending_remote)
+            let Some(record) = crate::context::lock(&self.shared.pending_remote)
                 .get(&layer.digest)
                 .cloned()
             else {
@@ -237,18 +145,18 @@ impl Builder<'_> {
             self.remote
                 .fetch_layer(self.store, &record)
                 .and_then(|()| {
-                    self.store
-                        .cache_put(&record)
-                        .map_err(|e| format!("recording it: {e}"))
+                    self.store.cache_put(&record).map_err(|e| {
+                        RemoteCacheError::new(
+                            RemoteCacheErrorKind::Store,
+                            format!("recording it: {e}"),
+                        )
+                    })
                 })
-                .map_err(|e| {
-                    BuildError::other(format!(
-                        "layer {} of the registry cache: {e} (build with --no-cache, or \
-                         without --cache-from, to run the steps instead)",
-                        record.layer.digest
-                    ))
+                .map_err(|source| BuildError::RemoteCacheLayer {
+                    layer: record.layer.digest.clone(),
+                    source,
                 })?;
-            crate::stage::lock(&self.pending_remote).remove(&layer.digest);
+            crate::context::lock(&self.shared.pending_remote).remove(&layer.digest);
         }
         Ok(())
     }
@@ -273,11 +181,11 @@ impl Builder<'_> {
             if let Some((record, source)) = self.lookup(&digest, progress) {
                 st.layers.push(record.layer.clone());
                 st.config.rootfs.diff_ids.push(record.diff_id.clone());
-                self.add_history(st, created_by, true);
-                self.date_history(st, &record.created);
+                st.add_history(created_by, true);
+                st.date_history(&record.created, self.request.source_date_epoch);
                 st.fs_key = result_key(&digest, &record.diff_id);
                 let size = record.layer.size;
-                crate::stage::lock(&self.used_records).push(record);
+                crate::context::lock(&self.shared.used_records).push(record);
                 let _ = self.store.cache_record_inputs(&position, &inputs);
                 progress.event(&Event::StepCached {
                     stage: st.label.clone(),
@@ -322,8 +230,8 @@ impl Builder<'_> {
             .cloned()
             .ok_or_else(no_layer)?;
         let created = self.now();
-        self.add_history(st, created_by, true);
-        self.date_history(st, &created);
+        st.add_history(created_by, true);
+        st.date_history(&created, self.request.source_date_epoch);
         st.fs_key = result_key(&digest, &diff_id);
         let record = CacheRecord {
             key: digest,
@@ -337,13 +245,13 @@ impl Builder<'_> {
             });
         }
         let _ = self.store.cache_record_inputs(&position, &inputs);
-        crate::stage::lock(&self.used_records).push(record);
+        crate::context::lock(&self.shared.used_records).push(record);
         Ok(StepEnd::Ran(size))
     }
 }
 
 /// What lowering reads: the build context, finished stages, images, downloads.
-impl SourceKeys for Builder<'_> {
+impl SourceKeys for BuildContext<'_> {
     fn context_entries(
         &self,
         src: &str,
@@ -370,7 +278,7 @@ impl SourceKeys for Builder<'_> {
             .stage_by_name(from)
             .or_else(|| from.parse::<usize>().ok().filter(|&i| i < current));
         if let Some(i) = stage {
-            return crate::stage::lock(&self.done)
+            return crate::context::lock(&self.shared.done)
                 .get(&i)
                 .map(|o| o.fs_key.clone())
                 .ok_or_else(|| {
@@ -382,7 +290,7 @@ impl SourceKeys for Builder<'_> {
     }
 
     fn url_content(&self, url: &str) -> std::result::Result<Digest, String> {
-        Ok(crate::stage::lock(&self.fetcher).fetch(url)?.1)
+        Ok(crate::context::lock(&self.shared.fetcher).fetch(url)?.1)
     }
 
     fn git_commit(
@@ -391,7 +299,7 @@ impl SourceKeys for Builder<'_> {
         keep_git_dir: Option<bool>,
     ) -> std::result::Result<String, String> {
         // The same checkout the ADD then copies (one fetch per build).
-        Ok(crate::stage::lock(&self.fetcher)
+        Ok(crate::context::lock(&self.shared.fetcher)
             .checkout_ref(git, keep_git_dir)?
             .1)
     }
