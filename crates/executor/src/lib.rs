@@ -41,6 +41,7 @@ pub mod phases;
 pub mod progress;
 mod root_tasks;
 mod run;
+mod runner;
 mod schedule;
 pub mod scratch;
 pub mod secrets;

@@ -13,6 +13,7 @@ use rbuild_snapshot::OverlayDirs;
 use crate::context::{BuildContext, Origin};
 use crate::error::{BuildError, Result};
 use crate::history::{go_quote, run_command_string, BUILDKIT_SUFFIX};
+use crate::op::RunOp;
 use crate::progress::{Event, Progress};
 use crate::snapshot::Index;
 use crate::state::StageState;
@@ -21,10 +22,13 @@ use crate::state::StageState;
 const TAIL_LINES: usize = 10;
 
 impl BuildContext<'_> {
+    /// Runs the op's command (its script bound when a shebang heredoc gave one) with the
+    /// instruction's mounts, and commits what it changed.
     pub(crate) fn dispatch_run(
         &self,
         st: &mut StageState,
         origin: &Origin<'_>,
+        op: &RunOp,
         run: &Run,
         step: usize,
         progress: &mut dyn Progress,
@@ -32,7 +36,7 @@ impl BuildContext<'_> {
         if run.security == Security::Insecure {
             return Err(origin.error("RUN --security=insecure is not supported"));
         }
-        let (argv, script) = crate::lower::run_args(run, &st.shell());
+        let (argv, script) = (op.command.clone(), op.script.clone());
         let isolation = self
             .sandbox
             .resolve_isolation(self.request.isolation)

@@ -12,11 +12,12 @@ use rbuild_store::ImageRecord;
 
 use crate::base::LoadedImage;
 use crate::context::{lock, BuildContext, Origin};
+use crate::copy_spec::CopySpec;
 use crate::error::{BuildError, Result};
 use crate::fsops;
 use crate::history;
-use crate::op::StepOp;
 use crate::progress::{seconds, Event, Progress};
+use crate::runner::Step;
 use crate::state::{StageOutput, StageState};
 use crate::step_cache::{base_key, stage_skips_cache, StepEnd};
 
@@ -233,19 +234,13 @@ impl BuildContext<'_> {
                     .run(&st.view(), run)
                     .map_err(|e| origin.error(e))?;
                 let created_by = self.run_created_by(st, &op.command);
+                let step_to_run = Step::Run { op, run };
                 return self
-                    .layer_step(
-                        st,
-                        &StepOp::Run(op),
-                        created_by,
-                        step,
-                        progress,
-                        |b, st, progress| b.dispatch_run(st, origin, run, step, progress),
-                    )
+                    .layer_step(st, origin, &step_to_run, created_by, step, progress)
                     .map(Some);
             }
             Instruction::Copy(_) | Instruction::Add(_) => {
-                let spec: crate::copy_spec::CopySpec = match &expanded.instruction {
+                let spec: CopySpec = match &expanded.instruction {
                     Instruction::Copy(c) => c.clone().into(),
                     Instruction::Add(a) => a.clone().into(),
                     _ => unreachable!(),
@@ -253,10 +248,9 @@ impl BuildContext<'_> {
                 let op = self.lower_copy(st, origin, &spec)?;
                 let created_by =
                     crate::copy_spec::history_text(if spec.is_add { "ADD" } else { "COPY" }, &spec);
+                let step_to_run = Step::Copy { op, spec: &spec };
                 return self
-                    .layer_step(st, &op, created_by, step, progress, |b, st, progress| {
-                        b.dispatch_copy(st, origin, &spec, progress)
-                    })
+                    .layer_step(st, origin, &step_to_run, created_by, step, progress)
                     .map(Some);
             }
             Instruction::Workdir(w) => {
@@ -289,32 +283,7 @@ impl BuildContext<'_> {
         }
         let op = self.lowering().workdir(&st.view(), &wd);
         let created_by = format!("WORKDIR {wd}");
-        let end = self.layer_step(
-            st,
-            &StepOp::Workdir(op),
-            created_by,
-            step,
-            progress,
-            |b, st, progress| {
-                // BuildKit's `llb.Mkdir(wd, 0755, llb.WithParents(true), llb.WithUser(user))`:
-                // the owner of a file operation, not a RUN's user (see `fileop_user`).
-                let owner = if st.config.config.user.is_empty() {
-                    (0, 0)
-                } else {
-                    let user = &st.config.config.user;
-                    let owner = crate::fileop_user::file_op_owner(&st.rootfs, user)
-                        .map_err(|e| origin.error(e))?;
-                    if let Some(message) = owner.warning(&format!("WORKDIR {wd} under USER {user}"))
-                    {
-                        progress.event(&crate::progress::Event::Warning { message });
-                    }
-                    owner.ids()
-                };
-                let before = b.scan(&st.rootfs).map_err(|e| origin.error(e))?;
-                fsops::ensure_dir(&st.rootfs, &wd, owner).map_err(|e| origin.error(e))?;
-                b.commit(st, &before).map_err(|e| origin.error(e))
-            },
-        )?;
+        let end = self.layer_step(st, origin, &Step::Workdir(op), created_by, step, progress)?;
         Ok(Some(end))
     }
 

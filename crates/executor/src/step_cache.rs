@@ -19,8 +19,9 @@ use crate::copy_spec::CopySpec;
 use crate::downloads::GitRef;
 use crate::error::{BuildError, Result};
 use crate::lower::{layer_format, LowerError, Lowering, SourceKeys};
-use crate::op::{explain_miss, StepOp};
+use crate::op::{explain_miss, CopyOp};
 use crate::progress::{Event, Progress};
+use crate::runner::Step;
 use crate::sources::{CopyFilters, SourceRoot};
 use crate::state::StageState;
 
@@ -74,16 +75,13 @@ impl BuildContext<'_> {
         st: &StageState,
         origin: &Origin<'_>,
         spec: &CopySpec,
-    ) -> Result<StepOp> {
+    ) -> Result<CopyOp> {
         let name = if spec.is_add { "ADD" } else { "COPY" };
-        self.lowering()
-            .copy(&st.view(), spec)
-            .map(StepOp::Copy)
-            .map_err(|e| match e {
-                LowerError::Invalid(e) => origin.error(e),
-                LowerError::From(from, e) => origin.error(format!("--from={from}: {e}")),
-                LowerError::Read(e) => origin.error(format!("{name} failed: {e}")),
-            })
+        self.lowering().copy(&st.view(), spec).map_err(|e| match e {
+            LowerError::Invalid(e) => origin.error(e),
+            LowerError::From(from, e) => origin.error(format!("--from={from}: {e}")),
+            LowerError::Read(e) => origin.error(format!("{name} failed: {e}")),
+        })
     }
 
     /// A name for "this step of this Dockerfile", under which the inputs of its last key
@@ -161,21 +159,22 @@ impl BuildContext<'_> {
         Ok(())
     }
 
-    /// Runs a layer step through the cache: `op` is the step lowered, its key looked up
-    /// locally then in the registry cache; on a miss `run` does the step on the
-    /// (materialised) rootfs and commits exactly one layer. `created_by` is its history
+    /// Runs a layer step through the cache: the key of its op is looked up locally, then
+    /// in the registry cache; on a miss the runner (`runner.rs`) does the step on the
+    /// (materialised) rootfs, which commits exactly one layer. `created_by` is its history
     /// entry.
     pub(crate) fn layer_step(
         &self,
         st: &mut StageState,
-        op: &StepOp,
+        origin: &Origin<'_>,
+        to_run: &Step<'_>,
         created_by: String,
         step: usize,
         progress: &mut dyn Progress,
-        run: impl FnOnce(&Self, &mut StageState, &mut dyn Progress) -> Result<u64>,
     ) -> Result<StepEnd> {
         let position = self.step_position(st, step);
         // One encoding of the op gives both the key and what explains a miss.
+        let op = to_run.op();
         let (digest, inputs) = (op.key(), op.explain_inputs());
         if !st.no_cache {
             if let Some((record, source)) = self.lookup(&digest, progress) {
@@ -210,7 +209,7 @@ impl BuildContext<'_> {
             });
         }
         self.materialize(st)?;
-        let size = run(self, st, progress)?;
+        let size = self.run_step(st, origin, to_run, step, progress)?;
         // A step that changed the rootfs has its layer on it; a rootless overlay step's
         // layer is applied when a later step needs the files (never, after a stage's last
         // step): `applied` stays where `materialize` left it.

@@ -251,9 +251,28 @@ fn bind_mount_content_counts_secret_content_does_not() {
         "a secret is not an input"
     );
     fx.file("data.txt", "2\n", 0o644);
-    let (_, events) = fx.run(&request(&fx));
+    let mut explained = request(&fx);
+    explained.explain_misses = true;
+    let (_, events) = fx.run(&explained);
     assert_eq!(steps(&events.cached()), vec![2]);
     assert_eq!(steps(&events.ran()), vec![3], "the bound file is");
+    assert_eq!(events.misses(), vec!["#3 mount /d data.txt changed"]);
+
+    // A mount's flags are inputs too (here a secret's target), named by the mount.
+    let moved = df
+        .replace("id=tok ", "id=tok,target=/t ")
+        .replace("/run/secrets/tok", "/t");
+    let mut request = fx.request(&moved);
+    request.secrets.insert("tok".into(), secret.clone());
+    request.explain_misses = true;
+    let (_, events) = fx.run(&request);
+    assert_eq!(steps(&events.ran()), vec![2, 3]);
+    let misses = events.misses();
+    assert!(misses[0].starts_with("#2 "), "{misses:?}");
+    assert!(misses[0].contains("mount 0 - is gone"), "{misses:?}");
+    assert!(misses[0].contains("mount 0 /t is new"), "{misses:?}");
+    assert!(misses[0].contains("command changed"), "{misses:?}");
+    assert_eq!(misses[1], "#3 the step before it changed", "{misses:?}");
 }
 
 fn stages_served_from_the_cache_are_extracted_only_when_read() {
