@@ -113,13 +113,14 @@ pub(crate) struct Origin<'c> {
 }
 
 impl Origin<'_> {
-    pub(crate) fn error(&self, message: impl Into<String>) -> BuildError {
+    /// The error `message` (a text or a typed error) under this instruction.
+    pub(crate) fn error(&self, message: impl std::fmt::Display) -> BuildError {
         BuildError::Step {
             file: self.file.clone(),
             line: self.cmd.location.start_line,
             // A URL's credentials never reach an error.
             instruction: crate::downloads::redact_credentials(&self.cmd.location.original),
-            message: crate::downloads::redact_credentials(&message.into()),
+            message: crate::downloads::redact_credentials(&message.to_string()),
         }
     }
 }

@@ -279,8 +279,12 @@ impl BuildContext<'_> {
                 .map_err(|e| origin.error(e))?;
             // The rootfs takes the layer as an image's next layer: what it replaces is
             // replaced (a symlink at the destination included), never followed.
-            // Cannot fail: commit_changes pushed this step's layer just above.
-            let layer = st.layers.last().cloned().expect("just committed");
+            // commit_changes pushed this step's layer just above.
+            let layer = st
+                .layers
+                .last()
+                .cloned()
+                .ok_or_else(|| origin.error("the step made no layer"))?;
             crate::build_dir::apply_layers(self.store, &[layer], &st.rootfs)?;
             size
         } else {
