@@ -88,13 +88,16 @@ impl Lowering<'_> {
     /// A RUN: its command as run (SHELL and heredocs applied as `run::run_args` does), its
     /// environment, user, working directory, network and mounts. An error names the mount
     /// that could not be keyed.
-    pub(crate) fn run(&self, stage: &StageView<'_>, run: &Run) -> Result<RunOp, String> {
+    pub(crate) fn run(&self, stage: &StageView<'_>, run: &Run) -> Result<RunOp, LowerError> {
         let (argv, script) = run_args(run, &stage.shell);
         let mut mounts = Vec::with_capacity(run.mounts.len());
         for flag in &run.mounts {
             mounts.push(
                 self.mount(stage, flag)
-                    .map_err(|e| format!("--mount={}: {e}", flag.spec))?,
+                    .map_err(|reason| LowerError::Mount {
+                        spec: flag.spec.clone(),
+                        reason,
+                    })?,
             );
         }
         Ok(RunOp {
@@ -315,15 +318,22 @@ pub(crate) fn run_args(run: &Run, shell: &[String]) -> (Vec<String>, Script) {
     (argv, script)
 }
 
-/// Why a COPY/ADD could not be lowered; the caller words it under the instruction.
-#[derive(Debug)]
+/// Why an instruction could not be lowered; the caller places it under the instruction
+/// (COPY/ADD word `Read` as "COPY failed: …").
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum LowerError {
     /// The instruction's flags are invalid (`--chmod`, `--checksum`, `--exclude`, ...).
+    #[error("{0}")]
     Invalid(String),
     /// A `--from` that names nothing built or loadable: (name, why).
+    #[error("--from={0}: {1}")]
     From(String, String),
     /// A source could not be read (missing, excluded, outside the context, download).
+    #[error("{0}")]
     Read(String),
+    /// A `RUN --mount` that could not be keyed (not expanded, its source unreadable).
+    #[error("--mount={spec}: {reason}")]
+    Mount { spec: String, reason: String },
 }
 
 #[cfg(test)]

@@ -78,9 +78,8 @@ impl BuildContext<'_> {
     ) -> Result<CopyOp> {
         let name = if spec.is_add { "ADD" } else { "COPY" };
         self.lowering().copy(&st.view(), spec).map_err(|e| match e {
-            LowerError::Invalid(e) => origin.error(e),
-            LowerError::From(from, e) => origin.error(format!("--from={from}: {e}")),
             LowerError::Read(e) => origin.error(format!("{name} failed: {e}")),
+            other => origin.error(other),
         })
     }
 
