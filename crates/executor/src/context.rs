@@ -36,6 +36,7 @@ pub(crate) struct ContextParts<'a> {
     pub write_options: WriteOptions,
     pub remote: &'a (dyn RemoteCache + Sync),
     pub phases: crate::phases::BuildPhases,
+    pub owners: crate::fsops::Owners,
 }
 
 /// Everything a build's steps read and do not change: the request, store, sandbox, parsed
@@ -60,6 +61,9 @@ pub(crate) struct BuildContext<'a> {
     pub trees: Option<crate::trees::Trees>,
     /// This build's phase counters, entered on every thread the build runs on.
     pub phases: crate::phases::BuildPhases,
+    /// How this build's files get their owners (`fsops::Owners::for_build`), entered on
+    /// every thread the build runs on (`fsops` reads it from there).
+    pub owners: crate::fsops::Owners,
     /// What the stages change as the build goes.
     pub shared: SharedState,
 }
@@ -158,6 +162,7 @@ impl<'a> BuildContext<'a> {
             remote: parts.remote,
             trees: crate::trees::Trees::open(parts.store).ok(),
             phases: parts.phases,
+            owners: parts.owners,
             shared: SharedState::new(parts.store),
         })
     }

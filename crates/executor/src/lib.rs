@@ -286,7 +286,7 @@ pub fn build_with_cache(
         id_map: owners.id_map(),
         ..Default::default()
     };
-    let _owners = fsops::OwnersScope::enter(owners);
+    let _owners = fsops::OwnersScope::enter(owners.clone());
     let builder = context::BuildContext::new(context::ContextParts {
         request,
         store,
@@ -298,6 +298,7 @@ pub fn build_with_cache(
         write_options,
         remote,
         phases: build_phases.clone(),
+        owners,
     })?;
     let names: Vec<String> = plan.order.iter().map(|&i| builder.stage_label(i)).collect();
     progress.event(&Event::BuildStarted { stages: names });

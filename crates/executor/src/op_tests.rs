@@ -332,3 +332,17 @@ fn long_values_are_kept_as_digests_for_explaining() {
         "{inputs:?}"
     );
 }
+
+#[test]
+fn an_op_serialises_with_its_inputs_as_values() {
+    let json = serde_json::to_value(StepOp::Run(run_op())).unwrap();
+    let run = &json["Run"];
+    assert_eq!(run["command"][2], "make");
+    assert_eq!(run["parent"], Digest::of(b"parent").to_string());
+    assert_eq!(run["mounts"][0]["kind"], "bind");
+    assert_eq!(
+        run["mounts"][0]["content"]["Context"][0][1],
+        Digest::of(b"a").to_string()
+    );
+    assert_eq!(run["layer_format"], "Gzip");
+}

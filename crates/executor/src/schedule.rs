@@ -15,20 +15,21 @@ use rbuild_dockerfile::{Base, BuildPlan};
 
 use crate::context::{lock, BuildContext};
 use crate::error::{BuildError, Result};
-use crate::fsops::{Owners, OwnersScope};
+use crate::fsops::OwnersScope;
 use crate::progress::{Event, Progress};
 
-/// What a thread the build starts takes from it: how files are owned and the build's phase
-/// counters (both kept per thread, see `fsops::owners` and `phases`). Left when dropped.
+/// What a thread the build starts takes from the build: how files are owned and the
+/// build's phase counters (both read per thread, see `fsops::owners` and `phases`). Left
+/// when dropped.
 struct BuildThread {
     _owners: OwnersScope,
     _phases: crate::phases::BuildPhasesScope,
 }
 
 impl BuildThread {
-    fn enter(builder: &BuildContext<'_>, owners: Owners) -> Self {
+    fn enter(builder: &BuildContext<'_>) -> Self {
         BuildThread {
-            _owners: OwnersScope::enter(owners),
+            _owners: OwnersScope::enter(builder.owners.clone()),
             _phases: builder.phases.enter(),
         }
     }
@@ -60,16 +61,14 @@ pub(crate) fn run_stages(
         .max_parallel_stages
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let owners = crate::fsops::owners();
     std::thread::scope(|scope| {
         let bases = base_images(builder, plan);
         if bases.len() > 1 || plan.order.len() > 1 {
             // The stages find their bases in the store when they get there. A failure
             // here is not reported: the stage that needs the image reports it, in place.
             for reference in bases {
-                let owners = owners.clone();
                 scope.spawn(move || {
-                    let _build = BuildThread::enter(builder, owners);
+                    let _build = BuildThread::enter(builder);
                     let _ = builder
                         .bases
                         .resolve(builder.store, &reference, &builder.platform);
@@ -82,7 +81,7 @@ pub(crate) fn run_stages(
                     builder.run_stage(index, progress)?;
                 }
             } else {
-                run_level(builder, level, threads, &owners, progress)?;
+                run_level(builder, level, threads, progress)?;
             }
         }
         Ok(())
@@ -109,7 +108,6 @@ fn run_level(
     builder: &BuildContext<'_>,
     level: &[usize],
     threads: usize,
-    owners: &Owners,
     progress: &mut dyn Progress,
 ) -> Result<()> {
     let queue = Mutex::new(level.iter().copied().collect::<VecDeque<usize>>());
@@ -119,9 +117,8 @@ fn run_level(
         for _ in 0..threads.min(level.len()) {
             let tx = tx.clone();
             let queue = &queue;
-            let owners = owners.clone();
             scope.spawn(move || {
-                let _build = BuildThread::enter(builder, owners);
+                let _build = BuildThread::enter(builder);
                 loop {
                     // (A `while let` would hold the queue's lock for the whole stage.)
                     let next = lock(queue).pop_front();
