@@ -179,8 +179,9 @@ pub struct BuildResult {
     pub cache_records: Vec<rbuild_store::CacheRecord>,
     /// `RUN --mount=type=cache` directories the build used: (id, directory).
     pub cache_mounts: Vec<(String, PathBuf)>,
-    /// Where this build's time went (process-wide counters, so builds running at the same
-    /// time in one process see each other's time).
+    /// Where this build's time went: its own counters (`phases::BuildPhases`), so builds
+    /// running at the same time in one process do not count each other's time; `compress`
+    /// alone is process-wide.
     pub phases: PhaseTimes,
 }
 
