@@ -9,7 +9,8 @@ use rbuild_dockerfile::instructions::{
 };
 use rbuild_dockerfile::syntax::{chomp_heredoc_content, must_parse_heredoc};
 use rbuild_image::Digest;
-use rbuild_layer::WriteOptions;
+use rbuild_layer::{Compression, WriteOptions};
+use rbuild_sandbox::Network;
 
 use crate::copy_spec::CopySpec;
 use crate::downloads::{is_http_source, parse_git_ref, redact_url, GitRef};
@@ -76,12 +77,41 @@ pub(crate) struct Lowering<'k> {
     pub keys: &'k dyn SourceKeys,
 }
 
-/// The layer format of a build's write options.
+/// The layer format of a build's write options: what decides a layer's bytes. The
+/// destructuring has no `..`: a new write option does not compile until it is keyed here or
+/// said not to change the bytes.
 pub(crate) fn layer_format(w: &WriteOptions) -> LayerFormat {
+    let WriteOptions {
+        compression,
+        level,
+        source_date_epoch,
+        // The output does not depend on the number of compression threads.
+        threads: _,
+        no_xattrs,
+        // Host ids on disk are recorded as the container's ids they stand for: the layer
+        // says the same whatever the mapping.
+        id_map: _,
+    } = w;
+    let compression = match compression {
+        Compression::Gzip => "gzip",
+        Compression::Zstd => "zstd",
+        Compression::None => "none",
+    };
+    let shown = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     LayerFormat(format!(
-        "{:?} level={:?} epoch={:?} xattrs={}",
-        w.compression, w.level, w.source_date_epoch, !w.no_xattrs
+        "{compression} level={} epoch={} xattrs={}",
+        shown(level.map(|l| l.to_string())),
+        shown(source_date_epoch.map(|e| e.to_string())),
+        !no_xattrs
     ))
+}
+
+/// The build's network (`--network` of the command line) by name.
+pub(crate) fn network_name(network: Network) -> &'static str {
+    match network {
+        Network::Host => "host",
+        Network::None => "none",
+    }
 }
 
 impl Lowering<'_> {

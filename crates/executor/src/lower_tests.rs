@@ -288,3 +288,27 @@ fn heredoc_forms_as_buildkit_runs_them() {
     let (argv, _) = run_args(&run_of(r#"RUN ["a", "b"]"#), &[]);
     assert_eq!(argv, vec!["a", "b"]);
 }
+
+#[test]
+fn layer_format_names_what_decides_a_layers_bytes() {
+    let gzip = WriteOptions::default();
+    assert_eq!(layer_format(&gzip).0, "gzip level=- epoch=- xattrs=true");
+    let zstd = WriteOptions {
+        compression: Compression::Zstd,
+        level: Some(3),
+        source_date_epoch: Some(1_700_000_000),
+        no_xattrs: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        layer_format(&zstd).0,
+        "zstd level=3 epoch=1700000000 xattrs=false"
+    );
+    // Threads do not change the bytes, so not the key.
+    let threaded = WriteOptions {
+        threads: 4,
+        ..Default::default()
+    };
+    assert_eq!(layer_format(&threaded), layer_format(&gzip));
+    assert_eq!(network_name(Network::None), "none");
+}

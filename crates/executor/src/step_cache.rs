@@ -18,7 +18,7 @@ use crate::context::{BuildContext, Origin};
 use crate::copy_spec::CopySpec;
 use crate::downloads::GitRef;
 use crate::error::{BuildError, Result};
-use crate::lower::{layer_format, LowerError, Lowering, SourceKeys};
+use crate::lower::{layer_format, network_name, LowerError, Lowering, SourceKeys};
 use crate::op::{explain_miss, CopyOp};
 use crate::progress::{Event, Progress};
 use crate::runner::Step;
@@ -63,7 +63,7 @@ impl BuildContext<'_> {
     /// itself for what must be read.
     pub(crate) fn lowering(&self) -> Lowering<'_> {
         Lowering {
-            build_network: format!("{:?}", self.request.network),
+            build_network: network_name(self.request.network).into(),
             layer_format: layer_format(&self.write_options),
             keys: self,
         }
