@@ -6,7 +6,27 @@ use rbuild_image::{Descriptor, Digest};
 use rbuild_layer::{write_layer, Change, WriteOptions};
 use rbuild_store::Store;
 
+use crate::context::BuildContext;
 use crate::fsops::Owners;
+use crate::snapshot::Index;
+use crate::state::StageState;
+
+/// Why a step's change set could not be stored as a layer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CommitError {
+    /// The before/after comparison of the rootfs failed.
+    #[error("{0}")]
+    Snapshot(String),
+    #[error("starting a layer blob: {0}")]
+    Start(#[source] rbuild_store::StoreError),
+    #[error("writing the layer: {0}")]
+    Write(#[from] rbuild_layer::Error),
+    /// Written by container root's helper, which reports its failure as text.
+    #[error("writing the layer: {0}")]
+    WriteAsRoot(String),
+    #[error("storing the layer: {0}")]
+    Store(#[source] rbuild_store::StoreError),
+}
 
 /// A layer that is now in the store.
 pub(crate) struct CommittedLayer {
@@ -21,25 +41,47 @@ pub(crate) fn commit_layer(
     root: &Path,
     changes: &[Change],
     options: &WriteOptions,
-) -> Result<CommittedLayer, String> {
+) -> Result<CommittedLayer, CommitError> {
     let _t = crate::phases::Phase::Write.timer();
-    let mut writer = store
-        .blob_writer()
-        .map_err(|e| format!("starting a layer blob: {e}"))?;
+    let mut writer = store.blob_writer().map_err(CommitError::Start)?;
     // Rootless with subordinate ids, container root reads the files: the image's other
     // users may keep some private, and it sees their owners as the container's ids.
     let info = match crate::fsops::owners() {
-        Owners::Mapped(container_root) => {
-            container_root.write_layer(root, changes, &mut writer, options)
-        }
-        _ => write_layer(root, changes, &mut writer, options).map_err(|e| e.to_string()),
-    }
-    .map_err(|e| format!("writing the layer: {e}"))?;
+        Owners::Mapped(container_root) => container_root
+            .write_layer(root, changes, &mut writer, options)
+            .map_err(CommitError::WriteAsRoot)?,
+        _ => write_layer(root, changes, &mut writer, options)?,
+    };
     let blob = writer
         .commit(Some(&info.digest))
-        .map_err(|e| format!("storing the layer: {e}"))?;
+        .map_err(CommitError::Store)?;
     Ok(CommittedLayer {
         descriptor: Descriptor::new(info.media_type, blob.digest, blob.size),
         diff_id: info.diff_id,
     })
+}
+
+impl BuildContext<'_> {
+    /// Stores what changed since `before` as the stage's next layer; returns its size.
+    pub(crate) fn commit(&self, st: &mut StageState, before: &Index) -> Result<u64, CommitError> {
+        let changes = before.changes(&st.rootfs).map_err(CommitError::Snapshot)?;
+        let rootfs = st.rootfs.clone();
+        self.commit_changes(st, &rootfs, &changes)
+    }
+
+    /// Stores `changes` (read from `source_root`) as the stage's next layer; returns its
+    /// size.
+    pub(crate) fn commit_changes(
+        &self,
+        st: &mut StageState,
+        source_root: &std::path::Path,
+        changes: &[rbuild_layer::Change],
+    ) -> Result<u64, CommitError> {
+        let layer = commit_layer(self.store, source_root, changes, &self.write_options)?;
+        crate::context::lock(&self.shared.made_here).insert(layer.descriptor.digest.clone());
+        let size = layer.descriptor.size;
+        st.layers.push(layer.descriptor);
+        st.config.rootfs.diff_ids.push(layer.diff_id);
+        Ok(size)
+    }
 }

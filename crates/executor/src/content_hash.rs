@@ -11,36 +11,9 @@ use rbuild_image::{Digest, Hasher};
 
 use crate::fsops::Filter;
 
-/// Above this many entries a source is keyed by one aggregate digest instead of a digest
-/// per file (what a miss can name gets coarser, the record stays small).
-const PER_FILE_LIMIT: usize = 500;
-
 /// The entries of one source, each as (relative path, entry digest).
 pub(crate) struct SourceDigest {
     pub entries: Vec<(String, Digest)>,
-}
-
-impl SourceDigest {
-    /// Adds the source to `key` as `label <path>` inputs (or one `label` input when large).
-    pub(crate) fn add_to(&self, key: &mut crate::cache::KeyBuilder, label: &str) {
-        if self.entries.len() <= PER_FILE_LIMIT {
-            for (rel, d) in &self.entries {
-                key.add(format!("{label} {rel}"), d.to_string());
-            }
-        } else {
-            let mut h = Hasher::new();
-            for (rel, d) in &self.entries {
-                h.update(rel.as_bytes());
-                h.update(b"\0");
-                h.update(d.to_string().as_bytes());
-                h.update(b"\n");
-            }
-            key.add(
-                format!("{label} ({} files)", self.entries.len()),
-                h.finish().to_string(),
-            );
-        }
-    }
 }
 
 /// Digests `host` (a file, symlink or directory) as `rel`, walking directories through

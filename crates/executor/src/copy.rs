@@ -6,74 +6,17 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use rbuild_dockerfile::instructions::{Add, Copy, InlineSource};
 use rbuild_image::Digest;
 use rbuild_layer::apply_layer;
 
 use crate::chmod::Chmod;
+use crate::context::{BuildContext, Origin};
+use crate::copy_spec::{check_checksum, CopySpec};
 use crate::downloads::{self, GitRef};
 use crate::error::Result;
 use crate::fsops::{self, Ownership};
 use crate::sources::{CopyFilters, Source, SourceRoot};
-use crate::stage::{Builder, Origin, StageState};
-
-/// What COPY and ADD have in common.
-pub(crate) struct CopySpec {
-    pub is_add: bool,
-    pub sources: Vec<String>,
-    pub inline: Vec<InlineSource>,
-    pub dest: String,
-    pub from: Option<String>,
-    pub chown: Option<String>,
-    pub chmod: Option<String>,
-    pub link: bool,
-    pub parents: bool,
-    pub exclude: Vec<String>,
-    pub checksum: Option<String>,
-    /// ADD `--unpack`: `None` unpacks local archives and leaves downloads alone.
-    pub unpack: Option<bool>,
-    pub keep_git_dir: Option<bool>,
-}
-
-impl From<Copy> for CopySpec {
-    fn from(c: Copy) -> Self {
-        CopySpec {
-            is_add: false,
-            sources: c.sources,
-            inline: c.inline_sources,
-            dest: c.dest,
-            from: c.from,
-            chown: c.chown,
-            chmod: c.chmod,
-            link: c.link,
-            parents: c.parents,
-            exclude: c.exclude,
-            checksum: None,
-            unpack: None,
-            keep_git_dir: None,
-        }
-    }
-}
-
-impl From<Add> for CopySpec {
-    fn from(a: Add) -> Self {
-        CopySpec {
-            is_add: true,
-            sources: a.sources,
-            inline: a.inline_sources,
-            dest: a.dest,
-            from: None,
-            chown: a.chown,
-            chmod: a.chmod,
-            link: a.link,
-            parents: false,
-            exclude: a.exclude,
-            checksum: a.checksum,
-            unpack: a.unpack,
-            keep_git_dir: a.keep_git_dir,
-        }
-    }
-}
+use crate::state::StageState;
 
 /// A rootless build can only give files to ids its user namespace maps: container root
 /// alone without subordinate ids, root and the subordinate ranges with them.
@@ -164,30 +107,6 @@ impl Target<'_> {
     }
 }
 
-impl CopySpec {
-    /// The checks BuildKit makes before touching any file (flag values, which sources a
-    /// flag allows), so that they win over "not found" errors of the sources.
-    pub(crate) fn check(&self) -> std::result::Result<(), String> {
-        if let Some(text) = &self.chmod {
-            Chmod::parse(text)?;
-        }
-        check_checksum(self)?;
-        if self.is_add {
-            for src in &self.sources {
-                if let Some(git) = downloads::git_source(src) {
-                    check_git_flags(self, &git?)?;
-                }
-            }
-        }
-        if !self.is_add {
-            if let Some(src) = self.sources.iter().find(|s| downloads::is_http_source(s)) {
-                return Err(format!("source can't be a URL for COPY: {src}"));
-            }
-        }
-        Ok(())
-    }
-}
-
 /// One source of a `COPY --from` done by container root (`crate::root_tasks`).
 #[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct CopyFromInput {
@@ -203,7 +122,7 @@ pub(crate) struct CopyFromInput {
     dir_owner: (u32, u32),
 }
 
-/// Copies one `COPY --from` source as [`Builder::dispatch_copy`] does, in the
+/// Copies one `COPY --from` source as [`BuildContext::dispatch_copy`] does, in the
 /// container-root helper (there this process is root, so files are written and owned
 /// directly).
 pub(crate) fn copy_from_task(input: &str) -> std::result::Result<Vec<u8>, String> {
@@ -230,47 +149,7 @@ pub(crate) fn copy_from_task(input: &str) -> std::result::Result<Vec<u8>, String
     Ok(Vec::new())
 }
 
-/// A git URL's query against the flags (BuildKit's `convert_copy.go`): `?checksum=` and
-/// `--checksum`, `?keep-git-dir=` and `--keep-git-dir`, must agree when both are given.
-fn check_git_flags(spec: &CopySpec, git: &GitRef) -> std::result::Result<(), String> {
-    if let (Some(flag), Some(query)) = (&spec.checksum, &git.checksum) {
-        if flag != query {
-            return Err(format!("checksum mismatch {flag:?} != {query:?}"));
-        }
-    }
-    if let (Some(flag), Some(query)) = (spec.keep_git_dir, git.keep_git_dir) {
-        if flag != query {
-            return Err("inconsistent keep-git-dir configuration".into());
-        }
-    }
-    Ok(())
-}
-
-/// `--checksum=sha256:<hex>`: where BuildKit accepts it, parsed.
-fn check_checksum(spec: &CopySpec) -> std::result::Result<Option<Digest>, String> {
-    let Some(text) = &spec.checksum else {
-        return Ok(None);
-    };
-    if !spec.is_add {
-        return Err("checksum can't be specified for COPY".into());
-    }
-    if spec.sources.len() != 1 {
-        return Err("checksum can't be specified for multiple sources".into());
-    }
-    let src = &spec.sources[0];
-    if downloads::parse_git_ref(src).is_some() {
-        // A git checksum is a commit id, checked after the fetch.
-        return Ok(None);
-    }
-    if !downloads::is_http_source(src) {
-        return Err("checksum requires HTTP(S) or Git sources".into());
-    }
-    text.parse::<Digest>()
-        .map(Some)
-        .map_err(|e| format!("invalid --checksum={text}: {e}"))
-}
-
-impl Builder<'_> {
+impl BuildContext<'_> {
     pub(crate) fn dispatch_copy(
         &self,
         st: &mut StageState,
@@ -400,8 +279,12 @@ impl Builder<'_> {
                 .map_err(|e| origin.error(e))?;
             // The rootfs takes the layer as an image's next layer: what it replaces is
             // replaced (a symlink at the destination included), never followed.
-            // Cannot fail: commit_changes pushed this step's layer just above.
-            let layer = st.layers.last().cloned().expect("just committed");
+            // commit_changes pushed this step's layer just above.
+            let layer = st
+                .layers
+                .last()
+                .cloned()
+                .ok_or_else(|| origin.error("the step made no layer"))?;
             crate::build_dir::apply_layers(self.store, &[layer], &st.rootfs)?;
             size
         } else {
@@ -421,7 +304,7 @@ impl Builder<'_> {
         checksum: Option<&Digest>,
         target: &Target<'_>,
     ) -> std::result::Result<(), String> {
-        let (path, digest) = crate::stage::lock(&self.fetcher).fetch(url)?;
+        let (path, digest) = crate::context::lock(&self.shared.fetcher).fetch(url)?;
         if let Some(want) = checksum {
             if &digest != want {
                 return Err(format!(
@@ -456,7 +339,7 @@ impl Builder<'_> {
             }
         }
         let (checkout, commit) =
-            crate::stage::lock(&self.fetcher).checkout_ref(git, spec.keep_git_dir)?;
+            crate::context::lock(&self.shared.fetcher).checkout_ref(git, spec.keep_git_dir)?;
         if let Some(want) = checksum {
             // BuildKit: the checksum is the commit id or a prefix of it.
             if !commit.starts_with(want.as_str()) {
@@ -560,41 +443,6 @@ impl ModeBits for std::fs::Metadata {
         use std::os::unix::fs::MetadataExt;
         self.mode() & 0o7777
     }
-}
-
-/// BuildKit's `created_by` for COPY/ADD: the flags it records, the sources as written,
-/// heredoc names and the destination.
-pub(crate) fn history_text(name: &str, spec: &CopySpec) -> String {
-    let mut msg = String::from(name);
-    if spec.parents {
-        msg.push_str(" --parents");
-    }
-    if let Some(c) = &spec.chown {
-        msg.push_str(&format!(" --chown={c}"));
-    }
-    if let Some(m) = &spec.chmod {
-        msg.push_str(&format!(" --chmod={m}"));
-    }
-    for src in &spec.sources {
-        // BuildKit records a URL as written; credentials in it must not reach the image.
-        msg.push(' ');
-        if spec.is_add
-            && (downloads::is_http_source(src) || downloads::parse_git_ref(src).is_some())
-        {
-            msg.push_str(&downloads::redact_url(src));
-        } else {
-            msg.push_str(src);
-        }
-    }
-    for inline in &spec.inline {
-        msg.push_str(&format!(" <<{}", inline.path));
-    }
-    msg.push_str(&format!(
-        " {}{}",
-        spec.dest,
-        crate::history::BUILDKIT_SUFFIX
-    ));
-    msg
 }
 
 /// `/a/b/c` → (`/a/b`, `c`).

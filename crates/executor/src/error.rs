@@ -16,7 +16,26 @@ pub enum BuildError {
         instruction: String,
         message: String,
     },
-    /// A failure outside any one instruction (store, working directories, base images).
+    /// The store failed while the build was `doing` something (storing the image, tagging,
+    /// recording a cache hit); the store's own error says which file or object.
+    #[error("{doing}: {source}")]
+    Store {
+        doing: String,
+        #[source]
+        source: rbuild_store::StoreError,
+    },
+    /// A layer of the registry cache could not be brought into the store; `source.kind`
+    /// says why (not found, unauthorized, unreachable, not the content the cache claimed).
+    #[error(
+        "layer {layer} of the registry cache: {source} (build with --no-cache, or without \
+         --cache-from, to run the steps instead)"
+    )]
+    RemoteCacheLayer {
+        layer: rbuild_image::Digest,
+        #[source]
+        source: crate::cache::RemoteCacheError,
+    },
+    /// A failure outside any one instruction (working directories, base images).
     #[error("{0}")]
     Other(String),
     /// A stage stopped before its next step because a stage running beside it failed.
@@ -27,6 +46,12 @@ pub enum BuildError {
 impl BuildError {
     pub(crate) fn other(message: impl Into<String>) -> Self {
         BuildError::Other(message.into())
+    }
+
+    /// A store error, with what the build was doing.
+    pub(crate) fn store(doing: impl Into<String>) -> impl FnOnce(rbuild_store::StoreError) -> Self {
+        let doing = doing.into();
+        move |source| BuildError::Store { doing, source }
     }
 }
 

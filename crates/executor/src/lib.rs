@@ -24,18 +24,24 @@ pub mod cache;
 mod chmod;
 mod chroot_mounts;
 mod commit;
+mod config_ops;
 mod content_hash;
+mod context;
 mod copy;
+mod copy_spec;
 mod downloads;
 pub mod error;
 mod fileop_user;
 mod fsops;
 mod history;
+mod lower;
 mod mounts;
+mod op;
 pub mod phases;
 pub mod progress;
 mod root_tasks;
 mod run;
+mod runner;
 mod schedule;
 pub mod scratch;
 pub mod secrets;
@@ -43,6 +49,8 @@ mod snapshot;
 mod sources;
 pub mod ssh_agent;
 mod stage;
+mod stage_rootfs;
+mod state;
 mod step_cache;
 mod trees;
 pub mod tty_progress;
@@ -58,7 +66,9 @@ use rbuild_sandbox::{Isolation, Network, Sandbox, Seccomp};
 use rbuild_store::Store;
 
 pub use base::{BaseImages, LocalImages};
-pub use cache::{cache_mount_dir, NoRemoteCache, RemoteCache};
+pub use cache::{
+    cache_mount_dir, NoRemoteCache, RemoteCache, RemoteCacheError, RemoteCacheErrorKind,
+};
 pub use error::BuildError;
 pub use phases::{Phase, PhaseTimes};
 pub use progress::{Event, JsonProgress, NoProgress, PlainProgress, Progress};
@@ -169,8 +179,9 @@ pub struct BuildResult {
     pub cache_records: Vec<rbuild_store::CacheRecord>,
     /// `RUN --mount=type=cache` directories the build used: (id, directory).
     pub cache_mounts: Vec<(String, PathBuf)>,
-    /// Where this build's time went (process-wide counters, so builds running at the same
-    /// time in one process see each other's time).
+    /// Where this build's time went: its own counters (`phases::BuildPhases`), so builds
+    /// running at the same time in one process do not count each other's time; `compress`
+    /// alone is process-wide.
     pub phases: PhaseTimes,
 }
 
@@ -203,7 +214,9 @@ pub fn build_with_cache(
     progress: &mut dyn Progress,
 ) -> Result<BuildResult, BuildError> {
     let started = Instant::now();
-    let phases_before = phases::snapshot();
+    // This build's own phase times (builds at once in one process do not mix theirs).
+    let build_phases = phases::BuildPhases::new();
+    let _phases = build_phases.enter();
     let host = Platform::host();
     let platform = match &request.platform {
         None => host.clone(),
@@ -274,8 +287,8 @@ pub fn build_with_cache(
         id_map: owners.id_map(),
         ..Default::default()
     };
-    let _owners = fsops::OwnersScope::enter(owners);
-    let builder = stage::Builder::new(stage::BuilderParts {
+    let _owners = fsops::OwnersScope::enter(owners.clone());
+    let builder = context::BuildContext::new(context::ContextParts {
         request,
         store,
         bases,
@@ -285,6 +298,8 @@ pub fn build_with_cache(
         sandbox,
         write_options,
         remote,
+        phases: build_phases.clone(),
+        owners,
     })?;
     let names: Vec<String> = plan.order.iter().map(|&i| builder.stage_label(i)).collect();
     progress.event(&Event::BuildStarted { stages: names });
@@ -302,14 +317,14 @@ pub fn build_with_cache(
         tags: tags.clone(),
         seconds: progress::seconds(started.elapsed()),
     });
-    let cache_records = std::mem::take(&mut *stage::lock(&builder.used_records));
-    let cache_mounts = std::mem::take(&mut *stage::lock(&builder.cache_mounts_used));
+    let cache_records = std::mem::take(&mut *context::lock(&builder.shared.used_records));
+    let cache_mounts = std::mem::take(&mut *context::lock(&builder.shared.cache_mounts_used));
     Ok(BuildResult {
         manifest: record.manifest.digest,
         image_id: record.config,
         tags,
         cache_records,
         cache_mounts,
-        phases: phases::snapshot().since(&phases_before),
+        phases: build_phases.times(),
     })
 }

@@ -25,10 +25,11 @@ use rbuild_sandbox::{BindMount, Isolation};
 
 use crate::chroot_mounts::{MountKind, MountPlan};
 
+use crate::context::{BuildContext, Origin};
 use crate::error::Result;
 use crate::fsops::{self, Ownership};
 use crate::sources::SourceRoot;
-use crate::stage::{Builder, Origin, StageState};
+use crate::state::StageState;
 
 /// Where BuildKit puts the `index`-th ssh mount of a step without a `target`.
 fn ssh_target(index: usize) -> String {
@@ -57,7 +58,7 @@ pub(crate) fn ssh_auth_sock(
     Some(format!("SSH_AUTH_SOCK={target}"))
 }
 
-impl Builder<'_> {
+impl BuildContext<'_> {
     /// The bind mounts of a RUN's `--mount` flags, how each is realised without mount(2)
     /// (chroot isolation), and the locks of its `sharing=locked` (and `private`) cache
     /// mounts, to be held until the step ends. With chroot isolation every cache is locked
@@ -148,9 +149,9 @@ impl Builder<'_> {
                     })?;
                     let id = m.id.clone().unwrap_or_else(|| target.clone());
                     let dir = crate::cache::cache_mount_dir(self.store, &id)
-                        .map_err(|e| origin.error(e))?;
+                        .map_err(|e| origin.error(e.to_string()))?;
                     {
-                        let mut used = crate::stage::lock(&self.cache_mounts_used);
+                        let mut used = crate::context::lock(&self.shared.cache_mounts_used);
                         if !used.iter().any(|(i, _)| i == &id) {
                             used.push((id.clone(), dir.clone()));
                         }

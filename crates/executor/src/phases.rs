@@ -1,9 +1,15 @@
 //! Where a build's time goes, by phase: pull, extract, run, snapshot, write, push and cache.
 //!
-//! Process-wide counters (nanoseconds and a count per phase), so steps that run on several
-//! threads at once all add to them; a phase's time is wall time summed over the threads
-//! that were in it, and can exceed the build's own wall time. A call site times itself with
-//! one line, `let _t = Phase::Extract.timer();`, which adds the elapsed time when dropped.
+//! Counters (nanoseconds and a count per phase) that steps running on several threads at
+//! once all add to; a phase's time is wall time summed over the threads that were in it,
+//! and can exceed the build's own wall time. A call site times itself with one line,
+//! `let _t = Phase::Extract.timer();`, which adds the elapsed time when dropped.
+//!
+//! Each build has its own counters ([`BuildPhases`]): the build enters them on every
+//! thread it runs on ([`BuildPhases::enter`]), and a timer adds to the counters of the
+//! build its thread is in, so two builds in one process do not count each other's time.
+//! Every timer also adds to the process-wide counters ([`snapshot`]), which a caller timing
+//! more than a build (the CLI: its push too) reads before and after.
 //!
 //! On one thread the innermost timer wins: starting a timer pauses the one already running
 //! on that thread until the new one is dropped, so a pull that happens while a cache key is
@@ -17,6 +23,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -74,14 +81,24 @@ impl Phase {
     #[must_use = "the phase is timed until the guard is dropped"]
     pub fn timer(self) -> PhaseTimer {
         let now = Instant::now();
+        let build = current_build();
         let _ = ACTIVE.try_with(|active| {
             let mut active = active.borrow_mut();
             // Pause the enclosing phase: this one's time is not also its time.
-            if let Some((outer, since)) = active.last_mut() {
-                add(*outer, now.saturating_duration_since(*since), 0);
-                *since = now;
+            if let Some(outer) = active.last_mut() {
+                add(
+                    outer.phase,
+                    now.saturating_duration_since(outer.since),
+                    0,
+                    outer.build.as_deref(),
+                );
+                outer.since = now;
             }
-            active.push((self, now));
+            active.push(Running {
+                phase: self,
+                since: now,
+                build,
+            });
         });
         PhaseTimer {
             phase: self,
@@ -96,18 +113,133 @@ pub fn timed<T>(phase: Phase, f: impl FnOnce() -> T) -> T {
     f()
 }
 
-static NANOS: [AtomicU64; PHASES] = [const { AtomicU64::new(0) }; PHASES];
-static COUNTS: [AtomicU64; PHASES] = [const { AtomicU64::new(0) }; PHASES];
-
-thread_local! {
-    /// The timers running on this thread, innermost last, each with when it last resumed.
-    static ACTIVE: RefCell<Vec<(Phase, Instant)>> = const { RefCell::new(Vec::new()) };
+/// Nanoseconds and timed spans per phase.
+struct Counters {
+    nanos: [AtomicU64; PHASES],
+    counts: [AtomicU64; PHASES],
 }
 
-fn add(phase: Phase, elapsed: Duration, count: u64) {
+impl Counters {
+    const fn new() -> Self {
+        Counters {
+            nanos: [const { AtomicU64::new(0) }; PHASES],
+            counts: [const { AtomicU64::new(0) }; PHASES],
+        }
+    }
+
+    fn add(&self, phase: Phase, nanos: u64, count: u64) {
+        self.nanos[phase.index()].fetch_add(nanos, Ordering::Relaxed);
+        self.counts[phase.index()].fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// The counters as times (`compress` left at zero).
+    fn read(&self) -> PhaseTimes {
+        let mut out = PhaseTimes::default();
+        for phase in Phase::ALL {
+            let i = phase.index();
+            *out.get_mut(phase) = PhaseTime::of(
+                self.nanos[i].load(Ordering::Relaxed),
+                self.counts[i].load(Ordering::Relaxed),
+            );
+        }
+        out
+    }
+}
+
+/// Every timer of the process.
+static PROCESS: Counters = Counters::new();
+
+/// One build's phase counters. The build enters them on each thread it runs on; timers
+/// started there add to them (and to the process's).
+#[derive(Clone)]
+pub struct BuildPhases {
+    counters: Arc<Counters>,
+    /// The process's compression time when the build started.
+    compress_start: PhaseTime,
+}
+
+impl Default for BuildPhases {
+    fn default() -> Self {
+        BuildPhases {
+            counters: Arc::new(Counters::new()),
+            compress_start: compress_now(),
+        }
+    }
+}
+
+impl BuildPhases {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes timers started on this thread count for this build until the guard drops
+    /// (the thread's previous build, if any, is restored then).
+    #[must_use = "the build's counters are entered until the guard is dropped"]
+    pub fn enter(&self) -> BuildPhasesScope {
+        let previous = BUILD.with(|b| b.replace(Some(self.counters.clone())));
+        BuildPhasesScope {
+            previous,
+            _this_thread: PhantomData,
+        }
+    }
+
+    /// This build's time per phase so far. `compress` is the process's layer writers'
+    /// since the build started (`rbuild_layer::compress_time` is process-wide).
+    pub fn times(&self) -> PhaseTimes {
+        let mut out = self.counters.read();
+        out.compress = compress_now().minus(self.compress_start);
+        out
+    }
+}
+
+/// While alive, this thread's timers count for a build (see [`BuildPhases::enter`]).
+pub struct BuildPhasesScope {
+    previous: Option<Arc<Counters>>,
+    _this_thread: PhantomData<*const ()>,
+}
+
+impl Drop for BuildPhasesScope {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        let _ = BUILD.try_with(|b| b.replace(previous));
+    }
+}
+
+/// A timer running on this thread.
+struct Running {
+    phase: Phase,
+    /// When it last resumed.
+    since: Instant,
+    /// The build it counts for, as entered on this thread when it started.
+    build: Option<Arc<Counters>>,
+}
+
+thread_local! {
+    /// The timers running on this thread, innermost last.
+    static ACTIVE: RefCell<Vec<Running>> = const { RefCell::new(Vec::new()) };
+    /// The build this thread works for.
+    static BUILD: RefCell<Option<Arc<Counters>>> = const { RefCell::new(None) };
+}
+
+fn current_build() -> Option<Arc<Counters>> {
+    BUILD.try_with(|b| b.borrow().clone()).ok().flatten()
+}
+
+fn add(phase: Phase, elapsed: Duration, count: u64, build: Option<&Counters>) {
     let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-    NANOS[phase.index()].fetch_add(nanos, Ordering::Relaxed);
-    COUNTS[phase.index()].fetch_add(count, Ordering::Relaxed);
+    PROCESS.add(phase, nanos, count);
+    if let Some(build) = build {
+        build.add(phase, nanos, count);
+    }
+}
+
+/// The process's layer writers' compression time and layer count now.
+fn compress_now() -> PhaseTime {
+    let (compress, layers) = rbuild_layer::compress_time();
+    PhaseTime::of(
+        u64::try_from(compress.as_nanos()).unwrap_or(u64::MAX),
+        layers,
+    )
 }
 
 /// Times a phase until dropped (see [`Phase::timer`]). Bound to the thread that started it,
@@ -123,21 +255,27 @@ impl Drop for PhaseTimer {
         let phase = self.phase;
         let _ = ACTIVE.try_with(|active| {
             let mut active = active.borrow_mut();
-            let Some(i) = active.iter().rposition(|(p, _)| *p == phase) else {
+            let Some(i) = active.iter().rposition(|r| r.phase == phase) else {
                 return;
             };
             let innermost = i + 1 == active.len();
-            let (_, since) = active.remove(i);
+            let running = active.remove(i);
             // A timer inside one of its own phase is the same span: count it once.
-            let count = u64::from(i == 0 || active[i - 1].0 != phase);
+            let count = u64::from(i == 0 || active[i - 1].phase != phase);
+            let build = running.build.as_deref();
             if innermost {
-                add(phase, now.saturating_duration_since(since), count);
-                if let Some((_, outer_since)) = active.last_mut() {
-                    *outer_since = now;
+                add(
+                    phase,
+                    now.saturating_duration_since(running.since),
+                    count,
+                    build,
+                );
+                if let Some(outer) = active.last_mut() {
+                    outer.since = now;
                 }
             } else {
                 // Dropped out of order: it was paused by the timers above it since `since`.
-                add(phase, Duration::ZERO, count);
+                add(phase, Duration::ZERO, count, build);
             }
         });
     }
@@ -234,21 +372,10 @@ impl fmt::Display for PhaseTimes {
     }
 }
 
-/// The process's counters now.
+/// The process's counters now: every build's timers, and those run outside any build.
 pub fn snapshot() -> PhaseTimes {
-    let mut out = PhaseTimes::default();
-    for phase in Phase::ALL {
-        let i = phase.index();
-        *out.get_mut(phase) = PhaseTime::of(
-            NANOS[i].load(Ordering::Relaxed),
-            COUNTS[i].load(Ordering::Relaxed),
-        );
-    }
-    let (compress, layers) = rbuild_layer::compress_time();
-    out.compress = PhaseTime::of(
-        u64::try_from(compress.as_nanos()).unwrap_or(u64::MAX),
-        layers,
-    );
+    let mut out = PROCESS.read();
+    out.compress = compress_now();
     out
 }
 
@@ -347,6 +474,60 @@ mod tests {
         });
         assert_eq!(v, 7);
         assert!(snapshot().since(&before).push.seconds >= 0.010);
+    }
+
+    #[test]
+    fn builds_at_once_each_count_only_their_own_time() {
+        let _serial = serial();
+        let (a, b) = (BuildPhases::new(), BuildPhases::new());
+        let before = snapshot();
+        std::thread::scope(|scope| {
+            for (build, ms) in [(&a, 20), (&b, 200)] {
+                scope.spawn(move || {
+                    let _build = build.enter();
+                    // A thread the build starts enters it too.
+                    std::thread::scope(|inner| {
+                        inner.spawn(|| {
+                            let _build = build.enter();
+                            let _t = Phase::Push.timer();
+                            sleep_ms(ms);
+                        });
+                    });
+                    let _t = Phase::Push.timer();
+                    sleep_ms(ms);
+                });
+            }
+            // Outside both builds: the process counts it, neither build does.
+            let _t = Phase::Pull.timer();
+            sleep_ms(20);
+        });
+        let (a, b) = (a.times().push, b.times().push);
+        assert_eq!((a.count, b.count), (2, 2));
+        // Each build's two timers; a's would be at least 0.44 s with b's time in it.
+        assert!(a.seconds >= 0.040 && a.seconds < 0.400, "{a:?}");
+        assert!(b.seconds >= 0.400, "{b:?}");
+        let process = snapshot().since(&before);
+        assert!(
+            process.push.seconds >= a.seconds + b.seconds - 1e-9,
+            "{process:?}"
+        );
+        assert!(process.pull.seconds >= 0.020, "{process:?}");
+    }
+
+    #[test]
+    fn leaving_a_build_restores_the_thread_to_the_one_before() {
+        let _serial = serial();
+        let (outer, inner) = (BuildPhases::new(), BuildPhases::new());
+        let _outer = outer.enter();
+        {
+            let _inner = inner.enter();
+            let _t = Phase::Push.timer();
+        }
+        {
+            let _t = Phase::Push.timer();
+        }
+        assert_eq!(outer.times().push.count, 1);
+        assert_eq!(inner.times().push.count, 1);
     }
 
     #[test]

@@ -2,74 +2,33 @@
 //! environment (image Env + ARGs in scope + proxy args, none persisted), user, working
 //! directory and network; the step runs in the sandbox and its changes become a layer.
 
-use rbuild_dockerfile::instructions::{Network as RunNetwork, Run, Security, ShellOrExec};
+use rbuild_dockerfile::instructions::{Network as RunNetwork, Run, Security};
 use rbuild_dockerfile::stages::PROXY_ARGS;
-use rbuild_dockerfile::syntax::{chomp_heredoc_content, must_parse_heredoc};
 use rbuild_sandbox::{
     FileBind, Isolation, Network, OutputStream, Rootfs, Sandbox, SandboxError, StepOutcome,
     StepSpec, DEFAULT_PATH,
 };
 use rbuild_snapshot::OverlayDirs;
 
+use crate::context::{BuildContext, Origin};
 use crate::error::{BuildError, Result};
 use crate::history::{go_quote, run_command_string, BUILDKIT_SUFFIX};
+use crate::op::RunOp;
 use crate::progress::{Event, Progress};
 use crate::snapshot::Index;
-use crate::stage::{Builder, Origin, StageState};
+use crate::state::StageState;
 
 /// Lines of output shown in a failed RUN's error.
 const TAIL_LINES: usize = 10;
 
-/// A shebang heredoc BuildKit writes to a file and runs: (container path, content).
-type Script = Option<(String, String)>;
-
-/// The argv BuildKit runs for `run`, and a script to bind for a shebang heredoc.
-fn run_args(run: &Run, shell: &[String]) -> (Vec<String>, Script) {
-    let mut script = None;
-    let args = match &run.cmd {
-        ShellOrExec::Exec(v) => return (v.clone(), None),
-        ShellOrExec::Shell(s) if run.heredocs.is_empty() => s.clone(),
-        ShellOrExec::Shell(s) => match must_parse_heredoc(s) {
-            Some(_) => {
-                let doc = &run.heredocs[0];
-                let data = if doc.chomp {
-                    chomp_heredoc_content(&doc.content)
-                } else {
-                    doc.content.clone()
-                };
-                if data.starts_with("#!") {
-                    // BuildKit writes a shebang script to /dev/pipes/<name> and runs that.
-                    let path = format!("/dev/pipes/{}", doc.name);
-                    script = Some((path.clone(), data));
-                    path
-                } else {
-                    data
-                }
-            }
-            None => {
-                // More than a lone heredoc: hand the whole text to the shell, bodies as
-                // written (the shell strips a `<<-` body's tabs itself; BuildKit's history
-                // keeps them).
-                let mut full = s.clone();
-                for doc in &run.heredocs {
-                    full.push('\n');
-                    full.push_str(&doc.content);
-                    full.push_str(&doc.name);
-                }
-                full
-            }
-        },
-    };
-    let mut argv = shell.to_vec();
-    argv.push(args);
-    (argv, script)
-}
-
-impl Builder<'_> {
+impl BuildContext<'_> {
+    /// Runs the op's command (its script bound when a shebang heredoc gave one) with the
+    /// instruction's mounts, and commits what it changed.
     pub(crate) fn dispatch_run(
         &self,
         st: &mut StageState,
         origin: &Origin<'_>,
+        op: &RunOp,
         run: &Run,
         step: usize,
         progress: &mut dyn Progress,
@@ -77,7 +36,7 @@ impl Builder<'_> {
         if run.security == Security::Insecure {
             return Err(origin.error("RUN --security=insecure is not supported"));
         }
-        let (argv, script) = run_args(run, &st.shell());
+        let (argv, script) = (op.command.clone(), op.script.clone());
         let isolation = self
             .sandbox
             .resolve_isolation(self.request.isolation)
@@ -185,8 +144,8 @@ impl Builder<'_> {
     }
 
     /// The argv a RUN runs and its history entry's `created_by`.
-    pub(crate) fn run_command(&self, st: &StageState, run: &Run) -> (Vec<String>, String) {
-        let (argv, _) = run_args(run, &st.shell());
+    /// The history text of a RUN running `argv`.
+    pub(crate) fn run_created_by(&self, st: &StageState, argv: &[String]) -> String {
         // BuildKit shows each ARG with the value the step saw (an ENV of the same name wins).
         let shown_args: Vec<(String, String)> = st
             .build_args
@@ -201,11 +160,10 @@ impl Builder<'_> {
                 (k.clone(), seen.clone())
             })
             .collect();
-        let created_by = format!(
+        format!(
             "RUN {}{BUILDKIT_SUFFIX}",
-            run_command_string(&shown_args, &argv)
-        );
-        (argv, created_by)
+            run_command_string(&shown_args, argv)
+        )
     }
 
     /// Runs the step on an overlay whose only lower layer is the stage's rootfs
@@ -409,35 +367,4 @@ fn failure(origin: &Origin<'_>, spec: &StepSpec, outcome: &StepOutcome) -> Build
         message.push_str(&format!("\n  hint: {hint}"));
     }
     origin.error(message)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rbuild_dockerfile::instructions::Instruction;
-
-    fn run_of(text: &str) -> Run {
-        let df = rbuild_dockerfile::parse_dockerfile("Dockerfile", text).unwrap();
-        match &df.stages[0].commands[0].instruction {
-            Instruction::Run(r) => r.clone(),
-            other => panic!("not a RUN: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn heredoc_forms() {
-        let sh = vec!["/bin/sh".to_string(), "-c".to_string()];
-        let (argv, script) = run_args(&run_of("FROM x\nRUN <<EOF\necho hi\nEOF\n"), &sh);
-        assert_eq!(argv, vec!["/bin/sh", "-c", "echo hi\n"]);
-        assert!(script.is_none());
-        let (argv, script) = run_args(&run_of("FROM x\nRUN <<EOF\n#!/bin/sh\necho hi\nEOF\n"), &sh);
-        assert_eq!(argv, vec!["/bin/sh", "-c", "/dev/pipes/EOF"]);
-        assert_eq!(script.unwrap().1, "#!/bin/sh\necho hi\n");
-        let (argv, _) = run_of_exec();
-        assert_eq!(argv, vec!["a", "b"]);
-    }
-
-    fn run_of_exec() -> (Vec<String>, Script) {
-        run_args(&run_of("FROM x\nRUN [\"a\", \"b\"]\n"), &[])
-    }
 }

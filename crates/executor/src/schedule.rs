@@ -13,10 +13,27 @@ use std::sync::{mpsc, Mutex};
 
 use rbuild_dockerfile::{Base, BuildPlan};
 
+use crate::context::{lock, BuildContext};
 use crate::error::{BuildError, Result};
-use crate::fsops::{Owners, OwnersScope};
+use crate::fsops::OwnersScope;
 use crate::progress::{Event, Progress};
-use crate::stage::{lock, Builder};
+
+/// What a thread the build starts takes from the build: how files are owned and the
+/// build's phase counters (both read per thread, see `fsops::owners` and `phases`). Left
+/// when dropped.
+struct BuildThread {
+    _owners: OwnersScope,
+    _phases: crate::phases::BuildPhasesScope,
+}
+
+impl BuildThread {
+    fn enter(builder: &BuildContext<'_>) -> Self {
+        BuildThread {
+            _owners: OwnersScope::enter(builder.owners.clone()),
+            _phases: builder.phases.enter(),
+        }
+    }
+}
 
 /// What a stage thread tells the thread that called the build.
 enum Message {
@@ -35,7 +52,7 @@ impl Progress for Forward {
 
 /// Runs the stages of `plan` (all of `plan.order`).
 pub(crate) fn run_stages(
-    builder: &Builder<'_>,
+    builder: &BuildContext<'_>,
     plan: &BuildPlan,
     progress: &mut dyn Progress,
 ) -> Result<()> {
@@ -44,16 +61,14 @@ pub(crate) fn run_stages(
         .max_parallel_stages
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let owners = crate::fsops::owners();
     std::thread::scope(|scope| {
         let bases = base_images(builder, plan);
         if bases.len() > 1 || plan.order.len() > 1 {
             // The stages find their bases in the store when they get there. A failure
             // here is not reported: the stage that needs the image reports it, in place.
             for reference in bases {
-                let owners = owners.clone();
                 scope.spawn(move || {
-                    let _owners = OwnersScope::enter(owners);
+                    let _build = BuildThread::enter(builder);
                     let _ = builder
                         .bases
                         .resolve(builder.store, &reference, &builder.platform);
@@ -66,7 +81,7 @@ pub(crate) fn run_stages(
                     builder.run_stage(index, progress)?;
                 }
             } else {
-                run_level(builder, level, threads, &owners, progress)?;
+                run_level(builder, level, threads, progress)?;
             }
         }
         Ok(())
@@ -74,7 +89,7 @@ pub(crate) fn run_stages(
 }
 
 /// The distinct images the plan's stages start from (not `scratch`, not stages).
-fn base_images(builder: &Builder<'_>, plan: &BuildPlan) -> BTreeSet<String> {
+fn base_images(builder: &BuildContext<'_>, plan: &BuildPlan) -> BTreeSet<String> {
     plan.order
         .iter()
         .filter_map(|&i| match builder.df.stage_base(i, &builder.global) {
@@ -90,10 +105,9 @@ fn base_images(builder: &Builder<'_>, plan: &BuildPlan) -> BTreeSet<String> {
 /// the others stop before their next step, and the error of the first failing stage (in
 /// the plan's order) is the build's.
 fn run_level(
-    builder: &Builder<'_>,
+    builder: &BuildContext<'_>,
     level: &[usize],
     threads: usize,
-    owners: &Owners,
     progress: &mut dyn Progress,
 ) -> Result<()> {
     let queue = Mutex::new(level.iter().copied().collect::<VecDeque<usize>>());
@@ -103,16 +117,15 @@ fn run_level(
         for _ in 0..threads.min(level.len()) {
             let tx = tx.clone();
             let queue = &queue;
-            let owners = owners.clone();
             scope.spawn(move || {
-                let _owners = OwnersScope::enter(owners);
+                let _build = BuildThread::enter(builder);
                 loop {
                     // (A `while let` would hold the queue's lock for the whole stage.)
                     let next = lock(queue).pop_front();
                     let Some(index) = next else { break };
                     let result = builder.run_stage(index, &mut Forward(tx.clone()));
                     if result.is_err() {
-                        builder.cancelled.store(true, Ordering::SeqCst);
+                        builder.shared.cancelled.store(true, Ordering::SeqCst);
                     }
                     let _ = tx.send(Message::Done(index, result));
                 }

@@ -1,6 +1,7 @@
-//! Running a layer-making step (RUN, COPY, ADD, WORKDIR) through the cache: compute its
-//! key, reuse a record on a hit (nothing runs and nothing is extracted), otherwise bring
-//! the stage's rootfs up to date, run the step and record what it made.
+//! Running a layer-making step (RUN, COPY, ADD, WORKDIR) through the cache: key its lowered
+//! op (`op.rs`), reuse a record on a hit (nothing runs and nothing is extracted), otherwise
+//! bring the stage's rootfs up to date (`stage_rootfs.rs`), run the step and record what it
+//! made. Also what lowering reads ([`SourceKeys`] for the build context).
 //!
 //! The file system a stage stands on is named by `StageState::fs_key`: the base image's
 //! manifest digest (with the platform), then after each layer step
@@ -8,19 +9,21 @@
 //! step key, keeps a re-run step with different output (a `--no-cache` run of a random
 //! RUN) from being combined with cached results computed on top of the old output.
 
-use rbuild_dockerfile::instructions::{Instruction, MountType};
 use rbuild_image::{Descriptor, Digest, Hasher};
 use rbuild_store::CacheRecord;
 
-use crate::build_dir::apply_layers;
-use crate::cache::{explain_miss, KeyBuilder};
+use crate::cache::{RemoteCacheError, RemoteCacheErrorKind};
 use crate::content_hash::digest_source;
-use crate::copy::CopySpec;
-use crate::downloads::{is_http_source, parse_git_ref, redact_url};
+use crate::context::{BuildContext, Origin};
+use crate::copy_spec::CopySpec;
+use crate::downloads::GitRef;
 use crate::error::{BuildError, Result};
+use crate::lower::{layer_format, network_name, LowerError, Lowering, SourceKeys};
+use crate::op::{explain_miss, CopyOp};
 use crate::progress::{Event, Progress};
+use crate::runner::Step;
 use crate::sources::{CopyFilters, SourceRoot};
-use crate::stage::{Builder, Origin, StageState};
+use crate::state::StageState;
 
 /// How a layer step ended.
 pub(crate) enum StepEnd {
@@ -56,234 +59,28 @@ pub(crate) fn base_key(base_id: &Digest, platform: &rbuild_image::Platform) -> D
     h.finish()
 }
 
-impl Builder<'_> {
-    /// Applies the layers the stage has that its rootfs does not have yet (cache hits).
-    pub(crate) fn materialize(&self, st: &mut StageState) -> Result<()> {
-        self.catch_up(&st.layers, &mut st.applied, &st.rootfs)
-    }
-
-    /// Brings `rootfs`, which has the first `applied` of `layers`, up to all of them:
-    /// fetches the registry-cache layers among the rest, applies them, and counts them.
-    pub(crate) fn catch_up(
-        &self,
-        layers: &[Descriptor],
-        applied: &mut usize,
-        rootfs: &std::path::Path,
-    ) -> Result<()> {
-        if *applied < layers.len() {
-            self.fetch_pending(&layers[*applied..])?;
-            if *applied == 0 {
-                *applied = self.start_from_tree(layers, rootfs)?;
-            }
-            apply_layers(self.store, &layers[*applied..], rootfs)?;
-            *applied = layers.len();
-        }
-        Ok(())
-    }
-
-    /// Fills the empty `rootfs` with links to the shared tree of as many of `layers` as
-    /// will be wanted again (those this build did not make), making the tree if needed;
-    /// returns how many layers it has. 0 when the build must not share files (see
-    /// [`crate::trees`]).
-    fn start_from_tree(&self, layers: &[Descriptor], rootfs: &std::path::Path) -> Result<usize> {
-        let Some(trees) = self.trees.as_ref().filter(|_| self.may_share_files()) else {
-            return Ok(0);
-        };
-        let wanted_again = {
-            let made = crate::stage::lock(&self.made_here);
-            layers
-                .iter()
-                .position(|l| made.contains(&l.digest))
-                .unwrap_or(layers.len())
-        };
-        if wanted_again == 0 {
-            return Ok(0);
-        }
-        let linked = trees
-            .get_or_make(&layers[..wanted_again], &|layers, dir| {
-                apply_layers(self.store, layers, dir)
-            })
-            .and_then(|tree| crate::trees::link(&tree, rootfs));
-        if linked.is_err() {
-            // Sharing is an optimisation (a tree on another file system, a link count at
-            // its limit): the rootfs, perhaps half linked, starts again empty and the
-            // layers are extracted into it as they would be without trees.
-            crate::trees::empty_dir(rootfs)?;
-            return Ok(0);
-        }
-        crate::stage::lock(&self.shared_roots).insert(rootfs.to_path_buf());
-        Ok(wanted_again)
-    }
-
-    /// Whether this build's stage roots may be links into shared trees: its RUN steps run
-    /// on an overlay, so nothing writes into a rootfs file in place.
-    pub(crate) fn may_share_files(&self) -> bool {
-        let userns = matches!(
-            self.sandbox.resolve_isolation(self.request.isolation),
-            Ok(rbuild_sandbox::Isolation::Userns)
-        );
-        userns
-            && self.sandbox.overlay_worth_trying()
-            && self.sandbox.probe().checks.overlay_in_userns.ok
-    }
-
-    /// Gives the stage a rootfs of its own (extracted, not linked) before a step that
-    /// writes into it in place.
-    pub(crate) fn own_rootfs(&self, st: &mut StageState) -> Result<()> {
-        if !crate::stage::lock(&self.shared_roots).remove(&st.rootfs) {
-            return Ok(());
-        }
-        st.rootfs = self.dir.new_dir(&format!("rootfs-{}", st.index))?;
-        st.applied = 0;
-        self.catch_up(&st.layers, &mut st.applied, &st.rootfs)
-    }
-
-    /// The before-index of a step that writes into `root` (COPY, WORKDIR).
-    pub(crate) fn scan(
-        &self,
-        root: &std::path::Path,
-    ) -> std::result::Result<crate::snapshot::Index, String> {
-        if crate::stage::lock(&self.shared_roots).contains(root) {
-            crate::snapshot::Index::scan_shared(root)
-        } else {
-            crate::snapshot::Index::scan(root)
+impl BuildContext<'_> {
+    /// itself for what must be read.
+    pub(crate) fn lowering(&self) -> Lowering<'_> {
+        Lowering {
+            build_network: network_name(self.request.network).into(),
+            layer_format: layer_format(&self.write_options),
+            keys: self,
         }
     }
 
-    /// The key of what a `--from` (or bind mount `from=`) names: an earlier stage's file
-    /// system or an image's manifest digest.
-    fn key_of_from(&self, current: usize, from: &str) -> std::result::Result<Digest, String> {
-        let stage = self
-            .df
-            .stage_by_name(from)
-            .or_else(|| from.parse::<usize>().ok().filter(|&i| i < current));
-        if let Some(i) = stage {
-            return crate::stage::lock(&self.done)
-                .get(&i)
-                .map(|o| o.fs_key.clone())
-                .ok_or_else(|| {
-                    format!("stage {from:?} has not been built (it must come before this stage)")
-                });
-        }
-        let image = self.load_image(from)?;
-        Ok(base_key(&image.id, &self.platform))
-    }
-
-    /// Adds the content of `src` in the build context to `key`.
-    fn add_context_source(
-        &self,
-        key: &mut KeyBuilder,
-        label: &str,
-        src: &str,
-        parents: bool,
-        filters: &CopyFilters,
-    ) -> std::result::Result<(), String> {
-        let _t = crate::phases::Phase::Cache.timer();
-        let root = SourceRoot::Context {
-            dir: &self.request.context_dir,
-            ignore: self.ignore.as_ref(),
-        };
-        for (source, filters) in root.copy_sources(src, parents, filters)? {
-            let filter = root.filter_for(&source, &filters);
-            digest_source(&source.host, &source.rel, &filter)?.add_to(key, label);
-        }
-        Ok(())
-    }
-
-    /// The key of a RUN: what it runs, with what environment, as whom, where, and the
-    /// content of what it binds. Proxy build args are left out, as BuildKit does.
-    pub(crate) fn run_key(
+    /// The op of a COPY/ADD, its errors placed under the instruction.
+    pub(crate) fn lower_copy(
         &self,
         st: &StageState,
         origin: &Origin<'_>,
-        instruction: &Instruction,
-        argv: &[String],
-    ) -> Result<KeyBuilder> {
-        let Instruction::Run(run) = instruction else {
-            unreachable!("run_key of a non-RUN");
-        };
-        let mut key = KeyBuilder::new(&st.fs_key);
-        key.add("instruction", json(instruction));
-        key.add("command", json(&argv));
-        for (k, v) in &st.env {
-            key.add(format!("env {k}"), v.clone());
-        }
-        key.add("user", st.config.config.user.clone());
-        key.add("workdir", st.workdir());
-        key.add("network", format!("{:?}", self.request.network));
-        for flag in &run.mounts {
-            let Some(m) = &flag.parsed else { continue };
-            if m.kind != MountType::Bind {
-                continue; // cache, tmpfs, secret, ssh: by id and target, in the instruction
-            }
-            let source = m.source.as_deref().unwrap_or("/");
-            let label = format!("mount {}", m.target.as_deref().unwrap_or(""));
-            match &m.from {
-                Some(from) => {
-                    let k = self
-                        .key_of_from(st.index, from)
-                        .map_err(|e| origin.error(format!("--mount={}: {e}", flag.spec)))?;
-                    key.add(format!("{label} from"), k.to_string());
-                }
-                None => self
-                    .add_context_source(&mut key, &label, source, false, &CopyFilters::default())
-                    .map_err(|e| origin.error(format!("--mount={}: {e}", flag.spec)))?,
-            }
-        }
-        Ok(key)
-    }
-
-    /// The key of a COPY/ADD: the instruction, where it copies to, and the content of what
-    /// it copies. An http source is keyed by its `--checksum` when given (a hit then
-    /// downloads nothing), else by the content of its download (memoised: the copy reuses
-    /// it); a git source by the commit its reference resolves to.
-    pub(crate) fn copy_key(
-        &self,
-        st: &StageState,
-        origin: &Origin<'_>,
-        instruction: &Instruction,
         spec: &CopySpec,
-    ) -> Result<Option<KeyBuilder>> {
+    ) -> Result<CopyOp> {
         let name = if spec.is_add { "ADD" } else { "COPY" };
-        spec.check().map_err(|e| origin.error(e))?;
-        let mut key = KeyBuilder::new(&st.fs_key);
-        key.add("instruction", json(instruction));
-        key.add("workdir", st.workdir());
-        match &spec.from {
-            Some(from) => {
-                let k = self
-                    .key_of_from(st.index, from)
-                    .map_err(|e| origin.error(format!("--from={from}: {e}")))?;
-                key.add("from", k.to_string());
-            }
-            None => {
-                let filters = CopyFilters::new(&spec.exclude).map_err(|e| origin.error(e))?;
-                let fail = |e: String| origin.error(format!("{name} failed: {e}"));
-                for src in &spec.sources {
-                    if spec.is_add && is_http_source(src) {
-                        let content = match &spec.checksum {
-                            Some(sum) => sum.clone(),
-                            None => crate::stage::lock(&self.fetcher)
-                                .fetch(src)
-                                .map_err(fail)?
-                                .1
-                                .to_string(),
-                        };
-                        key.add(format!("url {}", redact_url(src)), content);
-                    } else if let Some(git) = spec.is_add.then(|| parse_git_ref(src)).flatten() {
-                        // The same checkout the ADD then copies (one fetch per build).
-                        let (_, commit) = crate::stage::lock(&self.fetcher)
-                            .checkout_ref(&git, spec.keep_git_dir)
-                            .map_err(fail)?;
-                        key.add(format!("git {}", redact_url(src)), commit);
-                    } else {
-                        self.add_context_source(&mut key, "source", src, spec.parents, &filters)
-                            .map_err(fail)?;
-                    }
-                }
-            }
-        }
-        Ok(Some(key))
+        self.lowering().copy(&st.view(), spec).map_err(|e| match e {
+            LowerError::Read(e) => origin.error(format!("{name} failed: {e}")),
+            other => origin.error(other),
+        })
     }
 
     /// A name for "this step of this Dockerfile", under which the inputs of its last key
@@ -325,7 +122,7 @@ impl Builder<'_> {
         } else {
             // Fetched only if something needs its files or the image keeps it: a hit in a
             // stage that later hits make irrelevant costs nothing.
-            crate::stage::lock(&self.pending_remote)
+            crate::context::lock(&self.shared.pending_remote)
                 .insert(record.layer.digest.clone(), record.clone());
         }
         Some((record, "registry"))
@@ -335,7 +132,7 @@ impl Builder<'_> {
     /// records them locally so that the next build hits without the registry.
     pub(crate) fn fetch_pending(&self, layers: &[Descriptor]) -> Result<()> {
         for layer in layers {
-            let Some(record) = crate::stage::lock(&self.pending_remote)
+            let Some(record) = crate::context::lock(&self.shared.pending_remote)
                 .get(&layer.digest)
                 .cloned()
             else {
@@ -345,87 +142,73 @@ impl Builder<'_> {
             self.remote
                 .fetch_layer(self.store, &record)
                 .and_then(|()| {
-                    self.store
-                        .cache_put(&record)
-                        .map_err(|e| format!("recording it: {e}"))
+                    self.store.cache_put(&record).map_err(|e| {
+                        RemoteCacheError::new(
+                            RemoteCacheErrorKind::Store,
+                            format!("recording it: {e}"),
+                        )
+                    })
                 })
-                .map_err(|e| {
-                    BuildError::other(format!(
-                        "layer {} of the registry cache: {e} (build with --no-cache, or \
-                         without --cache-from, to run the steps instead)",
-                        record.layer.digest
-                    ))
+                .map_err(|source| BuildError::RemoteCacheLayer {
+                    layer: record.layer.digest.clone(),
+                    source,
                 })?;
-            crate::stage::lock(&self.pending_remote).remove(&layer.digest);
+            crate::context::lock(&self.shared.pending_remote).remove(&layer.digest);
         }
         Ok(())
     }
 
-    /// Runs a layer step through the cache. `run` does the step on the (materialised)
-    /// rootfs and commits exactly one layer; `created_by` is its history entry.
+    /// Runs a layer step through the cache: the key of its op is looked up locally, then
+    /// in the registry cache; on a miss the runner (`runner.rs`) does the step on the
+    /// (materialised) rootfs, which commits exactly one layer. `created_by` is its history
+    /// entry.
     pub(crate) fn layer_step(
         &self,
         st: &mut StageState,
-        key: Option<KeyBuilder>,
+        origin: &Origin<'_>,
+        to_run: &Step<'_>,
         created_by: String,
         step: usize,
         progress: &mut dyn Progress,
-        run: impl FnOnce(&Self, &mut StageState, &mut dyn Progress) -> Result<u64>,
     ) -> Result<StepEnd> {
         let position = self.step_position(st, step);
-        let unkeyed = Digest::of(created_by.as_bytes());
-        let mut key = key;
-        if let Some(k) = &mut key {
-            // How the layer is written decides its bytes: a zstd build must not reuse a gzip
-            // layer, nor a SOURCE_DATE_EPOCH build an unclamped one.
-            let w = &self.write_options;
-            k.add(
-                "layer format",
-                format!(
-                    "{:?} level={:?} epoch={:?} xattrs={}",
-                    w.compression, w.level, w.source_date_epoch, !w.no_xattrs
-                ),
-            );
-        }
-        if let Some(k) = &key {
-            let digest = k.key();
-            if !st.no_cache {
-                if let Some((record, source)) = self.lookup(&digest, progress) {
-                    st.layers.push(record.layer.clone());
-                    st.config.rootfs.diff_ids.push(record.diff_id.clone());
-                    self.add_history(st, created_by, true);
-                    self.date_history(st, &record.created);
-                    st.fs_key = result_key(&digest, &record.diff_id);
-                    let size = record.layer.size;
-                    crate::stage::lock(&self.used_records).push(record);
-                    let _ = self
-                        .store
-                        .cache_record_inputs(&position, &k.explain_inputs());
-                    progress.event(&Event::StepCached {
-                        stage: st.label.clone(),
-                        step,
-                        layer_size: size,
-                        source: source.into(),
-                    });
-                    return Ok(StepEnd::Cached);
-                }
-            }
-            if self.request.explain_misses {
-                let reason = if st.no_cache {
-                    "--no-cache".to_string()
-                } else {
-                    let previous = self.store.cache_last_inputs(&position);
-                    explain_miss(previous.as_ref(), &k.explain_inputs())
-                };
-                progress.event(&Event::CacheMiss {
+        // One encoding of the op gives both the key and what explains a miss.
+        let op = to_run.op();
+        let (digest, inputs) = (op.key(), op.explain_inputs());
+        if !st.no_cache {
+            if let Some((record, source)) = self.lookup(&digest, progress) {
+                st.layers.push(record.layer.clone());
+                st.config.rootfs.diff_ids.push(record.diff_id.clone());
+                st.add_history(created_by, true);
+                st.date_history(&record.created, self.request.source_date_epoch);
+                st.fs_key = result_key(&digest, &record.diff_id);
+                let size = record.layer.size;
+                crate::context::lock(&self.shared.used_records).push(record);
+                let _ = self.store.cache_record_inputs(&position, &inputs);
+                progress.event(&Event::StepCached {
                     stage: st.label.clone(),
                     step,
-                    reason,
+                    layer_size: size,
+                    source: source.into(),
                 });
+                return Ok(StepEnd::Cached);
             }
         }
+        if self.request.explain_misses {
+            let reason = if st.no_cache {
+                "--no-cache".to_string()
+            } else {
+                let previous = self.store.cache_last_inputs(&position);
+                explain_miss(previous.as_ref(), &inputs)
+            };
+            progress.event(&Event::CacheMiss {
+                stage: st.label.clone(),
+                step,
+                reason,
+            });
+        }
         self.materialize(st)?;
-        let size = run(self, st, progress)?;
+        let size = self.run_step(st, origin, to_run, step, progress)?;
         // A step that changed the rootfs has its layer on it; a rootless overlay step's
         // layer is applied when a later step needs the files (never, after a stage's last
         // step): `applied` stays where `materialize` left it.
@@ -445,34 +228,78 @@ impl Builder<'_> {
             .cloned()
             .ok_or_else(no_layer)?;
         let created = self.now();
-        self.add_history(st, created_by, true);
-        self.date_history(st, &created);
-        match key {
-            Some(k) => {
-                let digest = k.key();
-                st.fs_key = result_key(&digest, &diff_id);
-                let record = CacheRecord {
-                    key: digest,
-                    layer,
-                    diff_id,
-                    created,
-                };
-                if let Err(e) = self.store.cache_put(&record) {
-                    progress.event(&Event::Warning {
-                        message: format!("recording the step in the build cache: {e}"),
-                    });
-                }
-                let _ = self
-                    .store
-                    .cache_record_inputs(&position, &k.explain_inputs());
-                crate::stage::lock(&self.used_records).push(record);
-            }
-            None => {
-                // Not keyable: later steps chain on the content it made.
-                st.fs_key = result_key(&unkeyed, &diff_id);
-            }
+        st.add_history(created_by, true);
+        st.date_history(&created, self.request.source_date_epoch);
+        st.fs_key = result_key(&digest, &diff_id);
+        let record = CacheRecord {
+            key: digest,
+            layer,
+            diff_id,
+            created,
+        };
+        if let Err(e) = self.store.cache_put(&record) {
+            progress.event(&Event::Warning {
+                message: format!("recording the step in the build cache: {e}"),
+            });
         }
+        let _ = self.store.cache_record_inputs(&position, &inputs);
+        crate::context::lock(&self.shared.used_records).push(record);
         Ok(StepEnd::Ran(size))
+    }
+}
+
+/// What lowering reads: the build context, finished stages, images, downloads.
+impl SourceKeys for BuildContext<'_> {
+    fn context_entries(
+        &self,
+        src: &str,
+        parents: bool,
+        filters: &CopyFilters,
+    ) -> std::result::Result<Vec<(String, Digest)>, String> {
+        let _t = crate::phases::Phase::Cache.timer();
+        let root = SourceRoot::Context {
+            dir: &self.request.context_dir,
+            ignore: self.ignore.as_ref(),
+        };
+        let mut entries = Vec::new();
+        for (source, filters) in root.copy_sources(src, parents, filters)? {
+            let filter = root.filter_for(&source, &filters);
+            entries.extend(digest_source(&source.host, &source.rel, &filter)?.entries);
+        }
+        Ok(entries)
+    }
+
+    /// An earlier stage's file-system key, or an image's base key (its manifest digest).
+    fn key_of_from(&self, current: usize, from: &str) -> std::result::Result<Digest, String> {
+        let stage = self
+            .df
+            .stage_by_name(from)
+            .or_else(|| from.parse::<usize>().ok().filter(|&i| i < current));
+        if let Some(i) = stage {
+            return crate::context::lock(&self.shared.done)
+                .get(&i)
+                .map(|o| o.fs_key.clone())
+                .ok_or_else(|| {
+                    format!("stage {from:?} has not been built (it must come before this stage)")
+                });
+        }
+        let image = self.load_image(from)?;
+        Ok(base_key(&image.id, &self.platform))
+    }
+
+    fn url_content(&self, url: &str) -> std::result::Result<Digest, String> {
+        Ok(crate::context::lock(&self.shared.fetcher).fetch(url)?.1)
+    }
+
+    fn git_commit(
+        &self,
+        git: &GitRef,
+        keep_git_dir: Option<bool>,
+    ) -> std::result::Result<String, String> {
+        // The same checkout the ADD then copies (one fetch per build).
+        Ok(crate::context::lock(&self.shared.fetcher)
+            .checkout_ref(git, keep_git_dir)?
+            .1)
     }
 }
 
@@ -484,10 +311,6 @@ pub(crate) fn time_order(t: &str) -> (String, String) {
         Some((secs, frac)) => (secs.to_string(), format!("{frac:0<9}")),
         None => (t.to_string(), "0".repeat(9)),
     }
-}
-
-fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// Whether a stage's steps skip the cache (`--no-cache`, or `--no-cache-filter` naming it

@@ -9,7 +9,7 @@
 //! overlay (the rootfs is a lower directory; the upper directory's entries replace files
 //! by rename) — COPY, ADD and layer extraction always unlink before they create. A step
 //! that has to run on the rootfs itself (no overlay) first gets a rootfs of its own
-//! (`Builder::own_rootfs`).
+//! (`BuildContext::own_rootfs`).
 //!
 //! Concurrency: a tree appears by rename, complete, or not at all (two builds making the
 //! same one each make it in a temporary directory; the second rename loses and its copy

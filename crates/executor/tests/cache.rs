@@ -9,7 +9,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use std::sync::Mutex;
 
-use rbuild_executor::{build_with_cache, BuildRequest, LocalImages, RemoteCache};
+use rbuild_executor::{
+    build_with_cache, BuildError, BuildRequest, LocalImages, RemoteCache, RemoteCacheError,
+    RemoteCacheErrorKind,
+};
 use rbuild_image::Digest;
 use rbuild_sandbox::test_support::run_tests;
 use rbuild_store::CachePrunePolicy;
@@ -43,6 +46,10 @@ fn main() -> ExitCode {
         (
             "stages_served_from_the_cache_are_extracted_only_when_read",
             stages_served_from_the_cache_are_extracted_only_when_read,
+        ),
+        (
+            "a_registry_layer_that_cannot_be_fetched_fails_with_its_kind",
+            a_registry_layer_that_cannot_be_fetched_fails_with_its_kind,
         ),
         (
             "add_url_is_keyed_by_content_or_checksum",
@@ -244,9 +251,28 @@ fn bind_mount_content_counts_secret_content_does_not() {
         "a secret is not an input"
     );
     fx.file("data.txt", "2\n", 0o644);
-    let (_, events) = fx.run(&request(&fx));
+    let mut explained = request(&fx);
+    explained.explain_misses = true;
+    let (_, events) = fx.run(&explained);
     assert_eq!(steps(&events.cached()), vec![2]);
     assert_eq!(steps(&events.ran()), vec![3], "the bound file is");
+    assert_eq!(events.misses(), vec!["#3 mount /d data.txt changed"]);
+
+    // A mount's flags are inputs too (here a secret's target), named by the mount.
+    let moved = df
+        .replace("id=tok ", "id=tok,target=/t ")
+        .replace("/run/secrets/tok", "/t");
+    let mut request = fx.request(&moved);
+    request.secrets.insert("tok".into(), secret.clone());
+    request.explain_misses = true;
+    let (_, events) = fx.run(&request);
+    assert_eq!(steps(&events.ran()), vec![2, 3]);
+    let misses = events.misses();
+    assert!(misses[0].starts_with("#2 "), "{misses:?}");
+    assert!(misses[0].contains("mount 0 - is gone"), "{misses:?}");
+    assert!(misses[0].contains("mount 0 /t is new"), "{misses:?}");
+    assert!(misses[0].contains("command changed"), "{misses:?}");
+    assert_eq!(misses[1], "#3 the step before it changed", "{misses:?}");
 }
 
 fn stages_served_from_the_cache_are_extracted_only_when_read() {
@@ -362,7 +388,7 @@ impl RemoteCache for OtherStore<'_> {
     fn lookup(&self, key: &Digest) -> Option<CacheRecord> {
         self.store.cache_lookup(key).ok().flatten()
     }
-    fn fetch_layer(&self, store: &Store, record: &CacheRecord) -> Result<(), String> {
+    fn fetch_layer(&self, store: &Store, record: &CacheRecord) -> Result<(), RemoteCacheError> {
         self.fetched
             .lock()
             .unwrap()
@@ -370,11 +396,11 @@ impl RemoteCache for OtherStore<'_> {
         let bytes = self
             .store
             .read_blob(&record.layer.digest)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| RemoteCacheError::new(RemoteCacheErrorKind::NotFound, e.to_string()))?;
         store
             .put_bytes(&bytes, Some(&record.layer.digest))
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| RemoteCacheError::new(RemoteCacheErrorKind::Store, e.to_string()))
     }
 }
 
@@ -425,6 +451,48 @@ fn remote_hits_fetch_only_the_layers_that_are_needed() {
         })
         .collect();
     assert_eq!(sources, vec!["registry", "local", "local"]);
+}
+
+/// A registry cache that has the records but refuses the layers.
+struct Refusing<'a>(OtherStore<'a>);
+
+impl RemoteCache for Refusing<'_> {
+    fn lookup(&self, key: &Digest) -> Option<CacheRecord> {
+        self.0.lookup(key)
+    }
+    fn fetch_layer(&self, _store: &Store, _record: &CacheRecord) -> Result<(), RemoteCacheError> {
+        Err(RemoteCacheError::new(
+            RemoteCacheErrorKind::Unauthorized,
+            "401 from the registry",
+        ))
+    }
+}
+
+fn a_registry_layer_that_cannot_be_fetched_fails_with_its_kind() {
+    let a = Fixture::new();
+    let b = Fixture::new();
+    copy_image(&a.store, &b.store, "busybox:latest");
+    let df = "FROM busybox\nRUN echo a > /a\n";
+    let (built_a, _) = a.run(&a.request(df));
+    let remote = Refusing(OtherStore {
+        store: &a.store,
+        fetched: Mutex::new(Vec::new()),
+    });
+    let mut events = support::Recorder::default();
+    let err = build_with_cache(&b.request(df), &b.store, &LocalImages, &remote, &mut events)
+        .expect_err("the image's layer cannot be fetched");
+    let text = err.to_string();
+    match err {
+        BuildError::RemoteCacheLayer { layer, source } => {
+            assert_eq!(layer, built_a.cache_records[0].layer.digest);
+            assert_eq!(source.kind, RemoteCacheErrorKind::Unauthorized);
+        }
+        other => panic!("not a registry-cache error: {other:?}"),
+    }
+    assert!(
+        text.contains("401 from the registry") && text.contains("--no-cache"),
+        "{text}"
+    );
 }
 
 /// Copies image `name` from one store to another, blobs and manifest as they are.

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read as _;
 use std::path::Path;
 
-use rbuild_executor::{cache_mount_dir, RemoteCache};
+use rbuild_executor::{cache_mount_dir, RemoteCache, RemoteCacheError, RemoteCacheErrorKind};
 use rbuild_image::{Descriptor, Digest, Hasher, Reference};
 use rbuild_registry::{Client, ErrorKind, SyncWriter};
 use rbuild_store::{CacheRecord, Store};
@@ -135,13 +135,16 @@ impl RegistryCache {
     pub fn restore_mounts(&self, store: &Store) -> Vec<MountRestore> {
         let mut out = Vec::new();
         for (id, (mount, from)) in &self.mounts {
-            let result = cache_mount_dir(store, id).and_then(|dir| {
-                if is_non_empty_dir(&dir) {
-                    return Ok(None);
-                }
-                self.pull_verified(store, from, &mount.layer, &mount.diff_id)?;
-                extract_into(store, &mount.layer.digest, &dir).map(Some)
-            });
+            let result = cache_mount_dir(store, id)
+                .map_err(|e| e.to_string())
+                .and_then(|dir| {
+                    if is_non_empty_dir(&dir) {
+                        return Ok(None);
+                    }
+                    self.pull_verified(store, from, &mount.layer, &mount.diff_id)
+                        .map_err(|e| e.to_string())?;
+                    extract_into(store, &mount.layer.digest, &dir).map(Some)
+                });
             out.push(match result {
                 Ok(Some(bytes)) => MountRestore::Restored {
                     id: id.clone(),
@@ -158,19 +161,24 @@ impl RegistryCache {
     }
 
     /// Pulls `layer` from `from` into the store (digest verified while streaming) unless it
-    /// is there, then checks its uncompressed digest is `diff_id`.
+    /// is there, then checks its uncompressed digest is `diff_id`. The registry's error
+    /// kind is kept (not found, unauthorized, unreachable, digest mismatch).
     fn pull_verified(
         &self,
         store: &Store,
         from: &Reference,
         layer: &Descriptor,
         diff_id: &Digest,
-    ) -> Result<(), String> {
+    ) -> Result<(), RemoteCacheError> {
+        let local = |e: rbuild_store::StoreError| {
+            RemoteCacheError::new(
+                RemoteCacheErrorKind::Store,
+                format!("layer {}: {e}", layer.digest),
+            )
+        };
         if !store.has_blob(&layer.digest) {
             self.handle.block_on(async {
-                let writer = store
-                    .blob_writer()
-                    .map_err(|e| format!("layer {}: {e}", layer.digest))?;
+                let writer = store.blob_writer().map_err(local)?;
                 let mut sink = SyncWriter(writer);
                 self.client
                     .pull_blob(
@@ -181,18 +189,22 @@ impl RegistryCache {
                         &mut sink,
                     )
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| RemoteCacheError::new(remote_kind(e.kind()), e.to_string()))?;
                 sink.into_inner()
                     .commit(Some(&layer.digest))
-                    .map_err(|e| format!("layer {}: {e}", layer.digest))?;
-                Ok::<(), String>(())
+                    .map_err(local)?;
+                Ok::<(), RemoteCacheError>(())
             })?;
         }
-        let got = uncompressed_digest(store, &layer.digest)?;
+        let got = uncompressed_digest(store, &layer.digest)
+            .map_err(|e| RemoteCacheError::new(RemoteCacheErrorKind::Store, e))?;
         if &got != diff_id {
-            return Err(format!(
-                "layer {} from {from} uncompresses to {got}, but the cache says {diff_id}",
-                layer.digest
+            return Err(RemoteCacheError::new(
+                RemoteCacheErrorKind::Untrusted,
+                format!(
+                    "layer {} from {from} uncompresses to {got}, but the cache says {diff_id}",
+                    layer.digest
+                ),
             ));
         }
         Ok(())
@@ -204,12 +216,27 @@ impl RemoteCache for RegistryCache {
         self.records.get(key).map(|(r, _)| r.clone())
     }
 
-    fn fetch_layer(&self, store: &Store, record: &CacheRecord) -> Result<(), String> {
-        let (_, from) = self
-            .records
-            .get(&record.key)
-            .ok_or_else(|| format!("no imported cache record for {}", record.key))?;
+    fn fetch_layer(&self, store: &Store, record: &CacheRecord) -> Result<(), RemoteCacheError> {
+        let (_, from) = self.records.get(&record.key).ok_or_else(|| {
+            RemoteCacheError::new(
+                RemoteCacheErrorKind::NotFound,
+                format!("no imported cache record for {}", record.key),
+            )
+        })?;
         self.pull_verified(store, from, &record.layer, &record.diff_id)
+    }
+}
+
+/// The executor's kind of a registry client error.
+fn remote_kind(kind: ErrorKind) -> RemoteCacheErrorKind {
+    match kind {
+        ErrorKind::NotFound => RemoteCacheErrorKind::NotFound,
+        ErrorKind::Unauthorized => RemoteCacheErrorKind::Unauthorized,
+        ErrorKind::DigestMismatch | ErrorKind::UnsupportedMediaType => {
+            RemoteCacheErrorKind::Untrusted
+        }
+        ErrorKind::Io => RemoteCacheErrorKind::Store,
+        _ => RemoteCacheErrorKind::Unreachable,
     }
 }
 

@@ -351,7 +351,9 @@ fn damaged_foreign_and_lying_caches_are_never_trusted() {
     let e = cache
         .fetch_layer(&Store::open(b.path()).unwrap(), &hit)
         .unwrap_err();
-    assert!(e.contains("uncompresses to"), "{e}");
+    assert!(e.message.contains("uncompresses to"), "{e}");
+    // Not what the cache claimed: the kind says so, apart from the message.
+    assert_eq!(e.kind, rbuild_executor::RemoteCacheErrorKind::Untrusted);
 
     // Exporting over a damaged cache replaces it with a good one.
     let report = export_records(
