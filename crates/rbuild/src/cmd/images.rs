@@ -404,44 +404,8 @@ pub fn run_save(globals: &Globals, args: SaveArgs) -> Result<u8> {
         archive::save(&store, &records, format, std::io::BufWriter::new(stdout))?;
         return Ok(0);
     }
-    write_archive_file(&store, &records, format, &args.output)?;
+    rbuild_session::export::write_archive_file(&store, &records, format, &args.output)?;
     Ok(0)
-}
-
-/// Writes `records` as an archive at `output`: beside the target and renamed, so a failed
-/// save never leaves a truncated archive.
-pub(super) fn write_archive_file(
-    store: &Store,
-    records: &[ImageRecord],
-    format: ArchiveFormat,
-    output: &std::path::Path,
-) -> Result<()> {
-    let partial = output.with_file_name(format!(
-        ".{}.partial-{}",
-        output
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let result = (|| -> Result<()> {
-        let file = std::fs::File::create(&partial)
-            .with_context(|| format!("creating {}", partial.display()))?;
-        let mut writer = std::io::BufWriter::new(file);
-        archive::save(store, records, format, &mut writer)?;
-        let file = writer
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(|| format!("writing {}", partial.display()))?;
-        file.sync_all()
-            .with_context(|| format!("fsync {}", partial.display()))?;
-        std::fs::rename(&partial, output)
-            .with_context(|| format!("renaming the archive to {}", output.display()))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&partial);
-    }
-    result
 }
 
 // ---------------------------------------------------------------- load
