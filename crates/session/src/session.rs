@@ -223,12 +223,12 @@ impl BaseImages for TimedPulls<'_, '_> {
         store: &Store,
         reference: &str,
         platform: &Platform,
-    ) -> Result<ImageRecord, String> {
+    ) -> Result<ImageRecord, rbuild_executor::BaseImageError> {
         self.0
             .resolve_with(store, reference, platform, || {
                 rbuild_executor::Phase::Pull.timer()
             })
-            .map_err(|e| e.to_string())
+            .map_err(|e| rbuild_executor::BaseImageError::Fetch(Box::new(e)))
     }
 }
 
