@@ -10,6 +10,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
+use clap::Parser as _;
 use rbuild_image::Reference;
 
 use flags::{parse_flags, Flag};
@@ -18,7 +19,6 @@ pub use translate::{translate, Translation};
 
 /// Runs a Kaniko command line: translate, build, then write Kaniko's extra outputs.
 pub fn run(globals: &crate::cmd::Globals, args: &[String]) -> Result<u8> {
-    use clap::Parser as _;
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
             "rbuild's Kaniko-compatible executor: Kaniko's flags with Kaniko's meaning \
@@ -67,16 +67,7 @@ pub fn run(globals: &crate::cmd::Globals, args: &[String]) -> Result<u8> {
         }
     }
 
-    #[derive(clap::Parser)]
-    #[command(name = "rbuild build")]
-    struct Build {
-        #[command(flatten)]
-        args: crate::cmd::build::BuildArgs,
-    }
-    let argv = std::iter::once("rbuild build".to_string()).chain(t.build_args.iter().cloned());
-    let build = Build::try_parse_from(argv)
-        .map_err(|e| anyhow!("the translated command line was refused: {e}"))?;
-    let code = crate::cmd::build::run(globals, build.args)?;
+    let code = crate::cmd::build::run(globals, build_args(&t)?)?;
     if code != 0 {
         return Ok(code);
     }
@@ -103,6 +94,21 @@ pub fn run(globals: &crate::cmd::Globals, args: &[String]) -> Result<u8> {
         unpack_oci_layout(archive, layout)?;
     }
     Ok(0)
+}
+
+/// The translated command line as `rbuild build` parses it; `build::run` resolves it into a
+/// `BuildSpec` with the same mapping as rbuild's own flags.
+fn build_args(t: &Translation) -> Result<crate::cmd::build::BuildArgs> {
+    #[derive(clap::Parser)]
+    #[command(name = "rbuild build")]
+    struct Build {
+        #[command(flatten)]
+        args: crate::cmd::build::BuildArgs,
+    }
+    let argv = std::iter::once("rbuild build".to_string()).chain(t.build_args.iter().cloned());
+    let build = Build::try_parse_from(argv)
+        .map_err(|e| anyhow!("the translated command line was refused: {e}"))?;
+    Ok(build.args)
 }
 
 fn write_new(path: &Path, text: &str) -> Result<()> {

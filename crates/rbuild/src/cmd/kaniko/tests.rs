@@ -260,3 +260,31 @@ fn executor_is_recognised_by_its_file_name() {
         "/usr/local/bin/rbuild"
     )));
 }
+
+#[test]
+fn the_translation_resolves_into_a_build_spec() {
+    use rbuild_session::{OutputKind, OutputSpec};
+    let spec = |args: &[&str]| {
+        let t = t(args, &["/src/Dockerfile"]).unwrap();
+        crate::cmd::build::spec_from_args(&build_args(&t).unwrap()).unwrap()
+    };
+    let pushed = spec(&[
+        "-c",
+        "dir:///src",
+        "-d",
+        "reg.example:5000/app:1",
+        "--tar-path",
+        "/out/app.tar",
+    ]);
+    assert_eq!(pushed.tags, vec!["reg.example:5000/app:1".to_string()]);
+    assert_eq!(
+        pushed.outputs,
+        vec![
+            OutputSpec::new(OutputKind::Registry, None).unwrap(),
+            OutputSpec::new(OutputKind::Docker, Some("/out/app.tar".into())).unwrap(),
+        ]
+    );
+    let kept = spec(&["-c", "/src", "-d", "reg.example:5000/app:1", "--no-push"]);
+    assert!(!kept.pushes(), "{:?}", kept.outputs);
+    assert_eq!(kept.tags, vec!["reg.example:5000/app:1".to_string()]);
+}
