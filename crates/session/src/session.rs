@@ -83,7 +83,7 @@ impl<'a> Session<'a> {
         let store = self.store;
         // Each of these lives until the build is over: the unpacked context, the secret
         // files, the private ssh-agents.
-        let (context, _unpacked) = context_dir(store, &spec.context)?;
+        let (context, unpacked) = context_dir(store, &spec.context)?;
         let dockerfile = read_dockerfile(&context, &spec.dockerfile)?;
         let mut secret_files = None;
         let mut agents = Vec::new();
@@ -135,7 +135,7 @@ impl<'a> Session<'a> {
             imported.remote(),
             progress,
         )?;
-        drop(_unpacked);
+        drop(unpacked);
         drop(secret_files);
         drop(agents);
 
