@@ -53,7 +53,7 @@ pub enum ExportError {
     UnknownOutputType(String),
     #[error("output type={kind} needs dest=PATH")]
     MissingDestination { kind: &'static str },
-    #[error("pushing needs at least one -t/--tag (or --destination) naming where to push")]
+    #[error("--push needs at least one -t/--tag (or --destination) naming where to push")]
     NoTagToPush,
     #[error("{what} {path}: {source}")]
     Io {
