@@ -13,7 +13,28 @@ pub trait BaseImages {
         store: &Store,
         reference: &str,
         platform: &Platform,
-    ) -> Result<ImageRecord, String>;
+    ) -> Result<ImageRecord, BaseImageError>;
+}
+
+/// Why a base image could not be had. The fetcher's own error stays the source, so its kind
+/// (a registry's refusal, a network failure) is not lost on the way up.
+#[derive(Debug, thiserror::Error)]
+pub enum BaseImageError {
+    #[error("base image {reference:?}: {source}")]
+    NotInStore {
+        reference: String,
+        #[source]
+        source: rbuild_store::StoreError,
+    },
+    #[error(transparent)]
+    Fetch(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The build's step errors are still text (`BuildError::Step`'s message).
+impl From<BaseImageError> for String {
+    fn from(err: BaseImageError) -> String {
+        err.to_string()
+    }
 }
 
 /// Resolves only images already in the store (by name, short name, digest or id).
@@ -25,10 +46,13 @@ impl BaseImages for LocalImages {
         store: &Store,
         reference: &str,
         _platform: &Platform,
-    ) -> Result<ImageRecord, String> {
+    ) -> Result<ImageRecord, BaseImageError> {
         store
             .resolve(reference)
-            .map_err(|e| format!("base image {reference:?}: {e}"))
+            .map_err(|source| BaseImageError::NotInStore {
+                reference: reference.to_string(),
+                source,
+            })
     }
 }
 
@@ -83,5 +107,24 @@ pub(crate) fn scratch(platform: &Platform) -> LoadedImage {
         config,
         layers: Vec::new(),
         id: Digest::of(b"scratch"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_local_base_names_it_and_keeps_the_store_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let err = LocalImages
+            .resolve(&store, "nothere:1", &Platform::host())
+            .unwrap_err();
+        assert!(err.to_string().contains("\"nothere:1\""), "{err}");
+        assert!(
+            matches!(&err, BaseImageError::NotInStore { source, .. } if std::error::Error::source(&err).is_some() && !source.to_string().is_empty()),
+            "{err:?}"
+        );
     }
 }

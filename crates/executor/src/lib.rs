@@ -65,7 +65,7 @@ use rbuild_layer::{Compression, WriteOptions};
 use rbuild_sandbox::{Isolation, Network, Sandbox, Seccomp};
 use rbuild_store::Store;
 
-pub use base::{BaseImages, LocalImages};
+pub use base::{BaseImageError, BaseImages, LocalImages};
 pub use cache::{
     cache_mount_dir, NoRemoteCache, RemoteCache, RemoteCacheError, RemoteCacheErrorKind,
 };

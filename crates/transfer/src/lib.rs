@@ -12,12 +12,14 @@
 //! What happens is reported as [`Event`]s to a [`Progress`]; [`PlainProgress`] and
 //! [`JsonProgress`] print them.
 
+mod bases;
 mod error;
 mod progress;
 mod pull;
 mod push;
 mod sources;
 
+pub use bases::{BaseImageError, PullingBases};
 pub use error::{Result, TransferError};
 pub use progress::{
     human_size, plain_line, Event, JsonProgress, NoProgress, PlainProgress, Progress,

@@ -8,10 +8,8 @@ pub mod fsck;
 pub mod images;
 pub mod info;
 pub mod kaniko;
-mod native;
 pub mod parse;
 pub mod registry;
-mod registry_cache;
 
 use std::path::PathBuf;
 

@@ -55,7 +55,7 @@ pub struct RegistryTimeouts {
 }
 
 impl RegistryTimeouts {
-    pub(super) fn any_set(&self) -> bool {
+    pub(crate) fn any_set(&self) -> bool {
         self.request.is_some()
             || self.blob.is_some()
             || self.idle.is_some()

@@ -1,0 +1,48 @@
+//! `--push` / `-o type=registry`: every tag pushed to its registry.
+
+use rbuild_image::Reference;
+use rbuild_store::ImageRecord;
+
+use super::{ExportContext, ExportError, ExportOutcome, Exporter, OutputKind};
+
+pub struct RegistryExporter;
+
+impl Exporter for RegistryExporter {
+    fn kind(&self) -> OutputKind {
+        OutputKind::Registry
+    }
+
+    fn export(
+        &self,
+        cx: &ExportContext<'_>,
+        image: &ImageRecord,
+    ) -> Result<ExportOutcome, ExportError> {
+        if cx.tags.is_empty() {
+            return Err(ExportError::NoTagToPush);
+        }
+        let mut pushed = Vec::new();
+        for tag in cx.tags {
+            let _t = rbuild_executor::Phase::Push.timer();
+            let destination = Reference::parse(tag).map_err(|e| ExportError::Tag {
+                tag: tag.clone(),
+                reason: e.to_string(),
+            })?;
+            let digest = cx
+                .runtime
+                .block_on(rbuild_transfer::push(
+                    cx.client,
+                    cx.store,
+                    &image.manifest,
+                    &destination,
+                    &rbuild_transfer::PushOptions::default(),
+                    cx.transfer_progress,
+                ))
+                .map_err(|source| ExportError::Push {
+                    tag: tag.clone(),
+                    source,
+                })?;
+            pushed.push((tag.clone(), digest));
+        }
+        Ok(ExportOutcome::Pushed(pushed))
+    }
+}

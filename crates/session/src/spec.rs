@@ -1,0 +1,166 @@
+//! [`BuildSpec`]: everything the user asked of one build, typed, with no flag syntax left.
+//! The command line (Docker's flags and Kaniko's) resolves into one of these; both engines'
+//! front ends consume it (the native one through [`Session`](crate::Session)).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use rbuild_image::Reference;
+use rbuild_layer::Compression;
+use rbuild_remote_cache::CacheTarget;
+use rbuild_sandbox::{Isolation, Seccomp};
+
+use crate::export::OutputSpec;
+
+/// Where the build context comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContextSource {
+    /// A directory, used where it is.
+    Dir(PathBuf),
+    /// A tar archive (optionally compressed), unpacked into a private directory.
+    TarFile(PathBuf),
+    /// A tar archive on standard input.
+    Stdin,
+}
+
+/// Where the Dockerfile comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerfileSource {
+    /// `Dockerfile` (or `dockerfile`) in the context.
+    Default,
+    /// A file, read from inside the directory that holds it.
+    Path(PathBuf),
+    /// The text itself (`-f -`: already read from standard input).
+    Inline(String),
+}
+
+/// RUN's network when an instruction says nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// The engine's default (the host's network for the native engine).
+    #[default]
+    Default,
+    Host,
+    None,
+}
+
+/// Where a `--secret` value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file, mounted as it is.
+    File(PathBuf),
+    /// An environment variable of this process, written to a private memory file.
+    Env(String),
+}
+
+/// `--secret id=ID,src=PATH|env=VAR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSpec {
+    pub id: String,
+    pub source: SecretSource,
+}
+
+/// `--ssh ID=PATH[,PATH…]`: one agent socket or private key files (the CLI resolves
+/// `--ssh default` to `$SSH_AUTH_SOCK`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshSpec {
+    pub id: String,
+    pub paths: Vec<PathBuf>,
+}
+
+/// How progress is shown: the session only reports events; the caller prints them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProgressMode {
+    Quiet,
+    #[default]
+    Plain,
+    Json,
+    /// The live terminal view.
+    Tty,
+}
+
+/// One build, as asked.
+#[derive(Debug, Clone)]
+pub struct BuildSpec {
+    pub context: ContextSource,
+    pub dockerfile: DockerfileSource,
+    pub build_args: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    /// `--target`: a stage name; `None` builds the last stage.
+    pub target: Option<String>,
+    /// `os/arch[/variant]`; `None` is the host.
+    pub platform: Option<String>,
+    /// Names given to the result (and where a push goes).
+    pub tags: Vec<String>,
+    pub no_cache: bool,
+    pub no_cache_filter: Vec<String>,
+    pub explain_misses: bool,
+    /// `--pull`: fetch base images again even when the store has them.
+    pub pull: bool,
+    pub network: NetworkMode,
+    pub isolation: Isolation,
+    pub seccomp: Seccomp,
+    pub secrets: Vec<SecretSpec>,
+    pub ssh: Vec<SshSpec>,
+    /// `--cache-from`: registry caches read before the build.
+    pub cache_from: Vec<Reference>,
+    /// `--cache-to`: registry caches written after it.
+    pub cache_to: Vec<CacheTarget>,
+    /// `-o` outputs (a push included when `push` is set).
+    pub outputs: Vec<OutputSpec>,
+    pub source_date_epoch: Option<i64>,
+    pub compression: Compression,
+    pub compression_level: Option<u32>,
+    pub max_parallel_stages: Option<usize>,
+    /// Files written once the build succeeded: the image id, the digest (the pushed
+    /// manifest's when pushed), BuildKit-style metadata.
+    pub iidfile: Option<PathBuf>,
+    pub digest_file: Option<PathBuf>,
+    pub metadata_file: Option<PathBuf>,
+    pub progress: ProgressMode,
+    /// The sandbox helper executable; `None` is this executable.
+    pub helper: Option<PathBuf>,
+}
+
+impl BuildSpec {
+    /// A spec with Docker's defaults for the given context.
+    pub fn new(context: ContextSource) -> Self {
+        BuildSpec {
+            context,
+            dockerfile: DockerfileSource::Default,
+            build_args: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            target: None,
+            platform: None,
+            tags: Vec::new(),
+            no_cache: false,
+            no_cache_filter: Vec::new(),
+            explain_misses: false,
+            pull: false,
+            network: NetworkMode::Default,
+            isolation: Isolation::Auto,
+            seccomp: Seccomp::DockerDefault,
+            secrets: Vec::new(),
+            ssh: Vec::new(),
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
+            outputs: Vec::new(),
+            source_date_epoch: None,
+            compression: Compression::Gzip,
+            compression_level: None,
+            max_parallel_stages: None,
+            iidfile: None,
+            digest_file: None,
+            metadata_file: None,
+            progress: ProgressMode::Plain,
+            helper: None,
+        }
+    }
+
+    /// Whether any output pushes to a registry.
+    pub fn pushes(&self) -> bool {
+        self.outputs
+            .iter()
+            .any(|o| o.kind == crate::export::OutputKind::Registry)
+    }
+}
