@@ -29,9 +29,9 @@ pub(crate) fn commit_layer(
     // Rootless with subordinate ids, container root reads the files: the image's other
     // users may keep some private, and it sees their owners as the container's ids.
     let info = match crate::fsops::owners() {
-        Owners::Mapped(container_root) => {
-            container_root.write_layer(root, changes, &mut writer, options)
-        }
+        Owners::Mapped(container_root) => container_root
+            .write_layer(root, changes, &mut writer, options)
+            .map_err(|e| e.to_string()),
         _ => write_layer(root, changes, &mut writer, options).map_err(|e| e.to_string()),
     }
     .map_err(|e| format!("writing the layer: {e}"))?;

@@ -12,9 +12,10 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use rbuild_layer::IdMap;
+use rbuild_rootfs::ContainerRoot;
 use rbuild_sandbox::root_range::RootRange;
 use rbuild_sandbox::rootpath::host_path_in_root;
-use rbuild_sandbox::{ContainerRoot, Sandbox};
+use rbuild_sandbox::Sandbox;
 
 /// Owner and mode applied to what a COPY writes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -211,7 +212,7 @@ impl Owners {
         if rbuild_sandbox::subid_map().is_none() {
             return Ok((Owners::SingleId, None));
         }
-        Ok(match sandbox.container_root() {
+        Ok(match ContainerRoot::start(sandbox) {
             Ok(root) => (Owners::Mapped(Arc::new(root)), None),
             Err(e) => (
                 Owners::SingleId,
@@ -335,7 +336,7 @@ pub(crate) fn chown_in_build(path: &Path, uid: u32, gid: u32) -> Result<(), Stri
         return Ok(());
     }
     match &owners {
-        Owners::Mapped(root) => root.lchown(path, uid, gid),
+        Owners::Mapped(root) => root.lchown(path, uid, gid).map_err(|e| e.to_string()),
         // Single id: the only mapped owner is the user, who owns what it creates; a file
         // copied from elsewhere with another owner cannot be given to it without CAP_CHOWN.
         _ => lchown(path, host.0.unwrap_or(uid), host.1.unwrap_or(gid))
@@ -422,6 +423,15 @@ pub(crate) fn container_root() -> Option<Arc<ContainerRoot>> {
     }
 }
 
+/// Call first thing in `main`: if this process was started as the container-root worker
+/// (`rbuild_rootfs`), serves its tasks and exits. Its `COPY --from` tasks run this crate's
+/// COPY rules, handed over here.
+pub fn maybe_run_root_worker() {
+    rbuild_rootfs::maybe_run_worker(|task| {
+        crate::copy::copy_from_task(task).map_err(rbuild_rootfs::RootfsError::Task)
+    });
+}
+
 /// Fails clearly when this build cannot give files to `uid:gid`.
 fn check_owner(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
     match owners().cannot_own(uid, gid) {
@@ -433,7 +443,7 @@ fn check_owner(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
 /// A new directory with `mode` (whatever the umask).
 fn create_dir(path: &Path, mode: u32) -> Result<(), String> {
     if let Some(root) = container_root() {
-        return root.create_dir(path, mode);
+        return root.create_dir(path, mode).map_err(|e| e.to_string());
     }
     fs::create_dir(path).map_err(|e| e.to_string())?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())
@@ -442,7 +452,7 @@ fn create_dir(path: &Path, mode: u32) -> Result<(), String> {
 /// Removes a non-directory, or with `dir` an empty directory.
 fn remove(path: &Path, dir: bool) -> Result<(), String> {
     if let Some(root) = container_root() {
-        return root.remove(path, dir);
+        return root.remove(path, dir).map_err(|e| e.to_string());
     }
     if dir {
         fs::remove_dir(path)
@@ -455,7 +465,9 @@ fn remove(path: &Path, dir: bool) -> Result<(), String> {
 /// [`set_mtime`] on a path of the rootfs being written.
 fn set_mtime_in_build(path: &Path, secs: i64, nanos: i64) -> Result<(), String> {
     match container_root() {
-        Some(root) => root.set_metadata(path, None, None, Some((secs, nanos))),
+        Some(root) => root
+            .set_metadata(path, None, None, Some((secs, nanos)))
+            .map_err(|e| e.to_string()),
         None => set_mtime(path, secs, nanos).map_err(|e| e.to_string()),
     }
     .map_err(|e| format!("setting mtime of {}: {e}", path.display()))
@@ -490,12 +502,14 @@ fn apply_meta(
     if let Some(root) = container_root() {
         check_owner(dst, uid, gid)?;
         let mtime = (src_md.mtime(), src_md.mtime_nsec());
-        return root.set_metadata(
-            dst,
-            Some((uid, gid)),
-            (!is_link).then_some(mode),
-            Some(mtime),
-        );
+        return root
+            .set_metadata(
+                dst,
+                Some((uid, gid)),
+                (!is_link).then_some(mode),
+                Some(mtime),
+            )
+            .map_err(|e| e.to_string());
     }
     chown_in_build(dst, uid, gid)?;
     if !is_link {
@@ -516,7 +530,7 @@ pub(crate) fn copy_leaf(src: &Path, dst: &Path, own: Ownership) -> Result<(), St
         let target =
             fs::read_link(src).map_err(|e| format!("reading link {}: {e}", src.display()))?;
         match container_root() {
-            Some(root) => root.symlink(&target, dst),
+            Some(root) => root.symlink(&target, dst).map_err(|e| e.to_string()),
             None => std::os::unix::fs::symlink(&target, dst).map_err(|e| e.to_string()),
         }
         .map_err(|e| format!("creating link {}: {e}", dst.display()))?;
