@@ -32,6 +32,7 @@ mod fileop_user;
 mod fsops;
 mod history;
 mod mounts;
+mod owners;
 pub mod phases;
 pub mod progress;
 mod run;
