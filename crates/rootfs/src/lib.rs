@@ -12,6 +12,8 @@
 //! calls [`maybe_run_worker`] first thing, as it calls `rbuild_sandbox::maybe_run_helper`
 //! (each answers to its own first argument, so their order does not matter).
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod container_root;
 mod error;
 mod task;
