@@ -160,8 +160,10 @@ fn short_of_space(path: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return true;
     };
-    // SAFETY: a valid NUL-terminated path and a zeroed struct for the kernel to fill.
+    // SAFETY: statvfs is plain data, for which all-zero bytes are a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a struct for the kernel to fill,
+    // both alive for the call.
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return true;
     }
