@@ -421,6 +421,71 @@ mod tests {
         assert!(!dir.path().join("outside").exists());
     }
 
+    /// A root whose `/etc` is a symlink out of it (`../../host-etc`, resolved inside the
+    /// root as `/host-etc`), beside a directory `host-etc` outside the root with a file.
+    fn hostile_root() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let outside = dir.path().join("host-etc");
+        fs::create_dir(&root).unwrap();
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("passwd"), "host secret").unwrap();
+        std::os::unix::fs::symlink("../../host-etc", root.join("etc")).unwrap();
+        (dir, root, outside)
+    }
+
+    #[test]
+    fn writing_a_file_through_symlinks_stays_inside_root() {
+        let (dir, root, outside) = hostile_root();
+        let src = dir.path().join("src");
+        fs::write(&src, "from the build").unwrap();
+        // The parent resolves inside the root (the dangling link's target is created there).
+        let parent = ensure_dir(&root, "/etc", (0, 0)).unwrap();
+        assert!(parent.starts_with(&root), "{parent:?} left the root");
+        copy_leaf(&src, &parent.join("passwd"), Ownership::default()).unwrap();
+        assert_eq!(
+            fs::read_to_string(root.join("host-etc/passwd")).unwrap(),
+            "from the build"
+        );
+        // A destination that is itself a symlink out is replaced, never followed.
+        std::os::unix::fs::symlink(outside.join("passwd"), root.join("shadow")).unwrap();
+        copy_leaf(&src, &root.join("shadow"), Ownership::default()).unwrap();
+        assert!(fs::symlink_metadata(root.join("shadow")).unwrap().is_file());
+        assert_eq!(
+            fs::read_to_string(outside.join("passwd")).unwrap(),
+            "host secret"
+        );
+    }
+
+    #[test]
+    fn chown_of_a_symlink_out_of_the_root_changes_the_link_only() {
+        let (_dir, root, outside) = hostile_root();
+        let before = fs::metadata(outside.join("passwd")).unwrap();
+        std::os::unix::fs::symlink(outside.join("passwd"), root.join("link")).unwrap();
+        // Tests run as root (CI does): the build's owners are host ids.
+        chown_in_build(&root.join("link"), 4321, 4321).unwrap();
+        let link = fs::symlink_metadata(root.join("link")).unwrap();
+        assert_eq!((link.uid(), link.gid()), (4321, 4321));
+        let after = fs::metadata(outside.join("passwd")).unwrap();
+        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+    }
+
+    #[test]
+    fn reading_through_symlinks_stays_inside_root() {
+        let (_dir, root, _outside) = hostile_root();
+        // `/etc/passwd` means `/host-etc/passwd` of the root, which does not exist: the
+        // host file of the same name is not what is found.
+        assert_eq!(host_path_in_root(&root, "/etc/passwd").unwrap(), None);
+        assert!(!is_dir_in_root(&root, "/etc"));
+        fs::create_dir_all(root.join("host-etc")).unwrap();
+        fs::write(root.join("host-etc/passwd"), "the image's").unwrap();
+        let found = host_path_in_root(&root, "/etc/../etc/passwd")
+            .unwrap()
+            .unwrap();
+        assert!(found.starts_with(&root), "{found:?} left the root");
+        assert_eq!(fs::read_to_string(found).unwrap(), "the image's");
+    }
+
     #[test]
     fn join_container_cleans() {
         assert_eq!(join_container("/app", "x/../y"), "/app/y");
