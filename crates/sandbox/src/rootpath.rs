@@ -24,44 +24,31 @@ fn split(path: &Path) -> VecDeque<OsString> {
 }
 
 /// The host path of `rel` inside `root` with every symlink resolved inside the root, or
-/// `None` when a component does not exist. For reading (e.g. /etc/passwd), not for writing.
+/// `None` when a component does not exist. For reading (e.g. /etc/passwd): a path can be
+/// swapped for a symlink between this call and its use, so writes go through descriptors
+/// ([`open_in_root`]). The resolution is [`open_in_root`]'s, one component at a time
+/// through descriptors, never following a symlink outside the root.
 pub fn host_path_in_root(root: &Path, rel: &str) -> io::Result<Option<PathBuf>> {
-    let mut pending = split(Path::new(rel));
-    let mut resolved: Vec<OsString> = Vec::new();
-    let mut links = 0;
-    while let Some(comp) = pending.pop_front() {
-        if comp == ".." {
-            resolved.pop();
-            continue;
-        }
-        let candidate: PathBuf = std::iter::once(root.as_os_str().to_os_string())
-            .chain(resolved.iter().cloned())
-            .chain(std::iter::once(comp.clone()))
-            .collect();
-        match std::fs::symlink_metadata(&candidate) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-            Ok(m) if m.file_type().is_symlink() => {
-                links += 1;
-                if links > MAX_SYMLINKS {
-                    return Err(io::Error::from_raw_os_error(libc::ELOOP));
-                }
-                let target = std::fs::read_link(&candidate)?;
-                if target.is_absolute() {
-                    resolved.clear();
-                }
-                for (i, c) in split(&target).into_iter().enumerate() {
-                    pending.insert(i, c);
-                }
-            }
-            Ok(_) => resolved.push(comp),
-        }
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let root_fd: OwnedFd = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(root)
+    {
+        Ok(file) => file.into(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match resolve_in_root(root_fd.as_fd(), rel, CreateAs::Nothing, &mut Vec::new()) {
+        Ok((_, names)) => Ok(Some(
+            std::iter::once(root.as_os_str().to_os_string())
+                .chain(names)
+                .collect(),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
-    Ok(Some(
-        std::iter::once(root.as_os_str().to_os_string())
-            .chain(resolved)
-            .collect(),
-    ))
 }
 
 /// What to create when the last component of a path is missing (missing parents become dirs).
@@ -173,6 +160,17 @@ pub fn open_in_root(
     create: CreateAs,
     created: &mut Vec<Stub>,
 ) -> io::Result<OwnedFd> {
+    resolve_in_root(root, path, create, created).map(|(fd, _)| fd)
+}
+
+/// [`open_in_root`], also returning the names of the resolved path below the root (no
+/// symlink among them).
+fn resolve_in_root(
+    root: BorrowedFd<'_>,
+    path: &str,
+    create: CreateAs,
+    created: &mut Vec<Stub>,
+) -> io::Result<(OwnedFd, Vec<OsString>)> {
     let mut pending = split(Path::new(path));
     // The chain of open directories from the root down; `..` pops it, never past the root.
     let mut chain: Vec<(OsString, OwnedFd)> = Vec::new();
@@ -227,14 +225,19 @@ pub fn open_in_root(
                 }
             }
             libc::S_IFDIR => chain.push((comp, fd)),
-            _ if pending.is_empty() => return Ok(fd),
+            _ if pending.is_empty() => {
+                let mut names: Vec<OsString> = chain.into_iter().map(|(n, _)| n).collect();
+                names.push(comp);
+                return Ok((fd, names));
+            }
             _ => return Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
         }
     }
-    match chain.pop() {
-        Some((_, fd)) => Ok(fd),
-        None => Ok(root_dup),
-    }
+    let fd = match chain.last() {
+        Some((_, fd)) => fd.try_clone()?,
+        None => root_dup,
+    };
+    Ok((fd, chain.into_iter().map(|(n, _)| n).collect()))
 }
 
 /// Lets `OwnedFd` and `BorrowedFd` be used alike above.
@@ -323,6 +326,34 @@ mod tests {
         assert_eq!(p, dir.path().join("etc/real"));
         assert_eq!(
             host_path_in_root(dir.path(), "../../etc/nothing").unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn host_path_resolution_of_relative_links_out_of_the_root_stays_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(dir.path().join("secret"), "host").unwrap();
+        std::os::unix::fs::symlink("../../../secret", root.join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("../..", root.join("etc/up")).unwrap();
+        // The host's file of that name is never the answer.
+        assert_eq!(host_path_in_root(&root, "/etc/passwd").unwrap(), None);
+        std::fs::write(root.join("secret"), "image").unwrap();
+        assert_eq!(
+            host_path_in_root(&root, "/etc/passwd").unwrap(),
+            Some(root.join("secret"))
+        );
+        assert_eq!(
+            host_path_in_root(&root, "/etc/up/etc").unwrap(),
+            Some(root.join("etc"))
+        );
+        assert_eq!(host_path_in_root(&root, "/").unwrap(), Some(root.clone()));
+        let err = host_path_in_root(&root, "/secret/x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTDIR));
+        assert_eq!(
+            host_path_in_root(&dir.path().join("gone"), "/etc").unwrap(),
             None
         );
     }
