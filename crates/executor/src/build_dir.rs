@@ -282,7 +282,7 @@ pub(crate) fn apply_layers(store: &Store, layers: &[Descriptor], dir: &Path) -> 
             .open_blob(&layer.digest)
             .map_err(|e| BuildError::other(format!("opening layer {}: {e}", layer.digest)))?;
         let applied = match &owners {
-            Owners::Mapped(root) => root.apply_layer(&blob, dir),
+            Owners::Mapped(root) => root.apply_layer(&blob, dir).map_err(|e| e.to_string()),
             _ => apply_layer(std::io::BufReader::new(blob), dir, &options)
                 .map(|_| ())
                 .map_err(|e| e.to_string()),

@@ -21,9 +21,9 @@ pub(crate) enum CommitError {
     Start(#[source] rbuild_store::StoreError),
     #[error("writing the layer: {0}")]
     Write(#[from] rbuild_layer::Error),
-    /// Written by container root's helper, which reports its failure as text.
+    /// Written by container root's worker.
     #[error("writing the layer: {0}")]
-    WriteAsRoot(String),
+    WriteAsRoot(#[source] rbuild_rootfs::RootfsError),
     #[error("storing the layer: {0}")]
     Store(#[source] rbuild_store::StoreError),
 }

@@ -107,26 +107,10 @@ impl Target<'_> {
     }
 }
 
-/// One source of a `COPY --from` done by container root (`crate::root_tasks`).
-#[derive(serde::Serialize, serde::Deserialize)]
-pub(crate) struct CopyFromInput {
-    from: PathBuf,
-    src: String,
-    parents: bool,
-    exclude: Vec<String>,
-    root: PathBuf,
-    dest: String,
-    dest_is_dir: bool,
-    owner: Option<(u32, u32)>,
-    chmod: Option<String>,
-    dir_owner: (u32, u32),
-}
-
 /// Copies one `COPY --from` source as [`BuildContext::dispatch_copy`] does, in the
 /// container-root helper (there this process is root, so files are written and owned
 /// directly).
-pub(crate) fn copy_from_task(input: &str) -> std::result::Result<Vec<u8>, String> {
-    let input: CopyFromInput = serde_json::from_str(input).map_err(|e| e.to_string())?;
+pub(crate) fn copy_from_task(input: &rbuild_rootfs::CopyFrom) -> std::result::Result<(), String> {
     let filters = CopyFilters::new(&input.exclude)?;
     let mode = match &input.chmod {
         Some(text) => Some(Chmod::parse(text)?),
@@ -146,7 +130,7 @@ pub(crate) fn copy_from_task(input: &str) -> std::result::Result<Vec<u8>, String
     for (source, filters) in &root.copy_sources(&input.src, input.parents, &filters)? {
         copy_source(&root, source, &target, filters, false)?;
     }
-    Ok(Vec::new())
+    Ok(())
 }
 
 impl BuildContext<'_> {
@@ -234,7 +218,7 @@ impl BuildContext<'_> {
             if let (Some(from), Some(container_root)) = (&from_root, fsops::container_root()) {
                 // Rootless with subordinate ids: another stage's files may sit in
                 // directories only their container owner can read; container root copies.
-                let input = CopyFromInput {
+                let task = rbuild_rootfs::CopyFrom {
                     from: from.clone(),
                     src: src.clone(),
                     parents: spec.parents,
@@ -246,10 +230,9 @@ impl BuildContext<'_> {
                     chmod: spec.chmod.clone(),
                     dir_owner: target.dir_owner,
                 };
-                let input = serde_json::to_string(&input).map_err(|e| fail(e.to_string()))?;
                 container_root
-                    .run_task(crate::root_tasks::COPY_FROM, &input)
-                    .map_err(fail)?;
+                    .copy_from(&task)
+                    .map_err(|e| fail(e.to_string()))?;
                 continue;
             }
             let root = match &from_root {
@@ -393,7 +376,7 @@ fn extract(archive: &Path, target: &Target<'_>) -> std::result::Result<(), Strin
         Some(root) => {
             let file =
                 std::fs::File::open(archive).map_err(|e| format!("{}: {e}", archive.display()))?;
-            root.apply_layer(&file, &dir)
+            root.apply_layer(&file, &dir).map_err(|e| e.to_string())
         }
         None => apply_layer(open()?, &dir, &crate::build_dir::layer_apply_options())
             .map(|_| ())

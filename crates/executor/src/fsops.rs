@@ -8,13 +8,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use std::cell::RefCell;
-use std::sync::Arc;
-
-use rbuild_layer::IdMap;
-use rbuild_sandbox::root_range::RootRange;
 use rbuild_sandbox::rootpath::host_path_in_root;
-use rbuild_sandbox::{ContainerRoot, Sandbox};
+
+pub use crate::owners::maybe_run_root_worker;
+pub(crate) use crate::owners::{
+    chown_in_build, container_root, owners, remove_tree, shift_into_range, Owners, OwnersScope,
+};
 
 /// Owner and mode applied to what a COPY writes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -155,237 +154,6 @@ pub(crate) fn flock(file: &fs::File, operation: libc::c_int) -> std::io::Result<
     }
 }
 
-/// Removes the tree `path` (never following symlinks): as container root when its files
-/// belong to the build's container users.
-pub(crate) fn remove_tree(path: &Path, owners: &Owners) -> std::io::Result<()> {
-    match owners {
-        Owners::Mapped(root) => root.remove_all(path).map_err(std::io::Error::other),
-        _ => fs::remove_dir_all(path),
-    }
-}
-
-/// How container ids become owners on disk in this build.
-#[derive(Clone)]
-pub(crate) enum Owners {
-    /// Host root: container ids are host ids.
-    Root,
-    /// Rootless with a subordinate range: container 0 is the user, 1.. the range, as in the
-    /// userns steps; chowns and layer extraction go through a helper that is root in such
-    /// a namespace.
-    Mapped(Arc<ContainerRoot>),
-    /// Rootless without a range: only container root exists, and it is the user.
-    SingleId,
-    /// Host root whose userns steps map container ids to an unprivileged host range
-    /// (root's /etc/subuid line or rbuild's reserved one): files carry the range's host
-    /// ids on disk. This process, still host root, chowns and extracts with the map itself
-    /// (as dockerd does with userns-remap); only the steps run as the range.
-    Ranged(RootRange),
-}
-
-impl Owners {
-    /// The owners of a build by this process: `Mapped` when the user has a subordinate
-    /// range (the helper is started here), else `SingleId`. When the helper cannot start
-    /// (user namespaces refused, so no RUN step could run either), `SingleId` and a warning
-    /// saying owners are flattened.
-    ///
-    /// As root, `Ranged` when steps run in a user namespace (`userns_steps`): its range is
-    /// root's in /etc/subuid and /etc/subgid, else the one recorded in the store at
-    /// `store_root` (reserved there the first time). Chroot steps keep host ids (`Root`).
-    pub(crate) fn for_build(
-        sandbox: &Sandbox,
-        userns_steps: bool,
-        store_root: &Path,
-    ) -> Result<(Owners, Option<String>), String> {
-        if running_as_root() {
-            if !userns_steps {
-                return Ok((Owners::Root, None));
-            }
-            let range = rbuild_sandbox::root_range::root_range(store_root)
-                .map_err(|e| format!("choosing the id range of root's steps: {e}"))?;
-            return Ok(match range {
-                Some(range) => (Owners::Ranged(range), None),
-                // Root of a namespace too small for a range: not host root anyway.
-                None => (Owners::Root, None),
-            });
-        }
-        if rbuild_sandbox::subid_map().is_none() {
-            return Ok((Owners::SingleId, None));
-        }
-        Ok(match sandbox.container_root() {
-            Ok(root) => (Owners::Mapped(Arc::new(root)), None),
-            Err(e) => (
-                Owners::SingleId,
-                Some(format!(
-                    "this user has subordinate ids, but no user namespace could be set up to \
-                     give files their owners ({e}): files are extracted and written as \
-                     container root's only"
-                )),
-            ),
-        })
-    }
-
-    /// Container → host ids, `None` for root (identity).
-    pub(crate) fn id_map(&self) -> Option<IdMap> {
-        match self {
-            Owners::Root => None,
-            Owners::Mapped(root) => Some(root.id_map().clone()),
-            Owners::Ranged(range) => Some(range.id_map()),
-            Owners::SingleId => {
-                let (uid, gid) = current_ids();
-                Some(IdMap::single(uid, gid))
-            }
-        }
-    }
-
-    /// The container owner of a file with host owner `uid:gid` in a rootfs of this build
-    /// (ids outside the map are kept as they are).
-    pub(crate) fn container_ids(&self, uid: u32, gid: u32) -> (u32, u32) {
-        match self.id_map() {
-            None => (uid, gid),
-            Some(map) => (
-                map.container_uid(uid.into()).unwrap_or(uid),
-                map.container_gid(gid.into()).unwrap_or(gid),
-            ),
-        }
-    }
-
-    /// Why `uid:gid` cannot own files in this build, if it cannot.
-    pub(crate) fn cannot_own(&self, uid: u32, gid: u32) -> Option<String> {
-        let map = self.id_map()?;
-        let id = if map.host_uid(uid.into()).is_none() {
-            format!("uid {uid}")
-        } else if map.host_gid(gid.into()).is_none() {
-            format!("gid {gid}")
-        } else {
-            return None;
-        };
-        let user = rbuild_sandbox::current_user_label();
-        Some(match self {
-            Owners::SingleId => format!(
-                "rootless builds cannot give files to {id} without subordinate ids: add a \
-                 range for {user} to /etc/subuid and /etc/subgid (e.g. `{user}:100000:65536`) \
-                 and install newuidmap/newgidmap (Debian package uidmap), or run as root"
-            ),
-            Owners::Ranged(range) => format!(
-                "{id} is outside the {} container ids root's steps map (host ids {}.. and \
-                 gids {}.., see `rbuild info`)",
-                range.count, range.uid_start, range.gid_start
-            ),
-            _ => format!(
-                "{id} is outside the subordinate ranges of {user} (/etc/subuid, /etc/subgid)"
-            ),
-        })
-    }
-}
-
-thread_local! {
-    /// The owners of the build running on this thread (each thread running a stage enters
-    /// the build's). The places that give files owners (COPY, WORKDIR, mounts) are many
-    /// small functions; a scoped thread-local spares threading it through all of them.
-    static OWNERS: RefCell<Option<Owners>> = const { RefCell::new(None) };
-}
-
-/// Makes `owners` this thread's build owners until the guard drops (the previous ones are
-/// put back then, so nested builds on one thread stay correct).
-pub(crate) struct OwnersScope(Option<Owners>);
-
-impl OwnersScope {
-    pub(crate) fn enter(owners: Owners) -> OwnersScope {
-        OwnersScope(OWNERS.with(|o| o.borrow_mut().replace(owners)))
-    }
-}
-
-impl Drop for OwnersScope {
-    fn drop(&mut self) {
-        let previous = self.0.take();
-        OWNERS.with(|o| *o.borrow_mut() = previous);
-    }
-}
-
-/// This thread's build owners; outside a build, what this process would use without a
-/// helper (root, or single-id).
-pub(crate) fn owners() -> Owners {
-    OWNERS.with(|o| o.borrow().clone()).unwrap_or_else(|| {
-        if running_as_root() {
-            Owners::Root
-        } else {
-            Owners::SingleId
-        }
-    })
-}
-
-/// Gives `path` (never followed) to container owner `uid:gid`. As root that is a plain
-/// lchown. Rootless with a subordinate range, container root inside the build's user
-/// namespace does it (a file already owned right is left alone, which is the common case of
-/// files for container root). Rootless without a range, container root *is* the user:
-/// files the user owns already have the right owner and any other owner fails clearly.
-pub(crate) fn chown_in_build(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
-    let owners = owners();
-    if let Owners::Root = owners {
-        return lchown(path, uid, gid).map_err(|e| format!("chown of {}: {e}", path.display()));
-    }
-    if let Some(why) = owners.cannot_own(uid, gid) {
-        return Err(format!("chown of {} to {uid}:{gid}: {why}", path.display()));
-    }
-    // Cannot fail: only `Owners::Root` has no id map, and it returned above.
-    let map = owners.id_map().expect("rootless builds have an id map");
-    let host = (map.host_uid(uid.into()), map.host_gid(gid.into()));
-    let md = fs::symlink_metadata(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    if host == (Some(md.uid()), Some(md.gid())) {
-        return Ok(());
-    }
-    match &owners {
-        Owners::Mapped(root) => root.lchown(path, uid, gid),
-        // Single id: the only mapped owner is the user, who owns what it creates; a file
-        // copied from elsewhere with another owner cannot be given to it without CAP_CHOWN.
-        _ => lchown(path, host.0.unwrap_or(uid), host.1.unwrap_or(gid))
-            .map_err(|e| format!("chown of {}: {e}", path.display())),
-    }
-}
-
-/// Gives every entry of the tree `dir` whose owner is a container id outside `range` (a
-/// cache directory filled with host ids = container ids: by a root build before ranges, or
-/// by a remote cache import) the range's host ids, keeping modes (a chown clears setuid
-/// bits). Never follows symlinks. `dir` itself goes last: once it belongs to the range the
-/// tree is done, and a walk cut short is taken up again next time.
-pub(crate) fn shift_into_range(dir: &Path, range: &RootRange) -> Result<(), String> {
-    let top = fs::symlink_metadata(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
-    let inside = |id: u32, start: u32| id >= start && id - start < range.count;
-    if inside(top.uid(), range.uid_start) && inside(top.gid(), range.gid_start) {
-        return Ok(());
-    }
-    let shift = |path: &Path, md: &fs::Metadata| -> Result<(), String> {
-        let shifted = |id: u32, start: u32| {
-            if inside(id, start) || id >= range.count {
-                id
-            } else {
-                start + id
-            }
-        };
-        let (uid, gid) = (
-            shifted(md.uid(), range.uid_start),
-            shifted(md.gid(), range.gid_start),
-        );
-        if (uid, gid) == (md.uid(), md.gid()) {
-            return Ok(());
-        }
-        lchown(path, uid, gid).map_err(|e| format!("chown of {}: {e}", path.display()))?;
-        if !md.file_type().is_symlink() {
-            fs::set_permissions(path, fs::Permissions::from_mode(md.mode() & 0o7777))
-                .map_err(|e| format!("chmod of {}: {e}", path.display()))?;
-        }
-        Ok(())
-    };
-    for entry in walkdir::WalkDir::new(dir).min_depth(1).follow_links(false) {
-        let entry = entry.map_err(|e| format!("walking {}: {e}", dir.display()))?;
-        let md = entry
-            .metadata()
-            .map_err(|e| format!("reading {}: {e}", entry.path().display()))?;
-        shift(entry.path(), &md)?;
-    }
-    shift(dir, &top)
-}
-
 /// Sets a path's mtime (and atime) without following a symlink.
 pub(crate) fn set_mtime(path: &Path, secs: i64, nanos: i64) -> std::io::Result<()> {
     let c = CString::new(path.as_os_str().as_bytes())
@@ -411,17 +179,6 @@ pub(crate) fn set_mtime(path: &Path, secs: i64, nanos: i64) -> std::io::Result<(
     }
 }
 
-/// Rootless with subordinate ids, every write into a rootfs goes through container root:
-/// it may write into directories the image gives to other users and give files any mapped
-/// owner, which the user itself may not (its files would also stop being its own halfway
-/// through a COPY). Paths are resolved here, inside the root, before they are handed over.
-pub(crate) fn container_root() -> Option<Arc<ContainerRoot>> {
-    match owners() {
-        Owners::Mapped(root) => Some(root),
-        _ => None,
-    }
-}
-
 /// Fails clearly when this build cannot give files to `uid:gid`.
 fn check_owner(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
     match owners().cannot_own(uid, gid) {
@@ -433,7 +190,7 @@ fn check_owner(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
 /// A new directory with `mode` (whatever the umask).
 fn create_dir(path: &Path, mode: u32) -> Result<(), String> {
     if let Some(root) = container_root() {
-        return root.create_dir(path, mode);
+        return root.create_dir(path, mode).map_err(|e| e.to_string());
     }
     fs::create_dir(path).map_err(|e| e.to_string())?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())
@@ -442,7 +199,7 @@ fn create_dir(path: &Path, mode: u32) -> Result<(), String> {
 /// Removes a non-directory, or with `dir` an empty directory.
 fn remove(path: &Path, dir: bool) -> Result<(), String> {
     if let Some(root) = container_root() {
-        return root.remove(path, dir);
+        return root.remove(path, dir).map_err(|e| e.to_string());
     }
     if dir {
         fs::remove_dir(path)
@@ -455,7 +212,9 @@ fn remove(path: &Path, dir: bool) -> Result<(), String> {
 /// [`set_mtime`] on a path of the rootfs being written.
 fn set_mtime_in_build(path: &Path, secs: i64, nanos: i64) -> Result<(), String> {
     match container_root() {
-        Some(root) => root.set_metadata(path, None, None, Some((secs, nanos))),
+        Some(root) => root
+            .set_metadata(path, None, None, Some((secs, nanos)))
+            .map_err(|e| e.to_string()),
         None => set_mtime(path, secs, nanos).map_err(|e| e.to_string()),
     }
     .map_err(|e| format!("setting mtime of {}: {e}", path.display()))
@@ -490,12 +249,14 @@ fn apply_meta(
     if let Some(root) = container_root() {
         check_owner(dst, uid, gid)?;
         let mtime = (src_md.mtime(), src_md.mtime_nsec());
-        return root.set_metadata(
-            dst,
-            Some((uid, gid)),
-            (!is_link).then_some(mode),
-            Some(mtime),
-        );
+        return root
+            .set_metadata(
+                dst,
+                Some((uid, gid)),
+                (!is_link).then_some(mode),
+                Some(mtime),
+            )
+            .map_err(|e| e.to_string());
     }
     chown_in_build(dst, uid, gid)?;
     if !is_link {
@@ -516,7 +277,7 @@ pub(crate) fn copy_leaf(src: &Path, dst: &Path, own: Ownership) -> Result<(), St
         let target =
             fs::read_link(src).map_err(|e| format!("reading link {}: {e}", src.display()))?;
         match container_root() {
-            Some(root) => root.symlink(&target, dst),
+            Some(root) => root.symlink(&target, dst).map_err(|e| e.to_string()),
             None => std::os::unix::fs::symlink(&target, dst).map_err(|e| e.to_string()),
         }
         .map_err(|e| format!("creating link {}: {e}", dst.display()))?;
@@ -658,6 +419,71 @@ mod tests {
         assert!(host.starts_with(&root), "{host:?} left the root");
         assert!(root.join("outside/sub").is_dir());
         assert!(!dir.path().join("outside").exists());
+    }
+
+    /// A root whose `/etc` is a symlink out of it (`../../host-etc`, resolved inside the
+    /// root as `/host-etc`), beside a directory `host-etc` outside the root with a file.
+    fn hostile_root() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let outside = dir.path().join("host-etc");
+        fs::create_dir(&root).unwrap();
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("passwd"), "host secret").unwrap();
+        std::os::unix::fs::symlink("../../host-etc", root.join("etc")).unwrap();
+        (dir, root, outside)
+    }
+
+    #[test]
+    fn writing_a_file_through_symlinks_stays_inside_root() {
+        let (dir, root, outside) = hostile_root();
+        let src = dir.path().join("src");
+        fs::write(&src, "from the build").unwrap();
+        // The parent resolves inside the root (the dangling link's target is created there).
+        let parent = ensure_dir(&root, "/etc", (0, 0)).unwrap();
+        assert!(parent.starts_with(&root), "{parent:?} left the root");
+        copy_leaf(&src, &parent.join("passwd"), Ownership::default()).unwrap();
+        assert_eq!(
+            fs::read_to_string(root.join("host-etc/passwd")).unwrap(),
+            "from the build"
+        );
+        // A destination that is itself a symlink out is replaced, never followed.
+        std::os::unix::fs::symlink(outside.join("passwd"), root.join("shadow")).unwrap();
+        copy_leaf(&src, &root.join("shadow"), Ownership::default()).unwrap();
+        assert!(fs::symlink_metadata(root.join("shadow")).unwrap().is_file());
+        assert_eq!(
+            fs::read_to_string(outside.join("passwd")).unwrap(),
+            "host secret"
+        );
+    }
+
+    #[test]
+    fn chown_of_a_symlink_out_of_the_root_changes_the_link_only() {
+        let (_dir, root, outside) = hostile_root();
+        let before = fs::metadata(outside.join("passwd")).unwrap();
+        std::os::unix::fs::symlink(outside.join("passwd"), root.join("link")).unwrap();
+        // Tests run as root (CI does): the build's owners are host ids.
+        chown_in_build(&root.join("link"), 4321, 4321).unwrap();
+        let link = fs::symlink_metadata(root.join("link")).unwrap();
+        assert_eq!((link.uid(), link.gid()), (4321, 4321));
+        let after = fs::metadata(outside.join("passwd")).unwrap();
+        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+    }
+
+    #[test]
+    fn reading_through_symlinks_stays_inside_root() {
+        let (_dir, root, _outside) = hostile_root();
+        // `/etc/passwd` means `/host-etc/passwd` of the root, which does not exist: the
+        // host file of the same name is not what is found.
+        assert_eq!(host_path_in_root(&root, "/etc/passwd").unwrap(), None);
+        assert!(!is_dir_in_root(&root, "/etc"));
+        fs::create_dir_all(root.join("host-etc")).unwrap();
+        fs::write(root.join("host-etc/passwd"), "the image's").unwrap();
+        let found = host_path_in_root(&root, "/etc/../etc/passwd")
+            .unwrap()
+            .unwrap();
+        assert!(found.starts_with(&root), "{found:?} left the root");
+        assert_eq!(fs::read_to_string(found).unwrap(), "the image's");
     }
 
     #[test]

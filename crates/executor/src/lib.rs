@@ -37,9 +37,9 @@ mod history;
 mod lower;
 mod mounts;
 mod op;
+mod owners;
 pub mod phases;
 pub mod progress;
-mod root_tasks;
 mod run;
 mod runner;
 mod schedule;
@@ -70,9 +70,9 @@ pub use cache::{
     cache_mount_dir, NoRemoteCache, RemoteCache, RemoteCacheError, RemoteCacheErrorKind,
 };
 pub use error::BuildError;
+pub use fsops::maybe_run_root_worker;
 pub use phases::{Phase, PhaseTimes};
 pub use progress::{Event, JsonProgress, NoProgress, PlainProgress, Progress};
-pub use root_tasks::register_root_tasks;
 pub use scratch::{begin_cancel, cancelling, remove_live_dirs, sweep_dead, ScratchDir, Swept};
 pub use secrets::SecretFiles;
 pub use trees::{prune_build_state, PrunedBuildState};

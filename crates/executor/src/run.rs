@@ -219,7 +219,7 @@ impl BuildContext<'_> {
         keep_system_mount_points(&mut outcome.stubs);
         let snapshot = crate::phases::Phase::Snapshot;
         let changes = crate::phases::timed(snapshot, || {
-            crate::root_tasks::overlay_changes(&dirs.upperdir, &lowers, &outcome.stubs)
+            crate::snapshot::overlay_changes(&dirs.upperdir, &lowers, &outcome.stubs)
         })
         .map_err(|e| origin.error(format!("reading the step's changes: {e}")))?;
         let size = self

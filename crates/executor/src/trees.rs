@@ -178,7 +178,7 @@ impl Trees {
 pub(crate) fn link(tree: &Path, dst: &Path) -> crate::error::Result<()> {
     let _t = crate::phases::Phase::Extract.timer();
     match crate::fsops::owners() {
-        Owners::Mapped(root) => root.link_tree(tree, dst),
+        Owners::Mapped(root) => root.link_tree(tree, dst).map_err(|e| e.to_string()),
         _ => rbuild_layer::link_tree(tree, dst)
             .map(|_| ())
             .map_err(|e| e.to_string()),

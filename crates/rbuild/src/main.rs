@@ -65,8 +65,8 @@ enum Command {
 
 fn main() -> ExitCode {
     // A re-executed sandbox helper must run before anything else (no threads, no parsing).
-    // Before the helper check: the container-root worker is this executable again.
-    rbuild_executor::register_root_tasks();
+    // So must the container-root worker (rbuild-rootfs), this executable again too.
+    rbuild_executor::maybe_run_root_worker();
     rbuild_sandbox::maybe_run_helper();
     // As a container's PID 1, leave PID 1 to a minimal init that forwards signals and reaps.
     init::become_init_if_pid1();

@@ -29,8 +29,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-pub use asroot::{register_root_tasks, ContainerRoot, RootTask};
+pub use asroot::{pipe, recv_packet, send_packet, MappedWorker, MAX_PACKET};
 pub use error::SandboxError;
+pub use helper::asroot::become_container_root;
 pub use idmap::{current_user_label, parse_subid, subid_map, SubIdRange};
 pub use probe::{Capabilities, Check, NamespaceChecks, NoIsolation};
 pub use runner::OutputStream;
@@ -174,11 +175,14 @@ impl Sandbox {
         (!self.confinement_warned.swap(true, Ordering::Relaxed)).then_some(warning)
     }
 
-    /// Starts a [`ContainerRoot`]: a helper that is root in a user namespace with the same
-    /// subordinate-id mapping the userns steps get, for extracting layers and chowning
-    /// files as container root. Unprivileged callers with a subordinate range only.
-    pub fn container_root(&self) -> Result<ContainerRoot, SandboxError> {
-        ContainerRoot::start(&self.program, &self.args)
+    /// Starts a [`MappedWorker`]: this sandbox's helper executable run as
+    /// `program worker_arg --parent=PID`, root in a user namespace with the same
+    /// subordinate-id mapping the userns steps get (the `rbuild-rootfs` container-root
+    /// worker, whose `main` dispatch calls [`become_container_root`]). Unprivileged callers
+    /// with a subordinate range only.
+    pub fn start_mapped_worker(&self, worker_arg: &str) -> Result<MappedWorker, SandboxError> {
+        let parent = format!("{PARENT_ARG}{}", std::process::id());
+        MappedWorker::start(&self.program, worker_arg, &parent)
     }
 
     /// Runs one step, calling `output` with each chunk the command writes. Blocking (call it

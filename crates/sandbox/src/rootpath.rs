@@ -24,44 +24,31 @@ fn split(path: &Path) -> VecDeque<OsString> {
 }
 
 /// The host path of `rel` inside `root` with every symlink resolved inside the root, or
-/// `None` when a component does not exist. For reading (e.g. /etc/passwd), not for writing.
+/// `None` when a component does not exist. For reading (e.g. /etc/passwd): a path can be
+/// swapped for a symlink between this call and its use, so writes go through descriptors
+/// ([`open_in_root`]). The resolution is [`open_in_root`]'s, one component at a time
+/// through descriptors, never following a symlink outside the root.
 pub fn host_path_in_root(root: &Path, rel: &str) -> io::Result<Option<PathBuf>> {
-    let mut pending = split(Path::new(rel));
-    let mut resolved: Vec<OsString> = Vec::new();
-    let mut links = 0;
-    while let Some(comp) = pending.pop_front() {
-        if comp == ".." {
-            resolved.pop();
-            continue;
-        }
-        let candidate: PathBuf = std::iter::once(root.as_os_str().to_os_string())
-            .chain(resolved.iter().cloned())
-            .chain(std::iter::once(comp.clone()))
-            .collect();
-        match std::fs::symlink_metadata(&candidate) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-            Ok(m) if m.file_type().is_symlink() => {
-                links += 1;
-                if links > MAX_SYMLINKS {
-                    return Err(io::Error::from_raw_os_error(libc::ELOOP));
-                }
-                let target = std::fs::read_link(&candidate)?;
-                if target.is_absolute() {
-                    resolved.clear();
-                }
-                for (i, c) in split(&target).into_iter().enumerate() {
-                    pending.insert(i, c);
-                }
-            }
-            Ok(_) => resolved.push(comp),
-        }
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let root_fd: OwnedFd = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(root)
+    {
+        Ok(file) => file.into(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match resolve_in_root(root_fd.as_fd(), rel, CreateAs::Nothing, &mut Vec::new()) {
+        Ok((_, names)) => Ok(Some(
+            std::iter::once(root.as_os_str().to_os_string())
+                .chain(names)
+                .collect(),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
-    Ok(Some(
-        std::iter::once(root.as_os_str().to_os_string())
-            .chain(resolved)
-            .collect(),
-    ))
 }
 
 /// What to create when the last component of a path is missing (missing parents become dirs).
@@ -87,6 +74,8 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 fn openat_path(dir: BorrowedFd<'_>, name: &CString) -> io::Result<OwnedFd> {
+    // SAFETY: `dir` is an open descriptor and `name` a NUL-terminated string, both alive
+    // across the call; openat only reads them.
     let fd = cvt(unsafe {
         libc::openat(
             dir.as_raw_fd(),
@@ -94,12 +83,16 @@ fn openat_path(dir: BorrowedFd<'_>, name: &CString) -> io::Result<OwnedFd> {
             libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
         )
     })?;
+    // SAFETY: `fd` was just returned by openat and is owned by nothing else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 pub(crate) fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    // SAFETY: `stat` is plain integers, for which all zeroes is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     let empty = c"";
+    // SAFETY: an open descriptor, an empty NUL-terminated path (AT_EMPTY_PATH: the
+    // descriptor itself) and a struct we own for the kernel to fill, all alive across the call.
     cvt(unsafe {
         libc::fstatat(
             fd.as_raw_fd(),
@@ -114,6 +107,8 @@ pub(crate) fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
 fn readlink_fd(fd: BorrowedFd<'_>) -> io::Result<OsString> {
     let mut buf = vec![0u8; libc::PATH_MAX as usize];
     let empty = c"";
+    // SAFETY: an open descriptor, an empty NUL-terminated path (the descriptor's own link)
+    // and a buffer of `buf.len()` bytes we own; the kernel writes at most that many.
     let n = unsafe {
         libc::readlinkat(
             fd.as_raw_fd(),
@@ -132,10 +127,14 @@ fn readlink_fd(fd: BorrowedFd<'_>) -> io::Result<OsString> {
 fn create_entry(dir: BorrowedFd<'_>, name: &CString, kind: CreateAs) -> io::Result<StubKind> {
     match kind {
         CreateAs::Dir | CreateAs::Nothing => {
+            // SAFETY: an open directory descriptor and a NUL-terminated name, alive across
+            // the call.
             cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) })?;
             Ok(StubKind::Dir)
         }
         CreateAs::File => {
+            // SAFETY: an open directory descriptor and a NUL-terminated name, alive across
+            // the call.
             let fd = cvt(unsafe {
                 libc::openat(
                     dir.as_raw_fd(),
@@ -148,14 +147,18 @@ fn create_entry(dir: BorrowedFd<'_>, name: &CString, kind: CreateAs) -> io::Resu
                     0o644,
                 )
             })?;
+            // SAFETY: `fd` was just returned by openat and is owned by nothing else.
             drop(unsafe { OwnedFd::from_raw_fd(fd) });
             Ok(StubKind::File)
         }
         CreateAs::CharDevice(dev) => {
+            // SAFETY: an open directory descriptor and a NUL-terminated name, alive across
+            // the call.
             cvt(unsafe {
                 libc::mknodat(dir.as_raw_fd(), name.as_ptr(), libc::S_IFCHR | 0o666, dev)
             })?;
             // mknod is subject to the umask; device nodes must be usable by everyone.
+            // SAFETY: as for mknodat above.
             cvt(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), 0o666, 0) })?;
             Ok(StubKind::CharDevice)
         }
@@ -173,6 +176,17 @@ pub fn open_in_root(
     create: CreateAs,
     created: &mut Vec<Stub>,
 ) -> io::Result<OwnedFd> {
+    resolve_in_root(root, path, create, created).map(|(fd, _)| fd)
+}
+
+/// [`open_in_root`], also returning the names of the resolved path below the root (no
+/// symlink among them).
+fn resolve_in_root(
+    root: BorrowedFd<'_>,
+    path: &str,
+    create: CreateAs,
+    created: &mut Vec<Stub>,
+) -> io::Result<(OwnedFd, Vec<OsString>)> {
     let mut pending = split(Path::new(path));
     // The chain of open directories from the root down; `..` pops it, never past the root.
     let mut chain: Vec<(OsString, OwnedFd)> = Vec::new();
@@ -227,14 +241,19 @@ pub fn open_in_root(
                 }
             }
             libc::S_IFDIR => chain.push((comp, fd)),
-            _ if pending.is_empty() => return Ok(fd),
+            _ if pending.is_empty() => {
+                let mut names: Vec<OsString> = chain.into_iter().map(|(n, _)| n).collect();
+                names.push(comp);
+                return Ok((fd, names));
+            }
             _ => return Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
         }
     }
-    match chain.pop() {
-        Some((_, fd)) => Ok(fd),
-        None => Ok(root_dup),
-    }
+    let fd = match chain.last() {
+        Some((_, fd)) => fd.try_clone()?,
+        None => root_dup,
+    };
+    Ok((fd, chain.into_iter().map(|(n, _)| n).collect()))
 }
 
 /// Lets `OwnedFd` and `BorrowedFd` be used alike above.
@@ -323,6 +342,34 @@ mod tests {
         assert_eq!(p, dir.path().join("etc/real"));
         assert_eq!(
             host_path_in_root(dir.path(), "../../etc/nothing").unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn host_path_resolution_of_relative_links_out_of_the_root_stays_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(dir.path().join("secret"), "host").unwrap();
+        std::os::unix::fs::symlink("../../../secret", root.join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("../..", root.join("etc/up")).unwrap();
+        // The host's file of that name is never the answer.
+        assert_eq!(host_path_in_root(&root, "/etc/passwd").unwrap(), None);
+        std::fs::write(root.join("secret"), "image").unwrap();
+        assert_eq!(
+            host_path_in_root(&root, "/etc/passwd").unwrap(),
+            Some(root.join("secret"))
+        );
+        assert_eq!(
+            host_path_in_root(&root, "/etc/up/etc").unwrap(),
+            Some(root.join("etc"))
+        );
+        assert_eq!(host_path_in_root(&root, "/").unwrap(), Some(root.clone()));
+        let err = host_path_in_root(&root, "/secret/x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTDIR));
+        assert_eq!(
+            host_path_in_root(&dir.path().join("gone"), "/etc").unwrap(),
             None
         );
     }

@@ -1,11 +1,10 @@
-//! A faithful private copy of a rootfs for the walk snapshotter: content, modes, owners,
-//! xattrs, hardlinks, symlinks, devices, fifos and mtimes.
+//! Copying a path's owner, mode, xattrs and times, for merging an overlay upper directory
+//! into its root (`crate::overlay::merge_upper`).
 
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 fn cpath(p: &Path) -> io::Result<CString> {
@@ -28,8 +27,8 @@ pub(crate) fn set_times(path: &Path, meta: &std::fs::Metadata) -> io::Result<()>
         },
     ];
     let c = cpath(path)?;
-    // SAFETY: a NUL-terminated path and an array of two timespecs, both alive across the
-    // call; the kernel only reads them.
+    // SAFETY: `c` is a NUL-terminated path and `times` two valid timespecs, both alive for
+    // the call.
     if unsafe {
         libc::utimensat(
             libc::AT_FDCWD,
@@ -54,7 +53,7 @@ pub(crate) fn copy_owner_mode_xattrs(
     if !meta.file_type().is_symlink() {
         // After chown, which clears setuid/setgid bits.
         let c = cpath(dst)?;
-        // SAFETY: chmod only reads the NUL-terminated path, alive across the call.
+        // SAFETY: `c` is a NUL-terminated path alive for the call.
         if unsafe { libc::chmod(c.as_ptr(), meta.mode() & 0o7777) } != 0 {
             return Err(ctx(io::Error::last_os_error(), "chmod", dst));
         }
@@ -65,55 +64,6 @@ pub(crate) fn copy_owner_mode_xattrs(
                 }
             }
         }
-    }
-    Ok(())
-}
-
-/// Copies the tree `src` into the new directory `dst`. Never follows symlinks.
-pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
-    let meta = std::fs::symlink_metadata(src).map_err(|e| ctx(e, "reading", src))?;
-    std::fs::create_dir(dst).map_err(|e| ctx(e, "creating", dst))?;
-    let mut links = HashMap::new();
-    copy_dir(src, dst, &mut links)?;
-    copy_owner_mode_xattrs(src, dst, &meta)?;
-    set_times(dst, &meta)
-}
-
-fn copy_dir(
-    src: &Path,
-    dst: &Path,
-    links: &mut HashMap<(u64, u64), std::path::PathBuf>,
-) -> io::Result<()> {
-    for entry in std::fs::read_dir(src).map_err(|e| ctx(e, "reading", src))? {
-        let entry = entry?;
-        let from = entry.path();
-        let to = dst.join(entry.file_name());
-        let meta = std::fs::symlink_metadata(&from)?;
-        let ft = meta.file_type();
-        if !ft.is_dir() && meta.nlink() > 1 {
-            if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
-                std::fs::hard_link(first, &to).map_err(|e| ctx(e, "linking", &to))?;
-                continue;
-            }
-            links.insert((meta.dev(), meta.ino()), to.clone());
-        }
-        if ft.is_dir() {
-            std::fs::create_dir(&to).map_err(|e| ctx(e, "creating", &to))?;
-            copy_dir(&from, &to, links)?;
-        } else if ft.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)
-                .map_err(|e| ctx(e, "creating", &to))?;
-        } else if ft.is_file() {
-            std::fs::copy(&from, &to).map_err(|e| ctx(e, "copying", &from))?;
-        } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() || ft.is_socket() {
-            let c = cpath(&to)?;
-            // SAFETY: mknod only reads the NUL-terminated path, alive across the call.
-            if unsafe { libc::mknod(c.as_ptr(), meta.mode(), meta.rdev()) } != 0 {
-                return Err(ctx(io::Error::last_os_error(), "mknod", &to));
-            }
-        }
-        copy_owner_mode_xattrs(&from, &to, &meta)?;
-        set_times(&to, &meta)?;
     }
     Ok(())
 }

@@ -2,12 +2,14 @@
 //!
 //! - [`overlay`]: the step wrote into an overlay upperdir (mounted by the sandbox helper);
 //!   the upperdir is converted (whiteouts → `Delete`, opaque dirs → `OpaqueDir`).
-//! - [`walk`]: the step ran on a private copy, compared with an index taken before.
+//! - [`walk`]: the step wrote into the root itself, compared with an [`Index`] taken before
+//!   (the executor's snapshotter for chroot steps, COPY and WORKDIR; its rules decide image
+//!   digests, see the module doc).
 //!
-//! Both remove the sandbox's mountpoint stubs first and return the same normalised form
-//! ([`normalize::normalize`]), so the same step gives the same list.
+//! The overlay conversion returns the normalised form of [`normalize::normalize`]; the walk
+//! lists exactly the paths whose metadata changed (see [`walk`]).
 
-pub mod copy;
+mod copy;
 pub mod meta;
 pub mod normalize;
 pub mod overlay;
@@ -16,4 +18,4 @@ pub mod walk;
 pub use meta::is_overlay_private_xattr;
 pub use overlay::{merge_upper, overlay_changes, OverlayDirs};
 pub use rbuild_layer::Change;
-pub use walk::{index_tree, MetadataIndex, WalkSnapshot};
+pub use walk::{decode_entries, encode_entries, walk, Entries, Index, Meta};

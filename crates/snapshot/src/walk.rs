@@ -1,163 +1,339 @@
-//! The walk-and-compare snapshotter, for where overlayfs is not available (chroot isolation,
-//! old kernels): the step runs on a private copy of the rootfs, indexed before the step and
-//! compared after it.
+//! The walk-and-compare snapshotter, for steps that write into the rootfs itself (chroot
+//! isolation, COPY, WORKDIR, a root build's non-overlay steps): before a step,
+//! [`Index::scan`] records every path's metadata; after it, [`Index::changes`] walks again
+//! and reports what differs as [`Change`]s.
 //!
-//! Deciding whether a path changed, metadata first:
-//! - new path, different file type, mode, owner, size, mtime, rdev, symlink target, xattrs,
-//!   link count (a new hardlink to it) or inode (replaced, e.g. `sed -i`) → `Upsert`;
-//! - otherwise, a regular file whose ctime changed may have been rewritten with its old size
-//!   and mtime restored (`touch -r`, `tar`): only then is its content compared with the
-//!   pristine base copy, byte for byte;
-//! - a directory or symlink whose only difference is ctime is unchanged (a directory's
-//!   content is its children, compared on their own);
-//! - a path that is gone → `Delete`; below a deleted path or a path that is no longer a
-//!   directory nothing more is reported. A directory replaced wholesale stays as per-child
-//!   deletes plus upserts (the overlay snapshotter says `OpaqueDir` instead; same layer
-//!   result when applied).
+//! Change detection (these rules decide which files go into a layer, so image digests):
+//! a non-directory changed when its inode, type, mode, owner, size, mtime or ctime changed
+//! (ctime catches same-size rewrites within one mtime tick, and xattr changes). Directories
+//! are compared without ctime: the sandbox's mount stubs are removed afterwards and their
+//! parents' mtimes restored, but ctime cannot be restored. A deleted path is reported once,
+//! at its top-most deleted ancestor. The list is sorted by path and not normalised: a
+//! parent directory whose metadata did not change is not listed.
 
-use std::collections::HashMap;
-use std::io::{self, Read};
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rbuild_layer::Change;
-use rbuild_sandbox::{Rootfs, Stub};
 
-use crate::meta::{read_meta, EntryMeta};
-use crate::normalize::{normalize, relative};
-
-/// Metadata of every path of a tree, keyed by path relative to its root.
-pub type MetadataIndex = HashMap<PathBuf, EntryMeta>;
-
-/// Indexes the tree at `root` (the root itself excluded).
-pub fn index_tree(root: &Path) -> io::Result<MetadataIndex> {
-    let mut index = HashMap::new();
-    index_dir(root, root, &mut index)?;
-    Ok(index)
+/// What the walk snapshotter records of one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    pub ino: u64,
+    /// `st_mode`: file type and permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+    pub nlink: u64,
+    /// A symlink's target.
+    pub link: Option<PathBuf>,
 }
 
-fn index_dir(root: &Path, dir: &Path, index: &mut MetadataIndex) -> io::Result<()> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", dir.display())))?;
-    for entry in entries {
-        let path = entry?.path();
-        let meta = read_meta(&path)
-            .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", path.display())))?;
-        let is_dir = meta.is_dir();
-        index.insert(relative(root, &path), meta);
-        if is_dir {
-            index_dir(root, &path, index)?;
+impl Meta {
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    pub fn is_regular(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+
+    /// With `links_shared`, the files are links into a tree other builds link to as well
+    /// (the executor's shared trees): their link count, and with it their ctime, changes
+    /// whenever another build links or unlinks them, so ctime only counts when the link
+    /// count is the same. Nothing is lost: rbuild's own writes into such a root replace
+    /// files (a new inode), they never write into a shared one.
+    fn same(&self, other: &Meta, links_shared: bool) -> bool {
+        let common = self.ino == other.ino
+            && self.mode == other.mode
+            && self.uid == other.uid
+            && self.gid == other.gid
+            && self.mtime == other.mtime
+            && self.link == other.link;
+        if self.is_dir() {
+            common
+        } else {
+            let ctime_counts = !links_shared || self.nlink == other.nlink;
+            common && self.size == other.size && (!ctime_counts || self.ctime == other.ctime)
         }
     }
-    Ok(())
 }
 
-/// A private rootfs and what it looked like before the step.
-#[derive(Debug)]
-pub struct WalkSnapshot {
-    base: PathBuf,
-    work: PathBuf,
-    before: MetadataIndex,
+/// Every path's metadata under a root, keyed by the path relative to it (the root itself
+/// excluded).
+pub type Entries = BTreeMap<PathBuf, Meta>;
+
+/// Metadata of every path under a root, taken before a step.
+#[derive(Debug, Clone)]
+pub struct Index {
+    entries: Entries,
+    links_shared: bool,
 }
 
-impl WalkSnapshot {
-    /// Copies the pristine rootfs `base` to the new directory `work` and indexes the copy.
-    pub fn prepare(base: &Path, work: &Path) -> io::Result<Self> {
-        crate::copy::copy_tree(base, work)?;
-        Self::index_existing(base, work)
+impl Index {
+    /// Indexes `root` by walking it here.
+    pub fn scan(root: &Path) -> io::Result<Index> {
+        Ok(Index::from_entries(walk(root)?, false))
     }
 
-    /// Indexes `work`, an identical private copy of `base` made by the caller.
-    pub fn index_existing(base: &Path, work: &Path) -> io::Result<Self> {
-        Ok(WalkSnapshot {
-            base: base.to_path_buf(),
-            work: work.to_path_buf(),
-            before: index_tree(work)?,
-        })
+    /// [`Index::scan`] of a root whose files are links into a shared tree (see the module
+    /// doc and [`Index::from_entries`]).
+    pub fn scan_shared(root: &Path) -> io::Result<Index> {
+        Ok(Index::from_entries(walk(root)?, true))
     }
 
-    /// The rootfs the step runs on.
-    pub fn rootfs(&self) -> Rootfs {
-        Rootfs::Dir(self.work.clone())
+    /// An index of entries walked elsewhere (by container root, say, which can read
+    /// directories this process cannot). `links_shared`: the root's files are links into a
+    /// tree other builds link to as well, so a changed link count (and the ctime that goes
+    /// with it) alone is no change.
+    pub fn from_entries(entries: Entries, links_shared: bool) -> Index {
+        Index {
+            entries,
+            links_shared,
+        }
     }
 
-    /// The directory holding the step's result (the layer's source).
-    pub fn work_dir(&self) -> &Path {
-        &self.work
+    /// The indexed paths and their metadata.
+    pub fn entries(&self) -> &Entries {
+        &self.entries
     }
 
-    /// What the step changed. Removes the sandbox's `stubs` from the copy first.
-    pub fn changes(&self, stubs: &[Stub]) -> io::Result<Vec<Change>> {
-        rbuild_sandbox::remove_stubs(&self.work, stubs).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("removing sandbox stubs from {}: {e}", self.work.display()),
-            )
-        })?;
-        let after = index_tree(&self.work)?;
+    /// What changed between `self` (before) and the root's current state, walked here.
+    pub fn changes(&self, root: &Path) -> io::Result<Vec<Change>> {
+        Ok(self.changes_to(&walk(root)?))
+    }
+
+    /// What changed between `self` (before) and `after`, the root's entries now.
+    pub fn changes_to(&self, after: &Entries) -> Vec<Change> {
         let mut changes = Vec::new();
-        for (path, now) in &after {
-            let changed = match self.before.get(path) {
-                None => true,
-                Some(was) => self.differs(path, was, now)?,
-            };
-            if changed {
-                changes.push(Change::Upsert(path.clone()));
+        for (path, meta) in after {
+            match self.entries.get(path) {
+                Some(old) if old.same(meta, self.links_shared) => {}
+                _ => changes.push(Change::Upsert(path.clone())),
             }
         }
-        for path in self.before.keys() {
+        let mut deleted_dirs: Vec<&Path> = Vec::new();
+        for path in self.entries.keys() {
             if after.contains_key(path) {
                 continue;
             }
-            // Under a path that is now a file (or symlink), the old children are gone with it.
-            let under_non_dir = path
-                .ancestors()
-                .skip(1)
-                .filter_map(|a| after.get(a))
-                .next()
-                .is_some_and(|m| !m.is_dir());
-            if !under_non_dir {
-                changes.push(Change::Delete(path.clone()));
+            if deleted_dirs.iter().any(|d| path.starts_with(d)) {
+                continue;
             }
+            deleted_dirs.push(path);
+            changes.push(Change::Delete(path.clone()));
         }
-        Ok(normalize(changes))
-    }
-
-    fn differs(&self, path: &Path, was: &EntryMeta, now: &EntryMeta) -> io::Result<bool> {
-        if !was.same_visible_metadata(now) || was.ino != now.ino || was.nlink != now.nlink {
-            return Ok(true);
-        }
-        if was.ctime == now.ctime || !now.is_regular() {
-            return Ok(false);
-        }
-        Ok(!same_content(&self.base.join(path), &self.work.join(path))?)
+        changes
     }
 }
 
-fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
-    let (Ok(mut fa), Ok(mut fb)) = (std::fs::File::open(a), std::fs::File::open(b)) else {
-        return Ok(false);
+/// Every path's metadata under `root`, by path relative to it.
+pub fn walk(root: &Path) -> io::Result<Entries> {
+    let mut entries = BTreeMap::new();
+    for entry in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
+        let entry = entry.map_err(|e| {
+            let kind = e.io_error().map_or(io::ErrorKind::Other, |io| io.kind());
+            io::Error::new(kind, format!("scanning {}: {e}", root.display()))
+        })?;
+        let md = entry
+            .metadata()
+            .map_err(|e| io::Error::other(format!("reading {}: {e}", entry.path().display())))?;
+        let link = if md.file_type().is_symlink() {
+            Some(std::fs::read_link(entry.path()).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("reading link {}: {e}", entry.path().display()),
+                )
+            })?)
+        } else {
+            None
+        };
+        let Ok(rel) = entry.path().strip_prefix(root) else {
+            // walkdir yields only paths below the root it was given.
+            continue;
+        };
+        entries.insert(
+            rel.to_path_buf(),
+            Meta {
+                ino: md.ino(),
+                mode: md.mode(),
+                uid: md.uid(),
+                gid: md.gid(),
+                size: md.size(),
+                mtime: (md.mtime(), md.mtime_nsec()),
+                ctime: (md.ctime(), md.ctime_nsec()),
+                nlink: md.nlink(),
+                link,
+            },
+        );
+    }
+    Ok(entries)
+}
+
+/// `entries` as bytes, for sending from the container-root worker: per entry the path, the
+/// numbers, the symlink target (empty for none), each ended by a NUL (which no path holds).
+pub fn encode_entries(entries: &Entries) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (path, m) in entries {
+        out.extend_from_slice(path.as_os_str().as_bytes());
+        out.push(0);
+        out.extend_from_slice(
+            format!(
+                "{} {} {} {} {} {} {} {} {} {}",
+                m.ino,
+                m.mode,
+                m.uid,
+                m.gid,
+                m.size,
+                m.mtime.0,
+                m.mtime.1,
+                m.ctime.0,
+                m.ctime.1,
+                m.nlink
+            )
+            .as_bytes(),
+        );
+        out.push(0);
+        if let Some(link) = &m.link {
+            out.extend_from_slice(link.as_os_str().as_bytes());
+        }
+        out.push(0);
+    }
+    out
+}
+
+/// The inverse of [`encode_entries`]; `InvalidData` for bytes it did not write.
+pub fn decode_entries(bytes: &[u8]) -> io::Result<Entries> {
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the container-root worker sent a malformed index",
+        )
     };
-    let mut ba = vec![0u8; 64 * 1024];
-    let mut bb = vec![0u8; 64 * 1024];
-    loop {
-        let na = read_full(&mut fa, &mut ba)?;
-        let nb = read_full(&mut fb, &mut bb)?;
-        if na != nb || ba[..na] != bb[..nb] {
-            return Ok(false);
+    let mut fields = bytes.split(|&b| b == 0);
+    let mut entries = BTreeMap::new();
+    while let Some(path) = fields.next() {
+        if path.is_empty() {
+            break; // the split after the last NUL
         }
-        if na == 0 {
-            return Ok(true);
-        }
+        let numbers = fields.next().ok_or_else(bad)?;
+        let link = fields.next().ok_or_else(bad)?;
+        let n: Vec<i64> = std::str::from_utf8(numbers)
+            .map_err(|_| bad())?
+            .split(' ')
+            .map(|x| x.parse::<i64>().map_err(|_| bad()))
+            .collect::<Result<_, _>>()?;
+        let [ino, mode, uid, gid, size, mts, mtn, cts, ctn, nlink] = n[..] else {
+            return Err(bad());
+        };
+        entries.insert(
+            PathBuf::from(std::ffi::OsStr::from_bytes(path)),
+            Meta {
+                ino: ino as u64,
+                mode: mode as u32,
+                uid: uid as u32,
+                gid: gid as u32,
+                size: size as u64,
+                mtime: (mts, mtn),
+                ctime: (cts, ctn),
+                nlink: nlink as u64,
+                link: (!link.is_empty()).then(|| PathBuf::from(std::ffi::OsStr::from_bytes(link))),
+            },
+        );
     }
+    Ok(entries)
 }
 
-fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match f.read(&mut buf[filled..])? {
-            0 => break,
-            n => filled += n,
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_added_modified_and_deleted_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/keep"), "1").unwrap();
+        std::fs::write(root.join("a/b/edit"), "1").unwrap();
+        std::fs::create_dir_all(root.join("gone/deep")).unwrap();
+        let before = Index::scan(root).unwrap();
+        std::fs::write(root.join("a/b/edit"), "2").unwrap();
+        std::fs::write(root.join("new"), "x").unwrap();
+        std::fs::remove_dir_all(root.join("gone")).unwrap();
+        let changes = before.changes(root).unwrap();
+        assert!(
+            changes.contains(&Change::Upsert("a/b/edit".into())),
+            "{changes:?}"
+        );
+        assert!(
+            changes.contains(&Change::Upsert("new".into())),
+            "{changes:?}"
+        );
+        assert!(
+            changes.contains(&Change::Delete("gone".into())),
+            "{changes:?}"
+        );
+        assert!(
+            !changes.contains(&Change::Delete("gone/deep".into())),
+            "{changes:?}"
+        );
+        assert!(
+            !changes.contains(&Change::Upsert("a/b/keep".into())),
+            "{changes:?}"
+        );
+    }
+
+    #[test]
+    fn links_made_elsewhere_change_nothing_in_a_shared_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, other) = (dir.path().join("root"), dir.path().join("other"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(root.join("linked"), "1").unwrap();
+        std::fs::write(root.join("replaced"), "1").unwrap();
+        let shared = Index::scan_shared(&root).unwrap();
+        let strict = Index::scan(&root).unwrap();
+        // Another build links the file (its ctime changes), and this one replaces another.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::hard_link(root.join("linked"), other.join("linked")).unwrap();
+        std::fs::remove_file(root.join("replaced")).unwrap();
+        std::fs::write(root.join("replaced"), "2").unwrap();
+        let changes = shared.changes(&root).unwrap();
+        assert_eq!(changes, vec![Change::Upsert("replaced".into())]);
+        let changes = strict.changes(&root).unwrap();
+        assert!(
+            changes.contains(&Change::Upsert("linked".into())),
+            "a private root still counts ctime: {changes:?}"
+        );
+    }
+
+    #[test]
+    fn an_index_survives_the_encoding_and_garbage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d/f"), "1").unwrap();
+        std::os::unix::fs::symlink("../elsewhere", root.join("d/link")).unwrap();
+        std::fs::write(root.join(std::ffi::OsStr::from_bytes(b"odd\xffname")), "").unwrap();
+        let entries = walk(root).unwrap();
+        assert_eq!(entries.len(), 4);
+        assert_eq!(decode_entries(&encode_entries(&entries)).unwrap(), entries);
+        for garbage in [
+            &b"path\0"[..],
+            b"path\x001 2 3\0\0",
+            b"path\0x 2 3 4 5 6 7 8 9 10\0\0",
+        ] {
+            assert_eq!(
+                decode_entries(garbage).unwrap_err().kind(),
+                io::ErrorKind::InvalidData,
+                "{garbage:?}"
+            );
         }
     }
-    Ok(filled)
 }

@@ -1,7 +1,7 @@
 //! The helper process: rbuild re-executed as `__rbuild-sandbox-helper`, single-threaded, so
 //! it may unshare a user namespace and fork freely.
 
-mod asroot;
+pub(crate) mod asroot;
 mod chroot;
 pub(crate) mod exec;
 mod mounts;
@@ -51,11 +51,17 @@ pub(crate) fn parent_alive() -> bool {
     expected == 0 || parent == expected
 }
 
+/// Records the pid given by `--parent=PID` (-1, which no parent has, when it is not a
+/// number).
+pub(crate) fn set_expected_parent(pid: &str) {
+    EXPECTED_PARENT.store(pid.parse().unwrap_or(-1), Ordering::Relaxed);
+}
+
 /// The helper's entry point; `args` are the arguments after `__rbuild-sandbox-helper`.
 pub fn main(args: &[String]) -> ! {
     let args = match args.first().and_then(|a| a.strip_prefix(crate::PARENT_ARG)) {
         Some(pid) => {
-            EXPECTED_PARENT.store(pid.parse().unwrap_or(-1), Ordering::Relaxed);
+            set_expected_parent(pid);
             &args[1..]
         }
         None => args,
@@ -72,9 +78,6 @@ pub fn main(args: &[String]) -> ! {
     if crate::sys::set_cloexec(CONTROL_FD, true).is_err() {
         eprintln!("rbuild sandbox helper: no control socket on fd {CONTROL_FD}; this command is internal to rbuild");
         std::process::exit(125);
-    }
-    if args.first().map(String::as_str) == Some(crate::asroot::AS_ROOT_ARG) {
-        asroot::main();
     }
     // SAFETY: fd 3 is open (set_cloexec above succeeded on it): rbuild hands the helper its
     // end of the control socket there, and nothing else in this process owns or closes it.
