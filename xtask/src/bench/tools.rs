@@ -1,11 +1,17 @@
 //! The programs compared: rbuild and the peers found on this machine, each as the command
 //! lines a user would type.
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
+
+mod cleanup;
+mod logs;
+mod rootless;
+
+pub use cleanup::remove_tree;
+pub use rootless::RunAs;
 
 /// Debian's docker client: the newer one earlier on some PATHs lacks the builder bits the
 /// daemon of Debian's docker.io expects.
@@ -48,17 +54,6 @@ enum Kind {
         /// Run as this unprivileged user (rootless Buildah) instead of root.
         user: Option<RunAs>,
     },
-}
-
-/// An unprivileged user with a subordinate id range, whom rootless Buildah runs as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunAs {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub home: PathBuf,
-    /// `XDG_RUNTIME_DIR`: exists, owned by the user, mode 0700.
-    pub runtime_dir: PathBuf,
 }
 
 impl Builder {
@@ -347,72 +342,6 @@ impl Builder {
         }
     }
 
-    /// Makes the store directories a rootless builder writes (its root and run root, and
-    /// the directory holding them), owned by its user; nothing to do for the others,
-    /// which run as root and make their own.
-    pub fn prepare_store(&self) -> Result<()> {
-        let Kind::Buildah {
-            root,
-            runroot,
-            user: Some(u),
-        } = &self.kind
-        else {
-            return Ok(());
-        };
-        let mut dirs = vec![root.as_path(), runroot.as_path()];
-        dirs.extend(root.parent());
-        for d in dirs {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-            std::os::unix::fs::chown(d, Some(u.uid), Some(u.gid))
-                .with_context(|| format!("giving {} to {}", d.display(), u.name))?;
-        }
-        Ok(())
-    }
-
-    /// The build secrets as this builder can read them: a rootless builder gets a private
-    /// copy (mode 0400, its user's, under its store directory) of a source file its user
-    /// cannot read; the others read the sources as they are.
-    pub fn readable_secrets(&self, secrets: &[(&str, &str)]) -> Result<Vec<(String, String)>> {
-        let mut out = Vec::new();
-        for (id, src) in secrets {
-            let src = match &self.kind {
-                Kind::Buildah {
-                    root,
-                    user: Some(u),
-                    ..
-                } if !readable_by(u, Path::new(src))? => {
-                    let dir = root.parent().unwrap_or(root.as_path()).join("secrets");
-                    std::fs::create_dir_all(&dir)?;
-                    std::os::unix::fs::chown(&dir, Some(u.uid), Some(u.gid))?;
-                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-                    let copy = dir.join(id);
-                    let _ = std::fs::remove_file(&copy);
-                    std::fs::copy(src, &copy).with_context(|| format!("copying {src}"))?;
-                    std::os::unix::fs::chown(&copy, Some(u.uid), Some(u.gid))?;
-                    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o400))?;
-                    copy.display().to_string()
-                }
-                _ => src.to_string(),
-            };
-            out.push((id.to_string(), src));
-        }
-        Ok(out)
-    }
-
-    /// How many build steps of the log `text` were answered from the cache, as each tool
-    /// prints it: BuildKit's `#N CACHED` for a vertex named `[stage i/n] INSTRUCTION`
-    /// (FROM excluded), Buildah's `--> Using cache`, rbuild's `CACHED`.
-    pub fn cached_steps(&self, text: &str) -> usize {
-        match &self.kind {
-            Kind::Rbuild { .. } => text.lines().filter(|l| l.contains("CACHED")).count(),
-            Kind::Docker { .. } => buildkit_cached_steps(text),
-            Kind::Buildah { .. } => text
-                .lines()
-                .filter(|l| l.trim_start().starts_with("--> Using cache"))
-                .count(),
-        }
-    }
-
     /// The command that prints the tool's version, for the report.
     pub fn version(&self) -> Command {
         let mut c = self.base_command();
@@ -421,66 +350,6 @@ impl Builder {
             Kind::Docker { .. } => c.args(["version", "--format", "{{.Server.Version}}"]),
         };
         c
-    }
-}
-
-/// Whether `user` can read `path` (asked of the kernel, as that user: `test -r`).
-fn readable_by(user: &RunAs, path: &Path) -> Result<bool> {
-    let status = Command::new("runuser")
-        .args(["-u", &user.name, "--", "test", "-r"])
-        .arg(path)
-        .status()
-        .context("running runuser")?;
-    Ok(status.success())
-}
-
-fn buildkit_cached_steps(text: &str) -> usize {
-    let mut steps = std::collections::HashSet::new();
-    let mut cached = std::collections::HashSet::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix('#') else {
-            continue;
-        };
-        let Some((id, what)) = rest.split_once(' ') else {
-            continue;
-        };
-        if what.starts_with('[') && !what.contains("] FROM ") {
-            steps.insert(id.to_string());
-        } else if what.trim() == "CACHED" {
-            cached.insert(id.to_string());
-        }
-    }
-    steps.intersection(&cached).count()
-}
-
-/// Removes a directory tree, first detaching whatever is mounted inside it (Buildah's
-/// overlay driver mounts its own storage directory).
-pub fn remove_tree(dir: &Path) -> Result<()> {
-    if !dir.exists() {
-        return Ok(());
-    }
-    detach_mounts_under(dir);
-    std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))
-}
-
-fn detach_mounts_under(root: &Path) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let Ok(root) = root.canonicalize() else {
-        return;
-    };
-    let mut mounts: Vec<&str> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| Path::new(m).starts_with(&root))
-        .collect();
-    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-    for m in mounts {
-        if let Ok(c) = std::ffi::CString::new(m) {
-            // SAFETY: a valid NUL-terminated path; a failed unmount is harmless here.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
     }
 }
 
@@ -669,88 +538,6 @@ mod tests {
         assert!(
             a.windows(2).any(|w| w == ["--runroot", "/e/runroot"]),
             "{a:?}"
-        );
-    }
-
-    #[test]
-    fn a_rootless_store_is_made_and_given_to_its_user() {
-        use std::os::unix::fs::MetadataExt as _;
-        let dir = tempfile::tempdir().unwrap();
-        // SAFETY: getuid and getgid have no preconditions.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        let user = RunAs {
-            uid,
-            gid,
-            ..bench_user()
-        };
-        let store = dir.path().join("stores/buildah-rootless");
-        let b = Builder::buildah_rootless(&store, user);
-        b.prepare_store().unwrap();
-        for d in [store.clone(), store.join("root"), store.join("runroot")] {
-            let m = std::fs::metadata(&d).unwrap();
-            assert!(m.is_dir(), "{}", d.display());
-            assert_eq!((m.uid(), m.gid()), (uid, gid), "{}", d.display());
-        }
-        std::fs::write(store.join("root/layer"), "x").unwrap();
-        b.reset().unwrap();
-        assert!(store.join("root").is_dir() && store.join("runroot").is_dir());
-        assert!(!store.join("root/layer").exists());
-        // Root's builders make their own stores.
-        let root_store = dir.path().join("stores/buildah");
-        Builder::buildah(&root_store).prepare_store().unwrap();
-        assert!(!root_store.exists());
-    }
-
-    #[test]
-    fn a_secret_its_user_cannot_read_is_copied_for_rootless_buildah_only() {
-        rbuild_testutil::require_root("runuser -u nobody");
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let secret = dir.path().join("ca.crt");
-        std::fs::write(&secret, "certificate").unwrap();
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let src = secret.to_str().unwrap();
-        let nobody = RunAs {
-            name: "nobody".into(),
-            uid: 65534,
-            gid: 65534,
-            home: "/nonexistent".into(),
-            runtime_dir: "/nonexistent".into(),
-        };
-        let store = dir.path().join("store");
-        let b = Builder::buildah_rootless(&store, nobody);
-        let got = b.readable_secrets(&[("ca", src)]).unwrap();
-        let copy = store.join("secrets/ca");
-        assert_eq!(got, [("ca".to_string(), copy.display().to_string())]);
-        assert_eq!(std::fs::read_to_string(&copy).unwrap(), "certificate");
-        use std::os::unix::fs::MetadataExt as _;
-        let m = std::fs::metadata(&copy).unwrap();
-        assert_eq!((m.uid(), m.mode() & 0o777), (65534, 0o400));
-        // A readable source is used as it is; root's builders always use the source.
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert_eq!(
-            b.readable_secrets(&[("ca", src)]).unwrap(),
-            [("ca".to_string(), src.to_string())]
-        );
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(
-            Builder::buildah(&store)
-                .readable_secrets(&[("ca", src)])
-                .unwrap(),
-            [("ca".to_string(), src.to_string())]
-        );
-    }
-
-    #[test]
-    fn counts_cached_steps_as_each_tool_prints_them() {
-        let docker = &all()[1];
-        let log = "#4 [1/3] FROM r/b@sha256:ab\n#4 CACHED\n#5 [2/3] COPY a /a\n#5 CACHED\n\
-                   #6 [3/3] RUN true\n#6 DONE 0.1s\n#7 exporting to image\n";
-        assert_eq!(docker.cached_steps(log), 1);
-        let buildah = &all()[2];
-        assert_eq!(
-            buildah.cached_steps("STEP 2/3: COPY a /a\n--> Using cache 12ab\nSTEP 3/3: RUN true\n"),
-            1
         );
     }
 

@@ -1,0 +1,82 @@
+//! Cold builds: every tool builds each workload with its cache disabled.
+
+use std::fs;
+
+use anyhow::Result;
+
+use super::{announce, cold_plans};
+use crate::bench::plan::run_row;
+use crate::bench::report::{self, Section};
+use crate::bench::workloads::{self, Context};
+use crate::bench::Bench;
+
+pub(super) fn cold_builds(b: &Bench) -> Result<Option<Section>> {
+    let mut rows = Vec::new();
+    let candidates: Vec<(Context, bool)> = vec![
+        (workloads::tiny(), false),
+        (workloads::large_diff(b.scale.large_diff_files), true),
+        (workloads::steps("many-steps", 30), false),
+        (workloads::multi_stage(), false),
+        (workloads::apt(), true),
+        (workloads::pip(), true),
+        (workloads::npm(), true),
+    ];
+    // Only the first build on each base is warmed up: it brings the base into the stores,
+    // and the rows after it run on a machine already warm.
+    let mut warm_bases = Vec::new();
+    for (ctx, heavy) in candidates {
+        if !b.opts.selected(ctx.name) {
+            continue;
+        }
+        announce(ctx.name, &ctx.what);
+        let dir = b.context(&ctx)?;
+        let runs = if heavy {
+            b.opts.heavy_runs
+        } else {
+            b.opts.runs
+        };
+        let warm_up = !warm_bases.contains(&ctx.base);
+        warm_bases.push(ctx.base);
+        let plans = cold_plans(b, &ctx, &dir, &b.builders(), warm_up);
+        rows.push(run_row(ctx.name, &ctx.what, plans, runs, &b.logs));
+    }
+    let notes = rows
+        .iter()
+        .map(|r| {
+            let runs = r.cell("rbuild").map(|c| c.samples.len()).unwrap_or(0);
+            let log = b
+                .logs
+                .join(format!("{}-rbuild-{}.log", r.name, runs.saturating_sub(1)));
+            let text = fs::read_to_string(log).unwrap_or_default();
+            format!(
+                "{}, rbuild's steps in its last run: {}",
+                r.name,
+                report::rbuild_step_times(&text)
+            )
+        })
+        .collect();
+    Ok((!rows.is_empty()).then(|| Section {
+        notes,
+        title: "Cold builds".into(),
+        intro: "Each tool builds with its cache disabled (`--no-cache`); the base image is \
+                already in its store (the first row on each base is built once untimed, \
+                which pulls it). The time is the whole command, from start to the image \
+                tagged in the tool's store. RUN steps get the host network with every tool \
+                (rbuild's default; `--network host` for docker and Buildah, whose private \
+                dockerd here has no bridge). buildah-rootless is the same Buildah run as an \
+                unprivileged user (`runuser -u USER -- env HOME=… XDG_RUNTIME_DIR=… \
+                buildah …`) with a subordinate id range: its user namespace maps those ids, \
+                its overlay is the kernel's own (mounted inside that namespace), its storage \
+                is its user's; rbuild itself runs as root here. Peak RSS is the largest \
+                single process of rbuild's tree (which includes the RUN commands, e.g. \
+                apt-get); the docker client does no work and Buildah's is one process among \
+                several, so the peers' memory is not shown. The pip and npm rows get the \
+                machine's CA bundle as the build secret `ca` (their package managers speak \
+                HTTPS, perhaps through a proxy with its own CA); it is in no layer. The notes \
+                give rbuild's own per-step times (its `--progress plain` output) for its last \
+                run, and where its time went (its `phases:` line: wall time per phase, summed \
+                over threads)."
+            .into(),
+        rows,
+    }))
+}
