@@ -4,6 +4,7 @@
 
 mod measure;
 mod plan;
+mod reference;
 mod report;
 mod sections;
 mod services;
@@ -73,7 +74,13 @@ pub const WORKLOADS: &[(&str, &str)] = &[
 ];
 
 /// The peers rbuild is compared with (all by default; `--peers` picks some).
-const PEERS: &[&str] = &["docker-buildkit", "buildah", "buildah-rootless"];
+const PEERS: &[&str] = &[
+    "docker-buildkit",
+    "buildah",
+    "buildah-rootless",
+    reference::BUILDKIT,
+    reference::KANIKO,
+];
 
 /// Left out unless named, or unless the run is a full one.
 const SLOW: &[&str] = &["apt", "pip", "npm"];
@@ -89,10 +96,13 @@ pub struct Options {
     pub only: Vec<String>,
     /// Use the rbuild binary and layer_bench example in this directory instead of building.
     pub bin_dir: Option<PathBuf>,
+    /// The reference builders' directory (buildkit/, kaniko/); by default
+    /// `../shared/reference` beside the repository.
+    pub reference: Option<PathBuf>,
 }
 
 const USAGE_OPTIONS: &str = "--quick, --runs N, --heavy-runs N, --peers a,b, --out FILE, \
-                             --bin-dir DIR, --list";
+                             --bin-dir DIR, --reference DIR, --list";
 
 fn parse_options(args: &[String]) -> Result<Option<Options>> {
     let mut o = Options {
@@ -103,6 +113,7 @@ fn parse_options(args: &[String]) -> Result<Option<Options>> {
         out: PathBuf::from("docs/benchmarks.md"),
         only: Vec::new(),
         bin_dir: None,
+        reference: None,
     };
     let number = |v: Option<&String>, flag: &str| -> Result<usize> {
         v.with_context(|| format!("{flag} needs a number"))?
@@ -131,6 +142,11 @@ fn parse_options(args: &[String]) -> Result<Option<Options>> {
             "--out" => o.out = PathBuf::from(it.next().context("--out needs a file")?),
             "--bin-dir" => {
                 o.bin_dir = Some(PathBuf::from(it.next().context("--bin-dir needs a dir")?))
+            }
+            "--reference" => {
+                o.reference = Some(PathBuf::from(
+                    it.next().context("--reference needs a directory")?,
+                ))
             }
             "--list" => {
                 for (name, what) in WORKLOADS {
@@ -245,9 +261,34 @@ pub fn main(args: &[String]) -> Result<()> {
     let svc = services::Services::start()?;
     let store = work.join("stores");
     tools::remove_tree(&store)?;
+    let reference_dir = opts
+        .reference
+        .clone()
+        .unwrap_or_else(|| repo.join("../shared/reference"));
+    // The reference BuildKit's daemon runs until the report is written.
+    let mut buildkitd = None;
     let mut peers = Vec::new();
     for p in &opts.peers {
         let peer = match p.as_str() {
+            reference::BUILDKIT => {
+                eprintln!("==> starting the reference BuildKit");
+                let made = reference::buildkit(
+                    &reference_dir,
+                    &work.join(reference::BUILDKIT),
+                    &svc.registry_addr(),
+                )
+                .map(|(builder, daemon)| {
+                    buildkitd = Some(daemon);
+                    builder
+                });
+                reference::or_skipped(p, made)
+            }
+            reference::KANIKO => {
+                eprintln!("==> loading the reference Kaniko's executor image");
+                let made =
+                    reference::kaniko(&reference_dir, &svc.docker_host(), &work.join("kaniko-out"));
+                reference::or_skipped(p, made)
+            }
             "docker-buildkit" => {
                 Builder::docker_buildkit(PathBuf::from(tools::DEBIAN_DOCKER), svc.docker_host())
             }
@@ -283,6 +324,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let elapsed = started.elapsed();
     // Leave no overlay mounts of Buildah's behind; the services stop when dropped.
     let _ = tools::remove_tree(&store);
+    drop(buildkitd);
     drop(svc);
     let sections = result?;
     let load = format!("{load_before} at the start, {} at the end", load_average());
@@ -350,7 +392,11 @@ fn versions(b: &Bench) -> Vec<(String, String)> {
         format!("{} ({source})", first_line(b.rbuild.version())),
     )];
     for p in &b.peers {
-        v.push((p.name.clone(), first_line(p.version())));
+        let version = match p.cannot(tools::Op::Build) {
+            Some(why) => why,
+            None => first_line(p.version()),
+        };
+        v.push((p.name.clone(), version));
     }
     for (name, c) in [
         ("skopeo", cmd("skopeo", &["--version"])),
@@ -490,9 +536,25 @@ mod tests {
             .unwrap();
         assert_eq!(o.peers, vec!["buildah".to_string()]);
         assert_eq!((o.runs, o.heavy_runs), (5, 5));
-        assert!(opts(&["--peers", "kaniko"]).is_err());
+        assert!(opts(&["--peers", "kaniko-v1"]).is_err());
         let o = opts(&[]).unwrap().unwrap();
-        assert_eq!(o.peers, ["docker-buildkit", "buildah", "buildah-rootless"]);
+        assert_eq!(
+            o.peers,
+            [
+                "docker-buildkit",
+                "buildah",
+                "buildah-rootless",
+                "buildkit-v032",
+                "kaniko"
+            ]
+        );
+        assert_eq!(o.reference, None);
+        let o = opts(&["--peers", "buildkit-v032,kaniko", "--reference", "/r"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.peers, ["buildkit-v032", "kaniko"]);
+        assert_eq!(o.reference, Some(PathBuf::from("/r")));
+        assert!(opts(&["--reference"]).is_err());
         let o = opts(&["--peers", "buildah-rootless"]).unwrap().unwrap();
         assert_eq!(o.peers, ["buildah-rootless"]);
     }

@@ -109,6 +109,9 @@ fn fmt_time(secs: f64, millis: bool) -> String {
 /// The text of one cell: the median, or why there is none.
 pub fn cell_text(row: &Row, cell: &Cell) -> String {
     if let Some(why) = &cell.unsupported {
+        if why.starts_with("skipped: ") {
+            return clean(why);
+        }
         return format!("unsupported ({})", clean(why));
     }
     if let Some(e) = cell.samples.iter().find_map(|s| s.error.clone()) {

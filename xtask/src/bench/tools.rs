@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 
 mod cleanup;
 mod logs;
+mod reference;
 mod rootless;
 
 pub use cleanup::remove_tree;
@@ -28,6 +29,16 @@ pub enum Cache<'a> {
     ExportTo(&'a str),
     /// Build importing the cache from this registry reference.
     ImportFrom(&'a str),
+}
+
+/// What a builder is asked to do, for [`Builder::cannot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Build,
+    /// Push an image already in the tool's store.
+    Push,
+    /// Pull an image into the tool's store.
+    Pull,
 }
 
 /// A builder under test.
@@ -53,6 +64,25 @@ enum Kind {
         runroot: PathBuf,
         /// Run as this unprivileged user (rootless Buildah) instead of root.
         user: Option<RunAs>,
+    },
+    /// The reference BuildKit's `buildctl`, talking to its private rootful `buildkitd`.
+    BuildKit {
+        buildctl: PathBuf,
+        addr: String,
+        /// Where each build's `--metadata-file` goes (checked for the image's digest).
+        meta_dir: PathBuf,
+    },
+    /// The reference Kaniko executor image, run with `docker run` on the private dockerd.
+    Kaniko {
+        docker: PathBuf,
+        host: String,
+        image: String,
+        /// Mounted at /out: each build's `--digest-file` (checked for the digest).
+        out_dir: PathBuf,
+    },
+    /// A peer that cannot run on this machine; every cell says why.
+    Skipped {
+        why: String,
     },
 }
 
@@ -113,6 +143,59 @@ impl Builder {
         }
     }
 
+    /// The reference BuildKit (`buildctl` of a running rootful `buildkitd` at `addr`).
+    pub fn buildkit(buildctl: PathBuf, addr: String, meta_dir: PathBuf) -> Builder {
+        Builder {
+            name: "buildkit-v032".into(),
+            kind: Kind::BuildKit {
+                buildctl,
+                addr,
+                meta_dir,
+            },
+        }
+    }
+
+    /// The reference Kaniko: its executor `image`, loaded into the dockerd at `host`.
+    pub fn kaniko(docker: PathBuf, host: String, image: String, out_dir: PathBuf) -> Builder {
+        Builder {
+            name: "kaniko".into(),
+            kind: Kind::Kaniko {
+                docker,
+                host,
+                image,
+                out_dir,
+            },
+        }
+    }
+
+    /// A peer named `name` that is not run, because `why`.
+    pub fn skipped(name: &str, why: String) -> Builder {
+        Builder {
+            name: name.into(),
+            kind: Kind::Skipped { why },
+        }
+    }
+
+    /// Why this builder cannot do `op` here, if it cannot: a skipped peer does nothing;
+    /// BuildKit and Kaniko push only as the end of a build and pull only a build's base.
+    pub fn cannot(&self, op: Op) -> Option<String> {
+        match (&self.kind, op) {
+            (Kind::Skipped { why }, _) => Some(format!("skipped: {why}")),
+            (Kind::BuildKit { .. }, Op::Push) => Some(
+                "buildctl pushes only as the end of a build (`--output ...,push=true`), not \
+                 an image it stored"
+                    .into(),
+            ),
+            (Kind::Kaniko { .. }, Op::Push) => {
+                Some("Kaniko has no image store: it pushes only as the end of a build".into())
+            }
+            (Kind::BuildKit { .. } | Kind::Kaniko { .. }, Op::Pull) => {
+                Some("no pull command: it pulls only a build's base image".into())
+            }
+            _ => None,
+        }
+    }
+
     pub fn is_rbuild(&self) -> bool {
         matches!(self.kind, Kind::Rbuild { .. })
     }
@@ -134,7 +217,10 @@ impl Builder {
                 root: dir.join("root"),
                 isolation: *isolation,
             },
-            Kind::Docker { .. } => self.kind.clone(),
+            Kind::Docker { .. }
+            | Kind::BuildKit { .. }
+            | Kind::Kaniko { .. }
+            | Kind::Skipped { .. } => self.kind.clone(),
             Kind::Buildah { user, .. } => Kind::Buildah {
                 root: dir.join("root"),
                 runroot: dir.join("runroot"),
@@ -159,6 +245,17 @@ impl Builder {
                 c.env("DOCKER_BUILDKIT", "1").args(["-H", host]);
                 c
             }
+            Kind::BuildKit { buildctl, addr, .. } => {
+                let mut c = Command::new(buildctl);
+                c.arg("--addr").arg(addr);
+                c
+            }
+            Kind::Kaniko { docker, host, .. } => {
+                let mut c = Command::new(docker);
+                c.args(["-H", host]);
+                c
+            }
+            Kind::Skipped { why } => refusal(why),
             Kind::Buildah {
                 root,
                 runroot,
@@ -205,6 +302,13 @@ impl Builder {
         let mut c = self.base_command();
         let mut after = Vec::new();
         match &self.kind {
+            Kind::BuildKit { meta_dir, .. } => {
+                return reference::buildkit_build(c, meta_dir, context, tag, cache, secrets)
+            }
+            Kind::Kaniko { image, out_dir, .. } => {
+                return reference::kaniko_build(c, image, out_dir, context, tag, cache, secrets)
+            }
+            Kind::Skipped { .. } => return vec![c],
             Kind::Rbuild { isolation, .. } => {
                 c.args(["build", "--progress", "plain"]);
                 if let Some(i) = isolation {
@@ -280,7 +384,7 @@ impl Builder {
     /// Buildah, whose `--cache-to/--cache-from` take a repository.
     pub fn cache_ref(&self, repo: &str) -> String {
         match &self.kind {
-            Kind::Buildah { .. } => repo.to_string(),
+            Kind::Buildah { .. } | Kind::Kaniko { .. } => repo.to_string(),
             _ => format!("{repo}:cache"),
         }
     }
@@ -288,6 +392,9 @@ impl Builder {
     /// The commands that push the stored image `source` to `dest` (a reference into a
     /// local registry).
     pub fn push(&self, source: &str, dest: &str) -> Vec<Command> {
+        if let Some(why) = self.cannot(Op::Push) {
+            return vec![refusal(&why)];
+        }
         let mut c = self.base_command();
         match &self.kind {
             Kind::Rbuild { .. } => {
@@ -305,16 +412,21 @@ impl Builder {
                     .arg(format!("docker://{dest}"));
                 vec![c]
             }
+            Kind::BuildKit { .. } | Kind::Kaniko { .. } | Kind::Skipped { .. } => vec![c],
         }
     }
 
     /// The command that pulls `reference` into the tool's store.
     pub fn pull(&self, reference: &str) -> Command {
+        if let Some(why) = self.cannot(Op::Pull) {
+            return refusal(&why);
+        }
         let mut c = self.base_command();
         match &self.kind {
             Kind::Rbuild { .. } => c.args(["pull", reference]),
             Kind::Docker { .. } => c.args(["pull", reference]),
             Kind::Buildah { .. } => c.args(["pull", "--tls-verify=false", reference]),
+            Kind::BuildKit { .. } | Kind::Kaniko { .. } | Kind::Skipped { .. } => &mut c,
         };
         c
     }
@@ -339,6 +451,20 @@ impl Builder {
                 remove_tree(runroot)?;
                 self.prepare_store()
             }
+            Kind::BuildKit { .. } => {
+                let mut c = self.base_command();
+                c.args(["prune", "--all"]);
+                let out = c.output().context("running buildctl prune")?;
+                anyhow::ensure!(
+                    out.status.success(),
+                    "buildctl prune --all failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                Ok(())
+            }
+            // Every Kaniko build is a new container: nothing is kept between builds but
+            // what it pushed to a registry.
+            Kind::Kaniko { .. } | Kind::Skipped { .. } => Ok(()),
         }
     }
 
@@ -348,9 +474,20 @@ impl Builder {
         match &self.kind {
             Kind::Rbuild { .. } | Kind::Buildah { .. } => c.arg("--version"),
             Kind::Docker { .. } => c.args(["version", "--format", "{{.Server.Version}}"]),
+            Kind::BuildKit { .. } => c.arg("--version"),
+            Kind::Kaniko { image, .. } => c.args(["run", "--rm", image, "version"]),
+            Kind::Skipped { .. } => &mut c,
         };
         c
     }
+}
+
+/// A command that fails saying `why`: what a builder runs for what it cannot do, so that
+/// the cell shows the reason.
+pub fn refusal(why: &str) -> Command {
+    let mut c = Command::new("sh");
+    c.args(["-c", "echo \"error: $1\" >&2; exit 1", "sh", why]);
+    c
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use anyhow::Result;
 use super::{announce, cold_plans, phase_notes};
 use crate::bench::plan::{run_row, Plan};
 use crate::bench::report::Section;
-use crate::bench::tools::Cache;
+use crate::bench::tools::{Cache, Op};
 use crate::bench::workloads::{self, Context};
 use crate::bench::Bench;
 
@@ -59,7 +59,7 @@ pub(super) fn cache(b: &Bench) -> Result<Option<Section>> {
             .map(|t| {
                 let (t, dir, tag) = (t.clone(), dir.clone(), b.tag(name, &t.name));
                 let prime = t.build(&dir, &tag, Cache::Local);
-                Plan::new(&t.name.clone(), move |_| {
+                Plan::for_builder(&t.clone(), Op::Build, move |_| {
                     Ok(t.build(&dir, &tag, Cache::Local))
                 })
                 .prime(prime, false)
@@ -80,7 +80,7 @@ pub(super) fn cache(b: &Bench) -> Result<Option<Section>> {
                 let file = dir.join(changed);
                 let tool = t.name.clone();
                 let prime = t.build(&dir, &tag, Cache::Local);
-                Plan::new(&t.name.clone(), move |_| {
+                Plan::for_builder(t, Op::Build, move |_| {
                     Ok(tt.build(&dir, &tag, Cache::Local))
                 })
                 .prime(prime, false)
@@ -113,7 +113,7 @@ pub(super) fn cache(b: &Bench) -> Result<Option<Section>> {
                 let empty = b.empty_store(t);
                 let reset = empty.clone();
                 let dir = dir.clone();
-                Plan::new(&t.name.clone(), move |_| {
+                Plan::for_builder(t, Op::Build, move |_| {
                     Ok(empty.build(&dir, &tag, Cache::ImportFrom(&cache_ref)))
                 })
                 .prime(prime, true)

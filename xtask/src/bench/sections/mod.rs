@@ -16,7 +16,7 @@ use anyhow::Result;
 
 use super::plan::{Plan, Row};
 use super::report::{self, Section};
-use super::tools::{Builder, Cache};
+use super::tools::{Builder, Cache, Op};
 use super::workloads::Context;
 use super::{fresh_dir, Bench};
 
@@ -81,8 +81,8 @@ pub(super) fn cold_plans<'a>(
     tools
         .iter()
         .map(|t| {
+            let builder = t.clone();
             let (t, dir, tag) = (t.clone(), dir.to_path_buf(), b.tag(ctx.name, &t.name));
-            let name = t.name.clone();
             let build = move || -> Result<Vec<Command>> {
                 // A rootless builder's user may need its own copy of a secret file.
                 let owned = t.readable_secrets(secrets)?;
@@ -97,7 +97,7 @@ pub(super) fn cold_plans<'a>(
             } else {
                 Vec::new()
             };
-            Plan::new(&name, move |_| build()).prime(prime, false)
+            Plan::for_builder(&builder, Op::Build, move |_| build()).prime(prime, false)
         })
         .collect()
 }

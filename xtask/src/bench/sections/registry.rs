@@ -10,7 +10,7 @@ use rbuild_testutil::Registry;
 use super::announce;
 use crate::bench::plan::{run_row, Plan};
 use crate::bench::report::Section;
-use crate::bench::tools::{remove_tree, Cache};
+use crate::bench::tools::{remove_tree, Cache, Op};
 use crate::bench::workloads;
 use crate::bench::Bench;
 
@@ -25,7 +25,7 @@ pub(super) fn registry(b: &Bench) -> Result<Option<Section>> {
     let mb = 2 * b.scale.push_layer_bytes / 1_000_000;
     // Every tool builds the image once (untimed): what it pushes.
     announce("push-image", &ctx.what);
-    for t in &tools {
+    for t in tools.iter().filter(|t| t.cannot(Op::Push).is_none()) {
         let s = crate::bench::measure::run(
             t.build(&dir, &b.tag(ctx.name, &t.name), Cache::Local),
             &b.logs.join(format!("push-image-{}-build.log", t.name)),
@@ -69,7 +69,8 @@ pub(super) fn registry(b: &Bench) -> Result<Option<Section>> {
         for t in &tools {
             let (tt, src, d) = (t.clone(), b.tag(ctx.name, &t.name), dest.clone());
             plans.push(
-                Plan::new(&t.name.clone(), move |_| Ok(tt.push(&src, &d()))).before(start.clone()),
+                Plan::for_builder(t, Op::Push, move |_| Ok(tt.push(&src, &d())))
+                    .before(start.clone()),
             );
             if t.is_rbuild() {
                 let (root, src, dest) = (rbuild_root.clone(), rbuild_src.clone(), dest.clone());
@@ -102,7 +103,7 @@ pub(super) fn registry(b: &Bench) -> Result<Option<Section>> {
         let source = format!("{}/bench/pull-source:latest", b.services.registry_addr());
         // rbuild's image is the one pulled; docker's if rbuild could not push it.
         let mut pushed = false;
-        for t in &tools {
+        for t in tools.iter().filter(|t| t.cannot(Op::Push).is_none()) {
             let s = crate::bench::measure::run(
                 t.push(&b.tag(ctx.name, &t.name), &source),
                 &b.logs.join(format!("pull-source-{}.log", t.name)),
@@ -119,7 +120,7 @@ pub(super) fn registry(b: &Bench) -> Result<Option<Section>> {
             let empty = b.empty_store(t);
             let (reset, src) = (empty.clone(), source.clone());
             plans.push(
-                Plan::new(&t.name.clone(), move |_| Ok(vec![empty.pull(&src)]))
+                Plan::for_builder(t, Op::Pull, move |_| Ok(vec![empty.pull(&src)]))
                     .before(move |_| reset.reset()),
             );
             if t.is_rbuild() {

@@ -8,7 +8,7 @@ use anyhow::Result;
 use super::{announce, cold_plans, phase_notes};
 use crate::bench::plan::{per_step, run_row, Plan};
 use crate::bench::report::{self, Section};
-use crate::bench::tools::{remove_tree, Builder, Cache};
+use crate::bench::tools::{remove_tree, Builder, Cache, Op};
 use crate::bench::workloads;
 use crate::bench::{fresh_dir, Bench};
 
@@ -95,7 +95,7 @@ pub(super) fn snapshot(b: &Bench) -> Result<Option<Section>> {
         .map(|isolation| {
             let t = Builder::rbuild_isolated(b.rbuild_bin.clone(), root.clone(), isolation);
             let (dir, tag) = (dir.clone(), b.tag(ctx.name, &t.name));
-            Plan::new(&t.name.clone(), move |_| {
+            Plan::for_builder(&t.clone(), Op::Build, move |_| {
                 Ok(t.build(&dir, &tag, Cache::Off))
             })
         })

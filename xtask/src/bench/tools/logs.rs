@@ -4,11 +4,19 @@ use super::{Builder, Kind};
 
 impl Builder {
     /// prints it: BuildKit's `#N CACHED` for a vertex named `[stage i/n] INSTRUCTION`
-    /// (FROM excluded), Buildah's `--> Using cache`, rbuild's `CACHED`.
+    /// (FROM excluded), Buildah's `--> Using cache`, Kaniko's `Using caching version of
+    /// cmd`, rbuild's `CACHED`.
     pub fn cached_steps(&self, text: &str) -> usize {
         match &self.kind {
             Kind::Rbuild { .. } => text.lines().filter(|l| l.contains("CACHED")).count(),
-            Kind::Docker { .. } => buildkit_cached_steps(text),
+            Kind::Docker { .. } | Kind::BuildKit { .. } => buildkit_cached_steps(text),
+            // Kaniko: `Using caching version of cmd: RUN ...` for a RUN (or, with
+            // --cache-copy-layers, a COPY) found in its cache repository.
+            Kind::Kaniko { .. } => text
+                .lines()
+                .filter(|l| l.contains("Using caching version of cmd"))
+                .count(),
+            Kind::Skipped { .. } => 0,
             Kind::Buildah { .. } => text
                 .lines()
                 .filter(|l| l.trim_start().starts_with("--> Using cache"))
