@@ -2,6 +2,7 @@
 //! alternating runs (A B A B ...) so that the machine's drift cancels out, and writes a
 //! Markdown report of medians and per-pair ratios.
 
+mod limit;
 mod measure;
 mod plan;
 mod reference;
@@ -31,6 +32,12 @@ pub const WORKLOADS: &[(&str, &str)] = &[
     ),
     ("many-steps", "cold build: 30 small COPY/RUN steps"),
     ("multi-stage", "cold build: two independent builder stages"),
+    (
+        "toolchain",
+        "cold build: multi-stage, a 200 MB builder stage never shipped",
+    ),
+    ("large-layer", "cold build: one RUN writing 1 GB, one layer"),
+    ("many-files", "cold build: one RUN writing 200,000 files"),
     (
         "apt",
         "cold build: apt-get install into Debian (slow: debootstrap once)",

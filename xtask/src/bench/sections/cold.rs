@@ -1,12 +1,17 @@
 //! Cold builds: every tool builds each workload with its cache disabled.
 
+use std::cell::RefCell;
 use std::fs;
+use std::rc::Rc;
 
 use anyhow::Result;
 
 use super::{announce, cold_plans};
-use crate::bench::plan::run_row;
-use crate::bench::report::{self, Section};
+use crate::bench::limit::LimitRun;
+use crate::bench::plan::{run_row, Plan};
+use crate::bench::report::{self, Section, LIMIT};
+use crate::bench::services;
+use crate::bench::tools::remove_tree;
 use crate::bench::workloads::{self, Context};
 use crate::bench::Bench;
 
@@ -17,6 +22,9 @@ pub(super) fn cold_builds(b: &Bench) -> Result<Option<Section>> {
         (workloads::large_diff(b.scale.large_diff_files), true),
         (workloads::steps("many-steps", 30), false),
         (workloads::multi_stage(), false),
+        (workloads::toolchain(b.scale.toolchain_files), true),
+        (workloads::large_layer(b.scale.large_layer_mb), true),
+        (workloads::many_files(b.scale.many_files), true),
         (workloads::apt(), true),
         (workloads::pip(), true),
         (workloads::npm(), true),
@@ -37,8 +45,26 @@ pub(super) fn cold_builds(b: &Bench) -> Result<Option<Section>> {
         };
         let warm_up = !warm_bases.contains(&ctx.base);
         warm_bases.push(ctx.base);
-        let plans = cold_plans(b, &ctx, &dir, &b.builders(), warm_up);
+        let mut plans = cold_plans(b, &ctx, &dir, &b.builders(), warm_up);
+        if let Some(limit) = &ctx.limit {
+            let run = Rc::new(RefCell::new(LimitRun::new(
+                &b.work.join("limit").join(ctx.name),
+                &services::base_rootfs(ctx.base, &b.work),
+                &dir,
+                limit,
+                ctx.secrets,
+                &b.work.join("limit-trash"),
+            )?));
+            let prepare = run.clone();
+            plans.push(
+                Plan::new(LIMIT, move |_| Ok(vec![run.borrow().command()]))
+                    .before(move |_| prepare.borrow_mut().prepare()),
+            );
+        }
         rows.push(run_row(ctx.name, &ctx.what, plans, runs, &b.logs));
+        // The limit's roots of this row, removed before the next row starts.
+        remove_tree(&b.work.join("limit-trash"))?;
+        remove_tree(&b.work.join("limit"))?;
     }
     let notes = rows
         .iter()
