@@ -4,8 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result};
-
 mod cleanup;
 mod logs;
 mod reference;
@@ -431,43 +429,6 @@ impl Builder {
         c
     }
 
-    /// Empties the tool's store and cache, as on a fresh CI machine (not timed).
-    pub fn reset(&self) -> Result<()> {
-        match &self.kind {
-            Kind::Rbuild { root, .. } => remove_tree(root),
-            Kind::Docker { .. } => {
-                let mut c = self.base_command();
-                c.args(["system", "prune", "--all", "--force"]);
-                let out = c.output().context("running docker system prune")?;
-                anyhow::ensure!(
-                    out.status.success(),
-                    "docker system prune failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                Ok(())
-            }
-            Kind::Buildah { root, runroot, .. } => {
-                remove_tree(root)?;
-                remove_tree(runroot)?;
-                self.prepare_store()
-            }
-            Kind::BuildKit { .. } => {
-                let mut c = self.base_command();
-                c.args(["prune", "--all"]);
-                let out = c.output().context("running buildctl prune")?;
-                anyhow::ensure!(
-                    out.status.success(),
-                    "buildctl prune --all failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                Ok(())
-            }
-            // Every Kaniko build is a new container: nothing is kept between builds but
-            // what it pushed to a registry.
-            Kind::Kaniko { .. } | Kind::Skipped { .. } => Ok(()),
-        }
-    }
-
     /// The command that prints the tool's version, for the report.
     pub fn version(&self) -> Command {
         let mut c = self.base_command();
@@ -585,97 +546,6 @@ mod tests {
             let i = a.iter().position(|x| x == "--runtime").unwrap();
             assert_eq!(a[i + 1], "runc", "{}", b.name);
         }
-    }
-
-    #[test]
-    fn rootless_buildah_runs_as_its_user_with_its_home_and_runtime_dir() {
-        let b = Builder::buildah_rootless(Path::new("/u"), bench_user());
-        assert_eq!(b.name, "buildah-rootless");
-        assert!(!b.is_rbuild());
-        let c = &b.build(Path::new("/c"), "t", Cache::Off)[0];
-        assert_eq!(c.get_program(), "runuser");
-        let a = argv(c);
-        assert_eq!(
-            a[..12],
-            [
-                "-u",
-                "bench",
-                "--",
-                "env",
-                "HOME=/home/bench",
-                "XDG_RUNTIME_DIR=/run/user/1005",
-                "buildah",
-                "--root",
-                "/u/root",
-                "--runroot",
-                "/u/runroot",
-                "--storage-driver",
-            ]
-        );
-        assert_eq!(a[12], "overlay");
-        assert_eq!(a[13], "bud");
-        assert!(a.contains(&"--no-cache".to_string()), "{a:?}");
-        // The bases come from the harness's plain-http registry.
-        assert!(a.contains(&"--tls-verify=false".to_string()), "{a:?}");
-        // Root Buildah is the same command without the runuser prefix.
-        let root =
-            argv(&Builder::buildah(Path::new("/u")).build(Path::new("/c"), "t", Cache::Off)[0]);
-        assert_eq!(root[..], a[7..]);
-        assert_eq!(
-            Builder::buildah(Path::new("/u")).build(Path::new("/c"), "t", Cache::Off)[0]
-                .get_program(),
-            "buildah"
-        );
-    }
-
-    #[test]
-    fn rootless_buildah_pushes_pulls_and_caches_like_root_buildah_as_its_user() {
-        let b = Builder::buildah_rootless(Path::new("/u"), bench_user());
-        let push = b.push("src:1", "127.0.0.1:5000/d:1");
-        assert_eq!(push.len(), 1);
-        let p = argv(&push[0]);
-        assert_eq!(p[..2], ["-u", "bench"]);
-        assert_eq!(
-            p[p.len() - 4..],
-            [
-                "push",
-                "--tls-verify=false",
-                "src:1",
-                "docker://127.0.0.1:5000/d:1"
-            ]
-        );
-        let pull = b.pull("127.0.0.1:5000/d:1");
-        assert_eq!(pull.get_program(), "runuser");
-        assert_eq!(
-            argv(&pull)[argv(&pull).len() - 3..],
-            ["pull", "--tls-verify=false", "127.0.0.1:5000/d:1"]
-        );
-        assert_eq!(b.cache_ref("r/c"), "r/c");
-        let export = argv(&b.build(Path::new("/c"), "t", Cache::ExportTo("r/c"))[0]);
-        assert!(export.windows(2).any(|w| w == ["--cache-to", "r/c"]));
-        let import = argv(&b.build(Path::new("/c"), "t", Cache::ImportFrom("r/c"))[0]);
-        assert!(import.windows(2).any(|w| w == ["--cache-from", "r/c"]));
-        assert_eq!(
-            b.cached_steps("--> Using cache 12ab\n--> Using cache 34cd\n"),
-            2
-        );
-        let v = b.version();
-        assert_eq!(v.get_program(), "runuser");
-        assert_eq!(argv(&v).last().unwrap(), "--version");
-    }
-
-    #[test]
-    fn a_private_store_keeps_the_rootless_user() {
-        let b =
-            Builder::buildah_rootless(Path::new("/u"), bench_user()).with_store(Path::new("/e"));
-        assert_eq!(b.name, "buildah-rootless");
-        let a = argv(&b.build(Path::new("/c"), "t", Cache::Local)[0]);
-        assert_eq!(a[..2], ["-u", "bench"]);
-        assert!(a.windows(2).any(|w| w == ["--root", "/e/root"]), "{a:?}");
-        assert!(
-            a.windows(2).any(|w| w == ["--runroot", "/e/runroot"]),
-            "{a:?}"
-        );
     }
 
     #[test]
