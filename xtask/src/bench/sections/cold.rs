@@ -101,7 +101,17 @@ pub(super) fn cold_builds(b: &Bench) -> Result<Option<Section>> {
                 HTTPS, perhaps through a proxy with its own CA); it is in no layer. The notes \
                 give rbuild's own per-step times (its `--progress plain` output) for its last \
                 run, and where its time went (its `phases:` line: wall time per phase, summed \
-                over threads)."
+                over threads). buildkit-v032 is the reference BuildKit v0.32 (`buildctl \
+                build --output type=image,name=…` against a private rootful buildkitd); \
+                kaniko is the reference Kaniko v1.28 (`docker run` of its executor image with \
+                `--no-push --digest-file`); it has no image store, so it pulls the base from \
+                the local registry in every run. Every build of those two is checked for the \
+                image digest it wrote. The limit column runs the same RUN commands in a plain \
+                chroot of a fresh copy of the base (made untimed; /dev, /proc, resolv.conf and \
+                the secrets mounted; stages in parallel), with nothing recorded: no snapshot, \
+                no layer, no image. A tool's cell shows its time above the limit in brackets, \
+                and the last ratio column is rbuild's time above the limit over the smallest \
+                of the peers' (— when that peer is at the limit)."
             .into(),
         rows,
     }))
