@@ -86,6 +86,7 @@ const PEERS: &[&str] = &[
     "buildah",
     "buildah-rootless",
     reference::BUILDKIT,
+    reference::BUILDKIT_ROOTLESS,
     reference::KANIKO,
 ];
 
@@ -272,8 +273,9 @@ pub fn main(args: &[String]) -> Result<()> {
         .reference
         .clone()
         .unwrap_or_else(|| repo.join("../shared/reference"));
-    // The reference BuildKit's daemon runs until the report is written.
+    // The reference BuildKit's daemons run until the report is written.
     let mut buildkitd = None;
+    let mut rootless_buildkitd = None;
     let mut peers = Vec::new();
     for p in &opts.peers {
         let peer = match p.as_str() {
@@ -288,6 +290,24 @@ pub fn main(args: &[String]) -> Result<()> {
                     buildkitd = Some(daemon);
                     builder
                 });
+                reference::or_skipped(p, made)
+            }
+            reference::BUILDKIT_ROOTLESS => {
+                eprintln!("==> starting the reference BuildKit rootless");
+                let made = services::rootless_user(services::ROOTLESS_USER)
+                    .context("setting up the user of rootless BuildKit")
+                    .and_then(|user| {
+                        reference::buildkit_rootless(
+                            &reference_dir,
+                            &work.join(reference::BUILDKIT_ROOTLESS),
+                            &svc.registry_addr(),
+                            &user,
+                        )
+                    })
+                    .map(|(builder, daemon)| {
+                        rootless_buildkitd = Some(daemon);
+                        builder
+                    });
                 reference::or_skipped(p, made)
             }
             reference::KANIKO => {
@@ -332,6 +352,7 @@ pub fn main(args: &[String]) -> Result<()> {
     // Leave no overlay mounts of Buildah's behind; the services stop when dropped.
     let _ = tools::remove_tree(&store);
     drop(buildkitd);
+    drop(rootless_buildkitd);
     drop(svc);
     let sections = result?;
     let load = format!("{load_before} at the start, {} at the end", load_average());
@@ -552,6 +573,7 @@ mod tests {
                 "buildah",
                 "buildah-rootless",
                 "buildkit-v032",
+                "buildkit-v032-rootless",
                 "kaniko"
             ]
         );

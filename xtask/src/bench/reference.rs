@@ -2,17 +2,23 @@
 //! `../shared/reference` beside the repository): BuildKit v0.32 (its `start.sh` starts a
 //! private rootful `buildkitd` from the `.xz` binaries, decompressed under the bench's work
 //! directory) and Kaniko v1.28 (its `make-image.sh` loads an executor image into the
-//! bench's private dockerd). A peer that cannot be made ready is not an error: it becomes
+//! bench's private dockerd). Rootless BuildKit is the same buildkitd run by Debian's
+//! `rootlesskit` as the unprivileged bench user (its snapshots are overlay mounts inside
+//! that user namespace; RUN gets the host network). A peer that cannot be made ready is not an error: it becomes
 //! a skipped peer whose cells say why.
 
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::tools::{self, Builder};
+use super::tools::{self, Builder, RunAs};
 
 pub const BUILDKIT: &str = "buildkit-v032";
+pub const BUILDKIT_ROOTLESS: &str = "buildkit-v032-rootless";
 pub const KANIKO: &str = "kaniko";
 const KANIKO_IMAGE: &str = "rbuild-bench/kaniko-executor:v1.28.3";
 
@@ -91,9 +97,141 @@ pub fn buildkit(
     let meta = state.join("metadata");
     super::fresh_dir(&meta)?;
     Ok((
-        Builder::buildkit(state.join("bin/buildctl"), addr, meta),
+        Builder::buildkit(BUILDKIT, state.join("bin/buildctl"), addr, meta, None),
         daemon,
     ))
+}
+
+/// The rootless `buildkitd`: rootlesskit started as the bench user in a process group of
+/// its own, which is stopped (TERM, then KILL) when this is dropped.
+pub struct RootlessBuildKitDaemon {
+    child: Child,
+}
+
+impl Drop for RootlessBuildKitDaemon {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where Debian's rootlesskit is.
+const ROOTLESSKIT: &str = "/usr/bin/rootlesskit";
+
+/// Starts the reference BuildKit rootless, as `user` under rootlesskit (binaries, config
+/// and cache under `state`, emptied first and given to the user; the harness's registry
+/// `registry` allowed over plain http), and returns its builder.
+pub fn buildkit_rootless(
+    reference: &Path,
+    state: &Path,
+    registry: &str,
+    user: &RunAs,
+) -> Result<(Builder, RootlessBuildKitDaemon)> {
+    let mut xz = Vec::new();
+    for name in ["buildkitd", "buildctl"] {
+        xz.push((
+            name,
+            reference_file(reference, &format!("buildkit/{name}.xz"))?,
+        ));
+    }
+    if !Path::new(ROOTLESSKIT).is_file() {
+        bail!("{ROOTLESSKIT} is missing (apt-get install rootlesskit)");
+    }
+    tools::remove_tree(state)?;
+    let bin = state.join("bin");
+    std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
+    for (name, file) in xz {
+        let out = std::fs::File::create(bin.join(name))?;
+        let status = Command::new("xz")
+            .arg("-dc")
+            .arg(&file)
+            .stdout(out)
+            .status()
+            .context("running xz")?;
+        anyhow::ensure!(status.success(), "xz -dc {} failed", file.display());
+        std::fs::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755))?;
+    }
+    let sock = state.join("buildkitd.sock");
+    let mut config = format!(
+        "root = \"{}\"\n[grpc]\n  address = [ \"unix://{}\" ]\n\
+         [worker.oci]\n  enabled = true\n  binary = \"runc\"\n  snapshotter = \"overlayfs\"\n\
+         \x20 networkMode = \"host\"\n  gc = true\n  maxUsedSpace = \"20GB\"\n\
+         [worker.containerd]\n  enabled = false\n",
+        state.join("root").display(),
+        sock.display()
+    );
+    config.push_str(&format!(
+        "[registry.\"{registry}\"]\n  http = true\n  insecure = true\n"
+    ));
+    std::fs::write(state.join("buildkitd.toml"), config)?;
+    let meta = state.join("metadata");
+    std::fs::create_dir_all(&meta)?;
+    let status = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{}:{}", user.uid, user.gid))
+        .arg(state)
+        .status()
+        .context("running chown")?;
+    anyhow::ensure!(
+        status.success(),
+        "giving {} to {} failed",
+        state.display(),
+        user.name
+    );
+    let log = std::fs::File::create(state.join("buildkitd.log"))?;
+    let mut start = tools::as_user(user);
+    start
+        .arg(ROOTLESSKIT)
+        .args([
+            "--net=host",
+            "--copy-up=/etc",
+            "--disable-host-loopback",
+            "--state-dir",
+        ])
+        .arg(state.join("rootlesskit"))
+        .arg(bin.join("buildkitd"))
+        .arg("--config")
+        .arg(state.join("buildkitd.toml"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0);
+    let child = start.spawn().context("starting rootlesskit buildkitd")?;
+    let daemon = RootlessBuildKitDaemon { child };
+    let builder = Builder::buildkit(
+        BUILDKIT_ROOTLESS,
+        bin.join("buildctl"),
+        format!("unix://{}", sock.display()),
+        meta,
+        Some(user.clone()),
+    );
+    for _ in 0..100 {
+        let mut workers = tools::as_user(user);
+        workers
+            .arg(bin.join("buildctl"))
+            .arg("--addr")
+            .arg(format!("unix://{}", sock.display()))
+            .args(["debug", "workers"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if workers.status().is_ok_and(|s| s.success()) {
+            return Ok((builder, daemon));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = std::fs::read_to_string(state.join("buildkitd.log")).unwrap_or_default();
+    bail!(
+        "rootless buildkitd did not answer within 20 s: {}",
+        super::measure::reason(&log)
+    )
 }
 
 /// Loads the reference Kaniko's executor image into the dockerd at `docker_host` and
@@ -153,6 +291,22 @@ mod tests {
         assert!(why.contains("buildkit/start.sh is missing"), "{why}");
         assert!(why.contains("--reference"), "{why}");
         assert_eq!(b.name, BUILDKIT);
+        let user = RunAs {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+            home: "/nonexistent".into(),
+            runtime_dir: "/nonexistent".into(),
+        };
+        let r = or_skipped(
+            BUILDKIT_ROOTLESS,
+            buildkit_rootless(&absent, &dir.path().join("rl"), "127.0.0.1:1", &user)
+                .map(|(b, _)| b),
+        );
+        assert!(r
+            .cannot(Op::Build)
+            .unwrap()
+            .contains("buildkit/buildkitd.xz is missing"));
         let k = or_skipped(KANIKO, kaniko(&absent, "unix:///x.sock", dir.path()));
         assert!(k
             .cannot(Op::Build)

@@ -24,6 +24,8 @@ const PACKAGES: &[(&str, &str)] = &[
     // Rootless Buildah maps its user's subordinate ids with these.
     ("/usr/bin/newuidmap", "uidmap"),
     ("/usr/bin/newgidmap", "uidmap"),
+    // Rootless BuildKit runs under it.
+    ("/usr/bin/rootlesskit", "rootlesskit"),
     ("/usr/sbin/runc", "runc"),
     ("/usr/bin/skopeo", "skopeo"),
     ("/usr/bin/pigz", "pigz"),

@@ -63,10 +63,13 @@ enum Kind {
         /// Run as this unprivileged user (rootless Buildah) instead of root.
         user: Option<RunAs>,
     },
-    /// The reference BuildKit's `buildctl`, talking to its private rootful `buildkitd`.
+    /// The reference BuildKit's `buildctl`, talking to its private `buildkitd` (rootful,
+    /// or rootless under rootlesskit as `user`).
     BuildKit {
         buildctl: PathBuf,
         addr: String,
+        /// Run buildctl as this unprivileged user (rootless BuildKit's own).
+        user: Option<RunAs>,
         /// Where each build's `--metadata-file` goes (checked for the image's digest).
         meta_dir: PathBuf,
     },
@@ -141,13 +144,21 @@ impl Builder {
         }
     }
 
-    /// The reference BuildKit (`buildctl` of a running rootful `buildkitd` at `addr`).
-    pub fn buildkit(buildctl: PathBuf, addr: String, meta_dir: PathBuf) -> Builder {
+    /// The reference BuildKit (`buildctl` of a running `buildkitd` at `addr`; rootless
+    /// when `user`, whose daemon it is, is given).
+    pub fn buildkit(
+        name: &str,
+        buildctl: PathBuf,
+        addr: String,
+        meta_dir: PathBuf,
+        user: Option<RunAs>,
+    ) -> Builder {
         Builder {
-            name: "buildkit-v032".into(),
+            name: name.into(),
             kind: Kind::BuildKit {
                 buildctl,
                 addr,
+                user,
                 meta_dir,
             },
         }
@@ -243,8 +254,20 @@ impl Builder {
                 c.env("DOCKER_BUILDKIT", "1").args(["-H", host]);
                 c
             }
-            Kind::BuildKit { buildctl, addr, .. } => {
-                let mut c = Command::new(buildctl);
+            Kind::BuildKit {
+                buildctl,
+                addr,
+                user,
+                ..
+            } => {
+                let mut c = match user {
+                    None => Command::new(buildctl),
+                    Some(u) => {
+                        let mut c = as_user(u);
+                        c.arg(buildctl);
+                        c
+                    }
+                };
                 c.arg("--addr").arg(addr);
                 c
             }
@@ -262,13 +285,8 @@ impl Builder {
                 let mut c = match user {
                     None => Command::new("buildah"),
                     Some(u) => {
-                        // runuser keeps root's environment: HOME and XDG_RUNTIME_DIR must be
-                        // the user's (Buildah keeps its rootless state under them).
-                        let mut c = Command::new("runuser");
-                        c.args(["-u", &u.name, "--", "env"])
-                            .arg(format!("HOME={}", u.home.display()))
-                            .arg(format!("XDG_RUNTIME_DIR={}", u.runtime_dir.display()))
-                            .arg("buildah");
+                        let mut c = as_user(u);
+                        c.arg("buildah");
                         c
                     }
                 };
@@ -441,6 +459,17 @@ impl Builder {
         };
         c
     }
+}
+
+/// `runuser -u USER -- env HOME=… XDG_RUNTIME_DIR=…`, to which the program is appended:
+/// runuser keeps root's environment, and the rootless tools keep their state under the
+/// user's HOME and XDG_RUNTIME_DIR.
+pub fn as_user(u: &RunAs) -> Command {
+    let mut c = Command::new("runuser");
+    c.args(["-u", &u.name, "--", "env"])
+        .arg(format!("HOME={}", u.home.display()))
+        .arg(format!("XDG_RUNTIME_DIR={}", u.runtime_dir.display()));
+    c
 }
 
 /// A command that fails saying `why`: what a builder runs for what it cannot do, so that

@@ -160,7 +160,13 @@ mod tests {
     }
 
     fn buildkit() -> Builder {
-        Builder::buildkit("buildctl".into(), "unix:///b.sock".into(), "/meta".into())
+        Builder::buildkit(
+            "buildkit-v032",
+            "buildctl".into(),
+            "unix:///b.sock".into(),
+            "/meta".into(),
+            None,
+        )
     }
 
     fn kaniko() -> Builder {

@@ -45,19 +45,32 @@ impl Builder {
         Ok(())
     }
 
+    /// The user a rootless builder runs as, and the directory of its private state.
+    fn rootless_user_and_store(&self) -> Option<(&RunAs, &Path)> {
+        match &self.kind {
+            Kind::Buildah {
+                root,
+                user: Some(u),
+                ..
+            } => Some((u, root.parent().unwrap_or(root.as_path()))),
+            Kind::BuildKit {
+                meta_dir,
+                user: Some(u),
+                ..
+            } => Some((u, meta_dir.parent().unwrap_or(meta_dir.as_path()))),
+            _ => None,
+        }
+    }
+
     /// The build secrets as this builder can read them: a rootless builder gets a private
     /// copy (mode 0400, its user's, under its store directory) of a source file its user
     /// cannot read; the others read the sources as they are.
     pub fn readable_secrets(&self, secrets: &[(&str, &str)]) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
         for (id, src) in secrets {
-            let src = match &self.kind {
-                Kind::Buildah {
-                    root,
-                    user: Some(u),
-                    ..
-                } if !readable_by(u, Path::new(src))? => {
-                    let dir = root.parent().unwrap_or(root.as_path()).join("secrets");
+            let src = match self.rootless_user_and_store() {
+                Some((u, store)) if !readable_by(u, Path::new(src))? => {
+                    let dir = store.join("secrets");
                     std::fs::create_dir_all(&dir)?;
                     std::os::unix::fs::chown(&dir, Some(u.uid), Some(u.gid))?;
                     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
