@@ -102,7 +102,9 @@ pub(super) fn cold_builds(b: &Bench) -> Result<Option<Section>> {
                 give rbuild's own per-step times (its `--progress plain` output) for its last \
                 run, and where its time went (its `phases:` line: wall time per phase, summed \
                 over threads). buildkit-v032 is the reference BuildKit v0.32 (`buildctl \
-                build --output type=image,name=…` against a private rootful buildkitd); \
+                build --output type=image,name=…` against a private rootful buildkitd; \
+                buildkit-v032-rootless the same daemon under rootlesskit as an unprivileged \
+                user); \
                 kaniko is the reference Kaniko v1.28 (`docker run` of its executor image with \
                 `--no-push --digest-file`); it has no image store, so it pulls the base from \
                 the local registry in every run. Every build of those two is checked for the \
