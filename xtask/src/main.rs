@@ -10,9 +10,11 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   bench [--quick] [--runs N] [--heavy-runs N] [--peers a,b] [--out FILE]
-        [--bin-dir DIR] [--list] [WORKLOAD...]
+        [--bin-dir DIR] [--reference DIR] [--list] [WORKLOAD...]
         run the benchmark workloads with rbuild and each peer on this machine
-        (docker build with BuildKit, buildah bud, skopeo, tar | gzip/pigz),
+        (docker build with BuildKit, buildah bud, root and rootless, the
+        reference BuildKit v0.32 and Kaniko v1.28 of --reference DIR, default
+        ../shared/reference, skipped if absent; skopeo, tar | gzip/pigz),
         alternating runs, and write a Markdown report of medians and ratios
         (default docs/benchmarks.md). --quick: smaller data, one run, no slow
         workloads; --heavy-runs: runs of the rows moving hundreds of MB;

@@ -2,15 +2,17 @@
 //! alternating runs (A B A B ...) so that the machine's drift cancels out, and writes a
 //! Markdown report of medians and per-pair ratios.
 
+mod header;
+mod limit;
 mod measure;
 mod plan;
+mod reference;
 mod report;
 mod sections;
 mod services;
 mod tools;
 mod workloads;
 
-use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,7 +20,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use report::Section;
 use tools::Builder;
 
 /// Every row group the harness knows, in the order it runs them.
@@ -30,6 +31,12 @@ pub const WORKLOADS: &[(&str, &str)] = &[
     ),
     ("many-steps", "cold build: 30 small COPY/RUN steps"),
     ("multi-stage", "cold build: two independent builder stages"),
+    (
+        "toolchain",
+        "cold build: multi-stage, a 200 MB builder stage never shipped",
+    ),
+    ("large-layer", "cold build: one RUN writing 1 GB, one layer"),
+    ("many-files", "cold build: one RUN writing 200,000 files"),
     (
         "apt",
         "cold build: apt-get install into Debian (slow: debootstrap once)",
@@ -73,7 +80,14 @@ pub const WORKLOADS: &[(&str, &str)] = &[
 ];
 
 /// The peers rbuild is compared with (all by default; `--peers` picks some).
-const PEERS: &[&str] = &["docker-buildkit", "buildah", "buildah-rootless"];
+const PEERS: &[&str] = &[
+    "docker-buildkit",
+    "buildah",
+    "buildah-rootless",
+    reference::BUILDKIT,
+    reference::BUILDKIT_ROOTLESS,
+    reference::KANIKO,
+];
 
 /// Left out unless named, or unless the run is a full one.
 const SLOW: &[&str] = &["apt", "pip", "npm"];
@@ -89,10 +103,13 @@ pub struct Options {
     pub only: Vec<String>,
     /// Use the rbuild binary and layer_bench example in this directory instead of building.
     pub bin_dir: Option<PathBuf>,
+    /// The reference builders' directory (buildkit/, kaniko/); by default
+    /// `../shared/reference` beside the repository.
+    pub reference: Option<PathBuf>,
 }
 
 const USAGE_OPTIONS: &str = "--quick, --runs N, --heavy-runs N, --peers a,b, --out FILE, \
-                             --bin-dir DIR, --list";
+                             --bin-dir DIR, --reference DIR, --list";
 
 fn parse_options(args: &[String]) -> Result<Option<Options>> {
     let mut o = Options {
@@ -103,6 +120,7 @@ fn parse_options(args: &[String]) -> Result<Option<Options>> {
         out: PathBuf::from("docs/benchmarks.md"),
         only: Vec::new(),
         bin_dir: None,
+        reference: None,
     };
     let number = |v: Option<&String>, flag: &str| -> Result<usize> {
         v.with_context(|| format!("{flag} needs a number"))?
@@ -131,6 +149,22 @@ fn parse_options(args: &[String]) -> Result<Option<Options>> {
             "--out" => o.out = PathBuf::from(it.next().context("--out needs a file")?),
             "--bin-dir" => {
                 o.bin_dir = Some(PathBuf::from(it.next().context("--bin-dir needs a dir")?))
+            }
+            "--reference" => {
+                o.reference = Some(PathBuf::from(
+                    it.next().context("--reference needs a directory")?,
+                ))
+            }
+            "--help" | "-h" => {
+                println!(
+                    "usage: cargo xtask bench [OPTIONS] [WORKLOAD...]\n\noptions: \
+                     {USAGE_OPTIONS}\npeers (--peers, all by default): {}\n\nworkloads:",
+                    PEERS.join(", ")
+                );
+                for (name, what) in WORKLOADS {
+                    println!("  {name:<18} {what}");
+                }
+                return Ok(None);
             }
             "--list" => {
                 for (name, what) in WORKLOADS {
@@ -241,13 +275,57 @@ pub fn main(args: &[String]) -> Result<()> {
     }
 
     let started = Instant::now();
-    let load_before = load_average();
+    let load_before = header::load_average();
     let svc = services::Services::start()?;
     let store = work.join("stores");
     tools::remove_tree(&store)?;
+    let reference_dir = opts
+        .reference
+        .clone()
+        .unwrap_or_else(|| repo.join("../shared/reference"));
+    // The reference BuildKit's daemons run until the report is written.
+    let mut buildkitd = None;
+    let mut rootless_buildkitd = None;
     let mut peers = Vec::new();
     for p in &opts.peers {
         let peer = match p.as_str() {
+            reference::BUILDKIT => {
+                eprintln!("==> starting the reference BuildKit");
+                let made = reference::buildkit(
+                    &reference_dir,
+                    &work.join(reference::BUILDKIT),
+                    &svc.registry_addr(),
+                )
+                .map(|(builder, daemon)| {
+                    buildkitd = Some(daemon);
+                    builder
+                });
+                reference::or_skipped(p, made)
+            }
+            reference::BUILDKIT_ROOTLESS => {
+                eprintln!("==> starting the reference BuildKit rootless");
+                let made = services::rootless_user(services::ROOTLESS_USER)
+                    .context("setting up the user of rootless BuildKit")
+                    .and_then(|user| {
+                        reference::buildkit_rootless(
+                            &reference_dir,
+                            &work.join(reference::BUILDKIT_ROOTLESS),
+                            &svc.registry_addr(),
+                            &user,
+                        )
+                    })
+                    .map(|(builder, daemon)| {
+                        rootless_buildkitd = Some(daemon);
+                        builder
+                    });
+                reference::or_skipped(p, made)
+            }
+            reference::KANIKO => {
+                eprintln!("==> loading the reference Kaniko's executor image");
+                let made =
+                    reference::kaniko(&reference_dir, &svc.docker_host(), &work.join("kaniko-out"));
+                reference::or_skipped(p, made)
+            }
             "docker-buildkit" => {
                 Builder::docker_buildkit(PathBuf::from(tools::DEBIAN_DOCKER), svc.docker_host())
             }
@@ -279,14 +357,19 @@ pub fn main(args: &[String]) -> Result<()> {
         work: work.clone(),
     };
     let result = sections::run_all(&bench);
-    let versions = versions(&bench);
+    let versions = header::versions(&bench);
     let elapsed = started.elapsed();
     // Leave no overlay mounts of Buildah's behind; the services stop when dropped.
     let _ = tools::remove_tree(&store);
+    drop(buildkitd);
+    drop(rootless_buildkitd);
     drop(svc);
     let sections = result?;
-    let load = format!("{load_before} at the start, {} at the end", load_average());
-    let text = render(&sections, &versions, &opts, elapsed.as_secs(), &load);
+    let load = format!(
+        "{load_before} at the start, {} at the end",
+        header::load_average()
+    );
+    let text = header::render(&sections, &versions, &opts, elapsed.as_secs(), &load);
     let out = repo.join(&opts.out);
     let old = fs::read_to_string(&out).unwrap_or_default();
     let text = match report::kept_part(&old) {
@@ -309,155 +392,6 @@ fn repo_root() -> Result<PathBuf> {
         .parent()
         .context("xtask has no parent directory")?
         .to_path_buf())
-}
-
-fn first_line(mut c: Command) -> String {
-    match c.output() {
-        Ok(o) if o.status.success() => {
-            let text = String::from_utf8_lossy(&o.stdout).to_string()
-                + &String::from_utf8_lossy(&o.stderr);
-            text.lines().next().unwrap_or("").trim().to_string()
-        }
-        _ => "unknown".to_string(),
-    }
-}
-
-fn cmd(program: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(program);
-    c.args(args);
-    c
-}
-
-fn versions(b: &Bench) -> Vec<(String, String)> {
-    let source = match &b.opts.bin_dir {
-        Some(_) => "binary given with --bin-dir".to_string(),
-        None => {
-            let commit = cmd_output("git", &["rev-parse", "--short", "HEAD"]);
-            let dirty =
-                !cmd_output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
-            format!(
-                "built from commit {commit}{}",
-                if dirty {
-                    " with uncommitted changes"
-                } else {
-                    ""
-                }
-            )
-        }
-    };
-    let mut v = vec![(
-        "rbuild".to_string(),
-        format!("{} ({source})", first_line(b.rbuild.version())),
-    )];
-    for p in &b.peers {
-        v.push((p.name.clone(), first_line(p.version())));
-    }
-    for (name, c) in [
-        ("skopeo", cmd("skopeo", &["--version"])),
-        ("runc", cmd("runc", &["--version"])),
-        ("docker-registry", cmd("docker-registry", &["--version"])),
-        ("gzip", cmd("gzip", &["--version"])),
-        ("pigz", cmd("pigz", &["--version"])),
-        ("GNU tar", cmd("tar", &["--version"])),
-    ] {
-        v.push((name.to_string(), first_line(c)));
-    }
-    v
-}
-
-/// The 1-minute load average: other work on the machine during the run shows here.
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|t| t.split_whitespace().next().map(String::from))
-        .unwrap_or_else(|| "?".into())
-}
-
-fn render(
-    sections: &[Section],
-    versions: &[(String, String)],
-    opts: &Options,
-    secs: u64,
-    load: &str,
-) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "# Benchmarks\n");
-    let _ = writeln!(
-        s,
-        "Written by `cargo xtask bench{}{}` in {} min {} s on {}. Machine: {} cores ({}), {}, \
-         kernel {}, {}; load average {load}. {} timed run(s) per tool for the quick rows \
-         and {} for the rows that move hundreds of megabytes, tools alternating; a cell is \
-         the median, a ratio the median of the per-pair ratios.\n",
-        if opts.quick { " --quick" } else { "" },
-        if opts.only.is_empty() {
-            String::new()
-        } else {
-            format!(" {}", opts.only.join(" "))
-        },
-        secs / 60,
-        secs % 60,
-        cmd_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
-        cpu_model(),
-        mem_total(),
-        cmd_output("uname", &["-r"]),
-        filesystem(),
-        opts.runs,
-        opts.heavy_runs,
-    );
-    let _ = writeln!(s, "| tool | version |\n|---|---|");
-    for (name, v) in versions {
-        let _ = writeln!(s, "| {name} | {} |", v.replace('|', "/"));
-    }
-    let _ = writeln!(s);
-    for sec in sections {
-        s.push_str(&report::render_section(sec));
-    }
-    s
-}
-
-fn cmd_output(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-fn cpu_model() -> String {
-    fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, m)| m.trim().to_string())
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
-fn mem_total() -> String {
-    let text = fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    text.lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kib| kib.parse::<u64>().ok())
-        .map(|kib| format!("{} GiB RAM", (kib + 512 * 1024) / 1024 / 1024))
-        .unwrap_or_else(|| "unknown RAM".into())
-}
-
-fn filesystem() -> String {
-    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let t = mounts
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(1) == Some(&"/")).then(|| f.get(2).copied().unwrap_or("?"))
-        })
-        .next_back()
-        .unwrap_or("unknown");
-    format!("{t} root file system")
 }
 
 /// `dir` made empty.
@@ -490,9 +424,27 @@ mod tests {
             .unwrap();
         assert_eq!(o.peers, vec!["buildah".to_string()]);
         assert_eq!((o.runs, o.heavy_runs), (5, 5));
-        assert!(opts(&["--peers", "kaniko"]).is_err());
+        assert!(opts(&["--peers", "kaniko-v1"]).is_err());
         let o = opts(&[]).unwrap().unwrap();
-        assert_eq!(o.peers, ["docker-buildkit", "buildah", "buildah-rootless"]);
+        assert_eq!(
+            o.peers,
+            [
+                "docker-buildkit",
+                "buildah",
+                "buildah-rootless",
+                "buildkit-v032",
+                "buildkit-v032-rootless",
+                "kaniko"
+            ]
+        );
+        assert_eq!(o.reference, None);
+        let o = opts(&["--peers", "buildkit-v032,kaniko", "--reference", "/r"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.peers, ["buildkit-v032", "kaniko"]);
+        assert_eq!(o.reference, Some(PathBuf::from("/r")));
+        assert!(opts(&["--reference"]).is_err());
+        assert!(opts(&["--help"]).unwrap().is_none());
         let o = opts(&["--peers", "buildah-rootless"]).unwrap().unwrap();
         assert_eq!(o.peers, ["buildah-rootless"]);
     }

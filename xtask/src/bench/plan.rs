@@ -8,7 +8,7 @@ use std::process::Command;
 use anyhow::Result;
 
 use super::measure::{self, Sample};
-use super::tools::Builder;
+use super::tools::{Builder, Op};
 
 type Commands<'a> = Box<dyn FnMut(usize) -> Result<Vec<Command>> + 'a>;
 type Prepare<'a> = Box<dyn FnMut(usize) -> Result<()> + 'a>;
@@ -28,6 +28,8 @@ pub struct Plan<'a> {
     pub timed: Commands<'a>,
     /// Counts the cached steps of each timed run's log with this builder's conventions.
     pub count_cached: Option<Builder>,
+    /// Why this tool does not run the row at all (a skipped peer, an operation it lacks).
+    pub skip: Option<String>,
 }
 
 impl<'a> Plan<'a> {
@@ -39,7 +41,19 @@ impl<'a> Plan<'a> {
             before: Box::new(|_| Ok(())),
             timed: Box::new(timed),
             count_cached: None,
+            skip: None,
         }
+    }
+
+    /// The plan of builder `b` doing `op`: not run, saying why, if `b` cannot do it.
+    pub fn for_builder(
+        b: &Builder,
+        op: Op,
+        timed: impl FnMut(usize) -> Result<Vec<Command>> + 'a,
+    ) -> Plan<'a> {
+        let mut plan = Plan::new(&b.name, timed);
+        plan.skip = b.cannot(op);
+        plan
     }
 
     pub fn prime(mut self, cmds: Vec<Command>, must_succeed: bool) -> Self {
@@ -100,6 +114,10 @@ pub fn run_row(name: &str, what: &str, mut plans: Vec<Plan>, runs: usize, logs: 
         })
         .collect();
     for (plan, cell) in plans.iter_mut().zip(&mut cells) {
+        if let Some(why) = &plan.skip {
+            cell.unsupported = Some(why.clone());
+            continue;
+        }
         if plan.prime.is_empty() {
             continue;
         }
@@ -242,6 +260,30 @@ mod tests {
             Some("failed: error: unexpected argument --cache-to")
         );
         assert_eq!(timed_runs, 0);
+    }
+
+    #[test]
+    fn a_skipped_tool_is_neither_primed_nor_timed_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let skipped = Builder::skipped("kaniko", "kaniko/executor.xz is missing".into());
+        let mut timed_runs = 0;
+        let plans = vec![
+            Plan::new("a", |_| Ok(sh("true"))),
+            Plan::for_builder(&skipped, Op::Build, |_| {
+                timed_runs += 1;
+                Ok(sh("true"))
+            })
+            .prime(sh("touch primed"), false),
+        ];
+        let row = run_row("r", "w", plans, 2, dir.path());
+        assert_eq!(row.cells[1].tool, "kaniko");
+        assert!(row.cells[1].samples.is_empty());
+        assert_eq!(
+            row.cells[1].unsupported.as_deref(),
+            Some("skipped: kaniko/executor.xz is missing")
+        );
+        assert_eq!(timed_runs, 0);
+        assert!(!dir.path().join("r-kaniko-prime.log").exists());
     }
 
     #[test]

@@ -72,6 +72,9 @@ pub fn rbuild_phases(log: &str) -> Option<String> {
         .map(|l| l.trim_end().to_string())
 }
 
+/// The column of the limit: the row's RUN commands in a plain chroot, nothing recorded.
+pub const LIMIT: &str = "limit";
+
 /// Columns named `rbuild...` are rbuild (the first is the one the ratios compare); the
 /// others are peers.
 fn is_rbuild(tool: &str) -> bool {
@@ -106,9 +109,40 @@ fn fmt_time(secs: f64, millis: bool) -> String {
     }
 }
 
+/// The median of a cell's runs, if every run succeeded.
+fn clean_median(cell: &Cell) -> Option<f64> {
+    if cell.unsupported.is_some() || cell.samples.iter().any(|s| s.error.is_some()) {
+        return None;
+    }
+    median(&mut ok_secs(cell))
+}
+
+/// `tool`'s time above the row's limit (its median − the limit's median), in seconds.
+pub fn overhead(row: &Row, tool: &str) -> Option<f64> {
+    Some(clean_median(row.cell(tool)?)? - clean_median(row.cell(LIMIT)?)?)
+}
+
+/// `subject`'s overhead above the limit over the smallest overhead of `peers`; none when
+/// that is not above zero (a peer at the limit leaves nothing to divide by).
+pub fn overhead_ratio(row: &Row, subject: &str, peers: &[&String]) -> Option<f64> {
+    let best = peers
+        .iter()
+        .filter_map(|p| overhead(row, p))
+        .min_by(|a, b| a.total_cmp(b))?;
+    (best > 0.0).then_some(overhead(row, subject)? / best)
+}
+
+fn fmt_signed(secs: f64, millis: bool) -> String {
+    let sign = if secs < 0.0 { "−" } else { "+" };
+    format!("{sign}{}", fmt_time(secs.abs(), millis))
+}
+
 /// The text of one cell: the median, or why there is none.
 pub fn cell_text(row: &Row, cell: &Cell) -> String {
     if let Some(why) = &cell.unsupported {
+        if why.starts_with("skipped: ") {
+            return clean(why);
+        }
         return format!("unsupported ({})", clean(why));
     }
     if let Some(e) = cell.samples.iter().find_map(|s| s.error.clone()) {
@@ -167,10 +201,18 @@ pub fn render_section(s: &Section) -> String {
         let _ = write!(header, " {c} |");
         rule.push_str("---:|");
     }
-    let peers: Vec<&String> = cols.iter().filter(|c| !is_rbuild(c)).collect();
+    let peers: Vec<&String> = cols
+        .iter()
+        .filter(|c| !is_rbuild(c) && c.as_str() != LIMIT)
+        .collect();
+    let has_limit = cols.iter().any(|c| c == LIMIT);
     if let Some(subject) = &subject {
         for p in &peers {
             let _ = write!(header, " {subject}/{p} |");
+            rule.push_str("---:|");
+        }
+        if has_limit {
+            let _ = write!(header, " {subject} overhead / best peer's |");
             rule.push_str("---:|");
         }
         let _ = write!(header, " {subject} peak RSS |");
@@ -180,10 +222,15 @@ pub fn render_section(s: &Section) -> String {
     for row in &s.rows {
         let mut line = format!("| {} | {} |", row.name, clean(&row.what));
         for c in &cols {
-            let text = row
+            let mut text = row
                 .cell(c)
                 .map(|cell| cell_text(row, cell))
                 .unwrap_or_else(|| "n/a".into());
+            if c != LIMIT {
+                if let Some(o) = overhead(row, c) {
+                    let _ = write!(text, " ({})", fmt_signed(o, row.millis));
+                }
+            }
             let _ = write!(line, " {text} |");
         }
         if let Some(subject) = &subject {
@@ -194,6 +241,12 @@ pub fn render_section(s: &Section) -> String {
                         .unwrap_or_else(|| "—".into()),
                     _ => "n/a".into(),
                 };
+                let _ = write!(line, " {text} |");
+            }
+            if has_limit {
+                let text = overhead_ratio(row, subject, &peers)
+                    .map(|r| format!("{r:.2}"))
+                    .unwrap_or_else(|| "—".into());
                 let _ = write!(line, " {text} |");
             }
             let peak = row
@@ -341,6 +394,61 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_limit_gives_each_tool_its_overhead_and_rbuild_its_ratio_to_the_best_peer() {
+        let mut failed = ok(1.0);
+        failed.error = Some("failed: x".into());
+        let s = Section {
+            title: "t".into(),
+            intro: "i".into(),
+            rows: vec![
+                row(vec![
+                    cell("rbuild", vec![ok(3.0), ok(3.0)]),
+                    cell("buildah", vec![ok(6.0), ok(6.0)]),
+                    cell("kaniko", vec![ok(4.0), ok(4.0)]),
+                    cell("docker", vec![failed]),
+                    cell(LIMIT, vec![ok(2.0), ok(2.0)]),
+                ]),
+                // A peer at the limit leaves no ratio; a row without a limit shows none.
+                row(vec![
+                    cell("rbuild", vec![ok(2.5)]),
+                    cell("buildah", vec![ok(0.5)]),
+                    cell(LIMIT, vec![ok(0.5)]),
+                ]),
+                row(vec![cell("rbuild", vec![ok(1.0)])]),
+            ],
+            notes: vec![],
+        };
+        let text = render_section(&s);
+        assert!(
+            text.contains(
+                "| row | what | rbuild | buildah | kaniko | docker | limit | rbuild/buildah | \
+                 rbuild/kaniko | rbuild/docker | rbuild overhead / best peer's | rbuild peak RSS |"
+            ),
+            "{text}"
+        );
+        // rbuild 1 s above the limit, the best peer (kaniko) 2 s: 0.50; the failed peer
+        // is not the best.
+        assert!(
+            text.contains(
+                "| tiny | w | 3.00 s (+1.00 s) | 6.00 s (+4.00 s) | 4.00 s (+2.00 s) | \
+                 failed: x | 2.00 s | 0.50 | 0.75 | — | 0.50 | 2 MiB |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| 2.50 s (+2.00 s) | 500 ms (+0 ms) | n/a | n/a | 500 ms | 5.00 | n/a | n/a | — |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("| 1.00 s | n/a | n/a | n/a | n/a | n/a | n/a | n/a | — |"),
+            "{text}"
+        );
+        assert_eq!(fmt_signed(-0.25, false), "−250 ms");
     }
 
     #[test]

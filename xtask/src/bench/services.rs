@@ -24,6 +24,8 @@ const PACKAGES: &[(&str, &str)] = &[
     // Rootless Buildah maps its user's subordinate ids with these.
     ("/usr/bin/newuidmap", "uidmap"),
     ("/usr/bin/newgidmap", "uidmap"),
+    // Rootless BuildKit runs under it.
+    ("/usr/bin/rootlesskit", "rootlesskit"),
     ("/usr/sbin/runc", "runc"),
     ("/usr/bin/skopeo", "skopeo"),
     ("/usr/bin/pigz", "pigz"),
@@ -75,6 +77,12 @@ pub fn base_name(base: Base) -> &'static str {
     }
 }
 
+/// The root file system `base` is made from (under the bench's work directory), as
+/// [`Services::base`] leaves it: what the limit column copies.
+pub fn base_rootfs(base: Base, work: &Path) -> std::path::PathBuf {
+    work.join("bases").join(base_name(base))
+}
+
 impl Services {
     pub fn start() -> Result<Services> {
         eprintln!("==> starting a registry and a private dockerd");
@@ -99,7 +107,7 @@ impl Services {
         if let Some(r) = self.bases.borrow().get(name) {
             return Ok(r.clone());
         }
-        let rootfs = work.join("bases").join(name);
+        let rootfs = base_rootfs(base, work);
         let complete = work.join("bases").join(format!("{name}.complete"));
         if !complete.exists() {
             let _ = std::fs::remove_dir_all(&rootfs);

@@ -1,11 +1,16 @@
 //! The programs compared: rbuild and the peers found on this machine, each as the command
 //! lines a user would type.
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result};
+mod cleanup;
+mod logs;
+mod reference;
+mod rootless;
+
+pub use cleanup::remove_tree;
+pub use rootless::RunAs;
 
 /// Debian's docker client: the newer one earlier on some PATHs lacks the builder bits the
 /// daemon of Debian's docker.io expects.
@@ -22,6 +27,16 @@ pub enum Cache<'a> {
     ExportTo(&'a str),
     /// Build importing the cache from this registry reference.
     ImportFrom(&'a str),
+}
+
+/// What a builder is asked to do, for [`Builder::cannot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Build,
+    /// Push an image already in the tool's store.
+    Push,
+    /// Pull an image into the tool's store.
+    Pull,
 }
 
 /// A builder under test.
@@ -48,17 +63,28 @@ enum Kind {
         /// Run as this unprivileged user (rootless Buildah) instead of root.
         user: Option<RunAs>,
     },
-}
-
-/// An unprivileged user with a subordinate id range, whom rootless Buildah runs as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunAs {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub home: PathBuf,
-    /// `XDG_RUNTIME_DIR`: exists, owned by the user, mode 0700.
-    pub runtime_dir: PathBuf,
+    /// The reference BuildKit's `buildctl`, talking to its private `buildkitd` (rootful,
+    /// or rootless under rootlesskit as `user`).
+    BuildKit {
+        buildctl: PathBuf,
+        addr: String,
+        /// Run buildctl as this unprivileged user (rootless BuildKit's own).
+        user: Option<RunAs>,
+        /// Where each build's `--metadata-file` goes (checked for the image's digest).
+        meta_dir: PathBuf,
+    },
+    /// The reference Kaniko executor image, run with `docker run` on the private dockerd.
+    Kaniko {
+        docker: PathBuf,
+        host: String,
+        image: String,
+        /// Mounted at /out: each build's `--digest-file` (checked for the digest).
+        out_dir: PathBuf,
+    },
+    /// A peer that cannot run on this machine; every cell says why.
+    Skipped {
+        why: String,
+    },
 }
 
 impl Builder {
@@ -118,6 +144,67 @@ impl Builder {
         }
     }
 
+    /// The reference BuildKit (`buildctl` of a running `buildkitd` at `addr`; rootless
+    /// when `user`, whose daemon it is, is given).
+    pub fn buildkit(
+        name: &str,
+        buildctl: PathBuf,
+        addr: String,
+        meta_dir: PathBuf,
+        user: Option<RunAs>,
+    ) -> Builder {
+        Builder {
+            name: name.into(),
+            kind: Kind::BuildKit {
+                buildctl,
+                addr,
+                user,
+                meta_dir,
+            },
+        }
+    }
+
+    /// The reference Kaniko: its executor `image`, loaded into the dockerd at `host`.
+    pub fn kaniko(docker: PathBuf, host: String, image: String, out_dir: PathBuf) -> Builder {
+        Builder {
+            name: "kaniko".into(),
+            kind: Kind::Kaniko {
+                docker,
+                host,
+                image,
+                out_dir,
+            },
+        }
+    }
+
+    /// A peer named `name` that is not run, because `why`.
+    pub fn skipped(name: &str, why: String) -> Builder {
+        Builder {
+            name: name.into(),
+            kind: Kind::Skipped { why },
+        }
+    }
+
+    /// Why this builder cannot do `op` here, if it cannot: a skipped peer does nothing;
+    /// BuildKit and Kaniko push only as the end of a build and pull only a build's base.
+    pub fn cannot(&self, op: Op) -> Option<String> {
+        match (&self.kind, op) {
+            (Kind::Skipped { why }, _) => Some(format!("skipped: {why}")),
+            (Kind::BuildKit { .. }, Op::Push) => Some(
+                "buildctl pushes only as the end of a build (`--output ...,push=true`), not \
+                 an image it stored"
+                    .into(),
+            ),
+            (Kind::Kaniko { .. }, Op::Push) => {
+                Some("Kaniko has no image store: it pushes only as the end of a build".into())
+            }
+            (Kind::BuildKit { .. } | Kind::Kaniko { .. }, Op::Pull) => {
+                Some("no pull command: it pulls only a build's base image".into())
+            }
+            _ => None,
+        }
+    }
+
     pub fn is_rbuild(&self) -> bool {
         matches!(self.kind, Kind::Rbuild { .. })
     }
@@ -139,7 +226,10 @@ impl Builder {
                 root: dir.join("root"),
                 isolation: *isolation,
             },
-            Kind::Docker { .. } => self.kind.clone(),
+            Kind::Docker { .. }
+            | Kind::BuildKit { .. }
+            | Kind::Kaniko { .. }
+            | Kind::Skipped { .. } => self.kind.clone(),
             Kind::Buildah { user, .. } => Kind::Buildah {
                 root: dir.join("root"),
                 runroot: dir.join("runroot"),
@@ -164,6 +254,29 @@ impl Builder {
                 c.env("DOCKER_BUILDKIT", "1").args(["-H", host]);
                 c
             }
+            Kind::BuildKit {
+                buildctl,
+                addr,
+                user,
+                ..
+            } => {
+                let mut c = match user {
+                    None => Command::new(buildctl),
+                    Some(u) => {
+                        let mut c = as_user(u);
+                        c.arg(buildctl);
+                        c
+                    }
+                };
+                c.arg("--addr").arg(addr);
+                c
+            }
+            Kind::Kaniko { docker, host, .. } => {
+                let mut c = Command::new(docker);
+                c.args(["-H", host]);
+                c
+            }
+            Kind::Skipped { why } => refusal(why),
             Kind::Buildah {
                 root,
                 runroot,
@@ -172,13 +285,8 @@ impl Builder {
                 let mut c = match user {
                     None => Command::new("buildah"),
                     Some(u) => {
-                        // runuser keeps root's environment: HOME and XDG_RUNTIME_DIR must be
-                        // the user's (Buildah keeps its rootless state under them).
-                        let mut c = Command::new("runuser");
-                        c.args(["-u", &u.name, "--", "env"])
-                            .arg(format!("HOME={}", u.home.display()))
-                            .arg(format!("XDG_RUNTIME_DIR={}", u.runtime_dir.display()))
-                            .arg("buildah");
+                        let mut c = as_user(u);
+                        c.arg("buildah");
                         c
                     }
                 };
@@ -210,6 +318,13 @@ impl Builder {
         let mut c = self.base_command();
         let mut after = Vec::new();
         match &self.kind {
+            Kind::BuildKit { meta_dir, .. } => {
+                return reference::buildkit_build(c, meta_dir, context, tag, cache, secrets)
+            }
+            Kind::Kaniko { image, out_dir, .. } => {
+                return reference::kaniko_build(c, image, out_dir, context, tag, cache, secrets)
+            }
+            Kind::Skipped { .. } => return vec![c],
             Kind::Rbuild { isolation, .. } => {
                 c.args(["build", "--progress", "plain"]);
                 if let Some(i) = isolation {
@@ -285,7 +400,7 @@ impl Builder {
     /// Buildah, whose `--cache-to/--cache-from` take a repository.
     pub fn cache_ref(&self, repo: &str) -> String {
         match &self.kind {
-            Kind::Buildah { .. } => repo.to_string(),
+            Kind::Buildah { .. } | Kind::Kaniko { .. } => repo.to_string(),
             _ => format!("{repo}:cache"),
         }
     }
@@ -293,6 +408,9 @@ impl Builder {
     /// The commands that push the stored image `source` to `dest` (a reference into a
     /// local registry).
     pub fn push(&self, source: &str, dest: &str) -> Vec<Command> {
+        if let Some(why) = self.cannot(Op::Push) {
+            return vec![refusal(&why)];
+        }
         let mut c = self.base_command();
         match &self.kind {
             Kind::Rbuild { .. } => {
@@ -310,107 +428,23 @@ impl Builder {
                     .arg(format!("docker://{dest}"));
                 vec![c]
             }
+            Kind::BuildKit { .. } | Kind::Kaniko { .. } | Kind::Skipped { .. } => vec![c],
         }
     }
 
     /// The command that pulls `reference` into the tool's store.
     pub fn pull(&self, reference: &str) -> Command {
+        if let Some(why) = self.cannot(Op::Pull) {
+            return refusal(&why);
+        }
         let mut c = self.base_command();
         match &self.kind {
             Kind::Rbuild { .. } => c.args(["pull", reference]),
             Kind::Docker { .. } => c.args(["pull", reference]),
             Kind::Buildah { .. } => c.args(["pull", "--tls-verify=false", reference]),
+            Kind::BuildKit { .. } | Kind::Kaniko { .. } | Kind::Skipped { .. } => &mut c,
         };
         c
-    }
-
-    /// Empties the tool's store and cache, as on a fresh CI machine (not timed).
-    pub fn reset(&self) -> Result<()> {
-        match &self.kind {
-            Kind::Rbuild { root, .. } => remove_tree(root),
-            Kind::Docker { .. } => {
-                let mut c = self.base_command();
-                c.args(["system", "prune", "--all", "--force"]);
-                let out = c.output().context("running docker system prune")?;
-                anyhow::ensure!(
-                    out.status.success(),
-                    "docker system prune failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                Ok(())
-            }
-            Kind::Buildah { root, runroot, .. } => {
-                remove_tree(root)?;
-                remove_tree(runroot)?;
-                self.prepare_store()
-            }
-        }
-    }
-
-    /// Makes the store directories a rootless builder writes (its root and run root, and
-    /// the directory holding them), owned by its user; nothing to do for the others,
-    /// which run as root and make their own.
-    pub fn prepare_store(&self) -> Result<()> {
-        let Kind::Buildah {
-            root,
-            runroot,
-            user: Some(u),
-        } = &self.kind
-        else {
-            return Ok(());
-        };
-        let mut dirs = vec![root.as_path(), runroot.as_path()];
-        dirs.extend(root.parent());
-        for d in dirs {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-            std::os::unix::fs::chown(d, Some(u.uid), Some(u.gid))
-                .with_context(|| format!("giving {} to {}", d.display(), u.name))?;
-        }
-        Ok(())
-    }
-
-    /// The build secrets as this builder can read them: a rootless builder gets a private
-    /// copy (mode 0400, its user's, under its store directory) of a source file its user
-    /// cannot read; the others read the sources as they are.
-    pub fn readable_secrets(&self, secrets: &[(&str, &str)]) -> Result<Vec<(String, String)>> {
-        let mut out = Vec::new();
-        for (id, src) in secrets {
-            let src = match &self.kind {
-                Kind::Buildah {
-                    root,
-                    user: Some(u),
-                    ..
-                } if !readable_by(u, Path::new(src))? => {
-                    let dir = root.parent().unwrap_or(root.as_path()).join("secrets");
-                    std::fs::create_dir_all(&dir)?;
-                    std::os::unix::fs::chown(&dir, Some(u.uid), Some(u.gid))?;
-                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-                    let copy = dir.join(id);
-                    let _ = std::fs::remove_file(&copy);
-                    std::fs::copy(src, &copy).with_context(|| format!("copying {src}"))?;
-                    std::os::unix::fs::chown(&copy, Some(u.uid), Some(u.gid))?;
-                    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o400))?;
-                    copy.display().to_string()
-                }
-                _ => src.to_string(),
-            };
-            out.push((id.to_string(), src));
-        }
-        Ok(out)
-    }
-
-    /// How many build steps of the log `text` were answered from the cache, as each tool
-    /// prints it: BuildKit's `#N CACHED` for a vertex named `[stage i/n] INSTRUCTION`
-    /// (FROM excluded), Buildah's `--> Using cache`, rbuild's `CACHED`.
-    pub fn cached_steps(&self, text: &str) -> usize {
-        match &self.kind {
-            Kind::Rbuild { .. } => text.lines().filter(|l| l.contains("CACHED")).count(),
-            Kind::Docker { .. } => buildkit_cached_steps(text),
-            Kind::Buildah { .. } => text
-                .lines()
-                .filter(|l| l.trim_start().starts_with("--> Using cache"))
-                .count(),
-        }
     }
 
     /// The command that prints the tool's version, for the report.
@@ -419,69 +453,31 @@ impl Builder {
         match &self.kind {
             Kind::Rbuild { .. } | Kind::Buildah { .. } => c.arg("--version"),
             Kind::Docker { .. } => c.args(["version", "--format", "{{.Server.Version}}"]),
+            Kind::BuildKit { .. } => c.arg("--version"),
+            Kind::Kaniko { image, .. } => c.args(["run", "--rm", image, "version"]),
+            Kind::Skipped { .. } => &mut c,
         };
         c
     }
 }
 
-/// Whether `user` can read `path` (asked of the kernel, as that user: `test -r`).
-fn readable_by(user: &RunAs, path: &Path) -> Result<bool> {
-    let status = Command::new("runuser")
-        .args(["-u", &user.name, "--", "test", "-r"])
-        .arg(path)
-        .status()
-        .context("running runuser")?;
-    Ok(status.success())
+/// `runuser -u USER -- env HOME=… XDG_RUNTIME_DIR=…`, to which the program is appended:
+/// runuser keeps root's environment, and the rootless tools keep their state under the
+/// user's HOME and XDG_RUNTIME_DIR.
+pub fn as_user(u: &RunAs) -> Command {
+    let mut c = Command::new("runuser");
+    c.args(["-u", &u.name, "--", "env"])
+        .arg(format!("HOME={}", u.home.display()))
+        .arg(format!("XDG_RUNTIME_DIR={}", u.runtime_dir.display()));
+    c
 }
 
-fn buildkit_cached_steps(text: &str) -> usize {
-    let mut steps = std::collections::HashSet::new();
-    let mut cached = std::collections::HashSet::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix('#') else {
-            continue;
-        };
-        let Some((id, what)) = rest.split_once(' ') else {
-            continue;
-        };
-        if what.starts_with('[') && !what.contains("] FROM ") {
-            steps.insert(id.to_string());
-        } else if what.trim() == "CACHED" {
-            cached.insert(id.to_string());
-        }
-    }
-    steps.intersection(&cached).count()
-}
-
-/// Removes a directory tree, first detaching whatever is mounted inside it (Buildah's
-/// overlay driver mounts its own storage directory).
-pub fn remove_tree(dir: &Path) -> Result<()> {
-    if !dir.exists() {
-        return Ok(());
-    }
-    detach_mounts_under(dir);
-    std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))
-}
-
-fn detach_mounts_under(root: &Path) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let Ok(root) = root.canonicalize() else {
-        return;
-    };
-    let mut mounts: Vec<&str> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| Path::new(m).starts_with(&root))
-        .collect();
-    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-    for m in mounts {
-        if let Ok(c) = std::ffi::CString::new(m) {
-            // SAFETY: a valid NUL-terminated path; a failed unmount is harmless here.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
-    }
+/// A command that fails saying `why`: what a builder runs for what it cannot do, so that
+/// the cell shows the reason.
+pub fn refusal(why: &str) -> Command {
+    let mut c = Command::new("sh");
+    c.args(["-c", "echo \"error: $1\" >&2; exit 1", "sh", why]);
+    c
 }
 
 #[cfg(test)]
@@ -579,179 +575,6 @@ mod tests {
             let i = a.iter().position(|x| x == "--runtime").unwrap();
             assert_eq!(a[i + 1], "runc", "{}", b.name);
         }
-    }
-
-    #[test]
-    fn rootless_buildah_runs_as_its_user_with_its_home_and_runtime_dir() {
-        let b = Builder::buildah_rootless(Path::new("/u"), bench_user());
-        assert_eq!(b.name, "buildah-rootless");
-        assert!(!b.is_rbuild());
-        let c = &b.build(Path::new("/c"), "t", Cache::Off)[0];
-        assert_eq!(c.get_program(), "runuser");
-        let a = argv(c);
-        assert_eq!(
-            a[..12],
-            [
-                "-u",
-                "bench",
-                "--",
-                "env",
-                "HOME=/home/bench",
-                "XDG_RUNTIME_DIR=/run/user/1005",
-                "buildah",
-                "--root",
-                "/u/root",
-                "--runroot",
-                "/u/runroot",
-                "--storage-driver",
-            ]
-        );
-        assert_eq!(a[12], "overlay");
-        assert_eq!(a[13], "bud");
-        assert!(a.contains(&"--no-cache".to_string()), "{a:?}");
-        // The bases come from the harness's plain-http registry.
-        assert!(a.contains(&"--tls-verify=false".to_string()), "{a:?}");
-        // Root Buildah is the same command without the runuser prefix.
-        let root =
-            argv(&Builder::buildah(Path::new("/u")).build(Path::new("/c"), "t", Cache::Off)[0]);
-        assert_eq!(root[..], a[7..]);
-        assert_eq!(
-            Builder::buildah(Path::new("/u")).build(Path::new("/c"), "t", Cache::Off)[0]
-                .get_program(),
-            "buildah"
-        );
-    }
-
-    #[test]
-    fn rootless_buildah_pushes_pulls_and_caches_like_root_buildah_as_its_user() {
-        let b = Builder::buildah_rootless(Path::new("/u"), bench_user());
-        let push = b.push("src:1", "127.0.0.1:5000/d:1");
-        assert_eq!(push.len(), 1);
-        let p = argv(&push[0]);
-        assert_eq!(p[..2], ["-u", "bench"]);
-        assert_eq!(
-            p[p.len() - 4..],
-            [
-                "push",
-                "--tls-verify=false",
-                "src:1",
-                "docker://127.0.0.1:5000/d:1"
-            ]
-        );
-        let pull = b.pull("127.0.0.1:5000/d:1");
-        assert_eq!(pull.get_program(), "runuser");
-        assert_eq!(
-            argv(&pull)[argv(&pull).len() - 3..],
-            ["pull", "--tls-verify=false", "127.0.0.1:5000/d:1"]
-        );
-        assert_eq!(b.cache_ref("r/c"), "r/c");
-        let export = argv(&b.build(Path::new("/c"), "t", Cache::ExportTo("r/c"))[0]);
-        assert!(export.windows(2).any(|w| w == ["--cache-to", "r/c"]));
-        let import = argv(&b.build(Path::new("/c"), "t", Cache::ImportFrom("r/c"))[0]);
-        assert!(import.windows(2).any(|w| w == ["--cache-from", "r/c"]));
-        assert_eq!(
-            b.cached_steps("--> Using cache 12ab\n--> Using cache 34cd\n"),
-            2
-        );
-        let v = b.version();
-        assert_eq!(v.get_program(), "runuser");
-        assert_eq!(argv(&v).last().unwrap(), "--version");
-    }
-
-    #[test]
-    fn a_private_store_keeps_the_rootless_user() {
-        let b =
-            Builder::buildah_rootless(Path::new("/u"), bench_user()).with_store(Path::new("/e"));
-        assert_eq!(b.name, "buildah-rootless");
-        let a = argv(&b.build(Path::new("/c"), "t", Cache::Local)[0]);
-        assert_eq!(a[..2], ["-u", "bench"]);
-        assert!(a.windows(2).any(|w| w == ["--root", "/e/root"]), "{a:?}");
-        assert!(
-            a.windows(2).any(|w| w == ["--runroot", "/e/runroot"]),
-            "{a:?}"
-        );
-    }
-
-    #[test]
-    fn a_rootless_store_is_made_and_given_to_its_user() {
-        use std::os::unix::fs::MetadataExt as _;
-        let dir = tempfile::tempdir().unwrap();
-        // SAFETY: getuid and getgid have no preconditions.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        let user = RunAs {
-            uid,
-            gid,
-            ..bench_user()
-        };
-        let store = dir.path().join("stores/buildah-rootless");
-        let b = Builder::buildah_rootless(&store, user);
-        b.prepare_store().unwrap();
-        for d in [store.clone(), store.join("root"), store.join("runroot")] {
-            let m = std::fs::metadata(&d).unwrap();
-            assert!(m.is_dir(), "{}", d.display());
-            assert_eq!((m.uid(), m.gid()), (uid, gid), "{}", d.display());
-        }
-        std::fs::write(store.join("root/layer"), "x").unwrap();
-        b.reset().unwrap();
-        assert!(store.join("root").is_dir() && store.join("runroot").is_dir());
-        assert!(!store.join("root/layer").exists());
-        // Root's builders make their own stores.
-        let root_store = dir.path().join("stores/buildah");
-        Builder::buildah(&root_store).prepare_store().unwrap();
-        assert!(!root_store.exists());
-    }
-
-    #[test]
-    fn a_secret_its_user_cannot_read_is_copied_for_rootless_buildah_only() {
-        rbuild_testutil::require_root("runuser -u nobody");
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let secret = dir.path().join("ca.crt");
-        std::fs::write(&secret, "certificate").unwrap();
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let src = secret.to_str().unwrap();
-        let nobody = RunAs {
-            name: "nobody".into(),
-            uid: 65534,
-            gid: 65534,
-            home: "/nonexistent".into(),
-            runtime_dir: "/nonexistent".into(),
-        };
-        let store = dir.path().join("store");
-        let b = Builder::buildah_rootless(&store, nobody);
-        let got = b.readable_secrets(&[("ca", src)]).unwrap();
-        let copy = store.join("secrets/ca");
-        assert_eq!(got, [("ca".to_string(), copy.display().to_string())]);
-        assert_eq!(std::fs::read_to_string(&copy).unwrap(), "certificate");
-        use std::os::unix::fs::MetadataExt as _;
-        let m = std::fs::metadata(&copy).unwrap();
-        assert_eq!((m.uid(), m.mode() & 0o777), (65534, 0o400));
-        // A readable source is used as it is; root's builders always use the source.
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert_eq!(
-            b.readable_secrets(&[("ca", src)]).unwrap(),
-            [("ca".to_string(), src.to_string())]
-        );
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(
-            Builder::buildah(&store)
-                .readable_secrets(&[("ca", src)])
-                .unwrap(),
-            [("ca".to_string(), src.to_string())]
-        );
-    }
-
-    #[test]
-    fn counts_cached_steps_as_each_tool_prints_them() {
-        let docker = &all()[1];
-        let log = "#4 [1/3] FROM r/b@sha256:ab\n#4 CACHED\n#5 [2/3] COPY a /a\n#5 CACHED\n\
-                   #6 [3/3] RUN true\n#6 DONE 0.1s\n#7 exporting to image\n";
-        assert_eq!(docker.cached_steps(log), 1);
-        let buildah = &all()[2];
-        assert_eq!(
-            buildah.cached_steps("STEP 2/3: COPY a /a\n--> Using cache 12ab\nSTEP 3/3: RUN true\n"),
-            1
-        );
     }
 
     #[test]

@@ -6,6 +6,14 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result};
 
+mod debian;
+mod large;
+mod layer_tree;
+
+pub use debian::{apt, npm, pip, snapshot, snapshot_script};
+pub use large::{large_layer, many_files, toolchain};
+pub use layer_tree::layer_tree;
+
 /// Base images the workloads build on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Base {
@@ -28,38 +36,38 @@ pub struct Context {
     /// Build secrets (`id`, source file) every tool passes with `--secret id=ID,src=FILE`.
     pub secrets: &'static [(&'static str, &'static str)],
     pub make: MakeContext,
+    /// The same RUN commands for the limit column (a plain chroot, nothing recorded); only
+    /// the cold-build rows have one.
+    pub limit: Option<Limit>,
 }
 
-/// The machine's CA bundle (with update-ca-certificates' additions, e.g. a proxy's CA),
-/// given as the secret `ca` to the package managers that speak HTTPS: through a variable of
-/// their RUN step only, so it is in no layer and no config.
-pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// What the limit runs for a context: its stages (in parallel, each in its own copy of the
+/// base's root), each with its RUN commands in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    pub stages: Vec<LimitStage>,
+}
 
-/// The apps of the real-world fidelity cases (testdata/fidelity/debian_apps), built here too.
-const PYTHON_APP: &[(&str, &str)] = &[
-    (
-        "app.py",
-        include_str!("../../../testdata/fidelity/debian_apps/python/app.py"),
-    ),
-    (
-        "requirements.txt",
-        include_str!("../../../testdata/fidelity/debian_apps/python/requirements.txt"),
-    ),
-];
-const NODE_APP: &[(&str, &str)] = &[
-    (
-        "index.js",
-        include_str!("../../../testdata/fidelity/debian_apps/node/index.js"),
-    ),
-    (
-        "package.json",
-        include_str!("../../../testdata/fidelity/debian_apps/node/package.json"),
-    ),
-    (
-        "package-lock.json",
-        include_str!("../../../testdata/fidelity/debian_apps/node/package-lock.json"),
-    ),
-];
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitStage {
+    /// Context paths copied into the stage's root before its commands (untimed), with the
+    /// absolute destination: what the stage's COPY steps put there.
+    pub copies: Vec<(&'static str, &'static str)>,
+    /// Each RUN: the directory it runs in (the stage's WORKDIR) and its shell command.
+    pub runs: Vec<(&'static str, String)>,
+}
+
+impl Limit {
+    /// One stage running `commands` in `/`, nothing copied.
+    pub fn commands(commands: Vec<String>) -> Limit {
+        Limit {
+            stages: vec![LimitStage {
+                copies: Vec::new(),
+                runs: commands.into_iter().map(|c| ("/", c)).collect(),
+            }],
+        }
+    }
+}
 
 /// The sizes the workloads use; `--quick` shrinks the large ones for smoke runs.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +80,12 @@ pub struct Scale {
     pub layer_tree_bytes: u64,
     /// `RUN true` steps of the per-step overhead workload.
     pub overhead_steps: usize,
+    /// Files of 100 KB the toolchain row's builder stage writes.
+    pub toolchain_files: usize,
+    /// Megabytes of the large-layer row's one layer.
+    pub large_layer_mb: usize,
+    /// Files of the many-files row's one layer.
+    pub many_files: usize,
 }
 
 impl Scale {
@@ -81,6 +95,9 @@ impl Scale {
             push_layer_bytes: 250_000_000,
             layer_tree_bytes: 1_000_000_000,
             overhead_steps: 20,
+            toolchain_files: 2_000,
+            large_layer_mb: 1_000,
+            many_files: 200_000,
         }
     }
 
@@ -90,6 +107,9 @@ impl Scale {
             push_layer_bytes: 25_000_000,
             layer_tree_bytes: 100_000_000,
             overhead_steps: 5,
+            toolchain_files: 200,
+            large_layer_mb: 100,
+            many_files: 20_000,
         }
     }
 }
@@ -101,6 +121,8 @@ fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
     }
     fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
 }
+
+const TINY_RUN: &str = "echo built > /built.txt";
 
 pub fn tiny() -> Context {
     Context {
@@ -115,9 +137,10 @@ pub fn tiny() -> Context {
             write(
                 dir,
                 "Dockerfile",
-                &format!("FROM {from}\nCOPY hello.txt /hello.txt\nRUN echo built > /built.txt\n"),
+                &format!("FROM {from}\nCOPY hello.txt /hello.txt\nRUN {TINY_RUN}\n"),
             )
         }),
+        limit: Some(Limit::commands(vec![TINY_RUN.into()])),
     }
 }
 
@@ -125,6 +148,10 @@ pub fn tiny() -> Context {
 /// directories of 100, then a COPY of one small source file (the one a rebuild changes).
 pub fn large_diff(files: usize) -> Context {
     let dirs = files.div_ceil(100);
+    let run = format!(
+        "for i in $(seq 1 {dirs}); do mkdir -p /data/d$i; for j in $(seq 1 100); do \
+         head -c 30000 /dev/urandom > /data/d$i/f$j; done; done"
+    );
     Context {
         name: "large-diff",
         what: format!(
@@ -135,16 +162,13 @@ pub fn large_diff(files: usize) -> Context {
         cacheable_steps: 2,
         changed_file: Some("app.txt"),
         secrets: &[],
+        limit: Some(Limit::commands(vec![run.clone()])),
         make: Box::new(move |dir, from| {
             write(dir, "app.txt", "app 0\n")?;
             write(
                 dir,
                 "Dockerfile",
-                &format!(
-                    "FROM {from}\nRUN for i in $(seq 1 {dirs}); do mkdir -p /data/d$i; \
-                     for j in $(seq 1 100); do head -c 30000 /dev/urandom > /data/d$i/f$j; \
-                     done; done\nCOPY app.txt /app.txt\n"
-                ),
+                &format!("FROM {from}\nRUN {run}\nCOPY app.txt /app.txt\n"),
             )
         }),
     }
@@ -161,6 +185,11 @@ pub fn steps(name: &'static str, n: usize) -> Context {
         cacheable_steps: n,
         changed_file: Some(if files >= 15 { "f7.txt" } else { "f2.txt" }),
         secrets: &[],
+        limit: Some(Limit::commands(
+            (0..n / 2)
+                .map(|i| format!("echo step {i} >> /steps.log"))
+                .collect(),
+        )),
         make: Box::new(move |dir, from| {
             let mut dockerfile = format!("FROM {from}\n");
             for step in 0..n {
@@ -178,6 +207,15 @@ pub fn steps(name: &'static str, n: usize) -> Context {
 }
 
 pub fn multi_stage() -> Context {
+    let run = |name: &str| {
+        format!(
+            "for i in $(seq 1 2000); do echo $i > /tmp/{name}-$i; done && tar -cf /{name}.tar /tmp"
+        )
+    };
+    let stage = |name: &str| LimitStage {
+        copies: Vec::new(),
+        runs: vec![("/", run(name))],
+    };
     Context {
         name: "multi-stage",
         what: "two independent builder stages (2,000 files each) and a final stage".into(),
@@ -185,16 +223,18 @@ pub fn multi_stage() -> Context {
         cacheable_steps: 4,
         changed_file: None,
         secrets: &[],
-        make: Box::new(|dir, from| {
+        limit: Some(Limit {
+            stages: vec![stage("one"), stage("two")],
+        }),
+        make: Box::new(move |dir, from| {
             write(
                 dir,
                 "Dockerfile",
                 &format!(
-                    "FROM {from} AS one\nRUN for i in $(seq 1 2000); do echo $i > /tmp/one-$i; \
-                     done && tar -cf /one.tar /tmp\n\
-                     FROM {from} AS two\nRUN for i in $(seq 1 2000); do echo $i > /tmp/two-$i; \
-                     done && tar -cf /two.tar /tmp\n\
-                     FROM {from}\nCOPY --from=one /one.tar /\nCOPY --from=two /two.tar /\n"
+                    "FROM {from} AS one\nRUN {}\nFROM {from} AS two\nRUN {}\n\
+                     FROM {from}\nCOPY --from=one /one.tar /\nCOPY --from=two /two.tar /\n",
+                    run("one"),
+                    run("two")
                 ),
             )
         }),
@@ -210,6 +250,7 @@ pub fn push_image(bytes: u64) -> Context {
         cacheable_steps: 2,
         changed_file: None,
         secrets: &[],
+        limit: None,
         make: Box::new(move |dir, from| {
             write(
                 dir,
@@ -236,6 +277,7 @@ pub fn run_true(run_steps: usize) -> Context {
         cacheable_steps: run_steps,
         changed_file: None,
         secrets: &[],
+        limit: None,
         make: Box::new(move |dir, from| {
             let mut dockerfile = format!("FROM {from}\nENV BENCH=1\n");
             for _ in 0..run_steps {
@@ -244,187 +286,6 @@ pub fn run_true(run_steps: usize) -> Context {
             write(dir, "Dockerfile", &dockerfile)
         }),
     }
-}
-
-/// The script of the snapshot workload: `files` files of 25 KB of random data in
-/// directories of 100 under `root` (250 MB for 10,000 files).
-pub fn snapshot_script(root: &str, files: usize) -> String {
-    let dirs = files.div_ceil(100);
-    format!(
-        "for i in $(seq 1 {dirs}); do mkdir -p {root}/data/d$i; for j in $(seq 1 100); do \
-         head -c 25000 /dev/urandom > {root}/data/d$i/f$j; done; done"
-    )
-}
-
-/// A step writing `files` files of 25 KB on top of Debian: what a snapshot has to find and
-/// turn into a layer.
-pub fn snapshot(files: usize) -> Context {
-    Context {
-        name: "snapshot",
-        what: format!(
-            "Debian + one RUN writing {files} files, {} MB",
-            files * 25_000 / 1_000_000
-        ),
-        base: Base::Debian,
-        cacheable_steps: 1,
-        changed_file: None,
-        secrets: &[],
-        make: Box::new(move |dir, from| {
-            write(
-                dir,
-                "Dockerfile",
-                &format!("FROM {from}\nRUN {}\n", snapshot_script("", files)),
-            )
-        }),
-    }
-}
-
-pub fn apt() -> Context {
-    Context {
-        name: "apt",
-        what: "apt-get install curl into Debian (network: the apt mirror)".into(),
-        base: Base::Debian,
-        cacheable_steps: 1,
-        changed_file: None,
-        secrets: &[],
-        make: Box::new(|dir, from| {
-            write(
-                dir,
-                "Dockerfile",
-                &format!(
-                    "FROM {from}\nRUN apt-get update -qq && \
-                     apt-get install -y -qq --no-install-recommends curl ca-certificates && \
-                     rm -rf /var/lib/apt/lists/*\n"
-                ),
-            )
-        }),
-    }
-}
-
-/// A Python app on Debian: pip from apt, then `pip install -r requirements.txt` from the
-/// package index (over HTTPS, hence the CA secret), checked by running the app in the same
-/// step.
-pub fn pip() -> Context {
-    debian_app(
-        "pip",
-        "apt-get install python3-pip, then pip install of a small app's requirements \
-         (network: the apt mirror and the package index)",
-        "python3-pip",
-        PYTHON_APP,
-        "PIP_CERT=/run/secrets/ca \
-         pip install --no-cache-dir --break-system-packages -r requirements.txt \
-         && python3 app.py",
-    )
-}
-
-/// A Node app on Debian: nodejs and npm from apt, then `npm ci` from package-lock.json
-/// (over HTTPS, hence the CA secret), checked by running the app in the same step.
-pub fn npm() -> Context {
-    debian_app(
-        "npm",
-        "apt-get install nodejs npm, then npm ci of a small app \
-         (network: the apt mirror and the package registry)",
-        "nodejs npm",
-        NODE_APP,
-        "npm_config_cafile=/run/secrets/ca \
-         npm ci --no-audit --no-fund --no-update-notifier \
-         && rm -rf /root/.npm && node index.js",
-    )
-}
-
-/// An app on Debian: `packages` from apt, the app's `files` copied to /app, then `install`
-/// (its package manager, with the CA bundle as the build secret `ca`) in one step.
-fn debian_app(
-    name: &'static str,
-    what: &str,
-    packages: &'static str,
-    files: &'static [(&'static str, &'static str)],
-    install: &'static str,
-) -> Context {
-    Context {
-        name,
-        what: what.into(),
-        base: Base::Debian,
-        cacheable_steps: 3,
-        changed_file: None,
-        secrets: &[("ca", CA_BUNDLE)],
-        make: Box::new(move |dir, from| {
-            for (name, text) in files {
-                write(dir, &format!("app/{name}"), text)?;
-            }
-            write(
-                dir,
-                "Dockerfile",
-                &format!(
-                    "FROM {from}\nRUN apt-get update -qq && \
-                     apt-get install -y -qq --no-install-recommends {packages} && \
-                     rm -rf /var/lib/apt/lists/*\nWORKDIR /app\nCOPY app/ ./\n\
-                     RUN --mount=type=secret,id=ca {install}\n"
-                ),
-            )
-        }),
-    }
-}
-
-/// Makes the tree of the layer-write comparison: the regular files of `source` (this
-/// machine's /usr/lib: binaries, libraries, scripts, data, as in a real image) in path
-/// order, until `bytes` bytes are reached, hard-linked (copied across file systems) with
-/// their relative paths. Returns the tree's file count and size.
-pub fn layer_tree(dir: &Path, source: &Path, bytes: u64) -> Result<(u64, u64)> {
-    let marker = dir.with_extension("complete");
-    if let Ok(text) = fs::read_to_string(&marker) {
-        if let Some((n, size)) = text.trim().split_once(' ') {
-            return Ok((n.parse()?, size.parse()?));
-        }
-    }
-    let _ = fs::remove_dir_all(dir);
-    fs::create_dir_all(dir)?;
-    let (mut files, mut total) = (0u64, 0u64);
-    link_in_path_order(source, source, dir, bytes, &mut files, &mut total)?;
-    anyhow::ensure!(
-        total >= bytes,
-        "{} has only {total} bytes of regular files, less than {bytes}",
-        source.display()
-    );
-    fs::write(&marker, format!("{files} {total}\n"))?;
-    Ok((files, total))
-}
-
-fn link_in_path_order(
-    source: &Path,
-    dir: &Path,
-    dest_root: &Path,
-    bytes: u64,
-    files: &mut u64,
-    total: &mut u64,
-) -> Result<()> {
-    let Ok(rd) = fs::read_dir(dir) else {
-        return Ok(());
-    };
-    let mut entries: Vec<_> = rd.flatten().map(|e| e.path()).collect();
-    entries.sort();
-    for path in entries {
-        if *total >= bytes {
-            break;
-        }
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            link_in_path_order(source, &path, dest_root, bytes, files, total)?;
-        } else if meta.is_file() {
-            let dest = dest_root.join(path.strip_prefix(source)?);
-            if let Some(parent) = dest.parent() {
-                fs::create_dir_all(parent)?;
-            }
-            if fs::hard_link(&path, &dest).is_err() {
-                fs::copy(&path, &dest).with_context(|| format!("copying {}", path.display()))?;
-            }
-            *files += 1;
-            *total += meta.len();
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -445,7 +306,64 @@ mod tests {
             pip(),
             npm(),
             snapshot(200),
+            toolchain(200),
+            large_layer(20),
+            many_files(300),
         ]
+    }
+
+    /// The RUN commands of a Dockerfile per stage, their `--mount` flags left out, each
+    /// with the WORKDIR it runs in.
+    fn dockerfile_runs(text: &str) -> Vec<Vec<(String, String)>> {
+        let mut stages: Vec<Vec<(String, String)>> = Vec::new();
+        let mut workdir = "/".to_string();
+        for line in text.lines() {
+            if line.starts_with("FROM ") {
+                stages.push(Vec::new());
+                workdir = "/".into();
+            } else if let Some(dir) = line.strip_prefix("WORKDIR ") {
+                workdir = dir.to_string();
+            } else if let Some(mut cmd) = line.strip_prefix("RUN ") {
+                while let Some(rest) = cmd.strip_prefix("--") {
+                    cmd = rest.split_once(' ').map(|(_, c)| c).unwrap_or("");
+                }
+                stages
+                    .last_mut()
+                    .unwrap()
+                    .push((workdir.clone(), cmd.to_string()));
+            }
+        }
+        stages.retain(|s| !s.is_empty());
+        stages
+    }
+
+    #[test]
+    fn the_limit_runs_exactly_the_run_commands_of_the_dockerfile() {
+        let mut with_limit = 0;
+        for c in every_context() {
+            let Some(limit) = &c.limit else { continue };
+            with_limit += 1;
+            let dir = tempfile::tempdir().unwrap();
+            (c.make)(dir.path(), "b").unwrap();
+            let text = fs::read_to_string(dir.path().join("Dockerfile")).unwrap();
+            let limit_runs: Vec<Vec<(String, String)>> = limit
+                .stages
+                .iter()
+                .map(|s| {
+                    s.runs
+                        .iter()
+                        .map(|(w, c)| (w.to_string(), c.clone()))
+                        .collect()
+                })
+                .collect();
+            assert_eq!(limit_runs, dockerfile_runs(&text), "{}:\n{text}", c.name);
+            for stage in &limit.stages {
+                for (src, _) in &stage.copies {
+                    assert!(dir.path().join(src).exists(), "{}: {src}", c.name);
+                }
+            }
+        }
+        assert_eq!(with_limit, 11);
     }
 
     #[test]
@@ -484,84 +402,5 @@ mod tests {
                 .count();
             assert_eq!(layer_steps, c.cacheable_steps, "{}:\n{text}", c.name);
         }
-    }
-
-    #[test]
-    fn real_world_apps_are_the_fidelity_apps_and_get_the_ca_only_as_a_secret() {
-        let apps = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../testdata/fidelity/debian_apps");
-        for (c, app, files, installer) in [
-            (
-                pip(),
-                "python",
-                &["app.py", "requirements.txt"][..],
-                "pip install",
-            ),
-            (
-                npm(),
-                "node",
-                &["index.js", "package.json", "package-lock.json"][..],
-                "npm ci",
-            ),
-        ] {
-            let dir = tempfile::tempdir().unwrap();
-            (c.make)(dir.path(), "b").unwrap();
-            for f in files {
-                assert_eq!(
-                    fs::read(dir.path().join("app").join(f)).unwrap(),
-                    fs::read(apps.join(app).join(f)).unwrap(),
-                    "{}: {f}",
-                    c.name
-                );
-            }
-            assert_eq!(c.secrets, &[("ca", CA_BUNDLE)], "{}", c.name);
-            let text = fs::read_to_string(dir.path().join("Dockerfile")).unwrap();
-            let run = text
-                .lines()
-                .find(|l| l.contains(installer))
-                .unwrap_or_else(|| panic!("{}: no {installer} in\n{text}", c.name));
-            // The bundle is mounted for this step only and never copied into the image.
-            assert!(
-                run.starts_with("RUN --mount=type=secret,id=ca "),
-                "{}: {run}",
-                c.name
-            );
-            assert!(run.contains("=/run/secrets/ca "), "{}: {run}", c.name);
-            assert!(!text.contains("ca-certificates.crt"), "{}", c.name);
-            assert_eq!(c.base, Base::Debian, "{}", c.name);
-        }
-    }
-
-    #[test]
-    fn layer_tree_takes_files_in_path_order_up_to_the_size() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        for (name, len) in [("a/1", 400), ("a/2", 400), ("b/1", 400), ("c", 400)] {
-            let p = src.join(name);
-            fs::create_dir_all(p.parent().unwrap()).unwrap();
-            fs::write(&p, vec![b'x'; len]).unwrap();
-        }
-        std::os::unix::fs::symlink("c", src.join("d")).unwrap();
-        let tree = dir.path().join("t");
-        let (files, total) = layer_tree(&tree, &src, 1000).unwrap();
-        assert_eq!((files, total), (3, 1200));
-        assert_eq!(walk_sizes(&tree), 1200);
-        assert!(tree.join("b/1").exists() && !tree.join("c").exists());
-        // The second call finds the tree made.
-        assert_eq!(layer_tree(&tree, &src, 1000).unwrap(), (3, 1200));
-        assert!(layer_tree(&dir.path().join("u"), &src, 10_000).is_err());
-    }
-
-    fn walk_sizes(dir: &Path) -> u64 {
-        let mut total = 0;
-        for e in fs::read_dir(dir).unwrap().flatten() {
-            let m = e.metadata().unwrap();
-            if m.is_dir() {
-                total += walk_sizes(&e.path());
-            } else {
-                total += m.len();
-            }
-        }
-        total
     }
 }

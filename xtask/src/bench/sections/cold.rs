@@ -1,0 +1,120 @@
+//! Cold builds: every tool builds each workload with its cache disabled.
+
+use std::cell::RefCell;
+use std::fs;
+use std::rc::Rc;
+
+use anyhow::Result;
+
+use super::{announce, cold_plans};
+use crate::bench::limit::LimitRun;
+use crate::bench::plan::{run_row, Plan};
+use crate::bench::report::{self, Section, LIMIT};
+use crate::bench::services;
+use crate::bench::tools::remove_tree;
+use crate::bench::workloads::{self, Context};
+use crate::bench::Bench;
+
+pub(super) fn cold_builds(b: &Bench) -> Result<Option<Section>> {
+    let mut rows = Vec::new();
+    let candidates: Vec<(Context, bool)> = vec![
+        (workloads::tiny(), false),
+        (workloads::large_diff(b.scale.large_diff_files), true),
+        (workloads::steps("many-steps", 30), false),
+        (workloads::multi_stage(), false),
+        (workloads::toolchain(b.scale.toolchain_files), true),
+        (workloads::large_layer(b.scale.large_layer_mb), true),
+        (workloads::many_files(b.scale.many_files), true),
+        (workloads::apt(), true),
+        (workloads::pip(), true),
+        (workloads::npm(), true),
+    ];
+    // Only the first build on each base is warmed up: it brings the base into the stores,
+    // and the rows after it run on a machine already warm.
+    let mut warm_bases = Vec::new();
+    for (ctx, heavy) in candidates {
+        if !b.opts.selected(ctx.name) {
+            continue;
+        }
+        announce(ctx.name, &ctx.what);
+        let dir = b.context(&ctx)?;
+        let runs = if heavy {
+            b.opts.heavy_runs
+        } else {
+            b.opts.runs
+        };
+        let warm_up = !warm_bases.contains(&ctx.base);
+        warm_bases.push(ctx.base);
+        let mut plans = cold_plans(b, &ctx, &dir, &b.builders(), warm_up);
+        if let Some(limit) = &ctx.limit {
+            let run = Rc::new(RefCell::new(LimitRun::new(
+                &b.work.join("limit").join(ctx.name),
+                &services::base_rootfs(ctx.base, &b.work),
+                &dir,
+                limit,
+                ctx.secrets,
+                &b.work.join("limit-trash"),
+            )?));
+            let prepare = run.clone();
+            plans.push(
+                Plan::new(LIMIT, move |_| Ok(vec![run.borrow().command()]))
+                    .before(move |_| prepare.borrow_mut().prepare()),
+            );
+        }
+        rows.push(run_row(ctx.name, &ctx.what, plans, runs, &b.logs));
+        // The limit's roots of this row, removed before the next row starts.
+        remove_tree(&b.work.join("limit-trash"))?;
+        remove_tree(&b.work.join("limit"))?;
+    }
+    let notes = rows
+        .iter()
+        .map(|r| {
+            let runs = r.cell("rbuild").map(|c| c.samples.len()).unwrap_or(0);
+            let log = b
+                .logs
+                .join(format!("{}-rbuild-{}.log", r.name, runs.saturating_sub(1)));
+            let text = fs::read_to_string(log).unwrap_or_default();
+            format!(
+                "{}, rbuild's steps in its last run: {}",
+                r.name,
+                report::rbuild_step_times(&text)
+            )
+        })
+        .collect();
+    Ok((!rows.is_empty()).then(|| Section {
+        notes,
+        title: "Cold builds".into(),
+        intro: "Each tool builds with its cache disabled (`--no-cache`); the base image is \
+                already in its store (the first row on each base is built once untimed, \
+                which pulls it). The time is the whole command, from start to the image \
+                tagged in the tool's store. RUN steps get the host network with every tool \
+                (rbuild's default; `--network host` for docker and Buildah, whose private \
+                dockerd here has no bridge). buildah-rootless is the same Buildah run as an \
+                unprivileged user (`runuser -u USER -- env HOME=… XDG_RUNTIME_DIR=… \
+                buildah …`) with a subordinate id range: its user namespace maps those ids, \
+                its overlay is the kernel's own (mounted inside that namespace), its storage \
+                is its user's; rbuild itself runs as root here. Peak RSS is the largest \
+                single process of rbuild's tree (which includes the RUN commands, e.g. \
+                apt-get); the docker client does no work and Buildah's is one process among \
+                several, so the peers' memory is not shown. The pip and npm rows get the \
+                machine's CA bundle as the build secret `ca` (their package managers speak \
+                HTTPS, perhaps through a proxy with its own CA); it is in no layer. The notes \
+                give rbuild's own per-step times (its `--progress plain` output) for its last \
+                run, and where its time went (its `phases:` line: wall time per phase, summed \
+                over threads). buildkit-v032 is the reference BuildKit v0.32 (`buildctl \
+                build --output type=image,name=…` against a private rootful buildkitd; \
+                buildkit-v032-rootless the same daemon under rootlesskit as an unprivileged \
+                user); \
+                kaniko is the reference Kaniko v1.28 (`docker run` of its executor image with \
+                `--no-push --digest-file`); it has no image store, so it pulls the base from \
+                the local registry in every run. Every build of those two is checked for the \
+                image digest it wrote. The limit column runs the same RUN commands in a plain \
+                chroot of a fresh copy of the base (made untimed; /dev, /proc, resolv.conf and \
+                the secrets mounted; stages in parallel), with nothing recorded: no snapshot, \
+                no layer, no image. A tool's cell shows its time above the limit in brackets, \
+                and the last ratio column is rbuild's time above the limit over the smallest \
+                of the peers' (— when that peer is at the limit)."
+            .into(),
+        rows,
+    }))
+}
