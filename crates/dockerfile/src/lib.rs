@@ -12,6 +12,7 @@ pub mod syntax;
 
 pub use error::{Error, Source};
 pub mod expand;
+mod build_options;
 pub mod stages;
 
 pub use stages::{

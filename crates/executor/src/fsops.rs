@@ -2,9 +2,7 @@
 //! with every symlink and `..` kept inside the root, missing directories are created, and
 //! the final component of a destination is replaced, never followed.
 
-use std::ffi::CString;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -154,30 +152,7 @@ pub(crate) fn flock(file: &fs::File, operation: libc::c_int) -> std::io::Result<
     }
 }
 
-/// Sets a path's mtime (and atime) without following a symlink.
-pub(crate) fn set_mtime(path: &Path, secs: i64, nanos: i64) -> std::io::Result<()> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    let t = libc::timespec {
-        tv_sec: secs as libc::time_t,
-        tv_nsec: nanos as _,
-    };
-    let times = [t, t];
-    // SAFETY: `c` is a valid NUL-terminated path and `times` two valid timespecs.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
+pub(crate) use rbuild_rootfs::set_mtime;
 
 /// Fails clearly when this build cannot give files to `uid:gid`.
 fn check_owner(path: &Path, uid: u32, gid: u32) -> Result<(), String> {

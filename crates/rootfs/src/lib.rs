@@ -23,6 +23,26 @@ pub use container_root::ContainerRoot;
 pub use error::{Result, RootfsError};
 pub use task::{CopyFrom, RootTask};
 
+/// Sets a path's mtime (and atime) to `secs`.`nanos` without following a symlink.
+pub fn set_mtime(path: &std::path::Path, secs: i64, nanos: i64) -> std::io::Result<()> {
+    use rustix::fs::{Timespec, Timestamps};
+    let time = Timespec {
+        tv_sec: secs,
+        tv_nsec: nanos as _,
+    };
+    let times = Timestamps {
+        last_access: time,
+        last_modification: time,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    Ok(())
+}
+
 /// The first argument that turns the rbuild binary into the container-root worker.
 pub const WORKER_ARG: &str = "__rbuild-container-root";
 

@@ -220,7 +220,6 @@ fn set_meta(
     mode: Option<u32>,
     mtime: Option<(i64, i64)>,
 ) -> Result<()> {
-    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::PermissionsExt;
     if let Some((uid, gid)) = owner {
         std::os::unix::fs::lchown(path, Some(uid), Some(gid))
@@ -235,26 +234,7 @@ fn set_meta(
             .map_err(|e| failed(&format!("chmod {mode:o}"), e))?;
     }
     if let Some((secs, nanos)) = mtime {
-        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| failed("setting mtime", "the path holds a NUL byte"))?;
-        let t = libc::timespec {
-            tv_sec: secs as libc::time_t,
-            tv_nsec: nanos as _,
-        };
-        let times = [t, t];
-        // SAFETY: `c` is a valid NUL-terminated path and `times` two valid timespecs, both
-        // alive for the call.
-        let r = unsafe {
-            libc::utimensat(
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                times.as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if r != 0 {
-            return Err(failed("setting mtime", std::io::Error::last_os_error()));
-        }
+        crate::set_mtime(path, secs, nanos).map_err(|e| failed("setting mtime", e))?;
     }
     Ok(())
 }

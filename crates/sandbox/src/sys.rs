@@ -200,3 +200,37 @@ pub fn errno_name(err: &io::Error) -> String {
     };
     format!("{name} ({err})")
 }
+
+/// The children of `parent` (a single-threaded helper: the chroot step's, the restricted step's): from
+/// `/proc/PID/task/PID/children` where the kernel has it, else (or when that list, which
+/// the kernel does not promise complete while children come and go, is empty) by reading
+/// every process's parent from `/proc/*/stat`.
+pub fn children_of(parent: libc::pid_t) -> Vec<libc::pid_t> {
+    let listed: Vec<libc::pid_t> =
+        std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+            .map(|list| {
+                list.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+    if !listed.is_empty() {
+        return listed;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // The command name may contain spaces; fields resume after the last ')'.
+                    let rest = &stat[stat.rfind(')')? + 2..];
+                    rest.split(' ').nth(1)?.parse::<libc::pid_t>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}

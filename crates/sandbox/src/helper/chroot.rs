@@ -109,7 +109,10 @@ fn kill_descendants(pgid: libc::pid_t) {
             Ok((0, _)) => {}
             Ok(_) => continue,
         }
-        for pid in children_of(me).into_iter().filter_map(Pid::from_raw) {
+        for pid in crate::sys::children_of(me)
+            .into_iter()
+            .filter_map(Pid::from_raw)
+        {
             let _ = kill_process(pid, Signal::KILL);
         }
         match waitpid(-1, 0) {
@@ -117,40 +120,6 @@ fn kill_descendants(pgid: libc::pid_t) {
             Err(_) => break, // ECHILD: nothing left.
         }
     }
-}
-
-/// The children of `parent` (this single-threaded helper, which has some): from
-/// `/proc/PID/task/PID/children` where the kernel has it, else (or when that list, which
-/// the kernel does not promise complete while children come and go, is empty) by reading
-/// every process's parent from `/proc/*/stat`.
-fn children_of(parent: libc::pid_t) -> Vec<libc::pid_t> {
-    let listed: Vec<libc::pid_t> =
-        std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
-            .map(|list| {
-                list.split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-    if !listed.is_empty() {
-        return listed;
-    }
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<libc::pid_t>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // The command name may contain spaces; fields resume after the last ')'.
-                    let rest = &stat[stat.rfind(')')? + 2..];
-                    rest.split(' ').nth(1)?.parse::<libc::pid_t>().ok()
-                })
-                == Some(parent)
-        })
-        .collect()
 }
 
 pub fn run(spec: &StepSpec, control: &UnixStream) -> Result<(), HelperError> {

@@ -50,7 +50,7 @@ pub(super) fn kill_and_reap(pgid: libc::pid_t, subreaper: bool) -> bool {
     }
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
-    for pid in children_of(me) {
+    for pid in crate::sys::children_of(me) {
         // SAFETY: a child of ours, not yet reaped (so its pid is not reused).
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
@@ -93,38 +93,4 @@ pub(super) fn reap_orphans(step: libc::pid_t) {
             return;
         }
     }
-}
-
-/// The children of `parent` (this single-threaded helper): from
-/// `/proc/PID/task/PID/children`, else (a kernel without it, or a list the kernel does not
-/// promise complete while children come and go) every process whose parent it is in
-/// `/proc/*/stat`.
-fn children_of(parent: libc::pid_t) -> Vec<libc::pid_t> {
-    let listed: Vec<libc::pid_t> =
-        std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
-            .map(|list| {
-                list.split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-    if !listed.is_empty() {
-        return listed;
-    }
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<libc::pid_t>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // The command name may contain spaces; fields resume after the last ')'.
-                    let rest = &stat[stat.rfind(')')? + 2..];
-                    rest.split(' ').nth(1)?.parse::<libc::pid_t>().ok()
-                })
-                == Some(parent)
-        })
-        .collect()
 }

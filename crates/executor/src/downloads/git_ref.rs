@@ -1,0 +1,197 @@
+//! Git sources of `ADD`: `<repo>#<ref>:<subdir>` and BuildKit's newer query form
+//! (`?ref=…&subdir=…&keep-git-dir=…&checksum=…`).
+
+use std::collections::BTreeMap;
+
+use super::urls::{percent_decode, redact_url};
+
+/// A git source of ADD: the remote, and what its `#ref[:subdir]` fragment and its
+/// `?ref=…&subdir=…` query ask for (BuildKit's `dfgitutil.GitRef`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GitRef {
+    /// The URL without fragment and query: what `git` fetches from.
+    pub remote: String,
+    /// A branch, tag or commit; `?tag=` and `?branch=` give `refs/tags/…`, `refs/heads/…`.
+    pub reference: Option<String>,
+    pub subdir: Option<String>,
+    /// `?checksum=` / `?commit=`: the commit id or a prefix of it.
+    pub checksum: Option<String>,
+    /// `?keep-git-dir[=BOOL]`.
+    pub keep_git_dir: Option<bool>,
+    /// `?submodules=false` skips the submodules.
+    pub submodules: bool,
+}
+
+impl GitRef {
+    /// Whether the checkout keeps `.git`: the query's `keep-git-dir`, else the flag's.
+    pub(crate) fn keep_git_dir(&self, flag: Option<bool>) -> bool {
+        self.keep_git_dir.or(flag).unwrap_or(false)
+    }
+}
+
+/// [`git_source`] for a source already checked (by `CopySpec::check`).
+pub(crate) fn parse_git_ref(src: &str) -> Option<GitRef> {
+    git_source(src).and_then(Result::ok)
+}
+
+pub(crate) fn git_source(src: &str) -> Option<Result<GitRef, String>> {
+    // As Go's url.Parse: the fragment is everything after the first '#', the query what
+    // lies between the first '?' and the fragment.
+    let (before_fragment, fragment) = match src.split_once('#') {
+        Some((r, f)) => (r, Some(f)),
+        None => (src, None),
+    };
+    let (remote, query) = match before_fragment.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (before_fragment, None),
+    };
+    let is_git = remote.starts_with("git@")
+        || remote.starts_with("git://")
+        || remote.starts_with("ssh://")
+        || ((remote.starts_with("http://") || remote.starts_with("https://"))
+            && remote.trim_end_matches('/').ends_with(".git"));
+    if !is_git {
+        return None;
+    }
+    let mut git = GitRef {
+        remote: remote.to_string(),
+        reference: None,
+        subdir: None,
+        checksum: None,
+        keep_git_dir: None,
+        submodules: true,
+    };
+    if let Some(f) = fragment.filter(|f| !f.is_empty()) {
+        let (r, s) = f.split_once(':').unwrap_or((f, ""));
+        git.reference = (!r.is_empty()).then(|| r.to_string());
+        // BuildKit cleans the fragment's subdir (path.Join("/", subdir), leading / dropped).
+        let cleaned = clean_subdir(s);
+        git.subdir = (!cleaned.is_empty()).then_some(cleaned);
+    }
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        if let Err(e) = load_query(&mut git, q) {
+            return Some(Err(format!("{}: {e}", redact_url(src))));
+        }
+    }
+    Some(Ok(git))
+}
+
+/// `path.Join("/", p)` without its leading `/`: `.` and `..` resolved, never above the
+/// root.
+fn clean_subdir(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    parts.join("/")
+}
+
+/// BuildKit's `GitRef.loadQuery`: every key once, with a value (the boolean ones may
+/// omit it), none unknown; a query ref or subdir that differs from the fragment's is a
+/// conflict; `tag` and `branch` exclude each other.
+fn load_query(git: &mut GitRef, query: &str) -> Result<(), String> {
+    let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        values
+            .entry(query_decode(k))
+            .or_default()
+            .push(query_decode(v));
+    }
+    // Go's strconv.ParseBool.
+    let boolean = |key: &str, v: &str| -> Result<bool, String> {
+        match v {
+            "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+            "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+            other => Err(format!("invalid {key} value: {other:?}")),
+        }
+    };
+    let (mut tag, mut branch) = (None, None);
+    for (key, v) in &values {
+        if v.len() > 1 {
+            return Err(format!("query {key:?} has multiple values"));
+        }
+        let value = v.first().filter(|v| !v.is_empty());
+        let is_boolean = matches!(
+            key.as_str(),
+            "submodules" | "keep-git-dir" | "fetch-by-commit"
+        );
+        let Some(value) = value else {
+            if !is_boolean {
+                return Err(format!("query {key:?} has no value"));
+            }
+            match key.as_str() {
+                "keep-git-dir" => git.keep_git_dir = Some(true),
+                "submodules" => git.submodules = true,
+                _ => return Err(format!("query {key:?} is not supported yet")),
+            }
+            continue;
+        };
+        match key.as_str() {
+            "ref" => {
+                if let Some(r) = git.reference.as_ref().filter(|r| *r != value) {
+                    return Err(format!("ref conflicts: {r:?} vs {value:?}"));
+                }
+                git.reference = Some(value.clone());
+            }
+            "tag" => tag = Some(value.clone()),
+            "branch" => branch = Some(value.clone()),
+            "subdir" => {
+                if let Some(s) = git.subdir.as_ref().filter(|s| *s != value) {
+                    return Err(format!("subdir conflicts: {s:?} vs {value:?}"));
+                }
+                // Compared as written (BuildKit), used cleaned as the fragment's.
+                git.subdir = Some(clean_subdir(value)).filter(|s| !s.is_empty());
+            }
+            "checksum" | "commit" => git.checksum = Some(value.clone()),
+            "keep-git-dir" => git.keep_git_dir = Some(boolean(key, value)?),
+            "submodules" => git.submodules = boolean(key, value)?,
+            // Checkout time is what a checkout gets anyway; BuildKit's mtime=commit and
+            // fetch-by-commit are refused rather than ignored.
+            "mtime" => match value.as_str() {
+                "checkout" => {}
+                "commit" => return Err("query \"mtime=commit\" is not supported yet".into()),
+                other => {
+                    return Err(format!(
+                        "invalid mtime value: {other:?} (must be \"checkout\" or \"commit\")"
+                    ))
+                }
+            },
+            "fetch-by-commit" => return Err(format!("query {key:?} is not supported yet")),
+            _ => return Err(format!("unexpected query {key:?}")),
+        }
+    }
+    let mut set_ref = |prefix: &str, name: String| -> Result<(), String> {
+        let full = if name.starts_with(prefix) {
+            name
+        } else {
+            format!("{prefix}{name}")
+        };
+        if let Some(r) = git.reference.as_ref().filter(|r| **r != full) {
+            return Err(format!("ref conflicts: {r:?} vs {full:?}"));
+        }
+        git.reference = Some(full);
+        Ok(())
+    };
+    if let Some(tag) = tag {
+        set_ref("refs/tags/", tag)?;
+    }
+    if let Some(branch) = branch {
+        if values.contains_key("tag") {
+            return Err("branch conflicts with tag".into());
+        }
+        set_ref("refs/heads/", branch)?;
+    }
+    Ok(())
+}
+
+/// A query key or value as Go's `url.ParseQuery` decodes it (`+` is a space).
+fn query_decode(s: &str) -> String {
+    percent_decode(&s.replace('+', " "))
+}
