@@ -11,8 +11,8 @@ pub mod limits;
 pub mod syntax;
 
 pub use error::{Error, Source};
-pub mod expand;
 mod build_options;
+pub mod expand;
 pub mod stages;
 
 pub use stages::{

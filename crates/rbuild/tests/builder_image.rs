@@ -301,6 +301,86 @@ fn builder_images_build_push_and_cache_with_rbuild_as_the_entrypoint() {
         !describe(&kaniko).contains(pass),
         "the password was printed"
     );
+
+    // The Kubernetes Job for root with RuntimeDefault seccomp (docs/ci/kubernetes.md), its
+    // container spec as the equivalent `docker run`: the manifest's own `args:`, uid 0,
+    // allowPrivilegeEscalation false (no-new-privileges), Docker's default seccomp, the
+    // registry credentials mounted read-only at /root/.docker.
+    let manifest = std::fs::read_to_string(repo_root().join("docs/ci/kubernetes.md")).unwrap();
+    let args: Vec<String> = job_args(&manifest)
+        .into_iter()
+        .map(|a| {
+            // A repository of its own: the Kaniko job above pushed team/app.
+            a.replace("registry.example.com", &host)
+                .replace("team/app", "team/job")
+                .replace("/workspace", "/ctx/job")
+        })
+        .collect();
+    assert!(args.iter().any(|a| a == "--push"), "{args:?}");
+    write(
+        &fx.ctx.path().join("job/Dockerfile"),
+        "FROM base:1\nRUN echo built-by-the-job > /job.txt\nCOPY data.txt /data.txt\n",
+    );
+    write(&fx.ctx.path().join("job/data.txt"), "job context\n");
+    let config = tempfile::tempdir().unwrap();
+    write(
+        &config.path().join("config.json"),
+        &format!(
+            "{{\"auths\":{{\"{host}\":{{\"auth\":\"{}\"}}}}}}",
+            base64(&format!("{user}:{pass}"))
+        ),
+    );
+    let config_volume = format!("{}:/root/.docker:ro", config.path().display());
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let job = fx.rbuild(
+        "rbuild:latest",
+        &[
+            "--network",
+            "host",
+            "--user",
+            "0",
+            "--security-opt",
+            "no-new-privileges",
+            "-v",
+            &config_volume,
+        ],
+        out.path(),
+        &arg_refs,
+    );
+    assert!(job.status.success(), "the Job: {}", describe(&job));
+    assert_eq!(status("team/job", "1"), Some(200), "{}", describe(&job));
+    assert!(
+        args.iter().any(|a| a.starts_with("--cache-repo=")),
+        "{args:?}"
+    );
+    assert_eq!(
+        status("team/job/cache", "buildcache"),
+        Some(200),
+        "the Job's registry cache was not pushed: {}",
+        describe(&job)
+    );
+    assert!(!describe(&job).contains(pass), "the password was printed");
+}
+
+/// The `args:` of the `build` container in the first manifest of docs/ci/kubernetes.md.
+fn job_args(manifest: &str) -> Vec<String> {
+    let mut lines = manifest
+        .lines()
+        .skip_while(|l| l.trim() != "- name: build")
+        .skip_while(|l| l.trim() != "args:")
+        .skip(1);
+    let mut args = Vec::new();
+    for line in lines.by_ref() {
+        match line.trim().strip_prefix("- ") {
+            Some(arg) if line.starts_with("            - ") => args.push(arg.to_string()),
+            _ => break,
+        }
+    }
+    assert!(
+        !args.is_empty(),
+        "no args: in docs/ci/kubernetes.md's build container"
+    );
+    args
 }
 
 /// The golden cases that cover what differs most between isolations: every `RUN --mount`
