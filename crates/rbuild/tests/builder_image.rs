@@ -360,6 +360,85 @@ fn builder_images_build_push_and_cache_with_rbuild_as_the_entrypoint() {
         describe(&job)
     );
     assert!(!describe(&job).contains(pass), "the password was printed");
+
+    // The Jenkins agent pod (docs/ci/jenkins.md): rbuild:debug kept alive by its own
+    // `/busybox/sleep` under the same securityContext, the pipeline's `sh` step run in it as
+    // the Kubernetes plugin does (an exec in the workspace).
+    let pipeline = std::fs::read_to_string(repo_root().join("docs/ci/jenkins.md")).unwrap();
+    let sleep: Vec<String> = pipeline
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            l.strip_prefix("command: [\"")
+                .or_else(|| l.strip_prefix("args: [\""))
+                .and_then(|rest| rest.strip_suffix("\"]"))
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(
+        sleep,
+        ["/busybox/sleep", "infinity"],
+        "the pod template's command"
+    );
+    let step = pipeline
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("sh '")?.strip_suffix('\''))
+        .expect("the pipeline's sh step")
+        .replace("registry.example.com/app", &format!("{host}/team/jenkins"))
+        .replace("$GIT_COMMIT", "c0ffee");
+    write(
+        &fx.ctx.path().join("jenkins/Dockerfile"),
+        "FROM base:1\nRUN echo built-by-jenkins > /jenkins.txt\n",
+    );
+    let ctx_volume = format!("{}:/ctx:ro", fx.ctx.path().display());
+    let store_volume = format!("{}:/var/lib/rbuild", fx.store.path().display());
+    let agent = fx.daemon.docker_ok(&[
+        "run",
+        "-d",
+        "--rm",
+        "--network",
+        "host",
+        "--user",
+        "0",
+        "--security-opt",
+        "no-new-privileges",
+        "-v",
+        &ctx_volume,
+        "-v",
+        &store_volume,
+        "-v",
+        &config_volume,
+        "--entrypoint",
+        &sleep[0],
+        "rbuild:debug",
+        &sleep[1],
+    ]);
+    let agent = agent.trim();
+    let jenkins = fx.daemon.docker(&[
+        "exec",
+        "-w",
+        "/ctx/jenkins",
+        agent,
+        "/busybox/sh",
+        "-c",
+        &step,
+    ]);
+    fx.daemon.docker(&["rm", "-f", agent]);
+    assert!(
+        jenkins.status.success(),
+        "the Jenkins step: {}",
+        describe(&jenkins)
+    );
+    assert_eq!(
+        status("team/jenkins", "c0ffee"),
+        Some(200),
+        "{}",
+        describe(&jenkins)
+    );
+    assert!(
+        !describe(&jenkins).contains(pass),
+        "the password was printed"
+    );
 }
 
 /// The `args:` of the `build` container in the first manifest of docs/ci/kubernetes.md.
