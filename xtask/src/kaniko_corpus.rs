@@ -105,16 +105,30 @@ enum Built {
     Failed(String),
 }
 
-/// rbuild's error line: its last line that says `error`, else its last line.
+/// rbuild's error: its last line that says `error` with the indented lines that follow it
+/// (the reason), else its last line.
 fn rbuild_error_line(output: &str) -> String {
-    output
-        .lines()
-        .rev()
-        .find(|l| l.to_ascii_lowercase().contains("error"))
-        .or_else(|| output.lines().rev().find(|l| !l.trim().is_empty()))
-        .unwrap_or("")
-        .trim()
-        .to_string()
+    let lines: Vec<&str> = output.lines().collect();
+    let Some(at) = lines
+        .iter()
+        .rposition(|l| l.to_ascii_lowercase().contains("error"))
+    else {
+        return lines
+            .iter()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| l.trim().to_string())
+            .unwrap_or_default();
+    };
+    let mut parts = vec![lines[at].trim()];
+    parts.extend(
+        lines[at + 1..]
+            .iter()
+            .take_while(|l| l.starts_with(' ') && !l.trim().is_empty())
+            .take(2)
+            .map(|l| l.trim()),
+    );
+    parts.join(": ")
 }
 
 /// A value shortened for a table cell.
@@ -674,6 +688,18 @@ mod tests {
                 rbuild: "Error: RUN exited with 42".into(),
                 buildkit: "error: failed to solve: exit code: 42".into()
             }
+        );
+        let reason = judge(
+            &failed("error: Dockerfile:6: COPY a* b dest\n  When using COPY with more than one source file\nnot indented\n"),
+            &Built::Image(PathBuf::from("/x.tar")),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            reason,
+            Verdict::RbuildFailed(
+                "error: Dockerfile:6: COPY a* b dest: When using COPY with more than one source file".into()
+            )
         );
         let image = Built::Image(PathBuf::from("/nonexistent.tar"));
         assert_eq!(
