@@ -23,21 +23,28 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use rbuild_diff::{compare, read_image, Change, ImageSource, Options as DiffOptions};
-use rbuild_testutil::{busybox_rootfs, Registry};
+use rbuild_testutil::{busybox_rootfs, Dockerd, Registry, DOCKER_CLI};
 
 use crate::fidelity::{buildkit_error_line, lock_state, rbuild, run, run_ok, BuildKit};
 use cases::{Case, Stand};
-use verdict::Verdict;
+use verdict::{Row, Verdict};
 
-const USAGE: &str = "usage: cargo xtask kaniko-corpus --shared DIR [--quick] [--out FILE] [--expected FILE] [--write-expected] [--keep DIR] [CASE...]";
+const USAGE: &str = "usage: cargo xtask kaniko-corpus --shared DIR [--kaniko] [--quick] [--out FILE] [--expected FILE] [--write-expected] [--keep DIR] [CASE...]";
 
 /// Where the corpus and the reference builders are, below `--shared`.
 const CORPUS: &str = "conformance/kaniko-dockerfiles";
 const BUILDKIT: &str = "reference/buildkit";
+const KANIKO: &str = "reference/kaniko";
+
+/// The Kaniko executor image `make-image.sh` loads into the private daemon.
+const KANIKO_IMAGE: &str = "kaniko-corpus-executor:1";
 
 struct Options {
     shared: PathBuf,
     quick: bool,
+    /// Build every case with Kaniko v1.28 too (in a private dockerd) and compare its image
+    /// with BuildKit's.
+    kaniko: bool,
     out: Option<PathBuf>,
     expected: Option<PathBuf>,
     write_expected: bool,
@@ -50,6 +57,7 @@ fn parse(args: &[String]) -> Result<Options> {
     let mut options = Options {
         shared: PathBuf::new(),
         quick: false,
+        kaniko: false,
         out: None,
         expected: None,
         write_expected: false,
@@ -71,10 +79,7 @@ fn parse(args: &[String]) -> Result<Options> {
             "--keep" => options.keep = Some(value("--keep")?),
             "--quick" => options.quick = true,
             "--write-expected" => options.write_expected = true,
-            "--kaniko" => bail!(
-                "--kaniko (building the corpus with Kaniko v1.28 too) is not implemented yet: \
-                 the comparison runs rbuild against BuildKit only"
-            ),
+            "--kaniko" => options.kaniko = true,
             flag if flag.starts_with('-') => bail!("unknown option {flag}\n{USAGE}"),
             case => options.cases.push(case.to_string()),
         }
@@ -303,6 +308,84 @@ fn build_buildkit(
             String::from_utf8_lossy(&out.stderr).into_owned(),
         ))
     }
+}
+
+/// Kaniko v1.28 in the private daemon, with the corpus and the staged Dockerfile mounted
+/// read-only, `--no-push --tar-path` into `dest`'s directory.
+fn build_kaniko(
+    dockerd: &Dockerd,
+    corpus: &Path,
+    case: &Case,
+    dockerfile: &Path,
+    dest: &Path,
+) -> Result<Built> {
+    let (Some(dir), Some(file_name), Some(out_dir), Some(out_name)) = (
+        dockerfile.parent(),
+        dockerfile.file_name(),
+        dest.parent(),
+        dest.file_name(),
+    ) else {
+        bail!("{}: not a file in a directory", dockerfile.display());
+    };
+    let mut cmd = Command::new(DOCKER_CLI);
+    cmd.arg("-H")
+        .arg(dockerd.host())
+        .args(["run", "--rm", "--network", "host", "-v"])
+        .arg(format!("{}:/corpus:ro", corpus.display()))
+        .arg("-v")
+        .arg(format!("{}:/dockerfile:ro", dir.display()))
+        .arg("-v")
+        .arg(format!("{}:/out", out_dir.display()))
+        .arg(KANIKO_IMAGE)
+        .arg("--context")
+        .arg(format!("dir:///corpus/{}", case.context.display()))
+        .arg("--dockerfile")
+        .arg(format!("/dockerfile/{}", file_name.to_string_lossy()))
+        .args(["--no-push", "--tar-path"])
+        .arg(format!("/out/{}", out_name.to_string_lossy()))
+        .args([
+            "--destination",
+            "kaniko-corpus:1",
+            "--insecure",
+            "--insecure-pull",
+        ]);
+    for arg in &case.build_args {
+        cmd.arg("--build-arg").arg(arg);
+    }
+    if let Some(target) = &case.target {
+        cmd.arg("--target").arg(target);
+    }
+    let out = run("docker run (Kaniko)", &mut cmd)?;
+    if out.status.success() && dest.is_file() {
+        Ok(Built::Image(dest.to_path_buf()))
+    } else {
+        Ok(Built::Failed(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )))
+    }
+}
+
+/// A private dockerd with the Kaniko executor image loaded (`DIR/reference/kaniko`).
+fn start_kaniko(shared: &Path) -> Result<Dockerd> {
+    let script = shared.join(KANIKO).join("make-image.sh");
+    if !script.is_file() {
+        bail!(
+            "{} is missing: --kaniko needs the reference Kaniko beside the reference BuildKit",
+            script.display()
+        );
+    }
+    let dockerd = Dockerd::start();
+    run_ok(
+        "the reference Kaniko's make-image.sh",
+        Command::new("bash")
+            .arg(&script)
+            .arg(KANIKO_IMAGE)
+            .arg(DOCKER_CLI)
+            .env("DOCKER_HOST", dockerd.host()),
+    )?;
+    Ok(dockerd)
 }
 
 /// Busybox with a link for every applet (the busybox image's /bin), for busybox and alpine.
@@ -543,6 +626,12 @@ pub fn main(args: &[String]) -> Result<()> {
         corpus: &corpus,
     };
     make_bases(&places, &selected, onbuild.as_ref())?;
+    let kaniko = if options.kaniko {
+        eprintln!("kaniko-corpus: starting a private dockerd for Kaniko");
+        Some(start_kaniko(&shared)?)
+    } else {
+        None
+    };
     let setup = started.elapsed().as_secs_f64();
     eprintln!("kaniko-corpus: set-up done in {setup:.0} s");
 
@@ -550,6 +639,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let mut rows = Vec::new();
     for case in &selected {
         let case_started = Instant::now();
+        let mut kaniko_verdict = None;
         let verdict = match &case.skip {
             Some(reason) => Verdict::Skipped(reason.clone()),
             None => {
@@ -557,15 +647,32 @@ pub fn main(args: &[String]) -> Result<()> {
                 let context = corpus.join(&case.context);
                 let ours_dest = work.join(format!("{}-rbuild.tar", safe(&case.name)));
                 let theirs_dest = work.join(format!("{}-buildkit.tar", safe(&case.name)));
-                let (ours, theirs) = std::thread::scope(|scope| {
+                let kaniko_dest = work
+                    .join("kaniko")
+                    .join(safe(&case.name))
+                    .join("kaniko.tar");
+                let (ours, theirs, by_kaniko) = std::thread::scope(|scope| {
                     let theirs = scope.spawn(|| {
                         build_buildkit(&buildkit, case, &dockerfile, &context, &theirs_dest)
+                    });
+                    let by_kaniko = kaniko.as_ref().map(|dockerd| {
+                        scope.spawn(|| -> Result<Built> {
+                            if let Some(dir) = kaniko_dest.parent() {
+                                std::fs::create_dir_all(dir)?;
+                            }
+                            build_kaniko(dockerd, &corpus, case, &dockerfile, &kaniko_dest)
+                        })
                     });
                     let ours = build_rbuild(&bin, &store, case, &dockerfile, &context, &ours_dest);
                     let theirs = theirs
                         .join()
                         .unwrap_or_else(|_| Err(anyhow!("the BuildKit build panicked")));
-                    (ours, theirs)
+                    let by_kaniko = by_kaniko.map(|handle| {
+                        handle
+                            .join()
+                            .unwrap_or_else(|_| Err(anyhow!("the Kaniko build panicked")))
+                    });
+                    (ours, theirs, by_kaniko)
                 });
                 let ((ours, output), theirs) = (ours?, theirs?);
                 // The work directory's name is random: out of the error lines.
@@ -575,6 +682,10 @@ pub fn main(args: &[String]) -> Result<()> {
                     image => image,
                 };
                 let (ours, theirs) = (unrandom(ours), unrandom(theirs));
+                if let Some(by_kaniko) = by_kaniko {
+                    kaniko_verdict = Some(judge(&unrandom(by_kaniko?), &theirs, &ignore)?);
+                    let _ = std::fs::remove_file(&kaniko_dest);
+                }
                 for secret in &case.secret_values {
                     if output.contains(secret.as_str()) {
                         problems.push(format!(
@@ -610,20 +721,44 @@ pub fn main(args: &[String]) -> Result<()> {
             verdict.label(),
             verdict.detail()
         );
-        rows.push((case.name.clone(), verdict, wanted, seconds));
+        if let Some(k) = &kaniko_verdict {
+            eprintln!(
+                "kaniko-corpus: {:<48} Kaniko: {}",
+                "",
+                k.label().replace("rbuild", "kaniko")
+            );
+        }
+        rows.push(Row {
+            case: case.name.clone(),
+            verdict,
+            expected: wanted,
+            seconds,
+            kaniko: kaniko_verdict,
+        });
     }
     drop(buildkit);
+    drop(kaniko);
 
     let verdicts: Vec<(String, Verdict)> = rows
         .iter()
-        .map(|(c, v, _, _)| (c.clone(), v.clone()))
+        .map(|r| (r.case.clone(), r.verdict.clone()))
         .collect();
     let counts = verdict::counts(&verdicts);
-    let summary = format!(
-        "{} cases in {:.0} s (set-up {setup:.0} s): {counts:?}",
+    let mut summary = format!(
+        "{} cases in {:.0} s (set-up {setup:.0} s): rbuild vs BuildKit {counts:?}",
         rows.len(),
         started.elapsed().as_secs_f64()
     );
+    let by_kaniko: Vec<(String, Verdict)> = rows
+        .iter()
+        .filter_map(|r| r.kaniko.clone().map(|k| (r.case.clone(), k)))
+        .collect();
+    if !by_kaniko.is_empty() {
+        summary.push_str(&format!(
+            "; Kaniko vs BuildKit {:?} (rbuild-failed: Kaniko failed)",
+            verdict::counts(&by_kaniko)
+        ));
+    }
     eprintln!("kaniko-corpus: {summary}");
     if let Some(out) = &options.out {
         let text = format!(
@@ -669,8 +804,8 @@ mod tests {
         assert!(parse(&args(&["--shared", "s", "--quick", "a"])).is_err());
         assert!(parse(&args(&["--shared", "s", "--bogus"])).is_err());
         assert!(parse(&args(&["--shared"])).is_err());
-        let kaniko = parse(&args(&["--shared", "s", "--kaniko"])).err().unwrap();
-        assert!(kaniko.to_string().contains("not implemented"), "{kaniko}");
+        assert!(parse(&args(&["--shared", "s", "--kaniko"])).unwrap().kaniko);
+        assert!(!parse(&args(&["--shared", "s"])).unwrap().kaniko);
     }
 
     #[test]

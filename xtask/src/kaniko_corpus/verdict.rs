@@ -150,18 +150,49 @@ fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
 
-/// The results table (Markdown): one row per case.
-pub fn table(rows: &[(String, Verdict, Option<String>, f64)]) -> String {
-    let mut out =
-        String::from("| case | verdict | expected | seconds | detail |\n|---|---|---|---|---|\n");
-    for (case, verdict, expected, seconds) in rows {
+/// One case's line of the results.
+pub struct Row {
+    pub case: String,
+    pub verdict: Verdict,
+    pub expected: Option<String>,
+    pub seconds: f64,
+    /// Kaniko's image against BuildKit's, when Kaniko ran too (informational: not checked
+    /// against the expectations).
+    pub kaniko: Option<Verdict>,
+}
+
+/// The results table (Markdown): one row per case; a Kaniko column when Kaniko ran.
+pub fn table(rows: &[Row]) -> String {
+    let with_kaniko = rows.iter().any(|r| r.kaniko.is_some());
+    let mut out = String::from("| case | rbuild vs BuildKit | expected | seconds | detail |");
+    if with_kaniko {
+        out.push_str(" Kaniko vs BuildKit | Kaniko detail |");
+    }
+    out.push_str("\n|---|---|---|---|---|");
+    if with_kaniko {
+        out.push_str("---|---|");
+    }
+    out.push('\n');
+    for row in rows {
         out.push_str(&format!(
-            "| `{}` | {} | {} | {seconds:.1} | {} |\n",
-            cell(case),
-            verdict.label(),
-            cell(expected.as_deref().unwrap_or("-")),
-            cell(&verdict.detail())
+            "| `{}` | {} | {} | {:.1} | {} |",
+            cell(&row.case),
+            row.verdict.label(),
+            cell(row.expected.as_deref().unwrap_or("-")),
+            row.seconds,
+            cell(&row.verdict.detail())
         ));
+        if with_kaniko {
+            match &row.kaniko {
+                Some(k) => out.push_str(&format!(
+                    " {} | {} |",
+                    k.label().replace("rbuild", "kaniko"),
+                    cell(&k.detail().replacen("rbuild: ", "Kaniko: ", 1))
+                )),
+                None => out.push_str(" - | |"),
+            }
+        }
+        out.push('\n');
     }
     out
 }
@@ -242,32 +273,48 @@ mod tests {
 
     #[test]
     fn the_table_has_a_row_per_case_and_escapes_cells() {
+        let row = |case: &str, verdict: Verdict, kaniko: Option<Verdict>| Row {
+            case: case.to_string(),
+            verdict,
+            expected: Some("equal".into()),
+            seconds: 1.25,
+            kaniko,
+        };
         let rows = vec![
-            (
-                "a|b".to_string(),
-                Verdict::Equal,
-                Some("equal".into()),
-                1.25,
-            ),
-            (
-                "c".to_string(),
+            row("a|b", Verdict::Equal, None),
+            row(
+                "c",
                 Verdict::Different((0..6).map(|i| format!("d{i}")).collect()),
                 None,
-                2.0,
             ),
         ];
         let text = table(&rows);
         assert_eq!(text.lines().count(), 4);
+        assert!(!text.contains("Kaniko"), "{text}");
         assert!(text.contains("`a\\|b` | equal | equal | 1.2"), "{text}");
         assert!(text.contains("d0; d1; d2; d3; … 2 more"), "{text}");
-        assert_eq!(
-            counts(
-                &rows
-                    .iter()
-                    .map(|r| (r.0.clone(), r.1.clone()))
-                    .collect::<Vec<_>>()
-            )["different"],
-            1
+        let verdicts: Vec<(String, Verdict)> = rows
+            .iter()
+            .map(|r| (r.case.clone(), r.verdict.clone()))
+            .collect();
+        assert_eq!(counts(&verdicts)["different"], 1);
+
+        let with_kaniko = table(&[
+            row(
+                "a",
+                Verdict::Equal,
+                Some(Verdict::RbuildFailed("kaniko: x".into())),
+            ),
+            row("b", Verdict::Skipped("why".into()), None),
+        ]);
+        assert!(with_kaniko.contains("Kaniko vs BuildKit"), "{with_kaniko}");
+        assert!(
+            with_kaniko.contains("| kaniko-failed | Kaniko: kaniko: x |"),
+            "{with_kaniko}"
         );
+        assert!(with_kaniko.contains("| why | - | |"), "{with_kaniko}");
+        for line in with_kaniko.lines() {
+            assert_eq!(line.matches('|').count(), 8, "{line}");
+        }
     }
 }
