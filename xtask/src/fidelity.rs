@@ -141,14 +141,14 @@ fn read_cases(root: &Path) -> Result<Vec<Case>> {
     Ok(cases)
 }
 
-fn run(what: &str, cmd: &mut Command) -> Result<Output> {
+pub(crate) fn run(what: &str, cmd: &mut Command) -> Result<Output> {
     let out = cmd
         .output()
         .with_context(|| format!("starting {what} ({:?})", cmd.get_program()))?;
     Ok(out)
 }
 
-fn run_ok(what: &str, cmd: &mut Command) -> Result<Output> {
+pub(crate) fn run_ok(what: &str, cmd: &mut Command) -> Result<Output> {
     let out = run(what, cmd)?;
     if !out.status.success() {
         bail!(
@@ -183,7 +183,7 @@ fn base_rootfs(root: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn rbuild(bin: &Path, store: &Path) -> Command {
+pub(crate) fn rbuild(bin: &Path, store: &Path) -> Command {
     let mut cmd = Command::new(bin);
     cmd.arg("--root")
         .arg(store)
@@ -193,14 +193,14 @@ fn rbuild(bin: &Path, store: &Path) -> Command {
 }
 
 /// The daemon started by `start.sh`, stopped on drop.
-struct BuildKit {
+pub(crate) struct BuildKit {
     script: PathBuf,
     state: PathBuf,
     addr: String,
 }
 
 impl BuildKit {
-    fn start(reference: &Path, state: &Path, registry: &str) -> Result<BuildKit> {
+    pub(crate) fn start(reference: &Path, state: &Path, registry: &str) -> Result<BuildKit> {
         let script = reference.join("start.sh");
         if !script.is_file() {
             bail!("{} is missing: --reference names the directory of the reference BuildKit (start.sh, buildkitd.xz, buildctl.xz)", script.display());
@@ -232,7 +232,7 @@ impl BuildKit {
         })
     }
 
-    fn buildctl(&self) -> Command {
+    pub(crate) fn buildctl(&self) -> Command {
         let mut cmd = Command::new(self.state.join("bin/buildctl"));
         cmd.arg("--addr").arg(&self.addr);
         cmd
@@ -251,7 +251,7 @@ impl Drop for BuildKit {
 
 /// Holds an exclusive lock on the daemon's state directory for the whole run: two runs
 /// would stop each other's daemon.
-fn lock_state(state: &Path) -> Result<std::fs::File> {
+pub(crate) fn lock_state(state: &Path) -> Result<std::fs::File> {
     use std::os::fd::AsRawFd;
     std::fs::create_dir_all(state).with_context(|| format!("creating {}", state.display()))?;
     let path = state.join("xtask.lock");

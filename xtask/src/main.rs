@@ -3,6 +3,7 @@
 mod bench;
 mod builder_image;
 mod fidelity;
+mod kaniko_corpus;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,17 @@ tasks:
         build every case of testdata/buildkit-cases with the reference BuildKit
         (DIR/start.sh) and with rbuild; --update writes the goldens, else checks
         them and rbuild's images against BuildKit's
+  kaniko-corpus --shared DIR [--kaniko] [--quick] [--out FILE] [--expected FILE]
+        [--write-expected] [--keep DIR] [CASE...]
+        build Kaniko's integration Dockerfiles (DIR/conformance/kaniko-dockerfiles)
+        with rbuild and the reference BuildKit (DIR/reference/buildkit) on local
+        stand-in bases, compare the images, and check each verdict against
+        testdata/kaniko-corpus-expected.json (--expected); --out: a Markdown table
+        of the results; --kaniko: build with Kaniko v1.28 (DIR/reference/kaniko,
+        in a private dockerd) too and compare its images with BuildKit's
+        (informational); --quick: a subset; --write-expected: record this
+        run's verdicts instead of checking them; --keep: keep both images of
+        each case in DIR
   help  this text";
 
 fn main() -> ExitCode {
@@ -41,6 +53,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::main(&args[1..]),
         Some("builder-image") => builder_image::main(&args[1..]),
         Some("fidelity") => fidelity::main(&args[1..]),
+        Some("kaniko-corpus") => kaniko_corpus::main(&args[1..]),
         Some(other) => {
             eprintln!("xtask: unknown task `{other}`\n\n{USAGE}");
             return ExitCode::from(2);

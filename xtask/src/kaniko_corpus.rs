@@ -1,0 +1,890 @@
+//! `cargo xtask kaniko-corpus --shared DIR [--quick] [--out FILE] [CASE...]`: builds Kaniko's
+//! integration Dockerfiles (`DIR/conformance/kaniko-dockerfiles`, rewritten to local base
+//! images) with rbuild and with the reference BuildKit v0.32 (`DIR/reference/buildkit`), and
+//! compares the images with `rbuild_diff` as `cargo xtask fidelity` does (times and the
+//! files of `testdata/fidelity-nondeterministic.txt` aside).
+//!
+//! Docker Hub is not reachable, so the base images are made here: Debian's static busybox
+//! with every applet linked (for busybox and alpine), a Debian bookworm minbase from
+//! debootstrap (for debian and ubuntu; cached under `target/`), and the corpus's own
+//! `Dockerfile_onbuild_base` built on it. rbuild builds them, pushes them under every alias
+//! the Dockerfiles name to a private registry, and both builders pull them from there.
+//!
+//! Each case's verdict is checked against `testdata/kaniko-corpus-expected.json`: a new
+//! difference fails, and so does a fixed one (the file is then to be updated).
+
+mod cases;
+mod verdict;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rbuild_diff::{compare, read_image, Change, ImageSource, Options as DiffOptions};
+use rbuild_testutil::{busybox_rootfs, Dockerd, Registry, DOCKER_CLI};
+
+use crate::fidelity::{buildkit_error_line, lock_state, rbuild, run, run_ok, BuildKit};
+use cases::{Case, Stand};
+use verdict::{Row, Verdict};
+
+const USAGE: &str = "usage: cargo xtask kaniko-corpus --shared DIR [--kaniko] [--quick] [--out FILE] [--expected FILE] [--write-expected] [--keep DIR] [CASE...]";
+
+/// Where the corpus and the reference builders are, below `--shared`.
+const CORPUS: &str = "conformance/kaniko-dockerfiles";
+const BUILDKIT: &str = "reference/buildkit";
+const KANIKO: &str = "reference/kaniko";
+
+/// The Kaniko executor image `make-image.sh` loads into the private daemon.
+const KANIKO_IMAGE: &str = "kaniko-corpus-executor:1";
+
+struct Options {
+    shared: PathBuf,
+    quick: bool,
+    /// Build every case with Kaniko v1.28 too (in a private dockerd) and compare its image
+    /// with BuildKit's.
+    kaniko: bool,
+    out: Option<PathBuf>,
+    expected: Option<PathBuf>,
+    write_expected: bool,
+    /// Where to keep both images of each case (else they are deleted once compared).
+    keep: Option<PathBuf>,
+    cases: Vec<String>,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut options = Options {
+        shared: PathBuf::new(),
+        quick: false,
+        kaniko: false,
+        out: None,
+        expected: None,
+        write_expected: false,
+        keep: None,
+        cases: Vec::new(),
+    };
+    let mut shared = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |flag: &str| {
+            it.next()
+                .map(PathBuf::from)
+                .ok_or_else(|| anyhow!("{flag} needs a value\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "--shared" => shared = Some(value("--shared")?),
+            "--out" => options.out = Some(value("--out")?),
+            "--expected" => options.expected = Some(value("--expected")?),
+            "--keep" => options.keep = Some(value("--keep")?),
+            "--quick" => options.quick = true,
+            "--write-expected" => options.write_expected = true,
+            "--kaniko" => options.kaniko = true,
+            flag if flag.starts_with('-') => bail!("unknown option {flag}\n{USAGE}"),
+            case => options.cases.push(case.to_string()),
+        }
+    }
+    options.shared = shared.ok_or_else(|| anyhow!("--shared DIR is required\n{USAGE}"))?;
+    if options.quick && !options.cases.is_empty() {
+        bail!("--quick picks the cases itself: name cases or give --quick, not both");
+    }
+    Ok(options)
+}
+
+/// What the corpus's own steps write differently on every run: `Dockerfile_test_cache*`
+/// run `date > /date` (Kaniko's test of its cache). Left out of the comparison like the
+/// package managers' logs, else the verdict would depend on whether both builders ran the
+/// step within the same second.
+const CORPUS_NONDETERMINISTIC: &[&str] = &["/date"];
+
+/// The ignore patterns of `testdata/fidelity-nondeterministic.txt` and the corpus's own.
+fn nondeterministic(root: &Path) -> Result<Vec<String>> {
+    let path = root.join("testdata/fidelity-nondeterministic.txt");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .chain(CORPUS_NONDETERMINISTIC.iter().map(|p| p.to_string()))
+        .collect())
+}
+
+/// What a build gave: an image archive, or its output when it failed.
+enum Built {
+    Image(PathBuf),
+    Failed(String),
+}
+
+/// rbuild's error: its last line that says `error` with the indented lines that follow it
+/// (the reason), else its last line.
+fn rbuild_error_line(output: &str) -> String {
+    let lines: Vec<&str> = output.lines().collect();
+    let Some(at) = lines
+        .iter()
+        .rposition(|l| l.to_ascii_lowercase().contains("error"))
+    else {
+        return lines
+            .iter()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| l.trim().to_string())
+            .unwrap_or_default();
+    };
+    let mut parts = vec![lines[at].trim()];
+    parts.extend(
+        lines[at + 1..]
+            .iter()
+            .take_while(|l| l.starts_with(' ') && !l.trim().is_empty())
+            .take(2)
+            .map(|l| l.trim()),
+    );
+    parts.join(": ")
+}
+
+/// A value shortened for a table cell.
+fn short(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 100 {
+        format!("{}…", text.chars().take(100).collect::<String>())
+    } else {
+        text
+    }
+}
+
+fn change_lines(section: &str, changes: &[Change], out: &mut Vec<String>) {
+    for change in changes {
+        out.push(format!(
+            "{section} {}: {} → {}",
+            change.what,
+            short(&change.a),
+            short(&change.b)
+        ));
+    }
+}
+
+/// The verdict of one case from what each builder gave (rbuild's image is `a`).
+fn judge(ours: &Built, theirs: &Built, ignore: &[String]) -> Result<Verdict> {
+    Ok(match (ours, theirs) {
+        (Built::Failed(o), Built::Failed(t)) => Verdict::SameError {
+            rbuild: rbuild_error_line(o),
+            buildkit: buildkit_error_line(t),
+        },
+        (Built::Failed(o), Built::Image(_)) => Verdict::RbuildFailed(rbuild_error_line(o)),
+        (Built::Image(_), Built::Failed(t)) => Verdict::BuildKitFailed(buildkit_error_line(t)),
+        (Built::Image(a), Built::Image(b)) => {
+            let read = |p: &Path| {
+                read_image(&ImageSource::Archive(p.to_path_buf(), None), None)
+                    .with_context(|| format!("reading {}", p.display()))
+            };
+            let options = DiffOptions {
+                ignore: ignore.to_vec(),
+                ignore_history: false,
+                ignore_timestamps: true,
+            };
+            let report = compare(&read(a)?, &read(b)?, &options);
+            if report.equal {
+                Verdict::Equal
+            } else {
+                let mut lines = Vec::new();
+                change_lines("file", &report.files, &mut lines);
+                change_lines("config", &report.config, &mut lines);
+                change_lines("history", &report.history, &mut lines);
+                change_lines("layer", &report.layers, &mut lines);
+                Verdict::Different(lines)
+            }
+        }
+    })
+}
+
+/// A file-name-safe form of a case name (`with-context/issue-57` has a slash).
+fn safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// Writes the case's Dockerfile, its registry rewritten, into a directory of its own (with
+/// its `<name>.dockerignore` when the corpus has one) and returns that file.
+fn stage_dockerfile(corpus: &Path, case: &Case, registry: &str, work: &Path) -> Result<PathBuf> {
+    let source = corpus.join(&case.dockerfile);
+    let text = std::fs::read_to_string(&source)
+        .with_context(|| format!("reading {}", source.display()))?;
+    let file_name = source
+        .file_name()
+        .ok_or_else(|| anyhow!("{}: no file name", source.display()))?;
+    let dir = work.join("dockerfiles").join(safe(&case.name));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dest = dir.join(file_name);
+    std::fs::write(&dest, cases::rewrite_registry(&text, registry))
+        .with_context(|| format!("writing {}", dest.display()))?;
+    let mut ignore_name = file_name.to_os_string();
+    ignore_name.push(".dockerignore");
+    let ignore = source.with_file_name(&ignore_name);
+    if ignore.is_file() {
+        std::fs::copy(&ignore, dir.join(&ignore_name))
+            .with_context(|| format!("copying {}", ignore.display()))?;
+    }
+    Ok(dest)
+}
+
+fn build_rbuild(
+    bin: &Path,
+    store: &Path,
+    case: &Case,
+    dockerfile: &Path,
+    context: &Path,
+    dest: &Path,
+) -> Result<(Built, String)> {
+    let mut cmd = rbuild(bin, store);
+    cmd.args(["build", "-q", "--progress", "plain", "-f"])
+        .arg(dockerfile)
+        .arg("-o")
+        .arg(format!("type=docker,dest={}", dest.display()));
+    for arg in &case.build_args {
+        cmd.arg("--build-arg").arg(arg);
+    }
+    if let Some(target) = &case.target {
+        cmd.arg("--target").arg(target);
+    }
+    cmd.arg(context);
+    let out = run("rbuild build", &mut cmd)?;
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok((Built::Image(dest.to_path_buf()), output))
+    } else {
+        Ok((Built::Failed(output.clone()), output))
+    }
+}
+
+fn build_buildkit(
+    buildkit: &BuildKit,
+    case: &Case,
+    dockerfile: &Path,
+    context: &Path,
+    dest: &Path,
+) -> Result<Built> {
+    let dir = dockerfile
+        .parent()
+        .ok_or_else(|| anyhow!("{}: no directory", dockerfile.display()))?;
+    let file_name = dockerfile
+        .file_name()
+        .ok_or_else(|| anyhow!("{}: no file name", dockerfile.display()))?;
+    let mut cmd = buildkit.buildctl();
+    cmd.args([
+        "build",
+        "--no-cache",
+        "--progress",
+        "plain",
+        "--frontend",
+        "dockerfile.v0",
+    ])
+    .arg("--local")
+    .arg(format!("context={}", context.display()))
+    .arg("--local")
+    .arg(format!("dockerfile={}", dir.display()))
+    .arg("--opt")
+    .arg(format!("filename={}", file_name.to_string_lossy()))
+    .arg("--output")
+    .arg(format!(
+        "type=docker,name=kaniko-corpus:1,dest={}",
+        dest.display()
+    ));
+    for arg in &case.build_args {
+        cmd.arg("--opt").arg(format!("build-arg:{arg}"));
+    }
+    if let Some(target) = &case.target {
+        cmd.arg("--opt").arg(format!("target={target}"));
+    }
+    let out = run("buildctl build", &mut cmd)?;
+    if out.status.success() {
+        Ok(Built::Image(dest.to_path_buf()))
+    } else {
+        Ok(Built::Failed(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+}
+
+/// Kaniko v1.28 in the private daemon, with the corpus and the staged Dockerfile mounted
+/// read-only, `--no-push --tar-path` into `dest`'s directory.
+fn build_kaniko(
+    dockerd: &Dockerd,
+    corpus: &Path,
+    case: &Case,
+    dockerfile: &Path,
+    dest: &Path,
+) -> Result<Built> {
+    let (Some(dir), Some(file_name), Some(out_dir), Some(out_name)) = (
+        dockerfile.parent(),
+        dockerfile.file_name(),
+        dest.parent(),
+        dest.file_name(),
+    ) else {
+        bail!("{}: not a file in a directory", dockerfile.display());
+    };
+    let mut cmd = Command::new(DOCKER_CLI);
+    cmd.arg("-H")
+        .arg(dockerd.host())
+        .args(["run", "--rm", "--network", "host", "-v"])
+        .arg(format!("{}:/corpus:ro", corpus.display()))
+        .arg("-v")
+        .arg(format!("{}:/dockerfile:ro", dir.display()))
+        .arg("-v")
+        .arg(format!("{}:/out", out_dir.display()))
+        .arg(KANIKO_IMAGE)
+        .arg("--context")
+        .arg(format!("dir:///corpus/{}", case.context.display()))
+        .arg("--dockerfile")
+        .arg(format!("/dockerfile/{}", file_name.to_string_lossy()))
+        .args(["--no-push", "--tar-path"])
+        .arg(format!("/out/{}", out_name.to_string_lossy()))
+        .args([
+            "--destination",
+            "kaniko-corpus:1",
+            "--insecure",
+            "--insecure-pull",
+        ]);
+    for arg in &case.build_args {
+        cmd.arg("--build-arg").arg(arg);
+    }
+    if let Some(target) = &case.target {
+        cmd.arg("--target").arg(target);
+    }
+    let out = run("docker run (Kaniko)", &mut cmd)?;
+    if out.status.success() && dest.is_file() {
+        Ok(Built::Image(dest.to_path_buf()))
+    } else {
+        Ok(Built::Failed(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )))
+    }
+}
+
+/// A private dockerd with the Kaniko executor image loaded (`DIR/reference/kaniko`).
+fn start_kaniko(shared: &Path) -> Result<Dockerd> {
+    let script = shared.join(KANIKO).join("make-image.sh");
+    if !script.is_file() {
+        bail!(
+            "{} is missing: --kaniko needs the reference Kaniko beside the reference BuildKit",
+            script.display()
+        );
+    }
+    let dockerd = Dockerd::start();
+    run_ok(
+        "the reference Kaniko's make-image.sh",
+        Command::new("bash")
+            .arg(&script)
+            .arg(KANIKO_IMAGE)
+            .arg(DOCKER_CLI)
+            .env("DOCKER_HOST", dockerd.host()),
+    )?;
+    Ok(dockerd)
+}
+
+/// Busybox with a link for every applet (the busybox image's /bin), for busybox and alpine.
+fn busybox_full(dir: &Path) -> Result<()> {
+    busybox_rootfs(dir);
+    let list = run_ok(
+        "busybox --list",
+        Command::new(dir.join("bin/busybox")).arg("--list"),
+    )?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let link = dir.join("bin").join(applet);
+        if applet != "busybox" && std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink("busybox", &link)
+                .with_context(|| format!("linking {}", link.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// A Debian bookworm minbase in `cache/rootfs`, made by debootstrap once and kept (a marker
+/// file says it is complete); its /dev emptied, as in an image.
+fn debian_minbase(cache: &Path) -> Result<PathBuf> {
+    let rootfs = cache.join("rootfs");
+    let done = cache.join("rootfs.ok");
+    if !done.is_file() {
+        if rootfs.exists() {
+            std::fs::remove_dir_all(&rootfs)
+                .with_context(|| format!("removing the incomplete {}", rootfs.display()))?;
+        }
+        std::fs::create_dir_all(cache)?;
+        let mirror = std::env::var("RBUILD_TEST_DEBIAN_MIRROR")
+            .ok()
+            .or_else(rbuild_testutil::apt_mirror)
+            .ok_or_else(|| anyhow!("no bookworm mirror in /etc/apt/sources.list(.d); set RBUILD_TEST_DEBIAN_MIRROR"))?;
+        eprintln!("kaniko-corpus: debootstrap --variant=minbase bookworm from {mirror}");
+        run_ok(
+            "debootstrap (package debootstrap)",
+            Command::new(rbuild_testutil::DEBOOTSTRAP)
+                .args(["--variant=minbase", "bookworm"])
+                .arg(&rootfs)
+                .arg(&mirror),
+        )?;
+        std::fs::write(&done, "")?;
+    }
+    let dev = rootfs.join("dev");
+    for entry in std::fs::read_dir(&dev).with_context(|| format!("reading {}", dev.display()))? {
+        let path = entry?.path();
+        if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        }
+        .with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(rootfs)
+}
+
+/// Builds `FROM scratch`, the rootfs, and `extra` lines as `tag` with rbuild.
+fn build_base(bin: &Path, store: &Path, ctx: &Path, tag: &str, extra: &str) -> Result<()> {
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM scratch\nCOPY rootfs/ /\n{extra}"),
+    )?;
+    run_ok(
+        &format!("rbuild build (the base {tag})"),
+        rbuild(bin, store).args(["build", "-q", "-t", tag]).arg(ctx),
+    )?;
+    Ok(())
+}
+
+/// Where a run keeps what it makes: the rbuild binary and store, a temporary work
+/// directory, the debootstrap cache, the registry's address and the corpus.
+struct Places<'a> {
+    bin: &'a Path,
+    store: &'a Path,
+    work: &'a Path,
+    cache: &'a Path,
+    registry: &'a str,
+    corpus: &'a Path,
+}
+
+/// Makes the stand-ins the selected cases need and pushes them under each alias.
+fn make_bases(places: &Places, cases: &[Case], onbuild: Option<&Case>) -> Result<()> {
+    let Places {
+        bin,
+        store,
+        work,
+        cache,
+        registry,
+        corpus,
+    } = *places;
+    let mut aliases: BTreeMap<String, Stand> = BTreeMap::new();
+    for case in cases.iter().filter(|c| c.skip.is_none()) {
+        for (alias, stand) in &case.aliases {
+            aliases.insert(alias.clone(), *stand);
+        }
+    }
+    let onbuild_needed = aliases.values().any(|s| *s == Stand::OnbuildBase);
+    let mut needed: BTreeSet<Stand> = aliases.values().copied().collect();
+    let onbuild = match (onbuild_needed, onbuild) {
+        (true, Some(onbuild)) => {
+            for (alias, stand) in &onbuild.aliases {
+                needed.insert(*stand);
+                aliases.insert(alias.clone(), *stand);
+            }
+            Some(onbuild)
+        }
+        (true, None) => {
+            bail!("a case needs onbuild-base, but cases.json has no Dockerfile_onbuild_base")
+        }
+        (false, _) => None,
+    };
+    let tag_of = |stand: Stand| match stand {
+        Stand::Busybox => "kaniko-corpus-busybox",
+        Stand::Debian => "kaniko-corpus-debian",
+        Stand::OnbuildBase => "kaniko-corpus-onbuild-base",
+    };
+    if needed.contains(&Stand::Busybox) {
+        eprintln!("kaniko-corpus: making the busybox stand-in");
+        let ctx = work.join("busybox-base");
+        busybox_full(&ctx.join("rootfs"))?;
+        build_base(bin, store, &ctx, tag_of(Stand::Busybox), "CMD [\"sh\"]\n")?;
+        eprintln!("kaniko-corpus: busybox stand-in made");
+    }
+    if needed.contains(&Stand::Debian) {
+        eprintln!("kaniko-corpus: making the Debian stand-in");
+        debian_minbase(cache)?;
+        build_base(
+            bin,
+            store,
+            cache,
+            tag_of(Stand::Debian),
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\nCMD [\"bash\"]\n",
+        )?;
+    }
+    let push = |stand: Stand, alias: &str| -> Result<()> {
+        let dest = cases::rewrite_registry(alias, registry);
+        run_ok(
+            &format!("rbuild push {dest}"),
+            rbuild(bin, store).args(["push", tag_of(stand), &dest]),
+        )?;
+        Ok(())
+    };
+    eprintln!("kaniko-corpus: pushing the stand-ins");
+    for (alias, stand) in aliases.iter().filter(|(_, s)| **s != Stand::OnbuildBase) {
+        push(*stand, alias)?;
+    }
+    if let Some(onbuild) = onbuild {
+        eprintln!(
+            "kaniko-corpus: building onbuild-base from {}",
+            onbuild.dockerfile.display()
+        );
+        let dockerfile = stage_dockerfile(corpus, onbuild, registry, work)?;
+        run_ok(
+            "rbuild build (onbuild-base)",
+            rbuild(bin, store)
+                .args(["build", "-q", "-t", tag_of(Stand::OnbuildBase), "-f"])
+                .arg(&dockerfile)
+                .arg(corpus.join(&onbuild.context)),
+        )?;
+        for (alias, _) in aliases.iter().filter(|(_, s)| **s == Stand::OnbuildBase) {
+            push(Stand::OnbuildBase, alias)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn main(args: &[String]) -> Result<()> {
+    let options = parse(args)?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .context("finding the repository")?;
+    let shared = options
+        .shared
+        .canonicalize()
+        .with_context(|| format!("--shared {}", options.shared.display()))?;
+    let corpus = shared.join(CORPUS);
+    let cases_path = corpus.join("cases.json");
+    let all = cases::parse_cases(
+        &std::fs::read_to_string(&cases_path)
+            .with_context(|| format!("reading {}", cases_path.display()))?,
+    )
+    .with_context(|| cases_path.display().to_string())?;
+    let onbuild = all
+        .iter()
+        .find(|c| c.name == "Dockerfile_onbuild_base")
+        .cloned();
+    let selected = cases::select(all, &options.cases, options.quick)?;
+    let expected_path = options
+        .expected
+        .clone()
+        .unwrap_or_else(|| root.join("testdata/kaniko-corpus-expected.json"));
+    let expected = match std::fs::read_to_string(&expected_path) {
+        Ok(text) => verdict::parse_expectations(&text)
+            .with_context(|| expected_path.display().to_string())?,
+        Err(err) if options.write_expected && err.kind() == std::io::ErrorKind::NotFound => {
+            BTreeMap::new()
+        }
+        Err(err) => {
+            return Err(err).with_context(|| format!("reading {}", expected_path.display()))
+        }
+    };
+    let ignore = nondeterministic(&root)?;
+    let started = Instant::now();
+
+    eprintln!("kaniko-corpus: building rbuild");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run_ok(
+        "cargo build -p rbuild",
+        Command::new(cargo)
+            .current_dir(&root)
+            .args(["build", "-q", "-p", "rbuild", "--bin", "rbuild"]),
+    )?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|d| if d.is_absolute() { d } else { root.join(d) })
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target_dir.join("debug/rbuild");
+    let cache = target_dir.join("xtask-kaniko-corpus");
+
+    let work = tempfile::tempdir().context("creating a work directory")?;
+    let work = work.path();
+    let store = work.join("store");
+    let registry = Registry::start();
+    let state = cache.join("buildkit");
+    let _lock = lock_state(&state)?;
+    eprintln!("kaniko-corpus: starting the reference BuildKit");
+    let buildkit = BuildKit::start(&shared.join(BUILDKIT), &state, &registry.host())?;
+    let registry_host = registry.host();
+    let debian_cache = cache.join("debian-base");
+    let places = Places {
+        bin: &bin,
+        store: &store,
+        work,
+        cache: &debian_cache,
+        registry: &registry_host,
+        corpus: &corpus,
+    };
+    make_bases(&places, &selected, onbuild.as_ref())?;
+    let kaniko = if options.kaniko {
+        eprintln!("kaniko-corpus: starting a private dockerd for Kaniko");
+        Some(start_kaniko(&shared)?)
+    } else {
+        None
+    };
+    let setup = started.elapsed().as_secs_f64();
+    eprintln!("kaniko-corpus: set-up done in {setup:.0} s");
+
+    let mut problems = Vec::new();
+    let mut rows = Vec::new();
+    for case in &selected {
+        let case_started = Instant::now();
+        let mut kaniko_verdict = None;
+        let verdict = match &case.skip {
+            Some(reason) => Verdict::Skipped(reason.clone()),
+            None => {
+                let dockerfile = stage_dockerfile(&corpus, case, &registry.host(), work)?;
+                let context = corpus.join(&case.context);
+                let ours_dest = work.join(format!("{}-rbuild.tar", safe(&case.name)));
+                let theirs_dest = work.join(format!("{}-buildkit.tar", safe(&case.name)));
+                let kaniko_dest = work
+                    .join("kaniko")
+                    .join(safe(&case.name))
+                    .join("kaniko.tar");
+                let (ours, theirs, by_kaniko) = std::thread::scope(|scope| {
+                    let theirs = scope.spawn(|| {
+                        build_buildkit(&buildkit, case, &dockerfile, &context, &theirs_dest)
+                    });
+                    let by_kaniko = kaniko.as_ref().map(|dockerd| {
+                        scope.spawn(|| -> Result<Built> {
+                            if let Some(dir) = kaniko_dest.parent() {
+                                std::fs::create_dir_all(dir)?;
+                            }
+                            build_kaniko(dockerd, &corpus, case, &dockerfile, &kaniko_dest)
+                        })
+                    });
+                    let ours = build_rbuild(&bin, &store, case, &dockerfile, &context, &ours_dest);
+                    let theirs = theirs
+                        .join()
+                        .unwrap_or_else(|_| Err(anyhow!("the BuildKit build panicked")));
+                    let by_kaniko = by_kaniko.map(|handle| {
+                        handle
+                            .join()
+                            .unwrap_or_else(|_| Err(anyhow!("the Kaniko build panicked")))
+                    });
+                    (ours, theirs, by_kaniko)
+                });
+                let ((ours, output), theirs) = (ours?, theirs?);
+                // The work directory's name is random: out of the error lines.
+                let work_name = work.display().to_string();
+                let unrandom = |built: Built| match built {
+                    Built::Failed(text) => Built::Failed(text.replace(&work_name, "<work>")),
+                    image => image,
+                };
+                let (ours, theirs) = (unrandom(ours), unrandom(theirs));
+                if let Some(by_kaniko) = by_kaniko {
+                    kaniko_verdict = Some(judge(&unrandom(by_kaniko?), &theirs, &ignore)?);
+                    let _ = std::fs::remove_file(&kaniko_dest);
+                }
+                for secret in &case.secret_values {
+                    if output.contains(secret.as_str()) {
+                        problems.push(format!(
+                            "{}: a build-arg value from the environment shows in rbuild's output",
+                            case.name
+                        ));
+                    }
+                }
+                let verdict = judge(&ours, &theirs, &ignore)?;
+                for path in [&ours_dest, &theirs_dest] {
+                    match (&options.keep, path.file_name()) {
+                        (Some(keep), Some(name)) if path.is_file() => {
+                            std::fs::create_dir_all(keep)
+                                .with_context(|| format!("creating {}", keep.display()))?;
+                            std::fs::copy(path, keep.join(name))
+                                .with_context(|| format!("keeping {}", path.display()))?;
+                        }
+                        _ => {}
+                    }
+                    let _ = std::fs::remove_file(path);
+                }
+                verdict
+            }
+        };
+        let wanted = expected.get(&case.name).cloned();
+        if let Err(problem) = verdict::check(&case.name, &verdict, wanted.as_deref()) {
+            problems.push(problem);
+        }
+        let seconds = case_started.elapsed().as_secs_f64();
+        eprintln!(
+            "kaniko-corpus: {:<48} {:<15} ({seconds:.1} s) {}",
+            case.name,
+            verdict.label(),
+            verdict.detail()
+        );
+        if let Some(k) = &kaniko_verdict {
+            eprintln!(
+                "kaniko-corpus: {:<48} Kaniko: {}",
+                "",
+                k.label().replace("rbuild", "kaniko")
+            );
+        }
+        rows.push(Row {
+            case: case.name.clone(),
+            verdict,
+            expected: wanted,
+            seconds,
+            kaniko: kaniko_verdict,
+        });
+    }
+    drop(buildkit);
+    drop(kaniko);
+
+    let verdicts: Vec<(String, Verdict)> = rows
+        .iter()
+        .map(|r| (r.case.clone(), r.verdict.clone()))
+        .collect();
+    let counts = verdict::counts(&verdicts);
+    let mut summary = format!(
+        "{} cases in {:.0} s (set-up {setup:.0} s): rbuild vs BuildKit {counts:?}",
+        rows.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let by_kaniko: Vec<(String, Verdict)> = rows
+        .iter()
+        .filter_map(|r| r.kaniko.clone().map(|k| (r.case.clone(), k)))
+        .collect();
+    if !by_kaniko.is_empty() {
+        summary.push_str(&format!(
+            "; Kaniko vs BuildKit {:?} (rbuild-failed: Kaniko failed)",
+            verdict::counts(&by_kaniko)
+        ));
+    }
+    eprintln!("kaniko-corpus: {summary}");
+    if let Some(out) = &options.out {
+        let text = format!(
+            "# Kaniko's integration Dockerfiles: rbuild vs BuildKit v0.32\n\n{summary}\n\n{}",
+            verdict::table(&rows)
+        );
+        std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
+    }
+    if options.write_expected {
+        let updated = verdict::expectations_from(&verdicts, &expected);
+        let mut text = serde_json::to_string_pretty(&updated)?;
+        text.push('\n');
+        std::fs::write(&expected_path, text)
+            .with_context(|| format!("writing {}", expected_path.display()))?;
+        eprintln!("kaniko-corpus: wrote {}", expected_path.display());
+        return Ok(());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        for p in &problems {
+            eprintln!("kaniko-corpus: {p}");
+        }
+        bail!("{} problems (above)", problems.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn options_need_shared_and_refuse_what_they_cannot_do() {
+        assert!(parse(&args(&["--quick"])).is_err());
+        let o = parse(&args(&["--shared", "s", "--out", "r.md", "a", "b"])).unwrap();
+        assert_eq!(o.shared, PathBuf::from("s"));
+        assert_eq!(o.out, Some(PathBuf::from("r.md")));
+        assert_eq!(o.cases, ["a", "b"]);
+        assert!(parse(&args(&["--shared", "s", "--quick", "a"])).is_err());
+        assert!(parse(&args(&["--shared", "s", "--bogus"])).is_err());
+        assert!(parse(&args(&["--shared"])).is_err());
+        assert!(parse(&args(&["--shared", "s", "--kaniko"])).unwrap().kaniko);
+        assert!(!parse(&args(&["--shared", "s"])).unwrap().kaniko);
+    }
+
+    #[test]
+    fn failures_on_either_side_are_told_apart() {
+        let failed = |s: &str| Built::Failed(s.to_string());
+        let both = judge(
+            &failed("step 2\nError: RUN exited with 42\n"),
+            &failed("error: failed to solve: exit code: 42\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            both,
+            Verdict::SameError {
+                rbuild: "Error: RUN exited with 42".into(),
+                buildkit: "error: failed to solve: exit code: 42".into()
+            }
+        );
+        let reason = judge(
+            &failed("error: Dockerfile:6: COPY a* b dest\n  When using COPY with more than one source file\nnot indented\n"),
+            &Built::Image(PathBuf::from("/x.tar")),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            reason,
+            Verdict::RbuildFailed(
+                "error: Dockerfile:6: COPY a* b dest: When using COPY with more than one source file".into()
+            )
+        );
+        let image = Built::Image(PathBuf::from("/nonexistent.tar"));
+        assert_eq!(
+            judge(&failed("boom"), &image, &[]).unwrap().label(),
+            "rbuild-failed"
+        );
+        assert_eq!(
+            judge(&image, &failed("error: x"), &[]).unwrap(),
+            Verdict::BuildKitFailed("error: x".into())
+        );
+        // Two images that cannot be read are an error, not a verdict.
+        assert!(judge(&image, &image, &[]).is_err());
+    }
+
+    #[test]
+    fn the_ignores_are_fidelitys_and_the_corpus_date() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let ignore = nondeterministic(&root).unwrap();
+        assert!(ignore.iter().any(|p| p == "/var/log/apt"), "{ignore:?}");
+        assert!(ignore.iter().any(|p| p == "/date"), "{ignore:?}");
+        assert!(!ignore.iter().any(|p| p.starts_with('#') || p.is_empty()));
+    }
+
+    #[test]
+    fn case_names_become_safe_file_names() {
+        assert_eq!(safe("with-context/issue-57"), "with-context-issue-57");
+        assert_eq!(safe("../x"), "..-x");
+        assert!(!safe("a/../../b").contains('/'));
+    }
+
+    #[test]
+    fn the_committed_expectations_parse_and_name_only_real_cases() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let text =
+            std::fs::read_to_string(root.join("testdata/kaniko-corpus-expected.json")).unwrap();
+        let expected = verdict::parse_expectations(&text).unwrap();
+        assert!(expected.len() >= cases::QUICK.len());
+        for name in cases::QUICK {
+            assert!(expected.contains_key(*name), "{name} has no expectation");
+        }
+        assert!(
+            !expected.values().any(|l| l == "unexplained"),
+            "every difference is named"
+        );
+    }
+}

@@ -1,0 +1,360 @@
+//! The corpus's cases as `cases.json` describes them, what each needs to be built here, and
+//! why a case cannot be built here (a skip is always listed with its reason).
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+/// The registry address the localized Dockerfiles name; the run rewrites it to its own
+/// registry's.
+pub const LOCALIZED_REGISTRY: &str = "127.0.0.1:5000";
+
+/// The cases `--quick` builds: one per kind of behaviour the corpus covers (ARG, COPY, RUN,
+/// USER, WORKDIR, VOLUME, multi-stage, ONBUILD, .dockerignore, metadata), all on the busybox
+/// or Debian stand-ins without package installs, so that CI stays short.
+pub const QUICK: &[&str] = &[
+    "Dockerfile_dockerignore_relative",
+    "Dockerfile_test_arg_multi",
+    "Dockerfile_test_copy",
+    "Dockerfile_test_copy_symlink",
+    "Dockerfile_test_copyadd_chmod",
+    "Dockerfile_test_env",
+    "Dockerfile_test_metadata",
+    "Dockerfile_test_multistage_args_issue_1911",
+    "Dockerfile_test_onbuild",
+    "Dockerfile_test_run",
+    "Dockerfile_test_scratch",
+    "Dockerfile_test_user",
+    "Dockerfile_test_volume",
+    "Dockerfile_test_workdir",
+    "testdata/exit-code-propagation",
+];
+
+/// Which locally made image stands in for a base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stand {
+    /// Debian's static busybox with a link for every applet.
+    Busybox,
+    /// A Debian bookworm minbase made by debootstrap.
+    Debian,
+    /// Built from the corpus's own `Dockerfile_onbuild_base` on the Debian stand-in.
+    OnbuildBase,
+}
+
+/// One case, ready to build.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub name: String,
+    /// The localized Dockerfile, relative to the corpus directory.
+    pub dockerfile: PathBuf,
+    /// The build context, relative to the corpus directory.
+    pub context: PathBuf,
+    /// `KEY=VALUE` pairs, values taken from the case's `env` for a bare `KEY`.
+    pub build_args: Vec<String>,
+    pub target: Option<String>,
+    /// Build-arg values from the environment: kaniko's test requires that they never show
+    /// in a build's output.
+    pub secret_values: Vec<String>,
+    /// `(image the Dockerfile names, in the localized form; what stands in for it)`.
+    pub aliases: Vec<(String, Stand)>,
+    /// Why this case is not built here.
+    pub skip: Option<String>,
+}
+
+fn text(record: &Value, key: &str) -> Option<String> {
+    record.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+fn strings(record: &Value, key: &str) -> Vec<String> {
+    record
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|v| {
+            v.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What stands in for a local substitute `cases.json` names.
+fn stand_for(substitute: &str) -> Option<Stand> {
+    match substitute.strip_prefix(LOCALIZED_REGISTRY)? {
+        "/busybox:full" => Some(Stand::Busybox),
+        "/debian:bookworm" => Some(Stand::Debian),
+        "/kaniko-alias/onbuild-base:latest" => Some(Stand::OnbuildBase),
+        _ => None,
+    }
+}
+
+/// Why a case cannot be built on this machine, if it cannot: a base image with no stand-in,
+/// a step that needs the network beyond package registries (Docker Hub, GitHub, Alpine's
+/// or Red Hat's mirrors are not reachable; Debian's apt and npm are), or a git context.
+pub fn skip_reason(record: &Value) -> Option<String> {
+    if text(record, "kaniko_use").is_some_and(|u| u.contains("git context")) {
+        return Some(
+            "its context is kaniko's whole repository, fetched as a git context (needs GitHub)"
+                .into(),
+        );
+    }
+    let missing: Vec<String> = record
+        .get("bases")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|b| {
+            matches!(
+                text(b, "kind").as_deref(),
+                Some("image" | "copy-from-image")
+            )
+        })
+        .filter(|b| {
+            text(b, "local_substitute")
+                .and_then(|s| stand_for(&s))
+                .is_none()
+        })
+        .filter_map(|b| text(b, "resolved"))
+        .collect();
+    if !missing.is_empty() {
+        return Some(format!(
+            "no local stand-in for the base image {} (Docker Hub is not reachable)",
+            missing.join(", ")
+        ));
+    }
+    let offline: Vec<String> = strings(record, "blockers")
+        .into_iter()
+        .filter(|b| {
+            b.contains("needs internet") || b.contains("alpine mirror") || b.contains("RHEL")
+        })
+        .collect();
+    if !offline.is_empty() {
+        return Some(format!(
+            "needs the network beyond package registries: {}",
+            offline.join("; ")
+        ));
+    }
+    None
+}
+
+/// `KEY=VALUE` for each build arg; a bare `KEY` takes its value from the case's `env`
+/// (as `docker build --build-arg KEY` takes it from the environment). Returns the args and
+/// the values so taken.
+fn resolve_build_args(record: &Value) -> Result<(Vec<String>, Vec<String>)> {
+    let env = strings(record, "env");
+    let mut args = Vec::new();
+    let mut secrets = Vec::new();
+    for arg in strings(record, "build_args") {
+        if arg.contains('=') {
+            args.push(arg);
+            continue;
+        }
+        let value = env
+            .iter()
+            .find_map(|e| e.strip_prefix(&format!("{arg}=")))
+            .ok_or_else(|| anyhow!("build arg {arg} has no value and no `env` entry"))?;
+        secrets.push(value.to_string());
+        args.push(format!("{arg}={value}"));
+    }
+    Ok((args, secrets))
+}
+
+/// The `--target` of the case's `docker_flags`; any other flag is an error (it would be a
+/// build option this runner drops).
+fn target_of(record: &Value) -> Result<Option<String>> {
+    let mut target = None;
+    for flag in strings(record, "docker_flags") {
+        match flag.strip_prefix("--target=") {
+            Some(t) => target = Some(t.to_string()),
+            None => bail!("docker flag {flag:?} is not supported by the corpus runner"),
+        }
+    }
+    Ok(target)
+}
+
+fn parse_case(record: &Value) -> Result<Case> {
+    let name = text(record, "name").ok_or_else(|| anyhow!("a case without a name"))?;
+    let dockerfile = text(record, "localized_dockerfile")
+        .ok_or_else(|| anyhow!("{name}: no localized_dockerfile"))?;
+    let context = text(record, "context").ok_or_else(|| anyhow!("{name}: no context"))?;
+    for path in [&dockerfile, &context] {
+        // cases.json is input: its paths stay inside the corpus directory.
+        if path.starts_with('/') || path.split('/').any(|c| c == "..") {
+            bail!("{name}: path {path:?} leaves the corpus directory");
+        }
+    }
+    let (build_args, secret_values) =
+        resolve_build_args(record).with_context(|| format!("case {name}"))?;
+    let target = target_of(record).with_context(|| format!("case {name}"))?;
+    let mut aliases = Vec::new();
+    for base in record
+        .get("bases")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let substitute = text(base, "local_substitute").and_then(|s| stand_for(&s));
+        if let Some(stand) = substitute {
+            let alias = text(base, "alias_ref")
+                .or_else(|| text(base, "local_substitute"))
+                .unwrap_or_default();
+            if !aliases.iter().any(|(a, _)| a == &alias) {
+                aliases.push((alias, stand));
+            }
+        }
+    }
+    Ok(Case {
+        skip: skip_reason(record),
+        name,
+        dockerfile: PathBuf::from(dockerfile),
+        context: PathBuf::from(context),
+        build_args,
+        target,
+        secret_values,
+        aliases,
+    })
+}
+
+/// Every case of a `cases.json` text, in its order.
+pub fn parse_cases(json: &str) -> Result<Vec<Case>> {
+    let records: Value = serde_json::from_str(json).context("parsing cases.json")?;
+    records
+        .as_array()
+        .ok_or_else(|| anyhow!("cases.json is not a list"))?
+        .iter()
+        .map(parse_case)
+        .collect()
+}
+
+/// The cases to run: those named (each must exist), else the `--quick` subset, else all.
+pub fn select(cases: Vec<Case>, wanted: &[String], quick: bool) -> Result<Vec<Case>> {
+    let names: Vec<String> = if !wanted.is_empty() {
+        wanted.to_vec()
+    } else if quick {
+        QUICK.iter().map(|s| s.to_string()).collect()
+    } else {
+        return Ok(cases);
+    };
+    for name in &names {
+        if !cases.iter().any(|c| &c.name == name) {
+            bail!("no case {name:?} in cases.json");
+        }
+    }
+    Ok(cases
+        .into_iter()
+        .filter(|c| names.contains(&c.name))
+        .collect())
+}
+
+/// The Dockerfile text with the localized registry address replaced by this run's.
+pub fn rewrite_registry(dockerfile: &str, registry: &str) -> String {
+    dockerfile.replace(LOCALIZED_REGISTRY, registry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CASES: &str = r#"[
+      {"name": "plain", "localized_dockerfile": "localized/dockerfiles/plain",
+       "context": "integration", "build_args": ["file=/x"], "env": [], "docker_flags": [],
+       "kaniko_use": "", "blockers": [],
+       "bases": [{"kind": "image", "resolved": "debian:10.13",
+                  "local_substitute": "127.0.0.1:5000/debian:bookworm",
+                  "alias_ref": "127.0.0.1:5000/kaniko-alias/debian:10.13"},
+                 {"kind": "stage", "resolved": "base"}]},
+      {"name": "secret", "localized_dockerfile": "localized/dockerfiles/secret",
+       "context": "integration", "build_args": ["KEY", "PUB=p"], "env": ["KEY=s3cr3t"],
+       "docker_flags": ["--target=second"], "blockers": [], "bases": []},
+      {"name": "url", "localized_dockerfile": "localized/dockerfiles/url",
+       "context": "integration", "build_args": [], "env": [], "docker_flags": [],
+       "blockers": ["ADD <url> (needs internet)", "RUN apt-get (needs apt mirror)"],
+       "bases": [{"kind": "image", "resolved": "busybox",
+                  "local_substitute": "127.0.0.1:5000/busybox:full",
+                  "alias_ref": "127.0.0.1:5000/kaniko-alias/busybox:latest"}]},
+      {"name": "fedora", "localized_dockerfile": "localized/dockerfiles/fedora",
+       "context": "integration", "build_args": [], "env": [], "docker_flags": [],
+       "blockers": [],
+       "bases": [{"kind": "image", "resolved": "fedora@sha256:c4",
+                  "local_substitute": null}]},
+      {"name": "apt", "localized_dockerfile": "localized/dockerfiles/apt",
+       "context": "integration", "build_args": [], "env": [], "docker_flags": [],
+       "blockers": ["RUN apt-get (needs apt mirror)"],
+       "bases": [{"kind": "image", "resolved": "gcr.io/kaniko-test/onbuild-base:latest",
+                  "local_substitute": "127.0.0.1:5000/kaniko-alias/onbuild-base:latest"}]}
+    ]"#;
+
+    fn by_name<'a>(cases: &'a [Case], name: &str) -> &'a Case {
+        cases.iter().find(|c| c.name == name).unwrap()
+    }
+
+    #[test]
+    fn cases_get_their_args_target_and_stand_ins() {
+        let cases = parse_cases(CASES).unwrap();
+        let plain = by_name(&cases, "plain");
+        assert_eq!(plain.build_args, ["file=/x"]);
+        assert_eq!(plain.target, None);
+        assert_eq!(
+            plain.aliases,
+            [(
+                "127.0.0.1:5000/kaniko-alias/debian:10.13".to_string(),
+                Stand::Debian
+            )]
+        );
+        assert!(plain.skip.is_none());
+        let secret = by_name(&cases, "secret");
+        assert_eq!(secret.build_args, ["KEY=s3cr3t", "PUB=p"]);
+        assert_eq!(secret.secret_values, ["s3cr3t"]);
+        assert_eq!(secret.target.as_deref(), Some("second"));
+        let apt = by_name(&cases, "apt");
+        assert_eq!(apt.aliases[0].1, Stand::OnbuildBase);
+    }
+
+    #[test]
+    fn cases_that_cannot_run_here_say_why() {
+        let cases = parse_cases(CASES).unwrap();
+        let url = by_name(&cases, "url").skip.clone().unwrap();
+        assert!(url.contains("ADD <url>"), "{url}");
+        assert!(!url.contains("apt"), "{url}");
+        let fedora = by_name(&cases, "fedora").skip.clone().unwrap();
+        assert!(fedora.contains("fedora@sha256:c4"), "{fedora}");
+        // apt's mirror is reachable: not a reason to skip.
+        assert!(by_name(&cases, "apt").skip.is_none());
+    }
+
+    #[test]
+    fn hostile_or_incomplete_records_are_errors() {
+        let escape = r#"[{"name": "x", "localized_dockerfile": "../../etc/passwd",
+                          "context": "integration"}]"#;
+        assert!(parse_cases(escape).is_err());
+        let absolute = r#"[{"name": "x", "localized_dockerfile": "a", "context": "/"}]"#;
+        assert!(parse_cases(absolute).is_err());
+        let unset = r#"[{"name": "x", "localized_dockerfile": "a", "context": "b",
+                         "build_args": ["NOPE"], "env": []}]"#;
+        assert!(parse_cases(unset).is_err());
+        let flag = r#"[{"name": "x", "localized_dockerfile": "a", "context": "b",
+                        "docker_flags": ["--squash"]}]"#;
+        let err = parse_cases(flag).unwrap_err();
+        assert!(format!("{err:#}").contains("--squash"), "{err:#}");
+    }
+
+    #[test]
+    fn selection_by_name_quick_or_all() {
+        let cases = parse_cases(CASES).unwrap();
+        assert_eq!(select(cases.clone(), &[], false).unwrap().len(), 5);
+        let picked = select(cases.clone(), &["url".into(), "plain".into()], false).unwrap();
+        let names: Vec<&str> = picked.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["plain", "url"]);
+        assert!(select(cases.clone(), &["missing".into()], false).is_err());
+        // The quick subset names cases of the real corpus, not of this sample.
+        assert!(select(cases, &[], true).is_err());
+    }
+
+    #[test]
+    fn the_registry_address_is_rewritten_everywhere() {
+        let text = "ARG REGISTRY=127.0.0.1:5000\nFROM 127.0.0.1:5000/kaniko-alias/debian:12\nCOPY --from=127.0.0.1:5000/kaniko-alias/debian:12 / /\n";
+        let out = rewrite_registry(text, "127.0.0.1:40123");
+        assert!(!out.contains(":5000"), "{out}");
+        assert_eq!(out.matches("127.0.0.1:40123").count(), 3);
+    }
+}
