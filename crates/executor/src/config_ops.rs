@@ -2,8 +2,6 @@
 //! ENTRYPOINT, HEALTHCHECK, SHELL, STOPSIGNAL, ONBUILD): they change the image config and
 //! the stage's environment, never the file system, and have no cache key (docs/cache.md).
 
-use std::collections::BTreeMap;
-
 use rbuild_dockerfile::instructions::{Instruction, ShellOrExec};
 
 use crate::context::{BuildContext, Origin};
@@ -100,17 +98,18 @@ impl BuildContext<'_> {
                 format!("MAINTAINER {}", m.maintainer)
             }
             Instruction::Expose(expose) => {
-                let mut added = BTreeMap::new();
+                // BuildKit v0.32's `dispatchExpose` records the ports in the parser's order
+                // (the words sorted as text), each range expanded (`fmt.Sprintf("EXPOSE %v",
+                // ps)` of a list): `EXPOSE [53/udp 80/tcp]`; v0.8 printed the map it made
+                // (`EXPOSE map[53/udp:{} 80/tcp:{}]`).
+                let mut added = Vec::new();
                 for spec in &expose.ports {
-                    for port in expand_port_spec(spec).map_err(|e| origin.error(e))? {
-                        added.insert(port, ());
-                    }
+                    added.extend(expand_port_spec(spec).map_err(|e| origin.error(e))?);
                 }
-                for port in added.keys() {
+                for port in &added {
                     cfg.exposed_ports.insert(port.clone(), Default::default());
                 }
-                let shown: Vec<String> = added.keys().map(|p| format!("{p}:{{}}")).collect();
-                format!("EXPOSE map[{}]", shown.join(" "))
+                format!("EXPOSE [{}]", added.join(" "))
             }
             Instruction::Volume(v) => {
                 for path in &v.volumes {

@@ -278,12 +278,12 @@ fn applied(base: &Path, changes: &[Change], result: &Path) -> BTreeSet<PathBuf> 
 }
 
 fn noop_step_changes_nothing() {
-    // /etc/hostname and /etc/resolv.conf are missing, so the sandbox creates stubs for them.
+    // /etc/resolv.conf is missing, so the sandbox creates a stub for it.
     let r = both(&|_| {}, "true");
     assert_eq!(r.overlay, Vec::<Change>::new());
     assert_eq!(r.walk, Vec::<Change>::new());
-    assert!(!r.walk_dir.join("etc/hostname").exists());
-    assert!(!r.upper.join("etc/hostname").exists());
+    assert!(!r.walk_dir.join("etc/resolv.conf").exists());
+    assert!(!r.upper.join("etc/resolv.conf").exists());
 }
 
 fn create_modify_delete() {

@@ -300,6 +300,28 @@ fn bind_into(
     Ok(())
 }
 
+/// Mounts a fresh tmpfs of at most `size` bytes on `target` (`RUN --mount=type=tmpfs,size=`),
+/// with BuildKit's options: `nosuid`, and the tmpfs's own mode 1777.
+fn mount_tmpfs(
+    root: BorrowedFd<'_>,
+    target: &str,
+    size: u64,
+    stubs: &mut Vec<Stub>,
+) -> Result<(), HelperError> {
+    let stage = "tmpfs mount";
+    let fd = open_in_root(root, target, CreateAs::Dir, stubs)
+        .map_err(|e| err(stage, format!("target {target}"), e))?;
+    let options = CString::new(format!("size={size}"))
+        .map_err(|_| HelperError::new(stage, "a size with a NUL byte".to_string()))?;
+    mount_fs(
+        c"tmpfs",
+        &fd_path(fd.as_fd()),
+        MountFlags::NOSUID | MountFlags::NODEV,
+        Some(&options),
+    )
+    .map_err(|e| err(stage, format!("size={size} on {target}"), e))
+}
+
 /// Brings `lo` up in a fresh network namespace.
 /// Raw libc: rustix's socket calls are behind its `net` feature, and its ioctl is unsafe
 /// and generic; two interface ioctls do not warrant either.
@@ -349,6 +371,10 @@ pub fn setup(spec: &StepSpec) -> Result<Vec<Stub>, HelperError> {
         bind_into(root.as_fd(), &file.source, &file.target, false, &mut stubs)?;
     }
     for bind in &spec.binds {
+        if let Some(size) = bind.tmpfs_size {
+            mount_tmpfs(root.as_fd(), &bind.target, size, &mut stubs)?;
+            continue;
+        }
         bind_into(
             root.as_fd(),
             &bind.source,
