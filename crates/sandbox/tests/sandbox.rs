@@ -358,6 +358,19 @@ fn network_none_has_only_lo() {
         .map(str::trim)
         .collect();
     assert_eq!(interfaces, vec!["lo"], "{out}");
+    // Its /sys is a sysfs of its own network namespace (BuildKit's): `lo` alone, read-only,
+    // with the cgroupfs below it read-only too.
+    let mut spec = sh(
+        root.path(),
+        "ls /sys/class/net; echo 1 > /sys/kernel/uevent_helper && echo sysfs-written; \
+         touch /sys/fs/cgroup/x 2>/dev/null && echo cgroup-written; true",
+        Isolation::Userns,
+    );
+    spec.network = Network::None;
+    let (outcome, out) = run(&spec);
+    assert!(outcome.status.success(), "{out}");
+    assert!(out.starts_with("lo\n"), "{out}");
+    assert!(!out.contains("written"), "{out}");
 }
 
 fn mounts_mentioning(path: &Path) -> Vec<String> {
