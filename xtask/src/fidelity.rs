@@ -353,6 +353,7 @@ pub fn buildkit_error_line(stderr: &str) -> String {
         .find(|l| l.starts_with("error:") || l.contains("ERROR:"))
         .unwrap_or_else(|| stderr.lines().last().unwrap_or(""))
         .trim();
+    let line = sorted_lint_rules(line);
     // Snapshot ids are random: `checksum of ref v57r...::m9ka...: "/x": not found`.
     const REF: &str = "of ref ";
     match line.find(REF) {
@@ -366,6 +367,19 @@ pub fn buildkit_error_line(stderr: &str) -> String {
         },
         None => line.to_string(),
     }
+}
+
+/// `lint violation found for rules: B, A` with the rules sorted: BuildKit lists them in
+/// the order of a Go map, which changes from run to run.
+fn sorted_lint_rules(line: &str) -> String {
+    const RULES: &str = "lint violation found for rules: ";
+    let Some(i) = line.find(RULES) else {
+        return line.to_string();
+    };
+    let start = i + RULES.len();
+    let mut rules: Vec<&str> = line[start..].split(", ").collect();
+    rules.sort_unstable();
+    format!("{}{}", &line[..start], rules.join(", "))
 }
 
 fn describe_archive(path: &Path, base: BaseCounts, times: bool) -> Result<Value> {
@@ -592,6 +606,19 @@ mod tests {
             buildkit_error_line(stderr),
             "error: failed to solve: failed to compute cache key: failed to calculate checksum of ref <ref>: \"/x\": not found"
         );
+    }
+
+    #[test]
+    fn lint_rules_are_listed_in_one_order() {
+        for stderr in [
+            "error: failed to solve: lint violation found for rules: WorkdirRelativePath, LegacyKeyValueFormat\n",
+            "error: failed to solve: lint violation found for rules: LegacyKeyValueFormat, WorkdirRelativePath\n",
+        ] {
+            assert_eq!(
+                buildkit_error_line(stderr),
+                "error: failed to solve: lint violation found for rules: LegacyKeyValueFormat, WorkdirRelativePath"
+            );
+        }
     }
 
     #[test]

@@ -519,6 +519,7 @@ mod tests {
             target: "/var/cache".into(),
             readonly: false,
             remove_source: false,
+            tmpfs_size: None,
         }];
         let plans = [MountPlan {
             kind: MountKind::Cache,

@@ -2,8 +2,6 @@
 //! ENTRYPOINT, HEALTHCHECK, SHELL, STOPSIGNAL, ONBUILD): they change the image config and
 //! the stage's environment, never the file system, and have no cache key (docs/cache.md).
 
-use std::collections::BTreeMap;
-
 use rbuild_dockerfile::instructions::{Instruction, ShellOrExec};
 
 use crate::context::{BuildContext, Origin};
@@ -19,6 +17,7 @@ impl BuildContext<'_> {
         st: &mut StageState,
         origin: &Origin<'_>,
         instruction: &Instruction,
+        progress: &mut dyn crate::progress::Progress,
     ) -> Result<Option<String>> {
         let cfg = &mut st.config.config;
         let created_by = match instruction {
@@ -100,17 +99,32 @@ impl BuildContext<'_> {
                 format!("MAINTAINER {}", m.maintainer)
             }
             Instruction::Expose(expose) => {
-                let mut added = BTreeMap::new();
+                // BuildKit v0.32's `dispatchExpose` records the ports in the parser's order
+                // (the words sorted as text), each range expanded (`fmt.Sprintf("EXPOSE %v",
+                // ps)` of a list): `EXPOSE [53/udp 80/tcp]`; v0.8 printed the map it made
+                // (`EXPOSE map[53/udp:{} 80/tcp:{}]`).
+                let mut added = Vec::new();
                 for spec in &expose.ports {
-                    for port in expand_port_spec(spec).map_err(|e| origin.error(e))? {
-                        added.insert(port, ());
+                    let (ports, with_host_part) =
+                        expand_port_spec(spec).map_err(|e| origin.error(e))?;
+                    if with_host_part {
+                        // BuildKit's ExposeInvalidFormat check warns, and the container
+                        // port is exposed.
+                        progress.event(&crate::progress::Event::Warning {
+                            message: format!(
+                                "{}:{}: EXPOSE {spec}: EXPOSE instruction should not define an IP \
+                                 address or host port; only the container port is exposed \
+                                 (ExposeInvalidFormat)",
+                                origin.file, origin.cmd.location.start_line
+                            ),
+                        });
                     }
+                    added.extend(ports);
                 }
-                for port in added.keys() {
+                for port in &added {
                     cfg.exposed_ports.insert(port.clone(), Default::default());
                 }
-                let shown: Vec<String> = added.keys().map(|p| format!("{p}:{{}}")).collect();
-                format!("EXPOSE map[{}]", shown.join(" "))
+                format!("EXPOSE [{}]", added.join(" "))
             }
             Instruction::Volume(v) => {
                 for path in &v.volumes {
@@ -186,10 +200,17 @@ pub(crate) fn command_args(cmd: &ShellOrExec, shell: &[String]) -> Vec<String> {
 }
 
 /// `80`, `80/udp`, `8000-8002/tcp` → `80/tcp`, ... (Docker's `nat.ParsePortSpecs`).
-fn expand_port_spec(spec: &str) -> std::result::Result<Vec<String>, String> {
-    let (ports, proto) = match spec.split_once('/') {
+/// The container ports `spec` exposes (`80`, `8000-8001/udp`), and whether it also named an
+/// IP address or host port (`127.0.0.1:80:80/tcp`, `8080:80`), which only the container
+/// port is kept of (Docker's `nat.ParsePortSpec`).
+fn expand_port_spec(spec: &str) -> std::result::Result<(Vec<String>, bool), String> {
+    let (ports, proto) = match spec.rsplit_once('/') {
         Some((p, proto)) => (p, proto.to_lowercase()),
         None => (spec, "tcp".to_string()),
+    };
+    let (ports, with_host_part) = match ports.rsplit_once(':') {
+        Some((_, container)) => (container, true),
+        None => (ports, false),
     };
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
         return Err(format!("invalid proto: {proto}"));
@@ -210,5 +231,32 @@ fn expand_port_spec(spec: &str) -> std::result::Result<Vec<String>, String> {
             "invalid range specified for container port: {ports}"
         ));
     }
-    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+    Ok((
+        (lo..=hi).map(|p| format!("{p}/{proto}")).collect(),
+        with_host_part,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand_port_spec;
+
+    #[test]
+    fn port_specs_expand_to_container_ports() {
+        let ports = |spec: &str| expand_port_spec(spec).unwrap();
+        assert_eq!(ports("80"), (vec!["80/tcp".to_string()], false));
+        assert_eq!(
+            ports("9000-9001/UDP"),
+            (vec!["9000/udp".to_string(), "9001/udp".into()], false)
+        );
+        // An IP address or host port: only the container port is exposed, with a warning.
+        assert_eq!(
+            ports("127.0.0.1:8080:80/tcp"),
+            (vec!["80/tcp".to_string()], true)
+        );
+        assert_eq!(ports("8080:80"), (vec!["80/tcp".to_string()], true));
+        for bad in ["x", "80/icmp", "2-1", "1.2.3.4:80:", "70000"] {
+            assert!(expand_port_spec(bad).is_err(), "{bad}");
+        }
+    }
 }

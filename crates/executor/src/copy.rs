@@ -150,6 +150,21 @@ impl BuildContext<'_> {
         let checksum = check_checksum(spec).map_err(|e| origin.error(e))?;
         let filters = CopyFilters::new(&spec.exclude).map_err(|e| origin.error(e))?;
         let owner = match &spec.chown {
+            Some(c) if spec.link && spec.chmod.is_none() => {
+                // A linked copy is a file operation on an empty tree: BuildKit's solver has
+                // no /etc/passwd or /etc/group to read a name in, and fails.
+                let names = crate::fileop_user::names_in(c);
+                if let Some(first) = names.first() {
+                    return Err(origin.error(format!(
+                        "{name} --link --chown={c}: the name {first:?} cannot be resolved in a                          linked copy (made in an empty tree, with no /etc/passwd or                          /etc/group; BuildKit fails with \"invalid user index: -1\"); give                          numeric ids"
+                    )));
+                }
+                let owner = crate::fileop_user::file_op_owner(&st.rootfs, c)
+                    .map_err(|e| origin.error(format!("--chown={c}: {e}")))?;
+                let ids = owner.ids();
+                check_rootless_chown(name, c, ids).map_err(|e| origin.error(e))?;
+                Some(ids)
+            }
             Some(c) => {
                 // `llb.WithUser(cfg.chown)`, resolved as BuildKit's file operations do:
                 // `root` and ids need no passwd, a user id alone is also the group id, a

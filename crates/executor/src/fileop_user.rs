@@ -39,6 +39,14 @@ impl FileOwner {
     }
 }
 
+/// The parts of `user[:group]` that are names, not ids (`root` counts as the id 0).
+pub(crate) fn names_in(user: &str) -> Vec<&str> {
+    user.split(':')
+        .take(2)
+        .filter(|part| parse_id(part).is_none())
+        .collect()
+}
+
 /// The owner of what a file operation creates for `user` in `rootfs`, as BuildKit's.
 pub(crate) fn file_op_owner(rootfs: &Path, user: &str) -> Result<FileOwner, String> {
     let (user_part, group_part) = match user.split_once(':') {
@@ -130,6 +138,15 @@ fn find_entry(rootfs: &Path, rel: &str, name: &str) -> Result<Option<Vec<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_the_parts_that_are_not_ids() {
+        assert_eq!(names_in("app:app"), vec!["app", "app"]);
+        assert_eq!(names_in("1000:staff"), vec!["staff"]);
+        assert_eq!(names_in("root:root"), Vec::<&str>::new());
+        assert_eq!(names_in("7:0"), Vec::<&str>::new());
+        assert_eq!(names_in("app"), vec!["app"]);
+    }
 
     #[test]
     fn ids_names_and_missing_files() {

@@ -193,6 +193,42 @@ fn to_df_platform(p: &Platform) -> DfPlatform {
     }
 }
 
+/// The epoch a global `ARG SOURCE_DATE_EPOCH=N` default of the Dockerfile gives, when
+/// neither the request nor a build arg sets one: Dockerfile 1.26 (BuildKit v0.32) dates the
+/// image with it (`testSourceDateEpochDockerfileDefault`), and a default that is not a
+/// number of seconds fails the build (`invalid SOURCE_DATE_EPOCH`). The default is taken as
+/// written: one that refers to other variables is an error too.
+fn dockerfile_epoch(
+    dockerfile: &rbuild_dockerfile::Dockerfile,
+    request: &BuildRequest,
+) -> Result<Option<i64>, BuildError> {
+    if request.source_date_epoch.is_some() || request.build_args.contains_key("SOURCE_DATE_EPOCH") {
+        return Ok(None);
+    }
+    let mut found = None;
+    for command in &dockerfile.meta_args {
+        if let rbuild_dockerfile::instructions::Instruction::Arg(arg) = &command.instruction {
+            for decl in arg.args.iter().filter(|d| d.key == "SOURCE_DATE_EPOCH") {
+                // A later declaration without a default keeps the earlier one's value.
+                if let Some(value) = &decl.value {
+                    found = Some((value.clone(), command.location.start_line));
+                }
+            }
+        }
+    }
+    let Some((value, line)) = found else {
+        return Ok(None);
+    };
+    match value.parse::<i64>() {
+        Ok(epoch) if epoch >= 0 => Ok(Some(epoch)),
+        _ => Err(BuildError::other(format!(
+            "{}:{line}: invalid SOURCE_DATE_EPOCH: {value:?} (the ARG's default must be a \
+             number of seconds since 1970)",
+            request.dockerfile_name
+        ))),
+    }
+}
+
 /// Builds the image `request` describes into `store`, with the store's own step cache.
 /// Nothing is tagged unless the whole build succeeds; the per-build working directories are
 /// removed whatever happens.
@@ -234,6 +270,17 @@ pub fn build_with_cache(
         }
     };
     let dockerfile = parse_dockerfile(&request.dockerfile_name, &request.dockerfile_text)?;
+    let dated;
+    let request = match dockerfile_epoch(&dockerfile, request)? {
+        Some(epoch) => {
+            dated = BuildRequest {
+                source_date_epoch: Some(epoch),
+                ..request.clone()
+            };
+            &dated
+        }
+        None => request,
+    };
     for w in &dockerfile.warnings {
         progress.event(&Event::Warning {
             message: format!("{}: {w:?}", request.dockerfile_name),

@@ -4,7 +4,8 @@
 //!   (default: the target), kept between builds; never part of a layer.
 //! * `bind`: the context (after `.dockerignore`), a stage or an image; read-only by
 //!   default; `rw` gets a throw-away copy, so writes are discarded as in BuildKit.
-//! * `tmpfs`: an empty throw-away directory (no size limit is enforced).
+//! * `tmpfs`: an empty throw-away directory; with `size=`, a tmpfs of that size mounted by
+//!   the sandbox (an error with chroot isolation, which cannot mount one).
 //! * `secret`: the file given for the id, read-only at `/run/secrets/<id>` (or `target`).
 //! * `ssh`: the ssh-agent socket given for the id (`default` unless `id=`; for key files,
 //!   the socket of the private agent the caller started, see `ssh_agent`), at `target` or
@@ -126,6 +127,7 @@ impl BuildContext<'_> {
                                 target,
                                 readonly: false,
                                 remove_source: false,
+                                tmpfs_size: None,
                             });
                             plans.push(MountPlan {
                                 kind: MountKind::SshAgent,
@@ -191,6 +193,7 @@ impl BuildContext<'_> {
                         target,
                         readonly: m.read_only,
                         remove_source: false,
+                        tmpfs_size: None,
                     });
                     plans.push(MountPlan {
                         kind: MountKind::Cache,
@@ -201,12 +204,23 @@ impl BuildContext<'_> {
                     let target = target.ok_or_else(|| {
                         origin.error(format!("--mount={}: target is required", flag.spec))
                     })?;
+                    // BuildKit passes `size=` to the tmpfs only when it is above 0.
+                    let size = m.size_limit.filter(|&n| n > 0).map(|n| n as u64);
+                    if size.is_some() && chroot {
+                        return Err(origin.error(format!(
+                            "--mount={}: size= cannot be applied with --isolation chroot: \
+                             there is no mount(2) there, a tmpfs is a directory of the \
+                             root; leave size= out, or build with --isolation userns",
+                            flag.spec
+                        )));
+                    }
                     let dir = self.dir.new_dir("tmpfs")?;
                     binds.push(BindMount {
                         source: dir,
                         target,
                         readonly: false,
                         remove_source: false,
+                        tmpfs_size: size,
                     });
                     plans.push(MountPlan {
                         kind: MountKind::Scratch,
@@ -254,6 +268,7 @@ impl BuildContext<'_> {
                                 target,
                                 readonly: true,
                                 remove_source: copied,
+                                tmpfs_size: None,
                             });
                             plans.push(MountPlan {
                                 kind: MountKind::Secret {
@@ -289,6 +304,7 @@ impl BuildContext<'_> {
                         target,
                         readonly: m.read_only,
                         remove_source: false,
+                        tmpfs_size: None,
                     });
                     plans.push(MountPlan {
                         kind: MountKind::Scratch,

@@ -64,6 +64,7 @@ impl BuildContext<'_> {
                 target: path,
                 readonly: true,
                 remove_source: false,
+                tmpfs_size: None,
             });
             plans.push(crate::chroot_mounts::MountPlan {
                 kind: crate::chroot_mounts::MountKind::Scratch,

@@ -13,21 +13,8 @@ pub(crate) struct Index(rbuild_snapshot::Index);
 
 impl Index {
     pub(crate) fn scan(root: &Path) -> Result<Index, String> {
-        Index::scan_root(root, false)
-    }
-
-    /// [`Index::scan`] of a root whose files are links into a shared tree (see
-    /// `rbuild_snapshot::Index::from_entries`).
-    pub(crate) fn scan_shared(root: &Path) -> Result<Index, String> {
-        Index::scan_root(root, true)
-    }
-
-    fn scan_root(root: &Path, links_shared: bool) -> Result<Index, String> {
         let _t = crate::phases::Phase::Snapshot.timer();
-        Ok(Index(rbuild_snapshot::Index::from_entries(
-            entries(root)?,
-            links_shared,
-        )))
+        Ok(Index(rbuild_snapshot::Index::from_entries(entries(root)?)))
     }
 
     /// What changed between `self` (before) and the root's current state.

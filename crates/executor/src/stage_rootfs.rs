@@ -96,11 +96,9 @@ impl BuildContext<'_> {
 
     /// The before-index of a step that writes into `root` (COPY, WORKDIR).
     pub(crate) fn scan(&self, root: &Path) -> std::result::Result<crate::snapshot::Index, String> {
-        if lock(&self.shared.shared_roots).contains(root) {
-            crate::snapshot::Index::scan_shared(root)
-        } else {
-            crate::snapshot::Index::scan(root)
-        }
+        // A root of links into a shared tree needs no other rule: a link count changed by
+        // another build is no change (`rbuild_snapshot::walk`).
+        crate::snapshot::Index::scan(root)
     }
 
     /// The root filesystem a `--from` names: an earlier stage (name or index) or an image.

@@ -160,10 +160,7 @@ fn config_instructions_and_history() {
             h("ENV APP=/app GREETING=hello world", true),
             h("ENV DIR=/app/data", true),
             h("LABEL version=1.0 com.example.name=demo", true),
-            h(
-                "EXPOSE map[53/udp:{} 80/tcp:{} 8000/tcp:{} 8001/tcp:{}]",
-                true
-            ),
+            h("EXPOSE [53/udp 80/tcp 8000/tcp 8001/tcp]", true),
             h("VOLUME [/data /logs]", true),
             h("USER app", true),
             h(r#"CMD ["serve" "--port" "80"]"#, true),

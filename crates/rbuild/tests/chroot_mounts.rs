@@ -291,3 +291,40 @@ fn a_failing_step_gives_the_cache_back_and_restores_the_target() {
     assert_eq!(read(&dest.join("orig-after")), "image\n");
     assert!(!dest.join("c/value").exists());
 }
+
+/// Chroot mode cannot mount a tmpfs: a `size=` it could not apply is an error naming why,
+/// not a dropped flag; with `--isolation userns` the step sees a tmpfs of that size.
+#[test]
+fn a_tmpfs_size_is_applied_in_userns_and_refused_in_chroot_mode() {
+    require_root("chroot isolation");
+    let store = store_with_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox:latest\n\
+         RUN --mount=type=tmpfs,target=/small,size=2m df -k /small | tail -1 \
+         | awk '{print $2}' > /size\n",
+    )
+    .unwrap();
+    let refused = rbuild(store.path())
+        .args(["build", "--isolation", "chroot", "--progress", "plain"])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("size= cannot be applied with --isolation chroot"),
+        "{stderr}"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("rootfs");
+    ok(rbuild(store.path())
+        .args(["build", "--isolation", "userns", "--progress", "plain"])
+        .arg("-o")
+        .arg(format!("type=local,dest={}", dest.display()))
+        .arg(ctx.path())
+        .output()
+        .unwrap());
+    assert_eq!(read(&dest.join("size")), "2048\n");
+}

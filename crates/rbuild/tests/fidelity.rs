@@ -205,6 +205,18 @@ const KNOWN_DIFFERENCES: &[Known] = &[
             "only in B: /var",
         ],
     ),
+    known(
+        "label_expose_volume",
+        DOCKER,
+        "expose-history",
+        &["created_by: 'EXPOSE "],
+    ),
+    known(
+        "from_stage_config",
+        DOCKER,
+        "expose-history",
+        &["created_by: 'EXPOSE "],
+    ),
     // Not fixed yet.
     known(
         "copy_chown_chmod",

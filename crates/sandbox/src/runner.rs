@@ -59,19 +59,17 @@ fn scratch_dir() -> Result<EtcScratch, SandboxError> {
     }
 }
 
-/// Adds /etc/hosts, /etc/hostname and /etc/resolv.conf unless the spec has its own.
+/// Adds /etc/hosts and /etc/resolv.conf unless the spec has its own. No /etc/hostname: as
+/// in BuildKit's runc executor, a step sees the root's own file, or none.
 fn add_etc_files(spec: &mut StepSpec, scratch: &Path) -> Result<(), SandboxError> {
-    let mut wanted: Vec<(&str, Vec<u8>)> = vec![
-        (
-            "/etc/hosts",
-            format!(
-                "127.0.0.1\tlocalhost {0}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-                spec.hostname
-            )
-            .into_bytes(),
-        ),
-        ("/etc/hostname", format!("{}\n", spec.hostname).into_bytes()),
-    ];
+    let mut wanted: Vec<(&str, Vec<u8>)> = vec![(
+        "/etc/hosts",
+        format!(
+            "127.0.0.1\tlocalhost {0}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+            spec.hostname
+        )
+        .into_bytes(),
+    )];
     if let Ok(resolv) = std::fs::read("/etc/resolv.conf") {
         wanted.push(("/etc/resolv.conf", resolv));
     }

@@ -107,6 +107,11 @@ pub struct BindMount {
     /// be writable by the step's root (container root owns it).
     #[serde(default)]
     pub remove_source: bool,
+    /// Mount a fresh tmpfs of at most this many bytes at `target` instead of binding
+    /// `source` (`RUN --mount=type=tmpfs,size=`; BuildKit mounts it `nosuid`, mode 1777).
+    /// Only the user-namespace isolation can mount one.
+    #[serde(default)]
+    pub tmpfs_size: Option<u64>,
 }
 
 /// Everything needed to run one step.
@@ -121,7 +126,7 @@ pub struct StepSpec {
     pub cwd: String,
     pub user: UserIds,
     pub hostname: String,
-    /// Files bound over the rootfs's. The runner adds `/etc/hosts`, `/etc/hostname` and
+    /// Files bound over the rootfs's. The runner adds `/etc/hosts` and
     /// `/etc/resolv.conf` (from the host) when they are not listed here.
     pub etc_files: Vec<FileBind>,
     pub binds: Vec<BindMount>,

@@ -301,6 +301,7 @@ fn attack_rootfs(dir: &Path, uid: u32) -> StepSpec {
         target: "/mnt/image".into(),
         readonly: false,
         remove_source: false,
+        tmpfs_size: None,
     });
     spec
 }

@@ -377,6 +377,7 @@ fn what_cannot_be_emulated_is_refused_up_front() {
         target: "/mnt".into(),
         readonly: true,
         remove_source: false,
+        tmpfs_size: None,
     });
     assert!(unavailable(&mounted).contains("cannot mount"));
     assert!(!work.join("ran").exists(), "a refused step ran");

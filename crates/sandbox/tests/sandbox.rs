@@ -202,14 +202,17 @@ fn etc_files_are_bound_not_written() {
     std::fs::write(root.path().join("etc/hosts"), "original\n").unwrap();
     let mut spec = sh(
         root.path(),
-        "cat /etc/hosts; cat /etc/hostname; hostname; test -f /etc/resolv.conf && echo resolv",
+        "cat /etc/hosts; test -e /etc/hostname && echo hostname-file; hostname; \
+         test -f /etc/resolv.conf && echo resolv",
         Isolation::Userns,
     );
     spec.hostname = "buildhost".into();
     let (outcome, out) = run(&spec);
     assert!(outcome.status.success(), "{out}");
     assert!(out.contains("127.0.0.1\tlocalhost buildhost\n"), "{out}");
-    assert!(out.contains("buildhost\nbuildhost\n"), "{out}");
+    assert!(out.contains("\nbuildhost\n"), "{out}");
+    // As in BuildKit, a step has no /etc/hostname unless its root has one.
+    assert!(!out.contains("hostname-file"), "{out}");
     assert!(out.contains("resolv"), "{out}");
     // The rootfs's own file is untouched; the missing ones exist only as empty stubs,
     // reported so the snapshotter can remove them.
@@ -218,11 +221,12 @@ fn etc_files_are_bound_not_written() {
         "original\n"
     );
     assert_eq!(
-        std::fs::read(root.path().join("etc/hostname")).unwrap(),
+        std::fs::read(root.path().join("etc/resolv.conf")).unwrap(),
         b""
     );
+    assert!(!root.path().join("etc/hostname").exists());
     let stub_paths: Vec<&str> = outcome.stubs.iter().map(|s| s.path.as_str()).collect();
-    assert!(stub_paths.contains(&"/etc/hostname"), "{stub_paths:?}");
+    assert!(stub_paths.contains(&"/etc/resolv.conf"), "{stub_paths:?}");
     assert!(!stub_paths.contains(&"/etc/hosts"), "{stub_paths:?}");
     assert!(outcome.stubs.iter().all(|s| s.kind == StubKind::File));
     let etc_mtime = std::fs::metadata(root.path().join("etc")).unwrap().mtime();
@@ -232,7 +236,6 @@ fn etc_files_are_bound_not_written() {
         outcome.stubs.is_empty(),
         "an existing stub is reused, not re-created"
     );
-    std::fs::remove_file(root.path().join("etc/hostname")).unwrap();
     std::fs::remove_file(root.path().join("etc/resolv.conf")).unwrap();
     let before = std::fs::metadata(root.path().join("etc")).unwrap();
     let (outcome, _) = run(&spec);
@@ -243,7 +246,7 @@ fn etc_files_are_bound_not_written() {
         before.mtime_nsec()
     );
     rbuild_sandbox::remove_stubs(root.path(), &outcome.stubs).unwrap();
-    assert!(!root.path().join("etc/hostname").exists());
+    assert!(!root.path().join("etc/resolv.conf").exists());
     let after = std::fs::metadata(root.path().join("etc")).unwrap();
     assert_eq!(
         (after.mtime(), after.mtime_nsec()),
@@ -355,6 +358,19 @@ fn network_none_has_only_lo() {
         .map(str::trim)
         .collect();
     assert_eq!(interfaces, vec!["lo"], "{out}");
+    // Its /sys is a sysfs of its own network namespace (BuildKit's): `lo` alone, read-only,
+    // with the cgroupfs below it read-only too.
+    let mut spec = sh(
+        root.path(),
+        "ls /sys/class/net; echo 1 > /sys/kernel/uevent_helper && echo sysfs-written; \
+         touch /sys/fs/cgroup/x 2>/dev/null && echo cgroup-written; true",
+        Isolation::Userns,
+    );
+    spec.network = Network::None;
+    let (outcome, out) = run(&spec);
+    assert!(outcome.status.success(), "{out}");
+    assert!(out.starts_with("lo\n"), "{out}");
+    assert!(!out.contains("written"), "{out}");
 }
 
 fn mounts_mentioning(path: &Path) -> Vec<String> {
@@ -628,6 +644,7 @@ fn chroot_refuses_a_bind_it_cannot_mount() {
         target: "/mnt/cache".into(),
         readonly: false,
         remove_source: false,
+        tmpfs_size: None,
     });
     match sandbox().run(&spec, &mut |_, _| {}) {
         Err(SandboxError::Helper { stage, message }) => {

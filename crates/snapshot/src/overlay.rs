@@ -96,15 +96,18 @@ pub fn overlay_changes(
         )
     })?;
     let mut changes = Vec::new();
-    collect(upperdir, upperdir, lowerdirs, &mut changes)?;
+    collect(upperdir, upperdir, lowerdirs, false, &mut changes)?;
     Ok(normalize(changes))
 }
 
 /// Walks `dir` of the upperdir; returns whether anything below it is a change.
+/// `under_opaque`: `dir` is (below) an opaque directory, so nothing of the lowers shows
+/// through and every entry is new.
 fn collect(
     upper: &Path,
     dir: &Path,
     lowers: &[PathBuf],
+    under_opaque: bool,
     out: &mut Vec<Change>,
 ) -> io::Result<bool> {
     let mut any = false;
@@ -120,25 +123,38 @@ fn collect(
             any = true;
             continue;
         }
+        let lower = if under_opaque {
+            None
+        } else {
+            lower_entry(lowers, &rel)
+        };
         if !meta.is_dir() {
-            out.push(Change::Upsert(rel));
-            any = true;
+            // overlayfs copies a lower file up whole when the step links it (`ln lower
+            // new`), changing only its ctime and link count: BuildKit's differ sees no
+            // change there, and writes the new name alone, as a regular file.
+            let copied_up_unchanged = match &lower {
+                Some(lower) => same_non_directory(&path, lower)?,
+                None => false,
+            };
+            if !copied_up_unchanged {
+                out.push(Change::Upsert(rel));
+                any = true;
+            }
             continue;
         }
-        let lower = lower_entry(lowers, &rel);
         let lower_is_dir = lower
             .as_ref()
             .and_then(|p| std::fs::symlink_metadata(p).ok())
             .is_some_and(|m| m.is_dir());
         if is_opaque(&path) && lower_is_dir {
             out.push(Change::OpaqueDir(rel));
-            collect(upper, &path, lowers, out)?;
+            collect(upper, &path, lowers, true, out)?;
             any = true;
             continue;
         }
         let mark = out.len();
         out.push(Change::Upsert(rel.clone()));
-        let below = collect(upper, &path, lowers, out)?;
+        let below = collect(upper, &path, lowers, under_opaque, out)?;
         let unchanged_copy_up = !below
             && match &lower {
                 Some(lower) if lower_is_dir => {
@@ -153,6 +169,59 @@ fn collect(
         }
     }
     Ok(any)
+}
+
+/// Whether the non-directory `upper` equals `lower`: the same metadata (type, mode, owner,
+/// size, mtime, device number, symlink target, xattrs; not ctime, inode or link count) and,
+/// for a regular file, the same bytes.
+fn same_non_directory(upper: &Path, lower: &Path) -> io::Result<bool> {
+    let read = |path: &Path| {
+        read_meta(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", path.display())))
+    };
+    let (upper_meta, lower_meta) = (read(upper)?, read(lower)?);
+    if !upper_meta.same_visible_metadata(&lower_meta) {
+        return Ok(false);
+    }
+    if !upper_meta.is_regular() {
+        return Ok(true);
+    }
+    same_bytes(upper, lower)
+}
+
+/// Whether two regular files hold the same bytes (their sizes are known to be equal).
+fn same_bytes(a: &Path, b: &Path) -> io::Result<bool> {
+    let open = |path: &Path| {
+        std::fs::File::open(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))
+    };
+    let (mut a_file, mut b_file) = (open(a)?, open(b)?);
+    let mut a_buf = vec![0u8; 64 * 1024];
+    let mut b_buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = read_full(&mut a_file, &mut a_buf)?;
+        let m = read_full(&mut b_file, &mut b_buf[..n.max(1)])?;
+        if n != m || a_buf[..n] != b_buf[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Reads until `buf` is full or the file ends; returns how many bytes were read.
+fn read_full(file: &mut impl std::io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Moves what an overlay step left in `upper` into `root`, the step's only lower

@@ -5,7 +5,8 @@
 //!
 //! Change detection (these rules decide which files go into a layer, so image digests):
 //! a non-directory changed when its inode, type, mode, owner, size, mtime or ctime changed
-//! (ctime catches same-size rewrites within one mtime tick, and xattr changes). Directories
+//! (ctime catches same-size rewrites within one mtime tick, and xattr changes), ctime only
+//! when its link count did not change (a new or removed hard link alone is no change). Directories
 //! are compared without ctime: the sandbox's mount stubs are removed afterwards and their
 //! parents' mtimes restored, but ctime cannot be restored. A deleted path is reported once,
 //! at its top-most deleted ancestor. The list is sorted by path and not normalised: a
@@ -44,12 +45,14 @@ impl Meta {
         self.mode & libc::S_IFMT == libc::S_IFREG
     }
 
-    /// With `links_shared`, the files are links into a tree other builds link to as well
-    /// (the executor's shared trees): their link count, and with it their ctime, changes
-    /// whenever another build links or unlinks them, so ctime only counts when the link
-    /// count is the same. Nothing is lost: rbuild's own writes into such a root replace
-    /// files (a new inode), they never write into a shared one.
-    fn same(&self, other: &Meta, links_shared: bool) -> bool {
+    /// A non-directory's ctime counts only when its link count is the same: a step that
+    /// hard-links a file of the root (`ln old new`) or removes one of its names changes the
+    /// link count and so the ctime, and nothing else of it: BuildKit's overlay differ sees no
+    /// change there (the new name alone is written, as a regular file), and the same goes for
+    /// files of a root linked into a tree other builds link to as well (the executor's shared
+    /// trees). What a changed link count could hide is a change of xattrs alone, or a rewrite
+    /// that keeps size and mtime, in the same step as the link.
+    fn same(&self, other: &Meta) -> bool {
         let common = self.ino == other.ino
             && self.mode == other.mode
             && self.uid == other.uid
@@ -59,7 +62,7 @@ impl Meta {
         if self.is_dir() {
             common
         } else {
-            let ctime_counts = !links_shared || self.nlink == other.nlink;
+            let ctime_counts = self.nlink == other.nlink;
             common && self.size == other.size && (!ctime_counts || self.ctime == other.ctime)
         }
     }
@@ -73,30 +76,18 @@ pub type Entries = BTreeMap<PathBuf, Meta>;
 #[derive(Debug, Clone)]
 pub struct Index {
     entries: Entries,
-    links_shared: bool,
 }
 
 impl Index {
     /// Indexes `root` by walking it here.
     pub fn scan(root: &Path) -> io::Result<Index> {
-        Ok(Index::from_entries(walk(root)?, false))
-    }
-
-    /// [`Index::scan`] of a root whose files are links into a shared tree (see the module
-    /// doc and [`Index::from_entries`]).
-    pub fn scan_shared(root: &Path) -> io::Result<Index> {
-        Ok(Index::from_entries(walk(root)?, true))
+        Ok(Index::from_entries(walk(root)?))
     }
 
     /// An index of entries walked elsewhere (by container root, say, which can read
-    /// directories this process cannot). `links_shared`: the root's files are links into a
-    /// tree other builds link to as well, so a changed link count (and the ctime that goes
-    /// with it) alone is no change.
-    pub fn from_entries(entries: Entries, links_shared: bool) -> Index {
-        Index {
-            entries,
-            links_shared,
-        }
+    /// directories this process cannot).
+    pub fn from_entries(entries: Entries) -> Index {
+        Index { entries }
     }
 
     /// The indexed paths and their metadata.
@@ -114,7 +105,7 @@ impl Index {
         let mut changes = Vec::new();
         for (path, meta) in after {
             match self.entries.get(path) {
-                Some(old) if old.same(meta, self.links_shared) => {}
+                Some(old) if old.same(meta) => {}
                 _ => changes.push(Change::Upsert(path.clone())),
             }
         }
@@ -290,26 +281,40 @@ mod tests {
     }
 
     #[test]
-    fn links_made_elsewhere_change_nothing_in_a_shared_root() {
+    fn a_new_or_removed_hard_link_alone_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let (root, other) = (dir.path().join("root"), dir.path().join("other"));
         std::fs::create_dir_all(&root).unwrap();
         std::fs::create_dir_all(&other).unwrap();
         std::fs::write(root.join("linked"), "1").unwrap();
+        std::fs::write(root.join("linked-twice"), "1").unwrap();
+        std::fs::hard_link(root.join("linked-twice"), root.join("second-name")).unwrap();
         std::fs::write(root.join("replaced"), "1").unwrap();
-        let shared = Index::scan_shared(&root).unwrap();
-        let strict = Index::scan(&root).unwrap();
-        // Another build links the file (its ctime changes), and this one replaces another.
+        std::fs::write(root.join("linked-and-chmodded"), "1").unwrap();
+        let before = Index::scan(&root).unwrap();
+        // A step (or another build, in a shared tree) links and unlinks files: their link
+        // count and ctime change. Another file is replaced, one linked and chmodded.
         std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::hard_link(root.join("linked"), root.join("new-name")).unwrap();
         std::fs::hard_link(root.join("linked"), other.join("linked")).unwrap();
+        std::fs::remove_file(root.join("second-name")).unwrap();
         std::fs::remove_file(root.join("replaced")).unwrap();
         std::fs::write(root.join("replaced"), "2").unwrap();
-        let changes = shared.changes(&root).unwrap();
-        assert_eq!(changes, vec![Change::Upsert("replaced".into())]);
-        let changes = strict.changes(&root).unwrap();
-        assert!(
-            changes.contains(&Change::Upsert("linked".into())),
-            "a private root still counts ctime: {changes:?}"
+        std::fs::hard_link(root.join("linked-and-chmodded"), other.join("x")).unwrap();
+        std::fs::set_permissions(
+            root.join("linked-and-chmodded"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        let changes = before.changes(&root).unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                Change::Upsert("linked-and-chmodded".into()),
+                Change::Upsert("new-name".into()),
+                Change::Upsert("replaced".into()),
+                Change::Delete("second-name".into()),
+            ]
         );
     }
 

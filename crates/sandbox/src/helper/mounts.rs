@@ -234,9 +234,40 @@ fn mount_dev(root: BorrowedFd<'_>, stubs: &mut Vec<Stub>) -> Result<(), HelperEr
     Ok(())
 }
 
-fn mount_sys(root: BorrowedFd<'_>, stubs: &mut Vec<Stub>) -> Result<(), HelperError> {
+fn mount_sys(
+    root: BorrowedFd<'_>,
+    network: Network,
+    stubs: &mut Vec<Stub>,
+) -> Result<(), HelperError> {
     let target = open_in_root(root, "/sys", CreateAs::Dir, stubs)
         .map_err(|e| err("mount /sys", "creating /sys", e))?;
+    if network == Network::None {
+        // The step's network namespace is ours: a sysfs of its own, read-only as runc
+        // mounts BuildKit's, lists the step's interfaces (`lo` alone in /sys/class/net),
+        // not the host's. The host's cgroupfs below /sys/fs/cgroup is bound in read-only.
+        mount_fs(
+            c"sysfs",
+            &fd_path(target.as_fd()),
+            MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            None,
+        )
+        .map_err(|e| err("mount /sys", "sysfs of the step's network namespace", e))?;
+        drop(target);
+        let mut ignored = Vec::new();
+        let sys = open_in_root(root, "/sys", CreateAs::Nothing, &mut ignored)
+            .map_err(|e| err("mount /sys", "reopening /sys", e))?;
+        let cgroup = fd_path(sys.as_fd()).join("fs/cgroup");
+        if std::path::Path::new("/sys/fs/cgroup").is_dir() && cgroup.is_dir() {
+            mount_bind_recursive("/sys/fs/cgroup", &cgroup)
+                .map_err(|e| err("mount /sys", "binding the host /sys/fs/cgroup", e))?;
+            restrict_mounts(
+                &cgroup,
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+            )
+            .map_err(|e| err("mount /sys", "making /sys/fs/cgroup read-only", e))?;
+        }
+        return confine_paths(root, "/sys/");
+    }
     // A fresh sysfs needs the network namespace to be ours, which it is not with the host
     // network: bind the host's, then make it and every mount below it read-only. Without
     // that a root build's step (host root's ids) could write sysfs and cgroupfs files.
@@ -300,6 +331,28 @@ fn bind_into(
     Ok(())
 }
 
+/// Mounts a fresh tmpfs of at most `size` bytes on `target` (`RUN --mount=type=tmpfs,size=`),
+/// with BuildKit's options: `nosuid`, and the tmpfs's own mode 1777.
+fn mount_tmpfs(
+    root: BorrowedFd<'_>,
+    target: &str,
+    size: u64,
+    stubs: &mut Vec<Stub>,
+) -> Result<(), HelperError> {
+    let stage = "tmpfs mount";
+    let fd = open_in_root(root, target, CreateAs::Dir, stubs)
+        .map_err(|e| err(stage, format!("target {target}"), e))?;
+    let options = CString::new(format!("size={size}"))
+        .map_err(|_| HelperError::new(stage, "a size with a NUL byte".to_string()))?;
+    mount_fs(
+        c"tmpfs",
+        &fd_path(fd.as_fd()),
+        MountFlags::NOSUID | MountFlags::NODEV,
+        Some(&options),
+    )
+    .map_err(|e| err(stage, format!("size={size} on {target}"), e))
+}
+
 /// Brings `lo` up in a fresh network namespace.
 /// Raw libc: rustix's socket calls are behind its `net` feature, and its ioctl is unsafe
 /// and generic; two interface ioctls do not warrant either.
@@ -344,11 +397,15 @@ pub fn setup(spec: &StepSpec) -> Result<Vec<Stub>, HelperError> {
     let mut stubs = Vec::new();
     mount_proc(root.as_fd(), &mut stubs)?;
     mount_dev(root.as_fd(), &mut stubs)?;
-    mount_sys(root.as_fd(), &mut stubs)?;
+    mount_sys(root.as_fd(), spec.network, &mut stubs)?;
     for file in &spec.etc_files {
         bind_into(root.as_fd(), &file.source, &file.target, false, &mut stubs)?;
     }
     for bind in &spec.binds {
+        if let Some(size) = bind.tmpfs_size {
+            mount_tmpfs(root.as_fd(), &bind.target, size, &mut stubs)?;
+            continue;
+        }
         bind_into(
             root.as_fd(),
             &bind.source,
