@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use rbuild_image::{Descriptor, Digest};
-use rbuild_layer::{write_layer, Change, WriteOptions};
+use rbuild_layer::{write_layer, Change, Compression, WriteOptions};
 use rbuild_store::Store;
 
 use crate::context::BuildContext;
@@ -43,6 +43,16 @@ pub(crate) fn commit_layer(
     options: &WriteOptions,
 ) -> Result<CommittedLayer, CommitError> {
     let _t = crate::phases::Phase::Write.timer();
+    // Lazy layers: the step's layer is stored plain (its digest is its diff id, one hashing
+    // pass) and compressed only if it leaves the machine (`Store::ship_layer`): a discarded
+    // stage's layers are never compressed.
+    let lazy = options.compression != Compression::None;
+    let plain = WriteOptions {
+        compression: Compression::None,
+        level: None,
+        ..options.clone()
+    };
+    let options = &plain;
     let mut writer = store.blob_writer().map_err(CommitError::Start)?;
     // Rootless with subordinate ids, container root reads the files: the image's other
     // users may keep some private, and it sees their owners as the container's ids.
@@ -55,6 +65,11 @@ pub(crate) fn commit_layer(
     let blob = writer
         .commit(Some(&info.digest))
         .map_err(CommitError::Store)?;
+    if lazy {
+        store
+            .mark_lazy_layer(&info.diff_id)
+            .map_err(CommitError::Store)?;
+    }
     Ok(CommittedLayer {
         descriptor: Descriptor::new(info.media_type, blob.digest, blob.size),
         diff_id: info.diff_id,
@@ -83,5 +98,37 @@ impl BuildContext<'_> {
         st.layers.push(layer.descriptor);
         st.config.rootfs.diff_ids.push(layer.diff_id);
         Ok(size)
+    }
+}
+
+impl BuildContext<'_> {
+    /// The blobs the image's manifest lists for `layers` (diff ids `diff_ids`): each lazy
+    /// layer a step made is compressed with the build's compression (once: the store
+    /// remembers it), everything else stays as it is. The manifest is thus the one a build
+    /// compressing every layer as it was written would give.
+    pub(crate) fn ship_layers(
+        &self,
+        layers: &[Descriptor],
+        diff_ids: &[Digest],
+    ) -> crate::error::Result<Vec<Descriptor>> {
+        if layers.len() != diff_ids.len() {
+            return Err(crate::error::BuildError::other(format!(
+                "the image has {} layers but {} diff ids",
+                layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let _t = crate::phases::Phase::Write.timer();
+        layers
+            .iter()
+            .zip(diff_ids)
+            .map(|(layer, diff_id)| {
+                self.store
+                    .ship_layer(layer, diff_id, &self.write_options)
+                    .map_err(crate::error::BuildError::store(format!(
+                        "compressing layer {diff_id} for the image"
+                    )))
+            })
+            .collect()
     }
 }
