@@ -239,16 +239,14 @@ impl TarWriter<'_> {
         let mut builder = tar::Builder::new(io::BufWriter::with_capacity(TAR_BUFFER, target));
         for entry in planned {
             match entry {
-                Planned::Upsert { components, opaque } => {
-                    self.write_upsert(&mut builder, components, *opaque)?
+                Planned::Upsert { path, opaque } => {
+                    self.write_upsert(&mut builder, &plan::components(path), *opaque)?
                 }
-                Planned::Whiteout { components } => {
-                    // Cannot fail: the plan never makes a whiteout of the root (a
-                    // deleted root is refused when the change set is planned).
-                    let (name, parent) = components.split_last().expect("whiteouts name a path");
-                    let mut marker = OsString::from(".wh.");
-                    marker.push(name);
-                    write_marker(&mut builder, parent, &marker)?;
+                Planned::Whiteout { path } => {
+                    // Cannot fail: a whiteout's path ends with its `.wh.NAME` marker.
+                    let components = plan::components(path);
+                    let (marker, parent) = components.split_last().expect("whiteouts name a path");
+                    write_marker(&mut builder, parent, marker)?;
                 }
             }
         }
