@@ -94,6 +94,9 @@ impl BuildContext<'_> {
     ) -> Result<u64, CommitError> {
         let layer = commit_layer(self.store, source_root, changes, &self.write_options)?;
         crate::context::lock(&self.shared.made_here).insert(layer.descriptor.digest.clone());
+        if st.index == self.target_stage {
+            self.ship_in_background(&layer);
+        }
         let size = layer.descriptor.size;
         st.layers.push(layer.descriptor);
         st.config.rootfs.diff_ids.push(layer.diff_id);
@@ -118,6 +121,13 @@ impl BuildContext<'_> {
                 diff_ids.len()
             )));
         }
+        // The background compressions first: what they finished is remembered, so the
+        // loop below finds it instead of compressing again.
+        let started = std::mem::take(&mut *crate::context::lock(&self.shared.compressing));
+        for handle in started {
+            // A panicked compression is only a lost head start: the loop redoes it.
+            let _ = handle.join();
+        }
         let _t = crate::phases::Phase::Write.timer();
         layers
             .iter()
@@ -130,5 +140,32 @@ impl BuildContext<'_> {
                     )))
             })
             .collect()
+    }
+}
+
+impl BuildContext<'_> {
+    /// Starts compressing a layer of the target stage, which the stored image will list,
+    /// on its own thread, so that it overlaps the stage's later steps. The thread opens
+    /// the store itself (a `&Store` cannot leave the build's threads) and only fills the
+    /// store's memory of compressed layers: an error there is not lost, since
+    /// `ship_layers` compresses whatever is not remembered and reports its errors.
+    fn ship_in_background(&self, layer: &CommittedLayer) {
+        if self.write_options.compression == Compression::None {
+            return;
+        }
+        let root = self.store.root().to_path_buf();
+        let options = self.write_options.clone();
+        let (descriptor, diff_id) = (layer.descriptor.clone(), layer.diff_id.clone());
+        let spawned = std::thread::Builder::new()
+            .name("compress-layer".into())
+            .spawn(move || {
+                if let Ok(store) = Store::open(&root) {
+                    let _ = store.ship_layer(&descriptor, &diff_id, &options);
+                }
+            });
+        // Without a thread (out of resources), the layer is compressed at the end instead.
+        if let Ok(handle) = spawned {
+            crate::context::lock(&self.shared.compressing).push(handle);
+        }
     }
 }

@@ -37,6 +37,9 @@ pub(crate) struct ContextParts<'a> {
     pub remote: &'a (dyn RemoteCache + Sync),
     pub phases: crate::phases::BuildPhases,
     pub owners: crate::fsops::Owners,
+    /// The stage whose image the build stores: its layers are compressed in the background
+    /// as they are made.
+    pub target_stage: usize,
 }
 
 /// Everything a build's steps read and do not change: the request, store, sandbox, parsed
@@ -64,6 +67,8 @@ pub(crate) struct BuildContext<'a> {
     /// How this build's files get their owners (`fsops::Owners::for_build`), entered on
     /// every thread the build runs on (`fsops` reads it from there).
     pub owners: crate::fsops::Owners,
+    /// The stage whose image the build stores (see `commit::ship_in_background`).
+    pub target_stage: usize,
     /// What the stages change as the build goes.
     pub shared: SharedState,
 }
@@ -92,6 +97,9 @@ pub(crate) struct SharedState {
     pub shared_roots: Mutex<HashSet<PathBuf>>,
     /// A stage failed: the stages running beside it stop before their next step.
     pub cancelled: AtomicBool,
+    /// The target stage's layers being compressed in the background, joined before the
+    /// image is stored.
+    pub compressing: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl SharedState {
@@ -106,6 +114,7 @@ impl SharedState {
             made_here: Default::default(),
             shared_roots: Default::default(),
             cancelled: AtomicBool::new(false),
+            compressing: Default::default(),
         }
     }
 }
@@ -163,6 +172,7 @@ impl<'a> BuildContext<'a> {
             trees: crate::trees::Trees::open(parts.store).ok(),
             phases: parts.phases,
             owners: parts.owners,
+            target_stage: parts.target_stage,
             shared: SharedState::new(parts.store),
         })
     }
