@@ -146,4 +146,31 @@ impl Store {
         fsutil::replace_file(self, &path, &bytes)?;
         Ok(descriptor)
     }
+
+    /// Removes the lazy-layer records whose blob gc removed (called by gc, holding its
+    /// locks): a `.lazy` marker whose plain blob is gone (a registry-cache hit marks it
+    /// again) and a compressed-layer record whose compressed blob is gone.
+    pub(crate) fn remove_dangling_layer_records(&self) -> Result<()> {
+        let dir = self.layers_dir()?;
+        for entry in std::fs::read_dir(&dir).at("list", &dir)? {
+            let entry = entry.at("list", &dir)?;
+            let name = entry.file_name();
+            let Some((hex, kind)) = name.to_str().and_then(|n| n.split_once('.')) else {
+                continue;
+            };
+            let blob = if kind == "lazy" {
+                format!("sha256:{hex}").parse::<Digest>().ok()
+            } else {
+                std::fs::read(entry.path())
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice::<Descriptor>(&bytes).ok())
+                    .map(|descriptor| descriptor.digest)
+            };
+            if blob.is_some_and(|digest| !self.has_blob(&digest)) {
+                let path = entry.path();
+                std::fs::remove_file(&path).at("remove dangling layer record", &path)?;
+            }
+        }
+        Ok(())
+    }
 }

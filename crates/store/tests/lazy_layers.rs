@@ -140,3 +140,24 @@ fn a_cache_record_whose_plain_blob_is_gone_stands_on_its_compressed_copy() {
     assert_eq!(found.layer, shipped);
     assert_eq!(found.diff_id, diff_id);
 }
+
+#[test]
+fn gc_forgets_compressed_copies_it_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (plain, diff_id) = plain_layer(&store, b"shipped once\n");
+    store.mark_lazy_layer(&diff_id).unwrap();
+    let shipped = store.ship_layer(&plain, &diff_id, &gzip()).unwrap();
+    let records = || {
+        std::fs::read_dir(dir.path().join("layers"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(records(), 2, "the lazy marker and the gzip record");
+    // Nothing holds either blob once this process's lease is gone.
+    store.release_lease();
+    store.gc().unwrap();
+    assert!(!store.has_blob(&shipped.digest));
+    assert_eq!(records(), 0, "both records named removed blobs");
+    assert!(store.any_compressed_layer(&diff_id).unwrap().is_none());
+}
