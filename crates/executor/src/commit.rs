@@ -41,18 +41,22 @@ pub(crate) fn commit_layer(
     root: &Path,
     changes: &[Change],
     options: &WriteOptions,
+    ships: bool,
 ) -> Result<CommittedLayer, CommitError> {
     let _t = crate::phases::Phase::Write.timer();
-    // Lazy layers: the step's layer is stored plain (its digest is its diff id, one hashing
-    // pass) and compressed only if it leaves the machine (`Store::ship_layer`): a discarded
-    // stage's layers are never compressed.
-    let lazy = options.compression != Compression::None;
+    // Lazy layers: a layer that may never leave the machine is stored plain (its digest is
+    // its diff id, one hashing pass) and compressed only if it does (`Store::ship_layer`):
+    // a discarded stage's layers are never compressed. A layer known to ship (the target
+    // stage's) is compressed in the same pass as it is written, as before: storing it plain
+    // first and compressing it afterwards wrote and read it once more (measured on a 1 GB
+    // layer: 5.7 s more, with no later step for the compression to overlap).
+    let lazy = !ships && options.compression != Compression::None;
     let plain = WriteOptions {
         compression: Compression::None,
         level: None,
         ..options.clone()
     };
-    let options = &plain;
+    let options = if lazy { &plain } else { options };
     let mut writer = store.blob_writer().map_err(CommitError::Start)?;
     // Rootless with subordinate ids, container root reads the files: the image's other
     // users may keep some private, and it sees their owners as the container's ids.
@@ -92,11 +96,9 @@ impl BuildContext<'_> {
         source_root: &std::path::Path,
         changes: &[rbuild_layer::Change],
     ) -> Result<u64, CommitError> {
-        let layer = commit_layer(self.store, source_root, changes, &self.write_options)?;
+        let ships = st.index == self.target_stage;
+        let layer = commit_layer(self.store, source_root, changes, &self.write_options, ships)?;
         crate::context::lock(&self.shared.made_here).insert(layer.descriptor.digest.clone());
-        if st.index == self.target_stage {
-            self.ship_in_background(&layer);
-        }
         let size = layer.descriptor.size;
         st.layers.push(layer.descriptor);
         st.config.rootfs.diff_ids.push(layer.diff_id);
@@ -121,13 +123,6 @@ impl BuildContext<'_> {
                 diff_ids.len()
             )));
         }
-        // The background compressions first: what they finished is remembered, so the
-        // loop below finds it instead of compressing again.
-        let started = std::mem::take(&mut *crate::context::lock(&self.shared.compressing));
-        for handle in started {
-            // A panicked compression is only a lost head start: the loop redoes it.
-            let _ = handle.join();
-        }
         let _t = crate::phases::Phase::Write.timer();
         layers
             .iter()
@@ -140,32 +135,5 @@ impl BuildContext<'_> {
                     )))
             })
             .collect()
-    }
-}
-
-impl BuildContext<'_> {
-    /// Starts compressing a layer of the target stage, which the stored image will list,
-    /// on its own thread, so that it overlaps the stage's later steps. The thread opens
-    /// the store itself (a `&Store` cannot leave the build's threads) and only fills the
-    /// store's memory of compressed layers: an error there is not lost, since
-    /// `ship_layers` compresses whatever is not remembered and reports its errors.
-    fn ship_in_background(&self, layer: &CommittedLayer) {
-        if self.write_options.compression == Compression::None {
-            return;
-        }
-        let root = self.store.root().to_path_buf();
-        let options = self.write_options.clone();
-        let (descriptor, diff_id) = (layer.descriptor.clone(), layer.diff_id.clone());
-        let spawned = std::thread::Builder::new()
-            .name("compress-layer".into())
-            .spawn(move || {
-                if let Ok(store) = Store::open(&root) {
-                    let _ = store.ship_layer(&descriptor, &diff_id, &options);
-                }
-            });
-        // Without a thread (out of resources), the layer is compressed at the end instead.
-        if let Ok(handle) = spawned {
-            crate::context::lock(&self.shared.compressing).push(handle);
-        }
     }
 }

@@ -37,8 +37,8 @@ pub(crate) struct ContextParts<'a> {
     pub remote: &'a (dyn RemoteCache + Sync),
     pub phases: crate::phases::BuildPhases,
     pub owners: crate::fsops::Owners,
-    /// The stage whose image the build stores: its layers are compressed in the background
-    /// as they are made.
+    /// The stage whose image the build stores: its layers are compressed as they are
+    /// written.
     pub target_stage: usize,
 }
 
@@ -67,7 +67,8 @@ pub(crate) struct BuildContext<'a> {
     /// How this build's files get their owners (`fsops::Owners::for_build`), entered on
     /// every thread the build runs on (`fsops` reads it from there).
     pub owners: crate::fsops::Owners,
-    /// The stage whose image the build stores (see `commit::ship_in_background`).
+    /// The stage whose image the build stores: its layers ship, so they are written
+    /// compressed (`commit::commit_layer`).
     pub target_stage: usize,
     /// What the stages change as the build goes.
     pub shared: SharedState,
@@ -97,9 +98,6 @@ pub(crate) struct SharedState {
     pub shared_roots: Mutex<HashSet<PathBuf>>,
     /// A stage failed: the stages running beside it stop before their next step.
     pub cancelled: AtomicBool,
-    /// The target stage's layers being compressed in the background, joined before the
-    /// image is stored.
-    pub compressing: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl SharedState {
@@ -114,7 +112,6 @@ impl SharedState {
             made_here: Default::default(),
             shared_roots: Default::default(),
             cancelled: AtomicBool::new(false),
-            compressing: Default::default(),
         }
     }
 }
