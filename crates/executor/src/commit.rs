@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use rbuild_image::{Descriptor, Digest};
-use rbuild_layer::{write_layer, Change, WriteOptions};
+use rbuild_layer::{write_layer, Change, Compression, WriteOptions};
 use rbuild_store::Store;
 
 use crate::context::BuildContext;
@@ -41,8 +41,22 @@ pub(crate) fn commit_layer(
     root: &Path,
     changes: &[Change],
     options: &WriteOptions,
+    ships: bool,
 ) -> Result<CommittedLayer, CommitError> {
     let _t = crate::phases::Phase::Write.timer();
+    // Lazy layers: a layer that may never leave the machine is stored plain (its digest is
+    // its diff id, one hashing pass) and compressed only if it does (`Store::ship_layer`):
+    // a discarded stage's layers are never compressed. A layer known to ship (the target
+    // stage's) is compressed in the same pass as it is written, as before: storing it plain
+    // first and compressing it afterwards wrote and read it once more (measured on a 1 GB
+    // layer: 5.7 s more, with no later step for the compression to overlap).
+    let lazy = !ships && options.compression != Compression::None;
+    let plain = WriteOptions {
+        compression: Compression::None,
+        level: None,
+        ..options.clone()
+    };
+    let options = if lazy { &plain } else { options };
     let mut writer = store.blob_writer().map_err(CommitError::Start)?;
     // Rootless with subordinate ids, container root reads the files: the image's other
     // users may keep some private, and it sees their owners as the container's ids.
@@ -55,6 +69,11 @@ pub(crate) fn commit_layer(
     let blob = writer
         .commit(Some(&info.digest))
         .map_err(CommitError::Store)?;
+    if lazy {
+        store
+            .mark_lazy_layer(&info.diff_id)
+            .map_err(CommitError::Store)?;
+    }
     Ok(CommittedLayer {
         descriptor: Descriptor::new(info.media_type, blob.digest, blob.size),
         diff_id: info.diff_id,
@@ -77,11 +96,44 @@ impl BuildContext<'_> {
         source_root: &std::path::Path,
         changes: &[rbuild_layer::Change],
     ) -> Result<u64, CommitError> {
-        let layer = commit_layer(self.store, source_root, changes, &self.write_options)?;
+        let ships = st.index == self.target_stage;
+        let layer = commit_layer(self.store, source_root, changes, &self.write_options, ships)?;
         crate::context::lock(&self.shared.made_here).insert(layer.descriptor.digest.clone());
         let size = layer.descriptor.size;
         st.layers.push(layer.descriptor);
         st.config.rootfs.diff_ids.push(layer.diff_id);
         Ok(size)
+    }
+}
+
+impl BuildContext<'_> {
+    /// The blobs the image's manifest lists for `layers` (diff ids `diff_ids`): each lazy
+    /// layer a step made is compressed with the build's compression (once: the store
+    /// remembers it), everything else stays as it is. The manifest is thus the one a build
+    /// compressing every layer as it was written would give.
+    pub(crate) fn ship_layers(
+        &self,
+        layers: &[Descriptor],
+        diff_ids: &[Digest],
+    ) -> crate::error::Result<Vec<Descriptor>> {
+        if layers.len() != diff_ids.len() {
+            return Err(crate::error::BuildError::other(format!(
+                "the image has {} layers but {} diff ids",
+                layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let _t = crate::phases::Phase::Write.timer();
+        layers
+            .iter()
+            .zip(diff_ids)
+            .map(|(layer, diff_id)| {
+                self.store
+                    .ship_layer(layer, diff_id, &self.write_options)
+                    .map_err(crate::error::BuildError::store(format!(
+                        "compressing layer {diff_id} for the image"
+                    )))
+            })
+            .collect()
     }
 }

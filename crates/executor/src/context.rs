@@ -37,6 +37,9 @@ pub(crate) struct ContextParts<'a> {
     pub remote: &'a (dyn RemoteCache + Sync),
     pub phases: crate::phases::BuildPhases,
     pub owners: crate::fsops::Owners,
+    /// The stage whose image the build stores: its layers are compressed as they are
+    /// written.
+    pub target_stage: usize,
 }
 
 /// Everything a build's steps read and do not change: the request, store, sandbox, parsed
@@ -64,6 +67,9 @@ pub(crate) struct BuildContext<'a> {
     /// How this build's files get their owners (`fsops::Owners::for_build`), entered on
     /// every thread the build runs on (`fsops` reads it from there).
     pub owners: crate::fsops::Owners,
+    /// The stage whose image the build stores: its layers ship, so they are written
+    /// compressed (`commit::commit_layer`).
+    pub target_stage: usize,
     /// What the stages change as the build goes.
     pub shared: SharedState,
 }
@@ -163,6 +169,7 @@ impl<'a> BuildContext<'a> {
             trees: crate::trees::Trees::open(parts.store).ok(),
             phases: parts.phases,
             owners: parts.owners,
+            target_stage: parts.target_stage,
             shared: SharedState::new(parts.store),
         })
     }

@@ -347,6 +347,7 @@ pub fn build_with_cache(
         remote,
         phases: build_phases.clone(),
         owners,
+        target_stage: plan.target,
     })?;
     let names: Vec<String> = plan.order.iter().map(|&i| builder.stage_label(i)).collect();
     progress.event(&Event::BuildStarted { stages: names });

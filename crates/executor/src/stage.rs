@@ -329,9 +329,10 @@ impl BuildContext<'_> {
         for (k, v) in &self.request.labels {
             config.config.labels.insert(k.clone(), v.clone());
         }
+        let layers = self.ship_layers(&output.image.layers, &config.rootfs.diff_ids)?;
         let record = self
             .store
-            .put_image(&config, &output.image.layers)
+            .put_image(&config, &layers)
             .map_err(BuildError::store("storing the image"))?;
         let mut tags = Vec::new();
         for tag in &self.request.tags {

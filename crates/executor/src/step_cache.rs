@@ -112,6 +112,16 @@ impl BuildContext<'_> {
             }),
         }
         let record = self.remote.lookup(key)?;
+        // A plain layer in a cache record was made by a build step (lazily stored): like
+        // this store's own, it is compressed if it leaves the machine, so the image is the
+        // one the build that recorded it made.
+        if rbuild_store::is_plain_layer(&record.layer.media_type) {
+            if let Err(e) = self.store.mark_lazy_layer(&record.diff_id) {
+                progress.event(&Event::Warning {
+                    message: format!("recording a registry cache hit's plain layer: {e}"),
+                });
+            }
+        }
         if matches!(self.store.protect(&record.layer.digest), Ok(true)) {
             // The layer is here already (another image or an earlier import has it).
             if let Err(e) = self.store.cache_put(&record) {

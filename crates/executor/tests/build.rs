@@ -77,6 +77,10 @@ fn main() -> ExitCode {
             "builds_at_once_make_one_extracted_tree",
             builds_at_once_make_one_extracted_tree,
         ),
+        (
+            "a_discarded_stage_is_never_compressed_and_a_rebuild_compresses_nothing",
+            a_discarded_stage_is_never_compressed_and_a_rebuild_compresses_nothing,
+        ),
     ])
 }
 
@@ -951,4 +955,92 @@ fn builds_at_once_make_one_extracted_tree() {
         !entries.iter().any(|n| n.starts_with("tmp-")),
         "a losing copy was left: {entries:?}"
     );
+}
+
+/// A blob's name and the paths of the layer entries it holds (none if it is not a layer).
+type BlobPaths = Vec<(String, Vec<String>)>;
+
+/// The store's blobs, split into (compressed, plain) by their magic bytes.
+fn blobs_by_compression(fx: &Fixture) -> (BlobPaths, BlobPaths) {
+    let (mut compressed, mut plain) = (Vec::new(), Vec::new());
+    let dir = fx.tmp.path().join("store/oci/blobs/sha256");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let paths = rbuild_layer::list_entries(&bytes[..])
+            .map(|entries| {
+                entries
+                    .into_iter()
+                    .map(|e| e.path.to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        match rbuild_layer::Compression::detect(&bytes[..bytes.len().min(4)]) {
+            rbuild_layer::Compression::None => plain.push((name, paths)),
+            _ => compressed.push((name, paths)),
+        }
+    }
+    compressed.sort();
+    plain.sort();
+    (compressed, plain)
+}
+
+fn a_discarded_stage_is_never_compressed_and_a_rebuild_compresses_nothing() {
+    let fx = Fixture::new();
+    let df = "FROM busybox AS builder\n\
+              RUN mkdir /out && i=0 && while [ $i -lt 3000 ]; do echo toolchain-line-$i; i=$((i+1)); done > /out/toolchain && echo small > /out/artifact\n\
+              FROM busybox\n\
+              COPY --from=builder /out/artifact /artifact\n\
+              RUN echo final > /final\n";
+    let (before, _) = blobs_by_compression(&fx);
+    let built = fx.built(&fx.request(df));
+    assert_eq!(
+        std::fs::read_to_string(built.root.path().join("artifact")).unwrap(),
+        "small\n"
+    );
+    let (compressed, plain) = blobs_by_compression(&fx);
+    let holds_toolchain = |paths: &Vec<String>| paths.iter().any(|p| p == "out/toolchain");
+    assert!(
+        !compressed.iter().any(|(_, paths)| holds_toolchain(paths)),
+        "the discarded builder stage's layer was compressed: {compressed:?}"
+    );
+    assert!(
+        plain.iter().any(|(_, paths)| holds_toolchain(paths)),
+        "the builder stage's layer is stored plain, for the cache"
+    );
+    // The image ships compressed layers, as a build compressing as it writes would: the
+    // base's and the two of the final stage, each gzip and hashing to its diff id.
+    assert_eq!(built.layers.len(), 3);
+    for (layer, diff_id) in built.layers.iter().zip(&built.config.rootfs.diff_ids) {
+        assert_eq!(
+            layer.media_type,
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+        let blob = fx.store.read_blob(&layer.digest).unwrap();
+        assert_eq!(
+            rbuild_layer::Compression::detect(&blob[..4]),
+            rbuild_layer::Compression::Gzip
+        );
+        let mut tar = Vec::new();
+        std::io::Read::read_to_end(
+            &mut rbuild_layer::compression::decompressing_reader(&blob[..]).unwrap(),
+            &mut tar,
+        )
+        .unwrap();
+        assert_eq!(&rbuild_image::Digest::of(&tar), diff_id);
+    }
+    let new_compressed: Vec<_> = compressed.iter().filter(|b| !before.contains(b)).collect();
+    assert_eq!(
+        new_compressed.len(),
+        2,
+        "exactly the final stage's two layers were compressed: {new_compressed:?}"
+    );
+
+    // Built again from the cache: the same image, and nothing compressed again.
+    let again = fx.built(&fx.request(df));
+    assert_eq!(again.result.manifest, built.result.manifest);
+    assert_eq!(again.events.ran().len(), 0, "every step is cached");
+    let (compressed_again, _) = blobs_by_compression(&fx);
+    assert_eq!(compressed_again, compressed, "a rebuild compressed a layer");
 }

@@ -30,4 +30,6 @@ pub use error::{Error, Result};
 pub use idmap::{IdMap, IdRange};
 pub use list::list_entries;
 pub use tree::{link_tree, LinkStats};
-pub use write::{compress_time, write_dir_layer, write_layer, LayerInfo, WriteOptions};
+pub use write::{
+    compress_layer, compress_time, write_dir_layer, write_layer, LayerInfo, WriteOptions,
+};

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use rbuild_image::Digest;
 use rbuild_layer::{
-    apply_layer, list_entries, write_dir_layer, write_layer, Change, Compression, EntryKind,
-    WriteOptions,
+    apply_layer, compress_layer, list_entries, write_dir_layer, write_layer, Change, Compression,
+    EntryKind, WriteOptions,
 };
 use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
 
@@ -338,6 +338,55 @@ fn gzip_output_does_not_depend_on_thread_count() {
         .collect();
     assert_eq!(digests[0], digests[1]);
     assert_eq!(digests[0], digests[2]);
+}
+
+/// Hands out at most 777 bytes a read, so the compressor sees other chunks than the tar
+/// writer gave it.
+struct Dribble<R>(R);
+
+impl<R: Read> Read for Dribble<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(777);
+        self.0.read(&mut buf[..n])
+    }
+}
+
+#[test]
+fn a_plain_layer_compressed_later_is_the_layer_written_compressed() {
+    let src = tempfile::tempdir().unwrap();
+    rich_tree(src.path(), false, 1_650_000_000);
+    // Several gzip blocks (128 KiB each) of poorly compressible bytes.
+    let noise: Vec<u8> = (0u32..600_000)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    put(src.path(), "noise.bin", &noise);
+    let mut plain = Vec::new();
+    let plain_info = write_dir_layer(src.path(), &mut plain, &options(Compression::None)).unwrap();
+    assert_eq!(plain_info.digest, plain_info.diff_id);
+    assert_eq!(sha256(&plain), plain_info.diff_id);
+    for (compression, level) in [
+        (Compression::Gzip, None),
+        (Compression::Gzip, Some(1)),
+        (Compression::Zstd, None),
+    ] {
+        let opts = WriteOptions {
+            compression,
+            level,
+            ..Default::default()
+        };
+        let mut direct = Vec::new();
+        let direct_info = write_dir_layer(src.path(), &mut direct, &opts).unwrap();
+        let mut later = Vec::new();
+        let later_info = compress_layer(Dribble(&plain[..]), &mut later, &opts).unwrap();
+        assert_eq!(later_info, direct_info, "{compression:?} level {level:?}");
+        assert!(
+            later == direct,
+            "{compression:?} level {level:?}: bytes differ"
+        );
+        assert_eq!(later_info.diff_id, plain_info.diff_id);
+        assert_eq!(later_info.uncompressed_size, plain.len() as u64);
+        assert_ne!(later_info.digest, plain_info.diff_id);
+    }
 }
 
 #[test]

@@ -32,7 +32,7 @@ use futures_util::{StreamExt as _, TryStreamExt as _};
 use rbuild_image::{media_types, Descriptor, Digest, Reference};
 use rbuild_layer::{Compression, WriteOptions};
 use rbuild_registry::{Client, PushOutcome};
-use rbuild_store::{CacheRecord, Store};
+use rbuild_store::{is_plain_layer, CacheRecord, Store};
 use tokio::runtime::Handle;
 
 use crate::format::{CacheIndex, MountLayer};
@@ -111,9 +111,35 @@ pub fn export_on_day(
     let mut ours = CacheIndex::default();
     let keep: HashSet<&Digest> = input.final_layers.iter().collect();
     for record in input.records {
-        if target.mode == Mode::Min && !keep.contains(&record.layer.digest) {
+        // A lazy layer (a step's plain tar) leaves the machine compressed: the copy the
+        // image already has when there is one (what `mode=min` compares with), else one
+        // compressed now with gzip and remembered for the next export.
+        let lazy = is_plain_layer(&record.layer.media_type) && store.is_lazy_layer(&record.diff_id);
+        let known = if lazy {
+            store
+                .any_compressed_layer(&record.diff_id)
+                .map_err(|e| format!("reading the compressed copy of {}: {e}", record.diff_id))?
+        } else {
+            None
+        };
+        let shown = known.as_ref().unwrap_or(&record.layer);
+        if target.mode == Mode::Min && !keep.contains(&shown.digest) {
             continue;
         }
+        let record = &match (lazy, known) {
+            (false, _) => record.clone(),
+            (true, Some(layer)) => CacheRecord {
+                layer,
+                ..record.clone()
+            },
+            (true, None) if store.has_blob(&record.layer.digest) => CacheRecord {
+                layer: store
+                    .ship_layer(&record.layer, &record.diff_id, &WriteOptions::default())
+                    .map_err(|e| format!("compressing layer {}: {e}", record.diff_id))?,
+                ..record.clone()
+            },
+            (true, None) => record.clone(),
+        };
         // A registry-cache hit the build did not need the files of is never pulled: its
         // layer can still be exported where the registry can mount or already has it.
         let reachable = input

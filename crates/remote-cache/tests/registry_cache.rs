@@ -516,3 +516,80 @@ fn a_cache_mount_layer_that_escapes_its_directory_is_refused() {
     assert!(!parent.parent().unwrap().join("escaped").exists());
     assert_no_leftovers(parent);
 }
+
+/// A build step's layer as the executor stores it: plain, marked lazy, with its record.
+fn lazy_record(store: &Store, content: &str) -> CacheRecord {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("file"), content.repeat(1000)).unwrap();
+    let mut writer = store.blob_writer().unwrap();
+    let plain = WriteOptions {
+        compression: rbuild_layer::Compression::None,
+        ..Default::default()
+    };
+    let info = rbuild_layer::write_dir_layer(dir.path(), &mut writer, &plain).unwrap();
+    let blob = writer.commit(Some(&info.digest)).unwrap();
+    store.mark_lazy_layer(&info.diff_id).unwrap();
+    let record = CacheRecord {
+        key: Digest::of(format!("lazy key of {content}").as_bytes()),
+        layer: Descriptor::new(info.media_type, blob.digest, blob.size),
+        diff_id: info.diff_id,
+        created: "2026-01-01T00:00:00Z".into(),
+    };
+    store.cache_put(&record).unwrap();
+    record
+}
+
+/// How many of the store's blobs are gzip or zstd.
+fn compressed_blob_count(root: &Path) -> usize {
+    std::fs::read_dir(root.join("oci/blobs/sha256"))
+        .unwrap()
+        .filter(|entry| {
+            let bytes = std::fs::read(entry.as_ref().unwrap().path()).unwrap();
+            rbuild_layer::Compression::detect(&bytes[..bytes.len().min(4)])
+                != rbuild_layer::Compression::None
+        })
+        .count()
+}
+
+#[test]
+fn lazy_layers_are_exported_compressed_and_a_second_export_compresses_nothing() {
+    let registry = Registry::start();
+    let rt = runtime();
+    let client = Client::default();
+    let a = tempfile::tempdir().unwrap();
+    let store_a = Store::open(a.path()).unwrap();
+    let records: Vec<_> = (0..2)
+        .map(|i| lazy_record(&store_a, &format!("lazy step {i}\n")))
+        .collect();
+    assert_eq!(compressed_blob_count(a.path()), 0);
+    let cache_ref = format!("{}/team/lazy-cache", registry.host());
+    let spec = format!("type=registry,ref={cache_ref},mode=max");
+
+    let report = export_records(&client, &rt, &store_a, &spec, &records);
+    assert_eq!((report.records, report.pushed), (2, 2));
+    assert_eq!(
+        compressed_blob_count(a.path()),
+        2,
+        "each layer compressed once"
+    );
+    let again = export_records(&client, &rt, &store_a, &spec, &records);
+    assert_eq!(again.already_there, 2);
+    assert_eq!(
+        compressed_blob_count(a.path()),
+        2,
+        "the second export compressed"
+    );
+
+    // What the registry holds is gzip, and imports as the same steps on the same diff ids.
+    let b = tempfile::tempdir().unwrap();
+    let store_b = Store::open(b.path()).unwrap();
+    let (cache, _) = import(&client, &rt, &format!("{cache_ref}:buildcache"));
+    for record in &records {
+        let hit = cache.lookup(&record.key).expect("imported record");
+        assert_eq!(hit.diff_id, record.diff_id);
+        assert_eq!(hit.layer.media_type, media_types::OCI_LAYER_GZIP);
+        assert_ne!(hit.layer.digest, record.layer.digest);
+        cache.fetch_layer(&store_b, &hit).unwrap();
+        assert!(store_b.has_blob(&hit.layer.digest));
+    }
+}

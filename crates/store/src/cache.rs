@@ -110,9 +110,21 @@ impl Store {
                 return Ok(None);
             }
         };
-        if &record.key != key || !self.protect(&record.layer.digest)? {
+        if &record.key != key {
             let _ = std::fs::remove_file(&path);
             return Ok(None);
+        }
+        let mut record = record;
+        if !self.protect(&record.layer.digest)? {
+            // A lazy layer's plain blob may be gone while a compressed copy is kept (an
+            // image holds it): the step is still cached, on that copy.
+            match self.any_compressed_layer(&record.diff_id)? {
+                Some(compressed) => record.layer = compressed,
+                None => {
+                    let _ = std::fs::remove_file(&path);
+                    return Ok(None);
+                }
+            }
         }
         touch(&path);
         Ok(Some(record))

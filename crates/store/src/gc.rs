@@ -152,6 +152,7 @@ impl Store {
             report.removed_blobs.push(digest);
         }
         self.remove_dead_temp_files(options, &mut report)?;
+        self.remove_dangling_layer_records()?;
         Ok(report)
     }
 

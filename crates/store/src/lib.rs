@@ -10,6 +10,7 @@
 //! <root>/locks/index.lock          flock serialising index.json read-modify-write
 //! <root>/locks/gc.lock             flock: gc exclusive, blob commits shared
 //! <root>/cache/                    build-cache records (see `cache.rs`)
+//! <root>/layers/                   lazy layers' compressed blobs (see `lazy.rs`)
 //! ```
 
 pub mod archive;
@@ -20,6 +21,7 @@ mod fsutil;
 mod gc;
 mod images;
 mod index;
+mod lazy;
 mod lease;
 mod lock;
 mod root;
@@ -36,6 +38,7 @@ pub use error::{Result, StoreError};
 pub use fsutil::human_bytes;
 pub use gc::{FsckReport, GcOptions, GcReport};
 pub use images::{ImageRecord, ImageSummary};
+pub use lazy::is_plain_layer;
 pub use root::default_root;
 
 use error::IoContext;

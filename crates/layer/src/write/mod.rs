@@ -93,14 +93,53 @@ pub fn write_layer<W: Write + Send>(
         options,
         hardlinks: HashMap::new(),
     };
+    encode(out, options, |tar| {
+        tar_writer.write_all(tar, &planned).map(drop)
+    })
+}
+
+/// Compresses an uncompressed layer tar read from `tar` into `out` with `options`'
+/// compression and level, returning the same [`LayerInfo`] that [`write_layer`] gives for
+/// that tar: the encoder, its block size and level are the same, and gzip's blocks do not
+/// depend on how the input is chunked, so a layer written plain and compressed later has
+/// the digest it would have had written compressed in one pass. This is how a lazy layer
+/// (recorded by its diff id, stored plain) is compressed when it leaves the machine.
+pub fn compress_layer<R: Read, W: Write + Send>(
+    mut tar: R,
+    out: W,
+    options: &WriteOptions,
+) -> Result<LayerInfo> {
+    encode(out, options, |target| {
+        let mut buffer = vec![0u8; TAR_BUFFER];
+        loop {
+            let n = match tar.read(&mut buffer) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).ctx(|| "reading the layer tar".into()),
+            };
+            target
+                .write_all(&buffer[..n])
+                .ctx(|| "compressing the layer tar".into())?;
+        }
+    })
+}
+
+/// The one pass shared by [`write_layer`] and [`compress_layer`]: `produce` writes the
+/// uncompressed tar into a hashing tee (the diff id), which feeds the encoder, whose output
+/// is hashed and counted (the digest) on its way to `out`.
+fn encode<W: Write + Send>(
+    out: W,
+    options: &WriteOptions,
+    produce: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<LayerInfo> {
     let level = options.level.unwrap_or(options.compression.default_level());
     let mut sink = HashingWriter::new(out);
     let diff = match options.compression {
         Compression::None => {
-            tar_writer
-                .write_all(HashingWriter::new(&mut sink), &planned)?
-                .into_parts()
-                .1
+            let mut tee = HashingWriter::new(&mut sink);
+            produce(&mut tee)?;
+            tee.into_parts().1
         }
         Compression::Zstd => {
             if !(1..=22).contains(&level) {
@@ -108,9 +147,9 @@ pub fn write_layer<W: Write + Send>(
             }
             let encoder = zstd::Encoder::new(&mut sink, level as i32)
                 .ctx(|| "starting the zstd encoder".into())?;
-            let diff =
-                tar_writer.write_all(HashingWriter::new(timing::Timed(encoder)), &planned)?;
-            let (timing::Timed(encoder), diff) = diff.into_parts();
+            let mut tee = HashingWriter::new(timing::Timed(encoder));
+            produce(&mut tee)?;
+            let (timing::Timed(encoder), diff) = tee.into_parts();
             timing::finishing(|| encoder.finish()).ctx(|| "finishing the zstd stream".into())?;
             diff
         }
@@ -130,9 +169,8 @@ pub fn write_layer<W: Write + Send>(
                     .ctx(|| "configuring parallel gzip".into())?
                     .compression_level(gzp::Compression::new(level));
                 let mut gzip = fused::Fused::new(builder.from_borrowed_writer(&mut sink, scope));
-                let written = tar_writer
-                    .write_all(HashingWriter::new(timing::Timed(&mut gzip)), &planned)
-                    .map(|tee| tee.into_parts().1);
+                let mut tee = HashingWriter::new(timing::Timed(&mut gzip));
+                let written = produce(&mut tee).map(|()| tee.into_parts().1);
                 // Always finish: dropping an unfinished gzp writer panics on errors. After a
                 // failed write, `Fused` returns that error instead of calling into gzp.
                 let finished = timing::finishing(|| gzip.finish());
@@ -201,16 +239,14 @@ impl TarWriter<'_> {
         let mut builder = tar::Builder::new(io::BufWriter::with_capacity(TAR_BUFFER, target));
         for entry in planned {
             match entry {
-                Planned::Upsert { components, opaque } => {
-                    self.write_upsert(&mut builder, components, *opaque)?
+                Planned::Upsert { path, opaque } => {
+                    self.write_upsert(&mut builder, &plan::components(path), *opaque)?
                 }
-                Planned::Whiteout { components } => {
-                    // Cannot fail: the plan never makes a whiteout of the root (a
-                    // deleted root is refused when the change set is planned).
-                    let (name, parent) = components.split_last().expect("whiteouts name a path");
-                    let mut marker = OsString::from(".wh.");
-                    marker.push(name);
-                    write_marker(&mut builder, parent, &marker)?;
+                Planned::Whiteout { path } => {
+                    // Cannot fail: a whiteout's path ends with its `.wh.NAME` marker.
+                    let components = plan::components(path);
+                    let (marker, parent) = components.split_last().expect("whiteouts name a path");
+                    write_marker(&mut builder, parent, marker)?;
                 }
             }
         }

@@ -6,9 +6,9 @@
 //! Every ancestor of a changed path is written too (as containerd does), so a consumer never
 //! has to invent a parent's owner or mode.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use crate::change::Change;
 use crate::error::{Error, Result};
@@ -25,43 +25,81 @@ pub(crate) enum Opaque {
     Required,
 }
 
+/// A path as its components joined by NUL bytes (which no file name holds); the root is
+/// empty. One allocation per path, and byte order is component-wise path order: a NUL sorts
+/// below every name byte, so a directory's children come right after it (`a`, `a/b`, `a-b`),
+/// as Rust's `Path` order puts them. With 200,000 changes, a `Vec<OsString>` per path and a
+/// second sort key per entry was most of the writer's memory.
+pub(crate) type Key = Vec<u8>;
+
+/// The path components of a [`Key`].
+pub(crate) fn components(key: &[u8]) -> Vec<OsString> {
+    if key.is_empty() {
+        return Vec::new();
+    }
+    key.split(|&b| b == 0)
+        .map(|c| OsString::from_vec(c.to_vec()))
+        .collect()
+}
+
+/// Whether `key` is `ancestor` or below it.
+fn is_at_or_below(key: &[u8], ancestor: &[u8]) -> bool {
+    key.starts_with(ancestor)
+        && (key.len() == ancestor.len() || ancestor.is_empty() || key[ancestor.len()] == 0)
+}
+
 /// One entry to write, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Planned {
     Upsert {
-        components: Vec<OsString>,
+        path: Key,
         opaque: Opaque,
     },
-    /// A `.wh.NAME` for the path.
-    Whiteout { components: Vec<OsString> },
+    /// The `.wh.NAME` marker of a deleted path: `path` ends with that marker's name.
+    Whiteout {
+        path: Key,
+    },
+}
+
+impl Planned {
+    fn key(&self) -> &[u8] {
+        match self {
+            Planned::Upsert { path, .. } | Planned::Whiteout { path } => path,
+        }
+    }
 }
 
 /// Orders `changes` into tar entries. Fails on paths with `..` or naming the root where that
 /// makes no sense.
 pub(crate) fn plan(changes: &[Change]) -> Result<Vec<Planned>> {
-    let mut upserts: BTreeMap<Vec<OsString>, Opaque> = BTreeMap::new();
-    let mut deletes: Vec<Vec<OsString>> = Vec::new();
+    let mut upserts: BTreeMap<Key, Opaque> = BTreeMap::new();
+    let mut deletes: Vec<Key> = Vec::new();
     for change in changes {
         let raw = change.path().as_os_str().as_bytes();
-        let components = normalize_entry_name(raw).map_err(|_| Error::Change {
+        let parts = normalize_entry_name(raw).map_err(|_| Error::Change {
             path: change.path().display().to_string(),
             reason: "path has a `..` component".into(),
         })?;
+        let key = parts
+            .iter()
+            .map(|c| c.as_bytes())
+            .collect::<Vec<_>>()
+            .join(&0u8);
         match change {
             Change::Upsert(_) => {
-                upserts.entry(components).or_insert(Opaque::No);
+                upserts.entry(key).or_insert(Opaque::No);
             }
             Change::OpaqueDir(_) => {
-                upserts.insert(components, Opaque::Required);
+                upserts.insert(key, Opaque::Required);
             }
             Change::Delete(_) => {
-                if components.is_empty() {
+                if parts.is_empty() {
                     return Err(Error::Change {
                         path: change.path().display().to_string(),
                         reason: "the root cannot be deleted".into(),
                     });
                 }
-                deletes.push(components);
+                deletes.push(key);
             }
         }
     }
@@ -71,7 +109,7 @@ pub(crate) fn plan(changes: &[Change]) -> Result<Vec<Planned>> {
         let recreated_below = upserts
             .range(deleted.clone()..)
             .next()
-            .is_some_and(|(path, _)| path.starts_with(&deleted));
+            .is_some_and(|(path, _)| is_at_or_below(path, &deleted));
         if recreated_below {
             // Deleted and made again: the new one must not show the old one's contents.
             let opaque = upserts.entry(deleted).or_insert(Opaque::IfDir);
@@ -83,39 +121,50 @@ pub(crate) fn plan(changes: &[Change]) -> Result<Vec<Planned>> {
         }
     }
 
-    // Every ancestor of a change is written, with its current metadata.
-    let ancestors: Vec<Vec<OsString>> = upserts
-        .keys()
-        .chain(whiteouts.iter())
-        .flat_map(|path| (1..path.len()).map(move |n| path[..n].to_vec()))
-        .collect();
-    for ancestor in ancestors {
+    // Every ancestor of a change is written, with its current metadata. Walking up from
+    // each path stops at the first ancestor already planned (its own ancestors are then
+    // planned too), so only the missing directories are ever copied.
+    let mut missing: BTreeSet<Key> = BTreeSet::new();
+    for path in upserts.keys().chain(whiteouts.iter()) {
+        let mut end = path.len();
+        while let Some(cut) = path[..end].iter().rposition(|&b| b == 0) {
+            let ancestor = &path[..cut];
+            if upserts.contains_key(ancestor) || missing.contains(ancestor) {
+                break;
+            }
+            missing.insert(ancestor.to_vec());
+            end = cut;
+        }
+    }
+    for ancestor in missing {
         upserts.entry(ancestor).or_insert(Opaque::No);
     }
 
-    let mut ordered: BTreeMap<Vec<Vec<u8>>, Planned> = BTreeMap::new();
-    for (components, opaque) in upserts {
-        if components.is_empty() && opaque == Opaque::No {
+    let mut ordered = Vec::with_capacity(upserts.len() + whiteouts.len());
+    for (path, opaque) in upserts {
+        if path.is_empty() && opaque == Opaque::No {
             // The root's own metadata is not part of a layer.
             continue;
         }
-        ordered.insert(
-            sort_key(&components),
-            Planned::Upsert { components, opaque },
-        );
+        ordered.push(Planned::Upsert { path, opaque });
     }
-    for components in whiteouts {
-        let mut key = sort_key(&components);
-        if let Some(last) = key.last_mut() {
-            last.splice(0..0, b".wh.".iter().copied());
-        }
-        ordered.insert(key, Planned::Whiteout { components });
+    for deleted in whiteouts {
+        // `.wh.` goes before the last component's name: the marker sorts among the deleted
+        // path's siblings by its own name.
+        let name_at = deleted
+            .iter()
+            .rposition(|&b| b == 0)
+            .map_or(0, |cut| cut + 1);
+        let mut path = Vec::with_capacity(deleted.len() + 4);
+        path.extend_from_slice(&deleted[..name_at]);
+        path.extend_from_slice(b".wh.");
+        path.extend_from_slice(&deleted[name_at..]);
+        ordered.push(Planned::Whiteout { path });
     }
-    Ok(ordered.into_values().collect())
-}
-
-fn sort_key(components: &[OsString]) -> Vec<Vec<u8>> {
-    components.iter().map(|c| c.as_bytes().to_vec()).collect()
+    // Upserts came sorted out of the map; the whiteouts join them. Stable: equal keys (a
+    // change named like a whiteout marker) keep upsert first.
+    ordered.sort_by(|a, b| a.key().cmp(b.key()));
+    Ok(ordered)
 }
 
 #[cfg(test)]
@@ -126,8 +175,8 @@ mod tests {
     fn names(plan: &[Planned]) -> Vec<String> {
         plan.iter()
             .map(|p| match p {
-                Planned::Upsert { components, opaque } => {
-                    let path: PathBuf = components.iter().collect();
+                Planned::Upsert { path, opaque } => {
+                    let path: PathBuf = components(path).iter().collect();
                     let suffix = match opaque {
                         Opaque::No => "",
                         Opaque::IfDir => "+opq-if-dir",
@@ -135,8 +184,12 @@ mod tests {
                     };
                     format!("{}{suffix}", path.display())
                 }
-                Planned::Whiteout { components } => {
-                    let path: PathBuf = components.iter().collect();
+                Planned::Whiteout { path } => {
+                    let mut parts = components(path);
+                    let marker = parts.pop().unwrap();
+                    let name = marker.to_str().unwrap().strip_prefix(".wh.").unwrap();
+                    parts.push(name.into());
+                    let path: PathBuf = parts.iter().collect();
                     format!("-{}", path.display())
                 }
             })
