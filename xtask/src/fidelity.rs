@@ -423,18 +423,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let started = Instant::now();
 
     eprintln!("fidelity: building rbuild");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    run_ok(
-        "cargo build -p rbuild",
-        Command::new(cargo)
-            .current_dir(&root)
-            .args(["build", "-q", "-p", "rbuild", "--bin", "rbuild"]),
-    )?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|d| if d.is_absolute() { d } else { root.join(d) })
-        .unwrap_or_else(|| root.join("target"));
-    let bin = target_dir.join("debug/rbuild");
+    let (bin, target_dir) = compile_rbuild(&root)?;
 
     let work = tempfile::tempdir().context("creating a work directory")?;
     let work = work.path();
@@ -573,6 +562,23 @@ pub fn main(args: &[String]) -> Result<()> {
         }
         bail!("{} problems (above)", problems.len())
     }
+}
+
+/// Builds the debug rbuild binary of the checkout at `root`; its path and the target
+/// directory (`CARGO_TARGET_DIR`, relative to `root`, or `root/target`).
+pub(crate) fn compile_rbuild(root: &Path) -> Result<(PathBuf, PathBuf)> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run_ok(
+        "cargo build -p rbuild",
+        Command::new(cargo)
+            .current_dir(root)
+            .args(["build", "-q", "-p", "rbuild", "--bin", "rbuild"]),
+    )?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|d| if d.is_absolute() { d } else { root.join(d) })
+        .unwrap_or_else(|| root.join("target"));
+    Ok((target_dir.join("debug/rbuild"), target_dir))
 }
 
 #[cfg(test)]

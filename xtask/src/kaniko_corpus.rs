@@ -600,18 +600,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let started = Instant::now();
 
     eprintln!("kaniko-corpus: building rbuild");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    run_ok(
-        "cargo build -p rbuild",
-        Command::new(cargo)
-            .current_dir(&root)
-            .args(["build", "-q", "-p", "rbuild", "--bin", "rbuild"]),
-    )?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|d| if d.is_absolute() { d } else { root.join(d) })
-        .unwrap_or_else(|| root.join("target"));
-    let bin = target_dir.join("debug/rbuild");
+    let (bin, target_dir) = crate::fidelity::compile_rbuild(&root)?;
     let cache = target_dir.join("xtask-kaniko-corpus");
 
     let work = tempfile::tempdir().context("creating a work directory")?;
