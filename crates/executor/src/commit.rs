@@ -123,7 +123,8 @@ impl BuildContext<'_> {
                 diff_ids.len()
             )));
         }
-        let _t = crate::phases::Phase::Write.timer();
+        // No write timer here: most often nothing is left to compress, and the compression
+        // a shipped plain layer needs is counted in the compress phase.
         layers
             .iter()
             .zip(diff_ids)
