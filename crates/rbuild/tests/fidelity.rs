@@ -271,6 +271,35 @@ const KNOWN_DIFFERENCES: &[Known] = &[
             "only in B: /root/.npm  [dir",
         ],
     ),
+    // Files a step opened for writing but left as they were (dpkg's lock, debconf's
+    // databases): overlayfs copied them up; v0.8 ships them, v0.32 and rbuild do not.
+    known(
+        "debian_apt",
+        DOCKER,
+        "unchanged-copy-up",
+        &[
+            "only in B: /var/cache/debconf/",
+            "only in B: /var/lib/dpkg/lock-frontend",
+        ],
+    ),
+    known(
+        "debian_python",
+        DOCKER,
+        "unchanged-copy-up",
+        &[
+            "only in B: /var/cache/debconf/",
+            "only in B: /var/lib/dpkg/lock-frontend",
+        ],
+    ),
+    known(
+        "debian_node",
+        DOCKER,
+        "unchanged-copy-up",
+        &[
+            "only in B: /var/cache/debconf/",
+            "only in B: /var/lib/dpkg/lock-frontend",
+        ],
+    ),
     // --engine dood runs the daemon's classic builder.
     known(
         "arg_build_args",
