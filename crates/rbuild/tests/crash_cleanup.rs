@@ -112,7 +112,33 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// Waits for `child` to exit (at most a minute); its exit code, or 128 + the signal.
+/// What `pid` and its descendants are doing (state and kernel wait channel), for a
+/// failure message.
+fn process_tree(pid: u32) -> String {
+    let describe = |p: u32| {
+        let read = |f: &str| std::fs::read_to_string(format!("/proc/{p}/{f}")).unwrap_or_default();
+        let state = read("status")
+            .lines()
+            .find(|l| l.starts_with("State:"))
+            .unwrap_or_default()
+            .to_string();
+        format!(
+            "{p} {} [{state}] wchan={}",
+            read("cmdline").replace('\0', " "),
+            read("wchan")
+        )
+    };
+    let mut lines = vec![describe(pid)];
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+        lines.push(process_tree(child));
+    }
+    lines.join("\n")
+}
+
+/// Waits for `child` to exit (at most two minutes: a loaded machine is slow, a hang is
+/// not); its exit code, or 128 + the signal.
 fn wait_code(child: &mut Child) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     let start = Instant::now();
@@ -122,9 +148,10 @@ fn wait_code(child: &mut Child) -> i32 {
                 .code()
                 .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
         }
-        if start.elapsed() > Duration::from_secs(60) {
+        if start.elapsed() > Duration::from_secs(120) {
+            let tree = process_tree(child.id());
             let _ = child.kill();
-            panic!("rbuild did not exit within a minute");
+            panic!("rbuild did not exit within two minutes:\n{tree}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
