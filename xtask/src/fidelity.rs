@@ -161,8 +161,8 @@ pub(crate) fn run_ok(what: &str, cmd: &mut Command) -> Result<Output> {
     Ok(out)
 }
 
-/// The base's root filesystem: busybox with all its applets, and `base/etc` of the cases.
-fn base_rootfs(root: &Path, dir: &Path) -> Result<()> {
+/// Busybox with a link for every applet in `dir/bin` (the busybox image's /bin).
+pub(crate) fn busybox_full(dir: &Path) -> Result<()> {
     busybox_rootfs(dir);
     let list = run_ok(
         "busybox --list",
@@ -175,6 +175,12 @@ fn base_rootfs(root: &Path, dir: &Path) -> Result<()> {
                 .with_context(|| format!("linking {}", link.display()))?;
         }
     }
+    Ok(())
+}
+
+/// The base's root filesystem: busybox with all its applets, and `base/etc` of the cases.
+fn base_rootfs(root: &Path, dir: &Path) -> Result<()> {
+    busybox_full(dir)?;
     for file in ["passwd", "group"] {
         let source = cases_dir(root).join("base/etc").join(file);
         std::fs::copy(&source, dir.join("etc").join(file))

@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use rbuild_diff::{compare, read_image, Change, ImageSource, Options as DiffOptions};
-use rbuild_testutil::{busybox_rootfs, Dockerd, Registry, DOCKER_CLI};
+use rbuild_testutil::{Dockerd, Registry, DOCKER_CLI};
 
 use crate::fidelity::{buildkit_error_line, lock_state, rbuild, run, run_ok, BuildKit};
 use cases::{Case, Stand};
@@ -395,23 +395,6 @@ fn start_kaniko(shared: &Path) -> Result<Dockerd> {
     Ok(dockerd)
 }
 
-/// Busybox with a link for every applet (the busybox image's /bin), for busybox and alpine.
-fn busybox_full(dir: &Path) -> Result<()> {
-    busybox_rootfs(dir);
-    let list = run_ok(
-        "busybox --list",
-        Command::new(dir.join("bin/busybox")).arg("--list"),
-    )?;
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        let link = dir.join("bin").join(applet);
-        if applet != "busybox" && std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink("busybox", &link)
-                .with_context(|| format!("linking {}", link.display()))?;
-        }
-    }
-    Ok(())
-}
-
 /// A Debian bookworm minbase in `cache/rootfs`, made by debootstrap once and kept (a marker
 /// file says it is complete); its /dev emptied, as in an image.
 fn debian_minbase(cache: &Path) -> Result<PathBuf> {
@@ -513,7 +496,7 @@ fn make_bases(places: &Places, cases: &[Case], onbuild: Option<&Case>) -> Result
     if needed.contains(&Stand::Busybox) {
         eprintln!("kaniko-corpus: making the busybox stand-in");
         let ctx = work.join("busybox-base");
-        busybox_full(&ctx.join("rootfs"))?;
+        crate::fidelity::busybox_full(&ctx.join("rootfs"))?;
         build_base(bin, store, &ctx, tag_of(Stand::Busybox), "CMD [\"sh\"]\n")?;
         eprintln!("kaniko-corpus: busybox stand-in made");
     }
