@@ -85,7 +85,7 @@ impl Fixture {
             fs_key: &self.parent,
             env: &self.env,
             user: "app",
-            workdir: "/work".into(),
+            workdir: "/app".into(),
             shell: vec!["/bin/bash".into(), "-c".into()],
         }
     }
@@ -110,7 +110,7 @@ fn run_lowers_command_environment_user_workdir_network_and_every_mount() {
     assert_eq!(op.parent, fx.parent);
     assert_eq!(op.command, ["/bin/bash", "-c", "make all"]);
     assert_eq!(op.env, fx.env);
-    assert_eq!((op.user.as_str(), op.workdir.as_str()), ("app", "/work"));
+    assert_eq!((op.user.as_str(), op.workdir.as_str()), ("app", "/app"));
     assert_eq!(
         (op.network.as_str(), op.build_network.as_str()),
         ("none", "Host")
@@ -185,7 +185,7 @@ fn copy_lowers_flags_and_the_content_of_each_source() {
     assert!(!op.is_add);
     assert_eq!(op.sources, ["a", "dir/"]);
     assert_eq!(op.dest, "/dst/");
-    assert_eq!(op.workdir, "/work");
+    assert_eq!(op.workdir, "/app");
     assert_eq!(op.chown.as_deref(), Some("1:2"));
     assert_eq!(op.chmod.as_deref(), Some("640"));
     assert_eq!(op.exclude, ["*.tmp"]);
@@ -270,8 +270,8 @@ fn copy_errors_say_which_kind_they_are() {
 #[test]
 fn workdir_lowers_path_user_and_parent() {
     let fx = Fixture::new();
-    let op = fx.lowering().workdir(&fx.view(), "/work/sub");
-    assert_eq!(op.path, "/work/sub");
+    let op = fx.lowering().workdir(&fx.view(), "/app/sub");
+    assert_eq!(op.path, "/app/sub");
     assert_eq!(op.user, "app");
     assert_eq!(op.parent, fx.parent);
 }

@@ -506,7 +506,7 @@ fn golden_cases_built_in_the_builder_image_equal_buildkits() {
             "-v".into(),
             format!("{}:/cases:ro", cases_dir.display()),
             "-v".into(),
-            format!("{}:/work", work.path().display()),
+            format!("{}:/scratch", work.path().display()),
             "-v".into(),
             format!("{}:/var/lib/rbuild", store.path().display()),
             "rbuild:latest".into(),
@@ -515,7 +515,7 @@ fn golden_cases_built_in_the_builder_image_equal_buildkits() {
         let all: Vec<&str> = all.iter().map(String::as_str).collect();
         daemon.docker(&all)
     };
-    let base = run(&["build", "-q", "-t", BASE_NAME, "/work/base"]);
+    let base = run(&["build", "-q", "-t", BASE_NAME, "/scratch/base"]);
     assert!(base.status.success(), "base: {}", describe(&base));
     let counts = base_counts(store.path());
     let mut failures = Vec::new();
@@ -530,12 +530,12 @@ fn golden_cases_built_in_the_builder_image_equal_buildkits() {
         "a listed case is missing"
     );
     for case in selected {
-        let dest = format!("/work/{}.tar", case.name);
+        let dest = format!("/scratch/{}.tar", case.name);
         let context = if case.dir.join("context").is_dir() {
             format!("/cases/{}/context", case.name)
         } else {
             std::fs::create_dir_all(work.path().join("empty")).unwrap();
-            "/work/empty".into()
+            "/scratch/empty".into()
         };
         let mut args = vec![
             "build".to_string(),
