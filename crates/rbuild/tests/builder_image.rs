@@ -581,3 +581,115 @@ fn golden_cases_built_in_the_builder_image_equal_buildkits() {
         failures.join("\n\n")
     );
 }
+
+/// The container step of docs/ci/github-actions.md (its second yaml block), run as written
+/// with GitHub's shell in a checkout against a real dockerd: `${{ … }}` filled in,
+/// `registry.example.com/tools/rbuild:latest` is the loaded `rbuild:latest`, `ghcr.io` a
+/// local registry with a password, and `--network host` added so the container reaches it.
+#[test]
+fn the_github_actions_container_step_builds_and_pushes_as_written() {
+    require_root("running dockerd");
+    let (user, pass) = ("octo-builder", "ghs_token-of-the-container-test");
+    let doc = std::fs::read_to_string(repo_root().join("docs/ci/github-actions.md")).unwrap();
+    let blocks = common::workflow::yaml_blocks(&doc);
+    let steps = common::workflow::parse_steps(&blocks[1]);
+    assert_eq!(steps.len(), 1, "{steps:?}");
+    let values = [
+        ("github.repository", "team/ghc"),
+        ("github.sha", "c0ffee42"),
+    ];
+    let daemon = Dockerd::start();
+    daemon.docker_ok(&[
+        "load",
+        "-i",
+        image_dir().join("rbuild.tar").to_str().unwrap(),
+    ]);
+    let registry = Registry::start_with_htpasswd(user, pass);
+    let host = registry.host();
+    let script = common::workflow::expand(steps[0].run.as_deref().unwrap(), &values)
+        .replace("registry.example.com/tools/rbuild:latest", "rbuild:latest")
+        .replace("docker run --rm", "docker run --rm --network host")
+        .replace("ghcr.io", &host);
+    assert!(script.contains("rbuild:latest"), "{script}");
+
+    // The runner: a home whose ~/.docker holds the login (as the binary job's login step
+    // writes it), a checkout whose base image is in the registry, and Debian's docker first
+    // on PATH.
+    let runner = tempfile::tempdir().unwrap();
+    let home = runner.path().join("home");
+    let checkout = runner.path().join("checkout");
+    let bin = runner.path().join("bin");
+    write(
+        &home.join(".docker/config.json"),
+        &format!(
+            "{{\"auths\":{{\"{host}\":{{\"auth\":\"{}\"}}}}}}",
+            base64(&format!("{user}:{pass}"))
+        ),
+    );
+    busybox_rootfs(&runner.path().join("base/rootfs"));
+    write(&runner.path().join("base/Dockerfile"), BASE_DOCKERFILE);
+    let base_store = tempfile::tempdir().unwrap();
+    let pushed = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .arg("--root")
+        .arg(base_store.path())
+        .env("DOCKER_CONFIG", home.join(".docker"))
+        .args(["build", "-q", "--push", "-t"])
+        .arg(format!("{host}/base/busybox:1"))
+        .arg(runner.path().join("base"))
+        .output()
+        .unwrap();
+    assert!(pushed.status.success(), "base: {}", describe(&pushed));
+    write(
+        &checkout.join("Dockerfile"),
+        &format!("FROM {host}/base/busybox:1\nCOPY app.txt /app.txt\nRUN echo ran > /run.txt\n"),
+    );
+    write(&checkout.join("app.txt"), "from the checkout\n");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink("/usr/bin/docker", bin.join("docker")).unwrap();
+    let script_file = runner.path().join("step.sh");
+    write(&script_file, &script);
+
+    let out = Command::new("bash")
+        .args(["--noprofile", "--norc", "-eo", "pipefail"])
+        .arg(&script_file)
+        .current_dir(&checkout)
+        .env_clear()
+        .env("HOME", &home)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("DOCKER_HOST", daemon.host())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the step:\n{script}\n{}",
+        describe(&out)
+    );
+    assert!(!describe(&out).contains(pass), "the password was printed");
+    let auth = format!("Basic {}", base64(&format!("{user}:{pass}")));
+    let accept = "application/vnd.docker.distribution.manifest.v2+json, \
+                  application/vnd.oci.image.manifest.v1+json";
+    let status = |repo: &str, tag: &str| {
+        http_status(
+            registry.port(),
+            &format!("/v2/{repo}/manifests/{tag}"),
+            &[("Authorization", auth.as_str()), ("Accept", accept)],
+        )
+    };
+    assert_eq!(
+        status("team/ghc", "c0ffee42"),
+        Some(200),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        status("team/ghc/cache", "buildcache"),
+        Some(200),
+        "the registry cache was not pushed: {}",
+        describe(&out)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("RUN echo ran > /run.txt"),
+        "the RUN step did not run: {stderr}"
+    );
+}

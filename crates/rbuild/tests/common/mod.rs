@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this
 
 pub mod golden;
+pub mod workflow;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
