@@ -96,7 +96,7 @@ impl BuildContext<'_> {
         source_root: &std::path::Path,
         changes: &[rbuild_layer::Change],
     ) -> Result<u64, CommitError> {
-        let ships = st.index == self.target_stage;
+        let ships = st.index == self.target_stage && self.request.target_ships;
         let layer = commit_layer(self.store, source_root, changes, &self.write_options, ships)?;
         crate::context::lock(&self.shared.made_here).insert(layer.descriptor.digest.clone());
         let size = layer.descriptor.size;

@@ -119,6 +119,11 @@ pub struct BuildRequest {
     pub compression: Compression,
     /// `--compression-level`; `None` is the format's default.
     pub compression_level: Option<u32>,
+    /// Whether the target stage's layers leave the machine (pushed, exported compressed):
+    /// then they are compressed as they are written, else stored plain and compressed only
+    /// if they ever leave (`Store::shipped_manifest`). `true` here; the session sets it from
+    /// the build's outputs.
+    pub target_ships: bool,
     /// The sandbox helper executable (a binary whose `main` calls
     /// `rbuild_sandbox::maybe_run_helper`); `None` is this executable.
     pub helper: Option<PathBuf>,
@@ -150,6 +155,7 @@ impl BuildRequest {
             source_date_epoch: None,
             compression: Compression::Gzip,
             compression_level: None,
+            target_ships: true,
             helper: None,
             max_parallel_stages: None,
         }

@@ -329,7 +329,13 @@ impl BuildContext<'_> {
         for (k, v) in &self.request.labels {
             config.config.labels.insert(k.clone(), v.clone());
         }
-        let layers = self.ship_layers(&output.image.layers, &config.rootfs.diff_ids)?;
+        // A local image keeps the plain layers its steps made; they are compressed when they
+        // leave the machine (`Store::shipped_manifest`), or here when the build ships them.
+        let layers = if self.request.target_ships {
+            self.ship_layers(&output.image.layers, &config.rootfs.diff_ids)?
+        } else {
+            output.image.layers.clone()
+        };
         let record = self
             .store
             .put_image(&config, &layers)

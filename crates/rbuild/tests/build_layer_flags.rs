@@ -1,6 +1,8 @@
 //! `rbuild build --compression gzip|zstd|none --compression-level N --source-date-epoch N`:
-//! the layers' media types and bytes follow the flags, and two builds with the same epoch in
-//! different stores give the same image digest. `FROM scratch` + COPY: no sandbox needed.
+//! the layers' media types and bytes follow the flags when the image leaves the machine (here
+//! an OCI archive), a local-only build keeps its layers plain until one does, and two builds
+//! with the same epoch in different stores give the same image digest. `FROM scratch` +
+//! COPY: no sandbox needed.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -15,6 +17,11 @@ fn build(root: &Path, context: &Path, flags: &[&str]) -> Output {
         .arg("build")
         .args(["-q", "--digest-file"])
         .arg(root.join("digest"))
+        .arg("-o")
+        .arg(format!(
+            "type=oci,dest={}",
+            root.join("image.tar").display()
+        ))
         .args(flags)
         .arg(context)
         .env_remove("RBUILD_ENGINE")
@@ -153,4 +160,98 @@ fn the_same_source_date_epoch_gives_the_same_image_digest() {
         &["--source-date-epoch", "1"],
     );
     assert_ne!(third, first);
+}
+
+#[test]
+fn a_local_build_keeps_plain_layers_and_compresses_them_as_a_shipping_build_would() {
+    let ctx = context();
+    let dir = tempfile::tempdir().unwrap();
+    let epoch = ["--source-date-epoch", "1700000000"];
+    let (shipped_digest, media_type, shipped_layer) =
+        built(&dir.path().join("shipping"), ctx.path(), &epoch);
+    assert_eq!(media_type, media_types::OCI_LAYER_GZIP);
+
+    // Local only: the stored layer is the plain tar (nothing was compressed).
+    let local = dir.path().join("local");
+    let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .arg("--root")
+        .arg(&local)
+        .args(["build", "-q", "-t", "local:1", "--digest-file"])
+        .arg(local.join("digest"))
+        .args(epoch)
+        .arg(ctx.path())
+        .env_remove("RBUILD_ENGINE")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let local_digest: Digest = std::fs::read_to_string(local.join("digest"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(local_digest, shipped_digest);
+    {
+        let store = Store::open(&local).unwrap();
+        let manifest = store.read_manifest(&local_digest).unwrap();
+        assert_eq!(manifest.layers[0].media_type, media_types::OCI_LAYER_TAR);
+        let plain = store.read_blob(&manifest.layers[0].digest).unwrap();
+        assert!(
+            plain.len() > 100_000,
+            "the plain layer holds the 200 KB file"
+        );
+    }
+
+    // Saved as an OCI layout it leaves compressed: the manifest and layer a shipping build
+    // wrote, byte for byte.
+    let archive = dir.path().join("saved.tar");
+    let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .arg("--root")
+        .arg(&local)
+        .args(["save", "--format", "oci", "-o"])
+        .arg(&archive)
+        .arg("local:1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = Command::new("tar")
+        .arg("-tf")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&listing.stdout);
+    let blob = |digest: &Digest| format!("blobs/sha256/{}", digest.hex());
+    assert!(names.lines().any(|l| l == blob(&shipped_digest)), "{names}");
+    let layer_digest = Digest::of(&shipped_layer);
+    assert!(names.lines().any(|l| l == blob(&layer_digest)), "{names}");
+    // Pushed later, it is the shipping build's manifest too.
+    let registry = rbuild_testutil::Registry::start();
+    let destination = format!("{}/flags/local:1", registry.host());
+    let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .arg("--root")
+        .arg(&local)
+        .args(["push", "local:1", &destination])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        registry.manifest_status("flags/local", &shipped_digest.to_string()),
+        Some(200)
+    );
+    // The local image is unchanged by the save and the push.
+    let store = Store::open(&local).unwrap();
+    let record = store.resolve("local:1").unwrap();
+    assert_eq!(record.manifest.digest, local_digest);
 }

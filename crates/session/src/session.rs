@@ -112,6 +112,7 @@ impl<'a> Session<'a> {
         request.max_parallel_stages = spec.max_parallel_stages;
         request.compression = spec.compression;
         request.compression_level = spec.compression_level;
+        request.target_ships = spec.target_ships();
         request.helper = spec.helper.clone();
 
         let pulling = PullingBases::new(
@@ -180,6 +181,11 @@ impl<'a> Session<'a> {
             runtime: &self.runtime,
             tags: &spec.tags,
             transfer_progress: transfer,
+            layers: rbuild_layer::WriteOptions {
+                compression: spec.compression,
+                level: spec.compression_level,
+                ..Default::default()
+            },
         };
         let mut outcomes = Vec::new();
         for exporter in exporters {

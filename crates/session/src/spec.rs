@@ -157,6 +157,19 @@ impl BuildSpec {
         }
     }
 
+    /// Whether the target stage's layers leave the machine compressed (a push, an OCI
+    /// archive, a registry-cache export): then they are compressed as they are written.
+    /// Otherwise the local image keeps them plain and a later push compresses them.
+    pub fn target_ships(&self) -> bool {
+        !self.cache_to.is_empty()
+            || self.outputs.iter().any(|o| {
+                matches!(
+                    o.kind,
+                    crate::export::OutputKind::Registry | crate::export::OutputKind::Oci
+                )
+            })
+    }
+
     /// Whether any output pushes to a registry.
     pub fn pushes(&self) -> bool {
         self.outputs

@@ -13,7 +13,7 @@
 
 use std::path::PathBuf;
 
-use rbuild_image::{Descriptor, Digest};
+use rbuild_image::{media_types, Descriptor, Digest, Manifest};
 use rbuild_layer::{compress_layer, Compression, WriteOptions};
 
 use crate::error::{IoContext, Result, StoreError};
@@ -144,6 +144,108 @@ impl Store {
         })?;
         let path = self.layers_dir()?.join(format!("{}.{key}", diff_id.hex()));
         fsutil::replace_file(self, &path, &bytes)?;
+        Ok(descriptor)
+    }
+
+    /// The manifest (or index) to send for `source`, a manifest or index in the store: the
+    /// same one when none of its layers is a lazy plain layer (or `options` asks for no
+    /// compression), else a copy whose lazy layers are their compressed blobs
+    /// ([`Store::ship_layer`]), written to the store as a blob (not listed as an image:
+    /// a local image keeps its plain layers; this is what leaves the machine) and leased
+    /// for the life of this `Store`. An index is rewritten over its rewritten manifests.
+    pub fn shipped_manifest(
+        &self,
+        source: &Descriptor,
+        options: &WriteOptions,
+    ) -> Result<Descriptor> {
+        if compression_key(options).is_none() {
+            return Ok(source.clone());
+        }
+        if media_types::is_index(&source.media_type) {
+            let mut index = self.read_index(&source.digest)?;
+            let mut changed = false;
+            for entry in &mut index.manifests {
+                if !media_types::is_manifest(&entry.media_type) {
+                    continue;
+                }
+                let shipped = self.shipped_manifest(entry, options)?;
+                if shipped.digest != entry.digest {
+                    entry.digest = shipped.digest;
+                    entry.size = shipped.size;
+                    changed = true;
+                }
+            }
+            if !changed {
+                return Ok(source.clone());
+            }
+            let bytes = index
+                .to_canonical_json()
+                .map_err(|source| StoreError::Json {
+                    what: "shipped index".into(),
+                    source,
+                })?;
+            return self.put_shipped(&bytes, source);
+        }
+        let mut manifest: Manifest = self.read_manifest(&source.digest)?;
+        let config = self.read_config(&manifest.config.digest)?;
+        if config.rootfs.diff_ids.len() != manifest.layers.len() {
+            return Err(StoreError::Invalid(format!(
+                "manifest {} lists {} layers but its config {} diff ids",
+                source.digest,
+                manifest.layers.len(),
+                config.rootfs.diff_ids.len()
+            )));
+        }
+        let mut changed = false;
+        for (layer, diff_id) in manifest.layers.iter_mut().zip(&config.rootfs.diff_ids) {
+            let shipped = self.ship_layer(layer, diff_id, options)?;
+            if shipped.digest != layer.digest {
+                layer.media_type = shipped.media_type;
+                layer.digest = shipped.digest;
+                layer.size = shipped.size;
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok(source.clone());
+        }
+        let bytes = manifest
+            .to_canonical_json()
+            .map_err(|source| StoreError::Json {
+                what: "shipped manifest".into(),
+                source,
+            })?;
+        self.put_shipped(&bytes, source)
+    }
+
+    /// `record` as it leaves the machine: [`Store::shipped_manifest`] of its manifest and of
+    /// its single-platform manifest.
+    pub fn shipped_record(
+        &self,
+        record: &crate::ImageRecord,
+        options: &WriteOptions,
+    ) -> Result<crate::ImageRecord> {
+        let manifest = self.shipped_manifest(&record.manifest, options)?;
+        let image_manifest = if record.image_manifest.digest == record.manifest.digest {
+            manifest.clone()
+        } else {
+            self.shipped_manifest(&record.image_manifest, options)?
+        };
+        Ok(crate::ImageRecord {
+            manifest,
+            image_manifest,
+            config: record.config.clone(),
+            names: record.names.clone(),
+        })
+    }
+
+    /// Stores a rewritten manifest or index as a leased blob with `source`'s media type and
+    /// platform.
+    fn put_shipped(&self, bytes: &[u8], source: &Descriptor) -> Result<Descriptor> {
+        let blob = self.put_bytes(bytes, None)?;
+        self.protect(&blob.digest)?;
+        let mut descriptor = blob.descriptor(&source.media_type);
+        descriptor.platform = source.platform.clone();
         Ok(descriptor)
     }
 

@@ -17,6 +17,9 @@ pub struct PushOptions {
     pub parallel_blobs: usize,
     /// Ask the registry to mount blobs from another repository they came from.
     pub cross_repository_mount: bool,
+    /// How the plain layers a build made are compressed on the way out (a local image
+    /// keeps them plain: `Store::shipped_manifest`). gzip by default.
+    pub layers: rbuild_layer::WriteOptions,
 }
 
 impl Default for PushOptions {
@@ -24,6 +27,7 @@ impl Default for PushOptions {
         PushOptions {
             parallel_blobs: crate::DEFAULT_PARALLEL_BLOBS,
             cross_repository_mount: true,
+            layers: rbuild_layer::WriteOptions::default(),
         }
     }
 }
@@ -39,7 +43,8 @@ struct StoredManifest {
 /// `ImageRecord::manifest`) to `destination` (a tag, or a digest equal to the source's) and
 /// returns the digest the destination now points to. An index is pushed whole: every
 /// platform's blobs and manifest, then the index, each byte for byte, so every digest is
-/// unchanged. Blobs are leased in the store first, so gc cannot delete them mid-push.
+/// unchanged — except that plain layers a build made are compressed first (a local image
+/// keeps them plain), which gives the manifest a build compressing as it wrote would have. Blobs are leased in the store first, so gc cannot delete them mid-push.
 pub async fn push(
     client: &Client,
     store: &Store,
@@ -48,6 +53,9 @@ pub async fn push(
     options: &PushOptions,
     progress: &dyn Progress,
 ) -> Result<Digest> {
+    // What leaves the machine has its lazy layers compressed (once: the store remembers).
+    let shipped = store.shipped_manifest(source, &options.layers)?;
+    let source = &shipped;
     let source_bytes = Bytes::from(read_protected(store, &source.digest)?);
     let (manifests, index) = if media_types::is_index(&source.media_type) {
         let index = Index::from_slice(&source_bytes).map_err(|e| {

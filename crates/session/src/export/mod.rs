@@ -94,6 +94,9 @@ pub struct ExportContext<'a> {
     pub runtime: &'a tokio::runtime::Handle,
     pub tags: &'a [String],
     pub transfer_progress: &'a dyn rbuild_transfer::Progress,
+    /// The build's layer compression, for what leaves the machine compressed (a push, an
+    /// OCI archive); the local image keeps the plain layers a build made.
+    pub layers: rbuild_layer::WriteOptions,
 }
 
 /// What an export did that the caller reports.

@@ -34,7 +34,10 @@ impl Exporter for RegistryExporter {
                     cx.store,
                     &image.manifest,
                     &destination,
-                    &rbuild_transfer::PushOptions::default(),
+                    &rbuild_transfer::PushOptions {
+                        layers: cx.layers.clone(),
+                        ..Default::default()
+                    },
                     cx.transfer_progress,
                 ))
                 .map_err(|source| ExportError::Push {
