@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use rbuild_testutil::{busybox_rootfs, http_status, require_root, Dockerd, Registry};
+use rbuild_testutil::{busybox_rootfs, require_root, Dockerd, Registry};
 
 mod common;
 use common::golden::{base_context, base_counts, cases, judge, BASE_NAME};
@@ -59,28 +59,6 @@ fn describe(out: &Output) -> String {
 }
 
 /// Base64 of `text` (for a Basic authorization header).
-fn base64(text: &str) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = text.as_bytes();
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 const BASE_DOCKERFILE: &str = "FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\nCMD [\"sh\"]\n";
 
 /// Every RUN --mount kind, a chown'd, a setuid and a hard-linked file, and a stage bound from.
@@ -256,16 +234,7 @@ fn builder_images_build_push_and_cache_with_rbuild_as_the_entrypoint() {
     );
     let user_env = format!("CI_REGISTRY_USER={user}");
     let pass_env = format!("CI_REGISTRY_PASSWORD={pass}");
-    let auth = format!("Basic {}", base64(&format!("{user}:{pass}")));
-    let accept = "application/vnd.docker.distribution.manifest.v2+json, \
-                  application/vnd.oci.image.manifest.v1+json";
-    let status = |repo: &str, tag: &str| {
-        http_status(
-            registry.port(),
-            &format!("/v2/{repo}/manifests/{tag}"),
-            &[("Authorization", auth.as_str()), ("Accept", accept)],
-        )
-    };
+    let status = |repo: &str, tag: &str| registry.manifest_status_logged_in(repo, tag);
     write(
         &fx.ctx.path().join("kaniko/Dockerfile"),
         "FROM base:1\nRUN --mount=type=cache,target=/var/cache/k busybox head -c 64 /dev/urandom | busybox od -A n -x > /random.txt\nCOPY data.txt /data.txt\n",
@@ -327,10 +296,7 @@ fn builder_images_build_push_and_cache_with_rbuild_as_the_entrypoint() {
     let config = tempfile::tempdir().unwrap();
     write(
         &config.path().join("config.json"),
-        &format!(
-            "{{\"auths\":{{\"{host}\":{{\"auth\":\"{}\"}}}}}}",
-            base64(&format!("{user}:{pass}"))
-        ),
+        &registry.docker_config_json(),
     );
     let config_volume = format!("{}:/root/.docker:ro", config.path().display());
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -621,10 +587,7 @@ fn the_github_actions_container_step_builds_and_pushes_as_written() {
     let bin = runner.path().join("bin");
     write(
         &home.join(".docker/config.json"),
-        &format!(
-            "{{\"auths\":{{\"{host}\":{{\"auth\":\"{}\"}}}}}}",
-            base64(&format!("{user}:{pass}"))
-        ),
+        &registry.docker_config_json(),
     );
     busybox_rootfs(&runner.path().join("base/rootfs"));
     write(&runner.path().join("base/Dockerfile"), BASE_DOCKERFILE);
@@ -665,16 +628,7 @@ fn the_github_actions_container_step_builds_and_pushes_as_written() {
         describe(&out)
     );
     assert!(!describe(&out).contains(pass), "the password was printed");
-    let auth = format!("Basic {}", base64(&format!("{user}:{pass}")));
-    let accept = "application/vnd.docker.distribution.manifest.v2+json, \
-                  application/vnd.oci.image.manifest.v1+json";
-    let status = |repo: &str, tag: &str| {
-        http_status(
-            registry.port(),
-            &format!("/v2/{repo}/manifests/{tag}"),
-            &[("Authorization", auth.as_str()), ("Accept", accept)],
-        )
-    };
+    let status = |repo: &str, tag: &str| registry.manifest_status_logged_in(repo, tag);
     assert_eq!(
         status("team/ghc", "c0ffee42"),
         Some(200),

@@ -14,7 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use rbuild_testutil::{busybox_rootfs, http_status, require_binary, require_root, Registry};
+use rbuild_testutil::{busybox_rootfs, require_binary, require_root, Registry};
 
 mod common;
 use common::workflow::{expand, parse_job, yaml_blocks};
@@ -113,26 +113,9 @@ fn the_github_actions_workflow_builds_and_pushes_as_written() {
     let registry = Registry::start_with_htpasswd(ACTOR, TOKEN);
     let host = registry.host();
     let root_config = tempfile::tempdir().unwrap();
-    let auth = {
-        let out = Command::new("base64")
-            .arg("-w0")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(format!("{ACTOR}:{TOKEN}").as_bytes())?;
-                child.wait_with_output()
-            })
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap()
-    };
     std::fs::write(
         root_config.path().join("config.json"),
-        format!("{{\"auths\":{{\"{host}\":{{\"auth\":\"{auth}\"}}}}}}"),
+        registry.docker_config_json(),
     )
     .unwrap();
     let base_ctx = tempfile::tempdir().unwrap();
@@ -247,16 +230,7 @@ fn the_github_actions_workflow_builds_and_pushes_as_written() {
 
     // The image and its registry cache were pushed; the image holds the RUN step's output,
     // made as root of the build's user namespace.
-    let basic = format!("Basic {auth}");
-    let accept = "application/vnd.docker.distribution.manifest.v2+json, \
-                  application/vnd.oci.image.manifest.v1+json";
-    let status = |repo: &str, tag: &str| {
-        http_status(
-            registry.port(),
-            &format!("/v2/{repo}/manifests/{tag}"),
-            &[("Authorization", basic.as_str()), ("Accept", accept)],
-        )
-    };
+    let status = |repo: &str, tag: &str| registry.manifest_status_logged_in(repo, tag);
     assert_eq!(status(REPOSITORY, SHA), Some(200), "{logs}");
     assert_eq!(
         status(&format!("{REPOSITORY}/cache"), "buildcache"),

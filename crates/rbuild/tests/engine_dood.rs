@@ -504,15 +504,8 @@ fn push_through_the_daemon_with_credentials_from_config_json() {
         Some(401),
         "auth must be required"
     );
-    let basic = format!("Basic {}", auth.trim());
-    let accept = "application/vnd.docker.distribution.manifest.v2+json";
-    let status = rbuild_testutil::http_status(
-        registry.port(),
-        "/v2/team/app/manifests/v1",
-        &[("Authorization", basic.as_str()), ("Accept", accept)],
-    );
     assert_eq!(
-        status,
+        registry.manifest_status_logged_in("team/app", "v1"),
         Some(200),
         "the pushed manifest must be in the registry"
     );

@@ -37,3 +37,36 @@ pub fn require_binary(path: &str, package: &str) {
         "{path} is missing: install the Debian package `{package}` (apt-get install -y {package})"
     );
 }
+
+/// Standard base64 with padding (for HTTP basic auth and Docker's `config.json`).
+pub fn base64(text: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_pads_as_the_standard_says() {
+        assert_eq!(super::base64("user:pass"), "dXNlcjpwYXNz");
+        assert_eq!(super::base64("ab"), "YWI=");
+        assert_eq!(super::base64("a"), "YQ==");
+    }
+}

@@ -13,6 +13,8 @@ pub const DOCKER_REGISTRY: &str = "/usr/bin/docker-registry";
 pub struct Registry {
     child: Child,
     port: u16,
+    /// `user:pass` in base64, for registries started with a password.
+    basic: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -81,6 +83,7 @@ impl Registry {
         let mut registry = Registry {
             child,
             port,
+            basic: auth.map(|(user, pass)| crate::base64(&format!("{user}:{pass}"))),
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -111,15 +114,39 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// The status of `GET /v2/<repo>/manifests/<tag>` (asking for Docker and OCI manifests).
+    /// The status of `GET /v2/<repo>/manifests/<tag>` (asking for Docker and OCI manifests),
+    /// without credentials.
     pub fn manifest_status(&self, repo: &str, tag: &str) -> Option<u16> {
+        self.manifest_status_as(repo, tag, None)
+    }
+
+    /// Like [`Registry::manifest_status`], with the registry's own credentials (the user and
+    /// password it was started with).
+    pub fn manifest_status_logged_in(&self, repo: &str, tag: &str) -> Option<u16> {
+        self.manifest_status_as(repo, tag, self.basic.as_deref())
+    }
+
+    fn manifest_status_as(&self, repo: &str, tag: &str, basic: Option<&str>) -> Option<u16> {
         let accept = "application/vnd.docker.distribution.manifest.v2+json, \
                       application/vnd.oci.image.manifest.v1+json";
-        http_status(
-            self.port,
-            &format!("/v2/{repo}/manifests/{tag}"),
-            &[("Accept", accept)],
-        )
+        let authorization = basic.map(|b| format!("Basic {b}"));
+        let mut headers = vec![("Accept", accept)];
+        if let Some(value) = &authorization {
+            headers.push(("Authorization", value.as_str()));
+        }
+        http_status(self.port, &format!("/v2/{repo}/manifests/{tag}"), &headers)
+    }
+
+    /// A Docker `config.json` holding this registry's credentials (`{"auths":{}}` for an
+    /// open registry), as `docker login` or `rbuild login` writes it.
+    pub fn docker_config_json(&self) -> String {
+        match &self.basic {
+            Some(basic) => format!(
+                "{{\"auths\":{{\"{}\":{{\"auth\":\"{basic}\"}}}}}}",
+                self.host()
+            ),
+            None => "{\"auths\":{}}".to_string(),
+        }
     }
 }
 
