@@ -96,8 +96,7 @@ impl Target<'_> {
         }
         let host = fsops::ensure_dir(self.root, container_path, self.dir_owner)?;
         for created in &missing {
-            if let Ok(Some(path)) = rbuild_sandbox::rootpath::host_path_in_root(self.root, created)
-            {
+            if let Ok(Some(path)) = rbuild_inroot::host_path_in_root(self.root, created) {
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
                     .map_err(|e| format!("chmod of {created}: {e}"))?;
@@ -413,8 +412,7 @@ fn extract(archive: &Path, target: &Target<'_>) -> std::result::Result<(), Strin
         }
         // The parent resolved inside the destination; the entry itself never followed.
         let parent = format!("/{}", parents.join("/"));
-        let Ok(Some(host_parent)) = rbuild_sandbox::rootpath::host_path_in_root(&dir, &parent)
-        else {
+        let Ok(Some(host_parent)) = rbuild_inroot::host_path_in_root(&dir, &parent) else {
             continue;
         };
         let path = host_parent.join(leaf);

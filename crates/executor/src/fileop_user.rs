@@ -7,7 +7,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use rbuild_sandbox::rootpath::host_path_in_root;
+use rbuild_inroot::host_path_in_root;
 
 /// BuildKit's `maxUserFileBytes`: a larger passwd or group file is an error.
 const MAX_USER_FILE_BYTES: u64 = 10 << 20;

@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use rbuild_sandbox::rootpath::host_path_in_root;
+use rbuild_inroot::host_path_in_root;
 
 pub use crate::owners::maybe_run_root_worker;
 pub(crate) use crate::owners::{
@@ -49,68 +49,54 @@ pub(crate) fn join_container(base: &str, rel: &str) -> String {
 }
 
 /// The host path of directory `container_path` in `root`, creating missing directories
-/// (mode 0755, owned by `owner`). Fails when a component exists and is not a directory.
+/// (mode 0755, owned by `owner`) with the one in-root resolver (`rbuild-inroot`): symlinks
+/// and `..` stay inside the root, a dangling symlink's target is created inside it. Fails
+/// when a component exists and is not a directory.
 pub(crate) fn ensure_dir(
     root: &Path,
     container_path: &str,
     owner: (u32, u32),
 ) -> Result<PathBuf, String> {
-    ensure_dir_at(root, container_path, owner, 0)
-}
-
-/// Symlinks followed before giving up, as the kernel does (ELOOP).
-const MAX_LINKS: usize = 40;
-
-fn ensure_dir_at(
-    root: &Path,
-    container_path: &str,
-    owner: (u32, u32),
-    depth: usize,
-) -> Result<PathBuf, String> {
-    if depth > MAX_LINKS {
+    let cleaned = format!("/{}", clean_components(container_path).join("/"));
+    let root_fd = rbuild_inroot::open_root(root)
+        .map_err(|e| format!("resolving {cleaned}: opening the root: {e}"))?;
+    // The directory is made through its host path because, rootless, the container-root
+    // worker makes it (as the owner the build's id map gives); the path is the resolver's
+    // real one (no symlink in it) and the walk reopens what was made without following it.
+    let mut mkdir = |missing: &rbuild_inroot::Missing<'_>| -> std::io::Result<()> {
+        let new = root.join(missing.path());
+        let shown = format!("/{}", missing.path().display());
+        create_dir(&new, 0o755)
+            .and_then(|()| chown_in_build(&new, owner.0, owner.1))
+            .map_err(|e| std::io::Error::other(format!("creating directory {shown}: {e}")))
+    };
+    let resolved = rbuild_inroot::resolve(
+        std::os::fd::AsFd::as_fd(&root_fd),
+        Path::new(&cleaned),
+        rbuild_inroot::Symlinks::ResolveInRoot,
+        Some(&mut mkdir),
+    )
+    .map_err(|e| match e {
+        rbuild_inroot::Error::NotADirectory { path } => {
+            format!("/{} exists and is not a directory", path.display())
+        }
+        rbuild_inroot::Error::TooManySymlinks { .. } => {
+            format!("too many levels of symbolic links resolving {container_path}")
+        }
+        rbuild_inroot::Error::Io {
+            action: rbuild_inroot::Action::Creating,
+            source,
+            ..
+        } => source.to_string(),
+        e => format!("resolving {cleaned}: {e}"),
+    })?;
+    if resolved.file_type != rbuild_inroot::FileType::Directory {
         return Err(format!(
-            "too many levels of symbolic links resolving {container_path}"
+            "/{} exists and is not a directory",
+            resolved.path.display()
         ));
     }
-    let mut prefix = String::new();
-    let mut host = root.to_path_buf();
-    for comp in clean_components(container_path) {
-        prefix.push('/');
-        prefix.push_str(&comp);
-        match host_path_in_root(root, &prefix).map_err(|e| format!("resolving {prefix}: {e}"))? {
-            Some(existing) => {
-                let md = fs::metadata(&existing).map_err(|e| format!("reading {prefix}: {e}"))?;
-                if !md.is_dir() {
-                    return Err(format!("{prefix} exists and is not a directory"));
-                }
-                host = existing;
-            }
-            None => {
-                let new = host.join(&comp);
-                if let Ok(target) = fs::read_link(&new) {
-                    // A dangling symlink: create what it points to, inside the root.
-                    let parent = if prefix.len() > comp.len() + 1 {
-                        &prefix[..prefix.len() - comp.len() - 1]
-                    } else {
-                        "/"
-                    };
-                    let resolved = join_container(parent, &target.to_string_lossy());
-                    host = ensure_dir_at(root, &resolved, owner, depth + 1)?;
-                    prefix = if resolved == "/" {
-                        String::new()
-                    } else {
-                        resolved
-                    };
-                    continue;
-                }
-                create_dir(&new, 0o755).map_err(|e| format!("creating directory {prefix}: {e}"))?;
-                chown_in_build(&new, owner.0, owner.1)
-                    .map_err(|e| format!("creating directory {prefix}: {e}"))?;
-                host = new;
-            }
-        }
-    }
-    Ok(host)
+    Ok(root.join(resolved.path))
 }
 
 /// Whether `container_path` is an existing directory in `root` (symlinks resolved inside).

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use rbuild_ignore::PatternMatcher;
-use rbuild_sandbox::rootpath::host_path_in_root;
+use rbuild_inroot::host_path_in_root;
 
 use crate::fsops::Filter;
 
@@ -78,7 +78,7 @@ impl SourceRoot<'_> {
                 }
                 // Symlinks resolve inside the context, as BuildKit resolves them in its
                 // copy of it: `link -> /etc/passwd` names the context's own etc/passwd.
-                let host = match host_path_in_root(dir, &format!("/{rel}")) {
+                let host = match host_path_in_root(dir, format!("/{rel}")) {
                     Ok(Some(host)) => host,
                     Ok(None) => return Err(format!("{src:?} not found in the build context")),
                     Err(e) => {
@@ -102,7 +102,7 @@ impl SourceRoot<'_> {
                     rel: rel.to_string(),
                 })
             }
-            SourceRoot::Rootfs(root) => match host_path_in_root(root, &format!("/{rel}")) {
+            SourceRoot::Rootfs(root) => match host_path_in_root(root, format!("/{rel}")) {
                 Ok(Some(host)) => Ok(Source {
                     host,
                     rel: rel.to_string(),
