@@ -27,13 +27,13 @@ pub(crate) struct BuildDir {
 }
 
 impl BuildDir {
-    pub(crate) fn create(store: &Store) -> Result<BuildDir> {
+    pub(crate) fn create(store: &Store, owners: &Owners) -> Result<BuildDir> {
         let parent = store
             .state_dir("build")
             .map_err(|e| BuildError::other(format!("creating the build state directory: {e}")))?;
         spread_subdirectories(&parent);
         let trash = store.state_dir("trash").ok();
-        let owners = crate::fsops::owners();
+        let owners = owners.clone();
         let dir = OwnedDir::create(
             &parent,
             "",
@@ -68,7 +68,7 @@ impl BuildDir {
         if let Owners::Ranged(_) = self.owners {
             // Rootfs, overlay and scratch directories: container root's, as a rootless
             // build's are the user's (who is container root).
-            crate::fsops::chown_in_build(&path, 0, 0).map_err(BuildError::other)?;
+            crate::fsops::chown_in_build(&self.owners, &path, 0, 0).map_err(BuildError::other)?;
         }
         Ok(path)
     }
@@ -174,7 +174,7 @@ fn short_of_space(path: &Path) -> bool {
 
 /// `rbuild prune`: removes what finished builds left in `<store>/trash` (normally removed
 /// after a while by a later build), now. Returns how many build directories went.
-pub(crate) fn empty_trash(store: &Store) -> std::io::Result<usize> {
+pub(crate) fn empty_trash(store: &Store, owners: &Owners) -> std::io::Result<usize> {
     let trash = store.root().join("trash");
     let entries = match std::fs::read_dir(&trash) {
         Ok(entries) => entries,
@@ -184,7 +184,7 @@ pub(crate) fn empty_trash(store: &Store) -> std::io::Result<usize> {
     let mut removed = 0;
     for entry in entries {
         let path = entry?.path();
-        match crate::fsops::remove_tree(&path, &crate::fsops::owners()) {
+        match crate::fsops::remove_tree(&path, owners) {
             Ok(()) => removed += 1,
             // A background remover got there first.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -256,8 +256,8 @@ fn spread_subdirectories(dir: &Path) {
 /// permitted, so files stay owned by the user, who is container root in the sandbox's
 /// user namespace (and the layer writer records the user's ids as 0:0).
 /// As root with a ranged build, the owners are shifted into the range.
-pub(crate) fn layer_apply_options() -> ApplyOptions {
-    match crate::fsops::owners() {
+pub(crate) fn layer_apply_options(owners: &Owners) -> ApplyOptions {
+    match owners {
         Owners::Ranged(range) => ApplyOptions {
             ownership: Ownership::Map(range.id_map()),
             ..ApplyOptions::default()
@@ -273,15 +273,19 @@ pub(crate) fn layer_apply_options() -> ApplyOptions {
 /// Applies `layers` (bottom first) from the store onto `dir`. Rootless with subordinate
 /// ids, container root in the build's user namespace extracts them, so the image's owners
 /// (and setuid bits, which a chown would clear) survive as the mapped host ids.
-pub(crate) fn apply_layers(store: &Store, layers: &[Descriptor], dir: &Path) -> Result<()> {
+pub(crate) fn apply_layers(
+    store: &Store,
+    owners: &Owners,
+    layers: &[Descriptor],
+    dir: &Path,
+) -> Result<()> {
     let _t = crate::phases::Phase::Extract.timer();
-    let owners = crate::fsops::owners();
-    let options = layer_apply_options();
+    let options = layer_apply_options(owners);
     for layer in layers {
         let blob = store
             .open_blob(&layer.digest)
             .map_err(|e| BuildError::other(format!("opening layer {}: {e}", layer.digest)))?;
-        let applied = match &owners {
+        let applied = match owners {
             Owners::Mapped(root) => root.apply_layer(&blob, dir).map_err(|e| e.to_string()),
             _ => apply_layer(std::io::BufReader::new(blob), dir, &options)
                 .map(|_| ())

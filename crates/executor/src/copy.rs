@@ -21,11 +21,12 @@ use crate::state::StageState;
 /// A rootless build can only give files to ids its user namespace maps: container root
 /// alone without subordinate ids, root and the subordinate ranges with them.
 fn check_rootless_chown(
+    owners: &fsops::Owners,
     name: &str,
     spec: &str,
     (uid, gid): (u32, u32),
 ) -> std::result::Result<(), String> {
-    match fsops::owners().cannot_own(uid, gid) {
+    match owners.cannot_own(uid, gid) {
         None => Ok(()),
         Some(why) => Err(format!("{name} --chown={spec}: {why}")),
     }
@@ -61,6 +62,8 @@ struct Target<'t> {
     own: Ownership,
     /// Owner of directories the copy creates.
     dir_owner: (u32, u32),
+    /// How the build gives files their owners.
+    owners: &'t fsops::Owners,
 }
 
 impl Target<'_> {
@@ -94,7 +97,7 @@ impl Target<'_> {
                 }
             }
         }
-        let host = fsops::ensure_dir(self.root, container_path, self.dir_owner)?;
+        let host = fsops::ensure_dir(self.owners, self.root, container_path, self.dir_owner)?;
         for created in &missing {
             if let Ok(Some(path)) = rbuild_inroot::host_path_in_root(self.root, created) {
                 use std::os::unix::fs::PermissionsExt;
@@ -124,6 +127,8 @@ pub(crate) fn copy_from_task(input: &rbuild_rootfs::CopyFrom) -> std::result::Re
             mode,
         },
         dir_owner: input.dir_owner,
+        // Container root of the build's namespace: files are written and owned directly.
+        owners: &fsops::Owners::of_process(),
     };
     let root = SourceRoot::Rootfs(&input.from);
     for (source, filters) in &root.copy_sources(&input.src, input.parents, &filters)? {
@@ -161,7 +166,7 @@ impl BuildContext<'_> {
                 let owner = crate::fileop_user::file_op_owner(&st.rootfs, c)
                     .map_err(|e| origin.error(format!("--chown={c}: {e}")))?;
                 let ids = owner.ids();
-                check_rootless_chown(name, c, ids).map_err(|e| origin.error(e))?;
+                check_rootless_chown(&self.owners, name, c, ids).map_err(|e| origin.error(e))?;
                 Some(ids)
             }
             Some(c) => {
@@ -174,7 +179,7 @@ impl BuildContext<'_> {
                     progress.event(&crate::progress::Event::Warning { message });
                 }
                 let ids = owner.ids();
-                check_rootless_chown(name, c, ids).map_err(|e| origin.error(e))?;
+                check_rootless_chown(&self.owners, name, c, ids).map_err(|e| origin.error(e))?;
                 Some(ids)
             }
             // Files from the context or a download belong to root; from a stage or image
@@ -213,6 +218,7 @@ impl BuildContext<'_> {
             dest_is_dir: count > 1 || dest_says_dir || dest_exists_as_dir,
             own,
             dir_owner: owner.unwrap_or((0, 0)),
+            owners: &self.owners,
         };
 
         let before = self.scan(&out).map_err(|e| origin.error(e))?;
@@ -229,7 +235,7 @@ impl BuildContext<'_> {
                     continue;
                 }
             }
-            if let (Some(from), Some(container_root)) = (&from_root, fsops::container_root()) {
+            if let (Some(from), Some(container_root)) = (&from_root, self.owners.container_root()) {
                 // Rootless with subordinate ids: another stage's files may sit in
                 // directories only their container owner can read; container root copies.
                 let task = rbuild_rootfs::CopyFrom {
@@ -267,7 +273,7 @@ impl BuildContext<'_> {
         }
         for inline in &spec.inline {
             let path = target.leaf(&inline.path).map_err(fail)?;
-            write_inline(&path, &inline.data, own).map_err(fail)?;
+            write_inline(&self.owners, &path, &inline.data, own).map_err(fail)?;
         }
         let size = if link {
             let changes = before.changes(&out).map_err(|e| origin.error(e))?;
@@ -282,7 +288,7 @@ impl BuildContext<'_> {
                 .last()
                 .cloned()
                 .ok_or_else(|| origin.error("the step made no layer"))?;
-            crate::build_dir::apply_layers(self.store, &[layer], &st.rootfs)?;
+            crate::build_dir::apply_layers(self.store, &self.owners, &[layer], &st.rootfs)?;
             size
         } else {
             self.commit(st, &before).map_err(|e| origin.error(e))?
@@ -314,7 +320,7 @@ impl BuildContext<'_> {
             return extract(&path, target);
         }
         let leaf = target.leaf(&downloads::url_file_name(url))?;
-        fsops::copy_leaf(&path, &leaf, target.own)
+        fsops::copy_leaf(target.owners, &path, &leaf, target.own)
     }
 
     /// ADD of a git repository: its tree (at `#ref` / `?ref=`, below `:subdir` /
@@ -366,11 +372,16 @@ fn copy_source(
     if md.is_dir() {
         let dir = target.dir()?;
         let filter = root.filter_for(source, filters);
-        fsops::copy_dir_contents(&source.host, &dir, target.own, &filter)
+        fsops::copy_dir_contents(target.owners, &source.host, &dir, target.own, &filter)
     } else if unpack && is_archive(&source.host) {
         extract(&source.host, target)
     } else {
-        fsops::copy_leaf(&source.host, &target.leaf(&source.base_name())?, target.own)
+        fsops::copy_leaf(
+            target.owners,
+            &source.host,
+            &target.leaf(&source.base_name())?,
+            target.own,
+        )
     }
 }
 
@@ -384,7 +395,7 @@ fn extract(archive: &Path, target: &Target<'_>) -> std::result::Result<(), Strin
             .map(std::io::BufReader::new)
             .map_err(|e| format!("{}: {e}", archive.display()))
     };
-    match fsops::container_root() {
+    match target.owners.container_root() {
         // Rootless with subordinate ids: container root keeps the archive's owners, as a
         // root build does.
         Some(root) => {
@@ -392,9 +403,13 @@ fn extract(archive: &Path, target: &Target<'_>) -> std::result::Result<(), Strin
                 std::fs::File::open(archive).map_err(|e| format!("{}: {e}", archive.display()))?;
             root.apply_layer(&file, &dir).map_err(|e| e.to_string())
         }
-        None => apply_layer(open()?, &dir, &crate::build_dir::layer_apply_options())
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
+        None => apply_layer(
+            open()?,
+            &dir,
+            &crate::build_dir::layer_apply_options(target.owners),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string()),
     }
     .map_err(|e| format!("extracting {}: {e}", archive.display()))?;
     let Some((uid, gid)) = target.own.owner.filter(|o| *o != (0, 0)) else {
@@ -419,7 +434,7 @@ fn extract(archive: &Path, target: &Target<'_>) -> std::result::Result<(), Strin
         let Ok(md) = std::fs::symlink_metadata(&path) else {
             continue;
         };
-        fsops::chown_in_build(&path, uid, gid)?;
+        fsops::chown_in_build(target.owners, &path, uid, gid)?;
         if !md.file_type().is_symlink() {
             // chown cleared setuid/setgid: put the archive's bits back.
             use std::os::unix::fs::PermissionsExt;
@@ -457,7 +472,12 @@ fn split_dest(dest: &str) -> (String, String) {
 }
 
 /// A heredoc source: a new file (0644 unless --chmod), owned as COPY's files are.
-fn write_inline(path: &Path, data: &str, own: Ownership) -> std::result::Result<(), String> {
+fn write_inline(
+    owners: &fsops::Owners,
+    path: &Path,
+    data: &str,
+    own: Ownership,
+) -> std::result::Result<(), String> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if let Ok(md) = std::fs::symlink_metadata(path) {
         if md.is_dir() {
@@ -466,7 +486,7 @@ fn write_inline(path: &Path, data: &str, own: Ownership) -> std::result::Result<
         std::fs::remove_file(path).map_err(|e| format!("replacing {}: {e}", path.display()))?;
     }
     let mode = own.mode.map_or(0o644, |m| m.apply(0o644, false));
-    if let Some(root) = fsops::container_root() {
+    if let Some(root) = owners.container_root() {
         // Rootless with subordinate ids: the destination may belong to a mapped id, so
         // container root writes it, from an unlinked temp file it is handed.
         let content = inline_temp_file(data)?;
@@ -485,7 +505,7 @@ fn write_inline(path: &Path, data: &str, own: Ownership) -> std::result::Result<
     std::io::Write::write_all(&mut f, data.as_bytes())
         .map_err(|e| format!("writing {}: {e}", path.display()))?;
     let (uid, gid) = own.owner.unwrap_or((0, 0));
-    fsops::chown_in_build(path, uid, gid)?;
+    fsops::chown_in_build(owners, path, uid, gid)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("chmod of {}: {e}", path.display()))
 }

@@ -9,9 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use rbuild_inroot::host_path_in_root;
 
 pub use crate::owners::maybe_run_root_worker;
-pub(crate) use crate::owners::{
-    chown_in_build, container_root, owners, remove_tree, shift_into_range, Owners, OwnersScope,
-};
+pub(crate) use crate::owners::{chown_in_build, remove_tree, shift_into_range, Owners};
 
 /// Owner and mode applied to what a COPY writes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -53,6 +51,7 @@ pub(crate) fn join_container(base: &str, rel: &str) -> String {
 /// and `..` stay inside the root, a dangling symlink's target is created inside it. Fails
 /// when a component exists and is not a directory.
 pub(crate) fn ensure_dir(
+    owners: &Owners,
     root: &Path,
     container_path: &str,
     owner: (u32, u32),
@@ -66,8 +65,8 @@ pub(crate) fn ensure_dir(
     let mut mkdir = |missing: &rbuild_inroot::Missing<'_>| -> std::io::Result<()> {
         let new = root.join(missing.path());
         let shown = format!("/{}", missing.path().display());
-        create_dir(&new, 0o755)
-            .and_then(|()| chown_in_build(&new, owner.0, owner.1))
+        create_dir(owners, &new, 0o755)
+            .and_then(|()| chown_in_build(owners, &new, owner.0, owner.1))
             .map_err(|e| std::io::Error::other(format!("creating directory {shown}: {e}")))
     };
     let resolved = rbuild_inroot::resolve(
@@ -141,16 +140,16 @@ pub(crate) fn flock(file: &fs::File, operation: libc::c_int) -> std::io::Result<
 pub(crate) use rbuild_rootfs::set_mtime;
 
 /// Fails clearly when this build cannot give files to `uid:gid`.
-fn check_owner(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
-    match owners().cannot_own(uid, gid) {
+fn check_owner(owners: &Owners, path: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    match owners.cannot_own(uid, gid) {
         Some(why) => Err(format!("chown of {} to {uid}:{gid}: {why}", path.display())),
         None => Ok(()),
     }
 }
 
 /// A new directory with `mode` (whatever the umask).
-fn create_dir(path: &Path, mode: u32) -> Result<(), String> {
-    if let Some(root) = container_root() {
+fn create_dir(owners: &Owners, path: &Path, mode: u32) -> Result<(), String> {
+    if let Some(root) = owners.container_root() {
         return root.create_dir(path, mode).map_err(|e| e.to_string());
     }
     fs::create_dir(path).map_err(|e| e.to_string())?;
@@ -158,8 +157,8 @@ fn create_dir(path: &Path, mode: u32) -> Result<(), String> {
 }
 
 /// Removes a non-directory, or with `dir` an empty directory.
-fn remove(path: &Path, dir: bool) -> Result<(), String> {
-    if let Some(root) = container_root() {
+fn remove(owners: &Owners, path: &Path, dir: bool) -> Result<(), String> {
+    if let Some(root) = owners.container_root() {
         return root.remove(path, dir).map_err(|e| e.to_string());
     }
     if dir {
@@ -171,8 +170,8 @@ fn remove(path: &Path, dir: bool) -> Result<(), String> {
 }
 
 /// [`set_mtime`] on a path of the rootfs being written.
-fn set_mtime_in_build(path: &Path, secs: i64, nanos: i64) -> Result<(), String> {
-    match container_root() {
+fn set_mtime_in_build(owners: &Owners, path: &Path, secs: i64, nanos: i64) -> Result<(), String> {
+    match owners.container_root() {
         Some(root) => root
             .set_metadata(path, None, None, Some((secs, nanos)))
             .map_err(|e| e.to_string()),
@@ -182,18 +181,21 @@ fn set_mtime_in_build(path: &Path, secs: i64, nanos: i64) -> Result<(), String> 
 }
 
 /// Removes whatever non-directory is at `dst` (a symlink is removed, not followed).
-fn clear_non_dir(dst: &Path) -> Result<(), String> {
+fn clear_non_dir(owners: &Owners, dst: &Path) -> Result<(), String> {
     match fs::symlink_metadata(dst) {
         Ok(md) if md.is_dir() => Err(format!(
             "cannot replace directory {} with a non-directory",
             dst.display()
         )),
-        Ok(_) => remove(dst, false).map_err(|e| format!("replacing {}: {e}", dst.display())),
+        Ok(_) => {
+            remove(owners, dst, false).map_err(|e| format!("replacing {}: {e}", dst.display()))
+        }
         Err(_) => Ok(()),
     }
 }
 
 fn apply_meta(
+    owners: &Owners,
     dst: &Path,
     src_md: &fs::Metadata,
     own: Ownership,
@@ -203,12 +205,12 @@ fn apply_meta(
     // context): in the image it means the container id the build's map gives it.
     let (uid, gid) = own
         .owner
-        .unwrap_or_else(|| owners().container_ids(src_md.uid(), src_md.gid()));
+        .unwrap_or_else(|| owners.container_ids(src_md.uid(), src_md.gid()));
     let mode = own.mode.map_or(src_md.mode() & 0o7777, |m| {
         m.apply(src_md.mode(), src_md.is_dir())
     });
-    if let Some(root) = container_root() {
-        check_owner(dst, uid, gid)?;
+    if let Some(root) = owners.container_root() {
+        check_owner(owners, dst, uid, gid)?;
         let mtime = (src_md.mtime(), src_md.mtime_nsec());
         return root
             .set_metadata(
@@ -219,7 +221,7 @@ fn apply_meta(
             )
             .map_err(|e| e.to_string());
     }
-    chown_in_build(dst, uid, gid)?;
+    chown_in_build(owners, dst, uid, gid)?;
     if !is_link {
         // After chown, which clears setuid/setgid bits.
         fs::set_permissions(dst, fs::Permissions::from_mode(mode))
@@ -230,28 +232,33 @@ fn apply_meta(
 }
 
 /// Copies one non-directory (file or symlink, never followed) from `src` to `dst`.
-pub(crate) fn copy_leaf(src: &Path, dst: &Path, own: Ownership) -> Result<(), String> {
+pub(crate) fn copy_leaf(
+    owners: &Owners,
+    src: &Path,
+    dst: &Path,
+    own: Ownership,
+) -> Result<(), String> {
     let md = fs::symlink_metadata(src).map_err(|e| format!("reading {}: {e}", src.display()))?;
-    clear_non_dir(dst)?;
+    clear_non_dir(owners, dst)?;
     let ft = md.file_type();
     if ft.is_symlink() {
         let target =
             fs::read_link(src).map_err(|e| format!("reading link {}: {e}", src.display()))?;
-        match container_root() {
+        match owners.container_root() {
             Some(root) => root.symlink(&target, dst).map_err(|e| e.to_string()),
             None => std::os::unix::fs::symlink(&target, dst).map_err(|e| e.to_string()),
         }
         .map_err(|e| format!("creating link {}: {e}", dst.display()))?;
-        apply_meta(dst, &md, own, true)
+        apply_meta(owners, dst, &md, own, true)
     } else if ft.is_file() {
         let mut input =
             fs::File::open(src).map_err(|e| format!("opening {}: {e}", src.display()))?;
-        if let Some(root) = container_root() {
+        if let Some(root) = owners.container_root() {
             // One request: content, owner, mode and mtime (as apply_meta would set them).
             let (uid, gid) = own
                 .owner
-                .unwrap_or_else(|| owners().container_ids(md.uid(), md.gid()));
-            check_owner(dst, uid, gid)?;
+                .unwrap_or_else(|| owners.container_ids(md.uid(), md.gid()));
+            check_owner(owners, dst, uid, gid)?;
             let mode = own
                 .mode
                 .map_or(md.mode() & 0o7777, |m| m.apply(md.mode(), false));
@@ -270,7 +277,7 @@ pub(crate) fn copy_leaf(src: &Path, dst: &Path, own: Ownership) -> Result<(), St
         std::io::copy(&mut input, &mut output)
             .map_err(|e| format!("copying {}: {e}", src.display()))?;
         drop(output);
-        apply_meta(dst, &md, own, false)
+        apply_meta(owners, dst, &md, own, false)
     } else {
         Err(format!(
             "{} is a special file (device, fifo or socket); COPY does not support it",
@@ -281,6 +288,7 @@ pub(crate) fn copy_leaf(src: &Path, dst: &Path, own: Ownership) -> Result<(), St
 
 /// Creates (or reuses) directory `dst` and gives it `src`'s metadata.
 pub(crate) fn make_dir_like(
+    owners: &Owners,
     src_md: &fs::Metadata,
     dst: &Path,
     own: Ownership,
@@ -288,12 +296,14 @@ pub(crate) fn make_dir_like(
     match fs::symlink_metadata(dst) {
         Ok(md) if md.is_dir() => {}
         Ok(_) => {
-            remove(dst, false).map_err(|e| format!("replacing {}: {e}", dst.display()))?;
-            create_dir(dst, 0o700).map_err(|e| format!("creating {}: {e}", dst.display()))?;
+            remove(owners, dst, false).map_err(|e| format!("replacing {}: {e}", dst.display()))?;
+            create_dir(owners, dst, 0o700)
+                .map_err(|e| format!("creating {}: {e}", dst.display()))?;
         }
-        Err(_) => create_dir(dst, 0o700).map_err(|e| format!("creating {}: {e}", dst.display()))?,
+        Err(_) => create_dir(owners, dst, 0o700)
+            .map_err(|e| format!("creating {}: {e}", dst.display()))?,
     }
-    apply_meta(dst, src_md, own, false)
+    apply_meta(owners, dst, src_md, own, false)
 }
 
 /// What to do with one entry of a directory being copied.
@@ -309,15 +319,17 @@ pub(crate) enum Filter {
 /// about each entry by its path relative to `src`. Directory mtimes are set after their
 /// children are written so they keep the source's.
 pub(crate) fn copy_dir_contents(
+    owners: &Owners,
     src: &Path,
     dst: &Path,
     own: Ownership,
     filter: &dyn Fn(&Path, bool) -> Filter,
 ) -> Result<(), String> {
-    copy_dir_rec(src, dst, Path::new(""), own, filter)
+    copy_dir_rec(owners, src, dst, Path::new(""), own, filter)
 }
 
 fn copy_dir_rec(
+    owners: &Owners,
     src: &Path,
     dst: &Path,
     rel: &Path,
@@ -341,26 +353,28 @@ fn copy_dir_rec(
                 // Only create the directory if something inside ends up included.
                 let staged = d.exists();
                 if !staged {
-                    create_dir(&d, 0o755).map_err(|e| format!("creating {}: {e}", d.display()))?;
+                    create_dir(owners, &d, 0o755)
+                        .map_err(|e| format!("creating {}: {e}", d.display()))?;
                 }
-                copy_dir_rec(&s, &d, &r, own, filter)?;
+                copy_dir_rec(owners, &s, &d, &r, own, filter)?;
                 let empty = fs::read_dir(&d)
                     .map(|mut it| it.next().is_none())
                     .unwrap_or(false);
                 if !staged && empty {
-                    remove(&d, true).map_err(|e| format!("removing {}: {e}", d.display()))?;
+                    remove(owners, &d, true)
+                        .map_err(|e| format!("removing {}: {e}", d.display()))?;
                 } else {
-                    apply_meta(&d, &md, own, false)?;
+                    apply_meta(owners, &d, &md, own, false)?;
                 }
             }
             Filter::Descend => continue,
             Filter::Include if md.is_dir() => {
-                make_dir_like(&md, &d, own)?;
-                copy_dir_rec(&s, &d, &r, own, filter)?;
+                make_dir_like(owners, &md, &d, own)?;
+                copy_dir_rec(owners, &s, &d, &r, own, filter)?;
                 // Writing children changed the mtime: put the source's back.
-                set_mtime_in_build(&d, md.mtime(), md.mtime_nsec())?;
+                set_mtime_in_build(owners, &d, md.mtime(), md.mtime_nsec())?;
             }
-            Filter::Include => copy_leaf(&s, &d, own)?,
+            Filter::Include => copy_leaf(owners, &s, &d, own)?,
         }
     }
     Ok(())
@@ -376,7 +390,7 @@ mod tests {
         let root = dir.path().join("root");
         fs::create_dir(&root).unwrap();
         std::os::unix::fs::symlink("/../../outside", root.join("link")).unwrap();
-        let host = ensure_dir(&root, "/link/sub", (0, 0)).unwrap();
+        let host = ensure_dir(&Owners::Root, &root, "/link/sub", (0, 0)).unwrap();
         assert!(host.starts_with(&root), "{host:?} left the root");
         assert!(root.join("outside/sub").is_dir());
         assert!(!dir.path().join("outside").exists());
@@ -401,16 +415,28 @@ mod tests {
         let src = dir.path().join("src");
         fs::write(&src, "from the build").unwrap();
         // The parent resolves inside the root (the dangling link's target is created there).
-        let parent = ensure_dir(&root, "/etc", (0, 0)).unwrap();
+        let parent = ensure_dir(&Owners::Root, &root, "/etc", (0, 0)).unwrap();
         assert!(parent.starts_with(&root), "{parent:?} left the root");
-        copy_leaf(&src, &parent.join("passwd"), Ownership::default()).unwrap();
+        copy_leaf(
+            &Owners::Root,
+            &src,
+            &parent.join("passwd"),
+            Ownership::default(),
+        )
+        .unwrap();
         assert_eq!(
             fs::read_to_string(root.join("host-etc/passwd")).unwrap(),
             "from the build"
         );
         // A destination that is itself a symlink out is replaced, never followed.
         std::os::unix::fs::symlink(outside.join("passwd"), root.join("shadow")).unwrap();
-        copy_leaf(&src, &root.join("shadow"), Ownership::default()).unwrap();
+        copy_leaf(
+            &Owners::Root,
+            &src,
+            &root.join("shadow"),
+            Ownership::default(),
+        )
+        .unwrap();
         assert!(fs::symlink_metadata(root.join("shadow")).unwrap().is_file());
         assert_eq!(
             fs::read_to_string(outside.join("passwd")).unwrap(),
@@ -424,7 +450,7 @@ mod tests {
         let before = fs::metadata(outside.join("passwd")).unwrap();
         std::os::unix::fs::symlink(outside.join("passwd"), root.join("link")).unwrap();
         // Tests run as root (CI does): the build's owners are host ids.
-        chown_in_build(&root.join("link"), 4321, 4321).unwrap();
+        chown_in_build(&Owners::Root, &root.join("link"), 4321, 4321).unwrap();
         let link = fs::symlink_metadata(root.join("link")).unwrap();
         assert_eq!((link.uid(), link.gid()), (4321, 4321));
         let after = fs::metadata(outside.join("passwd")).unwrap();

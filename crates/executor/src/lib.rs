@@ -334,7 +334,6 @@ pub fn build_with_cache(
         id_map: owners.id_map(),
         ..Default::default()
     };
-    let _owners = fsops::OwnersScope::enter(owners.clone());
     let builder = context::BuildContext::new(context::ContextParts {
         request,
         store,

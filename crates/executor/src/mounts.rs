@@ -74,7 +74,7 @@ impl BuildContext<'_> {
         let chroot = isolation == Isolation::Chroot;
         // A root build's userns step runs as an unprivileged host range: it cannot read
         // root's secret files or connect to root's agent sockets as they are.
-        let ranged = !chroot && matches!(fsops::owners(), fsops::Owners::Ranged(_));
+        let ranged = !chroot && matches!(self.owners, fsops::Owners::Ranged(_));
         let mut held = Vec::new();
         let mut binds = Vec::new();
         let mut plans = Vec::new();
@@ -171,12 +171,17 @@ impl BuildContext<'_> {
                             std::fs::Permissions::from_mode(m.mode.unwrap_or(0o755)),
                         )
                         .map_err(|e| origin.error(format!("cache {id:?}: {e}")))?;
-                        fsops::chown_in_build(&dir, m.uid.unwrap_or(0), m.gid.unwrap_or(0))
-                            .map_err(|e| origin.error(format!("cache {id:?}: {e}")))?;
-                    } else if let fsops::Owners::Ranged(range) = fsops::owners() {
+                        fsops::chown_in_build(
+                            &self.owners,
+                            &dir,
+                            m.uid.unwrap_or(0),
+                            m.gid.unwrap_or(0),
+                        )
+                        .map_err(|e| origin.error(format!("cache {id:?}: {e}")))?;
+                    } else if let fsops::Owners::Ranged(range) = &self.owners {
                         // Filled by an identity-mapped root build or a remote cache import
                         // (container ids as host ids): shifted into the range once.
-                        fsops::shift_into_range(&dir, &range)
+                        fsops::shift_into_range(&dir, range)
                             .map_err(|e| origin.error(format!("cache {id:?}: {e}")))?;
                     }
                     match m.sharing {
@@ -361,8 +366,8 @@ impl BuildContext<'_> {
         // The mode first: rootless, the copy is no longer the user's once given away.
         std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(mode & 0o7777))
             .map_err(|e| format!("chmod {mode:o} of the secret's copy: {e}"))?;
-        fsops::chown_in_build(&copy, uid, gid)?;
-        fsops::chown_in_build(files.dir(), 0, 0)?;
+        fsops::chown_in_build(&self.owners, &copy, uid, gid)?;
+        fsops::chown_in_build(&self.owners, files.dir(), 0, 0)?;
         Ok((files, copy))
     }
 
@@ -378,7 +383,7 @@ impl BuildContext<'_> {
             .map_err(|e| format!("creating the agent socket {}: {e}", socket.display()))?;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| format!("chmod of the agent socket: {e}"))?;
-        fsops::chown_in_build(&socket, 0, 0)?;
+        fsops::chown_in_build(&self.owners, &socket, 0, 0)?;
         let proxy = crate::chroot_mounts::AgentProxy::start(listener, agent.to_path_buf())
             .map_err(|e| format!("forwarding the agent: {e}"))?;
         Ok((AgentRelay(Some(proxy), dir), socket))
@@ -420,11 +425,11 @@ impl BuildContext<'_> {
         if md.is_dir() {
             let no_filters = crate::sources::CopyFilters::default();
             let filter = root.filter_for(&src, &no_filters);
-            fsops::copy_dir_contents(&src.host, &copy_root, keep, &filter)?;
+            fsops::copy_dir_contents(&self.owners, &src.host, &copy_root, keep, &filter)?;
             Ok(copy_root)
         } else {
             let file = copy_root.join("file");
-            fsops::copy_leaf(&src.host, &file, keep)?;
+            fsops::copy_leaf(&self.owners, &src.host, &file, keep)?;
             Ok(file)
         }
     }

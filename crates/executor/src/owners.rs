@@ -1,8 +1,7 @@
 //! Who owns the files a build writes: how container ids become owners on disk ([`Owners`],
-//! one per build, entered per thread), giving files their owners, and the container-root
+//! one per build, handed to what writes files), giving files their owners, and the container-root
 //! worker of rootless builds with subordinate ids (`rbuild_rootfs::ContainerRoot`).
 
-use std::cell::RefCell;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -138,40 +137,28 @@ impl Owners {
     }
 }
 
-thread_local! {
-    /// The owners of the build running on this thread (each thread running a stage enters
-    /// the build's). The places that give files owners (COPY, WORKDIR, mounts) are many
-    /// small functions; a scoped thread-local spares threading it through all of them.
-    static OWNERS: RefCell<Option<Owners>> = const { RefCell::new(None) };
-}
-
-/// Makes `owners` this thread's build owners until the guard drops (the previous ones are
-/// put back then, so nested builds on one thread stay correct).
-pub(crate) struct OwnersScope(Option<Owners>);
-
-impl OwnersScope {
-    pub(crate) fn enter(owners: Owners) -> OwnersScope {
-        OwnersScope(OWNERS.with(|o| o.borrow_mut().replace(owners)))
-    }
-}
-
-impl Drop for OwnersScope {
-    fn drop(&mut self) {
-        let previous = self.0.take();
-        OWNERS.with(|o| *o.borrow_mut() = previous);
-    }
-}
-
-/// This thread's build owners; outside a build, what this process would use without a
-/// helper (root, or single-id).
-pub(crate) fn owners() -> Owners {
-    OWNERS.with(|o| o.borrow().clone()).unwrap_or_else(|| {
+impl Owners {
+    /// What this process uses outside a build (`rbuild prune`, the container-root worker's
+    /// COPY --from tasks, which run as root of the build's namespace): root, or single-id.
+    pub(crate) fn of_process() -> Owners {
         if running_as_root() {
             Owners::Root
         } else {
             Owners::SingleId
         }
-    })
+    }
+
+    /// Rootless with subordinate ids, every write into a rootfs goes through container
+    /// root: it may write into directories the image gives to other users and give files
+    /// any mapped owner, which the user itself may not (its files would also stop being
+    /// its own halfway through a COPY). Paths are resolved here, inside the root, before
+    /// they are handed over.
+    pub(crate) fn container_root(&self) -> Option<&Arc<ContainerRoot>> {
+        match self {
+            Owners::Mapped(root) => Some(root),
+            _ => None,
+        }
+    }
 }
 
 /// Gives `path` (never followed) to container owner `uid:gid`. As root that is a plain
@@ -179,8 +166,12 @@ pub(crate) fn owners() -> Owners {
 /// namespace does it (a file already owned right is left alone, which is the common case of
 /// files for container root). Rootless without a range, container root *is* the user:
 /// files the user owns already have the right owner and any other owner fails clearly.
-pub(crate) fn chown_in_build(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
-    let owners = owners();
+pub(crate) fn chown_in_build(
+    owners: &Owners,
+    path: &Path,
+    uid: u32,
+    gid: u32,
+) -> Result<(), String> {
     if let Owners::Root = owners {
         return lchown(path, uid, gid).map_err(|e| format!("chown of {}: {e}", path.display()));
     }
@@ -194,7 +185,7 @@ pub(crate) fn chown_in_build(path: &Path, uid: u32, gid: u32) -> Result<(), Stri
     if host == (Some(md.uid()), Some(md.gid())) {
         return Ok(());
     }
-    match &owners {
+    match owners {
         Owners::Mapped(root) => root.lchown(path, uid, gid).map_err(|e| e.to_string()),
         // Single id: the only mapped owner is the user, who owns what it creates; a file
         // copied from elsewhere with another owner cannot be given to it without CAP_CHOWN.
@@ -244,17 +235,6 @@ pub(crate) fn shift_into_range(dir: &Path, range: &RootRange) -> Result<(), Stri
         shift(entry.path(), &md)?;
     }
     shift(dir, &top)
-}
-
-/// Rootless with subordinate ids, every write into a rootfs goes through container root:
-/// it may write into directories the image gives to other users and give files any mapped
-/// owner, which the user itself may not (its files would also stop being its own halfway
-/// through a COPY). Paths are resolved here, inside the root, before they are handed over.
-pub(crate) fn container_root() -> Option<Arc<ContainerRoot>> {
-    match owners() {
-        Owners::Mapped(root) => Some(root),
-        _ => None,
-    }
 }
 
 /// Call first thing in `main`: if this process was started as the container-root worker
