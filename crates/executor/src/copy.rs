@@ -320,7 +320,7 @@ impl BuildContext<'_> {
             return extract(&path, target);
         }
         let leaf = target.leaf(&downloads::url_file_name(url))?;
-        fsops::copy_leaf(target.owners, &path, &leaf, target.own)
+        fsops::copy_leaf(target.owners, &path, &leaf, target.own).map_err(String::from)
     }
 
     /// ADD of a git repository: its tree (at `#ref` / `?ref=`, below `:subdir` /
@@ -373,6 +373,7 @@ fn copy_source(
         let dir = target.dir()?;
         let filter = root.filter_for(source, filters);
         fsops::copy_dir_contents(target.owners, &source.host, &dir, target.own, &filter)
+            .map_err(String::from)
     } else if unpack && is_archive(&source.host) {
         extract(&source.host, target)
     } else {
@@ -382,6 +383,7 @@ fn copy_source(
             &target.leaf(&source.base_name())?,
             target.own,
         )
+        .map_err(String::from)
     }
 }
 

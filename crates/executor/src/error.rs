@@ -1,6 +1,6 @@
 //! The build's error type: every failure names the Dockerfile line or the thing that failed.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 /// Why a build failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,49 @@ pub enum BuildError {
     /// A failure outside any one instruction (working directories, base images).
     #[error("{0}")]
     Other(String),
+    /// An I/O operation on a path failed: `{doing} {path}: {source}`.
+    #[error("{doing} {}: {source}", path.display())]
+    Io {
+        doing: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The container-root worker (rootless builds with subordinate ids) failed a task.
+    #[error("{doing}{}{source}", if doing.is_empty() { "" } else { ": " })]
+    ContainerRoot {
+        doing: String,
+        #[source]
+        source: rbuild_rootfs::RootfsError,
+    },
+    /// Extracting, linking or writing layer files failed.
+    #[error("{doing}{}{source}", if doing.is_empty() { "" } else { ": " })]
+    Layer {
+        doing: String,
+        #[source]
+        source: rbuild_layer::Error,
+    },
+    /// The sandbox could not read what a step needs from its root (users, groups).
+    #[error("{doing}{}{source}", if doing.is_empty() { "" } else { ": " })]
+    Sandbox {
+        doing: String,
+        #[source]
+        source: rbuild_sandbox::SandboxError,
+    },
+    /// A path could not be resolved inside a root filesystem.
+    #[error("{doing}: {source}")]
+    InRoot {
+        doing: String,
+        #[source]
+        source: rbuild_inroot::Error,
+    },
+    /// A failure with what was being done around it: `{doing}: {source}`.
+    #[error("{doing}: {source}")]
+    Context {
+        doing: String,
+        #[source]
+        source: Box<BuildError>,
+    },
     /// A stage stopped before its next step because a stage running beside it failed.
     #[error("stopped: another stage failed")]
     Cancelled,
@@ -48,6 +91,42 @@ impl BuildError {
         BuildError::Other(message.into())
     }
 
+    /// An I/O error on `path` while `doing` it (`reading`, `creating directory`).
+    pub(crate) fn io(
+        doing: impl Into<String>,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let (doing, path) = (doing.into(), path.into());
+        move |source| BuildError::Io {
+            doing,
+            path,
+            source,
+        }
+    }
+
+    /// This error with what was being done around it.
+    pub(crate) fn context(self, doing: impl Into<String>) -> Self {
+        BuildError::Context {
+            doing: doing.into(),
+            source: Box::new(self),
+        }
+    }
+
+    /// A container-root task's error, with what was being done (empty: the task's message
+    /// alone).
+    pub(crate) fn container_root(
+        doing: impl Into<String>,
+    ) -> impl FnOnce(rbuild_rootfs::RootfsError) -> Self {
+        let doing = doing.into();
+        move |source| BuildError::ContainerRoot { doing, source }
+    }
+
+    /// A layer crate error, with what was being done (empty: its message alone).
+    pub(crate) fn layer(doing: impl Into<String>) -> impl FnOnce(rbuild_layer::Error) -> Self {
+        let doing = doing.into();
+        move |source| BuildError::Layer { doing, source }
+    }
+
     /// A store error, with what the build was doing.
     pub(crate) fn store(doing: impl Into<String>) -> impl FnOnce(rbuild_store::StoreError) -> Self {
         let doing = doing.into();
@@ -55,9 +134,12 @@ impl BuildError {
     }
 }
 
-/// An error message that names the path an I/O operation failed on.
-pub(crate) fn io_msg(what: &str, path: &Path, err: &std::io::Error) -> String {
-    format!("{what} {}: {err}", path.display())
-}
-
 pub type Result<T, E = BuildError> = std::result::Result<T, E>;
+
+/// For the modules that still speak `Result<_, String>` (being converted file by file):
+/// an error of this type there is its message, unchanged.
+impl From<BuildError> for String {
+    fn from(e: BuildError) -> String {
+        e.to_string()
+    }
+}

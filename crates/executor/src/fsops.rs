@@ -8,6 +8,8 @@ use std::path::{Component, Path, PathBuf};
 
 use rbuild_inroot::host_path_in_root;
 
+use crate::error::{BuildError, Result};
+
 pub use crate::owners::maybe_run_root_worker;
 pub(crate) use crate::owners::{chown_in_build, remove_tree, shift_into_range, Owners};
 
@@ -55,45 +57,70 @@ pub(crate) fn ensure_dir(
     root: &Path,
     container_path: &str,
     owner: (u32, u32),
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf> {
     let cleaned = format!("/{}", clean_components(container_path).join("/"));
-    let root_fd = rbuild_inroot::open_root(root)
-        .map_err(|e| format!("resolving {cleaned}: opening the root: {e}"))?;
+    let root_fd = rbuild_inroot::open_root(root).map_err(BuildError::io(
+        format!("resolving {cleaned}: opening the root"),
+        root,
+    ))?;
     // The directory is made through its host path because, rootless, the container-root
     // worker makes it (as the owner the build's id map gives); the path is the resolver's
     // real one (no symlink in it) and the walk reopens what was made without following it.
+    let mut failed = None;
     let mut mkdir = |missing: &rbuild_inroot::Missing<'_>| -> std::io::Result<()> {
         let new = root.join(missing.path());
-        let shown = format!("/{}", missing.path().display());
-        create_dir(owners, &new, 0o755)
-            .and_then(|()| chown_in_build(owners, &new, owner.0, owner.1))
-            .map_err(|e| std::io::Error::other(format!("creating directory {shown}: {e}")))
+        // Errors name the container path: `creating directory /app: …`.
+        let shown = PathBuf::from(format!("/{}", missing.path().display()));
+        let doing = "creating directory";
+        let made = match owners.container_root() {
+            Some(container_root) => {
+                container_root
+                    .create_dir(&new, 0o755)
+                    .map_err(BuildError::container_root(format!(
+                        "{doing} {}",
+                        shown.display()
+                    )))
+            }
+            None => fs::create_dir(&new)
+                .and_then(|()| fs::set_permissions(&new, fs::Permissions::from_mode(0o755)))
+                .map_err(BuildError::io(doing, &shown)),
+        }
+        .and_then(|()| {
+            chown_in_build(owners, &new, owner.0, owner.1)
+                .map_err(|e| e.context(format!("{doing} {}", shown.display())))
+        });
+        made.map_err(|e| {
+            let io = std::io::Error::other(e.to_string());
+            failed = Some(e);
+            io
+        })
     };
     let resolved = rbuild_inroot::resolve(
         std::os::fd::AsFd::as_fd(&root_fd),
         Path::new(&cleaned),
         rbuild_inroot::Symlinks::ResolveInRoot,
         Some(&mut mkdir),
-    )
-    .map_err(|e| match e {
+    );
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let resolved = resolved.map_err(|e| match e {
         rbuild_inroot::Error::NotADirectory { path } => {
-            format!("/{} exists and is not a directory", path.display())
+            BuildError::other(format!("/{} exists and is not a directory", path.display()))
         }
-        rbuild_inroot::Error::TooManySymlinks { .. } => {
-            format!("too many levels of symbolic links resolving {container_path}")
-        }
-        rbuild_inroot::Error::Io {
-            action: rbuild_inroot::Action::Creating,
+        rbuild_inroot::Error::TooManySymlinks { .. } => BuildError::other(format!(
+            "too many levels of symbolic links resolving {container_path}"
+        )),
+        source => BuildError::InRoot {
+            doing: format!("resolving {cleaned}"),
             source,
-            ..
-        } => source.to_string(),
-        e => format!("resolving {cleaned}: {e}"),
+        },
     })?;
     if resolved.file_type != rbuild_inroot::FileType::Directory {
-        return Err(format!(
+        return Err(BuildError::other(format!(
             "/{} exists and is not a directory",
             resolved.path.display()
-        ));
+        )));
     }
     Ok(root.join(resolved.path))
 }
@@ -140,56 +167,71 @@ pub(crate) fn flock(file: &fs::File, operation: libc::c_int) -> std::io::Result<
 pub(crate) use rbuild_rootfs::set_mtime;
 
 /// Fails clearly when this build cannot give files to `uid:gid`.
-fn check_owner(owners: &Owners, path: &Path, uid: u32, gid: u32) -> Result<(), String> {
+fn check_owner(owners: &Owners, path: &Path, uid: u32, gid: u32) -> Result<()> {
     match owners.cannot_own(uid, gid) {
-        Some(why) => Err(format!("chown of {} to {uid}:{gid}: {why}", path.display())),
+        Some(why) => Err(BuildError::other(format!(
+            "chown of {} to {uid}:{gid}: {why}",
+            path.display()
+        ))),
         None => Ok(()),
     }
 }
 
-/// A new directory with `mode` (whatever the umask).
-fn create_dir(owners: &Owners, path: &Path, mode: u32) -> Result<(), String> {
+/// A new directory with `mode` (whatever the umask); a failure says `{doing} {path}`.
+fn create_dir(owners: &Owners, path: &Path, mode: u32, doing: &str) -> Result<()> {
     if let Some(root) = owners.container_root() {
-        return root.create_dir(path, mode).map_err(|e| e.to_string());
+        return root
+            .create_dir(path, mode)
+            .map_err(BuildError::container_root(format!(
+                "{doing} {}",
+                path.display()
+            )));
     }
-    fs::create_dir(path).map_err(|e| e.to_string())?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())
+    fs::create_dir(path).map_err(BuildError::io(doing, path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(BuildError::io(doing, path))
 }
 
-/// Removes a non-directory, or with `dir` an empty directory.
-fn remove(owners: &Owners, path: &Path, dir: bool) -> Result<(), String> {
+/// Removes a non-directory, or with `dir` an empty directory; a failure says
+/// `{doing} {path}`.
+fn remove(owners: &Owners, path: &Path, dir: bool, doing: &str) -> Result<()> {
     if let Some(root) = owners.container_root() {
-        return root.remove(path, dir).map_err(|e| e.to_string());
+        return root
+            .remove(path, dir)
+            .map_err(BuildError::container_root(format!(
+                "{doing} {}",
+                path.display()
+            )));
     }
     if dir {
         fs::remove_dir(path)
     } else {
         fs::remove_file(path)
     }
-    .map_err(|e| e.to_string())
+    .map_err(BuildError::io(doing, path))
 }
 
 /// [`set_mtime`] on a path of the rootfs being written.
-fn set_mtime_in_build(owners: &Owners, path: &Path, secs: i64, nanos: i64) -> Result<(), String> {
+fn set_mtime_in_build(owners: &Owners, path: &Path, secs: i64, nanos: i64) -> Result<()> {
+    const DOING: &str = "setting mtime of";
     match owners.container_root() {
         Some(root) => root
             .set_metadata(path, None, None, Some((secs, nanos)))
-            .map_err(|e| e.to_string()),
-        None => set_mtime(path, secs, nanos).map_err(|e| e.to_string()),
+            .map_err(BuildError::container_root(format!(
+                "{DOING} {}",
+                path.display()
+            ))),
+        None => set_mtime(path, secs, nanos).map_err(BuildError::io(DOING, path)),
     }
-    .map_err(|e| format!("setting mtime of {}: {e}", path.display()))
 }
 
 /// Removes whatever non-directory is at `dst` (a symlink is removed, not followed).
-fn clear_non_dir(owners: &Owners, dst: &Path) -> Result<(), String> {
+fn clear_non_dir(owners: &Owners, dst: &Path) -> Result<()> {
     match fs::symlink_metadata(dst) {
-        Ok(md) if md.is_dir() => Err(format!(
+        Ok(md) if md.is_dir() => Err(BuildError::other(format!(
             "cannot replace directory {} with a non-directory",
             dst.display()
-        )),
-        Ok(_) => {
-            remove(owners, dst, false).map_err(|e| format!("replacing {}: {e}", dst.display()))
-        }
+        ))),
+        Ok(_) => remove(owners, dst, false, "replacing"),
         Err(_) => Ok(()),
     }
 }
@@ -200,7 +242,7 @@ fn apply_meta(
     src_md: &fs::Metadata,
     own: Ownership,
     is_link: bool,
-) -> Result<(), String> {
+) -> Result<()> {
     // A source's own owner is a host id of another rootfs of this build (or of the
     // context): in the image it means the container id the build's map gives it.
     let (uid, gid) = own
@@ -219,40 +261,38 @@ fn apply_meta(
                 (!is_link).then_some(mode),
                 Some(mtime),
             )
-            .map_err(|e| e.to_string());
+            .map_err(BuildError::container_root(""));
     }
     chown_in_build(owners, dst, uid, gid)?;
     if !is_link {
         // After chown, which clears setuid/setgid bits.
         fs::set_permissions(dst, fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("chmod of {}: {e}", dst.display()))?;
+            .map_err(BuildError::io("chmod of", dst))?;
     }
     set_mtime(dst, src_md.mtime(), src_md.mtime_nsec())
-        .map_err(|e| format!("setting mtime of {}: {e}", dst.display()))
+        .map_err(BuildError::io("setting mtime of", dst))
 }
 
 /// Copies one non-directory (file or symlink, never followed) from `src` to `dst`.
-pub(crate) fn copy_leaf(
-    owners: &Owners,
-    src: &Path,
-    dst: &Path,
-    own: Ownership,
-) -> Result<(), String> {
-    let md = fs::symlink_metadata(src).map_err(|e| format!("reading {}: {e}", src.display()))?;
+pub(crate) fn copy_leaf(owners: &Owners, src: &Path, dst: &Path, own: Ownership) -> Result<()> {
+    let md = fs::symlink_metadata(src).map_err(BuildError::io("reading", src))?;
     clear_non_dir(owners, dst)?;
     let ft = md.file_type();
     if ft.is_symlink() {
-        let target =
-            fs::read_link(src).map_err(|e| format!("reading link {}: {e}", src.display()))?;
+        let target = fs::read_link(src).map_err(BuildError::io("reading link", src))?;
         match owners.container_root() {
-            Some(root) => root.symlink(&target, dst).map_err(|e| e.to_string()),
-            None => std::os::unix::fs::symlink(&target, dst).map_err(|e| e.to_string()),
-        }
-        .map_err(|e| format!("creating link {}: {e}", dst.display()))?;
+            Some(root) => root
+                .symlink(&target, dst)
+                .map_err(BuildError::container_root(format!(
+                    "creating link {}",
+                    dst.display()
+                ))),
+            None => std::os::unix::fs::symlink(&target, dst)
+                .map_err(BuildError::io("creating link", dst)),
+        }?;
         apply_meta(owners, dst, &md, own, true)
     } else if ft.is_file() {
-        let mut input =
-            fs::File::open(src).map_err(|e| format!("opening {}: {e}", src.display()))?;
+        let mut input = fs::File::open(src).map_err(BuildError::io("opening", src))?;
         if let Some(root) = owners.container_root() {
             // One request: content, owner, mode and mtime (as apply_meta would set them).
             let (uid, gid) = own
@@ -265,7 +305,11 @@ pub(crate) fn copy_leaf(
             let mtime = (md.mtime(), md.mtime_nsec());
             return root
                 .copy_file(&input, dst, Some((uid, gid)), Some(mode), Some(mtime))
-                .map_err(|e| format!("copying {} to {}: {e}", src.display(), dst.display()));
+                .map_err(BuildError::container_root(format!(
+                    "copying {} to {}",
+                    src.display(),
+                    dst.display()
+                )));
         }
         let mut output = fs::OpenOptions::new()
             .write(true)
@@ -273,16 +317,15 @@ pub(crate) fn copy_leaf(
             .custom_flags(libc::O_NOFOLLOW)
             .mode(0o600)
             .open(dst)
-            .map_err(|e| format!("creating {}: {e}", dst.display()))?;
-        std::io::copy(&mut input, &mut output)
-            .map_err(|e| format!("copying {}: {e}", src.display()))?;
+            .map_err(BuildError::io("creating", dst))?;
+        std::io::copy(&mut input, &mut output).map_err(BuildError::io("copying", src))?;
         drop(output);
         apply_meta(owners, dst, &md, own, false)
     } else {
-        Err(format!(
+        Err(BuildError::other(format!(
             "{} is a special file (device, fifo or socket); COPY does not support it",
             src.display()
-        ))
+        )))
     }
 }
 
@@ -292,16 +335,14 @@ pub(crate) fn make_dir_like(
     src_md: &fs::Metadata,
     dst: &Path,
     own: Ownership,
-) -> Result<(), String> {
+) -> Result<()> {
     match fs::symlink_metadata(dst) {
         Ok(md) if md.is_dir() => {}
         Ok(_) => {
-            remove(owners, dst, false).map_err(|e| format!("replacing {}: {e}", dst.display()))?;
-            create_dir(owners, dst, 0o700)
-                .map_err(|e| format!("creating {}: {e}", dst.display()))?;
+            remove(owners, dst, false, "replacing")?;
+            create_dir(owners, dst, 0o700, "creating")?;
         }
-        Err(_) => create_dir(owners, dst, 0o700)
-            .map_err(|e| format!("creating {}: {e}", dst.display()))?,
+        Err(_) => create_dir(owners, dst, 0o700, "creating")?,
     }
     apply_meta(owners, dst, src_md, own, false)
 }
@@ -324,7 +365,7 @@ pub(crate) fn copy_dir_contents(
     dst: &Path,
     own: Ownership,
     filter: &dyn Fn(&Path, bool) -> Filter,
-) -> Result<(), String> {
+) -> Result<()> {
     copy_dir_rec(owners, src, dst, Path::new(""), own, filter)
 }
 
@@ -335,34 +376,32 @@ fn copy_dir_rec(
     rel: &Path,
     own: Ownership,
     filter: &dyn Fn(&Path, bool) -> Filter,
-) -> Result<(), String> {
+) -> Result<()> {
     let mut names: Vec<_> = fs::read_dir(src)
-        .map_err(|e| format!("reading directory {}: {e}", src.display()))?
+        .map_err(BuildError::io("reading directory", src))?
         .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("reading directory {}: {e}", src.display()))?;
+        .collect::<std::io::Result<_>>()
+        .map_err(BuildError::io("reading directory", src))?;
     names.sort();
     for name in names {
         let s = src.join(&name);
         let d = dst.join(&name);
         let r = rel.join(&name);
-        let md = fs::symlink_metadata(&s).map_err(|e| format!("reading {}: {e}", s.display()))?;
+        let md = fs::symlink_metadata(&s).map_err(BuildError::io("reading", &s))?;
         match filter(&r, md.is_dir()) {
             Filter::Skip => continue,
             Filter::Descend if md.is_dir() => {
                 // Only create the directory if something inside ends up included.
                 let staged = d.exists();
                 if !staged {
-                    create_dir(owners, &d, 0o755)
-                        .map_err(|e| format!("creating {}: {e}", d.display()))?;
+                    create_dir(owners, &d, 0o755, "creating")?;
                 }
                 copy_dir_rec(owners, &s, &d, &r, own, filter)?;
                 let empty = fs::read_dir(&d)
                     .map(|mut it| it.next().is_none())
                     .unwrap_or(false);
                 if !staged && empty {
-                    remove(owners, &d, true)
-                        .map_err(|e| format!("removing {}: {e}", d.display()))?;
+                    remove(owners, &d, true, "removing")?;
                 } else {
                     apply_meta(owners, &d, &md, own, false)?;
                 }
@@ -471,6 +510,35 @@ mod tests {
             .unwrap();
         assert!(found.starts_with(&root), "{found:?} left the root");
         assert_eq!(fs::read_to_string(found).unwrap(), "the image's");
+    }
+
+    #[test]
+    fn errors_are_typed_and_read_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let err = copy_leaf(
+            &Owners::Root,
+            &missing,
+            &dir.path().join("dst"),
+            Ownership::default(),
+        )
+        .unwrap_err();
+        match &err {
+            BuildError::Io { path, source, .. } => {
+                assert_eq!(path, &missing);
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("not an I/O error: {other:?}"),
+        }
+        assert!(
+            err.to_string()
+                .starts_with(&format!("reading {}: ", missing.display())),
+            "{err}"
+        );
+        // A file where a directory must be: the container path is named.
+        fs::write(dir.path().join("file"), "x").unwrap();
+        let err = ensure_dir(&Owners::Root, dir.path(), "/file/sub", (0, 0)).unwrap_err();
+        assert_eq!(err.to_string(), "/file exists and is not a directory");
     }
 
     #[test]

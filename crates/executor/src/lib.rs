@@ -318,8 +318,7 @@ pub fn build_with_cache(
         sandbox.resolve_isolation(request.isolation),
         Ok(rbuild_sandbox::Isolation::Userns)
     );
-    let (owners, owners_warning) = fsops::Owners::for_build(&sandbox, userns_steps, store.root())
-        .map_err(BuildError::other)?;
+    let (owners, owners_warning) = fsops::Owners::for_build(&sandbox, userns_steps, store.root())?;
     if let Some(message) = owners_warning {
         progress.event(&Event::Warning { message });
     }

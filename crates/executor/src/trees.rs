@@ -127,9 +127,6 @@ impl Trees {
             touch_used(&path);
             return Ok(path);
         }
-        let fail = |what: &str, p: &Path, e: &dyn std::fmt::Display| {
-            crate::error::BuildError::other(format!("{what} {}: {e}", p.display()))
-        };
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let tmp = self.dir.join(format!(
             "tmp-{}-{n}-{}",
@@ -139,13 +136,13 @@ impl Trees {
                 .map(|d| d.subsec_nanos())
                 .unwrap_or(0)
         ));
-        std::fs::create_dir(&tmp).map_err(|e| fail("creating", &tmp, &e))?;
+        std::fs::create_dir(&tmp).map_err(crate::error::BuildError::io("creating", &tmp))?;
         if let Owners::Ranged(_) = owners {
             // The tree's root is container root's, as a rootless build's is the user's
             // (steps see it as a `RUN --mount=from=` target).
             if let Err(e) = crate::fsops::chown_in_build(owners, &tmp, 0, 0) {
                 let _ = std::fs::remove_dir(&tmp);
-                return Err(crate::error::BuildError::other(e));
+                return Err(e);
             }
         }
         let made = (|| {
@@ -168,7 +165,10 @@ impl Trees {
             // Another build made the same tree meanwhile: theirs is as good.
             let _ = crate::fsops::remove_tree(&tmp, owners);
             if !path.is_dir() {
-                return Err(fail("moving the extracted tree to", &path, &e));
+                return Err(crate::error::BuildError::io(
+                    "moving the extracted tree to",
+                    &path,
+                )(e));
             }
         }
         touch_used(&path);
@@ -180,27 +180,26 @@ impl Trees {
 /// files belong to other container users).
 pub(crate) fn link(owners: &Owners, tree: &Path, dst: &Path) -> crate::error::Result<()> {
     let _t = crate::phases::Phase::Extract.timer();
+    let doing = format!("linking {} into {}", tree.display(), dst.display());
     match owners {
-        Owners::Mapped(root) => root.link_tree(tree, dst).map_err(|e| e.to_string()),
+        Owners::Mapped(root) => root
+            .link_tree(tree, dst)
+            .map_err(crate::error::BuildError::container_root(doing)),
         _ => rbuild_layer::link_tree(tree, dst)
             .map(|_| ())
-            .map_err(|e| e.to_string()),
+            // `linking TREE into DST: …`, as the worker's failure reads.
+            .map_err(crate::error::BuildError::io(
+                format!("linking {} into", tree.display()),
+                dst,
+            )),
     }
-    .map_err(|e| {
-        crate::error::BuildError::other(format!(
-            "linking {} into {}: {e}",
-            tree.display(),
-            dst.display()
-        ))
-    })
 }
 
 /// Removes everything in `dir` (whoever of the build's container users owns it), leaving
 /// it empty.
 pub(crate) fn empty_dir(owners: &Owners, dir: &Path) -> crate::error::Result<()> {
     let _ = crate::fsops::remove_tree(dir, owners);
-    std::fs::create_dir(dir)
-        .map_err(|e| crate::error::BuildError::other(format!("creating {}: {e}", dir.display())))
+    std::fs::create_dir(dir).map_err(crate::error::BuildError::io("creating", dir))
 }
 
 /// Records a use of `tree` (the mtime of `<tree>.used`), for removing the least recently
