@@ -38,11 +38,20 @@ pub enum BuildError {
     /// A failure outside any one instruction (working directories, base images).
     #[error("{0}")]
     Other(String),
-    /// An I/O operation on a path failed: `{doing} {path}: {source}`.
-    #[error("{doing} {}: {source}", path.display())]
+    /// An I/O operation on a path failed: `{doing} {path}: {source}` (`{path}: {source}`
+    /// when `doing` is empty).
+    #[error("{doing}{}{}: {source}", if doing.is_empty() { "" } else { " " }, path.display())]
     Io {
         doing: String,
         path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A system call or program not about one path failed (starting a helper program, a
+    /// pipe): `{doing}: {source}`.
+    #[error("{doing}: {source}")]
+    System {
+        doing: String,
         #[source]
         source: std::io::Error,
     },
@@ -102,6 +111,12 @@ impl BuildError {
             path,
             source,
         }
+    }
+
+    /// An I/O error not about one path, while `doing` something.
+    pub(crate) fn system(doing: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let doing = doing.into();
+        move |source| BuildError::System { doing, source }
     }
 
     /// This error with what was being done around it.
