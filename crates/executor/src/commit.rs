@@ -16,7 +16,7 @@ use crate::state::StageState;
 pub(crate) enum CommitError {
     /// The before/after comparison of the rootfs failed.
     #[error("{0}")]
-    Snapshot(String),
+    Snapshot(#[source] Box<crate::error::BuildError>),
     #[error("starting a layer blob: {0}")]
     Start(#[source] rbuild_store::StoreError),
     #[error("writing the layer: {0}")]
@@ -84,7 +84,9 @@ pub(crate) fn commit_layer(
 impl BuildContext<'_> {
     /// Stores what changed since `before` as the stage's next layer; returns its size.
     pub(crate) fn commit(&self, st: &mut StageState, before: &Index) -> Result<u64, CommitError> {
-        let changes = before.changes(&st.rootfs).map_err(CommitError::Snapshot)?;
+        let changes = before
+            .changes(&st.rootfs)
+            .map_err(|e| CommitError::Snapshot(Box::new(e)))?;
         let rootfs = st.rootfs.clone();
         self.commit_changes(st, &rootfs, &changes)
     }

@@ -55,6 +55,14 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    /// Fetching an ADD source (a download or a git checkout) failed. Both fields are
+    /// redacted: a URL's credentials never reach an error.
+    #[error("{message}")]
+    Fetch { url: String, message: String },
+    /// Reading what a step changed (walking its root or its overlay upper directory)
+    /// failed; the I/O error names the path.
+    #[error("{0}")]
+    Snapshot(#[source] std::io::Error),
     /// The container-root worker (rootless builds with subordinate ids) failed a task.
     #[error("{doing}{}{source}", if doing.is_empty() { "" } else { ": " })]
     ContainerRoot {

@@ -10,6 +10,8 @@ use rbuild_rootfs::ContainerRoot;
 use rbuild_sandbox::Stub;
 use rbuild_snapshot::Entries;
 
+use crate::error::{BuildError, Result};
+
 /// Metadata of every path under a root, taken before a step, and who walks the root again
 /// after it (the build's container root, if it has one).
 pub(crate) struct Index {
@@ -18,7 +20,7 @@ pub(crate) struct Index {
 }
 
 impl Index {
-    pub(crate) fn scan(owners: &crate::fsops::Owners, root: &Path) -> Result<Index, String> {
+    pub(crate) fn scan(owners: &crate::fsops::Owners, root: &Path) -> Result<Index> {
         let _t = crate::phases::Phase::Snapshot.timer();
         let walker = owners.container_root().cloned();
         let before = rbuild_snapshot::Index::from_entries(entries(walker.as_deref(), root)?);
@@ -26,7 +28,7 @@ impl Index {
     }
 
     /// What changed between `self` (before) and the root's current state.
-    pub(crate) fn changes(&self, root: &Path) -> Result<Vec<Change>, String> {
+    pub(crate) fn changes(&self, root: &Path) -> Result<Vec<Change>> {
         let _t = crate::phases::Phase::Snapshot.timer();
         Ok(self
             .before
@@ -35,12 +37,15 @@ impl Index {
 }
 
 /// Every path's metadata under `root`, walked here or by container root.
-fn entries(container_root: Option<&ContainerRoot>, root: &Path) -> Result<Entries, String> {
+fn entries(container_root: Option<&ContainerRoot>, root: &Path) -> Result<Entries> {
     match container_root {
         Some(container_root) => container_root
             .scan(root)
-            .map_err(|e| format!("scanning {}: {e}", root.display())),
-        None => rbuild_snapshot::walk(root).map_err(|e| e.to_string()),
+            .map_err(BuildError::container_root(format!(
+                "scanning {}",
+                root.display()
+            ))),
+        None => rbuild_snapshot::walk(root).map_err(BuildError::Snapshot),
     }
 }
 
@@ -51,11 +56,13 @@ pub(crate) fn overlay_changes(
     upper: &Path,
     lowers: &[PathBuf],
     stubs: &[Stub],
-) -> Result<Vec<Change>, String> {
+) -> Result<Vec<Change>> {
     match owners.container_root() {
         Some(root) => root
             .overlay_changes(upper, lowers, stubs)
-            .map_err(|e| e.to_string()),
-        None => rbuild_snapshot::overlay_changes(upper, lowers, stubs).map_err(|e| e.to_string()),
+            .map_err(BuildError::container_root("")),
+        None => {
+            rbuild_snapshot::overlay_changes(upper, lowers, stubs).map_err(BuildError::Snapshot)
+        }
     }
 }

@@ -98,7 +98,7 @@ impl BuildContext<'_> {
     pub(crate) fn scan(&self, root: &Path) -> std::result::Result<crate::snapshot::Index, String> {
         // A root of links into a shared tree needs no other rule: a link count changed by
         // another build is no change (`rbuild_snapshot::walk`).
-        crate::snapshot::Index::scan(&self.owners, root)
+        Ok(crate::snapshot::Index::scan(&self.owners, root)?)
     }
 
     /// The root filesystem a `--from` names: an earlier stage (name or index) or an image.
