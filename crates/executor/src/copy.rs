@@ -264,7 +264,7 @@ impl BuildContext<'_> {
             };
             let found = root
                 .copy_sources(src, spec.parents, &filters)
-                .map_err(fail)?;
+                .map_err(|e| fail(e.into()))?;
             let unpack =
                 spec.is_add && spec.unpack.unwrap_or(true) && from_root.is_none() && !spec.parents;
             for (source, filters) in &found {

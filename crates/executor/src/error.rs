@@ -63,6 +63,13 @@ pub enum BuildError {
     /// failed; the I/O error names the path.
     #[error("{0}")]
     Snapshot(#[source] std::io::Error),
+    /// A COPY/ADD or bind-mount source the build cannot use: `"{path}" {problem}`.
+    #[error("{path:?} {problem}")]
+    Source {
+        /// The source as the Dockerfile names it.
+        path: String,
+        problem: SourceProblem,
+    },
     /// The container-root worker (rootless builds with subordinate ids) failed a task.
     #[error("{doing}{}{source}", if doing.is_empty() { "" } else { ": " })]
     ContainerRoot {
@@ -101,6 +108,23 @@ pub enum BuildError {
     /// A stage stopped before its next step because a stage running beside it failed.
     #[error("stopped: another stage failed")]
     Cancelled,
+}
+
+/// Why a COPY/ADD source cannot be used (BuildKit's wording).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceProblem {
+    #[error("is outside the build context")]
+    OutsideContext,
+    #[error("is excluded by .dockerignore")]
+    Excluded,
+    /// A symlink in the context leading to an excluded path (relative to the context).
+    #[error("leads to {0:?}, which is excluded by .dockerignore")]
+    LeadsToExcluded(String),
+    #[error("not found in the build context")]
+    NotInContext,
+    /// Not found in another stage's or an image's root filesystem.
+    #[error("not found")]
+    NotFound,
 }
 
 impl BuildError {

@@ -234,7 +234,8 @@ impl Lowering<'_> {
                 contents.push(SourceContent::From(key));
             }
             None => {
-                let filters = CopyFilters::new(&spec.exclude).map_err(LowerError::Invalid)?;
+                let filters = CopyFilters::new(&spec.exclude)
+                    .map_err(|e| LowerError::Invalid(e.to_string()))?;
                 for src in &spec.sources {
                     let content = if spec.is_add && is_http_source(src) {
                         SourceContent::Url {
