@@ -194,7 +194,7 @@ impl<'a> BuildContext<'a> {
         }
     }
 
-    pub(crate) fn load_image(&self, reference: &str) -> std::result::Result<LoadedImage, String> {
+    pub(crate) fn load_image(&self, reference: &str) -> Result<LoadedImage> {
         if reference.eq_ignore_ascii_case("scratch") {
             return Ok(base::scratch(&self.platform));
         }

@@ -115,7 +115,7 @@ impl Target<'_> {
 pub(crate) fn copy_from_task(input: &rbuild_rootfs::CopyFrom) -> std::result::Result<(), String> {
     let filters = CopyFilters::new(&input.exclude)?;
     let mode = match &input.chmod {
-        Some(text) => Some(Chmod::parse(text)?),
+        Some(text) => Some(Chmod::parse(text).map_err(crate::error::BuildError::from)?),
         None => None,
     };
     let target = Target {

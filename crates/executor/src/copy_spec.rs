@@ -71,7 +71,7 @@ impl CopySpec {
     /// flag allows), so that they win over "not found" errors of the sources.
     pub(crate) fn check(&self) -> std::result::Result<(), String> {
         if let Some(text) = &self.chmod {
-            Chmod::parse(text)?;
+            Chmod::parse(text).map_err(crate::error::BuildError::from)?;
         }
         check_checksum(self)?;
         if self.is_add {

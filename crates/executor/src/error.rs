@@ -70,6 +70,13 @@ pub enum BuildError {
         path: String,
         problem: SourceProblem,
     },
+    /// A `--chmod` value that is not a mode.
+    #[error(transparent)]
+    Chmod(#[from] crate::chmod::ChmodError),
+    /// A base image could not be had: its registry's or the store's error is the source,
+    /// its kind kept (`BaseImageError`).
+    #[error(transparent)]
+    BaseImage(#[from] crate::base::BaseImageError),
     /// The container-root worker (rootless builds with subordinate ids) failed a task.
     #[error("{doing}{}{source}", if doing.is_empty() { "" } else { ": " })]
     ContainerRoot {

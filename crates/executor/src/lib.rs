@@ -69,6 +69,7 @@ pub use base::{BaseImageError, BaseImages, LocalImages};
 pub use cache::{
     cache_mount_dir, NoRemoteCache, RemoteCache, RemoteCacheError, RemoteCacheErrorKind,
 };
+pub use chmod::ChmodError;
 pub use error::BuildError;
 pub use fsops::maybe_run_root_worker;
 pub use phases::{Phase, PhaseTimes};
