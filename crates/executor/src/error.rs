@@ -70,6 +70,10 @@ pub enum BuildError {
         path: String,
         problem: SourceProblem,
     },
+    /// A git source (`ADD https://h/r.git?…#…`) whose fragment or query BuildKit refuses;
+    /// the URL is redacted.
+    #[error("{url}: {reason}")]
+    GitSource { url: String, reason: String },
     /// A `--chmod` value that is not a mode.
     #[error(transparent)]
     Chmod(#[from] crate::chmod::ChmodError),

@@ -421,7 +421,7 @@ mod tests {
         // Fragment and query agree: fine; disagree: a conflict.
         let r = parse_git_ref("https://h/r.git?ref=v1#v1:sub").unwrap();
         assert_eq!(r.subdir.as_deref(), Some("sub"));
-        let err = |src: &str| git_source(src).unwrap().unwrap_err();
+        let err = |src: &str| git_source(src).unwrap().unwrap_err().to_string();
         assert!(err("https://h/r.git?ref=v2#v1").contains(r#"ref conflicts: "v1" vs "v2""#));
         assert!(err("https://h/r.git?subdir=b#:a").contains("subdir conflicts"));
         assert!(err("https://h/r.git?tag=a&branch=b").contains("branch conflicts with tag"));
@@ -435,6 +435,13 @@ mod tests {
         let r = parse_git_ref("https://h/r.git?subdir=/a/../b/").unwrap();
         assert_eq!(r.subdir.as_deref(), Some("b"));
         assert!(err("https://u:pw@h/r.git?x=1").starts_with("https://xxxxx@h/r.git"));
+        match git_source("https://u:pw@h/r.git?x=1").unwrap().unwrap_err() {
+            BuildError::GitSource { url, reason } => {
+                assert_eq!(url, "https://xxxxx@h/r.git?x=1");
+                assert_eq!(reason, r#"unexpected query "x""#);
+            }
+            other => panic!("not a git source error: {other:?}"),
+        }
         // The query of a plain download is the server's business.
         assert!(git_source("https://h/file.tar?foo=1").is_none());
         assert!(is_http_source("https://h/file.tar?foo=1"));
