@@ -9,7 +9,7 @@ use rbuild_image::Descriptor;
 
 use crate::build_dir::apply_layers;
 use crate::context::{lock, BuildContext};
-use crate::error::Result;
+use crate::error::{BuildError, Result};
 use crate::state::StageState;
 
 impl BuildContext<'_> {
@@ -95,18 +95,14 @@ impl BuildContext<'_> {
     }
 
     /// The before-index of a step that writes into `root` (COPY, WORKDIR).
-    pub(crate) fn scan(&self, root: &Path) -> std::result::Result<crate::snapshot::Index, String> {
+    pub(crate) fn scan(&self, root: &Path) -> Result<crate::snapshot::Index> {
         // A root of links into a shared tree needs no other rule: a link count changed by
         // another build is no change (`rbuild_snapshot::walk`).
-        Ok(crate::snapshot::Index::scan(&self.owners, root)?)
+        crate::snapshot::Index::scan(&self.owners, root)
     }
 
     /// The root filesystem a `--from` names: an earlier stage (name or index) or an image.
-    pub(crate) fn root_of_from(
-        &self,
-        current: usize,
-        from: &str,
-    ) -> std::result::Result<PathBuf, String> {
+    pub(crate) fn root_of_from(&self, current: usize, from: &str) -> Result<PathBuf> {
         let stage = self
             .df
             .stage_by_name(from)
@@ -116,10 +112,11 @@ impl BuildContext<'_> {
             // reading it at once must not both apply its layers.
             let mut done = lock(&self.shared.done);
             let output = done.get_mut(&i).ok_or_else(|| {
-                format!("stage {from:?} has not been built (it must come before this stage)")
+                BuildError::other(format!(
+                    "stage {from:?} has not been built (it must come before this stage)"
+                ))
             })?;
-            self.catch_up(&output.image.layers, &mut output.applied, &output.rootfs)
-                .map_err(|e| e.to_string())?;
+            self.catch_up(&output.image.layers, &mut output.applied, &output.rootfs)?;
             return Ok(output.rootfs.clone());
         }
         let mut roots = lock(&self.shared.image_roots);
@@ -140,9 +137,8 @@ impl BuildContext<'_> {
         let root = match shared {
             Some(tree) => tree,
             None => {
-                let root = self.dir.new_dir("from-image").map_err(|e| e.to_string())?;
-                apply_layers(self.store, &self.owners, &image.layers, &root)
-                    .map_err(|e| e.to_string())?;
+                let root = self.dir.new_dir("from-image")?;
+                apply_layers(self.store, &self.owners, &image.layers, &root)?;
                 root
             }
         };
