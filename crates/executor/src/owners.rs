@@ -247,6 +247,7 @@ pub(crate) fn shift_into_range(dir: &Path, range: &RootRange) -> Result<()> {
 /// COPY rules, handed over here.
 pub fn maybe_run_root_worker() {
     rbuild_rootfs::maybe_run_worker(|task| {
-        crate::copy::copy_from_task(task).map_err(rbuild_rootfs::RootfsError::Task)
+        crate::copy::copy_from_task(task)
+            .map_err(|e| rbuild_rootfs::RootfsError::Task(e.to_string()))
     });
 }
