@@ -127,7 +127,7 @@ impl Lowering<'_> {
                 self.mount(stage, flag)
                     .map_err(|reason| LowerError::Mount {
                         spec: flag.spec.clone(),
-                        reason,
+                        reason: Box::new(reason),
                     })?,
             );
         }
@@ -158,8 +158,11 @@ impl Lowering<'_> {
     /// One `--mount`: every field, and for a bind the content it binds. The destructuring
     /// and the `match` have no wildcard: a new field or mount type does not compile until
     /// it is keyed here.
-    fn mount(&self, stage: &StageView<'_>, flag: &MountFlag) -> Result<MountOp, String> {
-        let m = flag.parsed.as_ref().ok_or("not expanded")?;
+    fn mount(&self, stage: &StageView<'_>, flag: &MountFlag) -> Result<MountOp, BuildError> {
+        let m = flag
+            .parsed
+            .as_ref()
+            .ok_or_else(|| BuildError::other("not expanded"))?;
         let Mount {
             kind,
             from,
@@ -366,7 +369,11 @@ pub(crate) enum LowerError {
     Read(#[source] Box<BuildError>),
     /// A `RUN --mount` that could not be keyed (not expanded, its source unreadable).
     #[error("--mount={spec}: {reason}")]
-    Mount { spec: String, reason: String },
+    Mount {
+        spec: String,
+        #[source]
+        reason: Box<BuildError>,
+    },
 }
 
 #[cfg(test)]

@@ -165,7 +165,8 @@ fn a_mount_that_cannot_be_keyed_is_an_error_naming_it() {
     let err = fx.lowering().run(&fx.view(), &run).unwrap_err();
     assert!(
         matches!(&err, LowerError::Mount { spec, reason }
-            if spec == "type=bind,source=missing,target=/m" && reason.contains("no such file")),
+            if spec == "type=bind,source=missing,target=/m"
+                && reason.to_string().contains("no such file")),
         "{err:?}"
     );
     assert_eq!(
