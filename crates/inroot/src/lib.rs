@@ -10,13 +10,16 @@
 //! Callers:
 //! - the sandbox's mount targets and placeholders (`rbuild_sandbox::rootpath::open_in_root`),
 //! - layer extraction's parent directories (`rbuild-layer`'s `path.rs`),
-//! - the executor's COPY/WORKDIR directories and reads of the image's files (`fsops.rs`).
+//! - the executor's COPY/WORKDIR directories and reads of the image's files (`fsops.rs`),
+//!   and chroot mode's mount targets (`chroot_mounts.rs`).
 //!
 //! Operations:
 //! - [`resolve`]: the walk, optionally creating what is missing through a caller's function
 //!   (which decides kind, mode and owner, and records what it made);
 //! - [`resolve_parent`]: the directory holding a path's final component and that name, the
 //!   final component not followed (to replace or create it through the directory's fd);
+//! - [`resolve_existing`]: the real path as far as it exists, the rest as written (where a
+//!   path would be created);
 //! - [`host_path_in_root`]: the host path of a resolved path, for reading only.
 
 use std::collections::VecDeque;
@@ -178,7 +181,23 @@ pub fn resolve(
     symlinks: Symlinks,
     create: Option<Create<'_>>,
 ) -> Result<Resolved, Error> {
-    walk(root, split(path), symlinks, create)
+    match walk(root, split(path), symlinks, create, false)? {
+        Walked::Found(resolved) => Ok(resolved),
+        // Only a walk asked to stop at the first missing component stops there.
+        Walked::Missing(path) => Err(Error::NotFound { path }),
+    }
+}
+
+/// The real path (relative to the root) of `path` as far as it exists, every symlink on
+/// the way resolved inside the root, and from the first missing component on the rest as
+/// written (`..` applied to the path so far): where the path would be created. For a path
+/// that is walked again when used (the chroot mode's mount targets), not for writing
+/// through.
+pub fn resolve_existing(root: BorrowedFd<'_>, path: &Path) -> Result<PathBuf, Error> {
+    match walk(root, split(path), Symlinks::ResolveInRoot, None, true)? {
+        Walked::Found(resolved) => Ok(resolved.path),
+        Walked::Missing(path) => Ok(path),
+    }
 }
 
 /// Resolves the directory holding `path`'s final component, which is not followed nor
@@ -193,7 +212,7 @@ pub fn resolve_parent(
     let mut components = split(path);
     if components.back().is_some_and(|c| c == "..") {
         // The path ends by leaving a directory: it names a directory, not an entry of one.
-        let dir = walk(root, components, symlinks, create)?;
+        let dir = resolve_components(root, components, symlinks, create)?;
         return match dir.file_type {
             FileType::Directory => Ok((dir, None)),
             _ => Err(Error::NotADirectory { path: dir.path }),
@@ -202,7 +221,7 @@ pub fn resolve_parent(
     let Some(name) = components.pop_back() else {
         return Ok((reopen_root(root)?, None));
     };
-    let dir = walk(root, components, symlinks, create)?;
+    let dir = resolve_components(root, components, symlinks, create)?;
     if dir.file_type != FileType::Directory {
         return Err(Error::NotADirectory { path: dir.path });
     }
@@ -266,12 +285,32 @@ fn open_nofollow(dir: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<OwnedF
     )
 }
 
+fn resolve_components(
+    root: BorrowedFd<'_>,
+    components: VecDeque<OsString>,
+    symlinks: Symlinks,
+    create: Option<Create<'_>>,
+) -> Result<Resolved, Error> {
+    match walk(root, components, symlinks, create, false)? {
+        Walked::Found(resolved) => Ok(resolved),
+        Walked::Missing(path) => Err(Error::NotFound { path }),
+    }
+}
+
+/// Where a walk ended.
+enum Walked {
+    Found(Resolved),
+    /// [`resolve_existing`]'s answer: the path below the root, existing part resolved.
+    Missing(PathBuf),
+}
+
 fn walk(
     root: BorrowedFd<'_>,
     mut pending: VecDeque<OsString>,
     symlinks: Symlinks,
     mut create: Option<Create<'_>>,
-) -> Result<Resolved, Error> {
+    stop_at_missing: bool,
+) -> Result<Walked, Error> {
     // The open directories from the root down; `..` pops, never past the root.
     let mut chain: Vec<(OsString, OwnedFd)> = Vec::new();
     let mut followed = 0usize;
@@ -288,6 +327,19 @@ fn walk(
         let fd = match open_nofollow(parent, &name) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => {
+                if stop_at_missing {
+                    // The rest is taken as written, `..` popping what came before.
+                    let mut names: Vec<OsString> = chain.into_iter().map(|(n, _)| n).collect();
+                    names.push(name);
+                    for component in pending {
+                        if component == ".." {
+                            names.pop();
+                        } else {
+                            names.push(component);
+                        }
+                    }
+                    return Ok(Walked::Missing(names.iter().collect()));
+                }
                 let Some(create) = create.as_mut() else {
                     return Err(Error::NotFound { path: here() });
                 };
@@ -345,23 +397,23 @@ fn walk(
             FileType::Directory => chain.push((name, fd)),
             file_type if pending.is_empty() => {
                 let path = here();
-                return Ok(Resolved {
+                return Ok(Walked::Found(Resolved {
                     fd,
                     path,
                     file_type,
-                });
+                }));
             }
             _ => return Err(Error::NotADirectory { path: here() }),
         }
     }
     let path = chain_path(&chain);
     match chain.pop() {
-        Some((_, fd)) => Ok(Resolved {
+        Some((_, fd)) => Ok(Walked::Found(Resolved {
             fd,
             path,
             file_type: FileType::Directory,
-        }),
-        None => reopen_root(root),
+        })),
+        None => reopen_root(root).map(Walked::Found),
     }
 }
 

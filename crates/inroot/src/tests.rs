@@ -325,3 +325,24 @@ fn host_paths_for_reading_stay_inside() {
         None
     );
 }
+
+#[test]
+fn resolve_existing_resolves_what_exists_and_keeps_the_rest() {
+    let (dir, root) = hostile_root();
+    fs::create_dir_all(root.join("real/dir")).unwrap();
+    symlink("/real", root.join("abs")).unwrap();
+    symlink("../../../../real", root.join("up")).unwrap();
+    symlink(dir.path().join("secret"), root.join("host")).unwrap();
+    let root_fd = open_root(&root).unwrap();
+    let existing = |path: &str| resolve_existing(root_fd.as_fd(), Path::new(path)).unwrap();
+    assert_eq!(existing("/abs/dir/x"), Path::new("real/dir/x"));
+    assert_eq!(existing("/up/dir"), Path::new("real/dir"));
+    // From the first missing component on, the path is taken as written.
+    assert_eq!(existing("/missing/../real/./y"), Path::new("real/y"));
+    assert_eq!(existing("/../../etc"), Path::new("etc"));
+    // A link to a host file names the same path inside the root, which does not exist.
+    assert_eq!(
+        existing("/host"),
+        dir.path().join("secret").strip_prefix("/").unwrap()
+    );
+}
