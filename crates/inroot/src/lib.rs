@@ -11,13 +11,17 @@
 //! - the sandbox's mount targets and placeholders (`rbuild_sandbox::rootpath::open_in_root`),
 //! - layer extraction's parent directories (`rbuild-layer`'s `path.rs`),
 //! - the executor's COPY/WORKDIR directories and reads of the image's files (`fsops.rs`),
-//!   and chroot mode's mount targets (`chroot_mounts.rs`).
+//!   and chroot mode's mount targets (`chroot_mounts.rs`);
+//! - build inputs read from the context (`rbuild-ignore`'s `in_root.rs`, when `openat2`'s
+//!   `RESOLVE_IN_ROOT` is not available).
 //!
 //! Operations:
 //! - [`resolve`]: the walk, optionally creating what is missing through a caller's function
 //!   (which decides kind, mode and owner, and records what it made);
 //! - [`resolve_parent`]: the directory holding a path's final component and that name, the
 //!   final component not followed (to replace or create it through the directory's fd);
+//! - [`open`]: a file opened with the caller's flags, the final open never following a
+//!   symlink swapped in meanwhile;
 //! - [`resolve_existing`]: the real path as far as it exists, the rest as written (where a
 //!   path would be created);
 //! - [`host_path_in_root`]: the host path of a resolved path, for reading only.
@@ -28,7 +32,9 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::Mode;
+/// Open flags for [`open`] (rustix's, re-exported for callers without rustix).
+pub use rustix::fs::OFlags;
 
 /// What a resolved path is (rustix's type, re-exported for callers without rustix).
 pub use rustix::fs::FileType;
@@ -226,6 +232,29 @@ pub fn resolve_parent(
         return Err(Error::NotADirectory { path: dir.path });
     }
     Ok((dir, Some(name)))
+}
+
+/// Opens `path` inside `root` with `flags` (`O_RDONLY | O_NONBLOCK`, say), every symlink
+/// resolved inside the root; the final open goes through the parent's descriptor with
+/// `O_NOFOLLOW`, so a symlink swapped in after the resolution is refused (`ELOOP`), never
+/// followed.
+pub fn open(root: BorrowedFd<'_>, path: &Path, flags: OFlags) -> Result<OwnedFd, Error> {
+    let resolved = resolve(root, path, Symlinks::ResolveInRoot, None)?;
+    let Some(name) = resolved.path.file_name().map(OsStr::to_os_string) else {
+        // The root itself.
+        return rustix::fs::openat(root, ".", flags | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| io_error(Action::Opening, PathBuf::new(), e));
+    };
+    // The real path has no symlink in it: one appearing now was swapped in.
+    let parent_path = resolved.path.parent().unwrap_or(Path::new(""));
+    let parent = resolve(root, parent_path, Symlinks::Refuse, None)?;
+    rustix::fs::openat(
+        &parent.fd,
+        &name,
+        flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io_error(Action::Opening, resolved.path.clone(), e))
 }
 
 /// The host path of `path` inside the host directory `root` with every symlink resolved

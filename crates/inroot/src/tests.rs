@@ -346,3 +346,28 @@ fn resolve_existing_resolves_what_exists_and_keeps_the_rest() {
         dir.path().join("secret").strip_prefix("/").unwrap()
     );
 }
+
+#[test]
+fn open_reads_through_links_inside_the_root_only() {
+    use std::io::Read;
+    let (_dir, root) = hostile_root();
+    fs::write(root.join("etc/real"), "image").unwrap();
+    symlink("/etc/real", root.join("etc/link")).unwrap();
+    symlink("../../../secret", root.join("etc/out")).unwrap();
+    let root_fd = open_root(&root).unwrap();
+    let mut text = String::new();
+    std::fs::File::from(open(root_fd.as_fd(), Path::new("etc/link"), OFlags::RDONLY).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    assert_eq!(text, "image");
+    let err = open(root_fd.as_fd(), Path::new("etc/out"), OFlags::RDONLY).unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    // The root itself opens as a directory.
+    let fd = open(
+        root_fd.as_fd(),
+        Path::new("/"),
+        OFlags::RDONLY | OFlags::DIRECTORY,
+    )
+    .unwrap();
+    assert_eq!(fd_ino(&fd), ino(&root));
+}
