@@ -30,13 +30,6 @@ pub enum BaseImageError {
     Fetch(Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// The build's step errors are still text (`BuildError::Step`'s message).
-impl From<BaseImageError> for String {
-    fn from(err: BaseImageError) -> String {
-        err.to_string()
-    }
-}
-
 /// Resolves only images already in the store (by name, short name, digest or id).
 pub struct LocalImages;
 
@@ -66,20 +59,28 @@ pub(crate) struct LoadedImage {
     pub id: Digest,
 }
 
-pub(crate) fn load(store: &Store, record: &ImageRecord) -> Result<LoadedImage, String> {
-    let manifest = store
-        .read_manifest(&record.image_manifest.digest)
-        .map_err(|e| format!("reading manifest {}: {e}", record.image_manifest.digest))?;
+pub(crate) fn load(store: &Store, record: &ImageRecord) -> crate::error::Result<LoadedImage> {
+    use crate::error::BuildError;
+    let manifest =
+        store
+            .read_manifest(&record.image_manifest.digest)
+            .map_err(BuildError::store(format!(
+                "reading manifest {}",
+                record.image_manifest.digest
+            )))?;
     let config = store
         .read_config(&record.config)
-        .map_err(|e| format!("reading config {}: {e}", record.config))?;
+        .map_err(BuildError::store(format!(
+            "reading config {}",
+            record.config
+        )))?;
     if config.rootfs.diff_ids.len() != manifest.layers.len() {
-        return Err(format!(
+        return Err(BuildError::other(format!(
             "image {} lists {} diff_ids for {} layers",
             record.config,
             config.rootfs.diff_ids.len(),
             manifest.layers.len()
-        ));
+        )));
     }
     Ok(LoadedImage {
         config,

@@ -9,7 +9,7 @@ use rbuild_image::Descriptor;
 use rbuild_layer::{apply_layer, ApplyOptions, Ownership};
 use rbuild_store::Store;
 
-use crate::error::{io_msg, BuildError, Result};
+use crate::error::{BuildError, Result};
 use crate::fsops::Owners;
 use crate::scratch::{DirKind, OwnedDir};
 
@@ -27,13 +27,13 @@ pub(crate) struct BuildDir {
 }
 
 impl BuildDir {
-    pub(crate) fn create(store: &Store) -> Result<BuildDir> {
+    pub(crate) fn create(store: &Store, owners: &Owners) -> Result<BuildDir> {
         let parent = store
             .state_dir("build")
-            .map_err(|e| BuildError::other(format!("creating the build state directory: {e}")))?;
+            .map_err(BuildError::store("creating the build state directory"))?;
         spread_subdirectories(&parent);
         let trash = store.state_dir("trash").ok();
-        let owners = crate::fsops::owners();
+        let owners = owners.clone();
         let dir = OwnedDir::create(
             &parent,
             "",
@@ -42,14 +42,13 @@ impl BuildDir {
             trash.clone(),
             Some(owners.clone()),
         )
-        .map_err(|e| BuildError::other(format!("creating the build directory: {e}")))?;
+        .map_err(BuildError::io("creating the build directory in", &parent))?;
         spread_subdirectories(dir.path());
         if let Owners::Ranged(_) = owners {
             // The steps' helper names the rootfs (a mount point) through this directory
             // once it has the range's ids: they may pass through it, not list it.
-            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).map_err(
-                |e| BuildError::other(io_msg("opening build directory", dir.path(), &e)),
-            )?;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+                .map_err(BuildError::io("opening build directory", dir.path()))?;
         }
         Ok(BuildDir {
             trash,
@@ -63,12 +62,11 @@ impl BuildDir {
     pub(crate) fn new_dir(&self, label: &str) -> Result<PathBuf> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
         let path = self.dir.path().join(format!("{label}-{n}"));
-        std::fs::create_dir(&path)
-            .map_err(|e| BuildError::other(io_msg("creating directory", &path, &e)))?;
+        std::fs::create_dir(&path).map_err(BuildError::io("creating directory", &path))?;
         if let Owners::Ranged(_) = self.owners {
             // Rootfs, overlay and scratch directories: container root's, as a rootless
             // build's are the user's (who is container root).
-            crate::fsops::chown_in_build(&path, 0, 0).map_err(BuildError::other)?;
+            crate::fsops::chown_in_build(&self.owners, &path, 0, 0)?;
         }
         Ok(path)
     }
@@ -174,7 +172,7 @@ fn short_of_space(path: &Path) -> bool {
 
 /// `rbuild prune`: removes what finished builds left in `<store>/trash` (normally removed
 /// after a while by a later build), now. Returns how many build directories went.
-pub(crate) fn empty_trash(store: &Store) -> std::io::Result<usize> {
+pub(crate) fn empty_trash(store: &Store, owners: &Owners) -> std::io::Result<usize> {
     let trash = store.root().join("trash");
     let entries = match std::fs::read_dir(&trash) {
         Ok(entries) => entries,
@@ -184,7 +182,7 @@ pub(crate) fn empty_trash(store: &Store) -> std::io::Result<usize> {
     let mut removed = 0;
     for entry in entries {
         let path = entry?.path();
-        match crate::fsops::remove_tree(&path, &crate::fsops::owners()) {
+        match crate::fsops::remove_tree(&path, owners) {
             Ok(()) => removed += 1,
             // A background remover got there first.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -256,8 +254,8 @@ fn spread_subdirectories(dir: &Path) {
 /// permitted, so files stay owned by the user, who is container root in the sandbox's
 /// user namespace (and the layer writer records the user's ids as 0:0).
 /// As root with a ranged build, the owners are shifted into the range.
-pub(crate) fn layer_apply_options() -> ApplyOptions {
-    match crate::fsops::owners() {
+pub(crate) fn layer_apply_options(owners: &Owners) -> ApplyOptions {
+    match owners {
         Owners::Ranged(range) => ApplyOptions {
             ownership: Ownership::Map(range.id_map()),
             ..ApplyOptions::default()
@@ -273,27 +271,27 @@ pub(crate) fn layer_apply_options() -> ApplyOptions {
 /// Applies `layers` (bottom first) from the store onto `dir`. Rootless with subordinate
 /// ids, container root in the build's user namespace extracts them, so the image's owners
 /// (and setuid bits, which a chown would clear) survive as the mapped host ids.
-pub(crate) fn apply_layers(store: &Store, layers: &[Descriptor], dir: &Path) -> Result<()> {
+pub(crate) fn apply_layers(
+    store: &Store,
+    owners: &Owners,
+    layers: &[Descriptor],
+    dir: &Path,
+) -> Result<()> {
     let _t = crate::phases::Phase::Extract.timer();
-    let owners = crate::fsops::owners();
-    let options = layer_apply_options();
+    let options = layer_apply_options(owners);
     for layer in layers {
         let blob = store
             .open_blob(&layer.digest)
-            .map_err(|e| BuildError::other(format!("opening layer {}: {e}", layer.digest)))?;
-        let applied = match &owners {
-            Owners::Mapped(root) => root.apply_layer(&blob, dir).map_err(|e| e.to_string()),
+            .map_err(BuildError::store(format!("opening layer {}", layer.digest)))?;
+        let doing = format!("applying layer {} onto {}", layer.digest, dir.display());
+        match owners {
+            Owners::Mapped(root) => root
+                .apply_layer(&blob, dir)
+                .map_err(BuildError::container_root(doing))?,
             _ => apply_layer(std::io::BufReader::new(blob), dir, &options)
                 .map(|_| ())
-                .map_err(|e| e.to_string()),
-        };
-        applied.map_err(|e| {
-            BuildError::other(format!(
-                "applying layer {} onto {}: {e}",
-                layer.digest,
-                dir.display()
-            ))
-        })?;
+                .map_err(BuildError::layer(doing))?,
+        }
     }
     Ok(())
 }

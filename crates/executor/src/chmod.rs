@@ -61,22 +61,31 @@ impl fmt::Debug for Chmod {
     }
 }
 
+/// Why a `--chmod` value is refused (BuildKit's messages).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChmodError {
+    /// Starts with a digit but is not an octal mode up to 07777.
+    #[error("invalid chmod parameter: '{0}'. it should be octal string and between 0 and 07777")]
+    NotOctal(String),
+    /// Not a symbolic mode `chmod(1)` (BSD `setmode`) accepts.
+    #[error("invalid chmod parameter: '{text}': {reason}")]
+    Symbolic { text: String, reason: &'static str },
+}
+
 impl Chmod {
     /// Parses a `--chmod` value; errors read as BuildKit's.
-    pub(crate) fn parse(text: &str) -> Result<Chmod, String> {
-        let non_octal = || {
-            format!(
-                "invalid chmod parameter: '{text}'. it should be octal string and between 0 and 07777"
-            )
-        };
+    pub(crate) fn parse(text: &str) -> Result<Chmod, ChmodError> {
         if text.starts_with(|c: char| c.is_ascii_digit()) {
             return match u32::from_str_radix(text, 8) {
                 Ok(m) if m <= 0o7777 => Ok(Chmod::Octal(m)),
-                _ => Err(non_octal()),
+                _ => Err(ChmodError::NotOctal(text.to_string())),
             };
         }
         parse_symbolic(text)
-            .map_err(|why| format!("invalid chmod parameter: '{text}': {why}"))
+            .map_err(|reason| ChmodError::Symbolic {
+                text: text.to_string(),
+                reason,
+            })
             .map(|ops| Chmod::Symbolic { ops })
     }
 
@@ -149,9 +158,9 @@ struct OpList {
 }
 
 impl OpList {
-    fn push(&mut self, op: Op) -> Result<(), String> {
+    fn push(&mut self, op: Op) -> Result<(), &'static str> {
         if self.len == MAX_OPS {
-            return Err("too many clauses".into());
+            return Err("too many clauses");
         }
         self.ops[self.len] = Some(op);
         self.len += 1;
@@ -159,7 +168,7 @@ impl OpList {
     }
 
     /// BSD `addcmd` for `+`, `-`, `=` and `X`.
-    fn bits(&mut self, op: u8, who: u32, perm: u32) -> Result<(), String> {
+    fn bits(&mut self, op: u8, who: u32, perm: u32) -> Result<(), &'static str> {
         let masked = |p: u32| if who != 0 { who & p } else { p };
         match op {
             b'=' => {
@@ -173,7 +182,7 @@ impl OpList {
     }
 
     /// BSD `addcmd` for a class copy (`g=u`).
-    fn copy(&mut self, op: u8, who: u32, from: u8) -> Result<(), String> {
+    fn copy(&mut self, op: u8, who: u32, from: u8) -> Result<(), &'static str> {
         let (to, mask) = if who != 0 {
             let mut to = 0;
             if who & 0o400 != 0 {
@@ -200,8 +209,8 @@ impl OpList {
 }
 
 /// BSD `setmode`'s parser (zero umask).
-fn parse_symbolic(text: &str) -> Result<[Option<Op>; MAX_OPS], String> {
-    let syntax = || "invalid syntax".to_string();
+fn parse_symbolic(text: &str) -> Result<[Option<Op>; MAX_OPS], &'static str> {
+    let syntax = || "invalid syntax";
     let s = text.as_bytes();
     if s.is_empty() {
         return Err(syntax());
@@ -314,8 +323,13 @@ mod tests {
     fn octal() {
         assert_eq!(sym("755", 0o600, false), 0o755);
         assert_eq!(sym("04755", 0o600, false), 0o4755);
+        assert_eq!(
+            Chmod::parse("0999").unwrap_err(),
+            ChmodError::NotOctal("0999".into())
+        );
         assert!(Chmod::parse("0999")
             .unwrap_err()
+            .to_string()
             .contains("it should be octal string and between 0 and 07777"));
         assert!(Chmod::parse("17777").is_err());
     }
@@ -344,7 +358,11 @@ mod tests {
     fn symbolic_errors() {
         for bad in ["u+z", "u", "x+", "u+x,", "+x,,", "q=r"] {
             let err = Chmod::parse(bad).unwrap_err();
-            assert!(err.contains("invalid syntax"), "{bad}: {err}");
+            assert!(
+                matches!(&err, ChmodError::Symbolic { text, .. } if text == bad),
+                "{bad}: {err:?}"
+            );
+            assert!(err.to_string().contains("invalid syntax"), "{bad}: {err}");
         }
     }
 }

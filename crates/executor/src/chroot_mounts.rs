@@ -95,55 +95,11 @@ fn split_target(target: &str) -> Option<(String, String)> {
 
 /// `path` (absolute, container view) with every symlink that exists resolved inside
 /// `root`; components from the first missing one on are kept as written (`..` applied).
+/// The one in-root resolver's [`rbuild_inroot::resolve_existing`].
 fn resolve_in_root(root: &Path, path: &str) -> io::Result<String> {
-    let mut pending: std::collections::VecDeque<String> = path
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .map(str::to_string)
-        .collect();
-    let mut resolved: Vec<String> = Vec::new();
-    let mut missing = false;
-    let mut links = 0;
-    while let Some(comp) = pending.pop_front() {
-        if comp == ".." {
-            resolved.pop();
-            continue;
-        }
-        if missing {
-            resolved.push(comp);
-            continue;
-        }
-        let mut candidate = root.to_path_buf();
-        candidate.extend(&resolved);
-        candidate.push(&comp);
-        match std::fs::symlink_metadata(&candidate) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                missing = true;
-                resolved.push(comp);
-            }
-            Err(e) => return Err(e),
-            Ok(m) if m.file_type().is_symlink() => {
-                links += 1;
-                if links > 40 {
-                    return Err(io::Error::from_raw_os_error(libc::ELOOP));
-                }
-                let link = std::fs::read_link(&candidate)?;
-                let link = link.to_string_lossy();
-                if link.starts_with('/') {
-                    resolved.clear();
-                }
-                for (i, c) in link
-                    .split('/')
-                    .filter(|c| !c.is_empty() && *c != ".")
-                    .enumerate()
-                {
-                    pending.insert(i, c.to_string());
-                }
-            }
-            Ok(_) => resolved.push(comp),
-        }
-    }
-    Ok(format!("/{}", resolved.join("/")))
+    let root = rbuild_inroot::open_root(root)?;
+    let resolved = rbuild_inroot::resolve_existing(root.as_fd(), Path::new(path))?;
+    Ok(format!("/{}", resolved.to_string_lossy()))
 }
 
 fn mtime_of(path: &Path) -> io::Result<(i64, i64)> {

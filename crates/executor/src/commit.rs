@@ -16,7 +16,7 @@ use crate::state::StageState;
 pub(crate) enum CommitError {
     /// The before/after comparison of the rootfs failed.
     #[error("{0}")]
-    Snapshot(String),
+    Snapshot(#[source] Box<crate::error::BuildError>),
     #[error("starting a layer blob: {0}")]
     Start(#[source] rbuild_store::StoreError),
     #[error("writing the layer: {0}")]
@@ -38,6 +38,7 @@ pub(crate) struct CommittedLayer {
 /// place only once complete and verified, so a failure leaves nothing behind.
 pub(crate) fn commit_layer(
     store: &Store,
+    owners: &Owners,
     root: &Path,
     changes: &[Change],
     options: &WriteOptions,
@@ -60,7 +61,7 @@ pub(crate) fn commit_layer(
     let mut writer = store.blob_writer().map_err(CommitError::Start)?;
     // Rootless with subordinate ids, container root reads the files: the image's other
     // users may keep some private, and it sees their owners as the container's ids.
-    let info = match crate::fsops::owners() {
+    let info = match owners {
         Owners::Mapped(container_root) => container_root
             .write_layer(root, changes, &mut writer, options)
             .map_err(CommitError::WriteAsRoot)?,
@@ -83,7 +84,9 @@ pub(crate) fn commit_layer(
 impl BuildContext<'_> {
     /// Stores what changed since `before` as the stage's next layer; returns its size.
     pub(crate) fn commit(&self, st: &mut StageState, before: &Index) -> Result<u64, CommitError> {
-        let changes = before.changes(&st.rootfs).map_err(CommitError::Snapshot)?;
+        let changes = before
+            .changes(&st.rootfs)
+            .map_err(|e| CommitError::Snapshot(Box::new(e)))?;
         let rootfs = st.rootfs.clone();
         self.commit_changes(st, &rootfs, &changes)
     }
@@ -97,7 +100,14 @@ impl BuildContext<'_> {
         changes: &[rbuild_layer::Change],
     ) -> Result<u64, CommitError> {
         let ships = st.index == self.target_stage && self.request.target_ships;
-        let layer = commit_layer(self.store, source_root, changes, &self.write_options, ships)?;
+        let layer = commit_layer(
+            self.store,
+            &self.owners,
+            source_root,
+            changes,
+            &self.write_options,
+            ships,
+        )?;
         crate::context::lock(&self.shared.made_here).insert(layer.descriptor.digest.clone());
         let size = layer.descriptor.size;
         st.layers.push(layer.descriptor);

@@ -203,7 +203,7 @@ pub(crate) fn command_args(cmd: &ShellOrExec, shell: &[String]) -> Vec<String> {
 /// The container ports `spec` exposes (`80`, `8000-8001/udp`), and whether it also named an
 /// IP address or host port (`127.0.0.1:80:80/tcp`, `8080:80`), which only the container
 /// port is kept of (Docker's `nat.ParsePortSpec`).
-fn expand_port_spec(spec: &str) -> std::result::Result<(Vec<String>, bool), String> {
+fn expand_port_spec(spec: &str) -> Result<(Vec<String>, bool)> {
     let (ports, proto) = match spec.rsplit_once('/') {
         Some((p, proto)) => (p, proto.to_lowercase()),
         None => (spec, "tcp".to_string()),
@@ -213,9 +213,9 @@ fn expand_port_spec(spec: &str) -> std::result::Result<(Vec<String>, bool), Stri
         None => (ports, false),
     };
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(format!("invalid proto: {proto}"));
+        return Err(BuildError::other(format!("invalid proto: {proto}")));
     }
-    let bad = || format!("invalid containerPort: {ports}");
+    let bad = || BuildError::other(format!("invalid containerPort: {ports}"));
     let (lo, hi) = match ports.split_once('-') {
         Some((a, b)) => (
             a.parse::<u16>().map_err(|_| bad())?,
@@ -227,9 +227,9 @@ fn expand_port_spec(spec: &str) -> std::result::Result<(Vec<String>, bool), Stri
         }
     };
     if hi < lo {
-        return Err(format!(
+        return Err(BuildError::other(format!(
             "invalid range specified for container port: {ports}"
-        ));
+        )));
     }
     Ok((
         (lo..=hi).map(|p| format!("{p}/{proto}")).collect(),

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use rbuild_image::{Digest, Hasher};
 
+use crate::error::{BuildError, Result};
 use crate::fsops::Filter;
 
 /// The entries of one source, each as (relative path, entry digest).
@@ -22,12 +23,12 @@ pub(crate) fn digest_source(
     host: &Path,
     rel: &str,
     filter: &dyn Fn(&Path, bool) -> Filter,
-) -> Result<SourceDigest, String> {
+) -> Result<SourceDigest> {
     let mut out = SourceDigest {
         entries: Vec::new(),
     };
     // A top-level source was resolved (its symlinks followed) by the source lookup.
-    let md = fs::metadata(host).map_err(|e| format!("{}: {e}", host.display()))?;
+    let md = fs::metadata(host).map_err(BuildError::io("", host))?;
     out.entries
         .push((rel.to_string(), entry_digest(host, &md, true)?));
     if md.is_dir() {
@@ -42,17 +43,17 @@ fn walk(
     rel: &str,
     filter: &dyn Fn(&Path, bool) -> Filter,
     out: &mut SourceDigest,
-) -> Result<(), String> {
+) -> Result<()> {
     let mut names: Vec<_> = fs::read_dir(dir)
-        .map_err(|e| format!("reading directory {}: {e}", dir.display()))?
+        .map_err(BuildError::io("reading directory", dir))?
         .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("reading directory {}: {e}", dir.display()))?;
+        .collect::<std::io::Result<_>>()
+        .map_err(BuildError::io("reading directory", dir))?;
     names.sort();
     for name in names {
         let path = dir.join(&name);
         let r = sub.join(&name);
-        let md = fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let md = fs::symlink_metadata(&path).map_err(BuildError::io("", &path))?;
         let included = match filter(&r, md.is_dir()) {
             Filter::Skip => continue,
             Filter::Descend => false,
@@ -73,12 +74,12 @@ fn walk(
     Ok(())
 }
 
-fn entry_digest(path: &Path, md: &fs::Metadata, top: bool) -> Result<Digest, String> {
+fn entry_digest(path: &Path, md: &fs::Metadata, top: bool) -> Result<Digest> {
     let mut h = Hasher::new();
     let mode = md.permissions().mode() & 0o7777;
     let ft = md.file_type();
     if ft.is_symlink() && !top {
-        let target = fs::read_link(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let target = fs::read_link(path).map_err(BuildError::io("", path))?;
         h.update(format!("symlink {mode:o} ").as_bytes());
         h.update(target.as_os_str().as_encoded_bytes());
     } else if ft.is_dir() {
@@ -94,15 +95,13 @@ fn entry_digest(path: &Path, md: &fs::Metadata, top: bool) -> Result<Digest, Str
     Ok(h.finish())
 }
 
-fn file_digest(path: &Path) -> Result<Digest, String> {
+fn file_digest(path: &Path) -> Result<Digest> {
     use std::io::Read;
-    let mut f = fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut f = fs::File::open(path).map_err(BuildError::io("", path))?;
     let mut h = Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let n = f.read(&mut buf).map_err(BuildError::io("reading", path))?;
         if n == 0 {
             break;
         }

@@ -64,8 +64,8 @@ pub(crate) struct BuildContext<'a> {
     pub trees: Option<crate::trees::Trees>,
     /// This build's phase counters, entered on every thread the build runs on.
     pub phases: crate::phases::BuildPhases,
-    /// How this build's files get their owners (`fsops::Owners::for_build`), entered on
-    /// every thread the build runs on (`fsops` reads it from there).
+    /// How this build's files get their owners (`fsops::Owners::for_build`), handed to
+    /// everything that writes or removes them.
     pub owners: crate::fsops::Owners,
     /// The stage whose image the build stores: its layers ship, so they are written
     /// compressed (`commit::commit_layer`).
@@ -163,10 +163,10 @@ impl<'a> BuildContext<'a> {
             sandbox: parts.sandbox,
             write_options: parts.write_options,
             global,
-            dir: BuildDir::create(parts.store)?,
+            dir: BuildDir::create(parts.store, &parts.owners)?,
             ignore,
             remote: parts.remote,
-            trees: crate::trees::Trees::open(parts.store).ok(),
+            trees: crate::trees::Trees::open(parts.store, &parts.owners).ok(),
             phases: parts.phases,
             owners: parts.owners,
             target_stage: parts.target_stage,
@@ -194,7 +194,7 @@ impl<'a> BuildContext<'a> {
         }
     }
 
-    pub(crate) fn load_image(&self, reference: &str) -> std::result::Result<LoadedImage, String> {
+    pub(crate) fn load_image(&self, reference: &str) -> Result<LoadedImage> {
         if reference.eq_ignore_ascii_case("scratch") {
             return Ok(base::scratch(&self.platform));
         }

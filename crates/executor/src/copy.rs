@@ -13,7 +13,7 @@ use crate::chmod::Chmod;
 use crate::context::{BuildContext, Origin};
 use crate::copy_spec::{check_checksum, CopySpec};
 use crate::downloads::{self, GitRef};
-use crate::error::Result;
+use crate::error::{BuildError, Result};
 use crate::fsops::{self, Ownership};
 use crate::sources::{CopyFilters, Source, SourceRoot};
 use crate::state::StageState;
@@ -21,13 +21,14 @@ use crate::state::StageState;
 /// A rootless build can only give files to ids its user namespace maps: container root
 /// alone without subordinate ids, root and the subordinate ranges with them.
 fn check_rootless_chown(
+    owners: &fsops::Owners,
     name: &str,
     spec: &str,
     (uid, gid): (u32, u32),
-) -> std::result::Result<(), String> {
-    match fsops::owners().cannot_own(uid, gid) {
+) -> Result<()> {
+    match owners.cannot_own(uid, gid) {
         None => Ok(()),
-        Some(why) => Err(format!("{name} --chown={spec}: {why}")),
+        Some(why) => Err(BuildError::other(format!("{name} --chown={spec}: {why}"))),
     }
 }
 
@@ -61,11 +62,13 @@ struct Target<'t> {
     own: Ownership,
     /// Owner of directories the copy creates.
     dir_owner: (u32, u32),
+    /// How the build gives files their owners.
+    owners: &'t fsops::Owners,
 }
 
 impl Target<'_> {
     /// The host path a single non-directory named `name` is written to.
-    fn leaf(&self, name: &str) -> std::result::Result<PathBuf, String> {
+    fn leaf(&self, name: &str) -> Result<PathBuf> {
         let (parent, file_name) = if self.dest_is_dir {
             (self.dest.clone(), name.to_string())
         } else {
@@ -75,13 +78,13 @@ impl Target<'_> {
     }
 
     /// The destination directory (created).
-    fn dir(&self) -> std::result::Result<PathBuf, String> {
+    fn dir(&self) -> Result<PathBuf> {
         self.ensure_dir(&self.dest)
     }
 
     /// `container_path` as a directory, created if missing: owned like the copied files,
     /// with the octal `--chmod` as mode if there is one (BuildKit), else 0755.
-    fn ensure_dir(&self, container_path: &str) -> std::result::Result<PathBuf, String> {
+    fn ensure_dir(&self, container_path: &str) -> Result<PathBuf> {
         let mode = Chmod::created_dir_mode(self.own.mode.as_ref());
         let mut missing = Vec::new();
         if mode != 0o755 {
@@ -94,13 +97,12 @@ impl Target<'_> {
                 }
             }
         }
-        let host = fsops::ensure_dir(self.root, container_path, self.dir_owner)?;
+        let host = fsops::ensure_dir(self.owners, self.root, container_path, self.dir_owner)?;
         for created in &missing {
-            if let Ok(Some(path)) = rbuild_sandbox::rootpath::host_path_in_root(self.root, created)
-            {
+            if let Ok(Some(path)) = rbuild_inroot::host_path_in_root(self.root, created) {
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| format!("chmod of {created}: {e}"))?;
+                    .map_err(BuildError::io("chmod of", created))?;
             }
         }
         Ok(host)
@@ -110,7 +112,7 @@ impl Target<'_> {
 /// Copies one `COPY --from` source as [`BuildContext::dispatch_copy`] does, in the
 /// container-root helper (there this process is root, so files are written and owned
 /// directly).
-pub(crate) fn copy_from_task(input: &rbuild_rootfs::CopyFrom) -> std::result::Result<(), String> {
+pub(crate) fn copy_from_task(input: &rbuild_rootfs::CopyFrom) -> Result<()> {
     let filters = CopyFilters::new(&input.exclude)?;
     let mode = match &input.chmod {
         Some(text) => Some(Chmod::parse(text)?),
@@ -125,6 +127,8 @@ pub(crate) fn copy_from_task(input: &rbuild_rootfs::CopyFrom) -> std::result::Re
             mode,
         },
         dir_owner: input.dir_owner,
+        // Container root of the build's namespace: files are written and owned directly.
+        owners: &fsops::Owners::of_process(),
     };
     let root = SourceRoot::Rootfs(&input.from);
     for (source, filters) in &root.copy_sources(&input.src, input.parents, &filters)? {
@@ -162,7 +166,7 @@ impl BuildContext<'_> {
                 let owner = crate::fileop_user::file_op_owner(&st.rootfs, c)
                     .map_err(|e| origin.error(format!("--chown={c}: {e}")))?;
                 let ids = owner.ids();
-                check_rootless_chown(name, c, ids).map_err(|e| origin.error(e))?;
+                check_rootless_chown(&self.owners, name, c, ids).map_err(|e| origin.error(e))?;
                 Some(ids)
             }
             Some(c) => {
@@ -175,7 +179,7 @@ impl BuildContext<'_> {
                     progress.event(&crate::progress::Event::Warning { message });
                 }
                 let ids = owner.ids();
-                check_rootless_chown(name, c, ids).map_err(|e| origin.error(e))?;
+                check_rootless_chown(&self.owners, name, c, ids).map_err(|e| origin.error(e))?;
                 Some(ids)
             }
             // Files from the context or a download belong to root; from a stage or image
@@ -214,10 +218,11 @@ impl BuildContext<'_> {
             dest_is_dir: count > 1 || dest_says_dir || dest_exists_as_dir,
             own,
             dir_owner: owner.unwrap_or((0, 0)),
+            owners: &self.owners,
         };
 
         let before = self.scan(&out).map_err(|e| origin.error(e))?;
-        let fail = |e: String| origin.error(format!("{name} failed: {e}"));
+        let fail = |e: BuildError| origin.error(format!("{name} failed: {e}"));
         for src in &spec.sources {
             if spec.is_add {
                 if let Some(git) = downloads::parse_git_ref(src) {
@@ -230,7 +235,7 @@ impl BuildContext<'_> {
                     continue;
                 }
             }
-            if let (Some(from), Some(container_root)) = (&from_root, fsops::container_root()) {
+            if let (Some(from), Some(container_root)) = (&from_root, self.owners.container_root()) {
                 // Rootless with subordinate ids: another stage's files may sit in
                 // directories only their container owner can read; container root copies.
                 let task = rbuild_rootfs::CopyFrom {
@@ -247,7 +252,7 @@ impl BuildContext<'_> {
                 };
                 container_root
                     .copy_from(&task)
-                    .map_err(|e| fail(e.to_string()))?;
+                    .map_err(|e| fail(BuildError::container_root("")(e)))?;
                 continue;
             }
             let root = match &from_root {
@@ -268,7 +273,7 @@ impl BuildContext<'_> {
         }
         for inline in &spec.inline {
             let path = target.leaf(&inline.path).map_err(fail)?;
-            write_inline(&path, &inline.data, own).map_err(fail)?;
+            write_inline(&self.owners, &path, &inline.data, own).map_err(fail)?;
         }
         let size = if link {
             let changes = before.changes(&out).map_err(|e| origin.error(e))?;
@@ -283,7 +288,7 @@ impl BuildContext<'_> {
                 .last()
                 .cloned()
                 .ok_or_else(|| origin.error("the step made no layer"))?;
-            crate::build_dir::apply_layers(self.store, &[layer], &st.rootfs)?;
+            crate::build_dir::apply_layers(self.store, &self.owners, &[layer], &st.rootfs)?;
             size
         } else {
             self.commit(st, &before).map_err(|e| origin.error(e))?
@@ -301,21 +306,21 @@ impl BuildContext<'_> {
         url: &str,
         checksum: Option<&Digest>,
         target: &Target<'_>,
-    ) -> std::result::Result<(), String> {
+    ) -> Result<()> {
         let (path, digest) = crate::context::lock(&self.shared.fetcher).fetch(url)?;
         if let Some(want) = checksum {
             if &digest != want {
-                return Err(format!(
+                return Err(BuildError::other(format!(
                     "digest mismatch for {}: {digest} (expected: {want})",
                     downloads::redact_url(url)
-                ));
+                )));
             }
         }
         if spec.unpack == Some(true) && is_archive(&path) {
             return extract(&path, target);
         }
         let leaf = target.leaf(&downloads::url_file_name(url))?;
-        fsops::copy_leaf(&path, &leaf, target.own)
+        fsops::copy_leaf(target.owners, &path, &leaf, target.own)
     }
 
     /// ADD of a git repository: its tree (at `#ref` / `?ref=`, below `:subdir` /
@@ -327,13 +332,13 @@ impl BuildContext<'_> {
         git: &GitRef,
         target: &Target<'_>,
         filters: &CopyFilters,
-    ) -> std::result::Result<(), String> {
+    ) -> Result<()> {
         let checksum = git.checksum.as_ref().or(spec.checksum.as_ref());
         if let Some(want) = checksum {
             if want.is_empty() || !want.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!(
+                return Err(BuildError::other(format!(
                     "invalid checksum {want} for Git URL, expected hex commit hash"
-                ));
+                )));
             }
         }
         let (checkout, commit) =
@@ -341,7 +346,9 @@ impl BuildContext<'_> {
         if let Some(want) = checksum {
             // BuildKit: the checksum is the commit id or a prefix of it.
             if !commit.starts_with(want.as_str()) {
-                return Err(format!("expected checksum to match {want}, got {commit}"));
+                return Err(BuildError::other(format!(
+                    "expected checksum to match {want}, got {commit}"
+                )));
             }
         }
         let root = SourceRoot::Rootfs(&checkout);
@@ -361,48 +368,57 @@ fn copy_source(
     target: &Target<'_>,
     filters: &CopyFilters,
     unpack: bool,
-) -> std::result::Result<(), String> {
-    let md =
-        std::fs::metadata(&source.host).map_err(|e| format!("{}: {e}", source.host.display()))?;
+) -> Result<()> {
+    let md = std::fs::metadata(&source.host).map_err(BuildError::io("", &source.host))?;
     if md.is_dir() {
         let dir = target.dir()?;
         let filter = root.filter_for(source, filters);
-        fsops::copy_dir_contents(&source.host, &dir, target.own, &filter)
+        fsops::copy_dir_contents(target.owners, &source.host, &dir, target.own, &filter)
     } else if unpack && is_archive(&source.host) {
         extract(&source.host, target)
     } else {
-        fsops::copy_leaf(&source.host, &target.leaf(&source.base_name())?, target.own)
+        fsops::copy_leaf(
+            target.owners,
+            &source.host,
+            &target.leaf(&source.base_name())?,
+            target.own,
+        )
     }
 }
 
 /// Extracts an archive ADD unpacks into the destination directory. `--chown` gives every
 /// extracted entry its owner (BuildKit passes it to the untar); `--chmod` does not apply
 /// to archive contents in BuildKit either.
-fn extract(archive: &Path, target: &Target<'_>) -> std::result::Result<(), String> {
+fn extract(archive: &Path, target: &Target<'_>) -> Result<()> {
     let dir = target.dir()?;
     let open = || {
         std::fs::File::open(archive)
             .map(std::io::BufReader::new)
-            .map_err(|e| format!("{}: {e}", archive.display()))
+            .map_err(BuildError::io("", archive))
     };
-    match fsops::container_root() {
+    let extracting = format!("extracting {}", archive.display());
+    match target.owners.container_root() {
         // Rootless with subordinate ids: container root keeps the archive's owners, as a
         // root build does.
         Some(root) => {
-            let file =
-                std::fs::File::open(archive).map_err(|e| format!("{}: {e}", archive.display()))?;
-            root.apply_layer(&file, &dir).map_err(|e| e.to_string())
+            let file = std::fs::File::open(archive).map_err(BuildError::io("", archive))?;
+            root.apply_layer(&file, &dir)
+                .map_err(BuildError::container_root(extracting))?;
         }
-        None => apply_layer(open()?, &dir, &crate::build_dir::layer_apply_options())
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
+        None => {
+            apply_layer(
+                open()?,
+                &dir,
+                &crate::build_dir::layer_apply_options(target.owners),
+            )
+            .map_err(BuildError::layer(extracting))?;
+        }
     }
-    .map_err(|e| format!("extracting {}: {e}", archive.display()))?;
     let Some((uid, gid)) = target.own.owner.filter(|o| *o != (0, 0)) else {
         return Ok(());
     };
     let entries = rbuild_layer::list_entries(open()?)
-        .map_err(|e| format!("reading {}: {e}", archive.display()))?;
+        .map_err(BuildError::layer(format!("reading {}", archive.display())))?;
     for entry in entries {
         let rel = fsops::clean_components(&format!("/{}", entry.path.to_string_lossy()));
         let Some((leaf, parents)) = rel.split_last() else {
@@ -413,20 +429,19 @@ fn extract(archive: &Path, target: &Target<'_>) -> std::result::Result<(), Strin
         }
         // The parent resolved inside the destination; the entry itself never followed.
         let parent = format!("/{}", parents.join("/"));
-        let Ok(Some(host_parent)) = rbuild_sandbox::rootpath::host_path_in_root(&dir, &parent)
-        else {
+        let Ok(Some(host_parent)) = rbuild_inroot::host_path_in_root(&dir, &parent) else {
             continue;
         };
         let path = host_parent.join(leaf);
         let Ok(md) = std::fs::symlink_metadata(&path) else {
             continue;
         };
-        fsops::chown_in_build(&path, uid, gid)?;
+        fsops::chown_in_build(target.owners, &path, uid, gid)?;
         if !md.file_type().is_symlink() {
             // chown cleared setuid/setgid: put the archive's bits back.
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(md.mode_bits()))
-                .map_err(|e| format!("chmod of {}: {e}", path.display()))?;
+                .map_err(BuildError::io("chmod of", &path))?;
         }
     }
     Ok(())
@@ -459,23 +474,29 @@ fn split_dest(dest: &str) -> (String, String) {
 }
 
 /// A heredoc source: a new file (0644 unless --chmod), owned as COPY's files are.
-fn write_inline(path: &Path, data: &str, own: Ownership) -> std::result::Result<(), String> {
+fn write_inline(owners: &fsops::Owners, path: &Path, data: &str, own: Ownership) -> Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if let Ok(md) = std::fs::symlink_metadata(path) {
         if md.is_dir() {
-            return Err(format!("{} is a directory", path.display()));
+            return Err(BuildError::other(format!(
+                "{} is a directory",
+                path.display()
+            )));
         }
-        std::fs::remove_file(path).map_err(|e| format!("replacing {}: {e}", path.display()))?;
+        std::fs::remove_file(path).map_err(BuildError::io("replacing", path))?;
     }
     let mode = own.mode.map_or(0o644, |m| m.apply(0o644, false));
-    if let Some(root) = fsops::container_root() {
+    if let Some(root) = owners.container_root() {
         // Rootless with subordinate ids: the destination may belong to a mapped id, so
         // container root writes it, from an unlinked temp file it is handed.
         let content = inline_temp_file(data)?;
         let (uid, gid) = own.owner.unwrap_or((0, 0));
         return root
             .copy_file(&content, path, Some((uid, gid)), Some(mode), None)
-            .map_err(|e| format!("creating {}: {e}", path.display()));
+            .map_err(BuildError::container_root(format!(
+                "creating {}",
+                path.display()
+            )));
     }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -483,17 +504,16 @@ fn write_inline(path: &Path, data: &str, own: Ownership) -> std::result::Result<
         .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
         .open(path)
-        .map_err(|e| format!("creating {}: {e}", path.display()))?;
-    std::io::Write::write_all(&mut f, data.as_bytes())
-        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        .map_err(BuildError::io("creating", path))?;
+    std::io::Write::write_all(&mut f, data.as_bytes()).map_err(BuildError::io("writing", path))?;
     let (uid, gid) = own.owner.unwrap_or((0, 0));
-    fsops::chown_in_build(path, uid, gid)?;
+    fsops::chown_in_build(owners, path, uid, gid)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("chmod of {}: {e}", path.display()))
+        .map_err(BuildError::io("chmod of", path))
 }
 
 /// `data` in an anonymous file (created in the temp directory and unlinked at once).
-fn inline_temp_file(data: &str) -> std::result::Result<std::fs::File, String> {
+fn inline_temp_file(data: &str) -> Result<std::fs::File> {
     use std::io::{Seek, Write};
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -505,10 +525,10 @@ fn inline_temp_file(data: &str) -> std::result::Result<std::fs::File, String> {
         .write(true)
         .create_new(true)
         .open(&path)
-        .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        .map_err(BuildError::io("creating", &path))?;
     let _ = std::fs::remove_file(&path);
     f.write_all(data.as_bytes())
         .and_then(|()| f.rewind())
-        .map_err(|e| format!("writing a heredoc source: {e}"))?;
+        .map_err(BuildError::system("writing a heredoc source"))?;
     Ok(f)
 }

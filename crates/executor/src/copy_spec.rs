@@ -7,6 +7,7 @@ use rbuild_image::Digest;
 
 use crate::chmod::Chmod;
 use crate::downloads::{self, GitRef};
+use crate::error::{BuildError, Result};
 
 /// What COPY and ADD have in common.
 pub(crate) struct CopySpec {
@@ -69,7 +70,7 @@ impl From<Add> for CopySpec {
 impl CopySpec {
     /// The checks BuildKit makes before touching any file (flag values, which sources a
     /// flag allows), so that they win over "not found" errors of the sources.
-    pub(crate) fn check(&self) -> std::result::Result<(), String> {
+    pub(crate) fn check(&self) -> Result<()> {
         if let Some(text) = &self.chmod {
             Chmod::parse(text)?;
         }
@@ -83,7 +84,9 @@ impl CopySpec {
         }
         if !self.is_add {
             if let Some(src) = self.sources.iter().find(|s| downloads::is_http_source(s)) {
-                return Err(format!("source can't be a URL for COPY: {src}"));
+                return Err(BuildError::other(format!(
+                    "source can't be a URL for COPY: {src}"
+                )));
             }
         }
         Ok(())
@@ -92,30 +95,34 @@ impl CopySpec {
 
 /// A git URL's query against the flags (BuildKit's `convert_copy.go`): `?checksum=` and
 /// `--checksum`, `?keep-git-dir=` and `--keep-git-dir`, must agree when both are given.
-fn check_git_flags(spec: &CopySpec, git: &GitRef) -> std::result::Result<(), String> {
+fn check_git_flags(spec: &CopySpec, git: &GitRef) -> Result<()> {
     if let (Some(flag), Some(query)) = (&spec.checksum, &git.checksum) {
         if flag != query {
-            return Err(format!("checksum mismatch {flag:?} != {query:?}"));
+            return Err(BuildError::other(format!(
+                "checksum mismatch {flag:?} != {query:?}"
+            )));
         }
     }
     if let (Some(flag), Some(query)) = (spec.keep_git_dir, git.keep_git_dir) {
         if flag != query {
-            return Err("inconsistent keep-git-dir configuration".into());
+            return Err(BuildError::other("inconsistent keep-git-dir configuration"));
         }
     }
     Ok(())
 }
 
 /// `--checksum=sha256:<hex>`: where BuildKit accepts it, parsed.
-pub(crate) fn check_checksum(spec: &CopySpec) -> std::result::Result<Option<Digest>, String> {
+pub(crate) fn check_checksum(spec: &CopySpec) -> Result<Option<Digest>> {
     let Some(text) = &spec.checksum else {
         return Ok(None);
     };
     if !spec.is_add {
-        return Err("checksum can't be specified for COPY".into());
+        return Err(BuildError::other("checksum can't be specified for COPY"));
     }
     if spec.sources.len() != 1 {
-        return Err("checksum can't be specified for multiple sources".into());
+        return Err(BuildError::other(
+            "checksum can't be specified for multiple sources",
+        ));
     }
     let src = &spec.sources[0];
     if downloads::parse_git_ref(src).is_some() {
@@ -123,11 +130,13 @@ pub(crate) fn check_checksum(spec: &CopySpec) -> std::result::Result<Option<Dige
         return Ok(None);
     }
     if !downloads::is_http_source(src) {
-        return Err("checksum requires HTTP(S) or Git sources".into());
+        return Err(BuildError::other(
+            "checksum requires HTTP(S) or Git sources",
+        ));
     }
     text.parse::<Digest>()
         .map(Some)
-        .map_err(|e| format!("invalid --checksum={text}: {e}"))
+        .map_err(|e| BuildError::other(format!("invalid --checksum={text}: {e}")))
 }
 
 /// BuildKit's `created_by` for COPY/ADD: the flags it records, the sources as written,

@@ -5,9 +5,11 @@
 //! missing file) leaves the id at 0, and a user given by id also gives its group id.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use rbuild_sandbox::rootpath::host_path_in_root;
+use rbuild_inroot::host_path_in_root;
+
+use crate::error::{BuildError, Result};
 
 /// BuildKit's `maxUserFileBytes`: a larger passwd or group file is an error.
 const MAX_USER_FILE_BYTES: u64 = 10 << 20;
@@ -48,7 +50,7 @@ pub(crate) fn names_in(user: &str) -> Vec<&str> {
 }
 
 /// The owner of what a file operation creates for `user` in `rootfs`, as BuildKit's.
-pub(crate) fn file_op_owner(rootfs: &Path, user: &str) -> Result<FileOwner, String> {
+pub(crate) fn file_op_owner(rootfs: &Path, user: &str) -> Result<FileOwner> {
     let (user_part, group_part) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
@@ -93,18 +95,20 @@ fn parse_id(text: &str) -> Option<u32> {
     text.parse().ok()
 }
 
-fn field_id(fields: &[String], index: usize, what: &str, name: &str) -> Result<u32, String> {
+fn field_id(fields: &[String], index: usize, what: &str, name: &str) -> Result<u32> {
     fields
         .get(index)
         .and_then(|f| f.parse().ok())
-        .ok_or_else(|| format!("invalid {what} in the entry for {name:?}"))
+        .ok_or_else(|| BuildError::other(format!("invalid {what} in the entry for {name:?}")))
 }
 
 /// The first entry of the colon-separated database `rel` in `rootfs` named `name`; `None`
 /// when the file is missing or lists no such name.
-fn find_entry(rootfs: &Path, rel: &str, name: &str) -> Result<Option<Vec<String>>, String> {
+fn find_entry(rootfs: &Path, rel: &str, name: &str) -> Result<Option<Vec<String>>> {
+    // Errors name the container path (`/etc/passwd`), not the host's.
+    let shown = PathBuf::from(format!("/{rel}"));
     let path = match host_path_in_root(rootfs, rel)
-        .map_err(|e| format!("resolving /{rel} in the stage: {e}"))?
+        .map_err(BuildError::system(format!("resolving /{rel} in the stage")))?
     {
         Some(p) => p,
         None => return Ok(None),
@@ -113,20 +117,20 @@ fn find_entry(rootfs: &Path, rel: &str, name: &str) -> Result<Option<Vec<String>
         Ok(f) => f,
         Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound) => return Ok(None),
         Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(None),
-        Err(e) => return Err(format!("reading /{rel}: {e}")),
+        Err(e) => return Err(BuildError::io("reading", &shown)(e)),
     };
-    let md = file
-        .metadata()
-        .map_err(|e| format!("reading /{rel}: {e}"))?;
+    let md = file.metadata().map_err(BuildError::io("reading", &shown))?;
     if !md.is_file() {
-        return Err(format!("/{rel} is not a regular file"));
+        return Err(BuildError::other(format!("/{rel} is not a regular file")));
     }
     let mut text = String::new();
     file.take(MAX_USER_FILE_BYTES + 1)
         .read_to_string(&mut text)
-        .map_err(|e| format!("reading /{rel}: {e}"))?;
+        .map_err(BuildError::io("reading", &shown))?;
     if text.len() as u64 > MAX_USER_FILE_BYTES {
-        return Err(format!("/{rel} exceeds {MAX_USER_FILE_BYTES} bytes"));
+        return Err(BuildError::other(format!(
+            "/{rel} exceeds {MAX_USER_FILE_BYTES} bytes"
+        )));
     }
     Ok(text
         .lines()

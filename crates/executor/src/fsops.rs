@@ -6,12 +6,12 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use rbuild_sandbox::rootpath::host_path_in_root;
+use rbuild_inroot::host_path_in_root;
+
+use crate::error::{BuildError, Result};
 
 pub use crate::owners::maybe_run_root_worker;
-pub(crate) use crate::owners::{
-    chown_in_build, container_root, owners, remove_tree, shift_into_range, Owners, OwnersScope,
-};
+pub(crate) use crate::owners::{chown_in_build, remove_tree, shift_into_range, Owners};
 
 /// Owner and mode applied to what a COPY writes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -49,68 +49,80 @@ pub(crate) fn join_container(base: &str, rel: &str) -> String {
 }
 
 /// The host path of directory `container_path` in `root`, creating missing directories
-/// (mode 0755, owned by `owner`). Fails when a component exists and is not a directory.
+/// (mode 0755, owned by `owner`) with the one in-root resolver (`rbuild-inroot`): symlinks
+/// and `..` stay inside the root, a dangling symlink's target is created inside it. Fails
+/// when a component exists and is not a directory.
 pub(crate) fn ensure_dir(
+    owners: &Owners,
     root: &Path,
     container_path: &str,
     owner: (u32, u32),
-) -> Result<PathBuf, String> {
-    ensure_dir_at(root, container_path, owner, 0)
-}
-
-/// Symlinks followed before giving up, as the kernel does (ELOOP).
-const MAX_LINKS: usize = 40;
-
-fn ensure_dir_at(
-    root: &Path,
-    container_path: &str,
-    owner: (u32, u32),
-    depth: usize,
-) -> Result<PathBuf, String> {
-    if depth > MAX_LINKS {
-        return Err(format!(
-            "too many levels of symbolic links resolving {container_path}"
-        ));
-    }
-    let mut prefix = String::new();
-    let mut host = root.to_path_buf();
-    for comp in clean_components(container_path) {
-        prefix.push('/');
-        prefix.push_str(&comp);
-        match host_path_in_root(root, &prefix).map_err(|e| format!("resolving {prefix}: {e}"))? {
-            Some(existing) => {
-                let md = fs::metadata(&existing).map_err(|e| format!("reading {prefix}: {e}"))?;
-                if !md.is_dir() {
-                    return Err(format!("{prefix} exists and is not a directory"));
-                }
-                host = existing;
+) -> Result<PathBuf> {
+    let cleaned = format!("/{}", clean_components(container_path).join("/"));
+    let root_fd = rbuild_inroot::open_root(root).map_err(BuildError::io(
+        format!("resolving {cleaned}: opening the root"),
+        root,
+    ))?;
+    // The directory is made through its host path because, rootless, the container-root
+    // worker makes it (as the owner the build's id map gives); the path is the resolver's
+    // real one (no symlink in it) and the walk reopens what was made without following it.
+    let mut failed = None;
+    let mut mkdir = |missing: &rbuild_inroot::Missing<'_>| -> std::io::Result<()> {
+        let new = root.join(missing.path());
+        // Errors name the container path: `creating directory /app: …`.
+        let shown = PathBuf::from(format!("/{}", missing.path().display()));
+        let doing = "creating directory";
+        let made = match owners.container_root() {
+            Some(container_root) => {
+                container_root
+                    .create_dir(&new, 0o755)
+                    .map_err(BuildError::container_root(format!(
+                        "{doing} {}",
+                        shown.display()
+                    )))
             }
-            None => {
-                let new = host.join(&comp);
-                if let Ok(target) = fs::read_link(&new) {
-                    // A dangling symlink: create what it points to, inside the root.
-                    let parent = if prefix.len() > comp.len() + 1 {
-                        &prefix[..prefix.len() - comp.len() - 1]
-                    } else {
-                        "/"
-                    };
-                    let resolved = join_container(parent, &target.to_string_lossy());
-                    host = ensure_dir_at(root, &resolved, owner, depth + 1)?;
-                    prefix = if resolved == "/" {
-                        String::new()
-                    } else {
-                        resolved
-                    };
-                    continue;
-                }
-                create_dir(&new, 0o755).map_err(|e| format!("creating directory {prefix}: {e}"))?;
-                chown_in_build(&new, owner.0, owner.1)
-                    .map_err(|e| format!("creating directory {prefix}: {e}"))?;
-                host = new;
-            }
+            None => fs::create_dir(&new)
+                .and_then(|()| fs::set_permissions(&new, fs::Permissions::from_mode(0o755)))
+                .map_err(BuildError::io(doing, &shown)),
         }
+        .and_then(|()| {
+            chown_in_build(owners, &new, owner.0, owner.1)
+                .map_err(|e| e.context(format!("{doing} {}", shown.display())))
+        });
+        made.map_err(|e| {
+            let io = std::io::Error::other(e.to_string());
+            failed = Some(e);
+            io
+        })
+    };
+    let resolved = rbuild_inroot::resolve(
+        std::os::fd::AsFd::as_fd(&root_fd),
+        Path::new(&cleaned),
+        rbuild_inroot::Symlinks::ResolveInRoot,
+        Some(&mut mkdir),
+    );
+    if let Some(e) = failed {
+        return Err(e);
     }
-    Ok(host)
+    let resolved = resolved.map_err(|e| match e {
+        rbuild_inroot::Error::NotADirectory { path } => {
+            BuildError::other(format!("/{} exists and is not a directory", path.display()))
+        }
+        rbuild_inroot::Error::TooManySymlinks { .. } => BuildError::other(format!(
+            "too many levels of symbolic links resolving {container_path}"
+        )),
+        source => BuildError::InRoot {
+            doing: format!("resolving {cleaned}"),
+            source,
+        },
+    })?;
+    if resolved.file_type != rbuild_inroot::FileType::Directory {
+        return Err(BuildError::other(format!(
+            "/{} exists and is not a directory",
+            resolved.path.display()
+        )));
+    }
+    Ok(root.join(resolved.path))
 }
 
 /// Whether `container_path` is an existing directory in `root` (symlinks resolved inside).
@@ -155,74 +167,92 @@ pub(crate) fn flock(file: &fs::File, operation: libc::c_int) -> std::io::Result<
 pub(crate) use rbuild_rootfs::set_mtime;
 
 /// Fails clearly when this build cannot give files to `uid:gid`.
-fn check_owner(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
-    match owners().cannot_own(uid, gid) {
-        Some(why) => Err(format!("chown of {} to {uid}:{gid}: {why}", path.display())),
+fn check_owner(owners: &Owners, path: &Path, uid: u32, gid: u32) -> Result<()> {
+    match owners.cannot_own(uid, gid) {
+        Some(why) => Err(BuildError::other(format!(
+            "chown of {} to {uid}:{gid}: {why}",
+            path.display()
+        ))),
         None => Ok(()),
     }
 }
 
-/// A new directory with `mode` (whatever the umask).
-fn create_dir(path: &Path, mode: u32) -> Result<(), String> {
-    if let Some(root) = container_root() {
-        return root.create_dir(path, mode).map_err(|e| e.to_string());
+/// A new directory with `mode` (whatever the umask); a failure says `{doing} {path}`.
+fn create_dir(owners: &Owners, path: &Path, mode: u32, doing: &str) -> Result<()> {
+    if let Some(root) = owners.container_root() {
+        return root
+            .create_dir(path, mode)
+            .map_err(BuildError::container_root(format!(
+                "{doing} {}",
+                path.display()
+            )));
     }
-    fs::create_dir(path).map_err(|e| e.to_string())?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())
+    fs::create_dir(path).map_err(BuildError::io(doing, path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(BuildError::io(doing, path))
 }
 
-/// Removes a non-directory, or with `dir` an empty directory.
-fn remove(path: &Path, dir: bool) -> Result<(), String> {
-    if let Some(root) = container_root() {
-        return root.remove(path, dir).map_err(|e| e.to_string());
+/// Removes a non-directory, or with `dir` an empty directory; a failure says
+/// `{doing} {path}`.
+fn remove(owners: &Owners, path: &Path, dir: bool, doing: &str) -> Result<()> {
+    if let Some(root) = owners.container_root() {
+        return root
+            .remove(path, dir)
+            .map_err(BuildError::container_root(format!(
+                "{doing} {}",
+                path.display()
+            )));
     }
     if dir {
         fs::remove_dir(path)
     } else {
         fs::remove_file(path)
     }
-    .map_err(|e| e.to_string())
+    .map_err(BuildError::io(doing, path))
 }
 
 /// [`set_mtime`] on a path of the rootfs being written.
-fn set_mtime_in_build(path: &Path, secs: i64, nanos: i64) -> Result<(), String> {
-    match container_root() {
+fn set_mtime_in_build(owners: &Owners, path: &Path, secs: i64, nanos: i64) -> Result<()> {
+    const DOING: &str = "setting mtime of";
+    match owners.container_root() {
         Some(root) => root
             .set_metadata(path, None, None, Some((secs, nanos)))
-            .map_err(|e| e.to_string()),
-        None => set_mtime(path, secs, nanos).map_err(|e| e.to_string()),
+            .map_err(BuildError::container_root(format!(
+                "{DOING} {}",
+                path.display()
+            ))),
+        None => set_mtime(path, secs, nanos).map_err(BuildError::io(DOING, path)),
     }
-    .map_err(|e| format!("setting mtime of {}: {e}", path.display()))
 }
 
 /// Removes whatever non-directory is at `dst` (a symlink is removed, not followed).
-fn clear_non_dir(dst: &Path) -> Result<(), String> {
+fn clear_non_dir(owners: &Owners, dst: &Path) -> Result<()> {
     match fs::symlink_metadata(dst) {
-        Ok(md) if md.is_dir() => Err(format!(
+        Ok(md) if md.is_dir() => Err(BuildError::other(format!(
             "cannot replace directory {} with a non-directory",
             dst.display()
-        )),
-        Ok(_) => remove(dst, false).map_err(|e| format!("replacing {}: {e}", dst.display())),
+        ))),
+        Ok(_) => remove(owners, dst, false, "replacing"),
         Err(_) => Ok(()),
     }
 }
 
 fn apply_meta(
+    owners: &Owners,
     dst: &Path,
     src_md: &fs::Metadata,
     own: Ownership,
     is_link: bool,
-) -> Result<(), String> {
+) -> Result<()> {
     // A source's own owner is a host id of another rootfs of this build (or of the
     // context): in the image it means the container id the build's map gives it.
     let (uid, gid) = own
         .owner
-        .unwrap_or_else(|| owners().container_ids(src_md.uid(), src_md.gid()));
+        .unwrap_or_else(|| owners.container_ids(src_md.uid(), src_md.gid()));
     let mode = own.mode.map_or(src_md.mode() & 0o7777, |m| {
         m.apply(src_md.mode(), src_md.is_dir())
     });
-    if let Some(root) = container_root() {
-        check_owner(dst, uid, gid)?;
+    if let Some(root) = owners.container_root() {
+        check_owner(owners, dst, uid, gid)?;
         let mtime = (src_md.mtime(), src_md.mtime_nsec());
         return root
             .set_metadata(
@@ -231,48 +261,55 @@ fn apply_meta(
                 (!is_link).then_some(mode),
                 Some(mtime),
             )
-            .map_err(|e| e.to_string());
+            .map_err(BuildError::container_root(""));
     }
-    chown_in_build(dst, uid, gid)?;
+    chown_in_build(owners, dst, uid, gid)?;
     if !is_link {
         // After chown, which clears setuid/setgid bits.
         fs::set_permissions(dst, fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("chmod of {}: {e}", dst.display()))?;
+            .map_err(BuildError::io("chmod of", dst))?;
     }
     set_mtime(dst, src_md.mtime(), src_md.mtime_nsec())
-        .map_err(|e| format!("setting mtime of {}: {e}", dst.display()))
+        .map_err(BuildError::io("setting mtime of", dst))
 }
 
 /// Copies one non-directory (file or symlink, never followed) from `src` to `dst`.
-pub(crate) fn copy_leaf(src: &Path, dst: &Path, own: Ownership) -> Result<(), String> {
-    let md = fs::symlink_metadata(src).map_err(|e| format!("reading {}: {e}", src.display()))?;
-    clear_non_dir(dst)?;
+pub(crate) fn copy_leaf(owners: &Owners, src: &Path, dst: &Path, own: Ownership) -> Result<()> {
+    let md = fs::symlink_metadata(src).map_err(BuildError::io("reading", src))?;
+    clear_non_dir(owners, dst)?;
     let ft = md.file_type();
     if ft.is_symlink() {
-        let target =
-            fs::read_link(src).map_err(|e| format!("reading link {}: {e}", src.display()))?;
-        match container_root() {
-            Some(root) => root.symlink(&target, dst).map_err(|e| e.to_string()),
-            None => std::os::unix::fs::symlink(&target, dst).map_err(|e| e.to_string()),
-        }
-        .map_err(|e| format!("creating link {}: {e}", dst.display()))?;
-        apply_meta(dst, &md, own, true)
+        let target = fs::read_link(src).map_err(BuildError::io("reading link", src))?;
+        match owners.container_root() {
+            Some(root) => root
+                .symlink(&target, dst)
+                .map_err(BuildError::container_root(format!(
+                    "creating link {}",
+                    dst.display()
+                ))),
+            None => std::os::unix::fs::symlink(&target, dst)
+                .map_err(BuildError::io("creating link", dst)),
+        }?;
+        apply_meta(owners, dst, &md, own, true)
     } else if ft.is_file() {
-        let mut input =
-            fs::File::open(src).map_err(|e| format!("opening {}: {e}", src.display()))?;
-        if let Some(root) = container_root() {
+        let mut input = fs::File::open(src).map_err(BuildError::io("opening", src))?;
+        if let Some(root) = owners.container_root() {
             // One request: content, owner, mode and mtime (as apply_meta would set them).
             let (uid, gid) = own
                 .owner
-                .unwrap_or_else(|| owners().container_ids(md.uid(), md.gid()));
-            check_owner(dst, uid, gid)?;
+                .unwrap_or_else(|| owners.container_ids(md.uid(), md.gid()));
+            check_owner(owners, dst, uid, gid)?;
             let mode = own
                 .mode
                 .map_or(md.mode() & 0o7777, |m| m.apply(md.mode(), false));
             let mtime = (md.mtime(), md.mtime_nsec());
             return root
                 .copy_file(&input, dst, Some((uid, gid)), Some(mode), Some(mtime))
-                .map_err(|e| format!("copying {} to {}: {e}", src.display(), dst.display()));
+                .map_err(BuildError::container_root(format!(
+                    "copying {} to {}",
+                    src.display(),
+                    dst.display()
+                )));
         }
         let mut output = fs::OpenOptions::new()
             .write(true)
@@ -280,34 +317,34 @@ pub(crate) fn copy_leaf(src: &Path, dst: &Path, own: Ownership) -> Result<(), St
             .custom_flags(libc::O_NOFOLLOW)
             .mode(0o600)
             .open(dst)
-            .map_err(|e| format!("creating {}: {e}", dst.display()))?;
-        std::io::copy(&mut input, &mut output)
-            .map_err(|e| format!("copying {}: {e}", src.display()))?;
+            .map_err(BuildError::io("creating", dst))?;
+        std::io::copy(&mut input, &mut output).map_err(BuildError::io("copying", src))?;
         drop(output);
-        apply_meta(dst, &md, own, false)
+        apply_meta(owners, dst, &md, own, false)
     } else {
-        Err(format!(
+        Err(BuildError::other(format!(
             "{} is a special file (device, fifo or socket); COPY does not support it",
             src.display()
-        ))
+        )))
     }
 }
 
 /// Creates (or reuses) directory `dst` and gives it `src`'s metadata.
 pub(crate) fn make_dir_like(
+    owners: &Owners,
     src_md: &fs::Metadata,
     dst: &Path,
     own: Ownership,
-) -> Result<(), String> {
+) -> Result<()> {
     match fs::symlink_metadata(dst) {
         Ok(md) if md.is_dir() => {}
         Ok(_) => {
-            remove(dst, false).map_err(|e| format!("replacing {}: {e}", dst.display()))?;
-            create_dir(dst, 0o700).map_err(|e| format!("creating {}: {e}", dst.display()))?;
+            remove(owners, dst, false, "replacing")?;
+            create_dir(owners, dst, 0o700, "creating")?;
         }
-        Err(_) => create_dir(dst, 0o700).map_err(|e| format!("creating {}: {e}", dst.display()))?,
+        Err(_) => create_dir(owners, dst, 0o700, "creating")?,
     }
-    apply_meta(dst, src_md, own, false)
+    apply_meta(owners, dst, src_md, own, false)
 }
 
 /// What to do with one entry of a directory being copied.
@@ -323,58 +360,60 @@ pub(crate) enum Filter {
 /// about each entry by its path relative to `src`. Directory mtimes are set after their
 /// children are written so they keep the source's.
 pub(crate) fn copy_dir_contents(
+    owners: &Owners,
     src: &Path,
     dst: &Path,
     own: Ownership,
     filter: &dyn Fn(&Path, bool) -> Filter,
-) -> Result<(), String> {
-    copy_dir_rec(src, dst, Path::new(""), own, filter)
+) -> Result<()> {
+    copy_dir_rec(owners, src, dst, Path::new(""), own, filter)
 }
 
 fn copy_dir_rec(
+    owners: &Owners,
     src: &Path,
     dst: &Path,
     rel: &Path,
     own: Ownership,
     filter: &dyn Fn(&Path, bool) -> Filter,
-) -> Result<(), String> {
+) -> Result<()> {
     let mut names: Vec<_> = fs::read_dir(src)
-        .map_err(|e| format!("reading directory {}: {e}", src.display()))?
+        .map_err(BuildError::io("reading directory", src))?
         .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("reading directory {}: {e}", src.display()))?;
+        .collect::<std::io::Result<_>>()
+        .map_err(BuildError::io("reading directory", src))?;
     names.sort();
     for name in names {
         let s = src.join(&name);
         let d = dst.join(&name);
         let r = rel.join(&name);
-        let md = fs::symlink_metadata(&s).map_err(|e| format!("reading {}: {e}", s.display()))?;
+        let md = fs::symlink_metadata(&s).map_err(BuildError::io("reading", &s))?;
         match filter(&r, md.is_dir()) {
             Filter::Skip => continue,
             Filter::Descend if md.is_dir() => {
                 // Only create the directory if something inside ends up included.
                 let staged = d.exists();
                 if !staged {
-                    create_dir(&d, 0o755).map_err(|e| format!("creating {}: {e}", d.display()))?;
+                    create_dir(owners, &d, 0o755, "creating")?;
                 }
-                copy_dir_rec(&s, &d, &r, own, filter)?;
+                copy_dir_rec(owners, &s, &d, &r, own, filter)?;
                 let empty = fs::read_dir(&d)
                     .map(|mut it| it.next().is_none())
                     .unwrap_or(false);
                 if !staged && empty {
-                    remove(&d, true).map_err(|e| format!("removing {}: {e}", d.display()))?;
+                    remove(owners, &d, true, "removing")?;
                 } else {
-                    apply_meta(&d, &md, own, false)?;
+                    apply_meta(owners, &d, &md, own, false)?;
                 }
             }
             Filter::Descend => continue,
             Filter::Include if md.is_dir() => {
-                make_dir_like(&md, &d, own)?;
-                copy_dir_rec(&s, &d, &r, own, filter)?;
+                make_dir_like(owners, &md, &d, own)?;
+                copy_dir_rec(owners, &s, &d, &r, own, filter)?;
                 // Writing children changed the mtime: put the source's back.
-                set_mtime_in_build(&d, md.mtime(), md.mtime_nsec())?;
+                set_mtime_in_build(owners, &d, md.mtime(), md.mtime_nsec())?;
             }
-            Filter::Include => copy_leaf(&s, &d, own)?,
+            Filter::Include => copy_leaf(owners, &s, &d, own)?,
         }
     }
     Ok(())
@@ -390,7 +429,7 @@ mod tests {
         let root = dir.path().join("root");
         fs::create_dir(&root).unwrap();
         std::os::unix::fs::symlink("/../../outside", root.join("link")).unwrap();
-        let host = ensure_dir(&root, "/link/sub", (0, 0)).unwrap();
+        let host = ensure_dir(&Owners::Root, &root, "/link/sub", (0, 0)).unwrap();
         assert!(host.starts_with(&root), "{host:?} left the root");
         assert!(root.join("outside/sub").is_dir());
         assert!(!dir.path().join("outside").exists());
@@ -415,16 +454,28 @@ mod tests {
         let src = dir.path().join("src");
         fs::write(&src, "from the build").unwrap();
         // The parent resolves inside the root (the dangling link's target is created there).
-        let parent = ensure_dir(&root, "/etc", (0, 0)).unwrap();
+        let parent = ensure_dir(&Owners::Root, &root, "/etc", (0, 0)).unwrap();
         assert!(parent.starts_with(&root), "{parent:?} left the root");
-        copy_leaf(&src, &parent.join("passwd"), Ownership::default()).unwrap();
+        copy_leaf(
+            &Owners::Root,
+            &src,
+            &parent.join("passwd"),
+            Ownership::default(),
+        )
+        .unwrap();
         assert_eq!(
             fs::read_to_string(root.join("host-etc/passwd")).unwrap(),
             "from the build"
         );
         // A destination that is itself a symlink out is replaced, never followed.
         std::os::unix::fs::symlink(outside.join("passwd"), root.join("shadow")).unwrap();
-        copy_leaf(&src, &root.join("shadow"), Ownership::default()).unwrap();
+        copy_leaf(
+            &Owners::Root,
+            &src,
+            &root.join("shadow"),
+            Ownership::default(),
+        )
+        .unwrap();
         assert!(fs::symlink_metadata(root.join("shadow")).unwrap().is_file());
         assert_eq!(
             fs::read_to_string(outside.join("passwd")).unwrap(),
@@ -438,7 +489,7 @@ mod tests {
         let before = fs::metadata(outside.join("passwd")).unwrap();
         std::os::unix::fs::symlink(outside.join("passwd"), root.join("link")).unwrap();
         // Tests run as root (CI does): the build's owners are host ids.
-        chown_in_build(&root.join("link"), 4321, 4321).unwrap();
+        chown_in_build(&Owners::Root, &root.join("link"), 4321, 4321).unwrap();
         let link = fs::symlink_metadata(root.join("link")).unwrap();
         assert_eq!((link.uid(), link.gid()), (4321, 4321));
         let after = fs::metadata(outside.join("passwd")).unwrap();
@@ -459,6 +510,35 @@ mod tests {
             .unwrap();
         assert!(found.starts_with(&root), "{found:?} left the root");
         assert_eq!(fs::read_to_string(found).unwrap(), "the image's");
+    }
+
+    #[test]
+    fn errors_are_typed_and_read_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let err = copy_leaf(
+            &Owners::Root,
+            &missing,
+            &dir.path().join("dst"),
+            Ownership::default(),
+        )
+        .unwrap_err();
+        match &err {
+            BuildError::Io { path, source, .. } => {
+                assert_eq!(path, &missing);
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("not an I/O error: {other:?}"),
+        }
+        assert!(
+            err.to_string()
+                .starts_with(&format!("reading {}: ", missing.display())),
+            "{err}"
+        );
+        // A file where a directory must be: the container path is named.
+        fs::write(dir.path().join("file"), "x").unwrap();
+        let err = ensure_dir(&Owners::Root, dir.path(), "/file/sub", (0, 0)).unwrap_err();
+        assert_eq!(err.to_string(), "/file exists and is not a directory");
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub use base::{BaseImageError, BaseImages, LocalImages};
 pub use cache::{
     cache_mount_dir, NoRemoteCache, RemoteCache, RemoteCacheError, RemoteCacheErrorKind,
 };
+pub use chmod::ChmodError;
 pub use error::BuildError;
 pub use fsops::maybe_run_root_worker;
 pub use phases::{Phase, PhaseTimes};
@@ -324,8 +325,7 @@ pub fn build_with_cache(
         sandbox.resolve_isolation(request.isolation),
         Ok(rbuild_sandbox::Isolation::Userns)
     );
-    let (owners, owners_warning) = fsops::Owners::for_build(&sandbox, userns_steps, store.root())
-        .map_err(BuildError::other)?;
+    let (owners, owners_warning) = fsops::Owners::for_build(&sandbox, userns_steps, store.root())?;
     if let Some(message) = owners_warning {
         progress.event(&Event::Warning { message });
     }
@@ -340,7 +340,6 @@ pub fn build_with_cache(
         id_map: owners.id_map(),
         ..Default::default()
     };
-    let _owners = fsops::OwnersScope::enter(owners.clone());
     let builder = context::BuildContext::new(context::ContextParts {
         request,
         store,

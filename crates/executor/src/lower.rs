@@ -14,6 +14,7 @@ use rbuild_sandbox::Network;
 
 use crate::copy_spec::CopySpec;
 use crate::downloads::{is_http_source, parse_git_ref, redact_url, GitRef};
+use crate::error::BuildError;
 use crate::op::{CopyOp, LayerFormat, MountContent, MountOp, RunOp, SourceContent, WorkdirOp};
 use crate::sources::CopyFilters;
 use crate::state::StageState;
@@ -59,14 +60,14 @@ pub(crate) trait SourceKeys {
         src: &str,
         parents: bool,
         filters: &CopyFilters,
-    ) -> Result<Vec<(String, Digest)>, String>;
+    ) -> Result<Vec<(String, Digest)>, BuildError>;
     /// The key of an earlier stage's file system or of an image, by the name a `--from`
     /// or `from=` gives.
-    fn key_of_from(&self, current_stage: usize, from: &str) -> Result<Digest, String>;
+    fn key_of_from(&self, current_stage: usize, from: &str) -> Result<Digest, BuildError>;
     /// The digest of a URL's content (downloaded once per build).
-    fn url_content(&self, url: &str) -> Result<Digest, String>;
+    fn url_content(&self, url: &str) -> Result<Digest, BuildError>;
     /// The commit a git reference resolves to (checked out once per build).
-    fn git_commit(&self, git: &GitRef, keep_git_dir: Option<bool>) -> Result<String, String>;
+    fn git_commit(&self, git: &GitRef, keep_git_dir: Option<bool>) -> Result<String, BuildError>;
 }
 
 /// Lowers instructions of one build: what is the same for all its steps.
@@ -126,7 +127,7 @@ impl Lowering<'_> {
                 self.mount(stage, flag)
                     .map_err(|reason| LowerError::Mount {
                         spec: flag.spec.clone(),
-                        reason,
+                        reason: Box::new(reason),
                     })?,
             );
         }
@@ -157,8 +158,11 @@ impl Lowering<'_> {
     /// One `--mount`: every field, and for a bind the content it binds. The destructuring
     /// and the `match` have no wildcard: a new field or mount type does not compile until
     /// it is keyed here.
-    fn mount(&self, stage: &StageView<'_>, flag: &MountFlag) -> Result<MountOp, String> {
-        let m = flag.parsed.as_ref().ok_or("not expanded")?;
+    fn mount(&self, stage: &StageView<'_>, flag: &MountFlag) -> Result<MountOp, BuildError> {
+        let m = flag
+            .parsed
+            .as_ref()
+            .ok_or_else(|| BuildError::other("not expanded"))?;
         let Mount {
             kind,
             from,
@@ -223,18 +227,19 @@ impl Lowering<'_> {
         stage: &StageView<'_>,
         spec: &CopySpec,
     ) -> Result<CopyOp, LowerError> {
-        spec.check().map_err(LowerError::Invalid)?;
+        spec.check().map_err(|e| LowerError::Invalid(Box::new(e)))?;
         let mut contents = Vec::new();
         match &spec.from {
             Some(from) => {
                 let key = self
                     .keys
                     .key_of_from(stage.index, from)
-                    .map_err(|e| LowerError::From(from.clone(), e))?;
+                    .map_err(|e| LowerError::From(from.clone(), Box::new(e)))?;
                 contents.push(SourceContent::From(key));
             }
             None => {
-                let filters = CopyFilters::new(&spec.exclude).map_err(LowerError::Invalid)?;
+                let filters = CopyFilters::new(&spec.exclude)
+                    .map_err(|e| LowerError::Invalid(Box::new(e)))?;
                 for src in &spec.sources {
                     let content = if spec.is_add && is_http_source(src) {
                         SourceContent::Url {
@@ -244,7 +249,7 @@ impl Lowering<'_> {
                                 None => self
                                     .keys
                                     .url_content(src)
-                                    .map_err(LowerError::Read)?
+                                    .map_err(|e| LowerError::Read(Box::new(e)))?
                                     .to_string(),
                             },
                         }
@@ -254,13 +259,13 @@ impl Lowering<'_> {
                             commit: self
                                 .keys
                                 .git_commit(&git, spec.keep_git_dir)
-                                .map_err(LowerError::Read)?,
+                                .map_err(|e| LowerError::Read(Box::new(e)))?,
                         }
                     } else {
                         SourceContent::Context(
                             self.keys
                                 .context_entries(src, spec.parents, &filters)
-                                .map_err(LowerError::Read)?,
+                                .map_err(|e| LowerError::Read(Box::new(e)))?,
                         )
                     };
                     contents.push(content);
@@ -349,21 +354,26 @@ pub(crate) fn run_args(run: &Run, shell: &[String]) -> (Vec<String>, Script) {
 }
 
 /// Why an instruction could not be lowered; the caller places it under the instruction
-/// (COPY/ADD word `Read` as "COPY failed: …").
+/// (COPY/ADD word `Read` as "COPY failed: …"). The build's error is the source, boxed (it
+/// is large and rare).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LowerError {
     /// The instruction's flags are invalid (`--chmod`, `--checksum`, `--exclude`, ...).
     #[error("{0}")]
-    Invalid(String),
+    Invalid(#[source] Box<BuildError>),
     /// A `--from` that names nothing built or loadable: (name, why).
     #[error("--from={0}: {1}")]
-    From(String, String),
+    From(String, #[source] Box<BuildError>),
     /// A source could not be read (missing, excluded, outside the context, download).
     #[error("{0}")]
-    Read(String),
+    Read(#[source] Box<BuildError>),
     /// A `RUN --mount` that could not be keyed (not expanded, its source unreadable).
     #[error("--mount={spec}: {reason}")]
-    Mount { spec: String, reason: String },
+    Mount {
+        spec: String,
+        #[source]
+        reason: Box<BuildError>,
+    },
 }
 
 #[cfg(test)]

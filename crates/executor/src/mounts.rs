@@ -27,7 +27,7 @@ use rbuild_sandbox::{BindMount, Isolation};
 use crate::chroot_mounts::{MountKind, MountPlan};
 
 use crate::context::{BuildContext, Origin};
-use crate::error::Result;
+use crate::error::{BuildError, Result};
 use crate::fsops::{self, Ownership};
 use crate::sources::SourceRoot;
 use crate::state::StageState;
@@ -74,7 +74,7 @@ impl BuildContext<'_> {
         let chroot = isolation == Isolation::Chroot;
         // A root build's userns step runs as an unprivileged host range: it cannot read
         // root's secret files or connect to root's agent sockets as they are.
-        let ranged = !chroot && matches!(fsops::owners(), fsops::Owners::Ranged(_));
+        let ranged = !chroot && matches!(self.owners, fsops::Owners::Ranged(_));
         let mut held = Vec::new();
         let mut binds = Vec::new();
         let mut plans = Vec::new();
@@ -171,12 +171,17 @@ impl BuildContext<'_> {
                             std::fs::Permissions::from_mode(m.mode.unwrap_or(0o755)),
                         )
                         .map_err(|e| origin.error(format!("cache {id:?}: {e}")))?;
-                        fsops::chown_in_build(&dir, m.uid.unwrap_or(0), m.gid.unwrap_or(0))
-                            .map_err(|e| origin.error(format!("cache {id:?}: {e}")))?;
-                    } else if let fsops::Owners::Ranged(range) = fsops::owners() {
+                        fsops::chown_in_build(
+                            &self.owners,
+                            &dir,
+                            m.uid.unwrap_or(0),
+                            m.gid.unwrap_or(0),
+                        )
+                        .map_err(|e| origin.error(format!("cache {id:?}: {e}")))?;
+                    } else if let fsops::Owners::Ranged(range) = &self.owners {
                         // Filled by an identity-mapped root build or a remote cache import
                         // (container ids as host ids): shifted into the range once.
-                        fsops::shift_into_range(&dir, &range)
+                        fsops::shift_into_range(&dir, range)
                             .map_err(|e| origin.error(format!("cache {id:?}: {e}")))?;
                     }
                     match m.sharing {
@@ -350,37 +355,39 @@ impl BuildContext<'_> {
         uid: u32,
         gid: u32,
         mode: u32,
-    ) -> std::result::Result<(crate::secrets::SecretFiles, PathBuf), String> {
+    ) -> Result<(crate::secrets::SecretFiles, PathBuf)> {
         use std::os::unix::fs::PermissionsExt;
-        let content = std::fs::read(path).map_err(|e| format!("reading the secret: {e}"))?;
+        // The messages name no path: a secret's file is the user's business.
+        let content = std::fs::read(path).map_err(BuildError::system("reading the secret"))?;
         let mut files = crate::secrets::SecretFiles::create(self.store)
-            .map_err(|e| format!("a directory for the secret's copy: {e}"))?;
+            .map_err(BuildError::system("a directory for the secret's copy"))?;
         let copy = files
             .add(&content)
-            .map_err(|e| format!("writing the secret's copy: {e}"))?;
+            .map_err(BuildError::system("writing the secret's copy"))?;
         // The mode first: rootless, the copy is no longer the user's once given away.
-        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(mode & 0o7777))
-            .map_err(|e| format!("chmod {mode:o} of the secret's copy: {e}"))?;
-        fsops::chown_in_build(&copy, uid, gid)?;
-        fsops::chown_in_build(files.dir(), 0, 0)?;
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(mode & 0o7777)).map_err(
+            BuildError::system(format!("chmod {mode:o} of the secret's copy")),
+        )?;
+        fsops::chown_in_build(&self.owners, &copy, uid, gid)?;
+        fsops::chown_in_build(&self.owners, files.dir(), 0, 0)?;
         Ok((files, copy))
     }
 
     /// A ranged root build's socket forwarding to the agent socket `agent`, container
     /// root's with mode 0600 (BuildKit's defaults), as long as the relay is held.
-    fn agent_relay(&self, agent: &Path) -> std::result::Result<(AgentRelay, PathBuf), String> {
+    fn agent_relay(&self, agent: &Path) -> Result<(AgentRelay, PathBuf)> {
         use std::os::unix::fs::PermissionsExt;
-        let dir = self.dir.new_dir("ssh").map_err(|e| e.to_string())?;
+        let dir = self.dir.new_dir("ssh")?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("making the agent's directory private: {e}"))?;
+            .map_err(BuildError::system("making the agent's directory private"))?;
         let socket = dir.join("agent.sock");
         let listener = std::os::unix::net::UnixListener::bind(&socket)
-            .map_err(|e| format!("creating the agent socket {}: {e}", socket.display()))?;
+            .map_err(BuildError::io("creating the agent socket", &socket))?;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("chmod of the agent socket: {e}"))?;
-        fsops::chown_in_build(&socket, 0, 0)?;
+            .map_err(BuildError::system("chmod of the agent socket"))?;
+        fsops::chown_in_build(&self.owners, &socket, 0, 0)?;
         let proxy = crate::chroot_mounts::AgentProxy::start(listener, agent.to_path_buf())
-            .map_err(|e| format!("forwarding the agent: {e}"))?;
+            .map_err(BuildError::system("forwarding the agent"))?;
         Ok((AgentRelay(Some(proxy), dir), socket))
     }
 
@@ -390,7 +397,7 @@ impl BuildContext<'_> {
         from: Option<&str>,
         source: &str,
         writable: bool,
-    ) -> std::result::Result<PathBuf, String> {
+    ) -> Result<PathBuf> {
         let from_root = match from {
             Some(f) => Some(self.root_of_from(st.index, f)?),
             None => None,
@@ -404,27 +411,26 @@ impl BuildContext<'_> {
         };
         let mut found = root.expand(source)?;
         if found.len() != 1 {
-            return Err(format!(
+            return Err(BuildError::other(format!(
                 "source {source:?} names {} paths, expected one",
                 found.len()
-            ));
+            )));
         }
         let src = found.remove(0);
         if from.is_some() && !writable {
             return Ok(src.host);
         }
-        let copy_root = self.dir.new_dir("bind").map_err(|e| e.to_string())?;
-        let md =
-            std::fs::metadata(&src.host).map_err(|e| format!("{}: {e}", src.host.display()))?;
+        let copy_root = self.dir.new_dir("bind")?;
+        let md = std::fs::metadata(&src.host).map_err(BuildError::io("", &src.host))?;
         let keep = Ownership::default();
         if md.is_dir() {
             let no_filters = crate::sources::CopyFilters::default();
             let filter = root.filter_for(&src, &no_filters);
-            fsops::copy_dir_contents(&src.host, &copy_root, keep, &filter)?;
+            fsops::copy_dir_contents(&self.owners, &src.host, &copy_root, keep, &filter)?;
             Ok(copy_root)
         } else {
             let file = copy_root.join("file");
-            fsops::copy_leaf(&src.host, &file, keep)?;
+            fsops::copy_leaf(&self.owners, &src.host, &file, keep)?;
             Ok(file)
         }
     }

@@ -1,8 +1,7 @@
 //! Who owns the files a build writes: how container ids become owners on disk ([`Owners`],
-//! one per build, entered per thread), giving files their owners, and the container-root
+//! one per build, handed to what writes files), giving files their owners, and the container-root
 //! worker of rootless builds with subordinate ids (`rbuild_rootfs::ContainerRoot`).
 
-use std::cell::RefCell;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -13,6 +12,7 @@ use rbuild_rootfs::ContainerRoot;
 use rbuild_sandbox::root_range::RootRange;
 use rbuild_sandbox::Sandbox;
 
+use crate::error::{BuildError, Result};
 use crate::fsops::{current_ids, lchown, running_as_root};
 
 /// Removes the tree `path` (never following symlinks): as container root when its files
@@ -55,13 +55,17 @@ impl Owners {
         sandbox: &Sandbox,
         userns_steps: bool,
         store_root: &Path,
-    ) -> Result<(Owners, Option<String>), String> {
+    ) -> Result<(Owners, Option<String>)> {
         if running_as_root() {
             if !userns_steps {
                 return Ok((Owners::Root, None));
             }
-            let range = rbuild_sandbox::root_range::root_range(store_root)
-                .map_err(|e| format!("choosing the id range of root's steps: {e}"))?;
+            let range = rbuild_sandbox::root_range::root_range(store_root).map_err(|source| {
+                BuildError::Sandbox {
+                    doing: "choosing the id range of root's steps".into(),
+                    source,
+                }
+            })?;
             return Ok(match range {
                 Some(range) => (Owners::Ranged(range), None),
                 // Root of a namespace too small for a range: not host root anyway.
@@ -138,40 +142,28 @@ impl Owners {
     }
 }
 
-thread_local! {
-    /// The owners of the build running on this thread (each thread running a stage enters
-    /// the build's). The places that give files owners (COPY, WORKDIR, mounts) are many
-    /// small functions; a scoped thread-local spares threading it through all of them.
-    static OWNERS: RefCell<Option<Owners>> = const { RefCell::new(None) };
-}
-
-/// Makes `owners` this thread's build owners until the guard drops (the previous ones are
-/// put back then, so nested builds on one thread stay correct).
-pub(crate) struct OwnersScope(Option<Owners>);
-
-impl OwnersScope {
-    pub(crate) fn enter(owners: Owners) -> OwnersScope {
-        OwnersScope(OWNERS.with(|o| o.borrow_mut().replace(owners)))
-    }
-}
-
-impl Drop for OwnersScope {
-    fn drop(&mut self) {
-        let previous = self.0.take();
-        OWNERS.with(|o| *o.borrow_mut() = previous);
-    }
-}
-
-/// This thread's build owners; outside a build, what this process would use without a
-/// helper (root, or single-id).
-pub(crate) fn owners() -> Owners {
-    OWNERS.with(|o| o.borrow().clone()).unwrap_or_else(|| {
+impl Owners {
+    /// What this process uses outside a build (`rbuild prune`, the container-root worker's
+    /// COPY --from tasks, which run as root of the build's namespace): root, or single-id.
+    pub(crate) fn of_process() -> Owners {
         if running_as_root() {
             Owners::Root
         } else {
             Owners::SingleId
         }
-    })
+    }
+
+    /// Rootless with subordinate ids, every write into a rootfs goes through container
+    /// root: it may write into directories the image gives to other users and give files
+    /// any mapped owner, which the user itself may not (its files would also stop being
+    /// its own halfway through a COPY). Paths are resolved here, inside the root, before
+    /// they are handed over.
+    pub(crate) fn container_root(&self) -> Option<&Arc<ContainerRoot>> {
+        match self {
+            Owners::Mapped(root) => Some(root),
+            _ => None,
+        }
+    }
 }
 
 /// Gives `path` (never followed) to container owner `uid:gid`. As root that is a plain
@@ -179,27 +171,30 @@ pub(crate) fn owners() -> Owners {
 /// namespace does it (a file already owned right is left alone, which is the common case of
 /// files for container root). Rootless without a range, container root *is* the user:
 /// files the user owns already have the right owner and any other owner fails clearly.
-pub(crate) fn chown_in_build(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
-    let owners = owners();
-    if let Owners::Root = owners {
-        return lchown(path, uid, gid).map_err(|e| format!("chown of {}: {e}", path.display()));
-    }
+pub(crate) fn chown_in_build(owners: &Owners, path: &Path, uid: u32, gid: u32) -> Result<()> {
+    let Some(map) = owners.id_map() else {
+        // Host root: container ids are host ids.
+        return lchown(path, uid, gid).map_err(BuildError::io("chown of", path));
+    };
     if let Some(why) = owners.cannot_own(uid, gid) {
-        return Err(format!("chown of {} to {uid}:{gid}: {why}", path.display()));
+        return Err(BuildError::other(format!(
+            "chown of {} to {uid}:{gid}: {why}",
+            path.display()
+        )));
     }
-    // Cannot fail: only `Owners::Root` has no id map, and it returned above.
-    let map = owners.id_map().expect("rootless builds have an id map");
     let host = (map.host_uid(uid.into()), map.host_gid(gid.into()));
-    let md = fs::symlink_metadata(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let md = fs::symlink_metadata(path).map_err(BuildError::io("reading", path))?;
     if host == (Some(md.uid()), Some(md.gid())) {
         return Ok(());
     }
-    match &owners {
-        Owners::Mapped(root) => root.lchown(path, uid, gid).map_err(|e| e.to_string()),
+    match owners {
+        Owners::Mapped(root) => root
+            .lchown(path, uid, gid)
+            .map_err(BuildError::container_root("")),
         // Single id: the only mapped owner is the user, who owns what it creates; a file
         // copied from elsewhere with another owner cannot be given to it without CAP_CHOWN.
         _ => lchown(path, host.0.unwrap_or(uid), host.1.unwrap_or(gid))
-            .map_err(|e| format!("chown of {}: {e}", path.display())),
+            .map_err(BuildError::io("chown of", path)),
     }
 }
 
@@ -208,13 +203,13 @@ pub(crate) fn chown_in_build(path: &Path, uid: u32, gid: u32) -> Result<(), Stri
 /// by a remote cache import) the range's host ids, keeping modes (a chown clears setuid
 /// bits). Never follows symlinks. `dir` itself goes last: once it belongs to the range the
 /// tree is done, and a walk cut short is taken up again next time.
-pub(crate) fn shift_into_range(dir: &Path, range: &RootRange) -> Result<(), String> {
-    let top = fs::symlink_metadata(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+pub(crate) fn shift_into_range(dir: &Path, range: &RootRange) -> Result<()> {
+    let top = fs::symlink_metadata(dir).map_err(BuildError::io("reading", dir))?;
     let inside = |id: u32, start: u32| id >= start && id - start < range.count;
     if inside(top.uid(), range.uid_start) && inside(top.gid(), range.gid_start) {
         return Ok(());
     }
-    let shift = |path: &Path, md: &fs::Metadata| -> Result<(), String> {
+    let shift = |path: &Path, md: &fs::Metadata| -> Result<()> {
         let shifted = |id: u32, start: u32| {
             if inside(id, start) || id >= range.count {
                 id
@@ -229,32 +224,22 @@ pub(crate) fn shift_into_range(dir: &Path, range: &RootRange) -> Result<(), Stri
         if (uid, gid) == (md.uid(), md.gid()) {
             return Ok(());
         }
-        lchown(path, uid, gid).map_err(|e| format!("chown of {}: {e}", path.display()))?;
+        lchown(path, uid, gid).map_err(BuildError::io("chown of", path))?;
         if !md.file_type().is_symlink() {
             fs::set_permissions(path, fs::Permissions::from_mode(md.mode() & 0o7777))
-                .map_err(|e| format!("chmod of {}: {e}", path.display()))?;
+                .map_err(BuildError::io("chmod of", path))?;
         }
         Ok(())
     };
     for entry in walkdir::WalkDir::new(dir).min_depth(1).follow_links(false) {
-        let entry = entry.map_err(|e| format!("walking {}: {e}", dir.display()))?;
+        let entry =
+            entry.map_err(|e| BuildError::other(format!("walking {}: {e}", dir.display())))?;
         let md = entry
             .metadata()
-            .map_err(|e| format!("reading {}: {e}", entry.path().display()))?;
+            .map_err(|e| BuildError::other(format!("reading {}: {e}", entry.path().display())))?;
         shift(entry.path(), &md)?;
     }
     shift(dir, &top)
-}
-
-/// Rootless with subordinate ids, every write into a rootfs goes through container root:
-/// it may write into directories the image gives to other users and give files any mapped
-/// owner, which the user itself may not (its files would also stop being its own halfway
-/// through a COPY). Paths are resolved here, inside the root, before they are handed over.
-pub(crate) fn container_root() -> Option<Arc<ContainerRoot>> {
-    match owners() {
-        Owners::Mapped(root) => Some(root),
-        _ => None,
-    }
 }
 
 /// Call first thing in `main`: if this process was started as the container-root worker
@@ -262,6 +247,7 @@ pub(crate) fn container_root() -> Option<Arc<ContainerRoot>> {
 /// COPY rules, handed over here.
 pub fn maybe_run_root_worker() {
     rbuild_rootfs::maybe_run_worker(|task| {
-        crate::copy::copy_from_task(task).map_err(rbuild_rootfs::RootfsError::Task)
+        crate::copy::copy_from_task(task)
+            .map_err(|e| rbuild_rootfs::RootfsError::Task(e.to_string()))
     });
 }

@@ -99,7 +99,7 @@ impl BuildContext<'_> {
         // it (with a single-id mapping only 0 does, e.g. Alpine's root listed in `wheel`):
         // it is left out rather than failing every step. The primary group is kept, so an
         // unmapped one still fails with a message saying why.
-        if let Some(map) = crate::fsops::owners().id_map() {
+        if let Some(map) = self.owners.id_map() {
             let primary = user.gid;
             user.groups
                 .retain(|&g| g == primary || map.host_gid(g.into()).is_some());
@@ -185,10 +185,11 @@ impl BuildContext<'_> {
         }
         let parent = self.dir.new_dir("overlay")?;
         let dirs = OverlayDirs::create(&parent).map_err(|e| origin.error(e.to_string()))?;
-        if let crate::fsops::Owners::Ranged(_) = crate::fsops::owners() {
+        if let crate::fsops::Owners::Ranged(_) = self.owners {
             // The range's root mounts the overlay: its upper and work directories are its.
             for dir in [&dirs.upperdir, &dirs.workdir, &dirs.merged] {
-                crate::fsops::chown_in_build(dir, 0, 0).map_err(|e| origin.error(e))?;
+                crate::fsops::chown_in_build(&self.owners, dir, 0, 0)
+                    .map_err(|e| origin.error(e))?;
             }
         }
         let lowers = vec![st.rootfs.clone()];
@@ -220,7 +221,7 @@ impl BuildContext<'_> {
         keep_system_mount_points(&mut outcome.stubs);
         let snapshot = crate::phases::Phase::Snapshot;
         let changes = crate::phases::timed(snapshot, || {
-            crate::snapshot::overlay_changes(&dirs.upperdir, &lowers, &outcome.stubs)
+            crate::snapshot::overlay_changes(&self.owners, &dirs.upperdir, &lowers, &outcome.stubs)
         })
         .map_err(|e| origin.error(format!("reading the step's changes: {e}")))?;
         let size = self
@@ -232,7 +233,7 @@ impl BuildContext<'_> {
         // What stays in the upper directory goes with the build directory, in the
         // background: removing files now would hold up the next step.
         if matches!(
-            crate::fsops::owners(),
+            self.owners,
             crate::fsops::Owners::Root | crate::fsops::Owners::Ranged(_)
         ) {
             let _t = crate::phases::Phase::Extract.timer();
@@ -271,7 +272,7 @@ impl BuildContext<'_> {
         if crate::scratch::cancelling() {
             return Err(origin.error("the build was cancelled"));
         }
-        let before = Index::scan(&st.rootfs).map_err(|e| origin.error(e))?;
+        let before = Index::scan(&self.owners, &st.rootfs).map_err(|e| origin.error(e))?;
         let mut placed = None;
         let mut chroot_spec;
         let spec = if spec.isolation == Isolation::Chroot && !spec.binds.is_empty() {

@@ -79,7 +79,8 @@ impl BuildContext<'_> {
             owner.ids()
         };
         let before = self.scan(&st.rootfs).map_err(|e| origin.error(e))?;
-        fsops::ensure_dir(&st.rootfs, &op.path, owner).map_err(|e| origin.error(e))?;
+        fsops::ensure_dir(&self.owners, &st.rootfs, &op.path, owner)
+            .map_err(|e| origin.error(e))?;
         self.commit(st, &before).map_err(|e| origin.error(e))
     }
 }

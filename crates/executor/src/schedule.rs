@@ -15,21 +15,18 @@ use rbuild_dockerfile::{Base, BuildPlan};
 
 use crate::context::{lock, BuildContext};
 use crate::error::{BuildError, Result};
-use crate::fsops::OwnersScope;
 use crate::progress::{Event, Progress};
 
-/// What a thread the build starts takes from the build: how files are owned and the
-/// build's phase counters (both read per thread, see `fsops::owners` and `phases`). Left
-/// when dropped.
+/// What a thread the build starts takes from the build: its phase counters (read per
+/// thread, see `phases`). Left when dropped. (How files are owned is not per thread: it is
+/// the build's `owners`, handed to what writes files.)
 struct BuildThread {
-    _owners: OwnersScope,
     _phases: crate::phases::BuildPhasesScope,
 }
 
 impl BuildThread {
     fn enter(builder: &BuildContext<'_>) -> Self {
         BuildThread {
-            _owners: OwnersScope::enter(builder.owners.clone()),
             _phases: builder.phases.enter(),
         }
     }

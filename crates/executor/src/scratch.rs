@@ -321,6 +321,12 @@ impl Swept {
 /// listing each); run by every command that opens the store. `remove_now`: build
 /// directories are removed before returning (prune) instead of in the background.
 pub fn sweep_dead(store: &Store, remove_now: bool) -> Swept {
+    sweep_dead_as(store, remove_now, &Owners::of_process())
+}
+
+/// [`sweep_dead`] with `owners` removing the build directories (`rbuild prune` starts the
+/// container-root worker for them).
+pub(crate) fn sweep_dead_as(store: &Store, remove_now: bool, owners: &Owners) -> Swept {
     let (uid, _) = crate::fsops::current_ids();
     let mut swept = Swept::default();
     let tmp = store.root().join("tmp");
@@ -355,7 +361,6 @@ pub fn sweep_dead(store: &Store, remove_now: bool) -> Swept {
     let builds = dead_dirs(&store.root().join("build"), "", None);
     if !builds.is_empty() {
         let trash = store.state_dir("trash").ok();
-        let owners = crate::fsops::owners();
         let mut moved = Vec::new();
         for (path, _lock) in &builds {
             let Some(name) = path.file_name() else {
@@ -366,14 +371,14 @@ pub fn sweep_dead(store: &Store, remove_now: bool) -> Swept {
                     moved.push(trash.join(name));
                 }
                 _ => {
-                    let _ = crate::fsops::remove_tree(path, &owners);
+                    let _ = crate::fsops::remove_tree(path, owners);
                 }
             }
             swept.builds += 1;
         }
         if remove_now {
             for path in &moved {
-                let _ = crate::fsops::remove_tree(path, &owners);
+                let _ = crate::fsops::remove_tree(path, owners);
             }
         } else if !matches!(owners, Owners::Mapped(_)) && !moved.is_empty() {
             crate::build_dir::remove_in_background(&moved);

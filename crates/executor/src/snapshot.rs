@@ -3,48 +3,66 @@
 //! subordinate ids, other container users' private directories are closed to it).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rbuild_layer::Change;
+use rbuild_rootfs::ContainerRoot;
 use rbuild_sandbox::Stub;
 use rbuild_snapshot::Entries;
 
-/// Metadata of every path under a root, taken before a step.
-pub(crate) struct Index(rbuild_snapshot::Index);
+use crate::error::{BuildError, Result};
+
+/// Metadata of every path under a root, taken before a step, and who walks the root again
+/// after it (the build's container root, if it has one).
+pub(crate) struct Index {
+    before: rbuild_snapshot::Index,
+    walker: Option<Arc<ContainerRoot>>,
+}
 
 impl Index {
-    pub(crate) fn scan(root: &Path) -> Result<Index, String> {
+    pub(crate) fn scan(owners: &crate::fsops::Owners, root: &Path) -> Result<Index> {
         let _t = crate::phases::Phase::Snapshot.timer();
-        Ok(Index(rbuild_snapshot::Index::from_entries(entries(root)?)))
+        let walker = owners.container_root().cloned();
+        let before = rbuild_snapshot::Index::from_entries(entries(walker.as_deref(), root)?);
+        Ok(Index { before, walker })
     }
 
     /// What changed between `self` (before) and the root's current state.
-    pub(crate) fn changes(&self, root: &Path) -> Result<Vec<Change>, String> {
+    pub(crate) fn changes(&self, root: &Path) -> Result<Vec<Change>> {
         let _t = crate::phases::Phase::Snapshot.timer();
-        Ok(self.0.changes_to(&entries(root)?))
+        Ok(self
+            .before
+            .changes_to(&entries(self.walker.as_deref(), root)?))
     }
 }
 
 /// Every path's metadata under `root`, walked here or by container root.
-fn entries(root: &Path) -> Result<Entries, String> {
-    match crate::fsops::container_root() {
+fn entries(container_root: Option<&ContainerRoot>, root: &Path) -> Result<Entries> {
+    match container_root {
         Some(container_root) => container_root
             .scan(root)
-            .map_err(|e| format!("scanning {}: {e}", root.display())),
-        None => rbuild_snapshot::walk(root).map_err(|e| e.to_string()),
+            .map_err(BuildError::container_root(format!(
+                "scanning {}",
+                root.display()
+            ))),
+        None => rbuild_snapshot::walk(root).map_err(BuildError::Snapshot),
     }
 }
 
 /// The changes an overlay step made (`rbuild_snapshot::overlay_changes`): as container
 /// root where this process could not read them all, else here.
 pub(crate) fn overlay_changes(
+    owners: &crate::fsops::Owners,
     upper: &Path,
     lowers: &[PathBuf],
     stubs: &[Stub],
-) -> Result<Vec<Change>, String> {
-    match crate::fsops::container_root() {
+) -> Result<Vec<Change>> {
+    match owners.container_root() {
         Some(root) => root
             .overlay_changes(upper, lowers, stubs)
-            .map_err(|e| e.to_string()),
-        None => rbuild_snapshot::overlay_changes(upper, lowers, stubs).map_err(|e| e.to_string()),
+            .map_err(BuildError::container_root("")),
+        None => {
+            rbuild_snapshot::overlay_changes(upper, lowers, stubs).map_err(BuildError::Snapshot)
+        }
     }
 }

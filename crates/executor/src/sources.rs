@@ -5,9 +5,17 @@
 use std::path::{Path, PathBuf};
 
 use rbuild_ignore::PatternMatcher;
-use rbuild_sandbox::rootpath::host_path_in_root;
+use rbuild_inroot::host_path_in_root;
 
+use crate::error::{BuildError, Result, SourceProblem};
 use crate::fsops::Filter;
+
+fn problem(src: &str, problem: SourceProblem) -> BuildError {
+    BuildError::Source {
+        path: src.to_string(),
+        problem,
+    }
+}
 
 /// A tree COPY reads from.
 pub(crate) enum SourceRoot<'a> {
@@ -44,14 +52,14 @@ impl SourceRoot<'_> {
     }
 
     /// The cleaned relative path of `src`; `..` leaving the context is an error.
-    fn clean(&self, src: &str) -> Result<Vec<String>, String> {
+    fn clean(&self, src: &str) -> Result<Vec<String>> {
         let mut comps: Vec<String> = Vec::new();
         for c in src.split('/') {
             match c {
                 "" | "." => {}
                 ".." => {
                     if comps.pop().is_none() && self.is_context() {
-                        return Err(format!("{src:?} is outside the build context"));
+                        return Err(problem(src, SourceProblem::OutsideContext));
                     }
                 }
                 other => comps.push(other.to_string()),
@@ -70,21 +78,21 @@ impl SourceRoot<'_> {
     }
 
     /// Resolves one literal path (no wildcards).
-    fn literal(&self, src: &str, rel: &str) -> Result<Source, String> {
+    fn literal(&self, src: &str, rel: &str) -> Result<Source> {
         match self {
             SourceRoot::Context { dir, .. } => {
                 if self.excluded(rel) {
-                    return Err(format!("{src:?} is excluded by .dockerignore"));
+                    return Err(problem(src, SourceProblem::Excluded));
                 }
                 // Symlinks resolve inside the context, as BuildKit resolves them in its
                 // copy of it: `link -> /etc/passwd` names the context's own etc/passwd.
-                let host = match host_path_in_root(dir, &format!("/{rel}")) {
+                let host = match host_path_in_root(dir, format!("/{rel}")) {
                     Ok(Some(host)) => host,
-                    Ok(None) => return Err(format!("{src:?} not found in the build context")),
+                    Ok(None) => return Err(problem(src, SourceProblem::NotInContext)),
                     Err(e) => {
-                        return Err(format!(
-                            "{src:?} cannot be resolved in the build context: {e}"
-                        ))
+                        return Err(BuildError::system(format!(
+                            "{src:?} cannot be resolved in the build context"
+                        ))(e))
                     }
                 };
                 // What a symlink leads to must not be excluded either: BuildKit never
@@ -92,8 +100,9 @@ impl SourceRoot<'_> {
                 if let Ok(real_rel) = host.strip_prefix(dir) {
                     let real_rel = real_rel.to_string_lossy();
                     if real_rel != rel && self.excluded(&real_rel) {
-                        return Err(format!(
-                            "{src:?} leads to {real_rel:?}, which is excluded by .dockerignore"
+                        return Err(problem(
+                            src,
+                            SourceProblem::LeadsToExcluded(real_rel.into_owned()),
                         ));
                     }
                 }
@@ -102,13 +111,13 @@ impl SourceRoot<'_> {
                     rel: rel.to_string(),
                 })
             }
-            SourceRoot::Rootfs(root) => match host_path_in_root(root, &format!("/{rel}")) {
+            SourceRoot::Rootfs(root) => match host_path_in_root(root, format!("/{rel}")) {
                 Ok(Some(host)) => Ok(Source {
                     host,
                     rel: rel.to_string(),
                 }),
-                Ok(None) => Err(format!("{src:?} not found")),
-                Err(e) => Err(format!("{src:?}: {e}")),
+                Ok(None) => Err(problem(src, SourceProblem::NotFound)),
+                Err(e) => Err(BuildError::system(format!("{src:?}"))(e)),
             },
         }
     }
@@ -123,7 +132,7 @@ impl SourceRoot<'_> {
         src: &str,
         parents: bool,
         filters: &CopyFilters,
-    ) -> Result<Vec<(Source, CopyFilters)>, String> {
+    ) -> Result<Vec<(Source, CopyFilters)>> {
         if !parents {
             return Ok(self
                 .expand(src)?
@@ -155,7 +164,7 @@ impl SourceRoot<'_> {
 
     /// Expands `src` (possibly with wildcards) to the sources it names, sorted: a literal
     /// path must exist, a pattern may match nothing (an empty list).
-    pub(crate) fn expand(&self, src: &str) -> Result<Vec<Source>, String> {
+    pub(crate) fn expand(&self, src: &str) -> Result<Vec<Source>> {
         let comps = self.clean(src)?;
         if !has_wildcard(src) {
             return Ok(vec![self.literal(src, &comps.join("/"))?]);
@@ -248,11 +257,14 @@ pub(crate) struct CopyFilters {
 }
 
 impl CopyFilters {
-    pub(crate) fn new(exclude: &[String]) -> Result<CopyFilters, String> {
+    pub(crate) fn new(exclude: &[String]) -> Result<CopyFilters> {
         let exclude = if exclude.is_empty() {
             None
         } else {
-            Some(PatternMatcher::new(exclude).map_err(|e| format!("--exclude: {e}"))?)
+            Some(
+                PatternMatcher::new(exclude)
+                    .map_err(|e| BuildError::other(format!("--exclude: {e}")))?,
+            )
         };
         Ok(CopyFilters {
             exclude,
@@ -289,9 +301,9 @@ pub(crate) struct IncludePattern {
 }
 
 impl IncludePattern {
-    pub(crate) fn new(pattern: &str) -> Result<IncludePattern, String> {
+    pub(crate) fn new(pattern: &str) -> Result<IncludePattern> {
         let matcher = PatternMatcher::new([pattern])
-            .map_err(|e| format!("--parents pattern {pattern:?}: {e}"))?;
+            .map_err(|e| BuildError::other(format!("--parents pattern {pattern:?}: {e}")))?;
         Ok(IncludePattern {
             matcher,
             components: pattern
@@ -407,15 +419,26 @@ mod tests {
             dir: &ctx,
             ignore: None,
         };
-        assert!(root
-            .expand("../secret")
-            .unwrap_err()
-            .contains("outside the build context"));
+        let problem_of = |root: &SourceRoot<'_>, src: &str| match root.expand(src).unwrap_err() {
+            BuildError::Source { path, problem } => {
+                assert_eq!(path, src);
+                problem
+            }
+            other => panic!("{src}: not a source error: {other:?}"),
+        };
+        assert_eq!(
+            problem_of(&root, "../secret"),
+            SourceProblem::OutsideContext
+        );
+        assert_eq!(
+            root.expand("../secret").unwrap_err().to_string(),
+            "\"../secret\" is outside the build context"
+        );
         // A symlink out of the context resolves inside it (BuildKit): to ctx/secret,
         // which does not exist, never to the host's file.
-        assert!(root.expand("link").unwrap_err().contains("not found"));
+        assert_eq!(problem_of(&root, "link"), SourceProblem::NotInContext);
         std::os::unix::fs::symlink(dir.path().join("secret"), ctx.join("abs")).unwrap();
-        assert!(root.expand("abs").unwrap_err().contains("not found"));
+        assert_eq!(problem_of(&root, "abs"), SourceProblem::NotInContext);
         std::fs::write(ctx.join("secret"), "inside").unwrap();
         let found = root.expand("link").unwrap();
         assert_eq!(std::fs::read(&found[0].host).unwrap(), b"inside");
@@ -425,9 +448,14 @@ mod tests {
             dir: &ctx,
             ignore: Some(&ignore),
         };
+        assert_eq!(
+            problem_of(&filtered, "link"),
+            SourceProblem::LeadsToExcluded("secret".into())
+        );
         assert!(filtered
             .expand("link")
             .unwrap_err()
+            .to_string()
             .contains("excluded by .dockerignore"));
     }
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::error::{BuildError, Result};
 use crate::scratch::{DirKind, OwnedDir};
 
 /// What the paths of one `--ssh ID=…` name.
@@ -27,30 +28,34 @@ pub enum SshSource {
 /// Tells sockets from key files by `stat` (following symlinks, as BuildKit): one socket,
 /// or one or more regular files, never both (BuildKit's rules). A missing path is an error
 /// naming it.
-pub fn classify_ssh_paths(paths: &[PathBuf]) -> Result<SshSource, String> {
+pub fn classify_ssh_paths(paths: &[PathBuf]) -> Result<SshSource> {
     let mut socket = None;
     let mut keys = Vec::new();
     for path in paths {
-        let md = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let md = std::fs::metadata(path).map_err(BuildError::io("", path))?;
         if md.file_type().is_socket() {
             if socket.is_some() {
-                return Err("only a single ssh-agent socket is allowed per id".into());
+                return Err(BuildError::other(
+                    "only a single ssh-agent socket is allowed per id",
+                ));
             }
             socket = Some(path.clone());
         } else if md.is_file() {
             keys.push(path.clone());
         } else {
-            return Err(format!(
+            return Err(BuildError::other(format!(
                 "{} is neither an ssh-agent socket nor a private key file",
                 path.display()
-            ));
+            )));
         }
     }
     match (socket, keys.is_empty()) {
         (Some(s), true) => Ok(SshSource::Socket(s)),
         (None, false) => Ok(SshSource::Keys(keys)),
-        (Some(_), false) => Err("mixing ssh-agent sockets and key files is not allowed".into()),
-        (None, true) => Err("no ssh-agent socket or key file given".into()),
+        (Some(_), false) => Err(BuildError::other(
+            "mixing ssh-agent sockets and key files is not allowed",
+        )),
+        (None, true) => Err(BuildError::other("no ssh-agent socket or key file given")),
     }
 }
 
@@ -76,10 +81,10 @@ impl SshAgent {
     /// system's temporary directory when that path would be too long for a socket) and
     /// loads `keys` into it. A key protected by a passphrase is an error naming the file;
     /// nothing ever prompts.
-    pub fn start(parent: &Path, keys: &[PathBuf]) -> Result<SshAgent, String> {
+    pub fn start(parent: &Path, keys: &[PathBuf]) -> Result<SshAgent> {
         let dir = private_dir(parent)
             .or_else(|_| private_dir(&std::env::temp_dir()))
-            .map_err(|e| format!("creating a directory for the ssh-agent: {e}"))?;
+            .map_err(BuildError::system("creating a directory for the ssh-agent"))?;
         let socket = dir.path().join("agent.sock");
         // Its messages go to a file, not a pipe nobody reads once it runs.
         let log = dir.path().join("agent.log");
@@ -87,7 +92,7 @@ impl SshAgent {
             Ok(f) => f,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(dir.path());
-                return Err(format!("creating {}: {e}", log.display()));
+                return Err(BuildError::io("creating", &log)(e));
             }
         };
         // ssh-agent is set-group-id on Debian, and executing such a program clears
@@ -110,7 +115,7 @@ impl SshAgent {
             Ok(c) => c,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(dir.path());
-                return Err(format!("starting sh for ssh-agent: {e}"));
+                return Err(BuildError::system("starting sh for ssh-agent")(e));
             }
         };
         let agent_pid = read_pid(&mut child);
@@ -119,10 +124,10 @@ impl SshAgent {
             let _ = child.wait();
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             let _ = std::fs::remove_dir_all(dir.path());
-            return Err(format!(
+            return Err(BuildError::other(format!(
                 "starting ssh-agent (is openssh-client installed?): {}",
                 log.trim()
-            ));
+            )));
         };
         // Stopped by the signal handler too, should the build be cancelled.
         crate::scratch::register_process(agent_pid);
@@ -150,7 +155,7 @@ impl SshAgent {
         self.agent_pid.unsigned_abs()
     }
 
-    fn wait_for_socket(&mut self) -> Result<(), String> {
+    fn wait_for_socket(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let is_socket =
@@ -161,10 +166,15 @@ impl SshAgent {
             if !crate::scratch::process_alive(self.agent_pid) {
                 let log =
                     std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default();
-                return Err(format!("ssh-agent exited: {}", log.trim()));
+                return Err(BuildError::other(format!(
+                    "ssh-agent exited: {}",
+                    log.trim()
+                )));
             }
             if Instant::now() > deadline {
-                return Err("ssh-agent did not create its socket within 10s".into());
+                return Err(BuildError::other(
+                    "ssh-agent did not create its socket within 10s",
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -174,8 +184,8 @@ impl SshAgent {
     /// not matter, as with buildx, and no copy is made). ssh-add runs in its own session
     /// without a terminal, askpass or stdin left to read from, so a passphrase cannot be
     /// asked for: it fails instead.
-    fn add(&mut self, key: &Path) -> Result<(), String> {
-        let file = std::fs::File::open(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    fn add(&mut self, key: &Path) -> Result<()> {
+        let file = std::fs::File::open(key).map_err(BuildError::io("", key))?;
         let mut command = Command::new("ssh-add");
         command
             .arg("-q")
@@ -194,19 +204,19 @@ impl SshAgent {
                 Ok(())
             });
         }
-        let out = command
-            .output()
-            .map_err(|e| format!("running ssh-add (is openssh-client installed?): {e}"))?;
+        let out = command.output().map_err(BuildError::system(
+            "running ssh-add (is openssh-client installed?)",
+        ))?;
         if out.status.success() {
             return Ok(());
         }
         let stderr = String::from_utf8_lossy(&out.stderr);
         if stderr.contains("passphrase") {
-            return Err(format!(
+            return Err(BuildError::other(format!(
                 "the ssh key {} is protected by a passphrase, which a build cannot ask for: \
                  load it into an ssh-agent and pass the agent's socket (--ssh ID=SOCKET) instead",
                 key.display()
-            ));
+            )));
         }
         // ssh-add names the key "(stdin)"; its messages never contain key material.
         let reason = stderr
@@ -215,12 +225,12 @@ impl SshAgent {
             .filter(|l| !l.is_empty() && !l.starts_with("Enter passphrase"))
             .collect::<Vec<_>>()
             .join("; ");
-        Err(format!(
+        Err(BuildError::other(format!(
             "loading the ssh key {} into the build's ssh-agent failed (is it a private key \
              file?): {}",
             key.display(),
             reason.replace(" \"(stdin)\"", "").replace("(stdin)", "key")
-        ))
+        )))
     }
 }
 
@@ -298,21 +308,30 @@ mod tests {
         let sock = tmp.join("sock");
         let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         assert_eq!(
-            classify_ssh_paths(&[key.clone(), key.clone()]),
-            Ok(SshSource::Keys(vec![key.clone(), key.clone()]))
+            classify_ssh_paths(&[key.clone(), key.clone()]).unwrap(),
+            SshSource::Keys(vec![key.clone(), key.clone()])
         );
         assert_eq!(
-            classify_ssh_paths(std::slice::from_ref(&sock)),
-            Ok(SshSource::Socket(sock.clone()))
+            classify_ssh_paths(std::slice::from_ref(&sock)).unwrap(),
+            SshSource::Socket(sock.clone())
         );
-        let err = classify_ssh_paths(&[sock.clone(), key.clone()]).unwrap_err();
+        let message = |paths: &[PathBuf]| classify_ssh_paths(paths).unwrap_err().to_string();
+        let err = message(&[sock.clone(), key.clone()]);
         assert!(err.contains("mixing"), "{err}");
-        let err = classify_ssh_paths(&[sock.clone(), sock.clone()]).unwrap_err();
+        let err = message(&[sock.clone(), sock.clone()]);
         assert!(err.contains("single"), "{err}");
         let missing = tmp.join("missing");
-        let err = classify_ssh_paths(std::slice::from_ref(&missing)).unwrap_err();
-        assert!(err.contains(&missing.display().to_string()), "{err}");
-        let err = classify_ssh_paths(std::slice::from_ref(&tmp)).unwrap_err();
+        // A missing path is an I/O error on that path, which callers can match.
+        match classify_ssh_paths(std::slice::from_ref(&missing)).unwrap_err() {
+            BuildError::Io { path, source, .. } => {
+                assert_eq!(path, missing);
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("not an I/O error: {other:?}"),
+        }
+        let err = message(std::slice::from_ref(&missing));
+        assert!(err.starts_with(&missing.display().to_string()), "{err}");
+        let err = message(std::slice::from_ref(&tmp));
         assert!(err.contains("neither"), "{err}");
         std::fs::remove_dir_all(&tmp).unwrap();
     }

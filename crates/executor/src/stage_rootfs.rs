@@ -9,7 +9,7 @@ use rbuild_image::Descriptor;
 
 use crate::build_dir::apply_layers;
 use crate::context::{lock, BuildContext};
-use crate::error::Result;
+use crate::error::{BuildError, Result};
 use crate::state::StageState;
 
 impl BuildContext<'_> {
@@ -31,7 +31,7 @@ impl BuildContext<'_> {
             if *applied == 0 {
                 *applied = self.start_from_tree(layers, rootfs)?;
             }
-            apply_layers(self.store, &layers[*applied..], rootfs)?;
+            apply_layers(self.store, &self.owners, &layers[*applied..], rootfs)?;
             *applied = layers.len();
         }
         Ok(())
@@ -57,14 +57,14 @@ impl BuildContext<'_> {
         }
         let linked = trees
             .get_or_make(&layers[..wanted_again], &|layers, dir| {
-                apply_layers(self.store, layers, dir)
+                apply_layers(self.store, &self.owners, layers, dir)
             })
-            .and_then(|tree| crate::trees::link(&tree, rootfs));
+            .and_then(|tree| crate::trees::link(&self.owners, &tree, rootfs));
         if linked.is_err() {
             // Sharing is an optimisation (a tree on another file system, a link count at
             // its limit): the rootfs, perhaps half linked, starts again empty and the
             // layers are extracted into it as they would be without trees.
-            crate::trees::empty_dir(rootfs)?;
+            crate::trees::empty_dir(&self.owners, rootfs)?;
             return Ok(0);
         }
         lock(&self.shared.shared_roots).insert(rootfs.to_path_buf());
@@ -95,18 +95,14 @@ impl BuildContext<'_> {
     }
 
     /// The before-index of a step that writes into `root` (COPY, WORKDIR).
-    pub(crate) fn scan(&self, root: &Path) -> std::result::Result<crate::snapshot::Index, String> {
+    pub(crate) fn scan(&self, root: &Path) -> Result<crate::snapshot::Index> {
         // A root of links into a shared tree needs no other rule: a link count changed by
         // another build is no change (`rbuild_snapshot::walk`).
-        crate::snapshot::Index::scan(root)
+        crate::snapshot::Index::scan(&self.owners, root)
     }
 
     /// The root filesystem a `--from` names: an earlier stage (name or index) or an image.
-    pub(crate) fn root_of_from(
-        &self,
-        current: usize,
-        from: &str,
-    ) -> std::result::Result<PathBuf, String> {
+    pub(crate) fn root_of_from(&self, current: usize, from: &str) -> Result<PathBuf> {
         let stage = self
             .df
             .stage_by_name(from)
@@ -116,10 +112,11 @@ impl BuildContext<'_> {
             // reading it at once must not both apply its layers.
             let mut done = lock(&self.shared.done);
             let output = done.get_mut(&i).ok_or_else(|| {
-                format!("stage {from:?} has not been built (it must come before this stage)")
+                BuildError::other(format!(
+                    "stage {from:?} has not been built (it must come before this stage)"
+                ))
             })?;
-            self.catch_up(&output.image.layers, &mut output.applied, &output.rootfs)
-                .map_err(|e| e.to_string())?;
+            self.catch_up(&output.image.layers, &mut output.applied, &output.rootfs)?;
             return Ok(output.rootfs.clone());
         }
         let mut roots = lock(&self.shared.image_roots);
@@ -132,7 +129,7 @@ impl BuildContext<'_> {
         let shared = match &self.trees {
             Some(trees) if !image.layers.is_empty() => trees
                 .get_or_make(&image.layers, &|layers, dir| {
-                    apply_layers(self.store, layers, dir)
+                    apply_layers(self.store, &self.owners, layers, dir)
                 })
                 .ok(),
             _ => None,
@@ -140,8 +137,8 @@ impl BuildContext<'_> {
         let root = match shared {
             Some(tree) => tree,
             None => {
-                let root = self.dir.new_dir("from-image").map_err(|e| e.to_string())?;
-                apply_layers(self.store, &image.layers, &root).map_err(|e| e.to_string())?;
+                let root = self.dir.new_dir("from-image")?;
+                apply_layers(self.store, &self.owners, &image.layers, &root)?;
                 root
             }
         };

@@ -265,7 +265,7 @@ impl SourceKeys for BuildContext<'_> {
         src: &str,
         parents: bool,
         filters: &CopyFilters,
-    ) -> std::result::Result<Vec<(String, Digest)>, String> {
+    ) -> Result<Vec<(String, Digest)>> {
         let _t = crate::phases::Phase::Cache.timer();
         let root = SourceRoot::Context {
             dir: &self.request.context_dir,
@@ -280,7 +280,7 @@ impl SourceKeys for BuildContext<'_> {
     }
 
     /// An earlier stage's file-system key, or an image's base key (its manifest digest).
-    fn key_of_from(&self, current: usize, from: &str) -> std::result::Result<Digest, String> {
+    fn key_of_from(&self, current: usize, from: &str) -> Result<Digest> {
         let stage = self
             .df
             .stage_by_name(from)
@@ -290,22 +290,20 @@ impl SourceKeys for BuildContext<'_> {
                 .get(&i)
                 .map(|o| o.fs_key.clone())
                 .ok_or_else(|| {
-                    format!("stage {from:?} has not been built (it must come before this stage)")
+                    BuildError::other(format!(
+                        "stage {from:?} has not been built (it must come before this stage)"
+                    ))
                 });
         }
         let image = self.load_image(from)?;
         Ok(base_key(&image.id, &self.platform))
     }
 
-    fn url_content(&self, url: &str) -> std::result::Result<Digest, String> {
+    fn url_content(&self, url: &str) -> Result<Digest> {
         Ok(crate::context::lock(&self.shared.fetcher).fetch(url)?.1)
     }
 
-    fn git_commit(
-        &self,
-        git: &GitRef,
-        keep_git_dir: Option<bool>,
-    ) -> std::result::Result<String, String> {
+    fn git_commit(&self, git: &GitRef, keep_git_dir: Option<bool>) -> Result<String> {
         // The same checkout the ADD then copies (one fetch per build).
         Ok(crate::context::lock(&self.shared.fetcher)
             .checkout_ref(git, keep_git_dir)?

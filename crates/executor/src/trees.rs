@@ -41,6 +41,9 @@ pub(crate) struct Trees {
     dir: PathBuf,
     _lock: File,
     counter: AtomicU64,
+    /// The build's owners: they decide which trees are its (`owners_tag`) and who may
+    /// remove their files.
+    owners: Owners,
 }
 
 fn lock_path(store: &Store) -> PathBuf {
@@ -74,19 +77,20 @@ fn owners_tag(owners: &Owners) -> String {
 impl Trees {
     /// Opens the store's trees for a build: removes what is beyond the bounds when no other
     /// build holds the lock, then holds it shared until dropped.
-    pub(crate) fn open(store: &Store) -> std::io::Result<Trees> {
+    pub(crate) fn open(store: &Store, owners: &Owners) -> std::io::Result<Trees> {
         let dir = store
             .state_dir("trees")
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let lock = open_lock(store)?;
         if crate::fsops::flock(&lock, libc::LOCK_EX | libc::LOCK_NB)? {
-            let _ = trim(&dir, KEEP_TREES, Some(UNUSED_FOR));
+            let _ = trim(&dir, KEEP_TREES, Some(UNUSED_FOR), owners);
         }
         crate::fsops::flock(&lock, libc::LOCK_SH)?;
         Ok(Trees {
             dir,
             _lock: lock,
             counter: AtomicU64::new(0),
+            owners: owners.clone(),
         })
     }
 
@@ -104,10 +108,9 @@ impl Trees {
 
     /// The tree of `layers[..n]` for the largest `n` (at most `layers.len()`) that has one.
     pub(crate) fn deepest(&self, layers: &[Descriptor]) -> Option<(usize, PathBuf)> {
-        let owners = crate::fsops::owners();
         (1..=layers.len())
             .rev()
-            .map(|n| (n, self.path_of(&layers[..n], &owners)))
+            .map(|n| (n, self.path_of(&layers[..n], &self.owners)))
             .find(|(_, path)| path.is_dir())
     }
 
@@ -118,15 +121,12 @@ impl Trees {
         layers: &[Descriptor],
         apply: &dyn Fn(&[Descriptor], &Path) -> crate::error::Result<()>,
     ) -> crate::error::Result<PathBuf> {
-        let owners = crate::fsops::owners();
-        let path = self.path_of(layers, &owners);
+        let owners = &self.owners;
+        let path = self.path_of(layers, owners);
         if path.is_dir() {
             touch_used(&path);
             return Ok(path);
         }
-        let fail = |what: &str, p: &Path, e: &dyn std::fmt::Display| {
-            crate::error::BuildError::other(format!("{what} {}: {e}", p.display()))
-        };
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let tmp = self.dir.join(format!(
             "tmp-{}-{n}-{}",
@@ -136,20 +136,20 @@ impl Trees {
                 .map(|d| d.subsec_nanos())
                 .unwrap_or(0)
         ));
-        std::fs::create_dir(&tmp).map_err(|e| fail("creating", &tmp, &e))?;
+        std::fs::create_dir(&tmp).map_err(crate::error::BuildError::io("creating", &tmp))?;
         if let Owners::Ranged(_) = owners {
             // The tree's root is container root's, as a rootless build's is the user's
             // (steps see it as a `RUN --mount=from=` target).
-            if let Err(e) = crate::fsops::chown_in_build(&tmp, 0, 0) {
+            if let Err(e) = crate::fsops::chown_in_build(owners, &tmp, 0, 0) {
                 let _ = std::fs::remove_dir(&tmp);
-                return Err(crate::error::BuildError::other(e));
+                return Err(e);
             }
         }
         let made = (|| {
             let below = self.deepest(&layers[..layers.len() - 1]);
             let start = match &below {
                 Some((k, tree)) => {
-                    link(tree, &tmp)?;
+                    link(owners, tree, &tmp)?;
                     touch_used(tree);
                     *k
                 }
@@ -158,14 +158,17 @@ impl Trees {
             apply(&layers[start..], &tmp)
         })();
         if let Err(e) = made {
-            let _ = crate::fsops::remove_tree(&tmp, &owners);
+            let _ = crate::fsops::remove_tree(&tmp, owners);
             return Err(e);
         }
         if let Err(e) = std::fs::rename(&tmp, &path) {
             // Another build made the same tree meanwhile: theirs is as good.
-            let _ = crate::fsops::remove_tree(&tmp, &owners);
+            let _ = crate::fsops::remove_tree(&tmp, owners);
             if !path.is_dir() {
-                return Err(fail("moving the extracted tree to", &path, &e));
+                return Err(crate::error::BuildError::io(
+                    "moving the extracted tree to",
+                    &path,
+                )(e));
             }
         }
         touch_used(&path);
@@ -175,29 +178,28 @@ impl Trees {
 
 /// Fills the empty directory `dst` with links to `tree` (as container root when the tree's
 /// files belong to other container users).
-pub(crate) fn link(tree: &Path, dst: &Path) -> crate::error::Result<()> {
+pub(crate) fn link(owners: &Owners, tree: &Path, dst: &Path) -> crate::error::Result<()> {
     let _t = crate::phases::Phase::Extract.timer();
-    match crate::fsops::owners() {
-        Owners::Mapped(root) => root.link_tree(tree, dst).map_err(|e| e.to_string()),
+    let doing = format!("linking {} into {}", tree.display(), dst.display());
+    match owners {
+        Owners::Mapped(root) => root
+            .link_tree(tree, dst)
+            .map_err(crate::error::BuildError::container_root(doing)),
         _ => rbuild_layer::link_tree(tree, dst)
             .map(|_| ())
-            .map_err(|e| e.to_string()),
+            // `linking TREE into DST: …`, as the worker's failure reads.
+            .map_err(crate::error::BuildError::io(
+                format!("linking {} into", tree.display()),
+                dst,
+            )),
     }
-    .map_err(|e| {
-        crate::error::BuildError::other(format!(
-            "linking {} into {}: {e}",
-            tree.display(),
-            dst.display()
-        ))
-    })
 }
 
 /// Removes everything in `dir` (whoever of the build's container users owns it), leaving
 /// it empty.
-pub(crate) fn empty_dir(dir: &Path) -> crate::error::Result<()> {
-    let _ = crate::fsops::remove_tree(dir, &crate::fsops::owners());
-    std::fs::create_dir(dir)
-        .map_err(|e| crate::error::BuildError::other(format!("creating {}: {e}", dir.display())))
+pub(crate) fn empty_dir(owners: &Owners, dir: &Path) -> crate::error::Result<()> {
+    let _ = crate::fsops::remove_tree(dir, owners);
+    std::fs::create_dir(dir).map_err(crate::error::BuildError::io("creating", dir))
 }
 
 /// Records a use of `tree` (the mtime of `<tree>.used`), for removing the least recently
@@ -211,8 +213,12 @@ fn touch_used(tree: &Path) {
 /// Removes trees beyond the `keep` most recently used and those unused for `unused_for`,
 /// and temporary directories of builds that ended before finishing theirs. The caller holds
 /// the exclusive lock. Returns how many trees went.
-fn trim(dir: &Path, keep: usize, unused_for: Option<std::time::Duration>) -> usize {
-    let owners = crate::fsops::owners();
+fn trim(
+    dir: &Path,
+    keep: usize,
+    unused_for: Option<std::time::Duration>,
+    owners: &Owners,
+) -> usize {
     let mut trees = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -220,7 +226,7 @@ fn trim(dir: &Path, keep: usize, unused_for: Option<std::time::Duration>) -> usi
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with("tmp-") {
-            let _ = crate::fsops::remove_tree(&entry.path(), &owners);
+            let _ = crate::fsops::remove_tree(&entry.path(), owners);
         } else if let Some(tree) = name.strip_suffix(".used") {
             if !dir.join(tree).is_dir() {
                 let _ = std::fs::remove_file(entry.path());
@@ -238,7 +244,7 @@ fn trim(dir: &Path, keep: usize, unused_for: Option<std::time::Duration>) -> usi
     for (i, (used, path)) in trees.into_iter().enumerate() {
         let stale = unused_for.is_some_and(|d| now.duration_since(used).is_ok_and(|age| age > d));
         if i >= keep || stale {
-            let _ = crate::fsops::remove_tree(&path, &owners);
+            let _ = crate::fsops::remove_tree(&path, owners);
             let mut marker = path.into_os_string();
             marker.push(".used");
             let _ = std::fs::remove_file(marker);
@@ -268,21 +274,20 @@ pub fn prune_build_state(store: &Store) -> PrunedBuildState {
     let sandbox = rbuild_sandbox::Sandbox::new();
     let owners = match Owners::for_build(&sandbox, false, store.root()) {
         Ok((owners, _)) => owners,
-        Err(_) => crate::fsops::owners(),
+        Err(_) => Owners::of_process(),
     };
-    let _scope = crate::fsops::OwnersScope::enter(owners);
     // Dead builds' directories first: they go through the trash.
-    let dead = crate::scratch::sweep_dead(store, true);
+    let dead = crate::scratch::sweep_dead_as(store, true, &owners);
     PrunedBuildState {
         dead,
-        trash: crate::build_dir::empty_trash(store),
-        trees: prune_trees(store),
+        trash: crate::build_dir::empty_trash(store, &owners),
+        trees: prune_trees(store, &owners),
     }
 }
 
 /// Removes every tree, unless a build is running (then none). Returns how many went, or
 /// `None` when a build held them.
-fn prune_trees(store: &Store) -> std::io::Result<Option<usize>> {
+fn prune_trees(store: &Store, owners: &Owners) -> std::io::Result<Option<usize>> {
     let dir = store.root().join("trees");
     if !dir.is_dir() {
         return Ok(Some(0));
@@ -291,7 +296,7 @@ fn prune_trees(store: &Store) -> std::io::Result<Option<usize>> {
     if !crate::fsops::flock(&lock, libc::LOCK_EX | libc::LOCK_NB)? {
         return Ok(None);
     }
-    Ok(Some(trim(&dir, 0, None)))
+    Ok(Some(trim(&dir, 0, None, owners)))
 }
 
 #[cfg(test)]
@@ -317,7 +322,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("tmp-1-2-3")).unwrap();
         std::fs::write(dir.path().join("gone.used"), b"").unwrap();
 
-        assert_eq!(trim(dir.path(), 2, None), 1);
+        assert_eq!(trim(dir.path(), 2, None, &Owners::of_process()), 1);
         let mut left: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -327,7 +332,12 @@ mod tests {
 
         // Unused for longer than the bound: gone whatever the count.
         assert_eq!(
-            trim(dir.path(), 10, Some(std::time::Duration::from_secs(50))),
+            trim(
+                dir.path(),
+                10,
+                Some(std::time::Duration::from_secs(50)),
+                &Owners::of_process()
+            ),
             1
         );
         assert!(dir.path().join("newest").is_dir());

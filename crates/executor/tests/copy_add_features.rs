@@ -796,7 +796,9 @@ fn run_mount_ssh_key_files() {
     assert!(!private.exists(), "its directory is removed");
 
     let locked = keygen("rbuild-locked-key", "hunter2xyz");
-    let err = SshAgent::start(&agents, &[key.clone(), locked.clone()]).unwrap_err();
+    let err = SshAgent::start(&agents, &[key.clone(), locked.clone()])
+        .unwrap_err()
+        .to_string();
     assert_has(&err, &locked.display().to_string());
     assert_has(&err, "passphrase");
     assert!(!err.contains("hunter2xyz"), "no secret in the message");
@@ -806,7 +808,9 @@ fn run_mount_ssh_key_files() {
         "a failed start leaves no agent directory behind"
     );
     let not_a_key = dir.join("rbuild-key-file.pub");
-    let err = SshAgent::start(&agents, std::slice::from_ref(&not_a_key)).unwrap_err();
+    let err = SshAgent::start(&agents, std::slice::from_ref(&not_a_key))
+        .unwrap_err()
+        .to_string();
     assert_has(&err, &not_a_key.display().to_string());
 }
 

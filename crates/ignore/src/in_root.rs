@@ -8,19 +8,15 @@
 //! profile without `openat2` the same walk is done one component at a time with
 //! `O_NOFOLLOW` opens below a directory descriptor.
 
-use std::ffi::OsString;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
-
-/// Symlinks followed in one resolution before giving up (Linux's own limit, ELOOP).
-const MAX_SYMLINKS: usize = 40;
 
 /// Why a file could not be read from inside its directory.
 #[derive(Debug)]
@@ -127,69 +123,13 @@ fn relative(rel: &Path) -> PathBuf {
     }
 }
 
-fn components(path: &Path) -> Vec<OsString> {
-    path.components()
-        .filter_map(|c| match c {
-            Component::Normal(name) => Some(name.to_os_string()),
-            Component::ParentDir => Some(OsString::from("..")),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The same resolution as `RESOLVE_IN_ROOT`, one `O_NOFOLLOW` component at a time.
+/// The same resolution as `RESOLVE_IN_ROOT`, one `O_NOFOLLOW` component at a time: the
+/// workspace's one in-root resolver (`rbuild_inroot::open`).
 pub(crate) fn open_by_walk(root: &OwnedFd, rel: &Path) -> Result<File, InRootError> {
-    let mut pending: Vec<OsString> = components(rel);
-    pending.reverse(); // popped from the end
-                       // The open directories from the root down; `..` pops one, never past the root.
-    let mut chain: Vec<OwnedFd> = Vec::new();
-    let mut links = 0;
-    while let Some(name) = pending.pop() {
-        if name == ".." {
-            chain.pop();
-            continue;
-        }
-        let parent = chain.last().unwrap_or(root);
-        let fd = rustix::fs::openat(
-            parent,
-            name.as_os_str(),
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let file_type = FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode);
-        if file_type == FileType::Symlink {
-            links += 1;
-            if links > MAX_SYMLINKS {
-                return Err(io::Error::from(Errno::LOOP).into());
-            }
-            let target = rustix::fs::readlinkat(&fd, "", Vec::new())?;
-            let target = PathBuf::from(OsString::from_vec(target.into_bytes()));
-            if target.is_absolute() {
-                chain.clear();
-            }
-            let mut more = components(&target);
-            more.reverse();
-            pending.extend(more);
-        } else if pending.is_empty() {
-            // The last component: open it for reading, refusing a symlink swapped in since.
-            let parent = chain.last().unwrap_or(root);
-            let fd = rustix::fs::openat(
-                parent,
-                name.as_os_str(),
-                read_flags() | OFlags::NOFOLLOW,
-                Mode::empty(),
-            )?;
-            return Ok(File::from(fd));
-        } else if file_type == FileType::Directory {
-            chain.push(fd);
-        } else {
-            return Err(io::Error::from(Errno::NOTDIR).into());
-        }
+    match rbuild_inroot::open(root.as_fd(), rel, read_flags()) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(e) => Err(io::Error::from(e).into()),
     }
-    // `rel` named the root itself (or resolved to it).
-    let dir = chain.last().unwrap_or(root);
-    let fd = rustix::fs::openat(dir.as_fd(), ".", read_flags(), Mode::empty())?;
-    Ok(File::from(fd))
 }
 
 fn read_regular(file: File, max_bytes: u64) -> Result<Vec<u8>, InRootError> {

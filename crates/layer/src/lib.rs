@@ -13,7 +13,8 @@ pub mod change;
 pub mod compression;
 pub mod entry;
 pub mod error;
-pub mod idmap;
+/// The id maps, re-exported: they live in `rbuild-idmap`, shared with the sandbox.
+pub use rbuild_idmap as idmap;
 pub mod list;
 mod path;
 pub mod tree;
@@ -27,8 +28,8 @@ pub use change::Change;
 pub use compression::Compression;
 pub use entry::{EntryInfo, EntryKind};
 pub use error::{Error, Result};
-pub use idmap::{IdMap, IdRange};
 pub use list::list_entries;
+pub use rbuild_idmap::{IdMap, IdRange};
 pub use tree::{link_tree, LinkStats};
 pub use write::{
     compress_layer, compress_time, write_dir_layer, write_layer, LayerInfo, WriteOptions,

@@ -1,10 +1,11 @@
 //! Entry-name normalisation and fd-based resolution of directories inside a root.
 //!
-//! Nothing here builds an absolute host path and hands it to the kernel: every step is an
-//! `openat(parent_fd, one_component, O_NOFOLLOW | O_DIRECTORY)`, so a symlink planted by an
-//! earlier entry (or present in the target) can never redirect a write outside the root.
-//! A symlink met at a *parent* position is either resolved inside the root, like a chroot
-//! would (`..` clamps at the root, absolute targets restart at the root), or refused.
+//! Nothing here builds an absolute host path and hands it to the kernel: directories are
+//! resolved by the one in-root resolver (`rbuild-inroot`), one `openat(parent_fd, component,
+//! O_NOFOLLOW)` at a time, so a symlink planted by an earlier entry (or present in the
+//! target) can never redirect a write outside the root. A symlink met at a *parent* position
+//! is either resolved inside the root, like a chroot would (`..` clamps at the root,
+//! absolute targets restart at the root), or refused.
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -15,9 +16,6 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::error::{show, Error, IoContext, Result};
-
-/// How many symlinks one resolution may follow before it is refused (Linux's own limit).
-const MAX_SYMLINKS: usize = 40;
 
 /// Splits a tar entry name into its components: a leading `/` and `.` components are dropped
 /// (as containerd does), and any `..` component is refused rather than clamped, because a
@@ -54,98 +52,91 @@ pub(crate) struct ResolvedDir {
     pub path: PathBuf,
 }
 
-/// Opens the directory `components` below `root`, never following a symlink outside it.
-/// With `create_missing`, missing directories are created with mode 0755 (as containerd does
-/// for parents a layer did not list). Returns `Ok(None)` when a component is missing and
-/// `create_missing` is false.
+/// Opens the directory `components` below `root` with the one in-root resolver
+/// (`rbuild-inroot`), never following a symlink outside it. With `create_missing`, missing
+/// directories are created with mode 0755 (as containerd does for parents a layer did not
+/// list). Returns `Ok(None)` when a component is missing and `create_missing` is false.
 pub(crate) fn open_dir_in_root(
     root: BorrowedFd<'_>,
     components: &[OsString],
     create_missing: bool,
     symlinks: ParentSymlinks,
 ) -> Result<Option<ResolvedDir>> {
-    let mut queue: std::collections::VecDeque<OsString> = components.iter().cloned().collect();
-    let mut stack: Vec<(OsString, OwnedFd)> = Vec::new();
-    let mut followed = 0usize;
     let shown = || show(join(components).as_os_str().as_bytes());
-
-    while let Some(name) = queue.pop_front() {
-        if name.is_empty() || name == "." {
-            continue;
-        }
-        if name == ".." {
-            // Only symlink targets can bring `..` here; it clamps at the root like a chroot.
-            stack.pop();
-            continue;
-        }
-        let current = stack.last().map(|(_, fd)| fd.as_fd()).unwrap_or(root);
-        match open_dir_nofollow(current, &name) {
-            Ok(fd) => stack.push((name, fd)),
-            Err(Errno::NOENT) if create_missing => {
-                match rustix::fs::mkdirat(current, &name, Mode::from_raw_mode(0o755)) {
-                    Ok(()) | Err(Errno::EXIST) => {}
-                    Err(e) => {
-                        return Err(e)
-                            .ctx(|| format!("creating missing parent {:?} of {:?}", name, shown()))
-                    }
-                }
-                queue.push_front(name);
-            }
-            Err(Errno::NOENT) => return Ok(None),
-            Err(Errno::NOTDIR) | Err(Errno::LOOP) => {
-                let stat = rustix::fs::statat(current, &name, AtFlags::SYMLINK_NOFOLLOW)
-                    .ctx(|| format!("inspecting {:?} while resolving {:?}", name, shown()))?;
-                if FileType::from_raw_mode(stat.st_mode) != FileType::Symlink {
-                    return Err(Error::UnsafeEntry {
-                        entry: shown(),
-                        reason: format!("parent component {name:?} is not a directory"),
-                    });
-                }
-                if symlinks == ParentSymlinks::Refuse {
-                    return Err(Error::UnsafeEntry {
-                        entry: shown(),
-                        reason: format!("parent component {name:?} is a symlink"),
-                    });
-                }
-                followed += 1;
-                if followed > MAX_SYMLINKS {
-                    return Err(Error::UnsafeEntry {
-                        entry: shown(),
-                        reason: "too many levels of symlinks".into(),
-                    });
-                }
-                let target = rustix::fs::readlinkat(current, &name, Vec::new())
-                    .ctx(|| format!("reading symlink {:?} while resolving {:?}", name, shown()))?;
-                let target = target.as_bytes();
-                if target.starts_with(b"/") {
-                    stack.clear();
-                }
-                for part in target.split(|&b| b == b'/').rev() {
-                    queue.push_front(OsStr::from_bytes(part).to_os_string());
-                }
-            }
-            Err(e) => {
-                return Err(e).ctx(|| format!("opening directory {:?} of {:?}", name, shown()))
-            }
-        }
-    }
-
-    let path: PathBuf = stack.iter().map(|(name, _)| name.as_os_str()).collect();
-    let fd = match stack.pop() {
-        Some((_, fd)) => fd,
-        None => open_dir_nofollow(root, OsStr::new(".")).ctx(|| "reopening the root".into())?,
+    let mut mkdir = |missing: &rbuild_inroot::Missing<'_>| -> std::io::Result<()> {
+        Ok(rustix::fs::mkdirat(
+            missing.parent,
+            missing.name,
+            Mode::from_raw_mode(0o755),
+        )?)
     };
-    Ok(Some(ResolvedDir { fd, path }))
+    let create: Option<rbuild_inroot::Create<'_>> = if create_missing {
+        Some(&mut mkdir)
+    } else {
+        None
+    };
+    let symlinks = match symlinks {
+        ParentSymlinks::ResolveInRoot => rbuild_inroot::Symlinks::ResolveInRoot,
+        ParentSymlinks::Refuse => rbuild_inroot::Symlinks::Refuse,
+    };
+    let resolved = match rbuild_inroot::resolve(root, &join(components), symlinks, create) {
+        Ok(resolved) => resolved,
+        Err(rbuild_inroot::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(resolve_error(e, &shown())),
+    };
+    if resolved.file_type != FileType::Directory {
+        return Err(not_a_directory(resolved.path.file_name(), shown()));
+    }
+    Ok(Some(ResolvedDir {
+        fd: resolved.fd,
+        path: resolved.path,
+    }))
 }
 
-/// `openat(dir, name, O_PATH | O_DIRECTORY | O_NOFOLLOW)`: fails on symlinks and non-dirs.
-fn open_dir_nofollow(dir: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<OwnedFd> {
-    rustix::fs::openat(
-        dir,
-        name,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
+fn not_a_directory(name: Option<&OsStr>, entry: String) -> Error {
+    Error::UnsafeEntry {
+        entry,
+        reason: format!(
+            "parent component {:?} is not a directory",
+            name.unwrap_or_default()
+        ),
+    }
+}
+
+/// The resolver's error as this crate has always told it, naming the entry.
+fn resolve_error(e: rbuild_inroot::Error, shown: &str) -> Error {
+    let name = e.path().file_name().unwrap_or_default().to_os_string();
+    let refused = |reason: String| Error::UnsafeEntry {
+        entry: shown.to_string(),
+        reason,
+    };
+    match e {
+        rbuild_inroot::Error::NotADirectory { .. } => not_a_directory(Some(&name), shown.into()),
+        rbuild_inroot::Error::Symlink { .. } => {
+            refused(format!("parent component {name:?} is a symlink"))
+        }
+        rbuild_inroot::Error::TooManySymlinks { .. } => {
+            refused("too many levels of symlinks".into())
+        }
+        rbuild_inroot::Error::NotFound { .. } => refused(format!("{name:?} vanished")),
+        rbuild_inroot::Error::Io { action, source, .. } => Error::Io {
+            context: match action {
+                rbuild_inroot::Action::Creating => {
+                    format!("creating missing parent {name:?} of {shown:?}")
+                }
+                rbuild_inroot::Action::ReadingLink => {
+                    format!("reading symlink {name:?} while resolving {shown:?}")
+                }
+                rbuild_inroot::Action::Inspecting => {
+                    format!("inspecting {name:?} while resolving {shown:?}")
+                }
+                rbuild_inroot::Action::Opening => {
+                    format!("opening directory {name:?} of {shown:?}")
+                }
+            },
+            source,
+        },
+    }
 }
 
 /// Opens a directory entry for reading its contents or changing its metadata, refusing

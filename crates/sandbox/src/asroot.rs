@@ -16,7 +16,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use rbuild_layer::IdMap;
+use rbuild_idmap::IdMap;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::IdMapping;

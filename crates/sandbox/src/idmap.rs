@@ -104,9 +104,9 @@ fn subid_setup() -> Option<SubIdSetup> {
 /// The container → host id map every user namespace of this process gets when the caller
 /// is unprivileged and has subordinate ranges and newuidmap/newgidmap: container 0 is the
 /// caller, 1.. the ranges in order. `None` for root (identity) and for a single-id mapping.
-pub fn subid_map() -> Option<rbuild_layer::IdMap> {
+pub fn subid_map() -> Option<rbuild_idmap::IdMap> {
     let setup = subid_setup()?;
-    Some(rbuild_layer::IdMap {
+    Some(rbuild_idmap::IdMap {
         uids: map_ranges(setup.uid, &setup.subuids),
         gids: map_ranges(setup.gid, &setup.subgids),
     })
@@ -114,8 +114,8 @@ pub fn subid_map() -> Option<rbuild_layer::IdMap> {
 
 /// Container ranges: 0 → `own_id`, then each subordinate range from container id 1 on
 /// (stopping before the 32-bit id space runs out).
-fn map_ranges(own_id: u32, ranges: &[SubIdRange]) -> Vec<rbuild_layer::IdRange> {
-    let mut out = vec![rbuild_layer::IdRange {
+fn map_ranges(own_id: u32, ranges: &[SubIdRange]) -> Vec<rbuild_idmap::IdRange> {
+    let mut out = vec![rbuild_idmap::IdRange {
         container_start: 0,
         host_start: own_id,
         len: 1,
@@ -125,7 +125,7 @@ fn map_ranges(own_id: u32, ranges: &[SubIdRange]) -> Vec<rbuild_layer::IdRange> 
         if next_inside + u64::from(range.count) > u64::from(u32::MAX) {
             break;
         }
-        out.push(rbuild_layer::IdRange {
+        out.push(rbuild_idmap::IdRange {
             container_start: next_inside as u32,
             host_start: range.start,
             len: range.count,
@@ -200,7 +200,7 @@ fn write_proc_map(pid: i32, file: &str, content: &str) -> Result<(), SandboxErro
 fn run_map_tool(
     tool: &Path,
     pid: i32,
-    ranges: &[rbuild_layer::IdRange],
+    ranges: &[rbuild_idmap::IdRange],
 ) -> Result<(), SandboxError> {
     let mut args = vec![pid.to_string()];
     for range in ranges {
@@ -264,7 +264,7 @@ mod tests {
                 },
             ],
         );
-        let map = rbuild_layer::IdMap {
+        let map = rbuild_idmap::IdMap {
             uids: ranges.clone(),
             gids: ranges,
         };

@@ -46,13 +46,13 @@ pub struct RootRange {
 
 impl RootRange {
     /// The container → host id map of this range.
-    pub fn id_map(&self) -> rbuild_layer::IdMap {
-        let range = |host_start| rbuild_layer::IdRange {
+    pub fn id_map(&self) -> rbuild_idmap::IdMap {
+        let range = |host_start| rbuild_idmap::IdRange {
             container_start: 0,
             host_start,
             len: self.count,
         };
-        rbuild_layer::IdMap {
+        rbuild_idmap::IdMap {
             uids: vec![range(self.uid_start)],
             gids: vec![range(self.gid_start)],
         }

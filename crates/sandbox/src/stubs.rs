@@ -9,7 +9,6 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
-use crate::rootpath::{open_in_root, CreateAs};
 use crate::spec::{Stub, StubKind};
 use crate::sys::fd_path;
 
@@ -18,23 +17,22 @@ use crate::sys::fd_path;
 /// anything the step put inside makes it a real change), and restores each parent's mtime.
 /// Paths are resolved inside `root`, never following a symlink out of it.
 pub fn remove_stubs(root: &Path, stubs: &[Stub]) -> io::Result<()> {
-    let root_fd = std::fs::File::open(root)?;
+    let root_fd = rbuild_inroot::open_root(root)?;
     for stub in stubs.iter().rev() {
-        let path = Path::new(&stub.path);
-        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-            continue;
-        };
-        let mut ignored = Vec::new();
-        let parent_fd = match open_in_root(
+        // The stub itself is never followed: a step may have replaced it with a symlink.
+        let (parent, name) = match rbuild_inroot::resolve_parent(
             root_fd.as_fd(),
-            &parent.to_string_lossy(),
-            CreateAs::Nothing,
-            &mut ignored,
+            Path::new(&stub.path),
+            rbuild_inroot::Symlinks::ResolveInRoot,
+            None,
         ) {
-            Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-            Err(e) => return Err(e),
+            Ok((parent, Some(name))) => (parent, name),
+            Ok((_, None)) => continue,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
         };
+        let parent_fd = parent.fd;
+        let name = name.as_os_str();
         let Ok(st) = statat(&parent_fd, name, AtFlags::SYMLINK_NOFOLLOW) else {
             continue;
         };
@@ -71,4 +69,48 @@ pub fn remove_stubs(root: &Path, stubs: &[Stub]) -> io::Result<()> {
         utimensat(CWD, &parent_path, &times, AtFlags::empty())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stub(path: &str, kind: StubKind) -> Stub {
+        Stub {
+            path: path.into(),
+            kind,
+            parent_mtime: (0, 0),
+        }
+    }
+
+    #[test]
+    fn stubs_are_removed_inside_the_root_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(root.join("proc")).unwrap();
+        std::fs::create_dir_all(outside.join("proc")).unwrap();
+        std::fs::write(outside.join("hosts"), "host").unwrap();
+        // The step replaced /etc (where a stub was made) with a link out of the root, and
+        // the stub file itself with a link to a host file.
+        std::os::unix::fs::symlink(&outside, root.join("etc")).unwrap();
+        std::os::unix::fs::symlink(outside.join("hosts"), root.join("hosts")).unwrap();
+        let stubs = [
+            stub("/proc", StubKind::Dir),
+            stub("/etc/proc", StubKind::Dir),
+            stub("/hosts", StubKind::File),
+            stub("/missing/x", StubKind::File),
+        ];
+        remove_stubs(&root, &stubs).unwrap();
+        assert!(!root.join("proc").exists(), "the real stub goes");
+        // `/etc` resolved inside the root names nothing there: the host's directory stays.
+        assert!(outside.join("proc").is_dir());
+        // A stub replaced by a symlink is not what was created: neither it nor its target
+        // is removed.
+        assert!(root.join("hosts").is_symlink());
+        assert_eq!(
+            std::fs::read_to_string(outside.join("hosts")).unwrap(),
+            "host"
+        );
+    }
 }

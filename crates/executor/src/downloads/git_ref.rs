@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::urls::{percent_decode, redact_url};
+use crate::error::BuildError;
 
 /// A git source of ADD: the remote, and what its `#ref[:subdir]` fragment and its
 /// `?ref=…&subdir=…` query ask for (BuildKit's `dfgitutil.GitRef`).
@@ -34,7 +35,7 @@ pub(crate) fn parse_git_ref(src: &str) -> Option<GitRef> {
     git_source(src).and_then(Result::ok)
 }
 
-pub(crate) fn git_source(src: &str) -> Option<Result<GitRef, String>> {
+pub(crate) fn git_source(src: &str) -> Option<Result<GitRef, BuildError>> {
     // As Go's url.Parse: the fragment is everything after the first '#', the query what
     // lies between the first '?' and the fragment.
     let (before_fragment, fragment) = match src.split_once('#') {
@@ -69,8 +70,11 @@ pub(crate) fn git_source(src: &str) -> Option<Result<GitRef, String>> {
         git.subdir = (!cleaned.is_empty()).then_some(cleaned);
     }
     if let Some(q) = query.filter(|q| !q.is_empty()) {
-        if let Err(e) = load_query(&mut git, q) {
-            return Some(Err(format!("{}: {e}", redact_url(src))));
+        if let Err(reason) = load_query(&mut git, q) {
+            return Some(Err(BuildError::GitSource {
+                url: redact_url(src),
+                reason,
+            }));
         }
     }
     Some(Ok(git))

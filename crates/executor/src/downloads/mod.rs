@@ -15,6 +15,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use rbuild_image::{Digest, Hasher};
 use rbuild_store::Store;
 
+use crate::error::{BuildError, Result};
+
 mod git_ref;
 mod urls;
 
@@ -52,18 +54,17 @@ impl Fetcher {
     }
 
     /// A fresh path in this build's download directory (created on first use).
-    fn new_path(&mut self) -> Result<PathBuf, String> {
+    fn new_path(&mut self) -> Result<PathBuf> {
         if self.dir.is_none() {
-            let parent = self
-                .parent
-                .clone()
-                .ok_or("the store has no scratch directory for downloads")?;
+            let parent = self.parent.clone().ok_or_else(|| {
+                BuildError::other("the store has no scratch directory for downloads")
+            })?;
             let nanos = std::time::SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.subsec_nanos())
                 .unwrap_or(0);
             let dir = parent.join(format!("downloads-{}-{nanos}", std::process::id()));
-            std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            std::fs::create_dir(&dir).map_err(BuildError::io("creating", &dir))?;
             self.dir = Some(dir);
         }
         self.counter += 1;
@@ -76,7 +77,7 @@ impl Fetcher {
     }
 
     /// Downloads `url` (once per build): the file and the sha256 of its content.
-    pub(crate) fn fetch(&mut self, url: &str) -> Result<(PathBuf, Digest), String> {
+    pub(crate) fn fetch(&mut self, url: &str) -> Result<(PathBuf, Digest)> {
         if let Some(d) = self.downloads.get(url) {
             return Ok((d.path.clone(), d.digest.clone()));
         }
@@ -88,24 +89,28 @@ impl Fetcher {
                 .connect_timeout(Duration::from_secs(30))
                 .timeout(DOWNLOAD_DEADLINE)
                 .build()
-                .map_err(|e| format!("creating the HTTP client: {e}"))?;
+                .map_err(|e| BuildError::other(format!("creating the HTTP client: {e}")))?;
             self.client = Some(client);
         }
         // Cannot fail: set just above when it was unset.
         let client = self.client.as_ref().expect("created above");
         let shown = redact_url(url);
         // reqwest's messages repeat the URL, credentials included: redact them.
+        let failed = |message: String| BuildError::Fetch {
+            url: shown.clone(),
+            message,
+        };
         let mut response = client.get(url).send().map_err(|e| {
-            format!(
+            failed(format!(
                 "downloading {shown}: {}",
                 redact_text(&error_chain(&e), url, &shown)
-            )
+            ))
         })?;
         let status = response.status();
         if !status.is_success() {
-            return Err(format!(
+            return Err(failed(format!(
                 "downloading {shown}: invalid response status {status}"
-            ));
+            )));
         }
         let mtime = response
             .headers()
@@ -119,28 +124,28 @@ impl Fetcher {
             .create_new(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|e| format!("creating {}: {e}", path.display()))?;
+            .map_err(BuildError::io("creating", &path))?;
         let mut hasher = Hasher::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = response.read(&mut buf).map_err(|e| {
-                format!(
+                failed(format!(
                     "downloading {shown}: {}",
                     redact_text(&e.to_string(), url, &shown)
-                )
+                ))
             })?;
             if n == 0 {
                 break;
             }
             hasher.update(&buf[..n]);
             file.write_all(&buf[..n])
-                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+                .map_err(BuildError::io("writing", &path))?;
         }
         drop(file);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("chmod of {}: {e}", path.display()))?;
+            .map_err(BuildError::io("chmod of", &path))?;
         crate::fsops::set_mtime(&path, mtime, 0)
-            .map_err(|e| format!("setting mtime of {}: {e}", path.display()))?;
+            .map_err(BuildError::io("setting mtime of", &path))?;
         let digest = hasher.finish();
         self.downloads.insert(
             url.to_string(),
@@ -160,7 +165,7 @@ impl Fetcher {
         &mut self,
         git: &GitRef,
         keep_git_dir_flag: Option<bool>,
-    ) -> Result<(PathBuf, String), String> {
+    ) -> Result<(PathBuf, String)> {
         self.checkout_with(
             &git.remote,
             git.reference.as_deref(),
@@ -175,7 +180,7 @@ impl Fetcher {
         reference: Option<&str>,
         keep_git_dir: bool,
         submodules: bool,
-    ) -> Result<(PathBuf, String), String> {
+    ) -> Result<(PathBuf, String)> {
         let key = format!(
             "{remote}#{}#{keep_git_dir}#{submodules}",
             reference.unwrap_or("")
@@ -185,8 +190,12 @@ impl Fetcher {
         }
         let shown = redact_url(remote);
         let dir = self.new_path()?;
-        std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        let git = |args: &[&str]| -> Result<String, String> {
+        std::fs::create_dir(&dir).map_err(BuildError::io("creating", &dir))?;
+        let failed = |message: String| BuildError::Fetch {
+            url: shown.clone(),
+            message,
+        };
+        let git = |args: &[&str]| -> Result<String> {
             let mut command = Command::new("git");
             command
                 .args(args)
@@ -202,15 +211,19 @@ impl Fetcher {
                     "ssh -o ConnectTimeout=30 -o ServerAliveInterval=30 -o ServerAliveCountMax=4",
                 );
             }
-            let out = output_within(&mut command, GIT_DEADLINE)
-                .map_err(|e| format!("git {} of {shown}: {e}", args.first().unwrap_or(&"")))?;
+            let out = output_within(&mut command, GIT_DEADLINE).map_err(|e| {
+                failed(format!(
+                    "git {} of {shown}: {e}",
+                    args.first().unwrap_or(&"")
+                ))
+            })?;
             if !out.status.success() {
                 let stderr = String::from_utf8_lossy(&out.stderr);
-                return Err(format!(
+                return Err(failed(format!(
                     "git {} of {shown} failed: {}",
                     args.first().unwrap_or(&""),
                     redact_text(stderr.trim(), remote, &shown)
-                ));
+                )));
             }
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
         };
@@ -233,7 +246,7 @@ impl Fetcher {
         let commit = git(&["rev-parse", "HEAD"])?;
         if !keep_git_dir {
             std::fs::remove_dir_all(dir.join(".git"))
-                .map_err(|e| format!("removing .git of the checkout: {e}"))?;
+                .map_err(BuildError::system("removing .git of the checkout"))?;
         }
         self.checkouts.insert(key, (dir.clone(), commit.clone()));
         Ok((dir, commit))
@@ -271,17 +284,14 @@ const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(3600);
 const GIT_DEADLINE: Duration = Duration::from_secs(1800);
 
 /// Runs `command` to completion, its output collected, or kills it at `deadline`.
-fn output_within(
-    command: &mut Command,
-    deadline: Duration,
-) -> Result<std::process::Output, String> {
+fn output_within(command: &mut Command, deadline: Duration) -> Result<std::process::Output> {
     use std::process::Stdio;
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("running git (is it installed?): {e}"))?;
+        .map_err(BuildError::system("running git (is it installed?)"))?;
     // Drained on threads, so a chatty command never blocks on a full pipe.
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
@@ -311,13 +321,13 @@ fn output_within(
             Ok(None) if started.elapsed() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
+                return Err(BuildError::other(format!(
                     "did not finish within {} s (killed)",
                     deadline.as_secs()
-                ));
+                )));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("waiting for git: {e}")),
+            Err(e) => return Err(BuildError::system("waiting for git")(e)),
         }
     };
     Ok(std::process::Output {
@@ -375,7 +385,7 @@ mod tests {
         let started = std::time::Instant::now();
         let err =
             output_within(Command::new("sleep").arg("30"), Duration::from_millis(300)).unwrap_err();
-        assert!(err.contains("did not finish within"), "{err}");
+        assert!(err.to_string().contains("did not finish within"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(10));
     }
 
@@ -411,7 +421,7 @@ mod tests {
         // Fragment and query agree: fine; disagree: a conflict.
         let r = parse_git_ref("https://h/r.git?ref=v1#v1:sub").unwrap();
         assert_eq!(r.subdir.as_deref(), Some("sub"));
-        let err = |src: &str| git_source(src).unwrap().unwrap_err();
+        let err = |src: &str| git_source(src).unwrap().unwrap_err().to_string();
         assert!(err("https://h/r.git?ref=v2#v1").contains(r#"ref conflicts: "v1" vs "v2""#));
         assert!(err("https://h/r.git?subdir=b#:a").contains("subdir conflicts"));
         assert!(err("https://h/r.git?tag=a&branch=b").contains("branch conflicts with tag"));
@@ -425,6 +435,13 @@ mod tests {
         let r = parse_git_ref("https://h/r.git?subdir=/a/../b/").unwrap();
         assert_eq!(r.subdir.as_deref(), Some("b"));
         assert!(err("https://u:pw@h/r.git?x=1").starts_with("https://xxxxx@h/r.git"));
+        match git_source("https://u:pw@h/r.git?x=1").unwrap().unwrap_err() {
+            BuildError::GitSource { url, reason } => {
+                assert_eq!(url, "https://xxxxx@h/r.git?x=1");
+                assert_eq!(reason, r#"unexpected query "x""#);
+            }
+            other => panic!("not a git source error: {other:?}"),
+        }
         // The query of a plain download is the server's business.
         assert!(git_source("https://h/file.tar?foo=1").is_none());
         assert!(is_http_source("https://h/file.tar?foo=1"));

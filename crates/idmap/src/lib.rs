@@ -1,6 +1,10 @@
 //! Mapping between container uids/gids and host ids: for extracting a rootfs that a user
 //! namespace will later see with the container's ids, and for writing a layer from files a
 //! user namespace created (rootless builds), whose owners on disk are host ids.
+//!
+//! Its own crate so that the sandbox (which writes these maps for its user namespaces) and
+//! the layer crate (which extracts and writes through them) share the type without either
+//! depending on the other.
 
 /// One contiguous range: container ids `container_start..container_start+len` are host ids
 /// `host_start..host_start+len` (the format of `/proc/<pid>/uid_map`).
