@@ -193,11 +193,3 @@ impl BuildError {
 }
 
 pub type Result<T, E = BuildError> = std::result::Result<T, E>;
-
-/// For the modules that still speak `Result<_, String>` (being converted file by file):
-/// an error of this type there is its message, unchanged.
-impl From<BuildError> for String {
-    fn from(e: BuildError) -> String {
-        e.to_string()
-    }
-}
