@@ -40,6 +40,10 @@ pub(crate) enum Owners {
     /// ids on disk. This process, still host root, chowns and extracts with the map itself
     /// (as dockerd does with userns-remap); only the steps run as the range.
     Ranged(RootRange),
+    /// The `restricted` isolation: a non-root build user with no user namespace, whose
+    /// files stay its own on the disk; owners and device nodes are recorded by inode in a
+    /// table the layer writer reads, and the user's ids stand for root (`in_place`).
+    Recorded(Arc<crate::in_place::InPlaceOwners>),
 }
 
 impl Owners {
@@ -90,7 +94,7 @@ impl Owners {
             Owners::Root => None,
             Owners::Mapped(root) => Some(root.id_map().clone()),
             Owners::Ranged(range) => Some(range.id_map()),
-            Owners::SingleId => {
+            Owners::SingleId | Owners::Recorded(_) => {
                 let (uid, gid) = current_ids();
                 Some(IdMap::single(uid, gid))
             }
@@ -111,6 +115,10 @@ impl Owners {
 
     /// Why `uid:gid` cannot own files in this build, if it cannot.
     pub(crate) fn cannot_own(&self, uid: u32, gid: u32) -> Option<String> {
+        if let Owners::Recorded(_) = self {
+            // Any owner can be recorded.
+            return None;
+        }
         let map = self.id_map()?;
         let id = if map.host_uid(uid.into()).is_none() {
             format!("uid {uid}")
@@ -183,6 +191,9 @@ pub(crate) fn chown_in_build(path: &Path, uid: u32, gid: u32) -> Result<(), Stri
     let owners = owners();
     if let Owners::Root = owners {
         return lchown(path, uid, gid).map_err(|e| format!("chown of {}: {e}", path.display()));
+    }
+    if let Owners::Recorded(in_place) = &owners {
+        return in_place.chown(path, uid, gid);
     }
     if let Some(why) = owners.cannot_own(uid, gid) {
         return Err(format!("chown of {} to {uid}:{gid}: {why}", path.display()));

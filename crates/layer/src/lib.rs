@@ -31,5 +31,6 @@ pub use idmap::{IdMap, IdRange};
 pub use list::list_entries;
 pub use tree::{link_tree, LinkStats};
 pub use write::{
-    compress_layer, compress_time, write_dir_layer, write_layer, LayerInfo, WriteOptions,
+    compress_layer, compress_time, write_dir_layer, write_layer, LayerInfo, RecordedDevice,
+    RecordedDeviceKind, RecordedInodes, WriteOptions,
 };

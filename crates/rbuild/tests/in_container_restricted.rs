@@ -1,12 +1,13 @@
 //! The Kubernetes "restricted" pod, as `docker run --user 1000:1000 --cap-drop ALL
 //! --security-opt no-new-privileges` with Docker's default seccomp profile, on a real private
-//! dockerd: no user namespaces, no chroot, no capabilities. What the `restricted` isolation
-//! (in progress) relies on must work there, and a build asking for it must be refused
-//! before producing anything. Runs as root (CI does); needs the Debian packages docker.io
+//! dockerd, rbuild as the entrypoint: no user namespaces, no chroot, no capabilities. There,
+//! `--isolation restricted` (and `auto`) lays a busybox stage out in the image's own `/`
+//! and gives the image rbuild gives on the host as root; and where `/` lacks the in-place
+//! marker, nothing is laid out. Runs as root (CI does); needs the Debian packages docker.io
 //! and busybox-static.
 
-use std::path::Path;
-use std::process::Output;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use rbuild_testutil::{busybox_rootfs, require_root, Dockerd};
 
@@ -14,82 +15,55 @@ mod common;
 use common::{copy_at_same_path, shared_libraries};
 
 const IMAGE: &str = "rbuild-in-container-restricted:test";
+const UNMARKED_IMAGE: &str = "rbuild-in-container-restricted:unmarked";
+/// The same as [`IMAGE`] with the store owned by OpenShift's random uid: the store must be
+/// its own (rbuild keeps it private, mode 0700), the rest is group 0's.
+const OPENSHIFT_IMAGE: &str = "rbuild-in-container-restricted:openshift";
 
 /// Docker's options for Kubernetes' restricted level (the seccomp profile is Docker's
-/// default, which is what `RuntimeDefault` means under containerd).
+/// default, which is what `RuntimeDefault` means under containerd); the exact
+/// `securityContext` is in docs/ci/kubernetes-restricted.md.
 const RESTRICTED: &[&str] = &["--cap-drop", "ALL", "--security-opt", "no-new-privileges"];
 
-/// Records the process's confinement, probes, tries a build with `--isolation restricted`
-/// and one with `auto`, and lists the store's images. Every outcome lands in /out.
-const SCRIPT: &str = r#"
-grep -E '^(NoNewPrivs|Seccomp|CapEff|CapBnd):' /proc/self/status > /out/status.txt
-rbuild --root /out/store info --json > /out/info.json 2> /out/info.err
-rbuild --root /out/store build --isolation restricted -t app:1 /ctx/app > /out/restricted.out 2>&1
-echo $? > /out/restricted.rc
-rbuild --root /out/store build -t app:1 /ctx/app > /out/auto.out 2>&1
-echo $? > /out/auto.rc
-rbuild --root /out/store images > /out/images.txt 2>&1
-echo SCRIPT-DONE
+/// Where rbuild lives in the builder image: its binary and its store, under the one
+/// directory that is never part of a stage.
+const RBUILD_IN_IMAGE: &str = "/rbuild/bin/rbuild";
+const STORE_IN_IMAGE: &str = "/rbuild/state";
+/// The build context, in rbuild's directory too: outside it the builder image has empty
+/// directories only (overlayfs cannot rename a directory of an image layer, so a stage's
+/// RUN could not move the builder's own files aside).
+const CTX_IN_IMAGE: &str = "/rbuild/ctx/app";
+
+/// Every image-level thing a restricted step must get right: owners by `RUN chown` and
+/// `COPY --chown`, a setuid bit, a hard link, files written and deleted in the base's
+/// directories (whiteouts), a step's `id -u`.
+const APP_DOCKERFILE: &str = r#"FROM base:1
+COPY --chown=7:8 data.txt /data/data.txt
+RUN touch /etc/f && chown 123:456 /etc/f && chmod u+s /etc/f \
+ && ln /etc/f /etc/f-link \
+ && echo changed > /etc/group && rm /etc/passwd \
+ && mkdir -p /tmp/made/deep && echo x > /tmp/made/deep/file && chown -R 5:6 /tmp/made
+RUN rm -r /tmp/made/deep && id -u > /tmp/id && chown 9:9 /data/data.txt
+ENV DONE=1
 "#;
 
-/// A build whose RUN step chowns to root: with this isolation's owners not yet in layers,
-/// an image from it would be wrong.
-const APP_DOCKERFILE: &str = r#"FROM scratch
-COPY data.txt /data.txt
-RUN --mount=type=bind,source=tools/bin,target=/bin ["/bin/sh", "-c", "chown 0:0 /data.txt"]
+/// Device nodes: on the host neither chroot nor user-namespace steps may make them (Landlock
+/// and the namespace refuse), so this one is checked by its layer alone.
+const DEVICES_DOCKERFILE: &str = r#"FROM base:1
+RUN mknod /etc/null c 1 3 && mknod -m 600 /etc/loop0 b 7 0 && chown 0:6 /etc/loop0
 "#;
 
-fn daemon_with_rbuild_image() -> Dockerd {
-    let daemon = Dockerd::start();
-    let image_root = tempfile::tempdir().unwrap();
-    let root = image_root.path();
-    busybox_rootfs(root);
-    let binary = env!("CARGO_BIN_EXE_rbuild");
-    let in_image = root.join("usr/local/bin/rbuild");
-    std::fs::create_dir_all(in_image.parent().unwrap()).unwrap();
-    if std::fs::hard_link(binary, &in_image).is_err() {
-        std::fs::copy(binary, &in_image).unwrap();
-    }
-    for library in shared_libraries(binary) {
-        copy_at_same_path(&library, root);
-    }
-    let app = root.join("ctx/app");
-    busybox_rootfs(&app.join("tools"));
-    std::fs::write(app.join("Dockerfile"), APP_DOCKERFILE).unwrap();
-    std::fs::write(app.join("data.txt"), "data\n").unwrap();
-    daemon.import_rootfs(root, IMAGE);
-    daemon
+const EPOCH_ARG: &str = "SOURCE_DATE_EPOCH=1700000000";
+
+fn rbuild() -> &'static str {
+    env!("CARGO_BIN_EXE_rbuild")
 }
 
-/// Runs [`SCRIPT`] as `user` under [`RESTRICTED`]; returns the run and its /out.
-fn run_restricted(daemon: &Dockerd, user: &str) -> (Output, tempfile::TempDir) {
-    let out = tempfile::tempdir().unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(out.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let volume = format!("{}:/out", out.path().display());
-    let mut args = vec![
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "-v",
-        &volume,
-        "--user",
-        user,
-    ];
-    args.extend_from_slice(RESTRICTED);
-    args.extend_from_slice(&[
-        "-e",
-        "PATH=/usr/local/bin:/bin",
-        "-e",
-        "HOME=/tmp",
-        IMAGE,
-        "sh",
-        "-c",
-        SCRIPT,
-    ]);
-    let run = daemon.docker(&args);
-    (run, out)
+/// Runs rbuild on the host; panics with its output on failure.
+fn rbuild_ok(args: &[&str]) -> Output {
+    let out = Command::new(rbuild()).args(args).output().unwrap();
+    assert!(out.status.success(), "rbuild {args:?}: {}", describe(&out));
+    out
 }
 
 fn describe(run: &Output) -> String {
@@ -101,87 +75,437 @@ fn describe(run: &Output) -> String {
     )
 }
 
-fn read(out: &Path, name: &str, run: &Output) -> String {
-    std::fs::read_to_string(out.join(name))
-        .unwrap_or_else(|e| panic!("no {name} ({e}):\n{}", describe(run)))
+/// The base: busybox with the applets the steps use, built by rbuild on the host into the
+/// store `store`.
+fn build_base(work: &Path, store: &Path) {
+    let ctx = work.join("base");
+    let rootfs = ctx.join("rootfs");
+    busybox_rootfs(&rootfs);
+    for applet in ["chown", "chmod", "mknod", "ln"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY rootfs/ /\n").unwrap();
+    let store = store.to_str().unwrap();
+    rbuild_ok(&[
+        "--root",
+        store,
+        "build",
+        "-t",
+        "base:1",
+        ctx.to_str().unwrap(),
+    ]);
 }
 
-/// The facts the `restricted` isolation relies on, in a restricted container as `user`.
-fn assert_restricted_prerequisites(out: &Path, run: &Output) {
-    assert!(
-        String::from_utf8_lossy(&run.stdout).contains("SCRIPT-DONE"),
-        "{}",
-        describe(run)
-    );
-    // The environment is what Kubernetes' restricted level gives: no_new_privs, a seccomp
-    // filter, no capability at all.
-    let status = read(out, "status.txt", run);
-    for wanted in [
-        "NoNewPrivs:\t1",
-        "Seccomp:\t2",
-        "CapEff:\t0000000000000000",
-        "CapBnd:\t0000000000000000",
-    ] {
-        assert!(status.contains(wanted), "{wanted:?} not in:\n{status}");
+/// The builder image: rbuild (with its libraries), the store holding the base, the build
+/// context, everything owned by uid 1000 and group 0, group-writable (OpenShift's random uid
+/// has gid 0; `/` itself stays root's in the container whatever the image says); with the
+/// in-place marker when `marked` (else a busybox shell, to look around), and a canary at
+/// `/canary`. The store belongs to `store_owner`.
+fn builder_image(
+    daemon: &Dockerd,
+    work: &Path,
+    store: &Path,
+    marked: bool,
+    store_owner: &str,
+    name: &str,
+) {
+    let root = work.join(name.replace([':', '/'], "-"));
+    if !marked {
+        busybox_rootfs(&root);
     }
-    let info: serde_json::Value = serde_json::from_str(&read(out, "info.json", run))
-        .unwrap_or_else(|e| panic!("info.json: {e}\n{}", read(out, "info.err", run)));
-    assert_eq!(info["userns"]["ok"], false, "{info:#}");
-    assert_eq!(info["chroot"]["ok"], false, "{info:#}");
-    // Landlock (to keep steps away from rbuild's store and credentials) is allowed by
-    // Docker's profile: measured ABI 7 on kernel 6.18.
-    assert!(
-        info["landlock"].as_i64().is_some_and(|abi| abi >= 1),
-        "{info:#}"
+    let in_image = root.join(RBUILD_IN_IMAGE.trim_start_matches('/'));
+    std::fs::create_dir_all(in_image.parent().unwrap()).unwrap();
+    std::fs::copy(rbuild(), &in_image).unwrap();
+    for library in shared_libraries(rbuild()) {
+        copy_at_same_path(&library, &root);
+    }
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(store)
+        .arg(root.join(STORE_IN_IMAGE.trim_start_matches('/')))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    if marked {
+        std::fs::write(root.join("rbuild/in-place-root"), "").unwrap();
+    }
+    // `/` is the runtime's: the builder image has every top-level directory a stage has.
+    for dir in [
+        "bin", "etc", "tmp", "data", "home", "root", "usr", "var", "opt", "srv",
+    ] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::write(root.join("canary"), "the builder's own file\n").unwrap();
+    let app = root.join(CTX_IN_IMAGE.trim_start_matches('/'));
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("Dockerfile"), APP_DOCKERFILE).unwrap();
+    std::fs::write(app.join("Dockerfile.devices"), DEVICES_DOCKERFILE).unwrap();
+    std::fs::write(app.join("data.txt"), "data\n").unwrap();
+    for (command, args) in [("chown", ["-R", "1000:0"]), ("chmod", ["-R", "g+rwX"])] {
+        let status = Command::new(command)
+            .args(args)
+            .arg(&root)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let status = Command::new("chown")
+        .args(["-R", store_owner])
+        .arg(root.join(STORE_IN_IMAGE.trim_start_matches('/')))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    // The context's files keep the host's modes: COPY copies them into the image.
+    for file in ["Dockerfile", "Dockerfile.devices", "data.txt"] {
+        std::fs::set_permissions(app.join(file), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    daemon.import_rootfs(&root, name);
+}
+
+/// `docker run` of `image` as `user` under [`RESTRICTED`], rbuild as the entrypoint with
+/// `args`, `out` as /out.
+fn run_rbuild(daemon: &Dockerd, image: &str, user: &str, out: &Path, args: &[&str]) -> Output {
+    let volume = format!("{}:/out", out.display());
+    let mut docker = vec![
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &volume,
+        "--user",
+        user,
+    ];
+    docker.extend_from_slice(RESTRICTED);
+    docker.extend_from_slice(&["--entrypoint", RBUILD_IN_IMAGE, image]);
+    docker.extend_from_slice(args);
+    daemon.docker(&docker)
+}
+
+fn out_dir() -> tempfile::TempDir {
+    let out = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(out.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    out
+}
+
+/// The build a restricted container runs.
+fn restricted_build_args(isolation: &'static str) -> Vec<&'static str> {
+    vec![
+        "--root",
+        STORE_IN_IMAGE,
+        "build",
+        "--isolation",
+        isolation,
+        "--build-arg",
+        EPOCH_ARG,
+        "-t",
+        "app:1",
+        "-o",
+        "type=oci,dest=/out/app.tar",
+        CTX_IN_IMAGE,
+    ]
+}
+
+/// The layers of the image in the OCI archive `archive`, each as its entries.
+fn layers_of(archive: &Path) -> Vec<Vec<rbuild_layer::EntryInfo>> {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new("tar")
+        .arg("-xf")
+        .arg(archive)
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let blob = |digest: &str| -> PathBuf {
+        dir.path()
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let json = |path: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let index = json(dir.path().join("index.json"));
+    let manifest = json(blob(index["manifests"][0]["digest"].as_str().unwrap()));
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|layer| {
+            let file = std::fs::File::open(blob(layer["digest"].as_str().unwrap())).unwrap();
+            rbuild_layer::list_entries(file).unwrap()
+        })
+        .collect()
+}
+
+fn entry<'a>(layer: &'a [rbuild_layer::EntryInfo], path: &str) -> &'a rbuild_layer::EntryInfo {
+    layer
+        .iter()
+        .find(|e| e.path.to_str().unwrap().trim_start_matches("./") == path)
+        .unwrap_or_else(|| {
+            let names: Vec<_> = layer.iter().map(|e| e.path.display().to_string()).collect();
+            panic!("no {path} in the layer: {names:?}")
+        })
+}
+
+/// What the restricted build's image holds, read from its layers (not only compared).
+fn assert_owners_devices_and_whiteouts(archive: &Path) {
+    use rbuild_layer::EntryKind;
+    let layers = layers_of(archive);
+    assert_eq!(layers.len(), 4, "base, COPY and two RUN layers");
+    let copy = &layers[1];
+    let data = entry(copy, "data/data.txt");
+    assert_eq!((data.uid, data.gid), (7, 8), "COPY --chown=7:8");
+    let run = &layers[2];
+    let f = entry(run, "etc/f");
+    assert_eq!((f.uid, f.gid), (123, 456), "RUN chown 123:456");
+    assert_eq!(f.mode & 0o4000, 0o4000, "chmod u+s after the chown");
+    assert_eq!(entry(run, "etc/f-link").kind, EntryKind::Hardlink);
+    entry(run, "etc/.wh.passwd");
+    let made = entry(run, "tmp/made/deep/file");
+    assert_eq!((made.uid, made.gid), (5, 6), "chown -R");
+    let group = entry(run, "etc/group");
+    assert_eq!(
+        (group.uid, group.gid),
+        (0, 0),
+        "the build user stands for root"
     );
+    let second = &layers[3];
+    entry(second, "tmp/made/.wh.deep");
+    let data = entry(second, "data/data.txt");
+    assert_eq!((data.uid, data.gid), (9, 9), "a chown of a COPY's file");
+    // Nothing of the builder image nor of the runtime reached a layer; of /dev, /proc and
+    // /sys only the empty mount points BuildKit's runc leaves in the first RUN's layer.
+    for layer in &layers[1..] {
+        for e in layer {
+            let path = e.path.to_str().unwrap().trim_start_matches("./");
+            let path = path.trim_end_matches('/');
+            for foreign in [
+                "canary",
+                "rbuild",
+                "etc/hosts",
+                "etc/resolv.conf",
+                "out",
+                "bin/busybox",
+            ] {
+                assert!(
+                    path != foreign && !path.starts_with(&format!("{foreign}/")),
+                    "{path} in a layer"
+                );
+            }
+            for mount_point in ["dev", "proc", "sys"] {
+                assert!(
+                    !path.starts_with(&format!("{mount_point}/")),
+                    "{path} in a layer"
+                );
+            }
+        }
+    }
+    for mount_point in ["dev/", "proc/", "sys/"] {
+        assert_eq!(entry(run, mount_point).kind, EntryKind::Dir);
+    }
+}
+
+/// The device nodes of [`DEVICES_DOCKERFILE`]'s image.
+fn assert_devices(archive: &Path) {
+    use rbuild_layer::EntryKind;
+    let layers = layers_of(archive);
+    assert_eq!(layers.len(), 2, "base and the RUN layer");
+    let null = entry(&layers[1], "etc/null");
+    assert_eq!(null.kind, EntryKind::CharDevice);
+    assert_eq!(null.device, Some((1, 3)));
+    assert_eq!(null.mode, 0o644, "mknod's 0666 under umask 022");
+    assert_eq!((null.uid, null.gid), (0, 0));
+    let loop0 = entry(&layers[1], "etc/loop0");
+    assert_eq!(loop0.kind, EntryKind::BlockDevice);
+    assert_eq!(loop0.device, Some((7, 0)));
+    assert_eq!(loop0.mode, 0o600);
+    assert_eq!((loop0.uid, loop0.gid), (0, 6));
+}
+
+#[test]
+fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
+    require_root("starting dockerd for the restricted container");
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    build_base(work.path(), &store);
+    let daemon = Dockerd::start();
+    // The store is copied into the image before the reference build: the restricted build
+    // must run its steps, not find them in the cache.
+    builder_image(&daemon, work.path(), &store, true, "1000:0", IMAGE);
+    builder_image(
+        &daemon,
+        work.path(),
+        &store,
+        true,
+        "1000770000:0",
+        OPENSHIFT_IMAGE,
+    );
+
+    // The reference: the same Dockerfile built on the host as root. Chroot isolation, since
+    // a user namespace cannot make the device node (its `mknod c 1 3` fails with EPERM).
+    let app = work.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("Dockerfile"), APP_DOCKERFILE).unwrap();
+    std::fs::write(app.join("data.txt"), "data\n").unwrap();
+    let reference = work.path().join("reference.tar");
+    let dest = format!("type=oci,dest={}", reference.display());
+    rbuild_ok(&[
+        "--root",
+        store.to_str().unwrap(),
+        "build",
+        "--isolation",
+        "chroot",
+        "--build-arg",
+        EPOCH_ARG,
+        "-t",
+        "app:ref",
+        "-o",
+        &dest,
+        app.to_str().unwrap(),
+    ]);
+
+    let runs = [
+        ("1000:1000", "restricted", IMAGE),
+        ("1000770000:0", "auto", OPENSHIFT_IMAGE),
+    ];
+    for (user, isolation, image) in runs {
+        let out = out_dir();
+        // `rbuild info` says what auto picks here.
+        let info = run_rbuild(&daemon, image, user, out.path(), &["info", "--json"]);
+        let info_json: serde_json::Value = serde_json::from_slice(&info.stdout)
+            .unwrap_or_else(|e| panic!("info --json as {user}: {e}\n{}", describe(&info)));
+        assert_eq!(info_json["userns"]["ok"], false, "{info_json:#}");
+        assert_eq!(info_json["chroot"]["ok"], false, "{info_json:#}");
+        assert_eq!(info_json["auto"], "restricted", "{info_json:#}");
+        assert_eq!(
+            info_json["restricted"]["in_place_root"]["ok"], true,
+            "{info_json:#}"
+        );
+
+        let run = run_rbuild(
+            &daemon,
+            image,
+            user,
+            out.path(),
+            &restricted_build_args(isolation),
+        );
+        assert!(run.status.success(), "as {user}: {}", describe(&run));
+        let built = out.path().join("app.tar");
+        assert_owners_devices_and_whiteouts(&built);
+        let diff = Command::new(rbuild())
+            .arg("diff")
+            .arg(&reference)
+            .arg(&built)
+            .output()
+            .unwrap();
+        assert!(
+            diff.status.success(),
+            "as {user}, the image differs from the host's: {}",
+            describe(&diff)
+        );
+        println!("as {user} ({isolation}): the same image as on the host");
+    }
+
+    let out = out_dir();
+    let args = [
+        "--root",
+        STORE_IN_IMAGE,
+        "build",
+        "--isolation",
+        "restricted",
+        "-f",
+        "/rbuild/ctx/app/Dockerfile.devices",
+        "-o",
+        "type=oci,dest=/out/devices.tar",
+        CTX_IN_IMAGE,
+    ];
+    let run = run_rbuild(&daemon, IMAGE, "1000:1000", out.path(), &args);
+    assert!(run.status.success(), "{}", describe(&run));
+    assert_devices(&out.path().join("devices.tar"));
+}
+
+#[test]
+fn without_the_marker_nothing_is_laid_out() {
+    require_root("starting dockerd for the restricted container");
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    build_base(work.path(), &store);
+    let daemon = Dockerd::start();
+    builder_image(
+        &daemon,
+        work.path(),
+        &store,
+        false,
+        "1000:0",
+        UNMARKED_IMAGE,
+    );
+    let out = out_dir();
+
+    // Asked for by name: refused before anything is pulled or laid out, naming the marker.
+    let run = run_rbuild(
+        &daemon,
+        UNMARKED_IMAGE,
+        "1000:1000",
+        out.path(),
+        &restricted_build_args("restricted"),
+    );
+    assert!(!run.status.success(), "{}", describe(&run));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("refuses to use `/`") && stderr.contains("/rbuild/in-place-root"),
+        "{stderr}"
+    );
+    assert!(!out.path().join("app.tar").exists());
+    // `auto` does not pick it there either.
+    let info = run_rbuild(
+        &daemon,
+        UNMARKED_IMAGE,
+        "1000:1000",
+        out.path(),
+        &["info", "--json"],
+    );
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["restricted"]["in_place_root"]["ok"], false, "{info:#}");
     assert!(
         info["auto"]["error"]
             .as_str()
             .is_some_and(|e| e.contains("no isolation available")),
         "{info:#}"
     );
-    assert_eq!(
-        info["restricted"]["seccomp_user_notif"]["ok"], true,
-        "a filter with a listener, a supervised fchownat(…, 0, 0): {info:#}"
+    let run = run_rbuild(
+        &daemon,
+        UNMARKED_IMAGE,
+        "1000:1000",
+        out.path(),
+        &restricted_build_args("auto"),
     );
-    assert_eq!(
-        info["restricted"]["ptrace_child"]["ok"], true,
-        "ptrace of our own child, seeing a chroot Docker refuses: {info:#}"
-    );
+    assert!(!run.status.success(), "{}", describe(&run));
+    assert!(!out.path().join("app.tar").exists());
 
-    // And says what the isolation cannot do, even once it builds.
-    let cannot = info["restricted"]["cannot"].to_string();
+    // The same container's `/` afterwards: the builder's files are all there. (One
+    // container: the refused build, then a listing, with a shell as the entrypoint.)
+    let volume = format!("{}:/out", out.path().display());
+    let mut docker = vec!["run", "--rm", "--network", "none", "-v", &volume];
+    docker.extend_from_slice(&["--user", "1000:1000"]);
+    docker.extend_from_slice(RESTRICTED);
+    let script = format!(
+        "{RBUILD_IN_IMAGE} --root {STORE_IN_IMAGE} build --isolation restricted {CTX_IN_IMAGE} \
+         > /out/refused.txt 2>&1; echo rc=$?; cat /canary; ls /bin/busybox {RBUILD_IN_IMAGE} \
+         {CTX_IN_IMAGE}/Dockerfile"
+    );
+    docker.extend_from_slice(&["--entrypoint", "/bin/sh", UNMARKED_IMAGE, "-c", &script]);
+    let run = daemon.docker(&docker);
+    let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
-        cannot.contains("mount, unshare") && cannot.contains("another user"),
-        "{info:#}"
+        run.status.success()
+            && stdout.contains("rc=1")
+            && stdout.contains("the builder's own file")
+            && stdout.contains(&format!("{CTX_IN_IMAGE}/Dockerfile")),
+        "{}",
+        describe(&run)
     );
-
-    // Asked for by name, the isolation refuses the build, naming what is missing.
-    assert_eq!(read(out, "restricted.rc", run), "1\n");
-    let refused = read(out, "restricted.out", run);
-    assert!(
-        refused.contains("isolation `restricted` cannot build yet")
-            && refused.contains("recorded owners"),
-        "{refused}"
-    );
-    // `auto` still finds nothing (it does not pick an isolation that cannot build yet).
-    assert_ne!(read(out, "auto.rc", run), "0\n");
-    let auto = read(out, "auto.out", run);
-    assert!(auto.contains("no isolation available"), "{auto}");
-    // Neither left an image behind.
-    let images = read(out, "images.txt", run);
-    assert!(!images.contains("app"), "{images}");
-}
-
-#[test]
-fn the_restricted_isolations_mechanism_works_in_a_restricted_container() {
-    require_root("starting dockerd for the restricted container");
-    let daemon = daemon_with_rbuild_image();
-
-    let (run, out) = run_restricted(&daemon, "1000:1000");
-    assert_restricted_prerequisites(out.path(), &run);
-
-    // OpenShift's way: an arbitrary uid with no passwd entry, group 0.
-    let (run, out) = run_restricted(&daemon, "1000770000:0");
-    assert_restricted_prerequisites(out.path(), &run);
 }

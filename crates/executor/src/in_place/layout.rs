@@ -1,0 +1,473 @@
+//! Moving a stage's root filesystem into the builder's `/` for a RUN step and back, and
+//! walking it there. Only renames: inodes (the ownership table's keys), modes and times stay.
+//!
+//! The *region* of a directory is what belongs to a stage: every entry except the excluded
+//! paths, with the ancestors of excluded paths taken entry by entry (`/etc` stays, as it
+//! holds the runtime's `/etc/hosts`; its other entries are the stage's).
+//!
+//! `/` itself is the runtime's (root's, mode 0755, under Docker and containerd whatever the
+//! image says), so nothing can be created, renamed or removed directly in it: its
+//! directories are ancestors too (the builder image provides every top-level directory a
+//! stage has, owned by the build user), and its other entries are left alone.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+
+use rbuild_snapshot::{Entries, Meta};
+
+/// Paths of `/` that are never the stage's, besides every mount point: the kernel's and the
+/// runtime's file systems, the files the runtime binds (the step sees the runtime's
+/// versions, as under BuildKit; a base image's own stay aside in the stage's root), and the
+/// files Docker and Podman create in a container for themselves (root's, not movable).
+const ALWAYS_EXCLUDED: &[&str] = &[
+    "proc",
+    "sys",
+    "dev",
+    "etc/hosts",
+    "etc/hostname",
+    "etc/resolv.conf",
+    ".dockerenv",
+    "run/.containerenv",
+];
+
+/// The builder's `/` as an in-place root: what a stage may occupy there.
+pub(crate) struct InPlaceRoot {
+    /// Paths relative to `/` that are never moved, walked nor written (existing ones).
+    excluded: BTreeSet<PathBuf>,
+    /// Directories (relative) on the way to an excluded path, and the top-level ones: their
+    /// entries are moved one by one, the directories themselves stay.
+    ancestors: BTreeSet<PathBuf>,
+    /// The top-level entries of `/` that are not directories (left alone).
+    foreign_top: BTreeSet<PathBuf>,
+    /// Where the layout happens: `/`, or a test's directory.
+    top: PathBuf,
+}
+
+impl InPlaceRoot {
+    /// The excluded paths of this process's `/`: [`ALWAYS_EXCLUDED`], every mount point in
+    /// /proc/self/mountinfo but `/`, rbuild's own directory, its store (`store_root`), its
+    /// executable's directory, the docker config (credentials) and the pod's credentials.
+    pub(crate) fn detect(store_root: &Path) -> Result<InPlaceRoot, String> {
+        let mut excluded: Vec<PathBuf> = ALWAYS_EXCLUDED.iter().map(PathBuf::from).collect();
+        excluded.push(rbuild_sandbox::restricted::IN_PLACE_OWN_DIR.into());
+        excluded.extend(
+            rbuild_sandbox::restricted::POD_CREDENTIALS
+                .iter()
+                .map(PathBuf::from),
+        );
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| format!("reading /proc/self/mountinfo (the paths to leave alone): {e}"))?;
+        excluded.extend(mount_points(&mountinfo).into_iter().map(PathBuf::from));
+        let store = fs::canonicalize(store_root)
+            .map_err(|e| format!("resolving the store {}: {e}", store_root.display()))?;
+        excluded.push(store);
+        if let Ok(exe) = fs::canonicalize("/proc/self/exe") {
+            excluded.extend(exe.parent().map(Path::to_path_buf));
+        }
+        // The files mapped into rbuild (a dynamically linked build's loader and libraries):
+        // the sandbox's helper is rbuild executed again, while the stage is in place.
+        let maps = fs::read_to_string("/proc/self/maps")
+            .map_err(|e| format!("reading /proc/self/maps (rbuild's own files): {e}"))?;
+        excluded.extend(mapped_files(&maps).into_iter().map(PathBuf::from));
+        excluded.extend(crate::in_place::run::credential_paths());
+        InPlaceRoot::new(Path::new("/"), excluded)
+    }
+
+    /// The layout of `top` leaving `excluded` (absolute or relative to `top`) alone; only
+    /// the excluded paths that exist count.
+    pub(crate) fn new(top: &Path, excluded: Vec<PathBuf>) -> Result<InPlaceRoot, String> {
+        let mut kept = BTreeSet::new();
+        for path in excluded {
+            let relative = relative(&path).ok_or_else(|| {
+                format!(
+                    "{} cannot be left alone by an in-place build: it is `/` itself or names \
+                     `..`",
+                    path.display()
+                )
+            })?;
+            if fs::symlink_metadata(top.join(&relative)).is_ok() {
+                kept.insert(relative);
+            }
+        }
+        let mut ancestors = BTreeSet::new();
+        let mut foreign_top = BTreeSet::new();
+        let listing = fs::read_dir(top).map_err(|e| format!("listing {}: {e}", top.display()))?;
+        for entry in listing {
+            let entry = entry.map_err(|e| format!("listing {}: {e}", top.display()))?;
+            let name = PathBuf::from(entry.file_name());
+            if kept.contains(&name) {
+                continue;
+            }
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir {
+                ancestors.insert(name);
+            } else {
+                foreign_top.insert(name);
+            }
+        }
+        for path in &kept {
+            let mut parent = path.parent();
+            while let Some(dir) = parent.filter(|p| !p.as_os_str().is_empty()) {
+                ancestors.insert(dir.to_path_buf());
+                parent = dir.parent();
+            }
+        }
+        Ok(InPlaceRoot {
+            excluded: kept,
+            ancestors,
+            foreign_top,
+            top: top.to_path_buf(),
+        })
+    }
+
+    /// Where stages are laid out (`/`).
+    pub(crate) fn top(&self) -> &Path {
+        &self.top
+    }
+
+    /// The stage-owned entries of `base` (relative), excluded paths left out and ancestors
+    /// entered.
+    fn region(&self, base: &Path) -> Result<Vec<PathBuf>, String> {
+        let mut out = Vec::new();
+        self.collect(base, Path::new(""), &mut out)?;
+        Ok(out)
+    }
+
+    fn collect(&self, base: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+        let at = base.join(dir);
+        let entries = match fs::read_dir(&at) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.as_os_str().is_empty() => {
+                return Ok(())
+            }
+            Err(e) => return Err(format!("listing {}: {e}", at.display())),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("listing {}: {e}", at.display()))?;
+            names.push(entry.file_name());
+        }
+        names.sort();
+        let stage = base != self.top;
+        for name in names {
+            let path = dir.join(&name);
+            if self.excluded.contains(&path) {
+                continue;
+            }
+            if self.foreign_top.contains(&path) {
+                if stage {
+                    return Err(format!(
+                        "the stage has /{0}, where the builder image has a file that is not a \
+                         directory: `/` cannot be written by the build user, so such a stage \
+                         cannot be laid out in place (the builder image must have a directory \
+                         /{0})",
+                        path.display()
+                    ));
+                }
+                continue;
+            }
+            if self.ancestors.contains(&path) {
+                let meta = fs::symlink_metadata(base.join(&path))
+                    .map_err(|e| format!("reading {}: {e}", base.join(&path).display()))?;
+                if !meta.is_dir() {
+                    return Err(format!(
+                        "the stage's /{} is not a directory, but the builder's is (it holds \
+                         paths a step must not replace, such as a mount point): such a stage \
+                         cannot be laid out in place",
+                        path.display()
+                    ));
+                }
+                self.collect(base, &path, out)?;
+                continue;
+            }
+            if stage && dir.as_os_str().is_empty() {
+                return Err(format!(
+                    "the stage has /{0}, which the builder image lacks: `/` itself belongs to \
+                     the container runtime and cannot be written by the build user, so the \
+                     builder image must provide every top-level directory a stage has (add \
+                     /{0}, owned by the build user, to it)",
+                    path.display()
+                ));
+            }
+            out.push(path);
+        }
+        Ok(())
+    }
+
+    /// Puts the stage whose root is `stage` in place: the builder's own entries go to
+    /// `stash` (an empty directory on the same file system), the stage's come in. On
+    /// failure, what was moved is moved back.
+    pub(crate) fn lay_out(&self, stage: &Path, stash: &Path) -> Result<(), String> {
+        // The stage's entries are listed (and so checked) before anything moves.
+        let stages = self.region(stage)?;
+        let builders = self.region(&self.top)?;
+        if let Err(e) = move_entries(&self.top, stash, &builders) {
+            let back = self
+                .region(stash)
+                .and_then(|saved| move_entries(stash, &self.top, &saved));
+            return Err(match back {
+                Ok(()) => e,
+                Err(back) => format!("{e}; and putting the builder's files back: {back}"),
+            });
+        }
+        if let Err(e) = move_entries(stage, &self.top, &stages) {
+            return Err(match self.take_back(stage, stash) {
+                Ok(()) => e,
+                Err(back) => format!("{e}; and putting the builder's files back: {back}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Moves whatever is now in place (the stage after its step) back into `stage`, and the
+    /// builder's entries back from `stash`.
+    pub(crate) fn take_back(&self, stage: &Path, stash: &Path) -> Result<(), String> {
+        let now = self.region(&self.top)?;
+        move_entries(&self.top, stage, &now)?;
+        let saved = self.region(stash)?;
+        move_entries(stash, &self.top, &saved)
+    }
+
+    /// The walk snapshotter's entries of what is in place: the stage's region and the
+    /// ancestor directories themselves (a step adding `/etc/x` changes `/etc`).
+    pub(crate) fn walk(&self) -> Result<Entries, String> {
+        let mut entries = Entries::new();
+        for dir in &self.ancestors {
+            let path = self.top.join(dir);
+            if let Ok(meta) = meta_of(&path) {
+                entries.insert(dir.clone(), meta);
+            }
+        }
+        for path in self.region(&self.top)? {
+            let at = self.top.join(&path);
+            let meta = meta_of(&at).map_err(|e| format!("reading {}: {e}", at.display()))?;
+            let is_dir = meta.is_dir();
+            entries.insert(path.clone(), meta);
+            if is_dir {
+                for (below, meta) in rbuild_snapshot::walk(&at).map_err(|e| e.to_string())? {
+                    entries.insert(path.join(below), meta);
+                }
+            }
+        }
+        Ok(entries)
+    }
+}
+
+/// Renames each of `paths` (relative) from `from` to `to`, making missing parent
+/// directories in `to` (0755: an ancestor the stage or the stash lacks).
+fn move_entries(from: &Path, to: &Path, paths: &[PathBuf]) -> Result<(), String> {
+    for path in paths {
+        let target = to.join(path);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(|e| format!("making {}: {e}", parent.display()))?;
+        }
+        let source = from.join(path);
+        fs::rename(&source, &target).map_err(|e| {
+            let hint = if e.raw_os_error() == Some(libc::EXDEV) {
+                " (the store must be on the same file system as `/`)"
+            } else {
+                ""
+            };
+            format!(
+                "moving {} to {}: {e}{hint}",
+                source.display(),
+                target.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// `path` relative to `/`, `None` for `/` itself or a path with `..`.
+fn relative(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(name) => out.push(name),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!out.as_os_str().is_empty()).then_some(out)
+}
+
+/// The mount points of a /proc/self/mountinfo text (field 5, octal escapes undone), `/`
+/// left out.
+fn mount_points(mountinfo: &str) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(unescape_octal)
+        .filter(|point| point != "/")
+        .collect()
+}
+
+/// The files of a /proc/self/maps text (its sixth field, when a path).
+fn mapped_files(maps: &str) -> BTreeSet<String> {
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .filter(|path| path.starts_with('/'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape_octal(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match escaped {
+            Some(digits) => {
+                let value = digits.iter().fold(0u32, |v, d| v * 8 + u32::from(d - b'0'));
+                out.push(value as u8);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The walk snapshotter's record of one path.
+fn meta_of(path: &Path) -> io::Result<Meta> {
+    let md = fs::symlink_metadata(path)?;
+    let link = if md.file_type().is_symlink() {
+        Some(fs::read_link(path)?)
+    } else {
+        None
+    };
+    Ok(Meta {
+        ino: md.ino(),
+        mode: md.mode(),
+        uid: md.uid(),
+        gid: md.gid(),
+        size: md.size(),
+        mtime: (md.mtime(), md.mtime_nsec()),
+        ctime: (md.ctime(), md.ctime_nsec()),
+        nlink: md.nlink(),
+        link,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_points_are_read_with_their_escapes() {
+        let text = "22 1 0:21 / / rw - overlay overlay rw\n\
+                    23 22 0:22 / /proc rw - proc proc rw\n\
+                    24 22 8:1 /x /etc/hosts rw - ext4 /dev/sda1 rw\n\
+                    25 22 8:1 /y /my\\040dir rw - ext4 /dev/sda1 rw\n";
+        assert_eq!(mount_points(text), vec!["/proc", "/etc/hosts", "/my dir"]);
+        let maps = "7f00-7f01 r-xp 00000000 08:01 12 /lib/x86_64-linux-gnu/libc.so.6\n\
+                    7f02-7f03 rw-p 00000000 00:00 0 \n\
+                    7ffd-7ffe rw-p 00000000 00:00 0 [stack]\n";
+        assert_eq!(
+            mapped_files(maps).into_iter().collect::<Vec<_>>(),
+            vec!["/lib/x86_64-linux-gnu/libc.so.6"]
+        );
+        assert_eq!(relative(Path::new("/")), None);
+        assert_eq!(relative(Path::new("/a/../b")), None);
+        assert_eq!(relative(Path::new("/etc/hosts")), Some("etc/hosts".into()));
+    }
+
+    /// A stand-in `/` (a temporary directory, never the real one): laying a stage out and
+    /// taking it back moves only the region, keeps inodes, and leaves excluded paths alone.
+    #[test]
+    fn lay_out_and_take_back_move_only_the_stages_region() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("top");
+        let stage = dir.path().join("stage");
+        let stash = dir.path().join("stash");
+        for d in [&top, &stage, &stash] {
+            fs::create_dir(d).unwrap();
+        }
+        fs::create_dir_all(top.join("etc")).unwrap();
+        fs::write(top.join("etc/hosts"), "runtime hosts").unwrap();
+        fs::write(top.join("etc/builder"), "builder's").unwrap();
+        fs::create_dir_all(top.join("rbuild/state")).unwrap();
+        fs::write(top.join("rbuild/state/canary"), "store").unwrap();
+        fs::create_dir_all(top.join("home")).unwrap();
+        fs::create_dir_all(top.join("bin")).unwrap();
+        fs::write(top.join("bin/builders-tool"), "tool").unwrap();
+        fs::write(top.join("canary"), "a file directly in /").unwrap();
+        fs::create_dir_all(stage.join("etc")).unwrap();
+        fs::write(stage.join("etc/hosts"), "image hosts").unwrap();
+        fs::write(stage.join("etc/passwd"), "root").unwrap();
+        fs::create_dir_all(stage.join("bin")).unwrap();
+        fs::write(stage.join("bin/sh"), "sh").unwrap();
+        fs::create_dir_all(stage.join("rbuild")).unwrap();
+        let passwd_ino = fs::metadata(stage.join("etc/passwd")).unwrap().ino();
+
+        let root = InPlaceRoot::new(
+            &top,
+            vec!["/etc/hosts".into(), "/rbuild".into(), "/missing".into()],
+        )
+        .unwrap();
+        root.lay_out(&stage, &stash).unwrap();
+        assert_eq!(
+            fs::read_to_string(top.join("etc/hosts")).unwrap(),
+            "runtime hosts"
+        );
+        assert_eq!(fs::read_to_string(top.join("bin/sh")).unwrap(), "sh");
+        assert!(!top.join("etc/builder").exists() && !top.join("bin/builders-tool").exists());
+        assert!(top.join("home").is_dir() && top.join("canary").is_file());
+        assert_eq!(
+            fs::read_to_string(top.join("rbuild/state/canary")).unwrap(),
+            "store"
+        );
+        assert_eq!(
+            fs::metadata(top.join("etc/passwd")).unwrap().ino(),
+            passwd_ino
+        );
+        let walked = root.walk().unwrap();
+        let names: Vec<_> = walked.keys().map(|p| p.display().to_string()).collect();
+        assert_eq!(names, vec!["bin", "bin/sh", "etc", "etc/passwd", "home"]);
+
+        // A step's changes come back with the stage.
+        fs::write(top.join("etc/new"), "new").unwrap();
+        fs::remove_file(top.join("bin/sh")).unwrap();
+        root.take_back(&stage, &stash).unwrap();
+        assert_eq!(fs::read_to_string(stage.join("etc/new")).unwrap(), "new");
+        assert!(!stage.join("bin/sh").exists());
+        assert_eq!(
+            fs::read_to_string(stage.join("etc/hosts")).unwrap(),
+            "image hosts"
+        );
+        assert_eq!(
+            fs::read_to_string(top.join("etc/builder")).unwrap(),
+            "builder's"
+        );
+        assert_eq!(
+            fs::read_to_string(top.join("bin/builders-tool")).unwrap(),
+            "tool"
+        );
+        assert!(!top.join("bin/sh").exists() && !top.join("etc/new").exists());
+        assert!(root.region(&stash).unwrap().is_empty());
+
+        // A stage with a top-level entry the builder lacks, or a file where `/` has one, is
+        // refused before anything moves.
+        fs::create_dir_all(stage.join("opt")).unwrap();
+        let err = root.lay_out(&stage, &stash).unwrap_err();
+        assert!(err.contains("/opt, which the builder image lacks"), "{err}");
+        assert_eq!(
+            fs::read_to_string(top.join("bin/builders-tool")).unwrap(),
+            "tool"
+        );
+        fs::remove_dir(stage.join("opt")).unwrap();
+        fs::write(stage.join("canary"), "").unwrap();
+        let err = root.lay_out(&stage, &stash).unwrap_err();
+        assert!(err.contains("not a"), "{err}");
+    }
+}
