@@ -53,6 +53,14 @@ const DEVICES_DOCKERFILE: &str = r#"FROM base:1
 RUN mknod /etc/null c 1 3 && mknod -m 600 /etc/loop0 b 7 0 && chown 0:6 /etc/loop0
 "#;
 
+/// A step making a top-level directory: `/` is the runtime's (root's, 0755, whatever the
+/// image says), so this fails, with a hint.
+const MKDIR_TOP_DOCKERFILE: &str = "FROM base:1\nRUN mkdir /app\n";
+
+/// A stage with a top-level directory the builder image lacks (made by WORKDIR): refused
+/// when it would be laid out, naming the directory.
+const WORKDIR_TOP_DOCKERFILE: &str = "FROM base:1\nWORKDIR /newtop\nRUN touch made\n";
+
 const EPOCH_ARG: &str = "SOURCE_DATE_EPOCH=1700000000";
 
 fn rbuild() -> &'static str {
@@ -140,6 +148,8 @@ fn builder_image(
     std::fs::create_dir_all(&app).unwrap();
     std::fs::write(app.join("Dockerfile"), APP_DOCKERFILE).unwrap();
     std::fs::write(app.join("Dockerfile.devices"), DEVICES_DOCKERFILE).unwrap();
+    std::fs::write(app.join("Dockerfile.mkdir"), MKDIR_TOP_DOCKERFILE).unwrap();
+    std::fs::write(app.join("Dockerfile.workdir"), WORKDIR_TOP_DOCKERFILE).unwrap();
     std::fs::write(app.join("data.txt"), "data\n").unwrap();
     for (command, args) in [("chown", ["-R", "1000:0"]), ("chmod", ["-R", "g+rwX"])] {
         let status = Command::new(command)
@@ -159,6 +169,7 @@ fn builder_image(
     std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
     // The context's files keep the host's modes: COPY copies them into the image.
     for file in ["Dockerfile", "Dockerfile.devices", "data.txt"] {
+        // (The other Dockerfiles are only read.)
         std::fs::set_permissions(app.join(file), std::fs::Permissions::from_mode(0o644)).unwrap();
     }
     daemon.import_rootfs(&root, name);
@@ -426,6 +437,51 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
     let run = run_rbuild(&daemon, IMAGE, "1000:1000", out.path(), &args);
     assert!(run.status.success(), "{}", describe(&run));
     assert_devices(&out.path().join("devices.tar"));
+
+    // What cannot be laid out fails clearly, naming the limit.
+    let file_args = |file: &'static str| {
+        vec![
+            "--root",
+            STORE_IN_IMAGE,
+            "build",
+            "--isolation",
+            "restricted",
+            "-f",
+            file,
+            CTX_IN_IMAGE,
+        ]
+    };
+    let run = run_rbuild(
+        &daemon,
+        IMAGE,
+        "1000:1000",
+        out.path(),
+        &file_args("/rbuild/ctx/app/Dockerfile.mkdir"),
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success()
+            && stderr.contains("Permission denied")
+            && stderr.contains("hint: this step ran with isolation `restricted`")
+            && stderr.contains("directly in `/`"),
+        "{}",
+        describe(&run)
+    );
+    let run = run_rbuild(
+        &daemon,
+        IMAGE,
+        "1000:1000",
+        out.path(),
+        &file_args("/rbuild/ctx/app/Dockerfile.workdir"),
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success()
+            && stderr.contains("Dockerfile.workdir:3")
+            && stderr.contains("the stage has /newtop, which the builder image lacks"),
+        "{}",
+        describe(&run)
+    );
 }
 
 #[test]

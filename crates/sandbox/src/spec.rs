@@ -233,10 +233,15 @@ pub struct StepOutcome {
     pub ownership: Option<crate::restricted::OwnershipTable>,
 }
 
-/// Why a restricted step may get EACCES where `docker build` would not: Landlock grants
-/// whole trees, so `/` (which holds rbuild's own directory) only lets a step list it.
+/// Why a restricted step may get EACCES where `docker build` would not: `/` belongs to the
+/// container runtime (root's, mode 0755, whatever the image says), and Landlock grants whole
+/// trees, so `/` (which holds rbuild's own directory) only lets a step list it.
 pub const RESTRICTED_TOP_LEVEL_HINT: &str =
-    "this step ran with isolation `restricted`: it cannot create, remove or rename entries      directly in `/` (nor in a directory on the way to rbuild's own files), because Landlock,      which keeps the step away from rbuild's store, grants whole trees only. Create the      top-level directory with WORKDIR or COPY before the RUN (e.g. `WORKDIR /app`), or build      where user namespaces work";
+    "this step ran with isolation `restricted`: it cannot create, remove or rename entries \
+     directly in `/` (owned by the container runtime's root; Landlock, which keeps the step \
+     away from rbuild's store, adds the same for every directory on the way to rbuild's own \
+     files). Top-level directories come from the builder image: use one it has, add the \
+     directory to the builder image, or build where user namespaces work";
 
 impl StepOutcome {
     /// An explanation to add to a failure message, when the id mapping (or, under
