@@ -113,6 +113,18 @@ impl Owners {
         }
     }
 
+    /// The container owner of a source file with metadata `md` (a file of another rootfs
+    /// of this build, or of the context): in a restricted build the owner recorded for its
+    /// inode, if any; else [`Owners::container_ids`] of its owner on the disk.
+    pub(crate) fn source_ids(&self, md: &fs::Metadata) -> (u32, u32) {
+        if let Owners::Recorded(in_place) = self {
+            if let Some(owner) = in_place.with_table(|t| t.get(md.dev(), md.ino())) {
+                return (owner.uid, owner.gid);
+            }
+        }
+        self.container_ids(md.uid(), md.gid())
+    }
+
     /// Why `uid:gid` cannot own files in this build, if it cannot.
     pub(crate) fn cannot_own(&self, uid: u32, gid: u32) -> Option<String> {
         if let Owners::Recorded(_) = self {

@@ -36,8 +36,13 @@ const CTX_IN_IMAGE: &str = "/rbuild/ctx/app";
 
 /// Every image-level thing a restricted step must get right: owners by `RUN chown` and
 /// `COPY --chown`, a setuid bit, a hard link, files written and deleted in the base's
-/// directories (whiteouts), a step's `id -u`.
-const APP_DOCKERFILE: &str = r#"FROM base:1
+/// directories (whiteouts), a step's `id -u`; and a second stage (built beside the first,
+/// their RUN steps taking turns in `/`) whose file keeps its recorded owner through
+/// `COPY --from`.
+const APP_DOCKERFILE: &str = r#"FROM base:1 AS side
+RUN echo side > /tmp/side && chown 42:43 /tmp/side
+
+FROM base:1
 COPY --chown=7:8 data.txt /data/data.txt
 RUN touch /etc/f && chown 123:456 /etc/f && chmod u+s /etc/f \
  && ln /etc/f /etc/f-link \
@@ -45,6 +50,7 @@ RUN touch /etc/f && chown 123:456 /etc/f && chmod u+s /etc/f \
  && mkdir -p /tmp/made/deep && echo x > /tmp/made/deep/file && chown -R 5:6 /tmp/made
 RUN rm -r /tmp/made/deep && id -u > /tmp/id && chown 9:9 /data/data.txt
 ENV DONE=1
+COPY --from=side /tmp/side /data/side
 "#;
 
 /// Device nodes: on the host neither chroot nor user-namespace steps may make them (Landlock
@@ -266,7 +272,17 @@ fn entry<'a>(layer: &'a [rbuild_layer::EntryInfo], path: &str) -> &'a rbuild_lay
 fn assert_owners_devices_and_whiteouts(archive: &Path) {
     use rbuild_layer::EntryKind;
     let layers = layers_of(archive);
-    assert_eq!(layers.len(), 4, "base, COPY and two RUN layers");
+    assert_eq!(
+        layers.len(),
+        5,
+        "base, COPY, two RUN and a COPY --from layer"
+    );
+    let side = entry(&layers[4], "data/side");
+    assert_eq!(
+        (side.uid, side.gid),
+        (42, 43),
+        "COPY --from keeps the recorded owner"
+    );
     let copy = &layers[1];
     let data = entry(copy, "data/data.txt");
     assert_eq!((data.uid, data.gid), (7, 8), "COPY --chown=7:8");
