@@ -130,7 +130,7 @@ impl BuildContext<'_> {
         };
         if isolation == Isolation::Restricted {
             // The stage is laid out in the builder's own `/` (in_place/).
-            return self.run_restricted(st, origin, &spec, step, progress);
+            return self.run_restricted(st, origin, &spec, &plans, step, progress);
         }
         let on_overlay = if isolation == Isolation::Userns && self.sandbox.overlay_worth_trying() {
             self.run_on_overlay(st, origin, &mut spec, step, progress)?

@@ -51,6 +51,14 @@ RUN touch /etc/f && chown 123:456 /etc/f && chmod u+s /etc/f \
 RUN rm -r /tmp/made/deep && id -u > /tmp/id && chown 9:9 /data/data.txt
 ENV DONE=1
 COPY --from=side /tmp/side /data/side
+RUN --mount=type=bind,source=data.txt,target=/data/bound \
+    --mount=type=cache,target=/var/cache/app --mount=type=tmpfs,target=/tmp/scratch \
+    cat /data/bound > /tmp/from-bind && echo run >> /var/cache/app/runs \
+ && touch /tmp/scratch/gone && cp /var/cache/app/runs /tmp/cache-seen
+RUN <<EOT
+#!/bin/sh
+echo from a heredoc script > /tmp/heredoc
+EOT
 "#;
 
 /// Device nodes: on the host neither chroot nor user-namespace steps may make them (Landlock
@@ -274,9 +282,21 @@ fn assert_owners_devices_and_whiteouts(archive: &Path) {
     let layers = layers_of(archive);
     assert_eq!(
         layers.len(),
-        5,
-        "base, COPY, two RUN and a COPY --from layer"
+        7,
+        "base, COPY, two RUN, COPY --from and two RUN layers"
     );
+    // The mounts' content is not in the layer; what the step made from it is.
+    let mounts = &layers[5];
+    entry(mounts, "tmp/from-bind");
+    entry(mounts, "tmp/cache-seen");
+    for e in mounts {
+        let path = e.path.to_str().unwrap();
+        assert!(
+            !path.contains("data/bound") && !path.contains("var/") && !path.contains("scratch"),
+            "{path} in the mounts' layer"
+        );
+    }
+    entry(&layers[6], "tmp/heredoc");
     let side = entry(&layers[4], "data/side");
     assert_eq!(
         (side.uid, side.gid),

@@ -123,6 +123,11 @@ impl InPlaceRoot {
         })
     }
 
+    /// Whether `path` (relative) is a directory kept in place whose entries are moved.
+    pub(crate) fn is_ancestor(&self, path: &Path) -> bool {
+        self.ancestors.contains(path)
+    }
+
     /// Where stages are laid out (`/`).
     pub(crate) fn top(&self) -> &Path {
         &self.top
@@ -232,12 +237,19 @@ impl InPlaceRoot {
     }
 
     /// The walk snapshotter's entries of what is in place: the stage's region and the
-    /// ancestor directories themselves (a step adding `/etc/x` changes `/etc`).
+    /// ancestor directories themselves (a step adding `/etc/x` changes `/etc`). An
+    /// ancestor's times stand for the names in it: rbuild's own moves and placed mounts
+    /// change its mtime too, and where the builder's directory is not this uid's
+    /// (OpenShift's random uid, group 0) it cannot be set back.
     pub(crate) fn walk(&self) -> Result<Entries, String> {
         let mut entries = Entries::new();
         for dir in &self.ancestors {
             let path = self.top.join(dir);
-            if let Ok(meta) = meta_of(&path) {
+            if let Ok(mut meta) = meta_of(&path) {
+                let names =
+                    names_digest(&path).map_err(|e| format!("listing {}: {e}", path.display()))?;
+                meta.mtime = (names, 0);
+                meta.ctime = (names, 0);
                 entries.insert(dir.clone(), meta);
             }
         }
@@ -336,6 +348,20 @@ fn unescape_octal(field: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A digest of the sorted names in the directory `path`.
+fn names_digest(path: &Path) -> io::Result<i64> {
+    use std::hash::{Hash, Hasher};
+    let mut names = Vec::new();
+    for entry in fs::read_dir(path)? {
+        names.push(entry?.file_name());
+    }
+    names.sort();
+    // Fixed keys: the same names give the same digest in the walk before and after a step.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    names.hash(&mut hasher);
+    Ok(hasher.finish() as i64)
 }
 
 /// The walk snapshotter's record of one path.

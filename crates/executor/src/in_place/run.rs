@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 
 use rbuild_layer::Change;
 use rbuild_sandbox::restricted::OwnershipTable;
-use rbuild_sandbox::{Rootfs, Sandbox, StepOutcome, StepSpec};
+use rbuild_sandbox::{BindMount, Rootfs, Sandbox, StepOutcome, StepSpec};
 use rbuild_snapshot::Entries;
 
 use super::InPlaceRoot;
+use crate::chroot_mounts::MountPlan;
 use crate::context::{lock, BuildContext, Origin};
 use crate::error::Result;
 use crate::fsops::Owners;
@@ -41,6 +42,7 @@ impl BuildContext<'_> {
         st: &mut StageState,
         origin: &Origin<'_>,
         spec: &StepSpec,
+        plans: &[MountPlan],
         step: usize,
         progress: &mut dyn Progress,
     ) -> Result<u64> {
@@ -50,6 +52,10 @@ impl BuildContext<'_> {
         };
         let mut spec = spec.clone();
         spec.rootfs = Rootfs::Dir("/".into());
+        // The mounts (and a heredoc script) are placed in `/` without mount(2), as chroot
+        // isolation places them in its root (`chroot_mounts`).
+        let mut binds = std::mem::take(&mut spec.binds);
+        move_out_of_dev(&mut binds, &mut spec.argv);
         if let Some(why) = rbuild_sandbox::restricted::refusal(&spec) {
             return Err(origin.error(why));
         }
@@ -59,6 +65,11 @@ impl BuildContext<'_> {
         // One stage in `/` at a time: stages running beside each other take turns per RUN.
         let _in_place = lock(&in_place.layout_lock);
         let stash = self.dir.new_dir("in-place-stash")?;
+        let mounts = Mounts {
+            binds: &binds,
+            plans,
+            stash: self.dir.new_dir("mount-stash")?,
+        };
         in_place
             .root
             .lay_out(&st.rootfs, &stash)
@@ -67,8 +78,8 @@ impl BuildContext<'_> {
             &in_place.root,
             &self.sandbox,
             &spec,
-            &st.label,
-            step,
+            &mounts,
+            (&st.label, step),
             progress,
         );
         in_place
@@ -79,11 +90,39 @@ impl BuildContext<'_> {
         if !outcome.status.success() {
             return Err(crate::run::failure(origin, &spec, &outcome));
         }
+        // A builder's directory the stage lacks, changed in its times only (a mount placed in
+        // it, as a uid that may not set its times back), is not the stage's.
+        changes.retain(|change| match change {
+            Change::Upsert(path) => {
+                !in_place.root.is_ancestor(path) || st.rootfs.join(path).symlink_metadata().is_ok()
+            }
+            _ => true,
+        });
         changes.extend(system_mount_points(&st.rootfs).map_err(|e| origin.error(e))?);
         in_place.merge(&stale, outcome.ownership);
         let rootfs = st.rootfs.clone();
         self.commit_changes(st, &rootfs, &changes)
             .map_err(|e| origin.error(e))
+    }
+}
+
+/// Where a heredoc script goes in place: BuildKit's `/dev/pipes/NAME` is in the runtime's
+/// `/dev`, which the build user cannot write; rbuild's own directory is never part of a
+/// stage, so the script leaves no trace there either.
+const SCRIPTS_IN_PLACE: &str = "/rbuild/steps";
+
+/// Moves the targets under `/dev` (heredoc scripts) to [`SCRIPTS_IN_PLACE`], and the
+/// command's arguments naming them with them.
+fn move_out_of_dev(binds: &mut [BindMount], argv: &mut [String]) {
+    for bind in binds.iter_mut().filter(|b| b.target.starts_with("/dev/")) {
+        let name = Path::new(&bind.target)
+            .file_name()
+            .map_or_else(|| "script".into(), |n| n.to_string_lossy().into_owned());
+        let moved = format!("{SCRIPTS_IN_PLACE}/{name}");
+        for arg in argv.iter_mut().filter(|a| **a == bind.target) {
+            arg.clone_from(&moved);
+        }
+        bind.target = moved;
     }
 }
 
@@ -112,20 +151,40 @@ fn system_mount_points(stage_root: &Path) -> Result<Vec<Change>, String> {
 /// step's outcome.
 type Ran = (Vec<Change>, Vec<(u64, u64)>, StepOutcome);
 
-/// Walks what is in place, runs the step, walks again: the change set and stale inodes
-/// (both empty when the step failed) and the step's outcome.
+/// A step's mounts, to place in `/` after the first walk and take away before the second.
+struct Mounts<'a> {
+    binds: &'a [BindMount],
+    plans: &'a [MountPlan],
+    stash: PathBuf,
+}
+
+/// Walks what is in place, places the mounts, runs the step, takes the mounts away, walks
+/// again: the change set and stale inodes (both empty when the step failed) and the step's
+/// outcome.
 fn run_laid_out(
     root: &InPlaceRoot,
     sandbox: &Sandbox,
     spec: &StepSpec,
-    label: &str,
-    step: usize,
+    mounts: &Mounts<'_>,
+    (label, step): (&str, usize),
     progress: &mut dyn Progress,
 ) -> std::result::Result<Ran, String> {
     let snapshot = crate::phases::Phase::Snapshot;
     let before = crate::phases::timed(snapshot, || root.walk())?;
-    let outcome = crate::run::execute(sandbox, spec, label, step, progress)
-        .map_err(|e| format!("could not run the step: {e}"))?;
+    let placed = if mounts.binds.is_empty() {
+        None
+    } else {
+        Some(crate::chroot_mounts::place(
+            root.top(),
+            mounts.binds,
+            mounts.plans,
+            &mounts.stash,
+        )?)
+    };
+    let executed = crate::run::execute(sandbox, spec, label, step, progress);
+    let restored = placed.map_or(Ok(()), |p| p.restore());
+    let outcome = executed.map_err(|e| format!("could not run the step: {e}"))?;
+    restored?;
     if !outcome.status.success() {
         return Ok((Vec::new(), Vec::new(), outcome));
     }
