@@ -59,6 +59,7 @@ RUN <<EOT
 #!/bin/sh
 echo from a heredoc script > /tmp/heredoc
 EOT
+RUN --mount=type=secret,id=tok test "$(cat /run/secrets/tok)" = s3cret && touch /tmp/secret-ok
 "#;
 
 /// Device nodes: on the host neither chroot nor user-namespace steps may make them (Landlock
@@ -153,7 +154,7 @@ fn builder_image(
     }
     // `/` is the runtime's: the builder image has every top-level directory a stage has.
     for dir in [
-        "bin", "etc", "tmp", "data", "home", "root", "usr", "var", "opt", "srv",
+        "bin", "etc", "tmp", "data", "home", "root", "usr", "var", "opt", "srv", "run",
     ] {
         std::fs::create_dir_all(root.join(dir)).unwrap();
     }
@@ -162,6 +163,8 @@ fn builder_image(
     std::fs::create_dir_all(&app).unwrap();
     std::fs::write(app.join("Dockerfile"), APP_DOCKERFILE).unwrap();
     std::fs::write(app.join("Dockerfile.devices"), DEVICES_DOCKERFILE).unwrap();
+    // Outside the context (a secret is never part of it).
+    std::fs::write(app.parent().unwrap().join("secret.txt"), "s3cret").unwrap();
     std::fs::write(app.join("Dockerfile.mkdir"), MKDIR_TOP_DOCKERFILE).unwrap();
     std::fs::write(app.join("Dockerfile.workdir"), WORKDIR_TOP_DOCKERFILE).unwrap();
     std::fs::write(app.join("data.txt"), "data\n").unwrap();
@@ -226,6 +229,8 @@ fn restricted_build_args(isolation: &'static str) -> Vec<&'static str> {
         isolation,
         "--build-arg",
         EPOCH_ARG,
+        "--secret",
+        "id=tok,src=/rbuild/ctx/secret.txt",
         "-t",
         "app:1",
         "-o",
@@ -282,8 +287,16 @@ fn assert_owners_devices_and_whiteouts(archive: &Path) {
     let layers = layers_of(archive);
     assert_eq!(
         layers.len(),
-        7,
-        "base, COPY, two RUN, COPY --from and two RUN layers"
+        8,
+        "base, COPY, two RUN, COPY --from and three RUN layers"
+    );
+    let secret = &layers[7];
+    entry(secret, "tmp/secret-ok");
+    assert!(
+        secret
+            .iter()
+            .all(|e| !e.path.to_str().unwrap().contains("run/")),
+        "the secret's target is not in the layer"
     );
     // The mounts' content is not in the layer; what the step made from it is.
     let mounts = &layers[5];
@@ -400,6 +413,9 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
     std::fs::write(app.join("data.txt"), "data\n").unwrap();
     let reference = work.path().join("reference.tar");
     let dest = format!("type=oci,dest={}", reference.display());
+    let secret_file = work.path().join("secret.txt");
+    std::fs::write(&secret_file, "s3cret").unwrap();
+    let secret = format!("id=tok,src={}", secret_file.display());
     rbuild_ok(&[
         "--root",
         store.to_str().unwrap(),
@@ -408,6 +424,8 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
         "chroot",
         "--build-arg",
         EPOCH_ARG,
+        "--secret",
+        &secret,
         "-t",
         "app:ref",
         "-o",

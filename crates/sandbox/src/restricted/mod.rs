@@ -57,7 +57,9 @@ pub const LIMITS: &[&str] = &[
     "a top-level entry the builder image lacks, or that is a directory in one and not in \
      the other (`/` belongs to the container runtime: the builder image provides the \
      top-level directories)",
-    "RUN --mount and heredoc scripts (no mount; not laid out in place yet)",
+    "real mounts: RUN --mount content and heredoc scripts are put in place for the step \
+     and taken away after it (as in chroot mode); a mount target needs a parent the \
+     builder image or the stage has (nothing can be made directly in `/`)",
 ];
 
 /// The prerequisites of the `restricted` isolation, measured in the probe helper.
