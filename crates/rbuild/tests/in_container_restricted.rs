@@ -239,6 +239,16 @@ fn restricted_build_args(isolation: &'static str) -> Vec<&'static str> {
     ]
 }
 
+/// The `phases:` line of a build's plain progress (where its time went).
+fn phases_line(run: &Output) -> String {
+    String::from_utf8_lossy(&run.stderr)
+        .lines()
+        .find(|l| l.contains("phases:"))
+        .unwrap_or("no phases line")
+        .trim()
+        .to_string()
+}
+
 /// The layers of the image in the OCI archive `archive`, each as its entries.
 fn layers_of(archive: &Path) -> Vec<Vec<rbuild_layer::EntryInfo>> {
     let dir = tempfile::tempdir().unwrap();
@@ -416,7 +426,8 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
     let secret_file = work.path().join("secret.txt");
     std::fs::write(&secret_file, "s3cret").unwrap();
     let secret = format!("id=tok,src={}", secret_file.display());
-    rbuild_ok(&[
+    let started = std::time::Instant::now();
+    let host = rbuild_ok(&[
         "--root",
         store.to_str().unwrap(),
         "build",
@@ -433,6 +444,11 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
         app.to_str().unwrap(),
     ]);
 
+    println!(
+        "host, chroot: {:.2} s; {}",
+        started.elapsed().as_secs_f64(),
+        phases_line(&host)
+    );
     let runs = [
         ("1000:1000", "restricted", IMAGE),
         ("1000770000:0", "auto", OPENSHIFT_IMAGE),
@@ -451,6 +467,7 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
             "{info_json:#}"
         );
 
+        let started = std::time::Instant::now();
         let run = run_rbuild(
             &daemon,
             image,
@@ -459,6 +476,11 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
             &restricted_build_args(isolation),
         );
         assert!(run.status.success(), "as {user}: {}", describe(&run));
+        println!(
+            "as {user}, {isolation}: {:.2} s with docker run; {}",
+            started.elapsed().as_secs_f64(),
+            phases_line(&run)
+        );
         let built = out.path().join("app.tar");
         assert_owners_devices_and_whiteouts(&built);
         let diff = Command::new(rbuild())

@@ -163,12 +163,17 @@ impl InPlaceRoot {
                 continue;
             }
             if self.foreign_top.contains(&path) {
-                if stage {
+                // The same symlink in both (usrmerge's `/bin -> usr/bin`): the builder's
+                // serves, the stage's stays where it is.
+                let same_link = fs::read_link(base.join(&path))
+                    .ok()
+                    .is_some_and(|link| fs::read_link(self.top.join(&path)).ok() == Some(link));
+                if stage && !same_link {
                     return Err(format!(
                         "the stage has /{0}, where the builder image has a file that is not a \
-                         directory: `/` cannot be written by the build user, so such a stage \
-                         cannot be laid out in place (the builder image must have a directory \
-                         /{0})",
+                         directory (nor the same symlink): `/` cannot be written by the build \
+                         user, so such a stage cannot be laid out in place (the builder image \
+                         must have /{0} as the stage has it)",
                         path.display()
                     ));
                 }
@@ -495,5 +500,21 @@ mod tests {
         fs::write(stage.join("canary"), "").unwrap();
         let err = root.lay_out(&stage, &stash).unwrap_err();
         assert!(err.contains("not a"), "{err}");
+        fs::remove_file(stage.join("canary")).unwrap();
+
+        // A top-level symlink the same in both (usrmerge) is the builder's; another is not.
+        std::os::unix::fs::symlink("usr/lib", top.join("lib")).unwrap();
+        let root = InPlaceRoot::new(&top, vec!["/etc/hosts".into(), "/rbuild".into()]).unwrap();
+        std::os::unix::fs::symlink("usr/lib", stage.join("lib")).unwrap();
+        root.lay_out(&stage, &stash).unwrap();
+        root.take_back(&stage, &stash).unwrap();
+        assert_eq!(
+            fs::read_link(stage.join("lib")).unwrap(),
+            Path::new("usr/lib")
+        );
+        fs::remove_file(stage.join("lib")).unwrap();
+        std::os::unix::fs::symlink("usr/lib64", stage.join("lib")).unwrap();
+        let err = root.lay_out(&stage, &stash).unwrap_err();
+        assert!(err.contains("nor the same symlink"), "{err}");
     }
 }
