@@ -76,6 +76,13 @@ const MKDIR_TOP_DOCKERFILE: &str = "FROM base:1\nRUN mkdir /app\n";
 /// when it would be laid out, naming the directory.
 const WORKDIR_TOP_DOCKERFILE: &str = "FROM base:1\nWORKDIR /newtop\nRUN touch made\n";
 
+/// Mount targets that would put content into rbuild's store: by name, and through a
+/// symlink a step made (which Landlock does not stop: making a symlink reads nothing).
+const ESCAPE_BY_NAME_DOCKERFILE: &str =
+    "FROM base:1\nRUN --mount=type=tmpfs,target=/rbuild/state/blobs true\n";
+const ESCAPE_BY_LINK_DOCKERFILE: &str = "FROM base:1\nRUN ln -s /rbuild/state /data/store\n\
+     RUN --mount=type=tmpfs,target=/data/store/blobs true\n";
+
 const EPOCH_ARG: &str = "SOURCE_DATE_EPOCH=1700000000";
 
 fn rbuild() -> &'static str {
@@ -133,7 +140,11 @@ fn builder_image(
     name: &str,
 ) {
     let root = work.join(name.replace([':', '/'], "-"));
-    if !marked {
+    if marked {
+        // A shell outside the stages' directories, for the test's own scripts.
+        std::fs::create_dir_all(root.join("rbuild")).unwrap();
+        std::fs::copy(rbuild_testutil::BUSYBOX, root.join("rbuild/sh")).unwrap();
+    } else {
         busybox_rootfs(&root);
     }
     let in_image = root.join(RBUILD_IN_IMAGE.trim_start_matches('/'));
@@ -166,6 +177,8 @@ fn builder_image(
     // Outside the context (a secret is never part of it).
     std::fs::write(app.parent().unwrap().join("secret.txt"), "s3cret").unwrap();
     std::fs::write(app.join("Dockerfile.mkdir"), MKDIR_TOP_DOCKERFILE).unwrap();
+    std::fs::write(app.join("Dockerfile.byname"), ESCAPE_BY_NAME_DOCKERFILE).unwrap();
+    std::fs::write(app.join("Dockerfile.bylink"), ESCAPE_BY_LINK_DOCKERFILE).unwrap();
     std::fs::write(app.join("Dockerfile.workdir"), WORKDIR_TOP_DOCKERFILE).unwrap();
     std::fs::write(app.join("data.txt"), "data\n").unwrap();
     for (command, args) in [("chown", ["-R", "1000:0"]), ("chmod", ["-R", "g+rwX"])] {
@@ -496,6 +509,44 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
         );
         println!("as {user} ({isolation}): the same image as on the host");
     }
+
+    // Mount targets in rbuild's store are refused, named or through a symlink; the store
+    // still serves the next build (in the same container, after both).
+    let out = out_dir();
+    let script = format!(
+        "for f in byname bylink; do {RBUILD_IN_IMAGE} --root {STORE_IN_IMAGE} build \
+         --isolation restricted -f {CTX_IN_IMAGE}/Dockerfile.$f {CTX_IN_IMAGE} \
+         > /out/$f.txt 2>&1; echo $f=$?; done; {RBUILD_IN_IMAGE} --root {STORE_IN_IMAGE} \
+         build --isolation restricted -f {CTX_IN_IMAGE}/Dockerfile.devices {CTX_IN_IMAGE} \
+         > /out/after.txt 2>&1; echo after=$?"
+    );
+    let volume = format!("{}:/out", out.path().display());
+    let mut docker = vec!["run", "--rm", "--network", "none", "-v", &volume];
+    docker.extend_from_slice(&["--user", "1000:1000"]);
+    docker.extend_from_slice(RESTRICTED);
+    docker.extend_from_slice(&["--entrypoint", "/rbuild/sh", IMAGE, "-c", &script]);
+    let run = daemon.docker(&docker);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let read = |name: &str| std::fs::read_to_string(out.path().join(name)).unwrap_or_default();
+    assert!(
+        stdout.contains("byname=1") && stdout.contains("bylink=1") && stdout.contains("after=0"),
+        "{}\nbyname:\n{}\nbylink:\n{}\nafter:\n{}",
+        describe(&run),
+        read("byname.txt"),
+        read("bylink.txt"),
+        read("after.txt")
+    );
+    let by_name = read("byname.txt");
+    assert!(
+        by_name.contains("--mount=type=tmpfs,target=/rbuild/state/blobs: its target")
+            && by_name.contains("which is not the stage's"),
+        "{by_name}"
+    );
+    let by_link = read("bylink.txt");
+    assert!(
+        by_link.contains("its target /data/store/blobs is (or leads to) /rbuild"),
+        "{by_link}"
+    );
 
     let out = out_dir();
     let args = [

@@ -123,6 +123,52 @@ impl InPlaceRoot {
         })
     }
 
+    /// Refuses a mount target (a container path) whose deepest existing part resolves (in
+    /// `/`, symlinks followed, as the mount's placing will) to an excluded path or below
+    /// one. The caller checks with the stage in place (its symlinks count).
+    pub(crate) fn check_mount_target(&self, target: &str) -> Result<(), String> {
+        let Some(relative) = relative(Path::new(target)) else {
+            return Err(format!("{target:?} cannot be a mount target in place"));
+        };
+        let refuse = |what: &Path| {
+            Err(format!(
+                "its target {target} is (or leads to) /{}, which is not the stage's: rbuild's \
+                 own files, the kernel's and the runtime's are never written in place",
+                what.display()
+            ))
+        };
+        if let Some(excluded) = self.excluded_prefix(&relative) {
+            return refuse(excluded);
+        }
+        let mut existing = self.top.join(&relative);
+        let real = loop {
+            match fs::canonicalize(&existing) {
+                Ok(real) => break real,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if !existing.pop() {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(format!("resolving {}: {e}", existing.display())),
+            }
+        };
+        let Ok(inside) = real.strip_prefix(&self.top) else {
+            return Err(format!("its target {target} leads out of `/`"));
+        };
+        match self.excluded_prefix(inside) {
+            Some(excluded) => refuse(excluded),
+            None => Ok(()),
+        }
+    }
+
+    /// The excluded path that is `path` (relative) or one of its parents.
+    fn excluded_prefix(&self, path: &Path) -> Option<&Path> {
+        self.excluded
+            .iter()
+            .find(|excluded| path.starts_with(excluded))
+            .map(PathBuf::as_path)
+    }
+
     /// Whether `path` (relative) is a directory kept in place whose entries are moved.
     pub(crate) fn is_ancestor(&self, path: &Path) -> bool {
         self.ancestors.contains(path)
@@ -501,6 +547,17 @@ mod tests {
         let err = root.lay_out(&stage, &stash).unwrap_err();
         assert!(err.contains("not a"), "{err}");
         fs::remove_file(stage.join("canary")).unwrap();
+
+        // Mount targets never resolve into excluded paths, directly or through a symlink.
+        assert!(root.check_mount_target("/etc/passwd").is_ok());
+        assert!(root.check_mount_target("/home/new/deep").is_ok());
+        let err = root.check_mount_target("/rbuild/state/x").unwrap_err();
+        assert!(err.contains("/rbuild"), "{err}");
+        assert!(root.check_mount_target("/etc/hosts").is_err());
+        std::os::unix::fs::symlink(top.join("rbuild/state"), top.join("home/link")).unwrap();
+        let err = root.check_mount_target("/home/link/blobs").unwrap_err();
+        assert!(err.contains("leads to") && err.contains("/rbuild"), "{err}");
+        fs::remove_file(top.join("home/link")).unwrap();
 
         // A top-level symlink the same in both (usrmerge) is the builder's; another is not.
         std::os::unix::fs::symlink("usr/lib", top.join("lib")).unwrap();

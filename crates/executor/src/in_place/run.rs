@@ -55,7 +55,7 @@ impl BuildContext<'_> {
         // The mounts (and a heredoc script) are placed in `/` without mount(2), as chroot
         // isolation places them in its root (`chroot_mounts`).
         let mut binds = std::mem::take(&mut spec.binds);
-        move_out_of_dev(&mut binds, &mut spec.argv);
+        let moved = move_out_of_dev(&mut binds, &mut spec.argv);
         if let Some(why) = rbuild_sandbox::restricted::refusal(&spec) {
             return Err(origin.error(why));
         }
@@ -67,6 +67,7 @@ impl BuildContext<'_> {
         let stash = self.dir.new_dir("in-place-stash")?;
         let mounts = Mounts {
             binds: &binds,
+            moved: &moved,
             plans,
             stash: self.dir.new_dir("mount-stash")?,
         };
@@ -111,19 +112,24 @@ impl BuildContext<'_> {
 /// stage, so the script leaves no trace there either.
 const SCRIPTS_IN_PLACE: &str = "/rbuild/steps";
 
-/// Moves the targets under `/dev` (heredoc scripts) to [`SCRIPTS_IN_PLACE`], and the
-/// command's arguments naming them with them.
-fn move_out_of_dev(binds: &mut [BindMount], argv: &mut [String]) {
+/// Moves the targets under `/dev` (heredoc scripts) to [`SCRIPTS_IN_PLACE`] (by their last
+/// name only), and the command's arguments naming them with them; says which it moved.
+fn move_out_of_dev(binds: &mut [BindMount], argv: &mut [String]) -> Vec<bool> {
+    let moved = binds
+        .iter()
+        .map(|b| b.target.starts_with("/dev/"))
+        .collect();
     for bind in binds.iter_mut().filter(|b| b.target.starts_with("/dev/")) {
         let name = Path::new(&bind.target)
             .file_name()
             .map_or_else(|| "script".into(), |n| n.to_string_lossy().into_owned());
-        let moved = format!("{SCRIPTS_IN_PLACE}/{name}");
+        let at = format!("{SCRIPTS_IN_PLACE}/{name}");
         for arg in argv.iter_mut().filter(|a| **a == bind.target) {
-            arg.clone_from(&moved);
+            arg.clone_from(&at);
         }
-        bind.target = moved;
+        bind.target = at;
     }
+    moved
 }
 
 /// BuildKit's runc leaves the `/dev`, `/proc` and `/sys` mount points it had to create in
@@ -154,6 +160,8 @@ type Ran = (Vec<Change>, Vec<(u64, u64)>, StepOutcome);
 /// A step's mounts, to place in `/` after the first walk and take away before the second.
 struct Mounts<'a> {
     binds: &'a [BindMount],
+    /// Per bind: rbuild moved it to [`SCRIPTS_IN_PLACE`] (a heredoc script).
+    moved: &'a [bool],
     plans: &'a [MountPlan],
     stash: PathBuf,
 }
@@ -171,6 +179,17 @@ fn run_laid_out(
 ) -> std::result::Result<Ran, String> {
     let snapshot = crate::phases::Phase::Snapshot;
     let before = crate::phases::timed(snapshot, || root.walk())?;
+    // A mount's target must resolve to the stage's region: placing it moves what is there
+    // aside and puts content in, which must never happen in rbuild's store, `/proc` or a
+    // runtime's file (a target naming them, or a symlink of the stage leading there).
+    // Checked with the stage in place, since its symlinks are what the placing follows;
+    // rbuild's own scripts directory is the one excluded place a target may be.
+    for ((bind, plan), moved) in mounts.binds.iter().zip(mounts.plans).zip(mounts.moved) {
+        if !moved {
+            root.check_mount_target(&bind.target)
+                .map_err(|why| format!("{}: {why}", plan.label))?;
+        }
+    }
     let placed = if mounts.binds.is_empty() {
         None
     } else {
