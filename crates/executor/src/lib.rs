@@ -335,7 +335,11 @@ pub fn build_with_cache(
     }
     let sandbox = match &owners {
         fsops::Owners::Ranged(range) => sandbox.with_root_range(*range),
-        fsops::Owners::Recorded(_) => sandbox.with_protected(in_place::protected(store.root())),
+        fsops::Owners::Recorded(in_place) => sandbox.with_protected(in_place::protected(
+            store.root(),
+            &request.context_dir,
+            &in_place.root,
+        )),
         _ => sandbox,
     };
     let write_options = WriteOptions {

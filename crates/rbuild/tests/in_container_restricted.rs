@@ -80,6 +80,10 @@ const WORKDIR_TOP_DOCKERFILE: &str = "FROM base:1\nWORKDIR /newtop\nRUN touch ma
 /// symlink a step made (which Landlock does not stop: making a symlink reads nothing).
 const ESCAPE_BY_NAME_DOCKERFILE: &str =
     "FROM base:1\nRUN --mount=type=tmpfs,target=/rbuild/state/blobs true\n";
+/// A step reading the build context or a file on a volume of the container: neither is the
+/// stage's. (Names stay listable: Landlock's `ReadDir` on `/` covers its whole tree.)
+const CONTEXT_DOCKERFILE: &str = "FROM base:1\nRUN cat /rbuild/ctx/app/data.txt\n";
+const VOLUME_DOCKERFILE: &str = "FROM base:1\nRUN cat /out/byname.txt\n";
 const ESCAPE_BY_LINK_DOCKERFILE: &str = "FROM base:1\nRUN ln -s /rbuild/state /data/store\n\
      RUN --mount=type=tmpfs,target=/data/store/blobs true\n";
 
@@ -179,6 +183,8 @@ fn builder_image(
     std::fs::write(app.join("Dockerfile.mkdir"), MKDIR_TOP_DOCKERFILE).unwrap();
     std::fs::write(app.join("Dockerfile.byname"), ESCAPE_BY_NAME_DOCKERFILE).unwrap();
     std::fs::write(app.join("Dockerfile.bylink"), ESCAPE_BY_LINK_DOCKERFILE).unwrap();
+    std::fs::write(app.join("Dockerfile.context"), CONTEXT_DOCKERFILE).unwrap();
+    std::fs::write(app.join("Dockerfile.volume"), VOLUME_DOCKERFILE).unwrap();
     std::fs::write(app.join("Dockerfile.workdir"), WORKDIR_TOP_DOCKERFILE).unwrap();
     std::fs::write(app.join("data.txt"), "data\n").unwrap();
     for (command, args) in [("chown", ["-R", "1000:0"]), ("chmod", ["-R", "g+rwX"])] {
@@ -514,7 +520,7 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
     // still serves the next build (in the same container, after both).
     let out = out_dir();
     let script = format!(
-        "for f in byname bylink; do {RBUILD_IN_IMAGE} --root {STORE_IN_IMAGE} build \
+        "for f in byname bylink context volume; do {RBUILD_IN_IMAGE} --root {STORE_IN_IMAGE} build \
          --isolation restricted -f {CTX_IN_IMAGE}/Dockerfile.$f {CTX_IN_IMAGE} \
          > /out/$f.txt 2>&1; echo $f=$?; done; {RBUILD_IN_IMAGE} --root {STORE_IN_IMAGE} \
          build --isolation restricted -f {CTX_IN_IMAGE}/Dockerfile.devices {CTX_IN_IMAGE} \
@@ -529,13 +535,27 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     let read = |name: &str| std::fs::read_to_string(out.path().join(name)).unwrap_or_default();
     assert!(
-        stdout.contains("byname=1") && stdout.contains("bylink=1") && stdout.contains("after=0"),
-        "{}\nbyname:\n{}\nbylink:\n{}\nafter:\n{}",
+        ["byname=1", "bylink=1", "context=1", "volume=1", "after=0"]
+            .iter()
+            .all(|want| stdout.contains(want)),
+        "{}\nbyname:\n{}\nbylink:\n{}\ncontext:\n{}\nvolume:\n{}\nafter:\n{}",
         describe(&run),
         read("byname.txt"),
         read("bylink.txt"),
+        read("context.txt"),
+        read("volume.txt"),
         read("after.txt")
     );
+    for (name, path) in [
+        ("context.txt", "data.txt"),
+        ("volume.txt", "/out/byname.txt"),
+    ] {
+        let output = read(name);
+        assert!(
+            output.contains(path) && output.contains("Permission denied"),
+            "{output}"
+        );
+    }
     let by_name = read("byname.txt");
     assert!(
         by_name.contains("--mount=type=tmpfs,target=/rbuild/state/blobs: its target")

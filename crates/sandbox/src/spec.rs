@@ -240,8 +240,9 @@ pub const RESTRICTED_TOP_LEVEL_HINT: &str =
     "this step ran with isolation `restricted`: it cannot create, remove or rename entries \
      directly in `/` (owned by the container runtime's root; Landlock, which keeps the step \
      away from rbuild's store, adds the same for every directory on the way to rbuild's own \
-     files). Top-level directories come from the builder image: use one it has, add the \
-     directory to the builder image, or build where user namespaces work";
+     files), and it cannot read rbuild's store, the build context, the container's volumes \
+     or credentials. Top-level directories come from the builder image: use one it has, add \
+     the directory to the builder image, or build where user namespaces work";
 
 impl StepOutcome {
     /// An explanation to add to a failure message, when the id mapping (or, under

@@ -42,6 +42,8 @@ pub(crate) struct InPlaceRoot {
     ancestors: BTreeSet<PathBuf>,
     /// The top-level entries of `/` that are not directories (left alone).
     foreign_top: BTreeSet<PathBuf>,
+    /// The mount points of `/proc/self/mountinfo` (absolute), `/` left out.
+    mounts: Vec<PathBuf>,
     /// Where the layout happens: `/`, or a test's directory.
     top: PathBuf,
 }
@@ -60,7 +62,11 @@ impl InPlaceRoot {
         );
         let mountinfo = fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| format!("reading /proc/self/mountinfo (the paths to leave alone): {e}"))?;
-        excluded.extend(mount_points(&mountinfo).into_iter().map(PathBuf::from));
+        let mounts: Vec<PathBuf> = mount_points(&mountinfo)
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        excluded.extend(mounts.iter().cloned());
         let store = fs::canonicalize(store_root)
             .map_err(|e| format!("resolving the store {}: {e}", store_root.display()))?;
         excluded.push(store);
@@ -73,7 +79,28 @@ impl InPlaceRoot {
             .map_err(|e| format!("reading /proc/self/maps (rbuild's own files): {e}"))?;
         excluded.extend(mapped_files(&maps).into_iter().map(PathBuf::from));
         excluded.extend(crate::in_place::run::credential_paths());
-        InPlaceRoot::new(Path::new("/"), excluded)
+        let mut root = InPlaceRoot::new(Path::new("/"), excluded)?;
+        root.mounts = mounts;
+        Ok(root)
+    }
+
+    /// The container's volumes: its mount points but the kernel's file systems (`/proc`,
+    /// `/sys`, `/dev` and below) and the runtime's `/etc` files, which steps use.
+    pub(crate) fn volumes(&self) -> Vec<PathBuf> {
+        self.mounts
+            .iter()
+            .filter(|mount| {
+                let relative = relative(mount).unwrap_or_default();
+                let system = ["proc", "sys", "dev"]
+                    .iter()
+                    .any(|kernel| relative.starts_with(kernel));
+                let runtime_file = ALWAYS_EXCLUDED
+                    .iter()
+                    .any(|file| relative.as_path() == Path::new(file));
+                !system && !runtime_file
+            })
+            .cloned()
+            .collect()
     }
 
     /// The layout of `top` leaving `excluded` (absolute or relative to `top`) alone; only
@@ -119,6 +146,7 @@ impl InPlaceRoot {
             excluded: kept,
             ancestors,
             foreign_top,
+            mounts: Vec::new(),
             top: top.to_path_buf(),
         })
     }

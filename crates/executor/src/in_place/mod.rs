@@ -121,9 +121,19 @@ impl InPlaceOwners {
 /// What a restricted step must not reach: the store (with the build's scratch and secret
 /// directories) and the docker config are hidden; the sandbox adds rbuild's own binary
 /// directory (read-only) and the pod's credentials.
-pub(crate) fn protected(store_root: &Path) -> rbuild_sandbox::restricted::Protected {
+///
+/// Also hidden: the build context (a step under BuildKit never sees it, and must not change
+/// what a later COPY reads) and the container's volumes (every mount point but the kernel's
+/// and the runtime's files), which are not the stage's.
+pub(crate) fn protected(
+    store_root: &Path,
+    context_dir: &Path,
+    root: &InPlaceRoot,
+) -> rbuild_sandbox::restricted::Protected {
     let mut hidden = vec![store_root.to_path_buf()];
     hidden.extend(run::credential_paths());
+    hidden.extend(std::fs::canonicalize(context_dir).ok());
+    hidden.extend(root.volumes());
     rbuild_sandbox::restricted::Protected {
         hidden,
         read_only: Vec::new(),
