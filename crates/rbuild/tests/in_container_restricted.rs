@@ -185,6 +185,19 @@ fn builder_image(
     std::fs::write(app.join("Dockerfile.bylink"), ESCAPE_BY_LINK_DOCKERFILE).unwrap();
     std::fs::write(app.join("Dockerfile.context"), CONTEXT_DOCKERFILE).unwrap();
     std::fs::write(app.join("Dockerfile.volume"), VOLUME_DOCKERFILE).unwrap();
+    // rbuild's own libraries (mapped into it) are read-only to steps; a working directory
+    // in rbuild's directory is refused.
+    let library = shared_libraries(rbuild())
+        .into_iter()
+        .find(|l| l.to_string_lossy().contains("libc.so"))
+        .expect("rbuild links libc");
+    let mapped = format!("FROM base:1\nRUN echo x >> {}\n", library.display());
+    std::fs::write(app.join("Dockerfile.mapped"), mapped).unwrap();
+    std::fs::write(
+        app.join("Dockerfile.cwd"),
+        "FROM base:1\nWORKDIR /rbuild/w\nRUN touch lost\n",
+    )
+    .unwrap();
     std::fs::write(app.join("Dockerfile.workdir"), WORKDIR_TOP_DOCKERFILE).unwrap();
     std::fs::write(app.join("data.txt"), "data\n").unwrap();
     for (command, args) in [("chown", ["-R", "1000:0"]), ("chmod", ["-R", "g+rwX"])] {
@@ -520,7 +533,7 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
     // still serves the next build (in the same container, after both).
     let out = out_dir();
     let script = format!(
-        "for f in byname bylink context volume; do {RBUILD_IN_IMAGE} --root {STORE_IN_IMAGE} build \
+        "for f in byname bylink context volume mapped cwd; do {RBUILD_IN_IMAGE} --root {STORE_IN_IMAGE} build \
          --isolation restricted -f {CTX_IN_IMAGE}/Dockerfile.$f {CTX_IN_IMAGE} \
          > /out/$f.txt 2>&1; echo $f=$?; done; {RBUILD_IN_IMAGE} --root {STORE_IN_IMAGE} \
          build --isolation restricted -f {CTX_IN_IMAGE}/Dockerfile.devices {CTX_IN_IMAGE} \
@@ -535,9 +548,17 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     let read = |name: &str| std::fs::read_to_string(out.path().join(name)).unwrap_or_default();
     assert!(
-        ["byname=1", "bylink=1", "context=1", "volume=1", "after=0"]
-            .iter()
-            .all(|want| stdout.contains(want)),
+        [
+            "byname=1",
+            "bylink=1",
+            "context=1",
+            "volume=1",
+            "mapped=1",
+            "cwd=1",
+            "after=0"
+        ]
+        .iter()
+        .all(|want| stdout.contains(want)),
         "{}\nbyname:\n{}\nbylink:\n{}\ncontext:\n{}\nvolume:\n{}\nafter:\n{}",
         describe(&run),
         read("byname.txt"),
@@ -549,6 +570,7 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
     for (name, path) in [
         ("context.txt", "data.txt"),
         ("volume.txt", "/out/byname.txt"),
+        ("mapped.txt", "libc.so"),
     ] {
         let output = read(name);
         assert!(
@@ -556,6 +578,11 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
             "{output}"
         );
     }
+    let cwd = read("cwd.txt");
+    assert!(
+        cwd.contains("the working directory /rbuild/w is (below) /rbuild"),
+        "{cwd}"
+    );
     let by_name = read("byname.txt");
     assert!(
         by_name.contains("--mount=type=tmpfs,target=/rbuild/state/blobs: its target")

@@ -44,6 +44,8 @@ pub(crate) struct InPlaceRoot {
     foreign_top: BTreeSet<PathBuf>,
     /// The mount points of `/proc/self/mountinfo` (absolute), `/` left out.
     mounts: Vec<PathBuf>,
+    /// The files mapped into rbuild (its loader and libraries, when dynamically linked).
+    mapped: Vec<PathBuf>,
     /// Where the layout happens: `/`, or a test's directory.
     top: PathBuf,
 }
@@ -77,11 +79,31 @@ impl InPlaceRoot {
         // the sandbox's helper is rbuild executed again, while the stage is in place.
         let maps = fs::read_to_string("/proc/self/maps")
             .map_err(|e| format!("reading /proc/self/maps (rbuild's own files): {e}"))?;
-        excluded.extend(mapped_files(&maps).into_iter().map(PathBuf::from));
+        let mapped: Vec<PathBuf> = mapped_files(&maps).into_iter().map(PathBuf::from).collect();
+        excluded.extend(mapped.iter().cloned());
         excluded.extend(crate::in_place::run::credential_paths());
         let mut root = InPlaceRoot::new(Path::new("/"), excluded)?;
         root.mounts = mounts;
+        root.mapped = mapped;
         Ok(root)
+    }
+
+    /// The files mapped into rbuild: steps may run them, never change them.
+    pub(crate) fn mapped(&self) -> &[PathBuf] {
+        &self.mapped
+    }
+
+    /// Why a step cannot run with the working directory `cwd` (a container path) in
+    /// place: it is an excluded path or below one, where what it writes would not be the
+    /// stage's.
+    pub(crate) fn cwd_refusal(&self, cwd: &str) -> Option<String> {
+        let relative = relative(Path::new(cwd))?;
+        let excluded = self.excluded_prefix(&relative)?;
+        Some(format!(
+            "the working directory {cwd} is (below) /{}, which is not the stage's in place: \
+             what the step wrote there would be missing from the image",
+            excluded.display()
+        ))
     }
 
     /// The container's volumes: its mount points but the kernel's file systems (`/proc`,
@@ -147,6 +169,7 @@ impl InPlaceRoot {
             ancestors,
             foreign_top,
             mounts: Vec::new(),
+            mapped: Vec::new(),
             top: top.to_path_buf(),
         })
     }
@@ -575,6 +598,11 @@ mod tests {
         let err = root.lay_out(&stage, &stash).unwrap_err();
         assert!(err.contains("not a"), "{err}");
         fs::remove_file(stage.join("canary")).unwrap();
+
+        // A working directory in an excluded path is refused.
+        assert!(root.cwd_refusal("/rbuild/x").is_some());
+        assert!(root.cwd_refusal("/etc").is_none());
+        assert!(root.cwd_refusal("/").is_none());
 
         // Mount targets never resolve into excluded paths, directly or through a symlink.
         assert!(root.check_mount_target("/etc/passwd").is_ok());

@@ -136,6 +136,6 @@ pub(crate) fn protected(
     hidden.extend(root.volumes());
     rbuild_sandbox::restricted::Protected {
         hidden,
-        read_only: Vec::new(),
+        read_only: root.mapped().to_vec(),
     }
 }

@@ -56,6 +56,9 @@ impl BuildContext<'_> {
         // isolation places them in its root (`chroot_mounts`).
         let mut binds = std::mem::take(&mut spec.binds);
         let moved = move_out_of_dev(&mut binds, &mut spec.argv);
+        if let Some(why) = in_place.root.cwd_refusal(&spec.cwd) {
+            return Err(origin.error(why));
+        }
         if let Some(why) = rbuild_sandbox::restricted::refusal(&spec) {
             return Err(origin.error(why));
         }
