@@ -202,7 +202,9 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
          --isolation restricted -f {CTX_IN_IMAGE}/Dockerfile.$f {CTX_IN_IMAGE} \
          > /out/$f.txt 2>&1; echo $f=$?; done; {RBUILD_IN_IMAGE} --root {STORE_IN_IMAGE} \
          build --isolation restricted -f {CTX_IN_IMAGE}/Dockerfile.devices {CTX_IN_IMAGE} \
-         > /out/after.txt 2>&1; echo after=$?"
+         > /out/after.txt 2>&1; echo after=$?; touch {STORE_IN_IMAGE}/in-place-journal; \
+         {RBUILD_IN_IMAGE} --root {STORE_IN_IMAGE} build --isolation restricted \
+         {CTX_IN_IMAGE} > /out/journal.txt 2>&1; echo journal=$?"
     );
     let volume = format!("{}:/out", out.path().display());
     let mut docker = vec!["run", "--rm", "--network", "none", "-v", &volume];
@@ -220,7 +222,8 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
             "volume=1",
             "mapped=1",
             "cwd=1",
-            "after=0"
+            "after=0",
+            "journal=1"
         ]
         .iter()
         .all(|want| stdout.contains(want)),
@@ -243,6 +246,12 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
             "{output}"
         );
     }
+    // A build stopped while a stage was in `/` leaves the journal: later builds refuse.
+    let journal = read("journal.txt");
+    assert!(
+        journal.contains("an earlier build was stopped while a stage was laid out"),
+        "{journal}"
+    );
     let cwd = read("cwd.txt");
     assert!(
         cwd.contains("the working directory /rbuild/w is (below) /rbuild"),

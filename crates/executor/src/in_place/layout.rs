@@ -33,6 +33,23 @@ const ALWAYS_EXCLUDED: &[&str] = &[
     "run/.containerenv",
 ];
 
+/// Why a stage could not be laid out, and whether `/` is the builder's again.
+#[derive(Debug)]
+pub(crate) enum LayoutError {
+    /// Nothing moved, or what moved was moved back.
+    Undone(String),
+    /// Moving back failed too: `/` is neither the builder's nor the stage's.
+    Broken(String),
+}
+
+impl std::fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LayoutError::Undone(why) | LayoutError::Broken(why) => f.write_str(why),
+        }
+    }
+}
+
 /// The builder's `/` as an in-place root: what a stage may occupy there.
 pub(crate) struct InPlaceRoot {
     /// Paths relative to `/` that are never moved, walked nor written (existing ones).
@@ -307,23 +324,27 @@ impl InPlaceRoot {
     /// Puts the stage whose root is `stage` in place: the builder's own entries go to
     /// `stash` (an empty directory on the same file system), the stage's come in. On
     /// failure, what was moved is moved back.
-    pub(crate) fn lay_out(&self, stage: &Path, stash: &Path) -> Result<(), String> {
+    pub(crate) fn lay_out(&self, stage: &Path, stash: &Path) -> Result<(), LayoutError> {
         // The stage's entries are listed (and so checked) before anything moves.
-        let stages = self.region(stage)?;
-        let builders = self.region(&self.top)?;
+        let stages = self.region(stage).map_err(LayoutError::Undone)?;
+        let builders = self.region(&self.top).map_err(LayoutError::Undone)?;
         if let Err(e) = move_entries(&self.top, stash, &builders) {
             let back = self
                 .region(stash)
                 .and_then(|saved| move_entries(stash, &self.top, &saved));
             return Err(match back {
-                Ok(()) => e,
-                Err(back) => format!("{e}; and putting the builder's files back: {back}"),
+                Ok(()) => LayoutError::Undone(e),
+                Err(back) => LayoutError::Broken(format!(
+                    "{e}; and putting the builder's files back: {back}"
+                )),
             });
         }
         if let Err(e) = move_entries(stage, &self.top, &stages) {
             return Err(match self.take_back(stage, stash) {
-                Ok(()) => e,
-                Err(back) => format!("{e}; and putting the builder's files back: {back}"),
+                Ok(()) => LayoutError::Undone(e),
+                Err(back) => LayoutError::Broken(format!(
+                    "{e}; and putting the builder's files back: {back}"
+                )),
             });
         }
         Ok(())

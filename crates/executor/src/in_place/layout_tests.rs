@@ -99,6 +99,8 @@ fn lay_out_and_take_back_move_only_the_stages_region() {
     // refused before anything moves.
     fs::create_dir_all(stage.join("opt")).unwrap();
     let err = root.lay_out(&stage, &stash).unwrap_err();
+    assert!(matches!(err, LayoutError::Undone(_)), "{err}");
+    let err = err.to_string();
     assert!(err.contains("/opt, which the builder image lacks"), "{err}");
     assert_eq!(
         fs::read_to_string(top.join("bin/builders-tool")).unwrap(),
@@ -106,7 +108,7 @@ fn lay_out_and_take_back_move_only_the_stages_region() {
     );
     fs::remove_dir(stage.join("opt")).unwrap();
     fs::write(stage.join("canary"), "").unwrap();
-    let err = root.lay_out(&stage, &stash).unwrap_err();
+    let err = root.lay_out(&stage, &stash).unwrap_err().to_string();
     assert!(err.contains("not a"), "{err}");
     fs::remove_file(stage.join("canary")).unwrap();
 
@@ -138,6 +140,6 @@ fn lay_out_and_take_back_move_only_the_stages_region() {
     );
     fs::remove_file(stage.join("lib")).unwrap();
     std::os::unix::fs::symlink("usr/lib64", stage.join("lib")).unwrap();
-    let err = root.lay_out(&stage, &stash).unwrap_err();
+    let err = root.lay_out(&stage, &stash).unwrap_err().to_string();
     assert!(err.contains("nor the same symlink"), "{err}");
 }

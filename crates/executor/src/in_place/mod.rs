@@ -44,6 +44,15 @@ impl InPlaceOwners {
         if let Some(why) = rbuild_sandbox::restricted::in_place_root_refusal() {
             return Err(why);
         }
+        let journal = journal_path(store_root);
+        if journal.exists() {
+            return Err(format!(
+                "an earlier build was stopped while a stage was laid out in `/` ({} names \
+                 where the builder's own files were put aside): this container's `/` is no \
+                 longer the builder image's. Run the build in a new container",
+                journal.display()
+            ));
+        }
         let root = InPlaceRoot::detect(store_root)?;
         Ok(Arc::new(InPlaceOwners {
             table: Mutex::new(OwnershipTable::default()),
@@ -116,6 +125,13 @@ impl InPlaceOwners {
             build_user: self.build_user,
         }
     }
+}
+
+/// The file that says a stage is laid out in `/` right now: written before the layout,
+/// removed once `/` is the builder's again. Found by a later build, it means one was stopped
+/// half way (killed mid-step), and that build refuses to start.
+pub(crate) fn journal_path(store_root: &Path) -> std::path::PathBuf {
+    store_root.join("in-place-journal")
 }
 
 /// What a restricted step must not reach: the store (with the build's scratch and secret

@@ -74,10 +74,17 @@ impl BuildContext<'_> {
             plans,
             stash: self.dir.new_dir("mount-stash")?,
         };
-        in_place
-            .root
-            .lay_out(&st.rootfs, &stash)
-            .map_err(|e| origin.error(format!("laying the stage out in `/`: {e}")))?;
+        let journal = super::journal_path(self.store.root());
+        std::fs::write(&journal, stash.display().to_string())
+            .map_err(|e| origin.error(format!("writing {}: {e}", journal.display())))?;
+        if let Err(e) = in_place.root.lay_out(&st.rootfs, &stash) {
+            // The journal stays only where `/` was left half laid out.
+            if let super::layout::LayoutError::Undone(_) = e {
+                std::fs::remove_file(&journal)
+                    .map_err(|e| origin.error(format!("removing {}: {e}", journal.display())))?;
+            }
+            return Err(origin.error(format!("laying the stage out in `/`: {e}")));
+        }
         let ran = run_laid_out(
             &in_place.root,
             &self.sandbox,
@@ -90,6 +97,8 @@ impl BuildContext<'_> {
             .root
             .take_back(&st.rootfs, &stash)
             .map_err(|e| origin.error(format!("moving the stage back out of `/`: {e}")))?;
+        std::fs::remove_file(&journal)
+            .map_err(|e| origin.error(format!("removing {}: {e}", journal.display())))?;
         let (mut changes, stale, outcome) = ran.map_err(|e| origin.error(e))?;
         if !outcome.status.success() {
             return Err(crate::run::failure(origin, &spec, &outcome));
