@@ -74,7 +74,12 @@ RUN mknod /etc/null c 1 3 && mknod -m 600 /etc/loop0 b 7 0 && chown 0:6 /etc/loo
 
 /// A step making a top-level directory: `/` is the runtime's (root's, 0755, whatever the
 /// image says), so this fails, with a hint.
-const MKDIR_TOP_DOCKERFILE: &str = "FROM base:1\nRUN mkdir /app\n";
+const MKDIR_TOP_DOCKERFILE: &str = "FROM base:1\nRUN mkdir /newdir\n";
+
+/// A step making a top-level directory the builder image has (empty) and the base lacks:
+/// `mkdir` finds it, with a hint; `mkdir -p` works, and the directory is in the layer.
+const MKDIR_EXISTING_DOCKERFILE: &str =
+    "FROM base:1 AS made\nRUN mkdir -p /app && touch /app/made\nFROM made\nRUN mkdir /workspace\n";
 
 /// A stage with a top-level directory the builder image lacks (made by WORKDIR): refused
 /// when it would be laid out, naming the directory.
@@ -327,6 +332,48 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
         !run.status.success()
             && stderr.contains("Dockerfile.workdir:3")
             && stderr.contains("the stage has /newtop, which the builder image lacks"),
+        "{}",
+        describe(&run)
+    );
+    // A top-level directory the builder image has and the base lacks: `mkdir -p` works
+    // and the directory is in the layer; a plain `mkdir` finds it, with a hint.
+    let run = run_rbuild(
+        &daemon,
+        IMAGE,
+        "1000:1000",
+        out.path(),
+        &[
+            "--root",
+            STORE_IN_IMAGE,
+            "build",
+            "--isolation",
+            "restricted",
+            "-f",
+            "/rbuild/ctx/app/Dockerfile.existing",
+            "-o",
+            "type=oci,dest=/out/existing.tar",
+            "--target",
+            "made",
+            CTX_IN_IMAGE,
+        ],
+    );
+    assert!(run.status.success(), "{}", describe(&run));
+    let layers = layers_of(&out.path().join("existing.tar"));
+    let app = entry(&layers[1], "app/");
+    assert_eq!((app.mode, app.uid, app.gid), (0o755, 0, 0));
+    entry(&layers[1], "app/made");
+    let run = run_rbuild(
+        &daemon,
+        IMAGE,
+        "1000:1000",
+        out.path(),
+        &file_args("/rbuild/ctx/app/Dockerfile.existing"),
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success()
+            && stderr.contains("File exists")
+            && stderr.contains("Use `mkdir -p`"),
         "{}",
         describe(&run)
     );

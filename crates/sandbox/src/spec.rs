@@ -244,6 +244,13 @@ pub const RESTRICTED_TOP_LEVEL_HINT: &str =
      or credentials. Top-level directories come from the builder image: use one it has, add \
      the directory to the builder image, or build where user namespaces work";
 
+/// Why a restricted step may find a top-level directory its base image lacks: the builder
+/// image provides them (empty), since `/` itself cannot be written.
+pub const RESTRICTED_EXISTS_HINT: &str =
+    "this step ran with isolation `restricted`, in the builder image's own `/`, which has \
+     empty top-level directories (such as /app, /data, /workspace) where the base image may \
+     have none: `mkdir /app` finds it there. Use `mkdir -p`, or WORKDIR";
+
 impl StepOutcome {
     /// An explanation to add to a failure message, when the id mapping (or, under
     /// restricted isolation, a refused call) is the likely cause.
@@ -270,6 +277,15 @@ impl StepOutcome {
                 .any(|l| l.contains("Permission denied") || l.contains("EACCES"))
         {
             return Some(RESTRICTED_TOP_LEVEL_HINT.into());
+        }
+        if !self.status.success()
+            && self.isolation == Isolation::Restricted
+            && self
+                .tail
+                .iter()
+                .any(|l| l.contains("File exists") || l.contains("EEXIST"))
+        {
+            return Some(RESTRICTED_EXISTS_HINT.into());
         }
         if self.status.success() || self.id_mapping != IdMapping::SingleId {
             return None;

@@ -45,11 +45,13 @@ pub(crate) fn build_base(work: &Path, store: &Path) {
     ]);
 }
 
-/// The builder image: rbuild (with its libraries), the store holding the base, the build
-/// context, everything owned by uid 1000 and group 0, group-writable (OpenShift's random uid
-/// has gid 0; `/` itself stays root's in the container whatever the image says); with the
-/// in-place marker when `marked` (else a busybox shell, to look around), and a canary at
-/// `/canary`. The store belongs to `store_owner`.
+/// The builder image: for `marked`, `rbuild:restricted` from the repository's Dockerfile
+/// (its `restricted` target, with this test's rbuild) plus a layer of what the test needs
+/// (the dynamically linked rbuild's libraries, the store holding the base, owned by
+/// `store_owner`, the build context, a shell at /rbuild/sh, a canary at `/canary`); else
+/// the same files by hand without the marker, with a busybox shell to look around. Every
+/// directory is owned by uid 1000 and group 0, group-writable (OpenShift's random uid has
+/// gid 0; `/` itself stays root's in the container whatever the image says).
 pub(crate) fn builder_image(
     daemon: &Dockerd,
     work: &Path,
@@ -60,42 +62,178 @@ pub(crate) fn builder_image(
 ) {
     let root = work.join(name.replace([':', '/'], "-"));
     if marked {
-        // A shell outside the stages' directories, for the test's own scripts.
         std::fs::create_dir_all(root.join("rbuild")).unwrap();
+        // A shell outside the stages' directories, for the test's own scripts.
         std::fs::copy(rbuild_testutil::BUSYBOX, root.join("rbuild/sh")).unwrap();
     } else {
         busybox_rootfs(&root);
+        let in_image = root.join(RBUILD_IN_IMAGE.trim_start_matches('/'));
+        std::fs::create_dir_all(in_image.parent().unwrap()).unwrap();
+        std::fs::copy(rbuild(), &in_image).unwrap();
+        for dir in PRODUCT_TOP_LEVEL {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
     }
-    let in_image = root.join(RBUILD_IN_IMAGE.trim_start_matches('/'));
-    std::fs::create_dir_all(in_image.parent().unwrap()).unwrap();
-    std::fs::copy(rbuild(), &in_image).unwrap();
     for library in shared_libraries(rbuild()) {
         copy_at_same_path(&library, &root);
     }
+    std::fs::write(root.join("canary"), "the builder's own file\n").unwrap();
+    let app = root.join(CTX_IN_IMAGE.trim_start_matches('/'));
+    write_contexts(&app);
+    for (command, args) in [("chown", ["-R", "1000:0"]), ("chmod", ["-R", "g+rwX"])] {
+        let status = Command::new(command)
+            .args(args)
+            .arg(&root)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    use std::os::unix::fs::PermissionsExt;
+    // The context's files keep the host's modes: COPY copies them into the image.
+    for file in ["Dockerfile", "Dockerfile.devices", "data.txt"] {
+        // (The other Dockerfiles are only read.)
+        std::fs::set_permissions(app.join(file), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let state = root.join(STORE_IN_IMAGE.trim_start_matches('/'));
     let status = Command::new("cp")
         .arg("-a")
         .arg(store)
-        .arg(root.join(STORE_IN_IMAGE.trim_start_matches('/')))
+        .arg(&state)
         .status()
         .unwrap();
     assert!(status.success());
-    if marked {
-        std::fs::write(root.join("rbuild/in-place-root"), "").unwrap();
+    if !marked {
+        let status = Command::new("chown")
+            .args(["-R", store_owner])
+            .arg(&state)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))
+            .unwrap();
+        daemon.import_rootfs(&root, name);
+        return;
     }
-    // `/` is the runtime's: the builder image has every top-level directory a stage has.
-    for dir in [
-        "bin", "etc", "tmp", "data", "home", "root", "usr", "var", "opt", "srv", "run",
-    ] {
-        std::fs::create_dir_all(root.join(dir)).unwrap();
+    let product = product_image(work);
+    let images = work.join("image-store");
+    let dockerfile = work.join(format!("{}.Dockerfile", name.replace([':', '/'], "-")));
+    std::fs::write(
+        &dockerfile,
+        format!(
+            "FROM {product}\nCOPY --chown={store_owner} rbuild/state/ /rbuild/state/\n\
+             COPY --chown=1000:0 --exclude=rbuild/state . /\n"
+        ),
+    )
+    .unwrap();
+    let archive = work.join(format!("{}.tar", name.replace([':', '/'], "-")));
+    rbuild_ok(&[
+        "--root",
+        images.to_str().unwrap(),
+        "build",
+        // As root without a user namespace, files may get any owner (OpenShift's uid).
+        "--isolation",
+        "chroot",
+        "-f",
+        dockerfile.to_str().unwrap(),
+        "-t",
+        name,
+        "-o",
+        &format!("type=docker,dest={}", archive.display()),
+        root.to_str().unwrap(),
+    ]);
+    daemon.docker_ok(&["load", "-i", archive.to_str().unwrap()]);
+    // The product image's own configuration.
+    let config = daemon.docker_ok(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Entrypoint}} {{.Config.User}}",
+        name,
+    ]);
+    assert_eq!(
+        config.trim(),
+        r#"["/rbuild/bin/rbuild","--root","/rbuild/state"] 1000:0"#
+    );
+}
+
+/// The top-level directories `cargo xtask builder-image` gives `rbuild:restricted`
+/// (`RESTRICTED_TOP_LEVEL` there).
+const PRODUCT_TOP_LEVEL: &[&str] = &[
+    "app",
+    "bin",
+    "data",
+    "etc",
+    "home",
+    "lib",
+    "media",
+    "mnt",
+    "opt",
+    "root",
+    "run",
+    "sbin",
+    "srv",
+    "usr",
+    "var",
+    "workspace",
+    "tmp",
+];
+
+/// `rbuild:restricted` built from the repository's Dockerfile with a context laid out as
+/// `cargo xtask builder-image` lays it out (`lay_out_restricted`), this test's rbuild in
+/// place of the static one; returns its name.
+fn product_image(work: &Path) -> &'static str {
+    const NAME: &str = "rbuild:restricted-test";
+    let context = work.join("product");
+    if context.exists() {
+        return NAME;
     }
-    std::fs::write(root.join("canary"), "the builder's own file\n").unwrap();
-    let app = root.join(CTX_IN_IMAGE.trim_start_matches('/'));
-    std::fs::create_dir_all(&app).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let restricted = context.join("restricted");
+    let bin = restricted.join("rbuild/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(rbuild(), bin.join("rbuild")).unwrap();
+    std::fs::write(restricted.join("rbuild/in-place-root"), "").unwrap();
+    std::fs::create_dir_all(restricted.join("rbuild/certs")).unwrap();
+    std::fs::write(restricted.join("rbuild/certs/ca-certificates.crt"), "").unwrap();
+    for dir in PRODUCT_TOP_LEVEL {
+        std::fs::create_dir_all(restricted.join(dir)).unwrap();
+        std::fs::set_permissions(restricted.join(dir), std::fs::Permissions::from_mode(0o775))
+            .unwrap();
+    }
+    for dir in [&restricted, &restricted.join("rbuild")] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o775)).unwrap();
+    }
+    std::fs::set_permissions(
+        restricted.join("tmp"),
+        std::fs::Permissions::from_mode(0o1777),
+    )
+    .unwrap();
+    let dockerfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Dockerfile");
+    let images = work.join("image-store");
+    rbuild_ok(&[
+        "--root",
+        images.to_str().unwrap(),
+        "build",
+        "-f",
+        dockerfile.to_str().unwrap(),
+        "--target",
+        "restricted",
+        "-t",
+        NAME,
+        context.to_str().unwrap(),
+    ]);
+    NAME
+}
+
+/// The build context the tests build in the container, with every Dockerfile they use.
+fn write_contexts(app: &Path) {
+    std::fs::create_dir_all(app).unwrap();
     std::fs::write(app.join("Dockerfile"), APP_DOCKERFILE).unwrap();
     std::fs::write(app.join("Dockerfile.devices"), DEVICES_DOCKERFILE).unwrap();
     // Outside the context (a secret is never part of it).
     std::fs::write(app.parent().unwrap().join("secret.txt"), "s3cret").unwrap();
     std::fs::write(app.join("Dockerfile.mkdir"), MKDIR_TOP_DOCKERFILE).unwrap();
+    std::fs::write(app.join("Dockerfile.existing"), MKDIR_EXISTING_DOCKERFILE).unwrap();
     std::fs::write(app.join("Dockerfile.byname"), ESCAPE_BY_NAME_DOCKERFILE).unwrap();
     std::fs::write(app.join("Dockerfile.bylink"), ESCAPE_BY_LINK_DOCKERFILE).unwrap();
     std::fs::write(app.join("Dockerfile.context"), CONTEXT_DOCKERFILE).unwrap();
@@ -115,28 +253,6 @@ pub(crate) fn builder_image(
     .unwrap();
     std::fs::write(app.join("Dockerfile.workdir"), WORKDIR_TOP_DOCKERFILE).unwrap();
     std::fs::write(app.join("data.txt"), "data\n").unwrap();
-    for (command, args) in [("chown", ["-R", "1000:0"]), ("chmod", ["-R", "g+rwX"])] {
-        let status = Command::new(command)
-            .args(args)
-            .arg(&root)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    let status = Command::new("chown")
-        .args(["-R", store_owner])
-        .arg(root.join(STORE_IN_IMAGE.trim_start_matches('/')))
-        .status()
-        .unwrap();
-    assert!(status.success());
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    // The context's files keep the host's modes: COPY copies them into the image.
-    for file in ["Dockerfile", "Dockerfile.devices", "data.txt"] {
-        // (The other Dockerfiles are only read.)
-        std::fs::set_permissions(app.join(file), std::fs::Permissions::from_mode(0o644)).unwrap();
-    }
-    daemon.import_rootfs(&root, name);
 }
 
 /// `docker run` of `image` as `user` under [`RESTRICTED`], rbuild as the entrypoint with
