@@ -7,7 +7,9 @@
 # then runs `rbuild build` on this file twice:
 #   --target rbuild -> OUT_DIR/rbuild.tar        (rbuild:latest: no shell)
 #   --target debug  -> OUT_DIR/rbuild-debug.tar  (rbuild:debug: busybox, for CI scripts)
-# Both are `docker load`-able. No RUN step: the images build wherever rbuild runs.
+#   --target restricted -> OUT_DIR/rbuild-restricted.tar (rbuild:restricted: RUN steps in
+#                          a Kubernetes restricted pod, in place)
+# All are `docker load`-able. No RUN step: the images build wherever rbuild runs.
 
 FROM scratch AS rbuild
 # rootfs/: /usr/local/bin/rbuild, the CA bundle, /etc/passwd and /etc/group (root and a
@@ -27,3 +29,18 @@ FROM rbuild AS debug
 # /bin/sh for CI systems that start `sh` by that name.
 COPY debug/ /
 ENV PATH=/usr/local/bin:/busybox:/bin
+
+# The builder image for Kubernetes' restricted Pod Security level (rbuild:restricted,
+# docs/ci/kubernetes-restricted.md). RUN steps run in this image's own `/` there (isolation
+# restricted), which rbuild does only where /rbuild/in-place-root marks it. restricted/:
+# /rbuild/bin/rbuild, the marker, the CA bundle in /rbuild/certs (a stage's /etc replaces
+# the image's while a step runs), and nothing else but empty top-level directories, owned
+# by the build user 1000 and group 0 and group-writable (OpenShift's random uid has gid 0):
+# `/` itself is the container runtime's, so a stage can only have top-level directories
+# this image has. The store, /rbuild/state, is made by the first build.
+FROM scratch AS restricted
+COPY --chown=1000:0 restricted/ /
+ENV PATH=/rbuild/bin \
+    SSL_CERT_FILE=/rbuild/certs/ca-certificates.crt
+USER 1000:0
+ENTRYPOINT ["/rbuild/bin/rbuild", "--root", "/rbuild/state"]

@@ -29,6 +29,7 @@ pub fn main(args: &[String]) -> Result<()> {
     for (target, tag, file) in [
         ("rbuild", "rbuild:latest", "rbuild.tar"),
         ("debug", "rbuild:debug", "rbuild-debug.tar"),
+        ("restricted", "rbuild:restricted", "rbuild-restricted.tar"),
     ] {
         let archive = out.join(file);
         run(Command::new(&binary)
@@ -226,5 +227,46 @@ fn lay_out_context(context: &Path, binary: &Path) -> Result<()> {
     }
     dir(&debug.join("bin"), 0o755)?;
     symlink("/busybox/sh", debug.join("bin/sh"))?;
-    Ok(())
+    lay_out_restricted(&context.join("restricted"), &rbuild, &ca)
+}
+
+/// The top-level directories of `rbuild:restricted`: a stage can only have top-level
+/// directories the image has (`/` is the runtime's). Real directories, so this image serves
+/// bases whose `/bin`, `/lib`, `/sbin` are directories (busybox, Alpine), not usrmerge's
+/// symlinks (Debian, Ubuntu).
+const RESTRICTED_TOP_LEVEL: &[&str] = &[
+    "app",
+    "bin",
+    "data",
+    "etc",
+    "home",
+    "lib",
+    "media",
+    "mnt",
+    "opt",
+    "root",
+    "run",
+    "sbin",
+    "srv",
+    "usr",
+    "var",
+    "workspace",
+];
+
+/// `restricted/` of the context: the Dockerfile's `restricted` target copies it to `/`,
+/// owned by 1000:0.
+fn lay_out_restricted(restricted: &Path, rbuild: &[u8], ca: &[u8]) -> Result<()> {
+    dir(restricted, 0o775)?;
+    dir(&restricted.join("rbuild"), 0o775)?;
+    write(&restricted.join("rbuild/bin/rbuild"), rbuild, 0o755)?;
+    write(&restricted.join("rbuild/in-place-root"), b"", 0o644)?;
+    write(
+        &restricted.join("rbuild/certs/ca-certificates.crt"),
+        ca,
+        0o644,
+    )?;
+    for name in RESTRICTED_TOP_LEVEL {
+        dir(&restricted.join(name), 0o775)?;
+    }
+    dir(&restricted.join("tmp"), 0o1777)
 }

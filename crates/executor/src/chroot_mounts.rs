@@ -66,6 +66,8 @@ struct Placed {
 
 /// The mounts of one step, placed in its root; [`PlacedMounts::restore`] takes them away.
 pub(crate) struct PlacedMounts {
+    /// The build records owners instead of chowning (restricted isolation).
+    owners_recorded: bool,
     root: PathBuf,
     placed: Vec<Placed>,
     /// Parents created for targets.
@@ -120,13 +122,17 @@ fn remove_any(path: &Path) -> io::Result<()> {
 
 /// Places `binds` (with `plans`, one each) in `root`; the targets' previous content goes
 /// to new entries of `stash`. On failure, what was placed is taken away again.
+/// `owners_recorded`: the restricted isolation, whose build user cannot chown and records
+/// owners instead (`Owners::Recorded`).
 pub(crate) fn place(
     root: &Path,
     binds: &[BindMount],
     plans: &[MountPlan],
     stash: &Path,
+    owners_recorded: bool,
 ) -> Result<PlacedMounts, String> {
     let mut placed = PlacedMounts {
+        owners_recorded,
         root: root.to_path_buf(),
         placed: Vec::new(),
         stubs: Vec::new(),
@@ -214,8 +220,12 @@ impl PlacedMounts {
                     .map_err(|e| fail("creating the secret file", &e))?;
                 file.write_all(&content)
                     .map_err(|e| fail("writing the secret file", &e))?;
-                std::os::unix::fs::fchown(&file, Some(*uid), Some(*gid))
-                    .map_err(|e| fail(&format!("giving it to {uid}:{gid}"), &e))?;
+                // Restricted isolation: the build user cannot chown, and its steps are that
+                // user (shown as root), so the file is already the step's.
+                if !self.owners_recorded {
+                    std::os::unix::fs::fchown(&file, Some(*uid), Some(*gid))
+                        .map_err(|e| fail(&format!("giving it to {uid}:{gid}"), &e))?;
+                }
                 file.set_permissions(std::fs::Permissions::from_mode(*mode))
                     .map_err(|e| fail(&format!("chmod {mode:o}"), &e))?;
             }
@@ -312,7 +322,13 @@ impl PlacedMounts {
         }
         if let Some(fd) = &parent_fd {
             let (secs, nanos) = placed.parent_mtime;
-            set_mtime_follow(&fd_path(fd), secs, nanos)?;
+            match set_mtime_follow(&fd_path(fd), secs, nanos) {
+                // Restricted isolation as OpenShift's random uid: the builder image's own
+                // directories (`/tmp`) are group 0's, not this uid's, and only an owner may
+                // set times. The directory then counts as changed by the step.
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) && self.owners_recorded => {}
+                other => other?,
+            }
         }
         result
     }
@@ -481,7 +497,7 @@ mod tests {
             kind: MountKind::Cache,
             label: "--mount=type=cache,target=/var/cache".into(),
         }];
-        let placed = place(&root, &binds, &plans, &stash).unwrap();
+        let placed = place(&root, &binds, &plans, &stash, false).unwrap();
         assert_eq!(
             std::fs::read_to_string(root.join("var/cache/kept")).unwrap(),
             "cached"

@@ -45,6 +45,18 @@ pub(crate) fn commit_layer(
     ships: bool,
 ) -> Result<CommittedLayer, CommitError> {
     let _t = crate::phases::Phase::Write.timer();
+    // Restricted isolation: owners and device nodes come from the build's table.
+    let with_recorded;
+    let options = match owners {
+        Owners::Recorded(in_place) => {
+            with_recorded = WriteOptions {
+                recorded: Some(std::sync::Arc::new(in_place.recorded_inodes())),
+                ..options.clone()
+            };
+            &with_recorded
+        }
+        _ => options,
+    };
     // Lazy layers: a layer that may never leave the machine is stored plain (its digest is
     // its diff id, one hashing pass) and compressed only if it does (`Store::ship_layer`):
     // a discarded stage's layers are never compressed. A layer known to ship (the target

@@ -245,9 +245,7 @@ fn apply_meta(
 ) -> Result<()> {
     // A source's own owner is a host id of another rootfs of this build (or of the
     // context): in the image it means the container id the build's map gives it.
-    let (uid, gid) = own
-        .owner
-        .unwrap_or_else(|| owners.container_ids(src_md.uid(), src_md.gid()));
+    let (uid, gid) = own.owner.unwrap_or_else(|| owners.source_ids(src_md));
     let mode = own.mode.map_or(src_md.mode() & 0o7777, |m| {
         m.apply(src_md.mode(), src_md.is_dir())
     });
@@ -295,9 +293,7 @@ pub(crate) fn copy_leaf(owners: &Owners, src: &Path, dst: &Path, own: Ownership)
         let mut input = fs::File::open(src).map_err(BuildError::io("opening", src))?;
         if let Some(root) = owners.container_root() {
             // One request: content, owner, mode and mtime (as apply_meta would set them).
-            let (uid, gid) = own
-                .owner
-                .unwrap_or_else(|| owners.container_ids(md.uid(), md.gid()));
+            let (uid, gid) = own.owner.unwrap_or_else(|| owners.source_ids(&md));
             check_owner(owners, dst, uid, gid)?;
             let mode = own
                 .mode

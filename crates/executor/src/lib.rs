@@ -34,6 +34,7 @@ pub mod error;
 mod fileop_user;
 mod fsops;
 mod history;
+mod in_place;
 mod lower;
 mod mounts;
 mod op;
@@ -325,12 +326,27 @@ pub fn build_with_cache(
         sandbox.resolve_isolation(request.isolation),
         Ok(rbuild_sandbox::Isolation::Userns)
     );
-    let (owners, owners_warning) = fsops::Owners::for_build(&sandbox, userns_steps, store.root())?;
+    let restricted = matches!(
+        sandbox.resolve_isolation(request.isolation),
+        Ok(rbuild_sandbox::Isolation::Restricted)
+    );
+    let (owners, owners_warning) = if restricted {
+        let in_place =
+            in_place::InPlaceOwners::for_build(store.root()).map_err(BuildError::other)?;
+        (fsops::Owners::Recorded(in_place), None)
+    } else {
+        fsops::Owners::for_build(&sandbox, userns_steps, store.root())?
+    };
     if let Some(message) = owners_warning {
         progress.event(&Event::Warning { message });
     }
     let sandbox = match &owners {
         fsops::Owners::Ranged(range) => sandbox.with_root_range(*range),
+        fsops::Owners::Recorded(in_place) => sandbox.with_protected(in_place::protected(
+            store.root(),
+            &request.context_dir,
+            &in_place.root,
+        )),
         _ => sandbox,
     };
     let write_options = WriteOptions {

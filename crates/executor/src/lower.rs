@@ -92,6 +92,9 @@ pub(crate) fn layer_format(w: &WriteOptions) -> LayerFormat {
         // Host ids on disk are recorded as the container's ids they stand for: the layer
         // says the same whatever the mapping.
         id_map: _,
+        // Owners recorded beside the files (restricted isolation) are the container's ids
+        // too: the same layer as a build that could give files their owners.
+        recorded: _,
     } = w;
     let compression = match compression {
         Compression::Gzip => "gzip",

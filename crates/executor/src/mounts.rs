@@ -71,7 +71,9 @@ impl BuildContext<'_> {
         mounts: &[MountFlag],
         isolation: Isolation,
     ) -> Result<(Vec<BindMount>, Vec<MountPlan>, Vec<Held>)> {
-        let chroot = isolation == Isolation::Chroot;
+        // Restricted isolation has no mount(2) either: its mounts are placed in `/` the
+        // same way (`in_place/run.rs`).
+        let chroot = matches!(isolation, Isolation::Chroot | Isolation::Restricted);
         // A root build's userns step runs as an unprivileged host range: it cannot read
         // root's secret files or connect to root's agent sockets as they are.
         let ranged = !chroot && matches!(self.owners, fsops::Owners::Ranged(_));

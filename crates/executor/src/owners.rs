@@ -40,6 +40,10 @@ pub(crate) enum Owners {
     /// ids on disk. This process, still host root, chowns and extracts with the map itself
     /// (as dockerd does with userns-remap); only the steps run as the range.
     Ranged(RootRange),
+    /// The `restricted` isolation: a non-root build user with no user namespace, whose
+    /// files stay its own on the disk; owners and device nodes are recorded by inode in a
+    /// table the layer writer reads, and the user's ids stand for root (`in_place`).
+    Recorded(Arc<crate::in_place::InPlaceOwners>),
 }
 
 impl Owners {
@@ -94,7 +98,7 @@ impl Owners {
             Owners::Root => None,
             Owners::Mapped(root) => Some(root.id_map().clone()),
             Owners::Ranged(range) => Some(range.id_map()),
-            Owners::SingleId => {
+            Owners::SingleId | Owners::Recorded(_) => {
                 let (uid, gid) = current_ids();
                 Some(IdMap::single(uid, gid))
             }
@@ -113,8 +117,24 @@ impl Owners {
         }
     }
 
+    /// The container owner of a source file with metadata `md` (a file of another rootfs
+    /// of this build, or of the context): in a restricted build the owner recorded for its
+    /// inode, if any; else [`Owners::container_ids`] of its owner on the disk.
+    pub(crate) fn source_ids(&self, md: &fs::Metadata) -> (u32, u32) {
+        if let Owners::Recorded(in_place) = self {
+            if let Some(owner) = in_place.with_table(|t| t.get(md.dev(), md.ino())) {
+                return (owner.uid, owner.gid);
+            }
+        }
+        self.container_ids(md.uid(), md.gid())
+    }
+
     /// Why `uid:gid` cannot own files in this build, if it cannot.
     pub(crate) fn cannot_own(&self, uid: u32, gid: u32) -> Option<String> {
+        if let Owners::Recorded(_) = self {
+            // Any owner can be recorded.
+            return None;
+        }
         let map = self.id_map()?;
         let id = if map.host_uid(uid.into()).is_none() {
             format!("uid {uid}")
@@ -172,6 +192,9 @@ impl Owners {
 /// files for container root). Rootless without a range, container root *is* the user:
 /// files the user owns already have the right owner and any other owner fails clearly.
 pub(crate) fn chown_in_build(owners: &Owners, path: &Path, uid: u32, gid: u32) -> Result<()> {
+    if let Owners::Recorded(in_place) = owners {
+        return in_place.chown(path, uid, gid).map_err(BuildError::other);
+    }
     let Some(map) = owners.id_map() else {
         // Host root: container ids are host ids.
         return lchown(path, uid, gid).map_err(BuildError::io("chown of", path));

@@ -128,6 +128,10 @@ impl BuildContext<'_> {
             network,
             isolation,
         };
+        if isolation == Isolation::Restricted {
+            // The stage is laid out in the builder's own `/` (in_place/).
+            return self.run_restricted(st, origin, &spec, &plans, step, progress);
+        }
         let on_overlay = if isolation == Isolation::Userns && self.sandbox.overlay_worth_trying() {
             self.run_on_overlay(st, origin, &mut spec, step, progress)?
         } else {
@@ -278,7 +282,7 @@ impl BuildContext<'_> {
         let spec = if spec.isolation == Isolation::Chroot && !spec.binds.is_empty() {
             let stash = self.dir.new_dir("mount-stash")?;
             placed = Some(
-                crate::chroot_mounts::place(&st.rootfs, &spec.binds, plans, &stash)
+                crate::chroot_mounts::place(&st.rootfs, &spec.binds, plans, &stash, false)
                     .map_err(|e| origin.error(e))?,
             );
             chroot_spec = spec.clone();
@@ -318,7 +322,7 @@ fn keep_system_mount_points(stubs: &mut Vec<rbuild_sandbox::Stub>) {
 }
 
 /// Runs `spec`, reporting each output line as a progress event.
-fn execute(
+pub(crate) fn execute(
     sandbox: &Sandbox,
     spec: &StepSpec,
     label: &str,
@@ -352,7 +356,7 @@ fn execute(
 }
 
 /// The error of a RUN that ran and failed: the command, how it ended, its last output.
-fn failure(origin: &Origin<'_>, spec: &StepSpec, outcome: &StepOutcome) -> BuildError {
+pub(crate) fn failure(origin: &Origin<'_>, spec: &StepSpec, outcome: &StepOutcome) -> BuildError {
     let mut message = format!(
         "process {} did not complete successfully: {}",
         go_quote(&spec.argv.join(" ")),

@@ -71,6 +71,9 @@ fn owners_tag(owners: &Owners) -> String {
             crate::fsops::current_ids().0,
             root.id_map()
         ),
+        // Owners recorded in this build's table only (in_place/): a tree is never shared
+        // with another build.
+        Owners::Recorded(in_place) => format!("recorded {}", in_place.build_id),
     }
 }
 

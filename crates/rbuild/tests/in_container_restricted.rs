@@ -1,187 +1,462 @@
 //! The Kubernetes "restricted" pod, as `docker run --user 1000:1000 --cap-drop ALL
 //! --security-opt no-new-privileges` with Docker's default seccomp profile, on a real private
-//! dockerd: no user namespaces, no chroot, no capabilities. What the `restricted` isolation
-//! (in progress) relies on must work there, and a build asking for it must be refused
-//! before producing anything. Runs as root (CI does); needs the Debian packages docker.io
+//! dockerd, rbuild as the entrypoint: no user namespaces, no chroot, no capabilities. There,
+//! `--isolation restricted` (and `auto`) lays a busybox stage out in the image's own `/`
+//! and gives the image rbuild gives on the host as root; and where `/` lacks the in-place
+//! marker, nothing is laid out. Runs as root (CI does); needs the Debian packages docker.io
 //! and busybox-static.
 
-use std::path::Path;
-use std::process::Output;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
-use rbuild_testutil::{busybox_rootfs, require_root, Dockerd};
+use rbuild_testutil::{require_root, Dockerd};
 
 mod common;
 use common::{copy_at_same_path, shared_libraries};
 
+#[path = "in_container_restricted/support.rs"]
+mod support;
+use support::*;
+
 const IMAGE: &str = "rbuild-in-container-restricted:test";
+const UNMARKED_IMAGE: &str = "rbuild-in-container-restricted:unmarked";
+/// The same as [`IMAGE`] with the store owned by OpenShift's random uid: the store must be
+/// its own (rbuild keeps it private, mode 0700), the rest is group 0's.
+const OPENSHIFT_IMAGE: &str = "rbuild-in-container-restricted:openshift";
 
 /// Docker's options for Kubernetes' restricted level (the seccomp profile is Docker's
-/// default, which is what `RuntimeDefault` means under containerd).
+/// default, which is what `RuntimeDefault` means under containerd); the exact
+/// `securityContext` is in docs/ci/kubernetes-restricted.md.
 const RESTRICTED: &[&str] = &["--cap-drop", "ALL", "--security-opt", "no-new-privileges"];
 
-/// Records the process's confinement, probes, tries a build with `--isolation restricted`
-/// and one with `auto`, and lists the store's images. Every outcome lands in /out.
-const SCRIPT: &str = r#"
-grep -E '^(NoNewPrivs|Seccomp|CapEff|CapBnd):' /proc/self/status > /out/status.txt
-rbuild --root /out/store info --json > /out/info.json 2> /out/info.err
-rbuild --root /out/store build --isolation restricted -t app:1 /ctx/app > /out/restricted.out 2>&1
-echo $? > /out/restricted.rc
-rbuild --root /out/store build -t app:1 /ctx/app > /out/auto.out 2>&1
-echo $? > /out/auto.rc
-rbuild --root /out/store images > /out/images.txt 2>&1
-echo SCRIPT-DONE
+/// Where rbuild lives in the builder image: its binary and its store, under the one
+/// directory that is never part of a stage.
+const RBUILD_IN_IMAGE: &str = "/rbuild/bin/rbuild";
+const STORE_IN_IMAGE: &str = "/rbuild/state";
+/// The build context, in rbuild's directory too: outside it the builder image has empty
+/// directories only (overlayfs cannot rename a directory of an image layer, so a stage's
+/// RUN could not move the builder's own files aside).
+const CTX_IN_IMAGE: &str = "/rbuild/ctx/app";
+
+/// Every image-level thing a restricted step must get right: owners by `RUN chown` and
+/// `COPY --chown`, a setuid bit, a hard link, files written and deleted in the base's
+/// directories (whiteouts), a step's `id -u`; and a second stage (built beside the first,
+/// their RUN steps taking turns in `/`) whose file keeps its recorded owner through
+/// `COPY --from`.
+const APP_DOCKERFILE: &str = r#"FROM base:1 AS side
+RUN echo side > /tmp/side && chown 42:43 /tmp/side
+
+FROM base:1
+COPY --chown=7:8 data.txt /data/data.txt
+RUN touch /etc/f && chown 123:456 /etc/f && chmod u+s /etc/f \
+ && ln /etc/f /etc/f-link \
+ && echo changed > /etc/group && rm /etc/passwd \
+ && mkdir -p /tmp/made/deep && echo x > /tmp/made/deep/file && chown -R 5:6 /tmp/made
+RUN rm -r /tmp/made/deep && id -u > /tmp/id && chown 9:9 /data/data.txt
+ENV DONE=1
+COPY --from=side /tmp/side /data/side
+RUN --mount=type=bind,source=data.txt,target=/data/bound \
+    --mount=type=cache,target=/var/cache/app --mount=type=tmpfs,target=/tmp/scratch \
+    cat /data/bound > /tmp/from-bind && echo run >> /var/cache/app/runs \
+ && touch /tmp/scratch/gone && cp /var/cache/app/runs /tmp/cache-seen
+RUN <<EOT
+#!/bin/sh
+echo from a heredoc script > /tmp/heredoc
+EOT
+RUN --mount=type=secret,id=tok test "$(cat /run/secrets/tok)" = s3cret && touch /tmp/secret-ok
 "#;
 
-/// A build whose RUN step chowns to root: with this isolation's owners not yet in layers,
-/// an image from it would be wrong.
-const APP_DOCKERFILE: &str = r#"FROM scratch
-COPY data.txt /data.txt
-RUN --mount=type=bind,source=tools/bin,target=/bin ["/bin/sh", "-c", "chown 0:0 /data.txt"]
+/// Device nodes: on the host neither chroot nor user-namespace steps may make them (Landlock
+/// and the namespace refuse), so this one is checked by its layer alone.
+const DEVICES_DOCKERFILE: &str = r#"FROM base:1
+RUN mknod /etc/null c 1 3 && mknod -m 600 /etc/loop0 b 7 0 && chown 0:6 /etc/loop0
 "#;
 
-fn daemon_with_rbuild_image() -> Dockerd {
+/// A step making a top-level directory: `/` is the runtime's (root's, 0755, whatever the
+/// image says), so this fails, with a hint.
+const MKDIR_TOP_DOCKERFILE: &str = "FROM base:1\nRUN mkdir /newdir\n";
+
+/// A step making a top-level directory the builder image has (empty) and the base lacks:
+/// `mkdir` finds it, with a hint; `mkdir -p` works, and the directory is in the layer.
+const MKDIR_EXISTING_DOCKERFILE: &str =
+    "FROM base:1 AS made\nRUN mkdir -p /app && touch /app/made\nFROM made\nRUN mkdir /workspace\n";
+
+/// A stage with a top-level directory the builder image lacks (made by WORKDIR): refused
+/// when it would be laid out, naming the directory.
+const WORKDIR_TOP_DOCKERFILE: &str = "FROM base:1\nWORKDIR /newtop\nRUN touch made\n";
+
+/// Mount targets that would put content into rbuild's store: by name, and through a
+/// symlink a step made (which Landlock does not stop: making a symlink reads nothing).
+const ESCAPE_BY_NAME_DOCKERFILE: &str =
+    "FROM base:1\nRUN --mount=type=tmpfs,target=/rbuild/state/blobs true\n";
+/// A step reading the build context or a file on a volume of the container: neither is the
+/// stage's. (Names stay listable: Landlock's `ReadDir` on `/` covers its whole tree.)
+const CONTEXT_DOCKERFILE: &str = "FROM base:1\nRUN cat /rbuild/ctx/app/data.txt\n";
+const VOLUME_DOCKERFILE: &str = "FROM base:1\nRUN cat /out/byname.txt\n";
+const ESCAPE_BY_LINK_DOCKERFILE: &str = "FROM base:1\nRUN ln -s /rbuild/state /data/store\n\
+     RUN --mount=type=tmpfs,target=/data/store/blobs true\n";
+
+const EPOCH_ARG: &str = "SOURCE_DATE_EPOCH=1700000000";
+
+#[test]
+fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
+    require_root("starting dockerd for the restricted container");
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    build_base(work.path(), &store);
     let daemon = Dockerd::start();
-    let image_root = tempfile::tempdir().unwrap();
-    let root = image_root.path();
-    busybox_rootfs(root);
-    let binary = env!("CARGO_BIN_EXE_rbuild");
-    let in_image = root.join("usr/local/bin/rbuild");
-    std::fs::create_dir_all(in_image.parent().unwrap()).unwrap();
-    if std::fs::hard_link(binary, &in_image).is_err() {
-        std::fs::copy(binary, &in_image).unwrap();
-    }
-    for library in shared_libraries(binary) {
-        copy_at_same_path(&library, root);
-    }
-    let app = root.join("ctx/app");
-    busybox_rootfs(&app.join("tools"));
+    // The store is copied into the image before the reference build: the restricted build
+    // must run its steps, not find them in the cache.
+    builder_image(&daemon, work.path(), &store, true, "1000:0", IMAGE);
+    builder_image(
+        &daemon,
+        work.path(),
+        &store,
+        true,
+        "1000770000:0",
+        OPENSHIFT_IMAGE,
+    );
+
+    // The reference: the same Dockerfile built on the host as root. Chroot isolation, since
+    // a user namespace cannot make the device node (its `mknod c 1 3` fails with EPERM).
+    let app = work.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
     std::fs::write(app.join("Dockerfile"), APP_DOCKERFILE).unwrap();
     std::fs::write(app.join("data.txt"), "data\n").unwrap();
-    daemon.import_rootfs(root, IMAGE);
-    daemon
-}
-
-/// Runs [`SCRIPT`] as `user` under [`RESTRICTED`]; returns the run and its /out.
-fn run_restricted(daemon: &Dockerd, user: &str) -> (Output, tempfile::TempDir) {
-    let out = tempfile::tempdir().unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(out.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let volume = format!("{}:/out", out.path().display());
-    let mut args = vec![
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "-v",
-        &volume,
-        "--user",
-        user,
-    ];
-    args.extend_from_slice(RESTRICTED);
-    args.extend_from_slice(&[
-        "-e",
-        "PATH=/usr/local/bin:/bin",
-        "-e",
-        "HOME=/tmp",
-        IMAGE,
-        "sh",
-        "-c",
-        SCRIPT,
+    let reference = work.path().join("reference.tar");
+    let dest = format!("type=oci,dest={}", reference.display());
+    let secret_file = work.path().join("secret.txt");
+    std::fs::write(&secret_file, "s3cret").unwrap();
+    let secret = format!("id=tok,src={}", secret_file.display());
+    let started = std::time::Instant::now();
+    let host = rbuild_ok(&[
+        "--root",
+        store.to_str().unwrap(),
+        "build",
+        "--isolation",
+        "chroot",
+        "--build-arg",
+        EPOCH_ARG,
+        "--secret",
+        &secret,
+        "-t",
+        "app:ref",
+        "-o",
+        &dest,
+        app.to_str().unwrap(),
     ]);
-    let run = daemon.docker(&args);
-    (run, out)
-}
 
-fn describe(run: &Output) -> String {
-    format!(
-        "exit {}\nstdout:\n{}\nstderr:\n{}",
-        run.status,
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    )
-}
-
-fn read(out: &Path, name: &str, run: &Output) -> String {
-    std::fs::read_to_string(out.join(name))
-        .unwrap_or_else(|e| panic!("no {name} ({e}):\n{}", describe(run)))
-}
-
-/// The facts the `restricted` isolation relies on, in a restricted container as `user`.
-fn assert_restricted_prerequisites(out: &Path, run: &Output) {
-    assert!(
-        String::from_utf8_lossy(&run.stdout).contains("SCRIPT-DONE"),
-        "{}",
-        describe(run)
+    println!(
+        "host, chroot: {:.2} s; {}",
+        started.elapsed().as_secs_f64(),
+        phases_line(&host)
     );
-    // The environment is what Kubernetes' restricted level gives: no_new_privs, a seccomp
-    // filter, no capability at all.
-    let status = read(out, "status.txt", run);
-    for wanted in [
-        "NoNewPrivs:\t1",
-        "Seccomp:\t2",
-        "CapEff:\t0000000000000000",
-        "CapBnd:\t0000000000000000",
-    ] {
-        assert!(status.contains(wanted), "{wanted:?} not in:\n{status}");
+    let runs = [
+        ("1000:1000", "restricted", IMAGE),
+        ("1000770000:0", "auto", OPENSHIFT_IMAGE),
+    ];
+    for (user, isolation, image) in runs {
+        let out = out_dir();
+        // `rbuild info` says what auto picks here.
+        let info = run_rbuild(&daemon, image, user, out.path(), &["info", "--json"]);
+        let info_json: serde_json::Value = serde_json::from_slice(&info.stdout)
+            .unwrap_or_else(|e| panic!("info --json as {user}: {e}\n{}", describe(&info)));
+        assert_eq!(info_json["userns"]["ok"], false, "{info_json:#}");
+        assert_eq!(info_json["chroot"]["ok"], false, "{info_json:#}");
+        assert_eq!(info_json["auto"], "restricted", "{info_json:#}");
+        assert_eq!(
+            info_json["restricted"]["in_place_root"]["ok"], true,
+            "{info_json:#}"
+        );
+
+        let started = std::time::Instant::now();
+        let run = run_rbuild(
+            &daemon,
+            image,
+            user,
+            out.path(),
+            &restricted_build_args(isolation),
+        );
+        assert!(run.status.success(), "as {user}: {}", describe(&run));
+        println!(
+            "as {user}, {isolation}: {:.2} s with docker run; {}",
+            started.elapsed().as_secs_f64(),
+            phases_line(&run)
+        );
+        let built = out.path().join("app.tar");
+        assert_owners_devices_and_whiteouts(&built);
+        let diff = Command::new(rbuild())
+            .arg("diff")
+            .arg(&reference)
+            .arg(&built)
+            .output()
+            .unwrap();
+        assert!(
+            diff.status.success(),
+            "as {user}, the image differs from the host's: {}",
+            describe(&diff)
+        );
+        println!("as {user} ({isolation}): the same image as on the host");
     }
-    let info: serde_json::Value = serde_json::from_str(&read(out, "info.json", run))
-        .unwrap_or_else(|e| panic!("info.json: {e}\n{}", read(out, "info.err", run)));
-    assert_eq!(info["userns"]["ok"], false, "{info:#}");
-    assert_eq!(info["chroot"]["ok"], false, "{info:#}");
-    // Landlock (to keep steps away from rbuild's store and credentials) is allowed by
-    // Docker's profile: measured ABI 7 on kernel 6.18.
-    assert!(
-        info["landlock"].as_i64().is_some_and(|abi| abi >= 1),
-        "{info:#}"
+
+    // Mount targets in rbuild's store are refused, named or through a symlink; the store
+    // still serves the next build (in the same container, after both).
+    let out = out_dir();
+    let script = format!(
+        "for f in byname bylink context volume mapped cwd; do {RBUILD_IN_IMAGE} --root {STORE_IN_IMAGE} build \
+         --isolation restricted -f {CTX_IN_IMAGE}/Dockerfile.$f {CTX_IN_IMAGE} \
+         > /out/$f.txt 2>&1; echo $f=$?; done; {RBUILD_IN_IMAGE} --root {STORE_IN_IMAGE} \
+         build --isolation restricted -f {CTX_IN_IMAGE}/Dockerfile.devices {CTX_IN_IMAGE} \
+         > /out/after.txt 2>&1; echo after=$?; touch {STORE_IN_IMAGE}/in-place-journal; \
+         {RBUILD_IN_IMAGE} --root {STORE_IN_IMAGE} build --isolation restricted \
+         {CTX_IN_IMAGE} > /out/journal.txt 2>&1; echo journal=$?"
     );
+    let volume = format!("{}:/out", out.path().display());
+    let mut docker = vec!["run", "--rm", "--network", "none", "-v", &volume];
+    docker.extend_from_slice(&["--user", "1000:1000"]);
+    docker.extend_from_slice(RESTRICTED);
+    docker.extend_from_slice(&["--entrypoint", "/rbuild/sh", IMAGE, "-c", &script]);
+    let run = daemon.docker(&docker);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let read = |name: &str| std::fs::read_to_string(out.path().join(name)).unwrap_or_default();
+    assert!(
+        [
+            "byname=1",
+            "bylink=1",
+            "context=1",
+            "volume=1",
+            "mapped=1",
+            "cwd=1",
+            "after=0",
+            "journal=1"
+        ]
+        .iter()
+        .all(|want| stdout.contains(want)),
+        "{}\nbyname:\n{}\nbylink:\n{}\ncontext:\n{}\nvolume:\n{}\nafter:\n{}",
+        describe(&run),
+        read("byname.txt"),
+        read("bylink.txt"),
+        read("context.txt"),
+        read("volume.txt"),
+        read("after.txt")
+    );
+    for (name, path) in [
+        ("context.txt", "data.txt"),
+        ("volume.txt", "/out/byname.txt"),
+        ("mapped.txt", "libc.so"),
+    ] {
+        let output = read(name);
+        assert!(
+            output.contains(path) && output.contains("Permission denied"),
+            "{output}"
+        );
+    }
+    // A build stopped while a stage was in `/` leaves the journal: later builds refuse.
+    let journal = read("journal.txt");
+    assert!(
+        journal.contains("an earlier build was stopped while a stage was laid out"),
+        "{journal}"
+    );
+    let cwd = read("cwd.txt");
+    assert!(
+        cwd.contains("the working directory /rbuild/w is (below) /rbuild"),
+        "{cwd}"
+    );
+    let by_name = read("byname.txt");
+    assert!(
+        by_name.contains("--mount=type=tmpfs,target=/rbuild/state/blobs: its target")
+            && by_name.contains("which is not the stage's"),
+        "{by_name}"
+    );
+    let by_link = read("bylink.txt");
+    assert!(
+        by_link.contains("its target /data/store/blobs is (or leads to) /rbuild"),
+        "{by_link}"
+    );
+
+    let out = out_dir();
+    let args = [
+        "--root",
+        STORE_IN_IMAGE,
+        "build",
+        "--isolation",
+        "restricted",
+        "-f",
+        "/rbuild/ctx/app/Dockerfile.devices",
+        "-o",
+        "type=oci,dest=/out/devices.tar",
+        CTX_IN_IMAGE,
+    ];
+    let run = run_rbuild(&daemon, IMAGE, "1000:1000", out.path(), &args);
+    assert!(run.status.success(), "{}", describe(&run));
+    assert_devices(&out.path().join("devices.tar"));
+
+    // What cannot be laid out fails clearly, naming the limit.
+    let file_args = |file: &'static str| {
+        vec![
+            "--root",
+            STORE_IN_IMAGE,
+            "build",
+            "--isolation",
+            "restricted",
+            "-f",
+            file,
+            CTX_IN_IMAGE,
+        ]
+    };
+    let run = run_rbuild(
+        &daemon,
+        IMAGE,
+        "1000:1000",
+        out.path(),
+        &file_args("/rbuild/ctx/app/Dockerfile.mkdir"),
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success()
+            && stderr.contains("Permission denied")
+            && stderr.contains("hint: this step ran with isolation `restricted`")
+            && stderr.contains("directly in `/`"),
+        "{}",
+        describe(&run)
+    );
+    let run = run_rbuild(
+        &daemon,
+        IMAGE,
+        "1000:1000",
+        out.path(),
+        &file_args("/rbuild/ctx/app/Dockerfile.workdir"),
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success()
+            && stderr.contains("Dockerfile.workdir:3")
+            && stderr.contains("the stage has /newtop, which the builder image lacks"),
+        "{}",
+        describe(&run)
+    );
+    // A top-level directory the builder image has and the base lacks: `mkdir -p` works
+    // and the directory is in the layer; a plain `mkdir` finds it, with a hint.
+    let run = run_rbuild(
+        &daemon,
+        IMAGE,
+        "1000:1000",
+        out.path(),
+        &[
+            "--root",
+            STORE_IN_IMAGE,
+            "build",
+            "--isolation",
+            "restricted",
+            "-f",
+            "/rbuild/ctx/app/Dockerfile.existing",
+            "-o",
+            "type=oci,dest=/out/existing.tar",
+            "--target",
+            "made",
+            CTX_IN_IMAGE,
+        ],
+    );
+    assert!(run.status.success(), "{}", describe(&run));
+    let layers = layers_of(&out.path().join("existing.tar"));
+    let app = entry(&layers[1], "app/");
+    assert_eq!((app.mode, app.uid, app.gid), (0o755, 0, 0));
+    entry(&layers[1], "app/made");
+    let run = run_rbuild(
+        &daemon,
+        IMAGE,
+        "1000:1000",
+        out.path(),
+        &file_args("/rbuild/ctx/app/Dockerfile.existing"),
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success()
+            && stderr.contains("File exists")
+            && stderr.contains("Use `mkdir -p`"),
+        "{}",
+        describe(&run)
+    );
+}
+
+#[test]
+fn without_the_marker_nothing_is_laid_out() {
+    require_root("starting dockerd for the restricted container");
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    build_base(work.path(), &store);
+    let daemon = Dockerd::start();
+    builder_image(
+        &daemon,
+        work.path(),
+        &store,
+        false,
+        "1000:0",
+        UNMARKED_IMAGE,
+    );
+    let out = out_dir();
+
+    // Asked for by name: refused before anything is pulled or laid out, naming the marker.
+    let run = run_rbuild(
+        &daemon,
+        UNMARKED_IMAGE,
+        "1000:1000",
+        out.path(),
+        &restricted_build_args("restricted"),
+    );
+    assert!(!run.status.success(), "{}", describe(&run));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("refuses to use `/`") && stderr.contains("/rbuild/in-place-root"),
+        "{stderr}"
+    );
+    assert!(!out.path().join("app.tar").exists());
+    // `auto` does not pick it there either.
+    let info = run_rbuild(
+        &daemon,
+        UNMARKED_IMAGE,
+        "1000:1000",
+        out.path(),
+        &["info", "--json"],
+    );
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["restricted"]["in_place_root"]["ok"], false, "{info:#}");
     assert!(
         info["auto"]["error"]
             .as_str()
             .is_some_and(|e| e.contains("no isolation available")),
         "{info:#}"
     );
-    assert_eq!(
-        info["restricted"]["seccomp_user_notif"]["ok"], true,
-        "a filter with a listener, a supervised fchownat(…, 0, 0): {info:#}"
+    let run = run_rbuild(
+        &daemon,
+        UNMARKED_IMAGE,
+        "1000:1000",
+        out.path(),
+        &restricted_build_args("auto"),
     );
-    assert_eq!(
-        info["restricted"]["ptrace_child"]["ok"], true,
-        "ptrace of our own child, seeing a chroot Docker refuses: {info:#}"
-    );
+    assert!(!run.status.success(), "{}", describe(&run));
+    assert!(!out.path().join("app.tar").exists());
 
-    // And says what the isolation cannot do, even once it builds.
-    let cannot = info["restricted"]["cannot"].to_string();
+    // The same container's `/` afterwards: the builder's files are all there. (One
+    // container: the refused build, then a listing, with a shell as the entrypoint.)
+    let volume = format!("{}:/out", out.path().display());
+    let mut docker = vec!["run", "--rm", "--network", "none", "-v", &volume];
+    docker.extend_from_slice(&["--user", "1000:1000"]);
+    docker.extend_from_slice(RESTRICTED);
+    let script = format!(
+        "{RBUILD_IN_IMAGE} --root {STORE_IN_IMAGE} build --isolation restricted {CTX_IN_IMAGE} \
+         > /out/refused.txt 2>&1; echo rc=$?; cat /canary; ls /bin/busybox {RBUILD_IN_IMAGE} \
+         {CTX_IN_IMAGE}/Dockerfile"
+    );
+    docker.extend_from_slice(&["--entrypoint", "/bin/sh", UNMARKED_IMAGE, "-c", &script]);
+    let run = daemon.docker(&docker);
+    let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
-        cannot.contains("mount, unshare") && cannot.contains("another user"),
-        "{info:#}"
+        run.status.success()
+            && stdout.contains("rc=1")
+            && stdout.contains("the builder's own file")
+            && stdout.contains(&format!("{CTX_IN_IMAGE}/Dockerfile")),
+        "{}",
+        describe(&run)
     );
-
-    // Asked for by name, the isolation refuses the build, naming what is missing.
-    assert_eq!(read(out, "restricted.rc", run), "1\n");
-    let refused = read(out, "restricted.out", run);
-    assert!(
-        refused.contains("isolation `restricted` cannot build yet")
-            && refused.contains("recorded owners"),
-        "{refused}"
-    );
-    // `auto` still finds nothing (it does not pick an isolation that cannot build yet).
-    assert_ne!(read(out, "auto.rc", run), "0\n");
-    let auto = read(out, "auto.out", run);
-    assert!(auto.contains("no isolation available"), "{auto}");
-    // Neither left an image behind.
-    let images = read(out, "images.txt", run);
-    assert!(!images.contains("app"), "{images}");
-}
-
-#[test]
-fn the_restricted_isolations_mechanism_works_in_a_restricted_container() {
-    require_root("starting dockerd for the restricted container");
-    let daemon = daemon_with_rbuild_image();
-
-    let (run, out) = run_restricted(&daemon, "1000:1000");
-    assert_restricted_prerequisites(out.path(), &run);
-
-    // OpenShift's way: an arbitrary uid with no passwd entry, group 0.
-    let (run, out) = run_restricted(&daemon, "1000770000:0");
-    assert_restricted_prerequisites(out.path(), &run);
 }

@@ -151,7 +151,8 @@ pub(crate) fn probe_with(program: &std::path::Path, args: &[String]) -> Capabili
                 },
             }
         });
-    let auto = decide_auto(euid, &checks);
+    let in_place_root = crate::restricted::in_place_root_refusal().is_none();
+    let auto = decide_auto(euid, &checks, in_place_root);
     let mut caps = Capabilities {
         euid,
         user: crate::idmap::current_user_label(),
@@ -185,12 +186,22 @@ pub struct NoIsolation {
     pub chroot: String,
 }
 
-fn decide_auto(euid: u32, checks: &NamespaceChecks) -> Result<Isolation, NoIsolation> {
+/// `in_place_root`: `/` is marked as an in-place root and this process is not root
+/// (`restricted::in_place_root_refusal`), so the `restricted` isolation may lay stages out
+/// there; it is picked only when neither user namespaces nor chroot work.
+fn decide_auto(
+    euid: u32,
+    checks: &NamespaceChecks,
+    in_place_root: bool,
+) -> Result<Isolation, NoIsolation> {
     if checks.userns.ok {
         return Ok(Isolation::Userns);
     }
     if euid == 0 && checks.chroot.ok {
         return Ok(Isolation::Chroot);
+    }
+    if in_place_root && checks.restricted.seccomp_user_notif.ok {
+        return Ok(Isolation::Restricted);
     }
     let userns = checks
         .userns
@@ -391,14 +402,14 @@ mod tests {
     fn auto_names_what_each_mode_said_when_nothing_works() {
         let blocked = || Err("unshare(CLONE_NEWUSER): EPERM".to_string());
         assert_eq!(
-            decide_auto(1000, &checks(Ok(()), blocked())),
+            decide_auto(1000, &checks(Ok(()), blocked()), false),
             Ok(Isolation::Userns)
         );
         assert_eq!(
-            decide_auto(0, &checks(blocked(), Ok(()))),
+            decide_auto(0, &checks(blocked(), Ok(())), false),
             Ok(Isolation::Chroot)
         );
-        let err = decide_auto(1000, &checks(blocked(), Ok(()))).unwrap_err();
+        let err = decide_auto(1000, &checks(blocked(), Ok(())), false).unwrap_err();
         assert_eq!(
             err,
             NoIsolation {
@@ -418,7 +429,8 @@ mod tests {
             "{text}"
         );
         // As root, chroot's own failure is named; the sandbox's error keeps the type.
-        let err = decide_auto(0, &checks(blocked(), Err("chroot: EPERM".into()))).unwrap_err();
+        let err =
+            decide_auto(0, &checks(blocked(), Err("chroot: EPERM".into())), false).unwrap_err();
         assert!(
             err.to_string().contains("Tried chroot: chroot: EPERM."),
             "{err}"
@@ -427,5 +439,25 @@ mod tests {
             SandboxError::from(err),
             SandboxError::NoIsolation(_)
         ));
+    }
+
+    #[test]
+    fn auto_picks_restricted_only_in_a_marked_root_where_nothing_else_works() {
+        let blocked = || Err("unshare(CLONE_NEWUSER): EPERM".to_string());
+        let mut nothing_else = checks(blocked(), Ok(()));
+        nothing_else.restricted.seccomp_user_notif = Check::from_result(Ok(()));
+        assert_eq!(
+            decide_auto(1000, &nothing_else, true),
+            Ok(Isolation::Restricted)
+        );
+        // Without the marker (a developer's host, a wrong container): never.
+        assert!(decide_auto(1000, &nothing_else, false).is_err());
+        // Without the supervisor: never.
+        let no_notify = checks(blocked(), Ok(()));
+        assert!(decide_auto(1000, &no_notify, true).is_err());
+        // User namespaces first.
+        let mut userns = checks(Ok(()), blocked());
+        userns.restricted.seccomp_user_notif = Check::from_result(Ok(()));
+        assert_eq!(decide_auto(1000, &userns, true), Ok(Isolation::Userns));
     }
 }

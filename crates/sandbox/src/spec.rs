@@ -17,8 +17,8 @@ pub enum Isolation {
     Chroot,
     /// No namespace and no chroot (a non-root user under a runtime's default seccomp
     /// profile): the step runs in place (its root is the builder's own `/`) under a
-    /// supervising seccomp filter and Landlock. In progress: the CLI refuses builds with it
-    /// (see `restricted::NOT_YET`) until the executor lays stages out in place.
+    /// supervising seccomp filter and Landlock; the executor lays the stage out there, only
+    /// where `restricted::IN_PLACE_MARKER` marks `/` for it and rbuild is not root.
     Restricted,
 }
 
@@ -233,6 +233,24 @@ pub struct StepOutcome {
     pub ownership: Option<crate::restricted::OwnershipTable>,
 }
 
+/// Why a restricted step may get EACCES where `docker build` would not: `/` belongs to the
+/// container runtime (root's, mode 0755, whatever the image says), and Landlock grants whole
+/// trees, so `/` (which holds rbuild's own directory) only lets a step list it.
+pub const RESTRICTED_TOP_LEVEL_HINT: &str =
+    "this step ran with isolation `restricted`: it cannot create, remove or rename entries \
+     directly in `/` (owned by the container runtime's root; Landlock, which keeps the step \
+     away from rbuild's store, adds the same for every directory on the way to rbuild's own \
+     files), and it cannot read rbuild's store, the build context, the container's volumes \
+     or credentials. Top-level directories come from the builder image: use one it has, add \
+     the directory to the builder image, or build where user namespaces work";
+
+/// Why a restricted step may find a top-level directory its base image lacks: the builder
+/// image provides them (empty), since `/` itself cannot be written.
+pub const RESTRICTED_EXISTS_HINT: &str =
+    "this step ran with isolation `restricted`, in the builder image's own `/`, which has \
+     empty top-level directories (such as /app, /data, /workspace) where the base image may \
+     have none: `mkdir /app` finds it there. Use `mkdir -p`, or WORKDIR";
+
 impl StepOutcome {
     /// An explanation to add to a failure message, when the id mapping (or, under
     /// restricted isolation, a refused call) is the likely cause.
@@ -250,6 +268,24 @@ impl StepOutcome {
                  privileges) and every process is the build user with root's view faked"
                     .into(),
             );
+        }
+        if !self.status.success()
+            && self.isolation == Isolation::Restricted
+            && self
+                .tail
+                .iter()
+                .any(|l| l.contains("Permission denied") || l.contains("EACCES"))
+        {
+            return Some(RESTRICTED_TOP_LEVEL_HINT.into());
+        }
+        if !self.status.success()
+            && self.isolation == Isolation::Restricted
+            && self
+                .tail
+                .iter()
+                .any(|l| l.contains("File exists") || l.contains("EEXIST"))
+        {
+            return Some(RESTRICTED_EXISTS_HINT.into());
         }
         if self.status.success() || self.id_mapping != IdMapping::SingleId {
             return None;

@@ -209,9 +209,11 @@ impl BuildSpec {
     /// image here or cannot be exported.
     pub fn check(&self) -> Result<(), SessionError> {
         if self.isolation == Isolation::Restricted {
-            return Err(SessionError::Invalid(
-                rbuild_sandbox::restricted::NOT_YET.to_string(),
-            ));
+            // Laying stages out in `/` is only done in a marked builder image, as non-root:
+            // refused here before anything is pulled (and again by the executor).
+            if let Some(why) = rbuild_sandbox::restricted::in_place_root_refusal() {
+                return Err(SessionError::Invalid(why));
+            }
         }
         if self.pushes() && self.tags.is_empty() {
             return Err(crate::ExportError::NoTagToPush.into());

@@ -6,6 +6,7 @@
 mod fused;
 mod header;
 mod plan;
+mod recorded;
 mod source;
 mod tee;
 mod timing;
@@ -28,6 +29,7 @@ use crate::idmap::IdMap;
 use crate::path::join;
 use header::TarEntry;
 use plan::{Opaque, Planned};
+pub use recorded::{RecordedDevice, RecordedDeviceKind, RecordedInodes};
 use tee::HashingWriter;
 pub use timing::compress_time;
 
@@ -51,6 +53,9 @@ pub struct WriteOptions {
     /// on disk by host ids (the user for container root, the subordinate range for the
     /// others), which mean the container's ids in the image.
     pub id_map: Option<IdMap>,
+    /// Owners, device nodes and file capabilities recorded per inode instead of on the
+    /// disk (the `restricted` isolation); they win over the disk and `id_map`.
+    pub recorded: Option<std::sync::Arc<RecordedInodes>>,
 }
 
 /// What was written.
@@ -279,13 +284,20 @@ impl TarWriter<'_> {
             None => source.mtime,
         }
         .max(0) as u64;
-        let (uid, gid) = match &self.options.id_map {
-            Some(map) => (
+        let key = (source.dev, source.ino);
+        let recorded = self.options.recorded.as_deref();
+        let (uid, gid) = match (recorded, &self.options.id_map) {
+            (Some(recorded), _) => recorded.owner(key, (source.uid, source.gid)),
+            (None, Some(map)) => (
                 map.container_uid(source.uid).map_or(source.uid, u64::from),
                 map.container_gid(source.gid).map_or(source.gid, u64::from),
             ),
-            None => (source.uid, source.gid),
+            (None, None) => (source.uid, source.gid),
         };
+        let recorded_xattrs = recorded.and_then(|r| r.xattrs(key, &source.xattrs));
+        let recorded_device = recorded
+            .filter(|_| source.kind == FileType::RegularFile)
+            .and_then(|r| r.devices.get(&key).copied());
         let mut entry = TarEntry {
             name: Vec::new(),
             kind: tar::EntryType::Regular,
@@ -296,10 +308,21 @@ impl TarWriter<'_> {
             size: 0,
             link: None,
             device: None,
-            xattrs: &source.xattrs,
+            xattrs: recorded_xattrs.as_ref().unwrap_or(&source.xattrs),
         };
         let mut data: Option<std::fs::File> = None;
         match source.kind {
+            // A device node recorded for the empty file that stands for it on the disk.
+            FileType::RegularFile if recorded_device.is_some() => {
+                if let Some(device) = recorded_device {
+                    entry.kind = match device.kind {
+                        RecordedDeviceKind::Char => tar::EntryType::Char,
+                        RecordedDeviceKind::Block => tar::EntryType::Block,
+                    };
+                    entry.mode = device.mode & 0o7777;
+                    entry.device = Some((device.major, device.minor));
+                }
+            }
             FileType::RegularFile => {
                 let first = (source.nlink > 1)
                     .then(|| self.hardlinks.get(&(source.dev, source.ino)).cloned())

@@ -74,6 +74,11 @@ pub fn render_json(
                 "cannot".into(),
                 serde_json::to_value(rbuild_sandbox::restricted::LIMITS)?,
             );
+            let in_place = match rbuild_sandbox::restricted::in_place_root_refusal() {
+                None => serde_json::json!({ "ok": true }),
+                Some(why) => serde_json::json!({ "ok": false, "error": why }),
+            };
+            restricted.insert("in_place_root".into(), in_place);
         }
     }
     Ok(value)
@@ -123,10 +128,14 @@ pub fn render_text(caps: &Capabilities, seccomp: &Result<SeccompSummary, Seccomp
         check_line(&restricted.ptrace_child),
     );
     line(
-        "isolation restricted",
-        "in progress: builds are refused (steps do not yet run in place and layers do \
-         not yet get the recorded owners)"
-            .to_string(),
+        "restricted: in-place root",
+        match rbuild_sandbox::restricted::in_place_root_refusal() {
+            None => format!(
+                "yes ({} marks `/` for laying stages out)",
+                rbuild_sandbox::restricted::IN_PLACE_MARKER
+            ),
+            Some(why) => format!("no: {why}"),
+        },
     );
     line(
         "restricted cannot",

@@ -11,16 +11,16 @@
 //! user-notification supervisor that records what was asked for in an [`OwnershipTable`]
 //! for the layer writer, since the disk cannot hold them.
 //!
-//! What exists so far: the filter, the supervisor and its table, Landlock rules that keep
-//! the step from rbuild's own files, the in-place runner ([`crate::Sandbox::run`] with
+//! Here: the filter, the supervisor and its table, Landlock rules that keep the step from
+//! rbuild's own files, the in-place runner ([`crate::Sandbox::run`] with
 //! [`crate::Isolation::Restricted`] returns the table in [`crate::StepOutcome::ownership`]),
-//! and the probes `rbuild info` reports. Builds with this isolation are still refused
-//! ([`NOT_YET`], by the CLI) until the executor lays a stage out in place and the layer
-//! writer applies the table: an image with the build user's ids where the Dockerfile asked
-//! for root's would be a wrong image.
+//! the guard in front of laying a stage out in `/` ([`in_place_root_refusal`]) and the
+//! probes `rbuild info` reports. The executor (`in_place/`) lays stages out and hands the
+//! table to the layer writer.
 
 mod confine;
 mod filter;
+mod marker;
 mod notify;
 mod ptrace;
 mod reap;
@@ -36,18 +36,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::probe::Check;
 pub use confine::{Protected, POD_CREDENTIALS};
+pub use marker::{in_place_root_refusal, IN_PLACE_MARKER, IN_PLACE_OWN_DIR};
 pub use step::refusal;
 pub use supervisor::{run_command, Finished};
 pub use table::{Device, DeviceKind, Owner, OwnershipTable};
 
-/// Why a build with `--isolation restricted` is refused for now: what is still missing.
-pub const NOT_YET: &str = "isolation `restricted` cannot build yet: its steps run in place \
-     under the seccomp supervisor and Landlock (`rbuild info` checks them here), but rbuild \
-     does not yet lay a stage's root filesystem out in the builder's own `/`, the layer writer \
-     does not yet apply the recorded owners, device nodes and file capabilities; refusing \
-     rather than writing an image whose owners and modes differ from the Dockerfile's. Where user namespaces or chroot work, use `--isolation auto`";
-
-/// What a step cannot do under this isolation, even once it builds: `rbuild info` lists it.
+/// What a step cannot do under this isolation: `rbuild info` lists it.
 pub const LIMITS: &[&str] = &[
     "mount, unshare, setns, chroot: refused by the runtime's seccomp profile before rbuild's \
      filter sees them (as under docker build)",
@@ -59,7 +53,13 @@ pub const LIMITS: &[&str] = &[
     "--network=none (no network namespace) and mounts (RUN --mount content is laid out in \
      place instead)",
     "creating entries directly in a directory that holds rbuild's own files (Landlock \
-     grants whole trees only)",
+     grants whole trees only), `/` among them",
+    "a top-level entry the builder image lacks, or that is a directory in one and not in \
+     the other (`/` belongs to the container runtime: the builder image provides the \
+     top-level directories)",
+    "real mounts: RUN --mount content and heredoc scripts are put in place for the step \
+     and taken away after it (as in chroot mode); a mount target needs a parent the \
+     builder image or the stage has (nothing can be made directly in `/`)",
 ];
 
 /// The prerequisites of the `restricted` isolation, measured in the probe helper.

@@ -158,6 +158,33 @@ impl OwnershipTable {
         self.devices.iter().map(|(k, v)| (*k, *v))
     }
 
+    /// Records `owner` for the inode `(dev, ino)`: what a build extracting or copying as
+    /// the build user gives a file it cannot chown.
+    pub fn record_owner(&mut self, key: (u64, u64), owner: Owner) {
+        self.owners.insert(key, owner);
+    }
+
+    /// Records that the inode `(dev, ino)`, an empty regular file on the disk, stands for
+    /// `device`.
+    pub fn record_device(&mut self, key: (u64, u64), device: Device) {
+        self.devices.insert(key, device);
+    }
+
+    /// Forgets everything recorded for the inode `(dev, ino)`: its file is gone, and a new
+    /// file may get its number.
+    pub fn forget(&mut self, key: (u64, u64)) {
+        self.owners.remove(&key);
+        self.devices.remove(&key);
+        self.capabilities.remove(&key);
+    }
+
+    /// Takes in what a later step recorded: its entries win over this table's.
+    pub fn merge(&mut self, later: OwnershipTable) {
+        self.owners.extend(later.owners);
+        self.devices.extend(later.devices);
+        self.capabilities.extend(later.capabilities);
+    }
+
     pub(super) fn set_owner(&mut self, key: (u64, u64), owner: Owner) {
         self.owners.insert(key, owner);
     }

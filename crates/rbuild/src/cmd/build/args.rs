@@ -27,8 +27,9 @@ pub enum IsolationArg {
     Auto,
     Userns,
     Chroot,
-    /// Non-root with no user namespace and no chroot (a Kubernetes restricted pod): in
-    /// progress, builds are refused naming what is missing.
+    /// Non-root with no user namespace and no chroot (a Kubernetes restricted pod): RUN
+    /// steps run in the builder image's own `/` (only where /rbuild/in-place-root marks it),
+    /// owners recorded beside the files.
     Restricted,
 }
 

@@ -1,0 +1,123 @@
+//! Recording a layer's owners and device nodes in a restricted build's table once the layer
+//! is extracted as the build user (who keeps every file and cannot make device nodes).
+
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path};
+
+use rbuild_layer::EntryKind;
+use rbuild_sandbox::restricted::{Device, DeviceKind, Owner, OwnershipTable};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+
+/// Records, for every entry of the layer read from `layer` that was just applied onto
+/// `root`, its owner by inode; a device node (which the extractor skipped) becomes an empty
+/// file recorded as that device. Whiteouts and hard links (the same inode as their target)
+/// record nothing. A path that cannot be reached below `root` without following a symlink
+/// is left out: the extractor did not write through one either.
+pub(crate) fn record_layer(
+    layer: impl Read,
+    root: &Path,
+    table: &mut OwnershipTable,
+) -> Result<(), String> {
+    let entries = rbuild_layer::list_entries(layer).map_err(|e| e.to_string())?;
+    let root_fd = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("opening {}: {e}", root.display()))?;
+    for entry in entries {
+        if entry.kind == EntryKind::Hardlink {
+            continue;
+        }
+        let Some((parent, name)) = split(&entry.path) else {
+            continue;
+        };
+        if name.as_encoded_bytes().starts_with(b".wh.") {
+            continue;
+        }
+        let Some(parent_fd) = open_parent(&root_fd, parent) else {
+            continue;
+        };
+        let device = match entry.kind {
+            EntryKind::CharDevice => Some(DeviceKind::Char),
+            EntryKind::BlockDevice => Some(DeviceKind::Block),
+            _ => None,
+        };
+        if let (Some(kind), Some((major, minor))) = (device, entry.device) {
+            let placeholder = rustix::fs::openat(
+                &parent_fd,
+                name,
+                OFlags::CREATE | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(|e| {
+                format!(
+                    "making the stand-in of device {}: {e}",
+                    entry.path.display()
+                )
+            })?;
+            let stat = rustix::fs::fstat(&placeholder).map_err(|e| e.to_string())?;
+            let key = (stat.st_dev, stat.st_ino);
+            let mode = entry.mode & 0o7777;
+            table.record_device(
+                key,
+                Device {
+                    kind,
+                    major,
+                    minor,
+                    mode,
+                },
+            );
+        }
+        let stat = match rustix::fs::statat(&parent_fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => stat,
+            Err(_) => continue,
+        };
+        let (Ok(uid), Ok(gid)) = (u32::try_from(entry.uid), u32::try_from(entry.gid)) else {
+            return Err(format!(
+                "{}: owner {}:{} is out of range",
+                entry.path.display(),
+                entry.uid,
+                entry.gid
+            ));
+        };
+        table.record_owner((stat.st_dev, stat.st_ino), Owner { uid, gid });
+    }
+    Ok(())
+}
+
+/// `path`'s parent (relative, normal components only) and its last name; `None` for the
+/// root itself or a path with `..`.
+fn split(path: &Path) -> Option<(&Path, &std::ffi::OsStr)> {
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)))
+    {
+        return None;
+    }
+    let name = path.file_name()?;
+    let parent = path.parent().unwrap_or(Path::new(""));
+    Some((parent, name))
+}
+
+/// The directory `parent` below `root`, reached without symlinks nor `..`.
+fn open_parent(root: &OwnedFd, parent: &Path) -> Option<OwnedFd> {
+    let relative: std::path::PathBuf = parent
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
+    let relative = if relative.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        relative.as_path()
+    };
+    rustix::fs::openat2(
+        root.as_fd(),
+        relative,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .ok()
+}

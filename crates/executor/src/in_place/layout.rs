@@ -1,0 +1,513 @@
+//! Moving a stage's root filesystem into the builder's `/` for a RUN step and back, and
+//! walking it there. Only renames: inodes (the ownership table's keys), modes and times stay.
+//!
+//! The *region* of a directory is what belongs to a stage: every entry except the excluded
+//! paths, with the ancestors of excluded paths taken entry by entry (`/etc` stays, as it
+//! holds the runtime's `/etc/hosts`; its other entries are the stage's).
+//!
+//! `/` itself is the runtime's (root's, mode 0755, under Docker and containerd whatever the
+//! image says), so nothing can be created, renamed or removed directly in it: its
+//! directories are ancestors too (the builder image provides every top-level directory a
+//! stage has, owned by the build user), and its other entries are left alone.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+
+use rbuild_snapshot::{Entries, Meta};
+
+/// Paths of `/` that are never the stage's, besides every mount point: the kernel's and the
+/// runtime's file systems, the files the runtime binds (the step sees the runtime's
+/// versions, as under BuildKit; a base image's own stay aside in the stage's root), and the
+/// files Docker and Podman create in a container for themselves (root's, not movable).
+const ALWAYS_EXCLUDED: &[&str] = &[
+    "proc",
+    "sys",
+    "dev",
+    "etc/hosts",
+    "etc/hostname",
+    "etc/resolv.conf",
+    ".dockerenv",
+    "run/.containerenv",
+];
+
+/// Why a stage could not be laid out, and whether `/` is the builder's again.
+#[derive(Debug)]
+pub(crate) enum LayoutError {
+    /// Nothing moved, or what moved was moved back.
+    Undone(String),
+    /// Moving back failed too: `/` is neither the builder's nor the stage's.
+    Broken(String),
+}
+
+impl std::fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LayoutError::Undone(why) | LayoutError::Broken(why) => f.write_str(why),
+        }
+    }
+}
+
+/// The builder's `/` as an in-place root: what a stage may occupy there.
+pub(crate) struct InPlaceRoot {
+    /// Paths relative to `/` that are never moved, walked nor written (existing ones).
+    excluded: BTreeSet<PathBuf>,
+    /// Directories (relative) on the way to an excluded path, and the top-level ones: their
+    /// entries are moved one by one, the directories themselves stay.
+    ancestors: BTreeSet<PathBuf>,
+    /// The top-level entries of `/` that are not directories (left alone).
+    foreign_top: BTreeSet<PathBuf>,
+    /// The mount points of `/proc/self/mountinfo` (absolute), `/` left out.
+    mounts: Vec<PathBuf>,
+    /// The files mapped into rbuild (its loader and libraries, when dynamically linked).
+    mapped: Vec<PathBuf>,
+    /// Where the layout happens: `/`, or a test's directory.
+    top: PathBuf,
+}
+
+impl InPlaceRoot {
+    /// The excluded paths of this process's `/`: [`ALWAYS_EXCLUDED`], every mount point in
+    /// /proc/self/mountinfo but `/`, rbuild's own directory, its store (`store_root`), its
+    /// executable's directory, the docker config (credentials) and the pod's credentials.
+    pub(crate) fn detect(store_root: &Path) -> Result<InPlaceRoot, String> {
+        let mut excluded: Vec<PathBuf> = ALWAYS_EXCLUDED.iter().map(PathBuf::from).collect();
+        excluded.push(rbuild_sandbox::restricted::IN_PLACE_OWN_DIR.into());
+        excluded.extend(
+            rbuild_sandbox::restricted::POD_CREDENTIALS
+                .iter()
+                .map(PathBuf::from),
+        );
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| format!("reading /proc/self/mountinfo (the paths to leave alone): {e}"))?;
+        let mounts: Vec<PathBuf> = mount_points(&mountinfo)
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        excluded.extend(mounts.iter().cloned());
+        let store = fs::canonicalize(store_root)
+            .map_err(|e| format!("resolving the store {}: {e}", store_root.display()))?;
+        excluded.push(store);
+        if let Ok(exe) = fs::canonicalize("/proc/self/exe") {
+            excluded.extend(exe.parent().map(Path::to_path_buf));
+        }
+        // The files mapped into rbuild (a dynamically linked build's loader and libraries):
+        // the sandbox's helper is rbuild executed again, while the stage is in place.
+        let maps = fs::read_to_string("/proc/self/maps")
+            .map_err(|e| format!("reading /proc/self/maps (rbuild's own files): {e}"))?;
+        let mapped: Vec<PathBuf> = mapped_files(&maps).into_iter().map(PathBuf::from).collect();
+        excluded.extend(mapped.iter().cloned());
+        excluded.extend(crate::in_place::run::credential_paths());
+        let mut root = InPlaceRoot::new(Path::new("/"), excluded)?;
+        root.mounts = mounts;
+        root.mapped = mapped;
+        Ok(root)
+    }
+
+    /// The files mapped into rbuild: steps may run them, never change them.
+    pub(crate) fn mapped(&self) -> &[PathBuf] {
+        &self.mapped
+    }
+
+    /// Why a step cannot run with the working directory `cwd` (a container path) in
+    /// place: it is an excluded path or below one, where what it writes would not be the
+    /// stage's.
+    pub(crate) fn cwd_refusal(&self, cwd: &str) -> Option<String> {
+        let relative = relative(Path::new(cwd))?;
+        let excluded = self.excluded_prefix(&relative)?;
+        Some(format!(
+            "the working directory {cwd} is (below) /{}, which is not the stage's in place: \
+             what the step wrote there would be missing from the image",
+            excluded.display()
+        ))
+    }
+
+    /// The container's volumes: its mount points but the kernel's file systems (`/proc`,
+    /// `/sys`, `/dev` and below) and the runtime's `/etc` files, which steps use.
+    pub(crate) fn volumes(&self) -> Vec<PathBuf> {
+        self.mounts
+            .iter()
+            .filter(|mount| {
+                let relative = relative(mount).unwrap_or_default();
+                let system = ["proc", "sys", "dev"]
+                    .iter()
+                    .any(|kernel| relative.starts_with(kernel));
+                let runtime_file = ALWAYS_EXCLUDED
+                    .iter()
+                    .any(|file| relative.as_path() == Path::new(file));
+                !system && !runtime_file
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The layout of `top` leaving `excluded` (absolute or relative to `top`) alone; only
+    /// the excluded paths that exist count.
+    pub(crate) fn new(top: &Path, excluded: Vec<PathBuf>) -> Result<InPlaceRoot, String> {
+        let mut kept = BTreeSet::new();
+        for path in excluded {
+            let relative = relative(&path).ok_or_else(|| {
+                format!(
+                    "{} cannot be left alone by an in-place build: it is `/` itself or names \
+                     `..`",
+                    path.display()
+                )
+            })?;
+            if fs::symlink_metadata(top.join(&relative)).is_ok() {
+                kept.insert(relative);
+            }
+        }
+        let mut ancestors = BTreeSet::new();
+        let mut foreign_top = BTreeSet::new();
+        let listing = fs::read_dir(top).map_err(|e| format!("listing {}: {e}", top.display()))?;
+        for entry in listing {
+            let entry = entry.map_err(|e| format!("listing {}: {e}", top.display()))?;
+            let name = PathBuf::from(entry.file_name());
+            if kept.contains(&name) {
+                continue;
+            }
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir {
+                ancestors.insert(name);
+            } else {
+                foreign_top.insert(name);
+            }
+        }
+        for path in &kept {
+            let mut parent = path.parent();
+            while let Some(dir) = parent.filter(|p| !p.as_os_str().is_empty()) {
+                ancestors.insert(dir.to_path_buf());
+                parent = dir.parent();
+            }
+        }
+        Ok(InPlaceRoot {
+            excluded: kept,
+            ancestors,
+            foreign_top,
+            mounts: Vec::new(),
+            mapped: Vec::new(),
+            top: top.to_path_buf(),
+        })
+    }
+
+    /// Refuses a mount target (a container path) whose deepest existing part resolves (in
+    /// `/`, symlinks followed, as the mount's placing will) to an excluded path or below
+    /// one. The caller checks with the stage in place (its symlinks count).
+    pub(crate) fn check_mount_target(&self, target: &str) -> Result<(), String> {
+        let Some(relative) = relative(Path::new(target)) else {
+            return Err(format!("{target:?} cannot be a mount target in place"));
+        };
+        let refuse = |what: &Path| {
+            Err(format!(
+                "its target {target} is (or leads to) /{}, which is not the stage's: rbuild's \
+                 own files, the kernel's and the runtime's are never written in place",
+                what.display()
+            ))
+        };
+        if let Some(excluded) = self.excluded_prefix(&relative) {
+            return refuse(excluded);
+        }
+        let mut existing = self.top.join(&relative);
+        let real = loop {
+            match fs::canonicalize(&existing) {
+                Ok(real) => break real,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if !existing.pop() {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(format!("resolving {}: {e}", existing.display())),
+            }
+        };
+        let Ok(inside) = real.strip_prefix(&self.top) else {
+            return Err(format!("its target {target} leads out of `/`"));
+        };
+        match self.excluded_prefix(inside) {
+            Some(excluded) => refuse(excluded),
+            None => Ok(()),
+        }
+    }
+
+    /// The excluded path that is `path` (relative) or one of its parents.
+    fn excluded_prefix(&self, path: &Path) -> Option<&Path> {
+        self.excluded
+            .iter()
+            .find(|excluded| path.starts_with(excluded))
+            .map(PathBuf::as_path)
+    }
+
+    /// Whether `path` (relative) is a directory kept in place whose entries are moved.
+    pub(crate) fn is_ancestor(&self, path: &Path) -> bool {
+        self.ancestors.contains(path)
+    }
+
+    /// Where stages are laid out (`/`).
+    pub(crate) fn top(&self) -> &Path {
+        &self.top
+    }
+
+    /// The stage-owned entries of `base` (relative), excluded paths left out and ancestors
+    /// entered.
+    fn region(&self, base: &Path) -> Result<Vec<PathBuf>, String> {
+        let mut out = Vec::new();
+        self.collect(base, Path::new(""), &mut out)?;
+        Ok(out)
+    }
+
+    fn collect(&self, base: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+        let at = base.join(dir);
+        let entries = match fs::read_dir(&at) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.as_os_str().is_empty() => {
+                return Ok(())
+            }
+            Err(e) => return Err(format!("listing {}: {e}", at.display())),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("listing {}: {e}", at.display()))?;
+            names.push(entry.file_name());
+        }
+        names.sort();
+        let stage = base != self.top;
+        for name in names {
+            let path = dir.join(&name);
+            if self.excluded.contains(&path) {
+                continue;
+            }
+            if self.foreign_top.contains(&path) {
+                // The same symlink in both (usrmerge's `/bin -> usr/bin`): the builder's
+                // serves, the stage's stays where it is.
+                let same_link = fs::read_link(base.join(&path))
+                    .ok()
+                    .is_some_and(|link| fs::read_link(self.top.join(&path)).ok() == Some(link));
+                if stage && !same_link {
+                    return Err(format!(
+                        "the stage has /{0}, where the builder image has a file that is not a \
+                         directory (nor the same symlink): `/` cannot be written by the build \
+                         user, so such a stage cannot be laid out in place (the builder image \
+                         must have /{0} as the stage has it)",
+                        path.display()
+                    ));
+                }
+                continue;
+            }
+            if self.ancestors.contains(&path) {
+                let meta = fs::symlink_metadata(base.join(&path))
+                    .map_err(|e| format!("reading {}: {e}", base.join(&path).display()))?;
+                if !meta.is_dir() {
+                    return Err(format!(
+                        "the stage's /{} is not a directory, but the builder's is (it holds \
+                         paths a step must not replace, such as a mount point): such a stage \
+                         cannot be laid out in place",
+                        path.display()
+                    ));
+                }
+                self.collect(base, &path, out)?;
+                continue;
+            }
+            if stage && dir.as_os_str().is_empty() {
+                return Err(format!(
+                    "the stage has /{0}, which the builder image lacks: `/` itself belongs to \
+                     the container runtime and cannot be written by the build user, so the \
+                     builder image must provide every top-level directory a stage has (add \
+                     /{0}, owned by the build user, to it)",
+                    path.display()
+                ));
+            }
+            out.push(path);
+        }
+        Ok(())
+    }
+
+    /// Puts the stage whose root is `stage` in place: the builder's own entries go to
+    /// `stash` (an empty directory on the same file system), the stage's come in. On
+    /// failure, what was moved is moved back.
+    pub(crate) fn lay_out(&self, stage: &Path, stash: &Path) -> Result<(), LayoutError> {
+        // The stage's entries are listed (and so checked) before anything moves.
+        let stages = self.region(stage).map_err(LayoutError::Undone)?;
+        let builders = self.region(&self.top).map_err(LayoutError::Undone)?;
+        if let Err(e) = move_entries(&self.top, stash, &builders) {
+            let back = self
+                .region(stash)
+                .and_then(|saved| move_entries(stash, &self.top, &saved));
+            return Err(match back {
+                Ok(()) => LayoutError::Undone(e),
+                Err(back) => LayoutError::Broken(format!(
+                    "{e}; and putting the builder's files back: {back}"
+                )),
+            });
+        }
+        if let Err(e) = move_entries(stage, &self.top, &stages) {
+            return Err(match self.take_back(stage, stash) {
+                Ok(()) => LayoutError::Undone(e),
+                Err(back) => LayoutError::Broken(format!(
+                    "{e}; and putting the builder's files back: {back}"
+                )),
+            });
+        }
+        Ok(())
+    }
+
+    /// Moves whatever is now in place (the stage after its step) back into `stage`, and the
+    /// builder's entries back from `stash`.
+    pub(crate) fn take_back(&self, stage: &Path, stash: &Path) -> Result<(), String> {
+        let now = self.region(&self.top)?;
+        move_entries(&self.top, stage, &now)?;
+        let saved = self.region(stash)?;
+        move_entries(stash, &self.top, &saved)
+    }
+
+    /// The walk snapshotter's entries of what is in place: the stage's region and the
+    /// ancestor directories themselves (a step adding `/etc/x` changes `/etc`). An
+    /// ancestor's times stand for the names in it: rbuild's own moves and placed mounts
+    /// change its mtime too, and where the builder's directory is not this uid's
+    /// (OpenShift's random uid, group 0) it cannot be set back.
+    pub(crate) fn walk(&self) -> Result<Entries, String> {
+        let mut entries = Entries::new();
+        for dir in &self.ancestors {
+            let path = self.top.join(dir);
+            if let Ok(mut meta) = meta_of(&path) {
+                let names =
+                    names_digest(&path).map_err(|e| format!("listing {}: {e}", path.display()))?;
+                meta.mtime = (names, 0);
+                meta.ctime = (names, 0);
+                entries.insert(dir.clone(), meta);
+            }
+        }
+        for path in self.region(&self.top)? {
+            let at = self.top.join(&path);
+            let meta = meta_of(&at).map_err(|e| format!("reading {}: {e}", at.display()))?;
+            let is_dir = meta.is_dir();
+            entries.insert(path.clone(), meta);
+            if is_dir {
+                for (below, meta) in rbuild_snapshot::walk(&at).map_err(|e| e.to_string())? {
+                    entries.insert(path.join(below), meta);
+                }
+            }
+        }
+        Ok(entries)
+    }
+}
+
+/// Renames each of `paths` (relative) from `from` to `to`, making missing parent
+/// directories in `to` (0755: an ancestor the stage or the stash lacks).
+fn move_entries(from: &Path, to: &Path, paths: &[PathBuf]) -> Result<(), String> {
+    for path in paths {
+        let target = to.join(path);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(|e| format!("making {}: {e}", parent.display()))?;
+        }
+        let source = from.join(path);
+        fs::rename(&source, &target).map_err(|e| {
+            let hint = if e.raw_os_error() == Some(libc::EXDEV) {
+                " (the store must be on the same file system as `/`)"
+            } else {
+                ""
+            };
+            format!(
+                "moving {} to {}: {e}{hint}",
+                source.display(),
+                target.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// `path` relative to `/`, `None` for `/` itself or a path with `..`.
+fn relative(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(name) => out.push(name),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!out.as_os_str().is_empty()).then_some(out)
+}
+
+/// The mount points of a /proc/self/mountinfo text (field 5, octal escapes undone), `/`
+/// left out.
+fn mount_points(mountinfo: &str) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(unescape_octal)
+        .filter(|point| point != "/")
+        .collect()
+}
+
+/// The files of a /proc/self/maps text (its sixth field, when a path).
+fn mapped_files(maps: &str) -> BTreeSet<String> {
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .filter(|path| path.starts_with('/'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape_octal(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match escaped {
+            Some(digits) => {
+                let value = digits.iter().fold(0u32, |v, d| v * 8 + u32::from(d - b'0'));
+                out.push(value as u8);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A digest of the sorted names in the directory `path`.
+fn names_digest(path: &Path) -> io::Result<i64> {
+    use std::hash::{Hash, Hasher};
+    let mut names = Vec::new();
+    for entry in fs::read_dir(path)? {
+        names.push(entry?.file_name());
+    }
+    names.sort();
+    // Fixed keys: the same names give the same digest in the walk before and after a step.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    names.hash(&mut hasher);
+    Ok(hasher.finish() as i64)
+}
+
+/// The walk snapshotter's record of one path.
+fn meta_of(path: &Path) -> io::Result<Meta> {
+    let md = fs::symlink_metadata(path)?;
+    let link = if md.file_type().is_symlink() {
+        Some(fs::read_link(path)?)
+    } else {
+        None
+    };
+    Ok(Meta {
+        ino: md.ino(),
+        mode: md.mode(),
+        uid: md.uid(),
+        gid: md.gid(),
+        size: md.size(),
+        mtime: (md.mtime(), md.mtime_nsec()),
+        ctime: (md.ctime(), md.ctime_nsec()),
+        nlink: md.nlink(),
+        link,
+    })
+}
+
+#[cfg(test)]
+#[path = "layout_tests.rs"]
+mod tests;

@@ -1,0 +1,145 @@
+//! Tests of `layout.rs`: on a stand-in `/` (a temporary directory), never the real one.
+
+use super::*;
+
+#[test]
+fn mount_points_are_read_with_their_escapes() {
+    let text = "22 1 0:21 / / rw - overlay overlay rw\n\
+                23 22 0:22 / /proc rw - proc proc rw\n\
+                24 22 8:1 /x /etc/hosts rw - ext4 /dev/sda1 rw\n\
+                25 22 8:1 /y /my\\040dir rw - ext4 /dev/sda1 rw\n";
+    assert_eq!(mount_points(text), vec!["/proc", "/etc/hosts", "/my dir"]);
+    let maps = "7f00-7f01 r-xp 00000000 08:01 12 /lib/x86_64-linux-gnu/libc.so.6\n\
+                7f02-7f03 rw-p 00000000 00:00 0 \n\
+                7ffd-7ffe rw-p 00000000 00:00 0 [stack]\n";
+    assert_eq!(
+        mapped_files(maps).into_iter().collect::<Vec<_>>(),
+        vec!["/lib/x86_64-linux-gnu/libc.so.6"]
+    );
+    assert_eq!(relative(Path::new("/")), None);
+    assert_eq!(relative(Path::new("/a/../b")), None);
+    assert_eq!(relative(Path::new("/etc/hosts")), Some("etc/hosts".into()));
+}
+
+/// A stand-in `/` (a temporary directory, never the real one): laying a stage out and
+/// taking it back moves only the region, keeps inodes, and leaves excluded paths alone.
+#[test]
+fn lay_out_and_take_back_move_only_the_stages_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let top = dir.path().join("top");
+    let stage = dir.path().join("stage");
+    let stash = dir.path().join("stash");
+    for d in [&top, &stage, &stash] {
+        fs::create_dir(d).unwrap();
+    }
+    fs::create_dir_all(top.join("etc")).unwrap();
+    fs::write(top.join("etc/hosts"), "runtime hosts").unwrap();
+    fs::write(top.join("etc/builder"), "builder's").unwrap();
+    fs::create_dir_all(top.join("rbuild/state")).unwrap();
+    fs::write(top.join("rbuild/state/canary"), "store").unwrap();
+    fs::create_dir_all(top.join("home")).unwrap();
+    fs::create_dir_all(top.join("bin")).unwrap();
+    fs::write(top.join("bin/builders-tool"), "tool").unwrap();
+    fs::write(top.join("canary"), "a file directly in /").unwrap();
+    fs::create_dir_all(stage.join("etc")).unwrap();
+    fs::write(stage.join("etc/hosts"), "image hosts").unwrap();
+    fs::write(stage.join("etc/passwd"), "root").unwrap();
+    fs::create_dir_all(stage.join("bin")).unwrap();
+    fs::write(stage.join("bin/sh"), "sh").unwrap();
+    fs::create_dir_all(stage.join("rbuild")).unwrap();
+    let passwd_ino = fs::metadata(stage.join("etc/passwd")).unwrap().ino();
+
+    let root = InPlaceRoot::new(
+        &top,
+        vec!["/etc/hosts".into(), "/rbuild".into(), "/missing".into()],
+    )
+    .unwrap();
+    root.lay_out(&stage, &stash).unwrap();
+    assert_eq!(
+        fs::read_to_string(top.join("etc/hosts")).unwrap(),
+        "runtime hosts"
+    );
+    assert_eq!(fs::read_to_string(top.join("bin/sh")).unwrap(), "sh");
+    assert!(!top.join("etc/builder").exists() && !top.join("bin/builders-tool").exists());
+    assert!(top.join("home").is_dir() && top.join("canary").is_file());
+    assert_eq!(
+        fs::read_to_string(top.join("rbuild/state/canary")).unwrap(),
+        "store"
+    );
+    assert_eq!(
+        fs::metadata(top.join("etc/passwd")).unwrap().ino(),
+        passwd_ino
+    );
+    let walked = root.walk().unwrap();
+    let names: Vec<_> = walked.keys().map(|p| p.display().to_string()).collect();
+    assert_eq!(names, vec!["bin", "bin/sh", "etc", "etc/passwd", "home"]);
+
+    // A step's changes come back with the stage.
+    fs::write(top.join("etc/new"), "new").unwrap();
+    fs::remove_file(top.join("bin/sh")).unwrap();
+    root.take_back(&stage, &stash).unwrap();
+    assert_eq!(fs::read_to_string(stage.join("etc/new")).unwrap(), "new");
+    assert!(!stage.join("bin/sh").exists());
+    assert_eq!(
+        fs::read_to_string(stage.join("etc/hosts")).unwrap(),
+        "image hosts"
+    );
+    assert_eq!(
+        fs::read_to_string(top.join("etc/builder")).unwrap(),
+        "builder's"
+    );
+    assert_eq!(
+        fs::read_to_string(top.join("bin/builders-tool")).unwrap(),
+        "tool"
+    );
+    assert!(!top.join("bin/sh").exists() && !top.join("etc/new").exists());
+    assert!(root.region(&stash).unwrap().is_empty());
+
+    // A stage with a top-level entry the builder lacks, or a file where `/` has one, is
+    // refused before anything moves.
+    fs::create_dir_all(stage.join("opt")).unwrap();
+    let err = root.lay_out(&stage, &stash).unwrap_err();
+    assert!(matches!(err, LayoutError::Undone(_)), "{err}");
+    let err = err.to_string();
+    assert!(err.contains("/opt, which the builder image lacks"), "{err}");
+    assert_eq!(
+        fs::read_to_string(top.join("bin/builders-tool")).unwrap(),
+        "tool"
+    );
+    fs::remove_dir(stage.join("opt")).unwrap();
+    fs::write(stage.join("canary"), "").unwrap();
+    let err = root.lay_out(&stage, &stash).unwrap_err().to_string();
+    assert!(err.contains("not a"), "{err}");
+    fs::remove_file(stage.join("canary")).unwrap();
+
+    // A working directory in an excluded path is refused.
+    assert!(root.cwd_refusal("/rbuild/x").is_some());
+    assert!(root.cwd_refusal("/etc").is_none());
+    assert!(root.cwd_refusal("/").is_none());
+
+    // Mount targets never resolve into excluded paths, directly or through a symlink.
+    assert!(root.check_mount_target("/etc/passwd").is_ok());
+    assert!(root.check_mount_target("/home/new/deep").is_ok());
+    let err = root.check_mount_target("/rbuild/state/x").unwrap_err();
+    assert!(err.contains("/rbuild"), "{err}");
+    assert!(root.check_mount_target("/etc/hosts").is_err());
+    std::os::unix::fs::symlink(top.join("rbuild/state"), top.join("home/link")).unwrap();
+    let err = root.check_mount_target("/home/link/blobs").unwrap_err();
+    assert!(err.contains("leads to") && err.contains("/rbuild"), "{err}");
+    fs::remove_file(top.join("home/link")).unwrap();
+
+    // A top-level symlink the same in both (usrmerge) is the builder's; another is not.
+    std::os::unix::fs::symlink("usr/lib", top.join("lib")).unwrap();
+    let root = InPlaceRoot::new(&top, vec!["/etc/hosts".into(), "/rbuild".into()]).unwrap();
+    std::os::unix::fs::symlink("usr/lib", stage.join("lib")).unwrap();
+    root.lay_out(&stage, &stash).unwrap();
+    root.take_back(&stage, &stash).unwrap();
+    assert_eq!(
+        fs::read_link(stage.join("lib")).unwrap(),
+        Path::new("usr/lib")
+    );
+    fs::remove_file(stage.join("lib")).unwrap();
+    std::os::unix::fs::symlink("usr/lib64", stage.join("lib")).unwrap();
+    let err = root.lay_out(&stage, &stash).unwrap_err().to_string();
+    assert!(err.contains("nor the same symlink"), "{err}");
+}

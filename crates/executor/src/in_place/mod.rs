@@ -1,0 +1,157 @@
+//! The `restricted` isolation's side of the executor: a stage's RUN steps run in the
+//! builder's own `/` (no chroot, no user namespace, no mount is possible there), owners and
+//! device nodes live in an [`OwnershipTable`] beside the files (the build user cannot chown),
+//! and the layer writer takes them from it. See docs/sandbox.md, "The executor hook".
+//!
+//! The stage's root filesystem stays in the build directory, as for the other isolations
+//! (COPY, WORKDIR, cache hits, `--from` all work there unchanged). Only for a RUN step is it
+//! moved into `/` — by renames, so every inode, and so every table entry, stays the same —
+//! and moved back after (`layout.rs`); the builder image's own entries wait in a stash
+//! meanwhile. Paths that are not the stage's (`/proc`, `/sys`, `/dev`, every mount point,
+//! rbuild's own directory and store, `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`) are
+//! never moved, walked nor written.
+
+mod extract;
+mod layout;
+mod run;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rbuild_layer::{RecordedDevice, RecordedDeviceKind, RecordedInodes};
+use rbuild_sandbox::restricted::{DeviceKind, Owner, OwnershipTable};
+
+pub(crate) use extract::record_layer;
+pub(crate) use layout::InPlaceRoot;
+
+/// A restricted build's owners: the table of what the disk cannot hold, the build user's
+/// ids (which stand for container root), and the lock that keeps two stages from laying
+/// themselves out in `/` at once.
+pub(crate) struct InPlaceOwners {
+    table: Mutex<OwnershipTable>,
+    build_user: (u32, u32),
+    pub(crate) root: InPlaceRoot,
+    pub(crate) layout_lock: Mutex<()>,
+    /// This build among all (process id and start time): shared trees made by it are its own.
+    pub(crate) build_id: String,
+}
+
+impl InPlaceOwners {
+    /// The owners of a restricted build by this process, whose store is at `store_root`:
+    /// refused (with why) unless `/` is an in-place root
+    /// (`rbuild_sandbox::restricted::in_place_root_refusal`).
+    pub(crate) fn for_build(store_root: &Path) -> Result<Arc<InPlaceOwners>, String> {
+        if let Some(why) = rbuild_sandbox::restricted::in_place_root_refusal() {
+            return Err(why);
+        }
+        let journal = journal_path(store_root);
+        if journal.exists() {
+            return Err(format!(
+                "an earlier build was stopped while a stage was laid out in `/` ({} names \
+                 where the builder's own files were put aside): this container's `/` is no \
+                 longer the builder image's. Run the build in a new container",
+                journal.display()
+            ));
+        }
+        let root = InPlaceRoot::detect(store_root)?;
+        Ok(Arc::new(InPlaceOwners {
+            table: Mutex::new(OwnershipTable::default()),
+            build_user: crate::fsops::current_ids(),
+            root,
+            layout_lock: Mutex::new(()),
+            build_id: format!(
+                "{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            ),
+        }))
+    }
+
+    /// Records `uid:gid` as the owner of `path` (never followed): a COPY --chown, WORKDIR
+    /// or mount's chown in a restricted build.
+    pub(crate) fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        crate::context::lock(&self.table)
+            .record_owner((meta.dev(), meta.ino()), Owner { uid, gid });
+        Ok(())
+    }
+
+    /// Takes in what a step's supervisor recorded, after forgetting the inodes in `stale`
+    /// (files the step removed, whose numbers its new files may have got).
+    pub(crate) fn merge(&self, stale: &[(u64, u64)], step: Option<OwnershipTable>) {
+        let mut table = crate::context::lock(&self.table);
+        for key in stale {
+            table.forget(*key);
+        }
+        if let Some(step) = step {
+            table.merge(step);
+        }
+    }
+
+    /// Runs `f` on the table (the extractor's recording).
+    pub(crate) fn with_table<T>(&self, f: impl FnOnce(&mut OwnershipTable) -> T) -> T {
+        f(&mut crate::context::lock(&self.table))
+    }
+
+    /// What the layer writer takes from the table, as it is now.
+    pub(crate) fn recorded_inodes(&self) -> RecordedInodes {
+        let table = crate::context::lock(&self.table);
+        RecordedInodes {
+            owners: table.owners().map(|(k, o)| (k, (o.uid, o.gid))).collect(),
+            devices: table
+                .devices()
+                .map(|(k, d)| {
+                    let kind = match d.kind {
+                        DeviceKind::Char => RecordedDeviceKind::Char,
+                        DeviceKind::Block => RecordedDeviceKind::Block,
+                    };
+                    let device = RecordedDevice {
+                        kind,
+                        major: d.major,
+                        minor: d.minor,
+                        mode: d.mode,
+                    };
+                    (k, device)
+                })
+                .collect(),
+            capabilities: table
+                .capabilities()
+                .map(|(k, v)| (k, v.map(<[u8]>::to_vec)))
+                .collect(),
+            build_user: self.build_user,
+        }
+    }
+}
+
+/// The file that says a stage is laid out in `/` right now: written before the layout,
+/// removed once `/` is the builder's again. Found by a later build, it means one was stopped
+/// half way (killed mid-step), and that build refuses to start.
+pub(crate) fn journal_path(store_root: &Path) -> std::path::PathBuf {
+    store_root.join("in-place-journal")
+}
+
+/// What a restricted step must not reach: the store (with the build's scratch and secret
+/// directories) and the docker config are hidden; the sandbox adds rbuild's own binary
+/// directory (read-only) and the pod's credentials.
+///
+/// Also hidden: the build context (a step under BuildKit never sees it, and must not change
+/// what a later COPY reads) and the container's volumes (every mount point but the kernel's
+/// and the runtime's files), which are not the stage's.
+pub(crate) fn protected(
+    store_root: &Path,
+    context_dir: &Path,
+    root: &InPlaceRoot,
+) -> rbuild_sandbox::restricted::Protected {
+    let mut hidden = vec![store_root.to_path_buf()];
+    hidden.extend(run::credential_paths());
+    hidden.extend(std::fs::canonicalize(context_dir).ok());
+    hidden.extend(root.volumes());
+    rbuild_sandbox::restricted::Protected {
+        hidden,
+        read_only: root.mapped().to_vec(),
+    }
+}

@@ -1,0 +1,291 @@
+//! A RUN step under the `restricted` isolation: the stage is laid out in `/`, walked, the
+//! step runs there under the sandbox's supervisor, `/` is walked again and the stage moved
+//! back; the step's recorded owners join the build's table and the change set is committed
+//! from the stage's root, the layer writer taking owners and devices from the table.
+
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use rbuild_layer::Change;
+use rbuild_sandbox::restricted::OwnershipTable;
+use rbuild_sandbox::{BindMount, Rootfs, Sandbox, StepOutcome, StepSpec};
+use rbuild_snapshot::Entries;
+
+use super::InPlaceRoot;
+use crate::chroot_mounts::MountPlan;
+use crate::context::{lock, BuildContext, Origin};
+use crate::error::Result;
+use crate::fsops::Owners;
+use crate::progress::Progress;
+use crate::state::StageState;
+
+/// Credentials a step must not read, besides the store: the docker config rbuild's
+/// registry client reads (`$DOCKER_CONFIG`, else `$HOME/.docker`).
+pub(crate) fn credential_paths() -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    if let Some(dir) = std::env::var_os("DOCKER_CONFIG") {
+        paths.push(PathBuf::from(dir));
+    } else if let Some(home) = std::env::var_os("HOME") {
+        paths.push(PathBuf::from(home).join(".docker"));
+    }
+    paths
+        .into_iter()
+        .filter(|p| p.is_absolute() && p.exists())
+        .collect()
+}
+
+impl BuildContext<'_> {
+    /// Runs `spec` in place and commits what it changed; returns the layer's size.
+    pub(crate) fn run_restricted(
+        &self,
+        st: &mut StageState,
+        origin: &Origin<'_>,
+        spec: &StepSpec,
+        plans: &[MountPlan],
+        step: usize,
+        progress: &mut dyn Progress,
+    ) -> Result<u64> {
+        let Owners::Recorded(in_place) = &self.owners else {
+            return Err(origin
+                .error("isolation `restricted` was chosen after the build started without it"));
+        };
+        let mut spec = spec.clone();
+        spec.rootfs = Rootfs::Dir("/".into());
+        // The mounts (and a heredoc script) are placed in `/` without mount(2), as chroot
+        // isolation places them in its root (`chroot_mounts`).
+        let mut binds = std::mem::take(&mut spec.binds);
+        let moved = move_out_of_dev(&mut binds, &mut spec.argv);
+        if let Some(why) = in_place.root.cwd_refusal(&spec.cwd) {
+            return Err(origin.error(why));
+        }
+        if let Some(why) = rbuild_sandbox::restricted::refusal(&spec) {
+            return Err(origin.error(why));
+        }
+        if crate::scratch::cancelling() {
+            return Err(origin.error("the build was cancelled"));
+        }
+        // One stage in `/` at a time: stages running beside each other take turns per RUN.
+        let _in_place = lock(&in_place.layout_lock);
+        let stash = self.dir.new_dir("in-place-stash")?;
+        let mounts = Mounts {
+            binds: &binds,
+            moved: &moved,
+            plans,
+            stash: self.dir.new_dir("mount-stash")?,
+        };
+        let journal = super::journal_path(self.store.root());
+        std::fs::write(&journal, stash.display().to_string())
+            .map_err(|e| origin.error(format!("writing {}: {e}", journal.display())))?;
+        if let Err(e) = in_place.root.lay_out(&st.rootfs, &stash) {
+            // The journal stays only where `/` was left half laid out.
+            if let super::layout::LayoutError::Undone(_) = e {
+                std::fs::remove_file(&journal)
+                    .map_err(|e| origin.error(format!("removing {}: {e}", journal.display())))?;
+            }
+            return Err(origin.error(format!("laying the stage out in `/`: {e}")));
+        }
+        let ran = run_laid_out(
+            &in_place.root,
+            &self.sandbox,
+            &spec,
+            &mounts,
+            (&st.label, step),
+            progress,
+        );
+        in_place
+            .root
+            .take_back(&st.rootfs, &stash)
+            .map_err(|e| origin.error(format!("moving the stage back out of `/`: {e}")))?;
+        std::fs::remove_file(&journal)
+            .map_err(|e| origin.error(format!("removing {}: {e}", journal.display())))?;
+        let (mut changes, stale, outcome) = ran.map_err(|e| origin.error(e))?;
+        if !outcome.status.success() {
+            return Err(crate::run::failure(origin, &spec, &outcome));
+        }
+        // A builder's directory the stage lacks, changed in its times only (a mount placed in
+        // it, as a uid that may not set its times back), is not the stage's.
+        changes.retain(|change| match change {
+            Change::Upsert(path) => {
+                !in_place.root.is_ancestor(path) || st.rootfs.join(path).symlink_metadata().is_ok()
+            }
+            _ => true,
+        });
+        changes.extend(system_mount_points(&st.rootfs).map_err(|e| origin.error(e))?);
+        in_place.merge(&stale, outcome.ownership);
+        let rootfs = st.rootfs.clone();
+        self.commit_changes(st, &rootfs, &changes)
+            .map_err(|e| origin.error(e))
+    }
+}
+
+/// Where a heredoc script goes in place: BuildKit's `/dev/pipes/NAME` is in the runtime's
+/// `/dev`, which the build user cannot write; rbuild's own directory is never part of a
+/// stage, so the script leaves no trace there either.
+const SCRIPTS_IN_PLACE: &str = "/rbuild/steps";
+
+/// Moves the targets under `/dev` (heredoc scripts) to [`SCRIPTS_IN_PLACE`] (by their last
+/// name only), and the command's arguments naming them with them; says which it moved.
+fn move_out_of_dev(binds: &mut [BindMount], argv: &mut [String]) -> Vec<bool> {
+    let moved = binds
+        .iter()
+        .map(|b| b.target.starts_with("/dev/"))
+        .collect();
+    for bind in binds.iter_mut().filter(|b| b.target.starts_with("/dev/")) {
+        let name = Path::new(&bind.target)
+            .file_name()
+            .map_or_else(|| "script".into(), |n| n.to_string_lossy().into_owned());
+        let at = format!("{SCRIPTS_IN_PLACE}/{name}");
+        for arg in argv.iter_mut().filter(|a| **a == bind.target) {
+            arg.clone_from(&at);
+        }
+        bind.target = at;
+    }
+    moved
+}
+
+/// BuildKit's runc leaves the `/dev`, `/proc` and `/sys` mount points it had to create in
+/// the step's layer (as `keep_system_mount_points` keeps the other isolations' stubs); in
+/// place the runtime's own are used, so a stage without them gets them here.
+fn system_mount_points(stage_root: &Path) -> Result<Vec<Change>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut made = Vec::new();
+    for name in ["dev", "proc", "sys"] {
+        let path = stage_root.join(name);
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+        }
+        std::fs::create_dir(&path)
+            .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)))
+            .map_err(|e| format!("making {}: {e}", path.display()))?;
+        made.push(Change::Upsert(PathBuf::from(name)));
+    }
+    Ok(made)
+}
+
+/// What [`run_laid_out`] found: the change set, the inodes whose records are stale, and the
+/// step's outcome.
+type Ran = (Vec<Change>, Vec<(u64, u64)>, StepOutcome);
+
+/// A step's mounts, to place in `/` after the first walk and take away before the second.
+struct Mounts<'a> {
+    binds: &'a [BindMount],
+    /// Per bind: rbuild moved it to [`SCRIPTS_IN_PLACE`] (a heredoc script).
+    moved: &'a [bool],
+    plans: &'a [MountPlan],
+    stash: PathBuf,
+}
+
+/// Walks what is in place, places the mounts, runs the step, takes the mounts away, walks
+/// again: the change set and stale inodes (both empty when the step failed) and the step's
+/// outcome.
+fn run_laid_out(
+    root: &InPlaceRoot,
+    sandbox: &Sandbox,
+    spec: &StepSpec,
+    mounts: &Mounts<'_>,
+    (label, step): (&str, usize),
+    progress: &mut dyn Progress,
+) -> std::result::Result<Ran, String> {
+    let snapshot = crate::phases::Phase::Snapshot;
+    let before = crate::phases::timed(snapshot, || root.walk())?;
+    // A mount's target must resolve to the stage's region: placing it moves what is there
+    // aside and puts content in, which must never happen in rbuild's store, `/proc` or a
+    // runtime's file (a target naming them, or a symlink of the stage leading there).
+    // Checked with the stage in place, since its symlinks are what the placing follows;
+    // rbuild's own scripts directory is the one excluded place a target may be.
+    for ((bind, plan), moved) in mounts.binds.iter().zip(mounts.plans).zip(mounts.moved) {
+        if !moved {
+            root.check_mount_target(&bind.target)
+                .map_err(|why| format!("{}: {why}", plan.label))?;
+        }
+    }
+    let placed = if mounts.binds.is_empty() {
+        None
+    } else {
+        Some(crate::chroot_mounts::place(
+            root.top(),
+            mounts.binds,
+            mounts.plans,
+            &mounts.stash,
+            true,
+        )?)
+    };
+    let executed = crate::run::execute(sandbox, spec, label, step, progress);
+    let restored = placed.map_or(Ok(()), |p| p.restore());
+    let outcome = executed.map_err(|e| format!("could not run the step: {e}"))?;
+    restored?;
+    if !outcome.status.success() {
+        return Ok((Vec::new(), Vec::new(), outcome));
+    }
+    let after = crate::phases::timed(snapshot, || root.walk())?;
+    let stale = new_inodes(root.top(), &before, &after);
+    let mut changes = rbuild_snapshot::Index::from_entries(before).changes_to(&after);
+    if let Some(table) = &outcome.ownership {
+        changes.extend(recorded_changes(root.top(), table, &after, &changes));
+    }
+    Ok((changes, stale, outcome))
+}
+
+/// The inodes of files the step created (a path that is new, or has another inode than
+/// before, and is not a file that was there before under another name: a rename or hard
+/// link keeps the inode, its mtime and its size). What the table holds for such an inode
+/// belonged to a removed file whose number the kernel gave again: forgotten, so the new
+/// file is the step's (root's) unless the step recorded an owner for it.
+fn new_inodes(top: &Path, before: &Entries, after: &Entries) -> Vec<(u64, u64)> {
+    let by_inode: std::collections::HashMap<u64, &rbuild_snapshot::Meta> =
+        before.values().map(|meta| (meta.ino, meta)).collect();
+    after
+        .iter()
+        .filter(|(path, meta)| before.get(*path).map(|old| old.ino) != Some(meta.ino))
+        .filter(|(_, meta)| {
+            let kept = by_inode.get(&meta.ino).is_some_and(|old| {
+                old.mtime == meta.mtime
+                    && old.size == meta.size
+                    && old.mode & libc::S_IFMT == meta.mode & libc::S_IFMT
+            });
+            !kept
+        })
+        .filter_map(|(path, meta)| {
+            let md = std::fs::symlink_metadata(top.join(path)).ok()?;
+            Some((md.dev(), meta.ino))
+        })
+        .collect()
+}
+
+/// The paths whose inode the step's supervisor recorded something for (an owner, a device,
+/// a file capability) that the walk saw no change of: a faked chown leaves the disk as it
+/// was, yet the file belongs in the layer with its new owner, as under `docker build`.
+fn recorded_changes(
+    top: &Path,
+    table: &OwnershipTable,
+    after: &Entries,
+    changes: &[Change],
+) -> Vec<Change> {
+    let recorded: HashSet<(u64, u64)> = table
+        .owners()
+        .map(|(key, _)| key)
+        .chain(table.devices().map(|(key, _)| key))
+        .chain(table.capabilities().map(|(key, _)| key))
+        .collect();
+    let inodes: HashSet<u64> = recorded.iter().map(|&(_, ino)| ino).collect();
+    let upserted: HashSet<&Path> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Upsert(path) | Change::OpaqueDir(path) => Some(path.as_path()),
+            Change::Delete(_) => None,
+        })
+        .collect();
+    after
+        .iter()
+        .filter(|(path, meta)| inodes.contains(&meta.ino) && !upserted.contains(path.as_path()))
+        .filter(|(path, meta)| {
+            // The walk has no device number: the inode's own says which file system.
+            std::fs::symlink_metadata(top.join(path))
+                .is_ok_and(|md| recorded.contains(&(md.dev(), meta.ino)))
+        })
+        .map(|(path, _)| Change::Upsert(path.clone()))
+        .collect()
+}
