@@ -157,15 +157,17 @@ impl BuildSpec {
         }
     }
 
-    /// Whether the target stage's layers leave the machine compressed (a push, an OCI
-    /// archive, a registry-cache export): then they are compressed as they are written.
+    /// Whether the target stage's layers leave the machine compressed (a push, an OCI or
+    /// docker archive, a registry-cache export): then they are compressed as they are written.
     /// Otherwise the local image keeps them plain and a later push compresses them.
     pub fn target_ships(&self) -> bool {
         !self.cache_to.is_empty()
             || self.outputs.iter().any(|o| {
                 matches!(
                     o.kind,
-                    crate::export::OutputKind::Registry | crate::export::OutputKind::Oci
+                    crate::export::OutputKind::Registry
+                        | crate::export::OutputKind::Oci
+                        | crate::export::OutputKind::Docker
                 )
             })
     }

@@ -32,19 +32,16 @@ impl Exporter for ArchiveExporter {
         cx: &ExportContext<'_>,
         image: &ImageRecord,
     ) -> Result<ExportOutcome, ExportError> {
-        // An OCI layout carries compressed layers (as BuildKit's); a `docker save` archive
-        // carries the local image's layers as they are, plain where a step made them (as
-        // `docker save` does; `docker load` reads both).
+        // An archive carries compressed layers, as BuildKit's docker and OCI exporters write
+        // them: it leaves the machine (and an image loaded from it and pushed later must not
+        // ship plain layers).
         let image =
-            match self.format {
-                ArchiveFormat::Oci => cx.store.shipped_record(image, &cx.layers).map_err(|e| {
-                    ExportError::Archive {
-                        path: self.dest.clone(),
-                        reason: e.to_string(),
-                    }
-                })?,
-                ArchiveFormat::Docker => image.clone(),
-            };
+            cx.store
+                .shipped_record(image, &cx.layers)
+                .map_err(|e| ExportError::Archive {
+                    path: self.dest.clone(),
+                    reason: e.to_string(),
+                })?;
         write_archive_file(
             cx.store,
             std::slice::from_ref(&image),

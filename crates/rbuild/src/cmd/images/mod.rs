@@ -287,15 +287,13 @@ pub fn run_save(globals: &Globals, args: SaveArgs) -> Result<u8> {
         SaveFormat::Docker => ArchiveFormat::Docker,
         SaveFormat::Oci => ArchiveFormat::Oci,
     };
-    // An OCI layout carries compressed layers; a docker archive the local image's as they are
-    // (plain where a build step made them, as `docker save` writes them).
-    if format == ArchiveFormat::Oci {
-        let options = rbuild_layer::WriteOptions::default();
-        records = records
-            .iter()
-            .map(|r| store.shipped_record(r, &options))
-            .collect::<Result<_, _>>()?;
-    }
+    // An archive leaves the machine: the plain layers a build made go in compressed (gzip),
+    // as a push sends them; the local image keeps them plain.
+    let options = rbuild_layer::WriteOptions::default();
+    let records: Vec<_> = records
+        .iter()
+        .map(|r| store.shipped_record(r, &options))
+        .collect::<Result<_, _>>()?;
     if args.output.as_os_str() == "-" {
         let stdout = std::io::stdout().lock();
         archive::save(&store, &records, format, std::io::BufWriter::new(stdout))?;
