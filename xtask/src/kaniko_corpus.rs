@@ -503,6 +503,7 @@ fn make_bases(places: &Places, cases: &[Case], onbuild: Option<&Case>) -> Result
         Stand::Busybox => "kaniko-corpus-busybox",
         Stand::Debian => "kaniko-corpus-debian",
         Stand::OnbuildBase => "kaniko-corpus-onbuild-base",
+        Stand::Bash => "kaniko-corpus-bash",
     };
     if needed.contains(&Stand::Busybox) {
         eprintln!("kaniko-corpus: making the busybox stand-in");
@@ -511,7 +512,7 @@ fn make_bases(places: &Places, cases: &[Case], onbuild: Option<&Case>) -> Result
         build_base(bin, store, &ctx, tag_of(Stand::Busybox), "CMD [\"sh\"]\n")?;
         eprintln!("kaniko-corpus: busybox stand-in made");
     }
-    if needed.contains(&Stand::Debian) {
+    if needed.contains(&Stand::Debian) || needed.contains(&Stand::Bash) {
         eprintln!("kaniko-corpus: making the Debian stand-in");
         debian_minbase(cache)?;
         build_base(
@@ -520,6 +521,26 @@ fn make_bases(places: &Places, cases: &[Case], onbuild: Option<&Case>) -> Result
             cache,
             tag_of(Stand::Debian),
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\nCMD [\"bash\"]\n",
+        )?;
+    }
+    if needed.contains(&Stand::Bash) {
+        // The official bash image has its bash in /usr/local/bin, where the corpus's
+        // SHELL and shebang name it.
+        eprintln!("kaniko-corpus: making the bash stand-in");
+        let ctx = work.join("bash-base");
+        std::fs::create_dir_all(&ctx)?;
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            format!(
+                "FROM {}\nRUN ln -s /bin/bash /usr/local/bin/bash\n",
+                tag_of(Stand::Debian)
+            ),
+        )?;
+        run_ok(
+            "rbuild build (the bash stand-in)",
+            rbuild(bin, store)
+                .args(["build", "-q", "-t", tag_of(Stand::Bash)])
+                .arg(&ctx),
         )?;
     }
     let push = |stand: Stand, alias: &str| -> Result<()> {

@@ -40,6 +40,9 @@ pub enum Stand {
     Debian,
     /// Built from the corpus's own `Dockerfile_onbuild_base` on the Debian stand-in.
     OnbuildBase,
+    /// The Debian stand-in with its bash also at `/usr/local/bin/bash` (the official bash
+    /// image's place).
+    Bash,
 }
 
 /// One case, ready to build.
@@ -84,10 +87,12 @@ fn strings(record: &Value, key: &str) -> Vec<String> {
 /// plays (the cases COPY or ADD files into them and do not run their programs): the
 /// Dockerfile's FROM is rewritten to an alias of the stand-in in the run's registry
 /// ([`Case::from_rewrites`]). `google/cloud-sdk:…-alpine` is Alpine-based (`COPY` into
-/// `/usr/bin`), `phusion/baseimage` Ubuntu-based (`ADD` into `/etc/service`).
+/// `/usr/bin`), `phusion/baseimage` Ubuntu-based (`ADD` into `/etc/service`), `bash:4.4`
+/// runs a script with `/usr/local/bin/bash` (`benchmark_fs`).
 const EXTRA_STANDS: &[(&str, Stand)] = &[
     ("google/cloud-sdk:256.0.0-alpine", Stand::Busybox),
     ("phusion/baseimage:0.11", Stand::Debian),
+    ("bash:4.4", Stand::Bash),
 ];
 
 /// The alias an [`EXTRA_STANDS`] image is pushed under, in the localized form.
