@@ -15,6 +15,7 @@
 
 mod cases;
 mod urls;
+mod user_tools;
 mod verdict;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -509,6 +510,7 @@ fn make_bases(places: &Places, cases: &[Case], onbuild: Option<&Case>) -> Result
         eprintln!("kaniko-corpus: making the busybox stand-in");
         let ctx = work.join("busybox-base");
         crate::fidelity::busybox_full(&ctx.join("rootfs"))?;
+        user_tools::install(&ctx.join("rootfs"))?;
         build_base(bin, store, &ctx, tag_of(Stand::Busybox), "CMD [\"sh\"]\n")?;
         eprintln!("kaniko-corpus: busybox stand-in made");
     }
