@@ -14,6 +14,8 @@
 //! difference fails, and so does a fixed one (the file is then to be updated).
 
 mod cases;
+mod urls;
+mod user_tools;
 mod verdict;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -211,9 +213,15 @@ fn safe(name: &str) -> String {
         .collect()
 }
 
-/// Writes the case's Dockerfile, its registry rewritten, into a directory of its own (with
-/// its `<name>.dockerignore` when the corpus has one) and returns that file.
-fn stage_dockerfile(corpus: &Path, case: &Case, registry: &str, work: &Path) -> Result<PathBuf> {
+/// Writes the case's Dockerfile, its registry and its download URLs rewritten (to the run's
+/// registry and URL stand-ins), into a directory of its own (with its `<name>.dockerignore`
+/// when the corpus has one) and returns that file.
+fn stage_dockerfile(
+    corpus: &Path,
+    case: &Case,
+    (registry, url_server): (&str, &str),
+    work: &Path,
+) -> Result<PathBuf> {
     let source = corpus.join(&case.dockerfile);
     let text = std::fs::read_to_string(&source)
         .with_context(|| format!("reading {}", source.display()))?;
@@ -223,8 +231,9 @@ fn stage_dockerfile(corpus: &Path, case: &Case, registry: &str, work: &Path) -> 
     let dir = work.join("dockerfiles").join(safe(&case.name));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dest = dir.join(file_name);
-    std::fs::write(&dest, cases::rewrite_registry(&text, registry))
-        .with_context(|| format!("writing {}", dest.display()))?;
+    let text = cases::rewrite_from(&text, &case.from_rewrites);
+    let text = urls::rewrite_urls(&cases::rewrite_registry(&text, registry), url_server);
+    std::fs::write(&dest, text).with_context(|| format!("writing {}", dest.display()))?;
     let mut ignore_name = file_name.to_os_string();
     ignore_name.push(".dockerignore");
     let ignore = source.with_file_name(&ignore_name);
@@ -454,6 +463,8 @@ struct Places<'a> {
     work: &'a Path,
     cache: &'a Path,
     registry: &'a str,
+    /// The `HOST:PORT` of the URL stand-ins (`urls.rs`).
+    url_server: &'a str,
     corpus: &'a Path,
 }
 
@@ -465,6 +476,7 @@ fn make_bases(places: &Places, cases: &[Case], onbuild: Option<&Case>) -> Result
         work,
         cache,
         registry,
+        url_server,
         corpus,
     } = *places;
     let mut aliases: BTreeMap<String, Stand> = BTreeMap::new();
@@ -492,15 +504,17 @@ fn make_bases(places: &Places, cases: &[Case], onbuild: Option<&Case>) -> Result
         Stand::Busybox => "kaniko-corpus-busybox",
         Stand::Debian => "kaniko-corpus-debian",
         Stand::OnbuildBase => "kaniko-corpus-onbuild-base",
+        Stand::Bash => "kaniko-corpus-bash",
     };
     if needed.contains(&Stand::Busybox) {
         eprintln!("kaniko-corpus: making the busybox stand-in");
         let ctx = work.join("busybox-base");
         crate::fidelity::busybox_full(&ctx.join("rootfs"))?;
+        user_tools::install(&ctx.join("rootfs"))?;
         build_base(bin, store, &ctx, tag_of(Stand::Busybox), "CMD [\"sh\"]\n")?;
         eprintln!("kaniko-corpus: busybox stand-in made");
     }
-    if needed.contains(&Stand::Debian) {
+    if needed.contains(&Stand::Debian) || needed.contains(&Stand::Bash) {
         eprintln!("kaniko-corpus: making the Debian stand-in");
         debian_minbase(cache)?;
         build_base(
@@ -509,6 +523,26 @@ fn make_bases(places: &Places, cases: &[Case], onbuild: Option<&Case>) -> Result
             cache,
             tag_of(Stand::Debian),
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\nCMD [\"bash\"]\n",
+        )?;
+    }
+    if needed.contains(&Stand::Bash) {
+        // The official bash image has its bash in /usr/local/bin, where the corpus's
+        // SHELL and shebang name it.
+        eprintln!("kaniko-corpus: making the bash stand-in");
+        let ctx = work.join("bash-base");
+        std::fs::create_dir_all(&ctx)?;
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            format!(
+                "FROM {}\nRUN ln -s /bin/bash /usr/local/bin/bash\n",
+                tag_of(Stand::Debian)
+            ),
+        )?;
+        run_ok(
+            "rbuild build (the bash stand-in)",
+            rbuild(bin, store)
+                .args(["build", "-q", "-t", tag_of(Stand::Bash)])
+                .arg(&ctx),
         )?;
     }
     let push = |stand: Stand, alias: &str| -> Result<()> {
@@ -528,7 +562,7 @@ fn make_bases(places: &Places, cases: &[Case], onbuild: Option<&Case>) -> Result
             "kaniko-corpus: building onbuild-base from {}",
             onbuild.dockerfile.display()
         );
-        let dockerfile = stage_dockerfile(corpus, onbuild, registry, work)?;
+        let dockerfile = stage_dockerfile(corpus, onbuild, (registry, url_server), work)?;
         run_ok(
             "rbuild build (onbuild-base)",
             rbuild(bin, store)
@@ -595,6 +629,7 @@ pub fn main(args: &[String]) -> Result<()> {
     eprintln!("kaniko-corpus: starting the reference BuildKit");
     let buildkit = BuildKit::start(&shared.join(BUILDKIT), &state, &registry.host())?;
     let registry_host = registry.host();
+    let url_server = urls::start().context("starting the URL stand-ins")?;
     let debian_cache = cache.join("debian-base");
     let places = Places {
         bin: &bin,
@@ -602,6 +637,7 @@ pub fn main(args: &[String]) -> Result<()> {
         work,
         cache: &debian_cache,
         registry: &registry_host,
+        url_server: &url_server,
         corpus: &corpus,
     };
     make_bases(&places, &selected, onbuild.as_ref())?;
@@ -622,7 +658,8 @@ pub fn main(args: &[String]) -> Result<()> {
         let verdict = match &case.skip {
             Some(reason) => Verdict::Skipped(reason.clone()),
             None => {
-                let dockerfile = stage_dockerfile(&corpus, case, &registry.host(), work)?;
+                let dockerfile =
+                    stage_dockerfile(&corpus, case, (&registry_host, &url_server), work)?;
                 let context = corpus.join(&case.context);
                 let ours_dest = work.join(format!("{}-rbuild.tar", safe(&case.name)));
                 let theirs_dest = work.join(format!("{}-buildkit.tar", safe(&case.name)));

@@ -201,7 +201,9 @@ impl Dockerfile {
         Lexer::new(self.escape).with_budget(self.budget.0.clone())
     }
 
-    /// The stage with this name (case-insensitive).
+    /// The stage with this name, case-insensitively: what `--target`, `COPY --from` and
+    /// `RUN --mount from=` name (BuildKit's `findStateByName` lowercases the name). `FROM`
+    /// matches exactly instead ([`Self::stage_base`]).
     pub fn stage_by_name(&self, name: &str) -> Option<usize> {
         let name = name.to_lowercase();
         self.stages
@@ -368,7 +370,9 @@ impl Dockerfile {
     }
 
     /// What stage `stage` is built on: FROM expanded with the global scope, then matched
-    /// against earlier stage names.
+    /// against earlier stage names as written. Stage names are stored lowercased, and
+    /// BuildKit's `addState` looks the FROM name up in that map without lowercasing it, so
+    /// `FROM Build` after `AS Build` names an image (an invalid one), not the stage.
     pub fn stage_base(&self, stage: usize, global: &[(String, String)]) -> Result<Base, Error> {
         let s = &self.stages[stage];
         let expanded = s.from.expand(&self.file, &self.lexer(), &global.to_vec())?;
@@ -382,7 +386,11 @@ impl Dockerfile {
                 format!("base name ({}) should not be blank", s.base().image),
             ));
         }
-        match self.stage_by_name(&f.image) {
+        let named = self
+            .stages
+            .iter()
+            .position(|s| s.name.as_deref() == Some(f.image.as_str()));
+        match named {
             Some(i) if i < stage => Ok(Base::Stage(i)),
             Some(_) => Err(self.error_at(
                 &s.from,

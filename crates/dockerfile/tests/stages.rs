@@ -84,6 +84,32 @@ fn target_and_stage_names_are_case_insensitive() {
     assert!(e.message.contains("\"nope\" could not be found"), "{e}");
 }
 
+/// BuildKit lowercases stage names; `--target` and `COPY --from` look them up lowercased,
+/// FROM looks up what it names as written (Kaniko's `Dockerfile_test_issue_519`: `FROM
+/// BUG_stage` after `AS BUG_stage` is the image `BUG_stage`, which BuildKit refuses).
+#[test]
+fn from_matches_stage_names_as_written_copy_from_and_target_do_not() {
+    let df = parse_dockerfile(
+        "Dockerfile",
+        "FROM alpine AS BUG_stage\nFROM BUG_stage AS upper\nFROM bug_stage AS lower\nCOPY --from=BUG_STAGE /x /x\n",
+    )
+    .unwrap();
+    let o = opts(None, &[]);
+    let global = df.global_args(&o).unwrap();
+    assert_eq!(
+        df.stage_base(1, &global).unwrap(),
+        Base::Image("BUG_stage".into())
+    );
+    assert_eq!(df.stage_base(2, &global).unwrap(), Base::Stage(0));
+    assert_eq!(df.target_stage(Some("Bug_Stage")).unwrap(), 0);
+    let deps = df.dependencies(2, &global, &o).unwrap();
+    let got: Vec<(usize, DependencyKind)> = deps.iter().map(|d| (d.stage, d.kind)).collect();
+    assert!(
+        got.contains(&(0, DependencyKind::CopyFrom)),
+        "COPY --from=BUG_STAGE names stage 0: {got:?}"
+    );
+}
+
 #[test]
 fn dependencies_and_build_plan() {
     let df = parse_dockerfile("Dockerfile", MULTI).unwrap();

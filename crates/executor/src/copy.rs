@@ -58,6 +58,8 @@ struct Target<'t> {
     root: &'t Path,
     /// The destination as a container path (made absolute against WORKDIR).
     dest: String,
+    /// The destination names a directory (ends with `/` or `/.`). Otherwise it is one
+    /// when it is a directory by the time a source is copied (see [`Target::leaf`]).
     dest_is_dir: bool,
     own: Ownership,
     /// Owner of directories the copy creates.
@@ -67,9 +69,13 @@ struct Target<'t> {
 }
 
 impl Target<'_> {
-    /// The host path a single non-directory named `name` is written to.
+    /// The host path a single non-directory named `name` is written to. BuildKit copies
+    /// each source, and each match of a wildcard, on its own (fsutil's
+    /// `prepareTargetDir`): into the destination when it names a directory or is one at
+    /// that moment, else onto it, so a later file replaces an earlier one.
     fn leaf(&self, name: &str) -> Result<PathBuf> {
-        let (parent, file_name) = if self.dest_is_dir {
+        let into_dir = self.dest_is_dir || fsops::is_dir_in_root(self.root, &self.dest);
+        let (parent, file_name) = if into_dir {
             (self.dest.clone(), name.to_string())
         } else {
             split_dest(&self.dest)
@@ -202,20 +208,15 @@ impl BuildContext<'_> {
         } else {
             st.rootfs.clone()
         };
-        let count = spec.sources.len() + spec.inline.len();
         let dest = fsops::join_container(&st.workdir(), &spec.dest);
+        // No "more than one source" error: that was the legacy builder's; BuildKit's
+        // frontend has none, and copies source by source (`Target::leaf`).
         let dest_says_dir =
             spec.dest.ends_with('/') || spec.dest == "." || spec.dest.ends_with("/.");
-        let dest_exists_as_dir = fsops::is_dir_in_root(&out, &dest);
-        if count > 1 && !dest_says_dir && !dest_exists_as_dir {
-            return Err(origin.error(format!(
-                "When using {name} with more than one source file, the destination must be a directory and end with a /"
-            )));
-        }
         let target = Target {
             root: &out,
             dest,
-            dest_is_dir: count > 1 || dest_says_dir || dest_exists_as_dir,
+            dest_is_dir: dest_says_dir,
             own,
             dir_owner: owner.unwrap_or((0, 0)),
             owners: &self.owners,

@@ -275,13 +275,20 @@ impl BuildContext<'_> {
         step: usize,
         progress: &mut dyn Progress,
     ) -> Result<Option<StepEnd>> {
-        let wd = fsops::join_container(&st.workdir(), path);
+        // BuildKit's `NormalizeWorkdir` joins a relative path to the current directory and
+        // cleans it, but keeps an absolute one as written (`WORKDIR $dir/` stays
+        // `/another/dir/`): that text is the config's WorkingDir and the history's.
+        let wd = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            fsops::join_container(&st.workdir(), path)
+        };
         st.config.config.working_dir = wd.clone();
         if wd == "/" {
             st.add_history(format!("WORKDIR {wd}"), false);
             return Ok(None);
         }
-        let op = self.lowering().workdir(&st.view(), &wd);
+        let op = self.lowering().workdir(&st.view(), &st.workdir());
         let created_by = format!("WORKDIR {wd}");
         let end = self.layer_step(st, origin, &Step::Workdir(op), created_by, step, progress)?;
         Ok(Some(end))

@@ -62,11 +62,14 @@ impl StageState {
         self.env.push((key.to_string(), value.to_string()));
     }
 
+    /// The working directory, cleaned: the config keeps an absolute WORKDIR as written
+    /// (`/a/b/`, `/a/../b`, as BuildKit), while RUN's cwd and relative paths need the
+    /// directory itself (runc resolves the cwd lexically too).
     pub(crate) fn workdir(&self) -> String {
         if self.config.config.working_dir.is_empty() {
             "/".into()
         } else {
-            self.config.config.working_dir.clone()
+            crate::fsops::join_container("/", &self.config.config.working_dir)
         }
     }
 

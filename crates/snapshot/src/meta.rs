@@ -37,6 +37,18 @@ impl EntryMeta {
         self.mode & libc::S_IFMT == libc::S_IFREG
     }
 
+    /// What BuildKit's `sameDirent` compares of a directory agrees: type and mode, owner,
+    /// device number, xattrs (BuildKit: `security.capability` alone). Not its mtime, which
+    /// moves whenever an entry is added or removed (BuildKit: "Avoid including directory
+    /// that hasn't been modified").
+    pub fn same_directory_metadata(&self, other: &EntryMeta) -> bool {
+        self.mode == other.mode
+            && self.uid == other.uid
+            && self.gid == other.gid
+            && self.rdev == other.rdev
+            && self.xattrs == other.xattrs
+    }
+
     /// Everything but ctime, inode and link count agrees.
     pub fn same_visible_metadata(&self, other: &EntryMeta) -> bool {
         self.mode == other.mode

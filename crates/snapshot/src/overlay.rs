@@ -155,10 +155,13 @@ fn collect(
         let mark = out.len();
         out.push(Change::Upsert(rel.clone()));
         let below = collect(upper, &path, lowers, under_opaque, out)?;
+        // A directory copied up (for a change below it, a stub, a `touch`) is unchanged
+        // when its own metadata but the mtime is (BuildKit's `sameDirent`); one with changes
+        // below is listed all the same, as their parent.
         let unchanged_copy_up = !below
             && match &lower {
                 Some(lower) if lower_is_dir => {
-                    read_meta(&path)?.same_visible_metadata(&read_meta(lower)?)
+                    read_meta(&path)?.same_directory_metadata(&read_meta(lower)?)
                 }
                 _ => false,
             };

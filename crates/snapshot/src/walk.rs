@@ -3,14 +3,20 @@
 //! [`Index::scan`] records every path's metadata; after it, [`Index::changes`] walks again
 //! and reports what differs as [`Change`]s.
 //!
-//! Change detection (these rules decide which files go into a layer, so image digests):
-//! a non-directory changed when its inode, type, mode, owner, size, mtime or ctime changed
-//! (ctime catches same-size rewrites within one mtime tick, and xattr changes), ctime only
-//! when its link count did not change (a new or removed hard link alone is no change). Directories
-//! are compared without ctime: the sandbox's mount stubs are removed afterwards and their
-//! parents' mtimes restored, but ctime cannot be restored. A deleted path is reported once,
-//! at its top-most deleted ancestor. The list is sorted by path and not normalised: a
-//! parent directory whose metadata did not change is not listed.
+//! Change detection (these rules decide which files go into a layer, so image digests) is
+//! BuildKit's overlay differ's (`sameDirent` in v0.32's `util/overlay/overlay_linux.go`, as
+//! continuity's walking differ): a path that existed before is unchanged when its type and
+//! mode, owner, device number and xattrs are the same, and for a non-directory also its
+//! size, mtime and symlink target. Not compared: inode, link count and ctime (a step that
+//! hard-links a file, or copies an identical file over it, changes nothing BuildKit sees),
+//! and a directory's mtime ("Avoid including directory that hasn't been modified": a
+//! directory is written when its own metadata changed, or as the parent of a change, which
+//! the layer writer adds). Two departures, both towards shipping a change: every xattr is
+//! compared (BuildKit compares `security.capability` alone), and a regular file whose mtime
+//! has no nanoseconds (truncated by a tar), where BuildKit compares the bytes, counts as
+//! changed when it was rewritten (a new inode, or a ctime that moved without a link count
+//! change): the walk keeps no copy of the old bytes. A deleted path is reported once, at its
+//! top-most deleted ancestor. The list is sorted by path and not normalised.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -32,11 +38,52 @@ pub struct Meta {
     pub mtime: (i64, i64),
     pub ctime: (i64, i64),
     pub nlink: u64,
+    /// `st_rdev`: a device node's number.
+    pub rdev: u64,
     /// A symlink's target.
     pub link: Option<PathBuf>,
+    /// Sorted (name, value) pairs, overlay-private ones excluded; none read for symlinks.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Meta {
+    /// The record of `path` (not followed), as the walk makes it.
+    pub fn of(path: &Path) -> io::Result<Meta> {
+        let md = std::fs::symlink_metadata(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", path.display())))?;
+        Meta::from_metadata(path, &md)
+    }
+
+    /// The record of `path`, whose (not followed) metadata is `md`.
+    fn from_metadata(path: &Path, md: &std::fs::Metadata) -> io::Result<Meta> {
+        let is_symlink = md.file_type().is_symlink();
+        let link = if is_symlink {
+            Some(std::fs::read_link(path).map_err(|e| {
+                io::Error::new(e.kind(), format!("reading link {}: {e}", path.display()))
+            })?)
+        } else {
+            None
+        };
+        let xattrs = if is_symlink {
+            Vec::new()
+        } else {
+            read_xattrs(path)?
+        };
+        Ok(Meta {
+            ino: md.ino(),
+            mode: md.mode(),
+            uid: md.uid(),
+            gid: md.gid(),
+            size: md.size(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ctime: (md.ctime(), md.ctime_nsec()),
+            nlink: md.nlink(),
+            rdev: md.rdev(),
+            link,
+            xattrs,
+        })
+    }
+
     pub fn is_dir(&self) -> bool {
         self.mode & libc::S_IFMT == libc::S_IFDIR
     }
@@ -45,26 +92,31 @@ impl Meta {
         self.mode & libc::S_IFMT == libc::S_IFREG
     }
 
-    /// A non-directory's ctime counts only when its link count is the same: a step that
-    /// hard-links a file of the root (`ln old new`) or removes one of its names changes the
-    /// link count and so the ctime, and nothing else of it: BuildKit's overlay differ sees no
-    /// change there (the new name alone is written, as a regular file), and the same goes for
-    /// files of a root linked into a tree other builds link to as well (the executor's shared
-    /// trees). What a changed link count could hide is a change of xattrs alone, or a rewrite
-    /// that keeps size and mtime, in the same step as the link.
+    /// BuildKit's `sameDirent`, with the two departures of the module doc. A hard link
+    /// added or removed changes a file's link count and ctime and nothing else; so does a
+    /// file linked into a tree other builds link to as well (the executor's shared trees).
     fn same(&self, other: &Meta) -> bool {
-        let common = self.ino == other.ino
-            && self.mode == other.mode
+        let common = self.mode == other.mode
             && self.uid == other.uid
             && self.gid == other.gid
-            && self.mtime == other.mtime
-            && self.link == other.link;
-        if self.is_dir() {
-            common
-        } else {
-            let ctime_counts = self.nlink == other.nlink;
-            common && self.size == other.size && (!ctime_counts || self.ctime == other.ctime)
+            && self.rdev == other.rdev
+            && self.xattrs == other.xattrs;
+        if !common {
+            return false;
         }
+        if self.is_dir() {
+            return true;
+        }
+        if self.size != other.size || self.mtime != other.mtime || self.link != other.link {
+            return false;
+        }
+        let truncated_mtime = self.mtime.1 == 0;
+        if truncated_mtime && self.is_regular() && self.size > 0 {
+            let rewritten =
+                self.ino != other.ino || (self.nlink == other.nlink && self.ctime != other.ctime);
+            return !rewritten;
+        }
+        true
     }
 }
 
@@ -135,40 +187,47 @@ pub fn walk(root: &Path) -> io::Result<Entries> {
         let md = entry
             .metadata()
             .map_err(|e| io::Error::other(format!("reading {}: {e}", entry.path().display())))?;
-        let link = if md.file_type().is_symlink() {
-            Some(std::fs::read_link(entry.path()).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("reading link {}: {e}", entry.path().display()),
-                )
-            })?)
-        } else {
-            None
-        };
         let Ok(rel) = entry.path().strip_prefix(root) else {
             // walkdir yields only paths below the root it was given.
             continue;
         };
-        entries.insert(
-            rel.to_path_buf(),
-            Meta {
-                ino: md.ino(),
-                mode: md.mode(),
-                uid: md.uid(),
-                gid: md.gid(),
-                size: md.size(),
-                mtime: (md.mtime(), md.mtime_nsec()),
-                ctime: (md.ctime(), md.ctime_nsec()),
-                nlink: md.nlink(),
-                link,
-            },
-        );
+        entries.insert(rel.to_path_buf(), Meta::from_metadata(entry.path(), &md)?);
     }
     Ok(entries)
 }
 
+/// The xattrs of `path` (not a symlink) as [`Meta::xattrs`] holds them.
+fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let what = |e: io::Error| {
+        io::Error::new(
+            e.kind(),
+            format!("reading the xattrs of {}: {e}", path.display()),
+        )
+    };
+    let mut xattrs = Vec::new();
+    let names = match xattr::list(path) {
+        Ok(names) => names,
+        // A file system without xattrs has none to compare.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(xattrs),
+        Err(e) => return Err(what(e)),
+    };
+    for name in names {
+        let bytes = name.as_bytes().to_vec();
+        if crate::meta::is_overlay_private_xattr(&bytes) {
+            continue;
+        }
+        // Removed since listed: not there any more.
+        if let Some(value) = xattr::get(path, &name).map_err(what)? {
+            xattrs.push((bytes, value));
+        }
+    }
+    xattrs.sort();
+    Ok(xattrs)
+}
+
 /// `entries` as bytes, for sending from the container-root worker: per entry the path, the
-/// numbers, the symlink target (empty for none), each ended by a NUL (which no path holds).
+/// numbers, the symlink target (empty for none) and the xattrs (`name=value` in hex,
+/// space-separated), each ended by a NUL (which no path holds).
 pub fn encode_entries(entries: &Entries) -> Vec<u8> {
     let mut out = Vec::new();
     for (path, m) in entries {
@@ -176,7 +235,7 @@ pub fn encode_entries(entries: &Entries) -> Vec<u8> {
         out.push(0);
         out.extend_from_slice(
             format!(
-                "{} {} {} {} {} {} {} {} {} {}",
+                "{} {} {} {} {} {} {} {} {} {} {}",
                 m.ino,
                 m.mode,
                 m.uid,
@@ -186,7 +245,8 @@ pub fn encode_entries(entries: &Entries) -> Vec<u8> {
                 m.mtime.1,
                 m.ctime.0,
                 m.ctime.1,
-                m.nlink
+                m.nlink,
+                m.rdev
             )
             .as_bytes(),
         );
@@ -195,8 +255,29 @@ pub fn encode_entries(entries: &Entries) -> Vec<u8> {
             out.extend_from_slice(link.as_os_str().as_bytes());
         }
         out.push(0);
+        let xattrs: Vec<String> = m
+            .xattrs
+            .iter()
+            .map(|(name, value)| format!("{}={}", hex(name), hex(value)))
+            .collect();
+        out.extend_from_slice(xattrs.join(" ").as_bytes());
+        out.push(0);
     }
     out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// The inverse of [`encode_entries`]; `InvalidData` for bytes it did not write.
@@ -215,12 +296,18 @@ pub fn decode_entries(bytes: &[u8]) -> io::Result<Entries> {
         }
         let numbers = fields.next().ok_or_else(bad)?;
         let link = fields.next().ok_or_else(bad)?;
+        let xattr_field = std::str::from_utf8(fields.next().ok_or_else(bad)?).map_err(|_| bad())?;
+        let mut xattrs = Vec::new();
+        for pair in xattr_field.split(' ').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').ok_or_else(bad)?;
+            xattrs.push((unhex(name).ok_or_else(bad)?, unhex(value).ok_or_else(bad)?));
+        }
         let n: Vec<i64> = std::str::from_utf8(numbers)
             .map_err(|_| bad())?
             .split(' ')
             .map(|x| x.parse::<i64>().map_err(|_| bad()))
             .collect::<Result<_, _>>()?;
-        let [ino, mode, uid, gid, size, mts, mtn, cts, ctn, nlink] = n[..] else {
+        let [ino, mode, uid, gid, size, mts, mtn, cts, ctn, nlink, rdev] = n[..] else {
             return Err(bad());
         };
         entries.insert(
@@ -234,7 +321,9 @@ pub fn decode_entries(bytes: &[u8]) -> io::Result<Entries> {
                 mtime: (mts, mtn),
                 ctime: (cts, ctn),
                 nlink: nlink as u64,
+                rdev: rdev as u64,
                 link: (!link.is_empty()).then(|| PathBuf::from(std::ffi::OsStr::from_bytes(link))),
+                xattrs,
             },
         );
     }
@@ -318,6 +407,81 @@ mod tests {
         );
     }
 
+    /// Sets `path`'s mtime (not following a symlink).
+    fn set_mtime(path: &Path, secs: i64, nanos: i64) {
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        let times = [
+            libc::timespec {
+                tv_sec: secs,
+                tv_nsec: nanos,
+            },
+            libc::timespec {
+                tv_sec: secs,
+                tv_nsec: nanos,
+            },
+        ];
+        // SAFETY: `c` is a NUL-terminated path and `times` two valid timespecs, both alive
+        // for the call.
+        let rc = unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        assert_eq!(rc, 0, "utimensat {}", path.display());
+    }
+
+    /// What BuildKit's `sameDirent` leaves out (Kaniko's `Dockerfile_test_meta_arg`,
+    /// `_copy_same_file_many_times`, `_user_run`): a directory whose mtime alone moved, a
+    /// file replaced by an identical one (new inode, same metadata), a file whose ctime
+    /// alone moved; and what it keeps: a directory's new mode, a rewrite of a file whose
+    /// mtime has no nanoseconds (BuildKit compares the bytes there, the walk has none).
+    #[test]
+    fn only_what_buildkit_compares_is_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["touched", "chmodded", "parent"] {
+            std::fs::create_dir(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("parent/old"), "1").unwrap();
+        for (name, nanos) in [("same", 5), ("ctime", 5), ("truncated", 0), ("kept", 0)] {
+            std::fs::write(root.join(name), "same size").unwrap();
+            set_mtime(&root.join(name), 1_000_000, nanos);
+        }
+        let before = Index::scan(root).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        set_mtime(&root.join("touched"), 5, 0);
+        std::fs::set_permissions(
+            root.join("chmodded"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        std::fs::write(root.join("parent/new"), "n").unwrap();
+        for name in ["same", "truncated"] {
+            std::fs::remove_file(root.join(name)).unwrap();
+            std::fs::write(root.join(name), "same size").unwrap();
+        }
+        set_mtime(&root.join("same"), 1_000_000, 5);
+        set_mtime(&root.join("truncated"), 1_000_000, 0);
+        // A chmod to the mode it has: the ctime moves, nothing else.
+        std::fs::set_permissions(
+            root.join("ctime"),
+            std::fs::metadata(root.join("ctime")).unwrap().permissions(),
+        )
+        .unwrap();
+        let changes = before.changes(root).unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                Change::Upsert("chmodded".into()),
+                Change::Upsert("parent/new".into()),
+                Change::Upsert("truncated".into()),
+            ]
+        );
+    }
+
     #[test]
     fn an_index_survives_the_encoding_and_garbage_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -326,13 +490,18 @@ mod tests {
         std::fs::write(root.join("d/f"), "1").unwrap();
         std::os::unix::fs::symlink("../elsewhere", root.join("d/link")).unwrap();
         std::fs::write(root.join(std::ffi::OsStr::from_bytes(b"odd\xffname")), "").unwrap();
+        xattr::set(root.join("d/f"), "user.a b=c", b"v\0 =\xff").unwrap();
+        xattr::set(root.join("d/f"), "user.empty", b"").unwrap();
         let entries = walk(root).unwrap();
         assert_eq!(entries.len(), 4);
+        assert_eq!(entries[Path::new("d/f")].xattrs.len(), 2);
         assert_eq!(decode_entries(&encode_entries(&entries)).unwrap(), entries);
         for garbage in [
             &b"path\0"[..],
             b"path\x001 2 3\0\0",
-            b"path\0x 2 3 4 5 6 7 8 9 10\0\0",
+            b"path\0x 2 3 4 5 6 7 8 9 10 11\0\0\0",
+            b"path\x001 2 3 4 5 6 7 8 9 10\0\0\0",
+            b"path\x001 2 3 4 5 6 7 8 9 10 11\0\0user=7\0",
         ] {
             assert_eq!(
                 decode_entries(garbage).unwrap_err().kind(),

@@ -40,6 +40,9 @@ pub enum Stand {
     Debian,
     /// Built from the corpus's own `Dockerfile_onbuild_base` on the Debian stand-in.
     OnbuildBase,
+    /// The Debian stand-in with its bash also at `/usr/local/bin/bash` (the official bash
+    /// image's place).
+    Bash,
 }
 
 /// One case, ready to build.
@@ -58,6 +61,8 @@ pub struct Case {
     pub secret_values: Vec<String>,
     /// `(image the Dockerfile names, in the localized form; what stands in for it)`.
     pub aliases: Vec<(String, Stand)>,
+    /// `(image a FROM line names, the alias it is rewritten to)` for [`EXTRA_STANDS`].
+    pub from_rewrites: Vec<(String, String)>,
     /// Why this case is not built here.
     pub skip: Option<String>,
 }
@@ -78,6 +83,23 @@ fn strings(record: &Value, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Bases `cases.json` has no local substitute for whose role in their cases a stand-in
+/// plays (the cases COPY or ADD files into them and do not run their programs): the
+/// Dockerfile's FROM is rewritten to an alias of the stand-in in the run's registry
+/// ([`Case::from_rewrites`]). `google/cloud-sdk:…-alpine` is Alpine-based (`COPY` into
+/// `/usr/bin`), `phusion/baseimage` Ubuntu-based (`ADD` into `/etc/service`), `bash:4.4`
+/// runs a script with `/usr/local/bin/bash` (`benchmark_fs`).
+const EXTRA_STANDS: &[(&str, Stand)] = &[
+    ("google/cloud-sdk:256.0.0-alpine", Stand::Busybox),
+    ("phusion/baseimage:0.11", Stand::Debian),
+    ("bash:4.4", Stand::Bash),
+];
+
+/// The alias an [`EXTRA_STANDS`] image is pushed under, in the localized form.
+fn extra_alias(image: &str) -> String {
+    format!("{LOCALIZED_REGISTRY}/kaniko-alias/{image}")
+}
+
 /// What stands in for a local substitute `cases.json` names.
 fn stand_for(substitute: &str) -> Option<Stand> {
     match substitute.strip_prefix(LOCALIZED_REGISTRY)? {
@@ -91,6 +113,7 @@ fn stand_for(substitute: &str) -> Option<Stand> {
 /// Why a case cannot be built on this machine, if it cannot: a base image with no stand-in,
 /// a step that needs the network beyond package registries (Docker Hub, GitHub, Alpine's
 /// or Red Hat's mirrors are not reachable; Debian's apt and npm are), or a git context.
+/// `ADD <url>` is no reason: the run serves stand-ins for those URLs (`urls.rs`).
 pub fn skip_reason(record: &Value) -> Option<String> {
     if text(record, "kaniko_use").is_some_and(|u| u.contains("git context")) {
         return Some(
@@ -113,6 +136,7 @@ pub fn skip_reason(record: &Value) -> Option<String> {
             text(b, "local_substitute")
                 .and_then(|s| stand_for(&s))
                 .is_none()
+                && !text(b, "resolved").is_some_and(|r| EXTRA_STANDS.iter().any(|(i, _)| *i == r))
         })
         .filter_map(|b| text(b, "resolved"))
         .collect();
@@ -125,7 +149,9 @@ pub fn skip_reason(record: &Value) -> Option<String> {
     let offline: Vec<String> = strings(record, "blockers")
         .into_iter()
         .filter(|b| {
-            b.contains("needs internet") || b.contains("alpine mirror") || b.contains("RHEL")
+            (b.contains("needs internet") && !b.starts_with("ADD <url>"))
+                || b.contains("alpine mirror")
+                || b.contains("RHEL")
         })
         .collect();
     if !offline.is_empty() {
@@ -187,6 +213,7 @@ fn parse_case(record: &Value) -> Result<Case> {
         resolve_build_args(record).with_context(|| format!("case {name}"))?;
     let target = target_of(record).with_context(|| format!("case {name}"))?;
     let mut aliases = Vec::new();
+    let mut from_rewrites = Vec::new();
     for base in record
         .get("bases")
         .and_then(Value::as_array)
@@ -201,6 +228,14 @@ fn parse_case(record: &Value) -> Result<Case> {
             if !aliases.iter().any(|(a, _)| a == &alias) {
                 aliases.push((alias, stand));
             }
+        } else if let Some((image, stand)) =
+            text(base, "resolved").and_then(|r| EXTRA_STANDS.iter().find(|(i, _)| *i == r))
+        {
+            let alias = extra_alias(image);
+            if !aliases.iter().any(|(a, _)| a == &alias) {
+                aliases.push((alias.clone(), *stand));
+                from_rewrites.push((image.to_string(), alias));
+            }
         }
     }
     Ok(Case {
@@ -212,6 +247,7 @@ fn parse_case(record: &Value) -> Result<Case> {
         target,
         secret_values,
         aliases,
+        from_rewrites,
     })
 }
 
@@ -246,6 +282,25 @@ pub fn select(cases: Vec<Case>, wanted: &[String], quick: bool) -> Result<Vec<Ca
         .collect())
 }
 
+/// The Dockerfile text with each FROM line naming `image` naming `alias` instead (the rest
+/// of the line kept).
+pub fn rewrite_from(dockerfile: &str, rewrites: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(dockerfile.len());
+    for line in dockerfile.split_inclusive('\n') {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let replaced = match words.as_slice() {
+            [from, rest @ ..] if from.eq_ignore_ascii_case("FROM") => rest
+                .iter()
+                .find(|w| !w.starts_with("--"))
+                .and_then(|image| rewrites.iter().find(|(i, _)| i == image))
+                .map(|(image, alias)| line.replacen(image.as_str(), alias, 1)),
+            _ => None,
+        };
+        out.push_str(replaced.as_deref().unwrap_or(line));
+    }
+    out
+}
+
 /// The Dockerfile text with the localized registry address replaced by this run's.
 pub fn rewrite_registry(dockerfile: &str, registry: &str) -> String {
     dockerfile.replace(LOCALIZED_REGISTRY, registry)
@@ -272,6 +327,12 @@ mod tests {
        "bases": [{"kind": "image", "resolved": "busybox",
                   "local_substitute": "127.0.0.1:5000/busybox:full",
                   "alias_ref": "127.0.0.1:5000/kaniko-alias/busybox:latest"}]},
+      {"name": "alpine", "localized_dockerfile": "localized/dockerfiles/alpine",
+       "context": "integration", "build_args": [], "env": [], "docker_flags": [],
+       "blockers": ["RUN apk (needs alpine mirror)"],
+       "bases": [{"kind": "image", "resolved": "alpine",
+                  "local_substitute": "127.0.0.1:5000/busybox:full",
+                  "alias_ref": "127.0.0.1:5000/kaniko-alias/alpine:latest"}]},
       {"name": "fedora", "localized_dockerfile": "localized/dockerfiles/fedora",
        "context": "integration", "build_args": [], "env": [], "docker_flags": [],
        "blockers": [],
@@ -313,9 +374,10 @@ mod tests {
     #[test]
     fn cases_that_cannot_run_here_say_why() {
         let cases = parse_cases(CASES).unwrap();
-        let url = by_name(&cases, "url").skip.clone().unwrap();
-        assert!(url.contains("ADD <url>"), "{url}");
-        assert!(!url.contains("apt"), "{url}");
+        // ADD <url> is served by the run's stand-in server; apt's mirror is reachable.
+        assert!(by_name(&cases, "url").skip.is_none());
+        let alpine = by_name(&cases, "alpine").skip.clone().unwrap();
+        assert!(alpine.contains("alpine mirror"), "{alpine}");
         let fedora = by_name(&cases, "fedora").skip.clone().unwrap();
         assert!(fedora.contains("fedora@sha256:c4"), "{fedora}");
         // apt's mirror is reachable: not a reason to skip.
@@ -341,13 +403,36 @@ mod tests {
     #[test]
     fn selection_by_name_quick_or_all() {
         let cases = parse_cases(CASES).unwrap();
-        assert_eq!(select(cases.clone(), &[], false).unwrap().len(), 5);
+        assert_eq!(select(cases.clone(), &[], false).unwrap().len(), 6);
         let picked = select(cases.clone(), &["url".into(), "plain".into()], false).unwrap();
         let names: Vec<&str> = picked.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["plain", "url"]);
         assert!(select(cases.clone(), &["missing".into()], false).is_err());
         // The quick subset names cases of the real corpus, not of this sample.
         assert!(select(cases, &[], true).is_err());
+    }
+
+    #[test]
+    fn bases_without_a_substitute_get_an_extra_stand_in_and_their_from_is_rewritten() {
+        let json = r#"[{"name": "sdk", "localized_dockerfile": "a", "context": "b",
+             "bases": [{"kind": "image", "resolved": "google/cloud-sdk:256.0.0-alpine",
+                        "local_substitute": null}]}]"#;
+        let case = &parse_cases(json).unwrap()[0];
+        assert!(case.skip.is_none(), "{:?}", case.skip);
+        let alias = "127.0.0.1:5000/kaniko-alias/google/cloud-sdk:256.0.0-alpine";
+        assert_eq!(case.aliases, [(alias.to_string(), Stand::Busybox)]);
+        let text = "# FROM google/cloud-sdk:256.0.0-alpine\n\
+                    from --platform=linux/amd64 google/cloud-sdk:256.0.0-alpine AS a\n\
+                    COPY google/cloud-sdk:256.0.0-alpine /x\n";
+        let out = rewrite_from(text, &case.from_rewrites);
+        assert_eq!(
+            out,
+            format!(
+                "# FROM google/cloud-sdk:256.0.0-alpine\n\
+                 from --platform=linux/amd64 {alias} AS a\n\
+                 COPY google/cloud-sdk:256.0.0-alpine /x\n"
+            )
+        );
     }
 
     #[test]

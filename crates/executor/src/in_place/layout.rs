@@ -13,7 +13,6 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use rbuild_snapshot::{Entries, Meta};
@@ -489,23 +488,7 @@ fn names_digest(path: &Path) -> io::Result<i64> {
 
 /// The walk snapshotter's record of one path.
 fn meta_of(path: &Path) -> io::Result<Meta> {
-    let md = fs::symlink_metadata(path)?;
-    let link = if md.file_type().is_symlink() {
-        Some(fs::read_link(path)?)
-    } else {
-        None
-    };
-    Ok(Meta {
-        ino: md.ino(),
-        mode: md.mode(),
-        uid: md.uid(),
-        gid: md.gid(),
-        size: md.size(),
-        mtime: (md.mtime(), md.mtime_nsec()),
-        ctime: (md.ctime(), md.ctime_nsec()),
-        nlink: md.nlink(),
-        link,
-    })
+    Meta::of(path)
 }
 
 #[cfg(test)]

@@ -1,0 +1,113 @@
+//! Where Kaniko's integration Dockerfiles (`cargo xtask kaniko-corpus`) showed rbuild
+//! building another image than BuildKit v0.32: each test names the corpus case and what
+//! BuildKit v0.32.2 gave, measured with its buildctl (docs/fidelity.md, "Kaniko's
+//! integration Dockerfiles"). Needs root; the binary is its own sandbox helper, so it has
+//! its own `main`.
+
+mod support;
+use support::Fixture;
+
+use std::process::ExitCode;
+
+use rbuild_sandbox::test_support::run_tests;
+
+fn main() -> ExitCode {
+    rbuild_sandbox::maybe_run_helper();
+    run_tests(&[
+        (
+            "from_names_a_stage_only_as_written",
+            from_names_a_stage_only_as_written,
+        ),
+        (
+            "workdir_keeps_an_absolute_path_as_written",
+            workdir_keeps_an_absolute_path_as_written,
+        ),
+        ("copy_copies_source_by_source", copy_copies_source_by_source),
+    ])
+}
+
+/// `Dockerfile_test_issue_519`: `FROM base AS BUG_stage` then `FROM BUG_stage`. BuildKit
+/// stores stage names lowercased and FROM looks its name up as written, so `BUG_stage` is
+/// an image reference, and not a valid one ("repository name must be lowercase"); `COPY
+/// --from` and `--target` look names up lowercased.
+fn from_names_a_stage_only_as_written() {
+    let fx = Fixture::new();
+    let err = fx.build_err("FROM busybox AS BUG_stage\nRUN true\nFROM BUG_stage\nRUN true\n");
+    // The test's resolver knows local images only; the registry's refuses the name.
+    assert!(err.contains("base image \"BUG_stage\""), "{err}");
+    let built = fx.build_ok(
+        "FROM busybox AS Made\nRUN echo made > /made\n\
+         FROM made AS child\nRUN cat /made > /child\n\
+         FROM busybox\nCOPY --from=MADE /made /copied\nCOPY --from=Child /child /child\n",
+    );
+    assert_eq!(built.read("copied"), "made\n");
+    assert_eq!(built.read("child"), "made\n");
+}
+
+/// `Dockerfile_test_workdir`: `WORKDIR $dir/$doesntexist` is `/another/new/dir/`. BuildKit's
+/// `NormalizeWorkdir` keeps an absolute path as written and cleans only a relative one
+/// joined to the current directory. Measured with BuildKit v0.32.2 (`FROM scratch`):
+/// `WORKDIR /another/new/dir/`, `WORKDIR sub`, `WORKDIR /x/../y`, `WORKDIR //` give those
+/// history entries (`WORKDIR /another/new/dir/sub` for the relative one), the WorkingDir
+/// `//`, a directory `/y` and no `/x`, and an empty layer for `//`.
+fn workdir_keeps_an_absolute_path_as_written() {
+    let fx = Fixture::new();
+    let built = fx.build_ok(
+        "FROM busybox\nENV dir=/another/new/dir\n\
+         WORKDIR $dir/$doesntexist\nRUN pwd > /first\n\
+         WORKDIR sub\nRUN pwd > /second\n\
+         WORKDIR /x/../y\nRUN pwd > /third\n\
+         WORKDIR //\n",
+    );
+    let workdirs: Vec<String> = built
+        .created_by()
+        .into_iter()
+        .filter(|c| c.starts_with("WORKDIR"))
+        .collect();
+    assert_eq!(
+        workdirs,
+        [
+            "WORKDIR /another/new/dir/",
+            "WORKDIR /another/new/dir/sub",
+            "WORKDIR /x/../y",
+            "WORKDIR //",
+        ]
+    );
+    assert_eq!(built.config.config.working_dir, "//");
+    assert_eq!(built.read("first"), "/another/new/dir\n");
+    assert_eq!(built.read("second"), "/another/new/dir/sub\n");
+    assert_eq!(built.read("third"), "/y\n");
+    assert!(built.meta("y").is_dir());
+    assert!(!built.path("x").exists());
+    let last = built.layers.last().expect("a layer");
+    assert!(
+        fx.layer_paths(last).is_empty(),
+        "{:?}",
+        fx.layer_paths(last)
+    );
+}
+
+/// `Dockerfile_test_copy`: `COPY context/bar/doesnotexist* context/foo hello`. BuildKit's
+/// frontend has no "more than one source" check (the legacy builder's); its file op copies
+/// each source, and each match of a wildcard, on its own: into the destination when it ends
+/// with `/` or is a directory by then, else onto it. Measured with BuildKit v0.32.2 (`FROM
+/// scratch`): `COPY foo bar /two` leaves `/two` holding bar's content; `COPY dir foo
+/// /three` gives `/three/d` and `/three/foo`; `COPY nomatch* foo /hello` gives the file
+/// `/hello`; `COPY foo dir /four` fails ("cannot copy to non-directory").
+fn copy_copies_source_by_source() {
+    let fx = Fixture::new();
+    fx.file("foo", "foo\n", 0o644)
+        .file("bar", "bar\n", 0o644)
+        .file("dir/d", "d\n", 0o644);
+    let built = fx.build_ok(
+        "FROM busybox\nCOPY foo bar /two\nCOPY dir foo /three\nCOPY nomatch* foo /hello\n",
+    );
+    assert_eq!(built.read("two"), "bar\n");
+    assert_eq!(built.read("three/d"), "d\n");
+    assert_eq!(built.read("three/foo"), "foo\n");
+    assert_eq!(built.read("hello"), "foo\n");
+    assert_eq!(fx.layer_paths(&built.layers[1]), ["two"]);
+    assert_eq!(fx.layer_paths(&built.layers[3]), ["hello"]);
+    let err = fx.build_err("FROM busybox\nCOPY foo dir /four\n");
+    assert!(err.contains("four"), "{err}");
+}
