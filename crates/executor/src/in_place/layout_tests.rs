@@ -1,6 +1,7 @@
 //! Tests of `layout.rs`: on a stand-in `/` (a temporary directory), never the real one.
 
 use super::*;
+use std::os::unix::fs::MetadataExt;
 
 #[test]
 fn mount_points_are_read_with_their_escapes() {
