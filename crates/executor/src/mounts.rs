@@ -6,13 +6,15 @@
 //!   default; `rw` gets a throw-away copy, so writes are discarded as in BuildKit.
 //! * `tmpfs`: an empty throw-away directory; with `size=`, a tmpfs of that size mounted by
 //!   the sandbox (an error with chroot isolation, which cannot mount one).
-//! * `secret`: the file given for the id, read-only at `/run/secrets/<id>` (or `target`).
+//! * `secret`: the file given for the id, read-only at `/run/secrets/<id>` (or `target`);
+//!   with `env=NAME` the content is the step's variable NAME instead (and the file too
+//!   only when `target` is given), as BuildKit's `dispatchSecret` does ([`BuildContext::secret_env`]).
 //! * `ssh`: the ssh-agent socket given for the id (`default` unless `id=`; for key files,
 //!   the socket of the private agent the caller started, see `ssh_agent`), at `target` or
 //!   `/run/buildkit/ssh_agent.N` (N counting the step's ssh mounts); `SSH_AUTH_SOCK` points
 //!   at the first one unless the environment sets it. Without a socket for the id, a
 //!   `required` mount is an error and an optional one is left out (BuildKit).
-//! * secret `env=`, `from=` on a cache mount: refused with an error naming the flag.
+//! * `from=` on a cache mount: refused with an error naming the flag.
 //!
 //! With chroot isolation there is no mount(2): `chroot_mounts` puts each mount's content in
 //! the root for the step instead, as each [`MountPlan`] says. There every cache is used by
@@ -21,7 +23,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use rbuild_dockerfile::instructions::{MountFlag, MountType, Sharing};
+use rbuild_dockerfile::instructions::{Mount, MountFlag, MountType, Sharing};
 use rbuild_sandbox::{BindMount, Isolation};
 
 use crate::chroot_mounts::{MountKind, MountPlan};
@@ -59,7 +61,75 @@ pub(crate) fn ssh_auth_sock(
     Some(format!("SSH_AUTH_SOCK={target}"))
 }
 
+/// A secret mount's id: `id=`, else `source=`, else the name of its target.
+fn secret_id(m: &Mount) -> String {
+    m.id.clone()
+        .or_else(|| m.source.clone())
+        .or_else(|| m.target.as_deref().map(base_name))
+        .unwrap_or_default()
+}
+
+/// The last component of a slash-separated path (Go's `path.Base`, without the `.`/`/`
+/// cases no secret id has).
+fn base_name(path: &str) -> String {
+    let trimmed = path.trim_end_matches('/');
+    trimmed.rsplit('/').next().unwrap_or(trimmed).to_string()
+}
+
+/// The value of a secret as an environment variable: its bytes as text (an environment
+/// entry cannot hold a NUL byte, nor, for `StepSpec`, bytes that are not UTF-8). The errors
+/// name the secret, never its content.
+fn secret_env_value(id: &str, content: Vec<u8>) -> std::result::Result<String, String> {
+    if content.contains(&0) {
+        return Err(format!(
+            "secret {id:?} holds a NUL byte and cannot be an environment variable"
+        ));
+    }
+    String::from_utf8(content).map_err(|_| {
+        format!("secret {id:?} is not UTF-8 text and cannot be an environment variable")
+    })
+}
+
 impl BuildContext<'_> {
+    /// The `NAME=value` environment entries of a RUN's `--mount=type=secret,env=NAME`
+    /// mounts (BuildKit's `loadSecretEnv`): the secret's content, or an empty value for an
+    /// optional secret that was not given; a required one that was not given is an error.
+    /// The values go to the step's process alone: not to the op's key (which has the
+    /// mount's fields), the history, the config or any message.
+    pub(crate) fn secret_env(
+        &self,
+        origin: &Origin<'_>,
+        mounts: &[MountFlag],
+    ) -> Result<Vec<(String, String)>> {
+        let mut entries = Vec::new();
+        for flag in mounts {
+            let Some(m) = flag.parsed.as_ref() else {
+                continue;
+            };
+            let (MountType::Secret, Some(name)) = (m.kind, m.env.as_ref()) else {
+                continue;
+            };
+            let id = secret_id(m);
+            let value = match self.request.secrets.get(&id) {
+                Some(path) => {
+                    let content = std::fs::read(path).map_err(|e| {
+                        origin.error(format!("--mount={}: reading secret {id:?}: {e}", flag.spec))
+                    })?;
+                    secret_env_value(&id, content)
+                        .map_err(|e| origin.error(format!("--mount={}: {e}", flag.spec)))?
+                }
+                None if m.required => {
+                    return Err(
+                        origin.error(format!("secret {id:?} is required but was not provided"))
+                    )
+                }
+                None => String::new(),
+            };
+            entries.push((name.clone(), value));
+        }
+        Ok(entries)
+    }
+
     /// The bind mounts of a RUN's `--mount` flags, how each is realised without mount(2)
     /// (chroot isolation), and the locks of its `sharing=locked` (and `private`) cache
     /// mounts, to be held until the step ends. With chroot isolation every cache is locked
@@ -228,18 +298,14 @@ impl BuildContext<'_> {
                     });
                 }
                 MountType::Secret => {
-                    if m.env.is_some() {
-                        return Err(unsupported("secret env="));
-                    }
-                    let id =
-                        m.id.clone()
-                            .or_else(|| {
-                                m.target
-                                    .as_ref()
-                                    .and_then(|t| t.rsplit('/').next().map(str::to_string))
-                            })
-                            .unwrap_or_default();
-                    let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
+                    let id = secret_id(m);
+                    // With `env=` and no `target=` the secret is an environment variable
+                    // alone (`secret_env`), no file (BuildKit's dispatchSecret).
+                    let target = match target {
+                        Some(target) => target,
+                        None if m.env.is_some() => continue,
+                        None => format!("/run/secrets/{}", base_name(&id)),
+                    };
                     match self.request.secrets.get(&id) {
                         Some(path) => {
                             // Under a user namespace the step gets a copy of its own, owned

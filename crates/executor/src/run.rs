@@ -110,6 +110,13 @@ impl BuildContext<'_> {
                 rbuild_sandbox::home_dir(&st.rootfs, user.uid).map_err(|e| origin.error(e))?;
             env.push(format!("HOME={home}"));
         }
+        // A secret's variable replaces one of the same name (containerd's WithEnv, which
+        // BuildKit's runc executor uses, keeps the last of two).
+        for (name, value) in self.secret_env(origin, &run.mounts)? {
+            let prefix = format!("{name}=");
+            env.retain(|e| !e.starts_with(&prefix));
+            env.push(format!("{name}={value}"));
+        }
         let network = match run.network {
             RunNetwork::Default => self.request.network,
             RunNetwork::None => Network::None,
