@@ -105,6 +105,9 @@ pub struct BuildRequest {
     pub platform: Option<String>,
     /// RUN's network when the instruction says nothing (`--network=default`).
     pub network: Network,
+    /// The `network.host` entitlement (`--allow network.host`): without it a `RUN
+    /// --network=host` fails the build before any step runs, as in BuildKit.
+    pub allow_network_host: bool,
     pub isolation: Isolation,
     /// `--security-opt seccomp=unconfined` turns off the seccomp filter of RUN steps.
     pub seccomp: Seccomp,
@@ -143,6 +146,7 @@ impl BuildRequest {
             explain_misses: false,
             platform: None,
             network: Network::Host,
+            allow_network_host: false,
             isolation: Isolation::Auto,
             seccomp: Seccomp::DockerDefault,
             secrets: BTreeMap::new(),
@@ -293,6 +297,12 @@ pub fn build_with_cache(
         build_platform: to_df_platform(&host),
     };
     let plan = dockerfile.build_plan(&opts)?;
+    for &stage in &plan.order {
+        for cmd in &dockerfile.stages[stage].commands {
+            let place = format!("{}:{}", request.dockerfile_name, cmd.location.start_line);
+            run::check_network_entitlement(request, &place, &cmd.instruction)?;
+        }
+    }
     let unused = dockerfile.unused_build_args(&opts);
     if !unused.is_empty() {
         progress.event(&Event::Warning {

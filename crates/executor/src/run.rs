@@ -18,6 +18,29 @@ use crate::progress::{Event, Progress};
 use crate::snapshot::Index;
 use crate::state::StageState;
 
+/// BuildKit's `network.host` entitlement: a `RUN --network=host` of the build (or of an
+/// ONBUILD trigger) fails unless the request grants it, before any step runs ("network.host
+/// is not allowed" when the LLB is loaded). rbuild's default network is the host's all the
+/// same; only asking for it by name needs the grant, as in BuildKit.
+/// `place` says where the instruction is (`Dockerfile:3`).
+pub(crate) fn check_network_entitlement(
+    request: &crate::BuildRequest,
+    place: &str,
+    instruction: &rbuild_dockerfile::instructions::Instruction,
+) -> Result<()> {
+    match instruction {
+        rbuild_dockerfile::instructions::Instruction::Run(run)
+            if run.network == RunNetwork::Host && !request.allow_network_host =>
+        {
+            Err(BuildError::other(format!(
+                "{place}: RUN --network=host: network.host is not allowed (grant the \
+                 entitlement with --allow network.host)"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Lines of output shown in a failed RUN's error.
 const TAIL_LINES: usize = 10;
 

@@ -157,6 +157,7 @@ impl BuildContext<'_> {
                     cmd.instruction.keyword()
                 )));
             }
+            crate::run::check_network_entitlement(self.request, &trigger_file, &cmd.instruction)?;
             trigger_cmds.push(cmd);
         }
         let commands = trigger_cmds

@@ -102,6 +102,7 @@ impl<'a> Session<'a> {
             NetworkMode::Default | NetworkMode::Host => Network::Host,
             NetworkMode::None => Network::None,
         };
+        request.allow_network_host = spec.allow_network_host;
         request.isolation = spec.isolation;
         request.seccomp = spec.seccomp;
         request.secrets = secrets(store, &spec.secrets, &mut secret_files, &mut |w| {

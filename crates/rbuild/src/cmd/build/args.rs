@@ -98,6 +98,10 @@ pub struct BuildArgs {
     /// The network of RUN steps.
     #[arg(long, value_enum, default_value_t = NetworkArg::Default)]
     pub network: NetworkArg,
+    /// Grant an entitlement, as buildx's `--allow`: `network.host` lets a `RUN
+    /// --network=host` run (repeatable or comma-separated).
+    #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
+    pub allow: Vec<String>,
     /// How RUN steps are isolated (native engine).
     #[arg(long, value_enum, default_value_t = IsolationArg::Auto)]
     pub isolation: IsolationArg,

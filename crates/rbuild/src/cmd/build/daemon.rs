@@ -63,6 +63,10 @@ pub(super) fn refuse_native_only(args: &BuildArgs) -> Result<()> {
         ),
         (args.source_date_epoch.is_some(), "--source-date-epoch"),
         (
+            !args.allow.is_empty(),
+            "--allow (the daemon's classic builder has no entitlements and no RUN --network)",
+        ),
+        (
             args.max_parallelism.is_some(),
             "--max-parallelism (the daemon schedules its own steps)",
         ),

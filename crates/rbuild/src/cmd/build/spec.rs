@@ -45,6 +45,7 @@ pub fn spec_from_args(args: &BuildArgs) -> Result<BuildSpec> {
         NetworkArg::Host => NetworkMode::Host,
         NetworkArg::None => NetworkMode::None,
     };
+    spec.allow_network_host = entitlements(&args.allow)?;
     spec.isolation = match args.isolation {
         IsolationArg::Auto => Isolation::Auto,
         IsolationArg::Userns => Isolation::Userns,
@@ -81,6 +82,26 @@ pub fn spec_from_args(args: &BuildArgs) -> Result<BuildSpec> {
     spec.metadata_file = args.metadata_file.clone();
     spec.progress = progress_mode(args.progress, args.quiet);
     Ok(spec)
+}
+
+/// `--allow`: whether `network.host` is granted. BuildKit's other entitlements are errors
+/// naming why: rbuild runs no `RUN --security=insecure` step, and has no device
+/// entitlements.
+fn entitlements(allow: &[String]) -> Result<bool> {
+    let mut network_host = false;
+    for entitlement in allow {
+        match entitlement.trim() {
+            "network.host" => network_host = true,
+            "security.insecure" => bail!(
+                "--allow security.insecure: rbuild does not run privileged steps \
+                 (RUN --security=insecure is refused)"
+            ),
+            other => {
+                bail!("--allow {other:?}: unknown entitlement (rbuild grants only network.host)")
+            }
+        }
+    }
+    Ok(network_host)
 }
 
 /// `-o` outputs in order, then the push `--push`/`--destination` ask for (unless
@@ -364,6 +385,16 @@ fn source_date_epoch(flag: Option<i64>, reproducible: bool) -> Result<Option<i64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allow_grants_network_host_alone() {
+        assert!(!entitlements(&[]).unwrap());
+        assert!(entitlements(&["network.host".into()]).unwrap());
+        let err = entitlements(&["security.insecure".into()]).unwrap_err();
+        assert!(err.to_string().contains("security.insecure"), "{err}");
+        let err = entitlements(&["network.host".into(), "device".into()]).unwrap_err();
+        assert!(err.to_string().contains("unknown entitlement"), "{err}");
+    }
 
     #[test]
     fn bare_build_arg_comes_from_the_environment_or_is_dropped() {
