@@ -141,6 +141,9 @@ pub fn parse_dockerfile(file: &str, text: &str) -> Result<Dockerfile, Error> {
     }
     for node in &parsed.ast.children {
         let cmd = parse_command(node, &source)?;
+        check_copy_from_unexpanded(&cmd, parsed.escape).map_err(|message| {
+            source.error(node.start_line, node.end_line, Some("--from"), message)
+        })?;
         if matches!(cmd.instruction, Instruction::From(_)) && stages.len() == MAX_STAGES {
             return Err(source.error(
                 node.start_line,
@@ -557,6 +560,31 @@ impl Dockerfile {
         expand_instruction(&cmd.instruction, &self.lexer(), &env.to_vec())
             .map_err(|m| self.error_at(cmd, None, m))
     }
+}
+
+/// BuildKit v0.32 (`toCommand`) processes `COPY --from`'s value with no variables at all
+/// and refuses it when that changes it: the name is never expanded, neither with a stage
+/// ARG nor with a global one (`testDockerfileCopyFromArgs`). Checked for every stage, as
+/// BuildKit converts them all, whether or not the target needs it.
+fn check_copy_from_unexpanded(cmd: &Command, escape: char) -> Result<(), String> {
+    let Instruction::Copy(copy) = &cmd.instruction else {
+        return Ok(());
+    };
+    let Some(from) = &copy.from else {
+        return Ok(());
+    };
+    let no_variables: Vec<(String, String)> = Vec::new();
+    let processed = Lexer::new(escape)
+        .process_word(from, &no_variables)
+        .map_err(|e| e.to_string())?;
+    if &processed != from {
+        return Err(
+            "variable expansion is not supported for --from, define a new stage with \
+                    FROM using ARG from global scope as a workaround"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 fn stage_label(s: &Stage) -> String {

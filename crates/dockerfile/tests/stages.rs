@@ -108,11 +108,37 @@ fn dependencies_and_build_plan() {
     assert_eq!(plan.order, vec![0, 2]);
 }
 
+/// BuildKit v0.32 never expands `COPY --from` and refuses a value with a variable (a stage
+/// ARG or a global one), in any stage, needed or not (`testDockerfileCopyFromArgs`).
 #[test]
-fn copy_from_with_stage_args_and_images() {
+fn copy_from_with_a_variable_is_refused() {
+    let message = "variable expansion is not supported for --from, define a new stage with \
+                   FROM using ARG from global scope as a workaround";
+    for text in [
+        "FROM alpine AS a\nFROM alpine\nARG SRC=a\nCOPY --from=$SRC /x /x\n",
+        "ARG SRC=a\nFROM alpine AS a\nFROM alpine\nCOPY --from=${SRC} /x /x\n",
+        "FROM alpine AS a\nCOPY --from=${SRC:-a} /x /x\nFROM alpine\nRUN true\n",
+    ] {
+        let e = parse_dockerfile("Df", text).unwrap_err();
+        assert!(e.message.contains(message), "{text}: {e}");
+        assert!(e.line == 2 || e.line == 4, "{text}: {e}");
+    }
+    // Text without a variable is the stage's name as written.
     let df = parse_dockerfile(
         "Df",
-        "FROM alpine AS a\nFROM alpine\nARG SRC=a\nCOPY --from=$SRC /x /x\nCOPY --from=busybox:1 /bin/sh /sh\n",
+        "FROM alpine AS a-1\nFROM alpine\nCOPY --from=a-1 /x /x\n",
+    )
+    .unwrap();
+    let o = opts(None, &[]);
+    let global = df.global_args(&o).unwrap();
+    assert_eq!(df.dependencies(1, &global, &o).unwrap()[0].stage, 0);
+}
+
+#[test]
+fn copy_from_stages_and_images() {
+    let df = parse_dockerfile(
+        "Df",
+        "FROM alpine AS a\nFROM alpine\nARG SRC=a\nCOPY --from=a /x /x\nCOPY --from=busybox:1 /bin/sh /sh\n",
     )
     .unwrap();
     let o = opts(None, &[]);
@@ -187,7 +213,7 @@ fn env_and_arg_lines_see_the_environment_before_the_line() {
 
 #[test]
 fn expansion_per_instruction() {
-    let text = "FROM a\nCOPY --chown=$U --from=$S $SRC ${DST:-/d}\nRUN echo $U\nWORKDIR /w/$U\nUSER $U\nEXPOSE $P\nLABEL l=$U\nVOLUME $U\nSTOPSIGNAL $SIG\nONBUILD RUN $U\nCOPY <<E <<'R' /x\n$U\nE\n$U\nR\nRUN --mount=type=cache,target=/c/$U,id=$U true\n";
+    let text = "FROM a\nCOPY --chown=$U --from=st $SRC ${DST:-/d}\nRUN echo $U\nWORKDIR /w/$U\nUSER $U\nEXPOSE $P\nLABEL l=$U\nVOLUME $U\nSTOPSIGNAL $SIG\nONBUILD RUN $U\nCOPY <<E <<'R' /x\n$U\nE\n$U\nR\nRUN --mount=type=cache,target=/c/$U,id=$U true\n";
     let df = parse_dockerfile("Df", text).unwrap();
     let env: Vec<(String, String)> = [
         ("U", "me"),
@@ -210,7 +236,8 @@ fn expansion_per_instruction() {
     };
     assert_eq!(
         (c.chown.as_deref(), c.from.as_deref()),
-        (Some("me"), Some("st"))
+        (Some("me"), Some("st")),
+        "--from is never expanded (variables there are refused when parsing)"
     );
     assert_eq!((c.sources[0].as_str(), c.dest.as_str()), ("s r c", "/d"));
     let Instruction::Run(r) = &x[1] else { panic!() };
