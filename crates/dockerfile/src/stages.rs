@@ -442,11 +442,19 @@ impl Dockerfile {
         // Built as the commands are walked (not recomputed per command, which would make
         // planning quadratic in the number of instructions), from the base stage's if the
         // stage is built FROM one (as `stage_env`).
-        let mut env: Vec<(String, String)> = match self.stage_base(stage, global)? {
+        let base = self.stage_base(stage, global)?;
+        let mut env: Vec<(String, String)> = match base {
             Base::Stage(i) => self.stage_env(i, self.stages[i].commands.len(), global, opts)?,
             Base::Image(_) => Vec::new(),
         };
-        for cmd in &s.commands {
+        // The ONBUILD triggers of a base stage run first, and their `--from`s are needs of
+        // this stage (BuildKit's `initOnBuildTriggers`: "creates the commands and
+        // dependencies for them").
+        let triggers = match base {
+            Base::Stage(i) => self.onbuild_triggers(i, &s.from)?,
+            Base::Image(_) => Vec::new(),
+        };
+        for cmd in triggers.iter().chain(&s.commands) {
             let uses_from = match &cmd.instruction {
                 Instruction::Copy(c) => c.from.is_some(),
                 Instruction::Run(r) => !r.mounts.is_empty(),
@@ -483,6 +491,43 @@ impl Dockerfile {
             }
         }
         Ok(deps)
+    }
+
+    /// The ONBUILD triggers stage `base` leaves to a stage built FROM it, as commands placed
+    /// at that stage's FROM (`at`), as BuildKit places them ("reset the location to the
+    /// onbuild trigger"). Each is parsed as a Dockerfile line of its own, as the executor
+    /// parses them when it runs them.
+    pub fn onbuild_triggers(&self, base: usize, at: &Command) -> Result<Vec<Command>, Error> {
+        let mut triggers = Vec::new();
+        for cmd in &self.stages[base].commands {
+            let Instruction::OnBuild(onbuild) = &cmd.instruction else {
+                continue;
+            };
+            let text = format!("FROM scratch\n{}\n", onbuild.expression);
+            let parsed = parse_dockerfile(&self.file, &text).map_err(|e| {
+                self.error_at(
+                    at,
+                    None,
+                    format!("ONBUILD trigger {:?}: {}", onbuild.expression, e.message),
+                )
+            })?;
+            let mut trigger = match parsed.stages.first().map(|s| s.commands.as_slice()) {
+                Some([one]) => one.clone(),
+                _ => {
+                    return Err(self.error_at(
+                        at,
+                        None,
+                        format!(
+                            "ONBUILD trigger {:?} is not one instruction",
+                            onbuild.expression
+                        ),
+                    ))
+                }
+            };
+            trigger.location = at.location.clone();
+            triggers.push(trigger);
+        }
+        Ok(triggers)
     }
 
     /// The stages needed for `opts.target` (or the last stage), dependencies first, with

@@ -299,3 +299,49 @@ fn expansion_errors_name_the_line() {
     assert!(e.to_string().starts_with("Df:2:1: "), "{e}");
     assert!(e.message.contains("must be set"), "{e}");
 }
+
+/// BuildKit's `initOnBuildTriggers`: the ONBUILD triggers a base stage leaves run first in
+/// the stage built FROM it, and a trigger's `COPY --from` (or `RUN --mount from=`) adds that
+/// stage to the build (`testOnBuildNewDeps`), placed at the child's FROM line.
+#[test]
+fn onbuild_trigger_from_adds_that_stage() {
+    let df = parse_dockerfile(
+        "Df",
+        "FROM a AS dep\nFROM a AS parent\nONBUILD COPY --from=dep /x /y\n\
+         ONBUILD RUN --mount=from=tools,target=/t true\nFROM a AS tools\n\
+         FROM parent AS child\nRUN true\n",
+    )
+    .unwrap();
+    let plan = df.build_plan(&opts(Some("parent"), &[])).unwrap();
+    assert_eq!(plan.order, [1], "the parent's own build runs no trigger");
+    let plan = df.build_plan(&opts(Some("child"), &[])).unwrap();
+    let mut order = plan.order.clone();
+    order.sort();
+    assert_eq!(order, [0, 1, 2, 3]);
+    assert_eq!(plan.order.last(), Some(&3));
+    let o = opts(None, &[]);
+    let global = df.global_args(&o).unwrap();
+    let deps: Vec<(usize, DependencyKind, usize)> = df
+        .dependencies(3, &global, &o)
+        .unwrap()
+        .iter()
+        .map(|d| (d.stage, d.kind, d.line))
+        .collect();
+    assert_eq!(
+        deps,
+        [
+            (1, DependencyKind::From, 6),
+            (0, DependencyKind::CopyFrom, 6),
+            (2, DependencyKind::MountFrom, 6)
+        ]
+    );
+    // A trigger's own errors point at the child's FROM.
+    let df = parse_dockerfile(
+        "Df",
+        "FROM a AS parent\nONBUILD COPY --from=7 /x /y\nFROM parent\nRUN true\n",
+    )
+    .unwrap();
+    let e = df.build_plan(&opts(None, &[])).unwrap_err();
+    assert_eq!(e.line, 3, "{e}");
+    assert!(e.message.contains("invalid stage index 7"), "{e}");
+}
