@@ -164,3 +164,56 @@ fn rbuild_images_equal_buildkit_goldens() {
 fn rbuild_images_in_chroot_mode_equal_buildkit_goldens() {
     every_case_with("chroot");
 }
+
+/// `rbuild build --check` (buildx's `--check`): the build checks alone, on stdout, exit 1
+/// when one is found; nothing is built or pulled (the base of the cases is not in the
+/// store). `check_rules_warn` breaks several rules; `check_skip` skips them all.
+#[test]
+fn check_flag_reports_the_warnings_and_builds_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    let case = cases_dir().join("check_rules_warn");
+    let out = rbuild(&store)
+        .args(["build", "--check", "-t", "never:built", "-f"])
+        .arg(case.join("Dockerfile"))
+        .arg(case.join("context"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.starts_with("Check complete, 8 warnings have been found!\n"),
+        "{stdout}"
+    );
+    for line in [
+        "Dockerfile:2: LegacyKeyValueFormat: \"ENV key=value\" should be used instead of legacy \"ENV key value\" format",
+        "Dockerfile:3: SecretsUsedInArgOrEnv: Do not use ARG or ENV instructions for sensitive data (ARG \"SECRET_TOKEN\")",
+        "Dockerfile:4: WorkdirRelativePath: Relative workdir \"relative\" can have unexpected results",
+        "Dockerfile:5: JSONArgsRecommended: JSON arguments recommended for CMD",
+        "Dockerfile:11: MultipleInstructionsDisallowed: Multiple ENTRYPOINT instructions",
+    ] {
+        assert!(stdout.contains(line), "{line}\n{stdout}");
+    }
+    let images = rbuild(&store).args(["images"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&images.stdout).contains("never"),
+        "--check built an image"
+    );
+
+    let case = cases_dir().join("check_skip");
+    let out = rbuild(&store)
+        .args(["build", "--check", "-f"])
+        .arg(case.join("Dockerfile"))
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).as_ref()
+        ),
+        (Some(0), "Check complete, no warnings found.\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
