@@ -1,7 +1,9 @@
 //! `RUN --mount`: each mount becomes a bind mount of the sandbox.
 //!
 //! * `cache`: a directory under the store's `cache-mounts` state directory, keyed by `id`
-//!   (default: the target), kept between builds; never part of a layer.
+//!   (default: the target), kept between builds; never part of a layer. `source=` binds a
+//!   path inside it instead, resolved inside it (links and `..` stay in the cache; a missing
+//!   path is an error) while the step holds the cache alone.
 //! * `bind`: the context (after `.dockerignore`), a stage or an image; read-only by
 //!   default; `rw` gets a throw-away copy, so writes are discarded as in BuildKit.
 //! * `tmpfs`: an empty throw-away directory; with `size=`, a tmpfs of that size mounted by
@@ -59,6 +61,36 @@ pub(crate) fn ssh_auth_sock(
         .map(|t| fsops::join_container(&st.workdir(), t))
         .unwrap_or_else(|| ssh_target(0));
     Some(format!("SSH_AUTH_SOCK={target}"))
+}
+
+/// The host path a cache mount's `source=` names inside the cache directory `cache`, every
+/// link and `..` resolved inside it (as in a chroot), as BuildKit resolves it: a path that
+/// is not there is an error naming it (`open /etc: no such file or directory`). The caller
+/// holds the cache exclusively, so nothing changes the path before it is bound.
+fn cache_source(cache: &Path, source: &str) -> std::result::Result<PathBuf, String> {
+    match rbuild_sandbox::rootpath::host_path_in_root(cache, source) {
+        Ok(Some(path)) => Ok(path),
+        Ok(None) => Err(format!(
+            "source {source:?} is not in the cache: open {}: no such file or directory",
+            clean_container_path(source)
+        )),
+        Err(e) => Err(format!("source {source:?} in the cache: {e}")),
+    }
+}
+
+/// `path` as an absolute path without `.`, `..` or repeated slashes (`..` stops at `/`).
+fn clean_container_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            name => parts.push(name),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
 
 /// A secret mount's id: `id=`, else `source=`, else the name of its target.
@@ -148,8 +180,13 @@ impl BuildContext<'_> {
         let mut held = Vec::new();
         let mut binds = Vec::new();
         let mut plans = Vec::new();
-        // (index in `binds`, cache directory, sharing) of the caches that are not shared.
+        // (index in `binds`, cache directory, sharing) of every cache: `Shared` ones take a
+        // shared lock, so that a step resolving a `source=` inside the cache (which holds
+        // it exclusively) sees no step of another stage or build change it meanwhile.
         let mut exclusive: Vec<(usize, PathBuf, Sharing)> = Vec::new();
+        // (index in `binds`, cache directory, `source=`, the flag) of the cache mounts that
+        // bind a path inside their cache, resolved once the locks are held.
+        let mut cache_sources: Vec<(usize, PathBuf, String, String)> = Vec::new();
         let mut ssh_index = 0;
         for flag in mounts {
             let m = flag
@@ -249,14 +286,34 @@ impl BuildContext<'_> {
                         fsops::shift_into_range(&dir, &range)
                             .map_err(|e| origin.error(format!("cache {id:?}: {e}")))?;
                     }
+                    // BuildKit binds `source=` of the cache (`llb.SourcePath`), resolved inside
+                    // it: links and `..` cannot leave it, and a missing path is an error.
+                    let source = m
+                        .source
+                        .as_deref()
+                        .filter(|s| !matches!(s.trim_matches('/'), "" | "."));
+                    if let Some(source) = source {
+                        cache_sources.push((
+                            binds.len(),
+                            dir.clone(),
+                            source.to_string(),
+                            flag.spec.clone(),
+                        ));
+                    }
                     match m.sharing {
+                        // Resolved and bound with no other step in the cache.
+                        _ if source.is_some() => {
+                            exclusive.push((binds.len(), dir.clone(), Sharing::Locked))
+                        }
                         Some(sharing @ (Sharing::Locked | Sharing::Private)) => {
                             exclusive.push((binds.len(), dir.clone(), sharing))
                         }
                         Some(Sharing::Shared) | None if chroot => {
                             exclusive.push((binds.len(), dir.clone(), Sharing::Locked))
                         }
-                        Some(Sharing::Shared) | None => {}
+                        Some(Sharing::Shared) | None => {
+                            exclusive.push((binds.len(), dir.clone(), Sharing::Shared))
+                        }
                     }
                     binds.push(BindMount {
                         source: dir,
@@ -380,8 +437,16 @@ impl BuildContext<'_> {
             }
         }
         // In one order (by directory), so that two steps locking the same caches cannot
-        // each hold one and wait for the other.
-        exclusive.sort_by(|a, b| a.1.cmp(&b.1));
+        // each hold one and wait for the other; a cache mounted twice by the step is locked
+        // once, in the strongest of its modes (two locks of one file would wait for each
+        // other).
+        let strength = |s: &Sharing| match s {
+            Sharing::Locked => 0,
+            Sharing::Private => 1,
+            Sharing::Shared => 2,
+        };
+        exclusive.sort_by(|a, b| a.1.cmp(&b.1).then(strength(&a.2).cmp(&strength(&b.2))));
+        exclusive.dedup_by(|later, kept| later.1 == kept.1);
         for (index, dir, sharing) in exclusive {
             let fail =
                 |e: std::io::Error| origin.error(format!("locking cache {}: {e}", dir.display()));
@@ -395,11 +460,18 @@ impl BuildContext<'_> {
                         .expect("blocking"),
                 )),
                 // BuildKit: a step that finds the cache in use gets a cache of its own.
-                _ => match CacheLock::acquire(&dir, false).map_err(fail)? {
+                Sharing::Private => match CacheLock::acquire(&dir, false).map_err(fail)? {
                     Some(lock) => held.push(Held::Cache(lock)),
                     None => binds[index].source = self.dir.new_dir("cache-private")?,
                 },
+                Sharing::Shared => {
+                    held.push(Held::Cache(CacheLock::acquire_shared(&dir).map_err(fail)?))
+                }
             }
+        }
+        for (index, dir, source, spec) in cache_sources {
+            binds[index].source = cache_source(&dir, &source)
+                .map_err(|e| origin.error(format!("--mount={spec}: {e}")))?;
         }
         Ok((binds, plans, held))
     }
@@ -525,16 +597,28 @@ impl Drop for AgentRelay {
 pub(crate) struct CacheLock(#[allow(dead_code)] std::fs::File);
 
 impl CacheLock {
-    /// Waits for the lock (`blocking`), or returns `None` when it is held elsewhere.
-    fn acquire(dir: &Path, blocking: bool) -> std::io::Result<Option<CacheLock>> {
+    /// Waits for a shared lock: steps mounting the cache `shared` hold one each, and keep
+    /// out a step that holds it exclusively.
+    fn acquire_shared(dir: &Path) -> std::io::Result<CacheLock> {
+        let file = Self::open(dir)?;
+        fsops::flock(&file, libc::LOCK_SH)?;
+        Ok(CacheLock(file))
+    }
+
+    fn open(dir: &Path) -> std::io::Result<std::fs::File> {
         let mut name = dir.file_name().unwrap_or_default().to_os_string();
         name.push(".lock");
         let path = dir.with_file_name(name);
-        let file = std::fs::OpenOptions::new()
+        std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(&path)?;
+            .open(&path)
+    }
+
+    /// Waits for the lock (`blocking`), or returns `None` when it is held elsewhere.
+    fn acquire(dir: &Path, blocking: bool) -> std::io::Result<Option<CacheLock>> {
+        let file = Self::open(dir)?;
         let operation = if blocking {
             libc::LOCK_EX
         } else {

@@ -54,6 +54,10 @@ fn main() -> ExitCode {
             secret_env_reaches_the_step_alone,
         ),
         (
+            "cache_mount_source_stays_in_the_cache",
+            cache_mount_source_stays_in_the_cache,
+        ),
+        (
             "unknown_target_and_stage_are_errors",
             unknown_target_and_stage_are_errors,
         ),
@@ -797,6 +801,57 @@ fn secret_env_reaches_the_step_alone() {
         assert!(
             err.contains("\"absent\"") && err.contains("required"),
             "{isolation}: {err}"
+        );
+    }
+}
+
+/// A cache mount's `source=` binds that path of the cache (BuildKit's `llb.SourcePath`),
+/// resolved inside the cache: a link to `/etc` or `../` climbs reach the cache's own root,
+/// never the host's, and a path the cache does not hold fails the step
+/// (`testCacheMountSourceEscape`: "open /etc: no such file or directory").
+fn cache_mount_source_stays_in_the_cache() {
+    for isolation in [Isolation::Userns, Isolation::Chroot] {
+        let fx = Fixture::new();
+        let mut request = fx.request(
+            "FROM busybox\n\
+             RUN --mount=type=cache,id=src,target=/cache mkdir -p /cache/sub && \
+                 echo inside > /cache/sub/f && ln -s /etc /cache/esc && ln -s ../../.. /cache/up\n\
+             RUN --mount=type=cache,id=src,source=sub,target=/s cat /s/f > /seen && echo more > /s/g\n\
+             RUN --mount=type=cache,id=src,source=up/sub,target=/u cat /u/f > /through-up\n\
+             RUN --mount=type=cache,id=src,target=/cache cat /cache/sub/g > /persisted\n",
+        );
+        request.isolation = isolation;
+        let built = fx.built(&request);
+        assert_eq!(built.read("seen"), "inside\n", "{isolation}");
+        assert_eq!(built.read("through-up"), "inside\n", "{isolation}");
+        assert_eq!(
+            built.read("persisted"),
+            "more\n",
+            "{isolation}: written through source="
+        );
+        for source in ["esc", "../../../../etc", "up/etc", "missing"] {
+            let mut escape = fx.request(&format!(
+                "FROM busybox\nRUN --mount=type=cache,id=src,source={source},target=/v cat /v/passwd > /leak\n"
+            ));
+            escape.isolation = isolation;
+            let err = fx.build(&escape).map(|_| ()).expect_err(source).to_string();
+            assert!(
+                err.contains("no such file or directory") && err.contains("not in the cache"),
+                "{isolation} {source}: {err}"
+            );
+        }
+        let mut escape = fx.request(
+            "FROM busybox\nRUN --mount=type=cache,id=src,source=../../../../etc,target=/v true\n",
+        );
+        escape.isolation = isolation;
+        let err = fx
+            .build(&escape)
+            .map(|_| ())
+            .expect_err("../etc")
+            .to_string();
+        assert!(
+            err.contains("open /etc: no such file or directory"),
+            "{err}"
         );
     }
 }
