@@ -18,10 +18,12 @@ use crate::progress::{Event, Progress};
 use crate::snapshot::Index;
 use crate::state::StageState;
 
-/// BuildKit's `network.host` entitlement: a `RUN --network=host` of the build (or of an
-/// ONBUILD trigger) fails unless the request grants it, before any step runs ("network.host
-/// is not allowed" when the LLB is loaded). rbuild's default network is the host's all the
-/// same; only asking for it by name needs the grant, as in BuildKit.
+/// BuildKit's entitlements: a `RUN --network=host` of the build (or of an ONBUILD trigger)
+/// fails unless the request grants `network.host`, before any step runs ("network.host is
+/// not allowed" when the LLB is loaded). rbuild's default network is the host's all the
+/// same; only asking for it by name needs the grant, as in BuildKit. `RUN
+/// --security=insecure` needs `security.insecure`, which rbuild never grants (it runs no
+/// privileged step), so it fails the same way.
 /// `place` says where the instruction is (`Dockerfile:3`).
 pub(crate) fn check_network_entitlement(
     request: &crate::BuildRequest,
@@ -35,6 +37,14 @@ pub(crate) fn check_network_entitlement(
             Err(BuildError::other(format!(
                 "{place}: RUN --network=host: network.host is not allowed (grant the \
                  entitlement with --allow network.host)"
+            )))
+        }
+        rbuild_dockerfile::instructions::Instruction::Run(run)
+            if run.security == Security::Insecure =>
+        {
+            Err(BuildError::other(format!(
+                "{place}: RUN --security=insecure: security.insecure is not allowed (rbuild \
+                 grants no security.insecure entitlement: it runs no privileged step)"
             )))
         }
         _ => Ok(()),

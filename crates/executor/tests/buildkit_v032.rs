@@ -577,6 +577,20 @@ fn host_network_needs_the_entitlement() {
         "FROM busybox AS unused\nRUN --network=host true\nFROM busybox\nRUN echo ok > /ok\n";
     assert_eq!(fx.build_ok(no_net).read("ok"), "ok\n");
 
+    // `security.insecure` is never granted: refused the same way, before any step.
+    let (result, events) = fx.build_with_events(
+        &fx.request("FROM busybox\nRUN echo x > /x\nRUN --security=insecure true\n"),
+    );
+    let err = result
+        .map(|_| ())
+        .expect_err("--security=insecure")
+        .to_string();
+    assert!(
+        err.contains("Dockerfile:3") && err.contains("security.insecure is not allowed"),
+        "{err}"
+    );
+    assert!(events.ran().is_empty(), "{:?}", events.ran());
+
     // An ONBUILD trigger is checked when the child loads it.
     fx.build_ok("FROM busybox\nONBUILD RUN --network=host true\n");
     let err = fx.build_err("FROM test:latest\nRUN echo child\n");
