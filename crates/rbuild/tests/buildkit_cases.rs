@@ -57,6 +57,15 @@ fn build(store: &Path, case: &Case, work: &Path, isolation: &str) -> Result<Path
         std::fs::create_dir_all(&empty).unwrap();
         empty
     };
+    // How the Dockerfile and the context reach rbuild: `-f` beside a directory (the
+    // default), or as BuildKit's tests `testTarContext` and `testSymlinkedDockerfile` give
+    // them (BuildKit's golden is the directory's: the same build).
+    let (context, dockerfile) = match case.text("source") {
+        None => (context, Some(case.dir.join("Dockerfile"))),
+        Some("tar") => (tar_context(case, &context, work), None),
+        Some("symlinked-dockerfile") => (symlinked_dockerfile(case, &context, work), None),
+        Some(other) => panic!("{}: unknown source {other:?}", case.name),
+    };
     let mut cmd = rbuild(store);
     cmd.args([
         "build",
@@ -65,11 +74,12 @@ fn build(store: &Path, case: &Case, work: &Path, isolation: &str) -> Result<Path
         "plain",
         "--isolation",
         isolation,
-        "-f",
-    ])
-    .arg(case.dir.join("Dockerfile"))
-    .arg("-o")
-    .arg(format!("type=docker,dest={}", dest.display()));
+    ]);
+    if let Some(dockerfile) = dockerfile {
+        cmd.arg("-f").arg(dockerfile);
+    }
+    cmd.arg("-o")
+        .arg(format!("type=docker,dest={}", dest.display()));
     for arg in case.strings("build_args") {
         cmd.arg("--build-arg").arg(arg);
     }
@@ -87,6 +97,51 @@ fn build(store: &Path, case: &Case, work: &Path, isolation: &str) -> Result<Path
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
+}
+
+/// The case's context with its Dockerfile inside, as one tar archive (`testTarContext`).
+fn tar_context(case: &Case, context: &Path, work: &Path) -> PathBuf {
+    let dir = work.join(format!("{}-tar-src", case.name));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_tree(context, &dir);
+    std::fs::copy(case.dir.join("Dockerfile"), dir.join("Dockerfile")).unwrap();
+    let archive = work.join(format!("{}-context.tar", case.name));
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(&dir)
+        .arg("-cf")
+        .arg(&archive)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success(), "tar of {}", dir.display());
+    archive
+}
+
+/// The case's context with `Dockerfile` a link to `Dockerfile.web`, the case's Dockerfile
+/// (`testSymlinkedDockerfile`).
+fn symlinked_dockerfile(case: &Case, context: &Path, work: &Path) -> PathBuf {
+    let dir = work.join(format!("{}-linked", case.name));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_tree(context, &dir);
+    std::fs::copy(case.dir.join("Dockerfile"), dir.join("Dockerfile.web")).unwrap();
+    std::os::unix::fs::symlink("Dockerfile.web", dir.join("Dockerfile")).unwrap();
+    dir
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
 }
 
 #[test]
