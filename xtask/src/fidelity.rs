@@ -86,9 +86,23 @@ impl Case {
             .map(str::to_string)
     }
 
-    /// The build context: `context/`, or an empty directory when the case has none.
+    /// The build context: `context/`, or an empty directory when the case has none; with
+    /// `"source": "socket"`, a copy of it holding a Unix socket `socket.sock` too (git
+    /// cannot hold one; `testCopySocket`).
     fn context(&self, work: &Path) -> Result<PathBuf> {
         let dir = self.dir.join("context");
+        if self.text("source").as_deref() == Some("socket") {
+            let copy = work.join(format!("{}-socket-context", self.name));
+            let _ = std::fs::remove_dir_all(&copy);
+            run_ok(
+                "cp -a (the context)",
+                Command::new("cp").arg("-a").arg(&dir).arg(&copy),
+            )?;
+            // The socket file stays when the listener closes.
+            std::os::unix::net::UnixListener::bind(copy.join("socket.sock"))
+                .context("creating socket.sock")?;
+            return Ok(copy);
+        }
         if dir.is_dir() {
             return Ok(dir);
         }

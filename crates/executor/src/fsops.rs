@@ -3,7 +3,7 @@
 //! the final component of a destination is replaced, never followed.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use rbuild_sandbox::rootpath::host_path_in_root;
@@ -257,9 +257,16 @@ pub(crate) fn copy_leaf(src: &Path, dst: &Path, own: Ownership) -> Result<(), St
         }
         .map_err(|e| format!("creating link {}: {e}", dst.display()))?;
         apply_meta(dst, &md, own, true)
-    } else if ft.is_file() {
+    } else if ft.is_file() || ft.is_socket() {
+        // BuildKit's context transfer sends a Unix socket as an empty regular file with the
+        // socket's permission bits (`testCopySocket`).
+        let content = if ft.is_socket() {
+            Path::new("/dev/null")
+        } else {
+            src
+        };
         let mut input =
-            fs::File::open(src).map_err(|e| format!("opening {}: {e}", src.display()))?;
+            fs::File::open(content).map_err(|e| format!("opening {}: {e}", src.display()))?;
         if let Some(root) = container_root() {
             // One request: content, owner, mode and mtime (as apply_meta would set them).
             let (uid, gid) = own
@@ -287,7 +294,7 @@ pub(crate) fn copy_leaf(src: &Path, dst: &Path, own: Ownership) -> Result<(), St
         apply_meta(dst, &md, own, false)
     } else {
         Err(format!(
-            "{} is a special file (device, fifo or socket); COPY does not support it",
+            "{} is a special file (device or fifo); COPY does not support it",
             src.display()
         ))
     }

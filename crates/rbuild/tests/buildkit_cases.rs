@@ -64,6 +64,15 @@ fn build(store: &Path, case: &Case, work: &Path, isolation: &str) -> Result<Path
         None => (context, Some(case.dir.join("Dockerfile"))),
         Some("tar") => (tar_context(case, &context, work), None),
         Some("symlinked-dockerfile") => (symlinked_dockerfile(case, &context, work), None),
+        Some("socket") => {
+            // A copy of the context with a Unix socket (`testCopySocket`), as the xtask
+            // gives BuildKit; the socket file stays when the listener closes.
+            let dir = work.join(format!("{}-socket-context", case.name));
+            let _ = std::fs::remove_dir_all(&dir);
+            copy_tree(&context, &dir);
+            std::os::unix::net::UnixListener::bind(dir.join("socket.sock")).unwrap();
+            (dir, Some(case.dir.join("Dockerfile")))
+        }
         Some(other) => panic!("{}: unknown source {other:?}", case.name),
     };
     let mut cmd = rbuild(store);
