@@ -111,6 +111,24 @@ impl Case {
         Ok(empty)
     }
 
+    /// `--ssh default=KEY` when the case asks for an agent (`"ssh": true`): a key made now
+    /// with ssh-keygen (no key is kept in the repository), the same one for both builders.
+    fn ssh_key(&self, work: &Path) -> Result<Option<PathBuf>> {
+        if self.spec.get("ssh").and_then(Value::as_bool) != Some(true) {
+            return Ok(None);
+        }
+        let key = work.join(format!("{}-ssh-key", self.name));
+        if !key.exists() {
+            run_ok(
+                "ssh-keygen",
+                Command::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                    .arg(&key),
+            )?;
+        }
+        Ok(Some(key))
+    }
+
     /// `(id, path)` of each secret: `secrets/ID` in the case directory.
     fn secrets(&self) -> Vec<(String, PathBuf)> {
         self.strings("secrets")
@@ -311,6 +329,9 @@ fn build_rbuild(bin: &Path, store: &Path, case: &Case, work: &Path) -> Result<Bu
         cmd.arg("--secret")
             .arg(format!("id={id},src={}", path.display()));
     }
+    if let Some(key) = case.ssh_key(work)? {
+        cmd.arg("--ssh").arg(format!("default={}", key.display()));
+    }
     cmd.arg(case.context(work)?);
     let out = run("rbuild build", &mut cmd)?;
     if out.status.success() {
@@ -353,6 +374,9 @@ fn build_buildkit(buildkit: &BuildKit, base: &str, case: &Case, work: &Path) -> 
     for (id, path) in case.secrets() {
         cmd.arg("--secret")
             .arg(format!("id={id},src={}", path.display()));
+    }
+    if let Some(key) = case.ssh_key(work)? {
+        cmd.arg("--ssh").arg(format!("default={}", key.display()));
     }
     let out = run("buildctl build", &mut cmd)?;
     if out.status.success() {

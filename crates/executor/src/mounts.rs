@@ -210,19 +210,21 @@ impl BuildContext<'_> {
                     if m.source.is_some() {
                         return Err(origin.error("ssh does not support source"));
                     }
-                    if m.uid.is_some_and(|u| u != 0)
-                        || m.gid.is_some_and(|g| g != 0)
-                        || m.mode.is_some_and(|mode| mode != 0o600)
-                    {
-                        // The agent's own socket is bound; its owner and mode are the host's.
-                        return Err(unsupported("an ssh mount with uid, gid or mode"));
-                    }
+                    // BuildKit's defaults: container root's, 0600.
+                    let (uid, gid, mode) = (
+                        m.uid.unwrap_or(0),
+                        m.gid.unwrap_or(0),
+                        m.mode.unwrap_or(0o600) & 0o7777,
+                    );
+                    // The agent's own socket has the host's owner and mode: another owner or
+                    // mode needs a socket of the step's own, forwarding to it.
+                    let own_socket = (uid, gid, mode) != (0, 0, 0o600);
                     let id = m.id.clone().unwrap_or_else(|| "default".into());
                     match self.request.ssh.get(&id) {
                         Some(socket) => {
-                            let source = if ranged {
+                            let source = if ranged || (own_socket && !chroot) {
                                 let (relay, path) = self
-                                    .agent_relay(socket)
+                                    .agent_relay(socket, uid, gid, mode)
                                     .map_err(|e| origin.error(format!("--mount={}: {e}", flag.spec)))?;
                                 held.push(Held::Agent(relay));
                                 path
@@ -237,7 +239,7 @@ impl BuildContext<'_> {
                                 tmpfs_size: None,
                             });
                             plans.push(MountPlan {
-                                kind: MountKind::SshAgent,
+                                kind: MountKind::SshAgent { uid, gid, mode },
                                 label: format!("--mount={}", flag.spec),
                             });
                         }
@@ -504,9 +506,15 @@ impl BuildContext<'_> {
         Ok((files, copy))
     }
 
-    /// A ranged root build's socket forwarding to the agent socket `agent`, container
-    /// root's with mode 0600 (BuildKit's defaults), as long as the relay is held.
-    fn agent_relay(&self, agent: &Path) -> std::result::Result<(AgentRelay, PathBuf), String> {
+    /// A socket forwarding to the agent socket `agent`, owned by `uid`:`gid` (container
+    /// ids) with `mode` (BuildKit's defaults: 0, 0, 0600), as long as the relay is held.
+    fn agent_relay(
+        &self,
+        agent: &Path,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    ) -> std::result::Result<(AgentRelay, PathBuf), String> {
         use std::os::unix::fs::PermissionsExt;
         let dir = self.dir.new_dir("ssh").map_err(|e| e.to_string())?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
@@ -514,9 +522,10 @@ impl BuildContext<'_> {
         let socket = dir.join("agent.sock");
         let listener = std::os::unix::net::UnixListener::bind(&socket)
             .map_err(|e| format!("creating the agent socket {}: {e}", socket.display()))?;
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("chmod of the agent socket: {e}"))?;
-        fsops::chown_in_build(&socket, 0, 0)?;
+        // The mode first: rootless, the socket is no longer the user's once given away.
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("chmod {mode:o} of the agent socket: {e}"))?;
+        fsops::chown_in_build(&socket, uid, gid)?;
         let proxy = crate::chroot_mounts::AgentProxy::start(listener, agent.to_path_buf())
             .map_err(|e| format!("forwarding the agent: {e}"))?;
         Ok((AgentRelay(Some(proxy), dir), socket))
