@@ -15,7 +15,9 @@
 //!   the socket of the private agent the caller started, see `ssh_agent`), at `target` or
 //!   `/run/buildkit/ssh_agent.N` (N counting the step's ssh mounts); `SSH_AUTH_SOCK` points
 //!   at the first one unless the environment sets it. Without a socket for the id, a
-//!   `required` mount is an error and an optional one is left out (BuildKit).
+//!   `required` mount is an error and an optional one is left out (BuildKit). With a
+//!   `uid`, `gid` or `mode` other than 0, 0, 0600 the step gets a socket of its own so
+//!   owned and moded, forwarding to the agent.
 //! * `from=` on a cache mount: refused with an error naming the flag.
 //!
 //! With chroot isolation there is no mount(2): `chroot_mounts` puts each mount's content in
