@@ -86,15 +86,47 @@ impl Case {
             .map(str::to_string)
     }
 
-    /// The build context: `context/`, or an empty directory when the case has none.
+    /// The build context: `context/`, or an empty directory when the case has none; with
+    /// `"source": "socket"`, a copy of it holding a Unix socket `socket.sock` too (git
+    /// cannot hold one; `testCopySocket`).
     fn context(&self, work: &Path) -> Result<PathBuf> {
         let dir = self.dir.join("context");
+        if self.text("source").as_deref() == Some("socket") {
+            let copy = work.join(format!("{}-socket-context", self.name));
+            let _ = std::fs::remove_dir_all(&copy);
+            run_ok(
+                "cp -a (the context)",
+                Command::new("cp").arg("-a").arg(&dir).arg(&copy),
+            )?;
+            // The socket file stays when the listener closes.
+            std::os::unix::net::UnixListener::bind(copy.join("socket.sock"))
+                .context("creating socket.sock")?;
+            return Ok(copy);
+        }
         if dir.is_dir() {
             return Ok(dir);
         }
         let empty = work.join(format!("{}-empty-context", self.name));
         std::fs::create_dir_all(&empty)?;
         Ok(empty)
+    }
+
+    /// `--ssh default=KEY` when the case asks for an agent (`"ssh": true`): a key made now
+    /// with ssh-keygen (no key is kept in the repository), the same one for both builders.
+    fn ssh_key(&self, work: &Path) -> Result<Option<PathBuf>> {
+        if self.spec.get("ssh").and_then(Value::as_bool) != Some(true) {
+            return Ok(None);
+        }
+        let key = work.join(format!("{}-ssh-key", self.name));
+        if !key.exists() {
+            run_ok(
+                "ssh-keygen",
+                Command::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                    .arg(&key),
+            )?;
+        }
+        Ok(Some(key))
     }
 
     /// `(id, path)` of each secret: `secrets/ID` in the case directory.
@@ -297,6 +329,9 @@ fn build_rbuild(bin: &Path, store: &Path, case: &Case, work: &Path) -> Result<Bu
         cmd.arg("--secret")
             .arg(format!("id={id},src={}", path.display()));
     }
+    if let Some(key) = case.ssh_key(work)? {
+        cmd.arg("--ssh").arg(format!("default={}", key.display()));
+    }
     cmd.arg(case.context(work)?);
     let out = run("rbuild build", &mut cmd)?;
     if out.status.success() {
@@ -339,6 +374,9 @@ fn build_buildkit(buildkit: &BuildKit, base: &str, case: &Case, work: &Path) -> 
     for (id, path) in case.secrets() {
         cmd.arg("--secret")
             .arg(format!("id={id},src={}", path.display()));
+    }
+    if let Some(key) = case.ssh_key(work)? {
+        cmd.arg("--ssh").arg(format!("default={}", key.display()));
     }
     let out = run("buildctl build", &mut cmd)?;
     if out.status.success() {

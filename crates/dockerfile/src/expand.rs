@@ -93,7 +93,7 @@ pub fn expand_instruction(
             c.sources = x.all(&c.sources)?;
             c.inline_sources = x.inline(&c.inline_sources)?;
             c.dest = x.word(&c.dest)?;
-            c.from = x.opt(&c.from)?;
+            // `--from` is never expanded: parse_dockerfile refused any value it would change.
             c.chown = x.opt(&c.chown)?;
             check_chown(c.chown.as_deref())?;
             c.chmod = x.opt(&c.chmod)?;

@@ -8,6 +8,7 @@
 pub mod error;
 pub mod instructions;
 pub mod limits;
+pub mod lint;
 pub mod syntax;
 
 pub use error::{Error, Source};

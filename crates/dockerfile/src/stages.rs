@@ -141,6 +141,9 @@ pub fn parse_dockerfile(file: &str, text: &str) -> Result<Dockerfile, Error> {
     }
     for node in &parsed.ast.children {
         let cmd = parse_command(node, &source)?;
+        check_copy_from_unexpanded(&cmd, parsed.escape).map_err(|message| {
+            source.error(node.start_line, node.end_line, Some("--from"), message)
+        })?;
         if matches!(cmd.instruction, Instruction::From(_)) && stages.len() == MAX_STAGES {
             return Err(source.error(
                 node.start_line,
@@ -447,11 +450,19 @@ impl Dockerfile {
         // Built as the commands are walked (not recomputed per command, which would make
         // planning quadratic in the number of instructions), from the base stage's if the
         // stage is built FROM one (as `stage_env`).
-        let mut env: Vec<(String, String)> = match self.stage_base(stage, global)? {
+        let base = self.stage_base(stage, global)?;
+        let mut env: Vec<(String, String)> = match base {
             Base::Stage(i) => self.stage_env(i, self.stages[i].commands.len(), global, opts)?,
             Base::Image(_) => Vec::new(),
         };
-        for cmd in &s.commands {
+        // The ONBUILD triggers of a base stage run first, and their `--from`s are needs of
+        // this stage (BuildKit's `initOnBuildTriggers`: "creates the commands and
+        // dependencies for them").
+        let triggers = match base {
+            Base::Stage(i) => self.onbuild_triggers(i, &s.from)?,
+            Base::Image(_) => Vec::new(),
+        };
+        for cmd in triggers.iter().chain(&s.commands) {
             let uses_from = match &cmd.instruction {
                 Instruction::Copy(c) => c.from.is_some(),
                 Instruction::Run(r) => !r.mounts.is_empty(),
@@ -488,6 +499,43 @@ impl Dockerfile {
             }
         }
         Ok(deps)
+    }
+
+    /// The ONBUILD triggers stage `base` leaves to a stage built FROM it, as commands placed
+    /// at that stage's FROM (`at`), as BuildKit places them ("reset the location to the
+    /// onbuild trigger"). Each is parsed as a Dockerfile line of its own, as the executor
+    /// parses them when it runs them.
+    pub fn onbuild_triggers(&self, base: usize, at: &Command) -> Result<Vec<Command>, Error> {
+        let mut triggers = Vec::new();
+        for cmd in &self.stages[base].commands {
+            let Instruction::OnBuild(onbuild) = &cmd.instruction else {
+                continue;
+            };
+            let text = format!("FROM scratch\n{}\n", onbuild.expression);
+            let parsed = parse_dockerfile(&self.file, &text).map_err(|e| {
+                self.error_at(
+                    at,
+                    None,
+                    format!("ONBUILD trigger {:?}: {}", onbuild.expression, e.message),
+                )
+            })?;
+            let mut trigger = match parsed.stages.first().map(|s| s.commands.as_slice()) {
+                Some([one]) => one.clone(),
+                _ => {
+                    return Err(self.error_at(
+                        at,
+                        None,
+                        format!(
+                            "ONBUILD trigger {:?} is not one instruction",
+                            onbuild.expression
+                        ),
+                    ))
+                }
+            };
+            trigger.location = at.location.clone();
+            triggers.push(trigger);
+        }
+        Ok(triggers)
     }
 
     /// The stages needed for `opts.target` (or the last stage), dependencies first, with
@@ -565,6 +613,31 @@ impl Dockerfile {
         expand_instruction(&cmd.instruction, &self.lexer(), &env.to_vec())
             .map_err(|m| self.error_at(cmd, None, m))
     }
+}
+
+/// BuildKit v0.32 (`toCommand`) processes `COPY --from`'s value with no variables at all
+/// and refuses it when that changes it: the name is never expanded, neither with a stage
+/// ARG nor with a global one (`testDockerfileCopyFromArgs`). Checked for every stage, as
+/// BuildKit converts them all, whether or not the target needs it.
+fn check_copy_from_unexpanded(cmd: &Command, escape: char) -> Result<(), String> {
+    let Instruction::Copy(copy) = &cmd.instruction else {
+        return Ok(());
+    };
+    let Some(from) = &copy.from else {
+        return Ok(());
+    };
+    let no_variables: Vec<(String, String)> = Vec::new();
+    let processed = Lexer::new(escape)
+        .process_word(from, &no_variables)
+        .map_err(|e| e.to_string())?;
+    if &processed != from {
+        return Err(
+            "variable expansion is not supported for --from, define a new stage with \
+                    FROM using ARG from global scope as a workaround"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 fn stage_label(s: &Stage) -> String {

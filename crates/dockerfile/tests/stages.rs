@@ -134,11 +134,37 @@ fn dependencies_and_build_plan() {
     assert_eq!(plan.order, vec![0, 2]);
 }
 
+/// BuildKit v0.32 never expands `COPY --from` and refuses a value with a variable (a stage
+/// ARG or a global one), in any stage, needed or not (`testDockerfileCopyFromArgs`).
 #[test]
-fn copy_from_with_stage_args_and_images() {
+fn copy_from_with_a_variable_is_refused() {
+    let message = "variable expansion is not supported for --from, define a new stage with \
+                   FROM using ARG from global scope as a workaround";
+    for text in [
+        "FROM alpine AS a\nFROM alpine\nARG SRC=a\nCOPY --from=$SRC /x /x\n",
+        "ARG SRC=a\nFROM alpine AS a\nFROM alpine\nCOPY --from=${SRC} /x /x\n",
+        "FROM alpine AS a\nCOPY --from=${SRC:-a} /x /x\nFROM alpine\nRUN true\n",
+    ] {
+        let e = parse_dockerfile("Df", text).unwrap_err();
+        assert!(e.message.contains(message), "{text}: {e}");
+        assert!(e.line == 2 || e.line == 4, "{text}: {e}");
+    }
+    // Text without a variable is the stage's name as written.
     let df = parse_dockerfile(
         "Df",
-        "FROM alpine AS a\nFROM alpine\nARG SRC=a\nCOPY --from=$SRC /x /x\nCOPY --from=busybox:1 /bin/sh /sh\n",
+        "FROM alpine AS a-1\nFROM alpine\nCOPY --from=a-1 /x /x\n",
+    )
+    .unwrap();
+    let o = opts(None, &[]);
+    let global = df.global_args(&o).unwrap();
+    assert_eq!(df.dependencies(1, &global, &o).unwrap()[0].stage, 0);
+}
+
+#[test]
+fn copy_from_stages_and_images() {
+    let df = parse_dockerfile(
+        "Df",
+        "FROM alpine AS a\nFROM alpine\nARG SRC=a\nCOPY --from=a /x /x\nCOPY --from=busybox:1 /bin/sh /sh\n",
     )
     .unwrap();
     let o = opts(None, &[]);
@@ -213,7 +239,7 @@ fn env_and_arg_lines_see_the_environment_before_the_line() {
 
 #[test]
 fn expansion_per_instruction() {
-    let text = "FROM a\nCOPY --chown=$U --from=$S $SRC ${DST:-/d}\nRUN echo $U\nWORKDIR /w/$U\nUSER $U\nEXPOSE $P\nLABEL l=$U\nVOLUME $U\nSTOPSIGNAL $SIG\nONBUILD RUN $U\nCOPY <<E <<'R' /x\n$U\nE\n$U\nR\nRUN --mount=type=cache,target=/c/$U,id=$U true\n";
+    let text = "FROM a\nCOPY --chown=$U --from=st $SRC ${DST:-/d}\nRUN echo $U\nWORKDIR /w/$U\nUSER $U\nEXPOSE $P\nLABEL l=$U\nVOLUME $U\nSTOPSIGNAL $SIG\nONBUILD RUN $U\nCOPY <<E <<'R' /x\n$U\nE\n$U\nR\nRUN --mount=type=cache,target=/c/$U,id=$U true\n";
     let df = parse_dockerfile("Df", text).unwrap();
     let env: Vec<(String, String)> = [
         ("U", "me"),
@@ -236,7 +262,8 @@ fn expansion_per_instruction() {
     };
     assert_eq!(
         (c.chown.as_deref(), c.from.as_deref()),
-        (Some("me"), Some("st"))
+        (Some("me"), Some("st")),
+        "--from is never expanded (variables there are refused when parsing)"
     );
     assert_eq!((c.sources[0].as_str(), c.dest.as_str()), ("s r c", "/d"));
     let Instruction::Run(r) = &x[1] else { panic!() };
@@ -297,4 +324,50 @@ fn expansion_errors_name_the_line() {
     assert_eq!(e.line, 2);
     assert!(e.to_string().starts_with("Df:2:1: "), "{e}");
     assert!(e.message.contains("must be set"), "{e}");
+}
+
+/// BuildKit's `initOnBuildTriggers`: the ONBUILD triggers a base stage leaves run first in
+/// the stage built FROM it, and a trigger's `COPY --from` (or `RUN --mount from=`) adds that
+/// stage to the build (`testOnBuildNewDeps`), placed at the child's FROM line.
+#[test]
+fn onbuild_trigger_from_adds_that_stage() {
+    let df = parse_dockerfile(
+        "Df",
+        "FROM a AS dep\nFROM a AS parent\nONBUILD COPY --from=dep /x /y\n\
+         ONBUILD RUN --mount=from=tools,target=/t true\nFROM a AS tools\n\
+         FROM parent AS child\nRUN true\n",
+    )
+    .unwrap();
+    let plan = df.build_plan(&opts(Some("parent"), &[])).unwrap();
+    assert_eq!(plan.order, [1], "the parent's own build runs no trigger");
+    let plan = df.build_plan(&opts(Some("child"), &[])).unwrap();
+    let mut order = plan.order.clone();
+    order.sort();
+    assert_eq!(order, [0, 1, 2, 3]);
+    assert_eq!(plan.order.last(), Some(&3));
+    let o = opts(None, &[]);
+    let global = df.global_args(&o).unwrap();
+    let deps: Vec<(usize, DependencyKind, usize)> = df
+        .dependencies(3, &global, &o)
+        .unwrap()
+        .iter()
+        .map(|d| (d.stage, d.kind, d.line))
+        .collect();
+    assert_eq!(
+        deps,
+        [
+            (1, DependencyKind::From, 6),
+            (0, DependencyKind::CopyFrom, 6),
+            (2, DependencyKind::MountFrom, 6)
+        ]
+    );
+    // A trigger's own errors point at the child's FROM.
+    let df = parse_dockerfile(
+        "Df",
+        "FROM a AS parent\nONBUILD COPY --from=7 /x /y\nFROM parent\nRUN true\n",
+    )
+    .unwrap();
+    let e = df.build_plan(&opts(None, &[])).unwrap_err();
+    assert_eq!(e.line, 3, "{e}");
+    assert!(e.message.contains("invalid stage index 7"), "{e}");
 }

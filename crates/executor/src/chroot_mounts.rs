@@ -39,8 +39,9 @@ pub(crate) enum MountKind {
     Scratch,
     /// A secret: a file with this owner and mode holding the source's content.
     Secret { uid: u32, gid: u32, mode: u32 },
-    /// An ssh-agent socket: connections to the target are forwarded to the source socket.
-    SshAgent,
+    /// An ssh-agent socket with this owner and mode: connections to the target are
+    /// forwarded to the source socket.
+    SshAgent { uid: u32, gid: u32, mode: u32 },
 }
 
 /// A mount of the step and how to realise it without mount(2).
@@ -229,11 +230,13 @@ impl PlacedMounts {
                 file.set_permissions(std::fs::Permissions::from_mode(*mode))
                     .map_err(|e| fail(&format!("chmod {mode:o}"), &e))?;
             }
-            MountKind::SshAgent => {
+            MountKind::SshAgent { uid, gid, mode } => {
                 let listener =
                     UnixListener::bind(&at).map_err(|e| fail("creating the agent socket", &e))?;
-                std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o600))
-                    .map_err(|e| fail("chmod of the agent socket", &e))?;
+                std::os::unix::fs::lchown(&at, Some(*uid), Some(*gid))
+                    .map_err(|e| fail(&format!("giving the agent socket to {uid}:{gid}"), &e))?;
+                std::fs::set_permissions(&at, std::fs::Permissions::from_mode(*mode))
+                    .map_err(|e| fail(&format!("chmod {mode:o} of the agent socket"), &e))?;
                 let proxy = AgentProxy::start(listener, bind.source.clone())
                     .map_err(|e| fail("forwarding the agent", &e))?;
                 if let Some(last) = self.placed.last_mut() {
@@ -305,7 +308,7 @@ impl PlacedMounts {
                     }
                 }
             }
-            MountKind::Scratch | MountKind::Secret { .. } | MountKind::SshAgent => {
+            MountKind::Scratch | MountKind::Secret { .. } | MountKind::SshAgent { .. } => {
                 if let Some(at) = &at {
                     result = remove_any(at);
                 }

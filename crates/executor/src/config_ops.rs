@@ -17,7 +17,6 @@ impl BuildContext<'_> {
         st: &mut StageState,
         origin: &Origin<'_>,
         instruction: &Instruction,
-        progress: &mut dyn crate::progress::Progress,
     ) -> Result<Option<String>> {
         let cfg = &mut st.config.config;
         let created_by = match instruction {
@@ -105,20 +104,11 @@ impl BuildContext<'_> {
                 // (`EXPOSE map[53/udp:{} 80/tcp:{}]`).
                 let mut added = Vec::new();
                 for spec in &expose.ports {
-                    let (ports, with_host_part) =
+                    // An IP address or host port is BuildKit's ExposeInvalidFormat check
+                    // (`rbuild_dockerfile::lint`, before the build); the container port is
+                    // exposed.
+                    let (ports, _with_host_part) =
                         expand_port_spec(spec).map_err(|e| origin.error(e))?;
-                    if with_host_part {
-                        // BuildKit's ExposeInvalidFormat check warns, and the container
-                        // port is exposed.
-                        progress.event(&crate::progress::Event::Warning {
-                            message: format!(
-                                "{}:{}: EXPOSE {spec}: EXPOSE instruction should not define an IP \
-                                 address or host port; only the container port is exposed \
-                                 (ExposeInvalidFormat)",
-                                origin.file, origin.cmd.location.start_line
-                            ),
-                        });
-                    }
                     added.extend(ports);
                 }
                 for port in &added {

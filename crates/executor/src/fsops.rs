@@ -3,7 +3,7 @@
 //! the final component of a destination is replaced, never followed.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use rbuild_inroot::host_path_in_root;
@@ -289,8 +289,15 @@ pub(crate) fn copy_leaf(owners: &Owners, src: &Path, dst: &Path, own: Ownership)
                 .map_err(BuildError::io("creating link", dst)),
         }?;
         apply_meta(owners, dst, &md, own, true)
-    } else if ft.is_file() {
-        let mut input = fs::File::open(src).map_err(BuildError::io("opening", src))?;
+    } else if ft.is_file() || ft.is_socket() {
+        // BuildKit's context transfer sends a Unix socket as an empty regular file with the
+        // socket's permission bits (`testCopySocket`).
+        let content = if ft.is_socket() {
+            Path::new("/dev/null")
+        } else {
+            src
+        };
+        let mut input = fs::File::open(content).map_err(BuildError::io("opening", src))?;
         if let Some(root) = owners.container_root() {
             // One request: content, owner, mode and mtime (as apply_meta would set them).
             let (uid, gid) = own.owner.unwrap_or_else(|| owners.source_ids(&md));
@@ -319,7 +326,7 @@ pub(crate) fn copy_leaf(owners: &Owners, src: &Path, dst: &Path, own: Ownership)
         apply_meta(owners, dst, &md, own, false)
     } else {
         Err(BuildError::other(format!(
-            "{} is a special file (device, fifo or socket); COPY does not support it",
+            "{} is a special file (device or fifo); COPY does not support it",
             src.display()
         )))
     }

@@ -107,6 +107,9 @@ pub struct BuildRequest {
     pub platform: Option<String>,
     /// RUN's network when the instruction says nothing (`--network=default`).
     pub network: Network,
+    /// The `network.host` entitlement (`--allow network.host`): without it a `RUN
+    /// --network=host` fails the build before any step runs, as in BuildKit.
+    pub allow_network_host: bool,
     pub isolation: Isolation,
     /// `--security-opt seccomp=unconfined` turns off the seccomp filter of RUN steps.
     pub seccomp: Seccomp,
@@ -150,6 +153,7 @@ impl BuildRequest {
             explain_misses: false,
             platform: None,
             network: Network::Host,
+            allow_network_host: false,
             isolation: Isolation::Auto,
             seccomp: Seccomp::DockerDefault,
             secrets: BTreeMap::new(),
@@ -237,6 +241,54 @@ fn dockerfile_epoch(
     }
 }
 
+/// The build checks of `dockerfile` for a build of the stages `built` (`rbuild_dockerfile::
+/// lint`), as the check configuration (`# check=`, or the build argument
+/// `BUILDKIT_DOCKERFILE_CHECK`) asks: each warning rendered with the file and line, and
+/// with `error=true` and a warning, the error that fails the build.
+fn build_checks(
+    dockerfile: &rbuild_dockerfile::Dockerfile,
+    opts: &BuildOptions,
+    request: &BuildRequest,
+    built: &[usize],
+) -> Result<(Vec<String>, Option<String>), BuildError> {
+    use rbuild_dockerfile::lint;
+    let file = &request.dockerfile_name;
+    let config = lint::check_config(
+        dockerfile,
+        request
+            .build_args
+            .get("BUILDKIT_DOCKERFILE_CHECK")
+            .map(String::as_str),
+    )
+    .map_err(|e| BuildError::other(format!("{file}: {e}")))?;
+    let global = dockerfile.global_args(opts)?;
+    let found: Vec<lint::LintWarning> = lint::lint(dockerfile, built, &global)
+        .into_iter()
+        .filter(|w| config.checks(&w.rule))
+        .collect();
+    let error = config.error_for(&found).map(|e| format!("{file}: {e}"));
+    Ok((found.iter().map(|w| w.render(file)).collect(), error))
+}
+
+/// Every build check of `request`'s Dockerfile (`rbuild build --check`, BuildKit's
+/// `--call=check`): all stages, or those `--target` needs, whatever the check
+/// configuration's `error=`; nothing is built. The rendered warnings.
+pub fn check(request: &BuildRequest) -> Result<Vec<String>, BuildError> {
+    let dockerfile = parse_dockerfile(&request.dockerfile_name, &request.dockerfile_text)?;
+    let host = to_df_platform(&Platform::host());
+    let opts = BuildOptions {
+        target: request.target.clone(),
+        build_args: request.build_args.clone(),
+        target_platform: host.clone(),
+        build_platform: host,
+    };
+    let stages: Vec<usize> = match request.target {
+        Some(_) => dockerfile.build_plan(&opts)?.order,
+        None => (0..dockerfile.stages.len()).collect(),
+    };
+    Ok(build_checks(&dockerfile, &opts, request, &stages)?.0)
+}
+
 /// Builds the image `request` describes into `store`, with the store's own step cache.
 /// Nothing is tagged unless the whole build succeeds; the per-build working directories are
 /// removed whatever happens.
@@ -289,11 +341,6 @@ pub fn build_with_cache(
         }
         None => request,
     };
-    for w in &dockerfile.warnings {
-        progress.event(&Event::Warning {
-            message: format!("{}: {w:?}", request.dockerfile_name),
-        });
-    }
     let opts = BuildOptions {
         target: request.target.clone(),
         build_args: request.build_args.clone(),
@@ -301,6 +348,21 @@ pub fn build_with_cache(
         build_platform: to_df_platform(&host),
     };
     let plan = dockerfile.build_plan(&opts)?;
+    // BuildKit's build checks, before any step runs: warnings, or with `error=true` the
+    // build's error (the parser's empty-continuation warning is one of them).
+    let (warnings, lint_error) = build_checks(&dockerfile, &opts, request, &plan.order)?;
+    for message in warnings {
+        progress.event(&Event::Warning { message });
+    }
+    if let Some(error) = lint_error {
+        return Err(BuildError::other(error));
+    }
+    for &stage in &plan.order {
+        for cmd in &dockerfile.stages[stage].commands {
+            let place = format!("{}:{}", request.dockerfile_name, cmd.location.start_line);
+            run::check_network_entitlement(request, &place, &cmd.instruction)?;
+        }
+    }
     let unused = dockerfile.unused_build_args(&opts);
     if !unused.is_empty() {
         progress.event(&Event::Warning {

@@ -316,3 +316,31 @@ fn layer_format_names_what_decides_a_layers_bytes() {
     assert_eq!(layer_format(&threaded), layer_format(&gzip));
     assert_eq!(network_name(Network::None), "none");
 }
+
+/// A secret's `env=` is keyed like its other fields: another variable name is another
+/// step, while the secret's value is no input at all (lowering cannot read secrets), so a
+/// rotated token never reruns a step nor shows in its key.
+#[test]
+fn secret_env_is_keyed_by_its_name_not_its_value() {
+    let fx = Fixture::new();
+    let key = |line: &str| {
+        let op = fx.lowering().run(&fx.view(), &run_of(line)).unwrap();
+        assert!(op.mounts.iter().all(|m| m.content == MountContent::None));
+        StepOp::Run(op).key()
+    };
+    let as_token = key("RUN --mount=type=secret,id=tok,env=TOKEN true");
+    assert_eq!(
+        as_token,
+        key("RUN --mount=type=secret,id=tok,env=TOKEN true")
+    );
+    assert_ne!(
+        as_token,
+        key("RUN --mount=type=secret,id=tok,env=OTHER true")
+    );
+    assert_ne!(as_token, key("RUN --mount=type=secret,id=tok true"));
+    assert_ne!(
+        as_token,
+        key("RUN --mount=type=secret,id=tok,env=TOKEN,target=/t true")
+    );
+    assert!(fx.sources.asked.borrow().is_empty(), "no source was read");
+}

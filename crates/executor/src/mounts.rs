@@ -1,18 +1,24 @@
 //! `RUN --mount`: each mount becomes a bind mount of the sandbox.
 //!
 //! * `cache`: a directory under the store's `cache-mounts` state directory, keyed by `id`
-//!   (default: the target), kept between builds; never part of a layer.
+//!   (default: the target), kept between builds; never part of a layer. `source=` binds a
+//!   path inside it instead, resolved inside it (links and `..` stay in the cache; a missing
+//!   path is an error) while the step holds the cache alone.
 //! * `bind`: the context (after `.dockerignore`), a stage or an image; read-only by
 //!   default; `rw` gets a throw-away copy, so writes are discarded as in BuildKit.
 //! * `tmpfs`: an empty throw-away directory; with `size=`, a tmpfs of that size mounted by
 //!   the sandbox (an error with chroot isolation, which cannot mount one).
-//! * `secret`: the file given for the id, read-only at `/run/secrets/<id>` (or `target`).
+//! * `secret`: the file given for the id, read-only at `/run/secrets/<id>` (or `target`);
+//!   with `env=NAME` the content is the step's variable NAME instead (and the file too
+//!   only when `target` is given), as BuildKit's `dispatchSecret` does ([`BuildContext::secret_env`]).
 //! * `ssh`: the ssh-agent socket given for the id (`default` unless `id=`; for key files,
 //!   the socket of the private agent the caller started, see `ssh_agent`), at `target` or
 //!   `/run/buildkit/ssh_agent.N` (N counting the step's ssh mounts); `SSH_AUTH_SOCK` points
 //!   at the first one unless the environment sets it. Without a socket for the id, a
-//!   `required` mount is an error and an optional one is left out (BuildKit).
-//! * secret `env=`, `from=` on a cache mount: refused with an error naming the flag.
+//!   `required` mount is an error and an optional one is left out (BuildKit). With a
+//!   `uid`, `gid` or `mode` other than 0, 0, 0600 the step gets a socket of its own so
+//!   owned and moded, forwarding to the agent.
+//! * `from=` on a cache mount: refused with an error naming the flag.
 //!
 //! With chroot isolation there is no mount(2): `chroot_mounts` puts each mount's content in
 //! the root for the step instead, as each [`MountPlan`] says. There every cache is used by
@@ -21,7 +27,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use rbuild_dockerfile::instructions::{MountFlag, MountType, Sharing};
+use rbuild_dockerfile::instructions::{Mount, MountFlag, MountType, Sharing};
 use rbuild_sandbox::{BindMount, Isolation};
 
 use crate::chroot_mounts::{MountKind, MountPlan};
@@ -59,7 +65,105 @@ pub(crate) fn ssh_auth_sock(
     Some(format!("SSH_AUTH_SOCK={target}"))
 }
 
+/// The host path a cache mount's `source=` names inside the cache directory `cache`, every
+/// link and `..` resolved inside it (as in a chroot), as BuildKit resolves it: a path that
+/// is not there is an error naming it (`open /etc: no such file or directory`). The caller
+/// holds the cache exclusively, so nothing changes the path before it is bound.
+fn cache_source(cache: &Path, source: &str) -> std::result::Result<PathBuf, String> {
+    match rbuild_sandbox::rootpath::host_path_in_root(cache, source) {
+        Ok(Some(path)) => Ok(path),
+        Ok(None) => Err(format!(
+            "source {source:?} is not in the cache: open {}: no such file or directory",
+            clean_container_path(source)
+        )),
+        Err(e) => Err(format!("source {source:?} in the cache: {e}")),
+    }
+}
+
+/// `path` as an absolute path without `.`, `..` or repeated slashes (`..` stops at `/`).
+fn clean_container_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            name => parts.push(name),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// A secret mount's id: `id=`, else `source=`, else the name of its target.
+fn secret_id(m: &Mount) -> String {
+    m.id.clone()
+        .or_else(|| m.source.clone())
+        .or_else(|| m.target.as_deref().map(base_name))
+        .unwrap_or_default()
+}
+
+/// The last component of a slash-separated path (Go's `path.Base`, without the `.`/`/`
+/// cases no secret id has).
+fn base_name(path: &str) -> String {
+    let trimmed = path.trim_end_matches('/');
+    trimmed.rsplit('/').next().unwrap_or(trimmed).to_string()
+}
+
+/// The value of a secret as an environment variable: its bytes as text (an environment
+/// entry cannot hold a NUL byte, nor, for `StepSpec`, bytes that are not UTF-8). The errors
+/// name the secret, never its content.
+fn secret_env_value(id: &str, content: Vec<u8>) -> std::result::Result<String, String> {
+    if content.contains(&0) {
+        return Err(format!(
+            "secret {id:?} holds a NUL byte and cannot be an environment variable"
+        ));
+    }
+    String::from_utf8(content).map_err(|_| {
+        format!("secret {id:?} is not UTF-8 text and cannot be an environment variable")
+    })
+}
+
 impl BuildContext<'_> {
+    /// The `NAME=value` environment entries of a RUN's `--mount=type=secret,env=NAME`
+    /// mounts (BuildKit's `loadSecretEnv`): the secret's content, or an empty value for an
+    /// optional secret that was not given; a required one that was not given is an error.
+    /// The values go to the step's process alone: not to the op's key (which has the
+    /// mount's fields), the history, the config or any message.
+    pub(crate) fn secret_env(
+        &self,
+        origin: &Origin<'_>,
+        mounts: &[MountFlag],
+    ) -> Result<Vec<(String, String)>> {
+        let mut entries = Vec::new();
+        for flag in mounts {
+            let Some(m) = flag.parsed.as_ref() else {
+                continue;
+            };
+            let (MountType::Secret, Some(name)) = (m.kind, m.env.as_ref()) else {
+                continue;
+            };
+            let id = secret_id(m);
+            let value = match self.request.secrets.get(&id) {
+                Some(path) => {
+                    let content = std::fs::read(path).map_err(|e| {
+                        origin.error(format!("--mount={}: reading secret {id:?}: {e}", flag.spec))
+                    })?;
+                    secret_env_value(&id, content)
+                        .map_err(|e| origin.error(format!("--mount={}: {e}", flag.spec)))?
+                }
+                None if m.required => {
+                    return Err(
+                        origin.error(format!("secret {id:?} is required but was not provided"))
+                    )
+                }
+                None => String::new(),
+            };
+            entries.push((name.clone(), value));
+        }
+        Ok(entries)
+    }
+
     /// The bind mounts of a RUN's `--mount` flags, how each is realised without mount(2)
     /// (chroot isolation), and the locks of its `sharing=locked` (and `private`) cache
     /// mounts, to be held until the step ends. With chroot isolation every cache is locked
@@ -80,8 +184,13 @@ impl BuildContext<'_> {
         let mut held = Vec::new();
         let mut binds = Vec::new();
         let mut plans = Vec::new();
-        // (index in `binds`, cache directory, sharing) of the caches that are not shared.
+        // (index in `binds`, cache directory, sharing) of every cache: `Shared` ones take a
+        // shared lock, so that a step resolving a `source=` inside the cache (which holds
+        // it exclusively) sees no step of another stage or build change it meanwhile.
         let mut exclusive: Vec<(usize, PathBuf, Sharing)> = Vec::new();
+        // (index in `binds`, cache directory, `source=`, the flag) of the cache mounts that
+        // bind a path inside their cache, resolved once the locks are held.
+        let mut cache_sources: Vec<(usize, PathBuf, String, String)> = Vec::new();
         let mut ssh_index = 0;
         for flag in mounts {
             let m = flag
@@ -105,19 +214,21 @@ impl BuildContext<'_> {
                     if m.source.is_some() {
                         return Err(origin.error("ssh does not support source"));
                     }
-                    if m.uid.is_some_and(|u| u != 0)
-                        || m.gid.is_some_and(|g| g != 0)
-                        || m.mode.is_some_and(|mode| mode != 0o600)
-                    {
-                        // The agent's own socket is bound; its owner and mode are the host's.
-                        return Err(unsupported("an ssh mount with uid, gid or mode"));
-                    }
+                    // BuildKit's defaults: container root's, 0600.
+                    let (uid, gid, mode) = (
+                        m.uid.unwrap_or(0),
+                        m.gid.unwrap_or(0),
+                        m.mode.unwrap_or(0o600) & 0o7777,
+                    );
+                    // The agent's own socket has the host's owner and mode: another owner or
+                    // mode needs a socket of the step's own, forwarding to it.
+                    let own_socket = (uid, gid, mode) != (0, 0, 0o600);
                     let id = m.id.clone().unwrap_or_else(|| "default".into());
                     match self.request.ssh.get(&id) {
                         Some(socket) => {
-                            let source = if ranged {
+                            let source = if ranged || (own_socket && !chroot) {
                                 let (relay, path) = self
-                                    .agent_relay(socket)
+                                    .agent_relay(socket, uid, gid, mode)
                                     .map_err(|e| origin.error(format!("--mount={}: {e}", flag.spec)))?;
                                 held.push(Held::Agent(relay));
                                 path
@@ -132,7 +243,7 @@ impl BuildContext<'_> {
                                 tmpfs_size: None,
                             });
                             plans.push(MountPlan {
-                                kind: MountKind::SshAgent,
+                                kind: MountKind::SshAgent { uid, gid, mode },
                                 label: format!("--mount={}", flag.spec),
                             });
                         }
@@ -186,14 +297,34 @@ impl BuildContext<'_> {
                         fsops::shift_into_range(&dir, range)
                             .map_err(|e| origin.error(format!("cache {id:?}: {e}")))?;
                     }
+                    // BuildKit binds `source=` of the cache (`llb.SourcePath`), resolved inside
+                    // it: links and `..` cannot leave it, and a missing path is an error.
+                    let source = m
+                        .source
+                        .as_deref()
+                        .filter(|s| !matches!(s.trim_matches('/'), "" | "."));
+                    if let Some(source) = source {
+                        cache_sources.push((
+                            binds.len(),
+                            dir.clone(),
+                            source.to_string(),
+                            flag.spec.clone(),
+                        ));
+                    }
                     match m.sharing {
+                        // Resolved and bound with no other step in the cache.
+                        _ if source.is_some() => {
+                            exclusive.push((binds.len(), dir.clone(), Sharing::Locked))
+                        }
                         Some(sharing @ (Sharing::Locked | Sharing::Private)) => {
                             exclusive.push((binds.len(), dir.clone(), sharing))
                         }
                         Some(Sharing::Shared) | None if chroot => {
                             exclusive.push((binds.len(), dir.clone(), Sharing::Locked))
                         }
-                        Some(Sharing::Shared) | None => {}
+                        Some(Sharing::Shared) | None => {
+                            exclusive.push((binds.len(), dir.clone(), Sharing::Shared))
+                        }
                     }
                     binds.push(BindMount {
                         source: dir,
@@ -235,18 +366,14 @@ impl BuildContext<'_> {
                     });
                 }
                 MountType::Secret => {
-                    if m.env.is_some() {
-                        return Err(unsupported("secret env="));
-                    }
-                    let id =
-                        m.id.clone()
-                            .or_else(|| {
-                                m.target
-                                    .as_ref()
-                                    .and_then(|t| t.rsplit('/').next().map(str::to_string))
-                            })
-                            .unwrap_or_default();
-                    let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
+                    let id = secret_id(m);
+                    // With `env=` and no `target=` the secret is an environment variable
+                    // alone (`secret_env`), no file (BuildKit's dispatchSecret).
+                    let target = match target {
+                        Some(target) => target,
+                        None if m.env.is_some() => continue,
+                        None => format!("/run/secrets/{}", base_name(&id)),
+                    };
                     match self.request.secrets.get(&id) {
                         Some(path) => {
                             // Under a user namespace the step gets a copy of its own, owned
@@ -321,8 +448,16 @@ impl BuildContext<'_> {
             }
         }
         // In one order (by directory), so that two steps locking the same caches cannot
-        // each hold one and wait for the other.
-        exclusive.sort_by(|a, b| a.1.cmp(&b.1));
+        // each hold one and wait for the other; a cache mounted twice by the step is locked
+        // once, in the strongest of its modes (two locks of one file would wait for each
+        // other).
+        let strength = |s: &Sharing| match s {
+            Sharing::Locked => 0,
+            Sharing::Private => 1,
+            Sharing::Shared => 2,
+        };
+        exclusive.sort_by(|a, b| a.1.cmp(&b.1).then(strength(&a.2).cmp(&strength(&b.2))));
+        exclusive.dedup_by(|later, kept| later.1 == kept.1);
         for (index, dir, sharing) in exclusive {
             let fail =
                 |e: std::io::Error| origin.error(format!("locking cache {}: {e}", dir.display()));
@@ -336,11 +471,18 @@ impl BuildContext<'_> {
                         .expect("blocking"),
                 )),
                 // BuildKit: a step that finds the cache in use gets a cache of its own.
-                _ => match CacheLock::acquire(&dir, false).map_err(fail)? {
+                Sharing::Private => match CacheLock::acquire(&dir, false).map_err(fail)? {
                     Some(lock) => held.push(Held::Cache(lock)),
                     None => binds[index].source = self.dir.new_dir("cache-private")?,
                 },
+                Sharing::Shared => {
+                    held.push(Held::Cache(CacheLock::acquire_shared(&dir).map_err(fail)?))
+                }
             }
+        }
+        for (index, dir, source, spec) in cache_sources {
+            binds[index].source = cache_source(&dir, &source)
+                .map_err(|e| origin.error(format!("--mount={spec}: {e}")))?;
         }
         Ok((binds, plans, held))
     }
@@ -375,9 +517,15 @@ impl BuildContext<'_> {
         Ok((files, copy))
     }
 
-    /// A ranged root build's socket forwarding to the agent socket `agent`, container
-    /// root's with mode 0600 (BuildKit's defaults), as long as the relay is held.
-    fn agent_relay(&self, agent: &Path) -> Result<(AgentRelay, PathBuf)> {
+    /// A socket forwarding to the agent socket `agent`, owned by `uid`:`gid` (container
+    /// ids) with `mode` (BuildKit's defaults: 0, 0, 0600), as long as the relay is held.
+    fn agent_relay(
+        &self,
+        agent: &Path,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    ) -> Result<(AgentRelay, PathBuf)> {
         use std::os::unix::fs::PermissionsExt;
         let dir = self.dir.new_dir("ssh")?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
@@ -385,9 +533,11 @@ impl BuildContext<'_> {
         let socket = dir.join("agent.sock");
         let listener = std::os::unix::net::UnixListener::bind(&socket)
             .map_err(BuildError::io("creating the agent socket", &socket))?;
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-            .map_err(BuildError::system("chmod of the agent socket"))?;
-        fsops::chown_in_build(&self.owners, &socket, 0, 0)?;
+        // The mode first: rootless, the socket is no longer the user's once given away.
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(mode)).map_err(
+            BuildError::system(format!("chmod {mode:o} of the agent socket")),
+        )?;
+        fsops::chown_in_build(&self.owners, &socket, uid, gid)?;
         let proxy = crate::chroot_mounts::AgentProxy::start(listener, agent.to_path_buf())
             .map_err(BuildError::system("forwarding the agent"))?;
         Ok((AgentRelay(Some(proxy), dir), socket))
@@ -467,16 +617,28 @@ impl Drop for AgentRelay {
 pub(crate) struct CacheLock(#[allow(dead_code)] std::fs::File);
 
 impl CacheLock {
-    /// Waits for the lock (`blocking`), or returns `None` when it is held elsewhere.
-    fn acquire(dir: &Path, blocking: bool) -> std::io::Result<Option<CacheLock>> {
+    /// Waits for a shared lock: steps mounting the cache `shared` hold one each, and keep
+    /// out a step that holds it exclusively.
+    fn acquire_shared(dir: &Path) -> std::io::Result<CacheLock> {
+        let file = Self::open(dir)?;
+        fsops::flock(&file, libc::LOCK_SH)?;
+        Ok(CacheLock(file))
+    }
+
+    fn open(dir: &Path) -> std::io::Result<std::fs::File> {
         let mut name = dir.file_name().unwrap_or_default().to_os_string();
         name.push(".lock");
         let path = dir.with_file_name(name);
-        let file = std::fs::OpenOptions::new()
+        std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(&path)?;
+            .open(&path)
+    }
+
+    /// Waits for the lock (`blocking`), or returns `None` when it is held elsewhere.
+    fn acquire(dir: &Path, blocking: bool) -> std::io::Result<Option<CacheLock>> {
+        let file = Self::open(dir)?;
         let operation = if blocking {
             libc::LOCK_EX
         } else {

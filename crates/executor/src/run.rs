@@ -18,6 +18,39 @@ use crate::progress::{Event, Progress};
 use crate::snapshot::Index;
 use crate::state::StageState;
 
+/// BuildKit's entitlements: a `RUN --network=host` of the build (or of an ONBUILD trigger)
+/// fails unless the request grants `network.host`, before any step runs ("network.host is
+/// not allowed" when the LLB is loaded). rbuild's default network is the host's all the
+/// same; only asking for it by name needs the grant, as in BuildKit. `RUN
+/// --security=insecure` needs `security.insecure`, which rbuild never grants (it runs no
+/// privileged step), so it fails the same way.
+/// `place` says where the instruction is (`Dockerfile:3`).
+pub(crate) fn check_network_entitlement(
+    request: &crate::BuildRequest,
+    place: &str,
+    instruction: &rbuild_dockerfile::instructions::Instruction,
+) -> Result<()> {
+    match instruction {
+        rbuild_dockerfile::instructions::Instruction::Run(run)
+            if run.network == RunNetwork::Host && !request.allow_network_host =>
+        {
+            Err(BuildError::other(format!(
+                "{place}: RUN --network=host: network.host is not allowed (grant the \
+                 entitlement with --allow network.host)"
+            )))
+        }
+        rbuild_dockerfile::instructions::Instruction::Run(run)
+            if run.security == Security::Insecure =>
+        {
+            Err(BuildError::other(format!(
+                "{place}: RUN --security=insecure: security.insecure is not allowed (rbuild \
+                 grants no security.insecure entitlement: it runs no privileged step)"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Lines of output shown in a failed RUN's error.
 const TAIL_LINES: usize = 10;
 
@@ -109,6 +142,13 @@ impl BuildContext<'_> {
             let home =
                 rbuild_sandbox::home_dir(&st.rootfs, user.uid).map_err(|e| origin.error(e))?;
             env.push(format!("HOME={home}"));
+        }
+        // A secret's variable replaces one of the same name (containerd's WithEnv, which
+        // BuildKit's runc executor uses, keeps the last of two).
+        for (name, value) in self.secret_env(origin, &run.mounts)? {
+            let prefix = format!("{name}=");
+            env.retain(|e| !e.starts_with(&prefix));
+            env.push(format!("{name}={value}"));
         }
         let network = match run.network {
             RunNetwork::Default => self.request.network,

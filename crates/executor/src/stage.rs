@@ -157,6 +157,7 @@ impl BuildContext<'_> {
                     cmd.instruction.keyword()
                 )));
             }
+            crate::run::check_network_entitlement(self.request, &trigger_file, &cmd.instruction)?;
             trigger_cmds.push(cmd);
         }
         let commands = trigger_cmds
@@ -256,7 +257,7 @@ impl BuildContext<'_> {
             Instruction::Workdir(w) => {
                 return self.dispatch_workdir(st, origin, &w.path, step, progress)
             }
-            other => match self.apply_config(st, origin, other, progress)? {
+            other => match self.apply_config(st, origin, other)? {
                 Some(created_by) => created_by,
                 None => return Ok(None),
             },

@@ -50,6 +50,14 @@ fn main() -> ExitCode {
         ("run_heredoc_and_exec_form", run_heredoc_and_exec_form),
         ("secret_and_cache_mounts", secret_and_cache_mounts),
         (
+            "secret_env_reaches_the_step_alone",
+            secret_env_reaches_the_step_alone,
+        ),
+        (
+            "cache_mount_source_stays_in_the_cache",
+            cache_mount_source_stays_in_the_cache,
+        ),
+        (
             "unknown_target_and_stage_are_errors",
             unknown_target_and_stage_are_errors,
         ),
@@ -689,6 +697,162 @@ fn secret_and_cache_mounts() {
         .expect_err("missing secret file makes cat fail")
         .to_string();
     assert!(err.contains("exit code"), "{err}");
+}
+
+/// Every regular file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+    {
+        if entry.file_type().is_file() {
+            let data = std::fs::read(entry.path()).unwrap_or_default();
+            if data.windows(needle.len()).any(|w| w == needle) {
+                found.push(entry.path().display().to_string());
+            }
+        }
+    }
+    found
+}
+
+/// `RUN --mount=type=secret,id=x,env=NAME` (BuildKit v0.32): the value is the step's
+/// variable NAME (over an ENV of that name), with no file unless `target=` is given too; it
+/// reaches no layer, no config, no history, no record of the store, no progress event and no
+/// error. An optional secret that was not given is an empty variable; a required one fails.
+fn secret_env_reaches_the_step_alone() {
+    const VALUE: &str = "s3cr3t-env-value-7f3a";
+    for isolation in [Isolation::Userns, Isolation::Chroot] {
+        let fx = Fixture::new();
+        let secret = fx.context.parent().unwrap().join("token");
+        std::fs::write(&secret, VALUE).unwrap();
+        let mut request = fx.request(
+            "FROM busybox\n\
+             ENV TOKEN=public\n\
+             RUN --mount=type=secret,id=token,env=TOKEN sh -c 'echo ${#TOKEN}; \
+             [ -e /run/secrets/token ] && echo file || echo nofile' > /as-env\n\
+             RUN --mount=type=secret,id=token,env=TOKEN,target=/also cat /also | wc -c > /file-too \
+             && echo ${#TOKEN} >> /file-too && [ ! -e /run/secrets/token ]\n\
+             RUN --mount=type=secret,id=absent,env=OPT echo \"[${OPT-unset}]\" > /optional\n\
+             RUN --mount=type=secret,source=token,env=BY_SOURCE echo ${#BY_SOURCE} > /by-source\n\
+             RUN echo \"$TOKEN\" > /after\n",
+        );
+        request.secrets = BTreeMap::from([("token".to_string(), secret.clone())]);
+        request.isolation = isolation;
+        let built = fx.built(&request);
+        let len = VALUE.len();
+        assert_eq!(
+            built.read("as-env"),
+            format!("{len}\nnofile\n"),
+            "{isolation}"
+        );
+        assert_eq!(
+            built
+                .read("file-too")
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            [len.to_string(), len.to_string()],
+            "{isolation}: the file and the variable"
+        );
+        assert_eq!(built.read("optional"), "[]\n", "{isolation}");
+        assert_eq!(built.read("by-source"), format!("{len}\n"), "{isolation}");
+        assert_eq!(
+            built.read("after"),
+            "public\n",
+            "{isolation}: one step only"
+        );
+        assert!(
+            built
+                .config
+                .config
+                .env
+                .contains(&"TOKEN=public".to_string()),
+            "{isolation}: {:?}",
+            built.config.config.env
+        );
+        assert!(
+            !built.path("also").exists() && !built.path("run").exists(),
+            "{isolation}: no mount point left"
+        );
+        // Nowhere: the files of the image, the store's records and blobs, the config and
+        // history, the progress events.
+        let leaks = files_containing(built.root.path(), VALUE.as_bytes());
+        assert!(leaks.is_empty(), "{isolation}: in the image: {leaks:?}");
+        let leaks = files_containing(fx.store.root(), VALUE.as_bytes());
+        assert!(leaks.is_empty(), "{isolation}: in the store: {leaks:?}");
+        let config = serde_json::to_string(&built.config).unwrap();
+        assert!(!config.contains(VALUE), "{isolation}: in the config");
+        let events = format!("{:?}", built.events.events);
+        assert!(!events.contains(VALUE), "{isolation}: in the progress");
+
+        // A failing step's error names the command, not the variable's value.
+        let mut failing =
+            fx.request("FROM busybox\nRUN --mount=type=secret,id=token,env=TOKEN false\n");
+        failing.secrets = request.secrets.clone();
+        failing.isolation = isolation;
+        let err = fx.build(&failing).expect_err("false fails").to_string();
+        assert!(err.contains("false") && !err.contains(VALUE), "{err}");
+
+        let mut required =
+            fx.request("FROM busybox\nRUN --mount=type=secret,id=absent,env=X,required true\n");
+        required.isolation = isolation;
+        let err = fx.build(&required).expect_err("required").to_string();
+        assert!(
+            err.contains("\"absent\"") && err.contains("required"),
+            "{isolation}: {err}"
+        );
+    }
+}
+
+/// A cache mount's `source=` binds that path of the cache (BuildKit's `llb.SourcePath`),
+/// resolved inside the cache: a link to `/etc` or `../` climbs reach the cache's own root,
+/// never the host's, and a path the cache does not hold fails the step
+/// (`testCacheMountSourceEscape`: "open /etc: no such file or directory").
+fn cache_mount_source_stays_in_the_cache() {
+    for isolation in [Isolation::Userns, Isolation::Chroot] {
+        let fx = Fixture::new();
+        let mut request = fx.request(
+            "FROM busybox\n\
+             RUN --mount=type=cache,id=src,target=/cache mkdir -p /cache/sub && \
+                 echo inside > /cache/sub/f && ln -s /etc /cache/esc && ln -s ../../.. /cache/up\n\
+             RUN --mount=type=cache,id=src,source=sub,target=/s cat /s/f > /seen && echo more > /s/g\n\
+             RUN --mount=type=cache,id=src,source=up/sub,target=/u cat /u/f > /through-up\n\
+             RUN --mount=type=cache,id=src,target=/cache cat /cache/sub/g > /persisted\n",
+        );
+        request.isolation = isolation;
+        let built = fx.built(&request);
+        assert_eq!(built.read("seen"), "inside\n", "{isolation}");
+        assert_eq!(built.read("through-up"), "inside\n", "{isolation}");
+        assert_eq!(
+            built.read("persisted"),
+            "more\n",
+            "{isolation}: written through source="
+        );
+        for source in ["esc", "../../../../etc", "up/etc", "missing"] {
+            let mut escape = fx.request(&format!(
+                "FROM busybox\nRUN --mount=type=cache,id=src,source={source},target=/v cat /v/passwd > /leak\n"
+            ));
+            escape.isolation = isolation;
+            let err = fx.build(&escape).map(|_| ()).expect_err(source).to_string();
+            assert!(
+                err.contains("no such file or directory") && err.contains("not in the cache"),
+                "{isolation} {source}: {err}"
+            );
+        }
+        let mut escape = fx.request(
+            "FROM busybox\nRUN --mount=type=cache,id=src,source=../../../../etc,target=/v true\n",
+        );
+        escape.isolation = isolation;
+        let err = fx
+            .build(&escape)
+            .map(|_| ())
+            .expect_err("../etc")
+            .to_string();
+        assert!(
+            err.contains("open /etc: no such file or directory"),
+            "{err}"
+        );
+    }
 }
 
 fn unknown_target_and_stage_are_errors() {

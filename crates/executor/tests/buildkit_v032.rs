@@ -47,6 +47,10 @@ fn main() -> ExitCode {
             "source_date_epoch_sets_created",
             source_date_epoch_sets_created,
         ),
+        (
+            "host_network_needs_the_entitlement",
+            host_network_needs_the_entitlement,
+        ),
     ])
 }
 
@@ -248,13 +252,18 @@ fn stage_from_stage_keeps_arg_values() {
         ),
         "{history:?}"
     );
-    // The inherited value also names a `COPY --from` stage (the stage graph agrees).
-    let built = fx.build_ok(
+    // It cannot name a `COPY --from` stage: v0.32 never expands `--from` and refuses a
+    // variable there ("variable expansion is not supported for --from").
+    let err = fx.build_err(
         "FROM busybox AS src\nRUN echo from-src > /made\n\
          FROM busybox AS base\nARG SRC=src\n\
          FROM base\nCOPY --from=$SRC /made /copied\n",
     );
-    assert_eq!(built.read("copied"), "from-src\n");
+    assert!(
+        err.contains("Dockerfile:6")
+            && err.contains("variable expansion is not supported for --from"),
+        "{err}"
+    );
     // A --build-arg reaches the parent's ARG, and through it the child.
     let built = fx.built(&fx.request(dockerfile).with_build_arg("FLAVOR", "mild"));
     assert_eq!(built.read("child"), "flavor=mild kept=1\n");
@@ -525,4 +534,68 @@ fn arg_default_is_expanded_only_when_used() {
     // The stage graph reads ARGs the same way.
     let built = fx.built(&fx.request(dockerfile).with_build_arg("A", "x"));
     assert!(built.path("copied").is_file());
+}
+
+/// BuildKit refuses to load a build with `RUN --network=host` unless the client grants the
+/// `network.host` entitlement ("network.host is not allowed"; `testRunHostNetwork`), also
+/// when the step is an ONBUILD trigger or in a stage the target needs; rbuild's default
+/// network stays the host's without the grant. The refusal comes before any step runs.
+fn host_network_needs_the_entitlement() {
+    let fx = Fixture::new();
+    let dockerfile = "FROM busybox\nRUN echo ran > /ran\nRUN --network=host echo host > /host\n";
+    let (result, events) = fx.build_with_events(&fx.request(dockerfile));
+    let err = match result {
+        Ok(_) => panic!("RUN --network=host built without the entitlement"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("Dockerfile:3") && err.contains("network.host is not allowed"),
+        "{err}"
+    );
+    // Refused at load: not even the first RUN ran.
+    assert!(events.ran().is_empty(), "{:?}", events.ran());
+    let mut request = fx.request(dockerfile);
+    request.allow_network_host = true;
+    let built = fx.built(&request);
+    assert_eq!(built.events.ran().len(), 2, "{:?}", built.events.ran());
+    assert_eq!(built.read("host"), "host\n");
+    assert_eq!(built.read("ran"), "ran\n");
+
+    // A stage the target needs counts; one it does not need is not loaded.
+    let staged = "FROM busybox AS net\nRUN --network=host true\n\
+                  FROM busybox AS unused\nRUN --network=host true\n\
+                  FROM busybox\nCOPY --from=net /etc/passwd /p\n";
+    let err = match fx.build(&fx.request(staged)) {
+        Ok(_) => panic!("a needed stage's RUN --network=host built"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    let mut only_unused = fx.request(staged);
+    only_unused.target = Some("unused".into());
+    assert!(fx.build(&only_unused).is_err());
+    let no_net =
+        "FROM busybox AS unused\nRUN --network=host true\nFROM busybox\nRUN echo ok > /ok\n";
+    assert_eq!(fx.build_ok(no_net).read("ok"), "ok\n");
+
+    // `security.insecure` is never granted: refused the same way, before any step.
+    let (result, events) = fx.build_with_events(
+        &fx.request("FROM busybox\nRUN echo x > /x\nRUN --security=insecure true\n"),
+    );
+    let err = result
+        .map(|_| ())
+        .expect_err("--security=insecure")
+        .to_string();
+    assert!(
+        err.contains("Dockerfile:3") && err.contains("security.insecure is not allowed"),
+        "{err}"
+    );
+    assert!(events.ran().is_empty(), "{:?}", events.ran());
+
+    // An ONBUILD trigger is checked when the child loads it.
+    fx.build_ok("FROM busybox\nONBUILD RUN --network=host true\n");
+    let err = fx.build_err("FROM test:latest\nRUN echo child\n");
+    assert!(
+        err.contains("ONBUILD trigger") && err.contains("network.host is not allowed"),
+        "{err}"
+    );
 }

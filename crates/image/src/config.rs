@@ -11,7 +11,7 @@ use crate::Digest;
 
 /// Go's decoder accepts `null` for slices, maps and strings and treats it as empty; legacy
 /// Docker configs are full of `"Cmd": null`, `"Volumes": null`. Serde would refuse those.
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+pub(crate) fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Default + Deserialize<'de>,

@@ -45,7 +45,9 @@ pub struct Manifest {
     #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
     pub config: Descriptor,
-    #[serde(default)]
+    /// BuildKit writes `"layers": null` for an image without layers (`FROM scratch` and
+    /// config instructions only), as Go encodes an empty slice.
+    #[serde(default, deserialize_with = "crate::config::null_as_default")]
     pub layers: Vec<Descriptor>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
@@ -133,6 +135,18 @@ mod tests {
     use super::*;
 
     const EMPTY: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn null_layers_are_no_layers() {
+        // What BuildKit v0.32 writes for `FROM scratch` + `ENV foo bar`.
+        let json = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","size":3,"digest":"{EMPTY}"}},"layers":null}}"#,
+            media_types::OCI_MANIFEST,
+            media_types::OCI_CONFIG,
+        );
+        let m = Manifest::from_slice(json.as_bytes()).unwrap();
+        assert!(m.layers.is_empty());
+    }
 
     #[test]
     fn docker_manifest_round_trips() {

@@ -57,6 +57,24 @@ fn build(store: &Path, case: &Case, work: &Path, isolation: &str) -> Result<Path
         std::fs::create_dir_all(&empty).unwrap();
         empty
     };
+    // How the Dockerfile and the context reach rbuild: `-f` beside a directory (the
+    // default), or as BuildKit's tests `testTarContext` and `testSymlinkedDockerfile` give
+    // them (BuildKit's golden is the directory's: the same build).
+    let (context, dockerfile) = match case.text("source") {
+        None => (context, Some(case.dir.join("Dockerfile"))),
+        Some("tar") => (tar_context(case, &context, work), None),
+        Some("symlinked-dockerfile") => (symlinked_dockerfile(case, &context, work), None),
+        Some("socket") => {
+            // A copy of the context with a Unix socket (`testCopySocket`), as the xtask
+            // gives BuildKit; the socket file stays when the listener closes.
+            let dir = work.join(format!("{}-socket-context", case.name));
+            let _ = std::fs::remove_dir_all(&dir);
+            copy_tree(&context, &dir);
+            std::os::unix::net::UnixListener::bind(dir.join("socket.sock")).unwrap();
+            (dir, Some(case.dir.join("Dockerfile")))
+        }
+        Some(other) => panic!("{}: unknown source {other:?}", case.name),
+    };
     let mut cmd = rbuild(store);
     cmd.args([
         "build",
@@ -65,11 +83,12 @@ fn build(store: &Path, case: &Case, work: &Path, isolation: &str) -> Result<Path
         "plain",
         "--isolation",
         isolation,
-        "-f",
-    ])
-    .arg(case.dir.join("Dockerfile"))
-    .arg("-o")
-    .arg(format!("type=docker,dest={}", dest.display()));
+    ]);
+    if let Some(dockerfile) = dockerfile {
+        cmd.arg("-f").arg(dockerfile);
+    }
+    cmd.arg("-o")
+        .arg(format!("type=docker,dest={}", dest.display()));
     for arg in case.strings("build_args") {
         cmd.arg("--build-arg").arg(arg);
     }
@@ -81,12 +100,68 @@ fn build(store: &Path, case: &Case, work: &Path, isolation: &str) -> Result<Path
         cmd.arg("--secret")
             .arg(format!("id={id},src={}", path.display()));
     }
+    if case.spec.get("ssh").and_then(|v| v.as_bool()) == Some(true) {
+        // An agent holding a key made now (the xtask gives BuildKit one the same way).
+        let key = work.join(format!("{}-{isolation}-ssh-key", case.name));
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(made.success(), "ssh-keygen");
+        cmd.arg("--ssh").arg(format!("default={}", key.display()));
+    }
     let out = cmd.arg(&context).output().unwrap();
     if out.status.success() {
         Ok(dest)
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
+}
+
+/// The case's context with its Dockerfile inside, as one tar archive (`testTarContext`).
+fn tar_context(case: &Case, context: &Path, work: &Path) -> PathBuf {
+    let dir = work.join(format!("{}-tar-src", case.name));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_tree(context, &dir);
+    std::fs::copy(case.dir.join("Dockerfile"), dir.join("Dockerfile")).unwrap();
+    let archive = work.join(format!("{}-context.tar", case.name));
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(&dir)
+        .arg("-cf")
+        .arg(&archive)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success(), "tar of {}", dir.display());
+    archive
+}
+
+/// The case's context with `Dockerfile` a link to `Dockerfile.web`, the case's Dockerfile
+/// (`testSymlinkedDockerfile`).
+fn symlinked_dockerfile(case: &Case, context: &Path, work: &Path) -> PathBuf {
+    let dir = work.join(format!("{}-linked", case.name));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_tree(context, &dir);
+    std::fs::copy(case.dir.join("Dockerfile"), dir.join("Dockerfile.web")).unwrap();
+    std::os::unix::fs::symlink("Dockerfile.web", dir.join("Dockerfile")).unwrap();
+    dir
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
 }
 
 #[test]
@@ -163,4 +238,57 @@ fn rbuild_images_equal_buildkit_goldens() {
 #[test]
 fn rbuild_images_in_chroot_mode_equal_buildkit_goldens() {
     every_case_with("chroot");
+}
+
+/// `rbuild build --check` (buildx's `--check`): the build checks alone, on stdout, exit 1
+/// when one is found; nothing is built or pulled (the base of the cases is not in the
+/// store). `check_rules_warn` breaks several rules; `check_skip` skips them all.
+#[test]
+fn check_flag_reports_the_warnings_and_builds_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    let case = cases_dir().join("check_rules_warn");
+    let out = rbuild(&store)
+        .args(["build", "--check", "-t", "never:built", "-f"])
+        .arg(case.join("Dockerfile"))
+        .arg(case.join("context"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.starts_with("Check complete, 8 warnings have been found!\n"),
+        "{stdout}"
+    );
+    for line in [
+        "Dockerfile:2: LegacyKeyValueFormat: \"ENV key=value\" should be used instead of legacy \"ENV key value\" format",
+        "Dockerfile:3: SecretsUsedInArgOrEnv: Do not use ARG or ENV instructions for sensitive data (ARG \"SECRET_TOKEN\")",
+        "Dockerfile:4: WorkdirRelativePath: Relative workdir \"relative\" can have unexpected results",
+        "Dockerfile:5: JSONArgsRecommended: JSON arguments recommended for CMD",
+        "Dockerfile:11: MultipleInstructionsDisallowed: Multiple ENTRYPOINT instructions",
+    ] {
+        assert!(stdout.contains(line), "{line}\n{stdout}");
+    }
+    let images = rbuild(&store).args(["images"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&images.stdout).contains("never"),
+        "--check built an image"
+    );
+
+    let case = cases_dir().join("check_skip");
+    let out = rbuild(&store)
+        .args(["build", "--check", "-f"])
+        .arg(case.join("Dockerfile"))
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).as_ref()
+        ),
+        (Some(0), "Check complete, no warnings found.\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

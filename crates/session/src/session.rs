@@ -66,6 +66,20 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// `rbuild build --check` (buildx's `--check`): the build checks of the Dockerfile
+    /// `spec` names, for its `--target` (every stage without one) and build args, rendered
+    /// with file and line. Nothing is pulled or built.
+    pub fn check_dockerfile(&self, spec: &BuildSpec) -> Result<Vec<String>, SessionError> {
+        // The unpacked context (a tar) lives until the Dockerfile is read.
+        let (context, _unpacked) = context_dir(self.store, &spec.context)?;
+        let dockerfile = read_dockerfile(&context, &spec.dockerfile)?;
+        let mut request = BuildRequest::new(&context, dockerfile.text);
+        request.dockerfile_name = dockerfile.name;
+        request.build_args = spec.build_args.clone();
+        request.target = spec.target.clone();
+        Ok(rbuild_executor::check(&request)?)
+    }
+
     /// Runs the build `spec` asks for and hands the image to every exporter in order.
     pub fn run(
         &self,
@@ -102,6 +116,7 @@ impl<'a> Session<'a> {
             NetworkMode::Default | NetworkMode::Host => Network::Host,
             NetworkMode::None => Network::None,
         };
+        request.allow_network_host = spec.allow_network_host;
         request.isolation = spec.isolation;
         request.seccomp = spec.seccomp;
         request.secrets = secrets(store, &spec.secrets, &mut secret_files, &mut |w| {

@@ -98,6 +98,8 @@ pub struct BuildSpec {
     /// `--pull`: fetch base images again even when the store has them.
     pub pull: bool,
     pub network: NetworkMode,
+    /// `--allow network.host`: the entitlement a `RUN --network=host` needs (BuildKit's).
+    pub allow_network_host: bool,
     pub isolation: Isolation,
     pub seccomp: Seccomp,
     pub secrets: Vec<SecretSpec>,
@@ -138,6 +140,7 @@ impl BuildSpec {
             explain_misses: false,
             pull: false,
             network: NetworkMode::Default,
+            allow_network_host: false,
             isolation: Isolation::Auto,
             seccomp: Seccomp::DockerDefault,
             secrets: Vec::new(),

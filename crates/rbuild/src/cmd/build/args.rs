@@ -99,6 +99,14 @@ pub struct BuildArgs {
     /// The network of RUN steps.
     #[arg(long, value_enum, default_value_t = NetworkArg::Default)]
     pub network: NetworkArg,
+    /// Run the build checks only (buildx's `--check`): print each warning, build nothing;
+    /// the exit status is 1 when there is one.
+    #[arg(long)]
+    pub check: bool,
+    /// Grant an entitlement, as buildx's `--allow`: `network.host` lets a `RUN
+    /// --network=host` run (repeatable or comma-separated).
+    #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
+    pub allow: Vec<String>,
     /// How RUN steps are isolated (native engine).
     #[arg(long, value_enum, default_value_t = IsolationArg::Auto)]
     pub isolation: IsolationArg,

@@ -62,6 +62,11 @@ pub(super) fn refuse_native_only(args: &BuildArgs) -> Result<()> {
             "--compression and --compression-level",
         ),
         (args.source_date_epoch.is_some(), "--source-date-epoch"),
+        (args.check, "--check"),
+        (
+            !args.allow.is_empty(),
+            "--allow (the daemon's classic builder has no entitlements and no RUN --network)",
+        ),
         (
             args.max_parallelism.is_some(),
             "--max-parallelism (the daemon schedules its own steps)",

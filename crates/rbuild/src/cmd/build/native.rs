@@ -26,6 +26,9 @@ pub fn run(globals: &Globals, args: &BuildArgs, spec: &BuildSpec) -> Result<u8> 
     };
     let runtime = registry::runtime()?;
     let session = Session::new(&store, registry_options.client(), runtime.handle().clone());
+    if args.check {
+        return print_checks(&session.check_dockerfile(spec)?);
+    }
 
     let mode = spec.progress;
     let quiet = mode == ProgressMode::Quiet;
@@ -69,6 +72,22 @@ pub fn run(globals: &Globals, args: &BuildArgs, spec: &BuildSpec) -> Result<u8> 
         println!("{}", result.build.image_id);
     }
     Ok(0)
+}
+
+/// `--check`'s report, as buildx prints it (`Check complete, ...`): 1 when there is a
+/// warning. The Dockerfile's text is untrusted: control characters are escaped.
+fn print_checks(warnings: &[String]) -> Result<u8> {
+    use std::io::Write as _;
+    let mut out = crate::escape::EscapingWriter::new(std::io::stdout());
+    match warnings.len() {
+        0 => writeln!(out, "Check complete, no warnings found.")?,
+        1 => writeln!(out, "Check complete, 1 warning has been found!")?,
+        n => writeln!(out, "Check complete, {n} warnings have been found!")?,
+    }
+    for warning in warnings {
+        writeln!(out, "WARNING: {warning}")?;
+    }
+    Ok(u8::from(!warnings.is_empty()))
 }
 
 /// What the session says besides progress events, printed as before the session existed:

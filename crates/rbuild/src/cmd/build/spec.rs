@@ -45,6 +45,7 @@ pub fn spec_from_args(args: &BuildArgs) -> Result<BuildSpec> {
         NetworkArg::Host => NetworkMode::Host,
         NetworkArg::None => NetworkMode::None,
     };
+    spec.allow_network_host = entitlements(&args.allow)?;
     spec.isolation = match args.isolation {
         IsolationArg::Auto => Isolation::Auto,
         IsolationArg::Userns => Isolation::Userns,
@@ -65,14 +66,18 @@ pub fn spec_from_args(args: &BuildArgs) -> Result<BuildSpec> {
     cache_flags(args, &mut spec)?;
     spec.outputs = outputs(args)?;
     // BuildKit takes the epoch from the build argument SOURCE_DATE_EPOCH.
-    let epoch_arg = match spec.build_args.get("SOURCE_DATE_EPOCH") {
-        Some(v) if !v.is_empty() => Some(v.trim().parse::<i64>().with_context(|| {
-            format!("--build-arg SOURCE_DATE_EPOCH={v:?} is not a number of seconds")
-        })?),
-        _ => None,
+    spec.source_date_epoch = match epoch_build_arg(spec.build_args.get("SOURCE_DATE_EPOCH"))? {
+        // `context`: the time of the context's git commit; a local directory or a tar (the
+        // contexts rbuild takes) has none, so the build has no epoch, as in BuildKit
+        // (`testSourceDateEpochContextLocalUnset`), whatever the environment says.
+        EpochArg::Context if args.source_date_epoch.is_none() && !args.reproducible => None,
+        EpochArg::Context | EpochArg::Unset => {
+            source_date_epoch(args.source_date_epoch, args.reproducible)?
+        }
+        EpochArg::Seconds(epoch) => {
+            source_date_epoch(args.source_date_epoch.or(Some(epoch)), args.reproducible)?
+        }
     };
-    spec.source_date_epoch =
-        source_date_epoch(args.source_date_epoch.or(epoch_arg), args.reproducible)?;
     (spec.compression, spec.compression_level) =
         compression(args.compression, args.compression_level)?;
     spec.max_parallel_stages = args.max_parallelism.map(|n| n as usize);
@@ -81,6 +86,26 @@ pub fn spec_from_args(args: &BuildArgs) -> Result<BuildSpec> {
     spec.metadata_file = args.metadata_file.clone();
     spec.progress = progress_mode(args.progress, args.quiet);
     Ok(spec)
+}
+
+/// `--allow`: whether `network.host` is granted. BuildKit's other entitlements are errors
+/// naming why: rbuild runs no `RUN --security=insecure` step, and has no device
+/// entitlements.
+fn entitlements(allow: &[String]) -> Result<bool> {
+    let mut network_host = false;
+    for entitlement in allow {
+        match entitlement.trim() {
+            "network.host" => network_host = true,
+            "security.insecure" => bail!(
+                "--allow security.insecure: rbuild does not run privileged steps \
+                 (RUN --security=insecure is refused)"
+            ),
+            other => {
+                bail!("--allow {other:?}: unknown entitlement (rbuild grants only network.host)")
+            }
+        }
+    }
+    Ok(network_host)
 }
 
 /// `-o` outputs in order, then the push `--push`/`--destination` ask for (unless
@@ -342,6 +367,25 @@ fn compression(
     }
 }
 
+/// What the build argument SOURCE_DATE_EPOCH asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum EpochArg {
+    Unset,
+    /// `context`: the context's own time.
+    Context,
+    Seconds(i64),
+}
+
+fn epoch_build_arg(value: Option<&String>) -> Result<EpochArg> {
+    match value.map(|v| v.trim()) {
+        None | Some("") => Ok(EpochArg::Unset),
+        Some("context") => Ok(EpochArg::Context),
+        Some(v) => Ok(EpochArg::Seconds(v.parse::<i64>().with_context(|| {
+            format!("--build-arg SOURCE_DATE_EPOCH={v:?} is not a number of seconds (or `context`)")
+        })?)),
+    }
+}
+
 /// `--source-date-epoch N` first; `--reproducible` pins timestamps to the epoch, as Kaniko's
 /// flag does; otherwise `SOURCE_DATE_EPOCH` is honoured when set.
 fn source_date_epoch(flag: Option<i64>, reproducible: bool) -> Result<Option<i64>> {
@@ -364,6 +408,32 @@ fn source_date_epoch(flag: Option<i64>, reproducible: bool) -> Result<Option<i64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_date_epoch_build_arg() {
+        let arg = |v: &str| epoch_build_arg(Some(&v.to_string()));
+        assert_eq!(epoch_build_arg(None).unwrap(), EpochArg::Unset);
+        assert_eq!(arg("").unwrap(), EpochArg::Unset);
+        assert_eq!(arg("context").unwrap(), EpochArg::Context);
+        assert_eq!(
+            arg(" 1700000000").unwrap(),
+            EpochArg::Seconds(1_700_000_000)
+        );
+        assert!(arg("yesterday")
+            .unwrap_err()
+            .to_string()
+            .contains("yesterday"));
+    }
+
+    #[test]
+    fn allow_grants_network_host_alone() {
+        assert!(!entitlements(&[]).unwrap());
+        assert!(entitlements(&["network.host".into()]).unwrap());
+        let err = entitlements(&["security.insecure".into()]).unwrap_err();
+        assert!(err.to_string().contains("security.insecure"), "{err}");
+        let err = entitlements(&["network.host".into(), "device".into()]).unwrap_err();
+        assert!(err.to_string().contains("unknown entitlement"), "{err}");
+    }
 
     #[test]
     fn bare_build_arg_comes_from_the_environment_or_is_dropped() {
