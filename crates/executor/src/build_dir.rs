@@ -294,20 +294,14 @@ pub(crate) fn apply_layers(
         }
         if let Owners::Recorded(in_place) = owners {
             // The build user kept every file: the layer's owners and devices are recorded.
-            let recorded = store
+            let blob = store
                 .open_blob(&layer.digest)
-                .map_err(|e| e.to_string())
-                .and_then(|blob| {
-                    let reader = std::io::BufReader::new(blob);
-                    in_place.with_table(|table| crate::in_place::record_layer(reader, dir, table))
-                });
-            recorded.map_err(|e| {
-                BuildError::other(format!(
-                    "recording the owners of layer {} in {}: {e}",
-                    layer.digest,
-                    dir.display()
-                ))
-            })?;
+                .map_err(BuildError::store(format!(
+                    "opening layer {} to record its owners",
+                    layer.digest
+                )))?;
+            let reader = std::io::BufReader::new(blob);
+            in_place.with_table(|table| crate::in_place::record_layer(reader, dir, table))?;
         }
     }
     Ok(())

@@ -29,6 +29,33 @@ use std::path::{Path, PathBuf};
 use rbuild_sandbox::rootpath::{open_in_root, CreateAs};
 use rbuild_sandbox::{BindMount, Stub};
 
+/// Why a mount could not be put in place without mount(2), or taken away after its step.
+#[derive(Debug, thiserror::Error)]
+pub enum MountPlaceError {
+    /// Putting the mount `label` (the `--mount=` flag as written) at `target`.
+    #[error(
+        "{label}: chroot isolation (no mount(2)) could not put it at {target}: {doing}: {source}"
+    )]
+    Place {
+        label: String,
+        target: String,
+        doing: String,
+        #[source]
+        source: io::Error,
+    },
+    /// Taking the mount `label` away from `target` after the step.
+    #[error("{label}: taking it away from {target} after the step: {source}")]
+    Restore {
+        label: String,
+        target: String,
+        #[source]
+        source: io::Error,
+    },
+    /// Removing the parents created for the targets.
+    #[error("removing the mount targets' parents: {0}")]
+    Stubs(#[source] io::Error),
+}
+
 /// How a mount's content gets to its target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum MountKind {
@@ -131,7 +158,7 @@ pub(crate) fn place(
     plans: &[MountPlan],
     stash: &Path,
     owners_recorded: bool,
-) -> Result<PlacedMounts, String> {
+) -> Result<PlacedMounts, MountPlaceError> {
     let mut placed = PlacedMounts {
         owners_recorded,
         root: root.to_path_buf(),
@@ -154,17 +181,24 @@ impl PlacedMounts {
         bind: &BindMount,
         plan: &MountPlan,
         stash: &Path,
-    ) -> Result<(), String> {
-        let fail = |what: &str, e: &dyn std::fmt::Display| {
-            format!(
-                "{}: chroot isolation (no mount(2)) could not put it at {}: {what}: {e}",
-                plan.label, bind.target
-            )
+    ) -> Result<(), MountPlaceError> {
+        let fail = |what: &str, e: &io::Error| MountPlaceError::Place {
+            label: plan.label.clone(),
+            target: bind.target.clone(),
+            doing: what.to_string(),
+            source: io::Error::new(e.kind(), e.to_string()),
         };
         let target = resolve_in_root(&self.root, &bind.target)
             .map_err(|e| fail("resolving the target", &e))?;
-        let (parent, name) = split_target(&target)
-            .ok_or_else(|| fail("the target", &"cannot mount over the root directory"))?;
+        let (parent, name) = split_target(&target).ok_or_else(|| {
+            fail(
+                "the target",
+                &io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "cannot mount over the root directory",
+                ),
+            )
+        })?;
         let root = root_fd(&self.root).map_err(|e| fail("opening the root", &e))?;
         let parent_fd = open_in_root(root.as_fd(), &parent, CreateAs::Dir, &mut self.stubs)
             .map_err(|e| fail(&format!("creating {parent}"), &e))?;
@@ -250,17 +284,18 @@ impl PlacedMounts {
     /// Takes every mount away (last placed first): a cache goes back where it came from,
     /// the rest is removed, each target gets its previous content and its parent its mtime
     /// back, and created parents go. Carries on after a failure and reports the first.
-    pub(crate) fn restore(mut self) -> Result<(), String> {
-        let mut first_error: Option<String> = None;
+    pub(crate) fn restore(mut self) -> Result<(), MountPlaceError> {
+        let mut first_error: Option<MountPlaceError> = None;
         while let Some(mut placed) = self.placed.pop() {
             if let Some(proxy) = placed.proxy.take() {
                 proxy.stop();
             }
-            if let Err(e) = self.restore_one(&placed) {
-                first_error.get_or_insert(format!(
-                    "{}: taking it away from {} after the step: {e}",
-                    placed.label, placed.target
-                ));
+            if let Err(source) = self.restore_one(&placed) {
+                first_error.get_or_insert(MountPlaceError::Restore {
+                    label: placed.label.clone(),
+                    target: placed.target.clone(),
+                    source,
+                });
             }
         }
         // BuildKit leaves the /dev, /proc and /sys mount points it had to create (as the
@@ -268,7 +303,7 @@ impl PlacedMounts {
         self.stubs
             .retain(|s| !matches!(s.path.as_str(), "/dev" | "/proc" | "/sys"));
         if let Err(e) = rbuild_sandbox::remove_stubs(&self.root, &self.stubs) {
-            first_error.get_or_insert(format!("removing the mount targets' parents: {e}"));
+            first_error.get_or_insert(MountPlaceError::Stubs(e));
         }
         first_error.map_or(Ok(()), Err)
     }

@@ -74,6 +74,10 @@ pub enum BuildError {
     /// the URL is redacted.
     #[error("{url}: {reason}")]
     GitSource { url: String, reason: String },
+    /// The restricted isolation could not lay a stage out in the builder's `/` or record
+    /// its owners (`in_place`).
+    #[error(transparent)]
+    InPlace(#[from] crate::in_place::InPlaceError),
     /// A `--chmod` value that is not a mode.
     #[error(transparent)]
     Chmod(#[from] crate::chmod::ChmodError),

@@ -393,8 +393,7 @@ pub fn build_with_cache(
         Ok(rbuild_sandbox::Isolation::Restricted)
     );
     let (owners, owners_warning) = if restricted {
-        let in_place =
-            in_place::InPlaceOwners::for_build(store.root()).map_err(BuildError::other)?;
+        let in_place = in_place::InPlaceOwners::for_build(store.root())?;
         (fsops::Owners::Recorded(in_place), None)
     } else {
         fsops::Owners::for_build(&sandbox, userns_steps, store.root())?

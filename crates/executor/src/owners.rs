@@ -193,7 +193,7 @@ impl Owners {
 /// files the user owns already have the right owner and any other owner fails clearly.
 pub(crate) fn chown_in_build(owners: &Owners, path: &Path, uid: u32, gid: u32) -> Result<()> {
     if let Owners::Recorded(in_place) = owners {
-        return in_place.chown(path, uid, gid).map_err(BuildError::other);
+        return Ok(in_place.chown(path, uid, gid)?);
     }
     let Some(map) = owners.id_map() else {
         // Host root: container ids are host ids.

@@ -9,6 +9,8 @@ use rbuild_layer::EntryKind;
 use rbuild_sandbox::restricted::{Device, DeviceKind, Owner, OwnershipTable};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 
+use super::InPlaceError;
+
 /// Records, for every entry of the layer read from `layer` that was just applied onto
 /// `root`, its owner by inode; a device node (which the extractor skipped) becomes an empty
 /// file recorded as that device. Whiteouts and hard links (the same inode as their target)
@@ -18,14 +20,14 @@ pub(crate) fn record_layer(
     layer: impl Read,
     root: &Path,
     table: &mut OwnershipTable,
-) -> Result<(), String> {
-    let entries = rbuild_layer::list_entries(layer).map_err(|e| e.to_string())?;
+) -> Result<(), InPlaceError> {
+    let entries = rbuild_layer::list_entries(layer)?;
     let root_fd = rustix::fs::open(
         root,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| format!("opening {}: {e}", root.display()))?;
+    .map_err(|e| InPlaceError::io("opening", root)(e.into()))?;
     for entry in entries {
         if entry.kind == EntryKind::Hardlink {
             continue;
@@ -52,12 +54,11 @@ pub(crate) fn record_layer(
                 Mode::from_raw_mode(0o600),
             )
             .map_err(|e| {
-                format!(
-                    "making the stand-in of device {}: {e}",
-                    entry.path.display()
-                )
+                InPlaceError::io("making the stand-in of device", &entry.path)(e.into())
             })?;
-            let stat = rustix::fs::fstat(&placeholder).map_err(|e| e.to_string())?;
+            let stat = rustix::fs::fstat(&placeholder).map_err(|e| {
+                InPlaceError::io("reading the stand-in of device", &entry.path)(e.into())
+            })?;
             let key = (stat.st_dev, stat.st_ino);
             let mode = entry.mode & 0o7777;
             table.record_device(
@@ -75,12 +76,12 @@ pub(crate) fn record_layer(
             Err(_) => continue,
         };
         let (Ok(uid), Ok(gid)) = (u32::try_from(entry.uid), u32::try_from(entry.gid)) else {
-            return Err(format!(
+            return Err(InPlaceError::Refused(format!(
                 "{}: owner {}:{} is out of range",
                 entry.path.display(),
                 entry.uid,
                 entry.gid
-            ));
+            )));
         };
         table.record_owner((stat.st_dev, stat.st_ino), Owner { uid, gid });
     }

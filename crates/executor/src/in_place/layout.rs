@@ -17,6 +17,8 @@ use std::path::{Component, Path, PathBuf};
 
 use rbuild_snapshot::{Entries, Meta};
 
+use super::InPlaceError;
+
 /// Paths of `/` that are never the stage's, besides every mount point: the kernel's and the
 /// runtime's file systems, the files the runtime binds (the step sees the runtime's
 /// versions, as under BuildKit; a base image's own stay aside in the stage's root), and the
@@ -33,20 +35,17 @@ const ALWAYS_EXCLUDED: &[&str] = &[
 ];
 
 /// Why a stage could not be laid out, and whether `/` is the builder's again.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum LayoutError {
     /// Nothing moved, or what moved was moved back.
-    Undone(String),
+    #[error("{0}")]
+    Undone(InPlaceError),
     /// Moving back failed too: `/` is neither the builder's nor the stage's.
-    Broken(String),
-}
-
-impl std::fmt::Display for LayoutError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LayoutError::Undone(why) | LayoutError::Broken(why) => f.write_str(why),
-        }
-    }
+    #[error("{error}; and putting the builder's files back: {back}")]
+    Broken {
+        error: Box<InPlaceError>,
+        back: Box<InPlaceError>,
+    },
 }
 
 /// The builder's `/` as an in-place root: what a stage may occupy there.
@@ -70,7 +69,7 @@ impl InPlaceRoot {
     /// The excluded paths of this process's `/`: [`ALWAYS_EXCLUDED`], every mount point in
     /// /proc/self/mountinfo but `/`, rbuild's own directory, its store (`store_root`), its
     /// executable's directory, the docker config (credentials) and the pod's credentials.
-    pub(crate) fn detect(store_root: &Path) -> Result<InPlaceRoot, String> {
+    pub(crate) fn detect(store_root: &Path) -> Result<InPlaceRoot, InPlaceError> {
         let mut excluded: Vec<PathBuf> = ALWAYS_EXCLUDED.iter().map(PathBuf::from).collect();
         excluded.push(rbuild_sandbox::restricted::IN_PLACE_OWN_DIR.into());
         excluded.extend(
@@ -78,23 +77,28 @@ impl InPlaceRoot {
                 .iter()
                 .map(PathBuf::from),
         );
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo")
-            .map_err(|e| format!("reading /proc/self/mountinfo (the paths to leave alone): {e}"))?;
+        let mountinfo =
+            fs::read_to_string("/proc/self/mountinfo").map_err(|source| InPlaceError::Proc {
+                what: "/proc/self/mountinfo (the paths to leave alone)",
+                source,
+            })?;
         let mounts: Vec<PathBuf> = mount_points(&mountinfo)
             .into_iter()
             .map(PathBuf::from)
             .collect();
         excluded.extend(mounts.iter().cloned());
         let store = fs::canonicalize(store_root)
-            .map_err(|e| format!("resolving the store {}: {e}", store_root.display()))?;
+            .map_err(InPlaceError::io("resolving the store", store_root))?;
         excluded.push(store);
         if let Ok(exe) = fs::canonicalize("/proc/self/exe") {
             excluded.extend(exe.parent().map(Path::to_path_buf));
         }
         // The files mapped into rbuild (a dynamically linked build's loader and libraries):
         // the sandbox's helper is rbuild executed again, while the stage is in place.
-        let maps = fs::read_to_string("/proc/self/maps")
-            .map_err(|e| format!("reading /proc/self/maps (rbuild's own files): {e}"))?;
+        let maps = fs::read_to_string("/proc/self/maps").map_err(|source| InPlaceError::Proc {
+            what: "/proc/self/maps (rbuild's own files)",
+            source,
+        })?;
         let mapped: Vec<PathBuf> = mapped_files(&maps).into_iter().map(PathBuf::from).collect();
         excluded.extend(mapped.iter().cloned());
         excluded.extend(crate::in_place::run::credential_paths());
@@ -143,15 +147,15 @@ impl InPlaceRoot {
 
     /// The layout of `top` leaving `excluded` (absolute or relative to `top`) alone; only
     /// the excluded paths that exist count.
-    pub(crate) fn new(top: &Path, excluded: Vec<PathBuf>) -> Result<InPlaceRoot, String> {
+    pub(crate) fn new(top: &Path, excluded: Vec<PathBuf>) -> Result<InPlaceRoot, InPlaceError> {
         let mut kept = BTreeSet::new();
         for path in excluded {
             let relative = relative(&path).ok_or_else(|| {
-                format!(
+                InPlaceError::Refused(format!(
                     "{} cannot be left alone by an in-place build: it is `/` itself or names \
                      `..`",
                     path.display()
-                )
+                ))
             })?;
             if fs::symlink_metadata(top.join(&relative)).is_ok() {
                 kept.insert(relative);
@@ -159,9 +163,9 @@ impl InPlaceRoot {
         }
         let mut ancestors = BTreeSet::new();
         let mut foreign_top = BTreeSet::new();
-        let listing = fs::read_dir(top).map_err(|e| format!("listing {}: {e}", top.display()))?;
+        let listing = fs::read_dir(top).map_err(InPlaceError::io("listing", top))?;
         for entry in listing {
-            let entry = entry.map_err(|e| format!("listing {}: {e}", top.display()))?;
+            let entry = entry.map_err(InPlaceError::io("listing", top))?;
             let name = PathBuf::from(entry.file_name());
             if kept.contains(&name) {
                 continue;
@@ -193,16 +197,18 @@ impl InPlaceRoot {
     /// Refuses a mount target (a container path) whose deepest existing part resolves (in
     /// `/`, symlinks followed, as the mount's placing will) to an excluded path or below
     /// one. The caller checks with the stage in place (its symlinks count).
-    pub(crate) fn check_mount_target(&self, target: &str) -> Result<(), String> {
+    pub(crate) fn check_mount_target(&self, target: &str) -> Result<(), InPlaceError> {
         let Some(relative) = relative(Path::new(target)) else {
-            return Err(format!("{target:?} cannot be a mount target in place"));
+            return Err(InPlaceError::Refused(format!(
+                "{target:?} cannot be a mount target in place"
+            )));
         };
         let refuse = |what: &Path| {
-            Err(format!(
+            Err(InPlaceError::Refused(format!(
                 "its target {target} is (or leads to) /{}, which is not the stage's: rbuild's \
                  own files, the kernel's and the runtime's are never written in place",
                 what.display()
-            ))
+            )))
         };
         if let Some(excluded) = self.excluded_prefix(&relative) {
             return refuse(excluded);
@@ -216,11 +222,13 @@ impl InPlaceRoot {
                         return Ok(());
                     }
                 }
-                Err(e) => return Err(format!("resolving {}: {e}", existing.display())),
+                Err(e) => return Err(InPlaceError::io("resolving", &existing)(e)),
             }
         };
         let Ok(inside) = real.strip_prefix(&self.top) else {
-            return Err(format!("its target {target} leads out of `/`"));
+            return Err(InPlaceError::Refused(format!(
+                "its target {target} leads out of `/`"
+            )));
         };
         match self.excluded_prefix(inside) {
             Some(excluded) => refuse(excluded),
@@ -248,24 +256,24 @@ impl InPlaceRoot {
 
     /// The stage-owned entries of `base` (relative), excluded paths left out and ancestors
     /// entered.
-    fn region(&self, base: &Path) -> Result<Vec<PathBuf>, String> {
+    fn region(&self, base: &Path) -> Result<Vec<PathBuf>, InPlaceError> {
         let mut out = Vec::new();
         self.collect(base, Path::new(""), &mut out)?;
         Ok(out)
     }
 
-    fn collect(&self, base: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    fn collect(&self, base: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), InPlaceError> {
         let at = base.join(dir);
         let entries = match fs::read_dir(&at) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.as_os_str().is_empty() => {
                 return Ok(())
             }
-            Err(e) => return Err(format!("listing {}: {e}", at.display())),
+            Err(e) => return Err(InPlaceError::io("listing", &at)(e)),
         };
         let mut names = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| format!("listing {}: {e}", at.display()))?;
+            let entry = entry.map_err(InPlaceError::io("listing", &at))?;
             names.push(entry.file_name());
         }
         names.sort();
@@ -282,38 +290,38 @@ impl InPlaceRoot {
                     .ok()
                     .is_some_and(|link| fs::read_link(self.top.join(&path)).ok() == Some(link));
                 if stage && !same_link {
-                    return Err(format!(
+                    return Err(InPlaceError::Refused(format!(
                         "the stage has /{0}, where the builder image has a file that is not a \
                          directory (nor the same symlink): `/` cannot be written by the build \
                          user, so such a stage cannot be laid out in place (the builder image \
                          must have /{0} as the stage has it)",
                         path.display()
-                    ));
+                    )));
                 }
                 continue;
             }
             if self.ancestors.contains(&path) {
                 let meta = fs::symlink_metadata(base.join(&path))
-                    .map_err(|e| format!("reading {}: {e}", base.join(&path).display()))?;
+                    .map_err(InPlaceError::io("reading", &base.join(&path)))?;
                 if !meta.is_dir() {
-                    return Err(format!(
+                    return Err(InPlaceError::Refused(format!(
                         "the stage's /{} is not a directory, but the builder's is (it holds \
                          paths a step must not replace, such as a mount point): such a stage \
                          cannot be laid out in place",
                         path.display()
-                    ));
+                    )));
                 }
                 self.collect(base, &path, out)?;
                 continue;
             }
             if stage && dir.as_os_str().is_empty() {
-                return Err(format!(
+                return Err(InPlaceError::Refused(format!(
                     "the stage has /{0}, which the builder image lacks: `/` itself belongs to \
                      the container runtime and cannot be written by the build user, so the \
                      builder image must provide every top-level directory a stage has (add \
                      /{0}, owned by the build user, to it)",
                     path.display()
-                ));
+                )));
             }
             out.push(path);
         }
@@ -333,17 +341,19 @@ impl InPlaceRoot {
                 .and_then(|saved| move_entries(stash, &self.top, &saved));
             return Err(match back {
                 Ok(()) => LayoutError::Undone(e),
-                Err(back) => LayoutError::Broken(format!(
-                    "{e}; and putting the builder's files back: {back}"
-                )),
+                Err(back) => LayoutError::Broken {
+                    error: Box::new(e),
+                    back: Box::new(back),
+                },
             });
         }
         if let Err(e) = move_entries(stage, &self.top, &stages) {
             return Err(match self.take_back(stage, stash) {
                 Ok(()) => LayoutError::Undone(e),
-                Err(back) => LayoutError::Broken(format!(
-                    "{e}; and putting the builder's files back: {back}"
-                )),
+                Err(back) => LayoutError::Broken {
+                    error: Box::new(e),
+                    back: Box::new(back),
+                },
             });
         }
         Ok(())
@@ -351,7 +361,7 @@ impl InPlaceRoot {
 
     /// Moves whatever is now in place (the stage after its step) back into `stage`, and the
     /// builder's entries back from `stash`.
-    pub(crate) fn take_back(&self, stage: &Path, stash: &Path) -> Result<(), String> {
+    pub(crate) fn take_back(&self, stage: &Path, stash: &Path) -> Result<(), InPlaceError> {
         let now = self.region(&self.top)?;
         move_entries(&self.top, stage, &now)?;
         let saved = self.region(stash)?;
@@ -363,13 +373,12 @@ impl InPlaceRoot {
     /// ancestor's times stand for the names in it: rbuild's own moves and placed mounts
     /// change its mtime too, and where the builder's directory is not this uid's
     /// (OpenShift's random uid, group 0) it cannot be set back.
-    pub(crate) fn walk(&self) -> Result<Entries, String> {
+    pub(crate) fn walk(&self) -> Result<Entries, InPlaceError> {
         let mut entries = Entries::new();
         for dir in &self.ancestors {
             let path = self.top.join(dir);
             if let Ok(mut meta) = meta_of(&path) {
-                let names =
-                    names_digest(&path).map_err(|e| format!("listing {}: {e}", path.display()))?;
+                let names = names_digest(&path).map_err(InPlaceError::io("listing", &path))?;
                 meta.mtime = (names, 0);
                 meta.ctime = (names, 0);
                 entries.insert(dir.clone(), meta);
@@ -377,11 +386,13 @@ impl InPlaceRoot {
         }
         for path in self.region(&self.top)? {
             let at = self.top.join(&path);
-            let meta = meta_of(&at).map_err(|e| format!("reading {}: {e}", at.display()))?;
+            let meta = meta_of(&at).map_err(InPlaceError::io("reading", &at))?;
             let is_dir = meta.is_dir();
             entries.insert(path.clone(), meta);
             if is_dir {
-                for (below, meta) in rbuild_snapshot::walk(&at).map_err(|e| e.to_string())? {
+                let below_at =
+                    rbuild_snapshot::walk(&at).map_err(InPlaceError::io("walking", &at))?;
+                for (below, meta) in below_at {
                     entries.insert(path.join(below), meta);
                 }
             }
@@ -392,11 +403,11 @@ impl InPlaceRoot {
 
 /// Renames each of `paths` (relative) from `from` to `to`, making missing parent
 /// directories in `to` (0755: an ancestor the stage or the stash lacks).
-fn move_entries(from: &Path, to: &Path, paths: &[PathBuf]) -> Result<(), String> {
+fn move_entries(from: &Path, to: &Path, paths: &[PathBuf]) -> Result<(), InPlaceError> {
     for path in paths {
         let target = to.join(path);
         if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(|e| format!("making {}: {e}", parent.display()))?;
+            fs::create_dir_all(parent).map_err(InPlaceError::io("making", parent))?;
         }
         let source = from.join(path);
         fs::rename(&source, &target).map_err(|e| {
@@ -405,11 +416,12 @@ fn move_entries(from: &Path, to: &Path, paths: &[PathBuf]) -> Result<(), String>
             } else {
                 ""
             };
-            format!(
-                "moving {} to {}: {e}{hint}",
-                source.display(),
-                target.display()
-            )
+            InPlaceError::Move {
+                from: source.clone(),
+                to: target.clone(),
+                hint,
+                source: e,
+            }
         })?;
     }
     Ok(())

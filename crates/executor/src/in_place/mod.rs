@@ -24,6 +24,72 @@ use rbuild_sandbox::restricted::{DeviceKind, Owner, OwnershipTable};
 pub(crate) use extract::record_layer;
 pub(crate) use layout::InPlaceRoot;
 
+/// Why a restricted build could not lay a stage out in place or record its owners.
+#[derive(Debug, thiserror::Error)]
+pub enum InPlaceError {
+    /// An I/O operation on a path failed: `{doing} {path}: {source}`.
+    #[error("{doing} {}: {source}", path.display())]
+    Io {
+        doing: String,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Moving an entry in or out of place failed (`hint`: what the user can do about it).
+    #[error("moving {} to {}: {source}{hint}", from.display(), to.display())]
+    Move {
+        from: std::path::PathBuf,
+        to: std::path::PathBuf,
+        hint: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading a file of the kernel's (`/proc/self/mountinfo`, `/proc/self/maps`) failed.
+    #[error("reading {what}: {source}")]
+    Proc {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The builder, the stage or the step cannot be laid out in place: what and why, for
+    /// the user (a missing marker, a journal left by a killed build, a mount target in an
+    /// excluded path, a top-level directory the builder image lacks).
+    #[error("{0}")]
+    Refused(String),
+    /// A step's mount `label` (the `--mount=` flag as written) cannot go where it asks.
+    #[error("{label}: {why}")]
+    MountTarget {
+        label: String,
+        #[source]
+        why: Box<InPlaceError>,
+    },
+    /// A layer's entries could not be read.
+    #[error(transparent)]
+    Layer(#[from] rbuild_layer::Error),
+    /// A mount could not be placed in `/` or taken away.
+    #[error(transparent)]
+    Mount(#[from] crate::chroot_mounts::MountPlaceError),
+    /// The step's sandbox failed to run it.
+    #[error("could not run the step: {0}")]
+    Sandbox(#[source] rbuild_sandbox::SandboxError),
+}
+
+impl InPlaceError {
+    /// `map_err` for an I/O error on `path` while `doing` something.
+    pub(crate) fn io(
+        doing: impl Into<String>,
+        path: &Path,
+    ) -> impl FnOnce(std::io::Error) -> InPlaceError {
+        let doing = doing.into();
+        let path = path.to_path_buf();
+        move |source| InPlaceError::Io {
+            doing,
+            path,
+            source,
+        }
+    }
+}
+
 /// A restricted build's owners: the table of what the disk cannot hold, the build user's
 /// ids (which stand for container root), and the lock that keeps two stages from laying
 /// themselves out in `/` at once.
@@ -40,18 +106,18 @@ impl InPlaceOwners {
     /// The owners of a restricted build by this process, whose store is at `store_root`:
     /// refused (with why) unless `/` is an in-place root
     /// (`rbuild_sandbox::restricted::in_place_root_refusal`).
-    pub(crate) fn for_build(store_root: &Path) -> Result<Arc<InPlaceOwners>, String> {
+    pub(crate) fn for_build(store_root: &Path) -> Result<Arc<InPlaceOwners>, InPlaceError> {
         if let Some(why) = rbuild_sandbox::restricted::in_place_root_refusal() {
-            return Err(why);
+            return Err(InPlaceError::Refused(why));
         }
         let journal = journal_path(store_root);
         if journal.exists() {
-            return Err(format!(
+            return Err(InPlaceError::Refused(format!(
                 "an earlier build was stopped while a stage was laid out in `/` ({} names \
                  where the builder's own files were put aside): this container's `/` is no \
                  longer the builder image's. Run the build in a new container",
                 journal.display()
-            ));
+            )));
         }
         let root = InPlaceRoot::detect(store_root)?;
         Ok(Arc::new(InPlaceOwners {
@@ -71,10 +137,9 @@ impl InPlaceOwners {
 
     /// Records `uid:gid` as the owner of `path` (never followed): a COPY --chown, WORKDIR
     /// or mount's chown in a restricted build.
-    pub(crate) fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    pub(crate) fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<(), InPlaceError> {
         use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::symlink_metadata(path)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let meta = std::fs::symlink_metadata(path).map_err(InPlaceError::io("reading", path))?;
         crate::context::lock(&self.table)
             .record_owner((meta.dev(), meta.ino()), Owner { uid, gid });
         Ok(())

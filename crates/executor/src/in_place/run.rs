@@ -12,7 +12,7 @@ use rbuild_sandbox::restricted::OwnershipTable;
 use rbuild_sandbox::{BindMount, Rootfs, Sandbox, StepOutcome, StepSpec};
 use rbuild_snapshot::Entries;
 
-use super::InPlaceRoot;
+use super::{InPlaceError, InPlaceRoot};
 use crate::chroot_mounts::MountPlan;
 use crate::context::{lock, BuildContext, Origin};
 use crate::error::Result;
@@ -147,7 +147,7 @@ fn move_out_of_dev(binds: &mut [BindMount], argv: &mut [String]) -> Vec<bool> {
 /// BuildKit's runc leaves the `/dev`, `/proc` and `/sys` mount points it had to create in
 /// the step's layer (as `keep_system_mount_points` keeps the other isolations' stubs); in
 /// place the runtime's own are used, so a stage without them gets them here.
-fn system_mount_points(stage_root: &Path) -> Result<Vec<Change>, String> {
+fn system_mount_points(stage_root: &Path) -> std::result::Result<Vec<Change>, InPlaceError> {
     use std::os::unix::fs::PermissionsExt;
     let mut made = Vec::new();
     for name in ["dev", "proc", "sys"] {
@@ -155,11 +155,11 @@ fn system_mount_points(stage_root: &Path) -> Result<Vec<Change>, String> {
         match std::fs::symlink_metadata(&path) {
             Ok(_) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+            Err(e) => return Err(InPlaceError::io("reading", &path)(e)),
         }
         std::fs::create_dir(&path)
             .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)))
-            .map_err(|e| format!("making {}: {e}", path.display()))?;
+            .map_err(InPlaceError::io("making", &path))?;
         made.push(Change::Upsert(PathBuf::from(name)));
     }
     Ok(made)
@@ -188,7 +188,7 @@ fn run_laid_out(
     mounts: &Mounts<'_>,
     (label, step): (&str, usize),
     progress: &mut dyn Progress,
-) -> std::result::Result<Ran, String> {
+) -> std::result::Result<Ran, InPlaceError> {
     let snapshot = crate::phases::Phase::Snapshot;
     let before = crate::phases::timed(snapshot, || root.walk())?;
     // A mount's target must resolve to the stage's region: placing it moves what is there
@@ -199,7 +199,10 @@ fn run_laid_out(
     for ((bind, plan), moved) in mounts.binds.iter().zip(mounts.plans).zip(mounts.moved) {
         if !moved {
             root.check_mount_target(&bind.target)
-                .map_err(|why| format!("{}: {why}", plan.label))?;
+                .map_err(|why| InPlaceError::MountTarget {
+                    label: plan.label.clone(),
+                    why: Box::new(why),
+                })?;
         }
     }
     let placed = if mounts.binds.is_empty() {
@@ -215,7 +218,7 @@ fn run_laid_out(
     };
     let executed = crate::run::execute(sandbox, spec, label, step, progress);
     let restored = placed.map_or(Ok(()), |p| p.restore());
-    let outcome = executed.map_err(|e| format!("could not run the step: {e}"))?;
+    let outcome = executed.map_err(InPlaceError::Sandbox)?;
     restored?;
     if !outcome.status.success() {
         return Ok((Vec::new(), Vec::new(), outcome));
