@@ -2,10 +2,10 @@
 //! Dockerfile, bases, remote cache), the state its stages share, and where an instruction
 //! came from for errors.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rbuild_dockerfile::instructions::Command;
@@ -98,6 +98,11 @@ pub(crate) struct SharedState {
     pub shared_roots: Mutex<HashSet<PathBuf>>,
     /// A stage failed: the stages running beside it stop before their next step.
     pub cancelled: AtomicBool,
+    /// Layer steps of this build by key: the record once one stage has run (or found) it.
+    /// A stage with the same step on the same file system waits on the slot and takes the
+    /// record, as BuildKit merges identical vertices: the step runs once and both images
+    /// share its layer.
+    pub step_results: Mutex<HashMap<Digest, Arc<Mutex<Option<CacheRecord>>>>>,
 }
 
 impl SharedState {
@@ -112,7 +117,16 @@ impl SharedState {
             made_here: Default::default(),
             shared_roots: Default::default(),
             cancelled: AtomicBool::new(false),
+            step_results: Default::default(),
         }
+    }
+
+    /// The slot of the layer step with key `key` (see [`SharedState::step_results`]).
+    pub fn step_slot(&self, key: &Digest) -> Arc<Mutex<Option<CacheRecord>>> {
+        lock(&self.step_results)
+            .entry(key.clone())
+            .or_default()
+            .clone()
     }
 }
 

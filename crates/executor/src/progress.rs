@@ -32,7 +32,8 @@ pub enum Event {
         seconds: f64,
         layer_size: Option<u64>,
     },
-    /// A step's result came from the cache (`source`: `local` or `registry`); nothing ran.
+    /// A step's result came from the cache (`source`: `local` or `registry`) or from the
+    /// same step of another stage of this build (`build`); nothing ran.
     StepCached {
         stage: String,
         step: usize,
@@ -149,6 +150,7 @@ impl<W: Write> Progress for PlainProgress<W> {
                 let n = self.number(stage, *step);
                 match source.as_str() {
                     "local" => writeln!(self.out, "#{n} CACHED"),
+                    "build" => writeln!(self.out, "#{n} CACHED (the same step of another stage)"),
                     other => writeln!(self.out, "#{n} CACHED (from the {other} cache)"),
                 }
             }

@@ -185,23 +185,23 @@ impl BuildContext<'_> {
         // One encoding of the op gives both the key and what explains a miss.
         let op = to_run.op();
         let (digest, inputs) = (op.key(), op.explain_inputs());
+        // The same step of another stage of this build (same key: same file system, same
+        // op) runs once: a stage that gets here second waits for it and takes its layer.
+        let slot = self.shared.step_slot(&digest);
+        let mut in_build = crate::context::lock(&slot);
+        if let Some(record) = in_build.clone() {
+            let hit = CacheHit {
+                record,
+                source: "build",
+            };
+            return Ok(self.take_record(st, hit, created_by, step, progress));
+        }
         if !st.no_cache {
             if let Some((record, source)) = self.lookup(&digest, progress) {
-                st.layers.push(record.layer.clone());
-                st.config.rootfs.diff_ids.push(record.diff_id.clone());
-                st.add_history(created_by, true);
-                st.date_history(&record.created, self.request.source_date_epoch);
-                st.fs_key = result_key(&digest, &record.diff_id);
-                let size = record.layer.size;
-                crate::context::lock(&self.shared.used_records).push(record);
+                *in_build = Some(record.clone());
                 let _ = self.store.cache_record_inputs(&position, &inputs);
-                progress.event(&Event::StepCached {
-                    stage: st.label.clone(),
-                    step,
-                    layer_size: size,
-                    source: source.into(),
-                });
-                return Ok(StepEnd::Cached);
+                let hit = CacheHit { record, source };
+                return Ok(self.take_record(st, hit, created_by, step, progress));
             }
         }
         if self.request.explain_misses {
@@ -253,9 +253,44 @@ impl BuildContext<'_> {
             });
         }
         let _ = self.store.cache_record_inputs(&position, &inputs);
+        *in_build = Some(record.clone());
         crate::context::lock(&self.shared.used_records).push(record);
         Ok(StepEnd::Ran(size))
     }
+
+    /// Takes a step's result from `hit` (the cache's, or the same step run for another
+    /// stage of this build) instead of running it.
+    fn take_record(
+        &self,
+        st: &mut StageState,
+        hit: CacheHit,
+        created_by: String,
+        step: usize,
+        progress: &mut dyn Progress,
+    ) -> StepEnd {
+        let CacheHit { record, source } = hit;
+        st.layers.push(record.layer.clone());
+        st.config.rootfs.diff_ids.push(record.diff_id.clone());
+        st.add_history(created_by, true);
+        st.date_history(&record.created, self.request.source_date_epoch);
+        st.fs_key = result_key(&record.key, &record.diff_id);
+        let size = record.layer.size;
+        crate::context::lock(&self.shared.used_records).push(record);
+        progress.event(&Event::StepCached {
+            stage: st.label.clone(),
+            step,
+            layer_size: size,
+            source: source.into(),
+        });
+        StepEnd::Cached
+    }
+}
+
+/// A step's result found instead of run, and where: `local`, `registry` or `build` (the
+/// same step of another stage of this build).
+struct CacheHit {
+    record: CacheRecord,
+    source: &'static str,
 }
 
 /// What lowering reads: the build context, finished stages, images, downloads.

@@ -23,6 +23,10 @@ fn main() -> ExitCode {
             workdir_keeps_an_absolute_path_as_written,
         ),
         ("copy_copies_source_by_source", copy_copies_source_by_source),
+        (
+            "the_same_step_of_two_stages_runs_once",
+            the_same_step_of_two_stages_runs_once,
+        ),
     ])
 }
 
@@ -110,4 +114,45 @@ fn copy_copies_source_by_source() {
     assert_eq!(fx.layer_paths(&built.layers[3]), ["hello"]);
     let err = fx.build_err("FROM busybox\nCOPY foo dir /four\n");
     assert!(err.contains("four"), "{err}");
+}
+
+/// `Dockerfile_test_arg_multi` (and its two siblings): two stages run the same step on the
+/// same base. BuildKit merges identical vertices, so the step runs once and both images
+/// share its layer; rbuild's stages run side by side, so the second waits for the first
+/// and takes its layer (`CACHED (the same step of another stage)`), with and without
+/// `--no-cache`. A step that writes random bytes shows it: both stages have the same ones.
+fn the_same_step_of_two_stages_runs_once() {
+    let fx = Fixture::new();
+    let dockerfile = "FROM busybox AS one\n\
+         RUN head -c 32 /dev/urandom | od -A n -x > /random\n\
+         FROM busybox AS two\n\
+         RUN head -c 32 /dev/urandom | od -A n -x > /random\n\
+         FROM busybox\n\
+         COPY --from=one /random /one\n\
+         COPY --from=two /random /two\n";
+    for no_cache in [false, true] {
+        let mut request = fx.request(dockerfile);
+        request.no_cache = no_cache;
+        let built = fx.built(&request);
+        assert_eq!(built.read("one"), built.read("two"), "no_cache {no_cache}");
+        assert!(built.read("one").len() > 32, "{}", built.read("one"));
+        let shared: Vec<String> = built
+            .events
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                rbuild_executor::Event::StepCached { stage, source, .. } if source == "build" => {
+                    Some(stage.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        if no_cache {
+            assert_eq!(
+                shared.len(),
+                1,
+                "one stage takes the other's step: {shared:?}"
+            );
+        }
+    }
 }

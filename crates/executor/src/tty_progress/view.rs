@@ -125,6 +125,7 @@ impl View {
                 self.forget(stage, *step);
                 let status = match source.as_str() {
                     "local" => "CACHED".to_string(),
+                    "build" => "CACHED (the same step of another stage)".to_string(),
                     other => format!("CACHED (from the {} cache)", printable(other)),
                 };
                 permanent.push(format!("{label}  {}", self.paint(CYAN, &status)));
