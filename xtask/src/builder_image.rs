@@ -234,24 +234,7 @@ fn lay_out_context(context: &Path, binary: &Path) -> Result<()> {
 /// directories the image has (`/` is the runtime's). Real directories, so this image serves
 /// bases whose `/bin`, `/lib`, `/sbin` are directories (busybox, Alpine), not usrmerge's
 /// symlinks (Debian, Ubuntu).
-const RESTRICTED_TOP_LEVEL: &[&str] = &[
-    "app",
-    "bin",
-    "data",
-    "etc",
-    "home",
-    "lib",
-    "media",
-    "mnt",
-    "opt",
-    "root",
-    "run",
-    "sbin",
-    "srv",
-    "usr",
-    "var",
-    "workspace",
-];
+const RESTRICTED_TOP_LEVEL: &str = include_str!("../restricted-top-level.txt");
 
 /// `restricted/` of the context: the Dockerfile's `restricted` target copies it to `/`,
 /// owned by 1000:0.
@@ -265,7 +248,7 @@ fn lay_out_restricted(restricted: &Path, rbuild: &[u8], ca: &[u8]) -> Result<()>
         ca,
         0o644,
     )?;
-    for name in RESTRICTED_TOP_LEVEL {
+    for name in RESTRICTED_TOP_LEVEL.split_whitespace() {
         dir(&restricted.join(name), 0o775)?;
     }
     dir(&restricted.join("tmp"), 0o1777)

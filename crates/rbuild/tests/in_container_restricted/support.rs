@@ -70,7 +70,7 @@ pub(crate) fn builder_image(
         let in_image = root.join(RBUILD_IN_IMAGE.trim_start_matches('/'));
         std::fs::create_dir_all(in_image.parent().unwrap()).unwrap();
         std::fs::copy(rbuild(), &in_image).unwrap();
-        for dir in PRODUCT_TOP_LEVEL {
+        for dir in product_top_level() {
             std::fs::create_dir_all(root.join(dir)).unwrap();
         }
     }
@@ -156,27 +156,13 @@ pub(crate) fn builder_image(
     );
 }
 
-/// The top-level directories `cargo xtask builder-image` gives `rbuild:restricted`
-/// (`RESTRICTED_TOP_LEVEL` there).
-const PRODUCT_TOP_LEVEL: &[&str] = &[
-    "app",
-    "bin",
-    "data",
-    "etc",
-    "home",
-    "lib",
-    "media",
-    "mnt",
-    "opt",
-    "root",
-    "run",
-    "sbin",
-    "srv",
-    "usr",
-    "var",
-    "workspace",
-    "tmp",
-];
+/// The top-level directories `cargo xtask builder-image` gives `rbuild:restricted` (its
+/// list), and `/tmp`, which it makes 1777.
+fn product_top_level() -> impl Iterator<Item = &'static str> {
+    include_str!("../../../../xtask/restricted-top-level.txt")
+        .split_whitespace()
+        .chain(["tmp"])
+}
 
 /// `rbuild:restricted` built from the repository's Dockerfile with a context laid out as
 /// `cargo xtask builder-image` lays it out (`lay_out_restricted`), this test's rbuild in
@@ -195,7 +181,7 @@ fn product_image(work: &Path) -> &'static str {
     std::fs::write(restricted.join("rbuild/in-place-root"), "").unwrap();
     std::fs::create_dir_all(restricted.join("rbuild/certs")).unwrap();
     std::fs::write(restricted.join("rbuild/certs/ca-certificates.crt"), "").unwrap();
-    for dir in PRODUCT_TOP_LEVEL {
+    for dir in product_top_level() {
         std::fs::create_dir_all(restricted.join(dir)).unwrap();
         std::fs::set_permissions(restricted.join(dir), std::fs::Permissions::from_mode(0o775))
             .unwrap();
