@@ -647,3 +647,168 @@ fn the_github_actions_container_step_builds_and_pushes_as_written() {
         "the RUN step did not run: {stderr}"
     );
 }
+
+/// The static `rbuild:restricted` as a Kubernetes restricted pod runs it (docs/ci/
+/// kubernetes-restricted.md's securityContext as `docker run` flags: uid 1000 or
+/// OpenShift's random uid with gid 0, no capabilities, no-new-privileges, Docker's default
+/// seccomp), rbuild as the entrypoint, the base pulled from a registry, the context on a
+/// read-only volume: the image equals the same build by rbuild as root on the host.
+#[test]
+fn the_restricted_image_builds_as_the_pods_user_what_root_builds_on_the_host() {
+    require_root("running dockerd");
+    let archive = image_dir().join("rbuild-restricted.tar");
+    let daemon = Dockerd::start();
+    daemon.docker_ok(&["load", "-i", archive.to_str().unwrap()]);
+    let registry = Registry::start();
+    let host = registry.host();
+    let work = tempfile::tempdir().unwrap();
+    busybox_rootfs(&work.path().join("base/rootfs"));
+    write(&work.path().join("base/Dockerfile"), BASE_DOCKERFILE);
+    let host_store = tempfile::tempdir().unwrap();
+    let rbuild_on_host = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+            .arg("--root")
+            .arg(host_store.path())
+            .args(args)
+            .env_remove("RBUILD_ENGINE")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", describe(&out));
+    };
+    let base = format!("{host}/base/busybox:1");
+    rbuild_on_host(&[
+        "build",
+        "-q",
+        "--push",
+        "-t",
+        &base,
+        work.path().join("base").to_str().unwrap(),
+    ]);
+    let ctx = work.path().join("app");
+    write(
+        &ctx.join("Dockerfile"),
+        &format!(
+            "FROM {base}\n\
+             COPY --chown=7:8 data.txt /home/data.txt\n\
+             RUN touch /etc/f && chown 123:456 /etc/f && chmod u+s /etc/f && ln /etc/f /etc/f-link \
+              && echo changed > /etc/group && rm /etc/passwd && id -u > /tmp/id\n\
+             RUN --mount=type=bind,source=data.txt,target=/tmp/bound --mount=type=cache,target=/var/cache/app \
+              cat /tmp/bound > /tmp/from-bind && echo run >> /var/cache/app/runs\n"
+        ),
+    );
+    write(&ctx.join("data.txt"), "from the context\n");
+    let epoch = ["--source-date-epoch", "1700000000"];
+    let reference = work.path().join("host.tar");
+    let dest = format!("type=docker,dest={}", reference.display());
+    rbuild_on_host(
+        &[
+            &["build", "-q", "-o", &dest][..],
+            &epoch,
+            &[ctx.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+
+    for user in ["1000:1000", "1000770000:0"] {
+        let out = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            out.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let ctx_volume = format!("{}:/workspace:ro", ctx.display());
+        let out_volume = format!("{}:/out", out.path().display());
+        let mut args = vec![
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "--user",
+            user,
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "-v",
+            &ctx_volume,
+            "-v",
+            &out_volume,
+            "rbuild:restricted",
+            "build",
+            "--isolation",
+            "restricted",
+            "--progress",
+            "plain",
+            "-o",
+            "type=docker,dest=/out/app.tar",
+        ];
+        args.extend_from_slice(&epoch);
+        args.push("/workspace");
+        let run = daemon.docker(&args);
+        assert!(run.status.success(), "as {user}: {}", describe(&run));
+        let diff = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+            .arg("diff")
+            .arg(&reference)
+            .arg(out.path().join("app.tar"))
+            .output()
+            .unwrap();
+        assert!(
+            diff.status.success(),
+            "as {user}, the image differs from root's on the host: {}\n{}",
+            describe(&diff),
+            describe(&run)
+        );
+    }
+
+    // Push and the registry cache from the pod; a second pod (a fresh container, an empty
+    // store) builds from that cache without running a step.
+    let ctx_volume = format!("{}:/workspace:ro", ctx.display());
+    let tag = format!("{host}/team/restricted:1");
+    let cache = format!("{host}/team/restricted/cache");
+    let pod = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "--user",
+            "1000:1000",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "-v",
+            &ctx_volume,
+            "rbuild:restricted",
+            "build",
+            "--isolation",
+            "restricted",
+            "--progress",
+            "plain",
+            "--cache-repo",
+            &cache,
+            "--push",
+            "-t",
+            &tag,
+        ];
+        args.extend_from_slice(extra);
+        args.push("/workspace");
+        daemon.docker(&args)
+    };
+    let first = pod(&epoch);
+    assert!(first.status.success(), "push: {}", describe(&first));
+    assert_eq!(registry.manifest_status("team/restricted", "1"), Some(200));
+    let second = pod(&epoch);
+    assert!(
+        second.status.success(),
+        "from the cache: {}",
+        describe(&second)
+    );
+    let log = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(
+        log.matches("CACHED").count(),
+        3,
+        "every step from the registry cache: {log}"
+    );
+}
