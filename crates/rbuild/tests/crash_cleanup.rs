@@ -137,6 +137,19 @@ fn process_tree(pid: u32) -> String {
     lines.join("\n")
 }
 
+/// Gives SIGINT and SIGHUP their default action in this process, so that the builds it
+/// starts get them so too. A test run in the background of a non-interactive shell
+/// (`cmd &`) or under `nohup` inherits them ignored, and rbuild rightly keeps a signal its
+/// parent ignores ignored (`cmd/cancel.rs`): the signal tests would then wait on a build
+/// that cannot be interrupted.
+fn default_signal_actions() {
+    for signal in [libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: signal(2) with SIG_DFL installs no handler; it only changes this
+        // process's disposition, which its children inherit.
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
+    }
+}
+
 /// Waits for `child` to exit (at most two minutes: a loaded machine is slow, a hang is
 /// not); its exit code, or 128 + the signal.
 fn wait_code(child: &mut Child) -> i32 {
@@ -178,6 +191,7 @@ fn fsck_clean(root: &Path) {
 #[test]
 fn sigint_and_sigterm_cancel_the_build_and_leave_nothing() {
     require_root("native builds in this test");
+    default_signal_actions();
     let root = tempfile::tempdir().unwrap();
     add_busybox(root.path());
     // (signal, to the whole process group as a terminal's Ctrl-C does, exit code)
@@ -541,6 +555,7 @@ impl Rootless {
 
 #[test]
 fn rootless_builds_killed_or_cancelled_leave_nothing_after_prune() {
+    default_signal_actions();
     let user = Rootless::new(None);
     let (store, ctx) = (user.store.as_path(), user.ctx.as_path());
     let as_user = |args: &[&str]| user.rbuild(args);
