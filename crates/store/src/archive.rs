@@ -77,13 +77,21 @@ fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[u8]) -
         .map_err(tar_err(path.to_string()))
 }
 
-/// Writes `images` (with their tags) as one archive to `out`.
+/// Writes `images` (with their tags) as one archive to `out`. An archive leaves the machine:
+/// the plain layers a build made go in compressed with `layers` (`Store::shipped_record`),
+/// as a push sends them and as BuildKit's docker and OCI exporters write them, while the
+/// local images keep theirs plain.
 pub fn save<W: Write>(
     store: &Store,
     images: &[ImageRecord],
     format: ArchiveFormat,
+    layers: &rbuild_layer::WriteOptions,
     out: W,
 ) -> Result<()> {
+    let images = images
+        .iter()
+        .map(|image| store.shipped_record(image, layers))
+        .collect::<Result<Vec<_>>>()?;
     let mut tar = tar::Builder::new(out);
     for dir in ["blobs/", "blobs/sha256/"] {
         let mut header = file_header(0, 0o755);
@@ -95,7 +103,7 @@ pub fn save<W: Write>(
     let mut docker_manifest = Vec::new();
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut written = std::collections::HashSet::new();
-    for image in images {
+    for image in &images {
         let manifest_bytes = store.read_blob(&image.image_manifest.digest)?;
         let manifest =
             Manifest::from_slice(&manifest_bytes).map_err(|source| StoreError::Json {

@@ -29,7 +29,14 @@ fn saved(format: ArchiveFormat) -> (tempfile::TempDir, rbuild_store::ImageRecord
     store.tag("localhost:5000/app:1", &img.manifest).unwrap();
     let record = store.resolve("app:1").unwrap();
     let mut out = Vec::new();
-    save(&store, std::slice::from_ref(&record), format, &mut out).unwrap();
+    save(
+        &store,
+        std::slice::from_ref(&record),
+        format,
+        &rbuild_layer::WriteOptions::default(),
+        &mut out,
+    )
+    .unwrap();
     (dir, record, out)
 }
 

@@ -32,20 +32,11 @@ impl Exporter for ArchiveExporter {
         cx: &ExportContext<'_>,
         image: &ImageRecord,
     ) -> Result<ExportOutcome, ExportError> {
-        // An archive carries compressed layers, as BuildKit's docker and OCI exporters write
-        // them: it leaves the machine (and an image loaded from it and pushed later must not
-        // ship plain layers).
-        let image =
-            cx.store
-                .shipped_record(image, &cx.layers)
-                .map_err(|e| ExportError::Archive {
-                    path: self.dest.clone(),
-                    reason: e.to_string(),
-                })?;
         write_archive_file(
             cx.store,
-            std::slice::from_ref(&image),
+            std::slice::from_ref(image),
             self.format,
+            &cx.layers,
             &self.dest,
         )?;
         Ok(ExportOutcome::Written(self.dest.clone()))
@@ -58,6 +49,7 @@ pub fn write_archive_file(
     store: &rbuild_store::Store,
     records: &[ImageRecord],
     format: ArchiveFormat,
+    layers: &rbuild_layer::WriteOptions,
     output: &std::path::Path,
 ) -> Result<(), ExportError> {
     let partial = output.with_file_name(format!(
@@ -75,7 +67,7 @@ pub fn write_archive_file(
     let result = (|| -> Result<(), ExportError> {
         let file = std::fs::File::create(&partial).map_err(io("creating", &partial))?;
         let mut writer = std::io::BufWriter::new(file);
-        rbuild_store::archive::save(store, records, format, &mut writer).map_err(|e| {
+        rbuild_store::archive::save(store, records, format, layers, &mut writer).map_err(|e| {
             ExportError::Archive {
                 path: output.to_path_buf(),
                 reason: e.to_string(),

@@ -287,19 +287,20 @@ pub fn run_save(globals: &Globals, args: SaveArgs) -> Result<u8> {
         SaveFormat::Docker => ArchiveFormat::Docker,
         SaveFormat::Oci => ArchiveFormat::Oci,
     };
-    // An archive leaves the machine: the plain layers a build made go in compressed (gzip),
-    // as a push sends them; the local image keeps them plain.
-    let options = rbuild_layer::WriteOptions::default();
-    let records: Vec<_> = records
-        .iter()
-        .map(|r| store.shipped_record(r, &options))
-        .collect::<Result<_, _>>()?;
+    // gzip at the default level, as a push without build options sends them.
+    let layers = rbuild_layer::WriteOptions::default();
     if args.output.as_os_str() == "-" {
         let stdout = std::io::stdout().lock();
-        archive::save(&store, &records, format, std::io::BufWriter::new(stdout))?;
+        archive::save(
+            &store,
+            &records,
+            format,
+            &layers,
+            std::io::BufWriter::new(stdout),
+        )?;
         return Ok(0);
     }
-    rbuild_session::export::write_archive_file(&store, &records, format, &args.output)?;
+    rbuild_session::export::write_archive_file(&store, &records, format, &layers, &args.output)?;
     Ok(0)
 }
 
