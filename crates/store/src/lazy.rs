@@ -1,6 +1,6 @@
 //! Lazy layers: a build step's layer is stored as a plain tar (its blob digest is its diff
-//! id) and compressed only when it leaves the machine — into an image's manifest, a push, a
-//! registry-cache export. Each compression is remembered (diff id + compression and level →
+//! id) and compressed only when it leaves the machine — a push, an archive, a registry-cache
+//! export, or the image of a build that itself ships it; a local image keeps it plain. Each compression is remembered (diff id + compression and level →
 //! compressed descriptor), so a second export of the same layer compresses nothing.
 //!
 //! ```text
