@@ -282,6 +282,9 @@ fn classify_buildkit(step: Option<Step>, message: &str) -> BuildFailure {
     let hint = if message.contains("network bridge not found") {
         " (the daemon has no bridge network, BuildKit's default for RUN: build with --network \
          host or --network none)"
+    } else if message.contains("dockerfile parse error") {
+        " (the daemon's built-in Dockerfile frontend knows the syntax of Dockerfile 1.2: no \
+         heredocs, no COPY --link/--parents/--exclude; --engine native has them)"
     } else {
         ""
     };
@@ -335,6 +338,11 @@ mod tests {
         );
         let other = classify_buildkit(None, "failed to read dockerfile");
         assert_eq!(other.to_string(), "failed to read dockerfile");
+        let parse = classify_buildkit(
+            None,
+            "dockerfile parse error line 3: unknown instruction: ECHO",
+        );
+        assert!(parse.to_string().contains("no heredocs"), "{parse}");
     }
 
     fn stream(text: &str) -> BuildInfo {

@@ -739,3 +739,231 @@ fn docker_output_writes_a_docker_archive() {
     assert_eq!(metadata["containerimage.config.digest"], id.trim());
     assert_eq!(metadata["image.name"], "saved:1");
 }
+
+/// `ssh-add` and the libraries it loads, copied into `dir` (the RUN step runs it through the
+/// copied loader: the test base is busybox only).
+fn copy_ssh_add(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let ldd = Command::new("ldd")
+        .arg("/usr/bin/ssh-add")
+        .output()
+        .unwrap();
+    assert!(ldd.status.success(), "ldd /usr/bin/ssh-add failed");
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = match line.split_once("=> ") {
+            Some((_, rest)) => rest.split_whitespace().next().unwrap_or(""),
+            None => line.split_whitespace().next().unwrap_or(""),
+        };
+        if !path.starts_with('/') {
+            continue;
+        }
+        let name = Path::new(path).file_name().unwrap().to_str().unwrap();
+        let name = if name.starts_with("ld-linux") {
+            "ld.so"
+        } else {
+            name
+        };
+        std::fs::copy(path, dir.join(name)).unwrap();
+    }
+    std::fs::copy("/usr/bin/ssh-add", dir.join("ssh-add")).unwrap();
+}
+
+/// An ssh agent (`ssh-agent -D`) holding one fresh key; killed when dropped.
+struct Agent {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+    /// The key's SHA256 fingerprint as `ssh-add -l` prints it.
+    fingerprint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_agent() -> Agent {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let child = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent (Debian package openssh-client) is needed");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ssh-agent did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let key = dir.path().join("key");
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "ssh-keygen failed");
+    let add = Command::new("ssh-add")
+        .env("SSH_AUTH_SOCK", &socket)
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(add.status.success(), "ssh-add failed: {add:?}");
+    let print = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(key.with_extension("pub"))
+        .output()
+        .unwrap();
+    let fingerprint = String::from_utf8_lossy(&print.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    Agent {
+        child,
+        socket,
+        fingerprint,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn secrets_ssh_agents_and_run_mounts_go_through_the_buildkit_session() {
+    let _guard = serial();
+    let daemon = daemon_with_base();
+    let agent = start_agent();
+    // The Dockerfile names only a prefix of it: the whole value must appear nowhere.
+    let secret_value = "s3cret-value-9f2c71";
+    let secrets = tempfile::tempdir().unwrap();
+    let secret_file = secrets.path().join("token");
+    std::fs::write(&secret_file, secret_value).unwrap();
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!(
+            "FROM {BASE}\n\
+             RUN --mount=type=secret,id=token test \"$(wc -c < /run/secrets/token)\" -eq {} && \
+             grep -q '^s3cret-value-' /run/secrets/token && echo secret-seen > /secret-seen\n\
+             RUN --mount=type=cache,target=/cache echo cached > /cache/f && cat /cache/f > \
+             /cache-seen\n\
+             RUN --mount=type=ssh --mount=type=bind,source=tools,target=/tools \
+             /tools/ld.so --library-path /tools /tools/ssh-add -l > /ssh-seen\n",
+            secret_value.len()
+        ),
+    )]);
+    copy_ssh_add(&ctx.path().join("tools"));
+    let out = rbuild(&daemon.host())
+        .args([
+            "build",
+            "--engine",
+            "dood",
+            "--network",
+            "host",
+            "-t",
+            "sess:1",
+        ])
+        .arg("--secret")
+        .arg(format!("id=token,src={}", secret_file.display()))
+        .arg("--ssh")
+        .arg(format!("default={}", agent.socket.display()))
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(cat_in(&daemon, "sess:1", "/secret-seen"), "secret-seen\n");
+    assert_eq!(cat_in(&daemon, "sess:1", "/cache-seen"), "cached\n");
+    let listed = cat_in(&daemon, "sess:1", "/ssh-seen");
+    assert!(
+        listed.contains(&agent.fingerprint),
+        "the RUN step did not reach the forwarded agent: {listed:?}"
+    );
+
+    // The secret's value is in no output, no history and no layer.
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!output.contains(secret_value), "{output}");
+    let history = daemon.docker_ok(&["history", "--no-trunc", "sess:1"]);
+    assert!(!history.contains(secret_value), "{history}");
+    let saved = secrets.path().join("saved.tar");
+    daemon.docker_ok(&["save", "-o", saved.to_str().unwrap(), "sess:1"]);
+    let bytes = std::fs::read(&saved).unwrap();
+    assert!(
+        !bytes
+            .windows(secret_value.len())
+            .any(|w| w == secret_value.as_bytes()),
+        "the secret's value is in the saved image"
+    );
+    std::fs::remove_file(&saved).unwrap();
+
+    // A secret the command line does not give fails the step, naming the id.
+    let missing = context(&[(
+        "Dockerfile",
+        &format!(
+            "FROM {BASE}\nRUN --mount=type=secret,id=absent,required cat /run/secrets/absent\n"
+        ),
+    )]);
+    let out = rbuild(&daemon.host())
+        .args(["build", "--engine", "dood", "--network", "host"])
+        .arg(missing.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("absent"), "{stderr}");
+
+    // A key file is not an agent: refused by name before any build.
+    let out = rbuild(&daemon.host())
+        .args(["build", "--engine", "dood", "--ssh"])
+        .arg(format!("default={}", secret_file.display()))
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not an agent socket"), "{stderr}");
+}
+
+#[test]
+fn dockerfile_syntax_newer_than_the_daemon_fails_clearly() {
+    let _guard = serial();
+    let daemon = daemon_with_base();
+    // v0.8's built-in frontend has no heredocs: the line is an unknown instruction.
+    let heredoc = context(&[(
+        "Dockerfile",
+        &format!("FROM {BASE}\nRUN <<EOF\necho hi\nEOF\n"),
+    )]);
+    let out = rbuild(&daemon.host())
+        .args(["build", "--engine", "dood", "--network", "host"])
+        .arg(heredoc.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown instruction"), "{stderr}");
+    assert!(
+        stderr.contains("no heredocs") && stderr.contains("--engine native"),
+        "{stderr}"
+    );
+    // `# syntax=` makes the daemon resolve the frontend image: it names the image it cannot
+    // get (no Docker Hub here).
+    let syntax = context(&[(
+        "Dockerfile",
+        &format!("# syntax=docker/dockerfile:1.4\nFROM {BASE}\n"),
+    )]);
+    let out = rbuild(&daemon.host())
+        .args(["build", "--engine", "dood", "--network", "host"])
+        .arg(syntax.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("docker/dockerfile:1.4"), "{stderr}");
+}
