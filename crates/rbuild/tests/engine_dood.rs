@@ -147,9 +147,10 @@ fn target_stops_at_the_named_stage() {
         .output()
         .unwrap();
     assert_success(&out);
-    // -q: nothing but the image ID on stdout.
+    // -q: nothing but the image ID on stdout, and no progress at all.
     let id = daemon.docker_ok(&["image", "inspect", "-f", "{{.Id}}", "staged"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), id);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
     let stage = daemon.docker_ok(&[
         "run",
         "--rm",
@@ -966,4 +967,47 @@ fn dockerfile_syntax_newer_than_the_daemon_fails_clearly() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("docker/dockerfile:1.4"), "{stderr}");
+}
+
+#[test]
+fn docker_buildkit_0_falls_back_to_the_classic_builder_with_a_note() {
+    let _guard = serial();
+    let daemon = daemon_with_base();
+    let ctx = context(&[("Dockerfile", &format!("FROM {BASE}\nENV A=1\n"))]);
+    let out = rbuild(&daemon.host())
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "--engine", "dood", "-t", "classic:1"])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("note: using the daemon's classic builder: DOCKER_BUILDKIT=0"),
+        "{stderr}"
+    );
+    // The classic builder's own history format proves which builder ran.
+    let history = daemon.docker_ok(&[
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.CreatedBy}}",
+        "classic:1",
+    ]);
+    assert!(history.contains("#(nop)"), "{history}");
+    // Secrets need BuildKit: refused with the reason rather than dropped.
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    let out = rbuild(&daemon.host())
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "--engine", "dood", "--secret"])
+        .arg(format!("id=s,src={}", secret.path().display()))
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--secret and --ssh need the daemon's BuildKit"),
+        "{stderr}"
+    );
 }
