@@ -500,6 +500,10 @@ fn tls_over_tcp_with_client_certificates() {
         .output()
         .unwrap();
     assert_success(&out);
+    // The BuildKit session and build went over TLS too (no classic fallback).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[2/2] RUN echo tls > /via"), "{stderr}");
+    assert!(!stderr.contains("classic builder"), "{stderr}");
     let via = daemon.docker_ok(&[
         "run",
         "--rm",

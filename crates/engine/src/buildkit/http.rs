@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
-use crate::host::DaemonAddress;
+use crate::host::{DaemonAddress, TlsFiles};
 
 /// The body type of every request rbuild sends this way.
 pub type RequestBody = BoxBody<Bytes, std::io::Error>;
@@ -27,9 +27,42 @@ pub fn empty_body() -> RequestBody {
 /// How long connecting and the response headers may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Whether this module can reach `address` (TLS daemons are reached through bollard only).
-pub fn supports(address: &DaemonAddress) -> bool {
-    !matches!(address, DaemonAddress::Tcp { tls: Some(_), .. })
+/// A TLS client configuration from a Docker cert directory's files: the daemon is trusted
+/// through `ca.pem` only (as the Docker CLI does with `DOCKER_TLS_VERIFY`), and rbuild
+/// presents `cert.pem` with `key.pem`.
+fn tls_config(files: &TlsFiles) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&read(&files.ca)?) {
+        let cert =
+            cert.with_context(|| format!("{} is not a PEM certificate", files.ca.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("{} holds an unusable CA certificate", files.ca.display()))?;
+    }
+    let certs = CertificateDer::pem_slice_iter(&read(&files.cert)?)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{} is not a PEM certificate", files.cert.display()))?;
+    let key = PrivateKeyDer::from_pem_slice(&read(&files.key)?)
+        .with_context(|| format!("{} holds no PEM private key", files.key.display()))?;
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("rustls has no protocol version for the daemon")?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(certs, key)
+    .with_context(|| {
+        format!(
+            "{} and {} do not make a client certificate",
+            files.cert.display(),
+            files.key.display()
+        )
+    })
 }
 
 /// Sends one request on a fresh connection and returns the response head and body.
@@ -62,8 +95,31 @@ pub async fn send(
                     .with_context(|| format!("cannot connect to the daemon at {host_port}"))?;
             handshake(TokioIo::new(stream)).await?
         }
-        DaemonAddress::Tcp { host_port, .. } => {
-            bail!("the BuildKit session over TLS ({host_port}) is not implemented")
+        DaemonAddress::Tcp {
+            host_port,
+            tls: Some(files),
+        } => {
+            let connector =
+                tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls_config(files)?));
+            let host = host_port
+                .rsplit_once(':')
+                .map_or(host_port.as_str(), |(host, _)| host)
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .with_context(|| format!("{host:?} is not a host name for TLS"))?;
+            let tcp =
+                tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(host_port))
+                    .await
+                    .map_err(|_| anyhow!("connecting to {host_port} timed out"))?
+                    .with_context(|| format!("cannot connect to the daemon at {host_port}"))?;
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
+                .await
+                .map_err(|_| anyhow!("the TLS handshake with {host_port} timed out"))?
+                .with_context(|| {
+                    format!("the TLS handshake with the daemon at {host_port} failed")
+                })?;
+            handshake(TokioIo::new(stream)).await?
         }
     };
     tokio::time::timeout(header_timeout, sender.send_request(request))

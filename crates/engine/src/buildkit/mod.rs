@@ -23,8 +23,6 @@ use crate::host::DaemonAddress;
 use crate::progress::Renderer;
 use crate::request::{BuildRequest, NetworkMode};
 
-pub use self::http::supports as reachable;
-
 /// How long the daemon may take to start answering `/build` (it answers once the build
 /// starts reporting, which is after the context upload).
 const BUILD_HEADER_TIMEOUT: Duration = Duration::from_secs(6 * 60 * 60);
@@ -42,13 +40,6 @@ pub async fn classic_reason(address: &DaemonAddress) -> Result<Option<String>> {
                 "DOCKER_BUILDKIT={value} asks for the classic builder"
             )));
         }
-    }
-    if !http::supports(address) {
-        return Ok(Some(
-            "rbuild opens BuildKit sessions over unix sockets and plain tcp only, and this \
-             daemon is reached over TLS"
-                .into(),
-        ));
     }
     let request = http::request("GET", "/_ping")?
         .body(http::empty_body())
