@@ -99,7 +99,7 @@ pub async fn build<W: Write>(
     docker: &Docker,
     address: &DaemonAddress,
     req: &BuildRequest,
-    packed: &PackedContext,
+    packed: Option<&PackedContext>,
     progress: &mut Renderer<W>,
 ) -> Result<BuildResult> {
     let image_id = match crate::buildkit::classic_reason(address).await? {
@@ -114,6 +114,15 @@ pub async fn build<W: Write>(
             progress.note(&format!(
                 "note: using the daemon's classic builder: {reason}"
             ));
+            let packed_now;
+            let packed = match packed {
+                Some(packed) => packed,
+                None => {
+                    packed_now =
+                        crate::context::pack(&req.context, &req.dockerfile, &mut std::io::empty())?;
+                    &packed_now
+                }
+            };
             classic_build(docker, req, packed, progress).await?
         }
     };

@@ -55,7 +55,16 @@ pub fn run(
     if let Engine::Dind(options) = engine {
         dind::preflight(options)?;
     }
-    let packed = context::pack(&req.context, &req.dockerfile, &mut std::io::stdin().lock())?;
+    // A directory is synced through the BuildKit session (or packed later for the classic
+    // builder); a tar context is read now, standard input before anything else.
+    let packed = match &req.context {
+        ContextSource::Dir(_) => None,
+        _ => Some(context::pack(
+            &req.context,
+            &req.dockerfile,
+            &mut std::io::stdin().lock(),
+        )?),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -66,7 +75,7 @@ pub fn run(
         Engine::Dood => runtime.block_on(async {
             let address = DockerEnv::from_process().resolve()?;
             let docker = host::connect(&address).await?;
-            daemon_build::build(&docker, &address, req, &packed, &mut renderer).await
+            daemon_build::build(&docker, &address, req, packed.as_ref(), &mut renderer).await
         }),
         Engine::Dind(options) => {
             // Handlers first: a signal during start-up must also stop the daemon.
@@ -92,7 +101,7 @@ pub fn run(
                         daemon.wait_ready(options.start_timeout).await?;
                         let address = daemon.address();
                         let docker = host::connect(&address).await?;
-                        daemon_build::build(&docker, &address, &req, &packed, &mut renderer).await
+                        daemon_build::build(&docker, &address, &req, packed.as_ref(), &mut renderer).await
                     } => result,
                     _ = sigint.recv() => Err(Interrupted { signal: "SIGINT", exit_code: 130 }.into()),
                     _ = sigterm.recv() => Err(Interrupted { signal: "SIGTERM", exit_code: 143 }.into()),

@@ -1015,3 +1015,37 @@ fn docker_buildkit_0_falls_back_to_the_classic_builder_with_a_note() {
         "{stderr}"
     );
 }
+
+#[test]
+fn synced_contexts_of_equal_size_and_mtime_stay_apart() {
+    let _guard = serial();
+    let daemon = daemon_with_base();
+    // BuildKit sends only what changed since its last copy of a synced directory, judged by
+    // size and mtime: two directories must not share that copy.
+    let mut built = Vec::new();
+    for word in ["aaa", "bbb"] {
+        let ctx = context(&[
+            ("Dockerfile", &format!("FROM {BASE}\nCOPY word /word\n")),
+            ("word", word),
+        ]);
+        for name in ["Dockerfile", "word"] {
+            let touch = Command::new("touch")
+                .args(["-h", "-d", "@1000000000"])
+                .arg(ctx.path().join(name))
+                .status()
+                .unwrap();
+            assert!(touch.success());
+        }
+        let tag = format!("word-{word}");
+        let out = rbuild(&daemon.host())
+            .args(["build", "--engine", "dood", "--network", "host", "-t", &tag])
+            .arg(ctx.path())
+            .output()
+            .unwrap();
+        assert_success(&out);
+        built.push((tag, word));
+    }
+    for (tag, word) in built {
+        assert_eq!(cat_in(&daemon, &tag, "/word"), word);
+    }
+}

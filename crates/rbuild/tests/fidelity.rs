@@ -151,7 +151,7 @@ const fn known(
     }
 }
 
-use Pair::{DoodVsDocker as DOOD, NativeVsDocker as DOCKER};
+use Pair::NativeVsDocker as DOCKER;
 
 const KNOWN_DIFFERENCES: &[Known] = &[
     // rbuild follows current BuildKit where the daemon's BuildKit v0.8 (docker 20.10) differs.
@@ -296,14 +296,6 @@ const KNOWN_DIFFERENCES: &[Known] = &[
             "only in B: /var/cache/debconf/",
             "only in B: /var/lib/dpkg/lock-frontend",
         ],
-    ),
-    // --engine dood sends the context as a tar (docs/engines.md): the Dockerfile must be in
-    // it for BuildKit to read, so `.dockerignore` cannot keep it out of `COPY . /ctx`.
-    known(
-        "dockerignore",
-        DOOD,
-        "context-tar-keeps-dockerfile",
-        &["only in A: /ctx/Dockerfile  [file 0644 0:0]"],
     ),
 ];
 

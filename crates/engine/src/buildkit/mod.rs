@@ -2,11 +2,15 @@
 //! build` does: a session the daemon calls back into (registry credentials, secrets, ssh
 //! agents), the context as the request body, progress from the `moby.buildkit.trace` records.
 
+pub mod filesync;
 mod http;
 pub mod proto;
 pub mod session;
 
+use std::collections::HashMap;
 use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -20,8 +24,10 @@ use tokio::io::AsyncReadExt;
 
 use crate::context::PackedContext;
 use crate::host::DaemonAddress;
+use crate::ignore_rules::IgnoreRules;
 use crate::progress::Renderer;
-use crate::request::{BuildRequest, NetworkMode};
+use crate::request::{BuildRequest, ContextSource, DockerfileSource, NetworkMode};
+use filesync::SyncedDir;
 
 /// How long the daemon may take to start answering `/build` (it answers once the build
 /// starts reporting, which is after the context upload).
@@ -69,7 +75,12 @@ pub async fn classic_reason(address: &DaemonAddress) -> Result<Option<String>> {
     Ok(None)
 }
 
-fn build_query(req: &BuildRequest, dockerfile: &str, session_id: &str) -> Result<String> {
+fn build_query(
+    req: &BuildRequest,
+    dockerfile: &str,
+    session_id: &str,
+    synced: bool,
+) -> Result<String> {
     let mut query = vec![
         ("version".to_string(), "2".to_string()),
         ("session".to_string(), session_id.to_string()),
@@ -77,6 +88,10 @@ fn build_query(req: &BuildRequest, dockerfile: &str, session_id: &str) -> Result
         ("rm".to_string(), "1".to_string()),
         ("forcerm".to_string(), "1".to_string()),
     ];
+    if synced {
+        // The context and the Dockerfile come through the session's file sync.
+        query.push(("remote".into(), "client-session".into()));
+    }
     for tag in &req.tags {
         query.push(("t".into(), tag.clone()));
     }
@@ -129,11 +144,91 @@ fn context_body(packed: &PackedContext) -> Result<http::RequestBody> {
     Ok(StreamBody::new(stream.map_err(|e: std::io::Error| e)).boxed())
 }
 
-/// Runs the build on the daemon's BuildKit; returns the image ID.
+/// The directories a directory context syncs (`context`, `dockerfile`) and the Dockerfile's
+/// name in the second, as the Docker CLI registers them.
+fn synced_dirs(
+    context: &Path,
+    dockerfile: &DockerfileSource,
+) -> Result<(HashMap<String, Arc<SyncedDir>>, String)> {
+    let meta = std::fs::metadata(context)
+        .with_context(|| format!("the build context {} does not exist", context.display()))?;
+    if !meta.is_dir() {
+        bail!("the build context {} is not a directory", context.display());
+    }
+    let (dockerfile_dir, dockerfile_path) = match dockerfile {
+        DockerfileSource::Default => (
+            SyncedDir::Disk {
+                root: context.to_path_buf(),
+                rules: None,
+            },
+            Some(context.join("Dockerfile")),
+        ),
+        DockerfileSource::Inline(text) => (
+            SyncedDir::Memory {
+                name: "Dockerfile".into(),
+                data: text.clone().into_bytes(),
+            },
+            None,
+        ),
+        DockerfileSource::Path(path) => {
+            // Relative to the current directory first, then to the context (as `pack`).
+            let path = if path.exists() {
+                path.clone()
+            } else {
+                context.join(path)
+            };
+            let path = std::path::absolute(&path)
+                .with_context(|| format!("cannot resolve {}", path.display()))?;
+            let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            (
+                SyncedDir::Disk {
+                    root: parent,
+                    rules: None,
+                },
+                Some(path),
+            )
+        }
+    };
+    let name = match &dockerfile_path {
+        Some(path) => path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| anyhow!("{} names no Dockerfile", path.display()))?,
+        None => "Dockerfile".to_string(),
+    };
+    if let Some(path) = &dockerfile_path {
+        if !path.is_file() {
+            bail!("the Dockerfile {} does not exist", path.display());
+        }
+    }
+    let rules = IgnoreRules::load(context, dockerfile_path.as_deref())?;
+    let mut dirs = HashMap::new();
+    dirs.insert(
+        "context".to_string(),
+        Arc::new(SyncedDir::Disk {
+            root: context.to_path_buf(),
+            rules: Some(rules),
+        }),
+    );
+    dirs.insert("dockerfile".to_string(), Arc::new(dockerfile_dir));
+    Ok((dirs, name))
+}
+
+/// The session's shared key for a context directory: a hash of its absolute path.
+fn shared_key(context: &Path) -> Result<String> {
+    use sha2::Digest;
+    let dir = std::path::absolute(context)
+        .with_context(|| format!("cannot resolve {}", context.display()))?;
+    let digest = sha2::Sha256::digest(format!("rbuild:{}", dir.display()).as_bytes());
+    Ok(hex::encode(digest))
+}
+
+/// Runs the build on the daemon's BuildKit; returns the image ID. `packed` is the context
+/// archive of a tar context; a directory context is synced through the session.
 pub async fn build<W: Write>(
     address: &DaemonAddress,
     req: &BuildRequest,
-    packed: &PackedContext,
+    packed: Option<&PackedContext>,
     progress: &mut Renderer<W>,
 ) -> Result<String> {
     let mut providers = session::Providers::default();
@@ -143,11 +238,21 @@ pub async fn build<W: Write>(
     for (id, socket) in &req.ssh {
         providers.ssh.insert(id.clone(), socket.clone());
     }
+    let (dockerfile, body) = match (packed, &req.context) {
+        (Some(packed), _) => (packed.dockerfile.clone(), Some(context_body(packed)?)),
+        (None, ContextSource::Dir(dir)) => {
+            let (dirs, name) = synced_dirs(dir, &req.dockerfile)?;
+            providers.dirs = dirs;
+            providers.shared_key = shared_key(dir)?;
+            (name, None)
+        }
+        (None, _) => bail!("a tar context must be packed before the build"),
+    };
     let session = session::start(address, providers).await?;
-    let query = build_query(req, &packed.dockerfile, &session.id)?;
+    let query = build_query(req, &dockerfile, &session.id, body.is_none())?;
     let request = http::request("POST", &format!("/build?{query}"))?
         .header(hyper::header::CONTENT_TYPE, "application/x-tar")
-        .body(context_body(packed)?)
+        .body(body.unwrap_or_else(http::empty_body))
         .context("cannot make the /build request")?;
     let response = http::send(address, request, BUILD_HEADER_TIMEOUT).await?;
     let status = response.status();
@@ -257,7 +362,7 @@ mod tests {
         req.build_args.insert("K".into(), "V W".into());
         req.target = Some("stage".into());
         req.network = NetworkMode::None;
-        let q = build_query(&req, "sub/Dockerfile", "sess").unwrap();
+        let q = build_query(&req, "sub/Dockerfile", "sess", false).unwrap();
         assert!(
             q.starts_with("version=2&session=sess&dockerfile=sub%2FDockerfile"),
             "{q}"
@@ -269,6 +374,9 @@ mod tests {
             "{q}"
         );
         assert!(!q.contains("nocache") && !q.contains("pull"), "{q}");
+        assert!(!q.contains("remote="), "{q}");
+        let synced = build_query(&req, "Dockerfile", "sess", true).unwrap();
+        assert!(synced.contains("&remote=client-session"), "{synced}");
     }
 
     #[test]

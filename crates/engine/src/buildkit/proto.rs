@@ -130,3 +130,49 @@ pub struct StatusResponse {
     #[prost(message, repeated, tag = "3")]
     pub logs: Vec<VertexLog>,
 }
+
+/// fsutil's `types.Stat`: one entry of a synced directory. `mode` is Go's `os.FileMode`
+/// (permission bits plus type bits such as 1<<31 for a directory), `mod_time` nanoseconds.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Stat {
+    #[prost(string, tag = "1")]
+    pub path: String,
+    #[prost(uint32, tag = "2")]
+    pub mode: u32,
+    #[prost(uint32, tag = "3")]
+    pub uid: u32,
+    #[prost(uint32, tag = "4")]
+    pub gid: u32,
+    #[prost(int64, tag = "5")]
+    pub size: i64,
+    #[prost(int64, tag = "6")]
+    pub mod_time: i64,
+    #[prost(string, tag = "7")]
+    pub linkname: String,
+    #[prost(int64, tag = "8")]
+    pub devmajor: i64,
+    #[prost(int64, tag = "9")]
+    pub devminor: i64,
+    #[prost(map = "string, bytes", tag = "10")]
+    pub xattrs: std::collections::HashMap<String, Vec<u8>>,
+}
+
+/// fsutil's `types.Packet`, the unit of the `DiffCopy` stream.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Packet {
+    /// 0 STAT, 1 REQ, 2 DATA, 3 FIN, 4 ERR.
+    #[prost(int32, tag = "1")]
+    pub kind: i32,
+    #[prost(message, optional, tag = "2")]
+    pub stat: Option<Stat>,
+    #[prost(uint32, tag = "3")]
+    pub id: u32,
+    #[prost(bytes = "vec", tag = "4")]
+    pub data: Vec<u8>,
+}
+
+pub const PACKET_STAT: i32 = 0;
+pub const PACKET_REQ: i32 = 1;
+pub const PACKET_DATA: i32 = 2;
+pub const PACKET_FIN: i32 = 3;
+pub const PACKET_ERR: i32 = 4;

@@ -19,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::filesync::{self, Source, SyncedDir};
 use super::http as daemon_http;
 use super::proto;
 use crate::host::DaemonAddress;
@@ -37,6 +38,11 @@ const AUTH_CREDENTIALS: &str = "/moby.filesync.v1.Auth/Credentials";
 const GET_SECRET: &str = "/moby.buildkit.secrets.v1.Secrets/GetSecret";
 const SSH_CHECK_AGENT: &str = "/moby.sshforward.v1.SSH/CheckAgent";
 const SSH_FORWARD_AGENT: &str = "/moby.sshforward.v1.SSH/ForwardAgent";
+const DIFF_COPY: &str = "/moby.filesync.v1.FileSync/DiffCopy";
+/// How long the daemon may leave a directory sync without a request.
+const SYNC_IDLE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// File contents go out in chunks of this size (fsutil's own).
+const SYNC_CHUNK: usize = 32 * 1024;
 /// The gRPC metadata key that names the ssh id a forwarded connection is for.
 const SSH_ID_KEY: &str = "buildkit.ssh.id";
 
@@ -53,6 +59,12 @@ pub struct Providers {
     pub secrets: HashMap<String, SecretSource>,
     /// `--ssh` ids and the agent sockets they forward to.
     pub ssh: HashMap<String, PathBuf>,
+    /// Directories the daemon may sync by name (`context`, `dockerfile`).
+    pub dirs: HashMap<String, Arc<SyncedDir>>,
+    /// The session's shared key: BuildKit keeps one copy of a synced directory per key and
+    /// name and sends only the differences the next time, so each context directory needs
+    /// its own (the Docker CLI hashes the directory's path too).
+    pub shared_key: String,
 }
 
 impl Providers {
@@ -64,6 +76,9 @@ impl Providers {
         if !self.ssh.is_empty() {
             methods.push(SSH_CHECK_AGENT);
             methods.push(SSH_FORWARD_AGENT);
+        }
+        if !self.dirs.is_empty() {
+            methods.push(DIFF_COPY);
         }
         methods
     }
@@ -112,7 +127,7 @@ pub async fn start(address: &DaemonAddress, providers: Providers) -> Result<Sess
         .header(http::header::UPGRADE, "h2c")
         .header("X-Docker-Expose-Session-Uuid", &id)
         .header("X-Docker-Expose-Session-Name", "rbuild")
-        .header("X-Docker-Expose-Session-Sharedkey", "");
+        .header("X-Docker-Expose-Session-Sharedkey", &providers.shared_key);
     for method in providers.methods() {
         builder = builder.header("X-Docker-Expose-Session-Grpc-Method", method);
     }
@@ -192,7 +207,28 @@ async fn handle(
         .filter(|v| !v.is_empty())
         .unwrap_or("default")
         .to_string();
+    let header_values = |name: &str| -> Vec<String> {
+        request
+            .headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect()
+    };
+    let dir_name = header_values("dir-name")
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let includes = header_values("include-patterns");
+    let follow = header_values("followpaths");
     let mut body = MessageReader::new(request.into_body());
+    if path == DIFF_COPY {
+        let sync = diff_copy(&dir_name, &includes, &follow, body, &mut respond, providers);
+        if let Err(status) = sync.await {
+            send_status(&mut respond, status);
+        }
+        return;
+    }
     if path == SSH_FORWARD_AGENT {
         if let Err(status) = forward_agent(&ssh_id, body, &mut respond, providers).await {
             send_status(&mut respond, status);
@@ -375,6 +411,142 @@ async fn forward_agent(
         _ = from_agent => {}
     }
     let _ = stream.send_trailers(trailers(0, ""));
+    Ok(())
+}
+
+/// Serves one directory sync: every entry's stat, then the files the daemon requests.
+async fn diff_copy(
+    dir_name: &str,
+    includes: &[String],
+    follow: &[String],
+    mut body: MessageReader,
+    respond: &mut SendResponse<Bytes>,
+    providers: &Providers,
+) -> std::result::Result<(), Status> {
+    let dir = providers.dirs.get(dir_name).cloned().ok_or_else(|| {
+        Status::new(
+            CODE_NOT_FOUND,
+            format!("no access allowed to dir {dir_name:?}"),
+        )
+    })?;
+    let (includes, follow) = (includes.to_vec(), follow.to_vec());
+    let entries = tokio::task::spawn_blocking(move || filesync::entries(&dir, &includes, &follow))
+        .await
+        .map_err(|e| Status::new(CODE_INTERNAL, e.to_string()))?
+        .map_err(|e| Status::new(CODE_INTERNAL, format!("{e:#}")))?;
+    let mut stream = respond
+        .send_response(grpc_response(), false)
+        .map_err(|e| Status::new(CODE_INTERNAL, e.to_string()))?;
+    let result = async {
+        for entry in &entries {
+            let packet = proto::Packet {
+                kind: proto::PACKET_STAT,
+                stat: Some(entry.stat.clone()),
+                ..Default::default()
+            };
+            send_message(&mut stream, &packet).await?;
+        }
+        // An empty stat ends the listing.
+        send_message(&mut stream, &proto::Packet::default()).await?;
+        loop {
+            let next = tokio::time::timeout(SYNC_IDLE_TIMEOUT, body.next()).await;
+            let message = match next {
+                Err(_) => return Err(anyhow!("the daemon stopped asking for files")),
+                Ok(message) => message?,
+            };
+            let Some(message) = message else {
+                return Ok(());
+            };
+            let packet = proto::Packet::decode(message.as_slice())
+                .context("the daemon sent a file-sync packet that is not one")?;
+            match packet.kind {
+                proto::PACKET_REQ => {
+                    let source = usize::try_from(packet.id)
+                        .ok()
+                        .and_then(|i| entries.get(i))
+                        .and_then(|e| e.source.as_ref())
+                        .ok_or_else(|| {
+                            anyhow!("the daemon asked for entry {}, which is no file", packet.id)
+                        })?;
+                    send_file(&mut stream, packet.id, source).await?;
+                }
+                proto::PACKET_FIN => {
+                    let fin = proto::Packet {
+                        kind: proto::PACKET_FIN,
+                        ..Default::default()
+                    };
+                    return send_message(&mut stream, &fin).await;
+                }
+                proto::PACKET_ERR => {
+                    bail!(
+                        "the daemon's file sync failed: {}",
+                        String::from_utf8_lossy(&packet.data)
+                    )
+                }
+                _ => {}
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            let _ = stream.send_trailers(trailers(0, ""));
+        }
+        Err(err) => {
+            let _ = stream.send_trailers(trailers(CODE_INTERNAL, &format!("{err:#}")));
+        }
+    }
+    Ok(())
+}
+
+/// A file's contents as DATA packets, then an empty one for its end.
+async fn send_file(stream: &mut h2::SendStream<Bytes>, id: u32, source: &Source) -> Result<()> {
+    let data = |chunk: Vec<u8>| proto::Packet {
+        kind: proto::PACKET_DATA,
+        id,
+        data: chunk,
+        ..Default::default()
+    };
+    match source {
+        Source::Bytes(bytes) => {
+            for chunk in bytes.chunks(SYNC_CHUNK) {
+                send_message(stream, &data(chunk.to_vec())).await?;
+            }
+        }
+        Source::File(path) => {
+            let mut file = tokio::fs::File::open(path)
+                .await
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            let mut buf = vec![0u8; SYNC_CHUNK];
+            loop {
+                let n = file
+                    .read(&mut buf)
+                    .await
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                if n == 0 {
+                    break;
+                }
+                send_message(stream, &data(buf[..n].to_vec())).await?;
+            }
+        }
+    }
+    send_message(stream, &data(Vec::new())).await
+}
+
+/// Sends one message, waiting for the peer's flow-control window instead of buffering.
+async fn send_message<M: Message>(stream: &mut h2::SendStream<Bytes>, message: &M) -> Result<()> {
+    let mut data = frame(&message.encode_to_vec());
+    while !data.is_empty() {
+        stream.reserve_capacity(data.len());
+        let capacity = futures_util::future::poll_fn(|cx| stream.poll_capacity(cx))
+            .await
+            .ok_or_else(|| anyhow!("the daemon closed the file sync"))?
+            .context("the file sync failed")?;
+        let chunk = data.split_to(capacity.min(data.len()));
+        stream
+            .send_data(chunk, false)
+            .context("the file sync failed")?;
+    }
     Ok(())
 }
 
