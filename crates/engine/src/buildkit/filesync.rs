@@ -347,6 +347,28 @@ mod tests {
     }
 
     #[test]
+    fn links_out_of_the_directory_are_sent_as_links_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../etc/shadow", dir.path().join("up")).unwrap();
+        let synced = SyncedDir::Disk {
+            root: dir.path().to_path_buf(),
+            rules: None,
+        };
+        let got = entries(&synced, &[], &[]).unwrap();
+        assert_eq!(paths(&got), ["abs", "up"]);
+        for entry in &got {
+            assert_eq!(entry.stat.mode & MODE_SYMLINK, MODE_SYMLINK);
+            assert!(entry.source.is_none(), "a link has no contents to request");
+        }
+        assert_eq!(got[0].stat.linkname, "/etc/passwd");
+        // Following a link that climbs out adds nothing beyond the link itself.
+        let followed = entries(&synced, &[], &["up".into()]).unwrap();
+        assert_eq!(paths(&followed), ["up"]);
+        assert!(followed[0].source.is_none());
+    }
+
+    #[test]
     fn an_inline_dockerfile_is_one_file() {
         let synced = SyncedDir::Memory {
             name: "Dockerfile".into(),

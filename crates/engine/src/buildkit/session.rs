@@ -731,5 +731,12 @@ mod tests {
         );
         let unknown = unary("/x.Y/Z", &[], &providers).await.err().unwrap();
         assert_eq!(unknown.code, CODE_UNIMPLEMENTED);
+        // The daemon cannot use the unary path to reach the file sync or the agent.
+        for path in [DIFF_COPY, SSH_FORWARD_AGENT] {
+            assert_eq!(
+                unary(path, &[], &providers).await.err().unwrap().code,
+                CODE_UNIMPLEMENTED
+            );
+        }
     }
 }
