@@ -417,5 +417,25 @@ mod tests {
         drop(renderer);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text, "[2/3] RUN echo hi\n    hi\n");
+
+        // JSON: one object per event; a cached vertex says so; a vertex is shown once.
+        let mut cached = status.clone();
+        cached.vertexes[0].cached = true;
+        cached.logs.clear();
+        let mut out = Vec::new();
+        let mut renderer = Renderer::new(&mut out, crate::ProgressMode::Json);
+        renderer.handle_trace(&cached);
+        renderer.handle_trace(&cached);
+        drop(renderer);
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["type"], "step");
+        assert_eq!(lines[0]["index"], 2);
+        assert_eq!(lines[0]["instruction"], "RUN echo hi");
+        assert_eq!(lines[0]["cached"], true);
     }
 }

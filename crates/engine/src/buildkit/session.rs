@@ -267,7 +267,11 @@ async fn unary(
         }
         AUTH_CREDENTIALS => {
             let req = proto::CredentialsRequest::decode(message).map_err(bad)?;
-            let (username, secret) = credentials_for_host(&req.host);
+            // A credential helper is a process: keep it off the session's async threads.
+            let (username, secret) =
+                tokio::task::spawn_blocking(move || credentials_for_host(&req.host))
+                    .await
+                    .map_err(|e| Status::new(CODE_INTERNAL, e.to_string()))?;
             Ok(proto::CredentialsResponse { username, secret }.encode_to_vec())
         }
         GET_SECRET => {
