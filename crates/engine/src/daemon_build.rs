@@ -1,5 +1,5 @@
-//! One build on a connected daemon: upload the context to the classic `/build` API, follow
-//! its progress, then tag, push, export and write the result files.
+//! One build on a connected daemon: through its BuildKit (`crate::buildkit`), or its classic
+//! `/build` API when it has none, then tag, push, export and write the result files.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -16,6 +16,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::auth;
 use crate::context::PackedContext;
+use crate::host::DaemonAddress;
 use crate::progress::Renderer;
 use crate::request::{BuildRequest, NetworkMode, Output};
 
@@ -92,13 +93,49 @@ fn context_stream(
     Ok(stream)
 }
 
-/// Runs the build described by `req` on `docker`, reporting through `progress`.
+/// Runs the build described by `req` on the daemon at `address` (`docker` is the same
+/// daemon), reporting through `progress`.
 pub async fn build<W: Write>(
+    docker: &Docker,
+    address: &DaemonAddress,
+    req: &BuildRequest,
+    packed: Option<&PackedContext>,
+    progress: &mut Renderer<W>,
+) -> Result<BuildResult> {
+    let image_id = match crate::buildkit::classic_reason(address).await? {
+        None => crate::buildkit::build(address, req, packed, progress).await?,
+        Some(reason) => {
+            if !req.secrets.is_empty() || !req.ssh.is_empty() {
+                bail!(
+                    "--secret and --ssh need the daemon's BuildKit, and the classic builder \
+                     is used here: {reason}"
+                );
+            }
+            progress.note(&format!(
+                "note: using the daemon's classic builder: {reason}"
+            ));
+            let packed_now;
+            let packed = match packed {
+                Some(packed) => packed,
+                None => {
+                    packed_now =
+                        crate::context::pack(&req.context, &req.dockerfile, &mut std::io::empty())?;
+                    &packed_now
+                }
+            };
+            classic_build(docker, req, packed, progress).await?
+        }
+    };
+    finish(docker, req, image_id, progress).await
+}
+
+/// The classic builder (`/build?version=1`); returns the image ID.
+async fn classic_build<W: Write>(
     docker: &Docker,
     req: &BuildRequest,
     packed: &PackedContext,
     progress: &mut Renderer<W>,
-) -> Result<BuildResult> {
+) -> Result<String> {
     let options = build_options(req, &packed.dockerfile);
     let creds = auth::all_credentials();
     let creds = (!creds.is_empty()).then_some(creds);
@@ -129,6 +166,16 @@ pub async fn build<W: Write>(
             None => bail!("the daemon finished the build without reporting an image ID"),
         },
     };
+    Ok(image_id)
+}
+
+/// Tags, pushes, exports and writes the result files of a built image.
+async fn finish<W: Write>(
+    docker: &Docker,
+    req: &BuildRequest,
+    image_id: String,
+    progress: &mut Renderer<W>,
+) -> Result<BuildResult> {
     progress.note(&format!("built {image_id}"));
 
     for tag in req.tags.iter().skip(1) {

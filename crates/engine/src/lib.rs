@@ -2,9 +2,11 @@
 //! (`DOCKER_HOST` or `/var/run/docker.sock`), `--engine dind` starts a private `dockerd` for
 //! the build and stops it afterwards.
 //!
-//! Both use the daemon's classic `/build` API (see docs/engines.md for why not BuildKit).
+//! Both build through the daemon's BuildKit (`buildkit`), or its classic builder when the
+//! daemon has no BuildKit (see docs/engines.md).
 
 pub mod auth;
+pub mod buildkit;
 pub mod context;
 pub mod daemon_build;
 pub mod dind;
@@ -21,7 +23,9 @@ pub use daemon_build::BuildResult;
 pub use dind::DindOptions;
 pub use host::{DaemonAddress, DockerEnv};
 pub use progress::{BuildFailure, ProgressMode};
-pub use request::{BuildRequest, ContextSource, DockerfileSource, NetworkMode, Output};
+pub use request::{
+    BuildRequest, ContextSource, DockerfileSource, NetworkMode, Output, SecretSource,
+};
 
 /// Which daemon builds.
 #[derive(Debug, Clone)]
@@ -51,7 +55,16 @@ pub fn run(
     if let Engine::Dind(options) = engine {
         dind::preflight(options)?;
     }
-    let packed = context::pack(&req.context, &req.dockerfile, &mut std::io::stdin().lock())?;
+    // A directory is synced through the BuildKit session (or packed later for the classic
+    // builder); a tar context is read now, standard input before anything else.
+    let packed = match &req.context {
+        ContextSource::Dir(_) => None,
+        _ => Some(context::pack(
+            &req.context,
+            &req.dockerfile,
+            &mut std::io::stdin().lock(),
+        )?),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -62,7 +75,7 @@ pub fn run(
         Engine::Dood => runtime.block_on(async {
             let address = DockerEnv::from_process().resolve()?;
             let docker = host::connect(&address).await?;
-            daemon_build::build(&docker, req, &packed, &mut renderer).await
+            daemon_build::build(&docker, &address, req, packed.as_ref(), &mut renderer).await
         }),
         Engine::Dind(options) => {
             // Handlers first: a signal during start-up must also stop the daemon.
@@ -86,8 +99,9 @@ pub fn run(
                 tokio::select! {
                     result = async {
                         daemon.wait_ready(options.start_timeout).await?;
-                        let docker = host::connect(&daemon.address()).await?;
-                        daemon_build::build(&docker, &req, &packed, &mut renderer).await
+                        let address = daemon.address();
+                        let docker = host::connect(&address).await?;
+                        daemon_build::build(&docker, &address, &req, packed.as_ref(), &mut renderer).await
                     } => result,
                     _ = sigint.recv() => Err(Interrupted { signal: "SIGINT", exit_code: 130 }.into()),
                     _ = sigterm.recv() => Err(Interrupted { signal: "SIGTERM", exit_code: 143 }.into()),

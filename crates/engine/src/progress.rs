@@ -2,6 +2,7 @@
 //! (`[2/5] RUN make`), the steps' own output indented under it, and failures that name the
 //! step, the command and its exit code.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 use bollard::models::BuildInfo;
@@ -52,6 +53,11 @@ pub struct Renderer<W: Write> {
     step: Option<Step>,
     image_id: Option<String>,
     last_status: Option<String>,
+    /// BuildKit vertices by digest: their names, and which have been shown.
+    vertex_names: HashMap<String, String>,
+    shown_vertices: HashSet<String>,
+    /// The name of the BuildKit vertex that reported an error.
+    failed_vertex: Option<String>,
 }
 
 impl<W: Write> Renderer<W> {
@@ -62,6 +68,9 @@ impl<W: Write> Renderer<W> {
             step: None,
             image_id: None,
             last_status: None,
+            vertex_names: HashMap::new(),
+            shown_vertices: HashSet::new(),
+            failed_vertex: None,
         }
     }
 
@@ -91,6 +100,70 @@ impl<W: Write> Renderer<W> {
                 self.last_status = Some(line);
             }
         }
+    }
+
+    /// Handles one BuildKit status record: a line when a vertex starts (`[2/5] RUN make`,
+    /// ` CACHED` when it came from the cache), its output indented under it.
+    pub fn handle_trace(&mut self, status: &crate::buildkit::proto::StatusResponse) {
+        for vertex in &status.vertexes {
+            self.vertex_names
+                .insert(vertex.digest.clone(), vertex.name.clone());
+            if !vertex.error.is_empty() && self.failed_vertex.is_none() {
+                self.failed_vertex = Some(vertex.name.clone());
+            }
+            let started = vertex.started.is_some() || vertex.cached;
+            if !started || !self.shown_vertices.insert(vertex.digest.clone()) {
+                continue;
+            }
+            let step = parse_buildkit_step(&vertex.name);
+            match (self.mode, &step) {
+                (ProgressMode::Plain, _) => {
+                    let cached = if vertex.cached { " CACHED" } else { "" };
+                    let _ = writeln!(self.out, "{}{cached}", vertex.name);
+                }
+                (ProgressMode::Json, Some(step)) => self.json(serde_json::json!({
+                    "type": "step",
+                    "index": step.index,
+                    "total": step.total,
+                    "instruction": step.instruction,
+                    "cached": vertex.cached,
+                })),
+                (ProgressMode::Json, None) => {
+                    self.json(serde_json::json!({"type": "note", "text": vertex.name}))
+                }
+                (ProgressMode::Quiet, _) => {}
+            }
+            if step.is_some() {
+                self.step = step;
+            }
+        }
+        for log in &status.logs {
+            let text = String::from_utf8_lossy(&log.msg).into_owned();
+            for line in text.lines() {
+                self.emit_log(line);
+            }
+        }
+    }
+
+    /// A line of the daemon's own output (not a step's).
+    pub fn log_line(&mut self, line: &str) {
+        if !line.trim().is_empty() {
+            self.emit_log(line);
+        }
+    }
+
+    /// Interprets BuildKit's error message, naming the step whose vertex failed.
+    pub fn buildkit_failure(&mut self, message: &str) -> BuildFailure {
+        let step = self
+            .failed_vertex
+            .as_deref()
+            .and_then(parse_buildkit_step)
+            .or_else(|| self.step.clone());
+        let failure = classify_buildkit(step, message);
+        if self.mode == ProgressMode::Json {
+            self.json(serde_json::json!({"type": "error", "message": failure.to_string()}));
+        }
+        failure
     }
 
     fn stream_line(&mut self, line: &str) {
@@ -175,6 +248,52 @@ fn parse_step(line: &str) -> Option<Step> {
     })
 }
 
+/// `[2/5] RUN make` (a BuildKit vertex name; `[stage 2/5]` in multi-stage builds) → step 2
+/// of 5.
+fn parse_buildkit_step(name: &str) -> Option<Step> {
+    let rest = name.strip_prefix('[')?;
+    let (counts, instruction) = rest.split_once("] ")?;
+    let counts = counts.rsplit(' ').next()?;
+    let (index, total) = counts.split_once('/')?;
+    Some(Step {
+        index: index.trim().parse().ok()?,
+        total: total.trim().parse().ok()?,
+        instruction: instruction.trim().to_string(),
+    })
+}
+
+/// BuildKit v0.8 reports a failed RUN as `... executor failed running [/bin/sh -c exit 3]:
+/// exit code: 3`.
+fn classify_buildkit(step: Option<Step>, message: &str) -> BuildFailure {
+    let message = message.trim();
+    const MARK: &str = "executor failed running [";
+    if let Some(at) = message.find(MARK) {
+        let rest = &message[at + MARK.len()..];
+        if let Some((command, tail)) = rest.rsplit_once("]: exit code: ") {
+            if let Ok(code) = tail.trim().parse() {
+                return BuildFailure::RunFailed {
+                    step,
+                    command: command.to_string(),
+                    code,
+                };
+            }
+        }
+    }
+    let hint = if message.contains("network bridge not found") {
+        " (the daemon has no bridge network, BuildKit's default for RUN: build with --network \
+         host or --network none)"
+    } else if message.contains("dockerfile parse error") {
+        " (the daemon's built-in Dockerfile frontend knows the syntax of Dockerfile 1.2: no \
+         heredocs, no COPY --link/--parents/--exclude; --engine native has them)"
+    } else {
+        ""
+    };
+    BuildFailure::Daemon {
+        step,
+        message: format!("{message}{hint}"),
+    }
+}
+
 /// The classic builder reports a failed RUN as
 /// `The command '/bin/sh -c exit 3' returned a non-zero code: 3`.
 fn classify(step: Option<Step>, message: &str) -> BuildFailure {
@@ -199,6 +318,32 @@ fn classify(step: Option<Step>, message: &str) -> BuildFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buildkit_step_names_and_run_failures_are_understood() {
+        let step = parse_buildkit_step("[stage-1 3/4] RUN exit 3").unwrap();
+        assert_eq!(
+            (step.index, step.total, step.instruction.as_str()),
+            (3, 4, "RUN exit 3")
+        );
+        assert!(parse_buildkit_step("[internal] load metadata").is_none());
+        let failure = classify_buildkit(
+            Some(step),
+            "failed to solve with frontend dockerfile.v0: failed to build LLB: executor failed \
+             running [/bin/sh -c exit 3]: exit code: 3",
+        );
+        assert_eq!(
+            failure.to_string(),
+            "step 3/4 `RUN exit 3` failed: RUN exited with code 3: /bin/sh -c exit 3"
+        );
+        let other = classify_buildkit(None, "failed to read dockerfile");
+        assert_eq!(other.to_string(), "failed to read dockerfile");
+        let parse = classify_buildkit(
+            None,
+            "dockerfile parse error line 3: unknown instruction: ECHO",
+        );
+        assert!(parse.to_string().contains("no heredocs"), "{parse}");
+    }
 
     fn stream(text: &str) -> BuildInfo {
         BuildInfo {

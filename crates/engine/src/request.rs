@@ -43,6 +43,14 @@ pub enum Output {
     Registry,
 }
 
+/// Where a `--secret` value comes from (served through the BuildKit session).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    /// An environment variable of this process.
+    Env(String),
+}
+
 /// A build handed to a Docker daemon.
 #[derive(Debug, Clone)]
 pub struct BuildRequest {
@@ -64,6 +72,10 @@ pub struct BuildRequest {
     pub metadata_file: Option<PathBuf>,
     pub quiet: bool,
     pub json_progress: bool,
+    /// `--secret` ids and their sources.
+    pub secrets: Vec<(String, SecretSource)>,
+    /// `--ssh` ids and the agent sockets they forward.
+    pub ssh: Vec<(String, PathBuf)>,
 }
 
 impl BuildRequest {
@@ -87,6 +99,8 @@ impl BuildRequest {
             metadata_file: None,
             quiet: false,
             json_progress: false,
+            secrets: Vec::new(),
+            ssh: Vec::new(),
         }
     }
 }

@@ -74,7 +74,9 @@ fn dind_build_runs_and_leaves_nothing_behind() {
     preconditions();
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let ctx = context_with_rootfs(
-        "FROM scratch\nCOPY rootfs/ /\nRUN echo dind-run-ok && echo made > /made\n",
+        // A tmpfs mount: only BuildKit has RUN --mount.
+        "FROM scratch\nCOPY rootfs/ /\n\
+         RUN --mount=type=tmpfs,target=/t echo dind-run-ok && echo made > /made\n",
     );
     let storage = tempfile::tempdir().unwrap();
     let dest = ctx.path().join("out.tar");
@@ -93,6 +95,10 @@ fn dind_build_runs_and_leaves_nothing_behind() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "dind build failed: {stderr}");
     assert!(stderr.contains("dind-run-ok"), "{stderr}");
+    assert!(
+        stderr.contains("[2/2] RUN --mount=type=tmpfs,target=/t echo dind-run-ok"),
+        "the step lines come from BuildKit's status records: {stderr}"
+    );
     let mut archive = tar::Archive::new(std::fs::File::open(&dest).unwrap());
     let names: Vec<String> = archive
         .entries()

@@ -25,6 +25,8 @@ fn daemon_with_base() -> Dockerd {
     daemon
 }
 
+/// rbuild against the test daemon. Its builds run with `--network host`: the test daemons
+/// have no bridge (several coexist), and BuildKit's default network is the bridge.
 fn rbuild(host: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbuild"));
     cmd.env("DOCKER_HOST", host)
@@ -69,7 +71,16 @@ fn build_tags_labels_and_build_args_land_in_the_daemon() {
     let iidfile = ctx.path().join("iid");
     // Without the `build` word: `rbuild [OPTIONS] CONTEXT` is a build.
     let out = rbuild(&daemon.host())
-        .args(["--engine", "dood", "-t", "app:one", "-t", "app:two"])
+        .args([
+            "--engine",
+            "dood",
+            "--network",
+            "host",
+            "-t",
+            "app:one",
+            "-t",
+            "app:two",
+        ])
         .args(["--label", "extra=yes", "--build-arg", "GREETING=hello"])
         .args(["--build-arg", "FROM_ENV"])
         .env("FROM_ENV", "env-value")
@@ -80,8 +91,9 @@ fn build_tags_labels_and_build_args_land_in_the_daemon() {
         .unwrap();
     assert_success(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // BuildKit names a RUN step with its variables expanded.
     assert!(
-        stderr.contains("RUN echo \"$GREETING $FROM_ENV\" > /greeting"),
+        stderr.contains("[2/2] RUN echo \"hello env-value\" > /greeting"),
         "{stderr}"
     );
 
@@ -120,15 +132,25 @@ fn target_stops_at_the_named_stage() {
         ),
     )]);
     let out = rbuild(&daemon.host())
-        .args(["build", "--engine", "dood", "-q", "-t", "staged"])
+        .args([
+            "build",
+            "--engine",
+            "dood",
+            "--network",
+            "host",
+            "-q",
+            "-t",
+            "staged",
+        ])
         .args(["--target", "one"])
         .arg(ctx.path())
         .output()
         .unwrap();
     assert_success(&out);
-    // -q: nothing but the image ID on stdout.
+    // -q: nothing but the image ID on stdout, and no progress at all.
     let id = daemon.docker_ok(&["image", "inspect", "-f", "{{.Id}}", "staged"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), id);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
     let stage = daemon.docker_ok(&[
         "run",
         "--rm",
@@ -150,7 +172,15 @@ fn failing_run_reports_command_and_exit_code() {
         &format!("FROM {BASE}\nRUN echo before\nRUN exit 3\nRUN echo never\n"),
     )]);
     let out = rbuild(&daemon.host())
-        .args(["build", "--engine", "dood", "-t", "broken"])
+        .args([
+            "build",
+            "--engine",
+            "dood",
+            "--network",
+            "host",
+            "-t",
+            "broken",
+        ])
         .arg(ctx.path())
         .output()
         .unwrap();
@@ -219,7 +249,16 @@ fn dockerfile_outside_the_context_is_sent_along() {
         &format!("FROM {BASE}\nCOPY data.txt /data.txt\n"),
     )]);
     let out = rbuild(&daemon.host())
-        .args(["build", "--engine", "dood", "-t", "outside", "-f"])
+        .args([
+            "build",
+            "--engine",
+            "dood",
+            "--network",
+            "host",
+            "-t",
+            "outside",
+            "-f",
+        ])
         .arg(elsewhere.path().join("Build.dockerfile"))
         .arg(ctx.path())
         .output()
@@ -239,8 +278,18 @@ fn dockerfile_outside_the_context_is_sent_along() {
     // `-f -`: the Dockerfile on stdin, the context a directory.
     let dockerfile = format!("FROM {BASE}\nCOPY data.txt /copied\n");
     let mut cmd = rbuild(&daemon.host());
-    cmd.args(["build", "--engine", "dood", "-t", "from-stdin", "-f", "-"])
-        .arg(ctx.path());
+    cmd.args([
+        "build",
+        "--engine",
+        "dood",
+        "--network",
+        "host",
+        "-t",
+        "from-stdin",
+        "-f",
+        "-",
+    ])
+    .arg(ctx.path());
     assert_success(&run_with_stdin(cmd, dockerfile.as_bytes()));
     assert_eq!(cat_in(&daemon, "from-stdin", "/copied"), "payload");
 
@@ -266,7 +315,16 @@ fn dockerfile_outside_the_context_is_sent_along() {
         builder.finish().unwrap();
     }
     let mut cmd = rbuild(&daemon.host());
-    cmd.args(["build", "--engine", "dood", "-t", "tar-context", "-"]);
+    cmd.args([
+        "build",
+        "--engine",
+        "dood",
+        "--network",
+        "host",
+        "-t",
+        "tar-context",
+        "-",
+    ]);
     assert_success(&run_with_stdin(cmd, &tar_bytes));
     assert_eq!(
         cat_in(&daemon, "tar-context", "/in-tar"),
@@ -429,11 +487,23 @@ fn tls_over_tcp_with_client_certificates() {
     let out = rbuild(&format!("tcp://127.0.0.1:{port}"))
         .env("DOCKER_TLS_VERIFY", "1")
         .env("DOCKER_CERT_PATH", certs.path())
-        .args(["build", "--engine", "dood", "-t", "over-tls"])
+        .args([
+            "build",
+            "--engine",
+            "dood",
+            "--network",
+            "host",
+            "-t",
+            "over-tls",
+        ])
         .arg(ctx.path())
         .output()
         .unwrap();
     assert_success(&out);
+    // The BuildKit session and build went over TLS too (no classic fallback).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[2/2] RUN echo tls > /via"), "{stderr}");
+    assert!(!stderr.contains("classic builder"), "{stderr}");
     let via = daemon.docker_ok(&[
         "run",
         "--rm",
@@ -450,7 +520,15 @@ fn tls_over_tcp_with_client_certificates() {
     let out = rbuild(&format!("tcp://127.0.0.1:{port}"))
         .env("DOCKER_TLS_VERIFY", "1")
         .env("DOCKER_CERT_PATH", empty.path())
-        .args(["build", "--engine", "dood", "-t", "over-tls"])
+        .args([
+            "build",
+            "--engine",
+            "dood",
+            "--network",
+            "host",
+            "-t",
+            "over-tls",
+        ])
         .arg(ctx.path())
         .output()
         .unwrap();
@@ -487,7 +565,16 @@ fn push_through_the_daemon_with_credentials_from_config_json() {
     let digest_file = ctx.path().join("digest");
     let out = rbuild(&daemon.host())
         .env("DOCKER_CONFIG", docker_config.path())
-        .args(["build", "--engine", "dood", "--push", "-t", &reference])
+        .args([
+            "build",
+            "--engine",
+            "dood",
+            "--network",
+            "host",
+            "--push",
+            "-t",
+            &reference,
+        ])
         .arg("--digest-file")
         .arg(&digest_file)
         .arg(ctx.path())
@@ -515,26 +602,45 @@ fn push_through_the_daemon_with_credentials_from_config_json() {
         "{digest}"
     );
 
-    // Pulls of base images get the credentials too (X-Registry-Config): `--pull` makes the
-    // daemon fetch the pushed image back from the authenticated registry.
+    // Pulls of base images get the credentials too (the BuildKit session's auth provider
+    // answers the daemon from config.json): `--pull` makes the daemon fetch the pushed image
+    // back from the authenticated registry.
     let child_ctx = context(&[("Dockerfile", &format!("FROM {reference}\nRUN cat /p\n"))]);
     let out = rbuild(&daemon.host())
         .env("DOCKER_CONFIG", docker_config.path())
-        .args(["build", "--engine", "dood", "--pull", "-t", "child:1"])
+        .args([
+            "build",
+            "--engine",
+            "dood",
+            "--network",
+            "host",
+            "--pull",
+            "-t",
+            "child:1",
+        ])
         .arg(child_ctx.path())
         .output()
         .unwrap();
     assert_success(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("pull:"),
+        stderr.contains(&format!("FROM {reference}@sha256:")),
         "the base image was not pulled: {stderr}"
     );
     assert!(stderr.contains("    pushed\n"), "{stderr}");
     let empty_config = tempfile::tempdir().unwrap();
     let out = rbuild(&daemon.host())
         .env("DOCKER_CONFIG", empty_config.path())
-        .args(["build", "--engine", "dood", "--pull", "-t", "child:2"])
+        .args([
+            "build",
+            "--engine",
+            "dood",
+            "--network",
+            "host",
+            "--pull",
+            "-t",
+            "child:2",
+        ])
         .arg(child_ctx.path())
         .output()
         .unwrap();
@@ -552,6 +658,8 @@ fn push_through_the_daemon_with_credentials_from_config_json() {
             "build",
             "--engine",
             "dood",
+            "--network",
+            "host",
             "--push",
             "-t",
             &format!("{}/team/app:v2", registry.host()),
@@ -575,7 +683,15 @@ fn push_to_an_open_registry_stores_the_manifest() {
     let ctx = context(&[("Dockerfile", &format!("FROM {BASE}\nLABEL pushed=yes\n"))]);
     let reference = format!("{}/x:y", registry.host());
     let out = rbuild(&daemon.host())
-        .args(["build", "--engine", "dood", "--destination", &reference])
+        .args([
+            "build",
+            "--engine",
+            "dood",
+            "--network",
+            "host",
+            "--destination",
+            &reference,
+        ])
         .arg(ctx.path())
         .output()
         .unwrap();
@@ -592,7 +708,16 @@ fn docker_output_writes_a_docker_archive() {
     let dest = ctx.path().join("image.tar");
     let metadata = ctx.path().join("metadata.json");
     let out = rbuild(&daemon.host())
-        .args(["build", "--engine", "dood", "-t", "saved:1", "-o"])
+        .args([
+            "build",
+            "--engine",
+            "dood",
+            "--network",
+            "host",
+            "-t",
+            "saved:1",
+            "-o",
+        ])
         .arg(format!("type=docker,dest={}", dest.display()))
         .arg("--metadata-file")
         .arg(&metadata)
@@ -618,4 +743,309 @@ fn docker_output_writes_a_docker_archive() {
     let id = daemon.docker_ok(&["image", "inspect", "-f", "{{.Id}}", "saved:1"]);
     assert_eq!(metadata["containerimage.config.digest"], id.trim());
     assert_eq!(metadata["image.name"], "saved:1");
+}
+
+/// `ssh-add` and the libraries it loads, copied into `dir` (the RUN step runs it through the
+/// copied loader: the test base is busybox only).
+fn copy_ssh_add(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let ldd = Command::new("ldd")
+        .arg("/usr/bin/ssh-add")
+        .output()
+        .unwrap();
+    assert!(ldd.status.success(), "ldd /usr/bin/ssh-add failed");
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = match line.split_once("=> ") {
+            Some((_, rest)) => rest.split_whitespace().next().unwrap_or(""),
+            None => line.split_whitespace().next().unwrap_or(""),
+        };
+        if !path.starts_with('/') {
+            continue;
+        }
+        let name = Path::new(path).file_name().unwrap().to_str().unwrap();
+        let name = if name.starts_with("ld-linux") {
+            "ld.so"
+        } else {
+            name
+        };
+        std::fs::copy(path, dir.join(name)).unwrap();
+    }
+    std::fs::copy("/usr/bin/ssh-add", dir.join("ssh-add")).unwrap();
+}
+
+/// An ssh agent (`ssh-agent -D`) holding one fresh key; killed when dropped.
+struct Agent {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+    /// The key's SHA256 fingerprint as `ssh-add -l` prints it.
+    fingerprint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_agent() -> Agent {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let child = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent (Debian package openssh-client) is needed");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ssh-agent did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let key = dir.path().join("key");
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "ssh-keygen failed");
+    let add = Command::new("ssh-add")
+        .env("SSH_AUTH_SOCK", &socket)
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(add.status.success(), "ssh-add failed: {add:?}");
+    let print = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(key.with_extension("pub"))
+        .output()
+        .unwrap();
+    let fingerprint = String::from_utf8_lossy(&print.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    Agent {
+        child,
+        socket,
+        fingerprint,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn secrets_ssh_agents_and_run_mounts_go_through_the_buildkit_session() {
+    let _guard = serial();
+    let daemon = daemon_with_base();
+    let agent = start_agent();
+    // The Dockerfile names only a prefix of it: the whole value must appear nowhere.
+    let secret_value = "s3cret-value-9f2c71";
+    let secrets = tempfile::tempdir().unwrap();
+    let secret_file = secrets.path().join("token");
+    std::fs::write(&secret_file, secret_value).unwrap();
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!(
+            "FROM {BASE}\n\
+             RUN --mount=type=secret,id=token test \"$(wc -c < /run/secrets/token)\" -eq {} && \
+             grep -q '^s3cret-value-' /run/secrets/token && echo secret-seen > /secret-seen\n\
+             RUN --mount=type=cache,target=/cache echo cached > /cache/f && cat /cache/f > \
+             /cache-seen\n\
+             RUN --mount=type=ssh --mount=type=bind,source=tools,target=/tools \
+             /tools/ld.so --library-path /tools /tools/ssh-add -l > /ssh-seen\n",
+            secret_value.len()
+        ),
+    )]);
+    copy_ssh_add(&ctx.path().join("tools"));
+    let out = rbuild(&daemon.host())
+        .args([
+            "build",
+            "--engine",
+            "dood",
+            "--network",
+            "host",
+            "-t",
+            "sess:1",
+        ])
+        .arg("--secret")
+        .arg(format!("id=token,src={}", secret_file.display()))
+        .arg("--ssh")
+        .arg(format!("default={}", agent.socket.display()))
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(cat_in(&daemon, "sess:1", "/secret-seen"), "secret-seen\n");
+    assert_eq!(cat_in(&daemon, "sess:1", "/cache-seen"), "cached\n");
+    let listed = cat_in(&daemon, "sess:1", "/ssh-seen");
+    assert!(
+        listed.contains(&agent.fingerprint),
+        "the RUN step did not reach the forwarded agent: {listed:?}"
+    );
+
+    // The secret's value is in no output, no history and no layer.
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!output.contains(secret_value), "{output}");
+    let history = daemon.docker_ok(&["history", "--no-trunc", "sess:1"]);
+    assert!(!history.contains(secret_value), "{history}");
+    let saved = secrets.path().join("saved.tar");
+    daemon.docker_ok(&["save", "-o", saved.to_str().unwrap(), "sess:1"]);
+    let bytes = std::fs::read(&saved).unwrap();
+    assert!(
+        !bytes
+            .windows(secret_value.len())
+            .any(|w| w == secret_value.as_bytes()),
+        "the secret's value is in the saved image"
+    );
+    std::fs::remove_file(&saved).unwrap();
+
+    // A secret the command line does not give fails the step, naming the id.
+    let missing = context(&[(
+        "Dockerfile",
+        &format!(
+            "FROM {BASE}\nRUN --mount=type=secret,id=absent,required cat /run/secrets/absent\n"
+        ),
+    )]);
+    let out = rbuild(&daemon.host())
+        .args(["build", "--engine", "dood", "--network", "host"])
+        .arg(missing.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("absent"), "{stderr}");
+
+    // A key file is not an agent: refused by name before any build.
+    let out = rbuild(&daemon.host())
+        .args(["build", "--engine", "dood", "--ssh"])
+        .arg(format!("default={}", secret_file.display()))
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not an agent socket"), "{stderr}");
+}
+
+#[test]
+fn dockerfile_syntax_newer_than_the_daemon_fails_clearly() {
+    let _guard = serial();
+    let daemon = daemon_with_base();
+    // v0.8's built-in frontend has no heredocs: the line is an unknown instruction.
+    let heredoc = context(&[(
+        "Dockerfile",
+        &format!("FROM {BASE}\nRUN <<EOF\necho hi\nEOF\n"),
+    )]);
+    let out = rbuild(&daemon.host())
+        .args(["build", "--engine", "dood", "--network", "host"])
+        .arg(heredoc.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown instruction"), "{stderr}");
+    assert!(
+        stderr.contains("no heredocs") && stderr.contains("--engine native"),
+        "{stderr}"
+    );
+    // `# syntax=` makes the daemon resolve the frontend image: it names the image it cannot
+    // get (no Docker Hub here).
+    let syntax = context(&[(
+        "Dockerfile",
+        &format!("# syntax=docker/dockerfile:1.4\nFROM {BASE}\n"),
+    )]);
+    let out = rbuild(&daemon.host())
+        .args(["build", "--engine", "dood", "--network", "host"])
+        .arg(syntax.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("docker/dockerfile:1.4"), "{stderr}");
+}
+
+#[test]
+fn docker_buildkit_0_falls_back_to_the_classic_builder_with_a_note() {
+    let _guard = serial();
+    let daemon = daemon_with_base();
+    let ctx = context(&[("Dockerfile", &format!("FROM {BASE}\nENV A=1\n"))]);
+    let out = rbuild(&daemon.host())
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "--engine", "dood", "-t", "classic:1"])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("note: using the daemon's classic builder: DOCKER_BUILDKIT=0"),
+        "{stderr}"
+    );
+    // The classic builder's own history format proves which builder ran.
+    let history = daemon.docker_ok(&[
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.CreatedBy}}",
+        "classic:1",
+    ]);
+    assert!(history.contains("#(nop)"), "{history}");
+    // Secrets need BuildKit: refused with the reason rather than dropped.
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    let out = rbuild(&daemon.host())
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "--engine", "dood", "--secret"])
+        .arg(format!("id=s,src={}", secret.path().display()))
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--secret and --ssh need the daemon's BuildKit"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn synced_contexts_of_equal_size_and_mtime_stay_apart() {
+    let _guard = serial();
+    let daemon = daemon_with_base();
+    // BuildKit sends only what changed since its last copy of a synced directory, judged by
+    // size and mtime: two directories must not share that copy.
+    let mut built = Vec::new();
+    for word in ["aaa", "bbb"] {
+        let ctx = context(&[
+            ("Dockerfile", &format!("FROM {BASE}\nCOPY word /word\n")),
+            ("word", word),
+        ]);
+        for name in ["Dockerfile", "word"] {
+            let touch = Command::new("touch")
+                .args(["-h", "-d", "@1000000000"])
+                .arg(ctx.path().join(name))
+                .status()
+                .unwrap();
+            assert!(touch.success());
+        }
+        let tag = format!("word-{word}");
+        let out = rbuild(&daemon.host())
+            .args(["build", "--engine", "dood", "--network", "host", "-t", &tag])
+            .arg(ctx.path())
+            .output()
+            .unwrap();
+        assert_success(&out);
+        built.push((tag, word));
+    }
+    for (tag, word) in built {
+        assert_eq!(cat_in(&daemon, &tag, "/word"), word);
+    }
 }

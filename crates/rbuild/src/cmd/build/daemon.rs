@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use rbuild_engine::{
     BuildRequest, ContextSource, DindOptions, DockerfileSource, Engine, NetworkMode, Output,
-    ProgressMode,
+    ProgressMode, SecretSource,
 };
 use rbuild_session::{BuildSpec, OutputKind};
 
@@ -22,14 +22,6 @@ pub(super) fn refuse_native_only(args: &BuildArgs) -> Result<()> {
         EngineKind::Native => return Ok(()),
     };
     let unsupported = [
-        (
-            !args.secrets.is_empty(),
-            "--secret (the daemon's classic builder has no secret mounts)",
-        ),
-        (
-            !args.ssh.is_empty(),
-            "--ssh (the daemon's classic builder has no ssh mounts)",
-        ),
         (
             args.isolation != IsolationArg::Auto,
             "--isolation (the daemon isolates RUN steps itself)",
@@ -65,7 +57,7 @@ pub(super) fn refuse_native_only(args: &BuildArgs) -> Result<()> {
         (args.check, "--check"),
         (
             !args.allow.is_empty(),
-            "--allow (the daemon's classic builder has no entitlements and no RUN --network)",
+            "--allow (the daemon grants no entitlements to a build through its API)",
         ),
         (
             args.max_parallelism.is_some(),
@@ -125,9 +117,51 @@ fn request_from_spec(spec: &BuildSpec) -> Result<BuildRequest> {
     req.iidfile = spec.iidfile.clone();
     req.digest_file = spec.digest_file.clone();
     req.metadata_file = spec.metadata_file.clone();
+    for secret in &spec.secrets {
+        let source = match &secret.source {
+            rbuild_session::SecretSource::File(path) => SecretSource::File(absolute(path)?),
+            rbuild_session::SecretSource::Env(var) => SecretSource::Env(var.clone()),
+        };
+        req.secrets.push((secret.id.clone(), source));
+    }
+    for ssh in &spec.ssh {
+        req.ssh
+            .push((ssh.id.clone(), agent_socket(&ssh.id, &ssh.paths)?));
+    }
     req.quiet = spec.progress == rbuild_session::ProgressMode::Quiet;
     req.json_progress = spec.progress == rbuild_session::ProgressMode::Json;
     Ok(req)
+}
+
+/// The agent socket an `--ssh` id forwards to: `$SSH_AUTH_SOCK` when no path is given, else
+/// the one path, which must be a socket (the daemon engines forward agents; loading key files
+/// into an agent is the native engine's).
+fn agent_socket(id: &str, paths: &[PathBuf]) -> Result<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let path = match paths {
+        [] => match std::env::var_os("SSH_AUTH_SOCK") {
+            Some(sock) if !sock.is_empty() => PathBuf::from(sock),
+            _ => bail!(
+                "--ssh {id} forwards the ssh agent of SSH_AUTH_SOCK, which is not set; start an \
+                 agent or give its socket as --ssh {id}=PATH"
+            ),
+        },
+        [one] => one.clone(),
+        _ => bail!(
+            "--ssh {id} names several paths; with the daemon engines it forwards one agent \
+             socket (use --engine native for key files)"
+        ),
+    };
+    let meta = std::fs::metadata(&path)
+        .with_context(|| format!("--ssh {id}: cannot use {}", path.display()))?;
+    if !meta.file_type().is_socket() {
+        bail!(
+            "--ssh {id}: {} is not an agent socket; the daemon engines forward an ssh agent \
+             (key files are loaded by --engine native only)",
+            path.display()
+        );
+    }
+    absolute(&path)
 }
 
 fn dind_storage(globals: &Globals, args: &BuildArgs) -> Result<PathBuf> {
