@@ -1,0 +1,119 @@
+//! One case built by each builder with the same inputs, and the golden description of
+//! what a build gave.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use rbuild_diff::describe::{self, BaseCounts};
+use rbuild_diff::{read_image, ImageSource};
+use serde_json::Value;
+
+use super::buildkit::{buildkit_error_line, BuildKit};
+use super::cases::Case;
+use super::{rbuild, run, BASE_NAME};
+
+/// What a build gave: an image archive, or the error it printed.
+pub(super) enum Built {
+    Image(PathBuf),
+    Failed(String),
+}
+
+pub(super) fn build_rbuild(bin: &Path, store: &Path, case: &Case, work: &Path) -> Result<Built> {
+    let dest = work.join(format!("{}-rbuild.tar", case.name));
+    let mut cmd = rbuild(bin, store);
+    cmd.args(["build", "-q", "--progress", "plain", "-f"])
+        .arg(case.dir.join("Dockerfile"))
+        .arg("-o")
+        .arg(format!("type=docker,dest={}", dest.display()));
+    for arg in case.strings("build_args") {
+        cmd.arg("--build-arg").arg(arg);
+    }
+    if let Some(target) = case.text("target") {
+        cmd.arg("--target").arg(target);
+    }
+    for (id, path) in case.secrets() {
+        cmd.arg("--secret")
+            .arg(format!("id={id},src={}", path.display()));
+    }
+    if let Some(key) = case.ssh_key(work)? {
+        cmd.arg("--ssh").arg(format!("default={}", key.display()));
+    }
+    cmd.arg(case.context(work)?);
+    let out = run("rbuild build", &mut cmd)?;
+    if out.status.success() {
+        Ok(Built::Image(dest))
+    } else {
+        Ok(Built::Failed(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+}
+
+pub(super) fn build_buildkit(
+    buildkit: &BuildKit,
+    base: &str,
+    case: &Case,
+    work: &Path,
+) -> Result<Built> {
+    let dest = work.join(format!("{}-buildkit.tar", case.name));
+    let mut cmd = buildkit.buildctl();
+    cmd.args([
+        "build",
+        "--progress",
+        "plain",
+        "--frontend",
+        "dockerfile.v0",
+    ])
+    .arg("--local")
+    .arg(format!("context={}", case.context(work)?.display()))
+    .arg("--local")
+    .arg(format!("dockerfile={}", case.dir.display()))
+    .arg("--opt")
+    .arg(format!("context:{BASE_NAME}=docker-image://{base}"))
+    .arg("--output")
+    .arg(format!(
+        "type=docker,name=buildkit-cases/{}:1,dest={}",
+        case.name,
+        dest.display()
+    ));
+    for arg in case.strings("build_args") {
+        cmd.arg("--opt").arg(format!("build-arg:{arg}"));
+    }
+    if let Some(target) = case.text("target") {
+        cmd.arg("--opt").arg(format!("target={target}"));
+    }
+    for (id, path) in case.secrets() {
+        cmd.arg("--secret")
+            .arg(format!("id={id},src={}", path.display()));
+    }
+    if let Some(key) = case.ssh_key(work)? {
+        cmd.arg("--ssh").arg(format!("default={}", key.display()));
+    }
+    let out = run("buildctl build", &mut cmd)?;
+    if out.status.success() {
+        Ok(Built::Image(dest))
+    } else {
+        Ok(Built::Failed(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+}
+
+pub(super) fn describe_archive(path: &Path, base: BaseCounts, times: bool) -> Result<Value> {
+    let image = read_image(&ImageSource::Archive(path.to_path_buf(), None), None)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let mut description =
+        describe::describe(&image, base).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    if times {
+        describe::add_times(&mut description, &image, base);
+    }
+    Ok(description)
+}
+
+/// The golden of a case from BuildKit's result.
+pub(super) fn golden_of(built: &Built, base: BaseCounts, times: bool) -> Result<Value> {
+    match built {
+        Built::Image(path) => describe_archive(path, base, times),
+        Built::Failed(stderr) => Ok(serde_json::json!({ "error": buildkit_error_line(stderr) })),
+    }
+}
