@@ -30,6 +30,7 @@ pub use buildkit::buildkit_error_line;
 pub(crate) use buildkit::{lock_state, BuildKit};
 use builds::{build_buildkit, build_rbuild, describe_archive, golden_of, Built};
 use cases::{cases_dir, read_cases};
+pub(crate) use cases::{json_strings, json_text};
 
 /// The name every case's Dockerfile builds `FROM`.
 pub const BASE_NAME: &str = "buildkit-cases-base";

@@ -53,6 +53,24 @@ impl BuildKit {
         cmd.arg("--addr").arg(&self.addr);
         cmd
     }
+
+    /// `buildctl build` of the Dockerfile frontend with plain progress, `context` as the
+    /// build context and the Dockerfile in `dockerfile_dir`.
+    pub(crate) fn dockerfile_build(&self, context: &Path, dockerfile_dir: &Path) -> Command {
+        let mut cmd = self.buildctl();
+        cmd.args([
+            "build",
+            "--progress",
+            "plain",
+            "--frontend",
+            "dockerfile.v0",
+        ])
+        .arg("--local")
+        .arg(format!("context={}", context.display()))
+        .arg("--local")
+        .arg(format!("dockerfile={}", dockerfile_dir.display()));
+        cmd
+    }
 }
 
 impl Drop for BuildKit {

@@ -56,26 +56,15 @@ pub(super) fn build_buildkit(
     work: &Path,
 ) -> Result<Built> {
     let dest = work.join(format!("{}-buildkit.tar", case.name));
-    let mut cmd = buildkit.buildctl();
-    cmd.args([
-        "build",
-        "--progress",
-        "plain",
-        "--frontend",
-        "dockerfile.v0",
-    ])
-    .arg("--local")
-    .arg(format!("context={}", case.context(work)?.display()))
-    .arg("--local")
-    .arg(format!("dockerfile={}", case.dir.display()))
-    .arg("--opt")
-    .arg(format!("context:{BASE_NAME}=docker-image://{base}"))
-    .arg("--output")
-    .arg(format!(
-        "type=docker,name=buildkit-cases/{}:1,dest={}",
-        case.name,
-        dest.display()
-    ));
+    let mut cmd = buildkit.dockerfile_build(&case.context(work)?, &case.dir);
+    cmd.arg("--opt")
+        .arg(format!("context:{BASE_NAME}=docker-image://{base}"))
+        .arg("--output")
+        .arg(format!(
+            "type=docker,name=buildkit-cases/{}:1,dest={}",
+            case.name,
+            dest.display()
+        ));
     for arg in case.strings("build_args") {
         cmd.arg("--opt").arg(format!("build-arg:{arg}"));
     }

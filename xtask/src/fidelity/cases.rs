@@ -9,6 +9,24 @@ use serde_json::Value;
 
 use super::run_ok;
 
+/// The text at `key` of a JSON record (none when absent or not a string).
+pub(crate) fn json_text(record: &Value, key: &str) -> Option<String> {
+    record.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+/// The texts of the array at `key` of a JSON record (what is not a string left out).
+pub(crate) fn json_strings(record: &Value, key: &str) -> Vec<String> {
+    record
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|v| {
+            v.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// One case directory and its `case.json`.
 pub struct Case {
     pub name: String,
@@ -18,22 +36,11 @@ pub struct Case {
 
 impl Case {
     pub(super) fn strings(&self, key: &str) -> Vec<String> {
-        self.spec
-            .get(key)
-            .and_then(Value::as_array)
-            .map(|v| {
-                v.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
+        json_strings(&self.spec, key)
     }
 
     pub(super) fn text(&self, key: &str) -> Option<String> {
-        self.spec
-            .get(key)
-            .and_then(Value::as_str)
-            .map(str::to_string)
+        json_text(&self.spec, key)
     }
 
     /// The build context: `context/`, or an empty directory when the case has none; with

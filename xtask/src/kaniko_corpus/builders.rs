@@ -134,26 +134,15 @@ pub(super) fn build_buildkit(
     let file_name = dockerfile
         .file_name()
         .ok_or_else(|| anyhow!("{}: no file name", dockerfile.display()))?;
-    let mut cmd = buildkit.buildctl();
-    cmd.args([
-        "build",
-        "--no-cache",
-        "--progress",
-        "plain",
-        "--frontend",
-        "dockerfile.v0",
-    ])
-    .arg("--local")
-    .arg(format!("context={}", context.display()))
-    .arg("--local")
-    .arg(format!("dockerfile={}", dir.display()))
-    .arg("--opt")
-    .arg(format!("filename={}", file_name.to_string_lossy()))
-    .arg("--output")
-    .arg(format!(
-        "type=docker,name=kaniko-corpus:1,dest={}",
-        dest.display()
-    ));
+    let mut cmd = buildkit.dockerfile_build(context, dir);
+    cmd.arg("--no-cache")
+        .arg("--opt")
+        .arg(format!("filename={}", file_name.to_string_lossy()))
+        .arg("--output")
+        .arg(format!(
+            "type=docker,name=kaniko-corpus:1,dest={}",
+            dest.display()
+        ));
     for arg in &case.build_args {
         cmd.arg("--opt").arg(format!("build-arg:{arg}"));
     }
