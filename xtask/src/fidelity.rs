@@ -126,12 +126,17 @@ pub(crate) fn rbuild(bin: &Path, store: &Path) -> Command {
     cmd
 }
 
-pub fn main(args: &[String]) -> Result<()> {
-    let options = parse(args)?;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The checkout this xtask was built from.
+pub(crate) fn repository_root() -> Result<PathBuf> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .canonicalize()
-        .context("finding the repository")?;
+        .context("finding the repository")
+}
+
+pub fn main(args: &[String]) -> Result<()> {
+    let options = parse(args)?;
+    let root = repository_root()?;
     let reference = options
         .reference
         .canonicalize()

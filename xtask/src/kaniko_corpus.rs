@@ -175,10 +175,7 @@ fn judge(ours: &Built, theirs: &Built, ignore: &[String]) -> Result<Verdict> {
 
 pub fn main(args: &[String]) -> Result<()> {
     let options = parse(args)?;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .context("finding the repository")?;
+    let root = crate::fidelity::repository_root()?;
     let shared = options
         .shared
         .canonicalize()
