@@ -194,6 +194,14 @@ pub fn main(args: &[String]) -> Result<()> {
         let theirs = build_buildkit(&buildkit, &pushed, case, work)?;
         let ours = build_rbuild(&bin, &store, case, work)?;
         let times = case.spec.get("times").and_then(Value::as_bool) == Some(true);
+        // A case built FROM scratch alone (`"base": "scratch"`) is described whole.
+        let base = match case.text("base").as_deref() {
+            Some("scratch") => BaseCounts {
+                layers: 0,
+                history: 0,
+            },
+            _ => base,
+        };
         let golden = golden_of(&theirs, base, times)?;
         let golden_path = case.dir.join("golden.json");
         let expected_error = case.text("error");

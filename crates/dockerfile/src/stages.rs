@@ -2,6 +2,7 @@
 //! resolution, build arguments (defaults, overrides, predefined platform and proxy args)
 //! and the stage dependency graph.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use rbuild_shell::{ExpansionBudget, Lexer};
@@ -16,7 +17,10 @@ use crate::syntax::{self, Directive, Warning};
 pub use crate::build_options::{BuildOptions, Platform, PROXY_ARGS};
 
 mod graph;
+mod named;
 mod scope;
+
+pub use named::named_context_key;
 
 /// One build stage: its FROM and the commands after it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -54,6 +58,10 @@ pub struct Dockerfile {
     /// Shared by every lexer of this Dockerfile: bounds the total text expansion produces.
     #[serde(skip)]
     budget: SharedBudget,
+    /// The keys ([`named_context_key`]) of the build's named contexts (`--build-context`):
+    /// set by the build ([`Dockerfile::with_named_contexts`]), not by the text.
+    #[serde(skip)]
+    named_contexts: BTreeSet<String>,
 }
 
 /// The expansion budget of a [`Dockerfile`]: bookkeeping, not content, so it never makes
@@ -83,6 +91,9 @@ pub enum Base {
     Stage(usize),
     /// An image reference (expanded), or `scratch`.
     Image(String),
+    /// A named context of the build (`--build-context NAME=...`), by its key
+    /// ([`named_context_key`]): it comes before stages and images, as in BuildKit.
+    Context(String),
 }
 
 /// Why one stage needs another.
@@ -182,6 +193,7 @@ pub fn parse_dockerfile(file: &str, text: &str) -> Result<Dockerfile, Error> {
         stages,
         text: text.to_string(),
         budget: SharedBudget::default(),
+        named_contexts: BTreeSet::new(),
     })
 }
 

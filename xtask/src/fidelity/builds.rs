@@ -9,7 +9,7 @@ use rbuild_diff::{read_image, ImageSource};
 use serde_json::Value;
 
 use super::buildkit::{buildkit_error_line, BuildKit};
-use super::cases::Case;
+use super::cases::{Case, CaseContext};
 use super::{rbuild, run, BASE_NAME};
 
 /// What a build gave: an image archive, or the error it printed.
@@ -37,6 +37,13 @@ pub(super) fn build_rbuild(bin: &Path, store: &Path, case: &Case, work: &Path) -
     }
     if let Some(key) = case.ssh_key(work)? {
         cmd.arg("--ssh").arg(format!("default={}", key.display()));
+    }
+    for (name, context) in case.named_contexts()? {
+        let value = match context {
+            CaseContext::Image(reference) => format!("docker-image://{reference}"),
+            CaseContext::Local(dir) => dir.display().to_string(),
+        };
+        cmd.arg("--build-context").arg(format!("{name}={value}"));
     }
     cmd.arg(case.context(work)?);
     let out = run("rbuild build", &mut cmd)?;
@@ -77,6 +84,21 @@ pub(super) fn build_buildkit(
     }
     if let Some(key) = case.ssh_key(work)? {
         cmd.arg("--ssh").arg(format!("default={}", key.display()));
+    }
+    for (name, context) in case.named_contexts()? {
+        match context {
+            CaseContext::Image(reference) if reference == BASE_NAME => cmd
+                .arg("--opt")
+                .arg(format!("context:{name}=docker-image://{base}")),
+            CaseContext::Image(reference) => cmd
+                .arg("--opt")
+                .arg(format!("context:{name}=docker-image://{reference}")),
+            CaseContext::Local(dir) => cmd
+                .arg("--local")
+                .arg(format!("{name}={}", dir.display()))
+                .arg("--opt")
+                .arg(format!("context:{name}=local:{name}")),
+        };
     }
     let out = run("buildctl build", &mut cmd)?;
     if out.status.success() {

@@ -4,10 +4,18 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use super::run_ok;
+
+/// A named context of a case.
+pub(super) enum CaseContext {
+    /// An image reference; the base's name stands for the base both builders start from.
+    Image(String),
+    /// A directory of the case.
+    Local(PathBuf),
+}
 
 /// The text at `key` of a JSON record (none when absent or not a string).
 pub(crate) fn json_text(record: &Value, key: &str) -> Option<String> {
@@ -84,6 +92,30 @@ impl Case {
             )?;
         }
         Ok(Some(key))
+    }
+
+    /// The case's named contexts (`"named_contexts": {"NAME": "docker-image://REF" |
+    /// "local:DIR"}`, DIR a directory of the case), sorted by name.
+    pub(super) fn named_contexts(&self) -> Result<Vec<(String, CaseContext)>> {
+        let Some(map) = self.spec.get("named_contexts") else {
+            return Ok(Vec::new());
+        };
+        let map = map
+            .as_object()
+            .ok_or_else(|| anyhow!("{}: named_contexts is not an object", self.name))?;
+        let mut out = Vec::new();
+        for (name, value) in map {
+            let value = value.as_str().unwrap_or_default();
+            let context = if let Some(reference) = value.strip_prefix("docker-image://") {
+                CaseContext::Image(reference.to_string())
+            } else if let Some(dir) = value.strip_prefix("local:") {
+                CaseContext::Local(self.dir.join(dir))
+            } else {
+                bail!("{}: named context {name}: {value:?} is neither docker-image://REF nor local:DIR", self.name);
+            };
+            out.push((name.clone(), context));
+        }
+        Ok(out)
     }
 
     /// `(id, path)` of each secret: `secrets/ID` in the case directory.

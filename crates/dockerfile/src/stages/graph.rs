@@ -18,6 +18,9 @@ impl Dockerfile {
     /// `FROM Build` after `AS Build` names an image (an invalid one), not the stage.
     pub fn stage_base(&self, stage: usize, global: &[(String, String)]) -> Result<Base, Error> {
         let s = &self.stages[stage];
+        if let Some(key) = self.replacing_context(stage) {
+            return Ok(Base::Context(key));
+        }
         let expanded = s.from.expand(&self.file, &self.lexer(), &global.to_vec())?;
         let Instruction::From(f) = expanded.instruction else {
             unreachable!("FROM expands to FROM")
@@ -34,18 +37,27 @@ impl Dockerfile {
             .iter()
             .position(|s| s.name.as_deref() == Some(f.image.as_str()));
         match named {
-            Some(i) if i < stage => Ok(Base::Stage(i)),
+            Some(i) if i < stage => Ok(match self.replacing_context(i) {
+                Some(key) => Base::Context(key),
+                None => Base::Stage(i),
+            }),
             Some(_) => Err(self.error_at(
                 &s.from,
                 None,
                 format!("stage {:?} refers to itself or to a later stage", f.image),
             )),
-            None => Ok(Base::Image(f.image)),
+            None => Ok(match self.named_context(&f.image) {
+                Some(key) => Base::Context(key),
+                None => Base::Image(f.image),
+            }),
         }
     }
 
     /// Resolves a `--from` value (stage name, stage index, or image).
     fn resolve_from(&self, stage: usize, cmd: &Command, from: &str) -> Result<Base, Error> {
+        if let Some(key) = self.named_context(from) {
+            return Ok(Base::Context(key));
+        }
         if let Some(i) = self.stage_by_name(from) {
             if i == stage {
                 return Err(self.error_at(
@@ -64,7 +76,10 @@ impl Dockerfile {
                     format!("invalid stage index {i}: --from can only name one of the {stage} stage(s) before this one"),
                 ));
             }
-            return Ok(Base::Stage(i));
+            return Ok(match self.replacing_context(i) {
+                Some(key) => Base::Context(key),
+                None => Base::Stage(i),
+            });
         }
         Ok(Base::Image(from.to_string()))
     }
@@ -79,6 +94,10 @@ impl Dockerfile {
     ) -> Result<Vec<Dependency>, Error> {
         let s = &self.stages[stage];
         let mut deps = Vec::new();
+        // A stage a named context replaces is not built: it needs nothing.
+        if self.replacing_context(stage).is_some() {
+            return Ok(deps);
+        }
         if let Base::Stage(i) = self.stage_base(stage, global)? {
             deps.push(Dependency {
                 stage: i,
@@ -93,14 +112,14 @@ impl Dockerfile {
         let base = self.stage_base(stage, global)?;
         let mut env: Vec<(String, String)> = match base {
             Base::Stage(i) => self.stage_env(i, self.stages[i].commands.len(), global, opts)?,
-            Base::Image(_) => Vec::new(),
+            Base::Image(_) | Base::Context(_) => Vec::new(),
         };
         // The ONBUILD triggers of a base stage run first, and their `--from`s are needs of
         // this stage (BuildKit's `initOnBuildTriggers`: "creates the commands and
         // dependencies for them").
         let triggers = match base {
             Base::Stage(i) => self.onbuild_triggers(i, &s.from)?,
-            Base::Image(_) => Vec::new(),
+            Base::Image(_) | Base::Context(_) => Vec::new(),
         };
         for cmd in triggers.iter().chain(&s.commands) {
             let uses_from = match &cmd.instruction {
@@ -182,6 +201,18 @@ impl Dockerfile {
     /// the groups that can run in parallel. Cycles are errors.
     pub fn build_plan(&self, opts: &BuildOptions) -> Result<BuildPlan, Error> {
         let target = self.target_stage(opts.target.as_deref())?;
+        if let Some(key) = self.replacing_context(target) {
+            let s = &self.stages[target];
+            return Err(self.error_at(
+                &s.from,
+                None,
+                format!(
+                    "the target stage {} is replaced by the named context {key:?}: rbuild \
+                     cannot give a named context as the build's result",
+                    stage_label(s)
+                ),
+            ));
+        }
         let global = self.global_args(opts)?;
         let mut depth: BTreeMap<usize, usize> = BTreeMap::new();
         let mut order = Vec::new();

@@ -31,6 +31,10 @@ pub(super) fn refuse_native_only(args: &BuildArgs) -> Result<()> {
             "--ssh (the daemon's classic builder has no ssh mounts)",
         ),
         (
+            !args.build_contexts.is_empty(),
+            "--build-context (the daemon's classic builder has no named contexts)",
+        ),
+        (
             args.isolation != IsolationArg::Auto,
             "--isolation (the daemon isolates RUN steps itself)",
         ),
