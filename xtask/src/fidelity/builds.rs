@@ -12,6 +12,21 @@ use super::buildkit::{buildkit_error_line, BuildKit};
 use super::cases::{Case, CaseContext};
 use super::{rbuild, run, BASE_NAME};
 
+/// `--secret id=ID,src=PATH` for each of the case's secrets and `--ssh default=KEY` when it
+/// asks for an agent: the same flags for rbuild and buildctl.
+fn secret_and_ssh_flags(case: &Case, work: &Path) -> Result<Vec<String>> {
+    let mut flags = Vec::new();
+    for (id, path) in case.secrets() {
+        flags.push("--secret".to_string());
+        flags.push(format!("id={id},src={}", path.display()));
+    }
+    if let Some(key) = case.ssh_key(work)? {
+        flags.push("--ssh".to_string());
+        flags.push(format!("default={}", key.display()));
+    }
+    Ok(flags)
+}
+
 /// What a build gave: an image archive, or the error it printed.
 pub(super) enum Built {
     Image(PathBuf),
@@ -31,13 +46,7 @@ pub(super) fn build_rbuild(bin: &Path, store: &Path, case: &Case, work: &Path) -
     if let Some(target) = case.text("target") {
         cmd.arg("--target").arg(target);
     }
-    for (id, path) in case.secrets() {
-        cmd.arg("--secret")
-            .arg(format!("id={id},src={}", path.display()));
-    }
-    if let Some(key) = case.ssh_key(work)? {
-        cmd.arg("--ssh").arg(format!("default={}", key.display()));
-    }
+    cmd.args(secret_and_ssh_flags(case, work)?);
     for (name, context) in case.named_contexts()? {
         let value = match context {
             CaseContext::Image(reference) => format!("docker-image://{reference}"),
@@ -78,13 +87,7 @@ pub(super) fn build_buildkit(
     if let Some(target) = case.text("target") {
         cmd.arg("--opt").arg(format!("target={target}"));
     }
-    for (id, path) in case.secrets() {
-        cmd.arg("--secret")
-            .arg(format!("id={id},src={}", path.display()));
-    }
-    if let Some(key) = case.ssh_key(work)? {
-        cmd.arg("--ssh").arg(format!("default={}", key.display()));
-    }
+    cmd.args(secret_and_ssh_flags(case, work)?);
     for (name, context) in case.named_contexts()? {
         match context {
             CaseContext::Image(reference) if reference == BASE_NAME => cmd

@@ -11,8 +11,8 @@ use rbuild_executor::tty_progress::stderr_is_terminal;
 use rbuild_remote_cache::{cache_repo_target, parse_cache_from, parse_cache_to};
 use rbuild_sandbox::{Isolation, Seccomp};
 use rbuild_session::{
-    BuildSpec, ContextSource, DockerfileSource, NamedContext, NetworkMode, OutputKind, OutputSpec,
-    ProgressMode, SecretSource, SecretSpec, SshSpec,
+    BuildSpec, ContextSource, DockerfileSource, NetworkMode, OutputKind, OutputSpec, ProgressMode,
+    SecretSource, SecretSpec, SshSpec,
 };
 
 use super::args::{BuildArgs, CompressionArg, IsolationArg, NetworkArg, ProgressArg};
@@ -64,7 +64,7 @@ pub fn spec_from_args(args: &BuildArgs) -> Result<BuildSpec> {
         .map(|s| parse_ssh(s, std::env::var_os("SSH_AUTH_SOCK")))
         .collect::<Result<_>>()?;
     for text in &args.build_contexts {
-        let (name, context) = parse_build_context(text)?;
+        let (name, context) = super::named_contexts::parse_build_context(text)?;
         if spec.named_contexts.insert(name.clone(), context).is_some() {
             bail!("--build-context {name}: given twice");
         }
@@ -299,48 +299,6 @@ fn parse_secret(text: &str) -> Result<SecretSpec> {
     Ok(SecretSpec { id, source })
 }
 
-/// `--build-context NAME=VALUE` (buildx's syntax): `docker-image://REF`, or a directory.
-/// What rbuild cannot read is refused by name, never taken for a directory.
-fn parse_build_context(text: &str) -> Result<(String, NamedContext)> {
-    let Some((name, value)) = text.split_once('=') else {
-        bail!("--build-context {text:?}: expected NAME=DIR or NAME=docker-image://REF");
-    };
-    if name.is_empty() || value.is_empty() {
-        bail!("--build-context {text:?}: expected NAME=DIR or NAME=docker-image://REF");
-    }
-    if let Some(reference) = value.strip_prefix("docker-image://") {
-        if reference.is_empty() {
-            bail!("--build-context {name}: docker-image:// names no image");
-        }
-        return Ok((name.to_string(), NamedContext::Image(reference.to_string())));
-    }
-    for (prefix, what) in [
-        ("oci-layout://", "an OCI layout"),
-        ("target:", "a bake target"),
-        ("input:", "a frontend input"),
-        ("http://", "a URL"),
-        ("https://", "a URL"),
-        ("git@", "a git repository"),
-        ("git://", "a git repository"),
-        ("ssh://", "a git repository"),
-    ] {
-        if value.starts_with(prefix) {
-            bail!(
-                "--build-context {name}={value}: {what} as a named context is not supported; \
-                 give a directory or docker-image://REF"
-            );
-        }
-    }
-    let dir = std::path::Path::new(value);
-    if !dir.is_dir() {
-        bail!("--build-context {name}={value}: not a directory");
-    }
-    let dir = dir
-        .canonicalize()
-        .with_context(|| format!("--build-context {name}={value}"))?;
-    Ok((name.to_string(), NamedContext::Local(dir)))
-}
-
 /// `--ssh default` / `--ssh ID` (the agent at `$SSH_AUTH_SOCK`, given as `auth_sock`) and
 /// `--ssh ID=PATH[,PATH…]` where the paths are one agent socket or private key files (as
 /// buildx).
@@ -456,32 +414,6 @@ fn source_date_epoch(flag: Option<i64>, reproducible: bool) -> Result<Option<i64
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn build_contexts_are_directories_or_images_and_the_rest_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let (name, context) =
-            parse_build_context(&format!("base={}", dir.path().display())).unwrap();
-        assert_eq!(name, "base");
-        assert_eq!(
-            context,
-            NamedContext::Local(dir.path().canonicalize().unwrap())
-        );
-        assert_eq!(
-            parse_build_context("busybox=docker-image://alpine:3.20").unwrap(),
-            (
-                "busybox".to_string(),
-                NamedContext::Image("alpine:3.20".into())
-            )
-        );
-        let err = |text: &str| parse_build_context(text).unwrap_err().to_string();
-        assert!(err("nothing").contains("expected NAME=DIR"));
-        assert!(err("=dir").contains("expected NAME=DIR"));
-        assert!(err("x=docker-image://").contains("names no image"));
-        assert!(err("x=oci-layout:///l@sha256:00").contains("an OCI layout"));
-        assert!(err("x=https://h/r.git").contains("a URL"));
-        assert!(err("x=/no/such/dir").contains("not a directory"));
-    }
 
     #[test]
     fn source_date_epoch_build_arg() {
