@@ -22,6 +22,16 @@ use rbuild_diff::{read_image, ImageSource};
 use rbuild_testutil::{busybox_rootfs, Registry};
 use serde_json::Value;
 
+mod buildkit;
+mod builds;
+mod cases;
+
+pub use buildkit::buildkit_error_line;
+pub(crate) use buildkit::{lock_state, BuildKit};
+use builds::{build_buildkit, build_rbuild, describe_archive, golden_of, Built};
+use cases::{cases_dir, read_cases};
+pub(crate) use cases::{json_strings, json_text};
+
 /// The name every case's Dockerfile builds `FROM`.
 pub const BASE_NAME: &str = "buildkit-cases-base";
 
@@ -57,120 +67,6 @@ fn parse(args: &[String]) -> Result<Options> {
         update,
         cases,
     })
-}
-
-/// One case directory and its `case.json`.
-pub struct Case {
-    pub name: String,
-    pub dir: PathBuf,
-    pub spec: Value,
-}
-
-impl Case {
-    fn strings(&self, key: &str) -> Vec<String> {
-        self.spec
-            .get(key)
-            .and_then(Value::as_array)
-            .map(|v| {
-                v.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn text(&self, key: &str) -> Option<String> {
-        self.spec
-            .get(key)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    }
-
-    /// The build context: `context/`, or an empty directory when the case has none; with
-    /// `"source": "socket"`, a copy of it holding a Unix socket `socket.sock` too (git
-    /// cannot hold one; `testCopySocket`).
-    fn context(&self, work: &Path) -> Result<PathBuf> {
-        let dir = self.dir.join("context");
-        if self.text("source").as_deref() == Some("socket") {
-            let copy = work.join(format!("{}-socket-context", self.name));
-            let _ = std::fs::remove_dir_all(&copy);
-            run_ok(
-                "cp -a (the context)",
-                Command::new("cp").arg("-a").arg(&dir).arg(&copy),
-            )?;
-            // The socket file stays when the listener closes.
-            std::os::unix::net::UnixListener::bind(copy.join("socket.sock"))
-                .context("creating socket.sock")?;
-            return Ok(copy);
-        }
-        if dir.is_dir() {
-            return Ok(dir);
-        }
-        let empty = work.join(format!("{}-empty-context", self.name));
-        std::fs::create_dir_all(&empty)?;
-        Ok(empty)
-    }
-
-    /// `--ssh default=KEY` when the case asks for an agent (`"ssh": true`): a key made now
-    /// with ssh-keygen (no key is kept in the repository), the same one for both builders.
-    fn ssh_key(&self, work: &Path) -> Result<Option<PathBuf>> {
-        if self.spec.get("ssh").and_then(Value::as_bool) != Some(true) {
-            return Ok(None);
-        }
-        let key = work.join(format!("{}-ssh-key", self.name));
-        if !key.exists() {
-            run_ok(
-                "ssh-keygen",
-                Command::new("ssh-keygen")
-                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                    .arg(&key),
-            )?;
-        }
-        Ok(Some(key))
-    }
-
-    /// `(id, path)` of each secret: `secrets/ID` in the case directory.
-    fn secrets(&self) -> Vec<(String, PathBuf)> {
-        self.strings("secrets")
-            .into_iter()
-            .map(|id| {
-                let path = self.dir.join("secrets").join(&id);
-                (id, path)
-            })
-            .collect()
-    }
-}
-
-fn cases_dir(root: &Path) -> PathBuf {
-    root.join("testdata/buildkit-cases")
-}
-
-/// Every case (a directory with a `case.json`), sorted by name.
-fn read_cases(root: &Path) -> Result<Vec<Case>> {
-    let mut cases = Vec::new();
-    let dir = cases_dir(root);
-    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-        let path = entry?.path();
-        let spec_path = path.join("case.json");
-        if !spec_path.is_file() {
-            continue;
-        }
-        let text = std::fs::read_to_string(&spec_path)
-            .with_context(|| format!("reading {}", spec_path.display()))?;
-        let spec: Value = serde_json::from_str(&text)
-            .with_context(|| format!("parsing {}", spec_path.display()))?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        cases.push(Case {
-            name,
-            dir: path,
-            spec,
-        });
-    }
-    cases.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(cases)
 }
 
 pub(crate) fn run(what: &str, cmd: &mut Command) -> Result<Output> {
@@ -230,227 +126,17 @@ pub(crate) fn rbuild(bin: &Path, store: &Path) -> Command {
     cmd
 }
 
-/// The daemon started by `start.sh`, stopped on drop.
-pub(crate) struct BuildKit {
-    script: PathBuf,
-    state: PathBuf,
-    addr: String,
-}
-
-impl BuildKit {
-    pub(crate) fn start(reference: &Path, state: &Path, registry: &str) -> Result<BuildKit> {
-        let script = reference.join("start.sh");
-        if !script.is_file() {
-            bail!("{} is missing: --reference names the directory of the reference BuildKit (start.sh, buildkitd.xz, buildctl.xz)", script.display());
-        }
-        // A daemon left running from an earlier run would lack this run's registry.
-        let _ = Command::new("bash")
-            .arg(&script)
-            .args(["--stop", "--state"])
-            .arg(state)
-            .output();
-        let out = run_ok(
-            "the reference BuildKit's start.sh",
-            Command::new("bash")
-                .arg(&script)
-                .arg("--state")
-                .arg(state)
-                .args(["--insecure", registry]),
-        )?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let addr = text
-            .lines()
-            .find_map(|l| l.strip_prefix("BUILDKIT_HOST="))
-            .ok_or_else(|| anyhow!("start.sh printed no BUILDKIT_HOST: {text}"))?
-            .to_string();
-        Ok(BuildKit {
-            script,
-            state: state.to_path_buf(),
-            addr,
-        })
-    }
-
-    pub(crate) fn buildctl(&self) -> Command {
-        let mut cmd = Command::new(self.state.join("bin/buildctl"));
-        cmd.arg("--addr").arg(&self.addr);
-        cmd
-    }
-}
-
-impl Drop for BuildKit {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(&self.script)
-            .args(["--stop", "--state"])
-            .arg(&self.state)
-            .output();
-    }
-}
-
-/// Holds an exclusive lock on the daemon's state directory for the whole run: two runs
-/// would stop each other's daemon.
-pub(crate) fn lock_state(state: &Path) -> Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
-    std::fs::create_dir_all(state).with_context(|| format!("creating {}", state.display()))?;
-    let path = state.join("xtask.lock");
-    let file =
-        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    // SAFETY: flock on a descriptor this function owns; no memory is shared with the call.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if locked != 0 {
-        bail!(
-            "another `cargo xtask fidelity` is running ({} is locked); wait for it to finish",
-            path.display()
-        );
-    }
-    Ok(file)
-}
-
-/// What a build gave: an image archive, or the error it printed.
-enum Built {
-    Image(PathBuf),
-    Failed(String),
-}
-
-fn build_rbuild(bin: &Path, store: &Path, case: &Case, work: &Path) -> Result<Built> {
-    let dest = work.join(format!("{}-rbuild.tar", case.name));
-    let mut cmd = rbuild(bin, store);
-    cmd.args(["build", "-q", "--progress", "plain", "-f"])
-        .arg(case.dir.join("Dockerfile"))
-        .arg("-o")
-        .arg(format!("type=docker,dest={}", dest.display()));
-    for arg in case.strings("build_args") {
-        cmd.arg("--build-arg").arg(arg);
-    }
-    if let Some(target) = case.text("target") {
-        cmd.arg("--target").arg(target);
-    }
-    for (id, path) in case.secrets() {
-        cmd.arg("--secret")
-            .arg(format!("id={id},src={}", path.display()));
-    }
-    if let Some(key) = case.ssh_key(work)? {
-        cmd.arg("--ssh").arg(format!("default={}", key.display()));
-    }
-    cmd.arg(case.context(work)?);
-    let out = run("rbuild build", &mut cmd)?;
-    if out.status.success() {
-        Ok(Built::Image(dest))
-    } else {
-        Ok(Built::Failed(
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
-    }
-}
-
-fn build_buildkit(buildkit: &BuildKit, base: &str, case: &Case, work: &Path) -> Result<Built> {
-    let dest = work.join(format!("{}-buildkit.tar", case.name));
-    let mut cmd = buildkit.buildctl();
-    cmd.args([
-        "build",
-        "--progress",
-        "plain",
-        "--frontend",
-        "dockerfile.v0",
-    ])
-    .arg("--local")
-    .arg(format!("context={}", case.context(work)?.display()))
-    .arg("--local")
-    .arg(format!("dockerfile={}", case.dir.display()))
-    .arg("--opt")
-    .arg(format!("context:{BASE_NAME}=docker-image://{base}"))
-    .arg("--output")
-    .arg(format!(
-        "type=docker,name=buildkit-cases/{}:1,dest={}",
-        case.name,
-        dest.display()
-    ));
-    for arg in case.strings("build_args") {
-        cmd.arg("--opt").arg(format!("build-arg:{arg}"));
-    }
-    if let Some(target) = case.text("target") {
-        cmd.arg("--opt").arg(format!("target={target}"));
-    }
-    for (id, path) in case.secrets() {
-        cmd.arg("--secret")
-            .arg(format!("id={id},src={}", path.display()));
-    }
-    if let Some(key) = case.ssh_key(work)? {
-        cmd.arg("--ssh").arg(format!("default={}", key.display()));
-    }
-    let out = run("buildctl build", &mut cmd)?;
-    if out.status.success() {
-        Ok(Built::Image(dest))
-    } else {
-        Ok(Built::Failed(
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
-    }
-}
-
-/// BuildKit's error line: the last `ERROR:`/`error:` line of buildctl's output, without
-/// what varies between runs (the step's timing prefix).
-pub fn buildkit_error_line(stderr: &str) -> String {
-    let line = stderr
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("error:") || l.contains("ERROR:"))
-        .unwrap_or_else(|| stderr.lines().last().unwrap_or(""))
-        .trim();
-    let line = sorted_lint_rules(line);
-    // Snapshot ids are random: `checksum of ref v57r...::m9ka...: "/x": not found`.
-    const REF: &str = "of ref ";
-    match line.find(REF) {
-        Some(i) => match line[i + REF.len()..].find(": ") {
-            Some(j) => format!(
-                "{}<ref>{}",
-                &line[..i + REF.len()],
-                &line[i + REF.len() + j..]
-            ),
-            None => line.to_string(),
-        },
-        None => line.to_string(),
-    }
-}
-
-/// `lint violation found for rules: B, A` with the rules sorted: BuildKit lists them in
-/// the order of a Go map, which changes from run to run.
-fn sorted_lint_rules(line: &str) -> String {
-    const RULES: &str = "lint violation found for rules: ";
-    let Some(i) = line.find(RULES) else {
-        return line.to_string();
-    };
-    let start = i + RULES.len();
-    let mut rules: Vec<&str> = line[start..].split(", ").collect();
-    rules.sort_unstable();
-    format!("{}{}", &line[..start], rules.join(", "))
-}
-
-fn describe_archive(path: &Path, base: BaseCounts, times: bool) -> Result<Value> {
-    let image = read_image(&ImageSource::Archive(path.to_path_buf(), None), None)
-        .with_context(|| format!("reading {}", path.display()))?;
-    let mut description =
-        describe::describe(&image, base).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    if times {
-        describe::add_times(&mut description, &image, base);
-    }
-    Ok(description)
-}
-
-/// The golden of a case from BuildKit's result.
-fn golden_of(built: &Built, base: BaseCounts, times: bool) -> Result<Value> {
-    match built {
-        Built::Image(path) => describe_archive(path, base, times),
-        Built::Failed(stderr) => Ok(serde_json::json!({ "error": buildkit_error_line(stderr) })),
-    }
+/// The checkout this xtask was built from.
+pub(crate) fn repository_root() -> Result<PathBuf> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .context("finding the repository")
 }
 
 pub fn main(args: &[String]) -> Result<()> {
     let options = parse(args)?;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .context("finding the repository")?;
+    let root = repository_root()?;
     let reference = options
         .reference
         .canonicalize()
@@ -508,6 +194,14 @@ pub fn main(args: &[String]) -> Result<()> {
         let theirs = build_buildkit(&buildkit, &pushed, case, work)?;
         let ours = build_rbuild(&bin, &store, case, work)?;
         let times = case.spec.get("times").and_then(Value::as_bool) == Some(true);
+        // A case built FROM scratch alone (`"base": "scratch"`) is described whole.
+        let base = match case.text("base").as_deref() {
+            Some("scratch") => BaseCounts {
+                layers: 0,
+                history: 0,
+            },
+            _ => base,
+        };
         let golden = golden_of(&theirs, base, times)?;
         let golden_path = case.dir.join("golden.json");
         let expected_error = case.text("error");

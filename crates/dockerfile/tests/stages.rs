@@ -371,3 +371,50 @@ fn onbuild_trigger_from_adds_that_stage() {
     assert_eq!(e.line, 3, "{e}");
     assert!(e.message.contains("invalid stage index 7"), "{e}");
 }
+
+/// Named contexts (`--build-context`) come before stages and images, as BuildKit's
+/// `dockerfile2llb` looks them up: a stage of that name is replaced (not built, its needs
+/// dropped), and FROM, `COPY --from` and `RUN --mount from=` resolve to the context.
+#[test]
+fn named_contexts_replace_stages_and_images() {
+    let text = "FROM busybox AS parent\nFROM parent AS base\nRUN echo base > /out\n\
+                FROM base AS final\nCOPY --from=docker.io/library/alpine:latest / /\n\
+                RUN --mount=from=tools,target=/t true\nCOPY --from=parent / /p\n";
+    let o = opts(None, &[]);
+    let plain = parse_dockerfile("Dockerfile", text).unwrap();
+    let global = plain.global_args(&o).unwrap();
+    assert_eq!(plain.stage_base(2, &global).unwrap(), Base::Stage(1));
+    assert_eq!(plain.build_plan(&o).unwrap().order, [0, 1, 2]);
+
+    let df = plain.with_named_contexts(["base", "alpine", "tools", "busybox:latest"]);
+    assert_eq!(
+        df.stage_base(2, &global).unwrap(),
+        Base::Context("base".into())
+    );
+    assert_eq!(
+        df.stage_base(1, &global).unwrap(),
+        Base::Context("base".into())
+    );
+    assert_eq!(
+        df.stage_base(0, &global).unwrap(),
+        Base::Context("busybox".into())
+    );
+    // Only `COPY --from=parent` (no context of that name) is a stage the target needs.
+    let deps = df.dependencies(2, &global, &o).unwrap();
+    assert_eq!(deps.len(), 1, "{deps:?}");
+    assert_eq!((deps[0].stage, deps[0].kind), (0, DependencyKind::CopyFrom));
+    assert!(df.dependencies(1, &global, &o).unwrap().is_empty());
+    assert_eq!(df.build_plan(&o).unwrap().order, [0, 2]);
+    // A replaced target cannot be the build's result: refused, naming the context.
+    let err = df.build_plan(&opts(Some("base"), &[])).unwrap_err();
+    assert!(err.message.contains("named context \"base\""), "{err}");
+
+    assert_eq!(
+        rbuild_dockerfile::named_context_key("docker.io/me/app:latest"),
+        "me/app"
+    );
+    assert_eq!(
+        rbuild_dockerfile::named_context_key("alpine:3.20"),
+        "alpine:3.20"
+    );
+}

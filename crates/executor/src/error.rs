@@ -73,7 +73,10 @@ pub enum BuildError {
     /// A git source (`ADD https://h/r.git?…#…`) whose fragment or query BuildKit refuses;
     /// the URL is redacted.
     #[error("{url}: {reason}")]
-    GitSource { url: String, reason: String },
+    GitSource {
+        url: String,
+        reason: crate::downloads::GitQueryError,
+    },
     /// The restricted isolation could not lay a stage out in the builder's `/` or record
     /// its owners (`in_place`).
     #[error(transparent)]

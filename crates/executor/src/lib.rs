@@ -37,6 +37,7 @@ mod history;
 mod in_place;
 mod lower;
 mod mounts;
+mod named_contexts;
 mod op;
 mod owners;
 pub mod phases;
@@ -73,6 +74,7 @@ pub use cache::{
 pub use chmod::ChmodError;
 pub use error::BuildError;
 pub use fsops::maybe_run_root_worker;
+pub use named_contexts::NamedContext;
 pub use phases::{Phase, PhaseTimes};
 pub use progress::{Event, JsonProgress, NoProgress, PlainProgress, Progress};
 pub use scratch::{begin_cancel, cancelling, remove_live_dirs, sweep_dead, ScratchDir, Swept};
@@ -134,6 +136,9 @@ pub struct BuildRequest {
     pub helper: Option<PathBuf>,
     /// How many independent stages may run at once; `None` is the number of cores.
     pub max_parallel_stages: Option<usize>,
+    /// `--build-context NAME=...`: name → what it is; these come before stages and images
+    /// of those names.
+    pub named_contexts: BTreeMap<String, NamedContext>,
 }
 
 impl BuildRequest {
@@ -164,6 +169,7 @@ impl BuildRequest {
             target_ships: true,
             helper: None,
             max_parallel_stages: None,
+            named_contexts: BTreeMap::new(),
         }
     }
 
@@ -329,7 +335,8 @@ pub fn build_with_cache(
             wanted
         }
     };
-    let dockerfile = parse_dockerfile(&request.dockerfile_name, &request.dockerfile_text)?;
+    let dockerfile = parse_dockerfile(&request.dockerfile_name, &request.dockerfile_text)?
+        .with_named_contexts(request.named_contexts.keys().map(String::as_str));
     let dated;
     let request = match dockerfile_epoch(&dockerfile, request)? {
         Some(epoch) => {

@@ -25,7 +25,7 @@
 //! one step at a time (it is moved into the root), and every bind source is a copy.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rbuild_dockerfile::instructions::{Mount, MountFlag, MountType, Sharing};
 use rbuild_sandbox::{BindMount, Isolation};
@@ -33,10 +33,16 @@ use rbuild_sandbox::{BindMount, Isolation};
 use crate::chroot_mounts::{MountKind, MountPlan};
 
 use crate::context::{BuildContext, Origin};
-use crate::error::{BuildError, Result};
-use crate::fsops::{self, Ownership};
-use crate::sources::SourceRoot;
+use crate::error::Result;
+use crate::fsops;
 use crate::state::StageState;
+
+mod held;
+mod sources;
+
+use held::CacheLock;
+pub(crate) use held::Held;
+use sources::cache_source;
 
 /// Where BuildKit puts the `index`-th ssh mount of a step without a `target`.
 fn ssh_target(index: usize) -> String {
@@ -65,36 +71,6 @@ pub(crate) fn ssh_auth_sock(
     Some(format!("SSH_AUTH_SOCK={target}"))
 }
 
-/// The host path a cache mount's `source=` names inside the cache directory `cache`, every
-/// link and `..` resolved inside it (as in a chroot), as BuildKit resolves it: a path that
-/// is not there is an error naming it (`open /etc: no such file or directory`). The caller
-/// holds the cache exclusively, so nothing changes the path before it is bound.
-fn cache_source(cache: &Path, source: &str) -> std::result::Result<PathBuf, String> {
-    match rbuild_sandbox::rootpath::host_path_in_root(cache, source) {
-        Ok(Some(path)) => Ok(path),
-        Ok(None) => Err(format!(
-            "source {source:?} is not in the cache: open {}: no such file or directory",
-            clean_container_path(source)
-        )),
-        Err(e) => Err(format!("source {source:?} in the cache: {e}")),
-    }
-}
-
-/// `path` as an absolute path without `.`, `..` or repeated slashes (`..` stops at `/`).
-fn clean_container_path(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            name => parts.push(name),
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
-
 /// A secret mount's id: `id=`, else `source=`, else the name of its target.
 fn secret_id(m: &Mount) -> String {
     m.id.clone()
@@ -110,18 +86,23 @@ fn base_name(path: &str) -> String {
     trimmed.rsplit('/').next().unwrap_or(trimmed).to_string()
 }
 
+/// Why a secret cannot be an environment variable. The texts name the secret, never its
+/// content.
+#[derive(Debug, thiserror::Error)]
+enum SecretEnvError {
+    #[error("secret {id:?} holds a NUL byte and cannot be an environment variable")]
+    NulByte { id: String },
+    #[error("secret {id:?} is not UTF-8 text and cannot be an environment variable")]
+    NotUtf8 { id: String },
+}
+
 /// The value of a secret as an environment variable: its bytes as text (an environment
-/// entry cannot hold a NUL byte, nor, for `StepSpec`, bytes that are not UTF-8). The errors
-/// name the secret, never its content.
-fn secret_env_value(id: &str, content: Vec<u8>) -> std::result::Result<String, String> {
+/// entry cannot hold a NUL byte, nor, for `StepSpec`, bytes that are not UTF-8).
+fn secret_env_value(id: &str, content: Vec<u8>) -> std::result::Result<String, SecretEnvError> {
     if content.contains(&0) {
-        return Err(format!(
-            "secret {id:?} holds a NUL byte and cannot be an environment variable"
-        ));
+        return Err(SecretEnvError::NulByte { id: id.to_string() });
     }
-    String::from_utf8(content).map_err(|_| {
-        format!("secret {id:?} is not UTF-8 text and cannot be an environment variable")
-    })
+    String::from_utf8(content).map_err(|_| SecretEnvError::NotUtf8 { id: id.to_string() })
 }
 
 impl BuildContext<'_> {
@@ -486,164 +467,35 @@ impl BuildContext<'_> {
         }
         Ok((binds, plans, held))
     }
-
-    /// A step's copy of a secret, owned and moded as the mount asks (container ids, given
-    /// as the build's owners allow: see [`fsops::chown_in_build`]): in a private directory
-    /// of its own on a memory file system where one is writable (never on a disk then),
-    /// owned by container root so that the step's init can unlink the copy once it is
-    /// mounted. The directory goes when the step ends (the returned holder), or with the
-    /// next rbuild command after a crash (it is locked as the build's secrets are).
-    fn secret_copy(
-        &self,
-        path: &Path,
-        uid: u32,
-        gid: u32,
-        mode: u32,
-    ) -> Result<(crate::secrets::SecretFiles, PathBuf)> {
-        use std::os::unix::fs::PermissionsExt;
-        // The messages name no path: a secret's file is the user's business.
-        let content = std::fs::read(path).map_err(BuildError::system("reading the secret"))?;
-        let mut files = crate::secrets::SecretFiles::create(self.store)
-            .map_err(BuildError::system("a directory for the secret's copy"))?;
-        let copy = files
-            .add(&content)
-            .map_err(BuildError::system("writing the secret's copy"))?;
-        // The mode first: rootless, the copy is no longer the user's once given away.
-        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(mode & 0o7777)).map_err(
-            BuildError::system(format!("chmod {mode:o} of the secret's copy")),
-        )?;
-        fsops::chown_in_build(&self.owners, &copy, uid, gid)?;
-        fsops::chown_in_build(&self.owners, files.dir(), 0, 0)?;
-        Ok((files, copy))
-    }
-
-    /// A socket forwarding to the agent socket `agent`, owned by `uid`:`gid` (container
-    /// ids) with `mode` (BuildKit's defaults: 0, 0, 0600), as long as the relay is held.
-    fn agent_relay(
-        &self,
-        agent: &Path,
-        uid: u32,
-        gid: u32,
-        mode: u32,
-    ) -> Result<(AgentRelay, PathBuf)> {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = self.dir.new_dir("ssh")?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(BuildError::system("making the agent's directory private"))?;
-        let socket = dir.join("agent.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&socket)
-            .map_err(BuildError::io("creating the agent socket", &socket))?;
-        // The mode first: rootless, the socket is no longer the user's once given away.
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(mode)).map_err(
-            BuildError::system(format!("chmod {mode:o} of the agent socket")),
-        )?;
-        fsops::chown_in_build(&self.owners, &socket, uid, gid)?;
-        let proxy = crate::chroot_mounts::AgentProxy::start(listener, agent.to_path_buf())
-            .map_err(BuildError::system("forwarding the agent"))?;
-        Ok((AgentRelay(Some(proxy), dir), socket))
-    }
-
-    fn bind_source(
-        &self,
-        st: &StageState,
-        from: Option<&str>,
-        source: &str,
-        writable: bool,
-    ) -> Result<PathBuf> {
-        let from_root = match from {
-            Some(f) => Some(self.root_of_from(st.index, f)?),
-            None => None,
-        };
-        let root = match &from_root {
-            Some(r) => SourceRoot::Rootfs(r),
-            None => SourceRoot::Context {
-                dir: &self.request.context_dir,
-                ignore: self.ignore.as_ref(),
-            },
-        };
-        let mut found = root.expand(source)?;
-        if found.len() != 1 {
-            return Err(BuildError::other(format!(
-                "source {source:?} names {} paths, expected one",
-                found.len()
-            )));
-        }
-        let src = found.remove(0);
-        if from.is_some() && !writable {
-            return Ok(src.host);
-        }
-        let copy_root = self.dir.new_dir("bind")?;
-        let md = std::fs::metadata(&src.host).map_err(BuildError::io("", &src.host))?;
-        let keep = Ownership::default();
-        if md.is_dir() {
-            let no_filters = crate::sources::CopyFilters::default();
-            let filter = root.filter_for(&src, &no_filters);
-            fsops::copy_dir_contents(&self.owners, &src.host, &copy_root, keep, &filter)?;
-            Ok(copy_root)
-        } else {
-            let file = copy_root.join("file");
-            fsops::copy_leaf(&self.owners, &src.host, &file, keep)?;
-            Ok(file)
-        }
-    }
 }
 
-/// What a step holds until it has run (dropped at its end).
-pub(crate) enum Held {
-    Cache(#[allow(dead_code)] CacheLock),
-    Agent(#[allow(dead_code)] AgentRelay),
-    /// A step's copy of a secret (its directory; the file is unlinked once mounted), removed when dropped.
-    Secret(#[allow(dead_code)] crate::secrets::SecretFiles),
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A ranged root build's forwarding to an ssh agent, stopped when dropped, and the
-/// directory of its socket, removed then (a socket leading to the user's keys outlives its
-/// step nowhere).
-pub(crate) struct AgentRelay(Option<crate::chroot_mounts::AgentProxy>, PathBuf);
-
-impl Drop for AgentRelay {
-    fn drop(&mut self) {
-        if let Some(proxy) = self.0.take() {
-            proxy.stop();
-        }
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
-
-/// A `RUN --mount=type=cache` directory held by one step (`sharing=locked`, or a `private`
-/// cache that was free): an exclusive `flock` on `<dir>.lock`, released when dropped at the
-/// end of the step. Each acquisition opens the file anew, so it excludes other threads of
-/// this build (stages running at once) as well as other builds on the same store.
-pub(crate) struct CacheLock(#[allow(dead_code)] std::fs::File);
-
-impl CacheLock {
-    /// Waits for a shared lock: steps mounting the cache `shared` hold one each, and keep
-    /// out a step that holds it exclusively.
-    fn acquire_shared(dir: &Path) -> std::io::Result<CacheLock> {
-        let file = Self::open(dir)?;
-        fsops::flock(&file, libc::LOCK_SH)?;
-        Ok(CacheLock(file))
-    }
-
-    fn open(dir: &Path) -> std::io::Result<std::fs::File> {
-        let mut name = dir.file_name().unwrap_or_default().to_os_string();
-        name.push(".lock");
-        let path = dir.with_file_name(name);
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-    }
-
-    /// Waits for the lock (`blocking`), or returns `None` when it is held elsewhere.
-    fn acquire(dir: &Path, blocking: bool) -> std::io::Result<Option<CacheLock>> {
-        let file = Self::open(dir)?;
-        let operation = if blocking {
-            libc::LOCK_EX
-        } else {
-            libc::LOCK_EX | libc::LOCK_NB
-        };
-        Ok(fsops::flock(&file, operation)?.then_some(CacheLock(file)))
+    #[test]
+    fn leaf_errors_keep_buildkits_texts() {
+        let cache = tempfile::tempdir().unwrap();
+        let missing = cache_source(cache.path(), "a/./../etc//").unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            r#"source "a/./../etc//" is not in the cache: open /etc: no such file or directory"#
+        );
+        std::fs::create_dir(cache.path().join("etc")).unwrap();
+        assert_eq!(
+            cache_source(cache.path(), "../../etc").unwrap(),
+            cache.path().join("etc")
+        );
+        assert_eq!(
+            secret_env_value("tok", b"a\0b".to_vec())
+                .unwrap_err()
+                .to_string(),
+            r#"secret "tok" holds a NUL byte and cannot be an environment variable"#
+        );
+        assert_eq!(
+            secret_env_value("tok", vec![0xff]).unwrap_err().to_string(),
+            r#"secret "tok" is not UTF-8 text and cannot be an environment variable"#
+        );
+        assert_eq!(secret_env_value("tok", b"v".to_vec()).unwrap(), "v");
     }
 }

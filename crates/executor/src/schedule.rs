@@ -85,16 +85,20 @@ pub(crate) fn run_stages(
     })
 }
 
-/// The distinct images the plan's stages start from (not `scratch`, not stages).
+/// The distinct images the plan's stages start from (not `scratch`, not stages), a named
+/// image context's included.
 fn base_images(builder: &BuildContext<'_>, plan: &BuildPlan) -> BTreeSet<String> {
     plan.order
         .iter()
         .filter_map(|&i| match builder.df.stage_base(i, &builder.global) {
-            Ok(Base::Image(reference)) if !reference.eq_ignore_ascii_case("scratch") => {
-                Some(reference)
-            }
+            Ok(Base::Image(reference)) => Some(reference),
+            Ok(Base::Context(key)) => match builder.named(&key) {
+                Ok(crate::NamedContext::Image(reference)) => Some(reference.clone()),
+                _ => None,
+            },
             _ => None,
         })
+        .filter(|reference| !reference.eq_ignore_ascii_case("scratch"))
         .collect()
 }
 

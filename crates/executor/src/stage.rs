@@ -65,6 +65,11 @@ impl BuildContext<'_> {
                 let key = base_key(&image.id, &self.platform);
                 (reference.clone(), image, key, None)
             }
+            Base::Context(name) => {
+                let image = self.load_named(name).map_err(|e| from_origin.error(e))?;
+                let key = base_key(&image.id, &self.platform);
+                (name.clone(), image, key, None)
+            }
         };
         let triggers = image.config.config.on_build.clone();
         let steps = 1 + triggers.len() + stage.commands.len();

@@ -103,6 +103,9 @@ impl BuildContext<'_> {
 
     /// The root filesystem a `--from` names: an earlier stage (name or index) or an image.
     pub(crate) fn root_of_from(&self, current: usize, from: &str) -> Result<PathBuf> {
+        if let Some(key) = self.context_of_from(current, from) {
+            return self.root_of_named(&key);
+        }
         let stage = self
             .df
             .stage_by_name(from)
@@ -119,6 +122,12 @@ impl BuildContext<'_> {
             self.catch_up(&output.image.layers, &mut output.applied, &output.rootfs)?;
             return Ok(output.rootfs.clone());
         }
+        self.root_of_image(from)
+    }
+
+    /// The root filesystem of the image `reference` (made once per build).
+    pub(crate) fn root_of_image(&self, reference: &str) -> Result<PathBuf> {
+        let from = reference;
         let mut roots = lock(&self.shared.image_roots);
         if let Some(root) = roots.get(from) {
             return Ok(root.clone());

@@ -316,6 +316,9 @@ impl SourceKeys for BuildContext<'_> {
 
     /// An earlier stage's file-system key, or an image's base key (its manifest digest).
     fn key_of_from(&self, current: usize, from: &str) -> Result<Digest> {
+        if let Some(key) = self.context_of_from(current, from) {
+            return self.key_of_named(&key);
+        }
         let stage = self
             .df
             .stage_by_name(from)

@@ -33,6 +33,10 @@ fn main() -> ExitCode {
         ("add_archive_with_chown", add_archive_with_chown),
         ("run_mount_ssh_agent", run_mount_ssh_agent),
         ("add_git_url_query", add_git_url_query),
+        (
+            "a_named_local_context_stays_in_its_directory",
+            a_named_local_context_stays_in_its_directory,
+        ),
         ("run_mount_ssh_key_files", run_mount_ssh_key_files),
     ])
 }
@@ -830,4 +834,56 @@ fn regular_files(root: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// A local named context (`--build-context ctx=DIR`) is read inside its directory: a
+/// `.dockerignore` that is a link to a host file and a link out of the directory read
+/// nothing outside it; what its own `.dockerignore` excludes is not copied; and a changed
+/// file changes the step's key (no stale cache hit).
+fn a_named_local_context_stays_in_its_directory() {
+    let fx = Fixture::new();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("marker"), "host secret\n").unwrap();
+    std::fs::write(outside.path().join("patterns"), "kept\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("kept"), "one\n").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("patterns"), ctx.join(".dockerignore")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), ctx.join("escape")).unwrap();
+    let with_context = |dockerfile: &str| {
+        let mut request = fx.request(dockerfile);
+        request.named_contexts.insert(
+            "ctx".into(),
+            rbuild_executor::NamedContext::Local(ctx.clone()),
+        );
+        request
+    };
+
+    // The linked .dockerignore reads nothing from the host: `kept` is not excluded.
+    let built = fx.built(&with_context("FROM scratch\nCOPY --from=ctx /kept /kept\n"));
+    assert_eq!(built.read("kept"), "one\n");
+
+    // A link out of the directory resolves inside it: the host's file is not found.
+    match fx.build(&with_context(
+        "FROM scratch\nCOPY --from=ctx /escape/marker /got\n",
+    )) {
+        Ok(_) => panic!("COPY through a link out of a named context read the host"),
+        Err(e) => assert!(!e.to_string().contains("host secret"), "{e}"),
+    }
+
+    // Its own .dockerignore (a plain file now) excludes what it names.
+    std::fs::remove_file(ctx.join(".dockerignore")).unwrap();
+    std::fs::write(ctx.join(".dockerignore"), "kept\n").unwrap();
+    std::fs::write(ctx.join("other"), "two\n").unwrap();
+    match fx.build(&with_context("FROM scratch\nCOPY --from=ctx /kept /kept\n")) {
+        Ok(_) => panic!("a file the named context's .dockerignore excludes was copied"),
+        Err(e) => assert!(e.to_string().contains("kept"), "{e}"),
+    }
+
+    // A changed file is a changed key: the second build copies the new content.
+    let copy_other = "FROM scratch\nCOPY --from=ctx /other /other\n";
+    assert_eq!(fx.built(&with_context(copy_other)).read("other"), "two\n");
+    std::fs::write(ctx.join("other"), "three\n").unwrap();
+    assert_eq!(fx.built(&with_context(copy_other)).read("other"), "three\n");
 }

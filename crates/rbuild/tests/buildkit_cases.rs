@@ -111,6 +111,18 @@ fn build(store: &Path, case: &Case, work: &Path, isolation: &str) -> Result<Path
         assert!(made.success(), "ssh-keygen");
         cmd.arg("--ssh").arg(format!("default={}", key.display()));
     }
+    // Named contexts: `docker-image://REF` as it is (the base is a name in the store
+    // here), `local:DIR` a directory of the case (the xtask gives BuildKit the same).
+    if let Some(contexts) = case.spec.get("named_contexts").and_then(|v| v.as_object()) {
+        for (name, value) in contexts {
+            let value = value.as_str().unwrap();
+            let value = match value.strip_prefix("local:") {
+                Some(dir) => case.dir.join(dir).display().to_string(),
+                None => value.to_string(),
+            };
+            cmd.arg("--build-context").arg(format!("{name}={value}"));
+        }
+    }
     let out = cmd.arg(&context).output().unwrap();
     if out.status.success() {
         Ok(dest)

@@ -31,6 +31,7 @@ mod spec;
 
 pub use error::{ExportError, SessionError};
 pub use export::{exporter_for, exporters_for, Exporter, OutputKind, OutputSpec};
+pub use rbuild_executor::NamedContext;
 pub use session::{Note, Reporter, Session, SessionResult};
 pub use spec::{
     BuildSpec, ContextSource, DockerfileSource, NetworkMode, ProgressMode, SecretSource,

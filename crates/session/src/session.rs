@@ -129,6 +129,7 @@ impl<'a> Session<'a> {
         request.compression_level = spec.compression_level;
         request.target_ships = spec.target_ships();
         request.helper = spec.helper.clone();
+        request.named_contexts = spec.named_contexts.clone();
 
         let pulling = PullingBases::new(
             self.client.clone(),

@@ -122,6 +122,10 @@ pub struct BuildSpec {
     pub progress: ProgressMode,
     /// The sandbox helper executable; `None` is this executable.
     pub helper: Option<PathBuf>,
+    /// `--build-context NAME=...` (buildx's flag): name → a directory or an image, which
+    /// FROM, `COPY --from` and `RUN --mount from=` of that name read before any stage or
+    /// image of it.
+    pub named_contexts: BTreeMap<String, rbuild_executor::NamedContext>,
 }
 
 impl BuildSpec {
@@ -157,6 +161,7 @@ impl BuildSpec {
             metadata_file: None,
             progress: ProgressMode::Plain,
             helper: None,
+            named_contexts: BTreeMap::new(),
         }
     }
 

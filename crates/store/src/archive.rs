@@ -324,7 +324,9 @@ fn io_err(op: &'static str, what: &str, source: std::io::Error) -> StoreError {
     }
 }
 
-/// `./a//b/` → `a/b`.
+/// `./a//b/` → `a/b`. The executor's `fsops::clean_components` applies the same rule to
+/// container paths; the store sits below the executor and takes no path crate for these
+/// lines, so each keeps its own.
 fn normalize(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {

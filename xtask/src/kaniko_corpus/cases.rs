@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
+use crate::fidelity::{json_strings as strings, json_text as text};
+
 /// The registry address the localized Dockerfiles name; the run rewrites it to its own
 /// registry's.
 pub const LOCALIZED_REGISTRY: &str = "127.0.0.1:5000";
@@ -65,22 +67,6 @@ pub struct Case {
     pub from_rewrites: Vec<(String, String)>,
     /// Why this case is not built here.
     pub skip: Option<String>,
-}
-
-fn text(record: &Value, key: &str) -> Option<String> {
-    record.get(key).and_then(Value::as_str).map(str::to_string)
-}
-
-fn strings(record: &Value, key: &str) -> Vec<String> {
-    record
-        .get(key)
-        .and_then(Value::as_array)
-        .map(|v| {
-            v.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Bases `cases.json` has no local substitute for whose role in their cases a stand-in

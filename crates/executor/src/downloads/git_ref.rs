@@ -83,23 +83,38 @@ pub(crate) fn git_source(src: &str) -> Option<Result<GitRef, BuildError>> {
 /// `path.Join("/", p)` without its leading `/`: `.` and `..` resolved, never above the
 /// root.
 fn clean_subdir(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    parts.join("/")
+    crate::fsops::clean_components(p).join("/")
+}
+
+/// Why BuildKit refuses a git source's query (`GitRef.loadQuery`); its texts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GitQueryError {
+    #[error("query {key:?} has multiple values")]
+    MultipleValues { key: String },
+    #[error("query {key:?} has no value")]
+    NoValue { key: String },
+    /// A query BuildKit knows and rbuild does not implement: refused, not ignored.
+    #[error("query {query:?} is not supported yet")]
+    NotSupported { query: String },
+    /// Not one of Go's `strconv.ParseBool` words.
+    #[error("invalid {key} value: {value:?}")]
+    InvalidBool { key: String, value: String },
+    #[error("invalid mtime value: {value:?} (must be \"checkout\" or \"commit\")")]
+    InvalidMtime { value: String },
+    #[error("unexpected query {key:?}")]
+    Unexpected { key: String },
+    #[error("ref conflicts: {earlier:?} vs {later:?}")]
+    RefConflict { earlier: String, later: String },
+    #[error("subdir conflicts: {earlier:?} vs {later:?}")]
+    SubdirConflict { earlier: String, later: String },
+    #[error("branch conflicts with tag")]
+    BranchWithTag,
 }
 
 /// BuildKit's `GitRef.loadQuery`: every key once, with a value (the boolean ones may
 /// omit it), none unknown; a query ref or subdir that differs from the fragment's is a
 /// conflict; `tag` and `branch` exclude each other.
-fn load_query(git: &mut GitRef, query: &str) -> Result<(), String> {
+fn load_query(git: &mut GitRef, query: &str) -> Result<(), GitQueryError> {
     let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -109,17 +124,20 @@ fn load_query(git: &mut GitRef, query: &str) -> Result<(), String> {
             .push(query_decode(v));
     }
     // Go's strconv.ParseBool.
-    let boolean = |key: &str, v: &str| -> Result<bool, String> {
+    let boolean = |key: &str, v: &str| -> Result<bool, GitQueryError> {
         match v {
             "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
             "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-            other => Err(format!("invalid {key} value: {other:?}")),
+            other => Err(GitQueryError::InvalidBool {
+                key: key.to_string(),
+                value: other.to_string(),
+            }),
         }
     };
     let (mut tag, mut branch) = (None, None);
     for (key, v) in &values {
         if v.len() > 1 {
-            return Err(format!("query {key:?} has multiple values"));
+            return Err(GitQueryError::MultipleValues { key: key.clone() });
         }
         let value = v.first().filter(|v| !v.is_empty());
         let is_boolean = matches!(
@@ -128,19 +146,22 @@ fn load_query(git: &mut GitRef, query: &str) -> Result<(), String> {
         );
         let Some(value) = value else {
             if !is_boolean {
-                return Err(format!("query {key:?} has no value"));
+                return Err(GitQueryError::NoValue { key: key.clone() });
             }
             match key.as_str() {
                 "keep-git-dir" => git.keep_git_dir = Some(true),
                 "submodules" => git.submodules = true,
-                _ => return Err(format!("query {key:?} is not supported yet")),
+                _ => return Err(GitQueryError::NotSupported { query: key.clone() }),
             }
             continue;
         };
         match key.as_str() {
             "ref" => {
                 if let Some(r) = git.reference.as_ref().filter(|r| *r != value) {
-                    return Err(format!("ref conflicts: {r:?} vs {value:?}"));
+                    return Err(GitQueryError::RefConflict {
+                        earlier: r.clone(),
+                        later: value.clone(),
+                    });
                 }
                 git.reference = Some(value.clone());
             }
@@ -148,7 +169,10 @@ fn load_query(git: &mut GitRef, query: &str) -> Result<(), String> {
             "branch" => branch = Some(value.clone()),
             "subdir" => {
                 if let Some(s) = git.subdir.as_ref().filter(|s| *s != value) {
-                    return Err(format!("subdir conflicts: {s:?} vs {value:?}"));
+                    return Err(GitQueryError::SubdirConflict {
+                        earlier: s.clone(),
+                        later: value.clone(),
+                    });
                 }
                 // Compared as written (BuildKit), used cleaned as the fragment's.
                 git.subdir = Some(clean_subdir(value)).filter(|s| !s.is_empty());
@@ -160,25 +184,32 @@ fn load_query(git: &mut GitRef, query: &str) -> Result<(), String> {
             // fetch-by-commit are refused rather than ignored.
             "mtime" => match value.as_str() {
                 "checkout" => {}
-                "commit" => return Err("query \"mtime=commit\" is not supported yet".into()),
+                "commit" => {
+                    return Err(GitQueryError::NotSupported {
+                        query: "mtime=commit".to_string(),
+                    })
+                }
                 other => {
-                    return Err(format!(
-                        "invalid mtime value: {other:?} (must be \"checkout\" or \"commit\")"
-                    ))
+                    return Err(GitQueryError::InvalidMtime {
+                        value: other.to_string(),
+                    })
                 }
             },
-            "fetch-by-commit" => return Err(format!("query {key:?} is not supported yet")),
-            _ => return Err(format!("unexpected query {key:?}")),
+            "fetch-by-commit" => return Err(GitQueryError::NotSupported { query: key.clone() }),
+            _ => return Err(GitQueryError::Unexpected { key: key.clone() }),
         }
     }
-    let mut set_ref = |prefix: &str, name: String| -> Result<(), String> {
+    let mut set_ref = |prefix: &str, name: String| -> Result<(), GitQueryError> {
         let full = if name.starts_with(prefix) {
             name
         } else {
             format!("{prefix}{name}")
         };
         if let Some(r) = git.reference.as_ref().filter(|r| **r != full) {
-            return Err(format!("ref conflicts: {r:?} vs {full:?}"));
+            return Err(GitQueryError::RefConflict {
+                earlier: r.clone(),
+                later: full,
+            });
         }
         git.reference = Some(full);
         Ok(())
@@ -188,7 +219,7 @@ fn load_query(git: &mut GitRef, query: &str) -> Result<(), String> {
     }
     if let Some(branch) = branch {
         if values.contains_key("tag") {
-            return Err("branch conflicts with tag".into());
+            return Err(GitQueryError::BranchWithTag);
         }
         set_ref("refs/heads/", branch)?;
     }

@@ -20,7 +20,7 @@ use crate::error::{BuildError, Result};
 mod git_ref;
 mod urls;
 
-pub(crate) use git_ref::{git_source, parse_git_ref, GitRef};
+pub(crate) use git_ref::{git_source, parse_git_ref, GitQueryError, GitRef};
 use urls::redact_text;
 pub(crate) use urls::{is_http_source, redact_credentials, redact_url, url_file_name};
 /// One downloaded URL.
@@ -438,7 +438,7 @@ mod tests {
         match git_source("https://u:pw@h/r.git?x=1").unwrap().unwrap_err() {
             BuildError::GitSource { url, reason } => {
                 assert_eq!(url, "https://xxxxx@h/r.git?x=1");
-                assert_eq!(reason, r#"unexpected query "x""#);
+                assert_eq!(reason.to_string(), r#"unexpected query "x""#);
             }
             other => panic!("not a git source error: {other:?}"),
         }

@@ -96,6 +96,11 @@ pub struct BuildArgs {
     /// agent for the build).
     #[arg(long = "ssh", value_name = "default|ID[=SOCKET|KEYFILE[,KEYFILE...]]")]
     pub ssh: Vec<String>,
+    /// A named context (buildx's flag): `NAME=DIR` or `NAME=docker-image://REF`. FROM,
+    /// COPY --from and RUN --mount from= naming NAME read it before any stage or image of
+    /// that name.
+    #[arg(long = "build-context", value_name = "NAME=DIR|docker-image://REF")]
+    pub build_contexts: Vec<String>,
     /// The network of RUN steps.
     #[arg(long, value_enum, default_value_t = NetworkArg::Default)]
     pub network: NetworkArg,

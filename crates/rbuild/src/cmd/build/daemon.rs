@@ -23,6 +23,10 @@ pub(super) fn refuse_native_only(args: &BuildArgs) -> Result<()> {
     };
     let unsupported = [
         (
+            !args.build_contexts.is_empty(),
+            "--build-context (the daemon engines do not pass named contexts to the daemon)",
+        ),
+        (
             args.isolation != IsolationArg::Auto,
             "--isolation (the daemon isolates RUN steps itself)",
         ),

@@ -4,6 +4,7 @@
 
 mod args;
 mod daemon;
+mod named_contexts;
 mod native;
 mod spec;
 

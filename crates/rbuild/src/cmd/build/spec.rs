@@ -63,6 +63,12 @@ pub fn spec_from_args(args: &BuildArgs) -> Result<BuildSpec> {
         .iter()
         .map(|s| parse_ssh(s, std::env::var_os("SSH_AUTH_SOCK")))
         .collect::<Result<_>>()?;
+    for text in &args.build_contexts {
+        let (name, context) = super::named_contexts::parse_build_context(text)?;
+        if spec.named_contexts.insert(name.clone(), context).is_some() {
+            bail!("--build-context {name}: given twice");
+        }
+    }
     cache_flags(args, &mut spec)?;
     spec.outputs = outputs(args)?;
     // BuildKit takes the epoch from the build argument SOURCE_DATE_EPOCH.

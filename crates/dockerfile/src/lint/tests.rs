@@ -1,0 +1,149 @@
+use super::*;
+use crate::parse_dockerfile;
+
+fn names(text: &str) -> Vec<(&'static str, usize)> {
+    let df = parse_dockerfile("Dockerfile", text).unwrap();
+    let all: Vec<usize> = (0..df.stages.len()).collect();
+    let global = [("TARGETPLATFORM".to_string(), "linux/amd64".to_string())];
+    lint(&df, &all, &global)
+        .into_iter()
+        .map(|w| (w.rule.name, w.line))
+        .collect()
+}
+
+#[test]
+fn the_golden_cases_rules() {
+    assert_eq!(
+        names("# check=error=true\nFROM busybox\nMAINTAINER someone\n"),
+        [("MaintainerDeprecated", 3)]
+    );
+    assert_eq!(
+        names("FROM busybox AS base\nENV legacy value\nWORKDIR relative\nRUN echo ok\n"),
+        [("LegacyKeyValueFormat", 2), ("WorkdirRelativePath", 3)]
+    );
+    assert_eq!(
+        names(
+            "FROM a AS base\nWORKDIR /abs\nFROM base\nWORKDIR rel\nSHELL [\"sh\", \"-c\"]\nCMD x\n"
+        ),
+        [],
+        "WORKDIR set by the base stage; CMD after SHELL"
+    );
+    assert_eq!(
+        names("FROM a\nCMD x\nENTRYPOINT y\nENTRYPOINT [\"z\"]\nHEALTHCHECK NONE\n"),
+        [
+            ("JSONArgsRecommended", 2),
+            ("JSONArgsRecommended", 3),
+            ("MultipleInstructionsDisallowed", 3)
+        ]
+    );
+}
+
+#[test]
+fn casing_and_stage_names() {
+    assert_eq!(
+        names("FROM a AS Mixed\nfrom b as x\nRUN true\nFROM c as scratch\nFROM d AS x\n"),
+        [
+            ("StageNameCasing", 1),
+            ("ConsistentInstructionCasing", 2),
+            ("FromAsCasing", 4),
+            ("ReservedStageName", 4),
+            ("DuplicateStageName", 5),
+        ]
+    );
+}
+
+#[test]
+fn secrets_platforms_and_ports() {
+    assert_eq!(
+        names(
+            "FROM --platform=linux/amd64 a\nARG GITHUB_TOKEN\nENV PUBLIC_KEY=x API_KEY=y\n\
+             EXPOSE 80/TCP 127.0.0.1:53:53/udp $P\n\
+             FROM --platform=$TARGETPLATFORM b AS c\nFROM --platform=linux/arm64 c AS arm64-b\n"
+        ),
+        [
+            ("FromPlatformFlagConstDisallowed", 1),
+            ("SecretsUsedInArgOrEnv", 2),
+            ("SecretsUsedInArgOrEnv", 3),
+            ("ExposeInvalidFormat", 4),
+            ("ExposeProtoCasing", 4),
+            ("RedundantTargetPlatform", 5),
+        ]
+    );
+    assert!(is_secret_key("db_password") && is_secret_key("AUTH"));
+    assert!(!is_secret_key("PUBLIC_KEY") && !is_secret_key("KEYS") && !is_secret_key("x"));
+}
+
+#[test]
+fn undefined_arg_in_from() {
+    let df = parse_dockerfile(
+        "Df",
+        "ARG DECLARED\nARG GIVEN=x\nFROM $DECLARED$GIVEN${MISSING}\nFROM --platform=$BUILDPLATFORM b\n",
+    )
+    .unwrap();
+    let global = vec![
+        ("GIVEN".to_string(), "x".to_string()),
+        ("BUILDPLATFORM".to_string(), "linux/amd64".to_string()),
+    ];
+    let found: Vec<(&str, String, usize)> = lint(&df, &[], &global)
+        .into_iter()
+        .map(|w| (w.rule.name, w.message, w.line))
+        .collect();
+    assert_eq!(
+        found,
+        [(
+            "UndefinedArgInFrom",
+            "FROM argument 'MISSING' is not declared".to_string(),
+            3
+        )]
+    );
+}
+
+#[test]
+fn only_the_built_stages_are_converted() {
+    let df = parse_dockerfile("Df", "FROM a AS one\nENV k v\nFROM b\nMAINTAINER m\n").unwrap();
+    let rules: Vec<&str> = lint(&df, &[1], &[]).iter().map(|w| w.rule.name).collect();
+    assert_eq!(
+        rules,
+        ["MaintainerDeprecated"],
+        "parse-time rules see every stage"
+    );
+}
+
+#[test]
+fn check_options() {
+    let c = CheckConfig::parse("skip=JSONArgsRecommended, StageNameCasing;error=true").unwrap();
+    assert!(c.error && !c.checks(&JSON_ARGS_RECOMMENDED) && c.checks(&MAINTAINER_DEPRECATED));
+    let c = CheckConfig::parse("skip=all;error=true").unwrap();
+    assert!(!c.checks(&MAINTAINER_DEPRECATED));
+    assert_eq!(CheckConfig::parse("").unwrap(), CheckConfig::default());
+    assert!(CheckConfig::parse("error=maybe")
+        .unwrap_err()
+        .contains("error=maybe"));
+    assert!(CheckConfig::parse("nope")
+        .unwrap_err()
+        .contains("invalid check option"));
+    assert!(CheckConfig::parse("other=1")
+        .unwrap_err()
+        .contains("\"other\""));
+    let warnings = [
+        LintWarning::new(WORKDIR_RELATIVE_PATH, 4, "x"),
+        LintWarning::new(LEGACY_KEY_VALUE_FORMAT, 3, "y"),
+        LintWarning::new(LEGACY_KEY_VALUE_FORMAT, 5, "y"),
+    ];
+    let c = CheckConfig::parse("error=true").unwrap();
+    assert_eq!(
+        c.error_for(&warnings).unwrap(),
+        "lint violation found for rules: LegacyKeyValueFormat, WorkdirRelativePath"
+    );
+    assert_eq!(CheckConfig::default().error_for(&warnings), None);
+}
+
+#[test]
+fn the_build_arg_replaces_the_directive() {
+    let df = parse_dockerfile("Df", "# check=error=true\nFROM a\n").unwrap();
+    assert!(check_config(&df, None).unwrap().error);
+    assert!(!check_config(&df, Some("skip=all")).unwrap().error);
+    assert!(check_config(&df, Some("bad"))
+        .unwrap_err()
+        .contains("BUILDKIT_DOCKERFILE_CHECK"));
+}

@@ -1,0 +1,56 @@
+//! Named contexts (`--build-context NAME=...`, BuildKit's `context:NAME` frontend option):
+//! a stage whose name is one is replaced by it (its FROM and its commands are not built),
+//! and a FROM image, a `COPY --from` or a `RUN --mount from=` naming one resolves to it
+//! before any stage or image (BuildKit's dockerui `NamedContext`, used by `dockerfile2llb`
+//! for stage names and for base names).
+
+use std::collections::BTreeSet;
+
+use super::Dockerfile;
+
+/// The key BuildKit looks a name up by: the name in its familiar form
+/// (`docker.io/library/alpine:latest` is `alpine`, `docker.io/me/app` is `me/app`),
+/// without a `:latest` tag (dockerui's `reference.FamiliarString` + `TrimSuffix(":latest")`).
+pub fn named_context_key(name: &str) -> String {
+    let familiar = name
+        .strip_prefix("docker.io/library/")
+        .or_else(|| name.strip_prefix("index.docker.io/library/"))
+        .or_else(|| name.strip_prefix("docker.io/"))
+        .or_else(|| name.strip_prefix("index.docker.io/"))
+        .unwrap_or(name);
+    familiar
+        .strip_suffix(":latest")
+        .unwrap_or(familiar)
+        .to_string()
+}
+
+impl Dockerfile {
+    /// This Dockerfile with the names of the build's named contexts.
+    pub fn with_named_contexts<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Self {
+        self.named_contexts = names.into_iter().map(named_context_key).collect();
+        self
+    }
+
+    /// The key of the named context `name` (a stage name, a FROM image, a `--from` value)
+    /// resolves to, if the build has one.
+    pub fn named_context(&self, name: &str) -> Option<String> {
+        if self.named_contexts.is_empty() {
+            return None;
+        }
+        let key = named_context_key(name);
+        self.named_contexts.contains(&key).then_some(key)
+    }
+
+    /// The keys of the build's named contexts.
+    pub fn named_context_keys(&self) -> &BTreeSet<String> {
+        &self.named_contexts
+    }
+
+    /// The key of the named context that replaces stage `index` (one of its name), if any.
+    pub fn replacing_context(&self, index: usize) -> Option<String> {
+        self.stages[index]
+            .name
+            .as_deref()
+            .and_then(|n| self.named_context(n))
+    }
+}

@@ -1,0 +1,145 @@
+//! Named contexts (`--build-context NAME=...`): what a stage name, a FROM image, a `COPY
+//! --from` or a `RUN --mount from=` resolves to when the build has a context of that name
+//! (the Dockerfile crate decides that, [`rbuild_dockerfile::Base::Context`]). An image
+//! context is an image reference (a store name or a registry reference, pulled as a base
+//! is); a local one is a directory read with its own `.dockerignore` applied, as BuildKit's
+//! dockerui reads a `local:` context.
+
+use std::path::{Path, PathBuf};
+
+use rbuild_dockerfile::named_context_key;
+use rbuild_ignore::PatternMatcher;
+
+use rbuild_image::{Digest, Hasher};
+
+use crate::base::LoadedImage;
+use crate::content_hash::digest_source;
+use crate::context::{lock, BuildContext};
+use crate::error::{BuildError, Result};
+use crate::fsops::{self, Filter, Ownership};
+use crate::sources::{CopyFilters, Source, SourceRoot};
+use crate::step_cache::base_key;
+
+/// What a named context is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// `docker-image://REF`: an image (a name in the store, or pulled); `scratch` is the
+    /// empty image.
+    Image(String),
+    /// A directory on this machine.
+    Local(PathBuf),
+}
+
+impl BuildContext<'_> {
+    /// The key of the named context a `--from` value of stage `current` names: the
+    /// context of that name, or the one replacing the stage of that index.
+    pub(crate) fn context_of_from(&self, current: usize, from: &str) -> Option<String> {
+        self.df.named_context(from).or_else(|| {
+            from.parse::<usize>()
+                .ok()
+                .filter(|&i| i < current)
+                .and_then(|i| self.df.replacing_context(i))
+        })
+    }
+
+    /// The cache-key input of the named context `key` read by `COPY --from` or a bind:
+    /// an image's base key, or the digest of a directory's content (as read, its
+    /// `.dockerignore` applied), so that a changed file is a changed key.
+    pub(crate) fn key_of_named(&self, key: &str) -> Result<Digest> {
+        if let NamedContext::Image(reference) = self.named(key)? {
+            let image = self.load_image(reference)?;
+            return Ok(base_key(&image.id, &self.platform));
+        }
+        let root = self.root_of_named(key)?;
+        let content = digest_source(&root, "", &|_, _| Filter::Include)?;
+        let mut hasher = Hasher::new();
+        hasher.update(b"named-context-directory\0");
+        for (path, digest) in &content.entries {
+            hasher.update(path.as_bytes());
+            hasher.update(b"\0");
+            hasher.update(digest.to_string().as_bytes());
+            hasher.update(b"\n");
+        }
+        Ok(hasher.finish())
+    }
+
+    /// The named context whose key ([`named_context_key`]) is `key`.
+    pub(crate) fn named(&self, key: &str) -> Result<&NamedContext> {
+        self.request
+            .named_contexts
+            .iter()
+            .find(|(name, _)| named_context_key(name) == key)
+            .map(|(_, context)| context)
+            .ok_or_else(|| BuildError::other(format!("no named context {key:?}")))
+    }
+
+    /// The image a stage built FROM the named context `key` starts from.
+    pub(crate) fn load_named(&self, key: &str) -> Result<LoadedImage> {
+        match self.named(key)? {
+            NamedContext::Image(reference) => self.load_image(reference),
+            NamedContext::Local(dir) => Err(BuildError::other(format!(
+                "named context {key:?} is the directory {}: a stage cannot be built FROM a \
+                 local named context here yet (COPY --from={key} and RUN --mount=from={key} \
+                 read it)",
+                dir.display()
+            ))),
+        }
+    }
+
+    /// The root filesystem `COPY --from` and `RUN --mount from=` read for the named context
+    /// `key`: the image's tree, or a copy of the directory without what its `.dockerignore`
+    /// excludes (made once per build).
+    pub(crate) fn root_of_named(&self, key: &str) -> Result<PathBuf> {
+        let dir = match self.named(key)? {
+            NamedContext::Image(reference) => return self.root_of_image(reference),
+            NamedContext::Local(dir) => dir,
+        };
+        // `=` is in no image reference: this key never meets an image's.
+        let root_key = format!("named-context={key}");
+        let mut roots = lock(&self.shared.image_roots);
+        if let Some(root) = roots.get(&root_key) {
+            return Ok(root.clone());
+        }
+        let root = self.dir.new_dir("named-context")?;
+        copy_local_context(self, dir, &root)?;
+        roots.insert(root_key, root.clone());
+        Ok(root)
+    }
+}
+
+/// Copies the directory `dir` into `root` without what its own `.dockerignore` excludes.
+fn copy_local_context(build: &BuildContext<'_>, dir: &Path, root: &Path) -> Result<()> {
+    // Read inside the directory: a `.dockerignore` that is a link reads nothing outside.
+    let ignore = match rbuild_ignore::read_file_in_root(
+        dir,
+        Path::new(".dockerignore"),
+        rbuild_ignore::MAX_IGNORE_FILE_BYTES,
+    ) {
+        Ok(bytes) => {
+            let named = |e: &dyn std::fmt::Display| {
+                BuildError::other(format!("{}/.dockerignore: {e}", dir.display()))
+            };
+            let patterns = rbuild_ignore::IgnoreFile::parse(&String::from_utf8_lossy(&bytes))
+                .map_err(|e| named(&e))?;
+            Some(PatternMatcher::from_ignore_file(&patterns).map_err(|e| named(&e))?)
+        }
+        Err(rbuild_ignore::InRootError::NotFound) => None,
+        Err(e) => {
+            return Err(BuildError::other(format!(
+                "reading {}/.dockerignore: {e}",
+                dir.display()
+            )))
+        }
+    };
+    let source_root = SourceRoot::Context {
+        dir,
+        ignore: ignore.as_ref(),
+    };
+    let whole = Source {
+        host: dir.to_path_buf(),
+        rel: String::new(),
+    };
+    let no_filters = CopyFilters::default();
+    let filter = source_root.filter_for(&whole, &no_filters);
+    fsops::copy_dir_contents(&build.owners, dir, root, Ownership::default(), &filter)
+}

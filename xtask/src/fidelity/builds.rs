@@ -1,0 +1,133 @@
+//! One case built by each builder with the same inputs, and the golden description of
+//! what a build gave.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use rbuild_diff::describe::{self, BaseCounts};
+use rbuild_diff::{read_image, ImageSource};
+use serde_json::Value;
+
+use super::buildkit::{buildkit_error_line, BuildKit};
+use super::cases::{Case, CaseContext};
+use super::{rbuild, run, BASE_NAME};
+
+/// `--secret id=ID,src=PATH` for each of the case's secrets and `--ssh default=KEY` when it
+/// asks for an agent: the same flags for rbuild and buildctl.
+fn secret_and_ssh_flags(case: &Case, work: &Path) -> Result<Vec<String>> {
+    let mut flags = Vec::new();
+    for (id, path) in case.secrets() {
+        flags.push("--secret".to_string());
+        flags.push(format!("id={id},src={}", path.display()));
+    }
+    if let Some(key) = case.ssh_key(work)? {
+        flags.push("--ssh".to_string());
+        flags.push(format!("default={}", key.display()));
+    }
+    Ok(flags)
+}
+
+/// What a build gave: an image archive, or the error it printed.
+pub(super) enum Built {
+    Image(PathBuf),
+    Failed(String),
+}
+
+pub(super) fn build_rbuild(bin: &Path, store: &Path, case: &Case, work: &Path) -> Result<Built> {
+    let dest = work.join(format!("{}-rbuild.tar", case.name));
+    let mut cmd = rbuild(bin, store);
+    cmd.args(["build", "-q", "--progress", "plain", "-f"])
+        .arg(case.dir.join("Dockerfile"))
+        .arg("-o")
+        .arg(format!("type=docker,dest={}", dest.display()));
+    for arg in case.strings("build_args") {
+        cmd.arg("--build-arg").arg(arg);
+    }
+    if let Some(target) = case.text("target") {
+        cmd.arg("--target").arg(target);
+    }
+    cmd.args(secret_and_ssh_flags(case, work)?);
+    for (name, context) in case.named_contexts()? {
+        let value = match context {
+            CaseContext::Image(reference) => format!("docker-image://{reference}"),
+            CaseContext::Local(dir) => dir.display().to_string(),
+        };
+        cmd.arg("--build-context").arg(format!("{name}={value}"));
+    }
+    cmd.arg(case.context(work)?);
+    let out = run("rbuild build", &mut cmd)?;
+    if out.status.success() {
+        Ok(Built::Image(dest))
+    } else {
+        Ok(Built::Failed(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+}
+
+pub(super) fn build_buildkit(
+    buildkit: &BuildKit,
+    base: &str,
+    case: &Case,
+    work: &Path,
+) -> Result<Built> {
+    let dest = work.join(format!("{}-buildkit.tar", case.name));
+    let mut cmd = buildkit.dockerfile_build(&case.context(work)?, &case.dir);
+    cmd.arg("--opt")
+        .arg(format!("context:{BASE_NAME}=docker-image://{base}"))
+        .arg("--output")
+        .arg(format!(
+            "type=docker,name=buildkit-cases/{}:1,dest={}",
+            case.name,
+            dest.display()
+        ));
+    for arg in case.strings("build_args") {
+        cmd.arg("--opt").arg(format!("build-arg:{arg}"));
+    }
+    if let Some(target) = case.text("target") {
+        cmd.arg("--opt").arg(format!("target={target}"));
+    }
+    cmd.args(secret_and_ssh_flags(case, work)?);
+    for (name, context) in case.named_contexts()? {
+        match context {
+            CaseContext::Image(reference) if reference == BASE_NAME => cmd
+                .arg("--opt")
+                .arg(format!("context:{name}=docker-image://{base}")),
+            CaseContext::Image(reference) => cmd
+                .arg("--opt")
+                .arg(format!("context:{name}=docker-image://{reference}")),
+            CaseContext::Local(dir) => cmd
+                .arg("--local")
+                .arg(format!("{name}={}", dir.display()))
+                .arg("--opt")
+                .arg(format!("context:{name}=local:{name}")),
+        };
+    }
+    let out = run("buildctl build", &mut cmd)?;
+    if out.status.success() {
+        Ok(Built::Image(dest))
+    } else {
+        Ok(Built::Failed(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+}
+
+pub(super) fn describe_archive(path: &Path, base: BaseCounts, times: bool) -> Result<Value> {
+    let image = read_image(&ImageSource::Archive(path.to_path_buf(), None), None)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let mut description =
+        describe::describe(&image, base).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    if times {
+        describe::add_times(&mut description, &image, base);
+    }
+    Ok(description)
+}
+
+/// The golden of a case from BuildKit's result.
+pub(super) fn golden_of(built: &Built, base: BaseCounts, times: bool) -> Result<Value> {
+    match built {
+        Built::Image(path) => describe_archive(path, base, times),
+        Built::Failed(stderr) => Ok(serde_json::json!({ "error": buildkit_error_line(stderr) })),
+    }
+}

@@ -1,0 +1,163 @@
+//! The golden cases: a directory of `testdata/buildkit-cases/` with its Dockerfile, its
+//! context and its `case.json` (what to pass to both builders, what must come out).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+use super::run_ok;
+
+/// A named context of a case.
+pub(super) enum CaseContext {
+    /// An image reference; the base's name stands for the base both builders start from.
+    Image(String),
+    /// A directory of the case.
+    Local(PathBuf),
+}
+
+/// The text at `key` of a JSON record (none when absent or not a string).
+pub(crate) fn json_text(record: &Value, key: &str) -> Option<String> {
+    record.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+/// The texts of the array at `key` of a JSON record (what is not a string left out).
+pub(crate) fn json_strings(record: &Value, key: &str) -> Vec<String> {
+    record
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|v| {
+            v.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One case directory and its `case.json`.
+pub struct Case {
+    pub name: String,
+    pub dir: PathBuf,
+    pub spec: Value,
+}
+
+impl Case {
+    pub(super) fn strings(&self, key: &str) -> Vec<String> {
+        json_strings(&self.spec, key)
+    }
+
+    pub(super) fn text(&self, key: &str) -> Option<String> {
+        json_text(&self.spec, key)
+    }
+
+    /// The build context: `context/`, or an empty directory when the case has none; with
+    /// `"source": "socket"`, a copy of it holding a Unix socket `socket.sock` too (git
+    /// cannot hold one; `testCopySocket`).
+    pub(super) fn context(&self, work: &Path) -> Result<PathBuf> {
+        let dir = self.dir.join("context");
+        if self.text("source").as_deref() == Some("socket") {
+            let copy = work.join(format!("{}-socket-context", self.name));
+            let _ = std::fs::remove_dir_all(&copy);
+            run_ok(
+                "cp -a (the context)",
+                Command::new("cp").arg("-a").arg(&dir).arg(&copy),
+            )?;
+            // The socket file stays when the listener closes.
+            std::os::unix::net::UnixListener::bind(copy.join("socket.sock"))
+                .context("creating socket.sock")?;
+            return Ok(copy);
+        }
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        let empty = work.join(format!("{}-empty-context", self.name));
+        std::fs::create_dir_all(&empty)?;
+        Ok(empty)
+    }
+
+    /// `--ssh default=KEY` when the case asks for an agent (`"ssh": true`): a key made now
+    /// with ssh-keygen (no key is kept in the repository), the same one for both builders.
+    pub(super) fn ssh_key(&self, work: &Path) -> Result<Option<PathBuf>> {
+        if self.spec.get("ssh").and_then(Value::as_bool) != Some(true) {
+            return Ok(None);
+        }
+        let key = work.join(format!("{}-ssh-key", self.name));
+        if !key.exists() {
+            run_ok(
+                "ssh-keygen",
+                Command::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                    .arg(&key),
+            )?;
+        }
+        Ok(Some(key))
+    }
+
+    /// The case's named contexts (`"named_contexts": {"NAME": "docker-image://REF" |
+    /// "local:DIR"}`, DIR a directory of the case), sorted by name.
+    pub(super) fn named_contexts(&self) -> Result<Vec<(String, CaseContext)>> {
+        let Some(map) = self.spec.get("named_contexts") else {
+            return Ok(Vec::new());
+        };
+        let map = map
+            .as_object()
+            .ok_or_else(|| anyhow!("{}: named_contexts is not an object", self.name))?;
+        let mut out = Vec::new();
+        for (name, value) in map {
+            let value = value.as_str().unwrap_or_default();
+            let context = if let Some(reference) = value.strip_prefix("docker-image://") {
+                CaseContext::Image(reference.to_string())
+            } else if let Some(dir) = value.strip_prefix("local:") {
+                CaseContext::Local(self.dir.join(dir))
+            } else {
+                bail!("{}: named context {name}: {value:?} is neither docker-image://REF nor local:DIR", self.name);
+            };
+            out.push((name.clone(), context));
+        }
+        Ok(out)
+    }
+
+    /// `(id, path)` of each secret: `secrets/ID` in the case directory.
+    pub(super) fn secrets(&self) -> Vec<(String, PathBuf)> {
+        self.strings("secrets")
+            .into_iter()
+            .map(|id| {
+                let path = self.dir.join("secrets").join(&id);
+                (id, path)
+            })
+            .collect()
+    }
+}
+
+pub(super) fn cases_dir(root: &Path) -> PathBuf {
+    root.join("testdata/buildkit-cases")
+}
+
+/// Every case (a directory with a `case.json`), sorted by name.
+pub(super) fn read_cases(root: &Path) -> Result<Vec<Case>> {
+    let mut cases = Vec::new();
+    let dir = cases_dir(root);
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let spec_path = path.join("case.json");
+        if !spec_path.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&spec_path)
+            .with_context(|| format!("reading {}", spec_path.display()))?;
+        let spec: Value = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {}", spec_path.display()))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        cases.push(Case {
+            name,
+            dir: path,
+            spec,
+        });
+    }
+    cases.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(cases)
+}
