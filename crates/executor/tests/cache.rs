@@ -63,6 +63,10 @@ fn main() -> ExitCode {
             "cache_keeps_layers_through_gc_and_prune_drops_them",
             cache_keeps_layers_through_gc_and_prune_drops_them,
         ),
+        (
+            "a_copy_after_cached_steps_writes_into_an_empty_tree_the_layer_of_the_full_rootfs",
+            a_copy_after_cached_steps_writes_into_an_empty_tree_the_layer_of_the_full_rootfs,
+        ),
     ])
 }
 
@@ -506,4 +510,96 @@ fn copy_image(from: &Store, to: &Store, name: &str) {
     let bytes = from.read_blob(&record.image_manifest.digest).unwrap();
     let manifest = to.put_manifest_bytes(&bytes).unwrap();
     to.tag(name, &manifest).unwrap();
+}
+
+/// A COPY whose parent layers are cache hits writes into an empty tree of stand-ins for the
+/// parent's entries it reaches (`copy_skeleton.rs`), without linking the parent's files
+/// into a rootfs: its layer is the one the COPY on the full rootfs writes (here a chroot
+/// build, whose rootfs is extracted and walked whole), through a symlink on the way, into a
+/// directory of another owner, merging into an existing directory and replacing a file.
+fn a_copy_after_cached_steps_writes_into_an_empty_tree_the_layer_of_the_full_rootfs() {
+    let fx = Fixture::new();
+    fx.file("app.txt", "v1\n", 0o644)
+        .file("dir/sub/new.txt", "new\n", 0o600)
+        .file("dir/sub/same.txt", "replaced\n", 0o644)
+        .file("dir/top.txt", "top\n", 0o755);
+    let dockerfile = "FROM busybox
+RUN mkdir -p /srv/app/sub /data/d && echo x > /data/d/f && ln -s /srv/app /app \\
+ && echo old > /srv/app/sub/same.txt && echo keep > /srv/app/sub/keep.txt \\
+ && chown -R 1000:1000 /srv && chmod 750 /srv/app
+COPY app.txt dir /app/
+";
+    let copy_layer = |result: &rbuild_executor::BuildResult| result.cache_records[1].clone();
+    // The RUN runs: the COPY after it runs on the rootfs the RUN left.
+    fx.run(&fx.request(dockerfile));
+    // The RUN is a hit: the COPY makes the parent's shared tree, then writes beside it.
+    fx.file("app.txt", "v2\n", 0o644);
+    let (_, events) = fx.run(&fx.request(dockerfile));
+    assert_eq!(events.cached().len(), 1, "{:?}", events.cached());
+    // Again, the tree made: nothing is extracted or linked for the COPY.
+    fx.file("app.txt", "v3\n", 0o644);
+    let (in_empty_tree, events) = fx.run(&fx.request(dockerfile));
+    assert_eq!(events.cached().len(), 1, "{:?}", events.cached());
+    assert_eq!(
+        in_empty_tree.phases.extract.count, 0,
+        "nothing extracted or linked: {:?}",
+        in_empty_tree.phases
+    );
+    let copied = copy_layer(&in_empty_tree);
+    // The layer: the symlink's target directory (its owner and mode kept), the files.
+    let paths = fx.layer_paths(&copied.layer);
+    assert_eq!(
+        paths,
+        vec![
+            "srv",
+            "srv/app",
+            "srv/app/app.txt",
+            "srv/app/sub",
+            "srv/app/sub/new.txt",
+            "srv/app/sub/same.txt",
+            "srv/app/top.txt"
+        ],
+        "{paths:?}"
+    );
+    let app_dir = fx
+        .entries(&copied.layer)
+        .into_iter()
+        .find(|e| e.path == std::path::Path::new("srv/app"))
+        .expect("srv/app in the layer");
+    assert_eq!(
+        (app_dir.uid, app_dir.gid, app_dir.mode & 0o7777),
+        (1000, 1000, 0o750)
+    );
+    // The same COPY on the full rootfs (chroot: extracted, walked before and after), with
+    // its cache record gone so that it runs.
+    remove_cache_record(&fx.store, &copied.key);
+    let mut full = fx.request(dockerfile);
+    full.isolation = rbuild_sandbox::Isolation::Chroot;
+    let (on_full_rootfs, events) = fx.run(&full);
+    assert_eq!(events.cached(), vec![("stage-0".to_string(), 2)]);
+    assert_eq!(
+        copy_layer(&on_full_rootfs).diff_id,
+        copied.diff_id,
+        "the COPY in an empty tree writes the full rootfs's layer"
+    );
+    // A step after such a COPY gets the parent's files and the COPY's.
+    fx.file("app.txt", "v4\n", 0o644);
+    let (_, events) = fx.run(&fx.request(&format!(
+        "{dockerfile}RUN cat /app/app.txt /app/sub/new.txt /app/sub/keep.txt /srv/app/sub/same.txt\n"
+    )));
+    assert_eq!(events.cached().len(), 1, "{:?}", events.cached());
+    assert_eq!(events.output(), vec!["v4", "new", "keep", "replaced"]);
+}
+
+/// Removes the cache record of `key` from the store, so that its step runs again.
+fn remove_cache_record(store: &Store, key: &Digest) {
+    let name = format!("{}.json", key.hex());
+    let found: Vec<_> = walkdir::WalkDir::new(store.root())
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy() == name)
+        .map(|e| e.into_path())
+        .collect();
+    assert_eq!(found.len(), 1, "one record for {key}: {found:?}");
+    std::fs::remove_file(&found[0]).unwrap();
 }
