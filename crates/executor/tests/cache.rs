@@ -67,6 +67,10 @@ fn main() -> ExitCode {
             "a_copy_after_cached_steps_writes_into_an_empty_tree_the_layer_of_the_full_rootfs",
             a_copy_after_cached_steps_writes_into_an_empty_tree_the_layer_of_the_full_rootfs,
         ),
+        (
+            "a_copy_the_empty_tree_cannot_stand_for_runs_on_the_full_rootfs",
+            a_copy_the_empty_tree_cannot_stand_for_runs_on_the_full_rootfs,
+        ),
     ])
 }
 
@@ -589,6 +593,36 @@ COPY app.txt dir /app/
     )));
     assert_eq!(events.cached().len(), 1, "{:?}", events.cached());
     assert_eq!(events.output(), vec!["v4", "new", "keep", "replaced"]);
+}
+
+/// Where a copied directory lands on a symlink (which the copy may follow), the stand-ins
+/// cannot stand for the parent: the COPY runs on the full rootfs after all, with the layer
+/// a chroot build's COPY writes.
+fn a_copy_the_empty_tree_cannot_stand_for_runs_on_the_full_rootfs() {
+    let fx = Fixture::new();
+    fx.file("dir/sub/new.txt", "new\n", 0o644)
+        .file("app.txt", "v1\n", 0o644);
+    let dockerfile = "FROM busybox
+RUN mkdir -p /app /srv/real && ln -s /srv/real /app/sub
+COPY app.txt dir /app/
+";
+    fx.run(&fx.request(dockerfile));
+    fx.file("app.txt", "v2\n", 0o644);
+    let (fell_back, events) = fx.run(&fx.request(dockerfile));
+    assert_eq!(events.cached().len(), 1, "{:?}", events.cached());
+    assert!(
+        fell_back.phases.extract.count > 0,
+        "the rootfs was brought up for the COPY: {:?}",
+        fell_back.phases
+    );
+    let copied = fell_back.cache_records[1].clone();
+    remove_cache_record(&fx.store, &copied.key);
+    let mut full = fx.request(dockerfile);
+    full.isolation = rbuild_sandbox::Isolation::Chroot;
+    let (on_full_rootfs, _) = fx.run(&full);
+    assert_eq!(on_full_rootfs.cache_records[1].diff_id, copied.diff_id);
+    let paths = fx.layer_paths(&copied.layer);
+    assert!(paths.contains(&"app/app.txt".to_string()), "{paths:?}");
 }
 
 /// Removes the cache record of `key` from the store, so that its step runs again.
