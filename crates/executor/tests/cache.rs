@@ -71,6 +71,10 @@ fn main() -> ExitCode {
             "a_copy_the_empty_tree_cannot_stand_for_runs_on_the_full_rootfs",
             a_copy_the_empty_tree_cannot_stand_for_runs_on_the_full_rootfs,
         ),
+        (
+            "a_stages_last_run_leaves_its_changes_off_the_rootfs_until_read",
+            a_stages_last_run_leaves_its_changes_off_the_rootfs_until_read,
+        ),
     ])
 }
 
@@ -623,6 +627,44 @@ COPY app.txt dir /app/
     assert_eq!(on_full_rootfs.cache_records[1].diff_id, copied.diff_id);
     let paths = fx.layer_paths(&copied.layer);
     assert!(paths.contains(&"app/app.txt".to_string()), "{paths:?}");
+}
+
+/// A root build's overlay step moves its upper directory into the stage's rootfs only when
+/// a later step or stage reads the files: after the stage's last RUN nothing is moved (no
+/// extract span beyond bringing the rootfs up, as for a WORKDIR), and a later stage's
+/// `COPY --from` and a later RUN still see the files.
+fn a_stages_last_run_leaves_its_changes_off_the_rootfs_until_read() {
+    let fx = Fixture::new();
+    let no_cache = |dockerfile: &str| {
+        let mut request = fx.request(dockerfile);
+        request.no_cache = true;
+        fx.run(&request)
+    };
+    // The base's shared tree, made once.
+    no_cache("FROM busybox\nWORKDIR /warm\n");
+    let (workdir, _) = no_cache("FROM busybox\nWORKDIR /w\n");
+    let (last_run, _) =
+        no_cache("FROM busybox\nRUN seq 1 50 | while read i; do echo $i > /f$i; done\n");
+    assert_eq!(
+        last_run.phases.extract.count, workdir.phases.extract.count,
+        "the last RUN's changes were not moved into the rootfs: {:?} against {:?}",
+        last_run.phases, workdir.phases
+    );
+    let (_, events) = no_cache(
+        "FROM busybox AS a\nRUN echo one > /f1 && echo two > /f2\n\
+         FROM busybox\nCOPY --from=a /f2 /g\nRUN cat /g\nRUN cat /g /f1 2>&1 || true\n",
+    );
+    assert_eq!(
+        events.output(),
+        vec![
+            "two",
+            "two",
+            "cat: can't open '/f1': No such file or directory"
+        ]
+    );
+    let (_, events) =
+        no_cache("FROM busybox\nRUN echo one > /f\nRUN cat /f && echo two >> /f\nRUN cat /f\n");
+    assert_eq!(events.output(), vec!["one", "one", "two"]);
 }
 
 /// Removes the cache record of `key` from the store, so that its step runs again.
