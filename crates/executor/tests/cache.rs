@@ -75,6 +75,10 @@ fn main() -> ExitCode {
             "a_stages_last_run_leaves_its_changes_off_the_rootfs_until_read",
             a_stages_last_run_leaves_its_changes_off_the_rootfs_until_read,
         ),
+        (
+            "a_copy_into_an_empty_tree_follows_hostile_symlinks_inside_the_root",
+            a_copy_into_an_empty_tree_follows_hostile_symlinks_inside_the_root,
+        ),
     ])
 }
 
@@ -665,6 +669,47 @@ fn a_stages_last_run_leaves_its_changes_off_the_rootfs_until_read() {
     let (_, events) =
         no_cache("FROM busybox\nRUN echo one > /f\nRUN cat /f && echo two >> /f\nRUN cat /f\n");
     assert_eq!(events.output(), vec!["one", "one", "two"]);
+}
+
+/// The parent's symlinks on a COPY's way, pointing out of the root (`../../..`, absolute),
+/// are followed inside the root by the stand-ins as by the copy: nothing is read or
+/// written outside, and the layer is the full rootfs's.
+fn a_copy_into_an_empty_tree_follows_hostile_symlinks_inside_the_root() {
+    let fx = Fixture::new();
+    let outside = fx.tmp.path().join("host-escape");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("secret"), "host").unwrap();
+    fx.file("app.txt", "v1\n", 0o644);
+    let escape = format!("../../../../../../..{}", outside.display());
+    let dockerfile = format!(
+        "FROM busybox\nRUN ln -s {escape} /app && ln -s {} /abs && mkdir -p {}\n\
+         COPY app.txt /app/\nCOPY app.txt /abs/b.txt\n",
+        outside.display(),
+        outside.display(),
+    );
+    fx.run(&fx.request(&dockerfile));
+    fx.file("app.txt", "v2\n", 0o644);
+    let (in_empty_tree, events) = fx.run(&fx.request(&dockerfile));
+    assert_eq!(events.cached().len(), 1, "{:?}", events.cached());
+    let entries: Vec<String> = std::fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(entries, vec!["secret"], "nothing written outside the root");
+    let inside = outside.strip_prefix("/").unwrap().display().to_string();
+    let paths = fx.layer_paths(&in_empty_tree.cache_records[1].layer);
+    assert!(
+        paths.contains(&format!("{inside}/app.txt")),
+        "the copy landed inside the root: {paths:?}"
+    );
+    assert!(!paths.iter().any(|p| p.ends_with("secret")), "{paths:?}");
+    let copied = in_empty_tree.cache_records[1].clone();
+    remove_cache_record(&fx.store, &copied.key);
+    let mut full = fx.request(&dockerfile);
+    full.isolation = rbuild_sandbox::Isolation::Chroot;
+    // The second COPY's record stays: only the first runs again, on the full rootfs.
+    let (on_full_rootfs, _) = fx.run(&full);
+    assert_eq!(on_full_rootfs.cache_records[1].diff_id, copied.diff_id);
 }
 
 /// Removes the cache record of `key` from the store, so that its step runs again.
