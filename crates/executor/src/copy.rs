@@ -144,6 +144,9 @@ pub(crate) fn copy_from_task(input: &rbuild_rootfs::CopyFrom) -> Result<()> {
 }
 
 impl BuildContext<'_> {
+    /// Runs a COPY/ADD: into an empty tree standing for the parent's (`copy_skeleton`)
+    /// when the stage's rootfs is not on disk yet and the parent's tree can be read
+    /// instead, else on the stage's rootfs, brought up to date first.
     pub(crate) fn dispatch_copy(
         &self,
         st: &mut StageState,
@@ -151,6 +154,54 @@ impl BuildContext<'_> {
         spec: &CopySpec,
         progress: &mut dyn crate::progress::Progress,
     ) -> Result<u64> {
+        let view = self.copy_view(st, spec)?;
+        if view.is_none() {
+            self.materialize(st)?;
+        }
+        self.copy_step(st, origin, spec, view.as_deref(), progress)
+    }
+
+    /// The parent's tree a COPY may read instead of the stage's rootfs: the store's shared
+    /// tree of the stage's layers when none of them is on the rootfs yet and the build
+    /// shares trees (`stage_rootfs.rs`), for a plain COPY (an ADD may unpack an archive
+    /// whose whiteouts reach anywhere; `--parents` and `--link` have their own trees) by a
+    /// build whose process owns every file (root).
+    fn copy_view(&self, st: &StageState, spec: &CopySpec) -> Result<Option<PathBuf>> {
+        let linked = spec.link && spec.chmod.is_none();
+        let plain_copy = !(spec.is_add || spec.parents || linked);
+        let owns_files = matches!(self.owners, fsops::Owners::Root | fsops::Owners::Ranged(_));
+        if !plain_copy || !owns_files || st.applied != 0 || st.layers.is_empty() {
+            return Ok(None);
+        }
+        let Some(trees) = self.trees.as_ref().filter(|_| self.may_share_files()) else {
+            return Ok(None);
+        };
+        {
+            let made = crate::context::lock(&self.shared.made_here);
+            if st.layers.iter().any(|l| made.contains(&l.digest)) {
+                return Ok(None);
+            }
+        }
+        self.fetch_pending(&st.layers)?;
+        let tree = trees.get_or_make(&st.layers, &|layers, dir| {
+            crate::build_dir::apply_layers(self.store, &self.owners, layers, dir)
+        })?;
+        Ok(Some(tree))
+    }
+
+    /// The COPY/ADD itself, on the stage's rootfs, or with `view` (the parent's tree, only
+    /// read) into an empty tree of stand-ins; when the stand-ins cannot stand for the
+    /// parent (`copy_skeleton::NoSkeleton`), again on the stage's rootfs.
+    fn copy_step(
+        &self,
+        st: &mut StageState,
+        origin: &Origin<'_>,
+        spec: &CopySpec,
+        view: Option<&Path>,
+        progress: &mut dyn crate::progress::Progress,
+    ) -> Result<u64> {
+        // The parent's files as the step sees them (its /etc/passwd for --chown names).
+        let parent_root = view.map_or_else(|| st.rootfs.clone(), Path::to_path_buf);
         let name = if spec.is_add { "ADD" } else { "COPY" };
         let chmod = match &spec.chmod {
             Some(text) => Some(Chmod::parse(text).map_err(|e| origin.error(e))?),
@@ -169,7 +220,7 @@ impl BuildContext<'_> {
                         "{name} --link --chown={c}: the name {first:?} cannot be resolved in a                          linked copy (made in an empty tree, with no /etc/passwd or                          /etc/group; BuildKit fails with \"invalid user index: -1\"); give                          numeric ids"
                     )));
                 }
-                let owner = crate::fileop_user::file_op_owner(&st.rootfs, c)
+                let owner = crate::fileop_user::file_op_owner(&parent_root, c)
                     .map_err(|e| origin.error(format!("--chown={c}: {e}")))?;
                 let ids = owner.ids();
                 check_rootless_chown(&self.owners, name, c, ids).map_err(|e| origin.error(e))?;
@@ -179,7 +230,7 @@ impl BuildContext<'_> {
                 // `llb.WithUser(cfg.chown)`, resolved as BuildKit's file operations do:
                 // `root` and ids need no passwd, a user id alone is also the group id, a
                 // name no file lists is 0 (with a warning here).
-                let owner = crate::fileop_user::file_op_owner(&st.rootfs, c)
+                let owner = crate::fileop_user::file_op_owner(&parent_root, c)
                     .map_err(|e| origin.error(format!("--chown={c}: {e}")))?;
                 if let Some(message) = owner.warning(&format!("{name} --chown={c}")) {
                     progress.event(&crate::progress::Event::Warning { message });
@@ -205,9 +256,12 @@ impl BuildContext<'_> {
         let link = spec.link && spec.chmod.is_none();
         let out = if link {
             self.dir.new_dir("link")?
+        } else if view.is_some() {
+            self.dir.new_dir("copy")?
         } else {
             st.rootfs.clone()
         };
+        let mut skeleton = view.map(|view| crate::copy_skeleton::Skeleton::new(view, &out));
         let dest = fsops::join_container(&st.workdir(), &spec.dest);
         // No "more than one source" error: that was the legacy builder's; BuildKit's
         // frontend has none, and copies source by source (`Target::leaf`).
@@ -222,8 +276,23 @@ impl BuildContext<'_> {
             owners: &self.owners,
         };
 
-        let before = self.scan(&out).map_err(|e| origin.error(e))?;
+        // With stand-ins, the walk's "before" is theirs, made as the copy goes.
+        let before = match skeleton {
+            Some(_) => None,
+            None => Some(self.scan(&out).map_err(|e| origin.error(e))?),
+        };
         let fail = |e: BuildError| origin.error(format!("{name} failed: {e}"));
+        // Stand-ins that cannot stand for the parent: the copy runs again on the full
+        // rootfs (what it wrote so far is in its own directory, removed with the build's).
+        let stand_in =
+            |skeleton: &mut Option<crate::copy_skeleton::Skeleton<'_>>,
+             prepare: &dyn Fn(
+                &mut crate::copy_skeleton::Skeleton<'_>,
+            )
+                -> std::result::Result<(), crate::copy_skeleton::NoSkeleton>| {
+                let _t = crate::phases::Phase::Snapshot.timer();
+                skeleton.as_mut().is_none_or(|s| prepare(s).is_ok())
+            };
         for src in &spec.sources {
             if spec.is_add {
                 if let Some(git) = downloads::parse_git_ref(src) {
@@ -269,13 +338,42 @@ impl BuildContext<'_> {
             let unpack =
                 spec.is_add && spec.unpack.unwrap_or(true) && from_root.is_none() && !spec.parents;
             for (source, filters) in &found {
+                if !stand_in(&mut skeleton, &|s| {
+                    s.prepare_source(source, &target.dest, target.dest_is_dir)
+                }) {
+                    self.materialize(st)?;
+                    return self.copy_step(st, origin, spec, None, progress);
+                }
                 copy_source(&root, source, &target, filters, unpack).map_err(fail)?;
             }
         }
         for inline in &spec.inline {
+            if !stand_in(&mut skeleton, &|s| {
+                s.prepare_leaf(&target.dest, target.dest_is_dir, &inline.path)
+            }) {
+                self.materialize(st)?;
+                return self.copy_step(st, origin, spec, None, progress);
+            }
             let path = target.leaf(&inline.path).map_err(fail)?;
             write_inline(&self.owners, &path, &inline.data, own).map_err(fail)?;
         }
+        if let Some(skeleton) = skeleton {
+            let changes = {
+                let _t = crate::phases::Phase::Snapshot.timer();
+                let after = rbuild_snapshot::walk(&out).map_err(BuildError::Snapshot)?;
+                rbuild_snapshot::Index::from_entries(skeleton.into_before()).changes_to(&after)
+            };
+            let size = self
+                .commit_changes(st, &out, &changes)
+                .map_err(|e| origin.error(e))?;
+            // The rootfs gets the layer when a later step needs the files (never after the
+            // stage's last step), as a cache hit's.
+            st.layer_off_rootfs = true;
+            return Ok(size);
+        }
+        let Some(before) = before else {
+            return Err(origin.error("the copy's walk of the rootfs is missing"));
+        };
         let size = if link {
             let changes = before.changes(&out).map_err(|e| origin.error(e))?;
             let size = self
@@ -460,7 +558,7 @@ impl ModeBits for std::fs::Metadata {
 }
 
 /// `/a/b/c` → (`/a/b`, `c`).
-fn split_dest(dest: &str) -> (String, String) {
+pub(crate) fn split_dest(dest: &str) -> (String, String) {
     match dest.rsplit_once('/') {
         Some((parent, name)) if !name.is_empty() => (
             if parent.is_empty() {

@@ -272,31 +272,22 @@ impl BuildContext<'_> {
             .commit_changes(st, &dirs.upperdir, &changes)
             .map_err(|e| origin.error(e))?;
         // As root, the upper directory's entries move into the rootfs (renames, no
-        // extraction). Otherwise (rootless, where the moves would need container root for
-        // every entry) the layer reaches the rootfs only if a later step needs the files.
-        // What stays in the upper directory goes with the build directory, in the
-        // background: removing files now would hold up the next step.
+        // extraction) when a later step or stage needs the files (`catch_up`): after a
+        // stage's last step nothing does. Otherwise (rootless, where the moves would need
+        // container root for every entry) the layer reaches the rootfs only if a later step
+        // needs the files. What stays in the upper directory goes with the build
+        // directory, in the background: removing files now would hold up the next step.
         if matches!(
             self.owners,
             crate::fsops::Owners::Root | crate::fsops::Owners::Ranged(_)
         ) {
-            let _t = crate::phases::Phase::Extract.timer();
-            if let Err(e) = rbuild_snapshot::merge_upper(&dirs.upperdir, &st.rootfs, &changes) {
-                // Half merged: the stage starts a fresh rootfs from its layers when a
-                // later step needs one.
-                progress.event(&Event::Warning {
-                    message: format!(
-                        "moving the step's changes into the stage's root failed ({e}); \
-                         its layers will be extracted again"
-                    ),
-                });
-                st.rootfs = self.dir.new_dir(&format!("rootfs-{}", st.index))?;
-                st.applied = 0;
-                st.layer_off_rootfs = true;
-            }
-        } else {
-            st.layer_off_rootfs = true;
+            st.pending_merge = Some(crate::state::PendingMerge {
+                upper: dirs.upperdir.clone(),
+                changes,
+                layer: st.layers.len().saturating_sub(1),
+            });
         }
+        st.layer_off_rootfs = true;
         Ok(Some(size))
     }
 

@@ -1,6 +1,7 @@
 //! Running a lowered step: the runner takes a [`Step`] — its op (`op.rs`) and what running
 //! needs beyond the op's values (a RUN's mounts as parsed, a COPY/ADD's spec) — and carries
-//! it out on the stage's root filesystem, which the caller has brought up to date; the step
+//! it out on the stage's root filesystem, brought up to date here (a COPY may write into a
+//! tree of its own instead, `copy_skeleton.rs`); the step
 //! commits exactly one layer (its change set) and the runner returns the layer's size. The
 //! cache (`step_cache.rs`) calls it on a miss.
 
@@ -50,10 +51,17 @@ impl BuildContext<'_> {
         number: usize,
         progress: &mut dyn Progress,
     ) -> Result<u64> {
+        // A COPY may not need the rootfs on disk (`dispatch_copy`); the others do.
         match step {
-            Step::Run { op, run } => self.dispatch_run(st, origin, op, run, number, progress),
+            Step::Run { op, run } => {
+                self.materialize(st)?;
+                self.dispatch_run(st, origin, op, run, number, progress)
+            }
             Step::Copy { spec, .. } => self.dispatch_copy(st, origin, spec, progress),
-            Step::Workdir(op) => self.run_workdir(st, origin, op, progress),
+            Step::Workdir(op) => {
+                self.materialize(st)?;
+                self.run_workdir(st, origin, op, progress)
+            }
         }
     }
 

@@ -124,6 +124,7 @@ impl BuildContext<'_> {
             cmd_set: false,
             applied: 0,
             layer_off_rootfs: false,
+            pending_merge: None,
             fs_key,
             no_cache: stage_skips_cache(
                 self.request.no_cache,
@@ -209,6 +210,7 @@ impl BuildContext<'_> {
             },
             rootfs: st.rootfs,
             applied: st.applied,
+            pending_merge: st.pending_merge,
             fs_key: st.fs_key,
             env: st.env,
             build_args: st.build_args,

@@ -10,22 +10,45 @@ use rbuild_image::Descriptor;
 use crate::build_dir::apply_layers;
 use crate::context::{lock, BuildContext};
 use crate::error::{BuildError, Result};
-use crate::state::StageState;
+use crate::state::{PendingMerge, StageState};
 
 impl BuildContext<'_> {
     /// Applies the layers the stage has that its rootfs does not have yet (cache hits).
     pub(crate) fn materialize(&self, st: &mut StageState) -> Result<()> {
-        self.catch_up(&st.layers, &mut st.applied, &st.rootfs)
+        self.catch_up(
+            &st.layers,
+            &mut st.applied,
+            &mut st.pending_merge,
+            &st.rootfs,
+        )
     }
 
     /// Brings `rootfs`, which has the first `applied` of `layers`, up to all of them:
-    /// fetches the registry-cache layers among the rest, applies them, and counts them.
+    /// moves a pending overlay step's upper directory in (renames) when it is the next
+    /// layer, fetches the registry-cache layers among the rest, applies them, and counts
+    /// them.
     pub(crate) fn catch_up(
         &self,
         layers: &[Descriptor],
         applied: &mut usize,
+        pending: &mut Option<PendingMerge>,
         rootfs: &Path,
     ) -> Result<()> {
+        if let Some(merge) = pending.take() {
+            if *applied == merge.layer && merge.layer < layers.len() {
+                let _t = crate::phases::Phase::Extract.timer();
+                match rbuild_snapshot::merge_upper(&merge.upper, rootfs, &merge.changes) {
+                    Ok(()) => *applied += 1,
+                    // Half merged: the rootfs starts again empty and gets the layers by
+                    // linking and extracting, as a rootless build's does (the same files).
+                    Err(_) => {
+                        crate::trees::empty_dir(&self.owners, rootfs)?;
+                        lock(&self.shared.shared_roots).remove(rootfs);
+                        *applied = 0;
+                    }
+                }
+            }
+        }
         if *applied < layers.len() {
             self.fetch_pending(&layers[*applied..])?;
             if *applied == 0 {
@@ -91,7 +114,14 @@ impl BuildContext<'_> {
         }
         st.rootfs = self.dir.new_dir(&format!("rootfs-{}", st.index))?;
         st.applied = 0;
-        self.catch_up(&st.layers, &mut st.applied, &st.rootfs)
+        // The new rootfs gets every layer by linking and extracting.
+        st.pending_merge = None;
+        self.catch_up(
+            &st.layers,
+            &mut st.applied,
+            &mut st.pending_merge,
+            &st.rootfs,
+        )
     }
 
     /// The before-index of a step that writes into `root` (COPY, WORKDIR).
@@ -119,7 +149,12 @@ impl BuildContext<'_> {
                     "stage {from:?} has not been built (it must come before this stage)"
                 ))
             })?;
-            self.catch_up(&output.image.layers, &mut output.applied, &output.rootfs)?;
+            self.catch_up(
+                &output.image.layers,
+                &mut output.applied,
+                &mut output.pending_merge,
+                &output.rootfs,
+            )?;
             return Ok(output.rootfs.clone());
         }
         self.root_of_image(from)

@@ -11,12 +11,24 @@ use crate::history;
 /// BuildKit's history comment on every entry a Dockerfile build adds.
 const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
 
+/// An overlay step's upper directory not moved into the stage's rootfs yet (a root build):
+/// it is moved (`rbuild_snapshot::merge_upper`, renames) when a later step or stage needs
+/// the files (`BuildContext::catch_up`), never after a stage's last step that nothing
+/// reads. It stands for `layers[layer]`, the layer right above those on the rootfs.
+pub(crate) struct PendingMerge {
+    pub upper: PathBuf,
+    pub changes: Vec<rbuild_layer::Change>,
+    pub layer: usize,
+}
+
 /// A finished stage: its image and its root filesystem (kept for `COPY --from`; only the
 /// first `applied` layers are on it: cache hits are applied when something reads it).
 pub(crate) struct StageOutput {
     pub image: LoadedImage,
     pub rootfs: PathBuf,
     pub applied: usize,
+    /// The stage's last overlay step's changes, not on `rootfs` yet.
+    pub pending_merge: Option<PendingMerge>,
     pub fs_key: Digest,
     /// The stage's environment at its end (ENVs and ARG values) and its ARGs: a stage built
     /// `FROM` this one starts with them (BuildKit's `dispatchState.init`).
@@ -45,6 +57,9 @@ pub(crate) struct StageState {
     /// change is in its upper directory); `applied` says what the rootfs has, and the rest
     /// is applied with the layers of cache hits, when needed.
     pub layer_off_rootfs: bool,
+    /// The last overlay step's upper directory, to be moved into `rootfs` when the files
+    /// are needed.
+    pub pending_merge: Option<PendingMerge>,
     /// The cache key of the file system the next step starts from.
     pub fs_key: Digest,
     /// Every step of this stage runs (`--no-cache`, `--no-cache-filter`).

@@ -217,7 +217,6 @@ impl BuildContext<'_> {
                 reason,
             });
         }
-        self.materialize(st)?;
         let size = self.run_step(st, origin, to_run, step, progress)?;
         // A step that changed the rootfs has its layer on it; a rootless overlay step's
         // layer is applied when a later step needs the files (never, after a stage's last

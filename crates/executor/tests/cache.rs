@@ -63,6 +63,22 @@ fn main() -> ExitCode {
             "cache_keeps_layers_through_gc_and_prune_drops_them",
             cache_keeps_layers_through_gc_and_prune_drops_them,
         ),
+        (
+            "a_copy_after_cached_steps_writes_into_an_empty_tree_the_layer_of_the_full_rootfs",
+            a_copy_after_cached_steps_writes_into_an_empty_tree_the_layer_of_the_full_rootfs,
+        ),
+        (
+            "a_copy_the_empty_tree_cannot_stand_for_runs_on_the_full_rootfs",
+            a_copy_the_empty_tree_cannot_stand_for_runs_on_the_full_rootfs,
+        ),
+        (
+            "a_stages_last_run_leaves_its_changes_off_the_rootfs_until_read",
+            a_stages_last_run_leaves_its_changes_off_the_rootfs_until_read,
+        ),
+        (
+            "a_copy_into_an_empty_tree_follows_hostile_symlinks_inside_the_root",
+            a_copy_into_an_empty_tree_follows_hostile_symlinks_inside_the_root,
+        ),
     ])
 }
 
@@ -506,4 +522,205 @@ fn copy_image(from: &Store, to: &Store, name: &str) {
     let bytes = from.read_blob(&record.image_manifest.digest).unwrap();
     let manifest = to.put_manifest_bytes(&bytes).unwrap();
     to.tag(name, &manifest).unwrap();
+}
+
+/// A COPY whose parent layers are cache hits writes into an empty tree of stand-ins for the
+/// parent's entries it reaches (`copy_skeleton.rs`), without linking the parent's files
+/// into a rootfs: its layer is the one the COPY on the full rootfs writes (here a chroot
+/// build, whose rootfs is extracted and walked whole), through a symlink on the way, into a
+/// directory of another owner, merging into an existing directory and replacing a file.
+fn a_copy_after_cached_steps_writes_into_an_empty_tree_the_layer_of_the_full_rootfs() {
+    let fx = Fixture::new();
+    fx.file("app.txt", "v1\n", 0o644)
+        .file("dir/sub/new.txt", "new\n", 0o600)
+        .file("dir/sub/same.txt", "replaced\n", 0o644)
+        .file("dir/top.txt", "top\n", 0o755);
+    let dockerfile = "FROM busybox
+RUN mkdir -p /srv/app/sub /data/d && echo x > /data/d/f && ln -s /srv/app /app \\
+ && echo old > /srv/app/sub/same.txt && echo keep > /srv/app/sub/keep.txt \\
+ && chown -R 1000:1000 /srv && chmod 750 /srv/app
+COPY app.txt dir /app/
+";
+    let copy_layer = |result: &rbuild_executor::BuildResult| result.cache_records[1].clone();
+    // The RUN runs: the COPY after it runs on the rootfs the RUN left.
+    fx.run(&fx.request(dockerfile));
+    // The RUN is a hit: the COPY makes the parent's shared tree, then writes beside it.
+    fx.file("app.txt", "v2\n", 0o644);
+    let (_, events) = fx.run(&fx.request(dockerfile));
+    assert_eq!(events.cached().len(), 1, "{:?}", events.cached());
+    // Again, the tree made: nothing is extracted or linked for the COPY.
+    fx.file("app.txt", "v3\n", 0o644);
+    let (in_empty_tree, events) = fx.run(&fx.request(dockerfile));
+    assert_eq!(events.cached().len(), 1, "{:?}", events.cached());
+    assert_eq!(
+        in_empty_tree.phases.extract.count, 0,
+        "nothing extracted or linked: {:?}",
+        in_empty_tree.phases
+    );
+    let copied = copy_layer(&in_empty_tree);
+    // The layer: the symlink's target directory (its owner and mode kept), the files.
+    let paths = fx.layer_paths(&copied.layer);
+    assert_eq!(
+        paths,
+        vec![
+            "srv",
+            "srv/app",
+            "srv/app/app.txt",
+            "srv/app/sub",
+            "srv/app/sub/new.txt",
+            "srv/app/sub/same.txt",
+            "srv/app/top.txt"
+        ],
+        "{paths:?}"
+    );
+    let app_dir = fx
+        .entries(&copied.layer)
+        .into_iter()
+        .find(|e| e.path == std::path::Path::new("srv/app"))
+        .expect("srv/app in the layer");
+    assert_eq!(
+        (app_dir.uid, app_dir.gid, app_dir.mode & 0o7777),
+        (1000, 1000, 0o750)
+    );
+    // The same COPY on the full rootfs (chroot: extracted, walked before and after), with
+    // its cache record gone so that it runs.
+    remove_cache_record(&fx.store, &copied.key);
+    let mut full = fx.request(dockerfile);
+    full.isolation = rbuild_sandbox::Isolation::Chroot;
+    let (on_full_rootfs, events) = fx.run(&full);
+    assert_eq!(events.cached(), vec![("stage-0".to_string(), 2)]);
+    assert_eq!(
+        copy_layer(&on_full_rootfs).diff_id,
+        copied.diff_id,
+        "the COPY in an empty tree writes the full rootfs's layer"
+    );
+    // A step after such a COPY gets the parent's files and the COPY's.
+    fx.file("app.txt", "v4\n", 0o644);
+    let (_, events) = fx.run(&fx.request(&format!(
+        "{dockerfile}RUN cat /app/app.txt /app/sub/new.txt /app/sub/keep.txt /srv/app/sub/same.txt\n"
+    )));
+    assert_eq!(events.cached().len(), 1, "{:?}", events.cached());
+    assert_eq!(events.output(), vec!["v4", "new", "keep", "replaced"]);
+}
+
+/// Where a copied directory lands on a symlink (which the copy may follow), the stand-ins
+/// cannot stand for the parent: the COPY runs on the full rootfs after all, with the layer
+/// a chroot build's COPY writes.
+fn a_copy_the_empty_tree_cannot_stand_for_runs_on_the_full_rootfs() {
+    let fx = Fixture::new();
+    fx.file("dir/sub/new.txt", "new\n", 0o644)
+        .file("app.txt", "v1\n", 0o644);
+    let dockerfile = "FROM busybox
+RUN mkdir -p /app /srv/real && ln -s /srv/real /app/sub
+COPY app.txt dir /app/
+";
+    fx.run(&fx.request(dockerfile));
+    fx.file("app.txt", "v2\n", 0o644);
+    let (fell_back, events) = fx.run(&fx.request(dockerfile));
+    assert_eq!(events.cached().len(), 1, "{:?}", events.cached());
+    assert!(
+        fell_back.phases.extract.count > 0,
+        "the rootfs was brought up for the COPY: {:?}",
+        fell_back.phases
+    );
+    let copied = fell_back.cache_records[1].clone();
+    remove_cache_record(&fx.store, &copied.key);
+    let mut full = fx.request(dockerfile);
+    full.isolation = rbuild_sandbox::Isolation::Chroot;
+    let (on_full_rootfs, _) = fx.run(&full);
+    assert_eq!(on_full_rootfs.cache_records[1].diff_id, copied.diff_id);
+    let paths = fx.layer_paths(&copied.layer);
+    assert!(paths.contains(&"app/app.txt".to_string()), "{paths:?}");
+}
+
+/// A root build's overlay step moves its upper directory into the stage's rootfs only when
+/// a later step or stage reads the files: after the stage's last RUN nothing is moved (no
+/// extract span beyond bringing the rootfs up, as for a WORKDIR), and a later stage's
+/// `COPY --from` and a later RUN still see the files.
+fn a_stages_last_run_leaves_its_changes_off_the_rootfs_until_read() {
+    let fx = Fixture::new();
+    let no_cache = |dockerfile: &str| {
+        let mut request = fx.request(dockerfile);
+        request.no_cache = true;
+        fx.run(&request)
+    };
+    // The base's shared tree, made once.
+    no_cache("FROM busybox\nWORKDIR /warm\n");
+    let (workdir, _) = no_cache("FROM busybox\nWORKDIR /w\n");
+    let (last_run, _) =
+        no_cache("FROM busybox\nRUN seq 1 50 | while read i; do echo $i > /f$i; done\n");
+    assert_eq!(
+        last_run.phases.extract.count, workdir.phases.extract.count,
+        "the last RUN's changes were not moved into the rootfs: {:?} against {:?}",
+        last_run.phases, workdir.phases
+    );
+    let (_, events) = no_cache(
+        "FROM busybox AS a\nRUN echo one > /f1 && echo two > /f2\n\
+         FROM busybox\nCOPY --from=a /f2 /g\nRUN cat /g\nRUN cat /g /f1 2>&1 || true\n",
+    );
+    assert_eq!(
+        events.output(),
+        vec![
+            "two",
+            "two",
+            "cat: can't open '/f1': No such file or directory"
+        ]
+    );
+    let (_, events) =
+        no_cache("FROM busybox\nRUN echo one > /f\nRUN cat /f && echo two >> /f\nRUN cat /f\n");
+    assert_eq!(events.output(), vec!["one", "one", "two"]);
+}
+
+/// The parent's symlinks on a COPY's way, pointing out of the root (`../../..`, absolute),
+/// are followed inside the root by the stand-ins as by the copy: nothing is read or
+/// written outside, and the layer is the full rootfs's.
+fn a_copy_into_an_empty_tree_follows_hostile_symlinks_inside_the_root() {
+    let fx = Fixture::new();
+    let outside = fx.tmp.path().join("host-escape");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("secret"), "host").unwrap();
+    fx.file("app.txt", "v1\n", 0o644);
+    let escape = format!("../../../../../../..{}", outside.display());
+    let dockerfile = format!(
+        "FROM busybox\nRUN ln -s {escape} /app && ln -s {} /abs && mkdir -p {}\n\
+         COPY app.txt /app/\nCOPY app.txt /abs/b.txt\n",
+        outside.display(),
+        outside.display(),
+    );
+    fx.run(&fx.request(&dockerfile));
+    fx.file("app.txt", "v2\n", 0o644);
+    let (in_empty_tree, events) = fx.run(&fx.request(&dockerfile));
+    assert_eq!(events.cached().len(), 1, "{:?}", events.cached());
+    let entries: Vec<String> = std::fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(entries, vec!["secret"], "nothing written outside the root");
+    let inside = outside.strip_prefix("/").unwrap().display().to_string();
+    let paths = fx.layer_paths(&in_empty_tree.cache_records[1].layer);
+    assert!(
+        paths.contains(&format!("{inside}/app.txt")),
+        "the copy landed inside the root: {paths:?}"
+    );
+    assert!(!paths.iter().any(|p| p.ends_with("secret")), "{paths:?}");
+    let copied = in_empty_tree.cache_records[1].clone();
+    remove_cache_record(&fx.store, &copied.key);
+    let mut full = fx.request(&dockerfile);
+    full.isolation = rbuild_sandbox::Isolation::Chroot;
+    // The second COPY's record stays: only the first runs again, on the full rootfs.
+    let (on_full_rootfs, _) = fx.run(&full);
+    assert_eq!(on_full_rootfs.cache_records[1].diff_id, copied.diff_id);
+}
+
+/// Removes the cache record of `key` from the store, so that its step runs again.
+fn remove_cache_record(store: &Store, key: &Digest) {
+    let name = format!("{}.json", key.hex());
+    let found: Vec<_> = walkdir::WalkDir::new(store.root())
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy() == name)
+        .map(|e| e.into_path())
+        .collect();
+    assert_eq!(found.len(), 1, "one record for {key}: {found:?}");
+    std::fs::remove_file(&found[0]).unwrap();
 }

@@ -13,9 +13,11 @@ mod copy;
 pub mod meta;
 pub mod normalize;
 pub mod overlay;
+pub mod replica;
 pub mod walk;
 
 pub use meta::is_overlay_private_xattr;
 pub use overlay::{merge_upper, overlay_changes, OverlayDirs};
 pub use rbuild_layer::Change;
+pub use replica::replicate;
 pub use walk::{decode_entries, encode_entries, walk, Entries, Index, Meta};

@@ -95,7 +95,7 @@ impl Meta {
     /// BuildKit's `sameDirent`, with the two departures of the module doc. A hard link
     /// added or removed changes a file's link count and ctime and nothing else; so does a
     /// file linked into a tree other builds link to as well (the executor's shared trees).
-    fn same(&self, other: &Meta) -> bool {
+    pub fn same(&self, other: &Meta) -> bool {
         let common = self.mode == other.mode
             && self.uid == other.uid
             && self.gid == other.gid

@@ -252,6 +252,7 @@ pub fn kaniko(reference: &Path, docker_host: &str, out_dir: &Path) -> Result<Bui
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
+    keep_through_prunes(docker_host, KANIKO_IMAGE)?;
     super::fresh_dir(out_dir)?;
     Ok(Builder::kaniko(
         PathBuf::from(tools::DEBIAN_DOCKER),
@@ -259,6 +260,41 @@ pub fn kaniko(reference: &Path, docker_host: &str, out_dir: &Path) -> Result<Bui
         KANIKO_IMAGE.to_string(),
         out_dir.to_path_buf(),
     ))
+}
+
+/// Gives `image` in the dockerd at `docker_host` the label [`tools::KEEP_LABEL`], which the
+/// docker peer's reset (`docker system prune --all`, shared daemon) leaves alone: without
+/// it the prune of a registry-cache row removed Kaniko's executor image, and Kaniko's next
+/// `docker run` went to Docker Hub for it. The label is added by a classic `docker build`
+/// of `FROM image` (no step runs, nothing is pulled: the image is local).
+fn keep_through_prunes(docker_host: &str, image: &str) -> Result<()> {
+    let (key, value) = tools::KEEP_LABEL;
+    let mut build = Command::new(tools::DEBIAN_DOCKER);
+    build
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["-H", docker_host, "build", "--quiet", "--label"])
+        .arg(format!("{key}={value}"))
+        .args(["-t", image, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = build
+        .spawn()
+        .context("running docker build to label Kaniko's image")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        std::io::Write::write_all(&mut stdin, format!("FROM {image}\n").as_bytes())
+            .context("writing the labelling Dockerfile")?;
+    }
+    let out = child
+        .wait_with_output()
+        .context("waiting for docker build")?;
+    if !out.status.success() {
+        bail!(
+            "labelling {image} so that prunes keep it failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// The peer `name` ready to run, or a skipped peer saying why it is not.

@@ -14,6 +14,10 @@ pub use rootless::RunAs;
 
 /// Debian's docker client: the newer one earlier on some PATHs lacks the builder bits the
 /// daemon of Debian's docker.io expects.
+/// The label (key, value) of images the docker peer's reset keeps on the shared private
+/// dockerd (Kaniko's executor image).
+pub const KEEP_LABEL: (&str, &str) = ("rbuild-bench.keep", "true");
+
 pub const DEBIAN_DOCKER: &str = "/usr/bin/docker";
 
 /// How a build uses its cache.

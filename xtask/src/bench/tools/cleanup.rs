@@ -13,9 +13,10 @@ impl Builder {
         match &self.kind {
             Kind::Rbuild { root, .. } => remove_tree(root),
             Kind::Docker { .. } => {
-                let mut c = self.base_command();
-                c.args(["system", "prune", "--all", "--force"]);
-                let out = c.output().context("running docker system prune")?;
+                let out = self
+                    .docker_prune()
+                    .output()
+                    .context("running docker system prune")?;
                 anyhow::ensure!(
                     out.status.success(),
                     "docker system prune failed: {}",
@@ -43,6 +44,18 @@ impl Builder {
             // what it pushed to a registry.
             Kind::Kaniko { .. } | Kind::Skipped { .. } => Ok(()),
         }
+    }
+}
+
+impl Builder {
+    /// The docker peer's reset: everything of the daemon but what carries
+    /// [`super::KEEP_LABEL`] (Kaniko's executor image, run on the same daemon).
+    pub(super) fn docker_prune(&self) -> std::process::Command {
+        let (key, value) = super::KEEP_LABEL;
+        let mut c = self.base_command();
+        c.args(["system", "prune", "--all", "--force", "--filter"])
+            .arg(format!("label!={key}={value}"));
+        c
     }
 }
 
@@ -74,5 +87,33 @@ fn detach_mounts_under(root: &Path) {
             // SAFETY: a valid NUL-terminated path; a failed unmount is harmless here.
             unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_docker_reset_keeps_the_images_labelled_to_be_kept() {
+        let docker = Builder::docker_buildkit("/usr/bin/docker".into(), "unix:///d.sock".into());
+        let c = docker.docker_prune();
+        let argv: Vec<String> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            argv,
+            [
+                "-H",
+                "unix:///d.sock",
+                "system",
+                "prune",
+                "--all",
+                "--force",
+                "--filter",
+                "label!=rbuild-bench.keep=true"
+            ]
+        );
     }
 }
