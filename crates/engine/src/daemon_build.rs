@@ -72,8 +72,8 @@ fn build_options(req: &BuildRequest, dockerfile: &str) -> BuildImageOptions {
     }
 }
 
-/// Streams the packed context file as the request body.
-fn context_stream(
+/// Streams the packed context file as the request body (of either builder).
+pub(crate) fn context_stream(
     packed: &PackedContext,
 ) -> Result<impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static> {
     let file = packed

@@ -15,12 +15,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
-use bytes::Bytes;
 use futures_util::TryStreamExt;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use prost::Message;
-use tokio::io::AsyncReadExt;
 
 use crate::context::PackedContext;
 use crate::host::DaemonAddress;
@@ -125,23 +123,10 @@ fn build_query(
         .join("&"))
 }
 
-/// The packed context as the request body, read in chunks.
+/// The packed context as the request body, read in chunks (the classic builder's stream).
 fn context_body(packed: &PackedContext) -> Result<http::RequestBody> {
-    let file = packed
-        .file
-        .reopen()
-        .context("cannot reopen the packed context")?;
-    let file = tokio::fs::File::from_std(file);
-    let stream = futures_util::stream::try_unfold(file, |mut file| async move {
-        let mut buf = vec![0u8; 256 * 1024];
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.truncate(n);
-        Ok(Some((Frame::data(Bytes::from(buf)), file)))
-    });
-    Ok(StreamBody::new(stream.map_err(|e: std::io::Error| e)).boxed())
+    let stream = crate::daemon_build::context_stream(packed)?;
+    Ok(StreamBody::new(stream.map_ok(Frame::data)).boxed())
 }
 
 /// The directories a directory context syncs (`context`, `dockerfile`) and the Dockerfile's
