@@ -110,21 +110,8 @@ impl<W: Write + Send> PlainProgress<W> {
     }
 }
 
-/// `12.3 MiB`, `512 B`: sizes as people read them.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+/// `12.3 MiB`, `512 B`: sizes as people read them (the store's rendering).
+pub use rbuild_store::human_bytes as human_size;
 
 /// `sha256:` and the first 12 hex digits, as Docker shortens ids.
 fn short(digest: &Digest) -> String {
