@@ -19,6 +19,7 @@
 //! table to the layer writer.
 
 mod confine;
+mod creds;
 mod filter;
 mod marker;
 mod notify;
@@ -68,7 +69,8 @@ pub struct RestrictedChecks {
     /// A child under rbuild's filter (installed with `SECCOMP_FILTER_FLAG_NEW_LISTENER`)
     /// calls `fchownat(…, 0, 0)`, `setgroups`, `setuid(0)` and `getuid`: the supervisor
     /// answers the chown and records root as the owner, the rest succeed, `getuid` says 0,
-    /// and the file on disk keeps its owner.
+    /// and the file on disk keeps its owner; after `setresuid(100, 100, 100)`, `getresuid`
+    /// and `getuid` say 100 and `setuid(0)` is refused.
     pub seccomp_user_notif: Check,
     /// `ptrace(PTRACE_SYSCALL)` of a child of ours sees its `chroot` at syscall entry
     /// (before the runtime's seccomp profile refuses it): what path translation would need.
@@ -102,6 +104,11 @@ const CHILD_FAILURES: &[(i32, &str)] = &[
     (11, "getuid() or geteuid() did not answer 0"),
     (12, "setgroups(0, NULL) failed under the filter"),
     (13, "setuid(0) failed under the filter"),
+    (
+        14,
+        "after setresuid(100, 100, 100), getresuid() did not answer 100 and setuid(0) was \
+         not refused",
+    ),
 ];
 
 fn supervisor_answers_chown(scratch: &Path) -> Result<(), String> {
@@ -124,6 +131,16 @@ fn supervisor_answers_chown(scratch: &Path) -> Result<(), String> {
             }
             if libc::setuid(0) != 0 {
                 return 13;
+            }
+            // A privilege drop shows, and cannot be undone (apt checks both).
+            let (mut real, mut effective, mut saved) = (0, 0, 0);
+            if libc::setresuid(100, 100, 100) != 0
+                || libc::getresuid(&mut real, &mut effective, &mut saved) != 0
+                || (real, effective, saved) != (100, 100, 100)
+                || libc::getuid() != 100
+                || libc::setuid(0) == 0
+            {
+                return 14;
             }
         }
         0
