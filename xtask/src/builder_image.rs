@@ -14,7 +14,7 @@ const TARGET: &str = "x86_64-unknown-linux-gnu";
 const BUSYBOX: &str = "/bin/busybox";
 
 /// The CA bundle the images trust (Debian's ca-certificates).
-const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+pub(crate) const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 pub fn main(args: &[String]) -> Result<()> {
     let [out] = args else {
@@ -134,7 +134,7 @@ fn build_static_binary(repo: &Path, out: &Path) -> Result<PathBuf> {
 }
 
 /// Whether an ELF64 file asks for a dynamic loader (has a PT_INTERP program header).
-fn has_interpreter(path: &Path) -> Result<bool> {
+pub(crate) fn has_interpreter(path: &Path) -> Result<bool> {
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let field = |at: usize, len: usize| -> Result<u64> {
         let bytes = data
@@ -251,17 +251,23 @@ fn lay_out_context(context: &Path, binary: &Path) -> Result<()> {
 /// directories the image has (`/` is the runtime's). Real directories, so this image serves
 /// bases whose `/bin`, `/lib`, `/sbin` are directories (busybox, Alpine), not usrmerge's
 /// symlinks (Debian, Ubuntu).
-const RESTRICTED_TOP_LEVEL: &str = include_str!("../restricted-top-level.txt");
+pub(crate) const RESTRICTED_TOP_LEVEL: &str = include_str!("../restricted-top-level.txt");
 
 /// The top level of `rbuild:restricted-debian`, for usrmerge bases (Debian, Ubuntu): `/bin`,
 /// `/lib`, `/lib64` and `/sbin` are the symlinks into `/usr` such a stage has (a line
 /// `NAME -> TARGET`), the rest directories. A top-level symlink the same in the stage and
 /// the builder is left in place; a stage whose `/bin` is a directory cannot use this image.
-const RESTRICTED_DEBIAN_TOP_LEVEL: &str = include_str!("../restricted-debian-top-level.txt");
+pub(crate) const RESTRICTED_DEBIAN_TOP_LEVEL: &str =
+    include_str!("../restricted-debian-top-level.txt");
 
 /// `restricted/` (or `restricted-debian/`) of the context: the Dockerfile's target copies it
 /// to `/`, owned by 1000:0. `top_level` lists its top-level directories and symlinks.
-fn lay_out_restricted(restricted: &Path, rbuild: &[u8], ca: &[u8], top_level: &str) -> Result<()> {
+pub(crate) fn lay_out_restricted(
+    restricted: &Path,
+    rbuild: &[u8],
+    ca: &[u8],
+    top_level: &str,
+) -> Result<()> {
     dir(restricted, 0o775)?;
     dir(&restricted.join("rbuild"), 0o775)?;
     write(&restricted.join("rbuild/bin/rbuild"), rbuild, 0o755)?;

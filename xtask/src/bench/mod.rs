@@ -87,6 +87,7 @@ const PEERS: &[&str] = &[
     reference::BUILDKIT,
     reference::BUILDKIT_ROOTLESS,
     reference::KANIKO,
+    tools::RESTRICTED,
 ];
 
 /// Left out unless named, or unless the run is a full one.
@@ -324,6 +325,11 @@ pub fn main(args: &[String]) -> Result<()> {
                 eprintln!("==> loading the reference Kaniko's executor image");
                 let made =
                     reference::kaniko(&reference_dir, &svc.docker_host(), &work.join("kaniko-out"));
+                reference::or_skipped(p, made)
+            }
+            tools::RESTRICTED => {
+                eprintln!("==> building the restricted pod's builder images");
+                let made = tools::restricted(&rbuild_bin, &svc.docker_host(), &work);
                 reference::or_skipped(p, made)
             }
             "docker-buildkit" => {
