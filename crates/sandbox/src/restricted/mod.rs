@@ -46,8 +46,9 @@ pub use table::{Device, DeviceKind, Owner, OwnershipTable};
 pub const LIMITS: &[&str] = &[
     "mount, unshare, setns, chroot: refused by the runtime's seccomp profile before rbuild's \
      filter sees them (as under docker build)",
-    "running as another user with that user's permissions (USER and su/setpriv change \
-     nothing: every process is the build user)",
+    "running as another user with that user's permissions (USER is refused; su/setpriv \
+     change only the ids the process is shown, not its permissions, and files it creates \
+     are root's in the layer: every process is the build user)",
     "setuid and file-capability programs (no_new_privs ignores them)",
     "bypassing file permissions as root does (the build user's permissions apply)",
     "syscalls of a foreign ABI (i386, x32): root-only ones fail with EPERM",
