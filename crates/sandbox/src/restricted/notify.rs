@@ -159,9 +159,15 @@ fn record_chown(
     refuse_denied(&target, denied)?;
     let stat = stat_of(&target)?;
     clear_setid_bits(&target, &stat)?;
+    // Nothing recorded: the disk's owner, where the build user (this supervisor's own
+    // ids) stands for root, as in the layer writer. `chgrp staff d` of a directory the
+    // step made must leave it root's, not the build user's.
+    // SAFETY: geteuid and getegid take no arguments and cannot fail.
+    let (own_uid, own_gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let as_root = |id: u32, own: u32| if id == own { 0 } else { id };
     let current = table.get(stat.st_dev, stat.st_ino).unwrap_or(Owner {
-        uid: stat.st_uid,
-        gid: stat.st_gid,
+        uid: as_root(stat.st_uid, own_uid),
+        gid: as_root(stat.st_gid, own_gid),
     });
     let owner = Owner {
         uid: if call.uid == u32::MAX {
