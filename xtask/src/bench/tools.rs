@@ -237,16 +237,13 @@ impl Builder {
                 root: dir.join("root"),
                 isolation: *isolation,
             },
-            Kind::Docker { .. }
-            | Kind::BuildKit { .. }
-            | Kind::Kaniko { .. }
-            | Kind::Restricted { .. }
-            | Kind::Skipped { .. } => self.kind.clone(),
             Kind::Buildah { user, .. } => Kind::Buildah {
                 root: dir.join("root"),
                 runroot: dir.join("runroot"),
                 user: user.clone(),
             },
+            // The daemons' tools and the skipped keep their kind: no store of their own here.
+            _ => self.kind.clone(),
         };
         Builder {
             name: self.name.clone(),
@@ -443,10 +440,7 @@ impl Builder {
                     .arg(format!("docker://{dest}"));
                 vec![c]
             }
-            Kind::BuildKit { .. }
-            | Kind::Kaniko { .. }
-            | Kind::Restricted { .. }
-            | Kind::Skipped { .. } => vec![c],
+            _ => vec![c],
         }
     }
 
@@ -460,10 +454,7 @@ impl Builder {
             Kind::Rbuild { .. } => c.args(["pull", reference]),
             Kind::Docker { .. } => c.args(["pull", reference]),
             Kind::Buildah { .. } => c.args(["pull", "--tls-verify=false", reference]),
-            Kind::BuildKit { .. }
-            | Kind::Kaniko { .. }
-            | Kind::Restricted { .. }
-            | Kind::Skipped { .. } => &mut c,
+            _ => &mut c,
         };
         c
     }
