@@ -9,6 +9,8 @@
 #   --target debug  -> OUT_DIR/rbuild-debug.tar  (rbuild:debug: busybox, for CI scripts)
 #   --target restricted -> OUT_DIR/rbuild-restricted.tar (rbuild:restricted: RUN steps in
 #                          a Kubernetes restricted pod, in place)
+#   --target restricted-debian -> OUT_DIR/rbuild-restricted-debian.tar (the same for
+#                          usrmerge bases: Debian, Ubuntu)
 # All are `docker load`-able. No RUN step: the images build wherever rbuild runs.
 
 FROM scratch AS rbuild
@@ -40,6 +42,18 @@ ENV PATH=/usr/local/bin:/busybox:/bin
 # this image has. The store, /rbuild/state, is made by the first build.
 FROM scratch AS restricted
 COPY --chown=1000:0 restricted/ /
+ENV PATH=/rbuild/bin \
+    SSL_CERT_FILE=/rbuild/certs/ca-certificates.crt
+USER 1000:0
+ENTRYPOINT ["/rbuild/bin/rbuild", "--root", "/rbuild/state"]
+
+# rbuild:restricted for usrmerge bases (Debian, Ubuntu): the same files, but /bin, /lib,
+# /lib64 and /sbin are the symlinks into /usr such a stage has. `/` is the runtime's, so
+# the builder's top level must match the stage's: a directory cannot be turned into a
+# symlink there, nor the reverse (busybox and Alpine stages, whose /bin is a directory, use
+# rbuild:restricted). rbuild is static: it needs nothing under /lib.
+FROM scratch AS restricted-debian
+COPY --chown=1000:0 restricted-debian/ /
 ENV PATH=/rbuild/bin \
     SSL_CERT_FILE=/rbuild/certs/ca-certificates.crt
 USER 1000:0

@@ -1,5 +1,6 @@
 //! `cargo xtask builder-image OUT_DIR`: the static rbuild binary and the builder images
-//! (`rbuild:latest`, `rbuild:debug`) built from the repository's `Dockerfile` by that binary.
+//! (`rbuild:latest`, `rbuild:debug`, `rbuild:restricted`, `rbuild:restricted-debian`) built
+//! from the repository's `Dockerfile` by that binary.
 
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ const TARGET: &str = "x86_64-unknown-linux-gnu";
 const BUSYBOX: &str = "/bin/busybox";
 
 /// The CA bundle the images trust (Debian's ca-certificates).
-const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+pub(crate) const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 pub fn main(args: &[String]) -> Result<()> {
     let [out] = args else {
@@ -30,6 +31,11 @@ pub fn main(args: &[String]) -> Result<()> {
         ("rbuild", "rbuild:latest", "rbuild.tar"),
         ("debug", "rbuild:debug", "rbuild-debug.tar"),
         ("restricted", "rbuild:restricted", "rbuild-restricted.tar"),
+        (
+            "restricted-debian",
+            "rbuild:restricted-debian",
+            "rbuild-restricted-debian.tar",
+        ),
     ] {
         let archive = out.join(file);
         run(Command::new(&binary)
@@ -128,7 +134,7 @@ fn build_static_binary(repo: &Path, out: &Path) -> Result<PathBuf> {
 }
 
 /// Whether an ELF64 file asks for a dynamic loader (has a PT_INTERP program header).
-fn has_interpreter(path: &Path) -> Result<bool> {
+pub(crate) fn has_interpreter(path: &Path) -> Result<bool> {
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let field = |at: usize, len: usize| -> Result<u64> {
         let bytes = data
@@ -227,18 +233,41 @@ fn lay_out_context(context: &Path, binary: &Path) -> Result<()> {
     }
     dir(&debug.join("bin"), 0o755)?;
     symlink("/busybox/sh", debug.join("bin/sh"))?;
-    lay_out_restricted(&context.join("restricted"), &rbuild, &ca)
+    lay_out_restricted(
+        &context.join("restricted"),
+        &rbuild,
+        &ca,
+        RESTRICTED_TOP_LEVEL,
+    )?;
+    lay_out_restricted(
+        &context.join("restricted-debian"),
+        &rbuild,
+        &ca,
+        RESTRICTED_DEBIAN_TOP_LEVEL,
+    )
 }
 
 /// The top-level directories of `rbuild:restricted`: a stage can only have top-level
 /// directories the image has (`/` is the runtime's). Real directories, so this image serves
 /// bases whose `/bin`, `/lib`, `/sbin` are directories (busybox, Alpine), not usrmerge's
 /// symlinks (Debian, Ubuntu).
-const RESTRICTED_TOP_LEVEL: &str = include_str!("../restricted-top-level.txt");
+pub(crate) const RESTRICTED_TOP_LEVEL: &str = include_str!("../restricted-top-level.txt");
 
-/// `restricted/` of the context: the Dockerfile's `restricted` target copies it to `/`,
-/// owned by 1000:0.
-fn lay_out_restricted(restricted: &Path, rbuild: &[u8], ca: &[u8]) -> Result<()> {
+/// The top level of `rbuild:restricted-debian`, for usrmerge bases (Debian, Ubuntu): `/bin`,
+/// `/lib`, `/lib64` and `/sbin` are the symlinks into `/usr` such a stage has (a line
+/// `NAME -> TARGET`), the rest directories. A top-level symlink the same in the stage and
+/// the builder is left in place; a stage whose `/bin` is a directory cannot use this image.
+pub(crate) const RESTRICTED_DEBIAN_TOP_LEVEL: &str =
+    include_str!("../restricted-debian-top-level.txt");
+
+/// `restricted/` (or `restricted-debian/`) of the context: the Dockerfile's target copies it
+/// to `/`, owned by 1000:0. `top_level` lists its top-level directories and symlinks.
+pub(crate) fn lay_out_restricted(
+    restricted: &Path,
+    rbuild: &[u8],
+    ca: &[u8],
+    top_level: &str,
+) -> Result<()> {
     dir(restricted, 0o775)?;
     dir(&restricted.join("rbuild"), 0o775)?;
     write(&restricted.join("rbuild/bin/rbuild"), rbuild, 0o755)?;
@@ -248,8 +277,11 @@ fn lay_out_restricted(restricted: &Path, rbuild: &[u8], ca: &[u8]) -> Result<()>
         ca,
         0o644,
     )?;
-    for name in RESTRICTED_TOP_LEVEL.split_whitespace() {
-        dir(&restricted.join(name), 0o775)?;
+    for line in top_level.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        match line.split_once(" -> ") {
+            Some((name, target)) => symlink(target, restricted.join(name))?,
+            None => dir(&restricted.join(line), 0o775)?,
+        }
     }
     dir(&restricted.join("tmp"), 0o1777)
 }

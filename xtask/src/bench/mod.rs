@@ -89,6 +89,10 @@ const PEERS: &[&str] = &[
     reference::KANIKO,
 ];
 
+/// Peers run only when named with `--peers`: rbuild in a restricted pod (for the rows on
+/// Debian: apt, pip, npm; its images need patchelf for a dynamically linked rbuild).
+const OPT_IN_PEERS: &[&str] = &[tools::RESTRICTED];
+
 /// Left out unless named, or unless the run is a full one.
 const SLOW: &[&str] = &["apt", "pip", "npm"];
 
@@ -158,8 +162,9 @@ fn parse_options(args: &[String]) -> Result<Option<Options>> {
             "--help" | "-h" => {
                 println!(
                     "usage: cargo xtask bench [OPTIONS] [WORKLOAD...]\n\noptions: \
-                     {USAGE_OPTIONS}\npeers (--peers, all by default): {}\n\nworkloads:",
-                    PEERS.join(", ")
+                     {USAGE_OPTIONS}\npeers (--peers, all by default): {}; only when named: {}\n\nworkloads:",
+                    PEERS.join(", "),
+                    OPT_IN_PEERS.join(", ")
                 );
                 for (name, what) in WORKLOADS {
                     println!("  {name:<18} {what}");
@@ -200,8 +205,12 @@ fn parse_options(args: &[String]) -> Result<Option<Options>> {
         o.heavy_runs = o.runs;
     }
     for p in &o.peers {
-        if !PEERS.contains(&p.as_str()) {
-            bail!("unknown peer {p} (known: {})", PEERS.join(", "));
+        if !PEERS.contains(&p.as_str()) && !OPT_IN_PEERS.contains(&p.as_str()) {
+            bail!(
+                "unknown peer {p} (known: {}, {})",
+                PEERS.join(", "),
+                OPT_IN_PEERS.join(", ")
+            );
         }
     }
     Ok(Some(o))
@@ -326,6 +335,11 @@ pub fn main(args: &[String]) -> Result<()> {
                     reference::kaniko(&reference_dir, &svc.docker_host(), &work.join("kaniko-out"));
                 reference::or_skipped(p, made)
             }
+            tools::RESTRICTED => {
+                eprintln!("==> building the restricted pod's builder images");
+                let made = tools::restricted(&rbuild_bin, &svc.docker_host(), &work);
+                reference::or_skipped(p, made)
+            }
             "docker-buildkit" => {
                 Builder::docker_buildkit(PathBuf::from(tools::DEBIAN_DOCKER), svc.docker_host())
             }
@@ -425,6 +439,10 @@ mod tests {
         assert_eq!(o.peers, vec!["buildah".to_string()]);
         assert_eq!((o.runs, o.heavy_runs), (5, 5));
         assert!(opts(&["--peers", "kaniko-v1"]).is_err());
+        let o = opts(&["--peers", "rbuild-restricted", "apt"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.peers, vec!["rbuild-restricted".to_string()]);
         let o = opts(&[]).unwrap().unwrap();
         assert_eq!(
             o.peers,

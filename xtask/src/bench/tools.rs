@@ -7,9 +7,11 @@ use std::process::Command;
 mod cleanup;
 mod logs;
 mod reference;
+mod restricted;
 mod rootless;
 
 pub use cleanup::remove_tree;
+pub use restricted::{restricted, RESTRICTED};
 pub use rootless::RunAs;
 
 /// Debian's docker client: the newer one earlier on some PATHs lacks the builder bits the
@@ -84,6 +86,12 @@ enum Kind {
         image: String,
         /// Mounted at /out: each build's `--digest-file` (checked for the digest).
         out_dir: PathBuf,
+    },
+    /// rbuild in the builder image for restricted pods, run with `docker run` and the
+    /// restricted pod's flags on the private dockerd (`restricted.rs`).
+    Restricted {
+        docker: PathBuf,
+        host: String,
     },
     /// A peer that cannot run on this machine; every cell says why.
     Skipped {
@@ -205,6 +213,9 @@ impl Builder {
             (Kind::BuildKit { .. } | Kind::Kaniko { .. }, Op::Pull) => {
                 Some("no pull command: it pulls only a build's base image".into())
             }
+            (Kind::Restricted { .. }, Op::Push | Op::Pull) => {
+                Some("each run is a fresh pod: an image or base it stored is gone with it".into())
+            }
             _ => None,
         }
     }
@@ -230,15 +241,13 @@ impl Builder {
                 root: dir.join("root"),
                 isolation: *isolation,
             },
-            Kind::Docker { .. }
-            | Kind::BuildKit { .. }
-            | Kind::Kaniko { .. }
-            | Kind::Skipped { .. } => self.kind.clone(),
             Kind::Buildah { user, .. } => Kind::Buildah {
                 root: dir.join("root"),
                 runroot: dir.join("runroot"),
                 user: user.clone(),
             },
+            // The daemons' tools and the skipped keep their kind: no store of their own here.
+            _ => self.kind.clone(),
         };
         Builder {
             name: self.name.clone(),
@@ -275,7 +284,7 @@ impl Builder {
                 c.arg("--addr").arg(addr);
                 c
             }
-            Kind::Kaniko { docker, host, .. } => {
+            Kind::Kaniko { docker, host, .. } | Kind::Restricted { docker, host } => {
                 let mut c = Command::new(docker);
                 c.args(["-H", host]);
                 c
@@ -327,6 +336,9 @@ impl Builder {
             }
             Kind::Kaniko { image, out_dir, .. } => {
                 return reference::kaniko_build(c, image, out_dir, context, tag, cache, secrets)
+            }
+            Kind::Restricted { .. } => {
+                return restricted::restricted_build(c, context, tag, cache, secrets)
             }
             Kind::Skipped { .. } => return vec![c],
             Kind::Rbuild { isolation, .. } => {
@@ -432,7 +444,7 @@ impl Builder {
                     .arg(format!("docker://{dest}"));
                 vec![c]
             }
-            Kind::BuildKit { .. } | Kind::Kaniko { .. } | Kind::Skipped { .. } => vec![c],
+            _ => vec![c],
         }
     }
 
@@ -446,7 +458,7 @@ impl Builder {
             Kind::Rbuild { .. } => c.args(["pull", reference]),
             Kind::Docker { .. } => c.args(["pull", reference]),
             Kind::Buildah { .. } => c.args(["pull", "--tls-verify=false", reference]),
-            Kind::BuildKit { .. } | Kind::Kaniko { .. } | Kind::Skipped { .. } => &mut c,
+            _ => &mut c,
         };
         c
     }
@@ -459,6 +471,7 @@ impl Builder {
             Kind::Docker { .. } => c.args(["version", "--format", "{{.Server.Version}}"]),
             Kind::BuildKit { .. } => c.arg("--version"),
             Kind::Kaniko { image, .. } => c.args(["run", "--rm", image, "version"]),
+            Kind::Restricted { .. } => c.args(["run", "--rm", restricted::IMAGE, "--version"]),
             Kind::Skipped { .. } => &mut c,
         };
         c

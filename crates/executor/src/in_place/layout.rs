@@ -34,6 +34,11 @@ const ALWAYS_EXCLUDED: &[&str] = &[
     "run/.containerenv",
 ];
 
+/// Which builder image fits which base, for the refusals of a top level that differs.
+const USRMERGE_HINT: &str = "; rbuild:restricted serves bases whose /bin, /lib and /sbin are \
+     directories (busybox, Alpine), rbuild:restricted-debian usrmerge bases whose /bin, /lib, \
+     /lib64 and /sbin are symlinks into /usr (Debian, Ubuntu)";
+
 /// Why a stage could not be laid out, and whether `/` is the builder's again.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LayoutError {
@@ -294,7 +299,7 @@ impl InPlaceRoot {
                         "the stage has /{0}, where the builder image has a file that is not a \
                          directory (nor the same symlink): `/` cannot be written by the build \
                          user, so such a stage cannot be laid out in place (the builder image \
-                         must have /{0} as the stage has it)",
+                         must have /{0} as the stage has it{USRMERGE_HINT})",
                         path.display()
                     )));
                 }
@@ -307,7 +312,7 @@ impl InPlaceRoot {
                     return Err(InPlaceError::Refused(format!(
                         "the stage's /{} is not a directory, but the builder's is (it holds \
                          paths a step must not replace, such as a mount point): such a stage \
-                         cannot be laid out in place",
+                         cannot be laid out in place{USRMERGE_HINT}",
                         path.display()
                     )));
                 }

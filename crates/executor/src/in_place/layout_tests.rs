@@ -148,4 +148,33 @@ fn lay_out_and_take_back_move_only_the_stages_region() {
     std::os::unix::fs::symlink("usr/lib64", stage.join("lib")).unwrap();
     let err = root.lay_out(&stage, &stash).unwrap_err().to_string();
     assert!(err.contains("nor the same symlink"), "{err}");
+    assert!(err.contains("rbuild:restricted-debian"), "{err}");
+
+    // A busybox-style stage (`/lib` a directory) on a usrmerge builder, and a usrmerge stage
+    // (`/usr` a symlink, say) where the builder has a directory: refused, naming which
+    // builder image fits, with nothing moved.
+    fs::remove_file(stage.join("lib")).unwrap();
+    fs::create_dir(stage.join("lib")).unwrap();
+    fs::write(stage.join("lib/libc.so"), "stage's").unwrap();
+    let err = root.lay_out(&stage, &stash).unwrap_err().to_string();
+    assert!(
+        err.contains("/lib") && err.contains("rbuild:restricted"),
+        "{err}"
+    );
+    assert_eq!(fs::read(stage.join("lib/libc.so")).unwrap(), b"stage's");
+    fs::remove_dir_all(stage.join("lib")).unwrap();
+    fs::create_dir_all(top.join("usr")).unwrap();
+    let root = InPlaceRoot::new(&top, vec!["/etc/hosts".into(), "/rbuild".into()]).unwrap();
+    fs::remove_dir_all(stage.join("usr")).ok();
+    std::os::unix::fs::symlink("opt", stage.join("usr")).unwrap();
+    let err = root.lay_out(&stage, &stash).unwrap_err().to_string();
+    assert!(
+        err.contains("/usr is not a directory") && err.contains("usrmerge"),
+        "{err}"
+    );
+    assert_eq!(fs::read_link(stage.join("usr")).unwrap(), Path::new("opt"));
+    assert!(
+        fs::read_link(top.join("lib")).is_ok(),
+        "the builder's /lib stays"
+    );
 }

@@ -157,6 +157,20 @@ impl InPlaceOwners {
         }
     }
 
+    /// The owner the layer writer would give the inode `key`, whose owner on the disk is
+    /// `disk`, as the table is now: the recorded one, else the disk's, the build user's ids
+    /// standing for root's (as `RecordedInodes::owner`).
+    pub(crate) fn owner_now(&self, key: (u64, u64), disk: (u32, u32)) -> Owner {
+        if let Some(owner) = crate::context::lock(&self.table).get(key.0, key.1) {
+            return owner;
+        }
+        let as_root = |id: u32, build: u32| if id == build { 0 } else { id };
+        Owner {
+            uid: as_root(disk.0, self.build_user.0),
+            gid: as_root(disk.1, self.build_user.1),
+        }
+    }
+
     /// Runs `f` on the table (the extractor's recording).
     pub(crate) fn with_table<T>(&self, f: impl FnOnce(&mut OwnershipTable) -> T) -> T {
         f(&mut crate::context::lock(&self.table))

@@ -3,16 +3,16 @@
 //! back; the step's recorded owners join the build's table and the change set is committed
 //! from the stage's root, the layer writer taking owners and devices from the table.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rbuild_layer::Change;
-use rbuild_sandbox::restricted::OwnershipTable;
+use rbuild_sandbox::restricted::{Owner, OwnershipTable};
 use rbuild_sandbox::{BindMount, Rootfs, Sandbox, StepOutcome, StepSpec};
 use rbuild_snapshot::Entries;
 
-use super::{InPlaceError, InPlaceRoot};
+use super::{InPlaceError, InPlaceOwners};
 use crate::chroot_mounts::MountPlan;
 use crate::context::{lock, BuildContext, Origin};
 use crate::error::Result;
@@ -86,7 +86,7 @@ impl BuildContext<'_> {
             return Err(origin.error(format!("laying the stage out in `/`: {e}")));
         }
         let ran = run_laid_out(
-            &in_place.root,
+            in_place,
             &self.sandbox,
             &spec,
             &mounts,
@@ -182,13 +182,14 @@ struct Mounts<'a> {
 /// again: the change set and stale inodes (both empty when the step failed) and the step's
 /// outcome.
 fn run_laid_out(
-    root: &InPlaceRoot,
+    owners: &InPlaceOwners,
     sandbox: &Sandbox,
     spec: &StepSpec,
     mounts: &Mounts<'_>,
     (label, step): (&str, usize),
     progress: &mut dyn Progress,
 ) -> std::result::Result<Ran, InPlaceError> {
+    let root = &owners.root;
     let snapshot = crate::phases::Phase::Snapshot;
     let before = crate::phases::timed(snapshot, || root.walk())?;
     // A mount's target must resolve to the stage's region: placing it moves what is there
@@ -227,7 +228,7 @@ fn run_laid_out(
     let stale = new_inodes(root.top(), &before, &after);
     let mut changes = rbuild_snapshot::Index::from_entries(before).changes_to(&after);
     if let Some(table) = &outcome.ownership {
-        changes.extend(recorded_changes(root.top(), table, &after, &changes));
+        changes.extend(recorded_changes(owners, table, &after, &changes));
     }
     Ok((changes, stale, outcome))
 }
@@ -258,22 +259,29 @@ fn new_inodes(top: &Path, before: &Entries, after: &Entries) -> Vec<(u64, u64)> 
         .collect()
 }
 
-/// The paths whose inode the step's supervisor recorded something for (an owner, a device,
-/// a file capability) that the walk saw no change of: a faked chown leaves the disk as it
-/// was, yet the file belongs in the layer with its new owner, as under `docker build`.
+/// The paths whose inode the step's supervisor recorded something for (another owner than
+/// the file had, a device, a file capability) that the walk saw no change of: a faked chown
+/// leaves the disk as it was, yet the file belongs in the layer with its new owner, as
+/// under `docker build`. A chown to the owner the file already had changes nothing, as a
+/// real one changes nothing a snapshot compares (apt chowns its unchanged lists to root).
 fn recorded_changes(
-    top: &Path,
+    owners: &InPlaceOwners,
     table: &OwnershipTable,
     after: &Entries,
     changes: &[Change],
 ) -> Vec<Change> {
-    let recorded: HashSet<(u64, u64)> = table
-        .owners()
+    let top = owners.root.top();
+    let recorded_owners: HashMap<(u64, u64), Owner> = table.owners().collect();
+    let others: HashSet<(u64, u64)> = table
+        .devices()
         .map(|(key, _)| key)
-        .chain(table.devices().map(|(key, _)| key))
         .chain(table.capabilities().map(|(key, _)| key))
         .collect();
-    let inodes: HashSet<u64> = recorded.iter().map(|&(_, ino)| ino).collect();
+    let inodes: HashSet<u64> = recorded_owners
+        .keys()
+        .chain(&others)
+        .map(|&(_, ino)| ino)
+        .collect();
     let upserted: HashSet<&Path> = changes
         .iter()
         .filter_map(|c| match c {
@@ -286,8 +294,16 @@ fn recorded_changes(
         .filter(|(path, meta)| inodes.contains(&meta.ino) && !upserted.contains(path.as_path()))
         .filter(|(path, meta)| {
             // The walk has no device number: the inode's own says which file system.
-            std::fs::symlink_metadata(top.join(path))
-                .is_ok_and(|md| recorded.contains(&(md.dev(), meta.ino)))
+            let Ok(md) = std::fs::symlink_metadata(top.join(path)) else {
+                return false;
+            };
+            let key = (md.dev(), meta.ino);
+            // The build's table does not hold the step's records yet: `owner_now` is the
+            // owner the file had before the step.
+            others.contains(&key)
+                || recorded_owners
+                    .get(&key)
+                    .is_some_and(|owner| owners.owner_now(key, (meta.uid, meta.gid)) != *owner)
         })
         .map(|(path, _)| Change::Upsert(path.clone()))
         .collect()

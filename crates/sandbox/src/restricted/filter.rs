@@ -31,26 +31,12 @@ pub(crate) const MKNOD: &[libc::c_long] = &[libc::SYS_mknod, libc::SYS_mknodat];
 #[cfg(target_arch = "aarch64")]
 pub(crate) const MKNOD: &[libc::c_long] = &[libc::SYS_mknodat];
 
-/// Calls that succeed without doing anything, so a step believes it is root with every
-/// capability: the identity changes and `capset` (what package managers and daemons do when
-/// dropping privileges) and the identity queries, which answer 0. Charliecloud's list
-/// (`ch_core.c`), plus the `get*id` calls.
-pub(crate) const FAKED: &[libc::c_long] = &[
-    libc::SYS_setuid,
-    libc::SYS_setgid,
-    libc::SYS_setreuid,
-    libc::SYS_setregid,
-    libc::SYS_setresuid,
-    libc::SYS_setresgid,
-    libc::SYS_setfsuid,
-    libc::SYS_setfsgid,
-    libc::SYS_setgroups,
-    libc::SYS_capset,
-    libc::SYS_getuid,
-    libc::SYS_geteuid,
-    libc::SYS_getgid,
-    libc::SYS_getegid,
-];
+/// Calls that succeed without doing anything, so a step believes it has every capability:
+/// `capset` (what daemons do when dropping privileges). The identity calls
+/// (`creds::CALLS`: set*id, get*id, groups) go to the supervisor, which keeps each
+/// process's fake ids, so a step starts as root and a privilege drop (apt's to `_apt`)
+/// shows.
+pub(crate) const FAKED: &[libc::c_long] = &[libc::SYS_capset];
 
 /// Calls that cannot be emulated without privileges (mounting, new namespaces, changing the
 /// root, kernel modules): refused with EPERM, as Docker's default profile refuses them to a
@@ -113,6 +99,7 @@ pub(crate) fn program() -> Vec<libc::sock_filter> {
     let answers = NOTIFIED
         .iter()
         .chain(super::xattr::CALLS)
+        .chain(super::creds::CALLS)
         .map(|nr| (*nr, libc::SECCOMP_RET_USER_NOTIF))
         .chain(FAKED.iter().map(|nr| (*nr, libc::SECCOMP_RET_ERRNO)))
         .chain(
@@ -149,7 +136,11 @@ mod tests {
     #[test]
     fn every_listed_call_has_its_answer() {
         let p = program();
-        for nr in NOTIFIED.iter().chain(super::super::xattr::CALLS) {
+        for nr in NOTIFIED
+            .iter()
+            .chain(super::super::xattr::CALLS)
+            .chain(super::super::creds::CALLS)
+        {
             let at = p
                 .iter()
                 .position(|i| i.code == BPF_JEQ_K && i.k == *nr as u32);

@@ -19,6 +19,7 @@
 //! table to the layer writer.
 
 mod confine;
+mod creds;
 mod filter;
 mod marker;
 mod notify;
@@ -45,8 +46,9 @@ pub use table::{Device, DeviceKind, Owner, OwnershipTable};
 pub const LIMITS: &[&str] = &[
     "mount, unshare, setns, chroot: refused by the runtime's seccomp profile before rbuild's \
      filter sees them (as under docker build)",
-    "running as another user with that user's permissions (USER and su/setpriv change \
-     nothing: every process is the build user)",
+    "running as another user with that user's permissions (USER is refused; su/setpriv \
+     change only the ids the process is shown, not its permissions, and files it creates \
+     are root's in the layer: every process is the build user)",
     "setuid and file-capability programs (no_new_privs ignores them)",
     "bypassing file permissions as root does (the build user's permissions apply)",
     "syscalls of a foreign ABI (i386, x32): root-only ones fail with EPERM",
@@ -68,7 +70,8 @@ pub struct RestrictedChecks {
     /// A child under rbuild's filter (installed with `SECCOMP_FILTER_FLAG_NEW_LISTENER`)
     /// calls `fchownat(…, 0, 0)`, `setgroups`, `setuid(0)` and `getuid`: the supervisor
     /// answers the chown and records root as the owner, the rest succeed, `getuid` says 0,
-    /// and the file on disk keeps its owner.
+    /// and the file on disk keeps its owner; after `setresuid(100, 100, 100)`, `getresuid`
+    /// and `getuid` say 100 and `setuid(0)` is refused.
     pub seccomp_user_notif: Check,
     /// `ptrace(PTRACE_SYSCALL)` of a child of ours sees its `chroot` at syscall entry
     /// (before the runtime's seccomp profile refuses it): what path translation would need.
@@ -102,6 +105,11 @@ const CHILD_FAILURES: &[(i32, &str)] = &[
     (11, "getuid() or geteuid() did not answer 0"),
     (12, "setgroups(0, NULL) failed under the filter"),
     (13, "setuid(0) failed under the filter"),
+    (
+        14,
+        "after setresuid(100, 100, 100), getresuid() did not answer 100 and setuid(0) was \
+         not refused",
+    ),
 ];
 
 fn supervisor_answers_chown(scratch: &Path) -> Result<(), String> {
@@ -124,6 +132,16 @@ fn supervisor_answers_chown(scratch: &Path) -> Result<(), String> {
             }
             if libc::setuid(0) != 0 {
                 return 13;
+            }
+            // A privilege drop shows, and cannot be undone (apt checks both).
+            let (mut real, mut effective, mut saved) = (0, 0, 0);
+            if libc::setresuid(100, 100, 100) != 0
+                || libc::getresuid(&mut real, &mut effective, &mut saved) != 0
+                || (real, effective, saved) != (100, 100, 100)
+                || libc::getuid() != 100
+                || libc::setuid(0) == 0
+            {
+                return 14;
             }
         }
         0

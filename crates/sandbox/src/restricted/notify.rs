@@ -1,10 +1,12 @@
 //! Answers one notification of the restricted filter: resolves the file a chown-family or
-//! mknod call names in the caller's view and records what it asks for.
+//! mknod call names in the caller's view and records what it asks for; identity calls go
+//! to the step's credential table (`creds.rs`).
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
+use super::creds::{CredentialTable, IdAnswer};
 use super::resolve::{
     caller_path, errno_of, open_base, open_parent, open_target, refuse_denied, stat_of,
 };
@@ -15,6 +17,7 @@ use super::table::{Device, DeviceKind, Owner, OwnershipTable};
 pub(super) fn answer_one(
     listener: &OwnedFd,
     table: &mut OwnershipTable,
+    credentials: &mut CredentialTable,
     denied: &[PathBuf],
 ) -> io::Result<()> {
     // SAFETY: an all-zero seccomp_notif is what the kernel requires for RECV.
@@ -36,22 +39,29 @@ pub(super) fn answer_one(
         };
     }
     let nr = request.data.nr as libc::c_long;
-    let answer = if super::filter::MKNOD.contains(&nr) {
+    let answer = if super::creds::CALLS.contains(&nr) {
+        match credentials.answer(listener, &request) {
+            Ok(IdAnswer::Value(value)) => Ok(Answer::Value(value)),
+            Ok(IdAnswer::Continue) => Ok(Answer::Continue),
+            Err(errno) => Err(errno),
+        }
+    } else if super::filter::MKNOD.contains(&nr) {
         record_mknod(listener, &request, table, denied)
     } else if super::xattr::CALLS.contains(&nr) {
         super::xattr::record_xattr(listener, &request, table, denied)
     } else {
         record_chown(listener, &request, table, denied).map(|()| Answer::Success)
     };
-    let (error, flags) = match answer {
-        Ok(Answer::Success) => (0, 0),
+    let (val, error, flags) = match answer {
+        Ok(Answer::Success) => (0, 0, 0),
+        Ok(Answer::Value(value)) => (value, 0, 0),
         // The kernel runs the call itself, as if unfiltered.
-        Ok(Answer::Continue) => (0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
-        Err(errno) => (-errno, 0),
+        Ok(Answer::Continue) => (0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
+        Err(errno) => (0, -errno, 0),
     };
     let response = libc::seccomp_notif_resp {
         id: request.id,
-        val: 0,
+        val,
         error,
         flags,
     };
@@ -76,6 +86,8 @@ pub(super) fn answer_one(
 pub(super) enum Answer {
     /// Success without the call having run.
     Success,
+    /// The call returns this value (an identity query).
+    Value(i64),
     /// Let the kernel run it (nothing to emulate: a FIFO, a socket, a regular file).
     Continue,
 }
@@ -147,9 +159,15 @@ fn record_chown(
     refuse_denied(&target, denied)?;
     let stat = stat_of(&target)?;
     clear_setid_bits(&target, &stat)?;
+    // Nothing recorded: the disk's owner, where the build user (this supervisor's own
+    // ids) stands for root, as in the layer writer. `chgrp staff d` of a directory the
+    // step made must leave it root's, not the build user's.
+    // SAFETY: geteuid and getegid take no arguments and cannot fail.
+    let (own_uid, own_gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let as_root = |id: u32, own: u32| if id == own { 0 } else { id };
     let current = table.get(stat.st_dev, stat.st_ino).unwrap_or(Owner {
-        uid: stat.st_uid,
-        gid: stat.st_gid,
+        uid: as_root(stat.st_uid, own_uid),
+        gid: as_root(stat.st_gid, own_gid),
     });
     let owner = Owner {
         uid: if call.uid == u32::MAX {

@@ -91,7 +91,10 @@ pub(super) fn caller_bytes(
     Ok(buf)
 }
 
-fn notification_still_valid(listener: &OwnedFd, request: &libc::seccomp_notif) -> Result<(), i32> {
+pub(super) fn notification_still_valid(
+    listener: &OwnedFd,
+    request: &libc::seccomp_notif,
+) -> Result<(), i32> {
     // SAFETY: ID_VALID reads a u64.
     if unsafe {
         libc::ioctl(

@@ -12,6 +12,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::creds::CredentialTable;
 use super::notify::answer_one;
 use super::table::OwnershipTable;
 use crate::sys::{cvt, fork, waitpid};
@@ -239,6 +240,7 @@ fn supervise(
     // SAFETY: a descriptor just returned by the kernel, owned here only.
     let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
     let mut table = OwnershipTable::default();
+    let mut credentials = CredentialTable::default();
     let mut status = None;
     let mut ending: Option<Instant> = None;
     let mut interrupted = false;
@@ -276,7 +278,7 @@ fn supervise(
             return Err(err);
         }
         if pfds[0].revents & libc::POLLIN != 0 {
-            answer_one(listener, &mut table, denied)?;
+            answer_one(listener, &mut table, &mut credentials, denied)?;
             continue;
         }
         if subreaper && status.is_none() {

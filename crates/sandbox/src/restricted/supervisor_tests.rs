@@ -342,3 +342,46 @@ fn a_malformed_capability_is_refused_as_the_kernel_would() {
     assert!(err.contains("Invalid argument"), "{err}");
     assert!(done.table.is_empty(), "{:?}", done.table);
 }
+
+/// apt's privilege drop (setgroups, setresgid, setresuid to `_apt`, then checking every id,
+/// and that root cannot be had back), a child forked after it, and the shell around it,
+/// which stays root: each process has its own fake credentials.
+#[test]
+fn a_privilege_drop_shows_in_that_process_and_its_children_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"python3 -c "
+import os
+ids = [os.getuid(), os.geteuid(), os.getgid(), os.getegid(), os.getresuid()]
+os.setgroups([65534, 4])
+os.setresgid(65534, 65534, 65534)
+os.setresuid(100, 100, 100)
+ids += [os.getuid(), os.geteuid(), os.getgid(), os.getegid()]
+ids += [os.getresuid(), os.getresgid(), os.getgroups()]
+try:
+    os.setuid(0)
+    ids.append('root again')
+except PermissionError:
+    ids.append('EPERM')
+os.setreuid(-1, 100)
+pid = os.fork()
+if pid == 0:
+    open('child.txt', 'w').write(repr((os.getuid(), os.getresgid())))
+    os._exit(0)
+os.waitpid(pid, 0)
+open('ids.txt', 'w').write(repr(ids))
+" && id -u > shell.txt && id -g >> shell.txt"#;
+    let done = sh(dir.path(), script);
+    assert_eq!(done.exit_code(), Some(0));
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    assert_eq!(
+        read("ids.txt"),
+        "[0, 0, 0, 0, (0, 0, 0), 100, 100, 65534, 65534, (100, 100, 100), \
+         (65534, 65534, 65534), [4, 65534], 'EPERM']"
+    );
+    assert_eq!(read("child.txt"), "(100, (65534, 65534, 65534))");
+    assert_eq!(
+        read("shell.txt"),
+        "0\n0\n",
+        "the parent shell is still root"
+    );
+}

@@ -40,9 +40,9 @@ impl Builder {
                 );
                 Ok(())
             }
-            // Every Kaniko build is a new container: nothing is kept between builds but
-            // what it pushed to a registry.
-            Kind::Kaniko { .. } | Kind::Skipped { .. } => Ok(()),
+            // Every Kaniko (and restricted pod) build is a new container: nothing is kept
+            // between builds but what it pushed to a registry.
+            Kind::Kaniko { .. } | Kind::Restricted { .. } | Kind::Skipped { .. } => Ok(()),
         }
     }
 }

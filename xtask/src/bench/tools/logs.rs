@@ -8,7 +8,9 @@ impl Builder {
     /// cmd`, rbuild's `CACHED`.
     pub fn cached_steps(&self, text: &str) -> usize {
         match &self.kind {
-            Kind::Rbuild { .. } => text.lines().filter(|l| l.contains("CACHED")).count(),
+            Kind::Rbuild { .. } | Kind::Restricted { .. } => {
+                text.lines().filter(|l| l.contains("CACHED")).count()
+            }
             Kind::Docker { .. } | Kind::BuildKit { .. } => buildkit_cached_steps(text),
             // Kaniko: `Using caching version of cmd: RUN ...` for a RUN (or, with
             // --cache-copy-layers, a COPY) found in its cache repository.

@@ -1,0 +1,423 @@
+//! Per-process fake credentials, as fakeroot keeps them: a step starts as root (every id
+//! 0), and the identity changes it makes (`setresuid`, `setgroups`, …) are recorded for
+//! its process by the supervisor and shown back by the identity queries (`getuid`,
+//! `getresuid`, `getgroups`, …), with the kernel's rules for who may change to what. The
+//! kernel's credentials stay the build user's.
+//!
+//! Why: apt drops privileges to `_apt` for its download methods (setgroups, setresgid,
+//! setresuid to uid 100, then checks getuid/geteuid/getgid/getegid and getresuid answer
+//! them, and refuses to run otherwise), and chowns its `partial/` directories to `_apt`
+//! only when it will drop. Faking the calls as plain successes made the check fail;
+//! setting `APT::Sandbox::User=root` would make the `partial/` owners differ from
+//! BuildKit's image. See docs/sandbox.md, "Identity changes".
+//!
+//! A process is known by its thread group id and start time (a recycled pid is another
+//! process). A process that has not made an identity call yet takes, at its first one, the
+//! credentials of its nearest known ancestor (a fork inherits them): what its parent has
+//! *then*, not at the fork — the difference shows only if a parent changes identity after
+//! forking a child that has not asked yet.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
+
+use super::resolve::{caller_bytes, errno_of, notification_still_valid};
+
+/// The identity calls answered from the table.
+pub(crate) const CALLS: &[libc::c_long] = &[
+    libc::SYS_setuid,
+    libc::SYS_setgid,
+    libc::SYS_setreuid,
+    libc::SYS_setregid,
+    libc::SYS_setresuid,
+    libc::SYS_setresgid,
+    libc::SYS_setfsuid,
+    libc::SYS_setfsgid,
+    libc::SYS_setgroups,
+    libc::SYS_getuid,
+    libc::SYS_geteuid,
+    libc::SYS_getgid,
+    libc::SYS_getegid,
+    libc::SYS_getresuid,
+    libc::SYS_getresgid,
+    libc::SYS_getgroups,
+];
+
+/// The kernel's `NGROUPS_MAX`.
+const GROUPS_MAX: usize = 65536;
+
+/// How far up the process tree a new process's credentials are looked for.
+const ANCESTRY_LIMIT: usize = 512;
+
+/// One kind of id (user or group) of a process: real, effective, saved and file-system.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Ids {
+    pub real: u32,
+    pub effective: u32,
+    pub saved: u32,
+    pub fs: u32,
+}
+
+/// What a step's process believes it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Credentials {
+    pub uids: Ids,
+    pub gids: Ids,
+    /// The supplementary groups it set; `None` (never set): the kernel answers `getgroups`.
+    pub groups: Option<Vec<u32>>,
+}
+
+/// How an identity call is answered.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum IdAnswer {
+    /// The call returns this value.
+    Value(i64),
+    /// The kernel answers (`getgroups` of a process that never set its groups).
+    Continue,
+}
+
+/// "Unchanged" in the set*id calls; never a valid id.
+const UNCHANGED: u32 = u32::MAX;
+
+impl Ids {
+    fn holds(&self, id: u32) -> bool {
+        id == self.real || id == self.effective || id == self.saved
+    }
+
+    /// `setuid`/`setgid`: with the capability every id, else the effective (and
+    /// file-system) one, to the real or saved id only.
+    pub(super) fn set(&mut self, privileged: bool, id: u32) -> Result<(), i32> {
+        if id == UNCHANGED {
+            return Err(libc::EINVAL);
+        }
+        if privileged {
+            *self = Ids {
+                real: id,
+                effective: id,
+                saved: id,
+                fs: id,
+            };
+        } else if id == self.real || id == self.saved {
+            self.effective = id;
+            self.fs = id;
+        } else {
+            return Err(libc::EPERM);
+        }
+        Ok(())
+    }
+
+    /// `setreuid`/`setregid`, as `kernel/sys.c` does it.
+    pub(super) fn set_re(
+        &mut self,
+        privileged: bool,
+        real: u32,
+        effective: u32,
+    ) -> Result<(), i32> {
+        let old = *self;
+        let mut new = old;
+        if real != UNCHANGED {
+            if !privileged && real != old.real && real != old.effective {
+                return Err(libc::EPERM);
+            }
+            new.real = real;
+        }
+        if effective != UNCHANGED {
+            if !privileged && !old.holds(effective) {
+                return Err(libc::EPERM);
+            }
+            new.effective = effective;
+        }
+        if real != UNCHANGED || (effective != UNCHANGED && effective != old.real) {
+            new.saved = new.effective;
+        }
+        new.fs = new.effective;
+        *self = new;
+        Ok(())
+    }
+
+    /// `setresuid`/`setresgid`: without the capability, each id to one of the three.
+    pub(super) fn set_res(&mut self, privileged: bool, ids: [u32; 3]) -> Result<(), i32> {
+        if !privileged && ids.iter().any(|id| *id != UNCHANGED && !self.holds(*id)) {
+            return Err(libc::EPERM);
+        }
+        let [real, effective, saved] = ids;
+        let keep = |new: u32, old: u32| if new == UNCHANGED { old } else { new };
+        self.real = keep(real, self.real);
+        self.effective = keep(effective, self.effective);
+        self.saved = keep(saved, self.saved);
+        self.fs = self.effective;
+        Ok(())
+    }
+
+    /// `setfsuid`/`setfsgid`: returns the old file-system id whether or not it changed.
+    pub(super) fn set_fs(&mut self, privileged: bool, id: u32) -> u32 {
+        let old = self.fs;
+        if id != UNCHANGED && (privileged || self.holds(id) || id == self.fs) {
+            self.fs = id;
+        }
+        old
+    }
+}
+
+/// Every process's recorded credentials during one step.
+#[derive(Default)]
+pub(super) struct CredentialTable {
+    by_process: HashMap<(i32, u64), Credentials>,
+}
+
+impl CredentialTable {
+    /// Answers one identity call of the notification `request`; `Err` is the errno the call
+    /// fails with.
+    pub(super) fn answer(
+        &mut self,
+        listener: &OwnedFd,
+        request: &libc::seccomp_notif,
+    ) -> Result<IdAnswer, i32> {
+        let process = process_of(request.pid).ok_or(libc::ESRCH)?;
+        let key = (process.tgid, process.start);
+        let mut creds = match self.by_process.get(&key) {
+            Some(creds) => creds.clone(),
+            None => self.inherited(process.parent),
+        };
+        let answer = apply(&mut creds, listener, request)?;
+        self.by_process.insert(key, creds);
+        Ok(answer)
+    }
+
+    /// The credentials of the nearest ancestor of `parent` (itself included) this table
+    /// knows; root's when none is known up to the supervisor.
+    fn inherited(&self, mut parent: i32) -> Credentials {
+        let supervisor = std::process::id() as i32;
+        for _ in 0..ANCESTRY_LIMIT {
+            if parent <= 1 || parent == supervisor {
+                break;
+            }
+            let Some(process) = process_of(parent as u32) else {
+                break;
+            };
+            if let Some(creds) = self.by_process.get(&(process.tgid, process.start)) {
+                return creds.clone();
+            }
+            parent = process.parent;
+        }
+        Credentials::default()
+    }
+}
+
+/// Applies the call of `request` to `creds`.
+fn apply(
+    creds: &mut Credentials,
+    listener: &OwnedFd,
+    request: &libc::seccomp_notif,
+) -> Result<IdAnswer, i32> {
+    let a = request.data.args;
+    let id = |v: u64| v as u32;
+    // CAP_SETUID and CAP_SETGID: root's while the effective uid is 0 (a process dropping to
+    // another uid loses them, and regains them by going back to a saved 0).
+    let privileged = creds.uids.effective == 0;
+    let done = Ok(IdAnswer::Value(0));
+    match request.data.nr as libc::c_long {
+        libc::SYS_getuid => Ok(IdAnswer::Value(creds.uids.real.into())),
+        libc::SYS_geteuid => Ok(IdAnswer::Value(creds.uids.effective.into())),
+        libc::SYS_getgid => Ok(IdAnswer::Value(creds.gids.real.into())),
+        libc::SYS_getegid => Ok(IdAnswer::Value(creds.gids.effective.into())),
+        nr @ (libc::SYS_getresuid | libc::SYS_getresgid) => {
+            let ids = if nr == libc::SYS_getresuid {
+                creds.uids
+            } else {
+                creds.gids
+            };
+            for (address, value) in
+                [a[0], a[1], a[2]]
+                    .into_iter()
+                    .zip([ids.real, ids.effective, ids.saved])
+            {
+                write_to_caller(listener, request, address, &value.to_ne_bytes())?;
+            }
+            done
+        }
+        libc::SYS_getgroups => {
+            let Some(groups) = &creds.groups else {
+                return Ok(IdAnswer::Continue);
+            };
+            let size = a[0] as i32;
+            if size < 0 {
+                return Err(libc::EINVAL);
+            }
+            if size > 0 {
+                if (size as usize) < groups.len() {
+                    return Err(libc::EINVAL);
+                }
+                let bytes: Vec<u8> = groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+                write_to_caller(listener, request, a[1], &bytes)?;
+            }
+            Ok(IdAnswer::Value(groups.len() as i64))
+        }
+        libc::SYS_setuid => creds.uids.set(privileged, id(a[0])).and(done),
+        libc::SYS_setgid => creds.gids.set(privileged, id(a[0])).and(done),
+        libc::SYS_setreuid => creds.uids.set_re(privileged, id(a[0]), id(a[1])).and(done),
+        libc::SYS_setregid => creds.gids.set_re(privileged, id(a[0]), id(a[1])).and(done),
+        libc::SYS_setresuid => creds
+            .uids
+            .set_res(privileged, [id(a[0]), id(a[1]), id(a[2])])
+            .and(done),
+        libc::SYS_setresgid => creds
+            .gids
+            .set_res(privileged, [id(a[0]), id(a[1]), id(a[2])])
+            .and(done),
+        libc::SYS_setfsuid => Ok(IdAnswer::Value(
+            creds.uids.set_fs(privileged, id(a[0])).into(),
+        )),
+        libc::SYS_setfsgid => Ok(IdAnswer::Value(
+            creds.gids.set_fs(privileged, id(a[0])).into(),
+        )),
+        libc::SYS_setgroups => {
+            if !privileged {
+                return Err(libc::EPERM);
+            }
+            let count = a[0] as i32;
+            if count < 0 || count as usize > GROUPS_MAX {
+                return Err(libc::EINVAL);
+            }
+            let count = count as usize;
+            let bytes = if count == 0 {
+                Vec::new()
+            } else {
+                caller_bytes(listener, request, a[1], count * 4)?
+            };
+            let mut groups: Vec<u32> = bytes
+                .chunks_exact(4)
+                .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            // The kernel keeps them sorted (groups_sort), as getgroups then shows.
+            groups.sort_unstable();
+            creds.groups = Some(groups);
+            done
+        }
+        _ => Err(libc::ENOSYS),
+    }
+}
+
+/// A process as /proc shows it.
+struct Process {
+    tgid: i32,
+    start: u64,
+    parent: i32,
+}
+
+/// The process of thread `tid`: its thread group, that group's start time and its parent.
+fn process_of(tid: u32) -> Option<Process> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let field = |name: &str| -> Option<i32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let tgid = field("Tgid:")?;
+    let parent = field("PPid:")?;
+    let stat = std::fs::read_to_string(format!("/proc/{tgid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields after its last
+    // `)` start at field 3; the start time is field 22.
+    let after = stat.rsplit_once(')')?.1;
+    let start = after.split_whitespace().nth(22 - 3)?.parse().ok()?;
+    Some(Process {
+        tgid,
+        start,
+        parent,
+    })
+}
+
+/// Writes `bytes` at `address` in the caller's memory (what a `get*` call returns through a
+/// pointer): with `process_vm_writev`, else through `/proc/PID/mem`. The notification is
+/// checked to be pending first, so the pid still names the caller, blocked in its call.
+fn write_to_caller(
+    listener: &OwnedFd,
+    request: &libc::seccomp_notif,
+    address: u64,
+    bytes: &[u8],
+) -> Result<(), i32> {
+    notification_still_valid(listener, request)?;
+    let pid = request.pid as libc::pid_t;
+    let local = libc::iovec {
+        iov_base: bytes.as_ptr().cast_mut().cast(),
+        iov_len: bytes.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: address as usize as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: reads `bytes.len()` bytes from `bytes`; the remote range is written in the
+    // other process by the kernel, which checks that it is mapped and writable there.
+    let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        let err = std::io::Error::last_os_error();
+        if !matches!(err.raw_os_error(), Some(libc::EPERM | libc::ENOSYS)) {
+            return Err(libc::EFAULT);
+        }
+        let mem = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/proc/{pid}/mem"))
+            .map_err(errno_of)?;
+        return mem.write_all_at(bytes, address).map_err(|_| libc::EFAULT);
+    }
+    if n as usize != bytes.len() {
+        return Err(libc::EFAULT);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(real: u32, effective: u32, saved: u32) -> Ids {
+        Ids {
+            real,
+            effective,
+            saved,
+            fs: effective,
+        }
+    }
+
+    #[test]
+    fn the_kernels_rules_for_who_may_change_to_what() {
+        // apt's drop: root sets every id; unprivileged then, it cannot go back.
+        let mut uids = Ids::default();
+        uids.set_res(true, [100, 100, 100]).unwrap();
+        assert_eq!(uids, ids(100, 100, 100));
+        assert_eq!(uids.set_res(false, [0, 0, 0]), Err(libc::EPERM));
+        assert_eq!(uids.set(false, 0), Err(libc::EPERM));
+        assert_eq!(uids, ids(100, 100, 100), "a refused call changes nothing");
+        // seteuid (setresuid(-1, e, -1)) keeps a saved 0 to return to.
+        let mut uids = Ids::default();
+        uids.set_res(true, [UNCHANGED, 100, UNCHANGED]).unwrap();
+        assert_eq!(uids, ids(0, 100, 0));
+        uids.set_res(false, [UNCHANGED, 0, UNCHANGED]).unwrap();
+        assert_eq!(uids, ids(0, 0, 0));
+        // setuid as root sets all; unprivileged, only the effective to the real or saved.
+        let mut uids = Ids::default();
+        uids.set(true, 7).unwrap();
+        assert_eq!(uids, ids(7, 7, 7));
+        assert_eq!(uids.set(true, UNCHANGED), Err(libc::EINVAL));
+        let mut uids = ids(5, 6, 7);
+        uids.set(false, 7).unwrap();
+        assert_eq!(uids, ids(5, 7, 7));
+        // setreuid: a new real id (or an effective one other than the real) sets the saved.
+        let mut uids = ids(5, 6, 7);
+        assert_eq!(uids.set_re(false, 7, UNCHANGED), Err(libc::EPERM));
+        uids.set_re(false, 6, 5).unwrap();
+        assert_eq!(uids, ids(6, 5, 5));
+        let mut uids = ids(5, 6, 7);
+        uids.set_re(false, UNCHANGED, 5).unwrap();
+        assert_eq!(uids, ids(5, 5, 7), "effective back to the real: saved kept");
+        // setfsuid answers the old id, changing it only when allowed.
+        let mut uids = ids(5, 6, 7);
+        assert_eq!(uids.set_fs(false, 9), 6);
+        assert_eq!(uids.fs, 6);
+        assert_eq!(uids.set_fs(false, 7), 6);
+        assert_eq!(uids.fs, 7);
+        assert_eq!(uids.set_fs(true, 9), 7);
+        assert_eq!(uids.fs, 9);
+    }
+}
