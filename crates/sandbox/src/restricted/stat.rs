@@ -318,6 +318,6 @@ mod tests {
         let f = decode(libc::SYS_fstat, args).unwrap();
         assert_eq!((f.dirfd, f.path, f.buffer), (3, None, 0x1000));
         assert_eq!(f.flags, libc::AT_EMPTY_PATH);
-        assert!(decode(libc::SYS_chown, args).is_none());
+        assert!(decode(libc::SYS_fchown, args).is_none());
     }
 }
