@@ -331,7 +331,7 @@ fn process_of(tid: u32) -> Option<Process> {
 /// Writes `bytes` at `address` in the caller's memory (what a `get*` call returns through a
 /// pointer): with `process_vm_writev`, else through `/proc/PID/mem`. The notification is
 /// checked to be pending first, so the pid still names the caller, blocked in its call.
-fn write_to_caller(
+pub(super) fn write_to_caller(
     listener: &OwnedFd,
     request: &libc::seccomp_notif,
     address: u64,

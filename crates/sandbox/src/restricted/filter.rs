@@ -100,6 +100,7 @@ pub(crate) fn program() -> Vec<libc::sock_filter> {
         .iter()
         .chain(super::xattr::CALLS)
         .chain(super::creds::CALLS)
+        .chain(super::stat::CALLS)
         .map(|nr| (*nr, libc::SECCOMP_RET_USER_NOTIF))
         .chain(FAKED.iter().map(|nr| (*nr, libc::SECCOMP_RET_ERRNO)))
         .chain(
@@ -140,6 +141,7 @@ mod tests {
             .iter()
             .chain(super::super::xattr::CALLS)
             .chain(super::super::creds::CALLS)
+            .chain(super::super::stat::CALLS)
         {
             let at = p
                 .iter()

@@ -26,6 +26,7 @@ mod notify;
 mod ptrace;
 mod reap;
 mod resolve;
+mod stat;
 pub(crate) mod step;
 mod supervisor;
 mod table;

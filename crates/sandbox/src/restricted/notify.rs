@@ -1,6 +1,6 @@
 //! Answers one notification of the restricted filter: resolves the file a chown-family or
 //! mknod call names in the caller's view and records what it asks for; identity calls go
-//! to the step's credential table (`creds.rs`).
+//! to the step's credential table (`creds.rs`), the `stat` family to `stat.rs`.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -45,6 +45,8 @@ pub(super) fn answer_one(
             Ok(IdAnswer::Continue) => Ok(Answer::Continue),
             Err(errno) => Err(errno),
         }
+    } else if super::stat::CALLS.contains(&nr) {
+        Ok(super::stat::answer_stat(listener, &request, table))
     } else if super::filter::MKNOD.contains(&nr) {
         record_mknod(listener, &request, table, denied)
     } else if super::xattr::CALLS.contains(&nr) {

@@ -385,3 +385,93 @@ open('ids.txt', 'w').write(repr(ids))
         "the parent shell is still root"
     );
 }
+
+#[test]
+fn stat_shows_the_recorded_owner_and_other_users_files_as_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("chowned"), b"x").unwrap();
+    std::fs::write(dir.path().join("others"), b"x").unwrap();
+    std::os::unix::fs::chown(dir.path().join("others"), Some(4321), Some(4322)).unwrap();
+    std::os::unix::fs::symlink("chowned", dir.path().join("link")).unwrap();
+    // coreutils' stat (statx), Python's os.stat/os.lstat (newfstatat) and os.fstat (fstat,
+    // or newfstatat with AT_EMPTY_PATH): every one sees the recorded owner.
+    let done = sh(
+        dir.path(),
+        "chown 1234:5678 chowned && chown -h 11:12 link \
+         && stat -c %u:%g chowned > by-stat \
+         && stat -c %u:%g link >> by-stat \
+         && stat -c %u:%g others >> by-stat \
+         && python3 -c 'import os; f = open(\"chowned\"); \
+            print(*[f\"{s.st_uid}:{s.st_gid}\" for s in (os.stat(\"chowned\"), \
+            os.lstat(\"link\"), os.stat(\"link\"), os.fstat(f.fileno()))])' > by-python",
+    );
+    assert_eq!(done.exit_code(), Some(0));
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    assert_eq!(read("by-stat"), "1234:5678\n11:12\n4321:4322\n");
+    assert_eq!(read("by-python"), "1234:5678 11:12 1234:5678 1234:5678\n");
+    assert_eq!(
+        disk_owner(&dir.path().join("chowned")),
+        (0, 0),
+        "the disk is unchanged"
+    );
+}
+
+#[test]
+fn stat_shows_the_build_users_own_files_as_roots() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(dir.path().join("others"), b"x").unwrap();
+    std::os::unix::fs::chown(dir.path().join("others"), Some(4321), Some(4322)).unwrap();
+    let script = format!(
+        "cd '{}' && touch own && stat -c %u:%g own others > seen \
+         && ls -ln own | cut -d' ' -f3,4 >> seen",
+        dir.path().display()
+    );
+    let argv = ["/bin/sh", "-c", script.as_str()];
+    // The supervisor must run as a build user (not root) for its ids to stand for root:
+    // a forked child drops to nobody and supervises the step there.
+    let pid = crate::sys::fork().unwrap();
+    if pid == 0 {
+        // SAFETY: plain id changes in the forked child, which only exits afterwards.
+        let dropped = unsafe {
+            libc::setgroups(0, std::ptr::null()) == 0
+                && libc::setresgid(65534, 65534, 65534) == 0
+                && libc::setresuid(65534, 65534, 65534) == 0
+        };
+        let code = match (dropped, run_command(&argv)) {
+            (true, Ok(done)) => done.exit_code().unwrap_or(101),
+            _ => 102,
+        };
+        // SAFETY: leaving the forked child without running the test harness's code.
+        unsafe { libc::_exit(code) };
+    }
+    let (_, status) = crate::sys::waitpid(pid, 0).unwrap();
+    assert_eq!(crate::sys::decode_status(status).0, Some(0));
+    assert_eq!(disk_owner(&dir.path().join("own")), (65534, 65534));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("seen")).unwrap(),
+        "0:0\n4321:4322\n0 0\n",
+        "the build user's file shows as root's, another user's as it is"
+    );
+}
+
+#[test]
+fn stat_through_proc_self_names_the_caller_not_the_supervisor() {
+    let dir = tempfile::tempdir().unwrap();
+    // /proc/self and the magic links under it resolve per process: the kernel answers
+    // them, so the caller sees its own, as without the supervisor.
+    let done = sh(
+        dir.path(),
+        "python3 -c 'import os; \
+         print(os.stat(\"/proc/self\").st_ino == os.stat(f\"/proc/{os.getpid()}\").st_ino, \
+         os.stat(\"/dev/stdin\").st_ino == os.fstat(0).st_ino, \
+         os.stat(\"/proc/self/exe\").st_ino == os.stat(os.readlink(\"/proc/self/exe\")).st_ino)' \
+         < /dev/null > seen",
+    );
+    assert_eq!(done.exit_code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("seen")).unwrap(),
+        "True True True\n"
+    );
+}
