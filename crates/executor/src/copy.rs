@@ -154,11 +154,35 @@ impl BuildContext<'_> {
         spec: &CopySpec,
         progress: &mut dyn crate::progress::Progress,
     ) -> Result<u64> {
-        let view = self.copy_view(st, spec)?;
+        let view = if self.files_needed_after(st, origin) {
+            None
+        } else {
+            self.copy_view(st, spec)?
+        };
         if view.is_none() {
             self.materialize(st)?;
         }
         self.copy_step(st, origin, spec, view.as_deref(), progress)
+    }
+
+    /// Whether a later instruction of the stage needs its files on disk (a RUN, COPY, ADD,
+    /// WORKDIR or VOLUME after `origin`, or `origin` is an ONBUILD trigger, whose place is
+    /// not in the stage's commands). Then the COPY runs on the stage's rootfs: after an
+    /// empty-tree COPY the rootfs would get its layer from the layer's tar, whose mtimes
+    /// are whole seconds, and a later COPY of the same file would see it changed (BuildKit
+    /// keeps the snapshot, where it is not: Kaniko's `Dockerfile_test_copy_same_file_many_times`).
+    fn files_needed_after(&self, st: &StageState, origin: &Origin<'_>) -> bool {
+        use rbuild_dockerfile::instructions::Instruction as I;
+        let commands = &self.df.stages[st.index].commands;
+        let Some(at) = commands.iter().position(|c| std::ptr::eq(c, origin.cmd)) else {
+            return true;
+        };
+        commands[at + 1..].iter().any(|c| {
+            matches!(
+                c.instruction,
+                I::Run(_) | I::Copy(_) | I::Add(_) | I::Workdir(_) | I::Volume(_)
+            )
+        })
     }
 
     /// The parent's tree a COPY may read instead of the stage's rootfs: the store's shared

@@ -56,6 +56,10 @@ fn main() -> ExitCode {
             add_url_is_keyed_by_content_or_checksum,
         ),
         (
+            "copying_the_same_file_again_changes_nothing",
+            copying_the_same_file_again_changes_nothing,
+        ),
+        (
             "remote_hits_fetch_only_the_layers_that_are_needed",
             remote_hits_fetch_only_the_layers_that_are_needed,
         ),
@@ -669,6 +673,29 @@ fn a_stages_last_run_leaves_its_changes_off_the_rootfs_until_read() {
     let (_, events) =
         no_cache("FROM busybox\nRUN echo one > /f\nRUN cat /f && echo two >> /f\nRUN cat /f\n");
     assert_eq!(events.output(), vec!["one", "one", "two"]);
+}
+
+/// The same file copied onto itself again is no change (BuildKit's `sameDirent`: Kaniko's
+/// `Dockerfile_test_copy_same_file_many_times`), also when the first COPY could have
+/// written into an empty tree: the second would then see the first one's file as its
+/// layer's tar has it (mtime in whole seconds) and record it again.
+fn copying_the_same_file_again_changes_nothing() {
+    let fx = Fixture::new();
+    fx.file("foo", "foo\n", 0o555);
+    let no_cache = |dockerfile: &str| {
+        let mut request = fx.request(dockerfile);
+        request.no_cache = true;
+        fx.run(&request)
+    };
+    // The base's shared tree, made once: the first COPY's parent is on the store's tree.
+    no_cache("FROM busybox\nWORKDIR /warm\n");
+    let (result, _) = no_cache("FROM busybox\nCOPY foo /foo\nCOPY foo /foo\nCOPY foo /foo\n");
+    assert_eq!(result.cache_records.len(), 3);
+    assert_eq!(fx.layer_paths(&result.cache_records[0].layer), vec!["foo"]);
+    for (i, record) in result.cache_records.iter().enumerate().skip(1) {
+        let paths = fx.layer_paths(&record.layer);
+        assert!(paths.is_empty(), "COPY {}: {paths:?}", i + 1);
+    }
 }
 
 /// The parent's symlinks on a COPY's way, pointing out of the root (`../../..`, absolute),
