@@ -23,7 +23,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use rbuild_testutil::{busybox_rootfs, debian_rootfs, Dockerd, DOCKER_CLI};
+use rbuild_testutil::{busybox_rootfs, debian_image_rootfs, Dockerd, DOCKER_CLI};
 
 /// The base every case builds FROM, made by rbuild and loaded into the daemon.
 const BASE: &str = "fidelity-base:1";
@@ -381,17 +381,7 @@ fn make_base(root: &Path, daemon: &Dockerd, work: &Path) {
 fn make_debian_base(root: &Path, daemon: &Dockerd, work: &Path) {
     let ctx = work.join("debian-base");
     let rootfs = ctx.join("rootfs");
-    debian_rootfs(&rootfs);
-    // debootstrap made device nodes in /dev; an image has an empty /dev (the runtime
-    // mounts one).
-    for entry in std::fs::read_dir(rootfs.join("dev")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() && !path.is_symlink() {
-            std::fs::remove_dir_all(&path).unwrap();
-        } else {
-            std::fs::remove_file(&path).unwrap();
-        }
-    }
+    debian_image_rootfs(&rootfs);
     import_base(root, daemon, &ctx, DEBIAN_BASE, "bash");
 }
 

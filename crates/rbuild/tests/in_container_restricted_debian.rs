@@ -15,7 +15,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use rbuild_testutil::{debian_rootfs, require_binary, require_root, Dockerd, Registry};
+use rbuild_testutil::{debian_image_rootfs, require_binary, require_root, Dockerd, Registry};
 
 mod common;
 use common::shared_libraries;
@@ -64,16 +64,7 @@ fn run_ok(command: &mut Command) {
 fn push_debian_base(work: &Path, store: &Path, registry: &Registry) -> String {
     let ctx = work.join("debian-base");
     let rootfs = ctx.join("rootfs");
-    debian_rootfs(&rootfs);
-    // debootstrap made device nodes in /dev; an image has an empty /dev.
-    for entry in std::fs::read_dir(rootfs.join("dev")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() && !path.is_symlink() {
-            std::fs::remove_dir_all(&path).unwrap();
-        } else {
-            std::fs::remove_file(&path).unwrap();
-        }
-    }
+    debian_image_rootfs(&rootfs);
     std::fs::write(
         ctx.join("Dockerfile"),
         "FROM scratch\nCOPY rootfs/ /\nCMD [\"bash\"]\n",

@@ -35,6 +35,22 @@ pub fn debian_rootfs(dir: &Path) {
     );
 }
 
+/// [`debian_rootfs`] as an image's root filesystem: the device nodes debootstrap made in
+/// `/dev` removed (an image has an empty `/dev`; the runtime mounts one).
+pub fn debian_image_rootfs(dir: &Path) {
+    debian_rootfs(dir);
+    let dev = dir.join("dev");
+    let entries = std::fs::read_dir(&dev).unwrap_or_else(|e| panic!("{}: {e}", dev.display()));
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+}
+
 /// The mirror this machine's apt uses for bookworm.
 pub fn apt_mirror() -> Option<String> {
     let mut files = vec![PathBuf::from("/etc/apt/sources.list")];

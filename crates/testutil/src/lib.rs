@@ -13,7 +13,7 @@ mod registry;
 mod rootfs;
 
 pub use bounded::memory_limited;
-pub use debian::{apt_mirror, bookworm_mirror_in, debian_rootfs, DEBOOTSTRAP};
+pub use debian::{apt_mirror, bookworm_mirror_in, debian_image_rootfs, debian_rootfs, DEBOOTSTRAP};
 pub use dockerd::{Dockerd, DockerdOptions, DOCKERD, DOCKER_CLI};
 pub use net::{free_port, http_status};
 pub use registry::{Registry, DOCKER_REGISTRY};
