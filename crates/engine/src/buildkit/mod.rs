@@ -3,6 +3,7 @@
 //! agents), the context as the request body, progress from the `moby.buildkit.trace` records.
 
 pub mod filesync;
+mod grpc;
 mod http;
 pub mod proto;
 pub mod session;

@@ -2,7 +2,7 @@
 //! over that connection the *daemon* is the HTTP/2 client calling gRPC services rbuild serves:
 //! health checks, registry credentials, secrets and ssh-agent forwarding.
 //!
-//! Every message the daemon sends is bounded ([`MAX_MESSAGE`]); secret values only ever
+//! Every message the daemon sends is bounded (`grpc::MAX_MESSAGE`); secret values only ever
 //! travel in responses, never into logs or errors.
 
 use std::collections::HashMap;
@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
+#[cfg(test)]
+use bytes::BytesMut;
 use h2::server::SendResponse;
 use h2::RecvStream;
 use hyper::http;
@@ -20,14 +22,14 @@ use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::filesync::{self, Source, SyncedDir};
+#[cfg(test)]
+use super::grpc::take_message;
+use super::grpc::{frame, grpc_response, send_message, trailers, MessageReader};
 use super::http as daemon_http;
 use super::proto;
 use crate::host::DaemonAddress;
 use crate::request::SecretSource;
 
-/// The largest gRPC message accepted from the daemon (requests are small; agent traffic
-/// comes in chunks).
-const MAX_MESSAGE: usize = 4 << 20;
 /// The largest secret served (BuildKit's own limit is 500 KiB).
 const MAX_SECRET: u64 = 500 * 1024;
 /// How long the daemon may take to send a unary call's request message.
@@ -537,54 +539,6 @@ async fn send_file(stream: &mut h2::SendStream<Bytes>, id: u32, source: &Source)
     send_message(stream, &data(Vec::new())).await
 }
 
-/// Sends one message, waiting for the peer's flow-control window instead of buffering.
-async fn send_message<M: Message>(stream: &mut h2::SendStream<Bytes>, message: &M) -> Result<()> {
-    let mut data = frame(&message.encode_to_vec());
-    while !data.is_empty() {
-        stream.reserve_capacity(data.len());
-        let capacity = futures_util::future::poll_fn(|cx| stream.poll_capacity(cx))
-            .await
-            .ok_or_else(|| anyhow!("the daemon closed the file sync"))?
-            .context("the file sync failed")?;
-        let chunk = data.split_to(capacity.min(data.len()));
-        stream
-            .send_data(chunk, false)
-            .context("the file sync failed")?;
-    }
-    Ok(())
-}
-
-fn grpc_response() -> http::Response<()> {
-    let mut response = http::Response::new(());
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/grpc"),
-    );
-    response
-}
-
-fn trailers(code: u32, message: &str) -> http::HeaderMap {
-    let mut map = http::HeaderMap::new();
-    map.insert("grpc-status", http::HeaderValue::from(code));
-    if !message.is_empty() {
-        // grpc-message is percent-encoded; a plain ASCII rendering is enough for the daemon.
-        let text: String = message
-            .chars()
-            .map(|c| {
-                if c.is_ascii_graphic() || c == ' ' {
-                    c
-                } else {
-                    '?'
-                }
-            })
-            .collect();
-        if let Ok(value) = http::HeaderValue::from_str(&text.replace('%', "%25")) {
-            map.insert("grpc-message", value);
-        }
-    }
-    map
-}
-
 /// A trailers-only error answer.
 fn send_status(respond: &mut SendResponse<Bytes>, status: Status) {
     let mut response = grpc_response();
@@ -592,72 +546,6 @@ fn send_status(respond: &mut SendResponse<Bytes>, status: Status) {
         .headers_mut()
         .extend(trailers(status.code, &status.message));
     let _ = respond.send_response(response, true);
-}
-
-/// One length-prefixed gRPC message.
-fn frame(message: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(5 + message.len());
-    out.extend_from_slice(&[0]);
-    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    out.extend_from_slice(message);
-    out.freeze()
-}
-
-/// A request stream read as length-prefixed gRPC messages.
-struct MessageReader {
-    body: RecvStream,
-    /// Bytes received but not yet consumed: the start of the next message.
-    pending: BytesMut,
-}
-
-impl MessageReader {
-    fn new(body: RecvStream) -> Self {
-        MessageReader {
-            body,
-            pending: BytesMut::new(),
-        }
-    }
-
-    /// The next message, `None` at the stream's end.
-    async fn next(&mut self) -> Result<Option<Vec<u8>>> {
-        loop {
-            if let Some(message) = take_message(&mut self.pending)? {
-                return Ok(Some(message));
-            }
-            match self.body.data().await {
-                None => {
-                    if self.pending.is_empty() {
-                        return Ok(None);
-                    }
-                    bail!("the session call ended inside a message");
-                }
-                Some(chunk) => {
-                    let chunk = chunk.context("the session call failed")?;
-                    let _ = self.body.flow_control().release_capacity(chunk.len());
-                    self.pending.extend_from_slice(&chunk);
-                }
-            }
-        }
-    }
-}
-
-/// Takes one complete message off the front of `buf`.
-fn take_message(buf: &mut BytesMut) -> Result<Option<Vec<u8>>> {
-    if buf.len() < 5 {
-        return Ok(None);
-    }
-    if buf[0] != 0 {
-        bail!("the daemon sent a compressed gRPC message, which rbuild did not offer");
-    }
-    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-    if len > MAX_MESSAGE {
-        bail!("the daemon sent a {len}-byte session message (limit {MAX_MESSAGE})");
-    }
-    if buf.len() < 5 + len {
-        return Ok(None);
-    }
-    buf.advance(5);
-    Ok(Some(buf.split_to(len).to_vec()))
 }
 
 #[cfg(test)]
