@@ -28,6 +28,7 @@ mod config_ops;
 mod content_hash;
 mod context;
 mod copy;
+mod copy_dispatch;
 mod copy_skeleton;
 mod copy_spec;
 mod downloads;

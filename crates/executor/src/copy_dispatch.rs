@@ -1,0 +1,82 @@
+//! Which tree a COPY writes into: an empty tree of stand-ins for the parent's entries
+//! (`copy_skeleton.rs`) when the stage's files are not on disk and nothing after the COPY
+//! needs them, else the stage's rootfs, brought up to date first.
+
+use std::path::PathBuf;
+
+use crate::context::{BuildContext, Origin};
+use crate::copy_spec::CopySpec;
+use crate::error::Result;
+use crate::fsops;
+use crate::state::StageState;
+
+impl BuildContext<'_> {
+    /// Runs a COPY/ADD: into an empty tree standing for the parent's (`copy_skeleton`)
+    /// when the stage's rootfs is not on disk yet and the parent's tree can be read
+    /// instead, else on the stage's rootfs, brought up to date first.
+    pub(crate) fn dispatch_copy(
+        &self,
+        st: &mut StageState,
+        origin: &Origin<'_>,
+        spec: &CopySpec,
+        progress: &mut dyn crate::progress::Progress,
+    ) -> Result<u64> {
+        let view = if self.files_needed_after(st, origin) {
+            None
+        } else {
+            self.copy_view(st, spec)?
+        };
+        if view.is_none() {
+            self.materialize(st)?;
+        }
+        self.copy_step(st, origin, spec, view.as_deref(), progress)
+    }
+
+    /// Whether a later instruction of the stage needs its files on disk (a RUN, COPY, ADD,
+    /// WORKDIR or VOLUME after `origin`, or `origin` is an ONBUILD trigger, whose place is
+    /// not in the stage's commands). Then the COPY runs on the stage's rootfs: after an
+    /// empty-tree COPY the rootfs would get its layer from the layer's tar, whose mtimes
+    /// are whole seconds, and a later COPY of the same file would see it changed (BuildKit
+    /// keeps the snapshot, where it is not: Kaniko's `Dockerfile_test_copy_same_file_many_times`).
+    fn files_needed_after(&self, st: &StageState, origin: &Origin<'_>) -> bool {
+        use rbuild_dockerfile::instructions::Instruction as I;
+        let commands = &self.df.stages[st.index].commands;
+        let Some(at) = commands.iter().position(|c| std::ptr::eq(c, origin.cmd)) else {
+            return true;
+        };
+        commands[at + 1..].iter().any(|c| {
+            matches!(
+                c.instruction,
+                I::Run(_) | I::Copy(_) | I::Add(_) | I::Workdir(_) | I::Volume(_)
+            )
+        })
+    }
+
+    /// The parent's tree a COPY may read instead of the stage's rootfs: the store's shared
+    /// tree of the stage's layers when none of them is on the rootfs yet and the build
+    /// shares trees (`stage_rootfs.rs`), for a plain COPY (an ADD may unpack an archive
+    /// whose whiteouts reach anywhere; `--parents` and `--link` have their own trees) by a
+    /// build whose process owns every file (root).
+    fn copy_view(&self, st: &StageState, spec: &CopySpec) -> Result<Option<PathBuf>> {
+        let linked = spec.link && spec.chmod.is_none();
+        let plain_copy = !(spec.is_add || spec.parents || linked);
+        let owns_files = matches!(self.owners, fsops::Owners::Root | fsops::Owners::Ranged(_));
+        if !plain_copy || !owns_files || st.applied != 0 || st.layers.is_empty() {
+            return Ok(None);
+        }
+        let Some(trees) = self.trees.as_ref().filter(|_| self.may_share_files()) else {
+            return Ok(None);
+        };
+        {
+            let made = crate::context::lock(&self.shared.made_here);
+            if st.layers.iter().any(|l| made.contains(&l.digest)) {
+                return Ok(None);
+            }
+        }
+        self.fetch_pending(&st.layers)?;
+        let tree = trees.get_or_make(&st.layers, &|layers, dir| {
+            crate::build_dir::apply_layers(self.store, &self.owners, layers, dir)
+        })?;
+        Ok(Some(tree))
+    }
+}
