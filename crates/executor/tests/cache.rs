@@ -547,14 +547,14 @@ COPY app.txt dir /app/
 ";
     let copy_layer = |result: &rbuild_executor::BuildResult| result.cache_records[1].clone();
     // The RUN runs: the COPY after it runs on the rootfs the RUN left.
-    fx.run(&fx.request(dockerfile));
+    fx.run(&timeless_request(&fx, dockerfile));
     // The RUN is a hit: the COPY makes the parent's shared tree, then writes beside it.
     fx.file("app.txt", "v2\n", 0o644);
-    let (_, events) = fx.run(&fx.request(dockerfile));
+    let (_, events) = fx.run(&timeless_request(&fx, dockerfile));
     assert_eq!(events.cached().len(), 1, "{:?}", events.cached());
     // Again, the tree made: nothing is extracted or linked for the COPY.
     fx.file("app.txt", "v3\n", 0o644);
-    let (in_empty_tree, events) = fx.run(&fx.request(dockerfile));
+    let (in_empty_tree, events) = fx.run(&timeless_request(&fx, dockerfile));
     assert_eq!(events.cached().len(), 1, "{:?}", events.cached());
     assert_eq!(
         in_empty_tree.phases.extract.count, 0,
@@ -589,7 +589,7 @@ COPY app.txt dir /app/
     // The same COPY on the full rootfs (chroot: extracted, walked before and after), with
     // its cache record gone so that it runs.
     remove_cache_record(&fx.store, &copied.key);
-    let mut full = fx.request(dockerfile);
+    let mut full = timeless_request(&fx, dockerfile);
     full.isolation = rbuild_sandbox::Isolation::Chroot;
     let (on_full_rootfs, events) = fx.run(&full);
     assert_eq!(events.cached(), vec![("stage-0".to_string(), 2)]);
@@ -600,7 +600,7 @@ COPY app.txt dir /app/
     );
     // A step after such a COPY gets the parent's files and the COPY's.
     fx.file("app.txt", "v4\n", 0o644);
-    let (_, events) = fx.run(&fx.request(&format!(
+    let (_, events) = fx.run(&timeless_request(&fx, &format!(
         "{dockerfile}RUN cat /app/app.txt /app/sub/new.txt /app/sub/keep.txt /srv/app/sub/same.txt\n"
     )));
     assert_eq!(events.cached().len(), 1, "{:?}", events.cached());
@@ -618,9 +618,9 @@ fn a_copy_the_empty_tree_cannot_stand_for_runs_on_the_full_rootfs() {
 RUN mkdir -p /app /srv/real && ln -s /srv/real /app/sub
 COPY app.txt dir /app/
 ";
-    fx.run(&fx.request(dockerfile));
+    fx.run(&timeless_request(&fx, dockerfile));
     fx.file("app.txt", "v2\n", 0o644);
-    let (fell_back, events) = fx.run(&fx.request(dockerfile));
+    let (fell_back, events) = fx.run(&timeless_request(&fx, dockerfile));
     assert_eq!(events.cached().len(), 1, "{:?}", events.cached());
     assert!(
         fell_back.phases.extract.count > 0,
@@ -629,7 +629,7 @@ COPY app.txt dir /app/
     );
     let copied = fell_back.cache_records[1].clone();
     remove_cache_record(&fx.store, &copied.key);
-    let mut full = fx.request(dockerfile);
+    let mut full = timeless_request(&fx, dockerfile);
     full.isolation = rbuild_sandbox::Isolation::Chroot;
     let (on_full_rootfs, _) = fx.run(&full);
     assert_eq!(on_full_rootfs.cache_records[1].diff_id, copied.diff_id);
@@ -644,7 +644,7 @@ COPY app.txt dir /app/
 fn a_stages_last_run_leaves_its_changes_off_the_rootfs_until_read() {
     let fx = Fixture::new();
     let no_cache = |dockerfile: &str| {
-        let mut request = fx.request(dockerfile);
+        let mut request = timeless_request(&fx, dockerfile);
         request.no_cache = true;
         fx.run(&request)
     };
@@ -683,7 +683,7 @@ fn copying_the_same_file_again_changes_nothing() {
     let fx = Fixture::new();
     fx.file("foo", "foo\n", 0o555);
     let no_cache = |dockerfile: &str| {
-        let mut request = fx.request(dockerfile);
+        let mut request = timeless_request(&fx, dockerfile);
         request.no_cache = true;
         fx.run(&request)
     };
@@ -714,9 +714,9 @@ fn a_copy_into_an_empty_tree_follows_hostile_symlinks_inside_the_root() {
         outside.display(),
         outside.display(),
     );
-    fx.run(&fx.request(&dockerfile));
+    fx.run(&timeless_request(&fx, &dockerfile));
     fx.file("app.txt", "v2\n", 0o644);
-    let (in_empty_tree, events) = fx.run(&fx.request(&dockerfile));
+    let (in_empty_tree, events) = fx.run(&timeless_request(&fx, &dockerfile));
     assert_eq!(events.cached().len(), 1, "{:?}", events.cached());
     let entries: Vec<String> = std::fs::read_dir(&outside)
         .unwrap()
@@ -732,7 +732,7 @@ fn a_copy_into_an_empty_tree_follows_hostile_symlinks_inside_the_root() {
     assert!(!paths.iter().any(|p| p.ends_with("secret")), "{paths:?}");
     let copied = in_empty_tree.cache_records[1].clone();
     remove_cache_record(&fx.store, &copied.key);
-    let mut full = fx.request(&dockerfile);
+    let mut full = timeless_request(&fx, &dockerfile);
     full.isolation = rbuild_sandbox::Isolation::Chroot;
     // The second COPY's record stays: only the first runs again, on the full rootfs.
     let (on_full_rootfs, _) = fx.run(&full);
@@ -740,6 +740,15 @@ fn a_copy_into_an_empty_tree_follows_hostile_symlinks_inside_the_root() {
 }
 
 /// Removes the cache record of `key` from the store, so that its step runs again.
+/// A request whose layers clamp mtimes to a fixed SOURCE_DATE_EPOCH: a COPY stamps the
+/// directories it writes into with the time it runs, so two builds compared by diff id
+/// would differ whenever they ran in different seconds.
+fn timeless_request(fx: &Fixture, dockerfile: &str) -> rbuild_executor::BuildRequest {
+    let mut request = fx.request(dockerfile);
+    request.source_date_epoch = Some(1_600_000_000);
+    request
+}
+
 fn remove_cache_record(store: &Store, key: &Digest) {
     let name = format!("{}.json", key.hex());
     let found: Vec<_> = walkdir::WalkDir::new(store.root())
