@@ -14,6 +14,7 @@ use rbuild_testutil::{busybox_rootfs, require_root, Dockerd, Registry};
 
 mod common;
 use common::golden::{base_context, base_counts, cases, judge, BASE_NAME};
+use common::RESTRICTED_POD;
 
 /// The largest `rbuild:latest` may be (the bound is 80 MB; it is far smaller).
 const MAX_IMAGE_BYTES: u64 = 80 * 1000 * 1000;
@@ -719,17 +720,9 @@ fn the_restricted_image_builds_as_the_pods_user_what_root_builds_on_the_host() {
         .unwrap();
         let ctx_volume = format!("{}:/workspace:ro", ctx.display());
         let out_volume = format!("{}:/out", out.path().display());
-        let mut args = vec![
-            "run",
-            "--rm",
-            "--network",
-            "host",
-            "--user",
-            user,
-            "--cap-drop",
-            "ALL",
-            "--security-opt",
-            "no-new-privileges",
+        let mut args = vec!["run", "--rm", "--network", "host", "--user", user];
+        args.extend_from_slice(RESTRICTED_POD);
+        args.extend_from_slice(&[
             "-v",
             &ctx_volume,
             "-v",
@@ -742,7 +735,7 @@ fn the_restricted_image_builds_as_the_pods_user_what_root_builds_on_the_host() {
             "plain",
             "-o",
             "type=docker,dest=/out/app.tar",
-        ];
+        ]);
         args.extend_from_slice(&epoch);
         args.push("/workspace");
         let run = daemon.docker(&args);
@@ -767,17 +760,9 @@ fn the_restricted_image_builds_as_the_pods_user_what_root_builds_on_the_host() {
     let tag = format!("{host}/team/restricted:1");
     let cache = format!("{host}/team/restricted/cache");
     let pod = |extra: &[&str]| {
-        let mut args = vec![
-            "run",
-            "--rm",
-            "--network",
-            "host",
-            "--user",
-            "1000:1000",
-            "--cap-drop",
-            "ALL",
-            "--security-opt",
-            "no-new-privileges",
+        let mut args = vec!["run", "--rm", "--network", "host", "--user", "1000:1000"];
+        args.extend_from_slice(RESTRICTED_POD);
+        args.extend_from_slice(&[
             "-v",
             &ctx_volume,
             "rbuild:restricted",
@@ -791,7 +776,7 @@ fn the_restricted_image_builds_as_the_pods_user_what_root_builds_on_the_host() {
             "--push",
             "-t",
             &tag,
-        ];
+        ]);
         args.extend_from_slice(extra);
         args.push("/workspace");
         daemon.docker(&args)

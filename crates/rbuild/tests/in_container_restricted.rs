@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use rbuild_testutil::{require_root, Dockerd};
 
 mod common;
-use common::{copy_at_same_path, shared_libraries};
+use common::{copy_at_same_path, shared_libraries, RESTRICTED_POD};
 
 #[path = "in_container_restricted/support.rs"]
 mod support;
@@ -23,11 +23,6 @@ const UNMARKED_IMAGE: &str = "rbuild-in-container-restricted:unmarked";
 /// The same as [`IMAGE`] with the store owned by OpenShift's random uid: the store must be
 /// its own (rbuild keeps it private, mode 0700), the rest is group 0's.
 const OPENSHIFT_IMAGE: &str = "rbuild-in-container-restricted:openshift";
-
-/// Docker's options for Kubernetes' restricted level (the seccomp profile is Docker's
-/// default, which is what `RuntimeDefault` means under containerd); the exact
-/// `securityContext` is in docs/ci/kubernetes-restricted.md.
-const RESTRICTED: &[&str] = &["--cap-drop", "ALL", "--security-opt", "no-new-privileges"];
 
 /// Where rbuild lives in the builder image: its binary and its store, under the one
 /// directory that is never part of a stage.
@@ -214,7 +209,7 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
     let volume = format!("{}:/out", out.path().display());
     let mut docker = vec!["run", "--rm", "--network", "none", "-v", &volume];
     docker.extend_from_slice(&["--user", "1000:1000"]);
-    docker.extend_from_slice(RESTRICTED);
+    docker.extend_from_slice(RESTRICTED_POD);
     docker.extend_from_slice(&["--entrypoint", "/rbuild/sh", IMAGE, "-c", &script]);
     let run = daemon.docker(&docker);
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -442,7 +437,7 @@ fn without_the_marker_nothing_is_laid_out() {
     let volume = format!("{}:/out", out.path().display());
     let mut docker = vec!["run", "--rm", "--network", "none", "-v", &volume];
     docker.extend_from_slice(&["--user", "1000:1000"]);
-    docker.extend_from_slice(RESTRICTED);
+    docker.extend_from_slice(RESTRICTED_POD);
     let script = format!(
         "{RBUILD_IN_IMAGE} --root {STORE_IN_IMAGE} build --isolation restricted {CTX_IN_IMAGE} \
          > /out/refused.txt 2>&1; echo rc=$?; cat /canary; ls /bin/busybox {RBUILD_IN_IMAGE} \

@@ -18,7 +18,7 @@ use std::process::{Command, Output};
 use rbuild_testutil::{debian_image_rootfs, require_binary, require_root, Dockerd, Registry};
 
 mod common;
-use common::shared_libraries;
+use common::{shared_libraries, RESTRICTED_POD};
 
 const PATCHELF: &str = "/usr/bin/patchelf";
 const IMAGE: &str = "rbuild:restricted-debian-test";
@@ -247,17 +247,9 @@ fn restricted_build_equals_the_hosts(what: &str, step: &str, users: &[&str]) {
         std::fs::set_permissions(out.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let ctx_volume = format!("{}:/workspace:ro", app.display());
         let out_volume = format!("{}:/out", out.path().display());
-        let mut args = vec![
-            "run",
-            "--rm",
-            "--network",
-            "host",
-            "--user",
-            user,
-            "--cap-drop",
-            "ALL",
-            "--security-opt",
-            "no-new-privileges",
+        let mut args = vec!["run", "--rm", "--network", "host", "--user", user];
+        args.extend_from_slice(RESTRICTED_POD);
+        args.extend_from_slice(&[
             "-v",
             &ctx_volume,
             "-v",
@@ -270,7 +262,7 @@ fn restricted_build_equals_the_hosts(what: &str, step: &str, users: &[&str]) {
             "plain",
             "-o",
             "type=oci,dest=/out/app.tar",
-        ];
+        ]);
         args.extend_from_slice(&EPOCH);
         args.push("/workspace");
         let started = std::time::Instant::now();

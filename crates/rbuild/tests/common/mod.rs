@@ -21,6 +21,11 @@ pub fn rbuild(root: &Path) -> Command {
     cmd
 }
 
+/// Docker's options for Kubernetes' restricted level (the seccomp profile is Docker's
+/// default, which is what `RuntimeDefault` means under containerd); the user (`--user`)
+/// is each test's. The exact `securityContext` is in docs/ci/kubernetes-restricted.md.
+pub const RESTRICTED_POD: &[&str] = &["--cap-drop", "ALL", "--security-opt", "no-new-privileges"];
+
 /// `out` of a run that must have succeeded.
 pub fn ok(out: Output) -> Output {
     assert!(

@@ -241,7 +241,7 @@ fn write_contexts(app: &Path) {
     std::fs::write(app.join("data.txt"), "data\n").unwrap();
 }
 
-/// `docker run` of `image` as `user` under [`RESTRICTED`], rbuild as the entrypoint with
+/// `docker run` of `image` as `user` under [`RESTRICTED_POD`], rbuild as the entrypoint with
 /// `args`, `out` as /out.
 pub(crate) fn run_rbuild(
     daemon: &Dockerd,
@@ -261,7 +261,7 @@ pub(crate) fn run_rbuild(
         "--user",
         user,
     ];
-    docker.extend_from_slice(RESTRICTED);
+    docker.extend_from_slice(RESTRICTED_POD);
     docker.extend_from_slice(&["--entrypoint", RBUILD_IN_IMAGE, image]);
     docker.extend_from_slice(args);
     daemon.docker(&docker)
