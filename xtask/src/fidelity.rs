@@ -22,7 +22,7 @@ use rbuild_diff::{read_image, ImageSource};
 use rbuild_testutil::{busybox_rootfs, Registry};
 use serde_json::Value;
 
-mod buildkit;
+pub(crate) mod buildkit;
 mod builds;
 mod cases;
 

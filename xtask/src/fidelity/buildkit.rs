@@ -58,19 +58,26 @@ impl BuildKit {
     /// build context and the Dockerfile in `dockerfile_dir`.
     pub(crate) fn dockerfile_build(&self, context: &Path, dockerfile_dir: &Path) -> Command {
         let mut cmd = self.buildctl();
-        cmd.args([
-            "build",
-            "--progress",
-            "plain",
-            "--frontend",
-            "dockerfile.v0",
-        ])
-        .arg("--local")
-        .arg(format!("context={}", context.display()))
-        .arg("--local")
-        .arg(format!("dockerfile={}", dockerfile_dir.display()));
+        dockerfile_build_args(&mut cmd, context, dockerfile_dir);
         cmd
     }
+}
+
+/// The arguments of `buildctl build` of the Dockerfile frontend with plain progress,
+/// `context` as the build context and the Dockerfile in `dockerfile_dir` (for any
+/// buildctl: the reference daemon's here, the bench's rootful and rootless ones).
+pub(crate) fn dockerfile_build_args(cmd: &mut Command, context: &Path, dockerfile_dir: &Path) {
+    cmd.args([
+        "build",
+        "--progress",
+        "plain",
+        "--frontend",
+        "dockerfile.v0",
+    ])
+    .arg("--local")
+    .arg(format!("context={}", context.display()))
+    .arg("--local")
+    .arg(format!("dockerfile={}", dockerfile_dir.display()));
 }
 
 impl Drop for BuildKit {

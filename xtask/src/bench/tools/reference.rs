@@ -42,21 +42,11 @@ pub(super) fn buildkit_build(
     secrets: &[(&str, &str)],
 ) -> Vec<Command> {
     let meta = meta_dir.join(format!("build-{}.json", next_output()));
-    c.args([
-        "build",
-        "--progress",
-        "plain",
-        "--frontend",
-        "dockerfile.v0",
-    ])
-    .arg("--local")
-    .arg(format!("context={}", context.display()))
-    .arg("--local")
-    .arg(format!("dockerfile={}", context.display()))
-    .arg("--output")
-    .arg(format!("type=image,name={tag}"))
-    .arg("--metadata-file")
-    .arg(&meta);
+    crate::fidelity::buildkit::dockerfile_build_args(&mut c, context, context);
+    c.arg("--output")
+        .arg(format!("type=image,name={tag}"))
+        .arg("--metadata-file")
+        .arg(&meta);
     match cache {
         Cache::Off => {
             c.arg("--no-cache");
