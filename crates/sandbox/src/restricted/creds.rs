@@ -163,6 +163,11 @@ impl Ids {
 #[derive(Default)]
 pub(super) struct CredentialTable {
     by_process: HashMap<(i32, u64), Credentials>,
+    /// The process each thread that made an identity call belongs to, with the thread's
+    /// own start time: a later call of the same thread (same id, same start) is known by
+    /// one read of `/proc/TID/stat` instead of its `status` and its group's `stat` (bash
+    /// asks four ids as it starts, and a maintainer script starts many).
+    threads: HashMap<u32, (u64, Process)>,
 }
 
 impl CredentialTable {
@@ -173,7 +178,7 @@ impl CredentialTable {
         listener: &OwnedFd,
         request: &libc::seccomp_notif,
     ) -> Result<IdAnswer, i32> {
-        let process = process_of(request.pid).ok_or(libc::ESRCH)?;
+        let process = self.process_of_thread(request.pid).ok_or(libc::ESRCH)?;
         let key = (process.tgid, process.start);
         let mut creds = match self.by_process.get(&key) {
             Some(creds) => creds.clone(),
@@ -182,6 +187,23 @@ impl CredentialTable {
         let answer = apply(&mut creds, listener, request)?;
         self.by_process.insert(key, creds);
         Ok(answer)
+    }
+
+    /// [`process_of`] `tid`, from [`CredentialTable::threads`] when that thread has been
+    /// seen (a recycled thread id has another start time).
+    fn process_of_thread(&mut self, tid: u32) -> Option<Process> {
+        let thread = thread_of(tid)?;
+        if let Some((start, process)) = self.threads.get(&tid) {
+            if *start == thread.start {
+                return Some(Process {
+                    parent: thread.parent,
+                    ..*process
+                });
+            }
+        }
+        let process = process_of(tid)?;
+        self.threads.insert(tid, (thread.start, process));
+        Some(process)
     }
 
     /// The credentials of the nearest ancestor of `parent` (itself included) this table
@@ -299,6 +321,7 @@ fn apply(
 }
 
 /// A process as /proc shows it.
+#[derive(Clone, Copy)]
 struct Process {
     tgid: i32,
     start: u64,
@@ -316,16 +339,35 @@ fn process_of(tid: u32) -> Option<Process> {
     };
     let tgid = field("Tgid:")?;
     let parent = field("PPid:")?;
-    let stat = std::fs::read_to_string(format!("/proc/{tgid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: fields after its last
-    // `)` start at field 3; the start time is field 22.
-    let after = stat.rsplit_once(')')?.1;
-    let start = after.split_whitespace().nth(22 - 3)?.parse().ok()?;
+    let start = thread_of(tgid as u32)?.start;
     Some(Process {
         tgid,
         start,
         parent,
     })
+}
+
+/// What `/proc/TID/stat` says of one thread.
+struct Thread {
+    /// When it started (clock ticks after boot).
+    start: u64,
+    /// Its process's parent.
+    parent: i32,
+}
+
+fn thread_of(tid: u32) -> Option<Thread> {
+    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
+    parse_stat(&stat)
+}
+
+/// The start time and parent from the text of `/proc/TID/stat`.
+fn parse_stat(stat: &str) -> Option<Thread> {
+    // The command name (field 2) may hold spaces and parentheses: fields after its last
+    // `)` start at field 3; the parent is field 4, the start time field 22.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let parent = fields.nth(4 - 3)?.parse().ok()?;
+    let start = fields.nth(22 - 4 - 1)?.parse().ok()?;
+    Some(Thread { start, parent })
 }
 
 /// Writes `bytes` at `address` in the caller's memory (what a `get*` call returns through a
@@ -378,6 +420,21 @@ mod tests {
             saved,
             fs: effective,
         }
+    }
+
+    #[test]
+    fn a_threads_start_and_parent_are_read_past_an_odd_command_name() {
+        let stat = "4242 (a) b) (c) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
+                    987654 1000 200 18446744073709551615";
+        let thread = parse_stat(stat).unwrap();
+        assert_eq!((thread.parent, thread.start), (17, 987654));
+        let own = thread_of(std::process::id()).unwrap();
+        assert_eq!(own.parent as u32, std::os::unix::process::parent_id());
+        assert_eq!(
+            process_of(std::process::id()).unwrap().start,
+            own.start,
+            "a process's start is its main thread's"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use super::creds::{CredentialTable, IdAnswer};
 use super::resolve::{
     caller_path, errno_of, open_base, open_parent, open_target, refuse_denied, stat_of,
 };
+use super::stat::StatAnswerer;
 use super::table::{Device, DeviceKind, Owner, OwnershipTable};
 
 /// Receives one notification and answers it; errors only when the listener itself fails.
@@ -19,6 +20,7 @@ pub(super) fn answer_one(
     table: &mut OwnershipTable,
     credentials: &mut CredentialTable,
     denied: &[PathBuf],
+    stats: &mut StatAnswerer,
 ) -> io::Result<()> {
     // SAFETY: an all-zero seccomp_notif is what the kernel requires for RECV.
     let mut request: libc::seccomp_notif = unsafe { std::mem::zeroed() };
@@ -46,7 +48,7 @@ pub(super) fn answer_one(
             Err(errno) => Err(errno),
         }
     } else if super::stat::CALLS.contains(&nr) {
-        Ok(super::stat::answer_stat(listener, &request, table))
+        Ok(super::stat::answer_stat(listener, &request, table, stats))
     } else if super::filter::MKNOD.contains(&nr) {
         record_mknod(listener, &request, table, denied)
     } else if super::xattr::CALLS.contains(&nr) {

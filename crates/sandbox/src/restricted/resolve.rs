@@ -17,6 +17,22 @@ pub(super) fn caller_path(
     request: &libc::seccomp_notif,
     address: u64,
 ) -> Result<Vec<u8>, i32> {
+    let path = caller_path_unchecked(listener, request, address)?;
+    // The pid named the caller when the notification arrived; the notification still
+    // pending after the read proves the caller is still there, blocked in its call (not
+    // exited and recycled, not exec'd), so the bytes were its own.
+    notification_still_valid(listener, request)?;
+    Ok(path)
+}
+
+/// [`caller_path`] without the final check that the notification is still pending: for a
+/// caller that checks it before anything the path leads to has an effect (the `stat`
+/// family, whose only effect is the answer written back after that check).
+pub(super) fn caller_path_unchecked(
+    listener: &OwnedFd,
+    request: &libc::seccomp_notif,
+    address: u64,
+) -> Result<Vec<u8>, i32> {
     let pid = request.pid as libc::pid_t;
     let direct = read_c_string(address, |buf, at| {
         let local = libc::iovec {
@@ -36,20 +52,14 @@ pub(super) fn caller_path(
             Ok(n as usize)
         }
     });
-    let path = match direct {
+    match direct {
         Err(ReadError::Unavailable) => {
             let mem = std::fs::File::open(format!("/proc/{pid}/mem")).map_err(errno_of)?;
             notification_still_valid(listener, request)?;
-            return read_c_string(address, |buf, at| mem.read_at(buf, at))
-                .map_err(ReadError::errno);
+            read_c_string(address, |buf, at| mem.read_at(buf, at)).map_err(ReadError::errno)
         }
-        other => other.map_err(ReadError::errno)?,
-    };
-    // The pid named the caller when the notification arrived; the notification still
-    // pending after the read proves the caller is still there, blocked in its call (not
-    // exited and recycled, not exec'd), so the bytes were its own.
-    notification_still_valid(listener, request)?;
-    Ok(path)
+        other => other.map_err(ReadError::errno),
+    }
 }
 
 /// Reads `len` bytes at `address` in the caller's memory (an xattr value), checking the

@@ -21,12 +21,13 @@
 //! and the pid reused at once; the supervisor runs as the step's own uid, so such a write
 //! could reach nothing the step could not).
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::creds::write_to_caller;
 use super::notify::Answer;
-use super::resolve::{caller_path, open_base};
+use super::resolve::{caller_path_unchecked, open_base};
 use super::table::{Owner, OwnershipTable};
 
 /// The calls answered here.
@@ -108,20 +109,74 @@ pub(super) fn shown_owner(recorded: Option<Owner>, disk: (u32, u32), own: (u32, 
     })
 }
 
+/// What the supervisor keeps from one `stat` to the next, so that an answer costs as few
+/// system calls as it can (see docs/sandbox.md, "Owners as root sees them": each one is
+/// paid on every `stat` a step makes).
+pub(super) struct StatAnswerer {
+    /// `/` of the step, opened once: absolute paths are resolved from it instead of from
+    /// `/proc/PID/root` opened for each call. `None` when the step's root is not the
+    /// supervisor's (it never changes: `chroot` and `pivot_root` are refused by the filter,
+    /// and the step is forked from the supervisor, but that is checked, not assumed).
+    root: Option<OwnedFd>,
+    /// This supervisor's effective uid and gid: the build user, shown as root.
+    own: (u32, u32),
+    /// Whether a device (`st_dev`, one per mounted file system) is a procfs: answered by
+    /// `fstatfs` once per device instead of once per call.
+    procfs_devices: HashMap<u64, bool>,
+}
+
+impl StatAnswerer {
+    /// For the steps of `child`, whose root is compared with this process's own.
+    pub(super) fn new(child: libc::pid_t) -> Self {
+        // SAFETY: geteuid and getegid take no arguments and cannot fail.
+        let own = unsafe { (libc::geteuid(), libc::getegid()) };
+        // SAFETY: a valid C string; the descriptor is owned right away.
+        let root = owned(unsafe { libc::open(c"/".as_ptr(), libc::O_PATH | libc::O_CLOEXEC) });
+        let same = |root: &OwnedFd| {
+            let theirs = std::fs::metadata(format!("/proc/{child}/root/")).ok()?;
+            let ours = std::fs::metadata(format!("/proc/self/fd/{}/", root.as_raw_fd())).ok()?;
+            use std::os::unix::fs::MetadataExt;
+            Some((theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()))
+        };
+        StatAnswerer {
+            root: root.filter(|root| same(root) == Some(true)),
+            own,
+            procfs_devices: HashMap::new(),
+        }
+    }
+
+    /// Whether `dev` is a procfs, asked of the kernel through `fd` (a file on it) the first
+    /// time; `None` if that cannot be told.
+    fn on_procfs(&mut self, dev: u64, fd: &OwnedFd) -> Option<bool> {
+        if let Some(known) = self.procfs_devices.get(&dev) {
+            return Some(*known);
+        }
+        let procfs = on_procfs(fd)?;
+        self.procfs_devices.insert(dev, procfs);
+        Some(procfs)
+    }
+}
+
 /// Answers one `stat`-family call: performed here and written into the caller's memory
 /// with the owner root sees, or left to the kernel (see the module's comment).
 pub(super) fn answer_stat(
     listener: &OwnedFd,
     request: &libc::seccomp_notif,
     table: &OwnershipTable,
+    answerer: &mut StatAnswerer,
 ) -> Answer {
-    match faked(listener, request, table) {
+    match faked(listener, request, table, answerer) {
         Some(()) => Answer::Success,
         None => Answer::Continue,
     }
 }
 
-fn faked(listener: &OwnedFd, request: &libc::seccomp_notif, table: &OwnershipTable) -> Option<()> {
+fn faked(
+    listener: &OwnedFd,
+    request: &libc::seccomp_notif,
+    table: &OwnershipTable,
+    answerer: &mut StatAnswerer,
+) -> Option<()> {
     let call = decode(request.data.nr as libc::c_long, request.data.args)?;
     let known = libc::AT_SYMLINK_NOFOLLOW
         | libc::AT_EMPTY_PATH
@@ -130,23 +185,32 @@ fn faked(listener: &OwnedFd, request: &libc::seccomp_notif, table: &OwnershipTab
     if call.flags & !known != 0 {
         return None;
     }
+    // The notification is checked once, just before the result is written: still pending
+    // then means the caller was blocked in this call all along, so the path read here was
+    // its own. Until then nothing is changed anywhere (an O_PATH open and a stat), so a
+    // path read from a recycled pid costs nothing but the call answered by the kernel.
     let path = match call.path {
         // A NULL path is an empty one with AT_EMPTY_PATH (Linux 6.11).
         Some(0) | None => Vec::new(),
-        Some(address) => caller_path(listener, request, address).ok()?,
+        Some(address) => caller_path_unchecked(listener, request, address).ok()?,
     };
-    let target = open_target(request.pid, call.dirfd, &path, call.flags)?;
-    if on_procfs(&target)? {
-        return None;
-    }
-    // SAFETY: geteuid and getegid take no arguments and cannot fail.
-    let own = unsafe { (libc::geteuid(), libc::getegid()) };
+    let target = open_target(
+        request.pid,
+        answerer.root.as_ref(),
+        call.dirfd,
+        &path,
+        call.flags,
+    )?;
+    let own = answerer.own;
     match call.statx_mask {
         None => {
             // SAFETY: an all-zero stat is valid; fstat fills it.
             let mut st: libc::stat = unsafe { std::mem::zeroed() };
             // SAFETY: a valid descriptor (O_PATH: fstat is allowed on it) and buffer.
             if unsafe { libc::fstat(target.as_raw_fd(), &mut st) } < 0 {
+                return None;
+            }
+            if answerer.on_procfs(st.st_dev, &target)? {
                 return None;
             }
             let owner = shown_owner(table.get(st.st_dev, st.st_ino), (st.st_uid, st.st_gid), own);
@@ -180,6 +244,9 @@ fn faked(listener: &OwnedFd, request: &libc::seccomp_notif, table: &OwnershipTab
                 return None;
             }
             let dev = libc::makedev(stx.stx_dev_major, stx.stx_dev_minor);
+            if answerer.on_procfs(dev, &target)? {
+                return None;
+            }
             let owner = shown_owner(table.get(dev, stx.stx_ino), (stx.stx_uid, stx.stx_gid), own);
             stx.stx_uid = owner.uid;
             stx.stx_gid = owner.gid;
@@ -196,10 +263,17 @@ fn faked(listener: &OwnedFd, request: &libc::seccomp_notif, table: &OwnershipTab
 }
 
 /// Opens (`O_PATH`) the file the call names in the caller's view: the descriptor or cwd
-/// itself for an empty path with `AT_EMPTY_PATH`, else the path from the caller's root,
-/// cwd or descriptor. No magic link (`/proc/PID/fd/N`, `/proc/self/exe`) is followed on the
-/// way: through /proc the supervisor would reach its own files, not the caller's.
-fn open_target(pid: u32, dirfd: libc::c_int, path: &[u8], flags: libc::c_int) -> Option<OwnedFd> {
+/// itself for an empty path with `AT_EMPTY_PATH`, else the path from the caller's root
+/// (`root` when known, see [`StatAnswerer::root`]), cwd or descriptor. No magic link
+/// (`/proc/PID/fd/N`, `/proc/self/exe`) is followed on the way: through /proc the
+/// supervisor would reach its own files, not the caller's.
+fn open_target(
+    pid: u32,
+    root: Option<&OwnedFd>,
+    dirfd: libc::c_int,
+    path: &[u8],
+    flags: libc::c_int,
+) -> Option<OwnedFd> {
     if path.is_empty() {
         if flags & libc::AT_EMPTY_PATH == 0 {
             return None;
@@ -215,9 +289,22 @@ fn open_target(pid: u32, dirfd: libc::c_int, path: &[u8], flags: libc::c_int) ->
         // SAFETY: a valid C string; the descriptor is owned right away.
         return owned(unsafe { libc::open(own.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) });
     }
-    let (base, relative) = open_base(pid, dirfd, path).ok()?;
+    let opened;
+    let (base, relative) = match (root, path.first()) {
+        (Some(root), Some(b'/')) => {
+            let start = path.iter().position(|b| *b != b'/').unwrap_or(path.len());
+            // No interior NUL: the path was read up to the first one.
+            (root, CString::new(&path[start..]).ok()?)
+        }
+        _ => {
+            let (base, relative) = open_base(pid, dirfd, path).ok()?;
+            opened = base;
+            (&opened, relative)
+        }
+    };
     if relative.as_bytes().is_empty() {
-        return Some(base);
+        // SAFETY: F_DUPFD_CLOEXEC of a valid descriptor; the copy is owned right away.
+        return owned(unsafe { libc::fcntl(base.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) });
     }
     let mut open_flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
     if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
@@ -291,6 +378,57 @@ mod tests {
             },
             "another user's file keeps its ids"
         );
+    }
+
+    fn open_path(path: &std::ffi::CStr) -> OwnedFd {
+        // SAFETY: a valid C string; the result is owned by `owned`.
+        owned(unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) }).unwrap()
+    }
+
+    fn file_id(fd: &OwnedFd) -> (u64, u64) {
+        let st = std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        (st.dev(), st.ino())
+    }
+
+    #[test]
+    fn a_devices_file_system_type_is_asked_once() {
+        let mut answerer = StatAnswerer::new(std::process::id() as libc::pid_t);
+        let (proc_dir, root) = (open_path(c"/proc"), open_path(c"/"));
+        let (proc_dev, root_dev) = (file_id(&proc_dir).0, file_id(&root).0);
+        assert_eq!(answerer.on_procfs(proc_dev, &proc_dir), Some(true));
+        assert_eq!(answerer.on_procfs(root_dev, &root), Some(false));
+        // Asked again with a descriptor of another file system (a pipe's): the first
+        // answers stay, the kernel is not asked again.
+        let (read_end, _write_end) = std::io::pipe().unwrap();
+        let read_end = OwnedFd::from(read_end);
+        assert_eq!(on_procfs(&read_end), Some(false));
+        assert_eq!(answerer.on_procfs(proc_dev, &read_end), Some(true));
+        assert_eq!(answerer.procfs_devices.len(), 2);
+    }
+
+    #[test]
+    fn absolute_paths_start_from_the_steps_root_opened_once() {
+        let pid = std::process::id();
+        let answerer = StatAnswerer::new(pid as libc::pid_t);
+        let root = answerer
+            .root
+            .as_ref()
+            .expect("the same root as this process's");
+        // A pid with no /proc entry: only the cached root can resolve absolute paths.
+        let gone = u32::MAX;
+        for path in [&b"/etc/passwd"[..], b"//etc/../etc/passwd", b"/"] {
+            let through_root = open_target(gone, Some(root), libc::AT_FDCWD, path, 0)
+                .unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(path)));
+            let through_proc = open_target(pid, None, libc::AT_FDCWD, path, 0).unwrap();
+            assert_eq!(file_id(&through_root), file_id(&through_proc));
+        }
+        assert!(open_target(gone, None, libc::AT_FDCWD, b"/etc/passwd", 0).is_none());
+        // Magic links stay refused from the cached root too.
+        let magic = b"/proc/self/root/etc";
+        assert!(open_target(gone, Some(root), libc::AT_FDCWD, magic, 0).is_none());
+        // Relative paths still name the caller's cwd, never this root.
+        assert!(open_target(gone, Some(root), libc::AT_FDCWD, b"etc/passwd", 0).is_none());
     }
 
     #[test]
