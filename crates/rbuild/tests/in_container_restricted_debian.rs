@@ -183,12 +183,14 @@ fn differences(a: &Path, b: &Path, rewritten: bool) -> String {
 
 #[test]
 fn apt_get_install_in_a_debian_stage_equals_the_hosts_user_namespace_build() {
-    restricted_build_equals_the_hosts(
-        "apt-get install jq",
-        "RUN apt-get update && apt-get install -y --no-install-recommends jq \
+    restricted_build_equals_the_hosts(&Build {
+        what: "apt-get install jq",
+        steps: "RUN apt-get update && apt-get install -y --no-install-recommends jq \
           && jq --version > /root/jq-version\n",
-        &["1000:1000", "1000770000:0"],
-    );
+        files: &[],
+        ca_secret: false,
+        users: &["1000:1000", "1000770000:0"],
+    });
 }
 
 /// python3-pip pulls in ca-certificates, whose postinst copies an owner it read with
@@ -196,17 +198,81 @@ fn apt_get_install_in_a_debian_stage_equals_the_hosts_user_namespace_build() {
 /// only because the supervisor answers `stat` with root's ids for the build user's files.
 #[test]
 fn pip_in_a_debian_stage_equals_the_hosts_user_namespace_build() {
-    restricted_build_equals_the_hosts(
-        "apt-get install python3-pip",
-        "RUN apt-get update && apt-get install -y --no-install-recommends python3-pip \
+    restricted_build_equals_the_hosts(&Build {
+        what: "apt-get install python3-pip",
+        steps: "RUN apt-get update && apt-get install -y --no-install-recommends python3-pip \
           && pip --version > /root/pip-version\n",
-        &["1000:1000"],
-    );
+        files: &[],
+        ca_secret: false,
+        users: &["1000:1000"],
+    });
 }
 
-/// Builds `FROM <a Debian base>` then `step` as root on the host (user-namespace isolation)
-/// and in the restricted container as each of `users`, and checks the images are equal.
-fn restricted_build_equals_the_hosts(what: &str, step: &str, users: &[&str]) {
+/// The Node app of the real-world fidelity cases (testdata/fidelity/debian_apps/node).
+const NODE_APP: &[(&str, &str)] = &[
+    (
+        "app/index.js",
+        include_str!("../../../testdata/fidelity/debian_apps/node/index.js"),
+    ),
+    (
+        "app/package.json",
+        include_str!("../../../testdata/fidelity/debian_apps/node/package.json"),
+    ),
+    (
+        "app/package-lock.json",
+        include_str!("../../../testdata/fidelity/debian_apps/node/package-lock.json"),
+    ),
+];
+
+/// nodejs and npm from apt, then `npm ci` of a small app from its lockfile over HTTPS (the
+/// machine's CA bundle as the secret `ca`, as the bench's npm row does), the app run in the
+/// same step: npm's cache, tarball extraction and the owners it gives are the pod's.
+#[test]
+fn npm_ci_in_a_debian_stage_equals_the_hosts_user_namespace_build() {
+    restricted_build_equals_the_hosts(&Build {
+        what: "apt-get install nodejs npm, npm ci",
+        steps: "RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+                nodejs npm && rm -rf /var/lib/apt/lists/*\n\
+                WORKDIR /app\n\
+                COPY app/ ./\n\
+                RUN --mount=type=secret,id=ca npm_config_cafile=/run/secrets/ca \
+                npm ci --no-audit --no-fund --no-update-notifier \
+                && rm -rf /root/.npm && node index.js > /app/ran\n",
+        files: NODE_APP,
+        ca_secret: true,
+        users: &["1000:1000"],
+    });
+}
+
+/// The machine's CA bundle (with a proxy's CA where there is one): what the package
+/// managers that speak HTTPS get as the secret `ca`, in no layer.
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// A build compared by [`restricted_build_equals_the_hosts`].
+struct Build<'a> {
+    /// What it does, for the timing line.
+    what: &'a str,
+    /// The Dockerfile after `FROM <a Debian base>`.
+    steps: &'a str,
+    /// Files of the context (path, text).
+    files: &'a [(&'a str, &'a str)],
+    /// Whether [`CA_BUNDLE`] is given as the secret `ca`.
+    ca_secret: bool,
+    /// The users the restricted container runs as.
+    users: &'a [&'a str],
+}
+
+/// Builds `FROM <a Debian base>` then the build's steps as root on the host (user-namespace
+/// isolation) and in the restricted container as each of its users, and checks the images
+/// are equal.
+fn restricted_build_equals_the_hosts(build: &Build) {
+    let Build {
+        what,
+        steps,
+        files,
+        ca_secret,
+        users,
+    } = *build;
     require_root("starting dockerd for the restricted container");
     require_binary(PATCHELF, "patchelf");
     let work = tempfile::tempdir().unwrap();
@@ -215,7 +281,18 @@ fn restricted_build_equals_the_hosts(what: &str, step: &str, users: &[&str]) {
     let base = push_debian_base(work.path(), &store, &registry);
     let app = work.path().join("app");
     std::fs::create_dir_all(&app).unwrap();
-    std::fs::write(app.join("Dockerfile"), format!("FROM {base}\n{step}")).unwrap();
+    std::fs::write(app.join("Dockerfile"), format!("FROM {base}\n{steps}")).unwrap();
+    for (name, text) in files {
+        let path = app.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let host_secret = format!("id=ca,src={CA_BUNDLE}");
+    let secret_args: &[&str] = if ca_secret {
+        &["--secret", &host_secret]
+    } else {
+        &[]
+    };
 
     // The reference: root on the host, user-namespace isolation.
     let reference = work.path().join("reference.tar");
@@ -233,6 +310,7 @@ fn restricted_build_equals_the_hosts(what: &str, step: &str, users: &[&str]) {
             ][..],
             &[&format!("type=oci,dest={}", reference.display())],
             &EPOCH,
+            secret_args,
             &[app.to_str().unwrap()],
         ]
         .concat(),
@@ -247,8 +325,12 @@ fn restricted_build_equals_the_hosts(what: &str, step: &str, users: &[&str]) {
         std::fs::set_permissions(out.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let ctx_volume = format!("{}:/workspace:ro", app.display());
         let out_volume = format!("{}:/out", out.path().display());
+        let ca_volume = format!("{CA_BUNDLE}:/ca/ca.crt:ro");
         let mut args = vec!["run", "--rm", "--network", "host", "--user", user];
         args.extend_from_slice(RESTRICTED_POD);
+        if ca_secret {
+            args.extend_from_slice(&["-v", &ca_volume]);
+        }
         args.extend_from_slice(&[
             "-v",
             &ctx_volume,
@@ -264,6 +346,9 @@ fn restricted_build_equals_the_hosts(what: &str, step: &str, users: &[&str]) {
             "type=oci,dest=/out/app.tar",
         ]);
         args.extend_from_slice(&EPOCH);
+        if ca_secret {
+            args.extend_from_slice(&["--secret", "id=ca,src=/ca/ca.crt"]);
+        }
         args.push("/workspace");
         let started = std::time::Instant::now();
         let run = daemon.docker(&args);
