@@ -267,8 +267,13 @@ impl PlacedMounts {
             MountKind::SshAgent { uid, gid, mode } => {
                 let listener =
                     UnixListener::bind(&at).map_err(|e| fail("creating the agent socket", &e))?;
-                std::os::unix::fs::lchown(&at, Some(*uid), Some(*gid))
-                    .map_err(|e| fail(&format!("giving the agent socket to {uid}:{gid}"), &e))?;
+                // Restricted isolation: as for a secret, the socket is already the step's
+                // (the build user, shown as root), and the build user cannot chown.
+                if !self.owners_recorded {
+                    std::os::unix::fs::lchown(&at, Some(*uid), Some(*gid)).map_err(|e| {
+                        fail(&format!("giving the agent socket to {uid}:{gid}"), &e)
+                    })?;
+                }
                 std::fs::set_permissions(&at, std::fs::Permissions::from_mode(*mode))
                     .map_err(|e| fail(&format!("chmod {mode:o} of the agent socket"), &e))?;
                 let proxy = AgentProxy::start(listener, bind.source.clone())

@@ -374,3 +374,167 @@ fn restricted_build_equals_the_hosts(build: &Build) {
         );
     }
 }
+
+/// `RUN --mount=type=ssh` in the pod: an ssh-agent started here (as the pod's user: an
+/// agent answers only its own uid and root) holds a key; its socket is mounted into the
+/// restricted container and given to rbuild with `--ssh default=…`; the step's `ssh-add
+/// -l` lists the key through the socket rbuild forwards into the stage. A step without
+/// the mount finds no agent.
+#[test]
+fn an_ssh_mount_reaches_the_agent_forwarded_into_the_pod() {
+    require_root("starting dockerd for the restricted container");
+    require_binary(PATCHELF, "patchelf");
+    for tool in [
+        "/usr/bin/ssh-agent",
+        "/usr/bin/ssh-add",
+        "/usr/bin/ssh-keygen",
+    ] {
+        require_binary(tool, "openssh-client");
+    }
+    require_binary("/usr/bin/setpriv", "util-linux");
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    let registry = Registry::start();
+    let base = push_debian_base(work.path(), &store, &registry);
+    std::fs::remove_dir_all(&store).unwrap();
+
+    // The key and the agent, the pod's user's (who must be able to reach them).
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let agent_dir = work.path().join("agent");
+    std::fs::create_dir(&agent_dir).unwrap();
+    let key = agent_dir.join("key");
+    run_ok(
+        Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "restricted-pod-key",
+                "-f",
+            ])
+            .arg(&key),
+    );
+    run_ok(
+        Command::new("chown")
+            .args(["-R", "1000:1000"])
+            .arg(&agent_dir),
+    );
+    let as_pod_user = |program: &str| {
+        let mut command = Command::new("setpriv");
+        command.args([
+            "--reuid",
+            "1000",
+            "--regid",
+            "1000",
+            "--clear-groups",
+            "--",
+            program,
+        ]);
+        command
+    };
+    let socket = agent_dir.join("agent.sock");
+    let mut agent = as_pod_user("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let agent_guard = KillOnDrop(&mut agent);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ssh-agent made no socket"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    run_ok(
+        as_pod_user("ssh-add")
+            .env("SSH_AUTH_SOCK", &socket)
+            .arg(&key),
+    );
+    let fingerprint = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(key.with_extension("pub"))
+        .output()
+        .unwrap();
+    let fingerprint = String::from_utf8(fingerprint.stdout).unwrap();
+    let fingerprint = fingerprint
+        .split_whitespace()
+        .nth(1)
+        .expect("ssh-keygen -l prints bits, fingerprint, comment")
+        .to_string();
+    assert!(fingerprint.starts_with("SHA256:"), "{fingerprint}");
+
+    let app = work.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(
+        app.join("Dockerfile"),
+        format!(
+            "FROM {base}\n\
+             RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+             openssh-client && rm -rf /var/lib/apt/lists/*\n\
+             RUN --mount=type=ssh ssh-add -l && echo \"agent at $SSH_AUTH_SOCK\"\n\
+             RUN ssh-add -l; echo \"without the mount: $?\"\n"
+        ),
+    )
+    .unwrap();
+
+    let daemon = Dockerd::start();
+    builder_image(&daemon, work.path());
+    let ctx_volume = format!("{}:/workspace:ro", app.display());
+    let agent_volume = format!("{}:/agent", agent_dir.display());
+    let mut args = vec!["run", "--rm", "--network", "host", "--user", "1000:1000"];
+    args.extend_from_slice(RESTRICTED_POD);
+    args.extend_from_slice(&[
+        "-v",
+        &ctx_volume,
+        "-v",
+        &agent_volume,
+        IMAGE,
+        "build",
+        "--isolation",
+        "restricted",
+        "--progress",
+        "plain",
+        "--ssh",
+        "default=/agent/agent.sock",
+        "/workspace",
+    ]);
+    let run = daemon.docker(&args);
+    drop(agent_guard);
+    assert!(run.status.success(), "{}", describe(&run));
+    let log = String::from_utf8_lossy(&run.stderr);
+    let listed = log
+        .lines()
+        .find(|l| l.contains(&fingerprint))
+        .unwrap_or_else(|| panic!("ssh-add -l did not list {fingerprint}: {log}"));
+    assert!(listed.contains("restricted-pod-key"), "{listed}");
+    assert!(
+        log.contains("agent at /run/buildkit/ssh_agent.0"),
+        "SSH_AUTH_SOCK is BuildKit's path: {log}"
+    );
+    // ssh-add's status 2: no agent to reach.
+    assert!(
+        log.contains("without the mount: 2"),
+        "a step without the mount reached an agent: {log}"
+    );
+    assert!(
+        !log.contains("PRIVATE KEY"),
+        "the key itself never shows: {log}"
+    );
+}
+
+/// Kills and reaps a child when dropped, so a failed assertion leaves no agent running.
+struct KillOnDrop<'a>(&'a mut std::process::Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
