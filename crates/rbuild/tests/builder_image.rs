@@ -797,3 +797,110 @@ fn the_restricted_image_builds_as_the_pods_user_what_root_builds_on_the_host() {
         "every step from the registry cache: {log}"
     );
 }
+
+/// `rbuild:restricted-debian` as `cargo xtask builder-image` makes it (the static rbuild,
+/// the usrmerge top level) run as a Kubernetes restricted pod (`--user 1000:1000
+/// --cap-drop ALL --security-opt no-new-privileges`, Docker's default seccomp, rbuild as
+/// the entrypoint): a Debian stage's own dynamically linked programs run in place (dpkg,
+/// chown, coreutils), and the image equals root's build of it on the host.
+#[test]
+fn the_restricted_debian_image_builds_a_debian_stage_as_the_pods_user() {
+    require_root("running dockerd");
+    let archive = image_dir().join("rbuild-restricted-debian.tar");
+    let daemon = Dockerd::start();
+    daemon.docker_ok(&["load", "-i", archive.to_str().unwrap()]);
+    let registry = Registry::start();
+    let host = registry.host();
+    let work = tempfile::tempdir().unwrap();
+    rbuild_testutil::debian_image_rootfs(&work.path().join("base/rootfs"));
+    write(
+        &work.path().join("base/Dockerfile"),
+        "FROM scratch\nCOPY rootfs/ /\nCMD [\"bash\"]\n",
+    );
+    let host_store = tempfile::tempdir().unwrap();
+    let rbuild_on_host = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+            .arg("--root")
+            .arg(host_store.path())
+            .args(args)
+            .env_remove("RBUILD_ENGINE")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", describe(&out));
+    };
+    let base = format!("{host}/base/debian:1");
+    rbuild_on_host(&[
+        "build",
+        "-q",
+        "--push",
+        "-t",
+        &base,
+        work.path().join("base").to_str().unwrap(),
+    ]);
+    std::fs::remove_dir_all(work.path().join("base")).unwrap();
+    let ctx = work.path().join("app");
+    write(
+        &ctx.join("Dockerfile"),
+        &format!(
+            "FROM {base}\n\
+             COPY --chown=7:8 data.txt /srv/data.txt\n\
+             RUN echo changed > /etc/motd && chown 100:65534 /etc/motd && chmod u+s /etc/motd \
+              && ln /etc/motd /etc/motd-link && rm /etc/issue.net \
+              && dpkg --print-architecture > /root/arch && id -u > /root/uid\n"
+        ),
+    );
+    write(&ctx.join("data.txt"), "from the context\n");
+    let epoch = ["--source-date-epoch", "1700000000"];
+    let reference = work.path().join("host.tar");
+    let dest = format!("type=docker,dest={}", reference.display());
+    rbuild_on_host(
+        &[
+            &["build", "-q", "-o", &dest][..],
+            &epoch,
+            &[ctx.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+
+    let out = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        out.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let ctx_volume = format!("{}:/workspace:ro", ctx.display());
+    let out_volume = format!("{}:/out", out.path().display());
+    let mut args = vec!["run", "--rm", "--network", "host", "--user", "1000:1000"];
+    args.extend_from_slice(RESTRICTED_POD);
+    args.extend_from_slice(&[
+        "-v",
+        &ctx_volume,
+        "-v",
+        &out_volume,
+        "rbuild:restricted-debian",
+        "build",
+        "--isolation",
+        "restricted",
+        "--progress",
+        "plain",
+        "-o",
+        "type=docker,dest=/out/app.tar",
+    ]);
+    args.extend_from_slice(&epoch);
+    args.push("/workspace");
+    let run = daemon.docker(&args);
+    assert!(run.status.success(), "{}", describe(&run));
+    let diff = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .arg("diff")
+        .arg(&reference)
+        .arg(out.path().join("app.tar"))
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "the image differs from root's on the host: {}\n{}",
+        describe(&diff),
+        describe(&run)
+    );
+}
