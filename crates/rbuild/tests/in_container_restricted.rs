@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use rbuild_testutil::{require_root, Dockerd};
+use rbuild_testutil::{require_root, Dockerd, Registry};
 
 mod common;
 use common::{copy_at_same_path, shared_libraries, RESTRICTED_POD};
@@ -453,5 +453,93 @@ fn without_the_marker_nothing_is_laid_out() {
             && stdout.contains(&format!("{CTX_IN_IMAGE}/Dockerfile")),
         "{}",
         describe(&run)
+    );
+}
+
+/// Push and the registry cache (`--cache-to`/`--cache-from type=registry`) from the pod:
+/// one restricted container builds the compared Dockerfile, pushes the image and exports
+/// every step's cache (`mode=max`) to a local registry; a second, fresh container (the
+/// builder image's store: the base only) builds it from that cache without running a step,
+/// and pushes the same image digest.
+#[test]
+fn push_and_the_registry_cache_work_from_the_pod() {
+    require_root("starting dockerd for the restricted container");
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    build_base(work.path(), &store);
+    let daemon = Dockerd::start();
+    builder_image(&daemon, work.path(), &store, true, "1000:0", IMAGE);
+    let registry = Registry::start();
+    let host = registry.host();
+    let cache = format!("type=registry,ref={host}/team/app:cache");
+    let export = format!("{cache},mode=max");
+    let pod = |tag: &str, cache_args: &[&str]| {
+        let mut args = vec!["run", "--rm", "--network", "host", "--user", "1000:1000"];
+        args.extend_from_slice(RESTRICTED_POD);
+        args.extend_from_slice(&[
+            "--entrypoint",
+            RBUILD_IN_IMAGE,
+            IMAGE,
+            "--root",
+            STORE_IN_IMAGE,
+            "build",
+            "--isolation",
+            "restricted",
+            "--progress",
+            "plain",
+            "--build-arg",
+            EPOCH_ARG,
+            "--secret",
+            "id=tok,src=/rbuild/ctx/secret.txt",
+            "--push",
+            "-t",
+            tag,
+        ]);
+        args.extend_from_slice(cache_args);
+        args.push(CTX_IN_IMAGE);
+        let run = daemon.docker(&args);
+        assert!(run.status.success(), "{tag}: {}", describe(&run));
+        String::from_utf8_lossy(&run.stderr).into_owned()
+    };
+    let first = pod(&format!("{host}/team/app:1"), &["--cache-to", &export]);
+    assert_eq!(registry.manifest_status("team/app", "1"), Some(200));
+    assert_eq!(
+        registry.manifest_status("team/app", "cache"),
+        Some(200),
+        "no cache was exported: {first}"
+    );
+    let ran = first.lines().filter(|l| l.contains("] RUN ")).count();
+    assert!(ran >= 6, "the first build runs its RUN steps: {first}");
+    assert!(!first.contains("CACHED"), "{first}");
+
+    let second = pod(&format!("{host}/team/app:2"), &["--cache-from", &cache]);
+    let steps: Vec<&str> = second
+        .lines()
+        .filter(|l| l.contains("] RUN ") || l.contains("] COPY "))
+        .collect();
+    for step in &steps {
+        let number = step.split_whitespace().next().unwrap();
+        assert!(
+            second.contains(&format!("{number} CACHED")),
+            "not from the registry cache: {step}\n{second}"
+        );
+    }
+    assert!(steps.len() >= 8, "{second}");
+    let digest = |log: &str| {
+        log.lines()
+            .filter_map(|l| l.split("digest: ").nth(1))
+            .map(|d| d.split_whitespace().next().unwrap_or("").to_string())
+            .next_back()
+    };
+    assert!(digest(&first).is_some(), "no pushed digest shown: {first}");
+    println!(
+        "pushed {:?} from the first pod, {:?} from the cache",
+        digest(&first),
+        digest(&second)
+    );
+    assert_eq!(
+        digest(&first),
+        digest(&second),
+        "the cached build pushed another image"
     );
 }
