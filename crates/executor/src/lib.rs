@@ -43,6 +43,7 @@ mod named_contexts;
 mod op;
 mod owners;
 pub mod phases;
+mod precise_times;
 pub mod progress;
 mod run;
 mod runner;

@@ -27,6 +27,10 @@ fn main() -> ExitCode {
             "the_same_step_of_two_stages_runs_once",
             the_same_step_of_two_stages_runs_once,
         ),
+        (
+            "a_shared_step_gives_both_stages_the_same_files",
+            a_shared_step_gives_both_stages_the_same_files,
+        ),
     ])
 }
 
@@ -153,6 +157,47 @@ fn the_same_step_of_two_stages_runs_once() {
                 1,
                 "one stage takes the other's step: {shared:?}"
             );
+        }
+    }
+}
+
+/// `Dockerfile_test_arg_multi` itself: both stages `touch /myFile.txt` (one step, run once),
+/// then the last stage copies the builder's file onto its own. In BuildKit both stages
+/// have the very same file, so the COPY changes nothing and its layer is empty. In rbuild
+/// one stage runs the step (nanosecond times) and the other applies its layer (whole
+/// seconds), whichever comes first: the taking stage must get the running stage's times,
+/// not the layer's, or the COPY records the file. With and without `--no-cache`, and with
+/// the copy the other way round, so both orders of running are covered.
+fn a_shared_step_gives_both_stages_the_same_files() {
+    let fx = Fixture::new();
+    let dockerfile = "FROM busybox AS builder\n\
+         RUN touch /myFile.txt && mkdir -p /d && touch /d/f\n\
+         FROM busybox AS other\n\
+         RUN touch /myFile.txt && mkdir -p /d && touch /d/f\n\
+         COPY --from=builder /myFile.txt /\n\
+         COPY --from=builder /d /d\n\
+         FROM builder\n\
+         COPY --from=other /myFile.txt /\n";
+    for no_cache in [false, true] {
+        for target in ["other", ""] {
+            let mut request = fx.request(dockerfile);
+            request.no_cache = no_cache;
+            if !target.is_empty() {
+                request.target = Some(target.into());
+            }
+            let built = fx.built(&request);
+            // `other` ends with its two COPYs, the last stage with its one.
+            let copies = if target.is_empty() { 1 } else { 2 };
+            for layer in &built.layers[built.layers.len() - copies..] {
+                let paths = fx.layer_paths(layer);
+                assert!(
+                    paths.is_empty(),
+                    "target {target:?} no_cache {no_cache}: a COPY of the shared step's \
+                     files recorded {paths:?}"
+                );
+            }
+            // The step ran once: the files came from one run.
+            assert_eq!(built.read("myFile.txt"), "");
         }
     }
 }
