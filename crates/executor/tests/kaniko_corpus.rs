@@ -31,6 +31,10 @@ fn main() -> ExitCode {
             "a_shared_step_gives_both_stages_the_same_files",
             a_shared_step_gives_both_stages_the_same_files,
         ),
+        (
+            "owners_beyond_65535_are_kept_as_buildkit_keeps_them",
+            owners_beyond_65535_are_kept_as_buildkit_keeps_them,
+        ),
     ])
 }
 
@@ -200,4 +204,43 @@ fn a_shared_step_gives_both_stages_the_same_files() {
             assert_eq!(built.read("myFile.txt"), "");
         }
     }
+}
+
+/// `Dockerfile_test_add`: `ADD context/tars/fil* /tars/` unpacks a tar whose entries belong
+/// to `491327:89939`; BuildKit (rootful) keeps those owners. A root build's steps run in a
+/// user namespace; with 65536 ids mapped such an owner had no host id and the build failed.
+/// Now the tar's owner is kept in the layer, a step sees it, and a step may give a file to
+/// an id in the millions, as in BuildKit.
+fn owners_beyond_65535_are_kept_as_buildkit_keeps_them() {
+    let fx = Fixture::new();
+    fx.file("src/uncompressedFile", "uncompressed\n", 0o644);
+    let made = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(fx.context.join("src"))
+        .args(["--owner=491327", "--group=89939", "--numeric-owner", "-cf"])
+        .arg(fx.context.join("file.tar"))
+        .arg("uncompressedFile")
+        .status()
+        .expect("running tar");
+    assert!(made.success());
+    let built = fx.build_ok(
+        "FROM busybox\nADD fil* /tars/\n\
+         RUN stat -c %u:%g /tars/uncompressedFile > /seen && \
+         touch /high && chown 2000000:3000000 /high\n",
+    );
+    let n = built.layers.len();
+    let owner = |layer: &rbuild_image::Descriptor, path: &str| {
+        fx.entries(layer)
+            .into_iter()
+            .find(|e| e.path.to_string_lossy().trim_start_matches("./") == path)
+            .map(|e| (e.uid, e.gid))
+            .unwrap_or_else(|| panic!("{path} is not in the layer"))
+    };
+    assert_eq!(
+        owner(&built.layers[n - 2], "tars/uncompressedFile"),
+        (491_327, 89_939)
+    );
+    assert_eq!(built.read("tars/uncompressedFile"), "uncompressed\n");
+    assert_eq!(built.read("seen"), "491327:89939\n");
+    assert_eq!(owner(&built.layers[n - 1], "high"), (2_000_000, 3_000_000));
 }
