@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+mod add_archive;
 pub mod base;
 mod build_dir;
 pub mod cache;

@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             "owners_beyond_65535_are_kept_as_buildkit_keeps_them",
             owners_beyond_65535_are_kept_as_buildkit_keeps_them,
         ),
+        ("add_unpacks_a_bzip2_tar", add_unpacks_a_bzip2_tar),
     ])
 }
 
@@ -243,4 +244,43 @@ fn owners_beyond_65535_are_kept_as_buildkit_keeps_them() {
     assert_eq!(built.read("tars/uncompressedFile"), "uncompressed\n");
     assert_eq!(built.read("seen"), "491327:89939\n");
     assert_eq!(owner(&built.layers[n - 1], "high"), (2_000_000, 3_000_000));
+}
+
+/// `Dockerfile_test_add` again: `file.bz2` is a bzip2-compressed tar, which BuildKit v0.32.2
+/// unpacks (measured: `/tars/bzCompressedFile`, owned by the tar's `491327:89939`, and no
+/// `/tars/file.bz2`); a bzip2 file that holds no tar is copied as it is.
+fn add_unpacks_a_bzip2_tar() {
+    use std::io::Write;
+    let fx = Fixture::new();
+    fx.file("src/bzCompressedFile", "bzip2\n", 0o644);
+    let tar = fx.tmp.path().join("file.tar");
+    let made = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(fx.context.join("src"))
+        .args(["--owner=491327", "--group=89939", "--numeric-owner", "-cf"])
+        .arg(&tar)
+        .arg("bzCompressedFile")
+        .status()
+        .expect("running tar");
+    assert!(made.success());
+    let compress = |data: &[u8], name: &str| {
+        let mut enc = bzip2::write::BzEncoder::new(
+            std::fs::File::create(fx.context.join(name)).unwrap(),
+            bzip2::Compression::default(),
+        );
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap();
+    };
+    compress(&std::fs::read(&tar).unwrap(), "file.bz2");
+    compress(b"not a tar\n", "text.bz2");
+    let built = fx.build_ok("FROM busybox\nADD *.bz2 /tars/\n");
+    assert_eq!(built.read("tars/bzCompressedFile"), "bzip2\n");
+    assert!(!built.path("tars/file.bz2").exists());
+    assert!(built.meta("tars/text.bz2").is_file());
+    let entries = fx.entries(built.layers.last().expect("a layer"));
+    let extracted = entries
+        .iter()
+        .find(|e| e.path.to_string_lossy().ends_with("tars/bzCompressedFile"))
+        .expect("the extracted file is in the layer");
+    assert_eq!((extracted.uid, extracted.gid), (491_327, 89_939));
 }
