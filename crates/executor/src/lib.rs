@@ -78,7 +78,7 @@ pub use cache::{
 pub use chmod::ChmodError;
 pub use error::BuildError;
 pub use fsops::maybe_run_root_worker;
-pub use named_contexts::NamedContext;
+pub use named_contexts::{NamedContext, OciLayoutRef};
 pub use phases::{Phase, PhaseTimes};
 pub use progress::{Event, JsonProgress, NoProgress, PlainProgress, Progress};
 pub use scratch::{begin_cancel, cancelling, remove_live_dirs, sweep_dead, ScratchDir, Swept};
