@@ -7,7 +7,7 @@
 //!
 //! The rules that need what only a build knows are left out: `UndefinedVar` (the base
 //! image's environment), `CopyIgnoredFile` (the context), `InvalidBaseImagePlatform` (the
-//! pulled image), `InvalidDefaultArgInFrom` (reference parsing), and the experimental
+//! pulled image), and the experimental
 //! `InvalidDefinitionDescription`. A word that holds a variable is not checked where
 //! BuildKit checks the expanded value (WORKDIR's path, EXPOSE's ports); a base image's own
 //! SHELL is not known here (`JSONArgsRecommended` sees the SHELLs of this file).
@@ -61,6 +61,7 @@ rules! {
     FROM_PLATFORM_FLAG_CONST_DISALLOWED = "FromPlatformFlagConstDisallowed", "from-platform-flag-const-disallowed";
     EXPOSE_PROTO_CASING = "ExposeProtoCasing", "expose-proto-casing";
     EXPOSE_INVALID_FORMAT = "ExposeInvalidFormat", "expose-invalid-format";
+    INVALID_DEFAULT_ARG_IN_FROM = "InvalidDefaultArgInFrom", "invalid-default-arg-in-from";
 }
 
 /// A rule broken at a line of the Dockerfile.
