@@ -207,3 +207,52 @@ fn invalid_default_arg_in_from() {
         assert!(stage_rules::is_valid_reference(good), "{good:?}");
     }
 }
+
+/// BuildKit's `testCopyIgnoredFiles` and `testCopyIgnoredFileContextRoot`, with the ignore
+/// file given as the function the build passes.
+#[test]
+fn copy_ignored_file() {
+    let found = |text: &str, ignored: &dyn Fn(&str) -> bool| -> Vec<(usize, String)> {
+        let df = parse_dockerfile("Dockerfile", text).unwrap();
+        let all: Vec<usize> = (0..df.stages.len()).collect();
+        copy_ignored_files(&df, &all, ignored)
+            .into_iter()
+            .map(|w| (w.line, w.message))
+            .collect()
+    };
+    let dockerfile_ignored = |p: &str| p == "Dockerfile";
+    assert_eq!(
+        found(
+            "FROM scratch\nCOPY Dockerfile .\nADD ./Dockerfile /windy\nCOPY --from=x Dockerfile /\n\
+             COPY $X /\nADD https://h/Dockerfile /\n",
+            &dockerfile_ignored
+        ),
+        [
+            (
+                2,
+                "Attempting to Copy file \"Dockerfile\" that is excluded by .dockerignore".into()
+            ),
+            (
+                3,
+                "Attempting to Add file \"Dockerfile\" that is excluded by .dockerignore".into()
+            ),
+        ]
+    );
+    // `*` excludes the context root itself; a COPY of a file kept by `!` is fine.
+    let everything = |p: &str| p != "Dockerfile";
+    assert_eq!(found("FROM scratch\nCOPY . .\n", &everything).len(), 1);
+    assert_eq!(
+        found("FROM scratch\nCOPY ./Dockerfile .\n", &everything),
+        []
+    );
+    // Only the stages built are checked.
+    let df = parse_dockerfile(
+        "Dockerfile",
+        "FROM scratch AS a\nCOPY Dockerfile /\nFROM scratch\n",
+    )
+    .unwrap();
+    assert!(copy_ignored_files(&df, &[1], &dockerfile_ignored).is_empty());
+    assert_eq!(clean_path("a//b/../c/."), "a/c");
+    assert_eq!(clean_path("./"), ".");
+    assert_eq!(clean_path("/../x"), "/x");
+}
