@@ -124,3 +124,73 @@ impl PreciseTimes {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn set_mtime(path: &Path, secs: i64, nanos: i64) {
+        let at = Timespec {
+            tv_sec: secs,
+            tv_nsec: nanos,
+        };
+        let times = Timestamps {
+            last_access: at,
+            last_modification: at,
+        };
+        rustix::fs::utimensat(rustix::fs::CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW).unwrap();
+    }
+
+    #[test]
+    fn times_are_kept_and_set_again_inside_the_root_only() {
+        let ran = tempfile::tempdir().unwrap();
+        let took = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let n = 20_000;
+        let mut changes = vec![Change::Upsert("d".into())];
+        for root in [ran.path(), took.path()] {
+            std::fs::create_dir(root.join("d")).unwrap();
+            for i in 0..n {
+                std::fs::write(root.join(format!("d/f{i}")), "x").unwrap();
+            }
+        }
+        for i in 0..n {
+            set_mtime(
+                &ran.path().join(format!("d/f{i}")),
+                1_700_000_000,
+                123_456_789,
+            );
+            set_mtime(&took.path().join(format!("d/f{i}")), 1_700_000_000, 0);
+            changes.push(Change::Upsert(format!("d/f{i}").into()));
+        }
+        changes.push(Change::Delete("gone".into()));
+        // In the taking tree `link` leads out of the root; the running tree had a directory.
+        std::fs::create_dir(ran.path().join("link")).unwrap();
+        std::fs::write(ran.path().join("link/x"), "x").unwrap();
+        set_mtime(&ran.path().join("link/x"), 1_700_000_000, 5);
+        changes.push(Change::Upsert("link/x".into()));
+        std::fs::write(outside.path().join("x"), "outside").unwrap();
+        set_mtime(&outside.path().join("x"), 1_000, 0);
+        std::os::unix::fs::symlink(outside.path(), took.path().join("link")).unwrap();
+
+        let started = std::time::Instant::now();
+        let times = PreciseTimes::read(ran.path(), &changes);
+        let read = started.elapsed();
+        let started = std::time::Instant::now();
+        times.apply(took.path()).unwrap();
+        let applied = started.elapsed();
+        eprintln!("{n} files: read {read:?}, apply {applied:?}");
+
+        for i in [0, n / 2, n - 1] {
+            let md = std::fs::metadata(took.path().join(format!("d/f{i}"))).unwrap();
+            assert_eq!((md.mtime(), md.mtime_nsec()), (1_700_000_000, 123_456_789));
+        }
+        let md = std::fs::metadata(outside.path().join("x")).unwrap();
+        assert_eq!(
+            (md.mtime(), md.mtime_nsec()),
+            (1_000, 0),
+            "followed a symlink out"
+        );
+    }
+}
