@@ -159,12 +159,20 @@ fn a_push_without_a_tag_is_refused() {
     assert!(fx.store.list_images().unwrap().is_empty());
 }
 
-/// `--build-context base=oci-layout://DIR[@DIGEST]` (BuildKit's `testNamedOCILayoutContext`):
-/// an image exported as an OCI layout by one store is the base and a `COPY --from` source of
-/// a build in another store; a layout whose blob does not have its digest, or whose blob is
+/// `--build-context base=oci-layout://DIR[@DIGEST]` (BuildKit's `testNamedOCILayoutContext`,
+/// `testOnBuildNamedContext`): an image exported as an OCI layout by one store is the base
+/// (its ONBUILD trigger runs) and a `COPY --from` source of a build in another store; a layout whose blob does not have its digest, or whose blob is
 /// a symlink out of the layout, is refused naming the blob.
 fn an_oci_layout_named_context_is_read_and_verified() {
     let made = Fixture::new();
+    // With an ONBUILD trigger, which a build on the layout's image runs
+    // (`testOnBuildNamedContext`).
+    std::fs::write(
+        made.tmp.path().join("context/Dockerfile"),
+        "FROM scratch\nCOPY hello.txt /greeting/hello.txt\nLABEL made=by-session\n\
+         ONBUILD COPY hello.txt /onbuild.txt\n",
+    )
+    .unwrap();
     let archive = made.tmp.path().join("image.oci.tar");
     let mut spec = made.spec();
     spec.outputs = vec![OutputSpec::new(OutputKind::Oci, Some(archive.clone())).unwrap()];
@@ -209,6 +217,11 @@ fn an_oci_layout_named_context_is_read_and_verified() {
         assert_eq!(
             std::fs::read_to_string(local.join("copied.txt")).unwrap(),
             "hello from the session\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(local.join("onbuild.txt")).unwrap(),
+            "hello from the session\n",
+            "the layout image's ONBUILD ran"
         );
         let config = fx.store.read_config(&built.build.image_id).unwrap();
         assert_eq!(
