@@ -5,9 +5,10 @@
 //! prints the warnings with their file and line, and with `error=true` fails before any step
 //! runs when one was found ("lint violation found for rules: ...").
 //!
-//! The rules that need what only a build knows are left out: `UndefinedVar` (the base
-//! image's environment), `CopyIgnoredFile` (the context), `InvalidBaseImagePlatform` (the
-//! pulled image), `InvalidDefaultArgInFrom` (reference parsing), and the experimental
+//! `CopyIgnoredFile` needs the context's ignore file: [`copy_ignored_files`] takes it as a
+//! function, which the build gives. The rules that need what only a build knows are left
+//! out: `UndefinedVar` (the base image's environment), `InvalidBaseImagePlatform` (the
+//! pulled image), and the experimental
 //! `InvalidDefinitionDescription`. A word that holds a variable is not checked where
 //! BuildKit checks the expanded value (WORKDIR's path, EXPOSE's ports); a base image's own
 //! SHELL is not known here (`JSONArgsRecommended` sees the SHELLs of this file).
@@ -61,6 +62,8 @@ rules! {
     FROM_PLATFORM_FLAG_CONST_DISALLOWED = "FromPlatformFlagConstDisallowed", "from-platform-flag-const-disallowed";
     EXPOSE_PROTO_CASING = "ExposeProtoCasing", "expose-proto-casing";
     EXPOSE_INVALID_FORMAT = "ExposeInvalidFormat", "expose-invalid-format";
+    INVALID_DEFAULT_ARG_IN_FROM = "InvalidDefaultArgInFrom", "invalid-default-arg-in-from";
+    COPY_IGNORED_FILE = "CopyIgnoredFile", "copy-ignored-file";
 }
 
 /// A rule broken at a line of the Dockerfile.
@@ -74,7 +77,7 @@ pub struct LintWarning {
 }
 
 impl LintWarning {
-    fn new(rule: Rule, line: usize, message: impl Into<String>) -> Self {
+    pub fn new(rule: Rule, line: usize, message: impl Into<String>) -> Self {
         LintWarning {
             rule,
             message: message.into(),
@@ -219,4 +222,73 @@ pub fn lint(df: &Dockerfile, built: &[usize], global: &[(String, String)]) -> Ve
     }
     out.sort_by_key(|w| w.line);
     out
+}
+
+/// BuildKit's `CopyIgnoredFile` (`validateCopySourcePath`): a COPY or ADD of the build
+/// context, in a stage of `built`, naming a source that `ignored` (the context's ignore
+/// file: a path or one of its parents excluded) excludes: `Attempting to Copy file
+/// "Dockerfile" that is excluded by .dockerignore`. The source is cleaned as Go's
+/// `filepath.Clean` does. A source holding a variable is not checked (BuildKit checks its
+/// expanded value), nor URLs, git sources and heredocs, which are no context paths.
+pub fn copy_ignored_files(
+    df: &Dockerfile,
+    built: &[usize],
+    ignored: &dyn Fn(&str) -> bool,
+) -> Vec<LintWarning> {
+    let mut out = Vec::new();
+    for &index in built {
+        let Some(stage) = df.stages.get(index) else {
+            continue;
+        };
+        for cmd in &stage.commands {
+            let (verb, sources) = match &cmd.instruction {
+                Instruction::Copy(copy) if copy.from.is_none() => ("Copy", &copy.sources),
+                Instruction::Add(add) => ("Add", &add.sources),
+                _ => continue,
+            };
+            for source in sources {
+                let remote = source.contains("://") || source.starts_with("git@");
+                if remote || source.contains('$') || source.starts_with("<<") {
+                    continue;
+                }
+                let cleaned = clean_path(source);
+                if ignored(&cleaned) {
+                    out.push(LintWarning::new(
+                        COPY_IGNORED_FILE,
+                        cmd.location.start_line,
+                        format!(
+                            "Attempting to {verb} file {cleaned:?} that is excluded by .dockerignore"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Go's `filepath.Clean` on a slash path: no empty or `.` components, `..` applied (and
+/// dropped at the root), `.` for nothing.
+fn clean_path(path: &str) -> String {
+    let absolute = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.last().is_some_and(|p| *p != "..") {
+                    parts.pop();
+                } else if !absolute {
+                    parts.push("..");
+                }
+            }
+            other => parts.push(other),
+        }
+    }
+    let joined = parts.join("/");
+    match (absolute, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".into(),
+        (false, false) => joined,
+    }
 }

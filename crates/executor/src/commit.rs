@@ -121,6 +121,15 @@ impl BuildContext<'_> {
             ships,
         )?;
         crate::context::lock(&self.shared.made_here).insert(layer.descriptor.digest.clone());
+        if crate::precise_times::may_set_times(&self.owners) {
+            let times = crate::precise_times::PreciseTimes::read(source_root, changes);
+            if !times.is_empty() {
+                // The same layer made twice: either step's times are the step's.
+                crate::context::lock(&self.shared.precise_times)
+                    .entry(layer.descriptor.digest.clone())
+                    .or_insert_with(|| std::sync::Arc::new(times));
+            }
+        }
         let size = layer.descriptor.size;
         st.layers.push(layer.descriptor);
         st.config.rootfs.diff_ids.push(layer.diff_id);

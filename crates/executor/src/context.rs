@@ -77,7 +77,7 @@ pub(crate) struct BuildContext<'a> {
 /// What the stages of one build change and share, as they run on several threads at once.
 /// Each part has its own lock, held briefly and never across a RUN; one lock is taken
 /// while another is held only in this order: `done` or `image_roots`, then
-/// `pending_remote`, `made_here`, `shared_roots`.
+/// `pending_remote`, `made_here`, `shared_roots`, `precise_times`.
 pub(crate) struct SharedState {
     /// Finished stages, by index (read by `FROM`, `COPY --from`, `--mount from=`).
     pub done: Mutex<BTreeMap<usize, StageOutput>>,
@@ -103,6 +103,9 @@ pub(crate) struct SharedState {
     /// record, as BuildKit merges identical vertices: the step runs once and both images
     /// share its layer.
     pub step_results: Mutex<HashMap<Digest, Arc<Mutex<Option<CacheRecord>>>>>,
+    /// The times the steps of this build left on what they wrote, by layer digest: set
+    /// again where another stage's rootfs gets the layer (`precise_times.rs`).
+    pub precise_times: Mutex<HashMap<Digest, Arc<crate::precise_times::PreciseTimes>>>,
 }
 
 impl SharedState {
@@ -118,6 +121,7 @@ impl SharedState {
             shared_roots: Default::default(),
             cancelled: AtomicBool::new(false),
             step_results: Default::default(),
+            precise_times: Default::default(),
         }
     }
 

@@ -32,7 +32,8 @@ fn check_rootless_chown(
     }
 }
 
-/// A local file ADD unpacks: gzip, zstd or plain tar (by content, not name).
+/// A local file ADD unpacks: gzip, zstd or plain tar, or a bzip2-compressed tar (by
+/// content, not name).
 fn is_archive(path: &Path) -> bool {
     let mut head = [0u8; 512];
     let Ok(mut f) = std::fs::File::open(path) else {
@@ -50,6 +51,7 @@ fn is_archive(path: &Path) -> bool {
     head.starts_with(&[0x1f, 0x8b])
         || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
         || (head.len() >= 262 && &head[257..262] == b"ustar")
+        || (crate::add_archive::is_bzip2(head) && crate::add_archive::is_bzip2_tar(path))
 }
 
 /// Where one COPY/ADD writes: the stage's rootfs, or for `--link` an empty directory that
@@ -445,17 +447,27 @@ fn copy_source(
 /// to archive contents in BuildKit either.
 fn extract(archive: &Path, target: &Target<'_>) -> Result<()> {
     let dir = target.dir()?;
-    let open = || {
-        std::fs::File::open(archive)
-            .map(std::io::BufReader::new)
-            .map_err(BuildError::io("", archive))
+    // A bzip2 tar: its plain tar, which the layer applier reads (it knows a layer's
+    // compressions only).
+    let bzip2_tar = crate::add_archive::plain_tar_of_bzip2(archive)
+        .map_err(BuildError::io("decompressing", archive))?;
+    let open_file = || -> Result<std::fs::File> {
+        match &bzip2_tar {
+            Some(plain) => {
+                let mut plain = plain.try_clone().map_err(BuildError::io("", archive))?;
+                std::io::Seek::rewind(&mut plain).map_err(BuildError::io("", archive))?;
+                Ok(plain)
+            }
+            None => std::fs::File::open(archive).map_err(BuildError::io("", archive)),
+        }
     };
+    let open = || open_file().map(std::io::BufReader::new);
     let extracting = format!("extracting {}", archive.display());
     match target.owners.container_root() {
         // Rootless with subordinate ids: container root keeps the archive's owners, as a
         // root build does.
         Some(root) => {
-            let file = std::fs::File::open(archive).map_err(BuildError::io("", archive))?;
+            let file = open_file()?;
             root.apply_layer(&file, &dir)
                 .map_err(BuildError::container_root(extracting))?;
         }

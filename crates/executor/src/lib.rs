@@ -18,7 +18,10 @@
 //! # Ok(()) }
 //! ```
 
+mod add_archive;
 pub mod base;
+#[cfg(test)]
+mod build_checks_tests;
 mod build_dir;
 pub mod cache;
 mod chmod;
@@ -43,6 +46,7 @@ mod named_contexts;
 mod op;
 mod owners;
 pub mod phases;
+mod precise_times;
 pub mod progress;
 mod run;
 mod runner;
@@ -76,7 +80,7 @@ pub use cache::{
 pub use chmod::ChmodError;
 pub use error::BuildError;
 pub use fsops::maybe_run_root_worker;
-pub use named_contexts::NamedContext;
+pub use named_contexts::{NamedContext, OciLayoutRef};
 pub use phases::{Phase, PhaseTimes};
 pub use progress::{Event, JsonProgress, NoProgress, PlainProgress, Progress};
 pub use scratch::{begin_cancel, cancelling, remove_live_dirs, sweep_dead, ScratchDir, Swept};
@@ -270,10 +274,24 @@ fn build_checks(
     )
     .map_err(|e| BuildError::other(format!("{file}: {e}")))?;
     let global = dockerfile.global_args(opts)?;
-    let found: Vec<lint::LintWarning> = lint::lint(dockerfile, built, &global)
-        .into_iter()
-        .filter(|w| config.checks(&w.rule))
-        .collect();
+    let mut all = lint::lint(dockerfile, built, &global);
+    // CopyIgnoredFile needs the context's ignore file; one that cannot be read fails the
+    // build itself, naming it, when the context is read.
+    let dockerfile_path = request
+        .dockerfile_path
+        .clone()
+        .unwrap_or_else(|| request.context_dir.join(&request.dockerfile_name));
+    if let Ok(Some((_, patterns))) =
+        rbuild_ignore::read_ignore_file(&request.context_dir, &dockerfile_path)
+    {
+        if let Ok(matcher) = rbuild_ignore::PatternMatcher::from_ignore_file(&patterns) {
+            let ignored = |path: &str| matcher.matches_or_parent_matches(path);
+            all.extend(lint::copy_ignored_files(dockerfile, built, &ignored));
+            all.sort_by_key(|w| w.line);
+        }
+    }
+    let found: Vec<lint::LintWarning> =
+        all.into_iter().filter(|w| config.checks(&w.rule)).collect();
     let error = config.error_for(&found).map(|e| format!("{file}: {e}"));
     Ok((found.iter().map(|w| w.render(file)).collect(), error))
 }

@@ -28,6 +28,68 @@ pub enum NamedContext {
     Image(String),
     /// A directory on this machine.
     Local(PathBuf),
+    /// `oci-layout://DIR[:TAG][@DIGEST]`: an image of a local OCI layout. The session
+    /// copies it into the store and hands the build an [`NamedContext::Image`] of its
+    /// manifest digest instead (`rbuild_session::oci_layout`).
+    OciLayout(OciLayoutRef),
+}
+
+/// Where an image of a layout is: the directory, and the tag or digest naming it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OciLayoutRef {
+    pub dir: PathBuf,
+    /// The `org.opencontainers.image.ref.name` of an entry of `index.json`.
+    pub tag: Option<String>,
+    /// The digest of a manifest or index in the layout.
+    pub digest: Option<Digest>,
+}
+
+impl OciLayoutRef {
+    /// Parses what follows `oci-layout://`: `DIR[:TAG][@DIGEST]` (buildx's syntax).
+    pub fn parse(value: &str) -> Result<OciLayoutRef, String> {
+        let (rest, digest) = match value.rsplit_once('@') {
+            Some((rest, digest)) => (
+                rest,
+                Some(
+                    digest
+                        .parse::<Digest>()
+                        .map_err(|e| format!("{digest:?} is not a digest: {e}"))?,
+                ),
+            ),
+            None => (value, None),
+        };
+        // A tag follows the directory's last component: a ':' after the last '/'.
+        let (dir, tag) = match rest.rsplit_once(':') {
+            Some((dir, tag)) if !tag.contains('/') && !dir.is_empty() => {
+                if tag.is_empty() {
+                    return Err("an empty tag after ':'".into());
+                }
+                (dir, Some(tag.to_string()))
+            }
+            _ => (rest, None),
+        };
+        if dir.is_empty() {
+            return Err("no layout directory".into());
+        }
+        Ok(OciLayoutRef {
+            dir: PathBuf::from(dir),
+            tag,
+            digest,
+        })
+    }
+}
+
+impl std::fmt::Display for OciLayoutRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "oci-layout://{}", self.dir.display())?;
+        if let Some(tag) = &self.tag {
+            write!(f, ":{tag}")?;
+        }
+        if let Some(digest) = &self.digest {
+            write!(f, "@{digest}")?;
+        }
+        Ok(())
+    }
 }
 
 impl BuildContext<'_> {
@@ -63,20 +125,32 @@ impl BuildContext<'_> {
         Ok(hasher.finish())
     }
 
-    /// The named context whose key ([`named_context_key`]) is `key`.
+    /// The named context whose key ([`named_context_key`]) is `key`: an image or a
+    /// directory (an OCI layout is an image by now).
     pub(crate) fn named(&self, key: &str) -> Result<&NamedContext> {
-        self.request
+        let context = self
+            .request
             .named_contexts
             .iter()
             .find(|(name, _)| named_context_key(name) == key)
             .map(|(_, context)| context)
-            .ok_or_else(|| BuildError::other(format!("no named context {key:?}")))
+            .ok_or_else(|| BuildError::other(format!("no named context {key:?}")))?;
+        if let NamedContext::OciLayout(layout) = context {
+            return Err(BuildError::other(format!(
+                "named context {key:?} ({layout}) was not copied into the store before the \
+                 build (a build request must go through the session)"
+            )));
+        }
+        Ok(context)
     }
 
     /// The image a stage built FROM the named context `key` starts from.
     pub(crate) fn load_named(&self, key: &str) -> Result<LoadedImage> {
         match self.named(key)? {
             NamedContext::Image(reference) => self.load_image(reference),
+            NamedContext::OciLayout(layout) => Err(BuildError::other(format!(
+                "named context {key:?} ({layout}) is not in the store"
+            ))),
             NamedContext::Local(dir) => Err(BuildError::other(format!(
                 "named context {key:?} is the directory {}: a stage cannot be built FROM a \
                  local named context here yet (COPY --from={key} and RUN --mount=from={key} \
@@ -93,6 +167,11 @@ impl BuildContext<'_> {
         let dir = match self.named(key)? {
             NamedContext::Image(reference) => return self.root_of_image(reference),
             NamedContext::Local(dir) => dir,
+            NamedContext::OciLayout(layout) => {
+                return Err(BuildError::other(format!(
+                    "named context {key:?} ({layout}) is not in the store"
+                )))
+            }
         };
         // `=` is in no image reference: this key never meets an image's.
         let root_key = format!("named-context={key}");
@@ -142,4 +221,29 @@ fn copy_local_context(build: &BuildContext<'_>, dir: &Path, root: &Path) -> Resu
     let no_filters = CopyFilters::default();
     let filter = source_root.filter_for(&whole, &no_filters);
     fsops::copy_dir_contents(&build.owners, dir, root, Ownership::default(), &filter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn layout_references_parse_as_buildx_writes_them() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let parsed = |v: &str| OciLayoutRef::parse(v).unwrap();
+        assert_eq!(parsed("/l").dir, PathBuf::from("/l"));
+        let r = parsed(&format!("/a:b/l:v1@{digest}"));
+        assert_eq!(r.dir, PathBuf::from("/a:b/l"));
+        assert_eq!(r.tag.as_deref(), Some("v1"));
+        assert_eq!(
+            r.digest.as_ref().map(|d| d.to_string()),
+            Some(digest.clone())
+        );
+        let r = parsed(&format!("rel/l@{digest}"));
+        assert_eq!((r.dir, r.tag), (PathBuf::from("rel/l"), None));
+        assert!(OciLayoutRef::parse("/l@sha256:00").is_err());
+        assert!(OciLayoutRef::parse("").is_err());
+        assert!(OciLayoutRef::parse("/l:").is_err());
+    }
 }

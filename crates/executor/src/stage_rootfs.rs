@@ -54,8 +54,34 @@ impl BuildContext<'_> {
             if *applied == 0 {
                 *applied = self.start_from_tree(layers, rootfs)?;
             }
-            apply_layers(self.store, &self.owners, &layers[*applied..], rootfs)?;
+            self.apply_stage_layers(&layers[*applied..], rootfs)?;
             *applied = layers.len();
+        }
+        Ok(())
+    }
+
+    /// Applies `layers` onto a stage's `rootfs`, each layer a step of this build made with
+    /// the times the step left on its files (`precise_times.rs`): the stage sees the tree
+    /// the stage that ran the step saw.
+    fn apply_stage_layers(&self, layers: &[Descriptor], rootfs: &Path) -> Result<()> {
+        for layer in layers {
+            apply_layers(
+                self.store,
+                &self.owners,
+                std::slice::from_ref(layer),
+                rootfs,
+            )?;
+            let times = lock(&self.shared.precise_times).get(&layer.digest).cloned();
+            if let Some(times) = times {
+                let _t = crate::phases::Phase::Extract.timer();
+                times.apply(rootfs).map_err(|e| {
+                    BuildError::other(format!(
+                        "applying layer {} onto {}: {e}",
+                        layer.digest,
+                        rootfs.display()
+                    ))
+                })?;
+            }
         }
         Ok(())
     }

@@ -27,6 +27,15 @@ fn main() -> ExitCode {
             "the_same_step_of_two_stages_runs_once",
             the_same_step_of_two_stages_runs_once,
         ),
+        (
+            "a_shared_step_gives_both_stages_the_same_files",
+            a_shared_step_gives_both_stages_the_same_files,
+        ),
+        (
+            "owners_beyond_65535_are_kept_as_buildkit_keeps_them",
+            owners_beyond_65535_are_kept_as_buildkit_keeps_them,
+        ),
+        ("add_unpacks_a_bzip2_tar", add_unpacks_a_bzip2_tar),
     ])
 }
 
@@ -155,4 +164,123 @@ fn the_same_step_of_two_stages_runs_once() {
             );
         }
     }
+}
+
+/// `Dockerfile_test_arg_multi` itself: both stages `touch /myFile.txt` (one step, run once),
+/// then the last stage copies the builder's file onto its own. In BuildKit both stages
+/// have the very same file, so the COPY changes nothing and its layer is empty. In rbuild
+/// one stage runs the step (nanosecond times) and the other applies its layer (whole
+/// seconds), whichever comes first: the taking stage must get the running stage's times,
+/// not the layer's, or the COPY records the file. With and without `--no-cache`, and with
+/// the copy the other way round, so both orders of running are covered.
+fn a_shared_step_gives_both_stages_the_same_files() {
+    let fx = Fixture::new();
+    let dockerfile = "FROM busybox AS builder\n\
+         RUN touch /myFile.txt && mkdir -p /d && touch /d/f\n\
+         FROM busybox AS other\n\
+         RUN touch /myFile.txt && mkdir -p /d && touch /d/f\n\
+         COPY --from=builder /myFile.txt /\n\
+         COPY --from=builder /d /d\n\
+         FROM builder\n\
+         COPY --from=other /myFile.txt /\n";
+    for no_cache in [false, true] {
+        for target in ["other", ""] {
+            let mut request = fx.request(dockerfile);
+            request.no_cache = no_cache;
+            if !target.is_empty() {
+                request.target = Some(target.into());
+            }
+            let built = fx.built(&request);
+            // `other` ends with its two COPYs, the last stage with its one.
+            let copies = if target.is_empty() { 1 } else { 2 };
+            for layer in &built.layers[built.layers.len() - copies..] {
+                let paths = fx.layer_paths(layer);
+                assert!(
+                    paths.is_empty(),
+                    "target {target:?} no_cache {no_cache}: a COPY of the shared step's \
+                     files recorded {paths:?}"
+                );
+            }
+            // The step ran once: the files came from one run.
+            assert_eq!(built.read("myFile.txt"), "");
+        }
+    }
+}
+
+/// `Dockerfile_test_add`: `ADD context/tars/fil* /tars/` unpacks a tar whose entries belong
+/// to `491327:89939`; BuildKit (rootful) keeps those owners. A root build's steps run in a
+/// user namespace; with 65536 ids mapped such an owner had no host id and the build failed.
+/// Now the tar's owner is kept in the layer, a step sees it, and a step may give a file to
+/// an id in the millions, as in BuildKit.
+fn owners_beyond_65535_are_kept_as_buildkit_keeps_them() {
+    let fx = Fixture::new();
+    fx.file("src/uncompressedFile", "uncompressed\n", 0o644);
+    let made = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(fx.context.join("src"))
+        .args(["--owner=491327", "--group=89939", "--numeric-owner", "-cf"])
+        .arg(fx.context.join("file.tar"))
+        .arg("uncompressedFile")
+        .status()
+        .expect("running tar");
+    assert!(made.success());
+    let built = fx.build_ok(
+        "FROM busybox\nADD fil* /tars/\n\
+         RUN stat -c %u:%g /tars/uncompressedFile > /seen && \
+         touch /high && chown 2000000:3000000 /high\n",
+    );
+    let n = built.layers.len();
+    let owner = |layer: &rbuild_image::Descriptor, path: &str| {
+        fx.entries(layer)
+            .into_iter()
+            .find(|e| e.path.to_string_lossy().trim_start_matches("./") == path)
+            .map(|e| (e.uid, e.gid))
+            .unwrap_or_else(|| panic!("{path} is not in the layer"))
+    };
+    assert_eq!(
+        owner(&built.layers[n - 2], "tars/uncompressedFile"),
+        (491_327, 89_939)
+    );
+    assert_eq!(built.read("tars/uncompressedFile"), "uncompressed\n");
+    assert_eq!(built.read("seen"), "491327:89939\n");
+    assert_eq!(owner(&built.layers[n - 1], "high"), (2_000_000, 3_000_000));
+}
+
+/// `Dockerfile_test_add` again: `file.bz2` is a bzip2-compressed tar, which BuildKit v0.32.2
+/// unpacks (measured: `/tars/bzCompressedFile`, owned by the tar's `491327:89939`, and no
+/// `/tars/file.bz2`); a bzip2 file that holds no tar is copied as it is.
+fn add_unpacks_a_bzip2_tar() {
+    use std::io::Write;
+    let fx = Fixture::new();
+    fx.file("src/bzCompressedFile", "bzip2\n", 0o644);
+    let tar = fx.tmp.path().join("file.tar");
+    let made = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(fx.context.join("src"))
+        .args(["--owner=491327", "--group=89939", "--numeric-owner", "-cf"])
+        .arg(&tar)
+        .arg("bzCompressedFile")
+        .status()
+        .expect("running tar");
+    assert!(made.success());
+    let compress = |data: &[u8], name: &str| {
+        let mut enc = bzip2::write::BzEncoder::new(
+            std::fs::File::create(fx.context.join(name)).unwrap(),
+            bzip2::Compression::default(),
+        );
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap();
+    };
+    compress(&std::fs::read(&tar).unwrap(), "file.bz2");
+    compress(b"not a tar\n", "text.bz2");
+    let built = fx.build_ok("FROM busybox\nADD *.bz2 /tars/\n");
+    assert_eq!(built.read("tars/bzCompressedFile"), "bzip2\n");
+    assert!(!built.path("tars/file.bz2").exists());
+    assert!(built.meta("tars/text.bz2").is_file());
+    let entries = fx.entries(built.layers.last().expect("a layer"));
+    let extracted = entries
+        .iter()
+        .find(|e| e.path.to_string_lossy().ends_with("tars/bzCompressedFile"))
+        .expect("the extracted file is in the layer");
+    assert_eq!((extracted.uid, extracted.gid), (491_327, 89_939));
 }

@@ -8,7 +8,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rbuild_sandbox::root_range::{RootRangeSource, RECORD_FILE, ROOT_RANGE_LEN};
+use rbuild_sandbox::root_range::{RootRangeSource, RECORD_FILE, ROOT_RANGE_LEN, WIDE_RANGE_LEN};
 use rbuild_testutil::require_root;
 
 mod common;
@@ -113,13 +113,17 @@ fn root_steps_run_as_an_unprivileged_range_and_layers_keep_container_owners() {
     let (uid_start, uid_count) = printed_map(&output, "UIDMAP");
     let (gid_start, gid_count) = printed_map(&output, "GIDMAP");
     assert!(uid_start > 0 && gid_start > 0, "{output}");
-    assert_eq!(
-        (uid_count, gid_count),
-        (ROOT_RANGE_LEN.into(), ROOT_RANGE_LEN.into())
-    );
     let range = rbuild_sandbox::root_range::root_range(store.path())
         .unwrap()
         .expect("a host's root gets a range");
+    assert_eq!(
+        (uid_count, gid_count),
+        (range.count.into(), range.count.into())
+    );
+    assert!(range.count >= ROOT_RANGE_LEN);
+    if range.source == RootRangeSource::Reserved && range.count != ROOT_RANGE_LEN {
+        assert_eq!(range.count, WIDE_RANGE_LEN);
+    }
     assert_eq!(
         (u64::from(range.uid_start), u64::from(range.gid_start)),
         (uid_start, gid_start)
@@ -180,7 +184,8 @@ fn a_cache_filled_with_container_ids_as_host_ids_is_shifted_into_the_range() {
     require_root("a root build");
     let store = store_with_busybox();
     // What an identity-mapped root build (or a remote cache import) left: host ids that
-    // are container ids, a setuid file, and an owner beyond the range's 65536 ids.
+    // are container ids, a setuid file, a container id above 65535 and an owner beyond
+    // every id the range maps.
     let dir = {
         let opened = rbuild_store::Store::open(store.path()).unwrap();
         rbuild_executor::cache_mount_dir(&opened, "old").unwrap()
@@ -190,8 +195,15 @@ fn a_cache_filled_with_container_ids_as_host_ids_is_shifted_into_the_range() {
     std::fs::write(dir.join("suid"), "x").unwrap();
     std::os::unix::fs::lchown(dir.join("suid"), Some(1000), Some(1000)).unwrap();
     std::fs::set_permissions(dir.join("suid"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    std::fs::write(dir.join("high"), "x").unwrap();
+    std::os::unix::fs::lchown(dir.join("high"), Some(70000), Some(70000)).unwrap();
+    let range = rbuild_sandbox::root_range::root_range(store.path())
+        .unwrap()
+        .expect("a host's root gets a range");
+    // Below the range's host ids (so not one of its files) and no container id of it.
+    let beyond = range.count.min(range.uid_start - 1);
     std::fs::write(dir.join("far"), "x").unwrap();
-    std::os::unix::fs::lchown(dir.join("far"), Some(70000), Some(70000)).unwrap();
+    std::os::unix::fs::lchown(dir.join("far"), Some(beyond), Some(beyond)).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", dir.join("link")).unwrap();
 
     let ctx = tempfile::tempdir().unwrap();
@@ -206,9 +218,6 @@ fn a_cache_filled_with_container_ids_as_host_ids_is_shifted_into_the_range() {
         .arg(ctx.path())
         .output()
         .unwrap());
-    let range = rbuild_sandbox::root_range::root_range(store.path())
-        .unwrap()
-        .expect("a host's root gets a range");
     let owner = |p: &str| {
         let md = std::fs::symlink_metadata(dir.join(p)).unwrap();
         (md.uid(), md.gid(), md.mode() & 0o7777)
@@ -218,7 +227,17 @@ fn a_cache_filled_with_container_ids_as_host_ids_is_shifted_into_the_range() {
     assert_eq!(owner("sub/old"), (u, g, 0o644));
     assert_eq!(owner("sub/new"), (u, g, 0o644));
     assert_eq!(owner("suid"), (u + 1000, g + 1000, 0o4755));
-    assert_eq!(owner("far"), (70000, 70000, 0o644));
+    // A container id the range maps (the wide range does) is shifted; one it does not
+    // map (a range of 65536 from /etc/subuid) is left alone.
+    let high = if range.count > 70000 {
+        (u + 70000, g + 70000, 0o644)
+    } else {
+        (70000, 70000, 0o644)
+    };
+    assert_eq!(owner("high"), high);
+    if beyond >= range.count {
+        assert_eq!(owner("far"), (beyond, beyond, 0o644));
+    }
     assert_eq!(owner("link").0, u);
     assert_eq!(
         std::fs::read_to_string(dir.join("sub/old")).unwrap(),

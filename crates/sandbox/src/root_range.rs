@@ -13,9 +13,17 @@ use serde::{Deserialize, Serialize};
 use crate::idmap::{parse_subid, SubIdRange};
 use crate::SandboxError;
 
-/// Ids a root build maps: container ids 0..65535, as a rootless build with a usual
-/// `/etc/subuid` line gets.
+/// The fewest ids a root build maps: container ids 0..65535, as a rootless build with a
+/// usual `/etc/subuid` line gets. Root's line in /etc/subuid must give at least these; a
+/// reserved range is this long only when the wide one ([`WIDE_RANGE_LEN`]) is not free.
 pub const ROOT_RANGE_LEN: u32 = 65536;
+
+/// The ids rbuild's own range maps when it can: every host id from [`RESERVED_BASE`] up to
+/// the last block of [`ROOT_RANGE_LEN`] (never taken: it holds 4294967294, the old
+/// `nfsnobody`, and 4294967295, "no id"), so container ids 0..2147418111. A layer or a tar
+/// keeps any owner in that span as a rootful BuildKit does (one of Kaniko's tests unpacks
+/// a tar of uid 491327), where 65536 ids made such an owner an error.
+pub const WIDE_RANGE_LEN: u32 = (1 << 31) - ROOT_RANGE_LEN;
 
 /// Where rbuild's own ranges start: 2^31, far above the ranges `useradd` hands out
 /// (100000 up, 65536 per user: it would take 32000 users to reach it) and above the ids
@@ -76,17 +84,30 @@ pub fn root_range(store_root: &Path) -> Result<Option<RootRange>, SandboxError> 
         return Ok(Some(range));
     }
     let record = store_root.join(RECORD_FILE);
-    match std::fs::read(&record) {
-        Ok(bytes) => {
-            return parse_record(&bytes)
-                .map(Some)
-                .map_err(|e| SandboxError::IdRange(format!("{}: {e}", record.display())))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+    let recorded = match std::fs::read(&record) {
+        Ok(bytes) => Some(
+            parse_record(&bytes)
+                .map_err(|e| SandboxError::IdRange(format!("{}: {e}", record.display())))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(SandboxError::io(format!("reading {}", record.display()), e)),
+    };
+    let accounts = read("/etc/passwd")? + &read("/etc/group")?;
+    if let Some(recorded) = recorded {
+        // A store reserved before ranges were wide has the first block: its container ids
+        // 0..65535 keep their host ids in the wide range, so its files and cache mounts
+        // stay right, and it grows when the wide range is free.
+        let own = OwnIds::read()?;
+        return match upgrade(recorded, &subuid, &subgid, &accounts, &own) {
+            Some(wide) => {
+                write_record(&record, &wide)?;
+                Ok(Some(wide))
+            }
+            None => Ok(Some(recorded)),
+        };
     }
     let own = OwnIds::read()?;
-    let range = match reserve(&subuid, &subgid, &own) {
+    let range = match reserve_range(&subuid, &subgid, &accounts, &own) {
         Ok(range) => range,
         Err(_) if !own.initial => return Ok(None),
         Err(e) => return Err(e),
@@ -161,14 +182,16 @@ pub fn describe() -> String {
             range.uid_start,
             range.gid_start
         ),
-        Ok(None) => match OwnIds::read()
-            .and_then(|own| reserve(&read("/etc/subuid"), &read("/etc/subgid"), &own))
-        {
+        Ok(None) => match OwnIds::read().and_then(|own| {
+            let accounts = read("/etc/passwd") + &read("/etc/group");
+            reserve_range(&read("/etc/subuid"), &read("/etc/subgid"), &accounts, &own)
+        }) {
             Ok(range) => format!(
                 "container 0..{} = an unprivileged host range reserved by rbuild and recorded \
-                 in the store ({RECORD_FILE}; a new store takes host ids {}..)",
+                 in the store ({RECORD_FILE}; a new store takes host ids {}..{})",
                 range.count - 1,
-                range.uid_start
+                range.uid_start,
+                u64::from(range.uid_start) + u64::from(range.count) - 1
             ),
             Err(e) => e.to_string(),
         },
@@ -188,7 +211,7 @@ pub fn range_from_subid_files(
     if uids.is_empty() && gids.is_empty() {
         return Ok(None);
     }
-    let pick = |ranges: &[SubIdRange], file: &str| -> Result<u32, SandboxError> {
+    let pick = |ranges: &[SubIdRange], file: &str| -> Result<(u32, u32), SandboxError> {
         if ranges.is_empty() {
             return Err(SandboxError::IdRange(format!(
                 "{file} has no range for root while the other file has one: give root a \
@@ -204,8 +227,7 @@ pub fn range_from_subid_files(
                     "root's ranges in {file} are shorter than the {ROOT_RANGE_LEN} ids a build maps"
                 ))
             })?;
-        if range.start == 0
-            || u64::from(range.start) + u64::from(ROOT_RANGE_LEN) > u64::from(u32::MAX)
+        if range.start == 0 || u64::from(range.start) + u64::from(range.count) > u64::from(u32::MAX)
         {
             return Err(SandboxError::IdRange(format!(
                 "root's range {}:{} in {file} would map a container id to host id 0 or past \
@@ -213,14 +235,89 @@ pub fn range_from_subid_files(
                 range.start, range.count
             )));
         }
-        Ok(range.start)
+        Ok((range.start, range.count))
     };
+    let (uid_start, uid_count) = pick(&uids, "/etc/subuid")?;
+    let (gid_start, gid_count) = pick(&gids, "/etc/subgid")?;
+    // All the ids the administrator gave root (one count for both maps: the shorter).
     Ok(Some(RootRange {
-        uid_start: pick(&uids, "/etc/subuid")?,
-        gid_start: pick(&gids, "/etc/subgid")?,
-        count: ROOT_RANGE_LEN,
+        uid_start,
+        gid_start,
+        count: uid_count.min(gid_count),
         source: RootRangeSource::SubIdFiles,
     }))
+}
+
+/// rbuild's range for a new store: the wide one ([`WIDE_RANGE_LEN`] ids from
+/// [`RESERVED_BASE`] on) when no line of either subordinate id file (any user's) touches
+/// it, no account of `accounts` (the text of /etc/passwd and /etc/group) has an id in it
+/// and `own` (this process's user namespace) maps it; else a block of
+/// [`ROOT_RANGE_LEN`] ([`reserve`]).
+pub fn reserve_range(
+    subuid: &str,
+    subgid: &str,
+    accounts: &str,
+    own: &OwnIds,
+) -> Result<RootRange, SandboxError> {
+    match wide_range(subuid, subgid, accounts, own) {
+        Some(wide) => Ok(wide),
+        None => reserve(subuid, subgid, own),
+    }
+}
+
+/// The wide range, when it is free (see [`reserve_range`]).
+fn wide_range(subuid: &str, subgid: &str, accounts: &str, own: &OwnIds) -> Option<RootRange> {
+    let start = u64::from(RESERVED_BASE);
+    let end = start + u64::from(WIDE_RANGE_LEN);
+    let free = own.holds(start, end)
+        && [subuid, subgid]
+            .iter()
+            .flat_map(|content| all_ranges(content))
+            .all(|(s, e)| e <= start || s >= end)
+        && account_ids(accounts).all(|id| id < start || id >= end);
+    free.then_some(RootRange {
+        uid_start: RESERVED_BASE,
+        gid_start: RESERVED_BASE,
+        count: WIDE_RANGE_LEN,
+        source: RootRangeSource::Reserved,
+    })
+}
+
+/// A store's recorded first block ([`ROOT_RANGE_LEN`] ids at [`RESERVED_BASE`]) grown to
+/// the wide range when that is free: the same host ids for container ids 0..65535, more
+/// after them. `None` when the record stays as it is.
+pub fn upgrade(
+    recorded: RootRange,
+    subuid: &str,
+    subgid: &str,
+    accounts: &str,
+    own: &OwnIds,
+) -> Option<RootRange> {
+    let first_block = recorded.count == ROOT_RANGE_LEN
+        && recorded.uid_start == RESERVED_BASE
+        && recorded.gid_start == RESERVED_BASE;
+    if !first_block {
+        return None;
+    }
+    // The block was free when the store reserved it, so no line or account holds it.
+    wide_range(subuid, subgid, accounts, own)
+}
+
+/// The uids and gids of the accounts of `accounts` (lines of /etc/passwd and /etc/group:
+/// `name:password:id:...`).
+fn account_ids(accounts: &str) -> impl Iterator<Item = u64> + '_ {
+    accounts
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            // passwd: uid then gid; group: gid then the members (no number).
+            [fields.get(2), fields.get(3)]
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.trim().parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
 }
 
 /// The first block of [`ROOT_RANGE_LEN`] ids from [`RESERVED_BASE`] on that no line of
@@ -268,8 +365,9 @@ fn all_ranges(content: &str) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// A recorded range, checked as untrusted input: only a reserved range of the usual
-/// length, inside rbuild's block and short of the last id, is taken.
+/// A recorded range, checked as untrusted input: only a range rbuild reserves is taken (the
+/// wide range at [`RESERVED_BASE`], or a block of [`ROOT_RANGE_LEN`] inside rbuild's span
+/// and short of the last id).
 fn parse_record(bytes: &[u8]) -> Result<RootRange, SandboxError> {
     let range: RootRange = serde_json::from_slice(bytes).map_err(|e| {
         SandboxError::IdRange(format!(
@@ -281,14 +379,14 @@ fn parse_record(bytes: &[u8]) -> Result<RootRange, SandboxError> {
             && u64::from(start) + u64::from(range.count) < u64::from(u32::MAX)
             && (start - RESERVED_BASE) % ROOT_RANGE_LEN == 0
     };
-    if range.source != RootRangeSource::Reserved
-        || range.count != ROOT_RANGE_LEN
-        || !inside(range.uid_start)
-        || !inside(range.gid_start)
-    {
+    let block = range.count == ROOT_RANGE_LEN && inside(range.uid_start) && inside(range.gid_start);
+    let wide = range.count == WIDE_RANGE_LEN
+        && range.uid_start == RESERVED_BASE
+        && range.gid_start == RESERVED_BASE;
+    if range.source != RootRangeSource::Reserved || !(block || wide) {
         return Err(SandboxError::IdRange(format!(
-            "the recorded range {}:{} (gids {}) is not one rbuild reserves ({ROOT_RANGE_LEN} \
-             ids from {RESERVED_BASE} on); remove it to reserve one again",
+            "the recorded range {}:{} (gids {}) is not one rbuild reserves ({WIDE_RANGE_LEN} \
+             or {ROOT_RANGE_LEN} ids from {RESERVED_BASE} on); remove it to reserve one again",
             range.uid_start, range.count, range.gid_start
         )));
     }
@@ -489,5 +587,105 @@ mod tests {
                 "{forged}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn a_new_store_gets_the_wide_range_unless_something_holds_ids_in_it() {
+        let initial = OwnIds::initial();
+        let wide = reserve_range(
+            "alice:100000:65536\n",
+            "",
+            "root:x:0:0::/root:/bin/sh\n",
+            &initial,
+        )
+        .unwrap();
+        assert_eq!(
+            (wide.uid_start, wide.gid_start, wide.count),
+            (RESERVED_BASE, RESERVED_BASE, WIDE_RANGE_LEN)
+        );
+        let map = wide.id_map();
+        // Kaniko's tar of 491327:89939, and the last id the range holds.
+        assert_eq!(map.host_uid(491_327), Some(RESERVED_BASE + 491_327));
+        assert_eq!(map.host_gid(89_939), Some(RESERVED_BASE + 89_939));
+        assert_eq!(
+            map.host_uid(u64::from(WIDE_RANGE_LEN) - 1),
+            Some(u32::MAX - ROOT_RANGE_LEN)
+        );
+        assert_eq!(map.host_uid(u64::from(WIDE_RANGE_LEN)), None);
+        // The last block (4294967294, 4294967295) is never the build's.
+        assert!(
+            u64::from(RESERVED_BASE) + u64::from(WIDE_RANGE_LEN) <= u64::from(u32::MAX) - 65535
+        );
+        // A subordinate line, a user or a group with an id in the span: only a block.
+        let high = u64::from(RESERVED_BASE) + 5_000_000;
+        for (subuid, subgid, accounts) in [
+            (format!("bob:{high}:65536\n"), String::new(), String::new()),
+            (String::new(), format!("bob:{high}:65536\n"), String::new()),
+            (
+                String::new(),
+                String::new(),
+                format!("svc:x:{high}:100::/:/bin/false\n"),
+            ),
+            (String::new(), String::new(), format!("svc:x:{high}:\n")),
+        ] {
+            let range = reserve_range(&subuid, &subgid, &accounts, &initial).unwrap();
+            assert_eq!(range.count, ROOT_RANGE_LEN, "{subuid}{subgid}{accounts}");
+            assert_eq!(range.uid_start, RESERVED_BASE);
+        }
+        // A namespace that does not map the span: a block inside it, as before.
+        let base = u64::from(RESERVED_BASE);
+        let some = format!("0 0 65536\n{base} 1000000 131072\n");
+        let range = reserve_range("", "", "", &OwnIds::parse(&some, &some)).unwrap();
+        assert_eq!(range.count, ROOT_RANGE_LEN);
+    }
+
+    #[test]
+    fn a_store_with_the_first_block_grows_to_the_wide_range_and_others_stay() {
+        let initial = OwnIds::initial();
+        let first = reserve("", "", &initial).unwrap();
+        assert_eq!(first.uid_start, RESERVED_BASE);
+        let grown = upgrade(first, "", "", "", &initial).unwrap();
+        assert_eq!(
+            (grown.uid_start, grown.count),
+            (RESERVED_BASE, WIDE_RANGE_LEN)
+        );
+        // Container ids 0..65535 keep their host ids.
+        assert_eq!(
+            grown.id_map().host_uid(65535),
+            first.id_map().host_uid(65535)
+        );
+        // Another block (container 0 elsewhere), or a span someone holds: kept as is.
+        let second = RootRange {
+            uid_start: RESERVED_BASE + ROOT_RANGE_LEN,
+            gid_start: RESERVED_BASE + ROOT_RANGE_LEN,
+            ..first
+        };
+        assert_eq!(upgrade(second, "", "", "", &initial), None);
+        let held = format!("bob:{}:10\n", u64::from(RESERVED_BASE) + 1_000_000);
+        assert_eq!(upgrade(first, &held, "", "", &initial), None);
+        assert_eq!(upgrade(grown, "", "", "", &initial), None);
+        // The wide record reads back; a wide count anywhere else is refused.
+        let dir = tempfile::tempdir().unwrap();
+        write_record(&dir.path().join(RECORD_FILE), &grown).unwrap();
+        let bytes = std::fs::read(dir.path().join(RECORD_FILE)).unwrap();
+        assert_eq!(parse_record(&bytes).unwrap(), grown);
+        let forged = format!(
+            r#"{{"uid_start":{},"gid_start":{RESERVED_BASE},"count":{WIDE_RANGE_LEN},"source":"reserved"}}"#,
+            RESERVED_BASE + ROOT_RANGE_LEN
+        );
+        assert!(parse_record(forged.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn root_gets_all_the_ids_its_subordinate_lines_give() {
+        let range = range_from_subid_files("root:1000000:1000000\n", "root:3000000:2000000\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((range.uid_start, range.gid_start), (1_000_000, 3_000_000));
+        assert_eq!(range.count, 1_000_000);
+        assert_eq!(range.id_map().host_uid(491_327), Some(1_491_327));
+        let err = range_from_subid_files("root:4294000000:1000000\n", "root:100000:1000000\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("past the last id"), "{err}");
     }
 }

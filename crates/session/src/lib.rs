@@ -25,13 +25,14 @@ mod context;
 mod credentials;
 mod error;
 pub mod export;
+pub mod oci_layout;
 mod remote_cache;
 mod session;
 mod spec;
 
 pub use error::{ExportError, SessionError};
 pub use export::{exporter_for, exporters_for, Exporter, OutputKind, OutputSpec};
-pub use rbuild_executor::NamedContext;
+pub use rbuild_executor::{NamedContext, OciLayoutRef};
 pub use session::{Note, Reporter, Session, SessionResult};
 pub use spec::{
     BuildSpec, ContextSource, DockerfileSource, NetworkMode, ProgressMode, SecretSource,

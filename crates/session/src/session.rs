@@ -16,6 +16,7 @@ use crate::error::SessionError;
 use crate::export::{ExportContext, ExportOutcome, Exporter};
 use crate::remote_cache::{self, CacheIo};
 use crate::spec::{BuildSpec, NetworkMode};
+use crate::NamedContext;
 
 /// What the session tells its caller besides the build's own progress events.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,7 +130,22 @@ impl<'a> Session<'a> {
         request.compression_level = spec.compression_level;
         request.target_ships = spec.target_ships();
         request.helper = spec.helper.clone();
-        request.named_contexts = spec.named_contexts.clone();
+        // An OCI layout context is copied into the store: the build reads it as an image.
+        request.named_contexts = spec
+            .named_contexts
+            .iter()
+            .map(|(name, context)| {
+                Ok((
+                    name.clone(),
+                    match context {
+                        NamedContext::OciLayout(layout) => NamedContext::Image(
+                            crate::oci_layout::import(store, layout)?.to_string(),
+                        ),
+                        other => other.clone(),
+                    },
+                ))
+            })
+            .collect::<Result<_, SessionError>>()?;
 
         let pulling = PullingBases::new(
             self.client.clone(),
@@ -248,6 +264,16 @@ impl BaseImages for TimedPulls<'_, '_> {
         reference: &str,
         platform: &Platform,
     ) -> Result<ImageRecord, rbuild_executor::BaseImageError> {
+        // A bare digest names no repository to pull from: an image already in the store
+        // (an OCI layout context, copied in before the build).
+        if reference.parse::<rbuild_image::Digest>().is_ok() {
+            return store.resolve(reference).map_err(|source| {
+                rbuild_executor::BaseImageError::NotInStore {
+                    reference: reference.to_string(),
+                    source,
+                }
+            });
+        }
         self.0
             .resolve_with(store, reference, platform, || {
                 rbuild_executor::Phase::Pull.timer()

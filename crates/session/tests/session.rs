@@ -23,6 +23,10 @@ fn main() -> ExitCode {
             "a_push_without_a_tag_is_refused",
             a_push_without_a_tag_is_refused,
         ),
+        (
+            "an_oci_layout_named_context_is_read_and_verified",
+            an_oci_layout_named_context_is_read_and_verified,
+        ),
     ])
 }
 
@@ -153,4 +157,127 @@ fn a_push_without_a_tag_is_refused() {
     );
     // Refused before the build: nothing was stored.
     assert!(fx.store.list_images().unwrap().is_empty());
+}
+
+/// `--build-context base=oci-layout://DIR[@DIGEST]` (BuildKit's `testNamedOCILayoutContext`,
+/// `testOnBuildNamedContext`): an image exported as an OCI layout by one store is the base
+/// (its ONBUILD trigger runs) and a `COPY --from` source of a build in another store; a layout whose blob does not have its digest, or whose blob is
+/// a symlink out of the layout, is refused naming the blob.
+fn an_oci_layout_named_context_is_read_and_verified() {
+    let made = Fixture::new();
+    // With an ONBUILD trigger, which a build on the layout's image runs
+    // (`testOnBuildNamedContext`).
+    std::fs::write(
+        made.tmp.path().join("context/Dockerfile"),
+        "FROM scratch\nCOPY hello.txt /greeting/hello.txt\nLABEL made=by-session\n\
+         ONBUILD COPY hello.txt /onbuild.txt\n",
+    )
+    .unwrap();
+    let archive = made.tmp.path().join("image.oci.tar");
+    let mut spec = made.spec();
+    spec.outputs = vec![OutputSpec::new(OutputKind::Oci, Some(archive.clone())).unwrap()];
+    let (result, _) = made.run(&spec).expect("the base builds");
+    let layout = made.tmp.path().join("layout");
+    tar::Archive::new(std::fs::File::open(&archive).unwrap())
+        .unpack(&layout)
+        .unwrap();
+
+    let fx = Fixture::new();
+    let context = fx.tmp.path().join("context");
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM base\nCOPY --from=base /greeting/hello.txt /copied.txt\n",
+    )
+    .unwrap();
+    let manifest = result.build.manifest.clone();
+    let by_digest = rbuild_session::OciLayoutRef {
+        dir: layout.clone(),
+        tag: None,
+        digest: Some(manifest.clone()),
+    };
+    let only_image = rbuild_session::OciLayoutRef {
+        digest: None,
+        ..by_digest.clone()
+    };
+    for reference in [by_digest.clone(), only_image] {
+        let local = fx.tmp.path().join("out");
+        let _ = std::fs::remove_dir_all(&local);
+        let mut spec = fx.spec();
+        spec.named_contexts.insert(
+            "base".into(),
+            rbuild_session::NamedContext::OciLayout(reference.clone()),
+        );
+        spec.outputs = vec![OutputSpec::new(OutputKind::Local, Some(local.clone())).unwrap()];
+        let (built, _) = fx.run(&spec).expect("the build on the layout's image");
+        assert_eq!(
+            std::fs::read_to_string(local.join("greeting/hello.txt")).unwrap(),
+            "hello from the session\n",
+            "{reference}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(local.join("copied.txt")).unwrap(),
+            "hello from the session\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(local.join("onbuild.txt")).unwrap(),
+            "hello from the session\n",
+            "the layout image's ONBUILD ran"
+        );
+        let config = fx.store.read_config(&built.build.image_id).unwrap();
+        assert_eq!(
+            config.config.labels.get("made").map(String::as_str),
+            Some("by-session")
+        );
+    }
+    // The layout's image is in the store by its manifest digest.
+    assert_eq!(
+        fx.store
+            .resolve(&manifest.to_string())
+            .unwrap()
+            .manifest
+            .digest,
+        manifest
+    );
+
+    // A tampered layer (same size, other bytes) and a blob that is a symlink out of the
+    // layout, in a fresh store each.
+    let m = made.store.read_manifest(&manifest).unwrap();
+    let blob_path = |d: &rbuild_image::Digest| layout.join("blobs/sha256").join(d.hex());
+    let layer = blob_path(&m.layers[0].digest);
+    let original = std::fs::read(&layer).unwrap();
+    let mut tampered = original.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0xff;
+    std::fs::remove_file(&layer).unwrap();
+    std::fs::write(&layer, &tampered).unwrap();
+    let refused = |what: &str| -> String {
+        let fresh = Fixture::new();
+        std::fs::write(fresh.tmp.path().join("context/Dockerfile"), "FROM base\n").unwrap();
+        let mut spec = fresh.spec();
+        spec.named_contexts.insert(
+            "base".into(),
+            rbuild_session::NamedContext::OciLayout(by_digest.clone()),
+        );
+        let err = fresh.run(&spec).map(|_| ()).unwrap_err().to_string();
+        assert!(
+            err.contains(&m.layers[0].digest.to_string())
+                || err.contains(&m.config.digest.to_string()),
+            "{what}: {err}"
+        );
+        assert!(
+            fresh.store.resolve(&manifest.to_string()).is_err(),
+            "{what}"
+        );
+        err
+    };
+    let err = refused("tampered layer");
+    assert!(err.to_lowercase().contains("digest"), "{err}");
+    std::fs::remove_file(&layer).unwrap();
+    std::fs::write(&layer, &original).unwrap();
+    let config = blob_path(&m.config.digest);
+    let outside = fx.tmp.path().join("outside-config.json");
+    std::fs::copy(&config, &outside).unwrap();
+    std::fs::remove_file(&config).unwrap();
+    std::os::unix::fs::symlink(&outside, &config).unwrap();
+    refused("config blob linked out of the layout");
 }

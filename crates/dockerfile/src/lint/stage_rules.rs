@@ -43,7 +43,8 @@ fn platform_flag(from: &Command) -> Option<String> {
 
 /// The rules of a stage's FROM (`buildDispatchStates`): UndefinedArgInFrom (a variable of
 /// the image or platform that no global ARG declares; without BuildKit's "did you mean"
-/// suggestion), RedundantTargetPlatform and FromPlatformFlagConstDisallowed.
+/// suggestion), InvalidDefaultArgInFrom, RedundantTargetPlatform and
+/// FromPlatformFlagConstDisallowed.
 pub(super) fn from_rules(
     df: &Dockerfile,
     stage: &Stage,
@@ -74,6 +75,38 @@ pub(super) fn from_rules(
                     UNDEFINED_ARG_IN_FROM,
                     line,
                     format!("FROM argument '{name}' is not declared"),
+                ));
+            }
+        }
+    }
+    if from.image.contains('$') {
+        // The image as the global ARGs' defaults alone make it (no build argument): an ARG
+        // without a default is unset. BuildKit: "Default value for ARG ... results in empty
+        // or invalid base image name" when that is no valid reference.
+        let mut defaults: Vec<(String, String)> = Vec::new();
+        for cmd in &df.meta_args {
+            let Instruction::Arg(arg) = &cmd.instruction else {
+                continue;
+            };
+            for decl in &arg.args {
+                defaults.retain(|(k, _)| k != &decl.key);
+                if let Some(value) = &decl.value {
+                    let value = lexer
+                        .process_word(value, &defaults)
+                        .unwrap_or_else(|_| value.clone());
+                    defaults.push((decl.key.clone(), value));
+                }
+            }
+        }
+        if let Ok(name) = lexer.process_word(&from.image, &defaults) {
+            if !is_valid_reference(&name) {
+                out.push(LintWarning::new(
+                    INVALID_DEFAULT_ARG_IN_FROM,
+                    line,
+                    format!(
+                        "Default value for ARG {} results in empty or invalid base image name",
+                        from.image
+                    ),
                 ));
             }
         }
@@ -269,4 +302,101 @@ fn expose_rules(port: &str, line: usize) -> Vec<LintWarning> {
         ));
     }
     out
+}
+
+/// Whether `name` parses as an image reference (distribution's grammar, as
+/// `reference.ParseNormalizedNamed` reads it): `[DOMAIN/]PATH[:TAG][@DIGEST]`, the path
+/// lowercase components joined by `.`, `_`, `__` or dashes.
+pub(super) fn is_valid_reference(name: &str) -> bool {
+    let (rest, digest) = match name.split_once('@') {
+        Some((rest, digest)) => (rest, Some(digest)),
+        None => (name, None),
+    };
+    if let Some(digest) = digest {
+        let Some((algorithm, hex)) = digest.split_once(':') else {
+            return false;
+        };
+        let algorithm_ok = !algorithm.is_empty()
+            && algorithm
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'+' | b'.'));
+        // go-digest checks the length of the algorithms it knows.
+        let length_ok = match algorithm {
+            "sha256" => hex.len() == 64,
+            "sha384" => hex.len() == 96,
+            "sha512" => hex.len() == 128,
+            _ => hex.len() >= 32,
+        };
+        if !algorithm_ok || !length_ok || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return false;
+        }
+    }
+    let slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (path, tag) = match rest[slash..].rfind(':') {
+        Some(i) => (&rest[..slash + i], Some(&rest[slash + i + 1..])),
+        None => (rest, None),
+    };
+    if let Some(tag) = tag {
+        let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        let ok = !tag.is_empty()
+            && tag.len() <= 128
+            && word(tag.as_bytes()[0])
+            && tag.bytes().all(|b| word(b) || matches!(b, b'.' | b'-'));
+        if !ok {
+            return false;
+        }
+    }
+    if path.is_empty() || path.len() > 255 {
+        return false;
+    }
+    let mut components: Vec<&str> = path.split('/').collect();
+    let first = components[0];
+    if components.len() > 1 && (first.contains('.') || first.contains(':') || first == "localhost")
+    {
+        let (host, port) = match first.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (first, None),
+        };
+        let host_ok = !host.is_empty()
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            });
+        if !host_ok || port.is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return false;
+        }
+        components.remove(0);
+    }
+    components.iter().all(|c| is_path_component(c))
+}
+
+/// `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`
+fn is_path_component(component: &str) -> bool {
+    let bytes = component.as_bytes();
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if bytes.is_empty() || !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if alnum(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && !alnum(bytes[i]) {
+            i += 1;
+        }
+        let separator = &component[start..i];
+        let ok = matches!(separator, "." | "_" | "__") || separator.bytes().all(|b| b == b'-');
+        if !ok {
+            return false;
+        }
+    }
+    true
 }

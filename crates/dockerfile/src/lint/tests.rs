@@ -147,3 +147,112 @@ fn the_build_arg_replaces_the_directive() {
         .unwrap_err()
         .contains("BUILDKIT_DOCKERFILE_CHECK"));
 }
+
+/// BuildKit's `testInvalidDefaultArgInFrom`: the FROM image as the global ARGs' defaults
+/// make it must be a valid reference; build arguments do not count.
+#[test]
+fn invalid_default_arg_in_from() {
+    let df = parse_dockerfile("Dockerfile", "ARG VERSION\nFROM busybox:$VERSION\n").unwrap();
+    let warnings = lint(&df, &[0], &[("VERSION".into(), "latest".into())]);
+    let found: Vec<(&str, usize, &str)> = warnings
+        .iter()
+        .map(|w| (w.rule.name, w.line, w.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [(
+            "InvalidDefaultArgInFrom",
+            2,
+            "Default value for ARG busybox:$VERSION results in empty or invalid base image name"
+        )]
+    );
+    assert_eq!(
+        names("ARG IMAGE\nFROM $IMAGE\n"),
+        [("InvalidDefaultArgInFrom", 2)]
+    );
+    assert_eq!(
+        names("ARG SFX=\"box:\"\nFROM busy${SFX}\n"),
+        [("InvalidDefaultArgInFrom", 2)]
+    );
+    assert_eq!(
+        names("ARG VERSION=\"latest\"\nFROM busybox:${VERSION}\n"),
+        []
+    );
+    assert_eq!(names("ARG V=\"\"\nFROM busybox:stable${V}\n"), []);
+    assert_eq!(names("ARG V\nFROM busybox:stable${V}\n"), []);
+    assert_eq!(
+        names("ARG R=localhost:5000/a/b\nARG T=x@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\nFROM ${R}:1\nFROM $T\n"),
+        []
+    );
+    for bad in [
+        "",
+        "Busybox",
+        "busybox:",
+        "a//b",
+        "a@sha256:12",
+        "a@sha256:0123456789abcdef0123456789abcdef",
+        "-a",
+        "a:-x",
+        "a..b",
+    ] {
+        assert!(!stage_rules::is_valid_reference(bad), "{bad:?}");
+    }
+    for good in [
+        "a",
+        "a/b_c__d-e.f",
+        "host:5000/x:tag",
+        "docker.io/library/busybox:1.36",
+        "a---b",
+    ] {
+        assert!(stage_rules::is_valid_reference(good), "{good:?}");
+    }
+}
+
+/// BuildKit's `testCopyIgnoredFiles` and `testCopyIgnoredFileContextRoot`, with the ignore
+/// file given as the function the build passes.
+#[test]
+fn copy_ignored_file() {
+    let found = |text: &str, ignored: &dyn Fn(&str) -> bool| -> Vec<(usize, String)> {
+        let df = parse_dockerfile("Dockerfile", text).unwrap();
+        let all: Vec<usize> = (0..df.stages.len()).collect();
+        copy_ignored_files(&df, &all, ignored)
+            .into_iter()
+            .map(|w| (w.line, w.message))
+            .collect()
+    };
+    let dockerfile_ignored = |p: &str| p == "Dockerfile";
+    assert_eq!(
+        found(
+            "FROM scratch\nCOPY Dockerfile .\nADD ./Dockerfile /windy\nCOPY --from=x Dockerfile /\n\
+             COPY $X /\nADD https://h/Dockerfile /\n",
+            &dockerfile_ignored
+        ),
+        [
+            (
+                2,
+                "Attempting to Copy file \"Dockerfile\" that is excluded by .dockerignore".into()
+            ),
+            (
+                3,
+                "Attempting to Add file \"Dockerfile\" that is excluded by .dockerignore".into()
+            ),
+        ]
+    );
+    // `*` excludes the context root itself; a COPY of a file kept by `!` is fine.
+    let everything = |p: &str| p != "Dockerfile";
+    assert_eq!(found("FROM scratch\nCOPY . .\n", &everything).len(), 1);
+    assert_eq!(
+        found("FROM scratch\nCOPY ./Dockerfile .\n", &everything),
+        []
+    );
+    // Only the stages built are checked.
+    let df = parse_dockerfile(
+        "Dockerfile",
+        "FROM scratch AS a\nCOPY Dockerfile /\nFROM scratch\n",
+    )
+    .unwrap();
+    assert!(copy_ignored_files(&df, &[1], &dockerfile_ignored).is_empty());
+    assert_eq!(clean_path("a//b/../c/."), "a/c");
+    assert_eq!(clean_path("./"), ".");
+    assert_eq!(clean_path("/../x"), "/x");
+}

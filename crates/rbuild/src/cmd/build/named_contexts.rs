@@ -2,9 +2,10 @@
 //! session reads (`docs/cli.md`).
 
 use anyhow::{bail, Context, Result};
-use rbuild_session::NamedContext;
+use rbuild_session::{NamedContext, OciLayoutRef};
 
-/// `--build-context NAME=VALUE` (buildx's syntax): `docker-image://REF`, or a directory.
+/// `--build-context NAME=VALUE` (buildx's syntax): `docker-image://REF`,
+/// `oci-layout://DIR[:TAG][@DIGEST]`, or a directory.
 /// What rbuild cannot read is refused by name, never taken for a directory.
 pub(super) fn parse_build_context(text: &str) -> Result<(String, NamedContext)> {
     let Some((name, value)) = text.split_once('=') else {
@@ -19,8 +20,22 @@ pub(super) fn parse_build_context(text: &str) -> Result<(String, NamedContext)> 
         }
         return Ok((name.to_string(), NamedContext::Image(reference.to_string())));
     }
+    if let Some(layout) = value.strip_prefix("oci-layout://") {
+        let mut layout = OciLayoutRef::parse(layout)
+            .map_err(|e| anyhow::anyhow!("--build-context {name}={value}: {e}"))?;
+        if !layout.dir.is_dir() {
+            bail!(
+                "--build-context {name}={value}: {} is not a directory",
+                layout.dir.display()
+            );
+        }
+        layout.dir = layout
+            .dir
+            .canonicalize()
+            .with_context(|| format!("--build-context {name}={value}"))?;
+        return Ok((name.to_string(), NamedContext::OciLayout(layout)));
+    }
     for (prefix, what) in [
-        ("oci-layout://", "an OCI layout"),
         ("target:", "a bake target"),
         ("input:", "a frontend input"),
         ("http://", "a URL"),
@@ -71,7 +86,18 @@ mod tests {
         assert!(err("nothing").contains("expected NAME=DIR"));
         assert!(err("=dir").contains("expected NAME=DIR"));
         assert!(err("x=docker-image://").contains("names no image"));
-        assert!(err("x=oci-layout:///l@sha256:00").contains("an OCI layout"));
+        assert!(err("x=oci-layout:///l@sha256:00").contains("not a digest"));
+        assert!(err("x=oci-layout:///no/such/layout").contains("not a directory"));
+        let (_, layout) =
+            parse_build_context(&format!("x=oci-layout://{}:v1", dir.path().display())).unwrap();
+        assert_eq!(
+            layout,
+            NamedContext::OciLayout(OciLayoutRef {
+                dir: dir.path().canonicalize().unwrap(),
+                tag: Some("v1".into()),
+                digest: None
+            })
+        );
         assert!(err("x=https://h/r.git").contains("a URL"));
         assert!(err("x=/no/such/dir").contains("not a directory"));
     }
