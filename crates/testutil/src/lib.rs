@@ -8,6 +8,8 @@
 mod bounded;
 mod debian;
 mod dockerd;
+mod git_repo;
+mod http_server;
 mod net;
 mod registry;
 mod rootfs;
@@ -15,6 +17,10 @@ mod rootfs;
 pub use bounded::memory_limited;
 pub use debian::{apt_mirror, bookworm_mirror_in, debian_image_rootfs, debian_rootfs, DEBOOTSTRAP};
 pub use dockerd::{Dockerd, DockerdOptions, DOCKERD, DOCKER_CLI};
+pub use git_repo::{
+    make_git_repo, CaseFile, CaseServers, ObjectFormat, GIT_DATE, HTTP_PLACEHOLDER,
+};
+pub use http_server::{HttpServer, RequestRecord, ServedFile, LAST_MODIFIED, LAST_MODIFIED_EPOCH};
 pub use net::{free_port, http_status};
 pub use registry::{Registry, DOCKER_REGISTRY};
 pub use rootfs::{busybox_rootfs, BUSYBOX};
