@@ -74,6 +74,7 @@ pub use cache::{
     cache_mount_dir, NoRemoteCache, RemoteCache, RemoteCacheError, RemoteCacheErrorKind,
 };
 pub use chmod::ChmodError;
+pub use downloads::remote_context::{fetch_remote_context, is_remote_context, RemoteContext};
 pub use error::BuildError;
 pub use fsops::maybe_run_root_worker;
 pub use named_contexts::NamedContext;
