@@ -76,7 +76,8 @@ fn checked(what: &str, command: &mut Command) -> std::io::Result<()> {
 }
 
 /// Makes the repository `dir` (which must not exist): `git init` in `format`, then `script`
-/// run by `sh -e` in it. Files the script writes get the modes git records (0644 or 0755),
+/// run by `sh -e` in it (`$CASE_DIR` names the script's case directory, the parent of its
+/// `repos/`, so a script can copy the case's files in). Files the script writes get the modes git records (0644 or 0755),
 /// so the trees, and with the fixed dates the commits, are the same everywhere.
 pub fn make_git_repo(dir: &Path, script: &Path, format: ObjectFormat) -> std::io::Result<()> {
     let home = dir.with_extension("home");
@@ -90,6 +91,9 @@ pub fn make_git_repo(dir: &Path, script: &Path, format: ObjectFormat) -> std::io
     )?;
     let mut run = Command::new("sh");
     git_env(&mut run, &home);
+    if let Some(case_dir) = script.parent().and_then(Path::parent) {
+        run.env("CASE_DIR", case_dir);
+    }
     checked(
         &format!("{} (making {})", script.display(), dir.display()),
         run.arg("-e").arg(script).current_dir(dir),

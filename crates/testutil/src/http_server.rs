@@ -32,7 +32,8 @@ const MAX_REQUEST: usize = 8 << 20;
 #[derive(Debug, Clone)]
 pub struct ServedFile {
     pub content: Vec<u8>,
-    /// Headers beyond `Content-Length`, `Last-Modified` and `ETag` (e.g. `Content-Disposition`).
+    /// Headers beyond `Content-Length` and `ETag` (e.g. `Content-Disposition`); a
+    /// `Last-Modified` here replaces [`LAST_MODIFIED`], and an empty value sends none.
     pub headers: Vec<(String, String)>,
 }
 
@@ -297,10 +298,18 @@ fn static_file(shared: &Shared, request: &Request, path: &str) -> Answer {
             "Content-Type".to_string(),
             "application/octet-stream".to_string(),
         ),
-        ("Last-Modified".to_string(), LAST_MODIFIED.to_string()),
         ("ETag".to_string(), etag),
     ];
-    headers.extend(file.headers.iter().cloned());
+    // A file's own `Last-Modified` replaces the fixed one; an empty one sends none.
+    let own = |name: &str| {
+        file.headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(name))
+    };
+    if !own("Last-Modified") {
+        headers.push(("Last-Modified".to_string(), LAST_MODIFIED.to_string()));
+    }
+    headers.extend(file.headers.iter().filter(|(_, v)| !v.is_empty()).cloned());
     ("200 OK".into(), headers, file.content.clone())
 }
 
@@ -438,7 +447,20 @@ mod tests {
                 )],
             },
         )]);
+        let mut files = files;
+        files.insert(
+            "/bare".to_string(),
+            ServedFile {
+                content: b"x".to_vec(),
+                headers: vec![("Last-Modified".into(), String::new())],
+            },
+        );
         let server = HttpServer::start(files, None).unwrap();
+        let bare = get(&server.url(), "GET", "/bare");
+        assert!(
+            bare.starts_with("HTTP/1.1 200") && !bare.contains("Last-Modified"),
+            "{bare}"
+        );
         let answer = get(&server.url(), "GET", "/foo");
         assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
         assert!(
@@ -458,12 +480,12 @@ mod tests {
         assert!(get(&server.url(), "GET", "/../etc/passwd").starts_with("HTTP/1.1 404"));
         assert!(get(&server.url(), "POST", "/foo").starts_with("HTTP/1.1 405"));
         let requests = server.requests();
-        assert_eq!(requests.len(), 4);
+        assert_eq!(requests.len(), 5);
         assert_eq!(
-            (requests[1].method.as_str(), requests[1].path.as_str()),
+            (requests[2].method.as_str(), requests[2].path.as_str()),
             ("HEAD", "/foo")
         );
-        assert_eq!(requests[0].user_agent.as_deref(), Some("t/1"));
+        assert_eq!(requests[1].user_agent.as_deref(), Some("t/1"));
         // Stopping closes the port.
         let url = server.url();
         drop(server);
