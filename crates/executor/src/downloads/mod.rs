@@ -267,7 +267,18 @@ impl Fetcher {
             };
             git(&["remote", "add", "origin", remote])?;
             // A commit id may not be advertised; fetch it directly, else by name.
-            git(&["fetch", "-q", "--depth=1", "--no-tags", "origin", wanted])
+            git(&["fetch", "-q", "--depth=1", "--no-tags", "origin", wanted]).map_err(|err| {
+                let text = err.to_string();
+                if text.contains("couldn't find remote ref") {
+                    // BuildKit's words for a reference the repository lacks.
+                    failed(format!(
+                        "repository does not contain ref {wanted} ({})",
+                        text.rsplit("failed: ").next().unwrap_or(&text)
+                    ))
+                } else {
+                    err
+                }
+            })
         };
         // A 64-digit commit id is a SHA-256 one; a SHA-1 repository takes it for a ref name.
         let sha256_id = wanted.len() == 64 && wanted.bytes().all(|b| b.is_ascii_hexdigit());
