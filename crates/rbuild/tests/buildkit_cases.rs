@@ -401,3 +401,91 @@ fn a_git_checksum_keeps_the_add_steps_cache_key() {
         "the RUN is not random: the test proves nothing"
     );
 }
+
+/// Hostile context URLs: an HTTP archive whose entry climbs out (`../escape`) is refused and
+/// writes nothing outside its directory; a git context whose subdirectory is a link to the
+/// host's `/etc` is refused; the password of a URL shows in no message. Each fails before
+/// any step (no base is needed).
+#[test]
+fn hostile_context_urls_are_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    // An archive with `../escape`, written header by header (the tar crate refuses `..`).
+    let mut archive = Vec::new();
+    {
+        let mut builder = tar::Builder::new(&mut archive);
+        let mut header = tar::Header::new_old();
+        header.as_old_mut().name[..9].copy_from_slice(b"../escape");
+        header.set_size(6);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        builder.append(&header, &b"owned\n"[..]).unwrap();
+        builder.finish().unwrap();
+    }
+    let case = work.path().join("case");
+    std::fs::create_dir_all(case.join("repos")).unwrap();
+    std::fs::write(case.join("escape.tar"), &archive).unwrap();
+    std::fs::write(
+        case.join("repos/repo.sh"),
+        "echo 'FROM scratch' >Dockerfile\nln -s /etc out\ngit add Dockerfile out\ngit commit -qm links\n",
+    )
+    .unwrap();
+    let servers = CaseServers::start(
+        &case,
+        &[rbuild_testutil::CaseFile {
+            path: "/escape.tar".into(),
+            file: "escape.tar".into(),
+            headers: Vec::new(),
+        }],
+        &[("repo".to_string(), rbuild_testutil::ObjectFormat::Sha1)],
+    )
+    .unwrap();
+    // Where `../escape` would land: beside the context's directory, in the temporary
+    // directory rbuild fetches into (TMPDIR, private to this test).
+    let tmp = work.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let build = |context: &str| -> String {
+        let out = rbuild(&store)
+            .env("TMPDIR", &tmp)
+            .args(["build", "-q", "--progress", "plain"])
+            .arg(context)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{context} built");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = build(&format!("{}/escape.tar", servers.url()));
+    assert!(err.contains("unpacking the context"), "{err}");
+    let escaped: Vec<_> = walk_names(&tmp);
+    assert!(
+        !escaped.iter().any(|n| n == "escape"),
+        "the archive wrote outside its directory: {escaped:?}"
+    );
+    let err = build(&format!("{}/git/repo.git#:out", servers.url()));
+    assert!(err.contains("resolves outside the repository"), "{err}");
+    let url = servers
+        .url()
+        .replace("http://", "http://user:hunter2secret@");
+    let err = build(&format!("{url}/git/missing.git"));
+    assert!(err.contains("xxxxx@"), "{err}");
+    assert!(!err.contains("hunter2secret"), "the password leaked: {err}");
+    // Nothing fetched is left behind.
+    assert!(walk_names(&tmp).is_empty(), "{:?}", walk_names(&tmp));
+}
+
+/// The names of every entry below `dir`.
+fn walk_names(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            names.push(entry.file_name().to_string_lossy().into_owned());
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    names
+}

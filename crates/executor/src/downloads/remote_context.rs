@@ -136,13 +136,44 @@ pub fn fetch_remote_context(url: &str, parent: &Path) -> Result<RemoteContext> {
     })
 }
 
-/// A tar archive, plain (`ustar` at 257) or compressed (gzip, zstd, bzip2, xz magic).
+/// A tar archive, compressed (gzip, zstd, bzip2, xz magic) or plain: a first block whose
+/// header checksum is right, as a tar reader's first `Next()` decides (old v7 headers have
+/// no `ustar` magic).
 fn is_archive(head: &[u8]) -> bool {
     head.starts_with(&[0x1f, 0x8b])
         || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
         || head.starts_with(b"BZh")
         || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00])
-        || head.get(257..262) == Some(b"ustar".as_slice())
+        || tar_header_checksum_matches(head)
+}
+
+/// Whether the first 512 bytes are a tar header: the sum of its bytes, with the checksum
+/// field counted as spaces, is the octal number in that field.
+fn tar_header_checksum_matches(head: &[u8]) -> bool {
+    let Some(block) = head.get(..512) else {
+        return false;
+    };
+    let field = &block[148..156];
+    let digits: String = field
+        .iter()
+        .map(|&b| b as char)
+        .filter(|c| !matches!(c, ' ' | '\0'))
+        .collect();
+    let Ok(stored) = u32::from_str_radix(&digits, 8) else {
+        return false;
+    };
+    let sum: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(b)
+            }
+        })
+        .sum();
+    !digits.is_empty() && sum == stored
 }
 
 /// `checkout/sub`, which must be a directory inside the checkout once its symlinks are
@@ -176,9 +207,15 @@ mod tests {
 
     #[test]
     fn archives_are_told_from_dockerfiles() {
+        // A v7 header (no `ustar` magic) with its checksum.
         let mut tar = vec![0u8; 512];
-        tar[257..262].copy_from_slice(b"ustar");
+        tar[..3].copy_from_slice(b"foo");
+        let sum: u32 = tar.iter().map(|&b| u32::from(b)).sum::<u32>() + 8 * 32;
+        tar[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        tar[155] = b' ';
         assert!(is_archive(&tar));
+        tar[0] = b'g';
+        assert!(!is_archive(&tar), "a wrong checksum is no header");
         assert!(is_archive(&[0x1f, 0x8b, 8, 0]));
         assert!(!is_archive(b"FROM scratch\nCOPY foo /\n"));
         assert!(!is_archive(b""));
