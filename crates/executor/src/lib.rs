@@ -142,6 +142,10 @@ pub struct BuildRequest {
     /// `--build-context NAME=...`: name → what it is; these come before stages and images
     /// of those names.
     pub named_contexts: BTreeMap<String, NamedContext>,
+    /// The time of each named context fetched from a URL (an HTTP `Last-Modified`, else its
+    /// archive's newest mtime; a git commit's time): what `ARG SOURCE_DATE_EPOCH=NAME`
+    /// stands for.
+    pub named_context_epochs: BTreeMap<String, i64>,
 }
 
 impl BuildRequest {
@@ -173,6 +177,7 @@ impl BuildRequest {
             helper: None,
             max_parallel_stages: None,
             named_contexts: BTreeMap::new(),
+            named_context_epochs: BTreeMap::new(),
         }
     }
 
@@ -218,11 +223,14 @@ fn to_df_platform(p: &Platform) -> DfPlatform {
 /// neither the request nor a build arg sets one: Dockerfile 1.26 (BuildKit v0.32) dates the
 /// image with it (`testSourceDateEpochDockerfileDefault`), and a default that is not a
 /// number of seconds fails the build (`invalid SOURCE_DATE_EPOCH`). The default is taken as
-/// written: one that refers to other variables is an error too.
+/// written: one that refers to other variables is an error too. A default naming a named
+/// context fetched from a URL (`ARG SOURCE_DATE_EPOCH=mysource` with `--build-context
+/// mysource=URL`) is that context's time, which RUN then sees as the ARG's value
+/// (`testSourceDateEpochNamedContextHTTP*`): `Some((epoch, true))`.
 fn dockerfile_epoch(
     dockerfile: &rbuild_dockerfile::Dockerfile,
     request: &BuildRequest,
-) -> Result<Option<i64>, BuildError> {
+) -> Result<Option<(i64, bool)>, BuildError> {
     if request.source_date_epoch.is_some() || request.build_args.contains_key("SOURCE_DATE_EPOCH") {
         return Ok(None);
     }
@@ -240,8 +248,11 @@ fn dockerfile_epoch(
     let Some((value, line)) = found else {
         return Ok(None);
     };
+    if let Some(epoch) = request.named_context_epochs.get(&value) {
+        return Ok(Some((*epoch, true)));
+    }
     match value.parse::<i64>() {
-        Ok(epoch) if epoch >= 0 => Ok(Some(epoch)),
+        Ok(epoch) if epoch >= 0 => Ok(Some((epoch, false))),
         _ => Err(BuildError::other(format!(
             "{}:{line}: invalid SOURCE_DATE_EPOCH: {value:?} (the ARG's default must be a \
              number of seconds since 1970)",
@@ -342,9 +353,14 @@ pub fn build_with_cache(
         .with_named_contexts(request.named_contexts.keys().map(String::as_str));
     let dated;
     let request = match dockerfile_epoch(&dockerfile, request)? {
-        Some(epoch) => {
+        Some((epoch, named)) => {
+            let mut build_args = request.build_args.clone();
+            if named {
+                build_args.insert("SOURCE_DATE_EPOCH".to_string(), epoch.to_string());
+            }
             dated = BuildRequest {
                 source_date_epoch: Some(epoch),
+                build_args,
                 ..request.clone()
             };
             &dated

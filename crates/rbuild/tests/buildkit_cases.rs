@@ -145,7 +145,8 @@ fn build(
             let value = value.as_str().unwrap();
             let value = match value.strip_prefix("local:") {
                 Some(dir) => case.dir.join(dir).display().to_string(),
-                None => value.to_string(),
+                // A URL of the case's server (`{{HTTP}}/...`), or an image.
+                None => servers.map_or(value.to_string(), |s| s.substitute(value)),
             };
             cmd.arg("--build-context").arg(format!("{name}={value}"));
         }

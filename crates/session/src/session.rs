@@ -130,6 +130,7 @@ impl<'a> Session<'a> {
         request.target_ships = spec.target_ships();
         request.helper = spec.helper.clone();
         request.named_contexts = spec.named_contexts.clone();
+        request.named_context_epochs = spec.named_context_epochs.clone();
 
         let pulling = PullingBases::new(
             self.client.clone(),

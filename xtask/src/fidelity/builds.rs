@@ -69,6 +69,7 @@ pub(super) fn build_rbuild(
         let value = match context {
             CaseContext::Image(reference) => format!("docker-image://{reference}"),
             CaseContext::Local(dir) => dir.display().to_string(),
+            CaseContext::Url(url) => servers.map_or(url.clone(), |s| s.substitute(&url)),
         };
         cmd.arg("--build-context").arg(format!("{name}={value}"));
     }
@@ -140,6 +141,10 @@ pub(super) fn build_buildkit(
             CaseContext::Image(reference) => cmd
                 .arg("--opt")
                 .arg(format!("context:{name}=docker-image://{reference}")),
+            CaseContext::Url(url) => cmd.arg("--opt").arg(format!(
+                "context:{name}={}",
+                servers.map_or(url.clone(), |s| s.substitute(&url))
+            )),
             CaseContext::Local(dir) => cmd
                 .arg("--local")
                 .arg(format!("{name}={}", dir.display()))

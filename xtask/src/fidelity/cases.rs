@@ -17,6 +17,8 @@ pub(super) enum CaseContext {
     Image(String),
     /// A directory of the case.
     Local(PathBuf),
+    /// A URL of the case's server, its placeholder not yet replaced (`{{HTTP}}/src.tar`).
+    Url(String),
 }
 
 /// The text at `key` of a JSON record (none when absent or not a string).
@@ -112,8 +114,10 @@ impl Case {
                 CaseContext::Image(reference.to_string())
             } else if let Some(dir) = value.strip_prefix("local:") {
                 CaseContext::Local(self.dir.join(dir))
+            } else if value.starts_with(rbuild_testutil::HTTP_PLACEHOLDER) {
+                CaseContext::Url(value.to_string())
             } else {
-                bail!("{}: named context {name}: {value:?} is neither docker-image://REF nor local:DIR", self.name);
+                bail!("{}: named context {name}: {value:?} is neither docker-image://REF, local:DIR nor {{{{HTTP}}}}/PATH", self.name);
             };
             out.push((name.clone(), context));
         }

@@ -93,7 +93,14 @@ impl Fetcher {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.subsec_nanos())
                 .unwrap_or(0);
-            let dir = parent.join(format!("downloads-{}-{nanos}", std::process::id()));
+            // Several fetchers of one process (a context URL and named ones) get names of
+            // their own even within one nanosecond.
+            static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = parent.join(format!(
+                "downloads-{}-{nanos}-{sequence}",
+                std::process::id()
+            ));
             std::fs::create_dir(&dir).map_err(BuildError::io("creating", &dir))?;
             self.dir = Some(dir);
         }

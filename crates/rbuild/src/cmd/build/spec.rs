@@ -23,7 +23,7 @@ use super::args::{BuildArgs, CompressionArg, IsolationArg, NetworkArg, ProgressA
 #[cfg(test)]
 pub fn spec_from_args(args: &BuildArgs) -> Result<BuildSpec> {
     let (spec, remote) = spec_and_remote_context(args)?;
-    if remote.is_some() {
+    if !remote.is_empty() {
         bail!("a context URL is fetched only by `rbuild build`");
     }
     Ok(spec)
@@ -32,9 +32,7 @@ pub fn spec_from_args(args: &BuildArgs) -> Result<BuildSpec> {
 /// Resolves the command line into a build spec; a context URL (a git repository or an
 /// http(s) archive or Dockerfile, as `docker buildx build URL` takes) is fetched first, and
 /// the fetched files live as long as the returned [`RemoteContext`].
-pub(crate) fn spec_and_remote_context(
-    args: &BuildArgs,
-) -> Result<(BuildSpec, Option<RemoteContext>)> {
+pub(crate) fn spec_and_remote_context(args: &BuildArgs) -> Result<(BuildSpec, Vec<RemoteContext>)> {
     let raw_context = args
         .context
         .as_deref()
@@ -103,8 +101,34 @@ pub(crate) fn spec_and_remote_context(
         .iter()
         .map(|s| parse_ssh(s, std::env::var_os("SSH_AUTH_SOCK")))
         .collect::<Result<_>>()?;
+    // The main context's time (`SOURCE_DATE_EPOCH=context`); every fetched context is kept.
+    let context_epoch = remote.as_ref().and_then(|r| r.epoch);
+    let mut remote: Vec<RemoteContext> = remote.into_iter().collect();
     for text in &args.build_contexts {
-        let (name, context) = super::named_contexts::parse_build_context(text)?;
+        // A URL (an archive over http(s), a git repository) is fetched into a directory,
+        // and its time kept for `ARG SOURCE_DATE_EPOCH=NAME`.
+        let url = text
+            .split_once('=')
+            .filter(|(name, value)| !name.is_empty() && rbuild_executor::is_remote_context(value));
+        let (name, context) = match url {
+            Some((name, url)) => {
+                let fetched = rbuild_executor::fetch_remote_context(url, &std::env::temp_dir())
+                    .map_err(|e| anyhow!("--build-context {name}: fetching it: {e}"))?;
+                if fetched.dockerfile.is_some() {
+                    bail!(
+                        "--build-context {name}: the URL serves neither a tar archive nor a git \
+                         repository"
+                    );
+                }
+                if let Some(epoch) = fetched.epoch {
+                    spec.named_context_epochs.insert(name.to_string(), epoch);
+                }
+                let context = rbuild_session::NamedContext::Local(fetched.dir.clone());
+                remote.push(fetched);
+                (name.to_string(), context)
+            }
+            None => super::named_contexts::parse_build_context(text)?,
+        };
         if spec.named_contexts.insert(name.clone(), context).is_some() {
             bail!("--build-context {name}: given twice");
         }
@@ -118,9 +142,9 @@ pub(crate) fn spec_and_remote_context(
         // (`testSourceDateEpochContextLocalUnset`), whatever the environment says.
         // A context URL has one: a git commit's time, an HTTP Last-Modified or an archive's
         // newest mtime; RUN sees it as the build argument's value, as in BuildKit.
-        EpochArg::Context if remote.as_ref().is_some_and(|r| r.epoch.is_some()) => {
-            let epoch = remote.as_ref().and_then(|r| r.epoch);
-            let epoch = source_date_epoch(args.source_date_epoch.or(epoch), args.reproducible)?;
+        EpochArg::Context if context_epoch.is_some() => {
+            let epoch =
+                source_date_epoch(args.source_date_epoch.or(context_epoch), args.reproducible)?;
             if let Some(epoch) = epoch {
                 spec.build_args
                     .insert("SOURCE_DATE_EPOCH".to_string(), epoch.to_string());
