@@ -251,6 +251,13 @@ fn dockerfile_epoch(
     if let Some(epoch) = request.named_context_epochs.get(&value) {
         return Ok(Some((*epoch, true)));
     }
+    if let Some(stage) = dockerfile
+        .stages
+        .iter()
+        .find(|s| s.name.as_deref() == Some(value.to_ascii_lowercase().as_str()))
+    {
+        return stage_epoch(stage, &request.dockerfile_name, line).map(|e| Some((e, true)));
+    }
     match value.parse::<i64>() {
         Ok(epoch) if epoch >= 0 => Ok(Some((epoch, false))),
         _ => Err(BuildError::other(format!(
@@ -259,6 +266,47 @@ fn dockerfile_epoch(
             request.dockerfile_name
         ))),
     }
+}
+
+/// The epoch of the stage `ARG SOURCE_DATE_EPOCH=NAME` names, which must be source-only as
+/// in BuildKit v0.32 (`FROM scratch` and one `ADD` of one URL, written without variables):
+/// its URL's time, fetched on its own (a git commit's time; an HTTP `Last-Modified`, else
+/// the newest mtime of the archive it serves; `testSourceDateEpochStageHTTPArchive`).
+fn stage_epoch(
+    stage: &rbuild_dockerfile::Stage,
+    file: &str,
+    line: usize,
+) -> Result<i64, BuildError> {
+    use rbuild_dockerfile::instructions::Instruction;
+    let name = stage.name.clone().unwrap_or_default();
+    let url = match (stage.base().image.as_str(), stage.commands.as_slice()) {
+        ("scratch", [command]) => match &command.instruction {
+            Instruction::Add(add)
+                if add.sources.len() == 1
+                    && add.inline_sources.is_empty()
+                    && !add.sources[0].contains('$')
+                    && is_remote_context(&add.sources[0]) =>
+            {
+                Some(add.sources[0].clone())
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some(url) = url else {
+        return Err(BuildError::other(format!(
+            "{file}:{line}: SOURCE_DATE_EPOCH stage {name:?} does not meet source-only \
+             requirements (FROM scratch and one ADD of a URL)"
+        )));
+    };
+    let fetched = fetch_remote_context(&url, &std::env::temp_dir())?;
+    fetched.epoch.ok_or_else(|| {
+        BuildError::other(format!(
+            "{file}:{line}: SOURCE_DATE_EPOCH stage {name:?}: {} has no time (no \
+             Last-Modified, not an archive)",
+            downloads::redact_url(&url)
+        ))
+    })
 }
 
 /// The build checks of `dockerfile` for a build of the stages `built` (`rbuild_dockerfile::
