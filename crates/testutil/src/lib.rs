@@ -1,5 +1,6 @@
 //! Helpers for end-to-end tests that start real services: a private `dockerd` ([`Dockerd`]),
-//! a local registry ([`Registry`]) and a tiny base image made without Docker Hub
+//! a local HTTP and git server ([`HttpServer`], [`CaseServers`]), a local registry
+//! ([`Registry`]) and a tiny base image made without Docker Hub
 //! ([`busybox_rootfs`], [`Dockerd::import_rootfs`]).
 //!
 //! Each helper fails loudly (panics with the Debian package to install) instead of skipping:
