@@ -28,7 +28,7 @@ mod cases;
 
 pub use buildkit::buildkit_error_line;
 pub(crate) use buildkit::{lock_state, BuildKit};
-use builds::{build_buildkit, build_rbuild, describe_archive, golden_of, Built};
+use builds::{build_buildkit, build_rbuild, describe_archive, golden_of, unplace_json, Built};
 use cases::{cases_dir, read_cases};
 pub(crate) use cases::{json_strings, json_text};
 
@@ -191,8 +191,10 @@ pub fn main(args: &[String]) -> Result<()> {
     let mut rows = Vec::new();
     for case in &cases {
         let case_started = Instant::now();
-        let theirs = build_buildkit(&buildkit, &pushed, case, work)?;
-        let ours = build_rbuild(&bin, &store, case, work)?;
+        // The case's HTTP and git server, on 127.0.0.1 (BuildKit runs on the host network).
+        let servers = case.servers()?;
+        let theirs = build_buildkit(&buildkit, &pushed, case, work, servers.as_ref())?;
+        let ours = build_rbuild(&bin, &store, case, work, servers.as_ref())?;
         let times = case.spec.get("times").and_then(Value::as_bool) == Some(true);
         // A case built FROM scratch alone (`"base": "scratch"`) is described whole.
         let base = match case.text("base").as_deref() {
@@ -202,7 +204,7 @@ pub fn main(args: &[String]) -> Result<()> {
             },
             _ => base,
         };
-        let golden = golden_of(&theirs, base, times)?;
+        let golden = unplace_json(servers.as_ref(), golden_of(&theirs, base, times)?)?;
         let golden_path = case.dir.join("golden.json");
         let expected_error = case.text("error");
         match (&theirs, &expected_error) {
@@ -245,7 +247,7 @@ pub fn main(args: &[String]) -> Result<()> {
             (Built::Failed(stderr), None) => Err(format!("rbuild failed:\n{stderr}")),
             (Built::Image(_), Some(_)) => Err("rbuild built what must fail".into()),
             (Built::Image(path), None) => {
-                let found = describe_archive(path, base, times)?;
+                let found = unplace_json(servers.as_ref(), describe_archive(path, base, times)?)?;
                 let differences = describe::differences(&golden, &found);
                 if differences.is_empty() {
                     Ok("equal".into())

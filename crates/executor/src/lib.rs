@@ -78,6 +78,7 @@ pub use cache::{
     cache_mount_dir, NoRemoteCache, RemoteCache, RemoteCacheError, RemoteCacheErrorKind,
 };
 pub use chmod::ChmodError;
+pub use downloads::remote_context::{fetch_remote_context, is_remote_context, RemoteContext};
 pub use error::BuildError;
 pub use fsops::maybe_run_root_worker;
 pub use named_contexts::{NamedContext, OciLayoutRef};
@@ -145,6 +146,10 @@ pub struct BuildRequest {
     /// `--build-context NAME=...`: name → what it is; these come before stages and images
     /// of those names.
     pub named_contexts: BTreeMap<String, NamedContext>,
+    /// The time of each named context fetched from a URL (an HTTP `Last-Modified`, else its
+    /// archive's newest mtime; a git commit's time): what `ARG SOURCE_DATE_EPOCH=NAME`
+    /// stands for.
+    pub named_context_epochs: BTreeMap<String, i64>,
 }
 
 impl BuildRequest {
@@ -176,6 +181,7 @@ impl BuildRequest {
             helper: None,
             max_parallel_stages: None,
             named_contexts: BTreeMap::new(),
+            named_context_epochs: BTreeMap::new(),
         }
     }
 
@@ -221,11 +227,14 @@ fn to_df_platform(p: &Platform) -> DfPlatform {
 /// neither the request nor a build arg sets one: Dockerfile 1.26 (BuildKit v0.32) dates the
 /// image with it (`testSourceDateEpochDockerfileDefault`), and a default that is not a
 /// number of seconds fails the build (`invalid SOURCE_DATE_EPOCH`). The default is taken as
-/// written: one that refers to other variables is an error too.
+/// written: one that refers to other variables is an error too. A default naming a named
+/// context fetched from a URL (`ARG SOURCE_DATE_EPOCH=mysource` with `--build-context
+/// mysource=URL`) is that context's time, which RUN then sees as the ARG's value
+/// (`testSourceDateEpochNamedContextHTTP*`): `Some((epoch, true))`.
 fn dockerfile_epoch(
     dockerfile: &rbuild_dockerfile::Dockerfile,
     request: &BuildRequest,
-) -> Result<Option<i64>, BuildError> {
+) -> Result<Option<(i64, bool)>, BuildError> {
     if request.source_date_epoch.is_some() || request.build_args.contains_key("SOURCE_DATE_EPOCH") {
         return Ok(None);
     }
@@ -243,14 +252,65 @@ fn dockerfile_epoch(
     let Some((value, line)) = found else {
         return Ok(None);
     };
+    if let Some(epoch) = request.named_context_epochs.get(&value) {
+        return Ok(Some((*epoch, true)));
+    }
+    if let Some(stage) = dockerfile
+        .stages
+        .iter()
+        .find(|s| s.name.as_deref() == Some(value.to_ascii_lowercase().as_str()))
+    {
+        return stage_epoch(stage, &request.dockerfile_name, line).map(|e| Some((e, true)));
+    }
     match value.parse::<i64>() {
-        Ok(epoch) if epoch >= 0 => Ok(Some(epoch)),
+        Ok(epoch) if epoch >= 0 => Ok(Some((epoch, false))),
         _ => Err(BuildError::other(format!(
             "{}:{line}: invalid SOURCE_DATE_EPOCH: {value:?} (the ARG's default must be a \
              number of seconds since 1970)",
             request.dockerfile_name
         ))),
     }
+}
+
+/// The epoch of the stage `ARG SOURCE_DATE_EPOCH=NAME` names, which must be source-only as
+/// in BuildKit v0.32 (`FROM scratch` and one `ADD` of one URL, written without variables):
+/// its URL's time, fetched on its own (a git commit's time; an HTTP `Last-Modified`, else
+/// the newest mtime of the archive it serves; `testSourceDateEpochStageHTTPArchive`).
+fn stage_epoch(
+    stage: &rbuild_dockerfile::Stage,
+    file: &str,
+    line: usize,
+) -> Result<i64, BuildError> {
+    use rbuild_dockerfile::instructions::Instruction;
+    let name = stage.name.clone().unwrap_or_default();
+    let url = match (stage.base().image.as_str(), stage.commands.as_slice()) {
+        ("scratch", [command]) => match &command.instruction {
+            Instruction::Add(add)
+                if add.sources.len() == 1
+                    && add.inline_sources.is_empty()
+                    && !add.sources[0].contains('$')
+                    && is_remote_context(&add.sources[0]) =>
+            {
+                Some(add.sources[0].clone())
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some(url) = url else {
+        return Err(BuildError::other(format!(
+            "{file}:{line}: SOURCE_DATE_EPOCH stage {name:?} does not meet source-only \
+             requirements (FROM scratch and one ADD of a URL)"
+        )));
+    };
+    let fetched = fetch_remote_context(&url, &std::env::temp_dir())?;
+    fetched.epoch.ok_or_else(|| {
+        BuildError::other(format!(
+            "{file}:{line}: SOURCE_DATE_EPOCH stage {name:?}: {} has no time (no \
+             Last-Modified, not an archive)",
+            downloads::redact_url(&url)
+        ))
+    })
 }
 
 /// The build checks of `dockerfile` for a build of the stages `built` (`rbuild_dockerfile::
@@ -359,9 +419,14 @@ pub fn build_with_cache(
         .with_named_contexts(request.named_contexts.keys().map(String::as_str));
     let dated;
     let request = match dockerfile_epoch(&dockerfile, request)? {
-        Some(epoch) => {
+        Some((epoch, named)) => {
+            let mut build_args = request.build_args.clone();
+            if named {
+                build_args.insert("SOURCE_DATE_EPOCH".to_string(), epoch.to_string());
+            }
             dated = BuildRequest {
                 source_date_epoch: Some(epoch),
+                build_args,
                 ..request.clone()
             };
             &dated

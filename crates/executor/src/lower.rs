@@ -257,12 +257,20 @@ impl Lowering<'_> {
                             },
                         }
                     } else if let Some(git) = spec.is_add.then(|| parse_git_ref(src)).flatten() {
+                        let commit = self
+                            .keys
+                            .git_commit(&git, spec.keep_git_dir)
+                            .map_err(|e| LowerError::Read(Box::new(e)))?;
+                        // The checksum is checked here, where the key is made: a step found
+                        // in the cache never reaches the ADD's own check.
+                        check_git_checksum(
+                            git.checksum.as_ref().or(spec.checksum.as_ref()),
+                            &commit,
+                        )
+                        .map_err(|e| LowerError::Read(Box::new(e)))?;
                         SourceContent::Git {
                             url: redact_url(src),
-                            commit: self
-                                .keys
-                                .git_commit(&git, spec.keep_git_dir)
-                                .map_err(|e| LowerError::Read(Box::new(e)))?,
+                            commit,
                         }
                     } else {
                         SourceContent::Context(
@@ -275,6 +283,7 @@ impl Lowering<'_> {
                 }
             }
         }
+        let all_git = spec.is_add && spec.sources.iter().all(|s| parse_git_ref(s).is_some());
         Ok(CopyOp {
             parent: stage.fs_key.clone(),
             is_add: spec.is_add,
@@ -292,7 +301,10 @@ impl Lowering<'_> {
             link: spec.link,
             parents: spec.parents,
             exclude: spec.exclude.clone(),
-            checksum: spec.checksum.clone(),
+            // A git source's checksum names the commit the key holds already, so it is left
+            // out: the same ADD with and without it is one step (BuildKit's
+            // testAddGitChecksumCache).
+            checksum: if all_git { None } else { spec.checksum.clone() },
             unpack: spec.unpack,
             keep_git_dir: spec.keep_git_dir,
             contents,
@@ -382,3 +394,25 @@ pub(crate) enum LowerError {
 #[cfg(test)]
 #[path = "lower_tests.rs"]
 mod tests;
+
+/// A git source's `--checksum` / `?checksum=`: a hex commit id, or a prefix of it, that the
+/// commit its reference resolved to must start with (BuildKit's texts).
+pub(crate) fn check_git_checksum(
+    checksum: Option<&String>,
+    commit: &str,
+) -> Result<(), BuildError> {
+    let Some(want) = checksum else {
+        return Ok(());
+    };
+    if want.is_empty() || !want.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(BuildError::other(format!(
+            "invalid checksum {want} for Git URL, expected hex commit hash"
+        )));
+    }
+    if !commit.starts_with(want.as_str()) {
+        return Err(BuildError::other(format!(
+            "expected checksum to match {want}, got {commit}"
+        )));
+    }
+    Ok(())
+}

@@ -19,7 +19,10 @@ use rbuild_diff::describe::BaseCounts;
 use rbuild_testutil::require_root;
 
 mod common;
-use common::golden::{base_context, base_counts, cases, cases_dir, judge, Case, BASE_NAME};
+use common::golden::{
+    base_context, base_counts, cases, cases_dir, judge_with, start_servers, Case, BASE_NAME,
+};
+use rbuild_testutil::CaseServers;
 
 fn rbuild(store: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbuild"));
@@ -46,8 +49,15 @@ fn make_base(store: &Path, work: &Path) -> BaseCounts {
     base_counts(store)
 }
 
-/// Builds a case; `Ok(archive)` or `Err(stderr)`.
-fn build(store: &Path, case: &Case, work: &Path, isolation: &str) -> Result<PathBuf, String> {
+/// Builds a case; `Ok(archive)` or `Err(stderr)`. A case with servers gets its Dockerfile
+/// and build arguments with their address in place of the placeholder.
+fn build(
+    store: &Path,
+    case: &Case,
+    work: &Path,
+    isolation: &str,
+    servers: Option<&CaseServers>,
+) -> Result<PathBuf, String> {
     let dest = work.join(format!("{}-{isolation}.tar", case.name));
     let context = case.dir.join("context");
     let context = if context.is_dir() {
@@ -60,20 +70,36 @@ fn build(store: &Path, case: &Case, work: &Path, isolation: &str) -> Result<Path
     // How the Dockerfile and the context reach rbuild: `-f` beside a directory (the
     // default), or as BuildKit's tests `testTarContext` and `testSymlinkedDockerfile` give
     // them (BuildKit's golden is the directory's: the same build).
-    let (context, dockerfile) = match case.text("source") {
-        None => (context, Some(case.dir.join("Dockerfile"))),
-        Some("tar") => (tar_context(case, &context, work), None),
-        Some("symlinked-dockerfile") => (symlinked_dockerfile(case, &context, work), None),
-        Some("socket") => {
-            // A copy of the context with a Unix socket (`testCopySocket`), as the xtask
-            // gives BuildKit; the socket file stays when the listener closes.
-            let dir = work.join(format!("{}-socket-context", case.name));
-            let _ = std::fs::remove_dir_all(&dir);
-            copy_tree(&context, &dir);
-            std::os::unix::net::UnixListener::bind(dir.join("socket.sock")).unwrap();
-            (dir, Some(case.dir.join("Dockerfile")))
+    let (context, dockerfile) = match (case.text("remote_context"), case.text("source")) {
+        // A context URL (`rbuild build URL`), `-f` the name of the Dockerfile inside it.
+        (Some(url), _) => {
+            let servers = servers.expect("a remote_context needs http_files or git_repos");
+            let dockerfile = case.text("dockerfile_name").map(PathBuf::from);
+            (PathBuf::from(servers.substitute(url)), dockerfile)
         }
-        Some(other) => panic!("{}: unknown source {other:?}", case.name),
+        (None, source) => match source {
+            None => match servers {
+                Some(servers) => {
+                    let text = std::fs::read_to_string(case.dir.join("Dockerfile")).unwrap();
+                    let dockerfile = work.join(format!("{}-{isolation}.Dockerfile", case.name));
+                    std::fs::write(&dockerfile, servers.substitute(&text)).unwrap();
+                    (context, Some(dockerfile))
+                }
+                None => (context, Some(case.dir.join("Dockerfile"))),
+            },
+            Some("tar") => (tar_context(case, &context, work), None),
+            Some("symlinked-dockerfile") => (symlinked_dockerfile(case, &context, work), None),
+            Some("socket") => {
+                // A copy of the context with a Unix socket (`testCopySocket`), as the xtask
+                // gives BuildKit; the socket file stays when the listener closes.
+                let dir = work.join(format!("{}-socket-context", case.name));
+                let _ = std::fs::remove_dir_all(&dir);
+                copy_tree(&context, &dir);
+                std::os::unix::net::UnixListener::bind(dir.join("socket.sock")).unwrap();
+                (dir, Some(case.dir.join("Dockerfile")))
+            }
+            Some(other) => panic!("{}: unknown source {other:?}", case.name),
+        },
     };
     let mut cmd = rbuild(store);
     cmd.args([
@@ -90,6 +116,7 @@ fn build(store: &Path, case: &Case, work: &Path, isolation: &str) -> Result<Path
     cmd.arg("-o")
         .arg(format!("type=docker,dest={}", dest.display()));
     for arg in case.strings("build_args") {
+        let arg = servers.map_or(arg.clone(), |s| s.substitute(&arg));
         cmd.arg("--build-arg").arg(arg);
     }
     if let Some(target) = case.text("target") {
@@ -118,7 +145,8 @@ fn build(store: &Path, case: &Case, work: &Path, isolation: &str) -> Result<Path
             let value = value.as_str().unwrap();
             let value = match value.strip_prefix("local:") {
                 Some(dir) => case.dir.join(dir).display().to_string(),
-                None => value.to_string(),
+                // A URL of the case's server (`{{HTTP}}/...`), or an image.
+                None => servers.map_or(value.to_string(), |s| s.substitute(value)),
             };
             cmd.arg("--build-context").arg(format!("{name}={value}"));
         }
@@ -217,9 +245,18 @@ fn every_case_with(isolation: &str) {
     let mut failures = Vec::new();
     let mut rows = Vec::new();
     let started = Instant::now();
+    // `RBUILD_CASES=a,b` builds only those cases (while working on them).
+    let only = std::env::var("RBUILD_CASES").ok();
     for case in cases() {
-        let built = build(&store, &case, work.path(), isolation);
-        let (verdict, problem) = judge(&case, built, base, isolation);
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|n| n == case.name))
+        {
+            continue;
+        }
+        let servers = start_servers(&case);
+        let built = build(&store, &case, work.path(), isolation, servers.as_ref());
+        let (verdict, problem) = judge_with(&case, built, base, isolation, servers.as_ref());
         if let Some(problem) = problem {
             failures.push(format!("{}: {problem}", case.name));
         }
@@ -303,4 +340,153 @@ fn check_flag_reports_the_warnings_and_builds_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `testAddGitChecksumCache`: `ADD --checksum=<commit>` of a git source keys its step as the
+/// same ADD without it, so a second build (with the checksum) reuses the first one's steps:
+/// the file a RUN after it wrote from /dev/urandom is the first build's. A third build with
+/// `--no-cache` writes another one (the RUN is random indeed). Two builds into one store
+/// cannot be a golden case.
+#[test]
+fn a_git_checksum_keeps_the_add_steps_cache_key() {
+    require_root("native builds of the BuildKit cases");
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    make_base(&store, work.path());
+    // The repository of `add_git` (tags v0.0.1 to v0.0.3, fixed commit ids).
+    let servers = CaseServers::start(
+        &cases_dir().join("add_git"),
+        &[],
+        &[("repo".to_string(), rbuild_testutil::ObjectFormat::Sha1)],
+    )
+    .unwrap();
+    let v2 = "52376956f403e94fd4da68e9ef595b1278be571d";
+    let build = |name: &str, checksum: &str, extra: &[&str]| -> String {
+        let dir = work.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("Dockerfile"),
+            format!(
+                "FROM {BASE_NAME} AS src\n\
+                 ADD --keep-git-dir {checksum}{}/git/repo.git#v0.0.2 /repo\n\
+                 RUN head -c 16 /dev/urandom | base64 > /repo/unique.txt\n\
+                 FROM scratch\n\
+                 COPY --from=src /repo/unique.txt /\n",
+                servers.url()
+            ),
+        )
+        .unwrap();
+        let out = rbuild(&store)
+            .args(["build", "-q", "--progress", "plain", "-o"])
+            .arg(format!("type=local,dest={}", dir.join("out").display()))
+            .args(extra)
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(dir.join("out/unique.txt")).unwrap()
+    };
+    let first = build("plain", "", &[]);
+    let with_checksum = build("checksum", &format!("--checksum={v2} "), &[]);
+    assert_eq!(
+        first, with_checksum,
+        "the checksum changed the ADD's cache key"
+    );
+    let fresh = build("fresh", &format!("--checksum={v2} "), &["--no-cache"]);
+    assert_ne!(
+        first, fresh,
+        "the RUN is not random: the test proves nothing"
+    );
+}
+
+/// Hostile context URLs: an HTTP archive whose entry climbs out (`../escape`) is refused and
+/// writes nothing outside its directory; a git context whose subdirectory is a link to the
+/// host's `/etc` is refused; the password of a URL shows in no message. Each fails before
+/// any step (no base is needed).
+#[test]
+fn hostile_context_urls_are_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    // An archive with `../escape`, written header by header (the tar crate refuses `..`).
+    let mut archive = Vec::new();
+    {
+        let mut builder = tar::Builder::new(&mut archive);
+        let mut header = tar::Header::new_old();
+        header.as_old_mut().name[..9].copy_from_slice(b"../escape");
+        header.set_size(6);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        builder.append(&header, &b"owned\n"[..]).unwrap();
+        builder.finish().unwrap();
+    }
+    let case = work.path().join("case");
+    std::fs::create_dir_all(case.join("repos")).unwrap();
+    std::fs::write(case.join("escape.tar"), &archive).unwrap();
+    std::fs::write(
+        case.join("repos/repo.sh"),
+        "echo 'FROM scratch' >Dockerfile\nln -s /etc out\ngit add Dockerfile out\ngit commit -qm links\n",
+    )
+    .unwrap();
+    let servers = CaseServers::start(
+        &case,
+        &[rbuild_testutil::CaseFile {
+            path: "/escape.tar".into(),
+            file: "escape.tar".into(),
+            headers: Vec::new(),
+        }],
+        &[("repo".to_string(), rbuild_testutil::ObjectFormat::Sha1)],
+    )
+    .unwrap();
+    // Where `../escape` would land: beside the context's directory, in the temporary
+    // directory rbuild fetches into (TMPDIR, private to this test).
+    let tmp = work.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let build = |context: &str| -> String {
+        let out = rbuild(&store)
+            .env("TMPDIR", &tmp)
+            .args(["build", "-q", "--progress", "plain"])
+            .arg(context)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{context} built");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = build(&format!("{}/escape.tar", servers.url()));
+    assert!(err.contains("unpacking the context"), "{err}");
+    let escaped: Vec<_> = walk_names(&tmp);
+    assert!(
+        !escaped.iter().any(|n| n == "escape"),
+        "the archive wrote outside its directory: {escaped:?}"
+    );
+    let err = build(&format!("{}/git/repo.git#:out", servers.url()));
+    assert!(err.contains("resolves outside the repository"), "{err}");
+    let url = servers
+        .url()
+        .replace("http://", "http://user:hunter2secret@");
+    let err = build(&format!("{url}/git/missing.git"));
+    assert!(err.contains("xxxxx@"), "{err}");
+    assert!(!err.contains("hunter2secret"), "the password leaked: {err}");
+    // Nothing fetched is left behind.
+    assert!(walk_names(&tmp).is_empty(), "{:?}", walk_names(&tmp));
+}
+
+/// The names of every entry below `dir`.
+fn walk_names(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            names.push(entry.file_name().to_string_lossy().into_owned());
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    names
 }

@@ -146,6 +146,7 @@ impl<'a> Session<'a> {
                 ))
             })
             .collect::<Result<_, SessionError>>()?;
+        request.named_context_epochs = spec.named_context_epochs.clone();
 
         let pulling = PullingBases::new(
             self.client.clone(),

@@ -126,6 +126,8 @@ pub struct BuildSpec {
     /// FROM, `COPY --from` and `RUN --mount from=` of that name read before any stage or
     /// image of it.
     pub named_contexts: BTreeMap<String, rbuild_executor::NamedContext>,
+    /// The time of each named context fetched from a URL (`ARG SOURCE_DATE_EPOCH=NAME`).
+    pub named_context_epochs: BTreeMap<String, i64>,
 }
 
 impl BuildSpec {
@@ -162,6 +164,7 @@ impl BuildSpec {
             progress: ProgressMode::Plain,
             helper: None,
             named_contexts: BTreeMap::new(),
+            named_context_epochs: BTreeMap::new(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Helpers for end-to-end tests that start real services: a private `dockerd` ([`Dockerd`]),
-//! a local registry ([`Registry`]) and a tiny base image made without Docker Hub
+//! a local HTTP and git server ([`HttpServer`], [`CaseServers`]), a local registry
+//! ([`Registry`]) and a tiny base image made without Docker Hub
 //! ([`busybox_rootfs`], [`Dockerd::import_rootfs`]).
 //!
 //! Each helper fails loudly (panics with the Debian package to install) instead of skipping:
@@ -8,6 +9,8 @@
 mod bounded;
 mod debian;
 mod dockerd;
+mod git_repo;
+mod http_server;
 mod net;
 mod registry;
 mod rootfs;
@@ -15,6 +18,10 @@ mod rootfs;
 pub use bounded::memory_limited;
 pub use debian::{apt_mirror, bookworm_mirror_in, debian_image_rootfs, debian_rootfs, DEBOOTSTRAP};
 pub use dockerd::{Dockerd, DockerdOptions, DOCKERD, DOCKER_CLI};
+pub use git_repo::{
+    make_git_repo, CaseFile, CaseServers, ObjectFormat, GIT_DATE, HTTP_PLACEHOLDER,
+};
+pub use http_server::{HttpServer, RequestRecord, ServedFile, LAST_MODIFIED, LAST_MODIFIED_EPOCH};
 pub use net::{free_port, http_status};
 pub use registry::{Registry, DOCKER_REGISTRY};
 pub use rootfs::{busybox_rootfs, BUSYBOX};

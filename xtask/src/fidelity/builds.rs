@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use rbuild_diff::describe::{self, BaseCounts};
 use rbuild_diff::{read_image, ImageSource};
+use rbuild_testutil::{CaseServers, HTTP_PLACEHOLDER};
 use serde_json::Value;
 
 use super::buildkit::{buildkit_error_line, BuildKit};
@@ -33,14 +34,31 @@ pub(super) enum Built {
     Failed(String),
 }
 
-pub(super) fn build_rbuild(bin: &Path, store: &Path, case: &Case, work: &Path) -> Result<Built> {
+pub(super) fn build_rbuild(
+    bin: &Path,
+    store: &Path,
+    case: &Case,
+    work: &Path,
+    servers: Option<&CaseServers>,
+) -> Result<Built> {
     let dest = work.join(format!("{}-rbuild.tar", case.name));
     let mut cmd = rbuild(bin, store);
-    cmd.args(["build", "-q", "--progress", "plain", "-f"])
-        .arg(case.dir.join("Dockerfile"))
-        .arg("-o")
+    cmd.args(["build", "-q", "--progress", "plain"]);
+    // A context URL (`rbuild build URL`) holds its Dockerfile (`-f` names it there).
+    let remote = case.remote_context(servers)?;
+    match (&remote, case.text("dockerfile_name")) {
+        (Some(_), Some(name)) => {
+            cmd.arg("-f").arg(name);
+        }
+        (Some(_), None) => {}
+        (None, _) => {
+            cmd.arg("-f")
+                .arg(case.dockerfile_dir(work, servers)?.join("Dockerfile"));
+        }
+    }
+    cmd.arg("-o")
         .arg(format!("type=docker,dest={}", dest.display()));
-    for arg in case.strings("build_args") {
+    for arg in case.build_args(servers) {
         cmd.arg("--build-arg").arg(arg);
     }
     if let Some(target) = case.text("target") {
@@ -51,17 +69,22 @@ pub(super) fn build_rbuild(bin: &Path, store: &Path, case: &Case, work: &Path) -
         let value = match context {
             CaseContext::Image(reference) => format!("docker-image://{reference}"),
             CaseContext::Local(dir) => dir.display().to_string(),
+            CaseContext::Url(url) => servers.map_or(url.clone(), |s| s.substitute(&url)),
         };
         cmd.arg("--build-context").arg(format!("{name}={value}"));
     }
-    cmd.arg(case.context(work)?);
+    match remote {
+        Some(url) => cmd.arg(url),
+        None => cmd.arg(case.context(work)?),
+    };
     let out = run("rbuild build", &mut cmd)?;
     if out.status.success() {
         Ok(Built::Image(dest))
     } else {
-        Ok(Built::Failed(
+        Ok(Built::Failed(unplace(
+            servers,
             String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
+        )))
     }
 }
 
@@ -70,9 +93,31 @@ pub(super) fn build_buildkit(
     base: &str,
     case: &Case,
     work: &Path,
+    servers: Option<&CaseServers>,
 ) -> Result<Built> {
     let dest = work.join(format!("{}-buildkit.tar", case.name));
-    let mut cmd = buildkit.dockerfile_build(&case.context(work)?, &case.dir);
+    let mut cmd = match case.remote_context(servers)? {
+        // BuildKit's dockerui fetches the context (and the Dockerfile in it) itself.
+        Some(url) => {
+            let mut cmd = buildkit.buildctl();
+            cmd.args([
+                "build",
+                "--progress",
+                "plain",
+                "--frontend",
+                "dockerfile.v0",
+                "--opt",
+            ])
+            .arg(format!("context={url}"));
+            if let Some(name) = case.text("dockerfile_name") {
+                cmd.arg("--opt").arg(format!("filename={name}"));
+            }
+            cmd
+        }
+        None => {
+            buildkit.dockerfile_build(&case.context(work)?, &case.dockerfile_dir(work, servers)?)
+        }
+    };
     cmd.arg("--opt")
         .arg(format!("context:{BASE_NAME}=docker-image://{base}"))
         .arg("--output")
@@ -81,7 +126,7 @@ pub(super) fn build_buildkit(
             case.name,
             dest.display()
         ));
-    for arg in case.strings("build_args") {
+    for arg in case.build_args(servers) {
         cmd.arg("--opt").arg(format!("build-arg:{arg}"));
     }
     if let Some(target) = case.text("target") {
@@ -96,6 +141,10 @@ pub(super) fn build_buildkit(
             CaseContext::Image(reference) => cmd
                 .arg("--opt")
                 .arg(format!("context:{name}=docker-image://{reference}")),
+            CaseContext::Url(url) => cmd.arg("--opt").arg(format!(
+                "context:{name}={}",
+                servers.map_or(url.clone(), |s| s.substitute(&url))
+            )),
             CaseContext::Local(dir) => cmd
                 .arg("--local")
                 .arg(format!("{name}={}", dir.display()))
@@ -107,10 +156,31 @@ pub(super) fn build_buildkit(
     if out.status.success() {
         Ok(Built::Image(dest))
     } else {
-        Ok(Built::Failed(
+        Ok(Built::Failed(unplace(
+            servers,
             String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
+        )))
     }
+}
+
+/// `text` with the servers' address replaced by their placeholder.
+pub(super) fn unplace(servers: Option<&CaseServers>, text: String) -> String {
+    match servers {
+        Some(s) => s.unsubstitute(&text),
+        None => text,
+    }
+}
+
+/// A description with the servers' address replaced by their placeholder (history lines
+/// hold URLs).
+pub(super) fn unplace_json(servers: Option<&CaseServers>, value: Value) -> Result<Value> {
+    let Some(servers) = servers else {
+        return Ok(value);
+    };
+    let text = serde_json::to_string(&value)?;
+    Ok(serde_json::from_str(
+        &text.replace(&servers.url(), HTTP_PLACEHOLDER),
+    )?)
 }
 
 pub(super) fn describe_archive(path: &Path, base: BaseCounts, times: bool) -> Result<Value> {

@@ -7,6 +7,8 @@ use std::process::Command;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
+use rbuild_testutil::{CaseFile, CaseServers, ObjectFormat};
+
 use super::run_ok;
 
 /// A named context of a case.
@@ -15,6 +17,8 @@ pub(super) enum CaseContext {
     Image(String),
     /// A directory of the case.
     Local(PathBuf),
+    /// A URL of the case's server, its placeholder not yet replaced (`{{HTTP}}/src.tar`).
+    Url(String),
 }
 
 /// The text at `key` of a JSON record (none when absent or not a string).
@@ -110,12 +114,91 @@ impl Case {
                 CaseContext::Image(reference.to_string())
             } else if let Some(dir) = value.strip_prefix("local:") {
                 CaseContext::Local(self.dir.join(dir))
+            } else if value.starts_with(rbuild_testutil::HTTP_PLACEHOLDER) {
+                CaseContext::Url(value.to_string())
             } else {
-                bail!("{}: named context {name}: {value:?} is neither docker-image://REF nor local:DIR", self.name);
+                bail!("{}: named context {name}: {value:?} is neither docker-image://REF, local:DIR nor {{{{HTTP}}}}/PATH", self.name);
             };
             out.push((name.clone(), context));
         }
         Ok(out)
+    }
+
+    /// The case's HTTP server (files and git repositories), when `case.json` asks for one
+    /// (`http_files`, `http_headers`, `git_repos`: `testdata/buildkit-cases/README.md`).
+    pub(super) fn servers(&self) -> Result<Option<CaseServers>> {
+        let files = self.spec.get("http_files").and_then(Value::as_object);
+        let repos = self.spec.get("git_repos").and_then(Value::as_array);
+        if files.is_none() && repos.is_none() {
+            return Ok(None);
+        }
+        let mut case_files = Vec::new();
+        for (path, file) in files.into_iter().flatten() {
+            let headers = self
+                .spec
+                .get("http_headers")
+                .and_then(|h| h.get(path))
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect();
+            case_files.push(CaseFile {
+                path: path.clone(),
+                file: PathBuf::from(file.as_str().unwrap_or_default()),
+                headers,
+            });
+        }
+        let mut case_repos = Vec::new();
+        for repo in repos.into_iter().flatten() {
+            let name = json_text(repo, "name")
+                .ok_or_else(|| anyhow!("{}: a git repository without a name", self.name))?;
+            let format = ObjectFormat::parse(&json_text(repo, "format").unwrap_or("sha1".into()))?;
+            case_repos.push((name, format));
+        }
+        let servers = CaseServers::start(&self.dir, &case_files, &case_repos)
+            .with_context(|| format!("{}: starting its servers", self.name))?;
+        Ok(Some(servers))
+    }
+
+    /// The directory of the Dockerfile both builders read: the case's, or with servers a
+    /// copy whose placeholder is their address.
+    pub(super) fn dockerfile_dir(
+        &self,
+        work: &Path,
+        servers: Option<&CaseServers>,
+    ) -> Result<PathBuf> {
+        let Some(servers) = servers else {
+            return Ok(self.dir.clone());
+        };
+        let dir = work.join(format!("{}-dockerfile", self.name));
+        std::fs::create_dir_all(&dir)?;
+        let text = std::fs::read_to_string(self.dir.join("Dockerfile"))?;
+        std::fs::write(dir.join("Dockerfile"), servers.substitute(&text))?;
+        Ok(dir)
+    }
+
+    /// The context URL (`remote_context`, its placeholder replaced by the servers'
+    /// address), when the case's context is fetched from its servers.
+    pub(super) fn remote_context(&self, servers: Option<&CaseServers>) -> Result<Option<String>> {
+        let Some(url) = self.text("remote_context") else {
+            return Ok(None);
+        };
+        let servers = servers.ok_or_else(|| {
+            anyhow!(
+                "{}: remote_context needs http_files or git_repos",
+                self.name
+            )
+        })?;
+        Ok(Some(servers.substitute(&url)))
+    }
+
+    /// The build arguments, the servers' placeholder replaced by their address.
+    pub(super) fn build_args(&self, servers: Option<&CaseServers>) -> Vec<String> {
+        self.strings("build_args")
+            .into_iter()
+            .map(|a| servers.map_or(a.clone(), |s| s.substitute(&a)))
+            .collect()
     }
 
     /// `(id, path)` of each secret: `secrets/ID` in the case directory.

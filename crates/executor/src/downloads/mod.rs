@@ -18,6 +18,7 @@ use rbuild_store::Store;
 use crate::error::{BuildError, Result};
 
 mod git_ref;
+pub(crate) mod remote_context;
 mod urls;
 
 pub(crate) use git_ref::{git_source, parse_git_ref, GitQueryError, GitRef};
@@ -28,6 +29,8 @@ pub(crate) use urls::{is_http_source, redact_credentials, redact_url, url_file_n
 pub(crate) struct Download {
     pub path: PathBuf,
     pub digest: Digest,
+    /// The response's `Last-Modified`, in seconds since the epoch.
+    pub last_modified: Option<i64>,
 }
 
 /// The build's downloads and git checkouts, fetched once each.
@@ -38,6 +41,8 @@ pub(crate) struct Fetcher {
     client: Option<reqwest::blocking::Client>,
     downloads: BTreeMap<String, Download>,
     checkouts: BTreeMap<String, (PathBuf, String)>,
+    /// The committer time of each checkout's commit.
+    commit_times: BTreeMap<PathBuf, i64>,
     counter: u64,
 }
 
@@ -49,8 +54,33 @@ impl Fetcher {
             client: None,
             downloads: BTreeMap::new(),
             checkouts: BTreeMap::new(),
+            commit_times: BTreeMap::new(),
             counter: 0,
         }
+    }
+
+    /// A fetcher whose files go below `parent` (a build context fetched before any store
+    /// is open).
+    pub(crate) fn in_dir(parent: PathBuf) -> Fetcher {
+        Fetcher {
+            parent: Some(parent),
+            dir: None,
+            client: None,
+            downloads: BTreeMap::new(),
+            checkouts: BTreeMap::new(),
+            commit_times: BTreeMap::new(),
+            counter: 0,
+        }
+    }
+
+    /// The `Last-Modified` of a URL this fetcher downloaded, if its response had one.
+    pub(crate) fn last_modified(&self, url: &str) -> Option<i64> {
+        self.downloads.get(url).and_then(|d| d.last_modified)
+    }
+
+    /// The committer time of the commit a checkout of this fetcher holds.
+    pub(crate) fn commit_time(&self, checkout: &std::path::Path) -> Option<i64> {
+        self.commit_times.get(checkout).copied()
     }
 
     /// A fresh path in this build's download directory (created on first use).
@@ -63,7 +93,14 @@ impl Fetcher {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.subsec_nanos())
                 .unwrap_or(0);
-            let dir = parent.join(format!("downloads-{}-{nanos}", std::process::id()));
+            // Several fetchers of one process (a context URL and named ones) get names of
+            // their own even within one nanosecond.
+            static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = parent.join(format!(
+                "downloads-{}-{nanos}-{sequence}",
+                std::process::id()
+            ));
             std::fs::create_dir(&dir).map_err(BuildError::io("creating", &dir))?;
             self.dir = Some(dir);
         }
@@ -112,13 +149,14 @@ impl Fetcher {
                 "downloading {shown}: invalid response status {status}"
             )));
         }
-        let mtime = response
+        let last_modified = response
             .headers()
             .get(reqwest::header::LAST_MODIFIED)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok())
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs() as i64);
+            .map(|d| d.as_secs() as i64);
+        let mtime = last_modified.unwrap_or(0);
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -152,6 +190,7 @@ impl Fetcher {
             Download {
                 path: path.clone(),
                 digest: digest.clone(),
+                last_modified,
             },
         );
         Ok((path, digest))
@@ -227,11 +266,41 @@ impl Fetcher {
             }
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
         };
-        git(&["init", "-q"])?;
-        git(&["remote", "add", "origin", remote])?;
         let wanted = reference.unwrap_or("HEAD");
-        // A commit id may not be advertised; fetch it directly, else by name.
-        git(&["fetch", "-q", "--depth=1", "--no-tags", "origin", wanted])?;
+        let fetch = |object_format: Option<&str>| -> Result<String> {
+            match object_format {
+                None => git(&["init", "-q"])?,
+                Some(format) => git(&["init", "-q", &format!("--object-format={format}")])?,
+            };
+            git(&["remote", "add", "origin", remote])?;
+            // A commit id may not be advertised; fetch it directly, else by name.
+            git(&["fetch", "-q", "--depth=1", "--no-tags", "origin", wanted]).map_err(|err| {
+                let text = err.to_string();
+                if text.contains("couldn't find remote ref") {
+                    // BuildKit's words for a reference the repository lacks.
+                    failed(format!(
+                        "repository does not contain ref {wanted} ({})",
+                        text.rsplit("failed: ").next().unwrap_or(&text)
+                    ))
+                } else {
+                    err
+                }
+            })
+        };
+        // A 64-digit commit id is a SHA-256 one; a SHA-1 repository takes it for a ref name.
+        let sha256_id = wanted.len() == 64 && wanted.bytes().all(|b| b.is_ascii_hexdigit());
+        if sha256_id {
+            fetch(Some("sha256"))?;
+        } else if let Err(err) = fetch(None) {
+            // A repository in the SHA-256 object format cannot be fetched into a SHA-1 one
+            // (git: "mismatched algorithms"): a fresh repository of that format fetches it.
+            if !err.to_string().contains("mismatched algorithms") {
+                return Err(err);
+            }
+            std::fs::remove_dir_all(dir.join(".git"))
+                .map_err(BuildError::system("removing .git of the checkout"))?;
+            fetch(Some("sha256"))?;
+        }
         git(&["checkout", "-q", "FETCH_HEAD"])?;
         if submodules {
             git(&[
@@ -244,6 +313,9 @@ impl Fetcher {
             ])?;
         }
         let commit = git(&["rev-parse", "HEAD"])?;
+        if let Ok(time) = git(&["log", "-1", "--format=%ct", "HEAD"])?.parse::<i64>() {
+            self.commit_times.insert(dir.clone(), time);
+        }
         if !keep_git_dir {
             std::fs::remove_dir_all(dir.join(".git"))
                 .map_err(BuildError::system("removing .git of the checkout"))?;

@@ -8,7 +8,7 @@ use std::process::Output;
 
 use rbuild_diff::describe::{self, BaseCounts};
 use rbuild_diff::{read_image, ImageSource};
-use rbuild_testutil::busybox_rootfs;
+use rbuild_testutil::{busybox_rootfs, CaseFile, CaseServers, ObjectFormat};
 use serde_json::Value;
 
 /// The image every case builds `FROM`.
@@ -46,6 +46,54 @@ impl Case {
     pub fn text(&self, key: &str) -> Option<&str> {
         self.spec[key].as_str()
     }
+}
+
+/// The case's HTTP server, when `case.json` asks for one: `http_files` (`{"/PATH":
+/// "FILE"}`, FILE a file of the case), `http_headers` (`{"/PATH": {"Header": "value"}}`)
+/// and `git_repos` (`[{"name": "NAME", "format": "sha1" | "sha256"}]`, each made by
+/// `repos/NAME.sh` and served at `/git/NAME.git`). The Dockerfile and build arguments name
+/// its address as `{{HTTP}}`.
+pub fn start_servers(case: &Case) -> Option<CaseServers> {
+    let files = case.spec["http_files"].as_object();
+    let repos = case.spec["git_repos"].as_array();
+    if files.is_none() && repos.is_none() {
+        return None;
+    }
+    let files: Vec<CaseFile> = files
+        .into_iter()
+        .flatten()
+        .map(|(path, file)| CaseFile {
+            path: path.clone(),
+            file: PathBuf::from(file.as_str().unwrap()),
+            headers: case.spec["http_headers"][path]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect(),
+        })
+        .collect();
+    let repos: Vec<(String, ObjectFormat)> = repos
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                ObjectFormat::parse(r["format"].as_str().unwrap_or("sha1")).unwrap(),
+            )
+        })
+        .collect();
+    Some(
+        CaseServers::start(&case.dir, &files, &repos)
+            .unwrap_or_else(|e| panic!("{}: starting its servers: {e}", case.name)),
+    )
+}
+
+/// `value` with every `from` in its strings replaced by `to` (a server's address by its
+/// placeholder).
+pub fn replace_in_json(value: &Value, from: &str, to: &str) -> Value {
+    let text = serde_json::to_string(value).unwrap();
+    serde_json::from_str(&text.replace(from, to)).unwrap()
 }
 
 pub fn cases() -> Vec<Case> {
@@ -115,7 +163,13 @@ pub fn compare(
     case: &Case,
     built: Result<PathBuf, String>,
     base: BaseCounts,
+    servers: Option<&CaseServers>,
 ) -> Result<String, String> {
+    // The address of the case's server, as the golden names it.
+    let built = built.map_err(|stderr| match servers {
+        Some(s) => s.unsubstitute(&stderr),
+        None => stderr,
+    });
     let golden_path = case.dir.join("golden.json");
     let golden: Value = serde_json::from_str(&std::fs::read_to_string(&golden_path).unwrap())
         .unwrap_or_else(|e| panic!("{}: {e}", golden_path.display()));
@@ -138,6 +192,9 @@ pub fn compare(
             if case.spec["times"].as_bool() == Some(true) {
                 describe::add_times(&mut found, &image, base);
             }
+            if let Some(servers) = servers {
+                found = replace_in_json(&found, &servers.url(), rbuild_testutil::HTTP_PLACEHOLDER);
+            }
             let differences = describe::differences(&golden, &found);
             if differences.is_empty() {
                 Ok("equal".into())
@@ -159,6 +216,18 @@ pub fn judge(
     base: BaseCounts,
     isolation: &str,
 ) -> (String, Option<String>) {
+    judge_with(case, built, base, isolation, None)
+}
+
+/// [`judge`] of a case built with its servers (their address mapped back to the
+/// placeholder before the comparison).
+pub fn judge_with(
+    case: &Case,
+    built: Result<PathBuf, String>,
+    base: BaseCounts,
+    isolation: &str,
+    servers: Option<&CaseServers>,
+) -> (String, Option<String>) {
     // `known_difference_<isolation>` overrides `known_difference` for one isolation
     // (`null`: none there).
     let known = match case.spec.get(format!("known_difference_{isolation}")) {
@@ -173,7 +242,7 @@ pub fn judge(
         },
         _ => base,
     };
-    match (compare(case, built, base), known) {
+    match (compare(case, built, base, servers), known) {
         (Ok(verdict), None) => (verdict, None),
         (Err(problem), None) => ("different".into(), Some(problem)),
         (Err(_), Some(reason)) => (format!("known: {reason}"), None),

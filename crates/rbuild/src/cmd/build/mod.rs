@@ -11,18 +11,20 @@ mod spec;
 use anyhow::Result;
 
 pub use args::{BuildArgs, EngineKind};
+#[cfg(test)]
 pub use spec::spec_from_args;
 
 use super::Globals;
 
 pub fn run(globals: &Globals, args: BuildArgs) -> Result<u8> {
     if args.engine == EngineKind::Native {
-        let spec = spec_from_args(&args)?;
+        // `_remote`: the fetched files of a context URL, kept until the build is over.
+        let (spec, _remote) = spec::spec_and_remote_context(&args)?;
         return native::run(globals, &args, &spec);
     }
     // The daemon engines refuse native-only flags by name before anything else is checked.
     daemon::refuse_native_only(&args)?;
-    let spec = spec_from_args(&args)?;
+    let (spec, _remote) = spec::spec_and_remote_context(&args)?;
     daemon::run(globals, &args, &spec)
 }
 

@@ -4,10 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use rbuild_executor::tty_progress::stderr_is_terminal;
+use rbuild_executor::RemoteContext;
 use rbuild_remote_cache::{cache_repo_target, parse_cache_from, parse_cache_to};
 use rbuild_sandbox::{Isolation, Seccomp};
 use rbuild_session::{
@@ -17,19 +18,56 @@ use rbuild_session::{
 
 use super::args::{BuildArgs, CompressionArg, IsolationArg, NetworkArg, ProgressArg};
 
-/// Resolves the command line into a build spec.
+/// Resolves the command line into a build spec (a context URL is refused: see
+/// [`spec_and_remote_context`]); for tests of the translation of other command lines.
+#[cfg(test)]
 pub fn spec_from_args(args: &BuildArgs) -> Result<BuildSpec> {
+    let (spec, remote) = spec_and_remote_context(args)?;
+    if !remote.is_empty() {
+        bail!("a context URL is fetched only by `rbuild build`");
+    }
+    Ok(spec)
+}
+
+/// Resolves the command line into a build spec; a context URL (a git repository or an
+/// http(s) archive or Dockerfile, as `docker buildx build URL` takes) is fetched first, and
+/// the fetched files live as long as the returned [`RemoteContext`].
+pub(crate) fn spec_and_remote_context(args: &BuildArgs) -> Result<(BuildSpec, Vec<RemoteContext>)> {
     let raw_context = args
         .context
         .as_deref()
         .or(args.context_flag.as_deref())
         .ok_or_else(|| anyhow!("no build context given"))?;
-    let context = context_source(raw_context)?;
+    let remote = if rbuild_executor::is_remote_context(raw_context) {
+        let fetched = rbuild_executor::fetch_remote_context(raw_context, &std::env::temp_dir())
+            .map_err(|e| anyhow!("fetching the build context: {e}"))?;
+        Some(fetched)
+    } else {
+        None
+    };
+    let context = match &remote {
+        Some(fetched) => ContextSource::Dir(fetched.dir.clone()),
+        None => context_source(raw_context)?,
+    };
     if context == ContextSource::Stdin && args.file.as_deref() == Some("-") {
         bail!("the context and the Dockerfile cannot both come from standard input");
     }
     let mut spec = BuildSpec::new(context);
-    spec.dockerfile = dockerfile_source(args.file.as_deref())?;
+    spec.dockerfile = match (&remote, args.file.as_deref()) {
+        // The URL served the Dockerfile itself: BuildKit takes it whatever `-f` names.
+        (
+            Some(RemoteContext {
+                dockerfile: Some(text),
+                ..
+            }),
+            _,
+        ) => DockerfileSource::Inline(text.clone()),
+        // `-f NAME` of a context URL names a file inside it (buildx's behaviour).
+        (Some(fetched), Some(name)) if name != "-" && Path::new(name).is_relative() => {
+            DockerfileSource::Path(fetched.dir.join(name))
+        }
+        (_, file) => dockerfile_source(file)?,
+    };
     spec.tags = args.tags.clone();
     spec.tags.extend(args.destinations.iter().cloned());
     spec.build_args = parse_build_args(&args.build_args, |k| std::env::var(k).ok())?;
@@ -63,8 +101,34 @@ pub fn spec_from_args(args: &BuildArgs) -> Result<BuildSpec> {
         .iter()
         .map(|s| parse_ssh(s, std::env::var_os("SSH_AUTH_SOCK")))
         .collect::<Result<_>>()?;
+    // The main context's time (`SOURCE_DATE_EPOCH=context`); every fetched context is kept.
+    let context_epoch = remote.as_ref().and_then(|r| r.epoch);
+    let mut remote: Vec<RemoteContext> = remote.into_iter().collect();
     for text in &args.build_contexts {
-        let (name, context) = super::named_contexts::parse_build_context(text)?;
+        // A URL (an archive over http(s), a git repository) is fetched into a directory,
+        // and its time kept for `ARG SOURCE_DATE_EPOCH=NAME`.
+        let url = text
+            .split_once('=')
+            .filter(|(name, value)| !name.is_empty() && rbuild_executor::is_remote_context(value));
+        let (name, context) = match url {
+            Some((name, url)) => {
+                let fetched = rbuild_executor::fetch_remote_context(url, &std::env::temp_dir())
+                    .map_err(|e| anyhow!("--build-context {name}: fetching it: {e}"))?;
+                if fetched.dockerfile.is_some() {
+                    bail!(
+                        "--build-context {name}: the URL serves neither a tar archive nor a git \
+                         repository"
+                    );
+                }
+                if let Some(epoch) = fetched.epoch {
+                    spec.named_context_epochs.insert(name.to_string(), epoch);
+                }
+                let context = rbuild_session::NamedContext::Local(fetched.dir.clone());
+                remote.push(fetched);
+                (name.to_string(), context)
+            }
+            None => super::named_contexts::parse_build_context(text)?,
+        };
         if spec.named_contexts.insert(name.clone(), context).is_some() {
             bail!("--build-context {name}: given twice");
         }
@@ -76,6 +140,17 @@ pub fn spec_from_args(args: &BuildArgs) -> Result<BuildSpec> {
         // `context`: the time of the context's git commit; a local directory or a tar (the
         // contexts rbuild takes) has none, so the build has no epoch, as in BuildKit
         // (`testSourceDateEpochContextLocalUnset`), whatever the environment says.
+        // A context URL has one: a git commit's time, an HTTP Last-Modified or an archive's
+        // newest mtime; RUN sees it as the build argument's value, as in BuildKit.
+        EpochArg::Context if context_epoch.is_some() => {
+            let epoch =
+                source_date_epoch(args.source_date_epoch.or(context_epoch), args.reproducible)?;
+            if let Some(epoch) = epoch {
+                spec.build_args
+                    .insert("SOURCE_DATE_EPOCH".to_string(), epoch.to_string());
+            }
+            epoch
+        }
         EpochArg::Context if args.source_date_epoch.is_none() && !args.reproducible => None,
         EpochArg::Context | EpochArg::Unset => {
             source_date_epoch(args.source_date_epoch, args.reproducible)?
@@ -91,7 +166,7 @@ pub fn spec_from_args(args: &BuildArgs) -> Result<BuildSpec> {
     spec.digest_file = args.digest_file.clone();
     spec.metadata_file = args.metadata_file.clone();
     spec.progress = progress_mode(args.progress, args.quiet);
-    Ok(spec)
+    Ok((spec, remote))
 }
 
 /// `--allow`: whether `network.host` is granted. BuildKit's other entitlements are errors

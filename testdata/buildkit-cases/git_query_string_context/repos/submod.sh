@@ -1,0 +1,3 @@
+echo 123 >file
+git add file
+git commit -qm initial
