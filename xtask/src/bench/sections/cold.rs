@@ -70,7 +70,7 @@ pub(super) fn cold_builds(b: &Bench) -> Result<Option<Section>> {
     // (rbuild's) made that run up to 4x slower (docs/benchmarks.md, "The rows behind").
     remove_tree(&b.work.join("limit-trash"))?;
     remove_tree(&b.work.join("limit"))?;
-    crate::bench::settle_freed_inodes()?;
+    crate::bench::settle_freed_inodes(b)?;
     let notes = rows
         .iter()
         .map(|r| {
