@@ -18,6 +18,15 @@ use crate::scratch::{DirKind, OwnedDir};
 pub(crate) struct BuildDir {
     dir: OwnedDir,
     counter: AtomicU64,
+    /// This build's directory name, added to the names of the directories made in it.
+    /// Why: ext4 places a directory made in a "top" directory (see
+    /// [`spread_subdirectories`]) starting from a hash of its name, so `overlay-2` of every
+    /// build landed in the block group an earlier build's `overlay-2` had just freed (its
+    /// trash removed, see [`TRASH_GRACE`]); without a journal ext4 then skips each freed
+    /// inode, one by one, for a minute or more on every file it creates there
+    /// (`recently_deleted`), which made a RUN writing 10,000 files up to twice as slow
+    /// (docs/benchmarks.md).
+    salt: String,
     /// `<store>/trash`: where the directory goes at the end, to be removed in the
     /// background.
     trash: Option<PathBuf>,
@@ -50,18 +59,24 @@ impl BuildDir {
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
                 .map_err(BuildError::io("opening build directory", dir.path()))?;
         }
+        let salt = dir
+            .path()
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
         Ok(BuildDir {
             trash,
             dir,
             counter: AtomicU64::new(0),
+            salt,
             owners,
         })
     }
 
-    /// A new empty directory inside the build directory (`<label>-<n>`).
+    /// A new empty directory inside the build directory (`<label>-<n>-<build>`).
     pub(crate) fn new_dir(&self, label: &str) -> Result<PathBuf> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
-        let path = self.dir.path().join(format!("{label}-{n}"));
+        let path = self.dir.path().join(format!("{label}-{n}-{}", self.salt));
         std::fs::create_dir(&path).map_err(BuildError::io("creating directory", &path))?;
         if let Owners::Ranged(_) = self.owners {
             // Rootfs, overlay and scratch directories: container root's, as a rootless
@@ -310,6 +325,34 @@ pub(crate) fn apply_layers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_builds_name_their_directories_apart() {
+        // ext4 picks a top directory's child's block group from a hash of its name: the
+        // same name in every build sent each build into the group an earlier one freed.
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let first = BuildDir::create(&store, &Owners::Root).unwrap();
+        let second = BuildDir::create(&store, &Owners::Root).unwrap();
+        let a = first.new_dir("overlay").unwrap();
+        let b = second.new_dir("overlay").unwrap();
+        let (a, b) = (a.file_name().unwrap(), b.file_name().unwrap());
+        assert_ne!(a, b, "two builds' first overlay directories share a name");
+        for name in [a, b] {
+            let name = name.to_str().unwrap();
+            assert!(name.starts_with("overlay-1-"), "{name}");
+            // The names go into overlayfs mount options: no ',' or ':'.
+            assert!(!name.contains(',') && !name.contains(':'), "{name}");
+        }
+        // Within a build the counter still tells them apart.
+        let again = first.new_dir("overlay").unwrap();
+        assert!(again
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("overlay-2-"));
+    }
 
     #[test]
     fn the_trash_keeps_recent_builds_for_a_while() {

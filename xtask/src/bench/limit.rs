@@ -24,7 +24,7 @@ pub struct LimitRun {
     base_rootfs: PathBuf,
     context: PathBuf,
     limit: Limit,
-    /// Earlier runs' roots are moved here and removed after the row, not between runs:
+    /// Earlier runs' roots are moved here and removed after the section, not between runs:
     /// freeing thousands of inodes just before a run writes thousands slows that run on
     /// ext4 (see docs/benchmarks.md), and this run is the floor the others are measured by.
     trash: PathBuf,

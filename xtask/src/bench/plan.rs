@@ -102,6 +102,19 @@ impl Row {
     }
 }
 
+/// Untimed, before each timed run: writes back what earlier commands left dirty (the
+/// previous tool's layers, a limit root just copied, files the harness wrote), so that its
+/// writeback is not timed as part of the next tool's run. It does not undo freed inodes:
+/// see "The rows behind" in docs/benchmarks.md for why the harness removes no large tree
+/// between the runs of a section.
+fn settle_writeback() -> anyhow::Result<()> {
+    let status = std::process::Command::new("sync")
+        .status()
+        .map_err(|e| anyhow::anyhow!("running sync before a timed run: {e}"))?;
+    anyhow::ensure!(status.success(), "sync before a timed run failed: {status}");
+    Ok(())
+}
+
 /// Runs `plans` (priming, then `runs` alternating timed runs) and collects a row.
 pub fn run_row(name: &str, what: &str, mut plans: Vec<Plan>, runs: usize, logs: &Path) -> Row {
     let log = |tool: &str, run: &str| logs.join(format!("{name}-{tool}-{run}.log"));
@@ -141,6 +154,7 @@ pub fn run_row(name: &str, what: &str, mut plans: Vec<Plan>, runs: usize, logs: 
             }
             let path = log(&plan.tool, &run.to_string());
             let sample = (plan.before)(run)
+                .and_then(|()| settle_writeback())
                 .and_then(|()| (plan.timed)(run))
                 .and_then(|cmds| measure::run(cmds, &path));
             let mut sample = sample.unwrap_or_else(|e| Sample {

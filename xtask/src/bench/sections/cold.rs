@@ -62,10 +62,15 @@ pub(super) fn cold_builds(b: &Bench) -> Result<Option<Section>> {
             );
         }
         rows.push(run_row(ctx.name, &ctx.what, plans, runs, &b.logs));
-        // The limit's roots of this row, removed before the next row starts.
-        remove_tree(&b.work.join("limit-trash"))?;
-        remove_tree(&b.work.join("limit"))?;
     }
+    // The limit's roots of every row, removed once the section is done, not between rows:
+    // on ext4 without a journal, inodes freed in the last minute (six while their inode
+    // table block is unwritten) are skipped one by one by every file created in their
+    // block group, so removing a row's roots just before the next row's first timed run
+    // (rbuild's) made that run up to 4x slower (docs/benchmarks.md, "The rows behind").
+    remove_tree(&b.work.join("limit-trash"))?;
+    remove_tree(&b.work.join("limit"))?;
+    crate::bench::settle_freed_inodes(b)?;
     let notes = rows
         .iter()
         .map(|r| {

@@ -125,6 +125,7 @@ pub(super) fn snapshot(b: &Bench) -> Result<Option<Section>> {
         })
         .collect();
     let _ = remove_tree(&changes);
+    crate::bench::settle_freed_inodes(b)?;
     Ok(Some(Section {
         title: "Snapshots".into(),
         intro: "A cold build whose one RUN writes the files on top of Debian bookworm \
