@@ -168,6 +168,12 @@ const KNOWN_DIFFERENCES: &[Known] = &[
         &["created_by: 'ARG "],
     ),
     known(
+        "kaniko_arg_multi",
+        DOCKER,
+        "shared-step-copy",
+        &["only in B: /myFile.txt"],
+    ),
+    known(
         "healthcheck",
         DOCKER,
         "healthcheck-history",
