@@ -666,26 +666,18 @@ fn the_restricted_image_builds_as_the_pods_user_what_root_builds_on_the_host() {
     busybox_rootfs(&work.path().join("base/rootfs"));
     write(&work.path().join("base/Dockerfile"), BASE_DOCKERFILE);
     let host_store = tempfile::tempdir().unwrap();
-    let rbuild_on_host = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
-            .arg("--root")
-            .arg(host_store.path())
-            .args(args)
-            .env_remove("RBUILD_ENGINE")
-            .env_remove("SOURCE_DATE_EPOCH")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{args:?}: {}", describe(&out));
-    };
     let base = format!("{host}/base/busybox:1");
-    rbuild_on_host(&[
-        "build",
-        "-q",
-        "--push",
-        "-t",
-        &base,
-        work.path().join("base").to_str().unwrap(),
-    ]);
+    rbuild_on_host(
+        host_store.path(),
+        &[
+            "build",
+            "-q",
+            "--push",
+            "-t",
+            &base,
+            work.path().join("base").to_str().unwrap(),
+        ],
+    );
     let ctx = work.path().join("app");
     write(
         &ctx.join("Dockerfile"),
@@ -699,60 +691,15 @@ fn the_restricted_image_builds_as_the_pods_user_what_root_builds_on_the_host() {
         ),
     );
     write(&ctx.join("data.txt"), "from the context\n");
-    let epoch = ["--source-date-epoch", "1700000000"];
-    let reference = work.path().join("host.tar");
-    let dest = format!("type=docker,dest={}", reference.display());
-    rbuild_on_host(
-        &[
-            &["build", "-q", "-o", &dest][..],
-            &epoch,
-            &[ctx.to_str().unwrap()],
-        ]
-        .concat(),
+    pod_builds_equal_the_hosts(
+        &daemon,
+        "rbuild:restricted",
+        &["1000:1000", "1000770000:0"],
+        host_store.path(),
+        &ctx,
+        work.path(),
     );
-
-    for user in ["1000:1000", "1000770000:0"] {
-        let out = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(
-            out.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o777),
-        )
-        .unwrap();
-        let ctx_volume = format!("{}:/workspace:ro", ctx.display());
-        let out_volume = format!("{}:/out", out.path().display());
-        let mut args = vec!["run", "--rm", "--network", "host", "--user", user];
-        args.extend_from_slice(RESTRICTED_POD);
-        args.extend_from_slice(&[
-            "-v",
-            &ctx_volume,
-            "-v",
-            &out_volume,
-            "rbuild:restricted",
-            "build",
-            "--isolation",
-            "restricted",
-            "--progress",
-            "plain",
-            "-o",
-            "type=docker,dest=/out/app.tar",
-        ]);
-        args.extend_from_slice(&epoch);
-        args.push("/workspace");
-        let run = daemon.docker(&args);
-        assert!(run.status.success(), "as {user}: {}", describe(&run));
-        let diff = Command::new(env!("CARGO_BIN_EXE_rbuild"))
-            .arg("diff")
-            .arg(&reference)
-            .arg(out.path().join("app.tar"))
-            .output()
-            .unwrap();
-        assert!(
-            diff.status.success(),
-            "as {user}, the image differs from root's on the host: {}\n{}",
-            describe(&diff),
-            describe(&run)
-        );
-    }
+    let epoch = ["--source-date-epoch", "1700000000"];
 
     // Push and the registry cache from the pod; a second pod (a fresh container, an empty
     // store) builds from that cache without running a step.
@@ -818,26 +765,18 @@ fn the_restricted_debian_image_builds_a_debian_stage_as_the_pods_user() {
         "FROM scratch\nCOPY rootfs/ /\nCMD [\"bash\"]\n",
     );
     let host_store = tempfile::tempdir().unwrap();
-    let rbuild_on_host = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
-            .arg("--root")
-            .arg(host_store.path())
-            .args(args)
-            .env_remove("RBUILD_ENGINE")
-            .env_remove("SOURCE_DATE_EPOCH")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{args:?}: {}", describe(&out));
-    };
     let base = format!("{host}/base/debian:1");
-    rbuild_on_host(&[
-        "build",
-        "-q",
-        "--push",
-        "-t",
-        &base,
-        work.path().join("base").to_str().unwrap(),
-    ]);
+    rbuild_on_host(
+        host_store.path(),
+        &[
+            "build",
+            "-q",
+            "--push",
+            "-t",
+            &base,
+            work.path().join("base").to_str().unwrap(),
+        ],
+    );
     std::fs::remove_dir_all(work.path().join("base")).unwrap();
     let ctx = work.path().join("app");
     write(
@@ -851,10 +790,32 @@ fn the_restricted_debian_image_builds_a_debian_stage_as_the_pods_user() {
         ),
     );
     write(&ctx.join("data.txt"), "from the context\n");
+    pod_builds_equal_the_hosts(
+        &daemon,
+        "rbuild:restricted-debian",
+        &["1000:1000"],
+        host_store.path(),
+        &ctx,
+        work.path(),
+    );
+}
+
+/// Builds `ctx` as root on the host and in `image` as each of `users` under the restricted
+/// pod's flags (rbuild as the entrypoint, the context on a read-only volume), both with one
+/// `SOURCE_DATE_EPOCH`, and asserts each pod's image equals the host's (`rbuild diff`).
+fn pod_builds_equal_the_hosts(
+    daemon: &Dockerd,
+    image: &str,
+    users: &[&str],
+    host_store: &Path,
+    ctx: &Path,
+    work: &Path,
+) {
     let epoch = ["--source-date-epoch", "1700000000"];
-    let reference = work.path().join("host.tar");
+    let reference = work.join("host.tar");
     let dest = format!("type=docker,dest={}", reference.display());
     rbuild_on_host(
+        host_store,
         &[
             &["build", "-q", "-o", &dest][..],
             &epoch,
@@ -862,45 +823,64 @@ fn the_restricted_debian_image_builds_a_debian_stage_as_the_pods_user() {
         ]
         .concat(),
     );
+    for user in users {
+        let out = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            out.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let ctx_volume = format!("{}:/workspace:ro", ctx.display());
+        let out_volume = format!("{}:/out", out.path().display());
+        let mut args = vec!["run", "--rm", "--network", "host", "--user", user];
+        args.extend_from_slice(RESTRICTED_POD);
+        args.extend_from_slice(&[
+            "-v",
+            &ctx_volume,
+            "-v",
+            &out_volume,
+            image,
+            "build",
+            "--isolation",
+            "restricted",
+            "--progress",
+            "plain",
+            "-o",
+            "type=docker,dest=/out/app.tar",
+        ]);
+        args.extend_from_slice(&epoch);
+        args.push("/workspace");
+        let run = daemon.docker(&args);
+        assert!(
+            run.status.success(),
+            "{image} as {user}: {}",
+            describe(&run)
+        );
+        let diff = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+            .arg("diff")
+            .arg(&reference)
+            .arg(out.path().join("app.tar"))
+            .output()
+            .unwrap();
+        assert!(
+            diff.status.success(),
+            "{image} as {user}: the image differs from root's on the host: {}\n{}",
+            describe(&diff),
+            describe(&run)
+        );
+    }
+}
 
-    let out = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        out.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
-    let ctx_volume = format!("{}:/workspace:ro", ctx.display());
-    let out_volume = format!("{}:/out", out.path().display());
-    let mut args = vec!["run", "--rm", "--network", "host", "--user", "1000:1000"];
-    args.extend_from_slice(RESTRICTED_POD);
-    args.extend_from_slice(&[
-        "-v",
-        &ctx_volume,
-        "-v",
-        &out_volume,
-        "rbuild:restricted-debian",
-        "build",
-        "--isolation",
-        "restricted",
-        "--progress",
-        "plain",
-        "-o",
-        "type=docker,dest=/out/app.tar",
-    ]);
-    args.extend_from_slice(&epoch);
-    args.push("/workspace");
-    let run = daemon.docker(&args);
-    assert!(run.status.success(), "{}", describe(&run));
-    let diff = Command::new(env!("CARGO_BIN_EXE_rbuild"))
-        .arg("diff")
-        .arg(&reference)
-        .arg(out.path().join("app.tar"))
+/// `rbuild --root STORE ARGS` as root on the host, with neither the engine nor the epoch of
+/// the test's environment; asserts it succeeds.
+fn rbuild_on_host(store: &Path, args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .arg("--root")
+        .arg(store)
+        .args(args)
+        .env_remove("RBUILD_ENGINE")
+        .env_remove("SOURCE_DATE_EPOCH")
         .output()
         .unwrap();
-    assert!(
-        diff.status.success(),
-        "the image differs from root's on the host: {}\n{}",
-        describe(&diff),
-        describe(&run)
-    );
+    assert!(out.status.success(), "{args:?}: {}", describe(&out));
 }
