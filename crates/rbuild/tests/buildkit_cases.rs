@@ -357,6 +357,7 @@ fn a_git_checksum_keeps_the_add_steps_cache_key() {
     let servers = CaseServers::start(
         &cases_dir().join("add_git"),
         &[],
+        &cases_dir().join("add_git/repos"),
         &[("repo".to_string(), rbuild_testutil::ObjectFormat::Sha1)],
     )
     .unwrap();
@@ -439,6 +440,7 @@ fn hostile_context_urls_are_refused() {
             file: "escape.tar".into(),
             headers: Vec::new(),
         }],
+        &case.join("repos"),
         &[("repo".to_string(), rbuild_testutil::ObjectFormat::Sha1)],
     )
     .unwrap();

@@ -112,9 +112,32 @@ pub struct CaseFile {
     pub headers: Vec<(String, String)>,
 }
 
+/// Where a case's repository scripts are: its own `repos/`, or with `git_repos_from` (a
+/// sibling case's name, `testdata/buildkit-cases/README.md`) that case's, so that cases
+/// serving the same repositories keep one copy of their scripts.
+pub fn case_repos_dir(case_dir: &Path, from: Option<&str>) -> std::io::Result<PathBuf> {
+    let Some(from) = from else {
+        return Ok(case_dir.join("repos"));
+    };
+    if from.is_empty() || from.contains('/') || from.starts_with('.') {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("git_repos_from {from:?}: not a case's name"),
+        ));
+    }
+    let parent = case_dir.parent().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{}: a case directory has a parent", case_dir.display()),
+        )
+    })?;
+    Ok(parent.join(from).join("repos"))
+}
+
 /// The HTTP server of one case: its files, and its repositories at `/git/NAME.git`, each
-/// made from the case's `repos/NAME.sh` in the order given (a later one may add an earlier
-/// one as a submodule). Everything is removed when it is dropped.
+/// made from `repos_dir/NAME.sh` (the case's `repos/`, or another case's when several
+/// cases share their repositories) in the order given (a later one may add an earlier one
+/// as a submodule). Everything is removed when it is dropped.
 pub struct CaseServers {
     server: HttpServer,
     _dir: tempfile::TempDir,
@@ -124,6 +147,7 @@ impl CaseServers {
     pub fn start(
         case_dir: &Path,
         files: &[CaseFile],
+        repos_dir: &Path,
         repos: &[(String, ObjectFormat)],
     ) -> std::io::Result<CaseServers> {
         let dir = tempfile::tempdir()?;
@@ -151,7 +175,7 @@ impl CaseServers {
                         format!("repository name {name:?}"),
                     ));
                 }
-                let script = case_dir.join("repos").join(format!("{name}.sh"));
+                let script = repos_dir.join(format!("{name}.sh"));
                 make_git_repo(&root.join(format!("{name}.git")), &script, *format)?;
             }
             Some(root)
@@ -215,8 +239,13 @@ mod tests {
             assert_eq!(id, rev_parse(&b, "v1"));
             assert_eq!(id.len(), if format == ObjectFormat::Sha1 { 40 } else { 64 });
 
-            let servers =
-                CaseServers::start(case.path(), &[], &[("r".to_string(), format)]).unwrap();
+            let servers = CaseServers::start(
+                case.path(),
+                &[],
+                &case.path().join("repos"),
+                &[("r".to_string(), format)],
+            )
+            .unwrap();
             let clone = work.path().join(format!("clone-{format:?}"));
             let out = Command::new("git")
                 .args(["clone", "-q", "--depth=1", "--branch", "v1"])
@@ -243,9 +272,14 @@ mod tests {
         let case = tempfile::tempdir().unwrap();
         std::fs::create_dir(case.path().join("repos")).unwrap();
         std::fs::write(case.path().join("repos/bad.sh"), "false\n").unwrap();
-        let err = CaseServers::start(case.path(), &[], &[("bad".into(), ObjectFormat::Sha1)])
-            .err()
-            .unwrap();
+        let err = CaseServers::start(
+            case.path(),
+            &[],
+            &case.path().join("repos"),
+            &[("bad".into(), ObjectFormat::Sha1)],
+        )
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("bad.sh"), "{err}");
     }
 }

@@ -19,7 +19,7 @@ pub use bounded::memory_limited;
 pub use debian::{apt_mirror, bookworm_mirror_in, debian_image_rootfs, debian_rootfs, DEBOOTSTRAP};
 pub use dockerd::{Dockerd, DockerdOptions, DOCKERD, DOCKER_CLI};
 pub use git_repo::{
-    make_git_repo, CaseFile, CaseServers, ObjectFormat, GIT_DATE, HTTP_PLACEHOLDER,
+    case_repos_dir, make_git_repo, CaseFile, CaseServers, ObjectFormat, GIT_DATE, HTTP_PLACEHOLDER,
 };
 pub use http_server::{HttpServer, RequestRecord, ServedFile, LAST_MODIFIED, LAST_MODIFIED_EPOCH};
 pub use net::{free_port, http_status};

@@ -156,7 +156,11 @@ impl Case {
             let format = ObjectFormat::parse(&json_text(repo, "format").unwrap_or("sha1".into()))?;
             case_repos.push((name, format));
         }
-        let servers = CaseServers::start(&self.dir, &case_files, &case_repos)
+        let repos_dir = rbuild_testutil::case_repos_dir(
+            &self.dir,
+            json_text(&self.spec, "git_repos_from").as_deref(),
+        )?;
+        let servers = CaseServers::start(&self.dir, &case_files, &repos_dir, &case_repos)
             .with_context(|| format!("{}: starting its servers", self.name))?;
         Ok(Some(servers))
     }

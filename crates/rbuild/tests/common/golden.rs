@@ -84,7 +84,8 @@ pub fn start_servers(case: &Case) -> Option<CaseServers> {
         })
         .collect();
     Some(
-        CaseServers::start(&case.dir, &files, &repos)
+        rbuild_testutil::case_repos_dir(&case.dir, case.spec["git_repos_from"].as_str())
+            .and_then(|repos_dir| CaseServers::start(&case.dir, &files, &repos_dir, &repos))
             .unwrap_or_else(|e| panic!("{}: starting its servers: {e}", case.name)),
     )
 }

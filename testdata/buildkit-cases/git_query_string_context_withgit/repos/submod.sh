@@ -1,3 +1,0 @@
-echo 123 >file
-git add file
-git commit -qm initial
