@@ -170,6 +170,20 @@ fn write(path: &Path, content: &[u8], mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// Copies a file by the kernel's copy, not through memory: the bench lays out images from
+/// here, and every command it then times would inherit this process's high-water resident
+/// size at exec (Linux keeps the larger of the old and new process's in `ru_maxrss`), so
+/// reading a 100+ MB binary into memory made every row's peak RSS at least that.
+fn copy_file(from: &Path, to: &Path, mode: u32) -> Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::copy(from, to)
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
 fn dir(path: &Path, mode: u32) -> Result<()> {
     std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
@@ -183,8 +197,7 @@ fn lay_out_context(context: &Path, binary: &Path) -> Result<()> {
             .with_context(|| format!("removing the old {}", context.display()))?;
     }
     let rootfs = context.join("rootfs");
-    let rbuild = std::fs::read(binary)?;
-    write(&rootfs.join("usr/local/bin/rbuild"), &rbuild, 0o755)?;
+    copy_file(binary, &rootfs.join("usr/local/bin/rbuild"), 0o755)?;
     let ca = std::fs::read(CA_BUNDLE)
         .with_context(|| format!("reading {CA_BUNDLE} (install Debian's ca-certificates)"))?;
     write(
@@ -235,13 +248,13 @@ fn lay_out_context(context: &Path, binary: &Path) -> Result<()> {
     symlink("/busybox/sh", debug.join("bin/sh"))?;
     lay_out_restricted(
         &context.join("restricted"),
-        &rbuild,
+        binary,
         &ca,
         RESTRICTED_TOP_LEVEL,
     )?;
     lay_out_restricted(
         &context.join("restricted-debian"),
-        &rbuild,
+        binary,
         &ca,
         RESTRICTED_DEBIAN_TOP_LEVEL,
     )
@@ -264,13 +277,13 @@ pub(crate) const RESTRICTED_DEBIAN_TOP_LEVEL: &str =
 /// to `/`, owned by 1000:0. `top_level` lists its top-level directories and symlinks.
 pub(crate) fn lay_out_restricted(
     restricted: &Path,
-    rbuild: &[u8],
+    rbuild: &Path,
     ca: &[u8],
     top_level: &str,
 ) -> Result<()> {
     dir(restricted, 0o775)?;
     dir(&restricted.join("rbuild"), 0o775)?;
-    write(&restricted.join("rbuild/bin/rbuild"), rbuild, 0o755)?;
+    copy_file(rbuild, &restricted.join("rbuild/bin/rbuild"), 0o755)?;
     write(&restricted.join("rbuild/in-place-root"), b"", 0o644)?;
     write(
         &restricted.join("rbuild/certs/ca-certificates.crt"),

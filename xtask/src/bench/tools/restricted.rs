@@ -39,8 +39,6 @@ const LIB_IN_IMAGE: &str = "/rbuild/lib";
 pub fn restricted(rbuild_bin: &Path, docker_host: &str, work: &Path) -> Result<Builder> {
     let dir = super::super::fresh_dir(&work.join("restricted-images"))?;
     let context = dir.join("context");
-    let binary =
-        std::fs::read(rbuild_bin).with_context(|| format!("reading {}", rbuild_bin.display()))?;
     let ca = std::fs::read(crate::builder_image::CA_BUNDLE).unwrap_or_default();
     for (target, top_level, tag) in [
         (
@@ -55,7 +53,7 @@ pub fn restricted(rbuild_bin: &Path, docker_host: &str, work: &Path) -> Result<B
         ),
     ] {
         let root = context.join(target);
-        crate::builder_image::lay_out_restricted(&root, &binary, &ca, top_level)?;
+        crate::builder_image::lay_out_restricted(&root, rbuild_bin, &ca, top_level)?;
         if crate::builder_image::has_interpreter(rbuild_bin)? {
             bundle_libraries(rbuild_bin, &root)?;
         }
