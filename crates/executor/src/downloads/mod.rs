@@ -48,22 +48,18 @@ pub(crate) struct Fetcher {
 
 impl Fetcher {
     pub(crate) fn new(store: &Store) -> Fetcher {
-        Fetcher {
-            parent: store.state_dir("build").ok(),
-            dir: None,
-            client: None,
-            downloads: BTreeMap::new(),
-            checkouts: BTreeMap::new(),
-            commit_times: BTreeMap::new(),
-            counter: 0,
-        }
+        Fetcher::below(store.state_dir("build").ok())
     }
 
     /// A fetcher whose files go below `parent` (a build context fetched before any store
     /// is open).
     pub(crate) fn in_dir(parent: PathBuf) -> Fetcher {
+        Fetcher::below(Some(parent))
+    }
+
+    fn below(parent: Option<PathBuf>) -> Fetcher {
         Fetcher {
-            parent: Some(parent),
+            parent,
             dir: None,
             client: None,
             downloads: BTreeMap::new(),
