@@ -17,6 +17,7 @@ use rbuild_session::{
 };
 
 use super::args::{BuildArgs, CompressionArg, IsolationArg, NetworkArg, ProgressArg};
+use super::named_contexts::BuildContextValue;
 
 /// Resolves the command line into a build spec (a context URL is refused: see
 /// [`spec_and_remote_context`]); for tests of the translation of other command lines.
@@ -105,29 +106,18 @@ pub(crate) fn spec_and_remote_context(args: &BuildArgs) -> Result<(BuildSpec, Ve
     let context_epoch = remote.as_ref().and_then(|r| r.epoch);
     let mut remote: Vec<RemoteContext> = remote.into_iter().collect();
     for text in &args.build_contexts {
-        // A URL (an archive over http(s), a git repository) is fetched into a directory,
-        // and its time kept for `ARG SOURCE_DATE_EPOCH=NAME`.
-        let url = text
-            .split_once('=')
-            .filter(|(name, value)| !name.is_empty() && rbuild_executor::is_remote_context(value));
-        let (name, context) = match url {
-            Some((name, url)) => {
-                let fetched = rbuild_executor::fetch_remote_context(url, &std::env::temp_dir())
-                    .map_err(|e| anyhow!("--build-context {name}: fetching it: {e}"))?;
-                if fetched.dockerfile.is_some() {
-                    bail!(
-                        "--build-context {name}: the URL serves neither a tar archive nor a git \
-                         repository"
-                    );
-                }
+        let (name, context) = match super::named_contexts::parse_build_context(text)? {
+            (name, BuildContextValue::Context(context)) => (name, context),
+            // Fetched into a directory; its time is kept for `ARG SOURCE_DATE_EPOCH=NAME`.
+            (name, BuildContextValue::Url(url)) => {
+                let (context, fetched) =
+                    super::named_contexts::fetch_url_context(&name, &url, &std::env::temp_dir())?;
                 if let Some(epoch) = fetched.epoch {
-                    spec.named_context_epochs.insert(name.to_string(), epoch);
+                    spec.named_context_epochs.insert(name.clone(), epoch);
                 }
-                let context = rbuild_session::NamedContext::Local(fetched.dir.clone());
                 remote.push(fetched);
-                (name.to_string(), context)
+                (name, context)
             }
-            None => super::named_contexts::parse_build_context(text)?,
         };
         if spec.named_contexts.insert(name.clone(), context).is_some() {
             bail!("--build-context {name}: given twice");
