@@ -7,9 +7,9 @@
 //!
 //! `CopyIgnoredFile` needs the context's ignore file: [`copy_ignored_files`] takes it as a
 //! function, which the build gives. The rules that need what only a build knows are left
-//! out: `UndefinedVar` (the base image's environment), `InvalidBaseImagePlatform` (the
-//! pulled image), and the experimental
-//! `InvalidDefinitionDescription`. A word that holds a variable is not checked where
+//! out: `UndefinedVar` (the base image's environment) and `InvalidBaseImagePlatform` (the
+//! pulled image). `InvalidDefinitionDescription` is experimental in BuildKit: it runs only
+//! when `experimental=` names it (or `all`), and `skip=` does not apply to it. A word that holds a variable is not checked where
 //! BuildKit checks the expanded value (WORKDIR's path, EXPOSE's ports); a base image's own
 //! SHELL is not known here (`JSONArgsRecommended` sees the SHELLs of this file).
 
@@ -64,7 +64,12 @@ rules! {
     EXPOSE_INVALID_FORMAT = "ExposeInvalidFormat", "expose-invalid-format";
     INVALID_DEFAULT_ARG_IN_FROM = "InvalidDefaultArgInFrom", "invalid-default-arg-in-from";
     COPY_IGNORED_FILE = "CopyIgnoredFile", "copy-ignored-file";
+    INVALID_DEFINITION_DESCRIPTION = "InvalidDefinitionDescription", "invalid-definition-description";
 }
+
+/// BuildKit's experimental rules: checked only when the configuration's `experimental=`
+/// names them.
+const EXPERIMENTAL: &[&Rule] = &[&INVALID_DEFINITION_DESCRIPTION];
 
 /// A rule broken at a line of the Dockerfile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,13 +106,16 @@ impl LintWarning {
 pub struct CheckConfig {
     pub skip_all: bool,
     pub skip: BTreeSet<String>,
+    /// `experimental=all`.
+    pub experimental_all: bool,
+    /// The experimental rules `experimental=` names.
+    pub experimental: BTreeSet<String>,
     pub error: bool,
 }
 
 impl CheckConfig {
-    /// Parses `skip=A,B;error=true` (also `experimental=...`, accepted and without effect:
-    /// no experimental rule is implemented). An empty text is the default: every rule,
-    /// warnings only.
+    /// Parses `skip=A,B;experimental=C;error=true`. An empty text is the default: every
+    /// rule that is not experimental, warnings only.
     pub fn parse(text: &str) -> Result<CheckConfig, String> {
         let mut config = CheckConfig::default();
         let text = text.trim();
@@ -124,7 +132,10 @@ impl CheckConfig {
                 "skip" => config
                     .skip
                     .extend(value.split(',').map(|r| r.trim().to_string())),
-                "experimental" => {}
+                "experimental" if value == "all" => config.experimental_all = true,
+                "experimental" => config
+                    .experimental
+                    .extend(value.split(',').map(|r| r.trim().to_string())),
                 "error" => {
                     config.error = parse_go_bool(value).ok_or_else(|| {
                         format!(
@@ -139,8 +150,13 @@ impl CheckConfig {
         Ok(config)
     }
 
-    /// Whether `rule` is checked.
+    /// Whether `rule` is checked: an experimental rule when `experimental=` names it
+    /// (`skip=` does not apply to it), any other unless `skip=` names it (BuildKit's
+    /// `Linter.Run`).
     pub fn checks(&self, rule: &Rule) -> bool {
+        if EXPERIMENTAL.contains(&rule) {
+            return self.experimental_all || self.experimental.contains(rule.name);
+        }
         !self.skip_all && !self.skip.contains(rule.name)
     }
 
@@ -211,6 +227,7 @@ pub fn lint(df: &Dockerfile, built: &[usize], global: &[(String, String)]) -> Ve
             }
         }
     }
+    out.extend(definition_descriptions(df));
     out.extend(stage_names(df));
     let keywords = df
         .stages
@@ -224,17 +241,85 @@ pub fn lint(df: &Dockerfile, built: &[usize], global: &[(String, String)]) -> Ve
     out
 }
 
+/// BuildKit's experimental `InvalidDefinitionDescription` (`validateDefinitionDescription`):
+/// the comment right above a named FROM or an ARG is taken for its description, which
+/// starts with the stage's or argument's name; a last comment line that starts otherwise
+/// warns: "Comment for ARG should follow the format: `# <arg_key> <description>`" (the key
+/// itself when the ARG declares one). An empty comment line, or any other line, in between
+/// ends the comment.
+fn definition_descriptions(df: &Dockerfile) -> Vec<LintWarning> {
+    let commands = df.meta_args.iter().chain(
+        df.stages
+            .iter()
+            .flat_map(|s| std::iter::once(&s.from).chain(&s.commands)),
+    );
+    let mut out = Vec::new();
+    for cmd in commands {
+        let (instruction, keys): (&str, Vec<&str>) = match &cmd.instruction {
+            Instruction::From(from) => match &from.name {
+                Some(name) => ("FROM", vec![name.as_str()]),
+                None => continue,
+            },
+            Instruction::Arg(arg) => ("ARG", arg.args.iter().map(|a| a.key.as_str()).collect()),
+            _ => continue,
+        };
+        let line = cmd.location.start_line;
+        let Some((_, comments)) = df.definition_comments.iter().find(|(l, _)| *l == line) else {
+            continue;
+        };
+        let (Some(last), Some(first_key)) = (comments.last(), keys.first()) else {
+            continue;
+        };
+        let described = last.split(' ').next().unwrap_or("");
+        if keys.contains(&described) {
+            continue;
+        }
+        let example = if keys.len() > 1 {
+            "<arg_key>"
+        } else {
+            first_key
+        };
+        out.push(LintWarning::new(
+            INVALID_DEFINITION_DESCRIPTION,
+            line,
+            format!(
+                "Comment for {instruction} should follow the format: `# {example} <description>`"
+            ),
+        ));
+    }
+    out
+}
+
+/// The context's ignore file as `CopyIgnoredFile` reads it.
+pub struct ContextIgnore<'a> {
+    /// Whether a path or one of its parents is excluded.
+    pub ignored: &'a dyn Fn(&str) -> bool,
+    /// The patterns as the matcher cleaned them, `!` starting an exception.
+    pub patterns: &'a [String],
+}
+
 /// BuildKit's `CopyIgnoredFile` (`validateCopySourcePath`): a COPY or ADD of the build
-/// context, in a stage of `built`, naming a source that `ignored` (the context's ignore
-/// file: a path or one of its parents excluded) excludes: `Attempting to Copy file
-/// "Dockerfile" that is excluded by .dockerignore`. The source is cleaned as Go's
-/// `filepath.Clean` does. A source holding a variable is not checked (BuildKit checks its
-/// expanded value), nor URLs, git sources and heredocs, which are no context paths.
+/// context, in a stage of `built`, naming a source that the context's ignore file excludes
+/// (a path or one of its parents): `Attempting to Copy file "Dockerfile" that is excluded
+/// by .dockerignore`. The source is cleaned as Go's `filepath.Clean` does. As in BuildKit,
+/// an ignore file with a `!` exception checks nothing (a file kept inside an excluded
+/// directory cannot be told statically), and the context root (`.`, `/`) is reported only
+/// when a pattern is `*`, `**` or `**/*` (so `.*`, which the root's own name `.` matches,
+/// does not warn for `COPY . .`). A source holding a variable is not checked (BuildKit
+/// checks its expanded value), nor URLs, git sources and heredocs, which are no context
+/// paths.
 pub fn copy_ignored_files(
     df: &Dockerfile,
     built: &[usize],
-    ignored: &dyn Fn(&str) -> bool,
+    ignore: &ContextIgnore,
 ) -> Vec<LintWarning> {
+    if ignore.patterns.iter().any(|p| p.starts_with('!')) {
+        return Vec::new();
+    }
+    let root_ignored = ignore
+        .patterns
+        .iter()
+        .any(|p| matches!(p.as_str(), "*" | "**" | "**/*"));
     let mut out = Vec::new();
     for &index in built {
         let Some(stage) = df.stages.get(index) else {
@@ -252,7 +337,8 @@ pub fn copy_ignored_files(
                     continue;
                 }
                 let cleaned = clean_path(source);
-                if ignored(&cleaned) {
+                let is_root = cleaned == "." || cleaned == "/";
+                if (!is_root || root_ignored) && (ignore.ignored)(&cleaned) {
                     out.push(LintWarning::new(
                         COPY_IGNORED_FILE,
                         cmd.location.start_line,

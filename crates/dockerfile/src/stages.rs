@@ -55,6 +55,10 @@ pub struct Dockerfile {
     pub stages: Vec<Stage>,
     #[serde(skip)]
     text: String,
+    /// The comment lines right above each FROM and ARG (BuildKit's `PrevComment`), by the
+    /// instruction's first line: what `InvalidDefinitionDescription` reads.
+    #[serde(skip)]
+    pub(crate) definition_comments: Vec<(usize, Vec<String>)>,
     /// Shared by every lexer of this Dockerfile: bounds the total text expansion produces.
     #[serde(skip)]
     budget: SharedBudget,
@@ -152,8 +156,14 @@ pub fn parse_dockerfile(file: &str, text: &str) -> Result<Dockerfile, Error> {
             format!("more than the limit of {MAX_INSTRUCTIONS} instructions"),
         ));
     }
+    let mut definition_comments = Vec::new();
     for node in &parsed.ast.children {
         let cmd = parse_command(node, &source)?;
+        if matches!(cmd.instruction, Instruction::From(_) | Instruction::Arg(_))
+            && !node.prev_comment.is_empty()
+        {
+            definition_comments.push((node.start_line, node.prev_comment.clone()));
+        }
         check_copy_from_unexpanded(&cmd, parsed.escape).map_err(|message| {
             source.error(node.start_line, node.end_line, Some("--from"), message)
         })?;
@@ -192,6 +202,7 @@ pub fn parse_dockerfile(file: &str, text: &str) -> Result<Dockerfile, Error> {
         meta_args,
         stages,
         text: text.to_string(),
+        definition_comments,
         budget: SharedBudget::default(),
         named_contexts: BTreeSet::new(),
     })

@@ -42,12 +42,23 @@ fn copy_ignored_file_reads_the_context_ignore_file() {
     )
     .is_empty());
     assert!(checks("**\n!Dockerfile\n", "FROM scratch\nCOPY ./Dockerfile .\n").is_empty());
-    // The context root: `*` excludes it. (BuildKit v0.32 does not warn for `.*` here,
-    // rbuild's matcher does: docs/fidelity.md.)
-    let root = checks("*\n", "FROM scratch\nCOPY . .\n");
-    assert_eq!(root.len(), 1, "{root:?}");
-    assert!(
-        root[0].contains("Attempting to Copy file \".\""),
-        "{root:?}"
+    // The context root: `*`, `**` and `**/*` exclude it; `.*` (which matches the name
+    // `.`) does not warn, as in BuildKit v0.32.
+    for pattern in ["*", "**", "**/*"] {
+        let root = checks(&format!("{pattern}\n"), "FROM scratch\nCOPY . .\n");
+        assert_eq!(root.len(), 1, "{pattern}: {root:?}");
+        assert!(
+            root[0].contains("Attempting to Copy file \".\""),
+            "{root:?}"
+        );
+    }
+    assert!(checks(".*\n", "FROM scratch\nCOPY . .\nCOPY / /x\n").is_empty());
+    // `.*` still excludes a dotfile named as a source.
+    assert_eq!(
+        checks(".*\n", "FROM scratch\nCOPY .env /\n").len(),
+        1,
+        "a dotfile under .*"
     );
+    // An exception anywhere turns the rule off (BuildKit cannot tell statically).
+    assert!(checks("Dockerfile\n!keep\n", "FROM scratch\nCOPY Dockerfile .\n").is_empty());
 }

@@ -346,7 +346,12 @@ fn build_checks(
     {
         if let Ok(matcher) = rbuild_ignore::PatternMatcher::from_ignore_file(&patterns) {
             let ignored = |path: &str| matcher.matches_or_parent_matches(path);
-            all.extend(lint::copy_ignored_files(dockerfile, built, &ignored));
+            let patterns = matcher.patterns();
+            let ignore = lint::ContextIgnore {
+                ignored: &ignored,
+                patterns: &patterns,
+            };
+            all.extend(lint::copy_ignored_files(dockerfile, built, &ignore));
             all.sort_by_key(|w| w.line);
         }
     }

@@ -138,6 +138,81 @@ fn check_options() {
     assert_eq!(CheckConfig::default().error_for(&warnings), None);
 }
 
+/// BuildKit's `testInvalidDefinitionDescription` (experimental: only with
+/// `experimental=`).
+#[test]
+fn invalid_definition_description() {
+    let found = |text: &str| -> Vec<(usize, String)> {
+        let df = parse_dockerfile("Dockerfile", text).unwrap();
+        let all: Vec<usize> = (0..df.stages.len()).collect();
+        lint(&df, &all, &[])
+            .into_iter()
+            .filter(|w| w.rule == INVALID_DEFINITION_DESCRIPTION)
+            .map(|w| (w.line, w.message))
+            .collect()
+    };
+    // Line 3: a description naming its ARG; 5: one that does not; 7: a stage's; 13: an
+    // unnamed stage has none to give.
+    let text = "# check=experimental=InvalidDefinitionDescription\n\
+                # foo this is the foo\n\
+                ARG foo=bar\n\
+                # version of the base\n\
+                ARG BASE=scratch\n\
+                # base this is the base stage\n\
+                FROM scratch AS base\n\
+                # a stage without its name first\n\
+                FROM scratch AS other\n\
+                # the bar and the baz\n\
+                ARG bar baz\n\
+                # nothing to say\n\
+                FROM scratch\n\
+                # foo\n\
+                \n\
+                ARG detached\n\
+                # bar\n\
+                #\n\
+                ARG reset\n\
+                # first line\n\
+                # bar the last line counts\n\
+                ARG bar\n";
+    assert_eq!(
+        found(text),
+        [
+            (
+                5,
+                "Comment for ARG should follow the format: `# BASE <description>`".to_string()
+            ),
+            (
+                9,
+                "Comment for FROM should follow the format: `# other <description>`".to_string()
+            ),
+            (
+                11,
+                "Comment for ARG should follow the format: `# <arg_key> <description>`".to_string()
+            ),
+            // A blank line does not end the comment (BuildKit's parser keeps it); an
+            // empty comment line does.
+            (
+                16,
+                "Comment for ARG should follow the format: `# detached <description>`".to_string()
+            ),
+        ]
+    );
+    // The rule is experimental: checked only when `experimental=` names it, whatever
+    // `skip=` says.
+    let df = parse_dockerfile("Dockerfile", text).unwrap();
+    let config = check_config(&df, None).unwrap();
+    assert!(config.checks(&INVALID_DEFINITION_DESCRIPTION));
+    assert!(!CheckConfig::default().checks(&INVALID_DEFINITION_DESCRIPTION));
+    let all = CheckConfig::parse("skip=all;experimental=all").unwrap();
+    assert!(all.checks(&INVALID_DEFINITION_DESCRIPTION) && !all.checks(&MAINTAINER_DEPRECATED));
+    let named = CheckConfig::parse("experimental=Other, InvalidDefinitionDescription").unwrap();
+    assert!(named.checks(&INVALID_DEFINITION_DESCRIPTION));
+    assert!(!CheckConfig::parse("experimental=Other")
+        .unwrap()
+        .checks(&INVALID_DEFINITION_DESCRIPTION));
+}
+
 #[test]
 fn the_build_arg_replaces_the_directive() {
     let df = parse_dockerfile("Df", "# check=error=true\nFROM a\n").unwrap();
@@ -212,19 +287,25 @@ fn invalid_default_arg_in_from() {
 /// file given as the function the build passes.
 #[test]
 fn copy_ignored_file() {
-    let found = |text: &str, ignored: &dyn Fn(&str) -> bool| -> Vec<(usize, String)> {
+    let found = |text: &str, patterns: &[&str], ignored: &dyn Fn(&str) -> bool| {
         let df = parse_dockerfile("Dockerfile", text).unwrap();
         let all: Vec<usize> = (0..df.stages.len()).collect();
-        copy_ignored_files(&df, &all, ignored)
+        let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+        let ignore = ContextIgnore {
+            ignored,
+            patterns: &patterns,
+        };
+        copy_ignored_files(&df, &all, &ignore)
             .into_iter()
             .map(|w| (w.line, w.message))
-            .collect()
+            .collect::<Vec<(usize, String)>>()
     };
     let dockerfile_ignored = |p: &str| p == "Dockerfile";
     assert_eq!(
         found(
             "FROM scratch\nCOPY Dockerfile .\nADD ./Dockerfile /windy\nCOPY --from=x Dockerfile /\n\
              COPY $X /\nADD https://h/Dockerfile /\n",
+            &["Dockerfile"],
             &dockerfile_ignored
         ),
         [
@@ -238,11 +319,25 @@ fn copy_ignored_file() {
             ),
         ]
     );
-    // `*` excludes the context root itself; a COPY of a file kept by `!` is fine.
-    let everything = |p: &str| p != "Dockerfile";
-    assert_eq!(found("FROM scratch\nCOPY . .\n", &everything).len(), 1);
+    // `*` excludes the context root itself; `.*` matches the name `.` but, as in
+    // BuildKit, only `*`, `**` and `**/*` report the root.
+    let everything = |_: &str| true;
     assert_eq!(
-        found("FROM scratch\nCOPY ./Dockerfile .\n", &everything),
+        found("FROM scratch\nCOPY . .\n", &["*"], &everything).len(),
+        1
+    );
+    assert_eq!(found("FROM scratch\nCOPY . .\n", &[".*"], &everything), []);
+    assert_eq!(
+        found("FROM scratch\nCOPY .env .\n", &[".*"], &everything).len(),
+        1
+    );
+    // An exception turns the rule off: a file it keeps may lie in an excluded directory.
+    assert_eq!(
+        found(
+            "FROM scratch\nCOPY ./Dockerfile .\n",
+            &["*", "!Dockerfile"],
+            &everything
+        ),
         []
     );
     // Only the stages built are checked.
@@ -251,7 +346,12 @@ fn copy_ignored_file() {
         "FROM scratch AS a\nCOPY Dockerfile /\nFROM scratch\n",
     )
     .unwrap();
-    assert!(copy_ignored_files(&df, &[1], &dockerfile_ignored).is_empty());
+    let patterns = ["Dockerfile".to_string()];
+    let ignore = ContextIgnore {
+        ignored: &dockerfile_ignored,
+        patterns: &patterns,
+    };
+    assert!(copy_ignored_files(&df, &[1], &ignore).is_empty());
     assert_eq!(clean_path("a//b/../c/."), "a/c");
     assert_eq!(clean_path("./"), ".");
     assert_eq!(clean_path("/../x"), "/x");
