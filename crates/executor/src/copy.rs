@@ -32,8 +32,8 @@ fn check_rootless_chown(
     }
 }
 
-/// A local file ADD unpacks: gzip, zstd or plain tar, or a bzip2-compressed tar (by
-/// content, not name).
+/// A local file ADD unpacks: gzip, zstd or plain tar, or a bzip2- or xz-compressed tar
+/// (by content, not name).
 fn is_archive(path: &Path) -> bool {
     let mut head = [0u8; 512];
     let Ok(mut f) = std::fs::File::open(path) else {
@@ -51,7 +51,7 @@ fn is_archive(path: &Path) -> bool {
     head.starts_with(&[0x1f, 0x8b])
         || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
         || (head.len() >= 262 && &head[257..262] == b"ustar")
-        || (crate::add_archive::is_bzip2(head) && crate::add_archive::is_bzip2_tar(path))
+        || crate::add_archive::is_compressed_tar(head, path)
 }
 
 /// Where one COPY/ADD writes: the stage's rootfs, or for `--link` an empty directory that
@@ -447,12 +447,12 @@ fn copy_source(
 /// to archive contents in BuildKit either.
 fn extract(archive: &Path, target: &Target<'_>) -> Result<()> {
     let dir = target.dir()?;
-    // A bzip2 tar: its plain tar, which the layer applier reads (it knows a layer's
+    // A bzip2 or xz tar: its plain tar, which the layer applier reads (it knows a layer's
     // compressions only).
-    let bzip2_tar = crate::add_archive::plain_tar_of_bzip2(archive)
+    let plain_tar = crate::add_archive::plain_tar_of_compressed(archive)
         .map_err(BuildError::io("decompressing", archive))?;
     let open_file = || -> Result<std::fs::File> {
-        match &bzip2_tar {
+        match &plain_tar {
             Some(plain) => {
                 let mut plain = plain.try_clone().map_err(BuildError::io("", archive))?;
                 std::io::Seek::rewind(&mut plain).map_err(BuildError::io("", archive))?;
