@@ -28,7 +28,10 @@ mod cases;
 
 pub use buildkit::buildkit_error_line;
 pub(crate) use buildkit::{lock_state, BuildKit};
-use builds::{build_buildkit, build_rbuild, describe_archive, golden_of, unplace_json, Built};
+use builds::{
+    build_buildkit, build_rbuild, describe_archive, golden_of, make_oci_layouts, unplace_json,
+    Built,
+};
 use cases::{cases_dir, read_cases};
 pub(crate) use cases::{json_strings, json_text};
 
@@ -193,6 +196,7 @@ pub fn main(args: &[String]) -> Result<()> {
         let case_started = Instant::now();
         // The case's HTTP and git server, on 127.0.0.1 (BuildKit runs on the host network).
         let servers = case.servers()?;
+        make_oci_layouts(&bin, &store, case, work)?;
         let theirs = build_buildkit(&buildkit, &pushed, case, work, servers.as_ref())?;
         let ours = build_rbuild(&bin, &store, case, work, servers.as_ref())?;
         let times = case.spec.get("times").and_then(Value::as_bool) == Some(true);

@@ -139,14 +139,19 @@ fn build(
         cmd.arg("--ssh").arg(format!("default={}", key.display()));
     }
     // Named contexts: `docker-image://REF` as it is (the base is a name in the store
-    // here), `local:DIR` a directory of the case (the xtask gives BuildKit the same).
+    // here), `local:DIR` a directory of the case, `oci-layout:DIR` the OCI layout rbuild
+    // makes of a directory of the case (the xtask gives BuildKit the same).
     if let Some(contexts) = case.spec.get("named_contexts").and_then(|v| v.as_object()) {
         for (name, value) in contexts {
             let value = value.as_str().unwrap();
-            let value = match value.strip_prefix("local:") {
-                Some(dir) => case.dir.join(dir).display().to_string(),
+            let value = if let Some(dir) = value.strip_prefix("local:") {
+                case.dir.join(dir).display().to_string()
+            } else if let Some(dir) = value.strip_prefix("oci-layout:") {
+                let (layout, digest) = oci_layout(store, case, dir, work, isolation);
+                format!("oci-layout://{}@{digest}", layout.display())
+            } else {
                 // A URL of the case's server (`{{HTTP}}/...`), or an image.
-                None => servers.map_or(value.to_string(), |s| s.substitute(value)),
+                servers.map_or(value.to_string(), |s| s.substitute(value))
             };
             cmd.arg("--build-context").arg(format!("{name}={value}"));
         }
@@ -157,6 +162,47 @@ fn build(
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
+}
+
+/// The OCI layout of the case's directory `dir` (its Dockerfile built `FROM` the base,
+/// exported with `-o type=oci` and unpacked) and the digest of its one manifest, made once
+/// per isolation: what `"oci-layout:DIR"` named contexts read (BuildKit's tests export a
+/// layout from an earlier build the same way).
+fn oci_layout(
+    store: &Path,
+    case: &Case,
+    dir: &str,
+    work: &Path,
+    isolation: &str,
+) -> (PathBuf, String) {
+    let layout = work.join(format!("{}-{dir}-{isolation}-layout", case.name));
+    if !layout.join("index.json").is_file() {
+        let archive = work.join(format!("{}-{dir}-{isolation}-layout.tar", case.name));
+        let out = rbuild(store)
+            .args(["build", "-q", "--isolation", isolation, "-o"])
+            .arg(format!("type=oci,dest={}", archive.display()))
+            .arg(case.dir.join(dir))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: building the OCI layout of {dir}: {}",
+            case.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::create_dir_all(&layout).unwrap();
+        tar::Archive::new(std::fs::File::open(&archive).unwrap())
+            .unpack(&layout)
+            .unwrap();
+        std::fs::remove_file(&archive).unwrap();
+    }
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (layout, digest)
 }
 
 /// The case's context with its Dockerfile inside, as one tar archive (`testTarContext`).

@@ -28,6 +28,72 @@ fn secret_and_ssh_flags(case: &Case, work: &Path) -> Result<Vec<String>> {
     Ok(flags)
 }
 
+/// Builds, with rbuild, the OCI layout of each `oci-layout:DIR` named context of the case
+/// (`DIR/Dockerfile` of the case, `FROM` the base), into the work directory: both builders
+/// read that one layout, as BuildKit's tests read the layout an earlier build exported.
+pub(super) fn make_oci_layouts(bin: &Path, store: &Path, case: &Case, work: &Path) -> Result<()> {
+    for (_, context) in case.named_contexts()? {
+        let CaseContext::OciLayout(dir) = context else {
+            continue;
+        };
+        let layout = layout_dir(case, work, &dir);
+        if layout.join("index.json").is_file() {
+            continue;
+        }
+        let archive = work.join(format!("{}-{dir}-layout.tar", case.name));
+        let source = case.dir.join(&dir);
+        let out = run(
+            "rbuild build (an OCI layout)",
+            rbuild(bin, store)
+                .args(["build", "-q", "-o"])
+                .arg(format!("type=oci,dest={}", archive.display()))
+                .arg(&source),
+        )?;
+        if !out.status.success() {
+            return Err(anyhow!(
+                "{}: building the OCI layout of {dir}: {}",
+                case.name,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        std::fs::create_dir_all(&layout)?;
+        let out = run(
+            "tar -xf (an OCI layout)",
+            std::process::Command::new("tar")
+                .arg("-xf")
+                .arg(&archive)
+                .arg("-C")
+                .arg(&layout),
+        )?;
+        std::fs::remove_file(&archive)?;
+        if !out.status.success() {
+            return Err(anyhow!(
+                "{}: unpacking the OCI layout of {dir}: {}",
+                case.name,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn layout_dir(case: &Case, work: &Path, dir: &str) -> PathBuf {
+    work.join(format!("{}-{dir}-layout", case.name))
+}
+
+/// The layout of an `oci-layout:DIR` context ([`make_oci_layouts`]) and the digest of its
+/// one manifest.
+fn oci_layout(case: &Case, work: &Path, dir: &str) -> Result<(PathBuf, String)> {
+    let layout = layout_dir(case, work, dir);
+    let index = std::fs::read(layout.join("index.json"))
+        .with_context(|| format!("{}: reading the layout of {dir}", case.name))?;
+    let index: Value = serde_json::from_slice(&index)?;
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .ok_or_else(|| anyhow!("{}: the layout of {dir} names no manifest", case.name))?;
+    Ok((layout, digest.to_string()))
+}
+
 /// What a build gave: an image archive, or the error it printed.
 pub(super) enum Built {
     Image(PathBuf),
@@ -70,6 +136,10 @@ pub(super) fn build_rbuild(
             CaseContext::Image(reference) => format!("docker-image://{reference}"),
             CaseContext::Local(dir) => dir.display().to_string(),
             CaseContext::Url(url) => servers.map_or(url.clone(), |s| s.substitute(&url)),
+            CaseContext::OciLayout(dir) => {
+                let (layout, digest) = oci_layout(case, work, &dir)?;
+                format!("oci-layout://{}@{digest}", layout.display())
+            }
         };
         cmd.arg("--build-context").arg(format!("{name}={value}"));
     }
@@ -150,6 +220,17 @@ pub(super) fn build_buildkit(
                 .arg(format!("{name}={}", dir.display()))
                 .arg("--opt")
                 .arg(format!("context:{name}=local:{name}")),
+            // buildctl's `--oci-layout ID=DIR` and the context `oci-layout://ID@DIGEST`, as
+            // buildx hands BuildKit `--build-context NAME=oci-layout://DIR@DIGEST`.
+            CaseContext::OciLayout(dir) => {
+                let (layout, digest) = oci_layout(case, work, &dir)?;
+                cmd.arg("--oci-layout")
+                    .arg(format!("layout-{name}={}", layout.display()))
+                    .arg("--opt")
+                    .arg(format!(
+                        "context:{name}=oci-layout://layout-{name}@{digest}"
+                    ))
+            }
         };
     }
     let out = run("buildctl build", &mut cmd)?;

@@ -19,6 +19,9 @@ pub(super) enum CaseContext {
     Local(PathBuf),
     /// A URL of the case's server, its placeholder not yet replaced (`{{HTTP}}/src.tar`).
     Url(String),
+    /// An OCI layout made by rbuild from a directory of the case (its `Dockerfile`), the
+    /// same layout for both builders ([`super::builds::make_oci_layouts`]).
+    OciLayout(String),
 }
 
 /// The text at `key` of a JSON record (none when absent or not a string).
@@ -99,7 +102,7 @@ impl Case {
     }
 
     /// The case's named contexts (`"named_contexts": {"NAME": "docker-image://REF" |
-    /// "local:DIR"}`, DIR a directory of the case), sorted by name.
+    /// "local:DIR" | "oci-layout:DIR"}`, DIR a directory of the case), sorted by name.
     pub(super) fn named_contexts(&self) -> Result<Vec<(String, CaseContext)>> {
         let Some(map) = self.spec.get("named_contexts") else {
             return Ok(Vec::new());
@@ -114,10 +117,18 @@ impl Case {
                 CaseContext::Image(reference.to_string())
             } else if let Some(dir) = value.strip_prefix("local:") {
                 CaseContext::Local(self.dir.join(dir))
+            } else if let Some(dir) = value.strip_prefix("oci-layout:") {
+                if dir.is_empty() || dir.contains(['/', '.']) {
+                    bail!(
+                        "{}: named context {name}: {value:?} names no directory of the case",
+                        self.name
+                    );
+                }
+                CaseContext::OciLayout(dir.to_string())
             } else if value.starts_with(rbuild_testutil::HTTP_PLACEHOLDER) {
                 CaseContext::Url(value.to_string())
             } else {
-                bail!("{}: named context {name}: {value:?} is neither docker-image://REF, local:DIR nor {{{{HTTP}}}}/PATH", self.name);
+                bail!("{}: named context {name}: {value:?} is neither docker-image://REF, local:DIR, oci-layout:DIR nor {{{{HTTP}}}}/PATH", self.name);
             };
             out.push((name.clone(), context));
         }
