@@ -388,6 +388,88 @@ fn check_flag_reports_the_warnings_and_builds_nothing() {
     );
 }
 
+/// Seconds since the Unix epoch of an RFC 3339 time in UTC (`2024-01-02T03:04:05.5Z`), as
+/// image configs write `created`.
+fn rfc3339_seconds(text: &str) -> f64 {
+    let (date, time) = text.split_once('T').expect("a date and a time");
+    let time = time.strip_suffix('Z').expect("a UTC time");
+    let mut date = date.split('-').map(|p| p.parse::<i64>().unwrap());
+    let (year, month, day) = (
+        date.next().unwrap(),
+        date.next().unwrap(),
+        date.next().unwrap(),
+    );
+    // Days from 1970-01-01 to the civil date (Howard Hinnant's `days_from_civil`).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let mut clock = time.split(':');
+    let hours: f64 = clock.next().unwrap().parse().unwrap();
+    let minutes: f64 = clock.next().unwrap().parse().unwrap();
+    let seconds: f64 = clock.next().unwrap().parse().unwrap();
+    days as f64 * 86_400.0 + hours * 3600.0 + minutes * 60.0 + seconds
+}
+
+/// `testNamedImageContextTimestamps`: a build `FROM` an image named context
+/// (`--build-context NAME=docker-image://REF`) gets its own `created`, later than the
+/// context image's and within minutes of it, not the context's time. (Goldens keep no
+/// times without `SOURCE_DATE_EPOCH`, so this is no golden case.)
+#[test]
+fn a_build_on_an_image_context_gets_its_own_created_time() {
+    require_root("native builds of the BuildKit cases");
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    make_base(&store, work.path());
+    let dir = work.path().join("ctx");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM alpine\nRUN echo foo >> /test\n",
+    )
+    .unwrap();
+    let build = |tag: &str, context: &str| {
+        let out = rbuild(&store)
+            .args(["build", "-q", "-t", tag, "--build-context"])
+            .arg(format!("alpine=docker-image://{context}"))
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "building {tag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    build("first", BASE_NAME);
+    // `created` has at least a second's resolution in some writers: a second apart.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    build("derived", "first");
+    let handle = rbuild_store::Store::open(&store).unwrap();
+    let created = |name: &str| {
+        let image = rbuild_diff::read_image(
+            &rbuild_diff::ImageSource::Store(name.to_string()),
+            Some(&handle),
+        )
+        .unwrap();
+        let text = image.config["created"].as_str().unwrap().to_string();
+        (text.clone(), rfc3339_seconds(&text))
+    };
+    let (first_text, first) = created("first");
+    let (derived_text, derived) = created("derived");
+    assert_ne!(first_text, derived_text);
+    let later = derived - first;
+    assert!(
+        later > 0.0 && later < 600.0,
+        "derived {derived_text} is not within 10 minutes after first {first_text}"
+    );
+    assert_eq!(rfc3339_seconds("1970-01-02T00:00:01.5Z"), 86_401.5);
+    assert_eq!(rfc3339_seconds("2000-03-01T00:00:00Z"), 951_868_800.0);
+}
+
 /// `testAddGitChecksumCache`: `ADD --checksum=<commit>` of a git source keys its step as the
 /// same ADD without it, so a second build (with the checksum) reuses the first one's steps:
 /// the file a RUN after it wrote from /dev/urandom is the first build's. A third build with
