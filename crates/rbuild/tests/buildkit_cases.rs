@@ -122,6 +122,10 @@ fn build(
     if let Some(target) = case.text("target") {
         cmd.arg("--target").arg(target);
     }
+    // The build-wide network (buildx's `--network`; BuildKit's `force-network-mode`).
+    if let Some(network) = case.text("network") {
+        cmd.arg("--network").arg(network);
+    }
     for id in case.strings("secrets") {
         let path = case.dir.join("secrets").join(&id);
         cmd.arg("--secret")

@@ -130,6 +130,10 @@ pub(super) fn build_rbuild(
     if let Some(target) = case.text("target") {
         cmd.arg("--target").arg(target);
     }
+    // The build-wide network (buildx's `--network`).
+    if let Some(network) = case.text("network") {
+        cmd.arg("--network").arg(network);
+    }
     cmd.args(secret_and_ssh_flags(case, work)?);
     for (name, context) in case.named_contexts()? {
         let value = match context {
@@ -201,6 +205,11 @@ pub(super) fn build_buildkit(
     }
     if let Some(target) = case.text("target") {
         cmd.arg("--opt").arg(format!("target={target}"));
+    }
+    // The build-wide network, as buildx hands `--network` to the frontend.
+    if let Some(network) = case.text("network") {
+        cmd.arg("--opt")
+            .arg(format!("force-network-mode={network}"));
     }
     cmd.args(secret_and_ssh_flags(case, work)?);
     for (name, context) in case.named_contexts()? {
