@@ -2,7 +2,7 @@
 //! resolution, build arguments (defaults, overrides, predefined platform and proxy args)
 //! and the stage dependency graph.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use rbuild_shell::{ExpansionBudget, Lexer};
@@ -66,6 +66,10 @@ pub struct Dockerfile {
     /// set by the build ([`Dockerfile::with_named_contexts`]), not by the text.
     #[serde(skip)]
     named_contexts: BTreeSet<String>,
+    /// The ONBUILD triggers of named contexts' images, by key, as the build read them
+    /// before planning ([`Dockerfile::with_context_triggers`]).
+    #[serde(skip)]
+    context_triggers: BTreeMap<String, Vec<String>>,
 }
 
 /// The expansion budget of a [`Dockerfile`]: bookkeeping, not content, so it never makes
@@ -205,6 +209,7 @@ pub fn parse_dockerfile(file: &str, text: &str) -> Result<Dockerfile, Error> {
         definition_comments,
         budget: SharedBudget::default(),
         named_contexts: BTreeSet::new(),
+        context_triggers: BTreeMap::new(),
     })
 }
 

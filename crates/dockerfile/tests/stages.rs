@@ -329,6 +329,36 @@ fn expansion_errors_name_the_line() {
 /// BuildKit's `initOnBuildTriggers`: the ONBUILD triggers a base stage leaves run first in
 /// the stage built FROM it, and a trigger's `COPY --from` (or `RUN --mount from=`) adds that
 /// stage to the build (`testOnBuildNewDeps`), placed at the child's FROM line.
+/// `testOnBuildNamedContext`: the ONBUILD triggers of a named context's image (read by the
+/// build before planning) add the stages their `--from`s name, as a base stage's do.
+#[test]
+fn a_named_context_images_trigger_from_adds_that_stage() {
+    let text = "FROM a AS otherstage\nRUN true\nFROM base AS inputstage\n\
+                FROM scratch\nCOPY --from=inputstage /out/foo /bar\n";
+    let without = parse_dockerfile("Df", text)
+        .unwrap()
+        .with_named_contexts(["base"]);
+    assert_eq!(without.build_plan(&opts(None, &[])).unwrap().order, [1, 2]);
+    let with = parse_dockerfile("Df", text)
+        .unwrap()
+        .with_named_contexts(["base"])
+        .with_context_triggers(
+            [(
+                "base".to_string(),
+                vec!["COPY --from=otherstage /testfile /out/foo".to_string()],
+            )]
+            .into(),
+        );
+    assert_eq!(with.build_plan(&opts(None, &[])).unwrap().order, [0, 1, 2]);
+    // A trigger that is no single instruction fails at the stage's FROM.
+    let bad = parse_dockerfile("Df", text)
+        .unwrap()
+        .with_named_contexts(["base"])
+        .with_context_triggers([("base".to_string(), vec!["ONBUILD".to_string()])].into());
+    let err = bad.build_plan(&opts(None, &[])).unwrap_err();
+    assert_eq!(err.line, 3, "{err}");
+}
+
 #[test]
 fn onbuild_trigger_from_adds_that_stage() {
     let df = parse_dockerfile(

@@ -421,7 +421,8 @@ pub fn build_with_cache(
         }
     };
     let dockerfile = parse_dockerfile(&request.dockerfile_name, &request.dockerfile_text)?
-        .with_named_contexts(request.named_contexts.keys().map(String::as_str));
+        .with_named_contexts(request.named_contexts.keys().map(String::as_str))
+        .with_context_triggers(named_contexts::stored_context_triggers(request, store));
     let dated;
     let request = match dockerfile_epoch(&dockerfile, request)? {
         Some((epoch, named)) => {

@@ -223,6 +223,37 @@ fn copy_local_context(build: &BuildContext<'_>, dir: &Path, root: &Path) -> Resu
     fsops::copy_dir_contents(&build.owners, dir, root, Ownership::default(), &filter)
 }
 
+/// The ONBUILD triggers of the build's image named contexts that the store holds already
+/// (an OCI layout the session copied in, an image built or pulled before), by context name:
+/// read before the stages are planned, so the stages their `--from`s name join the build
+/// (BuildKit resolves a context's image while converting, before it plans). An image the
+/// store does not hold yet is pulled when its stage runs, as before, and its triggers run
+/// then; one whose record cannot be read here fails that stage with the store's error.
+pub(crate) fn stored_context_triggers(
+    request: &crate::BuildRequest,
+    store: &rbuild_store::Store,
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for (name, context) in &request.named_contexts {
+        let NamedContext::Image(reference) = context else {
+            continue;
+        };
+        if reference.eq_ignore_ascii_case("scratch") {
+            continue;
+        }
+        let Ok(record) = store.resolve(reference) else {
+            continue;
+        };
+        let Ok(image) = crate::base::load(store, &record) else {
+            continue;
+        };
+        if !image.config.config.on_build.is_empty() {
+            out.insert(name.clone(), image.config.config.on_build.clone());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

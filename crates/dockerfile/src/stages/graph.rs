@@ -117,9 +117,13 @@ impl Dockerfile {
         // The ONBUILD triggers of a base stage run first, and their `--from`s are needs of
         // this stage (BuildKit's `initOnBuildTriggers`: "creates the commands and
         // dependencies for them").
-        let triggers = match base {
-            Base::Stage(i) => self.onbuild_triggers(i, &s.from)?,
-            Base::Image(_) | Base::Context(_) => Vec::new(),
+        // So do those of a named context's image the build read before planning.
+        let triggers = match &base {
+            Base::Stage(i) => self.onbuild_triggers(*i, &s.from)?,
+            Base::Context(key) => {
+                self.parse_triggers(self.context_trigger_texts(key).iter(), &s.from)?
+            }
+            Base::Image(_) => Vec::new(),
         };
         for cmd in triggers.iter().chain(&s.commands) {
             let uses_from = match &cmd.instruction {
@@ -165,17 +169,32 @@ impl Dockerfile {
     /// onbuild trigger"). Each is parsed as a Dockerfile line of its own, as the executor
     /// parses them when it runs them.
     pub fn onbuild_triggers(&self, base: usize, at: &Command) -> Result<Vec<Command>, Error> {
+        let expressions =
+            self.stages[base]
+                .commands
+                .iter()
+                .filter_map(|cmd| match &cmd.instruction {
+                    Instruction::OnBuild(onbuild) => Some(&onbuild.expression),
+                    _ => None,
+                });
+        self.parse_triggers(expressions, at)
+    }
+
+    /// ONBUILD trigger expressions parsed, each as a Dockerfile line of its own, placed at
+    /// `at`.
+    fn parse_triggers<'e>(
+        &self,
+        expressions: impl Iterator<Item = &'e String>,
+        at: &Command,
+    ) -> Result<Vec<Command>, Error> {
         let mut triggers = Vec::new();
-        for cmd in &self.stages[base].commands {
-            let Instruction::OnBuild(onbuild) = &cmd.instruction else {
-                continue;
-            };
-            let text = format!("FROM scratch\n{}\n", onbuild.expression);
+        for expression in expressions {
+            let text = format!("FROM scratch\n{expression}\n");
             let parsed = parse_dockerfile(&self.file, &text).map_err(|e| {
                 self.error_at(
                     at,
                     None,
-                    format!("ONBUILD trigger {:?}: {}", onbuild.expression, e.message),
+                    format!("ONBUILD trigger {expression:?}: {}", e.message),
                 )
             })?;
             let mut trigger = match parsed.stages.first().map(|s| s.commands.as_slice()) {
@@ -184,10 +203,7 @@ impl Dockerfile {
                     return Err(self.error_at(
                         at,
                         None,
-                        format!(
-                            "ONBUILD trigger {:?} is not one instruction",
-                            onbuild.expression
-                        ),
+                        format!("ONBUILD trigger {expression:?} is not one instruction"),
                     ))
                 }
             };

@@ -4,7 +4,7 @@
 //! before any stage or image (BuildKit's dockerui `NamedContext`, used by `dockerfile2llb`
 //! for stage names and for base names).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::Dockerfile;
 
@@ -29,6 +29,26 @@ impl Dockerfile {
     pub fn with_named_contexts<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Self {
         self.named_contexts = names.into_iter().map(named_context_key).collect();
         self
+    }
+
+    /// This Dockerfile with the ONBUILD triggers of named contexts' images (by context name,
+    /// as `--build-context` gave it): a stage built FROM such a context runs them first, and
+    /// the stages their `--from`s name join the build, as BuildKit's `initOnBuildTriggers`
+    /// adds them once it has resolved the image.
+    pub fn with_context_triggers(mut self, triggers: BTreeMap<String, Vec<String>>) -> Self {
+        self.context_triggers = triggers
+            .into_iter()
+            .map(|(name, list)| (named_context_key(&name), list))
+            .collect();
+        self
+    }
+
+    /// The ONBUILD triggers of the named context `key`'s image, as the build gave them.
+    pub(crate) fn context_trigger_texts(&self, key: &str) -> &[String] {
+        self.context_triggers
+            .get(key)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// The key of the named context `name` (a stage name, a FROM image, a `--from` value)
