@@ -8,6 +8,9 @@
 //! does it), ONBUILD and MAINTAINER. All words of one instruction see the same environment,
 //! so in `ENV A=1 B=$A` the `$A` is the value from before the line.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+
 use rbuild_shell::{Env, Lexer};
 
 use crate::error::Error;
@@ -18,13 +21,25 @@ type R<T> = Result<T, String>;
 struct Expander<'a> {
     lexer: &'a Lexer,
     env: &'a dyn Env,
+    /// The names looked up and unset, when the caller wants them (`UndefinedVar`).
+    unmatched: Option<&'a RefCell<BTreeSet<String>>>,
 }
 
 impl Expander<'_> {
     fn word(&self, w: &str) -> R<String> {
-        self.lexer
-            .process_word(w, self.env)
-            .map_err(|e| e.to_string())
+        self.process(self.lexer, w)
+    }
+    fn process(&self, lexer: &Lexer, w: &str) -> R<String> {
+        match self.unmatched {
+            None => lexer.process_word(w, self.env).map_err(|e| e.to_string()),
+            Some(unmatched) => {
+                let expansion = lexer
+                    .process_word_with_matches(w, self.env)
+                    .map_err(|e| e.to_string())?;
+                unmatched.borrow_mut().extend(expansion.unmatched);
+                Ok(expansion.result)
+            }
+        }
     }
     fn opt(&self, w: &Option<String>) -> R<Option<String>> {
         w.as_deref().map(|w| self.word(w)).transpose()
@@ -51,8 +66,7 @@ impl Expander<'_> {
             .iter()
             .map(|s| {
                 let data = if s.expand {
-                    raw.process_word(&s.data, self.env)
-                        .map_err(|e| e.to_string())?
+                    self.process(&raw, &s.data)?
                 } else {
                     s.data.clone()
                 };
@@ -80,7 +94,36 @@ pub fn expand_instruction(
     lexer: &Lexer,
     env: &dyn Env,
 ) -> Result<Instruction, String> {
-    let x = Expander { lexer, env };
+    expand_with(
+        Expander {
+            lexer,
+            env,
+            unmatched: None,
+        },
+        instruction,
+    )
+}
+
+/// [`expand_instruction`], with the names its words looked up that `env` does not set
+/// (BuildKit's `reportUnmatchedVariables` reads them for `UndefinedVar`).
+pub fn expand_instruction_unmatched(
+    instruction: &Instruction,
+    lexer: &Lexer,
+    env: &dyn Env,
+) -> Result<(Instruction, BTreeSet<String>), String> {
+    let unmatched = RefCell::new(BTreeSet::new());
+    let expanded = expand_with(
+        Expander {
+            lexer,
+            env,
+            unmatched: Some(&unmatched),
+        },
+        instruction,
+    )?;
+    Ok((expanded, unmatched.into_inner()))
+}
+
+fn expand_with(x: Expander<'_>, instruction: &Instruction) -> Result<Instruction, String> {
     Ok(match instruction {
         Instruction::From(f) => {
             let mut f = f.clone();

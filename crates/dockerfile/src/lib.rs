@@ -17,6 +17,6 @@ pub mod expand;
 pub mod stages;
 
 pub use stages::{
-    named_context_key, parse_dockerfile, Base, BuildOptions, BuildPlan, Dependency, DependencyKind,
-    Dockerfile, Platform, Stage,
+    named_context_key, parse_dockerfile, Base, BaseEnv, BuildOptions, BuildPlan, Dependency,
+    DependencyKind, Dockerfile, Platform, Stage, UndefinedVar,
 };

@@ -7,8 +7,9 @@
 //!
 //! `CopyIgnoredFile` needs the context's ignore file: [`copy_ignored_files`] takes it as a
 //! function, which the build gives. The rules that need what only a build knows are left
-//! out: `UndefinedVar` (the base image's environment) and `InvalidBaseImagePlatform` (the
-//! pulled image). `InvalidDefinitionDescription` is experimental in BuildKit: it runs only
+//! out: `InvalidBaseImagePlatform` (the pulled image). `UndefinedVar` needs the
+//! environment of each stage's base image: [`undefined_vars`] takes it as a function, which
+//! the build gives for the images it holds before any step runs. `InvalidDefinitionDescription` is experimental in BuildKit: it runs only
 //! when `experimental=` names it (or `all`), and `skip=` does not apply to it. A word that holds a variable is not checked where
 //! BuildKit checks the expanded value (WORKDIR's path, EXPOSE's ports); a base image's own
 //! SHELL is not known here (`JSONArgsRecommended` sees the SHELLs of this file).
@@ -65,6 +66,7 @@ rules! {
     INVALID_DEFAULT_ARG_IN_FROM = "InvalidDefaultArgInFrom", "invalid-default-arg-in-from";
     COPY_IGNORED_FILE = "CopyIgnoredFile", "copy-ignored-file";
     INVALID_DEFINITION_DESCRIPTION = "InvalidDefinitionDescription", "invalid-definition-description";
+    UNDEFINED_VAR = "UndefinedVar", "undefined-var";
 }
 
 /// BuildKit's experimental rules: checked only when the configuration's `experimental=`
@@ -286,6 +288,37 @@ fn definition_descriptions(df: &Dockerfile) -> Vec<LintWarning> {
                 "Comment for {instruction} should follow the format: `# {example} <description>`"
             ),
         ));
+    }
+    out
+}
+
+/// BuildKit's `UndefinedVar` for the stages in `built`: "Usage of undefined variable '$X'"
+/// at each command using a variable its stage neither sets nor declares (without BuildKit's
+/// "did you mean" suggestion). A stage whose base image's environment `base_env` does not
+/// know is not checked, nor one whose scope cannot be computed (its build fails with that
+/// error).
+pub fn undefined_vars(
+    df: &Dockerfile,
+    built: &[usize],
+    global: &[(String, String)],
+    opts: &crate::BuildOptions,
+    base_env: crate::BaseEnv<'_>,
+) -> Vec<LintWarning> {
+    let mut out = Vec::new();
+    for &stage in built {
+        if stage >= df.stages.len() || df.replacing_context(stage).is_some() {
+            continue;
+        }
+        let Ok(Some(found)) = df.undefined_vars(stage, global, opts, base_env) else {
+            continue;
+        };
+        out.extend(found.into_iter().map(|v| {
+            LintWarning::new(
+                UNDEFINED_VAR,
+                v.line,
+                format!("Usage of undefined variable '${}'", v.name),
+            )
+        }));
     }
     out
 }

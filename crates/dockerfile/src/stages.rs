@@ -19,6 +19,9 @@ pub use crate::build_options::{BuildOptions, Platform, PROXY_ARGS};
 mod graph;
 mod named;
 mod scope;
+mod undefined;
+
+pub use undefined::{BaseEnv, UndefinedVar};
 
 pub use named::named_context_key;
 

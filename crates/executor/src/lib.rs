@@ -322,6 +322,7 @@ fn build_checks(
     opts: &BuildOptions,
     request: &BuildRequest,
     built: &[usize],
+    store: Option<&Store>,
 ) -> Result<(Vec<String>, Option<String>), BuildError> {
     use rbuild_dockerfile::lint;
     let file = &request.dockerfile_name;
@@ -335,6 +336,14 @@ fn build_checks(
     .map_err(|e| BuildError::other(format!("{file}: {e}")))?;
     let global = dockerfile.global_args(opts)?;
     let mut all = lint::lint(dockerfile, built, &global);
+    // UndefinedVar needs each base image's environment: that of the images the store holds
+    // before any step runs (a base pulled later is not checked).
+    let base_env =
+        |base: &rbuild_dockerfile::Base| named_contexts::stored_base_env(request, store, base);
+    all.extend(lint::undefined_vars(
+        dockerfile, built, &global, opts, &base_env,
+    ));
+    all.sort_by_key(|w| w.line);
     // CopyIgnoredFile needs the context's ignore file; one that cannot be read fails the
     // build itself, naming it, when the context is read.
     let dockerfile_path = request
@@ -377,7 +386,7 @@ pub fn check(request: &BuildRequest) -> Result<Vec<String>, BuildError> {
         Some(_) => dockerfile.build_plan(&opts)?.order,
         None => (0..dockerfile.stages.len()).collect(),
     };
-    Ok(build_checks(&dockerfile, &opts, request, &stages)?.0)
+    Ok(build_checks(&dockerfile, &opts, request, &stages, None)?.0)
 }
 
 /// Builds the image `request` describes into `store`, with the store's own step cache.
@@ -448,7 +457,8 @@ pub fn build_with_cache(
     let plan = dockerfile.build_plan(&opts)?;
     // BuildKit's build checks, before any step runs: warnings, or with `error=true` the
     // build's error (the parser's empty-continuation warning is one of them).
-    let (warnings, lint_error) = build_checks(&dockerfile, &opts, request, &plan.order)?;
+    let (warnings, lint_error) =
+        build_checks(&dockerfile, &opts, request, &plan.order, Some(store))?;
     for message in warnings {
         progress.event(&Event::Warning { message });
     }

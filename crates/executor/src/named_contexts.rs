@@ -254,6 +254,50 @@ pub(crate) fn stored_context_triggers(
     out
 }
 
+/// The environment (its config's `Env`) of a stage's image base as the store holds it
+/// before any step runs, for `UndefinedVar`: `scratch` has none; an image, or an image
+/// named context, the store does not hold (yet), or whose record cannot be read, is `None`
+/// (the stage is not checked; a record that cannot be read fails the stage when it runs).
+pub(crate) fn stored_base_env(
+    request: &crate::BuildRequest,
+    store: Option<&rbuild_store::Store>,
+    base: &rbuild_dockerfile::Base,
+) -> Option<Vec<(String, String)>> {
+    let reference = match base {
+        rbuild_dockerfile::Base::Image(reference) => reference.clone(),
+        rbuild_dockerfile::Base::Context(key) => {
+            match request
+                .named_contexts
+                .iter()
+                .find(|(name, _)| named_context_key(name) == *key)
+                .map(|(_, context)| context)
+            {
+                Some(NamedContext::Image(reference)) => reference.clone(),
+                _ => return None,
+            }
+        }
+        rbuild_dockerfile::Base::Stage(_) => return None,
+    };
+    if reference.eq_ignore_ascii_case("scratch") {
+        return Some(Vec::new());
+    }
+    let store = store?;
+    let record = store.resolve(&reference).ok()?;
+    let image = crate::base::load(store, &record).ok()?;
+    Some(
+        image
+            .config
+            .config
+            .env
+            .iter()
+            .map(|e| match e.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (e.clone(), String::new()),
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

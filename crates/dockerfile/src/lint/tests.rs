@@ -356,3 +356,72 @@ fn copy_ignored_file() {
     assert_eq!(clean_path("./"), ".");
     assert_eq!(clean_path("/../x"), "/x");
 }
+
+/// BuildKit's `testUnmatchedVars` (and `testAllTargetUnmarshal`'s warnings), without
+/// the "did you mean" suggestion: the base image's environment comes from the build.
+#[test]
+fn undefined_var() {
+    let image_env = |base: &crate::Base| match base {
+        crate::Base::Image(name) if name == "unknown" => None,
+        _ => Some(vec![
+            ("PATH".to_string(), "/bin".to_string()),
+            ("FROM_IMAGE".to_string(), "1".to_string()),
+        ]),
+    };
+    let found = |text: &str| -> Vec<(usize, String)> {
+        let df = parse_dockerfile("Dockerfile", text).unwrap();
+        let all: Vec<usize> = (0..df.stages.len()).collect();
+        let opts = crate::BuildOptions {
+            target: None,
+            build_args: Default::default(),
+            target_platform: crate::Platform::parse("linux/amd64").unwrap(),
+            build_platform: crate::Platform::parse("linux/amd64").unwrap(),
+        };
+        let global = df.global_args(&opts).unwrap();
+        undefined_vars(&df, &all, &global, &opts, &image_env)
+            .into_iter()
+            .map(|w| (w.line, w.message))
+            .collect()
+    };
+    let undefined =
+        |line: usize, name: &str| (line, format!("Usage of undefined variable '${name}'"));
+    assert_eq!(
+        found("FROM img\nCOPY $foo .\nARG foo=bar\nRUN echo $foo\n"),
+        [undefined(2, "foo")]
+    );
+    assert_eq!(
+        found("FROM img\nARG DIR_ASSETS=assets/\nCOPY $DIR_ASSET .\n"),
+        [undefined(3, "DIR_ASSET")]
+    );
+    assert_eq!(
+        found("FROM img\nENV PATH=$PAHT:/tmp/bin\n"),
+        [undefined(2, "PAHT")]
+    );
+    // RUN's command is the shell's; the image's Env, ENV and a declared ARG without a
+    // value are defined. A variable with a default of its own (`${C:-default}`) is looked up
+    // and unset: BuildKit's lexer reports it too (`getEnv` records every lookup).
+    assert_eq!(
+        found(
+            "FROM img\nRUN echo $PATH $nothing\nENV A=1\nARG B\nWORKDIR /$A/$B/$FROM_IMAGE\n\
+             LABEL x=${C:-default}\n"
+        ),
+        [undefined(6, "C")]
+    );
+    // Both stages are checked; a stage built FROM another keeps its ENVs and ARGs.
+    assert_eq!(
+        found("FROM scratch AS first\nCOPY $foo .\n\nFROM scratch AS second\nCOPY $bar .\n"),
+        [undefined(2, "foo"), undefined(5, "bar")]
+    );
+    assert_eq!(
+        found("FROM img AS base\nARG foo\nENV E=1\nFROM base\nCOPY $foo$E /\nCOPY $nope /\n"),
+        [undefined(6, "nope")]
+    );
+    // A global ARG is not in a stage's scope until the stage declares it again; an ARG's
+    // default sees the ARGs before it.
+    assert_eq!(
+        found("ARG G=1\nFROM img\nUSER $G\nARG G\nARG X=$G Y=$X\nUSER $G\n"),
+        [undefined(3, "G")]
+    );
+    // A base whose environment is unknown is not checked.
+    assert_eq!(found("FROM unknown\nCOPY $foo .\n"), []);
+}
