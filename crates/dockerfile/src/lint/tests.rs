@@ -422,6 +422,9 @@ fn undefined_var() {
         found("ARG G=1\nFROM img\nUSER $G\nARG G\nARG X=$G Y=$X\nUSER $G\n"),
         [undefined(3, "G")]
     );
+    // EXPOSE's ports are expanded apart from the instruction's `Expand` in BuildKit, and
+    // never reported.
+    assert_eq!(found("FROM img\nEXPOSE $PORT\n"), []);
     // A base whose environment is unknown is not checked.
     assert_eq!(found("FROM unknown\nCOPY $foo .\n"), []);
 }

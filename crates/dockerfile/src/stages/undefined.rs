@@ -1,6 +1,7 @@
 //! BuildKit's `UndefinedVar` check (`reportUnmatchedVariables`, run while converting a
-//! stage): a variable a command's words use (the words BuildKit expands: COPY, ADD, ENV,
-//! LABEL, WORKDIR, USER, EXPOSE, VOLUME, STOPSIGNAL, `RUN --mount` values, ARG defaults)
+//! stage): a variable a command's words use (the words BuildKit expands through a command's
+//! `Expand`: COPY, ADD, ENV, LABEL, WORKDIR, USER, VOLUME, STOPSIGNAL, `RUN --mount`
+//! values, and ARG defaults; not EXPOSE, whose ports `dispatchExpose` expands apart)
 //! that the stage's environment does not set and no ARG of the stage (or of the stage it
 //! is built from) declares. The environment starts from the base image's config (so a
 //! stage built on an image needs that image's Env: the caller gives it, or the stage is
@@ -107,6 +108,7 @@ impl Dockerfile {
                         }
                         names
                     }
+                    Instruction::Expose(_) => BTreeSet::new(),
                     // An expansion error fails the build when the command runs, with its
                     // own message: nothing to report here.
                     other => match expand_instruction_unmatched(other, &lexer, &scope.env) {
