@@ -293,8 +293,8 @@ fn definition_descriptions(df: &Dockerfile) -> Vec<LintWarning> {
 }
 
 /// BuildKit's `UndefinedVar` for the stages in `built`: "Usage of undefined variable '$X'"
-/// at each command using a variable its stage neither sets nor declares (without BuildKit's
-/// "did you mean" suggestion). A stage whose base image's environment `base_env` does not
+/// at each command using a variable its stage neither sets nor declares, with BuildKit's
+/// "(did you mean $Y?)" when a set variable is close. A stage whose base image's environment `base_env` does not
 /// know is not checked, nor one whose scope cannot be computed (its build fails with that
 /// error).
 pub fn undefined_vars(
@@ -313,10 +313,14 @@ pub fn undefined_vars(
             continue;
         };
         out.extend(found.into_iter().map(|v| {
+            let hint = v
+                .suggestion
+                .map(|s| format!(" (did you mean ${s}?)"))
+                .unwrap_or_default();
             LintWarning::new(
                 UNDEFINED_VAR,
                 v.line,
-                format!("Usage of undefined variable '${}'", v.name),
+                format!("Usage of undefined variable '${}'{hint}", v.name),
             )
         }));
     }

@@ -21,7 +21,7 @@ mod named;
 mod scope;
 mod undefined;
 
-pub use undefined::{BaseEnv, UndefinedVar};
+pub use undefined::{suggest, BaseEnv, UndefinedVar};
 
 pub use named::named_context_key;
 

@@ -357,8 +357,8 @@ fn copy_ignored_file() {
     assert_eq!(clean_path("/../x"), "/x");
 }
 
-/// BuildKit's `testUnmatchedVars` (and `testAllTargetUnmarshal`'s warnings), without
-/// the "did you mean" suggestion: the base image's environment comes from the build.
+/// BuildKit's `testUnmatchedVars` (and `testAllTargetUnmarshal`'s warnings), its "did you
+/// mean" suggestions included: the base image's environment comes from the build.
 #[test]
 fn undefined_var() {
     let image_env = |base: &crate::Base| match base {
@@ -389,23 +389,33 @@ fn undefined_var() {
         found("FROM img\nCOPY $foo .\nARG foo=bar\nRUN echo $foo\n"),
         [undefined(2, "foo")]
     );
+    let suggested = |line: usize, name: &str, like: &str| {
+        (
+            line,
+            format!("Usage of undefined variable '${name}' (did you mean ${like}?)"),
+        )
+    };
     assert_eq!(
-        found("FROM img\nARG DIR_ASSETS=assets/\nCOPY $DIR_ASSET .\n"),
-        [undefined(3, "DIR_ASSET")]
+        found(
+            "FROM img\nARG DIR_BINARIES=binaries/\nARG DIR_ASSETS=assets/\n\
+             ARG DIR_CONFIG=config/\nCOPY $DIR_ASSET .\n"
+        ),
+        [suggested(5, "DIR_ASSET", "DIR_ASSETS")]
     );
     assert_eq!(
         found("FROM img\nENV PATH=$PAHT:/tmp/bin\n"),
-        [undefined(2, "PAHT")]
+        [suggested(2, "PAHT", "PATH")]
     );
     // RUN's command is the shell's; the image's Env, ENV and a declared ARG without a
     // value are defined. A variable with a default of its own (`${C:-default}`) is looked up
-    // and unset: BuildKit's lexer reports it too (`getEnv` records every lookup).
+    // and unset: BuildKit's lexer reports it too (`getEnv` records every lookup), and `A`,
+    // one edit away, is suggested.
     assert_eq!(
         found(
             "FROM img\nRUN echo $PATH $nothing\nENV A=1\nARG B\nWORKDIR /$A/$B/$FROM_IMAGE\n\
              LABEL x=${C:-default}\n"
         ),
-        [undefined(6, "C")]
+        [suggested(6, "C", "A")]
     );
     // Both stages are checked; a stage built FROM another keeps its ENVs and ARGs.
     assert_eq!(
@@ -427,4 +437,20 @@ fn undefined_var() {
     assert_eq!(found("FROM img\nEXPOSE $PORT\n"), []);
     // A base whose environment is unknown is not checked.
     assert_eq!(found("FROM unknown\nCOPY $foo .\n"), []);
+}
+
+/// BuildKit's `suggest.Search`: under 3 edits, the closest, the earliest of equals; an
+/// exact match suggests nothing.
+#[test]
+fn suggestions() {
+    use crate::stages::suggest;
+    assert_eq!(suggest("PAHT", ["HOME", "PATH"]), Some("PATH".into()));
+    assert_eq!(suggest("abc", ["abd", "abe"]), Some("abd".into()));
+    assert_eq!(suggest("abc", ["xyz", "abcdef"]), None);
+    assert_eq!(suggest("abc", ["abx", "abc"]), None);
+    assert_eq!(
+        suggest("kitten", ["sitting", "kitte"]),
+        Some("kitte".into())
+    );
+    assert_eq!(suggest("", ["a"]), Some("a".into()));
 }

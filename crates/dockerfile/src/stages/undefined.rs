@@ -27,6 +27,43 @@ pub struct UndefinedVar {
     /// The command's first line.
     pub line: usize,
     pub name: String,
+    /// The defined variable BuildKit suggests instead (`suggest.Search` over the stage's
+    /// environment: the first name at an edit distance under 3, closest first).
+    pub suggestion: Option<String>,
+}
+
+/// BuildKit's `suggest.Search` (case-sensitive): the option closest to `name` by edit
+/// distance, if under 3, the earliest of equally close ones; none when an option is `name`.
+pub fn suggest<'o>(name: &str, options: impl IntoIterator<Item = &'o str>) -> Option<String> {
+    let mut best: Option<&str> = None;
+    let mut min = 3;
+    for option in options {
+        if option == name {
+            return None;
+        }
+        let distance = levenshtein(name, option);
+        if distance < min {
+            best = Some(option);
+            min = distance;
+        }
+    }
+    best.map(str::to_string)
+}
+
+/// The edit distance (insertions, deletions, substitutions of one character each).
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(previous + 1).min(row[j] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// The environment of an image base (its config's `Env` as pairs), or `None` when the
@@ -118,9 +155,18 @@ impl Dockerfile {
                 };
                 for name in unmatched {
                     if !scope.declared.contains(&name) && !NON_ENV_ARGS.contains(&name.as_str()) {
+                        // The environment's names in the order they were first set.
+                        let mut seen = BTreeSet::new();
+                        let keys = scope
+                            .env
+                            .iter()
+                            .map(|(k, _)| k.as_str())
+                            .filter(|k| seen.insert(*k));
+                        let suggestion = suggest(&name, keys);
                         report.push(UndefinedVar {
                             line: cmd.location.start_line,
                             name,
+                            suggestion,
                         });
                     }
                 }
