@@ -474,6 +474,114 @@ fn a_build_on_an_image_context_gets_its_own_created_time() {
     assert_eq!(rfc3339_seconds("2000-03-01T00:00:00Z"), 951_868_800.0);
 }
 
+/// A client of the ssh-agent protocol for a step: connects to `$SSH_AUTH_SOCK`, asks for
+/// the identities, reads the reply's length and closes (built static: the cases' base is
+/// busybox, which has no client for a Unix socket).
+const AGENT_PING_C: &str = r#"
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+int main(void) {
+    const char *path = getenv("SSH_AUTH_SOCK");
+    if (!path) return 2;
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    strncpy(addr.sun_path, path, sizeof addr.sun_path - 1);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) return 3;
+    unsigned char request[5] = {0, 0, 0, 1, 11};
+    if (write(fd, request, 5) != 5) return 4;
+    unsigned char header[4];
+    if (read(fd, header, 4) != 4) return 5;
+    close(fd);
+    return 0;
+}
+"#;
+
+/// `testSSHFileDescriptorsClosed`: a step that talks to the forwarded agent three times in
+/// a row leaves no connection open between the talks: `ssh-agent -d` serves every request
+/// on its first connection slot ("process_message: socket 1"), never a second one, both
+/// when the agent's socket is bound into the step and when the step gets a socket of its
+/// own relaying to it (`mode=0666`). The step waits a little between the talks, as `ssh -T`
+/// in BuildKit's test takes its time: the agent notices a closed connection on its next
+/// poll, and a client that connects again at once could get the second slot while the first
+/// is only closing. No golden: BuildKit's test reads the agent's log.
+#[test]
+fn ssh_agent_connections_are_closed_after_each_use() {
+    require_root("native builds of the BuildKit cases");
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    make_base(&store, work.path());
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(work.path().join("agentping.c"), AGENT_PING_C).unwrap();
+    let compiled = Command::new("cc")
+        .args(["-static", "-O", "-o"])
+        .arg(ctx.join("agentping"))
+        .arg(work.path().join("agentping.c"))
+        .output()
+        .expect("cc (a C compiler with a static libc: Debian's gcc and libc6-dev)");
+    assert!(
+        compiled.status.success(),
+        "cc -static: {}",
+        String::from_utf8_lossy(&compiled.stderr)
+    );
+    let socket = work.path().join("agent.sock");
+    let log_path = work.path().join("agent.log");
+    let mut agent = Command::new("ssh-agent")
+        .arg("-d")
+        .arg("-a")
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("ssh-agent (Debian's openssh-client)");
+    let started = Instant::now();
+    while !socket.exists() {
+        assert!(started.elapsed().as_secs() < 10, "ssh-agent made no socket");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut failures = Vec::new();
+    for mount in ["type=ssh", "type=ssh,mode=0666"] {
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            format!(
+                "FROM {BASE_NAME}\nCOPY agentping /agentping\n\
+                 RUN --mount={mount} for i in 1 2 3; do /agentping || exit 1; sleep 0.3; done\n"
+            ),
+        )
+        .unwrap();
+        let out = rbuild(&store)
+            .args(["build", "-q", "--no-cache", "--ssh"])
+            .arg(format!("default={}", socket.display()))
+            .arg(&ctx)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            failures.push(format!(
+                "--mount={mount}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(failures.is_empty(), "{failures:?}\n{log}");
+    assert_eq!(
+        log.matches("process_message: socket 1 ").count(),
+        6,
+        "three requests per build, each on the first slot:\n{log}"
+    );
+    assert!(
+        !log.contains("process_message: socket 2") && !log.contains("process_message: socket 3"),
+        "a connection was left open:\n{log}"
+    );
+}
+
 /// `testAddGitChecksumCache`: `ADD --checksum=<commit>` of a git source keys its step as the
 /// same ADD without it, so a second build (with the checksum) reuses the first one's steps:
 /// the file a RUN after it wrote from /dev/urandom is the first build's. A third build with
