@@ -124,9 +124,16 @@ pub fn base_context(work: &Path) -> PathBuf {
     let ctx = work.join("base");
     let rootfs = ctx.join("rootfs");
     busybox_rootfs(&rootfs);
+    // The host's busybox, not the copy just written: another test thread forking while the
+    // copy was open for writing leaves that child holding it open until it execs, and
+    // running the copy then fails with "Text file busy".
+    let host_busybox = [rbuild_testutil::BUSYBOX, "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox_rootfs found one of them");
     let list = ok(
         "busybox --list",
-        std::process::Command::new(rootfs.join("bin/busybox"))
+        std::process::Command::new(host_busybox)
             .arg("--list")
             .output()
             .unwrap(),
