@@ -120,6 +120,56 @@ impl BuildContext<'_> {
             &self.write_options,
             ships,
         )?;
+        Ok(self.add_layer(st, source_root, changes, layer))
+    }
+
+    /// Stores an overlay step's `changes` (read from its upper directory `upper`) as the
+    /// stage's next layer; in a stage no image is made of, only hashes the layer and
+    /// leaves its blob to be written when something needs it (`deferred.rs`). Returns its
+    /// size.
+    pub(crate) fn commit_overlay_changes(
+        &self,
+        st: &mut StageState,
+        upper: &Path,
+        changes: &[Change],
+    ) -> Result<u64, CommitError> {
+        if !self.may_defer_layer(st) {
+            return self.commit_changes(st, upper, changes);
+        }
+        let info = {
+            let _t = crate::phases::Phase::Write.timer();
+            write_layer(upper, changes, std::io::sink(), &self.plain_write_options())?
+        };
+        // The same layer stored already (by another build): nothing to defer.
+        if !self
+            .store
+            .protect(&info.digest)
+            .map_err(CommitError::Store)?
+        {
+            self.defer_layer(
+                info.digest.clone(),
+                info.diff_id.clone(),
+                crate::deferred::LayerSource::Build {
+                    root: upper.to_path_buf(),
+                    changes: changes.to_vec(),
+                },
+            );
+        }
+        let layer = CommittedLayer {
+            descriptor: Descriptor::new(info.media_type, info.digest, info.size),
+            diff_id: info.diff_id,
+        };
+        Ok(self.add_layer(st, upper, changes, layer))
+    }
+
+    /// Adds `layer`, made of `changes` in `source_root`, to the stage; returns its size.
+    fn add_layer(
+        &self,
+        st: &mut StageState,
+        source_root: &Path,
+        changes: &[Change],
+        layer: CommittedLayer,
+    ) -> u64 {
         crate::context::lock(&self.shared.made_here).insert(layer.descriptor.digest.clone());
         if crate::precise_times::may_set_times(&self.owners) {
             let times = crate::precise_times::PreciseTimes::read(source_root, changes);
@@ -133,7 +183,7 @@ impl BuildContext<'_> {
         let size = layer.descriptor.size;
         st.layers.push(layer.descriptor);
         st.config.rootfs.diff_ids.push(layer.diff_id);
-        Ok(size)
+        size
     }
 }
 
