@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use rbuild_image::{Descriptor, Digest};
-use rbuild_layer::{write_layer, Change, Compression, WriteOptions};
+use rbuild_layer::{write_layer, write_layer_with_times, Change, Compression, WriteOptions};
 use rbuild_store::Store;
 
 use crate::context::BuildContext;
@@ -32,6 +32,9 @@ pub(crate) enum CommitError {
 pub(crate) struct CommittedLayer {
     pub descriptor: Descriptor,
     pub diff_id: Digest,
+    /// The written entries' times with a fraction of a second, when this process may set
+    /// times (`precise_times.rs`); empty otherwise.
+    pub times: Vec<rbuild_layer::PreciseMtime>,
 }
 
 /// Writes the layer for `changes` under `root` into the store. The blob is renamed into
@@ -73,11 +76,21 @@ pub(crate) fn commit_layer(
     let mut writer = store.blob_writer().map_err(CommitError::Start)?;
     // Rootless with subordinate ids, container root reads the files: the image's other
     // users may keep some private, and it sees their owners as the container's ids.
-    let info = match owners {
-        Owners::Mapped(container_root) => container_root
-            .write_layer(root, changes, &mut writer, options)
-            .map_err(CommitError::WriteAsRoot)?,
-        _ => write_layer(root, changes, &mut writer, options)?,
+    let (info, times) = match owners {
+        Owners::Mapped(container_root) => (
+            container_root
+                .write_layer(root, changes, &mut writer, options)
+                .map_err(CommitError::WriteAsRoot)?,
+            Vec::new(),
+        ),
+        // The writer's own reading of each entry gives the times (no second walk).
+        _ if crate::precise_times::may_set_times(owners) => {
+            write_layer_with_times(root, changes, &mut writer, options)?
+        }
+        _ => (
+            write_layer(root, changes, &mut writer, options)?,
+            Vec::new(),
+        ),
     };
     let blob = writer
         .commit(Some(&info.digest))
@@ -90,6 +103,7 @@ pub(crate) fn commit_layer(
     Ok(CommittedLayer {
         descriptor: Descriptor::new(info.media_type, blob.digest, blob.size),
         diff_id: info.diff_id,
+        times,
     })
 }
 
@@ -120,7 +134,7 @@ impl BuildContext<'_> {
             &self.write_options,
             ships,
         )?;
-        Ok(self.add_layer(st, source_root, changes, layer))
+        Ok(self.add_layer(st, changes, layer))
     }
 
     /// Stores an overlay step's `changes` (read from its upper directory `upper`) as the
@@ -136,9 +150,9 @@ impl BuildContext<'_> {
         if !self.may_defer_layer(st) {
             return self.commit_changes(st, upper, changes);
         }
-        let info = {
+        let (info, times) = {
             let _t = crate::phases::Phase::Write.timer();
-            write_layer(upper, changes, std::io::sink(), &self.plain_write_options())?
+            write_layer_with_times(upper, changes, std::io::sink(), &self.plain_write_options())?
         };
         // The same layer stored already (by another build): nothing to defer.
         if !self
@@ -158,21 +172,16 @@ impl BuildContext<'_> {
         let layer = CommittedLayer {
             descriptor: Descriptor::new(info.media_type, info.digest, info.size),
             diff_id: info.diff_id,
+            times,
         };
-        Ok(self.add_layer(st, upper, changes, layer))
+        Ok(self.add_layer(st, changes, layer))
     }
 
-    /// Adds `layer`, made of `changes` in `source_root`, to the stage; returns its size.
-    fn add_layer(
-        &self,
-        st: &mut StageState,
-        source_root: &Path,
-        changes: &[Change],
-        layer: CommittedLayer,
-    ) -> u64 {
+    /// Adds `layer`, made of `changes`, to the stage; returns its size.
+    fn add_layer(&self, st: &mut StageState, changes: &[Change], layer: CommittedLayer) -> u64 {
         crate::context::lock(&self.shared.made_here).insert(layer.descriptor.digest.clone());
         if crate::precise_times::may_set_times(&self.owners) {
-            let times = crate::precise_times::PreciseTimes::read(source_root, changes);
+            let times = crate::precise_times::PreciseTimes::from_written(layer.times, changes);
             if !times.is_empty() {
                 // The same layer made twice: either step's times are the step's.
                 crate::context::lock(&self.shared.precise_times)
