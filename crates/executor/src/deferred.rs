@@ -194,6 +194,13 @@ impl BuildContext<'_> {
         }
     }
 
+    /// Drops the deferred layers whose changes were in `root`, which is gone: their blobs
+    /// are missing (a build needing one fails naming it) and their records are misses.
+    pub(crate) fn forget_deferred_at(&self, root: &Path) {
+        lock(&self.shared.deferred)
+            .retain(|_, l| !matches!(&l.source, LayerSource::Build { root: r, .. } if r == root));
+    }
+
     /// Records a deferred layer's source for the step that made it.
     pub(crate) fn defer_layer(&self, digest: Digest, diff_id: Digest, source: LayerSource) {
         lock(&self.shared.deferred)
@@ -217,9 +224,15 @@ impl BuildContext<'_> {
 
     fn write_deferred_layer(&self, digest: &Digest, layer: DeferredLayer) -> Result<()> {
         let _t = crate::phases::Phase::Write.timer();
+        // A damaged kept tree would fail every build hitting its step: `rbuild prune`
+        // removes it (the step then runs again).
+        let hint = match &layer.source {
+            LayerSource::Kept(_) => " (`rbuild prune` removes the kept files)",
+            LayerSource::Build { .. } => "",
+        };
         let fail = |e: String| {
             BuildError::other(format!(
-                "writing layer {digest} from the files its step left: {e}"
+                "writing layer {digest} from the files its step left: {e}{hint}"
             ))
         };
         let (root, changes) = match &layer.source {

@@ -60,6 +60,9 @@ impl BuildContext<'_> {
                     // Half merged: the rootfs starts again empty and gets the layers by
                     // linking and extracting, as a rootless build's does (the same files).
                     Err(_) => {
+                        // Its files half moved and then removed: a layer not written from
+                        // them cannot be any more (never kept for the cache either).
+                        self.forget_deferred_at(&merge.upper);
                         crate::trees::empty_dir(&self.owners, rootfs)?;
                         lock(&self.shared.shared_roots).remove(rootfs);
                         *applied = 0;
