@@ -46,6 +46,7 @@ pub(crate) fn commit_layer(
     changes: &[Change],
     options: &WriteOptions,
     ships: bool,
+    keep_times: bool,
 ) -> Result<CommittedLayer, CommitError> {
     let _t = crate::phases::Phase::Write.timer();
     // Restricted isolation: owners and device nodes come from the build's table.
@@ -84,9 +85,7 @@ pub(crate) fn commit_layer(
             Vec::new(),
         ),
         // The writer's own reading of each entry gives the times (no second walk).
-        _ if crate::precise_times::may_set_times(owners) => {
-            write_layer_with_times(root, changes, &mut writer, options)?
-        }
+        _ if keep_times => write_layer_with_times(root, changes, &mut writer, options)?,
         _ => (
             write_layer(root, changes, &mut writer, options)?,
             Vec::new(),
@@ -108,6 +107,11 @@ pub(crate) fn commit_layer(
 }
 
 impl BuildContext<'_> {
+    /// Whether this build keeps the times its steps leave (`precise_times.rs`).
+    fn keeps_precise_times(&self) -> bool {
+        crate::precise_times::keeps_times(&self.owners, self.df.stages.len())
+    }
+
     /// Stores what changed since `before` as the stage's next layer; returns its size.
     pub(crate) fn commit(&self, st: &mut StageState, before: &Index) -> Result<u64, CommitError> {
         let changes = before
@@ -133,6 +137,7 @@ impl BuildContext<'_> {
             changes,
             &self.write_options,
             ships,
+            self.keeps_precise_times(),
         )?;
         Ok(self.add_layer(st, changes, layer))
     }
@@ -152,7 +157,15 @@ impl BuildContext<'_> {
         }
         let (info, times) = {
             let _t = crate::phases::Phase::Write.timer();
-            write_layer_with_times(upper, changes, std::io::sink(), &self.plain_write_options())?
+            let options = self.plain_write_options();
+            if self.keeps_precise_times() {
+                write_layer_with_times(upper, changes, std::io::sink(), &options)?
+            } else {
+                (
+                    write_layer(upper, changes, std::io::sink(), &options)?,
+                    Vec::new(),
+                )
+            }
         };
         // The same layer stored already (by another build): nothing to defer.
         if !self
@@ -180,7 +193,7 @@ impl BuildContext<'_> {
     /// Adds `layer`, made of `changes`, to the stage; returns its size.
     fn add_layer(&self, st: &mut StageState, changes: &[Change], layer: CommittedLayer) -> u64 {
         crate::context::lock(&self.shared.made_here).insert(layer.descriptor.digest.clone());
-        if crate::precise_times::may_set_times(&self.owners) {
+        if self.keeps_precise_times() {
             let times = crate::precise_times::PreciseTimes::from_written(layer.times, changes);
             if !times.is_empty() {
                 // The same layer made twice: either step's times are the step's.

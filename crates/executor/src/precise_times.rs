@@ -38,6 +38,16 @@ pub(crate) fn may_set_times(owners: &Owners) -> bool {
     matches!(owners, Owners::Root | Owners::Ranged(_) | Owners::SingleId)
 }
 
+/// Whether a build keeps its layers' times at all: only another stage's rootfs, or the
+/// same stage's when its overlay steps leave their layers off it (`Owners::SingleId`: no
+/// renames into the rootfs), ever gets a layer this build made applied. A one-stage build
+/// otherwise moves each step's files in (merge) or writes them in place, and a rootfs made
+/// again from the layers after an overlay failure (`own_rootfs`) is walked before the step
+/// that writes into it, so its whole-second times are never compared with the step's.
+pub(crate) fn keeps_times(owners: &Owners, stages: usize) -> bool {
+    may_set_times(owners) && (stages > 1 || matches!(owners, Owners::SingleId))
+}
+
 impl PreciseTimes {
     /// Reads the times of the entries `changes` creates or replaces under `root` (the
     /// stage's rootfs, or an overlay step's upper directory). An entry that cannot be
