@@ -1302,6 +1302,24 @@ fn a_discarded_stage_writes_no_layer_until_an_image_needs_it() {
     assert_eq!(builder.layers, eager.layers);
     assert_eq!(builder.result.image_id, eager.result.image_id);
 
+    // `rbuild prune` removes the kept files: the step whose layer was never written is a
+    // miss again (and runs), the one whose layer was written still hits.
+    let fx = Fixture::new();
+    let first = fx.built(&lazy(&fx, None));
+    assert_eq!(kept_layer_trees(&fx).len(), 1);
+    let pruned = rbuild_executor::prune_build_state(&fx.store);
+    assert!(matches!(pruned.trees, Ok(Some(n)) if n >= 1), "{pruned:?}");
+    assert_eq!(kept_layer_trees(&fx), Vec::<String>::new());
+    let after_prune = fx.built(&lazy(&fx, None));
+    let ran: Vec<usize> = after_prune
+        .events
+        .ran()
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(ran, vec![3], "only the builder's second RUN runs again");
+    assert_eq!(after_prune.result.manifest, first.result.manifest);
+
     // A build exporting its cache (every record's layer read) writes the kept layers it
     // hits, though no image needs them.
     let fx = Fixture::new();
