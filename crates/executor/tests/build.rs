@@ -93,6 +93,10 @@ fn main() -> ExitCode {
             "a_discarded_stage_writes_no_layer_until_an_image_needs_it",
             a_discarded_stage_writes_no_layer_until_an_image_needs_it,
         ),
+        (
+            "builds_at_once_keep_one_copy_of_a_never_written_layer",
+            builds_at_once_keep_one_copy_of_a_never_written_layer,
+        ),
     ])
 }
 
@@ -1336,4 +1340,49 @@ fn a_discarded_stage_writes_no_layer_until_an_image_needs_it() {
             "{record:?} names no blob"
         );
     }
+}
+
+/// Three builds running the same discarded step at once (the same layer: clamped times)
+/// each try to keep its files: one copy is kept, no half-made one is left, and later
+/// builds hit it and write the layer from it.
+fn builds_at_once_keep_one_copy_of_a_never_written_layer() {
+    let fx = Fixture::new();
+    let df = "FROM busybox AS builder\n\
+              RUN mkdir /out && i=0 && while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done > /out/toolchain && echo small > /out/artifact\n\
+              FROM busybox\n\
+              COPY --from=builder /out/artifact /artifact\n";
+    let request = |target: Option<&str>, no_cache: bool| {
+        let mut request = fx.request(df);
+        request.target_ships = false;
+        request.defer_unshipped_layers = true;
+        request.source_date_epoch = Some(1_700_000_000);
+        request.isolation = Isolation::Userns;
+        request.no_cache = no_cache;
+        request.target = target.map(String::from);
+        request
+    };
+    let racing = request(None, true);
+    std::thread::scope(|scope| {
+        // `run`, not `built`: the builds race for the tag, which `built` checks.
+        let builds: Vec<_> = (0..3).map(|_| scope.spawn(|| fx.run(&racing))).collect();
+        for build in builds {
+            build.join().expect("a build panicked");
+        }
+    });
+    assert_eq!(kept_layer_trees(&fx).len(), 1);
+    let entries: Vec<String> = std::fs::read_dir(fx.store.root().join("trees"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !entries.iter().any(|n| n.starts_with("tmp-")),
+        "a losing copy was left: {entries:?}"
+    );
+    assert_eq!(blobs_holding(&fx, "out/toolchain"), Vec::<String>::new());
+    let again = fx.built(&request(None, false));
+    assert_eq!(again.events.ran(), Vec::<(String, usize)>::new());
+    let builder = fx.built(&request(Some("builder"), false));
+    assert_eq!(builder.events.ran(), Vec::<(String, usize)>::new());
+    assert_eq!(builder.read("out/toolchain").lines().count(), 2000);
+    assert_eq!(blobs_holding(&fx, "out/toolchain").len(), 1);
 }
