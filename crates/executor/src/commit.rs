@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use rbuild_image::{Descriptor, Digest};
-use rbuild_layer::{write_layer, Change, Compression, WriteOptions};
+use rbuild_layer::{write_layer, write_layer_with_times, Change, Compression, WriteOptions};
 use rbuild_store::Store;
 
 use crate::context::BuildContext;
@@ -32,6 +32,9 @@ pub(crate) enum CommitError {
 pub(crate) struct CommittedLayer {
     pub descriptor: Descriptor,
     pub diff_id: Digest,
+    /// The written entries' times with a fraction of a second, when this process may set
+    /// times (`precise_times.rs`); empty otherwise.
+    pub times: Vec<rbuild_layer::PreciseMtime>,
 }
 
 /// Writes the layer for `changes` under `root` into the store. The blob is renamed into
@@ -43,6 +46,7 @@ pub(crate) fn commit_layer(
     changes: &[Change],
     options: &WriteOptions,
     ships: bool,
+    keep_times: bool,
 ) -> Result<CommittedLayer, CommitError> {
     let _t = crate::phases::Phase::Write.timer();
     // Restricted isolation: owners and device nodes come from the build's table.
@@ -73,11 +77,19 @@ pub(crate) fn commit_layer(
     let mut writer = store.blob_writer().map_err(CommitError::Start)?;
     // Rootless with subordinate ids, container root reads the files: the image's other
     // users may keep some private, and it sees their owners as the container's ids.
-    let info = match owners {
-        Owners::Mapped(container_root) => container_root
-            .write_layer(root, changes, &mut writer, options)
-            .map_err(CommitError::WriteAsRoot)?,
-        _ => write_layer(root, changes, &mut writer, options)?,
+    let (info, times) = match owners {
+        Owners::Mapped(container_root) => (
+            container_root
+                .write_layer(root, changes, &mut writer, options)
+                .map_err(CommitError::WriteAsRoot)?,
+            Vec::new(),
+        ),
+        // The writer's own reading of each entry gives the times (no second walk).
+        _ if keep_times => write_layer_with_times(root, changes, &mut writer, options)?,
+        _ => (
+            write_layer(root, changes, &mut writer, options)?,
+            Vec::new(),
+        ),
     };
     let blob = writer
         .commit(Some(&info.digest))
@@ -90,10 +102,16 @@ pub(crate) fn commit_layer(
     Ok(CommittedLayer {
         descriptor: Descriptor::new(info.media_type, blob.digest, blob.size),
         diff_id: info.diff_id,
+        times,
     })
 }
 
 impl BuildContext<'_> {
+    /// Whether this build keeps the times its steps leave (`precise_times.rs`).
+    fn keeps_precise_times(&self) -> bool {
+        crate::precise_times::keeps_times(&self.owners, self.df.stages.len())
+    }
+
     /// Stores what changed since `before` as the stage's next layer; returns its size.
     pub(crate) fn commit(&self, st: &mut StageState, before: &Index) -> Result<u64, CommitError> {
         let changes = before
@@ -119,10 +137,64 @@ impl BuildContext<'_> {
             changes,
             &self.write_options,
             ships,
+            self.keeps_precise_times(),
         )?;
+        Ok(self.add_layer(st, changes, layer))
+    }
+
+    /// Stores an overlay step's `changes` (read from its upper directory `upper`) as the
+    /// stage's next layer; in a stage no image is made of, only hashes the layer and
+    /// leaves its blob to be written when something needs it (`deferred.rs`). Returns its
+    /// size.
+    pub(crate) fn commit_overlay_changes(
+        &self,
+        st: &mut StageState,
+        upper: &Path,
+        changes: &[Change],
+    ) -> Result<u64, CommitError> {
+        if !self.may_defer_layer(st) {
+            return self.commit_changes(st, upper, changes);
+        }
+        let (info, times) = {
+            let _t = crate::phases::Phase::Write.timer();
+            let options = self.plain_write_options();
+            if self.keeps_precise_times() {
+                write_layer_with_times(upper, changes, std::io::sink(), &options)?
+            } else {
+                (
+                    write_layer(upper, changes, std::io::sink(), &options)?,
+                    Vec::new(),
+                )
+            }
+        };
+        // The same layer stored already (by another build): nothing to defer.
+        if !self
+            .store
+            .protect(&info.digest)
+            .map_err(CommitError::Store)?
+        {
+            self.defer_layer(
+                info.digest.clone(),
+                info.diff_id.clone(),
+                crate::deferred::LayerSource::Build {
+                    root: upper.to_path_buf(),
+                    changes: changes.to_vec(),
+                },
+            );
+        }
+        let layer = CommittedLayer {
+            descriptor: Descriptor::new(info.media_type, info.digest, info.size),
+            diff_id: info.diff_id,
+            times,
+        };
+        Ok(self.add_layer(st, changes, layer))
+    }
+
+    /// Adds `layer`, made of `changes`, to the stage; returns its size.
+    fn add_layer(&self, st: &mut StageState, changes: &[Change], layer: CommittedLayer) -> u64 {
         crate::context::lock(&self.shared.made_here).insert(layer.descriptor.digest.clone());
-        if crate::precise_times::may_set_times(&self.owners) {
-            let times = crate::precise_times::PreciseTimes::read(source_root, changes);
+        if self.keeps_precise_times() {
+            let times = crate::precise_times::PreciseTimes::from_written(layer.times, changes);
             if !times.is_empty() {
                 // The same layer made twice: either step's times are the step's.
                 crate::context::lock(&self.shared.precise_times)
@@ -133,7 +205,7 @@ impl BuildContext<'_> {
         let size = layer.descriptor.size;
         st.layers.push(layer.descriptor);
         st.config.rootfs.diff_ids.push(layer.diff_id);
-        Ok(size)
+        size
     }
 }
 

@@ -77,7 +77,7 @@ pub(crate) struct BuildContext<'a> {
 /// What the stages of one build change and share, as they run on several threads at once.
 /// Each part has its own lock, held briefly and never across a RUN; one lock is taken
 /// while another is held only in this order: `done` or `image_roots`, then
-/// `pending_remote`, `made_here`, `shared_roots`, `precise_times`.
+/// `pending_remote`, `made_here`, `shared_roots`, `precise_times`; `deferred` after `done`.
 pub(crate) struct SharedState {
     /// Finished stages, by index (read by `FROM`, `COPY --from`, `--mount from=`).
     pub done: Mutex<BTreeMap<usize, StageOutput>>,
@@ -106,6 +106,9 @@ pub(crate) struct SharedState {
     /// The times the steps of this build left on what they wrote, by layer digest: set
     /// again where another stage's rootfs gets the layer (`precise_times.rs`).
     pub precise_times: Mutex<HashMap<Digest, Arc<crate::precise_times::PreciseTimes>>>,
+    /// Layers whose blobs are not written yet, by digest (`deferred.rs`): held while one
+    /// is written, so a stage needing it waits for the blob.
+    pub deferred: Mutex<crate::deferred::DeferredLayers>,
 }
 
 impl SharedState {
@@ -122,6 +125,7 @@ impl SharedState {
             cancelled: AtomicBool::new(false),
             step_results: Default::default(),
             precise_times: Default::default(),
+            deferred: Default::default(),
         }
     }
 

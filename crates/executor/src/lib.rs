@@ -34,6 +34,7 @@ mod copy;
 mod copy_dispatch;
 mod copy_skeleton;
 mod copy_spec;
+mod deferred;
 mod downloads;
 pub mod error;
 mod fileop_user;
@@ -138,6 +139,11 @@ pub struct BuildRequest {
     /// if they ever leave (`Store::shipped_manifest`). `true` here; the session sets it from
     /// the build's outputs.
     pub target_ships: bool,
+    /// Whether a step of a stage no image is made of may leave its layer unwritten until
+    /// something needs it (`deferred.rs`). `false` here (every layer written as it is
+    /// made); the session sets it unless the build exports its cache (`--cache-to` reads
+    /// every step's layer).
+    pub defer_unshipped_layers: bool,
     /// The sandbox helper executable (a binary whose `main` calls
     /// `rbuild_sandbox::maybe_run_helper`); `None` is this executable.
     pub helper: Option<PathBuf>,
@@ -178,6 +184,7 @@ impl BuildRequest {
             compression: Compression::Gzip,
             compression_level: None,
             target_ships: true,
+            defer_unshipped_layers: false,
             helper: None,
             max_parallel_stages: None,
             named_contexts: BTreeMap::new(),
@@ -543,6 +550,8 @@ pub fn build_with_cache(
     progress.event(&Event::BuildStarted { stages: names });
     schedule::run_stages(&builder, &plan, progress)?;
     let (record, tags) = builder.finish(plan.target)?;
+    // What no image needed stays unwritten; its files are kept for the cache.
+    builder.finish_deferred(progress)?;
     // The cache is bounded by default: over the bound, the least recently used records go.
     if let Err(e) = store.bound_cache(rbuild_store::default_cache_bound(store.root())) {
         progress.event(&Event::Warning {

@@ -38,11 +38,23 @@ pub(crate) fn may_set_times(owners: &Owners) -> bool {
     matches!(owners, Owners::Root | Owners::Ranged(_) | Owners::SingleId)
 }
 
+/// Whether a build keeps its layers' times at all: only another stage's rootfs, or the
+/// same stage's when its overlay steps leave their layers off it (`Owners::SingleId`: no
+/// renames into the rootfs), ever gets a layer this build made applied. A one-stage build
+/// otherwise moves each step's files in (merge) or writes them in place, and a rootfs made
+/// again from the layers after an overlay failure (`own_rootfs`) is walked before the step
+/// that writes into it, so its whole-second times are never compared with the step's.
+pub(crate) fn keeps_times(owners: &Owners, stages: usize) -> bool {
+    may_set_times(owners) && (stages > 1 || matches!(owners, Owners::SingleId))
+}
+
 impl PreciseTimes {
     /// Reads the times of the entries `changes` creates or replaces under `root` (the
     /// stage's rootfs, or an overlay step's upper directory). An entry that cannot be
     /// reached without following a symlink, or is gone, is left out: the taking stage
-    /// keeps the layer's time for it.
+    /// keeps the layer's time for it. The build takes them from the layer writer instead
+    /// ([`PreciseTimes::from_written`]); this second walk is what that is tested against.
+    #[cfg(test)]
     pub(crate) fn read(root: &Path, changes: &[Change]) -> PreciseTimes {
         let mut times = PreciseTimes::default();
         let Ok(root_fd) = rbuild_inroot::open_root(root) else {
@@ -73,6 +85,41 @@ impl PreciseTimes {
             times.by_dir.entry(dir.to_path_buf()).or_default().push((
                 name.to_os_string(),
                 stat.st_mtime,
+                nanos,
+            ));
+        }
+        times
+    }
+
+    /// The times of the entries `changes` creates or replaces, from what the layer writer
+    /// read as it wrote them (`rbuild_layer::write_layer_with_times`: every upserted entry
+    /// and its ancestors): the same as [`PreciseTimes::read`] right after the write,
+    /// without a second walk.
+    pub(crate) fn from_written(
+        written: Vec<rbuild_layer::PreciseMtime>,
+        changes: &[Change],
+    ) -> Self {
+        let mut times = PreciseTimes::default();
+        if written.is_empty() {
+            return times;
+        }
+        let changed: std::collections::HashSet<&Path> = changes
+            .iter()
+            .filter_map(|change| match change {
+                Change::Upsert(p) | Change::OpaqueDir(p) => Some(p.as_path()),
+                Change::Delete(_) => None,
+            })
+            .collect();
+        for (path, secs, nanos) in written {
+            if !changed.contains(path.as_path()) {
+                continue;
+            }
+            let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+                continue;
+            };
+            times.by_dir.entry(dir.to_path_buf()).or_default().push((
+                name.to_os_string(),
+                secs,
                 nanos,
             ));
         }
@@ -192,5 +239,65 @@ mod tests {
             (1_000, 0),
             "followed a symlink out"
         );
+    }
+
+    /// Entries of each directory in name order (the writer lists them sorted, a walk of
+    /// the change set in its order).
+    fn sorted(mut times: PreciseTimes) -> PreciseTimes {
+        for entries in times.by_dir.values_mut() {
+            entries.sort();
+        }
+        times
+    }
+
+    #[test]
+    fn the_writers_times_are_the_ones_a_second_walk_reads() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("usr/lib/tool")).unwrap();
+        std::fs::write(r.join("usr/lib/tool/a"), "a").unwrap();
+        std::fs::write(r.join("usr/lib/tool/b"), "b").unwrap();
+        std::fs::write(r.join("whole"), "w").unwrap();
+        std::os::unix::fs::symlink("a", r.join("usr/lib/tool/link")).unwrap();
+        set_mtime(&r.join("usr/lib/tool/a"), 1_700_000_000, 7);
+        set_mtime(&r.join("usr/lib/tool/b"), 1_700_000_001, 0);
+        set_mtime(&r.join("whole"), 1_700_000_002, 0);
+        set_mtime(&r.join("usr/lib/tool/link"), 1_700_000_003, 99);
+        set_mtime(&r.join("usr/lib/tool"), 1_700_000_004, 5);
+        // Ancestors the writer writes but the change set does not name: left out.
+        set_mtime(&r.join("usr/lib"), 1_700_000_005, 11);
+        let changes = vec![
+            Change::Upsert("usr/lib/tool".into()),
+            Change::Upsert("usr/lib/tool/a".into()),
+            Change::Upsert("usr/lib/tool/b".into()),
+            Change::Upsert("usr/lib/tool/link".into()),
+            Change::Upsert("whole".into()),
+            Change::Delete("usr/lib/tool/gone".into()),
+        ];
+        let (_, written) = rbuild_layer::write_layer_with_times(
+            r,
+            &changes,
+            std::io::sink(),
+            &rbuild_layer::WriteOptions::default(),
+        )
+        .unwrap();
+        let from_writer = sorted(PreciseTimes::from_written(written, &changes));
+        assert_eq!(from_writer, sorted(PreciseTimes::read(r, &changes)));
+        let expected: BTreeMap<PathBuf, Vec<(OsString, i64, u32)>> = [
+            (
+                PathBuf::from("usr/lib"),
+                vec![("tool".into(), 1_700_000_004, 5)],
+            ),
+            (
+                PathBuf::from("usr/lib/tool"),
+                vec![
+                    ("a".into(), 1_700_000_000, 7),
+                    ("link".into(), 1_700_000_003, 99),
+                ],
+            ),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(from_writer.by_dir, expected);
     }
 }

@@ -180,6 +180,9 @@ impl BuildContext<'_> {
         let size = match on_overlay {
             Some(size) => size,
             None => {
+                // The step writes into the rootfs: a layer whose changes are there is
+                // written first.
+                self.write_deferred_at(&st.rootfs)?;
                 self.own_rootfs(st)?;
                 spec.rootfs = Rootfs::Dir(st.rootfs.clone());
                 self.run_in_place(st, origin, &spec, &plans, step, progress)?
@@ -269,7 +272,7 @@ impl BuildContext<'_> {
         })
         .map_err(|e| origin.error(format!("reading the step's changes: {e}")))?;
         let size = self
-            .commit_changes(st, &dirs.upperdir, &changes)
+            .commit_overlay_changes(st, &dirs.upperdir, &changes)
             .map_err(|e| origin.error(e))?;
         // As root, the upper directory's entries move into the rootfs (renames, no
         // extraction) when a later step or stage needs the files (`catch_up`): after a

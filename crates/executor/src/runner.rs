@@ -54,7 +54,9 @@ impl BuildContext<'_> {
         // A COPY may not need the rootfs on disk (`dispatch_copy`); the others do.
         match step {
             Step::Run { op, run } => {
-                self.materialize(st)?;
+                // On an overlay the rootfs is only read: a deferred layer whose changes
+                // are in it stays so (an in-place run writes it first, `dispatch_run`).
+                self.materialize_to_read(st)?;
                 self.dispatch_run(st, origin, op, run, number, progress)
             }
             Step::Copy { spec, .. } => self.dispatch_copy(st, origin, spec, progress),

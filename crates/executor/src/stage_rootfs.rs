@@ -13,8 +13,17 @@ use crate::error::{BuildError, Result};
 use crate::state::{PendingMerge, StageState};
 
 impl BuildContext<'_> {
-    /// Applies the layers the stage has that its rootfs does not have yet (cache hits).
+    /// Applies the layers the stage has that its rootfs does not have yet (cache hits),
+    /// for a step that writes into it: a layer not written yet whose changes are in the
+    /// rootfs is written first (`deferred.rs`).
     pub(crate) fn materialize(&self, st: &mut StageState) -> Result<()> {
+        self.materialize_to_read(st)?;
+        self.write_deferred_at(&st.rootfs)
+    }
+
+    /// [`BuildContext::materialize`] for a step that only reads the rootfs (an overlay
+    /// step's lower directory).
+    pub(crate) fn materialize_to_read(&self, st: &mut StageState) -> Result<()> {
         self.catch_up(
             &st.layers,
             &mut st.applied,
@@ -34,14 +43,26 @@ impl BuildContext<'_> {
         pending: &mut Option<PendingMerge>,
         rootfs: &Path,
     ) -> Result<()> {
+        let pending_work = pending.is_some() || *applied < layers.len();
+        if pending_work {
+            // The rootfs changes below: a layer not written yet whose changes are in it is
+            // written first.
+            self.write_deferred_at(rootfs)?;
+        }
         if let Some(merge) = pending.take() {
             if *applied == merge.layer && merge.layer < layers.len() {
                 let _t = crate::phases::Phase::Extract.timer();
                 match rbuild_snapshot::merge_upper(&merge.upper, rootfs, &merge.changes) {
-                    Ok(()) => *applied += 1,
+                    Ok(()) => {
+                        *applied += 1;
+                        self.deferred_moved(&merge.upper, rootfs);
+                    }
                     // Half merged: the rootfs starts again empty and gets the layers by
                     // linking and extracting, as a rootless build's does (the same files).
                     Err(_) => {
+                        // Its files half moved and then removed: a layer not written from
+                        // them cannot be any more (never kept for the cache either).
+                        self.forget_deferred_at(&merge.upper);
                         crate::trees::empty_dir(&self.owners, rootfs)?;
                         lock(&self.shared.shared_roots).remove(rootfs);
                         *applied = 0;

@@ -105,8 +105,13 @@ impl BuildContext<'_> {
     ) -> Option<(CacheRecord, &'static str)> {
         let _t = crate::phases::Phase::Cache.timer();
         match self.store.cache_lookup(key) {
-            Ok(Some(record)) => return Some((record, "local")),
-            Ok(None) => {}
+            // A layer never written is a hit while its kept files can write it.
+            Ok(Some(record))
+                if self.store.has_blob(&record.layer.digest) || self.take_kept_hit(&record) =>
+            {
+                return Some((record, "local"))
+            }
+            Ok(_) => {}
             Err(e) => progress.event(&Event::Warning {
                 message: format!("reading the build cache: {e}"),
             }),
@@ -141,6 +146,8 @@ impl BuildContext<'_> {
     /// Fetches the registry-cache layers among `layers` that are not in the store yet, and
     /// records them locally so that the next build hits without the registry.
     pub(crate) fn fetch_pending(&self, layers: &[Descriptor]) -> Result<()> {
+        // Layers of this build or the cache that were never written (`deferred.rs`).
+        self.write_deferred(layers.iter().map(|l| &l.digest))?;
         for layer in layers {
             let Some(record) = crate::context::lock(&self.shared.pending_remote)
                 .get(&layer.digest)
@@ -246,7 +253,11 @@ impl BuildContext<'_> {
             diff_id,
             created,
         };
-        if let Err(e) = self.store.cache_put(&record) {
+        let recorded = match self.record_deferred(&record) {
+            Some(recorded) => recorded,
+            None => self.store.cache_put(&record),
+        };
+        if let Err(e) = recorded {
             progress.event(&Event::Warning {
                 message: format!("recording the step in the build cache: {e}"),
             });

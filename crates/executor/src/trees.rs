@@ -179,6 +179,57 @@ impl Trees {
     }
 }
 
+impl Trees {
+    /// Moves `source` (a directory of this build's, on the store's file system) to `dest`
+    /// (a `kept-…` entry of the trees directory, `Store::kept_layer_dir`) beside the files
+    /// `extra` (name, bytes), by renames: the entry appears complete or not at all, and
+    /// like a tree it is bounded and pruned with the others (`trim`). Returns `false` when
+    /// another build kept the same entry first (`source` is then left where it was).
+    pub(crate) fn keep(
+        &self,
+        source: &Path,
+        extra: &[(&str, &[u8])],
+        dest: &Path,
+    ) -> std::io::Result<bool> {
+        if dest.is_dir() {
+            touch_used(dest);
+            return Ok(false);
+        }
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join(format!("tmp-kept-{}-{n}", std::process::id()));
+        std::fs::create_dir(&tmp)?;
+        let moved = (|| {
+            for (name, bytes) in extra {
+                std::fs::write(tmp.join(name), bytes)?;
+            }
+            std::fs::rename(source, tmp.join("root"))
+        })();
+        if let Err(e) = moved {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        match std::fs::rename(&tmp, dest) {
+            Ok(()) => {
+                touch_used(dest);
+                Ok(true)
+            }
+            Err(e) => {
+                // Lost to another build keeping the same layer: the source goes back, to
+                // leave with the build directory.
+                let _ = std::fs::rename(tmp.join("root"), source);
+                let _ = crate::fsops::remove_tree(&tmp, &self.owners);
+                if dest.is_dir() {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
 /// Fills the empty directory `dst` with links to `tree` (as container root when the tree's
 /// files belong to other container users).
 pub(crate) fn link(owners: &Owners, tree: &Path, dst: &Path) -> crate::error::Result<()> {

@@ -89,6 +89,14 @@ fn main() -> ExitCode {
             "a_discarded_stage_is_never_compressed_and_a_rebuild_compresses_nothing",
             a_discarded_stage_is_never_compressed_and_a_rebuild_compresses_nothing,
         ),
+        (
+            "a_discarded_stage_writes_no_layer_until_an_image_needs_it",
+            a_discarded_stage_writes_no_layer_until_an_image_needs_it,
+        ),
+        (
+            "builds_at_once_keep_one_copy_of_a_never_written_layer",
+            builds_at_once_keep_one_copy_of_a_never_written_layer,
+        ),
     ])
 }
 
@@ -1206,4 +1214,175 @@ fn a_discarded_stage_is_never_compressed_and_a_rebuild_compresses_nothing() {
     assert_eq!(again.events.ran().len(), 0, "every step is cached");
     let (compressed_again, _) = blobs_by_compression(&fx);
     assert_eq!(compressed_again, compressed, "a rebuild compressed a layer");
+}
+
+/// The store's layer blobs holding `path`, by name.
+fn blobs_holding(fx: &Fixture, path: &str) -> Vec<String> {
+    let (compressed, plain) = blobs_by_compression(fx);
+    compressed
+        .into_iter()
+        .chain(plain)
+        .filter(|(_, paths)| paths.iter().any(|p| p == path))
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// The kept trees of layers never written (`<store>/trees/kept-*`).
+fn kept_layer_trees(fx: &Fixture) -> Vec<String> {
+    let mut kept: Vec<String> = std::fs::read_dir(fx.tmp.path().join("store/trees"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("kept-") && !n.ends_with(".used"))
+        .collect();
+    kept.sort();
+    kept
+}
+
+/// Issue 18: a stage no image is made of writes no layer blob (not even plain): its steps'
+/// layers are hashed and their files kept for the cache. A rebuild hits them without
+/// writing them; a build whose image is that stage writes them then, from the kept files,
+/// and gets the layers a build writing them as the steps ran gets.
+fn a_discarded_stage_writes_no_layer_until_an_image_needs_it() {
+    let fx = Fixture::new();
+    // Two steps: the first's layer is written when the second's changes are merged over
+    // its files (the final stage's COPY reads them); the second's stays unwritten.
+    let df = "FROM busybox AS builder\n\
+              RUN mkdir /out && echo v1 > /out/version\n\
+              RUN i=0 && while [ $i -lt 3000 ]; do echo toolchain-line-$i; i=$((i+1)); done > /out/toolchain && echo small > /out/artifact && echo v2 > /out/version\n\
+              FROM busybox\n\
+              COPY --from=builder /out/artifact /artifact\n\
+              RUN echo final > /final\n";
+    let lazy = |fx: &Fixture, target: Option<&str>| {
+        let mut request = fx.request(df);
+        request.target_ships = false;
+        request.defer_unshipped_layers = true;
+        // Layer times clamped: the step run again gives the same layer.
+        request.source_date_epoch = Some(1_700_000_000);
+        request.isolation = Isolation::Userns;
+        request.target = target.map(String::from);
+        request
+    };
+    let built = fx.built(&lazy(&fx, None));
+    assert_eq!(built.read("artifact"), "small\n");
+    assert_eq!(
+        blobs_holding(&fx, "out/toolchain"),
+        Vec::<String>::new(),
+        "the discarded stage's second layer was written"
+    );
+    assert_eq!(
+        blobs_holding(&fx, "out/version").len(),
+        1,
+        "the first step's layer is written before the second's files replace its own"
+    );
+    assert_eq!(
+        kept_layer_trees(&fx).len(),
+        1,
+        "the second layer's files are kept"
+    );
+
+    // Rebuilt from the cache: every step hits, the same image, nothing written.
+    let again = fx.built(&lazy(&fx, None));
+    assert_eq!(again.events.ran(), Vec::<(String, usize)>::new());
+    assert_eq!(again.result.manifest, built.result.manifest);
+    assert_eq!(blobs_holding(&fx, "out/toolchain"), Vec::<String>::new());
+
+    // The builder stage as the image: both steps hit, the second's layer is written from
+    // the kept files.
+    let builder = fx.built(&lazy(&fx, Some("builder")));
+    assert_eq!(builder.events.ran(), Vec::<(String, usize)>::new());
+    assert_eq!(blobs_holding(&fx, "out/toolchain").len(), 1);
+    assert_eq!(builder.read("out/version"), "v2\n");
+    assert_eq!(
+        builder.read("out/toolchain").lines().count(),
+        3000,
+        "the layer written late has the step's files"
+    );
+    // Run again, every layer written as it is made: the same layers, the same image.
+    let mut eager = lazy(&fx, Some("builder"));
+    eager.defer_unshipped_layers = false;
+    eager.no_cache = true;
+    let eager = fx.built(&eager);
+    assert_eq!(eager.events.ran().len(), 2, "both steps ran again");
+    assert_eq!(builder.layers, eager.layers);
+    assert_eq!(builder.result.image_id, eager.result.image_id);
+
+    // `rbuild prune` removes the kept files: the step whose layer was never written is a
+    // miss again (and runs), the one whose layer was written still hits.
+    let fx = Fixture::new();
+    let first = fx.built(&lazy(&fx, None));
+    assert_eq!(kept_layer_trees(&fx).len(), 1);
+    let pruned = rbuild_executor::prune_build_state(&fx.store);
+    assert!(matches!(pruned.trees, Ok(Some(n)) if n >= 1), "{pruned:?}");
+    assert_eq!(kept_layer_trees(&fx), Vec::<String>::new());
+    let after_prune = fx.built(&lazy(&fx, None));
+    let ran: Vec<usize> = after_prune
+        .events
+        .ran()
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(ran, vec![3], "only the builder's second RUN runs again");
+    assert_eq!(after_prune.result.manifest, first.result.manifest);
+
+    // A build exporting its cache (every record's layer read) writes the kept layers it
+    // hits, though no image needs them.
+    let fx = Fixture::new();
+    fx.built(&lazy(&fx, None));
+    assert_eq!(blobs_holding(&fx, "out/toolchain"), Vec::<String>::new());
+    let mut exporting = lazy(&fx, None);
+    exporting.defer_unshipped_layers = false;
+    let exported = fx.built(&exporting);
+    assert_eq!(exported.events.ran(), Vec::<(String, usize)>::new());
+    assert_eq!(blobs_holding(&fx, "out/toolchain").len(), 1);
+    for record in &exported.result.cache_records {
+        assert!(
+            fx.store.has_blob(&record.layer.digest),
+            "{record:?} names no blob"
+        );
+    }
+}
+
+/// Three builds running the same discarded step at once (the same layer: clamped times)
+/// each try to keep its files: one copy is kept, no half-made one is left, and later
+/// builds hit it and write the layer from it.
+fn builds_at_once_keep_one_copy_of_a_never_written_layer() {
+    let fx = Fixture::new();
+    let df = "FROM busybox AS builder\n\
+              RUN mkdir /out && i=0 && while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done > /out/toolchain && echo small > /out/artifact\n\
+              FROM busybox\n\
+              COPY --from=builder /out/artifact /artifact\n";
+    let request = |target: Option<&str>, no_cache: bool| {
+        let mut request = fx.request(df);
+        request.target_ships = false;
+        request.defer_unshipped_layers = true;
+        request.source_date_epoch = Some(1_700_000_000);
+        request.isolation = Isolation::Userns;
+        request.no_cache = no_cache;
+        request.target = target.map(String::from);
+        request
+    };
+    let racing = request(None, true);
+    std::thread::scope(|scope| {
+        // `run`, not `built`: the builds race for the tag, which `built` checks.
+        let builds: Vec<_> = (0..3).map(|_| scope.spawn(|| fx.run(&racing))).collect();
+        for build in builds {
+            build.join().expect("a build panicked");
+        }
+    });
+    assert_eq!(kept_layer_trees(&fx).len(), 1);
+    let entries: Vec<String> = std::fs::read_dir(fx.store.root().join("trees"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !entries.iter().any(|n| n.starts_with("tmp-")),
+        "a losing copy was left: {entries:?}"
+    );
+    assert_eq!(blobs_holding(&fx, "out/toolchain"), Vec::<String>::new());
+    let again = fx.built(&request(None, false));
+    assert_eq!(again.events.ran(), Vec::<(String, usize)>::new());
+    let builder = fx.built(&request(Some("builder"), false));
+    assert_eq!(builder.events.ran(), Vec::<(String, usize)>::new());
+    assert_eq!(builder.read("out/toolchain").lines().count(), 2000);
+    assert_eq!(blobs_holding(&fx, "out/toolchain").len(), 1);
 }

@@ -32,6 +32,6 @@ pub use list::list_entries;
 pub use rbuild_idmap::{IdMap, IdRange};
 pub use tree::{link_tree, LinkStats};
 pub use write::{
-    compress_layer, compress_time, write_dir_layer, write_layer, LayerInfo, RecordedDevice,
-    RecordedDeviceKind, RecordedInodes, WriteOptions,
+    compress_layer, compress_time, write_dir_layer, write_layer, write_layer_with_times, LayerInfo,
+    PreciseMtime, RecordedDevice, RecordedDeviceKind, RecordedInodes, WriteOptions,
 };

@@ -129,6 +129,8 @@ impl<'a> Session<'a> {
         request.compression = spec.compression;
         request.compression_level = spec.compression_level;
         request.target_ships = spec.target_ships();
+        // A registry-cache export reads every step's layer: none may stay unwritten.
+        request.defer_unshipped_layers = spec.cache_to.is_empty();
         request.helper = spec.helper.clone();
         // An OCI layout context is copied into the store: the build reads it as an image.
         request.named_contexts = spec

@@ -120,6 +120,9 @@ impl Store {
             // image holds it): the step is still cached, on that copy.
             match self.any_compressed_layer(&record.diff_id)? {
                 Some(compressed) => record.layer = compressed,
+                // A layer never written (a discarded stage's step, issue 18): the step is
+                // cached while a build keeps the tree it can be written from.
+                None if self.kept_layer_dir(&record.layer.digest).is_dir() => {}
                 None => {
                     let _ = std::fs::remove_file(&path);
                     return Ok(None);
@@ -128,6 +131,34 @@ impl Store {
         }
         touch(&path);
         Ok(Some(record))
+    }
+
+    /// Where a build keeps the tree a layer it never wrote can be written from, by the
+    /// layer's (plain) digest: `<root>/trees/kept-<hex>`. The executor makes and removes it
+    /// under its trees lock (bounded and pruned with the extracted trees); the store only
+    /// treats a cache record naming such a layer as a hit while the directory is there.
+    pub fn kept_layer_dir(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("trees")
+            .join(format!("kept-{}", digest.hex()))
+    }
+
+    /// Stores `record` whose layer is not written yet: its blob is written from a kept
+    /// tree ([`Store::kept_layer_dir`]) when something needs it, and then recorded again
+    /// with [`Store::cache_put`]. Until the tree is kept (or once it is removed),
+    /// [`Store::cache_lookup`] reads the record as a miss and drops it.
+    pub fn cache_put_unwritten(&self, record: &CacheRecord) -> Result<()> {
+        let dir = self.cache_records_dir()?;
+        let bytes = serde_json::to_vec(record).map_err(|source| StoreError::Json {
+            what: format!("cache record {}", record.key),
+            source,
+        })?;
+        let _gc = lock::shared(&self.gc_lock)?;
+        fsutil::replace_file(
+            self,
+            &dir.join(format!("{}.json", record.key.hex())),
+            &bytes,
+        )
     }
 
     /// Stores `record` (replacing one with the same key). Its layer must be in the store.

@@ -218,6 +218,41 @@ impl Store {
         self.put_shipped(&bytes, source)
     }
 
+    /// The layers of `source` (a manifest, or an index of manifests) with their diff ids,
+    /// each layer once, in order: what [`Store::shipped_manifest`] hands to
+    /// [`Store::ship_layer`]. A pusher compresses them ahead of assembling the manifest, so
+    /// that each upload starts as its blob is ready.
+    pub fn layers_with_diff_ids(&self, source: &Descriptor) -> Result<Vec<(Descriptor, Digest)>> {
+        let manifests = if media_types::is_index(&source.media_type) {
+            self.read_index(&source.digest)?
+                .manifests
+                .into_iter()
+                .filter(|entry| media_types::is_manifest(&entry.media_type))
+                .collect()
+        } else {
+            vec![source.clone()]
+        };
+        let mut layers: Vec<(Descriptor, Digest)> = Vec::new();
+        for entry in manifests {
+            let manifest: Manifest = self.read_manifest(&entry.digest)?;
+            let config = self.read_config(&manifest.config.digest)?;
+            if config.rootfs.diff_ids.len() != manifest.layers.len() {
+                return Err(StoreError::Invalid(format!(
+                    "manifest {} lists {} layers but its config {} diff ids",
+                    entry.digest,
+                    manifest.layers.len(),
+                    config.rootfs.diff_ids.len()
+                )));
+            }
+            for (layer, diff_id) in manifest.layers.into_iter().zip(config.rootfs.diff_ids) {
+                if !layers.iter().any(|(l, _)| l.digest == layer.digest) {
+                    layers.push((layer, diff_id));
+                }
+            }
+        }
+        Ok(layers)
+    }
+
     /// `record` as it leaves the machine: [`Store::shipped_manifest`] of its manifest and of
     /// its single-platform manifest.
     pub fn shipped_record(

@@ -1,5 +1,7 @@
 //! Push: an image or a whole index from the store to a registry.
 
+use std::collections::HashSet;
+
 use bytes::Bytes;
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use rbuild_image::{media_types, Descriptor, Digest, Index, Manifest, Reference};
@@ -53,7 +55,10 @@ pub async fn push(
     options: &PushOptions,
     progress: &dyn Progress,
 ) -> Result<Digest> {
-    // What leaves the machine has its lazy layers compressed (once: the store remembers).
+    // Lazy layers are compressed (once: the store remembers) and uploaded as each is ready;
+    // the manifest that leaves the machine is assembled after (compressing nothing more).
+    let (early, _compressing_store) =
+        push_compressed_layers(client, store, source, destination, options, progress).await?;
     let shipped = store.shipped_manifest(source, &options.layers)?;
     let source = &shipped;
     let source_bytes = Bytes::from(read_protected(store, &source.digest)?);
@@ -88,6 +93,7 @@ pub async fn push(
             }
         }
     }
+    blobs.retain(|b| !early.contains(&b.digest));
     for blob in &blobs {
         if !store.protect(&blob.digest)? {
             return Err(TransferError::Invalid(format!(
@@ -151,6 +157,70 @@ pub async fn push(
         digest: top.clone(),
     });
     Ok(top)
+}
+
+/// Compresses the lazy plain layers of `source` (`Store::ship_layer`) on a thread of its
+/// own, one after the other (gzip on every core), and uploads each blob as soon as it is
+/// ready, so that uploads overlap the compression of the layers after them. Returns the
+/// digests pushed, and the store handle the thread compressed with: its leases keep the
+/// new blobs from gc until the caller is done. Nothing happens when no layer needs
+/// compressing (the caller pushes every blob as it is).
+async fn push_compressed_layers(
+    client: &Client,
+    store: &Store,
+    source: &Descriptor,
+    destination: &Reference,
+    options: &PushOptions,
+    progress: &dyn Progress,
+) -> Result<(HashSet<Digest>, Option<Store>)> {
+    let layers = store.layers_with_diff_ids(source)?;
+    let compress = options.layers.compression != rbuild_layer::Compression::None
+        && layers.iter().any(|(layer, diff_id)| {
+            rbuild_store::is_plain_layer(&layer.media_type) && store.is_lazy_layer(diff_id)
+        });
+    if !compress {
+        return Ok((HashSet::new(), None));
+    }
+    // A handle of its own: the thread outlives no borrow of the caller's.
+    let worker_store = Store::open(store.root())?;
+    let write_options = options.layers.clone();
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let worker = std::thread::spawn(move || {
+        for (layer, diff_id) in layers {
+            let shipped = worker_store.ship_layer(&layer, &diff_id, &write_options);
+            let failed = shipped.is_err();
+            // A closed channel: the uploads failed, nothing more is wanted.
+            if sender.send(shipped).is_err() || failed {
+                break;
+            }
+        }
+        worker_store
+    });
+    let ready = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|shipped| (shipped, receiver))
+    });
+    let pushed = ready
+        .map(|shipped| async move {
+            let blob = shipped?;
+            if !store.protect(&blob.digest)? {
+                return Err(TransferError::Invalid(format!(
+                    "cannot push {destination}: blob {} is missing from the store",
+                    blob.digest
+                )));
+            }
+            push_blob(client, store, destination, &blob, options, progress).await?;
+            Ok(blob.digest)
+        })
+        .buffer_unordered(options.parallel_blobs.max(1))
+        .try_collect::<HashSet<Digest>>()
+        .await;
+    // On success the channel is closed, so the thread has ended; after a failure it ends
+    // when its current layer is done, on its own.
+    let pushed = pushed?;
+    let worker_store = worker
+        .join()
+        .map_err(|_| TransferError::Invalid("the layer-compressing thread panicked".into()))?;
+    Ok((pushed, Some(worker_store)))
 }
 
 fn check_digest(expected: &Digest, got: &Digest) -> Result<()> {

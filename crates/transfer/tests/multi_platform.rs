@@ -291,3 +291,119 @@ async fn blobs_being_pushed_are_leased_against_a_concurrent_prune() {
     let report = pruner.gc().unwrap();
     assert_eq!(report.removed_blobs.len(), 3, "{report:?}");
 }
+
+/// A plain layer of `files` (name, bytes) recorded as lazy, as a build step stores it.
+fn lazy_layer(store: &Store, dir: &std::path::Path, files: &[(&str, Vec<u8>)]) -> Descriptor {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    let mut writer = store.blob_writer().unwrap();
+    let options = rbuild_layer::WriteOptions {
+        compression: rbuild_layer::Compression::None,
+        source_date_epoch: Some(0),
+        ..Default::default()
+    };
+    let info = rbuild_layer::write_dir_layer(dir, &mut writer, &options).unwrap();
+    let blob = writer.commit(Some(&info.digest)).unwrap();
+    store.mark_lazy_layer(&info.diff_id).unwrap();
+    Descriptor::new(info.media_type, blob.digest, blob.size)
+}
+
+/// Issue 18: a local image's lazy plain layers are compressed for the push (each upload
+/// starting as its blob is ready) and go up as the manifest a compressing build would have
+/// stored; a second push compresses and uploads nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_images_plain_layers_go_up_compressed_and_only_once() {
+    let registry = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let client = client(tmp.path());
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    // Three layers, one large enough to take several gzip blocks.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let layers = vec![
+        lazy_layer(&store, &tmp.path().join("l1"), &[("big", big)]),
+        lazy_layer(&store, &tmp.path().join("l2"), &[("a", b"a\n".to_vec())]),
+        lazy_layer(&store, &tmp.path().join("l3"), &[("b", b"b\n".to_vec())]),
+    ];
+    let diff_ids: Vec<String> = layers.iter().map(|l| l.digest.to_string()).collect();
+    let config = ImageConfig::from_slice(
+        serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    let record = store.put_image(&config, &layers).unwrap();
+    let destination: Reference = format!("{}/lazy/app:v1", registry.host()).parse().unwrap();
+
+    let progress = RecordingProgress::default();
+    let pushed = push(
+        &client,
+        &store,
+        &record.manifest,
+        &destination,
+        &PushOptions::default(),
+        &progress,
+    )
+    .await
+    .unwrap();
+    // The manifest that went up lists gzip layers, each hashing (decompressed) to its diff
+    // id, and is the one the store gives as shipped (now compressing nothing).
+    let shipped = store
+        .shipped_manifest(&record.manifest, &rbuild_layer::WriteOptions::default())
+        .unwrap();
+    assert_eq!(pushed, shipped.digest);
+    assert_ne!(pushed, record.manifest.digest);
+    let manifest = store.read_manifest(&shipped.digest).unwrap();
+    assert_eq!(manifest.layers.len(), 3);
+    for (layer, plain) in manifest.layers.iter().zip(&layers) {
+        assert_eq!(layer.media_type, media_types::OCI_LAYER_GZIP);
+        let blob = store.read_blob(&layer.digest).unwrap();
+        let mut tar = Vec::new();
+        std::io::Read::read_to_end(
+            &mut rbuild_layer::compression::decompressing_reader(&blob[..]).unwrap(),
+            &mut tar,
+        )
+        .unwrap();
+        assert_eq!(Digest::of(&tar), plain.digest);
+    }
+    let events = progress.events();
+    // Three layers and the config, each uploaded once.
+    assert_eq!(
+        count(&events, |e| matches!(e, Event::BlobPushed { .. })),
+        4,
+        "{events:#?}"
+    );
+
+    // Again, to another tag: every blob is there and nothing is compressed again.
+    let blobs_before = std::fs::read_dir(store.layout_dir().join("blobs/sha256"))
+        .unwrap()
+        .count();
+    let again: Reference = format!("{}/lazy/app:v2", registry.host()).parse().unwrap();
+    let progress = RecordingProgress::default();
+    let pushed_again = push(
+        &client,
+        &store,
+        &record.manifest,
+        &again,
+        &PushOptions::default(),
+        &progress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(pushed_again, pushed);
+    let events = progress.events();
+    assert_eq!(
+        count(&events, |e| matches!(e, Event::BlobPushed { .. })),
+        0,
+        "{events:#?}"
+    );
+    let blobs_after = std::fs::read_dir(store.layout_dir().join("blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs_after, blobs_before, "a second push wrote blobs");
+}

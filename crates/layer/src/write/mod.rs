@@ -85,6 +85,35 @@ pub fn write_layer<W: Write + Send>(
     out: W,
     options: &WriteOptions,
 ) -> Result<LayerInfo> {
+    write_layer_keeping(source_root, changes, out, options, None)
+}
+
+/// A path's modification time with a fraction of a second: (path relative to the source
+/// root, seconds, nanoseconds).
+pub type PreciseMtime = (std::path::PathBuf, i64, u32);
+
+/// [`write_layer`], also returning the modification times with a fraction of a second
+/// (which a tar header cannot hold) of the paths it wrote, as it read them: a caller that
+/// must set them again elsewhere needs no second walk of the source. Ancestors written
+/// because a changed path is below them are listed too.
+pub fn write_layer_with_times<W: Write + Send>(
+    source_root: &Path,
+    changes: &[Change],
+    out: W,
+    options: &WriteOptions,
+) -> Result<(LayerInfo, Vec<PreciseMtime>)> {
+    let mut times = Vec::new();
+    let info = write_layer_keeping(source_root, changes, out, options, Some(&mut times))?;
+    Ok((info, times))
+}
+
+fn write_layer_keeping<W: Write + Send>(
+    source_root: &Path,
+    changes: &[Change],
+    out: W,
+    options: &WriteOptions,
+    times: Option<&mut Vec<PreciseMtime>>,
+) -> Result<LayerInfo> {
     let planned = plan::plan(changes)?;
     let root = rustix::fs::open(
         source_root,
@@ -97,6 +126,7 @@ pub fn write_layer<W: Write + Send>(
         root_path: source_root,
         options,
         hardlinks: HashMap::new(),
+        times,
     };
     encode(out, options, |tar| {
         tar_writer.write_all(tar, &planned).map(drop)
@@ -234,6 +264,9 @@ struct TarWriter<'a> {
     options: &'a WriteOptions,
     /// (dev, ino) → tar name of the first path written for a multiply-linked file.
     hardlinks: HashMap<(u64, u64), Vec<u8>>,
+    /// Where the changed paths' modification times with a fraction of a second go, when
+    /// the caller wants them ([`write_layer_with_times`]).
+    times: Option<&'a mut Vec<PreciseMtime>>,
 }
 
 impl TarWriter<'_> {
@@ -278,6 +311,11 @@ impl TarWriter<'_> {
             components,
             !self.options.no_xattrs,
         )?;
+        if let Some(times) = self.times.as_deref_mut() {
+            if source.mtime_nsec != 0 {
+                times.push((join(components), source.mtime, source.mtime_nsec));
+            }
+        }
         let mut name = join(components).into_os_string().into_vec();
         let mtime = match self.options.source_date_epoch {
             Some(epoch) => source.mtime.min(epoch),

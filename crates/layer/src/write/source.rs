@@ -24,6 +24,8 @@ pub(crate) struct SourceEntry {
     pub uid: u64,
     pub gid: u64,
     pub mtime: i64,
+    /// The fraction of a second of `mtime`, in nanoseconds.
+    pub mtime_nsec: u32,
     pub size: u64,
     pub rdev: u64,
     pub dev: u64,
@@ -115,6 +117,7 @@ pub(crate) fn read_source(
         uid: stat.st_uid.into(),
         gid: stat.st_gid.into(),
         mtime: stat.st_mtime,
+        mtime_nsec: u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
         size,
         rdev: stat.st_rdev,
         dev: stat.st_dev,

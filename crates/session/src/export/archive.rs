@@ -52,6 +52,11 @@ pub fn write_archive_file(
     layers: &rbuild_layer::WriteOptions,
     output: &std::path::Path,
 ) -> Result<(), ExportError> {
+    // A device, a pipe or a socket (`-o /dev/null`, `/dev/stdout`): written into as it is.
+    // Renaming a finished file onto it would replace the device node itself.
+    if std::fs::metadata(output).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        return write_archive_into(store, records, format, layers, output);
+    }
     let partial = output.with_file_name(format!(
         ".{}.partial-{}",
         output
@@ -84,4 +89,81 @@ pub fn write_archive_file(
         let _ = std::fs::remove_file(&partial);
     }
     result
+}
+
+/// Writes the archive straight into `output`, an existing file that is not a regular one.
+fn write_archive_into(
+    store: &rbuild_store::Store,
+    records: &[ImageRecord],
+    format: ArchiveFormat,
+    layers: &rbuild_layer::WriteOptions,
+    output: &std::path::Path,
+) -> Result<(), ExportError> {
+    let io = |what: &'static str| {
+        let path = output.to_path_buf();
+        move |source| ExportError::Io { what, path, source }
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(output)
+        .map_err(io("opening"))?;
+    let mut writer = std::io::BufWriter::new(file);
+    rbuild_store::archive::save(store, records, format, layers, &mut writer).map_err(|e| {
+        ExportError::Archive {
+            path: output.to_path_buf(),
+            reason: e.to_string(),
+        }
+    })?;
+    std::io::Write::flush(&mut writer).map_err(io("writing"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileTypeExt;
+
+    /// `rbuild save -o /dev/null` once replaced the machine's `/dev/null` with the archive
+    /// (written beside it, then renamed onto it): a pipe stands in for the device here.
+    #[test]
+    fn an_archive_to_a_pipe_is_written_into_it_not_renamed_onto_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = rbuild_store::Store::open(dir.path().join("store")).unwrap();
+        let config = rbuild_image::ImageConfig::from_slice(
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+        )
+        .unwrap();
+        let record = store.put_image(&config, &[]).unwrap();
+        let fifo = dir.path().join("pipe");
+        let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `c_path` is a valid NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        write_archive_file(
+            &store,
+            &[record],
+            ArchiveFormat::Oci,
+            &rbuild_layer::WriteOptions::default(),
+            &fifo,
+        )
+        .unwrap();
+        // Checked before joining: a reader of a replaced pipe would wait for ever.
+        assert!(
+            std::fs::symlink_metadata(&fifo)
+                .unwrap()
+                .file_type()
+                .is_fifo(),
+            "the pipe was replaced"
+        );
+        let bytes = reader.join().unwrap();
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().any(|n| n == "index.json"), "{names:?}");
+    }
 }
