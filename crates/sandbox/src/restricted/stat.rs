@@ -28,7 +28,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use super::creds::write_to_caller;
 use super::notify::Answer;
 use super::resolve::{caller_path_unchecked, open_base};
-use super::table::{Owner, OwnershipTable};
+use super::table::{Device, Owner, OwnershipTable};
 
 /// The calls answered here.
 #[cfg(target_arch = "x86_64")]
@@ -216,6 +216,10 @@ fn faked(
             let owner = shown_owner(table.get(st.st_dev, st.st_ino), (st.st_uid, st.st_gid), own);
             st.st_uid = owner.uid;
             st.st_gid = owner.gid;
+            if let Some(device) = stand_in(table, st.st_dev, st.st_ino, st.st_mode) {
+                st.st_mode = device.st_mode();
+                st.st_rdev = libc::makedev(device.major, device.minor);
+            }
             // SAFETY: `st` is a plain C struct of that many initialized bytes.
             let bytes = unsafe {
                 std::slice::from_raw_parts(
@@ -250,6 +254,13 @@ fn faked(
             let owner = shown_owner(table.get(dev, stx.stx_ino), (stx.stx_uid, stx.stx_gid), own);
             stx.stx_uid = owner.uid;
             stx.stx_gid = owner.gid;
+            let disk_mode = u32::from(stx.stx_mode);
+            if let Some(device) = stand_in(table, dev, stx.stx_ino, disk_mode) {
+                // The type and permission bits fit in 16 bits (S_IFMT is 0o170000).
+                stx.stx_mode = device.st_mode() as u16;
+                stx.stx_rdev_major = device.major;
+                stx.stx_rdev_minor = device.minor;
+            }
             // SAFETY: `stx` is a plain C struct of that many initialized bytes.
             let bytes = unsafe {
                 std::slice::from_raw_parts(
@@ -260,6 +271,17 @@ fn faked(
             write_to_caller(listener, request, call.buffer, bytes).ok()
         }
     }
+}
+
+/// The device node a regular file on the disk stands for (`mknod` of a device, recorded
+/// by the supervisor): a step's `stat` shows the node the image will have, as `test -c`,
+/// `ls -l` or a postinst checking `/dev/null` expect. A file that is no longer a regular
+/// file (replaced by another kind under the same inode number) shows as it is.
+fn stand_in(table: &OwnershipTable, dev: u64, ino: u64, disk_mode: u32) -> Option<Device> {
+    if disk_mode & libc::S_IFMT != libc::S_IFREG {
+        return None;
+    }
+    table.device(dev, ino)
 }
 
 /// Opens (`O_PATH`) the file the call names in the caller's view: the descriptor or cwd

@@ -158,10 +158,24 @@ fn device_nodes_become_placeholders_recorded_as_devices() {
     let dir = tempfile::tempdir().unwrap();
     let done = sh(
         dir.path(),
-        "mknod cdev c 1 3 && mknod bdev b 259 70000 && chown 0:6 bdev && mkfifo fifo",
+        "mknod cdev c 1 3 && mknod bdev b 259 70000 && chown 0:6 bdev && mkfifo fifo \
+         && [ -c cdev ] && [ -b bdev ] && [ ! -c fifo ] \
+         && stat -c '%F %t %T %a %u:%g' cdev bdev > by-stat \
+         && python3 -c 'import os, stat; s = os.stat(\"bdev\"); \
+            print(stat.S_ISBLK(s.st_mode), os.major(s.st_rdev), os.minor(s.st_rdev))' \
+            > by-python",
     );
     assert_eq!(done.exit_code(), Some(0));
     let mode = 0o666 & !own_umask();
+    // A step sees the nodes it made (statx and newfstatat), not their stand-ins.
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    assert_eq!(
+        read("by-stat"),
+        format!(
+            "character special file 1 3 {mode:o} 0:0\nblock special file 103 11170 {mode:o} 0:6\n"
+        ),
+    );
+    assert_eq!(read("by-python"), "True 259 70000\n");
     assert_eq!(
         done.table.device_of(&dir.path().join("cdev")).unwrap(),
         Some(Device {
