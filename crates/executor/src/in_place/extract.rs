@@ -1,33 +1,36 @@
 //! Recording a layer's owners and device nodes in a restricted build's table once the layer
 //! is extracted as the build user (who keeps every file and cannot make device nodes).
 
-use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path};
 
-use rbuild_layer::EntryKind;
+use rbuild_layer::{EntryInfo, EntryKind};
 use rbuild_sandbox::restricted::{Device, DeviceKind, Owner, OwnershipTable};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 
 use super::InPlaceError;
 
-/// Records, for every entry of the layer read from `layer` that was just applied onto
-/// `root`, its owner by inode; a device node (which the extractor skipped) becomes an empty
-/// file recorded as that device. Whiteouts and hard links (the same inode as their target)
+/// Records, for every entry of a layer (`entries`, as `rbuild_layer::list_entries` reads
+/// them: they can be read while the layer is applied) that was applied onto `root`, its
+/// owner by inode; a device node (which the extractor skipped) becomes an empty file
+/// recorded as that device. Whiteouts and hard links (the same inode as their target)
 /// record nothing. A path that cannot be reached below `root` without following a symlink
 /// is left out: the extractor did not write through one either.
-pub(crate) fn record_layer(
-    layer: impl Read,
+pub(crate) fn record_entries(
+    entries: &[EntryInfo],
     root: &Path,
     table: &mut OwnershipTable,
 ) -> Result<(), InPlaceError> {
-    let entries = rbuild_layer::list_entries(layer)?;
     let root_fd = rustix::fs::open(
         root,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
     .map_err(|e| InPlaceError::io("opening", root)(e.into()))?;
+    // A tar lists a directory's entries together: the parent opened for one entry serves
+    // the next ones (one `openat2` per directory instead of one per entry). A parent that
+    // could not be opened is remembered too: its entries are all left out.
+    let mut parent_cache: Option<(&Path, Option<OwnedFd>)> = None;
     for entry in entries {
         if entry.kind == EntryKind::Hardlink {
             continue;
@@ -38,7 +41,15 @@ pub(crate) fn record_layer(
         if name.as_encoded_bytes().starts_with(b".wh.") {
             continue;
         }
-        let Some(parent_fd) = open_parent(&root_fd, parent) else {
+        let parent_fd = match &parent_cache {
+            Some((cached, fd)) if *cached == parent => fd,
+            _ => {
+                &parent_cache
+                    .insert((parent, open_parent(&root_fd, parent)))
+                    .1
+            }
+        };
+        let Some(parent_fd) = parent_fd else {
             continue;
         };
         let device = match entry.kind {
@@ -48,7 +59,7 @@ pub(crate) fn record_layer(
         };
         if let (Some(kind), Some((major, minor))) = (device, entry.device) {
             let placeholder = rustix::fs::openat(
-                &parent_fd,
+                parent_fd,
                 name,
                 OFlags::CREATE | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::from_raw_mode(0o600),
@@ -71,7 +82,7 @@ pub(crate) fn record_layer(
                 },
             );
         }
-        let stat = match rustix::fs::statat(&parent_fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        let stat = match rustix::fs::statat(parent_fd, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(stat) => stat,
             Err(_) => continue,
         };
