@@ -123,11 +123,14 @@ pub(super) struct StatAnswerer {
     /// Whether a device (`st_dev`, one per mounted file system) is a procfs: answered by
     /// `fstatfs` once per device instead of once per call.
     procfs_devices: HashMap<u64, bool>,
+    /// Owners shown where the step's own table has none: files rbuild placed for the step
+    /// (`run_supervised_until`'s `shown`).
+    shown: OwnershipTable,
 }
 
 impl StatAnswerer {
     /// For the steps of `child`, whose root is compared with this process's own.
-    pub(super) fn new(child: libc::pid_t) -> Self {
+    pub(super) fn new(child: libc::pid_t, shown: OwnershipTable) -> Self {
         // SAFETY: geteuid and getegid take no arguments and cannot fail.
         let own = unsafe { (libc::geteuid(), libc::getegid()) };
         // SAFETY: a valid C string; the descriptor is owned right away.
@@ -142,7 +145,14 @@ impl StatAnswerer {
             root: root.filter(|root| same(root) == Some(true)),
             own,
             procfs_devices: HashMap::new(),
+            shown,
         }
+    }
+
+    /// The owner recorded for `(dev, ino)`: by the step (`table`), else shown for a file
+    /// placed for it.
+    fn recorded(&self, table: &OwnershipTable, dev: u64, ino: u64) -> Option<Owner> {
+        table.get(dev, ino).or_else(|| self.shown.get(dev, ino))
     }
 
     /// Whether `dev` is a procfs, asked of the kernel through `fd` (a file on it) the first
@@ -213,7 +223,8 @@ fn faked(
             if answerer.on_procfs(st.st_dev, &target)? {
                 return None;
             }
-            let owner = shown_owner(table.get(st.st_dev, st.st_ino), (st.st_uid, st.st_gid), own);
+            let recorded = answerer.recorded(table, st.st_dev, st.st_ino);
+            let owner = shown_owner(recorded, (st.st_uid, st.st_gid), own);
             st.st_uid = owner.uid;
             st.st_gid = owner.gid;
             if let Some(device) = stand_in(table, st.st_dev, st.st_ino, st.st_mode) {
@@ -251,7 +262,8 @@ fn faked(
             if answerer.on_procfs(dev, &target)? {
                 return None;
             }
-            let owner = shown_owner(table.get(dev, stx.stx_ino), (stx.stx_uid, stx.stx_gid), own);
+            let recorded = answerer.recorded(table, dev, stx.stx_ino);
+            let owner = shown_owner(recorded, (stx.stx_uid, stx.stx_gid), own);
             stx.stx_uid = owner.uid;
             stx.stx_gid = owner.gid;
             let disk_mode = u32::from(stx.stx_mode);
@@ -415,7 +427,8 @@ mod tests {
 
     #[test]
     fn a_devices_file_system_type_is_asked_once() {
-        let mut answerer = StatAnswerer::new(std::process::id() as libc::pid_t);
+        let mut answerer =
+            StatAnswerer::new(std::process::id() as libc::pid_t, OwnershipTable::default());
         let (proc_dir, root) = (open_path(c"/proc"), open_path(c"/"));
         let (proc_dev, root_dev) = (file_id(&proc_dir).0, file_id(&root).0);
         assert_eq!(answerer.on_procfs(proc_dev, &proc_dir), Some(true));
@@ -432,7 +445,7 @@ mod tests {
     #[test]
     fn absolute_paths_start_from_the_steps_root_opened_once() {
         let pid = std::process::id();
-        let answerer = StatAnswerer::new(pid as libc::pid_t);
+        let answerer = StatAnswerer::new(pid as libc::pid_t, OwnershipTable::default());
         let root = answerer
             .root
             .as_ref()
