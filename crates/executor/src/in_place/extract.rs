@@ -133,3 +133,76 @@ fn open_parent(root: &OwnedFd, parent: &Path) -> Option<OwnedFd> {
     )
     .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn entry(path: &str, kind: EntryKind, uid: u64, gid: u64) -> EntryInfo {
+        EntryInfo {
+            path: PathBuf::from(path),
+            kind,
+            mode: 0o640,
+            uid,
+            gid,
+            size: 0,
+            mtime: 0,
+            mtime_nanos: 0,
+            link_target: None,
+            device: None,
+            xattrs: Default::default(),
+        }
+    }
+
+    #[test]
+    fn entries_are_recorded_by_inode_whichever_parent_came_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["etc", "usr/bin", "dev"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for f in ["etc/a", "etc/b", "usr/bin/c"] {
+            std::fs::write(root.join(f), b"x").unwrap();
+        }
+        std::os::unix::fs::symlink("etc", root.join("link")).unwrap();
+        let mut null = entry("dev/null", EntryKind::CharDevice, 0, 0);
+        null.device = Some((1, 3));
+        let entries = vec![
+            entry("etc/", EntryKind::Dir, 0, 0),
+            entry("etc/a", EntryKind::File, 42, 43),
+            // Another directory between two entries of `etc`: the cached parent changes.
+            entry("usr/bin/c", EntryKind::File, 5, 6),
+            entry("etc/b", EntryKind::File, 0, 100),
+            // Through a symlink, a missing parent, `..`, a whiteout, a hard link: nothing.
+            entry("link/a", EntryKind::File, 99, 99),
+            entry("missing/f", EntryKind::File, 98, 98),
+            entry("../etc/a", EntryKind::File, 97, 97),
+            entry("etc/.wh.gone", EntryKind::File, 96, 96),
+            entry("usr/bin/c", EntryKind::Hardlink, 95, 95),
+            null,
+        ];
+        let mut table = OwnershipTable::default();
+        record_entries(&entries, root, &mut table).unwrap();
+        let owner = |p: &str| table.owner_of(&root.join(p)).unwrap();
+        assert_eq!(owner("etc"), Some(Owner { uid: 0, gid: 0 }));
+        assert_eq!(owner("etc/a"), Some(Owner { uid: 42, gid: 43 }));
+        assert_eq!(owner("etc/b"), Some(Owner { uid: 0, gid: 100 }));
+        assert_eq!(owner("usr/bin/c"), Some(Owner { uid: 5, gid: 6 }));
+        assert_eq!(owner("link"), None, "the symlink itself is no entry");
+        assert_eq!(
+            table.device_of(&root.join("dev/null")).unwrap(),
+            Some(Device {
+                kind: DeviceKind::Char,
+                major: 1,
+                minor: 3,
+                mode: 0o640
+            })
+        );
+        let stand_in = std::fs::symlink_metadata(root.join("dev/null")).unwrap();
+        assert!(stand_in.is_file() && stand_in.len() == 0);
+        assert!(!root.join("missing").exists());
+        // etc, etc/a, usr/bin/c, etc/b and dev/null.
+        assert_eq!(table.len(), 5);
+    }
+}
