@@ -295,28 +295,42 @@ pub(crate) fn apply_layers(
     let _t = crate::phases::Phase::Extract.timer();
     let options = layer_apply_options(owners);
     for layer in layers {
-        let blob = store
-            .open_blob(&layer.digest)
-            .map_err(BuildError::store(format!("opening layer {}", layer.digest)))?;
         let doing = format!("applying layer {} onto {}", layer.digest, dir.display());
-        match owners {
-            Owners::Mapped(root) => root
-                .apply_layer(&blob, dir)
-                .map_err(BuildError::container_root(doing))?,
-            _ => apply_layer(std::io::BufReader::new(blob), dir, &options)
-                .map(|_| ())
-                .map_err(BuildError::layer(doing))?,
-        }
-        if let Owners::Recorded(in_place) = owners {
-            // The build user kept every file: the layer's owners and devices are recorded.
-            let blob = store
+        let open = || {
+            store
                 .open_blob(&layer.digest)
-                .map_err(BuildError::store(format!(
-                    "opening layer {} to record its owners",
-                    layer.digest
-                )))?;
-            let reader = std::io::BufReader::new(blob);
-            in_place.with_table(|table| crate::in_place::record_layer(reader, dir, table))?;
+                .map_err(BuildError::store(format!("opening layer {}", layer.digest)))
+        };
+        // Restricted: the build user keeps every file, so the layer's owners and devices
+        // are recorded from its entries, read (a second decompression) on another thread
+        // while the layer is applied, then matched with the applied files by inode.
+        let listed = std::thread::scope(|scope| -> Result<Option<Vec<rbuild_layer::EntryInfo>>> {
+            let listing = matches!(owners, Owners::Recorded(_)).then(|| {
+                scope.spawn(|| {
+                    rbuild_layer::list_entries(std::io::BufReader::new(open()?)).map_err(
+                        BuildError::layer(format!("reading the owners of layer {}", layer.digest)),
+                    )
+                })
+            });
+            let blob = open()?;
+            match owners {
+                Owners::Mapped(root) => root
+                    .apply_layer(&blob, dir)
+                    .map_err(BuildError::container_root(doing))?,
+                _ => apply_layer(std::io::BufReader::new(blob), dir, &options)
+                    .map(|_| ())
+                    .map_err(BuildError::layer(doing))?,
+            }
+            listing
+                .map(|thread| {
+                    thread
+                        .join()
+                        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+                })
+                .transpose()
+        })?;
+        if let (Owners::Recorded(in_place), Some(entries)) = (owners, listed) {
+            in_place.with_table(|table| crate::in_place::record_entries(&entries, dir, table))?;
         }
     }
     Ok(())

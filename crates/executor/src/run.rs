@@ -167,6 +167,7 @@ impl BuildContext<'_> {
             binds,
             network,
             isolation,
+            shown_owners: Vec::new(),
         };
         if isolation == Isolation::Restricted {
             // The stage is laid out in the builder's own `/` (in_place/).

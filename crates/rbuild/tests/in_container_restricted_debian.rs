@@ -478,7 +478,10 @@ fn an_ssh_mount_reaches_the_agent_forwarded_into_the_pod() {
             "FROM {base}\n\
              RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends \
              openssh-client && rm -rf /var/lib/apt/lists/*\n\
-             RUN --mount=type=ssh ssh-add -l && echo \"agent at $SSH_AUTH_SOCK\"\n\
+             RUN --mount=type=ssh ssh-add -l && echo \"agent at $SSH_AUTH_SOCK\" \
+             && stat -c \"default socket %u:%g %a\" $SSH_AUTH_SOCK\n\
+             RUN --mount=type=ssh,uid=1000,gid=1001,mode=0660 \
+             stat -c \"owned socket %u:%g %a\" $SSH_AUTH_SOCK && ssh-add -l\n\
              RUN ssh-add -l; echo \"without the mount: $?\"\n"
         ),
     )
@@ -517,6 +520,16 @@ fn an_ssh_mount_reaches_the_agent_forwarded_into_the_pod() {
     assert!(
         log.contains("agent at /run/buildkit/ssh_agent.0"),
         "SSH_AUTH_SOCK is BuildKit's path: {log}"
+    );
+    // The socket as `uid=`, `gid=` and `mode=` ask, through the supervisor's stat (the
+    // build user owns it on the disk and cannot chown it).
+    assert!(
+        log.contains("default socket 0:0 600"),
+        "the default mount is root's, mode 0600: {log}"
+    );
+    assert!(
+        log.contains("owned socket 1000:1001 660"),
+        "the socket shows the owner asked for: {log}"
     );
     // ssh-add's status 2: no agent to reach.
     assert!(

@@ -37,8 +37,8 @@ pub use probe::{Capabilities, Check, NamespaceChecks, NoIsolation};
 pub use runner::OutputStream;
 pub use seccomp::{Seccomp, SeccompError, SeccompSummary};
 pub use spec::{
-    BindMount, FileBind, IdMapping, Isolation, Network, Rootfs, StepOutcome, StepSpec, StepStatus,
-    Stub, StubKind, UserIds, DEFAULT_PATH,
+    BindMount, FileBind, IdMapping, Isolation, Network, Rootfs, ShownOwner, StepOutcome, StepSpec,
+    StepStatus, Stub, StubKind, UserIds, DEFAULT_PATH,
 };
 pub use stubs::remove_stubs;
 pub use user::{home_dir, resolve_user};

@@ -132,6 +132,21 @@ pub struct StepSpec {
     pub binds: Vec<BindMount>,
     pub network: Network,
     pub isolation: Isolation,
+    /// Restricted isolation only: owners the step's `stat` shows for files rbuild placed for
+    /// it and could not chown (a secret or an ssh agent socket mounted with `uid=`/`gid=`:
+    /// the build user owns every file). Shown, not recorded: the files are gone before the
+    /// layer is taken. Left out of the serialized spec when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shown_owners: Vec<ShownOwner>,
+}
+
+/// An owner a restricted step's `stat` shows for `path` (see [`StepSpec::shown_owners`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShownOwner {
+    /// The file's path as the step sees it (absolute).
+    pub path: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// The PATH a step gets when its environment has none (BuildKit's default).
@@ -151,6 +166,7 @@ impl StepSpec {
             binds: Vec::new(),
             network: Network::Host,
             isolation: Isolation::Auto,
+            shown_owners: Vec::new(),
         }
     }
 }

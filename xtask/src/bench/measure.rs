@@ -17,6 +17,9 @@ pub struct Sample {
     pub error: Option<String>,
     /// Build steps answered from the cache, for the runs where that matters.
     pub cached: Option<usize>,
+    /// The wall time of each command run, in order (their sum is `wall`): the restricted
+    /// pod's container creation, the build in it and its removal are reported apart.
+    pub parts: Vec<Duration>,
 }
 
 /// Runs `cmds` one after another (stopping at the first failure) with their output
@@ -27,6 +30,7 @@ pub fn run(cmds: Vec<Command>, log: &Path) -> Result<Sample> {
     for cmd in cmds {
         let s = run_one(cmd, log)?;
         total.wall += s.wall;
+        total.parts.push(s.wall);
         total.max_rss_kib = total.max_rss_kib.max(s.max_rss_kib);
         if s.error.is_some() {
             total.error = s.error;
@@ -103,6 +107,7 @@ fn run_with_timeout(mut cmd: Command, log: &Path, timeout: Duration) -> Result<S
         max_rss_kib: usage.ru_maxrss as u64,
         error,
         cached: None,
+        parts: vec![wall],
     })
 }
 
@@ -191,5 +196,24 @@ mod tests {
         .unwrap();
         assert_eq!(s.error.as_deref(), Some("failed: two"));
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "one\ntwo\n");
+    }
+
+    #[test]
+    fn each_commands_time_is_kept_apart_and_they_sum_to_the_wall_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = run(
+            vec![sh("true"), sh("sleep 0.3"), sh("true")],
+            &dir.path().join("log"),
+        )
+        .unwrap();
+        assert!(s.error.is_none());
+        assert_eq!(s.parts.len(), 3);
+        assert!(s.parts[1] >= Duration::from_millis(300), "{:?}", s.parts);
+        assert!(
+            s.parts[0] < s.parts[1] && s.parts[2] < s.parts[1],
+            "{:?}",
+            s.parts
+        );
+        assert_eq!(s.parts.iter().sum::<Duration>(), s.wall);
     }
 }

@@ -208,6 +208,7 @@ pub fn per_step(name: &str, what: &str, with: &Row, without: &Row, n: usize) -> 
                             max_rss_kib: s.max_rss_kib,
                             error: None,
                             cached: None,
+                            parts: Vec::new(),
                         },
                         _ => Sample {
                             error: s

@@ -7,11 +7,11 @@ use std::process::Command;
 mod cleanup;
 mod logs;
 mod reference;
-mod restricted;
+pub mod restricted;
 mod rootless;
 
 pub use cleanup::remove_tree;
-pub use restricted::{restricted, RESTRICTED};
+pub use restricted::{restricted, EMPTY_STORE, RESTRICTED};
 pub use rootless::RunAs;
 
 /// Debian's docker client: the newer one earlier on some PATHs lacks the builder bits the

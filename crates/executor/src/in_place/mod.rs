@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use rbuild_layer::{RecordedDevice, RecordedDeviceKind, RecordedInodes};
 use rbuild_sandbox::restricted::{DeviceKind, Owner, OwnershipTable};
 
-pub(crate) use extract::record_layer;
+pub(crate) use extract::record_entries;
 pub(crate) use layout::InPlaceRoot;
 
 /// Why a restricted build could not lay a stage out in place or record its owners.

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 
 use rbuild_layer::Change;
 use rbuild_sandbox::restricted::{Owner, OwnershipTable};
-use rbuild_sandbox::{BindMount, Rootfs, Sandbox, StepOutcome, StepSpec};
+use rbuild_sandbox::{BindMount, Rootfs, Sandbox, ShownOwner, StepOutcome, StepSpec};
 use rbuild_snapshot::Entries;
 
 use super::{InPlaceError, InPlaceOwners};
-use crate::chroot_mounts::MountPlan;
+use crate::chroot_mounts::{MountKind, MountPlan};
 use crate::context::{lock, BuildContext, Origin};
 use crate::error::Result;
 use crate::fsops::Owners;
@@ -178,6 +178,29 @@ struct Mounts<'a> {
     stash: PathBuf,
 }
 
+/// The owners the step's `stat` shows for the secrets and ssh agent sockets mounted with
+/// `uid=`/`gid=`: the build user cannot chown them, and owns them (shown as root) on the
+/// disk.
+fn shown_owners(mounts: &Mounts<'_>) -> Vec<ShownOwner> {
+    mounts
+        .binds
+        .iter()
+        .zip(mounts.plans)
+        .filter_map(|(bind, plan)| match plan.kind {
+            MountKind::Secret { uid, gid, .. } | MountKind::SshAgent { uid, gid, .. }
+                if (uid, gid) != (0, 0) =>
+            {
+                Some(ShownOwner {
+                    path: PathBuf::from(&bind.target),
+                    uid,
+                    gid,
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// Walks what is in place, places the mounts, runs the step, takes the mounts away, walks
 /// again: the change set and stale inodes (both empty when the step failed) and the step's
 /// outcome.
@@ -217,7 +240,9 @@ fn run_laid_out(
             true,
         )?)
     };
-    let executed = crate::run::execute(sandbox, spec, label, step, progress);
+    let mut spec = spec.clone();
+    spec.shown_owners = shown_owners(mounts);
+    let executed = crate::run::execute(sandbox, &spec, label, step, progress);
     let restored = placed.map_or(Ok(()), |p| p.restore());
     let outcome = executed.map_err(InPlaceError::Sandbox)?;
     restored?;

@@ -18,7 +18,7 @@
 //! forking a child that has not asked yet.
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
 use super::resolve::{caller_bytes, errno_of, notification_still_valid};
@@ -168,7 +168,27 @@ pub(super) struct CredentialTable {
     /// one read of `/proc/TID/stat` instead of its `status` and its group's `stat` (bash
     /// asks four ids as it starts, and a maintainer script starts many).
     threads: HashMap<u32, (u64, Process)>,
+    /// A pidfd of each process recorded with credentials other than root's (the ones a
+    /// step starts with), while it may be alive. When none is, every process of the step
+    /// is root (a process not recorded takes its nearest recorded ancestor's credentials,
+    /// and none is left that is not root's), so an identity query is answered without
+    /// reading /proc (see [`CredentialTable::every_process_is_root`]).
+    not_root: HashMap<(i32, u64), OwnedFd>,
+    /// A process that is not root's could not be watched (`pidfd_open` refused): queries
+    /// are always answered from /proc.
+    unwatched: bool,
 }
+
+/// The identity queries: what they answer depends only on the caller's credentials.
+const QUERIES: &[libc::c_long] = &[
+    libc::SYS_getuid,
+    libc::SYS_geteuid,
+    libc::SYS_getgid,
+    libc::SYS_getegid,
+    libc::SYS_getresuid,
+    libc::SYS_getresgid,
+    libc::SYS_getgroups,
+];
 
 impl CredentialTable {
     /// Answers one identity call of the notification `request`; `Err` is the errno the call
@@ -178,6 +198,11 @@ impl CredentialTable {
         listener: &OwnedFd,
         request: &libc::seccomp_notif,
     ) -> Result<IdAnswer, i32> {
+        // Most queries come while no process has changed identity (bash asks four ids as
+        // it starts, dpkg's maintainer scripts start many): root's answer, at once.
+        if QUERIES.contains(&(request.data.nr as libc::c_long)) && self.every_process_is_root() {
+            return apply(&mut Credentials::default(), listener, request);
+        }
         let process = self.process_of_thread(request.pid).ok_or(libc::ESRCH)?;
         let key = (process.tgid, process.start);
         let mut creds = match self.by_process.get(&key) {
@@ -185,8 +210,67 @@ impl CredentialTable {
             None => self.inherited(process.parent),
         };
         let answer = apply(&mut creds, listener, request)?;
+        if creds != Credentials::default() {
+            self.watch(key);
+        }
         self.by_process.insert(key, creds);
         Ok(answer)
+    }
+
+    /// Whether every process recorded with credentials other than root's has exited (a
+    /// zombie's children are already its reaper's, so none inherits from it any more).
+    fn every_process_is_root(&mut self) -> bool {
+        if self.unwatched {
+            return false;
+        }
+        if self.not_root.is_empty() {
+            return true;
+        }
+        let mut polled: Vec<libc::pollfd> = self
+            .not_root
+            .values()
+            .map(|fd| libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `polled` holds that many valid pollfds (descriptors owned by the map);
+        // a zero timeout only asks.
+        let n = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, 0) };
+        if n < 0 {
+            return false;
+        }
+        // A pidfd is readable once its process has exited.
+        let exited: Vec<libc::c_int> = polled
+            .iter()
+            .filter(|p| p.revents & libc::POLLIN != 0)
+            .map(|p| p.fd)
+            .collect();
+        self.not_root
+            .retain(|_, fd| !exited.contains(&fd.as_raw_fd()));
+        self.not_root.is_empty()
+    }
+
+    /// Keeps a pidfd of the process `key` (its credentials are not root's) until it exits.
+    fn watch(&mut self, key: (i32, u64)) {
+        if self.not_root.contains_key(&key) {
+            return;
+        }
+        // SAFETY: pidfd_open takes a pid and flags; the result is a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, key.0, 0) } as libc::c_int;
+        if fd < 0 {
+            // ESRCH: it has exited already, nothing to watch. Anything else: it cannot be
+            // watched, so its exit would go unseen.
+            let errno = std::io::Error::last_os_error().raw_os_error();
+            if errno != Some(libc::ESRCH) {
+                self.unwatched = true;
+            }
+            return;
+        }
+        // SAFETY: a descriptor just returned by the kernel, owned here only.
+        self.not_root
+            .insert(key, unsafe { OwnedFd::from_raw_fd(fd) });
     }
 
     /// [`process_of`] `tid`, from [`CredentialTable::threads`] when that thread has been
@@ -476,5 +560,34 @@ mod tests {
         assert_eq!(uids.fs, 7);
         assert_eq!(uids.set_fs(true, 9), 7);
         assert_eq!(uids.fs, 9);
+    }
+
+    #[test]
+    fn queries_skip_proc_only_while_no_live_process_has_changed_identity() {
+        let mut table = CredentialTable::default();
+        assert!(table.every_process_is_root(), "a step starts as root");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let key = (child.id() as i32, 1);
+        table.watch(key);
+        table.watch(key);
+        assert_eq!(table.not_root.len(), 1, "one watch per process");
+        assert!(
+            !table.every_process_is_root(),
+            "a live process dropped its ids"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(table.every_process_is_root(), "that process has exited");
+        assert!(table.not_root.is_empty());
+        // A process that exited before it could be watched needs no watch.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id() as i32;
+        gone.wait().unwrap();
+        table.watch((gone_pid, 2));
+        assert!(table.every_process_is_root());
+        assert!(!table.unwatched);
     }
 }

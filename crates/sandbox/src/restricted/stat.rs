@@ -28,7 +28,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use super::creds::write_to_caller;
 use super::notify::Answer;
 use super::resolve::{caller_path_unchecked, open_base};
-use super::table::{Owner, OwnershipTable};
+use super::table::{Device, Owner, OwnershipTable};
 
 /// The calls answered here.
 #[cfg(target_arch = "x86_64")]
@@ -123,11 +123,14 @@ pub(super) struct StatAnswerer {
     /// Whether a device (`st_dev`, one per mounted file system) is a procfs: answered by
     /// `fstatfs` once per device instead of once per call.
     procfs_devices: HashMap<u64, bool>,
+    /// Owners shown where the step's own table has none: files rbuild placed for the step
+    /// (`run_supervised_until`'s `shown`).
+    shown: OwnershipTable,
 }
 
 impl StatAnswerer {
     /// For the steps of `child`, whose root is compared with this process's own.
-    pub(super) fn new(child: libc::pid_t) -> Self {
+    pub(super) fn new(child: libc::pid_t, shown: OwnershipTable) -> Self {
         // SAFETY: geteuid and getegid take no arguments and cannot fail.
         let own = unsafe { (libc::geteuid(), libc::getegid()) };
         // SAFETY: a valid C string; the descriptor is owned right away.
@@ -142,7 +145,14 @@ impl StatAnswerer {
             root: root.filter(|root| same(root) == Some(true)),
             own,
             procfs_devices: HashMap::new(),
+            shown,
         }
+    }
+
+    /// The owner recorded for `(dev, ino)`: by the step (`table`), else shown for a file
+    /// placed for it.
+    fn recorded(&self, table: &OwnershipTable, dev: u64, ino: u64) -> Option<Owner> {
+        table.get(dev, ino).or_else(|| self.shown.get(dev, ino))
     }
 
     /// Whether `dev` is a procfs, asked of the kernel through `fd` (a file on it) the first
@@ -213,9 +223,14 @@ fn faked(
             if answerer.on_procfs(st.st_dev, &target)? {
                 return None;
             }
-            let owner = shown_owner(table.get(st.st_dev, st.st_ino), (st.st_uid, st.st_gid), own);
+            let recorded = answerer.recorded(table, st.st_dev, st.st_ino);
+            let owner = shown_owner(recorded, (st.st_uid, st.st_gid), own);
             st.st_uid = owner.uid;
             st.st_gid = owner.gid;
+            if let Some(device) = stand_in(table, st.st_dev, st.st_ino, st.st_mode) {
+                st.st_mode = device.st_mode();
+                st.st_rdev = libc::makedev(device.major, device.minor);
+            }
             // SAFETY: `st` is a plain C struct of that many initialized bytes.
             let bytes = unsafe {
                 std::slice::from_raw_parts(
@@ -247,9 +262,17 @@ fn faked(
             if answerer.on_procfs(dev, &target)? {
                 return None;
             }
-            let owner = shown_owner(table.get(dev, stx.stx_ino), (stx.stx_uid, stx.stx_gid), own);
+            let recorded = answerer.recorded(table, dev, stx.stx_ino);
+            let owner = shown_owner(recorded, (stx.stx_uid, stx.stx_gid), own);
             stx.stx_uid = owner.uid;
             stx.stx_gid = owner.gid;
+            let disk_mode = u32::from(stx.stx_mode);
+            if let Some(device) = stand_in(table, dev, stx.stx_ino, disk_mode) {
+                // The type and permission bits fit in 16 bits (S_IFMT is 0o170000).
+                stx.stx_mode = device.st_mode() as u16;
+                stx.stx_rdev_major = device.major;
+                stx.stx_rdev_minor = device.minor;
+            }
             // SAFETY: `stx` is a plain C struct of that many initialized bytes.
             let bytes = unsafe {
                 std::slice::from_raw_parts(
@@ -260,6 +283,17 @@ fn faked(
             write_to_caller(listener, request, call.buffer, bytes).ok()
         }
     }
+}
+
+/// The device node a regular file on the disk stands for (`mknod` of a device, recorded
+/// by the supervisor): a step's `stat` shows the node the image will have, as `test -c`,
+/// `ls -l` or a postinst checking `/dev/null` expect. A file that is no longer a regular
+/// file (replaced by another kind under the same inode number) shows as it is.
+fn stand_in(table: &OwnershipTable, dev: u64, ino: u64, disk_mode: u32) -> Option<Device> {
+    if disk_mode & libc::S_IFMT != libc::S_IFREG {
+        return None;
+    }
+    table.device(dev, ino)
 }
 
 /// Opens (`O_PATH`) the file the call names in the caller's view: the descriptor or cwd
@@ -393,7 +427,8 @@ mod tests {
 
     #[test]
     fn a_devices_file_system_type_is_asked_once() {
-        let mut answerer = StatAnswerer::new(std::process::id() as libc::pid_t);
+        let mut answerer =
+            StatAnswerer::new(std::process::id() as libc::pid_t, OwnershipTable::default());
         let (proc_dir, root) = (open_path(c"/proc"), open_path(c"/"));
         let (proc_dev, root_dev) = (file_id(&proc_dir).0, file_id(&root).0);
         assert_eq!(answerer.on_procfs(proc_dev, &proc_dir), Some(true));
@@ -410,7 +445,7 @@ mod tests {
     #[test]
     fn absolute_paths_start_from_the_steps_root_opened_once() {
         let pid = std::process::id();
-        let answerer = StatAnswerer::new(pid as libc::pid_t);
+        let answerer = StatAnswerer::new(pid as libc::pid_t, OwnershipTable::default());
         let root = answerer
             .root
             .as_ref()

@@ -119,6 +119,7 @@ pub(crate) fn run(
     if !crate::helper::parent_alive() {
         return Err(HelperError::new("helper", "rbuild is gone"));
     }
+    let shown = shown_owners(spec)?;
     // SAFETY: getpid has no preconditions.
     let helper = unsafe { libc::getpid() };
     let finished = super::supervisor::run_supervised_until(
@@ -142,9 +143,34 @@ pub(crate) fn run(
         },
         Some(signals.as_fd()),
         &denied,
+        shown,
     )
     .map_err(|e| HelperError::new("supervisor", e.to_string()))?;
     send_result(control, finished.table, finished.status)
+}
+
+/// The owners the step's `stat` shows for the files rbuild placed for it
+/// ([`StepSpec::shown_owners`]), by inode: a file that is not there fails the step, since
+/// rbuild has just placed it.
+fn shown_owners(spec: &StepSpec) -> Result<OwnershipTable, HelperError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut shown = OwnershipTable::default();
+    for owner in &spec.shown_owners {
+        let meta = std::fs::symlink_metadata(&owner.path).map_err(|e| {
+            HelperError::new(
+                "mount",
+                format!("{} placed for the step: {e}", owner.path.display()),
+            )
+        })?;
+        shown.record_owner(
+            (meta.dev(), meta.ino()),
+            super::table::Owner {
+                uid: owner.uid,
+                gid: owner.gid,
+            },
+        );
+    }
+    Ok(shown)
 }
 
 /// The protected path `path` is in (or is), after resolving its longest existing prefix.

@@ -60,16 +60,19 @@ pub fn run_command(argv: &[&str]) -> io::Result<Finished> {
 /// notifications until it is gone. `body` must be async-signal-safe (no allocation) when
 /// the caller is multi-threaded.
 pub(crate) fn run_supervised(body: impl FnOnce() -> i32) -> io::Result<Finished> {
-    run_supervised_until(body, None, &[])
+    run_supervised_until(body, None, &[], OwnershipTable::default())
 }
 
 /// [`run_supervised`], killing the step when `interrupt` (a signalfd) becomes readable, and
 /// refusing (EACCES) the calls that name a file in `denied` (canonical paths the step must
-/// not reach: the supervisor works outside the step's Landlock rules).
+/// not reach: the supervisor works outside the step's Landlock rules). `shown`: owners the
+/// step's `stat` shows where it recorded none itself (files placed for it that the build
+/// user could not chown); they are not in the table returned.
 pub(crate) fn run_supervised_until(
     body: impl FnOnce() -> i32,
     interrupt: Option<BorrowedFd<'_>>,
     denied: &[PathBuf],
+    shown: OwnershipTable,
 ) -> io::Result<Finished> {
     let program = super::filter::program();
     let fprog = libc::sock_fprog {
@@ -148,7 +151,7 @@ pub(crate) fn run_supervised_until(
             )));
         }
     };
-    let finished = supervise(pid, &listener, interrupt, denied);
+    let finished = supervise(pid, &listener, interrupt, denied, shown);
     if finished.is_err() {
         // Nobody answers the step any more: end it rather than leave it blocked.
         super::reap::kill_and_reap(pid, super::reap::is_subreaper());
@@ -232,6 +235,7 @@ fn supervise(
     listener: &OwnedFd,
     interrupt: Option<BorrowedFd<'_>>,
     denied: &[PathBuf],
+    shown: OwnershipTable,
 ) -> io::Result<Finished> {
     let subreaper = super::reap::is_subreaper();
     wake_the_supervisor_on_the_callers_cpu(listener);
@@ -243,7 +247,7 @@ fn supervise(
     let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
     let mut table = OwnershipTable::default();
     let mut credentials = CredentialTable::default();
-    let mut stats = StatAnswerer::new(child);
+    let mut stats = StatAnswerer::new(child, shown);
     let mut status = None;
     let mut ending: Option<Instant> = None;
     let mut interrupted = false;

@@ -158,10 +158,24 @@ fn device_nodes_become_placeholders_recorded_as_devices() {
     let dir = tempfile::tempdir().unwrap();
     let done = sh(
         dir.path(),
-        "mknod cdev c 1 3 && mknod bdev b 259 70000 && chown 0:6 bdev && mkfifo fifo",
+        "mknod cdev c 1 3 && mknod bdev b 259 70000 && chown 0:6 bdev && mkfifo fifo \
+         && [ -c cdev ] && [ -b bdev ] && [ ! -c fifo ] \
+         && stat -c '%F %t %T %a %u:%g' cdev bdev > by-stat \
+         && python3 -c 'import os, stat; s = os.stat(\"bdev\"); \
+            print(stat.S_ISBLK(s.st_mode), os.major(s.st_rdev), os.minor(s.st_rdev))' \
+            > by-python",
     );
     assert_eq!(done.exit_code(), Some(0));
     let mode = 0o666 & !own_umask();
+    // A step sees the nodes it made (statx and newfstatat), not their stand-ins.
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    assert_eq!(
+        read("by-stat"),
+        format!(
+            "character special file 1 3 {mode:o} 0:0\nblock special file 103 11170 {mode:o} 0:6\n"
+        ),
+    );
+    assert_eq!(read("by-python"), "True 259 70000\n");
     assert_eq!(
         done.table.device_of(&dir.path().join("cdev")).unwrap(),
         Some(Device {
@@ -473,5 +487,53 @@ fn stat_through_proc_self_names_the_caller_not_the_supervisor() {
     assert_eq!(
         std::fs::read_to_string(dir.path().join("seen")).unwrap(),
         "True True True\n"
+    );
+}
+
+#[test]
+fn owners_shown_for_placed_files_are_shown_not_recorded() {
+    use std::ffi::CString;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::fs::write(dir.path().join("secret"), b"x").unwrap();
+    let mut shown = OwnershipTable::default();
+    for (name, uid, gid) in [("agent.sock", 1000, 1001), ("secret", 7, 8)] {
+        let meta = std::fs::symlink_metadata(dir.path().join(name)).unwrap();
+        shown.record_owner((meta.dev(), meta.ino()), Owner { uid, gid });
+    }
+    let script = format!(
+        "cd '{}' || exit 99\nstat -c %u:%g agent.sock secret > shown && chown 3:4 secret \
+         && stat -c %u:%g secret >> shown",
+        dir.path().display()
+    );
+    let args: Vec<CString> = ["/bin/sh", "-c", &script]
+        .iter()
+        .map(|a| CString::new(*a).unwrap())
+        .collect();
+    let mut pointers: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    pointers.push(std::ptr::null());
+    let done = run_supervised_until(
+        || {
+            // SAFETY: `args` and `pointers` outlive the call; execv returns only on failure.
+            unsafe { libc::execv(args[0].as_ptr(), pointers.as_ptr()) };
+            127
+        },
+        None,
+        &[],
+        shown,
+    )
+    .unwrap();
+    assert_eq!(done.exit_code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("shown")).unwrap(),
+        "1000:1001\n7:8\n3:4\n",
+        "the placed files' owners, then the step's own chown"
+    );
+    // Only what the step did is recorded for the layer.
+    assert_eq!(done.table.owner_of(&socket).unwrap(), None);
+    assert_eq!(
+        done.table.owner_of(&dir.path().join("secret")).unwrap(),
+        Some(Owner { uid: 3, gid: 4 })
     );
 }

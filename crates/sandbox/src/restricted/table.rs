@@ -32,6 +32,17 @@ pub struct Device {
     pub mode: u32,
 }
 
+impl Device {
+    /// `st_mode` of the node: its file type and permission bits.
+    pub fn st_mode(&self) -> u32 {
+        let kind = match self.kind {
+            DeviceKind::Char => libc::S_IFCHR,
+            DeviceKind::Block => libc::S_IFBLK,
+        };
+        kind | (self.mode & 0o7777)
+    }
+}
+
 /// What the supervisor recorded, by inode (device and inode number): a rename or a hard
 /// link keeps its entry, as it keeps a real owner. Inode numbers are only meaningful while
 /// the files exist: the layer writer reads the table right after the step.
@@ -116,6 +127,11 @@ impl OwnershipTable {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::symlink_metadata(path)?;
         Ok(self.devices.get(&(meta.dev(), meta.ino())).copied())
+    }
+
+    /// The device node the inode `(dev, ino)` stands for, if a step created one.
+    pub fn device(&self, dev: u64, ino: u64) -> Option<Device> {
+        self.devices.get(&(dev, ino)).copied()
     }
 
     /// How many inodes have something recorded.

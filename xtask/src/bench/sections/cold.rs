@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 use std::fs;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use anyhow::Result;
@@ -11,7 +12,7 @@ use crate::bench::limit::LimitRun;
 use crate::bench::plan::{run_row, Plan};
 use crate::bench::report::{self, Section, LIMIT};
 use crate::bench::services;
-use crate::bench::tools::remove_tree;
+use crate::bench::tools::{remove_tree, restricted, Cache, EMPTY_STORE, RESTRICTED};
 use crate::bench::workloads::{self, Context};
 use crate::bench::Bench;
 
@@ -46,6 +47,10 @@ pub(super) fn cold_builds(b: &Bench) -> Result<Option<Section>> {
         let warm_up = !warm_bases.contains(&ctx.base);
         warm_bases.push(ctx.base);
         let mut plans = cold_plans(b, &ctx, &dir, &b.builders(), warm_up);
+        if b.peers.iter().any(|p| p.name == RESTRICTED) {
+            // Beside rbuild's own column, so the tools still alternate run by run.
+            plans.insert(1, empty_store_plan(b, &ctx, &dir));
+        }
         if let Some(limit) = &ctx.limit {
             let run = Rc::new(RefCell::new(LimitRun::new(
                 &b.work.join("limit").join(ctx.name),
@@ -70,22 +75,33 @@ pub(super) fn cold_builds(b: &Bench) -> Result<Option<Section>> {
     // (rbuild's) made that run up to 4x slower (docs/benchmarks.md, "The rows behind").
     remove_tree(&b.work.join("limit-trash"))?;
     remove_tree(&b.work.join("limit"))?;
+    remove_tree(&b.work.join(EMPTY_STORE_TRASH))?;
+    remove_tree(&empty_store_dir(b))?;
     crate::bench::settle_freed_inodes(b)?;
-    let notes = rows
-        .iter()
-        .map(|r| {
-            let runs = r.cell("rbuild").map(|c| c.samples.len()).unwrap_or(0);
+    // rbuild's own steps and phases, and those of its columns beside the pod's (the same
+    // binary from an empty store, and in the pod), so the phases compare line by line.
+    let mut notes: Vec<String> = Vec::new();
+    for r in &rows {
+        for tool in ["rbuild", EMPTY_STORE, RESTRICTED] {
+            let Some(cell) = r.cell(tool) else { continue };
+            let runs = cell.samples.len();
             let log = b
                 .logs
-                .join(format!("{}-rbuild-{}.log", r.name, runs.saturating_sub(1)));
+                .join(format!("{}-{tool}-{}.log", r.name, runs.saturating_sub(1)));
             let text = fs::read_to_string(log).unwrap_or_default();
-            format!(
-                "{}, rbuild's steps in its last run: {}",
+            let who = if tool == "rbuild" {
+                "rbuild's".to_string()
+            } else {
+                format!("{tool}'s")
+            };
+            notes.push(format!(
+                "{}, {who} steps in its last run: {}",
                 r.name,
                 report::rbuild_step_times(&text)
-            )
-        })
-        .collect();
+            ));
+        }
+    }
+    notes.extend(rows.iter().filter_map(restricted::pod_note));
     Ok((!rows.is_empty()).then(|| Section {
         notes,
         title: "Cold builds".into(),
@@ -118,8 +134,44 @@ pub(super) fn cold_builds(b: &Bench) -> Result<Option<Section>> {
                 the secrets mounted; stages in parallel), with nothing recorded: no snapshot, \
                 no layer, no image. A tool's cell shows its time above the limit in brackets, \
                 and the last ratio column is rbuild's time above the limit over the smallest \
-                of the peers' (— when that peer is at the limit)."
+                of the peers' (— when that peer is at the limit). With the peer \
+                rbuild-restricted (rbuild in a restricted pod: a fresh container per run, \
+                timed as `docker create`, `docker start -a` and `docker rm` apart), the \
+                column rbuild-empty-store is the host's rbuild from an empty store in every \
+                run (the base pulled and extracted, as in each pod run); the notes give the \
+                pod's parts and its ratio to both host columns, with and without the \
+                container's creation and removal."
             .into(),
         rows,
     }))
+}
+
+/// Where the empty-store column's earlier stores wait, untimed, until the section ends
+/// (removing them between runs would slow the next run: see "The rows behind").
+const EMPTY_STORE_TRASH: &str = "empty-store-trash";
+
+fn empty_store_dir(b: &Bench) -> PathBuf {
+    b.work.join("stores/empty").join(EMPTY_STORE)
+}
+
+/// The host's rbuild (user namespaces) building from an empty store in every run, as each
+/// run of the restricted pod does (a fresh container: the base pulled from the registry
+/// and extracted, then the build): the like-for-like column of that peer, beside rbuild's
+/// own, whose store keeps the base from the untimed first build.
+fn empty_store_plan<'a>(b: &Bench, ctx: &Context, dir: &Path) -> Plan<'a> {
+    let store = empty_store_dir(b);
+    let mut builder = b.rbuild.with_store(&store);
+    builder.name = EMPTY_STORE.into();
+    let (dir, tag, secrets) = (dir.to_path_buf(), b.tag(ctx.name, EMPTY_STORE), ctx.secrets);
+    let trash = b.work.join(EMPTY_STORE_TRASH).join(ctx.name);
+    Plan::new(EMPTY_STORE, move |_| {
+        Ok(builder.build_with_secrets(&dir, &tag, Cache::Off, secrets))
+    })
+    .before(move |run| {
+        if store.exists() {
+            fs::create_dir_all(&trash)?;
+            fs::rename(&store, trash.join(run.to_string()))?;
+        }
+        Ok(())
+    })
 }

@@ -12,8 +12,14 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use super::{Builder, Cache, Kind};
+use crate::bench::measure::median;
+use crate::bench::plan::{Cell, Row};
 
 pub const RESTRICTED: &str = "rbuild-restricted";
+
+/// The column beside it: rbuild on the host (user namespaces) from an empty store in every
+/// run, as every run of the pod starts (`sections/cold.rs`).
+pub const EMPTY_STORE: &str = "rbuild-empty-store";
 
 /// The restricted pod's `securityContext` as `docker run` flags
 /// (docs/ci/kubernetes-restricted.md).
@@ -132,10 +138,14 @@ fn bundle_libraries(binary: &Path, root: &Path) -> Result<()> {
     .context("patchelf (Debian package patchelf) pointing rbuild at /rbuild/lib")
 }
 
-/// `docker run` of the image that fits `context`'s base, as the restricted pod runs it:
-/// the context read-only at /workspace, secrets read-only under /rbuild-secrets.
+/// The restricted pod's build of `context` in the image that fits its base, as three
+/// commands timed apart (`measure::Sample::parts`): `docker create` (the container and
+/// its writable layer), `docker start -a` (the runtime starting it, and rbuild's build in
+/// it) and `docker rm -v` (removing it with the store it wrote). Together they are what
+/// `docker run --rm` does; apart, the runtime's share is reported instead of hidden in the
+/// cell. The context is read-only at /workspace, secrets read-only under /rbuild-secrets.
 pub(super) fn restricted_build(
-    mut c: Command,
+    c: Command,
     context: &Path,
     tag: &str,
     cache: Cache,
@@ -147,14 +157,19 @@ pub(super) fn restricted_build(
         .lines()
         .find(|l| l.trim_start().to_ascii_uppercase().starts_with("FROM"))
         .is_some_and(|l| l.contains("/bench/debian"));
-    c.args(["run", "--rm", "--network", "host"])
+    let name = container_name();
+    let mut create = same_command(&c);
+    create
+        .args(["create", "--name", &name, "--network", "host"])
         .args(POD_FLAGS)
         .arg("-v")
         .arg(format!("{}:/workspace:ro", context.display()));
     for (id, src) in secrets {
-        c.arg("-v").arg(format!("{src}:/rbuild-secrets/{id}:ro"));
+        create
+            .arg("-v")
+            .arg(format!("{src}:/rbuild-secrets/{id}:ro"));
     }
-    c.arg(if debian { DEBIAN_IMAGE } else { IMAGE }).args([
+    create.arg(if debian { DEBIAN_IMAGE } else { IMAGE }).args([
         "build",
         "--isolation",
         "restricted",
@@ -163,14 +178,107 @@ pub(super) fn restricted_build(
     ]);
     // Each run is a fresh pod: its store starts empty, so there is no local cache to skip.
     if cache == Cache::Off {
-        c.arg("--no-cache");
+        create.arg("--no-cache");
     }
     for (id, _) in secrets {
-        c.arg("--secret")
+        create
+            .arg("--secret")
             .arg(format!("id={id},src=/rbuild-secrets/{id}"));
     }
-    c.args(["-t", tag, "/workspace"]);
-    vec![c]
+    create.args(["-t", tag, "/workspace"]);
+    let mut start = same_command(&c);
+    start.args(["start", "--attach", &name]);
+    let mut remove = same_command(&c);
+    remove.args(["rm", "--volumes", &name]);
+    vec![create, start, remove]
+}
+
+/// The parts of a restricted build's [`restricted_build`] commands, in order.
+pub const PARTS: [&str; 3] = [
+    "docker create",
+    "docker start -a (rbuild's build)",
+    "docker rm",
+];
+
+/// What a row's restricted cell is made of, as a line under the table: the median time of
+/// each part ([`PARTS`]: the runtime's container creation and removal apart from the start
+/// and build), and the pod's ratio to rbuild on the host with its kept store (the `rbuild`
+/// column) and from an empty store ([`EMPTY_STORE`]), each with and without the
+/// container's creation and removal. `None` when the row has no successful restricted run.
+pub fn pod_note(row: &Row) -> Option<String> {
+    let pod = row.cell(RESTRICTED)?;
+    if pod.unsupported.is_some()
+        || pod.samples.is_empty()
+        || pod
+            .samples
+            .iter()
+            .any(|s| s.error.is_some() || s.parts.len() != PARTS.len())
+    {
+        return None;
+    }
+    let part = |i: usize| {
+        let mut secs: Vec<f64> = pod
+            .samples
+            .iter()
+            .map(|s| s.parts[i].as_secs_f64())
+            .collect();
+        median(&mut secs).unwrap_or_default()
+    };
+    let parts: Vec<String> = PARTS
+        .iter()
+        .enumerate()
+        .map(|(i, name)| format!("{name} {:.2} s", part(i)))
+        .collect();
+    let whole = cell_median(pod)?;
+    let in_container = part(1);
+    let mut line = format!(
+        "{} ({RESTRICTED}): {} (medians of {} runs)",
+        row.name,
+        parts.join(", "),
+        pod.samples.len()
+    );
+    for (column, what) in [("rbuild", "kept store"), (EMPTY_STORE, "empty store")] {
+        if let Some(host) = row.cell(column).and_then(cell_median) {
+            line.push_str(&format!(
+                "; against the host's {what} ({column}, {host:.2} s): {:.2}× with the \
+                 container's create and rm, {:.2}× without",
+                whole / host,
+                in_container / host
+            ));
+        }
+    }
+    Some(line)
+}
+
+/// The median wall time of a cell whose every run succeeded.
+fn cell_median(cell: &Cell) -> Option<f64> {
+    if cell.unsupported.is_some() || cell.samples.iter().any(|s| s.error.is_some()) {
+        return None;
+    }
+    median(
+        &mut cell
+            .samples
+            .iter()
+            .map(|s| s.wall.as_secs_f64())
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// A container name no other run of this process has used: a run that failed before its
+/// `docker rm` leaves its container behind (in the bench's private dockerd, removed with
+/// it), and the next run must not collide with it.
+fn container_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let run = RUNS.fetch_add(1, Ordering::Relaxed);
+    format!("rbuild-bench-restricted-{}-{run}", std::process::id())
+}
+
+/// A new command with `c`'s program and arguments (`Command` is not `Clone`).
+fn same_command(c: &Command) -> Command {
+    let mut copy = Command::new(c.get_program());
+    copy.args(c.get_args());
+    copy
 }
 
 #[cfg(test)]
@@ -198,8 +306,14 @@ mod tests {
             Cache::Off,
             &[("ca", "/etc/ca.crt")],
         );
+        assert_eq!(built.len(), PARTS.len());
         let a = args(&built[0]);
         let joined = a.join(" ");
+        assert_eq!(a[0], "create", "{joined}");
+        let name = &a[2];
+        assert!(name.starts_with("rbuild-bench-restricted-"), "{joined}");
+        assert_eq!(args(&built[1]), ["start", "--attach", name.as_str()]);
+        assert_eq!(args(&built[2]), ["rm", "--volumes", name.as_str()]);
         assert!(
             joined.contains("--user 1000:1000 --cap-drop ALL --security-opt no-new-privileges"),
             "{joined}"
@@ -221,9 +335,85 @@ mod tests {
             "FROM 127.0.0.1:5000/bench/busybox:latest\n",
         )
         .unwrap();
-        let built = restricted_build(Command::new("docker"), dir.path(), "t:1", Cache::Local, &[]);
-        let a = args(&built[0]);
+        let mut base = Command::new("docker");
+        base.args(["-H", "unix:///d.sock"]);
+        let again = restricted_build(base, dir.path(), "t:1", Cache::Local, &[]);
+        let a = args(&again[0]);
         assert!(a.contains(&IMAGE.to_string()), "{a:?}");
+        assert_ne!(a[4], args(&built[0])[2], "every run has its own container");
+        for c in &again {
+            assert_eq!(
+                args(c)[..2],
+                ["-H", "unix:///d.sock"],
+                "the bench's dockerd"
+            );
+        }
         assert!(!a.contains(&"--no-cache".to_string()), "{a:?}");
+    }
+
+    fn sample(parts: &[f64]) -> crate::bench::measure::Sample {
+        let parts: Vec<std::time::Duration> = parts
+            .iter()
+            .map(|s| std::time::Duration::from_secs_f64(*s))
+            .collect();
+        crate::bench::measure::Sample {
+            wall: parts.iter().sum(),
+            parts,
+            ..Default::default()
+        }
+    }
+
+    fn row(cells: Vec<(&str, Vec<crate::bench::measure::Sample>)>) -> Row {
+        Row {
+            name: "apt".into(),
+            what: "apt".into(),
+            cells: cells
+                .into_iter()
+                .map(|(tool, samples)| Cell {
+                    tool: tool.into(),
+                    samples,
+                    unsupported: None,
+                })
+                .collect(),
+            cacheable_steps: None,
+            bytes: None,
+            millis: false,
+        }
+    }
+
+    #[test]
+    fn the_pods_note_shows_the_runtimes_share_and_both_host_ratios() {
+        let r = row(vec![
+            ("rbuild", vec![sample(&[4.0]), sample(&[6.0])]),
+            (EMPTY_STORE, vec![sample(&[6.0]), sample(&[6.0])]),
+            (
+                RESTRICTED,
+                vec![sample(&[0.2, 7.0, 1.0]), sample(&[0.4, 8.0, 1.2])],
+            ),
+        ]);
+        let note = pod_note(&r).unwrap();
+        assert!(
+            note.starts_with(
+                "apt (rbuild-restricted): docker create 0.30 s, docker start -a (rbuild's \
+                 build) 7.50 s, docker rm 1.10 s (medians of 2 runs)"
+            ),
+            "{note}"
+        );
+        // Whole pod run 8.9 s (median of 8.2 and 9.6), its build 7.5 s.
+        assert!(
+            note.contains("kept store (rbuild, 5.00 s): 1.78× with the container's create and rm, 1.50× without"),
+            "{note}"
+        );
+        assert!(
+            note.contains("empty store (rbuild-empty-store, 6.00 s): 1.48× with the container's create and rm, 1.25× without"),
+            "{note}"
+        );
+
+        let failed = crate::bench::measure::Sample {
+            error: Some("failed: x".into()),
+            ..sample(&[0.2, 1.0])
+        };
+        assert!(pod_note(&row(vec![(RESTRICTED, vec![failed])])).is_none());
+        assert!(pod_note(&row(vec![("rbuild", vec![sample(&[1.0])])])).is_none());
     }
 }
