@@ -195,6 +195,20 @@ pub fn main(args: &[String]) -> Result<()> {
             .args(["build", "-q", "-t", BASE_NAME])
             .arg(&base_ctx),
     )?;
+    // One store per isolation, each with the base: in a shared store the second mode's
+    // builds would take the first one's steps from the cache and test nothing.
+    let isolation_stores: Vec<(&str, PathBuf)> = ISOLATIONS
+        .iter()
+        .map(|isolation| (*isolation, work.join(format!("store-{isolation}"))))
+        .collect();
+    for (isolation, isolation_store) in &isolation_stores {
+        run_ok(
+            &format!("rbuild build (the base, the {isolation} store)"),
+            rbuild(&bin, isolation_store)
+                .args(["build", "-q", "-t", BASE_NAME])
+                .arg(&base_ctx),
+        )?;
+    }
     let pushed = format!("{}/{BASE_NAME}:1", registry.host());
     run_ok(
         "rbuild push (the base)",
@@ -254,8 +268,15 @@ pub fn main(args: &[String]) -> Result<()> {
                 ));
             }
         }
-        for isolation in ISOLATIONS {
-            let ours = build_rbuild(&bin, &store, case, work, servers.as_ref(), isolation)?;
+        for (isolation, isolation_store) in &isolation_stores {
+            let ours = build_rbuild(
+                &bin,
+                isolation_store,
+                case,
+                work,
+                servers.as_ref(),
+                isolation,
+            )?;
             let outcome: std::result::Result<String, String> = match (&ours, &expected_error) {
                 (Built::Failed(stderr), Some(wanted)) if stderr.contains(wanted.as_str()) => {
                     Ok("same error".into())
