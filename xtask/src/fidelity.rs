@@ -25,6 +25,7 @@ use serde_json::Value;
 pub(crate) mod buildkit;
 mod builds;
 mod cases;
+mod real_world;
 
 pub use buildkit::buildkit_error_line;
 pub(crate) use buildkit::{lock_state, BuildKit};
@@ -38,7 +39,16 @@ pub(crate) use cases::{json_strings, json_text};
 /// The name every case's Dockerfile builds `FROM`.
 pub const BASE_NAME: &str = "buildkit-cases-base";
 
-const USAGE: &str = "usage: cargo xtask fidelity --reference DIR [--update] [CASE...]";
+const USAGE: &str = "usage: cargo xtask fidelity --reference DIR [--update] [CASE...|real-world]";
+
+/// The name that selects the real-world builds ([`real_world`]) among the cases.
+const REAL_WORLD: &str = "real-world";
+
+/// The isolation modes the live comparison builds rbuild's images in, beside BuildKit's one
+/// build of each case: the user namespace (the default as root) and chroot (what a default
+/// `docker run` allows), as `cargo test -p rbuild --test buildkit_cases` does. A case's
+/// `known_difference_<isolation>` overrides its `known_difference` for one mode.
+const ISOLATIONS: &[&str] = &["userns", "chroot"];
 
 struct Options {
     reference: PathBuf,
@@ -145,13 +155,21 @@ pub fn main(args: &[String]) -> Result<()> {
         .canonicalize()
         .with_context(|| format!("--reference {}", options.reference.display()))?;
     let mut cases = read_cases(&root)?;
+    // The real-world builds need the network and take minutes: they run with no CASE named
+    // (and no --update: they have no golden), or when `real-world` is named.
+    let real_world = if options.cases.is_empty() {
+        !options.update
+    } else {
+        options.cases.iter().any(|c| c == REAL_WORLD)
+    };
+    let wanted_cases: Vec<&String> = options.cases.iter().filter(|c| *c != REAL_WORLD).collect();
     if !options.cases.is_empty() {
-        for wanted in &options.cases {
-            if !cases.iter().any(|c| &c.name == wanted) {
+        for wanted in &wanted_cases {
+            if !cases.iter().any(|c| &c.name == *wanted) {
                 bail!("no case {wanted:?} in {}", cases_dir(&root).display());
             }
         }
-        cases.retain(|c| options.cases.contains(&c.name));
+        cases.retain(|c| wanted_cases.contains(&&c.name));
     }
     let started = Instant::now();
 
@@ -180,6 +198,20 @@ pub fn main(args: &[String]) -> Result<()> {
             .args(["build", "-q", "-t", BASE_NAME])
             .arg(&base_ctx),
     )?;
+    // One store per isolation, each with the base: in a shared store the second mode's
+    // builds would take the first one's steps from the cache and test nothing.
+    let isolation_stores: Vec<(&str, PathBuf)> = ISOLATIONS
+        .iter()
+        .map(|isolation| (*isolation, work.join(format!("store-{isolation}"))))
+        .collect();
+    for (isolation, isolation_store) in &isolation_stores {
+        run_ok(
+            &format!("rbuild build (the base, the {isolation} store)"),
+            rbuild(&bin, isolation_store)
+                .args(["build", "-q", "-t", BASE_NAME])
+                .arg(&base_ctx),
+        )?;
+    }
     let pushed = format!("{}/{BASE_NAME}:1", registry.host());
     run_ok(
         "rbuild push (the base)",
@@ -198,7 +230,6 @@ pub fn main(args: &[String]) -> Result<()> {
         let servers = case.servers()?;
         make_oci_layouts(&bin, &store, case, work)?;
         let theirs = build_buildkit(&buildkit, &pushed, case, work, servers.as_ref())?;
-        let ours = build_rbuild(&bin, &store, case, work, servers.as_ref())?;
         let times = case.spec.get("times").and_then(Value::as_bool) == Some(true);
         // A case built FROM scratch alone (`"base": "scratch"`) is described whole.
         let base = match case.text("base").as_deref() {
@@ -241,49 +272,77 @@ pub fn main(args: &[String]) -> Result<()> {
                 ));
             }
         }
-        let outcome: std::result::Result<String, String> = match (&ours, &expected_error) {
-            (Built::Failed(stderr), Some(wanted)) if stderr.contains(wanted.as_str()) => {
-                Ok("same error".into())
-            }
-            (Built::Failed(stderr), Some(wanted)) => Err(format!(
-                "rbuild's error does not contain {wanted:?}:\n{stderr}"
-            )),
-            (Built::Failed(stderr), None) => Err(format!("rbuild failed:\n{stderr}")),
-            (Built::Image(_), Some(_)) => Err("rbuild built what must fail".into()),
-            (Built::Image(path), None) => {
-                let found = unplace_json(servers.as_ref(), describe_archive(path, base, times)?)?;
-                let differences = describe::differences(&golden, &found);
-                if differences.is_empty() {
-                    Ok("equal".into())
-                } else {
-                    Err(format!(
-                        "rbuild's image differs from BuildKit's:\n  {}",
-                        differences.join("\n  ")
-                    ))
+        for (isolation, isolation_store) in &isolation_stores {
+            let ours = build_rbuild(
+                &bin,
+                isolation_store,
+                case,
+                work,
+                servers.as_ref(),
+                isolation,
+            )?;
+            let outcome: std::result::Result<String, String> = match (&ours, &expected_error) {
+                (Built::Failed(stderr), Some(wanted)) if stderr.contains(wanted.as_str()) => {
+                    Ok("same error".into())
                 }
-            }
-        };
-        let verdict = match (outcome, case.text("known_difference")) {
-            (Ok(verdict), None) => verdict,
-            (Err(problem), None) => {
-                problems.push(format!("{}: {problem}", case.name));
-                "different".to_string()
-            }
-            (Err(_), Some(reason)) => format!("known: {reason}"),
-            (Ok(verdict), Some(reason)) => {
-                problems.push(format!(
-                    "{}: the known difference ({reason}) is gone: remove it from case.json and docs/fidelity.md",
-                    case.name
-                ));
-                verdict
-            }
-        };
-        eprintln!(
-            "fidelity: {:<40} {verdict} ({:.1} s)",
-            case.name,
-            case_started.elapsed().as_secs_f64()
-        );
-        rows.push((case.name.clone(), verdict));
+                (Built::Failed(stderr), Some(wanted)) => Err(format!(
+                    "rbuild's error does not contain {wanted:?}:\n{stderr}"
+                )),
+                (Built::Failed(stderr), None) => Err(format!("rbuild failed:\n{stderr}")),
+                (Built::Image(_), Some(_)) => Err("rbuild built what must fail".into()),
+                (Built::Image(path), None) => {
+                    let found =
+                        unplace_json(servers.as_ref(), describe_archive(path, base, times)?)?;
+                    // The description is made; the next build needs the disk.
+                    let _ = std::fs::remove_file(path);
+                    let differences = describe::differences(&golden, &found);
+                    if differences.is_empty() {
+                        Ok("equal".into())
+                    } else {
+                        Err(format!(
+                            "rbuild's image differs from BuildKit's:\n  {}",
+                            differences.join("\n  ")
+                        ))
+                    }
+                }
+            };
+            // `known_difference_<isolation>` overrides `known_difference` (`null`: none).
+            let known = match case.spec.get(format!("known_difference_{isolation}")) {
+                Some(value) => value.as_str().map(str::to_string),
+                None => case.text("known_difference"),
+            };
+            let name = format!("{} ({isolation})", case.name);
+            let verdict = match (outcome, known) {
+                (Ok(verdict), None) => verdict,
+                (Err(problem), None) => {
+                    problems.push(format!("{name}: {problem}"));
+                    "different".to_string()
+                }
+                (Err(_), Some(reason)) => format!("known: {reason}"),
+                (Ok(verdict), Some(reason)) => {
+                    problems.push(format!(
+                        "{name}: the known difference ({reason}) is gone: remove it from case.json and docs/fidelity.md"
+                    ));
+                    verdict
+                }
+            };
+            eprintln!(
+                "fidelity: {name:<48} {verdict} ({:.1} s)",
+                case_started.elapsed().as_secs_f64()
+            );
+            rows.push((name, verdict));
+        }
+    }
+    if real_world {
+        rows.extend(real_world::compare(
+            &bin,
+            &store,
+            &buildkit,
+            &registry.host(),
+            &root,
+            work,
+            &mut problems,
+        )?);
     }
     drop(buildkit);
 

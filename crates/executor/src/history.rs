@@ -15,27 +15,6 @@ pub(crate) fn go_list(words: &[String]) -> String {
     format!("[{}]", words.join(" "))
 }
 
-/// `fmt.Sprintf("%q", rune(n))` for the small integers HEALTHCHECK's Retries holds.
-fn go_quote_rune(n: i64) -> String {
-    match n {
-        0 => "'\\x00'".into(),
-        7 => "'\\a'".into(),
-        8 => "'\\b'".into(),
-        9 => "'\\t'".into(),
-        10 => "'\\n'".into(),
-        11 => "'\\v'".into(),
-        12 => "'\\f'".into(),
-        13 => "'\\r'".into(),
-        39 => "'\\''".into(),
-        92 => "'\\\\'".into(),
-        n if (0..0x20).contains(&n) || n == 0x7f => format!("'\\x{n:02x}'"),
-        n => match u32::try_from(n).ok().and_then(char::from_u32) {
-            Some(c) => format!("'{c}'"),
-            None => format!("'\\x{n:x}'"),
-        },
-    }
-}
-
 /// Go's `time.Duration.String()` for a number of nanoseconds.
 pub(crate) fn go_duration(ns: i64) -> String {
     if ns == 0 {
@@ -86,16 +65,17 @@ fn fraction(value: u64, scale: u64) -> String {
     format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
-/// `fmt.Sprintf("HEALTHCHECK %q", &HealthConfig{...})` as BuildKit writes it.
+/// `fmt.Sprintf("HEALTHCHECK %+v", HealthConfig{...})` as BuildKit v0.32 writes it (v0.8
+/// wrote `%q` of a pointer: `HEALTHCHECK &{["CMD" "x"] "0s" ...}`).
 pub(crate) fn healthcheck(h: &rbuild_image::Healthcheck) -> String {
     format!(
-        "HEALTHCHECK &{{{} {} {} {} {} {}}}",
-        go_quote_list(&h.test),
-        go_quote(&go_duration(h.interval)),
-        go_quote(&go_duration(h.timeout)),
-        go_quote(&go_duration(h.start_period)),
-        go_quote(&go_duration(h.start_interval)),
-        go_quote_rune(h.retries)
+        "HEALTHCHECK {{Test:{} Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
+        go_list(&h.test),
+        go_duration(h.interval),
+        go_duration(h.timeout),
+        go_duration(h.start_period),
+        go_duration(h.start_interval),
+        h.retries
     )
 }
 
@@ -156,7 +136,6 @@ mod tests {
         assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
         assert_eq!(go_duration(1_500_000_000), "1.5s");
         assert_eq!(go_duration(100_000_000), "100ms");
-        assert_eq!(go_quote_rune(3), "'\\x03'");
         assert_eq!(
             run_command_string(
                 &[("A".into(), "1".into())],
@@ -179,7 +158,8 @@ mod tests {
         };
         assert_eq!(
             healthcheck(&h),
-            r#"HEALTHCHECK &{["CMD-SHELL" "curl -f http://localhost/ || exit 1"] "5m0s" "3s" "0s" "0s" '\x00'}"#
+            "HEALTHCHECK {Test:[CMD-SHELL curl -f http://localhost/ || exit 1] Interval:5m0s \
+             Timeout:3s StartPeriod:0s StartInterval:0s Retries:0}"
         );
     }
 

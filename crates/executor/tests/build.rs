@@ -186,7 +186,8 @@ fn config_instructions_and_history() {
             h(r#"CMD ["serve" "--port" "80"]"#, true),
             h(r#"ENTRYPOINT ["/bin/sh" "-c"]"#, true),
             h(
-                r#"HEALTHCHECK &{["CMD-SHELL" "wget -q localhost || exit 1"] "5m0s" "3s" "0s" "0s" '\x00'}"#,
+                "HEALTHCHECK {Test:[CMD-SHELL wget -q localhost || exit 1] Interval:5m0s \
+                 Timeout:3s StartPeriod:0s StartInterval:0s Retries:0}",
                 true
             ),
             h("STOPSIGNAL SIGTERM", true),

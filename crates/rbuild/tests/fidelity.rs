@@ -1,317 +1,28 @@
-//! The fidelity suite: every case in `testdata/fidelity/` is built three ways against one
-//! private dockerd, and the images are compared with `rbuild diff` (the project's own
-//! comparison, [`image_diff`]):
+//! `--engine dood` gives the same daemon's BuildKit image: every fidelity case
+//! (`testdata/buildkit-cases/fidelity_*`, rbuild's own cases beside BuildKit's ported tests)
+//! is built by `rbuild build --engine dood` and by `DOCKER_BUILDKIT=1 docker build` on one
+//! private dockerd, and the two images must be equal by `rbuild diff` (the project's own
+//! comparison, [`image_diff`]).
 //!
-//! (a) `rbuild build` with the native engine (`-o type=docker`),
-//! (b) `DOCKER_BUILDKIT=1 docker build` (the daemon's own BuildKit), then `docker save`,
-//! (c) `rbuild build --engine dood` (`-o type=docker`).
+//! This checks the dood engine alone, against whatever BuildKit the daemon embeds (Debian's
+//! Docker 20.10: BuildKit v0.8). rbuild's native images are compared with BuildKit v0.32 (the
+//! reference) elsewhere: with its goldens by `cargo test -p rbuild --test buildkit_cases`, live
+//! by `cargo xtask fidelity --reference DIR`, which also builds the real-world Debian apps
+//! (docs/fidelity.md).
 //!
-//! (a) must equal (b), except for the entries of [`KNOWN_DIFFERENCES`], each of which must
-//! still differ in the documented way (so fixing one fails this test until the list is
-//! updated); (c) must equal (b): `--engine dood` builds through the same daemon's BuildKit. What is compared and what is ignored is
-//! explained at [`image_diff`] and in docs/fidelity.md.
-//!
-//! [`real_world_debian_images_equal_docker_buildkit_images`] does (a) vs (b) for real
-//! applications (apt, pip, npm, cargo) on a Debian base made by debootstrap.
-//!
-//! Runs as root (dockerd); needs the Debian packages docker.io, busybox-static and
-//! debootstrap, and (the Debian test) the package registries' network.
+//! Runs as root (dockerd); needs the Debian packages docker.io and busybox-static.
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use rbuild_testutil::{busybox_rootfs, debian_image_rootfs, Dockerd, DOCKER_CLI};
+use rbuild_testutil::{Dockerd, DOCKER_CLI};
 
-/// The base every case builds FROM, made by rbuild and loaded into the daemon.
-const BASE: &str = "fidelity-base:1";
+mod common;
+use common::golden::{base_context, cases, Case, BASE_NAME};
 
-/// The secret `run_mounts` reads.
-const SECRET: &str = "fidelity-token\n";
-
-/// A case's build options (its directory holds only the Dockerfile and its context).
-struct Case {
-    name: &'static str,
-    /// The directory under testdata/fidelity (several Debian cases share one).
-    dir: &'static str,
-    build_args: &'static [&'static str],
-    target: Option<&'static str>,
-    secret: bool,
-    /// Gets [`CA_BUNDLE`] as the secret `ca` (the real-world cases download over HTTPS).
-    ca_secret: bool,
-}
-
-const fn case(name: &'static str) -> Case {
-    Case {
-        name,
-        dir: name,
-        build_args: &[],
-        target: None,
-        secret: false,
-        ca_secret: false,
-    }
-}
-
-const CASES: &[Case] = &[
-    case("add_tar"),
-    Case {
-        build_args: &["OVERRIDDEN=from-cli", "NODEFAULT=given"],
-        ..case("arg_build_args")
-    },
-    case("cmd_entrypoint_exec"),
-    case("cmd_entrypoint_shell"),
-    case("copy_chown_chmod"),
-    case("copy_files"),
-    case("dockerignore"),
-    case("env_forms"),
-    case("from_stage_config"),
-    case("healthcheck"),
-    case("healthcheck_none"),
-    case("kaniko_arg_multi"),
-    case("kaniko_copy_symlink"),
-    case("kaniko_copyadd_chmod"),
-    case("kaniko_dangling_symlink"),
-    case("kaniko_mv_add"),
-    case("kaniko_replace_folder_with_link"),
-    case("label_expose_volume"),
-    Case {
-        target: Some("middle"),
-        ..case("multistage_target")
-    },
-    case("onbuild_maintainer"),
-    case("run_deletions"),
-    case("run_files"),
-    Case {
-        secret: true,
-        ..case("run_mounts")
-    },
-    case("shell_stopsignal"),
-    case("user_workdir"),
-];
-
-/// The base the real-world cases build FROM: a Debian bookworm minbase from debootstrap.
-const DEBIAN_BASE: &str = "fidelity-debian:1";
-
-/// The real-world cases ([`real_world_debian_images_equal_docker_buildkit_images`]): targets
-/// of `testdata/fidelity/debian_apps`, built FROM [`DEBIAN_BASE`]. Each gets the secret `ca`,
-/// this machine's CA bundle, for the package managers that speak HTTPS.
-const DEBIAN_CASES: &[Case] = &[
-    debian_case("debian_apt", "apt"),
-    debian_case("debian_python", "python"),
-    debian_case("debian_node", "node"),
-    debian_case("debian_rust", "rust"),
-];
-
-const fn debian_case(name: &'static str, target: &'static str) -> Case {
-    Case {
-        dir: "debian_apps",
-        target: Some(target),
-        ca_secret: true,
-        ..case(name)
-    }
-}
-
-/// The CA bundle the Debian cases get as the secret `ca` (with update-ca-certificates'
-/// additions, e.g. a proxy's CA).
-const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-
-/// Which two images a comparison is between.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pair {
-    /// (a) rbuild native vs (b) docker build with BuildKit.
-    NativeVsDocker,
-    /// (c) rbuild --engine dood vs (b) docker build with BuildKit, on the same daemon.
-    DoodVsDocker,
-}
-
-/// A difference we know about and have not fixed (docs/fidelity.md explains each `why`).
-/// Every `markers` entry must still match a line of the comparison (or the failed build's
-/// output), and every line must be matched by a marker of the case's known differences:
-/// fixing one, or a new difference, fails the test until this list is updated.
-struct Known {
-    case: &'static str,
-    pair: Pair,
-    why: &'static str,
-    markers: &'static [&'static str],
-}
-
-const fn known(
-    case: &'static str,
-    pair: Pair,
-    why: &'static str,
-    markers: &'static [&'static str],
-) -> Known {
-    Known {
-        case,
-        pair,
-        why,
-        markers,
-    }
-}
-
-use Pair::NativeVsDocker as DOCKER;
-
-const KNOWN_DIFFERENCES: &[Known] = &[
-    // rbuild follows current BuildKit where the daemon's BuildKit v0.8 (docker 20.10) differs.
-    known(
-        "arg_build_args",
-        DOCKER,
-        "arg-history",
-        &["created_by: 'ARG "],
-    ),
-    known(
-        "kaniko_arg_multi",
-        DOCKER,
-        "arg-history",
-        &["created_by: 'ARG "],
-    ),
-    known(
-        "kaniko_arg_multi",
-        DOCKER,
-        "shared-step-copy",
-        &["only in B: /myFile.txt"],
-    ),
-    known(
-        "healthcheck",
-        DOCKER,
-        "healthcheck-history",
-        &["created_by: 'HEALTHCHECK "],
-    ),
-    known(
-        "healthcheck_none",
-        DOCKER,
-        "healthcheck-history",
-        &["created_by: 'HEALTHCHECK "],
-    ),
-    known(
-        "copy_chown_chmod",
-        DOCKER,
-        "copy-flags-history",
-        &["created_by: 'COPY --ch", "created_by: 'ADD --ch"],
-    ),
-    known(
-        "kaniko_copyadd_chmod",
-        DOCKER,
-        "copy-flags-history",
-        &["created_by: 'COPY --ch", "created_by: 'ADD --ch"],
-    ),
-    known(
-        "run_mounts",
-        DOCKER,
-        "mount-stubs",
-        &[
-            "only in B: /mnt",
-            "only in B: /run",
-            "only in B: /scratch",
-            "only in B: /var",
-        ],
-    ),
-    known(
-        "label_expose_volume",
-        DOCKER,
-        "expose-history",
-        &["created_by: 'EXPOSE "],
-    ),
-    known(
-        "from_stage_config",
-        DOCKER,
-        "expose-history",
-        &["created_by: 'EXPOSE "],
-    ),
-    // Not fixed yet.
-    known(
-        "copy_chown_chmod",
-        DOCKER,
-        "chmod-dest-dir",
-        &["/dir-600: mode 0600 -> 0755"],
-    ),
-    known(
-        "kaniko_copyadd_chmod",
-        DOCKER,
-        "chmod-dest-dir",
-        &["/dir777: mode 0777 -> 0755"],
-    ),
-    known(
-        "run_deletions",
-        DOCKER,
-        "redundant-opaque",
-        &["only in B: /tree/keep/.wh..wh..opq"],
-    ),
-    // The real-world cases: dpkg's new directories (in BuildKit's layers, each new
-    // directory of a package gets an opaque marker) and v0.8's RUN --mount stubs.
-    known(
-        "debian_apt",
-        DOCKER,
-        "redundant-opaque",
-        &["/.wh..wh..opq  [opaque]"],
-    ),
-    known(
-        "debian_python",
-        DOCKER,
-        "redundant-opaque",
-        &["/.wh..wh..opq  [opaque]"],
-    ),
-    known(
-        "debian_python",
-        DOCKER,
-        "mount-stubs",
-        &["only in B: /run/secrets  [dir"],
-    ),
-    known(
-        "debian_node",
-        DOCKER,
-        "redundant-opaque",
-        &["/.wh..wh..opq  [opaque]"],
-    ),
-    known(
-        "debian_node",
-        DOCKER,
-        "mount-stubs",
-        &[
-            "only in B: /run/secrets  [dir",
-            "only in B: /root/.npm  [dir",
-        ],
-    ),
-    // Files a step opened for writing but left as they were (dpkg's lock, debconf's
-    // databases): overlayfs copied them up; v0.8 ships them, v0.32 and rbuild do not.
-    known(
-        "debian_apt",
-        DOCKER,
-        "unchanged-copy-up",
-        &[
-            "only in B: /var/cache/debconf/",
-            "only in B: /var/lib/dpkg/lock-frontend",
-        ],
-    ),
-    known(
-        "debian_python",
-        DOCKER,
-        "unchanged-copy-up",
-        &[
-            "only in B: /var/cache/debconf/",
-            "only in B: /var/lib/dpkg/lock-frontend",
-        ],
-    ),
-    known(
-        "debian_node",
-        DOCKER,
-        "unchanged-copy-up",
-        &[
-            "only in B: /var/cache/debconf/",
-            "only in B: /var/lib/dpkg/lock-frontend",
-        ],
-    ),
-];
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn cases_dir() -> PathBuf {
-    repo_root().join("testdata/fidelity")
-}
+/// The cases this suite builds: the fidelity cases of the golden suite.
+const CASE_PREFIX: &str = "fidelity_";
 
 fn output_text(out: &Output) -> String {
     format!(
@@ -325,36 +36,6 @@ fn output_text(out: &Output) -> String {
 fn ok(what: &str, out: Output) -> Output {
     assert!(out.status.success(), "{what} failed: {}", output_text(&out));
     out
-}
-
-/// A root filesystem with every busybox applet (the kaniko cases use `stat`, `ln`, ...) and
-/// a user `app` (1000:1000) for USER and --chown by name.
-fn base_rootfs(dir: &Path) {
-    busybox_rootfs(dir);
-    let list = ok(
-        "busybox --list",
-        Command::new(dir.join("bin/busybox"))
-            .arg("--list")
-            .output()
-            .unwrap(),
-    );
-    for applet in String::from_utf8(list.stdout).unwrap().lines() {
-        let link = dir.join("bin").join(applet);
-        if applet != "busybox" && std::fs::symlink_metadata(&link).is_err() {
-            symlink("busybox", link).unwrap();
-        }
-    }
-    std::fs::write(
-        dir.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n\
-         nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("etc/group"),
-        "root:x:0:\napp:x:1000:\nnogroup:x:65534:\n",
-    )
-    .unwrap();
 }
 
 /// Runs the rbuild binary with a store at `root`, talking to `daemon` for `--engine dood`.
@@ -376,43 +57,23 @@ fn docker(daemon: &Dockerd) -> Command {
     cmd
 }
 
-/// Makes [`BASE`] with rbuild and loads the very same image (same id) into the daemon.
+/// Makes the cases' base with rbuild (as `buildkit_cases.rs` does) and loads the very same
+/// image (same id) into the daemon.
 fn make_base(root: &Path, daemon: &Dockerd, work: &Path) {
-    let ctx = work.join("base");
-    base_rootfs(&ctx.join("rootfs"));
-    import_base(root, daemon, &ctx, BASE, "sh");
-}
-
-/// Makes [`DEBIAN_BASE`] from a fresh debootstrap, the same image in rbuild and the daemon.
-fn make_debian_base(root: &Path, daemon: &Dockerd, work: &Path) {
-    let ctx = work.join("debian-base");
-    let rootfs = ctx.join("rootfs");
-    debian_image_rootfs(&rootfs);
-    import_base(root, daemon, &ctx, DEBIAN_BASE, "bash");
-}
-
-/// Builds `FROM scratch` + `COPY rootfs/ /` of `ctx` as `tag` with rbuild and loads the very
-/// same image (same id) into the daemon.
-fn import_base(root: &Path, daemon: &Dockerd, ctx: &Path, tag: &str, shell: &str) {
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        format!("FROM scratch\nCOPY rootfs/ /\nCMD [\"{shell}\"]\n"),
-    )
-    .unwrap();
-
+    let ctx = base_context(work);
     ok(
         "rbuild build (base)",
         rbuild(root, daemon)
-            .args(["build", "-q", "-t", tag])
-            .arg(ctx)
+            .args(["build", "-q", "-t", BASE_NAME])
+            .arg(&ctx)
             .output()
             .unwrap(),
     );
-    let archive = ctx.join("base.tar");
+    let archive = work.join("base.tar");
     ok(
         "rbuild save",
         rbuild(root, daemon)
-            .args(["save", tag, "-o"])
+            .args(["save", BASE_NAME, "-o"])
             .arg(&archive)
             .output()
             .unwrap(),
@@ -429,12 +90,12 @@ fn import_base(root: &Path, daemon: &Dockerd, ctx: &Path, tag: &str, shell: &str
     let ours = ok(
         "rbuild inspect",
         rbuild(root, daemon)
-            .args(["inspect", tag])
+            .args(["inspect", BASE_NAME])
             .output()
             .unwrap(),
     );
     let ours: serde_json::Value = serde_json::from_slice(&ours.stdout).unwrap();
-    let theirs = daemon.docker_ok(&["image", "inspect", "-f", "{{.Id}}", tag]);
+    let theirs = daemon.docker_ok(&["image", "inspect", "-f", "{{.Id}}", BASE_NAME]);
     assert_eq!(
         ours[0]["Id"].as_str().unwrap(),
         theirs.trim(),
@@ -442,68 +103,45 @@ fn import_base(root: &Path, daemon: &Dockerd, ctx: &Path, tag: &str, shell: &str
     );
 }
 
-fn option_args(case: &Case, secret_file: &Path) -> Vec<String> {
-    let mut args = Vec::new();
-    for arg in case.build_args {
+/// The build options of a case (`case.json`): build args, target, secrets, and the
+/// Dockerfile (`-f`, outside the context as in the golden suite).
+fn option_args(case: &Case) -> Vec<String> {
+    let mut args = vec![
+        "-f".to_string(),
+        case.dir.join("Dockerfile").display().to_string(),
+    ];
+    for arg in case.strings("build_args") {
         args.push("--build-arg".to_string());
-        args.push(arg.to_string());
+        args.push(arg);
     }
-    if let Some(target) = case.target {
+    if let Some(target) = case.text("target") {
         args.push("--target".into());
         args.push(target.into());
     }
-    if case.secret {
+    for id in case.strings("secrets") {
         args.push("--secret".into());
-        args.push(format!("id=token,src={}", secret_file.display()));
-    }
-    if case.ca_secret {
-        args.push("--secret".into());
-        args.push(format!("id=ca,src={CA_BUNDLE}"));
+        args.push(format!(
+            "id={id},src={}",
+            case.dir.join("secrets").join(&id).display()
+        ));
     }
     args
 }
 
-/// (a): the native engine, written as a docker archive.
-fn build_native(root: &Path, daemon: &Dockerd, case: &Case, args: &[String], dest: &Path) {
-    ok(
-        &format!("rbuild build {}", case.name),
-        rbuild(root, daemon)
-            .args(["build", "-q", "--progress", "plain"])
-            .args(args)
-            .arg("-o")
-            .arg(format!("type=docker,dest={}", dest.display()))
-            .arg(cases_dir().join(case.dir))
-            .output()
-            .unwrap(),
-    );
+/// The case's context: `context/`, or an empty directory.
+fn context_of(case: &Case, work: &Path) -> std::path::PathBuf {
+    let dir = case.dir.join("context");
+    if dir.is_dir() {
+        return dir;
+    }
+    let empty = work.join("empty-context");
+    std::fs::create_dir_all(&empty).unwrap();
+    empty
 }
 
-/// (a) kept in the store `root` as `name` (no archive: the real-world images are large).
-fn build_native_in_store(root: &Path, daemon: &Dockerd, case: &Case, args: &[String], name: &str) {
-    ok(
-        &format!("rbuild build {}", case.name),
-        rbuild(root, daemon)
-            .args(["build", "-q", "--progress", "plain", "-t", name])
-            .args(args)
-            .arg(cases_dir().join(case.dir))
-            .output()
-            .unwrap(),
-    );
-}
-
-/// Removes what [`build_docker`] tagged (its layers stay in the daemon's build cache).
-fn remove_docker_image(daemon: &Dockerd, case: &Case) {
-    ok(
-        "docker rmi",
-        docker(daemon)
-            .args(["rmi", &format!("fidelity-docker/{}", case.name)])
-            .output()
-            .unwrap(),
-    );
-}
-
-/// (b): the daemon's BuildKit (`--network host`: the test daemon has no bridge).
-fn build_docker(daemon: &Dockerd, case: &Case, args: &[String], dest: &Path) {
+/// The daemon's own BuildKit (`--network host`: the test daemon has no bridge), saved as a
+/// docker archive.
+fn build_docker(daemon: &Dockerd, case: &Case, args: &[String], context: &Path, dest: &Path) {
     let tag = format!("fidelity-docker/{}", case.name);
     ok(
         &format!("docker build {}", case.name),
@@ -511,7 +149,7 @@ fn build_docker(daemon: &Dockerd, case: &Case, args: &[String], dest: &Path) {
             .env("DOCKER_BUILDKIT", "1")
             .args(["build", "-q", "--network", "host", "-t", &tag])
             .args(args)
-            .arg(cases_dir().join(case.dir))
+            .arg(context)
             .output()
             .unwrap(),
     );
@@ -526,13 +164,14 @@ fn build_docker(daemon: &Dockerd, case: &Case, args: &[String], dest: &Path) {
     );
 }
 
-/// (c): `--engine dood` (`--network host` as (b): the test daemon has no bridge); Err(the
-/// build's output) when it fails.
+/// `--engine dood` (`--network host` as the daemon's build: the test daemon has no bridge);
+/// Err(the build's output) when it fails.
 fn build_dood(
     root: &Path,
     daemon: &Dockerd,
     case: &Case,
     args: &[String],
+    context: &Path,
     dest: &Path,
 ) -> Result<(), String> {
     let out = rbuild(root, daemon)
@@ -541,7 +180,7 @@ fn build_dood(
         .args(args)
         .arg("-o")
         .arg(format!("type=docker,dest={}", dest.display()))
-        .arg(cases_dir().join(case.dir))
+        .arg(context)
         .output()
         .unwrap();
     if out.status.success() {
@@ -562,27 +201,10 @@ fn build_dood(
 /// Ignored (`--ignore-timestamps`), because they differ between two runs of the same
 /// builder: file mtimes (RUN and WORKDIR stamp the time of the build), the config's and the
 /// history's `created`, and the diff ids and image id, which follow from the mtimes.
-///
-/// `ignores` are paths left out: the real-world cases ignore what package managers write
-/// differently on every run (testdata/fidelity-nondeterministic.txt).
-fn image_diff(a: &Path, b: &Path, ignores: &[String]) -> Vec<String> {
-    let a = format!("docker-archive:{}", a.display());
-    diff_images(None, &a, b, ignores)
-}
-
-/// [`image_diff`] of `a`, an image reference `rbuild diff` takes (with `root`: a name in that
-/// store), and the docker archive `b`.
-fn diff_images(root: Option<&Path>, a: &str, b: &Path, ignores: &[String]) -> Vec<String> {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbuild"));
-    cmd.args(["diff", "--json", "--ignore-timestamps"]);
-    if let Some(root) = root {
-        cmd.arg("--root").arg(root);
-    }
-    for path in ignores {
-        cmd.arg("--ignore").arg(path);
-    }
-    let out = cmd
-        .arg(a)
+fn image_diff(a: &Path, b: &Path) -> Vec<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .args(["diff", "--json", "--ignore-timestamps"])
+        .arg(format!("docker-archive:{}", a.display()))
         .arg(format!("docker-archive:{}", b.display()))
         .output()
         .unwrap();
@@ -724,167 +346,49 @@ fn without_rerecorded_dirs(lines: Vec<String>) -> Vec<String> {
         .collect()
 }
 
-/// What one comparison found, checked against [`KNOWN_DIFFERENCES`].
-fn judge(case: &str, pair: Pair, found: &[String], problems: &mut Vec<String>) -> String {
-    let known: Vec<&Known> = KNOWN_DIFFERENCES
-        .iter()
-        .filter(|k| k.case == case && k.pair == pair)
-        .collect();
-    if known.is_empty() {
-        if found.is_empty() {
-            return "equal".into();
-        }
-        problems.push(format!(
-            "{case} {pair:?}: the images differ:\n  {}",
-            found.join("\n  ")
-        ));
-        return "DIFFERENT".into();
-    }
-    for k in &known {
-        for marker in k.markers {
-            if !found.iter().any(|line| line.contains(marker)) {
-                problems.push(format!(
-                    "{case} {pair:?}: the known difference {} ({marker:?}) is gone (fixed? then \
-                     update KNOWN_DIFFERENCES and docs/fidelity.md); found:\n  {}",
-                    k.why,
-                    found.join("\n  ")
-                ));
-            }
-        }
-    }
-    let unexplained: Vec<&String> = found
-        .iter()
-        .filter(|line| {
-            !known
-                .iter()
-                .any(|k| k.markers.iter().any(|m| line.contains(m)))
-        })
-        .collect();
-    if !unexplained.is_empty() {
-        problems.push(format!(
-            "{case} {pair:?}: differences beyond the known ones:\n  {}",
-            unexplained
-                .iter()
-                .map(|l| l.as_str())
-                .collect::<Vec<_>>()
-                .join("\n  ")
-        ));
-    }
-    let whys: BTreeSet<&str> = known.iter().map(|k| k.why).collect();
-    format!("known: {}", whys.into_iter().collect::<Vec<_>>().join(", "))
-}
-
 #[test]
-fn native_and_dood_images_equal_docker_buildkit_images() {
-    let listed: BTreeSet<&str> = CASES.iter().chain(DEBIAN_CASES).map(|c| c.dir).collect();
-    let on_disk: BTreeSet<String> = std::fs::read_dir(cases_dir())
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_type().unwrap().is_dir())
-        .map(|e| e.file_name().into_string().unwrap())
+fn dood_images_equal_the_same_daemons_buildkit_images() {
+    let cases: Vec<Case> = cases()
+        .into_iter()
+        .filter(|c| c.name.starts_with(CASE_PREFIX))
         .collect();
-    assert_eq!(
-        listed,
-        on_disk.iter().map(String::as_str).collect(),
-        "every directory of testdata/fidelity needs an entry in CASES or DEBIAN_CASES"
+    assert!(
+        cases.len() >= 20,
+        "only {} fidelity cases in testdata/buildkit-cases",
+        cases.len()
     );
-    let names: BTreeSet<&str> = CASES.iter().chain(DEBIAN_CASES).map(|c| c.name).collect();
-    for k in KNOWN_DIFFERENCES {
-        assert!(names.contains(k.case), "unknown case {}", k.case);
-    }
 
     let daemon = Dockerd::start();
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("store");
     make_base(&root, &daemon, work.path());
-    let secret_file = work.path().join("secret");
-    std::fs::write(&secret_file, SECRET).unwrap();
 
     let mut problems = Vec::new();
-    let mut table = String::from("| case | native vs docker | dood vs docker |\n|---|---|---|\n");
-    for case in CASES {
-        let args = option_args(case, &secret_file);
-        let dir = work.path().join(case.name);
+    let mut table = String::from("| case | dood vs docker |\n|---|---|\n");
+    for case in &cases {
+        let args = option_args(case);
+        let context = context_of(case, work.path());
+        let dir = work.path().join(&case.name);
         std::fs::create_dir_all(&dir).unwrap();
-        let (native, buildkit, dood) = (
-            dir.join("native.tar"),
-            dir.join("docker.tar"),
-            dir.join("dood.tar"),
-        );
-        // (a) and (b) share nothing: run them side by side.
-        std::thread::scope(|scope| {
-            let docker = scope.spawn(|| build_docker(&daemon, case, &args, &buildkit));
-            build_native(&root, &daemon, case, &args, &native);
-            docker.join().expect("docker build panicked");
-        });
-        let vs_docker = judge(
-            case.name,
-            Pair::NativeVsDocker,
-            &image_diff(&native, &buildkit, &[]),
-            &mut problems,
-        );
-        let found = match build_dood(&root, &daemon, case, &args, &dood) {
-            Ok(()) => image_diff(&dood, &buildkit, &[]),
+        let (buildkit, dood) = (dir.join("docker.tar"), dir.join("dood.tar"));
+        build_docker(&daemon, case, &args, &context, &buildkit);
+        let found = match build_dood(&root, &daemon, case, &args, &context, &dood) {
+            Ok(()) => image_diff(&dood, &buildkit),
             Err(output) => vec![format!("[build] the dood build failed: {output}")],
         };
-        let dood_vs_docker = judge(case.name, Pair::DoodVsDocker, &found, &mut problems);
-        writeln!(table, "| {} | {vs_docker} | {dood_vs_docker} |", case.name).unwrap();
+        let verdict = if found.is_empty() {
+            "equal"
+        } else {
+            problems.push(format!(
+                "{}: the images differ:\n  {}",
+                case.name,
+                found.join("\n  ")
+            ));
+            "DIFFERENT"
+        };
+        writeln!(table, "| {} | {verdict} |", case.name).unwrap();
         // The archives are compared; the next case needs the disk.
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-    println!("{table}");
-    assert!(
-        problems.is_empty(),
-        "{} problem(s):\n{}\n\n{table}",
-        problems.len(),
-        problems.join("\n")
-    );
-}
-
-/// The real-world cases: apt-get install, a pip-installed Python app, an `npm ci` Node app
-/// and a Rust app built by cargo in a builder stage and copied into a slim stage, all on a
-/// Debian bookworm minbase made by debootstrap from this machine's apt mirror. rbuild native
-/// vs the daemon's BuildKit only (the light cases check `--engine dood`). Needs the network the package managers use (apt's
-/// mirror, PyPI, npm, crates.io) and the Debian package debootstrap.
-#[test]
-fn real_world_debian_images_equal_docker_buildkit_images() {
-    // Only the list of what package managers write differently on every run: these cases
-    // need no further ignore.
-    let ignore_file = repo_root().join("testdata/fidelity-nondeterministic.txt");
-    let ignores: Vec<String> = std::fs::read_to_string(&ignore_file)
-        .unwrap_or_else(|e| panic!("{}: {e}", ignore_file.display()))
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_string)
-        .collect();
-
-    let daemon = Dockerd::start();
-    let work = tempfile::tempdir().unwrap();
-    let root = work.path().join("store");
-    make_debian_base(&root, &daemon, work.path());
-    let unused_secret = work.path().join("secret");
-
-    let mut problems = Vec::new();
-    let mut table = String::from("| case | native vs docker |\n|---|---|\n");
-    for case in DEBIAN_CASES {
-        let args = option_args(case, &unused_secret);
-        let dir = work.path().join(case.name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let buildkit = dir.join("docker.tar");
-        let native = format!("fidelity-native/{}:latest", case.name);
-        std::thread::scope(|scope| {
-            let docker = scope.spawn(|| build_docker(&daemon, case, &args, &buildkit));
-            build_native_in_store(&root, &daemon, case, &args, &native);
-            docker.join().expect("docker build panicked");
-        });
-        let found = diff_images(Some(&root), &native, &buildkit, &ignores);
-        // These images are gigabytes (a toolchain stage): a case's archive and the daemon's
-        // image go as soon as they are compared, so that the cases' sizes do not add up.
-        std::fs::remove_dir_all(&dir).unwrap();
-        remove_docker_image(&daemon, case);
-        let verdict = judge(case.name, Pair::NativeVsDocker, &found, &mut problems);
-        writeln!(table, "| {} | {verdict} |", case.name).unwrap();
     }
     println!("{table}");
     assert!(

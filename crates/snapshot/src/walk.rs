@@ -169,6 +169,16 @@ impl Index {
             if deleted_dirs.iter().any(|d| path.starts_with(d)) {
                 continue;
             }
+            // A directory replaced by a file or a link: the layer's entry at the ancestor
+            // replaces the whole subtree (as BuildKit's layers do), and a whiteout below a
+            // link would name a path through it.
+            if path
+                .ancestors()
+                .skip(1)
+                .any(|a| after.get(a).is_some_and(|m| !m.is_dir()))
+            {
+                continue;
+            }
             deleted_dirs.push(path);
             changes.push(Change::Delete(path.clone()));
         }
@@ -367,6 +377,22 @@ mod tests {
             !changes.contains(&Change::Upsert("a/b/keep".into())),
             "{changes:?}"
         );
+    }
+
+    /// `rm -r /a && ln -s /b /a`: the link replaces the directory, with no whiteout of
+    /// `a/d` (a path through the link).
+    #[test]
+    fn a_directory_replaced_by_a_link_writes_no_whiteout_below_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::create_dir_all(root.join("b")).unwrap();
+        std::fs::write(root.join("a/d"), "a").unwrap();
+        let before = Index::scan(root).unwrap();
+        std::fs::remove_dir_all(root.join("a")).unwrap();
+        std::os::unix::fs::symlink("/b", root.join("a")).unwrap();
+        let changes = before.changes(root).unwrap();
+        assert_eq!(changes, [Change::Upsert("a".into())]);
     }
 
     #[test]

@@ -106,10 +106,18 @@ pub(super) fn build_rbuild(
     case: &Case,
     work: &Path,
     servers: Option<&CaseServers>,
+    isolation: &str,
 ) -> Result<Built> {
-    let dest = work.join(format!("{}-rbuild.tar", case.name));
+    let dest = work.join(format!("{}-rbuild-{isolation}.tar", case.name));
     let mut cmd = rbuild(bin, store);
-    cmd.args(["build", "-q", "--progress", "plain"]);
+    cmd.args([
+        "build",
+        "-q",
+        "--progress",
+        "plain",
+        "--isolation",
+        isolation,
+    ]);
     // A context URL (`rbuild build URL`) holds its Dockerfile (`-f` names it there).
     let remote = case.remote_context(servers)?;
     match (&remote, case.text("dockerfile_name")) {
