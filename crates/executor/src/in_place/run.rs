@@ -178,25 +178,36 @@ struct Mounts<'a> {
     stash: PathBuf,
 }
 
-/// The owners the step's `stat` shows for the secrets and ssh agent sockets mounted with
-/// `uid=`/`gid=`: the build user cannot chown them, and owns them (shown as root) on the
-/// disk.
-fn shown_owners(mounts: &Mounts<'_>) -> Vec<ShownOwner> {
+/// The owners the step's `stat` shows for what rbuild places and the build user cannot
+/// chown (it owns them, shown as root, on the disk): the secrets and ssh agent sockets
+/// mounted with `uid=`/`gid=`, and a cache directory with the owner its creation recorded
+/// (`uid=`/`gid=` of the step that made it, as BuildKit keeps the first one). Read before
+/// the mounts are placed (a cache directory is moved to its target then).
+fn shown_owners(owners: &InPlaceOwners, mounts: &Mounts<'_>) -> Vec<ShownOwner> {
     mounts
         .binds
         .iter()
         .zip(mounts.plans)
-        .filter_map(|(bind, plan)| match plan.kind {
-            MountKind::Secret { uid, gid, .. } | MountKind::SshAgent { uid, gid, .. }
-                if (uid, gid) != (0, 0) =>
-            {
-                Some(ShownOwner {
-                    path: PathBuf::from(&bind.target),
-                    uid,
-                    gid,
-                })
-            }
-            _ => None,
+        .filter_map(|(bind, plan)| {
+            let (uid, gid) = match plan.kind {
+                MountKind::Secret { uid, gid, .. } | MountKind::SshAgent { uid, gid, .. } => {
+                    (uid, gid)
+                }
+                MountKind::Cache => {
+                    // A directory that cannot be read shows as the disk has it; placing it
+                    // fails the step with the reason.
+                    let meta = std::fs::symlink_metadata(&bind.source).ok()?;
+                    let owner =
+                        owners.owner_now((meta.dev(), meta.ino()), (meta.uid(), meta.gid()));
+                    (owner.uid, owner.gid)
+                }
+                MountKind::Scratch => return None,
+            };
+            ((uid, gid) != (0, 0)).then(|| ShownOwner {
+                path: PathBuf::from(&bind.target),
+                uid,
+                gid,
+            })
         })
         .collect()
 }
@@ -229,6 +240,7 @@ fn run_laid_out(
                 })?;
         }
     }
+    let shown = shown_owners(owners, mounts);
     let placed = if mounts.binds.is_empty() {
         None
     } else {
@@ -241,7 +253,7 @@ fn run_laid_out(
         )?)
     };
     let mut spec = spec.clone();
-    spec.shown_owners = shown_owners(mounts);
+    spec.shown_owners = shown;
     let executed = crate::run::execute(sandbox, &spec, label, step, progress);
     let restored = placed.map_or(Ok(()), |p| p.restore());
     let outcome = executed.map_err(InPlaceError::Sandbox)?;
