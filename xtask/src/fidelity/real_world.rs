@@ -5,6 +5,12 @@
 //! reference BuildKit, and compared with `rbuild diff`. They need the network the package
 //! managers use, so they cannot be goldens: their packages move.
 //!
+//! Each target is built a third time in the restricted pod (`rbuild:restricted-debian` as
+//! `docker run --user 1000:1000 --cap-drop ALL --security-opt no-new-privileges` under
+//! Docker's default seccomp profile, rbuild as the entrypoint, on a private dockerd), and
+//! that image is compared with BuildKit's too. The pod has no store to keep, so its builds
+//! share the toolchain stage through a registry cache, as CI jobs do.
+//!
 //! What is ignored and why: `testdata/fidelity-nondeterministic.txt` (what package managers
 //! write differently on every run) and `--ignore-timestamps`; the differences left are
 //! [`KNOWN`], each explained in docs/fidelity.md.
@@ -16,6 +22,8 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
+
+use rbuild_testutil::Dockerd;
 
 use super::buildkit::BuildKit;
 use super::{rbuild, run, run_ok};
@@ -41,6 +49,109 @@ struct Known {
 }
 
 const KNOWN: &[Known] = &[];
+
+/// The builder image for restricted pods with a Debian top level, as `cargo xtask
+/// builder-image` makes it (scripts/test.sh does, into `$RBUILD_BUILDER_IMAGE_DIR`).
+const POD_IMAGE: &str = "rbuild:restricted-debian";
+
+/// The flags of Kubernetes' restricted Pod Security level as `docker run` takes them.
+const POD_FLAGS: &[&str] = &[
+    "--user",
+    "1000:1000",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+];
+
+/// A private dockerd with [`POD_IMAGE`] loaded, and the directory the pods write to.
+struct Pod {
+    daemon: Dockerd,
+    /// Mounted at `/out` (world-writable: the pod's user is not root): the CA bundle the
+    /// pod reads as its secret, and the archives it writes.
+    out: tempfile::TempDir,
+    base: String,
+    cache: String,
+}
+
+impl Pod {
+    fn start(root: &Path, base: &str, registry: &str) -> Result<Pod> {
+        let dir = std::env::var_os("RBUILD_BUILDER_IMAGE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target/builder-image"));
+        let archive = dir.join("rbuild-restricted-debian.tar");
+        if !archive.is_file() {
+            bail!(
+                "{} is missing: the real-world builds run in the restricted pod too; make the \
+                 builder images first with `cargo xtask builder-image {}` (scripts/test.sh \
+                 does) or set RBUILD_BUILDER_IMAGE_DIR",
+                archive.display(),
+                dir.display()
+            );
+        }
+        let daemon = Dockerd::start();
+        daemon.docker_ok(&["load", "-q", "-i", &archive.to_string_lossy()]);
+        let out = tempfile::tempdir()?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(out.path(), std::fs::Permissions::from_mode(0o777))?;
+        std::fs::copy(CA_BUNDLE, out.path().join("ca.crt"))
+            .with_context(|| format!("copying {CA_BUNDLE}"))?;
+        Ok(Pod {
+            daemon,
+            out,
+            base: base.to_string(),
+            cache: format!("{registry}/fidelity-real-world/pod-cache"),
+        })
+    }
+
+    /// Builds `target` in a fresh pod (the base pulled from the registry as the named
+    /// context the Dockerfile's `FROM` names, the toolchain stage from and to the registry
+    /// cache) into a docker archive; returns its path.
+    fn build(&self, root: &Path, target: &str) -> Result<PathBuf> {
+        let context = format!("{}:/workspace:ro", app_dir(root).display());
+        let out = format!("{}:/out", self.out.path().display());
+        let base = format!("{DEBIAN_BASE}=docker-image://{}", self.base);
+        let dest = format!("type=docker,dest=/out/{target}.tar");
+        let cache_from = format!("type=registry,ref={}", self.cache);
+        let cache_to = format!("type=registry,ref={},mode=max", self.cache);
+        let mut args = vec!["run", "--rm", "--network", "host"];
+        args.extend_from_slice(POD_FLAGS);
+        args.extend_from_slice(&[
+            "-v",
+            &context,
+            "-v",
+            &out,
+            POD_IMAGE,
+            "build",
+            "--isolation",
+            "restricted",
+            "--progress",
+            "plain",
+            "--target",
+            target,
+            "--secret",
+            "id=ca,src=/out/ca.crt",
+            "--build-context",
+            &base,
+            "--cache-from",
+            &cache_from,
+            "--cache-to",
+            &cache_to,
+            "-o",
+            &dest,
+            "/workspace",
+        ]);
+        let built = self.daemon.docker(&args);
+        if !built.status.success() {
+            bail!(
+                "rbuild in the restricted pod failed ({}):\n{}",
+                built.status,
+                String::from_utf8_lossy(&built.stderr)
+            );
+        }
+        Ok(self.out.path().join(format!("{target}.tar")))
+    }
+}
 
 fn app_dir(root: &Path) -> PathBuf {
     root.join("testdata/fidelity/debian_apps")
@@ -143,6 +254,7 @@ pub(super) fn compare(
     let ignores = ignores(root)?;
     eprintln!("fidelity: making the Debian base (debootstrap)");
     let base = make_debian_base(bin, store, work, registry)?;
+    let pod = Pod::start(root, &base, registry)?;
     let mut rows = Vec::new();
     for target in TARGETS {
         let started = Instant::now();
@@ -156,25 +268,41 @@ pub(super) fn compare(
             (ours, theirs)
         });
         let name = format!("real-world {target}");
-        let verdict = match (ours, theirs) {
-            (Ok(ours), Ok(theirs)) => {
-                let found = diff(bin, store, &ours, &theirs, &ignores);
-                // The archive is compared; the next target needs the disk.
+        let in_pod = pod.build(root, target);
+        let pod_name = format!("real-world {target} (restricted pod)");
+        let (verdict, pod_verdict) = match (ours, in_pod, theirs) {
+            (ours, in_pod, Ok(theirs)) => {
+                let mut compare_with = |which: &str, built: Result<String>| match built {
+                    Ok(image) => {
+                        let found = diff(bin, store, &image, &theirs, &ignores);
+                        found.map(|found| judge(target, &found, problems))
+                    }
+                    Err(failed) => {
+                        problems.push(format!("{which}: {failed:#}"));
+                        Ok("failed".to_string())
+                    }
+                };
+                let verdict = compare_with(&name, ours);
+                let in_pod = in_pod.map(|p| format!("docker-archive:{}", p.display()));
+                let pod_verdict = compare_with(&pod_name, in_pod);
+                // The archives are compared; the next target needs the disk.
                 let _ = std::fs::remove_file(&theirs);
-                judge(target, &found?, problems)
+                let _ = std::fs::remove_file(pod.out.path().join(format!("{target}.tar")));
+                (verdict?, pod_verdict?)
             }
-            (ours, theirs) => {
-                for failed in [ours.err(), theirs.err()].into_iter().flatten() {
-                    problems.push(format!("{name}: {failed:#}"));
-                }
-                "failed".to_string()
+            (_, _, Err(theirs)) => {
+                let _ = std::fs::remove_file(pod.out.path().join(format!("{target}.tar")));
+                problems.push(format!("{name}: {theirs:#}"));
+                ("failed".to_string(), "failed".to_string())
             }
         };
         eprintln!(
             "fidelity: {name:<40} {verdict} ({:.1} s)",
             started.elapsed().as_secs_f64()
         );
+        eprintln!("fidelity: {pod_name:<40} {pod_verdict}");
         rows.push((name, verdict));
+        rows.push((pod_name, pod_verdict));
     }
     // The toolchain layers are gigabytes: BuildKit's cache of them goes with the run.
     let _ = run(
