@@ -97,6 +97,10 @@ fn main() -> ExitCode {
             "builds_at_once_keep_one_copy_of_a_never_written_layer",
             builds_at_once_keep_one_copy_of_a_never_written_layer,
         ),
+        (
+            "a_layer_written_after_its_files_were_moved_hashes_as_recorded",
+            a_layer_written_after_its_files_were_moved_hashes_as_recorded,
+        ),
     ])
 }
 
@@ -1386,4 +1390,31 @@ fn builds_at_once_keep_one_copy_of_a_never_written_layer() {
     assert_eq!(builder.events.ran(), Vec::<(String, usize)>::new());
     assert_eq!(builder.read("out/toolchain").lines().count(), 2000);
     assert_eq!(blobs_holding(&fx, "out/toolchain").len(), 1);
+}
+
+/// A discarded stage's step adds a file to a directory of the base (its layer holds that
+/// directory with the times the step left it), a later step runs, then a `COPY --from`
+/// reads the stage: the first layer, written from the stage's root after its files were
+/// moved there, hashes to the diff id recorded when it was hashed. Moving entries out of
+/// the upper directory changes that directory's times: they are read before anything
+/// moves (no `SOURCE_DATE_EPOCH`, which would clamp them and hide it; the step sleeps so
+/// that its second differs from the base's, as the layer has whole seconds).
+fn a_layer_written_after_its_files_were_moved_hashes_as_recorded() {
+    let fx = Fixture::new();
+    let df = "FROM busybox AS builder\n\
+              RUN sleep 1 && echo added > /etc/added\n\
+              RUN true\n\
+              FROM busybox\n\
+              COPY --from=builder /etc/added /added\n";
+    let mut request = fx.request(df);
+    request.target_ships = false;
+    request.defer_unshipped_layers = true;
+    request.isolation = Isolation::Userns;
+    let built = fx.built(&request);
+    assert_eq!(built.read("added"), "added\n");
+    assert_eq!(
+        blobs_holding(&fx, "etc/added").len(),
+        1,
+        "the first step's layer is written from the stage's root"
+    );
 }

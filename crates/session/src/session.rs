@@ -129,13 +129,8 @@ impl<'a> Session<'a> {
         request.compression = spec.compression;
         request.compression_level = spec.compression_level;
         request.target_ships = spec.target_ships();
-        // Layers stay written as each step ends: leaving a discarded stage's layers
-        // unwritten (`defer_unshipped_layers`) breaks when a step creates a file in a
-        // directory of the stage's base and a later step runs before the layer is written
-        // (its files in the rootfs no longer hash to the recorded diff id: `RUN echo a >
-        // /etc/f`, `RUN true`, then `COPY --from` that stage). Off until that is found;
-        // a registry-cache export needs every layer written anyway.
-        request.defer_unshipped_layers = false;
+        // A registry-cache export reads every step's layer: none may stay unwritten.
+        request.defer_unshipped_layers = spec.cache_to.is_empty();
         request.helper = spec.helper.clone();
         // An OCI layout context is copied into the store: the build reads it as an image.
         request.named_contexts = spec

@@ -240,6 +240,34 @@ pub fn merge_upper(upper: &Path, root: &Path, changes: &[Change]) -> io::Result<
     let context = |what: &str, path: &Path, e: io::Error| {
         io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
     };
+    // Every directory's metadata is read before anything moves: moving an entry out of an
+    // upper directory changes that directory's times, which are the layer's. The explicit
+    // directories (changes) and the ones above a change that are not changes themselves
+    // (the layer writer writes those from the upper directory too, with their times).
+    let mut upper_dirs: std::collections::BTreeMap<&Path, (std::fs::Metadata, bool)> =
+        std::collections::BTreeMap::new();
+    for change in changes {
+        let rel = match change {
+            Change::Upsert(rel) | Change::Delete(rel) | Change::OpaqueDir(rel) => rel.as_path(),
+        };
+        if !matches!(change, Change::Delete(_)) {
+            if let Ok(meta) = std::fs::symlink_metadata(upper.join(rel)) {
+                if meta.is_dir() {
+                    upper_dirs.insert(rel, (meta, true));
+                }
+            }
+        }
+        for parent in rel.ancestors().skip(1) {
+            if parent.as_os_str().is_empty() || upper_dirs.contains_key(parent) {
+                continue;
+            }
+            if let Ok(meta) = std::fs::symlink_metadata(upper.join(parent)) {
+                if meta.is_dir() {
+                    upper_dirs.insert(parent, (meta, false));
+                }
+            }
+        }
+    }
     let mut dirs: Vec<&Path> = Vec::new();
     for change in changes {
         match change {
@@ -290,7 +318,10 @@ pub fn merge_upper(upper: &Path, root: &Path, changes: &[Change]) -> io::Result<
     for rel in dirs.iter().rev() {
         let source = upper.join(rel);
         let target = root.join(rel);
-        let meta = std::fs::symlink_metadata(&source).map_err(|e| context("reading", rel, e))?;
+        let meta = match upper_dirs.get(rel) {
+            Some((meta, _)) => meta.clone(),
+            None => std::fs::symlink_metadata(&source).map_err(|e| context("reading", rel, e))?,
+        };
         if let Ok(names) = xattr::list(&target) {
             for name in names {
                 let private = crate::meta::is_overlay_private_xattr(name.as_encoded_bytes());
@@ -302,6 +333,19 @@ pub fn merge_upper(upper: &Path, root: &Path, changes: &[Change]) -> io::Result<
         crate::copy::copy_owner_mode_xattrs(&source, &target, &meta)?;
         strip_overlay_xattrs(&target);
         crate::copy::set_times(&target, &meta).map_err(|e| context("setting times of", rel, e))?;
+    }
+    // The directories above a change that are not changes themselves: moving entries in
+    // changed their times in the root, which must read as the layer does (a layer written
+    // later from the root hashes the same). Times only: the rest is the lower's already.
+    for (rel, (meta, explicit)) in upper_dirs.iter().rev() {
+        if *explicit {
+            continue;
+        }
+        let target = root.join(rel);
+        if std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
+            crate::copy::set_times(&target, meta)
+                .map_err(|e| context("setting times of", rel, e))?;
+        }
     }
     Ok(())
 }
