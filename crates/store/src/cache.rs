@@ -148,12 +148,18 @@ impl Store {
     /// with [`Store::cache_put`]. Until the tree is kept (or once it is removed),
     /// [`Store::cache_lookup`] reads the record as a miss and drops it.
     pub fn cache_put_unwritten(&self, record: &CacheRecord) -> Result<()> {
+        let _gc = lock::shared(&self.gc_lock)?;
+        self.write_cache_record(record)
+    }
+
+    /// Writes `record` under its key (replacing one there); the caller holds the gc lock
+    /// shared.
+    fn write_cache_record(&self, record: &CacheRecord) -> Result<()> {
         let dir = self.cache_records_dir()?;
         let bytes = serde_json::to_vec(record).map_err(|source| StoreError::Json {
             what: format!("cache record {}", record.key),
             source,
         })?;
-        let _gc = lock::shared(&self.gc_lock)?;
         fsutil::replace_file(
             self,
             &dir.join(format!("{}.json", record.key.hex())),
@@ -165,11 +171,6 @@ impl Store {
     /// Not fsynced (a step pays for no fsync here): a power cut may lose the record or
     /// leave it empty, which later reads as a miss.
     pub fn cache_put(&self, record: &CacheRecord) -> Result<()> {
-        let dir = self.cache_records_dir()?;
-        let bytes = serde_json::to_vec(record).map_err(|source| StoreError::Json {
-            what: format!("cache record {}", record.key),
-            source,
-        })?;
         // Shared gc lock: gc (exclusive) either sees this record or runs after it exists.
         let _gc = lock::shared(&self.gc_lock)?;
         if !self.has_blob(&record.layer.digest) {
@@ -179,11 +180,7 @@ impl Store {
             });
         }
         self.lease_digest(&record.layer.digest)?;
-        fsutil::replace_file(
-            self,
-            &dir.join(format!("{}.json", record.key.hex())),
-            &bytes,
-        )
+        self.write_cache_record(record)
     }
 
     /// The inputs last recorded for the step at `position` (any stable name for "this step

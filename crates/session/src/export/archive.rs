@@ -72,12 +72,7 @@ pub fn write_archive_file(
     let result = (|| -> Result<(), ExportError> {
         let file = std::fs::File::create(&partial).map_err(io("creating", &partial))?;
         let mut writer = std::io::BufWriter::new(file);
-        rbuild_store::archive::save(store, records, format, layers, &mut writer).map_err(|e| {
-            ExportError::Archive {
-                path: output.to_path_buf(),
-                reason: e.to_string(),
-            }
-        })?;
+        save(store, records, format, layers, output, &mut writer)?;
         let file = writer
             .into_inner()
             .map_err(|e| e.into_error())
@@ -108,13 +103,25 @@ fn write_archive_into(
         .open(output)
         .map_err(io("opening"))?;
     let mut writer = std::io::BufWriter::new(file);
-    rbuild_store::archive::save(store, records, format, layers, &mut writer).map_err(|e| {
+    save(store, records, format, layers, output, &mut writer)?;
+    std::io::Write::flush(&mut writer).map_err(io("writing"))
+}
+
+/// Writes the archive of `records` to `writer`, an error naming `output`.
+fn save(
+    store: &rbuild_store::Store,
+    records: &[ImageRecord],
+    format: ArchiveFormat,
+    layers: &rbuild_layer::WriteOptions,
+    output: &std::path::Path,
+    writer: &mut impl std::io::Write,
+) -> Result<(), ExportError> {
+    rbuild_store::archive::save(store, records, format, layers, writer).map_err(|e| {
         ExportError::Archive {
             path: output.to_path_buf(),
             reason: e.to_string(),
         }
-    })?;
-    std::io::Write::flush(&mut writer).map_err(io("writing"))
+    })
 }
 
 #[cfg(test)]
