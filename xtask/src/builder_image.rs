@@ -260,6 +260,17 @@ fn lay_out_context(context: &Path, binary: &Path) -> Result<()> {
     )
 }
 
+/// The restricted pod's `securityContext` as `docker run` flags
+/// (docs/ci/kubernetes-restricted.md): uid 1000, no capabilities, no-new-privileges.
+pub(crate) const RESTRICTED_POD_FLAGS: &[&str] = &[
+    "--user",
+    "1000:1000",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+];
+
 /// The top-level directories of `rbuild:restricted`: a stage can only have top-level
 /// directories the image has (`/` is the runtime's). Real directories, so this image serves
 /// bases whose `/bin`, `/lib`, `/sbin` are directories (busybox, Alpine), not usrmerge's

@@ -82,6 +82,20 @@ fn parse(args: &[String]) -> Result<Options> {
     })
 }
 
+/// The `rbuild diff --ignore` patterns of `testdata/fidelity-nondeterministic.txt` (what two
+/// builds of the same step by the same builder write differently).
+pub(crate) fn nondeterministic_ignores(root: &Path) -> Result<Vec<String>> {
+    let path = root.join("testdata/fidelity-nondeterministic.txt");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect())
+}
+
 pub(crate) fn run(what: &str, cmd: &mut Command) -> Result<Output> {
     let out = cmd
         .output()

@@ -106,16 +106,9 @@ const CORPUS_NONDETERMINISTIC: &[&str] = &["/date"];
 
 /// The ignore patterns of `testdata/fidelity-nondeterministic.txt` and the corpus's own.
 fn nondeterministic(root: &Path) -> Result<Vec<String>> {
-    let path = root.join("testdata/fidelity-nondeterministic.txt");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_string)
-        .chain(CORPUS_NONDETERMINISTIC.iter().map(|p| p.to_string()))
-        .collect())
+    let mut patterns = crate::fidelity::nondeterministic_ignores(root)?;
+    patterns.extend(CORPUS_NONDETERMINISTIC.iter().map(|p| p.to_string()));
+    Ok(patterns)
 }
 
 /// A value shortened for a table cell.

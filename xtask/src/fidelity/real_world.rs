@@ -54,16 +54,6 @@ const KNOWN: &[Known] = &[];
 /// builder-image` makes it (scripts/test.sh does, into `$RBUILD_BUILDER_IMAGE_DIR`).
 const POD_IMAGE: &str = "rbuild:restricted-debian";
 
-/// The flags of Kubernetes' restricted Pod Security level as `docker run` takes them.
-const POD_FLAGS: &[&str] = &[
-    "--user",
-    "1000:1000",
-    "--cap-drop",
-    "ALL",
-    "--security-opt",
-    "no-new-privileges",
-];
-
 /// A private dockerd with [`POD_IMAGE`] loaded, and the directory the pods write to.
 struct Pod {
     daemon: Dockerd,
@@ -115,7 +105,7 @@ impl Pod {
         let cache_from = format!("type=registry,ref={}", self.cache);
         let cache_to = format!("type=registry,ref={},mode=max", self.cache);
         let mut args = vec!["run", "--rm", "--network", "host"];
-        args.extend_from_slice(POD_FLAGS);
+        args.extend_from_slice(crate::builder_image::RESTRICTED_POD_FLAGS);
         args.extend_from_slice(&[
             "-v",
             &context,
@@ -155,19 +145,6 @@ impl Pod {
 
 fn app_dir(root: &Path) -> PathBuf {
     root.join("testdata/fidelity/debian_apps")
-}
-
-/// The `rbuild diff --ignore` patterns of `testdata/fidelity-nondeterministic.txt`.
-fn ignores(root: &Path) -> Result<Vec<String>> {
-    let path = root.join("testdata/fidelity-nondeterministic.txt");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_string)
-        .collect())
 }
 
 /// Makes [`DEBIAN_BASE`] with rbuild from a fresh debootstrap and pushes it to the
@@ -251,7 +228,7 @@ pub(super) fn compare(
     work: &Path,
     problems: &mut Vec<String>,
 ) -> Result<Vec<(String, String)>> {
-    let ignores = ignores(root)?;
+    let ignores = super::nondeterministic_ignores(root)?;
     eprintln!("fidelity: making the Debian base (debootstrap)");
     let base = make_debian_base(bin, store, work, registry)?;
     let pod = Pod::start(root, &base, registry)?;

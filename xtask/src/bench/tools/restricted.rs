@@ -14,23 +14,13 @@ use anyhow::{bail, Context, Result};
 use super::{Builder, Cache, Kind};
 use crate::bench::measure::median;
 use crate::bench::plan::{Cell, Row};
+use crate::builder_image::RESTRICTED_POD_FLAGS as POD_FLAGS;
 
 pub const RESTRICTED: &str = "rbuild-restricted";
 
 /// The column beside it: rbuild on the host (user namespaces) from an empty store in every
 /// run, as every run of the pod starts (`sections/cold.rs`).
 pub const EMPTY_STORE: &str = "rbuild-empty-store";
-
-/// The restricted pod's `securityContext` as `docker run` flags
-/// (docs/ci/kubernetes-restricted.md).
-const POD_FLAGS: &[&str] = &[
-    "--user",
-    "1000:1000",
-    "--cap-drop",
-    "ALL",
-    "--security-opt",
-    "no-new-privileges",
-];
 
 /// The two images' tags in the bench's dockerd.
 pub(super) const IMAGE: &str = "rbuild-bench/restricted:latest";
