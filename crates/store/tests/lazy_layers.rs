@@ -27,6 +27,7 @@ fn plain_layer(store: &Store, content: &[u8]) -> (Descriptor, Digest) {
     let mut writer = store.blob_writer().unwrap();
     let plain = WriteOptions {
         compression: Compression::None,
+        source_date_epoch: EPOCH,
         ..Default::default()
     };
     let info = write_dir_layer(src.path(), &mut writer, &plain).unwrap();
@@ -38,8 +39,15 @@ fn plain_layer(store: &Store, content: &[u8]) -> (Descriptor, Digest) {
     )
 }
 
+/// Every mtime clamped: the tests write "the same tree" twice, in two directories made at
+/// different times (a second apart now and then).
+const EPOCH: Option<i64> = Some(1_700_000_000);
+
 fn gzip() -> WriteOptions {
-    WriteOptions::default()
+    WriteOptions {
+        source_date_epoch: EPOCH,
+        ..Default::default()
+    }
 }
 
 #[test]
