@@ -213,137 +213,14 @@ fn image_diff(a: &Path, b: &Path) -> Vec<String> {
         "rbuild diff failed: {}",
         output_text(&out)
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+    let report: rbuild_diff::Report = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("rbuild diff's JSON: {e}: {}", output_text(&out)));
-    let lines = render_report(&report);
     assert_eq!(
-        lines.is_empty(),
-        report["equal"] == true,
-        "rbuild diff's verdict and its sections disagree: {report}"
+        report.is_equal(),
+        report.equal,
+        "rbuild diff's verdict and its sections disagree: {report:?}"
     );
-    without_rerecorded_dirs(lines)
-}
-
-/// A JSON value as a difference line shows it: strings bare, the rest as JSON.
-fn shown(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// One line per difference of an `rbuild diff --json` report:
-/// `[files] only in A: PATH  [KIND MODE UID:GID]`, `[files] PATH: FIELD A -> B`, the same
-/// per layer as `[layer[i]] ...`, `[layers] layer count: A != B`, `[config] KEY: A != B`,
-/// `[history] [i] FIELD: 'A' != 'B'`, `[history] history entries: A != B`.
-fn render_report(report: &serde_json::Value) -> Vec<String> {
-    let entry_line = |prefix: &str, what: &str, a: &serde_json::Value, b: &serde_json::Value| {
-        let side = |v: &serde_json::Value| {
-            let kind = v["kind"].as_str().unwrap_or("?");
-            if kind == "opaque" || kind == "whiteout" {
-                format!("[{kind}]")
-            } else {
-                format!("[{kind} {} {}]", shown(&v["mode"]), shown(&v["owner"]))
-            }
-        };
-        if a.is_null() {
-            format!("{prefix} only in B: {what}  {}", side(b))
-        } else if b.is_null() {
-            format!("{prefix} only in A: {what}  {}", side(a))
-        } else {
-            let (path, field) = what.rsplit_once(' ').unwrap_or((what, "?"));
-            format!("{prefix} {path}: {field} {} -> {}", shown(a), shown(b))
-        }
-    };
-    let mut lines = Vec::new();
-    let changes = |section: &str| report[section].as_array().cloned().unwrap_or_default();
-    for c in changes("files") {
-        let what = c["what"].as_str().unwrap_or("?");
-        lines.push(entry_line("[files]", what, &c["a"], &c["b"]));
-    }
-    for c in changes("layers") {
-        let what = c["what"].as_str().unwrap_or("?");
-        if what == "layers" {
-            lines.push(format!("[layers] layer count: {} != {}", c["a"], c["b"]));
-        } else if let Some((index, rest)) = what.strip_prefix('[').and_then(|w| w.split_once("] "))
-        {
-            lines.push(entry_line(
-                &format!("[layer[{index}]]"),
-                rest,
-                &c["a"],
-                &c["b"],
-            ));
-        } else {
-            lines.push(format!("[layers] {what}: {} != {}", c["a"], c["b"]));
-        }
-    }
-    for c in changes("config") {
-        let what = c["what"].as_str().unwrap_or("?");
-        lines.push(format!("[config] {what}: {} != {}", c["a"], c["b"]));
-    }
-    // `empty_layer` flags are reported as one sequence (entries that differ in count differ
-    // in sequence too).
-    let mut empty_layers_differ = Vec::new();
-    for c in changes("history") {
-        let what = c["what"].as_str().unwrap_or("?");
-        if what == "entries" {
-            lines.push(format!(
-                "[history] history entries: {} != {}",
-                c["a"], c["b"]
-            ));
-            empty_layers_differ.push("count".to_string());
-            continue;
-        }
-        if let Some(index) = what.strip_suffix(" empty_layer") {
-            empty_layers_differ.push(index.to_string());
-            continue;
-        }
-        let quoted = |v: &serde_json::Value| match v {
-            serde_json::Value::String(s) => format!("'{s}'"),
-            other => other.to_string(),
-        };
-        lines.push(format!(
-            "[history] {what}: {} != {}",
-            quoted(&c["a"]),
-            quoted(&c["b"])
-        ));
-    }
-    if !empty_layers_differ.is_empty() {
-        lines.push(format!(
-            "[history] empty_layer sequence differs ({})",
-            empty_layers_differ.join(", ")
-        ));
-    }
-    lines
-}
-
-/// Drops `[layer[i]] only in A|B: PATH  [dir ...]` when the flattened trees agree on PATH
-/// (no `[files]` line names it): one builder's layer re-records a directory that the layer
-/// does not change but whose mtime moved. BuildKit's runc does that to `/etc` in every RUN
-/// layer (it creates and removes the /etc/hosts and /etc/resolv.conf mount points there).
-/// That is an mtime difference, which the suite ignores; a directory the layer really adds
-/// or changes also shows in `[files]` and is kept.
-fn without_rerecorded_dirs(lines: Vec<String>) -> Vec<String> {
-    let rerecorded_dir = |line: &str| -> Option<String> {
-        let rest = line.strip_prefix("[layer[")?;
-        let (_, rest) = rest.split_once("]] only in ")?;
-        let rest = rest
-            .strip_prefix("A: ")
-            .or_else(|| rest.strip_prefix("B: "))?;
-        let (path, kind) = rest.split_once("  [")?;
-        kind.starts_with("dir ").then(|| path.to_string())
-    };
-    let names_in_files = |path: &str| {
-        lines.iter().any(|l| {
-            l.starts_with("[files] ")
-                && (l.contains(&format!(": {path}  ")) || l.contains(&format!(": {path}:")))
-        })
-    };
-    lines
-        .iter()
-        .filter(|l| rerecorded_dir(l).is_none_or(|path| names_in_files(&path)))
-        .cloned()
-        .collect()
+    report.without_rerecorded_dirs().lines()
 }
 
 #[test]

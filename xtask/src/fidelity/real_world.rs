@@ -21,7 +21,6 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde_json::Value;
 
 use rbuild_testutil::Dockerd;
 
@@ -314,103 +313,12 @@ fn diff(
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let report: Value = serde_json::from_slice(&out.stdout).context("rbuild diff's JSON")?;
-    let lines = render_report(&report);
-    if lines.is_empty() != (report["equal"] == true) {
-        bail!("rbuild diff's verdict and its sections disagree: {report}");
+    let report: rbuild_diff::Report =
+        serde_json::from_slice(&out.stdout).context("rbuild diff's JSON")?;
+    if report.is_equal() != report.equal {
+        bail!("rbuild diff's verdict and its sections disagree: {report:?}");
     }
-    Ok(without_rerecorded_dirs(lines))
-}
-
-/// A JSON value as a difference line shows it: strings bare, the rest as JSON.
-fn shown(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// One line per difference of an `rbuild diff --json` report:
-/// `[files] only in A: PATH  [KIND MODE UID:GID]`, `[files] PATH: FIELD A -> B`, the same
-/// per layer as `[layer[i]] ...`, `[layers] ...`, `[config] KEY: A != B`,
-/// `[history] [i] FIELD: 'A' != 'B'`.
-fn render_report(report: &Value) -> Vec<String> {
-    let entry_line = |prefix: &str, what: &str, a: &Value, b: &Value| {
-        let side = |v: &Value| {
-            let kind = v["kind"].as_str().unwrap_or("?");
-            if kind == "opaque" || kind == "whiteout" {
-                format!("[{kind}]")
-            } else {
-                format!("[{kind} {} {}]", shown(&v["mode"]), shown(&v["owner"]))
-            }
-        };
-        if a.is_null() {
-            format!("{prefix} only in B: {what}  {}", side(b))
-        } else if b.is_null() {
-            format!("{prefix} only in A: {what}  {}", side(a))
-        } else {
-            let (path, field) = what.rsplit_once(' ').unwrap_or((what, "?"));
-            format!("{prefix} {path}: {field} {} -> {}", shown(a), shown(b))
-        }
-    };
-    let changes = |section: &str| report[section].as_array().cloned().unwrap_or_default();
-    let mut lines = Vec::new();
-    for c in changes("files") {
-        let what = c["what"].as_str().unwrap_or("?");
-        lines.push(entry_line("[files]", what, &c["a"], &c["b"]));
-    }
-    for c in changes("layers") {
-        let what = c["what"].as_str().unwrap_or("?");
-        match what.strip_prefix('[').and_then(|w| w.split_once("] ")) {
-            Some((index, rest)) => lines.push(entry_line(
-                &format!("[layer[{index}]]"),
-                rest,
-                &c["a"],
-                &c["b"],
-            )),
-            None => lines.push(format!("[layers] {what}: {} != {}", c["a"], c["b"])),
-        }
-    }
-    for section in ["config", "history"] {
-        for c in changes(section) {
-            let what = c["what"].as_str().unwrap_or("?");
-            lines.push(format!(
-                "[{section}] {what}: {} != {}",
-                shown(&c["a"]),
-                shown(&c["b"])
-            ));
-        }
-    }
-    lines
-}
-
-/// Drops `[layer[i]] only in A|B: PATH  [dir ...]` when the flattened trees agree on PATH
-/// (no `[files]` line names it): one builder's layer re-records a directory the layer does
-/// not change but whose mtime moved (BuildKit's runc creates and removes the /etc/hosts and
-/// /etc/resolv.conf mount points in `/etc` in every RUN). That is an mtime difference,
-/// which the comparison ignores; a directory the layer really adds or changes also shows in
-/// `[files]` and is kept.
-fn without_rerecorded_dirs(lines: Vec<String>) -> Vec<String> {
-    let rerecorded_dir = |line: &str| -> Option<String> {
-        let rest = line.strip_prefix("[layer[")?;
-        let (_, rest) = rest.split_once("]] only in ")?;
-        let rest = rest
-            .strip_prefix("A: ")
-            .or_else(|| rest.strip_prefix("B: "))?;
-        let (path, kind) = rest.split_once("  [")?;
-        kind.starts_with("dir ").then(|| path.to_string())
-    };
-    let names_in_files = |path: &str| {
-        lines.iter().any(|l| {
-            l.starts_with("[files] ")
-                && (l.contains(&format!(": {path}  ")) || l.contains(&format!(": {path}:")))
-        })
-    };
-    lines
-        .iter()
-        .filter(|l| rerecorded_dir(l).is_none_or(|path| names_in_files(&path)))
-        .cloned()
-        .collect()
+    Ok(report.without_rerecorded_dirs().lines())
 }
 
 /// What one comparison found, checked against [`KNOWN`].
@@ -453,22 +361,6 @@ fn judge(target: &str, found: &[String], problems: &mut Vec<String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rerecorded_directories_are_dropped_only_when_the_trees_agree() {
-        let lines = vec![
-            "[layer[3]] only in B: /etc  [dir 0755 0:0]".to_string(),
-            "[layer[3]] only in B: /new  [dir 0755 0:0]".to_string(),
-            "[files] only in B: /new  [dir 0755 0:0]".to_string(),
-        ];
-        assert_eq!(
-            without_rerecorded_dirs(lines),
-            [
-                "[layer[3]] only in B: /new  [dir 0755 0:0]",
-                "[files] only in B: /new  [dir 0755 0:0]"
-            ]
-        );
-    }
 
     #[test]
     fn every_known_difference_names_a_target() {
