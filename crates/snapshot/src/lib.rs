@@ -1,7 +1,8 @@
 //! What a step changed in a root filesystem, as a list of [`Change`]s for the layer writer.
 //!
 //! - [`overlay`]: the step wrote into an overlay upperdir (mounted by the sandbox helper);
-//!   the upperdir is converted (whiteouts → `Delete`, opaque dirs → `OpaqueDir`).
+//!   the upperdir is converted (whiteouts → `Delete`; a directory replacing a lower one →
+//!   a `Delete` per entry of the lower one it lacks).
 //! - [`walk`]: the step wrote into the root itself, compared with an [`Index`] taken before
 //!   (the executor's snapshotter for chroot steps, COPY and WORKDIR; its rules decide image
 //!   digests, see the module doc).

@@ -80,10 +80,39 @@ fn lower_entry(lowerdirs: &[PathBuf], rel: &Path) -> Option<PathBuf> {
     None
 }
 
+/// The names of the lowers' visible entries in the directory `rel` (merged as overlayfs
+/// shows them: whiteouts and opaque directories of upper lowers hide lower ones' entries).
+fn lower_names(
+    lowers: &[PathBuf],
+    rel: &Path,
+) -> io::Result<std::collections::BTreeSet<std::ffi::OsString>> {
+    let mut names = std::collections::BTreeSet::new();
+    for lower in lowers {
+        let dir = lower.join(rel);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => continue,
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("reading {}: {e}", dir.display()),
+                ))
+            }
+        };
+        for entry in entries {
+            names.insert(entry?.file_name());
+        }
+    }
+    names.retain(|name| lower_entry(lowers, &rel.join(name)).is_some());
+    Ok(names)
+}
+
 /// Converts an upperdir into changes. `lowerdirs` (base first) are consulted to drop
-/// directories that were only copied up (e.g. for a stub) and are otherwise unchanged, and to
-/// tell a directory replacing a non-directory (a plain `Upsert`) from one replacing a
-/// directory wholesale (`OpaqueDir`). `stubs` are removed from the upperdir first.
+/// directories that were only copied up (e.g. for a stub) and are otherwise unchanged, and
+/// for a directory that replaces a lower directory wholesale (opaque: `rm -rf /d && mkdir
+/// /d`), to list what of the lower one is gone: one `Delete` per entry, as BuildKit v0.32's
+/// differ writes one whiteout per removed entry rather than an opaque marker (both give the
+/// same tree). `stubs` are removed from the upperdir first.
 pub fn overlay_changes(
     upperdir: &Path,
     lowerdirs: &[PathBuf],
@@ -101,16 +130,26 @@ pub fn overlay_changes(
 }
 
 /// Walks `dir` of the upperdir; returns whether anything below it is a change.
-/// `under_opaque`: `dir` is (below) an opaque directory, so nothing of the lowers shows
-/// through and every entry is new.
+/// `replacing`: `dir` replaces the lowers' directory at its path (it is opaque, or inside
+/// one and a directory in the lowers too): none of the lowers' entries below shows through,
+/// so each of its entries is new and each lower entry it lacks is deleted.
 fn collect(
     upper: &Path,
     dir: &Path,
     lowers: &[PathBuf],
-    under_opaque: bool,
+    replacing: bool,
     out: &mut Vec<Change>,
 ) -> io::Result<bool> {
     let mut any = false;
+    if replacing {
+        let rel = relative(upper, dir);
+        for name in lower_names(lowers, &rel)? {
+            if std::fs::symlink_metadata(dir.join(&name)).is_err() {
+                out.push(Change::Delete(rel.join(name)));
+                any = true;
+            }
+        }
+    }
     let entries = std::fs::read_dir(dir)
         .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", dir.display())))?;
     for entry in entries {
@@ -123,18 +162,15 @@ fn collect(
             any = true;
             continue;
         }
-        let lower = if under_opaque {
-            None
-        } else {
-            lower_entry(lowers, &rel)
-        };
+        let lower = lower_entry(lowers, &rel);
         if !meta.is_dir() {
             // overlayfs copies a lower file up whole when the step links it (`ln lower
             // new`), changing only its ctime and link count: BuildKit's differ sees no
-            // change there, and writes the new name alone, as a regular file.
+            // change there, and writes the new name alone, as a regular file. (In a
+            // replaced directory every file is new.)
             let copied_up_unchanged = match &lower {
-                Some(lower) => same_non_directory(&path, lower)?,
-                None => false,
+                Some(lower) if !replacing => same_non_directory(&path, lower)?,
+                _ => false,
             };
             if !copied_up_unchanged {
                 out.push(Change::Upsert(rel));
@@ -146,15 +182,12 @@ fn collect(
             .as_ref()
             .and_then(|p| std::fs::symlink_metadata(p).ok())
             .is_some_and(|m| m.is_dir());
-        if is_opaque(&path) && lower_is_dir {
-            out.push(Change::OpaqueDir(rel));
-            collect(upper, &path, lowers, true, out)?;
-            any = true;
-            continue;
-        }
         let mark = out.len();
         out.push(Change::Upsert(rel.clone()));
-        let below = collect(upper, &path, lowers, under_opaque, out)?;
+        // A directory replacing a lower directory: marked opaque by overlayfs, or any
+        // directory made inside a replaced one where the lowers have one too.
+        let replaces = lower_is_dir && (replacing || is_opaque(&path));
+        let below = collect(upper, &path, lowers, replaces, out)?;
         // A directory copied up (for a change below it, a stub, a `touch`) is unchanged
         // when its own metadata but the mtime is (BuildKit's `sameDirent`); one with changes
         // below is listed all the same, as their parent.

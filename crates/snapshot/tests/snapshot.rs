@@ -20,6 +20,10 @@ fn main() -> ExitCode {
             dir_replaced_by_file_and_back,
         ),
         ("dir_replaced_wholesale", dir_replaced_wholesale),
+        (
+            "nested_dir_replaced_wholesale",
+            nested_dir_replaced_wholesale,
+        ),
         ("links_modes_owners_fifos", links_modes_owners_fifos),
         (
             "a_link_to_a_lower_file_writes_the_new_name_alone",
@@ -340,10 +344,44 @@ fn dir_replaced_wholesale() {
         },
         "rm -r /o && mkdir /o && touch /o/new",
     );
-    assert_eq!(r.overlay, vec![Change::OpaqueDir("o".into()), up("o/new")]);
-    // The walk snapshotter says the same with per-child deletes; `o` keeps its mode and
-    // owner, so it is written only as the parent of its changes (BuildKit's `sameDirent`).
+    // One delete per entry of the replaced directory, not an opaque marker, as BuildKit
+    // v0.32 writes it; the overlay lists `o` itself as the parent of its changes.
+    assert_eq!(
+        r.overlay,
+        vec![up("o"), up("o/new"), del("o/old1"), del("o/old2")]
+    );
+    // The walk snapshotter says the same; `o` keeps its mode and owner, so it is written
+    // only as the parent of its changes (BuildKit's `sameDirent`).
     assert_eq!(r.walk, vec![up("o/new"), del("o/old1"), del("o/old2")]);
+    let expected: BTreeSet<PathBuf> = walk_paths(&r.walk_dir);
+    assert_eq!(applied(&r.base, &r.overlay, &r.upper), expected);
+    assert_eq!(applied(&r.base, &r.walk, &r.walk_dir), expected);
+}
+
+fn nested_dir_replaced_wholesale() {
+    let r = both(
+        &|base| {
+            std::fs::create_dir_all(base.join("o/sub/deeper")).unwrap();
+            std::fs::write(base.join("o/sub/old"), "1").unwrap();
+            std::fs::write(base.join("o/sub/deeper/x"), "x").unwrap();
+            std::fs::write(base.join("o/top"), "2").unwrap();
+            std::fs::write(base.join("o/was-file"), "3").unwrap();
+        },
+        "rm -r /o && mkdir -p /o/sub /o/was-file && touch /o/sub/new /o/was-file/in",
+    );
+    // `o/sub` is a directory below too: it replaces that one as well, so what it had goes
+    // (a plain merge would keep `o/sub/old` and `o/sub/deeper`); `o/was-file` replaces a
+    // file, which its own entry does.
+    let overlay_deletes: Vec<&Change> = r
+        .overlay
+        .iter()
+        .filter(|c| matches!(c, Change::Delete(_)))
+        .collect();
+    assert_eq!(
+        overlay_deletes,
+        [&del("o/sub/deeper"), &del("o/sub/old"), &del("o/top")]
+    );
+    assert!(!r.overlay.iter().any(|c| matches!(c, Change::OpaqueDir(_))));
     let expected: BTreeSet<PathBuf> = walk_paths(&r.walk_dir);
     assert_eq!(applied(&r.base, &r.overlay, &r.upper), expected);
     assert_eq!(applied(&r.base, &r.walk, &r.walk_dir), expected);
