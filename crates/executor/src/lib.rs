@@ -216,6 +216,10 @@ pub struct BuildResult {
     pub cache_records: Vec<rbuild_store::CacheRecord>,
     /// `RUN --mount=type=cache` directories the build used: (id, directory).
     pub cache_mounts: Vec<(String, PathBuf)>,
+    /// The epoch the build was dated with (`SOURCE_DATE_EPOCH`, from the request or the
+    /// Dockerfile's `ARG SOURCE_DATE_EPOCH=` default), if any: what the exporter's
+    /// `rewrite-timestamp` rewrites to.
+    pub source_date_epoch: Option<i64>,
     /// Where this build's time went: its own counters (`phases::BuildPhases`), so builds
     /// running at the same time in one process do not count each other's time; `compress`
     /// alone is process-wide.
@@ -572,6 +576,7 @@ pub fn build_with_cache(
         tags,
         cache_records,
         cache_mounts,
+        source_date_epoch: request.source_date_epoch,
         phases: build_phases.times(),
     })
 }
