@@ -131,6 +131,11 @@ pub struct BuildRequest {
     /// SOURCE_DATE_EPOCH: the config's and history's `created`, and the clamp of layer
     /// mtimes.
     pub source_date_epoch: Option<i64>,
+    /// An exporter's `source-date-epoch=N` (`-o …,source-date-epoch=N`): the build is dated
+    /// with the earlier of it and its own epoch (the one above, else the Dockerfile's
+    /// default), as BuildKit's exporter dates entries later than its epoch with it and
+    /// keeps earlier ones; no epoch of its own: this one.
+    pub output_epoch: Option<i64>,
     pub compression: Compression,
     /// `--compression-level`; `None` is the format's default.
     pub compression_level: Option<u32>,
@@ -181,6 +186,7 @@ impl BuildRequest {
             secrets: BTreeMap::new(),
             ssh: BTreeMap::new(),
             source_date_epoch: None,
+            output_epoch: None,
             compression: Compression::Gzip,
             compression_level: None,
             target_ships: true,
@@ -458,6 +464,17 @@ pub fn build_with_cache(
             &dated
         }
         None => request,
+    };
+    let capped;
+    let request = match request.output_epoch {
+        Some(cap) if request.source_date_epoch.is_none_or(|own| own > cap) => {
+            capped = BuildRequest {
+                source_date_epoch: Some(cap),
+                ..request.clone()
+            };
+            &capped
+        }
+        _ => request,
     };
     let opts = BuildOptions {
         target: request.target.clone(),

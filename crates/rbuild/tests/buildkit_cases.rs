@@ -113,8 +113,14 @@ fn build(
     if let Some(dockerfile) = dockerfile {
         cmd.arg("-f").arg(dockerfile);
     }
+    // BuildKit's image exporter attributes (`rewrite-timestamp=`, `source-date-epoch=`).
+    let attrs: String = case
+        .strings("exporter_attrs")
+        .iter()
+        .map(|a| format!(",{a}"))
+        .collect();
     cmd.arg("-o")
-        .arg(format!("type=docker,dest={}", dest.display()));
+        .arg(format!("type=docker,dest={}{attrs}", dest.display()));
     for arg in case.strings("build_args") {
         let arg = servers.map_or(arg.clone(), |s| s.substitute(&arg));
         cmd.arg("--build-arg").arg(arg);

@@ -124,8 +124,8 @@ impl<'a> Session<'a> {
             notes(Note::Warning(w))
         })?;
         request.ssh = ssh_agents(store, &spec.ssh, &mut agents)?;
-        // An output's `source-date-epoch=N` wins over the build argument and the flag.
-        request.source_date_epoch = spec.output_epoch()?.or(spec.source_date_epoch);
+        request.source_date_epoch = spec.source_date_epoch;
+        request.output_epoch = spec.output_epoch()?;
         request.max_parallel_stages = spec.max_parallel_stages;
         request.compression = spec.compression;
         request.compression_level = spec.compression_level;

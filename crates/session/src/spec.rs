@@ -184,11 +184,12 @@ impl BuildSpec {
     }
 
     /// The epoch the outputs' `source-date-epoch=N` attributes give the build: `Some(N)`
-    /// when one gives a number, which then dates the whole build (the config and history
-    /// as `--source-date-epoch N` does; RUN's `SOURCE_DATE_EPOCH` build argument is not
-    /// changed), and so every output; `None` when none gives one (an empty value only turns
-    /// the rewrite off for its output). Outputs giving different values are an error:
-    /// rbuild builds one image per build.
+    /// when one gives a number, which then dates the build when it is earlier than the
+    /// build's own epoch or the build has none (BuildKit's exporter dates the entries later
+    /// than its epoch with it; RUN's `SOURCE_DATE_EPOCH` build argument is not changed),
+    /// and so every output; `None` when none gives one (an empty value only turns the
+    /// rewrite off for its output). Outputs giving different values are an error: rbuild
+    /// builds one image per build.
     pub fn output_epoch(&self) -> Result<Option<i64>, crate::ExportError> {
         let mut given: Vec<Option<i64>> = self
             .outputs

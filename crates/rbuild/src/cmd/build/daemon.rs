@@ -107,6 +107,13 @@ fn request_from_spec(spec: &BuildSpec) -> Result<BuildRequest> {
     };
     req.push = spec.pushes();
     for output in &spec.outputs {
+        if output.rewrite_timestamp || output.source_date_epoch.is_some() {
+            bail!(
+                "-o type={}: rewrite-timestamp= and source-date-epoch= are not passed to the \
+                 daemon engines; use the native engine",
+                output.kind
+            );
+        }
         match (output.kind, &output.dest) {
             (OutputKind::Docker, Some(dest)) => {
                 req.outputs.push(Output::DockerArchive(dest.clone()))
