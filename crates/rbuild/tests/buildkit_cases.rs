@@ -738,3 +738,59 @@ fn walk_names(dir: &Path) -> Vec<String> {
     }
     names
 }
+
+/// `-o …,rewrite-timestamp=true` without any epoch: BuildKit's exporter warns ("rewrite-timestamp
+/// is specified, but no source-date-epoch was found") and rewrites nothing; rbuild says the
+/// same and annotates no layer. Outputs asking for different epochs are refused before
+/// anything is built, naming the option.
+#[test]
+fn rewrite_timestamp_without_an_epoch_warns_and_conflicting_epochs_are_refused() {
+    require_root("a native build");
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    let context = work.path().join("context");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(context.join("Dockerfile"), "FROM scratch\nCOPY f /\n").unwrap();
+    std::fs::write(context.join("f"), "data").unwrap();
+    let archive = work.path().join("out.tar");
+    let out = rbuild(&store)
+        .args(["build", "--progress", "plain", "-o"])
+        .arg(format!(
+            "type=docker,dest={},rewrite-timestamp=true",
+            archive.display()
+        ))
+        .arg(&context)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("rewrite-timestamp is specified, but no source-date-epoch was found"),
+        "{stderr}"
+    );
+    assert_eq!(
+        common::golden::rewritten_timestamps(&archive),
+        serde_json::json!([null])
+    );
+
+    let out = rbuild(&store)
+        .args(["build", "-q", "-o"])
+        .arg(format!(
+            "type=docker,dest={},source-date-epoch=1",
+            archive.display()
+        ))
+        .arg("-o")
+        .arg(format!(
+            "type=oci,dest={}.oci,source-date-epoch=2",
+            archive.display()
+        ))
+        .arg(&context)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("different source-date-epoch values (1, 2)"),
+        "{stderr}"
+    );
+}
