@@ -10,7 +10,8 @@
 //!
 //! A layer whose bytes change is a new plain layer with its own diff id (compressed when it
 //! leaves the machine, like any build layer); the stored image of the build is not touched:
-//! the output gets a new manifest (and a new config only when a diff id changed).
+//! the output gets a new manifest (and a new config only when a diff id changed), stored as
+//! blobs leased for the life of the `Store`, not listed as an image.
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
@@ -94,10 +95,22 @@ pub fn rewrite_image_timestamps(
                 reason: format!("encoding the rewritten image config: {e}"),
             })?;
         let blob = store.put_bytes(&bytes, None)?;
+        store.protect(&blob.digest)?;
         manifest.config.digest = blob.digest;
         manifest.config.size = blob.size;
     }
-    let descriptor = store.put_manifest(&manifest)?;
+    // Stored as a blob, leased for the life of this `Store` and not listed as an image (like
+    // a shipped manifest): the store's image stays the build's.
+    let bytes = manifest
+        .to_canonical_json()
+        .map_err(|e| ExportError::Attribute {
+            key: "rewrite-timestamp".into(),
+            reason: format!("encoding the rewritten manifest: {e}"),
+        })?;
+    let blob = store.put_bytes(&bytes, None)?;
+    store.protect(&blob.digest)?;
+    let mut descriptor = blob.descriptor(&record.manifest.media_type);
+    descriptor.platform = record.manifest.platform.clone();
     Ok(ImageRecord {
         manifest: descriptor.clone(),
         image_manifest: descriptor,
@@ -135,6 +148,7 @@ fn rewrite_stored_layer(
         .into_inner()
         .map_err(|e| failed(e.into_error().to_string()))?;
     let blob = writer.commit(None)?;
+    store.protect(&blob.digest)?;
     // A plain layer of this build: compressed when it leaves the machine, under its own
     // diff id (never the one it was rewritten from).
     store.mark_lazy_layer(&blob.digest)?;
@@ -589,6 +603,15 @@ mod tests {
             shipped.layers[2].annotations.get(REWRITTEN_TIMESTAMP),
             Some(&expected)
         );
+
+        // The store lists the build's image alone, not the rewritten one.
+        let listed: Vec<Digest> = store
+            .list_images()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.manifest_digest)
+            .collect();
+        assert_eq!(listed, vec![record.manifest.digest.clone()]);
 
         // No layer of the build in the image: the record as it is.
         let unchanged = rewrite_image_timestamps(&store, &record, epoch, &HashSet::new()).unwrap();
