@@ -238,3 +238,23 @@ pub fn run(globals: &Globals, args: &BuildArgs, spec: &BuildSpec) -> Result<u8> 
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The daemon engines would not pass BuildKit's exporter attributes on: refused by name
+    /// rather than dropped.
+    #[test]
+    fn exporter_attributes_are_refused_with_the_daemon_engines() {
+        let mut spec = BuildSpec::new(rbuild_session::ContextSource::Dir(".".into()));
+        let mut output =
+            rbuild_session::OutputSpec::new(OutputKind::Docker, Some("out.tar".into())).unwrap();
+        assert!(request_from_spec(&spec).is_ok());
+        output.set_attribute("rewrite-timestamp", "true").unwrap();
+        spec.outputs.push(output);
+        let err = request_from_spec(&spec).unwrap_err().to_string();
+        assert!(err.contains("rewrite-timestamp="), "{err}");
+        assert!(err.contains("native engine"), "{err}");
+    }
+}
