@@ -244,7 +244,6 @@ pub fn main(args: &[String]) -> Result<()> {
         let servers = case.servers()?;
         make_oci_layouts(&bin, &store, case, work)?;
         let theirs = build_buildkit(&buildkit, &pushed, case, work, servers.as_ref())?;
-        let times = case.spec.get("times").and_then(Value::as_bool) == Some(true);
         // A case built FROM scratch alone (`"base": "scratch"`) is described whole.
         let base = match case.text("base").as_deref() {
             Some("scratch") => BaseCounts {
@@ -253,7 +252,7 @@ pub fn main(args: &[String]) -> Result<()> {
             },
             _ => base,
         };
-        let golden = unplace_json(servers.as_ref(), golden_of(&theirs, base, times)?)?;
+        let golden = unplace_json(servers.as_ref(), golden_of(&theirs, base, case)?)?;
         let golden_path = case.dir.join("golden.json");
         let expected_error = case.text("error");
         match (&theirs, &expected_error) {
@@ -306,7 +305,7 @@ pub fn main(args: &[String]) -> Result<()> {
                 (Built::Image(_), Some(_)) => Err("rbuild built what must fail".into()),
                 (Built::Image(path), None) => {
                     let found =
-                        unplace_json(servers.as_ref(), describe_archive(path, base, times)?)?;
+                        unplace_json(servers.as_ref(), describe_archive(path, base, case)?)?;
                     // The description is made; the next build needs the disk.
                     let _ = std::fs::remove_file(path);
                     let differences = describe::differences(&golden, &found);

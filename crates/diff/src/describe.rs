@@ -268,6 +268,14 @@ pub fn to_golden_text(description: &Value) -> String {
     if let Some(times) = description.get("times") {
         text.push_str(&format!(",\n  \"times\": {}", pretty(times)));
     }
+    // The layers' `buildkit/rewritten-timestamp` annotations, of a case with exporter
+    // attributes.
+    if let Some(rewritten) = description.get("rewritten_timestamps") {
+        text.push_str(&format!(
+            ",\n  \"rewritten_timestamps\": {}",
+            pretty(rewritten)
+        ));
+    }
     text.push_str("\n}\n");
     text
 }

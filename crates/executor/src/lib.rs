@@ -131,6 +131,11 @@ pub struct BuildRequest {
     /// SOURCE_DATE_EPOCH: the config's and history's `created`, and the clamp of layer
     /// mtimes.
     pub source_date_epoch: Option<i64>,
+    /// An exporter's `source-date-epoch=N` (`-o …,source-date-epoch=N`): the build is dated
+    /// with the earlier of it and its own epoch (the one above, else the Dockerfile's
+    /// default), as BuildKit's exporter dates entries later than its epoch with it and
+    /// keeps earlier ones; no epoch of its own: this one.
+    pub output_epoch: Option<i64>,
     pub compression: Compression,
     /// `--compression-level`; `None` is the format's default.
     pub compression_level: Option<u32>,
@@ -181,6 +186,7 @@ impl BuildRequest {
             secrets: BTreeMap::new(),
             ssh: BTreeMap::new(),
             source_date_epoch: None,
+            output_epoch: None,
             compression: Compression::Gzip,
             compression_level: None,
             target_ships: true,
@@ -216,6 +222,10 @@ pub struct BuildResult {
     pub cache_records: Vec<rbuild_store::CacheRecord>,
     /// `RUN --mount=type=cache` directories the build used: (id, directory).
     pub cache_mounts: Vec<(String, PathBuf)>,
+    /// The epoch the build was dated with (`SOURCE_DATE_EPOCH`, from the request or the
+    /// Dockerfile's `ARG SOURCE_DATE_EPOCH=` default), if any: what the exporter's
+    /// `rewrite-timestamp` rewrites to.
+    pub source_date_epoch: Option<i64>,
     /// Where this build's time went: its own counters (`phases::BuildPhases`), so builds
     /// running at the same time in one process do not count each other's time; `compress`
     /// alone is process-wide.
@@ -455,6 +465,17 @@ pub fn build_with_cache(
         }
         None => request,
     };
+    let capped;
+    let request = match request.output_epoch {
+        Some(cap) if request.source_date_epoch.is_none_or(|own| own > cap) => {
+            capped = BuildRequest {
+                source_date_epoch: Some(cap),
+                ..request.clone()
+            };
+            &capped
+        }
+        _ => request,
+    };
     let opts = BuildOptions {
         target: request.target.clone(),
         build_args: request.build_args.clone(),
@@ -572,6 +593,7 @@ pub fn build_with_cache(
         tags,
         cache_records,
         cache_mounts,
+        source_date_epoch: request.source_date_epoch,
         phases: build_phases.times(),
     })
 }

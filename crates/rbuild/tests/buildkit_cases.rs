@@ -113,8 +113,14 @@ fn build(
     if let Some(dockerfile) = dockerfile {
         cmd.arg("-f").arg(dockerfile);
     }
+    // BuildKit's image exporter attributes (`rewrite-timestamp=`, `source-date-epoch=`).
+    let attrs: String = case
+        .strings("exporter_attrs")
+        .iter()
+        .map(|a| format!(",{a}"))
+        .collect();
     cmd.arg("-o")
-        .arg(format!("type=docker,dest={}", dest.display()));
+        .arg(format!("type=docker,dest={}{attrs}", dest.display()));
     for arg in case.strings("build_args") {
         let arg = servers.map_or(arg.clone(), |s| s.substitute(&arg));
         cmd.arg("--build-arg").arg(arg);
@@ -731,4 +737,150 @@ fn walk_names(dir: &Path) -> Vec<String> {
         }
     }
     names
+}
+
+/// `-o …,rewrite-timestamp=true` without any epoch: BuildKit's exporter warns ("rewrite-timestamp
+/// is specified, but no source-date-epoch was found") and rewrites nothing; rbuild says the
+/// same and annotates no layer. Outputs asking for different epochs are refused before
+/// anything is built, naming the option.
+#[test]
+fn rewrite_timestamp_without_an_epoch_warns_and_conflicting_epochs_are_refused() {
+    require_root("a native build");
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    let context = work.path().join("context");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(context.join("Dockerfile"), "FROM scratch\nCOPY f /\n").unwrap();
+    std::fs::write(context.join("f"), "data").unwrap();
+    let archive = work.path().join("out.tar");
+    let out = rbuild(&store)
+        .args(["build", "--progress", "plain", "-o"])
+        .arg(format!(
+            "type=docker,dest={},rewrite-timestamp=true",
+            archive.display()
+        ))
+        .arg(&context)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("rewrite-timestamp is specified, but no source-date-epoch was found"),
+        "{stderr}"
+    );
+    assert_eq!(
+        common::golden::rewritten_timestamps(&archive),
+        serde_json::json!([null])
+    );
+
+    let out = rbuild(&store)
+        .args(["build", "-q", "-o"])
+        .arg(format!(
+            "type=docker,dest={},source-date-epoch=1",
+            archive.display()
+        ))
+        .arg("-o")
+        .arg(format!(
+            "type=oci,dest={}.oci,source-date-epoch=2",
+            archive.display()
+        ))
+        .arg(&context)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("different source-date-epoch values (1, 2)"),
+        "{stderr}"
+    );
+}
+
+/// `-o type=registry,rewrite-timestamp=true`: what reaches the registry is the rewritten
+/// manifest (the build's layer annotated with the epoch, its blob compressed for the push),
+/// which a pull into an empty store gets back; the store keeps the build's own image.
+#[test]
+fn a_push_with_rewrite_timestamp_sends_the_annotated_manifest() {
+    require_root("a native build");
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    let context = work.path().join("context");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(context.join("Dockerfile"), "FROM scratch\nCOPY f /\n").unwrap();
+    std::fs::write(context.join("f"), "data").unwrap();
+    let registry = rbuild_testutil::Registry::start();
+    let tag = format!("{}/rewrite/pushed:1", registry.host());
+    let metadata = work.path().join("metadata.json");
+    let out = rbuild(&store)
+        .args([
+            "build",
+            "-q",
+            "--source-date-epoch",
+            "1700000000",
+            "-t",
+            &tag,
+        ])
+        .args([
+            "-o",
+            "type=registry,rewrite-timestamp=true",
+            "--metadata-file",
+        ])
+        .arg(&metadata)
+        .arg(&context)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metadata: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&metadata).unwrap()).unwrap();
+    let pushed = metadata["containerimage.digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        registry.manifest_status("rewrite/pushed", &pushed),
+        Some(200)
+    );
+
+    let local = rbuild_store::Store::open(&store).unwrap();
+    let built = local.resolve(&tag).unwrap();
+    assert_ne!(
+        built.manifest.digest.to_string(),
+        pushed,
+        "the push is the rewritten one"
+    );
+    let built: rbuild_image::Manifest = local.read_manifest(&built.manifest.digest).unwrap();
+    assert!(
+        built.layers[0].annotations.is_empty(),
+        "the stored image is the build's"
+    );
+
+    let pulled_store = work.path().join("pulled");
+    let out = rbuild(&pulled_store)
+        .args(["pull", "-q", &tag])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pulled = rbuild_store::Store::open(&pulled_store).unwrap();
+    let record = pulled.resolve(&tag).unwrap();
+    assert_eq!(record.manifest.digest.to_string(), pushed);
+    let manifest: rbuild_image::Manifest = pulled.read_manifest(&record.manifest.digest).unwrap();
+    assert_eq!(
+        manifest.layers[0]
+            .annotations
+            .get("buildkit/rewritten-timestamp")
+            .map(String::as_str),
+        Some("1700000000")
+    );
+    assert!(
+        manifest.layers[0].media_type.ends_with("+gzip"),
+        "{:?}",
+        manifest.layers[0]
+    );
 }

@@ -53,6 +53,17 @@ pub enum ExportError {
     UnknownOutputType(String),
     #[error("output type={kind} needs dest=PATH")]
     MissingDestination { kind: &'static str },
+    /// One of BuildKit's exporter attributes (`-o type=…,KEY=VALUE`) that is refused.
+    #[error("the output attribute {key:?}: {reason}")]
+    Attribute { key: String, reason: String },
+    /// Outputs of one build asking for different epochs: rbuild builds one image.
+    #[error("the outputs ask for different source-date-epoch values ({0}); rbuild builds one image per build, so give them one value")]
+    EpochConflict(String),
+    #[error("rewriting the timestamps of layer {layer}: {reason}")]
+    Rewrite {
+        layer: rbuild_image::Digest,
+        reason: String,
+    },
     #[error("--push needs at least one -t/--tag (or --destination) naming where to push")]
     NoTagToPush,
     #[error("{what} {path}: {source}")]

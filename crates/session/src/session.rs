@@ -125,6 +125,7 @@ impl<'a> Session<'a> {
         })?;
         request.ssh = ssh_agents(store, &spec.ssh, &mut agents)?;
         request.source_date_epoch = spec.source_date_epoch;
+        request.output_epoch = spec.output_epoch()?;
         request.max_parallel_stages = spec.max_parallel_stages;
         request.compression = spec.compression;
         request.compression_level = spec.compression_level;
@@ -176,7 +177,7 @@ impl<'a> Session<'a> {
         drop(agents);
 
         let record = store.resolve(&build.manifest.to_string())?;
-        let exports = self.export(spec, exporters, &record, transfer, notes)?;
+        let exports = self.export(spec, exporters, &record, &build, transfer, notes)?;
         let mut cache_note = |line: String| notes(Note::Cache(line));
         remote_cache::export_to(
             &spec.cache_to,
@@ -207,9 +208,25 @@ impl<'a> Session<'a> {
         spec: &BuildSpec,
         exporters: &[Box<dyn Exporter>],
         record: &ImageRecord,
+        build: &rbuild_executor::BuildResult,
         transfer: &dyn rbuild_transfer::Progress,
         notes: &mut dyn FnMut(Note),
     ) -> Result<Vec<ExportOutcome>, SessionError> {
+        for output in &spec.outputs {
+            if output.rewrite_timestamp && output.epoch(build.source_date_epoch).is_none() {
+                // BuildKit's exporter warns the same way and rewrites nothing.
+                notes(Note::Warning(format!(
+                    "-o type={}: rewrite-timestamp is specified, but no source-date-epoch was \
+                     found; the layers keep their times",
+                    output.kind
+                )));
+            }
+        }
+        let build_layers: std::collections::HashSet<rbuild_image::Digest> = build
+            .cache_records
+            .iter()
+            .map(|r| r.diff_id.clone())
+            .collect();
         let cx = ExportContext {
             store: self.store,
             client: &self.client,
@@ -221,6 +238,8 @@ impl<'a> Session<'a> {
                 level: spec.compression_level,
                 ..Default::default()
             },
+            build_epoch: build.source_date_epoch,
+            build_layers: &build_layers,
         };
         let mut outcomes = Vec::new();
         for exporter in exporters {
@@ -253,6 +272,7 @@ impl BuildSpec {
         if self.pushes() && self.tags.is_empty() {
             return Err(crate::ExportError::NoTagToPush.into());
         }
+        self.output_epoch()?;
         Ok(())
     }
 }

@@ -183,6 +183,32 @@ impl BuildSpec {
             })
     }
 
+    /// The epoch the outputs' `source-date-epoch=N` attributes give the build: `Some(N)`
+    /// when one gives a number, which then dates the build when it is earlier than the
+    /// build's own epoch or the build has none (BuildKit's exporter dates the entries later
+    /// than its epoch with it; RUN's `SOURCE_DATE_EPOCH` build argument is not changed),
+    /// and so every output; `None` when none gives one (an empty value only turns the
+    /// rewrite off for its output). Outputs giving different values are an error: rbuild
+    /// builds one image per build.
+    pub fn output_epoch(&self) -> Result<Option<i64>, crate::ExportError> {
+        let mut given: Vec<Option<i64>> = self
+            .outputs
+            .iter()
+            .filter_map(|o| o.source_date_epoch)
+            .collect();
+        given.sort();
+        given.dedup();
+        let numbers = given.iter().filter(|e| e.is_some()).count();
+        if numbers > 0 && given.len() > 1 {
+            let shown: Vec<String> = given
+                .iter()
+                .map(|e| e.map_or("empty".to_string(), |n| n.to_string()))
+                .collect();
+            return Err(crate::ExportError::EpochConflict(shown.join(", ")));
+        }
+        Ok(given.into_iter().flatten().next())
+    }
+
     /// Whether any output pushes to a registry.
     pub fn pushes(&self) -> bool {
         self.outputs

@@ -130,8 +130,11 @@ pub(super) fn build_rbuild(
                 .arg(case.dockerfile_dir(work, servers)?.join("Dockerfile"));
         }
     }
-    cmd.arg("-o")
-        .arg(format!("type=docker,dest={}", dest.display()));
+    cmd.arg("-o").arg(format!(
+        "type=docker,dest={}{}",
+        dest.display(),
+        exporter_attrs(case)
+    ));
     for arg in case.build_args(servers) {
         cmd.arg("--build-arg").arg(arg);
     }
@@ -204,9 +207,10 @@ pub(super) fn build_buildkit(
         .arg(format!("context:{BASE_NAME}=docker-image://{base}"))
         .arg("--output")
         .arg(format!(
-            "type=docker,name=buildkit-cases/{}:1,dest={}",
+            "type=docker,name=buildkit-cases/{}:1,dest={}{}",
             case.name,
-            dest.display()
+            dest.display(),
+            exporter_attrs(case)
         ));
     for arg in case.build_args(servers) {
         cmd.arg("--opt").arg(format!("build-arg:{arg}"));
@@ -281,21 +285,61 @@ pub(super) fn unplace_json(servers: Option<&CaseServers>, value: Value) -> Resul
     )?)
 }
 
-pub(super) fn describe_archive(path: &Path, base: BaseCounts, times: bool) -> Result<Value> {
+/// A case's `exporter_attrs` (BuildKit's image exporter attributes, `KEY=VALUE`), each
+/// after a comma, for both builders' `-o`/`--output`.
+fn exporter_attrs(case: &Case) -> String {
+    case.spec
+        .get("exporter_attrs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|a| format!(",{a}"))
+        .collect()
+}
+
+/// The `buildkit/rewritten-timestamp` annotation of each layer (the base's too) in the
+/// manifest of an image archive, `null` where there is none: what a case with
+/// `exporter_attrs` adds to its description.
+pub(super) fn rewritten_timestamps(path: &Path) -> Result<Value> {
+    let dir = tempfile::tempdir()?;
+    let store = rbuild_store::Store::open(dir.path().join("store"))?;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let loaded = rbuild_store::archive::load(&store, file)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let record = loaded
+        .first()
+        .ok_or_else(|| anyhow!("{}: no image in the archive", path.display()))?;
+    let (_, manifest) = store.image_manifest(&record.manifest)?;
+    Ok(manifest
+        .layers
+        .iter()
+        .map(|l| {
+            l.annotations
+                .get("buildkit/rewritten-timestamp")
+                .map_or(Value::Null, |v| Value::String(v.clone()))
+        })
+        .collect())
+}
+
+pub(super) fn describe_archive(path: &Path, base: BaseCounts, case: &Case) -> Result<Value> {
     let image = read_image(&ImageSource::Archive(path.to_path_buf(), None), None)
         .with_context(|| format!("reading {}", path.display()))?;
     let mut description =
         describe::describe(&image, base).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    if times {
+    if case.spec.get("times").and_then(Value::as_bool) == Some(true) {
         describe::add_times(&mut description, &image, base);
+    }
+    if !exporter_attrs(case).is_empty() {
+        description["rewritten_timestamps"] = rewritten_timestamps(path)?;
     }
     Ok(description)
 }
 
 /// The golden of a case from BuildKit's result.
-pub(super) fn golden_of(built: &Built, base: BaseCounts, times: bool) -> Result<Value> {
+pub(super) fn golden_of(built: &Built, base: BaseCounts, case: &Case) -> Result<Value> {
     match built {
-        Built::Image(path) => describe_archive(path, base, times),
+        Built::Image(path) => describe_archive(path, base, case),
         Built::Failed(stderr) => Ok(serde_json::json!({ "error": buildkit_error_line(stderr) })),
     }
 }

@@ -195,10 +195,13 @@ pub fn compare(
         (Err(stderr), None) => Err(format!("rbuild failed:\n{stderr}")),
         (Ok(_), Some(wanted)) => Err(format!("rbuild built it; BuildKit fails ({wanted:?})")),
         (Ok(archive), None) => {
-            let image = read_image(&ImageSource::Archive(archive, None), None).unwrap();
+            let image = read_image(&ImageSource::Archive(archive.clone(), None), None).unwrap();
             let mut found = describe::describe(&image, base).unwrap();
             if case.spec["times"].as_bool() == Some(true) {
                 describe::add_times(&mut found, &image, base);
+            }
+            if !case.strings("exporter_attrs").is_empty() {
+                found["rewritten_timestamps"] = rewritten_timestamps(&archive);
             }
             if let Some(servers) = servers {
                 found = replace_in_json(&found, &servers.url(), rbuild_testutil::HTTP_PLACEHOLDER);
@@ -214,6 +217,27 @@ pub fn compare(
             }
         }
     }
+}
+
+/// The `buildkit/rewritten-timestamp` annotation (`-o …,rewrite-timestamp=true`) of each
+/// layer in the manifest of an image archive, `null` where there is none:
+/// what a case with `exporter_attrs` adds to its description.
+pub fn rewritten_timestamps(archive: &Path) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let store = rbuild_store::Store::open(dir.path().join("store")).unwrap();
+    let file = std::fs::File::open(archive).unwrap();
+    let loaded = rbuild_store::archive::load(&store, file).unwrap();
+    let record = loaded.first().expect("the archive holds an image");
+    let (_, manifest) = store.image_manifest(&record.manifest).unwrap();
+    manifest
+        .layers
+        .iter()
+        .map(|l| {
+            l.annotations
+                .get("buildkit/rewritten-timestamp")
+                .map_or(Value::Null, |v| Value::String(v.clone()))
+        })
+        .collect()
 }
 
 /// The verdict for the summary, and the failure, if any: a case must match its golden, and

@@ -11,11 +11,30 @@ use super::{ExportContext, ExportError, ExportOutcome, Exporter, OutputKind};
 pub struct ArchiveExporter {
     format: ArchiveFormat,
     dest: PathBuf,
+    /// `rewrite-timestamp=` and `source-date-epoch=` of the output.
+    rewrite_timestamp: bool,
+    source_date_epoch: Option<Option<i64>>,
 }
 
 impl ArchiveExporter {
     pub fn new(format: ArchiveFormat, dest: PathBuf) -> Self {
-        ArchiveExporter { format, dest }
+        ArchiveExporter {
+            format,
+            dest,
+            rewrite_timestamp: false,
+            source_date_epoch: None,
+        }
+    }
+
+    /// The output's `rewrite-timestamp=` and `source-date-epoch=` attributes.
+    pub fn with_timestamps(
+        mut self,
+        rewrite_timestamp: bool,
+        source_date_epoch: Option<Option<i64>>,
+    ) -> Self {
+        self.rewrite_timestamp = rewrite_timestamp;
+        self.source_date_epoch = source_date_epoch;
+        self
     }
 }
 
@@ -32,9 +51,10 @@ impl Exporter for ArchiveExporter {
         cx: &ExportContext<'_>,
         image: &ImageRecord,
     ) -> Result<ExportOutcome, ExportError> {
+        let image = cx.image_for(self.rewrite_timestamp, self.source_date_epoch, image)?;
         write_archive_file(
             cx.store,
-            std::slice::from_ref(image),
+            std::slice::from_ref(&image),
             self.format,
             &cx.layers,
             &self.dest,

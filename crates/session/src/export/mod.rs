@@ -6,7 +6,9 @@
 mod archive;
 mod local;
 mod registry;
+mod rewrite;
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use rbuild_image::Digest;
@@ -18,6 +20,7 @@ pub use crate::error::ExportError;
 pub use archive::{write_archive_file, ArchiveExporter};
 pub use local::LocalExporter;
 pub use registry::RegistryExporter;
+pub use rewrite::{rewrite_image_timestamps, rewrite_layer_timestamps, REWRITTEN_TIMESTAMP};
 
 /// The kinds of output, as BuildKit names them in `-o type=…`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,11 +73,21 @@ impl std::fmt::Display for OutputKind {
     }
 }
 
-/// One requested output: its kind and, for the kinds that write files, where.
+/// One requested output: its kind, for the kinds that write files, where, and BuildKit's
+/// image exporter attributes it was given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputSpec {
     pub kind: OutputKind,
     pub dest: Option<PathBuf>,
+    /// `rewrite-timestamp=true`: every layer the build made gets its entries' times clamped
+    /// to the epoch and the annotation [`REWRITTEN_TIMESTAMP`] (BuildKit's
+    /// `rewriteRemoteWithEpoch`).
+    pub rewrite_timestamp: bool,
+    /// `source-date-epoch=N` (`Some(Some(N))`) overrides the epoch the build got;
+    /// `source-date-epoch=` (`Some(None)`) means no epoch for this output, whatever the
+    /// build argument or the Dockerfile's `ARG SOURCE_DATE_EPOCH=` default say; `None`: not
+    /// given, the build's epoch.
+    pub source_date_epoch: Option<Option<i64>>,
 }
 
 impl OutputSpec {
@@ -82,7 +95,76 @@ impl OutputSpec {
         if kind.needs_destination() && dest.is_none() {
             return Err(ExportError::MissingDestination { kind: kind.name() });
         }
-        Ok(OutputSpec { kind, dest })
+        Ok(OutputSpec {
+            kind,
+            dest,
+            rewrite_timestamp: false,
+            source_date_epoch: None,
+        })
+    }
+
+    /// Parses one of BuildKit's image exporter attributes, `-o type=…,KEY=VALUE`, into this
+    /// output: `rewrite-timestamp` (a boolean as Go's `strconv.ParseBool` reads one) and
+    /// `source-date-epoch` (seconds since 1970, or empty for none). Any other key, a bad
+    /// value, or one of them on an output that writes no image (`type=local`) is an error
+    /// naming it.
+    pub fn set_attribute(&mut self, key: &str, value: &str) -> Result<(), ExportError> {
+        let bad = |reason: String| ExportError::Attribute {
+            key: key.to_string(),
+            reason,
+        };
+        if self.kind == OutputKind::Local
+            && matches!(key, "rewrite-timestamp" | "source-date-epoch")
+        {
+            return Err(bad(
+                "only image outputs (oci, docker, registry) take it; type=local writes files"
+                    .to_string(),
+            ));
+        }
+        match key {
+            "rewrite-timestamp" => {
+                self.rewrite_timestamp = parse_bool(value)
+                    .ok_or_else(|| bad(format!("{value:?} is not a boolean (true or false)")))?;
+            }
+            "source-date-epoch" => {
+                self.source_date_epoch = Some(if value.is_empty() {
+                    None
+                } else {
+                    let not_seconds = || {
+                        bad(format!(
+                            "{value:?} is not a number of seconds since 1970 (or empty for none)"
+                        ))
+                    };
+                    let epoch = value.parse::<i64>().map_err(|_| not_seconds())?;
+                    if epoch < 0 {
+                        return Err(not_seconds());
+                    }
+                    Some(epoch)
+                });
+            }
+            _ => {
+                return Err(bad(
+                    "not supported; use type=, dest=, rewrite-timestamp= or source-date-epoch="
+                        .to_string(),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// The epoch of this output's image: the `source-date-epoch` attribute when given, else
+    /// the build's.
+    pub fn epoch(&self, build_epoch: Option<i64>) -> Option<i64> {
+        self.source_date_epoch.unwrap_or(build_epoch)
+    }
+}
+
+/// A boolean as Go's `strconv.ParseBool` (which BuildKit's exporter options use) reads one.
+fn parse_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
     }
 }
 
@@ -97,6 +179,36 @@ pub struct ExportContext<'a> {
     /// The build's layer compression, for what leaves the machine compressed (a push, an
     /// OCI archive); the local image keeps the plain layers a build made.
     pub layers: rbuild_layer::WriteOptions,
+    /// The epoch the build used (the build argument, `--source-date-epoch`, the
+    /// Dockerfile's `ARG SOURCE_DATE_EPOCH=` default), if any.
+    pub build_epoch: Option<i64>,
+    /// The diff ids of the layers this build's steps made (cached or run): what
+    /// `rewrite-timestamp=true` rewrites, from the first of them in the image on.
+    pub build_layers: &'a HashSet<Digest>,
+}
+
+impl ExportContext<'_> {
+    /// The image an output gets: `image` itself, or with `rewrite-timestamp=true` and an
+    /// epoch (the output's `source-date-epoch`, else the build's) the image whose build
+    /// layers are rewritten to it ([`rewrite_image_timestamps`]). Without an epoch nothing
+    /// is rewritten, as in BuildKit (the session warns).
+    pub fn image_for(
+        &self,
+        rewrite_timestamp: bool,
+        source_date_epoch: Option<Option<i64>>,
+        image: &ImageRecord,
+    ) -> Result<ImageRecord, ExportError> {
+        let epoch = source_date_epoch.unwrap_or(self.build_epoch);
+        match epoch {
+            Some(epoch) if rewrite_timestamp => {
+                let mut rewritten =
+                    rewrite_image_timestamps(self.store, image, epoch, self.build_layers)?;
+                rewritten.names = image.names.clone();
+                Ok(rewritten)
+            }
+            _ => Ok(image.clone()),
+        }
+    }
 }
 
 /// What an export did that the caller reports.
@@ -125,11 +237,20 @@ pub fn exporter_for(spec: &OutputSpec) -> Result<Box<dyn Exporter>, ExportError>
             kind: spec.kind.name(),
         })
     };
+    let archive = |format| -> Result<Box<dyn Exporter>, ExportError> {
+        Ok(Box::new(
+            ArchiveExporter::new(format, dest()?)
+                .with_timestamps(spec.rewrite_timestamp, spec.source_date_epoch),
+        ))
+    };
     Ok(match spec.kind {
-        OutputKind::Docker => Box::new(ArchiveExporter::new(ArchiveFormat::Docker, dest()?)),
-        OutputKind::Oci => Box::new(ArchiveExporter::new(ArchiveFormat::Oci, dest()?)),
+        OutputKind::Docker => archive(ArchiveFormat::Docker)?,
+        OutputKind::Oci => archive(ArchiveFormat::Oci)?,
         OutputKind::Local => Box::new(LocalExporter::new(dest()?)),
-        OutputKind::Registry => Box::new(RegistryExporter),
+        OutputKind::Registry => Box::new(RegistryExporter {
+            rewrite_timestamp: spec.rewrite_timestamp,
+            source_date_epoch: spec.source_date_epoch,
+        }),
     })
 }
 
@@ -161,5 +282,46 @@ mod tests {
         let err = OutputSpec::new(OutputKind::Oci, None).unwrap_err();
         assert!(err.to_string().contains("type=oci needs dest"), "{err}");
         assert!(OutputSpec::new(OutputKind::Registry, None).is_ok());
+    }
+
+    #[test]
+    fn exporter_attributes_are_parsed_as_buildkit_reads_them() {
+        let mut spec = OutputSpec::new(OutputKind::Oci, Some("x".into())).unwrap();
+        spec.set_attribute("rewrite-timestamp", "true").unwrap();
+        assert!(spec.rewrite_timestamp);
+        spec.set_attribute("rewrite-timestamp", "0").unwrap();
+        assert!(!spec.rewrite_timestamp);
+        assert_eq!(spec.epoch(Some(5)), Some(5), "not given: the build's epoch");
+        spec.set_attribute("source-date-epoch", "1700000000")
+            .unwrap();
+        assert_eq!(spec.source_date_epoch, Some(Some(1_700_000_000)));
+        assert_eq!(spec.epoch(Some(5)), Some(1_700_000_000));
+        spec.set_attribute("source-date-epoch", "").unwrap();
+        assert_eq!(spec.source_date_epoch, Some(None), "empty resets");
+        assert_eq!(spec.epoch(Some(5)), None);
+    }
+
+    #[test]
+    fn bad_exporter_attributes_are_refused_naming_the_option() {
+        let mut spec = OutputSpec::new(OutputKind::Docker, Some("x".into())).unwrap();
+        let err = spec.set_attribute("rewrite-timestamp", "yes").unwrap_err();
+        assert!(err.to_string().contains("rewrite-timestamp"), "{err}");
+        assert!(err.to_string().contains("\"yes\""), "{err}");
+        let err = spec.set_attribute("source-date-epoch", "soon").unwrap_err();
+        assert!(err.to_string().contains("source-date-epoch"), "{err}");
+        assert!(err.to_string().contains("\"soon\""), "{err}");
+        let err = spec.set_attribute("source-date-epoch", "-1").unwrap_err();
+        assert!(err.to_string().contains("since 1970"), "{err}");
+        let err = spec.set_attribute("compression", "zstd").unwrap_err();
+        assert!(err.to_string().contains("\"compression\""), "{err}");
+        let mut local = OutputSpec::new(OutputKind::Local, Some("x".into())).unwrap();
+        let err = local
+            .set_attribute("rewrite-timestamp", "true")
+            .unwrap_err();
+        assert!(err.to_string().contains("type=local"), "{err}");
+        assert_eq!(
+            spec,
+            OutputSpec::new(OutputKind::Docker, Some("x".into())).unwrap()
+        );
     }
 }

@@ -5,7 +5,12 @@ use rbuild_store::ImageRecord;
 
 use super::{ExportContext, ExportError, ExportOutcome, Exporter, OutputKind};
 
-pub struct RegistryExporter;
+#[derive(Default)]
+pub struct RegistryExporter {
+    /// `rewrite-timestamp=` and `source-date-epoch=` of the output.
+    pub rewrite_timestamp: bool,
+    pub source_date_epoch: Option<Option<i64>>,
+}
 
 impl Exporter for RegistryExporter {
     fn kind(&self) -> OutputKind {
@@ -20,6 +25,7 @@ impl Exporter for RegistryExporter {
         if cx.tags.is_empty() {
             return Err(ExportError::NoTagToPush);
         }
+        let image = cx.image_for(self.rewrite_timestamp, self.source_date_epoch, image)?;
         let mut pushed = Vec::new();
         for tag in cx.tags {
             let _t = rbuild_executor::Phase::Push.timer();

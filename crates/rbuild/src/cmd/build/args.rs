@@ -119,7 +119,9 @@ pub struct BuildArgs {
     /// engine).
     #[arg(long = "security-opt", value_name = "seccomp=unconfined")]
     pub security_opts: Vec<String>,
-    /// Where the result goes: `type=oci|docker|local|registry[,dest=PATH]` (repeatable).
+    /// Where the result goes: `type=oci|docker|local|registry[,dest=PATH]` (repeatable);
+    /// image outputs also take BuildKit's `rewrite-timestamp=true` and
+    /// `source-date-epoch=N` (empty: none) (docs/cli.md).
     #[arg(short = 'o', long = "output", value_name = "type=...,dest=...")]
     pub outputs: Vec<String>,
     /// Push every tag to its registry.

@@ -107,6 +107,13 @@ fn request_from_spec(spec: &BuildSpec) -> Result<BuildRequest> {
     };
     req.push = spec.pushes();
     for output in &spec.outputs {
+        if output.rewrite_timestamp || output.source_date_epoch.is_some() {
+            bail!(
+                "-o type={}: rewrite-timestamp= and source-date-epoch= are not passed to the \
+                 daemon engines; use the native engine",
+                output.kind
+            );
+        }
         match (output.kind, &output.dest) {
             (OutputKind::Docker, Some(dest)) => {
                 req.outputs.push(Output::DockerArchive(dest.clone()))
@@ -229,5 +236,25 @@ pub fn run(globals: &Globals, args: &BuildArgs, spec: &BuildSpec) -> Result<u8> 
             }
             None => Err(err),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The daemon engines would not pass BuildKit's exporter attributes on: refused by name
+    /// rather than dropped.
+    #[test]
+    fn exporter_attributes_are_refused_with_the_daemon_engines() {
+        let mut spec = BuildSpec::new(rbuild_session::ContextSource::Dir(".".into()));
+        let mut output =
+            rbuild_session::OutputSpec::new(OutputKind::Docker, Some("out.tar".into())).unwrap();
+        assert!(request_from_spec(&spec).is_ok());
+        output.set_attribute("rewrite-timestamp", "true").unwrap();
+        spec.outputs.push(output);
+        let err = request_from_spec(&spec).unwrap_err().to_string();
+        assert!(err.contains("rewrite-timestamp="), "{err}");
+        assert!(err.contains("native engine"), "{err}");
     }
 }

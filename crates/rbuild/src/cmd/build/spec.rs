@@ -275,10 +275,13 @@ pub(super) fn parse_labels(items: &[String]) -> Result<BTreeMap<String, String>>
     Ok(out)
 }
 
-/// One `-o type=…[,dest=…]`; an unknown type is an error naming it.
+/// One `-o type=…[,dest=…][,KEY=VALUE…]`; an unknown type or attribute is an error naming
+/// it. The image exporter attributes (`rewrite-timestamp=`, `source-date-epoch=`) are read
+/// by the session's [`OutputSpec::set_attribute`].
 pub(super) fn parse_output(text: &str) -> Result<OutputSpec> {
     let mut kind = None;
     let mut dest = None;
+    let mut attributes = Vec::new();
     for part in text.split(',') {
         let (k, v) = part
             .split_once('=')
@@ -286,15 +289,18 @@ pub(super) fn parse_output(text: &str) -> Result<OutputSpec> {
         match k {
             "type" => kind = Some(v.to_string()),
             "dest" => dest = Some(PathBuf::from(v)),
-            // BuildKit's exporter attributes (name=, push=, ...): `name` and `push` have flags.
-            other => {
-                bail!("-o {text:?}: the attribute {other:?} is not supported; use type= and dest=")
-            }
+            other => attributes.push((other, v)),
         }
     }
     let kind = kind.ok_or_else(|| anyhow!("-o {text:?} needs type=oci|docker|local|registry"))?;
     let kind = OutputKind::parse(&kind).map_err(|e| anyhow!("-o {text:?}: {e}"))?;
-    OutputSpec::new(kind, dest).map_err(|e| anyhow!("-o {text:?}: {e}"))
+    let mut output = OutputSpec::new(kind, dest).map_err(|e| anyhow!("-o {text:?}: {e}"))?;
+    for (key, value) in attributes {
+        output
+            .set_attribute(key, value)
+            .map_err(|e| anyhow!("-o {text:?}: {e}"))?;
+    }
+    Ok(output)
 }
 
 /// Kaniko's `--context dir://path` / `tar://path`, a tar file, `-` (stdin) or a directory.
@@ -521,11 +527,23 @@ mod tests {
     fn outputs_are_parsed_and_checked() {
         assert_eq!(
             parse_output("type=docker,dest=out.tar").unwrap(),
-            OutputSpec {
-                kind: OutputKind::Docker,
-                dest: Some(PathBuf::from("out.tar"))
-            }
+            OutputSpec::new(OutputKind::Docker, Some(PathBuf::from("out.tar"))).unwrap()
         );
+        let output =
+            parse_output("type=oci,dest=o.tar,rewrite-timestamp=true,source-date-epoch=").unwrap();
+        assert!(output.rewrite_timestamp);
+        assert_eq!(output.source_date_epoch, Some(None));
+        let err = parse_output("type=oci,dest=o.tar,source-date-epoch=x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("source-date-epoch") && err.contains("\"x\""),
+            "{err}"
+        );
+        let err = parse_output("type=docker,dest=o.tar,push=true")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"push\""), "{err}");
         assert!(parse_output("type=oci")
             .unwrap_err()
             .to_string()
