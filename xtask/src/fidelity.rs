@@ -26,6 +26,7 @@ pub(crate) mod buildkit;
 mod builds;
 mod cases;
 mod real_world;
+mod rootless;
 
 pub use buildkit::buildkit_error_line;
 pub(crate) use buildkit::{lock_state, BuildKit};
@@ -35,6 +36,7 @@ use builds::{
 };
 use cases::{cases_dir, read_cases};
 pub(crate) use cases::{json_strings, json_text};
+use rootless::RootlessUser;
 
 /// The name every case's Dockerfile builds `FROM`.
 pub const BASE_NAME: &str = "buildkit-cases-base";
@@ -44,11 +46,20 @@ const USAGE: &str = "usage: cargo xtask fidelity --reference DIR [--update] [CAS
 /// The name that selects the real-world builds ([`real_world`]) among the cases.
 const REAL_WORLD: &str = "real-world";
 
-/// The isolation modes the live comparison builds rbuild's images in, beside BuildKit's one
-/// build of each case: the user namespace (the default as root) and chroot (what a default
-/// `docker run` allows), as `cargo test -p rbuild --test buildkit_cases` does. A case's
-/// `known_difference_<isolation>` overrides its `known_difference` for one mode.
-const ISOLATIONS: &[&str] = &["userns", "chroot"];
+/// The modes the live comparison builds rbuild's images in, beside BuildKit's one build of
+/// each case, as `(mode, --isolation)`: as root, the user namespace (the default as root)
+/// and chroot (what a default `docker run` allows), as `cargo test -p rbuild --test
+/// buildkit_cases` does; and `rootless`, the user namespace as an unprivileged user with a
+/// subordinate id range ([`rootless`]). A case's `known_difference_<mode>` overrides its
+/// `known_difference` for one mode.
+const MODES: &[(&str, &str)] = &[
+    ("userns", "userns"),
+    ("chroot", "chroot"),
+    (ROOTLESS, "userns"),
+];
+
+/// The mode run by the unprivileged user.
+const ROOTLESS: &str = "rootless";
 
 struct Options {
     reference: PathBuf,
@@ -212,20 +223,24 @@ pub fn main(args: &[String]) -> Result<()> {
             .args(["build", "-q", "-t", BASE_NAME])
             .arg(&base_ctx),
     )?;
-    // One store per isolation, each with the base: in a shared store the second mode's
-    // builds would take the first one's steps from the cache and test nothing.
-    let isolation_stores: Vec<(&str, PathBuf)> = ISOLATIONS
+    // One store per mode, each with the base: in a shared store the second mode's builds
+    // would take the first one's steps from the cache and test nothing.
+    let root_stores: Vec<(&str, PathBuf)> = MODES
         .iter()
-        .map(|isolation| (*isolation, work.join(format!("store-{isolation}"))))
+        .filter(|(mode, _)| *mode != ROOTLESS)
+        .map(|(mode, _)| (*mode, work.join(format!("store-{mode}"))))
         .collect();
-    for (isolation, isolation_store) in &isolation_stores {
+    for (mode, mode_store) in &root_stores {
         run_ok(
-            &format!("rbuild build (the base, the {isolation} store)"),
-            rbuild(&bin, isolation_store)
+            &format!("rbuild build (the base, the {mode} store)"),
+            rbuild(&bin, mode_store)
                 .args(["build", "-q", "-t", BASE_NAME])
                 .arg(&base_ctx),
         )?;
     }
+    eprintln!("fidelity: preparing the rootless mode's user");
+    let rootless = RootlessUser::prepare(&bin, &cases_dir(&root), work)?;
+    rootless.build_base(&bin, &store, &base_ctx)?;
     let pushed = format!("{}/{BASE_NAME}:1", registry.host());
     run_ok(
         "rbuild push (the base)",
@@ -285,15 +300,38 @@ pub fn main(args: &[String]) -> Result<()> {
                 ));
             }
         }
-        for (isolation, isolation_store) in &isolation_stores {
-            let ours = build_rbuild(
-                &bin,
-                isolation_store,
-                case,
-                work,
-                servers.as_ref(),
-                isolation,
-            )?;
+        for (mode, isolation) in MODES {
+            let ours = if *mode == ROOTLESS {
+                // The user's copy of the case; the ssh key root made for BuildKit, given.
+                let users_case = rootless.case(case);
+                if let Some(key) = users_case.ssh_key(work)? {
+                    rootless.give(&key)?;
+                }
+                build_rbuild(
+                    rootless.rbuild(),
+                    rootless
+                        .out_dir()
+                        .join(format!("{}-rbuild-{mode}.tar", case.name)),
+                    &users_case,
+                    work,
+                    servers.as_ref(),
+                    isolation,
+                )?
+            } else {
+                let mode_store = root_stores
+                    .iter()
+                    .find(|(name, _)| name == mode)
+                    .map(|(_, store)| store)
+                    .ok_or_else(|| anyhow!("no store for the mode {mode}"))?;
+                build_rbuild(
+                    rbuild(&bin, mode_store),
+                    work.join(format!("{}-rbuild-{mode}.tar", case.name)),
+                    case,
+                    work,
+                    servers.as_ref(),
+                    isolation,
+                )?
+            };
             let outcome: std::result::Result<String, String> = match (&ours, &expected_error) {
                 (Built::Failed(stderr), Some(wanted)) if stderr.contains(wanted.as_str()) => {
                     Ok("same error".into())
@@ -319,12 +357,12 @@ pub fn main(args: &[String]) -> Result<()> {
                     }
                 }
             };
-            // `known_difference_<isolation>` overrides `known_difference` (`null`: none).
-            let known = match case.spec.get(format!("known_difference_{isolation}")) {
+            // `known_difference_<mode>` overrides `known_difference` (`null`: none).
+            let known = match case.spec.get(format!("known_difference_{mode}")) {
                 Some(value) => value.as_str().map(str::to_string),
                 None => case.text("known_difference"),
             };
-            let name = format!("{} ({isolation})", case.name);
+            let name = format!("{} ({mode})", case.name);
             let verdict = match (outcome, known) {
                 (Ok(verdict), None) => verdict,
                 (Err(problem), None) => {

@@ -502,6 +502,17 @@ fn extract(archive: &Path, target: &Target<'_>) -> Result<()> {
         let Ok(md) = std::fs::symlink_metadata(&path) else {
             continue;
         };
+        if let Some(root) = target.owners.container_root() {
+            // Rootless with subordinate ids: once chowned the entry is a mapped id's, which
+            // the user cannot chmod; container root does both.
+            let mode = (!md.file_type().is_symlink()).then(|| md.mode_bits());
+            root.set_metadata(&path, Some((uid, gid)), mode, None)
+                .map_err(BuildError::container_root(format!(
+                    "chown of {} to {uid}:{gid}",
+                    path.display()
+                )))?;
+            continue;
+        }
         fsops::chown_in_build(target.owners, &path, uid, gid)?;
         if !md.file_type().is_symlink() {
             // chown cleared setuid/setgid: put the archive's bits back.

@@ -144,6 +144,7 @@ fn rootless_build_with_subordinate_ids_keeps_owners_like_root() {
          written by a heredoc\n\
          EOF\n\
          ADD owned.tar /home/u/\n\
+         ADD --chown=123:456 owned.tar /chowned/\n\
          RUN touch /home/u/f /suid && ls -ln /home/u/f /suid\n\
          RUN echo more >> /home/p/secret\n\
          USER 1000\n\
@@ -227,6 +228,10 @@ fn rootless_build_with_subordinate_ids_keeps_owners_like_root() {
     assert_eq!(owner_in(&rootless, "tmp/y").0, 1000);
     assert_eq!(owner_in(&rootless, "home/u/inline"), (1000, 1000, 0o644));
     assert_eq!(owner_in(&rootless, "home/u/data/t"), (1000, 1000, 0o640));
+    // ADD --chown of an archive gives every entry the owner and keeps its mode: the chmod
+    // after the chown is container root's (the user cannot chmod a mapped id's file).
+    assert_eq!(owner_in(&rootless, "chowned/data"), (123, 456, 0o755));
+    assert_eq!(owner_in(&rootless, "chowned/data/t"), (123, 456, 0o640));
     // A directory only 1000 may read (apt leaves such ones, owned by `_apt`): the steps
     // after it list the rootfs, and the step writing inside it lists its upper directory,
     // through container root.

@@ -13,6 +13,10 @@ mod services;
 mod tools;
 mod workloads;
 
+// The fidelity check's rootless mode runs rbuild as a user made as the bench makes its own.
+pub(crate) use services::rootless_user;
+pub(crate) use tools::{as_user, RunAs};
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;

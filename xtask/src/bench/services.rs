@@ -188,7 +188,7 @@ const SUB_ID_COUNT: u64 = 65_536;
 /// (`/run/user/UID`, mode 0700, its own) made.
 pub fn rootless_user(name: &str) -> Result<RunAs> {
     if passwd_entry(name)?.is_none() {
-        eprintln!("==> creating the user {name} for rootless Buildah");
+        eprintln!("==> creating the user {name} (a rootless builder runs as it)");
         run_ok(
             Command::new("useradd")
                 .args(["--create-home", "--shell", "/usr/sbin/nologin"])

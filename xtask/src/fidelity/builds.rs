@@ -2,6 +2,7 @@
 //! what a build gave.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use anyhow::{anyhow, Context, Result};
 use rbuild_diff::describe::{self, BaseCounts};
@@ -100,16 +101,16 @@ pub(super) enum Built {
     Failed(String),
 }
 
+/// Builds the case with `cmd` (an `rbuild --root STORE`, as root or as the rootless user),
+/// `--isolation isolation`, its image written to `dest`.
 pub(super) fn build_rbuild(
-    bin: &Path,
-    store: &Path,
+    mut cmd: Command,
+    dest: PathBuf,
     case: &Case,
     work: &Path,
     servers: Option<&CaseServers>,
     isolation: &str,
 ) -> Result<Built> {
-    let dest = work.join(format!("{}-rbuild-{isolation}.tar", case.name));
-    let mut cmd = rbuild(bin, store);
     cmd.args([
         "build",
         "-q",
