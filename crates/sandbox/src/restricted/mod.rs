@@ -25,11 +25,14 @@ mod marker;
 mod notify;
 mod ptrace;
 mod reap;
+mod redirect;
 mod resolve;
 mod stat;
 pub(crate) mod step;
 mod supervisor;
 mod table;
+#[cfg(target_arch = "x86_64")]
+mod tracer;
 mod xattr;
 
 use std::path::Path;

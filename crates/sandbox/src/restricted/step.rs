@@ -120,6 +120,16 @@ pub(crate) fn run(
         return Err(HelperError::new("helper", "rbuild is gone"));
     }
     let shown = shown_owners(spec)?;
+    let top = match &protected.top_level {
+        Some(dir) => Some(super::redirect::TopLevel::new(dir).map_err(|e| {
+            HelperError::new(
+                "top-level redirection",
+                format!("reading the names of / for {}: {e}", dir.display()),
+            )
+        })?),
+        None => None,
+    };
+    let traced = top.is_some();
     // SAFETY: getpid has no preconditions.
     let helper = unsafe { libc::getpid() };
     let finished = super::supervisor::run_supervised_until(
@@ -128,8 +138,10 @@ pub(crate) fn run(
             unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
             let _ = set_pdeathsig(libc::SIGKILL);
             // A helper that died before the line above sent no signal: never run unwatched.
+            // A traced step's parent is the tracer, whose end kills it (PTRACE_O_EXITKILL)
+            // and who watches the helper the same way.
             // SAFETY: getppid has no preconditions.
-            if unsafe { libc::getppid() } != helper {
+            if !traced && unsafe { libc::getppid() } != helper {
                 return 127;
             }
             let failure = crate::seccomp::install_step_filter()
@@ -144,6 +156,7 @@ pub(crate) fn run(
         Some(signals.as_fd()),
         &denied,
         shown,
+        top.as_ref(),
     )
     .map_err(|e| HelperError::new("supervisor", e.to_string()))?;
     send_result(control, finished.table, finished.status)
