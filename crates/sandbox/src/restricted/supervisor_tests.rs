@@ -656,3 +656,43 @@ fn real_names_of_slash_are_not_redirected() {
         format!("{real}{real}")
     );
 }
+
+/// Redirection changes nothing for paths under real names of `/`: a step reading many
+/// files gives the same output traced and untraced. Prints both times (the cost of a traced
+/// path call: `cargo test … -- --nocapture`).
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn real_paths_read_the_same_traced_and_their_cost_is_printed() {
+    let top = tempfile::tempdir().unwrap();
+    let script = "find /usr/share/doc -type f -print0 | xargs -0 cat | wc -c";
+    let out = tempfile::tempdir().unwrap();
+    let run = |traced: bool| {
+        let file = out.path().join(if traced { "traced" } else { "plain" });
+        let script = format!("({script}) > '{}'", file.display());
+        let started = std::time::Instant::now();
+        let done = if traced {
+            sh_redirected(top.path(), &script)
+        } else {
+            run_command(&["/bin/sh", "-c", &script]).unwrap()
+        };
+        let took = started.elapsed();
+        assert_eq!(done.exit_code(), Some(0));
+        (std::fs::read_to_string(file).unwrap(), took)
+    };
+    // Once before, so that both timed runs find the files in the page cache.
+    run(false);
+    let (plain, plain_took) = run(false);
+    let (traced, traced_took) = run(true);
+    assert_eq!(plain, traced);
+    let files = std::process::Command::new("sh")
+        .args(["-c", "find /usr/share/doc -type f | wc -l"])
+        .output()
+        .unwrap();
+    eprintln!(
+        "{} files, {} bytes: untraced {:.1} ms, traced {:.1} ms",
+        String::from_utf8_lossy(&files.stdout).trim(),
+        plain.trim(),
+        plain_took.as_secs_f64() * 1e3,
+        traced_took.as_secs_f64() * 1e3
+    );
+}
