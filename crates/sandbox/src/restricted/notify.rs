@@ -256,7 +256,8 @@ fn record_mknod(
     let kind = match mode & libc::S_IFMT {
         libc::S_IFCHR => DeviceKind::Char,
         libc::S_IFBLK => DeviceKind::Block,
-        _ => return Ok(Answer::Continue),
+        _ if top.is_none() => return Ok(Answer::Continue),
+        _ => return make_redirected_node(listener, request, denied, top, (dirfd, address, mode)),
     };
     let path = translated(
         top,
@@ -305,6 +306,44 @@ fn record_mknod(
         mode: mode & 0o7777 & !umask,
     };
     table.set_device((stat.st_dev, stat.st_ino), device);
+    Ok(Answer::Success)
+}
+
+/// `mknod` of a FIFO, socket or regular file under top-level redirection: the kernel runs it
+/// as it is unless the path is to be redirected, which the kernel would not do; then the
+/// supervisor makes the node at the redirected path itself, with the caller's umask.
+fn make_redirected_node(
+    listener: &OwnedFd,
+    request: &libc::seccomp_notif,
+    denied: &[PathBuf],
+    top: Option<&TopLevel>,
+    (dirfd, address, mode): (libc::c_int, u64, u32),
+) -> Result<Answer, i32> {
+    let path = caller_path(listener, request, address)?;
+    let redirected = translated(top, request.pid, dirfd, path.clone());
+    if redirected == path {
+        return Ok(Answer::Continue);
+    }
+    let (base, relative) = open_base(request.pid, dirfd, &redirected)?;
+    let (base, relative) = open_parent(base, &relative)?;
+    refuse_denied(&base, denied)?;
+    let umask = caller_umask(request.pid).unwrap_or(0o022);
+    let kind = match mode & libc::S_IFMT {
+        0 => libc::S_IFREG,
+        kind => kind,
+    };
+    // SAFETY: valid descriptor and C string; a FIFO, socket or file needs no device number.
+    if unsafe {
+        libc::mknodat(
+            base.as_raw_fd(),
+            relative.as_ptr(),
+            kind | (mode & 0o7777 & !umask),
+            0,
+        )
+    } < 0
+    {
+        return Err(errno_of(io::Error::last_os_error()));
+    }
     Ok(Answer::Success)
 }
 

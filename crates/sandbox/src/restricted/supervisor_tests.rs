@@ -597,7 +597,8 @@ fn a_name_absent_from_slash_is_redirected_and_shown_as_slash_name() {
         chown 7:8 /{name}/g
         stat -c '%u:%g %s' /{name}/g > /{name}/stat
         test -f /./../{name}/g
-        mkdir -p /{name}/sub && cd /{name}/sub && touch ../up"
+        mkdir -p /{name}/sub && cd /{name}/sub && touch ../up
+        mkfifo /{name}/fifo && test -p /{name}/fifo"
     );
     let done = sh_redirected(top.path(), &script);
     let slash_got_it = real.0.exists();
