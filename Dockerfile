@@ -36,10 +36,11 @@ ENV PATH=/usr/local/bin:/busybox:/bin
 # docs/ci/kubernetes-restricted.md). RUN steps run in this image's own `/` there (isolation
 # restricted), which rbuild does only where /rbuild/in-place-root marks it. restricted/:
 # /rbuild/bin/rbuild, the marker, the CA bundle in /rbuild/certs (a stage's /etc replaces
-# the image's while a step runs), and nothing else but empty top-level directories, owned
-# by the build user 1000 and group 0 and group-writable (OpenShift's random uid has gid 0):
-# `/` itself is the container runtime's, so a stage can only have top-level directories
-# this image has. The store, /rbuild/state, is made by the first build.
+# the image's while a step runs), /rbuild/top, and nothing else but empty top-level
+# directories, owned by the build user 1000 and group 0 and group-writable (OpenShift's
+# random uid has gid 0): `/` itself is the container runtime's, so a stage's top-level
+# entries this image lacks are laid out in /rbuild/top, where a step's paths to them are
+# redirected (docs/sandbox.md). The store, /rbuild/state, is made by the first build.
 FROM scratch AS restricted
 COPY --chown=1000:0 restricted/ /
 ENV PATH=/rbuild/bin \

@@ -294,6 +294,9 @@ pub(crate) fn lay_out_restricted(
 ) -> Result<()> {
     dir(restricted, 0o775)?;
     dir(&restricted.join("rbuild"), 0o775)?;
+    // Where a stage's top-level entries that `/` lacks are laid out (top-level
+    // redirection, docs/sandbox.md): the build user's, on the container's own file system.
+    dir(&restricted.join("rbuild/top"), 0o775)?;
     copy_file(rbuild, &restricted.join("rbuild/bin/rbuild"), 0o755)?;
     write(&restricted.join("rbuild/in-place-root"), b"", 0o644)?;
     write(

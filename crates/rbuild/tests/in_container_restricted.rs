@@ -68,16 +68,31 @@ RUN mknod /etc/null c 1 3 && mknod -m 600 /etc/loop0 b 7 0 && chown 0:6 /etc/loo
 "#;
 
 /// A step making a top-level directory: `/` is the runtime's (root's, 0755, whatever the
-/// image says), so this fails, with a hint.
+/// image says), so the step's path is redirected into /rbuild/top (top-level redirection).
 const MKDIR_TOP_DOCKERFILE: &str = "FROM base:1\nRUN mkdir /newdir\n";
+
+/// Top-level entries the base and the builder image lack, made by a RUN and by WORKDIR,
+/// used by the next RUN: compared with the host's build.
+const TOP_LEVEL_DOCKERFILE: &str = "FROM base:1\n\
+     RUN mkdir /newtop && echo x > /newtop/f && echo y > /y\n\
+     WORKDIR /newtop2\n\
+     RUN pwd > here && cat /newtop/f /y >> /newtop2/here && cd / && ls -d newtop newtop2 y\n";
+
+/// Redirection gives no way past Landlock: `..` out of a redirected entry, and a symlink
+/// to the store made in one, reach /rbuild as any path does, whose store is hidden (its
+/// journal, written while a stage is in place, cannot be read; names stay listable).
+const TOP_ESCAPE_DOCKERFILE: &str = "FROM base:1\n\
+     RUN mkdir /newtop && ln -s /rbuild/state /newtop/store && \
+     (cat /newtop/../../state/in-place-journal || cat /newtop/store/in-place-journal \
+     || cat /rbuild/top/../state/in-place-journal) && echo reached the store\n";
 
 /// A step making a top-level directory the builder image has (empty) and the base lacks:
 /// `mkdir` finds it, with a hint; `mkdir -p` works, and the directory is in the layer.
 const MKDIR_EXISTING_DOCKERFILE: &str =
     "FROM base:1 AS made\nRUN mkdir -p /app && touch /app/made\nFROM made\nRUN mkdir /workspace\n";
 
-/// A stage with a top-level directory the builder image lacks (made by WORKDIR): refused
-/// when it would be laid out, naming the directory.
+/// A stage with a top-level directory the builder image lacks (made by WORKDIR): laid out
+/// in /rbuild/top.
 const WORKDIR_TOP_DOCKERFILE: &str = "FROM base:1\nWORKDIR /newtop\nRUN touch made\n";
 
 /// Mount targets that would put content into rbuild's store: by name, and through a
@@ -198,7 +213,7 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
     // still serves the next build (in the same container, after both).
     let out = out_dir();
     let script = format!(
-        "for f in byname bylink context volume mapped cwd; do {RBUILD_IN_IMAGE} --root {STORE_IN_IMAGE} build \
+        "for f in byname bylink context volume mapped cwd topescape; do {RBUILD_IN_IMAGE} --root {STORE_IN_IMAGE} build \
          --isolation restricted -f {CTX_IN_IMAGE}/Dockerfile.$f {CTX_IN_IMAGE} \
          > /out/$f.txt 2>&1; echo $f=$?; done; {RBUILD_IN_IMAGE} --root {STORE_IN_IMAGE} \
          build --isolation restricted -f {CTX_IN_IMAGE}/Dockerfile.devices {CTX_IN_IMAGE} \
@@ -222,6 +237,7 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
             "volume=1",
             "mapped=1",
             "cwd=1",
+            "topescape=1",
             "after=0",
             "journal=1"
         ]
@@ -239,6 +255,7 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
         ("context.txt", "data.txt"),
         ("volume.txt", "/out/byname.txt"),
         ("mapped.txt", "libc.so"),
+        ("topescape.txt", "state"),
     ] {
         let output = read(name);
         assert!(
@@ -299,36 +316,77 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
             CTX_IN_IMAGE,
         ]
     };
+    // Top-level entries neither the base nor the builder image has: laid out in
+    // /rbuild/top, the steps' paths redirected there; the image is the host's.
+    for file in [
+        "/rbuild/ctx/app/Dockerfile.mkdir",
+        "/rbuild/ctx/app/Dockerfile.workdir",
+    ] {
+        let run = run_rbuild(&daemon, IMAGE, "1000:1000", out.path(), &file_args(file));
+        assert!(run.status.success(), "{file}: {}", describe(&run));
+    }
+    std::fs::write(app.join("Dockerfile.top"), TOP_LEVEL_DOCKERFILE).unwrap();
+    let reference = work.path().join("reference-top.tar");
+    let dest = format!("type=oci,dest={}", reference.display());
+    rbuild_ok(&[
+        "--root",
+        store.to_str().unwrap(),
+        "build",
+        "--isolation",
+        "chroot",
+        "--build-arg",
+        EPOCH_ARG,
+        "-f",
+        app.join("Dockerfile.top").to_str().unwrap(),
+        "-o",
+        &dest,
+        app.to_str().unwrap(),
+    ]);
     let run = run_rbuild(
         &daemon,
         IMAGE,
         "1000:1000",
         out.path(),
-        &file_args("/rbuild/ctx/app/Dockerfile.mkdir"),
+        &[
+            "--root",
+            STORE_IN_IMAGE,
+            "build",
+            "--isolation",
+            "restricted",
+            "--build-arg",
+            EPOCH_ARG,
+            "-f",
+            "/rbuild/ctx/app/Dockerfile.top",
+            "-o",
+            "type=oci,dest=/out/top.tar",
+            CTX_IN_IMAGE,
+        ],
     );
-    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{}", describe(&run));
+    let built = out.path().join("top.tar");
+    let layers = layers_of(&built);
+    let f = entry(&layers[1], "newtop/f");
+    assert_eq!((f.uid, f.gid), (0, 0));
+    entry(&layers[1], "y");
+    entry(&layers[2], "newtop2/");
+    entry(&layers[3], "newtop2/here");
     assert!(
-        !run.status.success()
-            && stderr.contains("Permission denied")
-            && stderr.contains("hint: this step ran with isolation `restricted`")
-            && stderr.contains("directly in `/`"),
-        "{}",
-        describe(&run)
+        !layers[1..]
+            .iter()
+            .flatten()
+            .any(|e| e.path.to_string_lossy().contains("rbuild")),
+        "nothing of the redirection directory is in the layers"
     );
-    let run = run_rbuild(
-        &daemon,
-        IMAGE,
-        "1000:1000",
-        out.path(),
-        &file_args("/rbuild/ctx/app/Dockerfile.workdir"),
-    );
-    let stderr = String::from_utf8_lossy(&run.stderr);
+    let diff = Command::new(rbuild())
+        .arg("diff")
+        .arg(&reference)
+        .arg(&built)
+        .output()
+        .unwrap();
     assert!(
-        !run.status.success()
-            && stderr.contains("Dockerfile.workdir:3")
-            && stderr.contains("the stage has /newtop, which the builder image lacks"),
-        "{}",
-        describe(&run)
+        diff.status.success(),
+        "top-level entries: the image differs from the host's: {}",
+        describe(&diff)
     );
     // A top-level directory the builder image has and the base lacks: `mkdir -p` works
     // and the directory is in the layer; a plain `mkdir` finds it, with a hint.

@@ -109,6 +109,8 @@ fn builder_image(daemon: &Dockerd, work: &Path) {
     std::fs::write(root.join("rbuild/in-place-root"), "").unwrap();
     std::fs::create_dir_all(root.join("rbuild/certs")).unwrap();
     std::fs::write(root.join("rbuild/certs/ca-certificates.crt"), "").unwrap();
+    // Top-level redirection, as `cargo xtask builder-image` lays it out.
+    std::fs::create_dir_all(root.join("rbuild/top")).unwrap();
     let top_level =
         std::fs::read_to_string(repo_root().join("xtask/restricted-debian-top-level.txt")).unwrap();
     for line in top_level.lines().map(str::trim).filter(|l| !l.is_empty()) {

@@ -231,6 +231,7 @@ fn landlock_keeps_the_step_from_rbuilds_files() {
     let sandbox = Sandbox::new().with_protected(Protected {
         hidden: vec![store.clone()],
         read_only: Vec::new(),
+        top_level: None,
     });
     // A file beside the helper binary, as rbuild's own would be (the running binary
     // itself cannot be opened for writing by anyone: ETXTBSY).

@@ -7,8 +7,10 @@
 //!
 //! `/` itself is the runtime's (root's, mode 0755, under Docker and containerd whatever the
 //! image says), so nothing can be created, renamed or removed directly in it: its
-//! directories are ancestors too (the builder image provides every top-level directory a
-//! stage has, owned by the build user), and its other entries are left alone.
+//! directories are ancestors too, and its other entries are left alone. A stage's top-level
+//! entry that `/` lacks goes to the redirection directory (`/rbuild/top`, when the builder
+//! image has it) instead: the step's paths to `/NAME` are redirected there by the sandbox's
+//! tracer, and the walk reports it as `NAME`.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -68,7 +70,16 @@ pub(crate) struct InPlaceRoot {
     mapped: Vec<PathBuf>,
     /// Where the layout happens: `/`, or a test's directory.
     top: PathBuf,
+    /// Every name in `top`, excluded ones included: a stage's top-level name among them is
+    /// laid out in `top`, any other in the redirection directory.
+    top_names: BTreeSet<PathBuf>,
+    /// The redirection directory (relative to `top`) of the stage's top-level entries that
+    /// `top` lacks, when there is one.
+    redirect: Option<PathBuf>,
 }
+
+/// The redirection directory of the builder images, below rbuild's own directory.
+pub(crate) const TOP_LEVEL_REDIRECT: &str = "/rbuild/top";
 
 impl InPlaceRoot {
     /// The excluded paths of this process's `/`: [`ALWAYS_EXCLUDED`], every mount point in
@@ -110,7 +121,45 @@ impl InPlaceRoot {
         let mut root = InPlaceRoot::new(Path::new("/"), excluded)?;
         root.mounts = mounts;
         root.mapped = mapped;
+        if let Some(redirect) = redirect_dir(Path::new(TOP_LEVEL_REDIRECT), store_root)? {
+            root = root.with_redirect(redirect);
+        }
         Ok(root)
+    }
+
+    /// Lays a stage's top-level entries that `top` lacks out in `dir` (relative to `top`)
+    /// instead of refusing them.
+    pub(crate) fn with_redirect(mut self, dir: PathBuf) -> InPlaceRoot {
+        self.redirect = Some(dir);
+        self
+    }
+
+    /// The redirection directory, absolute, for the step's tracer.
+    pub(crate) fn redirect(&self) -> Option<PathBuf> {
+        self.redirect.as_ref().map(|dir| self.top.join(dir))
+    }
+
+    /// Where the entry `path` (relative, as the stage names it) is while the stage is in
+    /// place: below the redirection directory when its first component is not a name of
+    /// `top`.
+    pub(crate) fn located(&self, path: &Path) -> PathBuf {
+        match (&self.redirect, path.components().next()) {
+            (Some(redirect), Some(Component::Normal(first)))
+                if !self.top_names.contains(Path::new(first)) =>
+            {
+                self.top.join(redirect).join(path)
+            }
+            _ => self.top.join(path),
+        }
+    }
+
+    /// A container path (`/newtop/cache`) as rbuild itself must name it while the stage is
+    /// in place (`/rbuild/top/newtop/cache`): rbuild's own calls are not redirected.
+    pub(crate) fn real_path(&self, container_path: &str) -> String {
+        match relative(Path::new(container_path)) {
+            Some(path) => self.located(&path).display().to_string(),
+            None => container_path.to_string(),
+        }
     }
 
     /// The files mapped into rbuild: steps may run them, never change them.
@@ -168,10 +217,12 @@ impl InPlaceRoot {
         }
         let mut ancestors = BTreeSet::new();
         let mut foreign_top = BTreeSet::new();
+        let mut top_names = BTreeSet::new();
         let listing = fs::read_dir(top).map_err(InPlaceError::io("listing", top))?;
         for entry in listing {
             let entry = entry.map_err(InPlaceError::io("listing", top))?;
             let name = PathBuf::from(entry.file_name());
+            top_names.insert(name.clone());
             if kept.contains(&name) {
                 continue;
             }
@@ -196,6 +247,8 @@ impl InPlaceRoot {
             mounts: Vec::new(),
             mapped: Vec::new(),
             top: top.to_path_buf(),
+            top_names,
+            redirect: None,
         })
     }
 
@@ -319,16 +372,48 @@ impl InPlaceRoot {
                 self.collect(base, &path, out)?;
                 continue;
             }
-            if stage && dir.as_os_str().is_empty() {
+            if stage && dir.as_os_str().is_empty() && self.redirect.is_none() {
                 return Err(InPlaceError::Refused(format!(
                     "the stage has /{0}, which the builder image lacks: `/` itself belongs to \
-                     the container runtime and cannot be written by the build user, so the \
-                     builder image must provide every top-level directory a stage has (add \
-                     /{0}, owned by the build user, to it)",
+                     the container runtime and cannot be written by the build user, and the \
+                     builder image has no directory {TOP_LEVEL_REDIRECT} (owned by the build \
+                     user, on the container's own file system) to lay such entries out in \
+                     (add /{0} or {TOP_LEVEL_REDIRECT} to it)",
                     path.display()
                 )));
             }
             out.push(path);
+        }
+        if !stage && dir.as_os_str().is_empty() {
+            self.collect_redirected(out)?;
+        }
+        Ok(())
+    }
+
+    /// The stage's entries in the redirection directory, by their names in `/`.
+    fn collect_redirected(&self, out: &mut Vec<PathBuf>) -> Result<(), InPlaceError> {
+        let Some(redirect) = &self.redirect else {
+            return Ok(());
+        };
+        let at = self.top.join(redirect);
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&at).map_err(InPlaceError::io("listing", &at))? {
+            let entry = entry.map_err(InPlaceError::io("listing", &at))?;
+            names.push(PathBuf::from(entry.file_name()));
+        }
+        names.sort();
+        for name in names {
+            if self.top_names.contains(&name) {
+                // Written there directly (a step naming the redirection directory): it
+                // cannot be `/NAME`, which is the builder's.
+                return Err(InPlaceError::Refused(format!(
+                    "{} holds {}, a name `/` has: only entries `/` lacks can be laid out \
+                     there",
+                    at.display(),
+                    name.display()
+                )));
+            }
+            out.push(name);
         }
         Ok(())
     }
@@ -339,11 +424,24 @@ impl InPlaceRoot {
     pub(crate) fn lay_out(&self, stage: &Path, stash: &Path) -> Result<(), LayoutError> {
         // The stage's entries are listed (and so checked) before anything moves.
         let stages = self.region(stage).map_err(LayoutError::Undone)?;
+        if let Some(redirect) = self.redirect() {
+            let leftover = fs::read_dir(&redirect)
+                .map_err(|e| LayoutError::Undone(InPlaceError::io("listing", &redirect)(e)))?
+                .next()
+                .is_some();
+            if leftover {
+                return Err(LayoutError::Undone(InPlaceError::Refused(format!(
+                    "{} is not empty: it holds the entries of a stage laid out in `/`, and \
+                     no stage is",
+                    redirect.display()
+                ))));
+            }
+        }
         let builders = self.region(&self.top).map_err(LayoutError::Undone)?;
-        if let Err(e) = move_entries(&self.top, stash, &builders) {
+        if let Err(e) = self.move_entries(&self.top, stash, &builders) {
             let back = self
                 .region(stash)
-                .and_then(|saved| move_entries(stash, &self.top, &saved));
+                .and_then(|saved| self.move_entries(stash, &self.top, &saved));
             return Err(match back {
                 Ok(()) => LayoutError::Undone(e),
                 Err(back) => LayoutError::Broken {
@@ -352,7 +450,7 @@ impl InPlaceRoot {
                 },
             });
         }
-        if let Err(e) = move_entries(stage, &self.top, &stages) {
+        if let Err(e) = self.move_entries(stage, &self.top, &stages) {
             return Err(match self.take_back(stage, stash) {
                 Ok(()) => LayoutError::Undone(e),
                 Err(back) => LayoutError::Broken {
@@ -368,9 +466,45 @@ impl InPlaceRoot {
     /// builder's entries back from `stash`.
     pub(crate) fn take_back(&self, stage: &Path, stash: &Path) -> Result<(), InPlaceError> {
         let now = self.region(&self.top)?;
-        move_entries(&self.top, stage, &now)?;
+        self.move_entries(&self.top, stage, &now)?;
         let saved = self.region(stash)?;
-        move_entries(stash, &self.top, &saved)
+        self.move_entries(stash, &self.top, &saved)
+    }
+
+    /// Where `path` (relative) is below `base`: in `top`, a redirected entry is in the
+    /// redirection directory.
+    fn at(&self, base: &Path, path: &Path) -> PathBuf {
+        if base == self.top {
+            self.located(path)
+        } else {
+            base.join(path)
+        }
+    }
+
+    /// Renames each of `paths` (relative) from `from` to `to`, making missing parent
+    /// directories in `to` (0755: an ancestor the stage or the stash lacks).
+    fn move_entries(&self, from: &Path, to: &Path, paths: &[PathBuf]) -> Result<(), InPlaceError> {
+        for path in paths {
+            let target = self.at(to, path);
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent).map_err(InPlaceError::io("making", parent))?;
+            }
+            let source = self.at(from, path);
+            fs::rename(&source, &target).map_err(|e| {
+                let hint = if e.raw_os_error() == Some(libc::EXDEV) {
+                    " (the store must be on the same file system as `/`)"
+                } else {
+                    ""
+                };
+                InPlaceError::Move {
+                    from: source.clone(),
+                    to: target.clone(),
+                    hint,
+                    source: e,
+                }
+            })?;
+        }
+        Ok(())
     }
 
     /// The walk snapshotter's entries of what is in place: the stage's region and the
@@ -390,7 +524,7 @@ impl InPlaceRoot {
             }
         }
         for path in self.region(&self.top)? {
-            let at = self.top.join(&path);
+            let at = self.located(&path);
             let meta = meta_of(&at).map_err(InPlaceError::io("reading", &at))?;
             let is_dir = meta.is_dir();
             entries.insert(path.clone(), meta);
@@ -406,30 +540,32 @@ impl InPlaceRoot {
     }
 }
 
-/// Renames each of `paths` (relative) from `from` to `to`, making missing parent
-/// directories in `to` (0755: an ancestor the stage or the stash lacks).
-fn move_entries(from: &Path, to: &Path, paths: &[PathBuf]) -> Result<(), InPlaceError> {
-    for path in paths {
-        let target = to.join(path);
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(InPlaceError::io("making", parent))?;
-        }
-        let source = from.join(path);
-        fs::rename(&source, &target).map_err(|e| {
-            let hint = if e.raw_os_error() == Some(libc::EXDEV) {
-                " (the store must be on the same file system as `/`)"
-            } else {
-                ""
-            };
-            InPlaceError::Move {
-                from: source.clone(),
-                to: target.clone(),
-                hint,
-                source: e,
-            }
-        })?;
+/// The redirection directory `dir` if it is usable: a directory (not a symlink) on the
+/// store's file system (entries are renamed between them), not a mount point. `None` when
+/// the builder image has none.
+fn redirect_dir(dir: &Path, store_root: &Path) -> Result<Option<PathBuf>, InPlaceError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(InPlaceError::io("reading", dir)(e)),
+    };
+    if !meta.is_dir() {
+        return Err(InPlaceError::Refused(format!(
+            "{} is not a directory: top-level entries the builder image lacks cannot be laid \
+             out there",
+            dir.display()
+        )));
     }
-    Ok(())
+    let store = fs::metadata(store_root).map_err(InPlaceError::io("reading", store_root))?;
+    if store.dev() != meta.dev() {
+        return Err(InPlaceError::Refused(format!(
+            "{} is not on the store's file system (a volume?): top-level entries the builder \
+             image lacks are renamed there, which needs the container's own file system",
+            dir.display()
+        )));
+    }
+    Ok(relative(dir))
 }
 
 /// `path` relative to `/`, `None` for `/` itself or a path with `..`.

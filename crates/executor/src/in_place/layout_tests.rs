@@ -178,3 +178,77 @@ fn lay_out_and_take_back_move_only_the_stages_region() {
         "the builder's /lib stays"
     );
 }
+
+/// A stage's top-level entries the builder lacks go to the redirection directory and come
+/// back; the walk names them as the stage does.
+#[test]
+fn top_level_entries_the_builder_lacks_are_laid_out_in_the_redirection_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let top = dir.path().join("top");
+    let stage = dir.path().join("stage");
+    let stash = dir.path().join("stash");
+    for d in [&top, &stage, &stash] {
+        fs::create_dir(d).unwrap();
+    }
+    fs::create_dir_all(top.join("rbuild/top")).unwrap();
+    fs::create_dir_all(top.join("etc")).unwrap();
+    fs::create_dir_all(stage.join("etc")).unwrap();
+    fs::create_dir_all(stage.join("newtop/sub")).unwrap();
+    fs::write(stage.join("newtop/sub/f"), "f").unwrap();
+    fs::write(stage.join("y"), "y").unwrap();
+    let ino = fs::metadata(stage.join("newtop/sub/f")).unwrap().ino();
+    let root = InPlaceRoot::new(&top, vec!["/rbuild".into()])
+        .unwrap()
+        .with_redirect("rbuild/top".into());
+    assert_eq!(root.redirect(), Some(top.join("rbuild/top")));
+
+    root.lay_out(&stage, &stash).unwrap();
+    assert_eq!(
+        fs::metadata(top.join("rbuild/top/newtop/sub/f"))
+            .unwrap()
+            .ino(),
+        ino,
+        "moved by rename"
+    );
+    assert!(top.join("rbuild/top/y").is_file() && !top.join("y").exists());
+    assert_eq!(
+        root.located(Path::new("newtop/sub")),
+        top.join("rbuild/top/newtop/sub")
+    );
+    assert_eq!(root.located(Path::new("etc/x")), top.join("etc/x"));
+    assert_eq!(
+        root.real_path("/newtop/cache"),
+        top.join("rbuild/top/newtop/cache").display().to_string()
+    );
+    let walked = root.walk().unwrap();
+    let names: Vec<_> = walked.keys().map(|p| p.display().to_string()).collect();
+    assert_eq!(
+        names,
+        vec!["etc", "newtop", "newtop/sub", "newtop/sub/f", "y"]
+    );
+
+    // A step's new top-level entry (made through the redirection) comes back too.
+    fs::write(top.join("rbuild/top/z"), "z").unwrap();
+    root.take_back(&stage, &stash).unwrap();
+    assert_eq!(fs::read_to_string(stage.join("z")).unwrap(), "z");
+    assert_eq!(fs::read_to_string(stage.join("newtop/sub/f")).unwrap(), "f");
+    assert_eq!(fs::read_dir(top.join("rbuild/top")).unwrap().count(), 0);
+
+    // Leftovers in the redirection directory, or a name `/` has written there directly,
+    // are refused naming them.
+    fs::write(top.join("rbuild/top/leftover"), "").unwrap();
+    let err = root.lay_out(&stage, &stash).unwrap_err().to_string();
+    assert!(err.contains("is not empty"), "{err}");
+    fs::remove_file(top.join("rbuild/top/leftover")).unwrap();
+    root.lay_out(&stage, &stash).unwrap();
+    fs::create_dir(top.join("rbuild/top/etc")).unwrap();
+    let err = root.walk().unwrap_err().to_string();
+    assert!(err.contains("a name `/` has"), "{err}");
+    fs::remove_dir(top.join("rbuild/top/etc")).unwrap();
+    root.take_back(&stage, &stash).unwrap();
+
+    // Without a redirection directory such a stage is refused, naming the way out.
+    let plain = InPlaceRoot::new(&top, vec!["/rbuild".into()]).unwrap();
+    let err = plain.lay_out(&stage, &stash).unwrap_err().to_string();
+    assert!(err.contains("/rbuild/top"), "{err}");
+}

@@ -232,5 +232,6 @@ pub(crate) fn protected(
     rbuild_sandbox::restricted::Protected {
         hidden,
         read_only: root.mapped().to_vec(),
+        top_level: root.redirect(),
     }
 }

@@ -12,7 +12,7 @@ use rbuild_sandbox::restricted::{Owner, OwnershipTable};
 use rbuild_sandbox::{BindMount, Rootfs, Sandbox, ShownOwner, StepOutcome, StepSpec};
 use rbuild_snapshot::Entries;
 
-use super::{InPlaceError, InPlaceOwners};
+use super::{InPlaceError, InPlaceOwners, InPlaceRoot};
 use crate::chroot_mounts::{MountKind, MountPlan};
 use crate::context::{lock, BuildContext, Origin};
 use crate::error::Result;
@@ -240,6 +240,26 @@ fn run_laid_out(
                 })?;
         }
     }
+    // Targets below a top-level entry `/` lacks are in the redirection directory while
+    // the stage is in place: rbuild's own calls are not redirected, so it names them there.
+    let real_binds: Vec<BindMount> = mounts
+        .binds
+        .iter()
+        .zip(mounts.moved)
+        .map(|(bind, moved)| {
+            let mut bind = bind.clone();
+            if !moved {
+                bind.target = root.real_path(&bind.target);
+            }
+            bind
+        })
+        .collect();
+    let mounts = &Mounts {
+        binds: &real_binds,
+        moved: mounts.moved,
+        plans: mounts.plans,
+        stash: mounts.stash.clone(),
+    };
     let shown = shown_owners(owners, mounts);
     let placed = if mounts.binds.is_empty() {
         None
@@ -262,7 +282,7 @@ fn run_laid_out(
         return Ok((Vec::new(), Vec::new(), outcome));
     }
     let after = crate::phases::timed(snapshot, || root.walk())?;
-    let stale = new_inodes(root.top(), &before, &after);
+    let stale = new_inodes(root, &before, &after);
     let mut changes = rbuild_snapshot::Index::from_entries(before).changes_to(&after);
     if let Some(table) = &outcome.ownership {
         changes.extend(recorded_changes(owners, table, &after, &changes));
@@ -275,7 +295,7 @@ fn run_laid_out(
 /// link keeps the inode, its mtime and its size). What the table holds for such an inode
 /// belonged to a removed file whose number the kernel gave again: forgotten, so the new
 /// file is the step's (root's) unless the step recorded an owner for it.
-fn new_inodes(top: &Path, before: &Entries, after: &Entries) -> Vec<(u64, u64)> {
+fn new_inodes(root: &InPlaceRoot, before: &Entries, after: &Entries) -> Vec<(u64, u64)> {
     let by_inode: std::collections::HashMap<u64, &rbuild_snapshot::Meta> =
         before.values().map(|meta| (meta.ino, meta)).collect();
     after
@@ -290,7 +310,7 @@ fn new_inodes(top: &Path, before: &Entries, after: &Entries) -> Vec<(u64, u64)> 
             !kept
         })
         .filter_map(|(path, meta)| {
-            let md = std::fs::symlink_metadata(top.join(path)).ok()?;
+            let md = std::fs::symlink_metadata(root.located(path)).ok()?;
             Some((md.dev(), meta.ino))
         })
         .collect()
@@ -307,7 +327,7 @@ fn recorded_changes(
     after: &Entries,
     changes: &[Change],
 ) -> Vec<Change> {
-    let top = owners.root.top();
+    let root = &owners.root;
     let recorded_owners: HashMap<(u64, u64), Owner> = table.owners().collect();
     let others: HashSet<(u64, u64)> = table
         .devices()
@@ -331,7 +351,7 @@ fn recorded_changes(
         .filter(|(path, meta)| inodes.contains(&meta.ino) && !upserted.contains(path.as_path()))
         .filter(|(path, meta)| {
             // The walk has no device number: the inode's own says which file system.
-            let Ok(md) = std::fs::symlink_metadata(top.join(path)) else {
+            let Ok(md) = std::fs::symlink_metadata(root.located(path)) else {
                 return false;
             };
             let key = (md.dev(), meta.ino);

@@ -180,13 +180,18 @@ fn product_image(work: &Path) -> &'static str {
     std::fs::copy(rbuild(), bin.join("rbuild")).unwrap();
     std::fs::write(restricted.join("rbuild/in-place-root"), "").unwrap();
     std::fs::create_dir_all(restricted.join("rbuild/certs")).unwrap();
+    std::fs::create_dir_all(restricted.join("rbuild/top")).unwrap();
     std::fs::write(restricted.join("rbuild/certs/ca-certificates.crt"), "").unwrap();
     for dir in product_top_level() {
         std::fs::create_dir_all(restricted.join(dir)).unwrap();
         std::fs::set_permissions(restricted.join(dir), std::fs::Permissions::from_mode(0o775))
             .unwrap();
     }
-    for dir in [&restricted, &restricted.join("rbuild")] {
+    for dir in [
+        &restricted,
+        &restricted.join("rbuild"),
+        &restricted.join("rbuild/top"),
+    ] {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o775)).unwrap();
     }
     std::fs::set_permissions(
@@ -238,6 +243,8 @@ fn write_contexts(app: &Path) {
     )
     .unwrap();
     std::fs::write(app.join("Dockerfile.workdir"), WORKDIR_TOP_DOCKERFILE).unwrap();
+    std::fs::write(app.join("Dockerfile.top"), TOP_LEVEL_DOCKERFILE).unwrap();
+    std::fs::write(app.join("Dockerfile.topescape"), TOP_ESCAPE_DOCKERFILE).unwrap();
     std::fs::write(app.join("data.txt"), "data\n").unwrap();
 }
 

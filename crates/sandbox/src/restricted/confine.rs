@@ -31,6 +31,11 @@ pub struct Protected {
     pub hidden: Vec<PathBuf>,
     /// Read and executed, never changed: rbuild's binary directory.
     pub read_only: Vec<PathBuf>,
+    /// Top-level redirection: where the stage's top-level entries that `/` lacks are laid
+    /// out (`/rbuild/top` in the builder images); a step's path to `/NAME`, NAME not a name
+    /// of `/`, is redirected there (see docs/sandbox.md, "Top-level redirection").
+    #[serde(default)]
+    pub top_level: Option<PathBuf>,
 }
 
 /// Credentials a pod's runtime mounts into every container, which a RUN step never sees
@@ -189,6 +194,7 @@ mod tests {
         let protected = Protected {
             hidden: vec![root.join("store"), root.join("missing")],
             read_only: vec![root.join("bin")],
+            top_level: None,
         };
         let (rules, denied) = plan(&protected).unwrap();
         assert_eq!(denied, vec![root.join("store"), root.join("bin")]);
@@ -214,6 +220,7 @@ mod tests {
         let protected = Protected {
             hidden: vec![PathBuf::from("/")],
             read_only: Vec::new(),
+            top_level: None,
         };
         assert!(plan(&protected).unwrap_err().contains("resolves to /"));
     }

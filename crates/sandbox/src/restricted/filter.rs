@@ -87,8 +87,20 @@ fn jump_if_equal(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     }
 }
 
-/// The filter as classic BPF: two instructions per syscall (compare, answer).
-pub(crate) fn program() -> Vec<libc::sock_filter> {
+/// The path-taking calls the tracer rewrites (top-level redirection, `tracer.rs`).
+#[cfg(target_arch = "x86_64")]
+fn traced() -> impl Iterator<Item = libc::c_long> {
+    super::tracer::TRACED.iter().map(|(nr, _)| *nr)
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn traced() -> impl Iterator<Item = libc::c_long> {
+    std::iter::empty()
+}
+
+/// The filter as classic BPF: two instructions per syscall (compare, answer). `traced`:
+/// the path-taking calls stop in the tracer (`SECCOMP_RET_TRACE`; without a tracer they
+/// would fail with ENOSYS, so only for a traced step).
+pub(crate) fn program(traced: bool) -> Vec<libc::sock_filter> {
     let mut p = vec![
         stmt(BPF_LD_W_ABS, DATA_ARCH),
         // A foreign architecture is left to the outer filters and the kernel.
@@ -107,6 +119,11 @@ pub(crate) fn program() -> Vec<libc::sock_filter> {
             REFUSED
                 .iter()
                 .map(|nr| (*nr, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32)),
+        )
+        .chain(
+            self::traced()
+                .filter(move |_| traced)
+                .map(|nr| (nr, libc::SECCOMP_RET_TRACE)),
         );
     for (nr, action) in answers {
         p.push(jump_if_equal(nr as u32, 0, 1));
@@ -122,7 +139,7 @@ mod tests {
 
     #[test]
     fn a_foreign_architecture_is_allowed_and_the_native_one_checked() {
-        let p = program();
+        let p = program(false);
         assert_eq!((p[0].code, p[0].k), (BPF_LD_W_ABS, DATA_ARCH));
         assert_eq!(
             (p[1].code, p[1].k, p[1].jt, p[1].jf),
@@ -136,7 +153,7 @@ mod tests {
 
     #[test]
     fn every_listed_call_has_its_answer() {
-        let p = program();
+        let p = program(true);
         for nr in NOTIFIED
             .iter()
             .chain(super::super::xattr::CALLS)
@@ -171,5 +188,18 @@ mod tests {
                 "refused with EPERM"
             );
         }
+        for nr in traced() {
+            let at = p
+                .iter()
+                .position(|i| i.code == BPF_JEQ_K && i.k == nr as u32);
+            let at = at.unwrap_or_else(|| panic!("syscall {nr} not compared"));
+            assert_eq!(p[at + 1].k, libc::SECCOMP_RET_TRACE, "syscall {nr} traced");
+        }
+        assert!(
+            !program(false)
+                .iter()
+                .any(|i| i.code == BPF_RET_K && i.k == libc::SECCOMP_RET_TRACE),
+            "an untraced step has no TRACE answer (it would be ENOSYS)"
+        );
     }
 }

@@ -25,11 +25,14 @@ mod marker;
 mod notify;
 mod ptrace;
 mod reap;
+mod redirect;
 mod resolve;
 mod stat;
 pub(crate) mod step;
 mod supervisor;
 mod table;
+#[cfg(target_arch = "x86_64")]
+mod tracer;
 mod xattr;
 
 use std::path::Path;
@@ -57,9 +60,11 @@ pub const LIMITS: &[&str] = &[
      place instead)",
     "creating entries directly in a directory that holds rbuild's own files (Landlock \
      grants whole trees only), `/` among them",
-    "a top-level entry the builder image lacks, or that is a directory in one and not in \
-     the other (`/` belongs to the container runtime: the builder image provides the \
-     top-level directories)",
+    "a top-level entry that is a directory in the builder image and not in the stage, or \
+     the reverse (`/` belongs to the container runtime); entries the builder image lacks \
+     are laid out in /rbuild/top and the step's paths to them redirected (x86_64), but the \
+     kernel does not translate absolute symlink targets, shebang or ELF interpreter paths \
+     to them, and a listing of `/` does not show them",
     "real mounts: RUN --mount content and heredoc scripts are put in place for the step \
      and taken away after it (as in chroot mode); a mount target needs a parent the \
      builder image or the stage has (nothing can be made directly in `/`)",

@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
 use super::creds::{CredentialTable, IdAnswer};
+use super::redirect::TopLevel;
 use super::resolve::{
     caller_path, errno_of, open_base, open_parent, open_target, refuse_denied, stat_of,
 };
@@ -20,6 +21,7 @@ pub(super) fn answer_one(
     table: &mut OwnershipTable,
     credentials: &mut CredentialTable,
     denied: &[PathBuf],
+    top: Option<&TopLevel>,
     stats: &mut StatAnswerer,
 ) -> io::Result<()> {
     // SAFETY: an all-zero seccomp_notif is what the kernel requires for RECV.
@@ -50,11 +52,11 @@ pub(super) fn answer_one(
     } else if super::stat::CALLS.contains(&nr) {
         Ok(super::stat::answer_stat(listener, &request, table, stats))
     } else if super::filter::MKNOD.contains(&nr) {
-        record_mknod(listener, &request, table, denied)
+        record_mknod(listener, &request, table, denied, top)
     } else if super::xattr::CALLS.contains(&nr) {
-        super::xattr::record_xattr(listener, &request, table, denied)
+        super::xattr::record_xattr(listener, &request, table, denied, top)
     } else {
-        record_chown(listener, &request, table, denied).map(|()| Answer::Success)
+        record_chown(listener, &request, table, denied, top).map(|()| Answer::Success)
     };
     let (val, error, flags) = match answer {
         Ok(Answer::Success) => (0, 0, 0),
@@ -84,6 +86,19 @@ pub(super) fn answer_one(
         }
     }
     Ok(())
+}
+
+/// `path` of `pid` (relative to `dirfd`) after top-level redirection, if any.
+pub(super) fn translated(
+    top: Option<&TopLevel>,
+    pid: u32,
+    dirfd: libc::c_int,
+    path: Vec<u8>,
+) -> Vec<u8> {
+    match top {
+        Some(top) => top.translate(pid, dirfd, path),
+        None => path,
+    }
 }
 
 /// How the supervisor answers a call it does not fail.
@@ -149,6 +164,7 @@ fn record_chown(
     request: &libc::seccomp_notif,
     table: &mut OwnershipTable,
     denied: &[PathBuf],
+    top: Option<&TopLevel>,
 ) -> Result<(), i32> {
     let call = decode(request.data.nr as libc::c_long, request.data.args).ok_or(libc::ENOSYS)?;
     if call.flags & !(libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH) != 0 {
@@ -156,7 +172,12 @@ fn record_chown(
     }
     let pid = request.pid;
     let path = match call.path {
-        Some(address) => caller_path(listener, request, address)?,
+        Some(address) => translated(
+            top,
+            pid,
+            call.dirfd,
+            caller_path(listener, request, address)?,
+        ),
         None => Vec::new(),
     };
     let target = open_target(pid, call.dirfd, &path, call.flags)?;
@@ -223,6 +244,7 @@ fn record_mknod(
     request: &libc::seccomp_notif,
     table: &mut OwnershipTable,
     denied: &[PathBuf],
+    top: Option<&TopLevel>,
 ) -> Result<Answer, i32> {
     let a = request.data.args;
     let nr = request.data.nr as libc::c_long;
@@ -234,9 +256,15 @@ fn record_mknod(
     let kind = match mode & libc::S_IFMT {
         libc::S_IFCHR => DeviceKind::Char,
         libc::S_IFBLK => DeviceKind::Block,
-        _ => return Ok(Answer::Continue),
+        _ if top.is_none() => return Ok(Answer::Continue),
+        _ => return make_redirected_node(listener, request, denied, top, (dirfd, address, mode)),
     };
-    let path = caller_path(listener, request, address)?;
+    let path = translated(
+        top,
+        request.pid,
+        dirfd,
+        caller_path(listener, request, address)?,
+    );
     if path.is_empty() {
         return Err(libc::ENOENT);
     }
@@ -278,6 +306,44 @@ fn record_mknod(
         mode: mode & 0o7777 & !umask,
     };
     table.set_device((stat.st_dev, stat.st_ino), device);
+    Ok(Answer::Success)
+}
+
+/// `mknod` of a FIFO, socket or regular file under top-level redirection: the kernel runs it
+/// as it is unless the path is to be redirected, which the kernel would not do; then the
+/// supervisor makes the node at the redirected path itself, with the caller's umask.
+fn make_redirected_node(
+    listener: &OwnedFd,
+    request: &libc::seccomp_notif,
+    denied: &[PathBuf],
+    top: Option<&TopLevel>,
+    (dirfd, address, mode): (libc::c_int, u64, u32),
+) -> Result<Answer, i32> {
+    let path = caller_path(listener, request, address)?;
+    let redirected = translated(top, request.pid, dirfd, path.clone());
+    if redirected == path {
+        return Ok(Answer::Continue);
+    }
+    let (base, relative) = open_base(request.pid, dirfd, &redirected)?;
+    let (base, relative) = open_parent(base, &relative)?;
+    refuse_denied(&base, denied)?;
+    let umask = caller_umask(request.pid).unwrap_or(0o022);
+    let kind = match mode & libc::S_IFMT {
+        0 => libc::S_IFREG,
+        kind => kind,
+    };
+    // SAFETY: valid descriptor and C string; a FIFO, socket or file needs no device number.
+    if unsafe {
+        libc::mknodat(
+            base.as_raw_fd(),
+            relative.as_ptr(),
+            kind | (mode & 0o7777 & !umask),
+            0,
+        )
+    } < 0
+    {
+        return Err(errno_of(io::Error::last_os_error()));
+    }
     Ok(Answer::Success)
 }
 

@@ -27,6 +27,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::creds::write_to_caller;
 use super::notify::Answer;
+use super::redirect::TopLevel;
 use super::resolve::{caller_path_unchecked, open_base};
 use super::table::{Device, Owner, OwnershipTable};
 
@@ -126,11 +127,13 @@ pub(super) struct StatAnswerer {
     /// Owners shown where the step's own table has none: files rbuild placed for the step
     /// (`run_supervised_until`'s `shown`).
     shown: OwnershipTable,
+    /// Top-level redirection: paths translated before they are resolved.
+    top: Option<TopLevel>,
 }
 
 impl StatAnswerer {
     /// For the steps of `child`, whose root is compared with this process's own.
-    pub(super) fn new(child: libc::pid_t, shown: OwnershipTable) -> Self {
+    pub(super) fn new(child: libc::pid_t, shown: OwnershipTable, top: Option<TopLevel>) -> Self {
         // SAFETY: geteuid and getegid take no arguments and cannot fail.
         let own = unsafe { (libc::geteuid(), libc::getegid()) };
         // SAFETY: a valid C string; the descriptor is owned right away.
@@ -146,6 +149,7 @@ impl StatAnswerer {
             own,
             procfs_devices: HashMap::new(),
             shown,
+            top,
         }
     }
 
@@ -203,6 +207,10 @@ fn faked(
         // A NULL path is an empty one with AT_EMPTY_PATH (Linux 6.11).
         Some(0) | None => Vec::new(),
         Some(address) => caller_path_unchecked(listener, request, address).ok()?,
+    };
+    let path = match &answerer.top {
+        Some(top) => top.translate(request.pid, call.dirfd, path),
+        None => path,
     };
     let target = open_target(
         request.pid,
@@ -427,8 +435,11 @@ mod tests {
 
     #[test]
     fn a_devices_file_system_type_is_asked_once() {
-        let mut answerer =
-            StatAnswerer::new(std::process::id() as libc::pid_t, OwnershipTable::default());
+        let mut answerer = StatAnswerer::new(
+            std::process::id() as libc::pid_t,
+            OwnershipTable::default(),
+            None,
+        );
         let (proc_dir, root) = (open_path(c"/proc"), open_path(c"/"));
         let (proc_dev, root_dev) = (file_id(&proc_dir).0, file_id(&root).0);
         assert_eq!(answerer.on_procfs(proc_dev, &proc_dir), Some(true));
@@ -445,7 +456,7 @@ mod tests {
     #[test]
     fn absolute_paths_start_from_the_steps_root_opened_once() {
         let pid = std::process::id();
-        let answerer = StatAnswerer::new(pid as libc::pid_t, OwnershipTable::default());
+        let answerer = StatAnswerer::new(pid as libc::pid_t, OwnershipTable::default(), None);
         let root = answerer
             .root
             .as_ref()

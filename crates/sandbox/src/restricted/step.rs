@@ -83,11 +83,32 @@ pub(crate) fn run(
         return Err(HelperError::new("isolation", why));
     }
     let (rules, denied) = confine::plan(&protected).map_err(|e| HelperError::new("landlock", e))?;
+    let top = match &protected.top_level {
+        Some(dir) => Some(super::redirect::TopLevel::new(dir).map_err(|e| {
+            HelperError::new(
+                "top-level redirection",
+                format!("reading the names of / for {}: {e}", dir.display()),
+            )
+        })?),
+        None => None,
+    };
+    // The helper is not traced: it names a working directory below a top-level entry `/`
+    // lacks where it is, in the redirection directory.
+    let cwd = match &top {
+        Some(top) => {
+            use std::os::unix::ffi::OsStrExt;
+            // SAFETY: getpid has no preconditions.
+            let me = unsafe { libc::getpid() } as u32;
+            let real = top.translate(me, libc::AT_FDCWD, spec.cwd.as_bytes().to_vec());
+            PathBuf::from(std::ffi::OsStr::from_bytes(&real))
+        }
+        None => PathBuf::from(&spec.cwd),
+    };
     // A missing working directory is created, as runc does (owned by the build user on
     // disk, which the image shows as root) — by the helper, outside the step's Landlock
     // rules, so never among rbuild's own files. The path is the step's: its symlinks are
     // resolved first, as far as they exist.
-    if let Some(protected) = protected_prefix(Path::new(&spec.cwd), &denied) {
+    if let Some(protected) = protected_prefix(&cwd, &denied) {
         return Err(HelperError::new(
             "chdir",
             format!(
@@ -97,7 +118,7 @@ pub(crate) fn run(
             ),
         ));
     }
-    std::fs::create_dir_all(&spec.cwd).map_err(|e| {
+    std::fs::create_dir_all(&cwd).map_err(|e| {
         HelperError::new(
             "chdir",
             format!("creating working directory {:?}: {e}", spec.cwd),
@@ -120,6 +141,7 @@ pub(crate) fn run(
         return Err(HelperError::new("helper", "rbuild is gone"));
     }
     let shown = shown_owners(spec)?;
+    let traced = top.is_some();
     // SAFETY: getpid has no preconditions.
     let helper = unsafe { libc::getpid() };
     let finished = super::supervisor::run_supervised_until(
@@ -128,8 +150,10 @@ pub(crate) fn run(
             unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
             let _ = set_pdeathsig(libc::SIGKILL);
             // A helper that died before the line above sent no signal: never run unwatched.
+            // A traced step's parent is the tracer, whose end kills it (PTRACE_O_EXITKILL)
+            // and who watches the helper the same way.
             // SAFETY: getppid has no preconditions.
-            if unsafe { libc::getppid() } != helper {
+            if !traced && unsafe { libc::getppid() } != helper {
                 return 127;
             }
             let failure = crate::seccomp::install_step_filter()
@@ -144,6 +168,7 @@ pub(crate) fn run(
         Some(signals.as_fd()),
         &denied,
         shown,
+        top.as_ref(),
     )
     .map_err(|e| HelperError::new("supervisor", e.to_string()))?;
     send_result(control, finished.table, finished.status)

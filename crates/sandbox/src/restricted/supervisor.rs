@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::creds::CredentialTable;
 use super::notify::answer_one;
+use super::redirect::TopLevel;
 use super::stat::StatAnswerer;
 use super::table::OwnershipTable;
 use crate::sys::{cvt, fork, waitpid};
@@ -60,21 +61,31 @@ pub fn run_command(argv: &[&str]) -> io::Result<Finished> {
 /// notifications until it is gone. `body` must be async-signal-safe (no allocation) when
 /// the caller is multi-threaded.
 pub(crate) fn run_supervised(body: impl FnOnce() -> i32) -> io::Result<Finished> {
-    run_supervised_until(body, None, &[], OwnershipTable::default())
+    run_supervised_until(body, None, &[], OwnershipTable::default(), None)
 }
 
 /// [`run_supervised`], killing the step when `interrupt` (a signalfd) becomes readable, and
 /// refusing (EACCES) the calls that name a file in `denied` (canonical paths the step must
 /// not reach: the supervisor works outside the step's Landlock rules). `shown`: owners the
 /// step's `stat` shows where it recorded none itself (files placed for it that the build
-/// user could not chown); they are not in the table returned.
+/// user could not chown); they are not in the table returned. `top`: top-level
+/// redirection (`redirect.rs`), the step then traced by a tracer process between this one
+/// and the step (`tracer.rs`).
 pub(crate) fn run_supervised_until(
     body: impl FnOnce() -> i32,
     interrupt: Option<BorrowedFd<'_>>,
     denied: &[PathBuf],
     shown: OwnershipTable,
+    top: Option<&TopLevel>,
 ) -> io::Result<Finished> {
-    let program = super::filter::program();
+    if top.is_some() && !cfg!(target_arch = "x86_64") {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "top-level redirection (entries of / the builder image lacks) is implemented for \
+             x86_64 only",
+        ));
+    }
+    let program = super::filter::program(top.is_some());
     let fprog = libc::sock_fprog {
         len: u16::try_from(program.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "filter too long"))?,
@@ -92,45 +103,21 @@ pub(crate) fn run_supervised_until(
     })?;
     // SAFETY: both descriptors were just created and are owned here only.
     let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+    // SAFETY: getpid has no preconditions.
+    let supervisor = unsafe { libc::getpid() };
     let pid = fork()?;
     if pid == 0 {
         drop(ours);
         // Its own process group, so whatever it leaves running can be ended with it.
         // SAFETY: setpgid on ourselves.
         unsafe { libc::setpgid(0, 0) };
-        // SAFETY: prctl and seccomp take plain values and `fprog`, which points at
-        // `program`, alive until exec or exit.
-        let listener = unsafe {
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                -1
-            } else {
-                libc::syscall(
-                    libc::SYS_seccomp,
-                    libc::SECCOMP_SET_MODE_FILTER,
-                    libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
-                    &fprog as *const libc::sock_fprog,
-                ) as libc::c_int
-            }
-        };
-        if listener < 0 {
-            let errno = io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO);
-            send_status(theirs.as_raw_fd(), errno, None);
-            // SAFETY: leaving the forked child without running the parent's destructors.
-            unsafe { libc::_exit(126) };
+        #[cfg(target_arch = "x86_64")]
+        if let Some(top) = top {
+            super::tracer::run(top, supervisor, || start(&fprog, &theirs, body));
         }
-        let sent = send_status(theirs.as_raw_fd(), 0, Some(listener));
-        // SAFETY: the listener must not stay in the child: a step could answer its own
-        // notifications with it.
-        unsafe { libc::close(listener) };
-        drop(theirs);
-        if !sent {
-            // SAFETY: as above.
-            unsafe { libc::_exit(126) };
-        }
-        let code = body();
-        // SAFETY: as above.
+        let _ = supervisor;
+        let code = start(&fprog, &theirs, body);
+        // SAFETY: leaving the forked child without running the parent's destructors.
         unsafe { libc::_exit(code) };
     }
     drop(theirs);
@@ -151,13 +138,49 @@ pub(crate) fn run_supervised_until(
             )));
         }
     };
-    let finished = supervise(pid, &listener, interrupt, denied, shown);
+    let finished = supervise(pid, &listener, interrupt, denied, shown, top);
     if finished.is_err() {
         // Nobody answers the step any more: end it rather than leave it blocked.
         super::reap::kill_and_reap(pid, super::reap::is_subreaper());
         let _ = waitpid(pid, libc::WNOHANG);
     }
     finished
+}
+
+/// In the step's process: installs the restricted filter, hands its listener to the
+/// supervisor through `theirs`, and runs `body`; returns the exit code.
+fn start(fprog: &libc::sock_fprog, theirs: &OwnedFd, body: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: prctl and seccomp take plain values and `fprog`, which points at the
+    // caller's program, alive until exec or exit.
+    let listener = unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            -1
+        } else {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                fprog as *const libc::sock_fprog,
+            ) as libc::c_int
+        }
+    };
+    if listener < 0 {
+        let errno = io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
+        send_status(theirs.as_raw_fd(), errno, None);
+        return 126;
+    }
+    let sent = send_status(theirs.as_raw_fd(), 0, Some(listener));
+    // SAFETY: the listener must not stay in the child: a step could answer its own
+    // notifications with it.
+    unsafe { libc::close(listener) };
+    // SAFETY: our copy of the socket is of no use to the step.
+    unsafe { libc::close(theirs.as_raw_fd()) };
+    if !sent {
+        return 126;
+    }
+    body()
 }
 
 /// Sends `errno` and, if given, a descriptor (SCM_RIGHTS). Async-signal-safe.
@@ -236,6 +259,7 @@ fn supervise(
     interrupt: Option<BorrowedFd<'_>>,
     denied: &[PathBuf],
     shown: OwnershipTable,
+    top: Option<&TopLevel>,
 ) -> io::Result<Finished> {
     let subreaper = super::reap::is_subreaper();
     wake_the_supervisor_on_the_callers_cpu(listener);
@@ -247,7 +271,7 @@ fn supervise(
     let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
     let mut table = OwnershipTable::default();
     let mut credentials = CredentialTable::default();
-    let mut stats = StatAnswerer::new(child, shown);
+    let mut stats = StatAnswerer::new(child, shown, top.cloned());
     let mut status = None;
     let mut ending: Option<Instant> = None;
     let mut interrupted = false;
@@ -285,7 +309,14 @@ fn supervise(
             return Err(err);
         }
         if pfds[0].revents & libc::POLLIN != 0 {
-            answer_one(listener, &mut table, &mut credentials, denied, &mut stats)?;
+            answer_one(
+                listener,
+                &mut table,
+                &mut credentials,
+                denied,
+                top,
+                &mut stats,
+            )?;
             continue;
         }
         if subreaper && status.is_none() {

@@ -522,6 +522,7 @@ fn owners_shown_for_placed_files_are_shown_not_recorded() {
         None,
         &[],
         shown,
+        None,
     )
     .unwrap();
     assert_eq!(done.exit_code(), Some(0));
@@ -535,5 +536,164 @@ fn owners_shown_for_placed_files_are_shown_not_recorded() {
     assert_eq!(
         done.table.owner_of(&dir.path().join("secret")).unwrap(),
         Some(Owner { uid: 3, gid: 4 })
+    );
+}
+
+/// Runs `script` with /bin/sh under the filter, traced, with top-level names absent from
+/// `/` redirected into `top`.
+#[cfg(target_arch = "x86_64")]
+fn sh_redirected(top: &Path, script: &str) -> Finished {
+    let top_level = super::super::redirect::TopLevel::new(top).unwrap();
+    let args: Vec<std::ffi::CString> = ["/bin/sh", "-c", script]
+        .iter()
+        .map(|a| std::ffi::CString::new(*a).unwrap())
+        .collect();
+    let mut pointers: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    pointers.push(std::ptr::null());
+    run_supervised_until(
+        || {
+            // SAFETY: NUL-terminated arguments that outlive the call.
+            unsafe { libc::execv(pointers[0], pointers.as_ptr()) };
+            127
+        },
+        None,
+        &[],
+        OwnershipTable::default(),
+        Some(&top_level),
+    )
+    .expect("traced shell")
+}
+
+/// Removes `/NAME` if a step made it there after all, so a failed run leaves nothing.
+#[cfg(target_arch = "x86_64")]
+struct NotInSlash(std::path::PathBuf);
+
+#[cfg(target_arch = "x86_64")]
+impl Drop for NotInSlash {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn a_name_absent_from_slash_is_redirected_and_shown_as_slash_name() {
+    let top = tempfile::tempdir().unwrap();
+    let name = format!("rbuild-redirect-{}", std::process::id());
+    let real = NotInSlash(Path::new("/").join(&name));
+    let script = format!(
+        "set -e
+        mkdir /{name}
+        echo hi > /{name}/f
+        cd /{name}
+        /bin/pwd -P > /{name}/pwd
+        readlink /proc/self/cwd > /{name}/cwd
+        cd /
+        echo rel > {name}/rel
+        ls /{name} > /{name}/ls
+        mv /{name}/f /{name}/g
+        touch /{name}/gone && rm /{name}/gone
+        chown 7:8 /{name}/g
+        stat -c '%u:%g %s' /{name}/g > /{name}/stat
+        test -f /./../{name}/g
+        mkdir -p /{name}/sub && cd /{name}/sub && touch ../up
+        mkfifo /{name}/fifo && test -p /{name}/fifo"
+    );
+    let done = sh_redirected(top.path(), &script);
+    let slash_got_it = real.0.exists();
+    assert!(!slash_got_it, "the real / got {}", real.0.display());
+    assert_eq!(done.exit_code(), Some(0), "the traced script failed");
+    let moved = top.path().join(&name);
+    let read = |f: &str| std::fs::read_to_string(moved.join(f)).unwrap();
+    assert_eq!(read("g"), "hi\n");
+    assert_eq!(read("pwd"), format!("/{name}\n"), "getcwd shows /NAME");
+    assert_eq!(
+        read("cwd"),
+        format!("/{name}\n"),
+        "/proc/self/cwd shows /NAME"
+    );
+    assert_eq!(read("rel"), "rel\n", "a relative path from / is redirected");
+    assert_eq!(
+        read("ls"),
+        "cwd\nf\nls\npwd\nrel\n",
+        "ls lists the redirected directory"
+    );
+    assert_eq!(
+        read("stat"),
+        "7:8 3\n",
+        "stat of a redirected path shows its owner"
+    );
+    assert!(!moved.join("gone").exists() && !moved.join("f").exists());
+    assert!(
+        moved.join("up").exists(),
+        "`..` below a redirected entry stays in it"
+    );
+    assert_eq!(
+        done.table.owner_of(&moved.join("g")).unwrap(),
+        Some(Owner { uid: 7, gid: 8 }),
+        "the chown is recorded for the redirected file"
+    );
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn real_names_of_slash_are_not_redirected() {
+    let top = tempfile::tempdir().unwrap();
+    // `/etc` exists: a path below it is the real one, even when the redirection
+    // directory has an `etc` of its own.
+    std::fs::create_dir(top.path().join("etc")).unwrap();
+    std::fs::write(top.path().join("etc/hostname"), "decoy\n").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let script = format!(
+        "cat /etc/hostname > '{0}/seen' && cd / && cat etc/hostname >> '{0}/seen'",
+        out.path().display()
+    );
+    let done = sh_redirected(top.path(), &script);
+    assert_eq!(done.exit_code(), Some(0));
+    let real = std::fs::read_to_string("/etc/hostname").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("seen")).unwrap(),
+        format!("{real}{real}")
+    );
+}
+
+/// Redirection changes nothing for paths under real names of `/`: a step reading many
+/// files gives the same output traced and untraced. Prints both times (the cost of a traced
+/// path call: `cargo test … -- --nocapture`).
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn real_paths_read_the_same_traced_and_their_cost_is_printed() {
+    let top = tempfile::tempdir().unwrap();
+    let script = "find /usr/share/doc -type f -print0 | xargs -0 cat | wc -c";
+    let out = tempfile::tempdir().unwrap();
+    let run = |traced: bool| {
+        let file = out.path().join(if traced { "traced" } else { "plain" });
+        let script = format!("({script}) > '{}'", file.display());
+        let started = std::time::Instant::now();
+        let done = if traced {
+            sh_redirected(top.path(), &script)
+        } else {
+            run_command(&["/bin/sh", "-c", &script]).unwrap()
+        };
+        let took = started.elapsed();
+        assert_eq!(done.exit_code(), Some(0));
+        (std::fs::read_to_string(file).unwrap(), took)
+    };
+    // Once before, so that both timed runs find the files in the page cache.
+    run(false);
+    let (plain, plain_took) = run(false);
+    let (traced, traced_took) = run(true);
+    assert_eq!(plain, traced);
+    let files = std::process::Command::new("sh")
+        .args(["-c", "find /usr/share/doc -type f | wc -l"])
+        .output()
+        .unwrap();
+    eprintln!(
+        "{} files, {} bytes: untraced {:.1} ms, traced {:.1} ms",
+        String::from_utf8_lossy(&files.stdout).trim(),
+        plain.trim(),
+        plain_took.as_secs_f64() * 1e3,
+        traced_took.as_secs_f64() * 1e3
     );
 }

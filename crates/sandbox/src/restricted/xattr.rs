@@ -9,7 +9,9 @@
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
+use super::notify::translated;
 use super::notify::Answer;
+use super::redirect::TopLevel;
 use super::resolve::{caller_bytes, caller_path, open_target, refuse_denied, stat_of};
 use super::table::OwnershipTable;
 
@@ -80,13 +82,27 @@ pub(super) fn record_xattr(
     request: &libc::seccomp_notif,
     table: &mut OwnershipTable,
     denied: &[PathBuf],
+    top: Option<&TopLevel>,
 ) -> Result<Answer, i32> {
     let call = decode(request.data.nr as libc::c_long, request.data.args).ok_or(libc::ENOSYS)?;
+    // Other names run in the kernel with the path as given: a path to redirect is
+    // refused (EXDEV) rather than set on whatever the untranslated path names.
     if caller_path(listener, request, call.name)? != CAPABILITY {
+        if let (Some(top), Some(address)) = (top, call.path) {
+            let path = caller_path(listener, request, address)?;
+            if translated(Some(top), request.pid, call.dirfd, path.clone()) != path {
+                return Err(libc::EXDEV);
+            }
+        }
         return Ok(Answer::Continue);
     }
     let path = match call.path {
-        Some(address) => caller_path(listener, request, address)?,
+        Some(address) => translated(
+            top,
+            request.pid,
+            call.dirfd,
+            caller_path(listener, request, address)?,
+        ),
         None => Vec::new(),
     };
     let target = open_target(request.pid, call.dirfd, &path, call.at_flags)?;

@@ -1,0 +1,222 @@
+//! Top-level redirection: in a restricted pod `/` belongs to the container runtime, so no
+//! step can create an entry directly in it. The names of `/` are fixed while a step runs
+//! (nothing can create or remove them), so a path whose first component is not one of
+//! them can only mean an entry the stage has and the builder lacks: it is redirected into a
+//! directory the build user owns ([`TopLevel::top`], `/rbuild/top` in the builder images),
+//! where rbuild laid that entry out. `/newtop/f` becomes `/rbuild/top/newtop/f`.
+//!
+//! Who translates: the calls the supervisor answers (`chown` family, device `mknod`,
+//! `stat` family, `security.capability`) translate where they read the path
+//! ([`TopLevel::translate`]); every other path-taking call stops in a tracer (`tracer.rs`),
+//! which rewrites the argument in the step's memory before the kernel reads it, and fixes
+//! up the results that show a path (`getcwd`, `readlink` of `/proc/…`).
+//!
+//! Emulation, not a boundary (like the supervisor): the redirected path is an ordinary
+//! path under `/`, which Landlock governs as any other. `rbuild` is a real name of `/`, so
+//! `/rbuild/…` is never redirected and stays what Landlock allows.
+
+use std::io;
+use std::path::Path;
+
+/// The fixed names of `/` and where every other top-level name goes.
+#[derive(Debug, Clone)]
+pub(crate) struct TopLevel {
+    /// The names in `/` when the step starts, sorted.
+    names: Vec<Vec<u8>>,
+    /// The directory redirected names live in: absolute, no trailing slash.
+    top: Vec<u8>,
+}
+
+/// What the start of a path says about redirection.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum FirstComponent<'a> {
+    /// The path names `/` itself or one of its real entries (or is empty): left alone.
+    Real,
+    /// The first component is not a name of `/`: `rest` is the path from that component
+    /// on (leading `/`, `./` and `../` skipped, since they all resolve to `/` there).
+    Absent { rest: &'a [u8] },
+    /// The first component did not end within the bytes given (a longer read is needed).
+    Unknown,
+}
+
+impl TopLevel {
+    /// Reads the names of `/` now; `top` must be an absolute directory path.
+    pub(crate) fn new(top: &Path) -> io::Result<TopLevel> {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = top.as_os_str().as_bytes();
+        let trimmed = bytes.strip_suffix(b"/").unwrap_or(bytes);
+        if !bytes.starts_with(b"/") || trimmed.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the top-level redirection directory {} must be an absolute path below /",
+                    top.display()
+                ),
+            ));
+        }
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir("/")? {
+            names.push(entry?.file_name().as_bytes().to_vec());
+        }
+        names.sort();
+        Ok(TopLevel {
+            names,
+            top: trimmed.to_vec(),
+        })
+    }
+
+    /// Classifies `path` as resolved from `/` (an absolute path, or a relative one whose
+    /// base is `/`). `complete` says whether `path` is the whole string (else a prefix).
+    pub(crate) fn first_component<'a>(&self, path: &'a [u8], complete: bool) -> FirstComponent<'a> {
+        let mut at = 0;
+        loop {
+            while path.get(at) == Some(&b'/') {
+                at += 1;
+            }
+            let end = path[at..].iter().position(|b| *b == b'/').map(|i| at + i);
+            let name = &path[at..end.unwrap_or(path.len())];
+            if end.is_none() && !complete {
+                return FirstComponent::Unknown;
+            }
+            if name == b"." || name == b".." {
+                // `/..` is `/`: skip it, as the kernel does.
+                at += name.len();
+                continue;
+            }
+            if name.is_empty() || self.names.binary_search_by(|n| n[..].cmp(name)).is_ok() {
+                return FirstComponent::Real;
+            }
+            return FirstComponent::Absent { rest: &path[at..] };
+        }
+    }
+
+    /// `rest` (from [`FirstComponent::Absent`]) below the redirection directory.
+    pub(crate) fn redirected(&self, rest: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.top.len() + 1 + rest.len());
+        out.extend_from_slice(&self.top);
+        out.push(b'/');
+        out.extend_from_slice(rest);
+        out
+    }
+
+    /// The path a supervised call must act on: `path` redirected when it resolves from `/`
+    /// (absolute, or relative to a cwd or `dirfd` of `pid` that is `/`) and its first
+    /// component is not a name of `/`; else `path` as it is.
+    pub(crate) fn translate(&self, pid: u32, dirfd: libc::c_int, path: Vec<u8>) -> Vec<u8> {
+        let rest = match self.first_component(&path, true) {
+            FirstComponent::Absent { rest } => rest,
+            _ => return path,
+        };
+        if !path.starts_with(b"/") && !base_is_root(pid as libc::pid_t, dirfd) {
+            return path;
+        }
+        self.redirected(rest)
+    }
+
+    /// A path the kernel shows (a cwd, a `/proc` link's target) as the step must see it:
+    /// the redirection directory's part taken off (`/rbuild/top/newtop` is `/newtop`, the
+    /// directory itself `/`). `None` when it is not below the redirection directory.
+    pub(crate) fn shown(&self, real: &[u8]) -> Option<Vec<u8>> {
+        let rest = real.strip_prefix(&self.top[..])?;
+        match rest.first() {
+            None => Some(b"/".to_vec()),
+            Some(b'/') => Some(rest.to_vec()),
+            Some(_) => None,
+        }
+    }
+}
+
+/// Whether a relative path of `pid`'s with `dirfd` is resolved from `/` (its cwd for
+/// `AT_FDCWD`, else that descriptor), read from /proc: only asked for a path whose first
+/// component is not a name of `/`.
+pub(crate) fn base_is_root(pid: libc::pid_t, dirfd: libc::c_int) -> bool {
+    let link = if dirfd == libc::AT_FDCWD {
+        format!("/proc/{pid}/cwd")
+    } else if dirfd >= 0 {
+        format!("/proc/{pid}/fd/{dirfd}")
+    } else {
+        return false;
+    };
+    std::fs::read_link(link).is_ok_and(|target| target == Path::new("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn top_level(names: &[&str]) -> TopLevel {
+        let mut names: Vec<Vec<u8>> = names.iter().map(|n| n.as_bytes().to_vec()).collect();
+        names.sort();
+        TopLevel {
+            names,
+            top: b"/rbuild/top".to_vec(),
+        }
+    }
+
+    #[test]
+    fn only_a_first_component_absent_from_slash_is_redirected() {
+        let t = top_level(&["etc", "rbuild", "usr"]);
+        assert_eq!(
+            t.first_component(b"/etc/passwd", true),
+            FirstComponent::Real
+        );
+        assert_eq!(t.first_component(b"/", true), FirstComponent::Real);
+        assert_eq!(t.first_component(b"", true), FirstComponent::Real);
+        assert_eq!(
+            t.first_component(b"/rbuild/top/../state", true),
+            FirstComponent::Real,
+            "rbuild is a real name: never redirected, Landlock decides"
+        );
+        assert_eq!(
+            t.first_component(b"/newtop/f", true),
+            FirstComponent::Absent { rest: b"newtop/f" }
+        );
+        assert_eq!(
+            t.first_component(b"//./../newtop", true),
+            FirstComponent::Absent { rest: b"newtop" },
+            "/., /.. and repeated slashes are / itself"
+        );
+        assert_eq!(
+            t.first_component(b"etcx", true),
+            FirstComponent::Absent { rest: b"etcx" }
+        );
+        assert_eq!(t.first_component(b"/newt", false), FirstComponent::Unknown);
+        assert_eq!(
+            t.first_component(b"/newtop/", false),
+            FirstComponent::Absent { rest: b"newtop/" }
+        );
+        assert_eq!(t.redirected(b"newtop/f"), b"/rbuild/top/newtop/f".to_vec());
+    }
+
+    #[test]
+    fn shown_paths_lose_the_redirection_directory() {
+        let t = top_level(&["rbuild"]);
+        assert_eq!(
+            t.shown(b"/rbuild/top/newtop/a"),
+            Some(b"/newtop/a".to_vec())
+        );
+        assert_eq!(t.shown(b"/rbuild/top"), Some(b"/".to_vec()));
+        assert_eq!(t.shown(b"/rbuild/topper"), None);
+        assert_eq!(t.shown(b"/etc"), None);
+    }
+
+    #[test]
+    fn a_relative_path_is_translated_only_from_slash() {
+        let t = top_level(&["etc"]);
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() } as u32;
+        // This test process's cwd is the crate's directory, not `/`.
+        assert_eq!(t.translate(me, libc::AT_FDCWD, b"x/y".to_vec()), b"x/y");
+        assert_eq!(
+            t.translate(me, libc::AT_FDCWD, b"/x/y".to_vec()),
+            b"/rbuild/top/x/y"
+        );
+        let slash = std::fs::File::open("/").unwrap();
+        use std::os::fd::AsRawFd;
+        assert_eq!(
+            t.translate(me, slash.as_raw_fd(), b"x/y".to_vec()),
+            b"/rbuild/top/x/y"
+        );
+        assert_eq!(t.translate(me, slash.as_raw_fd(), b"etc".to_vec()), b"etc");
+    }
+}

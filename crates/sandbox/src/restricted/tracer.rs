@@ -1,0 +1,503 @@
+//! The tracer of top-level redirection (see `redirect.rs`): a process between the
+//! supervisor and the step that traces the step and all its descendants
+//! (`PTRACE_TRACEME` and `PTRACE_O_TRACEFORK|TRACEVFORK|TRACECLONE`). The restricted
+//! filter returns `SECCOMP_RET_TRACE` for the path-taking calls ([`TRACED`]); at each such
+//! stop the tracer reads the first bytes of each path argument, and only when its first
+//! component is not a name of `/` writes the redirected path into the step's stack (below
+//! its red zone) and points the argument there, restoring the registers at syscall exit.
+//! `getcwd` and `readlink` of `/proc/…` are fixed up at exit so that the step sees
+//! `/NAME`, never the redirection directory.
+//!
+//! Why a process of its own: ptrace stops are reported through `waitpid`, which the
+//! supervisor's loop (polling its listener) cannot wait in; and with `PTRACE_O_EXITKILL`
+//! the tracer's end kills whatever the step left running, as the supervisor does.
+//!
+//! Emulation, not a boundary: the tracer runs as the build user, outside Landlock, and
+//! only rewrites paths into other paths the step could name itself; Landlock decides what
+//! they reach.
+
+use std::collections::HashMap;
+use std::io;
+
+use super::redirect::{base_is_root, FirstComponent, TopLevel};
+use crate::sys::{fork, waitpid};
+
+/// `__WALL`: wait for every kind of child, threads included.
+const WALL: libc::c_int = 0x4000_0000;
+/// The SysV x86_64 ABI's red zone: 128 bytes below the stack pointer a leaf function may
+/// use without moving it.
+const RED_ZONE: u64 = 128;
+/// Enough bytes to see the first component of almost every path in one read.
+const PREFIX: usize = 256;
+const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
+const PTRACE_SYSCALL_INFO_EXIT: u8 = 2;
+
+/// Where a call's paths are: `(dirfd argument, path argument)`, `None` for `AT_FDCWD`.
+type PathArgs = &'static [(Option<usize>, usize)];
+
+/// The calls that stop in the tracer, and their path arguments. The calls the supervisor
+/// answers (the `chown` family, `mknod`, the `stat` family, `setxattr`/`removexattr`)
+/// translate there instead; a symlink's target text is stored as given.
+pub(crate) const TRACED: &[(libc::c_long, PathArgs)] = &[
+    (libc::SYS_open, &[(None, 0)]),
+    (libc::SYS_creat, &[(None, 0)]),
+    (libc::SYS_openat, &[(Some(0), 1)]),
+    (libc::SYS_openat2, &[(Some(0), 1)]),
+    (libc::SYS_access, &[(None, 0)]),
+    (libc::SYS_faccessat, &[(Some(0), 1)]),
+    (libc::SYS_faccessat2, &[(Some(0), 1)]),
+    (libc::SYS_mkdir, &[(None, 0)]),
+    (libc::SYS_mkdirat, &[(Some(0), 1)]),
+    (libc::SYS_unlink, &[(None, 0)]),
+    (libc::SYS_unlinkat, &[(Some(0), 1)]),
+    (libc::SYS_rmdir, &[(None, 0)]),
+    (libc::SYS_rename, &[(None, 0), (None, 1)]),
+    (libc::SYS_renameat, &[(Some(0), 1), (Some(2), 3)]),
+    (libc::SYS_renameat2, &[(Some(0), 1), (Some(2), 3)]),
+    (libc::SYS_link, &[(None, 0), (None, 1)]),
+    (libc::SYS_linkat, &[(Some(0), 1), (Some(2), 3)]),
+    (libc::SYS_symlink, &[(None, 1)]),
+    (libc::SYS_symlinkat, &[(Some(1), 2)]),
+    (libc::SYS_readlink, &[(None, 0)]),
+    (libc::SYS_readlinkat, &[(Some(0), 1)]),
+    (libc::SYS_chdir, &[(None, 0)]),
+    (libc::SYS_execve, &[(None, 0)]),
+    (libc::SYS_execveat, &[(Some(0), 1)]),
+    (libc::SYS_truncate, &[(None, 0)]),
+    (libc::SYS_utime, &[(None, 0)]),
+    (libc::SYS_utimes, &[(None, 0)]),
+    (libc::SYS_futimesat, &[(Some(0), 1)]),
+    (libc::SYS_utimensat, &[(Some(0), 1)]),
+    (libc::SYS_chmod, &[(None, 0)]),
+    (libc::SYS_fchmodat, &[(Some(0), 1)]),
+    (libc::SYS_fchmodat2, &[(Some(0), 1)]),
+    (libc::SYS_getxattr, &[(None, 0)]),
+    (libc::SYS_lgetxattr, &[(None, 0)]),
+    (libc::SYS_listxattr, &[(None, 0)]),
+    (libc::SYS_llistxattr, &[(None, 0)]),
+    (libc::SYS_statfs, &[(None, 0)]),
+    (libc::SYS_inotify_add_watch, &[(None, 1)]),
+    (libc::SYS_name_to_handle_at, &[(Some(0), 1)]),
+    (libc::SYS_fanotify_mark, &[(Some(3), 4)]),
+    (libc::SYS_getcwd, &[]),
+];
+
+/// What to do at a traced call's exit.
+#[derive(Debug, Clone, Copy)]
+enum Fixup {
+    None,
+    /// `getcwd(buf, size)`.
+    Getcwd {
+        buf: u64,
+        size: u64,
+    },
+    /// `readlink(at)` of a `/proc` link into `buf` of `size` bytes.
+    Readlink {
+        buf: u64,
+        size: u64,
+    },
+}
+
+/// A call stopped at entry that needs its exit: the arguments to restore and the fixup.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    args: Option<[u64; 6]>,
+    fixup: Fixup,
+}
+
+fn args_of(regs: &libc::user_regs_struct) -> [u64; 6] {
+    [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9]
+}
+
+fn set_arg(regs: &mut libc::user_regs_struct, index: usize, value: u64) {
+    match index {
+        0 => regs.rdi = value,
+        1 => regs.rsi = value,
+        2 => regs.rdx = value,
+        3 => regs.r10 = value,
+        4 => regs.r8 = value,
+        _ => regs.r9 = value,
+    }
+}
+
+/// Runs in the forked child of the supervisor (which is `supervisor`): forks the step,
+/// which runs `body` traced, traces it and its descendants until it ends, then ends the
+/// same way (so the supervisor sees the step's status). Never returns.
+pub(crate) fn run(top: &TopLevel, supervisor: libc::pid_t, body: impl FnOnce() -> i32) -> ! {
+    // SAFETY: prctl with plain values; getppid has no preconditions.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != supervisor {
+            libc::_exit(126);
+        }
+    }
+    let step = match fork() {
+        Ok(pid) => pid,
+        // SAFETY: leaving the forked child without running the parent's destructors.
+        Err(_) => unsafe { libc::_exit(126) },
+    };
+    if step == 0 {
+        // SAFETY: plain syscalls in the forked step, which leaves with _exit.
+        unsafe {
+            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
+                libc::_exit(126);
+            }
+            // Wait for the tracer's options (EXITKILL before anything runs).
+            libc::raise(libc::SIGSTOP);
+            libc::_exit(body())
+        }
+    }
+    let status = match trace(top, step) {
+        Ok(status) => status,
+        Err(e) => {
+            let message = format!("rbuild: tracing the step for top-level redirection: {e}\n");
+            // SAFETY: writes a buffer of that length to stderr, then leaves (EXITKILL ends
+            // the step).
+            unsafe {
+                libc::write(2, message.as_ptr().cast(), message.len());
+                libc::_exit(126)
+            }
+        }
+    };
+    end_like(status)
+}
+
+/// Ends this process as the step ended: its exit code, or its signal (without a core).
+fn end_like(status: libc::c_int) -> ! {
+    // SAFETY: plain process-level calls; the process is leaving.
+    unsafe {
+        if libc::WIFSIGNALED(status) {
+            let signal = libc::WTERMSIG(status);
+            libc::prctl(libc::PR_SET_DUMPABLE, 0);
+            libc::signal(signal, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, signal);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), signal);
+            libc::_exit(128 + signal);
+        }
+        libc::_exit(libc::WEXITSTATUS(status))
+    }
+}
+
+fn ptrace_error(what: &str) -> io::Error {
+    let err = io::Error::last_os_error();
+    io::Error::new(err.kind(), format!("ptrace({what}): {err}"))
+}
+
+/// Resumes `pid` with `request` (`PTRACE_CONT` or `PTRACE_SYSCALL`), delivering `signal`.
+/// ESRCH (the tracee was killed meanwhile) is not an error: its exit comes next.
+fn resume(pid: libc::pid_t, request: libc::c_uint, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: ptrace on a stopped tracee of ours with plain values.
+    if unsafe { libc::ptrace(request, pid, 0, signal as libc::c_long) } != 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ESRCH) {
+            return Err(ptrace_error("resume"));
+        }
+    }
+    Ok(())
+}
+
+/// Traces `step` (stopped by its own SIGSTOP) and every descendant until `step` ends;
+/// returns its wait status.
+fn trace(top: &TopLevel, step: libc::pid_t) -> io::Result<libc::c_int> {
+    let (_, status) = waitpid(step, WALL)?;
+    if !libc::WIFSTOPPED(status) {
+        return Ok(status);
+    }
+    let options = libc::PTRACE_O_TRACESECCOMP
+        | libc::PTRACE_O_TRACEFORK
+        | libc::PTRACE_O_TRACEVFORK
+        | libc::PTRACE_O_TRACECLONE
+        | libc::PTRACE_O_TRACEEXEC
+        | libc::PTRACE_O_TRACESYSGOOD
+        | libc::PTRACE_O_EXITKILL;
+    // SAFETY: ptrace on our stopped tracee with a plain options word.
+    if unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, step, 0, options) } != 0 {
+        return Err(ptrace_error("PTRACE_SETOPTIONS"));
+    }
+    resume(step, libc::PTRACE_CONT, 0)?;
+    let mut pending: HashMap<libc::pid_t, Pending> = HashMap::new();
+    loop {
+        let (pid, status) = waitpid(-1, WALL)?;
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            pending.remove(&pid);
+            if pid == step {
+                return Ok(status);
+            }
+            continue;
+        }
+        if !libc::WIFSTOPPED(status) {
+            continue;
+        }
+        let signal = libc::WSTOPSIG(status);
+        let event = (status >> 16) & 0xff;
+        if signal == libc::SIGTRAP && event == libc::PTRACE_EVENT_SECCOMP {
+            let request = match entry(top, pid) {
+                Ok(Some(stop)) => {
+                    pending.insert(pid, stop);
+                    libc::PTRACE_SYSCALL
+                }
+                Ok(None) => libc::PTRACE_CONT,
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
+                Err(e) => return Err(e),
+            };
+            resume(pid, request, 0)?;
+        } else if signal == libc::SIGTRAP && event == libc::PTRACE_EVENT_EXEC {
+            // A successful execve: the registers are the new program's, nothing to restore.
+            pending.remove(&pid);
+            resume(pid, libc::PTRACE_CONT, 0)?;
+        } else if signal == libc::SIGTRAP && event != 0 {
+            // Fork, vfork, clone: the new tracee reports its own first stop.
+            resume(pid, libc::PTRACE_CONT, 0)?;
+        } else if signal == (libc::SIGTRAP | 0x80) {
+            match pending.get(&pid).copied() {
+                Some(stop) if at_exit(pid) => {
+                    pending.remove(&pid);
+                    match exit(top, pid, stop) {
+                        Err(e) if e.raw_os_error() != Some(libc::ESRCH) => return Err(e),
+                        _ => {}
+                    }
+                    resume(pid, libc::PTRACE_CONT, 0)?;
+                }
+                Some(_) => resume(pid, libc::PTRACE_SYSCALL, 0)?,
+                None => resume(pid, libc::PTRACE_CONT, 0)?,
+            }
+        } else if signal == libc::SIGSTOP {
+            // A new tracee's first stop (and a step's own SIGSTOP: see docs/sandbox.md).
+            resume(pid, libc::PTRACE_CONT, 0)?;
+        } else {
+            // A signal for the tracee: delivered; a group-stop (no siginfo) is resumed.
+            // SAFETY: an all-zero siginfo_t is valid; GETSIGINFO fills it.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: ptrace on our stopped tracee with a siginfo_t buffer.
+            let delivered =
+                unsafe { libc::ptrace(libc::PTRACE_GETSIGINFO, pid, 0, &mut info) } == 0;
+            resume(pid, libc::PTRACE_CONT, if delivered { signal } else { 0 })?;
+        }
+    }
+}
+
+/// Whether `pid`'s syscall stop is at the call's exit.
+fn at_exit(pid: libc::pid_t) -> bool {
+    let mut info = [0u8; 88];
+    // SAFETY: the kernel writes at most `info.len()` bytes into `info`.
+    let got = unsafe { libc::ptrace(PTRACE_GET_SYSCALL_INFO, pid, info.len(), info.as_mut_ptr()) };
+    got > 0 && info[0] == PTRACE_SYSCALL_INFO_EXIT
+}
+
+fn get_regs(pid: libc::pid_t) -> io::Result<libc::user_regs_struct> {
+    // SAFETY: an all-zero user_regs_struct is valid; GETREGS fills it.
+    let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+    // SAFETY: ptrace on our stopped tracee with a user_regs_struct buffer.
+    if unsafe { libc::ptrace(libc::PTRACE_GETREGS, pid, 0, &mut regs) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(regs)
+}
+
+fn set_regs(pid: libc::pid_t, regs: &libc::user_regs_struct) -> io::Result<()> {
+    // SAFETY: ptrace on our stopped tracee, reading a user_regs_struct.
+    if unsafe { libc::ptrace(libc::PTRACE_SETREGS, pid, 0, regs) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A seccomp stop: redirects the call's path arguments that need it. `Some` when the
+/// call's exit must be seen (arguments to restore, a result to fix up).
+fn entry(top: &TopLevel, pid: libc::pid_t) -> io::Result<Option<Pending>> {
+    let mut regs = get_regs(pid)?;
+    let nr = regs.orig_rax as libc::c_long;
+    let Some((_, paths)) = TRACED.iter().find(|(n, _)| *n == nr) else {
+        return Ok(None);
+    };
+    let original = args_of(&regs);
+    let mut fixup = match nr {
+        libc::SYS_getcwd => Fixup::Getcwd {
+            buf: original[0],
+            size: original[1],
+        },
+        _ => Fixup::None,
+    };
+    let mut below = regs.rsp.wrapping_sub(RED_ZONE);
+    let mut changed = false;
+    for (dirfd_arg, path_arg) in paths.iter() {
+        let address = original[*path_arg];
+        if address == 0 {
+            continue;
+        }
+        let (prefix, complete) = read_string(pid, address, PREFIX)?;
+        if matches!(nr, libc::SYS_readlink | libc::SYS_readlinkat) && prefix.starts_with(b"/proc/")
+        {
+            let (buf, size) = if nr == libc::SYS_readlink {
+                (original[1], original[2])
+            } else {
+                (original[2], original[3])
+            };
+            fixup = Fixup::Readlink { buf, size };
+        }
+        let needs_whole = match top.first_component(&prefix, complete) {
+            FirstComponent::Real => continue,
+            FirstComponent::Absent { .. } => !complete,
+            FirstComponent::Unknown => true,
+        };
+        let path = if needs_whole {
+            let (whole, complete) = read_string(pid, address, libc::PATH_MAX as usize)?;
+            if !complete {
+                continue;
+            }
+            whole
+        } else {
+            prefix
+        };
+        let FirstComponent::Absent { rest } = top.first_component(&path, true) else {
+            continue;
+        };
+        if !path.starts_with(b"/") {
+            let dirfd = dirfd_arg.map_or(libc::AT_FDCWD, |i| original[i] as libc::c_int);
+            if !base_is_root(pid, dirfd) {
+                continue;
+            }
+        }
+        let mut redirected = top.redirected(rest);
+        redirected.push(0);
+        below = below.wrapping_sub(redirected.len() as u64) & !15;
+        if let Err(e) = write_memory(pid, below, &redirected) {
+            let message = format!(
+                "rbuild: could not redirect {} to {} in process {pid}: {e}\n",
+                String::from_utf8_lossy(&path),
+                String::from_utf8_lossy(&redirected[..redirected.len() - 1]),
+            );
+            // SAFETY: writes a buffer of that length to stderr.
+            unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
+            continue;
+        }
+        set_arg(&mut regs, *path_arg, below);
+        changed = true;
+    }
+    if changed {
+        set_regs(pid, &regs)?;
+    }
+    if !changed && matches!(fixup, Fixup::None) {
+        return Ok(None);
+    }
+    Ok(Some(Pending {
+        args: changed.then_some(original),
+        fixup,
+    }))
+}
+
+/// A syscall-exit stop of a call [`entry`] kept: the result shown, the arguments back.
+fn exit(top: &TopLevel, pid: libc::pid_t, stop: Pending) -> io::Result<()> {
+    let mut regs = get_regs(pid)?;
+    let result = regs.rax as i64;
+    match stop.fixup {
+        Fixup::None => {}
+        Fixup::Getcwd { buf, size } if result > 0 => {
+            // The kernel's getcwd returns the length with the NUL.
+            let (real, _) = read_string(pid, buf, result as usize)?;
+            if let Some(mut shown) = top.shown(&real) {
+                shown.push(0);
+                if shown.len() as u64 <= size {
+                    write_memory(pid, buf, &shown)?;
+                    regs.rax = shown.len() as u64;
+                }
+            }
+        }
+        Fixup::Readlink { buf, size } if result > 0 && (result as u64) <= size => {
+            let mut real = vec![0u8; result as usize];
+            read_memory(pid, buf, &mut real)?;
+            if let Some(shown) = top.shown(&real) {
+                write_memory(pid, buf, &shown)?;
+                regs.rax = shown.len() as u64;
+            }
+        }
+        Fixup::Getcwd { .. } | Fixup::Readlink { .. } => {}
+    }
+    if let Some(args) = stop.args {
+        for (i, value) in args.iter().enumerate() {
+            set_arg(&mut regs, i, *value);
+        }
+    }
+    set_regs(pid, &regs)
+}
+
+/// Reads up to `limit` bytes of the NUL-terminated string at `address` in `pid`, a page at
+/// a time (a string may end just before an unmapped page); says whether its end was seen.
+fn read_string(pid: libc::pid_t, address: u64, limit: usize) -> io::Result<(Vec<u8>, bool)> {
+    const PAGE: u64 = 4096;
+    let mut out = Vec::new();
+    let mut at = address;
+    while out.len() < limit {
+        let want = ((PAGE - at % PAGE) as usize).min(limit - out.len());
+        let mut buf = vec![0u8; want];
+        let n = read_memory(pid, at, &mut buf)?;
+        if let Some(end) = buf[..n].iter().position(|b| *b == 0) {
+            out.extend_from_slice(&buf[..end]);
+            return Ok((out, true));
+        }
+        out.extend_from_slice(&buf[..n]);
+        if n < want {
+            break;
+        }
+        at += n as u64;
+    }
+    Ok((out, false))
+}
+
+/// `process_vm_readv` of `buf.len()` bytes at `address`, else through `/proc/PID/mem`.
+fn read_memory(pid: libc::pid_t, address: u64, buf: &mut [u8]) -> io::Result<usize> {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: address as usize as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: writes at most `buf.len()` bytes into `buf`; the remote range is only read,
+    // in the other process, by the kernel.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    if n >= 0 {
+        return Ok(n as usize);
+    }
+    let err = io::Error::last_os_error();
+    if !matches!(err.raw_os_error(), Some(libc::EPERM | libc::ENOSYS)) {
+        return Err(err);
+    }
+    use std::os::unix::fs::FileExt;
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem"))?;
+    mem.read_at(buf, address)
+}
+
+/// `process_vm_writev` of `bytes` at `address` in `pid`, else through `/proc/PID/mem`.
+fn write_memory(pid: libc::pid_t, address: u64, bytes: &[u8]) -> io::Result<()> {
+    let local = libc::iovec {
+        iov_base: bytes.as_ptr().cast_mut().cast(),
+        iov_len: bytes.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: address as usize as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: reads `bytes.len()` bytes from `bytes`; the remote range is written in the
+    // stopped tracee, below its stack pointer and red zone, where nothing of its lives.
+    let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
+    if n == bytes.len() as isize {
+        return Ok(());
+    }
+    if n >= 0 {
+        return Err(io::Error::other("short write into the tracee"));
+    }
+    let err = io::Error::last_os_error();
+    if !matches!(err.raw_os_error(), Some(libc::EPERM | libc::ENOSYS)) {
+        return Err(err);
+    }
+    use std::os::unix::fs::FileExt;
+    let mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))?;
+    mem.write_all_at(bytes, address)
+}
