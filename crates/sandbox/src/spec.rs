@@ -253,12 +253,12 @@ pub struct StepOutcome {
 /// container runtime (root's, mode 0755, whatever the image says), and Landlock grants whole
 /// trees, so `/` (which holds rbuild's own directory) only lets a step list it.
 pub const RESTRICTED_TOP_LEVEL_HINT: &str =
-    "this step ran with isolation `restricted`: it cannot create, remove or rename entries \
-     directly in `/` (owned by the container runtime's root; Landlock, which keeps the step \
-     away from rbuild's store, adds the same for every directory on the way to rbuild's own \
-     files), and it cannot read rbuild's store, the build context, the container's volumes \
-     or credentials. Top-level directories come from the builder image: use one it has, add \
-     the directory to the builder image, or build where user namespaces work";
+    "this step ran with isolation `restricted`: `/` is the container runtime's, so the \
+     top-level entries the builder image has (such as /usr, /etc, /app) cannot be removed or \
+     renamed (new top-level entries work: they are kept in /rbuild/top and shown at /NAME), \
+     and Landlock keeps the step away from rbuild's store, the build context, the \
+     container's volumes and credentials. Build where user namespaces work for a step that \
+     needs more";
 
 /// Why a restricted step may find a top-level directory its base image lacks: the builder
 /// image provides them (empty), since `/` itself cannot be written.
