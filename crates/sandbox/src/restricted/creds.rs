@@ -465,29 +465,14 @@ pub(super) fn write_to_caller(
 ) -> Result<(), i32> {
     notification_still_valid(listener, request)?;
     let pid = request.pid as libc::pid_t;
-    let local = libc::iovec {
-        iov_base: bytes.as_ptr().cast_mut().cast(),
-        iov_len: bytes.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: address as usize as *mut libc::c_void,
-        iov_len: bytes.len(),
-    };
-    // SAFETY: reads `bytes.len()` bytes from `bytes`; the remote range is written in the
-    // other process by the kernel, which checks that it is mapped and writable there.
-    let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
-    if n < 0 {
-        let err = std::io::Error::last_os_error();
-        if !matches!(err.raw_os_error(), Some(libc::EPERM | libc::ENOSYS)) {
-            return Err(libc::EFAULT);
-        }
+    let Some(n) = super::remote::write(pid, address, bytes).map_err(|_| libc::EFAULT)? else {
         let mem = std::fs::OpenOptions::new()
             .write(true)
             .open(format!("/proc/{pid}/mem"))
             .map_err(errno_of)?;
         return mem.write_all_at(bytes, address).map_err(|_| libc::EFAULT);
-    }
-    if n as usize != bytes.len() {
+    };
+    if n != bytes.len() {
         return Err(libc::EFAULT);
     }
     Ok(())

@@ -26,6 +26,7 @@ mod notify;
 mod ptrace;
 mod reap;
 mod redirect;
+mod remote;
 mod resolve;
 mod stat;
 pub(crate) mod step;

@@ -34,23 +34,10 @@ pub(super) fn caller_path_unchecked(
     address: u64,
 ) -> Result<Vec<u8>, i32> {
     let pid = request.pid as libc::pid_t;
-    let direct = read_c_string(address, |buf, at| {
-        let local = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        let remote = libc::iovec {
-            iov_base: at as usize as *mut libc::c_void,
-            iov_len: buf.len(),
-        };
-        // SAFETY: writes at most `buf.len()` bytes into `buf`; the remote range is only
-        // read, in the other process, by the kernel.
-        let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+    let direct = read_c_string(address, |buf, at| match super::remote::read(pid, at, buf) {
+        Ok(Some(n)) => Ok(n),
+        Ok(None) => Err(io::Error::from_raw_os_error(libc::EPERM)),
+        Err(e) => Err(e),
     });
     match direct {
         Err(ReadError::Unavailable) => {
@@ -72,29 +59,14 @@ pub(super) fn caller_bytes(
 ) -> Result<Vec<u8>, i32> {
     let pid = request.pid as libc::pid_t;
     let mut buf = vec![0u8; len];
-    let local = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: len,
-    };
-    let remote = libc::iovec {
-        iov_base: address as usize as *mut libc::c_void,
-        iov_len: len,
-    };
-    // SAFETY: writes at most `len` bytes into `buf`, which has `len`; the remote range is
-    // only read, in the other process, by the kernel.
-    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-    if n < 0 {
-        let err = io::Error::last_os_error();
-        if !matches!(err.raw_os_error(), Some(libc::EPERM | libc::ENOSYS)) {
-            return Err(libc::EFAULT);
-        }
+    let Some(n) = super::remote::read(pid, address, &mut buf).map_err(|_| libc::EFAULT)? else {
         let mem = std::fs::File::open(format!("/proc/{pid}/mem")).map_err(errno_of)?;
         notification_still_valid(listener, request)?;
         mem.read_exact_at(&mut buf, address)
             .map_err(|_| libc::EFAULT)?;
         return Ok(buf);
-    }
-    if n as usize != len {
+    };
+    if n != len {
         return Err(libc::EFAULT);
     }
     notification_still_valid(listener, request)?;

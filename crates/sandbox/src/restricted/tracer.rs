@@ -447,53 +447,24 @@ fn read_string(pid: libc::pid_t, address: u64, limit: usize) -> io::Result<(Vec<
     Ok((out, false))
 }
 
-/// `process_vm_readv` of `buf.len()` bytes at `address`, else through `/proc/PID/mem`.
+/// Up to `buf.len()` bytes at `address` in `pid`, through `/proc/PID/mem` where
+/// `process_vm_readv` is not allowed.
 fn read_memory(pid: libc::pid_t, address: u64, buf: &mut [u8]) -> io::Result<usize> {
-    let local = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: address as usize as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    // SAFETY: writes at most `buf.len()` bytes into `buf`; the remote range is only read,
-    // in the other process, by the kernel.
-    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-    if n >= 0 {
-        return Ok(n as usize);
-    }
-    let err = io::Error::last_os_error();
-    if !matches!(err.raw_os_error(), Some(libc::EPERM | libc::ENOSYS)) {
-        return Err(err);
+    if let Some(n) = super::remote::read(pid, address, buf)? {
+        return Ok(n);
     }
     use std::os::unix::fs::FileExt;
     let mem = std::fs::File::open(format!("/proc/{pid}/mem"))?;
     mem.read_at(buf, address)
 }
 
-/// `process_vm_writev` of `bytes` at `address` in `pid`, else through `/proc/PID/mem`.
+/// `bytes` at `address` in `pid` (stopped, below its stack pointer and red zone, where
+/// nothing of its lives), through `/proc/PID/mem` where `process_vm_writev` is not allowed.
 fn write_memory(pid: libc::pid_t, address: u64, bytes: &[u8]) -> io::Result<()> {
-    let local = libc::iovec {
-        iov_base: bytes.as_ptr().cast_mut().cast(),
-        iov_len: bytes.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: address as usize as *mut libc::c_void,
-        iov_len: bytes.len(),
-    };
-    // SAFETY: reads `bytes.len()` bytes from `bytes`; the remote range is written in the
-    // stopped tracee, below its stack pointer and red zone, where nothing of its lives.
-    let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
-    if n == bytes.len() as isize {
-        return Ok(());
-    }
-    if n >= 0 {
-        return Err(io::Error::other("short write into the tracee"));
-    }
-    let err = io::Error::last_os_error();
-    if !matches!(err.raw_os_error(), Some(libc::EPERM | libc::ENOSYS)) {
-        return Err(err);
+    match super::remote::write(pid, address, bytes)? {
+        Some(n) if n == bytes.len() => return Ok(()),
+        Some(_) => return Err(io::Error::other("short write into the tracee")),
+        None => {}
     }
     use std::os::unix::fs::FileExt;
     let mem = std::fs::OpenOptions::new()
