@@ -228,6 +228,22 @@ pub fn add_times(description: &mut Value, image: &Image, base: BaseCounts) {
     });
 }
 
+/// BuildKit's annotation of a layer whose times `-o …,rewrite-timestamp=true` rewrote.
+pub const REWRITTEN_TIMESTAMP: &str = "buildkit/rewritten-timestamp";
+
+/// Adds each layer's [`REWRITTEN_TIMESTAMP`] annotation (`null` where there is none, the
+/// base's layers included, as `rewritten_timestamps`), for cases with exporter attributes.
+pub fn add_rewritten_timestamps(description: &mut Value, image: &Image) {
+    description["rewritten_timestamps"] = image
+        .layer_annotations
+        .iter()
+        .map(|a| {
+            a.get(REWRITTEN_TIMESTAMP)
+                .map_or(Value::Null, |v| Value::String(v.clone()))
+        })
+        .collect();
+}
+
 /// The description as the text stored in a golden file: JSON with one layer entry per line
 /// (so a changed file is a one-line change), the rest pretty-printed, and a final newline.
 pub fn to_golden_text(description: &Value) -> String {
@@ -384,6 +400,7 @@ mod tests {
         }
         filesystem.resolve_hardlinks();
         Image {
+            layer_annotations: vec![Default::default(); layers.len()],
             config: json!({
                 "architecture": "amd64",
                 "os": "linux",

@@ -86,12 +86,14 @@ impl ImageSource {
     }
 }
 
-/// One image, read: its config (as JSON, every field kept), layer diff ids and filesystem.
+/// One image, read: its config (as JSON, every field kept), layer diff ids and filesystem,
+/// and the annotations of each layer's descriptor in its manifest.
 #[derive(Debug, Clone)]
 pub struct Image {
     pub config: Value,
     pub diff_ids: Vec<String>,
     pub filesystem: Filesystem,
+    pub layer_annotations: Vec<std::collections::BTreeMap<String, String>>,
 }
 
 fn store_err(what: impl Into<String>) -> impl FnOnce(rbuild_store::StoreError) -> DiffError {
@@ -246,6 +248,7 @@ fn read_from_store(store: &Store, manifest: &Digest) -> Result<Image> {
         config,
         diff_ids,
         filesystem,
+        layer_annotations: manifest.layers.into_iter().map(|l| l.annotations).collect(),
     })
 }
 

@@ -299,30 +299,6 @@ fn exporter_attrs(case: &Case) -> String {
         .collect()
 }
 
-/// The `buildkit/rewritten-timestamp` annotation of each layer (the base's too) in the
-/// manifest of an image archive, `null` where there is none: what a case with
-/// `exporter_attrs` adds to its description.
-pub(super) fn rewritten_timestamps(path: &Path) -> Result<Value> {
-    let dir = tempfile::tempdir()?;
-    let store = rbuild_store::Store::open(dir.path().join("store"))?;
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let loaded = rbuild_store::archive::load(&store, file)
-        .with_context(|| format!("reading {}", path.display()))?;
-    let record = loaded
-        .first()
-        .ok_or_else(|| anyhow!("{}: no image in the archive", path.display()))?;
-    let (_, manifest) = store.image_manifest(&record.manifest)?;
-    Ok(manifest
-        .layers
-        .iter()
-        .map(|l| {
-            l.annotations
-                .get("buildkit/rewritten-timestamp")
-                .map_or(Value::Null, |v| Value::String(v.clone()))
-        })
-        .collect())
-}
-
 pub(super) fn describe_archive(path: &Path, base: BaseCounts, case: &Case) -> Result<Value> {
     let image = read_image(&ImageSource::Archive(path.to_path_buf(), None), None)
         .with_context(|| format!("reading {}", path.display()))?;
@@ -332,7 +308,7 @@ pub(super) fn describe_archive(path: &Path, base: BaseCounts, case: &Case) -> Re
         describe::add_times(&mut description, &image, base);
     }
     if !exporter_attrs(case).is_empty() {
-        description["rewritten_timestamps"] = rewritten_timestamps(path)?;
+        describe::add_rewritten_timestamps(&mut description, &image);
     }
     Ok(description)
 }

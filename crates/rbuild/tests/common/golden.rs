@@ -201,7 +201,7 @@ pub fn compare(
                 describe::add_times(&mut found, &image, base);
             }
             if !case.strings("exporter_attrs").is_empty() {
-                found["rewritten_timestamps"] = rewritten_timestamps(&archive);
+                describe::add_rewritten_timestamps(&mut found, &image);
             }
             if let Some(servers) = servers {
                 found = replace_in_json(&found, &servers.url(), rbuild_testutil::HTTP_PLACEHOLDER);
@@ -220,24 +220,12 @@ pub fn compare(
 }
 
 /// The `buildkit/rewritten-timestamp` annotation (`-o …,rewrite-timestamp=true`) of each
-/// layer in the manifest of an image archive, `null` where there is none:
-/// what a case with `exporter_attrs` adds to its description.
+/// layer in the manifest of an image archive, `null` where there is none.
 pub fn rewritten_timestamps(archive: &Path) -> Value {
-    let dir = tempfile::tempdir().unwrap();
-    let store = rbuild_store::Store::open(dir.path().join("store")).unwrap();
-    let file = std::fs::File::open(archive).unwrap();
-    let loaded = rbuild_store::archive::load(&store, file).unwrap();
-    let record = loaded.first().expect("the archive holds an image");
-    let (_, manifest) = store.image_manifest(&record.manifest).unwrap();
-    manifest
-        .layers
-        .iter()
-        .map(|l| {
-            l.annotations
-                .get("buildkit/rewritten-timestamp")
-                .map_or(Value::Null, |v| Value::String(v.clone()))
-        })
-        .collect()
+    let image = read_image(&ImageSource::Archive(archive.to_path_buf(), None), None).unwrap();
+    let mut description = serde_json::json!({});
+    describe::add_rewritten_timestamps(&mut description, &image);
+    description["rewritten_timestamps"].take()
 }
 
 /// The verdict for the summary, and the failure, if any: a case must match its golden, and
