@@ -249,6 +249,19 @@ fn apply_meta(
     let mode = own.mode.map_or(src_md.mode() & 0o7777, |m| {
         m.apply(src_md.mode(), src_md.is_dir())
     });
+    if src_md.is_dir() && mode & 0o700 != 0o700 {
+        if let Owners::Recorded(_) = owners {
+            // The build user owns the directory on the disk and has no CAP_DAC_OVERRIDE: it
+            // could neither write the entries below it nor read them back for the layer.
+            return Err(BuildError::other(format!(
+                "directory {} would get mode {mode:04o}, which keeps its owner from reading, \
+                 writing or searching it: the restricted isolation writes and reads a stage's \
+                 files as the build user, whose own modes bind it (BuildKit, as root, gives \
+                 the directory that mode)",
+                dst.display()
+            )));
+        }
+    }
     if let Some(root) = owners.container_root() {
         check_owner(owners, dst, uid, gid)?;
         let mtime = (src_md.mtime(), src_md.mtime_nsec());
