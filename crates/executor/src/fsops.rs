@@ -439,6 +439,42 @@ fn copy_dir_rec(
 mod tests {
     use super::*;
 
+    /// Under the restricted isolation the build user owns the files on the disk and no
+    /// capability overrides their modes: a `COPY --chmod` giving a directory a mode that
+    /// keeps its owner out (`go=rx,u=rw`: 0655) is refused naming the mode, before anything
+    /// is written below it; one its owner may use (`a+X` on 0644: 0755) is copied.
+    #[test]
+    fn restricted_copy_refuses_a_directory_mode_that_locks_its_owner_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("top");
+        fs::create_dir(&top).unwrap();
+        let owners = Owners::Recorded(crate::in_place::InPlaceOwners::for_test(&top));
+        let src = dir.path().join("src");
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::write(src.join("sub/f"), "f").unwrap();
+        let copy = |mode: &str, dst: &str| {
+            let dst = dir.path().join(dst);
+            fs::create_dir(&dst).unwrap();
+            let own = Ownership {
+                owner: None,
+                mode: Some(crate::chmod::Chmod::parse(mode).unwrap()),
+            };
+            let copied = copy_dir_contents(&owners, &src, &dst, own, &|_, _| Filter::Include);
+            (copied, dst)
+        };
+        let (refused, dst) = copy("go=rx,u=rw", "locked");
+        let error = refused.unwrap_err().to_string();
+        assert!(error.contains("mode 0655"), "{error}");
+        assert!(!dst.join("sub/f").exists());
+        let (copied, dst) = copy("a+X", "open");
+        copied.unwrap();
+        assert_eq!(fs::read(dst.join("sub/f")).unwrap(), b"f");
+        assert_eq!(
+            fs::symlink_metadata(dst.join("sub")).unwrap().mode() & 0o7777,
+            0o755
+        );
+    }
+
     #[test]
     fn ensure_dir_stays_inside_root_through_symlinks() {
         let dir = tempfile::tempdir().unwrap();
