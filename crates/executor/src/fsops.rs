@@ -249,6 +249,19 @@ fn apply_meta(
     let mode = own.mode.map_or(src_md.mode() & 0o7777, |m| {
         m.apply(src_md.mode(), src_md.is_dir())
     });
+    if src_md.is_dir() && mode & 0o700 != 0o700 {
+        if let Owners::Recorded(_) = owners {
+            // The build user owns the directory on the disk and has no CAP_DAC_OVERRIDE: it
+            // could neither write the entries below it nor read them back for the layer.
+            return Err(BuildError::other(format!(
+                "directory {} would get mode {mode:04o}, which keeps its owner from reading, \
+                 writing or searching it: the restricted isolation writes and reads a stage's \
+                 files as the build user, whose own modes bind it (BuildKit, as root, gives \
+                 the directory that mode)",
+                dst.display()
+            )));
+        }
+    }
     if let Some(root) = owners.container_root() {
         check_owner(owners, dst, uid, gid)?;
         let mtime = (src_md.mtime(), src_md.mtime_nsec());
@@ -425,6 +438,42 @@ fn copy_dir_rec(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Under the restricted isolation the build user owns the files on the disk and no
+    /// capability overrides their modes: a `COPY --chmod` giving a directory a mode that
+    /// keeps its owner out (`go=rx,u=rw`: 0655) is refused naming the mode, before anything
+    /// is written below it; one its owner may use (`a+X` on 0644: 0755) is copied.
+    #[test]
+    fn restricted_copy_refuses_a_directory_mode_that_locks_its_owner_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("top");
+        fs::create_dir(&top).unwrap();
+        let owners = Owners::Recorded(crate::in_place::InPlaceOwners::for_test(&top));
+        let src = dir.path().join("src");
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::write(src.join("sub/f"), "f").unwrap();
+        let copy = |mode: &str, dst: &str| {
+            let dst = dir.path().join(dst);
+            fs::create_dir(&dst).unwrap();
+            let own = Ownership {
+                owner: None,
+                mode: Some(crate::chmod::Chmod::parse(mode).unwrap()),
+            };
+            let copied = copy_dir_contents(&owners, &src, &dst, own, &|_, _| Filter::Include);
+            (copied, dst)
+        };
+        let (refused, dst) = copy("go=rx,u=rw", "locked");
+        let error = refused.unwrap_err().to_string();
+        assert!(error.contains("mode 0655"), "{error}");
+        assert!(!dst.join("sub/f").exists());
+        let (copied, dst) = copy("a+X", "open");
+        copied.unwrap();
+        assert_eq!(fs::read(dst.join("sub/f")).unwrap(), b"f");
+        assert_eq!(
+            fs::symlink_metadata(dst.join("sub")).unwrap().mode() & 0o7777,
+            0o755
+        );
+    }
 
     #[test]
     fn ensure_dir_stays_inside_root_through_symlinks() {

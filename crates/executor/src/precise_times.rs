@@ -10,8 +10,9 @@
 //! layer, as the running stage had them, and set again on the entries when the layer is
 //! applied to another stage's rootfs of this build: both stages then see the same tree.
 //!
-//! Only where this process may set any file's times (host root, or a rootless build
-//! without a range, whose files are all its own); elsewhere the taking stage keeps the
+//! Only where this process may set any file's times (host root, a rootless build without a
+//! range, or a restricted one: their files are all the build user's own on the disk);
+//! elsewhere the taking stage keeps the
 //! layer's times, as before. Every path is resolved inside the root with no symlink
 //! followed, so a hostile layer cannot make this touch a file outside the rootfs.
 
@@ -35,7 +36,10 @@ pub(crate) struct PreciseTimes {
 
 /// Whether this build's process may set the times of every file of a rootfs.
 pub(crate) fn may_set_times(owners: &Owners) -> bool {
-    matches!(owners, Owners::Root | Owners::Ranged(_) | Owners::SingleId)
+    matches!(
+        owners,
+        Owners::Root | Owners::Ranged(_) | Owners::SingleId | Owners::Recorded(_)
+    )
 }
 
 /// Whether a build keeps its layers' times at all: only another stage's rootfs, or the

@@ -98,3 +98,91 @@ fn recorded_owners_devices_and_capabilities_are_written_and_the_build_user_is_ro
         assert_eq!((e.uid, e.gid), (0, 0), "{name}");
     }
 }
+
+/// Runs `f` with this thread's file-system uid and gid set to `id` (as root: permission
+/// checks are then those of a user without capabilities, as in a restricted build, for
+/// this thread alone; the layer writer reads its sources on the calling thread).
+fn as_file_system_user<T>(id: u32, f: impl FnOnce() -> T) -> T {
+    rbuild_testutil::require_root("switching the file-system uid");
+    // SAFETY: setfsgid/setfsuid change only this thread's file-system credentials; no
+    // memory is involved. They are put back below before the thread does anything else.
+    unsafe {
+        libc::setfsgid(id);
+        libc::setfsuid(id);
+    }
+    let result = f();
+    // SAFETY: as above, back to root's.
+    unsafe {
+        libc::setfsuid(0);
+        libc::setfsgid(0);
+    }
+    result
+}
+
+/// `COPY --chmod=0` or `RUN chmod 000 f` in a build whose user has no CAP_DAC_OVERRIDE (the
+/// restricted pod): the file is its own but its mode keeps it from reading it. The layer
+/// still gets the file's bytes and mode 0000, and the file keeps that mode on the disk.
+#[test]
+fn a_file_of_the_build_user_with_mode_0_is_written_with_its_bytes_and_mode() {
+    const USER: u32 = 4242;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::set_permissions(root, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(root.join("locked"), "the bytes of a mode-0 file").unwrap();
+    std::os::unix::fs::lchown(root.join("locked"), Some(USER), Some(USER)).unwrap();
+    fs::set_permissions(root.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+    let changes = [Change::Upsert(PathBuf::from("locked"))];
+    let mut out = Vec::new();
+    let written = as_file_system_user(USER, || {
+        // The user itself cannot open it (the case this reads around).
+        assert!(fs::File::open(root.join("locked")).is_err());
+        write_layer(root, &changes, &mut out, &WriteOptions::default())
+    });
+    written.unwrap();
+    let entries = list_entries(out.as_slice()).unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].mode, 0o000, "{entries:?}");
+    assert_eq!(entries[0].size, 26, "{entries:?}");
+    assert_eq!(
+        fs::symlink_metadata(root.join("locked")).unwrap().mode() & 0o7777,
+        0o000
+    );
+    // The bytes themselves: the layer applied as root.
+    let applied = tempfile::tempdir().unwrap();
+    rbuild_layer::apply_layer(
+        out.as_slice(),
+        applied.path(),
+        &rbuild_layer::ApplyOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        fs::read(applied.path().join("locked")).unwrap(),
+        b"the bytes of a mode-0 file"
+    );
+}
+
+/// The read-around is for the build user's own files only: a mode-0 file of another user
+/// is neither read nor given a read bit.
+#[test]
+fn a_mode_0_file_of_another_user_is_not_read_nor_chmodded() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::set_permissions(root, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(root.join("theirs"), "not ours").unwrap();
+    std::os::unix::fs::lchown(root.join("theirs"), Some(4343), Some(4343)).unwrap();
+    fs::set_permissions(root.join("theirs"), fs::Permissions::from_mode(0o000)).unwrap();
+    let changes = [Change::Upsert(PathBuf::from("theirs"))];
+    let mut out = Vec::new();
+    let written = as_file_system_user(4242, || {
+        write_layer(root, &changes, &mut out, &WriteOptions::default())
+    });
+    let error = written.unwrap_err().to_string();
+    assert!(
+        error.contains("theirs") && error.contains("Permission denied"),
+        "{error}"
+    );
+    assert_eq!(
+        fs::symlink_metadata(root.join("theirs")).unwrap().mode() & 0o7777,
+        0o000
+    );
+}

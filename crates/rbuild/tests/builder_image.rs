@@ -532,7 +532,21 @@ fn build_golden_cases(
     let (cases_in, scratch) = (paths.cases, paths.scratch);
     for case in selected {
         let dest = format!("{scratch}/{}.tar", case.name);
-        let context = if case.dir.join("context").is_dir() {
+        let context = if case.text("source") == Some("socket") {
+            // A copy of the context with a Unix socket in it (`testCopySocket`), as
+            // buildkit_cases.rs makes it; the socket file stays when the listener closes.
+            let name = format!("{}-socket-context", case.name);
+            let dir = paths.scratch_on_host.join(&name);
+            let copied = Command::new("cp")
+                .arg("-a")
+                .arg(case.dir.join("context"))
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(copied.success(), "copying {}'s context", case.name);
+            std::os::unix::net::UnixListener::bind(dir.join("socket.sock")).unwrap();
+            format!("{scratch}/{name}")
+        } else if case.dir.join("context").is_dir() {
             format!("{cases_in}/{}/context", case.name)
         } else {
             std::fs::create_dir_all(paths.scratch_on_host.join("empty")).unwrap();
@@ -575,6 +589,11 @@ fn build_golden_cases(
             failures.push(format!("{}: {problem}", case.name));
         }
         let _ = std::fs::remove_file(&archive);
+        let _ = std::fs::remove_dir_all(
+            paths
+                .scratch_on_host
+                .join(format!("{}-socket-context", case.name)),
+        );
         rows.push(format!("| {} | {verdict} |", case.name));
     }
     eprintln!("{title}\n{}", rows.join("\n"));
@@ -607,14 +626,18 @@ const RESTRICTED_POD_CASES: &[&str] = &[
     "check_skip",
     "cmd_shell",
     "copy_chown",
+    "copy_chmod",
+    "copy_socket",
     "copy_symlinks",
     "copy_unicode",
     "definition_description_ok",
     "dockerfile_dirs",
     "dockerfile_from_git",
     "env_formatting",
+    "etc_hostname",
     "fidelity_arg_build_args",
     "fidelity_env_forms",
+    "fidelity_kaniko_arg_multi",
     "fidelity_kaniko_copy_symlink",
     "fidelity_kaniko_copyadd_chmod",
     "fidelity_kaniko_dangling_symlink",
@@ -627,6 +650,7 @@ const RESTRICTED_POD_CASES: &[&str] = &[
     "heredoc_run_copy",
     "heredoc_special",
     "history_args",
+    "hostname",
     "http_dockerfile",
     "invalid_default_arg_in_from",
     "invalid_json_commands",
@@ -639,6 +663,8 @@ const RESTRICTED_POD_CASES: &[&str] = &[
     "onbuild_new_deps",
     "out_of_order_stage",
     "platform_args_explicit",
+    "run_owners_links",
+    "run_security_default",
     "secret_env",
     "secret_params",
     "secrets",

@@ -135,6 +135,19 @@ impl InPlaceOwners {
         }))
     }
 
+    /// The owners of a restricted build laid out in the test's directory `top` instead of
+    /// `/`, this process's ids standing for root's.
+    #[cfg(test)]
+    pub(crate) fn for_test(top: &Path) -> Arc<InPlaceOwners> {
+        Arc::new(InPlaceOwners {
+            table: Mutex::new(OwnershipTable::default()),
+            build_user: crate::fsops::current_ids(),
+            root: InPlaceRoot::new(top, Vec::new()).expect("a test's in-place root"),
+            layout_lock: Mutex::new(()),
+            build_id: "test".into(),
+        })
+    }
+
     /// Records `uid:gid` as the owner of `path` (never followed): a COPY --chown, WORKDIR
     /// or mount's chown in a restricted build.
     pub(crate) fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<(), InPlaceError> {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
@@ -73,13 +73,8 @@ pub(crate) fn read_source(
     let mut link_target = None;
     match kind {
         FileType::RegularFile => {
-            let fd = rustix::fs::openat(
-                dir,
-                name,
-                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY,
-                Mode::empty(),
-            )
-            .ctx(|| format!("opening {:?} in the source", shown()))?;
+            let fd = open_for_reading(dir, name, &stat)
+                .ctx(|| format!("opening {:?} in the source", shown()))?;
             let opened = rustix::fs::fstat(&fd).ctx(|| format!("inspecting {:?}", shown()))?;
             if opened.st_ino != stat.st_ino || opened.st_dev != stat.st_dev {
                 return Err(Error::Change {
@@ -127,6 +122,54 @@ pub(crate) fn read_source(
         xattrs,
         file,
     })
+}
+
+/// Opens the regular file `name` in `dir` (whose `lstat` is `stat`) for reading. A file of
+/// this user that its mode keeps even its owner from reading (`COPY --chmod=0`, `RUN chmod
+/// 000 f` where no capability overrides modes: a rootless or restricted build) is opened
+/// with the owner's read bit added for the moment of the open and its mode put back at once
+/// (the entry's mode was read before; the open descriptor stays readable). The mode is
+/// changed through an `O_PATH` descriptor of the very inode `stat` describes (by
+/// `/proc/self/fd`), never by following a name a symlink could have replaced.
+fn open_for_reading(
+    dir: BorrowedFd<'_>,
+    name: &OsString,
+    stat: &rustix::fs::Stat,
+) -> rustix::io::Result<rustix::fd::OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
+    match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+        // Only the owner (or a capability, which would not have met EACCES) may chmod: for
+        // anyone else the chmod below fails and the open's error stands.
+        Err(Errno::ACCESS) if stat.st_mode & 0o400 == 0 => {
+            let path_fd = rustix::fs::openat(
+                dir,
+                name,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            let held = rustix::fs::fstat(&path_fd)?;
+            if held.st_ino != stat.st_ino
+                || held.st_dev != stat.st_dev
+                || FileType::from_raw_mode(held.st_mode) != FileType::RegularFile
+            {
+                // Replaced since it was inspected: the caller's check names it.
+                return Err(Errno::ACCESS);
+            }
+            let by_fd = format!("/proc/self/fd/{}", path_fd.as_raw_fd());
+            let mode = stat.st_mode & 0o7777;
+            if rustix::fs::chmod(&by_fd, Mode::from_raw_mode(mode | 0o400)).is_err() {
+                return Err(Errno::ACCESS);
+            }
+            let opened =
+                rustix::fs::open(&by_fd, flags.difference(OFlags::NOFOLLOW), Mode::empty());
+            // Put back whether or not the open worked: the file keeps the mode it was given.
+            let restored = rustix::fs::chmod(&by_fd, Mode::from_raw_mode(mode));
+            let fd = opened?;
+            restored?;
+            Ok(fd)
+        }
+        other => other,
+    }
 }
 
 /// The image-relevant xattrs of `path`, not following a symlink at it. The parent chain was
