@@ -750,3 +750,72 @@ fn an_unreadable_path_fails_with_efault_and_the_step_goes_on() {
         "open of an unmapped path: EFAULT"
     );
 }
+
+/// The cost of one stop, printed per call (`cargo test --release … one_traced_call --
+/// --nocapture`): `access` (traced when redirection is on, else run by the kernel alone)
+/// and `newfstatat` (answered by the supervisor either way), in a supervised step without
+/// and with the tracer. Every call must succeed in both.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn one_traced_call_costs_one_stop_and_is_printed() {
+    const CALLS: u32 = 20_000;
+    let top = tempfile::tempdir().unwrap();
+    let top_level = super::super::redirect::TopLevel::new(top.path()).unwrap();
+    let timed = |top: Option<&super::super::redirect::TopLevel>| {
+        let mut report = tempfile::tempfile().unwrap();
+        use std::os::fd::AsRawFd;
+        let fd = report.as_raw_fd();
+        let done = run_supervised_until(
+            || {
+                let path = c"/etc/hostname";
+                let started = std::time::Instant::now();
+                for _ in 0..CALLS {
+                    // SAFETY: a valid C string.
+                    if unsafe { libc::access(path.as_ptr(), libc::F_OK) } != 0 {
+                        return 3;
+                    }
+                }
+                let access = started.elapsed();
+                // SAFETY: an all-zero stat is valid; the kernel or supervisor fills it.
+                let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                let started = std::time::Instant::now();
+                for _ in 0..CALLS {
+                    // SAFETY: a valid C string and stat buffer.
+                    if unsafe { libc::fstatat(libc::AT_FDCWD, path.as_ptr(), &mut st, 0) } != 0 {
+                        return 4;
+                    }
+                }
+                let stat = started.elapsed();
+                let line = format!("{} {}", access.as_nanos(), stat.as_nanos());
+                // SAFETY: writes a buffer of that length to a descriptor of ours.
+                let wrote = unsafe { libc::write(fd, line.as_ptr().cast(), line.len()) };
+                if wrote == line.len() as isize {
+                    0
+                } else {
+                    5
+                }
+            },
+            None,
+            &[],
+            OwnershipTable::default(),
+            top,
+        )
+        .expect("supervised step");
+        assert_eq!(done.exit_code(), Some(0), "every call succeeded");
+        use std::io::{Read, Seek};
+        report.rewind().unwrap();
+        let mut line = String::new();
+        report.read_to_string(&mut line).unwrap();
+        let per_call: Vec<f64> = line
+            .split(' ')
+            .map(|ns| ns.parse::<f64>().unwrap() / f64::from(CALLS) / 1e3)
+            .collect();
+        (per_call[0], per_call[1])
+    };
+    let (access_untraced, stat_untraced) = timed(None);
+    let (access_traced, stat_traced) = timed(Some(&top_level));
+    eprintln!(
+        "per call: access {access_untraced:.2} µs untraced, {access_traced:.2} µs traced; \
+         newfstatat (supervisor) {stat_untraced:.2} µs untraced, {stat_traced:.2} µs traced"
+    );
+}
