@@ -491,8 +491,15 @@ fn read_prefix(
         if !matches!(err.raw_os_error(), Some(libc::EPERM | libc::ENOSYS)) {
             return Err(err);
         }
-        // No process_vm_readv here: the slower reader, through /proc/PID/mem.
-        let (read, complete) = read_string(pid, address, PREFIX)?;
+        // No process_vm_readv here: the slower reader, through /proc/PID/mem, where an
+        // unmapped address is EIO rather than EFAULT.
+        let (read, complete) = read_string(pid, address, PREFIX).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EIO) {
+                io::Error::from_raw_os_error(libc::EFAULT)
+            } else {
+                e
+            }
+        })?;
         buf[..read.len()].copy_from_slice(&read);
         return Ok((&buf[..read.len()], complete));
     };
