@@ -129,15 +129,34 @@ impl TopLevel {
 /// Whether a relative path of `pid`'s with `dirfd` is resolved from `/` (its cwd for
 /// `AT_FDCWD`, else that descriptor), read from /proc: only asked for a path whose first
 /// component is not a name of `/`.
+/// Asked on the tracer's path for relative names (`openat(dirfd, "name")` of a directory
+/// walk), so it allocates nothing: the link's name is formatted on the stack and only two
+/// bytes of its target are read (`/` is the one target of length 1 starting with `/`).
 pub(crate) fn base_is_root(pid: libc::pid_t, dirfd: libc::c_int) -> bool {
-    let link = if dirfd == libc::AT_FDCWD {
-        format!("/proc/{pid}/cwd")
+    use std::io::Write;
+    let mut link = [0u8; 64];
+    let mut writer = &mut link[..];
+    let formatted = if dirfd == libc::AT_FDCWD {
+        write!(writer, "/proc/{pid}/cwd\0")
     } else if dirfd >= 0 {
-        format!("/proc/{pid}/fd/{dirfd}")
+        write!(writer, "/proc/{pid}/fd/{dirfd}\0")
     } else {
         return false;
     };
-    std::fs::read_link(link).is_ok_and(|target| target == Path::new("/"))
+    if formatted.is_err() {
+        return false;
+    }
+    let mut target = [0u8; 2];
+    // SAFETY: `link` is NUL-terminated (written above, within its 64 bytes); readlink
+    // writes at most `target.len()` bytes into `target`.
+    let n = unsafe {
+        libc::readlink(
+            link.as_ptr().cast(),
+            target.as_mut_ptr().cast(),
+            target.len(),
+        )
+    };
+    n == 1 && target[0] == b'/'
 }
 
 #[cfg(test)]

@@ -544,6 +544,12 @@ fn owners_shown_for_placed_files_are_shown_not_recorded() {
 #[cfg(target_arch = "x86_64")]
 fn sh_redirected(top: &Path, script: &str) -> Finished {
     let top_level = super::super::redirect::TopLevel::new(top).unwrap();
+    sh_supervised(script, Some(&top_level))
+}
+
+/// `/bin/sh -c script` supervised as a restricted step, traced when `top` is given.
+#[cfg(target_arch = "x86_64")]
+fn sh_supervised(script: &str, top: Option<&super::super::redirect::TopLevel>) -> Finished {
     let args: Vec<std::ffi::CString> = ["/bin/sh", "-c", script]
         .iter()
         .map(|a| std::ffi::CString::new(*a).unwrap())
@@ -559,9 +565,9 @@ fn sh_redirected(top: &Path, script: &str) -> Finished {
         None,
         &[],
         OwnershipTable::default(),
-        Some(&top_level),
+        top,
     )
-    .expect("traced shell")
+    .expect("supervised shell")
 }
 
 /// Removes `/NAME` if a step made it there after all, so a failed run leaves nothing.
@@ -659,41 +665,157 @@ fn real_names_of_slash_are_not_redirected() {
 }
 
 /// Redirection changes nothing for paths under real names of `/`: a step reading many
-/// files gives the same output traced and untraced. Prints both times (the cost of a traced
-/// path call: `cargo test … -- --nocapture`).
+/// files gives the same output traced and untraced. Prints the times unsupervised,
+/// supervised without the tracer and supervised with it (the tracer's own cost is the
+/// difference of the last two, the supervisor's `stat` answers being in both:
+/// `cargo test --release … -- --nocapture`).
 #[test]
 #[cfg(target_arch = "x86_64")]
 fn real_paths_read_the_same_traced_and_their_cost_is_printed() {
     let top = tempfile::tempdir().unwrap();
+    let top_level = super::super::redirect::TopLevel::new(top.path()).unwrap();
     let script = "find /usr/share/doc -type f -print0 | xargs -0 cat | wc -c";
     let out = tempfile::tempdir().unwrap();
-    let run = |traced: bool| {
-        let file = out.path().join(if traced { "traced" } else { "plain" });
+    #[derive(Clone, Copy, Debug)]
+    enum Mode {
+        Plain,
+        Supervised,
+        Traced,
+    }
+    let run = |mode: Mode| {
+        let file = out.path().join(format!("{mode:?}"));
         let script = format!("({script}) > '{}'", file.display());
         let started = std::time::Instant::now();
-        let done = if traced {
-            sh_redirected(top.path(), &script)
-        } else {
-            run_command(&["/bin/sh", "-c", &script]).unwrap()
+        let done = match mode {
+            Mode::Plain => run_command(&["/bin/sh", "-c", &script]).unwrap(),
+            Mode::Supervised => sh_supervised(&script, None),
+            Mode::Traced => sh_supervised(&script, Some(&top_level)),
         };
         let took = started.elapsed();
-        assert_eq!(done.exit_code(), Some(0));
+        assert_eq!(done.exit_code(), Some(0), "{mode:?}");
         (std::fs::read_to_string(file).unwrap(), took)
     };
-    // Once before, so that both timed runs find the files in the page cache.
-    run(false);
-    let (plain, plain_took) = run(false);
-    let (traced, traced_took) = run(true);
+    // Once before, so that every timed run finds the files in the page cache.
+    run(Mode::Plain);
+    let (plain, plain_took) = run(Mode::Plain);
+    let (supervised, supervised_took) = run(Mode::Supervised);
+    let (traced, traced_took) = run(Mode::Traced);
+    assert_eq!(plain, supervised);
     assert_eq!(plain, traced);
     let files = std::process::Command::new("sh")
         .args(["-c", "find /usr/share/doc -type f | wc -l"])
         .output()
         .unwrap();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     eprintln!(
-        "{} files, {} bytes: untraced {:.1} ms, traced {:.1} ms",
+        "{} files, {} bytes: unsupervised {:.1} ms, supervised untraced {:.1} ms, \
+         supervised traced {:.1} ms",
         String::from_utf8_lossy(&files.stdout).trim(),
         plain.trim(),
-        plain_took.as_secs_f64() * 1e3,
-        traced_took.as_secs_f64() * 1e3
+        ms(plain_took),
+        ms(supervised_took),
+        ms(traced_took)
+    );
+}
+
+/// A path argument the tracer cannot read (a hostile or buggy step) is the kernel's to
+/// refuse: the call fails with EFAULT and the step goes on, the tracer does not end it.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn an_unreadable_path_fails_with_efault_and_the_step_goes_on() {
+    let top = tempfile::tempdir().unwrap();
+    let top_level = super::super::redirect::TopLevel::new(top.path()).unwrap();
+    let done = run_supervised_until(
+        || {
+            // An address no process maps (the first page is never mapped).
+            let bad = 16usize as *const libc::c_char;
+            // SAFETY: the kernel only reads the path; an unmapped one is its EFAULT.
+            let opened = unsafe { libc::open(bad, libc::O_RDONLY) };
+            let errno = std::io::Error::last_os_error().raw_os_error();
+            if opened == -1 && errno == Some(libc::EFAULT) {
+                0
+            } else {
+                3
+            }
+        },
+        None,
+        &[],
+        OwnershipTable::default(),
+        Some(&top_level),
+    )
+    .expect("traced step");
+    assert_eq!(
+        done.exit_code(),
+        Some(0),
+        "open of an unmapped path: EFAULT"
+    );
+}
+
+/// The cost of one stop, printed per call (`cargo test --release … one_traced_call --
+/// --nocapture`): `access` (traced when redirection is on, else run by the kernel alone)
+/// and `newfstatat` (answered by the supervisor either way), in a supervised step without
+/// and with the tracer. Every call must succeed in both.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn one_traced_call_costs_one_stop_and_is_printed() {
+    const CALLS: u32 = 20_000;
+    let top = tempfile::tempdir().unwrap();
+    let top_level = super::super::redirect::TopLevel::new(top.path()).unwrap();
+    let timed = |top: Option<&super::super::redirect::TopLevel>| {
+        let mut report = tempfile::tempfile().unwrap();
+        use std::os::fd::AsRawFd;
+        let fd = report.as_raw_fd();
+        let done = run_supervised_until(
+            || {
+                let path = c"/etc/hostname";
+                let started = std::time::Instant::now();
+                for _ in 0..CALLS {
+                    // SAFETY: a valid C string.
+                    if unsafe { libc::access(path.as_ptr(), libc::F_OK) } != 0 {
+                        return 3;
+                    }
+                }
+                let access = started.elapsed();
+                // SAFETY: an all-zero stat is valid; the kernel or supervisor fills it.
+                let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                let started = std::time::Instant::now();
+                for _ in 0..CALLS {
+                    // SAFETY: a valid C string and stat buffer.
+                    if unsafe { libc::fstatat(libc::AT_FDCWD, path.as_ptr(), &mut st, 0) } != 0 {
+                        return 4;
+                    }
+                }
+                let stat = started.elapsed();
+                let line = format!("{} {}", access.as_nanos(), stat.as_nanos());
+                // SAFETY: writes a buffer of that length to a descriptor of ours.
+                let wrote = unsafe { libc::write(fd, line.as_ptr().cast(), line.len()) };
+                if wrote == line.len() as isize {
+                    0
+                } else {
+                    5
+                }
+            },
+            None,
+            &[],
+            OwnershipTable::default(),
+            top,
+        )
+        .expect("supervised step");
+        assert_eq!(done.exit_code(), Some(0), "every call succeeded");
+        use std::io::{Read, Seek};
+        report.rewind().unwrap();
+        let mut line = String::new();
+        report.read_to_string(&mut line).unwrap();
+        let per_call: Vec<f64> = line
+            .split(' ')
+            .map(|ns| ns.parse::<f64>().unwrap() / f64::from(CALLS) / 1e3)
+            .collect();
+        (per_call[0], per_call[1])
+    };
+    let (access_untraced, stat_untraced) = timed(None);
+    let (access_traced, stat_traced) = timed(Some(&top_level));
+    eprintln!(
+        "per call: access {access_untraced:.2} µs untraced, {access_traced:.2} µs traced; \
+         newfstatat (supervisor) {stat_untraced:.2} µs untraced, {stat_traced:.2} µs traced"
     );
 }

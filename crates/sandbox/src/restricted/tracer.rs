@@ -328,7 +328,13 @@ fn entry(top: &TopLevel, pid: libc::pid_t) -> io::Result<Option<Pending>> {
         if address == 0 {
             continue;
         }
-        let (prefix, complete) = read_string(pid, address, PREFIX)?;
+        let mut prefix_buf = [0u8; PREFIX];
+        let (prefix, complete) = match read_prefix(pid, address, &mut prefix_buf) {
+            Ok(read) => read,
+            // An unreadable path: the kernel fails the call with EFAULT itself.
+            Err(e) if e.raw_os_error() == Some(libc::EFAULT) => continue,
+            Err(e) => return Err(e),
+        };
         if matches!(nr, libc::SYS_readlink | libc::SYS_readlinkat) && prefix.starts_with(b"/proc/")
         {
             let (buf, size) = if nr == libc::SYS_readlink {
@@ -338,21 +344,23 @@ fn entry(top: &TopLevel, pid: libc::pid_t) -> io::Result<Option<Pending>> {
             };
             fixup = Fixup::Readlink { buf, size };
         }
-        let needs_whole = match top.first_component(&prefix, complete) {
+        let needs_whole = match top.first_component(prefix, complete) {
             FirstComponent::Real => continue,
             FirstComponent::Absent { .. } => !complete,
             FirstComponent::Unknown => true,
         };
+        let whole;
         let path = if needs_whole {
-            let (whole, complete) = read_string(pid, address, libc::PATH_MAX as usize)?;
+            let (read, complete) = read_string(pid, address, libc::PATH_MAX as usize)?;
             if !complete {
                 continue;
             }
-            whole
+            whole = read;
+            &whole[..]
         } else {
             prefix
         };
-        let FirstComponent::Absent { rest } = top.first_component(&path, true) else {
+        let FirstComponent::Absent { rest } = top.first_component(path, true) else {
             continue;
         };
         if !path.starts_with(b"/") {
@@ -367,7 +375,7 @@ fn entry(top: &TopLevel, pid: libc::pid_t) -> io::Result<Option<Pending>> {
         if let Err(e) = write_memory(pid, below, &redirected) {
             let message = format!(
                 "rbuild: could not redirect {} to {} in process {pid}: {e}\n",
-                String::from_utf8_lossy(&path),
+                String::from_utf8_lossy(path),
                 String::from_utf8_lossy(&redirected[..redirected.len() - 1]),
             );
             // SAFETY: writes a buffer of that length to stderr.
@@ -447,6 +455,61 @@ fn read_string(pid: libc::pid_t, address: u64, limit: usize) -> io::Result<(Vec<
     Ok((out, false))
 }
 
+/// The fast path of every stop: up to `buf.len()` bytes of the string at `address` in one
+/// `process_vm_readv` and no allocation (two remote pieces split at the page boundary, so
+/// a string ending just before an unmapped page is still read: the kernel stops at a
+/// piece it cannot read). Returns the bytes before the NUL and whether the NUL was seen.
+fn read_prefix(
+    pid: libc::pid_t,
+    address: u64,
+    buf: &mut [u8; PREFIX],
+) -> io::Result<(&[u8], bool)> {
+    const PAGE: u64 = 4096;
+    let first = ((PAGE - address % PAGE) as usize).min(PREFIX);
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: PREFIX,
+    };
+    let remote = [
+        libc::iovec {
+            iov_base: address as usize as *mut libc::c_void,
+            iov_len: first,
+        },
+        libc::iovec {
+            iov_base: address.wrapping_add(first as u64) as usize as *mut libc::c_void,
+            iov_len: PREFIX - first,
+        },
+    ];
+    let pieces = if first == PREFIX { 1 } else { 2 };
+    // SAFETY: writes at most `PREFIX` bytes (the remote pieces' total) into `buf`, which
+    // holds `PREFIX`; the remote ranges are only read, in the other process, by the kernel.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, remote.as_ptr(), pieces, 0) };
+    let n = if n >= 0 {
+        n as usize
+    } else {
+        let err = io::Error::last_os_error();
+        if !matches!(err.raw_os_error(), Some(libc::EPERM | libc::ENOSYS)) {
+            return Err(err);
+        }
+        // No process_vm_readv here: the slower reader, through /proc/PID/mem, where an
+        // unmapped address is EIO rather than EFAULT.
+        let (read, complete) = read_string(pid, address, PREFIX).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EIO) {
+                io::Error::from_raw_os_error(libc::EFAULT)
+            } else {
+                e
+            }
+        })?;
+        buf[..read.len()].copy_from_slice(&read);
+        return Ok((&buf[..read.len()], complete));
+    };
+    let bytes = &buf[..n];
+    match bytes.iter().position(|b| *b == 0) {
+        Some(end) => Ok((&bytes[..end], true)),
+        None => Ok((bytes, false)),
+    }
+}
+
 /// Up to `buf.len()` bytes at `address` in `pid`, through `/proc/PID/mem` where
 /// `process_vm_readv` is not allowed.
 fn read_memory(pid: libc::pid_t, address: u64, buf: &mut [u8]) -> io::Result<usize> {
@@ -471,4 +534,78 @@ fn write_memory(pid: libc::pid_t, address: u64, bytes: &[u8]) -> io::Result<()> 
         .write(true)
         .open(format!("/proc/{pid}/mem"))?;
     mem.write_all_at(bytes, address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two anonymous pages, the second unmapped: strings placed to end at the first's end.
+    struct Pages(*mut u8);
+
+    impl Pages {
+        fn new() -> Pages {
+            // SAFETY: a fresh anonymous mapping of two pages; its second page is unmapped
+            // again so that reads past the first fault.
+            unsafe {
+                let at = libc::mmap(
+                    std::ptr::null_mut(),
+                    8192,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                assert_ne!(at, libc::MAP_FAILED);
+                assert_eq!(libc::munmap(at.cast::<u8>().add(4096).cast(), 4096), 0);
+                Pages(at.cast())
+            }
+        }
+
+        /// Writes `bytes` so that they end at the mapped page's last byte; their address.
+        fn at_end(&self, bytes: &[u8]) -> u64 {
+            // SAFETY: `bytes.len()` ≤ 4096 bytes written inside the mapped first page.
+            unsafe {
+                let to = self.0.add(4096 - bytes.len());
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), to, bytes.len());
+                to as u64
+            }
+        }
+    }
+
+    impl Drop for Pages {
+        fn drop(&mut self) {
+            // SAFETY: unmaps the first page mapped in `new`.
+            unsafe { libc::munmap(self.0.cast(), 4096) };
+        }
+    }
+
+    #[test]
+    fn a_prefix_ending_before_an_unmapped_page_is_read_whole() {
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        let pages = Pages::new();
+        let mut buf = [0u8; PREFIX];
+        let address = pages.at_end(b"/newtop/f\0");
+        assert_eq!(
+            read_prefix(me, address, &mut buf).unwrap(),
+            (&b"/newtop/f"[..], true)
+        );
+        // No NUL before the unmapped page: what was readable, not complete.
+        let address = pages.at_end(b"/newtop/ff");
+        assert_eq!(
+            read_prefix(me, address, &mut buf).unwrap(),
+            (&b"/newtop/ff"[..], false)
+        );
+        // A long string: the first PREFIX bytes, not complete.
+        let long = [b'a'; 1000];
+        let address = pages.at_end(&long);
+        assert_eq!(
+            read_prefix(me, address, &mut buf).unwrap(),
+            (&long[..PREFIX], false)
+        );
+        // Unmapped from its first byte: EFAULT (the call's own result).
+        let err = read_prefix(me, address + 1000, &mut buf).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EFAULT));
+    }
 }
