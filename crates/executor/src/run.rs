@@ -168,6 +168,7 @@ impl BuildContext<'_> {
             network,
             isolation,
             shown_owners: Vec::new(),
+            copy_up_inodes: Vec::new(),
         };
         if isolation == Isolation::Restricted {
             // The stage is laid out in the builder's own `/` (in_place/).
@@ -314,14 +315,27 @@ impl BuildContext<'_> {
         let before = Index::scan(&self.owners, &st.rootfs).map_err(|e| origin.error(e))?;
         let mut placed = None;
         let mut chroot_spec;
-        let spec = if spec.isolation == Isolation::Chroot && !spec.binds.is_empty() {
-            let stash = self.dir.new_dir("mount-stash")?;
-            placed = Some(
-                crate::chroot_mounts::place(&st.rootfs, &spec.binds, plans, &stash, false)
-                    .map_err(|e| origin.error(e))?,
-            );
+        // On overlayfs a write through one name of a file hard-linked in an earlier layer
+        // copies that name up and leaves the others: a chroot step gets the same by
+        // copy-up on demand, supervised only when the rootfs has such a file.
+        let groups = if spec.isolation == Isolation::Chroot {
+            before.hard_link_groups()
+        } else {
+            Vec::new()
+        };
+        let spec = if spec.isolation == Isolation::Chroot
+            && (!spec.binds.is_empty() || !groups.is_empty())
+        {
             chroot_spec = spec.clone();
-            chroot_spec.binds.clear();
+            if !spec.binds.is_empty() {
+                let stash = self.dir.new_dir("mount-stash")?;
+                placed = Some(
+                    crate::chroot_mounts::place(&st.rootfs, &spec.binds, plans, &stash, false)
+                        .map_err(|e| origin.error(e))?,
+                );
+                chroot_spec.binds.clear();
+            }
+            chroot_spec.copy_up_inodes = groups;
             &chroot_spec
         } else {
             spec

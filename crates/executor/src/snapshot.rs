@@ -27,6 +27,25 @@ impl Index {
         Ok(Index { before, walker })
     }
 
+    /// The inode numbers of the regular files that had more than one name under the root
+    /// (hard-link groups), sorted. Files with one link (nearly all) are passed over on
+    /// their link count alone.
+    pub(crate) fn hard_link_groups(&self) -> Vec<u64> {
+        let mut names: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
+        for meta in self.before.entries().values() {
+            if meta.nlink > 1 && meta.is_regular() {
+                *names.entry(meta.ino).or_default() += 1;
+            }
+        }
+        let mut groups: Vec<u64> = names
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(ino, _)| ino)
+            .collect();
+        groups.sort_unstable();
+        groups
+    }
+
     /// What changed between `self` (before) and the root's current state.
     pub(crate) fn changes(&self, root: &Path) -> Result<Vec<Change>> {
         let _t = crate::phases::Phase::Snapshot.timer();

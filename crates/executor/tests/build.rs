@@ -66,6 +66,10 @@ fn main() -> ExitCode {
             overlay_and_chroot_steps_make_the_same_layer,
         ),
         (
+            "a_write_to_one_name_of_an_earlier_hard_link_copies_only_it_up",
+            a_write_to_one_name_of_an_earlier_hard_link_copies_only_it_up,
+        ),
+        (
             "independent_stages_run_at_the_same_time",
             independent_stages_run_at_the_same_time,
         ),
@@ -928,6 +932,58 @@ fn overlay_and_chroot_steps_make_the_same_layer() {
         diff_ids[0], diff_ids[1],
         "both snapshotters give the same layer"
     );
+}
+
+/// A file hard-linked in an earlier layer, written through one name: overlayfs (userns)
+/// copies that name up and the layer holds it alone; a chroot step copies it up on demand
+/// (the sandbox's copy-up supervisor), so both give the same layer. A group made within the
+/// step stays one group, and a new link to a shared file is the only name recorded.
+fn a_write_to_one_name_of_an_earlier_hard_link_copies_only_it_up() {
+    let fx = Fixture::new();
+    let df = "FROM busybox\n\
+              RUN mkdir /g && for n in w c o t l u; do echo $n > /g/$n-1 && ln /g/$n-1 /g/$n-2; done\n\
+              RUN echo more >> /g/w-1 && chmod 600 /g/c-1 && chown 5:5 /g/o-1 \
+                  && truncate -s 1 /g/t-1 && ln /g/l-1 /g/l-3 && cat /g/u-1 \
+                  && echo n > /g/new-1 && ln /g/new-1 /g/new-2 && chmod 600 /g/new-1\n";
+    let mut diff_ids = Vec::new();
+    for isolation in [Isolation::Userns, Isolation::Chroot] {
+        let mut request = fx.request(df);
+        request.isolation = isolation;
+        request.source_date_epoch = Some(1_000_000_000);
+        request.no_cache = true;
+        let built = fx.built(&request);
+        let entries = fx.entries(built.layers.last().unwrap());
+        let mut names: Vec<String> = entries
+            .iter()
+            .map(|e| e.path.to_string_lossy().trim_end_matches('/').to_string())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["g", "g/c-1", "g/l-3", "g/new-1", "g/new-2", "g/o-1", "g/t-1", "g/w-1"],
+            "{isolation}: only the names written (and those made) are in the layer"
+        );
+        let entry = |name: &str| entries.iter().find(|e| e.path.ends_with(name)).unwrap();
+        assert_eq!(entry("g/c-1").mode, 0o600, "{isolation}");
+        assert_eq!(
+            (entry("g/o-1").uid, entry("g/o-1").gid),
+            (5, 5),
+            "{isolation}"
+        );
+        assert_eq!(entry("g/t-1").size, 1, "{isolation}");
+        assert_eq!(entry("g/w-1").size, 7, "{isolation}");
+        assert_eq!(
+            entry("g/l-3").link_target,
+            None,
+            "{isolation}: a new link to a shared file is recorded alone, as a file"
+        );
+        assert!(
+            entry("g/new-2").link_target.is_some() || entry("g/new-1").link_target.is_some(),
+            "{isolation}: a group made within the step stays one group"
+        );
+        diff_ids.push(built.config.rootfs.diff_ids.last().unwrap().clone());
+    }
+    assert_eq!(diff_ids[0], diff_ids[1], "chroot gives overlay's layer");
 }
 
 /// Two stages that can only finish if they run at the same time: each leaves a mark in a

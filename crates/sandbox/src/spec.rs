@@ -138,6 +138,13 @@ pub struct StepSpec {
     /// layer is taken. Left out of the serialized spec when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shown_owners: Vec<ShownOwner>,
+    /// Chroot isolation only: the inode numbers (on the rootfs's file system) of the
+    /// regular files that have more than one name in the rootfs before the step (hard
+    /// links from earlier layers). A write, chmod, chown, utimes, truncate or xattr change
+    /// through one of their names copies that name up first, as overlayfs does
+    /// (`restricted::copy_up`). Empty: the step runs with no copy-up supervisor at all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copy_up_inodes: Vec<u64>,
 }
 
 /// An owner a restricted step's `stat` shows for `path` (see [`StepSpec::shown_owners`]).
@@ -167,6 +174,7 @@ impl StepSpec {
             network: Network::Host,
             isolation: Isolation::Auto,
             shown_owners: Vec::new(),
+            copy_up_inodes: Vec::new(),
         }
     }
 }

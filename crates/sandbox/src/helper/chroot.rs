@@ -4,7 +4,7 @@
 //! whatever the step leaves behind.
 
 use std::io::{self, Write};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use rustix::fs::{open, Mode, OFlags};
@@ -167,6 +167,16 @@ pub fn run(spec: &StepSpec, control: &UnixStream) -> Result<(), HelperError> {
     send(control, &FromHelper::Stubs(stubs))
         .map_err(|e| HelperError::new("control", e.to_string()))?;
 
+    // Pre-step hard-link groups: the step runs under the copy-up filter, whose listener
+    // comes back over this pair (`restricted::copy_up`). None: no filter, no cost.
+    let copy_up = if spec.copy_up_inodes.is_empty() {
+        None
+    } else {
+        Some((
+            crate::restricted::copy_up::Groups::new(&spec.copy_up_inodes),
+            listener_pair()?,
+        ))
+    };
     let child = fork().map_err(|e| HelperError::new("fork", e.to_string()))?;
     if child == 0 {
         // SAFETY: restores the mask saved above (a valid set, alive across the call); the
@@ -178,6 +188,10 @@ pub fn run(spec: &StepSpec, control: &UnixStream) -> Result<(), HelperError> {
         // The seccomp filter before Landlock and the capability drop: as real root it then
         // needs no no_new_privs of its own.
         let e = match chroot_into(&root_fd)
+            .and_then(|()| match &copy_up {
+                Some((_, (_, theirs))) => install_copy_up(theirs),
+                None => Ok(()),
+            })
             .and_then(|()| {
                 crate::seccomp::install_step_filter()
                     .map_err(|e| HelperError::new("seccomp", e.to_string()))
@@ -193,7 +207,52 @@ pub fn run(spec: &StepSpec, control: &UnixStream) -> Result<(), HelperError> {
         unsafe { libc::_exit(127) };
     }
 
+    let (groups, mut listener) = match copy_up {
+        Some((groups, (ours, theirs))) => {
+            drop(theirs);
+            // Nothing back: the child failed before the step and reports why itself.
+            let listener = match crate::restricted::recv_status(ours.as_raw_fd()) {
+                Ok((0, Some(listener))) => Some(listener),
+                _ => None,
+            };
+            (groups, listener)
+        }
+        None => Default::default(),
+    };
     loop {
+        if let Some(l) = &listener {
+            let mut pfds = [
+                libc::pollfd {
+                    fd: sigfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: l.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: two valid pollfds; no timeout: a signal (the step's end among them)
+            // or a notification wakes it.
+            if unsafe { libc::poll(pfds.as_mut_ptr(), 2, -1) } < 0 {
+                continue;
+            }
+            if pfds[1].revents & libc::POLLIN != 0 {
+                if let Err(e) = crate::restricted::copy_up::serve_one(l, &groups) {
+                    kill_descendants(child);
+                    return Err(HelperError::new("copy-up supervisor", e.to_string()));
+                }
+                continue;
+            }
+            if pfds[1].revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+                // No process holds the filter any more.
+                listener = None;
+            }
+            if pfds[0].revents & libc::POLLIN == 0 {
+                continue;
+            }
+        }
         // One `struct signalfd_siginfo` per read; its first field is `ssi_signo` (u32).
         let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
         match rustix::io::read(&sigfd, &mut info) {
@@ -248,6 +307,52 @@ fn confine(root: &OwnedFd, network: Network) -> Result<(), HelperError> {
     }
     crate::landlock::drop_capabilities(no_network)
         .map_err(|e| HelperError::new("capabilities", e.to_string()))
+}
+
+/// The socket pair the copy-up filter's listener crosses from the step's process to the
+/// helper.
+fn listener_pair() -> Result<(OwnedFd, OwnedFd), HelperError> {
+    let mut pair = [0; 2];
+    // SAFETY: socketpair writes two descriptors into `pair`.
+    cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            pair.as_mut_ptr(),
+        )
+    })
+    .map_err(|e| HelperError::new("copy-up", format!("socketpair: {e}")))?;
+    // SAFETY: both descriptors were just created and are owned here only.
+    Ok(unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) })
+}
+
+/// In the step's process, after the chroot: installs the copy-up filter and hands its
+/// listener to the helper through `theirs`.
+fn install_copy_up(theirs: &OwnedFd) -> Result<(), HelperError> {
+    match crate::restricted::copy_up::install() {
+        Ok(listener) => {
+            if crate::restricted::send_status(theirs.as_raw_fd(), 0, Some(listener.as_raw_fd())) {
+                Ok(())
+            } else {
+                Err(HelperError::new(
+                    "copy-up",
+                    "could not hand the filter's listener to the helper",
+                ))
+            }
+        }
+        Err(e) => {
+            let errno = e.raw_os_error().unwrap_or(libc::EIO);
+            crate::restricted::send_status(theirs.as_raw_fd(), errno, None);
+            Err(HelperError::new(
+                "copy-up",
+                format!(
+                    "seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER): {}",
+                    errno_name(&e)
+                ),
+            ))
+        }
+    }
 }
 
 fn chroot_into(root: &OwnedFd) -> Result<(), HelperError> {

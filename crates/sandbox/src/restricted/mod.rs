@@ -19,6 +19,7 @@
 //! table to the layer writer.
 
 mod confine;
+pub(crate) mod copy_up;
 mod creds;
 mod filter;
 mod marker;
@@ -44,6 +45,7 @@ use crate::probe::Check;
 pub use confine::{Protected, POD_CREDENTIALS};
 pub use marker::{in_place_root_refusal, IN_PLACE_MARKER, IN_PLACE_OWN_DIR};
 pub use step::refusal;
+pub(crate) use supervisor::{recv_status, send_status};
 pub use supervisor::{run_command, Finished};
 pub use table::{Device, DeviceKind, Owner, OwnershipTable};
 

@@ -184,7 +184,7 @@ fn start(fprog: &libc::sock_fprog, theirs: &OwnedFd, body: impl FnOnce() -> i32)
 }
 
 /// Sends `errno` and, if given, a descriptor (SCM_RIGHTS). Async-signal-safe.
-fn send_status(sock: libc::c_int, errno: i32, fd: Option<libc::c_int>) -> bool {
+pub(crate) fn send_status(sock: libc::c_int, errno: i32, fd: Option<libc::c_int>) -> bool {
     let payload = errno.to_ne_bytes();
     let mut iov = libc::iovec {
         iov_base: payload.as_ptr().cast_mut().cast(),
@@ -212,7 +212,7 @@ fn send_status(sock: libc::c_int, errno: i32, fd: Option<libc::c_int>) -> bool {
 }
 
 /// Receives what [`send_status`] sent.
-fn recv_status(sock: libc::c_int) -> io::Result<(i32, Option<OwnedFd>)> {
+pub(crate) fn recv_status(sock: libc::c_int) -> io::Result<(i32, Option<OwnedFd>)> {
     let mut payload = [0u8; 4];
     let mut iov = libc::iovec {
         iov_base: payload.as_mut_ptr().cast(),
