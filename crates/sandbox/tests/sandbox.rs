@@ -75,6 +75,14 @@ fn main() -> ExitCode {
             "chroot_refuses_a_bind_it_cannot_mount",
             chroot_refuses_a_bind_it_cannot_mount,
         ),
+        (
+            "chroot_copies_up_only_the_written_name_of_a_shared_file",
+            chroot_copies_up_only_the_written_name_of_a_shared_file,
+        ),
+        (
+            "copy_up_is_refused_outside_chroot_isolation",
+            copy_up_is_refused_outside_chroot_isolation,
+        ),
     ])
 }
 
@@ -657,4 +665,158 @@ fn chroot_refuses_a_bind_it_cannot_mount() {
         !root.path().join("ran").exists(),
         "the step ran without its mount"
     );
+}
+
+/// Hard-link groups from before a chroot step (`copy_up_inodes`): a write-open, a chmod
+/// (by a name relative to the cwd), a chown and a truncate of one name each give that name
+/// a new inode with the change and leave the other name as it was (owner, mode, content,
+/// xattrs copied; the directory's times kept), as overlayfs's copy-up does. A read leaves
+/// the group alone, a group made within the step stays one, and symlinks pointing out of
+/// the root (absolute or by `..`) are not followed by the supervisor to a file outside.
+fn chroot_copies_up_only_the_written_name_of_a_shared_file() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root();
+    let root = rootfs();
+    let g = root.path().join("g");
+    std::fs::create_dir(&g).unwrap();
+    let mut inodes = Vec::new();
+    for group in ["w", "c", "o", "t", "r"] {
+        let first = g.join(format!("{group}-1"));
+        std::fs::write(&first, format!("{group}\n")).unwrap();
+        std::fs::set_permissions(&first, std::fs::Permissions::from_mode(0o4751)).unwrap();
+        std::os::unix::fs::chown(&first, Some(7), Some(8)).unwrap();
+        std::fs::set_permissions(&first, std::fs::Permissions::from_mode(0o4751)).unwrap();
+        let name = c_path(&first);
+        // SAFETY: a valid C string path, name and value.
+        let set = unsafe {
+            libc::setxattr(
+                name.as_ptr(),
+                c"user.rbuild".as_ptr(),
+                b"kept".as_ptr().cast(),
+                4,
+                0,
+            )
+        };
+        assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
+        std::fs::hard_link(&first, g.join(format!("{group}-2"))).unwrap();
+        inodes.push(std::fs::metadata(&first).unwrap().ino());
+    }
+    // A shared file outside the root, its inode listed too: only a supervisor that
+    // followed the step's symlinks out of its root would copy it up.
+    let outside = tempfile::tempdir().unwrap();
+    let x = outside.path().join("x");
+    std::fs::write(&x, "outside\n").unwrap();
+    std::fs::hard_link(&x, outside.path().join("y")).unwrap();
+    inodes.push(std::fs::metadata(&x).unwrap().ino());
+    std::os::unix::fs::symlink(&x, g.join("abs")).unwrap();
+    let escape = format!("../../../../../../../../..{}", x.display());
+    std::os::unix::fs::symlink(&escape, g.join("rel")).unwrap();
+    let dir_before = std::fs::metadata(&g).unwrap();
+
+    let mut spec = sh(
+        root.path(),
+        "set -e; echo more >> /g/w-1; (cd /g && chmod 600 c-1); chown 5:6 /g/o-1; \
+         truncate -s 1 /g/t-1; cat /g/r-1 /g/r-2 >/dev/null; \
+         mkdir /n; echo n > /n/new-1; ln /n/new-1 /n/new-2; chmod 640 /n/new-1; \
+         chmod 600 /g/abs 2>/dev/null || true; chmod 600 /g/rel 2>/dev/null || true; \
+         echo hi 2>/dev/null > /g/abs || true; echo done",
+        Isolation::Chroot,
+    );
+    spec.copy_up_inodes = inodes;
+    let (outcome, out) = run(&spec);
+    assert_eq!(outcome.status.code, Some(0), "{out}");
+    assert!(out.contains("done"), "{out}");
+
+    let meta = |name: &str| std::fs::metadata(g.join(name)).unwrap();
+    for group in ["w", "c", "o", "t"] {
+        let (written, other) = (meta(&format!("{group}-1")), meta(&format!("{group}-2")));
+        assert_ne!(written.ino(), other.ino(), "{group}: the written name copied up");
+        assert_eq!((written.nlink(), other.nlink()), (1, 1), "{group}");
+        assert_eq!(
+            (other.mode() & 0o7777, other.uid(), other.gid(), other.len()),
+            (0o4751, 7, 8, 2),
+            "{group}: the other name keeps the old inode as it was"
+        );
+        assert_eq!(
+            std::fs::read_to_string(g.join(format!("{group}-2"))).unwrap(),
+            format!("{group}\n")
+        );
+        let copy = c_path(&g.join(format!("{group}-1")));
+        let mut value = [0u8; 16];
+        // SAFETY: a valid C string path and name, and a buffer of 16 bytes.
+        let n = unsafe {
+            libc::getxattr(
+                copy.as_ptr(),
+                c"user.rbuild".as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        assert_eq!(n, 4, "{group}: the xattr went with the copy");
+        assert_eq!(&value[..4], b"kept");
+    }
+    assert_eq!(
+        std::fs::read_to_string(g.join("w-1")).unwrap(),
+        "w\nmore\n"
+    );
+    assert_eq!(meta("c-1").mode() & 0o7777, 0o600);
+    let o = meta("o-1");
+    assert_eq!((o.uid(), o.gid()), (5, 6));
+    assert_eq!(
+        o.mode() & 0o7777,
+        0o751,
+        "the chown ran on the copy, clearing its setuid bit"
+    );
+    assert_eq!((meta("w-1").mode() & 0o7777, meta("w-1").uid()), (0o4751, 7));
+    assert_eq!(meta("t-1").len(), 1);
+    assert_eq!(meta("r-1").ino(), meta("r-2").ino(), "a read copies nothing up");
+    let new1 = std::fs::metadata(root.path().join("n/new-1")).unwrap();
+    let new2 = std::fs::metadata(root.path().join("n/new-2")).unwrap();
+    assert_eq!(
+        (new1.ino(), new1.nlink(), new2.mode() & 0o777),
+        (new2.ino(), 2, 0o640),
+        "a group made in the step stays one"
+    );
+    let dir_after = std::fs::metadata(&g).unwrap();
+    assert_eq!(
+        (dir_after.mtime(), dir_after.mtime_nsec()),
+        (dir_before.mtime(), dir_before.mtime_nsec()),
+        "a copy-up leaves its directory's mtime"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&g)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains("rbuild-copy-up"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let (x_meta, y_meta) = (
+        std::fs::metadata(&x).unwrap(),
+        std::fs::metadata(outside.path().join("y")).unwrap(),
+    );
+    assert_eq!(
+        (x_meta.ino(), x_meta.nlink(), x_meta.mode() & 0o777),
+        (y_meta.ino(), 2, 0o644),
+        "the file outside the root was not touched"
+    );
+    assert_eq!(std::fs::read_to_string(&x).unwrap(), "outside\n");
+}
+
+/// Only the chroot helper has the copy-up supervisor: a step of another isolation that
+/// asks for it is refused, not run without it.
+fn copy_up_is_refused_outside_chroot_isolation() {
+    require_root();
+    let root = rootfs();
+    let mut spec = sh(root.path(), "touch /ran", Isolation::Userns);
+    spec.copy_up_inodes = vec![1];
+    match sandbox().run(&spec, &mut |_, _| {}) {
+        Err(SandboxError::Unavailable(why)) => {
+            assert!(why.contains("chroot isolation only"), "{why}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(!root.path().join("ran").exists());
+}
+
+fn c_path(path: &Path) -> std::ffi::CString {
+    std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap()
 }
