@@ -799,6 +799,27 @@ fn chroot_copies_up_only_the_written_name_of_a_shared_file() {
         "the file outside the root was not touched"
     );
     assert_eq!(std::fs::read_to_string(&x).unwrap(), "outside\n");
+
+    // A step running as another user: the supervisor reads its call as that user.
+    let u1 = g.join("u-1");
+    std::fs::write(&u1, "u\n").unwrap();
+    std::os::unix::fs::chown(&u1, Some(1000), Some(1000)).unwrap();
+    std::fs::hard_link(&u1, g.join("u-2")).unwrap();
+    let mut spec = sh(root.path(), "chmod 600 /g/u-1", Isolation::Chroot);
+    spec.user = rbuild_sandbox::UserIds {
+        uid: 1000,
+        gid: 1000,
+        groups: vec![1000],
+    };
+    spec.copy_up_inodes = vec![std::fs::metadata(&u1).unwrap().ino()];
+    let (outcome, out) = run(&spec);
+    assert_eq!(outcome.status.code, Some(0), "{out}");
+    let (u1, u2) = (meta("u-1"), meta("u-2"));
+    assert_ne!(u1.ino(), u2.ino(), "a user's chmod copied its name up");
+    assert_eq!(
+        (u1.mode() & 0o777, u1.uid(), u2.mode() & 0o777),
+        (0o600, 1000, 0o644)
+    );
 }
 
 /// Only the chroot helper has the copy-up supervisor: a step of another isolation that

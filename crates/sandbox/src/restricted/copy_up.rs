@@ -252,15 +252,28 @@ pub(crate) fn install() -> io::Result<OwnedFd> {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "filter too long"))?,
         filter: program.as_ptr().cast_mut(),
     };
-    // SAFETY: seccomp reads `fprog`, which points at `program`, alive across the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
-            &fprog as *const libc::sock_fprog,
-        )
-    } as libc::c_int;
+    let install = || {
+        // SAFETY: seccomp reads `fprog`, which points at `program`, alive across the call.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                &fprog as *const libc::sock_fprog,
+            )
+        };
+        fd as libc::c_int
+    };
+    let mut fd = install();
+    if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EACCES) {
+        // Root without CAP_SYS_ADMIN (a default `docker run`): as for the step's own
+        // filter (`seccomp::install_step_filter`), no_new_privs is what the kernel asks.
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        fd = install();
+    }
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -361,7 +374,8 @@ pub(crate) fn copy_up_if_shared(
             Some(arg) => args[arg],
             // openat2: the flags are the first field of its `struct open_how`.
             None => {
-                let Ok(bytes) = caller_bytes(listener, request, args[2], 8) else {
+                let read = || caller_bytes(listener, request, args[2], 8);
+                let Ok(bytes) = as_the_caller(request.pid, read) else {
                     return Ok(None);
                 };
                 let Ok(bytes) = <[u8; 8]>::try_from(bytes.as_slice()) else {
@@ -380,7 +394,7 @@ pub(crate) fn copy_up_if_shared(
         // A descriptor's call (`futimens` is `utimensat(fd, NULL, …)`).
         return Ok(None);
     }
-    let Ok(path) = caller_path(listener, request, address) else {
+    let Ok(path) = as_the_caller(request.pid, || caller_path(listener, request, address)) else {
         return Ok(None);
     };
     if path.is_empty() {
@@ -420,11 +434,11 @@ fn find_shared(
     follow: bool,
     groups: &Groups,
 ) -> Option<Shared> {
-    let root = open_path(&format!("/proc/{pid}/root"))?;
-    let root_stat = fstat(&root).ok()?;
-    let mut inner = if path.first() == Some(&b'/') {
-        path.to_vec()
-    } else {
+    let (root, mut inner) = as_the_caller(pid, || {
+        let root = open_path(&format!("/proc/{pid}/root"))?;
+        if path.first() == Some(&b'/') {
+            return Some((root, path.to_vec()));
+        }
         let base = if dirfd == libc::AT_FDCWD {
             format!("/proc/{pid}/cwd")
         } else if dirfd >= 0 {
@@ -435,8 +449,9 @@ fn find_shared(
         let mut inner = path_in_root(pid, &base)?;
         inner.push(b'/');
         inner.extend_from_slice(path);
-        inner
-    };
+        Some((root, inner))
+    })?;
+    let root_stat = fstat(&root).ok()?;
     for _ in 0..=MAX_SYMLINKS {
         let (dir, name) = split_last(&inner)?;
         let parent = open_in_root(&root, &dir)?;
@@ -465,6 +480,47 @@ fn find_shared(
         }
     }
     None
+}
+
+/// Runs `f` (reads of the caller's memory and of its /proc links) with this thread's
+/// file-system ids set to the caller's effective ones, when this supervisor is root and the
+/// caller is not: root in a default `docker run` has no CAP_SYS_PTRACE, so the kernel lets
+/// it read another user's process (/proc/PID/mem, cwd, root) only as that user. Elsewhere
+/// (the caller is root too, or this supervisor is not root) `f` runs as is.
+fn as_the_caller<T>(pid: u32, f: impl FnOnce() -> T) -> T {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return f();
+    }
+    let Some((uid, gid)) = effective_ids(pid) else {
+        return f();
+    };
+    if uid == 0 {
+        return f();
+    }
+    // SAFETY: setfsgid/setfsuid change this thread's file-system ids only (the helper is
+    // single-threaded); they are put back to root's below, whatever `f` returned.
+    unsafe {
+        libc::setfsgid(gid);
+        libc::setfsuid(uid);
+    }
+    let result = f();
+    // SAFETY: as above.
+    unsafe {
+        libc::setfsuid(0);
+        libc::setfsgid(0);
+    }
+    result
+}
+
+/// The effective uid and gid of `pid`, from /proc/PID/status.
+fn effective_ids(pid: u32) -> Option<(u32, u32)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |key: &str| -> Option<u32> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(2)?.parse().ok()
+    };
+    Some((field("Uid:")?, field("Gid:")?))
 }
 
 /// The path of a /proc magic link (`/proc/PID/cwd`, `/proc/PID/fd/N`) inside the caller's
