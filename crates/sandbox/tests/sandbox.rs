@@ -730,7 +730,11 @@ fn chroot_copies_up_only_the_written_name_of_a_shared_file() {
     let meta = |name: &str| std::fs::metadata(g.join(name)).unwrap();
     for group in ["w", "c", "o", "t"] {
         let (written, other) = (meta(&format!("{group}-1")), meta(&format!("{group}-2")));
-        assert_ne!(written.ino(), other.ino(), "{group}: the written name copied up");
+        assert_ne!(
+            written.ino(),
+            other.ino(),
+            "{group}: the written name copied up"
+        );
         assert_eq!((written.nlink(), other.nlink()), (1, 1), "{group}");
         assert_eq!(
             (other.mode() & 0o7777, other.uid(), other.gid(), other.len()),
@@ -755,10 +759,7 @@ fn chroot_copies_up_only_the_written_name_of_a_shared_file() {
         assert_eq!(n, 4, "{group}: the xattr went with the copy");
         assert_eq!(&value[..4], b"kept");
     }
-    assert_eq!(
-        std::fs::read_to_string(g.join("w-1")).unwrap(),
-        "w\nmore\n"
-    );
+    assert_eq!(std::fs::read_to_string(g.join("w-1")).unwrap(), "w\nmore\n");
     assert_eq!(meta("c-1").mode() & 0o7777, 0o600);
     let o = meta("o-1");
     assert_eq!((o.uid(), o.gid()), (5, 6));
@@ -767,9 +768,16 @@ fn chroot_copies_up_only_the_written_name_of_a_shared_file() {
         0o751,
         "the chown ran on the copy, clearing its setuid bit"
     );
-    assert_eq!((meta("w-1").mode() & 0o7777, meta("w-1").uid()), (0o4751, 7));
+    assert_eq!(
+        (meta("w-1").mode() & 0o7777, meta("w-1").uid()),
+        (0o4751, 7)
+    );
     assert_eq!(meta("t-1").len(), 1);
-    assert_eq!(meta("r-1").ino(), meta("r-2").ino(), "a read copies nothing up");
+    assert_eq!(
+        meta("r-1").ino(),
+        meta("r-2").ino(),
+        "a read copies nothing up"
+    );
     let new1 = std::fs::metadata(root.path().join("n/new-1")).unwrap();
     let new2 = std::fs::metadata(root.path().join("n/new-2")).unwrap();
     assert_eq!(

@@ -191,6 +191,9 @@ const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
 const BPF_JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
 const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+const BPF_ALU_AND_K: u16 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
+/// The open flags of an open that only ever creates a file.
+const CREATE_ONLY: u32 = (libc::O_CREAT | libc::O_EXCL) as u32;
 /// Offsets in `struct seccomp_data`: nr, arch, then the arguments (u64 each, from 16; the
 /// low half first on a little-endian machine).
 const DATA_NR: u32 = 0;
@@ -231,11 +234,15 @@ pub(crate) fn program() -> Vec<libc::sock_filter> {
         p.push(insn(BPF_RET_K, 0, 0, notify));
     }
     for (nr, _, flags) in opens() {
-        // Not this call: skip its four instructions. This call: the answer depends on its
-        // flags only (the accumulator no longer holds the number after the load).
-        p.push(insn(BPF_JEQ_K, 0, 4, nr as u32));
+        // Not this call: skip its six instructions. This call: the answer depends on its
+        // flags only (the accumulator no longer holds the number after the load). An open
+        // that creates a file or fails (`O_CREAT | O_EXCL`, how dpkg and tar make files)
+        // never opens an existing one, so it goes on without a round trip.
+        p.push(insn(BPF_JEQ_K, 0, 6, nr as u32));
         p.push(insn(BPF_LD_W_ABS, 0, 0, arg_low(flags)));
-        p.push(insn(BPF_JSET_K, 0, 1, WRITE_FLAGS));
+        p.push(insn(BPF_JSET_K, 0, 3, WRITE_FLAGS));
+        p.push(insn(BPF_ALU_AND_K, 0, 0, CREATE_ONLY));
+        p.push(insn(BPF_JEQ_K, 1, 0, CREATE_ONLY));
         p.push(insn(BPF_RET_K, 0, 0, notify));
         p.push(insn(BPF_RET_K, 0, 0, allow));
     }
@@ -854,11 +861,18 @@ mod tests {
                 .iter()
                 .position(|i| i.code == BPF_JEQ_K && i.k == nr as u32)
                 .unwrap_or_else(|| panic!("open {nr} not compared"));
-            assert_eq!((p[at].jt, p[at].jf), (0, 4), "skips its own block");
+            assert_eq!((p[at].jt, p[at].jf), (0, 6), "skips its own block");
             assert_eq!(p[at + 1].k, arg_low(flags));
             assert_eq!((p[at + 2].code, p[at + 2].k), (BPF_JSET_K, WRITE_FLAGS));
-            assert_eq!(p[at + 3].k, libc::SECCOMP_RET_USER_NOTIF);
-            assert_eq!(p[at + 4].k, libc::SECCOMP_RET_ALLOW);
+            assert_eq!(p[at + 2].jf, 3, "no write flag: allowed");
+            assert_eq!((p[at + 3].code, p[at + 3].k), (BPF_ALU_AND_K, CREATE_ONLY));
+            assert_eq!(
+                (p[at + 4].code, p[at + 4].jt),
+                (BPF_JEQ_K, 1),
+                "create-only: allowed"
+            );
+            assert_eq!(p[at + 5].k, libc::SECCOMP_RET_USER_NOTIF);
+            assert_eq!(p[at + 6].k, libc::SECCOMP_RET_ALLOW);
         }
         let last = p.last().unwrap();
         assert_eq!((last.code, last.k), (BPF_RET_K, libc::SECCOMP_RET_ALLOW));
