@@ -16,7 +16,7 @@
 //! Calls on a descriptor (`fchmod`, `fchown`, `fsetxattr`, `futimens`) are not stopped: the
 //! file is already open, and a descriptor opened for writing was copied up by its open. One
 //! opened read-only and then changed through (`fchmod` of an `O_RDONLY` descriptor) changes
-//! the shared inode: documented in docs/fidelity.md (`chroot-shared-inode-fd`).
+//! the shared inode: documented in docs/fidelity.md.
 //!
 //! The filter's rules are [`program`], a filter of their own, stacked on the step's.
 
@@ -381,8 +381,8 @@ pub(crate) fn copy_up_if_shared(
             Some(arg) => args[arg],
             // openat2: the flags are the first field of its `struct open_how`.
             None => {
-                let read = || caller_bytes(listener, request, args[2], 8);
-                let Ok(bytes) = as_the_caller(request.pid, read) else {
+                let read = || caller_bytes(listener, request, args[2], 8).ok();
+                let Some(bytes) = as_the_caller(request.pid, read) else {
                     return Ok(None);
                 };
                 let Ok(bytes) = <[u8; 8]>::try_from(bytes.as_slice()) else {
@@ -401,7 +401,8 @@ pub(crate) fn copy_up_if_shared(
         // A descriptor's call (`futimens` is `utimensat(fd, NULL, …)`).
         return Ok(None);
     }
-    let Ok(path) = as_the_caller(request.pid, || caller_path(listener, request, address)) else {
+    let read = || caller_path(listener, request, address).ok();
+    let Some(path) = as_the_caller(request.pid, read) else {
         return Ok(None);
     };
     if path.is_empty() {
@@ -489,21 +490,22 @@ fn find_shared(
     None
 }
 
-/// Runs `f` (reads of the caller's memory and of its /proc links) with this thread's
-/// file-system ids set to the caller's effective ones, when this supervisor is root and the
-/// caller is not: root in a default `docker run` has no CAP_SYS_PTRACE, so the kernel lets
-/// it read another user's process (/proc/PID/mem, cwd, root) only as that user. Elsewhere
-/// (the caller is root too, or this supervisor is not root) `f` runs as is.
-fn as_the_caller<T>(pid: u32, f: impl FnOnce() -> T) -> T {
+/// Runs `f` (reads of the caller's memory and of its /proc links); if it finds nothing
+/// and this supervisor is root and the caller is not, runs it again with this thread's
+/// file-system ids set to the caller's effective ones: root in a default `docker run` has
+/// no CAP_SYS_PTRACE, so the kernel lets it read another user's process (/proc/PID/mem,
+/// cwd, root) only as that user. A root caller (the usual one) costs no /proc read.
+fn as_the_caller<T>(pid: u32, f: impl Fn() -> Option<T>) -> Option<T> {
+    if let Some(found) = f() {
+        return Some(found);
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return f();
+        return None;
     }
-    let Some((uid, gid)) = effective_ids(pid) else {
-        return f();
-    };
+    let (uid, gid) = effective_ids(pid)?;
     if uid == 0 {
-        return f();
+        return None;
     }
     // SAFETY: setfsgid/setfsuid change this thread's file-system ids only (the helper is
     // single-threaded); they are put back to root's below, whatever `f` returned.
