@@ -813,13 +813,23 @@ fn chroot_copies_up_only_the_written_name_of_a_shared_file() {
     std::fs::write(&u1, "u\n").unwrap();
     std::os::unix::fs::chown(&u1, Some(1000), Some(1000)).unwrap();
     std::fs::hard_link(&u1, g.join("u-2")).unwrap();
-    let mut spec = sh(root.path(), "chmod 600 /g/u-1", Isolation::Chroot);
+    let r1 = g.join("root-1");
+    std::fs::write(&r1, "r\n").unwrap();
+    std::fs::hard_link(&r1, g.join("root-2")).unwrap();
+    let mut spec = sh(
+        root.path(),
+        "chmod 600 /g/u-1; if chmod 600 /g/root-1 || echo no >> /g/root-1; then exit 9; fi",
+        Isolation::Chroot,
+    );
     spec.user = rbuild_sandbox::UserIds {
         uid: 1000,
         gid: 1000,
         groups: vec![1000],
     };
-    spec.copy_up_inodes = vec![std::fs::metadata(&u1).unwrap().ino()];
+    spec.copy_up_inodes = vec![
+        std::fs::metadata(&u1).unwrap().ino(),
+        std::fs::metadata(&r1).unwrap().ino(),
+    ];
     let (outcome, out) = run(&spec);
     assert_eq!(outcome.status.code, Some(0), "{out}");
     let (u1, u2) = (meta("u-1"), meta("u-2"));
@@ -827,6 +837,11 @@ fn chroot_copies_up_only_the_written_name_of_a_shared_file() {
     assert_eq!(
         (u1.mode() & 0o777, u1.uid(), u2.mode() & 0o777),
         (0o600, 1000, 0o644)
+    );
+    assert_eq!(
+        meta("root-1").ino(),
+        meta("root-2").ino(),
+        "a chmod or write-open the kernel refuses copies nothing up"
     );
 }
 

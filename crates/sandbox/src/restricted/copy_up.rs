@@ -415,9 +415,68 @@ pub(crate) fn copy_up_if_shared(
     let Some(shared) = find_shared(request.pid, dirfd, &path, follow, groups) else {
         return Ok(None);
     };
+    if !caller_may(request.pid, nr, &shared) {
+        // The kernel refuses the call before overlayfs would copy anything up.
+        return Ok(None);
+    }
     // The caller is still blocked in this call: the names resolved were its own.
     notification_still_valid(listener, request)?;
     copy_up(&shared).map(Some)
+}
+
+/// Whether the kernel would let the caller make the change `nr` asks for: overlayfs checks
+/// permission before it copies up, so a refused call copies nothing. Root (with the
+/// capabilities a chroot step keeps) may; another user needs write permission for an open
+/// or a truncation, to own the file for a change of its metadata, and either for the
+/// `utime` family (`touch` with no times needs only write permission).
+fn caller_may(pid: u32, nr: libc::c_long, shared: &Shared) -> bool {
+    let Some((uid, gid)) = effective_ids(pid) else {
+        return true;
+    };
+    if uid == 0 {
+        return true;
+    }
+    let owner = uid == shared.stat.st_uid;
+    let writable = || {
+        // SAFETY: as in as_the_caller: this thread's file-system ids, put back below.
+        unsafe {
+            libc::setfsgid(gid);
+            libc::setfsuid(uid);
+        }
+        // SAFETY: a valid directory descriptor and C string; AT_EACCESS checks with the
+        // file-system ids just set.
+        let ok = unsafe {
+            libc::faccessat(
+                shared.parent.as_raw_fd(),
+                shared.name.as_ptr(),
+                libc::W_OK,
+                libc::AT_EACCESS,
+            )
+        } == 0;
+        // SAFETY: as above.
+        unsafe {
+            libc::setfsuid(0);
+            libc::setfsgid(0);
+        }
+        ok
+    };
+    let opens = [libc::SYS_openat, libc::SYS_openat2, libc::SYS_truncate];
+    #[cfg(target_arch = "x86_64")]
+    let opens = [opens.as_slice(), &[libc::SYS_open, libc::SYS_creat]].concat();
+    let times = [libc::SYS_utimensat];
+    #[cfg(target_arch = "x86_64")]
+    let times = [
+        times.as_slice(),
+        &[libc::SYS_utime, libc::SYS_utimes, libc::SYS_futimesat],
+    ]
+    .concat();
+    if opens.contains(&nr) {
+        writable()
+    } else if times.contains(&nr) {
+        owner || writable()
+    } else {
+        owner
+    }
 }
 
 /// A file of a pre-step hard-link group, found by name.
