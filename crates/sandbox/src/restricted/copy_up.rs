@@ -790,9 +790,10 @@ fn fill(source: &OwnedFd, copy: &OwnedFd, stat: &libc::stat) -> Result<(), i32> 
     {
         use std::fs::File;
         use std::mem::ManuallyDrop;
-        // SAFETY: borrowed as Files without taking ownership (ManuallyDrop: never closed
-        // here); the OwnedFds outlive them.
+        // SAFETY: borrowed as a File without taking ownership (ManuallyDrop: never closed
+        // here); the OwnedFd outlives it.
         let mut from = ManuallyDrop::new(unsafe { File::from_raw_fd(source.as_raw_fd()) });
+        // SAFETY: as above.
         let mut to = ManuallyDrop::new(unsafe { File::from_raw_fd(copy.as_raw_fd()) });
         io::copy(&mut *from, &mut *to).map_err(errno_of)?;
     }
