@@ -83,6 +83,10 @@ fn main() -> ExitCode {
             "copy_up_is_refused_outside_chroot_isolation",
             copy_up_is_refused_outside_chroot_isolation,
         ),
+        (
+            "chroot_copies_up_for_each_stopped_call",
+            chroot_copies_up_for_each_stopped_call,
+        ),
     ])
 }
 
@@ -863,4 +867,147 @@ fn copy_up_is_refused_outside_chroot_isolation() {
 
 fn c_path(path: &Path) -> std::ffi::CString {
     std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap()
+}
+
+/// The calls busybox does not make, by a static C program in the root: `truncate(2)`,
+/// `utimensat` by a name relative to the cwd, `setxattr`, `removexattr`, `fchmodat` relative
+/// to a directory descriptor, `lchown`, `creat` each copy their name up; an
+/// `O_CREAT|O_EXCL` open of a shared name (which fails) and `fchmod` of a read-only
+/// descriptor (not redirected, docs/fidelity.md) copy nothing.
+fn chroot_copies_up_for_each_stopped_call() {
+    require_root();
+    let root = rootfs();
+    let source = root.path().join("calls.c");
+    std::fs::write(
+        &source,
+        r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+#define CHECK(x) if ((x) != 0) { perror(#x); return 1; }
+int main(void) {
+    struct timespec times[2] = {{1, 0}, {2, 0}};
+    CHECK(truncate("/g/tr-1", 1));
+    CHECK(chdir("/g"));
+    CHECK(utimensat(AT_FDCWD, "ut-1", times, 0));
+    CHECK(setxattr("/g/xa-1", "user.new", "v", 1, 0));
+    CHECK(removexattr("/g/rx-1", "user.rbuild"));
+    int dir = open("/g", O_DIRECTORY | O_RDONLY);
+    CHECK(dir < 0);
+    CHECK(fchmodat(dir, "fd-1", 0600, 0));
+    CHECK(lchown("/g/lc-1", 5, 5));
+    int created = creat("/g/cr-1", 0644);
+    CHECK(created < 0);
+    CHECK(write(created, "c", 1) != 1);
+    CHECK(open("/g/ex-1", O_WRONLY | O_CREAT | O_EXCL, 0644) != -1);
+    int ro = open("/g/ro-1", O_RDONLY);
+    CHECK(ro < 0);
+    CHECK(fchmod(ro, 0600));
+    puts("calls done");
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let compiled = Command::new("cc")
+        .args(["-static", "-O1", "-o"])
+        .arg(root.path().join("calls"))
+        .arg(&source)
+        .output()
+        .expect("cc is needed");
+    assert!(
+        compiled.status.success(),
+        "cc -static: {}",
+        String::from_utf8_lossy(&compiled.stderr)
+    );
+    let g = root.path().join("g");
+    std::fs::create_dir(&g).unwrap();
+    let groups = ["tr", "ut", "xa", "rx", "fd", "lc", "cr", "ex", "ro"];
+    let mut inodes = Vec::new();
+    for group in groups {
+        let first = g.join(format!("{group}-1"));
+        std::fs::write(&first, format!("{group}\n")).unwrap();
+        let name = c_path(&first);
+        // SAFETY: a valid C string path, name and value.
+        let set = unsafe {
+            libc::setxattr(
+                name.as_ptr(),
+                c"user.rbuild".as_ptr(),
+                b"kept".as_ptr().cast(),
+                4,
+                0,
+            )
+        };
+        assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
+        std::fs::hard_link(&first, g.join(format!("{group}-2"))).unwrap();
+        inodes.push(std::fs::metadata(&first).unwrap().ino());
+    }
+    let mut spec = StepSpec::new(
+        Rootfs::Dir(root.path().to_path_buf()),
+        vec!["/calls".into()],
+    );
+    spec.isolation = Isolation::Chroot;
+    spec.copy_up_inodes = inodes;
+    let (outcome, out) = run(&spec);
+    assert_eq!(outcome.status.code, Some(0), "{out}");
+    assert!(out.contains("calls done"), "{out}");
+    let meta = |name: &str| std::fs::metadata(g.join(name)).unwrap();
+    for group in ["tr", "ut", "xa", "rx", "fd", "lc", "cr"] {
+        let (written, other) = (meta(&format!("{group}-1")), meta(&format!("{group}-2")));
+        assert_ne!(written.ino(), other.ino(), "{group}: copied up");
+        assert_eq!(
+            (
+                other.len(),
+                other.mode() & 0o777,
+                other.uid(),
+                other.nlink()
+            ),
+            ((group.len() + 1) as u64, 0o644, 0, 1),
+            "{group}: the other name as it was"
+        );
+        assert_eq!(
+            std::fs::read_to_string(g.join(format!("{group}-2"))).unwrap(),
+            format!("{group}\n"),
+            "{group}"
+        );
+    }
+    assert_eq!(meta("tr-1").len(), 1);
+    assert_eq!((meta("ut-1").atime(), meta("ut-1").mtime()), (1, 2));
+    assert_ne!(meta("ut-2").mtime(), 2);
+    assert_eq!(meta("fd-1").mode() & 0o777, 0o600);
+    assert_eq!((meta("lc-1").uid(), meta("lc-1").gid()), (5, 5));
+    assert_eq!(std::fs::read_to_string(g.join("cr-1")).unwrap(), "c");
+    let xattr = |name: &str, key: &std::ffi::CStr| -> isize {
+        let path = c_path(&g.join(name));
+        let mut value = [0u8; 16];
+        // SAFETY: a valid C string path and name, and a buffer of 16 bytes.
+        unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                key.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        }
+    };
+    assert_eq!(xattr("xa-1", c"user.new"), 1);
+    assert_eq!(
+        xattr("xa-2", c"user.new"),
+        -1,
+        "the other name has no new xattr"
+    );
+    assert_eq!(xattr("rx-1", c"user.rbuild"), -1, "removed from the copy");
+    assert_eq!(xattr("rx-2", c"user.rbuild"), 4, "kept by the other name");
+    assert_eq!(
+        meta("ex-1").ino(),
+        meta("ex-2").ino(),
+        "a create-only open copies nothing"
+    );
+    assert_eq!(
+        (meta("ro-1").ino(), meta("ro-2").mode() & 0o777),
+        (meta("ro-2").ino(), 0o600),
+        "fchmod of a read-only descriptor reaches every name (not redirected)"
+    );
 }
