@@ -994,20 +994,27 @@ fn real_names_of_slash_are_not_redirected() {
 
 /// Redirection changes nothing for paths under real names of `/`: a step reading many
 /// files gives the same output traced and untraced. Prints the times unsupervised,
-/// supervised without the tracer and supervised with it (the tracer's own cost is the
-/// difference of the last two, the supervisor's `stat` answers being in both:
+/// supervised without the tracer, with only the creating calls traced (a stage with no
+/// redirected entry) and with every path-taking call traced (the tracer's own cost is the
+/// difference from the second, the supervisor's `stat` answers being in all three:
 /// `cargo test --release … -- --nocapture`).
 #[test]
 #[cfg(target_arch = "x86_64")]
 fn real_paths_read_the_same_traced_and_their_cost_is_printed() {
+    // No redirected entry: only the creating calls stop (the output's open, here).
     let top = tempfile::tempdir().unwrap();
     let top_level = super::super::redirect::TopLevel::new(top.path()).unwrap();
+    // A redirected entry: every path-taking call stops.
+    let full_top = tempfile::tempdir().unwrap();
+    std::fs::create_dir(full_top.path().join("existing")).unwrap();
+    let full_top_level = super::super::redirect::TopLevel::new(full_top.path()).unwrap();
     let script = "find /usr/share/doc -type f -print0 | xargs -0 cat | wc -c";
     let out = tempfile::tempdir().unwrap();
     #[derive(Clone, Copy, Debug)]
     enum Mode {
         Plain,
         Supervised,
+        CreatingTraced,
         Traced,
     }
     let run = |mode: Mode| {
@@ -1017,7 +1024,8 @@ fn real_paths_read_the_same_traced_and_their_cost_is_printed() {
         let done = match mode {
             Mode::Plain => run_command(&["/bin/sh", "-c", &script]).unwrap(),
             Mode::Supervised => sh_supervised(&script, None),
-            Mode::Traced => sh_supervised(&script, Some(&top_level)),
+            Mode::CreatingTraced => sh_supervised(&script, Some(&top_level)),
+            Mode::Traced => sh_supervised(&script, Some(&full_top_level)),
         };
         let took = started.elapsed();
         assert_eq!(done.exit_code(), Some(0), "{mode:?}");
@@ -1027,8 +1035,10 @@ fn real_paths_read_the_same_traced_and_their_cost_is_printed() {
     run(Mode::Plain);
     let (plain, plain_took) = run(Mode::Plain);
     let (supervised, supervised_took) = run(Mode::Supervised);
+    let (creating, creating_took) = run(Mode::CreatingTraced);
     let (traced, traced_took) = run(Mode::Traced);
     assert_eq!(plain, supervised);
+    assert_eq!(plain, creating);
     assert_eq!(plain, traced);
     let files = std::process::Command::new("sh")
         .args(["-c", "find /usr/share/doc -type f | wc -l"])
@@ -1037,11 +1047,12 @@ fn real_paths_read_the_same_traced_and_their_cost_is_printed() {
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     eprintln!(
         "{} files, {} bytes: unsupervised {:.1} ms, supervised untraced {:.1} ms, \
-         supervised traced {:.1} ms",
+         supervised with only creating calls traced {:.1} ms, supervised traced {:.1} ms",
         String::from_utf8_lossy(&files.stdout).trim(),
         plain.trim(),
         ms(plain_took),
         ms(supervised_took),
+        ms(creating_took),
         ms(traced_took)
     );
 }
@@ -1080,9 +1091,10 @@ fn an_unreadable_path_fails_with_efault_and_the_step_goes_on() {
 }
 
 /// The cost of one stop, printed per call (`cargo test --release … one_traced_call --
-/// --nocapture`): `access` (traced when redirection is on, else run by the kernel alone)
-/// and `newfstatat` (answered by the supervisor either way), in a supervised step without
-/// and with the tracer. Every call must succeed in both.
+/// --nocapture`): `access` (traced when redirection is on and the stage has a redirected
+/// entry, else run by the kernel alone) and `newfstatat` (answered by the supervisor
+/// either way), in a supervised step without the tracer, with only the creating calls
+/// traced and with every path-taking call traced. Every call must succeed in all three.
 #[test]
 #[cfg(target_arch = "x86_64")]
 fn one_traced_call_costs_one_stop_and_is_printed() {
@@ -1140,10 +1152,17 @@ fn one_traced_call_costs_one_stop_and_is_printed() {
             .collect();
         (per_call[0], per_call[1])
     };
+    // A stage with a redirected entry: every path-taking call stops.
+    let full_top = tempfile::tempdir().unwrap();
+    std::fs::create_dir(full_top.path().join("existing")).unwrap();
+    let full_top_level = super::super::redirect::TopLevel::new(full_top.path()).unwrap();
     let (access_untraced, stat_untraced) = timed(None);
-    let (access_traced, stat_traced) = timed(Some(&top_level));
+    let (access_creating, stat_creating) = timed(Some(&top_level));
+    let (access_traced, stat_traced) = timed(Some(&full_top_level));
     eprintln!(
-        "per call: access {access_untraced:.2} µs untraced, {access_traced:.2} µs traced; \
-         newfstatat (supervisor) {stat_untraced:.2} µs untraced, {stat_traced:.2} µs traced"
+        "per call: access {access_untraced:.2} µs untraced, {access_creating:.2} µs with \
+         only creating calls traced (no redirected entry), {access_traced:.2} µs traced; \
+         newfstatat (supervisor) {stat_untraced:.2} µs untraced, {stat_creating:.2} µs, \
+         {stat_traced:.2} µs"
     );
 }
