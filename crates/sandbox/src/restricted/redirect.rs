@@ -87,7 +87,18 @@ impl TopLevel {
     pub(crate) fn is_empty_now(&self) -> io::Result<bool> {
         use std::os::unix::ffi::OsStrExt;
         let dir = Path::new(std::ffi::OsStr::from_bytes(&self.top));
-        Ok(std::fs::read_dir(dir)?.next().transpose()?.is_none())
+        let named = |e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("reading the redirection directory {}: {e}", dir.display()),
+            )
+        };
+        Ok(std::fs::read_dir(dir)
+            .map_err(named)?
+            .next()
+            .transpose()
+            .map_err(named)?
+            .is_none())
     }
 
     /// Classifies `path` as resolved from `/` (an absolute path, or a relative one whose

@@ -8,6 +8,12 @@
 //! `getcwd` and `readlink` of `/proc/…` are fixed up at exit so that the step sees
 //! `/NAME`, never the redirection directory.
 //!
+//! A step whose stage has no redirected entry yet (`TopLevel::creating_only`) has a filter
+//! that traces only the calls that create a name ([`CREATING`]): until one of them
+//! redirects, every other call on a name `/` lacks fails the same either way. At that
+//! call the tracer stops every process of the step and traces every call from then on
+//! ([`Tracer::every_call`]). docs/sandbox.md, "Tracing only the calls that create a name".
+//!
 //! Why a process of its own: ptrace stops are reported through `waitpid`, which the
 //! supervisor's loop (polling its listener) cannot wait in; and with `PTRACE_O_EXITKILL`
 //! the tracer's end kills whatever the step left running, as the supervisor does.
@@ -415,8 +421,13 @@ impl Tracer<'_> {
                 return Ok(Some((carry_on, 0)));
             }
             if !self.every_call {
-                // Not expected (a kept call's next stop is its exit): seen through.
-                return Ok(Some((libc::PTRACE_SYSCALL, 0)));
+                // Not expected (a kept call's next stop is its exit): seen through to it.
+                let request = if self.pending.contains_key(&pid) {
+                    libc::PTRACE_SYSCALL
+                } else {
+                    carry_on
+                };
+                return Ok(Some((request, 0)));
             }
             self.entered.insert(pid);
             match entry(self.top, pid, StopAt::SyscallEntry, false) {
