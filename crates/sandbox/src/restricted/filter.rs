@@ -87,6 +87,19 @@ fn jump_if_equal(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     }
 }
 
+/// Which calls of a step stop in the tracer (top-level redirection, `tracer.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tracing {
+    /// No tracer: no call is traced.
+    Off,
+    /// The stage has no redirected entry yet: only the calls that can create a name stop
+    /// (every other call on a path to redirect fails the same either way, with nothing
+    /// there to find); the tracer traces every call from the first one that redirects.
+    Creating,
+    /// Every path-taking call of [`super::tracer::TRACED`] stops.
+    Full,
+}
+
 /// The path-taking calls the tracer rewrites (top-level redirection, `tracer.rs`).
 #[cfg(target_arch = "x86_64")]
 fn traced() -> impl Iterator<Item = libc::c_long> {
@@ -97,10 +110,58 @@ fn traced() -> impl Iterator<Item = libc::c_long> {
     std::iter::empty()
 }
 
-/// The filter as classic BPF: two instructions per syscall (compare, answer). `traced`:
-/// the path-taking calls stop in the tracer (`SECCOMP_RET_TRACE`; without a tracer they
-/// would fail with ENOSYS, so only for a traced step).
-pub(crate) fn program(traced: bool) -> Vec<libc::sock_filter> {
+/// The calls that always create a name (or may: `openat2`'s flags are behind a pointer a
+/// filter cannot read), traced under [`Tracing::Creating`].
+#[cfg(target_arch = "x86_64")]
+fn creating() -> impl Iterator<Item = libc::c_long> {
+    super::tracer::CREATING.iter().copied()
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn creating() -> impl Iterator<Item = libc::c_long> {
+    std::iter::empty()
+}
+
+const BPF_JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+const BPF_AND_K: u16 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
+
+/// Offset of the low 32 bits of argument `index` in `struct seccomp_data` (little-endian).
+fn arg_low(index: u32) -> u32 {
+    16 + 8 * index
+}
+
+/// Under [`Tracing::Creating`]: `open`/`openat` stop in the tracer only with `O_CREAT` in
+/// their flags (argument `flags_arg`); without it they run untraced.
+fn trace_if_creating(p: &mut Vec<libc::sock_filter>, nr: libc::c_long, flags_arg: u32) {
+    p.push(jump_if_equal(nr as u32, 0, 4));
+    p.push(stmt(BPF_LD_W_ABS, arg_low(flags_arg)));
+    p.push(libc::sock_filter {
+        code: BPF_JSET_K,
+        jt: 0,
+        jf: 1,
+        k: libc::O_CREAT as u32,
+    });
+    p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_TRACE));
+    p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW));
+}
+
+/// Under [`Tracing::Creating`]: a device `mknod` (argument `mode_arg`) goes to the
+/// supervisor, which emulates it; any other kind (FIFO, socket, file) stops in the tracer,
+/// which redirects it as `mkdir`, and the kernel makes it.
+fn mknod_by_kind(p: &mut Vec<libc::sock_filter>, nr: libc::c_long, mode_arg: u32) {
+    p.push(jump_if_equal(nr as u32, 0, 6));
+    p.push(stmt(BPF_LD_W_ABS, arg_low(mode_arg)));
+    p.push(stmt(BPF_AND_K, libc::S_IFMT));
+    p.push(jump_if_equal(libc::S_IFCHR, 2, 0));
+    p.push(jump_if_equal(libc::S_IFBLK, 1, 0));
+    p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_TRACE));
+    p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_USER_NOTIF));
+}
+
+/// The filter as classic BPF: two instructions per syscall (compare, answer), a few more
+/// for the calls decided by an argument. `tracing`: which calls stop in the tracer
+/// (`SECCOMP_RET_TRACE`; without a tracer they would fail with ENOSYS, so only for a
+/// traced step).
+pub(crate) fn program(tracing: Tracing) -> Vec<libc::sock_filter> {
     let mut p = vec![
         stmt(BPF_LD_W_ABS, DATA_ARCH),
         // A foreign architecture is left to the outer filters and the kernel.
@@ -108,6 +169,20 @@ pub(crate) fn program(traced: bool) -> Vec<libc::sock_filter> {
         stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW),
         stmt(BPF_LD_W_ABS, DATA_NR),
     ];
+    #[cfg(target_arch = "x86_64")]
+    if tracing == Tracing::Creating {
+        // Before the plain answers below, which would otherwise match these first.
+        trace_if_creating(&mut p, libc::SYS_open, 1);
+        trace_if_creating(&mut p, libc::SYS_openat, 2);
+        mknod_by_kind(&mut p, libc::SYS_mknod, 1);
+        mknod_by_kind(&mut p, libc::SYS_mknodat, 2);
+        // Each block above ends in a return: the accumulator is reloaded for the rest.
+    }
+    let traced_calls: Vec<libc::c_long> = match tracing {
+        Tracing::Off => Vec::new(),
+        Tracing::Creating => creating().collect(),
+        Tracing::Full => traced().collect(),
+    };
     let answers = NOTIFIED
         .iter()
         .chain(super::xattr::CALLS)
@@ -121,8 +196,8 @@ pub(crate) fn program(traced: bool) -> Vec<libc::sock_filter> {
                 .map(|nr| (*nr, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32)),
         )
         .chain(
-            self::traced()
-                .filter(move |_| traced)
+            traced_calls
+                .into_iter()
                 .map(|nr| (nr, libc::SECCOMP_RET_TRACE)),
         );
     for (nr, action) in answers {
@@ -139,7 +214,7 @@ mod tests {
 
     #[test]
     fn a_foreign_architecture_is_allowed_and_the_native_one_checked() {
-        let p = program(false);
+        let p = program(Tracing::Off);
         assert_eq!((p[0].code, p[0].k), (BPF_LD_W_ABS, DATA_ARCH));
         assert_eq!(
             (p[1].code, p[1].k, p[1].jt, p[1].jf),
@@ -153,7 +228,7 @@ mod tests {
 
     #[test]
     fn every_listed_call_has_its_answer() {
-        let p = program(true);
+        let p = program(Tracing::Full);
         for nr in NOTIFIED
             .iter()
             .chain(super::super::xattr::CALLS)
@@ -196,10 +271,113 @@ mod tests {
             assert_eq!(p[at + 1].k, libc::SECCOMP_RET_TRACE, "syscall {nr} traced");
         }
         assert!(
-            !program(false)
+            !program(Tracing::Off)
                 .iter()
                 .any(|i| i.code == BPF_RET_K && i.k == libc::SECCOMP_RET_TRACE),
             "an untraced step has no TRACE answer (it would be ENOSYS)"
         );
+    }
+
+    /// Runs classic BPF `p` (the instructions this module emits) on a `seccomp_data` of
+    /// the native architecture with `nr` and `args`: the action returned.
+    fn run(p: &[libc::sock_filter], nr: libc::c_long, args: [u64; 6]) -> u32 {
+        let mut data = Vec::new();
+        data.extend_from_slice(&(nr as u32).to_ne_bytes());
+        data.extend_from_slice(&NATIVE_ARCH.to_ne_bytes());
+        data.extend_from_slice(&0u64.to_ne_bytes());
+        for a in args {
+            data.extend_from_slice(&a.to_ne_bytes());
+        }
+        let mut acc = 0u32;
+        let mut pc = 0usize;
+        loop {
+            let i = p[pc];
+            pc += 1;
+            match i.code {
+                BPF_LD_W_ABS => {
+                    let at = i.k as usize;
+                    acc = u32::from_ne_bytes(data[at..at + 4].try_into().unwrap());
+                }
+                BPF_AND_K => acc &= i.k,
+                BPF_JEQ_K => pc += usize::from(if acc == i.k { i.jt } else { i.jf }),
+                BPF_JSET_K => pc += usize::from(if acc & i.k != 0 { i.jt } else { i.jf }),
+                BPF_RET_K => return i.k,
+                other => panic!("instruction {other:#x} not emitted by this module"),
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn only_calls_that_create_a_name_are_traced_until_a_redirection() {
+        let p = program(Tracing::Creating);
+        let trace = libc::SECCOMP_RET_TRACE;
+        let allow = libc::SECCOMP_RET_ALLOW;
+        let notify = libc::SECCOMP_RET_USER_NOTIF;
+        let creat = libc::O_CREAT as u64;
+        let wronly = libc::O_WRONLY as u64;
+        // Reading, stat-ing, executing, changing directory: untraced.
+        assert_eq!(run(&p, libc::SYS_openat, [0, 0, 0, 0, 0, 0]), allow);
+        assert_eq!(run(&p, libc::SYS_openat, [0, 0, wronly, 0, 0, 0]), allow);
+        assert_eq!(run(&p, libc::SYS_open, [0, 0, 0, 0, 0, 0]), allow);
+        for nr in [
+            libc::SYS_access,
+            libc::SYS_faccessat2,
+            libc::SYS_execve,
+            libc::SYS_chdir,
+            libc::SYS_readlink,
+            libc::SYS_unlinkat,
+            libc::SYS_getcwd,
+        ] {
+            assert_eq!(run(&p, nr, [0; 6]), allow, "syscall {nr}");
+        }
+        // The supervisor's stat answers stay.
+        assert_eq!(run(&p, libc::SYS_newfstatat, [0; 6]), notify);
+        // O_CREAT (in the flags argument of each) is traced; O_TMPFILE alone is not.
+        assert_eq!(
+            run(&p, libc::SYS_openat, [0, 0, creat | wronly, 0, 0, 0]),
+            trace
+        );
+        assert_eq!(run(&p, libc::SYS_open, [0, creat, 0, 0, 0, 0]), trace);
+        assert_eq!(
+            run(
+                &p,
+                libc::SYS_openat,
+                [0, 0, libc::O_TMPFILE as u64, 0, 0, 0]
+            ),
+            allow
+        );
+        // The open flags are not read from another argument.
+        assert_eq!(run(&p, libc::SYS_openat, [0, creat, 0, 0, 0, 0]), allow);
+        for nr in [
+            libc::SYS_mkdir,
+            libc::SYS_mkdirat,
+            libc::SYS_symlink,
+            libc::SYS_symlinkat,
+            libc::SYS_link,
+            libc::SYS_linkat,
+            libc::SYS_rename,
+            libc::SYS_renameat,
+            libc::SYS_renameat2,
+            libc::SYS_creat,
+            libc::SYS_openat2,
+        ] {
+            assert_eq!(run(&p, nr, [0; 6]), trace, "syscall {nr}");
+        }
+        // mknod: a FIFO or file is traced, a device goes to the supervisor.
+        let fifo = u64::from(libc::S_IFIFO | 0o644);
+        let chr = u64::from(libc::S_IFCHR | 0o644);
+        let blk = u64::from(libc::S_IFBLK | 0o644);
+        assert_eq!(run(&p, libc::SYS_mknod, [0, fifo, 0, 0, 0, 0]), trace);
+        assert_eq!(run(&p, libc::SYS_mknod, [0, 0o644, 0, 0, 0, 0]), trace);
+        assert_eq!(run(&p, libc::SYS_mknod, [0, chr, 0, 0, 0, 0]), notify);
+        assert_eq!(run(&p, libc::SYS_mknodat, [0, 0, blk, 0, 0, 0]), notify);
+        assert_eq!(run(&p, libc::SYS_mknodat, [0, 0, fifo, 0, 0, 0]), trace);
+        // The full filter traces every listed call, whatever its flags.
+        let full = program(Tracing::Full);
+        assert_eq!(run(&full, libc::SYS_openat, [0; 6]), trace);
+        assert_eq!(run(&full, libc::SYS_access, [0; 6]), trace);
+        assert_eq!(run(&full, libc::SYS_mknod, [0, fifo, 0, 0, 0, 0]), notify);
+        assert_eq!(run(&program(Tracing::Off), libc::SYS_mkdir, [0; 6]), allow);
     }
 }

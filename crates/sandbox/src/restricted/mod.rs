@@ -67,7 +67,8 @@ pub const LIMITS: &[&str] = &[
      the reverse (`/` belongs to the container runtime); entries the builder image lacks \
      are laid out in /rbuild/top and the step's paths to them redirected (x86_64), but the \
      kernel does not translate absolute symlink targets, shebang or ELF interpreter paths \
-     to them, and a listing of `/` does not show them",
+     to them, a listing of `/` does not show them, and a device node cannot be a stage's \
+     first such entry (made below a new top-level directory, it can)",
     "real mounts: RUN --mount content and heredoc scripts are put in place for the step \
      and taken away after it (as in chroot mode); a mount target needs a parent the \
      builder image or the stage has (nothing can be made directly in `/`)",

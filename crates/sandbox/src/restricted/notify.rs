@@ -259,14 +259,13 @@ fn record_mknod(
         _ if top.is_none() => return Ok(Answer::Continue),
         _ => return make_redirected_node(listener, request, denied, top, (dirfd, address, mode)),
     };
-    let path = translated(
-        top,
-        request.pid,
-        dirfd,
-        caller_path(listener, request, address)?,
-    );
+    let asked = caller_path(listener, request, address)?;
+    let path = translated(top, request.pid, dirfd, asked.clone());
     if path.is_empty() {
         return Err(libc::ENOENT);
+    }
+    if let Some(top) = top.filter(|t| t.creating_only && path != asked) {
+        device_needs_a_traced_step(top, &asked)?;
     }
     let (base, relative) = open_base(request.pid, dirfd, &path)?;
     let (base, relative) = open_parent(base, &relative)?;
@@ -307,6 +306,28 @@ fn record_mknod(
     };
     table.set_device((stat.st_dev, stat.st_ino), device);
     Ok(Answer::Success)
+}
+
+/// A device at a path to redirect, in a step traced only for the calls that create a name
+/// (`filter::Tracing::Creating`): the tracer does not see this call (the supervisor
+/// answers it), so it cannot start tracing every call before the node exists, and the
+/// step's later calls on it would not be redirected. Refused (EPERM, and why on stderr)
+/// unless the redirection directory already holds an entry, which only a traced creating
+/// call, after which the step is traced in full, can have made.
+fn device_needs_a_traced_step(top: &TopLevel, asked: &[u8]) -> Result<(), i32> {
+    if !top.is_empty_now().map_err(errno_of)? {
+        return Ok(());
+    }
+    let message = format!(
+        "rbuild: mknod of the device {}: a device node as a new top-level entry is not \
+         supported while the stage has no redirected entry (the step's later calls on it \
+         would not be redirected): create another new top-level entry first, such as a \
+         directory for it\n",
+        String::from_utf8_lossy(asked)
+    );
+    // SAFETY: writes a buffer of that length to stderr.
+    unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
+    Err(libc::EPERM)
 }
 
 /// `mknod` of a FIFO, socket or regular file under top-level redirection: the kernel runs it

@@ -25,6 +25,13 @@ pub(crate) struct TopLevel {
     names: Vec<Vec<u8>>,
     /// The directory redirected names live in: absolute, no trailing slash.
     top: Vec<u8>,
+    /// Whether the redirection directory was empty when the step started ([`Self::for_step`]):
+    /// then only the calls that create a name are traced until one of them redirects
+    /// (`filter::Tracing::Creating`).
+    pub(crate) creating_only: bool,
+    /// A test hook: a descriptor the tracer writes its stop counts to as it ends
+    /// (`seccomp=N syscall=M switched=0|1`).
+    pub(crate) stop_report: Option<libc::c_int>,
 }
 
 /// What the start of a path says about redirection.
@@ -62,7 +69,36 @@ impl TopLevel {
         Ok(TopLevel {
             names,
             top: trimmed.to_vec(),
+            creating_only: false,
+            stop_report: None,
         })
+    }
+
+    /// This redirection for a step about to start: [`Self::creating_only`] when the
+    /// redirection directory holds no entry now (the stage has none the builder lacks, and
+    /// neither the working directory nor a mount target was made there).
+    pub(crate) fn for_step(&self) -> io::Result<TopLevel> {
+        let mut step = self.clone();
+        step.creating_only = self.is_empty_now()?;
+        Ok(step)
+    }
+
+    /// Whether the redirection directory holds no entry at this moment.
+    pub(crate) fn is_empty_now(&self) -> io::Result<bool> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = Path::new(std::ffi::OsStr::from_bytes(&self.top));
+        let named = |e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("reading the redirection directory {}: {e}", dir.display()),
+            )
+        };
+        Ok(std::fs::read_dir(dir)
+            .map_err(named)?
+            .next()
+            .transpose()
+            .map_err(named)?
+            .is_none())
     }
 
     /// Classifies `path` as resolved from `/` (an absolute path, or a relative one whose
@@ -169,6 +205,8 @@ mod tests {
         TopLevel {
             names,
             top: b"/rbuild/top".to_vec(),
+            creating_only: false,
+            stop_report: None,
         }
     }
 

@@ -85,7 +85,16 @@ pub(crate) fn run_supervised_until(
              x86_64 only",
         ));
     }
-    let program = super::filter::program(top.is_some());
+    // Which calls stop in the tracer is decided now, after the helper made the working
+    // directory and rbuild placed the mount targets (either may be a redirected entry).
+    let top = top.map(TopLevel::for_step).transpose()?;
+    let top = top.as_ref();
+    let tracing = match top {
+        None => super::filter::Tracing::Off,
+        Some(top) if top.creating_only => super::filter::Tracing::Creating,
+        Some(_) => super::filter::Tracing::Full,
+    };
+    let program = super::filter::program(tracing);
     let fprog = libc::sock_fprog {
         len: u16::try_from(program.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "filter too long"))?,

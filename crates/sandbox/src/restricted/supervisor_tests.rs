@@ -539,6 +539,310 @@ fn owners_shown_for_placed_files_are_shown_not_recorded() {
     );
 }
 
+/// What the tracer reported of its stops ([`TopLevel::stop_report`]).
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StopCounts {
+    seccomp: u64,
+    syscall: u64,
+    switched: bool,
+}
+
+/// Runs `body` (the step's code, as for [`run_supervised_until`]) traced with top-level
+/// names absent from `/` redirected into `top`; the step's end and the tracer's stops.
+#[cfg(target_arch = "x86_64")]
+fn counted(top: &Path, body: impl FnOnce() -> i32) -> (Finished, StopCounts) {
+    use std::io::{Read, Seek};
+    use std::os::fd::AsRawFd;
+    let mut report = tempfile::tempfile().unwrap();
+    let mut top_level = super::super::redirect::TopLevel::new(top).unwrap();
+    top_level.stop_report = Some(report.as_raw_fd());
+    let done = run_supervised_until(body, None, &[], OwnershipTable::default(), Some(&top_level))
+        .expect("traced step");
+    report.rewind().unwrap();
+    let mut line = String::new();
+    report.read_to_string(&mut line).unwrap();
+    let field = |name: &str| -> u64 {
+        line.split(' ')
+            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("no {name} in the tracer's report {line:?}"))
+            .parse()
+            .unwrap()
+    };
+    let stops = StopCounts {
+        seccomp: field("seccomp"),
+        syscall: field("syscall"),
+        switched: field("switched") == 1,
+    };
+    (done, stops)
+}
+
+/// [`counted`] for `/bin/sh -c script`.
+#[cfg(target_arch = "x86_64")]
+fn sh_counted(top: &Path, script: &str) -> (Finished, StopCounts) {
+    let args: Vec<std::ffi::CString> = ["/bin/sh", "-c", script]
+        .iter()
+        .map(|a| std::ffi::CString::new(*a).unwrap())
+        .collect();
+    let mut pointers: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    pointers.push(std::ptr::null());
+    counted(top, || {
+        // SAFETY: NUL-terminated arguments that outlive the call.
+        unsafe { libc::execv(pointers[0], pointers.as_ptr()) };
+        127
+    })
+}
+
+/// A step of a stage with no redirected entry stops in the tracer only for the calls that
+/// can create a name: reads, `stat`s and `access` of real paths and of paths to redirect
+/// (which fail the same either way) make no stop, an `open` with `O_CREAT` of a real path
+/// makes one seccomp stop and nothing more.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn a_step_without_redirected_entries_stops_only_at_creating_calls() {
+    const CALLS: usize = 50;
+    let top = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    use std::os::unix::ffi::OsStringExt;
+    let created =
+        std::ffi::CString::new(out.path().join("made").into_os_string().into_vec()).unwrap();
+    let absent =
+        std::ffi::CString::new(format!("/rbuild-absent-{}/f", std::process::id())).unwrap();
+    let (done, stops) = counted(top.path(), || {
+        let real = c"/etc/hostname";
+        // SAFETY: plain syscalls with valid C strings and buffers.
+        unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            for _ in 0..CALLS {
+                if libc::access(real.as_ptr(), libc::F_OK) != 0
+                    || libc::stat(real.as_ptr(), &mut st) != 0
+                {
+                    return 3;
+                }
+                let fd = libc::open(real.as_ptr(), libc::O_RDONLY);
+                if fd < 0 {
+                    return 4;
+                }
+                libc::close(fd);
+                let fd = libc::openat(libc::AT_FDCWD, real.as_ptr(), libc::O_RDONLY);
+                if fd < 0 {
+                    return 5;
+                }
+                libc::close(fd);
+                if libc::open(absent.as_ptr(), libc::O_RDONLY) >= 0
+                    || libc::access(absent.as_ptr(), libc::F_OK) == 0
+                {
+                    return 6;
+                }
+            }
+            let fd = libc::open(created.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o644);
+            if fd < 0 {
+                return 7;
+            }
+            libc::close(fd);
+        }
+        0
+    });
+    assert_eq!(done.exit_code(), Some(0), "every call gave its answer");
+    assert!(out.path().join("made").exists());
+    assert_eq!(
+        stops,
+        StopCounts {
+            seccomp: 1,
+            syscall: 0,
+            switched: false
+        },
+        "only the open with O_CREAT stopped, and redirected nothing"
+    );
+}
+
+/// A step of a stage with no redirected entry makes one and uses it: from a process forked
+/// before the entry existed (waiting on a FIFO), from processes started after, and with
+/// `mkfifo` (a `mknod` the tracer redirects) as a new top-level entry.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn a_new_entry_is_seen_by_processes_forked_before_and_after_it() {
+    let top = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let name = format!("rbuild-switch-{}", std::process::id());
+    let real = NotInSlash(Path::new("/").join(&name));
+    let fifo_entry = NotInSlash(Path::new("/").join(format!("{name}-fifo")));
+    let o = out.path().display();
+    let script = format!(
+        "set -e
+        mkfifo '{o}/go'
+        (read line < '{o}/go'; cat /{name}/f > '{o}/before'; cd /{name}; pwd > '{o}/cwd') &
+        mkdir /{name}
+        echo hi > /{name}/f
+        echo go > '{o}/go'
+        wait $!
+        cat /{name}/f > '{o}/after'
+        mkfifo /{name}-fifo
+        test -p /{name}-fifo
+        ls /{name} > '{o}/ls'"
+    );
+    let (done, stops) = sh_counted(top.path(), &script);
+    assert!(!real.0.exists(), "the real / got {}", real.0.display());
+    assert!(
+        !fifo_entry.0.exists(),
+        "the real / got {}",
+        fifo_entry.0.display()
+    );
+    assert_eq!(done.exit_code(), Some(0), "the traced script failed");
+    let read = |f: &str| std::fs::read_to_string(out.path().join(f)).unwrap();
+    assert_eq!(
+        read("before"),
+        "hi\n",
+        "the child forked before the entry reads it"
+    );
+    assert_eq!(
+        read("cwd"),
+        format!("/{name}\n"),
+        "and its getcwd shows /NAME"
+    );
+    assert_eq!(read("after"), "hi\n");
+    assert_eq!(read("ls"), "f\n");
+    assert_eq!(
+        std::fs::read_to_string(top.path().join(&name).join("f")).unwrap(),
+        "hi\n"
+    );
+    use std::os::unix::fs::FileTypeExt;
+    let fifo = std::fs::symlink_metadata(top.path().join(format!("{name}-fifo"))).unwrap();
+    assert!(
+        fifo.file_type().is_fifo(),
+        "mkfifo /NAME made a FIFO in the redirection directory"
+    );
+    assert!(stops.switched && stops.syscall > 0, "{stops:?}");
+}
+
+/// What the step's second thread is given: the pipe it waits on before reading the new
+/// entry, the entry's path, and where it puts the bytes read (-1: its open failed).
+#[cfg(target_arch = "x86_64")]
+struct ThreadArgs {
+    pipe: libc::c_int,
+    path: *const libc::c_char,
+    read: libc::ssize_t,
+}
+
+#[cfg(target_arch = "x86_64")]
+extern "C" fn read_after_go(args: *mut libc::c_void) -> *mut libc::c_void {
+    // SAFETY: `args` is the ThreadArgs the main thread passed, alive until it joins us.
+    let args = unsafe { &mut *args.cast::<ThreadArgs>() };
+    let mut byte = 0u8;
+    let mut buf = [0u8; 16];
+    // SAFETY: plain syscalls on our buffers and a valid C string.
+    unsafe {
+        if libc::read(args.pipe, (&mut byte as *mut u8).cast(), 1) != 1 {
+            args.read = -2;
+            return std::ptr::null_mut();
+        }
+        let fd = libc::open(args.path, libc::O_RDONLY);
+        args.read = if fd < 0 {
+            -1
+        } else {
+            libc::read(fd, buf.as_mut_ptr().cast(), buf.len())
+        };
+    }
+    std::ptr::null_mut()
+}
+
+/// A second thread, started before the step makes its first redirected entry and blocked
+/// meanwhile, is traced in full after it: its `open` (no `O_CREAT`) is redirected.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn a_thread_started_before_a_new_entry_reads_it() {
+    let top = tempfile::tempdir().unwrap();
+    let name = format!("rbuild-thread-{}", std::process::id());
+    let real = NotInSlash(Path::new("/").join(&name));
+    let dir = std::ffi::CString::new(format!("/{name}")).unwrap();
+    let file = std::ffi::CString::new(format!("/{name}/f")).unwrap();
+    let (done, stops) = counted(top.path(), || {
+        // SAFETY: plain syscalls and pthread calls with valid buffers; the thread's
+        // arguments outlive it (joined before they go).
+        unsafe {
+            let mut pipe = [0; 2];
+            if libc::pipe(pipe.as_mut_ptr()) != 0 {
+                return 3;
+            }
+            let mut args = ThreadArgs {
+                pipe: pipe[0],
+                path: file.as_ptr(),
+                read: 0,
+            };
+            let mut thread: libc::pthread_t = std::mem::zeroed();
+            if libc::pthread_create(
+                &mut thread,
+                std::ptr::null(),
+                read_after_go,
+                (&mut args as *mut ThreadArgs).cast(),
+            ) != 0
+            {
+                return 4;
+            }
+            if libc::mkdir(dir.as_ptr(), 0o755) != 0 {
+                return 5;
+            }
+            let fd = libc::open(file.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o644);
+            if fd < 0 || libc::write(fd, b"hello".as_ptr().cast(), 5) != 5 {
+                return 6;
+            }
+            libc::close(fd);
+            if libc::write(pipe[1], b"g".as_ptr().cast(), 1) != 1 {
+                return 7;
+            }
+            libc::pthread_join(thread, std::ptr::null_mut());
+            if args.read == 5 {
+                0
+            } else {
+                10 + args.read.clamp(-2, 10) as i32
+            }
+        }
+    });
+    assert!(!real.0.exists(), "the real / got {}", real.0.display());
+    assert_eq!(
+        done.exit_code(),
+        Some(0),
+        "the second thread read the new entry (exit 9: its open failed)"
+    );
+    assert_eq!(
+        std::fs::read_to_string(top.path().join(&name).join("f")).unwrap(),
+        "hello"
+    );
+    assert!(stops.switched, "{stops:?}");
+}
+
+/// A device node made as a new top-level entry while the stage has none is refused (the
+/// tracer does not see the supervisor's `mknod`, so the step's later calls on it would not
+/// be redirected); under a new top-level directory it is made and recorded.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn a_device_as_the_first_new_entry_is_refused_and_below_one_made() {
+    let top = tempfile::tempdir().unwrap();
+    let name = format!("rbuild-dev-{}", std::process::id());
+    let real = NotInSlash(Path::new("/").join(&name));
+    let (refused, _) = sh_counted(top.path(), &format!("mknod /{name} c 1 3"));
+    assert_ne!(
+        refused.exit_code(),
+        Some(0),
+        "mknod of a top-level device refused"
+    );
+    assert!(!top.path().join(&name).exists() && !real.0.exists());
+    let (done, stops) = sh_counted(
+        top.path(),
+        &format!("mkdir /{name} && mknod /{name}/null c 1 3 && test -e /{name}/null"),
+    );
+    assert_eq!(done.exit_code(), Some(0));
+    assert!(stops.switched, "{stops:?}");
+    let node = top.path().join(&name).join("null");
+    assert_eq!(
+        done.table
+            .device_of(&node)
+            .unwrap()
+            .map(|d| (d.major, d.minor)),
+        Some((1, 3))
+    );
+}
+
 /// Runs `script` with /bin/sh under the filter, traced, with top-level names absent from
 /// `/` redirected into `top`.
 #[cfg(target_arch = "x86_64")]
@@ -582,11 +886,30 @@ impl Drop for NotInSlash {
     }
 }
 
+/// The stage had no redirected entry: the step starts tracing only the creating calls and
+/// switches to tracing every call at its `mkdir /NAME`.
 #[test]
 #[cfg(target_arch = "x86_64")]
 fn a_name_absent_from_slash_is_redirected_and_shown_as_slash_name() {
+    redirects_and_shows_slash_name(false);
+}
+
+/// The stage already has a redirected entry: every path-taking call is traced from the
+/// start; the same script gives the same files.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn a_step_of_a_stage_with_redirected_entries_is_traced_from_its_start() {
+    redirects_and_shows_slash_name(true);
+}
+
+#[cfg(target_arch = "x86_64")]
+fn redirects_and_shows_slash_name(stage_has_entries: bool) {
     let top = tempfile::tempdir().unwrap();
-    let name = format!("rbuild-redirect-{}", std::process::id());
+    let pid = std::process::id();
+    let name = format!("rbuild-redirect-{pid}-{}", u8::from(stage_has_entries));
+    if stage_has_entries {
+        std::fs::create_dir(top.path().join(format!("rbuild-existing-{pid}"))).unwrap();
+    }
     let real = NotInSlash(Path::new("/").join(&name));
     let script = format!(
         "set -e
@@ -606,10 +929,15 @@ fn a_name_absent_from_slash_is_redirected_and_shown_as_slash_name() {
         mkdir -p /{name}/sub && cd /{name}/sub && touch ../up
         mkfifo /{name}/fifo && test -p /{name}/fifo"
     );
-    let done = sh_redirected(top.path(), &script);
+    let (done, stops) = sh_counted(top.path(), &script);
     let slash_got_it = real.0.exists();
     assert!(!slash_got_it, "the real / got {}", real.0.display());
     assert_eq!(done.exit_code(), Some(0), "the traced script failed");
+    assert_eq!(
+        stops.switched, !stage_has_entries,
+        "tracing every call starts at the first redirection only when the stage had no \
+         redirected entry: {stops:?}"
+    );
     let moved = top.path().join(&name);
     let read = |f: &str| std::fs::read_to_string(moved.join(f)).unwrap();
     assert_eq!(read("g"), "hi\n");
@@ -666,20 +994,27 @@ fn real_names_of_slash_are_not_redirected() {
 
 /// Redirection changes nothing for paths under real names of `/`: a step reading many
 /// files gives the same output traced and untraced. Prints the times unsupervised,
-/// supervised without the tracer and supervised with it (the tracer's own cost is the
-/// difference of the last two, the supervisor's `stat` answers being in both:
+/// supervised without the tracer, with only the creating calls traced (a stage with no
+/// redirected entry) and with every path-taking call traced (the tracer's own cost is the
+/// difference from the second, the supervisor's `stat` answers being in all three:
 /// `cargo test --release … -- --nocapture`).
 #[test]
 #[cfg(target_arch = "x86_64")]
 fn real_paths_read_the_same_traced_and_their_cost_is_printed() {
+    // No redirected entry: only the creating calls stop (the output's open, here).
     let top = tempfile::tempdir().unwrap();
     let top_level = super::super::redirect::TopLevel::new(top.path()).unwrap();
+    // A redirected entry: every path-taking call stops.
+    let full_top = tempfile::tempdir().unwrap();
+    std::fs::create_dir(full_top.path().join("existing")).unwrap();
+    let full_top_level = super::super::redirect::TopLevel::new(full_top.path()).unwrap();
     let script = "find /usr/share/doc -type f -print0 | xargs -0 cat | wc -c";
     let out = tempfile::tempdir().unwrap();
     #[derive(Clone, Copy, Debug)]
     enum Mode {
         Plain,
         Supervised,
+        CreatingTraced,
         Traced,
     }
     let run = |mode: Mode| {
@@ -689,7 +1024,8 @@ fn real_paths_read_the_same_traced_and_their_cost_is_printed() {
         let done = match mode {
             Mode::Plain => run_command(&["/bin/sh", "-c", &script]).unwrap(),
             Mode::Supervised => sh_supervised(&script, None),
-            Mode::Traced => sh_supervised(&script, Some(&top_level)),
+            Mode::CreatingTraced => sh_supervised(&script, Some(&top_level)),
+            Mode::Traced => sh_supervised(&script, Some(&full_top_level)),
         };
         let took = started.elapsed();
         assert_eq!(done.exit_code(), Some(0), "{mode:?}");
@@ -699,8 +1035,10 @@ fn real_paths_read_the_same_traced_and_their_cost_is_printed() {
     run(Mode::Plain);
     let (plain, plain_took) = run(Mode::Plain);
     let (supervised, supervised_took) = run(Mode::Supervised);
+    let (creating, creating_took) = run(Mode::CreatingTraced);
     let (traced, traced_took) = run(Mode::Traced);
     assert_eq!(plain, supervised);
+    assert_eq!(plain, creating);
     assert_eq!(plain, traced);
     let files = std::process::Command::new("sh")
         .args(["-c", "find /usr/share/doc -type f | wc -l"])
@@ -709,11 +1047,12 @@ fn real_paths_read_the_same_traced_and_their_cost_is_printed() {
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     eprintln!(
         "{} files, {} bytes: unsupervised {:.1} ms, supervised untraced {:.1} ms, \
-         supervised traced {:.1} ms",
+         supervised with only creating calls traced {:.1} ms, supervised traced {:.1} ms",
         String::from_utf8_lossy(&files.stdout).trim(),
         plain.trim(),
         ms(plain_took),
         ms(supervised_took),
+        ms(creating_took),
         ms(traced_took)
     );
 }
@@ -752,9 +1091,10 @@ fn an_unreadable_path_fails_with_efault_and_the_step_goes_on() {
 }
 
 /// The cost of one stop, printed per call (`cargo test --release … one_traced_call --
-/// --nocapture`): `access` (traced when redirection is on, else run by the kernel alone)
-/// and `newfstatat` (answered by the supervisor either way), in a supervised step without
-/// and with the tracer. Every call must succeed in both.
+/// --nocapture`): `access` (traced when redirection is on and the stage has a redirected
+/// entry, else run by the kernel alone) and `newfstatat` (answered by the supervisor
+/// either way), in a supervised step without the tracer, with only the creating calls
+/// traced and with every path-taking call traced. Every call must succeed in all three.
 #[test]
 #[cfg(target_arch = "x86_64")]
 fn one_traced_call_costs_one_stop_and_is_printed() {
@@ -812,10 +1152,17 @@ fn one_traced_call_costs_one_stop_and_is_printed() {
             .collect();
         (per_call[0], per_call[1])
     };
+    // A stage with a redirected entry: every path-taking call stops.
+    let full_top = tempfile::tempdir().unwrap();
+    std::fs::create_dir(full_top.path().join("existing")).unwrap();
+    let full_top_level = super::super::redirect::TopLevel::new(full_top.path()).unwrap();
     let (access_untraced, stat_untraced) = timed(None);
-    let (access_traced, stat_traced) = timed(Some(&top_level));
+    let (access_creating, stat_creating) = timed(Some(&top_level));
+    let (access_traced, stat_traced) = timed(Some(&full_top_level));
     eprintln!(
-        "per call: access {access_untraced:.2} µs untraced, {access_traced:.2} µs traced; \
-         newfstatat (supervisor) {stat_untraced:.2} µs untraced, {stat_traced:.2} µs traced"
+        "per call: access {access_untraced:.2} µs untraced, {access_creating:.2} µs with \
+         only creating calls traced (no redirected entry), {access_traced:.2} µs traced; \
+         newfstatat (supervisor) {stat_untraced:.2} µs untraced, {stat_creating:.2} µs, \
+         {stat_traced:.2} µs"
     );
 }

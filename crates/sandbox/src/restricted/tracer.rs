@@ -8,6 +8,12 @@
 //! `getcwd` and `readlink` of `/proc/…` are fixed up at exit so that the step sees
 //! `/NAME`, never the redirection directory.
 //!
+//! A step whose stage has no redirected entry yet (`TopLevel::creating_only`) has a filter
+//! that traces only the calls that create a name ([`CREATING`]): until one of them
+//! redirects, every other call on a name `/` lacks fails the same either way. At that
+//! call the tracer stops every process of the step and traces every call from then on
+//! ([`Tracer::every_call`]). docs/sandbox.md, "Tracing only the calls that create a name".
+//!
 //! Why a process of its own: ptrace stops are reported through `waitpid`, which the
 //! supervisor's loop (polling its listener) cannot wait in; and with `PTRACE_O_EXITKILL`
 //! the tracer's end kills whatever the step left running, as the supervisor does.
@@ -16,7 +22,7 @@
 //! only rewrites paths into other paths the step could name itself; Landlock decides what
 //! they reach.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 
 use super::redirect::{base_is_root, FirstComponent, TopLevel};
@@ -80,6 +86,32 @@ pub(crate) const TRACED: &[(libc::c_long, PathArgs)] = &[
     (libc::SYS_name_to_handle_at, &[(Some(0), 1)]),
     (libc::SYS_fanotify_mark, &[(Some(3), 4)]),
     (libc::SYS_getcwd, &[]),
+];
+
+/// The calls of [`TRACED`] that create a name whatever their arguments (`openat2` may:
+/// its flags are behind a pointer), the ones a step with no redirected entry yet stops at
+/// (`filter::Tracing::Creating`), beside `open`/`openat` with `O_CREAT` and `mknod` of
+/// anything but a device, which the filter picks by their arguments. Every other call on
+/// a path to redirect fails the same redirected or not while nothing is there.
+pub(crate) const CREATING: &[libc::c_long] = &[
+    libc::SYS_creat,
+    libc::SYS_openat2,
+    libc::SYS_mkdir,
+    libc::SYS_mkdirat,
+    libc::SYS_rename,
+    libc::SYS_renameat,
+    libc::SYS_renameat2,
+    libc::SYS_link,
+    libc::SYS_linkat,
+    libc::SYS_symlink,
+    libc::SYS_symlinkat,
+];
+
+/// `mknod` of a FIFO, socket or file: traced only by the creating calls' filter (the full
+/// one sends every `mknod` to the supervisor, which translates its path itself).
+const MKNOD_PATHS: &[(libc::c_long, PathArgs)] = &[
+    (libc::SYS_mknod, &[(None, 0)]),
+    (libc::SYS_mknodat, &[(Some(0), 1)]),
 ];
 
 /// What to do at a traced call's exit.
@@ -209,6 +241,7 @@ fn trace(top: &TopLevel, step: libc::pid_t) -> io::Result<libc::c_int> {
     let options = libc::PTRACE_O_TRACESECCOMP
         | libc::PTRACE_O_TRACEFORK
         | libc::PTRACE_O_TRACEVFORK
+        | libc::PTRACE_O_TRACEVFORKDONE
         | libc::PTRACE_O_TRACECLONE
         | libc::PTRACE_O_TRACEEXEC
         | libc::PTRACE_O_TRACESYSGOOD
@@ -217,66 +250,323 @@ fn trace(top: &TopLevel, step: libc::pid_t) -> io::Result<libc::c_int> {
     if unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, step, 0, options) } != 0 {
         return Err(ptrace_error("PTRACE_SETOPTIONS"));
     }
+    let mut tracer = Tracer {
+        top,
+        every_call: false,
+        pending: HashMap::new(),
+        entered: HashSet::new(),
+        tracees: HashSet::from([step]),
+        in_vfork: HashSet::new(),
+        switching: None,
+        stops: Stops::default(),
+    };
     resume(step, libc::PTRACE_CONT, 0)?;
-    let mut pending: HashMap<libc::pid_t, Pending> = HashMap::new();
-    loop {
-        let (pid, status) = waitpid(-1, WALL)?;
-        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-            pending.remove(&pid);
-            if pid == step {
-                return Ok(status);
+    let status = tracer.run(step);
+    if let Some(fd) = top.stop_report {
+        let line = format!(
+            "seccomp={} syscall={} switched={}",
+            tracer.stops.seccomp,
+            tracer.stops.syscall,
+            u8::from(tracer.every_call)
+        );
+        // SAFETY: writes a buffer of that length to a descriptor the test gave.
+        unsafe { libc::write(fd, line.as_ptr().cast(), line.len()) };
+    }
+    status
+}
+
+/// How long the switch to tracing every call may wait for the step's processes to stop
+/// (each is sent SIGSTOP, which a running process takes within microseconds): past it
+/// the step fails rather than go on with a process that may not be traced.
+const SWITCH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The stops seen, for the test hook ([`TopLevel::stop_report`]).
+#[derive(Debug, Default)]
+struct Stops {
+    seccomp: u64,
+    syscall: u64,
+}
+
+/// The switch to tracing every call (see [`Tracer::every_call`]) under way: every known
+/// process of the step must stop once before any goes on.
+struct Switch {
+    /// Tracees sent SIGSTOP that have not stopped since.
+    awaiting: HashSet<libc::pid_t>,
+    /// Stopped tracees, kept stopped until `awaiting` is empty, with the signal to deliver.
+    held: Vec<(libc::pid_t, libc::c_int)>,
+    started: std::time::Instant,
+}
+
+struct Tracer<'a> {
+    top: &'a TopLevel,
+    /// Every call of every tracee stops (`PTRACE_SYSCALL`), the calls of [`TRACED`]
+    /// handled at their syscall-entry stop: set when a step started under
+    /// `Tracing::Creating` (only the creating calls stop, as seccomp stops) makes its first
+    /// redirection, since a redirected entry may exist from then on, and every later call
+    /// of the step on it must be redirected, whatever filter its process has.
+    every_call: bool,
+    /// Calls whose exit must be seen.
+    pending: HashMap<libc::pid_t, Pending>,
+    /// Tracees whose current call was handled at its syscall-entry stop: its seccomp stop
+    /// (the creating calls' filter still traces them) must not handle it again.
+    entered: HashSet<libc::pid_t>,
+    /// Every tracee known alive.
+    tracees: HashSet<libc::pid_t>,
+    /// Tracees waiting for a vfork child to exec or exit: they cannot stop for a switch
+    /// (the kernel's wait is not interruptible) and cannot run either; they stop at
+    /// `PTRACE_EVENT_VFORK_DONE` before running on.
+    in_vfork: HashSet<libc::pid_t>,
+    switching: Option<Switch>,
+    stops: Stops,
+}
+
+/// Where a stopped call is seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopAt {
+    /// A seccomp stop (`SECCOMP_RET_TRACE`).
+    Seccomp,
+    /// A syscall-entry stop (`PTRACE_SYSCALL`, the tracee traced in full).
+    SyscallEntry,
+}
+
+impl Tracer<'_> {
+    /// The resume request after a stop that needs nothing more.
+    fn carry_on(&self) -> libc::c_uint {
+        if self.every_call {
+            libc::PTRACE_SYSCALL
+        } else {
+            libc::PTRACE_CONT
+        }
+    }
+
+    fn run(&mut self, step: libc::pid_t) -> io::Result<libc::c_int> {
+        loop {
+            let (pid, status) = if self.switching.is_some() {
+                let (pid, status) = waitpid(-1, WALL | libc::WNOHANG)?;
+                if pid == 0 {
+                    self.drop_unstoppable()?;
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                    continue;
+                }
+                (pid, status)
+            } else {
+                waitpid(-1, WALL)?
+            };
+            if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+                self.gone(pid)?;
+                if pid == step {
+                    return Ok(status);
+                }
+                continue;
             }
-            continue;
+            if !libc::WIFSTOPPED(status) {
+                continue;
+            }
+            self.tracees.insert(pid);
+            if let Some((request, signal)) = self.stopped(pid, status)? {
+                self.resume_or_hold(pid, request, signal)?;
+            }
         }
-        if !libc::WIFSTOPPED(status) {
-            continue;
+    }
+
+    /// A tracee has ended.
+    fn gone(&mut self, pid: libc::pid_t) -> io::Result<()> {
+        self.pending.remove(&pid);
+        self.entered.remove(&pid);
+        self.tracees.remove(&pid);
+        self.in_vfork.remove(&pid);
+        if let Some(switch) = &mut self.switching {
+            switch.awaiting.remove(&pid);
         }
+        self.release_if_all_stopped()
+    }
+
+    /// Handles a stop of `pid`: how to resume it, `None` when it is gone.
+    fn stopped(
+        &mut self,
+        pid: libc::pid_t,
+        status: libc::c_int,
+    ) -> io::Result<Option<(libc::c_uint, libc::c_int)>> {
         let signal = libc::WSTOPSIG(status);
         let event = (status >> 16) & 0xff;
+        let carry_on = self.carry_on();
         if signal == libc::SIGTRAP && event == libc::PTRACE_EVENT_SECCOMP {
-            let request = match entry(top, pid) {
-                Ok(Some(stop)) => {
-                    pending.insert(pid, stop);
-                    libc::PTRACE_SYSCALL
-                }
-                Ok(None) => libc::PTRACE_CONT,
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
+            self.stops.seccomp += 1;
+            let already = self.entered.remove(&pid);
+            let stop = match entry(self.top, pid, StopAt::Seccomp, already) {
+                Ok(stop) => stop,
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
                 Err(e) => return Err(e),
             };
-            resume(pid, request, 0)?;
-        } else if signal == libc::SIGTRAP && event == libc::PTRACE_EVENT_EXEC {
-            // A successful execve: the registers are the new program's, nothing to restore.
-            pending.remove(&pid);
-            resume(pid, libc::PTRACE_CONT, 0)?;
-        } else if signal == libc::SIGTRAP && event != 0 {
-            // Fork, vfork, clone: the new tracee reports its own first stop.
-            resume(pid, libc::PTRACE_CONT, 0)?;
-        } else if signal == (libc::SIGTRAP | 0x80) {
-            match pending.get(&pid).copied() {
-                Some(stop) if at_exit(pid) => {
-                    pending.remove(&pid);
-                    match exit(top, pid, stop) {
+            let Some(stop) = stop else {
+                return Ok(Some((carry_on, 0)));
+            };
+            let redirected = stop.args.is_some();
+            self.pending.insert(pid, stop);
+            if redirected && self.top.creating_only && !self.every_call {
+                self.trace_every_call(pid)?;
+            }
+            return Ok(Some((libc::PTRACE_SYSCALL, 0)));
+        }
+        if signal == (libc::SIGTRAP | 0x80) {
+            self.stops.syscall += 1;
+            if at_exit(pid) {
+                self.entered.remove(&pid);
+                if let Some(stop) = self.pending.remove(&pid) {
+                    match exit(self.top, pid, stop) {
                         Err(e) if e.raw_os_error() != Some(libc::ESRCH) => return Err(e),
                         _ => {}
                     }
-                    resume(pid, libc::PTRACE_CONT, 0)?;
                 }
-                Some(_) => resume(pid, libc::PTRACE_SYSCALL, 0)?,
-                None => resume(pid, libc::PTRACE_CONT, 0)?,
+                return Ok(Some((carry_on, 0)));
             }
-        } else if signal == libc::SIGSTOP {
-            // A new tracee's first stop (and a step's own SIGSTOP: see docs/sandbox.md).
-            resume(pid, libc::PTRACE_CONT, 0)?;
-        } else {
-            // A signal for the tracee: delivered; a group-stop (no siginfo) is resumed.
-            // SAFETY: an all-zero siginfo_t is valid; GETSIGINFO fills it.
-            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-            // SAFETY: ptrace on our stopped tracee with a siginfo_t buffer.
-            let delivered =
-                unsafe { libc::ptrace(libc::PTRACE_GETSIGINFO, pid, 0, &mut info) } == 0;
-            resume(pid, libc::PTRACE_CONT, if delivered { signal } else { 0 })?;
+            if !self.every_call {
+                // Not expected (a kept call's next stop is its exit): seen through to it.
+                let request = if self.pending.contains_key(&pid) {
+                    libc::PTRACE_SYSCALL
+                } else {
+                    carry_on
+                };
+                return Ok(Some((request, 0)));
+            }
+            self.entered.insert(pid);
+            match entry(self.top, pid, StopAt::SyscallEntry, false) {
+                Ok(Some(stop)) => {
+                    self.pending.insert(pid, stop);
+                }
+                Ok(None) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            return Ok(Some((libc::PTRACE_SYSCALL, 0)));
+        }
+        if signal == libc::SIGTRAP && event == libc::PTRACE_EVENT_EXEC {
+            // A successful execve: the registers are the new program's, nothing to restore.
+            self.pending.remove(&pid);
+            return Ok(Some((carry_on, 0)));
+        }
+        if signal == libc::SIGTRAP && event == libc::PTRACE_EVENT_VFORK_DONE {
+            self.in_vfork.remove(&pid);
+            return Ok(Some((carry_on, 0)));
+        }
+        if signal == libc::SIGTRAP && event != 0 {
+            // Fork, vfork, clone: the new tracee reports its own first stop (before it runs
+            // anything), but is known from now on.
+            let mut child: libc::c_ulong = 0;
+            // SAFETY: ptrace on our stopped tracee, writing one c_ulong into `child`.
+            if unsafe { libc::ptrace(libc::PTRACE_GETEVENTMSG, pid, 0, &mut child) } == 0 {
+                self.tracees.insert(child as libc::pid_t);
+            }
+            if event == libc::PTRACE_EVENT_VFORK {
+                self.in_vfork.insert(pid);
+            }
+            return Ok(Some((carry_on, 0)));
+        }
+        if signal == libc::SIGSTOP {
+            // A new tracee's first stop, the switch's own SIGSTOP, and a step's own
+            // SIGSTOP (see docs/sandbox.md): suppressed.
+            return Ok(Some((carry_on, 0)));
+        }
+        // A signal for the tracee: delivered; a group-stop (no siginfo) is resumed.
+        // SAFETY: an all-zero siginfo_t is valid; GETSIGINFO fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: ptrace on our stopped tracee with a siginfo_t buffer.
+        let delivered = unsafe { libc::ptrace(libc::PTRACE_GETSIGINFO, pid, 0, &mut info) } == 0;
+        Ok(Some((carry_on, if delivered { signal } else { 0 })))
+    }
+
+    /// Starts tracing every call: `redirecting` (stopped at a creating call about to make
+    /// a redirected entry) is held while every other tracee is stopped (SIGSTOP, which the
+    /// tracer suppresses), so that no process makes one more call untraced once the entry
+    /// can exist; all are then resumed with `PTRACE_SYSCALL`.
+    fn trace_every_call(&mut self, redirecting: libc::pid_t) -> io::Result<()> {
+        self.every_call = true;
+        let mut awaiting = HashSet::new();
+        for &pid in &self.tracees {
+            if pid == redirecting || self.in_vfork.contains(&pid) {
+                continue;
+            }
+            // SAFETY: tkill with a thread id of a tracee and a signal number.
+            if unsafe { libc::syscall(libc::SYS_tkill, pid, libc::SIGSTOP) } == 0 {
+                awaiting.insert(pid);
+            }
+        }
+        self.switching = Some(Switch {
+            awaiting,
+            held: Vec::new(),
+            started: std::time::Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// Resumes `pid`, or holds it while a switch waits for the others.
+    fn resume_or_hold(
+        &mut self,
+        pid: libc::pid_t,
+        request: libc::c_uint,
+        signal: libc::c_int,
+    ) -> io::Result<()> {
+        match &mut self.switching {
+            None => resume(pid, request, signal),
+            Some(switch) => {
+                switch.awaiting.remove(&pid);
+                switch.held.push((pid, signal));
+                self.release_if_all_stopped()
+            }
         }
     }
+
+    /// Ends the switch once no tracee is awaited: every held one resumed, traced in full.
+    fn release_if_all_stopped(&mut self) -> io::Result<()> {
+        if !self
+            .switching
+            .as_ref()
+            .is_some_and(|s| s.awaiting.is_empty())
+        {
+            return Ok(());
+        }
+        let Some(switch) = self.switching.take() else {
+            return Ok(());
+        };
+        for (pid, signal) in switch.held {
+            resume(pid, libc::PTRACE_SYSCALL, signal)?;
+        }
+        Ok(())
+    }
+
+    /// While a switch waits: stops awaiting the tracees that cannot stop and cannot run
+    /// either (a zombie thread-group leader whose exit is reported only after its
+    /// threads', a vfork parent), and fails past [`SWITCH_DEADLINE`].
+    fn drop_unstoppable(&mut self) -> io::Result<()> {
+        let Some(switch) = &mut self.switching else {
+            return Ok(());
+        };
+        let in_vfork = &self.in_vfork;
+        switch
+            .awaiting
+            .retain(|pid| !in_vfork.contains(pid) && !cannot_run(*pid));
+        if !switch.awaiting.is_empty() && switch.started.elapsed() > SWITCH_DEADLINE {
+            return Err(io::Error::other(format!(
+                "processes {:?} of the step did not stop within {} s for tracing every call \
+                 after a new top-level entry",
+                switch.awaiting,
+                SWITCH_DEADLINE.as_secs()
+            )));
+        }
+        self.release_if_all_stopped()
+    }
+}
+
+/// Whether thread `tid` is dead or a zombie (`/proc/TID/stat`'s state): it runs nothing.
+fn cannot_run(tid: libc::pid_t) -> bool {
+    let Ok(stat) = std::fs::read(format!("/proc/{tid}/stat")) else {
+        return true;
+    };
+    // The state follows the command's closing parenthesis (the command may hold any).
+    let Some(close) = stat.iter().rposition(|b| *b == b')') else {
+        return false;
+    };
+    matches!(stat.get(close + 2), Some(b'Z' | b'X' | b'x'))
 }
 
 /// Whether `pid`'s syscall stop is at the call's exit.
@@ -305,13 +595,26 @@ fn set_regs(pid: libc::pid_t, regs: &libc::user_regs_struct) -> io::Result<()> {
     Ok(())
 }
 
-/// A seccomp stop: redirects the call's path arguments that need it. `Some` when the
-/// call's exit must be seen (arguments to restore, a result to fix up).
-fn entry(top: &TopLevel, pid: libc::pid_t) -> io::Result<Option<Pending>> {
+/// A call's entry (`at`): redirects its path arguments that need it. `Some` when the
+/// call's exit must be seen (arguments to restore, a result to fix up). `entered`: the
+/// call already stopped at its syscall-entry stop, where a call of [`TRACED`] was handled.
+fn entry(
+    top: &TopLevel,
+    pid: libc::pid_t,
+    at: StopAt,
+    entered: bool,
+) -> io::Result<Option<Pending>> {
     let mut regs = get_regs(pid)?;
     let nr = regs.orig_rax as libc::c_long;
-    let Some((_, paths)) = TRACED.iter().find(|(n, _)| *n == nr) else {
-        return Ok(None);
+    let listed = TRACED.iter().find(|(n, _)| *n == nr);
+    let paths = match (at, listed) {
+        (StopAt::Seccomp, Some(_)) if entered => return Ok(None),
+        (_, Some((_, paths))) => paths,
+        (StopAt::Seccomp, None) => match MKNOD_PATHS.iter().find(|(n, _)| *n == nr) {
+            Some((_, paths)) => paths,
+            None => return Ok(None),
+        },
+        (StopAt::SyscallEntry, None) => return Ok(None),
     };
     let original = args_of(&regs);
     let mut fixup = match nr {
