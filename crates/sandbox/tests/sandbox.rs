@@ -87,6 +87,14 @@ fn main() -> ExitCode {
             "chroot_copies_up_for_each_stopped_call",
             chroot_copies_up_for_each_stopped_call,
         ),
+        (
+            "an_overlay_step_is_volatile_and_its_directories_serve_once",
+            an_overlay_step_is_volatile_and_its_directories_serve_once,
+        ),
+        (
+            "every_helper_is_reaped_after_its_step",
+            every_helper_is_reaped_after_its_step,
+        ),
     ])
 }
 
@@ -1010,4 +1018,83 @@ int main(void) {
         (meta("ro-2").ino(), 0o600),
         "fchmod of a read-only descriptor reaches every name (not redirected)"
     );
+}
+
+/// A step's overlay is mounted `volatile` (no syncfs of the whole upper file system when
+/// the step's mount namespace goes, no fsync inside the step), which the kernel allows only
+/// once per upper and work directory: a second mount of the same directories (a step whose
+/// upper a crashed or finished step left) is refused, never run.
+fn an_overlay_step_is_volatile_and_its_directories_serve_once() {
+    require_root();
+    let lower = rootfs();
+    let parent = tempfile::tempdir().unwrap();
+    for sub in ["upper", "work", "merged"] {
+        std::fs::create_dir(parent.path().join(sub)).unwrap();
+    }
+    let rootfs = Rootfs::Overlay {
+        lowerdirs: vec![lower.path().to_path_buf()],
+        upperdir: parent.path().join("upper"),
+        workdir: parent.path().join("work"),
+        merged: parent.path().join("merged"),
+    };
+    let mut spec = StepSpec::new(
+        rootfs,
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "touch /first && cat /proc/self/mountinfo".into(),
+        ],
+    );
+    spec.isolation = Isolation::Userns;
+    let (outcome, output) = run(&spec);
+    assert!(outcome.status.success(), "{output}");
+    let root_mount = output
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .unwrap_or_else(|| panic!("no mount on / in:\n{output}"));
+    assert!(root_mount.contains(" overlay "), "{root_mount}");
+    assert!(root_mount.contains("volatile"), "{root_mount}");
+    assert!(parent.path().join("upper/first").exists());
+    assert!(parent.path().join("work/work/incompat/volatile").is_dir());
+
+    spec.argv = vec!["/bin/sh".into(), "-c".into(), "touch /second".into()];
+    match sandbox().run(&spec, &mut |_, _| {}) {
+        Err(SandboxError::Helper { stage, .. }) => assert_eq!(stage, "mount overlay"),
+        other => panic!("a second mount of a volatile upper must fail, got {other:?}"),
+    }
+    assert!(!parent.path().join("upper/second").exists());
+}
+
+/// `Sandbox::run` returns once the step's processes are gone, before its helper has torn
+/// the step's mount namespace down (dropping a large overlay's inodes takes a while); the
+/// helper is still reaped: none is left as a zombie.
+fn every_helper_is_reaped_after_its_step() {
+    require_root();
+    let root = rootfs();
+    for _ in 0..5 {
+        let (outcome, _) = run(&sh(root.path(), "true", Isolation::Userns));
+        assert!(outcome.status.success());
+    }
+    let helpers = || -> Vec<String> {
+        let pid = std::process::id();
+        let mut found = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+        {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace() {
+                let stat =
+                    std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+                found.push(format!("{child}: {stat}"));
+            }
+        }
+        found
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !helpers().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(helpers(), Vec::<String>::new());
 }

@@ -89,8 +89,19 @@ fn mount_root(rootfs: &Rootfs) -> Result<PathBuf, HelperError> {
                 .rev()
                 .map(|p| p.to_string_lossy().into_owned())
                 .collect();
+            // `volatile` (Linux 5.10; `userxattr` needs 5.11, so every kernel that mounts
+            // this has it): no syncfs of the whole upper file system when the step's mount
+            // namespace goes, which waited for every dirty page on it (the step's and
+            // anyone else's), and fsync inside the step is not forced to disk. A step's
+            // upper directory is throw-away until rbuild has read it: a step that did not
+            // finish is never used, each step gets new upper and work directories
+            // (`OverlayDirs::create`), and the kernel refuses to mount a volatile upper
+            // and work directory again. The files then stay in the page cache as any
+            // file rbuild writes unsynced (extracted trees, kept trees): a power cut may
+            // lose them, and a layer written later from them is checked against its
+            // recorded digest.
             let data = format!(
-                "lowerdir={},upperdir={},workdir={},userxattr",
+                "lowerdir={},upperdir={},workdir={},userxattr,volatile",
                 lower.join(":"),
                 upperdir.display(),
                 workdir.display()
