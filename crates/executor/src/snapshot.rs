@@ -31,19 +31,7 @@ impl Index {
     /// (hard-link groups), sorted. Files with one link (nearly all) are passed over on
     /// their link count alone.
     pub(crate) fn hard_link_groups(&self) -> Vec<u64> {
-        let mut names: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
-        for meta in self.before.entries().values() {
-            if meta.nlink > 1 && meta.is_regular() {
-                *names.entry(meta.ino).or_default() += 1;
-            }
-        }
-        let mut groups: Vec<u64> = names
-            .into_iter()
-            .filter(|(_, n)| *n > 1)
-            .map(|(ino, _)| ino)
-            .collect();
-        groups.sort_unstable();
-        groups
+        hard_link_groups_of(self.before.entries())
     }
 
     /// What changed between `self` (before) and the root's current state.
@@ -53,6 +41,25 @@ impl Index {
             .before
             .changes_to(&entries(self.walker.as_deref(), root)?))
     }
+}
+
+/// The inode numbers of the regular files with more than one name in `entries` (hard-link
+/// groups), sorted: what a step copies up on write (`StepSpec::copy_up_inodes`). Files
+/// with one link (nearly all) are passed over on their link count alone.
+pub(crate) fn hard_link_groups_of(entries: &Entries) -> Vec<u64> {
+    let mut names: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
+    for meta in entries.values() {
+        if meta.nlink > 1 && meta.is_regular() {
+            *names.entry(meta.ino).or_default() += 1;
+        }
+    }
+    let mut groups: Vec<u64> = names
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(ino, _)| ino)
+        .collect();
+    groups.sort_unstable();
+    groups
 }
 
 /// Every path's metadata under `root`, walked here or by container root.

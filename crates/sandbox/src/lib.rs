@@ -194,10 +194,12 @@ impl Sandbox {
         output: &mut dyn FnMut(OutputStream, &[u8]),
     ) -> Result<StepOutcome, SandboxError> {
         let isolation = self.resolve_isolation(spec.isolation)?;
-        if !spec.copy_up_inodes.is_empty() && isolation != Isolation::Chroot {
+        if !spec.copy_up_inodes.is_empty()
+            && !matches!(isolation, Isolation::Chroot | Isolation::Restricted)
+        {
             return Err(SandboxError::Unavailable(format!(
-                "copying hard-linked files up on write is implemented for chroot isolation \
-                 only, and this step's isolation is {isolation}"
+                "copying hard-linked files up on write is implemented for chroot and \
+                 restricted isolation only, and this step's isolation is {isolation}"
             )));
         }
         let protected = if isolation == Isolation::Restricted {

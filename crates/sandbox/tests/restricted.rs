@@ -56,6 +56,10 @@ const CHECKS: &[(&str, fn())] = &[
         "rbuild_killed_mid_step_kills_the_whole_step",
         rbuild_killed_mid_step_kills_the_whole_step,
     ),
+    (
+        "restricted_copies_up_only_the_written_name_of_a_shared_file",
+        restricted_copies_up_only_the_written_name_of_a_shared_file,
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -165,6 +169,120 @@ fn owners_devices_and_modes_come_back_in_the_table() {
     // A chown after the chmod clears the bit, as the kernel's chown does (root's too).
     let g = std::fs::metadata(work.join("g")).unwrap();
     assert_eq!(g.mode() & 0o4000, 0, "chown cleared setuid");
+}
+
+/// Hard-link groups from before a restricted step (`copy_up_inodes`), with no tracer, with
+/// the tracer stopping only the creating calls, and with it stopping every path call: a
+/// write-open, a chmod, a chown, a truncate and a touch of one name each give that name a
+/// new inode with the change, and leave the other name the old inode as it was, as
+/// overlayfs's copy-up does; a read copies nothing. The step's table records the chown on
+/// the copy alone, and which inode each copy came from (for the stage's owners).
+fn restricted_copies_up_only_the_written_name_of_a_shared_file() {
+    host_or_inside();
+    let old_time = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    for tracing in [
+        "no tracer",
+        "creating calls traced",
+        "every path call traced",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        let top = dir.path().join("top");
+        std::fs::create_dir(&work).unwrap();
+        std::fs::create_dir(&top).unwrap();
+        if tracing == "every path call traced" {
+            // A redirected entry: every path call stops in the tracer from the start.
+            std::fs::create_dir(top.join("an-entry-the-builder-lacks")).unwrap();
+        }
+        let mut inodes = Vec::new();
+        for group in ["w", "c", "o", "t", "u", "r"] {
+            let first = work.join(format!("{group}-1"));
+            std::fs::write(&first, format!("{group}\n")).unwrap();
+            std::fs::set_permissions(&first, std::fs::Permissions::from_mode(0o751)).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&first)
+                .unwrap()
+                .set_modified(old_time)
+                .unwrap();
+            std::fs::hard_link(&first, work.join(format!("{group}-2"))).unwrap();
+            inodes.push(std::fs::metadata(&first).unwrap().ino());
+        }
+        let sandbox = match tracing {
+            "no tracer" => Sandbox::new(),
+            _ => Sandbox::new().with_protected(Protected {
+                hidden: Vec::new(),
+                read_only: Vec::new(),
+                top_level: Some(top.clone()),
+            }),
+        };
+        let mut spec = step(
+            &work,
+            "set -e; echo more >> w-1; busybox chmod 600 c-1; busybox chown 5:6 o-1; \
+             busybox truncate -s 1 t-1; busybox touch -c u-1; cat r-1 r-2 >/dev/null; \
+             echo done",
+        );
+        spec.copy_up_inodes = inodes.clone();
+        let (outcome, output) = run(&sandbox, &spec);
+        assert_eq!(outcome.status.code, Some(0), "{tracing}: {output}");
+        assert!(output.contains("done"), "{tracing}: {output}");
+        let meta = |name: &str| std::fs::metadata(work.join(name)).unwrap();
+        let copies: Vec<(u64, u64)> = table(&outcome)
+            .copies()
+            .map(|(new, old)| (new.1, old.1))
+            .collect();
+        for (group, old) in ["w", "c", "o", "t", "u"].iter().zip(&inodes) {
+            let (written, other) = (meta(&format!("{group}-1")), meta(&format!("{group}-2")));
+            assert_eq!(
+                other.ino(),
+                *old,
+                "{tracing}, {group}: the other name keeps it"
+            );
+            assert_ne!(
+                written.ino(),
+                *old,
+                "{tracing}, {group}: the name copied up"
+            );
+            assert_eq!(
+                (written.nlink(), other.nlink()),
+                (1, 1),
+                "{tracing}, {group}"
+            );
+            assert_eq!(
+                (
+                    other.mode() & 0o7777,
+                    other.len(),
+                    other.modified().unwrap()
+                ),
+                (0o751, 2, old_time),
+                "{tracing}, {group}: the old inode as it was"
+            );
+            assert!(
+                copies.contains(&(written.ino(), *old)),
+                "{tracing}, {group}: the copy-up recorded: {copies:?}"
+            );
+        }
+        assert_eq!(copies.len(), 5, "{tracing}: {copies:?}");
+        assert_eq!(
+            std::fs::read_to_string(work.join("w-1")).unwrap(),
+            "w\nmore\n"
+        );
+        assert_eq!(meta("c-1").mode() & 0o7777, 0o600, "{tracing}");
+        assert_eq!(meta("t-1").len(), 1, "{tracing}");
+        assert_ne!(meta("u-1").modified().unwrap(), old_time, "{tracing}");
+        assert_eq!(meta("r-1").ino(), meta("r-2").ino(), "{tracing}: a read");
+        let table = table(&outcome);
+        assert_eq!(
+            table.owner_of(&work.join("o-1")).unwrap(),
+            Some(Owner { uid: 5, gid: 6 }),
+            "{tracing}"
+        );
+        assert_eq!(
+            table.owner_of(&work.join("o-2")).unwrap(),
+            None,
+            "{tracing}"
+        );
+    }
 }
 
 /// Whether `pid` is gone (or a zombie on its way out).

@@ -866,7 +866,10 @@ fn copy_up_is_refused_outside_chroot_isolation() {
     spec.copy_up_inodes = vec![1];
     match sandbox().run(&spec, &mut |_, _| {}) {
         Err(SandboxError::Unavailable(why)) => {
-            assert!(why.contains("chroot isolation only"), "{why}")
+            assert!(
+                why.contains("chroot and restricted isolation only"),
+                "{why}"
+            )
         }
         other => panic!("expected a refusal, got {other:?}"),
     }

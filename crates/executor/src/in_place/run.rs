@@ -274,6 +274,10 @@ fn run_laid_out(
     };
     let mut spec = spec.clone();
     spec.shown_owners = shown;
+    // Files hard-linked in earlier layers: a step's write to one name copies that name up,
+    // as on overlayfs (the sandbox's `copy_up`); the stage's owners follow the copy in
+    // `InPlaceOwners::merge`.
+    spec.copy_up_inodes = crate::snapshot::hard_link_groups_of(&before);
     let executed = crate::run::execute(sandbox, &spec, label, step, progress);
     let restored = placed.map_or(Ok(()), |p| p.restore());
     let outcome = executed.map_err(InPlaceError::Sandbox)?;

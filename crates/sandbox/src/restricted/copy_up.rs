@@ -221,7 +221,6 @@ fn insn(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
 /// left to the other filters. A foreign architecture's calls are not stopped (their numbers
 /// differ): a 32-bit program writing to a shared file changes every name.
 pub(crate) fn program() -> Vec<libc::sock_filter> {
-    let notify = libc::SECCOMP_RET_USER_NOTIF;
     let allow = libc::SECCOMP_RET_ALLOW;
     let mut p = vec![
         insn(BPF_LD_W_ABS, 0, 0, DATA_ARCH),
@@ -229,11 +228,31 @@ pub(crate) fn program() -> Vec<libc::sock_filter> {
         insn(BPF_RET_K, 0, 0, allow),
         insn(BPF_LD_W_ABS, 0, 0, DATA_NR),
     ];
-    for (nr, _) in always() {
+    p.extend(rules(libc::SECCOMP_RET_USER_NOTIF, |_| true, true));
+    p.push(insn(BPF_RET_K, 0, 0, allow));
+    p
+}
+
+/// The copy-up rules, for a filter whose accumulator holds the call's number: `action` for
+/// the calls of [`always`] that `include` keeps and, with `opens`, for the opens of
+/// [`opens`] whose flags ask for writing or truncation (their other flags allowed). A call
+/// not matched falls through with the accumulator unchanged. The restricted filter uses
+/// them too (`filter::program`), for the calls it does not already stop.
+pub(crate) fn rules(
+    action: u32,
+    include: impl Fn(libc::c_long) -> bool,
+    opens: bool,
+) -> Vec<libc::sock_filter> {
+    let allow = libc::SECCOMP_RET_ALLOW;
+    let mut p = Vec::new();
+    for (nr, _) in always().into_iter().filter(|(nr, _)| include(*nr)) {
         p.push(insn(BPF_JEQ_K, 0, 1, nr as u32));
-        p.push(insn(BPF_RET_K, 0, 0, notify));
+        p.push(insn(BPF_RET_K, 0, 0, action));
     }
-    for (nr, _, flags) in opens() {
+    if !opens {
+        return p;
+    }
+    for (nr, _, flags) in self::opens() {
         // Not this call: skip its six instructions. This call: the answer depends on its
         // flags only (the accumulator no longer holds the number after the load). An open
         // that creates a file or fails (`O_CREAT | O_EXCL`, how dpkg and tar make files)
@@ -243,12 +262,15 @@ pub(crate) fn program() -> Vec<libc::sock_filter> {
         p.push(insn(BPF_JSET_K, 0, 3, WRITE_FLAGS));
         p.push(insn(BPF_ALU_AND_K, 0, 0, CREATE_ONLY));
         p.push(insn(BPF_JEQ_K, 1, 0, CREATE_ONLY));
-        p.push(insn(BPF_RET_K, 0, 0, notify));
+        p.push(insn(BPF_RET_K, 0, 0, action));
         p.push(insn(BPF_RET_K, 0, 0, allow));
     }
-    p.push(insn(BPF_RET_K, 0, 0, allow));
     p
 }
+
+/// The open flags that make an open copy a lower file up (a write access mode or
+/// `O_TRUNC`), for the restricted filter's own open rules.
+pub(crate) const OPEN_WRITE_FLAGS: u32 = WRITE_FLAGS;
 
 /// Installs [`program`] in this (forked, single-threaded) process with a new listener, and
 /// returns the listener. Real root needs no no_new_privs for it (chroot steps).
@@ -300,6 +322,10 @@ impl Groups {
             inodes: inodes.iter().copied().collect(),
         }
     }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.inodes.is_empty()
+    }
 }
 
 /// Receives one notification of the copy-up filter and answers it: the call fails only
@@ -328,27 +354,7 @@ pub(crate) fn serve_one(listener: &OwnedFd, groups: &Groups) -> io::Result<()> {
         Ok(_) => (0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
         Err(errno) => (-errno, 0),
     };
-    let response = libc::seccomp_notif_resp {
-        id: request.id,
-        val: 0,
-        error,
-        flags,
-    };
-    // SAFETY: SEND reads `response`, a seccomp_notif_resp.
-    if unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_SEND,
-            &response,
-        )
-    } < 0
-    {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::ENOENT) {
-            return Err(err);
-        }
-    }
-    Ok(())
+    super::notify::send_response(listener, request.id, 0, error, flags)
 }
 
 /// A copy-up made: the old and the new inode (for a side table keyed by inode).
@@ -367,10 +373,48 @@ pub(crate) fn copy_up_if_shared(
     groups: &Groups,
 ) -> Result<Option<CopiedUp>, i32> {
     let nr = request.data.nr as libc::c_long;
-    let Some((named, open_flags_arg)) = named(nr) else {
+    let args = request.data.args;
+    let how_flags = || {
+        let read = || caller_bytes(listener, request, args[2], 8).ok();
+        let bytes = as_the_caller(request.pid, read)?;
+        Some(u64::from_ne_bytes(
+            <[u8; 8]>::try_from(bytes.as_slice()).ok()?,
+        ))
+    };
+    let Some(call) = named_call(nr, args, how_flags) else {
         return Ok(None);
     };
-    let args = request.data.args;
+    let read = || caller_path(listener, request, call.path).ok();
+    let Some(path) = as_the_caller(request.pid, read) else {
+        return Ok(None);
+    };
+    copy_up_path(request.pid, nr, &call, &path, groups, || {
+        notification_still_valid(listener, request)
+    })
+}
+
+/// The name a call changes the way overlayfs copies up for, from its number and
+/// arguments: `None` for a call that copies nothing up (one not listed, an open for
+/// reading, a call on a descriptor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NamedCall {
+    /// `AT_FDCWD` or the caller's directory descriptor.
+    pub(crate) dirfd: libc::c_int,
+    /// The path argument's index and address in the caller.
+    pub(crate) path_arg: usize,
+    pub(crate) path: u64,
+    /// Whether a final symlink is followed.
+    pub(crate) follow: bool,
+}
+
+/// [`NamedCall`] of call `nr` with `args`; `how_flags` reads `openat2`'s flags (the first
+/// field of its `struct open_how`, in the caller's memory), `None` when unreadable.
+pub(crate) fn named_call(
+    nr: libc::c_long,
+    args: [u64; 6],
+    how_flags: impl FnOnce() -> Option<u64>,
+) -> Option<NamedCall> {
+    let (named, open_flags_arg) = named(nr)?;
     let mut follow = match named.follow {
         Follow::Always | Follow::OpenFlags => true,
         Follow::Never => false,
@@ -379,48 +423,52 @@ pub(crate) fn copy_up_if_shared(
     if named.follow == Follow::OpenFlags {
         let flags = match open_flags_arg {
             Some(arg) => args[arg],
-            // openat2: the flags are the first field of its `struct open_how`.
-            None => {
-                let read = || caller_bytes(listener, request, args[2], 8).ok();
-                let Some(bytes) = as_the_caller(request.pid, read) else {
-                    return Ok(None);
-                };
-                let Ok(bytes) = <[u8; 8]>::try_from(bytes.as_slice()) else {
-                    return Ok(None);
-                };
-                u64::from_ne_bytes(bytes)
-            }
+            None => how_flags()?,
         };
         if flags as u32 & WRITE_FLAGS == 0 {
-            return Ok(None);
+            return None;
         }
         follow = flags as libc::c_int & libc::O_NOFOLLOW == 0;
     }
-    let address = args[named.path];
-    if address == 0 {
+    let path = args[named.path];
+    if path == 0 {
         // A descriptor's call (`futimens` is `utimensat(fd, NULL, …)`).
-        return Ok(None);
+        return None;
     }
-    let read = || caller_path(listener, request, address).ok();
-    let Some(path) = as_the_caller(request.pid, read) else {
-        return Ok(None);
-    };
+    Some(NamedCall {
+        dirfd: named
+            .dirfd
+            .map_or(libc::AT_FDCWD, |i| args[i] as libc::c_int),
+        path_arg: named.path,
+        path,
+        follow,
+    })
+}
+
+/// Copies up the file `call` names by `path` (as the caller `pid` sees it, after any
+/// top-level redirection) if it is one of `groups`' files and still shared, and the
+/// caller may make the change. `still_valid` is asked right before the copy: whether the
+/// caller is still blocked in this call (the names resolved were its own).
+pub(crate) fn copy_up_path(
+    pid: u32,
+    nr: libc::c_long,
+    call: &NamedCall,
+    path: &[u8],
+    groups: &Groups,
+    still_valid: impl FnOnce() -> Result<(), i32>,
+) -> Result<Option<CopiedUp>, i32> {
     if path.is_empty() {
         // `AT_EMPTY_PATH`: the descriptor itself (see the module's comment).
         return Ok(None);
     }
-    let dirfd = named
-        .dirfd
-        .map_or(libc::AT_FDCWD, |i| args[i] as libc::c_int);
-    let Some(shared) = find_shared(request.pid, dirfd, &path, follow, groups) else {
+    let Some(shared) = find_shared(pid, call.dirfd, path, call.follow, groups) else {
         return Ok(None);
     };
-    if !caller_may(request.pid, nr, &shared) {
+    if !caller_may(pid, nr, &shared) {
         // The kernel refuses the call before overlayfs would copy anything up.
         return Ok(None);
     }
-    // The caller is still blocked in this call: the names resolved were its own.
-    notification_still_valid(listener, request)?;
+    still_valid()?;
     copy_up(&shared).map(Some)
 }
 

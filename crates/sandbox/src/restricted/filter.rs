@@ -129,16 +129,17 @@ fn arg_low(index: u32) -> u32 {
     16 + 8 * index
 }
 
-/// Under [`Tracing::Creating`]: `open`/`openat` stop in the tracer only with `O_CREAT` in
-/// their flags (argument `flags_arg`); without it they run untraced.
-fn trace_if_creating(p: &mut Vec<libc::sock_filter>, nr: libc::c_long, flags_arg: u32) {
+/// Under [`Tracing::Creating`]: `open`/`openat` stop in the tracer only with one of
+/// `flags` (`O_CREAT`, and the write flags when the step copies up) in their flags
+/// (argument `flags_arg`); without them they run untraced.
+fn trace_if_creating(p: &mut Vec<libc::sock_filter>, nr: libc::c_long, flags_arg: u32, flags: u32) {
     p.push(jump_if_equal(nr as u32, 0, 4));
     p.push(stmt(BPF_LD_W_ABS, arg_low(flags_arg)));
     p.push(libc::sock_filter {
         code: BPF_JSET_K,
         jt: 0,
         jf: 1,
-        k: libc::O_CREAT as u32,
+        k: flags,
     });
     p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_TRACE));
     p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW));
@@ -161,7 +162,24 @@ fn mknod_by_kind(p: &mut Vec<libc::sock_filter>, nr: libc::c_long, mode_arg: u32
 /// for the calls decided by an argument. `tracing`: which calls stop in the tracer
 /// (`SECCOMP_RET_TRACE`; without a tracer they would fail with ENOSYS, so only for a
 /// traced step).
+#[cfg(test)]
 pub(crate) fn program(tracing: Tracing) -> Vec<libc::sock_filter> {
+    program_with(tracing, false)
+}
+
+/// The calls the supervisor answers that may name a shared file (`chown`, `setxattr`):
+/// it copies up there itself (`notify::answer_one`).
+fn answered_by_the_supervisor(nr: libc::c_long) -> bool {
+    NOTIFIED.contains(&nr) || super::xattr::CALLS.contains(&nr)
+}
+
+/// [`program`], for a step with hard-link groups from earlier layers when `copy_up`
+/// (`copy_up.rs`): every call that copies up on overlayfs must be seen before it runs.
+/// Under [`Tracing::Full`] they all stop in the tracer already; under
+/// [`Tracing::Creating`] the write-opens and the `chmod`, `truncate` and `utime` families
+/// stop there too; without a tracer they go to the supervisor. Nothing changes without
+/// groups.
+pub(crate) fn program_with(tracing: Tracing, copy_up: bool) -> Vec<libc::sock_filter> {
     let mut p = vec![
         stmt(BPF_LD_W_ABS, DATA_ARCH),
         // A foreign architecture is left to the outer filters and the kernel.
@@ -172,11 +190,32 @@ pub(crate) fn program(tracing: Tracing) -> Vec<libc::sock_filter> {
     #[cfg(target_arch = "x86_64")]
     if tracing == Tracing::Creating {
         // Before the plain answers below, which would otherwise match these first.
-        trace_if_creating(&mut p, libc::SYS_open, 1);
-        trace_if_creating(&mut p, libc::SYS_openat, 2);
+        let flags = if copy_up {
+            libc::O_CREAT as u32 | super::copy_up::OPEN_WRITE_FLAGS
+        } else {
+            libc::O_CREAT as u32
+        };
+        trace_if_creating(&mut p, libc::SYS_open, 1, flags);
+        trace_if_creating(&mut p, libc::SYS_openat, 2, flags);
         mknod_by_kind(&mut p, libc::SYS_mknod, 1);
         mknod_by_kind(&mut p, libc::SYS_mknodat, 2);
         // Each block above ends in a return: the accumulator is reloaded for the rest.
+    }
+    if copy_up {
+        match tracing {
+            Tracing::Off => p.extend(super::copy_up::rules(
+                libc::SECCOMP_RET_USER_NOTIF,
+                |nr| !answered_by_the_supervisor(nr),
+                true,
+            )),
+            // The tracer copies up what it handles (`tracer::TRACED`).
+            Tracing::Creating => p.extend(super::copy_up::rules(
+                libc::SECCOMP_RET_TRACE,
+                |nr| !answered_by_the_supervisor(nr) && traced().any(|t| t == nr),
+                false,
+            )),
+            Tracing::Full => {}
+        }
     }
     let traced_calls: Vec<libc::c_long> = match tracing {
         Tracing::Off => Vec::new(),

@@ -6,10 +6,12 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
+use super::copy_up::Groups;
 use super::creds::{CredentialTable, IdAnswer};
 use super::redirect::TopLevel;
 use super::resolve::{
-    caller_path, errno_of, open_base, open_parent, open_target, refuse_denied, stat_of,
+    caller_bytes, caller_path, errno_of, notification_still_valid, open_base, open_parent,
+    open_target, refuse_denied, stat_of,
 };
 use super::stat::StatAnswerer;
 use super::table::{Device, DeviceKind, Owner, OwnershipTable};
@@ -23,6 +25,7 @@ pub(super) fn answer_one(
     denied: &[PathBuf],
     top: Option<&TopLevel>,
     stats: &mut StatAnswerer,
+    groups: &Groups,
 ) -> io::Result<()> {
     // SAFETY: an all-zero seccomp_notif is what the kernel requires for RECV.
     let mut request: libc::seccomp_notif = unsafe { std::mem::zeroed() };
@@ -43,7 +46,14 @@ pub(super) fn answer_one(
         };
     }
     let nr = request.data.nr as libc::c_long;
-    let answer = if super::creds::CALLS.contains(&nr) {
+    let copied = if groups.is_empty() {
+        Ok(())
+    } else {
+        copy_up_first(listener, &request, table, stats, groups, top)
+    };
+    let answer = if let Err(errno) = copied {
+        Err(errno)
+    } else if super::creds::CALLS.contains(&nr) {
         match credentials.answer(listener, &request) {
             Ok(IdAnswer::Value(value)) => Ok(Answer::Value(value)),
             Ok(IdAnswer::Continue) => Ok(Answer::Continue),
@@ -55,6 +65,9 @@ pub(super) fn answer_one(
         record_mknod(listener, &request, table, denied, top)
     } else if super::xattr::CALLS.contains(&nr) {
         super::xattr::record_xattr(listener, &request, table, denied, top)
+    } else if !super::filter::NOTIFIED.contains(&nr) {
+        // Stopped only to copy up (a step with groups and no tracer): the kernel runs it.
+        Ok(Answer::Continue)
     } else {
         record_chown(listener, &request, table, denied, top).map(|()| Answer::Success)
     };
@@ -65,8 +78,21 @@ pub(super) fn answer_one(
         Ok(Answer::Continue) => (0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
         Err(errno) => (0, -errno, 0),
     };
+    send_response(listener, request.id, val, error, flags)
+}
+
+/// Answers notification `id`: `val` returned, or `error` (a negative errno), or with
+/// `SECCOMP_USER_NOTIF_FLAG_CONTINUE` in `flags` the call run by the kernel. A caller gone
+/// meanwhile (ENOENT) is not an error.
+pub(super) fn send_response(
+    listener: &OwnedFd,
+    id: u64,
+    val: i64,
+    error: i32,
+    flags: u32,
+) -> io::Result<()> {
     let response = libc::seccomp_notif_resp {
-        id: request.id,
+        id,
         val,
         error,
         flags,
@@ -84,6 +110,43 @@ pub(super) fn answer_one(
         if err.raw_os_error() != Some(libc::ENOENT) {
             return Err(err);
         }
+    }
+    Ok(())
+}
+
+/// Before a call that copies up on overlayfs (a `chown`, an xattr change, and without a
+/// tracer every such call): copies the name it gives up if it is one of `groups`' files
+/// (`copy_up.rs`), and records the new inode's copy-up. `Err` is the errno the call gets
+/// (the copy-up failed); a path that cannot be read is left to the call itself.
+fn copy_up_first(
+    listener: &OwnedFd,
+    request: &libc::seccomp_notif,
+    table: &mut OwnershipTable,
+    stats: &mut StatAnswerer,
+    groups: &Groups,
+    top: Option<&TopLevel>,
+) -> Result<(), i32> {
+    let nr = request.data.nr as libc::c_long;
+    let args = request.data.args;
+    let how_flags = || {
+        let bytes = caller_bytes(listener, request, args[2], 8).ok()?;
+        Some(u64::from_ne_bytes(
+            <[u8; 8]>::try_from(bytes.as_slice()).ok()?,
+        ))
+    };
+    let Some(call) = super::copy_up::named_call(nr, args, how_flags) else {
+        return Ok(());
+    };
+    let Ok(path) = caller_path(listener, request, call.path) else {
+        return Ok(());
+    };
+    let path = translated(top, request.pid, call.dirfd, path);
+    let copied = super::copy_up::copy_up_path(request.pid, nr, &call, &path, groups, || {
+        notification_still_valid(listener, request)
+    })?;
+    if let Some(copied) = copied {
+        table.copied_up(copied.old, copied.new);
+        stats.copied_up(copied.old, copied.new);
     }
     Ok(())
 }

@@ -153,6 +153,12 @@ impl StatAnswerer {
         }
     }
 
+    /// A name of `old` was copied up to `new` (`copy_up.rs`): the copy shows the owner
+    /// shown for `old`.
+    pub(super) fn copied_up(&mut self, old: (u64, u64), new: (u64, u64)) {
+        self.shown.copied_up(old, new);
+    }
+
     /// The owner recorded for `(dev, ino)`: by the step (`table`), else shown for a file
     /// placed for it.
     fn recorded(&self, table: &OwnershipTable, dev: u64, ino: u64) -> Option<Owner> {

@@ -144,7 +144,8 @@ pub(crate) fn run(
     let traced = top.is_some();
     // SAFETY: getpid has no preconditions.
     let helper = unsafe { libc::getpid() };
-    let finished = super::supervisor::run_supervised_until(
+    let groups = super::copy_up::Groups::new(&spec.copy_up_inodes);
+    let finished = super::supervisor::run_supervised_copying_up(
         || {
             // SAFETY: restores the mask the helper had; the pointer is to a live sigset_t.
             unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
@@ -169,6 +170,7 @@ pub(crate) fn run(
         &denied,
         shown,
         top.as_ref(),
+        &groups,
     )
     .map_err(|e| HelperError::new("supervisor", e.to_string()))?;
     send_result(control, finished.table, finished.status)

@@ -12,6 +12,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::copy_up::Groups;
 use super::creds::CredentialTable;
 use super::notify::answer_one;
 use super::redirect::TopLevel;
@@ -78,6 +79,21 @@ pub(crate) fn run_supervised_until(
     shown: OwnershipTable,
     top: Option<&TopLevel>,
 ) -> io::Result<Finished> {
+    run_supervised_copying_up(body, interrupt, denied, shown, top, &Groups::default())
+}
+
+/// [`run_supervised_until`] for a step whose root has files hard-linked in earlier layers
+/// (`groups`, empty for none): a call that would copy one of their names up on overlayfs
+/// copies it up first (`copy_up.rs`), in the tracer for the calls it stops, here for the
+/// others; the table says which new inode came from which (`OwnershipTable::copies`).
+pub(crate) fn run_supervised_copying_up(
+    body: impl FnOnce() -> i32,
+    interrupt: Option<BorrowedFd<'_>>,
+    denied: &[PathBuf],
+    shown: OwnershipTable,
+    top: Option<&TopLevel>,
+    groups: &Groups,
+) -> io::Result<Finished> {
     if top.is_some() && !cfg!(target_arch = "x86_64") {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -94,7 +110,14 @@ pub(crate) fn run_supervised_until(
         Some(top) if top.creating_only => super::filter::Tracing::Creating,
         Some(_) => super::filter::Tracing::Full,
     };
-    let program = super::filter::program(tracing);
+    let program = super::filter::program_with(tracing, !groups.is_empty());
+    // The tracer's copy-ups come back through a pipe, each before the call that made it
+    // goes on, so before any later call of the step reaches this supervisor.
+    let copies = if top.is_some() && !groups.is_empty() {
+        Some(copies_pipe()?)
+    } else {
+        None
+    };
     let fprog = libc::sock_fprog {
         len: u16::try_from(program.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "filter too long"))?,
@@ -122,7 +145,11 @@ pub(crate) fn run_supervised_until(
         unsafe { libc::setpgid(0, 0) };
         #[cfg(target_arch = "x86_64")]
         if let Some(top) = top {
-            super::tracer::run(top, supervisor, || start(&fprog, &theirs, body));
+            let copy_up = copies.as_ref().map(|(_, write)| super::tracer::CopyUp {
+                groups,
+                report: write.as_raw_fd(),
+            });
+            super::tracer::run(top, supervisor, copy_up, || start(&fprog, &theirs, body));
         }
         let _ = supervisor;
         let code = start(&fprog, &theirs, body);
@@ -130,6 +157,7 @@ pub(crate) fn run_supervised_until(
         unsafe { libc::_exit(code) };
     }
     drop(theirs);
+    let copies = copies.map(|(read, _)| read);
     let received = recv_status(ours.as_raw_fd());
     let listener = match received {
         Ok((0, Some(fd))) => fd,
@@ -147,7 +175,11 @@ pub(crate) fn run_supervised_until(
             )));
         }
     };
-    let finished = supervise(pid, &listener, interrupt, denied, shown, top);
+    let seen = Seen {
+        groups,
+        copies: copies.as_ref(),
+    };
+    let finished = supervise(pid, &listener, interrupt, denied, shown, top, seen);
     if finished.is_err() {
         // Nobody answers the step any more: end it rather than leave it blocked.
         super::reap::kill_and_reap(pid, super::reap::is_subreaper());
@@ -260,6 +292,65 @@ pub(crate) fn recv_status(sock: libc::c_int) -> io::Result<(i32, Option<OwnedFd>
 /// uninterruptible sleep on a hung file system may take long): past it the step fails.
 const LEFTOVER_DEADLINE: Duration = Duration::from_secs(30);
 
+/// A pipe for the tracer's copy-ups (`tracer::CopyUp`): the read end non-blocking.
+fn copies_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both descriptors were just created and are owned here only.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl on a descriptor of ours with plain flags.
+    cvt(unsafe { libc::fcntl(read.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) })?;
+    Ok((read, write))
+}
+
+/// Takes in the copy-ups the tracer reported so far (records of four u64: the old inode's
+/// device and number, then the new one's), for the table and what `stat` shows.
+fn take_copies(
+    copies: Option<&OwnedFd>,
+    table: &mut OwnershipTable,
+    stats: &mut StatAnswerer,
+) -> io::Result<()> {
+    let Some(copies) = copies else {
+        return Ok(());
+    };
+    let mut record = [0u8; super::tracer::COPY_RECORD];
+    loop {
+        // SAFETY: reads at most `record.len()` bytes into `record`.
+        let n = unsafe { libc::read(copies.as_raw_fd(), record.as_mut_ptr().cast(), record.len()) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::EAGAIN) => Ok(()),
+                Some(libc::EINTR) => continue,
+                _ => Err(err),
+            };
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        if n as usize != record.len() {
+            // Writes of a record are atomic (below PIPE_BUF): a short one is a bug.
+            return Err(io::Error::other("a partial copy-up record from the tracer"));
+        }
+        let word = |i: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&record[8 * i..8 * i + 8]);
+            u64::from_ne_bytes(bytes)
+        };
+        let (old, new) = ((word(0), word(1)), (word(2), word(3)));
+        table.copied_up(old, new);
+        stats.copied_up(old, new);
+    }
+}
+
+/// What the supervisor needs for copy-ups: the step's hard-link groups, and the tracer's
+/// copy-up reports.
+struct Seen<'a> {
+    groups: &'a Groups,
+    copies: Option<&'a OwnedFd>,
+}
+
 /// Answers notifications until the child has been reaped and no process holds the filter.
 /// `interrupt` (a signalfd) readable means the build was interrupted: the step is killed.
 fn supervise(
@@ -269,6 +360,7 @@ fn supervise(
     denied: &[PathBuf],
     shown: OwnershipTable,
     top: Option<&TopLevel>,
+    seen: Seen<'_>,
 ) -> io::Result<Finished> {
     let subreaper = super::reap::is_subreaper();
     wake_the_supervisor_on_the_callers_cpu(listener);
@@ -317,6 +409,7 @@ fn supervise(
             }
             return Err(err);
         }
+        take_copies(seen.copies, &mut table, &mut stats)?;
         if pfds[0].revents & libc::POLLIN != 0 {
             answer_one(
                 listener,
@@ -325,6 +418,7 @@ fn supervise(
                 denied,
                 top,
                 &mut stats,
+                seen.groups,
             )?;
             continue;
         }
@@ -354,6 +448,7 @@ fn supervise(
                     "the build was interrupted: the step was killed",
                 ));
             }
+            take_copies(seen.copies, &mut table, &mut stats)?;
             return Ok(Finished { status, table });
         }
         if ending.is_some_and(|since| since.elapsed() > LEFTOVER_DEADLINE) {

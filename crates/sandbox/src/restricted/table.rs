@@ -54,6 +54,10 @@ pub struct OwnershipTable {
     /// `security.capability` values (file capabilities, `setcap`), which only a process
     /// with CAP_SETFCAP may write; `None`: removed (by `removexattr` or a chown).
     capabilities: BTreeMap<(u64, u64), Option<Vec<u8>>>,
+    /// Copy-ups the step made (`copy_up.rs`): the new inode of a name, and the shared one
+    /// it was copied from, so that whoever keeps a table of earlier steps gives the copy
+    /// what it recorded for the old inode ([`Self::merge`]).
+    copies: BTreeMap<(u64, u64), (u64, u64)>,
 }
 
 /// [`OwnershipTable`] on the control socket: JSON maps take only string keys.
@@ -62,6 +66,8 @@ struct TableWire {
     owners: Vec<(u64, u64, Owner)>,
     devices: Vec<(u64, u64, Device)>,
     capabilities: Vec<(u64, u64, Option<Vec<u8>>)>,
+    #[serde(default)]
+    copies: Vec<((u64, u64), (u64, u64))>,
 }
 
 impl From<TableWire> for OwnershipTable {
@@ -82,6 +88,7 @@ impl From<TableWire> for OwnershipTable {
                 .into_iter()
                 .map(|(d, i, v)| ((d, i), v))
                 .collect(),
+            copies: wire.copies.into_iter().collect(),
         }
     }
 }
@@ -104,6 +111,7 @@ impl From<OwnershipTable> for TableWire {
                 .into_iter()
                 .map(|((d, i), v)| (d, i, v))
                 .collect(),
+            copies: table.copies.into_iter().collect(),
         }
     }
 }
@@ -161,7 +169,35 @@ impl OwnershipTable {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.owners.is_empty() && self.devices.is_empty() && self.capabilities.is_empty()
+        self.owners.is_empty()
+            && self.devices.is_empty()
+            && self.capabilities.is_empty()
+            && self.copies.is_empty()
+    }
+
+    /// Every copy-up recorded: `(new inode, the shared inode it was copied from)`.
+    pub fn copies(&self) -> impl Iterator<Item = ((u64, u64), (u64, u64))> + '_ {
+        self.copies.iter().map(|(k, v)| (*k, *v))
+    }
+
+    /// A name of the shared inode `old` was copied up to the new inode `new`: `new` gets
+    /// what is recorded for `old` (owner, device, file capability), which keeps its own
+    /// for its other names; what `new` already has stays (recorded after the copy).
+    pub fn copied_up(&mut self, old: (u64, u64), new: (u64, u64)) {
+        self.duplicate(old, new);
+        self.copies.insert(new, old);
+    }
+
+    fn duplicate(&mut self, old: (u64, u64), new: (u64, u64)) {
+        if let Some(owner) = self.owners.get(&old).copied() {
+            self.owners.entry(new).or_insert(owner);
+        }
+        if let Some(device) = self.devices.get(&old).copied() {
+            self.devices.entry(new).or_insert(device);
+        }
+        if let Some(capability) = self.capabilities.get(&old).cloned() {
+            self.capabilities.entry(new).or_insert(capability);
+        }
     }
 
     /// Every recorded owner, by `(dev, ino)`.
@@ -194,8 +230,12 @@ impl OwnershipTable {
         self.capabilities.remove(&key);
     }
 
-    /// Takes in what a later step recorded: its entries win over this table's.
+    /// Takes in what a later step recorded: its entries win over this table's. A name the
+    /// step copied up first gets what this table holds for the inode it was copied from.
     pub fn merge(&mut self, later: OwnershipTable) {
+        for (new, old) in &later.copies {
+            self.duplicate(*old, *new);
+        }
         self.owners.extend(later.owners);
         self.devices.extend(later.devices);
         self.capabilities.extend(later.capabilities);
@@ -211,5 +251,58 @@ impl OwnershipTable {
 
     pub(super) fn set_capability(&mut self, key: (u64, u64), value: Option<Vec<u8>>) {
         self.capabilities.insert(key, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copied_up_name_takes_the_old_inodes_entries_and_the_step_still_wins() {
+        let (old, new, other) = ((1, 10), (1, 11), (1, 12));
+        let mut stage = OwnershipTable::default();
+        stage.record_owner(
+            old,
+            Owner {
+                uid: 1000,
+                gid: 1000,
+            },
+        );
+        stage.record_owner(other, Owner { uid: 7, gid: 7 });
+        stage.set_capability(other, Some(vec![1, 2]));
+        let mut step = OwnershipTable::default();
+        step.copied_up(old, new);
+        step.copied_up(other, (1, 13));
+        // Recorded after the copy-up of `other`: the step's own entry for the copy.
+        step.set_owner((1, 13), Owner { uid: 5, gid: 6 });
+        let step = serde_json::from_str(&serde_json::to_string(&step).unwrap()).unwrap();
+        stage.merge(step);
+        assert_eq!(
+            stage.get(1, 11),
+            Some(Owner {
+                uid: 1000,
+                gid: 1000
+            })
+        );
+        assert_eq!(
+            stage.get(1, 10),
+            Some(Owner {
+                uid: 1000,
+                gid: 1000
+            })
+        );
+        assert_eq!(stage.get(1, 13), Some(Owner { uid: 5, gid: 6 }));
+        assert_eq!(stage.capability((1, 13)), Some(Some(&[1u8, 2][..])));
+        assert_eq!(stage.copies().count(), 0, "the stage keeps no copy-ups");
+    }
+
+    #[test]
+    fn a_copy_up_within_a_step_duplicates_what_it_recorded_for_the_old_inode() {
+        let mut step = OwnershipTable::default();
+        step.set_owner((1, 10), Owner { uid: 3, gid: 4 });
+        step.copied_up((1, 10), (1, 11));
+        assert_eq!(step.get(1, 11), Some(Owner { uid: 3, gid: 4 }));
+        assert_eq!(step.copies().collect::<Vec<_>>(), vec![((1, 11), (1, 10))]);
     }
 }

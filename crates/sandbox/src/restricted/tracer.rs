@@ -114,10 +114,27 @@ const MKNOD_PATHS: &[(libc::c_long, PathArgs)] = &[
     (libc::SYS_mknodat, &[(Some(0), 1)]),
 ];
 
+/// What the tracer needs to copy up a shared file's name before a call it stops changes
+/// it (`copy_up.rs`): the step's hard-link groups, and a pipe to the supervisor, which
+/// gets a [`COPY_RECORD`] for each copy-up (for its table, keyed by inode) before the
+/// call goes on.
+pub(crate) struct CopyUp<'a> {
+    pub(crate) groups: &'a super::copy_up::Groups,
+    pub(crate) report: libc::c_int,
+}
+
+/// A copy-up's record on the pipe: the old inode's device and number, then the new one's
+/// (native u64s).
+pub(crate) const COPY_RECORD: usize = 32;
+
 /// What to do at a traced call's exit.
 #[derive(Debug, Clone, Copy)]
 enum Fixup {
     None,
+    /// The call was skipped (a copy-up it needed failed): it returns `-errno`.
+    Fail {
+        errno: i32,
+    },
     /// `getcwd(buf, size)`.
     Getcwd {
         buf: u64,
@@ -155,7 +172,12 @@ fn set_arg(regs: &mut libc::user_regs_struct, index: usize, value: u64) {
 /// Runs in the forked child of the supervisor (which is `supervisor`): forks the step,
 /// which runs `body` traced, traces it and its descendants until it ends, then ends the
 /// same way (so the supervisor sees the step's status). Never returns.
-pub(crate) fn run(top: &TopLevel, supervisor: libc::pid_t, body: impl FnOnce() -> i32) -> ! {
+pub(crate) fn run(
+    top: &TopLevel,
+    supervisor: libc::pid_t,
+    copy_up: Option<CopyUp<'_>>,
+    body: impl FnOnce() -> i32,
+) -> ! {
     // SAFETY: prctl with plain values; getppid has no preconditions.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -179,7 +201,7 @@ pub(crate) fn run(top: &TopLevel, supervisor: libc::pid_t, body: impl FnOnce() -
             libc::_exit(body())
         }
     }
-    let status = match trace(top, step) {
+    let status = match trace(top, step, copy_up) {
         Ok(status) => status,
         Err(e) => {
             let message = format!("rbuild: tracing the step for top-level redirection: {e}\n");
@@ -233,7 +255,11 @@ fn resume(pid: libc::pid_t, request: libc::c_uint, signal: libc::c_int) -> io::R
 
 /// Traces `step` (stopped by its own SIGSTOP) and every descendant until `step` ends;
 /// returns its wait status.
-fn trace(top: &TopLevel, step: libc::pid_t) -> io::Result<libc::c_int> {
+fn trace(
+    top: &TopLevel,
+    step: libc::pid_t,
+    copy_up: Option<CopyUp<'_>>,
+) -> io::Result<libc::c_int> {
     let (_, status) = waitpid(step, WALL)?;
     if !libc::WIFSTOPPED(status) {
         return Ok(status);
@@ -252,6 +278,7 @@ fn trace(top: &TopLevel, step: libc::pid_t) -> io::Result<libc::c_int> {
     }
     let mut tracer = Tracer {
         top,
+        copy_up,
         every_call: false,
         pending: HashMap::new(),
         entered: HashSet::new(),
@@ -299,6 +326,8 @@ struct Switch {
 
 struct Tracer<'a> {
     top: &'a TopLevel,
+    /// Set when the step's root has files hard-linked in earlier layers.
+    copy_up: Option<CopyUp<'a>>,
     /// Every call of every tracee stops (`PTRACE_SYSCALL`), the calls of [`TRACED`]
     /// handled at their syscall-entry stop: set when a step started under
     /// `Tracing::Creating` (only the creating calls stop, as seccomp stops) makes its first
@@ -393,7 +422,8 @@ impl Tracer<'_> {
         if signal == libc::SIGTRAP && event == libc::PTRACE_EVENT_SECCOMP {
             self.stops.seccomp += 1;
             let already = self.entered.remove(&pid);
-            let stop = match entry(self.top, pid, StopAt::Seccomp, already) {
+            let copy_up = self.copy_up.as_ref();
+            let stop = match entry(self.top, copy_up, pid, StopAt::Seccomp, already) {
                 Ok(stop) => stop,
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
                 Err(e) => return Err(e),
@@ -430,7 +460,13 @@ impl Tracer<'_> {
                 return Ok(Some((request, 0)));
             }
             self.entered.insert(pid);
-            match entry(self.top, pid, StopAt::SyscallEntry, false) {
+            match entry(
+                self.top,
+                self.copy_up.as_ref(),
+                pid,
+                StopAt::SyscallEntry,
+                false,
+            ) {
                 Ok(Some(stop)) => {
                     self.pending.insert(pid, stop);
                 }
@@ -600,6 +636,7 @@ fn set_regs(pid: libc::pid_t, regs: &libc::user_regs_struct) -> io::Result<()> {
 /// call already stopped at its syscall-entry stop, where a call of [`TRACED`] was handled.
 fn entry(
     top: &TopLevel,
+    copy_up: Option<&CopyUp<'_>>,
     pid: libc::pid_t,
     at: StopAt,
     entered: bool,
@@ -626,6 +663,8 @@ fn entry(
     };
     let mut below = regs.rsp.wrapping_sub(RED_ZONE);
     let mut changed = false;
+    // The paths rewritten, by argument: where a copy-up looks.
+    let mut rewritten: Vec<(usize, Vec<u8>)> = Vec::new();
     for (dirfd_arg, path_arg) in paths.iter() {
         let address = original[*path_arg];
         if address == 0 {
@@ -687,8 +726,19 @@ fn entry(
         }
         set_arg(&mut regs, *path_arg, below);
         changed = true;
+        redirected.pop();
+        rewritten.push((*path_arg, redirected));
     }
-    if changed {
+    let failed = match (copy_up, listed) {
+        (Some(copy_up), Some(_)) => copy_up_at_entry(copy_up, pid, nr, &original, &rewritten)?,
+        _ => None,
+    };
+    if let Some(errno) = failed {
+        // Skipped (number -1): the exit stop gives it `-errno`.
+        regs.orig_rax = u64::MAX;
+        fixup = Fixup::Fail { errno };
+    }
+    if changed || failed.is_some() {
         set_regs(pid, &regs)?;
     }
     if !changed && matches!(fixup, Fixup::None) {
@@ -698,6 +748,71 @@ fn entry(
         args: changed.then_some(original),
         fixup,
     }))
+}
+
+/// Before call `nr` of `pid` runs: if it changes a name of one of the step's hard-link
+/// groups the way overlayfs copies up for, copies that name up (`copy_up.rs`) and reports
+/// it to the supervisor. The name is the one the kernel will see: the redirected path
+/// where [`entry`] rewrote it. `Some(errno)` when the copy-up failed: the call fails with
+/// it, as on overlayfs.
+fn copy_up_at_entry(
+    copy_up: &CopyUp<'_>,
+    pid: libc::pid_t,
+    nr: libc::c_long,
+    args: &[u64; 6],
+    rewritten: &[(usize, Vec<u8>)],
+) -> io::Result<Option<i32>> {
+    let how_flags = || {
+        let mut flags = [0u8; 8];
+        let n = read_memory(pid, args[2], &mut flags).ok()?;
+        (n == flags.len()).then(|| u64::from_ne_bytes(flags))
+    };
+    let Some(call) = super::copy_up::named_call(nr, *args, how_flags) else {
+        return Ok(None);
+    };
+    let path = match rewritten.iter().find(|(arg, _)| *arg == call.path_arg) {
+        Some((_, path)) => path.clone(),
+        // Unreadable or too long: the kernel fails the call itself.
+        None => match read_string(pid, call.path, libc::PATH_MAX as usize) {
+            Ok((path, true)) => path,
+            _ => return Ok(None),
+        },
+    };
+    // The caller is stopped in this call: no notification to check.
+    let copied =
+        super::copy_up::copy_up_path(pid as u32, nr, &call, &path, copy_up.groups, || Ok(()));
+    match copied {
+        Ok(Some(copied)) => {
+            let mut record = [0u8; COPY_RECORD];
+            for (i, word) in [copied.old.0, copied.old.1, copied.new.0, copied.new.1]
+                .into_iter()
+                .enumerate()
+            {
+                record[8 * i..8 * i + 8].copy_from_slice(&word.to_ne_bytes());
+            }
+            report_copy(copy_up.report, &record)?;
+            Ok(None)
+        }
+        Ok(None) => Ok(None),
+        Err(errno) => Ok(Some(errno)),
+    }
+}
+
+/// Writes one record to the supervisor's pipe (atomic: below `PIPE_BUF`).
+fn report_copy(fd: libc::c_int, record: &[u8; COPY_RECORD]) -> io::Result<()> {
+    loop {
+        // SAFETY: writes `record.len()` bytes from `record` to a descriptor of ours.
+        let n = unsafe { libc::write(fd, record.as_ptr().cast(), record.len()) };
+        if n == record.len() as isize {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if n >= 0 || err.raw_os_error() != Some(libc::EINTR) {
+            return Err(io::Error::other(format!(
+                "reporting a copy-up to the supervisor: {err}"
+            )));
+        }
+    }
 }
 
 /// A syscall-exit stop of a call [`entry`] kept: the result shown, the arguments back.
@@ -725,6 +840,7 @@ fn exit(top: &TopLevel, pid: libc::pid_t, stop: Pending) -> io::Result<()> {
                 regs.rax = shown.len() as u64;
             }
         }
+        Fixup::Fail { errno } => regs.rax = (-(errno as i64)) as u64,
         Fixup::Getcwd { .. } | Fixup::Readlink { .. } => {}
     }
     if let Some(args) = stop.args {
