@@ -80,8 +80,8 @@ fn main() -> ExitCode {
             chroot_copies_up_only_the_written_name_of_a_shared_file,
         ),
         (
-            "copy_up_is_refused_outside_chroot_isolation",
-            copy_up_is_refused_outside_chroot_isolation,
+            "copy_up_is_refused_outside_chroot_and_restricted_isolation",
+            copy_up_is_refused_outside_chroot_and_restricted_isolation,
         ),
         (
             "chroot_copies_up_for_each_stopped_call",
@@ -859,7 +859,7 @@ fn chroot_copies_up_only_the_written_name_of_a_shared_file() {
 
 /// Only the chroot helper has the copy-up supervisor: a step of another isolation that
 /// asks for it is refused, not run without it.
-fn copy_up_is_refused_outside_chroot_isolation() {
+fn copy_up_is_refused_outside_chroot_and_restricted_isolation() {
     require_root();
     let root = rootfs();
     let mut spec = sh(root.path(), "touch /ran", Isolation::Userns);
