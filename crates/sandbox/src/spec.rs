@@ -138,11 +138,11 @@ pub struct StepSpec {
     /// layer is taken. Left out of the serialized spec when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shown_owners: Vec<ShownOwner>,
-    /// Chroot and restricted isolation only: the inode numbers (on the rootfs's file system) of the
-    /// regular files that have more than one name in the rootfs before the step (hard
-    /// links from earlier layers). A write, chmod, chown, utimes, truncate or xattr change
-    /// through one of their names copies that name up first, as overlayfs does
-    /// (`restricted::copy_up`). Empty: the step runs with no copy-up supervisor at all.
+    /// Chroot and restricted isolation only: the inode numbers (on the rootfs's file
+    /// system) of the regular files that have more than one name in the rootfs before the
+    /// step (hard links from earlier layers). A write, chmod, chown, utimes, truncate or
+    /// xattr change through one of their names copies that name up first, as overlayfs
+    /// does (`restricted::copy_up`). Empty: the step runs with no copy-up at all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copy_up_inodes: Vec<u64>,
 }

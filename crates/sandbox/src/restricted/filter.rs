@@ -317,6 +317,83 @@ mod tests {
         );
     }
 
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn with_hard_link_groups_every_copying_call_is_seen_and_without_nothing_changes() {
+        let as_tuples = |p: Vec<libc::sock_filter>| -> Vec<(u16, u8, u8, u32)> {
+            p.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect()
+        };
+        for tracing in [Tracing::Off, Tracing::Creating, Tracing::Full] {
+            assert_eq!(
+                as_tuples(program_with(tracing, false)),
+                as_tuples(program(tracing)),
+                "{tracing:?} without groups"
+            );
+        }
+        assert_eq!(
+            as_tuples(program_with(Tracing::Full, true)),
+            as_tuples(program(Tracing::Full)),
+            "the full filter traces every copying call already"
+        );
+        let (trace, allow) = (libc::SECCOMP_RET_TRACE, libc::SECCOMP_RET_ALLOW);
+        let notify = libc::SECCOMP_RET_USER_NOTIF;
+        let flags = |f: libc::c_int| f as u64;
+        let create_only = flags(libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY);
+        let copying = [
+            libc::SYS_chmod,
+            libc::SYS_fchmodat,
+            libc::SYS_fchmodat2,
+            libc::SYS_truncate,
+            libc::SYS_utimensat,
+            libc::SYS_utimes,
+            libc::SYS_creat,
+            libc::SYS_openat2,
+        ];
+        // In the tracer under Creating: the write-opens (not only O_CREAT) and the rest.
+        let creating = program_with(Tracing::Creating, true);
+        for open_flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_TRUNC, libc::O_CREAT] {
+            let open_flags = flags(open_flags);
+            assert_eq!(
+                run(&creating, libc::SYS_openat, [0, 0, open_flags, 0, 0, 0]),
+                trace
+            );
+            assert_eq!(
+                run(&creating, libc::SYS_open, [0, open_flags, 0, 0, 0, 0]),
+                trace
+            );
+        }
+        assert_eq!(run(&creating, libc::SYS_openat, [0; 6]), allow, "a read");
+        for nr in copying {
+            assert_eq!(run(&creating, nr, [0; 6]), trace, "syscall {nr}");
+        }
+        for nr in [libc::SYS_fchownat, libc::SYS_setxattr, libc::SYS_newfstatat] {
+            assert_eq!(run(&creating, nr, [0; 6]), notify, "syscall {nr}");
+        }
+        assert_eq!(run(&creating, libc::SYS_access, [0; 6]), allow);
+        // Without a tracer: the supervisor gets them, and nothing is traced.
+        let off = program_with(Tracing::Off, true);
+        assert_eq!(
+            run(
+                &off,
+                libc::SYS_openat,
+                [0, 0, flags(libc::O_WRONLY), 0, 0, 0]
+            ),
+            notify
+        );
+        assert_eq!(
+            run(&off, libc::SYS_openat, [0, 0, create_only, 0, 0, 0]),
+            allow
+        );
+        assert_eq!(run(&off, libc::SYS_openat, [0; 6]), allow, "a read");
+        for nr in copying
+            .into_iter()
+            .chain([libc::SYS_fchownat, libc::SYS_setxattr])
+        {
+            assert_eq!(run(&off, nr, [0; 6]), notify, "syscall {nr}");
+        }
+        assert!(!off.iter().any(|i| i.code == BPF_RET_K && i.k == trace));
+    }
+
     /// Runs classic BPF `p` (the instructions this module emits) on a `seccomp_data` of
     /// the native architecture with `nr` and `args`: the action returned.
     fn run(p: &[libc::sock_filter], nr: libc::c_long, args: [u64; 6]) -> u32 {
