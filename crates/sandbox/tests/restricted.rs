@@ -175,8 +175,9 @@ fn owners_devices_and_modes_come_back_in_the_table() {
 /// the tracer stopping only the creating calls, and with it stopping every path call: a
 /// write-open, a chmod, a chown, a truncate and a touch of one name each give that name a
 /// new inode with the change, and leave the other name the old inode as it was, as
-/// overlayfs's copy-up does; a read copies nothing. The step's table records the chown on
-/// the copy alone, and which inode each copy came from (for the stage's owners).
+/// overlayfs's copy-up does (in a directory of mode 0555 too); a read copies nothing. The
+/// step's table records the chown on the copy alone, and which inode each copy came from
+/// (for the stage's owners).
 fn restricted_copies_up_only_the_written_name_of_a_shared_file() {
     host_or_inside();
     let old_time = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000);
@@ -208,6 +209,17 @@ fn restricted_copies_up_only_the_written_name_of_a_shared_file() {
             std::fs::hard_link(&first, work.join(format!("{group}-2"))).unwrap();
             inodes.push(std::fs::metadata(&first).unwrap().ino());
         }
+        // One more in a directory its owner may not write (mode 0555): overlayfs copies up
+        // whatever the directory's mode, so the copy-up adds the owner's bit meanwhile.
+        let closed = work.join("closed");
+        std::fs::create_dir(&closed).unwrap();
+        std::fs::write(closed.join("x-1"), "x\n").unwrap();
+        std::fs::set_permissions(closed.join("x-1"), std::fs::Permissions::from_mode(0o751))
+            .unwrap();
+        std::fs::hard_link(closed.join("x-1"), closed.join("x-2")).unwrap();
+        let closed_inode = std::fs::metadata(closed.join("x-1")).unwrap().ino();
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o555)).unwrap();
+        inodes.push(closed_inode);
         let sandbox = match tracing {
             "no tracer" => Sandbox::new(),
             _ => Sandbox::new().with_protected(Protected {
@@ -220,7 +232,7 @@ fn restricted_copies_up_only_the_written_name_of_a_shared_file() {
             &work,
             "set -e; echo more >> w-1; busybox chmod 600 c-1; busybox chown 5:6 o-1; \
              busybox truncate -s 1 t-1; busybox touch -c u-1; cat r-1 r-2 >/dev/null; \
-             echo done",
+             busybox chmod 600 closed/x-1; echo done",
         );
         spec.copy_up_inodes = inodes.clone();
         let (outcome, output) = run(&sandbox, &spec);
@@ -262,7 +274,24 @@ fn restricted_copies_up_only_the_written_name_of_a_shared_file() {
                 "{tracing}, {group}: the copy-up recorded: {copies:?}"
             );
         }
-        assert_eq!(copies.len(), 5, "{tracing}: {copies:?}");
+        let closed_meta = std::fs::metadata(&closed).unwrap();
+        assert_eq!(
+            closed_meta.mode() & 0o7777,
+            0o555,
+            "{tracing}: its mode put back"
+        );
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (x1, x2) = (meta("closed/x-1"), meta("closed/x-2"));
+        assert_eq!(
+            (x1.mode() & 0o7777, x2.mode() & 0o7777, x2.ino()),
+            (0o600, 0o751, closed_inode),
+            "{tracing}: a name in a directory of mode 0555"
+        );
+        assert!(
+            copies.contains(&(x1.ino(), closed_inode)),
+            "{tracing}: {copies:?}"
+        );
+        assert_eq!(copies.len(), 6, "{tracing}: {copies:?}");
         assert_eq!(
             std::fs::read_to_string(work.join("w-1")).unwrap(),
             "w\nmore\n"

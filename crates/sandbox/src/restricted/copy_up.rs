@@ -805,31 +805,70 @@ fn copy_up(shared: &Shared) -> Result<CopiedUp, i32> {
         COPIES.fetch_add(1, Ordering::Relaxed)
     ))
     .map_err(|_| libc::EINVAL)?;
-    // SAFETY: a valid directory descriptor and C string.
-    let copy = owned(unsafe {
-        libc::openat(
-            parent,
-            temporary.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            0o600,
-        )
+    let create = || {
+        // SAFETY: a valid directory descriptor and C string.
+        owned(unsafe {
+            libc::openat(
+                parent,
+                temporary.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o600,
+            )
+        })
+    };
+    let mut opened_up = false;
+    let copy = match create() {
+        // A directory its owner may not write (mode 0555), the owner being this process
+        // without the privilege to write there anyway (the restricted isolation's build
+        // user): overlayfs copies up with the mounter's privileges whatever the mode, so
+        // the owner's write bit is added for the copy-up alone.
+        Err(libc::EACCES) if open_up(&shared.parent, &dir_stat) => {
+            opened_up = true;
+            create()
+        }
+        created => created,
+    };
+    let copy = copy.inspect_err(|_| {
+        if opened_up {
+            set_mode(&shared.parent, dir_stat.st_mode);
+        }
     })?;
     let filled = fill(&source, &copy, &source_stat);
     let renamed = filled.and_then(|()| {
         // SAFETY: a valid directory descriptor and two C strings.
         check(unsafe { libc::renameat(parent, temporary.as_ptr(), parent, shared.name.as_ptr()) })
     });
-    if let Err(errno) = renamed {
+    if renamed.is_err() {
         // SAFETY: a valid directory descriptor and C string.
         unsafe { libc::unlinkat(parent, temporary.as_ptr(), 0) };
-        return Err(errno);
     }
+    if opened_up {
+        set_mode(&shared.parent, dir_stat.st_mode);
+    }
+    renamed?;
     restore_times(&shared.parent, &dir_stat);
     let copy_stat = fstat(&copy)?;
     Ok(CopiedUp {
         old: (source_stat.st_dev, source_stat.st_ino),
         new: (copy_stat.st_dev, copy_stat.st_ino),
     })
+}
+
+/// Adds the owner's write and search bits to directory `dir` (`O_PATH`) if this process
+/// owns it and they are missing: whether it did.
+fn open_up(dir: &OwnedFd, stat: &libc::stat) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let owner = unsafe { libc::geteuid() } == stat.st_uid;
+    owner && stat.st_mode & 0o300 != 0o300 && set_mode(dir, stat.st_mode | 0o300)
+}
+
+/// Sets the permission bits of `dir` (`O_PATH`, through its /proc link); whether it did.
+fn set_mode(dir: &OwnedFd, mode: libc::mode_t) -> bool {
+    let Ok(link) = CString::new(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
+        return false;
+    };
+    // SAFETY: a valid C string and a mode.
+    unsafe { libc::chmod(link.as_ptr(), mode & 0o7777) == 0 }
 }
 
 /// Gives `copy` the content, owner, xattrs, mode and times of `source`. The owner goes
