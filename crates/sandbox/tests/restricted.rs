@@ -220,6 +220,20 @@ fn restricted_copies_up_only_the_written_name_of_a_shared_file() {
         let closed_inode = std::fs::metadata(closed.join("x-1")).unwrap().ino();
         std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o555)).unwrap();
         inodes.push(closed_inode);
+        // On the host (root's test, whose step has no capability): one more in a
+        // directory of another user's, where no copy can be made: the call fails with
+        // the copy-up's EACCES rather than change both names.
+        let foreign = work.join("foreign");
+        let on_host = std::env::args().nth(1).as_deref() != Some(INSIDE_ARG);
+        if on_host {
+            std::fs::create_dir(&foreign).unwrap();
+            std::fs::write(foreign.join("y-1"), "y\n").unwrap();
+            std::fs::set_permissions(foreign.join("y-1"), std::fs::Permissions::from_mode(0o751))
+                .unwrap();
+            std::fs::hard_link(foreign.join("y-1"), foreign.join("y-2")).unwrap();
+            inodes.push(std::fs::metadata(foreign.join("y-1")).unwrap().ino());
+            std::os::unix::fs::chown(&foreign, Some(4321), Some(4321)).unwrap();
+        }
         let sandbox = match tracing {
             "no tracer" => Sandbox::new(),
             _ => Sandbox::new().with_protected(Protected {
@@ -232,7 +246,9 @@ fn restricted_copies_up_only_the_written_name_of_a_shared_file() {
             &work,
             "set -e; echo more >> w-1; busybox chmod 600 c-1; busybox chown 5:6 o-1; \
              busybox truncate -s 1 t-1; busybox touch -c u-1; cat r-1 r-2 >/dev/null; \
-             busybox chmod 600 closed/x-1; echo done",
+             busybox chmod 600 closed/x-1; \
+             if [ -d foreign ]; then busybox chmod 600 foreign/y-1 2>&1 || echo refused; fi; \
+             echo done",
         );
         spec.copy_up_inodes = inodes.clone();
         let (outcome, output) = run(&sandbox, &spec);
@@ -292,6 +308,18 @@ fn restricted_copies_up_only_the_written_name_of_a_shared_file() {
             "{tracing}: {copies:?}"
         );
         assert_eq!(copies.len(), 6, "{tracing}: {copies:?}");
+        if on_host {
+            assert!(
+                output.contains("Permission denied") && output.contains("refused"),
+                "{tracing}: {output}"
+            );
+            let (y1, y2) = (meta("foreign/y-1"), meta("foreign/y-2"));
+            assert_eq!(
+                (y1.ino(), y1.mode() & 0o7777, y2.mode() & 0o7777),
+                (y2.ino(), 0o751, 0o751),
+                "{tracing}: neither name changed"
+            );
+        }
         assert_eq!(
             std::fs::read_to_string(work.join("w-1")).unwrap(),
             "w\nmore\n"
