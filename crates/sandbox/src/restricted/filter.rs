@@ -363,9 +363,21 @@ mod tests {
             );
         }
         assert_eq!(run(&creating, libc::SYS_openat, [0; 6]), allow, "a read");
+        // A path in the first two arguments (where each of these takes it).
+        let named = [1, 1, 0, 0, 0, 0];
         for nr in copying {
-            assert_eq!(run(&creating, nr, [0; 6]), trace, "syscall {nr}");
+            assert_eq!(run(&creating, nr, named), trace, "syscall {nr}");
         }
+        // `futimens` (utimensat with a NULL path): a descriptor's call, untraced; a path
+        // in the high half alone is still one.
+        assert_eq!(
+            run(&creating, libc::SYS_utimensat, [3, 0, 0, 0, 0, 0]),
+            allow
+        );
+        assert_eq!(
+            run(&creating, libc::SYS_utimensat, [3, 1 << 32, 0, 0, 0, 0]),
+            trace
+        );
         for nr in [libc::SYS_fchownat, libc::SYS_setxattr, libc::SYS_newfstatat] {
             assert_eq!(run(&creating, nr, [0; 6]), notify, "syscall {nr}");
         }
@@ -389,8 +401,9 @@ mod tests {
             .into_iter()
             .chain([libc::SYS_fchownat, libc::SYS_setxattr])
         {
-            assert_eq!(run(&off, nr, [0; 6]), notify, "syscall {nr}");
+            assert_eq!(run(&off, nr, named), notify, "syscall {nr}");
         }
+        assert_eq!(run(&off, libc::SYS_utimensat, [3, 0, 0, 0, 0, 0]), allow);
         assert!(!off.iter().any(|i| i.code == BPF_RET_K && i.k == trace));
     }
 
