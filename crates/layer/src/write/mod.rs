@@ -172,9 +172,17 @@ fn encode<W: Write + Send>(
     let mut sink = HashingWriter::new(out);
     let diff = match options.compression {
         Compression::None => {
-            let mut tee = HashingWriter::new(&mut sink);
-            produce(&mut tee)?;
-            tee.into_parts().1
+            // The blob is the tar itself: the sink's digest is the diff id, so the stream is
+            // hashed once (a second tee here hashed every plain layer twice).
+            produce(&mut sink)?;
+            let (_, blob) = sink.into_parts();
+            return Ok(LayerInfo {
+                diff_id: blob.digest.clone(),
+                digest: blob.digest,
+                size: blob.bytes,
+                uncompressed_size: blob.bytes,
+                media_type: options.compression.oci_media_type(),
+            });
         }
         Compression::Zstd => {
             if !(1..=22).contains(&level) {
