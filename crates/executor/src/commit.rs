@@ -74,7 +74,14 @@ pub(crate) fn commit_layer(
         ..options.clone()
     };
     let options = if lazy { &plain } else { options };
-    let mut writer = store.blob_writer().map_err(CommitError::Start)?;
+    // The layer writer hashes what it writes (its digest names the blob), so the store
+    // does not hash it again; a layer written by container root's worker, in another
+    // process, is hashed here as it arrives.
+    let writer = match owners {
+        Owners::Mapped(_) => store.blob_writer(),
+        _ => store.blob_writer_hashed_by_caller(),
+    };
+    let mut writer = writer.map_err(CommitError::Start)?;
     // Rootless with subordinate ids, container root reads the files: the image's other
     // users may keep some private, and it sees their owners as the container's ids.
     let (info, times) = match owners {

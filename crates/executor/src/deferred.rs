@@ -249,10 +249,14 @@ impl BuildContext<'_> {
                 (dir.join("root"), changes)
             }
         };
-        let mut writer = self.store.blob_writer().map_err(|e| fail(e.to_string()))?;
+        // The layer writer hashes what it writes: the store takes its digest.
+        let mut writer = self
+            .store
+            .blob_writer_hashed_by_caller()
+            .map_err(|e| fail(e.to_string()))?;
         let written = write_layer(&root, &changes, &mut writer, &self.plain_write_options())
             .map_err(|e| fail(e.to_string()))?;
-        if written.diff_id != layer.diff_id {
+        if written.diff_id != layer.diff_id || written.digest != *digest {
             return Err(fail(format!(
                 "its files in {} changed since (diff id {} instead of {})",
                 root.display(),

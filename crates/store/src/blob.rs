@@ -30,7 +30,9 @@ pub struct BlobWriter<'s> {
     store: &'s Store,
     file: Option<BufWriter<File>>,
     temp: PathBuf,
-    hasher: Hasher,
+    /// `None` for a writer whose caller hashes every byte it writes in the same pass
+    /// ([`Store::blob_writer_hashed_by_caller`]).
+    hasher: Option<Hasher>,
     size: u64,
 }
 
@@ -53,7 +55,9 @@ impl Write for BlobWriter<'_> {
             Ok(n) => n,
             Err(e) => return Err(out_of_space(e, &self.temp, self.size + buf.len() as u64)),
         };
-        self.hasher.update(&buf[..n]);
+        if let Some(hasher) = self.hasher.as_mut() {
+            hasher.update(&buf[..n]);
+        }
         self.size += n as u64;
         Ok(n)
     }
@@ -115,7 +119,16 @@ impl BlobWriter<'_> {
             .into_inner()
             .map_err(|e| out_of_space(e.into_error(), &self.temp, self.size))
             .at("write blob temp file", &self.temp)?;
-        let digest = std::mem::take(&mut self.hasher).finish();
+        let digest = match (self.hasher.take(), expected) {
+            (Some(hasher), _) => hasher.finish(),
+            (None, Some(expected)) => expected.clone(),
+            (None, None) => {
+                return Err(io::Error::other(
+                    "a blob hashed by its writer's caller was committed without its digest",
+                ))
+                .at("write blob temp file", &self.temp)
+            }
+        };
         if let Some(expected) = expected {
             if *expected != digest {
                 return Err(StoreError::DigestMismatch {
@@ -176,9 +189,19 @@ impl Store {
             store: self,
             file: Some(BufWriter::with_capacity(1 << 20, file)),
             temp,
-            hasher: Hasher::new(),
+            hasher: Some(Hasher::new()),
             size: 0,
         })
+    }
+
+    /// Starts writing a blob whose every accepted byte the caller hashes itself in the same
+    /// pass (the layer writer's one-pass digest): `commit` must be given that digest and
+    /// takes it as the blob's name without hashing the bytes a second time. Only for
+    /// digests computed here from the bytes written, never for one read from elsewhere.
+    pub fn blob_writer_hashed_by_caller(&self) -> Result<BlobWriter<'_>> {
+        let mut writer = self.blob_writer()?;
+        writer.hasher = None;
+        Ok(writer)
     }
 
     /// Stores `bytes`, verifying them against `expected` if given.

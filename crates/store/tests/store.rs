@@ -60,6 +60,25 @@ fn blob_writer_commits_verified_content_under_its_digest() {
 }
 
 #[test]
+fn a_blob_hashed_by_its_caller_needs_the_callers_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut w = store.blob_writer_hashed_by_caller().unwrap();
+    w.write_all(b"layer bytes").unwrap();
+    let err = w.commit(None).unwrap_err().to_string();
+    assert!(err.contains("without its digest"), "{err}");
+    assert!(files_in(&blobs_dir(dir.path())).is_empty());
+    assert!(files_in(&dir.path().join("tmp")).is_empty());
+
+    let mut w = store.blob_writer_hashed_by_caller().unwrap();
+    w.write_all(b"layer bytes").unwrap();
+    let blob = w.commit(Some(&Digest::of(b"layer bytes"))).unwrap();
+    assert_eq!(blob.digest, Digest::of(b"layer bytes"));
+    assert_eq!(blob.size, 11);
+    assert_eq!(store.read_blob(&blob.digest).unwrap(), b"layer bytes");
+}
+
+#[test]
 fn writing_a_stored_blob_again_keeps_the_stored_copy_and_leases_it() {
     let dir = tempfile::tempdir().unwrap();
     let first = Store::open(dir.path()).unwrap();
