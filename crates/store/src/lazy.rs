@@ -125,7 +125,8 @@ impl Store {
             return Ok(found);
         }
         let plain = self.open_blob(&layer.digest)?;
-        let mut writer = self.blob_writer()?;
+        // The encoder hashes the compressed bytes it writes: the store takes its digest.
+        let mut writer = self.blob_writer_hashed_by_caller()?;
         let info = compress_layer(std::io::BufReader::new(plain), &mut writer, options)
             .map_err(|e| StoreError::Invalid(format!("compressing layer {diff_id}: {e}")))?;
         if &info.diff_id != diff_id {
