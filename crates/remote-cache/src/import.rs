@@ -178,7 +178,9 @@ impl RegistryCache {
         };
         if !store.has_blob(&layer.digest) {
             self.handle.block_on(async {
-                let writer = store.blob_writer().map_err(local)?;
+                // `pull_blob` verifies the digest of every byte it writes: the store
+                // takes it without hashing them again.
+                let writer = store.blob_writer_hashed_by_caller().map_err(local)?;
                 let mut sink = SyncWriter(writer);
                 self.client
                     .pull_blob(
