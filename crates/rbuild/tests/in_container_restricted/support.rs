@@ -224,7 +224,7 @@ fn write_contexts(app: &Path) {
     // Outside the context (a secret is never part of it).
     std::fs::write(app.parent().unwrap().join("secret.txt"), "s3cret").unwrap();
     std::fs::write(app.join("Dockerfile.mkdir"), MKDIR_TOP_DOCKERFILE).unwrap();
-    std::fs::write(app.join("Dockerfile.existing"), MKDIR_EXISTING_DOCKERFILE).unwrap();
+    std::fs::write(app.join("Dockerfile.absent"), ABSENT_TOP_DOCKERFILE).unwrap();
     std::fs::write(app.join("Dockerfile.byname"), ESCAPE_BY_NAME_DOCKERFILE).unwrap();
     std::fs::write(app.join("Dockerfile.bylink"), ESCAPE_BY_LINK_DOCKERFILE).unwrap();
     std::fs::write(app.join("Dockerfile.context"), CONTEXT_DOCKERFILE).unwrap();
@@ -235,7 +235,18 @@ fn write_contexts(app: &Path) {
         .into_iter()
         .find(|l| l.to_string_lossy().contains("libc.so"))
         .expect("rbuild links libc");
-    let mapped = format!("FROM base:1\nRUN echo x >> {}\n", library.display());
+    // The base has no /lib: the step makes one, so that the next sees the builder's /lib
+    // (where the library is) as the stage's.
+    let top = library
+        .iter()
+        .nth(1)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let mapped = format!(
+        "FROM base:1\nRUN mkdir /{top}\nRUN echo x >> {}\n",
+        library.display()
+    );
     std::fs::write(app.join("Dockerfile.mapped"), mapped).unwrap();
     std::fs::write(
         app.join("Dockerfile.cwd"),
