@@ -89,13 +89,15 @@ const TOP_ESCAPE_DOCKERFILE: &str = "FROM base:1\n\
 /// Top-level names the base lacks that `/` has (the builder image's empty `/srv`, the
 /// container's volume at `/out`) or not (`/app`, `/data`, `/workspace`) are all absent to
 /// the stage's steps: `test ! -e`, `ls` and `cd` find nothing, a plain `mkdir` (and
-/// `mkdir -m 777`) and WORKDIR make the stage's own, and the image is the host's.
+/// `mkdir -m 777`) and WORKDIR make the stage's own, and the image is the host's. (And an
+/// ADD of a tar archive keeps the archive's owners, which the in-place build records.)
 const ABSENT_TOP_DOCKERFILE: &str = "FROM base:1\n\
      RUN mkdir /app && echo x > /app/f\n\
      RUN test ! -e /data && mkdir /data && test ! -e /srv && ! ls /srv && ! cd /srv \
      && mkdir /srv && echo s > /srv/s && mkdir -m 777 /out && echo o > /out/o\n\
      WORKDIR /workspace\n\
-     RUN pwd > here && ls -d /app /data /out /srv /workspace >> here && cat /app/f /out/o >> here\n";
+     RUN pwd > here && ls -d /app /data /out /srv /workspace >> here && cat /app/f /out/o >> here\n\
+     ADD owned.tar /archive/\n";
 
 /// A stage with a top-level directory the builder image lacks (made by WORKDIR): laid out
 /// in /rbuild/top.
@@ -407,6 +409,7 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
     // /srv, the volume at /out) or not: absent to the steps, made by them as on the host,
     // as the pod's user and as OpenShift's.
     std::fs::write(app.join("Dockerfile.absent"), ABSENT_TOP_DOCKERFILE).unwrap();
+    write_owned_tar(&app);
     let reference = work.path().join("reference-absent.tar");
     let dest = format!("type=oci,dest={}", reference.display());
     rbuild_ok(&[
@@ -455,6 +458,12 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
         let made = entry(&layers[2], "out/");
         assert_eq!((made.mode, made.uid, made.gid), (0o777, 0, 0), "as {user}");
         entry(&layers[2], "srv/s");
+        let owned = entry(layers.last().unwrap(), "archive/dir/f");
+        assert_eq!(
+            (owned.uid, owned.gid),
+            (1234, 5678),
+            "as {user}: the archive's owner"
+        );
         let diff = Command::new(rbuild())
             .arg("diff")
             .arg(&reference)
