@@ -500,10 +500,11 @@ fn extract(archive: &Path, target: &Target<'_>) -> Result<()> {
         }
         let (uid, gid) = match chown {
             Some(owner) => owner,
+            // Root's too: a later archive may rewrite a file an earlier one recorded
+            // (`ADD *.tar`), and its record must not stay.
             None => match (u32::try_from(entry.uid), u32::try_from(entry.gid)) {
-                (Ok(uid), Ok(gid)) if (uid, gid) != (0, 0) => (uid, gid),
-                // Root's (the build user's files are written as root's), or an id no
-                // container has: as the extraction left it.
+                (Ok(uid), Ok(gid)) => (uid, gid),
+                // An id no container has: as the extraction left it.
                 _ => continue,
             },
         };
