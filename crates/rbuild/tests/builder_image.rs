@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use rbuild_testutil::{busybox_rootfs, require_root, Dockerd, Registry};
 
 mod common;
-use common::golden::{base_context, base_counts, cases, judge, BASE_NAME};
+use common::golden::{base_context, base_counts, cases, judge_with, start_servers, BASE_NAME};
 use common::RESTRICTED_POD;
 
 /// The largest `rbuild:latest` may be (the bound is 80 MB; it is far smaller).
@@ -532,7 +532,26 @@ fn build_golden_cases(
     let (cases_in, scratch) = (paths.cases, paths.scratch);
     for case in selected {
         let dest = format!("{scratch}/{}.tar", case.name);
-        let context = if case.text("source") == Some("socket") {
+        // The case's HTTP and git server, on the host's 127.0.0.1, which a container run
+        // with `--network host` reaches (the restricted pod's runs are).
+        let servers = start_servers(&case);
+        let substitute = |text: &str| {
+            servers
+                .as_ref()
+                .map_or(text.to_string(), |s| s.substitute(text))
+        };
+        let mut dockerfile = Some(format!("{cases_in}/{}/Dockerfile", case.name));
+        if servers.is_some() {
+            let text = std::fs::read_to_string(case.dir.join("Dockerfile")).unwrap_or_default();
+            let name = format!("{}.Dockerfile", case.name);
+            std::fs::write(paths.scratch_on_host.join(&name), substitute(&text)).unwrap();
+            dockerfile = Some(format!("{scratch}/{name}"));
+        }
+        let context = if let Some(url) = case.text("remote_context") {
+            // A context URL, `-f` the Dockerfile's name inside it (if the case says).
+            dockerfile = case.text("dockerfile_name").map(str::to_string);
+            substitute(url)
+        } else if case.text("source") == Some("socket") {
             // A copy of the context with a Unix socket in it (`testCopySocket`), as
             // buildkit_cases.rs makes it; the socket file stays when the listener closes.
             let name = format!("{}-socket-context", case.name);
@@ -557,8 +576,11 @@ fn build_golden_cases(
             "-q".into(),
             "--progress".into(),
             "plain".into(),
-            "-f".into(),
-            format!("{cases_in}/{}/Dockerfile", case.name),
+        ];
+        if let Some(dockerfile) = dockerfile {
+            args.extend(["-f".into(), dockerfile]);
+        }
+        args.extend([
             "-o".into(),
             // BuildKit's image exporter attributes (`rewrite-timestamp=`, `source-date-epoch=`).
             format!(
@@ -568,9 +590,9 @@ fn build_golden_cases(
                     .map(|a| format!(",{a}"))
                     .collect::<String>()
             ),
-        ];
+        ]);
         for arg in case.strings("build_args") {
-            args.extend(["--build-arg".into(), arg]);
+            args.extend(["--build-arg".into(), substitute(&arg)]);
         }
         if let Some(target) = case.text("target") {
             args.extend(["--target".into(), target.to_string()]);
@@ -585,6 +607,18 @@ fn build_golden_cases(
                 format!("id={id},src={cases_in}/{}/secrets/{id}", case.name),
             ]);
         }
+        // Named contexts: a directory of the case, or a URL of its server (images and OCI
+        // layouts as they are: the pod has no store holding them).
+        if let Some(contexts) = case.spec.get("named_contexts").and_then(|v| v.as_object()) {
+            for (name, value) in contexts {
+                let value = value.as_str().unwrap_or_default();
+                let value = match value.strip_prefix("local:") {
+                    Some(dir) => format!("{cases_in}/{}/{dir}", case.name),
+                    None => substitute(value),
+                };
+                args.extend(["--build-context".into(), format!("{name}={value}")]);
+            }
+        }
         args.extend(extra.iter().map(|a| a.to_string()));
         args.push(context);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -595,7 +629,7 @@ fn build_golden_cases(
         } else {
             Err(String::from_utf8_lossy(&out.stderr).into_owned())
         };
-        let (verdict, problem) = judge(&case, built, counts, isolation);
+        let (verdict, problem) = judge_with(&case, built, counts, isolation, servers.as_ref());
         if let Some(problem) = problem {
             failures.push(format!("{}: {problem}", case.name));
         }
@@ -625,9 +659,12 @@ fn build_golden_cases(
 /// top-level redirection (`/` is the container runtime's: such entries are laid out in
 /// `/rbuild/top`, docs/sandbox.md), and those that make a name of `/` the base lacks and the
 /// builder image or the pod has (`mkdir /data`, `mkdir -m 777 /out`), which build since such
-/// names are absent to the stage's steps. The rest of the golden cases need what this test
-/// does not give the pod (an HTTP or git server, named contexts, an ssh agent) or are listed
-/// in docs/status.md.
+/// names are absent to the stage's steps. Cases with an HTTP server (files, archives, a
+/// remote Dockerfile) get it on the host's 127.0.0.1, which the pod reaches (`--network
+/// host`), and local named contexts from the cases' volume. The rest of the golden cases
+/// need what the pod or this test does not give (git: the builder image has none; images
+/// or OCI layouts as named contexts, an ssh agent, `--network=none`, tmpfs `size=`, a
+/// non-root `USER`) or are listed in docs/status.md.
 const RESTRICTED_POD_CASES: &[&str] = &[
     "pod_files",
     "pod_mounts",
@@ -635,7 +672,9 @@ const RESTRICTED_POD_CASES: &[&str] = &[
     "copy_link",
     "secret_required",
     "add_archive",
+    "add_archive_xz",
     "add_checksum_local",
+    "add_from_url",
     "add_through_symlink",
     "args_errors",
     "args_global",
@@ -665,7 +704,7 @@ const RESTRICTED_POD_CASES: &[&str] = &[
     "definition_description",
     "definition_description_ok",
     "dockerfile_dirs",
-    "dockerfile_from_git",
+    "dockerfile_from_http",
     "dockerignore",
     "dockerignore_invalid",
     "dockerignore_override",
@@ -696,6 +735,7 @@ const RESTRICTED_POD_CASES: &[&str] = &[
     "fidelity_run_files",
     "fidelity_run_mounts",
     "fidelity_shell_stopsignal",
+    "git_query_string_ref_conflict",
     "heredoc_run_copy",
     "heredoc_special",
     "history_args",
@@ -712,6 +752,8 @@ const RESTRICTED_POD_CASES: &[&str] = &[
     "mounts",
     "mounts_more",
     "multistage",
+    "named_image_context_scratch",
+    "named_local_context",
     "onbuild",
     "onbuild_more",
     "onbuild_new_deps",
@@ -732,12 +774,17 @@ const RESTRICTED_POD_CASES: &[&str] = &[
     "secrets",
     "source_date_epoch",
     "source_date_epoch_context",
+    "source_date_epoch_context_http_archive",
+    "source_date_epoch_context_http_last_modified",
     "source_date_epoch_default",
     "source_date_epoch_default_reset",
     "source_date_epoch_default_rewrite",
     "source_date_epoch_exporter_later",
     "source_date_epoch_exporter_override",
+    "source_date_epoch_named_context_http_archive",
+    "source_date_epoch_named_context_http_last_modified",
     "source_date_epoch_stage",
+    "source_date_epoch_stage_http_archive",
     "symlinked_dockerfile",
     "tar_context",
     "target_stage_arg",
