@@ -480,9 +480,14 @@ fn extract(archive: &Path, target: &Target<'_>) -> Result<()> {
             .map_err(BuildError::layer(extracting))?;
         }
     }
-    let Some((uid, gid)) = target.own.owner.filter(|o| *o != (0, 0)) else {
+    let chown = target.own.owner.filter(|o| *o != (0, 0));
+    // In place (restricted isolation) the extraction ran as the build user, owners ignored:
+    // the archive's own owners are recorded, as the layer extraction records a layer's (a
+    // root build's extraction keeps them on the disk).
+    let archive_owners = matches!(target.owners, fsops::Owners::Recorded(_)) && chown.is_none();
+    if chown.is_none() && !archive_owners {
         return Ok(());
-    };
+    }
     let entries = rbuild_layer::list_entries(open()?)
         .map_err(BuildError::layer(format!("reading {}", archive.display())))?;
     for entry in entries {
@@ -493,6 +498,16 @@ fn extract(archive: &Path, target: &Target<'_>) -> Result<()> {
         if leaf.starts_with(".wh.") {
             continue;
         }
+        let (uid, gid) = match chown {
+            Some(owner) => owner,
+            // Root's too: a later archive may rewrite a file an earlier one recorded
+            // (`ADD *.tar`), and its record must not stay.
+            None => match (u32::try_from(entry.uid), u32::try_from(entry.gid)) {
+                (Ok(uid), Ok(gid)) => (uid, gid),
+                // An id no container has: as the extraction left it.
+                _ => continue,
+            },
+        };
         // The parent resolved inside the destination; the entry itself never followed.
         let parent = format!("/{}", parents.join("/"));
         let Ok(Some(host_parent)) = rbuild_inroot::host_path_in_root(&dir, &parent) else {

@@ -169,6 +169,7 @@ impl BuildContext<'_> {
             isolation,
             shown_owners: Vec::new(),
             copy_up_inodes: Vec::new(),
+            top_level_names: None,
         };
         if isolation == Isolation::Restricted {
             // The stage is laid out in the builder's own `/` (in_place/).

@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use rbuild_testutil::{busybox_rootfs, require_root, Dockerd, Registry};
 
 mod common;
-use common::golden::{base_context, base_counts, cases, judge, BASE_NAME};
+use common::golden::{base_context, base_counts, cases, judge_with, start_servers, BASE_NAME};
 use common::RESTRICTED_POD;
 
 /// The largest `rbuild:latest` may be (the issue's bound is 80 MB; it is far smaller).
@@ -532,7 +532,26 @@ fn build_golden_cases(
     let (cases_in, scratch) = (paths.cases, paths.scratch);
     for case in selected {
         let dest = format!("{scratch}/{}.tar", case.name);
-        let context = if case.text("source") == Some("socket") {
+        // The case's HTTP and git server, on the host's 127.0.0.1, which a container run
+        // with `--network host` reaches (the restricted pod's runs are).
+        let servers = start_servers(&case);
+        let substitute = |text: &str| {
+            servers
+                .as_ref()
+                .map_or(text.to_string(), |s| s.substitute(text))
+        };
+        let mut dockerfile = Some(format!("{cases_in}/{}/Dockerfile", case.name));
+        if servers.is_some() {
+            let text = std::fs::read_to_string(case.dir.join("Dockerfile")).unwrap_or_default();
+            let name = format!("{}.Dockerfile", case.name);
+            std::fs::write(paths.scratch_on_host.join(&name), substitute(&text)).unwrap();
+            dockerfile = Some(format!("{scratch}/{name}"));
+        }
+        let context = if let Some(url) = case.text("remote_context") {
+            // A context URL, `-f` the Dockerfile's name inside it (if the case says).
+            dockerfile = case.text("dockerfile_name").map(str::to_string);
+            substitute(url)
+        } else if case.text("source") == Some("socket") {
             // A copy of the context with a Unix socket in it (`testCopySocket`), as
             // buildkit_cases.rs makes it; the socket file stays when the listener closes.
             let name = format!("{}-socket-context", case.name);
@@ -557,22 +576,48 @@ fn build_golden_cases(
             "-q".into(),
             "--progress".into(),
             "plain".into(),
-            "-f".into(),
-            format!("{cases_in}/{}/Dockerfile", case.name),
-            "-o".into(),
-            format!("type=docker,dest={dest}"),
         ];
+        if let Some(dockerfile) = dockerfile {
+            args.extend(["-f".into(), dockerfile]);
+        }
+        args.extend([
+            "-o".into(),
+            // BuildKit's image exporter attributes (`rewrite-timestamp=`, `source-date-epoch=`).
+            format!(
+                "type=docker,dest={dest}{}",
+                case.strings("exporter_attrs")
+                    .iter()
+                    .map(|a| format!(",{a}"))
+                    .collect::<String>()
+            ),
+        ]);
         for arg in case.strings("build_args") {
-            args.extend(["--build-arg".into(), arg]);
+            args.extend(["--build-arg".into(), substitute(&arg)]);
         }
         if let Some(target) = case.text("target") {
             args.extend(["--target".into(), target.to_string()]);
+        }
+        // The build-wide network (buildx's `--network`; BuildKit's `force-network-mode`).
+        if let Some(network) = case.text("network") {
+            args.extend(["--network".into(), network.to_string()]);
         }
         for id in case.strings("secrets") {
             args.extend([
                 "--secret".into(),
                 format!("id={id},src={cases_in}/{}/secrets/{id}", case.name),
             ]);
+        }
+        // Named contexts: a directory of the case, or a URL of its server (images and OCI
+        // layouts as they are: the pod has no store holding them).
+        if let Some(contexts) = case.spec.get("named_contexts").and_then(|v| v.as_object()) {
+            for (name, value) in contexts {
+                let value = value.as_str().unwrap_or_default();
+                let value = match value.strip_prefix("local:") {
+                    Some(dir) => format!("{cases_in}/{}/{dir}", case.name),
+                    None => substitute(value),
+                };
+                args.extend(["--build-context".into(), format!("{name}={value}")]);
+            }
         }
         args.extend(extra.iter().map(|a| a.to_string()));
         args.push(context);
@@ -584,7 +629,7 @@ fn build_golden_cases(
         } else {
             Err(String::from_utf8_lossy(&out.stderr).into_owned())
         };
-        let (verdict, problem) = judge(&case, built, counts, isolation);
+        let (verdict, problem) = judge_with(&case, built, counts, isolation, servers.as_ref());
         if let Some(problem) = problem {
             failures.push(format!("{}: {problem}", case.name));
         }
@@ -612,65 +657,136 @@ fn build_golden_cases(
 /// has; two of the cases above that do the same; and the cases whose steps create entries
 /// in `/` itself (`RUN echo x > /artifact`, `WORKDIR /app`), which build there since
 /// top-level redirection (`/` is the container runtime's: such entries are laid out in
-/// `/rbuild/top`, docs/sandbox.md). The rest of the golden cases need what this test does
-/// not give the pod (an HTTP or git server, named contexts) or are listed in docs/status.md.
+/// `/rbuild/top`, docs/sandbox.md), and those that make a name of `/` the base lacks and the
+/// builder image or the pod has (`mkdir /data`, `mkdir -m 777 /out`), which build since such
+/// names are absent to the stage's steps. Cases with an HTTP server (files, archives, a
+/// remote Dockerfile) get it on the host's 127.0.0.1, which the pod reaches (`--network
+/// host`), and local named contexts from the cases' volume. The rest of the golden cases
+/// need what the pod or this test does not give (git: the builder image has none; images
+/// or OCI layouts as named contexts, an ssh agent, `--network=none`, tmpfs `size=`, a
+/// non-root `USER`) or are listed in docs/status.md.
 const RESTRICTED_POD_CASES: &[&str] = &[
     "pod_files",
     "pod_mounts",
     "pod_heredocs",
     "copy_link",
     "secret_required",
+    "add_archive",
+    "add_archive_xz",
+    "add_checksum_local",
+    "add_from_url",
+    "add_through_symlink",
+    "args_errors",
     "args_global",
     "builtin_args",
+    "cache_source_escape",
+    "check_error",
+    "check_rules_error",
     "check_rules_warn",
     "check_skip",
     "cmd_shell",
-    "copy_chown",
     "copy_chmod",
+    "copy_chmod_invalid",
+    "copy_chown",
+    "copy_exclude",
+    "copy_from_arg",
+    "copy_from_arg_unused",
+    "copy_from_global_arg",
+    "copy_ignored",
+    "copy_ignored_context_root",
+    "copy_link_chown_name",
+    "copy_parents",
+    "copy_parents_missing",
     "copy_socket",
     "copy_symlinks",
     "copy_unicode",
+    "copy_wildcards",
+    "definition_description",
     "definition_description_ok",
     "dockerfile_dirs",
-    "dockerfile_from_git",
+    "dockerfile_from_http",
+    "dockerignore",
+    "dockerignore_invalid",
+    "dockerignore_override",
+    "duplicate_stage",
+    "empty_dockerfile",
     "env_formatting",
     "etc_hostname",
+    "expose_invalid",
+    "fidelity_add_tar",
     "fidelity_arg_build_args",
+    "fidelity_cmd_entrypoint_exec",
+    "fidelity_cmd_entrypoint_shell",
+    "fidelity_copy_files",
+    "fidelity_dockerignore",
     "fidelity_env_forms",
+    "fidelity_healthcheck",
+    "fidelity_healthcheck_none",
     "fidelity_kaniko_arg_multi",
     "fidelity_kaniko_copy_symlink",
     "fidelity_kaniko_copyadd_chmod",
     "fidelity_kaniko_dangling_symlink",
     "fidelity_kaniko_mv_add",
     "fidelity_kaniko_replace_folder_with_link",
+    "fidelity_label_expose_volume",
     "fidelity_multistage_target",
+    "fidelity_onbuild_maintainer",
+    "fidelity_run_deletions",
     "fidelity_run_files",
     "fidelity_run_mounts",
     "fidelity_shell_stopsignal",
+    "git_query_string_ref_conflict",
     "heredoc_run_copy",
     "heredoc_special",
     "history_args",
     "hostname",
     "http_dockerfile",
     "invalid_default_arg_in_from",
+    "invalid_instruction",
     "invalid_json_commands",
+    "labels_expose",
     "lowercase",
     "mount_duplicate",
+    "mount_from_missing",
+    "mount_invalid",
+    "mounts",
     "mounts_more",
     "multistage",
+    "named_image_context_scratch",
+    "named_local_context",
     "onbuild",
     "onbuild_more",
     "onbuild_new_deps",
     "out_of_order_stage",
     "platform_args_explicit",
+    "reserved_stage",
+    "run_fails",
+    "run_global_network_denied",
+    "run_host_network",
     "run_owners_links",
     "run_security_default",
+    "run_security_insecure",
+    "scratch_config",
+    "sde_stage_invalid",
+    "sde_stage_not_source_only",
     "secret_env",
     "secret_params",
     "secrets",
     "source_date_epoch",
+    "source_date_epoch_context",
+    "source_date_epoch_context_http_archive",
+    "source_date_epoch_context_http_last_modified",
     "source_date_epoch_default",
+    "source_date_epoch_default_reset",
+    "source_date_epoch_default_rewrite",
+    "source_date_epoch_exporter_later",
+    "source_date_epoch_exporter_override",
+    "source_date_epoch_named_context_http_archive",
+    "source_date_epoch_named_context_http_last_modified",
     "source_date_epoch_stage",
+    "source_date_epoch_stage_http_archive",
+    "symlinked_dockerfile",
+    "tar_context",
     "target_stage_arg",
     "undefined_var_defined",
     "unmatched_vars",
@@ -983,14 +1099,20 @@ fn the_restricted_debian_image_builds_a_debian_stage_as_the_pods_user() {
              COPY --chown=7:8 data.txt /srv/data.txt\n\
              RUN echo changed > /etc/motd && chown 100:65534 /etc/motd && chmod u+s /etc/motd \
               && ln /etc/motd /etc/motd-link && rm /etc/issue.net \
-              && dpkg --print-architecture > /root/arch && id -u > /root/uid\n"
+              && dpkg --print-architecture > /root/arch && id -u > /root/uid\n\
+             RUN mkdir /app && echo x > /app/f\n\
+             RUN test ! -e /data && mkdir /data && mkdir -m 777 /out && echo o > /out/o\n\
+             WORKDIR /workspace\n\
+             RUN pwd > here && ls -d /app /data /out /workspace >> here && cat /out/o >> here\n"
         ),
     );
     write(&ctx.join("data.txt"), "from the context\n");
+    // The last steps name /app, /data, /workspace (no directory of the builder image) and
+    // /out and /workspace (the pod's volumes): each is the stage's own, as on the host.
     pod_builds_equal_the_hosts(
         &daemon,
         "rbuild:restricted-debian",
-        &["1000:1000"],
+        &["1000:1000", "1000770000:0"],
         host_store.path(),
         &ctx,
         work.path(),
@@ -1052,6 +1174,10 @@ fn pod_builds_equal_the_hosts(
             run.status.success(),
             "{image} as {user}: {}",
             describe(&run)
+        );
+        assert!(
+            !out.path().join("o").exists(),
+            "{image} as {user}: a step's /out is the stage's, never the pod's volume"
         );
         let diff = Command::new(env!("CARGO_BIN_EXE_rbuild"))
             .arg("diff")

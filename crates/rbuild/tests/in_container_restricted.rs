@@ -86,10 +86,18 @@ const TOP_ESCAPE_DOCKERFILE: &str = "FROM base:1\n\
      (cat /newtop/../../state/in-place-journal || cat /newtop/store/in-place-journal \
      || cat /rbuild/top/../state/in-place-journal) && echo reached the store\n";
 
-/// A step making a top-level directory the builder image has (empty) and the base lacks:
-/// `mkdir` finds it, with a hint; `mkdir -p` works, and the directory is in the layer.
-const MKDIR_EXISTING_DOCKERFILE: &str =
-    "FROM base:1 AS made\nRUN mkdir -p /app && touch /app/made\nFROM made\nRUN mkdir /workspace\n";
+/// Top-level names the base lacks that `/` has (the builder image's empty `/srv`, the
+/// container's volume at `/out`) or not (`/app`, `/data`, `/workspace`) are all absent to
+/// the stage's steps: `test ! -e`, `ls` and `cd` find nothing, a plain `mkdir` (and
+/// `mkdir -m 777`) and WORKDIR make the stage's own, and the image is the host's. (And an
+/// ADD of a tar archive keeps the archive's owners, which the in-place build records.)
+const ABSENT_TOP_DOCKERFILE: &str = "FROM base:1\n\
+     RUN mkdir /app && echo x > /app/f\n\
+     RUN test ! -e /data && mkdir /data && test ! -e /srv && ! ls /srv && ! cd /srv \
+     && mkdir /srv && echo s > /srv/s && mkdir -m 777 /out && echo o > /out/o\n\
+     WORKDIR /workspace\n\
+     RUN pwd > here && ls -d /app /data /out /srv /workspace >> here && cat /app/f /out/o >> here\n\
+     ADD owned.tar /archive/\n";
 
 /// A stage with a top-level directory the builder image lacks (made by WORKDIR): laid out
 /// in /rbuild/top.
@@ -100,10 +108,14 @@ const WORKDIR_TOP_DOCKERFILE: &str = "FROM base:1\nWORKDIR /newtop\nRUN touch ma
 const ESCAPE_BY_NAME_DOCKERFILE: &str =
     "FROM base:1\nRUN --mount=type=tmpfs,target=/rbuild/state/blobs true\n";
 /// A step reading the build context or a file on a volume of the container: neither is the
-/// stage's. (Names stay listable: Landlock's `ReadDir` on `/` covers its whole tree.)
+/// stage's. (Names stay listable: Landlock's `ReadDir` on `/` covers its whole tree.) The
+/// volume's `/out` is not a name of the stage's, so `/out` is redirected (absent); reached
+/// through `/rbuild/..`, Landlock refuses it.
 const CONTEXT_DOCKERFILE: &str = "FROM base:1\nRUN cat /rbuild/ctx/app/data.txt\n";
-const VOLUME_DOCKERFILE: &str = "FROM base:1\nRUN cat /out/byname.txt\n";
-const ESCAPE_BY_LINK_DOCKERFILE: &str = "FROM base:1\nRUN ln -s /rbuild/state /data/store\n\
+const VOLUME_DOCKERFILE: &str =
+    "FROM base:1\nRUN cat /out/byname.txt || cat /rbuild/top/../../out/byname.txt\n";
+const ESCAPE_BY_LINK_DOCKERFILE: &str =
+    "FROM base:1\nRUN mkdir /data && ln -s /rbuild/state /data/store\n\
      RUN --mount=type=tmpfs,target=/data/store/blobs true\n";
 
 const EPOCH_ARG: &str = "SOURCE_DATE_EPOCH=1700000000";
@@ -251,9 +263,14 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
         read("volume.txt"),
         read("after.txt")
     );
+    let volume = read("volume.txt");
+    assert!(
+        volume.contains("'/out/byname.txt': No such file"),
+        "the volume's /out is not the stage's: {volume}"
+    );
     for (name, path) in [
         ("context.txt", "data.txt"),
-        ("volume.txt", "/out/byname.txt"),
+        ("volume.txt", "/rbuild/top/../../out/byname.txt"),
         ("mapped.txt", "libc.so"),
         ("topescape.txt", "state"),
     ] {
@@ -388,48 +405,77 @@ fn a_busybox_stage_builds_in_place_as_rbuild_builds_it_on_the_host() {
         "top-level entries: the image differs from the host's: {}",
         describe(&diff)
     );
-    // A top-level directory the builder image has and the base lacks: `mkdir -p` works
-    // and the directory is in the layer; a plain `mkdir` finds it, with a hint.
-    let run = run_rbuild(
-        &daemon,
-        IMAGE,
-        "1000:1000",
-        out.path(),
-        &[
-            "--root",
-            STORE_IN_IMAGE,
-            "build",
-            "--isolation",
-            "restricted",
-            "-f",
-            "/rbuild/ctx/app/Dockerfile.existing",
-            "-o",
-            "type=oci,dest=/out/existing.tar",
-            "--target",
-            "made",
-            CTX_IN_IMAGE,
-        ],
-    );
-    assert!(run.status.success(), "{}", describe(&run));
-    let layers = layers_of(&out.path().join("existing.tar"));
-    let app = entry(&layers[1], "app/");
-    assert_eq!((app.mode, app.uid, app.gid), (0o755, 0, 0));
-    entry(&layers[1], "app/made");
-    let run = run_rbuild(
-        &daemon,
-        IMAGE,
-        "1000:1000",
-        out.path(),
-        &file_args("/rbuild/ctx/app/Dockerfile.existing"),
-    );
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        !run.status.success()
-            && stderr.contains("File exists")
-            && stderr.contains("Use `mkdir -p`"),
-        "{}",
-        describe(&run)
-    );
+    // Top-level names the base lacks, whether `/` has them (the builder image's empty
+    // /srv, the volume at /out) or not: absent to the steps, made by them as on the host,
+    // as the pod's user and as OpenShift's.
+    std::fs::write(app.join("Dockerfile.absent"), ABSENT_TOP_DOCKERFILE).unwrap();
+    write_owned_tar(&app);
+    let reference = work.path().join("reference-absent.tar");
+    let dest = format!("type=oci,dest={}", reference.display());
+    rbuild_ok(&[
+        "--root",
+        store.to_str().unwrap(),
+        "build",
+        "--isolation",
+        "chroot",
+        "--build-arg",
+        EPOCH_ARG,
+        "-f",
+        app.join("Dockerfile.absent").to_str().unwrap(),
+        "-o",
+        &dest,
+        app.to_str().unwrap(),
+    ]);
+    for (user, image) in [("1000:1000", IMAGE), ("1000770000:0", OPENSHIFT_IMAGE)] {
+        let out = out_dir();
+        let run = run_rbuild(
+            &daemon,
+            image,
+            user,
+            out.path(),
+            &[
+                "--root",
+                STORE_IN_IMAGE,
+                "build",
+                "--isolation",
+                "restricted",
+                "--build-arg",
+                EPOCH_ARG,
+                "-f",
+                "/rbuild/ctx/app/Dockerfile.absent",
+                "-o",
+                "type=oci,dest=/out/absent.tar",
+                CTX_IN_IMAGE,
+            ],
+        );
+        assert!(run.status.success(), "as {user}: {}", describe(&run));
+        assert!(
+            !out.path().join("o").exists(),
+            "as {user}: the step's /out is the stage's, not the container's volume"
+        );
+        let built = out.path().join("absent.tar");
+        let layers = layers_of(&built);
+        let made = entry(&layers[2], "out/");
+        assert_eq!((made.mode, made.uid, made.gid), (0o777, 0, 0), "as {user}");
+        entry(&layers[2], "srv/s");
+        let owned = entry(layers.last().unwrap(), "archive/dir/f");
+        assert_eq!(
+            (owned.uid, owned.gid),
+            (1234, 5678),
+            "as {user}: the archive's owner"
+        );
+        let diff = Command::new(rbuild())
+            .arg("diff")
+            .arg(&reference)
+            .arg(&built)
+            .output()
+            .unwrap();
+        assert!(
+            diff.status.success(),
+            "as {user}, names of / the stage lacks: the image differs from the host's: {}",
+            describe(&diff)
+        );
+    }
 }
 
 #[test]

@@ -38,7 +38,7 @@ pub use runner::OutputStream;
 pub use seccomp::{Seccomp, SeccompError, SeccompSummary};
 pub use spec::{
     BindMount, FileBind, IdMapping, Isolation, Network, Rootfs, ShownOwner, StepOutcome, StepSpec,
-    StepStatus, Stub, StubKind, UserIds, DEFAULT_PATH,
+    StepStatus, Stub, StubKind, TopLevelNames, UserIds, DEFAULT_PATH,
 };
 pub use stubs::remove_stubs;
 pub use user::{home_dir, resolve_user};
@@ -199,6 +199,12 @@ impl Sandbox {
         {
             return Err(SandboxError::Unavailable(format!(
                 "copying hard-linked files up on write is implemented for chroot and \
+                 restricted isolation only, and this step's isolation is {isolation}"
+            )));
+        }
+        if spec.top_level_names.is_some() && isolation != Isolation::Restricted {
+            return Err(SandboxError::Unavailable(format!(
+                "the names of `/` a step sees (top-level redirection) are chosen for \
                  restricted isolation only, and this step's isolation is {isolation}"
             )));
         }

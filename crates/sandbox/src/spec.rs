@@ -145,6 +145,27 @@ pub struct StepSpec {
     /// does (`restricted::copy_up`). Empty: the step runs with no copy-up at all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copy_up_inodes: Vec<u64>,
+    /// Restricted isolation with top-level redirection only: which names of `/` are the
+    /// step's. `None`: every name of `/` (the stage's top level is the builder's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_level_names: Option<TopLevelNames>,
+}
+
+/// The names of `/` a restricted step sees as they are (see [`StepSpec::top_level_names`]).
+/// Every other name of `/` is redirected as a name `/` lacks is: the builder image's empty
+/// `/srv` is absent for a stage without `/srv`, and the step's `mkdir /srv` makes the
+/// stage's in the redirection directory (docs/sandbox.md, "Top-level redirection").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopLevelNames {
+    /// The stage's top-level entries laid out in `/`, and the kernel's and the runtime's
+    /// entries every step uses (`proc`, `dev`, `sys`, `etc`).
+    pub seen: Vec<PathBuf>,
+    /// The builder image's own top-level entries that are not in `seen` (the stage lacks
+    /// them). A call the tracer does not stop at would find them, so a step with any is
+    /// traced at every path-taking call from its start. The runtime's names the stage lacks
+    /// (`.dockerenv`, a volume's mount point) are redirected too but need not be here:
+    /// Landlock hides a volume, and `.dockerenv` is the runtime's marker file.
+    pub builder_hidden: Vec<PathBuf>,
 }
 
 /// An owner a restricted step's `stat` shows for `path` (see [`StepSpec::shown_owners`]).
@@ -175,6 +196,7 @@ impl StepSpec {
             isolation: Isolation::Auto,
             shown_owners: Vec::new(),
             copy_up_inodes: Vec::new(),
+            top_level_names: None,
         }
     }
 }
@@ -262,18 +284,11 @@ pub struct StepOutcome {
 /// trees, so `/` (which holds rbuild's own directory) only lets a step list it.
 pub const RESTRICTED_TOP_LEVEL_HINT: &str =
     "this step ran with isolation `restricted`: `/` is the container runtime's, so the \
-     top-level entries the builder image has (such as /usr, /etc, /app) cannot be removed or \
-     renamed (new top-level entries work: they are kept in /rbuild/top and shown at /NAME), \
+     top-level entries the stage has (such as /usr, /etc) cannot be removed or renamed \
+     (new top-level entries work: they are kept in /rbuild/top and shown at /NAME), \
      and Landlock keeps the step away from rbuild's store, the build context, the \
      container's volumes and credentials. Build where user namespaces work for a step that \
      needs more";
-
-/// Why a restricted step may find a top-level directory its base image lacks: the builder
-/// image provides them (empty), since `/` itself cannot be written.
-pub const RESTRICTED_EXISTS_HINT: &str =
-    "this step ran with isolation `restricted`, in the builder image's own `/`, which has \
-     empty top-level directories (such as /app, /data, /workspace) where the base image may \
-     have none: `mkdir /app` finds it there. Use `mkdir -p`, or WORKDIR";
 
 impl StepOutcome {
     /// An explanation to add to a failure message, when the id mapping (or, under
@@ -301,15 +316,6 @@ impl StepOutcome {
                 .any(|l| l.contains("Permission denied") || l.contains("EACCES"))
         {
             return Some(RESTRICTED_TOP_LEVEL_HINT.into());
-        }
-        if !self.status.success()
-            && self.isolation == Isolation::Restricted
-            && self
-                .tail
-                .iter()
-                .any(|l| l.contains("File exists") || l.contains("EEXIST"))
-        {
-            return Some(RESTRICTED_EXISTS_HINT.into());
         }
         if self.status.success() || self.id_mapping != IdMapping::SingleId {
             return None;

@@ -76,7 +76,17 @@ pub(crate) struct InPlaceRoot {
     /// The redirection directory (relative to `top`) of the stage's top-level entries that
     /// `top` lacks, when there is one.
     redirect: Option<PathBuf>,
+    /// With a redirection directory, while a stage is laid out (from [`Self::lay_out`] to
+    /// [`Self::take_back`]): the names of `top` that are the stage's ([`Self::seen_names`]).
+    /// Every other name is redirected, as one `top` lacks: the builder image's empty
+    /// `/srv` is not the stage's. `None`: every name of `top` is.
+    laid_out: std::sync::Mutex<Option<BTreeSet<PathBuf>>>,
 }
+
+/// The names of `/` every step sees as they are, whether its stage has them or not: the
+/// kernel's file systems and the runtime's `/etc` files (`/etc/hosts`, `/etc/resolv.conf`),
+/// which BuildKit's runc gives every step too.
+const SEEN_FROM_THE_RUNTIME: &[&str] = &["proc", "sys", "dev", "etc"];
 
 /// The redirection directory of the builder images, below rbuild's own directory.
 pub(crate) const TOP_LEVEL_REDIRECT: &str = "/rbuild/top";
@@ -141,16 +151,68 @@ impl InPlaceRoot {
 
     /// Where the entry `path` (relative, as the stage names it) is while the stage is in
     /// place: below the redirection directory when its first component is not a name of
-    /// `top`.
+    /// `top` that is the stage's.
     pub(crate) fn located(&self, path: &Path) -> PathBuf {
         match (&self.redirect, path.components().next()) {
-            (Some(redirect), Some(Component::Normal(first)))
-                if !self.top_names.contains(Path::new(first)) =>
-            {
+            (Some(redirect), Some(Component::Normal(first))) if !self.is_seen(Path::new(first)) => {
                 self.top.join(redirect).join(path)
             }
             _ => self.top.join(path),
         }
+    }
+
+    /// Whether the top-level `name` is the laid-out stage's in `top` (every name of `top`
+    /// is when no stage is laid out or there is no redirection directory).
+    fn is_seen(&self, name: &Path) -> bool {
+        match &*crate::context::lock(&self.laid_out) {
+            Some(seen) => seen.contains(name),
+            None => self.top_names.contains(name),
+        }
+    }
+
+    /// The names of `top` a step of the stage whose root is `stage` sees as they are: the
+    /// stage's top-level entries that `top` has and that are not excluded there (a volume
+    /// mounted at `/workspace` is not the stage's `/workspace`), [`SEEN_FROM_THE_RUNTIME`],
+    /// and rbuild's own directory; and the builder image's own top-level entries that are
+    /// not among them, which the step must not find. `None` without a redirection
+    /// directory: then every name of `top` is seen (a stage's name `top` lacks is refused).
+    pub(crate) fn seen_names(
+        &self,
+        stage: &Path,
+    ) -> Result<Option<rbuild_sandbox::TopLevelNames>, InPlaceError> {
+        if self.redirect.is_none() {
+            return Ok(None);
+        }
+        let mut stage_names = BTreeSet::new();
+        for entry in fs::read_dir(stage).map_err(InPlaceError::io("listing", stage))? {
+            let entry = entry.map_err(InPlaceError::io("listing", stage))?;
+            stage_names.insert(PathBuf::from(entry.file_name()));
+        }
+        let own = relative(Path::new(rbuild_sandbox::restricted::IN_PLACE_OWN_DIR));
+        let seen: Vec<PathBuf> = self
+            .top_names
+            .iter()
+            .filter(|name| {
+                let stages = stage_names.contains(*name) && !self.excluded.contains(*name);
+                stages
+                    || SEEN_FROM_THE_RUNTIME
+                        .iter()
+                        .any(|r| name.as_path() == Path::new(r))
+                    || own.as_deref() == Some(name.as_path())
+            })
+            .cloned()
+            .collect();
+        let builder_hidden = self
+            .top_names
+            .iter()
+            .filter(|name| !seen.contains(name))
+            .filter(|name| self.ancestors.contains(*name) || self.foreign_top.contains(*name))
+            .cloned()
+            .collect();
+        Ok(Some(rbuild_sandbox::TopLevelNames {
+            seen,
+            builder_hidden,
+        }))
     }
 
     /// A container path (`/newtop/cache`) as rbuild itself must name it while the stage is
@@ -170,8 +232,19 @@ impl InPlaceRoot {
     /// Why a step cannot run with the working directory `cwd` (a container path) in
     /// place: it is an excluded path or below one, where what it writes would not be the
     /// stage's.
-    pub(crate) fn cwd_refusal(&self, cwd: &str) -> Option<String> {
+    /// `stage` is the stage's root: a directory below a name of `/` that is not the
+    /// stage's is in the redirection directory, where nothing is excluded.
+    pub(crate) fn cwd_refusal(&self, cwd: &str, stage: &Path) -> Option<String> {
         let relative = relative(Path::new(cwd))?;
+        if let Ok(Some(names)) = self.seen_names(stage) {
+            let first = relative
+                .components()
+                .next()
+                .map(|c| Path::new(c.as_os_str()));
+            if first.is_some_and(|first| !names.seen.iter().any(|n| n == first)) {
+                return None;
+            }
+        }
         let excluded = self.excluded_prefix(&relative)?;
         Some(format!(
             "the working directory {cwd} is (below) /{}, which is not the stage's in place: \
@@ -249,6 +322,7 @@ impl InPlaceRoot {
             top: top.to_path_buf(),
             top_names,
             redirect: None,
+            laid_out: std::sync::Mutex::new(None),
         })
     }
 
@@ -268,10 +342,17 @@ impl InPlaceRoot {
                 what.display()
             )))
         };
-        if let Some(excluded) = self.excluded_prefix(&relative) {
-            return refuse(excluded);
+        let first = relative
+            .components()
+            .next()
+            .map(|c| Path::new(c.as_os_str()));
+        let redirected = self.redirect.is_some() && first.is_some_and(|f| !self.is_seen(f));
+        if !redirected {
+            if let Some(excluded) = self.excluded_prefix(&relative) {
+                return refuse(excluded);
+            }
         }
-        let mut existing = self.top.join(&relative);
+        let mut existing = self.located(&relative);
         let real = loop {
             match fs::canonicalize(&existing) {
                 Ok(real) => break real,
@@ -288,6 +369,15 @@ impl InPlaceRoot {
                 "its target {target} leads out of `/`"
             )));
         };
+        // Below the redirection directory (in rbuild's own, which is excluded) is the
+        // stage's entries' place.
+        if self
+            .redirect
+            .as_ref()
+            .is_some_and(|r| inside.starts_with(r))
+        {
+            return Ok(());
+        }
         match self.excluded_prefix(inside) {
             Some(excluded) => refuse(excluded),
             None => Ok(()),
@@ -336,9 +426,22 @@ impl InPlaceRoot {
         }
         names.sort();
         let stage = base != self.top;
+        let top_level = dir.as_os_str().is_empty();
         for name in names {
             let path = dir.join(&name);
+            if stage && top_level && self.redirect.is_some() && !self.is_seen(&path) {
+                // A name of `/` that is not the stage's there (the runtime's, a volume's
+                // mount point, the builder's directory): the stage's own goes to the
+                // redirection directory, where the step finds it.
+                out.push(path);
+                continue;
+            }
             if self.excluded.contains(&path) {
+                continue;
+            }
+            if !stage && top_level && !self.is_seen(&path) {
+                // The builder's own entry the stage lacks: hidden from the step, never the
+                // stage's, left where it is.
                 continue;
             }
             if self.foreign_top.contains(&path) {
@@ -372,7 +475,7 @@ impl InPlaceRoot {
                 self.collect(base, &path, out)?;
                 continue;
             }
-            if stage && dir.as_os_str().is_empty() && self.redirect.is_none() {
+            if stage && top_level && self.redirect.is_none() {
                 return Err(InPlaceError::Refused(format!(
                     "the stage has /{0}, which the builder image lacks: `/` itself belongs to \
                      the container runtime and cannot be written by the build user, and the \
@@ -384,7 +487,7 @@ impl InPlaceRoot {
             }
             out.push(path);
         }
-        if !stage && dir.as_os_str().is_empty() {
+        if !stage && top_level {
             self.collect_redirected(out)?;
         }
         Ok(())
@@ -403,12 +506,12 @@ impl InPlaceRoot {
         }
         names.sort();
         for name in names {
-            if self.top_names.contains(&name) {
+            if self.is_seen(&name) {
                 // Written there directly (a step naming the redirection directory): it
-                // cannot be `/NAME`, which is the builder's.
+                // cannot be `/NAME`, which the step sees in `/`.
                 return Err(InPlaceError::Refused(format!(
-                    "{} holds {}, a name `/` has: only entries `/` lacks can be laid out \
-                     there",
+                    "{} holds {}, a name `/` has for the stage: only entries that are not \
+                     can be laid out there",
                     at.display(),
                     name.display()
                 )));
@@ -421,7 +524,16 @@ impl InPlaceRoot {
     /// Puts the stage whose root is `stage` in place: the builder's own entries go to
     /// `stash` (an empty directory on the same file system), the stage's come in. On
     /// failure, what was moved is moved back.
-    pub(crate) fn lay_out(&self, stage: &Path, stash: &Path) -> Result<(), LayoutError> {
+    /// Returns the names of `/` the stage's step sees ([`Self::seen_names`]).
+    pub(crate) fn lay_out(
+        &self,
+        stage: &Path,
+        stash: &Path,
+    ) -> Result<Option<rbuild_sandbox::TopLevelNames>, LayoutError> {
+        let names = self.seen_names(stage).map_err(LayoutError::Undone)?;
+        *crate::context::lock(&self.laid_out) = names
+            .as_ref()
+            .map(|names| names.seen.iter().cloned().collect());
         // The stage's entries are listed (and so checked) before anything moves.
         let stages = self.region(stage).map_err(LayoutError::Undone)?;
         if let Some(redirect) = self.redirect() {
@@ -459,7 +571,7 @@ impl InPlaceRoot {
                 },
             });
         }
-        Ok(())
+        Ok(names)
     }
 
     /// Moves whatever is now in place (the stage after its step) back into `stage`, and the
@@ -468,7 +580,9 @@ impl InPlaceRoot {
         let now = self.region(&self.top)?;
         self.move_entries(&self.top, stage, &now)?;
         let saved = self.region(stash)?;
-        self.move_entries(stash, &self.top, &saved)
+        self.move_entries(stash, &self.top, &saved)?;
+        *crate::context::lock(&self.laid_out) = None;
+        Ok(())
     }
 
     /// Where `path` (relative) is below `base`: in `top`, a redirected entry is in the
@@ -515,6 +629,11 @@ impl InPlaceRoot {
     pub(crate) fn walk(&self) -> Result<Entries, InPlaceError> {
         let mut entries = Entries::new();
         for dir in &self.ancestors {
+            let first = dir.components().next().map(|c| Path::new(c.as_os_str()));
+            if first.is_some_and(|first| !self.is_seen(first)) {
+                // The builder's directory the stage lacks: not the stage's.
+                continue;
+            }
             let path = self.top.join(dir);
             if let Ok(mut meta) = meta_of(&path) {
                 let names = names_digest(&path).map_err(InPlaceError::io("listing", &path))?;

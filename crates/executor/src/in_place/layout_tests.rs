@@ -114,9 +114,9 @@ fn lay_out_and_take_back_move_only_the_stages_region() {
     fs::remove_file(stage.join("canary")).unwrap();
 
     // A working directory in an excluded path is refused.
-    assert!(root.cwd_refusal("/rbuild/x").is_some());
-    assert!(root.cwd_refusal("/etc").is_none());
-    assert!(root.cwd_refusal("/").is_none());
+    assert!(root.cwd_refusal("/rbuild/x", &stage).is_some());
+    assert!(root.cwd_refusal("/etc", &stage).is_none());
+    assert!(root.cwd_refusal("/", &stage).is_none());
 
     // Mount targets never resolve into excluded paths, directly or through a symlink.
     assert!(root.check_mount_target("/etc/passwd").is_ok());
@@ -243,7 +243,7 @@ fn top_level_entries_the_builder_lacks_are_laid_out_in_the_redirection_directory
     root.lay_out(&stage, &stash).unwrap();
     fs::create_dir(top.join("rbuild/top/etc")).unwrap();
     let err = root.walk().unwrap_err().to_string();
-    assert!(err.contains("a name `/` has"), "{err}");
+    assert!(err.contains("a name `/` has for the stage"), "{err}");
     fs::remove_dir(top.join("rbuild/top/etc")).unwrap();
     root.take_back(&stage, &stash).unwrap();
 
@@ -251,4 +251,114 @@ fn top_level_entries_the_builder_lacks_are_laid_out_in_the_redirection_directory
     let plain = InPlaceRoot::new(&top, vec!["/rbuild".into()]).unwrap();
     let err = plain.lay_out(&stage, &stash).unwrap_err().to_string();
     assert!(err.contains("/rbuild/top"), "{err}");
+}
+
+/// A name of `/` the stage lacks (the builder image's empty `/srv`, a volume's mount point)
+/// is not the stage's: the step is told to redirect it, the builder's entry stays where it
+/// is, unwalked, and what the step makes under that name is the stage's.
+#[test]
+fn names_of_slash_the_stage_lacks_are_redirected_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let top = dir.path().join("top");
+    let stage = dir.path().join("stage");
+    let stash = dir.path().join("stash");
+    for d in [&top, &stage, &stash] {
+        fs::create_dir(d).unwrap();
+    }
+    fs::create_dir_all(top.join("rbuild/top")).unwrap();
+    fs::create_dir_all(top.join("rbuild/state")).unwrap();
+    fs::create_dir_all(top.join("etc")).unwrap();
+    fs::create_dir_all(top.join("srv")).unwrap();
+    fs::write(top.join("srv/builders"), "builder's").unwrap();
+    fs::create_dir_all(top.join("workspace")).unwrap();
+    fs::write(top.join("workspace/context"), "a volume").unwrap();
+    fs::create_dir_all(stage.join("etc")).unwrap();
+    fs::create_dir_all(stage.join("workspace")).unwrap();
+    fs::write(stage.join("workspace/f"), "stage's").unwrap();
+    let root = InPlaceRoot::new(&top, vec!["/rbuild".into(), "/workspace".into()])
+        .unwrap()
+        .with_redirect("rbuild/top".into());
+    assert!(
+        root.cwd_refusal("/workspace/x", &stage).is_none(),
+        "the stage's /workspace is redirected, not the volume"
+    );
+
+    let names = root.lay_out(&stage, &stash).unwrap().unwrap();
+    let text = |v: &[PathBuf]| {
+        v.iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(text(&names.seen), vec!["etc", "rbuild"]);
+    assert_eq!(
+        text(&names.builder_hidden),
+        vec!["srv"],
+        "the volume is the runtime's"
+    );
+    assert_eq!(
+        fs::read_to_string(top.join("srv/builders")).unwrap(),
+        "builder's",
+        "the builder's own entry the stage lacks is not stashed"
+    );
+    assert_eq!(
+        fs::read_to_string(top.join("workspace/context")).unwrap(),
+        "a volume"
+    );
+    assert_eq!(
+        fs::read_to_string(top.join("rbuild/top/workspace/f")).unwrap(),
+        "stage's"
+    );
+    assert_eq!(
+        root.located(Path::new("srv/x")),
+        top.join("rbuild/top/srv/x")
+    );
+    let walked = root.walk().unwrap();
+    let walked: Vec<_> = walked.keys().map(|p| p.display().to_string()).collect();
+    assert_eq!(walked, vec!["etc", "workspace", "workspace/f"]);
+    assert!(root.check_mount_target("/srv/cache").is_ok());
+    std::os::unix::fs::symlink(
+        top.join("rbuild/state"),
+        top.join("rbuild/top/workspace/link"),
+    )
+    .unwrap();
+    let err = root
+        .check_mount_target("/workspace/link/x")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/rbuild"), "{err}");
+    fs::remove_file(top.join("rbuild/top/workspace/link")).unwrap();
+
+    // The step's `mkdir /srv` (redirected) is the stage's /srv.
+    fs::create_dir(top.join("rbuild/top/srv")).unwrap();
+    fs::write(top.join("rbuild/top/srv/made"), "made").unwrap();
+    let after: Vec<_> = root
+        .walk()
+        .unwrap()
+        .keys()
+        .map(|p| p.display().to_string())
+        .collect();
+    assert_eq!(
+        after,
+        vec!["etc", "srv", "srv/made", "workspace", "workspace/f"]
+    );
+    root.take_back(&stage, &stash).unwrap();
+    assert_eq!(fs::read_to_string(stage.join("srv/made")).unwrap(), "made");
+    assert_eq!(
+        fs::read_to_string(top.join("srv/builders")).unwrap(),
+        "builder's"
+    );
+    assert_eq!(fs::read_dir(top.join("rbuild/top")).unwrap().count(), 0);
+
+    // From then on the stage has /srv: the builder's directory holds it.
+    let names = root.lay_out(&stage, &stash).unwrap().unwrap();
+    assert_eq!(text(&names.seen), vec!["etc", "rbuild", "srv"]);
+    assert!(names.builder_hidden.is_empty());
+    assert_eq!(fs::read_to_string(top.join("srv/made")).unwrap(), "made");
+    assert!(!top.join("srv/builders").exists(), "stashed");
+    root.take_back(&stage, &stash).unwrap();
+    assert_eq!(
+        fs::read_to_string(top.join("srv/builders")).unwrap(),
+        "builder's"
+    );
+    assert_eq!(fs::read_to_string(stage.join("srv/made")).unwrap(), "made");
 }

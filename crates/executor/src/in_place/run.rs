@@ -56,7 +56,7 @@ impl BuildContext<'_> {
         // isolation places them in its root (`chroot_mounts`).
         let mut binds = std::mem::take(&mut spec.binds);
         let moved = move_out_of_dev(&mut binds, &mut spec.argv);
-        if let Some(why) = in_place.root.cwd_refusal(&spec.cwd) {
+        if let Some(why) = in_place.root.cwd_refusal(&spec.cwd, &st.rootfs) {
             return Err(origin.error(why));
         }
         if let Some(why) = rbuild_sandbox::restricted::refusal(&spec) {
@@ -77,13 +77,18 @@ impl BuildContext<'_> {
         let journal = super::journal_path(self.store.root());
         std::fs::write(&journal, stash.display().to_string())
             .map_err(|e| origin.error(format!("writing {}: {e}", journal.display())))?;
-        if let Err(e) = in_place.root.lay_out(&st.rootfs, &stash) {
-            // The journal stays only where `/` was left half laid out.
-            if let super::layout::LayoutError::Undone(_) = e {
-                std::fs::remove_file(&journal)
-                    .map_err(|e| origin.error(format!("removing {}: {e}", journal.display())))?;
+        match in_place.root.lay_out(&st.rootfs, &stash) {
+            // The names of `/` that are the stage's: the sandbox redirects the others.
+            Ok(names) => spec.top_level_names = names,
+            Err(e) => {
+                // The journal stays only where `/` was left half laid out.
+                if let super::layout::LayoutError::Undone(_) = e {
+                    std::fs::remove_file(&journal).map_err(|e| {
+                        origin.error(format!("removing {}: {e}", journal.display()))
+                    })?;
+                }
+                return Err(origin.error(format!("laying the stage out in `/`: {e}")));
             }
-            return Err(origin.error(format!("laying the stage out in `/`: {e}")));
         }
         let ran = run_laid_out(
             in_place,

@@ -224,7 +224,8 @@ fn write_contexts(app: &Path) {
     // Outside the context (a secret is never part of it).
     std::fs::write(app.parent().unwrap().join("secret.txt"), "s3cret").unwrap();
     std::fs::write(app.join("Dockerfile.mkdir"), MKDIR_TOP_DOCKERFILE).unwrap();
-    std::fs::write(app.join("Dockerfile.existing"), MKDIR_EXISTING_DOCKERFILE).unwrap();
+    std::fs::write(app.join("Dockerfile.absent"), ABSENT_TOP_DOCKERFILE).unwrap();
+    write_owned_tar(app);
     std::fs::write(app.join("Dockerfile.byname"), ESCAPE_BY_NAME_DOCKERFILE).unwrap();
     std::fs::write(app.join("Dockerfile.bylink"), ESCAPE_BY_LINK_DOCKERFILE).unwrap();
     std::fs::write(app.join("Dockerfile.context"), CONTEXT_DOCKERFILE).unwrap();
@@ -235,7 +236,18 @@ fn write_contexts(app: &Path) {
         .into_iter()
         .find(|l| l.to_string_lossy().contains("libc.so"))
         .expect("rbuild links libc");
-    let mapped = format!("FROM base:1\nRUN echo x >> {}\n", library.display());
+    // The base has no /lib: the step makes one, so that the next sees the builder's /lib
+    // (where the library is) as the stage's.
+    let top = library
+        .iter()
+        .nth(1)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let mapped = format!(
+        "FROM base:1\nRUN mkdir /{top}\nRUN echo x >> {}\n",
+        library.display()
+    );
     std::fs::write(app.join("Dockerfile.mapped"), mapped).unwrap();
     std::fs::write(
         app.join("Dockerfile.cwd"),
@@ -246,6 +258,29 @@ fn write_contexts(app: &Path) {
     std::fs::write(app.join("Dockerfile.top"), TOP_LEVEL_DOCKERFILE).unwrap();
     std::fs::write(app.join("Dockerfile.topescape"), TOP_ESCAPE_DOCKERFILE).unwrap();
     std::fs::write(app.join("data.txt"), "data\n").unwrap();
+}
+
+/// `owned.tar` in `app`: an archive whose entries have owners (ADD unpacks it keeping them).
+pub(crate) fn write_owned_tar(app: &Path) {
+    let tree = app.join("owned-tree");
+    std::fs::create_dir_all(tree.join("dir")).unwrap();
+    std::fs::write(tree.join("dir/f"), "owned\n").unwrap();
+    let status = Command::new("tar")
+        .args([
+            "--owner=1234",
+            "--group=5678",
+            "--numeric-owner",
+            "--mtime=@1700000000",
+        ])
+        .arg("-cf")
+        .arg(app.join("owned.tar"))
+        .arg("-C")
+        .arg(&tree)
+        .arg("dir")
+        .status()
+        .unwrap();
+    assert!(status.success(), "tar of the owned tree");
+    std::fs::remove_dir_all(&tree).unwrap();
 }
 
 /// `docker run` of `image` as `user` under [`RESTRICTED_POD`], rbuild as the entrypoint with

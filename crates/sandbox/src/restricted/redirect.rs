@@ -29,6 +29,10 @@ pub(crate) struct TopLevel {
     /// then only the calls that create a name are traced until one of them redirects
     /// (`filter::Tracing::Creating`).
     pub(crate) creating_only: bool,
+    /// Whether `/` holds a name the step must not see that a call not traced would find
+    /// (the builder image's directory the stage lacks): then every path-taking call is
+    /// traced from the step's start, never only the creating ones.
+    trace_every_call: bool,
     /// A test hook: a descriptor the tracer writes its stop counts to as it ends
     /// (`seccomp=N syscall=M switched=0|1`).
     pub(crate) stop_report: Option<libc::c_int>,
@@ -70,8 +74,35 @@ impl TopLevel {
             names,
             top: trimmed.to_vec(),
             creating_only: false,
+            trace_every_call: false,
             stop_report: None,
         })
+    }
+
+    /// This redirection seeing only `seen` of the names of `/` (the stage's top-level
+    /// entries laid out there, the kernel's and the runtime's): every other name of `/` is
+    /// redirected as an absent one, except the redirection directory's own first component
+    /// (`rbuild`), which must stay real for the redirected paths to resolve. `hidden`: the
+    /// builder image's names among the unseen ones, which make the step traced at every
+    /// path-taking call (an untraced call would find them).
+    pub(crate) fn seeing(
+        mut self,
+        seen: &[std::path::PathBuf],
+        hidden: &[std::path::PathBuf],
+    ) -> TopLevel {
+        use std::os::unix::ffi::OsStrExt;
+        let own = self.top[1..]
+            .split(|b| *b == b'/')
+            .next()
+            .unwrap_or_default()
+            .to_vec();
+        self.names.retain(|name| {
+            *name == own || seen.iter().any(|s| s.as_os_str().as_bytes() == &name[..])
+        });
+        self.trace_every_call = hidden
+            .iter()
+            .any(|h| self.first_component(h.as_os_str().as_bytes(), true) != FirstComponent::Real);
+        self
     }
 
     /// This redirection for a step about to start: [`Self::creating_only`] when the
@@ -79,7 +110,7 @@ impl TopLevel {
     /// neither the working directory nor a mount target was made there).
     pub(crate) fn for_step(&self) -> io::Result<TopLevel> {
         let mut step = self.clone();
-        step.creating_only = self.is_empty_now()?;
+        step.creating_only = !self.trace_every_call && self.is_empty_now()?;
         Ok(step)
     }
 
@@ -206,8 +237,41 @@ mod tests {
             names,
             top: b"/rbuild/top".to_vec(),
             creating_only: false,
+            trace_every_call: false,
             stop_report: None,
         }
+    }
+
+    #[test]
+    fn names_of_slash_the_stage_lacks_are_redirected_as_absent_ones() {
+        use std::path::PathBuf;
+        let seen = [PathBuf::from("etc"), PathBuf::from("usr")];
+        let t = top_level(&["etc", "rbuild", "srv", "usr", ".dockerenv"]);
+        let only_runtime = t.clone().seeing(&seen, &[]);
+        assert_eq!(
+            only_runtime.first_component(b"/srv/x", true),
+            FirstComponent::Absent { rest: b"srv/x" },
+            "the builder's /srv is not the stage's"
+        );
+        assert_eq!(
+            only_runtime.first_component(b"/etc/passwd", true),
+            FirstComponent::Real
+        );
+        assert_eq!(
+            only_runtime.first_component(b"/rbuild/top/srv", true),
+            FirstComponent::Real,
+            "the redirection directory's own first component stays real"
+        );
+        assert!(
+            !only_runtime.trace_every_call,
+            "runtime names alone keep creating-only tracing"
+        );
+        let builder_dir = t.seeing(&seen, &[PathBuf::from("srv")]);
+        assert!(builder_dir.trace_every_call);
+        assert!(
+            !builder_dir.for_step().unwrap().creating_only,
+            "every call traced: its directory is not read"
+        );
     }
 
     #[test]

@@ -184,18 +184,24 @@ pub(super) fn answer_stat(
     request: &libc::seccomp_notif,
     table: &OwnershipTable,
     answerer: &mut StatAnswerer,
-) -> Answer {
-    match faked(listener, request, table, answerer) {
-        Some(()) => Answer::Success,
-        None => Answer::Continue,
+) -> Result<Answer, i32> {
+    let mut redirected_absent = None;
+    match faked(listener, request, table, answerer, &mut redirected_absent) {
+        Some(()) => Ok(Answer::Success),
+        // Left to the kernel, the call would find the untranslated name (the builder's
+        // directory of a name `/` has and the stage lacks): the redirected one's error.
+        None => redirected_absent.map_or(Ok(Answer::Continue), Err),
     }
 }
 
+/// Performs the call; `None` leaves it to the kernel, except that a redirected path that
+/// cannot be opened sets `redirected_absent` to the error (ENOENT, mostly).
 fn faked(
     listener: &OwnedFd,
     request: &libc::seccomp_notif,
     table: &OwnershipTable,
     answerer: &mut StatAnswerer,
+    redirected_absent: &mut Option<i32>,
 ) -> Option<()> {
     let call = decode(request.data.nr as libc::c_long, request.data.args)?;
     let known = libc::AT_SYMLINK_NOFOLLOW
@@ -214,17 +220,33 @@ fn faked(
         Some(0) | None => Vec::new(),
         Some(address) => caller_path_unchecked(listener, request, address).ok()?,
     };
-    let path = match &answerer.top {
-        Some(top) => top.translate(request.pid, call.dirfd, path),
-        None => path,
+    let (path, redirected) = match &answerer.top {
+        Some(top) => {
+            // Copied only for a name `/` lacks or hides (rare), to tell whether it moved.
+            let absent = matches!(
+                top.first_component(&path, true),
+                super::redirect::FirstComponent::Absent { .. }
+            );
+            let asked = absent.then(|| path.clone());
+            let path = top.translate(request.pid, call.dirfd, path);
+            let redirected = asked.is_some_and(|asked| asked != path);
+            (path, redirected)
+        }
+        None => (path, false),
     };
-    let target = open_target(
+    let Some(target) = open_target(
         request.pid,
         answerer.root.as_ref(),
         call.dirfd,
         &path,
         call.flags,
-    )?;
+    ) else {
+        if redirected {
+            let errno = std::io::Error::last_os_error().raw_os_error();
+            *redirected_absent = Some(errno.filter(|e| *e != 0).unwrap_or(libc::ENOENT));
+        }
+        return None;
+    };
     let own = answerer.own;
     match call.statx_mask {
         None => {

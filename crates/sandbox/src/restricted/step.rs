@@ -84,12 +84,18 @@ pub(crate) fn run(
     }
     let (rules, denied) = confine::plan(&protected).map_err(|e| HelperError::new("landlock", e))?;
     let top = match &protected.top_level {
-        Some(dir) => Some(super::redirect::TopLevel::new(dir).map_err(|e| {
-            HelperError::new(
-                "top-level redirection",
-                format!("reading the names of / for {}: {e}", dir.display()),
-            )
-        })?),
+        Some(dir) => {
+            let top = super::redirect::TopLevel::new(dir).map_err(|e| {
+                HelperError::new(
+                    "top-level redirection",
+                    format!("reading the names of / for {}: {e}", dir.display()),
+                )
+            })?;
+            Some(match &spec.top_level_names {
+                Some(names) => top.seeing(&names.seen, &names.builder_hidden),
+                None => top,
+            })
+        }
         None => None,
     };
     // The helper is not traced: it names a working directory below a top-level entry `/`

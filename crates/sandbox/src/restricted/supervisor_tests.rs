@@ -552,10 +552,18 @@ struct StopCounts {
 /// names absent from `/` redirected into `top`; the step's end and the tracer's stops.
 #[cfg(target_arch = "x86_64")]
 fn counted(top: &Path, body: impl FnOnce() -> i32) -> (Finished, StopCounts) {
+    counted_with(super::super::redirect::TopLevel::new(top).unwrap(), body)
+}
+
+/// [`counted`] with the redirection given (names of `/` hidden from the step, say).
+#[cfg(target_arch = "x86_64")]
+fn counted_with(
+    mut top_level: super::super::redirect::TopLevel,
+    body: impl FnOnce() -> i32,
+) -> (Finished, StopCounts) {
     use std::io::{Read, Seek};
     use std::os::fd::AsRawFd;
     let mut report = tempfile::tempfile().unwrap();
-    let mut top_level = super::super::redirect::TopLevel::new(top).unwrap();
     top_level.stop_report = Some(report.as_raw_fd());
     let done = run_supervised_until(body, None, &[], OwnershipTable::default(), Some(&top_level))
         .expect("traced step");
@@ -591,6 +599,92 @@ fn sh_counted(top: &Path, script: &str) -> (Finished, StopCounts) {
         unsafe { libc::execv(pointers[0], pointers.as_ptr()) };
         127
     })
+}
+
+/// A name of `/` the stage lacks, the builder image's own (an empty `/srv`, say): hidden
+/// from the step (its `stat`, `open`, `chdir` find nothing; `mkdir` makes the stage's in
+/// the redirection directory), so the step is traced at every path-taking call from its
+/// start, never only at the creating ones. The stop counts of the same calls as
+/// [`a_step_without_redirected_entries_stops_only_at_creating_calls`] are printed: that
+/// is the price of a stage lacking one of the builder's names.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn a_name_of_slash_the_stage_lacks_is_absent_and_every_call_traced() {
+    const CALLS: usize = 50;
+    let hidden = ["srv", "mnt", "media", "opt"]
+        .into_iter()
+        .find(|name| Path::new("/").join(name).is_dir())
+        .expect("one of /srv, /mnt, /media, /opt to hide");
+    let seen: Vec<std::path::PathBuf> = std::fs::read_dir("/")
+        .unwrap()
+        .map(|e| std::path::PathBuf::from(e.unwrap().file_name()))
+        .filter(|name| name.as_os_str() != hidden)
+        .collect();
+    let hiding = |top: &Path| {
+        super::super::redirect::TopLevel::new(top)
+            .unwrap()
+            .seeing(&seen, &[std::path::PathBuf::from(hidden)])
+    };
+    let top = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let log = out.path().join("log");
+    let script = format!(
+        "{{ test ! -e /{hidden} && ! ls /{hidden} 2>/dev/null && ! cd /{hidden} 2>/dev/null && \
+         mkdir /{hidden} && echo x > /{hidden}/f && cat /{hidden}/f && cd /{hidden} && pwd; }} \
+         > '{}' 2>&1",
+        log.display()
+    );
+    let args: Vec<std::ffi::CString> = ["/bin/sh", "-c", &script]
+        .iter()
+        .map(|a| std::ffi::CString::new(*a).unwrap())
+        .collect();
+    let mut pointers: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    pointers.push(std::ptr::null());
+    let (done, stops) = counted_with(hiding(top.path()), || {
+        // SAFETY: NUL-terminated arguments that outlive the call.
+        unsafe { libc::execv(pointers[0], pointers.as_ptr()) };
+        127
+    });
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(done.exit_code(), Some(0), "{said}");
+    assert_eq!(said, format!("x\n/{hidden}\n"));
+    assert_eq!(
+        std::fs::read_to_string(top.path().join(hidden).join("f")).unwrap(),
+        "x\n"
+    );
+    assert!(!Path::new("/").join(hidden).join("f").exists());
+    assert!(!stops.switched, "traced from the start: {stops:?}");
+
+    // Reads of a name the stage has: each stops now, none with only the creating calls
+    // traced (no hidden name).
+    let reads = || {
+        let real = c"/etc/hostname";
+        // SAFETY: plain syscalls with valid C strings and buffers.
+        unsafe {
+            for _ in 0..CALLS {
+                if libc::access(real.as_ptr(), libc::F_OK) != 0 {
+                    return 3;
+                }
+                let fd = libc::open(real.as_ptr(), libc::O_RDONLY);
+                if fd < 0 {
+                    return 4;
+                }
+                libc::close(fd);
+            }
+        }
+        0
+    };
+    let empty = tempfile::tempdir().unwrap();
+    let (done, hiding_stops) = counted_with(hiding(empty.path()), reads);
+    assert_eq!(done.exit_code(), Some(0));
+    let (done, creating_stops) = counted(empty.path(), reads);
+    assert_eq!(done.exit_code(), Some(0));
+    eprintln!(
+        "{CALLS} access and {CALLS} open calls: {hiding_stops:?} with /{hidden} hidden, \
+         {creating_stops:?} without"
+    );
+    assert_eq!(hiding_stops.seccomp, 2 * CALLS as u64, "{hiding_stops:?}");
+    assert_eq!(creating_stops.seccomp, 0, "{creating_stops:?}");
 }
 
 /// A step of a stage with no redirected entry stops in the tracer only for the calls that
