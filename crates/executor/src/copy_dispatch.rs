@@ -24,7 +24,10 @@ impl BuildContext<'_> {
         let view = if self.files_needed_after(st, origin) {
             None
         } else {
-            self.copy_view(st, spec)?
+            match self.copy_view(st, spec)? {
+                Some(view) => Some(view),
+                None => self.keep_rootfs_as_tree(st, spec)?,
+            }
         };
         if view.is_none() {
             self.materialize(st)?;
@@ -54,14 +57,9 @@ impl BuildContext<'_> {
 
     /// The parent's tree a COPY may read instead of the stage's rootfs: the store's shared
     /// tree of the stage's layers when none of them is on the rootfs yet and the build
-    /// shares trees (`stage_rootfs.rs`), for a plain COPY (an ADD may unpack an archive
-    /// whose whiteouts reach anywhere; `--parents` and `--link` have their own trees) by a
-    /// build whose process owns every file (root).
+    /// shares trees (`stage_rootfs.rs`), for a COPY [`Self::may_copy_into_skeleton`].
     fn copy_view(&self, st: &StageState, spec: &CopySpec) -> Result<Option<PathBuf>> {
-        let linked = spec.link && spec.chmod.is_none();
-        let plain_copy = !(spec.is_add || spec.parents || linked);
-        let owns_files = matches!(self.owners, fsops::Owners::Root | fsops::Owners::Ranged(_));
-        if !plain_copy || !owns_files || st.applied != 0 || st.layers.is_empty() {
+        if !self.may_copy_into_skeleton(spec) || st.applied != 0 || st.layers.is_empty() {
             return Ok(None);
         }
         let Some(trees) = self.trees.as_ref().filter(|_| self.may_share_files()) else {
@@ -77,6 +75,55 @@ impl BuildContext<'_> {
         let tree = trees.get_or_make(&st.layers, &|layers, dir| {
             crate::build_dir::apply_layers(self.store, &self.owners, layers, dir)
         })?;
+        Ok(Some(tree))
+    }
+
+    /// Whether a COPY of `spec` may write into an empty tree of stand-ins: a plain COPY
+    /// (an ADD may unpack an archive whose whiteouts reach anywhere; `--parents` and
+    /// `--link` have their own trees) by a build whose process owns every file.
+    fn may_copy_into_skeleton(&self, spec: &CopySpec) -> bool {
+        let linked = spec.link && spec.chmod.is_none();
+        let plain_copy = !(spec.is_add || spec.parents || linked);
+        let owns_files = matches!(self.owners, fsops::Owners::Root | fsops::Owners::Ranged(_));
+        plain_copy && owns_files
+    }
+
+    /// A COPY after steps this build ran (no shared tree of the stage's layers, so no
+    /// [`Self::copy_view`]): the stage's rootfs, brought up to its layers (the last RUN's
+    /// upper directory moved in, as the COPY needs anyway), becomes the store's shared
+    /// tree of those layers by one rename, and the COPY writes into an empty tree of
+    /// stand-ins read from it. The next build whose COPY follows the same cached steps
+    /// (a one-change rebuild) then finds the tree instead of extracting every layer above
+    /// the base (BuildKit keeps the snapshot of each step likewise). Only where the files
+    /// are what extracting the layers gives: no SOURCE_DATE_EPOCH (the layers clamp the
+    /// times the rootfs keeps) and xattrs recorded. `None`: the COPY runs on the rootfs.
+    fn keep_rootfs_as_tree(&self, st: &mut StageState, spec: &CopySpec) -> Result<Option<PathBuf>> {
+        if !self.may_copy_into_skeleton(spec)
+            || st.layers.is_empty()
+            || self.write_options.source_date_epoch.is_some()
+            || self.write_options.no_xattrs
+        {
+            return Ok(None);
+        }
+        let Some(trees) = self.trees.as_ref().filter(|_| self.may_share_files()) else {
+            return Ok(None);
+        };
+        // The rootfs gets every layer of the stage; a layer not written yet whose files
+        // are in it is written first (its files are about to move).
+        self.materialize(st)?;
+        let Some(tree) = trees.adopt(&st.layers, &st.rootfs) else {
+            return Ok(None);
+        };
+        crate::context::lock(&self.shared.shared_roots).remove(&st.rootfs);
+        {
+            // The layers have a tree now: a stage reading this one links it.
+            let mut made = crate::context::lock(&self.shared.made_here);
+            for layer in &st.layers {
+                made.remove(&layer.digest);
+            }
+        }
+        st.rootfs = self.dir.new_dir(&format!("rootfs-{}", st.index))?;
+        st.applied = 0;
         Ok(Some(tree))
     }
 }
