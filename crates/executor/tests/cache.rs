@@ -650,6 +650,20 @@ COPY app.txt /app/sub/
         ("srv/app/sub/app.txt".to_string(), 0, 0, 0o644),
     ];
     assert_eq!(copied_entries(&first_copy.layer), expected);
+    // The tree left is what extracting the layers gives: the RUN's entries and the
+    // directories above them with whole-second mtimes, as the layer records them.
+    let trees: Vec<_> = std::fs::read_dir(fx.store.root().join("trees"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("srv/app/sub/f").exists())
+        .collect();
+    assert_eq!(trees.len(), 1, "{trees:?}");
+    for rel in ["srv", "srv/app", "srv/app/sub", "srv/app/sub/f", "app"] {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(trees[0].join(rel)).unwrap();
+        assert_eq!(meta.mtime_nsec(), 0, "{rel} in the kept tree");
+    }
 
     fx.file("app.txt", "v2\n", 0o644);
     let (second, events) = fx.run(&fx.request(dockerfile));
