@@ -24,7 +24,10 @@ impl BuildContext<'_> {
         let view = if self.files_needed_after(st, origin) {
             None
         } else {
-            self.copy_view(st, spec)?
+            match self.copy_view(st, spec)? {
+                Some(view) => Some(view),
+                None => self.keep_rootfs_as_tree(st, spec)?,
+            }
         };
         if view.is_none() {
             self.materialize(st)?;
@@ -54,14 +57,9 @@ impl BuildContext<'_> {
 
     /// The parent's tree a COPY may read instead of the stage's rootfs: the store's shared
     /// tree of the stage's layers when none of them is on the rootfs yet and the build
-    /// shares trees (`stage_rootfs.rs`), for a plain COPY (an ADD may unpack an archive
-    /// whose whiteouts reach anywhere; `--parents` and `--link` have their own trees) by a
-    /// build whose process owns every file (root).
+    /// shares trees (`stage_rootfs.rs`), for a COPY [`Self::may_copy_into_skeleton`].
     fn copy_view(&self, st: &StageState, spec: &CopySpec) -> Result<Option<PathBuf>> {
-        let linked = spec.link && spec.chmod.is_none();
-        let plain_copy = !(spec.is_add || spec.parents || linked);
-        let owns_files = matches!(self.owners, fsops::Owners::Root | fsops::Owners::Ranged(_));
-        if !plain_copy || !owns_files || st.applied != 0 || st.layers.is_empty() {
+        if !self.may_copy_into_skeleton(spec) || st.applied != 0 || st.layers.is_empty() {
             return Ok(None);
         }
         let Some(trees) = self.trees.as_ref().filter(|_| self.may_share_files()) else {
@@ -79,4 +77,135 @@ impl BuildContext<'_> {
         })?;
         Ok(Some(tree))
     }
+
+    /// Whether a COPY of `spec` may write into an empty tree of stand-ins: a plain COPY
+    /// (an ADD may unpack an archive whose whiteouts reach anywhere; `--parents` and
+    /// `--link` have their own trees) by a build whose process owns every file.
+    fn may_copy_into_skeleton(&self, spec: &CopySpec) -> bool {
+        let linked = spec.link && spec.chmod.is_none();
+        let plain_copy = !(spec.is_add || spec.parents || linked);
+        let owns_files = matches!(self.owners, fsops::Owners::Root | fsops::Owners::Ranged(_));
+        plain_copy && owns_files
+    }
+
+    /// A COPY after steps this build ran (no shared tree of the stage's layers, so no
+    /// [`Self::copy_view`]): the stage's rootfs, brought up to its layers (the last RUN's
+    /// upper directory moved in, as the COPY needs anyway), becomes the store's shared
+    /// tree of those layers by one rename, and the COPY writes into an empty tree of
+    /// stand-ins read from it. The next build whose COPY follows the same cached steps
+    /// (a one-change rebuild) then finds the tree instead of extracting every layer above
+    /// the base (BuildKit keeps the snapshot of each step likewise).
+    ///
+    /// A tree must be what extracting its layers gives, whichever build made it: the
+    /// layers record whole seconds, so the times the last RUN left (nanoseconds) are cut
+    /// to whole seconds on the entries its upper directory brought and the directories
+    /// above them, the only entries not linked from a tree. Hence only for a one-stage
+    /// build (no other stage compares its files with this one's precise times,
+    /// `precise_times.rs`) whose rootfs is trees' links plus that one RUN's upper
+    /// directory, without SOURCE_DATE_EPOCH (the layers clamp the times) and with xattrs
+    /// recorded. `None`: the COPY runs on the rootfs.
+    fn keep_rootfs_as_tree(&self, st: &mut StageState, spec: &CopySpec) -> Result<Option<PathBuf>> {
+        if !self.may_copy_into_skeleton(spec)
+            || self.df.stages.len() != 1
+            || self.write_options.source_date_epoch.is_some()
+            || self.write_options.no_xattrs
+        {
+            return Ok(None);
+        }
+        let Some(trees) = self.trees.as_ref().filter(|_| self.may_share_files()) else {
+            return Ok(None);
+        };
+        let brought = match &st.pending_merge {
+            Some(merge) if merge.layer == st.applied && merge.layer + 1 == st.layers.len() => {
+                let made = crate::context::lock(&self.shared.made_here);
+                if st.layers[..merge.layer]
+                    .iter()
+                    .any(|l| made.contains(&l.digest))
+                {
+                    return Ok(None);
+                }
+                merge
+                    .changes
+                    .iter()
+                    .filter_map(|c| match c {
+                        rbuild_layer::Change::Upsert(p) | rbuild_layer::Change::OpaqueDir(p) => {
+                            Some(p.clone())
+                        }
+                        rbuild_layer::Change::Delete(_) => None,
+                    })
+                    .collect::<Vec<_>>()
+            }
+            _ => return Ok(None),
+        };
+        // The rootfs gets every layer of the stage; a layer not written yet whose files
+        // are in it is written first (its files are about to move).
+        self.materialize(st)?;
+        whole_second_mtimes(&st.rootfs, &brought)
+            .map_err(crate::error::BuildError::io("setting times in", &st.rootfs))?;
+        let Some(tree) = trees.adopt(&st.layers, &st.rootfs) else {
+            return Ok(None);
+        };
+        crate::context::lock(&self.shared.shared_roots).remove(&st.rootfs);
+        {
+            // The layers have a tree now: a stage reading this one links it.
+            let mut made = crate::context::lock(&self.shared.made_here);
+            for layer in &st.layers {
+                made.remove(&layer.digest);
+            }
+        }
+        st.rootfs = self.dir.new_dir(&format!("rootfs-{}", st.index))?;
+        st.applied = 0;
+        Ok(Some(tree))
+    }
+}
+
+/// Cuts the mtimes of `paths` (relative to `root`, none followed) and of the directories
+/// above them to whole seconds, as extracting a layer sets them. Entries that are gone are
+/// skipped.
+fn whole_second_mtimes(root: &std::path::Path, paths: &[PathBuf]) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    for path in paths {
+        for rel in path.ancestors() {
+            if !seen.insert(rel.to_path_buf()) {
+                continue;
+            }
+            let full = root.join(rel);
+            let meta = match std::fs::symlink_metadata(&full) {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if meta.mtime_nsec() == 0 {
+                continue;
+            }
+            let times = [
+                libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: libc::UTIME_OMIT,
+                },
+                libc::timespec {
+                    tv_sec: meta.mtime(),
+                    tv_nsec: 0,
+                },
+            ];
+            let c_path = std::ffi::CString::new(full.as_os_str().as_bytes())
+                .map_err(std::io::Error::other)?;
+            // SAFETY: `c_path` is a NUL-terminated path and `times` two valid timespecs,
+            // both alive for the call; AT_SYMLINK_NOFOLLOW sets a symlink's own times.
+            let rc = unsafe {
+                libc::utimensat(
+                    libc::AT_FDCWD,
+                    c_path.as_ptr(),
+                    times.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
 }

@@ -180,6 +180,19 @@ impl Trees {
 }
 
 impl Trees {
+    /// Makes `rootfs`, a stage's root holding exactly the files of `layers` (bottom
+    /// first), their tree by renaming it there: the build gives it up. `None` when the
+    /// tree exists already or the rename fails (another build's tree appeared meanwhile:
+    /// a rename onto a non-empty directory fails); `rootfs` is then left as it is.
+    pub(crate) fn adopt(&self, layers: &[Descriptor], rootfs: &Path) -> Option<PathBuf> {
+        let path = self.path_of(layers, &self.owners);
+        if path.is_dir() || std::fs::rename(rootfs, &path).is_err() {
+            return None;
+        }
+        touch_used(&path);
+        Some(path)
+    }
+
     /// Moves `source` (a directory of this build's, on the store's file system) to `dest`
     /// (a `kept-…` entry of the trees directory, `Store::kept_layer_dir`) beside the files
     /// `extra` (name, bytes), by renames: the entry appears complete or not at all, and

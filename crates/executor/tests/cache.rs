@@ -72,6 +72,10 @@ fn main() -> ExitCode {
             a_copy_after_cached_steps_writes_into_an_empty_tree_the_layer_of_the_full_rootfs,
         ),
         (
+            "a_copy_after_steps_run_leaves_their_tree_for_the_next_build",
+            a_copy_after_steps_run_leaves_their_tree_for_the_next_build,
+        ),
+        (
             "a_copy_the_empty_tree_cannot_stand_for_runs_on_the_full_rootfs",
             a_copy_the_empty_tree_cannot_stand_for_runs_on_the_full_rootfs,
         ),
@@ -605,6 +609,92 @@ COPY app.txt dir /app/
     )));
     assert_eq!(events.cached().len(), 1, "{:?}", events.cached());
     assert_eq!(events.output(), vec!["v4", "new", "keep", "replaced"]);
+}
+
+/// A COPY after steps the build ran makes the stage's rootfs (the RUN's changes moved in)
+/// the store's shared tree of their layers, by a rename (`keep_rootfs_as_tree`), and
+/// writes into an empty tree of stand-ins read from it: the next build whose COPY follows
+/// the same steps, now cache hits, extracts and links nothing (before, it extracted every
+/// layer above the base into a new tree: seconds for a large RUN), and its layer has the
+/// entries of the same COPY on a rootfs extracted from the layers (chroot). Later steps
+/// get the RUN's files from the tree.
+fn a_copy_after_steps_run_leaves_their_tree_for_the_next_build() {
+    let fx = Fixture::new();
+    fx.file("app.txt", "v1\n", 0o644);
+    // No SOURCE_DATE_EPOCH: with one, the layers clamp the times the rootfs keeps, and
+    // no tree is made of it.
+    let dockerfile = "FROM busybox
+RUN mkdir -p /srv/app/sub && echo old > /srv/app/sub/f && ln -s /srv/app /app \\
+ && chown -R 1000:1000 /srv && chmod 750 /srv/app
+COPY app.txt /app/sub/
+";
+    let (first, events) = fx.run(&fx.request(dockerfile));
+    assert!(events.cached().is_empty(), "{:?}", events.cached());
+    let first_copy = first.cache_records[1].clone();
+    // The COPY's own layer: the directory through the symlink, its owner and mode kept
+    // from the tree the RUN left.
+    let copied_entries = |layer| {
+        fx.entries(layer)
+            .into_iter()
+            .map(|e| {
+                let path = e.path.to_string_lossy();
+                let path = path.trim_start_matches("./").trim_end_matches('/');
+                (path.to_string(), e.uid, e.gid, e.mode & 0o7777)
+            })
+            .collect::<Vec<_>>()
+    };
+    let expected = vec![
+        ("srv".to_string(), 1000, 1000, 0o755),
+        ("srv/app".to_string(), 1000, 1000, 0o750),
+        ("srv/app/sub".to_string(), 1000, 1000, 0o755),
+        ("srv/app/sub/app.txt".to_string(), 0, 0, 0o644),
+    ];
+    assert_eq!(copied_entries(&first_copy.layer), expected);
+    // The tree left is what extracting the layers gives: the RUN's entries and the
+    // directories above them with whole-second mtimes, as the layer records them.
+    let trees: Vec<_> = std::fs::read_dir(fx.store.root().join("trees"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("srv/app/sub/f").exists())
+        .collect();
+    assert_eq!(trees.len(), 1, "{trees:?}");
+    for rel in ["srv", "srv/app", "srv/app/sub", "srv/app/sub/f", "app"] {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(trees[0].join(rel)).unwrap();
+        assert_eq!(meta.mtime_nsec(), 0, "{rel} in the kept tree");
+    }
+
+    fx.file("app.txt", "v2\n", 0o644);
+    let (second, events) = fx.run(&fx.request(dockerfile));
+    assert_eq!(events.cached(), vec![("stage-0".to_string(), 2)]);
+    assert_eq!(
+        second.phases.extract.count, 0,
+        "the RUN's tree was left by the first build: nothing extracted or linked: {:?}",
+        second.phases
+    );
+    let second_copy = second.cache_records[1].clone();
+    assert_eq!(copied_entries(&second_copy.layer), expected);
+
+    // The same COPY on a rootfs extracted from the layers (chroot), its record gone so
+    // that it runs: the same entries.
+    remove_cache_record(&fx.store, &second_copy.key);
+    let mut full = fx.request(dockerfile);
+    full.isolation = rbuild_sandbox::Isolation::Chroot;
+    let (on_full_rootfs, events) = fx.run(&full);
+    assert_eq!(events.cached(), vec![("stage-0".to_string(), 2)]);
+    assert_eq!(
+        copied_entries(&on_full_rootfs.cache_records[1].layer),
+        expected
+    );
+
+    // A step after the COPY reads the RUN's files and the COPY's.
+    fx.file("app.txt", "v3\n", 0o644);
+    let (_, events) = fx.run(&fx.request(&format!(
+        "{dockerfile}RUN cat /app/sub/app.txt /srv/app/sub/f\n"
+    )));
+    assert_eq!(events.cached().len(), 1, "{:?}", events.cached());
+    assert_eq!(events.output(), vec!["v3", "old"]);
 }
 
 /// Where a copied directory lands on a symlink (which the copy may follow), the stand-ins
