@@ -447,7 +447,10 @@ pub(crate) fn named_call(
             Some(arg) => args[arg],
             None => how_flags()?,
         };
-        if flags as u32 & WRITE_FLAGS == 0 {
+        // No write flag: nothing copies up. `O_CREAT | O_EXCL` (how dpkg and tar make
+        // every file) creates a file or fails, never opening an existing one: no lookup
+        // of the name either, as the chroot filter lets those opens run unseen.
+        if flags as u32 & WRITE_FLAGS == 0 || flags as u32 & CREATE_ONLY == CREATE_ONLY {
             return None;
         }
         follow = flags as libc::c_int & libc::O_NOFOLLOW == 0;
@@ -1016,6 +1019,37 @@ fn restore_times(dir: &OwnedFd, stat: &libc::stat) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_open_that_only_creates_names_no_file_to_copy_up() {
+        let open_args = |flags: libc::c_int| {
+            let mut args = [0u64; 6];
+            args[1] = 0x1000; // a non-NULL path pointer
+            args[2] = flags as u64;
+            args
+        };
+        let never = || -> Option<u64> { panic!("openat's flags are an argument") };
+        for flags in [
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+            libc::O_RDONLY,
+        ] {
+            assert!(
+                named_call(libc::SYS_openat, open_args(flags), never).is_none(),
+                "flags {flags:#o}"
+            );
+        }
+        for flags in [
+            libc::O_WRONLY,
+            libc::O_WRONLY | libc::O_CREAT,
+            libc::O_RDONLY | libc::O_TRUNC,
+            libc::O_RDWR | libc::O_EXCL,
+        ] {
+            let call = named_call(libc::SYS_openat, open_args(flags), never)
+                .unwrap_or_else(|| panic!("flags {flags:#o} may write an existing file"));
+            assert_eq!(call.path_arg, 1);
+        }
+    }
 
     #[test]
     fn every_stopped_call_is_compared_and_notified() {
