@@ -163,7 +163,6 @@ impl BuildContext<'_> {
 /// above them to whole seconds, as extracting a layer sets them. Entries that are gone are
 /// skipped.
 fn whole_second_mtimes(root: &std::path::Path, paths: &[PathBuf]) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
     let mut seen = std::collections::HashSet::new();
     for path in paths {
@@ -177,33 +176,8 @@ fn whole_second_mtimes(root: &std::path::Path, paths: &[PathBuf]) -> std::io::Re
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            if meta.mtime_nsec() == 0 {
-                continue;
-            }
-            let times = [
-                libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: libc::UTIME_OMIT,
-                },
-                libc::timespec {
-                    tv_sec: meta.mtime(),
-                    tv_nsec: 0,
-                },
-            ];
-            let c_path = std::ffi::CString::new(full.as_os_str().as_bytes())
-                .map_err(std::io::Error::other)?;
-            // SAFETY: `c_path` is a NUL-terminated path and `times` two valid timespecs,
-            // both alive for the call; AT_SYMLINK_NOFOLLOW sets a symlink's own times.
-            let rc = unsafe {
-                libc::utimensat(
-                    libc::AT_FDCWD,
-                    c_path.as_ptr(),
-                    times.as_ptr(),
-                    libc::AT_SYMLINK_NOFOLLOW,
-                )
-            };
-            if rc != 0 {
-                return Err(std::io::Error::last_os_error());
+            if meta.mtime_nsec() != 0 {
+                crate::fsops::set_mtime(&full, meta.mtime(), 0)?;
             }
         }
     }

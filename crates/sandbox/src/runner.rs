@@ -292,27 +292,17 @@ pub(crate) fn run_step(
     // large overlay, dropping its dentries and inodes takes about a second per 50,000
     // files on a loaded machine, and nothing rbuild does next needs that done (it reads the
     // upper directory, never the overlay). The helper is reaped by a thread instead.
-    if isolation == Isolation::Userns && error.is_none() {
-        if let Some(status) = status {
+    let helper_status = match status {
+        Some(_) if isolation == Isolation::Userns && error.is_none() => {
             reap_in_background(child);
-            for reader in readers {
-                let _ = reader.join();
-            }
-            drop(ours);
-            let _ = control_thread.join();
-            return Ok(StepOutcome {
-                status,
-                isolation,
-                id_mapping,
-                stubs,
-                tail: tail.finish(),
-                ownership,
-            });
+            None
         }
-    }
-    let helper_status = child
-        .wait()
-        .map_err(|e| SandboxError::io("waiting for the helper", e))?;
+        _ => Some(
+            child
+                .wait()
+                .map_err(|e| SandboxError::io("waiting for the helper", e))?,
+        ),
+    };
     for reader in readers {
         let _ = reader.join();
     }
@@ -322,11 +312,10 @@ pub(crate) fn run_step(
         return Err(err);
     }
     let Some(status) = status else {
+        let ended = helper_status.map_or_else(String::new, |s| format!(" ({s})"));
         return Err(SandboxError::Helper {
             stage: "helper".into(),
-            message: format!(
-                "the sandbox helper ended ({helper_status}) without reporting the step's result"
-            ),
+            message: format!("the sandbox helper ended{ended} without reporting the step's result"),
         });
     };
     Ok(StepOutcome {

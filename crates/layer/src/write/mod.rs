@@ -170,19 +170,13 @@ fn encode<W: Write + Send>(
 ) -> Result<LayerInfo> {
     let level = options.level.unwrap_or(options.compression.default_level());
     let mut sink = HashingWriter::new(out);
+    // `None` for a plain layer: the blob is the tar itself, so the sink's digest is the
+    // diff id and the stream is hashed once (a second tee here hashed every plain layer
+    // twice).
     let diff = match options.compression {
         Compression::None => {
-            // The blob is the tar itself: the sink's digest is the diff id, so the stream is
-            // hashed once (a second tee here hashed every plain layer twice).
             produce(&mut sink)?;
-            let (_, blob) = sink.into_parts();
-            return Ok(LayerInfo {
-                diff_id: blob.digest.clone(),
-                digest: blob.digest,
-                size: blob.bytes,
-                uncompressed_size: blob.bytes,
-                media_type: options.compression.oci_media_type(),
-            });
+            None
         }
         Compression::Zstd => {
             if !(1..=22).contains(&level) {
@@ -194,7 +188,7 @@ fn encode<W: Write + Send>(
             produce(&mut tee)?;
             let (timing::Timed(encoder), diff) = tee.into_parts();
             timing::finishing(|| encoder.finish()).ctx(|| "finishing the zstd stream".into())?;
-            diff
+            Some(diff)
         }
         Compression::Gzip => {
             if level > 9 {
@@ -220,15 +214,20 @@ fn encode<W: Write + Send>(
                 let diff = written?;
                 finished.ctx(|| "finishing the gzip stream".into())?;
                 Ok(diff)
-            })?
+            })
+            .map(Some)?
         }
     };
     let (_, blob) = sink.into_parts();
+    let (diff_id, uncompressed_size) = match diff {
+        Some(diff) => (diff.digest, diff.bytes),
+        None => (blob.digest.clone(), blob.bytes),
+    };
     Ok(LayerInfo {
-        diff_id: diff.digest,
+        diff_id,
         digest: blob.digest,
         size: blob.bytes,
-        uncompressed_size: diff.bytes,
+        uncompressed_size,
         media_type: options.compression.oci_media_type(),
     })
 }
