@@ -36,6 +36,13 @@ pub enum StoreError {
     Ambiguous { input: String, matches: String },
     #[error(transparent)]
     Reference(#[from] rbuild_image::reference::ReferenceError),
+    #[error("fetching blob {digest} from {registry}/{repository}: {message}")]
+    RemoteFetch {
+        registry: String,
+        repository: String,
+        digest: Digest,
+        message: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }

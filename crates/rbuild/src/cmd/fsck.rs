@@ -26,6 +26,7 @@ pub fn run(globals: &Globals, args: FsckArgs) -> Result<u8> {
                 "content_digest": actual.to_string(),
             })).collect::<Vec<_>>(),
             "missing": report.missing.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            "remote": report.remote.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
             "stray_files": report.stray_files,
         });
         println!("{}", serde_json::to_string_pretty(&json)?);
@@ -37,15 +38,19 @@ pub fn run(globals: &Globals, args: FsckArgs) -> Result<u8> {
     for digest in &report.missing {
         println!("missing: blob {digest} is referenced by an image but not in the store");
     }
+    for digest in &report.remote {
+        println!("remote: layer {digest} is still in its registry (fetched when first read)");
+    }
     for name in &report.stray_files {
         println!("stray: blobs/sha256/{name} is not named by a digest (ignored)");
     }
     println!(
-        "checked {} blobs in {}: {} corrupt, {} missing",
+        "checked {} blobs in {}: {} corrupt, {} missing, {} remote",
         report.blobs_checked,
         store.root().display(),
         report.corrupt.len(),
-        report.missing.len()
+        report.missing.len(),
+        report.remote.len()
     );
     if code != 0 {
         eprintln!(
