@@ -264,7 +264,26 @@ fn an_all_hit_registry_cache_build_keeps_its_layer_remote_until_something_reads_
     let layer = all_hit_build(b.path(), &base, ctx.path(), &cache);
     assert_eq!(blob_state(b.path(), &layer), (false, true), "{layer}");
     let report = fsck_ok(b.path());
-    assert!(report.contains(&format!("remote: layer {layer}")), "{report}");
+    assert!(
+        report.contains(&format!("remote: layer {layer}")),
+        "{report}"
+    );
+    let images = ok(rbuild(b.path())
+        .args(["images", "--json"])
+        .output()
+        .unwrap());
+    let images: serde_json::Value = serde_json::from_slice(&images.stdout).unwrap();
+    let app = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["names"][0] == "docker.io/library/app:1")
+        .unwrap();
+    let remote_size = app["remote_size"].as_u64().unwrap();
+    assert!(
+        remote_size > 3_000_000 && remote_size < app["size"].as_u64().unwrap(),
+        "{images}"
+    );
 
     // `save` fetches it (once: then it is on disk and the record gone); the archive loads
     // into another store whose fsck rehashes every blob.
