@@ -321,7 +321,7 @@ fn an_all_hit_registry_cache_build_keeps_its_layer_remote_until_something_reads_
             .output()
             .unwrap(),
     );
-    assert!(err.contains(&format!("{cache}")), "{err}");
+    assert!(err.contains(cache.as_str()), "{err}");
     assert!(err.contains(&layer), "{err}");
     assert_eq!(blob_state(d.path(), &layer), (false, true));
     fsck_ok(d.path());

@@ -36,7 +36,7 @@ pub use blob::{is_out_of_space, BlobWriter, CommittedBlob};
 pub use cache::{
     default_cache_bound, CachePrunePolicy, CachePruneReport, CacheRecord, CacheUsage, KeyInputs,
 };
-pub use error::{Result, StoreError};
+pub use error::{RemoteFetchFailure, Result, StoreError};
 pub use fsutil::human_bytes;
 pub use gc::{FsckReport, GcOptions, GcReport};
 pub use images::{ImageRecord, ImageSummary};

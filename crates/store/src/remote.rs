@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use rbuild_image::{Descriptor, Digest, Hasher};
 
-use crate::error::{IoContext, Result, StoreError};
+use crate::error::{IoContext, RemoteFetchFailure, Result, StoreError};
 use crate::{fsutil, lock, Store};
 
 /// Where a remote blob's bytes are: `registry/repository`, its descriptor (digest, size,
@@ -151,11 +151,13 @@ impl Store {
                 store: self.root.clone(),
             });
         };
-        let failed = |message: String| StoreError::RemoteFetch {
-            registry: remote.registry.clone(),
-            repository: remote.repository.clone(),
-            digest: digest.clone(),
-            message,
+        let failed = |message: String| {
+            StoreError::RemoteFetch(Box::new(RemoteFetchFailure {
+                registry: remote.registry.clone(),
+                repository: remote.repository.clone(),
+                digest: digest.clone(),
+                message,
+            }))
         };
         let fetcher = self
             .fetcher
