@@ -336,6 +336,14 @@ fn an_all_hit_registry_cache_build_keeps_its_layer_remote_until_something_reads_
         .unwrap());
     assert_eq!(blob_state(d.path(), &layer), (true, false));
     fsck_ok(d.path());
+    // Fetched, it is remembered as coming from the cache's repository: a push to the same
+    // registry mounts it from there rather than uploading it.
+    let out = ok(rbuild(d.path())
+        .args(["push", "app:1", &format!("{}/third/app:1", registry.host())])
+        .output()
+        .unwrap());
+    let log = stderr(&out);
+    assert!(log.contains("Mounted from cache/lazy"), "{log}");
 
     // E: a push to another repository of the same registry mounts the remote layer (no
     // download); a push to another registry fetches it and uploads it.

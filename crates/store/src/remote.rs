@@ -40,6 +40,10 @@ pub struct RemoteBlob {
 pub trait BlobFetcher: Send + Sync + std::fmt::Debug {
     /// Writes the bytes of `blob` to `out`. The error says why (never a credential).
     fn fetch(&self, blob: &RemoteBlob, out: &mut (dyn Write + Send)) -> Result<(), String>;
+
+    /// Called once `blob` is in `store` (its record gone), for the fetcher to note where it
+    /// came from (a later push mounts it from there). A hint: a failure changes nothing.
+    fn fetched(&self, _store: &Store, _blob: &RemoteBlob) {}
 }
 
 impl Store {
@@ -191,7 +195,9 @@ impl Store {
             )),
             other => other,
         })?;
-        self.drop_remote_record(digest)
+        self.drop_remote_record(digest)?;
+        fetcher.fetched(self, &remote);
+        Ok(())
     }
 
     /// Removes the remote record of `digest` (already removed by another process is fine).

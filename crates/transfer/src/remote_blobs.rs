@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use rbuild_registry::{Client, ClientOptions, SyncWriter};
-use rbuild_store::{BlobFetcher, RemoteBlob};
+use rbuild_store::{BlobFetcher, RemoteBlob, Store};
 
 /// Pulls remote blobs with a registry client's options (its credentials, CAs, insecure
 /// registries and timeouts). Each fetch runs on a thread of its own with its own runtime,
@@ -48,5 +48,16 @@ impl BlobFetcher for RegistryBlobFetcher {
                 .join()
                 .map_err(|_| "the fetching thread panicked".to_string())?
         })
+    }
+
+    /// A push to another repository of the same registry mounts the fetched layer.
+    fn fetched(&self, store: &Store, blob: &RemoteBlob) {
+        // A hint (`sources.rs`): not recording it only costs an upload later.
+        let _ = crate::record_blob_source(
+            store,
+            &blob.descriptor.digest,
+            &blob.registry,
+            &blob.repository,
+        );
     }
 }
