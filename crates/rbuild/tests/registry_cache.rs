@@ -325,6 +325,14 @@ fn an_all_hit_registry_cache_build_keeps_its_layer_remote_until_something_reads_
     assert!(err.contains(&layer), "{err}");
     assert_eq!(blob_state(d.path(), &layer), (false, true));
     fsck_ok(d.path());
+    let out = rbuild(d.path()).args(["fsck", "--fetch"]).output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{report}");
+    assert!(
+        report.contains(&format!("unfetchable: remote layer {layer}")) && report.contains(&cache),
+        "{report}"
+    );
+    assert_eq!(blob_state(d.path(), &layer), (false, true));
     std::fs::write(&served, &original).unwrap();
 
     // A build FROM that image with a RUN on top fetches the layer and works.
@@ -344,6 +352,16 @@ fn an_all_hit_registry_cache_build_keeps_its_layer_remote_until_something_reads_
         .unwrap());
     let log = stderr(&out);
     assert!(log.contains("Mounted from cache/lazy"), "{log}");
+
+    // F: `fsck --fetch` fetches and verifies what is still remote.
+    let f = tempfile::tempdir().unwrap();
+    assert_eq!(all_hit_build(f.path(), &base, ctx.path(), &cache), layer);
+    let report = String::from_utf8_lossy(
+        &ok(rbuild(f.path()).args(["fsck", "--fetch"]).output().unwrap()).stdout,
+    )
+    .into_owned();
+    assert!(report.contains(" 0 remote"), "{report}");
+    assert_eq!(blob_state(f.path(), &layer), (true, false));
 
     // E: a push to another repository of the same registry mounts the remote layer (no
     // download); a push to another registry fetches it and uploads it.
