@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use rbuild_image::Digest;
-use rbuild_store::{CacheRecord, Store};
+use rbuild_store::{CacheRecord, RemoteBlob, Store};
 
 /// A cache besides the store's own records, e.g. one imported from a registry
 /// (`--cache-from`). Consulted on a local miss.
@@ -14,6 +14,12 @@ pub trait RemoteCache {
     fn lookup(&self, key: &Digest) -> Option<CacheRecord>;
     /// Brings the layer of `record` into `store`, verified against its digest.
     fn fetch_layer(&self, store: &Store, record: &CacheRecord) -> Result<(), RemoteCacheError>;
+    /// Where the layer of `record` can be fetched later, for the store to record it remote
+    /// instead of fetching it now (`Store::record_remote_blob`); `None` when this cache
+    /// cannot say: the layer is fetched.
+    fn remote_blob(&self, _record: &CacheRecord) -> Option<RemoteBlob> {
+        None
+    }
 }
 
 /// Why a remote cache could not bring a layer into the store.

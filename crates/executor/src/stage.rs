@@ -338,7 +338,9 @@ impl BuildContext<'_> {
         let output = lock(&self.shared.done)
             .remove(&target)
             .ok_or_else(|| BuildError::other("the target stage was not built"))?;
-        self.fetch_pending(&output.image.layers)?;
+        // The image's registry-cache layers stay in the registry until read (lazy): an
+        // all-hit build downloads none of them.
+        self.settle_pending(&output.image.layers, true)?;
         let mut config = output.image.config;
         config.created = Some(created);
         for (k, v) in &self.request.labels {

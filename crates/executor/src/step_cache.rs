@@ -105,9 +105,11 @@ impl BuildContext<'_> {
     ) -> Option<(CacheRecord, &'static str)> {
         let _t = crate::phases::Phase::Cache.timer();
         match self.store.cache_lookup(key) {
-            // A layer never written is a hit while its kept files can write it.
+            // A layer never written is a hit while its kept files can write it; one still
+            // in its registry (recorded remote) is fetched by its first reader.
             Ok(Some(record))
-                if self.store.has_blob(&record.layer.digest) || self.take_kept_hit(&record) =>
+                if self.store.has_blob_or_remote(&record.layer.digest)
+                    || self.take_kept_hit(&record) =>
             {
                 return Some((record, "local"))
             }
@@ -146,6 +148,14 @@ impl BuildContext<'_> {
     /// Fetches the registry-cache layers among `layers` that are not in the store yet, and
     /// records them locally so that the next build hits without the registry.
     pub(crate) fn fetch_pending(&self, layers: &[Descriptor]) -> Result<()> {
+        self.settle_pending(layers, false)
+    }
+
+    /// Settles the registry-cache layers among `layers` that are not in the store yet: with
+    /// `lazy` (the image's layers, whose files no step needs), each is recorded remote in
+    /// the store when the cache can say where it is, and fetched by its first reader
+    /// (`Store::ensure_blob`); else fetched now. Either way the hit is recorded locally.
+    pub(crate) fn settle_pending(&self, layers: &[Descriptor], lazy: bool) -> Result<()> {
         // Layers of this build or the cache that were never written (`deferred.rs`).
         self.write_deferred(layers.iter().map(|l| &l.digest))?;
         for layer in layers {
@@ -156,8 +166,17 @@ impl BuildContext<'_> {
                 continue;
             };
             let _t = crate::phases::Phase::Pull.timer();
-            self.remote
-                .fetch_layer(self.store, &record)
+            let remote = lazy.then(|| self.remote.remote_blob(&record)).flatten();
+            let settled = match remote {
+                Some(remote) => self.store.record_remote_blob(&remote).map_err(|e| {
+                    RemoteCacheError::new(
+                        RemoteCacheErrorKind::Store,
+                        format!("recording it remote: {e}"),
+                    )
+                }),
+                None => self.remote.fetch_layer(self.store, &record),
+            };
+            settled
                 .and_then(|()| {
                     self.store.cache_put(&record).map_err(|e| {
                         RemoteCacheError::new(

@@ -9,7 +9,7 @@ use std::process::Output;
 use rbuild_testutil::{require_root, Registry};
 
 mod common;
-use common::{ok, rbuild, store_with_busybox};
+use common::{fails, ok, rbuild, store_with_busybox};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -203,6 +203,192 @@ fn an_empty_store_builds_from_the_registry_cache_without_running_a_step() {
         log_b2.contains(&format!("0 pushed, {layers_a} already there")),
         "{log_b2}"
     );
+}
+
+/// Whether the store at `root` has the blob `digest` on disk, and whether it records it
+/// remote (still in its registry).
+fn blob_state(root: &Path, digest: &str) -> (bool, bool) {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    (
+        root.join("oci/blobs/sha256").join(hex).is_file(),
+        root.join("remote").join(format!("{hex}.json")).is_file(),
+    )
+}
+
+/// `rbuild fsck` of `root` passes; returns its output.
+fn fsck_ok(root: &Path) -> String {
+    let out = ok(rbuild(root).arg("fsck").output().unwrap());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An empty store building `ctx` from the registry cache alone (every step a hit); the
+/// digest of its last layer (the RUN's).
+fn all_hit_build(root: &Path, base: &str, ctx: &Path, cache: &str) -> String {
+    let (events, log) = build_json(
+        root,
+        base,
+        ctx,
+        &["--cache-from", &format!("type=registry,ref={cache}")],
+    );
+    assert!(
+        layer_steps(&events)
+            .iter()
+            .all(|(stage, step, _)| cached_steps(&events, "registry")
+                .contains(&(stage.clone(), *step))),
+        "not every step was a registry cache hit:\n{log}"
+    );
+    layers(root).pop().unwrap()
+}
+
+const BIG_LAYER: &str = "ARG BASE\n\
+FROM ${BASE}\n\
+RUN head -c 3000000 /dev/urandom > /big.bin\n";
+
+#[test]
+fn an_all_hit_registry_cache_build_keeps_its_layer_remote_until_something_reads_it() {
+    require_root("native builds in this test");
+    let registry = Registry::start();
+    let base = push_base(&registry);
+    let cache = format!("{}/cache/lazy", registry.host());
+    let ctx = context(BIG_LAYER);
+    let a = tempfile::tempdir().unwrap();
+    build_json(
+        a.path(),
+        &base,
+        ctx.path(),
+        &["--cache-to", &format!("type=registry,ref={cache},mode=max")],
+    );
+
+    // B: the image is stored, its RUN layer recorded remote and not downloaded.
+    let b = tempfile::tempdir().unwrap();
+    let layer = all_hit_build(b.path(), &base, ctx.path(), &cache);
+    assert_eq!(blob_state(b.path(), &layer), (false, true), "{layer}");
+    let report = fsck_ok(b.path());
+    assert!(
+        report.contains(&format!("remote: layer {layer}")),
+        "{report}"
+    );
+    let images = ok(rbuild(b.path())
+        .args(["images", "--json"])
+        .output()
+        .unwrap());
+    let images: serde_json::Value = serde_json::from_slice(&images.stdout).unwrap();
+    let app = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["names"][0] == "docker.io/library/app:1")
+        .unwrap();
+    let remote_size = app["remote_size"].as_u64().unwrap();
+    assert!(
+        remote_size > 3_000_000 && remote_size < app["size"].as_u64().unwrap(),
+        "{images}"
+    );
+
+    // `save` fetches it (once: then it is on disk and the record gone); the archive loads
+    // into another store whose fsck rehashes every blob.
+    let archive = b.path().join("app.tar");
+    ok(rbuild(b.path())
+        .args(["save", "app:1", "--format", "oci", "-o"])
+        .arg(&archive)
+        .output()
+        .unwrap());
+    assert_eq!(blob_state(b.path(), &layer), (true, false));
+    fsck_ok(b.path());
+    let c = tempfile::tempdir().unwrap();
+    ok(rbuild(c.path())
+        .args(["load", "-i"])
+        .arg(&archive)
+        .output()
+        .unwrap());
+    assert_eq!(layers(c.path()), layers(b.path()));
+    assert!(fsck_ok(c.path()).contains(" 0 remote"));
+
+    // D: the registry serves a damaged blob: `save` fails naming the registry, the
+    // repository and the digest; the store is unchanged and consistent.
+    let d = tempfile::tempdir().unwrap();
+    assert_eq!(all_hit_build(d.path(), &base, ctx.path(), &cache), layer);
+    let served = registry.blob_data_path(layer.strip_prefix("sha256:").unwrap());
+    let original = std::fs::read(&served).unwrap();
+    let mut damaged = original.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x55;
+    std::fs::write(&served, &damaged).unwrap();
+    let err = fails(
+        rbuild(d.path())
+            .args(["save", "app:1", "-o"])
+            .arg(d.path().join("app.tar"))
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains(cache.as_str()), "{err}");
+    assert!(err.contains(&layer), "{err}");
+    assert_eq!(blob_state(d.path(), &layer), (false, true));
+    fsck_ok(d.path());
+    let out = rbuild(d.path()).args(["fsck", "--fetch"]).output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{report}");
+    assert!(
+        report.contains(&format!("unfetchable: remote layer {layer}")) && report.contains(&cache),
+        "{report}"
+    );
+    assert_eq!(blob_state(d.path(), &layer), (false, true));
+    std::fs::write(&served, &original).unwrap();
+
+    // A build FROM that image with a RUN on top fetches the layer and works.
+    let on_top = context("FROM app:1\nRUN wc -c /big.bin > /size.txt && cat /size.txt\n");
+    ok(rbuild(d.path())
+        .args(["build", "-t", "app:2"])
+        .arg(on_top.path())
+        .output()
+        .unwrap());
+    assert_eq!(blob_state(d.path(), &layer), (true, false));
+    fsck_ok(d.path());
+    // Fetched, it is remembered as coming from the cache's repository: a push to the same
+    // registry mounts it from there rather than uploading it.
+    let out = ok(rbuild(d.path())
+        .args(["push", "app:1", &format!("{}/third/app:1", registry.host())])
+        .output()
+        .unwrap());
+    let log = stderr(&out);
+    assert!(log.contains("Mounted from cache/lazy"), "{log}");
+
+    // F: `fsck --fetch` fetches and verifies what is still remote.
+    let f = tempfile::tempdir().unwrap();
+    assert_eq!(all_hit_build(f.path(), &base, ctx.path(), &cache), layer);
+    let report = String::from_utf8_lossy(
+        &ok(rbuild(f.path()).args(["fsck", "--fetch"]).output().unwrap()).stdout,
+    )
+    .into_owned();
+    assert!(report.contains(" 0 remote"), "{report}");
+    assert_eq!(blob_state(f.path(), &layer), (true, false));
+
+    // E: a push to another repository of the same registry mounts the remote layer (no
+    // download); a push to another registry fetches it and uploads it.
+    let e = tempfile::tempdir().unwrap();
+    assert_eq!(all_hit_build(e.path(), &base, ctx.path(), &cache), layer);
+    let same = format!("{}/other/app:1", registry.host());
+    let out = ok(rbuild(e.path())
+        .args(["push", "app:1", &same])
+        .output()
+        .unwrap());
+    let log = stderr(&out);
+    let short = &layer["sha256:".len().."sha256:".len() + 12];
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Mounted from cache/lazy") && l.contains(short)),
+        "{log}"
+    );
+    assert_eq!(blob_state(e.path(), &layer), (false, true));
+    assert_eq!(registry.manifest_status("other/app", "1"), Some(200));
+    let elsewhere = Registry::start();
+    ok(rbuild(e.path())
+        .args(["push", "app:1", &format!("{}/app:1", elsewhere.host())])
+        .output()
+        .unwrap());
+    assert_eq!(blob_state(e.path(), &layer), (true, false));
+    assert_eq!(elsewhere.manifest_status("app", "1"), Some(200));
+    fsck_ok(e.path());
 }
 
 #[test]

@@ -146,7 +146,7 @@ pub fn export_on_day(
             .sources
             .get(&record.layer.digest)
             .is_some_and(|r| r.registry() == target.reference.registry());
-        if !store.has_blob(&record.layer.digest) && !reachable {
+        if !store.has_blob_or_remote(&record.layer.digest) && !reachable {
             report.warnings.push(format!(
                 "cache record {} left out: its layer {} is not in the store",
                 record.key, record.layer.digest
@@ -213,32 +213,45 @@ async fn push_layers(
     let (registry, repository) = (target.reference.registry(), target.reference.repository());
     let outcomes: Vec<PushOutcome> = futures_util::stream::iter(layers)
         .map(|layer| {
-            let path = blob_path(store, &layer.digest);
             let from = sources
                 .get(&layer.digest)
                 .filter(|r| r.registry() == registry && r.repository() != repository);
             async move {
                 let outcome = match from {
-                    Some(from) => {
+                    Some(from) if store.has_blob(&layer.digest) => {
                         client
                             .mount_or_push_blob(
                                 registry,
                                 repository,
                                 from.repository(),
-                                &path,
+                                &blob_path(store, &layer.digest),
                                 &layer.digest,
                                 layer.size,
                             )
                             .await
                     }
-                    None => {
-                        if client
+                    _ => {
+                        // Not on disk (a registry-cache hit still in its registry): mounted
+                        // when it can be, else fetched (`blob_file`) only if it must be sent.
+                        let mounted = match from {
+                            Some(from) => client
+                                .mount_blob(registry, repository, from.repository(), &layer.digest)
+                                .await
+                                .map_err(|e| e.to_string())?,
+                            None => false,
+                        };
+                        if mounted {
+                            Ok(PushOutcome::Mounted)
+                        } else if client
                             .blob_exists(registry, repository, &layer.digest)
                             .await
                             .map_err(|e| e.to_string())?
                         {
                             Ok(PushOutcome::AlreadyExists)
                         } else {
+                            let path = store
+                                .blob_file(&layer.digest)
+                                .map_err(|e| format!("layer {}: {e}", layer.digest))?;
                             client
                                 .push_blob_from_file(
                                     registry,

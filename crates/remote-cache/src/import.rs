@@ -8,7 +8,7 @@ use std::path::Path;
 use rbuild_executor::{cache_mount_dir, RemoteCache, RemoteCacheError, RemoteCacheErrorKind};
 use rbuild_image::{Descriptor, Digest, Hasher, Reference};
 use rbuild_registry::{Client, ErrorKind, SyncWriter};
-use rbuild_store::{CacheRecord, Store};
+use rbuild_store::{CacheRecord, RemoteBlob, Store};
 use tokio::runtime::Handle;
 
 use crate::format::{
@@ -226,6 +226,18 @@ impl RemoteCache for RegistryCache {
             )
         })?;
         self.pull_verified(store, from, &record.layer, &record.diff_id)
+    }
+
+    fn remote_blob(&self, record: &CacheRecord) -> Option<RemoteBlob> {
+        let (imported, from) = self.records.get(&record.key)?;
+        // Only the layer this cache imported for the key: the store verifies it against
+        // this descriptor and diff id when it fetches it.
+        (imported.layer.digest == record.layer.digest).then(|| RemoteBlob {
+            registry: from.registry().to_string(),
+            repository: from.repository().to_string(),
+            descriptor: imported.layer.clone(),
+            diff_id: imported.diff_id.clone(),
+        })
     }
 }
 

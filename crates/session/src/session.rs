@@ -59,7 +59,12 @@ pub struct Session<'a> {
 
 impl<'a> Session<'a> {
     /// `runtime` runs registry work (the build itself is synchronous).
+    /// The store fetches the layers it holds remote (registry-cache hits) with `client`'s
+    /// credentials when something reads them.
     pub fn new(store: &'a Store, client: Client, runtime: tokio::runtime::Handle) -> Self {
+        store.set_blob_fetcher(std::sync::Arc::new(
+            rbuild_transfer::RegistryBlobFetcher::new(&client),
+        ));
         Session {
             store,
             client,

@@ -106,6 +106,17 @@ impl BlobWriter<'_> {
         self.size
     }
 
+    /// Flushes what was written to the temp file and gives its path, for a check of the
+    /// content before `commit` (a remote layer's diff id).
+    pub(crate) fn flushed_temp(&mut self) -> Result<PathBuf> {
+        if let Some(file) = self.file.as_mut() {
+            file.flush()
+                .map_err(|e| out_of_space(e, &self.temp, self.size))
+                .at("write blob temp file", &self.temp)?;
+        }
+        Ok(self.temp.clone())
+    }
+
     /// Finishes the blob: verify against `expected` (if given), then fsync and rename into
     /// place, unless the store already holds it (then the temp file goes and the stored blob
     /// is leased). On a mismatch nothing is stored and the temp file is removed.
@@ -217,7 +228,8 @@ impl Store {
                 });
             }
         }
-        if self.protect(&digest)? {
+        // (A blob recorded remote is protected but not on disk: it is written here.)
+        if self.protect(&digest)? && self.has_blob(&digest) {
             return Ok(CommittedBlob {
                 digest,
                 size: bytes.len() as u64,
@@ -241,15 +253,17 @@ impl Store {
         w.commit(expected)
     }
 
-    /// Whether the blob is present.
+    /// Whether the blob is present on disk (see also `has_blob_or_remote`).
     pub fn has_blob(&self, digest: &Digest) -> bool {
         self.blob_path(digest).is_file()
     }
 
-    /// Opens a blob for reading; a clear error if it is missing. The content is not rehashed
+    /// Opens a blob for reading, fetching it first if it is recorded remote
+    /// ([`Store::ensure_blob`]); a clear error if it is missing. The content is not rehashed
     /// here (layers are large); use `read_blob` for small verified reads and `fsck` for all.
     pub fn open_blob(&self, digest: &Digest) -> Result<File> {
         let path = self.blob_path(digest);
+        self.ensure_blob(digest)?;
         match File::open(&path) {
             Ok(f) => Ok(f),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound {
@@ -260,8 +274,20 @@ impl Store {
         }
     }
 
-    /// The size of a stored blob.
+    /// The path of a blob's file, fetched first if it is recorded remote: for readers that
+    /// hand the file to something else (a registry upload).
+    pub fn blob_file(&self, digest: &Digest) -> Result<PathBuf> {
+        self.ensure_blob(digest)?;
+        Ok(self.blob_path(digest))
+    }
+
+    /// The size of a stored blob (of a remote one: its recorded size; nothing is fetched).
     pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
+        if !self.has_blob(digest) {
+            if let Some(remote) = self.remote_blob(digest)? {
+                return Ok(remote.descriptor.size);
+            }
+        }
         let file = self.open_blob(digest)?;
         Ok(file
             .metadata()

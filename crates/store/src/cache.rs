@@ -167,13 +167,14 @@ impl Store {
         )
     }
 
-    /// Stores `record` (replacing one with the same key). Its layer must be in the store.
+    /// Stores `record` (replacing one with the same key). Its layer must be in the store
+    /// (on disk or recorded remote).
     /// Not fsynced (a step pays for no fsync here): a power cut may lose the record or
     /// leave it empty, which later reads as a miss.
     pub fn cache_put(&self, record: &CacheRecord) -> Result<()> {
         // Shared gc lock: gc (exclusive) either sees this record or runs after it exists.
         let _gc = lock::shared(&self.gc_lock)?;
-        if !self.has_blob(&record.layer.digest) {
+        if !self.has_blob_or_remote(&record.layer.digest) {
             return Err(StoreError::BlobNotFound {
                 digest: record.layer.digest.clone(),
                 store: self.root.clone(),

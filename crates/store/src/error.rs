@@ -36,8 +36,23 @@ pub enum StoreError {
     Ambiguous { input: String, matches: String },
     #[error(transparent)]
     Reference(#[from] rbuild_image::reference::ReferenceError),
+    #[error(
+        "fetching blob {} from {}/{}: {}",
+        .0.digest, .0.registry, .0.repository, .0.message
+    )]
+    RemoteFetch(Box<RemoteFetchFailure>),
     #[error("{0}")]
     Invalid(String),
+}
+
+/// Why a remote blob (`remote.rs`) could not be fetched, and from where (boxed: it keeps
+/// `StoreError` small).
+#[derive(Debug)]
+pub struct RemoteFetchFailure {
+    pub registry: String,
+    pub repository: String,
+    pub digest: Digest,
+    pub message: String,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -39,6 +39,8 @@ impl Default for GcOptions {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcReport {
     pub removed_blobs: Vec<Digest>,
+    /// Remote blob records nothing named any more (`remote.rs`).
+    pub removed_remote_records: Vec<Digest>,
     pub removed_temp_files: usize,
     /// Bytes freed, blobs and temp files together.
     pub freed_bytes: u64,
@@ -52,6 +54,9 @@ pub struct FsckReport {
     pub corrupt: Vec<(Digest, Digest)>,
     /// Blobs the index reaches that are missing.
     pub missing: Vec<Digest>,
+    /// Layers the index reaches whose bytes are still in a registry (recorded remote,
+    /// fetched by their first reader): not missing.
+    pub remote: Vec<Digest>,
     /// Files under `blobs/sha256` whose names are not digests.
     pub stray_files: Vec<String>,
 }
@@ -64,22 +69,25 @@ impl FsckReport {
 
 impl Store {
     /// Blobs reachable from `index.json` (manifests, nested indexes, configs, layers), plus the
-    /// digests of reachable blobs that are missing. With `strict`, a manifest or index that
-    /// cannot be read is an error: gc must not delete the layers of an image it failed to read.
-    fn reachable(
-        &self,
-        index: &rbuild_image::Index,
-        strict: bool,
-    ) -> Result<(HashSet<Digest>, Vec<Digest>)> {
+    /// digests of reachable blobs that are missing and of those recorded remote. With
+    /// `strict`, a manifest or index that cannot be read is an error: gc must not delete the
+    /// layers of an image it failed to read.
+    fn reachable(&self, index: &rbuild_image::Index, strict: bool) -> Result<Reachable> {
         let mut seen = HashSet::new();
         let mut missing = Vec::new();
+        let mut remote = Vec::new();
         let mut stack: Vec<Descriptor> = index.manifests.clone();
         while let Some(desc) = stack.pop() {
             if !seen.insert(desc.digest.clone()) {
                 continue;
             }
             if !self.has_blob(&desc.digest) {
-                missing.push(desc.digest.clone());
+                // Only layers are ever recorded remote: they have no children to follow.
+                if self.has_blob_or_remote(&desc.digest) {
+                    remote.push(desc.digest.clone());
+                } else {
+                    missing.push(desc.digest.clone());
+                }
                 continue;
             }
             let children = if media_types::is_index(&desc.media_type) {
@@ -101,7 +109,11 @@ impl Store {
                 Err(_) => {} // fsck reports the blob as corrupt when it rehashes it
             }
         }
-        Ok((seen, missing))
+        Ok(Reachable {
+            seen,
+            missing,
+            remote,
+        })
     }
 
     /// Collects garbage with default options.
@@ -123,7 +135,7 @@ impl Store {
                 source,
             })?
         };
-        let (mut reachable, _) = self.reachable(&index, true)?;
+        let mut reachable = self.reachable(&index, true)?.seen;
         // Layers of build-cache records are live until the cache drops the record.
         reachable.extend(self.cache_roots()?);
         let mut candidates = Vec::new();
@@ -151,6 +163,8 @@ impl Store {
             report.freed_bytes += size;
             report.removed_blobs.push(digest);
         }
+        report.removed_remote_records =
+            self.remove_unreferenced_remote_records(&reachable, &leased)?;
         self.remove_dead_temp_files(options, &mut report)?;
         self.remove_dangling_layer_records()?;
         Ok(report)
@@ -220,10 +234,19 @@ impl Store {
                 report.corrupt.push((digest, actual));
             }
         }
-        let (_, missing) = self.reachable(&index, false)?;
-        report.missing = missing;
+        let reachable = self.reachable(&index, false)?;
+        report.missing = reachable.missing;
+        report.remote = reachable.remote;
+        report.remote.sort();
         Ok(report)
     }
+}
+
+/// What `index.json` reaches (see `Store::reachable`).
+struct Reachable {
+    seen: HashSet<Digest>,
+    missing: Vec<Digest>,
+    remote: Vec<Digest>,
 }
 
 struct HashWriter(Hasher);

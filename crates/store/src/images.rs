@@ -42,6 +42,9 @@ pub struct ImageSummary {
     pub created: Option<String>,
     /// Bytes of the manifest, config and layer blobs (compressed, as stored).
     pub size: u64,
+    /// Of `size`, the bytes of layers still in their registry (recorded remote, fetched
+    /// when first read).
+    pub remote_size: u64,
     pub platform: String,
 }
 
@@ -219,12 +222,19 @@ impl Store {
             let size = record.image_manifest.size
                 + manifest.config.size
                 + manifest.layers.iter().map(|l| l.size).sum::<u64>();
+            let remote_size = manifest
+                .layers
+                .iter()
+                .filter(|l| !self.has_blob(&l.digest) && self.has_blob_or_remote(&l.digest))
+                .map(|l| l.size)
+                .sum();
             out.push(ImageSummary {
                 names: record.names,
                 manifest_digest: record.manifest.digest,
                 id: record.config,
                 created: config.created.clone(),
                 size,
+                remote_size,
                 platform: config.platform().to_string(),
             });
         }

@@ -304,7 +304,7 @@ impl Store {
                     .and_then(|bytes| serde_json::from_slice::<Descriptor>(&bytes).ok())
                     .map(|descriptor| descriptor.digest)
             };
-            if blob.is_some_and(|digest| !self.has_blob(&digest)) {
+            if blob.is_some_and(|digest| !self.has_blob_or_remote(&digest)) {
                 let path = entry.path();
                 std::fs::remove_file(&path).at("remove dangling layer record", &path)?;
             }

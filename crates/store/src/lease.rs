@@ -67,10 +67,11 @@ impl Store {
     /// Protects an existing blob from gc for the life of this `Store` (e.g. a cached layer a
     /// build is about to reuse) and reports whether it is present. If this returns false the
     /// blob is gone and must be written again; if true it stays until the lease is released.
+    /// A blob recorded remote counts as present (`open_blob` fetches it).
     pub fn protect(&self, digest: &Digest) -> Result<bool> {
         let _gc = lock::shared(&self.gc_lock)?;
         self.lease_digest(digest)?;
-        Ok(self.blob_path(digest).is_file())
+        Ok(self.has_blob_or_remote(digest))
     }
 
     /// Ends this process's lease: blobs not referenced from `index.json` become collectable.

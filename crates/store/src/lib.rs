@@ -11,6 +11,7 @@
 //! <root>/locks/gc.lock             flock: gc exclusive, blob commits shared
 //! <root>/cache/                    build-cache records (see `cache.rs`)
 //! <root>/layers/                   lazy layers' compressed blobs (see `lazy.rs`)
+//! <root>/remote/<hex>.json         layers named here whose bytes are in a registry (`remote.rs`)
 //! ```
 
 pub mod archive;
@@ -24,21 +25,23 @@ mod index;
 mod lazy;
 mod lease;
 mod lock;
+mod remote;
 mod root;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
 pub use blob::{is_out_of_space, BlobWriter, CommittedBlob};
 pub use cache::{
     default_cache_bound, CachePrunePolicy, CachePruneReport, CacheRecord, CacheUsage, KeyInputs,
 };
-pub use error::{Result, StoreError};
+pub use error::{RemoteFetchFailure, Result, StoreError};
 pub use fsutil::human_bytes;
 pub use gc::{FsckReport, GcOptions, GcReport};
 pub use images::{ImageRecord, ImageSummary};
 pub use lazy::is_plain_layer;
+pub use remote::{BlobFetcher, RemoteBlob};
 pub use root::default_root;
 
 use error::IoContext;
@@ -57,6 +60,8 @@ pub struct Store {
     /// This process's lease, created on the first blob write.
     lease: Mutex<Option<lease::Lease>>,
     temp_counter: AtomicU64,
+    /// What fetches remote blobs (`remote.rs`); none until the command installs one.
+    fetcher: RwLock<Option<Arc<dyn BlobFetcher>>>,
 }
 
 impl Store {
@@ -75,6 +80,7 @@ impl Store {
             root,
             lease: Mutex::new(None),
             temp_counter: AtomicU64::new(0),
+            fetcher: RwLock::new(None),
         };
         for dir in [
             &store.blobs,

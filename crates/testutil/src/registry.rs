@@ -109,6 +109,17 @@ impl Registry {
         self.port
     }
 
+    /// The file the registry serves the blob `sha256:<hex>` from (distribution's
+    /// filesystem layout), for tests that damage what it serves.
+    pub fn blob_data_path(&self, hex: &str) -> std::path::PathBuf {
+        self._dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
     /// `127.0.0.1:PORT`, the prefix of image names in this registry.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)

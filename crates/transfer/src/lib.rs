@@ -17,6 +17,7 @@ mod error;
 mod progress;
 mod pull;
 mod push;
+mod remote_blobs;
 mod sources;
 
 pub use bases::{BaseImageError, PullingBases};
@@ -27,6 +28,7 @@ pub use progress::{
 };
 pub use pull::{pull, PlatformChoice, PullOptions};
 pub use push::{push, PushOptions};
+pub use remote_blobs::RegistryBlobFetcher;
 pub use sources::{blob_sources, record_blob_source};
 
 /// Blobs moved at once per image, unless the options say otherwise.

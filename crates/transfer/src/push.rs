@@ -223,6 +223,34 @@ async fn push_compressed_layers(
     Ok((pushed, Some(worker_store)))
 }
 
+/// A remote blob pushed to the registry it is recorded in: found in the destination
+/// repository (HEAD) or mounted from the recorded one. `None` when that does not apply
+/// (another registry) or the registry refused the mount: the caller uploads it.
+async fn push_remote_blob(
+    client: &Client,
+    remote: &rbuild_store::RemoteBlob,
+    registry: &str,
+    repository: &str,
+    blob: &Descriptor,
+) -> Result<Option<Event>> {
+    if remote.registry != registry {
+        return Ok(None);
+    }
+    let (digest, size) = (blob.digest.clone(), blob.size);
+    if client.blob_exists(registry, repository, &digest).await? {
+        return Ok(Some(Event::BlobExists { digest, size }));
+    }
+    if remote.repository != repository
+        && client
+            .mount_blob(registry, repository, &remote.repository, &digest)
+            .await?
+    {
+        let from = remote.repository.clone();
+        return Ok(Some(Event::BlobMounted { digest, size, from }));
+    }
+    Ok(None)
+}
+
 fn check_digest(expected: &Digest, got: &Digest) -> Result<()> {
     if expected != got {
         return Err(TransferError::Invalid(format!(
@@ -280,13 +308,22 @@ async fn push_blob(
     progress: &dyn Progress,
 ) -> Result<()> {
     let (registry, repository) = (destination.registry(), destination.repository());
-    // The store is an OCI image layout, so a blob's file is blobs/sha256/<hex>.
-    let path = store
-        .layout_dir()
-        .join("blobs")
-        .join("sha256")
-        .join(blob.digest.hex());
     let (digest, size) = (blob.digest.clone(), blob.size);
+    // A layer still in its registry (a registry-cache hit, `rbuild_store::RemoteBlob`):
+    // on the same registry it is found or mounted there, and nothing is uploaded.
+    if !store.has_blob(&digest) {
+        if let Some(remote) = store.remote_blob(&digest)? {
+            if let Some(event) =
+                push_remote_blob(client, &remote, registry, repository, blob).await?
+            {
+                progress.event(&event);
+                record_blob_source(store, &digest, registry, repository)?;
+                return Ok(());
+            }
+        }
+    }
+    // Elsewhere a remote layer is fetched first (`blob_file`), then uploaded from its file.
+    let path = store.blob_file(&digest)?;
     let from = options
         .cross_repository_mount
         .then(|| mount_source(store, &blob.digest, registry, repository))

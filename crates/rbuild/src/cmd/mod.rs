@@ -34,11 +34,16 @@ impl Globals {
     }
 
     /// Opens (creating if needed) the store, and removes what crashed builds left in it
-    /// (their secrets first; see `rbuild_executor::sweep_dead`).
+    /// (their secrets first; see `rbuild_executor::sweep_dead`). Layers the store holds
+    /// remote (registry-cache hits) are fetched when read, with the default registry
+    /// options and credentials; a command with registry options installs its own client.
     pub fn open_store(&self) -> Result<Store> {
         let root = self.store_root()?;
         let store = Store::open(&root)
             .with_context(|| format!("opening the store at {}", root.display()))?;
+        store.set_blob_fetcher(std::sync::Arc::new(
+            rbuild_transfer::RegistryBlobFetcher::new(&rbuild_registry::Client::default()),
+        ));
         rbuild_executor::sweep_dead(&store, false);
         Ok(store)
     }

@@ -192,6 +192,9 @@ pub fn run_pull(globals: &Globals, args: PullArgs) -> Result<u8> {
     };
     let store = globals.open_store()?;
     let client = args.registry.client();
+    store.set_blob_fetcher(std::sync::Arc::new(
+        rbuild_transfer::RegistryBlobFetcher::new(&client),
+    ));
     let options = PullOptions {
         platforms,
         // An explicit --platform must match, as with `docker pull --platform`.
@@ -245,6 +248,9 @@ pub fn run_push(globals: &Globals, args: PushArgs) -> Result<u8> {
         bail!("cannot push to {destination}: the destination must be a tag, not a digest");
     }
     let client = args.registry.client();
+    store.set_blob_fetcher(std::sync::Arc::new(
+        rbuild_transfer::RegistryBlobFetcher::new(&client),
+    ));
     let reporter = args.progress.reporter();
     let digest = runtime()?.block_on(rbuild_transfer::push(
         &client,

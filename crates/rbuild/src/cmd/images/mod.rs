@@ -75,7 +75,14 @@ pub fn run_images(globals: &Globals, args: ImagesArgs) -> Result<u8> {
             .and_then(human::parse_rfc3339)
             .map(|t| human::ago(now, t))
             .unwrap_or_else(|| "N/A".into());
-        let size = human::size(image.size);
+        let size = match image.remote_size {
+            0 => human::size(image.size),
+            remote => format!(
+                "{} ({} remote)",
+                human::size(image.size),
+                human::size(remote)
+            ),
+        };
         let names: Vec<(String, String)> = if image.names.is_empty() {
             vec![("<none>".into(), "<none>".into())]
         } else {
