@@ -717,6 +717,7 @@ const RESTRICTED_POD_CASES: &[&str] = &[
     "fidelity_arg_build_args",
     "fidelity_cmd_entrypoint_exec",
     "fidelity_cmd_entrypoint_shell",
+    "fidelity_copy_chown_chmod",
     "fidelity_copy_files",
     "fidelity_dockerignore",
     "fidelity_env_forms",
