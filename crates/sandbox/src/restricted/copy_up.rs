@@ -477,6 +477,35 @@ pub(crate) struct CopiedUp {
     pub(crate) new: (u64, u64),
 }
 
+/// A copy-up's record on the tracer's pipe to the supervisor: the old inode's device and
+/// number, then the new one's, native u64s. Written whole (below `PIPE_BUF`, so atomic).
+pub(crate) type CopyRecord = [u8; CopiedUp::RECORD_LEN];
+
+impl CopiedUp {
+    pub(crate) const RECORD_LEN: usize = 32;
+
+    pub(crate) fn encode(&self) -> CopyRecord {
+        let mut record = [0u8; Self::RECORD_LEN];
+        let words = [self.old.0, self.old.1, self.new.0, self.new.1];
+        for (chunk, word) in record.chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&word.to_ne_bytes());
+        }
+        record
+    }
+
+    pub(crate) fn decode(record: &CopyRecord) -> CopiedUp {
+        let word = |i: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&record[8 * i..8 * i + 8]);
+            u64::from_ne_bytes(bytes)
+        };
+        CopiedUp {
+            old: (word(0), word(1)),
+            new: (word(2), word(3)),
+        }
+    }
+}
+
 /// If the call in `request` names one of `groups`' files (still shared), copies that name
 /// up. `Ok(None)` when nothing needed copying: the kernel then runs the call and reports
 /// its own errors (a missing file, a bad descriptor). `Err` is the errno the call gets.
@@ -1115,6 +1144,16 @@ fn restore_times(dir: &OwnedFd, stat: &libc::stat) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_record_decodes_to_the_copy_up_encoded() {
+        let copied = CopiedUp {
+            old: (1, u64::MAX),
+            new: (0x0102_0304_0506_0708, 42),
+        };
+        assert_eq!(CopiedUp::decode(&copied.encode()), copied);
+        assert_ne!(copied.encode(), [0u8; CopiedUp::RECORD_LEN]);
+    }
 
     #[test]
     fn an_open_that_only_creates_names_no_file_to_copy_up() {
