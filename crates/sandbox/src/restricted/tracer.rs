@@ -238,9 +238,24 @@ fn ptrace_error(what: &str) -> io::Error {
 
 /// Resumes `pid` with `request` (`PTRACE_CONT` or `PTRACE_SYSCALL`), delivering `signal`.
 /// ESRCH (the tracee was killed meanwhile) is not an error: its exit comes next.
+///
+/// Through `syscall`, each argument a full `c_long`: glibc's `ptrace` hands its `request`
+/// (a 32-bit enum) to the kernel in a 64-bit register without clearing the upper half,
+/// which the caller need not clear either (the x86_64 ABI leaves it undefined), and the
+/// kernel compares all 64 bits. In the static release build the half held the signal
+/// (`ptrace(0x1100000007, …)`): EIO at the first SIGCHLD of a traced step.
 fn resume(pid: libc::pid_t, request: libc::c_uint, signal: libc::c_int) -> io::Result<()> {
     // SAFETY: ptrace on a stopped tracee of ours with plain values.
-    if unsafe { libc::ptrace(request, pid, 0, signal as libc::c_long) } != 0 {
+    if unsafe {
+        libc::syscall(
+            libc::SYS_ptrace,
+            libc::c_long::from(request),
+            libc::c_long::from(pid),
+            0 as libc::c_long,
+            libc::c_long::from(signal),
+        )
+    } != 0
+    {
         let err = io::Error::last_os_error();
         if err.raw_os_error() != Some(libc::ESRCH) {
             return Err(ptrace_error("resume"));
