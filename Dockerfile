@@ -41,10 +41,18 @@ ENV PATH=/usr/local/bin:/busybox:/bin
 # random uid has gid 0): `/` itself is the container runtime's, so a stage's top-level
 # entries this image lacks are laid out in /rbuild/top, where a step's paths to them are
 # redirected (docs/sandbox.md). The store, /rbuild/state, is made by the first build.
+#
+# git (git contexts, ADD of a git URL) is Debian's, in /rbuild/bin with its libraries
+# (git-lib), helpers (git-core) and an empty template directory; it reads no system-wide
+# configuration: /etc is a stage's while its steps run.
 FROM scratch AS restricted
 COPY --chown=1000:0 restricted/ /
 ENV PATH=/rbuild/bin \
-    SSL_CERT_FILE=/rbuild/certs/ca-certificates.crt
+    SSL_CERT_FILE=/rbuild/certs/ca-certificates.crt \
+    GIT_EXEC_PATH=/rbuild/bin/git-core \
+    GIT_TEMPLATE_DIR=/rbuild/bin/git-templates \
+    GIT_CONFIG_NOSYSTEM=1 \
+    GIT_SSL_CAINFO=/rbuild/certs/ca-certificates.crt
 USER 1000:0
 ENTRYPOINT ["/rbuild/bin/rbuild", "--root", "/rbuild/state"]
 
@@ -56,6 +64,10 @@ ENTRYPOINT ["/rbuild/bin/rbuild", "--root", "/rbuild/state"]
 FROM scratch AS restricted-debian
 COPY --chown=1000:0 restricted-debian/ /
 ENV PATH=/rbuild/bin \
-    SSL_CERT_FILE=/rbuild/certs/ca-certificates.crt
+    SSL_CERT_FILE=/rbuild/certs/ca-certificates.crt \
+    GIT_EXEC_PATH=/rbuild/bin/git-core \
+    GIT_TEMPLATE_DIR=/rbuild/bin/git-templates \
+    GIT_CONFIG_NOSYSTEM=1 \
+    GIT_SSL_CAINFO=/rbuild/certs/ca-certificates.crt
 USER 1000:0
 ENTRYPOINT ["/rbuild/bin/rbuild", "--root", "/rbuild/state"]

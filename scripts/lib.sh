@@ -24,7 +24,7 @@ ensure_packages() {
 # capability and xattr tests, and a real dockerd (Debian's docker.io) with openssl-made
 # TLS certificates for the --engine dood/dind tests; objcopy (binutils) and the CA bundle
 # for the builder images; patchelf for the Debian restricted test (its rbuild's libraries
-# under /rbuild/lib).
+# under /rbuild/lib) and, with git, for the restricted builder images' git.
 TEST_PACKAGES=(docker-registry uidmap busybox-static apache2-utils libcap2-bin attr passwd docker.io openssl util-linux git openssh-client debootstrap tar binutils ca-certificates patchelf)
 
 # What building rbuild and running the README's example need: a C compiler and linker for

@@ -13,6 +13,16 @@ const TARGET: &str = "x86_64-unknown-linux-gnu";
 /// The busybox the debug image carries: Debian's busybox-static.
 const BUSYBOX: &str = "/bin/busybox";
 
+/// Debian's git (package `git`): the binary, and the helper its fetches over HTTP(S) run.
+const GIT: &str = "/usr/lib/git-core/git";
+const GIT_REMOTE_HTTP: &str = "/usr/lib/git-core/git-remote-http";
+
+/// Where the restricted images keep git's libraries (and their loader, which git's
+/// binaries name as their interpreter): below `/rbuild/bin`, which steps may only read, and
+/// outside the top-level directories a stage occupies while a step runs. The Dockerfile's
+/// `GIT_EXEC_PATH` and `GIT_TEMPLATE_DIR` name the other two directories.
+const GIT_LIB: &str = "/rbuild/bin/git-lib";
+
 /// The CA bundle the images trust (Debian's ca-certificates).
 pub(crate) const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -252,12 +262,90 @@ fn lay_out_context(context: &Path, binary: &Path) -> Result<()> {
         &ca,
         RESTRICTED_TOP_LEVEL,
     )?;
+    lay_out_git(&context.join("restricted/rbuild/bin"))?;
     lay_out_restricted(
         &context.join("restricted-debian"),
         binary,
         &ca,
         RESTRICTED_DEBIAN_TOP_LEVEL,
-    )
+    )?;
+    lay_out_git(&context.join("restricted-debian/rbuild/bin"))
+}
+
+/// Debian's git in `bin` (the restricted images' `/rbuild/bin`), for git contexts and `ADD`
+/// of a git URL: `git` itself (every command rbuild runs is one of its builtins, run again
+/// from `git-core/`, the exec path), `git-remote-http(s)` for fetches over HTTP(S), and the
+/// libraries both load, with their loader. The binaries are patched (patchelf) to name that
+/// loader and library directory: `/lib` and `/usr` are the stage's while a step runs, and
+/// the builder image's are empty. Not there: git's shell-script commands (`git submodule`
+/// needs `sh`) and the ssh client (`git@` URLs).
+fn lay_out_git(bin: &Path) -> Result<()> {
+    let lib = bin.join("git-lib");
+    let core = bin.join("git-core");
+    dir(&lib, 0o755)?;
+    dir(&core, 0o755)?;
+    dir(&bin.join("git-templates"), 0o755)?;
+    let mut libraries = std::collections::BTreeMap::new();
+    for (from, to) in [
+        (GIT, bin.join("git")),
+        (GIT_REMOTE_HTTP, core.join("git-remote-http")),
+    ] {
+        let from = Path::new(from);
+        if !from.exists() {
+            bail!("{} is missing: install Debian's git", from.display());
+        }
+        copy_file(from, &to, 0o755)?;
+        run(Command::new("patchelf")
+            .arg("--set-interpreter")
+            .arg(format!("{GIT_LIB}/ld-linux-x86-64.so.2"))
+            // DT_RPATH, not DT_RUNPATH: it applies to the libraries' own dependencies too.
+            .args(["--force-rpath", "--set-rpath", GIT_LIB])
+            .arg(&to))
+        .context("patching git's binaries (install Debian's patchelf)")?;
+        let out = Command::new("ldd")
+            .arg(from)
+            .output()
+            .with_context(|| format!("running ldd {}", from.display()))?;
+        if !out.status.success() {
+            bail!("ldd {} failed", from.display());
+        }
+        let listing = String::from_utf8_lossy(&out.stdout);
+        if listing.contains("not found") {
+            bail!("{} lacks a library:\n{listing}", from.display());
+        }
+        for path in ldd_paths(&listing) {
+            let name = path
+                .file_name()
+                .with_context(|| format!("ldd named {}", path.display()))?
+                .to_owned();
+            libraries.insert(name, path);
+        }
+    }
+    if !libraries.contains_key(std::ffi::OsStr::new("ld-linux-x86-64.so.2")) {
+        bail!("ldd {GIT} named no ld-linux-x86-64.so.2");
+    }
+    for (name, path) in &libraries {
+        // By the name the loader asks for (the soname), the file it links to copied.
+        copy_file(path, &lib.join(name), 0o755)?;
+    }
+    symlink("../git", core.join("git"))?;
+    symlink("git-remote-http", core.join("git-remote-https"))?;
+    Ok(())
+}
+
+/// The libraries `ldd` lists by path (`libz.so.1 => /lib/…/libz.so.1 (0x…)`, and the
+/// loader's own line), the kernel's vDSO left out.
+fn ldd_paths(listing: &str) -> Vec<PathBuf> {
+    listing
+        .lines()
+        .filter_map(|line| {
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next()?,
+                None => line.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
 }
 
 /// The restricted pod's `securityContext` as `docker run` flags
@@ -311,4 +399,24 @@ pub(crate) fn lay_out_restricted(
         }
     }
     dir(&restricted.join("tmp"), 0o1777)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_paths_are_the_libraries_and_the_loader_not_the_vdso() {
+        let listing = "\tlinux-vdso.so.1 (0x00007ffd)\n\
+                       \tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f01)\n\
+                       \tlibmissing.so.2 => not found\n\
+                       \t/lib64/ld-linux-x86-64.so.2 (0x00007f02)\n";
+        assert_eq!(
+            ldd_paths(listing),
+            [
+                PathBuf::from("/lib/x86_64-linux-gnu/libz.so.1"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
+            ]
+        );
+    }
 }

@@ -105,6 +105,20 @@ impl Target<'_> {
                 }
             }
         }
+        if let (fsops::Owners::Recorded(_), Some(first)) = (self.owners, missing.first()) {
+            if mode & 0o700 != 0o700 {
+                // As for a copied directory (`fsops::apply_meta`): the build user owns it on
+                // the disk without CAP_DAC_OVERRIDE, so nothing could be copied into it nor
+                // read back for the layer. Keeping the mode aside instead (as owners are)
+                // would go stale: a later step's `chmod` of it is not seen.
+                return Err(BuildError::other(format!(
+                    "directory {first} would be created with mode {mode:04o} (--chmod), which \
+                     keeps its owner from reading, writing or searching it: the restricted \
+                     isolation writes and reads a stage's files as the build user, whose own \
+                     modes bind it (BuildKit, as root, gives the directory that mode)"
+                )));
+            }
+        }
         let host = fsops::ensure_dir(self.owners, self.root, container_path, self.dir_owner)?;
         for created in &missing {
             if let Ok(Some(path)) = rbuild_inroot::host_path_in_root(self.root, created) {
@@ -623,4 +637,50 @@ fn inline_temp_file(data: &str) -> Result<std::fs::File> {
         .and_then(|()| f.rewind())
         .map_err(BuildError::system("writing a heredoc source"))?;
     Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Under the restricted isolation a `COPY --chmod=600 d /dir-600/` would create the
+    /// destination with a mode its owner (the build user) cannot write into: refused naming
+    /// the directory and the mode before anything is created; a mode its owner may use
+    /// creates it with that mode.
+    #[test]
+    fn restricted_copy_refuses_to_create_a_destination_its_owner_cannot_fill() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("top");
+        std::fs::create_dir(&top).unwrap();
+        let owners = fsops::Owners::Recorded(crate::in_place::InPlaceOwners::for_test(&top));
+        let root = dir.path().join("rootfs");
+        std::fs::create_dir(&root).unwrap();
+        let target = |dest: &str, mode: &str| Target {
+            root: &root,
+            dest: dest.into(),
+            dest_is_dir: true,
+            own: Ownership {
+                owner: None,
+                mode: Some(Chmod::parse(mode).unwrap()),
+            },
+            dir_owner: fsops::current_ids(),
+            owners: &owners,
+        };
+        let error = target("/dir-600/", "600").dir().unwrap_err().to_string();
+        assert!(
+            error.contains("/dir-600") && error.contains("mode 0600"),
+            "{error}"
+        );
+        assert!(!root.join("dir-600").exists());
+        let made = target("/dir-700/sub/", "700").dir().unwrap();
+        assert_eq!(made, root.join("dir-700/sub"));
+        for created in ["dir-700", "dir-700/sub"] {
+            let mode = std::fs::metadata(root.join(created))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o7777, 0o700, "{created}");
+        }
+    }
 }

@@ -661,8 +661,9 @@ fn build_golden_cases(
 /// builder image or the pod has (`mkdir /data`, `mkdir -m 777 /out`), which build since such
 /// names are absent to the stage's steps. Cases with an HTTP server (files, archives, a
 /// remote Dockerfile) get it on the host's 127.0.0.1, which the pod reaches (`--network
-/// host`), and local named contexts from the cases' volume. The rest of the golden cases
-/// need what the pod or this test does not give (git: the builder image has none; images
+/// host`), and local named contexts from the cases' volume; git contexts and `ADD` of git
+/// URLs from the same server (the restricted images carry git). The rest of the golden
+/// cases need what the pod or this test does not give (images
 /// or OCI layouts as named contexts, an ssh agent, `--network=none`, tmpfs `size=`, a
 /// non-root `USER`) or are listed in docs/status.md.
 const RESTRICTED_POD_CASES: &[&str] = &[
@@ -675,6 +676,8 @@ const RESTRICTED_POD_CASES: &[&str] = &[
     "add_archive_xz",
     "add_checksum_local",
     "add_from_url",
+    "add_git_checksum_invalid",
+    "add_git_checksum_mismatch",
     "add_through_symlink",
     "args_errors",
     "args_global",
@@ -704,6 +707,9 @@ const RESTRICTED_POD_CASES: &[&str] = &[
     "definition_description",
     "definition_description_ok",
     "dockerfile_dirs",
+    "dockerfile_from_git",
+    "dockerfile_from_git_first",
+    "dockerfile_from_git_sha256",
     "dockerfile_from_http",
     "dockerignore",
     "dockerignore_invalid",
@@ -717,6 +723,7 @@ const RESTRICTED_POD_CASES: &[&str] = &[
     "fidelity_arg_build_args",
     "fidelity_cmd_entrypoint_exec",
     "fidelity_cmd_entrypoint_shell",
+    "fidelity_copy_chown_chmod",
     "fidelity_copy_files",
     "fidelity_dockerignore",
     "fidelity_env_forms",
@@ -735,7 +742,15 @@ const RESTRICTED_POD_CASES: &[&str] = &[
     "fidelity_run_files",
     "fidelity_run_mounts",
     "fidelity_shell_stopsignal",
+    "git_query_string",
+    "git_query_string_context",
+    "git_query_string_context_no_submodules",
+    "git_query_string_context_withgit",
+    "git_query_string_context_withgit_default",
+    "git_query_string_context_withsubmod",
+    "git_query_string_invalid_branch",
     "git_query_string_ref_conflict",
+    "git_query_string_wrong_commit",
     "heredoc_run_copy",
     "heredoc_special",
     "history_args",
@@ -774,6 +789,7 @@ const RESTRICTED_POD_CASES: &[&str] = &[
     "secrets",
     "source_date_epoch",
     "source_date_epoch_context",
+    "source_date_epoch_context_git",
     "source_date_epoch_context_http_archive",
     "source_date_epoch_context_http_last_modified",
     "source_date_epoch_default",
@@ -822,6 +838,21 @@ fn golden_cases_built_in_the_restricted_pod_equal_buildkits() {
     rbuild_on_host(host_store.path(), &["push", "-q", &pushed]);
     let base_context_flag = format!("{BASE_NAME}=docker-image://{pushed}");
     let cases_dir = common::golden::cases_dir().canonicalize().unwrap();
+    // `RBUILD_POD_CASES=a,b`: only those of the list (to rerun a few while working on them).
+    let only = std::env::var("RBUILD_POD_CASES").ok();
+    let pod_cases: Vec<&str> = match &only {
+        Some(only) => {
+            let wanted: Vec<&str> = only.split(',').map(str::trim).collect();
+            for name in &wanted {
+                assert!(
+                    RESTRICTED_POD_CASES.contains(name),
+                    "RBUILD_POD_CASES names {name}, which is not in RESTRICTED_POD_CASES"
+                );
+            }
+            wanted
+        }
+        None => RESTRICTED_POD_CASES.to_vec(),
+    };
     for user in ["1000:1000", "1000770000:0"] {
         let out = tempfile::tempdir().unwrap();
         std::fs::set_permissions(
@@ -846,7 +877,7 @@ fn golden_cases_built_in_the_restricted_pod_equal_buildkits() {
             scratch_on_host: out.path(),
         };
         build_golden_cases(
-            RESTRICTED_POD_CASES,
+            &pod_cases,
             &paths,
             &[
                 "--isolation",

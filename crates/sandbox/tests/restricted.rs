@@ -60,6 +60,10 @@ const CHECKS: &[(&str, fn())] = &[
         "restricted_copies_up_only_the_written_name_of_a_shared_file",
         restricted_copies_up_only_the_written_name_of_a_shared_file,
     ),
+    (
+        "restricted_copies_up_nothing_outside_the_stages_names",
+        restricted_copies_up_nothing_outside_the_stages_names,
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -339,6 +343,132 @@ fn restricted_copies_up_only_the_written_name_of_a_shared_file() {
             None,
             "{tracing}"
         );
+    }
+}
+
+/// The copy-up (by the tracer or the supervisor, before the kernel applies the step's
+/// Landlock rules) renames only below the stage's top-level names and the redirection
+/// directory: a name of a hard-link group in rbuild's own directory (here `aside`, hidden
+/// as rbuild's store is) or under a name of `/` that is not the stage's (here `kept`, below
+/// the redirection directory's own first component, as `/rbuild/…` is) is left to the
+/// kernel, which refuses the first and changes the shared inode of the second.
+fn restricted_copies_up_nothing_outside_the_stages_names() {
+    host_or_inside();
+    for tracing in [
+        "no tracer",
+        "creating calls traced",
+        "every path call traced",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (top, aside, kept) = (
+            dir.path().join("top"),
+            dir.path().join("aside"),
+            dir.path().join("kept"),
+        );
+        for d in [&top, &aside, &kept] {
+            std::fs::create_dir(d).unwrap();
+        }
+        let group = |first: &Path, second: &Path| -> u64 {
+            std::fs::write(first, "old\n").unwrap();
+            std::fs::set_permissions(first, std::fs::Permissions::from_mode(0o751)).unwrap();
+            std::fs::hard_link(first, second).unwrap();
+            std::fs::metadata(first).unwrap().ino()
+        };
+        // The stage's name and one put aside in rbuild's directory share an inode.
+        let put_aside = group(&kept.join("g-1"), &aside.join("g-2"));
+        // Both names outside the stage's.
+        let outside = group(&kept.join("k-1"), &kept.join("k-2"));
+        let mut inodes = vec![put_aside, outside];
+        let entry = top.join("an-entry");
+        if tracing == "every path call traced" {
+            // A redirected entry of the stage: its names are copied up as before.
+            std::fs::create_dir(&entry).unwrap();
+            inodes.push(group(&entry.join("a-1"), &entry.join("a-2")));
+        }
+        let traced = tracing != "no tracer";
+        let sandbox = Sandbox::new().with_protected(Protected {
+            hidden: vec![aside.clone()],
+            read_only: Vec::new(),
+            top_level: traced.then(|| top.clone()),
+        });
+        let mut spec = step(
+            dir.path(),
+            "for call in 'echo x >> aside/g-2' 'busybox chown 5:6 aside/g-2' \
+             'busybox truncate -s 0 aside/g-2'; do \
+               sh -c \"$call\" 2>/dev/null && echo \"ran: $call\" || echo refused; done; \
+             echo more >> kept/k-2; busybox chmod 600 kept/k-1; \
+             if [ -e top/an-entry ]; then echo more >> /an-entry/a-1; fi; echo done",
+        );
+        spec.copy_up_inodes = inodes.clone();
+        if traced {
+            // Every name of `/` is the stage's but the one the redirection directory is
+            // below (as `/rbuild` is), which its own first component never is.
+            let seen = std::fs::read_dir("/")
+                .unwrap()
+                .map(|e| PathBuf::from(e.unwrap().file_name()))
+                .collect();
+            spec.top_level_names = Some(rbuild_sandbox::TopLevelNames {
+                seen,
+                builder_hidden: Vec::new(),
+            });
+        }
+        let (outcome, output) = run(&sandbox, &spec);
+        assert_eq!(outcome.status.code, Some(0), "{tracing}: {output}");
+        assert_eq!(
+            output.matches("refused").count(),
+            3,
+            "{tracing}: Landlock refuses every change in rbuild's directory: {output}"
+        );
+        assert!(output.contains("done"), "{tracing}: {output}");
+        let copies: Vec<(u64, u64)> = table(&outcome)
+            .copies()
+            .map(|(new, old)| (new.1, old.1))
+            .collect();
+        assert!(
+            copies.iter().all(|(_, old)| *old != put_aside),
+            "{tracing}: nothing copied up in rbuild's directory: {copies:?}"
+        );
+        let names: Vec<_> = std::fs::read_dir(&aside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            ["g-2"],
+            "{tracing}: nothing created or renamed there"
+        );
+        let meta = |path: &Path| std::fs::metadata(path).unwrap();
+        let (g1, g2) = (meta(&kept.join("g-1")), meta(&aside.join("g-2")));
+        assert_eq!(
+            (g1.ino(), g2.ino(), g2.nlink(), g2.mode() & 0o7777, g2.len()),
+            (put_aside, put_aside, 2, 0o751, 4),
+            "{tracing}: the put-aside name unchanged"
+        );
+        let (k1, k2) = (meta(&kept.join("k-1")), meta(&kept.join("k-2")));
+        if traced {
+            // Left to the kernel: the one inode changed under both names.
+            assert_eq!(
+                (k1.ino(), k2.ino(), k1.mode() & 0o7777, k1.len()),
+                (outside, outside, 0o600, 9),
+                "{tracing}: a name outside the stage's is not copied up"
+            );
+            assert!(
+                copies.iter().all(|(_, old)| *old != outside),
+                "{tracing}: {copies:?}"
+            );
+        } else {
+            // Without redirection every name of `/` but Landlock's is the stage's.
+            assert_ne!(k1.ino(), k2.ino(), "{tracing}: copied up");
+        }
+        if tracing == "every path call traced" {
+            let (a1, a2) = (meta(&entry.join("a-1")), meta(&entry.join("a-2")));
+            assert_ne!(a1.ino(), a2.ino(), "{tracing}: a redirected name copied up");
+            assert_eq!((a1.len(), a2.len()), (9, 4), "{tracing}");
+            assert!(
+                copies.contains(&(a1.ino(), inodes[2])),
+                "{tracing}: {copies:?}"
+            );
+        }
     }
 }
 

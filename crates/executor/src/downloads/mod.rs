@@ -298,15 +298,40 @@ impl Fetcher {
             fetch(Some("sha256"))?;
         }
         git(&["checkout", "-q", "FETCH_HEAD"])?;
-        if submodules {
-            git(&[
+        // Only a checkout with a submodule (a gitlink, mode 160000, in its index) has one to
+        // update: for any other `git submodule update` does nothing.
+        let has_submodules = || -> Result<bool> {
+            Ok(git(&["ls-files", "--stage"])?
+                .lines()
+                .any(|line| line.starts_with("160000 ")))
+        };
+        if submodules && has_submodules()? {
+            let update = [
                 "submodule",
                 "update",
                 "-q",
                 "--init",
                 "--recursive",
                 "--depth=1",
-            ])?;
+            ];
+            match git(&update) {
+                Ok(_) => {}
+                // Before git 2.43 `git submodule` is a shell script, which a git without its
+                // scripts lacks (the restricted builder images': no shell there); all the
+                // script does for `update` is run this builtin, which recurses by itself.
+                Err(err) if err.to_string().contains("'submodule' is not a git command") => {
+                    git(&[
+                        "submodule--helper",
+                        "update",
+                        "--quiet",
+                        "--init",
+                        "--recursive",
+                        "--depth=1",
+                        "--",
+                    ])?;
+                }
+                Err(err) => return Err(err),
+            }
         }
         let commit = git(&["rev-parse", "HEAD"])?;
         if let Ok(time) = git(&["log", "-1", "--format=%ct", "HEAD"])?.parse::<i64>() {

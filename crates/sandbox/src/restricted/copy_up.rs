@@ -336,18 +336,109 @@ pub(crate) fn install() -> io::Result<OwnedFd> {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Groups {
     inodes: HashSet<u64>,
+    /// Restricted isolation: where a copy-up may rename ([`Area`]). `None` (chroot
+    /// isolation): anywhere in the step's root, which is the stage's rootfs alone.
+    area: Option<Area>,
 }
 
 impl Groups {
     pub(crate) fn new(inodes: &[u64]) -> Self {
         Groups {
             inodes: inodes.iter().copied().collect(),
+            area: None,
         }
+    }
+
+    /// These groups copied up only within `area`.
+    pub(crate) fn within(mut self, area: Area) -> Self {
+        self.area = Some(area);
+        self
     }
 
     pub(crate) fn is_empty(&self) -> bool {
         self.inodes.is_empty()
     }
+}
+
+/// Where a restricted step's copy-up may rename. Its root is the builder's `/`, where
+/// rbuild's own files live too, and the copy-up (by the tracer or the supervisor, neither
+/// under the step's Landlock rules) happens before the kernel applies those rules to the
+/// call: a name of a hard-link group in rbuild's directory (the stage's own `/etc/hosts`
+/// put aside there shares its inode with the stage's other names) would be copied and
+/// renamed over there before the kernel refused the call. So a copy-up happens only for a
+/// name (resolved: its directory's real path) below one of the stage's top-level names or
+/// the redirection directory, and never inside a path Landlock keeps from the step; any
+/// other name is left to the kernel.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Area {
+    /// The top-level names of `/` whose trees are the stage's (rbuild's own directory not
+    /// among them). `None`: every name (no top-level redirection).
+    names: Option<Vec<Vec<u8>>>,
+    /// The redirection directory (absolute, no trailing slash): below it is the stage's.
+    redirect: Option<Vec<u8>>,
+    /// The resolved paths the step's Landlock rules keep from it.
+    denied: Vec<std::path::PathBuf>,
+}
+
+impl Area {
+    pub(crate) fn new(
+        names: Option<Vec<Vec<u8>>>,
+        redirect: Option<Vec<u8>>,
+        denied: Vec<std::path::PathBuf>,
+    ) -> Self {
+        Area {
+            names,
+            redirect,
+            denied,
+        }
+    }
+
+    /// Whether `name` in directory `parent` (below the step's `root`) may be copied up:
+    /// decided on the directory's real path, so a symlink on the way counts where it leads.
+    fn holds(&self, root: &OwnedFd, parent: &OwnedFd, name: &CStr) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let (Some(root), Some(mut full)) = (fd_path(root), fd_path(parent)) else {
+            return false;
+        };
+        if full.last() != Some(&b'/') {
+            full.push(b'/');
+        }
+        full.extend_from_slice(name.to_bytes());
+        let real = std::path::Path::new(std::ffi::OsStr::from_bytes(&full));
+        if self.denied.iter().any(|denied| real.starts_with(denied)) {
+            return false;
+        }
+        // The name as the step sees it, from its root.
+        let inner = if root == b"/" {
+            full.as_slice()
+        } else {
+            match full.strip_prefix(root.as_slice()) {
+                Some(rest) if rest.first() == Some(&b'/') => rest,
+                _ => return false,
+            }
+        };
+        if let Some(redirect) = &self.redirect {
+            if inner
+                .strip_prefix(redirect.as_slice())
+                .map(|rest| rest.first())
+                == Some(Some(&b'/'))
+            {
+                return true;
+            }
+        }
+        let Some(names) = &self.names else {
+            return true;
+        };
+        let first = inner[1..].split(|b| *b == b'/').next().unwrap_or_default();
+        names.iter().any(|n| n.as_slice() == first)
+    }
+}
+
+/// The path a descriptor was opened at, as this process sees it (`/proc/self/fd`).
+fn fd_path(fd: &OwnedFd) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStringExt;
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    Some(link.into_os_string().into_vec())
 }
 
 /// Receives one notification of the copy-up filter and answers it: the call fails only
@@ -384,6 +475,35 @@ pub(crate) fn serve_one(listener: &OwnedFd, groups: &Groups) -> io::Result<()> {
 pub(crate) struct CopiedUp {
     pub(crate) old: (u64, u64),
     pub(crate) new: (u64, u64),
+}
+
+/// A copy-up's record on the tracer's pipe to the supervisor: the old inode's device and
+/// number, then the new one's, native u64s. Written whole (below `PIPE_BUF`, so atomic).
+pub(crate) type CopyRecord = [u8; CopiedUp::RECORD_LEN];
+
+impl CopiedUp {
+    pub(crate) const RECORD_LEN: usize = 32;
+
+    pub(crate) fn encode(&self) -> CopyRecord {
+        let mut record = [0u8; Self::RECORD_LEN];
+        let words = [self.old.0, self.old.1, self.new.0, self.new.1];
+        for (chunk, word) in record.chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&word.to_ne_bytes());
+        }
+        record
+    }
+
+    pub(crate) fn decode(record: &CopyRecord) -> CopiedUp {
+        let word = |i: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&record[8 * i..8 * i + 8]);
+            u64::from_ne_bytes(bytes)
+        };
+        CopiedUp {
+            old: (word(0), word(1)),
+            new: (word(2), word(3)),
+        }
+    }
 }
 
 /// If the call in `request` names one of `groups`' files (still shared), copies that name
@@ -614,6 +734,11 @@ fn find_shared(
                     && stat.st_nlink > 1
                     && groups.inodes.contains(&stat.st_ino) =>
             {
+                if let Some(area) = &groups.area {
+                    if !area.holds(&root, &parent, &name) {
+                        return None;
+                    }
+                }
                 return Some(Shared { parent, name, stat });
             }
             _ => return None,
@@ -1019,6 +1144,16 @@ fn restore_times(dir: &OwnedFd, stat: &libc::stat) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_record_decodes_to_the_copy_up_encoded() {
+        let copied = CopiedUp {
+            old: (1, u64::MAX),
+            new: (0x0102_0304_0506_0708, 42),
+        };
+        assert_eq!(CopiedUp::decode(&copied.encode()), copied);
+        assert_ne!(copied.encode(), [0u8; CopiedUp::RECORD_LEN]);
+    }
 
     #[test]
     fn an_open_that_only_creates_names_no_file_to_copy_up() {

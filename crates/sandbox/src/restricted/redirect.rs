@@ -105,6 +105,27 @@ impl TopLevel {
         self
     }
 
+    /// The names of `/` whose trees are the stage's: every name seen but the redirection
+    /// directory's own first component (rbuild's directory), for the copy-up's [`Area`].
+    ///
+    /// [`Area`]: super::copy_up::Area
+    pub(crate) fn stage_names(&self) -> Vec<Vec<u8>> {
+        let own = self.top[1..]
+            .split(|b| *b == b'/')
+            .next()
+            .unwrap_or_default();
+        self.names
+            .iter()
+            .filter(|name| name.as_slice() != own)
+            .cloned()
+            .collect()
+    }
+
+    /// The redirection directory: absolute, no trailing slash.
+    pub(crate) fn dir(&self) -> &[u8] {
+        &self.top
+    }
+
     /// This redirection for a step about to start: [`Self::creating_only`] when the
     /// redirection directory holds no entry now (the stage has none the builder lacks, and
     /// neither the working directory nor a mount target was made there).

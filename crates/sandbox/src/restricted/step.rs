@@ -150,7 +150,18 @@ pub(crate) fn run(
     let traced = top.is_some();
     // SAFETY: getpid has no preconditions.
     let helper = unsafe { libc::getpid() };
-    let groups = super::copy_up::Groups::new(&spec.copy_up_inodes);
+    // The copy-up renames only within the stage's names, never in rbuild's own directory
+    // nor anywhere Landlock keeps from the step (`copy_up::Area`).
+    let stage_names = match (&top, &spec.top_level_names) {
+        (Some(top), Some(_)) => Some(top.stage_names()),
+        _ => None,
+    };
+    let area = super::copy_up::Area::new(
+        stage_names,
+        top.as_ref().map(|top| top.dir().to_vec()),
+        denied.clone(),
+    );
+    let groups = super::copy_up::Groups::new(&spec.copy_up_inodes).within(area);
     let finished = super::supervisor::run_supervised_copying_up(
         || {
             // SAFETY: restores the mask the helper had; the pointer is to a live sigset_t.

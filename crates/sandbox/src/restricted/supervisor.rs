@@ -294,18 +294,16 @@ const LEFTOVER_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A pipe for the tracer's copy-ups (`tracer::CopyUp`): the read end non-blocking.
 fn copies_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into `fds`.
-    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: both descriptors were just created and are owned here only.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read, write) = crate::asroot::pipe()?;
     // SAFETY: fcntl on a descriptor of ours with plain flags.
     cvt(unsafe { libc::fcntl(read.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) })?;
     Ok((read, write))
 }
 
-/// Takes in the copy-ups the tracer reported so far (records of four u64: the old inode's
-/// device and number, then the new one's), for the table and what `stat` shows.
+/// Takes in the copy-ups the tracer reported so far ([`CopyRecord`]s), for the table and
+/// what `stat` shows.
+///
+/// [`CopyRecord`]: super::copy_up::CopyRecord
 fn take_copies(
     copies: Option<&OwnedFd>,
     table: &mut OwnershipTable,
@@ -314,7 +312,7 @@ fn take_copies(
     let Some(copies) = copies else {
         return Ok(());
     };
-    let mut record = [0u8; super::tracer::COPY_RECORD];
+    let mut record: super::copy_up::CopyRecord = [0u8; super::copy_up::CopiedUp::RECORD_LEN];
     loop {
         // SAFETY: reads at most `record.len()` bytes into `record`.
         let n = unsafe { libc::read(copies.as_raw_fd(), record.as_mut_ptr().cast(), record.len()) };
@@ -333,14 +331,9 @@ fn take_copies(
             // Writes of a record are atomic (below PIPE_BUF): a short one is a bug.
             return Err(io::Error::other("a partial copy-up record from the tracer"));
         }
-        let word = |i: usize| {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(&record[8 * i..8 * i + 8]);
-            u64::from_ne_bytes(bytes)
-        };
-        let (old, new) = ((word(0), word(1)), (word(2), word(3)));
-        table.copied_up(old, new);
-        stats.copied_up(old, new);
+        let copied = super::copy_up::CopiedUp::decode(&record);
+        table.copied_up(copied.old, copied.new);
+        stats.copied_up(copied.old, copied.new);
     }
 }
 

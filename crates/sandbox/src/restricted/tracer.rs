@@ -116,16 +116,12 @@ const MKNOD_PATHS: &[(libc::c_long, PathArgs)] = &[
 
 /// What the tracer needs to copy up a shared file's name before a call it stops changes
 /// it (`copy_up.rs`): the step's hard-link groups, and a pipe to the supervisor, which
-/// gets a [`COPY_RECORD`] for each copy-up (for its table, keyed by inode) before the
-/// call goes on.
+/// gets a [`CopyRecord`](super::copy_up::CopyRecord) for each copy-up (for its table,
+/// keyed by inode) before the call goes on.
 pub(crate) struct CopyUp<'a> {
     pub(crate) groups: &'a super::copy_up::Groups,
     pub(crate) report: libc::c_int,
 }
-
-/// A copy-up's record on the pipe: the old inode's device and number, then the new one's
-/// (native u64s).
-pub(crate) const COPY_RECORD: usize = 32;
 
 /// What to do at a traced call's exit.
 #[derive(Debug, Clone, Copy)]
@@ -242,9 +238,24 @@ fn ptrace_error(what: &str) -> io::Error {
 
 /// Resumes `pid` with `request` (`PTRACE_CONT` or `PTRACE_SYSCALL`), delivering `signal`.
 /// ESRCH (the tracee was killed meanwhile) is not an error: its exit comes next.
+///
+/// Through `syscall`, each argument a full `c_long`: glibc's `ptrace` hands its `request`
+/// (a 32-bit enum) to the kernel in a 64-bit register without clearing the upper half,
+/// which the caller need not clear either (the x86_64 ABI leaves it undefined), and the
+/// kernel compares all 64 bits. In the static release build the half held the signal
+/// (`ptrace(0x1100000007, …)`): EIO at the first SIGCHLD of a traced step.
 fn resume(pid: libc::pid_t, request: libc::c_uint, signal: libc::c_int) -> io::Result<()> {
     // SAFETY: ptrace on a stopped tracee of ours with plain values.
-    if unsafe { libc::ptrace(request, pid, 0, signal as libc::c_long) } != 0 {
+    if unsafe {
+        libc::syscall(
+            libc::SYS_ptrace,
+            libc::c_long::from(request),
+            libc::c_long::from(pid),
+            0 as libc::c_long,
+            libc::c_long::from(signal),
+        )
+    } != 0
+    {
         let err = io::Error::last_os_error();
         if err.raw_os_error() != Some(libc::ESRCH) {
             return Err(ptrace_error("resume"));
@@ -783,14 +794,7 @@ fn copy_up_at_entry(
         super::copy_up::copy_up_path(pid as u32, nr, &call, &path, copy_up.groups, || Ok(()));
     match copied {
         Ok(Some(copied)) => {
-            let mut record = [0u8; COPY_RECORD];
-            for (i, word) in [copied.old.0, copied.old.1, copied.new.0, copied.new.1]
-                .into_iter()
-                .enumerate()
-            {
-                record[8 * i..8 * i + 8].copy_from_slice(&word.to_ne_bytes());
-            }
-            report_copy(copy_up.report, &record)?;
+            report_copy(copy_up.report, &copied.encode())?;
             Ok(None)
         }
         Ok(None) => Ok(None),
@@ -799,7 +803,7 @@ fn copy_up_at_entry(
 }
 
 /// Writes one record to the supervisor's pipe (atomic: below `PIPE_BUF`).
-fn report_copy(fd: libc::c_int, record: &[u8; COPY_RECORD]) -> io::Result<()> {
+fn report_copy(fd: libc::c_int, record: &super::copy_up::CopyRecord) -> io::Result<()> {
     loop {
         // SAFETY: writes `record.len()` bytes from `record` to a descriptor of ours.
         let n = unsafe { libc::write(fd, record.as_ptr().cast(), record.len()) };
