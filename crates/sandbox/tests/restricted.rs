@@ -531,6 +531,9 @@ fn landlock_keeps_the_step_from_rbuilds_files() {
     std::fs::create_dir_all(&work).unwrap();
     std::fs::create_dir_all(store.join("blobs")).unwrap();
     std::fs::write(store.join("canary"), "rbuild's store\n").unwrap();
+    std::os::unix::fs::symlink("canary", store.join("link")).unwrap();
+    let canary_before = std::fs::metadata(store.join("canary")).unwrap();
+    let link_before = std::fs::symlink_metadata(store.join("link")).unwrap();
     let binary = std::fs::canonicalize("/proc/self/exe").unwrap();
     let bin_dir = binary.parent().unwrap();
     let sandbox = Sandbox::new().with_protected(Protected {
@@ -555,7 +558,13 @@ fn landlock_keeps_the_step_from_rbuilds_files() {
          (kill -0 {rbuild}) 2>/dev/null; echo signal=$?; \
          (cat /proc/{rbuild}/environ) 2>/dev/null; echo environ=$?; \
          (mknod {store}/blobs/dev c 1 3) 2>/dev/null; echo mknod=$?; \
-         (chown 0:0 {store}/canary) 2>/dev/null; echo chown=$?; (echo ok > written) 2>/dev/null; echo work=$?",
+         (chown 0:0 {store}/canary) 2>/dev/null; echo chown=$?; (echo ok > written) 2>/dev/null; echo work=$?; \
+         (chmod 600 {store}/canary) 2>/dev/null; echo chmod=$?; \
+         (touch -d @1000000000 {store}/canary) 2>/dev/null; echo touch=$?; \
+         (ln -s {store}/canary to-store && chmod 600 to-store) 2>/dev/null; echo chmod-through-link=$?; \
+         (touch -h -d @1000000000 {store}/link) 2>/dev/null; echo touch-link=$?; \
+         (echo x > mine && chmod 4711 mine && touch -d @1000000000 mine) 2>/dev/null; echo own=$?; \
+         (ln -s mine my-link && touch -h -d @1200000000 my-link) 2>/dev/null; echo own-link=$?",
         store = store.display(),
         elsewhere = elsewhere.path().display(),
         rbuild = std::process::id(),
@@ -579,15 +588,42 @@ fn landlock_keeps_the_step_from_rbuilds_files() {
     // it refuses them there too.
     // Nor may it signal rbuild or read its environment (Landlock's signal scoping and its
     // ptrace rule), though both run as the same uid.
+    // So are a mode or times change by name, which Landlock has no right for: through a
+    // symlink of the step's too.
     for refused in [
-        "read", "plant", "remove", "binary", "bin", "mknod", "chown", "signal", "environ",
+        "read",
+        "plant",
+        "remove",
+        "binary",
+        "bin",
+        "mknod",
+        "chown",
+        "signal",
+        "environ",
+        "chmod",
+        "touch",
+        "chmod-through-link",
+        "touch-link",
     ] {
         assert_ne!(code(refused), "0", "{refused}:\n{output}");
     }
-    // A rename from one top-level tree to another (pip's /tmp to /usr/local) works.
-    for allowed in ["exec", "read-bin", "work", "move"] {
+    // A rename from one top-level tree to another (pip's /tmp to /usr/local) works; the
+    // step's own files take a mode and times (a symlink's own with `-h`).
+    for allowed in ["exec", "read-bin", "work", "move", "own", "own-link"] {
         assert_eq!(code(allowed), "0", "{allowed}:\n{output}");
     }
+    let canary_after = std::fs::metadata(store.join("canary")).unwrap();
+    assert_eq!(canary_after.mode(), canary_before.mode());
+    assert_eq!(canary_after.mtime(), canary_before.mtime());
+    assert_eq!(canary_after.mtime_nsec(), canary_before.mtime_nsec());
+    let link_after = std::fs::symlink_metadata(store.join("link")).unwrap();
+    assert_eq!(link_after.mtime(), link_before.mtime());
+    let mine = std::fs::metadata(work.join("mine")).unwrap();
+    assert_eq!(mine.mode() & 0o7777, 0o4711);
+    assert_eq!(mine.mtime(), 1_000_000_000);
+    let my_link = std::fs::symlink_metadata(work.join("my-link")).unwrap();
+    assert!(my_link.file_type().is_symlink());
+    assert_eq!(my_link.mtime(), 1_200_000_000);
     assert!(!output.contains("rbuild's store"), "{output}");
     assert_eq!(beside_after.unwrap(), "rbuild's binary\n");
     assert_eq!(

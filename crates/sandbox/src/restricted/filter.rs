@@ -158,6 +158,31 @@ fn mknod_by_kind(p: &mut Vec<libc::sock_filter>, nr: libc::c_long, mode_arg: u32
     p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_USER_NOTIF));
 }
 
+/// Offset of the high 32 bits of argument `index` in `struct seccomp_data`.
+fn arg_high(index: u32) -> u32 {
+    arg_low(index) + 4
+}
+
+/// The calls of `attrs::CALLS` go to the supervisor; `utimensat` only with a path (its
+/// argument 1): `futimens`, a descriptor's call, falls through to the rules after these.
+fn attribute_changes(p: &mut Vec<libc::sock_filter>) {
+    for nr in super::attrs::CALLS {
+        if *nr == libc::SYS_utimensat {
+            continue;
+        }
+        p.push(jump_if_equal(*nr as u32, 0, 1));
+        p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_USER_NOTIF));
+    }
+    p.push(jump_if_equal(libc::SYS_utimensat as u32, 0, 5));
+    p.push(stmt(BPF_LD_W_ABS, arg_low(1)));
+    p.push(jump_if_equal(0, 0, 2));
+    p.push(stmt(BPF_LD_W_ABS, arg_high(1)));
+    p.push(jump_if_equal(0, 1, 0));
+    p.push(stmt(BPF_RET_K, libc::SECCOMP_RET_USER_NOTIF));
+    // The accumulator holds the call's number again for the rules after these.
+    p.push(stmt(BPF_LD_W_ABS, DATA_NR));
+}
+
 /// The filter as classic BPF: two instructions per syscall (compare, answer), a few more
 /// for the calls decided by an argument. `tracing`: which calls stop in the tracer
 /// (`SECCOMP_RET_TRACE`; without a tracer they would fail with ENOSYS, so only for a
@@ -201,6 +226,10 @@ pub(crate) fn program_with(tracing: Tracing, copy_up: bool) -> Vec<libc::sock_fi
         mknod_by_kind(&mut p, libc::SYS_mknodat, 2);
         // Each block above ends in a return: the accumulator is reloaded for the rest.
     }
+    // Before the copy-up and tracing rules, which would otherwise take these first: a
+    // mode or times change by name goes to the supervisor (`attrs.rs`), which keeps it off
+    // rbuild's files (Landlock has no right for them).
+    attribute_changes(&mut p);
     if copy_up {
         match tracing {
             Tracing::Off => p.extend(super::copy_up::rules(
@@ -302,7 +331,7 @@ mod tests {
                 "refused with EPERM"
             );
         }
-        for nr in traced() {
+        for nr in traced().filter(|nr| !super::super::attrs::CALLS.contains(nr)) {
             let at = p
                 .iter()
                 .position(|i| i.code == BPF_JEQ_K && i.k == nr as u32);
@@ -365,8 +394,15 @@ mod tests {
         assert_eq!(run(&creating, libc::SYS_openat, [0; 6]), allow, "a read");
         // A path in the first two arguments (where each of these takes it).
         let named = [1, 1, 0, 0, 0, 0];
+        // A mode or times change by name goes to the supervisor (`attrs.rs`), which copies
+        // up there; the others stop in the tracer.
         for nr in copying {
-            assert_eq!(run(&creating, nr, named), trace, "syscall {nr}");
+            let by = if super::super::attrs::CALLS.contains(&nr) {
+                notify
+            } else {
+                trace
+            };
+            assert_eq!(run(&creating, nr, named), by, "syscall {nr}");
         }
         // `futimens` (utimensat with a NULL path): a descriptor's call, untraced; a path
         // in the high half alone is still one.
@@ -376,7 +412,7 @@ mod tests {
         );
         assert_eq!(
             run(&creating, libc::SYS_utimensat, [3, 1 << 32, 0, 0, 0, 0]),
-            trace
+            notify
         );
         for nr in [libc::SYS_fchownat, libc::SYS_setxattr, libc::SYS_newfstatat] {
             assert_eq!(run(&creating, nr, [0; 6]), notify, "syscall {nr}");
@@ -405,6 +441,33 @@ mod tests {
         }
         assert_eq!(run(&off, libc::SYS_utimensat, [3, 0, 0, 0, 0, 0]), allow);
         assert!(!off.iter().any(|i| i.code == BPF_RET_K && i.k == trace));
+    }
+
+    #[test]
+    fn a_mode_or_times_change_by_name_goes_to_the_supervisor_in_every_mode() {
+        let notify = libc::SECCOMP_RET_USER_NOTIF;
+        for tracing in [Tracing::Off, Tracing::Creating, Tracing::Full] {
+            for copy_up in [false, true] {
+                let p = program_with(tracing, copy_up);
+                for nr in super::super::attrs::CALLS {
+                    // A path in the first two arguments (where each call takes it).
+                    assert_eq!(run(&p, *nr, [1, 1, 1, 0, 0, 0]), notify, "syscall {nr}");
+                }
+                // `futimens`: no name, the rules after these decide (never the supervisor).
+                assert_ne!(
+                    run(&p, libc::SYS_utimensat, [3, 0, 0, 0, 0, 0]),
+                    notify,
+                    "{tracing:?}"
+                );
+                assert_eq!(
+                    run(&p, libc::SYS_utimensat, [3, 1 << 32, 0, 0, 0, 0]),
+                    notify
+                );
+                // The number is loaded again: the calls after them keep their answers.
+                assert_eq!(run(&p, libc::SYS_fchownat, [0; 6]), notify);
+                assert_eq!(run(&p, libc::SYS_capset, [0; 6]), libc::SECCOMP_RET_ERRNO);
+            }
+        }
     }
 
     /// Runs classic BPF `p` (the instructions this module emits) on a `seccomp_data` of

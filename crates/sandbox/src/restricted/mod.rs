@@ -18,6 +18,7 @@
 //! probes `rbuild info` reports. The executor (`in_place/`) lays stages out and hands the
 //! table to the layer writer.
 
+mod attrs;
 mod confine;
 pub(crate) mod copy_up;
 mod creds;

@@ -65,6 +65,8 @@ pub(super) fn answer_one(
         record_mknod(listener, &request, table, denied, top)
     } else if super::xattr::CALLS.contains(&nr) {
         super::xattr::record_xattr(listener, &request, table, denied, top)
+    } else if super::attrs::CALLS.contains(&nr) {
+        super::attrs::answer(listener, &request, denied, top)
     } else if !super::filter::NOTIFIED.contains(&nr) {
         // Stopped only to copy up (a step with groups and no tracer): the kernel runs it.
         Ok(Answer::Continue)
