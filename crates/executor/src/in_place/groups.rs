@@ -114,7 +114,35 @@ pub(super) fn break_groups(root: &InPlaceRoot, before: &Entries) -> (Broken, Vec
             _ => {}
         }
     }
+    if !broken.groups.is_empty() {
+        past_the_tick(&broken);
+    }
     (broken, left)
+}
+
+/// Waits until the clock file times come from has passed every ctime the break recorded,
+/// so that whatever the step changes gets a later ctime even where the kernel stamps files
+/// with its coarse clock (a tick of up to a few milliseconds); at most 100 ms.
+fn past_the_tick(broken: &Broken) {
+    let latest = broken
+        .groups
+        .iter()
+        .flat_map(|g| std::iter::once(&g.original).chain(&g.copies))
+        .map(|name| name.ctime)
+        .max()
+        .unwrap_or((0, 0));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(100);
+    loop {
+        // SAFETY: an all-zero timespec is valid; clock_gettime fills it.
+        let mut now: libc::timespec = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid clock id and timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut now) };
+        if (now.tv_sec as i64, now.tv_nsec as i64) > latest || std::time::Instant::now() >= deadline
+        {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 fn name_of(path: &Path, md: &std::fs::Metadata) -> Name {
@@ -241,8 +269,11 @@ fn copy_over(path: &Path, meta: &Meta) -> io::Result<Name> {
             return Err(io::Error::last_os_error());
         }
         let md = copy.metadata()?;
-        if (md.uid(), md.gid()) != (now.uid(), now.gid()) {
-            return Err(io::Error::other("the copy cannot have the file's owner"));
+        if (md.uid(), md.gid(), md.mode()) != (now.uid(), now.gid(), now.mode()) {
+            // Another owner on the disk, or a set-group-ID bit the kernel took off.
+            return Err(io::Error::other(
+                "the copy cannot have the file's owner and mode",
+            ));
         }
         std::fs::rename(&tmp, path)?;
         Ok(())
