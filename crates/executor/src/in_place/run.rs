@@ -284,7 +284,7 @@ fn run_laid_out(
     // after it where it left them unchanged (`groups.rs`), so the step runs without the
     // sandbox's copy-up stops; a group that cannot be taken apart is left to that copy-up
     // (`copy_up_inodes`), the stage's owners following its copies in `InPlaceOwners::merge`.
-    let (broken, left) = super::groups::break_groups(root, &before);
+    let (broken, left) = super::groups::break_groups(root, &before, super::groups::COPY_BUDGET);
     spec.copy_up_inodes = left;
     let executed = crate::run::execute(sandbox, &spec, label, step, progress);
     let restored = placed.map_or(Ok(()), |p| p.restore());
