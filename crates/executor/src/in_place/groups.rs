@@ -299,7 +299,9 @@ fn copy_over(path: &Path, meta: &Meta) -> io::Result<Name> {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    dir_times.put_back()?;
+    // Best effort: a directory that is not the build user's cannot have its times set,
+    // and the walk compares no directory's times (the name is renamed in already).
+    let _ = dir_times.put_back();
     // Read after the rename: its ctime is what an unchanged name still has after the step.
     let md = std::fs::symlink_metadata(path)?;
     Ok(name_of(Path::new(""), &md))
@@ -384,7 +386,9 @@ fn link_over(target: &Path, path: &Path) -> io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    dir_times.put_back()
+    // Best effort, as in `copy_over`.
+    let _ = dir_times.put_back();
+    Ok(())
 }
 
 #[cfg(test)]
