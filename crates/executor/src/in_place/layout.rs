@@ -206,13 +206,38 @@ impl InPlaceRoot {
             .top_names
             .iter()
             .filter(|name| !seen.contains(name))
-            .filter(|name| self.ancestors.contains(*name) || self.foreign_top.contains(*name))
+            .filter(|name| {
+                (self.ancestors.contains(*name) && !self.only_holds_mounts(name))
+                    || self.foreign_top.contains(*name)
+            })
             .cloned()
             .collect();
         Ok(Some(rbuild_sandbox::TopLevelNames {
             seen,
             builder_hidden,
         }))
+    }
+
+    /// Whether the directory `name` of `/` holds nothing but (directories leading to)
+    /// excluded paths: the directory the runtime made for a volume or secret mounted below
+    /// it (`/rbuild-secrets/ca`), a runtime's name like a volume's own mount point, not the
+    /// builder image's. Hiding it would trace every path-taking call of every step.
+    fn only_holds_mounts(&self, name: &Path) -> bool {
+        let Ok(listing) = fs::read_dir(self.top.join(name)) else {
+            return false;
+        };
+        let mut any = false;
+        for entry in listing {
+            let Ok(entry) = entry else {
+                return false;
+            };
+            let path = name.join(entry.file_name());
+            if !self.excluded.iter().any(|kept| kept.starts_with(&path)) {
+                return false;
+            }
+            any = true;
+        }
+        any
     }
 
     /// A container path (`/newtop/cache`) as rbuild itself must name it while the stage is

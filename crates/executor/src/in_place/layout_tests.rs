@@ -272,10 +272,18 @@ fn names_of_slash_the_stage_lacks_are_redirected_and_left_alone() {
     fs::write(top.join("srv/builders"), "builder's").unwrap();
     fs::create_dir_all(top.join("workspace")).unwrap();
     fs::write(top.join("workspace/context"), "a volume").unwrap();
+    // The directory the runtime made for a secret mounted below it (the bench's pod).
+    fs::create_dir_all(top.join("rbuild-secrets")).unwrap();
+    fs::write(top.join("rbuild-secrets/ca"), "a secret").unwrap();
     fs::create_dir_all(stage.join("etc")).unwrap();
     fs::create_dir_all(stage.join("workspace")).unwrap();
     fs::write(stage.join("workspace/f"), "stage's").unwrap();
-    let root = InPlaceRoot::new(&top, vec!["/rbuild".into(), "/workspace".into()])
+    let excluded = vec![
+        "/rbuild".into(),
+        "/workspace".into(),
+        "/rbuild-secrets/ca".into(),
+    ];
+    let root = InPlaceRoot::new(&top, excluded)
         .unwrap()
         .with_redirect("rbuild/top".into());
     assert!(
@@ -293,7 +301,7 @@ fn names_of_slash_the_stage_lacks_are_redirected_and_left_alone() {
     assert_eq!(
         text(&names.builder_hidden),
         vec!["srv"],
-        "the volume is the runtime's"
+        "the volume and the secret's directory are the runtime's"
     );
     assert_eq!(
         fs::read_to_string(top.join("srv/builders")).unwrap(),

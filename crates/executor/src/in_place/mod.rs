@@ -12,6 +12,7 @@
 //! never moved, walked nor written.
 
 mod extract;
+mod groups;
 mod layout;
 mod run;
 

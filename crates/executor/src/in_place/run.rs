@@ -279,20 +279,46 @@ fn run_laid_out(
     };
     let mut spec = spec.clone();
     spec.shown_owners = shown;
-    // Files hard-linked in earlier layers: a step's write to one name copies that name up,
-    // as on overlayfs (the sandbox's `copy_up`); the stage's owners follow the copy in
-    // `InPlaceOwners::merge`.
-    spec.copy_up_inodes = crate::snapshot::hard_link_groups_of(&before);
+    // Files hard-linked in earlier layers: a step's write to one name changes that name
+    // alone, as on overlayfs. Their names are taken apart before the step and joined again
+    // after it where it left them unchanged (`groups.rs`), so the step runs without the
+    // sandbox's copy-up stops; a group that cannot be taken apart is left to that copy-up
+    // (`copy_up_inodes`), the stage's owners following its copies in `InPlaceOwners::merge`.
+    let (broken, left) = super::groups::break_groups(root, &before, super::groups::COPY_BUDGET);
+    spec.copy_up_inodes = left;
     let executed = crate::run::execute(sandbox, &spec, label, step, progress);
     let restored = placed.map_or(Ok(()), |p| p.restore());
+    let joined = if broken.is_empty() {
+        Ok(super::groups::Joined::default())
+    } else {
+        let ownership = executed.as_ref().ok().and_then(|o| o.ownership.as_ref());
+        broken.join_again(root, ownership)
+    };
     let outcome = executed.map_err(InPlaceError::Sandbox)?;
     restored?;
+    let joined = joined?;
     if !outcome.status.success() {
         return Ok((Vec::new(), Vec::new(), outcome));
     }
     let after = crate::phases::timed(snapshot, || root.walk())?;
-    let stale = new_inodes(root, &before, &after);
+    let mut stale = new_inodes(root, &before, &after);
     let mut changes = rbuild_snapshot::Index::from_entries(before).changes_to(&after);
+    // A name joined again is the file it was before the step (the ctime of the links
+    // aside): no change of the layer.
+    changes.retain(|c| !matches!(c, Change::Upsert(path) if joined.unchanged.contains(path)));
+    if !joined.kept.is_empty() {
+        // A name the step changed keeps its copy, which gets what the stage's table holds
+        // for the shared file (owner, device, capability), the step's own records winning
+        // in the caller's merge: so it is no stale inode to forget there.
+        let kept: HashSet<(u64, u64)> = joined.kept.iter().map(|(new, _)| *new).collect();
+        stale.retain(|key| !kept.contains(key));
+        let mut copies = OwnershipTable::default();
+        for (new, old) in &joined.kept {
+            copies.copied_up(*old, *new);
+        }
+        let forget: Vec<(u64, u64)> = kept.into_iter().collect();
+        owners.merge(&forget, Some(copies));
+    }
     if let Some(table) = &outcome.ownership {
         changes.extend(recorded_changes(owners, table, &after, &changes));
     }
