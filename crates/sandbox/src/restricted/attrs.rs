@@ -129,10 +129,20 @@ fn decode(nr: libc::c_long, a: [u64; 6]) -> Option<AttrCall> {
     Some(call)
 }
 
+/// The `i`th native-endian `i64` of `bytes` (0 past its end).
+fn word(bytes: &[u8], i: usize) -> i64 {
+    bytes
+        .get(i * 8..i * 8 + 8)
+        .and_then(|w| w.try_into().ok())
+        .map_or(0, i64::from_ne_bytes)
+}
+
 /// Two native-endian `i64` pairs from `bytes` (32 bytes).
 fn pairs(bytes: &[u8]) -> [(i64, i64); 2] {
-    let word = |i: usize| i64::from_ne_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-    [(word(0), word(1)), (word(2), word(3))]
+    [
+        (word(bytes, 0), word(bytes, 1)),
+        (word(bytes, 2), word(bytes, 3)),
+    ]
 }
 
 fn timespec(sec: i64, nsec: i64) -> libc::timespec {
@@ -165,9 +175,7 @@ fn read_times(
         }
         TimesAt::Utimbuf(address) => {
             let bytes = caller_bytes(listener, request, address, 16)?;
-            let word =
-                |i: usize| i64::from_ne_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-            Some([timespec(word(0), 0), timespec(word(1), 0)])
+            Some([timespec(word(&bytes, 0), 0), timespec(word(&bytes, 1), 0)])
         }
     })
 }
