@@ -354,7 +354,8 @@ fn build_checks(
     let global = dockerfile.global_args(opts)?;
     let mut all = lint::lint(dockerfile, built, &global);
     // UndefinedVar needs each base image's environment: that of the images the store holds
-    // before any step runs (a base pulled later is not checked).
+    // before any step runs (`pull_missing_bases` pulled those it lacked; a base whose pull
+    // failed is not checked, its stage fails).
     let base_env =
         |base: &rbuild_dockerfile::Base| named_contexts::stored_base_env(request, store, base);
     all.extend(lint::undefined_vars(
@@ -385,6 +386,61 @@ fn build_checks(
         all.into_iter().filter(|w| config.checks(&w.rule)).collect();
     let error = config.error_for(&found).map(|e| format!("{file}: {e}"));
     Ok((found.iter().map(|w| w.render(file)).collect(), error))
+}
+
+/// Whether the build checks `UndefinedVar` (BuildKit's default; `# check=skip=` or the
+/// `BUILDKIT_DOCKERFILE_CHECK` build argument can turn it off). A configuration that does
+/// not parse is `build_checks`' error to report.
+fn checks_undefined_vars(
+    dockerfile: &rbuild_dockerfile::Dockerfile,
+    request: &BuildRequest,
+) -> bool {
+    use rbuild_dockerfile::lint;
+    lint::check_config(
+        dockerfile,
+        request
+            .build_args
+            .get("BUILDKIT_DOCKERFILE_CHECK")
+            .map(String::as_str),
+    )
+    .is_ok_and(|config| config.checks(&lint::UNDEFINED_VAR))
+}
+
+/// Pulls, in parallel, the base images of the stages in `built` that the store lacks.
+/// `UndefinedVar` needs each base's environment before any step runs, as BuildKit resolves
+/// every base's config while it converts the Dockerfile, so that a check with
+/// `error=true` fails a build on an image not pulled yet as it fails one on a stored image.
+/// A pull that fails is not reported here: the stage needing the image reports it, in
+/// place, when it runs (and is not checked).
+#[allow(clippy::too_many_arguments)]
+fn pull_missing_bases(
+    dockerfile: &rbuild_dockerfile::Dockerfile,
+    opts: &BuildOptions,
+    request: &BuildRequest,
+    built: &[usize],
+    store: &Store,
+    bases: &(dyn BaseImages + Sync),
+    platform: &Platform,
+    build_phases: &phases::BuildPhases,
+) {
+    let Ok(global) = dockerfile.global_args(opts) else {
+        return;
+    };
+    let missing: std::collections::BTreeSet<String> = built
+        .iter()
+        .filter_map(|&stage| dockerfile.stage_base(stage, &global).ok())
+        .filter_map(|base| named_contexts::base_image_reference(request, &base))
+        .filter(|reference| !reference.eq_ignore_ascii_case("scratch"))
+        .filter(|reference| store.resolve(reference).is_err())
+        .collect();
+    std::thread::scope(|scope| {
+        for reference in &missing {
+            scope.spawn(move || {
+                let _phases = build_phases.enter();
+                let _ = bases.resolve(store, reference, platform);
+            });
+        }
+    });
 }
 
 /// Every build check of `request`'s Dockerfile (`rbuild build --check`, BuildKit's
@@ -483,6 +539,18 @@ pub fn build_with_cache(
         build_platform: to_df_platform(&host),
     };
     let plan = dockerfile.build_plan(&opts)?;
+    if checks_undefined_vars(&dockerfile, request) {
+        pull_missing_bases(
+            &dockerfile,
+            &opts,
+            request,
+            &plan.order,
+            store,
+            bases,
+            &platform,
+            &build_phases,
+        );
+    }
     // BuildKit's build checks, before any step runs: warnings, or with `error=true` the
     // build's error (the parser's empty-continuation warning is one of them).
     let (warnings, lint_error) =

@@ -254,6 +254,27 @@ pub(crate) fn stored_context_triggers(
     out
 }
 
+/// The image a stage's base names: its reference, or that of the image named context it
+/// names (`scratch` included); `None` for a stage or another kind of named context.
+pub(crate) fn base_image_reference(
+    request: &crate::BuildRequest,
+    base: &rbuild_dockerfile::Base,
+) -> Option<String> {
+    match base {
+        rbuild_dockerfile::Base::Image(reference) => Some(reference.clone()),
+        rbuild_dockerfile::Base::Context(key) => match request
+            .named_contexts
+            .iter()
+            .find(|(name, _)| named_context_key(name) == *key)
+            .map(|(_, context)| context)
+        {
+            Some(NamedContext::Image(reference)) => Some(reference.clone()),
+            _ => None,
+        },
+        rbuild_dockerfile::Base::Stage(_) => None,
+    }
+}
+
 /// The environment (its config's `Env`) of a stage's image base as the store holds it
 /// before any step runs, for `UndefinedVar`: `scratch` has none; an image, or an image
 /// named context, the store does not hold (yet), or whose record cannot be read, is `None`
@@ -263,21 +284,7 @@ pub(crate) fn stored_base_env(
     store: Option<&rbuild_store::Store>,
     base: &rbuild_dockerfile::Base,
 ) -> Option<Vec<(String, String)>> {
-    let reference = match base {
-        rbuild_dockerfile::Base::Image(reference) => reference.clone(),
-        rbuild_dockerfile::Base::Context(key) => {
-            match request
-                .named_contexts
-                .iter()
-                .find(|(name, _)| named_context_key(name) == *key)
-                .map(|(_, context)| context)
-            {
-                Some(NamedContext::Image(reference)) => reference.clone(),
-                _ => return None,
-            }
-        }
-        rbuild_dockerfile::Base::Stage(_) => return None,
-    };
+    let reference = base_image_reference(request, base)?;
     if reference.eq_ignore_ascii_case("scratch") {
         return Some(Vec::new());
     }

@@ -804,6 +804,7 @@ const RESTRICTED_POD_CASES: &[&str] = &[
     "symlinked_dockerfile",
     "tar_context",
     "target_stage_arg",
+    "undefined_var",
     "undefined_var_defined",
     "unmatched_vars",
     "workdir",
