@@ -26,6 +26,10 @@ fn main() -> ExitCode {
         ),
         ("links_modes_owners_fifos", links_modes_owners_fifos),
         (
+            "a_new_directory_tree_merges_as_its_layer_applies",
+            a_new_directory_tree_merges_as_its_layer_applies,
+        ),
+        (
             "a_link_to_a_lower_file_writes_the_new_name_alone",
             a_link_to_a_lower_file_writes_the_new_name_alone,
         ),
@@ -318,6 +322,35 @@ fn create_modify_delete() {
     let mut without_etc = r.overlay.clone();
     without_etc.remove(1);
     assert_eq!(r.walk, without_etc);
+}
+
+/// A directory the base lacks moves into the root by one rename (`merge_upper`): what is
+/// below it (nested directories, a hard link, a symlink, a lower file moved in, which
+/// overlayfs copies up with its own xattrs, a mode) must read as applying the layer gives.
+fn a_new_directory_tree_merges_as_its_layer_applies() {
+    let r = both(
+        &|base| {
+            std::fs::write(base.join("etc/movable"), "lower\n").unwrap();
+        },
+        "mkdir -p /n/a/b && echo x > /n/a/b/f && ln /n/a/b/f /n/a/g && ln -s b/f /n/a/s \
+         && mv /etc/movable /n/a/moved && chmod 700 /n/a && mkdir /n/a/b/empty \
+         && touch -d @1000000000 /n/a/b/f",
+    );
+    assert_eq!(
+        r.overlay,
+        vec![
+            up("etc"),
+            del("etc/movable"),
+            up("n"),
+            up("n/a"),
+            up("n/a/b"),
+            up("n/a/b/empty"),
+            up("n/a/b/f"),
+            up("n/a/g"),
+            up("n/a/moved"),
+            up("n/a/s"),
+        ]
+    );
 }
 
 fn dir_replaced_by_file_and_back() {
