@@ -160,19 +160,7 @@ pub fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 }
 
 fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), SandboxError> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: `fds` has room for the two descriptors socketpair writes.
-    crate::sys::cvt(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    })
-    .map_err(|e| SandboxError::io("socketpair(SOCK_SEQPACKET)", e))?;
-    // SAFETY: socketpair just returned these two descriptors, owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    crate::sys::seqpacket_pair().map_err(|e| SandboxError::io("socketpair(SOCK_SEQPACKET)", e))
 }
 
 /// Sends `msg` as one packet, with `fd` attached when given.

@@ -312,19 +312,8 @@ fn confine(root: &OwnedFd, network: Network) -> Result<(), HelperError> {
 /// The socket pair the copy-up filter's listener crosses from the step's process to the
 /// helper.
 fn listener_pair() -> Result<(OwnedFd, OwnedFd), HelperError> {
-    let mut pair = [0; 2];
-    // SAFETY: socketpair writes two descriptors into `pair`.
-    cvt(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            pair.as_mut_ptr(),
-        )
-    })
-    .map_err(|e| HelperError::new("copy-up", format!("socketpair: {e}")))?;
-    // SAFETY: both descriptors were just created and are owned here only.
-    Ok(unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) })
+    crate::sys::seqpacket_pair()
+        .map_err(|e| HelperError::new("copy-up", format!("socketpair: {e}")))
 }
 
 /// In the step's process, after the chroot: installs the copy-up filter and hands its

@@ -123,18 +123,7 @@ pub(crate) fn run_supervised_copying_up(
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "filter too long"))?,
         filter: program.as_ptr().cast_mut(),
     };
-    let mut pair = [0; 2];
-    // SAFETY: socketpair writes two descriptors into `pair`.
-    cvt(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            pair.as_mut_ptr(),
-        )
-    })?;
-    // SAFETY: both descriptors were just created and are owned here only.
-    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+    let (ours, theirs) = crate::sys::seqpacket_pair()?;
     // SAFETY: getpid has no preconditions.
     let supervisor = unsafe { libc::getpid() };
     let pid = fork()?;
