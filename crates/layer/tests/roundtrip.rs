@@ -422,19 +422,29 @@ fn random_data_is_stored_in_one_gzip_member_the_same_for_any_thread_count() {
         assert_eq!(info.digest, sha256(&blob));
         outputs.push(blob);
     }
-    assert!(outputs[0] == outputs[1], "the thread count changed the bytes");
+    assert!(
+        outputs[0] == outputs[1],
+        "the thread count changed the bytes"
+    );
     let blob = &outputs[0];
     // One member: `GzDecoder` stops after the first, so a second would be missing here.
     let mut inflated = Vec::new();
     flate2::read::GzDecoder::new(&blob[..])
         .read_to_end(&mut inflated)
         .unwrap();
-    assert!(inflated == plain, "the gzip stream does not inflate to the tar");
+    assert!(
+        inflated == plain,
+        "the gzip stream does not inflate to the tar"
+    );
     // The noise is stored (5 bytes a 64 KiB block: well under 0.1% more), the text deflated
     // to a small fraction of itself.
     let noise_overhead = noise.len() / 1000;
     assert!(
-        blob.len() < noise.len() + noise_overhead + text.len() / 20 + (plain.len() - noise.len() - text.len()),
+        blob.len()
+            < noise.len()
+                + noise_overhead
+                + text.len() / 20
+                + (plain.len() - noise.len() - text.len()),
         "{} bytes compressed from {} ({} of noise, {} of text)",
         blob.len(),
         plain.len(),

@@ -30,8 +30,8 @@ use crate::idmap::IdMap;
 use crate::path::join;
 use header::TarEntry;
 use plan::{Opaque, Planned};
-use stored::GzipStoringIncompressible;
 pub use recorded::{RecordedDevice, RecordedDeviceKind, RecordedInodes};
+use stored::GzipStoringIncompressible;
 use tee::HashingWriter;
 pub use timing::compress_time;
 
