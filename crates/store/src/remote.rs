@@ -41,6 +41,11 @@ pub trait BlobFetcher: Send + Sync + std::fmt::Debug {
     /// Writes the bytes of `blob` to `out`. The error says why (never a credential).
     fn fetch(&self, blob: &RemoteBlob, out: &mut (dyn Write + Send)) -> Result<(), String>;
 
+    /// Called once `blob` is recorded remote in `store`, for the fetcher to note where it is
+    /// (a push to another repository of that registry mounts it from there, without
+    /// fetching it). A hint: a failure changes nothing.
+    fn recorded(&self, _store: &Store, _blob: &RemoteBlob) {}
+
     /// Called once `blob` is in `store` (its record gone), for the fetcher to note where it
     /// came from (a later push mounts it from there). A hint: a failure changes nothing.
     fn fetched(&self, _store: &Store, _blob: &RemoteBlob) {}
@@ -84,7 +89,18 @@ impl Store {
         if self.has_blob(digest) {
             return Ok(());
         }
-        fsutil::write_atomic(self, &self.remote_path(digest), &bytes)
+        fsutil::write_atomic(self, &self.remote_path(digest), &bytes)?;
+        if let Some(fetcher) = self.blob_fetcher() {
+            fetcher.recorded(self, blob);
+        }
+        Ok(())
+    }
+
+    fn blob_fetcher(&self) -> Option<Arc<dyn BlobFetcher>> {
+        self.fetcher
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The remote record of `digest`, if its bytes are not on disk but in a registry.
@@ -164,10 +180,7 @@ impl Store {
             }))
         };
         let fetcher = self
-            .fetcher
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .blob_fetcher()
             .ok_or_else(|| failed("this command has no registry client to fetch it".into()))?;
         let mut writer = self.blob_writer()?;
         // A compressed layer: what it uncompresses to must be the image's diff id. The bytes
