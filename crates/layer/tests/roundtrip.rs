@@ -389,6 +389,71 @@ fn a_plain_layer_compressed_later_is_the_layer_written_compressed() {
     }
 }
 
+/// Deterministic bytes no deflate level can shrink (xorshift64*).
+fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn random_data_is_stored_in_one_gzip_member_the_same_for_any_thread_count() {
+    let src = tempfile::tempdir().unwrap();
+    rich_tree(src.path(), false, 1_650_000_000);
+    let noise = random_bytes(3 << 20, 7);
+    put(src.path(), "a-noise.bin", &noise);
+    let text = b"Lorem ipsum dolor sit amet, consectetur adipiscing elit.\n".repeat(40_000);
+    put(src.path(), "b-text.txt", &text);
+    let mut plain = Vec::new();
+    write_dir_layer(src.path(), &mut plain, &options(Compression::None)).unwrap();
+    let mut outputs = Vec::new();
+    for threads in [1, 3] {
+        let opts = WriteOptions {
+            threads,
+            ..Default::default()
+        };
+        let mut blob = Vec::new();
+        let info = compress_layer(&plain[..], &mut blob, &opts).unwrap();
+        assert_eq!(info.digest, sha256(&blob));
+        outputs.push(blob);
+    }
+    assert!(
+        outputs[0] == outputs[1],
+        "the thread count changed the bytes"
+    );
+    let blob = &outputs[0];
+    // One member: `GzDecoder` stops after the first, so a second would be missing here.
+    let mut inflated = Vec::new();
+    flate2::read::GzDecoder::new(&blob[..])
+        .read_to_end(&mut inflated)
+        .unwrap();
+    assert!(
+        inflated == plain,
+        "the gzip stream does not inflate to the tar"
+    );
+    // The noise is stored (5 bytes a 64 KiB block: well under 0.1% more), the text deflated
+    // to a small fraction of itself.
+    let noise_overhead = noise.len() / 1000;
+    assert!(
+        blob.len()
+            < noise.len()
+                + noise_overhead
+                + text.len() / 20
+                + (plain.len() - noise.len() - text.len()),
+        "{} bytes compressed from {} ({} of noise, {} of text)",
+        blob.len(),
+        plain.len(),
+        noise.len(),
+        text.len()
+    );
+    assert!(blob.len() > noise.len(), "noise cannot shrink");
+}
+
 #[test]
 fn compression_levels_are_checked() {
     let src = tempfile::tempdir().unwrap();

@@ -106,17 +106,6 @@ impl BlobWriter<'_> {
         self.size
     }
 
-    /// Flushes what was written to the temp file and gives its path, for a check of the
-    /// content before `commit` (a remote layer's diff id).
-    pub(crate) fn flushed_temp(&mut self) -> Result<PathBuf> {
-        if let Some(file) = self.file.as_mut() {
-            file.flush()
-                .map_err(|e| out_of_space(e, &self.temp, self.size))
-                .at("write blob temp file", &self.temp)?;
-        }
-        Ok(self.temp.clone())
-    }
-
     /// Finishes the blob: verify against `expected` (if given), then fsync and rename into
     /// place, unless the store already holds it (then the temp file goes and the stored blob
     /// is leased). On a mismatch nothing is stored and the temp file is removed.

@@ -41,6 +41,11 @@ pub trait BlobFetcher: Send + Sync + std::fmt::Debug {
     /// Writes the bytes of `blob` to `out`. The error says why (never a credential).
     fn fetch(&self, blob: &RemoteBlob, out: &mut (dyn Write + Send)) -> Result<(), String>;
 
+    /// Called once `blob` is recorded remote in `store`, for the fetcher to note where it is
+    /// (a push to another repository of that registry mounts it from there, without
+    /// fetching it). A hint: a failure changes nothing.
+    fn recorded(&self, _store: &Store, _blob: &RemoteBlob) {}
+
     /// Called once `blob` is in `store` (its record gone), for the fetcher to note where it
     /// came from (a later push mounts it from there). A hint: a failure changes nothing.
     fn fetched(&self, _store: &Store, _blob: &RemoteBlob) {}
@@ -84,7 +89,18 @@ impl Store {
         if self.has_blob(digest) {
             return Ok(());
         }
-        fsutil::write_atomic(self, &self.remote_path(digest), &bytes)
+        fsutil::write_atomic(self, &self.remote_path(digest), &bytes)?;
+        if let Some(fetcher) = self.blob_fetcher() {
+            fetcher.recorded(self, blob);
+        }
+        Ok(())
+    }
+
+    fn blob_fetcher(&self) -> Option<Arc<dyn BlobFetcher>> {
+        self.fetcher
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The remote record of `digest`, if its bytes are not on disk but in a registry.
@@ -164,13 +180,33 @@ impl Store {
             }))
         };
         let fetcher = self
-            .fetcher
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .blob_fetcher()
             .ok_or_else(|| failed("this command has no registry client to fetch it".into()))?;
         let mut writer = self.blob_writer()?;
-        fetcher.fetch(&remote, &mut writer).map_err(failed)?;
+        // A compressed layer: what it uncompresses to must be the image's diff id. The bytes
+        // are decompressed and hashed on a thread of its own as they arrive, not read back
+        // from the temp file after (a second pass over the whole layer).
+        let compressed = digest != &remote.diff_id;
+        let (fetched, uncompressed) = std::thread::scope(|scope| {
+            let (mut tee, hashing) = if compressed {
+                let (tee, receiver) = UncompressedTee::new(&mut writer);
+                let hashing =
+                    scope.spawn(move || uncompressed_digest(ChannelReader::new(receiver)));
+                (tee, Some(hashing))
+            } else {
+                (UncompressedTee::plain(&mut writer), None)
+            };
+            let fetched = fetcher.fetch(&remote, &mut tee);
+            // Dropping the tee closes the channel: the decompressor sees the end.
+            drop(tee);
+            let uncompressed = hashing.map(|thread| {
+                thread
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("the hashing thread panicked")))
+            });
+            (fetched, uncompressed)
+        });
+        fetched.map_err(failed)?;
         if writer.size() != remote.descriptor.size {
             return Err(failed(format!(
                 "the registry sent {} bytes, the record says {}",
@@ -178,10 +214,8 @@ impl Store {
                 remote.descriptor.size
             )));
         }
-        if digest != &remote.diff_id {
-            // A compressed layer: what it uncompresses to must be the image's diff id.
-            let temp = writer.flushed_temp()?;
-            let got = uncompressed_digest(&temp).map_err(|e| failed(e.to_string()))?;
+        if let Some(uncompressed) = uncompressed {
+            let got = uncompressed.map_err(|e| failed(e.to_string()))?;
             if got != remote.diff_id {
                 return Err(failed(format!(
                     "it uncompresses to {got}, but the image's diff id is {}",
@@ -232,19 +266,101 @@ impl Store {
     }
 }
 
-/// The sha256 of what the (compressed) file at `path` uncompresses to.
-fn uncompressed_digest(path: &std::path::Path) -> std::io::Result<Digest> {
-    let file = std::fs::File::open(path)?;
-    let mut reader =
-        rbuild_layer::compression::decompressing_reader(std::io::BufReader::new(file))?;
+/// The sha256 of what the compressed stream `compressed` uncompresses to.
+fn uncompressed_digest(compressed: impl Read) -> std::io::Result<Digest> {
+    let mut reader = rbuild_layer::compression::decompressing_reader(compressed)?;
     let mut hasher = Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = reader.read(&mut buf)?;
+        let n = match reader.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
     }
     Ok(hasher.finish())
+}
+
+/// Chunks of a fetched blob in flight to the decompressing thread: a bound on the memory a
+/// slow decompressor makes the download hold (the fetch waits when it is reached).
+const CHUNKS_IN_FLIGHT: usize = 64;
+
+/// Writes a fetched blob to its temp file and, for a compressed layer, copies each chunk to
+/// the thread that decompresses and hashes it ([`uncompressed_digest`]).
+struct UncompressedTee<'w, W: Write> {
+    out: &'w mut W,
+    /// `None` for a plain blob, or once the decompressor stopped reading (it failed, or its
+    /// stream ended before the blob did: its result says which, as a second pass over the
+    /// file would have).
+    chunks: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+}
+
+impl<'w, W: Write> UncompressedTee<'w, W> {
+    fn new(out: &'w mut W) -> (Self, std::sync::mpsc::Receiver<Vec<u8>>) {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(CHUNKS_IN_FLIGHT);
+        let tee = UncompressedTee {
+            out,
+            chunks: Some(sender),
+        };
+        (tee, receiver)
+    }
+
+    fn plain(out: &'w mut W) -> Self {
+        UncompressedTee { out, chunks: None }
+    }
+}
+
+impl<W: Write> Write for UncompressedTee<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        if let Some(chunks) = &self.chunks {
+            if chunks.send(buf[..n].to_vec()).is_err() {
+                self.chunks = None;
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Reads the chunks an [`UncompressedTee`] sends, in order; the end is the tee dropped.
+struct ChannelReader {
+    chunks: std::sync::mpsc::Receiver<Vec<u8>>,
+    current: Vec<u8>,
+    offset: usize,
+}
+
+impl ChannelReader {
+    fn new(chunks: std::sync::mpsc::Receiver<Vec<u8>>) -> Self {
+        ChannelReader {
+            chunks,
+            current: Vec::new(),
+            offset: 0,
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.offset == self.current.len() {
+            match self.chunks.recv() {
+                Ok(chunk) => {
+                    self.current = chunk;
+                    self.offset = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.offset);
+        buf[..n].copy_from_slice(&self.current[self.offset..self.offset + n]);
+        self.offset += n;
+        Ok(n)
+    }
 }

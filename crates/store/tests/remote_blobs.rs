@@ -180,6 +180,71 @@ fn a_layer_that_does_not_uncompress_to_its_diff_id_is_refused() {
     assert!(remote_record_exists(&store, &remote.descriptor.digest));
 }
 
+/// Serves `bytes` in writes of `piece` bytes, as a registry's body arrives in chunks.
+#[derive(Debug)]
+struct Dribbling {
+    bytes: Vec<u8>,
+    piece: usize,
+}
+
+impl BlobFetcher for Dribbling {
+    fn fetch(&self, _blob: &RemoteBlob, out: &mut (dyn Write + Send)) -> Result<(), String> {
+        for piece in self.bytes.chunks(self.piece) {
+            out.write_all(piece).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_layer_arriving_in_many_chunks_is_checked_as_it_streams_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // Thousands of writes: far more than the chunks the hashing thread may lag behind.
+    let content: Vec<u8> = (0u32..2_000_000)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let (remote, gz) = remote_image(&store, &content);
+    let digest = remote.descriptor.digest.clone();
+    store.set_blob_fetcher(Arc::new(Dribbling {
+        bytes: gz.clone(),
+        piece: 1000,
+    }));
+    store.ensure_blob(&digest).unwrap();
+    assert!(blob_file_exists(&store, &digest));
+    assert!(!remote_record_exists(&store, &digest));
+    assert_eq!(store.read_blob(&digest).unwrap(), gz);
+
+    // Bytes of the right size and digest that are no gzip stream: the decompressor stops
+    // early, the fetch still completes, and the error names where the layer came from.
+    let mut garbled = gz.clone();
+    for byte in &mut garbled[10..2000] {
+        *byte = 0xff;
+    }
+    let remote = RemoteBlob {
+        registry: "registry.test".into(),
+        repository: "cache/garbled".into(),
+        descriptor: Descriptor::new(
+            media_types::OCI_LAYER_GZIP,
+            Digest::of(&garbled),
+            garbled.len() as u64,
+        ),
+        diff_id: remote.diff_id,
+    };
+    store.record_remote_blob(&remote).unwrap();
+    store.set_blob_fetcher(Arc::new(Dribbling {
+        bytes: garbled,
+        piece: 1000,
+    }));
+    let err = store
+        .ensure_blob(&remote.descriptor.digest)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("registry.test/cache/garbled"), "{err}");
+    assert!(!blob_file_exists(&store, &remote.descriptor.digest));
+    assert!(remote_record_exists(&store, &remote.descriptor.digest));
+}
+
 #[test]
 fn gc_removes_remote_records_nothing_names() {
     let dir = tempfile::tempdir().unwrap();

@@ -223,34 +223,6 @@ async fn push_compressed_layers(
     Ok((pushed, Some(worker_store)))
 }
 
-/// A remote blob pushed to the registry it is recorded in: found in the destination
-/// repository (HEAD) or mounted from the recorded one. `None` when that does not apply
-/// (another registry) or the registry refused the mount: the caller uploads it.
-async fn push_remote_blob(
-    client: &Client,
-    remote: &rbuild_store::RemoteBlob,
-    registry: &str,
-    repository: &str,
-    blob: &Descriptor,
-) -> Result<Option<Event>> {
-    if remote.registry != registry {
-        return Ok(None);
-    }
-    let (digest, size) = (blob.digest.clone(), blob.size);
-    if client.blob_exists(registry, repository, &digest).await? {
-        return Ok(Some(Event::BlobExists { digest, size }));
-    }
-    if remote.repository != repository
-        && client
-            .mount_blob(registry, repository, &remote.repository, &digest)
-            .await?
-    {
-        let from = remote.repository.clone();
-        return Ok(Some(Event::BlobMounted { digest, size, from }));
-    }
-    Ok(None)
-}
-
 fn check_digest(expected: &Digest, got: &Digest) -> Result<()> {
     if expected != got {
         return Err(TransferError::Invalid(format!(
@@ -298,7 +270,10 @@ async fn push_manifest(
 }
 
 /// One blob: skipped if the registry has it, mounted if it came from another repository of
-/// the same registry, else uploaded from its file in the store.
+/// the same registry (and `options.cross_repository_mount`), else uploaded from its file in
+/// the store. A layer still in its registry (a registry-cache hit, `rbuild_store::RemoteBlob`,
+/// whose repository is recorded as its source) is read — fetched — only when it must be
+/// uploaded.
 async fn push_blob(
     client: &Client,
     store: &Store,
@@ -309,27 +284,15 @@ async fn push_blob(
 ) -> Result<()> {
     let (registry, repository) = (destination.registry(), destination.repository());
     let (digest, size) = (blob.digest.clone(), blob.size);
-    // A layer still in its registry (a registry-cache hit, `rbuild_store::RemoteBlob`):
-    // on the same registry it is found or mounted there, and nothing is uploaded.
-    if !store.has_blob(&digest) {
-        if let Some(remote) = store.remote_blob(&digest)? {
-            if let Some(event) =
-                push_remote_blob(client, &remote, registry, repository, blob).await?
-            {
-                progress.event(&event);
-                record_blob_source(store, &digest, registry, repository)?;
-                return Ok(());
-            }
-        }
-    }
-    // Elsewhere a remote layer is fetched first (`blob_file`), then uploaded from its file.
-    let path = store.blob_file(&digest)?;
     let from = options
         .cross_repository_mount
         .then(|| mount_source(store, &blob.digest, registry, repository))
         .flatten();
+    let on_disk = store.has_blob(&digest);
     let event = match from {
-        Some(from) => {
+        // On disk: one request asks for the mount and opens the upload it falls back to.
+        Some(from) if on_disk => {
+            let path = store.blob_file(&digest)?;
             match client
                 .mount_or_push_blob(registry, repository, &from, &path, &digest, size)
                 .await?
@@ -339,22 +302,49 @@ async fn push_blob(
                 PushOutcome::Uploaded => Event::BlobPushed { digest, size },
             }
         }
+        // Remote: the mount is tried before anything reads (fetches) the blob.
+        Some(from) => {
+            if client.blob_exists(registry, repository, &digest).await? {
+                Event::BlobExists { digest, size }
+            } else if client
+                .mount_blob(registry, repository, &from, &digest)
+                .await?
+            {
+                Event::BlobMounted { digest, size, from }
+            } else {
+                upload(client, store, registry, repository, blob, progress).await?
+            }
+        }
         None => {
             if client.blob_exists(registry, repository, &digest).await? {
                 Event::BlobExists { digest, size }
             } else {
-                progress.event(&Event::BlobPushing {
-                    digest: digest.clone(),
-                    size,
-                });
-                client
-                    .push_blob_from_file(registry, repository, &path, &digest, size)
-                    .await?;
-                Event::BlobPushed { digest, size }
+                upload(client, store, registry, repository, blob, progress).await?
             }
         }
     };
     progress.event(&event);
     record_blob_source(store, &blob.digest, registry, repository)?;
     Ok(())
+}
+
+/// Uploads a blob from its file in the store (a remote blob is fetched first: `blob_file`).
+async fn upload(
+    client: &Client,
+    store: &Store,
+    registry: &str,
+    repository: &str,
+    blob: &Descriptor,
+    progress: &dyn Progress,
+) -> Result<Event> {
+    let (digest, size) = (blob.digest.clone(), blob.size);
+    let path = store.blob_file(&digest)?;
+    progress.event(&Event::BlobPushing {
+        digest: digest.clone(),
+        size,
+    });
+    client
+        .push_blob_from_file(registry, repository, &path, &digest, size)
+        .await?;
+    Ok(Event::BlobPushed { digest, size })
 }

@@ -50,6 +50,12 @@ impl BlobFetcher for RegistryBlobFetcher {
         })
     }
 
+    /// A push to another repository of the same registry mounts the recorded layer, with
+    /// no fetch (`push_blob`'s cross-repository mount, as for any blob of known source).
+    fn recorded(&self, store: &Store, blob: &RemoteBlob) {
+        self.fetched(store, blob);
+    }
+
     /// A push to another repository of the same registry mounts the fetched layer.
     fn fetched(&self, store: &Store, blob: &RemoteBlob) {
         // A hint (`sources.rs`): not recording it only costs an upload later.

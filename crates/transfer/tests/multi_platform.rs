@@ -6,10 +6,11 @@ use std::process::Command;
 
 use rbuild_image::{media_types, Descriptor, Digest, ImageConfig, Index, Platform, Reference};
 use rbuild_registry::{Client, ClientOptions};
-use rbuild_store::{ImageRecord, Store};
+use rbuild_store::{ImageRecord, RemoteBlob, Store};
 use rbuild_testutil::{busybox_rootfs, Registry};
 use rbuild_transfer::{
     pull, push, Event, NoProgress, PlatformChoice, PullOptions, PushOptions, RecordingProgress,
+    RegistryBlobFetcher,
 };
 
 fn client(dir: &std::path::Path) -> Client {
@@ -162,6 +163,36 @@ async fn a_two_platform_index_round_trips_with_digests_unchanged() {
             &events,
             |e| matches!(e, Event::BlobMounted { from, .. } if from == "multi/app")
         ),
+        3,
+        "{events:#?}"
+    );
+
+    // With cross-repository mounts off, no mount is asked for: every blob is uploaded.
+    let unmounted: Reference = format!("{}/multi/unmounted:v1", registry.host())
+        .parse()
+        .unwrap();
+    let progress = RecordingProgress::default();
+    push(
+        &client,
+        &source,
+        &index_desc,
+        &unmounted,
+        &PushOptions {
+            cross_repository_mount: false,
+            ..PushOptions::default()
+        },
+        &progress,
+    )
+    .await
+    .unwrap();
+    let events = progress.events();
+    assert_eq!(
+        count(&events, |e| matches!(e, Event::BlobMounted { .. })),
+        0,
+        "{events:#?}"
+    );
+    assert_eq!(
+        count(&events, |e| matches!(e, Event::BlobPushed { .. })),
         3,
         "{events:#?}"
     );
@@ -406,4 +437,101 @@ async fn a_local_images_plain_layers_go_up_compressed_and_only_once() {
         .unwrap()
         .count();
     assert_eq!(blobs_after, blobs_before, "a second push wrote blobs");
+}
+
+/// A layer recorded remote (a registry-cache hit) goes to another repository of its
+/// registry by a cross-repository mount, without being fetched; with mounts off it is
+/// fetched and uploaded, and no mount is asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_layer_is_mounted_unfetched_unless_mounts_are_off() {
+    let registry = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let client = client(tmp.path());
+    // The layer goes up from one store...
+    let first = Store::open(tmp.path().join("first")).unwrap();
+    let (layer, diff_id) = busybox_layer(&first, tmp.path());
+    let image = image_for(&first, "amd64", &layer, &diff_id);
+    let cache: Reference = format!("{}/cache/layers:v1", registry.host())
+        .parse()
+        .unwrap();
+    push(
+        &client,
+        &first,
+        &image,
+        &cache,
+        &PushOptions::default(),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+
+    // ... and another store only records it as being there.
+    let store = Store::open(tmp.path().join("lazy")).unwrap();
+    store.set_blob_fetcher(std::sync::Arc::new(RegistryBlobFetcher::new(&client)));
+    store
+        .record_remote_blob(&RemoteBlob {
+            registry: registry.host().to_string(),
+            repository: "cache/layers".into(),
+            descriptor: layer.clone(),
+            diff_id: diff_id.clone(),
+        })
+        .unwrap();
+    let image = image_for(&store, "amd64", &layer, &diff_id);
+    let short = |reference: &str| -> Reference {
+        format!("{}/{reference}", registry.host()).parse().unwrap()
+    };
+
+    let progress = RecordingProgress::default();
+    push(
+        &client,
+        &store,
+        &image,
+        &short("other/app:v1"),
+        &PushOptions::default(),
+        &progress,
+    )
+    .await
+    .unwrap();
+    let events = progress.events();
+    assert_eq!(
+        count(&events, |e| matches!(
+            e,
+            Event::BlobMounted { digest, from, .. } if digest == &layer.digest && from == "cache/layers"
+        )),
+        1,
+        "{events:#?}"
+    );
+    assert!(!store.has_blob(&layer.digest), "the push fetched the layer");
+    assert!(store.has_blob_or_remote(&layer.digest));
+
+    let progress = RecordingProgress::default();
+    push(
+        &client,
+        &store,
+        &image,
+        &short("unmounted/app:v1"),
+        &PushOptions {
+            cross_repository_mount: false,
+            ..PushOptions::default()
+        },
+        &progress,
+    )
+    .await
+    .unwrap();
+    let events = progress.events();
+    assert_eq!(
+        count(&events, |e| matches!(e, Event::BlobMounted { .. })),
+        0,
+        "{events:#?}"
+    );
+    assert_eq!(
+        count(
+            &events,
+            |e| matches!(e, Event::BlobPushed { digest, .. } if digest == &layer.digest)
+        ),
+        1,
+        "{events:#?}"
+    );
+    assert!(store.has_blob(&layer.digest), "uploaded without its bytes");
+    assert!(store.fsck().unwrap().is_ok());
 }

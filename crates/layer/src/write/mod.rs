@@ -8,6 +8,7 @@ mod header;
 mod plan;
 mod recorded;
 mod source;
+mod stored;
 mod tee;
 mod timing;
 
@@ -18,7 +19,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
-use gzp::{deflate::Gzip, par::compress::ParCompressBuilder};
+use gzp::par::compress::ParCompressBuilder;
 use rbuild_image::Digest;
 use rustix::fs::{FileType, Mode, OFlags};
 
@@ -30,6 +31,7 @@ use crate::path::join;
 use header::TarEntry;
 use plan::{Opaque, Planned};
 pub use recorded::{RecordedDevice, RecordedDeviceKind, RecordedInodes};
+use stored::GzipStoringIncompressible;
 use tee::HashingWriter;
 pub use timing::compress_time;
 
@@ -199,7 +201,8 @@ fn encode<W: Write + Send>(
                 n => n,
             };
             std::thread::scope(|scope| -> Result<tee::Hashed> {
-                let builder = ParCompressBuilder::<Gzip>::new()
+                // Incompressible blocks are stored, not deflated (`stored.rs`).
+                let builder = ParCompressBuilder::<GzipStoringIncompressible>::new()
                     .num_threads(threads)
                     .and_then(|b| b.buffer_size(GZIP_BLOCK_SIZE))
                     .map_err(|e| io::Error::other(e.to_string()))
