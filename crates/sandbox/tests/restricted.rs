@@ -64,6 +64,10 @@ const CHECKS: &[(&str, fn())] = &[
         "restricted_copies_up_nothing_outside_the_stages_names",
         restricted_copies_up_nothing_outside_the_stages_names,
     ),
+    (
+        "a_new_top_level_name_by_each_creating_command_is_redirected",
+        a_new_top_level_name_by_each_creating_command_is_redirected,
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -927,5 +931,65 @@ fn in_a_restricted_container_as_1000_and_as_a_random_uid_with_gid_0() {
             "{stdout}"
         );
         println!("inside, as {user}:\n{stdout}");
+    }
+}
+
+/// A step of a stage with no redirected entry (its creating calls checked by the
+/// supervisor, `creating.rs`) makes a new top-level name as its first redirection with
+/// each creating command (`mkdir`, a shell's `>`, `touch`, `mv`, `ln`, `ln -s`, `mkfifo`;
+/// absolute and relative to a cwd of `/`): the name lands in the redirection directory and
+/// the step finds it at `/NAME`. In the container `/` is the runtime's and Landlock's, so
+/// a redirection missed would fail the step with EACCES; on the host (root) it would make
+/// `/NAME`, which the test checks is absent.
+fn a_new_top_level_name_by_each_creating_command_is_redirected() {
+    host_or_inside();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::write(work.join("source"), "x\n").unwrap();
+    let source = work.join("source");
+    let source = source.display();
+    for (how, command) in [
+        ("mkdir", "busybox mkdir /NAME".to_string()),
+        ("mkdir-relative", "cd / && busybox mkdir NAME".to_string()),
+        ("redirect", "echo x > /NAME".to_string()),
+        ("redirect-relative", "cd / && echo x > NAME".to_string()),
+        ("touch", "busybox touch /NAME".to_string()),
+        (
+            "mv",
+            format!("busybox cp {source} {source}.2 && busybox mv {source}.2 /NAME"),
+        ),
+        ("ln", format!("busybox ln {source} /NAME")),
+        ("ln-relative", format!("cd / && busybox ln {source} NAME")),
+        ("ln-s", "busybox ln -s target /NAME".to_string()),
+        ("mkfifo", "busybox mkfifo /NAME".to_string()),
+    ] {
+        let top = dir.path().join(format!("top-{how}"));
+        std::fs::create_dir(&top).unwrap();
+        let name = format!("rbuild-new-{}-{how}", std::process::id());
+        let real = Path::new("/").join(&name);
+        let sandbox = Sandbox::new().with_protected(Protected {
+            hidden: Vec::new(),
+            read_only: Vec::new(),
+            top_level: Some(top.clone()),
+        });
+        let command = command.replace("NAME", &name);
+        let spec = step(
+            &work,
+            &format!("set -e; {command}; busybox ls -ld /{name} >/dev/null; echo done"),
+        );
+        let (outcome, output) = run(&sandbox, &spec);
+        let made_in_slash = std::fs::symlink_metadata(&real).is_ok();
+        if made_in_slash {
+            let _ = std::fs::remove_dir(&real);
+            let _ = std::fs::remove_file(&real);
+        }
+        assert!(!made_in_slash, "{how}: the real / got {}", real.display());
+        assert_eq!(outcome.status.code, Some(0), "{how}: {output}");
+        assert!(output.contains("done"), "{how}: {output}");
+        assert!(
+            std::fs::symlink_metadata(top.join(&name)).is_ok(),
+            "{how}: made in the redirection directory"
+        );
     }
 }
