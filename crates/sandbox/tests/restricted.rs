@@ -934,8 +934,8 @@ fn in_a_restricted_container_as_1000_and_as_a_random_uid_with_gid_0() {
     }
 }
 
-/// A step of a stage with no redirected entry (its creating calls checked by the
-/// supervisor, `creating.rs`) makes a new top-level name as its first redirection with
+/// A step of a stage with no redirected entry (its creating calls stopped in the tracer,
+/// which checks their paths) makes a new top-level name as its first redirection with
 /// each creating command (`mkdir`, a shell's `>`, `touch`, `mv`, `ln`, `ln -s`, `mkfifo`;
 /// absolute and relative to a cwd of `/`): the name lands in the redirection directory and
 /// the step finds it at `/NAME`. In the container `/` is the runtime's and Landlock's, so
