@@ -185,9 +185,11 @@ pub(super) fn registry(b: &Bench) -> Result<Option<Section>> {
         intro: "Push: each tool pushes the image it built (two layers of random data, so \
                 compression cannot shrink them) to a registry started empty for that run, \
                 so nothing is skipped or mounted. skopeo copies rbuild's image from rbuild's \
-                store (an OCI layout) to the registry: the same bytes rbuild pushes. Docker \
-                and Buildah keep layers uncompressed and compress them while pushing; rbuild \
-                stores them compressed. Pull: from the local registry into an empty store \
+                store (an OCI layout of plain layers) to the registry, compressing them as \
+                it goes. Every tool keeps layers uncompressed and compresses them while \
+                pushing; rbuild remembers what it compressed (a second push compresses \
+                nothing), so its records are removed before each run: every run is a first \
+                push. Pull: from the local registry into an empty store \
                 (rbuild: a new `--root`; skopeo: a new OCI layout directory; docker: after \
                 `docker system prune --all`; Buildah, root or rootless: a new storage \
                 root). rbuild and skopeo store the blobs; Docker and Buildah also decompress \
