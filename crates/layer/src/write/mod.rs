@@ -128,6 +128,7 @@ fn write_layer_keeping<W: Write + Send>(
         hardlinks: HashMap::new(),
         times,
         dirs: OpenDirs::default(),
+        noatime_refused: std::cell::Cell::new(false),
     };
     encode(out, options, |tar| {
         tar_writer.write_all(tar, &planned).map(drop)
@@ -277,6 +278,8 @@ struct TarWriter<'a> {
     times: Option<&'a mut Vec<PreciseMtime>>,
     /// The directories the last entry was in, open.
     dirs: OpenDirs,
+    /// `O_NOATIME` was refused (a file not this user's): files are opened without it.
+    noatime_refused: std::cell::Cell<bool>,
 }
 
 /// The chain of directories from the source root down to the last entry's directory,
@@ -418,6 +421,7 @@ impl TarWriter<'_> {
             name: leaf,
             shown: &shown,
             host_path: &host_path,
+            noatime_refused: &self.noatime_refused,
         };
         let (source, opened_dir) = source::read_source(&located, !self.options.no_xattrs)?;
         if let Some(fd) = opened_dir {

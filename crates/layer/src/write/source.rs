@@ -1,5 +1,6 @@
 //! Reading what a changed path is now, from the source root, without following symlinks.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
@@ -49,6 +50,9 @@ pub(crate) struct Located<'a> {
     /// The entry's host path, for the xattrs of the entries that have no fd to read them
     /// by (symlinks, devices, fifos, directories this user cannot open for reading).
     pub host_path: &'a dyn Fn() -> PathBuf,
+    /// Whether opening a file without updating its access time was refused once (the
+    /// writer's files are not all its own): then it is not asked again.
+    pub noatime_refused: &'a Cell<bool>,
 }
 
 /// Reads the entry `at` names, not following a symlink there. For a directory, also
@@ -77,7 +81,7 @@ pub(crate) fn read_source(
     let mut xattr_fd: Option<BorrowedFd<'_>> = None;
     match kind {
         FileType::RegularFile => {
-            let fd = open_for_reading(dir, name, &stat)
+            let fd = open_for_reading(dir, name, &stat, at.noatime_refused)
                 .ctx(|| format!("opening {:?} in the source", shown()))?;
             let opened = rustix::fs::fstat(&fd).ctx(|| format!("inspecting {:?}", shown()))?;
             if opened.st_ino != stat.st_ino || opened.st_dev != stat.st_dev {
@@ -167,13 +171,28 @@ pub(crate) fn read_source(
 /// (the entry's mode was read before; the open descriptor stays readable). The mode is
 /// changed through an `O_PATH` descriptor of the very inode `stat` describes (by
 /// `/proc/self/fd`), never by following a name a symlink could have replaced.
+///
+/// Opened with `O_NOATIME` where allowed (the file's owner, or `CAP_FOWNER`): reading a
+/// file written since its last read updates its access time (`relatime`), a journalled
+/// inode write per file that nothing of a layer shows.
 fn open_for_reading(
     dir: BorrowedFd<'_>,
     name: &OsStr,
     stat: &rustix::fs::Stat,
+    noatime_refused: &Cell<bool>,
 ) -> rustix::io::Result<rustix::fd::OwnedFd> {
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
-    match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+    let mut opened = Err(Errno::PERM);
+    if !noatime_refused.get() {
+        opened = rustix::fs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty());
+        if matches!(opened, Err(Errno::PERM)) {
+            noatime_refused.set(true);
+        }
+    }
+    if matches!(opened, Err(Errno::PERM)) {
+        opened = rustix::fs::openat(dir, name, flags, Mode::empty());
+    }
+    match opened {
         // Only the owner (or a capability, which would not have met EACCES) may chmod: for
         // anyone else the chmod below fails and the open's error stands.
         Err(Errno::ACCESS) if stat.st_mode & 0o400 == 0 => {
