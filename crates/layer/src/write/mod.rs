@@ -5,6 +5,7 @@
 
 mod fused;
 mod header;
+mod pipe;
 mod plan;
 mod recorded;
 mod source;
@@ -177,7 +178,9 @@ fn encode<W: Write + Send>(
     // twice).
     let diff = match options.compression {
         Compression::None => {
-            produce(&mut sink)?;
+            // Hashing and writing out on a second thread; the compressed forms have their
+            // encoder's threads.
+            pipe::through_thread(&mut sink, produce)?;
             None
         }
         Compression::Zstd => {
