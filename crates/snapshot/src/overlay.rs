@@ -432,17 +432,23 @@ pub fn merge_upper(upper: &Path, root: &Path, changes: &[Change]) -> io::Result<
     // (the layer writer writes those from the upper directory too, with their times).
     let mut upper_dirs: std::collections::BTreeMap<&Path, (std::fs::Metadata, bool)> =
         std::collections::BTreeMap::new();
+    // Per change, whether its upper entry is a directory (`None`: not read), so the moves
+    // below need no second `lstat` of it.
+    let mut upper_is_dir: Vec<Option<bool>> = Vec::with_capacity(changes.len());
     for change in changes {
         let rel = match change {
             Change::Upsert(rel) | Change::Delete(rel) | Change::OpaqueDir(rel) => rel.as_path(),
         };
+        let mut is_dir = None;
         if !matches!(change, Change::Delete(_)) {
             if let Ok(meta) = std::fs::symlink_metadata(upper.join(rel)) {
+                is_dir = Some(meta.is_dir());
                 if meta.is_dir() {
                     upper_dirs.insert(rel, (meta, true));
                 }
             }
         }
+        upper_is_dir.push(is_dir);
         for parent in rel.ancestors().skip(1) {
             if parent.as_os_str().is_empty() || upper_dirs.contains_key(parent) {
                 continue;
@@ -455,7 +461,7 @@ pub fn merge_upper(upper: &Path, root: &Path, changes: &[Change]) -> io::Result<
         }
     }
     let mut dirs: Vec<&Path> = Vec::new();
-    for change in changes {
+    for (change, upper_is_dir) in changes.iter().zip(upper_is_dir) {
         match change {
             Change::Delete(rel) => {
                 remove_path(&root.join(rel)).map_err(|e| context("removing", rel, e))?;
@@ -469,11 +475,15 @@ pub fn merge_upper(upper: &Path, root: &Path, changes: &[Change]) -> io::Result<
             Change::Upsert(rel) => {
                 let source = upper.join(rel);
                 let target = root.join(rel);
-                let meta =
-                    std::fs::symlink_metadata(&source).map_err(|e| context("reading", rel, e))?;
-                let existing = std::fs::symlink_metadata(&target);
-                if meta.is_dir() {
-                    match existing {
+                let is_dir = match upper_is_dir {
+                    Some(is_dir) => is_dir,
+                    // Not readable before: the error says why.
+                    None => std::fs::symlink_metadata(&source)
+                        .map_err(|e| context("reading", rel, e))?
+                        .is_dir(),
+                };
+                if is_dir {
+                    match std::fs::symlink_metadata(&target) {
                         Ok(m) if m.is_dir() => {}
                         Ok(_) => {
                             remove_path(&target).map_err(|e| context("removing", rel, e))?;
@@ -488,13 +498,20 @@ pub fn merge_upper(upper: &Path, root: &Path, changes: &[Change]) -> io::Result<
                     }
                     dirs.push(rel);
                 } else {
-                    if existing.is_ok_and(|m| m.is_dir()) {
+                    // Replaces a file or symlink there (never following it); hard links
+                    // between moved files stay links (the inode moves). A directory there
+                    // refuses it (`EISDIR`): it goes first. Trying first spares an `lstat`
+                    // of every target.
+                    if let Err(e) = std::fs::rename(&source, &target) {
+                        if e.raw_os_error() != Some(libc::EISDIR)
+                            || !std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir())
+                        {
+                            return Err(context("moving", rel, e));
+                        }
                         std::fs::remove_dir_all(&target)
                             .map_err(|e| context("removing", rel, e))?;
+                        std::fs::rename(&source, &target).map_err(|e| context("moving", rel, e))?;
                     }
-                    // Replaces a file or symlink there; hard links between moved files
-                    // stay links (the inode moves).
-                    std::fs::rename(&source, &target).map_err(|e| context("moving", rel, e))?;
                     strip_overlay_xattrs(&target);
                 }
             }
