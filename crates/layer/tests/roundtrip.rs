@@ -633,3 +633,107 @@ fn a_failing_output_is_an_error_not_a_panic() {
         );
     }
 }
+
+/// The writer reads each entry relative to its open parent directory, and xattrs by the
+/// entry's descriptor (files, directories) or path (symlinks, fifos): every entry of a
+/// tree whose plan goes down and back up several levels is written with the xattrs its path
+/// shows, a list longer than the first `flistxattr` buffer included, and a symlink met as
+/// a parent is still refused after a sibling's directory was read.
+#[test]
+fn entries_read_relative_to_open_parents_keep_every_xattr() {
+    let src = tempfile::tempdir().unwrap();
+    let root = src.path();
+    put(root, "a/b/c/deep", b"1");
+    put(root, "a/b/sibling", b"2");
+    put(root, "a/z", b"3");
+    put(root, "top", b"4");
+    fs::create_dir_all(root.join("a/b/empty")).unwrap();
+    xattr::set(root.join("a/b"), "user.dir", b"on a directory").unwrap();
+    xattr::set(root.join("a/b/c/deep"), "user.deep", b"deep").unwrap();
+    // More names than one 1 KiB list holds.
+    let long: Vec<String> = (0..40)
+        .map(|i| format!("user.{}{i:02}", "n".repeat(40)))
+        .collect();
+    for name in &long {
+        xattr::set(root.join("a/z"), name, b"v").unwrap();
+    }
+    rustix::fs::mknodat(
+        CWD,
+        root.join("a/b/fifo"),
+        rustix::fs::FileType::Fifo,
+        0o600.into(),
+        0,
+    )
+    .unwrap();
+    symlink("c", root.join("a/b/link")).unwrap();
+    let changes: Vec<Change> = [
+        "a/b/c/deep",
+        "a/b/empty",
+        "a/b/fifo",
+        "a/b/link",
+        "a/b/sibling",
+        "a/z",
+        "top",
+    ]
+    .iter()
+    .map(|p| Change::Upsert(p.into()))
+    .collect();
+    let mut blob = Vec::new();
+    write_layer(root, &changes, &mut blob, &options(Compression::None)).unwrap();
+    let entries = list_entries(blob.as_slice()).unwrap();
+    let names: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            e.path
+                .display()
+                .to_string()
+                .trim_end_matches('/')
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "a",
+            "a/b",
+            "a/b/c",
+            "a/b/c/deep",
+            "a/b/empty",
+            "a/b/fifo",
+            "a/b/link",
+            "a/b/sibling",
+            "a/z",
+            "top"
+        ]
+    );
+    for entry in &entries {
+        let path = root.join(&entry.path);
+        let mut expected = std::collections::BTreeMap::new();
+        for name in xattr::list(&path).unwrap() {
+            let name = name.into_string().unwrap();
+            let value = xattr::get(&path, &name).unwrap().unwrap();
+            expected.insert(name, value);
+        }
+        assert_eq!(entry.xattrs, expected, "{}", entry.path.display());
+    }
+    let by_name = |n: &str| &entries[names.iter().position(|x| x == n).unwrap()];
+    assert_eq!(by_name("a/b").xattrs["user.dir"], b"on a directory");
+    assert_eq!(by_name("a/b/c/deep").xattrs["user.deep"], b"deep");
+    assert_eq!(by_name("a/z").xattrs.len(), long.len());
+    assert_eq!(by_name("a/b/c/deep").size, 1);
+    assert_eq!(by_name("a/b/link").kind, EntryKind::Symlink);
+
+    // A symlink at a parent position, after its sibling directory was read and kept open.
+    symlink("/", root.join("a/escape")).unwrap();
+    let err = write_layer(
+        root,
+        &[
+            Change::Upsert("a/b/sibling".into()),
+            Change::Upsert("a/escape/etc/passwd".into()),
+        ],
+        std::io::sink(),
+        &options(Compression::None),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("symlink"), "{err}");
+}

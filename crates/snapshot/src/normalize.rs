@@ -4,7 +4,7 @@
 //! path.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rbuild_layer::Change;
 
@@ -42,11 +42,6 @@ pub fn normalize(changes: Vec<Change>) -> Vec<Change> {
         out.push(change);
     }
     out
-}
-
-/// A path relative to the root, as changes carry it.
-pub(crate) fn relative(root: &Path, path: &Path) -> PathBuf {
-    path.strip_prefix(root).unwrap_or(path).to_path_buf()
 }
 
 #[cfg(test)]

@@ -41,6 +41,10 @@ fn main() -> ExitCode {
             "failing_step_still_reports_changes",
             failing_step_still_reports_changes,
         ),
+        (
+            "a_second_step_over_whiteouts_and_opaque_dirs_of_a_lower",
+            a_second_step_over_whiteouts_and_opaque_dirs_of_a_lower,
+        ),
         ("hundred_thousand_files", hundred_thousand_files),
         (
             "snapshot_times_for_10000_files",
@@ -546,6 +550,84 @@ fn xattrs_and_capabilities_survive() {
     let before = Index::scan(&work).unwrap();
     xattr::set(work.join("etc/x"), "user.test", b"v2").unwrap();
     assert_eq!(before.changes(&work).unwrap(), vec![up("etc/x")]);
+}
+
+/// Two overlay steps, the second on the first's upper directory as a lower one (with the
+/// whiteouts and the opaque directory overlayfs left there): the lower lookups stop at a
+/// lower's whiteout or opaque directory, and none happen below a directory the lowers lack.
+fn a_second_step_over_whiteouts_and_opaque_dirs_of_a_lower() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    std::fs::create_dir(&base).unwrap();
+    busybox_rootfs(&base);
+    for (path, content) in [
+        ("o/a", "a"),
+        ("o/b", "b"),
+        ("k/x", "x"),
+        ("w/f", "f"),
+        ("keep/y", "y"),
+    ] {
+        std::fs::create_dir_all(base.join(path).parent().unwrap()).unwrap();
+        std::fs::write(base.join(path), content).unwrap();
+    }
+    let first = OverlayDirs::create(&tmp.path().join("one").tap_mkdir()).unwrap();
+    let outcome = step(
+        first.rootfs(vec![base.clone()]),
+        "rm -r /o && mkdir /o && touch /o/new1 && rm /k/x && rm -r /w && mkdir /fresh && echo 1 > /fresh/f",
+        Isolation::Userns,
+    );
+    let lowers = vec![base.clone()];
+    let changes = overlay_changes(&first.upperdir, &lowers, &outcome.stubs).unwrap();
+    assert_eq!(
+        changes,
+        vec![
+            up("fresh"),
+            up("fresh/f"),
+            up("k"),
+            del("k/x"),
+            up("o"),
+            del("o/a"),
+            del("o/b"),
+            up("o/new1"),
+            del("w"),
+        ]
+    );
+
+    let second = OverlayDirs::create(&tmp.path().join("two").tap_mkdir()).unwrap();
+    let lowers = vec![base.clone(), first.upperdir.clone()];
+    let outcome = step(
+        second.rootfs(lowers.clone()),
+        "rm -r /o && mkdir /o && touch /o/n2 && mkdir /w && echo f > /w/f && touch /w/g \
+         && mkdir -p /fresh/new/deep && echo z > /fresh/new/deep/z && touch /k/x2 \
+         && mkdir -p /brandnew/d && touch /brandnew/d/f && echo y > /keep/y2",
+        Isolation::Userns,
+    );
+    let changes = overlay_changes(&second.upperdir, &lowers, &outcome.stubs).unwrap();
+    assert_eq!(
+        changes,
+        vec![
+            up("brandnew"),
+            up("brandnew/d"),
+            up("brandnew/d/f"),
+            up("fresh"),
+            up("fresh/new"),
+            up("fresh/new/deep"),
+            up("fresh/new/deep/z"),
+            up("k"),
+            up("k/x2"),
+            up("keep"),
+            up("keep/y2"),
+            // Only what the first step's opaque `o` holds is gone, not the base's `o/a`.
+            up("o"),
+            up("o/n2"),
+            del("o/new1"),
+            // `w` is new (the first step's whiteout hides the base's `w`): all below is new.
+            up("w"),
+            up("w/f"),
+            up("w/g"),
+        ]
+    );
 }
 
 fn failing_step_still_reports_changes() {

@@ -5,6 +5,7 @@
 
 mod fused;
 mod header;
+mod pipe;
 mod plan;
 mod recorded;
 mod source;
@@ -13,10 +14,10 @@ mod tee;
 mod timing;
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use gzp::par::compress::ParCompressBuilder;
@@ -27,7 +28,7 @@ use crate::change::Change;
 use crate::compression::Compression;
 use crate::error::{Error, IoContext, Result};
 use crate::idmap::IdMap;
-use crate::path::join;
+use crate::path::{open_dir_in_root, ParentSymlinks};
 use header::TarEntry;
 use plan::{Opaque, Planned};
 pub use recorded::{RecordedDevice, RecordedDeviceKind, RecordedInodes};
@@ -129,6 +130,8 @@ fn write_layer_keeping<W: Write + Send>(
         options,
         hardlinks: HashMap::new(),
         times,
+        dirs: OpenDirs::default(),
+        noatime_refused: std::cell::Cell::new(false),
     };
     encode(out, options, |tar| {
         tar_writer.write_all(tar, &planned).map(drop)
@@ -177,7 +180,9 @@ fn encode<W: Write + Send>(
     // twice).
     let diff = match options.compression {
         Compression::None => {
-            produce(&mut sink)?;
+            // Hashing and writing out on a second thread; the compressed forms have their
+            // encoder's threads.
+            pipe::through_thread(&mut sink, produce)?;
             None
         }
         Compression::Zstd => {
@@ -277,6 +282,93 @@ struct TarWriter<'a> {
     /// Where the changed paths' modification times with a fraction of a second go, when
     /// the caller wants them ([`write_layer_with_times`]).
     times: Option<&'a mut Vec<PreciseMtime>>,
+    /// The directories the last entry was in, open.
+    dirs: OpenDirs,
+    /// `O_NOATIME` was refused (a file not this user's): files are opened without it.
+    noatime_refused: std::cell::Cell<bool>,
+}
+
+/// The chain of directories from the source root down to the last entry's directory,
+/// each open, with its name: the plan lists a directory right before its children, so an
+/// entry's parent is nearly always open already, and reading an entry costs calls relative
+/// to it instead of a walk from the root by component (which was most of the writer's
+/// system calls for many small files).
+#[derive(Default)]
+struct OpenDirs {
+    /// `(name, fd)` of each directory below the root, outermost first.
+    chain: Vec<(Vec<u8>, OwnedFd)>,
+}
+
+impl OpenDirs {
+    /// Makes the chain end at the directory `parent_key` (components joined by NUL, empty
+    /// for the root), opening what is not open yet with `O_NOFOLLOW` opens from the nearest
+    /// open one; returns its depth. A missing component or a symlink is the in-root
+    /// resolver's error, as before.
+    fn enter(
+        &mut self,
+        root: BorrowedFd<'_>,
+        parent_key: &[u8],
+        shown: &dyn Fn() -> String,
+    ) -> Result<usize> {
+        let components: Vec<&[u8]> = if parent_key.is_empty() {
+            Vec::new()
+        } else {
+            parent_key.split(|&b| b == 0).collect()
+        };
+        let kept = self
+            .chain
+            .iter()
+            .zip(&components)
+            .take_while(|((open, _), wanted)| open.as_slice() == **wanted)
+            .count();
+        self.chain.truncate(kept);
+        for component in &components[kept..] {
+            let opened = rustix::fs::openat(
+                self.fd(root),
+                OsStr::from_bytes(component),
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            );
+            match opened {
+                Ok(fd) => self.chain.push((component.to_vec(), fd)),
+                Err(errno) => {
+                    // Not a plain directory there: the in-root resolver says why (missing,
+                    // a symlink, not a directory), as it did when it resolved every entry.
+                    self.chain.clear();
+                    let parents: Vec<OsString> = components
+                        .iter()
+                        .map(|c| OsStr::from_bytes(c).to_os_string())
+                        .collect();
+                    let resolved = open_dir_in_root(root, &parents, false, ParentSymlinks::Refuse)
+                        .map_err(|e| Error::Change {
+                            path: shown(),
+                            reason: e.to_string(),
+                        })?;
+                    let component = String::from_utf8_lossy(component);
+                    return Err(Error::Change {
+                        path: shown(),
+                        reason: match resolved {
+                            None => "not found in the source".into(),
+                            // Resolvable now but not a moment ago: changed under the writer.
+                            Some(_) => format!("opening its parent {component:?}: {errno}"),
+                        },
+                    });
+                }
+            }
+        }
+        Ok(components.len())
+    }
+
+    /// Puts the directory `name`, just read at `depth`, at the end of the chain.
+    fn push(&mut self, depth: usize, name: &[u8], fd: OwnedFd) {
+        self.chain.truncate(depth);
+        self.chain.push((name.to_vec(), fd));
+    }
+
+    /// The innermost open directory (the root when none is).
+    fn fd<'a>(&'a self, root: BorrowedFd<'a>) -> BorrowedFd<'a> {
+        self.chain.last().map_or(root, |(_, fd)| fd.as_fd())
+    }
 }
 
 impl TarWriter<'_> {
@@ -288,13 +380,18 @@ impl TarWriter<'_> {
         for entry in planned {
             match entry {
                 Planned::Upsert { path, opaque } => {
-                    self.write_upsert(&mut builder, &plan::components(path), *opaque)?
+                    self.write_upsert(&mut builder, path, *opaque)?
                 }
                 Planned::Whiteout { path } => {
-                    // Cannot fail: a whiteout's path ends with its `.wh.NAME` marker.
-                    let components = plan::components(path);
-                    let (marker, parent) = components.split_last().expect("whiteouts name a path");
-                    write_marker(&mut builder, parent, marker)?;
+                    let (parent, marker) = match path.iter().rposition(|&b| b == 0) {
+                        Some(cut) => (&path[..cut], &path[cut + 1..]),
+                        None => (&path[..0], &path[..]),
+                    };
+                    let parent: Vec<u8> = parent
+                        .iter()
+                        .map(|&b| if b == 0 { b'/' } else { b })
+                        .collect();
+                    write_marker(&mut builder, &parent, OsStr::from_bytes(marker))?;
                 }
             }
         }
@@ -307,45 +404,61 @@ impl TarWriter<'_> {
     fn write_upsert<T: Write>(
         &mut self,
         builder: &mut tar::Builder<T>,
-        components: &[OsString],
+        key: &[u8],
         opaque: Opaque,
     ) -> Result<()> {
-        if components.is_empty() {
+        if key.is_empty() {
             // An opaque root: only the marker (the root itself has no entry).
-            return write_marker(builder, components, ".wh..wh..opq".as_ref());
+            return write_marker(builder, b"", ".wh..wh..opq".as_ref());
         }
-        let shown = || join(components).display().to_string();
-        let source = source::read_source(
-            self.root,
-            self.root_path,
-            components,
-            !self.options.no_xattrs,
-        )?;
+        // The tar name: the key's components joined with `/`.
+        let name: Vec<u8> = key.iter().map(|&b| if b == 0 { b'/' } else { b }).collect();
+        let shown = || String::from_utf8_lossy(&name).into_owned();
+        let (parent_key, leaf) = match key.iter().rposition(|&b| b == 0) {
+            Some(cut) => (&key[..cut], &key[cut + 1..]),
+            None => (&key[..0], key),
+        };
+        let leaf = OsStr::from_bytes(leaf);
+        let depth = self.dirs.enter(self.root, parent_key, &shown)?;
+        let host_path = || self.root_path.join(OsStr::from_bytes(&name));
+        let parent = self.dirs.fd(self.root);
+        let located = source::Located {
+            parent,
+            name: leaf,
+            shown: &shown,
+            host_path: &host_path,
+            noatime_refused: &self.noatime_refused,
+        };
+        let (source, opened_dir) = source::read_source(&located, !self.options.no_xattrs)?;
+        if let Some(fd) = opened_dir {
+            // Its children come next in the plan: they are looked up in it.
+            self.dirs.push(depth, leaf.as_bytes(), fd);
+        }
         if let Some(times) = self.times.as_deref_mut() {
             if source.mtime_nsec != 0 {
-                times.push((join(components), source.mtime, source.mtime_nsec));
+                let path = std::path::PathBuf::from(OsStr::from_bytes(&name));
+                times.push((path, source.mtime, source.mtime_nsec));
             }
         }
-        let mut name = join(components).into_os_string().into_vec();
         let mtime = match self.options.source_date_epoch {
             Some(epoch) => source.mtime.min(epoch),
             None => source.mtime,
         }
         .max(0) as u64;
-        let key = (source.dev, source.ino);
+        let inode = (source.dev, source.ino);
         let recorded = self.options.recorded.as_deref();
         let (uid, gid) = match (recorded, &self.options.id_map) {
-            (Some(recorded), _) => recorded.owner(key, (source.uid, source.gid)),
+            (Some(recorded), _) => recorded.owner(inode, (source.uid, source.gid)),
             (None, Some(map)) => (
                 map.container_uid(source.uid).map_or(source.uid, u64::from),
                 map.container_gid(source.gid).map_or(source.gid, u64::from),
             ),
             (None, None) => (source.uid, source.gid),
         };
-        let recorded_xattrs = recorded.and_then(|r| r.xattrs(key, &source.xattrs));
+        let recorded_xattrs = recorded.and_then(|r| r.xattrs(inode, &source.xattrs));
         let recorded_device = recorded
             .filter(|_| source.kind == FileType::RegularFile)
-            .and_then(|r| r.devices.get(&key).copied());
+            .and_then(|r| r.devices.get(&inode).copied());
         let mut entry = TarEntry {
             name: Vec::new(),
             kind: tar::EntryType::Regular,
@@ -389,7 +502,6 @@ impl TarWriter<'_> {
             }
             FileType::Directory => {
                 entry.kind = tar::EntryType::Directory;
-                name.push(b'/');
             }
             FileType::Symlink => {
                 entry.kind = tar::EntryType::Symlink;
@@ -413,7 +525,10 @@ impl TarWriter<'_> {
                 reason: "marked opaque but is not a directory".into(),
             });
         }
-        entry.name = name;
+        entry.name = name.clone();
+        if source.kind == FileType::Directory {
+            entry.name.push(b'/');
+        }
         let appended = match data {
             Some(file) => {
                 let expected = entry.size;
@@ -427,20 +542,21 @@ impl TarWriter<'_> {
         };
         appended.ctx(|| format!("writing {:?} into the layer", shown()))?;
         if opaque != Opaque::No && source.kind == FileType::Directory {
-            write_marker(builder, components, ".wh..wh..opq".as_ref())?;
+            write_marker(builder, &name, ".wh..wh..opq".as_ref())?;
         }
         Ok(())
     }
 }
 
-/// A whiteout or opaque marker: an empty regular file with fixed metadata, so layers do not
-/// depend on when a deletion happened.
+/// A whiteout or opaque marker in `parent` (its path, `/`-separated; empty for the root): an
+/// empty regular file with fixed metadata, so layers do not depend on when a deletion
+/// happened.
 fn write_marker<T: Write>(
     builder: &mut tar::Builder<T>,
-    parent: &[OsString],
+    parent: &[u8],
     marker: &std::ffi::OsStr,
 ) -> Result<()> {
-    let mut name = join(parent).into_os_string().into_vec();
+    let mut name = parent.to_vec();
     if !name.is_empty() {
         name.push(b'/');
     }

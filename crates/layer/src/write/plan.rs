@@ -7,12 +7,14 @@
 //! has to invent a parent's owner or mode.
 
 use std::collections::{BTreeMap, BTreeSet};
+#[cfg(test)]
 use std::ffi::OsString;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
+#[cfg(test)]
+use std::os::unix::ffi::OsStringExt;
 
 use crate::change::Change;
 use crate::error::{Error, Result};
-use crate::path::normalize_entry_name;
 
 /// Whether a directory entry is followed by an opaque marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,13 +35,34 @@ pub(crate) enum Opaque {
 pub(crate) type Key = Vec<u8>;
 
 /// The path components of a [`Key`].
-pub(crate) fn components(key: &[u8]) -> Vec<OsString> {
+#[cfg(test)]
+fn components(key: &[u8]) -> Vec<OsString> {
     if key.is_empty() {
         return Vec::new();
     }
     key.split(|&b| b == 0)
         .map(|c| OsString::from_vec(c.to_vec()))
         .collect()
+}
+
+/// The [`Key`] of a change's path: its components (as
+/// [`normalize_entry_name`](crate::path::normalize_entry_name) splits them: no empty or `.`
+/// ones) joined by NUL, built in one allocation. `None` when a component is `..`.
+fn entry_key(raw: &[u8]) -> Option<Key> {
+    let mut key = Vec::with_capacity(raw.len());
+    for part in raw.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => return None,
+            _ => {
+                if !key.is_empty() {
+                    key.push(0);
+                }
+                key.extend_from_slice(part);
+            }
+        }
+    }
+    Some(key)
 }
 
 /// Whether `key` is `ancestor` or below it.
@@ -76,15 +99,10 @@ pub(crate) fn plan(changes: &[Change]) -> Result<Vec<Planned>> {
     let mut deletes: Vec<Key> = Vec::new();
     for change in changes {
         let raw = change.path().as_os_str().as_bytes();
-        let parts = normalize_entry_name(raw).map_err(|_| Error::Change {
+        let key = entry_key(raw).ok_or_else(|| Error::Change {
             path: change.path().display().to_string(),
             reason: "path has a `..` component".into(),
         })?;
-        let key = parts
-            .iter()
-            .map(|c| c.as_bytes())
-            .collect::<Vec<_>>()
-            .join(&0u8);
         match change {
             Change::Upsert(_) => {
                 upserts.entry(key).or_insert(Opaque::No);
@@ -93,7 +111,7 @@ pub(crate) fn plan(changes: &[Change]) -> Result<Vec<Planned>> {
                 upserts.insert(key, Opaque::Required);
             }
             Change::Delete(_) => {
-                if parts.is_empty() {
+                if key.is_empty() {
                     return Err(Error::Change {
                         path: change.path().display().to_string(),
                         reason: "the root cannot be deleted".into(),
@@ -229,6 +247,31 @@ mod tests {
         let first = plan(&changes).unwrap();
         changes.reverse();
         assert_eq!(plan(&changes).unwrap(), first);
+    }
+
+    #[test]
+    fn keys_split_as_tar_names_are_normalised() {
+        for raw in [
+            &b"/./usr//bin/./ls"[..],
+            b"a",
+            b"./",
+            b"a/b/",
+            b"x/./.y/..z",
+        ] {
+            let parts = crate::path::normalize_entry_name(raw).unwrap();
+            let joined = parts
+                .iter()
+                .map(|c| c.as_bytes())
+                .collect::<Vec<_>>()
+                .join(&0u8);
+            assert_eq!(
+                entry_key(raw).unwrap(),
+                joined,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        assert_eq!(entry_key(b"a/../b"), None);
     }
 
     #[test]
