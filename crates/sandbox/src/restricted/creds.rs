@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
-use super::resolve::{caller_bytes, errno_of, notification_still_valid};
+use super::resolve::{caller_bytes, notification_still_valid};
 
 /// The identity calls answered from the table.
 pub(crate) const CALLS: &[libc::c_long] = &[
@@ -466,11 +466,9 @@ pub(super) fn write_to_caller(
     notification_still_valid(listener, request)?;
     let pid = request.pid as libc::pid_t;
     let Some(n) = super::remote::write(pid, address, bytes).map_err(|_| libc::EFAULT)? else {
-        let mem = std::fs::OpenOptions::new()
-            .write(true)
-            .open(format!("/proc/{pid}/mem"))
-            .map_err(errno_of)?;
-        return mem.write_all_at(bytes, address).map_err(|_| libc::EFAULT);
+        return super::memory::with_caller_memory(listener, request, |mem| {
+            mem.write_all_at(bytes, address).map_err(|_| libc::EFAULT)
+        });
     };
     if n != bytes.len() {
         return Err(libc::EFAULT);

@@ -38,6 +38,21 @@ pub(crate) const MKNOD: &[libc::c_long] = &[libc::SYS_mknodat];
 /// shows.
 pub(crate) const FAKED: &[libc::c_long] = &[libc::SYS_capset];
 
+/// Calls that force written data to disk: answered success without doing it (ERRNO 0), as
+/// a step's `fsync` is on the `volatile` overlay of the other isolations
+/// (`helper/mounts.rs`). A step's files matter only once rbuild has made them a layer,
+/// which it writes durably itself; a crash of the build loses the step either way. dpkg
+/// fsyncs every file it unpacks before renaming it into place, and on the runtime's overlay
+/// each one waits for the disk; `sync` would flush every file system of the node. Unlike
+/// the kernel's, the answer is success for a descriptor that is not open too.
+pub(crate) const NOT_FORCED: &[libc::c_long] = &[
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
+    libc::SYS_sync_file_range,
+    libc::SYS_syncfs,
+    libc::SYS_sync,
+];
+
 /// Calls that cannot be emulated without privileges (mounting, new namespaces, changing the
 /// root, kernel modules): refused with EPERM, as Docker's default profile refuses them to a
 /// process without capabilities, so a step fails the same way wherever rbuild runs (as
@@ -257,7 +272,12 @@ pub(crate) fn program_with(tracing: Tracing, copy_up: bool) -> Vec<libc::sock_fi
         .chain(super::creds::CALLS)
         .chain(super::stat::CALLS)
         .map(|nr| (*nr, libc::SECCOMP_RET_USER_NOTIF))
-        .chain(FAKED.iter().map(|nr| (*nr, libc::SECCOMP_RET_ERRNO)))
+        .chain(
+            FAKED
+                .iter()
+                .chain(NOT_FORCED)
+                .map(|nr| (*nr, libc::SECCOMP_RET_ERRNO)),
+        )
         .chain(
             REFUSED
                 .iter()
@@ -309,7 +329,7 @@ mod tests {
             let at = at.unwrap_or_else(|| panic!("syscall {nr} not compared"));
             assert_eq!(p[at + 1].k, libc::SECCOMP_RET_USER_NOTIF);
         }
-        for nr in FAKED {
+        for nr in FAKED.iter().chain(NOT_FORCED) {
             let at = p
                 .iter()
                 .position(|i| i.code == BPF_JEQ_K && i.k == *nr as u32);

@@ -24,6 +24,7 @@ pub(crate) mod copy_up;
 mod creds;
 mod filter;
 mod marker;
+mod memory;
 mod notify;
 mod ptrace;
 mod reap;

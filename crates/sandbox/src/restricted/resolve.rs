@@ -41,9 +41,9 @@ pub(super) fn caller_path_unchecked(
     });
     match direct {
         Err(ReadError::Unavailable) => {
-            let mem = std::fs::File::open(format!("/proc/{pid}/mem")).map_err(errno_of)?;
-            notification_still_valid(listener, request)?;
-            read_c_string(address, |buf, at| mem.read_at(buf, at)).map_err(ReadError::errno)
+            super::memory::with_caller_memory(listener, request, |mem| {
+                read_c_string(address, |buf, at| mem.read_at(buf, at)).map_err(ReadError::errno)
+            })
         }
         other => other.map_err(ReadError::errno),
     }
@@ -60,11 +60,12 @@ pub(super) fn caller_bytes(
     let pid = request.pid as libc::pid_t;
     let mut buf = vec![0u8; len];
     let Some(n) = super::remote::read(pid, address, &mut buf).map_err(|_| libc::EFAULT)? else {
-        let mem = std::fs::File::open(format!("/proc/{pid}/mem")).map_err(errno_of)?;
-        notification_still_valid(listener, request)?;
-        mem.read_exact_at(&mut buf, address)
-            .map_err(|_| libc::EFAULT)?;
-        return Ok(buf);
+        return super::memory::with_caller_memory(listener, request, |mem| {
+            let mut buf = vec![0u8; len];
+            mem.read_exact_at(&mut buf, address)
+                .map_err(|_| libc::EFAULT)?;
+            Ok(buf)
+        });
     };
     if n != len {
         return Err(libc::EFAULT);

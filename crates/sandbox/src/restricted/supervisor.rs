@@ -10,10 +10,12 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::copy_up::Groups;
 use super::creds::CredentialTable;
+use super::memory::Generation;
 use super::notify::answer_one;
 use super::redirect::TopLevel;
 use super::stat::StatAnswerer;
@@ -124,6 +126,11 @@ pub(crate) fn run_supervised_copying_up(
         filter: program.as_ptr().cast_mut(),
     };
     let (ours, theirs) = crate::sys::seqpacket_pair()?;
+    // Shared with the tracer, which moves it on at every exec and end of a tracee.
+    let generation = match top {
+        Some(_) => Some(Rc::new(Generation::new()?)),
+        None => None,
+    };
     // SAFETY: getpid has no preconditions.
     let supervisor = unsafe { libc::getpid() };
     let pid = fork()?;
@@ -133,12 +140,14 @@ pub(crate) fn run_supervised_copying_up(
         // SAFETY: setpgid on ourselves.
         unsafe { libc::setpgid(0, 0) };
         #[cfg(target_arch = "x86_64")]
-        if let Some(top) = top {
+        if let (Some(top), Some(generation)) = (top, &generation) {
             let copy_up = copies.as_ref().map(|(_, write)| super::tracer::CopyUp {
                 groups,
                 report: write.as_raw_fd(),
             });
-            super::tracer::run(top, supervisor, copy_up, || start(&fprog, &theirs, body));
+            super::tracer::run(top, supervisor, copy_up, generation, || {
+                start(&fprog, &theirs, body)
+            });
         }
         let _ = supervisor;
         let code = start(&fprog, &theirs, body);
@@ -168,7 +177,9 @@ pub(crate) fn run_supervised_copying_up(
         groups,
         copies: copies.as_ref(),
     };
+    super::memory::supervise_with(generation);
     let finished = supervise(pid, &listener, interrupt, denied, shown, top, seen);
+    super::memory::supervise_with(None);
     if finished.is_err() {
         // Nobody answers the step any more: end it rather than leave it blocked.
         super::reap::kill_and_reap(pid, super::reap::is_subreaper());

@@ -1260,3 +1260,77 @@ fn one_traced_call_costs_one_stop_and_is_printed() {
          {stat_traced:.2} µs"
     );
 }
+
+/// Where `process_vm_readv`/`writev` are refused (a restricted pod under Docker 20.10's
+/// profile), the supervisor and the tracer keep `/proc/TID/mem` descriptors from one call
+/// to the next (`memory.rs`). Short-lived processes (vfork children that exec, forked
+/// shells) and threads each chown and stat files: every path read must be the caller's and
+/// every result land in the caller, never in a process that had its tid or its address
+/// space before (a stale descriptor gives another process's bytes or none: a wrong or a
+/// missing owner below).
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn kept_memory_descriptors_answer_each_of_many_processes_and_threads() {
+    super::super::remote::refuse_for_tests();
+    let top = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "cd '{}' || exit 99\n: > f && chown 1234:5678 f && exec python3 - <<'EOF'\n{}\nEOF\n",
+        dir.path().display(),
+        r#"
+import os, subprocess, threading
+bad = []
+def owner(path):
+    s = os.stat(path)
+    return f"{s.st_uid}:{s.st_gid}"
+for i in range(40):
+    # subprocess execs through vfork where it can: the child shares this address space
+    # until its exec.
+    open(f"g{i}", "w").close()
+    subprocess.run(["chown", f"{i}:{i + 1}", f"g{i}"], check=True)
+    out = subprocess.run(["stat", "-c", "%u:%g", "f"], capture_output=True, text=True).stdout
+    if out.strip() != "1234:5678": bad.append(("child", i, out))
+    out = subprocess.run(f"stat -c %u:%g g{i}", shell=True, capture_output=True, text=True).stdout
+    if out.strip() != f"{i}:{i + 1}": bad.append(("shell", i, out))
+    if owner(f"g{i}") != f"{i}:{i + 1}": bad.append(("parent", i, owner(f"g{i}")))
+def worker(n):
+    for i in range(300):
+        if owner("f") != "1234:5678": bad.append(("thread", n, i))
+threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+open("result", "w").write(repr(bad))
+"#
+    );
+    let top_level = super::super::redirect::TopLevel::new(top.path()).unwrap();
+    let done = sh_supervised(&script, Some(&top_level));
+    assert_eq!(done.exit_code(), Some(0));
+    let result = std::fs::read_to_string(dir.path().join("result")).unwrap();
+    assert_eq!(result, "[]");
+}
+
+/// A step's `fsync` family succeeds without the kernel forcing anything to disk
+/// (`filter::NOT_FORCED`), as on the other isolations' volatile overlay: the data written
+/// is there all the same, and a descriptor that is not open gets success too, which only
+/// the filter's answer gives (the kernel's is EBADF).
+#[test]
+fn a_steps_fsync_is_answered_without_forcing_data_to_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = sh(
+        dir.path(),
+        "python3 -c 'import os\n\
+         fd = os.open(\"f\", os.O_WRONLY | os.O_CREAT, 0o644)\n\
+         os.write(fd, b\"kept\")\n\
+         os.fsync(fd); os.fdatasync(fd); os.sync()\n\
+         os.close(fd)\n\
+         os.fsync(999)\n\
+         open(\"answered\", \"w\").write(\"yes\")'",
+    );
+    assert_eq!(done.exit_code(), Some(0));
+    assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"kept");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("answered")).unwrap(),
+        "yes",
+        "fsync of a closed descriptor is the filter's success"
+    );
+}

@@ -25,6 +25,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 
+use super::memory::Generation;
 use super::redirect::{base_is_root, FirstComponent, TopLevel};
 use crate::sys::{fork, waitpid};
 
@@ -172,6 +173,7 @@ pub(crate) fn run(
     top: &TopLevel,
     supervisor: libc::pid_t,
     copy_up: Option<CopyUp<'_>>,
+    generation: &Generation,
     body: impl FnOnce() -> i32,
 ) -> ! {
     // SAFETY: prctl with plain values; getppid has no preconditions.
@@ -192,12 +194,13 @@ pub(crate) fn run(
             if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
                 libc::_exit(126);
             }
+            generation.unmap_in_child();
             // Wait for the tracer's options (EXITKILL before anything runs).
             libc::raise(libc::SIGSTOP);
             libc::_exit(body())
         }
     }
-    let status = match trace(top, step, copy_up) {
+    let status = match trace(top, step, copy_up, generation) {
         Ok(status) => status,
         Err(e) => {
             let message = format!("rbuild: tracing the step for top-level redirection: {e}\n");
@@ -270,6 +273,7 @@ fn trace(
     top: &TopLevel,
     step: libc::pid_t,
     copy_up: Option<CopyUp<'_>>,
+    generation: &Generation,
 ) -> io::Result<libc::c_int> {
     let (_, status) = waitpid(step, WALL)?;
     if !libc::WIFSTOPPED(status) {
@@ -290,6 +294,7 @@ fn trace(
     let mut tracer = Tracer {
         top,
         copy_up,
+        generation,
         every_call: false,
         pending: HashMap::new(),
         entered: HashSet::new(),
@@ -337,6 +342,9 @@ struct Switch {
 
 struct Tracer<'a> {
     top: &'a TopLevel,
+    /// Moved on at every exec and end of a tracee: the supervisor's kept descriptors of
+    /// the step's memory are good only while it has not moved (`memory.rs`).
+    generation: &'a Generation,
     /// Set when the step's root has files hard-linked in earlier layers.
     copy_up: Option<CopyUp<'a>>,
     /// Every call of every tracee stops (`PTRACE_SYSCALL`), the calls of [`TRACED`]
@@ -411,6 +419,10 @@ impl Tracer<'_> {
 
     /// A tracee has ended.
     fn gone(&mut self, pid: libc::pid_t) -> io::Result<()> {
+        // Before anything is resumed: a process that gets this tid later is a new tracee,
+        // stopped until this tracer lets it run.
+        self.generation.advance();
+        super::memory::tracee_changed(pid, false);
         self.pending.remove(&pid);
         self.entered.remove(&pid);
         self.tracees.remove(&pid);
@@ -490,6 +502,9 @@ impl Tracer<'_> {
         if signal == libc::SIGTRAP && event == libc::PTRACE_EVENT_EXEC {
             // A successful execve: the registers are the new program's, nothing to restore.
             self.pending.remove(&pid);
+            // A new address space: what was kept of the old one is not this process's.
+            self.generation.advance();
+            super::memory::tracee_changed(pid, true);
             return Ok(Some((carry_on, 0)));
         }
         if signal == libc::SIGTRAP && event == libc::PTRACE_EVENT_VFORK_DONE {
@@ -940,8 +955,18 @@ fn read_memory(pid: libc::pid_t, address: u64, buf: &mut [u8]) -> io::Result<usi
         return Ok(n);
     }
     use std::os::unix::fs::FileExt;
-    let mem = std::fs::File::open(format!("/proc/{pid}/mem"))?;
-    mem.read_at(buf, address)
+    let len = buf.len();
+    let (n, bytes) = super::memory::with_tracee_memory(pid, |mem| {
+        let mut bytes = vec![0u8; len];
+        let n = mem.read_at(&mut bytes, address)?;
+        if n == 0 && len > 0 {
+            // A kept descriptor of an address space that is gone reads nothing.
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        Ok((n, bytes))
+    })?;
+    buf[..n].copy_from_slice(&bytes[..n]);
+    Ok(n)
 }
 
 /// `bytes` at `address` in `pid` (stopped, below its stack pointer and red zone, where
@@ -953,10 +978,7 @@ fn write_memory(pid: libc::pid_t, address: u64, bytes: &[u8]) -> io::Result<()> 
         None => {}
     }
     use std::os::unix::fs::FileExt;
-    let mem = std::fs::OpenOptions::new()
-        .write(true)
-        .open(format!("/proc/{pid}/mem"))?;
-    mem.write_all_at(bytes, address)
+    super::memory::with_tracee_memory(pid, |mem| mem.write_all_at(bytes, address))
 }
 
 #[cfg(test)]
