@@ -411,7 +411,8 @@ fn checks_undefined_vars(
 /// every base's config while it converts the Dockerfile, so that a check with
 /// `error=true` fails a build on an image not pulled yet as it fails one on a stored image.
 /// A pull that fails is not reported here: the stage needing the image reports it, in
-/// place, when it runs (and is not checked).
+/// place, when it runs (and is not checked); the CLI's bases remember the failure for the
+/// build, so that stage does not pull again (`rbuild_transfer::PullingBases`).
 #[allow(clippy::too_many_arguments)]
 fn pull_missing_bases(
     dockerfile: &rbuild_dockerfile::Dockerfile,

@@ -22,6 +22,13 @@ pub enum BaseImageError {
         #[source]
         source: TransferError,
     },
+    /// This build pulled `reference` for the same platform before and that pull failed
+    /// (`message`): it is not tried again, as BuildKit resolves a base once per build. A
+    /// registry that hangs until the transfer deadline is waited on once, not once by the
+    /// build's look-ahead (the build checks need every base's config) and again by the
+    /// stage that needs the image.
+    #[error("pulling {reference}: {message} (failed earlier in this build, not tried again)")]
+    FailedEarlier { reference: String, message: String },
     /// A thread holding one of the pull locks panicked.
     #[error("pulling {0}: a concurrent pull of the same image failed")]
     Poisoned(String),
@@ -36,6 +43,8 @@ pub struct PullingBases<'a> {
     /// One lock per image name: stages (and the build's look-ahead) asking for the same
     /// image wait for one pull, while different images are pulled at the same time.
     pulling: Mutex<BTreeMap<String, Arc<Mutex<()>>>>,
+    /// The pulls that failed, by image name and platform: their errors' messages.
+    failed: Mutex<BTreeMap<(String, String), String>>,
     progress: &'a dyn Progress,
 }
 
@@ -53,6 +62,7 @@ impl<'a> PullingBases<'a> {
             always_pull,
             pulled: Mutex::new(Vec::new()),
             pulling: Mutex::new(BTreeMap::new()),
+            failed: Mutex::new(BTreeMap::new()),
             progress,
         }
     }
@@ -86,24 +96,37 @@ impl<'a> PullingBases<'a> {
                 return Ok(record);
             }
         }
+        let key = (name.clone(), format!("{platform:?}"));
+        if let Some(message) = self.failed.lock().map_err(|_| poisoned())?.get(&key) {
+            return Err(BaseImageError::FailedEarlier {
+                reference: reference.to_string(),
+                message: message.clone(),
+            });
+        }
         let _guard = on_pull();
         let options = PullOptions {
             platforms: PlatformChoice::One(platform.clone()),
             ..Default::default()
         };
-        let record = self
-            .runtime
-            .block_on(crate::pull(
-                &self.client,
-                store,
-                &parsed,
-                &options,
-                self.progress,
-            ))
-            .map_err(|source| BaseImageError::Pull {
-                reference: reference.to_string(),
-                source,
-            })?;
+        let record = match self.runtime.block_on(crate::pull(
+            &self.client,
+            store,
+            &parsed,
+            &options,
+            self.progress,
+        )) {
+            Ok(record) => record,
+            Err(source) => {
+                self.failed
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .insert(key, source.to_string());
+                return Err(BaseImageError::Pull {
+                    reference: reference.to_string(),
+                    source,
+                });
+            }
+        };
         self.pulled.lock().map_err(|_| poisoned())?.push(name);
         Ok(record)
     }

@@ -122,6 +122,21 @@ fn a_missing_base_is_pulled_once_then_found_in_the_store() {
         ),
         "{err:?}"
     );
+    // Asked again in the same build (a stage after the build's look-ahead): the same
+    // error at once, no second pull.
+    let before = pulls.get();
+    let again = bases
+        .resolve_with(&store, &missing, &Platform::host(), count)
+        .unwrap_err();
+    assert_eq!(pulls.get(), before, "a failed pull is not tried again");
+    assert!(
+        matches!(again, BaseImageError::FailedEarlier { .. }),
+        "{again:?}"
+    );
+    assert!(
+        again.to_string().contains(&err.to_string()),
+        "{again} keeps {err}"
+    );
 }
 
 #[test]
