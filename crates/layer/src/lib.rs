@@ -17,6 +17,7 @@ pub mod error;
 pub use rbuild_idmap as idmap;
 pub mod list;
 mod path;
+pub use path::sorted_dir_entries;
 pub mod tree;
 pub mod write;
 

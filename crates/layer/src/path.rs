@@ -190,16 +190,29 @@ pub(crate) fn remove_all_at(
 
 /// The names in a directory (without `.` and `..`), sorted so that work is deterministic.
 pub(crate) fn list_dir(dir: BorrowedFd<'_>) -> rustix::io::Result<Vec<OsString>> {
+    Ok(sorted_dir_entries(dir)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect())
+}
+
+/// The names in the directory open at `dir` (without `.` and `..`), sorted by their bytes
+/// (the order of `Path` components), each with the type its entry reports (which may be
+/// `Unknown` on file systems that do not fill it in). One read of the directory, no call
+/// per entry: what a walk of many small files needs.
+pub fn sorted_dir_entries(
+    dir: BorrowedFd<'_>,
+) -> rustix::io::Result<Vec<(OsString, rustix::fs::FileType)>> {
     let mut reader = rustix::fs::Dir::read_from(dir)?;
     let mut names = Vec::new();
     while let Some(entry) = reader.read() {
         let entry = entry?;
         let name = entry.file_name().to_bytes();
         if name != b"." && name != b".." {
-            names.push(OsStr::from_bytes(name).to_os_string());
+            names.push((OsStr::from_bytes(name).to_os_string(), entry.file_type()));
         }
     }
-    names.sort();
+    names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     Ok(names)
 }
 

@@ -389,23 +389,11 @@ fn a_plain_layer_compressed_later_is_the_layer_written_compressed() {
     }
 }
 
-/// Deterministic bytes no deflate level can shrink (xorshift64*).
-fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
-        })
-        .collect()
-}
-
 #[test]
 fn random_data_is_stored_in_one_gzip_member_the_same_for_any_thread_count() {
     let src = tempfile::tempdir().unwrap();
     rich_tree(src.path(), false, 1_650_000_000);
-    let noise = random_bytes(3 << 20, 7);
+    let noise = rbuild_testutil::incompressible_bytes(3 << 20, 7);
     put(src.path(), "a-noise.bin", &noise);
     let text = b"Lorem ipsum dolor sit amet, consectetur adipiscing elit.\n".repeat(40_000);
     put(src.path(), "b-text.txt", &text);

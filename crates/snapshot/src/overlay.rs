@@ -4,7 +4,6 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rbuild_layer::Change;
@@ -127,22 +126,6 @@ fn lower_dirs_below(visible: &[LowerDir], name: &OsStr) -> Vec<LowerDir> {
     below
 }
 
-/// The names in the directory open at `dir` (without `.` and `..`), sorted by their bytes
-/// (the order of `Path` components), each with the type its entry reports.
-fn sorted_entries(dir: BorrowedFd<'_>) -> rustix::io::Result<Vec<(OsString, FileType)>> {
-    let mut reader = rustix::fs::Dir::read_from(dir)?;
-    let mut names = Vec::new();
-    while let Some(entry) = reader.read() {
-        let entry = entry?;
-        let name = entry.file_name().to_bytes();
-        if name != b"." && name != b".." {
-            names.push((OsStr::from_bytes(name).to_os_string(), entry.file_type()));
-        }
-    }
-    names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    Ok(names)
-}
-
 /// Converts an upperdir into changes. `lowerdirs` (base first) are consulted to drop
 /// directories that were only copied up (e.g. for a stub) and are otherwise unchanged, and
 /// for a directory that replaces a lower directory wholesale (opaque: `rm -rf /d && mkdir
@@ -237,7 +220,8 @@ impl Collect<'_> {
         visible: &[LowerDir],
         replacing: bool,
     ) -> io::Result<bool> {
-        let entries = sorted_entries(dir).map_err(|e| self.error("reading", e))?;
+        let entries =
+            rbuild_layer::sorted_dir_entries(dir).map_err(|e| self.error("reading", e))?;
         let mut any = false;
         // The lowers' entries a replacing directory lacks: deleted, in name order with the
         // upper's entries.
@@ -245,13 +229,15 @@ impl Collect<'_> {
         if replacing {
             let mut names = std::collections::BTreeSet::new();
             for lower in visible {
-                for (name, _) in sorted_entries(lower.fd.as_fd()).map_err(|e| {
-                    let path = self.lowerdirs[lower.layer].join(&self.rel);
-                    io::Error::new(
-                        io::Error::from(e).kind(),
-                        format!("reading {}: {e}", path.display()),
-                    )
-                })? {
+                for (name, _) in
+                    rbuild_layer::sorted_dir_entries(lower.fd.as_fd()).map_err(|e| {
+                        let path = self.lowerdirs[lower.layer].join(&self.rel);
+                        io::Error::new(
+                            io::Error::from(e).kind(),
+                            format!("reading {}: {e}", path.display()),
+                        )
+                    })?
+                {
                     names.insert(name);
                 }
             }

@@ -68,6 +68,19 @@ pub fn base64(text: &str) -> String {
     out
 }
 
+/// `len` deterministic bytes that no deflate level can shrink (xorshift64*, from `seed`,
+/// which must not be 0): a layer's incompressible content without a random-number crate.
+pub fn incompressible_bytes(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -145,16 +145,8 @@ mod tests {
     use super::*;
     use std::io::Read as _;
 
-    fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-        (0..len)
-            .map(|_| {
-                // xorshift64*: deterministic bytes that no deflate level can shrink.
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                (seed.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
-            })
-            .collect()
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        rbuild_testutil::incompressible_bytes(len, seed)
     }
 
     #[test]
