@@ -75,6 +75,10 @@ pub fn rbuild_phases(log: &str) -> Option<String> {
 /// The column of the limit: the row's RUN commands in a plain chroot, nothing recorded.
 pub const LIMIT: &str = "limit";
 
+/// The restricted pod's floor (`pod_limit.rs`): a floor like the limit, not a peer, so
+/// no ratio column and never the best peer.
+use super::pod_limit::POD_LIMIT;
+
 /// Columns named `rbuild...` are rbuild (the first is the one the ratios compare); the
 /// others are peers.
 fn is_rbuild(tool: &str) -> bool {
@@ -110,7 +114,7 @@ fn fmt_time(secs: f64, millis: bool) -> String {
 }
 
 /// The median of a cell's runs, if every run succeeded.
-fn clean_median(cell: &Cell) -> Option<f64> {
+pub fn clean_median(cell: &Cell) -> Option<f64> {
     if cell.unsupported.is_some() || cell.samples.iter().any(|s| s.error.is_some()) {
         return None;
     }
@@ -203,7 +207,7 @@ pub fn render_section(s: &Section) -> String {
     }
     let peers: Vec<&String> = cols
         .iter()
-        .filter(|c| !is_rbuild(c) && c.as_str() != LIMIT)
+        .filter(|c| !is_rbuild(c) && c.as_str() != LIMIT && c.as_str() != POD_LIMIT)
         .collect();
     let has_limit = cols.iter().any(|c| c == LIMIT);
     if let Some(subject) = &subject {
