@@ -159,9 +159,15 @@ pub(super) fn cold_builds(b: &Bench) -> Result<Option<Section>> {
                 rbuild-restricted (rbuild in a restricted pod: a fresh container per run, \
                 timed as `docker create`, `docker start -a` and `docker rm` apart), the \
                 column rbuild-empty-store is the host's rbuild from an empty store in every \
-                run (the base pulled and extracted, as in each pod run); the notes give the \
-                pod's parts and its ratio to both host columns, with and without the \
-                container's creation and removal."
+                run (the base pulled and extracted, as in each pod run), and the column pod-limit \
+                is the pod's floor: the limit's same RUN commands in a plain container of \
+                the base on the bench's dockerd (root, Docker's default seccomp profile and \
+                capabilities, `--network host`; a fresh container per stage and run, stages \
+                one after another, timed as the pod is), no builder at all; its bracket is \
+                its time above the limit, what the container's environment costs. The notes \
+                give the pod's parts, its ratio to both host columns, with and without the \
+                container's creation and removal, and its time above pod-limit against the \
+                host's rbuild's above the limit."
             .into(),
         rows,
     }))
