@@ -453,6 +453,32 @@ mod tests {
             "{text}"
         );
         assert_eq!(fmt_signed(-0.25, false), "−250 ms");
+
+        // The pod's floor is a floor, not a peer: no ratio column, never the best peer
+        // (its 0.5 s above the limit would otherwise be the smallest overhead).
+        let s = Section {
+            title: "t".into(),
+            intro: "i".into(),
+            rows: vec![row(vec![
+                cell("rbuild", vec![ok(3.0)]),
+                cell("kaniko", vec![ok(4.0)]),
+                cell(LIMIT, vec![ok(2.0)]),
+                cell(POD_LIMIT, vec![ok(2.5)]),
+            ])],
+            notes: vec![],
+        };
+        let text = render_section(&s);
+        assert!(
+            text.contains(
+                "| row | what | rbuild | kaniko | limit | pod-limit | rbuild/kaniko | \
+                 rbuild overhead / best peer's | rbuild peak RSS |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("| tiny | w | 3.00 s (+1.00 s) | 4.00 s (+2.00 s) | 2.00 s | 2.50 s (+500 ms) | 0.75 | 0.50 | 2 MiB |"),
+            "{text}"
+        );
     }
 
     #[test]
