@@ -31,8 +31,13 @@ pub struct LimitRun {
     runs: usize,
 }
 
+/// The name of stage `stage`'s step `step`'s file.
+fn step_file(stage: usize, step: usize) -> String {
+    format!("step-{stage}-{step}.sh")
+}
+
 /// `s` quoted for the shell.
-fn quote(s: &str) -> String {
+pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
@@ -55,8 +60,48 @@ impl LimitRun {
             trash: trash.to_path_buf(),
             runs: 0,
         };
-        fs::write(dir.join("run.sh"), run.script(secrets)?)?;
+        for (i, stage) in run.limit.stages.iter().enumerate() {
+            for (j, (workdir, command)) in stage.runs.iter().enumerate() {
+                let file = dir.join(step_file(i, j));
+                fs::write(
+                    &file,
+                    format!("cd {} || exit 1\n{command}\n", quote(workdir)),
+                )
+                .with_context(|| format!("writing {}", file.display()))?;
+            }
+        }
+        fs::write(dir.join("run.sh"), run.script(secrets))?;
         Ok(run)
+    }
+
+    /// The directory of the step files (`step-STAGE-STEP.sh`) and `run.sh`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The context the stages' COPY sources are in.
+    pub fn context(&self) -> &Path {
+        &self.context
+    }
+
+    pub fn limit(&self) -> &Limit {
+        &self.limit
+    }
+
+    /// Stage `stage`'s RUN steps as one shell command: each step file run by `/bin/sh -c`
+    /// with only the default PATH and HOME=/root, each only if the one before succeeded.
+    /// `enter` goes before the shell (`chroot ROOT ` for the limit, nothing in a container
+    /// that is already the stage's root); `steps_dir` is where the step files are seen
+    /// from where the command runs.
+    pub fn steps_command(&self, stage: usize, enter: &str, steps_dir: &str) -> String {
+        let runs = self.limit.stages.get(stage).map_or(0, |s| s.runs.len());
+        (0..runs)
+            .map(|j| {
+                let file = quote(&format!("{steps_dir}/{}", step_file(stage, j)));
+                format!("env -i PATH={DEFAULT_PATH} HOME=/root {enter}/bin/sh -c \"$(cat {file})\"")
+            })
+            .collect::<Vec<_>>()
+            .join(" && ")
     }
 
     fn root(&self, stage: usize) -> PathBuf {
@@ -64,9 +109,10 @@ impl LimitRun {
     }
 
     /// The script the timed command runs (in a private mount namespace).
-    fn script(&self, secrets: &[(&str, &str)]) -> Result<String> {
+    fn script(&self, secrets: &[(&str, &str)]) -> String {
         let mut s = String::from("set -u\n");
-        for (i, stage) in self.limit.stages.iter().enumerate() {
+        let steps_dir = self.dir.display().to_string();
+        for i in 0..self.limit.stages.len() {
             let root = self.root(i).display().to_string();
             let r = quote(&root);
             s.push_str(&format!(
@@ -79,27 +125,15 @@ impl LimitRun {
                     quote(src)
                 ));
             }
-            let mut steps = Vec::new();
-            for (j, (workdir, command)) in stage.runs.iter().enumerate() {
-                let file = self.dir.join(format!("step-{i}-{j}.sh"));
-                fs::write(
-                    &file,
-                    format!("cd {} || exit 1\n{command}\n", quote(workdir)),
-                )
-                .with_context(|| format!("writing {}", file.display()))?;
-                steps.push(format!(
-                    "env -i PATH={DEFAULT_PATH} HOME=/root chroot {r} /bin/sh -c \"$(cat {})\"",
-                    quote(&file.display().to_string())
-                ));
-            }
-            s.push_str(&format!("( {} ) &\npid{i}=$!\n", steps.join(" && ")));
+            let steps = self.steps_command(i, &format!("chroot {r} "), &steps_dir);
+            s.push_str(&format!("( {steps} ) &\npid{i}=$!\n"));
         }
         s.push_str("status=0\n");
         for i in 0..self.limit.stages.len() {
             s.push_str(&format!("wait $pid{i} || status=1\n"));
         }
         s.push_str("exit $status\n");
-        Ok(s)
+        s
     }
 
     /// Untimed, before each run: a fresh copy of the base for every stage, with what the

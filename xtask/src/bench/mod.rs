@@ -6,6 +6,7 @@ mod header;
 mod limit;
 mod measure;
 mod plan;
+mod pod_limit;
 mod reference;
 mod report;
 mod sections;

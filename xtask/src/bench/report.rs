@@ -75,6 +75,10 @@ pub fn rbuild_phases(log: &str) -> Option<String> {
 /// The column of the limit: the row's RUN commands in a plain chroot, nothing recorded.
 pub const LIMIT: &str = "limit";
 
+/// The restricted pod's floor (`pod_limit.rs`): a floor like the limit, not a peer, so
+/// no ratio column and never the best peer.
+use super::pod_limit::POD_LIMIT;
+
 /// Columns named `rbuild...` are rbuild (the first is the one the ratios compare); the
 /// others are peers.
 fn is_rbuild(tool: &str) -> bool {
@@ -110,7 +114,7 @@ fn fmt_time(secs: f64, millis: bool) -> String {
 }
 
 /// The median of a cell's runs, if every run succeeded.
-fn clean_median(cell: &Cell) -> Option<f64> {
+pub fn clean_median(cell: &Cell) -> Option<f64> {
     if cell.unsupported.is_some() || cell.samples.iter().any(|s| s.error.is_some()) {
         return None;
     }
@@ -203,7 +207,7 @@ pub fn render_section(s: &Section) -> String {
     }
     let peers: Vec<&String> = cols
         .iter()
-        .filter(|c| !is_rbuild(c) && c.as_str() != LIMIT)
+        .filter(|c| !is_rbuild(c) && c.as_str() != LIMIT && c.as_str() != POD_LIMIT)
         .collect();
     let has_limit = cols.iter().any(|c| c == LIMIT);
     if let Some(subject) = &subject {
@@ -449,6 +453,32 @@ mod tests {
             "{text}"
         );
         assert_eq!(fmt_signed(-0.25, false), "−250 ms");
+
+        // The pod's floor is a floor, not a peer: no ratio column, never the best peer
+        // (its 0.5 s above the limit would otherwise be the smallest overhead).
+        let s = Section {
+            title: "t".into(),
+            intro: "i".into(),
+            rows: vec![row(vec![
+                cell("rbuild", vec![ok(3.0)]),
+                cell("kaniko", vec![ok(4.0)]),
+                cell(LIMIT, vec![ok(2.0)]),
+                cell(POD_LIMIT, vec![ok(2.5)]),
+            ])],
+            notes: vec![],
+        };
+        let text = render_section(&s);
+        assert!(
+            text.contains(
+                "| row | what | rbuild | kaniko | limit | pod-limit | rbuild/kaniko | \
+                 rbuild overhead / best peer's | rbuild peak RSS |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("| tiny | w | 3.00 s (+1.00 s) | 4.00 s (+2.00 s) | 2.00 s | 2.50 s (+500 ms) | 0.75 | 0.50 | 2 MiB |"),
+            "{text}"
+        );
     }
 
     #[test]

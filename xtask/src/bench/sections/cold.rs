@@ -10,9 +10,10 @@ use anyhow::Result;
 use super::{announce, cold_plans};
 use crate::bench::limit::LimitRun;
 use crate::bench::plan::{run_row, Plan};
+use crate::bench::pod_limit::{PodLimit, POD_LIMIT};
 use crate::bench::report::{self, Section, LIMIT};
 use crate::bench::services;
-use crate::bench::tools::{remove_tree, restricted, Cache, EMPTY_STORE, RESTRICTED};
+use crate::bench::tools::{self, remove_tree, restricted, Cache, EMPTY_STORE, RESTRICTED};
 use crate::bench::workloads::{self, Context};
 use crate::bench::Bench;
 
@@ -47,7 +48,8 @@ pub(super) fn cold_builds(b: &Bench) -> Result<Option<Section>> {
         let warm_up = !warm_bases.contains(&ctx.base);
         warm_bases.push(ctx.base);
         let mut plans = cold_plans(b, &ctx, &dir, &b.builders(), warm_up);
-        if b.peers.iter().any(|p| p.name == RESTRICTED) {
+        let pod_runs = b.peers.iter().any(|p| p.name == RESTRICTED);
+        if pod_runs {
             // Beside rbuild's own column, so the tools still alternate run by run.
             plans.insert(1, empty_store_plan(b, &ctx, &dir));
         }
@@ -60,11 +62,30 @@ pub(super) fn cold_builds(b: &Bench) -> Result<Option<Section>> {
                 ctx.secrets,
                 &b.work.join("limit-trash"),
             )?));
+            // The restricted pod's floor: the same steps in a plain container of the base.
+            let pod_limit = if pod_runs {
+                Some(Rc::new(PodLimit::new(
+                    &run.borrow(),
+                    Path::new(tools::DEBIAN_DOCKER),
+                    &b.services.docker_host(),
+                    &b.services.base(ctx.base, &b.work)?,
+                    ctx.secrets,
+                )))
+            } else {
+                None
+            };
             let prepare = run.clone();
             plans.push(
                 Plan::new(LIMIT, move |_| Ok(vec![run.borrow().command()]))
                     .before(move |_| prepare.borrow_mut().prepare()),
             );
+            if let Some(pod_limit) = pod_limit {
+                let prepare = pod_limit.clone();
+                plans.push(
+                    Plan::new(POD_LIMIT, move |_| Ok(pod_limit.commands()))
+                        .before(move |_| prepare.prepare()),
+                );
+            }
         }
         rows.push(run_row(ctx.name, &ctx.what, plans, runs, &b.logs));
     }
@@ -138,9 +159,15 @@ pub(super) fn cold_builds(b: &Bench) -> Result<Option<Section>> {
                 rbuild-restricted (rbuild in a restricted pod: a fresh container per run, \
                 timed as `docker create`, `docker start -a` and `docker rm` apart), the \
                 column rbuild-empty-store is the host's rbuild from an empty store in every \
-                run (the base pulled and extracted, as in each pod run); the notes give the \
-                pod's parts and its ratio to both host columns, with and without the \
-                container's creation and removal."
+                run (the base pulled and extracted, as in each pod run), and the column pod-limit \
+                is the pod's floor: the limit's same RUN commands in a plain container of \
+                the base on the bench's dockerd (root, Docker's default seccomp profile and \
+                capabilities, `--network host`; a fresh container per stage and run, stages \
+                one after another, timed as the pod is), no builder at all; its bracket is \
+                its time above the limit, what the container's environment costs. The notes \
+                give the pod's parts, its ratio to both host columns, with and without the \
+                container's creation and removal, and its time above pod-limit against the \
+                host's rbuild's above the limit."
             .into(),
         rows,
     }))

@@ -13,7 +13,9 @@ use anyhow::{bail, Context, Result};
 
 use super::{Builder, Cache, Kind};
 use crate::bench::measure::median;
-use crate::bench::plan::{Cell, Row};
+use crate::bench::plan::Row;
+use crate::bench::pod_limit::{part_kind, POD_LIMIT};
+use crate::bench::report::{clean_median, LIMIT};
 use crate::builder_image::RESTRICTED_POD_FLAGS as POD_FLAGS;
 
 pub const RESTRICTED: &str = "rbuild-restricted";
@@ -219,7 +221,7 @@ pub fn pod_note(row: &Row) -> Option<String> {
         .enumerate()
         .map(|(i, name)| format!("{name} {:.2} s", part(i)))
         .collect();
-    let whole = cell_median(pod)?;
+    let whole = clean_median(pod)?;
     let in_container = part(1);
     let mut line = format!(
         "{} ({RESTRICTED}): {} (medians of {} runs)",
@@ -228,7 +230,7 @@ pub fn pod_note(row: &Row) -> Option<String> {
         pod.samples.len()
     );
     for (column, what) in [("rbuild", "kept store"), (EMPTY_STORE, "empty store")] {
-        if let Some(host) = row.cell(column).and_then(cell_median) {
+        if let Some(host) = row.cell(column).and_then(clean_median) {
             line.push_str(&format!(
                 "; against the host's {what} ({column}, {host:.2} s): {:.2}× with the \
                  container's create and rm, {:.2}× without",
@@ -237,21 +239,74 @@ pub fn pod_note(row: &Row) -> Option<String> {
             ));
         }
     }
+    if let Some(floors) = floor_note(row, whole) {
+        line.push_str(&floors);
+    }
     Some(line)
 }
 
-/// The median wall time of a cell whose every run succeeded.
-fn cell_median(cell: &Cell) -> Option<f64> {
-    if cell.unsupported.is_some() || cell.samples.iter().any(|s| s.error.is_some()) {
-        return None;
+/// The pod's time above its floor ([`POD_LIMIT`]: the same steps in a plain container)
+/// against rbuild's on the host above the host's ([`LIMIT`]: in a chroot), for both host
+/// columns, and the issue's ratio with the pod's floor taken as the host's (the pod's time
+/// above pod-limit on top of the limit, over the host column's time). `None` without
+/// both floors.
+fn floor_note(row: &Row, pod: f64) -> Option<String> {
+    let floor_cell = row.cell(POD_LIMIT)?;
+    let floor = clean_median(floor_cell)?;
+    let limit = clean_median(row.cell(LIMIT)?)?;
+    let mut kinds = [Vec::new(), Vec::new(), Vec::new()];
+    for s in &floor_cell.samples {
+        let mut sums = [0.0; 3];
+        for (i, d) in s.parts.iter().enumerate() {
+            sums[part_kind(i, s.parts.len())] += d.as_secs_f64();
+        }
+        for (kind, sum) in kinds.iter_mut().zip(sums) {
+            kind.push(sum);
+        }
     }
-    median(
-        &mut cell
-            .samples
-            .iter()
-            .map(|s| s.wall.as_secs_f64())
-            .collect::<Vec<_>>(),
-    )
+    let parts: Vec<String> = PARTS
+        .iter()
+        .zip(&mut kinds)
+        .map(|(name, secs)| {
+            let name = name.split(" (").next().unwrap_or(name);
+            format!("{name} {:.2} s", median(secs).unwrap_or_default())
+        })
+        .collect();
+    let above = pod - floor;
+    let mut text = format!(
+        "; its floor {POD_LIMIT} {floor:.2} s ({}), the host's {LIMIT} {limit:.2} s: the pod \
+         {} above {POD_LIMIT}",
+        parts.join(", "),
+        signed(above)
+    );
+    for column in ["rbuild", EMPTY_STORE] {
+        let Some(host) = row.cell(column).and_then(clean_median) else {
+            continue;
+        };
+        let host_above = host - limit;
+        let over = if host_above > 0.0 {
+            format!("{:.2}×", above / host_above)
+        } else {
+            "—".into()
+        };
+        text.push_str(&format!(
+            ", against {column}'s {} above {LIMIT}: {over} (on the host's floor the pod would \
+             take {:.2} s, {:.2}× {column})",
+            signed(host_above),
+            limit + above,
+            (limit + above) / host
+        ));
+    }
+    Some(text)
+}
+
+/// Seconds with their sign.
+fn signed(secs: f64) -> String {
+    if secs < 0.0 {
+        format!("−{:.2} s", -secs)
+    } else {
+        format!("+{secs:.2} s")
+    }
 }
 
 /// A container name no other run of this process has used: a run that failed before its
@@ -274,6 +329,7 @@ fn same_command(c: &Command) -> Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::plan::Cell;
 
     fn args(c: &Command) -> Vec<String> {
         c.get_args()
@@ -399,11 +455,57 @@ mod tests {
             "{note}"
         );
 
+        // No floors, no floor note.
+        assert!(!note.contains(POD_LIMIT), "{note}");
         let failed = crate::bench::measure::Sample {
             error: Some("failed: x".into()),
             ..sample(&[0.2, 1.0])
         };
         assert!(pod_note(&row(vec![(RESTRICTED, vec![failed])])).is_none());
         assert!(pod_note(&row(vec![("rbuild", vec![sample(&[1.0])])])).is_none());
+    }
+
+    #[test]
+    fn the_pods_note_sets_its_time_above_pod_limit_against_rbuilds_above_the_limit() {
+        let r = row(vec![
+            ("rbuild", vec![sample(&[5.0]), sample(&[5.0])]),
+            (EMPTY_STORE, vec![sample(&[6.0]), sample(&[6.0])]),
+            (
+                RESTRICTED,
+                vec![sample(&[0.2, 10.0, 0.8]), sample(&[0.2, 10.0, 0.8])],
+            ),
+            (LIMIT, vec![sample(&[3.0]), sample(&[3.0])]),
+            // Two stages: create, create, start, start, rm, rm.
+            (
+                POD_LIMIT,
+                vec![
+                    sample(&[0.1, 0.1, 3.0, 4.0, 0.2, 0.3]),
+                    sample(&[0.1, 0.1, 3.0, 4.0, 0.2, 0.3]),
+                ],
+            ),
+        ]);
+        let note = pod_note(&r).unwrap();
+        // The pod 11 s, its floor 7.7 s: 3.3 s above it; rbuild 2 s above the limit's 3 s,
+        // the empty store 3 s.
+        assert!(
+            note.contains(
+                "; its floor pod-limit 7.70 s (docker create 0.20 s, docker start -a 7.00 s, \
+                 docker rm 0.50 s), the host's limit 3.00 s: the pod +3.30 s above pod-limit, \
+                 against rbuild's +2.00 s above limit: 1.65× (on the host's floor the pod \
+                 would take 6.30 s, 1.26× rbuild), against rbuild-empty-store's +3.00 s above \
+                 limit: 1.10× (on the host's floor the pod would take 6.30 s, 1.05× \
+                 rbuild-empty-store)"
+            ),
+            "{note}"
+        );
+        // A failed floor run leaves the floor out, not the note.
+        let mut failed = r.clone();
+        failed.cells[4].samples[0].error = Some("failed: x".into());
+        let note = pod_note(&failed).unwrap();
+        assert!(!note.contains(POD_LIMIT), "{note}");
+        assert!(
+            note.contains("2.20× with the container's create and rm"),
+            "{note}"
+        );
     }
 }
