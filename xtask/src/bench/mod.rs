@@ -244,6 +244,30 @@ pub struct Bench<'a> {
     pub scale: workloads::Scale,
 }
 
+/// Holds `work`'s lock until dropped: a second `cargo xtask bench` on the same directory
+/// would share its stores, bases and scratch trees with the first, and the first's clean-up
+/// removing trees under a running build made that build fail (dpkg's "Stale file handle"
+/// on the overlay's lower directories). The lock goes with the process, however it ends.
+fn lock_work_dir(work: &Path) -> Result<fs::File> {
+    use std::os::fd::AsRawFd;
+    fs::create_dir_all(work)?;
+    let path = work.join(".lock");
+    let file = fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            bail!(
+                "another `cargo xtask bench` is running on {} (it would share this run's \
+                 stores and scratch trees); wait for it or set CARGO_TARGET_DIR",
+                work.display()
+            );
+        }
+        return Err(err).with_context(|| format!("locking {}", path.display()));
+    }
+    Ok(file)
+}
+
 pub fn main(args: &[String]) -> Result<()> {
     let Some(opts) = parse_options(args)? else {
         return Ok(());
@@ -254,6 +278,7 @@ pub fn main(args: &[String]) -> Result<()> {
         .map(|t| if t.is_absolute() { t } else { repo.join(t) })
         .unwrap_or_else(|| repo.join("target"));
     let work = target.join("bench");
+    let _only_bench = lock_work_dir(&work)?;
     let logs = work.join("logs");
     let _ = fs::remove_dir_all(&logs);
     fs::create_dir_all(&logs)?;
@@ -445,6 +470,21 @@ mod tests {
 
     fn opts(args: &[&str]) -> Result<Option<Options>> {
         parse_options(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn a_second_bench_on_the_same_directory_is_refused_until_the_first_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("bench");
+        let first = lock_work_dir(&work).unwrap();
+        let err = lock_work_dir(&work).unwrap_err().to_string();
+        assert!(err.contains("another `cargo xtask bench`"), "{err}");
+        assert!(
+            lock_work_dir(&dir.path().join("other")).is_ok(),
+            "another directory"
+        );
+        drop(first);
+        assert!(lock_work_dir(&work).is_ok(), "free once the first ends");
     }
 
     #[test]
