@@ -130,12 +130,12 @@ pub(super) fn supervise_with(generation: Option<Rc<Generation>>) {
     });
 }
 
-fn open(pid: u32) -> Result<File, i32> {
+/// `/proc/PID/mem` of `pid` for reading and writing (one descriptor serves both).
+fn open(pid: impl std::fmt::Display) -> io::Result<File> {
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(format!("/proc/{pid}/mem"))
-        .map_err(errno_of)
 }
 
 /// Runs `access` on the caller's `/proc/TID/mem`, kept or opened now (then checked to be
@@ -145,7 +145,7 @@ fn open(pid: u32) -> Result<File, i32> {
 pub(super) fn with_caller_memory<T>(
     listener: &OwnedFd,
     request: &libc::seccomp_notif,
-    access: impl Fn(&File) -> Result<T, i32>,
+    mut access: impl FnMut(&File) -> Result<T, i32>,
 ) -> Result<T, i32> {
     let pid = request.pid;
     let kept = SUPERVISOR.with(|s| {
@@ -169,7 +169,7 @@ pub(super) fn with_caller_memory<T>(
             }
         }
     }
-    let file = Rc::new(open(pid)?);
+    let file = Rc::new(open(pid).map_err(errno_of)?);
     notification_still_valid(listener, request)?;
     SUPERVISOR.with(|s| s.borrow_mut().1.files.insert(pid, file.clone()));
     access(&file)
@@ -178,7 +178,7 @@ pub(super) fn with_caller_memory<T>(
 /// The tracer: runs `access` on a stopped tracee's `/proc/PID/mem`, kept or opened now.
 pub(super) fn with_tracee_memory<T>(
     pid: libc::pid_t,
-    access: impl Fn(&File) -> io::Result<T>,
+    mut access: impl FnMut(&File) -> io::Result<T>,
 ) -> io::Result<T> {
     let kept = TRACER.with(|t| t.borrow().get(&pid).cloned());
     if let Some(file) = kept {
@@ -189,12 +189,7 @@ pub(super) fn with_tracee_memory<T>(
             }
         }
     }
-    let file = Rc::new(
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(format!("/proc/{pid}/mem"))?,
-    );
+    let file = Rc::new(open(pid)?);
     TRACER.with(|t| {
         let mut t = t.borrow_mut();
         if t.len() >= KEPT {

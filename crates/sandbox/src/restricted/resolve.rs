@@ -60,12 +60,11 @@ pub(super) fn caller_bytes(
     let pid = request.pid as libc::pid_t;
     let mut buf = vec![0u8; len];
     let Some(n) = super::remote::read(pid, address, &mut buf).map_err(|_| libc::EFAULT)? else {
-        return super::memory::with_caller_memory(listener, request, |mem| {
-            let mut buf = vec![0u8; len];
+        super::memory::with_caller_memory(listener, request, |mem| {
             mem.read_exact_at(&mut buf, address)
-                .map_err(|_| libc::EFAULT)?;
-            Ok(buf)
-        });
+                .map_err(|_| libc::EFAULT)
+        })?;
+        return Ok(buf);
     };
     if n != len {
         return Err(libc::EFAULT);

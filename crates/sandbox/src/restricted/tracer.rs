@@ -955,18 +955,14 @@ fn read_memory(pid: libc::pid_t, address: u64, buf: &mut [u8]) -> io::Result<usi
         return Ok(n);
     }
     use std::os::unix::fs::FileExt;
-    let len = buf.len();
-    let (n, bytes) = super::memory::with_tracee_memory(pid, |mem| {
-        let mut bytes = vec![0u8; len];
-        let n = mem.read_at(&mut bytes, address)?;
-        if n == 0 && len > 0 {
+    super::memory::with_tracee_memory(pid, |mem| {
+        let n = mem.read_at(buf, address)?;
+        if n == 0 && !buf.is_empty() {
             // A kept descriptor of an address space that is gone reads nothing.
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
-        Ok((n, bytes))
-    })?;
-    buf[..n].copy_from_slice(&bytes[..n]);
-    Ok(n)
+        Ok(n)
+    })
 }
 
 /// `bytes` at `address` in `pid` (stopped, below its stack pointer and red zone, where
